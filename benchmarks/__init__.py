@@ -1,0 +1,1 @@
+"""Load generators; each runs as ``python -m benchmarks.NAME``."""

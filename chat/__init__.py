@@ -1,0 +1,1 @@
+"""Conversations and history (see issue 4)."""

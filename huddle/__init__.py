@@ -1,0 +1,3 @@
+"""Huddle: real-time media and signaling server."""
+
+__version__ = "0.1.0"

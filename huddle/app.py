@@ -1,0 +1,127 @@
+"""Compose a node: Redis (embedded or external), broker, hub and the HTTP routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as redis
+from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from huddle.config import Settings
+from huddle.redis_server import EmbeddedRedis
+from signaling.broker import Broker
+from signaling.hub import Hub
+from signaling.metrics import Metrics
+from signaling.server import HUB, REDIS_INFO, SETTINGS, add_routes, json_errors
+
+log = logging.getLogger("huddle.app")
+
+REDIS_CLIENT = web.AppKey("redis_client", redis.Redis)
+EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+    )
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    embedded: EmbeddedRedis | None = None
+    url = settings.redis_url
+    if url is None:
+        embedded = EmbeddedRedis(settings.data_dir, settings.redis_server)
+        url = await embedded.start()
+        app[EMBEDDED_REDIS] = embedded
+
+    def info() -> dict[str, Any]:
+        if embedded is None:
+            return {"mode": "external"}
+        return {"mode": "embedded", "pid": embedded.pid, "restarts": embedded.restarts}
+
+    app[REDIS_INFO] = info
+    client = redis_client(url)
+    app[REDIS_CLIENT] = client
+    try:
+        yield
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            await embedded.stop()
+
+
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client = app[REDIS_CLIENT]
+    broker = Broker(client, settings.node_id)
+    await broker.start()
+    hub = Hub(settings, client, broker, Metrics(), {settings.api_key: settings.secret()})
+    app[HUB] = hub
+    hub.start()
+    try:
+        yield
+    finally:
+        await broker.stop()
+
+
+async def _close_sessions(app: web.Application) -> None:
+    await app[HUB].stop()
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(_web_root() / "index.html")
+
+
+def _web_root() -> Path:
+    return Path(str(resources.files("huddle") / "web"))
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[json_errors])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(_hub_ctx)
+    app.on_shutdown.append(_close_sessions)
+    add_routes(app)
+    app.router.add_get("/", _index)
+    app.router.add_static("/web/", _web_root())
+    return app
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Run a node until SIGINT or SIGTERM."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    addresses = [f"{a[0]}:{a[1]}" for a in runner.addresses]
+    log.info("listening", extra={"addresses": addresses, "node": settings.node_id})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        with contextlib.suppress(Exception):
+            await runner.cleanup()

@@ -1,0 +1,133 @@
+"""The ``huddle`` command: ``huddle serve`` runs a node, ``huddle token`` mints a token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from huddle import __version__
+from huddle.config import Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="huddle", description="Huddle real-time media and signaling server"
+    )
+    parser.add_argument("--version", action="version", version=f"huddle {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run a node",
+        description="Run a node. Every option can also be set as HUDDLE_<OPTION> in the "
+        "environment or in the TOML file given by --config; options given here win.",
+    )
+    serve.add_argument("--config", type=Path, help="TOML file with settings")
+    for name, field in Settings.model_fields.items():
+        if name == "api_secret":
+            continue  # secrets stay out of argv (visible in ps): env or TOML only
+        flag = "--" + name.replace("_", "-")
+        default = field.default
+        help_text = f"{field.description or name} (default: {default})"
+        annotation = field.annotation
+        if annotation is bool or annotation == (bool | None):
+            serve.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            serve.add_argument(flag, dest=name, default=None, help=help_text)
+
+    token = sub.add_parser("token", help="print an access token for IDENTITY")
+    token.add_argument("identity")
+    token.add_argument("--config", type=Path, help="TOML file with settings")
+    token.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        default=None,
+        help="data folder holding the development API secret",
+    )
+    token.add_argument("--name", help="display name (default: the identity)")
+    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+    token.add_argument(
+        "--room",
+        dest="rooms",
+        action="append",
+        help="room the token may join; repeat for several (default: any)",
+    )
+    token.add_argument("--no-publish", dest="can_publish", action="store_false")
+    token.add_argument("--no-subscribe", dest="can_subscribe", action="store_false")
+    token.add_argument("--admin", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    values = vars(args)
+    command = values.pop("command")
+    config = values.pop("config", None)
+    try:
+        if command == "serve":
+            settings = load_settings(config, **values)
+        else:
+            settings = load_settings(config, data_dir=values["data_dir"])
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        print(f"huddle: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    if command == "serve":
+        return _serve(settings)
+    return _token(settings, args)
+
+
+def _serve(settings: Settings) -> int:
+    from huddle import logs
+    from huddle.app import serve
+    from huddle.redis_server import RedisNotFound
+
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(serve(settings))
+    except RedisNotFound as exc:
+        print(f"huddle: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from signaling.auth import Grants, mint_token
+
+    grants = Grants(
+        rooms=args.rooms or ["*"],
+        can_publish=args.can_publish,
+        can_subscribe=args.can_subscribe,
+        admin=args.admin,
+    )
+    try:
+        token = mint_token(
+            api_key=settings.api_key,
+            api_secret=settings.secret(),
+            identity=args.identity,
+            name=args.name,
+            ttl_s=args.ttl or settings.token_ttl_s,
+            grants=grants,
+        )
+    except ValueError as exc:
+        print(f"huddle: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""One typed configuration: defaults < TOML file < ``HUDDLE_*`` environment < CLI options."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    """Every option of a Huddle node. Env names are ``HUDDLE_`` + the upper-cased field."""
+
+    model_config = SettingsConfigDict(env_prefix="HUDDLE_", extra="forbid")
+
+    env: Literal["development", "production"] = Field(
+        "development", description="production turns off dev-only features"
+    )
+    host: str = Field("127.0.0.1", description="address the HTTP/WebSocket server binds")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP/WebSocket port (0: any free)")
+    data_dir: Path = Field(Path("huddle-data"), description="folder for Redis data and files")
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "HUDDLE_REDIS_URL", "redis_url"),
+        description="external Redis; unset: start and supervise a local redis-server",
+    )
+    redis_server: str | None = Field(
+        None, description="redis-server binary for the embedded Redis (default: PATH)"
+    )
+    node_id: str = Field("", description="this node's name in the cluster (default: generated)")
+    api_key: str = Field("huddle-dev", min_length=1, description="API key: tokens' `iss`")
+    api_secret: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="API secret signing tokens; in development a random one is kept in data_dir",
+    )
+    dev_login: bool | None = Field(
+        None, description="enable POST /v1/dev/login (default: on unless env=production)"
+    )
+    token_ttl_s: int = Field(6 * 3600, gt=0, description="lifetime of minted tokens")
+    max_frame_bytes: int = Field(64 * 1024, ge=1024, description="largest accepted WS frame")
+    rate_per_s: float = Field(50.0, gt=0, description="sustained requests/s per connection")
+    rate_burst: int = Field(100, ge=1, description="request burst per connection")
+    flood_strikes: int = Field(
+        200, ge=1, description="rate-limited frames tolerated before closing with 4008"
+    )
+    heartbeat_s: float = Field(
+        20.0, gt=0, description="WS ping interval; a peer silent for 1.5x this is dropped"
+    )
+    hello_timeout_s: float = Field(10.0, gt=0, description="time allowed to send hello")
+    auth_expiring_notice_s: float = Field(
+        60.0, ge=0, description="auth.expiring is sent this long before the token expires"
+    )
+    presence_ttl_s: float = Field(
+        45.0, gt=0, description="a device not refreshed for this long is offline"
+    )
+    presence_refresh_s: float = Field(15.0, gt=0, description="presence refresh interval")
+    presence_sweep_s: float = Field(5.0, gt=0, description="expired-device sweep interval")
+    max_presence_subscriptions: int = Field(
+        2000, ge=1, description="users one connection may watch"
+    )
+    max_outbound_queue: int = Field(
+        2000, ge=16, description="unsent events per connection before closing with 4010"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.env == "production" and self.api_secret is None:
+            raise ValueError("api_secret (HUDDLE_API_SECRET) is required when env=production")
+        if self.presence_refresh_s >= self.presence_ttl_s:
+            raise ValueError("presence_refresh_s must be shorter than presence_ttl_s")
+        if not self.node_id:
+            self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        return self
+
+    @property
+    def dev_login_enabled(self) -> bool:
+        if self.dev_login is None:
+            return self.env != "production"
+        return self.dev_login
+
+    def secret(self) -> str:
+        """The API secret; in development one is generated once and kept in data_dir."""
+        if self.api_secret is not None:
+            return self.api_secret.get_secret_value()
+        path = self.data_dir / "api_secret"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(32)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        os.replace(tmp, path)
+        self.api_secret = SecretStr(value)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = os.environ.get("HUDDLE_CONFIG")
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if toml:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=Path(toml)),)
+        return sources
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the TOML file (if any), the environment and explicit overrides."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is None:
+        return Settings(**given)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    previous = os.environ.get("HUDDLE_CONFIG")
+    os.environ["HUDDLE_CONFIG"] = str(config_file)
+    try:
+        return Settings(**given)
+    finally:
+        if previous is None:
+            del os.environ["HUDDLE_CONFIG"]
+        else:
+            os.environ["HUDDLE_CONFIG"] = previous

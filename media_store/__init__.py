@@ -1,0 +1,1 @@
+"""File uploads and downloads (see issue 7)."""

@@ -1,0 +1,1 @@
+"""Selective forwarding unit (see issue 6)."""

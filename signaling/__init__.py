@@ -1,0 +1,1 @@
+"""Signaling: the WebSocket protocol, auth, presence and the HTTP API."""

@@ -1,0 +1,216 @@
+"""Node-wide state: the local sessions, what they watch, and the node's periodic duties."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final, Literal
+
+import msgspec
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from huddle.config import Settings
+from signaling import protocol as p
+from signaling.broker import Broker
+from signaling.metrics import Metrics
+from signaling.presence import DeviceEntry, PresenceStore, decode_snapshot, presence_channel
+from signaling.session import Session
+
+log = logging.getLogger("huddle.hub")
+SHUTDOWN_CLOSE_TIMEOUT_S: Final = 5.0
+Job = Callable[[], Awaitable[None]]
+
+
+class Control(msgspec.Struct, kw_only=True):
+    """Messages between nodes about one user's devices."""
+
+    kind: Literal["replace"]
+    device: str
+    session: str
+
+
+_control_decoder: Final = msgspec.json.Decoder(Control)
+
+
+def control_channel(user: str) -> str:
+    return f"huddle:{{user:{user}}}:control"
+
+
+class Hub:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        broker: Broker,
+        metrics: Metrics,
+        api_keys: dict[str, str],
+    ) -> None:
+        self.settings = settings
+        self.redis = client
+        self.broker = broker
+        self.metrics = metrics
+        self.api_keys = api_keys
+        self.presence = PresenceStore(client, settings.node_id, settings.presence_ttl_s)
+        self.sessions: set[Session] = set()
+        self.by_user: dict[str, set[Session]] = {}
+        self.watchers: dict[str, set[Session]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Future[None]] = set()
+        self.started = time.monotonic()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._every(self.settings.presence_refresh_s, self._refresh)),
+            asyncio.create_task(self._every(self.settings.presence_sweep_s, self._sweep)),
+        ]
+
+    def spawn(self, job: Awaitable[None]) -> None:
+        """Run ``job`` in the background, keeping a reference until it ends."""
+        future = asyncio.ensure_future(job)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        sessions = list(self.sessions)
+        if sessions:
+            await asyncio.wait(
+                [
+                    asyncio.ensure_future(s.close(p.CloseCode.GOING_AWAY, "server shutdown"))
+                    for s in sessions
+                ],
+                timeout=SHUTDOWN_CLOSE_TIMEOUT_S,
+            )
+
+    async def _every(self, interval: float, job: Job) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except (RedisError, OSError) as exc:
+                log.warning("periodic job failed", extra={"job": job.__name__, "error": str(exc)})
+            except Exception:
+                log.exception("periodic job crashed", extra={"job": job.__name__})
+
+    async def _refresh(self) -> None:
+        await self.presence.refresh(self.entry(s) for s in self.sessions if s.claims)
+
+    async def _sweep(self) -> None:
+        expired = await self.presence.sweep()
+        if expired:
+            log.info("expired stale devices", extra={"count": expired})
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def entry(self, session: Session) -> DeviceEntry:
+        return DeviceEntry(
+            user=session.identity, device=session.device, session=session.id, status=session.status
+        )
+
+    def connected(self, session: Session) -> None:
+        self.sessions.add(session)
+        self.metrics.connections.inc()
+
+    async def register(self, session: Session) -> None:
+        """An authenticated device: route its user's control messages, publish presence."""
+        user = session.identity
+        local = self.by_user.setdefault(user, set())
+        local.add(session)
+        if len(local) == 1:
+            await self.broker.subscribe(control_channel(user), self._on_control)
+        try:
+            await self.broker.publish(
+                control_channel(user),
+                msgspec.json.encode(
+                    Control(kind="replace", device=session.device, session=session.id)
+                ),
+            )
+            await self.presence.set(self.entry(session))
+        except BaseException:
+            await self._forget_user_session(session)
+            raise
+        self.metrics.authenticated.inc()
+
+    async def disconnected(self, session: Session) -> None:
+        session.dispose()
+        self.sessions.discard(session)
+        self.metrics.connections.dec()
+        await self.unwatch(session, set(session.watching))
+        if session.claims is None:
+            return
+        self.metrics.authenticated.dec()
+        await self._forget_user_session(session)
+        try:
+            await self.presence.remove(self.entry(session))
+        except (RedisError, OSError) as exc:
+            # The entry expires on its own when nobody refreshes it.
+            log.warning("presence removal deferred to expiry", extra={"error": str(exc)})
+
+    async def _forget_user_session(self, session: Session) -> None:
+        user = session.identity
+        local = self.by_user.get(user)
+        if local is None:
+            return
+        local.discard(session)
+        if not local:
+            del self.by_user[user]
+            await self.broker.unsubscribe(control_channel(user), self._on_control)
+
+    def _on_control(self, payload: bytes) -> None:
+        try:
+            msg = _control_decoder.decode(payload)
+        except msgspec.DecodeError:
+            log.warning("malformed control message")
+            return
+        for user_sessions in self.by_user.values():
+            for s in list(user_sessions):
+                if s.device == msg.device and s.id != msg.session:
+                    s.close_soon(p.CloseCode.REPLACED, "device connected again elsewhere")
+
+    # --- presence watching --------------------------------------------------------------
+
+    async def watch(self, session: Session, users: Iterable[str]) -> None:
+        for user in users:
+            watchers = self.watchers.setdefault(user, set())
+            watchers.add(session)
+            session.watching.add(user)
+            if len(watchers) == 1:
+                await self.broker.subscribe(presence_channel(user), self._on_presence)
+
+    async def unwatch(self, session: Session, users: Iterable[str]) -> None:
+        for user in users:
+            session.watching.discard(user)
+            watchers = self.watchers.get(user)
+            if watchers is None:
+                continue
+            watchers.discard(session)
+            if not watchers:
+                del self.watchers[user]
+                await self.broker.unsubscribe(presence_channel(user), self._on_presence)
+
+    def _on_presence(self, payload: bytes) -> None:
+        snapshot = decode_snapshot(payload)
+        watchers = self.watchers.get(snapshot.user)
+        if not watchers:
+            return
+        event = p.EncodedEvent(p.PresenceUpdate(seq=0, presence=snapshot))
+        for session in watchers:
+            session.send_event(event)
+
+    # --- health -------------------------------------------------------------------------
+
+    async def redis_ok(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), timeout=1.0))
+        except (RedisError, OSError, TimeoutError):
+            return False

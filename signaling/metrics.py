@@ -1,0 +1,51 @@
+"""Prometheus metrics of one node, in a registry of its own (several nodes may share a process
+in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge(
+            "huddle_ws_connections", "Open WebSocket connections", registry=self.registry
+        )
+        self.authenticated = Gauge(
+            "huddle_ws_authenticated", "Authenticated devices on this node", registry=self.registry
+        )
+        self.messages_in = Counter(
+            "huddle_ws_messages_in",
+            "Frames received, by message type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.messages_out = Counter(
+            "huddle_ws_messages_out",
+            "Frames sent, by kind (reply, error, event)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "huddle_ws_errors",
+            "Error replies and frames, by code",
+            ["code"],
+            registry=self.registry,
+        )
+        self.closes = Counter(
+            "huddle_ws_closes",
+            "Connections closed by the server, by close code",
+            ["code"],
+            registry=self.registry,
+        )
+        self.redis_up = Gauge(
+            "huddle_redis_up", "1 when Redis answers, else 0", registry=self.registry
+        )
+        self.redis_restarts = Gauge(
+            "huddle_redis_restarts", "Restarts of the embedded Redis", registry=self.registry
+        )
+        self.uptime = Gauge("huddle_uptime_seconds", "Node uptime", registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,206 @@
+"""Presence in Redis: per device with expiring entries, per user aggregated, changes published.
+
+Every change of a user's devices runs one Lua script that writes, re-aggregates, bumps the
+user's presence version and publishes the snapshot on the user's presence channel, so
+watchers on any node see changes in order and a crash never leaves half a change.
+Devices of a crashed node are no longer refreshed; any node's sweeper expires them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Final, cast
+
+import msgspec
+import redis.asyncio as redis
+
+from signaling.protocol import UserPresence
+
+EXPIRY_INDEX: Final = "huddle:presence:expiry"
+SWEEP_BATCH: Final = 500
+
+_SCRIPT: Final = r"""
+-- KEYS[1]: devices hash, KEYS[2]: meta hash (seen, ver)
+-- ARGV: op, user, device, session, status, node, expires_ms, now_ms, channel
+local op, user, device, session = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = tonumber(ARGV[8])
+if op ~= 'get' then
+  local cur = redis.call('HGET', KEYS[1], device)
+  local d = cur and cjson.decode(cur) or nil
+  if op == 'set' then
+    redis.call('HSET', KEYS[1], device, cjson.encode(
+      {s = ARGV[5], n = ARGV[6], k = session, x = tonumber(ARGV[7])}))
+    if d and d.s == ARGV[5] and d.k == session and d.x > now then return 'same' end
+  elseif op == 'refresh' then
+    if not d or d.k ~= session then return 'missing' end
+    d.x = tonumber(ARGV[7])
+    redis.call('HSET', KEYS[1], device, cjson.encode(d))
+    return 'refreshed'
+  elseif op == 'remove' then
+    if not d or d.k ~= session then return 'gone' end
+    redis.call('HDEL', KEYS[1], device)
+  elseif op == 'expire' then
+    if not d then return 'gone' end
+    if d.x > now then return 'alive' end
+    redis.call('HDEL', KEYS[1], device)
+  else
+    return redis.error_reply('unknown presence op')
+  end
+  redis.call('HSET', KEYS[2], 'seen', ARGV[8])
+  redis.call('HINCRBY', KEYS[2], 'ver', 1)
+end
+local all = redis.call('HGETALL', KEYS[1])
+local names, status = {}, {}
+for i = 1, #all, 2 do
+  local d = cjson.decode(all[i + 1])
+  if d.x > now then
+    names[#names + 1] = all[i]
+    status[all[i]] = d.s
+  end
+end
+table.sort(names)
+local agg, parts = 'offline', {}
+for i, name in ipairs(names) do
+  if status[name] == 'online' then agg = 'online' elseif agg == 'offline' then agg = 'away' end
+  parts[i] = '{"device":' .. cjson.encode(name) .. ',"status":' .. cjson.encode(status[name]) .. '}'
+end
+local seen = redis.call('HGET', KEYS[2], 'seen') or 'null'
+local ver = redis.call('HGET', KEYS[2], 'ver') or '0'
+local snap = '{"user":' .. cjson.encode(user) .. ',"status":"' .. agg .. '","devices":[' ..
+  table.concat(parts, ',') .. '],"last_seen_ms":' .. seen .. ',"version":' .. ver .. '}'
+if op ~= 'get' then redis.call('PUBLISH', ARGV[9], snap) end
+return snap
+"""
+
+_decoder: Final = msgspec.json.Decoder(UserPresence)
+
+
+def devices_key(user: str) -> str:
+    return f"huddle:{{user:{user}}}:devices"
+
+
+def meta_key(user: str) -> str:
+    return f"huddle:{{user:{user}}}:presence"
+
+
+def presence_channel(user: str) -> str:
+    return f"huddle:{{user:{user}}}:presence-events"
+
+
+def decode_snapshot(blob: bytes | str) -> UserPresence:
+    return _decoder.decode(blob)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DeviceEntry(msgspec.Struct, frozen=True):
+    user: str
+    device: str
+    session: str
+    status: str
+
+
+class PresenceStore:
+    """Reads and writes presence; every write that changes something publishes a snapshot."""
+
+    def __init__(self, client: redis.Redis, node_id: str, ttl_s: float) -> None:
+        self._redis = client
+        self._node = node_id
+        self._ttl_ms = int(ttl_s * 1000)
+        self._script = client.register_script(_SCRIPT)
+
+    async def _run(self, op: str, entry: DeviceEntry, now_ms: int) -> str:
+        result = await self._script(
+            keys=[devices_key(entry.user), meta_key(entry.user)],
+            args=self._args(op, entry, now_ms),
+        )
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    def _args(self, op: str, entry: DeviceEntry, now_ms: int) -> list[str | int]:
+        return [
+            op,
+            entry.user,
+            entry.device,
+            entry.session,
+            entry.status,
+            self._node,
+            now_ms + self._ttl_ms,
+            now_ms,
+            presence_channel(entry.user),
+        ]
+
+    async def set(self, entry: DeviceEntry) -> UserPresence:
+        now = _now_ms()
+        result = await self._run("set", entry, now)
+        await self._redis.zadd(EXPIRY_INDEX, {_member(entry): now + self._ttl_ms})
+        if result == "same":
+            return await self.get_one(entry.user)
+        return decode_snapshot(result)
+
+    async def remove(self, entry: DeviceEntry) -> None:
+        await self._run("remove", entry, _now_ms())
+
+    async def refresh(self, entries: Iterable[DeviceEntry]) -> int:
+        """Extend the expiry of local devices; re-register any that vanished. Returns count."""
+        entries = list(entries)
+        if not entries:
+            return 0
+        now = _now_ms()
+        pipe = self._redis.pipeline(transaction=False)
+        for entry in entries:
+            await self._script(  # queued on the pipeline, sent by execute()
+                keys=[devices_key(entry.user), meta_key(entry.user)],
+                args=self._args("refresh", entry, now),
+                client=pipe,
+            )
+        pipe.zadd(EXPIRY_INDEX, {_member(e): now + self._ttl_ms for e in entries})
+        results = await pipe.execute()
+        for entry, result in zip(entries, results, strict=False):
+            if result in (b"missing", "missing"):
+                # Lost while Redis was down or swept during a long stall: register again.
+                await self.set(entry)
+        return len(entries)
+
+    async def get(self, users: Iterable[str]) -> list[UserPresence]:
+        users = list(users)
+        now = _now_ms()
+        pipe = self._redis.pipeline(transaction=False)
+        for user in users:
+            await self._script(  # queued on the pipeline, sent by execute()
+                keys=[devices_key(user), meta_key(user)],
+                args=["get", user, "", "", "", "", 0, now, ""],
+                client=pipe,
+            )
+        return [decode_snapshot(blob) for blob in await pipe.execute()]
+
+    async def get_one(self, user: str) -> UserPresence:
+        return (await self.get([user]))[0]
+
+    async def sweep(self) -> int:
+        """Expire devices whose node stopped refreshing them. Returns how many went offline."""
+        now = _now_ms()
+        members = cast(
+            list[bytes], await self._redis.zrangebyscore(EXPIRY_INDEX, "-inf", now, 0, SWEEP_BATCH)
+        )
+        expired = 0
+        for member in members:
+            try:
+                user, device = msgspec.json.decode(member, type=tuple[str, str])
+            except msgspec.DecodeError:
+                await self._redis.zrem(EXPIRY_INDEX, member)
+                continue
+            entry = DeviceEntry(user=user, device=device, session="", status="")
+            result = await self._run("expire", entry, now)
+            if result == "alive":
+                continue
+            await self._redis.zrem(EXPIRY_INDEX, member)
+            if result != "gone":
+                expired += 1
+        return expired
+
+
+def _member(entry: DeviceEntry) -> bytes:
+    return msgspec.json.encode((entry.user, entry.device))

@@ -1,0 +1,307 @@
+"""Signaling protocol v1: every message as a typed structure, one registry per direction.
+
+Pure module: no I/O. The same classes travel over the WebSocket and over Redis.
+
+Wire conventions (see docs/protocol.md):
+- client requests carry ``id``; the server answers each with exactly one ``ok`` reply or one
+  ``error`` reply whose ``re`` is that id;
+- server events carry ``seq``, which counts the events of one connection from 1;
+- unknown fields are ignored (fields are added, never renamed); unknown types and fields of
+  the wrong type are errors with codes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+PROTOCOL_VERSION: Final = 1
+
+RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Identity = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@:+-]+$")
+]
+DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
+UserList = Annotated[list[Identity], msgspec.Meta(min_length=1, max_length=500)]
+DeviceStatus = Literal["online", "away"]
+UserStatus = Literal["online", "away", "offline"]
+
+
+class Message(msgspec.Struct, tag_field="type", kw_only=True):
+    """Base of every frame; ``type`` is the tag."""
+
+
+class Request(Message, kw_only=True):
+    id: RequestId
+
+
+# --- client -> server -------------------------------------------------------------------
+
+
+class Hello(Request, tag="hello", kw_only=True):
+    """First frame of every connection: authenticates the device."""
+
+    token: Token
+    protocol: int = PROTOCOL_VERSION
+    device: DeviceId | None = None
+    client: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    status: DeviceStatus = "online"
+
+
+class Ping(Request, tag="ping", kw_only=True):
+    """Application-level keepalive for clients that cannot send WebSocket pings."""
+
+
+class AuthRefresh(Request, tag="auth.refresh", kw_only=True):
+    """Swap the connection's token for a fresh one of the same identity."""
+
+    token: Token
+
+
+class PresenceSubscribe(Request, tag="presence.subscribe", kw_only=True):
+    users: UserList
+
+
+class PresenceUnsubscribe(Request, tag="presence.unsubscribe", kw_only=True):
+    users: UserList
+
+
+class PresenceSet(Request, tag="presence.set", kw_only=True):
+    status: DeviceStatus
+
+
+ClientMessage = Hello | Ping | AuthRefresh | PresenceSubscribe | PresenceUnsubscribe | PresenceSet
+
+CLIENT_MESSAGES: Final[dict[str, type[Request]]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (Hello, Ping, AuthRefresh, PresenceSubscribe, PresenceUnsubscribe, PresenceSet)
+}
+
+
+# --- server -> client: replies ----------------------------------------------------------
+
+
+class Reply(Message, kw_only=True):
+    re: str
+
+
+class Ok(Reply, tag="ok", kw_only=True):
+    """Plain success reply, for requests whose answer has no data."""
+
+
+class HelloOk(Reply, tag="ok", kw_only=True):
+    protocol: int
+    identity: str
+    name: str
+    device: str
+    session: str
+    node: str
+    heartbeat_s: float
+    token_expires_at: int
+    server_time_ms: int
+
+
+class PingOk(Reply, tag="ok", kw_only=True):
+    server_time_ms: int
+
+
+class AuthRefreshOk(Reply, tag="ok", kw_only=True):
+    token_expires_at: int
+
+
+class DevicePresence(msgspec.Struct, kw_only=True):
+    device: str
+    status: DeviceStatus
+
+
+class UserPresence(msgspec.Struct, kw_only=True):
+    """A user's presence: online if any device is online, away if all are away."""
+
+    user: str
+    status: UserStatus
+    devices: list[DevicePresence]
+    last_seen_ms: int | None
+    version: int
+
+
+class PresenceSubscribeOk(Reply, tag="ok", kw_only=True):
+    presence: list[UserPresence]
+
+
+class Error(Message, tag="error", kw_only=True):
+    """A refused request (``re`` set) or a connection-level problem (``re`` null)."""
+
+    re: str | None
+    code: str
+    message: str
+
+
+# The reply each request type gets on success.
+REPLIES: Final[dict[str, type[Reply]]] = {
+    "hello": HelloOk,
+    "ping": PingOk,
+    "auth.refresh": AuthRefreshOk,
+    "presence.subscribe": PresenceSubscribeOk,
+    "presence.unsubscribe": Ok,
+    "presence.set": Ok,
+}
+
+
+# --- server -> client: events -----------------------------------------------------------
+
+
+class Event(Message, kw_only=True):
+    # Declared first so that it is encoded right after the tag (see EncodedEvent).
+    seq: int
+
+
+class PresenceUpdate(Event, tag="presence.update", kw_only=True):
+    """A watched user's presence changed (any device came, went or changed status)."""
+
+    presence: UserPresence
+
+
+class AuthExpiring(Event, tag="auth.expiring", kw_only=True):
+    """The token expires soon: send ``auth.refresh`` before ``expires_at`` or be closed."""
+
+    expires_at: int
+
+
+SERVER_EVENTS: Final[dict[str, type[Event]]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (PresenceUpdate, AuthExpiring)
+}
+
+
+# --- error codes and close codes --------------------------------------------------------
+
+
+class ErrorCode:
+    BAD_JSON: Final = "bad_json"
+    BAD_MESSAGE: Final = "bad_message"
+    UNKNOWN_TYPE: Final = "unknown_type"
+    INVALID_FIELD: Final = "invalid_field"
+    BINARY_NOT_SUPPORTED: Final = "binary_not_supported"
+    NOT_AUTHENTICATED: Final = "not_authenticated"
+    ALREADY_AUTHENTICATED: Final = "already_authenticated"
+    UNSUPPORTED_PROTOCOL: Final = "unsupported_protocol"
+    INVALID_TOKEN: Final = "invalid_token"
+    TOKEN_EXPIRED: Final = "token_expired"
+    IDENTITY_MISMATCH: Final = "identity_mismatch"
+    RATE_LIMITED: Final = "rate_limited"
+    TOO_MANY_SUBSCRIPTIONS: Final = "too_many_subscriptions"
+    UNAVAILABLE: Final = "unavailable"
+    INTERNAL: Final = "internal"
+
+
+ERROR_CODES: Final[frozenset[str]] = frozenset(
+    v for k, v in vars(ErrorCode).items() if not k.startswith("_")
+)
+
+
+class CloseCode:
+    """WebSocket close codes the server uses (4000-4999 are application codes)."""
+
+    NORMAL: Final = 1000
+    GOING_AWAY: Final = 1001  # server shutting down
+    MESSAGE_TOO_BIG: Final = 1009  # frame above the configured maximum
+    INTERNAL_ERROR: Final = 1011
+    TRY_AGAIN_LATER: Final = 1013  # Redis unavailable during hello
+    UNSUPPORTED_PROTOCOL: Final = 4000  # hello asked for a protocol version we do not speak
+    AUTH_FAILED: Final = 4001  # hello refused: missing, forged or expired token
+    HELLO_TIMEOUT: Final = 4002  # no hello in time
+    TOKEN_EXPIRED: Final = 4003  # the token ran out during the connection
+    FLOOD: Final = 4008  # kept sending after being rate limited
+    REPLACED: Final = 4009  # the same device connected again elsewhere
+    SLOW_CONSUMER: Final = 4010  # did not read its events fast enough
+
+
+class ProtocolError(Exception):
+    """A frame that cannot be turned into a request; ``re`` is its id when recoverable."""
+
+    def __init__(self, code: str, message: str, re: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.re = re
+
+
+_json_decoder: Final = msgspec.json.Decoder()
+_encoder: Final = msgspec.json.Encoder()
+
+
+def decode_request(frame: str | bytes) -> Request:
+    """Parse one client frame into its typed request, or raise ProtocolError with a code."""
+    try:
+        raw = _json_decoder.decode(frame)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a frame must be a JSON object")
+    rid = raw.get("id")
+    re = rid if isinstance(rid, str) and 0 < len(rid) <= 64 else None
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "missing string field `type`", re)
+    cls = CLIENT_MESSAGES.get(kind)
+    if cls is None:
+        shown = kind if len(kind) <= 64 else kind[:64] + "..."
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {shown!r}", re)
+    try:
+        return msgspec.convert(raw, cls)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, str(exc), re) from None
+
+
+def encode(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def error(code: str, message: str, re: str | None = None) -> bytes:
+    return _encoder.encode(Error(re=re, code=code, message=message))
+
+
+class EncodedEvent:
+    """An event serialized once, then stamped with each connection's own ``seq``.
+
+    Fan-out sends one event to many connections: encoding it once and splicing the number in
+    keeps the per-connection work to a concatenation.
+    """
+
+    __slots__ = ("head", "tail", "type")
+
+    def __init__(self, event: Event) -> None:
+        blob = _encoder.encode(msgspec.structs.replace(event, seq=0))
+        marker = b'"seq":0'
+        at = blob.index(marker)
+        self.head = blob[: at + len(marker) - 1]
+        self.tail = blob[at + len(marker) :]
+        self.type: str = event.__struct_config__.tag  # type: ignore[assignment]
+
+    def with_seq(self, seq: int) -> str:
+        return (self.head + str(seq).encode() + self.tail).decode()
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of every message, by direction, generated from the types."""
+    client = list(CLIENT_MESSAGES.values())
+    replies = list(dict.fromkeys(REPLIES.values()))
+    events = list(SERVER_EVENTS.values())
+    everything: list[Any] = [*client, *replies, Error, *events]
+    schemas, components = msgspec.json.schema_components(everything, ref_template="#/$defs/{name}")
+    names = [s["$ref"].rsplit("/", 1)[1] for s in schemas]
+    n_client, n_replies = len(client), len(replies)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"Huddle signaling protocol v{PROTOCOL_VERSION}",
+        "protocol": PROTOCOL_VERSION,
+        "client_messages": dict(zip(CLIENT_MESSAGES, names[:n_client], strict=True)),
+        "replies": {req: cls.__name__ for req, cls in REPLIES.items()},
+        "error": "Error",
+        "server_events": dict(zip(SERVER_EVENTS, names[n_client + n_replies + 1 :], strict=True)),
+        "error_codes": sorted(ERROR_CODES),
+        "close_codes": {k.lower(): v for k, v in vars(CloseCode).items() if not k.startswith("_")},
+        "$defs": components,
+    }

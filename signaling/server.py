@@ -1,0 +1,154 @@
+"""HTTP side of a node: the WebSocket endpoint, health, metrics, schema and dev login."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from huddle.config import Settings
+from signaling import protocol as p
+from signaling.auth import mint_token, slug_identity
+from signaling.hub import Hub
+from signaling.session import Session
+
+log = logging.getLogger("huddle.server")
+
+SETTINGS = web.AppKey("settings", Settings)
+HUB = web.AppKey("hub", Hub)
+# Extra health facts from the component that owns Redis (embedded supervisor or none).
+RedisInfo = Callable[[], dict[str, Any]]
+REDIS_INFO: web.AppKey[RedisInfo] = web.AppKey("redis_info")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every HTTP error is a JSON body with a code, never an HTML page or a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return json_error(exc.status, code, exc.text or exc.reason)
+    except Exception:
+        log.exception("HTTP handler failed", extra={"path": request.path})
+        return json_error(500, "internal", "internal error")
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    hub = request.app[HUB]
+    settings = hub.settings
+    ws = web.WebSocketResponse(
+        heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes
+    )
+    await ws.prepare(request)
+    session = Session(hub, ws, request.remote)
+    hub.connected(session)
+
+    def hello_deadline() -> None:
+        if session.claims is None:
+            session.close_soon(p.CloseCode.HELLO_TIMEOUT, "no hello in time")
+
+    timer = asyncio.get_running_loop().call_later(settings.hello_timeout_s, hello_deadline)
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await session.on_text(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await session.on_binary()
+            else:
+                break
+        if ws.close_code == p.CloseCode.MESSAGE_TOO_BIG:
+            hub.metrics.closes.labels(str(p.CloseCode.MESSAGE_TOO_BIG)).inc()
+    finally:
+        timer.cancel()
+        await hub.disconnected(session)
+    return ws
+
+
+async def healthz(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    ok = await hub.redis_ok()
+    uptime = time.monotonic() - hub.started
+    hub.metrics.redis_up.set(1 if ok else 0)
+    body: dict[str, Any] = {
+        "status": "ok" if ok else "degraded",
+        "node": hub.settings.node_id,
+        "uptime_s": round(uptime, 3),
+        "redis": {"reachable": ok, "pubsub": hub.broker.connected, **request.app[REDIS_INFO]()},
+        "connections": len(hub.sessions),
+    }
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    hub.metrics.uptime.set(time.monotonic() - hub.started)
+    hub.metrics.redis_up.set(1 if await hub.redis_ok() else 0)
+    restarts = request.app[REDIS_INFO]().get("restarts")
+    if isinstance(restarts, int):
+        hub.metrics.redis_restarts.set(restarts)
+    return web.Response(
+        body=hub.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+    )
+
+
+async def schema(request: web.Request) -> web.Response:
+    return web.json_response(p.json_schema())
+
+
+class DevLoginRequest(msgspec.Struct, kw_only=True):
+    name: str
+    identity: str | None = None
+
+
+async def dev_login(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if not settings.dev_login_enabled:
+        return json_error(404, "not_found", "dev login is disabled")
+    try:
+        body = msgspec.json.decode(await request.read(), type=DevLoginRequest)
+    except msgspec.ValidationError as exc:
+        return json_error(400, "invalid_field", str(exc))
+    except msgspec.DecodeError:
+        return json_error(400, "bad_json", "body must be a JSON object with a `name`")
+    name = body.name.strip()
+    if not 1 <= len(name) <= 64:
+        return json_error(400, "invalid_field", "name must be 1 to 64 characters")
+    identity = body.identity or slug_identity(name)
+    if not identity:
+        return json_error(400, "invalid_field", "name has no usable characters for an identity")
+    try:
+        token = mint_token(
+            api_key=settings.api_key,
+            api_secret=settings.secret(),
+            identity=identity,
+            name=name,
+            ttl_s=settings.token_ttl_s,
+        )
+    except ValueError as exc:
+        return json_error(400, "invalid_field", str(exc))
+    claims_exp = int(time.time()) + settings.token_ttl_s
+    return web.json_response(
+        {"token": token, "identity": identity, "name": name, "expires_at": claims_exp}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/ws", websocket)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/schema", schema)
+    app.router.add_post("/v1/dev/login", dev_login)

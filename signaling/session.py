@@ -1,0 +1,270 @@
+"""One device's WebSocket connection: request dispatch, ordered sending, token lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from signaling import protocol as p
+from signaling.auth import AuthError, Claims, verify_token
+from signaling.ratelimit import RateLimiter, Verdict
+
+if TYPE_CHECKING:
+    from signaling.hub import Hub
+
+log = logging.getLogger("huddle.session")
+E = p.ErrorCode
+
+
+class Session:
+    """The protocol state of one connection. The hub owns node-wide state."""
+
+    def __init__(self, hub: Hub, ws: web.WebSocketResponse, remote: str | None) -> None:
+        s = hub.settings
+        self.hub = hub
+        self.ws = ws
+        self.remote = remote
+        self.id = secrets.token_urlsafe(12)
+        self.claims: Claims | None = None
+        self.device = ""
+        self.status: p.DeviceStatus = "online"
+        self.watching: set[str] = set()
+        self.closed = False
+        self._seq = 0
+        self._out: deque[str] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._limiter = RateLimiter(s.rate_per_s, s.rate_burst, s.flood_strikes, time.monotonic())
+        self._timers: list[asyncio.TimerHandle] = []
+        self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
+            "hello": self._hello,
+            "ping": self._ping,
+            "auth.refresh": self._auth_refresh,
+            "presence.subscribe": self._presence_subscribe,
+            "presence.unsubscribe": self._presence_unsubscribe,
+            "presence.set": self._presence_set,
+        }
+        assert set(self._handlers) == set(p.CLIENT_MESSAGES), "every request needs a handler"
+
+    @property
+    def identity(self) -> str:
+        return self.claims.identity if self.claims else ""
+
+    # --- receiving ----------------------------------------------------------------------
+
+    async def on_text(self, frame: str) -> None:
+        verdict = self._limiter.check(time.monotonic())
+        if verdict is Verdict.CLOSE:
+            await self.close(p.CloseCode.FLOOD, "rate limit exceeded repeatedly")
+            return
+        try:
+            request = p.decode_request(frame)
+        except p.ProtocolError as exc:
+            self.hub.metrics.messages_in.labels("invalid").inc()
+            await self.send_error(exc.code, exc.message, exc.re)
+            return
+        kind: str = request.__struct_config__.tag  # type: ignore[assignment]
+        self.hub.metrics.messages_in.labels(kind).inc()
+        if verdict is Verdict.REJECT:
+            await self.send_error(E.RATE_LIMITED, "too many requests; slow down", request.id)
+            return
+        if self.claims is None and kind != "hello":
+            await self.send_error(E.NOT_AUTHENTICATED, "send hello first", request.id)
+            return
+        try:
+            await self._handlers[kind](request)
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "request failed: Redis unavailable", extra={"type": kind, "error": str(exc)}
+            )
+            await self.send_error(E.UNAVAILABLE, "temporarily unavailable; retry", request.id)
+        except Exception:
+            log.exception("request handler failed", extra={"type": kind})
+            await self.send_error(E.INTERNAL, "internal error", request.id)
+
+    async def on_binary(self) -> None:
+        await self.send_error(E.BINARY_NOT_SUPPORTED, "frames must be JSON text")
+
+    # --- sending ------------------------------------------------------------------------
+
+    async def send_reply(self, reply: p.Reply) -> None:
+        self.hub.metrics.messages_out.labels("reply").inc()
+        await self._send_now(p.encode(reply).decode())
+
+    async def send_error(self, code: str, message: str, re: str | None = None) -> None:
+        self.hub.metrics.errors.labels(code).inc()
+        self.hub.metrics.messages_out.labels("error").inc()
+        await self._send_now(p.error(code, message, re).decode())
+
+    def send_event(self, event: p.EncodedEvent) -> None:
+        """Queue one event, stamped with this connection's next ``seq``. Never blocks."""
+        if self.closed:
+            return
+        self._seq += 1
+        self.hub.metrics.messages_out.labels("event").inc()
+        self._queue(event.with_seq(self._seq))
+
+    async def _send_now(self, text: str) -> None:
+        # Replies go straight out unless events are queued ahead of them (order is kept).
+        if self.closed:
+            return
+        if self._writer is not None or self._out:
+            self._queue(text)
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.send_str(text)
+
+    def _queue(self, text: str) -> None:
+        self._out.append(text)
+        if len(self._out) > self.hub.settings.max_outbound_queue:
+            self._out.clear()
+            self.close_soon(p.CloseCode.SLOW_CONSUMER, "events not read")
+            return
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._out and not self.closed:
+                await self.ws.send_str(self._out.popleft())
+        except (ConnectionError, RuntimeError):
+            self._out.clear()
+        finally:
+            self._writer = None
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.hub.metrics.closes.labels(str(code)).inc()
+        log.info("closing connection", extra={"code": code, "reason": reason, "session": self.id})
+        self.closed = True
+        await self.ws.close(code=code, message=reason.encode()[:120])
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close from synchronous code (timers, pub/sub handlers)."""
+        if not self.closed:
+            self.hub.spawn(self.close(code, reason))
+
+    def dispose(self) -> None:
+        self.closed = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+
+    # --- token lifetime -----------------------------------------------------------------
+
+    def _arm_token_timers(self, expires_at: int) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        left = expires_at - time.time()
+        notice = left - self.hub.settings.auth_expiring_notice_s
+        self._timers = [
+            loop.call_later(max(0.0, notice), self._expiring, expires_at),
+            loop.call_later(max(0.0, left), self._expired),
+        ]
+
+    def _expiring(self, expires_at: int) -> None:
+        self.send_event(p.EncodedEvent(p.AuthExpiring(seq=0, expires_at=expires_at)))
+
+    def _expired(self) -> None:
+        self.close_soon(p.CloseCode.TOKEN_EXPIRED, "token expired")
+
+    def _verify(self, token: str) -> Claims:
+        return verify_token(token, keys=self.hub.api_keys)
+
+    # --- handlers -----------------------------------------------------------------------
+
+    async def _hello(self, req: p.Hello) -> None:
+        if self.claims is not None:
+            await self.send_error(E.ALREADY_AUTHENTICATED, "hello was already accepted", req.id)
+            return
+        if req.protocol != p.PROTOCOL_VERSION:
+            await self.send_error(
+                E.UNSUPPORTED_PROTOCOL,
+                f"protocol {req.protocol} unsupported; this server speaks {p.PROTOCOL_VERSION}",
+                req.id,
+            )
+            await self.close(p.CloseCode.UNSUPPORTED_PROTOCOL, "unsupported protocol")
+            return
+        try:
+            claims = self._verify(req.token)
+        except AuthError as exc:
+            await self.send_error(exc.code, exc.message, req.id)
+            await self.close(p.CloseCode.AUTH_FAILED, exc.code)
+            return
+        self.claims = claims
+        self.device = req.device or f"d-{secrets.token_hex(6)}"
+        self.status = req.status
+        try:
+            await self.hub.register(self)
+        except (RedisError, OSError):
+            self.claims = None
+            await self.send_error(E.UNAVAILABLE, "temporarily unavailable; retry", req.id)
+            await self.close(p.CloseCode.TRY_AGAIN_LATER, "unavailable")
+            return
+        self._arm_token_timers(claims.expires_at)
+        await self.send_reply(
+            p.HelloOk(
+                re=req.id,
+                protocol=p.PROTOCOL_VERSION,
+                identity=claims.identity,
+                name=claims.name,
+                device=self.device,
+                session=self.id,
+                node=self.hub.settings.node_id,
+                heartbeat_s=self.hub.settings.heartbeat_s,
+                token_expires_at=claims.expires_at,
+                server_time_ms=int(time.time() * 1000),
+            )
+        )
+
+    async def _ping(self, req: p.Ping) -> None:
+        await self.send_reply(p.PingOk(re=req.id, server_time_ms=int(time.time() * 1000)))
+
+    async def _auth_refresh(self, req: p.AuthRefresh) -> None:
+        try:
+            claims = self._verify(req.token)
+        except AuthError as exc:
+            await self.send_error(exc.code, exc.message, req.id)
+            return
+        if claims.identity != self.identity:
+            await self.send_error(
+                E.IDENTITY_MISMATCH, "a refreshed token must be for the same identity", req.id
+            )
+            return
+        self.claims = claims
+        self._arm_token_timers(claims.expires_at)
+        await self.send_reply(p.AuthRefreshOk(re=req.id, token_expires_at=claims.expires_at))
+
+    async def _presence_subscribe(self, req: p.PresenceSubscribe) -> None:
+        new = set(req.users) - self.watching
+        if len(self.watching) + len(new) > self.hub.settings.max_presence_subscriptions:
+            await self.send_error(
+                E.TOO_MANY_SUBSCRIPTIONS,
+                f"at most {self.hub.settings.max_presence_subscriptions} watched users",
+                req.id,
+            )
+            return
+        await self.hub.watch(self, new)
+        snapshot = await self.hub.presence.get(dict.fromkeys(req.users))
+        await self.send_reply(p.PresenceSubscribeOk(re=req.id, presence=snapshot))
+
+    async def _presence_unsubscribe(self, req: p.PresenceUnsubscribe) -> None:
+        await self.hub.unwatch(self, set(req.users) & self.watching)
+        await self.send_reply(p.Ok(re=req.id))
+
+    async def _presence_set(self, req: p.PresenceSet) -> None:
+        self.status = req.status
+        await self.hub.presence.set(self.hub.entry(self))
+        await self.send_reply(p.Ok(re=req.id))

@@ -1,0 +1,164 @@
+"""Shared test support: in-process nodes, node processes, tokens, clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from huddle.client import HuddleClient
+from huddle.config import Settings
+from signaling.auth import Grants, mint_token
+
+TEST_SECRET = "test-secret-0123456789-0123456789-0123456789"
+TEST_KEY = "test-key"
+
+
+def make_token(
+    identity: str,
+    *,
+    ttl_s: int = 3600,
+    key: str = TEST_KEY,
+    secret: str = TEST_SECRET,
+    **grants: Any,
+) -> str:
+    return mint_token(
+        api_key=key, api_secret=secret, identity=identity, ttl_s=ttl_s, grants=Grants(**grants)
+    )
+
+
+@dataclass
+class Node:
+    """A node running in the test's event loop on a loopback port."""
+
+    app: web.Application
+    runner: web.AppRunner
+    settings: Settings
+    clients: list[HuddleClient] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.runner.addresses[0][1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def client(
+        self, identity: str, *, device: str | None = None, hello: bool = True, **kw: Any
+    ) -> HuddleClient:
+        c = HuddleClient(self.url, make_token(identity), device=device, **kw)
+        self.clients.append(c)
+        await c.connect()
+        if hello:
+            await c.hello()
+        return c
+
+    async def raw_ws(
+        self, session: aiohttp.ClientSession, **kw: Any
+    ) -> aiohttp.ClientWebSocketResponse:
+        ws: aiohttp.ClientWebSocketResponse = await session.ws_connect(f"{self.url}/v1/ws", **kw)
+        return ws
+
+    async def stop(self) -> None:
+        for c in self.clients:
+            await c.close()
+        await self.runner.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NodeProcess:
+    """A real ``huddle serve`` process."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        redis_url: str | None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        full_env = {
+            k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_") and k != "REDIS_URL"
+        }
+        full_env.update(HUDDLE_API_KEY=TEST_KEY, HUDDLE_API_SECRET=TEST_SECRET)
+        if redis_url:
+            full_env["REDIS_URL"] = redis_url
+        full_env.update(env or {})
+        self.log_path = data_dir / f"node-{self.port}.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "huddle",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+                *(args or []),
+            ],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def wait_healthy(self, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"node exited: {self.log_path.read_text()[-2000:]}")
+                try:
+                    async with http.get(f"{self.url}/healthz") as resp:
+                        if resp.status == 200:
+                            body: dict[str, Any] = await resp.json()
+                            return body
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"node not healthy: {self.log_path.read_text()[-2000:]}")
+                await asyncio.sleep(0.05)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
