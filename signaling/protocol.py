@@ -236,7 +236,7 @@ def decode_request(frame: str | bytes) -> Request:
     """Parse one client frame into its typed request, or raise ProtocolError with a code."""
     try:
         raw = _json_decoder.decode(frame)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "a frame must be a JSON object")

@@ -256,8 +256,13 @@ class Session:
                 req.id,
             )
             return
+        # Watch first, then read: a change in between arrives as an event, never lost.
         await self.hub.watch(self, new)
-        snapshot = await self.hub.presence.get(dict.fromkeys(req.users))
+        try:
+            snapshot = await self.hub.presence.get(dict.fromkeys(req.users))
+        except BaseException:
+            await self.hub.unwatch(self, new)
+            raise
         await self.send_reply(p.PresenceSubscribeOk(re=req.id, presence=snapshot))
 
     async def _presence_unsubscribe(self, req: p.PresenceUnsubscribe) -> None:

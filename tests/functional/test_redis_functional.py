@@ -1,0 +1,123 @@
+"""The embedded Redis and recovery from a Redis outage, with real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from huddle.client import HuddleClient
+from huddle.redis_server import spawn_sync
+from signaling import protocol as p
+from tests.functional.test_presence_functional import next_presence
+from tests.helpers import NodeProcess, make_token
+
+
+async def _health(url: str) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as resp:
+        return resp.status, await resp.json()
+
+
+async def _wait_health(url: str, status: int, timeout: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, body = await _health(url)
+        if code == status:
+            return body
+        assert time.monotonic() < deadline, f"health stayed {code}: {body}"
+        await asyncio.sleep(0.05)
+
+
+async def test_embedded_redis_lifecycle_restart_and_persistence(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    node = NodeProcess(data, redis_url=None)
+    try:
+        health = await node.wait_healthy()
+        assert health["redis"]["mode"] == "embedded"
+        redis_pid = health["redis"]["pid"]
+        child = psutil.Process(redis_pid)
+        assert child.ppid() == node.proc.pid
+        assert "redis-server" in child.name()
+        # Unix socket only: the embedded Redis listens on no TCP port.
+        assert not [c for c in child.net_connections(kind="tcp") if c.status == "LISTEN"]
+
+        async with HuddleClient(node.url, make_token("alice")) as alice:
+            await alice.hello()
+        # Kill Redis: the node restarts it and keeps serving.
+        os.kill(redis_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while True:
+            code, body = await _health(node.url)
+            if code == 200 and body["redis"]["pid"] not in (None, redis_pid):
+                break
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.05)
+        assert body["redis"]["restarts"] == 1
+        async with HuddleClient(node.url, make_token("bob")) as bob:
+            await bob.hello()
+            reply = await bob.request(p.PresenceSubscribe(id="", users=["alice"]))
+            seen_before = reply.presence[0].last_seen_ms
+            assert reply.presence[0].status == "offline"
+            assert seen_before is not None  # written before the kill, kept by the AOF
+        # A clean stop stops Redis too, and the data survives a node restart.
+        assert node.terminate() == 0
+        assert not psutil.pid_exists(body["redis"]["pid"]) or (
+            psutil.Process(body["redis"]["pid"]).status() == psutil.STATUS_ZOMBIE
+        )
+        assert any((data / "redis" / "appendonlydir").iterdir())
+    finally:
+        node.close()
+
+    again = NodeProcess(data, redis_url=None)
+    try:
+        await again.wait_healthy()
+        async with HuddleClient(again.url, make_token("bob")) as bob:
+            await bob.hello()
+            reply = await bob.request(p.PresenceSubscribe(id="", users=["alice"]))
+            assert reply.presence[0].last_seen_ms == seen_before
+    finally:
+        again.close()
+
+
+async def test_external_redis_outage_degrades_and_recovers(tmp_path: Path) -> None:
+    redis_dir = tmp_path / "redis"
+    proc, url = spawn_sync(redis_dir)
+    node = NodeProcess(tmp_path / "node", redis_url=url)
+    try:
+        health = await node.wait_healthy()
+        assert health["redis"]["mode"] == "external"
+        async with HuddleClient(node.url, make_token("bob")) as bob:
+            await bob.hello()
+            await bob.request(p.PresenceSubscribe(id="", users=["alice"]))
+
+            proc.terminate()
+            proc.wait(10)
+            degraded = await _wait_health(node.url, 503)
+            assert degraded["status"] == "degraded"
+            assert degraded["redis"]["reachable"] is False
+            # Requests needing Redis fail with a clear code meanwhile; the socket stays up.
+            try:
+                await bob.request(p.PresenceSubscribe(id="", users=["carol"]), timeout=15)
+            except Exception as exc:
+                assert getattr(exc, "code", None) == "unavailable", exc
+            assert (await bob.request(p.Ping(id=""))).server_time_ms > 0
+
+            proc, _ = spawn_sync(redis_dir)
+            await _wait_health(node.url, 200)
+            # Pub/sub resubscribed by itself: bob hears alice connect after the outage.
+            deadline = time.monotonic() + 10
+            async with HuddleClient(node.url, make_token("alice")) as alice:
+                await alice.hello()
+                state = await next_presence(bob, "alice", "online", timeout=10)
+            assert time.monotonic() < deadline
+            assert state.devices
+    finally:
+        node.close()
+        proc.terminate()
+        proc.wait(10)
