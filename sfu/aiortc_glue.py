@@ -1,0 +1,248 @@
+"""Every touch of aiortc/aioice internals, in one place. Written for aiortc 1.16.0.
+
+aiortc has no public API for forwarding: its receivers always decode and its senders always
+packetize. The SFU therefore
+- takes each RTP packet where a publisher's receiver gets it, before the jitter buffer
+  (``InboundTap``), keeping the receiver's statistics and NACK generation alive so that its
+  RTCP receiver reports and NACKs to the publisher stay true;
+- sends ready RTP on a subscriber's sender (``OutboundPort``): SRTP-protect and ``sendto`` on
+  the nominated ICE pair's datagram transport, and feeds the sender's counters so that its
+  RTCP sender reports carry true packet/octet counts and timestamps. The sender's track
+  never yields a frame, so aiortc's own send loop stays idle;
+- receives the subscriber's RTCP for that sender (NACK, PLI/FIR, receiver reports, REMB).
+
+pyproject.toml pins aiortc to the version below; tests/unit/test_aiortc_glue.py checks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import aioice.ice
+import aiortc
+from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import clock as aiortc_clock
+from aiortc.codecs import is_rtx
+from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpParameters
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    HeaderExtensionsMap,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+    unpack_remb_fci,
+    unwrap_rtx,
+)
+
+AIORTC_VERSION: Final = "1.16.0"
+log = logging.getLogger("huddle.sfu.glue")
+
+__all__ = [
+    "AIORTC_VERSION",
+    "HeaderExtensionsMap",
+    "IdleTrack",
+    "InboundTap",
+    "OutboundPort",
+    "RtpPacket",
+    "use_host_addresses",
+]
+
+
+def check_version() -> None:
+    if aiortc.__version__ != AIORTC_VERSION:
+        raise RuntimeError(
+            f"sfu.aiortc_glue was written for aiortc {AIORTC_VERSION}, "
+            f"found {aiortc.__version__}: review it before moving the pin"
+        )
+
+
+def use_host_addresses(addresses: list[str]) -> None:
+    """Gather ICE host candidates on exactly these addresses (loopback included).
+
+    aioice skips 127.0.0.1 and otherwise offers every interface address of the machine; an
+    SFU must offer only the addresses it is configured with. Process-wide, as in aioice.
+    """
+    chosen = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = host_addresses
+
+
+class IdleTrack(MediaStreamTrack):
+    """A track that never yields a frame: it keeps aiortc's own send loop of a sender idle."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def recv(self) -> Any:
+        await self._never
+        raise aiortc.mediastreams.MediaStreamError
+
+    def stop(self) -> None:
+        if not self._never.done():
+            self._never.cancel()
+        super().stop()
+
+
+PacketHandler = Callable[[RtpPacket, RTCRtpCodecParameters], None]
+
+
+class InboundTap:
+    """Takes a publisher receiver's RTP packets before its jitter buffer; nothing is decoded."""
+
+    def __init__(self, receiver: RTCRtpReceiver, on_packet: PacketHandler) -> None:
+        self.receiver = receiver
+        self.on_packet = on_packet
+        self.packets = 0
+        # The receiver's own tables, shared by reference (filled in by receive()).
+        self._codecs: dict[int, RTCRtpCodecParameters] = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+        self._rtx_ssrc: dict[int, int] = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
+        self._streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        self._nack = receiver._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
+        receiver._handle_rtp_packet = self._handle  # type: ignore[method-assign]
+
+    async def _handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        codec = self._codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        stream = self._streams.get(packet.ssrc)
+        if stream is None:
+            stream = self._streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stream.add(packet)
+        if is_rtx(codec):
+            original = self._rtx_ssrc.get(packet.ssrc)
+            apt = codec.parameters.get("apt")
+            if original is None or len(packet.payload) < 2 or apt not in self._codecs:
+                return
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original)
+            codec = self._codecs[apt]
+        if self._nack is not None and self._nack.add(packet):
+            await self.receiver._send_rtcp_nack(packet.ssrc, sorted(self._nack.missing))
+        self.packets += 1
+        self.on_packet(packet, codec)
+
+    async def request_keyframe(self, media_ssrc: int) -> None:
+        await self.receiver._send_rtcp_pli(media_ssrc)
+
+
+NackHandler = Callable[[list[int]], None]
+KeyframeHandler = Callable[[], None]
+RembHandler = Callable[[int], None]
+ReportHandler = Callable[[int, int], None]  # fraction_lost (0-255), jitter
+
+
+class OutboundPort:
+    """Sends ready RTP packets on a subscriber's sender, and hears that sender's RTCP."""
+
+    def __init__(self, transceiver: RTCRtpTransceiver) -> None:
+        self.transceiver = transceiver
+        self.sender: RTCRtpSender = transceiver.sender
+        self.ssrc: int = self.sender._ssrc
+        self.rtx_ssrc: int = self.sender._rtx_ssrc
+        self.payload_type = -1
+        self.rtx_payload_type: int | None = None
+        self.extensions = HeaderExtensionsMap()
+        self.layout: tuple[Any, ...] = ()
+        self.ready = False
+        self.on_nack: NackHandler = _ignore
+        self.on_keyframe_request: KeyframeHandler = _ignore0
+        self.on_remb: RembHandler = _ignore
+        self.on_report: ReportHandler = _ignore2
+        self._original_rtcp: Callable[[AnyRtcpPacket], Awaitable[None]] = (
+            self.sender._handle_rtcp_packet
+        )
+        self.sender._handle_rtcp_packet = self._handle_rtcp  # type: ignore[method-assign]
+
+    def negotiated(self) -> bool:
+        """Read the negotiated codec and header extensions; False until there are some."""
+        codecs = self.transceiver._codecs
+        if not codecs or self.transceiver.currentDirection is None:
+            return False
+        if codecs[0].payloadType is None:
+            return False
+        self.payload_type = codecs[0].payloadType
+        self.rtx_payload_type = None
+        for codec in codecs:
+            if is_rtx(codec) and codec.parameters.get("apt") == self.payload_type:
+                self.rtx_payload_type = codec.payloadType
+        self.extensions = HeaderExtensionsMap()
+        self.extensions.configure(
+            RTCRtpParameters(headerExtensions=self.transceiver._headerExtensions)
+        )
+        ids = self.extensions._HeaderExtensionsMap__ids  # type: ignore[attr-defined]
+        self.layout = (self.payload_type, ids.abs_send_time, ids.audio_level)
+        self.ready = True
+        return True
+
+    def send(
+        self, data: bytes, payload_bytes: int, rtp_timestamp: int, *, counted: bool = True
+    ) -> bool:
+        """SRTP-protect and send one RTP packet. False when the transport is not up.
+
+        ``counted`` packets go into the sender report's counts (not retransmissions)."""
+        dtls = self.sender.transport
+        srtp = dtls._tx_srtp
+        if srtp is None or dtls._state is not DtlsState.CONNECTED:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            return False
+        pair.protocol.transport.sendto(srtp.protect(data), pair.remote_addr)
+        if not counted:
+            return True
+        s = self.sender
+        s._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
+        s._RTCRtpSender__octet_count += payload_bytes  # type: ignore[attr-defined]
+        s._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
+        s._RTCRtpSender__ntp_timestamp = aiortc_clock.current_ntp_time()  # type: ignore[attr-defined]
+        return True
+
+    @property
+    def packets_sent(self) -> int:
+        return int(self.sender._RTCRtpSender__packet_count)  # type: ignore[attr-defined]
+
+    async def _handle_rtcp(self, packet: AnyRtcpPacket) -> None:
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            self.on_nack(list(packet.lost))
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            self.on_keyframe_request()
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if self.ssrc in ssrcs:
+                self.on_remb(bitrate)
+        else:
+            if isinstance(packet, RtcpRrPacket):
+                for report in packet.reports:
+                    if report.ssrc == self.ssrc:
+                        self.on_report(report.fraction_lost, report.jitter)
+            # Receiver reports: aiortc keeps round-trip time and loss statistics.
+            await self._original_rtcp(packet)
+
+
+def _ignore(_: Any) -> None:
+    return None
+
+
+def _ignore0() -> None:
+    return None
+
+
+def _ignore2(_: Any, __: Any) -> None:
+    return None

@@ -1,0 +1,175 @@
+"""RTP-level forwarding of one published track to its subscribers.
+
+Per packet, work that is the same for every subscriber is done once: the packet is kept in
+the track's history and serialized once per distinct header layout (payload type and
+extension ids); each subscriber then only gets its own sequence number, timestamp and SSRC
+patched into a copy, SRTP protection and a ``sendto``.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+from collections.abc import Callable
+from typing import Final
+
+from aiortc import clock as aiortc_clock
+
+from sfu.aiortc_glue import OutboundPort, RtpPacket
+from sfu.codecs import vp8_keyframe_start
+from sfu.keyframes import KeyframeThrottle
+
+HISTORY_SIZE: Final = 1024  # ~1 s of 720p video: enough to answer NACKs
+_SEQ_TS_SSRC: Final = struct.Struct("!HII")
+_RTX_OSN: Final = struct.Struct("!H")
+
+
+class PacketHistory:
+    """The last ``size`` packets of a track by sequence number (a ring, no allocation)."""
+
+    __slots__ = ("_ring", "_size")
+
+    def __init__(self, size: int = HISTORY_SIZE) -> None:
+        self._size = size
+        self._ring: list[RtpPacket | None] = [None] * size
+
+    def put(self, packet: RtpPacket) -> None:
+        self._ring[packet.sequence_number % self._size] = packet
+
+    def get(self, seq: int) -> RtpPacket | None:
+        packet = self._ring[seq % self._size]
+        return packet if packet is not None and packet.sequence_number == seq else None
+
+
+class Output:
+    """One subscriber's copy of a track: its numbering and its transport."""
+
+    __slots__ = (
+        "forwarded",
+        "port",
+        "retransmitted",
+        "rtx_seq",
+        "seq_offset",
+        "started",
+        "ts_offset",
+    )
+
+    def __init__(self, port: OutboundPort) -> None:
+        self.port = port
+        self.started = False
+        self.seq_offset = 0
+        self.ts_offset = 0
+        self.rtx_seq = random.getrandbits(16)
+        self.forwarded = 0
+        self.retransmitted = 0
+
+    def start(self, packet: RtpPacket) -> None:
+        self.seq_offset = (random.getrandbits(15) - packet.sequence_number) & 0xFFFF
+        self.started = True
+
+
+class TrackForwarder:
+    """Forwards one published track (one SSRC) to any number of subscribers."""
+
+    def __init__(
+        self, kind: str, request_keyframe: Callable[[], None], *, now: Callable[[], float]
+    ) -> None:
+        self.kind = kind
+        self.history = PacketHistory()
+        self.outputs: dict[int, Output] = {}
+        self.packets_in = 0
+        self.bytes_in = 0
+        self.audio_level: int | None = None  # -dBov of the last packet (RFC 6464), 127 = silence
+        self._request_keyframe = request_keyframe
+        self._throttle = KeyframeThrottle()
+        self._now = now
+
+    @classmethod
+    def create(cls, kind: str, request_keyframe: Callable[[], None]) -> TrackForwarder:
+        return cls(kind, request_keyframe, now=time.monotonic)
+
+    def add(self, port: OutboundPort) -> Output:
+        out = Output(port)
+        port.on_nack = lambda seqs: self._on_nack(out, seqs)
+        port.on_keyframe_request = self.keyframe_wanted
+        self.outputs[port.ssrc] = out
+        if self.kind == "video":
+            # A new subscriber cannot decode until the next key frame: ask for one now.
+            self.keyframe_wanted()
+        return out
+
+    def remove(self, port: OutboundPort) -> None:
+        self.outputs.pop(port.ssrc, None)
+
+    def keyframe_wanted(self) -> None:
+        if self._throttle.allow(self._now()):
+            self._request_keyframe()
+
+    def on_packet(self, packet: RtpPacket) -> None:
+        self.packets_in += 1
+        self.bytes_in += len(packet.payload)
+        self.history.put(packet)
+        level = packet.extensions.audio_level
+        if level is not None:
+            self.audio_level = level[1]
+        if not self.outputs:
+            return
+        keyframe = self.kind == "video" and vp8_keyframe_start(packet.payload)
+        abs_send_time = (aiortc_clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        bases: dict[tuple[object, ...], bytes] = {}
+        for out in self.outputs.values():
+            port = out.port
+            if not port.ready and not port.negotiated():
+                continue
+            if not out.started:
+                if self.kind == "video" and not keyframe:
+                    continue
+                out.start(packet)
+            base = bases.get(port.layout)
+            if base is None:
+                base = bases[port.layout] = self._serialize(packet, port, abs_send_time)
+            buf = bytearray(base)
+            ts = (packet.timestamp + out.ts_offset) & 0xFFFFFFFF
+            seq = (packet.sequence_number + out.seq_offset) & 0xFFFF
+            _SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, port.ssrc)
+            if port.send(bytes(buf), len(packet.payload), ts):
+                out.forwarded += 1
+
+    @staticmethod
+    def _serialize(packet: RtpPacket, port: OutboundPort, abs_send_time: int) -> bytes:
+        copy = RtpPacket(
+            payload_type=port.payload_type,
+            marker=packet.marker,
+            sequence_number=0,
+            timestamp=0,
+            ssrc=0,
+            payload=packet.payload,
+        )
+        copy.extensions.abs_send_time = abs_send_time
+        copy.extensions.audio_level = packet.extensions.audio_level
+        return copy.serialize(port.extensions)
+
+    def _on_nack(self, out: Output, seqs: list[int]) -> None:
+        port = out.port
+        if not out.started or not port.ready:
+            return
+        abs_send_time = (aiortc_clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        for seq_out in seqs:
+            packet = self.history.get((seq_out - out.seq_offset) & 0xFFFF)
+            if packet is None:
+                continue
+            ts = (packet.timestamp + out.ts_offset) & 0xFFFFFFFF
+            buf = bytearray(self._serialize(packet, port, abs_send_time))
+            if port.rtx_payload_type is None:
+                _SEQ_TS_SSRC.pack_into(buf, 2, seq_out, ts, port.ssrc)
+                data = bytes(buf)
+            else:
+                # RFC 4588: RTX payload = original sequence number + original payload.
+                header_len = len(buf) - len(packet.payload)
+                _SEQ_TS_SSRC.pack_into(buf, 2, out.rtx_seq, ts, port.rtx_ssrc)
+                buf[1] = (buf[1] & 0x80) | port.rtx_payload_type
+                data = bytes(buf[:header_len]) + _RTX_OSN.pack(seq_out) + packet.payload
+                out.rtx_seq = (out.rtx_seq + 1) & 0xFFFF
+            if port.send(data, len(packet.payload), ts, counted=False):
+                out.retransmitted += 1

@@ -1,0 +1,288 @@
+"""Rooms, participants and their two peer connections (publisher and subscriber).
+
+A participant's publisher connection is offered by the client and answered here; every
+track it publishes is tapped at the RTP level and handed to a ``TrackForwarder``. Its
+subscriber connection is offered from here whenever the set of tracks it should receive
+changes, and answered by the client; each forwarded track is an idle sender on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
+from sfu.aiortc_glue import IdleTrack, InboundTap, OutboundPort, RtpPacket
+from sfu.forwarder import TrackForwarder
+
+log = logging.getLogger("huddle.sfu.room")
+
+# Forwarding never transcodes: publishers and subscribers must agree on these.
+VIDEO_CODEC: Final = "video/VP8"
+AUDIO_CODEC: Final = "audio/opus"
+MAX_SDP_BYTES: Final = 64 * 1024
+
+
+class SfuError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _codecs_for(
+    kind: str, capabilities: list[RTCRtpCodecCapability]
+) -> list[RTCRtpCodecCapability]:
+    wanted = VIDEO_CODEC if kind == "video" else AUDIO_CODEC
+    chosen = [c for c in capabilities if c.mimeType.lower() == wanted.lower()]
+    if kind == "video":
+        chosen += [c for c in capabilities if c.mimeType.lower() == "video/rtx"]
+    return chosen
+
+
+def _check_sdp(sdp: str, expected: str) -> None:
+    if len(sdp) > MAX_SDP_BYTES:
+        raise SfuError("bad_sdp", f"SDP larger than {MAX_SDP_BYTES} bytes")
+    if not sdp.startswith("v=0"):
+        raise SfuError("bad_sdp", f"not an SDP {expected}")
+
+
+@dataclass(eq=False)
+class PublishedTrack:
+    """One track a participant publishes."""
+
+    key: str
+    owner: Participant
+    kind: str
+    source: str
+    tap: InboundTap
+    forwarder: TrackForwarder
+    media_ssrc: int | None = None
+
+
+@dataclass(eq=False)
+class Subscription:
+    track: PublishedTrack
+    transceiver: RTCRtpTransceiver
+    port: OutboundPort
+
+
+NotifyOffer = Callable[["Participant", str, list[dict[str, str]]], None]
+
+
+@dataclass(eq=False)
+class Participant:
+    id: str
+    identity: str
+    name: str
+    room: Room
+    can_publish: bool = True
+    can_subscribe: bool = True
+    publisher: RTCPeerConnection | None = None
+    subscriber: RTCPeerConnection | None = None
+    published: dict[str, PublishedTrack] = field(default_factory=dict)
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    negotiating: bool = False
+    renegotiate: bool = False
+    closed: bool = False
+
+    def info(self) -> dict[str, str]:
+        return {"participant": self.id, "identity": self.identity, "name": self.name}
+
+
+class Room:
+    def __init__(
+        self,
+        name: str,
+        *,
+        rtc_config: RTCConfiguration,
+        capacity: int,
+        on_offer: NotifyOffer,
+    ) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.participants: dict[str, Participant] = {}
+        self._rtc_config = rtc_config
+        self._on_offer = on_offer
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- membership ---------------------------------------------------------------------
+
+    def join(
+        self, identity: str, name: str, *, can_publish: bool, can_subscribe: bool
+    ) -> Participant:
+        if len(self.participants) >= self.capacity:
+            raise SfuError("room_full", f"room {self.name!r} is full ({self.capacity})")
+        p = Participant(
+            id=f"p-{secrets.token_hex(5)}", identity=identity, name=name, room=self,
+            can_publish=can_publish, can_subscribe=can_subscribe,
+        )  # fmt: skip
+        self.participants[p.id] = p
+        if can_subscribe:
+            self._spawn(self._sync_subscriptions(p))
+        return p
+
+    async def leave(self, participant: Participant) -> None:
+        if participant.closed:
+            return
+        participant.closed = True
+        self.participants.pop(participant.id, None)
+        for other in self.participants.values():
+            for key in [k for k, s in other.subscriptions.items() if s.track.owner is participant]:
+                sub = other.subscriptions.pop(key)
+                sub.track.forwarder.remove(sub.port)
+        for pc in (participant.publisher, participant.subscriber):
+            if pc is not None:
+                await pc.close()
+
+    async def close(self) -> None:
+        for participant in list(self.participants.values()):
+            await self.leave(participant)
+        for task in list(self._background):
+            task.cancel()
+
+    @property
+    def empty(self) -> bool:
+        return not self.participants
+
+    # --- publishing ---------------------------------------------------------------------
+
+    async def publish(
+        self, participant: Participant, offer_sdp: str, sources: dict[str, str]
+    ) -> str:
+        """Answer a publisher offer; every new track becomes forwardable."""
+        if not participant.can_publish:
+            raise SfuError("forbidden", "this token may not publish")
+        _check_sdp(offer_sdp, "offer")
+        pc = participant.publisher
+        if pc is None:
+            pc = participant.publisher = RTCPeerConnection(self._rtc_config)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise SfuError("bad_sdp", f"offer refused: {exc}") from None
+        new_tracks: list[PublishedTrack] = []
+        for transceiver in pc.getTransceivers():
+            mid = transceiver.mid or ""
+            key = f"{participant.id}:{mid}"
+            if key in participant.published or transceiver.receiver is None:
+                continue
+            kind = transceiver.kind
+            capabilities = RTCRtpReceiver.getCapabilities(kind)
+            codecs = _codecs_for(kind, capabilities.codecs if capabilities else [])
+            transceiver.setCodecPreferences(codecs)
+            transceiver.direction = "recvonly"
+            track = self._tap(
+                participant,
+                key,
+                kind,
+                sources.get(mid, _default_source(kind)),
+                transceiver.receiver,
+            )
+            participant.published[key] = track
+            new_tracks.append(track)
+        try:
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise SfuError("unsupported_codec", f"cannot answer: {exc}") from None
+        for other in self.participants.values():
+            if other is not participant and other.can_subscribe:
+                self._spawn(self._sync_subscriptions(other))
+        return pc.localDescription.sdp
+
+    def _tap(self, participant: Participant, key: str, kind: str, source: str,
+             receiver: RTCRtpReceiver) -> PublishedTrack:  # fmt: skip
+        def request_keyframe() -> None:
+            if track.media_ssrc is not None:
+                self._spawn(track.tap.request_keyframe(track.media_ssrc))
+
+        def on_packet(packet: RtpPacket, _codec: object) -> None:
+            track.media_ssrc = packet.ssrc
+            forwarder.on_packet(packet)
+
+        forwarder = TrackForwarder.create(kind, request_keyframe)
+        tap = InboundTap(receiver, on_packet)
+        track = PublishedTrack(key=key, owner=participant, kind=kind, source=source, tap=tap,
+                               forwarder=forwarder)  # fmt: skip
+        return track
+
+    # --- subscribing --------------------------------------------------------------------
+
+    async def _sync_subscriptions(self, participant: Participant) -> None:
+        """Offer the participant every track it does not receive yet (one offer at a time)."""
+        if participant.negotiating:
+            participant.renegotiate = True
+            return
+        if participant.closed:
+            return
+        wanted = [
+            t for other in self.participants.values() if other is not participant
+            for t in other.published.values() if t.key not in participant.subscriptions
+        ]  # fmt: skip
+        if not wanted:
+            return
+        pc = participant.subscriber
+        if pc is None:
+            pc = participant.subscriber = RTCPeerConnection(self._rtc_config)
+        for track in wanted:
+            transceiver = pc.addTransceiver(IdleTrack(track.kind), direction="sendonly")
+            capabilities = RTCRtpSender.getCapabilities(track.kind)
+            transceiver.setCodecPreferences(_codecs_for(track.kind, capabilities.codecs))
+            port = OutboundPort(transceiver)
+            participant.subscriptions[track.key] = Subscription(track, transceiver, port)
+        participant.negotiating = True
+        offer = await pc.createOffer()
+        await pc.setLocalDescription(offer)
+        tracks = [
+            {"mid": sub.transceiver.mid or "", "track": key, "kind": sub.track.kind,
+             "source": sub.track.source, "participant": sub.track.owner.id,
+             "identity": sub.track.owner.identity}
+            for key, sub in participant.subscriptions.items()
+        ]  # fmt: skip
+        self._on_offer(participant, pc.localDescription.sdp, tracks)
+
+    async def subscriber_answer(self, participant: Participant, answer_sdp: str) -> None:
+        pc = participant.subscriber
+        if pc is None or not participant.negotiating:
+            raise SfuError("no_offer", "no subscriber offer is waiting for an answer")
+        _check_sdp(answer_sdp, "answer")
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise SfuError("bad_sdp", f"answer refused: {exc}") from None
+        participant.negotiating = False
+        for sub in participant.subscriptions.values():
+            if sub.port.ssrc not in sub.track.forwarder.outputs and sub.port.negotiated():
+                sub.track.forwarder.add(sub.port)
+        if participant.renegotiate:
+            participant.renegotiate = False
+            self._spawn(self._sync_subscriptions(participant))
+
+    def _spawn(self, job: object) -> None:
+        task = asyncio.ensure_future(job)  # type: ignore[call-overload]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+
+
+def _default_source(kind: str) -> str:
+    return "camera" if kind == "video" else "microphone"
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("room task failed", exc_info=task.exception())
