@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -86,6 +87,7 @@ class HuddleClient:
         self.close_code: int | None = None
         self.closed = asyncio.Event()
         self.hello_reply: p.HelloOk | None = None
+        self._listeners: dict[str, list[Callable[[p.Event], None]]] = {}
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -135,6 +137,10 @@ class HuddleClient:
             await self._ws.send_bytes(frame)
         else:
             await self._ws.send_str(frame)
+
+    def on(self, kind: str, listener: Callable[[p.Event], None]) -> None:
+        """Call ``listener`` for each event of ``kind`` as it arrives (it is queued too)."""
+        self._listeners.setdefault(kind, []).append(listener)
 
     async def next_event(self, kind: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
         """The next event (of ``kind``, skipping others) or TimeoutError."""
@@ -195,3 +201,5 @@ class HuddleClient:
         event = msgspec.convert(raw, cls)
         self.last_seq = event.seq
         self.events.put_nowait(event)
+        for listener in self._listeners.get(kind, ()):
+            listener(event)

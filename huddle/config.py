@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -71,8 +71,37 @@ class Settings(BaseSettings):
     max_outbound_queue: int = Field(
         2000, ge=16, description="unsent events per connection before closing with 4010"
     )
+    ice_addresses: list[str] = Field(
+        default_factory=list,
+        description="addresses the SFU gathers ICE host candidates on, comma separated "
+        "(default: every interface address, as aioice does; 127.0.0.1 for loopback tests)",
+    )
+    stun_urls: list[str] = Field(
+        default_factory=list, description="STUN URLs handed to clients, comma separated"
+    )
+    turn_urls: list[str] = Field(
+        default_factory=list, description="TURN URLs handed to clients, comma separated"
+    )
+    turn_secret: SecretStr | None = Field(
+        None, description="TURN REST API shared secret: clients get time-limited credentials"
+    )
+    turn_ttl_s: int = Field(24 * 3600, gt=0, description="lifetime of TURN credentials")
+    room_capacity: int = Field(50, ge=1, description="participants per call room")
+    room_empty_grace_s: float = Field(
+        30.0, ge=0, description="an empty room is closed after this long"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
+
+    @field_validator("ice_addresses", "stun_urls", "turn_urls", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return value  # JSON, as pydantic-settings reads lists from the environment
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

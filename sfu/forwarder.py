@@ -8,6 +8,7 @@ patched into a copy, SRTP protection and a ``sendto``.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import struct
 import time
@@ -18,7 +19,7 @@ from aiortc import clock as aiortc_clock
 
 from sfu.aiortc_glue import OutboundPort, RtpPacket
 from sfu.codecs import vp8_keyframe_start
-from sfu.keyframes import KeyframeThrottle
+from sfu.keyframes import RETRY_AFTER_S, KeyframeThrottle
 
 HISTORY_SIZE: Final = 1024  # ~1 s of 720p video: enough to answer NACKs
 _SEQ_TS_SSRC: Final = struct.Struct("!HII")
@@ -73,21 +74,32 @@ class TrackForwarder:
     """Forwards one published track (one SSRC) to any number of subscribers."""
 
     def __init__(
-        self, kind: str, request_keyframe: Callable[[], None], *, now: Callable[[], float]
+        self,
+        kind: str,
+        request_keyframe: Callable[[], None],
+        *,
+        now: Callable[[], float],
+        later: Callable[[float, Callable[[], None]], object],
     ) -> None:
         self.kind = kind
         self.history = PacketHistory()
         self.outputs: dict[int, Output] = {}
         self.packets_in = 0
         self.bytes_in = 0
+        self.keyframes_in = 0
+        self.keyframe_requests = 0
         self.audio_level: int | None = None  # -dBov of the last packet (RFC 6464), 127 = silence
         self._request_keyframe = request_keyframe
         self._throttle = KeyframeThrottle()
+        self._keyframe_pending = False
+        self._waiting = 0  # outputs that have not had a key frame yet
         self._now = now
+        self._later = later
 
     @classmethod
     def create(cls, kind: str, request_keyframe: Callable[[], None]) -> TrackForwarder:
-        return cls(kind, request_keyframe, now=time.monotonic)
+        loop = asyncio.get_running_loop()
+        return cls(kind, request_keyframe, now=time.monotonic, later=loop.call_later)
 
     def add(self, port: OutboundPort) -> Output:
         out = Output(port)
@@ -96,15 +108,33 @@ class TrackForwarder:
         self.outputs[port.ssrc] = out
         if self.kind == "video":
             # A new subscriber cannot decode until the next key frame: ask for one now.
+            self._waiting += 1
             self.keyframe_wanted()
         return out
 
     def remove(self, port: OutboundPort) -> None:
-        self.outputs.pop(port.ssrc, None)
+        out = self.outputs.pop(port.ssrc, None)
+        if out is not None and self.kind == "video" and not out.started:
+            self._waiting -= 1
 
     def keyframe_wanted(self) -> None:
-        if self._throttle.allow(self._now()):
-            self._request_keyframe()
+        """Ask the publisher for a key frame: now, or as soon as the throttle allows."""
+        if self._keyframe_pending:
+            return
+        now = self._now()
+        delay = self._throttle.delay(now)
+        if delay > 0:
+            self._keyframe_pending = True
+            self._later(delay, self._deferred_keyframe)
+            return
+        self._throttle.sent(now)
+        self.keyframe_requests += 1
+        self._request_keyframe()
+
+    def _deferred_keyframe(self) -> None:
+        self._keyframe_pending = False
+        if self.outputs:
+            self.keyframe_wanted()
 
     def on_packet(self, packet: RtpPacket) -> None:
         self.packets_in += 1
@@ -113,9 +143,13 @@ class TrackForwarder:
         level = packet.extensions.audio_level
         if level is not None:
             self.audio_level = level[1]
+        keyframe = self.kind == "video" and vp8_keyframe_start(packet.payload)
+        if keyframe:
+            self.keyframes_in += 1
         if not self.outputs:
             return
-        keyframe = self.kind == "video" and vp8_keyframe_start(packet.payload)
+        if self._waiting and self._throttle.since_last(self._now()) > RETRY_AFTER_S:
+            self.keyframe_wanted()
         abs_send_time = (aiortc_clock.current_ntp_time() >> 14) & 0x00FFFFFF
         bases: dict[tuple[object, ...], bytes] = {}
         for out in self.outputs.values():
@@ -123,8 +157,10 @@ class TrackForwarder:
             if not port.ready and not port.negotiated():
                 continue
             if not out.started:
-                if self.kind == "video" and not keyframe:
-                    continue
+                if self.kind == "video":
+                    if not keyframe:
+                        continue
+                    self._waiting -= 1
                 out.start(packet)
             base = bases.get(port.layout)
             if base is None:

@@ -23,6 +23,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc import sdp as sdp_parser
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from sfu.aiortc_glue import IdleTrack, InboundTap, OutboundPort, RtpPacket
@@ -54,10 +55,20 @@ def _codecs_for(
 
 
 def _check_sdp(sdp: str, expected: str) -> None:
+    """Refuse what aiortc's parser would choke on before any connection state changes."""
     if len(sdp) > MAX_SDP_BYTES:
         raise SfuError("bad_sdp", f"SDP larger than {MAX_SDP_BYTES} bytes")
     if not sdp.startswith("v=0"):
         raise SfuError("bad_sdp", f"not an SDP {expected}")
+    try:
+        parsed = sdp_parser.SessionDescription.parse(sdp)
+    except Exception as exc:  # the parser asserts and indexes freely on hostile input
+        raise SfuError("bad_sdp", f"unparsable SDP {expected}: {type(exc).__name__}") from None
+    if not parsed.media:
+        raise SfuError("bad_sdp", f"SDP {expected} has no media section")
+    for media in parsed.media:
+        if media.kind not in ("audio", "video"):
+            raise SfuError("bad_sdp", f"unsupported media section {media.kind!r}")
 
 
 @dataclass(eq=False)
@@ -172,7 +183,7 @@ class Room:
             pc = participant.publisher = RTCPeerConnection(self._rtc_config)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        except Exception as exc:  # aiortc raises many kinds on a bad offer
             raise SfuError("bad_sdp", f"offer refused: {exc}") from None
         new_tracks: list[PublishedTrack] = []
         for transceiver in pc.getTransceivers():
@@ -197,7 +208,7 @@ class Room:
         try:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
-        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        except Exception as exc:
             raise SfuError("unsupported_codec", f"cannot answer: {exc}") from None
         for other in self.participants.values():
             if other is not participant and other.can_subscribe:
@@ -262,7 +273,7 @@ class Room:
         _check_sdp(answer_sdp, "answer")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
-        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        except Exception as exc:
             raise SfuError("bad_sdp", f"answer refused: {exc}") from None
         participant.negotiating = False
         for sub in participant.subscriptions.values():

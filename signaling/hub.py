@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from huddle.config import Settings
 from signaling import protocol as p
 from signaling.broker import Broker
+from signaling.calls import CallManager
 from signaling.metrics import Metrics
 from signaling.presence import DeviceEntry, PresenceStore, decode_snapshot, presence_channel
 from signaling.session import Session
@@ -55,6 +56,7 @@ class Hub:
         self.metrics = metrics
         self.api_keys = api_keys
         self.presence = PresenceStore(client, settings.node_id, settings.presence_ttl_s)
+        self.calls = CallManager(settings, client)
         self.sessions: set[Session] = set()
         self.by_user: dict[str, set[Session]] = {}
         self.watchers: dict[str, set[Session]] = {}
@@ -82,6 +84,7 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.calls.close()
         sessions = list(self.sessions)
         if sessions:
             await asyncio.wait(
@@ -104,6 +107,7 @@ class Hub:
 
     async def _refresh(self) -> None:
         await self.presence.refresh(self.entry(s) for s in self.sessions if s.claims)
+        await self.calls.refresh_claims()
 
     async def _sweep(self) -> None:
         expired = await self.presence.sweep()
@@ -148,6 +152,7 @@ class Hub:
         await self.unwatch(session, set(session.watching))
         if session.claims is None:
             return
+        await self.calls.session_gone(session)
         self.metrics.authenticated.dec()
         await self._forget_user_session(session)
         try:

@@ -25,6 +25,9 @@ Identity = Annotated[
 DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 UserList = Annotated[list[Identity], msgspec.Meta(min_length=1, max_length=500)]
+RoomName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=65536)]
+Source = Literal["camera", "microphone", "screen", "screen_audio"]
 DeviceStatus = Literal["online", "away"]
 UserStatus = Literal["online", "away", "offline"]
 
@@ -72,12 +75,41 @@ class PresenceSet(Request, tag="presence.set", kw_only=True):
     status: DeviceStatus
 
 
-ClientMessage = Hello | Ping | AuthRefresh | PresenceSubscribe | PresenceUnsubscribe | PresenceSet
+class CallJoin(Request, tag="call.join", kw_only=True):
+    """Join (or open) a group call room. The node answers with the participant list."""
+
+    room: RoomName
+
+
+class CallLeave(Request, tag="call.leave", kw_only=True):
+    room: RoomName
+
+
+class SfuPublish(Request, tag="sfu.publish", kw_only=True):
+    """The offer of the publisher connection; the reply carries the SFU's answer.
+
+    ``sources`` names what each offered m-line carries, by its ``mid``.
+    """
+
+    room: RoomName
+    sdp: Sdp
+    sources: dict[str, Source] = msgspec.field(default_factory=dict)
+
+
+class SfuAnswer(Request, tag="sfu.answer", kw_only=True):
+    """The client's answer to an ``sfu.offer`` for its subscriber connection."""
+
+    room: RoomName
+    sdp: Sdp
+
 
 CLIENT_MESSAGES: Final[dict[str, type[Request]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in (Hello, Ping, AuthRefresh, PresenceSubscribe, PresenceUnsubscribe, PresenceSet)
-}
+    for cls in (
+        Hello, Ping, AuthRefresh, PresenceSubscribe, PresenceUnsubscribe, PresenceSet,
+        CallJoin, CallLeave, SfuPublish, SfuAnswer,
+    )
+}  # fmt: skip
 
 
 # --- server -> client: replies ----------------------------------------------------------
@@ -130,6 +162,31 @@ class PresenceSubscribeOk(Reply, tag="ok", kw_only=True):
     presence: list[UserPresence]
 
 
+class ParticipantInfo(msgspec.Struct, kw_only=True):
+    participant: str
+    identity: str
+    name: str
+
+
+class IceServer(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """As in RTCIceServer: TURN entries carry time-limited credentials."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class CallJoinOk(Reply, tag="ok", kw_only=True):
+    room: str
+    participant: str
+    participants: list[ParticipantInfo]
+    ice_servers: list[IceServer]
+
+
+class SfuPublishOk(Reply, tag="ok", kw_only=True):
+    sdp: str
+
+
 class Error(Message, tag="error", kw_only=True):
     """A refused request (``re`` set) or a connection-level problem (``re`` null)."""
 
@@ -146,6 +203,10 @@ REPLIES: Final[dict[str, type[Reply]]] = {
     "presence.subscribe": PresenceSubscribeOk,
     "presence.unsubscribe": Ok,
     "presence.set": Ok,
+    "call.join": CallJoinOk,
+    "call.leave": Ok,
+    "sfu.publish": SfuPublishOk,
+    "sfu.answer": Ok,
 }
 
 
@@ -169,10 +230,41 @@ class AuthExpiring(Event, tag="auth.expiring", kw_only=True):
     expires_at: int
 
 
+class CallParticipantJoined(Event, tag="call.participant_joined", kw_only=True):
+    room: str
+    participant: ParticipantInfo
+
+
+class CallParticipantLeft(Event, tag="call.participant_left", kw_only=True):
+    room: str
+    participant: str
+
+
+class TrackInfo(msgspec.Struct, kw_only=True):
+    """One forwarded track on the subscriber connection, found by its ``mid``."""
+
+    mid: str
+    track: str
+    kind: Literal["audio", "video"]
+    source: str
+    participant: str
+    identity: str
+
+
+class SfuOffer(Event, tag="sfu.offer", kw_only=True):
+    """A new offer for the subscriber connection: answer it with ``sfu.answer``."""
+
+    room: str
+    sdp: str
+    tracks: list[TrackInfo]
+
+
 SERVER_EVENTS: Final[dict[str, type[Event]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in (PresenceUpdate, AuthExpiring)
-}
+    for cls in (
+        PresenceUpdate, AuthExpiring, CallParticipantJoined, CallParticipantLeft, SfuOffer,
+    )
+}  # fmt: skip
 
 
 # --- error codes and close codes --------------------------------------------------------
@@ -192,6 +284,14 @@ class ErrorCode:
     IDENTITY_MISMATCH: Final = "identity_mismatch"
     RATE_LIMITED: Final = "rate_limited"
     TOO_MANY_SUBSCRIPTIONS: Final = "too_many_subscriptions"
+    FORBIDDEN: Final = "forbidden"
+    ROOM_FULL: Final = "room_full"
+    ROOM_ELSEWHERE: Final = "room_elsewhere"
+    ALREADY_IN_CALL: Final = "already_in_call"
+    NOT_IN_CALL: Final = "not_in_call"
+    BAD_SDP: Final = "bad_sdp"
+    UNSUPPORTED_CODEC: Final = "unsupported_codec"
+    NO_OFFER: Final = "no_offer"
     UNAVAILABLE: Final = "unavailable"
     INTERNAL: Final = "internal"
 

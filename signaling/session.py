@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from signaling import protocol as p
 from signaling.auth import AuthError, Claims, verify_token
+from signaling.calls import CallError
 from signaling.ratelimit import RateLimiter, Verdict
 
 if TYPE_CHECKING:
@@ -51,6 +52,10 @@ class Session:
             "presence.subscribe": self._presence_subscribe,
             "presence.unsubscribe": self._presence_unsubscribe,
             "presence.set": self._presence_set,
+            "call.join": self._call_join,
+            "call.leave": self._call_leave,
+            "sfu.publish": self._sfu_publish,
+            "sfu.answer": self._sfu_answer,
         }
         assert set(self._handlers) == set(p.CLIENT_MESSAGES), "every request needs a handler"
 
@@ -81,6 +86,8 @@ class Session:
             return
         try:
             await self._handlers[kind](request)
+        except CallError as exc:
+            await self.send_error(exc.code, exc.message, request.id)
         except (RedisError, OSError) as exc:
             log.warning(
                 "request failed: Redis unavailable", extra={"type": kind, "error": str(exc)}
@@ -272,4 +279,21 @@ class Session:
     async def _presence_set(self, req: p.PresenceSet) -> None:
         self.status = req.status
         await self.hub.presence.set(self.hub.entry(self))
+        await self.send_reply(p.Ok(re=req.id))
+
+    async def _call_join(self, req: p.CallJoin) -> None:
+        reply = await self.hub.calls.join(self, req.room)
+        reply.re = req.id
+        await self.send_reply(reply)
+
+    async def _call_leave(self, req: p.CallLeave) -> None:
+        await self.hub.calls.leave(self, req.room)
+        await self.send_reply(p.Ok(re=req.id))
+
+    async def _sfu_publish(self, req: p.SfuPublish) -> None:
+        sdp = await self.hub.calls.publish(self, req)
+        await self.send_reply(p.SfuPublishOk(re=req.id, sdp=sdp))
+
+    async def _sfu_answer(self, req: p.SfuAnswer) -> None:
+        await self.hub.calls.answer(self, req)
         await self.send_reply(p.Ok(re=req.id))

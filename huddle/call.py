@@ -1,0 +1,133 @@
+"""Calls from the Python client: the publisher and subscriber peer connections of one room.
+
+    call = CallClient(client, "standup")
+    await call.join()
+    await call.publish(video_track, audio_track)
+    track, info = await call.next_track()        # a forwarded track and whose it is
+
+Subscriber offers (``sfu.offer``) are answered automatically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Final
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+
+from huddle.client import HuddleClient
+from signaling import protocol as p
+
+log = logging.getLogger("huddle.call")
+DEFAULT_TIMEOUT_S: Final = 15.0
+
+
+class CallClient:
+    def __init__(self, client: HuddleClient, room: str) -> None:
+        self.client = client
+        self.room = room
+        self.participant = ""
+        self.joined: p.CallJoinOk | None = None
+        self.publisher: RTCPeerConnection | None = None
+        self.subscriber: RTCPeerConnection | None = None
+        self.tracks: asyncio.Queue[tuple[MediaStreamTrack, p.TrackInfo]] = asyncio.Queue()
+        self.track_info: dict[str, p.TrackInfo] = {}
+        self.offers_answered = 0
+        self._config = RTCConfiguration()
+        self._offers: asyncio.Queue[p.SfuOffer] = asyncio.Queue()
+        self._answerer: asyncio.Task[None] | None = None
+        client.on("sfu.offer", self._on_offer_event)
+
+    async def join(self) -> p.CallJoinOk:
+        reply: p.CallJoinOk = await self.client.request(p.CallJoin(id="", room=self.room))
+        self.joined = reply
+        self.participant = reply.participant
+        self._config = RTCConfiguration(
+            iceServers=[
+                RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+                for s in reply.ice_servers
+            ]
+        )
+        self._answerer = asyncio.create_task(self._answer_offers())
+        return reply
+
+    async def publish(
+        self, *tracks: MediaStreamTrack, sources: dict[int, p.Source] | None = None
+    ) -> None:
+        """Publish tracks (a new offer on the publisher connection each call)."""
+        if self.publisher is None:
+            self.publisher = RTCPeerConnection(self._config)
+        transceivers = [
+            self.publisher.addTransceiver(track, direction="sendonly") for track in tracks
+        ]
+        await self.publisher.setLocalDescription(await self.publisher.createOffer())
+        by_mid: dict[str, p.Source] = {}
+        for index, transceiver in enumerate(transceivers):
+            if sources and index in sources and transceiver.mid is not None:
+                by_mid[transceiver.mid] = sources[index]
+        reply: p.SfuPublishOk = await self.client.request(
+            p.SfuPublish(
+                id="", room=self.room, sdp=self.publisher.localDescription.sdp, sources=by_mid
+            ),
+            timeout=DEFAULT_TIMEOUT_S,
+        )
+        await self.publisher.setRemoteDescription(RTCSessionDescription(reply.sdp, "answer"))
+
+    async def next_track(
+        self, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> tuple[MediaStreamTrack, p.TrackInfo]:
+        return await asyncio.wait_for(self.tracks.get(), timeout)
+
+    async def leave(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.request(p.CallLeave(id="", room=self.room))
+        await self.close()
+
+    async def close(self) -> None:
+        if self._answerer is not None:
+            self._answerer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._answerer
+        for pc in (self.publisher, self.subscriber):
+            if pc is not None:
+                await pc.close()
+
+    def _on_offer_event(self, event: p.Event) -> None:
+        if isinstance(event, p.SfuOffer) and event.room == self.room:
+            self._offers.put_nowait(event)
+
+    async def _answer_offers(self) -> None:
+        while True:
+            offer = await self._offers.get()
+            for info in offer.tracks:
+                self.track_info[info.mid] = info
+            if self.subscriber is None:
+                self.subscriber = RTCPeerConnection(self._config)
+                self.subscriber.on("track", self._on_track)
+            pc = self.subscriber
+            await pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            try:
+                await self.client.request(
+                    p.SfuAnswer(id="", room=self.room, sdp=pc.localDescription.sdp)
+                )
+            except Exception:
+                log.exception("subscriber answer refused")
+                continue
+            self.offers_answered += 1
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        assert self.subscriber is not None
+        for transceiver in self.subscriber.getTransceivers():
+            if transceiver.receiver.track is track and transceiver.mid in self.track_info:
+                self.tracks.put_nowait((track, self.track_info[transceiver.mid]))
+                return
+        log.warning("track without track info")

@@ -1,0 +1,153 @@
+"""Group calls through the SFU with real aiortc peers exchanging real RTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import aiortc.rtcrtpreceiver as aiortc_receiver
+import av
+import pytest
+from aiortc import MediaStreamTrack
+
+from huddle.call import CallClient
+from huddle.client import HuddleClient, RequestError
+from signaling import protocol as p
+from tests.conftest import StartNode
+from tests.helpers import Node, make_token
+from tests.media import ColorTrack, ToneTrack, close_colour, dominant_frequency, mean_rgb
+
+LOOPBACK = {"ice_addresses": ["127.0.0.1"]}
+PUBLISHERS = {"alice": ((220, 40, 40), 440.0), "bob": ((40, 60, 220), 880.0)}
+
+
+@pytest.fixture
+def decoders(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every decoder aiortc creates in this process (server and test clients alike)."""
+    created: list[str] = []
+    original = aiortc_receiver.get_decoder  # type: ignore[attr-defined]
+
+    def spy(codec: Any) -> Any:
+        created.append(codec.mimeType)
+        return original(codec)
+
+    monkeypatch.setattr(aiortc_receiver, "get_decoder", spy)
+    yield created
+
+
+async def _join(node: Node, identity: str, room: str = "standup", **grants: Any) -> CallClient:
+    client = HuddleClient(node.url, make_token(identity, **grants))
+    node.clients.append(client)
+    await client.connect()
+    await client.hello()
+    call = CallClient(client, room)
+    await call.join()
+    return call
+
+
+async def _check_track(track: MediaStreamTrack, info: p.TrackInfo) -> None:
+    colour, tone = PUBLISHERS[info.identity]
+    if info.kind == "video":
+        frames = [await asyncio.wait_for(track.recv(), 10) for _ in range(10)]
+        assert isinstance(frames[-1], av.VideoFrame)
+        seen = mean_rgb(frames[-1])
+        assert close_colour(seen, colour), (info.identity, seen, colour)
+    else:
+        frames = [await asyncio.wait_for(track.recv(), 10) for _ in range(40)]
+        assert all(isinstance(f, av.AudioFrame) for f in frames)
+        heard = dominant_frequency(frames[10:])  # type: ignore[arg-type]
+        assert abs(heard - tone) < 15, (info.identity, heard, tone)
+
+
+async def test_group_call_forwards_right_media_without_decoding(
+    start_node: StartNode, decoders: list[str]
+) -> None:
+    node = await start_node(**LOOPBACK)
+    alice = await _join(node, "alice")
+    bob = await _join(node, "bob")
+    carol = await _join(node, "carol", can_publish=False)
+    assert {x.identity for x in carol.joined.participants} == {"alice", "bob"}  # type: ignore[union-attr]
+
+    for call in (alice, bob):
+        colour, tone = PUBLISHERS[call.client.hello_reply.identity]  # type: ignore[union-attr]
+        await call.publish(
+            ColorTrack(colour), ToneTrack(tone), sources={0: "camera", 1: "microphone"}
+        )
+
+    expected = {"alice": {"bob"}, "bob": {"alice"}, "carol": {"alice", "bob"}}
+    checks = []
+    received = 0
+    for call in (alice, bob, carol):
+        me = call.client.hello_reply.identity  # type: ignore[union-attr]
+        seen: dict[str, set[str]] = {}
+        for _ in range(2 * len(expected[me])):
+            track, info = await call.next_track()
+            seen.setdefault(info.identity, set()).add(info.kind)
+            checks.append(_check_track(track, info))
+            received += 1
+        assert seen == {who: {"audio", "video"} for who in expected[me]}
+    await asyncio.gather(*checks)
+
+    # Only the test clients' receivers decode: one decoder per received track, none in the SFU.
+    assert len(decoders) == received == 8
+    # Sender reports reaching a subscriber carry the true packet counts of what was forwarded.
+    assert carol.subscriber is not None
+    await asyncio.sleep(2.5)  # at least one RTCP interval
+    stats = await carol.subscriber.getStats()
+    inbound = {s.ssrc: s for s in stats.values() if s.type == "inbound-rtp"}
+    remote = [s for s in stats.values() if s.type == "remote-outbound-rtp"]
+    assert len(remote) == 4
+    for report in remote:
+        assert report.packetsSent > 20
+        assert report.packetsSent <= inbound[report.ssrc].packetsReceived + 100
+        assert report.bytesSent > 0
+
+    for call in (alice, bob, carol):
+        await call.close()
+
+
+async def test_participant_events_and_refusals(start_node: StartNode) -> None:
+    node = await start_node(room_capacity=2, **LOOPBACK)
+    alice = await _join(node, "alice")
+    carol = await _join(node, "carol", can_publish=False)
+    joined = await alice.client.next_event("call.participant_joined")
+    assert joined.participant.identity == "carol"
+
+    with pytest.raises(RequestError) as info:
+        await carol.publish(ColorTrack((1, 2, 3)))
+    assert info.value.code == "forbidden"
+
+    with pytest.raises(RequestError) as info:
+        await _join(node, "dave")
+    assert info.value.code == "room_full"
+
+    with pytest.raises(RequestError) as info:
+        await alice.client.request(p.CallJoin(id="", room="other"))
+    assert info.value.code == "already_in_call"
+
+    for bad in ["not sdp", "v=0\r\nm=nonsense\r\n"]:
+        with pytest.raises(RequestError) as info:
+            await alice.client.request(p.SfuPublish(id="", room="standup", sdp=bad))
+        assert info.value.code == "bad_sdp", bad
+    with pytest.raises(RequestError) as info:
+        await alice.client.request(p.SfuAnswer(id="", room="standup", sdp="v=0\r\n"))
+    assert info.value.code == "no_offer"
+    with pytest.raises(RequestError) as info:
+        await alice.client.request(p.SfuPublish(id="", room="elsewhere", sdp="v=0\r\n"))
+    assert info.value.code == "not_in_call"
+
+    limited = HuddleClient(node.url, make_token("erin", rooms=["private"]))
+    node.clients.append(limited)
+    await limited.connect()
+    await limited.hello()
+    with pytest.raises(RequestError) as info:
+        await limited.request(p.CallJoin(id="", room="standup"))
+    assert info.value.code == "forbidden"
+
+    # The room and its members are unaffected by all of that.
+    await carol.leave()
+    left = await alice.client.next_event("call.participant_left")
+    assert left.participant == carol.participant
+    await alice.publish(ColorTrack((9, 9, 9)))
+    await alice.close()
