@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -26,6 +27,7 @@ import msgspec
 from signaling import protocol as p
 
 R = TypeVar("R", bound=p.Reply)
+log = logging.getLogger("huddle.client")
 DEFAULT_TIMEOUT_S: Final = 10.0
 
 _decoder: Final = msgspec.json.Decoder()
@@ -170,7 +172,11 @@ class HuddleClient:
         try:
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
-                    self._dispatch(msg.data)
+                    try:
+                        self._dispatch(msg.data)
+                    except Exception:
+                        # A malformed frame or a failing listener must not end the reader.
+                        log.exception("could not handle a server frame")
                 elif msg.type is aiohttp.WSMsgType.ERROR:
                     break
         finally:

@@ -59,7 +59,7 @@ def mint_token(
     grants: Grants | None = None,
     now: float | None = None,
 ) -> str:
-    if not _IDENTITY_RE.match(identity):
+    if not _IDENTITY_RE.fullmatch(identity):
         raise ValueError(f"identity must match {_IDENTITY_RE.pattern}")
     if ttl_s <= 0:
         raise ValueError("ttl_s must be positive")
@@ -106,18 +106,21 @@ def verify_token(token: str, *, keys: dict[str, str], now: float | None = None) 
     if now is not None and claims["exp"] + LEEWAY_S < now:
         raise AuthError("token_expired", "token has expired")
     identity = claims["sub"]
-    if not isinstance(identity, str) or not _IDENTITY_RE.match(identity):
+    if not isinstance(identity, str) or not _IDENTITY_RE.fullmatch(identity):
         raise AuthError("invalid_token", "token subject is not a valid identity")
     try:
         grants = msgspec.convert(claims.get("grants") or {}, Grants)
     except msgspec.ValidationError as exc:
         raise AuthError("invalid_token", f"token grants malformed: {exc}") from None
+    issued = claims.get("iat", 0)
+    if isinstance(issued, bool) or not isinstance(issued, int | float):
+        raise AuthError("invalid_token", "token `iat` must be a number")
     name = claims.get("name")
     return Claims(
         identity=identity,
         name=name if isinstance(name, str) and name else identity,
         api_key=api_key,
-        issued_at=int(claims.get("iat") or 0),
+        issued_at=int(issued),
         expires_at=int(claims["exp"]),
         grants=grants,
     )

@@ -30,6 +30,7 @@ class Control(msgspec.Struct, kw_only=True):
     """Messages between nodes about one user's devices."""
 
     kind: Literal["replace"]
+    user: str
     device: str
     session: str
 
@@ -136,7 +137,7 @@ class Hub:
             await self.broker.publish(
                 control_channel(user),
                 msgspec.json.encode(
-                    Control(kind="replace", device=session.device, session=session.id)
+                    Control(kind="replace", user=user, device=session.device, session=session.id)
                 ),
             )
             await self.presence.set(self.entry(session))
@@ -177,10 +178,9 @@ class Hub:
         except msgspec.DecodeError:
             log.warning("malformed control message")
             return
-        for user_sessions in self.by_user.values():
-            for s in list(user_sessions):
-                if s.device == msg.device and s.id != msg.session:
-                    s.close_soon(p.CloseCode.REPLACED, "device connected again elsewhere")
+        for s in list(self.by_user.get(msg.user, ())):
+            if s.device == msg.device and s.id != msg.session:
+                s.close_soon(p.CloseCode.REPLACED, "device connected again elsewhere")
 
     # --- presence watching --------------------------------------------------------------
 

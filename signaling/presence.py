@@ -33,7 +33,8 @@ if op ~= 'get' then
       {s = ARGV[5], n = ARGV[6], k = session, x = tonumber(ARGV[7])}))
     if d and d.s == ARGV[5] and d.k == session and d.x > now then return 'same' end
   elseif op == 'refresh' then
-    if not d or d.k ~= session then return 'missing' end
+    if not d then return 'missing' end
+    if d.k ~= session then return 'replaced' end
     d.x = tonumber(ARGV[7])
     redis.call('HSET', KEYS[1], device, cjson.encode(d))
     return 'refreshed'

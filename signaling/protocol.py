@@ -20,12 +20,16 @@ PROTOCOL_VERSION: Final = 1
 
 RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Identity = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@:+-]+$")
+    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@:+-]+$(?!\n)")
 ]
-DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+DeviceId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$(?!\n)")
+]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 UserList = Annotated[list[Identity], msgspec.Meta(min_length=1, max_length=500)]
-RoomName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+RoomName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$(?!\n)")
+]
 Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=65536)]
 Source = Literal["camera", "microphone", "screen", "screen_audio"]
 DeviceStatus = Literal["online", "away"]

@@ -50,8 +50,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[HUB]
     settings = hub.settings
+    # aiohttp refuses a frame of exactly max_msg_size; max_frame_bytes is the largest accepted.
     ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes
+        heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes + 1
     )
     await ws.prepare(request)
     session = Session(hub, ws, request.remote)
@@ -69,9 +70,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             elif msg.type is WSMsgType.BINARY:
                 await session.on_binary()
             else:
+                if msg.type is WSMsgType.ERROR:
+                    code = getattr(msg.data, "code", None)
+                    if code is not None:
+                        hub.metrics.closes.labels(str(int(code))).inc()
                 break
-        if ws.close_code == p.CloseCode.MESSAGE_TOO_BIG:
-            hub.metrics.closes.labels(str(p.CloseCode.MESSAGE_TOO_BIG)).inc()
+    except Exception:
+        # Never let the HTTP error middleware write into an upgraded connection.
+        log.exception("connection handler failed", extra={"session": session.id})
+        await session.close(p.CloseCode.INTERNAL_ERROR, "internal error")
     finally:
         timer.cancel()
         await hub.disconnected(session)
@@ -130,6 +137,7 @@ async def dev_login(request: web.Request) -> web.Response:
     identity = body.identity or slug_identity(name)
     if not identity:
         return json_error(400, "invalid_field", "name has no usable characters for an identity")
+    now = int(time.time())
     try:
         token = mint_token(
             api_key=settings.api_key,
@@ -137,13 +145,14 @@ async def dev_login(request: web.Request) -> web.Response:
             identity=identity,
             name=name,
             ttl_s=settings.token_ttl_s,
+            now=now,
         )
     except ValueError as exc:
         return json_error(400, "invalid_field", str(exc))
-    claims_exp = int(time.time()) + settings.token_ttl_s
     return web.json_response(
-        {"token": token, "identity": identity, "name": name, "expires_at": claims_exp}
-    )
+        {"token": token, "identity": identity, "name": name,
+         "expires_at": now + settings.token_ttl_s}
+    )  # fmt: skip
 
 
 def add_routes(app: web.Application) -> None:

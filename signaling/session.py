@@ -98,7 +98,13 @@ class Session:
             await self.send_error(E.INTERNAL, "internal error", request.id)
 
     async def on_binary(self) -> None:
-        await self.send_error(E.BINARY_NOT_SUPPORTED, "frames must be JSON text")
+        verdict = self._limiter.check(time.monotonic())
+        if verdict is Verdict.CLOSE:
+            await self.close(p.CloseCode.FLOOD, "rate limit exceeded repeatedly")
+        elif verdict is Verdict.REJECT:
+            await self.send_error(E.RATE_LIMITED, "too many requests; slow down")
+        else:
+            await self.send_error(E.BINARY_NOT_SUPPORTED, "frames must be JSON text")
 
     # --- sending ------------------------------------------------------------------------
 

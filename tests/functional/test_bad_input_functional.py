@@ -437,11 +437,6 @@ async def test_oversize_frame_closes_with_1009(
     await again.ping()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="signaling/server.py reads ws.close_code after the loop, when aiohttp has already "
-    "replaced 1009 by 1006: oversize closes are never counted",
-)
 async def test_oversize_close_is_counted(node: Node, http: aiohttp.ClientSession) -> None:
     conn = await Raw.open(node, http)
     await conn.send("x" * (node.settings.max_frame_bytes + 1))
@@ -491,11 +486,6 @@ def signed(alg: str = "HS256", **claims: Any) -> str:
     return jwt.encode(payload, TEST_SECRET if alg != "none" else "", algorithm=alg)
 
 
-IAT_BUG: Final = pytest.mark.xfail(
-    strict=True,
-    reason="signaling/auth.py verify_token: int(claims.get('iat') or 0) raises on a non-numeric "
-    "iat (pyjwt does not check it with verify_iat=False): `internal`, and hello does not close",
-)
 MALFORMED_TOKENS: Final = [
     pytest.param(signed(sub=5), id="subject_number"),
     pytest.param(signed(sub="mal lory"), id="subject_with_space"),
@@ -504,8 +494,8 @@ MALFORMED_TOKENS: Final = [
     pytest.param(signed(grants="all"), id="grants_string"),
     pytest.param(signed(grants={"rooms": 5}), id="grants_rooms_number"),
     pytest.param(signed("none"), id="unsigned"),
-    pytest.param(signed(iat="yesterday"), id="issued_at_string", marks=IAT_BUG),
-    pytest.param(signed(iat=[1]), id="issued_at_list", marks=IAT_BUG),
+    pytest.param(signed(iat="yesterday"), id="issued_at_string"),
+    pytest.param(signed(iat=[1]), id="issued_at_list"),
 ]
 
 

@@ -146,3 +146,11 @@ async def test_dead_peer_detected_by_heartbeat(start_node: StartNode) -> None:
             break
         await asyncio.sleep(0.05)
     assert not hub.sessions
+
+
+async def test_same_device_name_of_another_user_is_left_alone(node: Node) -> None:
+    alice = await node.client("alice", device="phone")
+    await node.client("bob", device="phone")
+    await asyncio.sleep(0.3)
+    assert not alice.closed.is_set()
+    assert (await alice.request(p.Ping(id=""))).server_time_ms > 0

@@ -311,25 +311,14 @@ def test_slugs_are_mintable_identities(name: str) -> None:
     assert verify_token(mint(slug), keys=KEYS).identity == slug
 
 
-# --- known bugs: strict xfails turn into failures once fixed, to be turned into plain tests -
+# --- once known bugs, kept as regression tests ---
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auth._IDENTITY_RE uses `$`, which also matches before a final newline: "
-    "use _IDENTITY_RE.fullmatch (or `\\Z`)",
-)
 def test_identity_with_trailing_newline_is_refused() -> None:
     with pytest.raises(ValueError, match="identity must match"):
         mint("alice\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="verify_token does int(claims['iat']) unchecked: a signed token with a "
-    "non-numeric iat raises ValueError instead of AuthError",
-)
 def test_non_numeric_iat_is_an_invalid_token() -> None:
     exc = refused(hand_made({"alg": "HS256", "typ": "JWT"}, claims_now(iat="yesterday")))
     assert exc.code == "invalid_token"

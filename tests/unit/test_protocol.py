@@ -275,14 +275,9 @@ def test_encoded_event_any_seq(seq: int, expires_at: int) -> None:
     assert decoded == p.AuthExpiring(seq=seq, expires_at=expires_at)
 
 
-# --- known bugs: strict xfails turn into failures once fixed, to be turned into plain tests -
+# --- once known bugs, kept as regression tests ---
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="msgspec patterns follow Python `re`, where `$` also matches before a final "
-    "newline: Identity and DeviceId accept 'bob\\n'",
-)
 @pytest.mark.parametrize(
     "fields",
     [
