@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiortc import (
@@ -43,6 +44,9 @@ class CallClient:
         self.offers_answered = 0
         self._config = RTCConfiguration()
         self._offers: asyncio.Queue[p.SfuOffer] = asyncio.Queue()
+        # Rewrites SDP from the SFU before use (kind "answer" for the publisher connection,
+        # "offer" for the subscriber one): for NAT experiments and network tests.
+        self.remote_sdp_filter: Callable[[str, str], Awaitable[str]] | None = None
         self._answerer: asyncio.Task[None] | None = None
         client.on("sfu.offer", self._on_offer_event)
 
@@ -79,7 +83,10 @@ class CallClient:
             ),
             timeout=DEFAULT_TIMEOUT_S,
         )
-        await self.publisher.setRemoteDescription(RTCSessionDescription(reply.sdp, "answer"))
+        answer = reply.sdp
+        if self.remote_sdp_filter is not None:
+            answer = await self.remote_sdp_filter("answer", answer)
+        await self.publisher.setRemoteDescription(RTCSessionDescription(answer, "answer"))
 
     async def next_track(
         self, timeout: float = DEFAULT_TIMEOUT_S
@@ -113,7 +120,10 @@ class CallClient:
                 self.subscriber = RTCPeerConnection(self._config)
                 self.subscriber.on("track", self._on_track)
             pc = self.subscriber
-            await pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+            sdp = offer.sdp
+            if self.remote_sdp_filter is not None:
+                sdp = await self.remote_sdp_filter("offer", sdp)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             try:
                 await self.client.request(
