@@ -87,6 +87,14 @@ class Settings(BaseSettings):
     )
     turn_ttl_s: int = Field(24 * 3600, gt=0, description="lifetime of TURN credentials")
     room_capacity: int = Field(50, ge=1, description="participants per call room")
+    selective_forwarding_above: int = Field(
+        12,
+        ge=1,
+        description="rooms larger than this forward only the loudest audio and "
+        "the video of the last speakers to each subscriber",
+    )
+    audio_streams_max: int = Field(3, ge=1, description="audio streams forwarded in large rooms")
+    video_last_n: int = Field(9, ge=1, description="speakers whose video large rooms forward")
     room_empty_grace_s: float = Field(
         30.0, ge=0, description="an empty room is closed after this long"
     )

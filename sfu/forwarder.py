@@ -47,7 +47,10 @@ class Output:
     """One subscriber's copy of a track: its numbering and its transport."""
 
     __slots__ = (
+        "active",
+        "epoch_seq",
         "forwarded",
+        "last_seq",
         "port",
         "retransmitted",
         "rtx_seq",
@@ -58,16 +61,30 @@ class Output:
 
     def __init__(self, port: OutboundPort) -> None:
         self.port = port
+        self.active = True  # False: paused by stream selection (not among the loudest...)
         self.started = False
         self.seq_offset = 0
         self.ts_offset = 0
+        self.last_seq: int | None = None
+        self.epoch_seq = 0  # first outgoing sequence number of the current run
         self.rtx_seq = random.getrandbits(16)
         self.forwarded = 0
         self.retransmitted = 0
 
     def start(self, packet: RtpPacket) -> None:
-        self.seq_offset = (random.getrandbits(15) - packet.sequence_number) & 0xFFFF
+        """Begin (or resume after a pause) with ``packet``: outgoing numbers stay contiguous."""
+        first = random.getrandbits(15) if self.last_seq is None else (self.last_seq + 1) & 0xFFFF
+        self.seq_offset = (first - packet.sequence_number) & 0xFFFF
+        self.epoch_seq = first
         self.started = True
+
+    def pause(self) -> None:
+        self.active = False
+        self.started = False
+
+    def owns(self, seq_out: int) -> bool:
+        """True if ``seq_out`` was sent in the current run (older numbers map elsewhere)."""
+        return self.started and ((seq_out - self.epoch_seq) & 0xFFFF) < 0x8000
 
 
 class TrackForwarder:
@@ -114,8 +131,22 @@ class TrackForwarder:
 
     def remove(self, port: OutboundPort) -> None:
         out = self.outputs.pop(port.ssrc, None)
-        if out is not None and self.kind == "video" and not out.started:
+        if out is not None and self.kind == "video" and out.active and not out.started:
             self._waiting -= 1
+
+    def set_active(self, out: Output, active: bool) -> None:
+        """Pause or resume one subscriber's copy (stream selection in large rooms)."""
+        if active == out.active:
+            return
+        if not active:
+            if self.kind == "video" and not out.started:
+                self._waiting -= 1
+            out.pause()
+            return
+        out.active = True
+        if self.kind == "video":
+            self._waiting += 1
+            self.keyframe_wanted()
 
     def keyframe_wanted(self) -> None:
         """Ask the publisher for a key frame: now, or as soon as the throttle allows."""
@@ -153,6 +184,8 @@ class TrackForwarder:
         abs_send_time = (aiortc_clock.current_ntp_time() >> 14) & 0x00FFFFFF
         bases: dict[tuple[object, ...], bytes] = {}
         for out in self.outputs.values():
+            if not out.active:
+                continue
             port = out.port
             if not port.ready and not port.negotiated():
                 continue
@@ -169,6 +202,7 @@ class TrackForwarder:
             ts = (packet.timestamp + out.ts_offset) & 0xFFFFFFFF
             seq = (packet.sequence_number + out.seq_offset) & 0xFFFF
             _SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, port.ssrc)
+            out.last_seq = seq
             if port.send(bytes(buf), len(packet.payload), ts):
                 out.forwarded += 1
 
@@ -192,6 +226,8 @@ class TrackForwarder:
             return
         abs_send_time = (aiortc_clock.current_ntp_time() >> 14) & 0x00FFFFFF
         for seq_out in seqs:
+            if not out.owns(seq_out):
+                continue
             packet = self.history.get((seq_out - out.seq_offset) & 0xFFFF)
             if packet is None:
                 continue

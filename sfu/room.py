@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -28,6 +29,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from sfu.aiortc_glue import IdleTrack, InboundTap, OutboundPort, RtpPacket
 from sfu.forwarder import TrackForwarder
+from sfu.speakers import SpeakerDetector
 
 log = logging.getLogger("huddle.sfu.room")
 
@@ -92,6 +94,24 @@ class Subscription:
 
 
 NotifyOffer = Callable[["Participant", str, list[dict[str, str]]], None]
+NotifySpeakers = Callable[["Room", list[tuple[str, int]]], None]
+SPEAKER_TICK_S: Final = 0.25
+
+
+@dataclass(frozen=True)
+class RoomPolicy:
+    """What a room forwards. Above ``select_above`` participants each subscriber gets only
+    the ``audio_max`` loudest audio streams and the video of the last ``video_last_n``
+    speakers."""
+
+    capacity: int = 50
+    select_above: int = 12
+    audio_max: int = 3
+    video_last_n: int = 9
+
+
+def _no_speakers(room: Room, speakers: list[tuple[str, int]]) -> None:
+    return None
 
 
 @dataclass(eq=False)
@@ -120,15 +140,21 @@ class Room:
         name: str,
         *,
         rtc_config: RTCConfiguration,
-        capacity: int,
         on_offer: NotifyOffer,
+        policy: RoomPolicy | None = None,
+        on_speakers: NotifySpeakers = _no_speakers,
     ) -> None:
         self.name = name
-        self.capacity = capacity
+        self.policy = policy or RoomPolicy()
+        self.capacity = self.policy.capacity
         self.participants: dict[str, Participant] = {}
+        self.speakers = SpeakerDetector()
+        self._recent_speakers: list[str] = []  # participant ids, most recent first
         self._rtc_config = rtc_config
         self._on_offer = on_offer
+        self._on_speakers = on_speakers
         self._background: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
 
     # --- membership ---------------------------------------------------------------------
 
@@ -142,6 +168,8 @@ class Room:
             can_publish=can_publish, can_subscribe=can_subscribe,
         )  # fmt: skip
         self.participants[p.id] = p
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick_forever())
         if can_subscribe:
             self._spawn(self._sync_subscriptions(p))
         return p
@@ -151,6 +179,10 @@ class Room:
             return
         participant.closed = True
         self.participants.pop(participant.id, None)
+        for track in participant.published.values():
+            self.speakers.forget(track.key)
+        if participant.id in self._recent_speakers:
+            self._recent_speakers.remove(participant.id)
         for other in self.participants.values():
             for key in [k for k, s in other.subscriptions.items() if s.track.owner is participant]:
                 sub = other.subscriptions.pop(key)
@@ -160,6 +192,8 @@ class Room:
                 await pc.close()
 
     async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         for participant in list(self.participants.values()):
             await self.leave(participant)
         for task in list(self._background):
@@ -223,6 +257,9 @@ class Room:
 
         def on_packet(packet: RtpPacket, _codec: object) -> None:
             track.media_ssrc = packet.ssrc
+            level = packet.extensions.audio_level
+            if level is not None:
+                self.speakers.observe(key, level[1], time.monotonic())
             forwarder.on_packet(packet)
 
         forwarder = TrackForwarder.create(kind, request_keyframe)
@@ -282,6 +319,53 @@ class Room:
         if participant.renegotiate:
             participant.renegotiate = False
             self._spawn(self._sync_subscriptions(participant))
+
+    # --- speakers and stream selection ------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SPEAKER_TICK_S)
+            self.tick(time.monotonic())
+
+    def tick(self, now: float) -> None:
+        ranking = self.speakers.changed(now)
+        if ranking is not None:
+            owners: dict[str, int] = {}
+            for key in ranking:
+                owner = key.split(":", 1)[0]
+                if owner in self.participants and owner not in owners:
+                    owners[owner] = round(self.speakers.loudness(key, now))
+            for owner in reversed(list(owners)):
+                if owner in self._recent_speakers:
+                    self._recent_speakers.remove(owner)
+                self._recent_speakers.insert(0, owner)
+            self._on_speakers(self, list(owners.items()))
+        self._select(now)
+
+    def _select(self, now: float) -> None:
+        policy = self.policy
+        selective = len(self.participants) > policy.select_above
+        loudest = self.speakers.loudest(now, policy.audio_max + 1) if selective else []
+        order = self._recent_speakers + [
+            p for p in self.participants if p not in self._recent_speakers
+        ]
+        for participant in self.participants.values():
+            if selective:
+                audio = [k for k in loudest if not k.startswith(participant.id + ":")]
+                audio_on = set(audio[: policy.audio_max])
+                others = [o for o in order if o != participant.id]
+                video_on = set(others[: policy.video_last_n])
+            for sub in participant.subscriptions.values():
+                out = sub.track.forwarder.outputs.get(sub.port.ssrc)
+                if out is None:
+                    continue
+                if not selective:
+                    active = True
+                elif sub.track.kind == "audio":
+                    active = sub.track.key in audio_on
+                else:
+                    active = sub.track.owner.id in video_on
+                sub.track.forwarder.set_active(out, active)
 
     def _spawn(self, job: object) -> None:
         task = asyncio.ensure_future(job)  # type: ignore[call-overload]

@@ -18,7 +18,7 @@ from aiortc import RTCConfiguration
 from huddle.config import Settings
 from sfu.aiortc_glue import check_version, use_host_addresses
 from sfu.ice_servers import ice_servers
-from sfu.room import Participant, Room, SfuError
+from sfu.room import Participant, Room, RoomPolicy, SfuError
 from signaling import protocol as p
 
 if TYPE_CHECKING:
@@ -58,6 +58,12 @@ class CallManager:
         self._closers: dict[str, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self._rtc_config = RTCConfiguration(iceServers=[])
+        self._policy = RoomPolicy(
+            capacity=settings.room_capacity,
+            select_above=settings.selective_forwarding_above,
+            audio_max=settings.audio_streams_max,
+            video_last_n=settings.video_last_n,
+        )
 
     # --- membership ---------------------------------------------------------------------
 
@@ -75,8 +81,8 @@ class CallManager:
             room = self.rooms.get(room_name)  # another join may have opened it meanwhile
             if room is None:
                 room = self.rooms[room_name] = Room(
-                    room_name, rtc_config=self._rtc_config,
-                    capacity=self.settings.room_capacity, on_offer=self._send_offer,
+                    room_name, rtc_config=self._rtc_config, policy=self._policy,
+                    on_offer=self._send_offer, on_speakers=self._send_speakers,
                 )  # fmt: skip
         closer = self._closers.pop(room_name, None)
         if closer is not None:
@@ -163,6 +169,14 @@ class CallManager:
             tracks=[p.TrackInfo(**t) for t in tracks],  # type: ignore[arg-type]
         )  # fmt: skip
         session.send_event(p.EncodedEvent(event))
+
+    def _send_speakers(self, room: Room, speakers: list[tuple[str, int]]) -> None:
+        event = p.CallSpeakers(
+            seq=0,
+            room=room.name,
+            speakers=[p.Speaker(participant=who, level=level) for who, level in speakers],
+        )
+        self._broadcast(room, p.EncodedEvent(event))
 
     def _broadcast(
         self, room: Room, event: p.EncodedEvent, skip: Participant | None = None

@@ -263,10 +263,23 @@ class SfuOffer(Event, tag="sfu.offer", kw_only=True):
     tracks: list[TrackInfo]
 
 
+class Speaker(msgspec.Struct, kw_only=True):
+    participant: str
+    level: int  # smoothed loudness, 0 (silent) to 127 (0 dBov)
+
+
+class CallSpeakers(Event, tag="call.speakers", kw_only=True):
+    """Who is speaking, loudest first; sent when it changes, at most 4 times a second."""
+
+    room: str
+    speakers: list[Speaker]
+
+
 SERVER_EVENTS: Final[dict[str, type[Event]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (
         PresenceUpdate, AuthExpiring, CallParticipantJoined, CallParticipantLeft, SfuOffer,
+        CallSpeakers,
     )
 }  # fmt: skip
 

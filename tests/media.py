@@ -39,9 +39,10 @@ class ToneTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, frequency: float) -> None:
+    def __init__(self, frequency: float, amplitude: int = 8000) -> None:
         super().__init__()
         self.frequency = frequency
+        self.amplitude = amplitude
         self._samples = int(SAMPLE_RATE * AUDIO_PTIME)
         self._pts = 0
         self._start: float | None = None
@@ -54,7 +55,7 @@ class ToneTrack(MediaStreamTrack):
             if wait > 0:
                 await asyncio.sleep(wait)
         t = (np.arange(self._samples) + self._pts) / SAMPLE_RATE
-        wave = (np.sin(2 * np.pi * self.frequency * t) * 8000).astype(np.int16)
+        wave = (np.sin(2 * np.pi * self.frequency * t) * self.amplitude).astype(np.int16)
         frame = av.AudioFrame.from_ndarray(wave.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._pts

@@ -1,0 +1,95 @@
+"""Active speakers from audio levels, and stream selection in large rooms."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from huddle.call import CallClient
+from huddle.client import HuddleClient
+from signaling import protocol as p
+from signaling.server import HUB
+from tests.conftest import StartNode
+from tests.helpers import Node, make_token
+from tests.media import ColorTrack, ToneTrack
+
+
+async def _call(node: Node, identity: str, **grants: Any) -> CallClient:
+    client = HuddleClient(node.url, make_token(identity, **grants))
+    node.clients.append(client)
+    await client.connect()
+    await client.hello()
+    call = CallClient(client, "big")
+    await call.join()
+    return call
+
+
+async def test_speakers_ranked_and_only_loudest_forwarded(start_node: StartNode) -> None:
+    node = await start_node(
+        ice_addresses=["127.0.0.1"],
+        selective_forwarding_above=3,
+        audio_streams_max=1,
+        video_last_n=1,
+    )
+    loud = await _call(node, "alice")
+    quiet = await _call(node, "bob")
+    medium = await _call(node, "dave")
+    viewer = await _call(node, "carol", can_publish=False)
+    await loud.publish(ColorTrack((200, 0, 0)), ToneTrack(440, amplitude=12000))
+    await quiet.publish(ColorTrack((0, 200, 0)), ToneTrack(550, amplitude=40))
+    await medium.publish(ColorTrack((0, 0, 200)), ToneTrack(660, amplitude=2000))
+
+    # call.speakers: alice loudest, dave speaking too, bob (background level) not at all.
+    deadline = time.monotonic() + 10
+    events: list[p.CallSpeakers] = []
+    while True:
+        event = await viewer.client.next_event("call.speakers", timeout=10)
+        events.append(event)
+        who = [s.participant for s in event.speakers]
+        if who == [loud.participant, medium.participant]:
+            break
+        assert time.monotonic() < deadline, [e.speakers for e in events]
+    assert event.speakers[0].level > event.speakers[1].level > 0
+
+    # Four participants is above the threshold of three: carol gets the one loudest audio
+    # stream and the video of the one last speaker.
+    room = node.app[HUB].calls.rooms["big"]
+    me = room.participants[viewer.participant]
+
+    def forwarded() -> dict[tuple[str, str], tuple[bool, int]]:
+        out: dict[tuple[str, str], tuple[bool, int]] = {}
+        for sub in me.subscriptions.values():
+            o = sub.track.forwarder.outputs[sub.port.ssrc]
+            out[(sub.track.owner.identity, sub.track.kind)] = (o.active, o.forwarded)
+        return out
+
+    before = forwarded()
+    await asyncio.sleep(1.0)
+    after = forwarded()
+    active = {k for k, (on, _) in after.items() if on}
+    assert active == {("alice", "audio"), ("alice", "video")}, after
+    for key, (on, count) in after.items():
+        if on:
+            assert count > before[key][1], key
+        else:
+            assert count == before[key][1], key
+    for call in (loud, quiet, medium, viewer):
+        await call.close()
+
+
+async def test_small_room_forwards_everything(start_node: StartNode) -> None:
+    node = await start_node(ice_addresses=["127.0.0.1"])
+    alice = await _call(node, "alice")
+    bob = await _call(node, "bob")
+    await alice.publish(ToneTrack(440, amplitude=100))
+    await bob.publish(ToneTrack(880, amplitude=100))
+    track, info = await alice.next_track()
+    assert info.identity == "bob"
+    await asyncio.wait_for(track.recv(), 10)
+    room = node.app[HUB].calls.rooms["big"]
+    outputs = [o for part in room.participants.values() for t in part.published.values()
+               for o in t.forwarder.outputs.values()]  # fmt: skip
+    assert outputs and all(o.active for o in outputs)
+    await alice.close()
+    await bob.close()

@@ -1,0 +1,67 @@
+"""Pure decisions of the forwarding path: key frames, throttling, sequence continuity."""
+
+from __future__ import annotations
+
+from sfu.aiortc_glue import RtpPacket
+from sfu.codecs import vp8_keyframe_start
+from sfu.forwarder import Output, PacketHistory
+from sfu.keyframes import KeyframeThrottle
+
+
+def test_vp8_keyframe_start() -> None:
+    # S=1, PID=0, no extension; VP8 header P bit 0 -> key frame.
+    assert vp8_keyframe_start(bytes([0x10, 0x00, 0x9D, 0x01, 0x2A]))
+    # Same but P bit 1: inter frame.
+    assert not vp8_keyframe_start(bytes([0x10, 0x01]))
+    # Not the start of a partition.
+    assert not vp8_keyframe_start(bytes([0x00, 0x00]))
+    # Partition index 1.
+    assert not vp8_keyframe_start(bytes([0x11, 0x00]))
+    # Extension with a 15-bit picture id, TL0PICIDX and TID bytes before the header.
+    assert vp8_keyframe_start(bytes([0x90, 0xE0, 0x80, 0x01, 0x05, 0x20, 0x00]))
+    assert not vp8_keyframe_start(bytes([0x90, 0xE0, 0x80, 0x01, 0x05, 0x20, 0x01]))
+    # Truncated payloads are not key frames, never errors.
+    for short in (b"", bytes([0x90]), bytes([0x90, 0x80]), bytes([0x10])):
+        assert not vp8_keyframe_start(short)
+
+
+def test_keyframe_throttle_defers() -> None:
+    throttle = KeyframeThrottle(interval=0.5)
+    assert throttle.delay(10.0) == 0.0
+    throttle.sent(10.0)
+    assert abs(throttle.delay(10.1) - 0.4) < 1e-9
+    assert throttle.delay(10.6) == 0.0
+    assert throttle.since_last(11.0) == 1.0
+
+
+def _packet(seq: int) -> RtpPacket:
+    return RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 10, ssrc=1)
+
+
+def test_history_ring_returns_only_exact_sequence() -> None:
+    history = PacketHistory(size=8)
+    for seq in range(20):
+        history.put(_packet(seq))
+    assert history.get(19) is not None and history.get(19).sequence_number == 19  # type: ignore[union-attr]
+    assert history.get(3) is None  # overwritten by 11 and 19
+
+
+class _Port:
+    ssrc = 1234
+
+
+def test_output_resumes_contiguously_and_forgets_old_numbers() -> None:
+    out = Output(_Port())  # type: ignore[arg-type]
+    out.start(_packet(65530))
+    first = out.epoch_seq
+    out.last_seq = (first + 9) & 0xFFFF  # ten packets sent
+    assert out.owns((first + 5) & 0xFFFF)
+    out.pause()
+    assert not out.active and not out.started
+    out.active = True
+    out.start(_packet(100))  # resumed much later in the publisher's numbering
+    assert out.epoch_seq == (first + 10) & 0xFFFF
+    assert (100 + out.seq_offset) & 0xFFFF == (first + 10) & 0xFFFF
+    # NACKs for numbers sent before the pause no longer map into the history.
+    assert not out.owns((first + 5) & 0xFFFF)
+    assert out.owns((first + 11) & 0xFFFF)
