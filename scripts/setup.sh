@@ -2,7 +2,7 @@
 # Prepares a fresh Debian/Ubuntu machine for Huddle: the system packages it needs, a virtual
 # environment in .venv, and Huddle installed into it (editable).
 #   scripts/setup.sh            what `huddle serve` needs
-#   scripts/setup.sh --dev      plus the test and lint tools
+#   scripts/setup.sh --dev      plus the test and lint tools, and Chromium for the browser tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,11 @@ done
 python=${PYTHON:-python3}
 # redis-server: the embedded Redis; libopus0: opuslib loads the system libopus.
 packages=(redis-server libopus0)
+if [ "$dev" = 1 ]; then
+  # tests/browser drives Debian's Chromium through Playwright (Playwright's own browser download
+  # does not work here) inside a network namespace of its own (ip netns, from iproute2).
+  packages+=(chromium iproute2)
+fi
 if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   packages+=(python3-venv)
 fi

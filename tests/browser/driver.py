@@ -1,0 +1,225 @@
+"""Drive a call between two headless Chromium pages through a Huddle node; print JSON.
+
+Run inside the test's network namespace (Playwright starts Chromium as its own child, so the
+browser lives wherever this script does):
+
+    ip netns exec NS python -m tests.browser.driver --base-url http://10.213.0.2:8080 \
+        --room R --publisher-token T1 --subscriber-token T2 --out result.json ...
+
+The publisher page opens ``/web/call.html?publish=1`` and sends its fake camera and
+microphone; the subscriber page joins the same room. The script waits until the subscriber
+decodes video and receives audio, takes two ``getStats()`` snapshots ``--sample-s`` apart
+and a screenshot, and writes everything to ``--out``. It asserts nothing: the test does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from playwright.async_api import BrowserContext, ConsoleMessage, Page, async_playwright
+
+CHROMIUM: Final = "/usr/bin/chromium"
+# What these machines need (see shared/recipes/browser-webrtc.md): no sandbox as root, no
+# background connections to the closed network, fake media devices granted without a prompt.
+CHROMIUM_ARGS: Final = (
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+)
+POLL_S: Final = 0.25
+
+STATS_JS: Final = """
+async (which) => {
+  const pc = window.huddle && window.huddle[which];
+  if (!pc) return null;
+  const wanted = ["inbound-rtp", "outbound-rtp", "candidate-pair", "local-candidate",
+                  "remote-candidate", "codec", "transport"];
+  const out = [];
+  (await pc.getStats()).forEach((s) => { if (wanted.includes(s.type)) out.push(s); });
+  return JSON.parse(JSON.stringify(out));
+}
+"""
+
+STATE_JS: Final = """
+() => {
+  const h = window.huddle;
+  if (!h) return {state: "no window.huddle"};
+  const video = document.querySelector(".tile:not(.local) video");
+  const candidates = (pc) => pc && pc.localDescription
+    ? pc.localDescription.sdp.split(/\\r?\\n/).filter((l) => l.startsWith("a=candidate:")) : [];
+  return {
+    state: h.state, error: h.error, participant: h.participant,
+    offersAnswered: h.offersAnswered, log: h.log.slice(-40),
+    publisher: h.publisherPc && h.publisherPc.connectionState,
+    subscriber: h.subscriberPc && h.subscriberPc.connectionState,
+    remoteVideoWidth: video ? video.videoWidth : 0,
+    sentCandidates: [...candidates(h.publisherPc), ...candidates(h.subscriberPc)],
+  };
+}
+"""
+
+
+def _receiving(stats: list[dict[str, Any]] | None) -> bool:
+    """Video decoded and audio received on the subscriber connection."""
+    frames = packets = 0
+    for s in stats or []:
+        if s.get("type") == "inbound-rtp" and s.get("kind") == "video":
+            frames += int(s.get("framesDecoded", 0))
+        if s.get("type") == "inbound-rtp" and s.get("kind") == "audio":
+            packets += int(s.get("packetsReceived", 0))
+    return frames > 0 and packets > 0
+
+
+async def _stats(page: Page, which: str) -> list[dict[str, Any]] | None:
+    result: list[dict[str, Any]] | None = await page.evaluate(STATS_JS, which)
+    return result
+
+
+async def _state(page: Page) -> dict[str, Any]:
+    result: dict[str, Any] = await page.evaluate(STATE_JS)
+    return result
+
+
+async def _wait_state(page: Page, wanted: str, deadline: float) -> None:
+    while True:
+        state = await _state(page)
+        if state["state"] == wanted:
+            return
+        if state["state"] == "failed":
+            raise RuntimeError(f"page failed before {wanted!r}: {state['error']}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"page not {wanted!r} in time (state {state['state']!r})")
+        await asyncio.sleep(POLL_S)
+
+
+def _page_url(args: argparse.Namespace, token: str, publish: bool) -> str:
+    query = {"room": args.room, "token": token}
+    if publish:
+        query["publish"] = "1"
+    return f"{args.base_url}/web/call.html?{urlencode(query)}"
+
+
+async def _call(
+    args: argparse.Namespace, browsers: dict[str, BrowserContext], out: dict[str, Any]
+) -> None:
+    started = time.monotonic()
+    deadline = started + args.timeout_s
+    consoles: dict[str, list[str]] = {"publisher": [], "subscriber": []}
+    out["console"] = consoles
+    pages: dict[str, Page] = {}
+
+    def watch(name: str, page: Page) -> None:
+        def on_console(message: ConsoleMessage) -> None:
+            consoles[name].append(f"{message.type}: {message.text}")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: consoles[name].append(f"pageerror: {error}"))
+        pages[name] = page
+
+    try:
+        publisher = await _first_page(browsers["publisher"])
+        watch("publisher", publisher)
+        await publisher.goto(_page_url(args, args.publisher_token, publish=True))
+        await _wait_state(publisher, "published", deadline)
+        out["timings"]["published_s"] = round(time.monotonic() - started, 2)
+
+        subscriber = await _first_page(browsers["subscriber"])
+        watch("subscriber", subscriber)
+        await subscriber.goto(_page_url(args, args.subscriber_token, publish=False))
+        while not _receiving(await _stats(subscriber, "subscriberPc")):
+            state = await _state(subscriber)
+            if state["state"] == "failed":
+                raise RuntimeError(f"subscriber page failed: {state['error']}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("subscriber decoded no video or received no audio in time")
+            await asyncio.sleep(POLL_S)
+        out["timings"]["first_media_s"] = round(time.monotonic() - started, 2)
+
+        out["subscriber_stats"] = [await _stats(subscriber, "subscriberPc")]
+        await asyncio.sleep(args.sample_s)
+        out["subscriber_stats"].append(await _stats(subscriber, "subscriberPc"))
+        out["publisher_stats"] = await _stats(publisher, "publisherPc")
+        # The screenshot should show a frame, not an empty tile.
+        await subscriber.wait_for_function(
+            "() => [...document.querySelectorAll('.tile:not(.local) video')]"
+            ".some((v) => v.videoWidth > 0)",
+            timeout=max(1.0, deadline - time.monotonic()) * 1000,
+        )
+        await subscriber.screenshot(path=args.screenshot)
+        out["timings"]["done_s"] = round(time.monotonic() - started, 2)
+    finally:
+        for name, page in pages.items():
+            try:
+                out[f"{name}_state"] = await _state(page)
+            except Exception as exc:  # the page may be gone: report, don't hide the cause
+                out[f"{name}_state"] = {"state": f"unreadable: {exc}"}
+
+
+async def _first_page(context: BrowserContext) -> Page:
+    return context.pages[0] if context.pages else await context.new_page()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Two browsers, as two devices would be: neither shares the other's profile, permissions
+    (a page without camera permission hides its addresses behind mDNS names) or media stack."""
+    out: dict[str, Any] = {"ok": False, "timings": {}}
+    origin = args.base_url.rstrip("/")
+    started = time.monotonic()
+    browsers: dict[str, BrowserContext] = {}
+    async with async_playwright() as playwright:
+        try:
+            for name in ("publisher", "subscriber"):
+                browsers[name] = await playwright.chromium.launch_persistent_context(
+                    args.profile_dir / name,
+                    executable_path=CHROMIUM,
+                    headless=True,
+                    args=[*CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={origin}"],
+                    viewport={"width": 1280, "height": 720},
+                )
+            out["timings"]["launch_s"] = round(time.monotonic() - started, 2)
+            browser = browsers["publisher"].browser
+            out["browser_version"] = browser.version if browser else None
+            await _call(args, browsers, out)
+            out["ok"] = True
+        except Exception as exc:
+            out["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            for context in browsers.values():
+                await context.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--base-url", required=True, help="the node, e.g. http://10.213.0.2:8080")
+    parser.add_argument("--room", required=True)
+    parser.add_argument("--publisher-token", required=True)
+    parser.add_argument("--subscriber-token", required=True)
+    parser.add_argument("--screenshot", type=Path, required=True)
+    parser.add_argument(
+        "--profile-dir", type=Path, required=True, help="fresh folder for the browsers' profiles"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="where the JSON result goes")
+    parser.add_argument("--timeout-s", type=float, default=30.0)
+    parser.add_argument("--sample-s", type=float, default=2.0)
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Browser test support: a Huddle node and headless Chromium inside a network namespace.
+
+The node runs as ``ip netns exec NS python -m huddle serve`` on the namespace's address; the
+browser runs as ``ip netns exec NS python -m tests.browser.driver``, which starts Chromium
+through Playwright as its own child, so the browser is in the namespace too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from tests.browser.netns import NetworkNamespace
+from tests.helpers import TEST_KEY, TEST_SECRET
+
+CHROMIUM: Final = "/usr/bin/chromium"
+ROOT: Final = Path(__file__).resolve().parents[2]
+NODE_PORT: Final = 8080  # the namespace is ours alone: any port is free
+NODE_READY_S: Final = 15.0
+
+
+def require_browser_environment() -> None:
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root, for the test's network namespace (ip netns)")
+    if shutil.which("ip") is None:
+        missing.append("the ip command (apt-get install iproute2)")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("Python Playwright (pip install -e '.[dev]')")
+    if missing:
+        pytest.fail(
+            "browser test cannot run without: " + "; ".join(missing)
+            + ". scripts/setup.sh --dev installs the packages.",
+            pytrace=False,
+        )  # fmt: skip
+
+
+@dataclass
+class NamespacedNode:
+    """A ``huddle serve`` process inside the test's network namespace."""
+
+    ns: NetworkNamespace
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ns.address}:{self.port}"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def _wait_healthy(node: NamespacedNode) -> None:
+    deadline = time.monotonic() + NODE_READY_S
+    while True:
+        if node.proc.poll() is not None:
+            raise RuntimeError(f"node exited ({node.proc.returncode}):\n{node.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{node.url}/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"node not healthy within {NODE_READY_S} s:\n{node.log_tail()}")
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL to the whole process group (the node's Redis, the browser)."""
+    if proc.poll() is None:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+
+
+@contextlib.contextmanager
+def namespaced_node(ns: NetworkNamespace, workdir: Path) -> Iterator[NamespacedNode]:
+    """A node on the namespace's address, gathering ICE candidates there only; stopped after.
+
+    Embedded Redis (REDIS_URL unset): it lives on a unix socket in the data folder and dies
+    with the node."""
+    data_dir = workdir / "node"
+    data_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_")}
+    env.pop("REDIS_URL", None)
+    env.update(HUDDLE_API_KEY=TEST_KEY, HUDDLE_API_SECRET=TEST_SECRET, HUDDLE_LOG_FORMAT="text")
+    log_path = workdir / "node.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            ns.command(
+                sys.executable, "-m", "huddle", "serve",
+                "--host", ns.address, "--port", str(NODE_PORT),
+                "--ice-addresses", ns.address, "--data-dir", str(data_dir),
+            ),
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    node = NamespacedNode(ns=ns, proc=proc, log_path=log_path, port=NODE_PORT)
+    try:
+        _wait_healthy(node)
+        yield node
+    finally:
+        _stop(proc, timeout=15)
+
+
+def run_driver(ns: NetworkNamespace, out: Path, timeout_s: float, *args: str) -> dict[str, Any]:
+    """Run tests/browser/driver.py inside the namespace and return its JSON result."""
+    log_path = out.with_suffix(".log")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            ns.command(sys.executable, "-m", "tests.browser.driver", "--out", str(out), *args),
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        finished = True
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            finished = False
+        finally:
+            _stop(proc, timeout=5)
+    if not out.exists():
+        why = f"exit {proc.returncode}" if finished else f"killed after {timeout_s:.0f} s"
+        output = log_path.read_text(errors="replace")[-4000:]
+        raise AssertionError(f"browser driver wrote no result ({why}):\n{output}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
