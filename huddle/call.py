@@ -5,7 +5,9 @@
     await call.publish(video_track, audio_track)
     track, info = await call.next_track()        # a forwarded track and whose it is
 
-Subscriber offers (``sfu.offer``) are answered automatically.
+Subscriber offers (``sfu.offer``) are answered automatically. When the server says the
+room's media server restarted (``call.reconnect``), the call joins again and publishes the
+same sources again by itself.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 from aiortc import (
     MediaStreamTrack,
@@ -31,6 +33,19 @@ log = logging.getLogger("huddle.call")
 DEFAULT_TIMEOUT_S: Final = 15.0
 
 
+class _Relay(MediaStreamTrack):
+    """Hands a source's frames to one sender; stopping it (as a closing connection does)
+    leaves the source running, so that it can be published again after a rejoin."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+
+    async def recv(self) -> Any:
+        return await self.source.recv()
+
+
 class CallClient:
     def __init__(self, client: HuddleClient, room: str) -> None:
         self.client = client
@@ -42,6 +57,9 @@ class CallClient:
         self.tracks: asyncio.Queue[tuple[MediaStreamTrack, p.TrackInfo]] = asyncio.Queue()
         self.track_info: dict[str, p.TrackInfo] = {}
         self.offers_answered = 0
+        self.rejoins = 0
+        self._published: list[tuple[MediaStreamTrack, p.Source | None]] = []
+        self._rejoining: asyncio.Task[None] | None = None
         self._config = RTCConfiguration()
         self._offers: asyncio.Queue[p.SfuOffer] = asyncio.Queue()
         # Rewrites SDP from the SFU before use (kind "answer" for the publisher connection,
@@ -49,6 +67,7 @@ class CallClient:
         self.remote_sdp_filter: Callable[[str, str], Awaitable[str]] | None = None
         self._answerer: asyncio.Task[None] | None = None
         client.on("sfu.offer", self._on_offer_event)
+        client.on("call.reconnect", self._on_reconnect_event)
 
     async def join(self) -> p.CallJoinOk:
         reply: p.CallJoinOk = await self.client.request(p.CallJoin(id="", room=self.room))
@@ -60,6 +79,8 @@ class CallClient:
                 for s in reply.ice_servers
             ]
         )
+        if self._answerer is not None:
+            self._answerer.cancel()
         self._answerer = asyncio.create_task(self._answer_offers())
         return reply
 
@@ -69,8 +90,10 @@ class CallClient:
         """Publish tracks (a new offer on the publisher connection each call)."""
         if self.publisher is None:
             self.publisher = RTCPeerConnection(self._config)
+        for index, track in enumerate(tracks):
+            self._published.append((track, sources.get(index) if sources else None))
         transceivers = [
-            self.publisher.addTransceiver(track, direction="sendonly") for track in tracks
+            self.publisher.addTransceiver(_Relay(track), direction="sendonly") for track in tracks
         ]
         await self.publisher.setLocalDescription(await self.publisher.createOffer())
         by_mid: dict[str, p.Source] = {}
@@ -98,7 +121,37 @@ class CallClient:
             await self.client.request(p.CallLeave(id="", room=self.room))
         await self.close()
 
+    def _on_reconnect_event(self, event: p.Event) -> None:
+        busy = self._rejoining is not None and not self._rejoining.done()
+        if isinstance(event, p.CallReconnect) and event.room == self.room and not busy:
+            self._rejoining = asyncio.create_task(self._rejoin())
+
+    async def _rejoin(self) -> None:
+        for pc in (self.publisher, self.subscriber):
+            if pc is not None:
+                await pc.close()
+        self.publisher = self.subscriber = None
+        self.track_info.clear()
+        while not self._offers.empty():
+            self._offers.get_nowait()
+        published, self._published = self._published, []
+        try:
+            await self.join()
+            if published:
+                await self.publish(
+                    *(track for track, _ in published),
+                    sources={i: s for i, (_, s) in enumerate(published) if s is not None},
+                )
+        except Exception:
+            log.exception("rejoin failed")
+            return
+        self.rejoins += 1
+
     async def close(self) -> None:
+        if self._rejoining is not None:
+            self._rejoining.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rejoining
         if self._answerer is not None:
             self._answerer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         description="addresses the SFU gathers ICE host candidates on, comma separated "
         "(default: every interface address, as aioice does; 127.0.0.1 for loopback tests)",
     )
+    ice_announced_address: str | None = Field(
+        None,
+        description="address clients reach the SFU at when behind 1:1 NAT (public IP); "
+        "replaces the ice_addresses in the candidates the SFU sends",
+    )
+    ice_port_min: int = Field(0, ge=0, le=65535, description="lowest UDP port for media (0: any)")
+    ice_port_max: int = Field(0, ge=0, le=65535, description="highest UDP port for media")
     stun_urls: list[str] = Field(
         default_factory=list, description="STUN URLs handed to clients, comma separated"
     )
@@ -86,7 +93,13 @@ class Settings(BaseSettings):
         None, description="TURN REST API shared secret: clients get time-limited credentials"
     )
     turn_ttl_s: int = Field(24 * 3600, gt=0, description="lifetime of TURN credentials")
+    sfu_workers: int = Field(
+        -1, ge=-1, description="SFU worker processes (-1: one per core; 0: rooms in the node)"
+    )
     room_capacity: int = Field(50, ge=1, description="participants per call room")
+    call_resume_s: float = Field(
+        30.0, ge=0, description="a call participant whose socket drops may resume this long"
+    )
     selective_forwarding_above: int = Field(
         12,
         ge=1,
@@ -97,6 +110,12 @@ class Settings(BaseSettings):
     video_last_n: int = Field(9, ge=1, description="speakers whose video large rooms forward")
     room_empty_grace_s: float = Field(
         30.0, ge=0, description="an empty room is closed after this long"
+    )
+    ring_timeout_s: float = Field(
+        45.0, gt=0, description="an unanswered call.invite ends as missed after this long"
+    )
+    ring_sweep_s: float = Field(
+        1.0, gt=0, description="how often each node ends calls whose ring timeout passed"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
@@ -115,11 +134,25 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.env == "production" and self.api_secret is None:
             raise ValueError("api_secret (HUDDLE_API_SECRET) is required when env=production")
+        if self.ice_announced_address and not self.ice_addresses:
+            raise ValueError("ice_announced_address needs ice_addresses (what it stands for)")
+        if (
+            bool(self.ice_port_min) != bool(self.ice_port_max)
+            or self.ice_port_min > self.ice_port_max
+        ):
+            raise ValueError("set both ice_port_min and ice_port_max, min <= max")
         if self.presence_refresh_s >= self.presence_ttl_s:
             raise ValueError("presence_refresh_s must be shorter than presence_ttl_s")
         if not self.node_id:
             self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         return self
+
+    @property
+    def ice_announced(self) -> dict[str, str]:
+        """Local ICE address -> the address announced for it."""
+        if not self.ice_announced_address:
+            return {}
+        return dict.fromkeys(self.ice_addresses, self.ice_announced_address)
 
     @property
     def dev_login_enabled(self) -> bool:

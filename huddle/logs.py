@@ -38,4 +38,6 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Per-packet and per-check chatter of the media stack stays out of a node's log.
+    for noisy in ("aiohttp.access", "aioice", "aiortc"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

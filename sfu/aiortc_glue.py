@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import aioice
 import aioice.ice
 import aiortc
+from aioice.candidate import candidate_foundation, candidate_priority
 from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc import clock as aiortc_clock
 from aiortc.codecs import is_rtx
@@ -55,6 +58,7 @@ __all__ = [
     "OutboundPort",
     "RtpPacket",
     "use_host_addresses",
+    "use_port_range",
 ]
 
 
@@ -78,6 +82,52 @@ def use_host_addresses(addresses: list[str]) -> None:
         return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = host_addresses
+
+
+def use_port_range(low: int, high: int) -> None:
+    """Bind ICE host candidates to UDP ports in [low, high] (firewalls open a known range).
+
+    Replaces aioice's candidate gathering with host candidates only: an SFU has fixed,
+    configured addresses and announces its public one itself, so it needs no STUN or TURN
+    gathering of its own. Process-wide, as in aioice.
+    """
+    if not 0 < low <= high <= 65535:
+        raise ValueError(f"bad ICE port range {low}-{high}")
+
+    async def gather(
+        self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
+    ) -> list[aioice.Candidate]:
+        loop = asyncio.get_running_loop()
+        candidates = []
+        for address in addresses:
+            ports = list(range(low, high + 1))
+            random.shuffle(ports)
+            for port in ports:
+                try:
+                    _, protocol = await loop.create_datagram_endpoint(
+                        lambda: aioice.ice.StunProtocol(self), local_addr=(address, port)
+                    )
+                except OSError:
+                    continue
+                break
+            else:
+                log.error("no free UDP port in the ICE range", extra={"address": address})
+                continue
+            candidate = aioice.Candidate(
+                foundation=candidate_foundation("host", "udp", address),
+                component=component,
+                transport="udp",
+                priority=candidate_priority(component, "host"),
+                host=address,
+                port=port,
+                type="host",
+            )
+            protocol.local_candidate = candidate
+            self._protocols.append(protocol)
+            candidates.append(candidate)
+        return candidates
+
+    aioice.ice.Connection.get_component_candidates = gather  # type: ignore[method-assign]
 
 
 class IdleTrack(MediaStreamTrack):
@@ -134,6 +184,11 @@ class InboundTap:
             await self.receiver._send_rtcp_nack(packet.ssrc, sorted(self._nack.missing))
         self.packets += 1
         self.on_packet(packet, codec)
+
+    @property
+    def packets_lost(self) -> int:
+        """Packets the publisher sent that never reached the SFU (RTCP receiver statistics)."""
+        return sum(max(0, stream.packets_lost) for stream in self._streams.values())
 
     async def request_keyframe(self, media_ssrc: int) -> None:
         await self.receiver._send_rtcp_pli(media_ssrc)
@@ -210,6 +265,12 @@ class OutboundPort:
         s._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
         s._RTCRtpSender__ntp_timestamp = aiortc_clock.current_ntp_time()  # type: ignore[attr-defined]
         return True
+
+    @property
+    def rtt_s(self) -> float | None:
+        """Round-trip time from the subscriber's receiver reports, as aiortc estimates it."""
+        rtt = self.sender._RTCRtpSender__rtt  # type: ignore[attr-defined]
+        return None if rtt is None else float(rtt)
 
     @property
     def packets_sent(self) -> int:

@@ -48,8 +48,11 @@ class Output:
 
     __slots__ = (
         "active",
+        "bytes",
         "epoch_seq",
         "forwarded",
+        "fraction_lost",
+        "jitter",
         "last_seq",
         "port",
         "retransmitted",
@@ -69,7 +72,14 @@ class Output:
         self.epoch_seq = 0  # first outgoing sequence number of the current run
         self.rtx_seq = random.getrandbits(16)
         self.forwarded = 0
+        self.bytes = 0
         self.retransmitted = 0
+        self.fraction_lost = 0  # of 256, from the subscriber's last receiver report
+        self.jitter = 0  # in RTP clock units, from the same report
+
+    def on_report(self, fraction_lost: int, jitter: int) -> None:
+        self.fraction_lost = fraction_lost
+        self.jitter = jitter
 
     def start(self, packet: RtpPacket) -> None:
         """Begin (or resume after a pause) with ``packet``: outgoing numbers stay contiguous."""
@@ -122,6 +132,7 @@ class TrackForwarder:
         out = Output(port)
         port.on_nack = lambda seqs: self._on_nack(out, seqs)
         port.on_keyframe_request = self.keyframe_wanted
+        port.on_report = out.on_report
         self.outputs[port.ssrc] = out
         if self.kind == "video":
             # A new subscriber cannot decode until the next key frame: ask for one now.
@@ -205,6 +216,7 @@ class TrackForwarder:
             out.last_seq = seq
             if port.send(bytes(buf), len(packet.payload), ts):
                 out.forwarded += 1
+                out.bytes += len(buf)
 
     @staticmethod
     def _serialize(packet: RtpPacket, port: OutboundPort, abs_send_time: int) -> bytes:

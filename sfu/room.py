@@ -29,6 +29,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from sfu.aiortc_glue import IdleTrack, InboundTap, OutboundPort, RtpPacket
 from sfu.forwarder import TrackForwarder
+from sfu.sdp import announce
 from sfu.speakers import SpeakerDetector
 
 log = logging.getLogger("huddle.sfu.room")
@@ -84,6 +85,7 @@ class PublishedTrack:
     tap: InboundTap
     forwarder: TrackForwarder
     media_ssrc: int | None = None
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False)
@@ -91,6 +93,7 @@ class Subscription:
     track: PublishedTrack
     transceiver: RTCRtpTransceiver
     port: OutboundPort
+    started: float = field(default_factory=time.monotonic)
 
 
 NotifyOffer = Callable[["Participant", str, list[dict[str, str]]], None]
@@ -143,7 +146,9 @@ class Room:
         on_offer: NotifyOffer,
         policy: RoomPolicy | None = None,
         on_speakers: NotifySpeakers = _no_speakers,
+        announced: dict[str, str] | None = None,
     ) -> None:
+        self._announced = announced or {}
         self.name = name
         self.policy = policy or RoomPolicy()
         self.capacity = self.policy.capacity
@@ -247,7 +252,7 @@ class Room:
         for other in self.participants.values():
             if other is not participant and other.can_subscribe:
                 self._spawn(self._sync_subscriptions(other))
-        return pc.localDescription.sdp
+        return announce(pc.localDescription.sdp, self._announced)
 
     def _tap(self, participant: Participant, key: str, kind: str, source: str,
              receiver: RTCRtpReceiver) -> PublishedTrack:  # fmt: skip
@@ -301,7 +306,7 @@ class Room:
              "identity": sub.track.owner.identity}
             for key, sub in participant.subscriptions.items()
         ]  # fmt: skip
-        self._on_offer(participant, pc.localDescription.sdp, tracks)
+        self._on_offer(participant, announce(pc.localDescription.sdp, self._announced), tracks)
 
     async def subscriber_answer(self, participant: Participant, answer_sdp: str) -> None:
         pc = participant.subscriber

@@ -1,24 +1,40 @@
-"""Group calls on this node: sessions joined to SFU rooms, and the room's events to them.
+"""Group calls on this node: sessions joined to SFU rooms, and the rooms' events to them.
+
+Rooms live in SFU worker processes (``sfu.pool``; one per core by default), each worker
+owning whole rooms; a new room goes to the least loaded worker. With ``sfu_workers = 0``
+they live in the node's own process instead. The node keeps who is in which room and relays
+signaling to the room's host. A worker that dies is restarted and the participants of its
+rooms get ``call.reconnect`` (the client joins again by itself).
 
 A room lives on exactly one node: the node that opens it claims ``huddle:{room:NAME}:node``
-in Redis (refreshed while the room lives). A join for a room claimed by another node is
-refused with ``room_elsewhere`` until relaying between nodes exists.
+in Redis (``NODE#WORKER``, refreshed while the room lives). A join for a room claimed by
+another node is refused with ``room_elsewhere`` until relaying between nodes exists.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import time
+from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Final
 
+import msgspec
 import redis.asyncio as redis
 from aiortc import RTCConfiguration
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from huddle.config import Settings
-from sfu.aiortc_glue import check_version, use_host_addresses
+from sfu import ipc
+from sfu.aiortc_glue import check_version, use_host_addresses, use_port_range
+from sfu.host import LocalHost, RoomHost, TrackRow
 from sfu.ice_servers import ice_servers
-from sfu.room import Participant, Room, RoomPolicy, SfuError
+from sfu.pool import WorkerHost, WorkerPool
+from sfu.room import RoomPolicy, SfuError
+from sfu.worker import WorkerConfig
 from signaling import protocol as p
 
 if TYPE_CHECKING:
@@ -44,26 +60,83 @@ class CallError(Exception):
         self.message = message
 
 
+@dataclasses.dataclass(eq=False)
+class Member:
+    session: Session | None  # None while detached: the device's socket dropped
+    room: CallRoom
+    participant: str
+    identity: str
+    name: str
+    device: str = ""
+    held: list[p.Event] = dataclasses.field(default_factory=list)  # events while detached
+    expiry: asyncio.TimerHandle | None = None
+
+    def send(self, event: p.Event, encoded: p.EncodedEvent | None = None) -> None:
+        if self.session is None:
+            if isinstance(event, p.SfuOffer):  # a newer offer replaces an unanswered one
+                self.held = [e for e in self.held if not isinstance(e, p.SfuOffer)]
+            self.held.append(event)
+            return
+        self.session.send_event(encoded or p.EncodedEvent(event))
+
+    def info(self) -> p.ParticipantInfo:
+        return p.ParticipantInfo(participant=self.participant, identity=self.identity,
+                                 name=self.name)  # fmt: skip
+
+
+@dataclasses.dataclass(eq=False)
+class CallRoom:
+    name: str
+    host: RoomHost
+    claim: str
+    members: dict[str, Member] = dataclasses.field(default_factory=dict)
+
+
 class CallManager:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         check_version()
         if settings.ice_addresses:
             use_host_addresses(settings.ice_addresses)
+        if settings.ice_port_min:
+            use_port_range(settings.ice_port_min, settings.ice_port_max)
         self.settings = settings
         self._redis = client
         self._release = client.register_script(_RELEASE)
-        self.rooms: dict[str, Room] = {}
-        self.participants: dict[Session, Participant] = {}
-        self._sessions: dict[str, Session] = {}
+        self.rooms: dict[str, CallRoom] = {}
+        self.members: dict[Session, Member] = {}
+        self._by_participant: dict[str, Member] = {}
+        self._detached: dict[tuple[str, str], Member] = {}
         self._closers: dict[str, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Future[None]] = set()
-        self._rtc_config = RTCConfiguration(iceServers=[])
-        self._policy = RoomPolicy(
+        self._opening: dict[str, asyncio.Future[CallRoom]] = {}
+        policy = RoomPolicy(
             capacity=settings.room_capacity,
             select_above=settings.selective_forwarding_above,
             audio_max=settings.audio_streams_max,
             video_last_n=settings.video_last_n,
         )
+        self.local: LocalHost | None = None
+        self.pool: WorkerPool | None = None
+        workers = settings.sfu_workers if settings.sfu_workers >= 0 else (os.cpu_count() or 1)
+        if workers == 0:
+            self.local = LocalHost(
+                rtc_config=RTCConfiguration(iceServers=[]), policy=policy,
+                on_offer=self._send_offer, on_speakers=self._send_speakers,
+                announced=settings.ice_announced,
+            )  # fmt: skip
+        else:
+            config = WorkerConfig(
+                index=0, ice_addresses=list(settings.ice_addresses),
+                policy=dataclasses.asdict(policy), announced=settings.ice_announced,
+                port_min=settings.ice_port_min, port_max=settings.ice_port_max,
+                log_level=settings.log_level,
+            )  # fmt: skip
+            self.pool = WorkerPool(workers, config, on_event=self._worker_event,
+                                   on_lost=self._worker_lost)  # fmt: skip
+
+    async def start(self) -> None:
+        if self.pool is not None:
+            await self.pool.start()
 
     # --- membership ---------------------------------------------------------------------
 
@@ -72,40 +145,36 @@ class CallManager:
         assert claims is not None
         if not claims.grants.may_join(room_name):
             raise CallError(p.ErrorCode.FORBIDDEN, f"this token may not join {room_name!r}")
-        if session in self.participants:
-            current = self.participants[session].room.name
+        if session in self.members:
+            current = self.members[session].room.name
             raise CallError(p.ErrorCode.ALREADY_IN_CALL, f"already in room {current!r}")
-        room = self.rooms.get(room_name)
-        if room is None:
-            await self._claim(room_name)
-            room = self.rooms.get(room_name)  # another join may have opened it meanwhile
-            if room is None:
-                room = self.rooms[room_name] = Room(
-                    room_name, rtc_config=self._rtc_config, policy=self._policy,
-                    on_offer=self._send_offer, on_speakers=self._send_speakers,
-                )  # fmt: skip
+        room = await self._open(room_name)
         closer = self._closers.pop(room_name, None)
         if closer is not None:
             closer.cancel()
         try:
-            participant = room.join(
-                claims.identity, claims.name,
+            participant = await room.host.join(
+                room_name, claims.identity, claims.name,
                 can_publish=claims.grants.can_publish, can_subscribe=claims.grants.can_subscribe,
             )  # fmt: skip
-        except SfuError as exc:
+        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
             self._close_if_empty(room)
-            raise CallError(exc.code, exc.message) from None
-        self.participants[session] = participant
-        self._sessions[participant.id] = session
-        joined = p.EncodedEvent(
-            p.CallParticipantJoined(seq=0, room=room_name, participant=_info(participant))
-        )
-        self._broadcast(room, joined, skip=participant)
+            raise _call_error(exc) from None
+        member = Member(
+            session=session, room=room, participant=participant,
+            identity=claims.identity, name=claims.name, device=session.device,
+        )  # fmt: skip
+        others = [m.info() for m in room.members.values()]
+        room.members[participant] = member
+        self.members[session] = member
+        self._by_participant[participant] = member
+        joined = p.CallParticipantJoined(seq=0, room=room_name, participant=member.info())
+        self._broadcast(room, joined, skip=member)
         return p.CallJoinOk(
             re="",
             room=room_name,
-            participant=participant.id,
-            participants=[_info(x) for x in room.participants.values() if x is not participant],
+            participant=participant,
+            participants=others,
             ice_servers=ice_servers(
                 stun_urls=self.settings.stun_urls,
                 turn_urls=self.settings.turn_urls,
@@ -120,121 +189,318 @@ class CallManager:
             ),
         )
 
+    async def _open(self, name: str) -> CallRoom:
+        room = self.rooms.get(name)
+        if room is not None:
+            return room
+        opening = self._opening.get(name)
+        if opening is not None:  # another join is opening it right now
+            return await asyncio.shield(opening)
+        future: asyncio.Future[CallRoom] = asyncio.get_running_loop().create_future()
+        self._opening[name] = future
+        try:
+            host: RoomHost
+            if self.pool is not None:
+                try:
+                    worker = self.pool.least_loaded()
+                except ipc.ChannelClosed as exc:
+                    raise _call_error(exc) from None
+                host, claim = worker, f"{self.settings.node_id}#{worker.index}"
+            else:
+                assert self.local is not None
+                host, claim = self.local, f"{self.settings.node_id}#0"
+            await self._claim(name, claim)
+            room = self.rooms[name] = CallRoom(name=name, host=host, claim=claim)
+            future.set_result(room)
+            return room
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: joins waiting on it get it through shield
+            raise
+        finally:
+            del self._opening[name]
+
     async def leave(self, session: Session, room_name: str | None = None) -> None:
-        participant = self.participants.get(session)
-        if participant is None or (room_name is not None and participant.room.name != room_name):
+        member = self.members.get(session)
+        if member is None or (room_name is not None and member.room.name != room_name):
             raise CallError(p.ErrorCode.NOT_IN_CALL, "not in that call")
-        del self.participants[session]
-        self._sessions.pop(participant.id, None)
-        room = participant.room
-        await room.leave(participant)
-        left = p.EncodedEvent(
-            p.CallParticipantLeft(seq=0, room=room.name, participant=participant.id)
-        )
-        self._broadcast(room, left)
+        self._forget(member)
+        room = member.room
+        try:
+            await room.host.leave(member.participant)
+        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
+            log.warning("leave not delivered to the SFU", extra={"error": str(exc)})
+        self._broadcast(room, p.CallParticipantLeft(seq=0, room=room.name,
+                                                    participant=member.participant))  # fmt: skip
         self._close_if_empty(room)
 
+    def _forget(self, member: Member) -> None:
+        if member.session is not None:
+            self.members.pop(member.session, None)
+        if member.expiry is not None:
+            member.expiry.cancel()
+        self._detached.pop((member.identity, member.device), None)
+        self._by_participant.pop(member.participant, None)
+        member.room.members.pop(member.participant, None)
+
     async def session_gone(self, session: Session) -> None:
-        if session in self.participants:
+        """The socket closed: keep the participant for ``call_resume_s`` (its media goes on)
+        so that the same device can come back and resume, else it leaves."""
+        member = self.members.pop(session, None)
+        if member is None:
+            return
+        if self.settings.call_resume_s <= 0:
+            self.members[session] = member
             await self.leave(session)
+            return
+        member.session = None
+        key = (member.identity, member.device)
+        previous = self._detached.get(key)
+        if previous is not None and previous is not member:
+            self._spawn(self._expire(previous))
+        self._detached[key] = member
+        member.expiry = asyncio.get_running_loop().call_later(
+            self.settings.call_resume_s, lambda: self._spawn(self._expire(member))
+        )
+
+    async def _expire(self, member: Member) -> None:
+        if member.session is not None or member.participant not in self._by_participant:
+            return
+        self._forget(member)
+        room = member.room
+        try:
+            await room.host.leave(member.participant)
+        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
+            log.warning("leave not delivered to the SFU", extra={"error": str(exc)})
+        self._broadcast(room, p.CallParticipantLeft(seq=0, room=room.name,
+                                                    participant=member.participant))  # fmt: skip
+        self._close_if_empty(room)
+
+    def attach(self, session: Session) -> None:
+        """A device said hello: if it was in a call moments ago, it resumes that call."""
+        key = (session.identity, session.device)
+        member = self._detached.pop(key, None)
+        if member is None:
+            # Its old socket may not have closed yet (it is being replaced right now).
+            for old, candidate in list(self.members.items()):
+                if old is not session and (candidate.identity, candidate.device) == key:
+                    del self.members[old]
+                    member = candidate
+                    break
+        if member is None:
+            return
+        if member.expiry is not None:
+            member.expiry.cancel()
+            member.expiry = None
+        member.session = session
+        self.members[session] = member
+        session.send_event(p.EncodedEvent(p.CallResumed(
+            seq=0, room=member.room.name, participant=member.participant,
+        )))  # fmt: skip
+        held, member.held = member.held, []
+        for event in held:
+            member.send(event)
 
     # --- media negotiation --------------------------------------------------------------
 
-    def _participant(self, session: Session, room_name: str) -> Participant:
-        participant = self.participants.get(session)
-        if participant is None or participant.room.name != room_name:
+    def _member(self, session: Session, room_name: str) -> Member:
+        member = self.members.get(session)
+        if member is None or member.room.name != room_name:
             raise CallError(p.ErrorCode.NOT_IN_CALL, f"join {room_name!r} first")
-        return participant
+        return member
 
     async def publish(self, session: Session, req: p.SfuPublish) -> str:
-        participant = self._participant(session, req.room)
+        member = self._member(session, req.room)
         try:
-            return await participant.room.publish(participant, req.sdp, dict(req.sources))
-        except SfuError as exc:
-            raise CallError(exc.code, exc.message) from None
+            return await member.room.host.publish(member.participant, req.sdp, dict(req.sources))
+        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
+            raise _call_error(exc) from None
 
     async def answer(self, session: Session, req: p.SfuAnswer) -> None:
-        participant = self._participant(session, req.room)
+        member = self._member(session, req.room)
         try:
-            await participant.room.subscriber_answer(participant, req.sdp)
-        except SfuError as exc:
-            raise CallError(exc.code, exc.message) from None
+            await member.room.host.answer(member.participant, req.sdp)
+        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
+            raise _call_error(exc) from None
 
-    def _send_offer(self, participant: Participant, sdp: str, tracks: list[dict[str, str]]) -> None:
-        session = self._sessions.get(participant.id)
-        if session is None:
+    async def stats(self, session: Session, room_name: str) -> p.CallStatsOk:
+        member = self._member(session, room_name)
+        try:
+            value = await member.room.host.stats(member.participant)
+        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
+            raise _call_error(exc) from None
+        return msgspec.convert({"type": "ok", "re": "", "room": room_name, **value}, p.CallStatsOk)
+
+    # --- events from the rooms ----------------------------------------------------------
+
+    def _send_offer(self, participant: str, sdp: str, tracks: list[dict[str, str]]) -> None:
+        member = self._by_participant.get(participant)
+        if member is None:
             return
-        event = p.SfuOffer(
-            seq=0, room=participant.room.name, sdp=sdp,
-            tracks=[p.TrackInfo(**t) for t in tracks],  # type: ignore[arg-type]
-        )  # fmt: skip
-        session.send_event(p.EncodedEvent(event))
+        event = p.SfuOffer(seq=0, room=member.room.name, sdp=sdp,
+                           tracks=msgspec.convert(tracks, list[p.TrackInfo]))  # fmt: skip
+        member.send(event)
 
-    def _send_speakers(self, room: Room, speakers: list[tuple[str, int]]) -> None:
-        event = p.CallSpeakers(
-            seq=0,
-            room=room.name,
+    def _send_speakers(self, room_name: str, speakers: list[tuple[str, int]]) -> None:
+        room = self.rooms.get(room_name)
+        if room is None:
+            return
+        self._broadcast(room, p.CallSpeakers(
+            seq=0, room=room_name,
             speakers=[p.Speaker(participant=who, level=level) for who, level in speakers],
-        )
-        self._broadcast(room, p.EncodedEvent(event))
+        ))  # fmt: skip
 
-    def _broadcast(
-        self, room: Room, event: p.EncodedEvent, skip: Participant | None = None
+    def _worker_event(
+        self, worker: WorkerHost, event: ipc.Offer | ipc.Speakers | ipc.Metrics
     ) -> None:
-        for participant in room.participants.values():
-            if participant is skip:
+        if isinstance(event, ipc.Offer):
+            self._send_offer(event.participant, event.sdp, event.tracks)
+        elif isinstance(event, ipc.Speakers):
+            self._send_speakers(event.room, [(w, lvl) for w, lvl in event.speakers])
+        else:
+            worker.metrics = event
+
+    def _worker_lost(self, worker: WorkerHost, rooms: set[str]) -> None:
+        """Its rooms are gone: tell their participants to join again (clients do it)."""
+        for name in rooms:
+            room = self.rooms.get(name)
+            if room is None or room.host is not worker:
                 continue
-            session = self._sessions.get(participant.id)
-            if session is not None:
-                session.send_event(event)
+            del self.rooms[name]
+            closer = self._closers.pop(name, None)
+            if closer is not None:
+                closer.cancel()
+            event = p.CallReconnect(seq=0, room=name, reason="sfu_restart")
+            encoded = p.EncodedEvent(event)
+            for member in list(room.members.values()):
+                self._forget(member)
+                if member.session is not None:  # a detached one rejoins when it resumes
+                    member.session.send_event(encoded)
+            self._spawn(self._release_claim(room))
+
+    def _broadcast(self, room: CallRoom, event: p.Event, skip: Member | None = None) -> None:
+        encoded = p.EncodedEvent(event)
+        for member in room.members.values():
+            if member is not skip:
+                member.send(event, encoded)
+
+    # --- metrics ------------------------------------------------------------------------
+
+    def _snapshots(self) -> tuple[dict[str, dict[str, int]], list[TrackRow], int]:
+        if self.local is not None:
+            rooms, tracks = self.local.snapshot()
+            return rooms, tracks, self.local.decoders_created
+        rooms, tracks, decoders = {}, [], 0
+        assert self.pool is not None
+        for worker in self.pool.workers:
+            if worker is not None and worker.metrics is not None:
+                rooms.update(worker.metrics.rooms)
+                tracks += [tuple(t) for t in worker.metrics.tracks]  # type: ignore[misc]
+                decoders += worker.metrics.decoders_created
+        return rooms, tracks, decoders
+
+    def collect_metrics(self) -> Iterator[Metric]:
+        """Prometheus families for rooms, tracks and workers, read at scrape time."""
+        rooms, tracks, decoders = self._snapshots()
+        gauge = GaugeMetricFamily("huddle_sfu_rooms", "Call rooms open on this node")
+        gauge.add_metric([], len(self.rooms))
+        yield gauge
+        gauge = GaugeMetricFamily(
+            "huddle_sfu_decoders_created", "Media decoders created by the SFU (must stay 0)"
+        )
+        gauge.add_metric([], decoders)
+        yield gauge
+        if self.pool is not None:
+            workers = GaugeMetricFamily(
+                "huddle_sfu_worker_participants", "Participants per SFU worker",
+                labels=["worker", "pid"],
+            )  # fmt: skip
+            for worker in self.pool.workers:
+                if worker is not None:
+                    workers.add_metric([str(worker.index), str(worker.pid)], worker.participants)
+            yield workers
+            restarts = CounterMetricFamily("huddle_sfu_worker_restarts", "SFU workers restarted")
+            restarts.add_metric([], self.pool.restarts)
+            yield restarts
+        counters = ("packets_in", "bytes_in", "packets_forwarded", "bytes_forwarded",
+                    "retransmitted", "keyframe_requests", "packets_lost")  # fmt: skip
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            name: CounterMetricFamily(f"huddle_sfu_room_{name}", f"Room: {name}", labels=["room"])
+            for name in counters
+        }
+        for name in ("participants", "tracks", "outputs"):
+            families[name] = GaugeMetricFamily(f"huddle_sfu_room_{name}", f"Room: {name}",
+                                               labels=["room"])  # fmt: skip
+        for room_name, totals in rooms.items():
+            for name, value in totals.items():
+                families[name].add_metric([room_name], value)
+        yield from families.values()
+        labels = ["room", "participant", "identity", "track", "kind"]
+        track_in = CounterMetricFamily(
+            "huddle_sfu_track_packets_in", "Packets received per published track", labels=labels
+        )
+        track_out = CounterMetricFamily(
+            "huddle_sfu_track_packets_forwarded", "Packets forwarded per published track",
+            labels=labels,
+        )  # fmt: skip
+        for room_name, participant, identity, key, kind, packets_in, forwarded in tracks:
+            track_in.add_metric([room_name, participant, identity, key, kind], packets_in)
+            track_out.add_metric([room_name, participant, identity, key, kind], forwarded)
+        yield track_in
+        yield track_out
 
     # --- room lifetime ------------------------------------------------------------------
 
-    async def _claim(self, room_name: str) -> None:
+    async def _claim(self, room_name: str, claim: str) -> None:
         key = room_node_key(room_name)
-        node = self.settings.node_id
-        if await self._redis.set(key, node, nx=True, ex=ROOM_CLAIM_TTL_S):
+        if await self._redis.set(key, claim, nx=True, ex=ROOM_CLAIM_TTL_S):
             return
         owner = await self._redis.get(key)
         if isinstance(owner, bytes):
             owner = owner.decode()
-        if owner is not None and owner != node:
+        if owner is not None and owner.split("#", 1)[0] != self.settings.node_id:
             raise CallError(
                 p.ErrorCode.ROOM_ELSEWHERE, f"room {room_name!r} is open on another node"
             )
-        await self._redis.set(key, node, ex=ROOM_CLAIM_TTL_S)
+        await self._redis.set(key, claim, ex=ROOM_CLAIM_TTL_S)
 
     async def refresh_claims(self) -> None:
         if not self.rooms:
             return
         pipe = self._redis.pipeline(transaction=False)
-        for name in self.rooms:
-            pipe.set(room_node_key(name), self.settings.node_id, ex=ROOM_CLAIM_TTL_S)
+        for room in self.rooms.values():
+            pipe.set(room_node_key(room.name), room.claim, ex=ROOM_CLAIM_TTL_S)
         await pipe.execute()
 
-    def _close_if_empty(self, room: Room) -> None:
-        if not room.empty or room.name in self._closers:
+    async def _release_claim(self, room: CallRoom) -> None:
+        try:
+            await self._release(keys=[room_node_key(room.name)], args=[room.claim])
+        except Exception as exc:  # the claim expires by itself
+            log.warning("room claim not released", extra={"room": room.name, "error": str(exc)})
+
+    def _close_if_empty(self, room: CallRoom) -> None:
+        if room.members or room.name in self._closers or self.rooms.get(room.name) is not room:
             return
         loop = asyncio.get_running_loop()
         self._closers[room.name] = loop.call_later(
-            self.settings.room_empty_grace_s, self._spawn_close, room
+            self.settings.room_empty_grace_s, lambda: self._spawn(self._close(room))
         )
 
-    def _spawn_close(self, room: Room) -> None:
-        task = asyncio.ensure_future(self._close(room))
+    def _spawn(self, job: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(job)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close(self, room: Room) -> None:
+    async def _close(self, room: CallRoom) -> None:
         self._closers.pop(room.name, None)
-        if not room.empty or self.rooms.get(room.name) is not room:
+        if room.members or self.rooms.get(room.name) is not room:
             return
         del self.rooms[room.name]
-        await room.close()
         try:
-            await self._release(keys=[room_node_key(room.name)], args=[self.settings.node_id])
-        except Exception as exc:  # the claim expires by itself
-            log.warning("room claim not released", extra={"room": room.name, "error": str(exc)})
+            await room.host.close_room(room.name)
+        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
+            log.warning("room close not delivered", extra={"room": room.name, "error": str(exc)})
+        await self._release_claim(room)
         log.info("room closed", extra={"room": room.name})
 
     async def close(self) -> None:
@@ -242,18 +508,21 @@ class CallManager:
             timer.cancel()
         self._closers.clear()
         for room in list(self.rooms.values()):
-            for participant in list(room.participants.values()):
-                self._sessions.pop(participant.id, None)
-            await room.close()
-            try:
-                await self._release(keys=[room_node_key(room.name)], args=[self.settings.node_id])
-            except Exception as exc:
-                log.warning("room claim not released", extra={"error": str(exc)})
+            await self._release_claim(room)
+        for member in list(self._detached.values()):
+            if member.expiry is not None:
+                member.expiry.cancel()
+        self._detached.clear()
         self.rooms.clear()
-        self.participants.clear()
+        self.members.clear()
+        self._by_participant.clear()
+        if self.local is not None:
+            await self.local.close()
+        if self.pool is not None:
+            await self.pool.stop()
 
 
-def _info(participant: Participant) -> p.ParticipantInfo:
-    return p.ParticipantInfo(
-        participant=participant.id, identity=participant.identity, name=participant.name
-    )
+def _call_error(exc: SfuError | ipc.RemoteError | ipc.ChannelClosed) -> CallError:
+    if isinstance(exc, ipc.ChannelClosed):
+        return CallError(p.ErrorCode.UNAVAILABLE, "the SFU worker is restarting; join again")
+    return CallError(exc.code, exc.message)

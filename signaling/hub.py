@@ -19,6 +19,7 @@ from signaling.broker import Broker
 from signaling.calls import CallManager
 from signaling.metrics import Metrics
 from signaling.presence import DeviceEntry, PresenceStore, decode_snapshot, presence_channel
+from signaling.ringing import Ringing, user_call_channel
 from signaling.session import Session
 
 log = logging.getLogger("huddle.hub")
@@ -58,6 +59,8 @@ class Hub:
         self.api_keys = api_keys
         self.presence = PresenceStore(client, settings.node_id, settings.presence_ttl_s)
         self.calls = CallManager(settings, client)
+        self.ringing = Ringing(settings, client, lambda user: self.by_user.get(user, ()))
+        metrics.add_collector(self.calls.collect_metrics)
         self.sessions: set[Session] = set()
         self.by_user: dict[str, set[Session]] = {}
         self.watchers: dict[str, set[Session]] = {}
@@ -71,6 +74,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self._every(self.settings.presence_refresh_s, self._refresh)),
             asyncio.create_task(self._every(self.settings.presence_sweep_s, self._sweep)),
+            asyncio.create_task(self._every(self.settings.ring_sweep_s, self.ringing.sweep)),
         ]
 
     def spawn(self, job: Awaitable[None]) -> None:
@@ -86,6 +90,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.calls.close()
+        self.ringing.close()
         sessions = list(self.sessions)
         if sessions:
             await asyncio.wait(
@@ -97,7 +102,10 @@ class Hub:
             )
 
     async def _every(self, interval: float, job: Job) -> None:
-        while True:
+        task = asyncio.current_task()
+        # Python 3.11's wait_for (redis-py sends commands through it) swallows a cancellation
+        # that lands as the command completes: stop() would then wait for this loop forever.
+        while task is None or not task.cancelling():
             await asyncio.sleep(interval)
             try:
                 await job()
@@ -109,6 +117,7 @@ class Hub:
     async def _refresh(self) -> None:
         await self.presence.refresh(self.entry(s) for s in self.sessions if s.claims)
         await self.calls.refresh_claims()
+        await self.ringing.refresh()
 
     async def _sweep(self) -> None:
         expired = await self.presence.sweep()
@@ -133,6 +142,7 @@ class Hub:
         local.add(session)
         if len(local) == 1:
             await self.broker.subscribe(control_channel(user), self._on_control)
+            await self.broker.subscribe(user_call_channel(user), self.ringing.on_message)
         try:
             await self.broker.publish(
                 control_channel(user),
@@ -154,6 +164,7 @@ class Hub:
         if session.claims is None:
             return
         await self.calls.session_gone(session)
+        await self.ringing.session_gone(session)
         self.metrics.authenticated.dec()
         await self._forget_user_session(session)
         try:
@@ -171,6 +182,7 @@ class Hub:
         if not local:
             del self.by_user[user]
             await self.broker.unsubscribe(control_channel(user), self._on_control)
+            await self.broker.unsubscribe(user_call_channel(user), self.ringing.on_message)
 
     def _on_control(self, payload: bytes) -> None:
         try:

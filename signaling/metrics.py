@@ -3,7 +3,19 @@ in tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+
+class _Callback(Collector):
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterable[Metric]:
+        return self._collect()
 
 
 class Metrics:
@@ -46,6 +58,10 @@ class Metrics:
             "huddle_redis_restarts", "Restarts of the embedded Redis", registry=self.registry
         )
         self.uptime = Gauge("huddle_uptime_seconds", "Node uptime", registry=self.registry)
+
+    def add_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        """Families computed at scrape time (nothing is counted twice on the hot path)."""
+        self.registry.register(_Callback(collect))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -33,6 +33,12 @@ RoomName = Annotated[
 Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=65536)]
 Source = Literal["camera", "microphone", "screen", "screen_audio"]
 DeviceStatus = Literal["online", "away"]
+CallId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$(?!\n)")
+]
+CallMedia = Literal["audio", "video"]
+CallEndReason = Literal["declined", "no_answer", "cancelled", "hangup"]
+CallLeftReason = Literal["declined", "no_answer", "hangup"]
 UserStatus = Literal["online", "away", "offline"]
 
 
@@ -107,11 +113,53 @@ class SfuAnswer(Request, tag="sfu.answer", kw_only=True):
     sdp: Sdp
 
 
+class CallStats(Request, tag="call.stats", kw_only=True):
+    """Statistics of this participant's published and received tracks."""
+
+    room: RoomName
+
+
+class CallInvite(Request, tag="call.invite", kw_only=True):
+    """Ring every device of ``to``; with ``call``, invite them into that accepted call."""
+
+    to: Identity
+    media: CallMedia
+    call: CallId | None = None
+
+
+class CallAccept(Request, tag="call.accept", kw_only=True):
+    """Answer a ringing call on this device; the first accept of a callee wins."""
+
+    call: CallId
+
+
+class CallDecline(Request, tag="call.decline", kw_only=True):
+    call: CallId
+
+
+class CallCancel(Request, tag="call.cancel", kw_only=True):
+    """The caller gives up a call that still rings."""
+
+    call: CallId
+
+
+class CallHangup(Request, tag="call.hangup", kw_only=True):
+    call: CallId
+
+
+class CallUpdate(Request, tag="call.update", kw_only=True):
+    """Switch an accepted call's media, e.g. from audio to video."""
+
+    call: CallId
+    media: CallMedia
+
+
 CLIENT_MESSAGES: Final[dict[str, type[Request]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (
         Hello, Ping, AuthRefresh, PresenceSubscribe, PresenceUnsubscribe, PresenceSet,
-        CallJoin, CallLeave, SfuPublish, SfuAnswer,
+        CallInvite, CallAccept, CallDecline, CallCancel, CallHangup, CallUpdate,
+        CallJoin, CallLeave, SfuPublish, SfuAnswer, CallStats,
     )
 }  # fmt: skip
 
@@ -191,6 +239,49 @@ class SfuPublishOk(Reply, tag="ok", kw_only=True):
     sdp: str
 
 
+class PublishedTrackStats(msgspec.Struct, kw_only=True):
+    track: str
+    kind: str
+    source: str
+    packets: int
+    bytes: int
+    bitrate_bps: int
+    packets_lost: int
+    keyframes: int
+    keyframe_requests: int
+    subscribers: int
+
+
+class SubscribedTrackStats(msgspec.Struct, kw_only=True):
+    track: str
+    kind: str
+    participant: str
+    packets: int
+    bytes: int
+    retransmitted: int
+    bitrate_bps: int
+    fraction_lost: float
+    jitter: int
+    rtt_ms: float | None
+    active: bool
+
+
+class CallStatsOk(Reply, tag="ok", kw_only=True):
+    room: str
+    published: list[PublishedTrackStats]
+    subscribed: list[SubscribedTrackStats]
+
+
+class CallInviteOk(Reply, tag="ok", kw_only=True):
+    call: str
+    room: str
+
+
+class CallAcceptOk(Reply, tag="ok", kw_only=True):
+    call: str
+    room: str
+
+
 class Error(Message, tag="error", kw_only=True):
     """A refused request (``re`` set) or a connection-level problem (``re`` null)."""
 
@@ -209,8 +300,15 @@ REPLIES: Final[dict[str, type[Reply]]] = {
     "presence.set": Ok,
     "call.join": CallJoinOk,
     "call.leave": Ok,
+    "call.invite": CallInviteOk,
+    "call.accept": CallAcceptOk,
+    "call.decline": Ok,
+    "call.cancel": Ok,
+    "call.hangup": Ok,
+    "call.update": Ok,
     "sfu.publish": SfuPublishOk,
     "sfu.answer": Ok,
+    "call.stats": CallStatsOk,
 }
 
 
@@ -263,6 +361,22 @@ class SfuOffer(Event, tag="sfu.offer", kw_only=True):
     tracks: list[TrackInfo]
 
 
+class CallReconnect(Event, tag="call.reconnect", kw_only=True):
+    """The room's media server restarted: this participant is out of the room and should
+    ``call.join`` it again (and publish again). ``reason`` says why."""
+
+    room: str
+    reason: str
+
+
+class CallResumed(Event, tag="call.resumed", kw_only=True):
+    """This device was in ``room`` when its previous socket dropped, less than
+    ``call_resume_s`` ago: it is still the same participant and its media never stopped."""
+
+    room: str
+    participant: str
+
+
 class Speaker(msgspec.Struct, kw_only=True):
     participant: str
     level: int  # smoothed loudness, 0 (silent) to 127 (0 dBov)
@@ -275,11 +389,86 @@ class CallSpeakers(Event, tag="call.speakers", kw_only=True):
     speakers: list[Speaker]
 
 
+class CallIncoming(Event, tag="call.incoming", kw_only=True):
+    """Someone calls this user: ring. ``from`` is who invited them."""
+
+    call: str
+    from_: str = msgspec.field(name="from")
+    from_name: str
+    media: CallMedia
+
+
+class CallOutgoing(Event, tag="call.outgoing", kw_only=True):
+    """Another device of this user placed a call that now rings."""
+
+    call: str
+    to: str
+    media: CallMedia
+
+
+class CallAccepted(Event, tag="call.accepted", kw_only=True):
+    """``by`` answered on ``device``: join ``room``."""
+
+    call: str
+    room: str
+    device: str
+    by: str
+
+
+class CallAnsweredElsewhere(Event, tag="call.answered_elsewhere", kw_only=True):
+    """Another device of this user answered: stop ringing."""
+
+    call: str
+
+
+class CallDeclined(Event, tag="call.declined", kw_only=True):
+    """``by`` declined, and with that the call is over."""
+
+    call: str
+    by: str
+
+
+class CallCancelled(Event, tag="call.cancelled", kw_only=True):
+    """The call that rang here is over before anyone here answered: stop ringing."""
+
+    call: str
+
+
+class CallMissed(Event, tag="call.missed", kw_only=True):
+    """Nobody answered within the ring timeout: stop ringing, show a missed call."""
+
+    call: str
+    from_: str = msgspec.field(name="from")
+    from_name: str
+    media: CallMedia
+
+
+class CallEnded(Event, tag="call.ended", kw_only=True):
+    call: str
+    reason: CallEndReason
+
+
+class CallUpdated(Event, tag="call.updated", kw_only=True):
+    call: str
+    media: CallMedia
+    by: str
+
+
+class CallLeft(Event, tag="call.left", kw_only=True):
+    """``user`` is no longer part of a call that goes on without them."""
+
+    call: str
+    user: str
+    reason: CallLeftReason
+
+
 SERVER_EVENTS: Final[dict[str, type[Event]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (
         PresenceUpdate, AuthExpiring, CallParticipantJoined, CallParticipantLeft, SfuOffer,
-        CallSpeakers,
+        CallIncoming, CallOutgoing, CallAccepted, CallAnsweredElsewhere, CallDeclined,
+        CallCancelled, CallMissed, CallEnded, CallUpdated, CallLeft,
+        CallSpeakers, CallReconnect, CallResumed,
     )
 }  # fmt: skip
 
@@ -306,6 +495,11 @@ class ErrorCode:
     ROOM_ELSEWHERE: Final = "room_elsewhere"
     ALREADY_IN_CALL: Final = "already_in_call"
     NOT_IN_CALL: Final = "not_in_call"
+    UNKNOWN_CALL: Final = "unknown_call"
+    CALL_NOT_RINGING: Final = "call_not_ringing"
+    CALL_NOT_ACTIVE: Final = "call_not_active"
+    BUSY: Final = "busy"
+    CANNOT_CALL_SELF: Final = "cannot_call_self"
     BAD_SDP: Final = "bad_sdp"
     UNSUPPORTED_CODEC: Final = "unsupported_codec"
     NO_OFFER: Final = "no_offer"

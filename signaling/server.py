@@ -55,7 +55,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes + 1
     )
     await ws.prepare(request)
-    session = Session(hub, ws, request.remote)
+    try:
+        session = Session(hub, ws, request.remote)
+    except Exception:
+        # Never let the HTTP error middleware write into an upgraded connection.
+        log.exception("connection setup failed")
+        await ws.close(code=p.CloseCode.INTERNAL_ERROR, message=b"internal error")
+        return ws
     hub.connected(session)
 
     def hello_deadline() -> None:
@@ -76,7 +82,6 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                         hub.metrics.closes.labels(str(int(code))).inc()
                 break
     except Exception:
-        # Never let the HTTP error middleware write into an upgraded connection.
         log.exception("connection handler failed", extra={"session": session.id})
         await session.close(p.CloseCode.INTERNAL_ERROR, "internal error")
     finally:

@@ -56,6 +56,13 @@ class Session:
             "call.leave": self._call_leave,
             "sfu.publish": self._sfu_publish,
             "sfu.answer": self._sfu_answer,
+            "call.invite": self._call_invite,
+            "call.accept": self._call_accept,
+            "call.decline": self._call_decline,
+            "call.cancel": self._call_cancel,
+            "call.hangup": self._call_hangup,
+            "call.update": self._call_update,
+            "call.stats": self._call_stats,
         }
         assert set(self._handlers) == set(p.CLIENT_MESSAGES), "every request needs a handler"
 
@@ -241,6 +248,8 @@ class Session:
                 server_time_ms=int(time.time() * 1000),
             )
         )
+        self.hub.calls.attach(self)
+        await self.hub.ringing.device_connected(self)
 
     async def _ping(self, req: p.Ping) -> None:
         await self.send_reply(p.PingOk(re=req.id, server_time_ms=int(time.time() * 1000)))
@@ -300,6 +309,33 @@ class Session:
         sdp = await self.hub.calls.publish(self, req)
         await self.send_reply(p.SfuPublishOk(re=req.id, sdp=sdp))
 
+    async def _call_stats(self, req: p.CallStats) -> None:
+        reply = await self.hub.calls.stats(self, req.room)
+        reply.re = req.id
+        await self.send_reply(reply)
+
     async def _sfu_answer(self, req: p.SfuAnswer) -> None:
         await self.hub.calls.answer(self, req)
+        await self.send_reply(p.Ok(re=req.id))
+
+    async def _call_invite(self, req: p.CallInvite) -> None:
+        await self.send_reply(await self.hub.ringing.invite(self, req))
+
+    async def _call_accept(self, req: p.CallAccept) -> None:
+        await self.send_reply(await self.hub.ringing.accept(self, req))
+
+    async def _call_decline(self, req: p.CallDecline) -> None:
+        await self.hub.ringing.decline(self, req)
+        await self.send_reply(p.Ok(re=req.id))
+
+    async def _call_cancel(self, req: p.CallCancel) -> None:
+        await self.hub.ringing.cancel(self, req)
+        await self.send_reply(p.Ok(re=req.id))
+
+    async def _call_hangup(self, req: p.CallHangup) -> None:
+        await self.hub.ringing.hangup(self, req)
+        await self.send_reply(p.Ok(re=req.id))
+
+    async def _call_update(self, req: p.CallUpdate) -> None:
+        await self.hub.ringing.update(self, req)
         await self.send_reply(p.Ok(re=req.id))

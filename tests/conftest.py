@@ -50,6 +50,8 @@ def test_settings(redis_url: str, data_dir: Path, **overrides: Any) -> Settings:
         "api_key": TEST_KEY,
         "api_secret": TEST_SECRET,
         "log_format": "text",
+        # Rooms in the node's own process unless a test asks for worker processes.
+        "sfu_workers": 0,
     }
     values.update(overrides)
     return Settings(**values)

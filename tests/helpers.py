@@ -18,6 +18,7 @@ from aiohttp import web
 
 from huddle.client import HuddleClient
 from huddle.config import Settings
+from sfu.room import Room
 from signaling.auth import Grants, mint_token
 
 TEST_SECRET = "test-secret-0123456789-0123456789-0123456789"
@@ -162,3 +163,12 @@ class NodeProcess:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+def local_room(node: Node, name: str) -> Room:
+    """The SFU room object of a node running its rooms in-process (``sfu_workers=0``)."""
+    from signaling.server import HUB
+
+    local = node.app[HUB].calls.local
+    assert local is not None, "the node runs SFU workers: rooms are in other processes"
+    return local.rooms[name]

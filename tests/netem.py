@@ -39,10 +39,9 @@ def redirect_candidates(sdp: str, port: int, relay_port: int) -> str:
     )
 
 
-def candidate_ports(sdp: str) -> set[int]:
-    return {
-        int(m) for m in re.findall(r"a=candidate:\S+ \d+ udp \d+ 127\.0\.0\.1 (\d+) typ host", sdp)
-    }
+def candidate_ports(sdp: str, address: str = "127.0.0.1") -> set[int]:
+    pattern = rf"a=candidate:\S+ \d+ udp \d+ {re.escape(address)} (\d+) typ host"
+    return {int(m) for m in re.findall(pattern, sdp)}
 
 
 class _Side(asyncio.DatagramProtocol):
@@ -65,7 +64,9 @@ class LossyRelay:
         target: Address,
         drop: Callable[[bytes], bool],
         drop_to_server: Callable[[bytes], bool] | None = None,
+        listen: Address = ("127.0.0.1", 0),
     ) -> None:
+        self.listen = listen
         self.target = target
         self.drop = drop
         self.drop_to_server = drop_to_server
@@ -78,7 +79,7 @@ class LossyRelay:
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
         front, self._front = await loop.create_datagram_endpoint(
-            lambda: _Side(self._from_peer), local_addr=("127.0.0.1", 0)
+            lambda: _Side(self._from_peer), local_addr=self.listen
         )
         back, self._back = await loop.create_datagram_endpoint(
             lambda: _Side(self._from_server), local_addr=("127.0.0.1", 0)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import aiortc.rtcrtpreceiver as aiortc_receiver
 import av
 import pytest
@@ -151,3 +153,51 @@ async def test_participant_events_and_refusals(start_node: StartNode) -> None:
     assert left.participant == carol.participant
     await alice.publish(ColorTrack((9, 9, 9)))
     await alice.close()
+
+
+async def test_stats_over_socket_and_metrics(start_node: StartNode) -> None:
+    node = await start_node(**LOOPBACK)
+    alice = await _join(node, "alice", room="stats")
+    bob = await _join(node, "bob", room="stats")
+    await alice.publish(ColorTrack((10, 20, 30)), ToneTrack(500))
+    for _ in range(2):
+        track, _info = await bob.next_track()
+        await asyncio.wait_for(track.recv(), 10)
+    await asyncio.sleep(2.5)  # receiver reports carry loss and round-trip time
+
+    mine = await alice.client.request(p.CallStats(id="", room="stats"))
+    assert {t.kind for t in mine.published} == {"audio", "video"}
+    for t in mine.published:
+        assert t.packets > 20 and t.bytes > 0 and t.bitrate_bps > 0
+        assert t.subscribers == 1
+        assert t.packets_lost == 0
+    assert mine.subscribed == []
+
+    deadline = time.monotonic() + 10
+    while True:  # the round-trip time needs a sender report answered by a receiver report
+        theirs = await bob.client.request(p.CallStats(id="", room="stats"))
+        if all(t.rtt_ms is not None for t in theirs.subscribed) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert {t.kind for t in theirs.subscribed} == {"audio", "video"}
+    for t in theirs.subscribed:
+        assert t.participant == alice.participant
+        assert t.packets > 20 and t.bitrate_bps > 0 and t.active
+        assert t.fraction_lost == 0.0
+        assert t.rtt_ms is not None and 0 <= t.rtt_ms < 1000
+    with pytest.raises(RequestError) as info:
+        await bob.client.request(p.CallStats(id="", room="elsewhere"))
+    assert info.value.code == "not_in_call"
+
+    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
+        text = await resp.text()
+    assert "huddle_sfu_rooms 1.0" in text
+    assert 'huddle_sfu_room_participants{room="stats"} 2.0' in text
+    prefix = "huddle_sfu_track_packets_forwarded_total{"
+    forwarded = [
+        line for line in text.splitlines() if line.startswith(prefix) and 'identity="alice"' in line
+    ]
+    assert len(forwarded) == 2
+    assert all(float(line.rsplit(" ", 1)[1]) > 0 for line in forwarded)
+    await alice.close()
+    await bob.close()

@@ -11,9 +11,8 @@ import av
 
 from huddle.call import CallClient
 from huddle.client import HuddleClient
-from signaling.server import HUB
 from tests.conftest import StartNode
-from tests.helpers import Node, make_token
+from tests.helpers import Node, local_room, make_token
 from tests.media import ColorTrack, close_colour, mean_rgb
 from tests.netem import (
     LossyRelay,
@@ -98,7 +97,7 @@ async def test_loss_towards_subscriber_repaired_from_sfu_history(start_node: Sta
     assert len(dropped) >= 8
     _assert_no_frame_missing(frames)
     assert close_colour(mean_rgb(frames[-1]), colour)
-    room = node.app[HUB].calls.rooms["loss-down"]
+    room = local_room(node, "loss-down")
     (track_state,) = room.participants[alice.participant].published.values()
     (output,) = track_state.forwarder.outputs.values()
     assert output.retransmitted >= len(dropped) - 2
@@ -129,7 +128,7 @@ async def test_loss_from_publisher_repaired_by_nack_upstream(start_node: StartNo
     assert len(dropped) >= 8
     _assert_no_frame_missing(frames)
     assert close_colour(mean_rgb(frames[-1]), colour)
-    room = node.app[HUB].calls.rooms["loss-up"]
+    room = local_room(node, "loss-up")
     (track_state,) = room.participants[alice.participant].published.values()
     # The SFU saw every packet in the end: the publisher retransmitted what it NACKed.
     assert track_state.tap.packets >= track_state.forwarder.packets_in >= len(dropped)

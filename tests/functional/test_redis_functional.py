@@ -47,8 +47,13 @@ async def test_embedded_redis_lifecycle_restart_and_persistence(tmp_path: Path) 
         # Unix socket only: the embedded Redis listens on no TCP port.
         assert not [c for c in child.net_connections(kind="tcp") if c.status == "LISTEN"]
 
-        async with HuddleClient(node.url, make_token("alice")) as alice:
-            await alice.hello()
+        async with HuddleClient(node.url, make_token("watcher")) as watcher:
+            await watcher.hello()
+            await watcher.request(p.PresenceSubscribe(id="", users=["alice"]))
+            async with HuddleClient(node.url, make_token("alice")) as alice:
+                await alice.hello()
+            # Alice's departure is written (and published) before Redis is killed.
+            await next_presence(watcher, "alice", "offline")
         # Kill Redis: the node restarts it and keeps serving.
         os.kill(redis_pid, signal.SIGKILL)
         deadline = time.monotonic() + 15

@@ -9,9 +9,8 @@ from typing import Any
 from huddle.call import CallClient
 from huddle.client import HuddleClient
 from signaling import protocol as p
-from signaling.server import HUB
 from tests.conftest import StartNode
-from tests.helpers import Node, make_token
+from tests.helpers import Node, local_room, make_token
 from tests.media import ColorTrack, ToneTrack
 
 
@@ -54,7 +53,7 @@ async def test_speakers_ranked_and_only_loudest_forwarded(start_node: StartNode)
 
     # Four participants is above the threshold of three: carol gets the one loudest audio
     # stream and the video of the one last speaker.
-    room = node.app[HUB].calls.rooms["big"]
+    room = local_room(node, "big")
     me = room.participants[viewer.participant]
 
     def forwarded() -> dict[tuple[str, str], tuple[bool, int]]:
@@ -87,7 +86,7 @@ async def test_small_room_forwards_everything(start_node: StartNode) -> None:
     track, info = await alice.next_track()
     assert info.identity == "bob"
     await asyncio.wait_for(track.recv(), 10)
-    room = node.app[HUB].calls.rooms["big"]
+    room = local_room(node, "big")
     outputs = [o for part in room.participants.values() for t in part.published.values()
                for o in t.forwarder.outputs.values()]  # fmt: skip
     assert outputs and all(o.active for o in outputs)

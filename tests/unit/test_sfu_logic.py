@@ -65,3 +65,35 @@ def test_output_resumes_contiguously_and_forgets_old_numbers() -> None:
     # NACKs for numbers sent before the pause no longer map into the history.
     assert not out.owns((first + 5) & 0xFFFF)
     assert out.owns((first + 11) & 0xFFFF)
+
+
+def test_announce_rewrites_only_mapped_candidate_addresses() -> None:
+    from sfu.sdp import announce
+
+    sdp = (
+        "v=0\r\na=candidate:1 1 udp 2130706431 10.0.0.5 41000 typ host\r\n"
+        "a=candidate:2 1 udp 2130706431 192.168.1.9 41001 typ host\r\n"
+        "a=ice-ufrag:10.0.0.5\r\n"
+    )
+    out = announce(sdp, {"10.0.0.5": "203.0.113.7"})
+    assert "203.0.113.7 41000 typ host" in out
+    assert "192.168.1.9 41001 typ host" in out  # not mapped: left alone
+    assert "a=ice-ufrag:10.0.0.5" in out  # only candidate lines change
+    assert announce(sdp, {}) == sdp
+
+
+def test_ice_settings_validated() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from huddle.config import Settings
+
+    with pytest.raises(ValidationError, match="ice_addresses"):
+        Settings(ice_announced_address="203.0.113.7")
+    with pytest.raises(ValidationError, match="ice_port_min"):
+        Settings(ice_port_min=5000)
+    with pytest.raises(ValidationError, match="ice_port_min"):
+        Settings(ice_port_min=6000, ice_port_max=5000)
+    s = Settings(ice_addresses="10.0.0.5, 10.0.0.6", ice_announced_address="203.0.113.7")
+    assert s.ice_addresses == ["10.0.0.5", "10.0.0.6"]
+    assert s.ice_announced == {"10.0.0.5": "203.0.113.7", "10.0.0.6": "203.0.113.7"}

@@ -1,0 +1,194 @@
+"""Messages between a node and its SFU worker processes, over a stream socket.
+
+Frames are a 4-byte big-endian length and a msgpack body. Requests carry an ``id`` and get
+exactly one ``Result`` or ``Failure``; events flow from the worker without an id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+log = logging.getLogger("huddle.sfu.ipc")
+_LENGTH: Final = struct.Struct("!I")
+MAX_FRAME: Final = 16 * 1024 * 1024
+
+
+class Msg(msgspec.Struct, tag_field="op", kw_only=True):
+    pass
+
+
+# --- node -> worker ---------------------------------------------------------------------
+
+
+class Join(Msg, tag="join", kw_only=True):
+    id: int
+    room: str
+    identity: str
+    name: str
+    can_publish: bool
+    can_subscribe: bool
+
+
+class Publish(Msg, tag="publish", kw_only=True):
+    id: int
+    participant: str
+    sdp: str
+    sources: dict[str, str]
+
+
+class Answer(Msg, tag="answer", kw_only=True):
+    id: int
+    participant: str
+    sdp: str
+
+
+class Leave(Msg, tag="leave", kw_only=True):
+    id: int
+    participant: str
+
+
+class Stats(Msg, tag="stats", kw_only=True):
+    id: int
+    participant: str
+
+
+class CloseRoom(Msg, tag="close_room", kw_only=True):
+    id: int
+    room: str
+
+
+# --- worker -> node ---------------------------------------------------------------------
+
+
+class Result(Msg, tag="result", kw_only=True):
+    id: int
+    value: Any = None
+
+
+class Failure(Msg, tag="failure", kw_only=True):
+    id: int
+    code: str
+    message: str
+
+
+class Offer(Msg, tag="offer", kw_only=True):
+    participant: str
+    sdp: str
+    tracks: list[dict[str, str]]
+
+
+class Speakers(Msg, tag="speakers", kw_only=True):
+    room: str
+    speakers: list[tuple[str, int]]
+
+
+class Metrics(Msg, tag="metrics", kw_only=True):
+    """A periodic snapshot for /metrics: per room totals and per track counters."""
+
+    rooms: dict[str, dict[str, int]]
+    tracks: list[tuple[str, str, str, str, str, int, int]]
+    decoders_created: int
+    pid: int
+
+
+Request = Join | Publish | Answer | Leave | Stats | CloseRoom
+Reply = Result | Failure | Offer | Speakers | Metrics
+
+_encoder: Final = msgspec.msgpack.Encoder()
+
+
+class RemoteError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ChannelClosed(ConnectionError):
+    pass
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    header = await reader.readexactly(_LENGTH.size)
+    (length,) = _LENGTH.unpack(header)
+    if length > MAX_FRAME:
+        raise ValueError(f"frame of {length} bytes")
+    return await reader.readexactly(length)
+
+
+def write_frame(writer: asyncio.StreamWriter, message: Msg) -> None:
+    body = _encoder.encode(message)
+    writer.write(_LENGTH.pack(len(body)) + body)
+
+
+class NodeChannel:
+    """The node's end: requests with replies, and events handed to ``on_event``."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_event: Callable[[Offer | Speakers | Metrics], None],
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._on_event = on_event
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._decoder = msgspec.msgpack.Decoder(Reply)
+        self.closed = asyncio.Event()
+        self._task = asyncio.create_task(self._read())
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    async def call(self, message: Request, timeout: float = 20.0) -> Any:
+        if self.closed.is_set():
+            raise ChannelClosed("worker is gone")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[message.id] = future
+        try:
+            write_frame(self._writer, message)
+            await self._writer.drain()
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(message.id, None)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = self._decoder.decode(await read_frame(self._reader))
+                if isinstance(message, Result):
+                    future = self._pending.get(message.id)
+                    if future is not None and not future.done():
+                        future.set_result(message.value)
+                elif isinstance(message, Failure):
+                    future = self._pending.get(message.id)
+                    if future is not None and not future.done():
+                        future.set_exception(RemoteError(message.code, message.message))
+                else:
+                    try:
+                        self._on_event(message)
+                    except Exception:
+                        log.exception("worker event handler failed")
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, msgspec.DecodeError):
+            pass
+        finally:
+            self.closed.set()
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(ChannelClosed("worker is gone"))
+
+    async def close(self) -> None:
+        self._writer.close()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

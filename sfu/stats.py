@@ -1,0 +1,85 @@
+"""Per-track statistics of a room, for the socket (``call.stats``) and for /metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sfu.room import Participant, Room
+from signaling.protocol import PublishedTrackStats, SubscribedTrackStats
+
+
+@dataclass
+class RateMeter:
+    """Bits per second between successive readings of a byte counter."""
+
+    _last: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    def rate(self, key: str, total_bytes: int, now: float, since: float) -> int:
+        previous = self._last.get(key)
+        self._last[key] = (now, total_bytes)
+        start_time, start_bytes = previous if previous else (since, 0)
+        elapsed = now - start_time
+        return int((total_bytes - start_bytes) * 8 / elapsed) if elapsed > 0 else 0
+
+    def forget(self, prefix: str) -> None:
+        for key in [k for k in self._last if k.startswith(prefix)]:
+            del self._last[key]
+
+
+def published(participant: Participant, meter: RateMeter, now: float) -> list[PublishedTrackStats]:
+    out = []
+    for track in participant.published.values():
+        f = track.forwarder
+        out.append(
+            PublishedTrackStats(
+                track=track.key, kind=track.kind, source=track.source,
+                packets=f.packets_in, bytes=f.bytes_in,
+                bitrate_bps=meter.rate("in:" + track.key, f.bytes_in, now, track.started),
+                packets_lost=track.tap.packets_lost, keyframes=f.keyframes_in,
+                keyframe_requests=f.keyframe_requests, subscribers=len(f.outputs),
+            )
+        )  # fmt: skip
+    return out
+
+
+def subscribed(
+    participant: Participant, meter: RateMeter, now: float
+) -> list[SubscribedTrackStats]:
+    out = []
+    for key, sub in participant.subscriptions.items():
+        o = sub.track.forwarder.outputs.get(sub.port.ssrc)
+        if o is None:
+            continue
+        rtt = sub.port.rtt_s
+        out.append(
+            SubscribedTrackStats(
+                track=key, kind=sub.track.kind, participant=sub.track.owner.id,
+                packets=o.forwarded, bytes=o.bytes, retransmitted=o.retransmitted,
+                bitrate_bps=meter.rate(f"out:{participant.id}:{key}", o.bytes, now, sub.started),
+                fraction_lost=round(o.fraction_lost / 256, 4), jitter=o.jitter,
+                rtt_ms=None if rtt is None else round(rtt * 1000, 1), active=o.active,
+            )
+        )  # fmt: skip
+    return out
+
+
+def room_totals(room: Room) -> dict[str, int]:
+    totals = dict.fromkeys(
+        ("participants", "tracks", "outputs", "packets_in", "bytes_in", "packets_forwarded",
+         "bytes_forwarded", "retransmitted", "keyframe_requests", "packets_lost"), 0,
+    )  # fmt: skip
+    totals["participants"] = len(room.participants)
+    for participant in room.participants.values():
+        for track in participant.published.values():
+            f = track.forwarder
+            totals["tracks"] += 1
+            totals["packets_in"] += f.packets_in
+            totals["bytes_in"] += f.bytes_in
+            totals["keyframe_requests"] += f.keyframe_requests
+            totals["packets_lost"] += track.tap.packets_lost
+            for o in f.outputs.values():
+                totals["outputs"] += 1
+                totals["packets_forwarded"] += o.forwarded
+                totals["bytes_forwarded"] += o.bytes
+                totals["retransmitted"] += o.retransmitted
+    return totals

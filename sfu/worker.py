@@ -1,0 +1,149 @@
+"""An SFU worker process: owns whole rooms, forwards their media on one core.
+
+Started by the node (``sfu.pool``) as ``python -m sfu.worker --fd N --config JSON`` with one
+end of a socket pair; serves ``sfu.ipc`` requests on it and exits when the node goes away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any, Final
+
+import msgspec
+from aiortc import RTCConfiguration
+
+from sfu import ipc
+from sfu.aiortc_glue import check_version, use_host_addresses, use_port_range
+from sfu.host import LocalHost
+from sfu.room import RoomPolicy, SfuError
+
+log = logging.getLogger("huddle.sfu.worker")
+METRICS_INTERVAL_S: Final = 1.0
+
+
+class WorkerConfig(msgspec.Struct, kw_only=True):
+    index: int
+    ice_addresses: list[str]
+    policy: dict[str, int]
+    announced: dict[str, str] = msgspec.field(default_factory=dict)
+    port_min: int = 0
+    port_max: int = 0
+    log_level: str = "info"
+
+
+def _count_decoders(host: LocalHost) -> None:
+    """The forwarding path never decodes: count any decoder aiortc creates here, to prove it."""
+    import aiortc.rtcrtpreceiver as receiver_module
+
+    original = receiver_module.get_decoder  # type: ignore[attr-defined]
+
+    def counting(codec: Any) -> Any:
+        host.decoders_created += 1
+        return original(codec)
+
+    receiver_module.get_decoder = counting  # type: ignore[attr-defined]
+
+
+async def serve(fd: int, config: WorkerConfig) -> None:
+    check_version()
+    if config.ice_addresses:
+        use_host_addresses(config.ice_addresses)
+    if config.port_min:
+        use_port_range(config.port_min, config.port_max)
+    reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
+
+    def send(message: ipc.Msg) -> None:
+        if not writer.is_closing():
+            ipc.write_frame(writer, message)
+
+    host = LocalHost(
+        rtc_config=RTCConfiguration(iceServers=[]),
+        policy=RoomPolicy(**config.policy),
+        announced=config.announced,
+        on_offer=lambda participant, sdp, tracks: send(
+            ipc.Offer(participant=participant, sdp=sdp, tracks=tracks)
+        ),
+        on_speakers=lambda room, speakers: send(ipc.Speakers(room=room, speakers=speakers)),
+    )
+    _count_decoders(host)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def report_metrics() -> None:
+        while True:
+            rooms, tracks = host.snapshot()
+            send(ipc.Metrics(rooms=rooms, tracks=tracks,
+                             decoders_created=host.decoders_created, pid=os.getpid()))  # fmt: skip
+            await asyncio.sleep(METRICS_INTERVAL_S)
+
+    async def handle(request: ipc.Request) -> None:
+        try:
+            value: Any = None
+            if isinstance(request, ipc.Join):
+                value = await host.join(
+                    request.room, request.identity, request.name,
+                    can_publish=request.can_publish, can_subscribe=request.can_subscribe,
+                )  # fmt: skip
+            elif isinstance(request, ipc.Publish):
+                value = await host.publish(request.participant, request.sdp, request.sources)
+            elif isinstance(request, ipc.Answer):
+                await host.answer(request.participant, request.sdp)
+            elif isinstance(request, ipc.Leave):
+                await host.leave(request.participant)
+            elif isinstance(request, ipc.Stats):
+                value = await host.stats(request.participant)
+            elif isinstance(request, ipc.CloseRoom):
+                await host.close_room(request.room)
+            send(ipc.Result(id=request.id, value=value))
+        except SfuError as exc:
+            send(ipc.Failure(id=request.id, code=exc.code, message=exc.message))
+        except Exception as exc:
+            log.exception("worker request failed")
+            send(ipc.Failure(id=request.id, code="internal", message=type(exc).__name__))
+
+    metrics_task = asyncio.create_task(report_metrics())
+    decoder = msgspec.msgpack.Decoder(ipc.Request)
+    try:
+        while True:
+            try:
+                frame = await ipc.read_frame(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break  # the node is gone: so are we
+            task = asyncio.create_task(handle(decoder.decode(frame)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    finally:
+        metrics_task.cancel()
+        await host.close()
+        writer.close()
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sfu.worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--config", required=True, help="WorkerConfig as JSON")
+    args = parser.parse_args(argv)
+    config = msgspec.json.decode(args.config, type=WorkerConfig)
+    from huddle import logs
+
+    logs.configure(config.log_level, "json")
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node stops us by closing the socket
+    asyncio.run(serve(args.fd, config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,591 @@
+"""Ringing calls in Redis: invite, accept, decline, cancel, hang up, ring timeouts.
+
+Every change of a call is one Lua script (``_SCRIPT``) that checks the request against
+``call_state.RULES`` (rendered into the script), writes, and publishes the resulting
+``call_state.Transition`` to the user channel of each member concerned. Every node with
+devices of that user turns it into events for them (``call_state.events_for``), so a call
+works across nodes, and a crash never leaves half a change.
+
+Keys, all expiring:
+- ``huddle:{call:ID}:call`` hash: state, caller, media, room, reason; and
+  ``huddle:{call:ID}:members`` hash: user -> JSON of the member's state, who invited them,
+  ring deadline, and the connection (session) and device it placed or accepted the call on.
+  Ringing calls live ring timeout + keepalive; accepted ones are extended every
+  ``presence_refresh_s`` by the nodes of their members' connections; ended ones stay
+  ``ENDED_TTL_S`` so that late requests get a precise error rather than ``unknown_call``.
+- ``huddle:{user:U}:call``: the call the user is in (placing it or accepted): the marker
+  that makes an invite of that user ``busy``.
+- ``huddle:{user:U}:ringing`` sorted set: calls ringing for the user by deadline, read when
+  a device says hello.
+- ``huddle:calls:ring-deadlines`` sorted set of every ringing invitation by deadline, swept
+  by every node; the script's state check makes each timeout happen once.
+
+One script touches keys of several hash slots (the call, its members' markers, the
+deadline index): fine on a single Redis; Redis Cluster would need the markers checked in a
+second step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import msgspec
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from huddle.config import Settings
+from signaling import protocol as p
+from signaling.call_state import RULES, CallState, MemberState, Transition, events_for
+from signaling.calls import CallError
+
+if TYPE_CHECKING:
+    from signaling.session import Session
+
+log = logging.getLogger("huddle.ringing")
+E = p.ErrorCode
+
+DEADLINES: Final = "huddle:calls:ring-deadlines"
+SWEEP_BATCH: Final = 500
+ENDED_TTL_S: Final = 300
+KEEPALIVE_MIN_S: Final = 60.0
+
+_MESSAGES: Final = {
+    E.UNKNOWN_CALL: "no such call",
+    E.CALL_NOT_RINGING: "the call is not ringing for you any more",
+    E.CALL_NOT_ACTIVE: "the call is not in progress",
+    E.BUSY: "the other party is busy in another call",
+    E.ALREADY_IN_CALL: "you are already in a call",
+    E.FORBIDDEN: "only the caller can cancel a call",
+    E.ROOM_FULL: "the call is full",
+}
+
+
+def call_key(call: str) -> str:
+    return f"huddle:{{call:{call}}}:call"
+
+
+def members_key(call: str) -> str:
+    return f"huddle:{{call:{call}}}:members"
+
+
+def user_call_key(user: str) -> str:
+    return f"huddle:{{user:{user}}}:call"
+
+
+def user_ringing_key(user: str) -> str:
+    return f"huddle:{{user:{user}}}:ringing"
+
+
+def user_call_channel(user: str) -> str:
+    return f"huddle:{{user:{user}}}:calls"
+
+
+def room_for(call: str) -> str:
+    return f"call-{call}"
+
+
+def _lua_set(values: Iterable[str]) -> str:
+    return "{" + ", ".join(f"[{str(v)!r}] = true" for v in sorted(values)) + "}"
+
+
+def render_rules() -> str:
+    """``call_state.RULES`` as a Lua table literal: the one table, used in Python and Lua."""
+    rows = [
+        f"  [{action.value!r}] = {{calls = {_lua_set(rule.call_states)}, "
+        f"members = {_lua_set(rule.member_states)}, caller_only = "
+        f"{'true' if rule.caller_only else 'false'}, call_err = {rule.wrong_call_state!r}, "
+        f"member_err = {rule.wrong_member_state!r}, role_err = {rule.not_caller!r}}},"
+        for action, rule in RULES.items()
+    ]
+    return "{\n" + "\n".join(rows) + "\n}"
+
+
+_SCRIPT_BODY: Final = r"""
+-- KEYS[1] call hash, KEYS[2] members hash, KEYS[3] ring deadline index
+-- ARGV: op, call, now_ms, actor, session, device, actor_name, ring_ms, keep_ms, ended_ms,
+--       then per op: target, media, room, capacity
+local op, id, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local actor, session, device, name = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local RING, KEEP, ENDED = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local target, media, room, capacity = ARGV[11], ARGV[12], ARGV[13], tonumber(ARGV[14])
+local touched = {}
+
+local function ukey(u, what) return 'huddle:{user:' .. u .. '}:' .. what end
+local function ckey(c, what) return 'huddle:{call:' .. c .. '}:' .. what end
+local function member(u)
+  local raw = redis.call('HGET', KEYS[2], u)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+local function put(u, m)
+  redis.call('HSET', KEYS[2], u, cjson.encode(m))
+  touched[u] = true
+end
+local function keep(key, ms)
+  local left = redis.call('PTTL', key)
+  if left == -1 or (left >= 0 and left < ms) then redis.call('PEXPIRE', key, ms) end
+end
+local function index_member(u) return cjson.encode({id, u}) end
+local function ring(u, deadline)
+  redis.call('ZADD', KEYS[3], deadline, index_member(u))
+  redis.call('ZADD', ukey(u, 'ringing'), deadline, id)
+  keep(ukey(u, 'ringing'), RING + KEEP)
+end
+local function unring(u)
+  redis.call('ZREM', KEYS[3], index_member(u))
+  redis.call('ZREM', ukey(u, 'ringing'), id)
+end
+local function release(u)
+  if redis.call('GET', ukey(u, 'call')) == id then redis.call('DEL', ukey(u, 'call')) end
+end
+-- The call a user is in, ignoring a marker left by a call that is over for them.
+local function current_call(u)
+  local c = redis.call('GET', ukey(u, 'call'))
+  if not c then return nil end
+  local st = redis.call('HGET', ckey(c, 'call'), 'state')
+  local raw = redis.call('HGET', ckey(c, 'members'), u)
+  if (st == 'ringing' or st == 'accepted') and raw and cjson.decode(raw).s == 'joined' then
+    return c
+  end
+  return nil
+end
+local function counts()
+  local joined, ringing = 0, 0
+  local all = redis.call('HGETALL', KEYS[2])
+  for i = 2, #all, 2 do
+    local s = cjson.decode(all[i]).s
+    if s == 'joined' then joined = joined + 1 elseif s == 'ringing' then ringing = ringing + 1 end
+  end
+  return joined, ringing
+end
+local function finish(reason)
+  redis.call('HSET', KEYS[1], 'state', 'ended', 'reason', reason, 'ended_ms', now)
+  local all = redis.call('HGETALL', KEYS[2])
+  for i = 1, #all, 2 do
+    local u, m = all[i], cjson.decode(all[i + 1])
+    if m.s == 'ringing' then
+      m.s = 'cancelled'
+      put(u, m)
+      unring(u)
+    elseif m.s == 'joined' then
+      release(u)
+    end
+  end
+  redis.call('PEXPIRE', KEYS[1], ENDED)
+  redis.call('PEXPIRE', KEYS[2], ENDED)
+end
+-- After a member left: end the call unless it goes on (as call_state.call_goes_on).
+local function settle(reason)
+  local joined, ringing = counts()
+  if joined >= 2 or (joined >= 1 and ringing >= 1) then return end
+  finish(reason)
+end
+local function publish(kind, subject, inviter, inviter_name, what, deadline)
+  local call = redis.call('HGETALL', KEYS[1])
+  local info = {}
+  for i = 1, #call, 2 do info[call[i]] = call[i + 1] end
+  local states, all = {}, redis.call('HGETALL', KEYS[2])
+  for i = 1, #all, 2 do states[all[i]] = cjson.decode(all[i + 1]).s end
+  local t = {call = id, kind = kind, actor = actor, session = session, device = device,
+    subject = subject, inviter = inviter or '', inviter_name = inviter_name or '',
+    media = what or info.media, room = info.room, state = info.state,
+    reason = info.reason or '', deadline_ms = deadline or 0, members = states}
+  for u, s in pairs(states) do
+    if s == 'ringing' or s == 'joined' or touched[u] then
+      t.to = u
+      redis.call('PUBLISH', ukey(u, 'calls'), cjson.encode(t))
+    end
+  end
+end
+local function check(action)
+  local state = redis.call('HGET', KEYS[1], 'state')
+  local m = member(actor)
+  if not state or not m then return nil, nil, 'unknown_call' end
+  local rule = RULES[action]
+  if not rule.calls[state] then return nil, nil, rule.call_err end
+  if rule.caller_only and m.r ~= 'caller' then return nil, nil, rule.role_err end
+  if not rule.members[m.s] then return nil, nil, rule.member_err end
+  return state, m, nil
+end
+local function ok(payload) return {'ok', payload or ''} end
+local function refuse(code) return {'error', code} end
+
+if op == 'invite' then
+  if current_call(actor) then return refuse('already_in_call') end
+  if current_call(target) then return refuse('busy') end
+  if redis.call('EXISTS', KEYS[1]) == 1 then return refuse('internal') end
+  redis.call('HSET', KEYS[1], 'state', 'ringing', 'caller', actor, 'media', media,
+    'room', room, 'created_ms', now)
+  put(actor, {s = 'joined', r = 'caller', k = session, d = device})
+  local deadline = now + RING
+  put(target, {s = 'ringing', r = 'callee', by = actor, bn = name, m = media, x = deadline})
+  redis.call('SET', ukey(actor, 'call'), id, 'PX', RING + KEEP)
+  ring(target, deadline)
+  redis.call('PEXPIRE', KEYS[1], RING + KEEP)
+  redis.call('PEXPIRE', KEYS[2], RING + KEEP)
+  publish('invite', target, actor, name, media, deadline)
+  return ok(room)
+elseif op == 'add' then
+  local state, m, err = check('invite')
+  if err then return refuse(err) end
+  local room_name = redis.call('HGET', KEYS[1], 'room')
+  local tm = member(target)
+  if tm and tm.s == 'ringing' then return ok(room_name) end
+  if current_call(target) then return refuse('busy') end
+  local joined, ringing = counts()
+  if joined + ringing >= capacity then return refuse('room_full') end
+  local deadline = now + RING
+  put(target, {s = 'ringing', r = 'callee', by = actor, bn = name, m = media, x = deadline})
+  ring(target, deadline)
+  keep(KEYS[1], RING + KEEP)
+  keep(KEYS[2], RING + KEEP)
+  publish('invite', target, actor, name, media, deadline)
+  return ok(room_name)
+elseif op == 'accept' then
+  local state, m, err = check('accept')
+  if err then return refuse(err) end
+  local current = current_call(actor)
+  if current and current ~= id then return refuse('already_in_call') end
+  m.s, m.k, m.d = 'joined', session, device
+  put(actor, m)
+  unring(actor)
+  redis.call('SET', ukey(actor, 'call'), id, 'PX', KEEP)
+  if state == 'ringing' then
+    redis.call('HSET', KEYS[1], 'state', 'accepted', 'accepted_ms', now)
+  end
+  keep(KEYS[1], KEEP)
+  keep(KEYS[2], KEEP)
+  publish('accept', actor, m.by, m.bn)
+  return ok(redis.call('HGET', KEYS[1], 'room'))
+elseif op == 'decline' then
+  local state, m, err = check('decline')
+  if err then return refuse(err) end
+  m.s = 'declined'
+  put(actor, m)
+  unring(actor)
+  settle('declined')
+  publish('decline', actor, m.by, m.bn)
+  return ok()
+elseif op == 'cancel' then
+  local state, m, err = check('cancel')
+  if err then return refuse(err) end
+  finish('cancelled')
+  publish('cancel', '')
+  return ok()
+elseif op == 'hangup' or op == 'leave' then
+  local m
+  if op == 'hangup' then
+    local state, err
+    state, m, err = check('hangup')
+    if err then return refuse(err) end
+  else
+    -- The connection that placed or accepted the call went away.
+    local state = redis.call('HGET', KEYS[1], 'state')
+    m = member(actor)
+    if not state or not m or m.k ~= session or m.s ~= 'joined' then return ok('gone') end
+    if state == 'ringing' then
+      finish('cancelled')
+      publish('cancel', '')
+      return ok('cancelled')
+    end
+  end
+  m.s = 'left'
+  put(actor, m)
+  release(actor)
+  settle('hangup')
+  publish('hangup', actor, m.by, m.bn)
+  return ok()
+elseif op == 'update' then
+  local state, m, err = check('update')
+  if err then return refuse(err) end
+  redis.call('HSET', KEYS[1], 'media', media)
+  publish('update', '')
+  return ok()
+elseif op == 'timeout' then
+  local m = member(target)
+  if not m or m.s ~= 'ringing' then
+    redis.call('ZREM', KEYS[3], index_member(target))
+    return ok('gone')
+  end
+  if m.x > now then return ok('alive') end
+  m.s = 'missed'
+  put(target, m)
+  unring(target)
+  settle('no_answer')
+  publish('timeout', target, m.by, m.bn, m.m, m.x)
+  return ok('expired')
+elseif op == 'resume' then
+  -- The same device is back on a new connection: it takes over its place in the call.
+  local state = redis.call('HGET', KEYS[1], 'state')
+  local m = member(actor)
+  if (state ~= 'ringing' and state ~= 'accepted') or not m or m.s ~= 'joined'
+      or m.d ~= device then
+    return ok('gone')
+  end
+  m.k = session
+  redis.call('HSET', KEYS[2], actor, cjson.encode(m))
+  keep(KEYS[1], KEEP)
+  keep(KEYS[2], KEEP)
+  return ok('resumed')
+elseif op == 'keepalive' then
+  local state = redis.call('HGET', KEYS[1], 'state')
+  local m = member(actor)
+  if (state ~= 'ringing' and state ~= 'accepted') or not m or m.s ~= 'joined'
+      or m.k ~= session then
+    return ok('gone')
+  end
+  keep(KEYS[1], KEEP)
+  keep(KEYS[2], KEEP)
+  if redis.call('GET', ukey(actor, 'call')) == id then keep(ukey(actor, 'call'), KEEP) end
+  return ok('kept')
+end
+return redis.error_reply('unknown ringing op')
+"""
+
+SCRIPT: Final = "local RULES = " + render_rules() + "\n" + _SCRIPT_BODY
+
+
+class _Member(msgspec.Struct, kw_only=True):
+    """A member's entry in ``huddle:{call:ID}:members``, as the script writes it."""
+
+    s: MemberState
+    r: str = ""
+    by: str = ""
+    bn: str = ""
+    m: p.CallMedia = "audio"
+    x: float = 0
+
+
+_transition_decoder: Final = msgspec.json.Decoder(Transition)
+_member_decoder: Final = msgspec.json.Decoder(_Member)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_call_id() -> str:
+    return secrets.token_hex(8)
+
+
+class Ringing:
+    """The node's side of ringing calls: requests of local connections, fan-out to them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        local_sessions: Callable[[str], Iterable[Session]],
+    ) -> None:
+        self._redis = client
+        self._local = local_sessions
+        self._ring_ms = int(settings.ring_timeout_s * 1000)
+        self._keep_ms = int(max(KEEPALIVE_MIN_S, 3 * settings.presence_refresh_s) * 1000)
+        self._capacity = settings.room_capacity
+        self._resume_s = settings.call_resume_s
+        self._script = client.register_script(SCRIPT)
+        # Local connections that placed or accepted a call: kept alive, hung up when they go.
+        self.in_call: dict[Session, str] = {}
+        # Rings announced to a connection right after its hello, to drop the same ring if it
+        # also arrives through pub/sub (subscribed just before): (call, deadline).
+        self._announced: dict[Session, set[tuple[str, int]]] = {}
+        self._leaving: dict[Session, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # --- requests -----------------------------------------------------------------------
+
+    def _args(self, op: str, call: str, session: Session | None, *extra: str | int) -> list[Any]:
+        actor = session.identity if session else ""
+        name = session.claims.name if session and session.claims else ""
+        return [
+            op, call, _now_ms(), actor, session.id if session else "",
+            session.device if session else "", name,
+            self._ring_ms, self._keep_ms, ENDED_TTL_S * 1000, *extra,
+        ]  # fmt: skip
+
+    async def _run(self, op: str, call: str, session: Session | None, *extra: str | int) -> str:
+        result = await self._script(
+            keys=[call_key(call), members_key(call), DEADLINES],
+            args=self._args(op, call, session, *extra),
+        )
+        status, payload = (_text(x) for x in cast(list[bytes | str], result))
+        if status == "error":
+            raise CallError(payload, _MESSAGES.get(payload, payload.replace("_", " ")))
+        return payload
+
+    async def invite(self, session: Session, req: p.CallInvite) -> p.CallInviteOk:
+        if req.to == session.identity:
+            raise CallError(E.CANNOT_CALL_SELF, "you cannot call yourself")
+        if req.call is None:
+            call = new_call_id()
+            room = await self._run("invite", call, session, req.to, req.media, room_for(call))
+            self.in_call[session] = call
+        else:
+            call = req.call
+            room = await self._run("add", call, session, req.to, req.media, "", self._capacity)
+        return p.CallInviteOk(re=req.id, call=call, room=room)
+
+    async def accept(self, session: Session, req: p.CallAccept) -> p.CallAcceptOk:
+        room = await self._run("accept", req.call, session)
+        self.in_call[session] = req.call
+        return p.CallAcceptOk(re=req.id, call=req.call, room=room)
+
+    async def decline(self, session: Session, req: p.CallDecline) -> None:
+        await self._run("decline", req.call, session)
+
+    async def cancel(self, session: Session, req: p.CallCancel) -> None:
+        await self._run("cancel", req.call, session)
+
+    async def hangup(self, session: Session, req: p.CallHangup) -> None:
+        await self._run("hangup", req.call, session)
+        if self.in_call.get(session) == req.call:
+            del self.in_call[session]
+
+    async def update(self, session: Session, req: p.CallUpdate) -> None:
+        await self._run("update", req.call, session, "", req.media)
+
+    # --- connections --------------------------------------------------------------------
+
+    async def device_connected(self, session: Session) -> None:
+        """A device said hello: it takes back its place in a call it was in moments ago (on
+        any node), and it rings for the calls that ring for its user."""
+        user, now = session.identity, _now_ms()
+        try:
+            current = await self._redis.get(user_call_key(user))
+            if current is not None:
+                call = _text(current)
+                if await self._run("resume", call, session) == "resumed":
+                    self.in_call[session] = call
+            found = await self._redis.zrangebyscore(user_ringing_key(user), now, "+inf")
+            calls = [_text(c) for c in cast(list[bytes], found)]
+            if not calls:
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            for call in calls:
+                pipe.hget(members_key(call), user)
+            entries = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("ringing calls not read at hello", extra={"error": str(exc)})
+            return
+        announced = self._announced.setdefault(session, set())
+        for call, raw in zip(calls, entries, strict=True):
+            if raw is None:
+                continue
+            m = _member_decoder.decode(raw)
+            if m.s is not MemberState.RINGING or m.x <= now:
+                continue
+            announced.add((call, int(m.x)))
+            event = p.CallIncoming(seq=0, call=call, from_=m.by, from_name=m.bn, media=m.m)
+            session.send_event(p.EncodedEvent(event))
+
+    async def session_gone(self, session: Session) -> None:
+        """The connection that placed or accepted a call closed. Unless the same device comes
+        back within ``call_resume_s`` (see ``device_connected``), cancel or hang up for it."""
+        self._announced.pop(session, None)
+        call = self.in_call.pop(session, None)
+        if call is None or self._closed:
+            return
+        if self._resume_s > 0:
+            self._leaving[session] = asyncio.get_running_loop().call_later(
+                self._resume_s, self._leave_later, session, call
+            )
+            return
+        await self._leave(session, call)
+
+    def _leave_later(self, session: Session, call: str) -> None:
+        self._leaving.pop(session, None)
+        task = asyncio.create_task(self._leave(session, call))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _leave(self, session: Session, call: str) -> None:
+        try:
+            await self._run("leave", call, session)
+        except (RedisError, OSError) as exc:
+            # The call keys expire once nobody keeps them alive.
+            log.warning("call not left", extra={"call": call, "error": str(exc)})
+
+    def close(self) -> None:
+        """The node stops: its devices may resume their calls on other nodes."""
+        self._closed = True
+        for timer in self._leaving.values():
+            timer.cancel()
+        self._leaving.clear()
+
+    # --- fan-out ------------------------------------------------------------------------
+
+    def on_message(self, payload: bytes) -> None:
+        """A transition published to the user channel of one of this node's users."""
+        try:
+            t = _transition_decoder.decode(payload)
+        except msgspec.DecodeError:
+            log.warning("malformed call transition")
+            return
+        if t.state is CallState.ENDED:
+            for s, call in list(self.in_call.items()):
+                if call == t.call:
+                    del self.in_call[s]
+        sessions = [s for s in self._local(t.to) if s.id != t.session]
+        if not sessions:
+            return
+        ring = (t.call, int(t.deadline_ms))
+        for event in events_for(t, t.to):
+            encoded = p.EncodedEvent(event)
+            for s in sessions:
+                if isinstance(event, p.CallIncoming) and ring in self._announced.get(s, ()):
+                    self._announced[s].discard(ring)
+                    continue
+                s.send_event(encoded)
+
+    # --- periodic duties ----------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Keep alive the calls local connections are in; forget those that are over."""
+        if not self.in_call:
+            return
+        held = list(self.in_call.items())
+        pipe = self._redis.pipeline(transaction=False)
+        for session, call in held:
+            await self._script(  # queued on the pipeline, sent by execute()
+                keys=[call_key(call), members_key(call), DEADLINES],
+                args=self._args("keepalive", call, session),
+                client=pipe,
+            )
+        for (session, call), result in zip(held, await pipe.execute(), strict=True):
+            if _text(result[1]) == "gone" and self.in_call.get(session) == call:
+                del self.in_call[session]
+
+    async def sweep(self) -> None:
+        expired = await self.expire_due()
+        if expired:
+            log.info("rings timed out", extra={"count": expired})
+
+    async def expire_due(self) -> int:
+        """End the rings whose deadline passed, whichever node placed them. Returns count."""
+        now = _now_ms()
+        members = cast(
+            list[bytes], await self._redis.zrangebyscore(DEADLINES, "-inf", now, 0, SWEEP_BATCH)
+        )
+        expired = 0
+        for member in members:
+            try:
+                call, user = msgspec.json.decode(member, type=tuple[str, str])
+            except msgspec.DecodeError:  # ValidationError included
+                await self._redis.zrem(DEADLINES, member)
+                continue
+            result = await self._script(
+                keys=[call_key(call), members_key(call), DEADLINES],
+                args=self._args("timeout", call, None, user),
+            )
+            expired += _text(result[1]) == "expired"
+        return expired
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

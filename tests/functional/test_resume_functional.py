@@ -1,0 +1,76 @@
+"""A participant whose socket drops and comes back in time resumes its call: same
+participant, media never stopped, nobody saw it leave."""
+
+from __future__ import annotations
+
+import asyncio
+
+import av
+import pytest
+
+from huddle.call import CallClient
+from huddle.client import HuddleClient
+from signaling import protocol as p
+from tests.conftest import StartNode
+from tests.helpers import Node, make_token
+from tests.media import ColorTrack, close_colour, mean_rgb
+
+
+async def _client(node: Node, identity: str, device: str) -> HuddleClient:
+    client = HuddleClient(node.url, make_token(identity), device=device)
+    node.clients.append(client)
+    await client.connect()
+    await client.hello()
+    return client
+
+
+async def test_dropped_socket_resumes_call_without_rejoining(start_node: StartNode) -> None:
+    node = await start_node(ice_addresses=["127.0.0.1"], call_resume_s=5)
+    alice_ws = await _client(node, "alice", "phone")
+    alice = CallClient(alice_ws, "resume")
+    await alice.join()
+    bob = CallClient(await _client(node, "bob", "laptop"), "resume")
+    await bob.join()
+    await alice.publish(ColorTrack((240, 120, 0)))
+    track, _ = await bob.next_track()
+    await asyncio.wait_for(track.recv(), 10)
+
+    # Alice's socket drops (her peer connections to the SFU stay up).
+    await alice_ws.close()
+    frames = 0
+    for _ in range(30):  # about a second of video while she is away
+        frame = await asyncio.wait_for(track.recv(), 5)
+        frames += 1
+    assert frames == 30
+    # She comes back on the same device: same participant, no rejoin needed.
+    again = await _client(node, "alice", "phone")
+    resumed = await again.next_event("call.resumed", timeout=5)
+    assert resumed.room == "resume" and resumed.participant == alice.participant
+    stats = await again.request(p.CallStats(id="", room="resume"))
+    assert stats.published and stats.published[0].packets > 30
+    frame = await asyncio.wait_for(track.recv(), 5)
+    assert isinstance(frame, av.VideoFrame)
+    assert close_colour(mean_rgb(frame), (240, 120, 0))
+    # Bob never saw her leave.
+    with pytest.raises(TimeoutError):
+        await bob.client.next_event("call.participant_left", timeout=0.3)
+    await alice.close()
+    await bob.close()
+
+
+async def test_not_coming_back_leaves_after_grace(start_node: StartNode) -> None:
+    node = await start_node(ice_addresses=["127.0.0.1"], call_resume_s=0.5)
+    alice_ws = await _client(node, "alice", "phone")
+    alice = CallClient(alice_ws, "gone")
+    await alice.join()
+    bob = CallClient(await _client(node, "bob", "laptop"), "gone")
+    await bob.join()
+    await alice_ws.close()
+    left = await bob.client.next_event("call.participant_left", timeout=5)
+    assert left.participant == alice.participant
+    # Coming back later is a fresh start: no resume.
+    again = await _client(node, "alice", "phone")
+    with pytest.raises(TimeoutError):
+        await again.next_event("call.resumed", timeout=0.3)
+    await alice.close()
+    await bob.close()
