@@ -73,6 +73,7 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     await broker.start()
     hub = Hub(settings, client, broker, Metrics(), {settings.api_key: settings.secret()})
     app[HUB] = hub
+    await broker.subscribe(broker.node_channel, hub.relay.on_message)
     await hub.calls.start()
     hub.start()
     try:

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -60,7 +61,7 @@ class CallClient:
         self.rejoins = 0
         self._published: list[tuple[MediaStreamTrack, p.Source | None]] = []
         self._rejoining: asyncio.Task[None] | None = None
-        self._config = RTCConfiguration()
+        self._config = RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         self._offers: asyncio.Queue[p.SfuOffer] = asyncio.Queue()
         # Rewrites SDP from the SFU before use (kind "answer" for the publisher connection,
         # "offer" for the subscriber one): for NAT experiments and network tests.
@@ -77,7 +78,8 @@ class CallClient:
             iceServers=[
                 RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
                 for s in reply.ice_servers
-            ]
+            ],
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
         )
         if self._answerer is not None:
             self._answerer.cancel()

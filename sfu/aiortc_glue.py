@@ -26,8 +26,14 @@ import aioice
 import aioice.ice
 import aiortc
 from aioice.candidate import candidate_foundation, candidate_priority
-from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
-from aiortc import clock as aiortc_clock
+from aiortc import (
+    MediaStreamTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
 from aiortc.codecs import is_rtx
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpParameters
@@ -57,6 +63,7 @@ __all__ = [
     "InboundTap",
     "OutboundPort",
     "RtpPacket",
+    "server_rtc_configuration",
     "use_host_addresses",
     "use_port_range",
 ]
@@ -128,6 +135,12 @@ def use_port_range(low: int, high: int) -> None:
         return candidates
 
     aioice.ice.Connection.get_component_candidates = gather  # type: ignore[method-assign]
+
+
+def server_rtc_configuration() -> RTCConfiguration:
+    """The SFU's peer connections: every track on one bundled transport (with aiortc's
+    default policy, extra tracks of a kind may land on a transport that never connects)."""
+    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 class IdleTrack(MediaStreamTrack):
@@ -244,7 +257,13 @@ class OutboundPort:
         return True
 
     def send(
-        self, data: bytes, payload_bytes: int, rtp_timestamp: int, *, counted: bool = True
+        self,
+        data: bytes,
+        payload_bytes: int,
+        rtp_timestamp: int,
+        ntp_timestamp: int,
+        *,
+        counted: bool = True,
     ) -> bool:
         """SRTP-protect and send one RTP packet. False when the transport is not up.
 
@@ -263,7 +282,7 @@ class OutboundPort:
         s._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
         s._RTCRtpSender__octet_count += payload_bytes  # type: ignore[attr-defined]
         s._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
-        s._RTCRtpSender__ntp_timestamp = aiortc_clock.current_ntp_time()  # type: ignore[attr-defined]
+        s._RTCRtpSender__ntp_timestamp = ntp_timestamp  # type: ignore[attr-defined]
         return True
 
     @property

@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from aiortc import clock as aiortc_clock
-
 from sfu.aiortc_glue import OutboundPort, RtpPacket
 from sfu.codecs import vp8_keyframe_start
 from sfu.keyframes import RETRY_AFTER_S, KeyframeThrottle
@@ -24,6 +22,12 @@ from sfu.keyframes import RETRY_AFTER_S, KeyframeThrottle
 HISTORY_SIZE: Final = 1024  # ~1 s of 720p video: enough to answer NACKs
 _SEQ_TS_SSRC: Final = struct.Struct("!HII")
 _RTX_OSN: Final = struct.Struct("!H")
+_NTP_EPOCH: Final = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+
+def ntp_now() -> int:
+    """The 64-bit NTP time of now (for sender reports and abs-send-time)."""
+    return int((time.time() + _NTP_EPOCH) * 4294967296.0)
 
 
 class PacketHistory:
@@ -192,7 +196,8 @@ class TrackForwarder:
             return
         if self._waiting and self._throttle.since_last(self._now()) > RETRY_AFTER_S:
             self.keyframe_wanted()
-        abs_send_time = (aiortc_clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        ntp = ntp_now()
+        abs_send_time = (ntp >> 14) & 0x00FFFFFF
         bases: dict[tuple[object, ...], bytes] = {}
         for out in self.outputs.values():
             if not out.active:
@@ -214,7 +219,7 @@ class TrackForwarder:
             seq = (packet.sequence_number + out.seq_offset) & 0xFFFF
             _SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, port.ssrc)
             out.last_seq = seq
-            if port.send(bytes(buf), len(packet.payload), ts):
+            if port.send(bytes(buf), len(packet.payload), ts, ntp):
                 out.forwarded += 1
                 out.bytes += len(buf)
 
@@ -236,7 +241,8 @@ class TrackForwarder:
         port = out.port
         if not out.started or not port.ready:
             return
-        abs_send_time = (aiortc_clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        ntp = ntp_now()
+        abs_send_time = (ntp >> 14) & 0x00FFFFFF
         for seq_out in seqs:
             if not out.owns(seq_out):
                 continue
@@ -255,5 +261,5 @@ class TrackForwarder:
                 buf[1] = (buf[1] & 0x80) | port.rtx_payload_type
                 data = bytes(buf[:header_len]) + _RTX_OSN.pack(seq_out) + packet.payload
                 out.rtx_seq = (out.rtx_seq + 1) & 0xFFFF
-            if port.send(data, len(packet.payload), ts, counted=False):
+            if port.send(data, len(packet.payload), ts, ntp, counted=False):
                 out.retransmitted += 1

@@ -7,8 +7,9 @@ signaling to the room's host. A worker that dies is restarted and the participan
 rooms get ``call.reconnect`` (the client joins again by itself).
 
 A room lives on exactly one node: the node that opens it claims ``huddle:{room:NAME}:node``
-in Redis (``NODE#WORKER``, refreshed while the room lives). A join for a room claimed by
-another node is refused with ``room_elsewhere`` until relaying between nodes exists.
+in Redis (``NODE#WORKER``, refreshed while the room lives). A device on another node joins
+it all the same: its node relays its call requests to the owner (``call_relay``), and its
+media goes straight to the owner's SFU.
 """
 
 from __future__ import annotations
@@ -19,26 +20,51 @@ import logging
 import os
 import time
 from collections.abc import Coroutine, Iterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 import redis.asyncio as redis
-from aiortc import RTCConfiguration
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from huddle.config import Settings
 from sfu import ipc
-from sfu.aiortc_glue import check_version, use_host_addresses, use_port_range
+from sfu.aiortc_glue import (
+    check_version,
+    server_rtc_configuration,
+    use_host_addresses,
+    use_port_range,
+)
 from sfu.host import LocalHost, RoomHost, TrackRow
 from sfu.ice_servers import ice_servers
 from sfu.pool import WorkerHost, WorkerPool
 from sfu.room import RoomPolicy, SfuError
 from sfu.worker import WorkerConfig
 from signaling import protocol as p
+from signaling.call_relay import Relay, RelayError, RelayRequest, RemoteEndpoint
 
 if TYPE_CHECKING:
-    from signaling.session import Session
+    from signaling.auth import Claims
+
+
+class Session(Protocol):
+    """A device taking part in calls: a local ``signaling.session.Session`` or a device of
+    another node (``call_relay.RemoteEndpoint``)."""
+
+    device: str
+    claims: Claims | None
+
+    @property
+    def identity(self) -> str: ...
+
+    def send_event(self, event: p.EncodedEvent) -> None: ...
+
+
+class _Elsewhere(Exception):
+    def __init__(self, owner: str) -> None:
+        super().__init__(owner)
+        self.owner = owner
+
 
 log = logging.getLogger("huddle.calls")
 ROOM_CLAIM_TTL_S: Final = 60
@@ -93,7 +119,7 @@ class CallRoom:
 
 
 class CallManager:
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis, relay: Relay | None = None) -> None:
         check_version()
         if settings.ice_addresses:
             use_host_addresses(settings.ice_addresses)
@@ -106,6 +132,13 @@ class CallManager:
         self.members: dict[Session, Member] = {}
         self._by_participant: dict[str, Member] = {}
         self._detached: dict[tuple[str, str], Member] = {}
+        # Local sessions in rooms owned by other nodes: session -> (room, owner node).
+        self._relayed: dict[Session, tuple[str, str]] = {}
+        self._relayed_ids: dict[str, Session] = {}
+        self.relay = relay
+        if relay is not None:
+            relay.serve = self._serve_relayed
+            relay.deliver = self._deliver_relayed
         self._closers: dict[str, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self._opening: dict[str, asyncio.Future[CallRoom]] = {}
@@ -120,7 +153,7 @@ class CallManager:
         workers = settings.sfu_workers if settings.sfu_workers >= 0 else (os.cpu_count() or 1)
         if workers == 0:
             self.local = LocalHost(
-                rtc_config=RTCConfiguration(iceServers=[]), policy=policy,
+                rtc_config=server_rtc_configuration(), policy=policy,
                 on_offer=self._send_offer, on_speakers=self._send_speakers,
                 announced=settings.ice_announced,
             )  # fmt: skip
@@ -145,9 +178,68 @@ class CallManager:
         assert claims is not None
         if not claims.grants.may_join(room_name):
             raise CallError(p.ErrorCode.FORBIDDEN, f"this token may not join {room_name!r}")
-        if session in self.members:
-            current = self.members[session].room.name
+        if session in self.members or session in self._relayed:
+            current = self.members[session].room.name if session in self.members else (
+                self._relayed[session][0])  # fmt: skip
             raise CallError(p.ErrorCode.ALREADY_IN_CALL, f"already in room {current!r}")
+        try:
+            return await self._join_here(session, room_name, claims)
+        except _Elsewhere as elsewhere:
+            if self.relay is None or isinstance(session, RemoteEndpoint):
+                message = f"room {room_name!r} is open on another node"
+                raise CallError(p.ErrorCode.ROOM_ELSEWHERE, message) from None
+            return await self._join_there(session, room_name, elsewhere.owner)
+
+    async def _join_there(self, session: Session, room_name: str, owner: str) -> p.CallJoinOk:
+        session_id = getattr(session, "id", "")
+        self._relayed[session] = (room_name, owner)
+        self._relayed_ids[session_id] = session
+        try:
+            value = await self._relay_call(session, "join")
+        except CallError:
+            self._relayed.pop(session, None)
+            self._relayed_ids.pop(session_id, None)
+            raise
+        return msgspec.convert(value, p.CallJoinOk)
+
+    async def _relay_call(
+        self, session: Session, kind: Any, *, sdp: str = "", sources: dict[str, str] | None = None
+    ) -> Any:
+        assert self.relay is not None and session.claims is not None
+        room_name, owner = self._relayed[session]
+        try:
+            return await self.relay.request(
+                owner, kind, session_id=getattr(session, "id", ""), room=room_name,
+                claims=session.claims, device=session.device, sdp=sdp, sources=sources,
+            )  # fmt: skip
+        except RelayError as exc:
+            raise CallError(exc.code, exc.message) from None
+
+    async def _serve_relayed(self, request: RelayRequest, endpoint: RemoteEndpoint) -> Any:
+        """A request relayed from a device on another node, for a room of this node."""
+        if request.kind == "join":
+            return msgspec.to_builtins(await self.join(endpoint, request.room))
+        if request.kind == "publish":
+            req = p.SfuPublish(id="-", room=request.room, sdp=request.sdp,
+                               sources=request.sources)  # type: ignore[arg-type]  # fmt: skip
+            return await self.publish(endpoint, req)
+        if request.kind == "answer":
+            await self.answer(endpoint, p.SfuAnswer(id="-", room=request.room, sdp=request.sdp))
+            return None
+        if request.kind == "stats":
+            return msgspec.to_builtins(await self.stats(endpoint, request.room))
+        if request.kind == "leave":
+            await self.leave(endpoint, request.room)
+            return None
+        await self.session_gone(endpoint)
+        return None
+
+    def _deliver_relayed(self, session_id: str, event: p.Event) -> None:
+        session = self._relayed_ids.get(session_id)
+        if session is not None:
+            session.send_event(p.EncodedEvent(event))
+
+    async def _join_here(self, session: Session, room_name: str, claims: Claims) -> p.CallJoinOk:
         room = await self._open(room_name)
         closer = self._closers.pop(room_name, None)
         if closer is not None:
@@ -221,6 +313,13 @@ class CallManager:
             del self._opening[name]
 
     async def leave(self, session: Session, room_name: str | None = None) -> None:
+        relayed = self._relayed.get(session)
+        if relayed is not None and (room_name is None or relayed[0] == room_name):
+            try:
+                await self._relay_call(session, "leave")
+            finally:
+                self._drop_relayed(session)
+            return
         member = self.members.get(session)
         if member is None or (room_name is not None and member.room.name != room_name):
             raise CallError(p.ErrorCode.NOT_IN_CALL, "not in that call")
@@ -243,9 +342,21 @@ class CallManager:
         self._by_participant.pop(member.participant, None)
         member.room.members.pop(member.participant, None)
 
+    def _drop_relayed(self, session: Session) -> None:
+        self._relayed.pop(session, None)
+        self._relayed_ids.pop(getattr(session, "id", ""), None)
+
     async def session_gone(self, session: Session) -> None:
         """The socket closed: keep the participant for ``call_resume_s`` (its media goes on)
         so that the same device can come back and resume, else it leaves."""
+        if session in self._relayed:
+            try:
+                await self._relay_call(session, "gone")
+            except CallError as exc:
+                log.warning("relayed departure not delivered", extra={"error": exc.message})
+            finally:
+                self._drop_relayed(session)
+            return
         member = self.members.pop(session, None)
         if member is None:
             return
@@ -310,6 +421,9 @@ class CallManager:
         return member
 
     async def publish(self, session: Session, req: p.SfuPublish) -> str:
+        if self._relayed.get(session, ("",))[0] == req.room:
+            return str(await self._relay_call(session, "publish", sdp=req.sdp,
+                                              sources=dict(req.sources)))  # fmt: skip
         member = self._member(session, req.room)
         try:
             return await member.room.host.publish(member.participant, req.sdp, dict(req.sources))
@@ -317,6 +431,9 @@ class CallManager:
             raise _call_error(exc) from None
 
     async def answer(self, session: Session, req: p.SfuAnswer) -> None:
+        if self._relayed.get(session, ("",))[0] == req.room:
+            await self._relay_call(session, "answer", sdp=req.sdp)
+            return
         member = self._member(session, req.room)
         try:
             await member.room.host.answer(member.participant, req.sdp)
@@ -324,6 +441,8 @@ class CallManager:
             raise _call_error(exc) from None
 
     async def stats(self, session: Session, room_name: str) -> p.CallStatsOk:
+        if self._relayed.get(session, ("",))[0] == room_name:
+            return msgspec.convert(await self._relay_call(session, "stats"), p.CallStatsOk)
         member = self._member(session, room_name)
         try:
             value = await member.room.host.stats(member.participant)
@@ -459,9 +578,7 @@ class CallManager:
         if isinstance(owner, bytes):
             owner = owner.decode()
         if owner is not None and owner.split("#", 1)[0] != self.settings.node_id:
-            raise CallError(
-                p.ErrorCode.ROOM_ELSEWHERE, f"room {room_name!r} is open on another node"
-            )
+            raise _Elsewhere(owner.split("#", 1)[0])
         await self._redis.set(key, claim, ex=ROOM_CLAIM_TTL_S)
 
     async def refresh_claims(self) -> None:

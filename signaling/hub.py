@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from huddle.config import Settings
 from signaling import protocol as p
 from signaling.broker import Broker
+from signaling.call_relay import Relay
 from signaling.calls import CallManager
 from signaling.metrics import Metrics
 from signaling.presence import DeviceEntry, PresenceStore, decode_snapshot, presence_channel
@@ -58,7 +59,8 @@ class Hub:
         self.metrics = metrics
         self.api_keys = api_keys
         self.presence = PresenceStore(client, settings.node_id, settings.presence_ttl_s)
-        self.calls = CallManager(settings, client)
+        self.relay = Relay(settings.node_id, broker.publish)
+        self.calls = CallManager(settings, client, self.relay)
         self.ringing = Ringing(settings, client, lambda user: self.by_user.get(user, ()))
         metrics.add_collector(self.calls.collect_metrics)
         self.sessions: set[Session] = set()

@@ -201,3 +201,30 @@ async def test_stats_over_socket_and_metrics(start_node: StartNode) -> None:
     assert all(float(line.rsplit(" ", 1)[1]) > 0 for line in forwarded)
     await alice.close()
     await bob.close()
+
+
+async def test_many_audio_tracks_reach_one_subscriber(start_node: StartNode) -> None:
+    """Several tracks of one kind on a subscriber connection: all of them arrive."""
+    node = await start_node(**LOOPBACK)
+    tones = {"p1": 300.0, "p2": 520.0, "p3": 740.0}
+    # The listener is there first: each publisher renegotiates its subscriber connection.
+    listener = await _join(node, "listener", room="choir")
+    publishers = []
+    for identity, tone in tones.items():
+        call = await _join(node, identity, room="choir")
+        await call.publish(ColorTrack((1, 2, 3)), ToneTrack(tone))
+        publishers.append(call)
+        await asyncio.sleep(0.3)
+    heard: dict[str, float] = {}
+    for _ in range(2 * len(tones)):
+        track, info = await listener.next_track()
+        if info.kind == "video":
+            await asyncio.wait_for(track.recv(), 10)
+            continue
+        frames = [await asyncio.wait_for(track.recv(), 10) for _ in range(40)]
+        heard[info.identity] = dominant_frequency(frames[10:])  # type: ignore[arg-type]
+    assert heard.keys() == tones.keys()
+    for identity, tone in tones.items():
+        assert abs(heard[identity] - tone) < 15, (identity, heard[identity])
+    for call in (*publishers, listener):
+        await call.close()

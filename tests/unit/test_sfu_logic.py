@@ -97,3 +97,12 @@ def test_ice_settings_validated() -> None:
     s = Settings(ice_addresses="10.0.0.5, 10.0.0.6", ice_announced_address="203.0.113.7")
     assert s.ice_addresses == ["10.0.0.5", "10.0.0.6"]
     assert s.ice_announced == {"10.0.0.5": "203.0.113.7", "10.0.0.6": "203.0.113.7"}
+
+
+def test_ntp_now_matches_aiortc_clock() -> None:
+    from aiortc import clock
+
+    from sfu.forwarder import ntp_now
+
+    ours, theirs = ntp_now(), clock.current_ntp_time()
+    assert abs(ours - theirs) < 2**32 // 100  # within 10 ms
