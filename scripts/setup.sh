@@ -3,13 +3,16 @@
 # environment in .venv, and Huddle installed into it (editable).
 #   scripts/setup.sh            what `huddle serve` needs
 #   scripts/setup.sh --dev      plus the test and lint tools, and Chromium for the browser tests
+#   scripts/setup.sh --bench    plus the SFU benchmark's baseline (Janus) and profiler (py-spy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=0
+bench=0
 for arg in "$@"; do
   case "$arg" in
     --dev) dev=1 ;;
+    --bench) bench=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -21,6 +24,10 @@ if [ "$dev" = 1 ]; then
   # tests/browser drives Debian's Chromium through Playwright (Playwright's own browser download
   # does not work here) inside a network namespace of its own (ip netns, from iproute2).
   packages+=(chromium iproute2)
+fi
+if [ "$bench" = 1 ]; then
+  # benchmarks/sfu_load.py runs Janus 1.1.2 as a baseline inside a network namespace of its own.
+  packages+=(janus iproute2)
 fi
 if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   packages+=(python3-venv)
@@ -43,5 +50,8 @@ if [ "$dev" = 1 ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 else
   .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+fi
+if [ "$bench" = 1 ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check py-spy
 fi
 echo "setup: ready (.venv)" >&2

@@ -1,0 +1,750 @@
+"""SFU load: P publishers x S subscribers through Huddle, Janus 1.1.2 and a naive aiortc relay.
+
+    python -m benchmarks.sfu_load                                  # every scenario, every target
+    python -m benchmarks.sfu_load --scenarios 1x1,9x9 --duration 5 --skip-naive --json out.json
+
+Bots (``benchmarks.sfu_bots``, in several processes) publish a pre-encoded VP8 + Opus clip
+(640x360@30, ~0.7 Mbit/s) paced in real time and count what they receive without decoding.
+In the NxN scenarios every participant publishes and receives all the others; in 1xS one
+publisher is received by S subscribers. Per scenario and target it measures, over a window
+that starts once every expected stream flows: forwarded streams, packets/s and Mbit/s (RTP
+payload) arriving at the subscribers, the server's CPU (its process and children), CPU per
+forwarded packet, loss from sequence numbers (nothing is retransmitted: bots send no NACK),
+one-way delay publisher -> server -> subscriber (method in ``benchmarks.sfu_media``), and
+the bots' own CPU, so that a bot-bound run is never read as the server's limit.
+
+Targets, all started by this script and stopped at the end: a Huddle node (loopback, embedded
+Redis); Janus VideoRoom in a network namespace this script creates (root, Debian's ``janus``
+package; reported as missing when it cannot run); the naive relay of ``benchmarks.sfu_naive``
+(decodes and re-encodes per subscriber). See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import dataclasses
+import json
+import multiprocessing
+import os
+import platform
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Final
+
+import psutil
+
+from benchmarks.sfu_bots import (
+    BotMeasurement,
+    BotSpec,
+    ParticipantSpec,
+    StreamFigures,
+    Target,
+    bot_main,
+)
+from benchmarks.sfu_janus import JanusError, JanusServer, Netns, janus_binary
+from benchmarks.sfu_media import ensure_fixture, match_delays
+from benchmarks.sfu_report import (
+    ScenarioResult,
+    compare,
+    log_problems,
+    percentile,
+    profile_server,
+    report,
+    summary,
+    targets,
+)
+
+SCENARIOS: Final = ("1x1", "1x4", "1x16", "1x32", "4x4", "9x9")
+MAX_PARTICIPANTS: Final = 40
+DEFAULT_DURATION_S: Final = 10.0
+MAX_DURATION_S: Final = 120.0
+DEFAULT_BOT_PROCS: Final = 2
+MAX_BOT_PROCS: Final = 8
+SERVER_START_TIMEOUT_S: Final = 30.0
+SERVER_STOP_TIMEOUT_S: Final = 20.0
+BOT_START_TIMEOUT_S: Final = 60.0
+# Setting up takes longer the more peer connections there are.
+SETUP_TIMEOUT_S: Final = 45.0
+SETUP_PER_PARTICIPANT_S: Final = 1.0
+# Every stream flows within this (a subscriber waits for a key frame: every 2 s in the clip).
+FLOWING_TIMEOUT_S: Final = 20.0
+# After every stream flows: let start-up bursts (first key frames) pass before measuring.
+WARMUP_S: Final = 2.0
+# Bots arm their counters for a window that starts this far ahead.
+ARM_AHEAD_S: Final = 1.5
+STOP_WAIT_S: Final = 20.0
+IDLE_SETTLE_S: Final = 1.0
+IDLE_S: Final = 3.0
+
+LATE_S: Final = 0.030  # a packet this much later than sent counts as late
+STALL_SLOT_S: Final = 0.1
+_PR_SET_PDEATHSIG: Final = 1
+_SCENARIO_RE: Final = re.compile(r"^(\d+)\s*[x\u00d7]\s*(\d+)$")
+
+
+# --- scenarios -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """P publishers x S subscribers; P == S > 1 is a room where everyone sends and receives."""
+
+    publishers: int
+    subscribers: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.publishers}x{self.subscribers}"
+
+    @property
+    def mesh(self) -> bool:
+        return self.publishers == self.subscribers > 1
+
+    def participants(self) -> list[ParticipantSpec]:
+        if self.mesh:
+            names = [f"p{i}" for i in range(self.publishers)]
+            return [ParticipantSpec(n, True, tuple(o for o in names if o != n)) for n in names]
+        pubs = [f"p{i}" for i in range(self.publishers)]
+        return [ParticipantSpec(n, True, ()) for n in pubs] + [
+            ParticipantSpec(f"s{i}", False, tuple(pubs)) for i in range(self.subscribers)
+        ]
+
+    @property
+    def streams(self) -> int:
+        """Forwarded streams (an audio or video track to one subscriber)."""
+        return 2 * sum(len(p.subscribes_to) for p in self.participants())
+
+
+def parse_scenario(text: str) -> Scenario:
+    match = _SCENARIO_RE.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"scenario {text!r}: expected PxS, e.g. 1x4 or 9x9")
+    scenario = Scenario(int(match[1]), int(match[2]))
+    if scenario.publishers < 1 or scenario.subscribers < 1:
+        raise argparse.ArgumentTypeError(f"scenario {text!r}: at least 1x1")
+    if len(scenario.participants()) > MAX_PARTICIPANTS:
+        raise argparse.ArgumentTypeError(f"scenario {text!r}: over {MAX_PARTICIPANTS} bots")
+    return scenario
+
+
+# --- processes -----------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    # A server outliving a killed benchmark would keep its port and its CPU: tie it to us.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def _tree(pid: int) -> list[int]:
+    with contextlib.suppress(psutil.Error):
+        return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    return [pid]
+
+
+@dataclass
+class Server:
+    """A server this script started: its pid (CPU is read on it and its children)."""
+
+    target: Target
+    url: str
+    pid: int
+    ice_address: str
+    version: str
+    stop: Callable[[], None]
+    log_path: Path | None = None
+    janus: JanusServer | None = None
+    idle_cores: float | None = None  # CPU s/s with no room open: timers, workers, Redis
+
+
+def _start_process(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def _stopper(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(SERVER_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    return stop
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited at start:\n{_tail(log_path)}")
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp,
+        ):
+            if resp.status == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server not healthy in time:\n{_tail(log_path)}")
+        time.sleep(0.05)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def start_huddle(folder: Path, api_key: str, api_secret: str) -> Server:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_")}
+    env.pop("REDIS_URL", None)  # the node starts and supervises its own redis-server
+    env.update(HUDDLE_API_KEY=api_key, HUDDLE_API_SECRET=api_secret)
+    cmd = [
+        sys.executable, "-m", "huddle", "serve",
+        "--port", str(port),
+        "--data-dir", str(folder),
+        "--ice-addresses", "127.0.0.1",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    log_path = folder / "node.log"
+    proc = _start_process(cmd, env, log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log_path)
+    except BaseException:
+        _stopper(proc)()
+        raise
+    from huddle import __version__
+
+    return Server("huddle", url, proc.pid, "127.0.0.1", f"huddle {__version__}",
+                  _stopper(proc), log_path)  # fmt: skip
+
+
+def start_naive(folder: Path) -> Server:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "benchmarks.sfu_naive", "--port", str(port)]
+    log_path = folder / "naive.log"
+    proc = _start_process(cmd, dict(os.environ), log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log_path)
+    except BaseException:
+        _stopper(proc)()
+        raise
+    import aiortc
+
+    return Server("naive", url, proc.pid, "127.0.0.1", f"aiortc {aiortc.__version__} MediaRelay",
+                  _stopper(proc), log_path)  # fmt: skip
+
+
+def start_janus(folder: Path) -> Server:
+    """Janus in a namespace of its own; ``stop`` kills it and removes the namespace."""
+    if janus_binary() is None:
+        raise JanusError(
+            "`janus` is not installed (scripts/setup.sh --bench, or apt-get install janus)"
+        )
+    if os.geteuid() != 0:
+        raise JanusError("network namespaces need root")
+    ns = Netns.create()
+    try:
+        janus = JanusServer.start(folder, ns)
+    except BaseException:
+        ns.remove()
+        raise
+
+    def stop() -> None:
+        try:
+            janus.stop()
+        finally:
+            ns.remove()
+
+    return Server("janus", janus.url, janus.pid, ns.host_addr, f"janus {janus.version()}",
+                  stop, janus.log_path, janus)  # fmt: skip
+
+
+class BotPool:
+    """The bot processes of one scenario, with a pipe each for commands."""
+
+    def __init__(self, specs: Sequence[BotSpec]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._pipes: list[Connection] = []
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        self.close_errors: list[str] = []
+        for spec in specs:
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=bot_main, args=(theirs, spec), daemon=True)
+            proc.start()
+            theirs.close()
+            self._pipes.append(ours)
+            self.procs.append(proc)
+        self.collect(BOT_START_TIMEOUT_S, "start")
+
+    def run(self, command: tuple[Any, ...], timeout: float) -> list[Any]:
+        for pipe in self._pipes:
+            pipe.send(command)
+        return self.collect(timeout, str(command[0]))
+
+    def send(self, command: tuple[Any, ...]) -> None:
+        for pipe in self._pipes:
+            pipe.send(command)
+
+    def collect(self, timeout: float, what: str) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        results: list[Any] = []
+        for i, pipe in enumerate(self._pipes):
+            if not pipe.poll(max(0.0, deadline - time.monotonic())):
+                raise RuntimeError(f"bot {i} did not finish {what!r} within {timeout:.0f} s")
+            status, payload = pipe.recv()
+            if status == "error":
+                raise RuntimeError(f"bot {i} failed in {what!r}:\n{payload}")
+            results.append(payload)
+        return results
+
+    def cpu_seconds(self) -> list[float]:
+        return [_cpu_s(proc.pid) if proc.pid else 0.0 for proc in self.procs]
+
+    def close(self, wait_s: float) -> None:
+        """Stop the bots: each closes its participants, or is terminated after ``wait_s``."""
+        for pipe in self._pipes:
+            with contextlib.suppress(OSError, ValueError):
+                pipe.send(("stop",))
+        deadline = time.monotonic() + wait_s
+        for pipe in self._pipes:
+            with contextlib.suppress(OSError, EOFError, ValueError):
+                if pipe.poll(max(0.0, deadline - time.monotonic())):
+                    status, errors = pipe.recv()
+                    if status == "closed":
+                        self.close_errors.extend(errors)
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for pipe in self._pipes:
+            pipe.close()
+
+
+# --- measuring -----------------------------------------------------------------------
+
+
+def _machine_busy_s() -> tuple[float, float]:
+    times = psutil.cpu_times()
+    total = float(sum(times))
+    return total - times.idle - getattr(times, "iowait", 0.0), total
+
+
+class CpuClock:
+    def __init__(self, server_pid: int, pool: BotPool) -> None:
+        self._server_pid = server_pid
+        self._pool = pool
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, dict[int, float], list[float], float, float]:
+        # By pid: a child that appears during the window counts from zero.
+        server = {pid: _cpu_s(pid) for pid in _tree(self._server_pid)}
+        return time.monotonic(), server, self._pool.cpu_seconds(), *_machine_busy_s()
+
+    def stop(self) -> tuple[float, float, list[float], float]:
+        """Wall seconds, server CPU seconds, each bot's CPU seconds, machine busy share."""
+        t0, s0, b0, busy0, all0 = self._start
+        t1, s1, b1, busy1, all1 = self._sample()
+        server = sum(v - s0.get(pid, 0.0) for pid, v in s1.items())
+        bots = [b - a for a, b in zip(b0, b1, strict=True)]
+        return t1 - t0, server, bots, (busy1 - busy0) / max(all1 - all0, 1e-9)
+
+
+def idle_cores(pid: int) -> float:
+    """The server's CPU s/s before any bot arrives (its own timers, workers, Redis)."""
+    time.sleep(IDLE_SETTLE_S)
+    start = {p: _cpu_s(p) for p in _tree(pid)}
+    began = time.monotonic()
+    time.sleep(IDLE_S)
+    used = sum(_cpu_s(p) - start.get(p, 0.0) for p in _tree(pid))
+    return used / (time.monotonic() - began)
+
+
+def _loss(streams: Sequence[StreamFigures], kind: str | None = None) -> float | None:
+    chosen = [s for s in streams if kind is None or s.kind == kind]
+    expected = sum(s.expected for s in chosen)
+    if expected <= 0:
+        return None
+    return max(0, expected - sum(s.packets for s in chosen)) / expected
+
+
+def _stalls(late: list[tuple[float, float]], start: float) -> list[list[float]]:
+    """The worst moments of the window: [seconds into it, packets late, worst delay (ms)] of
+    the 100 ms slots with the most late packets. Late packets bunched in a few slots point
+    at stalls (an event loop busy with something else); spread evenly, at a steady overload."""
+    slots: dict[int, list[float]] = {}
+    for t, d in late:
+        slots.setdefault(int((t - start) / STALL_SLOT_S), []).append(d)
+    worst = sorted(slots.items(), key=lambda kv: -len(kv[1]))[:5]
+    return [[slot * STALL_SLOT_S, len(ds), round(1000 * max(ds), 1)] for slot, ds in worst]
+
+
+def _figures(
+    result: ScenarioResult, bots: list[BotMeasurement], wall_s: float, start: float
+) -> None:
+    streams = [s for b in bots for s in b.streams if s.packets > 0]
+    result.window_s = wall_s
+    result.streams_flowing = len(streams)
+    result.packets = sum(s.packets for s in streams)
+    result.packets_expected = sum(s.expected for s in streams)
+    result.packets_per_s = result.packets / wall_s
+    result.mbit_per_s = sum(s.payload_bytes for s in streams) * 8 / wall_s / 1e6
+    result.loss = _loss(streams)
+    result.loss_audio = _loss(streams, "audio")
+    result.loss_video = _loss(streams, "video")
+    delays, unmatched = match_delays(
+        [(b.send_keys, b.send_times) for b in bots], [(b.recv_keys, b.recv_times) for b in bots]
+    )
+    result.delay_matched, result.delay_unmatched = len(delays), unmatched
+    if delays:
+        values = [d for _, d in delays]
+        result.delay_p50_ms = 1000 * (percentile(values, 50) or 0.0)
+        result.delay_p99_ms = 1000 * (percentile(values, 99) or 0.0)
+        result.delay_max_ms = 1000 * max(values)
+        late = [(t, d) for t, d in delays if d > LATE_S]
+        result.delay_over_30ms = len(late) / len(delays)
+        result.delay_stalls = _stalls(late, start)
+    lags = [lag for b in bots for lag in b.loop_lags_ms]
+    if lags:
+        result.bot_loop_lag_p99_ms = percentile(lags, 99)
+        result.bot_loop_lag_max_ms = max(lags)
+    result.publisher_max_late_ms = max((b.max_late_ms for b in bots), default=0.0)
+    result.publisher_resyncs = sum(b.resyncs for b in bots)
+    result.rtx_packets = sum(b.rtx_packets for b in bots)
+    result.errors.extend(e for b in bots for e in b.errors)
+    unrouted = sum(b.unrouted for b in bots)
+    if unrouted:
+        result.errors.append(
+            f"{unrouted} packets reached a subscriber's transport that aiortc could not route "
+            "to a receiver (counted all the same: a client-side fault)"
+        )
+    unknown = sum(b.unknown_payload_type for b in bots)
+    if unknown:
+        result.errors.append(f"{unknown} packets of an unnegotiated payload type")
+
+
+@dataclass
+class Options:
+    scenarios: list[Scenario]
+    duration: float
+    bot_procs: int
+    api_key: str
+    api_secret: str
+    fixture: str
+    profile: bool
+    profile_stacks: Path | None = None
+
+
+def _bot_specs(server: Server, scenario: Scenario, opts: Options, room: str,
+               janus_room: int) -> list[BotSpec]:  # fmt: skip
+    people = scenario.participants()
+    procs = max(1, min(opts.bot_procs, len(people)))
+    shares: list[list[ParticipantSpec]] = [[] for _ in range(procs)]
+    for i, person in enumerate(people):
+        shares[i % procs].append(person)
+    return [
+        BotSpec(
+            target=server.target,
+            index=i,
+            url=server.url,
+            ice_address=server.ice_address,
+            room=room,
+            janus_room=janus_room,
+            participants=tuple(share),
+            fixture=opts.fixture,
+            api_key=opts.api_key,
+            api_secret=opts.api_secret,
+        )
+        for i, share in enumerate(shares)
+    ]
+
+
+def run_scenario(
+    server: Server, scenario: Scenario, opts: Options, say: Callable[[str], None],
+    profile: bool = False,
+) -> ScenarioResult:  # fmt: skip
+    result = ScenarioResult(
+        target=server.target,
+        scenario=scenario.name,
+        publishers=scenario.publishers,
+        subscribers=scenario.subscribers,
+        streams_expected=scenario.streams,
+    )
+    room = f"bench-{scenario.name}-{secrets.token_hex(3)}"
+    janus_room = secrets.randbelow(2**31 - 1000) + 1000
+    people = len(scenario.participants())
+    setup_timeout = SETUP_TIMEOUT_S + SETUP_PER_PARTICIPANT_S * people
+    started = time.monotonic()
+    if server.janus is not None:
+        server.janus.create_room(janus_room, publishers=max(scenario.publishers, 1))
+    pool: BotPool | None = None
+    try:
+        pool = BotPool(_bot_specs(server, scenario, opts, room, janus_room))
+        feeds: dict[str, str] = {}
+        for part in pool.run(("publish",), setup_timeout):
+            feeds.update(part)
+        pool.run(("subscribe", feeds), setup_timeout)
+        flowing = pool.run(("wait_flowing", time.monotonic() + FLOWING_TIMEOUT_S),
+                           FLOWING_TIMEOUT_S + 10)  # fmt: skip
+        seen = sum(f[0] for f in flowing)
+        result.setup_s = time.monotonic() - started
+        if seen < scenario.streams:
+            result.errors.append(
+                f"only {seen} of {scenario.streams} streams flowing after "
+                f"{FLOWING_TIMEOUT_S:g} s; measuring anyway"
+            )
+        time.sleep(WARMUP_S)
+
+        start = time.monotonic() + ARM_AHEAD_S
+        end = start + opts.duration
+        say(f"{server.target} {scenario.name}: measuring {opts.duration:g} s")
+        pool.send(("measure", start, end))
+        time.sleep(max(0.0, start - time.monotonic()))
+        clock = CpuClock(server.pid, pool)
+        time.sleep(max(0.0, end - time.monotonic()))
+        wall, server_cpu, bots_cpu, machine = clock.stop()
+        measurements: list[BotMeasurement] = pool.collect(opts.duration + 30, "measure")
+        _figures(result, measurements, wall, start)
+        result.server_cpu_s = server_cpu
+        result.server_cores = server_cpu / wall
+        if result.packets:
+            result.cpu_us_per_packet = server_cpu / result.packets * 1e6
+            if server.idle_cores is not None:
+                busy = max(0.0, server_cpu - server.idle_cores * wall)
+                result.marginal_us_per_packet = busy / result.packets * 1e6
+        result.bot_cpu_s = bots_cpu
+        result.bot_cores = [b / wall for b in bots_cpu]
+        result.machine_busy = machine
+        ours = server_cpu + sum(bots_cpu)
+        result.others_busy = max(0.0, machine - ours / (wall * (os.cpu_count() or 1)))
+        if profile:
+            say(f"{server.target} {scenario.name}: profiling the server with py-spy")
+            result.profile = profile_server(server.pid, opts.duration, opts.profile_stacks)
+    except Exception as exc:
+        result.failed = f"{type(exc).__name__}: {exc}"[:2000]
+        say(f"{server.target} {scenario.name}: FAILED: {result.failed.splitlines()[0]}")
+    finally:
+        if pool is not None:
+            pool.close(STOP_WAIT_S if sys.exc_info()[0] is None else 3.0)
+            result.errors.extend(pool.close_errors)
+        if server.janus is not None:
+            server.janus.destroy_room(janus_room)
+    return result
+
+
+# --- command line --------------------------------------------------------------------
+
+
+def _bounded(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+def _scenario_list(text: str) -> list[Scenario]:
+    scenarios = [parse_scenario(part) for part in text.split(",") if part.strip()]
+    if not scenarios:
+        raise argparse.ArgumentTypeError("no scenario given")
+    return scenarios
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.sfu_load",
+        description="P publishers x S subscribers of pre-encoded VP8+Opus through the Huddle "
+        "SFU, Janus 1.1.2 VideoRoom and a naive aiortc relay: CPU per forwarded packet, loss, "
+        "delay.",
+    )
+    ap.add_argument(
+        "--scenarios",
+        type=_scenario_list,
+        default=[parse_scenario(s) for s in SCENARIOS],
+        help=f"comma-separated PxS (default: {','.join(SCENARIOS)})",
+    )
+    ap.add_argument(
+        "--duration",
+        type=_bounded(float, 1, MAX_DURATION_S),
+        default=DEFAULT_DURATION_S,
+        help="seconds measured per scenario and target",
+    )
+    ap.add_argument(
+        "--bot-procs",
+        type=_bounded(int, 1, MAX_BOT_PROCS),
+        default=DEFAULT_BOT_PROCS,
+        help="bot processes per scenario",
+    )
+    ap.add_argument("--skip-janus", action="store_true", help="no Janus baseline")
+    ap.add_argument("--skip-naive", action="store_true", help="no naive relay baseline")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the Huddle node with py-spy for one more window in the largest scenario",
+    )
+    ap.add_argument(
+        "--profile-stacks",
+        type=Path,
+        metavar="PATH",
+        help="with --profile: keep py-spy's collapsed stacks (flamegraph input) here",
+    )
+    ap.add_argument("--json", type=Path, help="write every figure to this file")
+    return ap
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # Unwind through the finally blocks: bots, servers and the namespace are removed there.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+
+    def say(text: str) -> None:
+        print(f"# {text}", file=sys.stderr, flush=True)
+
+    say("preparing the pre-encoded clip")
+    fixture = ensure_fixture()
+    opts = Options(
+        scenarios=args.scenarios,
+        duration=args.duration,
+        bot_procs=args.bot_procs,
+        api_key="bench",
+        api_secret=secrets.token_urlsafe(32),
+        fixture=str(fixture),
+        profile=args.profile or args.profile_stacks is not None,
+        profile_stacks=args.profile_stacks,
+    )
+    biggest = max(opts.scenarios, key=lambda s: s.streams).name
+    starters: list[tuple[Target, Callable[[Path], Server]]] = [
+        ("huddle", lambda folder: start_huddle(folder, opts.api_key, opts.api_secret))
+    ]
+    if not args.skip_janus:
+        starters.append(("janus", start_janus))
+    if not args.skip_naive:
+        starters.append(("naive", start_naive))
+
+    results: dict[str, dict[str, ScenarioResult]] = {}
+    missing: dict[str, str] = {}
+    versions: dict[str, str] = {}
+    server_logs: dict[str, dict[str, int]] = {}
+    idle: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="huddle-sfu-bench-") as tmp:
+        for target, start in starters:
+            say(f"starting {target}")
+            try:
+                server = start(Path(tmp) / target)
+            except Exception as exc:
+                missing[target] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                say(f"{target} MISSING: {missing[target]}")
+                continue
+            versions[target] = server.version
+            try:
+                server.idle_cores = idle_cores(server.pid)
+                idle[target] = server.idle_cores
+                by_scenario = results.setdefault(target, {})
+                for scenario in opts.scenarios:
+                    profile = opts.profile and target == "huddle" and scenario.name == biggest
+                    by_scenario[scenario.name] = run_scenario(server, scenario, opts, say, profile)
+            finally:
+                server.stop()
+                server_logs[target] = log_problems(server.log_path)
+
+    names = [s.name for s in opts.scenarios]
+    print(report(results, names, opts.duration, opts.bot_procs, missing, versions, idle))
+    for name, problems in server_logs.items():
+        for message, n in problems.items():
+            print(f"{name} server log: {n} x {message}")
+    if args.json:
+        figures = summary(results)
+        doc = {
+            "benchmark": "sfu_load",
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "config": {
+                "scenarios": [s.name for s in opts.scenarios],
+                "duration_s": opts.duration,
+                "bot_procs": opts.bot_procs,
+                "fixture": Path(opts.fixture).name,
+                "skip_janus": args.skip_janus,
+                "skip_naive": args.skip_naive,
+            },
+            "versions": versions,
+            "server_idle_cores": idle,
+            "missing": missing,
+            "summary": figures,
+            "targets": targets(figures),
+            "compared_scenarios": {
+                other: compare(results, other)[1] for other in ("janus", "naive")
+            },
+            "results": {
+                target: {name: dataclasses.asdict(r) for name, r in by_scenario.items()}
+                for target, by_scenario in results.items()
+            },
+            "server_logs": server_logs,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        say(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the importable copy, so that the classes pickled to and from the spawned bots
+    # resolve as benchmarks.* rather than __main__.*.
+    from benchmarks.sfu_load import main as _main
+
+    try:
+        sys.exit(_main())
+    except KeyboardInterrupt:  # servers, bots and the namespace were stopped on the way out
+        sys.exit(130)

@@ -1,0 +1,377 @@
+"""Figures of the SFU load benchmark: per-scenario results, the summary, the printed report,
+and the py-spy profile of the server (``benchmarks.sfu_load`` runs the scenarios)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+SATURATED: Final = 0.85  # a process above this share of one core is taken as saturated
+DISTURBED: Final = 0.15  # others busier than this share of the machine: figures suspect
+TARGET_VS_JANUS: Final = 1.2
+TARGET_VS_NAIVE: Final = 0.1
+TARGET_LOSS_9X9: Final = 0.01
+TARGET_DELAY_P99_MS_9X9: Final = 30.0
+_PROBLEM_RE: Final = re.compile(r"warn|err|exception|traceback|fail", re.IGNORECASE)
+_LONG_NUMBER_RE: Final = re.compile(r"\d{5,}")
+_FRAME_LINE_RE: Final = re.compile(r":\d+\)$")
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of ``values`` (``q`` in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
+
+
+@dataclass
+class ScenarioResult:
+    target: str
+    scenario: str
+    publishers: int
+    subscribers: int
+    streams_expected: int
+    streams_flowing: int = 0
+    window_s: float = 0.0
+    packets: int = 0
+    packets_per_s: float = 0.0
+    mbit_per_s: float = 0.0  # RTP payload
+    packets_expected: int = 0
+    loss: float | None = None  # fraction, from sequence numbers
+    loss_audio: float | None = None
+    loss_video: float | None = None
+    delay_p50_ms: float | None = None
+    delay_p99_ms: float | None = None
+    delay_max_ms: float | None = None
+    delay_over_30ms: float | None = None  # share of matched packets
+    delay_stalls: list[list[float]] = field(default_factory=list)
+    delay_matched: int = 0
+    delay_unmatched: int = 0
+    server_cpu_s: float = 0.0
+    server_cores: float = 0.0  # CPU seconds per second
+    cpu_us_per_packet: float | None = None
+    # Less the server's idle CPU: what forwarding adds per packet (small scenarios are
+    # dominated by the fixed cost, large ones by this).
+    marginal_us_per_packet: float | None = None
+    bot_cpu_s: list[float] = field(default_factory=list)
+    bot_cores: list[float] = field(default_factory=list)
+    machine_busy: float = 0.0  # share of all cores
+    others_busy: float = 0.0  # of that, what the measured processes do not explain
+    bot_loop_lag_p99_ms: float | None = None
+    bot_loop_lag_max_ms: float | None = None
+    publisher_max_late_ms: float = 0.0
+    publisher_resyncs: int = 0
+    rtx_packets: int = 0
+    setup_s: float = 0.0
+    failed: str | None = None
+    errors: list[str] = field(default_factory=list)
+    profile: dict[str, Any] | None = None
+
+
+# --- profiling -----------------------------------------------------------------------
+
+
+def _py_spy() -> str | None:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def profile_server(pid: int, seconds: float, keep: Path | None = None) -> dict[str, Any]:
+    """Sample the server with py-spy (if installed): the functions most often on CPU."""
+    spy = _py_spy()
+    if spy is None:
+        return {"error": "py-spy not installed (pip install py-spy)"}
+    with tempfile.TemporaryDirectory(prefix="huddle-spy-") as tmp:
+        out = Path(tmp) / "stacks.txt"
+        cmd = [
+            spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
+            "--rate", "250", "--format", "raw", "--nonblocking", "--subprocesses",
+            "--output", str(out),
+        ]  # fmt: skip
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=seconds + 60, check=False
+        )
+        if not out.exists():
+            return {"error": f"py-spy: {done.stderr.strip()[-500:]}"}
+        if keep is not None:
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out, keep)
+        return summarize_stacks(out.read_text())
+
+
+def _function(frame: str) -> str:
+    """``send (sfu/aiortc_glue.py:204)`` -> ``send (sfu/aiortc_glue.py)``."""
+    return _FRAME_LINE_RE.sub(")", frame)
+
+
+def summarize_stacks(text: str, top: int = 15) -> dict[str, Any]:
+    """Sample shares from py-spy's collapsed stacks: self time per function and per line,
+    inclusive time per function. py-spy sees Python frames only: time in C code called from
+    Python (SRTP, ``sendto``) counts as the caller's line, and the event loop's own C code
+    (uvloop: polling, ``recvfrom``, callback dispatch) as ``Runner.run``."""
+    own: Counter[str] = Counter()
+    own_lines: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in text.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if f]
+        # Thread names head the stack ("process 123:..." / "thread (0x...)"): not functions.
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        own[_function(frames[-1])] += count
+        own_lines[frames[-1]] += count
+        for function in {_function(f) for f in frames}:
+            inclusive[function] += count
+
+    def share(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, n / total) for name, n in counter.most_common(top)] if total else []
+
+    return {
+        "samples": total,
+        "self": share(own),
+        "self_lines": share(own_lines),
+        "inclusive": share(inclusive),
+    }
+
+
+# --- report --------------------------------------------------------------------------
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    if ours is None or theirs is None or theirs == 0:
+        return None
+    return ours / theirs
+
+
+def pooled_us_per_packet(results: Sequence[ScenarioResult]) -> float | None:
+    packets = sum(r.packets for r in results)
+    return sum(r.server_cpu_s for r in results) / packets * 1e6 if packets else None
+
+
+def _usable(result: ScenarioResult | None) -> bool:
+    return result is not None and result.failed is None and result.packets > 0
+
+
+def compare(
+    results: dict[str, dict[str, ScenarioResult]], other: str
+) -> tuple[float | None, list[str]]:
+    """Huddle's CPU per forwarded packet over ``other``'s, pooled over the scenarios both ran
+    (total CPU seconds / total forwarded packets): bigger scenarios weigh more."""
+    ours = results.get("huddle", {})
+    theirs = results.get(other, {})
+    common = [s for s in ours if _usable(ours[s]) and _usable(theirs.get(s))]
+    if not common:
+        return None, []
+    a = pooled_us_per_packet([ours[s] for s in common])
+    b = pooled_us_per_packet([theirs[s] for s in common])
+    return _ratio(a, b), common
+
+
+def summary(results: dict[str, dict[str, ScenarioResult]]) -> dict[str, float | None]:
+    big = results.get("huddle", {}).get("9x9")
+    usable = big is not None and _usable(big)
+    return {
+        "cpu_per_packet_vs_janus": compare(results, "janus")[0],
+        "cpu_per_packet_vs_naive": compare(results, "naive")[0],
+        "loss_9x9": big.loss if usable and big is not None else None,
+        "delay_p99_ms_9x9": big.delay_p99_ms if usable and big is not None else None,
+    }
+
+
+def targets(figures: dict[str, float | None]) -> dict[str, dict[str, Any]]:
+    goals: dict[str, tuple[str, Callable[[float], bool]]] = {
+        "cpu_per_packet_vs_janus": (f"<= {TARGET_VS_JANUS}", lambda v: v <= TARGET_VS_JANUS),
+        "cpu_per_packet_vs_naive": (f"<= {TARGET_VS_NAIVE}", lambda v: v <= TARGET_VS_NAIVE),
+        "loss_9x9": (f"< {TARGET_LOSS_9X9}", lambda v: v < TARGET_LOSS_9X9),
+        "delay_p99_ms_9x9": (
+            f"< {TARGET_DELAY_P99_MS_9X9}",
+            lambda v: v < TARGET_DELAY_P99_MS_9X9,
+        ),
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name, (goal, ok) in goals.items():
+        value = figures[name]
+        out[name] = {"target": goal, "value": value, "met": None if value is None else ok(value)}
+    return out
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _pct(share: float | None, digits: int = 0) -> str:
+    return "-" if share is None else f"{share * 100:.{digits}f}%"
+
+
+def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> Iterator[str]:
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    for i, r in enumerate((header, *rows)):
+        rest = [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
+        yield " | ".join([r[0].ljust(widths[0]), *rest]).rstrip()
+        if i == 0:
+            yield "-+-".join("-" * w for w in widths)
+
+
+HEADER: Final = (
+    "scenario", "target", "streams", "pkt/s", "Mbit/s", "server cores", "µs/pkt", "marginal",
+    "loss", "delay p50 ms", "p99 ms", "bot cores", "machine",
+)  # fmt: skip
+
+
+def result_rows(results: dict[str, dict[str, ScenarioResult]],
+                scenarios: Sequence[str]) -> list[tuple[str, ...]]:  # fmt: skip
+    rows: list[tuple[str, ...]] = []
+    for scenario in scenarios:
+        for target, by_scenario in results.items():
+            r = by_scenario.get(scenario)
+            if r is None:
+                continue
+            if r.failed is not None:
+                rows.append((scenario, target, "failed", *["-"] * (len(HEADER) - 3)))
+                continue
+            rows.append((
+                scenario,
+                target,
+                f"{r.streams_flowing}/{r.streams_expected}",
+                _fmt(r.packets_per_s, 0),
+                _fmt(r.mbit_per_s, 1),
+                _fmt(r.server_cores, 2),
+                _fmt(r.cpu_us_per_packet, 1),
+                _fmt(r.marginal_us_per_packet, 1),
+                _pct(r.loss, 2),
+                _fmt(r.delay_p50_ms, 1),
+                _fmt(r.delay_p99_ms, 1),
+                "+".join(_fmt(c, 2) for c in r.bot_cores),
+                _pct(r.machine_busy),
+            ))  # fmt: skip
+    return rows
+
+
+def ratio_rows(results: dict[str, dict[str, ScenarioResult]],
+               scenarios: Sequence[str]) -> list[tuple[str, ...]]:  # fmt: skip
+    rows = []
+    ours = results.get("huddle", {})
+    for scenario in scenarios:
+        h = ours.get(scenario)
+        cells = [scenario]
+        for other in ("janus", "naive"):
+            o = results.get(other, {}).get(scenario)
+            ok = _usable(h) and _usable(o) and h is not None and o is not None
+            cells.append(
+                _fmt(_ratio(h.cpu_us_per_packet, o.cpu_us_per_packet), 2)
+                if ok and h is not None and o is not None
+                else "-"
+            )
+        rows.append(tuple(cells))
+    return rows
+
+
+def report(results: dict[str, dict[str, ScenarioResult]], scenarios: Sequence[str],
+           duration: float, bot_procs: int, missing: dict[str, str],
+           versions: dict[str, str], idle: dict[str, float] | None = None) -> str:  # fmt: skip
+    lines = [
+        f"sfu_load: {duration:g} s per scenario, {bot_procs} bot process(es), "
+        f"{os.cpu_count()} cores; clip VP8 640x360@30 + Opus, pre-encoded, paced",
+        "targets: " + ", ".join(f"{t} ({v})" for t, v in versions.items()),
+        "server idle cores: " + ", ".join(f"{t} {_fmt(c, 3)}" for t, c in (idle or {}).items()),
+        "streams = forwarded streams flowing/expected; pkt/s, Mbit/s (RTP payload) as received "
+        "by the subscribers; server cores = CPU s/s of the server (+children); µs/pkt = server "
+        "CPU per forwarded packet; marginal = the same less the server's idle CPU; loss from "
+        "sequence numbers, no NACK; delay = one-way "
+        "publisher -> subscriber (bots' stacks included); bot cores per bot process",
+        "",
+        *_table(result_rows(results, scenarios), HEADER),
+        "",
+        "Huddle's CPU per forwarded packet over the baseline's (lower is better)",
+        *_table(ratio_rows(results, scenarios), ("scenario", "huddle/janus", "huddle/naive")),
+    ]
+    for target, reason in missing.items():
+        lines.append(f"{target}: MISSING ({reason})")
+    for target, by_scenario in results.items():
+        for name, r in by_scenario.items():
+            if r.failed:
+                lines.append(f"{target} {name}: FAILED: {r.failed.splitlines()[0]}")
+            for error in sorted(set(r.errors))[:5]:
+                lines.append(f"{target} {name}: {error}")
+            if r.failed is None and r.others_busy >= DISTURBED:
+                lines.append(
+                    f"WARNING {target} {name}: other processes kept {r.others_busy:.0%} of the "
+                    "machine busy; figures disturbed"
+                )
+            if r.failed is None and r.server_cores >= SATURATED:
+                lines.append(f"{target} {name}: server saturated ({r.server_cores:.2f} cores)")
+            if r.failed is None and any(c >= SATURATED for c in r.bot_cores):
+                lines.append(f"{target} {name}: a bot process saturated its core (bot-bound)")
+            if r.failed is None and (r.delay_over_30ms or 0) >= 0.001:
+                lines.append(
+                    f"{target} {name}: {_pct(r.delay_over_30ms, 1)} of packets > 30 ms "
+                    f"(max {_fmt(r.delay_max_ms)} ms); bots' own loop lag p99/max "
+                    f"{_fmt(r.bot_loop_lag_p99_ms)}/{_fmt(r.bot_loop_lag_max_ms)} ms; worst "
+                    f"100 ms slots [s into window, late packets, max ms]: {r.delay_stalls[:3]}"
+                )
+            if r.publisher_resyncs:
+                lines.append(
+                    f"{target} {name}: starved publishers dropped their backlog "
+                    f"{r.publisher_resyncs} times (max {r.publisher_max_late_ms:.0f} ms late)"
+                )
+            if r.profile:
+                lines.extend(_profile_lines(target, name, r.profile))
+    figures = summary(results)
+    goals = targets(figures)
+    verdict = {True: "yes", False: "NO", None: "-"}
+    rows = [
+        (name, _fmt(goal["value"], 3), goal["target"], verdict[goal["met"]])
+        for name, goal in goals.items()
+    ]
+    lines.extend(["", *_table(rows, ("target", "measured", "goal", "met"))])
+    return "\n".join(lines)
+
+
+def _profile_lines(target: str, scenario: str, profile: dict[str, Any]) -> list[str]:
+    if "error" in profile:
+        return [f"{target} {scenario} profile: {profile['error']}"]
+    lines = [
+        f"{target} {scenario} profile (py-spy, Python frames; Runner.run = the event loop's "
+        f"C code): {profile['samples']} samples on CPU",
+    ]
+    for title, key in (("self", "self"), ("self, by line", "self_lines"),
+                       ("inclusive", "inclusive")):  # fmt: skip
+        lines.append(f"  top {title}:")
+        lines.extend(f"  {share:6.1%}  {name}" for name, share in profile[key][:12])
+    return lines
+
+
+def log_problems(path: Path | None) -> dict[str, int]:
+    """Warnings and errors a server logged, counted by message."""
+    if path is None or not path.exists():
+        return {}
+    seen: Counter[str] = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            # Janus's and plain Python's text logs: problems only, ids folded together.
+            if _PROBLEM_RE.search(line):
+                seen[_LONG_NUMBER_RE.sub("N", line.strip())[:160]] += 1
+            continue
+        if isinstance(record, dict) and record.get("level") in ("warning", "error", "critical"):
+            seen[f"{record['level']}: {record.get('msg')}"[:200]] += 1
+    return dict(seen.most_common(20))
