@@ -9,7 +9,7 @@ import signal
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import redis.asyncio as redis
 from aiohttp import web
@@ -31,14 +31,23 @@ REDIS_CLIENT = web.AppKey("redis_client", redis.Redis)
 EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
 
 
+# Connections to Redis per node. Callers beyond that wait for a free one (up to the pool
+# timeout) instead of failing, as redis-py's default pool does at its limit.
+REDIS_MAX_CONNECTIONS: Final = 64
+REDIS_POOL_TIMEOUT_S: Final = 5.0
+
+
 def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
+    pool = redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_POOL_TIMEOUT_S,
         socket_connect_timeout=2,
         socket_timeout=5,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
     )
+    return redis.Redis.from_pool(pool)
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -125,6 +125,7 @@ def spawn_sync(redis_dir: Path, binary: str | None = None) -> tuple[subprocess.P
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         preexec_fn=_die_with_parent,
+        start_new_session=True,
     )
     try:
         wait_ready_sync(sock)
@@ -173,6 +174,9 @@ class EmbeddedRedis:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # Out of the node's process group: a Ctrl-C is for the node, which then stops
+            # Redis itself, in order.
+            start_new_session=True,
         )
         try:
             await asyncio.to_thread(wait_ready_sync, self.socket_path)

@@ -8,6 +8,7 @@ Devices of a crashed node are no longer refreshed; any node's sweeper expires th
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 from typing import Final, cast
@@ -19,6 +20,7 @@ from signaling.protocol import UserPresence
 
 EXPIRY_INDEX: Final = "huddle:presence:expiry"
 SWEEP_BATCH: Final = 500
+REFRESH_BATCH: Final = 100
 
 _SCRIPT: Final = r"""
 -- KEYS[1]: devices hash, KEYS[2]: meta hash (seen, ver)
@@ -145,24 +147,28 @@ class PresenceStore:
         await self._run("remove", entry, _now_ms())
 
     async def refresh(self, entries: Iterable[DeviceEntry]) -> int:
-        """Extend the expiry of local devices; re-register any that vanished. Returns count."""
+        """Extend the expiry of local devices; re-register any that vanished. Returns count.
+
+        Sent in batches, yielding to the event loop in between: one pipeline of thousands of
+        scripts would stall every connection of the node while it is built and parsed."""
         entries = list(entries)
-        if not entries:
-            return 0
-        now = _now_ms()
-        pipe = self._redis.pipeline(transaction=False)
-        for entry in entries:
-            await self._script(  # queued on the pipeline, sent by execute()
-                keys=[devices_key(entry.user), meta_key(entry.user)],
-                args=self._args("refresh", entry, now),
-                client=pipe,
-            )
-        pipe.zadd(EXPIRY_INDEX, {_member(e): now + self._ttl_ms for e in entries})
-        results = await pipe.execute()
-        for entry, result in zip(entries, results, strict=False):
-            if result in (b"missing", "missing"):
-                # Lost while Redis was down or swept during a long stall: register again.
-                await self.set(entry)
+        for start in range(0, len(entries), REFRESH_BATCH):
+            batch = entries[start : start + REFRESH_BATCH]
+            now = _now_ms()
+            pipe = self._redis.pipeline(transaction=False)
+            for entry in batch:
+                await self._script(  # queued on the pipeline, sent by execute()
+                    keys=[devices_key(entry.user), meta_key(entry.user)],
+                    args=self._args("refresh", entry, now),
+                    client=pipe,
+                )
+            pipe.zadd(EXPIRY_INDEX, {_member(e): now + self._ttl_ms for e in batch})
+            results = await pipe.execute()
+            for entry, result in zip(batch, results, strict=False):
+                if result in (b"missing", "missing"):
+                    # Lost while Redis was down or swept during a long stall: register again.
+                    await self.set(entry)
+            await asyncio.sleep(0)
         return len(entries)
 
     async def get(self, users: Iterable[str]) -> list[UserPresence]:

@@ -26,6 +26,8 @@ def test_tiny_run_writes_summary(tmp_path: Path) -> None:
             "1",
             "--duration",
             "1",
+            "--paced-duration",
+            "1",
             "--json",
             str(out),
         ],
