@@ -4,6 +4,7 @@ in tests)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -58,6 +59,25 @@ class Metrics:
             "huddle_redis_restarts", "Restarts of the embedded Redis", registry=self.registry
         )
         self.uptime = Gauge("huddle_uptime_seconds", "Node uptime", registry=self.registry)
+
+        # Label children looked up once: these counters move on every frame.
+        self.out_reply = self.messages_out.labels("reply")
+        self.out_error = self.messages_out.labels("error")
+        self.out_event = self.messages_out.labels("event")
+        self._in: dict[str, Any] = {}
+        self._errors: dict[str, Any] = {}
+
+    def count_in(self, kind: str) -> None:
+        child = self._in.get(kind)
+        if child is None:
+            child = self._in[kind] = self.messages_in.labels(kind)
+        child.inc()
+
+    def count_error(self, code: str) -> None:
+        child = self._errors.get(code)
+        if child is None:
+            child = self._errors[code] = self.errors.labels(code)
+        child.inc()
 
     def add_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
         """Families computed at scrape time (nothing is counted twice on the hot path)."""

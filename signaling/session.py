@@ -80,11 +80,11 @@ class Session:
         try:
             request = p.decode_request(frame)
         except p.ProtocolError as exc:
-            self.hub.metrics.messages_in.labels("invalid").inc()
+            self.hub.metrics.count_in("invalid")
             await self.send_error(exc.code, exc.message, exc.re)
             return
         kind: str = request.__struct_config__.tag  # type: ignore[assignment]
-        self.hub.metrics.messages_in.labels(kind).inc()
+        self.hub.metrics.count_in(kind)
         if verdict is Verdict.REJECT:
             await self.send_error(E.RATE_LIMITED, "too many requests; slow down", request.id)
             return
@@ -116,12 +116,12 @@ class Session:
     # --- sending ------------------------------------------------------------------------
 
     async def send_reply(self, reply: p.Reply) -> None:
-        self.hub.metrics.messages_out.labels("reply").inc()
+        self.hub.metrics.out_reply.inc()
         await self._send_now(p.encode(reply).decode())
 
     async def send_error(self, code: str, message: str, re: str | None = None) -> None:
-        self.hub.metrics.errors.labels(code).inc()
-        self.hub.metrics.messages_out.labels("error").inc()
+        self.hub.metrics.count_error(code)
+        self.hub.metrics.out_error.inc()
         await self._send_now(p.error(code, message, re).decode())
 
     def send_event(self, event: p.EncodedEvent) -> None:
@@ -129,7 +129,7 @@ class Session:
         if self.closed:
             return
         self._seq += 1
-        self.hub.metrics.messages_out.labels("event").inc()
+        self.hub.metrics.out_event.inc()
         self._queue(event.with_seq(self._seq))
 
     async def _send_now(self, text: str) -> None:
