@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from aiortc import (
     MediaStreamTrack,
@@ -69,6 +69,8 @@ class CallClient:
         self._answerer: asyncio.Task[None] | None = None
         client.on("sfu.offer", self._on_offer_event)
         client.on("call.reconnect", self._on_reconnect_event)
+        client.on("call.removed", self._on_removed_event)
+        self.removed = asyncio.Event()
 
     async def join(self) -> p.CallJoinOk:
         reply: p.CallJoinOk = await self.client.request(p.CallJoin(id="", room=self.room))
@@ -112,6 +114,32 @@ class CallClient:
         if self.remote_sdp_filter is not None:
             answer = await self.remote_sdp_filter("answer", answer)
         await self.publisher.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    async def set_state(
+        self,
+        *,
+        audio_muted: bool | None = None,
+        video_muted: bool | None = None,
+        screen_sharing: bool | None = None,
+    ) -> None:
+        await self.client.request(
+            p.CallState(id="", room=self.room, audio_muted=audio_muted,
+                        video_muted=video_muted, screen_sharing=screen_sharing)
+        )  # fmt: skip
+
+    async def mute(self, participant: str, kind: Literal["audio", "video"]) -> None:
+        """Room admins only."""
+        await self.client.request(
+            p.CallMute(id="", room=self.room, participant=participant, kind=kind)
+        )
+
+    async def remove(self, participant: str) -> None:
+        """Room admins only."""
+        await self.client.request(p.CallRemove(id="", room=self.room, participant=participant))
+
+    def _on_removed_event(self, event: p.Event) -> None:
+        if isinstance(event, p.CallRemoved) and event.room == self.room:
+            self.removed.set()
 
     async def next_track(
         self, timeout: float = DEFAULT_TIMEOUT_S

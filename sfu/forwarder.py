@@ -120,6 +120,7 @@ class TrackForwarder:
         self.keyframes_in = 0
         self.keyframe_requests = 0
         self.audio_level: int | None = None  # -dBov of the last packet (RFC 6464), 127 = silence
+        self.paused = False  # muted by a room admin: nothing goes out
         self._request_keyframe = request_keyframe
         self._throttle = KeyframeThrottle()
         self._keyframe_pending = False
@@ -163,6 +164,21 @@ class TrackForwarder:
             self._waiting += 1
             self.keyframe_wanted()
 
+    def set_paused(self, paused: bool) -> None:
+        """Stop or restart forwarding this track to everyone (video restarts at a key frame,
+        each subscriber's numbering continuing where it stopped)."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if paused or self.kind != "video":
+            return
+        for out in self.outputs.values():
+            if out.active and out.started:
+                out.started = False
+                self._waiting += 1
+        if self._waiting:
+            self.keyframe_wanted()
+
     def keyframe_wanted(self) -> None:
         """Ask the publisher for a key frame: now, or as soon as the throttle allows."""
         if self._keyframe_pending:
@@ -192,7 +208,7 @@ class TrackForwarder:
         keyframe = self.kind == "video" and vp8_keyframe_start(packet.payload)
         if keyframe:
             self.keyframes_in += 1
-        if not self.outputs:
+        if not self.outputs or self.paused:
             return
         if self._waiting and self._throttle.since_last(self._now()) > RETRY_AFTER_S:
             self.keyframe_wanted()

@@ -36,6 +36,8 @@ class RoomHost(Protocol):
 
     async def close_room(self, room: str) -> None: ...
 
+    async def set_paused(self, participant: str, kind: str, paused: bool) -> None: ...
+
 
 class LocalHost:
     def __init__(
@@ -104,6 +106,10 @@ class LocalHost:
             "published": msgspec.to_builtins(sfu_stats.published(p, self._meter, now)),
             "subscribed": msgspec.to_builtins(sfu_stats.subscribed(p, self._meter, now)),
         }
+
+    async def set_paused(self, participant: str, kind: str, paused: bool) -> None:
+        p = self._participant(participant)
+        p.room.set_paused(p, kind, paused)
 
     async def close_room(self, room: str) -> None:
         found = self.rooms.pop(room, None)

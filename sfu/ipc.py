@@ -60,6 +60,13 @@ class Stats(Msg, tag="stats", kw_only=True):
     participant: str
 
 
+class SetPaused(Msg, tag="set_paused", kw_only=True):
+    id: int
+    participant: str
+    kind: str
+    paused: bool
+
+
 class CloseRoom(Msg, tag="close_room", kw_only=True):
     id: int
     room: str
@@ -99,7 +106,7 @@ class Metrics(Msg, tag="metrics", kw_only=True):
     pid: int
 
 
-Request = Join | Publish | Answer | Leave | Stats | CloseRoom
+Request = Join | Publish | Answer | Leave | Stats | CloseRoom | SetPaused
 Reply = Result | Failure | Offer | Speakers | Metrics
 
 _encoder: Final = msgspec.msgpack.Encoder()

@@ -79,6 +79,12 @@ class WorkerHost:
         assert isinstance(value, dict)
         return value
 
+    async def set_paused(self, participant: str, kind: str, paused: bool) -> None:
+        await self._call(
+            ipc.SetPaused(id=self.channel.next_id(), participant=participant, kind=kind,
+                          paused=paused)
+        )  # fmt: skip
+
     async def close_room(self, room: str) -> None:
         await self._call(ipc.CloseRoom(id=self.channel.next_id(), room=room))
         self.rooms.discard(room)

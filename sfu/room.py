@@ -273,6 +273,11 @@ class Room:
                                forwarder=forwarder)  # fmt: skip
         return track
 
+    def set_paused(self, participant: Participant, kind: str, paused: bool) -> None:
+        for track in participant.published.values():
+            if track.kind == kind:
+                track.forwarder.set_paused(paused)
+
     # --- subscribing --------------------------------------------------------------------
 
     async def _sync_subscriptions(self, participant: Participant) -> None:

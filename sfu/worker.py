@@ -110,6 +110,8 @@ async def serve(fd: int, config: WorkerConfig) -> None:
                 value = await host.stats(request.participant)
             elif isinstance(request, ipc.CloseRoom):
                 await host.close_room(request.room)
+            elif isinstance(request, ipc.SetPaused):
+                await host.set_paused(request.participant, request.kind, request.paused)
             send(ipc.Result(id=request.id, value=value))
         except SfuError as exc:
             send(ipc.Failure(id=request.id, code=exc.code, message=exc.message))

@@ -24,7 +24,7 @@ from signaling.auth import Claims, Grants
 log = logging.getLogger("huddle.call_relay")
 RELAY_TIMEOUT_S: Final = 20.0
 
-Kind = Literal["join", "publish", "answer", "leave", "stats", "gone"]
+Kind = Literal["join", "publish", "answer", "leave", "stats", "gone", "state", "mute", "remove"]
 
 
 class RelayRequest(msgspec.Struct, tag="request", tag_field="relay", kw_only=True):
@@ -39,6 +39,7 @@ class RelayRequest(msgspec.Struct, tag="request", tag_field="relay", kw_only=Tru
     grants: Grants
     sdp: str = ""
     sources: dict[str, str] = msgspec.field(default_factory=dict)
+    args: dict[str, Any] = msgspec.field(default_factory=dict)  # the request's own fields
 
 
 class RelayReply(msgspec.Struct, tag="reply", tag_field="relay", kw_only=True):
@@ -113,6 +114,7 @@ class Relay:
     async def request(
         self, owner: str, kind: Kind, *, session_id: str, room: str, claims: Claims,
         device: str, sdp: str = "", sources: dict[str, str] | None = None,
+        args: dict[str, Any] | None = None,
     ) -> Any:  # fmt: skip
         rid = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -120,7 +122,7 @@ class Relay:
         request = RelayRequest(
             rid=rid, origin=self.node, session=session_id, kind=kind, room=room,
             identity=claims.identity, name=claims.name, device=device, grants=claims.grants,
-            sdp=sdp, sources=sources or {},
+            sdp=sdp, sources=sources or {}, args=args or {},
         )  # fmt: skip
         try:
             await self._publish(node_channel(owner), msgspec.json.encode(request))

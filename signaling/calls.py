@@ -94,6 +94,10 @@ class Member:
     identity: str
     name: str
     device: str = ""
+    audio_muted: bool = False
+    video_muted: bool = False
+    screen_sharing: bool = False
+    paused: set[str] = dataclasses.field(default_factory=set)  # kinds an admin muted
     held: list[p.Event] = dataclasses.field(default_factory=list)  # events while detached
     expiry: asyncio.TimerHandle | None = None
 
@@ -106,8 +110,11 @@ class Member:
         self.session.send_event(encoded or p.EncodedEvent(event))
 
     def info(self) -> p.ParticipantInfo:
-        return p.ParticipantInfo(participant=self.participant, identity=self.identity,
-                                 name=self.name)  # fmt: skip
+        return p.ParticipantInfo(
+            participant=self.participant, identity=self.identity, name=self.name,
+            audio_muted=self.audio_muted, video_muted=self.video_muted,
+            screen_sharing=self.screen_sharing,
+        )  # fmt: skip
 
 
 @dataclasses.dataclass(eq=False)
@@ -203,7 +210,13 @@ class CallManager:
         return msgspec.convert(value, p.CallJoinOk)
 
     async def _relay_call(
-        self, session: Session, kind: Any, *, sdp: str = "", sources: dict[str, str] | None = None
+        self,
+        session: Session,
+        kind: Any,
+        *,
+        sdp: str = "",
+        sources: dict[str, str] | None = None,
+        args: dict[str, Any] | None = None,
     ) -> Any:
         assert self.relay is not None and session.claims is not None
         room_name, owner = self._relayed[session]
@@ -211,6 +224,7 @@ class CallManager:
             return await self.relay.request(
                 owner, kind, session_id=getattr(session, "id", ""), room=room_name,
                 claims=session.claims, device=session.device, sdp=sdp, sources=sources,
+                args=args,
             )  # fmt: skip
         except RelayError as exc:
             raise CallError(exc.code, exc.message) from None
@@ -230,6 +244,15 @@ class CallManager:
             return msgspec.to_builtins(await self.stats(endpoint, request.room))
         if request.kind == "leave":
             await self.leave(endpoint, request.room)
+            return None
+        if request.kind == "state":
+            await self.set_state(endpoint, msgspec.convert(request.args, p.CallState))
+            return None
+        if request.kind == "mute":
+            await self.mute(endpoint, msgspec.convert(request.args, p.CallMute))
+            return None
+        if request.kind == "remove":
+            await self.remove(endpoint, msgspec.convert(request.args, p.CallRemove))
             return None
         await self.session_gone(endpoint)
         return None
@@ -323,6 +346,9 @@ class CallManager:
         member = self.members.get(session)
         if member is None or (room_name is not None and member.room.name != room_name):
             raise CallError(p.ErrorCode.NOT_IN_CALL, "not in that call")
+        await self._leave_member(member)
+
+    async def _leave_member(self, member: Member) -> None:
         self._forget(member)
         room = member.room
         try:
@@ -377,15 +403,7 @@ class CallManager:
     async def _expire(self, member: Member) -> None:
         if member.session is not None or member.participant not in self._by_participant:
             return
-        self._forget(member)
-        room = member.room
-        try:
-            await room.host.leave(member.participant)
-        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
-            log.warning("leave not delivered to the SFU", extra={"error": str(exc)})
-        self._broadcast(room, p.CallParticipantLeft(seq=0, room=room.name,
-                                                    participant=member.participant))  # fmt: skip
-        self._close_if_empty(room)
+        await self._leave_member(member)
 
     def attach(self, session: Session) -> None:
         """A device said hello: if it was in a call moments ago, it resumes that call."""
@@ -437,6 +455,61 @@ class CallManager:
         member = self._member(session, req.room)
         try:
             await member.room.host.answer(member.participant, req.sdp)
+        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
+            raise _call_error(exc) from None
+
+    # --- participant state and room admin ---------------------------------------------
+
+    async def set_state(self, session: Session, req: p.CallState) -> None:
+        if self._relayed.get(session, ("",))[0] == req.room:
+            await self._relay_call(session, "state", args=msgspec.to_builtins(req))
+            return
+        member = self._member(session, req.room)
+        for kind in ("audio", "video"):
+            muted = req.audio_muted if kind == "audio" else req.video_muted
+            if muted is None:
+                continue
+            setattr(member, f"{kind}_muted", muted)
+            if not muted and kind in member.paused:  # unmuting lifts an admin's mute
+                member.paused.discard(kind)
+                await self._set_paused(member, kind, False)
+        if req.screen_sharing is not None:
+            member.screen_sharing = req.screen_sharing
+        state = p.CallParticipantState(seq=0, room=req.room, participant=member.info())
+        self._broadcast(member.room, state, skip=member)
+
+    def _admin_target(self, session: Session, room_name: str, target: str) -> tuple[Member, Member]:
+        member = self._member(session, room_name)
+        if session.claims is None or not session.claims.grants.admin:
+            raise CallError(p.ErrorCode.FORBIDDEN, "only a room admin may do that")
+        found = member.room.members.get(target)
+        if found is None:
+            raise CallError(p.ErrorCode.UNKNOWN_PARTICIPANT, "no such participant in the room")
+        return member, found
+
+    async def mute(self, session: Session, req: p.CallMute) -> None:
+        if self._relayed.get(session, ("",))[0] == req.room:
+            await self._relay_call(session, "mute", args=msgspec.to_builtins(req))
+            return
+        admin, target = self._admin_target(session, req.room, req.participant)
+        target.paused.add(req.kind)
+        setattr(target, f"{req.kind}_muted", True)
+        await self._set_paused(target, req.kind, True)
+        target.send(p.CallMuted(seq=0, room=req.room, kind=req.kind, by=admin.participant))
+        state = p.CallParticipantState(seq=0, room=req.room, participant=target.info())
+        self._broadcast(target.room, state, skip=target)
+
+    async def remove(self, session: Session, req: p.CallRemove) -> None:
+        if self._relayed.get(session, ("",))[0] == req.room:
+            await self._relay_call(session, "remove", args=msgspec.to_builtins(req))
+            return
+        admin, target = self._admin_target(session, req.room, req.participant)
+        target.send(p.CallRemoved(seq=0, room=req.room, by=admin.participant))
+        await self._leave_member(target)
+
+    async def _set_paused(self, member: Member, kind: str, paused: bool) -> None:
+        try:
+            await member.room.host.set_paused(member.participant, kind, paused)
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
             raise _call_error(exc) from None
 

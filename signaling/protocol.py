@@ -113,6 +113,30 @@ class SfuAnswer(Request, tag="sfu.answer", kw_only=True):
     sdp: Sdp
 
 
+class CallState(Request, tag="call.state", kw_only=True):
+    """This participant's own state; omitted fields keep their value."""
+
+    room: RoomName
+    audio_muted: bool | None = None
+    video_muted: bool | None = None
+    screen_sharing: bool | None = None
+
+
+class CallMute(Request, tag="call.mute", kw_only=True):
+    """A room admin (token grant ``admin``) mutes another participant's audio or video."""
+
+    room: RoomName
+    participant: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    kind: Literal["audio", "video"]
+
+
+class CallRemove(Request, tag="call.remove", kw_only=True):
+    """A room admin removes another participant from the room."""
+
+    room: RoomName
+    participant: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
 class CallStats(Request, tag="call.stats", kw_only=True):
     """Statistics of this participant's published and received tracks."""
 
@@ -159,7 +183,7 @@ CLIENT_MESSAGES: Final[dict[str, type[Request]]] = {
     for cls in (
         Hello, Ping, AuthRefresh, PresenceSubscribe, PresenceUnsubscribe, PresenceSet,
         CallInvite, CallAccept, CallDecline, CallCancel, CallHangup, CallUpdate,
-        CallJoin, CallLeave, SfuPublish, SfuAnswer, CallStats,
+        CallJoin, CallLeave, SfuPublish, SfuAnswer, CallStats, CallState, CallMute, CallRemove,
     )
 }  # fmt: skip
 
@@ -218,6 +242,9 @@ class ParticipantInfo(msgspec.Struct, kw_only=True):
     participant: str
     identity: str
     name: str
+    audio_muted: bool = False
+    video_muted: bool = False
+    screen_sharing: bool = False
 
 
 class IceServer(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -309,6 +336,9 @@ REPLIES: Final[dict[str, type[Reply]]] = {
     "sfu.publish": SfuPublishOk,
     "sfu.answer": Ok,
     "call.stats": CallStatsOk,
+    "call.state": Ok,
+    "call.mute": Ok,
+    "call.remove": Ok,
 }
 
 
@@ -359,6 +389,29 @@ class SfuOffer(Event, tag="sfu.offer", kw_only=True):
     room: str
     sdp: str
     tracks: list[TrackInfo]
+
+
+class CallParticipantState(Event, tag="call.participant_state", kw_only=True):
+    """A participant's state changed (muted, unmuted, screen sharing)."""
+
+    room: str
+    participant: ParticipantInfo
+
+
+class CallMuted(Event, tag="call.muted", kw_only=True):
+    """A room admin muted this participant: the SFU stops forwarding its ``kind`` until it
+    unmutes itself with ``call.state``."""
+
+    room: str
+    kind: Literal["audio", "video"]
+    by: str
+
+
+class CallRemoved(Event, tag="call.removed", kw_only=True):
+    """A room admin removed this participant from the room."""
+
+    room: str
+    by: str
 
 
 class CallReconnect(Event, tag="call.reconnect", kw_only=True):
@@ -468,7 +521,7 @@ SERVER_EVENTS: Final[dict[str, type[Event]]] = {
         PresenceUpdate, AuthExpiring, CallParticipantJoined, CallParticipantLeft, SfuOffer,
         CallIncoming, CallOutgoing, CallAccepted, CallAnsweredElsewhere, CallDeclined,
         CallCancelled, CallMissed, CallEnded, CallUpdated, CallLeft,
-        CallSpeakers, CallReconnect, CallResumed,
+        CallSpeakers, CallReconnect, CallResumed, CallParticipantState, CallMuted, CallRemoved,
     )
 }  # fmt: skip
 
@@ -503,6 +556,7 @@ class ErrorCode:
     BAD_SDP: Final = "bad_sdp"
     UNSUPPORTED_CODEC: Final = "unsupported_codec"
     NO_OFFER: Final = "no_offer"
+    UNKNOWN_PARTICIPANT: Final = "unknown_participant"
     UNAVAILABLE: Final = "unavailable"
     INTERNAL: Final = "internal"
 

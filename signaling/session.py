@@ -63,6 +63,9 @@ class Session:
             "call.hangup": self._call_hangup,
             "call.update": self._call_update,
             "call.stats": self._call_stats,
+            "call.state": self._call_state,
+            "call.mute": self._call_mute,
+            "call.remove": self._call_remove,
         }
         assert set(self._handlers) == set(p.CLIENT_MESSAGES), "every request needs a handler"
 
@@ -308,6 +311,18 @@ class Session:
     async def _sfu_publish(self, req: p.SfuPublish) -> None:
         sdp = await self.hub.calls.publish(self, req)
         await self.send_reply(p.SfuPublishOk(re=req.id, sdp=sdp))
+
+    async def _call_state(self, req: p.CallState) -> None:
+        await self.hub.calls.set_state(self, req)
+        await self.send_reply(p.Ok(re=req.id))
+
+    async def _call_mute(self, req: p.CallMute) -> None:
+        await self.hub.calls.mute(self, req)
+        await self.send_reply(p.Ok(re=req.id))
+
+    async def _call_remove(self, req: p.CallRemove) -> None:
+        await self.hub.calls.remove(self, req)
+        await self.send_reply(p.Ok(re=req.id))
 
     async def _call_stats(self, req: p.CallStats) -> None:
         reply = await self.hub.calls.stats(self, req.room)

@@ -406,7 +406,11 @@ async def test_random_frames_get_exactly_one_answer(
     assert target.reopened["authed"] == 0
     # The run reached the handlers, not only the parser: valid requests were served, tokens
     # checked, and malformed hellos closed the anonymous socket.
-    assert target.oks >= EXAMPLES // 10
+    handled = target.oks + sum(
+        n for code, n in target.errors_seen.items() if code not in PARSE_ERRORS
+    )
+    assert target.oks >= EXAMPLES // 20
+    assert handled >= EXAMPLES // 2, (target.oks, target.errors_seen)
     assert target.errors_seen[E.INVALID_TOKEN] >= 5
     assert target.errors_seen[E.INVALID_FIELD] >= 5
     assert target.reopened["anonymous"] >= 1
