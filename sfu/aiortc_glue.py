@@ -63,6 +63,7 @@ __all__ = [
     "InboundTap",
     "OutboundPort",
     "RtpPacket",
+    "negotiated_codec",
     "server_rtc_configuration",
     "use_host_addresses",
     "use_port_range",
@@ -135,6 +136,15 @@ def use_port_range(low: int, high: int) -> None:
         return candidates
 
     aioice.ice.Connection.get_component_candidates = gather  # type: ignore[method-assign]
+
+
+def negotiated_codec(receiver: RTCRtpReceiver, pc: Any) -> str | None:
+    """The mime type a receiver's transceiver settled on (its first codec), if any."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.receiver is receiver:
+            codecs = transceiver._codecs
+            return str(codecs[0].mimeType) if codecs else None
+    return None
 
 
 def server_rtc_configuration() -> RTCConfiguration:

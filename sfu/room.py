@@ -27,9 +27,9 @@ from aiortc import (
 from aiortc import sdp as sdp_parser
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from sfu.aiortc_glue import IdleTrack, InboundTap, OutboundPort, RtpPacket
+from sfu.aiortc_glue import IdleTrack, InboundTap, OutboundPort, RtpPacket, negotiated_codec
 from sfu.forwarder import TrackForwarder
-from sfu.sdp import announce
+from sfu.sdp import announce, keep_codecs
 from sfu.speakers import SpeakerDetector
 
 log = logging.getLogger("huddle.sfu.room")
@@ -57,7 +57,7 @@ def _codecs_for(
     return chosen
 
 
-def _check_sdp(sdp: str, expected: str) -> None:
+def _check_sdp(sdp: str, expected: str) -> sdp_parser.SessionDescription:
     """Refuse what aiortc's parser would choke on before any connection state changes."""
     if len(sdp) > MAX_SDP_BYTES:
         raise SfuError("bad_sdp", f"SDP larger than {MAX_SDP_BYTES} bytes")
@@ -72,6 +72,19 @@ def _check_sdp(sdp: str, expected: str) -> None:
     for media in parsed.media:
         if media.kind not in ("audio", "video"):
             raise SfuError("bad_sdp", f"unsupported media section {media.kind!r}")
+    return parsed
+
+
+def _check_publish_offer(parsed: sdp_parser.SessionDescription, max_tracks: int) -> None:
+    """Every offered track must carry the codec forwarding uses, within the track limit."""
+    if len(parsed.media) > max_tracks:
+        raise SfuError("too_many_tracks", f"at most {max_tracks} published tracks")
+    for media in parsed.media:
+        wanted = VIDEO_CODEC if media.kind == "video" else AUDIO_CODEC
+        if not any(c.mimeType.lower() == wanted.lower() for c in media.rtp.codecs):
+            raise SfuError(
+                "unsupported_codec", f"{media.kind} must be offered with {wanted.split('/')[1]}"
+            )
 
 
 @dataclass(eq=False)
@@ -108,6 +121,7 @@ class RoomPolicy:
     speakers."""
 
     capacity: int = 50
+    max_tracks: int = 8  # tracks one participant may publish (camera, mic, screen, layers)
     select_above: int = 12
     audio_max: int = 3
     video_last_n: int = 9
@@ -216,7 +230,8 @@ class Room:
         """Answer a publisher offer; every new track becomes forwardable."""
         if not participant.can_publish:
             raise SfuError("forbidden", "this token may not publish")
-        _check_sdp(offer_sdp, "offer")
+        _check_publish_offer(_check_sdp(offer_sdp, "offer"), self.policy.max_tracks)
+        offer_sdp = keep_codecs(offer_sdp, {"video": "VP8", "audio": "opus"})
         pc = participant.publisher
         if pc is None:
             pc = participant.publisher = RTCPeerConnection(self._rtc_config)
@@ -248,11 +263,33 @@ class Room:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except Exception as exc:
+            await self._drop_publisher(participant)
             raise SfuError("unsupported_codec", f"cannot answer: {exc}") from None
+        for track in new_tracks:
+            codec = negotiated_codec(track.tap.receiver, pc)
+            wanted = VIDEO_CODEC if track.kind == "video" else AUDIO_CODEC
+            if codec is None or codec.lower() != wanted.lower():
+                # The offer listed our codec but preferred another: forwarding it to
+                # subscribers negotiated for ours would break their decoders.
+                await self._drop_publisher(participant)
+                raise SfuError(
+                    "unsupported_codec", f"{track.kind} negotiated {codec}, not {wanted}"
+                )
         for other in self.participants.values():
             if other is not participant and other.can_subscribe:
                 self._spawn(self._sync_subscriptions(other))
         return announce(pc.localDescription.sdp, self._announced)
+
+    async def _drop_publisher(self, participant: Participant) -> None:
+        """Forget a publisher connection whose negotiation failed half way, and its tracks."""
+        for other in self.participants.values():
+            for key in [k for k, s in other.subscriptions.items() if s.track.owner is participant]:
+                sub = other.subscriptions.pop(key)
+                sub.track.forwarder.remove(sub.port)
+        participant.published.clear()
+        pc, participant.publisher = participant.publisher, None
+        if pc is not None:
+            await pc.close()
 
     def _tap(self, participant: Participant, key: str, kind: str, source: str,
              receiver: RTCRtpReceiver) -> PublishedTrack:  # fmt: skip

@@ -19,3 +19,61 @@ def announce(sdp: str, addresses: dict[str, str]) -> str:
         return match.group(1) + addresses.get(host, host) + match.group(3)
 
     return _CANDIDATE.sub(swap, sdp)
+
+
+_PT_LINE: Final = re.compile(r"^a=(rtpmap|fmtp|rtcp-fb):(\d+)[ /]", re.I)
+
+
+def keep_codecs(sdp: str, wanted: dict[str, str]) -> str:
+    """Strip every codec but ``wanted[kind]`` (and the RTX that repairs it) from each media
+    section of an offer, so that the answer cannot settle on another codec whatever order
+    the offerer preferred. Sections without the wanted codec are left as they are (the
+    caller refuses those)."""
+    newline = "\r\n" if "\r\n" in sdp else "\n"
+    lines = sdp.split(newline)
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.startswith("m="):
+            out.append(line)
+            i += 1
+            continue
+        end = i + 1
+        while end < len(lines) and not lines[end].startswith("m="):
+            end += 1
+        out.extend(_keep_in_section(lines[i:end], wanted))
+        i = end
+    return newline.join(out)
+
+
+def _keep_in_section(section: list[str], wanted: dict[str, str]) -> list[str]:
+    m_line = section[0].split(" ")
+    kind = m_line[0][2:]
+    codec = wanted.get(kind)
+    if codec is None or len(m_line) < 4:
+        return section
+    names: dict[str, str] = {}
+    apt: dict[str, str] = {}
+    for line in section[1:]:
+        if line.startswith("a=rtpmap:"):
+            pt, _, rest = line[len("a=rtpmap:") :].partition(" ")
+            names[pt] = rest.split("/", 1)[0].lower()
+        elif line.startswith("a=fmtp:"):
+            pt, _, params = line[len("a=fmtp:") :].partition(" ")
+            for param in params.split(";"):
+                key, _, value = param.strip().partition("=")
+                if key == "apt":
+                    apt[pt] = value
+    main = [pt for pt in m_line[3:] if names.get(pt) == codec.lower()]
+    if not main:
+        return section
+    repair = [pt for pt in m_line[3:] if names.get(pt) == "rtx" and apt.get(pt) in main]
+    keep = set(main) | set(repair)
+    result = [" ".join(m_line[:3] + main + repair)]
+    for line in section[1:]:
+        match = _PT_LINE.match(line)
+        if match and match.group(2) not in keep:
+            continue
+        result.append(line)
+    return result

@@ -31,6 +31,9 @@ class Broker:
         self.node_channel = f"huddle:node:{node_id}"
         self.connected = False
         self.reconnects = 0
+        # Called after the connection came back (subscriptions restored): messages published
+        # while it was down are gone, so their owners re-read what they need.
+        self.on_reconnect: list[Callable[[], None]] = []
 
     async def start(self) -> None:
         # The node's own channel keeps the pub/sub connection subscribed to at least one
@@ -90,6 +93,11 @@ class Broker:
                 self.connected = True
                 self.reconnects += 1
                 log.info("pub/sub connection restored")
+                for callback in self.on_reconnect:
+                    try:
+                        callback()
+                    except Exception:
+                        log.exception("reconnect callback failed")
             delay = RETRY_DELAY_S
             if message is None or message.get("type") != "message":
                 continue

@@ -68,6 +68,8 @@ class Hub:
         self.watchers: dict[str, set[Session]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[None]] = set()
+        self._presence_versions: dict[str, int] = {}  # last version fanned out, per user
+        broker.on_reconnect.append(lambda: self.spawn(self._resync_presence()))
         self.started = time.monotonic()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -215,16 +217,35 @@ class Hub:
             watchers.discard(session)
             if not watchers:
                 del self.watchers[user]
+                self._presence_versions.pop(user, None)
                 await self.broker.unsubscribe(presence_channel(user), self._on_presence)
 
     def _on_presence(self, payload: bytes) -> None:
-        snapshot = decode_snapshot(payload)
+        self._fan_out_presence(decode_snapshot(payload))
+
+    def _fan_out_presence(self, snapshot: p.UserPresence) -> None:
         watchers = self.watchers.get(snapshot.user)
         if not watchers:
             return
+        if snapshot.version == self._presence_versions.get(snapshot.user):
+            return  # already delivered (a re-read after a reconnect found no change)
+        self._presence_versions[snapshot.user] = snapshot.version
         event = p.EncodedEvent(p.PresenceUpdate(seq=0, presence=snapshot))
         for session in watchers:
             session.send_event(event)
+
+    async def _resync_presence(self) -> None:
+        """After pub/sub was down: changes published meanwhile were lost; re-read them."""
+        users = list(self.watchers)
+        if not users:
+            return
+        try:
+            snapshots = await self.presence.get(users)
+        except (RedisError, OSError) as exc:
+            log.warning("presence re-sync failed", extra={"error": str(exc)})
+            return
+        for snapshot in snapshots:
+            self._fan_out_presence(snapshot)
 
     # --- health -------------------------------------------------------------------------
 

@@ -557,6 +557,7 @@ class ErrorCode:
     UNSUPPORTED_CODEC: Final = "unsupported_codec"
     NO_OFFER: Final = "no_offer"
     UNKNOWN_PARTICIPANT: Final = "unknown_participant"
+    TOO_MANY_TRACKS: Final = "too_many_tracks"
     UNAVAILABLE: Final = "unavailable"
     INTERNAL: Final = "internal"
 

@@ -92,14 +92,20 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    ok = await hub.redis_ok()
+    reachable = await hub.redis_ok()
+    # Degraded until both commands and pub/sub work again: events need the latter.
+    ok = reachable and hub.broker.connected
     uptime = time.monotonic() - hub.started
     hub.metrics.redis_up.set(1 if ok else 0)
     body: dict[str, Any] = {
         "status": "ok" if ok else "degraded",
         "node": hub.settings.node_id,
         "uptime_s": round(uptime, 3),
-        "redis": {"reachable": ok, "pubsub": hub.broker.connected, **request.app[REDIS_INFO]()},
+        "redis": {
+            "reachable": reachable,
+            "pubsub": hub.broker.connected,
+            **request.app[REDIS_INFO](),
+        },
         "connections": len(hub.sessions),
     }
     return web.json_response(body, status=200 if ok else 503)

@@ -228,3 +228,47 @@ async def test_many_audio_tracks_reach_one_subscriber(start_node: StartNode) -> 
         assert abs(heard[identity] - tone) < 15, (identity, heard[identity])
     for call in (*publishers, listener):
         await call.close()
+
+
+async def test_codecs_and_track_limit(start_node: StartNode) -> None:
+    from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+    node = await start_node(**LOOPBACK)
+    alice = await _join(node, "alice", room="codecs")
+    bob = await _join(node, "bob", room="codecs")
+    video = RTCRtpSender.getCapabilities("video").codecs
+
+    async def offer(preferred: list[str], tracks: int = 1) -> tuple[RTCPeerConnection, str]:
+        pc = RTCPeerConnection()
+        for _ in range(tracks):
+            transceiver = pc.addTransceiver(ColorTrack((5, 5, 5)), direction="sendonly")
+            transceiver.setCodecPreferences(
+                [c for name in preferred for c in video if c.mimeType == name]
+            )
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc, pc.localDescription.sdp
+
+    # H264 alone cannot be forwarded to VP8 subscribers: refused, nothing half made.
+    pc, sdp = await offer(["video/H264"])
+    with pytest.raises(RequestError) as info:
+        await alice.client.request(p.SfuPublish(id="", room="codecs", sdp=sdp))
+    assert info.value.code == "unsupported_codec"
+    await pc.close()
+    # More tracks than a participant may publish.
+    pc, sdp = await offer(["video/VP8"], tracks=9)
+    with pytest.raises(RequestError) as info:
+        await alice.client.request(p.SfuPublish(id="", room="codecs", sdp=sdp))
+    assert info.value.code == "too_many_tracks"
+    await pc.close()
+    # H264 preferred but VP8 offered too: the SFU answers with VP8 and it flows.
+    pc, sdp = await offer(["video/H264", "video/VP8", "video/rtx"])
+    reply = await alice.client.request(p.SfuPublish(id="", room="codecs", sdp=sdp))
+    assert "VP8/90000" in reply.sdp and "H264" not in reply.sdp
+    await pc.setRemoteDescription(RTCSessionDescription(reply.sdp, "answer"))
+    track, info_ = await bob.next_track()
+    assert info_.identity == "alice"
+    frame = await asyncio.wait_for(track.recv(), 10)
+    assert isinstance(frame, av.VideoFrame)
+    await pc.close()
+    await alice.close()
+    await bob.close()

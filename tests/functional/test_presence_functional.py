@@ -102,3 +102,26 @@ async def test_two_nodes_share_presence(start_node: StartNode) -> None:
     assert online.devices[0].device == "phone"
     await alice.close()
     await next_presence(bob, "alice", "offline")
+
+
+async def test_changes_missed_while_pubsub_was_down_are_resent(node: Node) -> None:
+    from signaling.presence import DeviceEntry, PresenceStore
+    from signaling.server import HUB
+
+    hub = node.app[HUB]
+    bob = await node.client("bob")
+    await bob.request(p.PresenceSubscribe(id="", users=["alice"]))
+    # A change whose pub/sub message this node never gets (as while its connection is down):
+    # the store writes it and publishes on a channel nobody listens to.
+    lost = PresenceStore(hub.redis, "elsewhere", 30)
+    lost._args = lambda op, entry, now_ms: [  # type: ignore[method-assign]
+        op, entry.user, entry.device, entry.session, entry.status, "elsewhere",
+        now_ms + 30000, now_ms, "nowhere",
+    ]  # fmt: skip
+    await lost.set(DeviceEntry(user="alice", device="phone", session="s1", status="online"))
+    with pytest.raises(TimeoutError):
+        await bob.next_event("presence.update", timeout=0.3)
+    # The node's pub/sub connection comes back: it re-reads what its devices watch.
+    hub.broker.connected = False
+    state = await next_presence(bob, "alice", "online", timeout=5)
+    assert [d.device for d in state.devices] == ["phone"]
