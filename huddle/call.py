@@ -47,9 +47,39 @@ class _Relay(MediaStreamTrack):
         return await self.source.recv()
 
 
+def split_candidates(sdp: str) -> tuple[str, list[tuple[str | None, int, str]]]:
+    """The SDP without its ICE candidates, and the candidates as (mid, m-line index, line)."""
+    kept: list[str] = []
+    found: list[tuple[str | None, int, str]] = []
+    index, mid = -1, None
+    for line in sdp.split("\r\n"):
+        if line.startswith("m="):
+            index, mid = index + 1, None
+        elif line.startswith("a=mid:"):
+            mid = line[len("a=mid:") :]
+        if line.startswith("a=candidate:"):
+            found.append((mid, index, line[len("a=") :]))
+            continue
+        if line == "a=end-of-candidates":
+            continue
+        kept.append(line)
+    # a=mid may follow the candidates of its section: fill mids in afterwards.
+    mids: dict[int, str] = {}
+    index = -1
+    for line in kept:
+        if line.startswith("m="):
+            index += 1
+        elif line.startswith("a=mid:"):
+            mids[index] = line[len("a=mid:") :]
+    return "\r\n".join(kept), [(mids.get(i, m), i, c) for m, i, c in found]
+
+
 class CallClient:
-    def __init__(self, client: HuddleClient, room: str) -> None:
+    def __init__(self, client: HuddleClient, room: str, *, trickle: bool = False) -> None:
         self.client = client
+        # Send local ICE candidates one by one (sfu.candidate) after the SDP, as browsers do,
+        # instead of inside it.
+        self.trickle = trickle
         self.room = room
         self.participant = ""
         self.joined: p.CallJoinOk | None = None
@@ -104,16 +134,16 @@ class CallClient:
         for index, transceiver in enumerate(transceivers):
             if sources and index in sources and transceiver.mid is not None:
                 by_mid[transceiver.mid] = sources[index]
+        offer, candidates = self._local_sdp(self.publisher)
         reply: p.SfuPublishOk = await self.client.request(
-            p.SfuPublish(
-                id="", room=self.room, sdp=self.publisher.localDescription.sdp, sources=by_mid
-            ),
+            p.SfuPublish(id="", room=self.room, sdp=offer, sources=by_mid),
             timeout=DEFAULT_TIMEOUT_S,
         )
         answer = reply.sdp
         if self.remote_sdp_filter is not None:
             answer = await self.remote_sdp_filter("answer", answer)
         await self.publisher.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await self._trickle("publisher", candidates)
 
     async def set_state(
         self,
@@ -140,6 +170,24 @@ class CallClient:
     def _on_removed_event(self, event: p.Event) -> None:
         if isinstance(event, p.CallRemoved) and event.room == self.room:
             self.removed.set()
+
+    def _local_sdp(self, pc: RTCPeerConnection) -> tuple[str, list[tuple[str | None, int, str]]]:
+        sdp = pc.localDescription.sdp
+        if not self.trickle:
+            return sdp, []
+        return split_candidates(sdp)
+
+    async def _trickle(
+        self, which: Literal["publisher", "subscriber"], found: list[tuple[str | None, int, str]]
+    ) -> None:
+        if not self.trickle:
+            return
+        for mid, index, candidate in found:
+            await self.client.request(
+                p.SfuCandidate(id="", room=self.room, pc=which, candidate=candidate,
+                               sdp_mid=mid, sdp_mline_index=index)
+            )  # fmt: skip
+        await self.client.request(p.SfuCandidate(id="", room=self.room, pc=which, candidate=None))
 
     async def next_track(
         self, timeout: float = DEFAULT_TIMEOUT_S
@@ -208,10 +256,10 @@ class CallClient:
                 sdp = await self.remote_sdp_filter("offer", sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
+            answer, candidates = self._local_sdp(pc)
             try:
-                await self.client.request(
-                    p.SfuAnswer(id="", room=self.room, sdp=pc.localDescription.sdp)
-                )
+                await self.client.request(p.SfuAnswer(id="", room=self.room, sdp=answer))
+                await self._trickle("subscriber", candidates)
             except Exception:
                 log.exception("subscriber answer refused")
                 continue

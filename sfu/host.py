@@ -38,6 +38,11 @@ class RoomHost(Protocol):
 
     async def set_paused(self, participant: str, kind: str, paused: bool) -> None: ...
 
+    async def add_candidate(
+        self, participant: str, pc: str, candidate: str | None,
+        sdp_mid: str | None, sdp_mline_index: int | None,
+    ) -> None: ...  # fmt: skip
+
 
 class LocalHost:
     def __init__(
@@ -106,6 +111,13 @@ class LocalHost:
             "published": msgspec.to_builtins(sfu_stats.published(p, self._meter, now)),
             "subscribed": msgspec.to_builtins(sfu_stats.subscribed(p, self._meter, now)),
         }
+
+    async def add_candidate(
+        self, participant: str, pc: str, candidate: str | None,
+        sdp_mid: str | None, sdp_mline_index: int | None,
+    ) -> None:  # fmt: skip
+        p = self._participant(participant)
+        await p.room.add_candidate(p, pc, candidate, sdp_mid, sdp_mline_index)
 
     async def set_paused(self, participant: str, kind: str, paused: bool) -> None:
         p = self._participant(participant)

@@ -67,6 +67,15 @@ class SetPaused(Msg, tag="set_paused", kw_only=True):
     paused: bool
 
 
+class AddCandidate(Msg, tag="add_candidate", kw_only=True):
+    id: int
+    participant: str
+    pc: str
+    candidate: str | None
+    sdp_mid: str | None
+    sdp_mline_index: int | None
+
+
 class CloseRoom(Msg, tag="close_room", kw_only=True):
     id: int
     room: str
@@ -106,7 +115,7 @@ class Metrics(Msg, tag="metrics", kw_only=True):
     pid: int
 
 
-Request = Join | Publish | Answer | Leave | Stats | CloseRoom | SetPaused
+Request = Join | Publish | Answer | Leave | Stats | CloseRoom | SetPaused | AddCandidate
 Reply = Result | Failure | Offer | Speakers | Metrics
 
 _encoder: Final = msgspec.msgpack.Encoder()

@@ -79,6 +79,16 @@ class WorkerHost:
         assert isinstance(value, dict)
         return value
 
+    async def add_candidate(
+        self, participant: str, pc: str, candidate: str | None,
+        sdp_mid: str | None, sdp_mline_index: int | None,
+    ) -> None:  # fmt: skip
+        await self._call(
+            ipc.AddCandidate(id=self.channel.next_id(), participant=participant, pc=pc,
+                             candidate=candidate, sdp_mid=sdp_mid,
+                             sdp_mline_index=sdp_mline_index)
+        )  # fmt: skip
+
     async def set_paused(self, participant: str, kind: str, paused: bool) -> None:
         await self._call(
             ipc.SetPaused(id=self.channel.next_id(), participant=participant, kind=kind,

@@ -310,6 +310,31 @@ class Room:
                                forwarder=forwarder)  # fmt: skip
         return track
 
+    async def add_candidate(
+        self, participant: Participant, which: str, candidate: str | None,
+        sdp_mid: str | None, sdp_mline_index: int | None,
+    ) -> None:  # fmt: skip
+        """Trickle ICE from the client: one remote candidate, or None for the last one."""
+        pc = participant.publisher if which == "publisher" else participant.subscriber
+        if pc is None or pc.remoteDescription is None:
+            raise SfuError("no_offer", f"no {which} connection negotiated yet")
+        if candidate is None:
+            await pc.addIceCandidate(None)
+            return
+        text = candidate[len("candidate:") :] if candidate.startswith("candidate:") else candidate
+        try:
+            parsed = sdp_parser.candidate_from_sdp(text)
+        except Exception:  # the parser indexes and converts freely
+            raise SfuError("bad_candidate", "unparsable ICE candidate") from None
+        parsed.sdpMid = sdp_mid
+        parsed.sdpMLineIndex = sdp_mline_index if sdp_mid is None else None
+        if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+            parsed.sdpMLineIndex = 0
+        try:
+            await pc.addIceCandidate(parsed)
+        except ValueError as exc:
+            raise SfuError("bad_candidate", str(exc)) from None
+
     def set_paused(self, participant: Participant, kind: str, paused: bool) -> None:
         for track in participant.published.values():
             if track.kind == kind:

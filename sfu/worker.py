@@ -110,6 +110,9 @@ async def serve(fd: int, config: WorkerConfig) -> None:
                 value = await host.stats(request.participant)
             elif isinstance(request, ipc.CloseRoom):
                 await host.close_room(request.room)
+            elif isinstance(request, ipc.AddCandidate):
+                await host.add_candidate(request.participant, request.pc, request.candidate,
+                                         request.sdp_mid, request.sdp_mline_index)  # fmt: skip
             elif isinstance(request, ipc.SetPaused):
                 await host.set_paused(request.participant, request.kind, request.paused)
             send(ipc.Result(id=request.id, value=value))

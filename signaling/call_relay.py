@@ -24,7 +24,9 @@ from signaling.auth import Claims, Grants
 log = logging.getLogger("huddle.call_relay")
 RELAY_TIMEOUT_S: Final = 20.0
 
-Kind = Literal["join", "publish", "answer", "leave", "stats", "gone", "state", "mute", "remove"]
+Kind = Literal[
+    "join", "publish", "answer", "candidate", "leave", "stats", "gone", "state", "mute", "remove"
+]
 
 
 class RelayRequest(msgspec.Struct, tag="request", tag_field="relay", kw_only=True):

@@ -245,6 +245,9 @@ class CallManager:
         if request.kind == "leave":
             await self.leave(endpoint, request.room)
             return None
+        if request.kind == "candidate":
+            await self.add_candidate(endpoint, msgspec.convert(request.args, p.SfuCandidate))
+            return None
         if request.kind == "state":
             await self.set_state(endpoint, msgspec.convert(request.args, p.CallState))
             return None
@@ -455,6 +458,18 @@ class CallManager:
         member = self._member(session, req.room)
         try:
             await member.room.host.answer(member.participant, req.sdp)
+        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
+            raise _call_error(exc) from None
+
+    async def add_candidate(self, session: Session, req: p.SfuCandidate) -> None:
+        if self._relayed.get(session, ("",))[0] == req.room:
+            await self._relay_call(session, "candidate", args=msgspec.to_builtins(req))
+            return
+        member = self._member(session, req.room)
+        try:
+            await member.room.host.add_candidate(
+                member.participant, req.pc, req.candidate, req.sdp_mid, req.sdp_mline_index
+            )
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
             raise _call_error(exc) from None
 

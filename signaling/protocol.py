@@ -106,6 +106,18 @@ class SfuPublish(Request, tag="sfu.publish", kw_only=True):
     sources: dict[str, Source] = msgspec.field(default_factory=dict)
 
 
+class SfuCandidate(Request, tag="sfu.candidate", kw_only=True):
+    """Trickle ICE: one of the client's candidates for its publisher or subscriber
+    connection, as ``RTCIceCandidate.candidate`` (with or without ``candidate:``); null
+    ``candidate`` ends the client's candidates."""
+
+    room: RoomName
+    pc: Literal["publisher", "subscriber"]
+    candidate: Annotated[str, msgspec.Meta(max_length=512)] | None
+    sdp_mid: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    sdp_mline_index: Annotated[int, msgspec.Meta(ge=0, le=64)] | None = None
+
+
 class SfuAnswer(Request, tag="sfu.answer", kw_only=True):
     """The client's answer to an ``sfu.offer`` for its subscriber connection."""
 
@@ -183,7 +195,8 @@ CLIENT_MESSAGES: Final[dict[str, type[Request]]] = {
     for cls in (
         Hello, Ping, AuthRefresh, PresenceSubscribe, PresenceUnsubscribe, PresenceSet,
         CallInvite, CallAccept, CallDecline, CallCancel, CallHangup, CallUpdate,
-        CallJoin, CallLeave, SfuPublish, SfuAnswer, CallStats, CallState, CallMute, CallRemove,
+        CallJoin, CallLeave, SfuPublish, SfuAnswer, SfuCandidate, CallStats, CallState, CallMute,
+        CallRemove,
     )
 }  # fmt: skip
 
@@ -335,6 +348,7 @@ REPLIES: Final[dict[str, type[Reply]]] = {
     "call.update": Ok,
     "sfu.publish": SfuPublishOk,
     "sfu.answer": Ok,
+    "sfu.candidate": Ok,
     "call.stats": CallStatsOk,
     "call.state": Ok,
     "call.mute": Ok,
@@ -558,6 +572,7 @@ class ErrorCode:
     NO_OFFER: Final = "no_offer"
     UNKNOWN_PARTICIPANT: Final = "unknown_participant"
     TOO_MANY_TRACKS: Final = "too_many_tracks"
+    BAD_CANDIDATE: Final = "bad_candidate"
     UNAVAILABLE: Final = "unavailable"
     INTERNAL: Final = "internal"
 

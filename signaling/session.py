@@ -64,6 +64,7 @@ class Session:
             "call.update": self._call_update,
             "call.stats": self._call_stats,
             "call.state": self._call_state,
+            "sfu.candidate": self._sfu_candidate,
             "call.mute": self._call_mute,
             "call.remove": self._call_remove,
         }
@@ -311,6 +312,10 @@ class Session:
     async def _sfu_publish(self, req: p.SfuPublish) -> None:
         sdp = await self.hub.calls.publish(self, req)
         await self.send_reply(p.SfuPublishOk(re=req.id, sdp=sdp))
+
+    async def _sfu_candidate(self, req: p.SfuCandidate) -> None:
+        await self.hub.calls.add_candidate(self, req)
+        await self.send_reply(p.Ok(re=req.id))
 
     async def _call_state(self, req: p.CallState) -> None:
         await self.hub.calls.set_state(self, req)
