@@ -15,6 +15,8 @@ from typing import Final
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from signaling.keys import node_channel
+
 log = logging.getLogger("huddle.broker")
 
 Handler = Callable[[bytes], None]
@@ -28,7 +30,7 @@ class Broker:
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._handlers: dict[str, list[Handler]] = {}
         self._reader: asyncio.Task[None] | None = None
-        self.node_channel = f"huddle:node:{node_id}"
+        self.node_channel = node_channel(node_id)
         self.connected = False
         self.reconnects = 0
         # Called after the connection came back (subscriptions restored): messages published

@@ -20,6 +20,7 @@ import msgspec
 
 from signaling import protocol as p
 from signaling.auth import Claims, Grants
+from signaling.keys import node_channel
 
 log = logging.getLogger("huddle.call_relay")
 RELAY_TIMEOUT_S: Final = 20.0
@@ -59,10 +60,6 @@ class RelayEvent(msgspec.Struct, tag="event", tag_field="relay", kw_only=True):
 RelayMessage = RelayRequest | RelayReply | RelayEvent
 _decoder: Final = msgspec.json.Decoder(RelayMessage)
 _event_decoder: Final = msgspec.json.Decoder(Union[tuple(p.SERVER_EVENTS.values())])  # noqa: UP007
-
-
-def node_channel(node: str) -> str:
-    return f"huddle:node:{node}"
 
 
 Publish = Callable[[str, bytes], Awaitable[None]]

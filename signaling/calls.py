@@ -42,6 +42,7 @@ from sfu.room import RoomPolicy, SfuError
 from sfu.worker import WorkerConfig
 from signaling import protocol as p
 from signaling.call_relay import Relay, RelayError, RelayRequest, RemoteEndpoint
+from signaling.keys import room_key
 
 if TYPE_CHECKING:
     from signaling.auth import Claims
@@ -76,7 +77,7 @@ return 0
 
 
 def room_node_key(room: str) -> str:
-    return f"huddle:{{room:{room}}}:node"
+    return room_key(room, "node")
 
 
 class CallError(Exception):

@@ -18,6 +18,7 @@ from signaling import protocol as p
 from signaling.broker import Broker
 from signaling.call_relay import Relay
 from signaling.calls import CallManager
+from signaling.keys import user_key
 from signaling.metrics import Metrics
 from signaling.presence import DeviceEntry, PresenceStore, decode_snapshot, presence_channel
 from signaling.ringing import Ringing, user_call_channel
@@ -41,7 +42,7 @@ _control_decoder: Final = msgspec.json.Decoder(Control)
 
 
 def control_channel(user: str) -> str:
-    return f"huddle:{{user:{user}}}:control"
+    return user_key(user, "control")
 
 
 class Hub:

@@ -16,6 +16,7 @@ from typing import Final, cast
 import msgspec
 import redis.asyncio as redis
 
+from signaling.keys import user_key
 from signaling.protocol import UserPresence
 
 EXPIRY_INDEX: Final = "huddle:presence:expiry"
@@ -80,15 +81,15 @@ _decoder: Final = msgspec.json.Decoder(UserPresence)
 
 
 def devices_key(user: str) -> str:
-    return f"huddle:{{user:{user}}}:devices"
+    return user_key(user, "devices")
 
 
 def meta_key(user: str) -> str:
-    return f"huddle:{{user:{user}}}:presence"
+    return user_key(user, "presence")
 
 
 def presence_channel(user: str) -> str:
-    return f"huddle:{{user:{user}}}:presence-events"
+    return user_key(user, "presence-events")
 
 
 def decode_snapshot(blob: bytes | str) -> UserPresence:

@@ -39,6 +39,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from huddle.config import Settings
+from signaling import keys
 from signaling import protocol as p
 from signaling.call_state import RULES, CallState, MemberState, Transition, events_for
 from signaling.calls import CallError
@@ -66,23 +67,23 @@ _MESSAGES: Final = {
 
 
 def call_key(call: str) -> str:
-    return f"huddle:{{call:{call}}}:call"
+    return keys.call_key(call, "call")
 
 
 def members_key(call: str) -> str:
-    return f"huddle:{{call:{call}}}:members"
+    return keys.call_key(call, "members")
 
 
 def user_call_key(user: str) -> str:
-    return f"huddle:{{user:{user}}}:call"
+    return keys.user_key(user, "call")
 
 
 def user_ringing_key(user: str) -> str:
-    return f"huddle:{{user:{user}}}:ringing"
+    return keys.user_key(user, "ringing")
 
 
 def user_call_channel(user: str) -> str:
-    return f"huddle:{{user:{user}}}:calls"
+    return keys.user_key(user, "calls")
 
 
 def room_for(call: str) -> str:

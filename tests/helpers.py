@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from huddle.call import CallClient
 from huddle.client import HuddleClient
 from huddle.config import Settings
 from sfu.room import Room
@@ -56,14 +57,29 @@ class Node:
         return f"http://127.0.0.1:{self.port}"
 
     async def client(
-        self, identity: str, *, device: str | None = None, hello: bool = True, **kw: Any
+        self,
+        identity: str,
+        *,
+        device: str | None = None,
+        hello: bool = True,
+        grants: dict[str, Any] | None = None,
+        **kw: Any,
     ) -> HuddleClient:
-        c = HuddleClient(self.url, make_token(identity), device=device, **kw)
+        """A client of this node with a token for ``identity`` (and ``grants``)."""
+        c = HuddleClient(self.url, make_token(identity, **(grants or {})), device=device, **kw)
         self.clients.append(c)
         await c.connect()
         if hello:
             await c.hello()
         return c
+
+    async def call(
+        self, identity: str, room: str, *, trickle: bool = False, **grants: Any
+    ) -> CallClient:
+        """A client of this node that has joined ``room``."""
+        call = CallClient(await self.client(identity, grants=grants), room, trickle=trickle)
+        await call.join()
+        return call
 
     async def raw_ws(
         self, session: aiohttp.ClientSession, **kw: Any

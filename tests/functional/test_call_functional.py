@@ -39,13 +39,7 @@ def decoders(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 async def _join(node: Node, identity: str, room: str = "standup", **grants: Any) -> CallClient:
-    client = HuddleClient(node.url, make_token(identity, **grants))
-    node.clients.append(client)
-    await client.connect()
-    await client.hello()
-    call = CallClient(client, room)
-    await call.join()
-    return call
+    return await node.call(identity, room, **grants)
 
 
 async def _check_track(track: MediaStreamTrack, info: p.TrackInfo) -> None:

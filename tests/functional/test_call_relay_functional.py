@@ -8,21 +8,15 @@ import av
 import pytest
 
 from huddle.call import CallClient
-from huddle.client import HuddleClient, RequestError
+from huddle.client import RequestError
 from signaling import protocol as p
 from tests.conftest import StartNode
-from tests.helpers import Node, make_token
+from tests.helpers import Node
 from tests.media import ColorTrack, ToneTrack, close_colour, mean_rgb
 
 
 async def _call(node: Node, identity: str, room: str) -> CallClient:
-    client = HuddleClient(node.url, make_token(identity))
-    node.clients.append(client)
-    await client.connect()
-    await client.hello()
-    call = CallClient(client, room)
-    await call.join()
-    return call
+    return await node.call(identity, room)
 
 
 async def _sees(call: CallClient, who: str, colour: tuple[int, int, int]) -> None:

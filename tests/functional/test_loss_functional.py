@@ -10,9 +10,8 @@ from collections.abc import Callable
 import av
 
 from huddle.call import CallClient
-from huddle.client import HuddleClient
 from tests.conftest import StartNode
-from tests.helpers import Node, local_room, make_token
+from tests.helpers import Node, local_room
 from tests.media import ColorTrack, close_colour, mean_rgb
 from tests.netem import (
     LossyRelay,
@@ -46,15 +45,7 @@ def every_nth_video_packet_once(video_pt: int, dropped: set[int]) -> Callable[[b
 
 async def _two_in_a_call(start_node: StartNode, room: str) -> tuple[Node, CallClient, CallClient]:
     node = await start_node(ice_addresses=["127.0.0.1"])
-    calls = []
-    for identity in ("alice", "bob"):
-        client = HuddleClient(node.url, make_token(identity))
-        node.clients.append(client)
-        await client.connect()
-        await client.hello()
-        call = CallClient(client, room)
-        await call.join()
-        calls.append(call)
+    calls = [await node.call(identity, room) for identity in ("alice", "bob")]
     return node, calls[0], calls[1]
 
 

@@ -12,16 +12,12 @@ from huddle.call import CallClient
 from huddle.client import HuddleClient
 from signaling import protocol as p
 from tests.conftest import StartNode
-from tests.helpers import Node, make_token
+from tests.helpers import Node
 from tests.media import ColorTrack, close_colour, mean_rgb
 
 
 async def _client(node: Node, identity: str, device: str) -> HuddleClient:
-    client = HuddleClient(node.url, make_token(identity), device=device)
-    node.clients.append(client)
-    await client.connect()
-    await client.hello()
-    return client
+    return await node.client(identity, device=device)
 
 
 async def test_dropped_socket_resumes_call_without_rejoining(start_node: StartNode) -> None:

@@ -8,20 +8,14 @@ from typing import Any
 import pytest
 
 from huddle.call import CallClient
-from huddle.client import HuddleClient, RequestError
+from huddle.client import RequestError
 from tests.conftest import StartNode
-from tests.helpers import Node, local_room, make_token
+from tests.helpers import Node, local_room
 from tests.media import ColorTrack, ToneTrack
 
 
 async def _call(node: Node, identity: str, **grants: Any) -> CallClient:
-    client = HuddleClient(node.url, make_token(identity, **grants))
-    node.clients.append(client)
-    await client.connect()
-    await client.hello()
-    call = CallClient(client, "meeting")
-    await call.join()
-    return call
+    return await node.call(identity, "meeting", **grants)
 
 
 def _forwarded(node: Node, owner: str, kind: str) -> int:

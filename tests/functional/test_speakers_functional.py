@@ -7,21 +7,14 @@ import time
 from typing import Any
 
 from huddle.call import CallClient
-from huddle.client import HuddleClient
 from signaling import protocol as p
 from tests.conftest import StartNode
-from tests.helpers import Node, local_room, make_token
+from tests.helpers import Node, local_room
 from tests.media import ColorTrack, ToneTrack
 
 
 async def _call(node: Node, identity: str, **grants: Any) -> CallClient:
-    client = HuddleClient(node.url, make_token(identity, **grants))
-    node.clients.append(client)
-    await client.connect()
-    await client.hello()
-    call = CallClient(client, "big")
-    await call.join()
-    return call
+    return await node.call(identity, "big", **grants)
 
 
 async def test_speakers_ranked_and_only_loudest_forwarded(start_node: StartNode) -> None:

@@ -8,21 +8,15 @@ import av
 import pytest
 
 from huddle.call import CallClient, split_candidates
-from huddle.client import HuddleClient, RequestError
+from huddle.client import RequestError
 from signaling import protocol as p
 from tests.conftest import StartNode
-from tests.helpers import Node, local_room, make_token
+from tests.helpers import Node, local_room
 from tests.media import ColorTrack, close_colour, mean_rgb
 
 
 async def _call(node: Node, identity: str) -> CallClient:
-    client = HuddleClient(node.url, make_token(identity))
-    node.clients.append(client)
-    await client.connect()
-    await client.hello()
-    call = CallClient(client, "trickle", trickle=True)
-    await call.join()
-    return call
+    return await node.call(identity, "trickle", trickle=True)
 
 
 def test_split_candidates_finds_each_sections_mid() -> None:

@@ -12,21 +12,14 @@ import aiohttp
 import av
 
 from huddle.call import CallClient
-from huddle.client import HuddleClient
 from signaling.server import HUB
 from tests.conftest import StartNode
-from tests.helpers import Node, make_token
+from tests.helpers import Node
 from tests.media import ColorTrack, close_colour, mean_rgb
 
 
 async def _call(node: Node, identity: str, room: str) -> CallClient:
-    client = HuddleClient(node.url, make_token(identity))
-    node.clients.append(client)
-    await client.connect()
-    await client.hello()
-    call = CallClient(client, room)
-    await call.join()
-    return call
+    return await node.call(identity, room)
 
 
 async def _sees(call: CallClient, colour: tuple[int, int, int], frames: int = 5) -> None:
