@@ -38,6 +38,8 @@ class RoomHost(Protocol):
 
     async def set_paused(self, participant: str, kind: str, paused: bool) -> None: ...
 
+    async def set_pinned(self, participant: str, pinned: list[str]) -> None: ...
+
     async def add_candidate(
         self, participant: str, pc: str, candidate: str | None,
         sdp_mid: str | None, sdp_mline_index: int | None,
@@ -118,6 +120,9 @@ class LocalHost:
     ) -> None:  # fmt: skip
         p = self._participant(participant)
         await p.room.add_candidate(p, pc, candidate, sdp_mid, sdp_mline_index)
+
+    async def set_pinned(self, participant: str, pinned: list[str]) -> None:
+        self._participant(participant).pinned = set(pinned)
 
     async def set_paused(self, participant: str, kind: str, paused: bool) -> None:
         p = self._participant(participant)

@@ -76,6 +76,12 @@ class AddCandidate(Msg, tag="add_candidate", kw_only=True):
     sdp_mline_index: int | None
 
 
+class SetPinned(Msg, tag="set_pinned", kw_only=True):
+    id: int
+    participant: str
+    pinned: list[str]
+
+
 class CloseRoom(Msg, tag="close_room", kw_only=True):
     id: int
     room: str
@@ -115,7 +121,7 @@ class Metrics(Msg, tag="metrics", kw_only=True):
     pid: int
 
 
-Request = Join | Publish | Answer | Leave | Stats | CloseRoom | SetPaused | AddCandidate
+Request = Join | Publish | Answer | Leave | Stats | CloseRoom | SetPaused | AddCandidate | SetPinned
 Reply = Result | Failure | Offer | Speakers | Metrics
 
 _encoder: Final = msgspec.msgpack.Encoder()

@@ -89,6 +89,11 @@ class WorkerHost:
                              sdp_mline_index=sdp_mline_index)
         )  # fmt: skip
 
+    async def set_pinned(self, participant: str, pinned: list[str]) -> None:
+        await self._call(
+            ipc.SetPinned(id=self.channel.next_id(), participant=participant, pinned=pinned)
+        )
+
     async def set_paused(self, participant: str, kind: str, paused: bool) -> None:
         await self._call(
             ipc.SetPaused(id=self.channel.next_id(), participant=participant, kind=kind,

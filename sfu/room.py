@@ -143,6 +143,7 @@ class Participant:
     subscriber: RTCPeerConnection | None = None
     published: dict[str, PublishedTrack] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    pinned: set[str] = field(default_factory=set)  # participants whose video always comes
     negotiating: bool = False
     renegotiate: bool = False
     closed: bool = False
@@ -426,7 +427,7 @@ class Room:
                 audio = [k for k in loudest if not k.startswith(participant.id + ":")]
                 audio_on = set(audio[: policy.audio_max])
                 others = [o for o in order if o != participant.id]
-                video_on = set(others[: policy.video_last_n])
+                video_on = set(others[: policy.video_last_n]) | participant.pinned
             for sub in participant.subscriptions.values():
                 out = sub.track.forwarder.outputs.get(sub.port.ssrc)
                 if out is None:

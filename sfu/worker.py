@@ -113,6 +113,8 @@ async def serve(fd: int, config: WorkerConfig) -> None:
             elif isinstance(request, ipc.AddCandidate):
                 await host.add_candidate(request.participant, request.pc, request.candidate,
                                          request.sdp_mid, request.sdp_mline_index)  # fmt: skip
+            elif isinstance(request, ipc.SetPinned):
+                await host.set_pinned(request.participant, request.pinned)
             elif isinstance(request, ipc.SetPaused):
                 await host.set_paused(request.participant, request.kind, request.paused)
             send(ipc.Result(id=request.id, value=value))

@@ -26,7 +26,17 @@ log = logging.getLogger("huddle.call_relay")
 RELAY_TIMEOUT_S: Final = 20.0
 
 Kind = Literal[
-    "join", "publish", "answer", "candidate", "leave", "stats", "gone", "state", "mute", "remove"
+    "join",
+    "publish",
+    "answer",
+    "candidate",
+    "leave",
+    "stats",
+    "gone",
+    "state",
+    "mute",
+    "remove",
+    "pin",
 ]
 
 

@@ -249,6 +249,9 @@ class CallManager:
         if request.kind == "candidate":
             await self.add_candidate(endpoint, msgspec.convert(request.args, p.SfuCandidate))
             return None
+        if request.kind == "pin":
+            await self.pin(endpoint, msgspec.convert(request.args, p.CallPin))
+            return None
         if request.kind == "state":
             await self.set_state(endpoint, msgspec.convert(request.args, p.CallState))
             return None
@@ -522,6 +525,19 @@ class CallManager:
         admin, target = self._admin_target(session, req.room, req.participant)
         target.send(p.CallRemoved(seq=0, room=req.room, by=admin.participant))
         await self._leave_member(target)
+
+    async def pin(self, session: Session, req: p.CallPin) -> None:
+        if self._relayed.get(session, ("",))[0] == req.room:
+            await self._relay_call(session, "pin", args=msgspec.to_builtins(req))
+            return
+        member = self._member(session, req.room)
+        unknown = [x for x in req.participants if x not in member.room.members]
+        if unknown:
+            raise CallError(p.ErrorCode.UNKNOWN_PARTICIPANT, f"not in the room: {unknown[0]}")
+        try:
+            await member.room.host.set_pinned(member.participant, list(req.participants))
+        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
+            raise _call_error(exc) from None
 
     async def _set_paused(self, member: Member, kind: str, paused: bool) -> None:
         try:

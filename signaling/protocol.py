@@ -149,6 +149,17 @@ class CallRemove(Request, tag="call.remove", kw_only=True):
     participant: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
+class CallPin(Request, tag="call.pin", kw_only=True):
+    """Participants whose video this participant always receives, even in a large room
+    that forwards only the last speakers' video (replaces the previous list)."""
+
+    room: RoomName
+    participants: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]],
+        msgspec.Meta(max_length=16),
+    ]
+
+
 class CallStats(Request, tag="call.stats", kw_only=True):
     """Statistics of this participant's published and received tracks."""
 
@@ -196,7 +207,7 @@ CLIENT_MESSAGES: Final[dict[str, type[Request]]] = {
         Hello, Ping, AuthRefresh, PresenceSubscribe, PresenceUnsubscribe, PresenceSet,
         CallInvite, CallAccept, CallDecline, CallCancel, CallHangup, CallUpdate,
         CallJoin, CallLeave, SfuPublish, SfuAnswer, SfuCandidate, CallStats, CallState, CallMute,
-        CallRemove,
+        CallRemove, CallPin,
     )
 }  # fmt: skip
 
@@ -353,6 +364,7 @@ REPLIES: Final[dict[str, type[Reply]]] = {
     "call.state": Ok,
     "call.mute": Ok,
     "call.remove": Ok,
+    "call.pin": Ok,
 }
 
 

@@ -67,6 +67,7 @@ class Session:
             "sfu.candidate": self._sfu_candidate,
             "call.mute": self._call_mute,
             "call.remove": self._call_remove,
+            "call.pin": self._call_pin,
         }
         assert set(self._handlers) == set(p.CLIENT_MESSAGES), "every request needs a handler"
 
@@ -327,6 +328,10 @@ class Session:
 
     async def _call_remove(self, req: p.CallRemove) -> None:
         await self.hub.calls.remove(self, req)
+        await self.send_reply(p.Ok(re=req.id))
+
+    async def _call_pin(self, req: p.CallPin) -> None:
+        await self.hub.calls.pin(self, req)
         await self.send_reply(p.Ok(re=req.id))
 
     async def _call_stats(self, req: p.CallStats) -> None:

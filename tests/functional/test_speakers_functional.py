@@ -6,7 +6,10 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from huddle.call import CallClient
+from huddle.client import RequestError
 from signaling import protocol as p
 from tests.conftest import StartNode
 from tests.helpers import Node, local_room
@@ -66,6 +69,14 @@ async def test_speakers_ranked_and_only_loudest_forwarded(start_node: StartNode)
             assert count > before[key][1], key
         else:
             assert count == before[key][1], key
+    # Pinning bob (who never speaks) brings his video, whatever the speakers do.
+    await viewer.client.request(p.CallPin(id="", room="big", participants=[quiet.participant]))
+    await asyncio.sleep(0.6)
+    active = {k for k, (on, _) in forwarded().items() if on}
+    assert active == {("alice", "audio"), ("alice", "video"), ("bob", "video")}, active
+    with pytest.raises(RequestError) as info:
+        await viewer.client.request(p.CallPin(id="", room="big", participants=["p-nobody"]))
+    assert info.value.code == "unknown_participant"
     for call in (loud, quiet, medium, viewer):
         await call.close()
 
