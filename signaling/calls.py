@@ -375,6 +375,11 @@ class CallManager:
         self._by_participant.pop(member.participant, None)
         member.room.members.pop(member.participant, None)
 
+    def _is_relayed(self, session: Session, room_name: str) -> bool:
+        """True if ``session`` takes part in ``room_name`` held by another node."""
+        relayed = self._relayed.get(session)
+        return relayed is not None and relayed[0] == room_name
+
     def _drop_relayed(self, session: Session) -> None:
         self._relayed.pop(session, None)
         self._relayed_ids.pop(getattr(session, "id", ""), None)
@@ -446,7 +451,7 @@ class CallManager:
         return member
 
     async def publish(self, session: Session, req: p.SfuPublish) -> str:
-        if self._relayed.get(session, ("",))[0] == req.room:
+        if self._is_relayed(session, req.room):
             return str(await self._relay_call(session, "publish", sdp=req.sdp,
                                               sources=dict(req.sources)))  # fmt: skip
         member = self._member(session, req.room)
@@ -456,7 +461,7 @@ class CallManager:
             raise _call_error(exc) from None
 
     async def answer(self, session: Session, req: p.SfuAnswer) -> None:
-        if self._relayed.get(session, ("",))[0] == req.room:
+        if self._is_relayed(session, req.room):
             await self._relay_call(session, "answer", sdp=req.sdp)
             return
         member = self._member(session, req.room)
@@ -466,7 +471,7 @@ class CallManager:
             raise _call_error(exc) from None
 
     async def add_candidate(self, session: Session, req: p.SfuCandidate) -> None:
-        if self._relayed.get(session, ("",))[0] == req.room:
+        if self._is_relayed(session, req.room):
             await self._relay_call(session, "candidate", args=msgspec.to_builtins(req))
             return
         member = self._member(session, req.room)
@@ -480,7 +485,7 @@ class CallManager:
     # --- participant state and room admin ---------------------------------------------
 
     async def set_state(self, session: Session, req: p.CallState) -> None:
-        if self._relayed.get(session, ("",))[0] == req.room:
+        if self._is_relayed(session, req.room):
             await self._relay_call(session, "state", args=msgspec.to_builtins(req))
             return
         member = self._member(session, req.room)
@@ -507,7 +512,7 @@ class CallManager:
         return member, found
 
     async def mute(self, session: Session, req: p.CallMute) -> None:
-        if self._relayed.get(session, ("",))[0] == req.room:
+        if self._is_relayed(session, req.room):
             await self._relay_call(session, "mute", args=msgspec.to_builtins(req))
             return
         admin, target = self._admin_target(session, req.room, req.participant)
@@ -519,7 +524,7 @@ class CallManager:
         self._broadcast(target.room, state, skip=target)
 
     async def remove(self, session: Session, req: p.CallRemove) -> None:
-        if self._relayed.get(session, ("",))[0] == req.room:
+        if self._is_relayed(session, req.room):
             await self._relay_call(session, "remove", args=msgspec.to_builtins(req))
             return
         admin, target = self._admin_target(session, req.room, req.participant)
@@ -527,7 +532,7 @@ class CallManager:
         await self._leave_member(target)
 
     async def pin(self, session: Session, req: p.CallPin) -> None:
-        if self._relayed.get(session, ("",))[0] == req.room:
+        if self._is_relayed(session, req.room):
             await self._relay_call(session, "pin", args=msgspec.to_builtins(req))
             return
         member = self._member(session, req.room)
@@ -546,7 +551,7 @@ class CallManager:
             raise _call_error(exc) from None
 
     async def stats(self, session: Session, room_name: str) -> p.CallStatsOk:
-        if self._relayed.get(session, ("",))[0] == room_name:
+        if self._is_relayed(session, room_name):
             return msgspec.convert(await self._relay_call(session, "stats"), p.CallStatsOk)
         member = self._member(session, room_name)
         try:
