@@ -100,6 +100,9 @@ class CallClient:
         client.on("sfu.offer", self._on_offer_event)
         client.on("call.reconnect", self._on_reconnect_event)
         client.on("call.removed", self._on_removed_event)
+        client.on("sfu.layers", self._on_layers_event)
+        self._senders: dict[str, tuple[Any, MediaStreamTrack]] = {}  # mid -> (transceiver, source)
+        self.paused_layers: list[str] = []
         self.removed = asyncio.Event()
 
     async def join(self) -> p.CallJoinOk:
@@ -119,9 +122,16 @@ class CallClient:
         return reply
 
     async def publish(
-        self, *tracks: MediaStreamTrack, sources: dict[int, p.Source] | None = None
+        self,
+        *tracks: MediaStreamTrack,
+        sources: dict[int, p.Source] | None = None,
+        layers: dict[int, tuple[str, int, int]] | None = None,
     ) -> None:
-        """Publish tracks (a new offer on the publisher connection each call)."""
+        """Publish tracks (a new offer on the publisher connection each call).
+
+        ``layers`` makes tracks simulcast layers of one source: by track index,
+        (source name, quality 0-2, height). The SFU may ask to pause layers (``sfu.layers``):
+        the call stops and restarts sending them by itself."""
         if self.publisher is None:
             self.publisher = RTCPeerConnection(self._config)
         for index, track in enumerate(tracks):
@@ -131,12 +141,21 @@ class CallClient:
         ]
         await self.publisher.setLocalDescription(await self.publisher.createOffer())
         by_mid: dict[str, p.Source] = {}
+        layer_info: dict[str, p.LayerInfo] = {}
         for index, transceiver in enumerate(transceivers):
-            if sources and index in sources and transceiver.mid is not None:
+            if transceiver.mid is None:
+                continue
+            self._senders[transceiver.mid] = (transceiver, tracks[index])
+            if sources and index in sources:
                 by_mid[transceiver.mid] = sources[index]
+            if layers and index in layers:
+                source, quality, height = layers[index]
+                layer_info[transceiver.mid] = p.LayerInfo(
+                    source=source, quality=quality, height=height
+                )
         offer, candidates = self._local_sdp(self.publisher)
         reply: p.SfuPublishOk = await self.client.request(
-            p.SfuPublish(id="", room=self.room, sdp=offer, sources=by_mid),
+            p.SfuPublish(id="", room=self.room, sdp=offer, sources=by_mid, layers=layer_info),
             timeout=DEFAULT_TIMEOUT_S,
         )
         answer = reply.sdp
@@ -166,6 +185,23 @@ class CallClient:
     async def remove(self, participant: str) -> None:
         """Room admins only."""
         await self.client.request(p.CallRemove(id="", room=self.room, participant=participant))
+
+    def _on_layers_event(self, event: p.Event) -> None:
+        if not isinstance(event, p.SfuLayers) or event.room != self.room:
+            return
+        for mid, (transceiver, source) in self._senders.items():
+            paused = mid in event.paused
+            if paused and mid not in self.paused_layers:
+                transceiver.sender.replaceTrack(None)
+            elif not paused and mid in self.paused_layers:
+                transceiver.sender.replaceTrack(_Relay(source))
+        self.paused_layers = list(event.paused)
+
+    async def set_max_height(self, track: str, max_height: int | None) -> None:
+        """The height the received ``track`` is shown at (sfu.track_settings)."""
+        await self.client.request(
+            p.SfuTrackSettings(id="", room=self.room, track=track, max_height=max_height)
+        )
 
     def _on_removed_event(self, event: p.Event) -> None:
         if isinstance(event, p.CallRemoved) and event.room == self.room:
@@ -210,6 +246,8 @@ class CallClient:
                 await pc.close()
         self.publisher = self.subscriber = None
         self.track_info.clear()
+        self._senders.clear()
+        self.paused_layers = []
         while not self._offers.empty():
             self._offers.get_nowait()
         published, self._published = self._published, []

@@ -236,6 +236,13 @@ class OutboundPort:
         self.extensions = HeaderExtensionsMap()
         self.layout: tuple[Any, ...] = ()
         self.ready = False
+        # What this sender sent last, whichever forwarder fed it: a new feed (another
+        # simulcast layer, or the same track after a pause) continues these numbers.
+        self.last_seq: int | None = None
+        self.last_ts: int | None = None
+        self.last_time = 0.0
+        self.remb_bps: int | None = None
+        self.feeds: list[tuple[Any, Any]] = []  # (forwarder, output) feeding this sender
         self.on_nack: NackHandler = _ignore
         self.on_keyframe_request: KeyframeHandler = _ignore0
         self.on_remb: RembHandler = _ignore
@@ -316,6 +323,7 @@ class OutboundPort:
             except ValueError:
                 return
             if self.ssrc in ssrcs:
+                self.remb_bps = bitrate
                 self.on_remb(bitrate)
         else:
             if isinstance(packet, RtcpRrPacket):

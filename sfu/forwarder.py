@@ -57,7 +57,7 @@ class Output:
         "forwarded",
         "fraction_lost",
         "jitter",
-        "last_seq",
+        "on_start",
         "port",
         "retransmitted",
         "rtx_seq",
@@ -66,13 +66,13 @@ class Output:
         "ts_offset",
     )
 
-    def __init__(self, port: OutboundPort) -> None:
+    def __init__(self, port: OutboundPort, on_start: Callable[[], None] | None = None) -> None:
         self.port = port
+        self.on_start = on_start  # called once, when the first packet goes out
         self.active = True  # False: paused by stream selection (not among the loudest...)
         self.started = False
         self.seq_offset = 0
         self.ts_offset = 0
-        self.last_seq: int | None = None
         self.epoch_seq = 0  # first outgoing sequence number of the current run
         self.rtx_seq = random.getrandbits(16)
         self.forwarded = 0
@@ -85,12 +85,20 @@ class Output:
         self.fraction_lost = fraction_lost
         self.jitter = jitter
 
-    def start(self, packet: RtpPacket) -> None:
-        """Begin (or resume after a pause) with ``packet``: outgoing numbers stay contiguous."""
-        first = random.getrandbits(15) if self.last_seq is None else (self.last_seq + 1) & 0xFFFF
+    def start(self, packet: RtpPacket, now: float, clock_rate: int) -> None:
+        """Begin (or resume) with ``packet``: the sender's sequence numbers stay contiguous
+        and its timestamps go on from where they stopped, whoever fed it before."""
+        port = self.port
+        first = random.getrandbits(15) if port.last_seq is None else (port.last_seq + 1) & 0xFFFF
         self.seq_offset = (first - packet.sequence_number) & 0xFFFF
+        if port.last_ts is not None:
+            elapsed = max(1, int((now - port.last_time) * clock_rate))
+            self.ts_offset = (port.last_ts + elapsed - packet.timestamp) & 0xFFFFFFFF
         self.epoch_seq = first
         self.started = True
+        if self.on_start is not None:
+            callback, self.on_start = self.on_start, None
+            callback()
 
     def pause(self) -> None:
         self.active = False
@@ -113,6 +121,7 @@ class TrackForwarder:
         later: Callable[[float, Callable[[], None]], object],
     ) -> None:
         self.kind = kind
+        self.clock_rate = 90000 if kind == "video" else 48000
         self.history = PacketHistory()
         self.outputs: dict[int, Output] = {}
         self.packets_in = 0
@@ -133,11 +142,14 @@ class TrackForwarder:
         loop = asyncio.get_running_loop()
         return cls(kind, request_keyframe, now=time.monotonic, later=loop.call_later)
 
-    def add(self, port: OutboundPort) -> Output:
-        out = Output(port)
-        port.on_nack = lambda seqs: self._on_nack(out, seqs)
-        port.on_keyframe_request = self.keyframe_wanted
-        port.on_report = out.on_report
+    def add(self, port: OutboundPort, on_start: Callable[[], None] | None = None) -> Output:
+        out = Output(port, on_start)
+        # A sender may be fed by two forwarders for a moment (a simulcast switch waiting
+        # for its key frame): its RTCP goes to whichever feed it concerns.
+        port.feeds.append((self, out))
+        port.on_nack = lambda seqs: _route_nack(port, seqs)
+        port.on_keyframe_request = lambda: _route_keyframe_request(port)
+        port.on_report = lambda lost, jitter: _route_report(port, lost, jitter)
         self.outputs[port.ssrc] = out
         if self.kind == "video":
             # A new subscriber cannot decode until the next key frame: ask for one now.
@@ -147,6 +159,7 @@ class TrackForwarder:
 
     def remove(self, port: OutboundPort) -> None:
         out = self.outputs.pop(port.ssrc, None)
+        port.feeds = [(f, o) for f, o in port.feeds if o is not out]
         if out is not None and self.kind == "video" and out.active and not out.started:
             self._waiting -= 1
 
@@ -205,12 +218,13 @@ class TrackForwarder:
         level = packet.extensions.audio_level
         if level is not None:
             self.audio_level = level[1]
+        now = self._now()
         keyframe = self.kind == "video" and vp8_keyframe_start(packet.payload)
         if keyframe:
             self.keyframes_in += 1
         if not self.outputs or self.paused:
             return
-        if self._waiting and self._throttle.since_last(self._now()) > RETRY_AFTER_S:
+        if self._waiting and self._throttle.since_last(now) > RETRY_AFTER_S:
             self.keyframe_wanted()
         ntp = ntp_now()
         abs_send_time = (ntp >> 14) & 0x00FFFFFF
@@ -226,7 +240,7 @@ class TrackForwarder:
                     if not keyframe:
                         continue
                     self._waiting -= 1
-                out.start(packet)
+                out.start(packet, now, self.clock_rate)
             base = bases.get(port.layout)
             if base is None:
                 base = bases[port.layout] = self._serialize(packet, port, abs_send_time)
@@ -234,7 +248,7 @@ class TrackForwarder:
             ts = (packet.timestamp + out.ts_offset) & 0xFFFFFFFF
             seq = (packet.sequence_number + out.seq_offset) & 0xFFFF
             _SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, port.ssrc)
-            out.last_seq = seq
+            port.last_seq, port.last_ts, port.last_time = seq, ts, now
             if port.send(bytes(buf), len(packet.payload), ts, ntp):
                 out.forwarded += 1
                 out.bytes += len(buf)
@@ -279,3 +293,21 @@ class TrackForwarder:
                 out.rtx_seq = (out.rtx_seq + 1) & 0xFFFF
             if port.send(data, len(packet.payload), ts, ntp, counted=False):
                 out.retransmitted += 1
+
+
+def _route_nack(port: OutboundPort, seqs: list[int]) -> None:
+    for forwarder, out in list(port.feeds):
+        mine = [seq for seq in seqs if out.owns(seq)]
+        if mine:
+            forwarder._on_nack(out, mine)
+
+
+def _route_keyframe_request(port: OutboundPort) -> None:
+    for forwarder, out in list(port.feeds):
+        if out.active:
+            forwarder.keyframe_wanted()
+
+
+def _route_report(port: OutboundPort, fraction_lost: int, jitter: int) -> None:
+    for _, out in port.feeds:
+        out.on_report(fraction_lost, jitter)

@@ -15,6 +15,7 @@ from sfu import stats as sfu_stats
 from sfu.room import Participant, Room, RoomPolicy, SfuError
 
 OfferSink = Callable[[str, str, list[dict[str, str]]], None]
+LayersSink = Callable[[str, list[str]], None]
 SpeakersSink = Callable[[str, list[tuple[str, int]]], None]
 TrackRow = tuple[str, str, str, str, str, int, int]
 
@@ -26,7 +27,12 @@ class RoomHost(Protocol):
         self, room: str, identity: str, name: str, *, can_publish: bool, can_subscribe: bool
     ) -> str: ...
 
-    async def publish(self, participant: str, sdp: str, sources: dict[str, str]) -> str: ...
+    async def publish(
+        self, participant: str, sdp: str, sources: dict[str, str],
+        layers: dict[str, tuple[str, int, int]],
+    ) -> str: ...  # fmt: skip
+
+    async def set_max_height(self, participant: str, track: str, height: int | None) -> None: ...
 
     async def answer(self, participant: str, sdp: str) -> None: ...
 
@@ -55,8 +61,10 @@ class LocalHost:
         on_offer: OfferSink,
         on_speakers: SpeakersSink,
         announced: dict[str, str] | None = None,
+        on_layers: LayersSink | None = None,
     ) -> None:
         self.rooms: dict[str, Room] = {}
+        self._on_layers = on_layers
         self._announced = announced or {}
         self.participants: dict[str, Participant] = {}
         self._rtc_config = rtc_config
@@ -65,6 +73,10 @@ class LocalHost:
         self._on_speakers = on_speakers
         self._meter = sfu_stats.RateMeter()
         self.decoders_created = 0  # set by the worker's decoder spy; must stay 0
+
+    def _layers(self, participant: str, paused: list[str]) -> None:
+        if self._on_layers is not None:
+            self._on_layers(participant, paused)
 
     def _participant(self, participant: str) -> Participant:
         found = self.participants.get(participant)
@@ -84,6 +96,7 @@ class LocalHost:
                 on_offer=lambda p, sdp, tracks: self._on_offer(p.id, sdp, tracks),
                 on_speakers=lambda r, speakers: self._on_speakers(r.name, speakers),
                 announced=self._announced,
+                on_layers=lambda p, paused: self._layers(p.id, paused),
             )
         participant = found.join(
             identity, name, can_publish=can_publish, can_subscribe=can_subscribe
@@ -91,9 +104,16 @@ class LocalHost:
         self.participants[participant.id] = participant
         return participant.id
 
-    async def publish(self, participant: str, sdp: str, sources: dict[str, str]) -> str:
+    async def publish(
+        self, participant: str, sdp: str, sources: dict[str, str],
+        layers: dict[str, tuple[str, int, int]],
+    ) -> str:  # fmt: skip
         p = self._participant(participant)
-        return await p.room.publish(p, sdp, sources)
+        return await p.room.publish(p, sdp, sources, layers)
+
+    async def set_max_height(self, participant: str, track: str, height: int | None) -> None:
+        p = self._participant(participant)
+        p.room.set_max_height(p, track, height)
 
     async def answer(self, participant: str, sdp: str) -> None:
         p = self._participant(participant)

@@ -42,6 +42,14 @@ class Publish(Msg, tag="publish", kw_only=True):
     participant: str
     sdp: str
     sources: dict[str, str]
+    layers: dict[str, tuple[str, int, int]] = msgspec.field(default_factory=dict)
+
+
+class SetMaxHeight(Msg, tag="set_max_height", kw_only=True):
+    id: int
+    participant: str
+    track: str
+    height: int | None
 
 
 class Answer(Msg, tag="answer", kw_only=True):
@@ -107,6 +115,11 @@ class Offer(Msg, tag="offer", kw_only=True):
     tracks: list[dict[str, str]]
 
 
+class Layers(Msg, tag="layers", kw_only=True):
+    participant: str
+    paused: list[str]
+
+
 class Speakers(Msg, tag="speakers", kw_only=True):
     room: str
     speakers: list[tuple[str, int]]
@@ -121,8 +134,19 @@ class Metrics(Msg, tag="metrics", kw_only=True):
     pid: int
 
 
-Request = Join | Publish | Answer | Leave | Stats | CloseRoom | SetPaused | AddCandidate | SetPinned
-Reply = Result | Failure | Offer | Speakers | Metrics
+Request = (
+    Join
+    | Publish
+    | Answer
+    | Leave
+    | Stats
+    | CloseRoom
+    | SetPaused
+    | AddCandidate
+    | SetPinned
+    | SetMaxHeight
+)
+Reply = Result | Failure | Offer | Speakers | Metrics | Layers
 
 _encoder: Final = msgspec.msgpack.Encoder()
 
@@ -158,7 +182,7 @@ class NodeChannel:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        on_event: Callable[[Offer | Speakers | Metrics], None],
+        on_event: Callable[[Offer | Speakers | Metrics | Layers], None],
     ) -> None:
         self._reader = reader
         self._writer = writer

@@ -60,12 +60,21 @@ class WorkerHost:
         self.participants += 1
         return str(participant)
 
-    async def publish(self, participant: str, sdp: str, sources: dict[str, str]) -> str:
+    async def publish(
+        self, participant: str, sdp: str, sources: dict[str, str],
+        layers: dict[str, tuple[str, int, int]],
+    ) -> str:  # fmt: skip
         answer = await self._call(
             ipc.Publish(id=self.channel.next_id(), participant=participant, sdp=sdp,
-                        sources=sources)
+                        sources=sources, layers=layers)
         )  # fmt: skip
         return str(answer)
+
+    async def set_max_height(self, participant: str, track: str, height: int | None) -> None:
+        await self._call(
+            ipc.SetMaxHeight(id=self.channel.next_id(), participant=participant, track=track,
+                             height=height)
+        )  # fmt: skip
 
     async def answer(self, participant: str, sdp: str) -> None:
         await self._call(ipc.Answer(id=self.channel.next_id(), participant=participant, sdp=sdp))
@@ -111,7 +120,7 @@ class WorkerPool:
         count: int,
         config: WorkerConfig,
         *,
-        on_event: Callable[[WorkerHost, ipc.Offer | ipc.Speakers | ipc.Metrics], None],
+        on_event: Callable[[WorkerHost, ipc.Offer | ipc.Speakers | ipc.Metrics | ipc.Layers], None],
         on_lost: LostHandler,
     ) -> None:
         self.count = count

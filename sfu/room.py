@@ -29,6 +29,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from sfu.aiortc_glue import IdleTrack, InboundTap, OutboundPort, RtpPacket, negotiated_codec
 from sfu.forwarder import TrackForwarder
+from sfu.layers import Layer, LayerChooser
 from sfu.sdp import announce, keep_codecs
 from sfu.speakers import SpeakerDetector
 
@@ -99,18 +100,33 @@ class PublishedTrack:
     forwarder: TrackForwarder
     media_ssrc: int | None = None
     started: float = field(default_factory=time.monotonic)
+    # Simulcast: the layers of one source share a group; quality 0 is the smallest.
+    group: str | None = None
+    quality: int = 0
+    height: int = 0
+    mid: str = ""
+    bitrate_bps: float = 0.0
+    _bytes_seen: int = 0
+
+    def as_layer(self) -> Layer:
+        return Layer(self.quality, self.height, self.bitrate_bps)
 
 
 @dataclass(eq=False)
 class Subscription:
-    track: PublishedTrack
+    track: PublishedTrack  # for a simulcast source: the layer being forwarded now
     transceiver: RTCRtpTransceiver
     port: OutboundPort
     started: float = field(default_factory=time.monotonic)
+    layers: list[PublishedTrack] = field(default_factory=list)  # simulcast: by quality
+    pending: PublishedTrack | None = None  # the layer switched to, until its key frame
+    max_height: int | None = None  # the size the subscriber renders (sfu.track_settings)
+    chooser: LayerChooser = field(default_factory=LayerChooser)
 
 
 NotifyOffer = Callable[["Participant", str, list[dict[str, str]]], None]
 NotifySpeakers = Callable[["Room", list[tuple[str, int]]], None]
+NotifyLayers = Callable[["Participant", list[str]], None]
 SPEAKER_TICK_S: Final = 0.25
 
 
@@ -131,6 +147,10 @@ def _no_speakers(room: Room, speakers: list[tuple[str, int]]) -> None:
     return None
 
 
+def _no_layers(participant: Participant, paused: list[str]) -> None:
+    return None
+
+
 @dataclass(eq=False)
 class Participant:
     id: str
@@ -144,6 +164,7 @@ class Participant:
     published: dict[str, PublishedTrack] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     pinned: set[str] = field(default_factory=set)  # participants whose video always comes
+    paused_layers: list[str] = field(default_factory=list)  # mids last told to pause
     negotiating: bool = False
     renegotiate: bool = False
     closed: bool = False
@@ -162,8 +183,11 @@ class Room:
         policy: RoomPolicy | None = None,
         on_speakers: NotifySpeakers = _no_speakers,
         announced: dict[str, str] | None = None,
+        on_layers: NotifyLayers = _no_layers,
     ) -> None:
         self._announced = announced or {}
+        self._on_layers = on_layers
+        self._last_tick = time.monotonic()
         self.name = name
         self.policy = policy or RoomPolicy()
         self.capacity = self.policy.capacity
@@ -203,13 +227,18 @@ class Room:
             self.speakers.forget(track.key)
         if participant.id in self._recent_speakers:
             self._recent_speakers.remove(participant.id)
-        for other in self.participants.values():
-            for key in [k for k, s in other.subscriptions.items() if s.track.owner is participant]:
-                sub = other.subscriptions.pop(key)
-                sub.track.forwarder.remove(sub.port)
+        self._unsubscribe_all_from(participant)
         for pc in (participant.publisher, participant.subscriber):
             if pc is not None:
                 await pc.close()
+
+    def _unsubscribe_all_from(self, publisher: Participant) -> None:
+        for other in self.participants.values():
+            for key in [k for k, s in other.subscriptions.items() if s.track.owner is publisher]:
+                sub = other.subscriptions.pop(key)
+                sub.track.forwarder.remove(sub.port)
+                if sub.pending is not None:
+                    sub.pending.forwarder.remove(sub.port)
 
     async def close(self) -> None:
         if self._ticker is not None:
@@ -226,9 +255,14 @@ class Room:
     # --- publishing ---------------------------------------------------------------------
 
     async def publish(
-        self, participant: Participant, offer_sdp: str, sources: dict[str, str]
+        self,
+        participant: Participant,
+        offer_sdp: str,
+        sources: dict[str, str],
+        layers: dict[str, tuple[str, int, int]] | None = None,
     ) -> str:
-        """Answer a publisher offer; every new track becomes forwardable."""
+        """Answer a publisher offer; every new track becomes forwardable. ``layers`` maps a
+        mid to (source group, quality, height) for simulcast layers sent as tracks."""
         if not participant.can_publish:
             raise SfuError("forbidden", "this token may not publish")
         _check_publish_offer(_check_sdp(offer_sdp, "offer"), self.policy.max_tracks)
@@ -258,6 +292,10 @@ class Room:
                 sources.get(mid, _default_source(kind)),
                 transceiver.receiver,
             )
+            track.mid = mid
+            if layers and mid in layers and kind == "video":
+                group, track.quality, track.height = layers[mid]
+                track.group = f"{participant.id}:{group}"
             participant.published[key] = track
             new_tracks.append(track)
         try:
@@ -283,10 +321,7 @@ class Room:
 
     async def _drop_publisher(self, participant: Participant) -> None:
         """Forget a publisher connection whose negotiation failed half way, and its tracks."""
-        for other in self.participants.values():
-            for key in [k for k, s in other.subscriptions.items() if s.track.owner is participant]:
-                sub = other.subscriptions.pop(key)
-                sub.track.forwarder.remove(sub.port)
+        self._unsubscribe_all_from(participant)
         participant.published.clear()
         pc, participant.publisher = participant.publisher, None
         if pc is not None:
@@ -351,30 +386,49 @@ class Room:
         if participant.closed:
             return
         wanted = [
-            t for other in self.participants.values() if other is not participant
-            for t in other.published.values() if t.key not in participant.subscriptions
-        ]  # fmt: skip
+            unit for unit in self._units(participant) if unit[0] not in participant.subscriptions
+        ]
         if not wanted:
             return
         pc = participant.subscriber
         if pc is None:
             pc = participant.subscriber = RTCPeerConnection(self._rtc_config)
-        for track in wanted:
-            transceiver = pc.addTransceiver(IdleTrack(track.kind), direction="sendonly")
-            capabilities = RTCRtpSender.getCapabilities(track.kind)
-            transceiver.setCodecPreferences(_codecs_for(track.kind, capabilities.codecs))
+        for key, tracks in wanted:
+            kind = tracks[0].kind
+            transceiver = pc.addTransceiver(IdleTrack(kind), direction="sendonly")
+            capabilities = RTCRtpSender.getCapabilities(kind)
+            transceiver.setCodecPreferences(_codecs_for(kind, capabilities.codecs))
             port = OutboundPort(transceiver)
-            participant.subscriptions[track.key] = Subscription(track, transceiver, port)
+            participant.subscriptions[key] = Subscription(
+                tracks[-1], transceiver, port, layers=tracks if len(tracks) > 1 else []
+            )
         participant.negotiating = True
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)
-        tracks = [
+        infos = [
             {"mid": sub.transceiver.mid or "", "track": key, "kind": sub.track.kind,
              "source": sub.track.source, "participant": sub.track.owner.id,
              "identity": sub.track.owner.identity}
             for key, sub in participant.subscriptions.items()
         ]  # fmt: skip
-        self._on_offer(participant, announce(pc.localDescription.sdp, self._announced), tracks)
+        self._on_offer(participant, announce(pc.localDescription.sdp, self._announced), infos)
+
+    def _units(self, participant: Participant) -> list[tuple[str, list[PublishedTrack]]]:
+        """What the participant should receive: each plain track, and each simulcast source
+        once (its layers, smallest first)."""
+        units: list[tuple[str, list[PublishedTrack]]] = []
+        groups: dict[str, list[PublishedTrack]] = {}
+        for other in self.participants.values():
+            if other is participant:
+                continue
+            for track in other.published.values():
+                if track.group is None:
+                    units.append((track.key, [track]))
+                else:
+                    groups.setdefault(track.group, []).append(track)
+        for group, layers in groups.items():
+            units.append((group, sorted(layers, key=lambda t: t.quality)))
+        return units
 
     async def subscriber_answer(self, participant: Participant, answer_sdp: str) -> None:
         pc = participant.subscriber
@@ -386,8 +440,11 @@ class Room:
         except Exception as exc:
             raise SfuError("bad_sdp", f"answer refused: {exc}") from None
         participant.negotiating = False
+        now = time.monotonic()
         for sub in participant.subscriptions.values():
             if sub.port.ssrc not in sub.track.forwarder.outputs and sub.port.negotiated():
+                if sub.layers:
+                    sub.track = self._layer(sub, None, now)
                 sub.track.forwarder.add(sub.port)
         if participant.renegotiate:
             participant.renegotiate = False
@@ -414,6 +471,70 @@ class Room:
                 self._recent_speakers.insert(0, owner)
             self._on_speakers(self, list(owners.items()))
         self._select(now)
+        self._select_layers(now)
+
+    # --- simulcast ----------------------------------------------------------------------
+
+    def set_max_height(self, participant: Participant, track: str, height: int | None) -> None:
+        sub = participant.subscriptions.get(track)
+        if sub is None:
+            raise SfuError("unknown_track", "no such track on this subscriber connection")
+        sub.max_height = height
+
+    def _layer(self, sub: Subscription, current: int | None, now: float) -> PublishedTrack:
+        out = sub.track.forwarder.outputs.get(sub.port.ssrc)
+        quality = sub.chooser.choose(
+            [t.as_layer() for t in sub.layers], current, max_height=sub.max_height,
+            estimate_bps=sub.port.remb_bps, loss=(out.fraction_lost / 256) if out else 0.0,
+            now=now,
+        )  # fmt: skip
+        return next(t for t in sub.layers if t.quality == quality)
+
+    def _select_layers(self, now: float) -> None:
+        elapsed = max(1e-3, now - self._last_tick)
+        self._last_tick = now
+        for participant in self.participants.values():
+            for track in participant.published.values():
+                if track.group is not None:
+                    grown = track.forwarder.bytes_in - track._bytes_seen
+                    track._bytes_seen = track.forwarder.bytes_in
+                    track.bitrate_bps = 0.7 * track.bitrate_bps + 0.3 * grown * 8 / elapsed
+        wanted: dict[Participant, set[str]] = {}
+        for participant in self.participants.values():
+            for sub in participant.subscriptions.values():
+                if not sub.layers or sub.port.ssrc not in sub.track.forwarder.outputs:
+                    continue
+                target = self._layer(sub, sub.track.quality, now)
+                if target is not sub.track and target is not sub.pending:
+                    self._switch(sub, target)
+                owner = wanted.setdefault(sub.track.owner, set())
+                owner.add(sub.track.mid)
+                if sub.pending is not None:
+                    owner.add(sub.pending.mid)
+        for publisher in self.participants.values():
+            grouped = [t for t in publisher.published.values() if t.group is not None]
+            if not grouped:
+                continue
+            taken = wanted.get(publisher, set())
+            paused = sorted(t.mid for t in grouped if t.mid not in taken)
+            if paused != publisher.paused_layers:
+                publisher.paused_layers = paused
+                self._on_layers(publisher, paused)
+
+    def _switch(self, sub: Subscription, target: PublishedTrack) -> None:
+        """Feed the subscriber from another layer, from its next key frame on; the old layer
+        goes on until then, so the picture never freezes."""
+        if sub.pending is not None:
+            sub.pending.forwarder.remove(sub.port)
+        sub.pending = target
+
+        def started() -> None:
+            if sub.pending is not target:
+                return
+            sub.track.forwarder.remove(sub.port)
+            sub.track, sub.pending = target, None
+
+        target.forwarder.add(sub.port, on_start=started)
 
     def _select(self, now: float) -> None:
         policy = self.policy

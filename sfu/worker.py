@@ -77,6 +77,9 @@ async def serve(fd: int, config: WorkerConfig) -> None:
             ipc.Offer(participant=participant, sdp=sdp, tracks=tracks)
         ),
         on_speakers=lambda room, speakers: send(ipc.Speakers(room=room, speakers=speakers)),
+        on_layers=lambda participant, paused: send(
+            ipc.Layers(participant=participant, paused=paused)
+        ),
     )
     _count_decoders(host)
     # Everything allocated so far lives as long as the worker: keep it out of the
@@ -101,7 +104,11 @@ async def serve(fd: int, config: WorkerConfig) -> None:
                     can_publish=request.can_publish, can_subscribe=request.can_subscribe,
                 )  # fmt: skip
             elif isinstance(request, ipc.Publish):
-                value = await host.publish(request.participant, request.sdp, request.sources)
+                value = await host.publish(
+                    request.participant, request.sdp, request.sources, request.layers
+                )
+            elif isinstance(request, ipc.SetMaxHeight):
+                await host.set_max_height(request.participant, request.track, request.height)
             elif isinstance(request, ipc.Answer):
                 await host.answer(request.participant, request.sdp)
             elif isinstance(request, ipc.Leave):

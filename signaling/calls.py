@@ -163,7 +163,7 @@ class CallManager:
             self.local = LocalHost(
                 rtc_config=server_rtc_configuration(), policy=policy,
                 on_offer=self._send_offer, on_speakers=self._send_speakers,
-                announced=settings.ice_announced,
+                announced=settings.ice_announced, on_layers=self._send_layers,
             )  # fmt: skip
         else:
             config = WorkerConfig(
@@ -235,9 +235,11 @@ class CallManager:
         if request.kind == "join":
             return msgspec.to_builtins(await self.join(endpoint, request.room))
         if request.kind == "publish":
-            req = p.SfuPublish(id="-", room=request.room, sdp=request.sdp,
-                               sources=request.sources)  # type: ignore[arg-type]  # fmt: skip
-            return await self.publish(endpoint, req)
+            return await self.publish(endpoint, msgspec.convert(request.args, p.SfuPublish))
+        if request.kind == "track_settings":
+            req = msgspec.convert(request.args, p.SfuTrackSettings)
+            await self.track_settings(endpoint, req)
+            return None
         if request.kind == "answer":
             await self.answer(endpoint, p.SfuAnswer(id="-", room=request.room, sdp=request.sdp))
             return None
@@ -452,13 +454,30 @@ class CallManager:
 
     async def publish(self, session: Session, req: p.SfuPublish) -> str:
         if self._is_relayed(session, req.room):
-            return str(await self._relay_call(session, "publish", sdp=req.sdp,
-                                              sources=dict(req.sources)))  # fmt: skip
+            return str(await self._relay_call(session, "publish", args=msgspec.to_builtins(req)))
         member = self._member(session, req.room)
+        layers = {mid: (x.source, x.quality, x.height) for mid, x in req.layers.items()}
         try:
-            return await member.room.host.publish(member.participant, req.sdp, dict(req.sources))
+            return await member.room.host.publish(
+                member.participant, req.sdp, dict(req.sources), layers
+            )
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
             raise _call_error(exc) from None
+
+    async def track_settings(self, session: Session, req: p.SfuTrackSettings) -> None:
+        if self._is_relayed(session, req.room):
+            await self._relay_call(session, "track_settings", args=msgspec.to_builtins(req))
+            return
+        member = self._member(session, req.room)
+        try:
+            await member.room.host.set_max_height(member.participant, req.track, req.max_height)
+        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
+            raise _call_error(exc) from None
+
+    def _send_layers(self, participant: str, paused: list[str]) -> None:
+        member = self._by_participant.get(participant)
+        if member is not None:
+            member.send(p.SfuLayers(seq=0, room=member.room.name, paused=paused))
 
     async def answer(self, session: Session, req: p.SfuAnswer) -> None:
         if self._is_relayed(session, req.room):
@@ -580,10 +599,12 @@ class CallManager:
         ))  # fmt: skip
 
     def _worker_event(
-        self, worker: WorkerHost, event: ipc.Offer | ipc.Speakers | ipc.Metrics
+        self, worker: WorkerHost, event: ipc.Offer | ipc.Speakers | ipc.Metrics | ipc.Layers
     ) -> None:
         if isinstance(event, ipc.Offer):
             self._send_offer(event.participant, event.sdp, event.tracks)
+        elif isinstance(event, ipc.Layers):
+            self._send_layers(event.participant, event.paused)
         elif isinstance(event, ipc.Speakers):
             self._send_speakers(event.room, [(w, lvl) for w, lvl in event.speakers])
         else:

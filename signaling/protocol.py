@@ -95,6 +95,16 @@ class CallLeave(Request, tag="call.leave", kw_only=True):
     room: RoomName
 
 
+class LayerInfo(msgspec.Struct, kw_only=True):
+    """One simulcast layer, sent as a track of its own: layers of one ``source`` group."""
+
+    source: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$(?!\n)")
+    ]
+    quality: Annotated[int, msgspec.Meta(ge=0, le=2)]
+    height: Annotated[int, msgspec.Meta(ge=1, le=4320)]
+
+
 class SfuPublish(Request, tag="sfu.publish", kw_only=True):
     """The offer of the publisher connection; the reply carries the SFU's answer.
 
@@ -104,6 +114,16 @@ class SfuPublish(Request, tag="sfu.publish", kw_only=True):
     room: RoomName
     sdp: Sdp
     sources: dict[str, Source] = msgspec.field(default_factory=dict)
+    layers: dict[str, LayerInfo] = msgspec.field(default_factory=dict)
+
+
+class SfuTrackSettings(Request, tag="sfu.track_settings", kw_only=True):
+    """How a received track is shown: ``max_height`` is the tile's height in pixels (null:
+    no limit). The SFU never forwards a simulcast layer taller than that."""
+
+    room: RoomName
+    track: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    max_height: Annotated[int, msgspec.Meta(ge=1, le=4320)] | None
 
 
 class SfuCandidate(Request, tag="sfu.candidate", kw_only=True):
@@ -207,7 +227,7 @@ CLIENT_MESSAGES: Final[dict[str, type[Request]]] = {
         Hello, Ping, AuthRefresh, PresenceSubscribe, PresenceUnsubscribe, PresenceSet,
         CallInvite, CallAccept, CallDecline, CallCancel, CallHangup, CallUpdate,
         CallJoin, CallLeave, SfuPublish, SfuAnswer, SfuCandidate, CallStats, CallState, CallMute,
-        CallRemove, CallPin,
+        CallRemove, CallPin, SfuTrackSettings,
     )
 }  # fmt: skip
 
@@ -365,6 +385,7 @@ REPLIES: Final[dict[str, type[Reply]]] = {
     "call.mute": Ok,
     "call.remove": Ok,
     "call.pin": Ok,
+    "sfu.track_settings": Ok,
 }
 
 
@@ -438,6 +459,14 @@ class CallRemoved(Event, tag="call.removed", kw_only=True):
 
     room: str
     by: str
+
+
+class SfuLayers(Event, tag="sfu.layers", kw_only=True):
+    """To a simulcast publisher: the layers (by ``mid``) nobody receives now; stop sending
+    them until they are no longer listed."""
+
+    room: str
+    paused: list[str]
 
 
 class CallReconnect(Event, tag="call.reconnect", kw_only=True):
@@ -548,6 +577,7 @@ SERVER_EVENTS: Final[dict[str, type[Event]]] = {
         CallIncoming, CallOutgoing, CallAccepted, CallAnsweredElsewhere, CallDeclined,
         CallCancelled, CallMissed, CallEnded, CallUpdated, CallLeft,
         CallSpeakers, CallReconnect, CallResumed, CallParticipantState, CallMuted, CallRemoved,
+        SfuLayers,
     )
 }  # fmt: skip
 
@@ -585,6 +615,7 @@ class ErrorCode:
     UNKNOWN_PARTICIPANT: Final = "unknown_participant"
     TOO_MANY_TRACKS: Final = "too_many_tracks"
     BAD_CANDIDATE: Final = "bad_candidate"
+    UNKNOWN_TRACK: Final = "unknown_track"
     UNAVAILABLE: Final = "unavailable"
     INTERNAL: Final = "internal"
 

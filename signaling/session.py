@@ -68,6 +68,7 @@ class Session:
             "call.mute": self._call_mute,
             "call.remove": self._call_remove,
             "call.pin": self._call_pin,
+            "sfu.track_settings": self._sfu_track_settings,
         }
         assert set(self._handlers) == set(p.CLIENT_MESSAGES), "every request needs a handler"
 
@@ -328,6 +329,10 @@ class Session:
 
     async def _call_remove(self, req: p.CallRemove) -> None:
         await self.hub.calls.remove(self, req)
+        await self.send_reply(p.Ok(re=req.id))
+
+    async def _sfu_track_settings(self, req: p.SfuTrackSettings) -> None:
+        await self.hub.calls.track_settings(self, req)
         await self.send_reply(p.Ok(re=req.id))
 
     async def _call_pin(self, req: p.CallPin) -> None:

@@ -52,8 +52,11 @@ async def test_embedded_redis_lifecycle_restart_and_persistence(tmp_path: Path) 
             await watcher.request(p.PresenceSubscribe(id="", users=["alice"]))
             async with HuddleClient(node.url, make_token("alice")) as alice:
                 await alice.hello()
-            # Alice's departure is written (and published) before Redis is killed.
+            # Alice's departure is written (and published) before Redis is killed...
             await next_presence(watcher, "alice", "offline")
+        # ...and on disk: with `appendfsync everysec` Redis may hold an append back for up
+        # to two seconds while a background fsync runs; a kill loses at most that.
+        await asyncio.sleep(2.5)
         # Kill Redis: the node restarts it and keeps serving.
         os.kill(redis_pid, signal.SIGKILL)
         deadline = time.monotonic() + 15

@@ -48,23 +48,44 @@ def test_history_ring_returns_only_exact_sequence() -> None:
 
 class _Port:
     ssrc = 1234
+    last_seq: int | None = None
+    last_ts: int | None = None
+    last_time = 0.0
 
 
 def test_output_resumes_contiguously_and_forgets_old_numbers() -> None:
-    out = Output(_Port())  # type: ignore[arg-type]
-    out.start(_packet(65530))
+    port = _Port()
+    out = Output(port)  # type: ignore[arg-type]
+    out.start(_packet(65530), 10.0, 90000)
     first = out.epoch_seq
-    out.last_seq = (first + 9) & 0xFFFF  # ten packets sent
+    assert out.ts_offset == 0  # nothing was sent on this port before: timestamps as they are
+    port.last_seq, port.last_ts, port.last_time = (first + 9) & 0xFFFF, 5000, 10.3
     assert out.owns((first + 5) & 0xFFFF)
     out.pause()
     assert not out.active and not out.started
     out.active = True
-    out.start(_packet(100))  # resumed much later in the publisher's numbering
+    out.start(_packet(100), 11.3, 90000)  # resumed much later in the publisher's numbering
     assert out.epoch_seq == (first + 10) & 0xFFFF
     assert (100 + out.seq_offset) & 0xFFFF == (first + 10) & 0xFFFF
+    # Timestamps go on from the last one sent, one second (90,000 ticks) later.
+    assert (100 * 10 + out.ts_offset) & 0xFFFFFFFF == 5000 + 90000
     # NACKs for numbers sent before the pause no longer map into the history.
     assert not out.owns((first + 5) & 0xFFFF)
     assert out.owns((first + 11) & 0xFFFF)
+
+
+def test_a_new_feed_of_the_same_sender_continues_its_numbers() -> None:
+    """A switch of simulcast layer: another forwarder's output on the same port."""
+    port = _Port()
+    started: list[str] = []
+    low = Output(port)  # type: ignore[arg-type]
+    low.start(_packet(7000), 1.0, 90000)
+    port.last_seq, port.last_ts, port.last_time = (low.epoch_seq + 50) & 0xFFFF, 123456, 2.0
+    high = Output(port, on_start=lambda: started.append("high"))  # type: ignore[arg-type]
+    high.start(_packet(30000), 2.1, 90000)
+    assert started == ["high"]
+    assert high.epoch_seq == (low.epoch_seq + 51) & 0xFFFF
+    assert (30000 * 10 + high.ts_offset) & 0xFFFFFFFF == 123456 + 9000
 
 
 def test_announce_rewrites_only_mapped_candidate_addresses() -> None:

@@ -1,0 +1,82 @@
+"""Simulcast: three layers of one camera; each subscriber gets the largest layer that fits
+the size it shows, switching at key frames; layers nobody takes are paused at the
+publisher and resumed when someone wants them again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import av
+from aiortc import MediaStreamTrack
+
+from tests.conftest import StartNode
+from tests.helpers import local_room
+from tests.media import ColorTrack, close_colour, mean_rgb
+
+# (colour, size): each layer has a colour of its own, so what arrives tells which it is.
+LAYERS = [((220, 40, 40), (160, 96)), ((40, 200, 40), (320, 192)), ((40, 40, 220), (640, 384))]
+
+
+async def _frame(track: MediaStreamTrack) -> av.VideoFrame:
+    frame = await asyncio.wait_for(track.recv(), 10)
+    assert isinstance(frame, av.VideoFrame)
+    return frame
+
+
+async def _wait_for_layer(track: MediaStreamTrack, quality: int, timeout: float) -> float:
+    colour, (width, _) = LAYERS[quality]
+    started = time.monotonic()
+    while True:
+        frame = await _frame(track)
+        if frame.width == width and close_colour(mean_rgb(frame), colour):
+            return time.monotonic() - started
+        assert time.monotonic() - started < timeout, (frame.width, mean_rgb(frame))
+
+
+async def test_layers_by_tile_size_and_pausing(start_node: StartNode) -> None:
+    node = await start_node(ice_addresses=["127.0.0.1"])
+    alice = await node.call("alice", "sim")
+    bob = await node.call("bob", "sim")
+    carol = await node.call("carol", "sim")
+    await alice.publish(
+        *(ColorTrack(colour, size) for colour, size in LAYERS),
+        sources={0: "camera", 1: "camera", 2: "camera"},
+        layers={i: ("cam", i, size[1]) for i, (_, size) in enumerate(LAYERS)},
+    )
+    bob_track, bob_info = await bob.next_track()
+    carol_track, carol_info = await carol.next_track()
+    assert bob_info.track == carol_info.track == f"{alice.participant}:cam"  # one source
+    # Nothing limits them: the largest layer.
+    await _wait_for_layer(bob_track, 2, 10)
+    await _wait_for_layer(carol_track, 2, 10)
+
+    # Small tiles: each moves to the layer that fits, and never gets more.
+    await carol.set_max_height(carol_info.track, 192)
+    await bob.set_max_height(bob_info.track, 96)
+    assert await _wait_for_layer(carol_track, 1, 5) < 5
+    assert await _wait_for_layer(bob_track, 0, 5) < 5
+    for _ in range(15):
+        assert (await _frame(carol_track)).width == 320
+        assert (await _frame(bob_track)).width == 160
+
+    # Nobody takes the 384p layer now: the publisher is told to pause it, and stops sending.
+    room = local_room(node, "sim")
+    published = room.participants[alice.participant].published.values()
+    top = next(t for t in published if t.quality == 2)
+    deadline = time.monotonic() + 5
+    while alice.paused_layers != [top.mid]:
+        assert time.monotonic() < deadline, alice.paused_layers
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    before = top.forwarder.packets_in
+    await asyncio.sleep(1.0)
+    assert top.forwarder.packets_in == before
+
+    # Carol's tile grows: the layer comes back and she gets it.
+    await carol.set_max_height(carol_info.track, None)
+    await _wait_for_layer(carol_track, 2, 10)
+    assert alice.paused_layers == []
+    assert top.forwarder.packets_in > before
+    for call in (alice, bob, carol):
+        await call.close()
