@@ -57,6 +57,7 @@ class Output:
         "forwarded",
         "fraction_lost",
         "jitter",
+        "last_owned",
         "on_start",
         "port",
         "retransmitted",
@@ -74,6 +75,7 @@ class Output:
         self.seq_offset = 0
         self.ts_offset = 0
         self.epoch_seq = 0  # first outgoing sequence number of the current run
+        self.last_owned: int | None = None  # set when retired: the last number it sent
         self.rtx_seq = random.getrandbits(16)
         self.forwarded = 0
         self.bytes = 0
@@ -106,7 +108,12 @@ class Output:
 
     def owns(self, seq_out: int) -> bool:
         """True if ``seq_out`` was sent in the current run (older numbers map elsewhere)."""
-        return self.started and ((seq_out - self.epoch_seq) & 0xFFFF) < 0x8000
+        if not self.started:
+            return False
+        since = (seq_out - self.epoch_seq) & 0xFFFF
+        if self.last_owned is not None:
+            return since <= ((self.last_owned - self.epoch_seq) & 0xFFFF)
+        return since < 0x8000
 
 
 class TrackForwarder:
@@ -162,6 +169,22 @@ class TrackForwarder:
         port.feeds = [(f, o) for f, o in port.feeds if o is not out]
         if out is not None and self.kind == "video" and out.active and not out.started:
             self._waiting -= 1
+
+    def retire(self, port: OutboundPort) -> None:
+        """Stop feeding ``port`` (another layer took over) but keep answering NACKs for what
+        this output sent: a packet lost just before a switch must still be repaired, or
+        the subscriber's jitter buffer waits on it."""
+        out = self.outputs.pop(port.ssrc, None)
+        if out is None:
+            return
+        if not out.started:
+            if self.kind == "video" and out.active:
+                self._waiting -= 1
+            port.feeds = [(f, o) for f, o in port.feeds if o is not out]
+            return
+        out.last_owned = port.last_seq
+        # One retired feed at a time: older numbers are long repaired or given up.
+        port.feeds = [(f, o) for f, o in port.feeds if o.last_owned is None or o is out]
 
     def set_active(self, out: Output, active: bool) -> None:
         """Pause or resume one subscriber's copy (stream selection in large rooms)."""

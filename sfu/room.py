@@ -531,7 +531,7 @@ class Room:
         def started() -> None:
             if sub.pending is not target:
                 return
-            sub.track.forwarder.remove(sub.port)
+            sub.track.forwarder.retire(sub.port)
             sub.track, sub.pending = target, None
 
         target.forwarder.add(sub.port, on_start=started)

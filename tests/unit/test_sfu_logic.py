@@ -150,3 +150,14 @@ def test_keep_codecs_leaves_only_the_forwarded_codec_and_its_repair() -> None:
     # A section without the codec is left alone (the caller refuses it).
     h264_only = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 99\r\na=rtpmap:99 H264/90000\r\n"
     assert keep_codecs(h264_only, {"video": "VP8"}) == h264_only
+
+
+def test_a_retired_feed_still_owns_what_it_sent_and_nothing_after() -> None:
+    port = _Port()
+    old = Output(port)  # type: ignore[arg-type]
+    old.start(_packet(100), 1.0, 90000)
+    first = old.epoch_seq
+    old.last_owned = (first + 20) & 0xFFFF  # retired after sending 21 packets
+    assert old.owns(first) and old.owns((first + 20) & 0xFFFF)
+    assert not old.owns((first + 21) & 0xFFFF)  # the new layer's numbers
+    assert not old.owns((first - 1) & 0xFFFF)
