@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import glob
 import ipaddress
 import itertools
@@ -21,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -32,12 +30,13 @@ from typing import Any, Final
 
 import aiohttp
 
+from benchmarks.procs import die_with_parent, log_tail
+
 VIDEOROOM: Final = "janus.plugin.videoroom"
 START_TIMEOUT_S: Final = 20.0
 STOP_TIMEOUT_S: Final = 10.0
 REQUEST_TIMEOUT_S: Final = 15.0
 POLL_MAX_EVENTS: Final = 10
-_PR_SET_PDEATHSIG: Final = 1
 # The /24 blocks of 10.213.0.0/16 tried for the namespace's veth pair.
 _SUBNET_BASE: Final = ipaddress.IPv4Network("10.213.0.0/16")
 
@@ -192,11 +191,6 @@ admin: {{
     return main
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 @dataclass
 class JanusServer:
     ns: Netns
@@ -226,7 +220,7 @@ class JanusServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         server = cls(
             ns=ns, proc=proc, url=f"http://{ns.ns_addr}:{http_port}/janus", log_path=log_path
@@ -259,9 +253,7 @@ class JanusServer:
         return ""
 
     def log_tail(self) -> str:
-        if not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-3000:]
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import json
 import multiprocessing
@@ -32,13 +31,10 @@ import platform
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -47,6 +43,15 @@ from typing import Any, Final
 
 import psutil
 
+from benchmarks.procs import (
+    bounded,
+    cpu_seconds,
+    free_port,
+    machine_busy_seconds,
+    start_logged,
+    stop_process,
+    wait_healthy,
+)
 from benchmarks.sfu_bots import (
     BotMeasurement,
     BotSpec,
@@ -74,8 +79,6 @@ DEFAULT_DURATION_S: Final = 10.0
 MAX_DURATION_S: Final = 120.0
 DEFAULT_BOT_PROCS: Final = 2
 MAX_BOT_PROCS: Final = 8
-SERVER_START_TIMEOUT_S: Final = 30.0
-SERVER_STOP_TIMEOUT_S: Final = 20.0
 BOT_START_TIMEOUT_S: Final = 60.0
 # Setting up takes longer the more peer connections there are.
 SETUP_TIMEOUT_S: Final = 45.0
@@ -92,7 +95,6 @@ IDLE_S: Final = 3.0
 
 LATE_S: Final = 0.030  # a packet this much later than sent counts as late
 STALL_SLOT_S: Final = 0.1
-_PR_SET_PDEATHSIG: Final = 1
 _SCENARIO_RE: Final = re.compile(r"^(\d+)\s*[x\u00d7]\s*(\d+)$")
 
 
@@ -144,26 +146,6 @@ def parse_scenario(text: str) -> Scenario:
 # --- processes -----------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    # A server outliving a killed benchmark would keep its port and its CPU: tie it to us.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return 0.0
-    return float(times.user + times.system)
-
-
 def _tree(pid: int) -> list[int]:
     with contextlib.suppress(psutil.Error):
         return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
@@ -185,54 +167,12 @@ class Server:
     idle_cores: float | None = None  # CPU s/s with no room open: timers, workers, Redis
 
 
-def _start_process(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            cmd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
-
-
 def _stopper(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(SERVER_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    return stop
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited at start:\n{_tail(log_path)}")
-        with (
-            contextlib.suppress(OSError, urllib.error.URLError),
-            urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp,
-        ):
-            if resp.status == 200:
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"server not healthy in time:\n{_tail(log_path)}")
-        time.sleep(0.05)
-
-
-def _tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+    return lambda: stop_process(proc)
 
 
 def start_huddle(folder: Path, api_key: str, api_secret: str) -> Server:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_")}
     env.pop("REDIS_URL", None)  # the node starts and supervises its own redis-server
     env.update(HUDDLE_API_KEY=api_key, HUDDLE_API_SECRET=api_secret)
@@ -244,10 +184,10 @@ def start_huddle(folder: Path, api_key: str, api_secret: str) -> Server:
         "--log-level", "warning",
     ]  # fmt: skip
     log_path = folder / "node.log"
-    proc = _start_process(cmd, env, log_path)
+    proc = start_logged(cmd, env, log_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log_path)
+        wait_healthy(url, proc, log_path)
     except BaseException:
         _stopper(proc)()
         raise
@@ -258,13 +198,13 @@ def start_huddle(folder: Path, api_key: str, api_secret: str) -> Server:
 
 
 def start_naive(folder: Path) -> Server:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "benchmarks.sfu_naive", "--port", str(port)]
     log_path = folder / "naive.log"
-    proc = _start_process(cmd, dict(os.environ), log_path)
+    proc = start_logged(cmd, dict(os.environ), log_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log_path)
+        wait_healthy(url, proc, log_path)
     except BaseException:
         _stopper(proc)()
         raise
@@ -338,7 +278,7 @@ class BotPool:
         return results
 
     def cpu_seconds(self) -> list[float]:
-        return [_cpu_s(proc.pid) if proc.pid else 0.0 for proc in self.procs]
+        return [cpu_seconds(proc.pid) if proc.pid else 0.0 for proc in self.procs]
 
     def close(self, wait_s: float) -> None:
         """Stop the bots: each closes its participants, or is terminated after ``wait_s``."""
@@ -367,12 +307,6 @@ class BotPool:
 # --- measuring -----------------------------------------------------------------------
 
 
-def _machine_busy_s() -> tuple[float, float]:
-    times = psutil.cpu_times()
-    total = float(sum(times))
-    return total - times.idle - getattr(times, "iowait", 0.0), total
-
-
 class CpuClock:
     def __init__(self, server_pid: int, pool: BotPool) -> None:
         self._server_pid = server_pid
@@ -381,8 +315,8 @@ class CpuClock:
 
     def _sample(self) -> tuple[float, dict[int, float], list[float], float, float]:
         # By pid: a child that appears during the window counts from zero.
-        server = {pid: _cpu_s(pid) for pid in _tree(self._server_pid)}
-        return time.monotonic(), server, self._pool.cpu_seconds(), *_machine_busy_s()
+        server = {pid: cpu_seconds(pid) for pid in _tree(self._server_pid)}
+        return time.monotonic(), server, self._pool.cpu_seconds(), *machine_busy_seconds()
 
     def stop(self) -> tuple[float, float, list[float], float]:
         """Wall seconds, server CPU seconds, each bot's CPU seconds, machine busy share."""
@@ -396,10 +330,10 @@ class CpuClock:
 def idle_cores(pid: int) -> float:
     """The server's CPU s/s before any bot arrives (its own timers, workers, Redis)."""
     time.sleep(IDLE_SETTLE_S)
-    start = {p: _cpu_s(p) for p in _tree(pid)}
+    start = {p: cpu_seconds(p) for p in _tree(pid)}
     began = time.monotonic()
     time.sleep(IDLE_S)
-    used = sum(_cpu_s(p) - start.get(p, 0.0) for p in _tree(pid))
+    used = sum(cpu_seconds(p) - start.get(p, 0.0) for p in _tree(pid))
     return used / (time.monotonic() - began)
 
 
@@ -578,16 +512,6 @@ def run_scenario(
 # --- command line --------------------------------------------------------------------
 
 
-def _bounded(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], Any]:
-    def parse(text: str) -> int | float:
-        value = kind(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}")
-        return value
-
-    return parse
-
-
 def _scenario_list(text: str) -> list[Scenario]:
     scenarios = [parse_scenario(part) for part in text.split(",") if part.strip()]
     if not scenarios:
@@ -610,13 +534,13 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--duration",
-        type=_bounded(float, 1, MAX_DURATION_S),
+        type=bounded(float, 1, MAX_DURATION_S),
         default=DEFAULT_DURATION_S,
         help="seconds measured per scenario and target",
     )
     ap.add_argument(
         "--bot-procs",
-        type=_bounded(int, 1, MAX_BOT_PROCS),
+        type=bounded(int, 1, MAX_BOT_PROCS),
         default=DEFAULT_BOT_PROCS,
         help="bot processes per scenario",
     )

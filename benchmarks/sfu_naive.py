@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import secrets
-import signal
 
 from aiohttp import web
 from aiortc import (
@@ -32,6 +31,7 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 
+from benchmarks.procs import serve_until_signal
 from sfu.aiortc_glue import use_host_addresses
 
 
@@ -102,18 +102,7 @@ async def serve(port: int) -> None:
     app.router.add_post("/answer", relay.answer)
     app.router.add_post("/close", relay.close)
     app.router.add_get("/healthz", _healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await relay.close_all()
-        await runner.cleanup()
+    await serve_until_signal(app, port, on_stop=relay.close_all)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import gc
 import ipaddress
@@ -30,7 +29,6 @@ import platform
 import resource
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +48,17 @@ import aiohttp
 import psutil
 from aiohttp import WSMsgType, web
 
+from benchmarks.procs import (
+    SERVER_START_TIMEOUT_S,
+    bounded,
+    cpu_seconds,
+    free_port,
+    machine_busy_seconds,
+    serve_until_signal,
+    start_logged,
+    stop_process,
+    wait_healthy,
+)
 from huddle.client import HuddleClient
 from signaling import protocol as p
 from signaling.auth import mint_token
@@ -76,8 +85,6 @@ SETTLE_S: Final = 1.0
 # Connections opened and closed before the baseline RSS, so one-time allocations (first JWT
 # check, first Lua script load, lazily built encoders) are not charged to the N connections.
 WARMUP_PER_DRIVER: Final = 5
-SERVER_START_TIMEOUT_S: Final = 30.0
-SERVER_STOP_TIMEOUT_S: Final = 20.0
 TOKEN_TTL_S: Final = 3600
 # A process above this share of one core is taken as saturated.
 SATURATED: Final = 0.85
@@ -89,7 +96,6 @@ TARGET_KIB_PER_CONNECTION: Final = 30.0
 TARGET_P99_MS: Final = 20.0
 
 _PING_FRAME: Final = p.encode(p.Ping(id="r1")).decode()
-_PR_SET_PDEATHSIG: Final = 1
 
 
 # --- driver processes ------------------------------------------------------------------
@@ -396,7 +402,7 @@ class DriverPool:
         return results
 
     def cpu_seconds(self) -> list[float]:
-        return [_cpu_s(proc.pid) if proc.pid else 0.0 for proc in self.procs]
+        return [cpu_seconds(proc.pid) if proc.pid else 0.0 for proc in self.procs]
 
     def close(self, wait_s: float) -> None:
         """Stop the drivers: each closes its clients, or is terminated after ``wait_s``."""
@@ -437,23 +443,7 @@ async def _serve_bare(port: int) -> None:
     app = web.Application()
     app.router.add_get("/v1/ws", _bare_ws)
     app.router.add_get("/healthz", _bare_health)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
-def _die_with_parent() -> None:
-    # A server outliving a killed benchmark would keep its port and memory: tie it to us.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    await serve_until_signal(app, port)
 
 
 @dataclass
@@ -474,67 +464,23 @@ class Server:
         return []
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(SERVER_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 def _start_server(cmd: list[str], env: dict[str, str], port: int, log_path: Path) -> Server:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
+    proc = start_logged(cmd, env, log_path)
     server = Server(url=f"http://127.0.0.1:{port}", pid=proc.pid, proc=proc, log_path=log_path)
     try:
-        _wait_healthy(server)
+        wait_healthy(server.url, server.proc, server.log_path)
     except BaseException:
         server.stop()
         raise
     return server
 
 
-def _wait_healthy(server: Server) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while True:
-        if server.proc is not None and server.proc.poll() is not None:
-            raise RuntimeError(f"server exited at start:\n{_log_tail(server)}")
-        with (
-            contextlib.suppress(OSError, urllib.error.URLError),
-            urllib.request.urlopen(f"{server.url}/healthz", timeout=2) as resp,
-        ):
-            if resp.status == 200:
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"server not healthy in time:\n{_log_tail(server)}")
-        time.sleep(0.05)
-
-
-def _log_tail(server: Server) -> str:
-    if server.log_path is None or not server.log_path.exists():
-        return ""
-    return server.log_path.read_text(errors="replace")[-3000:]
-
-
 def start_huddle(data_dir: Path, api_key: str, api_secret: str) -> Server:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_")}
     env.pop("REDIS_URL", None)  # the node starts and supervises its own redis-server
     env.update(HUDDLE_API_KEY=api_key, HUDDLE_API_SECRET=api_secret)
@@ -551,20 +497,12 @@ def start_huddle(data_dir: Path, api_key: str, api_secret: str) -> Server:
 
 
 def start_bare(folder: Path) -> Server:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "benchmarks.signaling_load", "--bare-server", str(port)]
     return _start_server(cmd, dict(os.environ), port, folder / "bare.log")
 
 
 # --- measuring -----------------------------------------------------------------------
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return 0.0
-    return float(times.user + times.system)
 
 
 def _rss_kib(pids: Sequence[int]) -> float:
@@ -573,13 +511,6 @@ def _rss_kib(pids: Sequence[int]) -> float:
         with contextlib.suppress(psutil.Error):
             total += psutil.Process(pid).memory_info().rss
     return total / 1024
-
-
-def _machine_busy_s() -> tuple[float, float]:
-    """System-wide (busy, total) CPU seconds, every core and every process."""
-    times = psutil.cpu_times()
-    total = float(sum(times))
-    return total - times.idle - getattr(times, "iowait", 0.0), total
 
 
 @dataclass
@@ -605,10 +536,10 @@ class CpuClock:
 
     def _sample(self) -> tuple[float, float | None, dict[int, float], list[float], float, float]:
         pid = self._server.pid
-        server = _cpu_s(pid) if pid is not None else None
+        server = cpu_seconds(pid) if pid is not None else None
         # By pid: a helper restarted during the phase must not count negative.
-        helpers = {h: _cpu_s(h) for h in self._server.helpers_pids()}
-        return time.monotonic(), server, helpers, self._pool.cpu_seconds(), *_machine_busy_s()
+        helpers = {h: cpu_seconds(h) for h in self._server.helpers_pids()}
+        return time.monotonic(), server, helpers, self._pool.cpu_seconds(), *machine_busy_seconds()
 
     def stop(self) -> CpuUse:
         t0, s0, h0, d0, b0, all0 = self._start
@@ -1044,50 +975,40 @@ def _loopback_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _bounded(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], Any]:
-    def parse(text: str) -> int | float:
-        value = kind(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}")
-        return value
-
-    return parse
-
-
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.signaling_load",
         description="N authenticated WebSocket clients against a Huddle node and a bare "
         "aiohttp echo server: connect rate, memory per idle connection, ping RTT, request rate.",
     )
-    ap.add_argument("--n", type=_bounded(int, 1, MAX_N), default=DEFAULT_N, help="clients")
+    ap.add_argument("--n", type=bounded(int, 1, MAX_N), default=DEFAULT_N, help="clients")
     ap.add_argument(
         "--procs",
-        type=_bounded(int, 1, MAX_PROCS),
+        type=bounded(int, 1, MAX_PROCS),
         default=max(1, min(4, os.cpu_count() or 1)),
         help="driver processes (default: cores, at most 4)",
     )
     ap.add_argument(
         "--duration",
-        type=_bounded(float, 0.1, MAX_DURATION_S),
+        type=bounded(float, 0.1, MAX_DURATION_S),
         default=DEFAULT_DURATION_S,
         help="seconds of the saturated phase",
     )
     ap.add_argument(
         "--paced-duration",
-        type=_bounded(float, 0.1, MAX_DURATION_S),
+        type=bounded(float, 0.1, MAX_DURATION_S),
         default=DEFAULT_PACED_S,
         help="seconds of the paced (latency) phase",
     )
     ap.add_argument(
         "--ping-interval",
-        type=_bounded(float, 0.01, 60),
+        type=bounded(float, 0.01, 60),
         default=DEFAULT_PING_INTERVAL_S,
         help="seconds between one client's pings in the paced (latency) phase",
     )
     ap.add_argument(
         "--connect-concurrency",
-        type=_bounded(int, 1, MAX_N),
+        type=bounded(int, 1, MAX_N),
         default=DEFAULT_CONNECT_CONCURRENCY,
         help="connects in flight at once, all drivers together",
     )

@@ -1,0 +1,135 @@
+"""Processes the benchmarks start and measure: servers on loopback, their CPU, their logs.
+
+Shared by every benchmark so that each one starts, waits for, stops and measures its
+servers the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+
+import psutil
+from aiohttp import web
+
+SERVER_START_TIMEOUT_S: Final = 30.0
+SERVER_STOP_TIMEOUT_S: Final = 20.0
+LOG_TAIL_CHARS: Final = 3000
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: a server outliving a killed benchmark would keep its port and CPU."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_logged(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` with its output in ``log_path``, tied to this process's life."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(SERVER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def log_tail(path: Path | None) -> str:
+    if path is None or not path.exists():
+        return ""
+    return path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None, log_path: Path | None) -> None:
+    """Until ``url``/healthz answers 200; fails with the log's end if the server died."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited at start:\n{log_tail(log_path)}")
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp,
+        ):
+            if resp.status == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server not healthy in time:\n{log_tail(log_path)}")
+        time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (0 once it is gone)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """System-wide (busy, total) CPU seconds, every core and every process."""
+    times = psutil.cpu_times()
+    total = float(sum(times))
+    return total - times.idle - getattr(times, "iowait", 0.0), total
+
+
+def bounded(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], Any]:
+    """An argparse type: a number within [low, high]."""
+
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+async def serve_until_signal(
+    app: web.Application, port: int, on_stop: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Serve ``app`` on 127.0.0.1:``port`` until SIGINT or SIGTERM (a baseline server)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        if on_stop is not None:
+            await on_stop()
+        await runner.cleanup()
