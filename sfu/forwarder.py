@@ -241,12 +241,12 @@ class TrackForwarder:
         level = packet.extensions.audio_level
         if level is not None:
             self.audio_level = level[1]
-        now = self._now()
         keyframe = self.kind == "video" and vp8_keyframe_start(packet.payload)
         if keyframe:
             self.keyframes_in += 1
         if not self.outputs or self.paused:
             return
+        now = self._now()
         if self._waiting and self._throttle.since_last(now) > RETRY_AFTER_S:
             self.keyframe_wanted()
         ntp = ntp_now()
