@@ -51,8 +51,6 @@ class RelayRequest(msgspec.Struct, tag="request", tag_field="relay", kw_only=Tru
     name: str
     device: str
     grants: Grants
-    sdp: str = ""
-    sources: dict[str, str] = msgspec.field(default_factory=dict)
     args: dict[str, Any] = msgspec.field(default_factory=dict)  # the request's own fields
 
 
@@ -123,8 +121,7 @@ class Relay:
 
     async def request(
         self, owner: str, kind: Kind, *, session_id: str, room: str, claims: Claims,
-        device: str, sdp: str = "", sources: dict[str, str] | None = None,
-        args: dict[str, Any] | None = None,
+        device: str, args: dict[str, Any] | None = None,
     ) -> Any:  # fmt: skip
         rid = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -132,7 +129,7 @@ class Relay:
         request = RelayRequest(
             rid=rid, origin=self.node, session=session_id, kind=kind, room=room,
             identity=claims.identity, name=claims.name, device=device, grants=claims.grants,
-            sdp=sdp, sources=sources or {}, args=args or {},
+            args=args or {},
         )  # fmt: skip
         try:
             await self._publish(node_channel(owner), msgspec.json.encode(request))

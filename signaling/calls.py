@@ -215,8 +215,6 @@ class CallManager:
         session: Session,
         kind: Any,
         *,
-        sdp: str = "",
-        sources: dict[str, str] | None = None,
         args: dict[str, Any] | None = None,
     ) -> Any:
         assert self.relay is not None and session.claims is not None
@@ -224,8 +222,7 @@ class CallManager:
         try:
             return await self.relay.request(
                 owner, kind, session_id=getattr(session, "id", ""), room=room_name,
-                claims=session.claims, device=session.device, sdp=sdp, sources=sources,
-                args=args,
+                claims=session.claims, device=session.device, args=args,
             )  # fmt: skip
         except RelayError as exc:
             raise CallError(exc.code, exc.message) from None
@@ -241,7 +238,7 @@ class CallManager:
             await self.track_settings(endpoint, req)
             return None
         if request.kind == "answer":
-            await self.answer(endpoint, p.SfuAnswer(id="-", room=request.room, sdp=request.sdp))
+            await self.answer(endpoint, msgspec.convert(request.args, p.SfuAnswer))
             return None
         if request.kind == "stats":
             return msgspec.to_builtins(await self.stats(endpoint, request.room))
@@ -481,7 +478,7 @@ class CallManager:
 
     async def answer(self, session: Session, req: p.SfuAnswer) -> None:
         if self._is_relayed(session, req.room):
-            await self._relay_call(session, "answer", sdp=req.sdp)
+            await self._relay_call(session, "answer", args=msgspec.to_builtins(req))
             return
         member = self._member(session, req.room)
         try:
