@@ -117,10 +117,82 @@ class Settings(BaseSettings):
     ring_sweep_s: float = Field(
         1.0, gt=0, description="how often each node ends calls whose ring timeout passed"
     )
+    chat_max_text_chars: int = Field(4000, ge=1, description="longest accepted message text")
+    chat_max_members: int = Field(500, ge=2, description="most members of a group conversation")
+    chat_recall_window_s: float = Field(
+        120.0, ge=0, description="senders may recall a message this long after sending it"
+    )
+    chat_send_per_s: int = Field(
+        20, ge=1, description="messages one user may send per second, across all nodes"
+    )
+    chat_word_filter: list[str] = Field(
+        default_factory=list,
+        description="regular expressions (case-insensitive) that refuse a message's text",
+    )
+    chat_replay_events: int = Field(
+        20000, ge=100, description="events kept per conversation for devices to catch up"
+    )
+    chat_feed_events: int = Field(
+        5000, ge=100, description="events kept per user feed for devices to catch up"
+    )
+    chat_sync_max_events: int = Field(
+        5000,
+        ge=1,
+        description="a device further behind than this in a conversation reloads it by page",
+    )
+    chat_max_reaction_kinds: int = Field(
+        50, ge=1, description="different reactions one message may carry"
+    )
+    media_max_upload_bytes: int = Field(
+        100 * 1024 * 1024, ge=1, description="largest accepted upload, enforced while receiving"
+    )
+    media_quota_bytes: int = Field(
+        1024 * 1024 * 1024, ge=0, description="bytes of files one user may keep (0: no limit)"
+    )
+    media_backend: Literal["disk", "s3"] = Field(
+        "disk", description="where file contents live: data_dir/media, or S3-compatible storage"
+    )
+    media_s3_endpoint: str | None = Field(
+        None, description="S3-compatible endpoint URL (default: AWS for the region)"
+    )
+    media_s3_bucket: str = Field("huddle-media", description="S3 bucket for file contents")
+    media_s3_access_key: str | None = Field(None, description="S3 access key id")
+    media_s3_secret_key: SecretStr | None = Field(None, description="S3 secret access key")
+    media_s3_region: str = Field("us-east-1", description="S3 region")
+    media_deny_types: list[str] = Field(
+        default_factory=lambda: [
+            "application/x-msdownload",
+            "application/x-executable",
+            "application/x-mach-binary",
+            "application/x-sharedlib",
+            "application/x-dex",
+            "application/x-shellscript",
+            "application/java-archive",
+        ],
+        description="sniffed MIME types refused at upload, comma separated",
+    )
+    media_strip_gps: bool = Field(True, description="remove EXIF GPS location from images")
+    media_signed_url_ttl_s: int = Field(3600, gt=0, description="lifetime of signed download URLs")
+    media_max_image_pixels: int = Field(
+        80_000_000, ge=1, description="images with more pixels are refused (decompression bombs)"
+    )
+    media_workers: int = Field(
+        2, ge=1, description="processes making thumbnails, posters and voice notes"
+    )
+    media_tus_expiry_s: int = Field(
+        24 * 3600, gt=0, description="an unfinished resumable upload is dropped after this long"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
 
-    @field_validator("ice_addresses", "stun_urls", "turn_urls", mode="before")
+    @field_validator(
+        "ice_addresses",
+        "stun_urls",
+        "turn_urls",
+        "media_deny_types",
+        "chat_word_filter",
+        mode="before",
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -13,6 +13,7 @@ import msgspec
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from chat.service import ChatService
 from huddle.config import Settings
 from signaling import protocol as p
 from signaling.broker import Broker
@@ -63,6 +64,7 @@ class Hub:
         self.relay = Relay(settings.node_id, broker.publish)
         self.calls = CallManager(settings, client, self.relay)
         self.ringing = Ringing(settings, client, lambda user: self.by_user.get(user, ()))
+        self.chat = ChatService(settings, client, broker, self.spawn)
         metrics.add_collector(self.calls.collect_metrics)
         self.sessions: set[Session] = set()
         self.by_user: dict[str, set[Session]] = {}
@@ -166,6 +168,7 @@ class Hub:
         self.sessions.discard(session)
         self.metrics.connections.dec()
         await self.unwatch(session, set(session.watching))
+        self.chat.router.forget(session)
         if session.claims is None:
             return
         await self.calls.session_gone(session)

@@ -23,3 +23,20 @@ def room_key(room: str, name: str) -> str:
 def node_channel(node: str) -> str:
     """The channel a node listens on for messages addressed to it alone."""
     return f"huddle:node:{node}"
+
+
+def conv_key(conv: str, name: str) -> str:
+    """Keys of one conversation: ``members`` (hash user -> role), ``log``, ``msgs``, ..."""
+    return f"huddle:{{conv:{conv}}}:{name}"
+
+
+def media_key(media: str, name: str) -> str:
+    """Keys of one stored file: ``meta`` (hash) and ``shared`` (set of conversation ids)."""
+    return f"huddle:{{media:{media}}}:{name}"
+
+
+def media_store_key(name: str) -> str:
+    """Keys of the media store as a whole: ``refs`` (hash blob digest -> references),
+    ``orphans`` (sorted set of unreferenced digests by time), ``deleting`` (digests being
+    collected)."""
+    return f"huddle:{{media-store}}:{name}"

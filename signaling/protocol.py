@@ -16,12 +16,19 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from chat.wire import CHAT_EVENTS, CHAT_REPLIES, CHAT_REQUESTS
+
+# Re-exported: every message class is reachable as signaling.protocol.NAME.
+from signaling.wire import Event as Event
+from signaling.wire import Identity as Identity
+from signaling.wire import Message as Message
+from signaling.wire import Ok as Ok
+from signaling.wire import Reply as Reply
+from signaling.wire import Request as Request
+from signaling.wire import RequestId as RequestId
+
 PROTOCOL_VERSION: Final = 1
 
-RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Identity = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@:+-]+$(?!\n)")
-]
 DeviceId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$(?!\n)")
 ]
@@ -40,14 +47,6 @@ CallMedia = Literal["audio", "video"]
 CallEndReason = Literal["declined", "no_answer", "cancelled", "hangup"]
 CallLeftReason = Literal["declined", "no_answer", "hangup"]
 UserStatus = Literal["online", "away", "offline"]
-
-
-class Message(msgspec.Struct, tag_field="type", kw_only=True):
-    """Base of every frame; ``type`` is the tag."""
-
-
-class Request(Message, kw_only=True):
-    id: RequestId
 
 
 # --- client -> server -------------------------------------------------------------------
@@ -221,26 +220,19 @@ class CallUpdate(Request, tag="call.update", kw_only=True):
     media: CallMedia
 
 
-CLIENT_MESSAGES: Final[dict[str, type[Request]]] = {
-    cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in (
+_REQUEST_CLASSES: tuple[type[Request], ...] = (
         Hello, Ping, AuthRefresh, PresenceSubscribe, PresenceUnsubscribe, PresenceSet,
         CallInvite, CallAccept, CallDecline, CallCancel, CallHangup, CallUpdate,
         CallJoin, CallLeave, SfuPublish, SfuAnswer, SfuCandidate, CallStats, CallState, CallMute,
-        CallRemove, CallPin, SfuTrackSettings,
-    )
-}  # fmt: skip
+    CallRemove, CallPin, SfuTrackSettings, *CHAT_REQUESTS,
+)  # fmt: skip
+CLIENT_MESSAGES: Final[dict[str, type[Request]]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in _REQUEST_CLASSES
+}
 
 
 # --- server -> client: replies ----------------------------------------------------------
-
-
-class Reply(Message, kw_only=True):
-    re: str
-
-
-class Ok(Reply, tag="ok", kw_only=True):
-    """Plain success reply, for requests whose answer has no data."""
 
 
 class HelloOk(Reply, tag="ok", kw_only=True):
@@ -386,15 +378,15 @@ REPLIES: Final[dict[str, type[Reply]]] = {
     "call.remove": Ok,
     "call.pin": Ok,
     "sfu.track_settings": Ok,
+    **{
+        tag: CHAT_REPLIES.get(tag, Ok)
+        for tag in (cls.__struct_config__.tag for cls in CHAT_REQUESTS)
+        if isinstance(tag, str)
+    },
 }
 
 
 # --- server -> client: events -----------------------------------------------------------
-
-
-class Event(Message, kw_only=True):
-    # Declared first so that it is encoded right after the tag (see EncodedEvent).
-    seq: int
 
 
 class PresenceUpdate(Event, tag="presence.update", kw_only=True):
@@ -570,16 +562,17 @@ class CallLeft(Event, tag="call.left", kw_only=True):
     reason: CallLeftReason
 
 
-SERVER_EVENTS: Final[dict[str, type[Event]]] = {
-    cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in (
+_EVENT_CLASSES: tuple[type[Event], ...] = (
         PresenceUpdate, AuthExpiring, CallParticipantJoined, CallParticipantLeft, SfuOffer,
         CallIncoming, CallOutgoing, CallAccepted, CallAnsweredElsewhere, CallDeclined,
         CallCancelled, CallMissed, CallEnded, CallUpdated, CallLeft,
         CallSpeakers, CallReconnect, CallResumed, CallParticipantState, CallMuted, CallRemoved,
-        SfuLayers,
-    )
-}  # fmt: skip
+    SfuLayers, *CHAT_EVENTS,
+)  # fmt: skip
+SERVER_EVENTS: Final[dict[str, type[Event]]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in _EVENT_CLASSES
+}
 
 
 # --- error codes and close codes --------------------------------------------------------
@@ -616,6 +609,19 @@ class ErrorCode:
     TOO_MANY_TRACKS: Final = "too_many_tracks"
     BAD_CANDIDATE: Final = "bad_candidate"
     UNKNOWN_TRACK: Final = "unknown_track"
+    NOT_MEMBER: Final = "not_member"
+    UNKNOWN_CONVERSATION: Final = "unknown_conversation"
+    UNKNOWN_MESSAGE: Final = "unknown_message"
+    UNKNOWN_MEDIA: Final = "unknown_media"
+    BAD_MESSAGE_CONTENT: Final = "bad_message_content"
+    MESSAGE_TOO_LARGE: Final = "message_too_large"
+    CONTENT_FILTERED: Final = "content_filtered"
+    BLOCKED: Final = "blocked"
+    SILENCED: Final = "silenced"
+    RECALL_WINDOW_PASSED: Final = "recall_window_passed"
+    RECALLED: Final = "recalled"
+    CONVERSATION_FULL: Final = "conversation_full"
+    CONFLICT: Final = "conflict"
     UNAVAILABLE: Final = "unavailable"
     INTERNAL: Final = "internal"
 
@@ -696,13 +702,23 @@ class EncodedEvent:
 
     __slots__ = ("head", "tail", "type")
 
-    def __init__(self, event: Event) -> None:
-        blob = _encoder.encode(msgspec.structs.replace(event, seq=0))
+    def __init__(self, event: Event | None, blob: bytes = b"") -> None:
+        if event is not None:
+            blob = _encoder.encode(msgspec.structs.replace(event, seq=0))
         marker = b'"seq":0'
         at = blob.index(marker)
         self.head = blob[: at + len(marker) - 1]
         self.tail = blob[at + len(marker) :]
-        self.type: str = event.__struct_config__.tag  # type: ignore[assignment]
+        self.type: str = (
+            event.__struct_config__.tag  # type: ignore[assignment]
+            if event is not None
+            else blob[9 : blob.index(b'"', 9)].decode()
+        )
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> EncodedEvent:
+        """An event stored already encoded with ``seq`` 0 (``{"type":"...","seq":0,...}``)."""
+        return cls(None, blob)
 
     def with_seq(self, seq: int) -> str:
         return (self.head + str(seq).encode() + self.tail).decode()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from chat.store import ChatError
 from signaling import protocol as p
 from signaling.auth import AuthError, Claims, verify_token
 from signaling.calls import CallError
@@ -69,6 +70,7 @@ class Session:
             "call.remove": self._call_remove,
             "call.pin": self._call_pin,
             "sfu.track_settings": self._sfu_track_settings,
+            **dict.fromkeys(hub.chat.handlers, self._chat),
         }
         assert set(self._handlers) == set(p.CLIENT_MESSAGES), "every request needs a handler"
 
@@ -99,7 +101,7 @@ class Session:
             return
         try:
             await self._handlers[kind](request)
-        except CallError as exc:
+        except (CallError, ChatError) as exc:
             await self.send_error(exc.code, exc.message, request.id)
         except (RedisError, OSError) as exc:
             log.warning(
@@ -173,6 +175,10 @@ class Session:
         log.info("closing connection", extra={"code": code, "reason": reason, "session": self.id})
         self.closed = True
         await self.ws.close(code=code, message=reason.encode()[:120])
+
+    def queued(self) -> int:
+        """Frames waiting to be written to the socket."""
+        return len(self._out)
 
     def close_soon(self, code: int, reason: str) -> None:
         """Close from synchronous code (timers, pub/sub handlers)."""
@@ -347,6 +353,9 @@ class Session:
     async def _sfu_answer(self, req: p.SfuAnswer) -> None:
         await self.hub.calls.answer(self, req)
         await self.send_reply(p.Ok(re=req.id))
+
+    async def _chat(self, req: p.Request) -> None:
+        await self.send_reply(await self.hub.chat.handle(self, req))
 
     async def _call_invite(self, req: p.CallInvite) -> None:
         await self.send_reply(await self.hub.ringing.invite(self, req))

@@ -1,0 +1,303 @@
+"""Chat events to this node's devices: per-conversation pub/sub, replay, no loss, no repeats.
+
+Each conversation numbers its events without holes (``ev``), and so does each user's feed
+(``fev``). The node subscribes to a conversation's channel while one of its devices reads it
+and remembers the last number it passed on; a number that skips ahead means pub/sub lost
+something, which is re-read from the conversation's log before going on. Each device has its
+own position per conversation and never gets an event at or below it, so replay after a
+reconnect and live delivery can overlap without repeating anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import msgspec
+
+from chat.store import ChatStore, conv_channel, feed_channel
+from signaling.keys import conv_key, user_key
+from signaling.protocol import EncodedEvent
+
+if TYPE_CHECKING:
+    from signaling.broker import Broker
+
+log = logging.getLogger("huddle.chat")
+# Replay is read from Redis in pages of this many events.
+REPLAY_PAGE: Final = 500
+# A replay waits while this many frames are queued for the device (slow-consumer guard).
+REPLAY_QUEUE_HIGH: Final = 500
+
+
+class Reader(Protocol):
+    """What the router needs of a connection."""
+
+    closed: bool
+
+    @property
+    def identity(self) -> str: ...
+
+    def send_event(self, event: EncodedEvent) -> None: ...
+
+    def queued(self) -> int: ...
+
+
+class _SysHead(msgspec.Struct):
+    event: str
+    users: list[str] | None = None
+    by: str | None = None
+
+
+class _MsgHead(msgspec.Struct):
+    system: _SysHead | None = None
+
+
+class _Head(msgspec.Struct):
+    """The routing fields of a stored event; the rest is passed on as is."""
+
+    type: str
+    conv: str | None = None
+    ev: int | None = None
+    fev: int | None = None
+    user: str | None = None
+    message: _MsgHead | None = None
+    reason: str | None = None
+
+
+_head: Final = msgspec.json.Decoder(_Head)
+
+
+def feed_id(user: str) -> str:
+    # Conversation ids never contain "@".
+    return "@" + user
+
+
+class Feed:
+    """One conversation (or one user's feed) as this node follows it."""
+
+    def __init__(self, fid: str) -> None:
+        self.fid = fid
+        self.user_feed = fid.startswith("@")
+        self.name = name = fid[1:] if self.user_feed else fid
+        self.stream = user_key(name, "feed") if self.user_feed else conv_key(name, "events")
+        self.channel = feed_channel(name) if self.user_feed else conv_channel(name)
+        self.last = 0
+        self.readers: dict[Reader, int] = {}
+        self.ready: asyncio.Future[None] | None = None
+        self.filling = False
+        self.backlog: list[tuple[int, bytes]] = []
+        self.handler: Callable[[bytes], None] | None = None
+
+
+class Router:
+    def __init__(
+        self, store: ChatStore, broker: Broker, spawn: Callable[[Any], None], max_replay: int
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.spawn = spawn
+        self.max_replay = max_replay
+        self.feeds: dict[str, Feed] = {}
+        self.attached: dict[Reader, set[str]] = {}
+        broker.on_reconnect.append(self._on_reconnect)
+
+    # --- attaching readers --------------------------------------------------------------
+
+    async def attach(self, reader: Reader, fid: str, cursor: int | None) -> tuple[int, bool]:
+        """Replay what ``reader`` missed after ``cursor`` (None: nothing), then go live.
+
+        Replies (position, gap): gap is True when the events after the cursor are no longer
+        all kept (or are more than a replay may send); the reader then starts at the head."""
+        feed = await self._follow(fid)
+        if reader in feed.readers:
+            return feed.readers[reader], False
+        self.attached.setdefault(reader, set()).add(fid)
+        sent = feed.last if cursor is None else cursor
+        gap = False
+        if feed.last - sent > self.max_replay:
+            sent, gap = feed.last, True
+        while sent < feed.last and not reader.closed:
+            entries = await self.store.events_after(feed.stream, sent, REPLAY_PAGE)
+            if not entries or entries[0][0] != sent + 1:
+                sent, gap = max(feed.last, entries[-1][0] if entries else 0), True
+                break
+            for ev, blob in entries:
+                reader.send_event(EncodedEvent.from_blob(blob))
+                sent = ev
+            # The connection's writer drains the queue; polling keeps Reader small.
+            while reader.queued() > REPLAY_QUEUE_HIGH and not reader.closed:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        if fid not in self.attached.get(reader, ()):
+            return sent, gap  # detached (left, disconnected) while replaying
+        feed.readers[reader] = sent
+        return sent, gap
+
+    def detach(self, reader: Reader, fid: str) -> None:
+        fids = self.attached.get(reader)
+        if fids is not None:
+            fids.discard(fid)
+        feed = self.feeds.get(fid)
+        if feed is None:
+            return
+        feed.readers.pop(reader, None)
+        if not feed.readers and feed.ready is not None and feed.ready.done():
+            self._drop(feed)
+
+    def forget(self, reader: Reader) -> None:
+        for fid in list(self.attached.pop(reader, ())):
+            self.detach(reader, fid)
+
+    def readers_of(self, user: str) -> list[Reader]:
+        return [r for r in self.attached if r.identity == user]
+
+    def attached_to(self, reader: Reader) -> set[str]:
+        return set(self.attached.get(reader, ()))
+
+    async def _follow(self, fid: str) -> Feed:
+        feed = self.feeds.get(fid)
+        if feed is None:
+            feed = self.feeds[fid] = Feed(fid)
+            feed.ready = asyncio.get_running_loop().create_future()
+            try:
+                feed.handler = lambda payload: self._on_message(feed, payload)
+                await self.broker.subscribe(feed.channel, feed.handler)
+                # Subscribed first: whatever is published after this read arrives live.
+                feed.last = max(feed.last, await self._head(feed))
+            except BaseException as exc:
+                self._drop(feed)
+                feed.ready.set_exception(exc)
+                feed.ready.exception()  # retrieved: waiters re-raise it
+                raise
+            feed.ready.set_result(None)
+        elif feed.ready is not None and not feed.ready.done():
+            await asyncio.shield(feed.ready)
+        return feed
+
+    async def _head(self, feed: Feed) -> int:
+        if feed.user_feed:
+            return await self.store.feed_head(feed.name)
+        return await self.store.conv_head(feed.name)
+
+    def _drop(self, feed: Feed) -> None:
+        if self.feeds.get(feed.fid) is feed:
+            del self.feeds[feed.fid]
+        if feed.handler is not None:
+            self.spawn(self.broker.unsubscribe(feed.channel, feed.handler))
+
+    # --- live events --------------------------------------------------------------------
+
+    def _on_message(self, feed: Feed, payload: bytes) -> None:
+        try:
+            head = _head.decode(payload)
+        except msgspec.DecodeError:
+            log.warning("malformed chat event", extra={"feed": feed.fid})
+            return
+        number = head.fev if feed.user_feed else head.ev
+        if number is None:
+            self._ephemeral(feed, head, payload)
+            return
+        if feed.filling:
+            feed.backlog.append((number, payload))
+            return
+        if number <= feed.last:
+            return
+        if number > feed.last + 1:
+            feed.filling = True
+            feed.backlog.append((number, payload))
+            self.spawn(self._fill(feed))
+            return
+        self._deliver(feed, number, payload, head)
+
+    def _ephemeral(self, feed: Feed, head: _Head, payload: bytes) -> None:
+        event = EncodedEvent.from_blob(payload)
+        for reader in list(feed.readers):
+            if reader.identity != head.user:
+                reader.send_event(event)
+
+    async def _fill(self, feed: Feed) -> None:
+        """Pub/sub skipped numbers: read them from the log, then the held-back events."""
+        try:
+            while True:
+                pending = sorted((b for b in feed.backlog if b[0] > feed.last), key=lambda b: b[0])
+                feed.backlog = []
+                if not pending:
+                    return
+                target = pending[-1][0]
+                numbers = [n for n, _ in pending]
+                if numbers == list(range(feed.last + 1, target + 1)) and all(b for _, b in pending):
+                    for number, blob in pending:
+                        self._deliver(feed, number, blob, _head.decode(blob))
+                    continue
+                try:
+                    entries = await self.store.events_after(
+                        feed.stream, feed.last, target - feed.last
+                    )
+                except Exception as exc:
+                    log.warning("chat replay failed", extra={"error": str(exc)})
+                    feed.backlog = pending + feed.backlog
+                    await asyncio.sleep(0.5)
+                    continue
+                for number, blob in entries:
+                    if feed.last < number <= target:
+                        self._deliver(feed, number, blob, _head.decode(blob))
+                if feed.last < target:
+                    log.warning("chat events no longer kept", extra={"feed": feed.fid})
+                    feed.last = target
+        finally:
+            feed.filling = False
+
+    def _on_reconnect(self) -> None:
+        for feed in list(self.feeds.values()):
+            self.spawn(self._catch_up(feed))
+
+    async def _catch_up(self, feed: Feed) -> None:
+        """Events published while pub/sub was down were lost in flight: read them."""
+        head = await self._head(feed)
+        if head <= feed.last:
+            return
+        feed.backlog.append((head, b""))
+        if not feed.filling:
+            feed.filling = True
+            await self._fill(feed)
+
+    def _deliver(self, feed: Feed, number: int, payload: bytes, head: _Head) -> None:
+        feed.last = number
+        if not payload:
+            return
+        event = EncodedEvent.from_blob(payload)
+        for reader, sent in list(feed.readers.items()):
+            if sent < number:
+                reader.send_event(event)
+                feed.readers[reader] = number
+        self._follow_membership(feed, head)
+
+    def _follow_membership(self, feed: Feed, head: _Head) -> None:
+        """Join and leave conversations as the events that change membership pass by."""
+        if feed.user_feed:
+            user = feed.name
+            if head.type == "chat.joined" and head.conv and head.ev is not None:
+                for reader in feed.readers:
+                    self.spawn(self._attach_quietly(reader, head.conv, head.ev - 1))
+            elif head.type == "chat.left" and head.conv:
+                for reader in self.readers_of(user):
+                    self.detach(reader, head.conv)
+            return
+        system = head.message.system if head.message else None
+        if system is None:
+            return
+        gone: list[str] = []
+        if system.event == "member_removed":
+            gone = system.users or []
+        elif system.event == "member_left" and system.by:
+            gone = [system.by]
+        for user in gone:
+            for reader in self.readers_of(user):
+                self.detach(reader, feed.fid)
+
+    async def _attach_quietly(self, reader: Reader, fid: str, cursor: int) -> None:
+        try:
+            await self.attach(reader, fid, max(0, cursor))
+        except Exception as exc:
+            log.warning("could not follow a joined conversation", extra={"error": str(exc)})

@@ -1,0 +1,526 @@
+"""Chat requests: checks, then one store write each, then the feeds of the users it touches."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import redis.asyncio as redis
+
+from chat import wire as w
+from chat.router import Reader, Router, feed_id
+from chat.search import search
+from chat.store import (
+    MESSAGE_DECODER,
+    ChatError,
+    ChatStore,
+    ConvMeta,
+    conv_channel,
+    direct_id,
+    encode_template,
+    message_terms,
+)
+from huddle.config import Settings
+from media_store.meta import visible_meta
+from signaling.keys import media_key
+from signaling.wire import Ok, Reply, Request
+
+if TYPE_CHECKING:
+    from signaling.broker import Broker
+
+Handler = Callable[[Reader, Any], Awaitable[Reply]]
+_MEDIA_KINDS = {"image": ("image/",), "voice": ("audio/",), "file": ("",)}
+# Compare-and-set retries of an edit or recall racing other changes to the same message.
+REWRITE_TRIES = 5
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _ok() -> Ok:
+    return Ok(re="")
+
+
+class ChatService:
+    def __init__(
+        self, settings: Settings, client: redis.Redis, broker: Broker, spawn: Callable[[Any], None]
+    ) -> None:
+        self.settings = settings
+        self.redis = client
+        self.broker = broker
+        self.store = ChatStore(client, settings.chat_replay_events, settings.chat_feed_events)
+        self.router = Router(self.store, broker, spawn, settings.chat_sync_max_events)
+        self.filters = [re.compile(p, re.IGNORECASE) for p in settings.chat_word_filter]
+        self.handlers: dict[str, Handler] = {
+            "chat.create": self.create,
+            "chat.send": self.send,
+            "chat.edit": self.edit,
+            "chat.recall": self.recall,
+            "chat.react": self.react,
+            "chat.read": self.read,
+            "chat.typing": self.typing,
+            "chat.history": self.history,
+            "chat.thread": self.thread,
+            "chat.edits": self.edits,
+            "chat.list": self.conv_list,
+            "chat.info": self.info,
+            "chat.sync": self.sync,
+            "chat.add": self.add,
+            "chat.remove": self.remove,
+            "chat.leave": self.leave,
+            "chat.rename": self.rename,
+            "chat.role": self.role,
+            "chat.follow": self.follow,
+            "chat.unfollow": self.unfollow,
+            "chat.silence": self.silence,
+            "chat.mute": self.mute,
+            "chat.block": self.block,
+            "chat.report": self.report,
+            "chat.reports": self.reports,
+            "chat.search": self.search,
+        }
+        assert set(self.handlers) == {c.__struct_config__.tag for c in w.CHAT_REQUESTS}
+
+    async def handle(self, reader: Reader, request: Request) -> Reply:
+        tag: str = request.__struct_config__.tag  # type: ignore[assignment]
+        reply = await self.handlers[tag](reader, request)
+        reply.re = request.id
+        return reply
+
+    # --- checks -------------------------------------------------------------------------
+
+    async def _member(self, conv: str, user: str) -> tuple[ConvMeta, str]:
+        meta = await self.store.meta(conv)
+        role = await self.store.role(conv, user)
+        if meta is None:
+            raise ChatError("unknown_conversation", f"no conversation {conv!r}")
+        if role is None:
+            raise ChatError("not_member", "you are not a member of this conversation")
+        return meta, role
+
+    def _check_text(self, text: str | None) -> None:
+        if text is None:
+            return
+        if len(text) > self.settings.chat_max_text_chars:
+            raise ChatError(
+                "message_too_large",
+                f"text is {len(text)} characters; at most {self.settings.chat_max_text_chars}",
+            )
+        for pattern in self.filters:
+            if pattern.search(text):
+                raise ChatError("content_filtered", "the message contains filtered words")
+
+    def _summary(
+        self, meta: ConvMeta, user: str, role: str, read: int = 0, muted: bool = False
+    ) -> w.ConvSummary:
+        return w.ConvSummary(
+            conv=meta.conv,
+            kind=meta.kind,
+            name=meta.display_name(user),
+            role=role,  # type: ignore[arg-type]
+            members=meta.count,
+            ev=meta.last_ev,
+            last_seq=meta.last_seq,
+            last_ts=meta.last_ts,
+            last=MESSAGE_DECODER.decode(meta.last) if meta.last else None,
+            read_seq=read,
+            unread=max(0, meta.last_seq - read),
+            muted=muted,
+            peer=meta.display_name(user) if meta.kind == "direct" else None,
+        )
+
+    async def _joined(self, conv: str, users: list[str], ev: int) -> None:
+        """Put ``conv`` on each user's list, with the feed event their devices follow."""
+        meta = await self.store.meta(conv)
+        if meta is None:
+            return
+        roles = await self.store.roles(conv, users)
+        for user in users:
+            role = roles.get(user)
+            if role is None:
+                continue
+            info = self._summary(meta, user, role)
+            event = w.ChatJoined(seq=0, fev=-1, conv=conv, ev=ev, info=info)
+            await self.store.user_change(user, "join", conv, event, _now_ms())
+
+    async def _left(self, conv: str, users: list[str], reason: w.LeftReason) -> None:
+        for user in users:
+            event = w.ChatLeft(seq=0, fev=-1, conv=conv, reason=reason)
+            await self.store.user_change(user, "leave", conv, event, _now_ms())
+
+    # --- conversations ------------------------------------------------------------------
+
+    async def create(self, reader: Reader, req: w.ChatCreate) -> Reply:
+        me = reader.identity
+        members = [u for u in dict.fromkeys(req.members) if u != me]
+        if req.kind == "group" and len(members) + 1 > self.settings.chat_max_members:
+            raise ChatError(
+                "conversation_full", f"at most {self.settings.chat_max_members} members"
+            )
+        conv = ("g-" if req.kind == "group" else "c-") + secrets.token_urlsafe(12)
+        ts = _now_ms()
+        ev = await self.store.create(conv, req.kind, req.name, me, members, ts)
+        await self._joined(conv, [me, *members], ev)
+        await self.store.mark_indexed(conv)
+        meta, role = await self._member(conv, me)
+        return w.ChatCreateOk(re="", conv=self._summary(meta, me, role))
+
+    async def conv_list(self, reader: Reader, req: w.ChatList) -> Reply:
+        me = reader.identity
+        convs = await self.store.user_convs(me)
+        rows = await self.store.metas(convs, me)
+        muted = await self.store.muted(me)
+        out = [self._summary(m, me, role, read, m.conv in muted) for m, role, read in rows]
+        out.sort(key=lambda s: (s.last_ts, s.conv), reverse=True)
+        if req.before_ts is not None:
+            out = [s for s in out if s.last_ts < req.before_ts]
+        return w.ChatListOk(re="", conversations=out[: req.limit])
+
+    async def info(self, reader: Reader, req: w.ChatInfo) -> Reply:
+        meta, role = await self._member(req.conv, reader.identity)
+        members = await self.store.members(req.conv)
+        return w.ChatInfoOk(
+            re="",
+            conv=self._summary(meta, reader.identity, role),
+            members=[w.MemberInfo(user=u, role=r) for u, r in members.items()],  # type: ignore[arg-type]
+        )
+
+    async def add(self, reader: Reader, req: w.ChatAdd) -> Reply:
+        roles = await self.store.roles(req.conv, dict.fromkeys(req.users))
+        new = [u for u, r in roles.items() if r is None]
+        if not new:
+            return _ok()
+        info = w.SystemInfo(event="member_joined", by=reader.identity, users=new)
+        ev = await self.store.change_members(
+            req.conv, "add", reader.identity, _now_ms(), new, info, self.settings.chat_max_members
+        )
+        await self._joined(req.conv, new, ev)
+        return _ok()
+
+    async def remove(self, reader: Reader, req: w.ChatRemove) -> Reply:
+        users = list(dict.fromkeys(req.users))
+        roles = await self.store.roles(req.conv, users)
+        missing = [u for u, r in roles.items() if r is None]
+        if missing:
+            raise ChatError("not_member", f"not members: {', '.join(missing[:5])}")
+        info = w.SystemInfo(event="member_removed", by=reader.identity, users=users)
+        await self._change(reader, req.conv, "remove", users, info)
+        await self._left(req.conv, users, "removed")
+        return _ok()
+
+    async def leave(self, reader: Reader, req: w.ChatLeave) -> Reply:
+        me = reader.identity
+        _, role = await self._member(req.conv, me)
+        if role == "follower":
+            return await self.unfollow(reader, w.ChatUnfollow(id=req.id, conv=req.conv))
+        successor = ""
+        if role == "owner":
+            members = await self.store.members(req.conv, limit=10_000)
+            others = [(r != "admin", u) for u, r in members.items() if u != me and r != "follower"]
+            successor = min(others)[1] if others else ""
+        info = w.SystemInfo(event="member_left", by=me)
+        if successor:
+            info.users, info.role = [successor], "owner"
+        await self._change(reader, req.conv, "leave", [successor], info)
+        await self._left(req.conv, [me], "left")
+        return _ok()
+
+    async def rename(self, reader: Reader, req: w.ChatRename) -> Reply:
+        info = w.SystemInfo(event="renamed", by=reader.identity, name=req.name)
+        await self._change(reader, req.conv, "rename", [req.name], info)
+        return _ok()
+
+    async def role(self, reader: Reader, req: w.ChatRole) -> Reply:
+        info = w.SystemInfo(
+            event="role_changed", by=reader.identity, users=[req.user], role=req.role
+        )
+        await self._change(reader, req.conv, "role", [req.user, req.role], info)
+        return _ok()
+
+    async def silence(self, reader: Reader, req: w.ChatSilence) -> Reply:
+        until = _now_ms() + req.seconds * 1000 if req.seconds else 0
+        await self._change(reader, req.conv, "silence", [req.user, str(until)], None)
+        return _ok()
+
+    async def follow(self, reader: Reader, req: w.ChatFollow) -> Reply:
+        me = reader.identity
+        ev = await self._change(reader, req.conv, "follow", [], None)
+        await self._joined(req.conv, [me], ev + 1)
+        meta, role = await self._member(req.conv, me)
+        return w.ChatCreateOk(re="", conv=self._summary(meta, me, role))
+
+    async def unfollow(self, reader: Reader, req: w.ChatUnfollow) -> Reply:
+        await self._change(reader, req.conv, "unfollow", [], None)
+        await self._left(req.conv, [reader.identity], "unfollowed")
+        return _ok()
+
+    async def _change(
+        self, reader: Reader, conv: str, op: str, args: list[str], info: w.SystemInfo | None
+    ) -> int:
+        return await self.store.change_members(
+            conv, op, reader.identity, _now_ms(), args, info, self.settings.chat_max_members
+        )
+
+    async def mute(self, reader: Reader, req: w.ChatMute) -> Reply:
+        me = reader.identity
+        await self._member(req.conv, me)
+        event = w.ChatMuted(seq=0, fev=-1, conv=req.conv, muted=req.muted)
+        op = "mute" if req.muted else "unmute"
+        await self.store.user_change(me, op, req.conv, event, _now_ms())
+        return _ok()
+
+    async def block(self, reader: Reader, req: w.ChatBlock) -> Reply:
+        me = reader.identity
+        if req.user == me:
+            raise ChatError("bad_message_content", "you cannot block yourself")
+        event = w.ChatBlocked(seq=0, fev=-1, user=req.user, blocked=req.blocked)
+        op = "block" if req.blocked else "unblock"
+        await self.store.user_change(me, op, req.user, event, _now_ms())
+        return _ok()
+
+    # --- messages -----------------------------------------------------------------------
+
+    async def send(self, reader: Reader, req: w.ChatSend) -> Reply:
+        me = reader.identity
+        if (req.conv is None) == (req.to is None):
+            raise ChatError("bad_message_content", "give exactly one of `conv` and `to`")
+        self._check_content(req)
+        ts = _now_ms()
+        if not await self.store.allow_send(me, ts // 1000, self.settings.chat_send_per_s):
+            raise ChatError("rate_limited", "too many messages; slow down")
+        conv = req.conv or await self._direct(me, req.to or "", ts)
+        if req.conv is not None and conv.startswith("d-"):
+            meta = await self.store.meta(conv)
+            peer = meta.display_name(me) if meta else ""
+            if peer and peer != me and await self.store.is_blocked(peer, me):
+                raise ChatError("blocked", "this user does not accept your messages")
+        media = await self._media(req, me) if req.media is not None else None
+        root = 0
+        if req.reply_to is not None:
+            replied = await self.store.message(conv, req.reply_to)
+            if replied is None:
+                raise ChatError("unknown_message", f"no message {req.reply_to} to reply to")
+            root = replied[1].reply_to or replied[1].seq
+        msg = w.ChatMessage(
+            seq=-2, ts=ts, sender=me, kind=req.kind, client_id=req.client_id, text=req.text,
+            mentions=req.mentions or None, media=media, sticker=req.sticker,
+            reply_to=root or None,
+        )  # fmt: skip
+        status, seq, _ = await self.store.send(conv, msg, root, message_terms(msg))
+        if status == "duplicate":
+            first = await self.store.message(conv, seq)
+            ts = first[1].ts if first else ts
+        elif media is not None:
+            await self.store.add_shared(media_key(media.id, "shared"), conv)
+        return w.ChatSendOk(re="", conv=conv, seq=seq, ts=ts, duplicate=status == "duplicate")
+
+    def _check_content(self, req: w.ChatSend) -> None:
+        needs = {"text": req.text, "sticker": req.sticker}.get(req.kind, req.media)
+        if not needs:
+            field = (
+                "text" if req.kind == "text" else "sticker" if req.kind == "sticker" else "media"
+            )
+            raise ChatError("bad_message_content", f"a {req.kind} message needs `{field}`")
+        if req.kind == "text" and not (req.text or "").strip():
+            raise ChatError("bad_message_content", "text is empty")
+        self._check_text(req.text)
+
+    async def _direct(self, me: str, peer: str, ts: int) -> str:
+        if peer == me:
+            raise ChatError("bad_message_content", "a direct message needs another user")
+        if await self.store.is_blocked(peer, me):
+            raise ChatError("blocked", "this user does not accept your messages")
+        conv = direct_id(me, peer)
+        if await self.store.ensure_direct(conv, me, peer, ts):
+            await self._joined(conv, [me, peer], await self.store.conv_head(conv) + 1)
+            await self.store.mark_indexed(conv)
+        return conv
+
+    async def _media(self, req: w.ChatSend, me: str) -> w.MediaRef:
+        meta = await visible_meta(self.redis, req.media or "", me)
+        if meta is None:
+            raise ChatError("unknown_media", "no such file, or not yours to share")
+        prefixes = _MEDIA_KINDS.get(req.kind, ("",))
+        if not meta.mime.startswith(prefixes):
+            raise ChatError("bad_message_content", f"a {req.kind} message cannot carry {meta.mime}")
+        return w.MediaRef(
+            id=meta.id,
+            name=meta.name,
+            size=meta.size,
+            mime=meta.mime,
+            duration_ms=round(meta.duration * 1000) if meta.duration is not None else None,
+            width=meta.width,
+            height=meta.height,
+            thumbnail=meta.thumbnail,
+            waveform=meta.waveform,
+        )
+
+    async def edit(self, reader: Reader, req: w.ChatEdit) -> Reply:
+        me = reader.identity
+        await self._member(req.conv, me)
+        if not req.text.strip():
+            raise ChatError("bad_message_content", "text is empty")
+        self._check_text(req.text)
+        for _ in range(REWRITE_TRIES):
+            raw, msg = await self._message(req.conv, req.seq)
+            if msg.sender != me or msg.kind != "text":
+                raise ChatError("forbidden", "only the sender may edit a text message")
+            ts = _now_ms()
+            new = msgspec.structs.replace(
+                msg, text=req.text, mentions=req.mentions or None, edited=True, edited_ts=ts
+            )
+            old_terms, new_terms = set(message_terms(msg)), message_terms(new)
+            event = w.ChatEdited(
+                seq=0, conv=req.conv, ev=-1, msg_seq=req.seq, text=req.text,
+                mentions=new.mentions, edited_ts=ts,
+            )  # fmt: skip
+            try:
+                added = [t for t in new_terms if t not in old_terms]
+                removed = sorted(old_terms - set(new_terms))
+                await self.store.rewrite(
+                    req.conv, req.seq, raw, new, event, removed, added, keep_history=True
+                )
+            except ChatError as exc:
+                if exc.code == "conflict":
+                    continue
+                raise
+            return w.ChatSendOk(re="", conv=req.conv, seq=req.seq, ts=ts)
+        raise ChatError("conflict", "the message keeps changing; retry")
+
+    async def recall(self, reader: Reader, req: w.ChatRecall) -> Reply:
+        me = reader.identity
+        meta, role = await self._member(req.conv, me)
+        for _ in range(REWRITE_TRIES):
+            raw, msg = await self._message(req.conv, req.seq)
+            ts = _now_ms()
+            admin = role in ("owner", "admin") and meta.kind != "direct"
+            if msg.sender != me and not admin:
+                raise ChatError("forbidden", "only the sender or an admin may recall a message")
+            window_ms = self.settings.chat_recall_window_s * 1000
+            if not admin and ts - msg.ts > window_ms:
+                raise ChatError(
+                    "recall_window_passed",
+                    f"messages can be recalled for {self.settings.chat_recall_window_s:g} s",
+                )
+            new = w.ChatMessage(
+                seq=msg.seq, ts=msg.ts, sender=msg.sender, kind=msg.kind,
+                client_id=msg.client_id, reply_to=msg.reply_to, recalled=True, recalled_by=me,
+            )  # fmt: skip
+            event = w.ChatRecalled(seq=0, conv=req.conv, ev=-1, msg_seq=req.seq, by=me)
+            try:
+                await self.store.rewrite(
+                    req.conv, req.seq, raw, new, event, message_terms(msg), [], keep_history=False
+                )
+            except ChatError as exc:
+                if exc.code == "conflict":
+                    continue
+                raise
+            return w.ChatSendOk(re="", conv=req.conv, seq=req.seq, ts=ts)
+        raise ChatError("conflict", "the message keeps changing; retry")
+
+    async def _message(self, conv: str, seq: int) -> tuple[bytes, w.ChatMessage]:
+        found = await self.store.message(conv, seq)
+        if found is None:
+            raise ChatError("unknown_message", f"no message {seq}")
+        if found[1].recalled:
+            raise ChatError("recalled", f"message {seq} was recalled")
+        return found
+
+    async def react(self, reader: Reader, req: w.ChatReact) -> Reply:
+        await self.store.react(
+            req.conv, req.seq, req.emoji, reader.identity, not req.remove,
+            self.settings.chat_max_reaction_kinds,
+        )  # fmt: skip
+        return _ok()
+
+    async def read(self, reader: Reader, req: w.ChatRead) -> Reply:
+        me = reader.identity
+        _, read_seq, kind, moved = await self.store.read(req.conv, me, req.seq)
+        if moved and kind == "channel":
+            event = w.ChatReadEvent(seq=0, conv=req.conv, fev=-1, user=me, read_seq=read_seq)
+            await self.store.user_change(me, "event", req.conv, event, _now_ms())
+        return _ok()
+
+    async def typing(self, reader: Reader, req: w.ChatTyping) -> Reply:
+        _, role = await self._member(req.conv, reader.identity)
+        if role == "follower":
+            raise ChatError("forbidden", "followers of a channel do not type in it")
+        event = w.ChatTypingEvent(seq=0, conv=req.conv, user=reader.identity, typing=req.typing)
+        await self.broker.publish(conv_channel(req.conv), encode_template(event))
+        return _ok()
+
+    async def history(self, reader: Reader, req: w.ChatHistory) -> Reply:
+        meta, _ = await self._member(req.conv, reader.identity)
+        last, n = meta.last_seq, req.limit
+        if req.around is not None:
+            start = max(1, req.around - n // 2)
+        elif req.before is not None:
+            start = max(1, min(req.before, last + 1) - n)
+        elif req.after is not None:
+            start = req.after + 1
+        else:
+            start = max(1, last - n + 1)
+        end = min(last, start + n - 1)
+        if req.before is not None:
+            end = min(end, req.before - 1)
+        msgs = await self.store.messages(req.conv, range(start, end + 1))
+        return w.ChatMessages(re="", conv=req.conv, messages=msgs, last_seq=last)
+
+    async def thread(self, reader: Reader, req: w.ChatThread) -> Reply:
+        meta, _ = await self._member(req.conv, reader.identity)
+        seqs = await self.store.thread(req.conv, req.root, req.after, req.limit)
+        msgs = await self.store.messages(req.conv, seqs)
+        return w.ChatMessages(re="", conv=req.conv, messages=msgs, last_seq=meta.last_seq)
+
+    async def edits(self, reader: Reader, req: w.ChatEdits) -> Reply:
+        await self._member(req.conv, reader.identity)
+        versions = await self.store.edits(req.conv, req.seq)
+        return w.ChatEditsOk(re="", conv=req.conv, seq=req.seq, versions=versions)
+
+    async def report(self, reader: Reader, req: w.ChatReport) -> Reply:
+        await self._member(req.conv, reader.identity)
+        if await self.store.message(req.conv, req.seq) is None:
+            raise ChatError("unknown_message", f"no message {req.seq}")
+        report = w.Report(seq=req.seq, by=reader.identity, reason=req.reason, ts=_now_ms())
+        await self.store.report(req.conv, report)
+        return _ok()
+
+    async def reports(self, reader: Reader, req: w.ChatReports) -> Reply:
+        meta, role = await self._member(req.conv, reader.identity)
+        if role not in ("owner", "admin") or meta.kind == "direct":
+            raise ChatError("forbidden", "only admins review reports")
+        return w.ChatReportsOk(
+            re="", conv=req.conv, reports=await self.store.reports(req.conv, req.limit)
+        )
+
+    async def search(self, reader: Reader, req: w.ChatSearch) -> Reply:
+        me = reader.identity
+        if req.conv is not None:
+            await self._member(req.conv, me)
+            convs = [req.conv]
+        else:
+            rows = await self.store.metas(await self.store.user_convs(me), me)
+            convs = [m.conv for m, _, _ in rows]
+        return w.ChatSearchOk(re="", hits=await search(self.store, convs, req))
+
+    # --- sync ---------------------------------------------------------------------------
+
+    async def sync(self, reader: Reader, req: w.ChatSync) -> Reply:
+        """Replay what the device missed, then keep it live (see chat.router)."""
+        me = reader.identity
+        feed, _ = await self.router.attach(reader, feed_id(me), req.feed)
+        rows = await self.store.metas(await self.store.user_convs(me), me)
+        heads: dict[str, int] = {}
+        gaps: list[str] = []
+        for meta, _, _ in rows:
+            pos, gap = await self.router.attach(reader, meta.conv, req.cursors.get(meta.conv))
+            heads[meta.conv] = pos
+            if gap:
+                gaps.append(meta.conv)
+        removed = [c for c in req.cursors if c not in heads]
+        return w.ChatSyncOk(re="", heads=heads, feed=feed, gaps=gaps, removed=removed)

@@ -1,0 +1,420 @@
+"""Chat state in Redis: conversations, messages, receipts, user lists and feeds.
+
+Every write is one Lua script of chat.scripts; this module encodes what they store, runs
+them, and turns their refusals into :class:`ChatError` with a protocol error code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import msgspec
+import redis.asyncio as redis
+
+from chat import scripts
+from chat import wire as w
+from chat.text import index_terms
+from signaling.keys import conv_key, user_key
+from signaling.wire import Event
+
+ENCODER: Final = msgspec.json.Encoder()
+MESSAGE_DECODER: Final = msgspec.json.Decoder(w.ChatMessage)
+_REACTIONS_DECODER: Final = msgspec.json.Decoder(dict[str, list[str]])
+# Conversation-level refusals of the scripts, and the codes devices get for them.
+_CODES: Final = {
+    "not_member": "not_member",
+    "forbidden": "forbidden",
+    "silenced": "silenced",
+    "unknown_message": "unknown_message",
+    "unknown_conversation": "unknown_conversation",
+    "conversation_full": "conversation_full",
+    "conflict": "conflict",
+    "recalled": "recalled",
+    "too_many": "bad_message_content",
+}
+_META_FIELDS: Final = ("kind", "name", "last_seq", "last_ts", "last_ev", "last", "count", "peers")
+
+
+class ChatError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def refusal(reply: str, what: str) -> ChatError:
+    return ChatError(_CODES.get(reply, "internal"), f"{what}: {reply.replace('_', ' ')}")
+
+
+def direct_id(a: str, b: str) -> str:
+    """The one direct conversation of two users, the same whoever writes first."""
+    low, high = sorted((a, b))
+    return "d-" + hashlib.sha256(f"{low}\n{high}".encode()).hexdigest()[:32]
+
+
+def conv_channel(conv: str) -> str:
+    return conv_key(conv, "chan")
+
+
+def feed_channel(user: str) -> str:
+    return user_key(user, "feed_chan")
+
+
+def encode_template(event: Event) -> bytes:
+    """An event as stored: ``seq`` 0, stamped for each connection when sent."""
+    return ENCODER.encode(msgspec.structs.replace(event, seq=0))
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _reply(raw: Any) -> list[str]:
+    return [_s(v) for v in raw]
+
+
+class ConvMeta(msgspec.Struct, kw_only=True):
+    conv: str
+    kind: w.ConvKind
+    name: str
+    last_seq: int
+    last_ts: int
+    last_ev: int
+    last: bytes | None
+    count: int
+    peers: tuple[str, ...]
+
+    def display_name(self, user: str) -> str:
+        if self.kind == "direct":
+            return next((p for p in self.peers if p != user), user)
+        return self.name
+
+
+def _meta(conv: str, values: Sequence[Any]) -> ConvMeta | None:
+    kind, name, last_seq, last_ts, last_ev, last, count, peers = values
+    if kind is None:
+        return None
+    return ConvMeta(
+        conv=conv,
+        kind=_s(kind),  # type: ignore[arg-type]
+        name=_s(name or b""),
+        last_seq=int(last_seq or 0),
+        last_ts=int(last_ts or 0),
+        last_ev=int(last_ev or 0),
+        last=last,
+        count=int(count or 0),
+        peers=tuple(_s(peers).split("\n")) if peers else (),
+    )
+
+
+class ChatStore:
+    def __init__(self, client: redis.Redis, replay_events: int, feed_events: int) -> None:
+        self.redis = client
+        self.replay_events = replay_events
+        self.feed_events = feed_events
+        self._send = client.register_script(scripts.SEND)
+        self._create = client.register_script(scripts.CREATE)
+        self._ensure_direct = client.register_script(scripts.ENSURE_DIRECT)
+        self._members = client.register_script(scripts.MEMBERS)
+        self._rewrite = client.register_script(scripts.REWRITE)
+        self._react = client.register_script(scripts.REACT)
+        self._read = client.register_script(scripts.READ)
+        self._user = client.register_script(scripts.USER)
+        self._rate = client.register_script(scripts.RATE)
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def meta(self, conv: str) -> ConvMeta | None:
+        return _meta(conv, await self.redis.hmget(conv_key(conv, "meta"), _META_FIELDS))
+
+    async def role(self, conv: str, user: str) -> str | None:
+        raw = await self.redis.hget(conv_key(conv, "members"), user)
+        return None if raw is None else _s(raw)
+
+    async def members(self, conv: str, limit: int = 500) -> dict[str, str]:
+        out: dict[str, str] = {}
+        async for field, value in self.redis.hscan_iter(conv_key(conv, "members"), count=500):
+            out[_s(field)] = _s(value)
+            if len(out) >= limit:
+                break
+        return out
+
+    async def roles(self, conv: str, users: Iterable[str]) -> dict[str, str | None]:
+        names = list(users)
+        if not names:
+            return {}
+        raw = await self.redis.hmget(conv_key(conv, "members"), names)
+        return {u: None if r is None else _s(r) for u, r in zip(names, raw, strict=True)}
+
+    async def user_convs(self, user: str) -> list[str]:
+        return [_s(c) for c in await self.redis.hkeys(user_key(user, "convs"))]
+
+    async def metas(self, convs: Sequence[str], user: str) -> list[tuple[ConvMeta, str, int]]:
+        """Each conversation's state with the user's role and read position (members only)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for conv in convs:
+                pipe.hmget(conv_key(conv, "meta"), _META_FIELDS)
+                pipe.hget(conv_key(conv, "members"), user)
+                pipe.hget(conv_key(conv, "reads"), user)
+            raw = await pipe.execute()
+        out = []
+        for i, conv in enumerate(convs):
+            meta = _meta(conv, raw[3 * i])
+            role = raw[3 * i + 1]
+            if meta is not None and role is not None:
+                out.append((meta, _s(role), int(raw[3 * i + 2] or 0)))
+        return out
+
+    async def muted(self, user: str) -> set[str]:
+        return {_s(c) for c in await self.redis.smembers(user_key(user, "muted"))}
+
+    async def is_blocked(self, blocker: str, user: str) -> bool:
+        return bool(await self.redis.sismember(user_key(blocker, "blocked"), user))
+
+    async def message(self, conv: str, seq: int) -> tuple[bytes, w.ChatMessage] | None:
+        raw = await self.redis.hget(conv_key(conv, "msgs"), str(seq))
+        if raw is None:
+            return None
+        blob = raw if isinstance(raw, bytes) else raw.encode()
+        return blob, MESSAGE_DECODER.decode(blob)
+
+    async def messages(self, conv: str, seqs: Sequence[int]) -> list[w.ChatMessage]:
+        """The messages ``seqs`` that exist, with their thread summaries and reactions."""
+        if not seqs:
+            return []
+        names = [str(s) for s in seqs]
+        thread_fields = [f"{s}:{k}" for s in seqs for k in ("n", "last")]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(conv_key(conv, "msgs"), names)
+            pipe.hmget(conv_key(conv, "reactions"), names)
+            pipe.hmget(conv_key(conv, "threads"), thread_fields)
+            msgs, reactions, threads = await pipe.execute()
+        out = []
+        for i, raw in enumerate(msgs):
+            if raw is None:
+                continue
+            msg = MESSAGE_DECODER.decode(raw)
+            if reactions[i] is not None:
+                msg.reactions = _REACTIONS_DECODER.decode(reactions[i])
+            count, last = threads[2 * i], threads[2 * i + 1]
+            if count is not None:
+                msg.thread = w.ThreadSummary(count=int(count), last_seq=int(last or 0))
+            out.append(msg)
+        return out
+
+    async def thread(self, conv: str, root: int, after: int, limit: int) -> list[int]:
+        raw = await self.redis.zrangebyscore(
+            conv_key(conv, f"thread:{root}"), f"({after}", "+inf", start=0, num=limit
+        )
+        return [int(_s(s)) for s in raw]
+
+    async def edits(self, conv: str, seq: int) -> list[w.ChatMessage]:
+        raw = await self.redis.lrange(conv_key(conv, f"edits:{seq}"), 0, -1)
+        return [MESSAGE_DECODER.decode(r) for r in raw]
+
+    async def events_after(self, key: str, after: int, count: int) -> list[tuple[int, bytes]]:
+        """Logged events numbered above ``after`` (at most ``count``), in order."""
+        raw: Any = await self.redis.xrange(key, f"{after + 1}-0", "+", count=count)
+        return [(int(_s(i).split("-", 1)[0]), fields[b"e"]) for i, fields in raw]
+
+    async def first_event(self, key: str) -> int | None:
+        raw: Any = await self.redis.xrange(key, "-", "+", count=1)
+        return int(_s(raw[0][0]).split("-", 1)[0]) if raw else None
+
+    async def feed_head(self, user: str) -> int:
+        return int(await self.redis.hget(user_key(user, "chat"), "fev") or 0)
+
+    async def conv_head(self, conv: str) -> int:
+        return int(await self.redis.hget(conv_key(conv, "meta"), "last_ev") or 0)
+
+    # --- writes -------------------------------------------------------------------------
+
+    async def allow_send(self, user: str, second: int, limit: int) -> bool:
+        key = user_key(user, f"sends:{second}")
+        return bool(await self._rate(keys=[key], args=[limit]))
+
+    async def send(
+        self, conv: str, msg: w.ChatMessage, root: int, text_terms: Sequence[str]
+    ) -> tuple[str, int, int]:
+        """Store and publish ``msg`` (seq -2 marks where its number goes).
+
+        Replies (status, seq, ev): status ``ok``, or ``duplicate`` with the first seq."""
+        k = conv_key
+        event = w.ChatMessageEvent(seq=0, conv=conv, ev=-1, message=msg)
+        keys = [
+            k(conv, "meta"), k(conv, "members"), k(conv, "msgs"), k(conv, "cids"),
+            k(conv, "events"), k(conv, "reads"), k(conv, "silenced"), k(conv, "threads"),
+            k(conv, f"thread:{root}"), *(k(conv, f"ix:{t}") for t in text_terms),
+        ]  # fmt: skip
+        args: list[Any] = [
+            msg.sender, msg.client_id or "", msg.ts, ENCODER.encode(msg), encode_template(event),
+            conv_channel(conv), self.replay_events, root,
+        ]  # fmt: skip
+        out = _reply(await self._send(keys=keys, args=args))
+        if out[0] == "ok":
+            return "ok", int(out[1]), int(out[2])
+        if out[0] == "duplicate":
+            return "duplicate", int(out[1]), 0
+        if out[0] == "silenced":
+            raise ChatError("silenced", "an admin has stopped you from sending here for now")
+        raise refusal(out[0], "cannot send")
+
+    async def create(
+        self, conv: str, kind: str, name: str, creator: str, members: Sequence[str], ts: int
+    ) -> int:
+        msg = system_message(ts, creator, w.SystemInfo(event="created", by=creator, name=name))
+        event = w.ChatMessageEvent(seq=0, conv=conv, ev=-1, message=msg)
+        first_role = "admin" if kind == "channel" else "member"
+        k = conv_key
+        out = _reply(
+            await self._create(
+                keys=[k(conv, "meta"), k(conv, "members"), k(conv, "msgs"), k(conv, "events")],
+                args=[
+                    kind, name, creator, ts, conv_channel(conv), self.replay_events,
+                    ENCODER.encode(msg), encode_template(event), first_role, *members,
+                ],
+            )
+        )  # fmt: skip
+        if out[0] != "ok":
+            raise ChatError("conflict", "conversation id already taken; retry")
+        return int(out[1])
+
+    async def ensure_direct(self, conv: str, a: str, b: str, ts: int) -> bool:
+        """Create the direct conversation if needed; True while users' lists lack it."""
+        keys = [conv_key(conv, "meta"), conv_key(conv, "members")]
+        return bool(await self._ensure_direct(keys=keys, args=[a, b, ts]))
+
+    async def mark_indexed(self, conv: str) -> None:
+        await self.redis.hset(conv_key(conv, "meta"), "indexed", 1)
+
+    async def change_members(
+        self,
+        conv: str,
+        op: str,
+        actor: str,
+        ts: int,
+        args: Sequence[str],
+        system: w.SystemInfo | None,
+        max_members: int,
+    ) -> int:
+        """One membership or settings change (chat.scripts.MEMBERS); replies its event."""
+        msg_tpl, ev_tpl = b"", b""
+        if system is not None:
+            msg = system_message(ts, actor, system)
+            msg_tpl = ENCODER.encode(msg)
+            ev_tpl = encode_template(w.ChatMessageEvent(seq=0, conv=conv, ev=-1, message=msg))
+        k = conv_key
+        out = _reply(
+            await self._members(
+                keys=[k(conv, "meta"), k(conv, "members"), k(conv, "msgs"), k(conv, "events"),
+                      k(conv, "silenced")],
+                args=[op, actor, ts, conv_channel(conv), self.replay_events, msg_tpl, ev_tpl,
+                      max_members, *args],
+            )
+        )  # fmt: skip
+        if out[0] != "ok":
+            raise refusal(out[0], f"cannot {op}")
+        return int(out[1])
+
+    async def rewrite(
+        self,
+        conv: str,
+        seq: int,
+        old: bytes,
+        new: w.ChatMessage,
+        event: Event,
+        remove_terms: Sequence[str],
+        add_terms: Sequence[str],
+        keep_history: bool,
+    ) -> int:
+        k = conv_key
+        keys = [
+            k(conv, "meta"), k(conv, "msgs"), k(conv, "events"), k(conv, f"edits:{seq}"),
+            *(k(conv, f"ix:{t}") for t in remove_terms), *(k(conv, f"ix:{t}") for t in add_terms),
+        ]  # fmt: skip
+        args: list[Any] = [
+            seq, old, ENCODER.encode(new), encode_template(event), conv_channel(conv),
+            self.replay_events, 1 if keep_history else 0, len(remove_terms),
+        ]  # fmt: skip
+        out = _reply(await self._rewrite(keys=keys, args=args))
+        if out[0] != "ok":
+            raise refusal(out[0], "message changed meanwhile")
+        return int(out[1])
+
+    async def react(
+        self, conv: str, seq: int, emoji: str, user: str, add: bool, max_kinds: int
+    ) -> int:
+        """Add or remove one reaction; replies its event, or 0 when nothing changed."""
+        event = w.ChatReaction(
+            seq=0, conv=conv, ev=-1, msg_seq=seq, emoji=emoji, user=user, added=add, users=[]
+        )
+        k = conv_key
+        out = _reply(
+            await self._react(
+                keys=[k(conv, "meta"), k(conv, "members"), k(conv, "msgs"), k(conv, "reactions"),
+                      k(conv, "events")],
+                args=[user, seq, emoji, 1 if add else 0, encode_template(event),
+                      conv_channel(conv), self.replay_events, max_kinds],
+            )
+        )  # fmt: skip
+        if out[0] == "too_many":
+            raise ChatError("bad_message_content", f"at most {max_kinds} kinds of reaction")
+        if out[0] != "ok":
+            raise refusal(out[0], "cannot react")
+        return int(out[1])
+
+    async def read(self, conv: str, user: str, seq: int) -> tuple[int, int, str, bool]:
+        """Move the user's read position; replies (ev or 0, read seq, kind, moved)."""
+        event = w.ChatReadEvent(seq=0, conv=conv, ev=-1, user=user, read_seq=-2)
+        k = conv_key
+        out = _reply(
+            await self._read(
+                keys=[k(conv, "meta"), k(conv, "members"), k(conv, "reads"), k(conv, "events")],
+                args=[user, seq, encode_template(event), conv_channel(conv), self.replay_events],
+            )
+        )
+        if out[0] != "ok":
+            raise refusal(out[0], "cannot mark read")
+        return int(out[1]), int(out[2]), out[3], out[4] == "1"
+
+    async def user_change(self, user: str, op: str, arg: str, event: Event, ts: int) -> int:
+        """A change to the user's list or settings, with its feed event; 0 if already so."""
+        keys = [
+            user_key(user, "chat"), user_key(user, "convs"), user_key(user, "muted"),
+            user_key(user, "blocked"), user_key(user, "feed"),
+        ]  # fmt: skip
+        args: list[Any] = [
+            op,
+            arg,
+            encode_template(event),
+            feed_channel(user),
+            self.feed_events,
+            ts,
+        ]
+        return int(await self._user(keys=keys, args=args))
+
+    async def report(self, conv: str, report: w.Report) -> None:
+        await self.redis.xadd(
+            conv_key(conv, "reports"), {"r": ENCODER.encode(report)}, maxlen=10000
+        )
+
+    async def reports(self, conv: str, limit: int) -> list[w.Report]:
+        raw: Any = await self.redis.xrevrange(conv_key(conv, "reports"), count=limit)
+        return [msgspec.json.decode(fields[b"r"], type=w.Report) for _, fields in raw]
+
+    async def add_shared(self, media_key: str, conv: str) -> None:
+        await self.redis.sadd(media_key, conv)
+
+
+def system_message(ts: int, by: str, info: w.SystemInfo) -> w.ChatMessage:
+    return w.ChatMessage(seq=-2, ts=ts, sender=by, kind="system", system=info)
+
+
+def message_terms(msg: w.ChatMessage) -> list[str]:
+    """Search terms of a message: its text, and the name of a file it carries."""
+    parts = [msg.text or ""]
+    if msg.media is not None:
+        parts.append(msg.media.name)
+    return index_terms(" ".join(parts)) if not msg.recalled else []
