@@ -15,7 +15,7 @@ from chat import wire as w
 from huddle.client import HuddleClient
 from signaling.wire import Event
 
-_EVENTS = tuple(c.__struct_config__.tag for c in w.CHAT_EVENTS)
+_EVENTS: tuple[str, ...] = tuple(str(c.__struct_config__.tag) for c in w.CHAT_EVENTS)
 
 
 class ChatClient:
@@ -101,8 +101,4 @@ class ChatClient:
 
     def messages(self, conv: str) -> list[w.ChatMessage]:
         """The messages received as events for ``conv``, in arrival order."""
-        return [
-            e.message
-            for e in self.log
-            if isinstance(e, w.ChatMessageEvent) and e.conv == conv
-        ]
+        return [e.message for e in self.log if isinstance(e, w.ChatMessageEvent) and e.conv == conv]

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,11 @@ def local_room(node: Node, name: str) -> Room:
     local = node.app[HUB].calls.local
     assert local is not None, "the node runs SFU workers: rooms are in other processes"
     return local.rooms[name]
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` is true (TimeoutError after ``timeout``)."""
+    async with asyncio.timeout(timeout):
+        # State that events change from callbacks has no Event to wait on: poll it.
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
