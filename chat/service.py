@@ -23,10 +23,12 @@ from chat.store import (
     direct_id,
     encode_template,
     message_terms,
+    system_message,
 )
 from huddle.config import Settings
 from media_store.meta import visible_meta
 from signaling.keys import media_key
+from signaling.ringing import CallRecord
 from signaling.wire import Ok, Reply, Request
 
 if TYPE_CHECKING:
@@ -34,6 +36,11 @@ if TYPE_CHECKING:
 
 Handler = Callable[[Reader, Any], Awaitable[Reply]]
 _MEDIA_KINDS = {"image": ("image/",), "voice": ("audio/",), "file": ("",)}
+_CALL_EVENTS: dict[str, w.SystemEvent] = {
+    "started": "call_started",
+    "ended": "call_ended",
+    "missed": "call_missed",
+}
 # Compare-and-set retries of an edit or recall racing other changes to the same message.
 REWRITE_TRIES = 5
 
@@ -507,6 +514,27 @@ class ChatService:
             rows = await self.store.metas(await self.store.user_convs(me), me)
             convs = [m.conv for m, _, _ in rows]
         return w.ChatSearchOk(re="", hits=await search(self.store, convs, req))
+
+    # --- calls --------------------------------------------------------------------------
+
+    async def record_call(self, record: CallRecord) -> None:
+        """A one-to-one call started or ended: a system message in the two users' chat."""
+        a, b = record.users
+        callee = b if record.caller == a else a
+        conv = direct_id(a, b)
+        ts = _now_ms()
+        if await self.store.ensure_direct(conv, a, b, ts):
+            await self._joined(conv, [a, b], await self.store.conv_head(conv) + 1)
+            await self.store.mark_indexed(conv)
+        info = w.SystemInfo(
+            event=_CALL_EVENTS[record.event], by=record.by, users=[record.caller, callee],
+            call=record.call, media=record.media, duration_s=record.duration_s,
+            reason=record.reason,
+        )  # fmt: skip
+        # The same change can be recorded by more than one node: the client id stores it once.
+        msg = system_message(ts, record.caller, info)
+        msg.client_id = f"call-{record.call}-{record.event}"
+        await self.store.send(conv, msg, 0, [])
 
     # --- sync ---------------------------------------------------------------------------
 

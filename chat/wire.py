@@ -68,6 +68,7 @@ class SystemInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     call: str | None = None
     media: str | None = None
     duration_s: int | None = None
+    reason: str | None = None
 
 
 class ThreadSummary(msgspec.Struct, kw_only=True):

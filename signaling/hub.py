@@ -65,6 +65,7 @@ class Hub:
         self.calls = CallManager(settings, client, self.relay)
         self.ringing = Ringing(settings, client, lambda user: self.by_user.get(user, ()))
         self.chat = ChatService(settings, client, broker, self.spawn)
+        self.ringing.on_record = self.chat.record_call
         metrics.add_collector(self.calls.collect_metrics)
         self.sessions: set[Session] = set()
         self.by_user: dict[str, set[Session]] = {}

@@ -31,8 +31,8 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final, cast
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import msgspec
 import redis.asyncio as redis
@@ -370,6 +370,23 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# Requests after which a call may have started or ended.
+_RECORDED: Final = frozenset({"accept", "decline", "cancel", "hangup", "timeout"})
+
+
+class CallRecord(msgspec.Struct, kw_only=True, frozen=True):
+    """A one-to-one call that started or ended, for its two users' conversation."""
+
+    call: str
+    event: Literal["started", "ended", "missed"]
+    caller: str
+    users: tuple[str, str]
+    media: str
+    reason: str | None
+    duration_s: int | None
+    by: str
+
+
 def new_call_id() -> str:
     return secrets.token_hex(8)
 
@@ -398,6 +415,9 @@ class Ringing:
         self._leaving: dict[Session, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Told of each call that started or ended by a request or sweep of this node (once
+        # per change, whichever node made it): chat records it in the callers' conversation.
+        self.on_record: Callable[[CallRecord], Awaitable[None]] | None = None
 
     # --- requests -----------------------------------------------------------------------
 
@@ -418,7 +438,41 @@ class Ringing:
         status, payload = (_text(x) for x in cast(list[bytes | str], result))
         if status == "error":
             raise CallError(payload, _MESSAGES.get(payload, payload.replace("_", " ")))
+        if op in _RECORDED:
+            await self._record(op, call, session.identity if session else "")
         return payload
+
+    async def _record(self, op: str, call: str, actor: str) -> None:
+        """Tell ``on_record`` that a one-to-one call started or ended."""
+        if self.on_record is None:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(call_key(call), ["state", "caller", "media", "accepted_ms", "ended_ms",
+                                        "reason"])  # fmt: skip
+            pipe.hkeys(members_key(call))
+            fields, members = await pipe.execute()
+        state, caller, media, accepted, ended, reason = (
+            _text(f) if f is not None else "" for f in fields
+        )
+        users = sorted(_text(m) for m in members)
+        if len(users) != 2 or not caller:
+            return  # group calls are not recorded in a direct conversation
+        event: Literal["started", "ended", "missed"]
+        if op == "accept" and state == "accepted":
+            event = "started"
+        elif state == "ended":
+            event = "ended" if accepted else "missed"
+        else:
+            return
+        duration = (int(ended) - int(accepted)) // 1000 if accepted and ended else None
+        record = CallRecord(
+            call=call, event=event, caller=caller, users=(users[0], users[1]), media=media,
+            reason=reason or None, duration_s=duration, by=actor or caller,
+        )  # fmt: skip
+        try:
+            await self.on_record(record)
+        except Exception:
+            log.exception("could not record a call in chat", extra={"call": call})
 
     async def invite(self, session: Session, req: p.CallInvite) -> p.CallInviteOk:
         if req.to == session.identity:
@@ -584,7 +638,9 @@ class Ringing:
                 keys=[call_key(call), members_key(call), DEADLINES],
                 args=self._args("timeout", call, None, user),
             )
-            expired += _text(result[1]) == "expired"
+            if _text(result[1]) == "expired":
+                expired += 1
+                await self._record("timeout", call, "")
         return expired
 
 
