@@ -111,9 +111,10 @@ class Router:
         Replies (position, gap): gap is True when the events after the cursor are no longer
         all kept (or are more than a replay may send); the reader then starts at the head."""
         feed = await self._follow(fid)
-        if reader in feed.readers:
-            return feed.readers[reader], False
-        self.attached.setdefault(reader, set()).add(fid)
+        fids = self.attached.setdefault(reader, set())
+        if fid in fids:  # live already, or being replayed by another request
+            return feed.readers.get(reader, feed.last), False
+        fids.add(fid)
         sent = feed.last if cursor is None else cursor
         gap = False
         if feed.last - sent > self.max_replay:

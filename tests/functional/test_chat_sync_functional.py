@@ -197,3 +197,18 @@ async def test_torture_disconnects_lose_and_repeat_nothing(start_node: StartNode
         assert evs == sorted(evs), f"out of order in {c}"
         seqs = {seq for cv, _, seq in received if cv == c}
         assert sent[c] <= seqs, f"lost messages in {c}: {sorted(sent[c] - seqs)[:10]}"
+
+
+async def test_resume_after_the_node_restarts(start_node: StartNode) -> None:
+    first = await start_node()
+    alice = await chat(first, "alice")
+    bob = await chat(first, "bob")
+    conv = (await alice.create("group", "g", ["bob"])).conv
+    await eventually(lambda: bob.cursors.get(conv, 0) >= 1)
+    cursors, feed = dict(bob.cursors), bob.feed
+    await first.stop()  # both devices lose their node
+    second = await start_node()
+    alice = await chat(second, "alice", cursors=alice.cursors, feed=alice.feed)
+    sent = [await alice.send(conv, f"after restart {i}") for i in range(3)]
+    bob = await chat(second, "bob", cursors=cursors, feed=feed)
+    assert [m.seq for m in bob.messages(conv)] == [s.seq for s in sent]
