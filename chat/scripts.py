@@ -41,7 +41,10 @@ SEND: Final = (
     + """
 local sender = ARGV[1]
 local role = redis.call('HGET', KEYS[2], sender)
-if not role then return {'not_member'} end
+if not role then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_conversation'} end
+  return {'not_member'}
+end
 if role == 'follower' then return {'forbidden'} end
 local ts = tonumber(ARGV[3])
 local silenced = redis.call('HGET', KEYS[7], sender)
@@ -69,7 +72,7 @@ return {'ok', seq, ev}
 """
 )
 
-# KEYS: meta members msgs events
+# KEYS: meta members msgs events joined
 # ARGV: kind name creator ts chan maxlen msg_tpl ev_tpl first_role member...
 CREATE: Final = (
     _PRELUDE
@@ -79,7 +82,11 @@ local n = #ARGV - 9
 redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'name', ARGV[2], 'creator', ARGV[3],
   'created', ARGV[4], 'last_seq', 0, 'last_ev', 0, 'count', n + 1)
 redis.call('HSET', KEYS[2], ARGV[3], 'owner')
-for i = 10, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], ARGV[9]) end
+redis.call('HSET', KEYS[5], ARGV[3], ARGV[4])
+for i = 10, #ARGV do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[9])
+  redis.call('HSET', KEYS[5], ARGV[i], ARGV[4])
+end
 local seq, ev = append_message(KEYS[1], KEYS[3], KEYS[4], ARGV[5], ARGV[6], ARGV[4],
   ARGV[7], ARGV[8])
 return {'ok', ev}
@@ -99,9 +106,9 @@ return 1
 """
 
 # Membership and settings of one conversation. The caller read the state first and encoded
-# the system message for it; `expect` repeats what it read, and a change since is a conflict.
-# KEYS: meta members msgs events silenced
-# ARGV: op actor ts chan maxlen msg_tpl ev_tpl max_members arg expect...
+# the system message for it; when the state it relied on changed since, this is a conflict.
+# KEYS: meta members msgs events silenced joined
+# ARGV: op actor ts chan maxlen msg_tpl ev_tpl max_members arg...
 MEMBERS: Final = (
     _PRELUDE
     + """
@@ -115,7 +122,7 @@ local function log_system()
   return ev
 end
 local users = {}
-for i = 10, #ARGV do users[#users + 1] = ARGV[i] end
+for i = 9, #ARGV do users[#users + 1] = ARGV[i] end
 if op == 'follow' then
   if kind ~= 'channel' then return {'forbidden'} end
   if role then return {'ok', 0} end
@@ -138,7 +145,10 @@ if op == 'add' then
   end
   local count = tonumber(redis.call('HGET', KEYS[1], 'count'))
   if count + #users > tonumber(ARGV[8]) then return {'conversation_full'} end
-  for _, u in ipairs(users) do redis.call('HSET', KEYS[2], u, 'member') end
+  for _, u in ipairs(users) do
+    redis.call('HSET', KEYS[2], u, 'member')
+    redis.call('HSET', KEYS[6], u, ts)
+  end
   redis.call('HINCRBY', KEYS[1], 'count', #users)
   return {'ok', log_system()}
 end
@@ -152,6 +162,7 @@ if op == 'remove' then
   for _, u in ipairs(users) do
     redis.call('HDEL', KEYS[2], u)
     redis.call('HDEL', KEYS[5], u)
+    redis.call('HDEL', KEYS[6], u)
   end
   redis.call('HINCRBY', KEYS[1], 'count', -#users)
   return {'ok', log_system()}
@@ -163,6 +174,7 @@ if op == 'leave' then
     redis.call('HSET', KEYS[2], users[1], 'owner')
   end
   redis.call('HDEL', KEYS[2], actor)
+  redis.call('HDEL', KEYS[6], actor)
   redis.call('HINCRBY', KEYS[1], 'count', -1)
   return {'ok', log_system()}
 end

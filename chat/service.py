@@ -198,6 +198,9 @@ class ChatService:
         )
 
     async def add(self, reader: Reader, req: w.ChatAdd) -> Reply:
+        meta, role = await self._member(req.conv, reader.identity)
+        if meta.kind != "group" or role not in ("owner", "admin"):
+            raise ChatError("forbidden", "only the owner and admins of a group add members")
         roles = await self.store.roles(req.conv, dict.fromkeys(req.users))
         new = [u for u, r in roles.items() if r is None]
         if not new:
@@ -227,9 +230,15 @@ class ChatService:
             return await self.unfollow(reader, w.ChatUnfollow(id=req.id, conv=req.conv))
         successor = ""
         if role == "owner":
-            members = await self.store.members(req.conv, limit=10_000)
-            others = [(r != "admin", u) for u, r in members.items() if u != me and r != "follower"]
-            successor = min(others)[1] if others else ""
+            # Admins first, then whoever has been a member longest.
+            members = await self.store.members(req.conv, limit=100_000)
+            joined = await self.store.join_times(req.conv)
+            others = [
+                (r != "admin", joined.get(u, 0), u)
+                for u, r in members.items()
+                if u != me and r != "follower"
+            ]
+            successor = min(others)[2] if others else ""
         info = w.SystemInfo(event="member_left", by=me)
         if successor:
             info.users, info.role = [successor], "owner"
@@ -300,12 +309,21 @@ class ChatService:
         ts = _now_ms()
         if not await self.store.allow_send(me, ts // 1000, self.settings.chat_send_per_s):
             raise ChatError("rate_limited", "too many messages; slow down")
-        conv = req.conv or await self._direct(me, req.to or "", ts)
-        if req.conv is not None and conv.startswith("d-"):
-            meta = await self.store.meta(conv)
-            peer = meta.display_name(me) if meta else ""
-            if peer and peer != me and await self.store.is_blocked(peer, me):
-                raise ChatError("blocked", "this user does not accept your messages")
+        if req.to is not None:
+            if req.to == me:
+                raise ChatError("bad_message_content", "a direct message needs another user")
+            conv = direct_id(me, req.to)
+            peer = req.to
+        else:
+            conv = req.conv or ""
+            peer = ""
+            if conv.startswith("d-"):
+                meta = await self.store.meta(conv)
+                peer = meta.display_name(me) if meta else ""
+        if peer and peer != me and await self.store.is_blocked(peer, me):
+            raise ChatError("blocked", "this user does not accept your messages")
+        # Everything that can refuse the message is checked before a direct conversation is
+        # made for it.
         media = await self._media(req, me) if req.media is not None else None
         root = 0
         if req.reply_to is not None:
@@ -313,6 +331,8 @@ class ChatService:
             if replied is None:
                 raise ChatError("unknown_message", f"no message {req.reply_to} to reply to")
             root = replied[1].reply_to or replied[1].seq
+        if req.to is not None:
+            await self._direct(me, req.to, ts)
         msg = w.ChatMessage(
             seq=-2, ts=ts, sender=me, kind=req.kind, client_id=req.client_id, text=req.text,
             mentions=req.mentions or None, media=media, sticker=req.sticker,
@@ -338,10 +358,6 @@ class ChatService:
         self._check_text(req.text)
 
     async def _direct(self, me: str, peer: str, ts: int) -> str:
-        if peer == me:
-            raise ChatError("bad_message_content", "a direct message needs another user")
-        if await self.store.is_blocked(peer, me):
-            raise ChatError("blocked", "this user does not accept your messages")
         conv = direct_id(me, peer)
         if await self.store.ensure_direct(conv, me, peer, ts):
             await self._joined(conv, [me, peer], await self.store.conv_head(conv) + 1)

@@ -141,6 +141,10 @@ class ChatStore:
                 break
         return out
 
+    async def join_times(self, conv: str) -> dict[str, int]:
+        raw = await self.redis.hgetall(conv_key(conv, "joined"))
+        return {_s(u): int(t) for u, t in raw.items()}
+
     async def roles(self, conv: str, users: Iterable[str]) -> dict[str, str | None]:
         names = list(users)
         if not names:
@@ -270,7 +274,8 @@ class ChatStore:
         k = conv_key
         out = _reply(
             await self._create(
-                keys=[k(conv, "meta"), k(conv, "members"), k(conv, "msgs"), k(conv, "events")],
+                keys=[k(conv, "meta"), k(conv, "members"), k(conv, "msgs"), k(conv, "events"),
+                      k(conv, "joined")],
                 args=[
                     kind, name, creator, ts, conv_channel(conv), self.replay_events,
                     ENCODER.encode(msg), encode_template(event), first_role, *members,
@@ -309,7 +314,7 @@ class ChatStore:
         out = _reply(
             await self._members(
                 keys=[k(conv, "meta"), k(conv, "members"), k(conv, "msgs"), k(conv, "events"),
-                      k(conv, "silenced")],
+                      k(conv, "silenced"), k(conv, "joined")],
                 args=[op, actor, ts, conv_channel(conv), self.replay_events, msg_tpl, ev_tpl,
                       max_members, *args],
             )

@@ -1,0 +1,248 @@
+"""Chat safety over real sockets and real Redis: send rate across nodes, text size, blocking,
+word filter, reports, and bad input. Every refused send leaves nothing behind: no message in
+history, no sequence number used, no event to anyone, no conversation made."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from itertools import cycle
+
+from chat import wire as w
+from huddle.chat import ChatClient
+from huddle.client import RequestError
+from tests.conftest import StartNode
+from tests.functional.test_chat_members_functional import (
+    QUIET_S,
+    chat,
+    find,
+    has_text,
+    head,
+    refused,
+    set_role,
+    texts,
+    until,
+    wait,
+)
+from tests.helpers import Node
+
+
+def identity(c: ChatClient) -> str:
+    assert c.client.hello_reply is not None
+    return c.client.hello_reply.identity
+
+
+async def group(owner: ChatClient, *members: ChatClient) -> str:
+    """A new group of ``owner`` and ``members``, once every member has its first message."""
+    conv = await owner.create("group", "g", [identity(m) for m in members])
+    for c in (owner, *members):
+        await wait(c, w.ChatMessageEvent, lambda e: e.conv == conv.conv)
+    return conv.conv
+
+
+# --- send rate --------------------------------------------------------------------------
+
+
+async def attempt(c: ChatClient, conv: str, n: int) -> w.ChatSendOk | str:
+    """A send's reply, or the code it was refused with."""
+    try:
+        return await c.send(conv, f"message {n}")
+    except RequestError as exc:
+        return exc.code
+
+
+async def test_send_rate_is_per_user_across_nodes(start_node: StartNode) -> None:
+    # The connection limiter is set far above the chat limit: only the latter may refuse here.
+    limits = {"chat_send_per_s": 5, "rate_per_s": 1000.0, "rate_burst": 1000}
+    one, two = await start_node(**limits), await start_node(**limits)
+    a1, a2 = await chat(one, "alice", "one"), await chat(two, "alice", "two")
+    conv = (await a1.create("group", "rate", [])).conv
+
+    # 12 sends spanning at most two wall-clock seconds put more than 5 in one of them; start
+    # just after a second begins so that they all fall in it.
+    await asyncio.sleep(1.02 - time.time() % 1)
+    replies = await asyncio.gather(
+        *(attempt(c, conv, n) for n, c in zip(range(12), cycle((a1, a2)), strict=False))
+    )
+    accepted = [r for r in replies if isinstance(r, w.ChatSendOk)]
+    codes = [r for r in replies if isinstance(r, str)]
+    assert codes and set(codes) == {"rate_limited"}, replies
+    per_second = Counter(r.ts // 1000 for r in accepted)
+    assert max(per_second.values()) <= 5, per_second
+    # Refusals used no sequence numbers: the accepted ones follow the "created" message.
+    seqs, last_seq = await head(a2, conv)
+    assert last_seq == 1 + len(accepted)
+    assert sorted(r.seq for r in accepted) == seqs[1:]
+
+
+# --- size -------------------------------------------------------------------------------
+
+
+async def test_text_over_the_limit_is_refused_and_leaves_nothing(start_node: StartNode) -> None:
+    node = await start_node(chat_max_text_chars=20)
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    conv = await group(alice, bob)
+    before = await head(alice, conv)
+    for text in ("x" * 21, "大" * 21, "x" * 5000):
+        await refused(alice.send(conv, text), "message_too_large")
+        assert await head(alice, conv) == before
+
+    fits = await alice.send(conv, "大" * 20)  # the limit counts characters, not bytes
+    await wait(bob, w.ChatMessageEvent, has_text(conv, "大" * 20))
+    await refused(
+        alice.request(w.ChatEdit(id="", conv=conv, seq=fits.seq, text="y" * 21)),
+        "message_too_large",
+    )
+    stored = (await bob.history(conv))[-1]
+    assert (stored.text, stored.edited) == ("大" * 20, False)
+    await asyncio.sleep(QUIET_S)
+    assert texts(bob, conv) == ["大" * 20]
+    assert find(bob, w.ChatEdited) is None
+
+
+# --- blocking ---------------------------------------------------------------------------
+
+
+def block(user: str, blocked: bool = True) -> w.ChatBlock:
+    return w.ChatBlock(id="", user=user, blocked=blocked)
+
+
+async def test_blocked_sender_is_refused_until_unblocked(node: Node) -> None:
+    alice, carol = await chat(node, "alice"), await chat(node, "carol")
+    phone, laptop = await chat(node, "bob", "phone"), await chat(node, "bob", "laptop")
+    dm = (await alice.send(to="bob", text="hi")).conv
+    await wait(laptop, w.ChatMessageEvent, has_text(dm, "hi"))
+
+    await phone.request(block("alice"))
+    _, blocked = await wait(laptop, w.ChatBlocked, lambda e: e.user == "alice")
+    assert blocked.blocked
+    before = await head(alice, dm)
+    await refused(alice.send(to="bob", text="by name"), "blocked")
+    await refused(alice.send(dm, "by conversation"), "blocked")
+    assert await head(alice, dm) == before
+
+    # Blocked before any direct conversation: none is made.
+    await phone.request(block("carol"))
+    await refused(carol.send(to="bob", text="hello?"), "blocked")
+    assert await carol.conversations() == []
+    assert [c.conv for c in await laptop.conversations()] == [dm]
+    await refused(phone.request(block("bob")), "bad_message_content")
+
+    await phone.request(block("alice", blocked=False))
+    _, unblocked = await wait(laptop, w.ChatBlocked, lambda e: e.user == "alice" and not e.blocked)
+    assert unblocked.fev > blocked.fev
+    again = await alice.send(dm, "sorry")
+    assert again.seq == before[1] + 1
+    await wait(laptop, w.ChatMessageEvent, has_text(dm, "sorry"))
+    assert texts(laptop, dm) == ["hi", "sorry"]
+
+
+# --- word filter ------------------------------------------------------------------------
+
+
+async def test_word_filter_refuses_matching_text_and_edits(start_node: StartNode) -> None:
+    node = await start_node(chat_word_filter=["bad\\s*word", "禁止"])
+    alice, bob, carol = [await chat(node, u) for u in ("alice", "bob", "carol")]
+    conv = await group(alice, bob)
+    before = await head(alice, conv)
+    for text in ("a BAD word", "BadWord!", "bad \t WORD", "これは禁止です"):
+        await refused(alice.send(conv, text), "content_filtered")
+        assert await head(alice, conv) == before
+    await refused(alice.send(to="carol", text="bad word"), "content_filtered")
+    assert await carol.conversations() == []
+
+    clean = ["good words", "bad", "word bad", "禁 止"]
+    sent = [await alice.send(conv, text) for text in clean]
+    await refused(
+        alice.request(w.ChatEdit(id="", conv=conv, seq=sent[0].seq, text="now a bad word")),
+        "content_filtered",
+    )
+    history = await bob.history(conv)
+    assert [(m.text, m.edited) for m in history[1:]] == [(t, False) for t in clean]
+    await wait(bob, w.ChatMessageEvent, has_text(conv, clean[-1]))
+    await asyncio.sleep(QUIET_S)
+    assert texts(bob, conv) == clean
+    assert find(bob, w.ChatEdited) is None
+
+
+# --- reports ----------------------------------------------------------------------------
+
+
+async def reports(c: ChatClient, conv: str) -> list[tuple[int, str, str]]:
+    reply = await c.request(w.ChatReports(id="", conv=conv))
+    assert isinstance(reply, w.ChatReportsOk)
+    return [(r.seq, r.by, r.reason) for r in reply.reports]
+
+
+def report(conv: str, seq: int, reason: str) -> w.ChatReport:
+    return w.ChatReport(id="", conv=conv, seq=seq, reason=reason)
+
+
+async def test_members_report_messages_and_admins_review_them(node: Node) -> None:
+    alice, bob, carol, mallory = [await chat(node, u) for u in ("alice", "bob", "carol", "mallory")]
+    conv = await group(alice, bob, carol)
+    spam = await bob.send(conv, "buy now")
+    assert await reports(alice, conv) == []
+
+    await carol.request(report(conv, spam.seq, "spam"))
+    await alice.request(report(conv, spam.seq, "advertising"))
+    assert await reports(alice, conv) == [
+        (spam.seq, "alice", "advertising"), (spam.seq, "carol", "spam"),
+    ]  # fmt: skip
+    await refused(reports(carol, conv), "forbidden")
+    await refused(carol.request(report(conv, 99, "no such message")), "unknown_message")
+    await refused(mallory.request(report(conv, spam.seq, "outsider")), "not_member")
+    assert len(await reports(alice, conv)) == 2
+
+    await alice.request(set_role(conv, "carol", "admin"))
+    assert [r[1] for r in await reports(carol, conv)] == ["alice", "carol"]
+
+
+async def test_nobody_reviews_reports_of_a_direct_conversation(node: Node) -> None:
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    sent = await alice.send(to="bob", text="hi")
+    await bob.request(report(sent.conv, sent.seq, "rude"))
+    for c in (alice, bob):
+        await refused(reports(c, sent.conv), "forbidden")
+
+
+# --- bad input --------------------------------------------------------------------------
+
+
+async def test_bad_sends_are_refused_with_codes(node: Node) -> None:
+    alice = await chat(node, "alice")
+    conv = (await alice.create("group", "g", [])).conv
+    before = await head(alice, conv)
+    await refused(alice.send(conv, "both", to="bob"), "bad_message_content")
+    await refused(alice.send(None, "neither"), "bad_message_content")
+    await refused(alice.send(conv, None), "bad_message_content")
+    await refused(alice.send(conv, " \n\t "), "bad_message_content")
+    await refused(alice.send(conv, None, kind="sticker"), "bad_message_content")
+    await refused(alice.send(to="alice", text="myself"), "bad_message_content")
+    await refused(alice.send("g-unknown", "anyone?"), "unknown_conversation")
+    await refused(alice.history("g-unknown"), "unknown_conversation")
+    assert await head(alice, conv) == before
+    assert [c.conv for c in await alice.conversations()] == [conv]
+
+
+async def test_field_of_the_wrong_type_is_an_invalid_field_error(node: Node) -> None:
+    alice = await chat(node, "alice")
+    conv = (await alice.create("group", "g", [])).conv
+    await alice.client.send_raw('{"id":"x","type":"chat.send","conv":5,"client_id":"a"}')
+    error = await until(
+        lambda: next((e for e in alice.client.unmatched_errors if e.re == "x"), None)
+    )
+    assert error.code == "invalid_field" and "conv" in error.message
+    assert (await head(alice, conv))[1] == 1
+    assert (await alice.send(conv, "still connected")).seq == 2
+
+
+async def test_refused_direct_send_makes_no_conversation(node: Node) -> None:
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    await refused(alice.send(to="bob", text="re: nothing", reply_to=7), "unknown_message")
+    await refused(alice.send(to="bob", kind="image", media="no-such-file"), "unknown_media")
+    await asyncio.sleep(QUIET_S)
+    assert await alice.conversations() == []
+    assert await bob.conversations() == []
+    assert find(bob, w.ChatJoined) is None
