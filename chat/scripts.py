@@ -45,7 +45,9 @@ if not role then
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_conversation'} end
   return {'not_member'}
 end
-if role == 'follower' then return {'forbidden'} end
+if role ~= 'owner' and role ~= 'admin' and redis.call('HGET', KEYS[1], 'kind') == 'channel' then
+  return {'forbidden'}
+end
 local ts = tonumber(ARGV[3])
 local silenced = redis.call('HGET', KEYS[7], sender)
 if silenced and tonumber(silenced) > ts then return {'silenced', silenced} end
@@ -207,7 +209,8 @@ return {'bad_op'}
 """
 )
 
-# Compare-and-set of one stored message (edit, recall) with its index terms and event.
+# Compare-and-set of one stored message (edit, recall) with its index terms and event. An
+# edit keeps the old version (keep 1); a recall (keep 0) deletes every earlier version.
 # KEYS: meta msgs events edits term... ARGV: seq old new ev_tpl chan maxlen keep n_remove
 REWRITE: Final = (
     _PRELUDE
@@ -215,7 +218,7 @@ REWRITE: Final = (
 local seq = ARGV[1]
 if redis.call('HGET', KEYS[2], seq) ~= ARGV[2] then return {'conflict'} end
 redis.call('HSET', KEYS[2], seq, ARGV[3])
-if ARGV[7] == '1' then redis.call('RPUSH', KEYS[4], ARGV[2]) end
+if ARGV[7] == '1' then redis.call('RPUSH', KEYS[4], ARGV[2]) else redis.call('DEL', KEYS[4]) end
 if redis.call('HGET', KEYS[1], 'last_seq') == seq then
   redis.call('HSET', KEYS[1], 'last', ARGV[3])
 end
@@ -283,8 +286,8 @@ return {'ok', log_event(KEYS[1], KEYS[4], ARGV[4], ARGV[5], tpl), s, kind, 1}
 """
 )
 
-# One user's conversation list, settings and feed.
-# KEYS: state convs muted blocked feed. ARGV: op arg ev_tpl chan maxlen ts
+# One user's conversation list (conversation -> the event number they joined at), settings
+# and feed. KEYS: state convs muted blocked feed. ARGV: op arg ev_tpl chan maxlen joined_ev
 # Replies the feed event number, or 0 when the change was already made.
 USER: Final = """
 local op, arg = ARGV[1], ARGV[2]

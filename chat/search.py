@@ -46,7 +46,7 @@ async def _search_conv(
             break
         for msg in await store.messages(conv, seqs):
             if _wanted(msg, req):
-                text = msg.text or (msg.media.name if msg.media else "")
+                text = " ".join(t for t in (msg.text, msg.media and msg.media.name) if t)
                 if matches(text, req.query):
                     marked = highlight(text, req.query)
                     found.append(

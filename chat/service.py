@@ -153,12 +153,12 @@ class ChatService:
                 continue
             info = self._summary(meta, user, role)
             event = w.ChatJoined(seq=0, fev=-1, conv=conv, ev=ev, info=info)
-            await self.store.user_change(user, "join", conv, event, _now_ms())
+            await self.store.user_change(user, "join", conv, event, ev)
 
     async def _left(self, conv: str, users: list[str], reason: w.LeftReason) -> None:
         for user in users:
             event = w.ChatLeft(seq=0, fev=-1, conv=conv, reason=reason)
-            await self.store.user_change(user, "leave", conv, event, _now_ms())
+            await self.store.user_change(user, "leave", conv, event)
 
     # --- conversations ------------------------------------------------------------------
 
@@ -287,7 +287,7 @@ class ChatService:
         await self._member(req.conv, me)
         event = w.ChatMuted(seq=0, fev=-1, conv=req.conv, muted=req.muted)
         op = "mute" if req.muted else "unmute"
-        await self.store.user_change(me, op, req.conv, event, _now_ms())
+        await self.store.user_change(me, op, req.conv, event)
         return _ok()
 
     async def block(self, reader: Reader, req: w.ChatBlock) -> Reply:
@@ -296,7 +296,7 @@ class ChatService:
             raise ChatError("bad_message_content", "you cannot block yourself")
         event = w.ChatBlocked(seq=0, fev=-1, user=req.user, blocked=req.blocked)
         op = "block" if req.blocked else "unblock"
-        await self.store.user_change(me, op, req.user, event, _now_ms())
+        await self.store.user_change(me, op, req.user, event)
         return _ok()
 
     # --- messages -----------------------------------------------------------------------
@@ -420,6 +420,8 @@ class ChatService:
         meta, role = await self._member(req.conv, me)
         for _ in range(REWRITE_TRIES):
             raw, msg = await self._message(req.conv, req.seq)
+            if msg.kind == "system":
+                raise ChatError("forbidden", "system messages cannot be recalled")
             ts = _now_ms()
             admin = role in ("owner", "admin") and meta.kind != "direct"
             if msg.sender != me and not admin:
@@ -466,7 +468,7 @@ class ChatService:
         _, read_seq, kind, moved = await self.store.read(req.conv, me, req.seq)
         if moved and kind == "channel":
             event = w.ChatReadEvent(seq=0, conv=req.conv, fev=-1, user=me, read_seq=read_seq)
-            await self.store.user_change(me, "event", req.conv, event, _now_ms())
+            await self.store.user_change(me, "event", req.conv, event)
         return _ok()
 
     async def typing(self, reader: Reader, req: w.ChatTyping) -> Reply:
@@ -557,14 +559,21 @@ class ChatService:
     async def sync(self, reader: Reader, req: w.ChatSync) -> Reply:
         """Replay what the device missed, then keep it live (see chat.router)."""
         me = reader.identity
-        feed, _ = await self.router.attach(reader, feed_id(me), req.feed)
-        rows = await self.store.metas(await self.store.user_convs(me), me)
+        feed, feed_gap = await self.router.attach(reader, feed_id(me), req.feed)
+        joins = await self.store.user_joins(me)
+        rows = await self.store.metas(list(joins), me)
         heads: dict[str, int] = {}
         gaps: list[str] = []
         for meta, _, _ in rows:
-            pos, gap = await self.router.attach(reader, meta.conv, req.cursors.get(meta.conv))
+            cursor = req.cursors.get(meta.conv)
+            if cursor is None and req.feed is not None and not feed_gap:
+                # Joined while this device was away: everything since the join is news to it.
+                cursor = max(0, joins[meta.conv] - 1)
+            pos, gap = await self.router.attach(reader, meta.conv, cursor)
             heads[meta.conv] = pos
             if gap:
                 gaps.append(meta.conv)
         removed = [c for c in req.cursors if c not in heads]
-        return w.ChatSyncOk(re="", heads=heads, feed=feed, gaps=gaps, removed=removed)
+        return w.ChatSyncOk(
+            re="", heads=heads, feed=feed, gaps=gaps, removed=removed, feed_gap=feed_gap
+        )

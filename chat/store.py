@@ -155,6 +155,11 @@ class ChatStore:
     async def user_convs(self, user: str) -> list[str]:
         return [_s(c) for c in await self.redis.hkeys(user_key(user, "convs"))]
 
+    async def user_joins(self, user: str) -> dict[str, int]:
+        """The user's conversations, each with the event number they joined at."""
+        raw = await self.redis.hgetall(user_key(user, "convs"))  # type: ignore[misc]
+        return {_s(c): int(ev) for c, ev in raw.items()}
+
     async def metas(self, convs: Sequence[str], user: str) -> list[tuple[ConvMeta, str, int]]:
         """Each conversation's state with the user's role and read position (members only)."""
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -384,8 +389,10 @@ class ChatStore:
             raise refusal(out[0], "cannot mark read")
         return int(out[1]), int(out[2]), out[3], out[4] == "1"
 
-    async def user_change(self, user: str, op: str, arg: str, event: Event, ts: int) -> int:
-        """A change to the user's list or settings, with its feed event; 0 if already so."""
+    async def user_change(self, user: str, op: str, arg: str, event: Event, ev: int = 0) -> int:
+        """A change to the user's list or settings, with its feed event; 0 if already so.
+
+        ``ev``: for a join, the conversation event the user joined at."""
         keys = [
             user_key(user, "chat"), user_key(user, "convs"), user_key(user, "muted"),
             user_key(user, "blocked"), user_key(user, "feed"),
@@ -396,7 +403,7 @@ class ChatStore:
             encode_template(event),
             feed_channel(user),
             self.feed_events,
-            ts,
+            ev,
         ]
         return int(await self._user(keys=keys, args=args))
 

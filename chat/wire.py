@@ -334,12 +334,14 @@ class ChatInfoOk(Reply, tag="ok", kw_only=True):
 
 
 class ChatSyncOk(Reply, tag="ok", kw_only=True):
-    """Sent after every missed event. ``gaps``: too far behind to replay, reload by page."""
+    """Sent after every missed event. ``gaps``: too far behind to replay, reload by page;
+    ``feed_gap``: the feed too, so reload the conversation list (``chat.list``)."""
 
     heads: dict[str, int]
     feed: int
     gaps: list[str]
     removed: list[str]
+    feed_gap: bool = False
 
 
 class Report(msgspec.Struct, kw_only=True):

@@ -371,7 +371,7 @@ def _now_ms() -> int:
 
 
 # Requests after which a call may have started or ended.
-_RECORDED: Final = frozenset({"accept", "decline", "cancel", "hangup", "timeout"})
+_RECORDED: Final = frozenset({"accept", "decline", "cancel", "hangup", "leave", "timeout"})
 
 
 class CallRecord(msgspec.Struct, kw_only=True, frozen=True):
