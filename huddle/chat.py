@@ -31,6 +31,8 @@ class ChatClient:
         # Every stored chat event received, in arrival order (ephemeral ones are not kept).
         self.log: list[Event] = []
         self.gaps: list[str] = []
+        # Set when the feed could not be replayed: reload the conversation list.
+        self.feed_gap = False
         for kind in _EVENTS:
             client.on(kind, self._track)
 
@@ -59,6 +61,7 @@ class ChatClient:
             self.cursors.pop(conv, None)
         self.feed = max(self.feed or 0, reply.feed)
         self.gaps.extend(reply.gaps)
+        self.feed_gap = self.feed_gap or reply.feed_gap
         return reply
 
     async def create(self, kind: str, name: str, members: list[str]) -> w.ConvSummary:
