@@ -157,7 +157,7 @@ class ChatStore:
 
     async def user_joins(self, user: str) -> dict[str, int]:
         """The user's conversations, each with the event number they joined at."""
-        raw = await self.redis.hgetall(user_key(user, "convs"))  # type: ignore[misc]
+        raw = await self.redis.hgetall(user_key(user, "convs"))
         return {_s(c): int(ev) for c, ev in raw.items()}
 
     async def metas(self, convs: Sequence[str], user: str) -> list[tuple[ConvMeta, str, int]]:

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from huddle.config import Settings
 from huddle.redis_server import EmbeddedRedis
+from media_store import routes as media_routes
 from signaling.broker import Broker
 from signaling.hub import Hub
 from signaling.metrics import Metrics
@@ -110,6 +111,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_hub_ctx)
     app.on_shutdown.append(_close_sessions)
     add_routes(app)
+    media_routes.add_routes(app)
     app.router.add_get("/", _index)
     app.router.add_static("/web/", _web_root())
     return app

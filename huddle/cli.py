@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", type=Path, help="TOML file with settings")
     for name, field in Settings.model_fields.items():
-        if name == "api_secret":
+        if name in ("api_secret", "media_s3_secret_key"):
             continue  # secrets stay out of argv (visible in ps): env or TOML only
         flag = "--" + name.replace("_", "-")
         default = field.default

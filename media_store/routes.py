@@ -1,0 +1,257 @@
+"""HTTP API of the media store under ``/v1/media`` (docs/media.md), and its lifecycle.
+
+POST   /v1/media?name=NAME          upload, body streamed to disk
+GET    /v1/media/usage              bytes used and quota
+GET    /v1/media/{id}               download (owner, conversation members, or ?exp=&sig=)
+GET    /v1/media/{id}/meta          metadata
+GET    /v1/media/{id}/thumb/{size}  thumbnail (small, large)
+GET    /v1/media/{id}/voice         voice note as Ogg/Opus
+POST   /v1/media/{id}/sign          a signed, expiring download URL
+DELETE /v1/media/{id}               delete (owner)
+/v1/media/tus/...                   resumable uploads (media_store.tus_routes)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from huddle.config import Settings
+from media_store import gc, http_rules, staging, tus_routes
+from media_store.backend import BlobStore
+from media_store.disk import DiskStore
+from media_store.errors import MediaError, not_found
+from media_store.http import MEDIA, identity, media_errors, send_blob
+from media_store.meta import MediaMeta, get_meta, may_view
+from media_store.s3 import S3Store
+from media_store.service import MediaService
+from signaling.server import SETTINGS
+
+log = logging.getLogger("huddle.media")
+
+RECEIVE_CHUNK = 256 * 1024
+
+
+def media_root(settings: Settings) -> Path:
+    return settings.data_dir / "media"
+
+
+async def open_store(settings: Settings) -> BlobStore:
+    if settings.media_backend == "s3":
+        secret = settings.media_s3_secret_key
+        return await S3Store.open(
+            endpoint=settings.media_s3_endpoint,
+            bucket=settings.media_s3_bucket,
+            region=settings.media_s3_region,
+            access_key=settings.media_s3_access_key,
+            secret_key=secret.get_secret_value() if secret is not None else None,
+        )
+    return DiskStore(media_root(settings))
+
+
+async def media_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The media service of a node: blob store, worker pool, periodic collection."""
+    from huddle.app import REDIS_CLIENT  # huddle.app composes this module: import late
+
+    settings = app[SETTINGS]
+    store = await open_store(settings)
+    service = MediaService(
+        settings,
+        app[REDIS_CLIENT],
+        store,
+        media_root(settings),
+        {settings.api_key: settings.secret()},
+    )
+    app[MEDIA] = service
+    collector = asyncio.create_task(_collect_forever(service))
+    try:
+        yield
+    finally:
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+        await service.close()
+        await store.close()
+
+
+async def _collect_forever(service: MediaService) -> None:
+    while True:
+        await asyncio.sleep(gc.INTERVAL_S)
+        try:
+            await gc.collect(service.records, service.store)
+            await gc.sweep_uploads(
+                service.redis,
+                service.tus_dir,
+                [service.staging, service.work],
+                max_age_s=service.settings.media_tus_expiry_s,
+            )
+        except Exception:
+            log.exception("media garbage collection failed")
+
+
+# --- handlers ---------------------------------------------------------------------------
+
+
+@media_errors
+async def upload(request: web.Request) -> web.Response:
+    service = request.app[MEDIA]
+    owner = identity(request)
+    limit, limit_error = await service.room_for(owner, request.content_length)
+    path = staging.staging_path(service.staging)
+    try:
+        with path.open("wb") as f:
+            try:
+                received = await staging.receive(
+                    request.content.iter_chunked(RECEIVE_CHUNK),
+                    f,
+                    limit=limit,
+                    limit_error=limit_error,
+                )
+            except MediaError:
+                raise
+            except Exception:
+                raise MediaError(400, "truncated", "the upload ended before its body") from None
+        if request.content_length is not None and received.size != request.content_length:
+            raise MediaError(400, "truncated", "the body is shorter than its Content-Length")
+        assert received.digest is not None
+        meta = await service.ingest(
+            path,
+            owner=owner,
+            name=request.query.get("name"),
+            digest=received.digest,
+            size=received.size,
+            head=received.head,
+        )
+    finally:
+        staging.remove(path)
+    return web.json_response(describe(meta), status=201)
+
+
+def describe(meta: MediaMeta) -> dict[str, object]:
+    body = meta.public()
+    body["url"] = f"/v1/media/{meta.id}"
+    return body
+
+
+async def _visible(request: web.Request) -> MediaMeta:
+    """The requested file if the requester may see it: a token, or a valid signed URL."""
+    service = request.app[MEDIA]
+    media_id = request.match_info["id"]
+    meta = await get_meta(service.redis, media_id)
+    sig = request.query.get("sig")
+    if sig is not None:
+        key = http_rules.url_key(service.token_keys[service.settings.api_key])
+        if not http_rules.signature_valid(
+            key, media_id, request.query.get("exp", ""), sig, time.time()
+        ):
+            raise MediaError(403, "forbidden", "the signed URL is invalid or has expired")
+        if meta is None:
+            raise not_found()
+        return meta
+    user = identity(request)
+    if meta is None:
+        raise not_found()
+    if not await may_view(service.redis, meta, user):
+        raise MediaError(403, "forbidden", "you may not see this file")
+    return meta
+
+
+@media_errors
+async def download(request: web.Request) -> web.StreamResponse:
+    meta = await _visible(request)
+    return await send_blob(
+        request, digest=meta.digest, size=meta.size, mime=meta.mime, name=meta.name
+    )
+
+
+@media_errors
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    meta = await _visible(request)
+    size = request.match_info["size"]
+    digest = {"small": meta.thumb_small, "large": meta.thumb_large}.get(size)
+    if digest is None:
+        raise MediaError(404, "not_found", f"no {size!r} thumbnail for this file")
+    return await _send_derived(request, meta, digest, "image/webp", f"thumb-{size}.webp")
+
+
+@media_errors
+async def voice(request: web.Request) -> web.StreamResponse:
+    meta = await _visible(request)
+    if meta.voice is None:
+        raise MediaError(404, "not_found", "this file has no voice-note version")
+    stem = meta.name.rsplit(".", 1)[0] or "voice"
+    return await _send_derived(request, meta, meta.voice, "audio/ogg", f"{stem}.ogg")
+
+
+async def _send_derived(
+    request: web.Request, meta: MediaMeta, digest: str, mime: str, name: str
+) -> web.StreamResponse:
+    size = await request.app[MEDIA].store.size(digest)
+    if size is None:
+        raise MediaError(404, "not_found", "the derived file is missing")
+    return await send_blob(request, digest=digest, size=size, mime=mime, name=name)
+
+
+@media_errors
+async def metadata(request: web.Request) -> web.Response:
+    return web.json_response(describe(await _visible(request)))
+
+
+@media_errors
+async def sign(request: web.Request) -> web.Response:
+    service = request.app[MEDIA]
+    if "sig" in request.query:
+        raise MediaError(403, "forbidden", "a signed URL cannot mint another")
+    meta = await _visible(request)
+    expires = int(time.time()) + service.settings.media_signed_url_ttl_s
+    key = http_rules.url_key(service.token_keys[service.settings.api_key])
+    sig = http_rules.sign(key, meta.id, expires)
+    return web.json_response(
+        {"url": f"/v1/media/{meta.id}?exp={expires}&sig={sig}", "expires_at": expires}
+    )
+
+
+@media_errors
+async def delete(request: web.Request) -> web.Response:
+    service = request.app[MEDIA]
+    user = identity(request)
+    meta = await get_meta(service.redis, request.match_info["id"])
+    if meta is None:
+        raise not_found()
+    if not await service.records.delete(meta, user):
+        raise not_found()
+    return web.Response(status=204)
+
+
+@media_errors
+async def usage(request: web.Request) -> web.Response:
+    service = request.app[MEDIA]
+    user = identity(request)
+    return web.json_response(
+        {
+            "used": await service.records.usage(user),
+            "quota": service.settings.media_quota_bytes,
+            "max_upload": service.settings.media_max_upload_bytes,
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Every media route, and the service they need (after Redis in ``cleanup_ctx``)."""
+    app.cleanup_ctx.append(media_ctx)
+    router = app.router
+    router.add_post("/v1/media", upload)
+    router.add_get("/v1/media/usage", usage)
+    tus_routes.add_routes(app)
+    router.add_get("/v1/media/{id}", download)
+    router.add_delete("/v1/media/{id}", delete)
+    router.add_get("/v1/media/{id}/meta", metadata)
+    router.add_get("/v1/media/{id}/thumb/{size}", thumbnail)
+    router.add_get("/v1/media/{id}/voice", voice)
+    router.add_post("/v1/media/{id}/sign", sign)

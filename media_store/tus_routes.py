@@ -1,0 +1,284 @@
+"""Resumable uploads: the tus 1.0 protocol under ``/v1/media/tus/``.
+
+An upload's id becomes the stored file's id. Its state (owner, length, offset, name) is a
+Redis hash that expires with the upload; its bytes so far are a file in ``media/tus``. The
+offset recorded is always what the file really holds: bytes that arrived before a lost
+connection are kept, and the client resumes from the offset ``HEAD`` reports. One request at
+a time writes an upload (a Redis lock; another gets 423). Partial files live on the node
+that received them, so a resumed upload must reach the same node (or a shared volume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import secrets
+import time
+from pathlib import Path
+from typing import Final
+
+from aiohttp import hdrs, web
+
+from media_store import staging, tus
+from media_store.errors import MediaError, not_found
+from media_store.http import MEDIA, error_response, identity
+from media_store.meta import text, valid_id
+from media_store.service import MediaService, new_id
+from signaling.keys import media_key
+
+BASE: Final = "/v1/media/tus"
+LOCK_TTL_MS: Final = 10 * 60 * 1000
+RECEIVE_CHUNK: Final = 256 * 1024
+_RELEASE: Final = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+
+
+def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {"Tus-Resumable": tus.VERSION, "Cache-Control": "no-store", **(extra or {})}
+
+
+def _fail(exc: MediaError | tus.TusError, *, close: bool = False) -> web.Response:
+    resp = error_response(MediaError(exc.status, exc.code, exc.message), close=close)
+    resp.headers["Tus-Resumable"] = tus.VERSION
+    if exc.status == 412:
+        resp.headers["Tus-Version"] = tus.VERSION
+    return resp
+
+
+async def options(request: web.Request) -> web.Response:
+    settings = request.app[MEDIA].settings
+    return web.Response(
+        status=204,
+        headers={
+            "Tus-Resumable": tus.VERSION,
+            "Tus-Version": tus.VERSION,
+            "Tus-Extension": tus.EXTENSIONS,
+            "Tus-Max-Size": str(settings.media_max_upload_bytes),
+        },
+    )
+
+
+class _State:
+    def __init__(self, raw: dict[str, str]) -> None:
+        self.owner = raw["owner"]
+        self.length = int(raw["length"])
+        self.offset = int(raw["offset"])
+        self.name = raw.get("name") or None
+        self.expires = float(raw["expires"])
+
+
+async def _load(service: MediaService, upload: str, user: str) -> _State:
+    if not valid_id(upload):
+        raise not_found()
+    raw = await service.redis.hgetall(media_key(upload, "tus"))
+    fields = {text(k): text(v) for k, v in raw.items()}
+    if fields.get("owner") != user:
+        raise not_found()
+    return _State(fields)
+
+
+def _part(service: MediaService, upload: str) -> Path:
+    return service.tus_dir / f"{upload}.part"
+
+
+def _expires_header(expires: float) -> str:
+    return email.utils.formatdate(expires, usegmt=True)
+
+
+async def create(request: web.Request) -> web.Response:
+    service = request.app[MEDIA]
+    try:
+        tus.check_version(request.headers.get("Tus-Resumable"))
+        owner = identity(request)
+        creation = tus.check_creation(
+            length=request.headers.get("Upload-Length"),
+            defer=request.headers.get("Upload-Defer-Length"),
+            metadata=request.headers.get("Upload-Metadata"),
+            max_size=service.settings.media_max_upload_bytes,
+        )
+        await service.room_for(owner, creation.length)
+    except (MediaError, tus.TusError) as exc:
+        return _fail(exc, close=True)
+    upload = new_id()
+    expires = time.time() + service.settings.media_tus_expiry_s
+    _part(service, upload).touch()
+    async with service.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(
+            media_key(upload, "tus"),
+            mapping={
+                "owner": owner,
+                "length": creation.length,
+                "offset": 0,
+                "name": creation.name or "",
+                "expires": expires,
+            },
+        )
+        pipe.expireat(media_key(upload, "tus"), int(expires) + 1)
+        await pipe.execute()
+    location = f"{BASE}/{upload}"
+    headers = _headers({"Location": location, "Upload-Expires": _expires_header(expires)})
+    has_body = (request.content_length or 0) > 0 or request.headers.get(hdrs.TRANSFER_ENCODING)
+    if has_body:  # creation-with-upload
+        resp = await _append(request, service, upload, owner)
+        if resp.status != 204:
+            return resp
+        headers["Upload-Offset"] = resp.headers["Upload-Offset"]
+    return web.Response(status=201, headers=headers)
+
+
+async def head(request: web.Request) -> web.Response:
+    service = request.app[MEDIA]
+    try:
+        tus.check_version(request.headers.get("Tus-Resumable"))
+        state = await _load(service, request.match_info["upload"], identity(request))
+    except (MediaError, tus.TusError) as exc:
+        resp = _fail(exc)
+        return web.Response(status=resp.status, headers=resp.headers)  # HEAD: no body
+    return web.Response(
+        status=200,
+        headers=_headers(
+            {
+                "Upload-Offset": str(state.offset),
+                "Upload-Length": str(state.length),
+                "Upload-Expires": _expires_header(state.expires),
+            }
+        ),
+    )
+
+
+async def patch(request: web.Request) -> web.Response:
+    service = request.app[MEDIA]
+    try:
+        tus.check_version(request.headers.get("Tus-Resumable"))
+        owner = identity(request)
+    except (MediaError, tus.TusError) as exc:
+        return _fail(exc, close=True)
+    return await _append(request, service, request.match_info["upload"], owner)
+
+
+async def _append(
+    request: web.Request, service: MediaService, upload: str, owner: str
+) -> web.Response:
+    """Write the body at the upload's offset; store the file once it is complete."""
+    lock = media_key(upload, "tus_lock")
+    token = secrets.token_hex(8)
+    try:
+        state = await _load(service, upload, owner)
+        if not await service.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
+            raise MediaError(423, "locked", "another request is writing this upload")
+    except MediaError as exc:
+        return _fail(exc, close=True)
+    try:
+        return await _append_locked(request, service, upload, owner, state)
+    finally:
+        await service.redis.eval(_RELEASE, 1, lock, token)
+
+
+async def _append_locked(
+    request: web.Request, service: MediaService, upload: str, owner: str, state: _State
+) -> web.Response:
+    part = _part(service, upload)
+    try:
+        check = tus.check_patch(
+            content_type=request.headers.get(hdrs.CONTENT_TYPE),
+            offset=request.headers.get("Upload-Offset", str(state.offset))
+            if request.method == "POST"
+            else request.headers.get("Upload-Offset"),
+            content_length=request.content_length,
+            current=state.offset,
+            length=state.length,
+        )
+    except tus.TusError as exc:
+        return _fail(exc, close=True)
+    failure: MediaError | None = None
+    try:
+        f = await asyncio.to_thread(part.open, "r+b")
+    except FileNotFoundError:
+        return _fail(not_found(), close=True)
+    try:
+        # Bytes past the recorded offset are leftovers of a write that was cut short
+        # before its offset was recorded: the recorded offset is the truth.
+        await asyncio.to_thread(f.truncate, check.offset)
+        f.seek(check.offset)
+        try:
+            await staging.receive(
+                request.content.iter_chunked(RECEIVE_CHUNK),
+                f,
+                limit=check.room,
+                hash_it=False,
+                limit_error=MediaError(
+                    413, "too_large", f"the body passes Upload-Length ({state.length})"
+                ),
+            )
+        except MediaError as exc:
+            failure = exc
+        except Exception:
+            failure = MediaError(400, "truncated", "the body ended early; resume from HEAD")
+    finally:
+        await asyncio.to_thread(f.flush)
+        offset = f.tell()
+        f.close()
+    if failure is not None and failure.code == "too_large":
+        # The part within the length was kept; nothing past it.
+        offset = min(offset, state.length)
+    await service.redis.hset(media_key(upload, "tus"), "offset", offset)
+    if failure is not None:
+        return _fail(failure, close=True)
+    if offset < state.length:
+        return web.Response(status=204, headers=_headers({"Upload-Offset": str(offset)}))
+    return await _finish(service, upload, owner, state, part)
+
+
+async def _finish(
+    service: MediaService, upload: str, owner: str, state: _State, part: Path
+) -> web.Response:
+    digest, size, head_bytes = await asyncio.to_thread(staging.file_digest, part)
+    try:
+        meta = await service.ingest(
+            part,
+            owner=owner,
+            name=state.name,
+            digest=digest,
+            size=size,
+            head=head_bytes,
+            media_id=upload,
+        )
+    except MediaError as exc:
+        await _forget(service, upload)
+        return _fail(exc, close=True)
+    await _forget(service, upload)
+    return web.Response(
+        status=204,
+        headers=_headers({"Upload-Offset": str(size), "Huddle-Media-Id": meta.id}),
+    )
+
+
+async def _forget(service: MediaService, upload: str) -> None:
+    await service.redis.delete(media_key(upload, "tus"))
+    with contextlib.suppress(FileNotFoundError):
+        _part(service, upload).unlink()
+
+
+async def terminate(request: web.Request) -> web.Response:
+    service = request.app[MEDIA]
+    upload = request.match_info["upload"]
+    try:
+        tus.check_version(request.headers.get("Tus-Resumable"))
+        await _load(service, upload, identity(request))
+    except (MediaError, tus.TusError) as exc:
+        return _fail(exc)
+    await _forget(service, upload)
+    return web.Response(status=204, headers=_headers())
+
+
+def add_routes(app: web.Application) -> None:
+    for path in (BASE, BASE + "/"):
+        app.router.add_route("OPTIONS", path, options)
+        app.router.add_post(path, create)
+    upload = BASE + "/{upload}"
+    app.router.add_route("HEAD", upload, head)
+    app.router.add_patch(upload, patch)
+    app.router.add_delete(upload, terminate)
+    app.router.add_route("OPTIONS", upload, options)

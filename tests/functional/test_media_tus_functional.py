@@ -1,0 +1,228 @@
+"""Resumable uploads (tus 1.0) with tuspy, an independent client, and with Huddle's own."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from tusclient import client as tus_client
+
+from huddle.media_client import MediaClient, MediaRequestError, file_chunks
+from tests import media_files
+from tests.conftest import StartNode
+from tests.helpers import Node, make_token
+
+KIB = 1024
+
+
+def tus_headers(user: str = "alice", **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {make_token(user)}", "Tus-Resumable": "1.0.0", **extra}
+
+
+def leftovers(node: Node) -> list[Path]:
+    root = node.settings.data_dir / "media"
+    return [p for d in ("tmp", "work", "tus") for p in (root / d).iterdir()]
+
+
+async def test_tuspy_uploads_and_resumes(node: Node) -> None:
+    data = secrets.token_bytes(700 * KIB)
+    token = make_token("alice")
+
+    def first_part() -> str:
+        tus = tus_client.TusClient(
+            f"{node.url}/v1/media/tus/", headers={"Authorization": f"Bearer {token}"}
+        )
+        uploader = tus.uploader(
+            file_stream=io.BytesIO(data), chunk_size=256 * KIB, metadata={"filename": "a.bin"}
+        )
+        uploader.upload_chunk()  # type: ignore[no-untyped-call]
+        uploader.upload_chunk()  # type: ignore[no-untyped-call]
+        assert uploader.offset == 512 * KIB
+        return str(uploader.url)
+
+    url = await asyncio.to_thread(first_part)
+
+    def resume() -> int:
+        # A new client, knowing only the upload's URL, as after a restart.
+        tus = tus_client.TusClient(
+            f"{node.url}/v1/media/tus/", headers={"Authorization": f"Bearer {token}"}
+        )
+        uploader = tus.uploader(file_stream=io.BytesIO(data), chunk_size=256 * KIB, url=url)
+        start = int(uploader.offset)
+        uploader.upload()
+        return start
+
+    assert await asyncio.to_thread(resume) == 512 * KIB
+    media_id = url.rsplit("/", 1)[-1]
+    async with MediaClient(node.url, token) as alice:
+        meta = await alice.meta(media_id)
+        assert meta["name"] == "a.bin"
+        assert meta["size"] == len(data)
+        assert meta["digest"] == hashlib.sha256(data).hexdigest()
+        assert await alice.download(media_id) == data
+    assert leftovers(node) == []
+
+
+async def test_tuspy_whole_image(node: Node) -> None:
+    data = media_files.jpeg((1024, 768))
+
+    def upload() -> str:
+        tus = tus_client.TusClient(
+            f"{node.url}/v1/media/tus/",
+            headers={"Authorization": f"Bearer {make_token('alice')}"},
+        )
+        uploader = tus.uploader(
+            file_stream=io.BytesIO(data), chunk_size=10 * KIB, metadata={"filename": "p.jpg"}
+        )
+        uploader.upload()
+        return str(uploader.url)
+
+    url = await asyncio.to_thread(upload)
+    async with MediaClient(node.url, make_token("alice")) as alice:
+        meta = await alice.meta(url.rsplit("/", 1)[-1])
+    assert (meta["mime"], meta["width"], meta["thumbnails"]) == (
+        "image/jpeg",
+        1024,
+        ["small", "large"],
+    )
+
+
+async def test_own_client_resumes_after_lost_connection(node: Node, tmp_path: Path) -> None:
+    data = secrets.token_bytes(3 * 1024 * KIB + 17)
+    path = tmp_path / "upload.bin"
+    path.write_bytes(data)
+    cuts = 0
+
+    async def flaky(p: Path, start: int, count: int) -> AsyncIterator[bytes]:
+        nonlocal cuts
+        sent = 0
+        async for chunk in file_chunks(p, start, count, chunk=64 * KIB):
+            if cuts < 2 and sent >= count // 2:
+                cuts += 1
+                raise ConnectionResetError("cable pulled")
+            sent += len(chunk)
+            yield chunk
+
+    urls: list[str] = []
+    async with MediaClient(node.url, make_token("alice")) as alice:
+        meta = await alice.upload_resumable(
+            path, chunk_size=1024 * KIB, chunks=flaky, on_url=urls.append
+        )
+        assert cuts == 2
+        assert meta["size"] == len(data)
+        assert meta["digest"] == hashlib.sha256(data).hexdigest()
+        assert await alice.download(meta["id"]) == data
+        assert meta["id"] == urls[0].rsplit("/", 1)[-1]
+    assert leftovers(node) == []
+
+
+async def test_protocol_errors(node: Node) -> None:
+    base = f"{node.url}/v1/media/tus/"
+    async with aiohttp.ClientSession() as http:
+        async with http.options(base) as resp:
+            assert resp.status == 204
+            assert resp.headers["Tus-Version"] == "1.0.0"
+            assert "creation" in resp.headers["Tus-Extension"].split(",")
+            assert int(resp.headers["Tus-Max-Size"]) == node.settings.media_max_upload_bytes
+        async with http.post(base, headers={"Upload-Length": "10"}) as resp:
+            assert resp.status == 412  # no Tus-Resumable
+            assert resp.headers["Tus-Version"] == "1.0.0"
+        async with http.post(
+            base, headers={"Tus-Resumable": "1.0.0", "Upload-Length": "10"}
+        ) as resp:
+            assert resp.status == 401
+        too_big = str(node.settings.media_max_upload_bytes + 1)
+        async with http.post(base, headers=tus_headers(**{"Upload-Length": too_big})) as resp:
+            assert resp.status == 413
+            assert (await resp.json())["error"]["code"] == "too_large"
+        async with http.post(
+            base, headers=tus_headers(**{"Upload-Length": "10", "Upload-Metadata": "filename !!"})
+        ) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["code"] == "bad_metadata"
+        name = base64.b64encode(b"../../x.txt").decode()
+        async with http.post(
+            base,
+            headers=tus_headers(**{"Upload-Length": "10", "Upload-Metadata": f"filename {name}"}),
+        ) as resp:
+            assert resp.status == 201
+            assert resp.headers["Tus-Resumable"] == "1.0.0"
+            url = f"{node.url}{resp.headers['Location']}"
+
+        patch = tus_headers(**{"Content-Type": "application/offset+octet-stream"})
+        async with http.patch(url, data=b"12345", headers={**patch, "Upload-Offset": "3"}) as resp:
+            assert resp.status == 409
+            assert (await resp.json())["error"]["code"] == "bad_offset"
+        async with http.patch(
+            url, data=b"12345", headers={**tus_headers(), "Upload-Offset": "0"}
+        ) as resp:
+            assert resp.status == 415
+        async with http.patch(
+            url, data=b"12345678901", headers={**patch, "Upload-Offset": "0"}
+        ) as resp:
+            assert resp.status == 413  # past Upload-Length
+        async with http.head(url, headers=tus_headers("bob")) as resp:
+            assert resp.status == 404  # not bob's upload
+        async with http.patch(url, data=b"12345", headers={**patch, "Upload-Offset": "0"}) as resp:
+            assert resp.status == 204
+            assert resp.headers["Upload-Offset"] == "5"
+        async with http.head(url, headers=tus_headers()) as resp:
+            assert resp.status == 200
+            assert resp.headers["Upload-Offset"] == "5"
+            assert resp.headers["Upload-Length"] == "10"
+            assert resp.headers["Cache-Control"] == "no-store"
+        async with http.patch(url, data=b"67890", headers={**patch, "Upload-Offset": "5"}) as resp:
+            assert resp.status == 204
+            media_id = resp.headers["Huddle-Media-Id"]
+        async with http.head(url, headers=tus_headers()) as resp:
+            assert resp.status == 404  # complete: the upload is now a file
+        async with http.get(f"{node.url}/v1/media/{media_id}/meta", headers=tus_headers()) as resp:
+            assert (await resp.json())["name"] == "x.txt"
+
+        # Termination.
+        async with http.post(base, headers=tus_headers(**{"Upload-Length": "100"})) as resp:
+            url = f"{node.url}{resp.headers['Location']}"
+        async with http.delete(url, headers=tus_headers()) as resp:
+            assert resp.status == 204
+        async with http.head(url, headers=tus_headers()) as resp:
+            assert resp.status == 404
+    assert leftovers(node) == []
+
+
+async def test_creation_with_upload_and_denied_content(node: Node) -> None:
+    base = f"{node.url}/v1/media/tus/"
+    exe = media_files.exe()
+    async with aiohttp.ClientSession() as http:
+        headers = tus_headers(
+            **{"Upload-Length": str(len(exe)), "Content-Type": "application/offset+octet-stream"}
+        )
+        async with http.post(base, data=exe[:10], headers=headers) as resp:
+            assert resp.status == 201
+            assert resp.headers["Upload-Offset"] == "10"
+            url = f"{node.url}{resp.headers['Location']}"
+        patch = tus_headers(
+            **{"Content-Type": "application/offset+octet-stream", "Upload-Offset": "10"}
+        )
+        async with http.patch(url, data=exe[10:], headers=patch) as resp:
+            assert resp.status == 415
+            assert (await resp.json())["error"]["code"] == "type_denied"
+        async with http.head(url, headers=tus_headers()) as resp:
+            assert resp.status == 404
+    assert leftovers(node) == []
+
+
+async def test_quota_checked_at_creation(start_node: StartNode) -> None:
+    node = await start_node(media_quota_bytes=1000)
+    async with MediaClient(node.url, make_token("alice")) as alice:
+        await alice.upload(b"a" * 600)
+        with pytest.raises(MediaRequestError) as refused:
+            await alice.create_upload(500)
+        assert (refused.value.status, refused.value.code) == (413, "quota_exceeded")
+        assert await alice.create_upload(400)
