@@ -189,11 +189,16 @@ class ChatService:
         return w.ChatListOk(re="", conversations=out[: req.limit])
 
     async def info(self, reader: Reader, req: w.ChatInfo) -> Reply:
-        meta, role = await self._member(req.conv, reader.identity)
+        me = reader.identity
+        rows = await self.store.metas([req.conv], me)
+        if not rows:
+            await self._member(req.conv, me)  # raises the reason
+        [(meta, role, read)] = rows
+        muted = req.conv in await self.store.muted(me)
         members = await self.store.members(req.conv)
         return w.ChatInfoOk(
             re="",
-            conv=self._summary(meta, reader.identity, role),
+            conv=self._summary(meta, me, role, read, muted),
             members=[w.MemberInfo(user=u, role=r) for u, r in members.items()],  # type: ignore[arg-type]
         )
 

@@ -391,3 +391,15 @@ async def test_admin_cannot_silence_the_owner_or_other_admins(node: Node) -> Non
     await alice.send(conv, "owner speaks")
     await carol.send(conv, "admin speaks")
     await refused(bob.request(silence(conv, "nobody", 60)), "not_member")
+
+
+async def test_info_shows_the_users_own_read_position_and_mute(node: Node) -> None:
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    conv = (await alice.create("group", "g", ["bob"])).conv
+    for text in ("one", "two", "three"):
+        await alice.send(conv, text)
+    await bob.read(conv, 2)
+    await bob.request(w.ChatMute(id="", conv=conv))
+    reply = await bob.request(w.ChatInfo(id="", conv=conv))
+    assert (reply.conv.read_seq, reply.conv.unread, reply.conv.muted) == (2, 2, True)
+    assert {m.user: m.role for m in reply.members} == {"alice": "owner", "bob": "member"}
