@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("huddle.chat")
 # Replay is read from Redis in pages of this many events.
 REPLAY_PAGE: Final = 500
+# After subscribing to a feed, its head is read again this much later (see _follow).
+SUBSCRIBE_SETTLE_S: Final = 0.5
 # A replay waits while this many frames are queued for the device (slow-consumer guard).
 REPLAY_QUEUE_HIGH: Final = 500
 
@@ -172,6 +174,9 @@ class Router:
                 feed.ready.exception()  # retrieved: waiters re-raise it
                 raise
             feed.ready.set_result(None)
+            # SUBSCRIBE is not confirmed before the head is read: an event published in
+            # between would only be noticed with the next one. Look once more shortly.
+            self.spawn(self._recheck(feed))
         elif feed.ready is not None and not feed.ready.done():
             await asyncio.shield(feed.ready)
         return feed
@@ -248,6 +253,14 @@ class Router:
                     feed.last = target
         finally:
             feed.filling = False
+
+    async def _recheck(self, feed: Feed) -> None:
+        await asyncio.sleep(SUBSCRIBE_SETTLE_S)
+        if self.feeds.get(feed.fid) is feed:
+            try:
+                await self._catch_up(feed)
+            except Exception as exc:
+                log.warning("chat re-check failed", extra={"error": str(exc)})
 
     def _on_reconnect(self) -> None:
         for feed in list(self.feeds.values()):
