@@ -87,6 +87,8 @@ class CallClient:
         self.subscriber: RTCPeerConnection | None = None
         self.tracks: asyncio.Queue[tuple[MediaStreamTrack, p.TrackInfo]] = asyncio.Queue()
         self.track_info: dict[str, p.TrackInfo] = {}
+        # Tracks the SFU stopped forwarding (their publisher left or unpublished them).
+        self.ended: asyncio.Queue[p.TrackInfo] = asyncio.Queue()
         self.offers_answered = 0
         self.rejoins = 0
         self._published: list[tuple[MediaStreamTrack, p.Source | None]] = []
@@ -153,9 +155,28 @@ class CallClient:
                 layer_info[transceiver.mid] = p.LayerInfo(
                     source=source, quality=quality, height=height
                 )
+        await self._send_offer(by_mid, layer_info)
+
+    async def unpublish(self, *tracks: MediaStreamTrack) -> None:
+        """Stop publishing ``tracks`` (e.g. the end of a screen share): their sections go
+        inactive in a new offer, and subscribers are offered the change in turn."""
+        if self.publisher is None:
+            return
+        for mid, (transceiver, source) in list(self._senders.items()):
+            if source in tracks:
+                transceiver.direction = "inactive"
+                del self._senders[mid]
+        self._published = [(t, s) for t, s in self._published if t not in tracks]
+        await self.publisher.setLocalDescription(await self.publisher.createOffer())
+        await self._send_offer({}, {})
+
+    async def _send_offer(
+        self, sources: dict[str, p.Source], layers: dict[str, p.LayerInfo]
+    ) -> None:
+        assert self.publisher is not None
         offer, candidates = self._local_sdp(self.publisher)
         reply: p.SfuPublishOk = await self.client.request(
-            p.SfuPublish(id="", room=self.room, sdp=offer, sources=by_mid, layers=layer_info),
+            p.SfuPublish(id="", room=self.room, sdp=offer, sources=sources, layers=layers),
             timeout=DEFAULT_TIMEOUT_S,
         )
         answer = reply.sdp
@@ -283,6 +304,10 @@ class CallClient:
     async def _answer_offers(self) -> None:
         while True:
             offer = await self._offers.get()
+            offered = {info.mid for info in offer.tracks}
+            for mid in [m for m in self.track_info if m not in offered]:
+                # No longer forwarded: its section is inactive in this offer.
+                self.ended.put_nowait(self.track_info.pop(mid))
             for info in offer.tracks:
                 self.track_info[info.mid] = info
             if self.subscriber is None:

@@ -76,11 +76,18 @@ def _check_sdp(sdp: str, expected: str) -> sdp_parser.SessionDescription:
     return parsed
 
 
+def _sending(media: sdp_parser.MediaDescription) -> bool:
+    return media.port != 0 and media.direction in ("sendonly", "sendrecv", None)
+
+
 def _check_publish_offer(parsed: sdp_parser.SessionDescription, max_tracks: int) -> None:
-    """Every offered track must carry the codec forwarding uses, within the track limit."""
-    if len(parsed.media) > max_tracks:
+    """Every offered track must carry the codec forwarding uses, within the track limit
+    (sections the client stopped sending on do not count)."""
+    if sum(_sending(m) for m in parsed.media) > max_tracks:
         raise SfuError("too_many_tracks", f"at most {max_tracks} published tracks")
     for media in parsed.media:
+        if not _sending(media):
+            continue
         wanted = VIDEO_CODEC if media.kind == "video" else AUDIO_CODEC
         if not any(c.mimeType.lower() == wanted.lower() for c in media.rtp.codecs):
             raise SfuError(
@@ -167,6 +174,8 @@ class Participant:
     paused_layers: list[str] = field(default_factory=list)  # mids last told to pause
     negotiating: bool = False
     renegotiate: bool = False
+    # Subscriptions were removed: the next subscriber offer marks their sections inactive.
+    stale: bool = False
     closed: bool = False
 
     def info(self) -> dict[str, str]:
@@ -232,13 +241,27 @@ class Room:
             if pc is not None:
                 await pc.close()
 
-    def _unsubscribe_all_from(self, publisher: Participant) -> None:
+    def _unsubscribe_all_from(self, publisher: Participant, keys: set[str] | None = None) -> None:
+        """Stop forwarding ``publisher``'s tracks (or those of ``keys``) to everyone, and
+        renegotiate their subscriber connections with those sections inactive."""
+
+        def gone(sub: Subscription) -> bool:
+            if sub.track.owner is not publisher:
+                return False
+            tracks = [sub.track, *sub.layers]
+            return keys is None or any(t.key in keys for t in tracks)
+
         for other in self.participants.values():
-            for key in [k for k, s in other.subscriptions.items() if s.track.owner is publisher]:
+            doomed = [k for k, sub in other.subscriptions.items() if gone(sub)]
+            for key in doomed:
                 sub = other.subscriptions.pop(key)
                 sub.track.forwarder.remove(sub.port)
                 if sub.pending is not None:
                     sub.pending.forwarder.remove(sub.port)
+                sub.transceiver.direction = "inactive"
+            if doomed and not other.closed:
+                other.stale = True
+                self._spawn(self._sync_subscriptions(other))
 
     async def close(self) -> None:
         if self._ticker is not None:
@@ -265,7 +288,10 @@ class Room:
         mid to (source group, quality, height) for simulcast layers sent as tracks."""
         if not participant.can_publish:
             raise SfuError("forbidden", "this token may not publish")
-        _check_publish_offer(_check_sdp(offer_sdp, "offer"), self.policy.max_tracks)
+        parsed = _check_sdp(offer_sdp, "offer")
+        _check_publish_offer(parsed, self.policy.max_tracks)
+        idle_mids = {m.rtp.muxId for m in parsed.media if not _sending(m)}
+        stopped = {f"{participant.id}:{mid}" for mid in idle_mids} & set(participant.published)
         offer_sdp = keep_codecs(offer_sdp, {"video": "VP8", "audio": "opus"})
         pc = participant.publisher
         if pc is None:
@@ -280,6 +306,8 @@ class Room:
             key = f"{participant.id}:{mid}"
             if key in participant.published or transceiver.receiver is None:
                 continue
+            if mid in idle_mids:
+                continue  # offered already stopped: nothing to forward
             kind = transceiver.kind
             capabilities = RTCRtpReceiver.getCapabilities(kind)
             codecs = _codecs_for(kind, capabilities.codecs if capabilities else [])
@@ -314,10 +342,19 @@ class Room:
                 raise SfuError(
                     "unsupported_codec", f"{track.kind} negotiated {codec}, not {wanted}"
                 )
+        if stopped:
+            self._unpublish(participant, stopped)
         for other in self.participants.values():
             if other is not participant and other.can_subscribe:
                 self._spawn(self._sync_subscriptions(other))
         return announce(pc.localDescription.sdp, self._announced)
+
+    def _unpublish(self, participant: Participant, keys: set[str]) -> None:
+        """The publisher stopped sending these tracks (a re-offer marked them inactive)."""
+        for key in keys:
+            track = participant.published.pop(key)
+            self.speakers.forget(track.key)
+        self._unsubscribe_all_from(participant, keys)
 
     async def _drop_publisher(self, participant: Participant) -> None:
         """Forget a publisher connection whose negotiation failed half way, and its tracks."""
@@ -388,8 +425,9 @@ class Room:
         wanted = [
             unit for unit in self._units(participant) if unit[0] not in participant.subscriptions
         ]
-        if not wanted:
+        if not wanted and not participant.stale:
             return
+        participant.stale = False
         pc = participant.subscriber
         if pc is None:
             pc = participant.subscriber = RTCPeerConnection(self._rtc_config)

@@ -1,0 +1,71 @@
+"""Removing tracks renegotiates: a stopped screen share or a departed publisher leaves the
+subscribers' connections with inactive sections, and what remains keeps flowing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.sdp import SessionDescription
+
+from huddle.call import CallClient
+from tests.conftest import StartNode
+from tests.helpers import eventually
+from tests.media import ColorTrack, ToneTrack, close_colour, mean_rgb
+
+LOOPBACK = {"ice_addresses": ["127.0.0.1"]}
+
+
+def directions(call: CallClient) -> dict[str, str | None]:
+    assert call.subscriber is not None and call.subscriber.remoteDescription is not None
+    parsed = SessionDescription.parse(call.subscriber.remoteDescription.sdp)
+    return {m.rtp.muxId: m.direction for m in parsed.media}
+
+
+async def last_frame(track: MediaStreamTrack, n: int) -> av.VideoFrame:
+    frames = [await asyncio.wait_for(track.recv(), 10) for _ in range(n)]
+    assert isinstance(frames[-1], av.VideoFrame)
+    return frames[-1]
+
+
+async def test_screen_share_stops_and_the_camera_keeps_flowing(start_node: StartNode) -> None:
+    node = await start_node(**LOOPBACK)
+    alice = await node.call("alice", "room")
+    bob = await node.call("bob", "room")
+    camera, screen = ColorTrack((220, 40, 40)), ColorTrack((40, 200, 40))
+    await alice.publish(camera, ToneTrack(440.0), sources={0: "camera", 1: "microphone"})
+    await alice.publish(screen, sources={0: "screen"})
+    got = {}
+    for _ in range(3):
+        track, info = await bob.next_track()
+        got[info.source] = (track, info)
+    assert set(got) == {"camera", "microphone", "screen"}
+    screen_mid = got["screen"][1].mid
+    assert directions(bob)[screen_mid] == "sendonly"
+
+    await alice.unpublish(screen)
+    ended = await asyncio.wait_for(bob.ended.get(), 10)
+    assert (ended.source, ended.mid) == ("screen", screen_mid)
+    await eventually(lambda: directions(bob)[screen_mid] == "inactive", timeout=10)
+    assert screen_mid not in bob.track_info
+    # The camera still arrives, with alice's colour.
+    seen = mean_rgb(await last_frame(got["camera"][0], 5))
+    assert close_colour(seen, (220, 40, 40)), seen
+    await alice.close()
+    await bob.close()
+
+
+async def test_a_departed_publisher_leaves_inactive_sections(start_node: StartNode) -> None:
+    node = await start_node(**LOOPBACK)
+    alice = await node.call("alice", "room")
+    bob = await node.call("bob", "room")
+    await alice.publish(ColorTrack((220, 40, 40)), ToneTrack(440.0))
+    for _ in range(2):
+        await bob.next_track()
+    mids = set(bob.track_info)
+    await alice.leave()
+    ended = {(await asyncio.wait_for(bob.ended.get(), 10)).mid for _ in range(2)}
+    assert ended == mids
+    await eventually(lambda: all(directions(bob).get(m) == "inactive" for m in mids), 10)
+    await bob.close()
