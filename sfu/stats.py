@@ -58,6 +58,9 @@ def subscribed(
                 bitrate_bps=meter.rate(f"out:{participant.id}:{key}", o.bytes, now, sub.started),
                 fraction_lost=round(o.fraction_lost / 256, 4), jitter=o.jitter,
                 rtt_ms=None if rtt is None else round(rtt * 1000, 1), active=o.active,
+                layer=sub.track.quality if sub.layers else None,
+                height=sub.track.height if sub.layers else None,
+                estimate_bps=sub.port.remb_bps,
             )
         )  # fmt: skip
     return out

@@ -327,6 +327,11 @@ class SubscribedTrackStats(msgspec.Struct, kw_only=True):
     jitter: int
     rtt_ms: float | None
     active: bool
+    # Simulcast: the quality (0 lowest) and height of the layer forwarded now.
+    layer: int | None = None
+    height: int | None = None
+    # The subscriber's latest bandwidth estimate (REMB), if it sent one.
+    estimate_bps: int | None = None
 
 
 class CallStatsOk(Reply, tag="ok", kw_only=True):

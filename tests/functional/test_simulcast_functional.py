@@ -10,6 +10,7 @@ import time
 import av
 from aiortc import MediaStreamTrack
 
+from signaling import protocol as p
 from tests.conftest import StartNode
 from tests.helpers import local_room
 from tests.media import ColorTrack, close_colour, mean_rgb
@@ -59,6 +60,10 @@ async def test_layers_by_tile_size_and_pausing(start_node: StartNode) -> None:
     for _ in range(15):
         assert (await _frame(carol_track)).width == 320
         assert (await _frame(bob_track)).width == 160
+    # call.stats names the layer each subscriber gets now.
+    stats = await bob.client.request(p.CallStats(id="", room="sim"))
+    [sub] = stats.subscribed
+    assert (sub.track, sub.layer, sub.height) == (bob_info.track, 0, 96)
 
     # Nobody takes the 384p layer now: the publisher is told to pause it, and stops sending.
     room = local_room(node, "sim")
