@@ -91,7 +91,10 @@ class CallClient:
         self.ended: asyncio.Queue[p.TrackInfo] = asyncio.Queue()
         self.offers_answered = 0
         self.rejoins = 0
-        self._published: list[tuple[MediaStreamTrack, p.Source | None]] = []
+        # What was published, to publish again after a rejoin: (track, source, layer).
+        self._published: list[
+            tuple[MediaStreamTrack, p.Source | None, tuple[str, int, int] | None]
+        ] = []
         self._rejoining: asyncio.Task[None] | None = None
         self._config = RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         self._offers: asyncio.Queue[p.SfuOffer] = asyncio.Queue()
@@ -137,7 +140,13 @@ class CallClient:
         if self.publisher is None:
             self.publisher = RTCPeerConnection(self._config)
         for index, track in enumerate(tracks):
-            self._published.append((track, sources.get(index) if sources else None))
+            self._published.append(
+                (
+                    track,
+                    sources.get(index) if sources else None,
+                    layers.get(index) if layers else None,
+                )
+            )
         transceivers = [
             self.publisher.addTransceiver(_Relay(track), direction="sendonly") for track in tracks
         ]
@@ -166,7 +175,7 @@ class CallClient:
             if source in tracks:
                 transceiver.direction = "inactive"
                 del self._senders[mid]
-        self._published = [(t, s) for t, s in self._published if t not in tracks]
+        self._published = [e for e in self._published if e[0] not in tracks]
         await self.publisher.setLocalDescription(await self.publisher.createOffer())
         await self._send_offer({}, {})
 
@@ -276,8 +285,9 @@ class CallClient:
             await self.join()
             if published:
                 await self.publish(
-                    *(track for track, _ in published),
-                    sources={i: s for i, (_, s) in enumerate(published) if s is not None},
+                    *(track for track, _, _ in published),
+                    sources={i: s for i, (_, s, _) in enumerate(published) if s is not None},
+                    layers={i: x for i, (_, _, x) in enumerate(published) if x is not None},
                 )
         except Exception:
             log.exception("rejoin failed")

@@ -85,3 +85,29 @@ async def test_layers_by_tile_size_and_pausing(start_node: StartNode) -> None:
     assert top.forwarder.packets_in > before
     for call in (alice, bob, carol):
         await call.close()
+
+
+async def test_layers_are_declared_again_after_a_rejoin(start_node: StartNode) -> None:
+    node = await start_node(ice_addresses=["127.0.0.1"])
+    alice = await node.call("alice", "sim")
+    bob = await node.call("bob", "sim")
+    await alice.publish(
+        *(ColorTrack(colour, size) for colour, size in LAYERS),
+        sources={0: "camera", 1: "camera", 2: "camera"},
+        layers={i: ("cam", i, size[1]) for i, (_, size) in enumerate(LAYERS)},
+    )
+    _, info = await bob.next_track()
+    assert info.track == f"{alice.participant}:cam"
+    # What a call.reconnect (the room's worker restarted) triggers: the same tracks published
+    # again, still as layers.
+    await alice.client.request(p.CallLeave(id="", room="sim"))
+    await alice._rejoin()
+    assert alice.rejoins == 1
+    track, info = await bob.next_track()
+    assert info.track == f"{alice.participant}:cam"
+    await _wait_for_layer(track, 2, 10)
+    room = local_room(node, "sim")
+    qualities = sorted(t.quality for t in room.participants[alice.participant].published.values())
+    assert qualities == [0, 1, 2]
+    for call in (alice, bob):
+        await call.close()
