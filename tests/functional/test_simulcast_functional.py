@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiortc.rtcrtpreceiver as aiortc_receiver
 import av
+import pytest
 from aiortc import MediaStreamTrack
 
 from signaling import protocol as p
@@ -109,5 +111,48 @@ async def test_layers_are_declared_again_after_a_rejoin(start_node: StartNode) -
     room = local_room(node, "sim")
     qualities = sorted(t.quality for t in room.participants[alice.participant].published.values())
     assert qualities == [0, 1, 2]
+    for call in (alice, bob):
+        await call.close()
+
+
+async def test_a_capped_estimate_moves_down_and_back_up(
+    start_node: StartNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subscriber's REMB is capped (as a congested downlink would report): it gets the
+    lowest layer within 5 s, and the top layer again once the cap is lifted."""
+    node = await start_node(ice_addresses=["127.0.0.1"])
+    alice = await node.call("alice", "sim")
+    bob = await node.call("bob", "sim")
+    await alice.publish(
+        *(ColorTrack(colour, size) for colour, size in LAYERS),
+        sources={0: "camera", 1: "camera", 2: "camera"},
+        layers={i: ("cam", i, size[1]) for i, (_, size) in enumerate(LAYERS)},
+    )
+    track, _ = await bob.next_track()
+    await _wait_for_layer(track, 2, 10)
+
+    assert bob.subscriber is not None
+    stats = await bob.subscriber.getStats()
+    bobs = {s.ssrc for s in stats.values() if s.type == "inbound-rtp"}
+    cap: list[int | None] = [None]
+    original = aiortc_receiver.pack_remb_fci  # type: ignore[attr-defined]
+
+    def capped(bitrate: int, ssrcs: list[int]) -> bytes:
+        # Only bob's receiver: the SFU's own receivers run in this process too.
+        if cap[0] is not None and bobs & set(ssrcs):
+            bitrate = min(bitrate, cap[0])
+        return original(bitrate, ssrcs)
+
+    monkeypatch.setattr(aiortc_receiver, "pack_remb_fci", capped)
+    cap[0] = 10_000
+    assert await _wait_for_layer(track, 0, 5) < 5
+    room = local_room(node, "sim")
+    [sub] = room.participants[bob.participant].subscriptions.values()
+    assert sub.port.remb_bps is not None and sub.port.remb_bps <= 10_000
+    for _ in range(10):
+        assert (await _frame(track)).width == LAYERS[0][1][0]  # no freeze, no other layer
+
+    cap[0] = None
+    await _wait_for_layer(track, 2, 10)
     for call in (alice, bob):
         await call.close()
