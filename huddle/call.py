@@ -34,17 +34,35 @@ log = logging.getLogger("huddle.call")
 DEFAULT_TIMEOUT_S: Final = 15.0
 
 
+# A resumed relay skips at most this many stale frames, and takes a frame that took this
+# long to come as the first one on time.
+CATCH_UP_MAX_FRAMES: Final = 600
+CATCH_UP_WAITED_S: Final = 0.004
+
+
 class _Relay(MediaStreamTrack):
     """Hands a source's frames to one sender; stopping it (as a closing connection does)
     leaves the source running, so that it can be published again after a rejoin."""
 
-    def __init__(self, source: MediaStreamTrack) -> None:
+    def __init__(self, source: MediaStreamTrack, *, resumed: bool = False) -> None:
         super().__init__()
         self.kind = source.kind
         self.source = source
+        # A paced source that was not read for a while (a paused simulcast layer) hands out
+        # the frames it fell behind on all at once: skip those, send from the present on.
+        self._catching_up = resumed
 
     async def recv(self) -> Any:
-        return await self.source.recv()
+        if not self._catching_up:
+            return await self.source.recv()
+        self._catching_up = False
+        loop = asyncio.get_running_loop()
+        for _ in range(CATCH_UP_MAX_FRAMES):
+            asked = loop.time()
+            frame = await self.source.recv()
+            if loop.time() - asked >= CATCH_UP_WAITED_S:
+                return frame  # the source had to wait for it: it is on time again
+        return frame
 
 
 def split_candidates(sdp: str) -> tuple[str, list[tuple[str | None, int, str]]]:
@@ -224,7 +242,7 @@ class CallClient:
             if paused and mid not in self.paused_layers:
                 transceiver.sender.replaceTrack(None)
             elif not paused and mid in self.paused_layers:
-                transceiver.sender.replaceTrack(_Relay(source))
+                transceiver.sender.replaceTrack(_Relay(source, resumed=True))
         self.paused_layers = list(event.paused)
 
     async def set_max_height(self, track: str, max_height: int | None) -> None:

@@ -233,6 +233,10 @@ class OutboundPort:
         self.rtx_ssrc: int = self.sender._rtx_ssrc
         self.payload_type = -1
         self.rtx_payload_type: int | None = None
+        # The retransmission stream's numbering belongs to the sender, not to one feed: SRTP
+        # receivers drop packets whose numbers jump (a new feed after a simulcast switch
+        # starting elsewhere would have all its retransmissions dropped).
+        self.rtx_seq = random.getrandbits(15)
         self.extensions = HeaderExtensionsMap()
         self.layout: tuple[Any, ...] = ()
         self.ready = False

@@ -61,7 +61,6 @@ class Output:
         "on_start",
         "port",
         "retransmitted",
-        "rtx_seq",
         "seq_offset",
         "started",
         "ts_offset",
@@ -76,7 +75,6 @@ class Output:
         self.ts_offset = 0
         self.epoch_seq = 0  # first outgoing sequence number of the current run
         self.last_owned: int | None = None  # set when retired: the last number it sent
-        self.rtx_seq = random.getrandbits(16)
         self.forwarded = 0
         self.bytes = 0
         self.retransmitted = 0
@@ -310,10 +308,10 @@ class TrackForwarder:
             else:
                 # RFC 4588: RTX payload = original sequence number + original payload.
                 header_len = len(buf) - len(packet.payload)
-                _SEQ_TS_SSRC.pack_into(buf, 2, out.rtx_seq, ts, port.rtx_ssrc)
+                _SEQ_TS_SSRC.pack_into(buf, 2, port.rtx_seq, ts, port.rtx_ssrc)
                 buf[1] = (buf[1] & 0x80) | port.rtx_payload_type
                 data = bytes(buf[:header_len]) + _RTX_OSN.pack(seq_out) + packet.payload
-                out.rtx_seq = (out.rtx_seq + 1) & 0xFFFF
+                port.rtx_seq = (port.rtx_seq + 1) & 0xFFFF
             if port.send(data, len(packet.payload), ts, ntp, counted=False):
                 out.retransmitted += 1
 

@@ -5,6 +5,7 @@ publisher and resumed when someone wants them again."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import aiortc.rtcrtpreceiver as aiortc_receiver
@@ -16,6 +17,14 @@ from signaling import protocol as p
 from tests.conftest import StartNode
 from tests.helpers import local_room
 from tests.media import ColorTrack, close_colour, mean_rgb
+from tests.netem import (
+    LossyRelay,
+    candidate_ports,
+    redirect_candidates,
+    rtp_payload_type,
+    rtp_sequence,
+    vp8_payload_type,
+)
 
 # (colour, size): each layer has a colour of its own, so what arrives tells which it is.
 LAYERS = [((220, 40, 40), (160, 96)), ((40, 200, 40), (320, 192)), ((40, 40, 220), (640, 384))]
@@ -154,5 +163,68 @@ async def test_a_capped_estimate_moves_down_and_back_up(
 
     cap[0] = None
     await _wait_for_layer(track, 2, 10)
+    for call in (alice, bob):
+        await call.close()
+
+
+async def test_loss_on_the_path_moves_down_and_back_up(start_node: StartNode) -> None:
+    """A fifth of the video packets towards the subscriber are lost (each at most once, so
+    that retransmissions repair them): it moves to a lower layer within 5 s with the picture
+    going on, and back to the top layer once the path is clean again."""
+    node = await start_node(ice_addresses=["127.0.0.1"])
+    alice = await node.call("alice", "sim")
+    bob = await node.call("bob", "sim")
+    rng = random.Random(5)
+    lossy = False
+    dropped: set[int] = set()
+    relays: list[LossyRelay] = []
+
+    async def through_relay(kind: str, sdp: str) -> str:
+        video_pt = vp8_payload_type(sdp)
+
+        def drop(datagram: bytes) -> bool:
+            if not lossy or rtp_payload_type(datagram) != video_pt:
+                return False
+            seq = rtp_sequence(datagram)
+            if seq in dropped or rng.random() >= 0.2:
+                return False
+            dropped.add(seq)
+            return True
+
+        for port in candidate_ports(sdp):
+            relay = LossyRelay(("127.0.0.1", port), drop)
+            relays.append(relay)
+            sdp = redirect_candidates(sdp, port, await relay.start())
+        return sdp
+
+    bob.remote_sdp_filter = through_relay
+    await alice.publish(
+        *(ColorTrack(colour, size) for colour, size in LAYERS),
+        sources={0: "camera", 1: "camera", 2: "camera"},
+        layers={i: ("cam", i, size[1]) for i, (_, size) in enumerate(LAYERS)},
+    )
+    track, _ = await bob.next_track()
+    await _wait_for_layer(track, 2, 10)
+
+    lossy = True
+    started = time.monotonic()
+    frames = 0
+    while True:
+        frame = await _frame(track)  # a stall fails here (10 s)
+        frames += 1
+        if frame.width < LAYERS[2][1][0]:
+            break
+        assert time.monotonic() - started < 5, "no lower layer within 5 s"
+    for _ in range(60):
+        await _frame(track)
+        frames += 1
+    lossy_for = time.monotonic() - started
+    assert frames >= 20 * lossy_for, (frames, lossy_for)  # the picture went on
+    assert len(dropped) > 20
+
+    lossy = False
+    await _wait_for_layer(track, 2, 15)
+    for relay in relays:
+        relay.close()
     for call in (alice, bob):
         await call.close()
