@@ -536,7 +536,10 @@ class Room:
                 if track.group is not None:
                     grown = track.forwarder.bytes_in - track._bytes_seen
                     track._bytes_seen = track.forwarder.bytes_in
-                    track.bitrate_bps = 0.7 * track.bitrate_bps + 0.3 * grown * 8 / elapsed
+                    if grown or track.mid not in participant.paused_layers:
+                        # A paused layer keeps the rate it had: it costs that when resumed,
+                        # not nothing.
+                        track.bitrate_bps = 0.7 * track.bitrate_bps + 0.3 * grown * 8 / elapsed
         wanted: dict[Participant, set[str]] = {}
         for participant in self.participants.values():
             for sub in participant.subscriptions.values():

@@ -92,7 +92,8 @@ async def test_layers_by_tile_size_and_pausing(start_node: StartNode) -> None:
     # Carol's tile grows: the layer comes back and she gets it.
     await carol.set_max_height(carol_info.track, None)
     await _wait_for_layer(carol_track, 2, 10)
-    assert alice.paused_layers == []
+    # (The 192p layer, nobody's any more, may be paused by now.)
+    assert top.mid not in alice.paused_layers
     assert top.forwarder.packets_in > before
     for call in (alice, bob, carol):
         await call.close()
@@ -153,11 +154,11 @@ async def test_a_capped_estimate_moves_down_and_back_up(
         return original(bitrate, ssrcs)
 
     monkeypatch.setattr(aiortc_receiver, "pack_remb_fci", capped)
-    cap[0] = 10_000
+    cap[0] = 2_000
     assert await _wait_for_layer(track, 0, 5) < 5
     room = local_room(node, "sim")
     [sub] = room.participants[bob.participant].subscriptions.values()
-    assert sub.port.remb_bps is not None and sub.port.remb_bps <= 10_000
+    assert sub.port.remb_bps is not None and sub.port.remb_bps <= 2_000
     for _ in range(10):
         assert (await _frame(track)).width == LAYERS[0][1][0]  # no freeze, no other layer
 
@@ -220,7 +221,7 @@ async def test_loss_on_the_path_moves_down_and_back_up(start_node: StartNode) ->
         frames += 1
     lossy_for = time.monotonic() - started
     assert frames >= 20 * lossy_for, (frames, lossy_for)  # the picture went on
-    assert len(dropped) > 20
+    assert len(dropped) >= 10
 
     lossy = False
     await _wait_for_layer(track, 2, 15)
