@@ -1,0 +1,117 @@
+"""The chat load benchmark runs end to end at its smallest size and writes its figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.chat_load import (
+    Driver,
+    DriverSpec,
+    Member,
+    PhaseSpec,
+    Tally,
+    group_sizes,
+    paced_schedule,
+)
+
+
+@pytest.mark.slow
+def test_quick_run_writes_summary(tmp_path: Path) -> None:
+    out = tmp_path / "chat_load.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.chat_load", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "deliveries_vs_bare" in run.stdout
+
+    doc = json.loads(out.read_text())
+    summary = doc["summary"]
+    assert {"p99_ms", "deliveries_per_s", "deliveries_vs_bare", "lost", "duplicated"} <= set(
+        summary
+    )
+    assert summary["lost"] == 0
+    assert summary["duplicated"] == 0
+    assert summary["out_of_order"] == 0
+    assert summary["deliveries_per_s"] > 0
+    assert summary["deliveries_vs_bare"] > 0
+    assert summary["p99_ms"] > 0
+    assert set(doc["results"]) == {"n1", "n2", "bare"}
+    for name, result in doc["results"].items():
+        assert result["connected"] == 60, name
+        assert result["setup_errors"] == 0, (name, result["first_errors"])
+        for kind in ("paced", "saturated"):
+            phase = result["phases"][kind]
+            assert phase["deliveries"] > 0, (name, kind)
+            assert phase["deliveries"] == phase["expected"], (name, kind)
+            assert phase["lost"] == phase["lost_echo"] == phase["duplicated"] == 0, (name, kind)
+            assert phase["send_errors"] == 0, (name, kind, phase["first_errors"])
+            assert phase["cpu"]["servers_s"] > 0
+            assert all(s >= 0 for s in phase["cpu"]["drivers_core"])
+    # The paced phase keeps to its rate (1,000 deliveries/s in --quick).
+    assert 800 < doc["results"]["n1"]["phases"]["paced"]["deliveries_per_s"] < 1200
+
+
+def test_groups_are_10_to_200_and_hold_everyone() -> None:
+    for n in (20, 60, 215, 1000, 1007, 5003):
+        sizes = group_sizes(n)
+        assert sum(sizes) == n
+        assert all(10 <= s <= 200 for s in sizes), sizes
+    assert group_sizes(60) == [10, 20, 30]
+
+
+def test_paced_schedule_spreads_deliveries_evenly_over_every_sender() -> None:
+    sizes = group_sizes(1000)
+    fanout = [s - 1 for s in sizes for _ in range(s)]
+    schedule = paced_schedule(sizes, rate=5000, duration=10, seed=1)
+    times = [t for t, _ in schedule]
+    assert times == sorted(times) and times[-1] < 10
+    # Deliveries to others, not messages, come at the rate.
+    assert sum(fanout[s] for _, s in schedule) == pytest.approx(50_000, abs=max(fanout))
+    # Every client in turn: none sends twice before all have sent once.
+    first_round = [s for _, s in schedule][:1000]
+    assert len(set(first_round)) == len(first_round)
+
+
+async def test_deliveries_are_checked_for_loss_repeats_and_order() -> None:
+    driver = Driver(DriverSpec(index=0, drivers=1, api_key="k", api_secret="s"), None)  # type: ignore[arg-type]
+    alice, bob = Member(0, "t", group=0, rank=0), Member(1, "t", group=0, rank=1)
+    driver.members = {0: alice, 1: bob}
+    now = time.monotonic()
+    phase = PhaseSpec(
+        kind="paced", prefix="p1.", start_at=now - 1, duration=5, rate=1, seed=1,
+        senders_per_group=1,
+    )  # fmt: skip
+    driver.tally = Tally(phase)
+
+    def deliver(member: Member, seq: int, sender: int, prefix: str = "p1.") -> None:
+        driver._delivered(member, "c", seq, f"{prefix}{sender}.{seq}.{now:.6f}")
+
+    deliver(bob, 1, sender=0)
+    deliver(bob, 3, sender=0)
+    deliver(bob, 2, sender=0)  # late: out of order
+    deliver(bob, 3, sender=0)  # again: a repeat
+    deliver(bob, 9, sender=0, prefix="p0.")  # of an earlier phase
+    deliver(alice, 1, sender=0)  # alice's own copies; 2 and 3 never come
+    # Accepted: 1-3 from alice, 4 from bob (which alice never gets).
+    expected = {0: [("c", 1, 0), ("c", 2, 0), ("c", 3, 0), ("c", 4, 1)]}
+    result = await driver.collect(expected, timeout=0.05)
+    assert result.expected == 4  # bob: 1-3; alice: 4
+    assert result.deliveries == 3
+    assert result.lost == 1  # alice never got 4
+    assert result.lost_echo == 3  # alice's 2 and 3, bob's 4
+    assert result.duplicated == 1
+    assert result.out_of_order == 1
+    assert result.stale == 1
+    assert result.extra == 0
+    assert result.in_window == 3
+    assert len(result.latencies) == 3
