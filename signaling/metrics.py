@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
@@ -34,12 +34,10 @@ class Metrics:
             ["type"],
             registry=self.registry,
         )
-        self.messages_out = Counter(
-            "huddle_ws_messages_out",
-            "Frames sent, by kind (reply, error, event)",
-            ["kind"],
-            registry=self.registry,
-        )
+        # Frames sent, by kind: plain numbers on the hot path (one per event delivered),
+        # read at scrape time.
+        self.sent: dict[str, int] = {"reply": 0, "error": 0, "event": 0}
+        self.add_collector(self._collect_sent)
         self.errors = Counter(
             "huddle_ws_errors",
             "Error replies and frames, by code",
@@ -60,10 +58,6 @@ class Metrics:
         )
         self.uptime = Gauge("huddle_uptime_seconds", "Node uptime", registry=self.registry)
 
-        # Label children looked up once: these counters move on every frame.
-        self.out_reply = self.messages_out.labels("reply")
-        self.out_error = self.messages_out.labels("error")
-        self.out_event = self.messages_out.labels("event")
         self._in: dict[str, Any] = {}
         self._errors: dict[str, Any] = {}
 
@@ -78,6 +72,14 @@ class Metrics:
         if child is None:
             child = self._errors[code] = self.errors.labels(code)
         child.inc()
+
+    def _collect_sent(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "huddle_ws_messages_out", "Frames sent, by kind (reply, error, event)", labels=["kind"]
+        )
+        for kind, count in self.sent.items():
+            family.add_metric([kind], count)
+        yield family
 
     def add_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
         """Families computed at scrape time (nothing is counted twice on the hot path)."""

@@ -44,6 +44,7 @@ class Session:
         self._seq = 0
         self._out: deque[str] = deque()
         self._writer: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None
         self._limiter = RateLimiter(s.rate_per_s, s.rate_burst, s.flood_strikes, time.monotonic())
         self._timers: list[asyncio.TimerHandle] = []
         self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
@@ -124,12 +125,12 @@ class Session:
     # --- sending ------------------------------------------------------------------------
 
     async def send_reply(self, reply: p.Reply) -> None:
-        self.hub.metrics.out_reply.inc()
+        self.hub.metrics.sent["reply"] += 1
         await self._send_now(p.encode(reply).decode())
 
     async def send_error(self, code: str, message: str, re: str | None = None) -> None:
         self.hub.metrics.count_error(code)
-        self.hub.metrics.out_error.inc()
+        self.hub.metrics.sent["error"] += 1
         await self._send_now(p.error(code, message, re).decode())
 
     def send_event(self, event: p.EncodedEvent) -> None:
@@ -137,15 +138,15 @@ class Session:
         if self.closed:
             return
         self._seq += 1
-        self.hub.metrics.out_event.inc()
+        self.hub.metrics.sent["event"] += 1
         self._queue(event.with_seq(self._seq))
 
     async def _send_now(self, text: str) -> None:
         # Replies go straight out unless events are queued ahead of them (order is kept).
         if self.closed:
             return
-        if self._writer is not None or self._out:
-            self._queue(text)
+        if self._out or (self._writer is not None and self._wake is None):
+            self._queue(text)  # behind queued events, or the writer is mid-send
             return
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.ws.send_str(text)
@@ -156,17 +157,30 @@ class Session:
             self._out.clear()
             self.close_soon(p.CloseCode.SLOW_CONSUMER, "events not read")
             return
-        if self._writer is None:
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set_result(None)
+        elif self._writer is None:
             self._writer = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
+        # One writer per connection for its whole life, waiting on a future while there is
+        # nothing to send: cheaper than a task for each burst of events.
+        loop = asyncio.get_running_loop()
         try:
-            while self._out and not self.closed:
-                await self.ws.send_str(self._out.popleft())
+            while not self.closed:
+                while self._out and not self.closed:
+                    await self.ws.send_str(self._out.popleft())
+                if self.closed:
+                    break
+                wake = self._wake = loop.create_future()
+                await wake
         except (ConnectionError, RuntimeError):
             self._out.clear()
         finally:
             self._writer = None
+            self._wake = None
 
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
