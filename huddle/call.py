@@ -109,6 +109,10 @@ class CallClient:
         self.ended: asyncio.Queue[p.TrackInfo] = asyncio.Queue()
         self.offers_answered = 0
         self.rejoins = 0
+        self.restarts = 0
+        # Start the media over (restart_media) when a peer connection fails.
+        self.auto_restart = True
+        self._restarting: asyncio.Task[None] | None = None
         # What was published, to publish again after a rejoin: (track, source, layer).
         self._published: list[
             tuple[MediaStreamTrack, p.Source | None, tuple[str, int, int] | None]
@@ -157,6 +161,7 @@ class CallClient:
         the call stops and restarts sending them by itself."""
         if self.publisher is None:
             self.publisher = RTCPeerConnection(self._config)
+            self._watch(self.publisher)
         for index, track in enumerate(tracks):
             self._published.append(
                 (
@@ -289,34 +294,70 @@ class CallClient:
             self._rejoining = asyncio.create_task(self._rejoin())
 
     async def _rejoin(self) -> None:
-        for pc in (self.publisher, self.subscriber):
-            if pc is not None:
-                await pc.close()
-        self.publisher = self.subscriber = None
-        self.track_info.clear()
-        self._senders.clear()
-        self.paused_layers = []
-        while not self._offers.empty():
-            self._offers.get_nowait()
-        published, self._published = self._published, []
+        await self._close_connections()
         try:
             await self.join()
-            if published:
-                await self.publish(
-                    *(track for track, _, _ in published),
-                    sources={i: s for i, (_, s, _) in enumerate(published) if s is not None},
-                    layers={i: x for i, (_, _, x) in enumerate(published) if x is not None},
-                )
+            await self._republish()
         except Exception:
             log.exception("rejoin failed")
             return
         self.rejoins += 1
 
+    async def _republish(self) -> None:
+        published, self._published = self._published, []
+        if published:
+            await self.publish(
+                *(track for track, _, _ in published),
+                sources={i: s for i, (_, s, _) in enumerate(published) if s is not None},
+                layers={i: x for i, (_, _, x) in enumerate(published) if x is not None},
+            )
+
+    async def restart_media(self) -> None:
+        """Start the media over on new peer connections (``sfu.restart``), keeping the
+        place in the room: what an ICE restart does when the network changed. Done by
+        itself when a connection fails (``auto_restart``)."""
+        await self._close_connections()
+        await self.client.request(p.SfuRestart(id="", room=self.room))
+        await self._republish()
+        self.restarts += 1
+
+    async def _close_connections(self) -> None:
+        for pc in (self.publisher, self.subscriber):
+            if pc is not None:
+                await pc.close()
+        self.publisher = self.subscriber = None
+        for info in self.track_info.values():
+            self.ended.put_nowait(info)
+        self.track_info.clear()
+        self._senders.clear()
+        self.paused_layers = []
+        while not self._offers.empty():
+            self._offers.get_nowait()
+
+    def _watch(self, pc: RTCPeerConnection) -> None:
+        @pc.on("connectionstatechange")
+        def changed() -> None:
+            if pc.connectionState != "failed" or not self.auto_restart or self._restarting:
+                return
+            if pc is not self.publisher and pc is not self.subscriber:
+                return  # an old connection, already replaced
+            self._restarting = asyncio.create_task(self._restart_on_failure())
+
+    async def _restart_on_failure(self) -> None:
+        try:
+            await self.restart_media()
+        except Exception:
+            log.exception("media restart failed")
+        finally:
+            self._restarting = None
+
     async def close(self) -> None:
-        if self._rejoining is not None:
-            self._rejoining.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._rejoining
+        self.auto_restart = False
+        for task in (self._rejoining, self._restarting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._answerer is not None:
             self._answerer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -341,6 +382,7 @@ class CallClient:
             if self.subscriber is None:
                 self.subscriber = RTCPeerConnection(self._config)
                 self.subscriber.on("track", self._on_track)
+                self._watch(self.subscriber)
             pc = self.subscriber
             sdp = offer.sdp
             if self.remote_sdp_filter is not None:

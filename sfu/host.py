@@ -46,6 +46,8 @@ class RoomHost(Protocol):
 
     async def set_pinned(self, participant: str, pinned: list[str]) -> None: ...
 
+    async def restart_media(self, participant: str) -> None: ...
+
     async def add_candidate(
         self, participant: str, pc: str, candidate: str | None,
         sdp_mid: str | None, sdp_mline_index: int | None,
@@ -143,6 +145,10 @@ class LocalHost:
 
     async def set_pinned(self, participant: str, pinned: list[str]) -> None:
         self._participant(participant).pinned = set(pinned)
+
+    async def restart_media(self, participant: str) -> None:
+        p = self._participant(participant)
+        await p.room.restart_media(p)
 
     async def set_paused(self, participant: str, kind: str, paused: bool) -> None:
         p = self._participant(participant)

@@ -90,6 +90,11 @@ class SetPinned(Msg, tag="set_pinned", kw_only=True):
     pinned: list[str]
 
 
+class RestartMedia(Msg, tag="restart_media", kw_only=True):
+    id: int
+    participant: str
+
+
 class CloseRoom(Msg, tag="close_room", kw_only=True):
     id: int
     room: str
@@ -144,6 +149,7 @@ Request = (
     | SetPaused
     | AddCandidate
     | SetPinned
+    | RestartMedia
     | SetMaxHeight
 )
 Reply = Result | Failure | Offer | Speakers | Metrics | Layers

@@ -103,6 +103,9 @@ class WorkerHost:
             ipc.SetPinned(id=self.channel.next_id(), participant=participant, pinned=pinned)
         )
 
+    async def restart_media(self, participant: str) -> None:
+        await self._call(ipc.RestartMedia(id=self.channel.next_id(), participant=participant))
+
     async def set_paused(self, participant: str, kind: str, paused: bool) -> None:
         await self._call(
             ipc.SetPaused(id=self.channel.next_id(), participant=participant, kind=kind,

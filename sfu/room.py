@@ -349,6 +349,26 @@ class Room:
                 self._spawn(self._sync_subscriptions(other))
         return announce(pc.localDescription.sdp, self._announced)
 
+    async def restart_media(self, participant: Participant) -> None:
+        """Drop both peer connections of ``participant`` but keep it in the room: others stop
+        getting its tracks until it publishes again, and it is offered theirs anew."""
+        if participant.published:
+            self._unpublish(participant, set(participant.published))
+        for sub in participant.subscriptions.values():
+            sub.track.forwarder.remove(sub.port)
+            if sub.pending is not None:
+                sub.pending.forwarder.remove(sub.port)
+        participant.subscriptions.clear()
+        participant.paused_layers = []
+        participant.negotiating = participant.renegotiate = participant.stale = False
+        pcs = (participant.publisher, participant.subscriber)
+        participant.publisher = participant.subscriber = None
+        for pc in pcs:
+            if pc is not None:
+                await pc.close()
+        if participant.can_subscribe and not participant.closed:
+            self._spawn(self._sync_subscriptions(participant))
+
     def _unpublish(self, participant: Participant, keys: set[str]) -> None:
         """The publisher stopped sending these tracks (a re-offer marked them inactive)."""
         for key in keys:

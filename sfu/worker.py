@@ -122,6 +122,8 @@ async def serve(fd: int, config: WorkerConfig) -> None:
                                          request.sdp_mid, request.sdp_mline_index)  # fmt: skip
             elif isinstance(request, ipc.SetPinned):
                 await host.set_pinned(request.participant, request.pinned)
+            elif isinstance(request, ipc.RestartMedia):
+                await host.restart_media(request.participant)
             elif isinstance(request, ipc.SetPaused):
                 await host.set_paused(request.participant, request.kind, request.paused)
             send(ipc.Result(id=request.id, value=value))

@@ -37,6 +37,7 @@ Kind = Literal[
     "mute",
     "remove",
     "pin",
+    "restart",
     "track_settings",
 ]
 

@@ -251,6 +251,9 @@ class CallManager:
         if request.kind == "pin":
             await self.pin(endpoint, msgspec.convert(request.args, p.CallPin))
             return None
+        if request.kind == "restart":
+            await self.restart(endpoint, msgspec.convert(request.args, p.SfuRestart))
+            return None
         if request.kind == "state":
             await self.set_state(endpoint, msgspec.convert(request.args, p.CallState))
             return None
@@ -546,6 +549,16 @@ class CallManager:
         admin, target = self._admin_target(session, req.room, req.participant)
         target.send(p.CallRemoved(seq=0, room=req.room, by=admin.participant))
         await self._leave_member(target)
+
+    async def restart(self, session: Session, req: p.SfuRestart) -> None:
+        if self._is_relayed(session, req.room):
+            await self._relay_call(session, "restart", args=msgspec.to_builtins(req))
+            return
+        member = self._member(session, req.room)
+        try:
+            await member.room.host.restart_media(member.participant)
+        except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
+            raise _call_error(exc) from None
 
     async def pin(self, session: Session, req: p.CallPin) -> None:
         if self._is_relayed(session, req.room):

@@ -144,6 +144,14 @@ class SfuAnswer(Request, tag="sfu.answer", kw_only=True):
     sdp: Sdp
 
 
+class SfuRestart(Request, tag="sfu.restart", kw_only=True):
+    """Start this participant's media over on new peer connections (an ICE restart when
+    its network changed): the SFU closes both, keeps its place in the room, offers its
+    subscriptions again, and waits for a new publisher offer."""
+
+    room: RoomName
+
+
 class CallState(Request, tag="call.state", kw_only=True):
     """This participant's own state; omitted fields keep their value."""
 
@@ -224,7 +232,7 @@ _REQUEST_CLASSES: tuple[type[Request], ...] = (
         Hello, Ping, AuthRefresh, PresenceSubscribe, PresenceUnsubscribe, PresenceSet,
         CallInvite, CallAccept, CallDecline, CallCancel, CallHangup, CallUpdate,
         CallJoin, CallLeave, SfuPublish, SfuAnswer, SfuCandidate, CallStats, CallState, CallMute,
-    CallRemove, CallPin, SfuTrackSettings, *CHAT_REQUESTS,
+    CallRemove, CallPin, SfuTrackSettings, SfuRestart, *CHAT_REQUESTS,
 )  # fmt: skip
 CLIENT_MESSAGES: Final[dict[str, type[Request]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
@@ -383,6 +391,7 @@ REPLIES: Final[dict[str, type[Reply]]] = {
     "call.remove": Ok,
     "call.pin": Ok,
     "sfu.track_settings": Ok,
+    "sfu.restart": Ok,
     **{
         tag: CHAT_REPLIES.get(tag, Ok)
         for tag in (cls.__struct_config__.tag for cls in CHAT_REQUESTS)

@@ -71,6 +71,7 @@ class Session:
             "call.remove": self._call_remove,
             "call.pin": self._call_pin,
             "sfu.track_settings": self._sfu_track_settings,
+            "sfu.restart": self._sfu_restart,
             **dict.fromkeys(hub.chat.handlers, self._chat),
         }
         assert set(self._handlers) == set(p.CLIENT_MESSAGES), "every request needs a handler"
@@ -349,6 +350,10 @@ class Session:
 
     async def _call_remove(self, req: p.CallRemove) -> None:
         await self.hub.calls.remove(self, req)
+        await self.send_reply(p.Ok(re=req.id))
+
+    async def _sfu_restart(self, req: p.SfuRestart) -> None:
+        await self.hub.calls.restart(self, req)
         await self.send_reply(p.Ok(re=req.id))
 
     async def _sfu_track_settings(self, req: p.SfuTrackSettings) -> None:

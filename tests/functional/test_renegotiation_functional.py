@@ -11,7 +11,7 @@ from aiortc.sdp import SessionDescription
 
 from huddle.call import CallClient
 from tests.conftest import StartNode
-from tests.helpers import eventually
+from tests.helpers import eventually, local_room
 from tests.media import ColorTrack, ToneTrack, close_colour, mean_rgb
 
 LOOPBACK = {"ice_addresses": ["127.0.0.1"]}
@@ -68,4 +68,55 @@ async def test_a_departed_publisher_leaves_inactive_sections(start_node: StartNo
     ended = {(await asyncio.wait_for(bob.ended.get(), 10)).mid for _ in range(2)}
     assert ended == mids
     await eventually(lambda: all(directions(bob).get(m) == "inactive" for m in mids), 10)
+    await bob.close()
+
+
+async def test_media_restart_on_new_connections_keeps_the_place_in_the_room(
+    start_node: StartNode,
+) -> None:
+    """What a device does when its network changed and ICE cannot recover: it starts its
+    media over on new peer connections (sfu.restart), keeping its participant id, and media
+    flows both ways again."""
+    node = await start_node(**LOOPBACK)
+    alice = await node.call("alice", "room")
+    bob = await node.call("bob", "room")
+    await alice.publish(ColorTrack((220, 40, 40)))
+    await bob.publish(ColorTrack((40, 40, 220)))
+    track, _ = await bob.next_track()
+    await last_frame(track, 3)
+    alice_track, _ = await alice.next_track()
+    await last_frame(alice_track, 3)
+    participant, old = bob.participant, (bob.publisher, bob.subscriber)
+
+    await bob.restart_media()
+    assert bob.restarts == 1 and bob.participant == participant
+    assert all(pc is not None and pc.connectionState == "closed" for pc in old)
+    assert bob.publisher not in old and bob.publisher is not None
+    track, info = await bob.next_track()
+    assert info.identity == "alice"
+    assert close_colour(mean_rgb(await last_frame(track, 5)), (220, 40, 40))
+    # Alice is offered bob's track again (his old one ended) and sees his colour.
+    ended = await asyncio.wait_for(alice.ended.get(), 10)
+    assert ended.identity == "bob"
+    again, info = await alice.next_track()
+    assert info.identity == "bob"
+    assert close_colour(mean_rgb(await last_frame(again, 5)), (40, 40, 220))
+    room = local_room(node, "room")
+    assert set(room.participants) == {alice.participant, participant}
+    await alice.close()
+    await bob.close()
+
+
+async def test_media_restart_in_a_worker_process(start_node: StartNode) -> None:
+    node = await start_node(sfu_workers=1, **LOOPBACK)
+    alice = await node.call("alice", "room")
+    bob = await node.call("bob", "room")
+    await alice.publish(ColorTrack((220, 40, 40)))
+    track, _ = await bob.next_track()
+    await last_frame(track, 3)
+    await bob.restart_media()
+    track, info = await bob.next_track()
+    assert info.identity == "alice"
+    assert close_colour(mean_rgb(await last_frame(track, 5)), (220, 40, 40))
+    await alice.close()
     await bob.close()
