@@ -68,3 +68,19 @@ async def test_relayed_device_dropping_leaves_after_grace(start_node: StartNode)
     assert left.participant == bob.participant
     await bob.close()
     await alice.close()
+
+
+async def test_a_relayed_device_restarts_its_media(start_node: StartNode) -> None:
+    first = await start_node(ice_addresses=["127.0.0.1"])
+    second = await start_node(ice_addresses=["127.0.0.1"])
+    alice = await _call(first, "alice", "across")
+    bob = await _call(second, "bob", "across")  # relayed by the second node
+    await alice.publish(ColorTrack((250, 200, 0)))
+    await bob.publish(ColorTrack((0, 120, 250)))
+    await _sees(bob, "alice", (250, 200, 0))
+    await _sees(alice, "bob", (0, 120, 250))
+    await bob.restart_media()  # sfu.restart, relayed to the room's node
+    await _sees(bob, "alice", (250, 200, 0))
+    await _sees(alice, "bob", (0, 120, 250))
+    await alice.close()
+    await bob.close()
