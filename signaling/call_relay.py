@@ -38,6 +38,7 @@ Kind = Literal[
     "remove",
     "pin",
     "restart",
+    "resume",
     "track_settings",
 ]
 
@@ -187,7 +188,7 @@ class Relay:
             else:
                 message = str(getattr(exc, "message", exc))
             reply.code, reply.message = code, message
-        if request.kind in ("leave", "gone"):
+        if request.kind in ("leave", "gone") or (request.kind == "resume" and not reply.value):
             self.endpoints.pop((request.origin, request.session), None)
         self._publish_soon(node_channel(request.origin), msgspec.json.encode(reply))
 

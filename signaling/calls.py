@@ -15,6 +15,7 @@ media goes straight to the owner's SFU.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -26,6 +27,7 @@ import msgspec
 import redis.asyncio as redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from redis.exceptions import RedisError
 
 from huddle.config import Settings
 from sfu import ipc
@@ -42,7 +44,7 @@ from sfu.room import RoomPolicy, SfuError
 from sfu.worker import WorkerConfig
 from signaling import protocol as p
 from signaling.call_relay import Relay, RelayError, RelayRequest, RemoteEndpoint
-from signaling.keys import room_key
+from signaling.keys import resume_key, room_key
 
 if TYPE_CHECKING:
     from signaling.auth import Claims
@@ -254,6 +256,8 @@ class CallManager:
         if request.kind == "restart":
             await self.restart(endpoint, msgspec.convert(request.args, p.SfuRestart))
             return None
+        if request.kind == "resume":
+            return self.attach(endpoint)
         if request.kind == "state":
             await self.set_state(endpoint, msgspec.convert(request.args, p.CallState))
             return None
@@ -413,13 +417,23 @@ class CallManager:
         member.expiry = asyncio.get_running_loop().call_later(
             self.settings.call_resume_s, lambda: self._spawn(self._expire(member))
         )
+        # Where to resume, for a device that comes back on another node.
+        try:
+            await self._redis.set(
+                resume_key(member.identity, member.device),
+                f"{self.settings.node_id}\n{member.room.name}",
+                px=max(1, int(self.settings.call_resume_s * 1000)),
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("resume marker not stored", extra={"error": str(exc)})
 
     async def _expire(self, member: Member) -> None:
         if member.session is not None or member.participant not in self._by_participant:
             return
+        await self._forget_resume(member.identity, member.device)
         await self._leave_member(member)
 
-    def attach(self, session: Session) -> None:
+    def attach(self, session: Session) -> bool:
         """A device said hello: if it was in a call moments ago, it resumes that call."""
         key = (session.identity, session.device)
         member = self._detached.pop(key, None)
@@ -431,10 +445,11 @@ class CallManager:
                     member = candidate
                     break
         if member is None:
-            return
+            return False
         if member.expiry is not None:
             member.expiry.cancel()
             member.expiry = None
+        self._spawn(self._forget_resume(member.identity, member.device))
         member.session = session
         self.members[session] = member
         session.send_event(p.EncodedEvent(p.CallResumed(
@@ -443,6 +458,33 @@ class CallManager:
         held, member.held = member.held, []
         for event in held:
             member.send(event)
+        return True
+
+    async def resume_elsewhere(self, session: Session) -> None:
+        """A device said hello here, but the call it dropped out of moments ago is held by
+        another node (its room lives there): resume it through the relay."""
+        if self.relay is None or session in self.members or self.settings.call_resume_s <= 0:
+            return
+        raw = await self._redis.get(resume_key(session.identity, session.device))
+        if raw is None:
+            return
+        owner, _, room_name = (raw.decode() if isinstance(raw, bytes) else raw).partition("\n")
+        if owner == self.settings.node_id or not room_name:
+            return  # held here: attach() took it back, or it has expired
+        session_id = getattr(session, "id", "")
+        self._relayed[session] = (room_name, owner)
+        self._relayed_ids[session_id] = session
+        try:
+            resumed = await self._relay_call(session, "resume")
+        except CallError as exc:
+            resumed = False
+            log.warning("resume through the relay failed", extra={"error": exc.message})
+        if not resumed:
+            self._drop_relayed(session)
+
+    async def _forget_resume(self, identity: str, device: str) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.delete(resume_key(identity, device))
 
     # --- media negotiation --------------------------------------------------------------
 

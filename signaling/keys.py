@@ -25,6 +25,11 @@ def node_channel(node: str) -> str:
     return f"huddle:node:{node}"
 
 
+def resume_key(user: str, device: str) -> str:
+    """Set while a device that dropped out of a call may resume it: "node\\nroom"."""
+    return user_key(user, f"resume:{device}")
+
+
 def conv_key(conv: str, name: str) -> str:
     """Keys of one conversation: ``members`` (hash user -> role), ``log``, ``msgs``, ..."""
     return f"huddle:{{conv:{conv}}}:{name}"

@@ -275,7 +275,11 @@ class Session:
                 server_time_ms=int(time.time() * 1000),
             )
         )
-        self.hub.calls.attach(self)
+        if not self.hub.calls.attach(self):
+            try:
+                await self.hub.calls.resume_elsewhere(self)
+            except (RedisError, OSError) as exc:
+                log.warning("call resume check failed", extra={"error": str(exc)})
         await self.hub.ringing.device_connected(self)
 
     async def _ping(self, req: p.Ping) -> None:

@@ -70,3 +70,37 @@ async def test_not_coming_back_leaves_after_grace(start_node: StartNode) -> None
         await again.next_event("call.resumed", timeout=0.3)
     await alice.close()
     await bob.close()
+
+
+@pytest.mark.parametrize("back_on", ["owner", "relay"])
+async def test_a_device_resumes_on_another_node(start_node: StartNode, back_on: str) -> None:
+    """Bob's room lives on the first node. His socket drops and he comes back on another
+    node (the room's own, or the one that relayed him): same participant, media never
+    stopped, nobody saw him leave, and his requests reach the room again."""
+    settings = {"ice_addresses": ["127.0.0.1"], "call_resume_s": 5}
+    first, second = await start_node(**settings), await start_node(**settings)
+    alice = CallClient(await _client(first, "alice", "phone"), "across")
+    await alice.join()  # opens the room on the first node
+    bob_ws = await _client(second, "bob", "laptop")
+    bob = CallClient(bob_ws, "across")
+    await bob.join()  # relayed by the second node
+    await bob.publish(ColorTrack((0, 160, 240)))
+    track, _ = await alice.next_track()
+    await asyncio.wait_for(track.recv(), 10)
+
+    await bob_ws.close()
+    for _ in range(15):  # his media goes on while he is away
+        await asyncio.wait_for(track.recv(), 5)
+    node = first if back_on == "owner" else second
+    again = await _client(node, "bob", "laptop")
+    resumed = await again.next_event("call.resumed", timeout=5)
+    assert resumed.room == "across" and resumed.participant == bob.participant
+    stats = await again.request(p.CallStats(id="", room="across"))
+    assert stats.published and stats.published[0].packets > 15
+    frame = await asyncio.wait_for(track.recv(), 5)
+    assert isinstance(frame, av.VideoFrame)
+    assert close_colour(mean_rgb(frame), (0, 160, 240))
+    with pytest.raises(TimeoutError):
+        await alice.client.next_event("call.participant_left", timeout=0.3)
+    await alice.close()
+    await bob.close()
