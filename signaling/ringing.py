@@ -412,6 +412,9 @@ class Ringing:
         # Rings announced to a connection right after its hello, to drop the same ring if it
         # also arrives through pub/sub (subscribed just before): (call, deadline).
         self._announced: dict[Session, set[tuple[str, int]]] = {}
+        # Rings delivered to a connection through pub/sub, so that the read at its hello
+        # (device_connected) does not ring it again when pub/sub was quicker.
+        self._rung: dict[Session, set[tuple[str, int]]] = {}
         self._leaving: dict[Session, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -529,12 +532,15 @@ class Ringing:
             log.warning("ringing calls not read at hello", extra={"error": str(exc)})
             return
         announced = self._announced.setdefault(session, set())
+        rung = self._rung.get(session, set())
         for call, raw in zip(calls, entries, strict=True):
             if raw is None:
                 continue
             m = _member_decoder.decode(raw)
             if m.s is not MemberState.RINGING or m.x <= now:
                 continue
+            if (call, int(m.x)) in rung:
+                continue  # pub/sub was quicker than this read: already rung
             announced.add((call, int(m.x)))
             event = p.CallIncoming(seq=0, call=call, from_=m.by, from_name=m.bn, media=m.m)
             session.send_event(p.EncodedEvent(event))
@@ -543,6 +549,7 @@ class Ringing:
         """The connection that placed or accepted a call closed. Unless the same device comes
         back within ``call_resume_s`` (see ``device_connected``), cancel or hang up for it."""
         self._announced.pop(session, None)
+        self._rung.pop(session, None)
         call = self.in_call.pop(session, None)
         if call is None or self._closed:
             return
@@ -593,9 +600,11 @@ class Ringing:
         for event in events_for(t, t.to):
             encoded = p.EncodedEvent(event)
             for s in sessions:
-                if isinstance(event, p.CallIncoming) and ring in self._announced.get(s, ()):
-                    self._announced[s].discard(ring)
-                    continue
+                if isinstance(event, p.CallIncoming):
+                    if ring in self._announced.get(s, ()):
+                        self._announced[s].discard(ring)
+                        continue
+                    self._rung.setdefault(s, set()).add(ring)
                 s.send_event(encoded)
 
     # --- periodic duties ----------------------------------------------------------------

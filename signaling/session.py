@@ -275,12 +275,14 @@ class Session:
                 server_time_ms=int(time.time() * 1000),
             )
         )
-        if not self.hub.calls.attach(self):
+        resumed = self.hub.calls.attach(self)
+        # Rings first: a ring placed right after the hello reply must not be announced twice.
+        await self.hub.ringing.device_connected(self)
+        if not resumed:
             try:
                 await self.hub.calls.resume_elsewhere(self)
             except (RedisError, OSError) as exc:
                 log.warning("call resume check failed", extra={"error": str(exc)})
-        await self.hub.ringing.device_connected(self)
 
     async def _ping(self, req: p.Ping) -> None:
         await self.send_reply(p.PingOk(re=req.id, server_time_ms=int(time.time() * 1000)))
