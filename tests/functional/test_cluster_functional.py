@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from huddle.chat import ChatClient
 from huddle.client import HuddleClient
 from signaling import protocol as p
 from tests.functional.test_presence_functional import next_presence
-from tests.helpers import NodeProcess, make_token
+from tests.helpers import NodeProcess, eventually, make_token
 
 FAST_PRESENCE = ["--presence-ttl-s", "2", "--presence-refresh-s", "0.5",
                  "--presence-sweep-s", "0.25"]  # fmt: skip
@@ -59,3 +60,36 @@ async def test_presence_across_processes_and_crash(two_nodes: list[NodeProcess])
         assert offline.last_seen_ms is not None
         # Node B and its clients are unaffected.
         assert (await bob.request(p.Ping(id=""))).server_time_ms > 0
+
+
+async def test_chat_across_processes_and_a_node_crash(two_nodes: list[NodeProcess]) -> None:
+    """A member on each node process sees the other's messages live; when one process dies,
+    its device resumes on the other from its cursors and misses nothing."""
+    a, b = two_nodes
+    await a.wait_healthy()
+    await b.wait_healthy()
+    async with (
+        HuddleClient(a.url, make_token("alice")) as alice_ws,
+        HuddleClient(b.url, make_token("bob")) as bob_ws,
+    ):
+        await alice_ws.hello()
+        await bob_ws.hello(device="phone")
+        alice, bob = ChatClient(alice_ws), ChatClient(bob_ws)
+        await alice.sync()
+        await bob.sync()
+        conv = (await alice.create("group", "two processes", ["bob"])).conv
+        await eventually(lambda: bob.cursors.get(conv, 0) >= 1)
+        first = await alice.send(conv, "from process A")
+        await eventually(lambda: [m.text for m in bob.messages(conv)][-1:] == ["from process A"])
+        reply = await bob.send(conv, "from process B")
+        await eventually(lambda: [m.seq for m in alice.messages(conv)][-1:] == [reply.seq])
+
+        cursors, feed = dict(bob.cursors), bob.feed
+        b.kill()  # bob's node dies; alice goes on writing
+        later = [await alice.send(conv, f"while B is down {i}") for i in range(3)]
+        async with HuddleClient(a.url, make_token("bob")) as again:
+            await again.hello(device="phone")
+            back = ChatClient(again, cursors=cursors, feed=feed)
+            await back.sync()
+            assert [m.seq for m in back.messages(conv)] == [m.seq for m in later]
+        assert first.seq < reply.seq < later[0].seq
