@@ -59,7 +59,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     embedded: EmbeddedRedis | None = None
     url = settings.redis_url
     if url is None:
-        embedded = EmbeddedRedis(settings.data_dir, settings.redis_server)
+        embedded = EmbeddedRedis(settings.data_dir, settings.redis_server, settings.redis_fsync)
         url = await embedded.start()
         app[EMBEDDED_REDIS] = embedded
 

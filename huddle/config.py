@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     redis_server: str | None = Field(
         None, description="redis-server binary for the embedded Redis (default: PATH)"
     )
+    redis_fsync: Literal["everysec", "always"] = Field(
+        "everysec",
+        description="when the embedded Redis syncs its append-only file to disk: once a "
+        "second (a power cut may lose the last second of writes) or on every write",
+    )
     node_id: str = Field("", description="this node's name in the cluster (default: generated)")
     api_key: str = Field("huddle-dev", min_length=1, description="API key: tokens' `iss`")
     api_secret: SecretStr | None = Field(

@@ -63,7 +63,9 @@ def socket_path_for(redis_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="huddle-redis-")) / "redis.sock"
 
 
-def redis_command(binary: str, redis_dir: Path, socket_path: Path) -> list[str]:
+def redis_command(
+    binary: str, redis_dir: Path, socket_path: Path, fsync: str = "everysec"
+) -> list[str]:
     return [
         binary,
         "--port",
@@ -77,7 +79,7 @@ def redis_command(binary: str, redis_dir: Path, socket_path: Path) -> list[str]:
         "--appendonly",
         "yes",
         "--appendfsync",
-        "everysec",
+        fsync,
         "--save",
         "",
         "--daemonize",
@@ -139,9 +141,12 @@ def spawn_sync(redis_dir: Path, binary: str | None = None) -> tuple[subprocess.P
 class EmbeddedRedis:
     """Supervises one redis-server child process for a node."""
 
-    def __init__(self, data_dir: Path, binary: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, binary: str | None = None, fsync: str = "everysec"
+    ) -> None:
         self.redis_dir = data_dir / "redis"
         self.binary = find_redis_server(binary)
+        self.fsync = fsync
         self.socket_path = socket_path_for(self.redis_dir)
         self.restarts = 0
         self._proc: asyncio.subprocess.Process | None = None
@@ -170,7 +175,7 @@ class EmbeddedRedis:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         self._proc = await asyncio.create_subprocess_exec(
-            *redis_command(self.binary, self.redis_dir, self.socket_path),
+            *redis_command(self.binary, self.redis_dir, self.socket_path, self.fsync),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             preexec_fn=_die_with_parent,

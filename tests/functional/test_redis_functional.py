@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from huddle.chat import ChatClient
 from huddle.client import HuddleClient
 from huddle.redis_server import spawn_sync
 from signaling import protocol as p
@@ -129,3 +130,35 @@ async def test_external_redis_outage_degrades_and_recovers(tmp_path: Path) -> No
         node.close()
         proc.terminate()
         proc.wait(10)
+
+
+async def test_chat_messages_survive_a_redis_kill_with_fsync_always(tmp_path: Path) -> None:
+    """With `--redis-fsync always` every acknowledged message is on disk before its reply:
+    killing the embedded Redis right after the last send loses none of them."""
+    node = NodeProcess(
+        tmp_path / "data",
+        redis_url=None,
+        args=["--redis-fsync", "always", "--chat-send-per-s", "1000"],
+    )
+    try:
+        health = await node.wait_healthy()
+        redis_pid = health["redis"]["pid"]
+        async with HuddleClient(node.url, make_token("alice")) as ws:
+            await ws.hello()
+            alice = ChatClient(ws)
+            conv = (await alice.create("group", "durable", [])).conv
+            sent = [await alice.send(conv, f"m{i}") for i in range(40)]
+        os.kill(redis_pid, signal.SIGKILL)  # no pause: nothing had time to be synced later
+        deadline = time.monotonic() + 15
+        while True:
+            code, body = await _health(node.url)
+            if code == 200 and body["redis"]["pid"] not in (None, redis_pid):
+                break
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.05)
+        async with HuddleClient(node.url, make_token("alice")) as ws:
+            await ws.hello()
+            history = await ChatClient(ws).history(conv, limit=100)
+        assert [m.seq for m in history if m.kind == "text"] == [s.seq for s in sent]
+    finally:
+        node.close()
