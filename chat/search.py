@@ -2,14 +2,15 @@
 
 The index lives in Redis beside each conversation: one sorted set per term
 (``{conv:ID}:ix:TERM``, member and score the message's seq), written by the same script that
-stores, edits or recalls the message. A query intersects its terms' sets per conversation
-(newest first), then checks each candidate's text exactly (chat.text.matches), since
-bigram intersection alone can match text where the bigrams are apart.
+stores, edits or recalls the message. A query intersects its terms' sets in each
+conversation, newest first, inside one script per conversation (rarest term first), all
+conversations in one pipeline; then each candidate's text is checked exactly
+(chat.text.matches), since bigram intersection alone can match text where the bigrams are
+apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Final
 
 from chat import wire as w
@@ -17,83 +18,112 @@ from chat.store import ChatStore
 from chat.text import highlight, matches, query_terms
 from signaling.keys import conv_key
 
-# Candidates read per conversation and round; a round reads older ones when filters or the
-# exact check dropped too many.
-CANDIDATES_PER_ROUND: Final = 200
+# Candidates asked of each conversation per round, and rounds at most: a round reads older
+# candidates when filters or the exact check dropped too many.
+CANDIDATES_PER_ROUND: Final = 100
 MAX_ROUNDS: Final = 10
+# Index entries one script call may look at (it says where to go on when it stops early).
+SCAN_BUDGET: Final = 20_000
+
+# KEYS: the query's term sets of one conversation. ARGV: below (a score bound), want, budget.
+# Replies {next bound or '', seq...}: seqs present in every set, newest first.
+INTERSECT: Final = """
+local best, size = nil, nil
+for i, key in ipairs(KEYS) do
+  local n = redis.call('ZCARD', key)
+  if n == 0 then return {''} end
+  if not size or n < size then best, size = i, n end
+end
+local want, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
+local out, cursor, seen = {''}, ARGV[1], 0
+while true do
+  local page = redis.call('ZREVRANGEBYSCORE', KEYS[best], cursor, '-inf', 'LIMIT', 0, 500)
+  local examined = 0
+  for _, member in ipairs(page) do
+    local everywhere = true
+    for i, key in ipairs(KEYS) do
+      if i ~= best and not redis.call('ZSCORE', key, member) then everywhere = false break end
+    end
+    if everywhere then out[#out + 1] = member end
+    cursor = '(' .. member
+    examined = examined + 1
+    if #out - 1 >= want then break end
+  end
+  seen = seen + examined
+  if #page < 500 and examined == #page then return out end  -- nothing older is left
+  if #out - 1 >= want or seen >= budget then break end
+end
+out[1] = cursor
+return out
+"""
 
 
-async def search(store: ChatStore, convs: Sequence[str], req: w.ChatSearch) -> list[w.SearchHit]:
+class _Cursor:
+    __slots__ = ("below", "conv", "hits")
+
+    def __init__(self, conv: str) -> None:
+        self.conv = conv
+        self.below = "+inf"
+        self.hits: list[w.SearchHit] = []
+
+
+async def search(store: ChatStore, convs: list[str], req: w.ChatSearch) -> list[w.SearchHit]:
     terms = query_terms(req.query)
     if not terms or not convs:
         return []
-    hits: list[w.SearchHit] = []
-    for conv in convs:
-        hits.extend(await _search_conv(store, conv, terms, req))
+    script = store.redis.register_script(INTERSECT)
+    active = [_Cursor(c) for c in convs]
+    done: list[_Cursor] = []
+    for _ in range(MAX_ROUNDS):
+        if not active:
+            break
+        async with store.redis.pipeline(transaction=False) as pipe:
+            for cur in active:
+                await script(
+                    keys=[conv_key(cur.conv, f"ix:{t}") for t in terms],
+                    args=[cur.below, CANDIDATES_PER_ROUND, SCAN_BUDGET],
+                    client=pipe,
+                )
+            replies: list[Any] = await pipe.execute()
+        still: list[_Cursor] = []
+        for cur, reply in zip(active, replies, strict=True):
+            below = _text(reply[0])
+            seqs = [int(s) for s in reply[1:]]
+            if seqs:
+                cur.hits.extend(_hits(cur.conv, await store.messages(cur.conv, seqs), req))
+            cur.below = below
+            if below and len(cur.hits) < req.limit:
+                still.append(cur)
+            else:
+                done.append(cur)
+        active = still
+    hits = [h for cur in done + active for h in cur.hits]
     hits.sort(key=lambda h: (h.message.ts, h.message.seq), reverse=True)
     return hits[: req.limit]
 
 
-async def _search_conv(
-    store: ChatStore, conv: str, terms: list[str], req: w.ChatSearch
-) -> list[w.SearchHit]:
-    keys = [conv_key(conv, f"ix:{t}") for t in terms]
-    found: list[w.SearchHit] = []
-    below = "+inf"
-    for _ in range(MAX_ROUNDS):
-        seqs = await _candidates(store, keys, below)
-        if not seqs:
-            break
-        for msg in await store.messages(conv, seqs):
-            if _wanted(msg, req):
-                text = " ".join(t for t in (msg.text, msg.media and msg.media.name) if t)
-                if matches(text, req.query):
-                    marked = highlight(text, req.query)
-                    found.append(
-                        w.SearchHit(
-                            conv=conv,
-                            message=msg,
-                            snippet=marked.snippet,
-                            ranges=[(a, b) for a, b in marked.ranges],
-                        )
-                    )
-        if len(found) >= req.limit or len(seqs) < CANDIDATES_PER_ROUND:
-            break
-        below = f"({min(seqs)}"
-    return found
-
-
-async def _candidates(store: ChatStore, keys: list[str], below: str) -> list[int]:
-    """Up to a round's worth of seqs present under every term, newest first."""
-    client = store.redis
-    if len(keys) == 1:
-        raw: Any = await client.zrevrangebyscore(
-            keys[0], below, "-inf", start=0, num=CANDIDATES_PER_ROUND
+def _hits(conv: str, messages: list[w.ChatMessage], req: w.ChatSearch) -> list[w.SearchHit]:
+    out = []
+    for msg in messages:
+        if not _wanted(msg, req):
+            continue
+        text = " ".join(t for t in (msg.text, msg.media and msg.media.name) if t)
+        if not matches(text, req.query):
+            continue
+        marked = highlight(text, req.query)
+        out.append(
+            w.SearchHit(
+                conv=conv,
+                message=msg,
+                snippet=marked.snippet,
+                ranges=[(a, b) for a, b in marked.ranges],
+            )
         )
-        return [int(s) for s in raw]
-    # Intersect from the rarest term: walk its set newest first and keep what all others have.
-    sizes = [await client.zcard(k) for k in keys]
-    order = sorted(range(len(keys)), key=lambda i: sizes[i])
-    if sizes[order[0]] == 0:
-        return []
-    rarest, others = keys[order[0]], [keys[i] for i in order[1:]]
-    out: list[int] = []
-    cursor = below
-    while len(out) < CANDIDATES_PER_ROUND:
-        page: Any = await client.zrevrangebyscore(rarest, cursor, "-inf", start=0, num=500)
-        if not page:
-            break
-        async with client.pipeline(transaction=False) as pipe:
-            for key in others:
-                pipe.zmscore(key, page)
-            scores = await pipe.execute()
-        for i, member in enumerate(page):
-            if all(s[i] is not None for s in scores):
-                out.append(int(member))
-        cursor = f"({int(page[-1])}"
-        if len(page) < 500:
-            break
-    return out[:CANDIDATES_PER_ROUND]
+    return out
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _wanted(msg: w.ChatMessage, req: w.ChatSearch) -> bool:

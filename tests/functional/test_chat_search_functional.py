@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from chat import search as chat_search
 from chat import wire as w
 from huddle.chat import ChatClient
 from huddle.client import RequestError
@@ -103,3 +104,21 @@ async def test_search_works_across_nodes(start_node: StartNode) -> None:
     conv = (await alice.create("group", "g", ["bob"])).conv
     await alice.send(conv, "多节点搜索 works")
     assert texts(await search(bob, "节点")) == ["多节点搜索 works"]
+
+
+async def test_filtered_matches_are_found_past_the_first_rounds(
+    start_node: StartNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chat_search, "CANDIDATES_PER_ROUND", 4)
+    node = await start_node(chat_send_per_s=1000)
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    conv = (await alice.create("group", "g", ["bob"])).conv
+    other = (await alice.create("group", "other", ["bob"])).conv
+    await bob.send(conv, "weekly report draft one")
+    await bob.send(conv, "weekly report draft two")
+    for i in range(20):  # newer matches by someone else, and words apart
+        await alice.send(conv, f"weekly report {i}")
+        await alice.send(other, f"draft of the weekly report {i}")
+    found = await search(bob, "report draft", sender="bob")
+    assert texts(found) == ["weekly report draft two", "weekly report draft one"]
+    assert len(await search(bob, "weekly report", limit=50)) == 42
