@@ -1,0 +1,376 @@
+"""Figures of the chat load benchmark: per phase and per target, the summary, the report.
+
+``benchmarks.chat_load`` runs the phases; :func:`phase_figures` turns what the drivers sent
+and received in one phase into its figures, and :func:`report` prints them beside the bare
+relay's, with the CPU shares that tell a server-bound run from a client-bound one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from benchmarks.chat_driver import DeliveryResult, Kind, PhaseKind, PhaseSpec, SendResult
+from benchmarks.chat_servers import CpuUse
+from benchmarks.signaling_load import _fmt, _ratio, _table, percentile
+
+SATURATED: Final = 0.85  # a process above this share of one core is taken as saturated
+DISTURBED: Final = 0.15  # others above this share of the machine disturb a phase
+SLOT_S: Final = 0.1
+WORST_SLOTS: Final = 5
+
+TARGET_P99_MS: Final = 50.0
+TARGET_RATE: Final = 5000.0
+TARGET_VS_BARE: Final = 0.5
+
+
+# --- figures ----------------------------------------------------------------------------
+
+
+@dataclass
+class PhaseFigures:
+    kind: PhaseKind
+    seconds: float
+    offered_per_s: float | None  # paced: the deliveries/s asked for
+    messages: int
+    messages_per_s: float
+    expected: int  # deliveries to members other than the sender
+    deliveries: int
+    deliveries_per_s: float  # received within the phase's window / its length
+    deliveries_per_server_cpu_s: float | None
+    deliveries_per_driver_cpu_s: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    late_share: float | None  # deliveries later than the latency target
+    # 100 ms slots (by arrival) whose latest delivery was later than the target, and the
+    # worst of them as (seconds after the start, max ms, deliveries): stalls or overload.
+    late_slots: int
+    worst_slots: list[tuple[float, float, int]]
+    lost: int
+    lost_echo: int
+    duplicated: int
+    out_of_order: int
+    extra: int
+    stale: int
+    send_errors: int
+    send_lateness_p99_ms: float | None  # paced: how far behind schedule the drivers sent
+    waited_s: float  # after the last send, until every expected delivery arrived
+    closed: dict[str, int]
+    first_errors: list[str]
+    cpu: CpuUse
+
+
+@dataclass
+class TargetResult:
+    name: str
+    kind: Kind
+    nodes: int
+    clients: int
+    connected: int
+    setup_errors: int
+    setup_s: float
+    phases: dict[str, PhaseFigures]
+    first_errors: list[str]
+    server_log: dict[str, dict[str, int]]
+    server_counters: dict[str, dict[str, float]]
+
+    def phase(self, kind: PhaseKind) -> PhaseFigures | None:
+        return self.phases.get(kind)
+
+    def total(self, name: str) -> int:
+        return sum(int(getattr(p, name)) for p in self.phases.values())
+
+
+@dataclass
+class Options:
+    """A run's settings: the report describes them, the JSON holds them as ``config``."""
+
+    clients: int
+    rate: float
+    duration: float
+    drivers: int
+    senders_per_group: int
+    seed: int
+    api_key: str
+    api_secret: str
+    skip_two_nodes: bool
+    skip_bare: bool
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def _slots(start: float, deliveries: list[tuple[float, float]]) -> list[tuple[float, float, int]]:
+    """(seconds after ``start``, latest delivery in ms, deliveries) per 100 ms of arrivals."""
+    worst: dict[int, float] = {}
+    count: Counter[int] = Counter()
+    for received, latency in deliveries:
+        slot = int((received - start) / SLOT_S)
+        worst[slot] = max(worst.get(slot, 0.0), latency)
+        count[slot] += 1
+    return [(round(i * SLOT_S, 1), worst[i] * 1000, count[i]) for i in sorted(worst)]
+
+
+def phase_figures(
+    phase: PhaseSpec,
+    sends: Sequence[SendResult],
+    got: Sequence[DeliveryResult],
+    cpu: CpuUse,
+) -> PhaseFigures:
+    """One phase's figures from what every driver sent and received, and the CPU it took."""
+    latencies = [x for r in got for x in r.latencies]
+    arrivals = [pair for r in got for pair in zip(r.received, r.latencies, strict=True)]
+    slots = _slots(phase.start_at, arrivals)
+    late_slots = [s for s in slots if s[1] > TARGET_P99_MS]
+    lateness = [x for r in sends for x in r.lateness]
+    messages = sum(len(r.sent) for r in sends)
+    in_window = sum(r.in_window for r in got)
+    closed: Counter[str] = Counter()
+    for r in got:
+        closed.update(r.closed)
+    return PhaseFigures(
+        kind=phase.kind,
+        seconds=phase.duration,
+        offered_per_s=None if phase.kind == "saturated" else phase.rate,
+        messages=messages,
+        messages_per_s=messages / phase.duration,
+        expected=sum(r.expected for r in got),
+        deliveries=sum(r.deliveries for r in got),
+        deliveries_per_s=in_window / phase.duration,
+        deliveries_per_server_cpu_s=in_window / cpu.servers_s if cpu.servers_s > 0 else None,
+        deliveries_per_driver_cpu_s=in_window / cpu.drivers_s if cpu.drivers_s > 0 else None,
+        p50_ms=_ms(percentile(latencies, 50)),
+        p99_ms=_ms(percentile(latencies, 99)),
+        max_ms=_ms(max(latencies) if latencies else None),
+        late_share=(
+            sum(x > TARGET_P99_MS / 1000 for x in latencies) / len(latencies) if latencies else None
+        ),
+        late_slots=len(late_slots),
+        worst_slots=sorted(slots, key=lambda s: -s[1])[:WORST_SLOTS],
+        lost=sum(r.lost for r in got),
+        lost_echo=sum(r.lost_echo for r in got),
+        duplicated=sum(r.duplicated for r in got),
+        out_of_order=sum(r.out_of_order for r in got),
+        extra=sum(r.extra for r in got),
+        stale=sum(r.stale for r in got),
+        send_errors=sum(r.errors for r in sends),
+        send_lateness_p99_ms=_ms(percentile(lateness, 99)),
+        waited_s=max(r.waited_s for r in got),
+        closed=dict(closed),
+        first_errors=sorted({r.first_error for r in sends if r.first_error}),
+        cpu=cpu,
+    )
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def _pct(share: float) -> str:
+    return f"{share:.0%}"
+
+
+def _get(result: TargetResult | None, kind: PhaseKind, name: str) -> float | None:
+    phase = result.phase(kind) if result is not None else None
+    value = getattr(phase, name) if phase is not None else None
+    return None if value is None else float(value)
+
+
+def _share(result: TargetResult, kind: PhaseKind) -> float | None:
+    share = _get(result, kind, "late_share")
+    return None if share is None else 100 * share
+
+
+def _per_node(result: TargetResult, kind: PhaseKind) -> float | None:
+    rate = _get(result, kind, "deliveries_per_s")
+    return None if rate is None else rate / result.nodes
+
+
+def _rows(
+    one: TargetResult, two: TargetResult | None, bare: TargetResult | None
+) -> list[tuple[str, ...]]:
+    def row(
+        label: str, get: Callable[[TargetResult], float | None], digits: int = 1
+    ) -> tuple[str, ...]:
+        values = [get(t) if t is not None else None for t in (one, two, bare)]
+        return (
+            label,
+            *(_fmt(v, digits) for v in values),
+            _fmt(_ratio(values[0], values[2]), 2),
+        )
+
+    def phase(kind: PhaseKind, name: str) -> Callable[[TargetResult], float | None]:
+        return lambda t: _get(t, kind, name)
+
+    return [
+        row("clients connected", lambda t: t.connected, 0),
+        row("paced: deliveries/s", phase("paced", "deliveries_per_s"), 0),
+        row("paced: messages/s", phase("paced", "messages_per_s")),
+        row("paced: latency p50 (ms)", phase("paced", "p50_ms"), 2),
+        row("paced: latency p99 (ms)", phase("paced", "p99_ms"), 2),
+        row("paced: latency max (ms)", phase("paced", "max_ms"), 2),
+        row(f"paced: share > {TARGET_P99_MS:g} ms (%)", lambda t: _share(t, "paced"), 2),
+        row("paced: driver send lateness p99 (ms)", phase("paced", "send_lateness_p99_ms"), 2),
+        row("saturated: deliveries/s", phase("saturated", "deliveries_per_s"), 0),
+        row("saturated: messages/s", phase("saturated", "messages_per_s")),
+        row("  per node", lambda t: _per_node(t, "saturated"), 0),
+        row("  per server CPU second", phase("saturated", "deliveries_per_server_cpu_s"), 0),
+        row("  per driver CPU second", phase("saturated", "deliveries_per_driver_cpu_s"), 0),
+        row("saturated: latency p50 (ms)", phase("saturated", "p50_ms")),
+        row("saturated: latency p99 (ms)", phase("saturated", "p99_ms")),
+        row("deliveries checked (all phases)", lambda t: t.total("expected"), 0),
+        row("lost (to others + echoes)", lambda t: t.total("lost") + t.total("lost_echo"), 0),
+        row("duplicated", lambda t: t.total("duplicated"), 0),
+        row("out of order", lambda t: t.total("out_of_order"), 0),
+        row("unexpected (not accepted)", lambda t: t.total("extra"), 0),
+        row("errors (setup + sends)", lambda t: t.setup_errors + t.total("send_errors"), 0),
+    ]
+
+
+def _cpu_rows(results: Sequence[TargetResult]) -> list[tuple[str, ...]]:
+    return [
+        (
+            f"{r.name} {kind}",
+            f"{p.cpu.wall_s:.1f}",
+            "+".join(_pct(c) for c in p.cpu.servers_core),
+            _pct(p.cpu.redis_core),
+            "+".join(_pct(c) for c in p.cpu.drivers_core),
+            _pct(p.cpu.machine_busy),
+            _pct(p.cpu.kernel_busy),
+            _pct(p.cpu.others_busy),
+        )
+        for r in results
+        for kind, p in r.phases.items()
+        if kind != "warm-up"
+    ]
+
+
+def bottleneck(use: CpuUse) -> str:
+    """Which process limited a saturated phase, from the CPU shares."""
+    servers = "+".join(_pct(c) for c in use.servers_core)
+    drivers = "+".join(_pct(c) for c in use.drivers_core)
+    facts = (
+        f"server {servers}, redis {_pct(use.redis_core)}, drivers {drivers}, "
+        f"machine {_pct(use.machine_busy)}"
+    )
+    if any(c >= SATURATED for c in use.servers_core):
+        return f"server-bound (a server process uses at most one core): {facts}"
+    if use.machine_busy >= SATURATED:
+        return f"machine-bound, every core busy, so the servers' own limit is higher: {facts}"
+    if any(c >= SATURATED for c in use.drivers_core):
+        return f"client-bound, a driver saturated its core (raise --drivers): {facts}"
+    if use.redis_core >= SATURATED:
+        return f"redis-bound: {facts}"
+    return f"no process saturated (latency-bound): {facts}"
+
+
+def summary(
+    one: TargetResult, two: TargetResult | None, bare: TargetResult | None
+) -> dict[str, float | int | None]:
+    huddle = [t for t in (one, two) if t is not None]
+    return {
+        "p99_ms": _get(one, "paced", "p99_ms"),
+        "deliveries_per_s": _get(one, "saturated", "deliveries_per_s"),
+        "deliveries_vs_bare": _ratio(
+            _get(one, "saturated", "deliveries_per_s"), _get(bare, "saturated", "deliveries_per_s")
+        ),
+        "deliveries_per_cpu_vs_bare": _ratio(
+            _get(one, "saturated", "deliveries_per_server_cpu_s"),
+            _get(bare, "saturated", "deliveries_per_server_cpu_s"),
+        ),
+        "lost": sum(t.total("lost") + t.total("lost_echo") for t in huddle),
+        "duplicated": sum(t.total("duplicated") for t in huddle),
+        "out_of_order": sum(t.total("out_of_order") for t in huddle),
+        "deliveries_per_s_two_nodes": _get(two, "saturated", "deliveries_per_s"),
+        "bare_deliveries_per_s": _get(bare, "saturated", "deliveries_per_s"),
+    }
+
+
+def targets(figures: dict[str, float | int | None], rate: float) -> dict[str, dict[str, Any]]:
+    def goal(value: float | int | None, text: str, ok: Callable[[float], bool]) -> dict[str, Any]:
+        return {"target": text, "value": value, "met": None if value is None else ok(value)}
+
+    p99_text = f"< {TARGET_P99_MS:g} at {rate:,.0f} deliveries/s"
+    if rate != TARGET_RATE:
+        p99_text += f" (the target is at {TARGET_RATE:,.0f})"
+    return {
+        "p99_ms": goal(figures["p99_ms"], p99_text, lambda v: v < TARGET_P99_MS),
+        "deliveries_vs_bare": goal(
+            figures["deliveries_vs_bare"], f">= {TARGET_VS_BARE}", lambda v: v >= TARGET_VS_BARE
+        ),
+        "lost": goal(figures["lost"], "0", lambda v: v == 0),
+        "duplicated": goal(figures["duplicated"], "0", lambda v: v == 0),
+        "out_of_order": goal(figures["out_of_order"], "0", lambda v: v == 0),
+    }
+
+
+def report(
+    opts: Options,
+    sizes: Sequence[int],
+    one: TargetResult,
+    two: TargetResult | None,
+    bare: TargetResult | None,
+) -> str:
+    results = [t for t in (one, two, bare) if t is not None]
+    fanout = sum(s * (s - 1) for s in sizes) / sum(sizes)
+    lines = [
+        f"chat_load: N={opts.clients} clients in {len(sizes)} groups "
+        f"({', '.join(map(str, sizes))}), {opts.drivers} driver process(es), "
+        f"{opts.duration:g} s per phase, {os.cpu_count()} cores",
+        f"paced: {opts.rate:,.0f} deliveries/s to members other than the sender (every client "
+        f"sends as often, {opts.rate / fanout:,.1f} messages/s); saturated: the first "
+        f"{opts.senders_per_group} members of each group send back to back, each waiting for "
+        "its own copy; the sender's copy is checked, not counted as a delivery",
+        "",
+        *_table(
+            _rows(one, two, bare),
+            ("metric", "huddle 1 node", "huddle 2 nodes", "bare", "1 node / bare"),
+        ),
+        "",
+        "CPU over each phase's sending window, share of one core (machine and the columns "
+        "after it: of all cores)",
+        *_table(
+            _cpu_rows(results),
+            ("phase", "wall s", "servers", "redis", "drivers", "machine", "irq+steal", "others"),
+        ),
+        "",
+    ]
+    for result in results:
+        saturated = result.phase("saturated")
+        if saturated is not None:
+            lines.append(f"{result.name} saturated: {bottleneck(saturated.cpu)}")
+        for kind, p in result.phases.items():
+            if p.cpu.others_busy >= DISTURBED and kind != "warm-up":
+                lines.append(
+                    f"WARNING {result.name} {kind}: other processes kept "
+                    f"{p.cpu.others_busy:.0%} of the machine busy; figures disturbed"
+                )
+            if kind == "paced" and p.late_slots:
+                worst = ", ".join(f"{t:g} s: {ms:.0f} ms" for t, ms, _ in p.worst_slots[:3])
+                lines.append(
+                    f"{result.name} paced: {p.late_slots} of {p.seconds / SLOT_S:.0f} slots of "
+                    f"{SLOT_S * 1000:.0f} ms had a delivery > {TARGET_P99_MS:g} ms; worst: {worst}"
+                )
+            if p.closed:
+                lines.append(f"{result.name} {kind}: connections dropped, by code: {p.closed}")
+            if p.stale:
+                lines.append(f"{result.name} {kind}: {p.stale} deliveries of an earlier phase")
+            lines.extend(f"{result.name} {kind} send error: {e}" for e in p.first_errors)
+        lines.extend(f"{result.name} setup error: {e}" for e in result.first_errors)
+        for name, problems in result.server_log.items():
+            lines.extend(f"{result.name} {name} log: {n} x {m}" for m, n in problems.items())
+        for name, counters in result.server_counters.items():
+            if counters:
+                lines.append(f"{result.name} {name} counters: {counters}")
+    goals = targets(summary(one, two, bare), opts.rate)
+    verdict = {True: "yes", False: "NO", None: "-"}
+    rows = [
+        (name, _fmt(goal["value"], 2), goal["target"], verdict[goal["met"]])
+        for name, goal in goals.items()
+    ]
+    lines.extend(["", *_table(rows, ("target", "measured", "goal", "met"))])
+    return "\n".join(lines)

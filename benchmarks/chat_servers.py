@@ -1,0 +1,214 @@
+"""The servers the chat load benchmark starts, and what it reads of them.
+
+``benchmarks.chat_load`` starts the Huddle nodes and the bare relay here (on one
+redis-server it starts itself), reads their logs and counters after a target's run, and
+clocks the CPU of the servers, Redis and the driver processes over each phase's window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from benchmarks.procs import (
+    cpu_seconds,
+    free_port,
+    machine_busy_seconds,
+    start_logged,
+    stop_process,
+    wait_healthy,
+)
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def start_servers(
+    folder: Path, redis_url: str, api_key: str, api_secret: str, nodes: int, bare: bool
+) -> list[Server]:
+    """Start the nodes and the bare relay (all at once: see ``wait_servers``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_")}
+    env.update(
+        REDIS_URL=redis_url,
+        HUDDLE_API_KEY=api_key,
+        HUDDLE_API_SECRET=api_secret,
+        # Measure the node, not its limiters: one device sends far above a person's rate.
+        HUDDLE_RATE_PER_S="100000",
+        HUDDLE_RATE_BURST="100000",
+        HUDDLE_CHAT_SEND_PER_S="1000000",
+        # Chat only: no SFU worker processes competing for the two cores.
+        HUDDLE_SFU_WORKERS="0",
+        HUDDLE_LOG_LEVEL="warning",
+    )
+    servers: list[Server] = []
+    try:
+        for i in range(nodes):
+            port = free_port()
+            cmd = [sys.executable, "-m", "huddle", "serve", "--port", str(port),
+                   "--data-dir", str(folder / f"node{i + 1}")]  # fmt: skip
+            log = folder / f"node{i + 1}.log"
+            proc = start_logged(cmd, env, log)
+            servers.append(Server(f"node{i + 1}", f"http://127.0.0.1:{port}", proc, log))
+        if bare:
+            port = free_port()
+            cmd = [sys.executable, "-m", "benchmarks.chat_bare", "--port", str(port),
+                   "--redis-url", redis_url]  # fmt: skip
+            log = folder / "bare.log"
+            proc = start_logged(cmd, dict(os.environ), log)
+            servers.append(Server("bare", f"http://127.0.0.1:{port}", proc, log))
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers
+
+
+def wait_servers(servers: Sequence[Server]) -> None:
+    for server in servers:
+        wait_healthy(server.url, server.proc, server.log_path)
+
+
+def stop_servers(servers: Sequence[Server]) -> None:
+    """SIGTERM to all first: they shut down side by side."""
+    for server in servers:
+        if server.proc.poll() is None:
+            server.proc.terminate()
+    for server in servers:
+        stop_process(server.proc)
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    total = cpu_seconds(pid)
+    with contextlib.suppress(psutil.Error):
+        total += sum(cpu_seconds(c.pid) for c in psutil.Process(pid).children(recursive=True))
+    return total
+
+
+def log_problems(path: Path) -> dict[str, int]:
+    """Warnings and errors a server logged, counted by message."""
+    seen: Counter[str] = Counter()
+    if not path.exists():
+        return {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if line.strip():
+                seen[line.strip()[:120]] += 1
+            continue
+        if isinstance(record, dict) and record.get("level") in ("warning", "error", "critical"):
+            detail = f" ({record['error']})" if "error" in record else ""
+            seen[f"{record['level']}: {record.get('msg')}{detail}"[:200]] += 1
+    return dict(seen)
+
+
+def node_counters(url: str) -> dict[str, float]:
+    """Error replies and closes by code from a node's /metrics."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except (OSError, urllib.error.URLError):
+        return {}
+    counters: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("huddle_ws_errors_total", "huddle_ws_closes_total")):
+            name, _, value = line.rpartition(" ")
+            if float(value):
+                counters[name] = float(value)
+    return counters
+
+
+# --- measuring --------------------------------------------------------------------------
+
+
+@dataclass
+class CpuUse:
+    """CPU over a phase's sending window, as a share of one core (1.0 = one core busy)."""
+
+    wall_s: float
+    servers_core: list[float]  # each server process with its children
+    redis_core: float
+    drivers_core: list[float]
+    machine_busy: float  # system-wide, as a share of all cores
+    # Of that: interrupts (mostly the loopback traffic's softirq) and time the hypervisor took.
+    kernel_busy: float
+    others_busy: float  # and what neither our processes nor the kernel explain
+    servers_s: float  # CPU seconds of the servers together
+    drivers_s: float
+
+
+def _kernel_seconds() -> float:
+    times = psutil.cpu_times()
+    return sum(float(getattr(times, f, 0.0)) for f in ("irq", "softirq", "steal"))
+
+
+class CpuClock:
+    """CPU of the target's servers, Redis and the drivers; ``idle`` are our other processes
+    (the servers of the other targets, this script), counted only to tell others apart."""
+
+    def __init__(
+        self,
+        servers: Sequence[int],
+        redis_pid: int,
+        drivers: Sequence[int],
+        idle: Sequence[int],
+    ) -> None:
+        self._servers, self._redis, self._drivers = list(servers), redis_pid, list(drivers)
+        self._idle = list(idle)
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, list[float], float, list[float], float, float, float, float]:
+        return (
+            time.monotonic(),
+            [_tree_cpu_seconds(pid) for pid in self._servers],
+            cpu_seconds(self._redis),
+            [cpu_seconds(pid) for pid in self._drivers],
+            # This script's own process alone: its children are the measured ones.
+            sum(
+                cpu_seconds(pid) if pid == os.getpid() else _tree_cpu_seconds(pid)
+                for pid in self._idle
+            ),
+            _kernel_seconds(),
+            *machine_busy_seconds(),
+        )
+
+    def stop(self) -> CpuUse:
+        t0, s0, r0, d0, i0, k0, b0, all0 = self._start
+        t1, s1, r1, d1, i1, k1, b1, all1 = self._sample()
+        wall = max(t1 - t0, 1e-9)
+        servers = [b - a for a, b in zip(s0, s1, strict=True)]
+        drivers = [b - a for a, b in zip(d0, d1, strict=True)]
+        ours = sum(servers) + (r1 - r0) + sum(drivers) + (i1 - i0)
+        every = max(all1 - all0, 1e-9)
+        machine, kernel = (b1 - b0) / every, (k1 - k0) / every
+        return CpuUse(
+            wall_s=wall,
+            servers_core=[s / wall for s in servers],
+            redis_core=(r1 - r0) / wall,
+            drivers_core=[d / wall for d in drivers],
+            machine_busy=machine,
+            kernel_busy=kernel,
+            others_busy=max(0.0, machine - kernel - ours / (wall * (os.cpu_count() or 1))),
+            servers_s=sum(servers),
+            drivers_s=sum(drivers),
+        )
