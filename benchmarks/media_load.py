@@ -70,6 +70,12 @@ class Phase:
     driver_cpu: float  # share of one core the driver used
     server_cpu: float
     errors: int = 0
+    # Server CPU per request (its process, all threads; not Redis), milliseconds.
+    server_ms_per_request: float = 0.0
+
+    def __post_init__(self) -> None:
+        requests = self.mib_per_s * self.seconds / self.size_mib
+        self.server_ms_per_request = self.server_cpu * self.seconds / max(requests, 1) * 1e3
 
 
 class Meter:
@@ -374,6 +380,15 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "download_vs_aiohttp_static": min(ratios),
         "download_vs_aiohttp_static_each": ratios,
         "download_vs_aiohttp_static_sendfile_each": reference,
+        "server_ms_per_request": {
+            f"{p.size_mib:g}MiB x{p.clients}": {
+                q.name: q.server_ms_per_request
+                for q in phases
+                if q.name != "upload" and (q.size_mib, q.clients) == (p.size_mib, p.clients)
+            }
+            for p in phases
+            if p.name == "download"
+        },
         "upload_rss_growth_mib": growth,
         "upload_mib_per_s_largest": {
             str(p.clients): p.mib_per_s
@@ -391,12 +406,13 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_table(results: dict[str, Any], summary: dict[str, Any]) -> None:
-    head = ("phase", "MiB", "clients", "MiB/s", "s", "server cpu", "driver cpu")
-    print("{:<9} {:>7} {:>7} {:>9} {:>7} {:>10} {:>10}".format(*head))
+    head = ("phase", "MiB", "clients", "MiB/s", "s", "server cpu", "ms/req", "driver cpu")
+    print("{:<9} {:>7} {:>7} {:>9} {:>7} {:>10} {:>8} {:>10}".format(*head))
     for p in results["phases"]:
         errors = f"  errors={p.errors}" if p.errors else ""
         print(f"{p.name:<9} {p.size_mib:>7g} {p.clients:>7} {p.mib_per_s:>9.1f} {p.seconds:>7.2f}"
-              f" {p.server_cpu:>10.2f} {p.driver_cpu:>10.2f}{errors}")  # fmt: skip
+              f" {p.server_cpu:>10.2f} {p.server_ms_per_request:>8.3f}"
+              f" {p.driver_cpu:>10.2f}{errors}")  # fmt: skip
     rss = results["rss"]
     print(f"large upload: {rss['upload_mib']:g} MiB at {rss['upload_mib_per_s']:.1f} MiB/s, "
           f"server RSS {rss['base_mib']:.1f} -> peak {rss['peak_mib']:.1f} MiB "

@@ -141,9 +141,7 @@ def spawn_sync(redis_dir: Path, binary: str | None = None) -> tuple[subprocess.P
 class EmbeddedRedis:
     """Supervises one redis-server child process for a node."""
 
-    def __init__(
-        self, data_dir: Path, binary: str | None = None, fsync: str = "everysec"
-    ) -> None:
+    def __init__(self, data_dir: Path, binary: str | None = None, fsync: str = "everysec") -> None:
         self.redis_dir = data_dir / "redis"
         self.binary = find_redis_server(binary)
         self.fsync = fsync

@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
 from aiohttp import hdrs, web
 
-from media_store import http_rules
+from media_store import http_rules, sendfile
 from media_store.errors import MediaError
 from media_store.service import MediaService
 from media_store.sniff import content_disposition, content_type
-from signaling.auth import AuthError, verify_token
+from signaling.auth import AuthError
 from signaling.server import json_error
 
 log = logging.getLogger("huddle.media.http")
@@ -39,7 +40,7 @@ def identity(request: web.Request) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise MediaError(401, "unauthorized", "an Authorization: Bearer token is required")
     try:
-        claims = verify_token(token.strip(), keys=request.app[MEDIA].token_keys)
+        claims = request.app[MEDIA].tokens.verify(token.strip())
     except AuthError as exc:
         raise MediaError(401, "unauthorized", exc.message) from None
     return claims.identity
@@ -68,12 +69,15 @@ async def send_blob(
     request: web.Request,
     *,
     digest: str,
-    size: int,
+    size: int | None,
     mime: str,
     name: str,
     extra_headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
-    """The blob's bytes with Range, ETag/If-None-Match and safe type and disposition."""
+    """The blob's bytes with Range, ETag/If-None-Match and safe type and disposition.
+
+    ``size`` None: the stored blob's own size (a derived blob, which has no record of it).
+    """
     store = request.app[MEDIA].store
     etag = http_rules.etag_for(digest)
     headers = {
@@ -86,6 +90,34 @@ async def send_blob(
     }
     if http_rules.none_match(request.headers.get(hdrs.IF_NONE_MATCH), etag):
         return web.Response(status=304, headers=headers)
+    path = store.local_path(digest)
+    if path is None or sendfile.socket_fd(request.transport) is None:
+        if size is None:
+            size = await store.size(digest)
+        if size is None:
+            raise _missing(digest)
+        return await _respond(
+            request, headers, etag, size, mime, name, functools.partial(store.read, digest)
+        )
+    fd, size_on_disk = await _open(path, digest)
+    try:
+        size = size_on_disk if size is None else size
+        return await _respond(request, headers, etag, size, mime, name, fd)
+    finally:
+        os.close(fd)
+
+
+async def _respond(
+    request: web.Request,
+    headers: dict[str, str],
+    etag: str,
+    size: int,
+    mime: str,
+    name: str,
+    body: int | Callable[[int, int], AsyncIterator[bytes]],
+) -> web.StreamResponse:
+    """The response for a blob of ``size`` bytes: ``body`` is a descriptor of the open file
+    (sent with sendfile) or reads bytes ``start`` to ``end`` from the store."""
     byte_range = None
     if_range = request.headers.get(hdrs.IF_RANGE)
     if if_range is None or if_range.strip() == etag:
@@ -103,40 +135,44 @@ async def send_blob(
     resp = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
     resp.content_length = end - start
     await resp.prepare(request)
-    if request.method == hdrs.METH_HEAD or end == start:
-        await resp.write_eof()
-        return resp
     try:
-        if not await _sendfile(request, store.local_path(digest), start, end - start):
-            async for chunk in store.read(digest, start, end):
-                await resp.write(chunk)
+        if request.method != hdrs.METH_HEAD and end > start:
+            if isinstance(body, int):
+                transport = request.transport
+                if transport is None:
+                    raise ConnectionResetError("the connection closed before the download")
+                await sendfile.send(transport, body, start, end - start)
+            else:
+                async for chunk in body(start, end):
+                    await resp.write(chunk)
         await resp.write_eof()
     except ConnectionError:
-        log.debug("download interrupted", extra={"digest": digest})
+        # Cut short: the connection must not carry another response.
+        resp.force_close()
+        log.debug("download interrupted", extra={"etag": etag})
+    except EOFError:
+        resp.force_close()
+        log.error("stored blob shorter than its record", extra={"etag": etag})
     return resp
 
 
-def _has_sendfile(loop: asyncio.AbstractEventLoop) -> bool:
-    # uvloop inherits AbstractEventLoop.sendfile, which only raises NotImplementedError.
-    return type(loop).sendfile is not asyncio.AbstractEventLoop.sendfile
+def _missing(digest: str) -> MediaError:
+    log.error("stored blob missing", extra={"digest": digest})
+    return MediaError(404, "not_found", "the file's contents are missing")
 
 
-async def _sendfile(request: web.Request, path: Path | None, offset: int, count: int) -> bool:
-    """Send a local file with the kernel's sendfile, as aiohttp's own FileResponse does."""
-    transport = request.transport
-    loop = asyncio.get_running_loop()
-    if (
-        path is None
-        or transport is None
-        or not _has_sendfile(loop)
-        or transport.get_extra_info("sslcontext")
-    ):
-        return False
-    f = await asyncio.to_thread(path.open, "rb")
+async def _open(path: Path, digest: str) -> tuple[int, int]:
+    """A descriptor of the blob and its size, in one trip to the thread pool."""
     try:
-        await loop.sendfile(transport, f, offset, count)
-    except NotImplementedError:
-        return False
-    finally:
-        f.close()
-    return True
+        return await asyncio.to_thread(_open_sync, path)
+    except FileNotFoundError:
+        raise _missing(digest) from None
+
+
+def _open_sync(path: Path) -> tuple[int, int]:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return fd, os.fstat(fd).st_size
+    except BaseException:
+        os.close(fd)
+        raise

@@ -7,17 +7,21 @@ in (``media_key(id, "shared")``, a set the chat module adds conversation ids to)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Final
 
 import msgspec
 import redis.asyncio as redis
+from redis.exceptions import NoScriptError
 
 from signaling.keys import conv_key, media_key
 
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 THUMB_SIZES: Final = ("small", "large")
+# Records a node keeps in memory (a few hundred bytes each; waveforms up to ~1 KiB).
+META_CACHE_CAPACITY: Final = 4096
 
 
 class MediaMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -114,23 +118,111 @@ async def get_meta(client: redis.Redis, media_id: str) -> MediaMeta | None:
     return from_hash({text(k): text(v) for k, v in raw.items()}) if raw else None
 
 
-async def may_view(client: redis.Redis, meta: MediaMeta, user: str) -> bool:
-    """The owner, or a member of a conversation the file was shared in."""
-    if meta.owner == user:
-        return True
-    convs = await client.smembers(media_key(meta.id, "shared"))
-    if not convs:
-        return False
-    async with client.pipeline(transaction=False) as pipe:
-        for conv in convs:
-            pipe.hexists(conv_key(text(conv), "members"), user)
-        results = await pipe.execute()
-    return any(results)
+class MetaCache:
+    """Records already read, by file id, so that a download need not fetch every field.
+
+    A file's record is written once and never changed, only deleted (ids are never reused),
+    so a copy stays true; it is served only after ``find_visible``'s live check that the
+    record still exists with the same ``created`` stamp and that the requester may see it.
+    """
+
+    def __init__(self, capacity: int = META_CACHE_CAPACITY) -> None:
+        self.capacity = capacity
+        self._metas: dict[str, tuple[str, MediaMeta]] = {}
+
+    def get(self, media_id: str, created: str) -> MediaMeta | None:
+        hit = self._metas.get(media_id)
+        return hit[1] if hit is not None and hit[0] == created else None
+
+    def put(self, created: str, meta: MediaMeta) -> None:
+        if meta.id not in self._metas and len(self._metas) >= self.capacity:
+            del self._metas[next(iter(self._metas))]  # the oldest
+        self._metas[meta.id] = (created, meta)
+
+    def __contains__(self, media_id: object) -> bool:
+        return media_id in self._metas
+
+    def __len__(self) -> int:
+        return len(self._metas)
+
+
+# The record and the access rule (owner, or a member of a conversation the file was shared
+# in) in one round trip, read at one instant; every field only when the caller has no copy
+# of the record. The conversations' members keys are built in the script (ARGV's prefix and
+# suffix around the id): like the media store's other scripts, it assumes one Redis shard.
+_VISIBLE: Final = """
+-- KEYS: meta, shared
+-- ARGV: user, members key before the conversation id, after it, '1' to get every field,
+--       '1' to check access ('0' for a signed URL, checked before)
+-- Returns {0}: no such file; {1}: the user may not see it; else {2, created[, fields]}.
+local id, digest, owner, created =
+  unpack(redis.call('HMGET', KEYS[1], 'id', 'digest', 'owner', 'created'))
+if not (id and digest) then return {0} end
+local user = ARGV[1]
+local visible = ARGV[5] == '0' or owner == user
+if not visible then
+  for _, conv in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if redis.call('HEXISTS', ARGV[2] .. conv .. ARGV[3], user) == 1 then
+      visible = true
+      break
+    end
+  end
+end
+if not visible then return {1} end
+if ARGV[4] == '1' then return {2, created or '', redis.call('HGETALL', KEYS[1])} end
+return {2, created or ''}
+"""
+_VISIBLE_SHA: Final = hashlib.sha1(_VISIBLE.encode()).hexdigest()
+_MEMBERS_AROUND: Final = tuple(conv_key("\0", "members").split("\0"))
+_MISSING, _HIDDEN, _SEEN = 0, 1, 2
+
+
+async def find_visible(
+    client: redis.Redis, media_id: str, user: str | None, known: MetaCache | None = None
+) -> tuple[bool, MediaMeta | None]:
+    """Whether the file exists, and its record if ``user`` may see it; one round trip.
+
+    ``user`` None skips the access check (a signed URL, checked by the caller). With
+    ``known``, a record read once is not read again, only checked.
+    """
+    if not valid_id(media_id):
+        return False, None
+    copied = known is not None and media_id in known
+    status, created, meta = await _visible(client, media_id, user, every_field=not copied)
+    if status == _SEEN and meta is None and known is not None:
+        meta = known.get(media_id, created)
+        if meta is None:
+            # Not the record the copy was made of: read it all.
+            status, created, meta = await _visible(client, media_id, user, every_field=True)
+    if status != _SEEN or meta is None:
+        return status == _HIDDEN, None
+    if known is not None:
+        known.put(created, meta)
+    return True, meta
+
+
+async def _visible(
+    client: redis.Redis, media_id: str, user: str | None, *, every_field: bool
+) -> tuple[int, str, MediaMeta | None]:
+    """The script's status, the record's ``created`` stamp and, if asked, the record."""
+    keys = (media_key(media_id, "meta"), media_key(media_id, "shared"))
+    args = (user or "", *_MEMBERS_AROUND, "1" if every_field else "0", "0" if user is None else "1")
+    try:
+        reply = await client.evalsha(_VISIBLE_SHA, len(keys), *keys, *args)
+    except NoScriptError:
+        # EVAL also loads the script: later calls find it by its digest.
+        reply = await client.eval(_VISIBLE, len(keys), *keys, *args)
+    status = int(reply[0])
+    if status != _SEEN:
+        return status, "", None
+    if len(reply) < 3:
+        return status, text(reply[1]), None
+    flat = [text(x) for x in reply[2]]
+    meta = from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+    # A record that is not a complete file counts as no file, as in ``get_meta``.
+    return (status, text(reply[1]), meta) if meta is not None else (_MISSING, "", None)
 
 
 async def visible_meta(client: redis.Redis, media_id: str, user: str) -> MediaMeta | None:
     """The metadata if the file exists and ``user`` may see it (what chat checks)."""
-    meta = await get_meta(client, media_id)
-    if meta is None or not await may_view(client, meta, user):
-        return None
-    return meta
+    return (await find_visible(client, media_id, user))[1]

@@ -28,7 +28,7 @@ from media_store.backend import BlobStore
 from media_store.disk import DiskStore
 from media_store.errors import MediaError, not_found
 from media_store.http import MEDIA, identity, media_errors, send_blob
-from media_store.meta import MediaMeta, get_meta, may_view
+from media_store.meta import MediaMeta, find_visible, get_meta
 from media_store.s3 import S3Store
 from media_store.service import MediaService
 from signaling.server import SETTINGS
@@ -143,21 +143,19 @@ async def _visible(request: web.Request) -> MediaMeta:
     """The requested file if the requester may see it: a token, or a valid signed URL."""
     service = request.app[MEDIA]
     media_id = request.match_info["id"]
-    meta = await get_meta(service.redis, media_id)
     sig = request.query.get("sig")
-    if sig is not None:
-        key = http_rules.url_key(service.token_keys[service.settings.api_key])
-        if not http_rules.signature_valid(
-            key, media_id, request.query.get("exp", ""), sig, time.time()
-        ):
-            raise MediaError(403, "forbidden", "the signed URL is invalid or has expired")
-        if meta is None:
-            raise not_found()
-        return meta
-    user = identity(request)
-    if meta is None:
+    if sig is None:
+        user: str | None = identity(request)
+    elif http_rules.signature_valid(
+        service.url_key, media_id, request.query.get("exp", ""), sig, time.time()
+    ):
+        user = None
+    else:
+        raise MediaError(403, "forbidden", "the signed URL is invalid or has expired")
+    exists, meta = await find_visible(service.redis, media_id, user, service.metas)
+    if not exists:
         raise not_found()
-    if not await may_view(service.redis, meta, user):
+    if meta is None:
         raise MediaError(403, "forbidden", "you may not see this file")
     return meta
 
@@ -177,7 +175,10 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     digest = {"small": meta.thumb_small, "large": meta.thumb_large}.get(size)
     if digest is None:
         raise MediaError(404, "not_found", f"no {size!r} thumbnail for this file")
-    return await _send_derived(request, meta, digest, "image/webp", f"thumb-{size}.webp")
+    # Derived blobs have no recorded size: the stored blob's own is used.
+    return await send_blob(
+        request, digest=digest, size=None, mime="image/webp", name=f"thumb-{size}.webp"
+    )
 
 
 @media_errors
@@ -186,16 +187,9 @@ async def voice(request: web.Request) -> web.StreamResponse:
     if meta.voice is None:
         raise MediaError(404, "not_found", "this file has no voice-note version")
     stem = meta.name.rsplit(".", 1)[0] or "voice"
-    return await _send_derived(request, meta, meta.voice, "audio/ogg", f"{stem}.ogg")
-
-
-async def _send_derived(
-    request: web.Request, meta: MediaMeta, digest: str, mime: str, name: str
-) -> web.StreamResponse:
-    size = await request.app[MEDIA].store.size(digest)
-    if size is None:
-        raise MediaError(404, "not_found", "the derived file is missing")
-    return await send_blob(request, digest=digest, size=size, mime=mime, name=name)
+    return await send_blob(
+        request, digest=meta.voice, size=None, mime="audio/ogg", name=f"{stem}.ogg"
+    )
 
 
 @media_errors
@@ -210,8 +204,7 @@ async def sign(request: web.Request) -> web.Response:
         raise MediaError(403, "forbidden", "a signed URL cannot mint another")
     meta = await _visible(request)
     expires = int(time.time()) + service.settings.media_signed_url_ttl_s
-    key = http_rules.url_key(service.token_keys[service.settings.api_key])
-    sig = http_rules.sign(key, meta.id, expires)
+    sig = http_rules.sign(service.url_key, meta.id, expires)
     return web.json_response(
         {"url": f"/v1/media/{meta.id}?exp={expires}&sig={sig}", "expires_at": expires}
     )

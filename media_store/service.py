@@ -21,13 +21,14 @@ from typing import Final, TypeVar
 import redis.asyncio as redis
 
 from huddle.config import Settings
-from media_store import staging
+from media_store import http_rules, staging
 from media_store.backend import BlobStore
 from media_store.derive import DeriveJob, DeriveResult, derive
 from media_store.errors import MediaError, quota_exceeded, too_large
-from media_store.meta import MediaMeta
+from media_store.meta import MediaMeta, MetaCache
 from media_store.records import Records
 from media_store.sniff import denied, safe_name, sniff
+from media_store.tokens import TokenCache
 
 log = logging.getLogger("huddle.media")
 
@@ -55,6 +56,10 @@ class MediaService:
         self.store = store
         self.root = root
         self.token_keys = token_keys
+        self.tokens = TokenCache(token_keys)
+        self.metas = MetaCache()
+        # The key of signed download URLs, derived once rather than per request.
+        self.url_key = http_rules.url_key(token_keys[settings.api_key])
         self.staging = root / "tmp"
         self.tus_dir = root / "tus"
         self.work = root / "work"

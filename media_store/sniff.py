@@ -7,6 +7,7 @@ text and markup). Pure module: no I/O.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 import urllib.parse
@@ -163,6 +164,8 @@ def safe_name(name: str | None) -> str:
     return name
 
 
+# Downloads of one file repeat the same header: computed once per (type, name).
+@functools.lru_cache(maxsize=1024)
 def content_disposition(mime: str, name: str) -> str:
     """``inline`` only for types safe to render; RFC 6266 ``filename*`` for non-ASCII names."""
     disposition = (
