@@ -30,6 +30,13 @@ def ntp_now() -> int:
     return int((time.time() + _NTP_EPOCH) * 4294967296.0)
 
 
+# What a retransmission needs of a packet: (seq, timestamp, marker, payload, audio level).
+# A tuple of plain values, which the garbage collector stops tracking: a history of packet
+# objects (thousands per room, each living a second) made full collections long enough to
+# stall forwarding.
+Kept = tuple[int, int, int, bytes, "tuple[bool, int] | None"]
+
+
 class PacketHistory:
     """The last ``size`` packets of a track by sequence number (a ring, no allocation)."""
 
@@ -37,14 +44,20 @@ class PacketHistory:
 
     def __init__(self, size: int = HISTORY_SIZE) -> None:
         self._size = size
-        self._ring: list[RtpPacket | None] = [None] * size
+        self._ring: list[Kept | None] = [None] * size
 
     def put(self, packet: RtpPacket) -> None:
-        self._ring[packet.sequence_number % self._size] = packet
+        self._ring[packet.sequence_number % self._size] = (
+            packet.sequence_number,
+            packet.timestamp,
+            packet.marker,
+            packet.payload,
+            packet.extensions.audio_level,
+        )
 
-    def get(self, seq: int) -> RtpPacket | None:
-        packet = self._ring[seq % self._size]
-        return packet if packet is not None and packet.sequence_number == seq else None
+    def get(self, seq: int) -> Kept | None:
+        kept = self._ring[seq % self._size]
+        return kept if kept is not None and kept[0] == seq else None
 
 
 class Output:
@@ -264,7 +277,10 @@ class TrackForwarder:
                 out.start(packet, now, self.clock_rate)
             base = bases.get(port.layout)
             if base is None:
-                base = bases[port.layout] = self._serialize(packet, port, abs_send_time)
+                base = bases[port.layout] = self._serialize(
+                    packet.marker, packet.payload, packet.extensions.audio_level, port,
+                    abs_send_time,
+                )  # fmt: skip
             buf = bytearray(base)
             ts = (packet.timestamp + out.ts_offset) & 0xFFFFFFFF
             seq = (packet.sequence_number + out.seq_offset) & 0xFFFF
@@ -275,17 +291,23 @@ class TrackForwarder:
                 out.bytes += len(buf)
 
     @staticmethod
-    def _serialize(packet: RtpPacket, port: OutboundPort, abs_send_time: int) -> bytes:
+    def _serialize(
+        marker: int,
+        payload: bytes,
+        audio_level: tuple[bool, int] | None,
+        port: OutboundPort,
+        abs_send_time: int,
+    ) -> bytes:
         copy = RtpPacket(
             payload_type=port.payload_type,
-            marker=packet.marker,
+            marker=marker,
             sequence_number=0,
             timestamp=0,
             ssrc=0,
-            payload=packet.payload,
+            payload=payload,
         )
         copy.extensions.abs_send_time = abs_send_time
-        copy.extensions.audio_level = packet.extensions.audio_level
+        copy.extensions.audio_level = audio_level
         return copy.serialize(port.extensions)
 
     def _on_nack(self, out: Output, seqs: list[int]) -> None:
@@ -297,22 +319,23 @@ class TrackForwarder:
         for seq_out in seqs:
             if not out.owns(seq_out):
                 continue
-            packet = self.history.get((seq_out - out.seq_offset) & 0xFFFF)
-            if packet is None:
+            kept = self.history.get((seq_out - out.seq_offset) & 0xFFFF)
+            if kept is None:
                 continue
-            ts = (packet.timestamp + out.ts_offset) & 0xFFFFFFFF
-            buf = bytearray(self._serialize(packet, port, abs_send_time))
+            _, timestamp, marker, payload, audio_level = kept
+            ts = (timestamp + out.ts_offset) & 0xFFFFFFFF
+            buf = bytearray(self._serialize(marker, payload, audio_level, port, abs_send_time))
             if port.rtx_payload_type is None:
                 _SEQ_TS_SSRC.pack_into(buf, 2, seq_out, ts, port.ssrc)
                 data = bytes(buf)
             else:
                 # RFC 4588: RTX payload = original sequence number + original payload.
-                header_len = len(buf) - len(packet.payload)
+                header_len = len(buf) - len(payload)
                 _SEQ_TS_SSRC.pack_into(buf, 2, port.rtx_seq, ts, port.rtx_ssrc)
                 buf[1] = (buf[1] & 0x80) | port.rtx_payload_type
-                data = bytes(buf[:header_len]) + _RTX_OSN.pack(seq_out) + packet.payload
+                data = bytes(buf[:header_len]) + _RTX_OSN.pack(seq_out) + payload
                 port.rtx_seq = (port.rtx_seq + 1) & 0xFFFF
-            if port.send(data, len(packet.payload), ts, ntp, counted=False):
+            if port.send(data, len(payload), ts, ntp, counted=False):
                 out.retransmitted += 1
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from sfu.aiortc_glue import RtpPacket
 from sfu.codecs import vp8_keyframe_start
 from sfu.forwarder import Output, PacketHistory
@@ -42,8 +44,20 @@ def test_history_ring_returns_only_exact_sequence() -> None:
     history = PacketHistory(size=8)
     for seq in range(20):
         history.put(_packet(seq))
-    assert history.get(19) is not None and history.get(19).sequence_number == 19  # type: ignore[union-attr]
+    kept = history.get(19)
+    assert kept is not None and kept[:2] == (19, 190)
     assert history.get(3) is None  # overwritten by 11 and 19
+
+
+def test_history_keeps_plain_values_the_collector_stops_tracking() -> None:
+    history = PacketHistory(size=8)
+    packet = _packet(5)
+    packet.payload = b"\x10\x00payload"
+    history.put(packet)
+    kept = history.get(5)
+    assert kept == (5, 50, 0, b"\x10\x00payload", None)
+    gc.collect()
+    assert not gc.is_tracked(kept)  # a history of packets is no work for full collections
 
 
 class _Port:
