@@ -83,6 +83,8 @@ async def test_chat_across_processes_and_a_node_crash(two_nodes: list[NodeProces
         await eventually(lambda: [m.text for m in bob.messages(conv)][-1:] == ["from process A"])
         reply = await bob.send(conv, "from process B")
         await eventually(lambda: [m.seq for m in alice.messages(conv)][-1:] == [reply.seq])
+        # Bob's own message comes back to his device too: his cursor then covers it.
+        await eventually(lambda: [m.seq for m in bob.messages(conv)][-1:] == [reply.seq])
 
         cursors, feed = dict(bob.cursors), bob.feed
         b.kill()  # bob's node dies; alice goes on writing
