@@ -11,9 +11,7 @@ accepted messages owed its clients and did not get. :class:`DriverPool` is the p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import multiprocessing
 import signal
 import time
 import traceback
@@ -28,7 +26,7 @@ import aiohttp
 
 from benchmarks.chat_bare import BareClient, BareFrame
 from benchmarks.chat_groups import group_of, paced_schedule
-from benchmarks.procs import SERVER_START_TIMEOUT_S
+from benchmarks.procs import SERVER_START_TIMEOUT_S, ProcessPool
 from benchmarks.signaling_load import _run_loop, _sleep_until
 from chat import wire as w
 from huddle.client import HuddleClient
@@ -507,58 +505,8 @@ def _driver_main(conn: Connection, spec: DriverSpec) -> None:
     _run_loop(_drive(conn, spec))
 
 
-class DriverPool:
+class DriverPool(ProcessPool):
     """The driver processes, with a pipe each for commands; they serve every target."""
 
     def __init__(self, specs: Sequence[DriverSpec]) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._pipes: list[Connection] = []
-        self.procs: list[multiprocessing.process.BaseProcess] = []
-        for spec in specs:
-            ours, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_driver_main, args=(theirs, spec), daemon=True)
-            proc.start()
-            theirs.close()
-            self._pipes.append(ours)
-            self.procs.append(proc)
-        self.collect(SERVER_START_TIMEOUT_S, "start")
-
-    def send(self, command: tuple[Any, ...]) -> None:
-        for pipe in self._pipes:
-            pipe.send(command)
-
-    def run(self, command: tuple[Any, ...], timeout: float) -> list[Any]:
-        self.send(command)
-        return self.collect(timeout, str(command[0]))
-
-    def collect(self, timeout: float, what: str) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        results: list[Any] = []
-        for i, pipe in enumerate(self._pipes):
-            if not pipe.poll(max(0.0, deadline - time.monotonic())):
-                raise RuntimeError(f"driver {i} did not finish {what!r} within {timeout:.0f} s")
-            status, payload = pipe.recv()
-            if status == "error":
-                raise RuntimeError(f"driver {i} failed in {what!r}:\n{payload}")
-            results.append(payload)
-        return results
-
-    @property
-    def pids(self) -> list[int]:
-        return [proc.pid or 0 for proc in self.procs]
-
-    def close(self, wait_s: float) -> None:
-        for pipe in self._pipes:
-            with contextlib.suppress(OSError, ValueError):
-                pipe.send(("stop",))
-        deadline = time.monotonic() + wait_s
-        for proc in self.procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        for pipe in self._pipes:
-            pipe.close()
+        super().__init__(_driver_main, specs, SERVER_START_TIMEOUT_S)

@@ -10,13 +10,16 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import multiprocessing
+import multiprocessing.process
 import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
 
@@ -133,3 +136,69 @@ async def serve_until_signal(
         if on_stop is not None:
             await on_stop()
         await runner.cleanup()
+
+
+class ProcessPool:
+    """Load-driver processes, each running ``main(pipe, spec)``, with a pipe each for
+    commands. A driver answers each command with ``("ok", payload)`` or
+    ``("error", traceback)``, and stops on ``("stop",)``."""
+
+    def __init__(
+        self, main: Callable[[Connection, Any], None], specs: Sequence[Any], start_timeout: float
+    ) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._pipes: list[Connection] = []
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        for spec in specs:
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=main, args=(theirs, spec), daemon=True)
+            proc.start()
+            theirs.close()
+            self._pipes.append(ours)
+            self.procs.append(proc)
+        self.collect(start_timeout, "start")
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid or 0 for proc in self.procs]
+
+    def send(self, command: tuple[Any, ...]) -> None:
+        for pipe in self._pipes:
+            pipe.send(command)
+
+    def run(self, command: tuple[Any, ...], timeout: float) -> list[Any]:
+        self.send(command)
+        return self.collect(timeout, str(command[0]))
+
+    def collect(self, timeout: float, what: str) -> list[Any]:
+        """Each driver's answer to the last command, in driver order."""
+        deadline = time.monotonic() + timeout
+        results: list[Any] = []
+        for i, pipe in enumerate(self._pipes):
+            if not pipe.poll(max(0.0, deadline - time.monotonic())):
+                raise RuntimeError(f"driver {i} did not finish {what!r} within {timeout:.0f} s")
+            status, payload = pipe.recv()
+            if status == "error":
+                raise RuntimeError(f"driver {i} failed in {what!r}:\n{payload}")
+            results.append(payload)
+        return results
+
+    def cpu_seconds(self) -> list[float]:
+        return [cpu_seconds(pid) if pid else 0.0 for pid in self.pids]
+
+    def close(self, wait_s: float) -> None:
+        """Stop the drivers: each closes its clients, or is terminated after ``wait_s``."""
+        for pipe in self._pipes:
+            with contextlib.suppress(OSError, ValueError):
+                pipe.send(("stop",))
+        deadline = time.monotonic() + wait_s
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for pipe in self._pipes:
+            pipe.close()

@@ -23,7 +23,6 @@ import gc
 import ipaddress
 import json
 import math
-import multiprocessing
 import os
 import platform
 import resource
@@ -50,6 +49,7 @@ from aiohttp import WSMsgType, web
 
 from benchmarks.procs import (
     SERVER_START_TIMEOUT_S,
+    ProcessPool,
     bounded,
     cpu_seconds,
     free_port,
@@ -367,62 +367,14 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-class DriverPool:
+class DriverPool(ProcessPool):
     """The driver processes of one target, with a pipe each for phase commands."""
 
     def __init__(self, specs: Sequence[DriverSpec]) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._pipes: list[Connection] = []
-        self.procs: list[multiprocessing.process.BaseProcess] = []
-        for spec in specs:
-            ours, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_driver_main, args=(theirs, spec), daemon=True)
-            proc.start()
-            theirs.close()
-            self._pipes.append(ours)
-            self.procs.append(proc)
-        self._collect(SERVER_START_TIMEOUT_S, "start")
+        super().__init__(_driver_main, specs, SERVER_START_TIMEOUT_S)
 
     def run(self, command: tuple[Any, ...], timeout: float) -> list[PhaseResult]:
-        for pipe in self._pipes:
-            pipe.send(command)
-        return self._collect(timeout, str(command[0]))
-
-    def _collect(self, timeout: float, what: str) -> list[PhaseResult]:
-        deadline = time.monotonic() + timeout
-        results: list[PhaseResult] = []
-        for i, pipe in enumerate(self._pipes):
-            if not pipe.poll(max(0.0, deadline - time.monotonic())):
-                raise RuntimeError(f"driver {i} did not finish {what!r} within {timeout:.0f} s")
-            status, payload = pipe.recv()
-            if status == "error":
-                raise RuntimeError(f"driver {i} failed in {what!r}:\n{payload}")
-            if isinstance(payload, PhaseResult):
-                results.append(payload)
-        return results
-
-    def cpu_seconds(self) -> list[float]:
-        return [cpu_seconds(proc.pid) if proc.pid else 0.0 for proc in self.procs]
-
-    def close(self, wait_s: float) -> None:
-        """Stop the drivers: each closes its clients, or is terminated after ``wait_s``."""
-        for pipe in self._pipes:
-            with contextlib.suppress(OSError, ValueError):
-                pipe.send(("stop",))
-        deadline = time.monotonic() + wait_s
-        for proc in self.procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        for pipe in self._pipes:
-            pipe.close()
-
-
-# --- servers -------------------------------------------------------------------------
+        return [r for r in super().run(command, timeout) if isinstance(r, PhaseResult)]
 
 
 async def _bare_ws(request: web.Request) -> web.WebSocketResponse:
