@@ -128,6 +128,20 @@ class CallRoom:
     members: dict[str, Member] = dataclasses.field(default_factory=dict)
 
 
+# Relayed request kinds that carry a call request of their own: the method serving it here.
+_RELAYED: Final[dict[str, tuple[str, type[p.Request]]]] = {
+    "publish": ("publish", p.SfuPublish),
+    "track_settings": ("track_settings", p.SfuTrackSettings),
+    "answer": ("answer", p.SfuAnswer),
+    "candidate": ("add_candidate", p.SfuCandidate),
+    "pin": ("pin", p.CallPin),
+    "restart": ("restart", p.SfuRestart),
+    "state": ("set_state", p.CallState),
+    "mute": ("mute", p.CallMute),
+    "remove": ("remove", p.CallRemove),
+}
+
+
 class CallManager:
     def __init__(self, settings: Settings, client: redis.Redis, relay: Relay | None = None) -> None:
         check_version()
@@ -231,44 +245,21 @@ class CallManager:
 
     async def _serve_relayed(self, request: RelayRequest, endpoint: RemoteEndpoint) -> Any:
         """A request relayed from a device on another node, for a room of this node."""
-        if request.kind == "join":
+        kind = request.kind
+        if kind == "join":
             return msgspec.to_builtins(await self.join(endpoint, request.room))
-        if request.kind == "publish":
-            return await self.publish(endpoint, msgspec.convert(request.args, p.SfuPublish))
-        if request.kind == "track_settings":
-            req = msgspec.convert(request.args, p.SfuTrackSettings)
-            await self.track_settings(endpoint, req)
-            return None
-        if request.kind == "answer":
-            await self.answer(endpoint, msgspec.convert(request.args, p.SfuAnswer))
-            return None
-        if request.kind == "stats":
+        if kind == "stats":
             return msgspec.to_builtins(await self.stats(endpoint, request.room))
-        if request.kind == "leave":
+        if kind == "leave":
             await self.leave(endpoint, request.room)
             return None
-        if request.kind == "candidate":
-            await self.add_candidate(endpoint, msgspec.convert(request.args, p.SfuCandidate))
-            return None
-        if request.kind == "pin":
-            await self.pin(endpoint, msgspec.convert(request.args, p.CallPin))
-            return None
-        if request.kind == "restart":
-            await self.restart(endpoint, msgspec.convert(request.args, p.SfuRestart))
-            return None
-        if request.kind == "resume":
+        if kind == "resume":
             return self.attach(endpoint)
-        if request.kind == "state":
-            await self.set_state(endpoint, msgspec.convert(request.args, p.CallState))
+        if kind == "gone":
+            await self.session_gone(endpoint)
             return None
-        if request.kind == "mute":
-            await self.mute(endpoint, msgspec.convert(request.args, p.CallMute))
-            return None
-        if request.kind == "remove":
-            await self.remove(endpoint, msgspec.convert(request.args, p.CallRemove))
-            return None
-        await self.session_gone(endpoint)
-        return None
+        method, message = _RELAYED[kind]
+        return await getattr(self, method)(endpoint, msgspec.convert(request.args, message))
 
     def _deliver_relayed(self, session_id: str, event: p.Event) -> None:
         session = self._relayed_ids.get(session_id)
