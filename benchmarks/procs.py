@@ -143,6 +143,9 @@ class ProcessPool:
     commands. A driver answers each command with ``("ok", payload)`` or
     ``("error", traceback)``, and stops on ``("stop",)``."""
 
+    # What one process is called in error messages.
+    role = "driver"
+
     def __init__(
         self, main: Callable[[Connection, Any], None], specs: Sequence[Any], start_timeout: float
     ) -> None:
@@ -176,10 +179,12 @@ class ProcessPool:
         results: list[Any] = []
         for i, pipe in enumerate(self._pipes):
             if not pipe.poll(max(0.0, deadline - time.monotonic())):
-                raise RuntimeError(f"driver {i} did not finish {what!r} within {timeout:.0f} s")
+                raise RuntimeError(
+                    f"{self.role} {i} did not finish {what!r} within {timeout:.0f} s"
+                )
             status, payload = pipe.recv()
             if status == "error":
-                raise RuntimeError(f"driver {i} failed in {what!r}:\n{payload}")
+                raise RuntimeError(f"{self.role} {i} failed in {what!r}:\n{payload}")
             results.append(payload)
         return results
 
@@ -192,6 +197,7 @@ class ProcessPool:
             with contextlib.suppress(OSError, ValueError):
                 pipe.send(("stop",))
         deadline = time.monotonic() + wait_s
+        self._stopping(deadline)
         for proc in self.procs:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
@@ -202,3 +208,6 @@ class ProcessPool:
                 proc.join()
         for pipe in self._pipes:
             pipe.close()
+
+    def _stopping(self, deadline: float) -> None:
+        """Between asking the processes to stop and waiting for them to end (a hook)."""

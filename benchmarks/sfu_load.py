@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import multiprocessing
 import os
 import platform
 import re
@@ -37,13 +36,13 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import psutil
 
 from benchmarks.procs import (
+    ProcessPool,
     bounded,
     cpu_seconds,
     free_port,
@@ -239,72 +238,23 @@ def start_janus(folder: Path) -> Server:
                   stop, janus.log_path, janus)  # fmt: skip
 
 
-class BotPool:
+class BotPool(ProcessPool):
     """The bot processes of one scenario, with a pipe each for commands."""
 
+    role = "bot"
+
     def __init__(self, specs: Sequence[BotSpec]) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._pipes: list[Connection] = []
-        self.procs: list[multiprocessing.process.BaseProcess] = []
         self.close_errors: list[str] = []
-        for spec in specs:
-            ours, theirs = ctx.Pipe()
-            proc = ctx.Process(target=bot_main, args=(theirs, spec), daemon=True)
-            proc.start()
-            theirs.close()
-            self._pipes.append(ours)
-            self.procs.append(proc)
-        self.collect(BOT_START_TIMEOUT_S, "start")
+        super().__init__(bot_main, specs, BOT_START_TIMEOUT_S)
 
-    def run(self, command: tuple[Any, ...], timeout: float) -> list[Any]:
-        for pipe in self._pipes:
-            pipe.send(command)
-        return self.collect(timeout, str(command[0]))
-
-    def send(self, command: tuple[Any, ...]) -> None:
-        for pipe in self._pipes:
-            pipe.send(command)
-
-    def collect(self, timeout: float, what: str) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        results: list[Any] = []
-        for i, pipe in enumerate(self._pipes):
-            if not pipe.poll(max(0.0, deadline - time.monotonic())):
-                raise RuntimeError(f"bot {i} did not finish {what!r} within {timeout:.0f} s")
-            status, payload = pipe.recv()
-            if status == "error":
-                raise RuntimeError(f"bot {i} failed in {what!r}:\n{payload}")
-            results.append(payload)
-        return results
-
-    def cpu_seconds(self) -> list[float]:
-        return [cpu_seconds(proc.pid) if proc.pid else 0.0 for proc in self.procs]
-
-    def close(self, wait_s: float) -> None:
-        """Stop the bots: each closes its participants, or is terminated after ``wait_s``."""
-        for pipe in self._pipes:
-            with contextlib.suppress(OSError, ValueError):
-                pipe.send(("stop",))
-        deadline = time.monotonic() + wait_s
+    def _stopping(self, deadline: float) -> None:
+        # Each bot answers "stop" with what went wrong closing its participants.
         for pipe in self._pipes:
             with contextlib.suppress(OSError, EOFError, ValueError):
                 if pipe.poll(max(0.0, deadline - time.monotonic())):
                     status, errors = pipe.recv()
                     if status == "closed":
                         self.close_errors.extend(errors)
-        for proc in self.procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        for pipe in self._pipes:
-            pipe.close()
-
-
-# --- measuring -----------------------------------------------------------------------
 
 
 class CpuClock:
