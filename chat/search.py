@@ -25,38 +25,6 @@ MAX_ROUNDS: Final = 10
 # Index entries one script call may look at (it says where to go on when it stops early).
 SCAN_BUDGET: Final = 20_000
 
-# KEYS: the query's term sets of one conversation. ARGV: below (a score bound), want, budget.
-# Replies {next bound or '', seq...}: seqs present in every set, newest first.
-INTERSECT: Final = """
-local best, size = nil, nil
-for i, key in ipairs(KEYS) do
-  local n = redis.call('ZCARD', key)
-  if n == 0 then return {''} end
-  if not size or n < size then best, size = i, n end
-end
-local want, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
-local out, cursor, seen = {''}, ARGV[1], 0
-while true do
-  local page = redis.call('ZREVRANGEBYSCORE', KEYS[best], cursor, '-inf', 'LIMIT', 0, 500)
-  local examined = 0
-  for _, member in ipairs(page) do
-    local everywhere = true
-    for i, key in ipairs(KEYS) do
-      if i ~= best and not redis.call('ZSCORE', key, member) then everywhere = false break end
-    end
-    if everywhere then out[#out + 1] = member end
-    cursor = '(' .. member
-    examined = examined + 1
-    if #out - 1 >= want then break end
-  end
-  seen = seen + examined
-  if #page < 500 and examined == #page then return out end  -- nothing older is left
-  if #out - 1 >= want or seen >= budget then break end
-end
-out[1] = cursor
-return out
-"""
-
 
 class _Cursor:
     __slots__ = ("below", "conv", "hits")
@@ -71,7 +39,6 @@ async def search(store: ChatStore, convs: list[str], req: w.ChatSearch) -> list[
     terms = query_terms(req.query)
     if not terms or not convs:
         return []
-    script = store.redis.register_script(INTERSECT)
     active = [_Cursor(c) for c in convs]
     done: list[_Cursor] = []
     for _ in range(MAX_ROUNDS):
@@ -79,7 +46,7 @@ async def search(store: ChatStore, convs: list[str], req: w.ChatSearch) -> list[
             break
         async with store.redis.pipeline(transaction=False) as pipe:
             for cur in active:
-                await script(
+                await store.intersect(
                     keys=[conv_key(cur.conv, f"ix:{t}") for t in terms],
                     args=[cur.below, CANDIDATES_PER_ROUND, SCAN_BUDGET],
                     client=pipe,

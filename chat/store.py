@@ -123,6 +123,8 @@ class ChatStore:
         self._read = client.register_script(scripts.READ)
         self._user = client.register_script(scripts.USER)
         self._rate = client.register_script(scripts.RATE)
+        # Search (chat.search): run by its caller, in a pipeline over conversations.
+        self.intersect = client.register_script(scripts.INTERSECT)
 
     # --- reads --------------------------------------------------------------------------
 
