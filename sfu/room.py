@@ -255,9 +255,7 @@ class Room:
             doomed = [k for k, sub in other.subscriptions.items() if gone(sub)]
             for key in doomed:
                 sub = other.subscriptions.pop(key)
-                sub.track.forwarder.remove(sub.port)
-                if sub.pending is not None:
-                    sub.pending.forwarder.remove(sub.port)
+                _stop_feeding(sub)
                 sub.transceiver.direction = "inactive"
             if doomed and not other.closed:
                 other.stale = True
@@ -355,9 +353,7 @@ class Room:
         if participant.published:
             self._unpublish(participant, set(participant.published))
         for sub in participant.subscriptions.values():
-            sub.track.forwarder.remove(sub.port)
-            if sub.pending is not None:
-                sub.pending.forwarder.remove(sub.port)
+            _stop_feeding(sub)
         participant.subscriptions.clear()
         participant.paused_layers = []
         participant.negotiating = participant.renegotiate = participant.stale = False
@@ -627,6 +623,13 @@ class Room:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+
+
+def _stop_feeding(sub: Subscription) -> None:
+    """Take the subscriber's sender off the layer it gets and the one it waits for."""
+    sub.track.forwarder.remove(sub.port)
+    if sub.pending is not None:
+        sub.pending.forwarder.remove(sub.port)
 
 
 def _default_source(kind: str) -> str:
