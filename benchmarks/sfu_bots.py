@@ -29,6 +29,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from benchmarks.sfu_janus import JanusSession
 from benchmarks.sfu_media import Clip, PacedPacketTrack, Recorder, install_recorder
+from benchmarks.sfu_stamps import install_kernel_stamps
 from huddle.call import CallClient
 from huddle.client import HuddleClient
 from sfu.aiortc_glue import use_host_addresses
@@ -82,6 +83,8 @@ class BotMeasurement:
     send_times: array[float]
     recv_keys: array[int]
     recv_times: array[float]
+    recv_stamps: array[float]
+    unstamped: int
     loop_lags_ms: list[float]  # this process's event-loop lag, one sample per LAG_PROBE_S
     max_late_ms: float  # how far behind schedule a publisher track has been
     resyncs: int  # backlogs a starved publisher dropped
@@ -324,6 +327,8 @@ class Bot:
             send_times=rec.send_times,
             recv_keys=rec.recv_keys,
             recv_times=rec.recv_times,
+            recv_stamps=rec.recv_stamps,
+            unstamped=rec.unstamped,
             loop_lags_ms=lags,
             max_late_ms=1000 * max((t.max_late_s for t in tracks), default=0.0),
             resyncs=sum(t.resyncs for t in tracks),
@@ -391,9 +396,6 @@ async def _serve(conn: Connection, spec: BotSpec) -> None:
 def bot_main(conn: Connection, spec: BotSpec) -> None:
     # Ctrl-C reaches the whole process group: the parent alone cleans up, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_serve(conn, spec))
-    else:
-        uvloop.run(_serve(conn, spec))
+    # asyncio's own loop, not uvloop: only it lets the bots read kernel receive times.
+    install_kernel_stamps()
+    asyncio.run(_serve(conn, spec))

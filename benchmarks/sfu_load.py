@@ -319,10 +319,10 @@ def _figures(
     result.loss = _loss(streams)
     result.loss_audio = _loss(streams, "audio")
     result.loss_video = _loss(streams, "video")
-    delays, unmatched = match_delays(
-        [(b.send_keys, b.send_times) for b in bots], [(b.recv_keys, b.recv_times) for b in bots]
-    )
+    sends = [(b.send_keys, b.send_times) for b in bots]
+    delays, unmatched = match_delays(sends, [(b.recv_keys, b.recv_stamps) for b in bots])
     result.delay_matched, result.delay_unmatched = len(delays), unmatched
+    result.delay_unstamped = sum(b.unstamped for b in bots)
     if delays:
         values = [d for _, d in delays]
         result.delay_p50_ms = 1000 * (percentile(values, 50) or 0.0)
@@ -331,6 +331,11 @@ def _figures(
         late = [(t, d) for t, d in delays if d > LATE_S]
         result.delay_over_30ms = len(late) / len(delays)
         result.delay_stalls = _stalls(late, start)
+    app_delays, _ = match_delays(sends, [(b.recv_keys, b.recv_times) for b in bots])
+    if app_delays:
+        values = [d for _, d in app_delays]
+        result.app_delay_p50_ms = 1000 * (percentile(values, 50) or 0.0)
+        result.app_delay_p99_ms = 1000 * (percentile(values, 99) or 0.0)
     lags = [lag for b in bots for lag in b.loop_lags_ms]
     if lags:
         result.bot_loop_lag_p99_ms = percentile(lags, 99)

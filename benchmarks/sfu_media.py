@@ -16,11 +16,13 @@ Delay method: a packet is known by its RTP payload (CRC-32 and length). The forw
 through unchanged, and aiortc's VP8 payload descriptor carries a picture id that changes
 every frame, so a payload is unique within the clip. A subscriber's receive time minus the
 publisher's send time of the same payload (the latest send before the receive: the clip
-loops every few seconds) is the one-way delay through the server. Both times are
-``time.monotonic()`` (CLOCK_MONOTONIC, one clock for every process of the machine), taken in
-the bots' aiortc stacks: before SRTP protection at the publisher, after SRTP unprotection and
-RTP parsing at the subscriber. So the figure is the server's added delay plus both bots'
-own stack and event-loop latency (an upper bound of what the server adds).
+loops every few seconds) is the one-way delay through the server. Send times are
+``time.monotonic()`` (CLOCK_MONOTONIC, one clock for every process of the machine), read in
+the publishing bot's aiortc stack before SRTP protection. Each reception has two times:
+``recv_stamps``, the kernel's stamp of the datagram's arrival at the subscriber's socket
+(``benchmarks.sfu_stamps``), so the delay is what the server adds plus the publisher's send
+path; and ``recv_times``, read after SRTP unprotection in the subscriber's stack, which adds
+however long the datagram waited for the subscribing bot's event loop.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtcrtpsender import RTCEncodedFrame, RTCRtpSender
 from aiortc.rtp import RtpPacket, is_rtcp
+
+from benchmarks.sfu_stamps import kernel_stamp
 
 FIXTURES: Final = Path(__file__).parent / "fixtures"
 WIDTH: Final = 640
@@ -273,6 +277,8 @@ class Recorder:
     send_times: array[float] = field(default_factory=lambda: array("d"))
     recv_keys: array[int] = field(default_factory=lambda: array("Q"))
     recv_times: array[float] = field(default_factory=lambda: array("d"))
+    recv_stamps: array[float] = field(default_factory=lambda: array("d"))  # kernel's
+    unstamped: int = 0  # window receptions with no kernel stamp (recv_times stands in)
     unknown_payload_type: int = 0
     unrouted: int = 0  # received, but aiortc found no receiver for them
     rtx: int = 0
@@ -282,6 +288,8 @@ class Recorder:
         self.streams_reset_window()
         self.send_keys, self.send_times = array("Q"), array("d")
         self.recv_keys, self.recv_times = array("Q"), array("d")
+        self.recv_stamps = array("d")
+        self.unstamped = 0
         self.sends_from = start - MAX_DELAY_S
         self.window_start, self.window_end = start, end
 
@@ -295,7 +303,9 @@ class Recorder:
             self.send_keys.append(payload_key(rtp_payload(data)))
             self.send_times.append(now)
 
-    def received(self, receiver: int, kind: str, packet: RtpPacket, now: float) -> None:
+    def received(
+        self, receiver: int, kind: str, packet: RtpPacket, now: float, stamp: float | None
+    ) -> None:
         key = (receiver, packet.ssrc)
         stream = self.streams.get(key)
         if stream is None:
@@ -310,6 +320,10 @@ class Recorder:
             stream.window_last = max(stream.window_last, ext)
             self.recv_keys.append(payload_key(packet.payload))
             self.recv_times.append(now)
+            if stamp is None:
+                self.unstamped += 1
+                stamp = now
+            self.recv_stamps.append(stamp)
 
     def flowing(self) -> int:
         return sum(1 for s in self.streams.values() if s.packets > 0)
@@ -358,7 +372,7 @@ async def _counting_handle_rtp_data(
             RECORDER.rtx += 1
             return
         kind = _kind(receiver)
-    RECORDER.received(id(self), kind, packet, now)
+    RECORDER.received(id(self), kind, packet, now, kernel_stamp(self))
 
 
 _original_send_rtp: Final = RTCDtlsTransport._send_rtp

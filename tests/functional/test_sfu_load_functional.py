@@ -37,6 +37,8 @@ def test_tiny_run_writes_summary(tmp_path: Path) -> None:
         "cpu_per_packet_vs_naive",
         "loss_9x9",
         "delay_p99_ms_9x9",
+        "app_delay_p99_ms_9x9",
+        "janus_delay_p99_ms_9x9",
     }
     # No baseline and no 9x9 in this run: nothing to compare, and nothing is made up.
     assert all(value is None for value in summary.values()), summary
@@ -55,6 +57,10 @@ def test_tiny_run_writes_summary(tmp_path: Path) -> None:
     assert result["cpu_us_per_packet"] > 0
     assert result["delay_matched"] > 0.9 * result["packets"]
     assert 0 < result["delay_p50_ms"] <= result["delay_p99_ms"] < 1000
+    # Receptions carry the kernel's stamp, which comes before the bot's stack sees them.
+    assert result["delay_unstamped"] < 0.01 * result["packets"]
+    assert result["delay_p50_ms"] <= result["app_delay_p50_ms"]
+    assert result["delay_p99_ms"] <= result["app_delay_p99_ms"]
     assert len(result["bot_cores"]) == 2
     assert all(c >= 0 for c in result["bot_cores"])
 
