@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 import traceback
@@ -65,6 +66,7 @@ class BotSpec:
     fixture: str
     api_key: str = ""
     api_secret: str = ""
+    nice: int = 0  # added to the bot process's niceness (see sfu_load --bot-nice)
 
 
 @dataclass
@@ -396,6 +398,8 @@ async def _serve(conn: Connection, spec: BotSpec) -> None:
 def bot_main(conn: Connection, spec: BotSpec) -> None:
     # Ctrl-C reaches the whole process group: the parent alone cleans up, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if spec.nice:
+        os.nice(spec.nice)
     # asyncio's own loop, not uvloop: only it lets the bots read kernel receive times.
     install_kernel_stamps()
     asyncio.run(_serve(conn, spec))

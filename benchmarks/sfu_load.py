@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -77,6 +77,7 @@ MAX_PARTICIPANTS: Final = 40
 DEFAULT_DURATION_S: Final = 10.0
 MAX_DURATION_S: Final = 120.0
 DEFAULT_BOT_PROCS: Final = 2
+DEFAULT_BOT_NICE: Final = 0
 MAX_BOT_PROCS: Final = 8
 BOT_START_TIMEOUT_S: Final = 60.0
 # Setting up takes longer the more peer connections there are.
@@ -360,6 +361,7 @@ class Options:
     scenarios: list[Scenario]
     duration: float
     bot_procs: int
+    bot_nice: int
     api_key: str
     api_secret: str
     fixture: str
@@ -386,6 +388,7 @@ def _bot_specs(server: Server, scenario: Scenario, opts: Options, room: str,
             fixture=opts.fixture,
             api_key=opts.api_key,
             api_secret=opts.api_secret,
+            nice=opts.bot_nice,
         )
         for i, share in enumerate(shares)
     ]
@@ -499,6 +502,21 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_BOT_PROCS,
         help="bot processes per scenario",
     )
+    ap.add_argument(
+        "--bot-nice",
+        type=bounded(int, 0, 19),
+        default=DEFAULT_BOT_NICE,
+        help="niceness added to the bot processes, so that on a machine they share with the "
+        "server under test they take the cores it leaves, as clients on other machines would "
+        "(0: compete equally)",
+    )
+    ap.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=(os.cpu_count() or 1) >= 2,
+        help="run the server under test on CPU 0 alone and the bots (and this script) on the "
+        "other CPUs, as if on separate machines (default: on with 2 or more CPUs)",
+    )
     ap.add_argument("--skip-janus", action="store_true", help="no Janus baseline")
     ap.add_argument("--skip-naive", action="store_true", help="no naive relay baseline")
     ap.add_argument(
@@ -514,6 +532,20 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--json", type=Path, help="write every figure to this file")
     return ap
+
+
+@contextlib.contextmanager
+def _affinity(cpus: set[int] | None) -> Iterator[None]:
+    """This process (and what it starts meanwhile: a server and its children) on ``cpus``."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -534,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         scenarios=args.scenarios,
         duration=args.duration,
         bot_procs=args.bot_procs,
+        bot_nice=args.bot_nice,
         api_key="bench",
         api_secret=secrets.token_urlsafe(32),
         fixture=str(fixture),
@@ -549,6 +582,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_naive:
         starters.append(("naive", start_naive))
 
+    all_cpus = sorted(os.sched_getaffinity(0))
+    server_cpus, bot_cpus = (
+        ({all_cpus[0]}, set(all_cpus[1:])) if args.pin and len(all_cpus) >= 2 else (None, None)
+    )
+    if bot_cpus:
+        os.sched_setaffinity(0, bot_cpus)  # bots are spawned from here: they inherit it
     results: dict[str, dict[str, ScenarioResult]] = {}
     missing: dict[str, str] = {}
     versions: dict[str, str] = {}
@@ -558,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         for target, start in starters:
             say(f"starting {target}")
             try:
-                server = start(Path(tmp) / target)
+                with _affinity(server_cpus):
+                    server = start(Path(tmp) / target)
             except Exception as exc:
                 missing[target] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 say(f"{target} MISSING: {missing[target]}")
@@ -576,7 +616,13 @@ def main(argv: list[str] | None = None) -> int:
                 server_logs[target] = log_problems(server.log_path)
 
     names = [s.name for s in opts.scenarios]
-    print(report(results, names, opts.duration, opts.bot_procs, missing, versions, idle))
+    placement = (
+        f"server on CPU {sorted(server_cpus)}, bots on {sorted(bot_cpus or [])}"
+        if server_cpus
+        else "server and bots share every CPU"
+    )
+    print(report(results, names, opts.duration, opts.bot_procs, missing, versions, idle,
+                 opts.bot_nice, placement))  # fmt: skip
     for name, problems in server_logs.items():
         for message, n in problems.items():
             print(f"{name} server log: {n} x {message}")
@@ -594,6 +640,9 @@ def main(argv: list[str] | None = None) -> int:
                 "scenarios": [s.name for s in opts.scenarios],
                 "duration_s": opts.duration,
                 "bot_procs": opts.bot_procs,
+                "bot_nice": opts.bot_nice,
+                "server_cpus": sorted(server_cpus or []),
+                "bot_cpus": sorted(bot_cpus or []),
                 "fixture": Path(opts.fixture).name,
                 "skip_janus": args.skip_janus,
                 "skip_naive": args.skip_naive,

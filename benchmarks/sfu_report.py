@@ -299,9 +299,11 @@ def ratio_rows(results: dict[str, dict[str, ScenarioResult]],
 
 def report(results: dict[str, dict[str, ScenarioResult]], scenarios: Sequence[str],
            duration: float, bot_procs: int, missing: dict[str, str],
-           versions: dict[str, str], idle: dict[str, float] | None = None) -> str:  # fmt: skip
+           versions: dict[str, str], idle: dict[str, float] | None = None,
+           bot_nice: int = 0, placement: str = "") -> str:  # fmt: skip
     lines = [
-        f"sfu_load: {duration:g} s per scenario, {bot_procs} bot process(es), "
+        f"sfu_load: {duration:g} s per scenario, {bot_procs} bot process(es) at nice "
+        f"+{bot_nice}, {placement + ', ' if placement else ''}"
         f"{os.cpu_count()} cores; clip VP8 640x360@30 + Opus, pre-encoded, paced",
         "targets: " + ", ".join(f"{t} ({v})" for t, v in versions.items()),
         "server idle cores: " + ", ".join(f"{t} {_fmt(c, 3)}" for t, c in (idle or {}).items()),
