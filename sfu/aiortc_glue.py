@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import aioice
 import aioice.ice
 import aiortc
+import aiortc.clock
 from aioice.candidate import candidate_foundation, candidate_priority
 from aiortc import (
     MediaStreamTrack,
@@ -54,6 +56,7 @@ from aiortc.rtp import (
 )
 
 AIORTC_VERSION: Final = "1.16.0"
+_DTLS_CONNECTED: Final = DtlsState.CONNECTED
 log = logging.getLogger("huddle.sfu.glue")
 
 __all__ = [
@@ -63,6 +66,7 @@ __all__ = [
     "InboundTap",
     "OutboundPort",
     "RtpPacket",
+    "install_fast_paths",
     "negotiated_codec",
     "server_rtc_configuration",
     "use_host_addresses",
@@ -76,6 +80,32 @@ def check_version() -> None:
             f"sfu.aiortc_glue was written for aiortc {AIORTC_VERSION}, "
             f"found {aiortc.__version__}: review it before moving the pin"
         )
+
+
+_NTP_EPOCH_OFFSET_S: Final = 2_208_988_800  # 1900-01-01 to 1970-01-01
+_original_datagram_received: Final = aioice.ice.StunProtocol.datagram_received
+
+
+def _current_ms() -> int:
+    """aiortc's ``clock.current_ms`` (milliseconds since the NTP epoch) without building two
+    datetimes: it is read for every SRTP packet received."""
+    return int((time.time() + _NTP_EPOCH_OFFSET_S) * 1000)
+
+
+def _datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: tuple[Any, ...]) -> None:
+    # RTP and RTCP (first byte 128-191, RFC 7983) are never STUN: aioice would try to parse
+    # each as STUN first and hand it on from the ValueError.
+    if data and data[0] > 127:
+        self.receiver.data_received(data, self.local_candidate.component)
+    else:
+        _original_datagram_received(self, data, addr)
+
+
+def install_fast_paths() -> None:
+    """Process-wide shortcuts on the receive path of every packet, each doing what the
+    original does: aiortc's arrival clock and aioice's STUN demultiplexing."""
+    aiortc.clock.current_ms = _current_ms
+    aioice.ice.StunProtocol.datagram_received = _datagram_received  # type: ignore[method-assign,assignment]
 
 
 def use_host_addresses(addresses: list[str]) -> None:
@@ -247,6 +277,8 @@ class OutboundPort:
         self.last_time = 0.0
         self.remb_bps: int | None = None
         self.feeds: list[tuple[Any, Any]] = []  # (forwarder, output) feeding this sender
+        self._pair: Any = None  # the nominated ICE pair last sent on, and its address
+        self._addr: tuple[str, int] = ("", 0)
         self.on_nack: NackHandler = _ignore
         self.on_keyframe_request: KeyframeHandler = _ignore0
         self.on_remb: RembHandler = _ignore
@@ -289,14 +321,19 @@ class OutboundPort:
         """SRTP-protect and send one RTP packet. False when the transport is not up.
 
         ``counted`` packets go into the sender report's counts (not retransmissions)."""
-        dtls = self.sender.transport
+        dtls = self.sender._RTCRtpSender__transport  # type: ignore[attr-defined]
         srtp = dtls._tx_srtp
-        if srtp is None or dtls._state is not DtlsState.CONNECTED:
+        if srtp is None or dtls._state is not _DTLS_CONNECTED:
             return False
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None or pair.protocol.transport is None:
+        pair = dtls._transport._connection._nominated.get(1)
+        if pair is not self._pair:  # the pair's address, read once per nominated pair
+            if pair is None:
+                return False
+            self._pair, self._addr = pair, pair.remote_addr
+        transport = pair.protocol.transport
+        if transport is None:
             return False
-        pair.protocol.transport.sendto(srtp.protect(data), pair.remote_addr)
+        transport.sendto(srtp.protect(data), self._addr)
         if not counted:
             return True
         s = self.sender

@@ -23,6 +23,7 @@ import msgspec
 from sfu import ipc
 from sfu.aiortc_glue import (
     check_version,
+    install_fast_paths,
     server_rtc_configuration,
     use_host_addresses,
     use_port_range,
@@ -59,6 +60,7 @@ def _count_decoders(host: LocalHost) -> None:
 
 async def serve(fd: int, config: WorkerConfig) -> None:
     check_version()
+    install_fast_paths()
     if config.ice_addresses:
         use_host_addresses(config.ice_addresses)
     if config.port_min:

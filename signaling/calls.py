@@ -33,6 +33,7 @@ from huddle.config import Settings
 from sfu import ipc
 from sfu.aiortc_glue import (
     check_version,
+    install_fast_paths,
     server_rtc_configuration,
     use_host_addresses,
     use_port_range,
@@ -145,6 +146,7 @@ _RELAYED: Final[dict[str, tuple[str, type[p.Request]]]] = {
 class CallManager:
     def __init__(self, settings: Settings, client: redis.Redis, relay: Relay | None = None) -> None:
         check_version()
+        install_fast_paths()
         if settings.ice_addresses:
             use_host_addresses(settings.ice_addresses)
         if settings.ice_port_min:
