@@ -27,6 +27,7 @@ import aioice
 import aioice.ice
 import aiortc
 import aiortc.clock
+import pylibsrtp
 from aioice.candidate import candidate_foundation, candidate_priority
 from aiortc import (
     MediaStreamTrack,
@@ -54,9 +55,17 @@ from aiortc.rtp import (
     unpack_remb_fci,
     unwrap_rtx,
 )
+from pylibsrtp._binding import ffi as _srtp_ffi
+from pylibsrtp._binding import lib as _srtp_lib
 
 AIORTC_VERSION: Final = "1.16.0"
+PYLIBSRTP_VERSION: Final = "1.0.0"
 _DTLS_CONNECTED: Final = DtlsState.CONNECTED
+# SRTP protection called on libsrtp directly (pylibsrtp's Session.protect checks its input
+# and allocates a length cell on every call). One length cell: the event loop is one thread.
+_LENGTH: Final = _srtp_ffi.new("int *")
+_PROTECT_MAX: Final = 1500 - pylibsrtp.SRTP_MAX_TRAILER_LEN  # pylibsrtp's session buffer
+_srtp_protect: Final = _srtp_lib.srtp_protect
 log = logging.getLogger("huddle.sfu.glue")
 
 __all__ = [
@@ -75,11 +84,14 @@ __all__ = [
 
 
 def check_version() -> None:
-    if aiortc.__version__ != AIORTC_VERSION:
-        raise RuntimeError(
-            f"sfu.aiortc_glue was written for aiortc {AIORTC_VERSION}, "
-            f"found {aiortc.__version__}: review it before moving the pin"
-        )
+    found = {"aiortc": aiortc.__version__, "pylibsrtp": pylibsrtp.__version__}
+    wanted = {"aiortc": AIORTC_VERSION, "pylibsrtp": PYLIBSRTP_VERSION}
+    for name, version in wanted.items():
+        if found[name] != version:
+            raise RuntimeError(
+                f"sfu.aiortc_glue was written for {name} {version}, "
+                f"found {found[name]}: review it before moving the pin"
+            )
 
 
 _NTP_EPOCH_OFFSET_S: Final = 2_208_988_800  # 1900-01-01 to 1970-01-01
@@ -279,6 +291,10 @@ class OutboundPort:
         self.feeds: list[tuple[Any, Any]] = []  # (forwarder, output) feeding this sender
         self._pair: Any = None  # the nominated ICE pair last sent on, and its address
         self._addr: tuple[str, int] = ("", 0)
+        self._srtp: Any = None  # the SRTP session last sent with, and its libsrtp parts
+        self._srtp_ctx: Any = None
+        self._srtp_cdata: Any = None
+        self._srtp_buffer: Any = None
         self.on_nack: NackHandler = _ignore
         self.on_keyframe_request: KeyframeHandler = _ignore0
         self.on_remb: RembHandler = _ignore
@@ -311,7 +327,7 @@ class OutboundPort:
 
     def send(
         self,
-        data: bytes,
+        data: bytes | bytearray,
         payload_bytes: int,
         rtp_timestamp: int,
         ntp_timestamp: int,
@@ -333,7 +349,23 @@ class OutboundPort:
         transport = pair.protocol.transport
         if transport is None:
             return False
-        transport.sendto(srtp.protect(data), self._addr)
+        if srtp is not self._srtp:  # libsrtp's context and buffer, read once per session
+            self._srtp = srtp
+            self._srtp_ctx, self._srtp_cdata, self._srtp_buffer = (
+                srtp._srtp[0],
+                srtp._cdata,
+                srtp._buffer,
+            )
+        size = len(data)
+        if size > _PROTECT_MAX:
+            raise ValueError("RTP packet too long to protect")
+        buffer = self._srtp_buffer
+        buffer[0:size] = data
+        _LENGTH[0] = size
+        status = _srtp_protect(self._srtp_ctx, self._srtp_cdata, _LENGTH)
+        if status:
+            raise pylibsrtp.Error(f"srtp_protect failed with status {status}")
+        transport.sendto(buffer[0 : _LENGTH[0]], self._addr)
         if not counted:
             return True
         s = self.sender

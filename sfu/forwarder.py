@@ -286,7 +286,7 @@ class TrackForwarder:
             seq = (packet.sequence_number + out.seq_offset) & 0xFFFF
             _SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, port.ssrc)
             port.last_seq, port.last_ts, port.last_time = seq, ts, now
-            if port.send(bytes(buf), len(packet.payload), ts, ntp):
+            if port.send(buf, len(packet.payload), ts, ntp):
                 out.forwarded += 1
                 out.bytes += len(buf)
 
