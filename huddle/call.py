@@ -27,7 +27,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from huddle.client import HuddleClient
+from huddle.client import ConnectionClosed, HuddleClient, RequestError
 from signaling import protocol as p
 
 log = logging.getLogger("huddle.call")
@@ -284,6 +284,8 @@ class CallClient:
         return await asyncio.wait_for(self.tracks.get(), timeout)
 
     async def leave(self) -> None:
+        # The SFU closes our connections as we leave: that is no failure to restart from.
+        self.auto_restart = False
         with contextlib.suppress(Exception):
             await self.client.request(p.CallLeave(id="", room=self.room))
         await self.close()
@@ -322,10 +324,12 @@ class CallClient:
         self.restarts += 1
 
     async def _close_connections(self) -> None:
-        for pc in (self.publisher, self.subscriber):
+        # Forget them before closing: a connection of ours that closes is taken as failed.
+        pcs = (self.publisher, self.subscriber)
+        self.publisher = self.subscriber = None
+        for pc in pcs:
             if pc is not None:
                 await pc.close()
-        self.publisher = self.subscriber = None
         for info in self.track_info.values():
             self.ended.put_nowait(info)
         self.track_info.clear()
@@ -337,15 +341,28 @@ class CallClient:
     def _watch(self, pc: RTCPeerConnection) -> None:
         @pc.on("connectionstatechange")
         def changed() -> None:
-            if pc.connectionState != "failed" or not self.auto_restart or self._restarting:
+            # When consent freshness expires, aiortc's DTLS transport sees the ICE connection
+            # end before its ICE transport does, and the connection closes itself: it goes
+            # from "connected" to "closed" without "failed". A connection closes only through
+            # us (after forgetting it), a failure, or the SFU's end closing it.
+            if pc.connectionState not in ("failed", "closed") or self._restarting:
+                return
+            if not self.auto_restart or self.removed.is_set():
                 return
             if pc is not self.publisher and pc is not self.subscriber:
-                return  # an old connection, already replaced
+                return  # an old connection, already replaced or closed by us
+            log.info("peer connection %s: restarting media", pc.connectionState)
             self._restarting = asyncio.create_task(self._restart_on_failure())
 
     async def _restart_on_failure(self) -> None:
         try:
             await self.restart_media()
+        except RequestError as exc:
+            if exc.code != p.ErrorCode.NOT_IN_CALL:
+                log.exception("media restart failed")
+            # Otherwise out of the room meanwhile (removed, say): nothing to restart.
+        except ConnectionClosed:
+            log.info("media not restarted: the signaling connection closed")
         except Exception:
             log.exception("media restart failed")
         finally:

@@ -127,7 +127,10 @@ class HuddleClient:
         self._pending[message.id] = (p.REPLIES[kind], future)
         try:
             await self.send_raw(p.encode(message).decode())
-            return await asyncio.wait_for(future, timeout)
+            # Not wait_for: on Python 3.11 it swallows a cancellation that comes as the reply
+            # does, and a cancelled task (a closing call's answerer) would carry on.
+            async with asyncio.timeout(timeout):
+                return await future
         finally:
             self._pending.pop(message.id, None)
 

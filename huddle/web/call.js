@@ -6,7 +6,12 @@
 // page answers with `sfu.answer`). The SFU accepts no trickled ICE candidates, so every SDP this
 // page sends is sent once ICE gathering has completed and carries all of its candidates.
 //
-// `window.huddle` exposes the state and both peer connections, for tests and for a console.
+// When a peer connection fails (the device's network changed, say), the page starts its media
+// over as the Python CallClient does: `sfu.restart`, new connections, local tracks published
+// again, keeping its place in the room.
+//
+// `window.huddle` exposes the state and both peer connections, for tests and for a console;
+// `huddle.restartMedia()` restarts the media by hand.
 "use strict";
 
 (() => {
@@ -26,6 +31,8 @@
     subscriberPc: null,
     tracks: {}, // subscriber mid -> track info of the latest sfu.offer
     offersAnswered: 0,
+    restarts: 0,
+    restarting: false,
     log: [],
   };
   window.huddle = huddle;
@@ -197,8 +204,20 @@
     const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
     pc.addEventListener("connectionstatechange", () => {
       log(`${name} connection ${pc.connectionState}`, pc.connectionState === "failed");
+      // Only a connection still in use counts: the ones a restart replaced are closed.
+      const current = pc === huddle.publisherPc || pc === huddle.subscriberPc;
+      if (pc.connectionState === "failed" && current && huddle.onConnectionFailed) {
+        huddle.onConnectionFailed(name);
+      }
     });
     return pc;
+  }
+
+  // The ICE username fragment of an SDP: new for each of the SFU's peer connections, so it
+  // tells offers for a connection that a restart dropped from offers for the new one.
+  function iceUfrag(sdp) {
+    const match = /^a=ice-ufrag:(\S+)/m.exec(sdp);
+    return match ? match[1] : null;
   }
 
   // --- tiles ----------------------------------------------------------------------------
@@ -259,7 +278,7 @@
 
   // --- the call -------------------------------------------------------------------------
 
-  async function publish(signaling, room, iceServers) {
+  async function localStream() {
     if (!navigator.mediaDevices) {
       throw new Error("no navigator.mediaDevices: open this page over https (or from localhost)");
     }
@@ -269,6 +288,11 @@
     });
     $("local-video").srcObject = stream;
     $("local-tile").hidden = false;
+    return stream;
+  }
+
+  // Sends `stream` on a new publisher connection (a restart publishes the same stream again).
+  async function publish(signaling, room, iceServers, stream) {
     const pc = (huddle.publisherPc = newPeerConnection("publisher", iceServers));
     const sent = stream.getTracks().map((track) => {
       const transceiver = pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
@@ -282,10 +306,15 @@
       sources[transceiver.mid] = kind === "video" ? "camera" : "microphone";
     }
     const reply = await signaling.request("sfu.publish", { room, sdp: pc.localDescription.sdp, sources });
+    if (pc !== huddle.publisherPc) return; // a restart replaced it meanwhile
     await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
   }
 
-  async function answerOffer(signaling, event, iceServers) {
+  async function answerOffer(signaling, event, iceServers, staleUfrags) {
+    if (staleUfrags.has(iceUfrag(event.sdp))) {
+      log("skipping an offer for a connection the restart dropped");
+      return;
+    }
     for (const info of event.tracks) huddle.tracks[info.mid] = info;
     let pc = huddle.subscriberPc;
     if (pc === null) {
@@ -299,9 +328,27 @@
     await pc.setRemoteDescription({ type: "offer", sdp: event.sdp });
     await pc.setLocalDescription(await pc.createAnswer());
     await iceGatheringComplete(pc);
+    if (pc !== huddle.subscriberPc) return; // a restart replaced it meanwhile
     await signaling.request("sfu.answer", { room: event.room, sdp: pc.localDescription.sdp });
     huddle.offersAnswered += 1;
     log(`answered offer ${huddle.offersAnswered} (${event.tracks.length} tracks)`);
+  }
+
+  // What an ICE restart would do (aiortc has none): close both connections, ask the SFU for
+  // new ones with `sfu.restart` (it keeps our place in the room and offers our subscriptions
+  // again with `sfu.offer`), and publish the local stream again on a new connection.
+  async function startMediaOver(signaling, room, iceServers, stream, staleUfrags, lastOffer) {
+    const old = [huddle.publisherPc, huddle.subscriberPc];
+    // Forget them first: a closing connection is no longer current, and fails nothing.
+    huddle.publisherPc = huddle.subscriberPc = null;
+    if (lastOffer.ufrag) staleUfrags.add(lastOffer.ufrag);
+    for (const pc of old) if (pc) pc.close();
+    huddle.tracks = {};
+    for (const audio of document.querySelectorAll(".tile:not(.local) audio")) audio.remove();
+    await signaling.request("sfu.restart", { room });
+    if (stream) await publish(signaling, room, iceServers, stream);
+    huddle.restarts += 1;
+    log(`media restarted (${huddle.restarts})`);
   }
 
   async function main() {
@@ -333,13 +380,19 @@
       signaling.request("ping").catch((error) => log(`ping: ${error.message}`, true));
     }, hello.heartbeat_s * 1000);
 
-    // Offers are answered one at a time, in order, once the join reply has given the ICE servers.
+    // Offers are answered one at a time, in order, once the join reply has given the ICE
+    // servers. Media restarts take their turn in the same queue, so that no answer is under
+    // way while the connections are replaced.
     let joined;
     let offers = new Promise((resolve) => (joined = resolve));
+    const staleUfrags = new Set(); // of the SFU's connections that restarts dropped
+    const lastOffer = { ufrag: null };
+    let stream = null; // what this page publishes, once it does
     const people = new Map();
     signaling.on("sfu.offer", (event) => {
+      lastOffer.ufrag = iceUfrag(event.sdp);
       offers = offers.then((iceServers) =>
-        answerOffer(signaling, event, iceServers).then(
+        answerOffer(signaling, event, iceServers, staleUfrags).then(
           () => iceServers,
           (error) => {
             fail(error);
@@ -348,6 +401,34 @@
         ),
       );
     });
+    // One restart at a time: the failures of both connections (or a failure during a
+    // restart) make one restart. Resolves when it is done. Not before the page has joined and
+    // published what it publishes (the first publish is not in the queue).
+    const publishing = params.get("publish") === "1";
+    huddle.restartMedia = (why = "requested") => {
+      if (huddle.restarting) return huddle.restarting;
+      if (huddle.state !== (publishing ? "published" : "joined")) {
+        return Promise.reject(new Error(`no media to restart in state ${huddle.state}`));
+      }
+      log(`restarting media: ${why}`);
+      const done = offers.then((iceServers) =>
+        startMediaOver(signaling, room, iceServers, stream, staleUfrags, lastOffer).then(
+          () => iceServers,
+          (error) => {
+            fail(error);
+            return iceServers;
+          },
+        ),
+      );
+      offers = done;
+      huddle.restarting = done.then(() => {
+        huddle.restarting = false;
+      });
+      return huddle.restarting;
+    };
+    huddle.onConnectionFailed = (name) => {
+      huddle.restartMedia(`${name} connection failed`).catch((error) => log(error.message, true));
+    };
     signaling.on("call.participant_joined", (event) => {
       people.set(event.participant.participant, event.participant);
       updateRoster([...people.values()]);
@@ -370,8 +451,10 @@
     joined(reply.ice_servers);
     setState("joined", `${room} as ${reply.participant}`);
 
-    if (params.get("publish") === "1") {
-      await publish(signaling, room, reply.ice_servers);
+    if (publishing) {
+      const local = await localStream();
+      await publish(signaling, room, reply.ice_servers, local);
+      stream = local;
       setState("published");
     }
   }

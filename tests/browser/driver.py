@@ -10,6 +10,10 @@ The publisher page opens ``/web/call.html?publish=1`` and sends its fake camera 
 microphone; the subscriber page joins the same room. The script waits until the subscriber
 decodes video and receives audio, takes two ``getStats()`` snapshots ``--sample-s`` apart
 and a screenshot, and writes everything to ``--out``. It asserts nothing: the test does.
+
+With ``--restart`` both pages then start their media over (``huddle.restartMedia()``, what a
+failed connection triggers): first the publisher, until the subscriber decodes its new video
+track, then the subscriber, until its new connection decodes; two more snapshots follow.
 """
 
 from __future__ import annotations
@@ -63,9 +67,12 @@ STATE_JS: Final = """
     ? pc.localDescription.sdp.split(/\\r?\\n/).filter((l) => l.startsWith("a=candidate:")) : [];
   return {
     state: h.state, error: h.error, participant: h.participant,
-    offersAnswered: h.offersAnswered, log: h.log.slice(-40),
+    offersAnswered: h.offersAnswered, restarts: h.restarts, log: h.log.slice(-40),
     publisher: h.publisherPc && h.publisherPc.connectionState,
     subscriber: h.subscriberPc && h.subscriberPc.connectionState,
+    // The SFU's ICE username fragment: new for each of its connections.
+    subscriberUfrag: h.subscriberPc && h.subscriberPc.remoteDescription
+      ? (/^a=ice-ufrag:(\\S+)/m.exec(h.subscriberPc.remoteDescription.sdp) || [])[1] : null,
     remoteVideoWidth: video ? video.videoWidth : 0,
     sentCandidates: [...candidates(h.publisherPc), ...candidates(h.subscriberPc)],
   };
@@ -73,10 +80,13 @@ STATE_JS: Final = """
 """
 
 
-def _receiving(stats: list[dict[str, Any]] | None) -> bool:
-    """Video decoded and audio received on the subscriber connection."""
+def _receiving(stats: list[dict[str, Any]] | None, old_mids: frozenset[str] = frozenset()) -> bool:
+    """Video decoded and audio received on the subscriber connection (on other sections than
+    ``old_mids``)."""
     frames = packets = 0
     for s in stats or []:
+        if s.get("mid") in old_mids:
+            continue
         if s.get("type") == "inbound-rtp" and s.get("kind") == "video":
             frames += int(s.get("framesDecoded", 0))
         if s.get("type") == "inbound-rtp" and s.get("kind") == "audio":
@@ -92,6 +102,47 @@ async def _stats(page: Page, which: str) -> list[dict[str, Any]] | None:
 async def _state(page: Page) -> dict[str, Any]:
     result: dict[str, Any] = await page.evaluate(STATE_JS)
     return result
+
+
+async def _wait_receiving(
+    page: Page, deadline: float, what: str, old_mids: frozenset[str] = frozenset()
+) -> None:
+    while not _receiving(await _stats(page, "subscriberPc"), old_mids):
+        state = await _state(page)
+        if state["state"] == "failed":
+            raise RuntimeError(f"subscriber page failed: {state['error']}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"subscriber decoded no video or received no audio {what}")
+        await asyncio.sleep(POLL_S)
+
+
+async def _restart(page: Page) -> None:
+    await page.evaluate("() => window.huddle.restartMedia('asked by the test driver')")
+
+
+async def _restarts(
+    pages: dict[str, Page], args: argparse.Namespace, out: dict[str, Any], deadline: float
+) -> None:
+    """Both pages start their media over, one after the other."""
+    publisher, subscriber = pages["publisher"], pages["subscriber"]
+    started = time.monotonic()
+    out["before_restart_state"] = {name: await _state(page) for name, page in pages.items()}
+    old_mids = frozenset(
+        s["mid"] for s in await _stats(subscriber, "subscriberPc") or [] if "mid" in s
+    )
+    # The publisher's tracks come again on new sections of the subscriber's connection.
+    await _restart(publisher)
+    await _wait_receiving(subscriber, deadline, "after the publisher's restart", old_mids)
+    out["timings"]["publisher_restart_s"] = round(time.monotonic() - started, 2)
+    out["after_publisher_restart_stats"] = await _stats(subscriber, "subscriberPc")
+    # The subscriber's new connection is offered the publisher's tracks and decodes them.
+    started = time.monotonic()
+    await _restart(subscriber)
+    await _wait_receiving(subscriber, deadline, "after the subscriber's restart")
+    out["timings"]["subscriber_restart_s"] = round(time.monotonic() - started, 2)
+    out["restart_stats"] = [await _stats(subscriber, "subscriberPc")]
+    await asyncio.sleep(args.sample_s)
+    out["restart_stats"].append(await _stats(subscriber, "subscriberPc"))
 
 
 async def _wait_state(page: Page, wanted: str, deadline: float) -> None:
@@ -140,13 +191,7 @@ async def _call(
         subscriber = await _first_page(browsers["subscriber"])
         watch("subscriber", subscriber)
         await subscriber.goto(_page_url(args, args.subscriber_token, publish=False))
-        while not _receiving(await _stats(subscriber, "subscriberPc")):
-            state = await _state(subscriber)
-            if state["state"] == "failed":
-                raise RuntimeError(f"subscriber page failed: {state['error']}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("subscriber decoded no video or received no audio in time")
-            await asyncio.sleep(POLL_S)
+        await _wait_receiving(subscriber, deadline, "in time")
         out["timings"]["first_media_s"] = round(time.monotonic() - started, 2)
 
         out["subscriber_stats"] = [await _stats(subscriber, "subscriberPc")]
@@ -160,6 +205,8 @@ async def _call(
             timeout=max(1.0, deadline - time.monotonic()) * 1000,
         )
         await subscriber.screenshot(path=args.screenshot)
+        if args.restart:
+            await _restarts(pages, args, out, deadline)
         out["timings"]["done_s"] = round(time.monotonic() - started, 2)
     finally:
         for name, page in pages.items():
@@ -216,6 +263,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="where the JSON result goes")
     parser.add_argument("--timeout-s", type=float, default=30.0)
     parser.add_argument("--sample-s", type=float, default=2.0)
+    parser.add_argument(
+        "--restart", action="store_true", help="then restart both pages' media (sfu.restart)"
+    )
     args = parser.parse_args()
     result = asyncio.run(run(args))
     args.out.write_text(json.dumps(result, indent=1))

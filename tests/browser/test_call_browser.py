@@ -1,5 +1,6 @@
 """Interop with a real browser: Chromium publishes through the SFU, another Chromium page
-subscribes and decodes. Both pages are huddle/web/call.html."""
+subscribes and decodes. Both pages are huddle/web/call.html. Then both pages start their
+media over (sfu.restart, what a failed connection makes them do) and media flows again."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.helpers import make_token
 
 pytestmark = pytest.mark.browser
 
-DRIVER_TIMEOUT_S = 25.0
+DRIVER_TIMEOUT_S = 40.0
 SAMPLE_S = 2.0
 
 
@@ -24,7 +25,7 @@ def _inbound(stats: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
-def test_chromium_publishes_and_another_chromium_decodes(
+def test_chromium_publishes_and_another_chromium_decodes_and_both_restart(
     ns_node: NamespacedNode, tmp_path: Path
 ) -> None:
     room = "browser-interop"
@@ -42,6 +43,7 @@ def test_chromium_publishes_and_another_chromium_decodes(
         "--profile-dir", str(tmp_path / "chromium-profile"),
         "--timeout-s", str(DRIVER_TIMEOUT_S),
         "--sample-s", str(SAMPLE_S),
+        "--restart",
     )  # fmt: skip
     diagnostics = {k: v for k, v in result.items() if not k.endswith("_stats")}
     context = (
@@ -66,3 +68,30 @@ def test_chromium_publishes_and_another_chromium_decodes(
 
     assert screenshot.is_file(), context
     assert screenshot.stat().st_size > 10_000, f"screenshot only {screenshot.stat().st_size} bytes"
+
+    # Media restarts (huddle.restartMedia(), as on a failed connection): both pages keep their
+    # place in the room and get their media going again on new connections.
+    before = result["before_restart_state"]
+    for name in ("publisher", "subscriber"):
+        state = result[f"{name}_state"]
+        assert state["state"] != "failed" and state["error"] is None, state
+        assert state["restarts"] == 1, state
+        assert state["participant"] == before[name]["participant"], (before[name], state)
+        assert not [line for line in state["log"] if line.endswith(" left")], state["log"]
+    # The publisher published again: its new tracks came on new sections of the subscriber's
+    # connection and decoded there (the driver waited for that).
+    old_mids = {s.get("mid") for s in _inbound_before_restart(result)}
+    new = [s for s in result["after_publisher_restart_stats"] if s["type"] == "inbound-rtp"]
+    assert any(s.get("mid") not in old_mids and s.get("framesDecoded", 0) > 0 for s in new), new
+    # The subscriber's new connection is to a new SFU connection, and decodes on it.
+    assert result["subscriber_state"]["subscriberUfrag"] != before["subscriber"]["subscriberUfrag"]
+    first, second = result["restart_stats"]
+    video0, video1 = _inbound(first, "video"), _inbound(second, "video")
+    audio0, audio1 = _inbound(first, "audio"), _inbound(second, "audio")
+    assert video1["framesDecoded"] > video0["framesDecoded"] > 0, (video0, video1)
+    assert video1.get("frameWidth", 0) > 0, video1
+    assert audio1["packetsReceived"] > audio0["packetsReceived"], (audio0, audio1)
+
+
+def _inbound_before_restart(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in result["subscriber_stats"][-1] if s["type"] == "inbound-rtp"]

@@ -31,7 +31,7 @@ async def _receive_three_late() -> list[tuple[bytes, float | None, float]]:
     try:
         for i in range(3):
             sender.sendto(b"x%d" % i, ("127.0.0.1", port))
-            time.sleep(0.05)  # the loop is blocked: each datagram waits in the buffer
+            time.sleep(0.05)  # noqa: ASYNC251 (blocks the loop on purpose: datagrams wait)
         await asyncio.wait_for(protocol.done, 5)
     finally:
         sender.close()
