@@ -20,7 +20,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 import aioice
@@ -52,6 +52,7 @@ from aiortc.rtp import (
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtpPacket,
+    is_rtcp,
     unpack_remb_fci,
     unwrap_rtx,
 )
@@ -108,15 +109,55 @@ def _datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: tuple[A
     # RTP and RTCP (first byte 128-191, RFC 7983) are never STUN: aioice would try to parse
     # each as STUN first and hand it on from the ValueError.
     if data and data[0] > 127:
-        self.receiver.data_received(data, self.local_candidate.component)
+        connection = self.receiver
+        dtls = connection._huddle_dtls  # type: ignore[attr-defined]
+        # Nothing queued before it: handled now, it cannot overtake an earlier datagram.
+        if dtls is None or connection._queue.qsize() or not _receive_rtp_now(dtls, data):
+            connection.data_received(data, self.local_candidate.component)
     else:
         _original_datagram_received(self, data, addr)
 
 
+def _receive_rtp_now(dtls: Any, data: bytes) -> bool:
+    """A publisher's SRTP packet, taken to its receiver's tap right away: what
+    ``RTCDtlsTransport._recv_next`` and ``_handle_rtp_data`` do, without the queue, the task
+    switch and four coroutines per packet. False: not for this path (RTCP, no SRTP keys yet,
+    a receiver with no tap), to go through aiortc's own."""
+    srtp = dtls._rx_srtp
+    if srtp is None or is_rtcp(data):
+        return False
+    dtls._RTCDtlsTransport__rx_bytes += len(data)  # the transport's statistics
+    dtls._RTCDtlsTransport__rx_packets += 1
+    try:
+        data = srtp.unprotect(data)
+        packet = RtpPacket.parse(data, dtls._rtp_header_extensions_map)
+    except (pylibsrtp.Error, ValueError):
+        return True  # aiortc drops it too
+    receiver = dtls._rtp_router.route_rtp(packet)
+    tap = getattr(receiver, "_huddle_tap", None)
+    if tap is None:
+        if receiver is not None:
+            _spawn(receiver._handle_rtp_packet(packet, arrival_time_ms=_current_ms()))
+        return True
+    tap.handle(packet)
+    return True
+
+
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _spawn(coroutine: Coroutine[Any, Any, Any]) -> None:
+    task = asyncio.ensure_future(coroutine)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
 def install_fast_paths() -> None:
     """Process-wide shortcuts on the receive path of every packet, each doing what the
-    original does: aiortc's arrival clock and aioice's STUN demultiplexing."""
+    original does: aiortc's arrival clock, aioice's STUN demultiplexing, and publishers' RTP
+    handed to the SFU's taps as it arrives (for transports with an ``InboundTap``)."""
     aiortc.clock.current_ms = _current_ms
+    aioice.ice.Connection._huddle_dtls = None  # type: ignore[attr-defined]
     aioice.ice.StunProtocol.datagram_received = _datagram_received  # type: ignore[method-assign,assignment]
 
 
@@ -229,8 +270,15 @@ class InboundTap:
         self._streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
         self._nack = receiver._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
         receiver._handle_rtp_packet = self._handle  # type: ignore[method-assign]
+        receiver._huddle_tap = self  # type: ignore[attr-defined]
+        # This publisher's RTP comes straight here from its socket (install_fast_paths).
+        dtls = receiver.transport
+        dtls._transport._connection._huddle_dtls = dtls  # type: ignore[attr-defined]
 
     async def _handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        self.handle(packet)
+
+    def handle(self, packet: RtpPacket) -> None:
         codec = self._codecs.get(packet.payload_type)
         if codec is None:
             return
@@ -246,7 +294,7 @@ class InboundTap:
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original)
             codec = self._codecs[apt]
         if self._nack is not None and self._nack.add(packet):
-            await self.receiver._send_rtcp_nack(packet.ssrc, sorted(self._nack.missing))
+            _spawn(self.receiver._send_rtcp_nack(packet.ssrc, sorted(self._nack.missing)))
         self.packets += 1
         self.on_packet(packet, codec)
 

@@ -21,6 +21,11 @@ def test_arrival_clock_matches_aiortc() -> None:
 
 
 class _Receiver:
+    """Stands in for aioice's Connection: no SFU tap behind it (see the functional tests for
+    RTP handed straight to a publisher's tap)."""
+
+    _huddle_dtls = None
+
     def __init__(self) -> None:
         self.data: list[tuple[bytes, int]] = []
         self.requests: list[Any] = []
@@ -33,6 +38,7 @@ class _Receiver:
 
 
 def _protocol(receiver: _Receiver) -> aioice.ice.StunProtocol:
+    # (made inside a running event loop: the protocol creates a future)
     protocol = aioice.ice.StunProtocol(receiver)  # type: ignore[arg-type]
     protocol.local_candidate = Candidate(
         foundation="1", component=1, transport="udp", priority=1, host="127.0.0.1", port=9,
@@ -42,7 +48,7 @@ def _protocol(receiver: _Receiver) -> aioice.ice.StunProtocol:
 
 
 @pytest.mark.parametrize("first_byte", [0x80, 0x90, 0xBF])
-def test_rtp_and_rtcp_go_straight_to_the_connection(first_byte: int) -> None:
+async def test_rtp_and_rtcp_go_straight_to_the_connection(first_byte: int) -> None:
     receiver = _Receiver()
     datagram = bytes([first_byte]) + bytes(range(1, 40))
     aiortc_glue._datagram_received(_protocol(receiver), datagram, ("127.0.0.1", 5000))
@@ -50,7 +56,7 @@ def test_rtp_and_rtcp_go_straight_to_the_connection(first_byte: int) -> None:
     assert receiver.requests == []
 
 
-def test_stun_and_dtls_still_take_aioices_path() -> None:
+async def test_stun_and_dtls_still_take_aioices_path() -> None:
     receiver = _Receiver()
     protocol = _protocol(receiver)
     request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
