@@ -176,6 +176,8 @@ class Participant:
     renegotiate: bool = False
     # Subscriptions were removed: the next subscriber offer marks their sections inactive.
     stale: bool = False
+    # Its connections ended under the room: nothing is offered until it restarts its media.
+    media_lost: bool = False
     closed: bool = False
 
     def info(self) -> dict[str, str]:
@@ -294,6 +296,7 @@ class Room:
         pc = participant.publisher
         if pc is None:
             pc = participant.publisher = RTCPeerConnection(self._rtc_config)
+            self._watch(participant, pc)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as exc:  # aiortc raises many kinds on a bad offer
@@ -350,6 +353,12 @@ class Room:
     async def restart_media(self, participant: Participant) -> None:
         """Drop both peer connections of ``participant`` but keep it in the room: others stop
         getting its tracks until it publishes again, and it is offered theirs anew."""
+        await self._drop_media(participant)
+        participant.media_lost = False
+        if participant.can_subscribe and not participant.closed:
+            self._spawn(self._sync_subscriptions(participant))
+
+    async def _drop_media(self, participant: Participant) -> None:
         if participant.published:
             self._unpublish(participant, set(participant.published))
         for sub in participant.subscriptions.values():
@@ -362,8 +371,22 @@ class Room:
         for pc in pcs:
             if pc is not None:
                 await pc.close()
-        if participant.can_subscribe and not participant.closed:
-            self._spawn(self._sync_subscriptions(participant))
+
+    def _watch(self, participant: Participant, pc: RTCPeerConnection) -> None:
+        """A connection of the participant's that fails or closes by itself (the device
+        dropped it, or ICE consent expired) takes its media with it: the others stop getting
+        its tracks, and nothing is offered to it until it restarts its media (sfu.restart)."""
+
+        @pc.on("connectionstatechange")
+        def changed() -> None:
+            if pc.connectionState not in ("failed", "closed") or participant.closed:
+                return
+            if pc is not participant.publisher and pc is not participant.subscriber:
+                return  # replaced or closed by the room itself
+            log.info("media connection lost", extra={"room": self.name,
+                     "participant": participant.id, "state": pc.connectionState})  # fmt: skip
+            participant.media_lost = True
+            self._spawn(self._drop_media(participant))
 
     def _unpublish(self, participant: Participant, keys: set[str]) -> None:
         """The publisher stopped sending these tracks (a re-offer marked them inactive)."""
@@ -436,7 +459,7 @@ class Room:
         if participant.negotiating:
             participant.renegotiate = True
             return
-        if participant.closed:
+        if participant.closed or participant.media_lost:
             return
         wanted = [
             unit for unit in self._units(participant) if unit[0] not in participant.subscriptions
@@ -447,6 +470,7 @@ class Room:
         pc = participant.subscriber
         if pc is None:
             pc = participant.subscriber = RTCPeerConnection(self._rtc_config)
+            self._watch(participant, pc)
         for key, tracks in wanted:
             kind = tracks[0].kind
             transceiver = pc.addTransceiver(IdleTrack(kind), direction="sendonly")
