@@ -66,8 +66,10 @@ from benchmarks.sfu_report import (
     compare,
     log_problems,
     percentile,
+    pool_rounds,
     profile_server,
     report,
+    round_lines,
     summary,
     targets,
 )
@@ -78,6 +80,7 @@ DEFAULT_DURATION_S: Final = 10.0
 MAX_DURATION_S: Final = 120.0
 DEFAULT_BOT_PROCS: Final = 2
 DEFAULT_BOT_NICE: Final = 0
+MAX_ROUNDS: Final = 10
 MAX_BOT_PROCS: Final = 8
 BOT_START_TIMEOUT_S: Final = 60.0
 # Setting up takes longer the more peer connections there are.
@@ -517,6 +520,13 @@ def parser() -> argparse.ArgumentParser:
         help="run the server under test on CPU 0 alone and the bots (and this script) on the "
         "other CPUs, as if on separate machines (default: on with 2 or more CPUs)",
     )
+    ap.add_argument(
+        "--rounds",
+        type=bounded(int, 1, MAX_ROUNDS),
+        default=1,
+        help="run every scenario this many times per target, the targets taking turns; "
+        "figures pool the rounds (CPU summed; loss and delay p99 of the worst round)",
+    )
     ap.add_argument("--skip-janus", action="store_true", help="no Janus baseline")
     ap.add_argument("--skip-naive", action="store_true", help="no naive relay baseline")
     ap.add_argument(
@@ -588,32 +598,49 @@ def main(argv: list[str] | None = None) -> int:
     )
     if bot_cpus:
         os.sched_setaffinity(0, bot_cpus)  # bots are spawned from here: they inherit it
-    results: dict[str, dict[str, ScenarioResult]] = {}
     missing: dict[str, str] = {}
     versions: dict[str, str] = {}
     server_logs: dict[str, dict[str, int]] = {}
     idle: dict[str, float] = {}
+    rounds: dict[str, dict[str, list[ScenarioResult]]] = {}
     with tempfile.TemporaryDirectory(prefix="huddle-sfu-bench-") as tmp:
-        for target, start in starters:
-            say(f"starting {target}")
-            try:
-                with _affinity(server_cpus):
-                    server = start(Path(tmp) / target)
-            except Exception as exc:
-                missing[target] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-                say(f"{target} MISSING: {missing[target]}")
-                continue
-            versions[target] = server.version
-            try:
+        # Every target is started first and stays up (idle ones cost next to nothing), so
+        # that the rounds can take turns: drift in the machine's speed then falls on all.
+        servers: dict[str, Server] = {}
+        try:
+            for target, start in starters:
+                say(f"starting {target}")
+                try:
+                    with _affinity(server_cpus):
+                        server = start(Path(tmp) / target)
+                except Exception as exc:
+                    missing[target] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                    say(f"{target} MISSING: {missing[target]}")
+                    continue
+                servers[target] = server
+                versions[target] = server.version
                 server.idle_cores = idle_cores(server.pid)
                 idle[target] = server.idle_cores
-                by_scenario = results.setdefault(target, {})
-                for scenario in opts.scenarios:
-                    profile = opts.profile and target == "huddle" and scenario.name == biggest
-                    by_scenario[scenario.name] = run_scenario(server, scenario, opts, say, profile)
-            finally:
+            for index in range(args.rounds):
+                if args.rounds > 1:
+                    say(f"round {index + 1} of {args.rounds}")
+                for name, server in servers.items():
+                    by_scenario = rounds.setdefault(name, {})
+                    for scenario in opts.scenarios:
+                        profile = (
+                            opts.profile and index == 0 and name == "huddle"
+                            and scenario.name == biggest
+                        )  # fmt: skip
+                        result = run_scenario(server, scenario, opts, say, profile)
+                        by_scenario.setdefault(scenario.name, []).append(result)
+        finally:
+            for name, server in servers.items():
                 server.stop()
-                server_logs[target] = log_problems(server.log_path)
+                server_logs[name] = log_problems(server.log_path)
+    results: dict[str, dict[str, ScenarioResult]] = {
+        target: {name: pool_rounds(runs) for name, runs in by_scenario.items()}
+        for target, by_scenario in rounds.items()
+    }
 
     names = [s.name for s in opts.scenarios]
     placement = (
@@ -623,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(report(results, names, opts.duration, opts.bot_procs, missing, versions, idle,
                  opts.bot_nice, placement))  # fmt: skip
+    for line in round_lines(rounds):
+        print(line)
     for name, problems in server_logs.items():
         for message, n in problems.items():
             print(f"{name} server log: {n} x {message}")
@@ -641,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
                 "duration_s": opts.duration,
                 "bot_procs": opts.bot_procs,
                 "bot_nice": opts.bot_nice,
+                "rounds": args.rounds,
                 "server_cpus": sorted(server_cpus or []),
                 "bot_cpus": sorted(bot_cpus or []),
                 "fixture": Path(opts.fixture).name,
@@ -659,6 +689,12 @@ def main(argv: list[str] | None = None) -> int:
                 target: {name: dataclasses.asdict(r) for name, r in by_scenario.items()}
                 for target, by_scenario in results.items()
             },
+            "rounds": {
+                target: {name: [dataclasses.asdict(r) for r in runs] for name, runs in by.items()}
+                for target, by in rounds.items()
+            }
+            if args.rounds > 1
+            else {},
             "server_logs": server_logs,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ and the py-spy profile of the server (``benchmarks.sfu_load`` runs the scenarios
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -164,6 +165,90 @@ def _ratio(ours: float | None, theirs: float | None) -> float | None:
     if ours is None or theirs is None or theirs == 0:
         return None
     return ours / theirs
+
+
+def pool_rounds(rounds: Sequence[ScenarioResult]) -> ScenarioResult:
+    """One scenario's rounds for one target as one result: CPU, packets and time summed (so
+    CPU per packet is pooled), loss and the delay tail the worst round's, the delay median
+    the median round's. A failed round makes the whole failed."""
+    if len(rounds) == 1:
+        return rounds[0]
+    failed = next((r for r in rounds if r.failed is not None), None)
+    if failed is not None:
+        return dataclasses.replace(failed, errors=[e for r in rounds for e in r.errors])
+    wall = sum(r.window_s for r in rounds)
+    packets = sum(r.packets for r in rounds)
+    cpu = sum(r.server_cpu_s for r in rounds)
+    marginal = [r.marginal_us_per_packet for r in rounds]
+
+    def worst(values: Sequence[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return max(known) if known else None
+
+    def middle(values: Sequence[float | None]) -> float | None:
+        known = sorted(v for v in values if v is not None)
+        return known[len(known) // 2] if known else None
+
+    return dataclasses.replace(
+        rounds[0],
+        streams_flowing=min(r.streams_flowing for r in rounds),
+        window_s=wall,
+        packets=packets,
+        packets_expected=sum(r.packets_expected for r in rounds),
+        packets_per_s=packets / wall if wall else 0.0,
+        mbit_per_s=sum(r.mbit_per_s * r.window_s for r in rounds) / wall if wall else 0.0,
+        loss=worst([r.loss for r in rounds]),
+        loss_audio=worst([r.loss_audio for r in rounds]),
+        loss_video=worst([r.loss_video for r in rounds]),
+        delay_p50_ms=middle([r.delay_p50_ms for r in rounds]),
+        delay_p99_ms=worst([r.delay_p99_ms for r in rounds]),
+        delay_max_ms=worst([r.delay_max_ms for r in rounds]),
+        delay_over_30ms=worst([r.delay_over_30ms for r in rounds]),
+        delay_stalls=[s for r in rounds for s in r.delay_stalls],
+        delay_matched=sum(r.delay_matched for r in rounds),
+        delay_unmatched=sum(r.delay_unmatched for r in rounds),
+        delay_unstamped=sum(r.delay_unstamped for r in rounds),
+        app_delay_p50_ms=middle([r.app_delay_p50_ms for r in rounds]),
+        app_delay_p99_ms=worst([r.app_delay_p99_ms for r in rounds]),
+        server_cpu_s=cpu,
+        server_cores=cpu / wall if wall else 0.0,
+        cpu_us_per_packet=cpu / packets * 1e6 if packets else None,
+        marginal_us_per_packet=(
+            sum(m * r.packets for m, r in zip(marginal, rounds, strict=True) if m is not None)
+            / packets
+            if packets and None not in marginal
+            else None
+        ),
+        bot_cpu_s=[sum(c) for c in zip(*(r.bot_cpu_s for r in rounds), strict=False)],
+        bot_cores=[max(c) for c in zip(*(r.bot_cores for r in rounds), strict=False)],
+        machine_busy=max(r.machine_busy for r in rounds),
+        others_busy=max(r.others_busy for r in rounds),
+        bot_loop_lag_p99_ms=worst([r.bot_loop_lag_p99_ms for r in rounds]),
+        bot_loop_lag_max_ms=worst([r.bot_loop_lag_max_ms for r in rounds]),
+        publisher_max_late_ms=max(r.publisher_max_late_ms for r in rounds),
+        publisher_resyncs=sum(r.publisher_resyncs for r in rounds),
+        rtx_packets=sum(r.rtx_packets for r in rounds),
+        setup_s=max(r.setup_s for r in rounds),
+        errors=[e for r in rounds for e in r.errors],
+        profile=next((r.profile for r in rounds if r.profile), None),
+    )
+
+
+def round_lines(rounds: dict[str, dict[str, list[ScenarioResult]]]) -> list[str]:
+    """Per target and scenario, each round's CPU per packet and delay p99."""
+    lines = []
+    for target, by_scenario in rounds.items():
+        for name, results in by_scenario.items():
+            if len(results) < 2:
+                continue
+            cells = ", ".join(
+                "failed"
+                if r.failed
+                else f"{_fmt(r.cpu_us_per_packet)} µs/{_fmt(r.delay_p99_ms)} ms"
+                for r in results
+            )
+            lines.append(f"rounds {target} {name} (µs/pkt / delay p99): {cells}")
+    return lines
 
 
 def pooled_us_per_packet(results: Sequence[ScenarioResult]) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from benchmarks.sfu_load import Scenario, parse_scenario
 from benchmarks.sfu_media import StreamCount, match_delays, payload_key, rtp_payload
-from benchmarks.sfu_report import summarize_stacks
+from benchmarks.sfu_report import ScenarioResult, pool_rounds, summarize_stacks
 
 
 @pytest.mark.slow
@@ -21,10 +22,11 @@ def test_tiny_run_writes_summary(tmp_path: Path) -> None:
         [
             *(sys.executable, "-m", "benchmarks.sfu_load", "--scenarios", "1x1"),
             *("--duration", "3", "--skip-janus", "--skip-naive", "--json", str(out)),
+            *("--rounds", "2"),
         ],
         capture_output=True,
         text=True,
-        timeout=55,
+        timeout=90,
         stdin=subprocess.DEVNULL,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -44,6 +46,11 @@ def test_tiny_run_writes_summary(tmp_path: Path) -> None:
     assert all(value is None for value in summary.values()), summary
     assert doc["missing"] == {}
     assert set(doc["results"]) == {"huddle"}
+    # Two rounds, pooled: the packets of both, the worst round's delay tail.
+    runs = doc["rounds"]["huddle"]["1x1"]
+    assert len(runs) == 2
+    assert doc["results"]["huddle"]["1x1"]["packets"] == sum(r["packets"] for r in runs)
+    assert doc["results"]["huddle"]["1x1"]["delay_p99_ms"] == max(r["delay_p99_ms"] for r in runs)
 
     result = doc["results"]["huddle"]["1x1"]
     assert result["failed"] is None, result["failed"]
@@ -108,3 +115,21 @@ def test_profile_summary_ranks_functions() -> None:
     assert summary["self"][0] == ("send (b.py)", 0.75)
     assert summary["self_lines"][0] == ("send (b.py:2)", 0.75)
     assert summary["inclusive"][0] == ("run (a.py)", 1.0)
+
+
+def test_rounds_pool_cpu_and_keep_the_worst_tail() -> None:
+    def one(cpu: float, packets: int, loss: float, p50: float, p99: float) -> ScenarioResult:
+        return ScenarioResult(
+            target="huddle", scenario="9x9", publishers=9, subscribers=9, streams_expected=144,
+            streams_flowing=144, window_s=10.0, packets=packets, server_cpu_s=cpu, loss=loss,
+            delay_p50_ms=p50, delay_p99_ms=p99, bot_cpu_s=[1.0, 2.0], bot_cores=[0.1, 0.2],
+        )  # fmt: skip
+
+    pooled = pool_rounds([one(3.0, 100_000, 0.0, 1.0, 4.0), one(5.0, 100_000, 0.02, 2.0, 9.0),
+                          one(4.0, 50_000, 0.01, 3.0, 5.0)])  # fmt: skip
+    assert pooled.cpu_us_per_packet == pytest.approx(12.0 / 250_000 * 1e6)
+    assert pooled.packets == 250_000 and pooled.window_s == 30.0
+    assert pooled.loss == 0.02 and pooled.delay_p99_ms == 9.0 and pooled.delay_p50_ms == 2.0
+    assert pooled.bot_cpu_s == [3.0, 6.0]
+    broken = dataclasses.replace(one(1.0, 1, 0.0, 1.0, 1.0), failed="bots never connected")
+    assert pool_rounds([one(1.0, 1, 0.0, 1.0, 1.0), broken]).failed == "bots never connected"
