@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from huddle import collector
 from huddle.config import Settings
 from huddle.redis_server import EmbeddedRedis
 from media_store import routes as media_routes
@@ -36,8 +36,6 @@ EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
 # Connections to Redis per node. Callers beyond that wait for a free one (up to the pool
 # timeout) instead of failing, as redis-py's default pool does at its limit.
 REDIS_MAX_CONNECTIONS: Final = 64
-# Generation thresholds of the node's garbage collector (Python's default: 700, 10, 10).
-GC_THRESHOLDS: Final = (20_000, 20, 20)
 REDIS_POOL_TIMEOUT_S: Final = 5.0
 
 
@@ -133,13 +131,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # What start-up allocated lives as long as the node: keep it out of the collector's
-    # scans. Young objects die young here (events, frames): a larger first generation lets
-    # them go by reference counting before a collection would promote them, so that full
-    # collections, whose time grows with every live connection, stay rare.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    collector.settle()
     if ready is not None:
         ready.set()
     try:

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import gc
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from typing import Any, Final
 
 import msgspec
 
+from huddle import collector
 from sfu import ipc
 from sfu.aiortc_glue import (
     check_version,
@@ -84,10 +84,7 @@ async def serve(fd: int, config: WorkerConfig) -> None:
         ),
     )
     _count_decoders(host)
-    # Everything allocated so far lives as long as the worker: keep it out of the
-    # collector's scans, so that full collections stay short on the forwarding path.
-    gc.collect()
-    gc.freeze()
+    collector.settle()
     tasks: set[asyncio.Task[None]] = set()
 
     async def report_metrics() -> None:
