@@ -12,6 +12,7 @@ Wire conventions (see docs/protocol.md):
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -745,6 +746,10 @@ def json_schema() -> dict[str, Any]:
     events = list(SERVER_EVENTS.values())
     everything: list[Any] = [*client, *replies, Error, *events]
     schemas, components = msgspec.json.schema_components(everything, ref_template="#/$defs/{name}")
+    for component in components.values():
+        # Docstrings as inspect.cleandoc leaves them: msgspec releases differ on indentation.
+        if "description" in component:
+            component["description"] = inspect.cleandoc(component["description"])
     names = [s["$ref"].rsplit("/", 1)[1] for s in schemas]
     n_client, n_replies = len(client), len(replies)
     return {
