@@ -17,10 +17,12 @@ pyproject.toml pins aiortc to the version below; tests/unit/test_aiortc_glue.py 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import struct
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
 import aioice
@@ -48,9 +50,14 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     HeaderExtensionsMap,
+    RtcpByePacket,
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
     RtpPacket,
     is_rtcp,
     unpack_remb_fci,
@@ -62,6 +69,12 @@ from pylibsrtp._binding import lib as _srtp_lib
 AIORTC_VERSION: Final = "1.16.0"
 PYLIBSRTP_VERSION: Final = "1.0.0"
 _DTLS_CONNECTED: Final = DtlsState.CONNECTED
+_SEQ_TS_SSRC: Final = struct.Struct("!HII")  # an RTP header's bytes 2-11
+# Sender reports: a sender that sent nothing for this long is no longer reported, and one
+# datagram carries at most this many (an SR is 28 bytes, its SDES chunk about 30).
+REPORT_IDLE_S: Final = 5.0
+REPORTS_PER_PACKET: Final = 16
+RTT_SMOOTHING: Final = 0.85  # weight of the previous round-trip time estimate
 # SRTP protection called on libsrtp directly (pylibsrtp's Session.protect checks its input
 # and allocates a length cell on every call). One length cell: the event loop is one thread.
 _LENGTH: Final = _srtp_ffi.new("int *")
@@ -78,6 +91,7 @@ __all__ = [
     "RtpPacket",
     "install_fast_paths",
     "negotiated_codec",
+    "send_reports",
     "server_rtc_configuration",
     "use_host_addresses",
     "use_port_range",
@@ -152,13 +166,64 @@ def _spawn(coroutine: Coroutine[Any, Any, Any]) -> None:
     task.add_done_callback(_tasks.discard)
 
 
+_original_run_rtcp: Final = RTCRtpSender._run_rtcp
+
+
+async def _run_rtcp(self: RTCRtpSender) -> None:
+    """aiortc's per-sender RTCP loop, for the SFU's senders: their reports go out from
+    ``send_reports``, compounded per transport; only the BYE at the end is sent here."""
+    if not getattr(self, "_huddle_reported", False):
+        await _original_run_rtcp(self)
+        return
+    self._RTCRtpSender__rtcp_started.set()  # type: ignore[attr-defined]
+    # Stopping the sender cancels this; as aiortc's loop does, it then says goodbye.
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+    with contextlib.suppress(ConnectionError):
+        await self._send_rtcp([RtcpByePacket(sources=[self._ssrc])])
+    self._RTCRtpSender__rtcp_exited.set()  # type: ignore[attr-defined]
+
+
+def send_reports(ports: Iterable[OutboundPort], now: float) -> int:
+    """Send the sender reports (SR + SDES) of ``ports`` that are sending, one compound RTCP
+    packet per transport (up to REPORTS_PER_PACKET senders each), as browsers do; aiortc's
+    own loop sends one datagram per sender. Returns how many datagrams went out."""
+    by_transport: dict[int, list[OutboundPort]] = {}
+    for port in ports:
+        if port.packet_count and now - port.last_time < REPORT_IDLE_S:
+            dtls = port.sender._RTCRtpSender__transport  # type: ignore[attr-defined]
+            by_transport.setdefault(id(dtls), []).append(port)
+    sent = 0
+    for group in by_transport.values():
+        for i in range(0, len(group), REPORTS_PER_PACKET):
+            some = group[i : i + REPORTS_PER_PACKET]
+            first = some[0]
+            transport = first._transport()
+            if transport is None:
+                break
+            packets = [sr for port in some for sr in port.report()]
+            chunks = [
+                RtcpSourceInfo(ssrc=port.ssrc, items=[(1, cname.encode())])
+                for port in some
+                if (cname := port.sender._RTCRtpSender__cname)  # type: ignore[attr-defined]
+            ]
+            if chunks:
+                packets.append(RtcpSdesPacket(chunks=chunks))
+            payload = b"".join(bytes(packet) for packet in packets)
+            transport.sendto(first._srtp.protect_rtcp(payload), first._addr)
+            sent += 1
+    return sent
+
+
 def install_fast_paths() -> None:
     """Process-wide shortcuts on the receive path of every packet, each doing what the
     original does: aiortc's arrival clock, aioice's STUN demultiplexing, and publishers' RTP
-    handed to the SFU's taps as it arrives (for transports with an ``InboundTap``)."""
+    handed to the SFU's taps as it arrives (for transports with an ``InboundTap``); and the
+    SFU's senders leave their reports to ``send_reports``."""
     aiortc.clock.current_ms = _current_ms
     aioice.ice.Connection._huddle_dtls = None  # type: ignore[attr-defined]
     aioice.ice.StunProtocol.datagram_received = _datagram_received  # type: ignore[method-assign,assignment]
+    RTCRtpSender._run_rtcp = _run_rtcp  # type: ignore[method-assign]
 
 
 def use_host_addresses(addresses: list[str]) -> None:
@@ -343,6 +408,16 @@ class OutboundPort:
         self._srtp_ctx: Any = None
         self._srtp_cdata: Any = None
         self._srtp_buffer: Any = None
+        # What the sender reports (SR) carry: counts and the last packet's two clocks.
+        self.packet_count = 0
+        self.octet_count = 0
+        self.rtp_timestamp = 0
+        self.ntp_timestamp = 0
+        self.cname: str | None = None
+        self._lsr: int | None = None  # the middle 32 bits of the last report's NTP time
+        self._lsr_time = 0.0
+        self._rtt: float | None = None
+        self.sender._huddle_reported = True  # type: ignore[attr-defined]
         self.on_nack: NackHandler = _ignore
         self.on_keyframe_request: KeyframeHandler = _ignore0
         self.on_remb: RembHandler = _ignore
@@ -373,30 +448,18 @@ class OutboundPort:
         self.ready = True
         return True
 
-    def send(
-        self,
-        data: bytes | bytearray,
-        payload_bytes: int,
-        rtp_timestamp: int,
-        ntp_timestamp: int,
-        *,
-        counted: bool = True,
-    ) -> bool:
-        """SRTP-protect and send one RTP packet. False when the transport is not up.
-
-        ``counted`` packets go into the sender report's counts (not retransmissions)."""
+    def _transport(self) -> Any:
+        """The datagram transport to send on, with this sender's SRTP session ready in
+        ``_srtp_*``; None while the connection is not up."""
         dtls = self.sender._RTCRtpSender__transport  # type: ignore[attr-defined]
         srtp = dtls._tx_srtp
         if srtp is None or dtls._state is not _DTLS_CONNECTED:
-            return False
+            return None
         pair = dtls._transport._connection._nominated.get(1)
         if pair is not self._pair:  # the pair's address, read once per nominated pair
             if pair is None:
-                return False
+                return None
             self._pair, self._addr = pair, pair.remote_addr
-        transport = pair.protocol.transport
-        if transport is None:
-            return False
         if srtp is not self._srtp:  # libsrtp's context and buffer, read once per session
             self._srtp = srtp
             self._srtp_ctx, self._srtp_cdata, self._srtp_buffer = (
@@ -404,34 +467,81 @@ class OutboundPort:
                 srtp._cdata,
                 srtp._buffer,
             )
-        size = len(data)
-        if size > _PROTECT_MAX:
-            raise ValueError("RTP packet too long to protect")
-        buffer = self._srtp_buffer
-        buffer[0:size] = data
+        return pair.protocol.transport
+
+    def _protect_and_send(self, transport: Any, size: int) -> None:
+        """SRTP-protect the ``size`` bytes in the session's buffer and send them."""
         _LENGTH[0] = size
         status = _srtp_protect(self._srtp_ctx, self._srtp_cdata, _LENGTH)
         if status:
             raise pylibsrtp.Error(f"srtp_protect failed with status {status}")
-        transport.sendto(buffer[0 : _LENGTH[0]], self._addr)
-        if not counted:
-            return True
-        s = self.sender
-        s._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
-        s._RTCRtpSender__octet_count += payload_bytes  # type: ignore[attr-defined]
-        s._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
-        s._RTCRtpSender__ntp_timestamp = ntp_timestamp  # type: ignore[attr-defined]
+        transport.sendto(self._srtp_buffer[0 : _LENGTH[0]], self._addr)
+
+    def forward(self, base: bytes, seq: int, ts: int, payload_bytes: int, ntp: int,
+                now: float) -> bool:  # fmt: skip
+        """Send ``base`` (an RTP packet serialized for this sender's header layout) with this
+        sender's sequence number, timestamp and SSRC written in. False when the transport is
+        not up."""
+        transport = self._transport()
+        if transport is None:
+            return False
+        size = len(base)
+        if size > _PROTECT_MAX:
+            raise ValueError("RTP packet too long to protect")
+        buffer = self._srtp_buffer
+        buffer[0:size] = base
+        _SEQ_TS_SSRC.pack_into(buffer, 2, seq, ts, self.ssrc)
+        self._protect_and_send(transport, size)
+        self.last_seq, self.last_ts, self.last_time = seq, ts, now
+        self.packet_count += 1
+        self.octet_count += payload_bytes
+        self.rtp_timestamp, self.ntp_timestamp = ts, ntp
         return True
+
+    def send(self, data: bytes | bytearray) -> bool:
+        """SRTP-protect and send one ready RTP packet (a retransmission: not counted in the
+        sender reports). False when the transport is not up."""
+        transport = self._transport()
+        if transport is None:
+            return False
+        size = len(data)
+        if size > _PROTECT_MAX:
+            raise ValueError("RTP packet too long to protect")
+        self._srtp_buffer[0:size] = data
+        self._protect_and_send(transport, size)
+        return True
+
+    def report(self) -> list[AnyRtcpPacket]:
+        """This sender's report (SR) as it stands, remembered for round-trip times."""
+        self._lsr = (self.ntp_timestamp >> 16) & 0xFFFFFFFF
+        self._lsr_time = time.time()
+        return [
+            RtcpSrPacket(
+                ssrc=self.ssrc,
+                sender_info=RtcpSenderInfo(
+                    ntp_timestamp=self.ntp_timestamp,
+                    rtp_timestamp=self.rtp_timestamp,
+                    packet_count=self.packet_count & 0xFFFFFFFF,
+                    octet_count=self.octet_count & 0xFFFFFFFF,
+                ),
+            )
+        ]
+
+    def _receiver_report(self, report: Any) -> None:
+        self.on_report(report.fraction_lost, report.jitter)
+        if report.lsr and report.lsr == self._lsr and report.dlsr:
+            rtt = time.time() - self._lsr_time - report.dlsr / 65536
+            self._rtt = rtt if self._rtt is None else RTT_SMOOTHING * self._rtt + (
+                1 - RTT_SMOOTHING) * rtt  # fmt: skip
 
     @property
     def rtt_s(self) -> float | None:
-        """Round-trip time from the subscriber's receiver reports, as aiortc estimates it."""
-        rtt = self.sender._RTCRtpSender__rtt  # type: ignore[attr-defined]
-        return None if rtt is None else float(rtt)
+        """Round-trip time from the subscriber's receiver reports (LSR/DLSR, RFC 3550)."""
+        return self._rtt
 
     @property
     def packets_sent(self) -> int:
-        return int(self.sender._RTCRtpSender__packet_count)  # type: ignore[attr-defined]
+        return self.packet_count
 
     async def _handle_rtcp(self, packet: AnyRtcpPacket) -> None:
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
@@ -446,12 +556,11 @@ class OutboundPort:
             if self.ssrc in ssrcs:
                 self.remb_bps = bitrate
                 self.on_remb(bitrate)
+        elif isinstance(packet, RtcpRrPacket):
+            for report in packet.reports:
+                if report.ssrc == self.ssrc:
+                    self._receiver_report(report)
         else:
-            if isinstance(packet, RtcpRrPacket):
-                for report in packet.reports:
-                    if report.ssrc == self.ssrc:
-                        self.on_report(report.fraction_lost, report.jitter)
-            # Receiver reports: aiortc keeps round-trip time and loss statistics.
             await self._original_rtcp(packet)
 
 

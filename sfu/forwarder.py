@@ -281,14 +281,11 @@ class TrackForwarder:
                     packet.marker, packet.payload, packet.extensions.audio_level, port,
                     abs_send_time,
                 )  # fmt: skip
-            buf = bytearray(base)
             ts = (packet.timestamp + out.ts_offset) & 0xFFFFFFFF
             seq = (packet.sequence_number + out.seq_offset) & 0xFFFF
-            _SEQ_TS_SSRC.pack_into(buf, 2, seq, ts, port.ssrc)
-            port.last_seq, port.last_ts, port.last_time = seq, ts, now
-            if port.send(buf, len(packet.payload), ts, ntp):
+            if port.forward(base, seq, ts, len(packet.payload), ntp, now):
                 out.forwarded += 1
-                out.bytes += len(buf)
+                out.bytes += len(base)
 
     @staticmethod
     def _serialize(
@@ -335,7 +332,7 @@ class TrackForwarder:
                 buf[1] = (buf[1] & 0x80) | port.rtx_payload_type
                 data = bytes(buf[:header_len]) + _RTX_OSN.pack(seq_out) + payload
                 port.rtx_seq = (port.rtx_seq + 1) & 0xFFFF
-            if port.send(data, len(payload), ts, ntp, counted=False):
+            if port.send(data):
                 out.retransmitted += 1
 
 

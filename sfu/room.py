@@ -27,7 +27,14 @@ from aiortc import (
 from aiortc import sdp as sdp_parser
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from sfu.aiortc_glue import IdleTrack, InboundTap, OutboundPort, RtpPacket, negotiated_codec
+from sfu.aiortc_glue import (
+    IdleTrack,
+    InboundTap,
+    OutboundPort,
+    RtpPacket,
+    negotiated_codec,
+    send_reports,
+)
 from sfu.forwarder import TrackForwarder
 from sfu.layers import Layer, LayerChooser
 from sfu.sdp import announce, keep_codecs
@@ -135,6 +142,9 @@ NotifyOffer = Callable[["Participant", str, list[dict[str, str]]], None]
 NotifySpeakers = Callable[["Room", list[tuple[str, int]]], None]
 NotifyLayers = Callable[["Participant", list[str]], None]
 SPEAKER_TICK_S: Final = 0.25
+# Subscribers' sender reports (RTCP SR), one compound packet per connection: once a second,
+# as aiortc's own senders do on average.
+REPORT_INTERVAL_S: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,7 @@ class Room:
         self._announced = announced or {}
         self._on_layers = on_layers
         self._last_tick = time.monotonic()
+        self._next_reports = self._last_tick + REPORT_INTERVAL_S
         self.name = name
         self.policy = policy or RoomPolicy()
         self.capacity = self.policy.capacity
@@ -550,6 +561,12 @@ class Room:
             self._on_speakers(self, list(owners.items()))
         self._select(now)
         self._select_layers(now)
+        if now >= self._next_reports:
+            self._next_reports = now + REPORT_INTERVAL_S
+            send_reports(
+                (sub.port for p in self.participants.values() for sub in p.subscriptions.values()),
+                now,
+            )
 
     # --- simulcast ----------------------------------------------------------------------
 
