@@ -74,7 +74,10 @@ _SEQ_TS_SSRC: Final = struct.Struct("!HII")  # an RTP header's bytes 2-11
 # datagram carries at most this many (an SR is 28 bytes, its SDES chunk about 30).
 REPORT_IDLE_S: Final = 5.0
 REPORTS_PER_PACKET: Final = 16
-RTT_SMOOTHING: Final = 0.85  # weight of the previous round-trip time estimate
+RTT_SMOOTHING: Final = 0.85
+_LAYOUT_KEYS: Final[
+    dict[tuple[Any, ...], int]
+] = {}  # header layouts seen, numbered  # weight of the previous round-trip time estimate
 # SRTP protection called on libsrtp directly (pylibsrtp's Session.protect checks its input
 # and allocates a length cell on every call). One length cell: the event loop is one thread.
 _LENGTH: Final = _srtp_ffi.new("int *")
@@ -394,6 +397,7 @@ class OutboundPort:
         self.rtx_seq = random.getrandbits(15)
         self.extensions = HeaderExtensionsMap()
         self.layout: tuple[Any, ...] = ()
+        self.layout_key = -1  # the same small int for every sender of the same layout
         self.ready = False
         # What this sender sent last, whichever forwarder fed it: a new feed (another
         # simulcast layer, or the same track after a pause) continues these numbers.
@@ -445,6 +449,7 @@ class OutboundPort:
         )
         ids = self.extensions._HeaderExtensionsMap__ids  # type: ignore[attr-defined]
         self.layout = (self.payload_type, ids.abs_send_time, ids.audio_level)
+        self.layout_key = _LAYOUT_KEYS.setdefault(self.layout, len(_LAYOUT_KEYS))
         self.ready = True
         return True
 
