@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal
 
@@ -31,6 +32,7 @@ from huddle.client import ConnectionClosed, HuddleClient, RequestError
 from signaling import protocol as p
 
 log = logging.getLogger("huddle.call")
+_ICE_UFRAG: Final = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 DEFAULT_TIMEOUT_S: Final = 15.0
 
 
@@ -63,6 +65,12 @@ class _Relay(MediaStreamTrack):
             if loop.time() - asked >= CATCH_UP_WAITED_S:
                 return frame  # the source had to wait for it: it is on time again
         return frame
+
+
+def ice_ufrag(sdp: str) -> str | None:
+    """The ICE username fragment of a session description (its first ``a=ice-ufrag``)."""
+    match = _ICE_UFRAG.search(sdp)
+    return match.group(1) if match else None
 
 
 def split_candidates(sdp: str) -> tuple[str, list[tuple[str | None, int, str]]]:
@@ -120,6 +128,8 @@ class CallClient:
         self._rejoining: asyncio.Task[None] | None = None
         self._config = RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         self._offers: asyncio.Queue[p.SfuOffer] = asyncio.Queue()
+        self._offer_ufrag: str | None = None  # the SFU's ICE username in its last offer
+        self._stale_ufrags: set[str] = set()  # ... in offers for connections since dropped
         # Rewrites SDP from the SFU before use (kind "answer" for the publisher connection,
         # "offer" for the subscriber one): for NAT experiments and network tests.
         self.remote_sdp_filter: Callable[[str, str], Awaitable[str]] | None = None
@@ -324,6 +334,10 @@ class CallClient:
         self.restarts += 1
 
     async def _close_connections(self) -> None:
+        # Offers for the subscriber connection being dropped may still be on their way: the
+        # SFU's ICE credentials tell them from offers for the next one.
+        if self._offer_ufrag is not None:
+            self._stale_ufrags.add(self._offer_ufrag)
         # Forget them before closing: a connection of ours that closes is taken as failed.
         pcs = (self.publisher, self.subscriber)
         self.publisher = self.subscriber = None
@@ -390,6 +404,11 @@ class CallClient:
     async def _answer_offers(self) -> None:
         while True:
             offer = await self._offers.get()
+            ufrag = ice_ufrag(offer.sdp)
+            if ufrag in self._stale_ufrags:
+                log.info("offer for a dropped connection skipped")
+                continue
+            self._offer_ufrag = ufrag
             offered = {info.mid for info in offer.tracks}
             for mid in [m for m in self.track_info if m not in offered]:
                 # No longer forwarded: its section is inactive in this offer.

@@ -10,6 +10,7 @@ from aiortc import MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
 from huddle.call import CallClient
+from signaling import protocol as p
 from tests.conftest import StartNode
 from tests.helpers import eventually, local_room
 from tests.media import ColorTrack, ToneTrack, close_colour, mean_rgb
@@ -87,14 +88,21 @@ async def test_media_restart_on_new_connections_keeps_the_place_in_the_room(
     alice_track, _ = await alice.next_track()
     await last_frame(alice_track, 3)
     participant, old = bob.participant, (bob.publisher, bob.subscriber)
+    assert bob.subscriber is not None and bob.subscriber.remoteDescription is not None
+    old_offer = bob.subscriber.remoteDescription.sdp
 
     await bob.restart_media()
     assert bob.restarts == 1 and bob.participant == participant
+    # An offer for the dropped connection that arrives late is not answered on the new one.
+    answered = bob.offers_answered
+    bob._on_offer_event(p.SfuOffer(seq=0, room="room", sdp=old_offer, tracks=[]))
     assert all(pc is not None and pc.connectionState == "closed" for pc in old)
     assert bob.publisher not in old and bob.publisher is not None
     track, info = await bob.next_track()
     assert info.identity == "alice"
     assert close_colour(mean_rgb(await last_frame(track, 5)), (220, 40, 40))
+    assert bob.offers_answered == answered + 1  # the new connection's offer only
+    assert info.mid in bob.track_info
     # Alice is offered bob's track again (his old one ended) and sees his colour.
     ended = await asyncio.wait_for(alice.ended.get(), 10)
     assert ended.identity == "bob"
