@@ -1,17 +1,22 @@
-"""Every touch of aiortc/aioice internals, in one place. Written for aiortc 1.16.0.
+"""Every touch of aiortc/aioice/pylibsrtp internals, in one place. Written for aiortc 1.16.0
+and pylibsrtp 1.0.0.
 
 aiortc has no public API for forwarding: its receivers always decode and its senders always
 packetize. The SFU therefore
 - takes each RTP packet where a publisher's receiver gets it, before the jitter buffer
   (``InboundTap``), keeping the receiver's statistics and NACK generation alive so that its
-  RTCP receiver reports and NACKs to the publisher stay true;
-- sends ready RTP on a subscriber's sender (``OutboundPort``): SRTP-protect and ``sendto`` on
-  the nominated ICE pair's datagram transport, and feeds the sender's counters so that its
-  RTCP sender reports carry true packet/octet counts and timestamps. The sender's track
-  never yields a frame, so aiortc's own send loop stays idle;
-- receives the subscriber's RTCP for that sender (NACK, PLI/FIR, receiver reports, REMB).
+  RTCP receiver reports and NACKs to the publisher stay true. With ``install_fast_paths``
+  the packet comes to the tap straight from the socket callback (``_receive_rtp_now``);
+- sends ready RTP on a subscriber's sender (``OutboundPort``): SRTP-protect (libsrtp called
+  directly) and ``sendto`` on the nominated ICE pair's datagram transport. The sender's
+  track never yields a frame, so aiortc's own send loop stays idle; the port counts what it
+  sent, and ``send_reports`` sends the senders' RTCP sender reports, true packet/octet counts
+  and timestamps, one compound packet per connection (aiortc's per-sender RTCP loop only
+  says BYE for them);
+- receives the subscriber's RTCP for that sender (NACK, PLI/FIR, receiver reports with the
+  round-trip time, REMB).
 
-pyproject.toml pins aiortc to the version below; tests/unit/test_aiortc_glue.py checks it.
+pyproject.toml pins aiortc and pylibsrtp to the versions below; ``check_version`` checks it.
 """
 
 from __future__ import annotations
