@@ -33,7 +33,7 @@ from benchmarks.sfu_media import Clip, PacedPacketTrack, Recorder, install_recor
 from benchmarks.sfu_stamps import install_kernel_stamps
 from huddle.call import CallClient
 from huddle.client import HuddleClient
-from sfu.aiortc_glue import install_fast_paths, use_host_addresses
+from sfu.aiortc_glue import use_host_addresses
 from signaling.auth import Grants, mint_token
 
 Target = Literal["huddle", "janus", "naive"]
@@ -402,7 +402,4 @@ def bot_main(conn: Connection, spec: BotSpec) -> None:
         os.nice(spec.nice)
     # asyncio's own loop, not uvloop: only it lets the bots read kernel receive times.
     install_kernel_stamps()
-    # The SFU's shortcuts for receiving (STUN demultiplexing, arrival clock): the bots run
-    # on one core when the server has the other, and must not be the bottleneck.
-    install_fast_paths()
     asyncio.run(_serve(conn, spec))

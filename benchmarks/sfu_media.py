@@ -40,15 +40,18 @@ from typing import Any, Final
 
 import av
 import numpy as np
+import pylibsrtp
+from aioice.ice import Connection, StunProtocol
 from aiortc import MediaStreamTrack
 from aiortc.codecs import is_rtx
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtcrtpsender import RTCEncodedFrame, RTCRtpSender
 from aiortc.rtp import RtpPacket, is_rtcp
 
-from benchmarks.sfu_stamps import kernel_stamp
+from benchmarks.sfu_stamps import LAST_STAMP, kernel_stamp
 
 FIXTURES: Final = Path(__file__).parent / "fixtures"
 WIDTH: Final = 640
@@ -339,7 +342,13 @@ def _kind(receiver: Any) -> str:
 async def _counting_handle_rtp_data(
     self: RTCDtlsTransport, data: bytes, arrival_time_ms: int
 ) -> None:
-    """Replaces ``RTCDtlsTransport._handle_rtp_data`` in bot processes: count, never decode.
+    """Replaces ``RTCDtlsTransport._handle_rtp_data`` in bot processes: count, never decode
+    (``count_rtp``)."""
+    count_rtp(self, data, kernel_stamp(self))
+
+
+def count_rtp(dtls: RTCDtlsTransport, data: bytes, stamp: float | None) -> None:
+    """Count one unprotected RTP packet a subscriber's transport received.
 
     Every RTP packet the subscriber's transport receives is counted by SSRC, whether or not
     aiortc can route it to a receiver (a client-side routing fault would otherwise read as
@@ -348,10 +357,10 @@ async def _counting_handle_rtp_data(
     the loss counted is what the server delivered, unrepaired."""
     now = time.monotonic()
     try:
-        packet = RtpPacket.parse(data, self._rtp_header_extensions_map)
+        packet = RtpPacket.parse(data, dtls._rtp_header_extensions_map)
     except ValueError:
         return
-    router = self._rtp_router
+    router = dtls._rtp_router
     receiver = router.route_rtp(packet)
     if receiver is None:
         RECORDER.unrouted += 1
@@ -372,7 +381,36 @@ async def _counting_handle_rtp_data(
             RECORDER.rtx += 1
             return
         kind = _kind(receiver)
-    RECORDER.received(id(self), kind, packet, now, kernel_stamp(self))
+    RECORDER.received(id(dtls), kind, packet, now, stamp)
+
+
+_original_stun_datagram_received: Final = StunProtocol.datagram_received
+_original_set_state: Final = RTCDtlsTransport._set_state
+
+
+def _bot_datagram_received(self: StunProtocol, data: bytes, addr: tuple[Any, ...]) -> None:
+    """A bot's datagrams: RTP on a connected transport is unprotected and counted right here
+    (no queue, task switch or coroutines: the bots share one core and must not be the
+    bottleneck); everything else goes the usual way, RTP/RTCP without a STUN parse attempt."""
+    if not data or data[0] < 128:
+        _original_stun_datagram_received(self, data, addr)
+        return
+    connection = self.receiver
+    dtls = connection._bot_dtls  # type: ignore[attr-defined]
+    if dtls is None or connection._queue.qsize() or is_rtcp(data) or dtls._rx_srtp is None:
+        connection.data_received(data, self.local_candidate.component)
+        return
+    try:
+        plain = dtls._rx_srtp.unprotect(data)
+    except pylibsrtp.Error:
+        return
+    count_rtp(dtls, plain, LAST_STAMP.value)
+
+
+def _set_state_marking(self: RTCDtlsTransport, state: Any) -> None:
+    _original_set_state(self, state)
+    if state == DtlsState.CONNECTED:
+        self._transport._connection._bot_dtls = self  # type: ignore[attr-defined]
 
 
 _original_send_rtp: Final = RTCDtlsTransport._send_rtp
@@ -400,6 +438,9 @@ def install_recorder() -> Recorder:
     """Patch this process's aiortc: subscribers count without decoding, publishers log sends
     and label their pre-encoded audio with a speaking level."""
     RTCDtlsTransport._handle_rtp_data = _counting_handle_rtp_data  # type: ignore[method-assign]
+    Connection._bot_dtls = None  # type: ignore[attr-defined]
+    StunProtocol.datagram_received = _bot_datagram_received  # type: ignore[method-assign,assignment]
+    RTCDtlsTransport._set_state = _set_state_marking  # type: ignore[method-assign]
     RTCDtlsTransport._send_rtp = _recording_send_rtp  # type: ignore[method-assign]
     RTCRtpSender._next_encoded_frame = _next_encoded_frame_with_level  # type: ignore[method-assign]
     return RECORDER

@@ -48,11 +48,11 @@ def test_datagrams_carry_the_kernel_arrival_time(monkeypatch: pytest.MonkeyPatch
     # Each was stamped on arrival, while the loop was blocked: well before the protocol saw
     # it, and 50 ms apart as they were sent.
     stamps = [stamp for _, stamp, _ in seen]
-    assert all(stamp is not None for stamp in stamps)
+    assert all(stamp is not None for stamp in stamps), seen
     first, second, third = (s for s in stamps if s is not None)
-    assert 0.04 < second - first < 0.5
-    assert 0.04 < third - second < 0.5
-    assert seen[0][2] - first > 0.1  # x0 waited for the other two sends before the loop ran
+    assert 0.04 < second - first < 1.0, seen
+    assert 0.04 < third - second < 1.0, seen
+    assert seen[0][2] - first > 0.09, seen  # x0 waited for the other sends before the loop ran
     assert sfu_stamps.LAST_STAMP.value is None
 
 
