@@ -88,6 +88,8 @@ _LAYOUT_KEYS: Final[
 _LENGTH: Final = _srtp_ffi.new("int *")
 _PROTECT_MAX: Final = 1500 - pylibsrtp.SRTP_MAX_TRAILER_LEN  # pylibsrtp's session buffer
 _srtp_protect: Final = _srtp_lib.srtp_protect
+_srtp_unprotect: Final = _srtp_lib.srtp_unprotect
+_UNPROTECT_MAX: Final = 1500  # pylibsrtp's session buffer
 log = logging.getLogger("huddle.sfu.glue")
 
 __all__ = [
@@ -133,7 +135,8 @@ def _datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: tuple[A
     if data and data[0] > 127:
         connection = self.receiver
         dtls = connection._huddle_dtls  # type: ignore[attr-defined]
-        # Nothing queued before it: handled now, it cannot overtake an earlier datagram.
+        # Nothing queued before it (only before the keys are there): handled now, it cannot
+        # overtake an earlier datagram.
         if dtls is None or connection._queue.qsize() or not _receive_rtp_now(dtls, data):
             connection.data_received(data, self.local_candidate.component)
     else:
@@ -143,18 +146,36 @@ def _datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: tuple[A
 def _receive_rtp_now(dtls: Any, data: bytes) -> bool:
     """A publisher's SRTP packet, taken to its receiver's tap right away: what
     ``RTCDtlsTransport._recv_next`` and ``_handle_rtp_data`` do, without the queue, the task
-    switch and four coroutines per packet. False: not for this path (RTCP, no SRTP keys yet,
-    a receiver with no tap), to go through aiortc's own."""
+    switch and four coroutines per packet (its RTCP goes to aiortc's handler in a task of
+    its own, so that it never holds RTP up behind it in the queue). False: not for this
+    path (no SRTP keys yet), to go through aiortc's own."""
     srtp = dtls._rx_srtp
-    if srtp is None or is_rtcp(data):
+    if srtp is None:
         return False
     dtls._RTCDtlsTransport__rx_bytes += len(data)  # the transport's statistics
     dtls._RTCDtlsTransport__rx_packets += 1
+    if is_rtcp(data):
+        try:
+            plain = srtp.unprotect_rtcp(data)
+        except pylibsrtp.Error:
+            return True  # aiortc drops it too
+        _spawn(dtls._handle_rtcp_data(plain))
+        return True
+    rx = dtls._huddle_rx
+    if rx is None or rx[0] is not srtp:  # libsrtp's context and buffer, read once per session
+        rx = dtls._huddle_rx = (srtp, srtp._srtp[0], srtp._cdata, srtp._buffer)
+    size = len(data)
+    if size > _UNPROTECT_MAX:
+        return True
+    buffer = rx[3]
+    buffer[0:size] = data
+    _LENGTH[0] = size
+    if _srtp_unprotect(rx[1], rx[2], _LENGTH):
+        return True  # failed authentication or a replay: aiortc drops it too
     try:
-        data = srtp.unprotect(data)
-        packet = RtpPacket.parse(data, dtls._rtp_header_extensions_map)
-    except (pylibsrtp.Error, ValueError):
-        return True  # aiortc drops it too
+        packet = RtpPacket.parse(buffer[0 : _LENGTH[0]], dtls._rtp_header_extensions_map)
+    except ValueError:
+        return True
     receiver = dtls._rtp_router.route_rtp(packet)
     tap = getattr(receiver, "_huddle_tap", None)
     if tap is None:
@@ -347,6 +368,8 @@ class InboundTap:
         # This publisher's RTP comes straight here from its socket (install_fast_paths).
         dtls = receiver.transport
         dtls._transport._connection._huddle_dtls = dtls  # type: ignore[attr-defined]
+        if not hasattr(dtls, "_huddle_rx"):
+            dtls._huddle_rx = None  # type: ignore[attr-defined]
 
     async def _handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         self.handle(packet)
