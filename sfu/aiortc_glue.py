@@ -74,26 +74,28 @@ from pylibsrtp._binding import lib as _srtp_lib
 AIORTC_VERSION: Final = "1.16.0"
 PYLIBSRTP_VERSION: Final = "1.0.0"
 _DTLS_CONNECTED: Final = DtlsState.CONNECTED
-_SEQ_TS_SSRC: Final = struct.Struct("!HII")  # an RTP header's bytes 2-11
+SEQ_TS_SSRC: Final = struct.Struct("!HII")  # an RTP header's bytes 2-11
+NTP_EPOCH_OFFSET_S: Final = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
 # Sender reports: a sender that sent nothing for this long is no longer reported, and one
 # datagram carries at most this many (an SR is 28 bytes, its SDES chunk about 30).
 REPORT_IDLE_S: Final = 5.0
 REPORTS_PER_PACKET: Final = 16
-RTT_SMOOTHING: Final = 0.85
-_LAYOUT_KEYS: Final[
-    dict[tuple[Any, ...], int]
-] = {}  # header layouts seen, numbered  # weight of the previous round-trip time estimate
+RTT_SMOOTHING: Final = 0.85  # weight of the previous round-trip time estimate
+# Header layouts seen, numbered.
+_LAYOUT_KEYS: Final[dict[tuple[Any, ...], int]] = {}
 # SRTP protection called on libsrtp directly (pylibsrtp's Session.protect checks its input
 # and allocates a length cell on every call). One length cell: the event loop is one thread.
 _LENGTH: Final = _srtp_ffi.new("int *")
-_PROTECT_MAX: Final = 1500 - pylibsrtp.SRTP_MAX_TRAILER_LEN  # pylibsrtp's session buffer
+_SRTP_BUFFER_BYTES: Final = 1500  # the size of a pylibsrtp session's buffer
+_PROTECT_MAX: Final = _SRTP_BUFFER_BYTES - pylibsrtp.SRTP_MAX_TRAILER_LEN
 _srtp_protect: Final = _srtp_lib.srtp_protect
 _srtp_unprotect: Final = _srtp_lib.srtp_unprotect
-_UNPROTECT_MAX: Final = 1500  # pylibsrtp's session buffer
 log = logging.getLogger("huddle.sfu.glue")
 
 __all__ = [
     "AIORTC_VERSION",
+    "NTP_EPOCH_OFFSET_S",
+    "SEQ_TS_SSRC",
     "HeaderExtensionsMap",
     "IdleTrack",
     "InboundTap",
@@ -119,14 +121,13 @@ def check_version() -> None:
             )
 
 
-_NTP_EPOCH_OFFSET_S: Final = 2_208_988_800  # 1900-01-01 to 1970-01-01
 _original_datagram_received: Final = aioice.ice.StunProtocol.datagram_received
 
 
 def _current_ms() -> int:
     """aiortc's ``clock.current_ms`` (milliseconds since the NTP epoch) without building two
     datetimes: it is read for every SRTP packet received."""
-    return int((time.time() + _NTP_EPOCH_OFFSET_S) * 1000)
+    return int((time.time() + NTP_EPOCH_OFFSET_S) * 1000)
 
 
 def _datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: tuple[Any, ...]) -> None:
@@ -165,7 +166,7 @@ def _receive_rtp_now(dtls: Any, data: bytes) -> bool:
     if rx is None or rx[0] is not srtp:  # libsrtp's context and buffer, read once per session
         rx = dtls._huddle_rx = (srtp, srtp._srtp[0], srtp._cdata, srtp._buffer)
     size = len(data)
-    if size > _UNPROTECT_MAX:
+    if size > _SRTP_BUFFER_BYTES:
         return True
     buffer = rx[3]
     buffer[0:size] = data
@@ -523,7 +524,7 @@ class OutboundPort:
             raise ValueError("RTP packet too long to protect")
         buffer = self._srtp_buffer
         buffer[0:size] = base
-        _SEQ_TS_SSRC.pack_into(buffer, 2, seq, ts, self.ssrc)
+        SEQ_TS_SSRC.pack_into(buffer, 2, seq, ts, self.ssrc)
         self._protect_and_send(transport, size)
         self.last_seq, self.last_ts, self.last_time = seq, ts, now
         self.packet_count += 1

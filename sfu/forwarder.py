@@ -15,14 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from sfu.aiortc_glue import OutboundPort, RtpPacket
+from sfu.aiortc_glue import NTP_EPOCH_OFFSET_S, SEQ_TS_SSRC, OutboundPort, RtpPacket
 from sfu.codecs import vp8_keyframe_start
 from sfu.keyframes import RETRY_AFTER_S, KeyframeThrottle
 
 HISTORY_SIZE: Final = 1024  # ~1 s of 720p video: enough to answer NACKs
-_SEQ_TS_SSRC: Final = struct.Struct("!HII")
 _RTX_OSN: Final = struct.Struct("!H")
-_NTP_EPOCH: Final = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 
 
 _EMPTY_HEADER: Final = struct.Struct("!BB10x")  # V/P/X/CC, M/PT; sequence, time, SSRC zero
@@ -60,7 +58,7 @@ def rtp_header(
 
 def ntp_now() -> int:
     """The 64-bit NTP time of now (for sender reports and abs-send-time)."""
-    return int((time.time() + _NTP_EPOCH) * 4294967296.0)
+    return int((time.time() + NTP_EPOCH_OFFSET_S) * 4294967296.0)
 
 
 # What a retransmission needs of a packet: (seq, timestamp, marker, payload, audio level).
@@ -350,12 +348,12 @@ class TrackForwarder:
             ts = (timestamp + out.ts_offset) & 0xFFFFFFFF
             buf = bytearray(self._serialize(marker, payload, audio_level, port, abs_send_time))
             if port.rtx_payload_type is None:
-                _SEQ_TS_SSRC.pack_into(buf, 2, seq_out, ts, port.ssrc)
+                SEQ_TS_SSRC.pack_into(buf, 2, seq_out, ts, port.ssrc)
                 data = bytes(buf)
             else:
                 # RFC 4588: RTX payload = original sequence number + original payload.
                 header_len = len(buf) - len(payload)
-                _SEQ_TS_SSRC.pack_into(buf, 2, port.rtx_seq, ts, port.rtx_ssrc)
+                SEQ_TS_SSRC.pack_into(buf, 2, port.rtx_seq, ts, port.rtx_ssrc)
                 buf[1] = (buf[1] & 0x80) | port.rtx_payload_type
                 data = bytes(buf[:header_len]) + _RTX_OSN.pack(seq_out) + payload
                 port.rtx_seq = (port.rtx_seq + 1) & 0xFFFF
