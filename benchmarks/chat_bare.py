@@ -66,7 +66,7 @@ class Relay:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
         await self.redis.aclose()
 
     async def join(self, group: str, ws: web.WebSocketResponse) -> None:

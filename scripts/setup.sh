@@ -4,6 +4,7 @@
 #   scripts/setup.sh            what `huddle serve` needs
 #   scripts/setup.sh --dev      plus the test and lint tools, and Chromium for the browser tests
 #   scripts/setup.sh --bench    plus the SFU benchmark's baseline (Janus) and profiler (py-spy)
+# Python packages are installed from requirements/*.lock (scripts/lock.sh updates them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,18 +41,35 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   echo "setup: installing ${missing[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_log=$(mktemp)
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$apt_log" 2>&1; then
+    cat "$apt_log" >&2
+    echo "setup: apt-get failed" >&2
+    exit 1
+  fi
+  rm -f "$apt_log"
 fi
 
-[ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-if [ "$dev" = 1 ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-else
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+# Python packages come from the lock files alone (exact versions with hashes; scripts/lock.sh
+# re-resolves them), then Huddle itself is installed editable with the locked setuptools.
+lock=requirements/base.lock
+if [ "$dev" = 1 ] || [ "$bench" = 1 ]; then
+  lock=requirements/dev.lock
 fi
-if [ "$bench" = 1 ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check py-spy
-fi
-echo "setup: ready (.venv)" >&2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+quiet() {
+  # Quiet unless something fails: then everything the step printed is shown.
+  if ! "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: failed: $*" >&2
+    exit 1
+  fi
+}
+[ -x .venv/bin/python ] || quiet "$python" -m venv .venv
+pip=(.venv/bin/python -m pip install --disable-pip-version-check --no-input)
+quiet "${pip[@]}" --require-hashes -r "$lock"
+quiet "${pip[@]}" --no-deps --no-build-isolation -e .
+quiet .venv/bin/python -m pip check
+echo "setup: ready (.venv, $lock)" >&2
