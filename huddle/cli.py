@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 
 from huddle import __version__
 from huddle.config import Settings, load_settings
@@ -25,21 +27,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run a node",
         description="Run a node. Every option can also be set as HUDDLE_<OPTION> in the "
         "environment or in the TOML file given by --config; options given here win.",
+        epilog="Secrets are not options (argv is visible to every user of the machine): set "
+        + ", ".join(f"HUDDLE_{name.upper()}" for name in secret_fields())
+        + " in the environment or the TOML file.",
     )
     serve.add_argument("--config", type=Path, help="TOML file with settings")
-    for name, field in Settings.model_fields.items():
-        if name in ("api_secret", "media_s3_secret_key"):
-            continue  # secrets stay out of argv (visible in ps): env or TOML only
-        flag = "--" + name.replace("_", "-")
-        default = field.default
-        help_text = f"{field.description or name} (default: {default})"
-        annotation = field.annotation
-        if annotation is bool or annotation == (bool | None):
-            serve.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-        else:
-            serve.add_argument(flag, dest=name, default=None, help=help_text)
+    add_settings_options(serve)
 
     token = sub.add_parser("token", help="print an access token for IDENTITY")
     token.add_argument("identity")
@@ -62,6 +55,58 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--no-subscribe", dest="can_subscribe", action="store_false")
     token.add_argument("--admin", action="store_true")
     return parser
+
+
+def secret_fields() -> list[str]:
+    """Settings that are never command-line options: argv shows in ``ps``."""
+    return [
+        name
+        for name, field in Settings.model_fields.items()
+        if SecretStr in (field.annotation, *get_args(field.annotation))
+    ]
+
+
+def option_help(field: FieldInfo) -> str:
+    """An option's help: the field's description, then its default unless it names one."""
+    # argparse %-formats help strings: a literal % would break --help
+    text = (field.description or "").replace("%", "%%")
+    if "(default:" in text:
+        return text
+    default = field.get_default(call_default_factory=True)
+    if default is None:
+        return text  # unset: the description says what that means
+    if isinstance(default, bool):
+        shown = "on" if default else "off"
+    elif isinstance(default, list):
+        shown = ", ".join(str(v) for v in default) or "none"
+    elif default == "":
+        shown = "none"
+    else:
+        shown = str(default).replace("%", "%%")
+    return f"{text} (default: {shown})"
+
+
+def add_settings_options(parser: argparse.ArgumentParser) -> None:
+    """One option per Settings field except secrets, defaulting to None (not given)."""
+    hidden = set(secret_fields())
+    for name, field in Settings.model_fields.items():
+        if name in hidden:
+            continue
+        flag = "--" + name.replace("_", "-")
+        annotation = field.annotation
+        if annotation is bool or annotation == (bool | None):
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=option_help(field),
+            )
+            continue
+        metavar = None
+        if get_origin(annotation) is Literal:
+            metavar = "{" + ",".join(str(v) for v in get_args(annotation)) + "}"
+        parser.add_argument(flag, dest=name, default=None, metavar=metavar, help=option_help(field))
 
 
 def main(argv: list[str] | None = None) -> int:

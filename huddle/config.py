@@ -187,8 +187,12 @@ class Settings(BaseSettings):
     media_tus_expiry_s: int = Field(
         24 * 3600, gt=0, description="an unfinished resumable upload is dropped after this long"
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="least severe log records written to stderr"
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="log lines as JSON objects, or as text for humans"
+    )
 
     @field_validator(
         "ice_addresses",
