@@ -139,14 +139,19 @@ def denied(mime: str, deny: list[str]) -> bool:
     return False
 
 
-_UNSAFE_NAME_CHARS: Final = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|]+')
+_UNSAFE_NAME_CHARS: Final = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029"\\/:*?<>|]+')
 MAX_NAME_BYTES: Final = 200
 
 
 def safe_name(name: str | None) -> str:
-    """A display/download name with no path, no control characters and a bounded length."""
+    """A display/download name with no path, no control or format characters and a bounded
+    length. Format characters (Unicode category Cf: bidi embeddings, overrides and isolates,
+    LRM/RLM/ALM, zero-width spaces and joiners, BOM) are dropped: they are invisible, and
+    the bidi ones reorder what a list shows (``report<U+202E>txt.exe`` reads as
+    ``reportexe.txt``)."""
     if not name:
         return "file"
+    name = "".join(c for c in name if unicodedata.category(c) != "Cf")
     name = unicodedata.normalize("NFC", name)
     # Keep only the last path component, whichever separator the client used.
     name = re.split(r"[\\/]", name)[-1]

@@ -226,3 +226,21 @@ async def test_quota_checked_at_creation(start_node: StartNode) -> None:
             await alice.create_upload(500)
         assert (refused.value.status, refused.value.code) == (413, "quota_exceeded")
         assert await alice.create_upload(400)
+
+
+async def test_format_characters_are_dropped_from_names(node: Node, tmp_path: Path) -> None:
+    # U+202E flips what follows: "report<RLO>txt.exe" is shown as "reportexe.txt".
+    spoofed = "report\u202etxt.exe"
+    path = tmp_path / "notes.bin"
+    path.write_bytes(b"just some notes\n")
+    async with MediaClient(node.url, make_token("alice")) as alice:
+        resumable = await alice.upload_resumable(path, name=spoofed)
+        simple = await alice.upload(b"more notes\n", name="\u2066a\u200db\u200f.txt\u2069")
+        assert (resumable["name"], simple["name"]) == ("reporttxt.exe", "ab.txt")
+        assert (await alice.meta(resumable["id"]))["name"] == "reporttxt.exe"
+        async with alice.http.get(
+            alice.url(f"/v1/media/{resumable['id']}"), headers=tus_headers()
+        ) as resp:
+            assert resp.status == 200
+            assert "reporttxt.exe" in resp.headers["Content-Disposition"]
+            assert "%E2%80%AE" not in resp.headers["Content-Disposition"]

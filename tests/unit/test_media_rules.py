@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import unicodedata
 
 import pytest
 from hypothesis import given
@@ -65,6 +66,24 @@ def test_safe_name(given_name: str | None, safe: str) -> None:
     assert safe_name(given_name) == safe
 
 
+@pytest.mark.parametrize(
+    ("given_name", "safe"),
+    [
+        # Right-to-left override: shown as "reportexe.txt", really an .exe.
+        ("report\u202etxt.exe", "reporttxt.exe"),
+        ("a\u202ab\u202bc\u202cd\u202de.pdf", "abcde.pdf"),
+        ("\u2066x\u2067y\u2068z\u2069.png", "xyz.png"),
+        ("\u200ehe\u200fbrew\u061c.txt", "hebrew.txt"),
+        ("zero\u200bwidth\u200c\u200djoin\ufeff.txt", "zerowidthjoin.txt"),
+        ("\u202e\u2066", "file"),
+        # C1 controls and line/paragraph separators are controls too.
+        ("a\x85b\x9bc\u2028d\u2029e.txt", "a_b_c_d_e.txt"),
+    ],
+)
+def test_safe_name_drops_format_characters(given_name: str, safe: str) -> None:
+    assert safe_name(given_name) == safe
+
+
 def test_long_names_keep_their_extension() -> None:
     name = safe_name("é" * 300 + ".jpeg")
     assert name.endswith(".jpeg")
@@ -76,6 +95,7 @@ def test_safe_name_never_has_a_path_or_control_character(name: str) -> None:
     safe = safe_name(name)
     assert safe and "/" not in safe and "\\" not in safe
     assert not any(ord(c) < 32 for c in safe)
+    assert not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in safe)
     assert len(safe.encode()) <= 200
     header = content_disposition("application/octet-stream", name)
     assert "\r" not in header and "\n" not in header
