@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import redis.asyncio as redis
 
+from calls.ringing import CallRecord
 from chat import wire as w
 from chat.router import Reader, Router, feed_id
 from chat.search import search
@@ -23,12 +24,12 @@ from chat.store import (
     direct_id,
     encode_template,
     message_terms,
+    not_member,
     system_message,
 )
 from huddle.config import Settings
 from media_store.meta import visible_meta
 from signaling.keys import media_key
-from signaling.ringing import CallRecord
 from signaling.wire import Ok, Reply, Request
 
 if TYPE_CHECKING:
@@ -102,12 +103,12 @@ class ChatService:
     # --- checks -------------------------------------------------------------------------
 
     async def _member(self, conv: str, user: str) -> tuple[ConvMeta, str]:
-        meta = await self.store.meta(conv)
-        role = await self.store.role(conv, user)
-        if meta is None:
-            raise ChatError("unknown_conversation", f"no conversation {conv!r}")
-        if role is None:
-            raise ChatError("not_member", "you are not a member of this conversation")
+        """The conversation and the user's role in it. Nothing else about a conversation is
+        looked at before this: an outsider gets the same answer whether it exists or not."""
+        rows = await self.store.metas([conv], user)
+        if not rows:
+            raise not_member()
+        meta, role, _ = rows[0]
         return meta, role
 
     def _check_text(self, text: str | None) -> None:
@@ -192,7 +193,7 @@ class ChatService:
         me = reader.identity
         rows = await self.store.metas([req.conv], me)
         if not rows:
-            await self._member(req.conv, me)  # raises the reason
+            raise not_member()
         [(meta, role, read)] = rows
         muted = req.conv in await self.store.muted(me)
         members = await self.store.members(req.conv)
@@ -218,6 +219,7 @@ class ChatService:
         return _ok()
 
     async def remove(self, reader: Reader, req: w.ChatRemove) -> Reply:
+        await self._member(req.conv, reader.identity)
         users = list(dict.fromkeys(req.users))
         roles = await self.store.roles(req.conv, users)
         missing = [u for u, r in roles.items() if r is None]
@@ -260,16 +262,40 @@ class ChatService:
         info = w.SystemInfo(
             event="role_changed", by=reader.identity, users=[req.user], role=req.role
         )
-        await self._change(reader, req.conv, "role", [req.user, req.role], info)
+        await self._change_user(reader, req.conv, "role", req.user, [req.role], info)
         return _ok()
 
     async def silence(self, reader: Reader, req: w.ChatSilence) -> Reply:
         until = _now_ms() + req.seconds * 1000 if req.seconds else 0
-        await self._change(reader, req.conv, "silence", [req.user, str(until)], None)
+        await self._change_user(reader, req.conv, "silence", req.user, [str(until)], None)
         return _ok()
+
+    async def _change_user(
+        self,
+        reader: Reader,
+        conv: str,
+        op: str,
+        user: str,
+        args: list[str],
+        info: w.SystemInfo | None,
+    ) -> int:
+        """A change to one member: once the sender is known to be a member, ``not_member``
+        from the script is about ``user``."""
+        await self._member(conv, reader.identity)
+        try:
+            return await self._change(reader, conv, op, [user, *args], info)
+        except ChatError as exc:
+            if exc.code == "not_member":
+                raise ChatError("not_member", f"{user!r} is not a member") from None
+            raise
 
     async def follow(self, reader: Reader, req: w.ChatFollow) -> Reply:
         me = reader.identity
+        if await self.store.role(req.conv, me) is None:
+            meta = await self.store.meta(req.conv)
+            if meta is None or meta.kind != "channel":
+                # Groups and direct conversations are not to be found by their ids.
+                raise ChatError("unknown_conversation", "no channel has this id")
         ev = await self._change(reader, req.conv, "follow", [], None)
         await self._joined(req.conv, [me], ev + 1)
         meta, role = await self._member(req.conv, me)
@@ -322,9 +348,10 @@ class ChatService:
         else:
             conv = req.conv or ""
             peer = ""
-            if conv.startswith("d-"):
-                meta = await self.store.meta(conv)
-                peer = meta.display_name(me) if meta else ""
+            if conv.startswith("d-") or req.reply_to is not None:
+                # Its peer's block list and its messages are the members' business only.
+                meta, _ = await self._member(conv, me)
+                peer = meta.display_name(me) if meta.kind == "direct" else ""
         if peer and peer != me and await self.store.is_blocked(peer, me):
             raise ChatError("blocked", "this user does not accept your messages")
         # Everything that can refuse the message is checked before a direct conversation is

@@ -13,16 +13,16 @@ import msgspec
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from calls.manager import CallManager
+from calls.relay import Relay
+from calls.ringing import Ringing, user_call_channel
 from chat.service import ChatService
 from huddle.config import Settings
 from signaling import protocol as p
 from signaling.broker import Broker
-from signaling.call_relay import Relay
-from signaling.calls import CallManager
 from signaling.keys import user_key
 from signaling.metrics import Metrics
 from signaling.presence import DeviceEntry, PresenceStore, decode_snapshot, presence_channel
-from signaling.ringing import Ringing, user_call_channel
 from signaling.session import Session
 
 log = logging.getLogger("huddle.hub")

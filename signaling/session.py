@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from calls.manager import CallError
 from chat.store import ChatError
 from signaling import protocol as p
 from signaling.auth import AuthError, Claims, verify_token
-from signaling.calls import CallError
 from signaling.ratelimit import RateLimiter, Verdict
 
 if TYPE_CHECKING:

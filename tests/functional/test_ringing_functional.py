@@ -11,9 +11,7 @@ import msgspec
 import pytest
 import redis.asyncio as redis
 
-from huddle.client import HuddleClient, RequestError
-from signaling import protocol as p
-from signaling.ringing import (
+from calls.ringing import (
     DEADLINES,
     ENDED_TTL_S,
     call_key,
@@ -21,6 +19,8 @@ from signaling.ringing import (
     user_call_key,
     user_ringing_key,
 )
+from huddle.client import HuddleClient, RequestError
+from signaling import protocol as p
 from signaling.server import HUB
 from tests.conftest import StartNode
 from tests.helpers import Node, NodeProcess, make_token

@@ -1,4 +1,4 @@
-"""signaling.call_state: which request each state allows, and who is told what."""
+"""calls.state: which request each state allows, and who is told what."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import itertools
 import msgspec
 import pytest
 
-from signaling import protocol as p
-from signaling.call_state import (
+from calls.ringing import render_rules
+from calls.state import (
     ACTIVE,
     RULES,
     Action,
@@ -19,7 +19,7 @@ from signaling.call_state import (
     events_for,
     refusal,
 )
-from signaling.ringing import render_rules
+from signaling import protocol as p
 
 R, A, X = CallState.RINGING, CallState.ACCEPTED, CallState.ENDED
 RING, JOIN = MemberState.RINGING, MemberState.JOINED

@@ -8,7 +8,7 @@ rooms get ``call.reconnect`` (the client joins again by itself).
 
 A room lives on exactly one node: the node that opens it claims ``huddle:{room:NAME}:node``
 in Redis (``NODE#WORKER``, refreshed while the room lives). A device on another node joins
-it all the same: its node relays its call requests to the owner (``call_relay``), and its
+it all the same: its node relays its call requests to the owner (``calls.relay``), and its
 media goes straight to the owner's SFU.
 """
 
@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
+from calls.relay import Relay, RelayError, RelayRequest, RemoteEndpoint
 from huddle.config import Settings
 from sfu import ipc
 from sfu.aiortc_glue import (
@@ -44,7 +45,6 @@ from sfu.pool import WorkerHost, WorkerPool
 from sfu.room import RoomPolicy, SfuError
 from sfu.worker import WorkerConfig
 from signaling import protocol as p
-from signaling.call_relay import Relay, RelayError, RelayRequest, RemoteEndpoint
 from signaling.keys import resume_key, room_key
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 class Session(Protocol):
     """A device taking part in calls: a local ``signaling.session.Session`` or a device of
-    another node (``call_relay.RemoteEndpoint``)."""
+    another node (``calls.relay.RemoteEndpoint``)."""
 
     device: str
     claims: Claims | None

@@ -1,9 +1,9 @@
 """Ringing calls in Redis: invite, accept, decline, cancel, hang up, ring timeouts.
 
 Every change of a call is one Lua script (``_SCRIPT``) that checks the request against
-``call_state.RULES`` (rendered into the script), writes, and publishes the resulting
-``call_state.Transition`` to the user channel of each member concerned. Every node with
-devices of that user turns it into events for them (``call_state.events_for``), so a call
+``calls.state.RULES`` (rendered into the script), writes, and publishes the resulting
+``calls.state.Transition`` to the user channel of each member concerned. Every node with
+devices of that user turns it into events for them (``calls.state.events_for``), so a call
 works across nodes, and a crash never leaves half a change.
 
 Keys, all expiring:
@@ -38,11 +38,11 @@ import msgspec
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from calls.manager import CallError
+from calls.state import RULES, CallState, MemberState, Transition, events_for
 from huddle.config import Settings
 from signaling import keys
 from signaling import protocol as p
-from signaling.call_state import RULES, CallState, MemberState, Transition, events_for
-from signaling.calls import CallError
 
 if TYPE_CHECKING:
     from signaling.session import Session
@@ -95,7 +95,7 @@ def _lua_set(values: Iterable[str]) -> str:
 
 
 def render_rules() -> str:
-    """``call_state.RULES`` as a Lua table literal: the one table, used in Python and Lua."""
+    """``calls.state.RULES`` as a Lua table literal: the one table, used in Python and Lua."""
     rows = [
         f"  [{action.value!r}] = {{calls = {_lua_set(rule.call_states)}, "
         f"members = {_lua_set(rule.member_states)}, caller_only = "
@@ -180,7 +180,7 @@ local function finish(reason)
   redis.call('PEXPIRE', KEYS[1], ENDED)
   redis.call('PEXPIRE', KEYS[2], ENDED)
 end
--- After a member left: end the call unless it goes on (as call_state.call_goes_on).
+-- After a member left: end the call unless it goes on (as calls.state.call_goes_on).
 local function settle(reason)
   local joined, ringing = counts()
   if joined >= 2 or (joined >= 1 and ringing >= 1) then return end

@@ -11,7 +11,7 @@ The caller is a member that starts ``joined``. A call goes on while two members 
 or one is joined and someone still rings for it (a third person invited into a call rings
 while the other two talk; the last one left waits for the ones still ringing).
 
-No I/O here: signaling/ringing.py runs each transition as one Lua script in Redis, with
+No I/O here: calls/ringing.py runs each transition as one Lua script in Redis, with
 ``RULES`` rendered into the script, and every node with devices of a member turns the
 published ``Transition`` into events with ``events_for``.
 """
@@ -95,7 +95,7 @@ def refusal(
 
     ``call``/``member`` None: no such call, or the requester is not part of it. Both get
     ``unknown_call``, so that nobody learns about other people's calls. The Lua script in
-    signaling/ringing.py checks in this same order.
+    calls/ringing.py checks in this same order.
     """
     if call is None or member is None:
         return E.UNKNOWN_CALL
