@@ -22,13 +22,12 @@ from signaling.wire import Event
 ENCODER: Final = msgspec.json.Encoder()
 MESSAGE_DECODER: Final = msgspec.json.Decoder(w.ChatMessage)
 _REACTIONS_DECODER: Final = msgspec.json.Decoder(dict[str, list[str]])
-# Conversation-level refusals of the scripts, and the codes devices get for them.
+# Conversation-level refusals of the scripts, and the codes devices get for them (an
+# outsider's refusal is ``not_member``, see ``refusal``).
 _CODES: Final = {
-    "not_member": "not_member",
     "forbidden": "forbidden",
     "silenced": "silenced",
     "unknown_message": "unknown_message",
-    "unknown_conversation": "unknown_conversation",
     "conversation_full": "conversation_full",
     "conflict": "conflict",
     "recalled": "recalled",
@@ -44,7 +43,15 @@ class ChatError(Exception):
         self.message = message
 
 
+def not_member() -> ChatError:
+    """The one answer for a conversation the user has no role in, and for one that does not
+    exist: whoever is not in a conversation learns nothing of it, not even that it exists."""
+    return ChatError("not_member", "you are not a member of this conversation")
+
+
 def refusal(reply: str, what: str) -> ChatError:
+    if reply in ("not_member", "unknown_conversation"):
+        return not_member()
     return ChatError(_CODES.get(reply, "internal"), f"{what}: {reply.replace('_', ' ')}")
 
 

@@ -325,7 +325,9 @@ async def test_channel_followers_read_and_react_but_do_not_post(node: Node) -> N
 async def test_only_channels_can_be_followed(node: Node) -> None:
     alice, bob = await chat(node, "alice"), await chat(node, "bob")
     conv = (await alice.create("group", "private", [])).conv
-    await refused(follow(bob, conv), "forbidden")
+    # To an outsider a group is no channel it could find: the answer for an unknown id.
+    await refused(follow(bob, conv), "unknown_conversation")
+    await refused(follow(alice, conv), "forbidden")
     assert await roles(alice, conv) == {"alice": "owner"}
     assert await bob.conversations() == []
 
