@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from huddle import collector
 from huddle.config import Settings
+from huddle.http_guard import HTTP_GUARD, HttpGuard, NodeRunner
 from huddle.redis_server import EmbeddedRedis
 from media_store import routes as media_routes
 from signaling.broker import Broker
@@ -82,7 +83,9 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     client = app[REDIS_CLIENT]
     broker = Broker(client, settings.node_id)
     await broker.start()
-    hub = Hub(settings, client, broker, Metrics(), {settings.api_key: settings.secret()})
+    metrics = Metrics()
+    metrics.add_collector(app[HTTP_GUARD].collect)
+    hub = Hub(settings, client, broker, metrics, {settings.api_key: settings.secret()})
     app[HUB] = hub
     await broker.subscribe(broker.node_channel, hub.relay.on_message)
     await hub.calls.start()
@@ -108,6 +111,7 @@ def _web_root() -> Path:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app[SETTINGS] = settings
+    app[HTTP_GUARD] = HttpGuard(settings.http_header_timeout_s, settings.http_body_idle_s)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_hub_ctx)
     app.on_shutdown.append(_close_sessions)
@@ -121,7 +125,7 @@ def create_app(settings: Settings) -> web.Application:
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run a node until SIGINT or SIGTERM."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = NodeRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

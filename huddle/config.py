@@ -62,6 +62,18 @@ class Settings(BaseSettings):
         20.0, gt=0, description="WS ping interval; a peer silent for 1.5x this is dropped"
     )
     hello_timeout_s: float = Field(10.0, gt=0, description="time allowed to send hello")
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="an HTTP connection whose request headers are not complete this long "
+        "after it opened (or after the previous response) is closed",
+    )
+    http_body_idle_s: float = Field(
+        30.0,
+        gt=0,
+        description="a request body that sends nothing for this long while it is read "
+        "ends with 408 and the connection is closed",
+    )
     auth_expiring_notice_s: float = Field(
         60.0, ge=0, description="auth.expiring is sent this long before the token expires"
     )

@@ -115,6 +115,8 @@ async def upload(request: web.Request) -> web.Response:
                 )
             except MediaError:
                 raise
+            except web.HTTPRequestTimeout as exc:
+                raise MediaError(408, "request_timeout", exc.text or "body stalled") from None
             except Exception:
                 raise MediaError(400, "truncated", "the upload ended before its body") from None
         if request.content_length is not None and received.size != request.content_length:

@@ -214,6 +214,9 @@ async def _append_locked(
             )
         except MediaError as exc:
             failure = exc
+        except web.HTTPRequestTimeout as exc:
+            # What arrived before the stall is kept: the client resumes from HEAD.
+            failure = MediaError(408, "request_timeout", f"{exc.text}; resume from HEAD")
         except Exception:
             failure = MediaError(400, "truncated", "the body ended early; resume from HEAD")
     finally:

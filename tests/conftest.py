@@ -11,6 +11,7 @@ from aiohttp import web
 
 from huddle.app import create_app
 from huddle.config import Settings
+from huddle.http_guard import NodeRunner
 from huddle.redis_server import spawn_sync
 from tests.helpers import TEST_KEY, TEST_SECRET, Node
 
@@ -67,7 +68,7 @@ async def start_node(
     async def start(**overrides: Any) -> Node:
         settings = test_settings(redis_url, tmp_path / f"node{len(nodes)}", **overrides)
         app = create_app(settings)
-        runner = web.AppRunner(app, access_log=None)
+        runner = NodeRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         node = Node(app=app, runner=runner, settings=settings)
