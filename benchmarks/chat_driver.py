@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import signal
 import time
-import traceback
 from array import array
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -26,8 +24,14 @@ import aiohttp
 
 from benchmarks.chat_bare import BareClient, BareFrame
 from benchmarks.chat_groups import group_of, paced_schedule
-from benchmarks.procs import SERVER_START_TIMEOUT_S, ProcessPool
-from benchmarks.signaling_load import _run_loop, _sleep_until
+from benchmarks.procs import (
+    SERVER_START_TIMEOUT_S,
+    ProcessPool,
+    ignore_interrupts,
+    run_loop,
+    serve_commands,
+    sleep_until,
+)
 from chat import wire as w
 from huddle.client import HuddleClient
 from signaling.auth import mint_token
@@ -387,13 +391,13 @@ class Driver:
             if member is None:
                 continue
             due = phase.start_at + offset
-            await _sleep_until(due)
+            await sleep_until(due)
             tally.sends.lateness.append(time.monotonic() - due)
             task = asyncio.create_task(self._send(tally, member, counts[number], False))
             counts[number] += 1
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-        await _sleep_until(phase.start_at + phase.duration)
+        await sleep_until(phase.start_at + phase.duration)
         if tasks:
             await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT_S + 1)
 
@@ -403,7 +407,7 @@ class Driver:
         deadline = phase.start_at + phase.duration
 
         async def one(member: Member) -> None:
-            await _sleep_until(phase.start_at)
+            await sleep_until(phase.start_at)
             n = 0
             while time.monotonic() < deadline and await self._send(tally, member, n, True):
                 n += 1
@@ -485,24 +489,15 @@ async def _drive(conn: Connection, spec: DriverSpec) -> None:
         driver = Driver(spec, http)
         drain = asyncio.create_task(driver.drain_queues())
         try:
-            conn.send(("ready", None))
-            while True:
-                command = await asyncio.to_thread(conn.recv)
-                if command[0] == "stop":
-                    return
-                try:
-                    conn.send(("ok", await driver.run(command)))
-                except Exception:
-                    conn.send(("error", traceback.format_exc()))
+            await serve_commands(conn, driver.run)
         finally:
             drain.cancel()
             await driver.close_all()
 
 
 def _driver_main(conn: Connection, spec: DriverSpec) -> None:
-    # Ctrl-C reaches the whole process group: the parent alone cleans up, in order.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _run_loop(_drive(conn, spec))
+    ignore_interrupts()
+    run_loop(_drive(conn, spec))
 
 
 class DriverPool(ProcessPool):

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
 import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -57,14 +55,13 @@ from benchmarks.chat_report import (
 from benchmarks.chat_servers import (
     CpuClock,
     Server,
-    log_problems,
     node_counters,
     start_servers,
     stop_servers,
     wait_servers,
 )
+from benchmarks.common import Say, log_problems, raise_fd_limit, run_main, stderr_say, write_json
 from benchmarks.procs import bounded, log_tail, stop_process
-from benchmarks.signaling_load import raise_fd_limit
 from huddle.redis_server import spawn_sync
 
 # The entry points, and the driver side under the names the tests import it by.
@@ -129,7 +126,7 @@ def run_target(
     idle: Sequence[int],
     opts: Options,
     number: int,
-    say: Callable[[str], None],
+    say: Say,
 ) -> TargetResult:
     """Connect (Huddle: hello, create the groups, chat.sync), then warm-up, paced, saturated."""
     steps: list[StepResult] = []
@@ -249,10 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     fd_limit = raise_fd_limit(opts.clients)
     sizes = tuple(group_sizes(opts.clients))
 
-    began = time.monotonic()
-
-    def say(text: str) -> None:
-        print(f"# {time.monotonic() - began:5.1f} s: {text}", file=sys.stderr, flush=True)
+    say = stderr_say(began=time.monotonic())
 
     results: dict[str, TargetResult] = {}
     with tempfile.TemporaryDirectory(prefix="huddle-chat-bench-") as tmp:
@@ -304,23 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         figures = summary(one, two, bare)
         doc = {
-            "benchmark": "chat_load",
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {
-                "cpus": os.cpu_count(),
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-                "fd_limit": fd_limit,
-            },
             "config": {**dataclasses.asdict(opts), "api_secret": None},
             "groups": list(sizes),
             "summary": figures,
             "targets": targets(figures, opts.rate),
             "results": {name: dataclasses.asdict(r) for name, r in results.items()},
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
-        say(f"figures written to {args.json}")
+        write_json(args.json, "chat_load", doc, {"fd_limit": fd_limit}, say)
     return 0
 
 
@@ -329,7 +313,4 @@ if __name__ == "__main__":
     # resolve as benchmarks.*, not as __main__.*.
     from benchmarks.chat_load import main as _main
 
-    try:
-        sys.exit(_main())
-    except KeyboardInterrupt:  # subprocesses were stopped on the way out
-        sys.exit(130)
+    run_main(_main)

@@ -15,10 +15,19 @@ from typing import Any, Final
 
 from benchmarks.chat_driver import DeliveryResult, Kind, PhaseKind, PhaseSpec, SendResult
 from benchmarks.chat_servers import CpuUse
-from benchmarks.signaling_load import _fmt, _ratio, _table, percentile
+from benchmarks.common import (
+    DISTURBED,
+    SATURATED,
+    fmt,
+    goal,
+    goal_table,
+    ms,
+    pct,
+    percentile,
+    ratio,
+    table,
+)
 
-SATURATED: Final = 0.85  # a process above this share of one core is taken as saturated
-DISTURBED: Final = 0.15  # others above this share of the machine disturb a phase
 SLOT_S: Final = 0.1
 WORST_SLOTS: Final = 5
 
@@ -101,10 +110,6 @@ class Options:
     skip_bare: bool
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
-
-
 def _slots(start: float, deliveries: list[tuple[float, float]]) -> list[tuple[float, float, int]]:
     """(seconds after ``start``, latest delivery in ms, deliveries) per 100 ms of arrivals."""
     worst: dict[int, float] = {}
@@ -144,9 +149,9 @@ def phase_figures(
         deliveries_per_s=in_window / phase.duration,
         deliveries_per_server_cpu_s=in_window / cpu.servers_s if cpu.servers_s > 0 else None,
         deliveries_per_driver_cpu_s=in_window / cpu.drivers_s if cpu.drivers_s > 0 else None,
-        p50_ms=_ms(percentile(latencies, 50)),
-        p99_ms=_ms(percentile(latencies, 99)),
-        max_ms=_ms(max(latencies) if latencies else None),
+        p50_ms=ms(percentile(latencies, 50)),
+        p99_ms=ms(percentile(latencies, 99)),
+        max_ms=ms(max(latencies) if latencies else None),
         late_share=(
             sum(x > TARGET_P99_MS / 1000 for x in latencies) / len(latencies) if latencies else None
         ),
@@ -159,7 +164,7 @@ def phase_figures(
         extra=sum(r.extra for r in got),
         stale=sum(r.stale for r in got),
         send_errors=sum(r.errors for r in sends),
-        send_lateness_p99_ms=_ms(percentile(lateness, 99)),
+        send_lateness_p99_ms=ms(percentile(lateness, 99)),
         waited_s=max(r.waited_s for r in got),
         closed=dict(closed),
         first_errors=sorted({r.first_error for r in sends if r.first_error}),
@@ -168,10 +173,6 @@ def phase_figures(
 
 
 # --- report -----------------------------------------------------------------------------
-
-
-def _pct(share: float) -> str:
-    return f"{share:.0%}"
 
 
 def _get(result: TargetResult | None, kind: PhaseKind, name: str) -> float | None:
@@ -199,8 +200,8 @@ def _rows(
         values = [get(t) if t is not None else None for t in (one, two, bare)]
         return (
             label,
-            *(_fmt(v, digits) for v in values),
-            _fmt(_ratio(values[0], values[2]), 2),
+            *(fmt(v, digits) for v in values),
+            fmt(ratio(values[0], values[2]), 2),
         )
 
     def phase(kind: PhaseKind, name: str) -> Callable[[TargetResult], float | None]:
@@ -236,12 +237,12 @@ def _cpu_rows(results: Sequence[TargetResult]) -> list[tuple[str, ...]]:
         (
             f"{r.name} {kind}",
             f"{p.cpu.wall_s:.1f}",
-            "+".join(_pct(c) for c in p.cpu.servers_core),
-            _pct(p.cpu.redis_core),
-            "+".join(_pct(c) for c in p.cpu.drivers_core),
-            _pct(p.cpu.machine_busy),
-            _pct(p.cpu.kernel_busy),
-            _pct(p.cpu.others_busy),
+            "+".join(pct(c) for c in p.cpu.servers_core),
+            pct(p.cpu.redis_core),
+            "+".join(pct(c) for c in p.cpu.drivers_core),
+            pct(p.cpu.machine_busy),
+            pct(p.cpu.kernel_busy),
+            pct(p.cpu.others_busy),
         )
         for r in results
         for kind, p in r.phases.items()
@@ -251,11 +252,11 @@ def _cpu_rows(results: Sequence[TargetResult]) -> list[tuple[str, ...]]:
 
 def bottleneck(use: CpuUse) -> str:
     """Which process limited a saturated phase, from the CPU shares."""
-    servers = "+".join(_pct(c) for c in use.servers_core)
-    drivers = "+".join(_pct(c) for c in use.drivers_core)
+    servers = "+".join(pct(c) for c in use.servers_core)
+    drivers = "+".join(pct(c) for c in use.drivers_core)
     facts = (
-        f"server {servers}, redis {_pct(use.redis_core)}, drivers {drivers}, "
-        f"machine {_pct(use.machine_busy)}"
+        f"server {servers}, redis {pct(use.redis_core)}, drivers {drivers}, "
+        f"machine {pct(use.machine_busy)}"
     )
     if any(c >= SATURATED for c in use.servers_core):
         return f"server-bound (a server process uses at most one core): {facts}"
@@ -275,10 +276,10 @@ def summary(
     return {
         "p99_ms": _get(one, "paced", "p99_ms"),
         "deliveries_per_s": _get(one, "saturated", "deliveries_per_s"),
-        "deliveries_vs_bare": _ratio(
+        "deliveries_vs_bare": ratio(
             _get(one, "saturated", "deliveries_per_s"), _get(bare, "saturated", "deliveries_per_s")
         ),
-        "deliveries_per_cpu_vs_bare": _ratio(
+        "deliveries_per_cpu_vs_bare": ratio(
             _get(one, "saturated", "deliveries_per_server_cpu_s"),
             _get(bare, "saturated", "deliveries_per_server_cpu_s"),
         ),
@@ -291,9 +292,6 @@ def summary(
 
 
 def targets(figures: dict[str, float | int | None], rate: float) -> dict[str, dict[str, Any]]:
-    def goal(value: float | int | None, text: str, ok: Callable[[float], bool]) -> dict[str, Any]:
-        return {"target": text, "value": value, "met": None if value is None else ok(value)}
-
     p99_text = f"< {TARGET_P99_MS:g} at {rate:,.0f} deliveries/s"
     if rate != TARGET_RATE:
         p99_text += f" (the target is at {TARGET_RATE:,.0f})"
@@ -326,14 +324,14 @@ def report(
         f"{opts.senders_per_group} members of each group send back to back, each waiting for "
         "its own copy; the sender's copy is checked, not counted as a delivery",
         "",
-        *_table(
+        *table(
             _rows(one, two, bare),
             ("metric", "huddle 1 node", "huddle 2 nodes", "bare", "1 node / bare"),
         ),
         "",
         "CPU over each phase's sending window, share of one core (machine and the columns "
         "after it: of all cores)",
-        *_table(
+        *table(
             _cpu_rows(results),
             ("phase", "wall s", "servers", "redis", "drivers", "machine", "irq+steal", "others"),
         ),
@@ -366,11 +364,5 @@ def report(
         for name, counters in result.server_counters.items():
             if counters:
                 lines.append(f"{result.name} {name} counters: {counters}")
-    goals = targets(summary(one, two, bare), opts.rate)
-    verdict = {True: "yes", False: "NO", None: "-"}
-    rows = [
-        (name, _fmt(goal["value"], 2), goal["target"], verdict[goal["met"]])
-        for name, goal in goals.items()
-    ]
-    lines.extend(["", *_table(rows, ("target", "measured", "goal", "met"))])
+    lines.extend(goal_table(targets(summary(one, two, bare), opts.rate), 2))
     return "\n".join(lines)

@@ -8,24 +8,22 @@ clocks the CPU of the servers, Redis and the driver processes over each phase's 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from benchmarks.common import node_metrics
 from benchmarks.procs import (
     cpu_seconds,
     free_port,
     machine_busy_seconds,
+    node_env,
     start_logged,
     stop_process,
     wait_healthy,
@@ -48,11 +46,10 @@ def start_servers(
     folder: Path, redis_url: str, api_key: str, api_secret: str, nodes: int, bare: bool
 ) -> list[Server]:
     """Start the nodes and the bare relay (all at once: see ``wait_servers``)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_")}
-    env.update(
+    env = node_env(
+        api_key,
+        api_secret,
         REDIS_URL=redis_url,
-        HUDDLE_API_KEY=api_key,
-        HUDDLE_API_SECRET=api_secret,
         # Measure the node, not its limiters: one device sends far above a person's rate.
         HUDDLE_RATE_PER_S="100000",
         HUDDLE_RATE_BURST="100000",
@@ -104,38 +101,10 @@ def _tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def log_problems(path: Path) -> dict[str, int]:
-    """Warnings and errors a server logged, counted by message."""
-    seen: Counter[str] = Counter()
-    if not path.exists():
-        return {}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            if line.strip():
-                seen[line.strip()[:120]] += 1
-            continue
-        if isinstance(record, dict) and record.get("level") in ("warning", "error", "critical"):
-            detail = f" ({record['error']})" if "error" in record else ""
-            seen[f"{record['level']}: {record.get('msg')}{detail}"[:200]] += 1
-    return dict(seen)
-
-
 def node_counters(url: str) -> dict[str, float]:
-    """Error replies and closes by code from a node's /metrics."""
-    try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-    except (OSError, urllib.error.URLError):
-        return {}
-    counters: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(("huddle_ws_errors_total", "huddle_ws_closes_total")):
-            name, _, value = line.rpartition(" ")
-            if float(value):
-                counters[name] = float(value)
-    return counters
+    """Error replies and closes by code from a node's /metrics (those that happened)."""
+    samples = node_metrics(url, ("huddle_ws_errors_total", "huddle_ws_closes_total"))
+    return {name: value for name, value in samples.items() if value}
 
 
 # --- measuring --------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import io
-import json
 import math
 import os
 import secrets
@@ -39,6 +38,7 @@ import psutil
 from aiohttp import web
 from PIL import Image
 
+from benchmarks.common import run_main, write_json
 from benchmarks.procs import (
     bounded,
     free_port,
@@ -469,9 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(results)
     print_table(results, summary)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         body = {**results, "phases": [vars(p) for p in results["phases"]], "summary": summary}
-        args.json.write_text(json.dumps(body, indent=2))
+        write_json(args.json, "media_load", body)
     return 0
 
 
@@ -492,5 +491,4 @@ def _static_server(port: int, root: Path, loop: str) -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
+    run_main(main)

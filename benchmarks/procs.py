@@ -12,13 +12,15 @@ import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.process
+import os
 import signal
 import socket
 import subprocess
 import time
+import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
@@ -42,6 +44,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def node_env(api_key: str, api_secret: str, **settings: str) -> dict[str, str]:
+    """A Huddle node's environment: this one less any ``HUDDLE_*`` setting and ``REDIS_URL``
+    of the shell the benchmark runs in (with no ``REDIS_URL`` the node supervises its own
+    redis-server), the run's API key and secret, then ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_")}
+    env.pop("REDIS_URL", None)
+    env.update(HUDDLE_API_KEY=api_key, HUDDLE_API_SECRET=api_secret, **settings)
+    return env
 
 
 def start_logged(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -91,6 +103,19 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None, log_path: Path 
         time.sleep(0.05)
 
 
+def start_healthy(
+    cmd: list[str], env: dict[str, str], url: str, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start a server and wait until ``url`` is healthy; stopped again if it never is."""
+    proc = start_logged(cmd, env, log_path)
+    try:
+        wait_healthy(url, proc, log_path)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of one process (0 once it is gone)."""
     try:
@@ -138,10 +163,53 @@ async def serve_until_signal(
         await runner.cleanup()
 
 
+# --- the child side of a ProcessPool -------------------------------------------------------
+
+
+def ignore_interrupts() -> None:
+    """In a pool's child: Ctrl-C reaches the whole process group, and the parent alone
+    cleans up, in order (it stops the children after its servers' last figures)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop like ``huddle serve`` does, so drivers and servers get the same loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+async def sleep_until(instant: float) -> None:
+    """Until ``time.monotonic()`` reaches ``instant``: one clock for every process here."""
+    delay = instant - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def serve_commands(
+    conn: Connection, run: Callable[[tuple[Any, ...]], Awaitable[Any]]
+) -> None:
+    """A pool child's command loop: says it is ready, then answers each command with
+    ``("ok", run(command))`` or ``("error", traceback)`` until ``("stop",)``. A failed
+    command leaves the child serving: the parent decides whether the run goes on."""
+    conn.send(("ready", None))
+    while True:
+        command = await asyncio.to_thread(conn.recv)
+        if command[0] == "stop":
+            return
+        try:
+            conn.send(("ok", await run(command)))
+        except Exception:
+            conn.send(("error", traceback.format_exc()))
+
+
 class ProcessPool:
     """Load-driver processes, each running ``main(pipe, spec)``, with a pipe each for
     commands. A driver answers each command with ``("ok", payload)`` or
-    ``("error", traceback)``, and stops on ``("stop",)``."""
+    ``("error", traceback)``, and stops on ``("stop",)``: :func:`serve_commands`."""
 
     # What one process is called in error messages.
     role = "driver"

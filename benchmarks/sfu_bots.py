@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import time
-import traceback
 from array import array
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -28,6 +26,7 @@ from typing import Any, Final, Literal, Protocol
 import aiohttp
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+from benchmarks.procs import ignore_interrupts, serve_commands
 from benchmarks.sfu_janus import JanusSession
 from benchmarks.sfu_media import Clip, PacedPacketTrack, Recorder, install_recorder
 from benchmarks.sfu_stamps import install_kernel_stamps
@@ -380,15 +379,7 @@ async def _serve(conn: Connection, spec: BotSpec) -> None:
     async with aiohttp.ClientSession(connector=connector) as http:
         bot = Bot(spec, recorder, http)
         try:
-            conn.send(("ready", None))
-            while True:
-                command = await asyncio.to_thread(conn.recv)
-                if command[0] == "stop":
-                    return
-                try:
-                    conn.send(("ok", await bot.run(command)))
-                except Exception:
-                    conn.send(("error", traceback.format_exc()))
+            await serve_commands(conn, bot.run)
         finally:
             await bot.close()
             with contextlib.suppress(OSError):
@@ -396,8 +387,7 @@ async def _serve(conn: Connection, spec: BotSpec) -> None:
 
 
 def bot_main(conn: Connection, spec: BotSpec) -> None:
-    # Ctrl-C reaches the whole process group: the parent alone cleans up, in order.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_interrupts()
     if spec.nice:
         os.nice(spec.nice)
     # asyncio's own loop, not uvloop: only it lets the bots read kernel receive times.

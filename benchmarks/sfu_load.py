@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
-import platform
 import re
 import secrets
 import signal
@@ -41,15 +39,16 @@ from typing import Final
 
 import psutil
 
+from benchmarks.common import percentile, run_main, stderr_say, write_json
 from benchmarks.procs import (
     ProcessPool,
     bounded,
     cpu_seconds,
     free_port,
     machine_busy_seconds,
-    start_logged,
+    node_env,
+    start_healthy,
     stop_process,
-    wait_healthy,
 )
 from benchmarks.sfu_bots import (
     BotMeasurement,
@@ -65,7 +64,6 @@ from benchmarks.sfu_report import (
     ScenarioResult,
     compare,
     log_problems,
-    percentile,
     pool_rounds,
     profile_server,
     report,
@@ -176,9 +174,7 @@ def _stopper(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
 
 def start_huddle(folder: Path, api_key: str, api_secret: str) -> Server:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_")}
-    env.pop("REDIS_URL", None)  # the node starts and supervises its own redis-server
-    env.update(HUDDLE_API_KEY=api_key, HUDDLE_API_SECRET=api_secret)
+    env = node_env(api_key, api_secret)  # the node starts its own redis-server
     cmd = [
         sys.executable, "-m", "huddle", "serve",
         "--port", str(port),
@@ -187,13 +183,8 @@ def start_huddle(folder: Path, api_key: str, api_secret: str) -> Server:
         "--log-level", "warning",
     ]  # fmt: skip
     log_path = folder / "node.log"
-    proc = start_logged(cmd, env, log_path)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, log_path)
-    except BaseException:
-        _stopper(proc)()
-        raise
+    proc = start_healthy(cmd, env, url, log_path)
     from huddle import __version__
 
     return Server("huddle", url, proc.pid, "127.0.0.1", f"huddle {__version__}",
@@ -204,13 +195,8 @@ def start_naive(folder: Path) -> Server:
     port = free_port()
     cmd = [sys.executable, "-m", "benchmarks.sfu_naive", "--port", str(port)]
     log_path = folder / "naive.log"
-    proc = start_logged(cmd, dict(os.environ), log_path)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, log_path)
-    except BaseException:
-        _stopper(proc)()
-        raise
+    proc = start_healthy(cmd, dict(os.environ), url, log_path)
     import aiortc
 
     return Server("naive", url, proc.pid, "127.0.0.1", f"aiortc {aiortc.__version__} MediaRelay",
@@ -567,8 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
 
-    def say(text: str) -> None:
-        print(f"# {text}", file=sys.stderr, flush=True)
+    say = stderr_say()
 
     say("preparing the pre-encoded clip")
     fixture = ensure_fixture()
@@ -658,13 +643,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         figures = summary(results)
         doc = {
-            "benchmark": "sfu_load",
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {
-                "cpus": os.cpu_count(),
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
             "config": {
                 "scenarios": [s.name for s in opts.scenarios],
                 "duration_s": opts.duration,
@@ -697,9 +675,7 @@ def main(argv: list[str] | None = None) -> int:
             else {},
             "server_logs": server_logs,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
-        say(f"figures written to {args.json}")
+        write_json(args.json, "sfu_load", doc, say=say)
     return 0
 
 
@@ -708,7 +684,4 @@ if __name__ == "__main__":
     # resolve as benchmarks.* rather than __main__.*.
     from benchmarks.sfu_load import main as _main
 
-    try:
-        sys.exit(_main())
-    except KeyboardInterrupt:  # servers, bots and the namespace were stopped on the way out
-        sys.exit(130)
+    run_main(_main)

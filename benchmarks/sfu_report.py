@@ -4,8 +4,6 @@ and the py-spy profile of the server (``benchmarks.sfu_load`` runs the scenarios
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import re
 import shutil
@@ -13,13 +11,14 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-SATURATED: Final = 0.85  # a process above this share of one core is taken as saturated
-DISTURBED: Final = 0.15  # others busier than this share of the machine: figures suspect
+from benchmarks import common
+from benchmarks.common import DISTURBED, SATURATED, fmt, goal, goal_table, pct, ratio, table
+
 TARGET_VS_JANUS: Final = 1.2
 TARGET_VS_NAIVE: Final = 0.1
 TARGET_LOSS_9X9: Final = 0.01
@@ -27,14 +26,6 @@ TARGET_DELAY_P99_MS_9X9: Final = 30.0
 _PROBLEM_RE: Final = re.compile(r"warn|err|exception|traceback|fail", re.IGNORECASE)
 _LONG_NUMBER_RE: Final = re.compile(r"\d{5,}")
 _FRAME_LINE_RE: Final = re.compile(r":\d+\)$")
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile of ``values`` (``q`` in 0..100)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
 @dataclass
@@ -161,12 +152,6 @@ def summarize_stacks(text: str, top: int = 15) -> dict[str, Any]:
 # --- report --------------------------------------------------------------------------
 
 
-def _ratio(ours: float | None, theirs: float | None) -> float | None:
-    if ours is None or theirs is None or theirs == 0:
-        return None
-    return ours / theirs
-
-
 def pool_rounds(rounds: Sequence[ScenarioResult]) -> ScenarioResult:
     """One scenario's rounds for one target as one result: CPU, packets and time summed (so
     CPU per packet is pooled), loss and the delay tail the worst round's, the delay median
@@ -242,9 +227,7 @@ def round_lines(rounds: dict[str, dict[str, list[ScenarioResult]]]) -> list[str]
             if len(results) < 2:
                 continue
             cells = ", ".join(
-                "failed"
-                if r.failed
-                else f"{_fmt(r.cpu_us_per_packet)} µs/{_fmt(r.delay_p99_ms)} ms"
+                "failed" if r.failed else f"{fmt(r.cpu_us_per_packet)} µs/{fmt(r.delay_p99_ms)} ms"
                 for r in results
             )
             lines.append(f"rounds {target} {name} (µs/pkt / delay p99): {cells}")
@@ -272,7 +255,7 @@ def compare(
         return None, []
     a = pooled_us_per_packet([ours[s] for s in common])
     b = pooled_us_per_packet([theirs[s] for s in common])
-    return _ratio(a, b), common
+    return ratio(a, b), common
 
 
 def summary(results: dict[str, dict[str, ScenarioResult]]) -> dict[str, float | None]:
@@ -303,28 +286,7 @@ def targets(figures: dict[str, float | None]) -> dict[str, dict[str, Any]]:
             lambda v: v < TARGET_DELAY_P99_MS_9X9,
         ),
     }
-    out: dict[str, dict[str, Any]] = {}
-    for name, (goal, ok) in goals.items():
-        value = figures.get(name)
-        out[name] = {"target": goal, "value": value, "met": None if value is None else ok(value)}
-    return out
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _pct(share: float | None, digits: int = 0) -> str:
-    return "-" if share is None else f"{share * 100:.{digits}f}%"
-
-
-def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> Iterator[str]:
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    for i, r in enumerate((header, *rows)):
-        rest = [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
-        yield " | ".join([r[0].ljust(widths[0]), *rest]).rstrip()
-        if i == 0:
-            yield "-+-".join("-" * w for w in widths)
+    return {name: goal(figures.get(name), text, ok) for name, (text, ok) in goals.items()}
 
 
 HEADER: Final = (
@@ -348,17 +310,17 @@ def result_rows(results: dict[str, dict[str, ScenarioResult]],
                 scenario,
                 target,
                 f"{r.streams_flowing}/{r.streams_expected}",
-                _fmt(r.packets_per_s, 0),
-                _fmt(r.mbit_per_s, 1),
-                _fmt(r.server_cores, 2),
-                _fmt(r.cpu_us_per_packet, 1),
-                _fmt(r.marginal_us_per_packet, 1),
-                _pct(r.loss, 2),
-                _fmt(r.delay_p50_ms, 1),
-                _fmt(r.delay_p99_ms, 1),
-                _fmt(r.app_delay_p99_ms, 1),
-                "+".join(_fmt(c, 2) for c in r.bot_cores),
-                _pct(r.machine_busy),
+                fmt(r.packets_per_s, 0),
+                fmt(r.mbit_per_s, 1),
+                fmt(r.server_cores, 2),
+                fmt(r.cpu_us_per_packet, 1),
+                fmt(r.marginal_us_per_packet, 1),
+                pct(r.loss, 2),
+                fmt(r.delay_p50_ms, 1),
+                fmt(r.delay_p99_ms, 1),
+                fmt(r.app_delay_p99_ms, 1),
+                "+".join(fmt(c, 2) for c in r.bot_cores),
+                pct(r.machine_busy),
             ))  # fmt: skip
     return rows
 
@@ -374,7 +336,7 @@ def ratio_rows(results: dict[str, dict[str, ScenarioResult]],
             o = results.get(other, {}).get(scenario)
             ok = _usable(h) and _usable(o) and h is not None and o is not None
             cells.append(
-                _fmt(_ratio(h.cpu_us_per_packet, o.cpu_us_per_packet), 2)
+                fmt(ratio(h.cpu_us_per_packet, o.cpu_us_per_packet), 2)
                 if ok and h is not None and o is not None
                 else "-"
             )
@@ -391,7 +353,7 @@ def report(results: dict[str, dict[str, ScenarioResult]], scenarios: Sequence[st
         f"+{bot_nice}, {placement + ', ' if placement else ''}"
         f"{os.cpu_count()} cores; clip VP8 640x360@30 + Opus, pre-encoded, paced",
         "targets: " + ", ".join(f"{t} ({v})" for t, v in versions.items()),
-        "server idle cores: " + ", ".join(f"{t} {_fmt(c, 3)}" for t, c in (idle or {}).items()),
+        "server idle cores: " + ", ".join(f"{t} {fmt(c, 3)}" for t, c in (idle or {}).items()),
         "streams = forwarded streams flowing/expected; pkt/s, Mbit/s (RTP payload) as received "
         "by the subscribers; server cores = CPU s/s of the server (+children); µs/pkt = server "
         "CPU per forwarded packet; marginal = the same less the server's idle CPU; loss from "
@@ -399,10 +361,10 @@ def report(results: dict[str, dict[str, ScenarioResult]], scenarios: Sequence[st
         "publisher's stack -> kernel receive stamp at the subscriber; in bot = the same to "
         "the subscribing bot's stack (its event-loop lag included); bot cores per bot process",
         "",
-        *_table(result_rows(results, scenarios), HEADER),
+        *table(result_rows(results, scenarios), HEADER),
         "",
         "Huddle's CPU per forwarded packet over the baseline's (lower is better)",
-        *_table(ratio_rows(results, scenarios), ("scenario", "huddle/janus", "huddle/naive")),
+        *table(ratio_rows(results, scenarios), ("scenario", "huddle/janus", "huddle/naive")),
     ]
     for target, reason in missing.items():
         lines.append(f"{target}: MISSING ({reason})")
@@ -423,9 +385,9 @@ def report(results: dict[str, dict[str, ScenarioResult]], scenarios: Sequence[st
                 lines.append(f"{target} {name}: a bot process saturated its core (bot-bound)")
             if r.failed is None and (r.delay_over_30ms or 0) >= 0.001:
                 lines.append(
-                    f"{target} {name}: {_pct(r.delay_over_30ms, 1)} of packets > 30 ms "
-                    f"(max {_fmt(r.delay_max_ms)} ms); bots' own loop lag p99/max "
-                    f"{_fmt(r.bot_loop_lag_p99_ms)}/{_fmt(r.bot_loop_lag_max_ms)} ms; worst "
+                    f"{target} {name}: {pct(r.delay_over_30ms, 1)} of packets > 30 ms "
+                    f"(max {fmt(r.delay_max_ms)} ms); bots' own loop lag p99/max "
+                    f"{fmt(r.bot_loop_lag_p99_ms)}/{fmt(r.bot_loop_lag_max_ms)} ms; worst "
                     f"100 ms slots [s into window, late packets, max ms]: {r.delay_stalls[:3]}"
                 )
             if r.publisher_resyncs:
@@ -435,14 +397,7 @@ def report(results: dict[str, dict[str, ScenarioResult]], scenarios: Sequence[st
                 )
             if r.profile:
                 lines.extend(_profile_lines(target, name, r.profile))
-    figures = summary(results)
-    goals = targets(figures)
-    verdict = {True: "yes", False: "NO", None: "-"}
-    rows = [
-        (name, _fmt(goal["value"], 3), goal["target"], verdict[goal["met"]])
-        for name, goal in goals.items()
-    ]
-    lines.extend(["", *_table(rows, ("target", "measured", "goal", "met"))])
+    lines.extend(goal_table(targets(summary(results)), 3))
     return "\n".join(lines)
 
 
@@ -460,19 +415,13 @@ def _profile_lines(target: str, scenario: str, profile: dict[str, Any]) -> list[
     return lines
 
 
+def _problem_text(line: str) -> str | None:
+    """Janus's and plain Python's text logs: problems only, ids folded together."""
+    if _PROBLEM_RE.search(line) is None:
+        return None
+    return _LONG_NUMBER_RE.sub("N", line.strip())[:160]
+
+
 def log_problems(path: Path | None) -> dict[str, int]:
-    """Warnings and errors a server logged, counted by message."""
-    if path is None or not path.exists():
-        return {}
-    seen: Counter[str] = Counter()
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            # Janus's and plain Python's text logs: problems only, ids folded together.
-            if _PROBLEM_RE.search(line):
-                seen[_LONG_NUMBER_RE.sub("N", line.strip())[:160]] += 1
-            continue
-        if isinstance(record, dict) and record.get("level") in ("warning", "error", "critical"):
-            seen[f"{record['level']}: {record.get('msg')}"[:200]] += 1
-    return dict(seen.most_common(20))
+    """Warnings and errors a server logged, counted by message (the 20 most frequent)."""
+    return common.log_problems(path, _problem_text, most=20)
