@@ -197,7 +197,13 @@ class Settings(BaseSettings):
         2, ge=1, description="processes making thumbnails, posters and voice notes"
     )
     media_tus_expiry_s: int = Field(
-        24 * 3600, gt=0, description="an unfinished resumable upload is dropped after this long"
+        3600,
+        gt=0,
+        description="an unfinished resumable upload with no progress for this long is dropped "
+        "(its partial file removed, its quota reservation released)",
+    )
+    media_tus_max_open: int = Field(
+        20, ge=1, description="unfinished resumable uploads one user may have at a time"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="least severe log records written to stderr"

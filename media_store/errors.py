@@ -23,10 +23,11 @@ def too_large(limit: int) -> MediaError:
 
 
 def quota_exceeded(quota: int, used: int) -> MediaError:
+    """``used`` counts stored files and the reservations of unfinished uploads."""
     return MediaError(
         413,
         "quota_exceeded",
-        f"the upload exceeds your storage quota ({used} of {quota} bytes used)",
+        f"the upload exceeds your storage quota ({used} of {quota} bytes used or reserved)",
     )
 
 

@@ -1,5 +1,5 @@
 """Garbage collection: blobs that no file references any more, and leftovers of uploads
-that never finished (staging files, abandoned resumable uploads).
+that never finished (staging files, expired or abandoned resumable uploads).
 
 A blob becomes a candidate when its last reference goes (``orphans``), or when it sits in
 the store unknown to Redis (a node died between storing it and recording the file). Either
@@ -57,6 +57,17 @@ async def collect(
     if claimed:
         log.info("collected blobs", extra={"count": len(claimed)})
     return claimed
+
+
+async def expire_uploads(records: Records, tus_dir: Path, *, now: float | None = None) -> list[str]:
+    """Release the quota reservations of resumable uploads that expired, and remove their
+    partial files held here; returns their ids. Files held on other nodes go in those
+    nodes' ``sweep_uploads``, their record being gone."""
+    released = await records.expire_uploads(time.time() if now is None else now, BATCH)
+    await asyncio.to_thread(_remove_all, [tus_dir / f"{upload}.part" for upload in released])
+    if released:
+        log.info("expired resumable uploads", extra={"count": len(released)})
+    return released
 
 
 async def sweep_uploads(

@@ -3,6 +3,11 @@
 Keys: the file's ``meta`` hash, the owner's ``media_usage`` counter and ``media`` set, and
 the store's ``refs`` hash (blob digest -> references), ``orphans`` sorted set (unreferenced
 digests by the time they became so) and ``deleting`` hash (digests being collected).
+Resumable uploads: the upload's ``tus`` hash (owner, length, offset, name, expires), the
+owner's ``media_uploads`` hash (upload id -> reserved length, one entry per unfinished
+upload) and the store's ``uploads`` sorted set (upload ids by expiry), which the periodic
+sweep reads. An upload's keys carry no TTL: Redis expiring them on its own would drop a
+reservation without releasing it, so the sweep expires them, reservation included.
 
 Note for Redis Cluster: these scripts touch keys of several hash tags (the file, its owner,
 the store) and so assume one shard, as the rest of Huddle does today.
@@ -19,15 +24,30 @@ import redis.asyncio as redis
 
 from media_store.errors import MediaError, quota_exceeded
 from media_store.meta import MediaMeta, to_hash
+from media_store.quota import Usage, reservation_error
 from signaling.keys import media_key, media_store_key, user_key
 
 # A commit waits for a collection of the same blob to finish, at most this long.
 DELETING_WAIT_S: Final = 10.0
 DELETING_POLL_S: Final = 0.05
 
-_COMMIT: Final = """
--- KEYS: meta, usage, user media set, refs, orphans, deleting
+# The sum of an owner's reservations; the hash has at most ``media_tus_max_open`` entries.
+_RESERVED: Final = """
+local function reserved(key)
+  local sum = 0
+  for _, v in ipairs(redis.call('HVALS', key)) do sum = sum + tonumber(v) end
+  return sum
+end
+"""
+
+_COMMIT: Final = (
+    _RESERVED
+    + """
+-- KEYS: meta, usage, user media set, refs, orphans, deleting,
+--       owner's upload reservations, upload record, store's upload expiry index
 -- ARGV: id, size, quota, n_fields, field, value, ..., digest, ...
+-- A file that was a resumable upload (same id) gives back its reservation as it is
+-- charged: the quota is checked without it, and it is released exactly once.
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
 local n = tonumber(ARGV[4])
 local first_digest = 5 + 2 * n
@@ -37,7 +57,11 @@ end
 local size = tonumber(ARGV[2])
 local quota = tonumber(ARGV[3])
 local used = tonumber(redis.call('GET', KEYS[2]) or '0')
-if quota > 0 and used + size > quota then return {-3, used} end
+local others = reserved(KEYS[7]) - tonumber(redis.call('HGET', KEYS[7], ARGV[1]) or '0')
+if quota > 0 and used + others + size > quota then return {-3, used + others} end
+redis.call('HDEL', KEYS[7], ARGV[1])
+redis.call('DEL', KEYS[8])
+redis.call('ZREM', KEYS[9], ARGV[1])
 redis.call('INCRBY', KEYS[2], size)
 redis.call('SADD', KEYS[3], ARGV[1])
 local fields = {}
@@ -49,6 +73,59 @@ for i = first_digest, #ARGV do
   redis.call('ZREM', KEYS[5], ARGV[i])
 end
 return previous
+"""
+)
+
+_CREATE_UPLOAD: Final = (
+    _RESERVED
+    + """
+-- KEYS: upload record, owner's upload reservations, owner's usage, store's upload index
+-- ARGV: upload id, owner, length, name, expires, quota, max open uploads
+-- Mirrors media_store.quota.reservation_error; returns {created, used, reserved, open}.
+local open = redis.call('HLEN', KEYS[2])
+local held = reserved(KEYS[2])
+local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+local quota = tonumber(ARGV[6])
+if open >= tonumber(ARGV[7]) or (quota > 0 and used + held + tonumber(ARGV[3]) > quota) then
+  return {0, used, held, open}
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'length', ARGV[3], 'offset', 0,
+           'name', ARGV[4], 'expires', ARGV[5])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+return {1, used, held, open}
+"""
+)
+
+_UPLOAD_PROGRESS: Final = """
+-- KEYS: upload record, store's upload index; ARGV: upload id, offset, expires
+-- Records where the upload's file stands. Progress puts its expiry back to the full
+-- delay: an upload expires when it has been idle that long, not when it is slow.
+-- An upload released meanwhile (terminated, expired) is not brought back.
+local before = redis.call('HGET', KEYS[1], 'offset')
+if not before then return 0 end
+redis.call('HSET', KEYS[1], 'offset', ARGV[2])
+if tonumber(ARGV[2]) > tonumber(before) then
+  redis.call('HSET', KEYS[1], 'expires', ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+end
+return 1
+"""
+
+_RELEASE_UPLOAD: Final = """
+-- KEYS: upload record, owner's upload reservations, store's upload index, upload lock
+-- ARGV: upload id, now
+-- Forgets an unfinished upload and releases its reservation. With now > 0 only if it
+-- has expired by then and no request is writing it (that request records progress).
+if tonumber(ARGV[2]) > 0 then
+  local expires = redis.call('HGET', KEYS[1], 'expires')
+  if expires and tonumber(expires) > tonumber(ARGV[2]) then return 0 end
+  if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
 """
 
 _DELETE: Final = """
@@ -101,13 +178,20 @@ class Records:
         self._commit = client.register_script(_COMMIT)
         self._delete = client.register_script(_DELETE)
         self._claim = client.register_script(_CLAIM)
+        self._create_upload = client.register_script(_CREATE_UPLOAD)
+        self._upload_progress = client.register_script(_UPLOAD_PROGRESS)
+        self._release_upload = client.register_script(_RELEASE_UPLOAD)
         self.refs = media_store_key("refs")
         self.orphans = media_store_key("orphans")
         self.deleting = media_store_key("deleting")
+        self.uploads = media_store_key("uploads")
 
-    async def usage(self, user: str) -> int:
-        raw = await self.client.get(user_key(user, "media_usage"))
-        return int(raw or 0)
+    async def usage(self, user: str) -> Usage:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.get(user_key(user, "media_usage"))
+            pipe.hvals(user_key(user, "media_uploads"))
+            used, held = await pipe.execute()
+        return Usage(int(used or 0), sum(int(v) for v in held), len(held))
 
     async def commit(self, meta: MediaMeta, quota: int) -> Committed:
         """Record a new file, charge its owner and reference its blobs, or raise."""
@@ -121,6 +205,9 @@ class Records:
             self.refs,
             self.orphans,
             self.deleting,
+            user_key(meta.owner, "media_uploads"),
+            media_key(meta.id, "tus"),
+            self.uploads,
         ]
         args: list[str | int] = [meta.id, meta.size, quota, len(fields), *flat, *digests]
         deadline = time.monotonic() + DELETING_WAIT_S
@@ -176,3 +263,66 @@ class Records:
     async def release(self, digests: list[str]) -> None:
         if digests:
             await self.client.hdel(self.deleting, *digests)
+
+    # --- resumable uploads --------------------------------------------------------------
+
+    async def create_upload(
+        self,
+        upload: str,
+        *,
+        owner: str,
+        length: int,
+        name: str,
+        expires: float,
+        quota: int,
+        max_open: int,
+    ) -> None:
+        """Record a new unfinished upload and reserve its length, or raise (quota, cap)."""
+        keys = [
+            media_key(upload, "tus"),
+            user_key(owner, "media_uploads"),
+            user_key(owner, "media_usage"),
+            self.uploads,
+        ]
+        args: list[str | int] = [upload, owner, length, name, repr(expires), quota, max_open]
+        created, used, held, open_uploads = (
+            int(x) for x in await self._create_upload(keys=keys, args=args)
+        )
+        if not created:
+            usage = Usage(used, held, open_uploads)
+            error = reservation_error(usage, length, quota=quota, max_open=max_open)
+            raise error or quota_exceeded(quota, usage.total)
+
+    async def upload_progress(self, upload: str, offset: int, expires: float) -> bool:
+        """Record an upload's offset (progress also postpones its expiry); False if the
+        upload is gone (terminated or expired meanwhile)."""
+        keys = [media_key(upload, "tus"), self.uploads]
+        return bool(await self._upload_progress(keys=keys, args=[upload, offset, repr(expires)]))
+
+    async def release_upload(self, upload: str, owner: str, *, expired_by: float = 0.0) -> bool:
+        """Forget an unfinished upload and release its reservation. With ``expired_by``,
+        only if it has expired by then and no request holds its lock."""
+        keys = [
+            media_key(upload, "tus"),
+            user_key(owner, "media_uploads"),
+            self.uploads,
+            media_key(upload, "tus_lock"),
+        ]
+        return bool(await self._release_upload(keys=keys, args=[upload, repr(expired_by)]))
+
+    async def expire_uploads(self, now: float, limit: int) -> list[str]:
+        """Release uploads that expired by ``now`` (at most ``limit``); returns their ids."""
+        raw = await self.client.zrangebyscore(self.uploads, "-inf", now, start=0, num=limit)
+        released = []
+        for item in raw:
+            upload = item.decode() if isinstance(item, bytes) else str(item)
+            owner = await self.client.hget(media_key(upload, "tus"), "owner")
+            if owner is None:
+                # No record, so no reservation to release: only the index entry is left.
+                await self.client.zrem(self.uploads, upload)
+                released.append(upload)
+            else:
+                owner = owner.decode() if isinstance(owner, bytes) else str(owner)
+                if await self.release_upload(upload, owner, expired_by=now):
+                    released.append(upload)
+        return released

@@ -1,7 +1,7 @@
 """HTTP API of the media store under ``/v1/media`` (docs/media.md), and its lifecycle.
 
 POST   /v1/media?name=NAME          upload, body streamed to disk
-GET    /v1/media/usage              bytes used and quota
+GET    /v1/media/usage              bytes used and reserved, quota, open uploads
 GET    /v1/media/{id}               download (owner, conversation members, or ?exp=&sig=)
 GET    /v1/media/{id}/meta          metadata
 GET    /v1/media/{id}/thumb/{size}  thumbnail (small, large)
@@ -84,6 +84,7 @@ async def _collect_forever(service: MediaService) -> None:
     while True:
         await asyncio.sleep(gc.INTERVAL_S)
         try:
+            await gc.expire_uploads(service.records, service.tus_dir)
             await gc.collect(service.records, service.store)
             await gc.sweep_uploads(
                 service.redis,
@@ -228,11 +229,16 @@ async def delete(request: web.Request) -> web.Response:
 async def usage(request: web.Request) -> web.Response:
     service = request.app[MEDIA]
     user = identity(request)
+    counted = await service.records.usage(user)
     return web.json_response(
         {
-            "used": await service.records.usage(user),
+            "used": counted.used,
+            "reserved": counted.reserved,
+            "total": counted.total,
             "quota": service.settings.media_quota_bytes,
             "max_upload": service.settings.media_max_upload_bytes,
+            "open_uploads": counted.open_uploads,
+            "max_open_uploads": service.settings.media_tus_max_open,
         }
     )
 

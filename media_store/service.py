@@ -24,8 +24,9 @@ from huddle.config import Settings
 from media_store import http_rules, staging
 from media_store.backend import BlobStore
 from media_store.derive import DeriveJob, DeriveResult, derive
-from media_store.errors import MediaError, quota_exceeded, too_large
+from media_store.errors import MediaError, too_large
 from media_store.meta import MediaMeta, MetaCache
+from media_store.quota import room
 from media_store.records import Records
 from media_store.sniff import denied, safe_name, sniff
 from media_store.tokens import TokenCache
@@ -108,14 +109,13 @@ class MediaService:
 
     async def room_for(self, owner: str, declared: int | None = None) -> tuple[int, MediaError]:
         """Bytes ``owner`` may still upload in one file, and the error for going past it."""
-        limit = self.settings.media_max_upload_bytes
-        error = too_large(limit)
         quota = self.settings.media_quota_bytes
+        max_upload = self.settings.media_max_upload_bytes
         if quota:
-            used = await self.records.usage(owner)
-            left = max(0, quota - used)
-            if left < limit:
-                limit, error = left, quota_exceeded(quota, used)
+            usage = await self.records.usage(owner)
+            limit, error = room(usage, quota=quota, max_upload=max_upload)
+        else:
+            limit, error = max_upload, too_large(max_upload)
         if declared is not None and declared > limit:
             raise error
         return limit, error

@@ -1,11 +1,16 @@
 """Resumable uploads: the tus 1.0 protocol under ``/v1/media/tus/``.
 
-An upload's id becomes the stored file's id. Its state (owner, length, offset, name) is a
-Redis hash that expires with the upload; its bytes so far are a file in ``media/tus``. The
-offset recorded is always what the file really holds: bytes that arrived before a lost
-connection are kept, and the client resumes from the offset ``HEAD`` reports. One request at
-a time writes an upload (a Redis lock; another gets 423). Partial files live on the node
-that received them, so a resumed upload must reach the same node (or a shared volume).
+An upload's id becomes the stored file's id. Its state (owner, length, offset, name,
+expiry) is a Redis hash (``media_store.records``); its bytes so far are a file in
+``media/tus``. From creation until it completes, is terminated or expires, an upload holds
+its declared length against its owner's quota (``media_store.quota``), and an owner has at
+most ``media_tus_max_open`` of them. The offset recorded is always what the file really
+holds: bytes that arrived before a lost connection are kept, and the client resumes from the
+offset ``HEAD`` reports. An upload with no progress for ``media_tus_expiry_s`` expires; the
+periodic sweep (``media_store.gc``) then releases its reservation and removes its file. One
+request at a time writes an upload (a Redis lock; another gets 423). Partial files live on
+the node that received them, so a resumed upload must reach the same node (or a shared
+volume).
 """
 
 from __future__ import annotations
@@ -76,7 +81,10 @@ async def _load(service: MediaService, upload: str, user: str) -> _State:
     fields = {text(k): text(v) for k, v in raw.items()}
     if fields.get("owner") != user:
         raise not_found()
-    return _State(fields)
+    state = _State(fields)
+    if state.expires <= time.time():
+        raise not_found()  # expired, and not yet swept
+    return state
 
 
 def _part(service: MediaService, upload: str) -> Path:
@@ -98,25 +106,26 @@ async def create(request: web.Request) -> web.Response:
             metadata=request.headers.get("Upload-Metadata"),
             max_size=service.settings.media_max_upload_bytes,
         )
-        await service.room_for(owner, creation.length)
+        upload = new_id()
+        expires = time.time() + service.settings.media_tus_expiry_s
+        # The file first: a record never points at no file. A file left without a record
+        # (refused below, or a crash) is removed by the sweep.
+        await asyncio.to_thread(_part(service, upload).touch)
+        try:
+            await service.records.create_upload(
+                upload,
+                owner=owner,
+                length=creation.length,
+                name=creation.name or "",
+                expires=expires,
+                quota=service.settings.media_quota_bytes,
+                max_open=service.settings.media_tus_max_open,
+            )
+        except MediaError:
+            await asyncio.to_thread(_part(service, upload).unlink, True)
+            raise
     except (MediaError, tus.TusError) as exc:
         return _fail(exc, close=True)
-    upload = new_id()
-    expires = time.time() + service.settings.media_tus_expiry_s
-    _part(service, upload).touch()
-    async with service.redis.pipeline(transaction=True) as pipe:
-        pipe.hset(
-            media_key(upload, "tus"),
-            mapping={
-                "owner": owner,
-                "length": creation.length,
-                "offset": 0,
-                "name": creation.name or "",
-                "expires": expires,
-            },
-        )
-        pipe.expireat(media_key(upload, "tus"), int(expires) + 1)
-        await pipe.execute()
     location = f"{BASE}/{upload}"
     headers = _headers({"Location": location, "Upload-Expires": _expires_header(expires)})
     has_body = (request.content_length or 0) > 0 or request.headers.get(hdrs.TRANSFER_ENCODING)
@@ -226,11 +235,20 @@ async def _append_locked(
     if failure is not None and failure.code == "too_large":
         # The part within the length was kept; nothing past it.
         offset = min(offset, state.length)
-    await service.redis.hset(media_key(upload, "tus"), "offset", offset)
+    expires = time.time() + service.settings.media_tus_expiry_s
+    if not await service.records.upload_progress(upload, offset, expires):
+        # Terminated meanwhile: its file is gone or going.
+        return _fail(not_found(), close=True)
     if failure is not None:
         return _fail(failure, close=True)
     if offset < state.length:
-        return web.Response(status=204, headers=_headers({"Upload-Offset": str(offset)}))
+        expires = expires if offset > state.offset else state.expires
+        return web.Response(
+            status=204,
+            headers=_headers(
+                {"Upload-Offset": str(offset), "Upload-Expires": _expires_header(expires)}
+            ),
+        )
     return await _finish(service, upload, owner, state, part)
 
 
@@ -249,17 +267,18 @@ async def _finish(
             media_id=upload,
         )
     except MediaError as exc:
-        await _forget(service, upload)
+        await _forget(service, upload, owner)
         return _fail(exc, close=True)
-    await _forget(service, upload)
+    # The commit has already turned the reservation into the file's size.
+    await _forget(service, upload, owner)
     return web.Response(
         status=204,
         headers=_headers({"Upload-Offset": str(size), "Huddle-Media-Id": meta.id}),
     )
 
 
-async def _forget(service: MediaService, upload: str) -> None:
-    await service.redis.delete(media_key(upload, "tus"))
+async def _forget(service: MediaService, upload: str, owner: str) -> None:
+    await service.records.release_upload(upload, owner)
     with contextlib.suppress(FileNotFoundError):
         _part(service, upload).unlink()
 
@@ -267,12 +286,21 @@ async def _forget(service: MediaService, upload: str) -> None:
 async def terminate(request: web.Request) -> web.Response:
     service = request.app[MEDIA]
     upload = request.match_info["upload"]
+    lock = media_key(upload, "tus_lock")
+    token = secrets.token_hex(8)
     try:
         tus.check_version(request.headers.get("Tus-Resumable"))
-        await _load(service, upload, identity(request))
+        owner = identity(request)
+        await _load(service, upload, owner)
+        # Not under a request still writing it: that one would record its progress after.
+        if not await service.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
+            raise MediaError(423, "locked", "another request is writing this upload")
     except (MediaError, tus.TusError) as exc:
         return _fail(exc)
-    await _forget(service, upload)
+    try:
+        await _forget(service, upload, owner)
+    finally:
+        await service.redis.eval(_RELEASE, 1, lock, token)
     return web.Response(status=204, headers=_headers())
 
 

@@ -1,4 +1,5 @@
-"""Pure rules of the media store: sniffing, names, ranges, ETags, signed URLs, tus headers."""
+"""Pure rules of the media store: sniffing, names, ranges, ETags, signed URLs, tus headers,
+the quota."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from media_store import http_rules, tus
+from media_store import http_rules, quota, tus
 from media_store.meta import MediaMeta, from_hash, to_hash
 from media_store.sniff import content_disposition, denied, safe_name, sniff
 from tests import media_files
@@ -198,3 +199,34 @@ def test_meta_round_trip() -> None:
     assert from_hash(to_hash(meta)) == meta
     assert meta.blobs() == ["ab" * 32, "cd" * 32]
     assert from_hash({"owner": "x"}) is None
+
+
+def test_unfinished_uploads_count_by_their_declared_length() -> None:
+    usage = quota.Usage(used=300, reserved=600, open_uploads=2)
+    assert usage.total == 900
+    rules = {"quota": 1000, "max_open": 3}
+    assert quota.reservation_error(usage, 100, **rules) is None  # exactly the quota
+    over = quota.reservation_error(usage, 101, **rules)
+    assert over is not None and (over.status, over.code) == (413, "quota_exceeded")
+    assert "900 of 1000" in over.message
+    assert quota.reservation_error(usage, 10**12, quota=0, max_open=3) is None  # no quota
+
+
+def test_open_uploads_are_capped_whatever_their_size() -> None:
+    usage = quota.Usage(used=0, reserved=0, open_uploads=3)
+    capped = quota.reservation_error(usage, 0, quota=0, max_open=3)
+    assert capped is not None and (capped.status, capped.code) == (429, "too_many_uploads")
+    # The cap is checked first: its answer is the one that helps (finish or cancel one).
+    both = quota.reservation_error(usage, 10**9, quota=10, max_open=3)
+    assert both is not None and both.code == "too_many_uploads"
+
+
+def test_room_for_one_more_file() -> None:
+    usage = quota.Usage(used=300, reserved=600, open_uploads=1)
+    limit, error = quota.room(usage, quota=1000, max_upload=500)
+    assert (limit, error.code) == (100, "quota_exceeded")
+    limit, error = quota.room(usage, quota=10_000, max_upload=500)
+    assert (limit, error.code) == (500, "too_large")
+    full = quota.Usage(used=900, reserved=600, open_uploads=1)  # over: a lowered quota
+    assert quota.room(full, quota=1000, max_upload=500)[0] == 0
+    assert quota.room(full, quota=0, max_upload=500)[0] == 500
