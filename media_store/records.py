@@ -1,4 +1,5 @@
-"""Every Redis write of the media store, each one Lua script so a crash leaves no half state.
+"""Every Redis write of the media store, each one Lua script (``media_store/lua``) so a
+crash leaves no half state.
 
 Keys: the file's ``meta`` hash, the owner's ``media_usage`` counter and ``media`` set, and
 the store's ``refs`` hash (blob digest -> references), ``orphans`` sorted set (unreferenced
@@ -26,143 +27,15 @@ from media_store.errors import MediaError, quota_exceeded
 from media_store.meta import MediaMeta, to_hash
 from media_store.quota import Usage, reservation_error
 from signaling.keys import media_key, media_store_key, user_key
+from signaling.lua import lua_script
 
 # A commit waits for a collection of the same blob to finish, at most this long.
 DELETING_WAIT_S: Final = 10.0
 DELETING_POLL_S: Final = 0.05
 
-# The sum of an owner's reservations; the hash has at most ``media_tus_max_open`` entries.
-_RESERVED: Final = """
-local function reserved(key)
-  local sum = 0
-  for _, v in ipairs(redis.call('HVALS', key)) do sum = sum + tonumber(v) end
-  return sum
-end
-"""
 
-_COMMIT: Final = (
-    _RESERVED
-    + """
--- KEYS: meta, usage, user media set, refs, orphans, deleting,
---       owner's upload reservations, upload record, store's upload expiry index
--- ARGV: id, size, quota, n_fields, field, value, ..., digest, ...
--- A file that was a resumable upload (same id) gives back its reservation as it is
--- charged: the quota is checked without it, and it is released exactly once.
-if redis.call('EXISTS', KEYS[1]) == 1 then return {-1} end
-local n = tonumber(ARGV[4])
-local first_digest = 5 + 2 * n
-for i = first_digest, #ARGV do
-  if redis.call('HEXISTS', KEYS[6], ARGV[i]) == 1 then return {-2} end
-end
-local size = tonumber(ARGV[2])
-local quota = tonumber(ARGV[3])
-local used = tonumber(redis.call('GET', KEYS[2]) or '0')
-local others = reserved(KEYS[7]) - tonumber(redis.call('HGET', KEYS[7], ARGV[1]) or '0')
-if quota > 0 and used + others + size > quota then return {-3, used + others} end
-redis.call('HDEL', KEYS[7], ARGV[1])
-redis.call('DEL', KEYS[8])
-redis.call('ZREM', KEYS[9], ARGV[1])
-redis.call('INCRBY', KEYS[2], size)
-redis.call('SADD', KEYS[3], ARGV[1])
-local fields = {}
-for i = 5, first_digest - 1 do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-local previous = {0}
-for i = first_digest, #ARGV do
-  previous[#previous + 1] = redis.call('HINCRBY', KEYS[4], ARGV[i], 1) - 1
-  redis.call('ZREM', KEYS[5], ARGV[i])
-end
-return previous
-"""
-)
-
-_CREATE_UPLOAD: Final = (
-    _RESERVED
-    + """
--- KEYS: upload record, owner's upload reservations, owner's usage, store's upload index
--- ARGV: upload id, owner, length, name, expires, quota, max open uploads
--- Mirrors media_store.quota.reservation_error; returns {created, used, reserved, open}.
-local open = redis.call('HLEN', KEYS[2])
-local held = reserved(KEYS[2])
-local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-local quota = tonumber(ARGV[6])
-if open >= tonumber(ARGV[7]) or (quota > 0 and used + held + tonumber(ARGV[3]) > quota) then
-  return {0, used, held, open}
-end
-redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'length', ARGV[3], 'offset', 0,
-           'name', ARGV[4], 'expires', ARGV[5])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-return {1, used, held, open}
-"""
-)
-
-_UPLOAD_PROGRESS: Final = """
--- KEYS: upload record, store's upload index; ARGV: upload id, offset, expires
--- Records where the upload's file stands. Progress puts its expiry back to the full
--- delay: an upload expires when it has been idle that long, not when it is slow.
--- An upload released meanwhile (terminated, expired) is not brought back.
-local before = redis.call('HGET', KEYS[1], 'offset')
-if not before then return 0 end
-redis.call('HSET', KEYS[1], 'offset', ARGV[2])
-if tonumber(ARGV[2]) > tonumber(before) then
-  redis.call('HSET', KEYS[1], 'expires', ARGV[3])
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-end
-return 1
-"""
-
-_RELEASE_UPLOAD: Final = """
--- KEYS: upload record, owner's upload reservations, store's upload index, upload lock
--- ARGV: upload id, now
--- Forgets an unfinished upload and releases its reservation. With now > 0 only if it
--- has expired by then and no request is writing it (that request records progress).
-if tonumber(ARGV[2]) > 0 then
-  local expires = redis.call('HGET', KEYS[1], 'expires')
-  if expires and tonumber(expires) > tonumber(ARGV[2]) then return 0 end
-  if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
-end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-return 1
-"""
-
-_DELETE: Final = """
--- KEYS: meta, shared, usage, user media set, refs, orphans; ARGV: id, owner, now
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if not owner then return 0 end
-if owner ~= ARGV[2] then return -1 end
-local fields = redis.call('HMGET', KEYS[1], 'size', 'digest', 'thumb_small', 'thumb_large', 'voice')
-redis.call('DECRBY', KEYS[3], tonumber(fields[1]))
-redis.call('SREM', KEYS[4], ARGV[1])
-for i = 2, #fields do
-  local digest = fields[i]
-  if digest then
-    if redis.call('HINCRBY', KEYS[5], digest, -1) <= 0 then
-      redis.call('HDEL', KEYS[5], digest)
-      redis.call('ZADD', KEYS[6], ARGV[3], digest)
-    end
-  end
-end
-redis.call('DEL', KEYS[1], KEYS[2])
-return 1
-"""
-
-_CLAIM: Final = """
--- KEYS: refs, orphans, deleting; ARGV: digest, ...
--- Marks unreferenced digests as being collected; a commit of the same digest waits.
-local out = {}
-for i = 1, #ARGV do
-  redis.call('ZREM', KEYS[2], ARGV[i])
-  local referenced = redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1
-  if not referenced and redis.call('HEXISTS', KEYS[3], ARGV[i]) == 0 then
-    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i])
-    out[#out + 1] = ARGV[i]
-  end
-end
-return out
-"""
+# Prepended to the scripts that check a quota: they call its ``reserved(key)``.
+_RESERVED: Final = lua_script("media_store", "reserved")
 
 
 @dataclass(frozen=True)
@@ -175,12 +48,13 @@ class Committed:
 class Records:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._commit = client.register_script(_COMMIT)
-        self._delete = client.register_script(_DELETE)
-        self._claim = client.register_script(_CLAIM)
-        self._create_upload = client.register_script(_CREATE_UPLOAD)
-        self._upload_progress = client.register_script(_UPLOAD_PROGRESS)
-        self._release_upload = client.register_script(_RELEASE_UPLOAD)
+        script = client.register_script
+        self._commit = script(_RESERVED + lua_script("media_store", "commit"))
+        self._delete = script(lua_script("media_store", "delete"))
+        self._claim = script(lua_script("media_store", "claim"))
+        self._create_upload = script(_RESERVED + lua_script("media_store", "create_upload"))
+        self._upload_progress = script(lua_script("media_store", "upload_progress"))
+        self._release_upload = script(lua_script("media_store", "release_upload"))
         self.refs = media_store_key("refs")
         self.orphans = media_store_key("orphans")
         self.deleting = media_store_key("deleting")

@@ -31,13 +31,12 @@ from media_store.http import MEDIA, error_response, identity
 from media_store.meta import text, valid_id
 from media_store.service import MediaService, new_id
 from signaling.keys import media_key
+from signaling.lua import lua_script
 
 BASE: Final = "/v1/media/tus"
 LOCK_TTL_MS: Final = 10 * 60 * 1000
 RECEIVE_CHUNK: Final = 256 * 1024
-_RELEASE: Final = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-)
+_RELEASE: Final = lua_script("media_store", "unlock")
 
 
 def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
