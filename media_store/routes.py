@@ -28,7 +28,7 @@ from media_store.backend import BlobStore
 from media_store.disk import DiskStore
 from media_store.errors import MediaError, not_found
 from media_store.http import MEDIA, identity, media_errors, send_blob
-from media_store.meta import MediaMeta, find_visible, get_meta
+from media_store.meta import MediaMeta, find_visible
 from media_store.s3 import S3Store
 from media_store.service import MediaService
 from signaling.server import SETTINGS
@@ -155,11 +155,10 @@ async def _visible(request: web.Request) -> MediaMeta:
         user = None
     else:
         raise MediaError(403, "forbidden", "the signed URL is invalid or has expired")
-    exists, meta = await find_visible(service.redis, media_id, user, service.metas)
-    if not exists:
-        raise not_found()
+    _, meta = await find_visible(service.redis, media_id, user, service.metas)
     if meta is None:
-        raise MediaError(403, "forbidden", "you may not see this file")
+        # A file one may not see answers as one that does not exist: ids are not to be probed.
+        raise not_found()
     return meta
 
 
@@ -217,7 +216,8 @@ async def sign(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     service = request.app[MEDIA]
     user = identity(request)
-    meta = await get_meta(service.redis, request.match_info["id"])
+    # Only those who may see the file learn that it exists, and that it is not theirs.
+    _, meta = await find_visible(service.redis, request.match_info["id"], user, service.metas)
     if meta is None:
         raise not_found()
     if not await service.records.delete(meta, user):

@@ -48,7 +48,7 @@ async def test_image_and_voice_note_travel_through_chat(node: Node) -> None:
     async with MediaClient(node.url, make_token("eve")) as as_eve:
         with pytest.raises(MediaRequestError) as info:
             await as_eve.download(image["id"])
-        assert info.value.status == 403
+        assert info.value.status == 404
 
 
 async def test_files_one_may_not_see_cannot_be_sent(node: Node) -> None:

@@ -183,7 +183,7 @@ async def test_access_is_decided_live_with_the_record_cached(
         await redis_client.hdel(conv_key("c1", "members"), "bob")
         with pytest.raises(MediaRequestError) as left:
             await bob.download(media_id)
-        assert left.value.status == 403
+        assert left.value.status == 404
         url = await alice.sign(media_id)
         assert await bob.download(url) == b"plans"
         await alice.delete(media_id)
