@@ -13,6 +13,7 @@ import redis.asyncio as redis
 
 from calls.ringing import CallRecord
 from chat import wire as w
+from chat.config import ChatConfig
 from chat.router import Reader, Router, feed_id
 from chat.search import search
 from chat.store import (
@@ -27,7 +28,6 @@ from chat.store import (
     not_member,
     system_message,
 )
-from huddle.config import Settings
 from media_store.meta import visible_meta
 from signaling.keys import media_key
 from signaling.wire import Ok, Reply, Request
@@ -56,7 +56,11 @@ def _ok() -> Ok:
 
 class ChatService:
     def __init__(
-        self, settings: Settings, client: redis.Redis, broker: Broker, spawn: Callable[[Any], None]
+        self,
+        settings: ChatConfig,
+        client: redis.Redis,
+        broker: Broker,
+        spawn: Callable[[Any], None],
     ) -> None:
         self.settings = settings
         self.redis = client

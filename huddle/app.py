@@ -19,18 +19,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from huddle import collector
+from huddle.compose import chat_config, media_config
 from huddle.config import Settings
 from huddle.http_guard import HTTP_GUARD, HttpGuard, NodeRunner
 from huddle.redis_server import EmbeddedRedis
 from media_store import routes as media_routes
 from signaling.broker import Broker
+from signaling.http_common import REDIS_CLIENT
 from signaling.hub import Hub
 from signaling.metrics import Metrics
 from signaling.server import HUB, REDIS_INFO, SETTINGS, add_routes, json_errors
 
 log = logging.getLogger("huddle.app")
 
-REDIS_CLIENT = web.AppKey("redis_client", redis.Redis)
 EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
 
 
@@ -85,7 +86,14 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     await broker.start()
     metrics = Metrics()
     metrics.add_collector(app[HTTP_GUARD].collect)
-    hub = Hub(settings, client, broker, metrics, {settings.api_key: settings.secret()})
+    hub = Hub(
+        settings,
+        client,
+        broker,
+        metrics,
+        {settings.api_key: settings.secret()},
+        chat=chat_config(settings),
+    )
     app[HUB] = hub
     await broker.subscribe(broker.node_channel, hub.relay.on_message)
     await hub.calls.start()
@@ -116,7 +124,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_hub_ctx)
     app.on_shutdown.append(_close_sessions)
     add_routes(app)
-    media_routes.add_routes(app)
+    media_routes.add_routes(app, media_config(settings))
     app.router.add_get("/", _index)
     app.router.add_static("/web/", _web_root())
     return app

@@ -18,7 +18,7 @@ from media_store.errors import MediaError
 from media_store.service import MediaService
 from media_store.sniff import content_disposition, content_type
 from signaling.auth import AuthError
-from signaling.server import json_error
+from signaling.http_common import json_error
 
 log = logging.getLogger("huddle.media.http")
 

@@ -20,9 +20,9 @@ from typing import Final, TypeVar
 
 import redis.asyncio as redis
 
-from huddle.config import Settings
 from media_store import http_rules, staging
 from media_store.backend import BlobStore
+from media_store.config import MediaConfig
 from media_store.derive import DeriveJob, DeriveResult, derive
 from media_store.errors import MediaError, too_large
 from media_store.meta import MediaMeta, MetaCache
@@ -45,7 +45,7 @@ def new_id() -> str:
 class MediaService:
     def __init__(
         self,
-        settings: Settings,
+        settings: MediaConfig,
         client: redis.Redis,
         store: BlobStore,
         root: Path,

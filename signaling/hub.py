@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from calls.manager import CallManager
 from calls.relay import Relay
 from calls.ringing import Ringing, user_call_channel
+from chat.config import ChatConfig
 from chat.service import ChatService
 from huddle.config import Settings
 from signaling import protocol as p
@@ -54,6 +55,7 @@ class Hub:
         broker: Broker,
         metrics: Metrics,
         api_keys: dict[str, str],
+        chat: ChatConfig,
     ) -> None:
         self.settings = settings
         self.redis = client
@@ -64,7 +66,7 @@ class Hub:
         self.relay = Relay(settings.node_id, broker.publish)
         self.calls = CallManager(settings, client, self.relay)
         self.ringing = Ringing(settings, client, lambda user: self.by_user.get(user, ()))
-        self.chat = ChatService(settings, client, broker, self.spawn)
+        self.chat = ChatService(chat, client, broker, self.spawn)
         self.ringing.on_record = self.chat.record_call
         metrics.add_collector(self.calls.collect_metrics)
         self.sessions: set[Session] = set()

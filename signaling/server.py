@@ -14,6 +14,7 @@ from aiohttp import WSMsgType, web
 from huddle.config import Settings
 from signaling import protocol as p
 from signaling.auth import mint_token, slug_identity
+from signaling.http_common import json_error
 from signaling.hub import Hub
 from signaling.session import Session
 
@@ -26,10 +27,6 @@ RedisInfo = Callable[[], dict[str, Any]]
 REDIS_INFO: web.AppKey[RedisInfo] = web.AppKey("redis_info")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 @web.middleware
