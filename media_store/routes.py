@@ -18,56 +18,44 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
-from huddle.config import Settings
 from media_store import gc, http_rules, staging, tus_routes
 from media_store.backend import BlobStore
+from media_store.config import MediaConfig
 from media_store.disk import DiskStore
 from media_store.errors import MediaError, not_found
 from media_store.http import MEDIA, identity, media_errors, send_blob
 from media_store.meta import MediaMeta, find_visible
 from media_store.s3 import S3Store
 from media_store.service import MediaService
-from signaling.server import SETTINGS
+from signaling.http_common import REDIS_CLIENT
 
 log = logging.getLogger("huddle.media")
 
 RECEIVE_CHUNK = 256 * 1024
 
-
-def media_root(settings: Settings) -> Path:
-    return settings.data_dir / "media"
+MEDIA_CONFIG = web.AppKey("media_config", MediaConfig)
 
 
-async def open_store(settings: Settings) -> BlobStore:
-    if settings.media_backend == "s3":
-        secret = settings.media_s3_secret_key
+async def open_store(config: MediaConfig) -> BlobStore:
+    if config.media_backend == "s3":
         return await S3Store.open(
-            endpoint=settings.media_s3_endpoint,
-            bucket=settings.media_s3_bucket,
-            region=settings.media_s3_region,
-            access_key=settings.media_s3_access_key,
-            secret_key=secret.get_secret_value() if secret is not None else None,
+            endpoint=config.media_s3_endpoint,
+            bucket=config.media_s3_bucket,
+            region=config.media_s3_region,
+            access_key=config.media_s3_access_key,
+            secret_key=config.media_s3_secret_key,
         )
-    return DiskStore(media_root(settings))
+    return DiskStore(config.root)
 
 
 async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     """The media service of a node: blob store, worker pool, periodic collection."""
-    from huddle.app import REDIS_CLIENT  # huddle.app composes this module: import late
-
-    settings = app[SETTINGS]
-    store = await open_store(settings)
-    service = MediaService(
-        settings,
-        app[REDIS_CLIENT],
-        store,
-        media_root(settings),
-        {settings.api_key: settings.secret()},
-    )
+    config = app[MEDIA_CONFIG]
+    store = await open_store(config)
+    service = MediaService(config, app[REDIS_CLIENT], store, config.root, dict(config.token_keys))
     app[MEDIA] = service
     collector = asyncio.create_task(_collect_forever(service))
     try:
@@ -243,8 +231,10 @@ async def usage(request: web.Request) -> web.Response:
     )
 
 
-def add_routes(app: web.Application) -> None:
-    """Every media route, and the service they need (after Redis in ``cleanup_ctx``)."""
+def add_routes(app: web.Application, config: MediaConfig) -> None:
+    """Every media route, and the service they need (after Redis in ``cleanup_ctx``, whose
+    client is ``app[REDIS_CLIENT]``)."""
+    app[MEDIA_CONFIG] = config
     app.cleanup_ctx.append(media_ctx)
     router = app.router
     router.add_post("/v1/media", upload)
