@@ -56,7 +56,10 @@ def test_quick_run_writes_summary(tmp_path: Path) -> None:
             assert phase["lost"] == phase["lost_echo"] == phase["duplicated"] == 0, (name, kind)
             assert phase["send_errors"] == 0, (name, kind, phase["first_errors"])
             assert phase["cpu"]["servers_s"] > 0
-            assert all(s >= 0 for s in phase["cpu"]["drivers_core"])
+            # Every driver process clocked, each busy sending or receiving.
+            drivers_core = phase["cpu"]["drivers_core"]
+            assert len(drivers_core) == doc["config"]["drivers"], drivers_core
+            assert all(s > 0 for s in drivers_core), (name, kind, drivers_core)
     # The paced phase keeps to its rate (1,000 deliveries/s in --quick).
     assert 800 < doc["results"]["n1"]["phases"]["paced"]["deliveries_per_s"] < 1200
 

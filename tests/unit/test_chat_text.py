@@ -148,6 +148,7 @@ def test_term_kinds_cannot_collide() -> None:
     terms = index_terms("微信WeChat 通话 hello 世界 a1 東京都 안녕")
     cjk = {t for t in terms if all(unicodedata.name(c).startswith(("CJK", "HANGUL")) for c in t)}
     words = set(terms) - cjk
+    assert cjk and words, terms  # both kinds are there to collide
     assert all(len(t) <= 2 for t in cjk)
     assert all(not unicodedata.name(c).startswith(("CJK", "HANGUL")) for t in words for c in t)
 
