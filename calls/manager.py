@@ -21,15 +21,18 @@ import logging
 import os
 import time
 from collections.abc import Coroutine, Iterator
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import redis.asyncio as redis
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
-from calls.relay import Relay, RelayError, RelayRequest, RemoteEndpoint
+from calls import metrics
+from calls.members import CallError, CallRoom, Member, Session, call_error
+from calls.ownership import Elsewhere, RoomOwnership
+from calls.relay import Relay, RelayRequest, RemoteEndpoint
+from calls.remote import RemoteRooms
 from huddle.config import Settings
 from sfu import ipc
 from sfu.aiortc_glue import (
@@ -39,95 +42,18 @@ from sfu.aiortc_glue import (
     use_host_addresses,
     use_port_range,
 )
-from sfu.host import LocalHost, RoomHost, TrackRow
+from sfu.host import LocalHost, RoomHost
 from sfu.ice_servers import ice_servers
 from sfu.pool import WorkerHost, WorkerPool
 from sfu.room import RoomPolicy, SfuError
 from sfu.worker import WorkerConfig
 from signaling import protocol as p
-from signaling.keys import resume_key, room_key
+from signaling.keys import resume_key
 
 if TYPE_CHECKING:
     from signaling.auth import Claims
 
-
-class Session(Protocol):
-    """A device taking part in calls: a local ``signaling.session.Session`` or a device of
-    another node (``calls.relay.RemoteEndpoint``)."""
-
-    device: str
-    claims: Claims | None
-
-    @property
-    def identity(self) -> str: ...
-
-    def send_event(self, event: p.EncodedEvent) -> None: ...
-
-
-class _Elsewhere(Exception):
-    def __init__(self, owner: str) -> None:
-        super().__init__(owner)
-        self.owner = owner
-
-
 log = logging.getLogger("huddle.calls")
-ROOM_CLAIM_TTL_S: Final = 60
-
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-def room_node_key(room: str) -> str:
-    return room_key(room, "node")
-
-
-class CallError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclasses.dataclass(eq=False)
-class Member:
-    session: Session | None  # None while detached: the device's socket dropped
-    room: CallRoom
-    participant: str
-    identity: str
-    name: str
-    device: str = ""
-    audio_muted: bool = False
-    video_muted: bool = False
-    screen_sharing: bool = False
-    paused: set[str] = dataclasses.field(default_factory=set)  # kinds an admin muted
-    held: list[p.Event] = dataclasses.field(default_factory=list)  # events while detached
-    expiry: asyncio.TimerHandle | None = None
-
-    def send(self, event: p.Event, encoded: p.EncodedEvent | None = None) -> None:
-        if self.session is None:
-            if isinstance(event, p.SfuOffer):  # a newer offer replaces an unanswered one
-                self.held = [e for e in self.held if not isinstance(e, p.SfuOffer)]
-            self.held.append(event)
-            return
-        self.session.send_event(encoded or p.EncodedEvent(event))
-
-    def info(self) -> p.ParticipantInfo:
-        return p.ParticipantInfo(
-            participant=self.participant, identity=self.identity, name=self.name,
-            audio_muted=self.audio_muted, video_muted=self.video_muted,
-            screen_sharing=self.screen_sharing,
-        )  # fmt: skip
-
-
-@dataclasses.dataclass(eq=False)
-class CallRoom:
-    name: str
-    host: RoomHost
-    claim: str
-    members: dict[str, Member] = dataclasses.field(default_factory=dict)
-
 
 # Relayed request kinds that carry a call request of their own: the method serving it here.
 _RELAYED: Final[dict[str, tuple[str, type[p.Request]]]] = {
@@ -153,18 +79,16 @@ class CallManager:
             use_port_range(settings.ice_port_min, settings.ice_port_max)
         self.settings = settings
         self._redis = client
-        self._release = client.register_script(_RELEASE)
+        self.ownership = RoomOwnership(client, settings.node_id)
         self.rooms: dict[str, CallRoom] = {}
         self.members: dict[Session, Member] = {}
         self._by_participant: dict[str, Member] = {}
         self._detached: dict[tuple[str, str], Member] = {}
-        # Local sessions in rooms owned by other nodes: session -> (room, owner node).
-        self._relayed: dict[Session, tuple[str, str]] = {}
-        self._relayed_ids: dict[str, Session] = {}
         self.relay = relay
+        self.remote = RemoteRooms(relay)
         if relay is not None:
             relay.serve = self._serve_relayed
-            relay.deliver = self._deliver_relayed
+            relay.deliver = self.remote.deliver
         self._closers: dict[str, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self._opening: dict[str, asyncio.Future[CallRoom]] = {}
@@ -204,46 +128,17 @@ class CallManager:
         assert claims is not None
         if not claims.grants.may_join(room_name):
             raise CallError(p.ErrorCode.FORBIDDEN, f"this token may not join {room_name!r}")
-        if session in self.members or session in self._relayed:
+        if session in self.members or session in self.remote:
             current = self.members[session].room.name if session in self.members else (
-                self._relayed[session][0])  # fmt: skip
+                self.remote.room_of(session))  # fmt: skip
             raise CallError(p.ErrorCode.ALREADY_IN_CALL, f"already in room {current!r}")
         try:
             return await self._join_here(session, room_name, claims)
-        except _Elsewhere as elsewhere:
+        except Elsewhere as elsewhere:
             if self.relay is None or isinstance(session, RemoteEndpoint):
                 message = f"room {room_name!r} is open on another node"
                 raise CallError(p.ErrorCode.ROOM_ELSEWHERE, message) from None
-            return await self._join_there(session, room_name, elsewhere.owner)
-
-    async def _join_there(self, session: Session, room_name: str, owner: str) -> p.CallJoinOk:
-        session_id = getattr(session, "id", "")
-        self._relayed[session] = (room_name, owner)
-        self._relayed_ids[session_id] = session
-        try:
-            value = await self._relay_call(session, "join")
-        except CallError:
-            self._relayed.pop(session, None)
-            self._relayed_ids.pop(session_id, None)
-            raise
-        return msgspec.convert(value, p.CallJoinOk)
-
-    async def _relay_call(
-        self,
-        session: Session,
-        kind: Any,
-        *,
-        args: dict[str, Any] | None = None,
-    ) -> Any:
-        assert self.relay is not None and session.claims is not None
-        room_name, owner = self._relayed[session]
-        try:
-            return await self.relay.request(
-                owner, kind, session_id=getattr(session, "id", ""), room=room_name,
-                claims=session.claims, device=session.device, args=args,
-            )  # fmt: skip
-        except RelayError as exc:
-            raise CallError(exc.code, exc.message) from None
+            return await self.remote.join(session, room_name, elsewhere.owner)
 
     async def _serve_relayed(self, request: RelayRequest, endpoint: RemoteEndpoint) -> Any:
         """A request relayed from a device on another node, for a room of this node."""
@@ -263,11 +158,6 @@ class CallManager:
         method, message = _RELAYED[kind]
         return await getattr(self, method)(endpoint, msgspec.convert(request.args, message))
 
-    def _deliver_relayed(self, session_id: str, event: p.Event) -> None:
-        session = self._relayed_ids.get(session_id)
-        if session is not None:
-            session.send_event(p.EncodedEvent(event))
-
     async def _join_here(self, session: Session, room_name: str, claims: Claims) -> p.CallJoinOk:
         room = await self._open(room_name)
         closer = self._closers.pop(room_name, None)
@@ -280,7 +170,7 @@ class CallManager:
             )  # fmt: skip
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
             self._close_if_empty(room)
-            raise _call_error(exc) from None
+            raise call_error(exc) from None
         member = Member(
             session=session, room=room, participant=participant,
             identity=claims.identity, name=claims.name, device=session.device,
@@ -325,12 +215,12 @@ class CallManager:
                 try:
                     worker = self.pool.least_loaded()
                 except ipc.ChannelClosed as exc:
-                    raise _call_error(exc) from None
+                    raise call_error(exc) from None
                 host, claim = worker, f"{self.settings.node_id}#{worker.index}"
             else:
                 assert self.local is not None
                 host, claim = self.local, f"{self.settings.node_id}#0"
-            await self._claim(name, claim)
+            await self.ownership.claim(name, claim)
             room = self.rooms[name] = CallRoom(name=name, host=host, claim=claim)
             future.set_result(room)
             return room
@@ -342,12 +232,9 @@ class CallManager:
             del self._opening[name]
 
     async def leave(self, session: Session, room_name: str | None = None) -> None:
-        relayed = self._relayed.get(session)
-        if relayed is not None and (room_name is None or relayed[0] == room_name):
-            try:
-                await self._relay_call(session, "leave")
-            finally:
-                self._drop_relayed(session)
+        elsewhere = self.remote.room_of(session)
+        if elsewhere is not None and (room_name is None or elsewhere == room_name):
+            await self.remote.leave(session)
             return
         member = self.members.get(session)
         if member is None or (room_name is not None and member.room.name != room_name):
@@ -374,25 +261,11 @@ class CallManager:
         self._by_participant.pop(member.participant, None)
         member.room.members.pop(member.participant, None)
 
-    def _is_relayed(self, session: Session, room_name: str) -> bool:
-        """True if ``session`` takes part in ``room_name`` held by another node."""
-        relayed = self._relayed.get(session)
-        return relayed is not None and relayed[0] == room_name
-
-    def _drop_relayed(self, session: Session) -> None:
-        self._relayed.pop(session, None)
-        self._relayed_ids.pop(getattr(session, "id", ""), None)
-
     async def session_gone(self, session: Session) -> None:
         """The socket closed: keep the participant for ``call_resume_s`` (its media goes on)
         so that the same device can come back and resume, else it leaves."""
-        if session in self._relayed:
-            try:
-                await self._relay_call(session, "gone")
-            except CallError as exc:
-                log.warning("relayed departure not delivered", extra={"error": exc.message})
-            finally:
-                self._drop_relayed(session)
+        if session in self.remote:
+            await self.remote.gone(session)
             return
         member = self.members.pop(session, None)
         if member is None:
@@ -464,16 +337,7 @@ class CallManager:
         owner, _, room_name = (raw.decode() if isinstance(raw, bytes) else raw).partition("\n")
         if owner == self.settings.node_id or not room_name:
             return  # held here: attach() took it back, or it has expired
-        session_id = getattr(session, "id", "")
-        self._relayed[session] = (room_name, owner)
-        self._relayed_ids[session_id] = session
-        try:
-            resumed = await self._relay_call(session, "resume")
-        except CallError as exc:
-            resumed = False
-            log.warning("resume through the relay failed", extra={"error": exc.message})
-        if not resumed:
-            self._drop_relayed(session)
+        await self.remote.resume(session, room_name, owner)
 
     async def _forget_resume(self, identity: str, device: str) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -488,8 +352,8 @@ class CallManager:
         return member
 
     async def publish(self, session: Session, req: p.SfuPublish) -> str:
-        if self._is_relayed(session, req.room):
-            return str(await self._relay_call(session, "publish", args=msgspec.to_builtins(req)))
+        if self.remote.holds(session, req.room):
+            return str(await self.remote.forward(session, "publish", req))
         member = self._member(session, req.room)
         layers = {mid: (x.source, x.quality, x.height) for mid, x in req.layers.items()}
         try:
@@ -497,17 +361,17 @@ class CallManager:
                 member.participant, req.sdp, dict(req.sources), layers
             )
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
-            raise _call_error(exc) from None
+            raise call_error(exc) from None
 
     async def track_settings(self, session: Session, req: p.SfuTrackSettings) -> None:
-        if self._is_relayed(session, req.room):
-            await self._relay_call(session, "track_settings", args=msgspec.to_builtins(req))
+        if self.remote.holds(session, req.room):
+            await self.remote.forward(session, "track_settings", req)
             return
         member = self._member(session, req.room)
         try:
             await member.room.host.set_max_height(member.participant, req.track, req.max_height)
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
-            raise _call_error(exc) from None
+            raise call_error(exc) from None
 
     def _send_layers(self, participant: str, paused: list[str]) -> None:
         member = self._by_participant.get(participant)
@@ -515,18 +379,18 @@ class CallManager:
             member.send(p.SfuLayers(seq=0, room=member.room.name, paused=paused))
 
     async def answer(self, session: Session, req: p.SfuAnswer) -> None:
-        if self._is_relayed(session, req.room):
-            await self._relay_call(session, "answer", args=msgspec.to_builtins(req))
+        if self.remote.holds(session, req.room):
+            await self.remote.forward(session, "answer", req)
             return
         member = self._member(session, req.room)
         try:
             await member.room.host.answer(member.participant, req.sdp)
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
-            raise _call_error(exc) from None
+            raise call_error(exc) from None
 
     async def add_candidate(self, session: Session, req: p.SfuCandidate) -> None:
-        if self._is_relayed(session, req.room):
-            await self._relay_call(session, "candidate", args=msgspec.to_builtins(req))
+        if self.remote.holds(session, req.room):
+            await self.remote.forward(session, "candidate", req)
             return
         member = self._member(session, req.room)
         try:
@@ -534,13 +398,13 @@ class CallManager:
                 member.participant, req.pc, req.candidate, req.sdp_mid, req.sdp_mline_index
             )
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
-            raise _call_error(exc) from None
+            raise call_error(exc) from None
 
     # --- participant state and room admin ---------------------------------------------
 
     async def set_state(self, session: Session, req: p.CallState) -> None:
-        if self._is_relayed(session, req.room):
-            await self._relay_call(session, "state", args=msgspec.to_builtins(req))
+        if self.remote.holds(session, req.room):
+            await self.remote.forward(session, "state", req)
             return
         member = self._member(session, req.room)
         for kind in ("audio", "video"):
@@ -566,8 +430,8 @@ class CallManager:
         return member, found
 
     async def mute(self, session: Session, req: p.CallMute) -> None:
-        if self._is_relayed(session, req.room):
-            await self._relay_call(session, "mute", args=msgspec.to_builtins(req))
+        if self.remote.holds(session, req.room):
+            await self.remote.forward(session, "mute", req)
             return
         admin, target = self._admin_target(session, req.room, req.participant)
         target.paused.add(req.kind)
@@ -578,26 +442,26 @@ class CallManager:
         self._broadcast(target.room, state, skip=target)
 
     async def remove(self, session: Session, req: p.CallRemove) -> None:
-        if self._is_relayed(session, req.room):
-            await self._relay_call(session, "remove", args=msgspec.to_builtins(req))
+        if self.remote.holds(session, req.room):
+            await self.remote.forward(session, "remove", req)
             return
         admin, target = self._admin_target(session, req.room, req.participant)
         target.send(p.CallRemoved(seq=0, room=req.room, by=admin.participant))
         await self._leave_member(target)
 
     async def restart(self, session: Session, req: p.SfuRestart) -> None:
-        if self._is_relayed(session, req.room):
-            await self._relay_call(session, "restart", args=msgspec.to_builtins(req))
+        if self.remote.holds(session, req.room):
+            await self.remote.forward(session, "restart", req)
             return
         member = self._member(session, req.room)
         try:
             await member.room.host.restart_media(member.participant)
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
-            raise _call_error(exc) from None
+            raise call_error(exc) from None
 
     async def pin(self, session: Session, req: p.CallPin) -> None:
-        if self._is_relayed(session, req.room):
-            await self._relay_call(session, "pin", args=msgspec.to_builtins(req))
+        if self.remote.holds(session, req.room):
+            await self.remote.forward(session, "pin", req)
             return
         member = self._member(session, req.room)
         unknown = [x for x in req.participants if x not in member.room.members]
@@ -606,22 +470,22 @@ class CallManager:
         try:
             await member.room.host.set_pinned(member.participant, list(req.participants))
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
-            raise _call_error(exc) from None
+            raise call_error(exc) from None
 
     async def _set_paused(self, member: Member, kind: str, paused: bool) -> None:
         try:
             await member.room.host.set_paused(member.participant, kind, paused)
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
-            raise _call_error(exc) from None
+            raise call_error(exc) from None
 
     async def stats(self, session: Session, room_name: str) -> p.CallStatsOk:
-        if self._is_relayed(session, room_name):
-            return msgspec.convert(await self._relay_call(session, "stats"), p.CallStatsOk)
+        if self.remote.holds(session, room_name):
+            return msgspec.convert(await self.remote.call(session, "stats"), p.CallStatsOk)
         member = self._member(session, room_name)
         try:
             value = await member.room.host.stats(member.participant)
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
-            raise _call_error(exc) from None
+            raise call_error(exc) from None
         return msgspec.convert({"type": "ok", "re": "", "room": room_name, **value}, p.CallStatsOk)
 
     # --- events from the rooms ----------------------------------------------------------
@@ -681,95 +545,17 @@ class CallManager:
 
     # --- metrics ------------------------------------------------------------------------
 
-    def _snapshots(self) -> tuple[dict[str, dict[str, int]], list[TrackRow], int]:
-        if self.local is not None:
-            rooms, tracks = self.local.snapshot()
-            return rooms, tracks, self.local.decoders_created
-        rooms, tracks, decoders = {}, [], 0
-        assert self.pool is not None
-        for worker in self.pool.workers:
-            if worker is not None and worker.metrics is not None:
-                rooms.update(worker.metrics.rooms)
-                tracks += [tuple(t) for t in worker.metrics.tracks]  # type: ignore[misc]
-                decoders += worker.metrics.decoders_created
-        return rooms, tracks, decoders
-
     def collect_metrics(self) -> Iterator[Metric]:
         """Prometheus families for rooms, tracks and workers, read at scrape time."""
-        rooms, tracks, decoders = self._snapshots()
-        gauge = GaugeMetricFamily("huddle_sfu_rooms", "Call rooms open on this node")
-        gauge.add_metric([], len(self.rooms))
-        yield gauge
-        gauge = GaugeMetricFamily(
-            "huddle_sfu_decoders_created", "Media decoders created by the SFU (must stay 0)"
-        )
-        gauge.add_metric([], decoders)
-        yield gauge
-        if self.pool is not None:
-            workers = GaugeMetricFamily(
-                "huddle_sfu_worker_participants", "Participants per SFU worker",
-                labels=["worker", "pid"],
-            )  # fmt: skip
-            for worker in self.pool.workers:
-                if worker is not None:
-                    workers.add_metric([str(worker.index), str(worker.pid)], worker.participants)
-            yield workers
-            restarts = CounterMetricFamily("huddle_sfu_worker_restarts", "SFU workers restarted")
-            restarts.add_metric([], self.pool.restarts)
-            yield restarts
-        counters = ("packets_in", "bytes_in", "packets_forwarded", "bytes_forwarded",
-                    "retransmitted", "keyframe_requests", "packets_lost")  # fmt: skip
-        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
-            name: CounterMetricFamily(f"huddle_sfu_room_{name}", f"Room: {name}", labels=["room"])
-            for name in counters
-        }
-        for name in ("participants", "tracks", "outputs"):
-            families[name] = GaugeMetricFamily(f"huddle_sfu_room_{name}", f"Room: {name}",
-                                               labels=["room"])  # fmt: skip
-        for room_name, totals in rooms.items():
-            for name, value in totals.items():
-                families[name].add_metric([room_name], value)
-        yield from families.values()
-        labels = ["room", "participant", "identity", "track", "kind"]
-        track_in = CounterMetricFamily(
-            "huddle_sfu_track_packets_in", "Packets received per published track", labels=labels
-        )
-        track_out = CounterMetricFamily(
-            "huddle_sfu_track_packets_forwarded", "Packets forwarded per published track",
-            labels=labels,
-        )  # fmt: skip
-        for room_name, participant, identity, key, kind, packets_in, forwarded in tracks:
-            track_in.add_metric([room_name, participant, identity, key, kind], packets_in)
-            track_out.add_metric([room_name, participant, identity, key, kind], forwarded)
-        yield track_in
-        yield track_out
+        return metrics.collect(len(self.rooms), self.local, self.pool)
 
     # --- room lifetime ------------------------------------------------------------------
 
-    async def _claim(self, room_name: str, claim: str) -> None:
-        key = room_node_key(room_name)
-        if await self._redis.set(key, claim, nx=True, ex=ROOM_CLAIM_TTL_S):
-            return
-        owner = await self._redis.get(key)
-        if isinstance(owner, bytes):
-            owner = owner.decode()
-        if owner is not None and owner.split("#", 1)[0] != self.settings.node_id:
-            raise _Elsewhere(owner.split("#", 1)[0])
-        await self._redis.set(key, claim, ex=ROOM_CLAIM_TTL_S)
-
     async def refresh_claims(self) -> None:
-        if not self.rooms:
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        for room in self.rooms.values():
-            pipe.set(room_node_key(room.name), room.claim, ex=ROOM_CLAIM_TTL_S)
-        await pipe.execute()
+        await self.ownership.refresh((room.name, room.claim) for room in self.rooms.values())
 
     async def _release_claim(self, room: CallRoom) -> None:
-        try:
-            await self._release(keys=[room_node_key(room.name)], args=[room.claim])
-        except Exception as exc:  # the claim expires by itself
-            log.warning("room claim not released", extra={"room": room.name, "error": str(exc)})
+        await self.ownership.release(room.name, room.claim)
 
     def _close_if_empty(self, room: CallRoom) -> None:
         if room.members or room.name in self._closers or self.rooms.get(room.name) is not room:
@@ -813,9 +599,3 @@ class CallManager:
             await self.local.close()
         if self.pool is not None:
             await self.pool.stop()
-
-
-def _call_error(exc: SfuError | ipc.RemoteError | ipc.ChannelClosed) -> CallError:
-    if isinstance(exc, ipc.ChannelClosed):
-        return CallError(p.ErrorCode.UNAVAILABLE, "the SFU worker is restarting; join again")
-    return CallError(exc.code, exc.message)

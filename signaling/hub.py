@@ -15,7 +15,8 @@ from redis.exceptions import RedisError
 
 from calls.manager import CallManager
 from calls.relay import Relay
-from calls.ringing import Ringing, user_call_channel
+from calls.ring_script import user_call_channel
+from calls.ringing import Ringing
 from chat.config import ChatConfig
 from chat.service import ChatService
 from huddle.config import Settings

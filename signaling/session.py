@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from calls.manager import CallError
+from calls.members import CallError
 from chat.store import ChatError
 from signaling import protocol as p
 from signaling.auth import AuthError, Claims, verify_token

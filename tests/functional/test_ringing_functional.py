@@ -11,14 +11,14 @@ import msgspec
 import pytest
 import redis.asyncio as redis
 
-from calls.ringing import (
+from calls.ring_script import (
     DEADLINES,
-    ENDED_TTL_S,
     call_key,
     members_key,
     user_call_key,
     user_ringing_key,
 )
+from calls.ringing import ENDED_TTL_S
 from huddle.client import HuddleClient, RequestError
 from signaling import protocol as p
 from signaling.server import HUB

@@ -7,7 +7,7 @@ import itertools
 import msgspec
 import pytest
 
-from calls.ringing import render_rules
+from calls.ring_script import render_rules
 from calls.state import (
     ACTIVE,
     RULES,
