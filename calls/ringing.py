@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from calls.members import CallError
 from calls.members import RingingSession as Session
+from calls.record import CallRecord
 from calls.ring_script import (
     DEADLINES,
     SCRIPT,
@@ -76,19 +77,6 @@ def _now_ms() -> int:
 
 # Requests after which a call may have started or ended.
 _RECORDED: Final = frozenset({"accept", "decline", "cancel", "hangup", "leave", "timeout"})
-
-
-class CallRecord(msgspec.Struct, kw_only=True, frozen=True):
-    """A one-to-one call that started or ended, for its two users' conversation."""
-
-    call: str
-    event: Literal["started", "ended", "missed"]
-    caller: str
-    users: tuple[str, str]
-    media: str
-    reason: str | None
-    duration_s: int | None
-    by: str
 
 
 def new_call_id() -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import redis.asyncio as redis
 
-from calls.ringing import CallRecord
+from calls.record import CallRecord
 from chat import wire as w
 from chat.config import ChatConfig
 from chat.router import Reader, Router, feed_id
