@@ -172,7 +172,7 @@ class EmbeddedRedis:
     async def _spawn(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        self._proc = await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             *redis_command(self.binary, self.redis_dir, self.socket_path, self.fsync),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
@@ -184,9 +184,12 @@ class EmbeddedRedis:
         try:
             await asyncio.to_thread(wait_ready_sync, self.socket_path)
         except BaseException:
-            self._proc.kill()
-            await self._proc.wait()
+            proc.kill()
+            await proc.wait()
             raise
+        # Only a ready process is the current one: until then `pid` is None (the old one has
+        # exited), so a reader never sees the new pid before the restart is counted.
+        self._proc = proc
         log.info("redis started", extra={"pid": self._proc.pid, "socket": str(self.socket_path)})
 
     async def _supervise(self) -> None:

@@ -162,3 +162,30 @@ async def test_chat_messages_survive_a_redis_kill_with_fsync_always(tmp_path: Pa
         assert [m.seq for m in history if m.kind == "text"] == [s.seq for s in sent]
     finally:
         node.close()
+
+
+async def test_embedded_redis_shows_a_new_pid_only_with_its_restart_counted(
+    tmp_path: Path,
+) -> None:
+    """/healthz reads pid and restarts together: a new pid never shows beside the old count."""
+    from huddle.redis_server import EmbeddedRedis
+
+    embedded = EmbeddedRedis(tmp_path)
+    await embedded.start()
+    try:
+        old_pid = embedded.pid
+        assert old_pid is not None and embedded.restarts == 0
+        os.kill(old_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        seen_none = False
+        while embedded.pid in (None, old_pid):
+            seen_none = seen_none or embedded.pid is None
+            assert time.monotonic() < deadline, "redis was not restarted"
+            assert embedded.restarts == 0
+            await asyncio.sleep(0.001)
+        # The first moment the new pid is visible, the restart is already counted.
+        assert embedded.restarts == 1
+        assert seen_none
+        assert embedded.running
+    finally:
+        await embedded.stop()
