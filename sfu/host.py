@@ -21,7 +21,8 @@ TrackRow = tuple[str, str, str, str, str, int, int]
 
 
 class RoomHost(Protocol):
-    """The calls a node makes on whatever holds a room."""
+    """The calls a node makes on whatever holds a room: each is one worker RPC
+    (``sfu.ipc.RPCS``), its parameters the fields of its request."""
 
     async def join(
         self, room: str, identity: str, name: str, *, can_publish: bool, can_subscribe: bool

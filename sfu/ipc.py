@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import logging
 import struct
+import typing
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -153,6 +154,39 @@ Request = (
     | SetMaxHeight
 )
 Reply = Result | Failure | Offer | Speakers | Metrics | Layers
+
+# The worker RPC, one table: each request's tag names the room-host method it calls
+# (``sfu.host.LocalHost`` does the work; ``sfu.pool.WorkerHost`` has its methods generated
+# from this table, the worker dispatches by it), and its fields after ``id`` are that
+# method's parameters, in order. Adding an RPC: its request struct in ``Request`` above and
+# the method in ``LocalHost`` (its signature in ``sfu.host.RoomHost``).
+RPCS: Final[dict[str, type[Request]]] = {
+    str(cls.__struct_config__.tag): cls for cls in typing.get_args(Request)
+}
+
+
+def rpc_method(request: Request) -> str:
+    return str(request.__struct_config__.tag)
+
+
+def rpc_params(request: type[Request]) -> tuple[str, ...]:
+    return tuple(name for name in request.__struct_fields__ if name != "id")
+
+
+def make_request(method: str, id: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+    """The request calling ``method`` with these arguments, as a caller of the host passes
+    them (positional in the method's order, or by name)."""
+    request = RPCS[method]
+    names = rpc_params(request)
+    if len(args) > len(names):
+        raise TypeError(f"{method} takes {len(names)} arguments, got {len(args)}")
+    return request(id=id, **dict(zip(names, args, strict=False)), **kwargs)
+
+
+def request_args(request: Request) -> dict[str, Any]:
+    """The arguments of the host method ``request`` calls, by name."""
+    return {name: getattr(request, name) for name in rpc_params(type(request))}
+
 
 _encoder: Final = msgspec.msgpack.Encoder()
 

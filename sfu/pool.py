@@ -7,8 +7,8 @@ import contextlib
 import logging
 import socket
 import sys
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -46,75 +46,48 @@ class WorkerHost:
     def load(self) -> tuple[int, int]:
         return (self.participants, len(self.rooms))
 
-    async def _call(self, message: ipc.Request) -> Any:
-        return await self.channel.call(message)
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` of the worker's room host (``sfu.ipc.RPCS``); every ``RoomHost``
+        method not written out below is generated from the table as one of these."""
+        request = ipc.make_request(method, self.channel.next_id(), args, kwargs)
+        return await self.channel.call(request)
+
+    if TYPE_CHECKING:  # the generated methods (see the loop below the class)
+
+        def __getattr__(self, name: str) -> Callable[..., Any]: ...
+
+    # Written out: they keep the node's view of the worker's load.
 
     async def join(
         self, room: str, identity: str, name: str, *, can_publish: bool, can_subscribe: bool
     ) -> str:
-        participant = await self._call(
-            ipc.Join(id=self.channel.next_id(), room=room, identity=identity, name=name,
-                     can_publish=can_publish, can_subscribe=can_subscribe)
-        )  # fmt: skip
+        participant = await self.call(
+            "join", room, identity, name, can_publish=can_publish, can_subscribe=can_subscribe
+        )
         self.rooms.add(room)
         self.participants += 1
         return str(participant)
 
-    async def publish(
-        self, participant: str, sdp: str, sources: dict[str, str],
-        layers: dict[str, tuple[str, int, int]],
-    ) -> str:  # fmt: skip
-        answer = await self._call(
-            ipc.Publish(id=self.channel.next_id(), participant=participant, sdp=sdp,
-                        sources=sources, layers=layers)
-        )  # fmt: skip
-        return str(answer)
-
-    async def set_max_height(self, participant: str, track: str, height: int | None) -> None:
-        await self._call(
-            ipc.SetMaxHeight(id=self.channel.next_id(), participant=participant, track=track,
-                             height=height)
-        )  # fmt: skip
-
-    async def answer(self, participant: str, sdp: str) -> None:
-        await self._call(ipc.Answer(id=self.channel.next_id(), participant=participant, sdp=sdp))
-
     async def leave(self, participant: str) -> None:
-        await self._call(ipc.Leave(id=self.channel.next_id(), participant=participant))
+        await self.call("leave", participant)
         self.participants = max(0, self.participants - 1)
 
-    async def stats(self, participant: str) -> dict[str, Any]:
-        value = await self._call(ipc.Stats(id=self.channel.next_id(), participant=participant))
-        assert isinstance(value, dict)
-        return value
-
-    async def add_candidate(
-        self, participant: str, pc: str, candidate: str | None,
-        sdp_mid: str | None, sdp_mline_index: int | None,
-    ) -> None:  # fmt: skip
-        await self._call(
-            ipc.AddCandidate(id=self.channel.next_id(), participant=participant, pc=pc,
-                             candidate=candidate, sdp_mid=sdp_mid,
-                             sdp_mline_index=sdp_mline_index)
-        )  # fmt: skip
-
-    async def set_pinned(self, participant: str, pinned: list[str]) -> None:
-        await self._call(
-            ipc.SetPinned(id=self.channel.next_id(), participant=participant, pinned=pinned)
-        )
-
-    async def restart_media(self, participant: str) -> None:
-        await self._call(ipc.RestartMedia(id=self.channel.next_id(), participant=participant))
-
-    async def set_paused(self, participant: str, kind: str, paused: bool) -> None:
-        await self._call(
-            ipc.SetPaused(id=self.channel.next_id(), participant=participant, kind=kind,
-                          paused=paused)
-        )  # fmt: skip
-
     async def close_room(self, room: str) -> None:
-        await self._call(ipc.CloseRoom(id=self.channel.next_id(), room=room))
+        await self.call("close_room", room)
         self.rooms.discard(room)
+
+
+def _remote(method: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    async def call(self: WorkerHost, *args: Any, **kwargs: Any) -> Any:
+        return await self.call(method, *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = method
+    return call
+
+
+for _method in ipc.RPCS:
+    if _method not in WorkerHost.__dict__:
+        setattr(WorkerHost, _method, _remote(_method))
 
 
 class WorkerPool:

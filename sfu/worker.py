@@ -96,35 +96,8 @@ async def serve(fd: int, config: WorkerConfig) -> None:
 
     async def handle(request: ipc.Request) -> None:
         try:
-            value: Any = None
-            if isinstance(request, ipc.Join):
-                value = await host.join(
-                    request.room, request.identity, request.name,
-                    can_publish=request.can_publish, can_subscribe=request.can_subscribe,
-                )  # fmt: skip
-            elif isinstance(request, ipc.Publish):
-                value = await host.publish(
-                    request.participant, request.sdp, request.sources, request.layers
-                )
-            elif isinstance(request, ipc.SetMaxHeight):
-                await host.set_max_height(request.participant, request.track, request.height)
-            elif isinstance(request, ipc.Answer):
-                await host.answer(request.participant, request.sdp)
-            elif isinstance(request, ipc.Leave):
-                await host.leave(request.participant)
-            elif isinstance(request, ipc.Stats):
-                value = await host.stats(request.participant)
-            elif isinstance(request, ipc.CloseRoom):
-                await host.close_room(request.room)
-            elif isinstance(request, ipc.AddCandidate):
-                await host.add_candidate(request.participant, request.pc, request.candidate,
-                                         request.sdp_mid, request.sdp_mline_index)  # fmt: skip
-            elif isinstance(request, ipc.SetPinned):
-                await host.set_pinned(request.participant, request.pinned)
-            elif isinstance(request, ipc.RestartMedia):
-                await host.restart_media(request.participant)
-            elif isinstance(request, ipc.SetPaused):
-                await host.set_paused(request.participant, request.kind, request.paused)
+            method = getattr(host, ipc.rpc_method(request))
+            value = await method(**ipc.request_args(request))
             send(ipc.Result(id=request.id, value=value))
         except SfuError as exc:
             send(ipc.Failure(id=request.id, code=exc.code, message=exc.message))
