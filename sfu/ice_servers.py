@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 
-from signaling.protocol import IceServer
+from sfu.types import IceServer
 
 
 def turn_credentials(secret: str, identity: str, now: int, ttl_s: int) -> tuple[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sfu.room import Participant, Room
-from signaling.protocol import PublishedTrackStats, SubscribedTrackStats
+from sfu.types import PublishedTrackStats, SubscribedTrackStats
 
 
 @dataclass

@@ -20,6 +20,9 @@ import msgspec
 from chat.wire import CHAT_EVENTS, CHAT_REPLIES, CHAT_REQUESTS
 
 # Re-exported: every message class is reachable as signaling.protocol.NAME.
+from sfu.types import IceServer as IceServer
+from sfu.types import PublishedTrackStats as PublishedTrackStats
+from sfu.types import SubscribedTrackStats as SubscribedTrackStats
 from signaling.wire import Event as Event
 from signaling.wire import Identity as Identity
 from signaling.wire import Message as Message
@@ -292,14 +295,6 @@ class ParticipantInfo(msgspec.Struct, kw_only=True):
     screen_sharing: bool = False
 
 
-class IceServer(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """As in RTCIceServer: TURN entries carry time-limited credentials."""
-
-    urls: list[str]
-    username: str | None = None
-    credential: str | None = None
-
-
 class CallJoinOk(Reply, tag="ok", kw_only=True):
     room: str
     participant: str
@@ -309,38 +304,6 @@ class CallJoinOk(Reply, tag="ok", kw_only=True):
 
 class SfuPublishOk(Reply, tag="ok", kw_only=True):
     sdp: str
-
-
-class PublishedTrackStats(msgspec.Struct, kw_only=True):
-    track: str
-    kind: str
-    source: str
-    packets: int
-    bytes: int
-    bitrate_bps: int
-    packets_lost: int
-    keyframes: int
-    keyframe_requests: int
-    subscribers: int
-
-
-class SubscribedTrackStats(msgspec.Struct, kw_only=True):
-    track: str
-    kind: str
-    participant: str
-    packets: int
-    bytes: int
-    retransmitted: int
-    bitrate_bps: int
-    fraction_lost: float
-    jitter: int
-    rtt_ms: float | None
-    active: bool
-    # Simulcast: the quality (0 lowest) and height of the layer forwarded now.
-    layer: int | None = None
-    height: int | None = None
-    # The subscriber's latest bandwidth estimate (REMB), if it sent one.
-    estimate_bps: int | None = None
 
 
 class CallStatsOk(Reply, tag="ok", kw_only=True):

@@ -1,0 +1,48 @@
+"""What the SFU tells about itself, as plain structs: ICE servers for clients and per-track
+statistics. The signaling protocol carries them as they are (``signaling.protocol``
+re-exports them); the SFU imports nothing of the protocol.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class IceServer(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """As in RTCIceServer: TURN entries carry time-limited credentials."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class PublishedTrackStats(msgspec.Struct, kw_only=True):
+    track: str
+    kind: str
+    source: str
+    packets: int
+    bytes: int
+    bitrate_bps: int
+    packets_lost: int
+    keyframes: int
+    keyframe_requests: int
+    subscribers: int
+
+
+class SubscribedTrackStats(msgspec.Struct, kw_only=True):
+    track: str
+    kind: str
+    participant: str
+    packets: int
+    bytes: int
+    retransmitted: int
+    bitrate_bps: int
+    fraction_lost: float
+    jitter: int
+    rtt_ms: float | None
+    active: bool
+    # Simulcast: the quality (0 lowest) and height of the layer forwarded now.
+    layer: int | None = None
+    height: int | None = None
+    # The subscriber's latest bandwidth estimate (REMB), if it sent one.
+    estimate_bps: int | None = None
