@@ -6,6 +6,11 @@ and remembers the last number it passed on; a number that skips ahead means pub/
 something, which is re-read from the conversation's log before going on. Each device has its
 own position per conversation and never gets an event at or below it, so replay after a
 reconnect and live delivery can overlap without repeating anything.
+
+Where a device resumes, and whether a followed log is still the one the node knew, are the
+pure rules of chat.resume: a log made anew (another epoch) or gone back in time (Redis back
+from an older snapshot: numbers handed out again) is a gap for every device on it, in the
+``chat.sync`` reply or, for a connection already following it, as a ``chat.gap`` event.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 import msgspec
 
+from chat import wire as w
+from chat.resume import GapReason, LogState, Position, check_follow, check_page, resume
 from chat.store import ChatStore, conv_channel, feed_channel
 from signaling.keys import conv_key, user_key
 from signaling.protocol import EncodedEvent
@@ -63,6 +70,8 @@ class _Head(msgspec.Struct):
     conv: str | None = None
     ev: int | None = None
     fev: int | None = None
+    epoch: str | None = None
+    feed_epoch: str | None = None
     user: str | None = None
     message: _MsgHead | None = None
     reason: str | None = None
@@ -86,11 +95,32 @@ class Feed:
         self.stream = user_key(name, "feed") if self.user_feed else conv_key(name, "events")
         self.channel = feed_channel(name) if self.user_feed else conv_channel(name)
         self.last = 0
+        # The epoch of ``last``, and the event passed on under it (b"": not known).
+        self.epoch = ""
+        self.last_blob = b""
+        self.checking = False
+        self.recheck = False
         self.readers: dict[Reader, int] = {}
         self.ready: asyncio.Future[None] | None = None
         self.filling = False
         self.backlog: list[tuple[int, bytes]] = []
         self.handler: Callable[[bytes], None] | None = None
+
+
+class Attached(NamedTuple):
+    """A reader's position in a log after ``Router.attach``, and the gap it had, if any."""
+
+    ev: int
+    epoch: str
+    gap: GapReason | None
+
+
+def gap_event(feed: Feed, ev: int, reason: GapReason) -> EncodedEvent:
+    if feed.user_feed:
+        event = w.ChatGap(seq=0, fev=ev, feed_epoch=feed.epoch or None, reason=reason)
+    else:
+        event = w.ChatGap(seq=0, conv=feed.name, ev=ev, epoch=feed.epoch or None, reason=reason)
+    return EncodedEvent(event)
 
 
 class Router:
@@ -107,24 +137,24 @@ class Router:
 
     # --- attaching readers --------------------------------------------------------------
 
-    async def attach(self, reader: Reader, fid: str, cursor: int | None) -> tuple[int, bool]:
+    async def attach(self, reader: Reader, fid: str, cursor: Position | None) -> Attached:
         """Replay what ``reader`` missed after ``cursor`` (None: nothing), then go live.
 
-        Replies (position, gap): gap is True when the events after the cursor are no longer
-        all kept (or are more than a replay may send); the reader then starts at the head."""
+        Replies the reader's position, its epoch, and the gap when the events after the
+        cursor cannot be replayed (chat.resume): the reader then starts at the head."""
         feed = await self._follow(fid)
         fids = self.attached.setdefault(reader, set())
         if fid in fids:  # live already, or being replayed by another request
-            return feed.readers.get(reader, feed.last), False
+            return Attached(feed.readers.get(reader, feed.last), feed.epoch, None)
         fids.add(fid)
-        sent = feed.last if cursor is None else cursor
-        gap = False
-        if feed.last - sent > self.max_replay:
-            sent, gap = feed.last, True
+        epoch = feed.epoch
+        plan = resume(cursor, LogState(feed.last, epoch), self.max_replay)
+        sent, gap = plan.after, plan.gap
         while sent < feed.last and not reader.closed:
             entries = await self.store.events_after(feed.stream, sent, REPLAY_PAGE)
-            if not entries or entries[0][0] != sent + 1:
-                sent, gap = max(feed.last, entries[-1][0] if entries else 0), True
+            gap = check_page(sent, entries[0][0] if entries else None)
+            if gap is not None:
+                sent = max(feed.last, entries[-1][0] if entries else 0)
                 break
             for ev, blob in entries:
                 reader.send_event(EncodedEvent.from_blob(blob))
@@ -132,10 +162,13 @@ class Router:
             # The connection's writer drains the queue; polling keeps Reader small.
             while reader.queued() > REPLAY_QUEUE_HIGH and not reader.closed:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
+        if epoch and feed.epoch != epoch:
+            # The log was found made anew or gone back while this replay read it.
+            sent, gap = feed.last, "epoch_changed"
         if fid not in self.attached.get(reader, ()):
-            return sent, gap  # detached (left, disconnected) while replaying
+            return Attached(sent, feed.epoch, gap)  # detached (left, disconnected) meanwhile
         feed.readers[reader] = sent
-        return sent, gap
+        return Attached(sent, feed.epoch, gap)
 
     def detach(self, reader: Reader, fid: str) -> None:
         fids = self.attached.get(reader)
@@ -167,7 +200,8 @@ class Router:
                 feed.handler = lambda payload: self._on_message(feed, payload)
                 await self.broker.subscribe(feed.channel, feed.handler)
                 # Subscribed first: whatever is published after this read arrives live.
-                feed.last = max(feed.last, await self._head(feed))
+                state = await self.store.log_state(feed.user_feed, feed.name)
+                feed.last, feed.epoch = max(feed.last, state.head), state.epoch
             except BaseException as exc:
                 self._drop(feed)
                 feed.ready.set_exception(exc)
@@ -180,11 +214,6 @@ class Router:
         elif feed.ready is not None and not feed.ready.done():
             await asyncio.shield(feed.ready)
         return feed
-
-    async def _head(self, feed: Feed) -> int:
-        if feed.user_feed:
-            return await self.store.feed_head(feed.name)
-        return await self.store.conv_head(feed.name)
 
     def _drop(self, feed: Feed) -> None:
         if self.feeds.get(feed.fid) is feed:
@@ -204,10 +233,24 @@ class Router:
         if number is None:
             self._ephemeral(feed, head, payload)
             return
+        epoch = head.feed_epoch if feed.user_feed else head.epoch
+        if epoch and epoch != feed.epoch:
+            if feed.epoch:
+                # Another epoch: the log was made anew or went back in time. Hold the
+                # events back until the log is looked at again.
+                feed.backlog.append((number, payload))
+                self.spawn(self._catch_up(feed))
+                return
+            feed.epoch = epoch  # the log's first epoch: nothing came before it to lose
         if feed.filling:
             feed.backlog.append((number, payload))
             return
         if number <= feed.last:
+            # Mostly an event already read back from the log. But Redis may have come back
+            # from an older snapshot (pub/sub reconnects without a word): numbers are then
+            # handed out again, so look at the log.
+            if not feed.checking:
+                self.spawn(self._catch_up(feed))
             return
         if number > feed.last + 1:
             feed.filling = True
@@ -265,19 +308,71 @@ class Router:
     def _on_reconnect(self) -> None:
         for feed in list(self.feeds.values()):
             self.spawn(self._catch_up(feed))
+            # Redis may take writes before the channels are subscribed again: look once more.
+            self.spawn(self._recheck(feed))
 
     async def _catch_up(self, feed: Feed) -> None:
-        """Events published while pub/sub was down were lost in flight: read them."""
-        head = await self._head(feed)
-        if head <= feed.last:
+        """Events published while pub/sub was down were lost in flight: read them. Redis may
+        also have come back older, or without the log: then every reader has a gap."""
+        if feed.checking:
+            feed.recheck = True  # an event of another epoch came while this one was read
             return
-        feed.backlog.append((head, b""))
-        if not feed.filling:
+        feed.checking = True
+        try:
+            while True:
+                feed.recheck = False
+                fill = await self._check(feed)
+                if not feed.recheck:
+                    break
+        finally:
+            feed.checking = False
+        if fill and not feed.filling:
             feed.filling = True
             await self._fill(feed)
 
+    async def _check(self, feed: Feed) -> bool:
+        """Compare the log with what the node passed on; True when events are to be read."""
+        state = await self.store.log_state(feed.user_feed, feed.name)
+        same: bool | None = None
+        if feed.last_blob and state.epoch == feed.epoch and state.head >= feed.last:
+            stored = await self.store.events_after(feed.stream, feed.last - 1, 1)
+            if stored and stored[0][0] == feed.last:
+                same = stored[0][1] == feed.last_blob
+        verdict = check_follow(Position(feed.last, feed.epoch), state, same)
+        if verdict == "rolled_back":
+            # Devices hold numbers of events this log no longer has: a new epoch makes each
+            # of them a gap wherever it resumes, on any node.
+            await self.store.rotate_epoch(feed.user_feed, feed.name, feed.epoch)
+            state = await self.store.log_state(feed.user_feed, feed.name)
+        if verdict in ("rolled_back", "reset"):
+            log.warning(
+                "chat log made anew or gone back in time",
+                extra={"feed": feed.fid, "known": feed.last, "head": state.head},
+            )
+            self._reset(feed, state)
+            return False
+        if verdict == "adopt":
+            feed.epoch = state.epoch
+        held = [b for b in feed.backlog if b[0] > feed.last]
+        if state.head > feed.last:
+            held.append((state.head, b""))
+        feed.backlog = held
+        return bool(held)
+
+    def _reset(self, feed: Feed, state: LogState) -> None:
+        """Every reader of ``feed`` gets a gap and goes on from the log's head as it is now."""
+        feed.epoch, feed.last, feed.last_blob = state.epoch, state.head, b""
+        feed.backlog = [b for b in feed.backlog if b[0] > state.head]
+        event = gap_event(feed, state.head, "epoch_changed")
+        for reader in list(feed.readers):
+            feed.readers[reader] = state.head
+            reader.send_event(event)
+        if feed.backlog and not feed.filling:
+            feed.filling = True
+            self.spawn(self._fill(feed))
+
     def _deliver(self, feed: Feed, number: int, payload: bytes, head: _Head) -> None:
-        feed.last = number
+        feed.last, feed.last_blob = number, payload
         if not payload:
             return
         event = EncodedEvent.from_blob(payload)
@@ -292,8 +387,9 @@ class Router:
         if feed.user_feed:
             user = feed.name
             if head.type == "chat.joined" and head.conv and head.ev is not None:
+                cursor = Position(max(0, head.ev - 1), head.epoch)
                 for reader in feed.readers:
-                    self.spawn(self._attach_quietly(reader, head.conv, head.ev - 1))
+                    self.spawn(self._attach_quietly(reader, head.conv, cursor))
             elif head.type == "chat.left" and head.conv:
                 for reader in self.readers_of(user):
                     self.detach(reader, head.conv)
@@ -310,8 +406,10 @@ class Router:
             for reader in self.readers_of(user):
                 self.detach(reader, feed.fid)
 
-    async def _attach_quietly(self, reader: Reader, fid: str, cursor: int) -> None:
+    async def _attach_quietly(self, reader: Reader, fid: str, cursor: Position) -> None:
         try:
-            await self.attach(reader, fid, max(0, cursor))
+            at = await self.attach(reader, fid, cursor)
+            if at.gap is not None and not reader.closed:
+                reader.send_event(gap_event(self.feeds[fid], at.ev, at.gap))
         except Exception as exc:
             log.warning("could not follow a joined conversation", extra={"error": str(exc)})

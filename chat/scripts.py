@@ -7,17 +7,40 @@ Events and messages are encoded by Python before the script runs, with markers w
 numbers the script assigns go: ``"ev":-1`` (conversation event number), ``"fev":-1`` (feed
 event number), ``"seq":-2`` (message sequence number), ``"read_seq":-2`` and ``"users":[]``.
 A marker is found by its quoted key: inside a JSON string every quote is escaped, so message
-text can never contain one.
+text can never contain one. ``"epoch":""`` and ``"feed_epoch":""`` take the log's epoch.
+
+Each log (a conversation's events, a user's feed) has an epoch beside its counter, made by
+the script that writes the log's first event after the epoch went missing: with the
+counter, when the keys were lost or Redis came back from a snapshot taken before the log
+existed. A device's cursor carries it, so that numbers handed out again are never mistaken
+for the events the device already has (see chat.resume).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-_PRELUDE: Final = """
+# The epoch of the log whose counter is ``field`` of ``hash``, made when missing: the time
+# with a random suffix, so that two lives of one log never share it.
+_EPOCH: Final = """
+local function log_epoch(hash, field)
+  local e = redis.call('HGET', hash, field)
+  if e then return e end
+  local t = redis.call('TIME')
+  e = string.format('%x%05x%04x', tonumber(t[1]), tonumber(t[2]), math.random(0, 65535))
+  redis.call('HSET', hash, field, e)
+  return e
+end
+"""
+
+_PRELUDE: Final = (
+    _EPOCH
+    + """
 local function log_event(meta, events, chan, maxlen, tpl)
   local ev = redis.call('HINCRBY', meta, 'last_ev', 1)
+  local epoch = log_epoch(meta, 'epoch')
   local e = string.gsub(tpl, '"ev":%-1', '"ev":' .. ev, 1)
+  e = string.gsub(e, '"epoch":""', '"epoch":"' .. epoch .. '"', 1)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, ev .. '-1', 'e', e)
   redis.call('PUBLISH', chan, e)
   return ev
@@ -33,6 +56,7 @@ local function append_message(meta, msgs, events, chan, maxlen, ts, msg_tpl, ev_
   return seq, ev
 end
 """
+)
 
 # KEYS: meta members msgs cids events reads silenced threads thread_set term...
 # ARGV: sender client_id ts msg_tpl ev_tpl chan maxlen root
@@ -289,7 +313,9 @@ return {'ok', log_event(KEYS[1], KEYS[4], ARGV[4], ARGV[5], tpl), s, kind, 1}
 # One user's conversation list (conversation -> the event number they joined at), settings
 # and feed. KEYS: state convs muted blocked feed. ARGV: op arg ev_tpl chan maxlen joined_ev
 # Replies the feed event number, or 0 when the change was already made.
-USER: Final = """
+USER: Final = (
+    _EPOCH
+    + """
 local op, arg = ARGV[1], ARGV[2]
 local changed
 if op == 'join' then changed = redis.call('HSETNX', KEYS[2], arg, ARGV[6])
@@ -302,11 +328,29 @@ elseif op == 'event' then changed = 1
 else return -1 end
 if changed == 0 then return 0 end
 local fev = redis.call('HINCRBY', KEYS[1], 'fev', 1)
+local epoch = log_epoch(KEYS[1], 'fepoch')
 local e = string.gsub(ARGV[3], '"fev":%-1', '"fev":' .. fev, 1)
+e = string.gsub(e, '"feed_epoch":""', '"feed_epoch":"' .. epoch .. '"', 1)
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], fev .. '-1', 'e', e)
 redis.call('PUBLISH', ARGV[4], e)
 return fev
 """
+)
+
+# A node saw a log go back in time (Redis restored from an older snapshot): its numbers
+# will be handed out again, so its epoch is replaced unless another node did it already.
+# KEYS: hash. ARGV: epoch field, the epoch the node knew ('' for none), counter field.
+# Replies the epoch now (''  when the log is gone: its next event makes one).
+ROTATE_EPOCH: Final = (
+    _EPOCH
+    + """
+local cur = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if cur ~= ARGV[2] then return cur end
+if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 0 then return '' end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return log_epoch(KEYS[1], ARGV[1])
+"""
+)
 
 # Sends per user in one second (the counter's key names the second), shared by every node.
 # KEYS: counter. ARGV: limit. Replies 1 when allowed.

@@ -14,6 +14,7 @@ import redis.asyncio as redis
 from calls.record import CallRecord
 from chat import wire as w
 from chat.config import ChatConfig
+from chat.resume import Position
 from chat.router import Reader, Router, feed_id
 from chat.search import search
 from chat.store import (
@@ -137,6 +138,7 @@ class ChatService:
             role=role,  # type: ignore[arg-type]
             members=meta.count,
             ev=meta.last_ev,
+            epoch=meta.epoch or None,
             last_seq=meta.last_seq,
             last_ts=meta.last_ts,
             last=MESSAGE_DECODER.decode(meta.last) if meta.last else None,
@@ -157,7 +159,9 @@ class ChatService:
             if role is None:
                 continue
             info = self._summary(meta, user, role)
-            event = w.ChatJoined(seq=0, fev=-1, conv=conv, ev=ev, info=info)
+            event = w.ChatJoined(
+                seq=0, fev=-1, conv=conv, ev=ev, epoch=meta.epoch or None, info=info
+            )
             await self.store.user_change(user, "join", conv, event, ev)
 
     async def _left(self, conv: str, users: list[str], reason: w.LeftReason) -> None:
@@ -595,21 +599,28 @@ class ChatService:
     async def sync(self, reader: Reader, req: w.ChatSync) -> Reply:
         """Replay what the device missed, then keep it live (see chat.router)."""
         me = reader.identity
-        feed, feed_gap = await self.router.attach(reader, feed_id(me), req.feed)
+        feed_cursor = None if req.feed is None else Position(req.feed, req.feed_epoch)
+        feed = await self.router.attach(reader, feed_id(me), feed_cursor)
         joins = await self.store.user_joins(me)
         rows = await self.store.metas(list(joins), me)
         heads: dict[str, int] = {}
+        epochs: dict[str, str] = {}
         gaps: list[str] = []
         for meta, _, _ in rows:
-            cursor = req.cursors.get(meta.conv)
-            if cursor is None and req.feed is not None and not feed_gap:
+            cursor = None
+            if meta.conv in req.cursors:
+                cursor = Position(req.cursors[meta.conv], req.epochs.get(meta.conv))
+            elif req.feed is not None and feed.gap is None:
                 # Joined while this device was away: everything since the join is news to it.
-                cursor = max(0, joins[meta.conv] - 1)
-            pos, gap = await self.router.attach(reader, meta.conv, cursor)
-            heads[meta.conv] = pos
-            if gap:
+                cursor = Position(max(0, joins[meta.conv] - 1))
+            at = await self.router.attach(reader, meta.conv, cursor)
+            heads[meta.conv] = at.ev
+            if at.epoch:
+                epochs[meta.conv] = at.epoch
+            if at.gap is not None:
                 gaps.append(meta.conv)
         removed = [c for c in req.cursors if c not in heads]
         return w.ChatSyncOk(
-            re="", heads=heads, feed=feed, gaps=gaps, removed=removed, feed_gap=feed_gap
-        )
+            re="", heads=heads, feed=feed.ev, gaps=gaps, removed=removed,
+            feed_gap=feed.gap is not None, epochs=epochs, feed_epoch=feed.epoch or None,
+        )  # fmt: skip

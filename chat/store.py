@@ -15,6 +15,7 @@ import redis.asyncio as redis
 
 from chat import scripts
 from chat import wire as w
+from chat.resume import LogState
 from chat.text import index_terms
 from signaling.keys import conv_key, user_key
 from signaling.wire import Event
@@ -33,7 +34,9 @@ _CODES: Final = {
     "recalled": "recalled",
     "too_many": "bad_message_content",
 }
-_META_FIELDS: Final = ("kind", "name", "last_seq", "last_ts", "last_ev", "last", "count", "peers")
+_META_FIELDS: Final = (
+    "kind", "name", "last_seq", "last_ts", "last_ev", "last", "count", "peers", "epoch",
+)  # fmt: skip
 
 
 class ChatError(Exception):
@@ -70,8 +73,14 @@ def feed_channel(user: str) -> str:
 
 
 def encode_template(event: Event) -> bytes:
-    """An event as stored: ``seq`` 0, stamped for each connection when sent."""
-    return ENCODER.encode(msgspec.structs.replace(event, seq=0))
+    """An event as stored: ``seq`` 0, stamped for each connection when sent; an event whose
+    number the script assigns (-1) gets its log's epoch there too."""
+    changes: dict[str, Any] = {"seq": 0}
+    if getattr(event, "ev", None) == -1:
+        changes["epoch"] = ""
+    if getattr(event, "fev", None) == -1:
+        changes["feed_epoch"] = ""
+    return ENCODER.encode(msgspec.structs.replace(event, **changes))
 
 
 def _s(value: Any) -> str:
@@ -92,6 +101,7 @@ class ConvMeta(msgspec.Struct, kw_only=True):
     last: bytes | None
     count: int
     peers: tuple[str, ...]
+    epoch: str = ""
 
     def display_name(self, user: str) -> str:
         if self.kind == "direct":
@@ -99,8 +109,15 @@ class ConvMeta(msgspec.Struct, kw_only=True):
         return self.name
 
 
+def _log_fields(user_feed: bool, name: str) -> tuple[str, str, str]:
+    """The hash that holds a log's counter and epoch, and their fields."""
+    if user_feed:
+        return user_key(name, "chat"), "fev", "fepoch"
+    return conv_key(name, "meta"), "last_ev", "epoch"
+
+
 def _meta(conv: str, values: Sequence[Any]) -> ConvMeta | None:
-    kind, name, last_seq, last_ts, last_ev, last, count, peers = values
+    kind, name, last_seq, last_ts, last_ev, last, count, peers, epoch = values
     if kind is None:
         return None
     return ConvMeta(
@@ -113,6 +130,7 @@ def _meta(conv: str, values: Sequence[Any]) -> ConvMeta | None:
         last=last,
         count=int(count or 0),
         peers=tuple(_s(peers).split("\n")) if peers else (),
+        epoch=_s(epoch or b""),
     )
 
 
@@ -130,6 +148,7 @@ class ChatStore:
         self._read = client.register_script(scripts.READ)
         self._user = client.register_script(scripts.USER)
         self._rate = client.register_script(scripts.RATE)
+        self._rotate_epoch = client.register_script(scripts.ROTATE_EPOCH)
         # Search (chat.search): run by its caller, in a pipeline over conversations.
         self.intersect = client.register_script(scripts.INTERSECT)
 
@@ -246,6 +265,17 @@ class ChatStore:
 
     async def conv_head(self, conv: str) -> int:
         return int(await self.redis.hget(conv_key(conv, "meta"), "last_ev") or 0)
+
+    async def log_state(self, user_feed: bool, name: str) -> LogState:
+        """A conversation's (or with ``user_feed``, a user's feed's) head and epoch."""
+        hash_key, counter, field = _log_fields(user_feed, name)
+        head, epoch = await self.redis.hmget(hash_key, [counter, field])
+        return LogState(int(head or 0), _s(epoch or b""))
+
+    async def rotate_epoch(self, user_feed: bool, name: str, known: str) -> str:
+        """Replace the log's epoch ``known`` by a new one (see chat.scripts.ROTATE_EPOCH)."""
+        hash_key, counter, field = _log_fields(user_feed, name)
+        return _s(await self._rotate_epoch(keys=[hash_key], args=[field, known, counter]))
 
     # --- writes -------------------------------------------------------------------------
 

@@ -9,6 +9,9 @@ Two kinds of events carry a position a device keeps as its cursor:
   conversation numbers its own from 1 with no holes;
 - feed events (``fev``): what concerns one user across conversations (added to or removed
   from one, a read in a broadcast channel, mute and block settings); numbered per user.
+
+Each log has an epoch (``epoch``, ``feed_epoch``) that changes when the log is made anew or
+goes back in time; a cursor is a number with its epoch (see chat.resume).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from chat.resume import GapReason
 from signaling.wire import Event, Identity, Reply, Request
 
 ConvId = Annotated[
@@ -30,6 +34,7 @@ Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 MediaId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Seq = Annotated[int, msgspec.Meta(ge=1)]
 Cursor = Annotated[int, msgspec.Meta(ge=0)]
+Epoch = Annotated[str, msgspec.Meta(max_length=64)]
 Members = Annotated[list[Identity], msgspec.Meta(max_length=500)]
 ConvKind = Literal["direct", "group", "channel"]
 Role = Literal["owner", "admin", "member", "follower"]
@@ -109,6 +114,7 @@ class ConvSummary(msgspec.Struct, kw_only=True, omit_defaults=True):
     role: Role
     members: int
     ev: int
+    epoch: str | None = None
     last_seq: int = 0
     last_ts: int = 0
     last: ChatMessage | None = None
@@ -210,10 +216,13 @@ class ChatInfo(Request, tag="chat.info", kw_only=True):
 
 
 class ChatSync(Request, tag="chat.sync", kw_only=True):
-    """Catch up from the device's cursors, then receive chat events live."""
+    """Catch up from the device's cursors, then receive chat events live. ``epochs`` and
+    ``feed_epoch``: the epoch of each cursor (left out: only the position is checked)."""
 
     cursors: dict[ConvId, Cursor] = msgspec.field(default_factory=dict)
     feed: Cursor | None = None
+    epochs: dict[ConvId, Epoch] = msgspec.field(default_factory=dict)
+    feed_epoch: Epoch | None = None
 
 
 class ChatAdd(Request, tag="chat.add", kw_only=True):
@@ -334,14 +343,18 @@ class ChatInfoOk(Reply, tag="ok", kw_only=True):
 
 
 class ChatSyncOk(Reply, tag="ok", kw_only=True):
-    """Sent after every missed event. ``gaps``: too far behind to replay, reload by page;
-    ``feed_gap``: the feed too, so reload the conversation list (``chat.list``)."""
+    """Sent after every missed event. ``gaps``: not replayable (too far behind, or the log
+    was made anew or went back in time), reload by page; ``feed_gap``: the feed too, so
+    reload the conversation list (``chat.list``). ``epochs`` and ``feed_epoch``: the epochs of
+    the positions in ``heads`` and ``feed`` (a log without one yet is left out)."""
 
     heads: dict[str, int]
     feed: int
     gaps: list[str]
     removed: list[str]
     feed_gap: bool = False
+    epochs: dict[str, str] = msgspec.field(default_factory=dict)
+    feed_epoch: str | None = None
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -375,12 +388,14 @@ class ChatSearchOk(Reply, tag="ok", kw_only=True):
 class ChatMessageEvent(Event, tag="chat.message", kw_only=True):
     conv: str
     ev: int
+    epoch: str | None = None
     message: ChatMessage
 
 
 class ChatEdited(Event, tag="chat.edited", kw_only=True):
     conv: str
     ev: int
+    epoch: str | None = None
     msg_seq: int
     text: str
     mentions: list[str] | None = None
@@ -390,6 +405,7 @@ class ChatEdited(Event, tag="chat.edited", kw_only=True):
 class ChatRecalled(Event, tag="chat.recalled", kw_only=True):
     conv: str
     ev: int
+    epoch: str | None = None
     msg_seq: int
     by: str
 
@@ -399,6 +415,7 @@ class ChatReaction(Event, tag="chat.reaction", kw_only=True):
 
     conv: str
     ev: int
+    epoch: str | None = None
     msg_seq: int
     emoji: str
     user: str
@@ -412,7 +429,9 @@ class ChatReadEvent(Event, tag="chat.receipt", kw_only=True):
 
     conv: str
     ev: int | None = None
+    epoch: str | None = None
     fev: int | None = None
+    feed_epoch: str | None = None
     user: str
     read_seq: int
 
@@ -426,30 +445,51 @@ class ChatTypingEvent(Event, tag="chat.user_typing", kw_only=True):
 
 
 class ChatJoined(Event, tag="chat.joined", kw_only=True):
-    """Feed event: the user is now in ``conv``; its events from ``ev`` on follow."""
+    """Feed event: the user is now in ``conv``; its events from ``ev`` on follow (``epoch``:
+    the conversation's epoch then)."""
 
     fev: int
+    feed_epoch: str | None = None
     conv: str
     ev: int
+    epoch: str | None = None
     info: ConvSummary
 
 
 class ChatLeft(Event, tag="chat.left", kw_only=True):
     fev: int
+    feed_epoch: str | None = None
     conv: str
     reason: LeftReason
 
 
 class ChatMuted(Event, tag="chat.muted", kw_only=True):
     fev: int
+    feed_epoch: str | None = None
     conv: str
     muted: bool
 
 
 class ChatBlocked(Event, tag="chat.blocked", kw_only=True):
     fev: int
+    feed_epoch: str | None = None
     user: str
     blocked: bool
+
+
+class ChatGap(Event, tag="chat.gap", kw_only=True):
+    """A log this connection follows was made anew or went back in time (Redis restored from
+    an older snapshot), so what the device has of it may be wrong. For a conversation
+    (``conv``, ``ev``, ``epoch``): drop what is cached of it and reload it by page. For the
+    user's feed (``conv`` null, ``fev``, ``feed_epoch``): reload the list with ``chat.list``.
+    The connection's position is now that number in that epoch; later events follow live."""
+
+    conv: str | None = None
+    ev: int | None = None
+    epoch: str | None = None
+    fev: int | None = None
+    feed_epoch: str | None = None
+    reason: GapReason
 
 
 CHAT_REQUESTS: Final[tuple[type[Request], ...]] = (
@@ -477,5 +517,5 @@ CHAT_REPLIES: Final[dict[str, type[Reply]]] = {
 
 CHAT_EVENTS: Final[tuple[type[Event], ...]] = (
     ChatMessageEvent, ChatEdited, ChatRecalled, ChatReaction, ChatReadEvent, ChatTypingEvent,
-    ChatJoined, ChatLeft, ChatMuted, ChatBlocked,
+    ChatJoined, ChatLeft, ChatMuted, ChatBlocked, ChatGap,
 )  # fmt: skip

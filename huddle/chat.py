@@ -4,11 +4,18 @@ A device keeps, per conversation, the last event number (``ev``) it has seen, an
 number of its user's feed (``fev``). ``sync`` hands them to the server, which replays what
 was missed and then sends new events live. Keep ``cursors`` and ``feed`` across connections
 (pass them to the next ``ChatClient``) to resume without loss or repeats.
+
+Each cursor has its log's epoch beside it (``epochs``, ``feed_epoch``): when Redis lost a log
+or came back from an older snapshot, numbers are handed out again, and the epoch is what
+tells the server that the device's numbers are of another life of the log. The server then
+answers with a gap (in the ``sync`` reply, or as a ``chat.gap`` event): the conversation is
+listed in ``gaps`` and ``on_gap`` is called, so that the device reloads it by page.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from chat import wire as w
@@ -24,28 +31,64 @@ class ChatClient:
         client: HuddleClient,
         cursors: dict[str, int] | None = None,
         feed: int | None = None,
+        epochs: dict[str, str] | None = None,
+        feed_epoch: str | None = None,
     ) -> None:
         self.client = client
         self.cursors: dict[str, int] = dict(cursors or {})
         self.feed = feed
+        self.epochs: dict[str, str] = dict(epochs or {})
+        self.feed_epoch = feed_epoch
         # Every stored chat event received, in arrival order (ephemeral ones are not kept).
         self.log: list[Event] = []
         self.gaps: list[str] = []
         # Set when the feed could not be replayed: reload the conversation list.
         self.feed_gap = False
+        # Called with a conversation id (None: the feed) whenever the server says the device's
+        # copy of it cannot be brought up to date by events: reload it by page.
+        self.on_gap: Callable[[str | None], None] | None = None
         for kind in _EVENTS:
             client.on(kind, self._track)
 
     def _track(self, event: Event) -> None:
+        if isinstance(event, w.ChatGap):
+            self._gap(event)
+            return
         ev = getattr(event, "ev", None)
         fev = getattr(event, "fev", None)
         if isinstance(fev, int):
-            self.feed = max(self.feed or 0, fev)
+            self._move_feed(fev, getattr(event, "feed_epoch", None))
             self.log.append(event)
         elif isinstance(ev, int):
             conv: str = event.conv  # type: ignore[attr-defined]
-            self.cursors[conv] = max(self.cursors.get(conv, 0), ev)
+            self._move(conv, ev, getattr(event, "epoch", None))
             self.log.append(event)
+
+    def _move(self, conv: str, ev: int, epoch: str | None) -> None:
+        # A number of another epoch is not comparable with the one kept: it replaces it.
+        if epoch and epoch != self.epochs.get(conv):
+            self.cursors[conv], self.epochs[conv] = ev, epoch
+        else:
+            self.cursors[conv] = max(self.cursors.get(conv, 0), ev)
+
+    def _move_feed(self, fev: int, epoch: str | None) -> None:
+        if epoch and epoch != self.feed_epoch:
+            self.feed, self.feed_epoch = fev, epoch
+        else:
+            self.feed = max(self.feed or 0, fev)
+
+    def _gap(self, event: w.ChatGap) -> None:
+        if event.conv is None:
+            self.feed, self.feed_epoch = event.fev or 0, event.feed_epoch
+            self.feed_gap = True
+        else:
+            self.cursors[event.conv] = event.ev or 0
+            self.epochs.pop(event.conv, None)
+            if event.epoch:
+                self.epochs[event.conv] = event.epoch
+            self.gaps.append(event.conv)
+        if self.on_gap is not None:
+            self.on_gap(event.conv)
 
     async def request(self, message: Any) -> Any:
         return await self.client.request(message)
@@ -53,15 +96,39 @@ class ChatClient:
     async def sync(self) -> w.ChatSyncOk:
         """Catch up from the cursors, then stay live."""
         reply: w.ChatSyncOk = await self.client.request(
-            w.ChatSync(id="", cursors=self.cursors, feed=self.feed)
+            w.ChatSync(
+                id="",
+                cursors=self.cursors,
+                feed=self.feed,
+                epochs={c: e for c, e in self.epochs.items() if c in self.cursors},
+                feed_epoch=self.feed_epoch,
+            )
         )
+        gaps = set(reply.gaps)
         for conv, head in reply.heads.items():
-            self.cursors[conv] = max(self.cursors.get(conv, 0), head)
+            epoch = reply.epochs.get(conv)
+            if conv in gaps or (epoch and epoch != self.epochs.get(conv)):
+                self.cursors[conv] = head
+                self.epochs.pop(conv, None)  # a log with no epoch yet has none
+            else:
+                self.cursors[conv] = max(self.cursors.get(conv, 0), head)
+            if epoch:
+                self.epochs[conv] = epoch
         for conv in reply.removed:
             self.cursors.pop(conv, None)
-        self.feed = max(self.feed or 0, reply.feed)
+            self.epochs.pop(conv, None)
+        if reply.feed_gap:
+            self.feed, self.feed_epoch = reply.feed, reply.feed_epoch
+        else:
+            self.feed = max(self.feed or 0, reply.feed)
+            self.feed_epoch = reply.feed_epoch or self.feed_epoch
         self.gaps.extend(reply.gaps)
         self.feed_gap = self.feed_gap or reply.feed_gap
+        if self.on_gap is not None:
+            for conv in reply.gaps:
+                self.on_gap(conv)
+            if reply.feed_gap:
+                self.on_gap(None)
         return reply
 
     async def create(self, kind: str, name: str, members: list[str]) -> w.ConvSummary:

@@ -42,6 +42,11 @@ class Broker:
         # channel, which redis-py needs before it will read.
         await self._pubsub.subscribe(self.node_channel)
         self.connected = True
+        # redis-py also reconnects (and subscribes again) inside a read, without raising:
+        # after Redis restarted quickly, this callback is the only sign of it.
+        connection = self._pubsub.connection
+        if connection is not None:
+            connection.register_connect_callback(self._on_connect)
         self._reader = asyncio.create_task(self._read(), name="broker-reader")
 
     async def stop(self) -> None:
@@ -79,6 +84,20 @@ class Broker:
     async def publish(self, channel: str, payload: bytes) -> None:
         await self._redis.publish(channel, payload)
 
+    async def _on_connect(self, connection: object) -> None:
+        # Registered after redis-py's own callback, so the channels are subscribed again.
+        self._restored()
+
+    def _restored(self) -> None:
+        self.connected = True
+        self.reconnects += 1
+        log.info("pub/sub connection restored")
+        for callback in self.on_reconnect:
+            try:
+                callback()
+            except Exception:
+                log.exception("reconnect callback failed")
+
     async def _read(self) -> None:
         delay = RETRY_DELAY_S
         while True:
@@ -92,14 +111,7 @@ class Broker:
                 delay = min(delay * 2, RETRY_DELAY_MAX_S)
                 continue
             if not self.connected:
-                self.connected = True
-                self.reconnects += 1
-                log.info("pub/sub connection restored")
-                for callback in self.on_reconnect:
-                    try:
-                        callback()
-                    except Exception:
-                        log.exception("reconnect callback failed")
+                self._restored()
             delay = RETRY_DELAY_S
             if message is None or message.get("type") != "message":
                 continue
