@@ -32,7 +32,7 @@ from benchmarks.sfu_media import Clip, PacedPacketTrack, Recorder, install_recor
 from benchmarks.sfu_stamps import install_kernel_stamps
 from huddle.call import CallClient
 from huddle.client import HuddleClient
-from sfu.aiortc_glue import use_host_addresses
+from sfu.aiortc_glue import install
 from signaling.auth import Grants, mint_token
 
 Target = Literal["huddle", "janus", "naive"]
@@ -373,8 +373,8 @@ class Bot:
 
 
 async def _serve(conn: Connection, spec: BotSpec) -> None:
-    recorder = install_recorder()
-    use_host_addresses([spec.ice_address])
+    install(host_addresses=[spec.ice_address])
+    recorder = install_recorder()  # after install(): its counting receive path wins
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         bot = Bot(spec, recorder, http)

@@ -35,13 +35,7 @@ from calls.relay import Relay, RelayRequest, RemoteEndpoint
 from calls.remote import RemoteRooms
 from huddle.config import Settings
 from sfu import ipc
-from sfu.aiortc_glue import (
-    check_version,
-    install_fast_paths,
-    server_rtc_configuration,
-    use_host_addresses,
-    use_port_range,
-)
+from sfu.aiortc_glue import install, server_rtc_configuration
 from sfu.host import LocalHost, RoomHost
 from sfu.ice_servers import ice_servers
 from sfu.pool import WorkerHost, WorkerPool
@@ -71,12 +65,12 @@ _RELAYED: Final[dict[str, tuple[str, type[p.Request]]]] = {
 
 class CallManager:
     def __init__(self, settings: Settings, client: redis.Redis, relay: Relay | None = None) -> None:
-        check_version()
-        install_fast_paths()
-        if settings.ice_addresses:
-            use_host_addresses(settings.ice_addresses)
-        if settings.ice_port_min:
-            use_port_range(settings.ice_port_min, settings.ice_port_max)
+        install(
+            host_addresses=settings.ice_addresses,
+            port_range=(
+                (settings.ice_port_min, settings.ice_port_max) if settings.ice_port_min else None
+            ),
+        )
         self.settings = settings
         self._redis = client
         self.ownership = RoomOwnership(client, settings.node_id)

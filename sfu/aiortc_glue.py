@@ -16,7 +16,9 @@ packetize. The SFU therefore
 - receives the subscriber's RTCP for that sender (NACK, PLI/FIR, receiver reports with the
   round-trip time, REMB).
 
-pyproject.toml pins aiortc and pylibsrtp to the versions below; ``check_version`` checks it.
+A process takes all of it with one ``install()``. pyproject.toml pins aiortc and pylibsrtp to
+the versions below; ``check_version`` checks it, and ``AIORTC_PRIVATE`` lists every private
+name of theirs used here (a unit test checks each exists, so a version bump fails there).
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ import logging
 import random
 import struct
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Final
 
 import aioice
 import aioice.ice
 import aiortc
 import aiortc.clock
+import aiortc.rtcrtpreceiver
 import pylibsrtp
 from aioice.candidate import candidate_foundation, candidate_priority
 from aiortc import (
@@ -101,6 +104,7 @@ __all__ = [
     "InboundTap",
     "OutboundPort",
     "RtpPacket",
+    "install",
     "install_fast_paths",
     "negotiated_codec",
     "send_reports",
@@ -108,6 +112,76 @@ __all__ = [
     "use_host_addresses",
     "use_port_range",
 ]
+
+
+# Every private name of aiortc, aioice and pylibsrtp this module relies on, as
+# (owner, name, kind); ``tests/unit/test_sfu_glue_private.py`` checks each against the
+# installed packages. Kinds: "function" (a module's), "attribute" (any other of a module's),
+# "method" and "coroutine" (a class's), "instance" (an attribute each instance has).
+_DTLS: Final = "aiortc.rtcdtlstransport.RTCDtlsTransport"
+_SENDER: Final = "aiortc.rtcrtpsender.RTCRtpSender"
+_RECEIVER: Final = "aiortc.rtcrtpreceiver.RTCRtpReceiver"
+_CONNECTION: Final = "aioice.ice.Connection"
+AIORTC_PRIVATE: Final[tuple[tuple[str, str, str], ...]] = (
+    ("aiortc.clock", "current_ms", "function"),
+    ("aiortc.rtcrtpreceiver", "get_decoder", "function"),
+    ("aioice.ice", "get_host_addresses", "function"),
+    ("aioice.ice.StunProtocol", "datagram_received", "method"),
+    ("aioice.ice.StunProtocol", "receiver", "instance"),
+    (_CONNECTION, "get_component_candidates", "coroutine"),
+    (_CONNECTION, "data_received", "method"),
+    (_CONNECTION, "_queue", "instance"),
+    (_CONNECTION, "_nominated", "instance"),
+    (_CONNECTION, "_protocols", "instance"),
+    ("aiortc.rtcicetransport.RTCIceTransport", "_connection", "instance"),
+    (_DTLS, "_handle_rtcp_data", "coroutine"),
+    (_DTLS, "_rx_srtp", "instance"),
+    (_DTLS, "_tx_srtp", "instance"),
+    (_DTLS, "_state", "instance"),
+    (_DTLS, "_rtp_router", "instance"),
+    (_DTLS, "_rtp_header_extensions_map", "instance"),
+    (_DTLS, "_transport", "instance"),
+    (_DTLS, "_RTCDtlsTransport__rx_bytes", "instance"),
+    (_DTLS, "_RTCDtlsTransport__rx_packets", "instance"),
+    (_SENDER, "_run_rtcp", "coroutine"),
+    (_SENDER, "_handle_rtcp_packet", "coroutine"),
+    (_SENDER, "_send_rtcp", "coroutine"),
+    (_SENDER, "_ssrc", "instance"),
+    (_SENDER, "_rtx_ssrc", "instance"),
+    (_SENDER, "_RTCRtpSender__transport", "instance"),
+    (_SENDER, "_RTCRtpSender__cname", "instance"),
+    (_SENDER, "_RTCRtpSender__rtcp_started", "instance"),
+    (_SENDER, "_RTCRtpSender__rtcp_exited", "instance"),
+    (_RECEIVER, "_handle_rtp_packet", "coroutine"),
+    (_RECEIVER, "_send_rtcp_pli", "coroutine"),
+    (_RECEIVER, "_send_rtcp_nack", "coroutine"),
+    (_RECEIVER, "_RTCRtpReceiver__codecs", "instance"),
+    (_RECEIVER, "_RTCRtpReceiver__remote_streams", "instance"),
+    (_RECEIVER, "_RTCRtpReceiver__nack_generator", "instance"),
+    (_RECEIVER, "_RTCRtpReceiver__rtx_ssrc", "instance"),
+    ("aiortc.rtcrtptransceiver.RTCRtpTransceiver", "_codecs", "instance"),
+    ("aiortc.rtcrtptransceiver.RTCRtpTransceiver", "_headerExtensions", "instance"),
+    ("aiortc.rtp.HeaderExtensionsMap", "_HeaderExtensionsMap__ids", "instance"),
+    ("pylibsrtp.Session", "_srtp", "instance"),
+    ("pylibsrtp.Session", "_cdata", "instance"),
+    ("pylibsrtp.Session", "_buffer", "instance"),
+    ("pylibsrtp._binding", "ffi", "attribute"),
+    ("pylibsrtp._binding.lib", "srtp_protect", "function"),
+    ("pylibsrtp._binding.lib", "srtp_unprotect", "function"),
+)
+
+
+# What ``install`` replaces, as the packages hold it: read at import, before any patch.
+REPLACED: Final[dict[str, Any]] = {
+    "aiortc.clock.current_ms": aiortc.clock.current_ms,
+    "aiortc.rtcrtpreceiver.get_decoder": aiortc.rtcrtpreceiver.get_decoder,  # type: ignore[attr-defined]
+    "aioice.ice.get_host_addresses": aioice.ice.get_host_addresses,
+    "aioice.ice.StunProtocol.datagram_received": aioice.ice.StunProtocol.datagram_received,
+    "aioice.ice.Connection.get_component_candidates": (
+        aioice.ice.Connection.get_component_candidates
+    ),
+    f"{_SENDER}._run_rtcp": RTCRtpSender._run_rtcp,
+}
 
 
 def check_version() -> None:
@@ -121,7 +195,7 @@ def check_version() -> None:
             )
 
 
-_original_datagram_received: Final = aioice.ice.StunProtocol.datagram_received
+_original_datagram_received: Final = REPLACED["aioice.ice.StunProtocol.datagram_received"]
 
 
 def _current_ms() -> int:
@@ -196,7 +270,7 @@ def _spawn(coroutine: Coroutine[Any, Any, Any]) -> None:
     task.add_done_callback(_tasks.discard)
 
 
-_original_run_rtcp: Final = RTCRtpSender._run_rtcp
+_original_run_rtcp: Final = REPLACED[f"{_SENDER}._run_rtcp"]
 
 
 async def _run_rtcp(self: RTCRtpSender) -> None:
@@ -254,6 +328,41 @@ def install_fast_paths() -> None:
     aioice.ice.Connection._huddle_dtls = None  # type: ignore[attr-defined]
     aioice.ice.StunProtocol.datagram_received = _datagram_received  # type: ignore[method-assign,assignment]
     RTCRtpSender._run_rtcp = _run_rtcp  # type: ignore[method-assign]
+
+
+_original_get_decoder: Final = REPLACED["aiortc.rtcrtpreceiver.get_decoder"]
+_decoder_listeners: list[Callable[[], None]] = []
+
+
+def _counting_get_decoder(codec: Any) -> Any:
+    for listener in _decoder_listeners:
+        listener()
+    return _original_get_decoder(codec)
+
+
+def install(
+    *,
+    host_addresses: Sequence[str] = (),
+    port_range: tuple[int, int] | None = None,
+    on_decoder: Callable[[], None] | None = None,
+) -> None:
+    """Everything this module changes in aiortc and aioice for a process (node, SFU worker
+    or benchmark bot), in one call: the version check, the fast paths
+    (``install_fast_paths``), the ICE host addresses and UDP port range when given, and
+    ``on_decoder`` called for every decoder aiortc creates (the forwarding path never
+    decodes: the SFU counts them to prove it). Idempotent: the patches replace aiortc's
+    originals, never an earlier patch, so calling it again with the same arguments changes
+    nothing."""
+    check_version()
+    install_fast_paths()
+    if host_addresses:
+        use_host_addresses(list(host_addresses))
+    if port_range is not None:
+        use_port_range(*port_range)
+    if on_decoder is not None:
+        if on_decoder not in _decoder_listeners:
+            _decoder_listeners.append(on_decoder)
+        aiortc.rtcrtpreceiver.get_decoder = _counting_get_decoder  # type: ignore[attr-defined]
 
 
 def use_host_addresses(addresses: list[str]) -> None:

@@ -15,19 +15,13 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
 from huddle import collector
 from sfu import ipc
-from sfu.aiortc_glue import (
-    check_version,
-    install_fast_paths,
-    server_rtc_configuration,
-    use_host_addresses,
-    use_port_range,
-)
+from sfu.aiortc_glue import install, server_rtc_configuration
 from sfu.host import LocalHost
 from sfu.room import RoomPolicy, SfuError
 
@@ -45,26 +39,15 @@ class WorkerConfig(msgspec.Struct, kw_only=True):
     log_level: str = "info"
 
 
-def _count_decoders(host: LocalHost) -> None:
-    """The forwarding path never decodes: count any decoder aiortc creates here, to prove it."""
-    import aiortc.rtcrtpreceiver as receiver_module
-
-    original = receiver_module.get_decoder  # type: ignore[attr-defined]
-
-    def counting(codec: Any) -> Any:
-        host.decoders_created += 1
-        return original(codec)
-
-    receiver_module.get_decoder = counting  # type: ignore[attr-defined]
-
-
 async def serve(fd: int, config: WorkerConfig) -> None:
-    check_version()
-    install_fast_paths()
-    if config.ice_addresses:
-        use_host_addresses(config.ice_addresses)
-    if config.port_min:
-        use_port_range(config.port_min, config.port_max)
+    def count_decoder() -> None:
+        host.decoders_created += 1
+
+    install(
+        host_addresses=config.ice_addresses,
+        port_range=(config.port_min, config.port_max) if config.port_min else None,
+        on_decoder=count_decoder,
+    )
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
 
     def send(message: ipc.Msg) -> None:
@@ -83,7 +66,6 @@ async def serve(fd: int, config: WorkerConfig) -> None:
             ipc.Layers(participant=participant, paused=paused)
         ),
     )
-    _count_decoders(host)
     collector.settle()
     tasks: set[asyncio.Task[None]] = set()
 
