@@ -17,6 +17,7 @@ import redis.asyncio as redis
 from redis.exceptions import NoScriptError
 
 from signaling.keys import conv_key, media_key
+from signaling.lua import lua_script
 
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 THUMB_SIZES: Final = ("small", "large")
@@ -146,32 +147,9 @@ class MetaCache:
         return len(self._metas)
 
 
-# The record and the access rule (owner, or a member of a conversation the file was shared
-# in) in one round trip, read at one instant; every field only when the caller has no copy
-# of the record. The conversations' members keys are built in the script (ARGV's prefix and
-# suffix around the id): like the media store's other scripts, it assumes one Redis shard.
-_VISIBLE: Final = """
--- KEYS: meta, shared
--- ARGV: user, members key before the conversation id, after it, '1' to get every field,
---       '1' to check access ('0' for a signed URL, checked before)
--- Returns {0}: no such file; {1}: the user may not see it; else {2, created[, fields]}.
-local id, digest, owner, created =
-  unpack(redis.call('HMGET', KEYS[1], 'id', 'digest', 'owner', 'created'))
-if not (id and digest) then return {0} end
-local user = ARGV[1]
-local visible = ARGV[5] == '0' or owner == user
-if not visible then
-  for _, conv in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    if redis.call('HEXISTS', ARGV[2] .. conv .. ARGV[3], user) == 1 then
-      visible = true
-      break
-    end
-  end
-end
-if not visible then return {1} end
-if ARGV[4] == '1' then return {2, created or '', redis.call('HGETALL', KEYS[1])} end
-return {2, created or ''}
-"""
+# The record and the access rule in one round trip, read at one instant; every field only
+# when the caller has no copy of the record.
+_VISIBLE: Final = lua_script("media_store", "visible")
 _VISIBLE_SHA: Final = hashlib.sha1(_VISIBLE.encode()).hexdigest()
 _MEMBERS_AROUND: Final = tuple(conv_key("\0", "members").split("\0"))
 _MISSING, _HIDDEN, _SEEN = 0, 1, 2

@@ -45,3 +45,19 @@ def test_scripts_load_as_package_data() -> None:
 
     for path in lua_files():
         assert lua_script(path.parent.parent.name, path.stem) == path.read_text()
+
+
+# Packages whose Python holds no Lua: every script is a .lua file. calls/ joins once its
+# scripts (ownership, ringing) have moved.
+LUA_FREE = ("chat", "media_store", "signaling")
+
+
+def test_no_lua_inside_python_sources() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for pkg in LUA_FREE
+        for path in sorted((ROOT / pkg).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\bredis\.p?call\(", line)
+    ]
+    assert not found, f"Lua in Python sources (move it to PACKAGE/lua/NAME.lua): {found}"
