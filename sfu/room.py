@@ -27,6 +27,7 @@ from aiortc import (
 from aiortc import sdp as sdp_parser
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
+from sfu import selection
 from sfu.aiortc_glue import (
     IdleTrack,
     InboundTap,
@@ -554,10 +555,7 @@ class Room:
                 owner = key.split(":", 1)[0]
                 if owner in self.participants and owner not in owners:
                     owners[owner] = round(self.speakers.loudness(key, now))
-            for owner in reversed(list(owners)):
-                if owner in self._recent_speakers:
-                    self._recent_speakers.remove(owner)
-                self._recent_speakers.insert(0, owner)
+            self._recent_speakers = selection.last_speakers(self._recent_speakers, list(owners))
             self._on_speakers(self, list(owners.items()))
         self._select(now)
         self._select_layers(now)
@@ -586,17 +584,17 @@ class Room:
         return next(t for t in sub.layers if t.quality == quality)
 
     def _select_layers(self, now: float) -> None:
-        elapsed = max(1e-3, now - self._last_tick)
+        elapsed = now - self._last_tick
         self._last_tick = now
         for participant in self.participants.values():
             for track in participant.published.values():
                 if track.group is not None:
                     grown = track.forwarder.bytes_in - track._bytes_seen
                     track._bytes_seen = track.forwarder.bytes_in
-                    if grown or track.mid not in participant.paused_layers:
-                        # A paused layer keeps the rate it had: it costs that when resumed,
-                        # not nothing.
-                        track.bitrate_bps = 0.7 * track.bitrate_bps + 0.3 * grown * 8 / elapsed
+                    track.bitrate_bps = selection.layer_bitrate(
+                        track.bitrate_bps, grown, elapsed,
+                        paused=track.mid in participant.paused_layers,
+                    )  # fmt: skip
         wanted: dict[Participant, set[str]] = {}
         for participant in self.participants.values():
             for sub in participant.subscriptions.values():
@@ -613,8 +611,7 @@ class Room:
             grouped = [t for t in publisher.published.values() if t.group is not None]
             if not grouped:
                 continue
-            taken = wanted.get(publisher, set())
-            paused = sorted(t.mid for t in grouped if t.mid not in taken)
+            paused = selection.layers_to_pause((t.mid for t in grouped), wanted.get(publisher, ()))
             if paused != publisher.paused_layers:
                 publisher.paused_layers = paused
                 self._on_layers(publisher, paused)
@@ -636,28 +633,23 @@ class Room:
 
     def _select(self, now: float) -> None:
         policy = self.policy
-        selective = len(self.participants) > policy.select_above
+        selective = selection.is_selective(len(self.participants), policy.select_above)
         loudest = self.speakers.loudest(now, policy.audio_max + 1) if selective else []
-        order = self._recent_speakers + [
-            p for p in self.participants if p not in self._recent_speakers
-        ]
+        order = selection.speaking_order(self._recent_speakers, self.participants)
         for participant in self.participants.values():
+            chosen = None
             if selective:
-                audio = [k for k in loudest if not k.startswith(participant.id + ":")]
-                audio_on = set(audio[: policy.audio_max])
-                others = [o for o in order if o != participant.id]
-                video_on = set(others[: policy.video_last_n]) | participant.pinned
+                chosen = selection.select(
+                    participant.id, loudest=loudest, order=order, pinned=participant.pinned,
+                    audio_max=policy.audio_max, video_last_n=policy.video_last_n,
+                )  # fmt: skip
             for sub in participant.subscriptions.values():
                 out = sub.track.forwarder.outputs.get(sub.port.ssrc)
                 if out is None:
                     continue
-                if not selective:
-                    active = True
-                elif sub.track.kind == "audio":
-                    active = sub.track.key in audio_on
-                else:
-                    active = sub.track.owner.id in video_on
-                sub.track.forwarder.set_active(out, active)
+                track = sub.track
+                active = chosen is None or chosen.forwards(track.kind, track.key, track.owner.id)
+                track.forwarder.set_active(out, active)
 
     def _spawn(self, job: object) -> None:
         task = asyncio.ensure_future(job)  # type: ignore[call-overload]
