@@ -16,16 +16,10 @@ from typing import Final
 import redis.asyncio as redis
 
 from signaling.keys import room_key
+from signaling.lua import lua_script
 
 log = logging.getLogger("huddle.calls")
 ROOM_CLAIM_TTL_S: Final = 60
-
-# Only the claim's own holder deletes it: a claim that expired and was taken by another
-# node in the meantime stays.
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def room_node_key(room: str) -> str:
@@ -46,7 +40,7 @@ class RoomOwnership:
     def __init__(self, client: redis.Redis, node_id: str) -> None:
         self._redis = client
         self._node_id = node_id
-        self._release = client.register_script(_RELEASE)
+        self._release = client.register_script(lua_script("calls", "release_room"))
 
     async def claim(self, room_name: str, claim: str) -> None:
         """Claim ``room_name`` as ``claim`` (``NODE#WORKER``); raises ``Elsewhere`` if
