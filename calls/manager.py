@@ -29,11 +29,11 @@ from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
 from calls import metrics
+from calls.config import CallsConfig
 from calls.members import CallError, CallRoom, Member, Session, call_error
 from calls.ownership import Elsewhere, RoomOwnership
 from calls.relay import Relay, RelayRequest, RemoteEndpoint
 from calls.remote import RemoteRooms
-from huddle.config import Settings
 from sfu import ipc
 from sfu.aiortc_glue import install, server_rtc_configuration
 from sfu.host import LocalHost, RoomHost
@@ -64,7 +64,9 @@ _RELAYED: Final[dict[str, tuple[str, type[p.Request]]]] = {
 
 
 class CallManager:
-    def __init__(self, settings: Settings, client: redis.Redis, relay: Relay | None = None) -> None:
+    def __init__(
+        self, settings: CallsConfig, client: redis.Redis, relay: Relay | None = None
+    ) -> None:
         install(
             host_addresses=settings.ice_addresses,
             port_range=(
@@ -108,8 +110,10 @@ class CallManager:
                 port_min=settings.ice_port_min, port_max=settings.ice_port_max,
                 log_level=settings.log_level,
             )  # fmt: skip
-            self.pool = WorkerPool(workers, config, on_event=self._worker_event,
-                                   on_lost=self._worker_lost)  # fmt: skip
+            self.pool = WorkerPool(
+                workers, config, module=settings.sfu_worker_module,
+                on_event=self._worker_event, on_lost=self._worker_lost,
+            )  # fmt: skip
 
     async def start(self) -> None:
         if self.pool is not None:
@@ -183,11 +187,7 @@ class CallManager:
             ice_servers=ice_servers(
                 stun_urls=self.settings.stun_urls,
                 turn_urls=self.settings.turn_urls,
-                turn_secret=(
-                    self.settings.turn_secret.get_secret_value()
-                    if self.settings.turn_secret
-                    else None
-                ),
+                turn_secret=self.settings.turn_secret,
                 identity=claims.identity,
                 now=int(time.time()),
                 ttl_s=self.settings.turn_ttl_s,

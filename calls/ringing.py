@@ -22,6 +22,7 @@ import msgspec
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from calls.config import CallsConfig
 from calls.members import CallError
 from calls.members import RingingSession as Session
 from calls.record import CallRecord
@@ -35,7 +36,6 @@ from calls.ring_script import (
     user_ringing_key,
 )
 from calls.state import CallState, MemberState, Transition, events_for
-from huddle.config import Settings
 from signaling import protocol as p
 
 log = logging.getLogger("huddle.ringing")
@@ -88,7 +88,7 @@ class Ringing:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: CallsConfig,
         client: redis.Redis,
         local_sessions: Callable[[str], Iterable[Session]],
     ) -> None:

@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from huddle import collector
-from huddle.compose import chat_config, media_config
+from huddle.compose import calls_config, chat_config, media_config
 from huddle.config import Settings
 from huddle.http_guard import HTTP_GUARD, HttpGuard, NodeRunner
 from huddle.redis_server import EmbeddedRedis
@@ -93,6 +93,7 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics,
         {settings.api_key: settings.secret()},
         chat=chat_config(settings),
+        calls=calls_config(settings),
     )
     app[HUB] = hub
     await broker.subscribe(broker.node_channel, hub.relay.on_message)

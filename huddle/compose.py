@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from calls.config import CallsConfig
 from chat.config import ChatConfig
+from huddle import sfu_worker
 from huddle.config import Settings
 from media_store.config import MediaConfig
 
@@ -33,3 +35,17 @@ def chat_config(settings: Settings) -> ChatConfig:
     values = _same_named(settings, ChatConfig)
     values["chat_word_filter"] = list(settings.chat_word_filter)
     return ChatConfig(**values)
+
+
+def calls_config(settings: Settings) -> CallsConfig:
+    values = _same_named(settings, CallsConfig)
+    secret = settings.turn_secret
+    values["turn_secret"] = secret.get_secret_value() if secret is not None else None
+    values["ice_addresses"] = list(settings.ice_addresses)
+    values["stun_urls"] = list(settings.stun_urls)
+    values["turn_urls"] = list(settings.turn_urls)
+    return CallsConfig(
+        ice_announced=settings.ice_announced,
+        sfu_worker_module=sfu_worker.__name__,
+        **values,
+    )

@@ -96,11 +96,13 @@ class WorkerPool:
         count: int,
         config: WorkerConfig,
         *,
+        module: str = "sfu.worker",
         on_event: Callable[[WorkerHost, ipc.Offer | ipc.Speakers | ipc.Metrics | ipc.Layers], None],
         on_lost: LostHandler,
     ) -> None:
         self.count = count
         self.config = config
+        self.module = module  # what the workers run: sfu.worker or a program calling its main
         self.workers: list[WorkerHost | None] = [None] * count
         self.restarts = 0
         self._on_event = on_event
@@ -117,7 +119,7 @@ class WorkerPool:
         node_end, worker_end = socket.socketpair()
         config = msgspec.structs.replace(self.config, index=index)
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sfu.worker", "--fd", str(worker_end.fileno()),
+            sys.executable, "-m", self.module, "--fd", str(worker_end.fileno()),
             "--config", msgspec.json.encode(config).decode(),
             pass_fds=[worker_end.fileno()], stdin=asyncio.subprocess.DEVNULL,
         )  # fmt: skip

@@ -1,7 +1,9 @@
 """An SFU worker process: owns whole rooms, forwards their media on one core.
 
-Started by the node (``sfu.pool``) as ``python -m sfu.worker --fd N --config JSON`` with one
-end of a socket pair; serves ``sfu.ipc`` requests on it and exits when the node goes away.
+Started by the node (``sfu.pool``) as ``python -m MODULE --fd N --config JSON`` with one end
+of a socket pair; serves ``sfu.ipc`` requests on it and exits when the node goes away.
+MODULE is this one, or a program of the node's that calls ``main`` with the node's own
+process setup (its logging, its collector settings), so that the SFU knows nothing of them.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
 
-from huddle import collector
 from sfu import ipc
 from sfu.aiortc_glue import install, server_rtc_configuration
 from sfu.host import LocalHost
@@ -39,7 +41,17 @@ class WorkerConfig(msgspec.Struct, kw_only=True):
     log_level: str = "info"
 
 
-async def serve(fd: int, config: WorkerConfig) -> None:
+def _plain_logging(config: WorkerConfig) -> None:
+    logging.basicConfig(level=config.log_level.upper())
+
+
+def _nothing() -> None:
+    pass
+
+
+async def serve(fd: int, config: WorkerConfig, on_ready: Callable[[], None] = _nothing) -> None:
+    """Serve the node on ``fd`` until it goes away; ``on_ready`` runs once start-up is done."""
+
     def count_decoder() -> None:
         host.decoders_created += 1
 
@@ -66,7 +78,8 @@ async def serve(fd: int, config: WorkerConfig) -> None:
             ipc.Layers(participant=participant, paused=paused)
         ),
     )
-    collector.settle()
+    on_ready()
+    log.info("sfu worker ready", extra={"index": config.index, "pid": os.getpid()})
     tasks: set[asyncio.Task[None]] = set()
 
     async def report_metrics() -> None:
@@ -109,23 +122,28 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    setup: Callable[[WorkerConfig], None] = _plain_logging,
+    on_ready: Callable[[], None] = _nothing,
+) -> int:
+    """Run a worker: ``setup`` prepares the process (logging) before anything else runs,
+    ``on_ready`` once the worker is ready to serve."""
     parser = argparse.ArgumentParser(prog="python -m sfu.worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--config", required=True, help="WorkerConfig as JSON")
     args = parser.parse_args(argv)
     config = msgspec.json.decode(args.config, type=WorkerConfig)
-    from huddle import logs
-
-    logs.configure(config.log_level, "json")
+    setup(config)
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node stops us by closing the socket
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(args.fd, config))
+        asyncio.run(serve(args.fd, config, on_ready))
     else:
-        uvloop.run(serve(args.fd, config))
+        uvloop.run(serve(args.fd, config, on_ready))
     return 0
 
 

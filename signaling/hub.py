@@ -13,6 +13,7 @@ import msgspec
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from calls.config import CallsConfig
 from calls.manager import CallManager
 from calls.relay import Relay
 from calls.ring_script import user_call_channel
@@ -57,6 +58,7 @@ class Hub:
         metrics: Metrics,
         api_keys: dict[str, str],
         chat: ChatConfig,
+        calls: CallsConfig,
     ) -> None:
         self.settings = settings
         self.redis = client
@@ -65,8 +67,8 @@ class Hub:
         self.api_keys = api_keys
         self.presence = PresenceStore(client, settings.node_id, settings.presence_ttl_s)
         self.relay = Relay(settings.node_id, broker.publish)
-        self.calls = CallManager(settings, client, self.relay)
-        self.ringing = Ringing(settings, client, lambda user: self.by_user.get(user, ()))
+        self.calls = CallManager(calls, client, self.relay)
+        self.ringing = Ringing(calls, client, lambda user: self.by_user.get(user, ()))
         self.chat = ChatService(chat, client, broker, self.spawn)
         self.ringing.on_record = self.chat.record_call
         metrics.add_collector(self.calls.collect_metrics)

@@ -4,12 +4,14 @@ restarted and its participants back in the call by themselves."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 
 import aiohttp
 import av
+import pytest
 
 from huddle.call import CallClient
 from signaling.server import HUB
@@ -74,3 +76,25 @@ async def test_rooms_on_workers_and_worker_restart(start_node: StartNode) -> Non
     assert calls.rooms["blue"].host is blue_worker
     for call in (red_pub, red_sub, blue_pub, blue_sub):
         await call.close()
+
+
+async def test_workers_are_set_up_as_the_node(
+    start_node: StartNode, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Workers run the node's worker program: their log lines are the node's JSON objects."""
+    node = await start_node(ice_addresses=["127.0.0.1"], sfu_workers=1)
+    pool = node.app[HUB].calls.pool
+    assert pool is not None and pool.module == "huddle.sfu_worker"
+    worker = pool.workers[0]
+    assert worker is not None
+    err = ""
+    deadline = time.monotonic() + 20
+    while "sfu worker ready" not in err:
+        assert time.monotonic() < deadline, err
+        await asyncio.sleep(0.05)
+        err += capfd.readouterr().err
+    line = next(line for line in err.splitlines() if "sfu worker ready" in line)
+    record = json.loads(line)
+    assert record["level"] == "info" and record["logger"] == "huddle.sfu.worker"
+    assert record["msg"] == "sfu worker ready" and record["ts"].endswith("Z")
+    assert record["index"] == 0 and record["pid"] == worker.pid
