@@ -14,7 +14,12 @@ by replay only when every event after it is known to be the one the device would
   since the events the device has were never written or were lost;
 - more than ``max_replay`` events behind: a gap (``too_far_behind``);
 - otherwise replay from the cursor; if the log no longer holds the next event, a gap
-  (``trimmed``, see :func:`check_page`).
+  (``trimmed``, see :func:`check_page`);
+- and whenever the device tells the *stamp* of the event at its cursor (a value unique to
+  each event ever logged), the event the log holds under that number must carry it, else a
+  gap (``rewritten``, see :func:`check_cursor`). This is what catches a log gone back in
+  time and written past the cursor again while no node followed it: the epoch is still the
+  same (no node saw the log go back), yet the numbers hold other events.
 
 A gap puts the device at the head of the current epoch: it reloads the log by page instead.
 
@@ -28,18 +33,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-GapReason = Literal["epoch_changed", "ahead_of_head", "too_far_behind", "trimmed"]
+GapReason = Literal["epoch_changed", "ahead_of_head", "too_far_behind", "trimmed", "rewritten"]
 
 
 @dataclass(frozen=True)
 class Position:
-    """A device's cursor: the last event number it has, and that event's epoch.
+    """A device's cursor: the last event number it has, that event's epoch and its stamp.
 
     ``epoch`` is None (or empty) for a device that does not know it: a client older than
-    epochs, or a cursor taken when the log had none yet."""
+    epochs, or a cursor taken when the log had none yet. ``stamp`` likewise: a client older
+    than stamps, or a position the device was given without the event (a sync's head)."""
 
     ev: int
     epoch: str | None = None
+    stamp: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,18 @@ def check_page(after: int, first: int | None) -> GapReason | None:
     """A replay page read after ``after`` began with event ``first`` (None: it was empty),
     while the head is beyond ``after``: anything but the next event means it is gone."""
     return None if first == after + 1 else "trimmed"
+
+
+def check_cursor(cursor: Position, first: int | None, stamp: str | None) -> GapReason | None:
+    """The log read from the cursor's own number on begins with event ``first`` (None: it
+    holds nothing there any more) stamped ``stamp``: is it still the event the device has?
+
+    Only a stamp on both sides that differs is a gap; anything else is left to the other
+    rules: a cursor without a stamp (an older client), an event logged before stamps, or an
+    event no longer kept (the replay then finds out whether what follows it still is)."""
+    if not cursor.stamp or cursor.ev <= 0 or first != cursor.ev or not stamp:
+        return None
+    return None if stamp == cursor.stamp else "rewritten"
 
 
 FollowVerdict = Literal["same", "adopt", "reset", "rolled_back"]

@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 import msgspec
 
 from chat import wire as w
-from chat.resume import GapReason, LogState, Position, check_follow, check_page, resume
+from chat.resume import (
+    GapReason,
+    LogState,
+    Position,
+    check_cursor,
+    check_follow,
+    check_page,
+    resume,
+)
 from chat.store import ChatStore, conv_channel, feed_channel
 from signaling.keys import conv_key, user_key
 from signaling.protocol import EncodedEvent
@@ -72,6 +80,7 @@ class _Head(msgspec.Struct):
     fev: int | None = None
     epoch: str | None = None
     feed_epoch: str | None = None
+    stamp: str | None = None
     user: str | None = None
     message: _MsgHead | None = None
     reason: str | None = None
@@ -107,12 +116,24 @@ class Feed:
         self.handler: Callable[[bytes], None] | None = None
 
 
+class Probe(NamedTuple):
+    """What the log holds at a cursor's own number: the first event numbered so or above
+    (None: none), and that event's stamp."""
+
+    first: int | None
+    stamp: str | None
+
+
 class Attached(NamedTuple):
     """A reader's position in a log after ``Router.attach``, and the gap it had, if any."""
 
     ev: int
     epoch: str
     gap: GapReason | None
+
+
+def _probe(entries: list[tuple[int, bytes]]) -> Probe:
+    return Probe(entries[0][0], _head.decode(entries[0][1]).stamp) if entries else Probe(None, None)
 
 
 def gap_event(feed: Feed, ev: int, reason: GapReason) -> EncodedEvent:
@@ -142,7 +163,8 @@ class Router:
 
         Replies the reader's position, its epoch, and the gap when the events after the
         cursor cannot be replayed (chat.resume): the reader then starts at the head."""
-        feed = await self._follow(fid)
+        stamped = cursor is not None and bool(cursor.stamp) and cursor.ev > 0
+        feed, probed = await self._follow(fid, cursor.ev if stamped and cursor else None)
         fids = self.attached.setdefault(reader, set())
         if fid in fids:  # live already, or being replayed by another request
             return Attached(feed.readers.get(reader, feed.last), feed.epoch, None)
@@ -150,8 +172,33 @@ class Router:
         epoch = feed.epoch
         plan = resume(cursor, LogState(feed.last, epoch), self.max_replay)
         sent, gap = plan.after, plan.gap
-        while sent < feed.last and not reader.closed:
-            entries = await self.store.events_after(feed.stream, sent, REPLAY_PAGE)
+        # The event at a stamped cursor must still be the device's (chat.resume.check_cursor).
+        # One event more is read for it, never one round trip more: with the log's state
+        # when this node starts following the log, else as the first of the replay; the
+        # last event passed on is known already.
+        unchecked = stamped and gap is None
+        if unchecked and probed is None and sent == feed.last and feed.last_blob:
+            probed = Probe(feed.last, _head.decode(feed.last_blob).stamp)
+        if unchecked and probed is not None and cursor is not None:
+            unchecked = False
+            gap = check_cursor(cursor, probed.first, probed.stamp)
+            if gap is not None:
+                sent = feed.last
+        while (sent < feed.last or unchecked) and not reader.closed:
+            back = 1 if unchecked else 0
+            entries = await self.store.events_after(feed.stream, sent - back, REPLAY_PAGE + back)
+            if unchecked and cursor is not None:
+                # Read from the cursor itself: a rare extra round trip only when nothing
+                # follows it and this node has not passed the event on.
+                unchecked = False
+                first = _probe(entries[:1])
+                gap = check_cursor(cursor, first.first, first.stamp)
+                if gap is not None:
+                    sent = feed.last
+                    break
+                entries = [e for e in entries if e[0] > sent]
+                if sent >= feed.last:
+                    break
             gap = check_page(sent, entries[0][0] if entries else None)
             if gap is not None:
                 sent = max(feed.last, entries[-1][0] if entries else 0)
@@ -191,7 +238,10 @@ class Router:
     def attached_to(self, reader: Reader) -> set[str]:
         return set(self.attached.get(reader, ()))
 
-    async def _follow(self, fid: str) -> Feed:
+    async def _follow(self, fid: str, probe: int | None = None) -> tuple[Feed, Probe | None]:
+        """The feed, followed from now on. A feed followed anew reads its state with the
+        event numbered ``probe``, replied beside it (None: not read)."""
+        probed: Probe | None = None
         feed = self.feeds.get(fid)
         if feed is None:
             feed = self.feeds[fid] = Feed(fid)
@@ -200,7 +250,15 @@ class Router:
                 feed.handler = lambda payload: self._on_message(feed, payload)
                 await self.broker.subscribe(feed.channel, feed.handler)
                 # Subscribed first: whatever is published after this read arrives live.
-                state = await self.store.log_state(feed.user_feed, feed.name)
+                if probe is None:
+                    state = await self.store.log_state(feed.user_feed, feed.name)
+                else:
+                    state, stored = await self.store.log_state_at(
+                        feed.user_feed, feed.name, feed.stream, probe
+                    )
+                    probed = _probe([stored] if stored else [])
+                    if stored is not None and stored[0] == max(feed.last, state.head):
+                        feed.last_blob = stored[1]  # the event under ``last`` is known too
                 feed.last, feed.epoch = max(feed.last, state.head), state.epoch
             except BaseException as exc:
                 self._drop(feed)
@@ -213,7 +271,7 @@ class Router:
             self.spawn(self._recheck(feed))
         elif feed.ready is not None and not feed.ready.done():
             await asyncio.shield(feed.ready)
-        return feed
+        return feed, probed
 
     def _drop(self, feed: Feed) -> None:
         if self.feeds.get(feed.fid) is feed:

@@ -8,7 +8,9 @@ Events and messages are encoded by Python before the script runs, with markers w
 numbers the script assigns go: ``"ev":-1`` (conversation event number), ``"fev":-1`` (feed
 event number), ``"seq":-2`` (message sequence number), ``"read_seq":-2`` and ``"users":[]``.
 A marker is found by its quoted key: inside a JSON string every quote is escaped, so message
-text can never contain one. ``"epoch":""`` and ``"feed_epoch":""`` take the log's epoch.
+text can never contain one. ``"epoch":""`` and ``"feed_epoch":""`` take the log's epoch,
+``"stamp":""`` the event's stamp (unique to it among every event ever logged, see
+chat.resume.check_cursor).
 
 Each log (a conversation's events, a user's feed) has an epoch beside its counter, made by
 the script that writes the log's first event after the epoch went missing: with the
@@ -23,7 +25,8 @@ from typing import Final
 
 from signaling.lua import lua_script
 
-# Libraries prepended to the scripts that call them: ``log_epoch`` (epoch.lua), then
+# Libraries prepended to the scripts that call them: ``log_epoch`` and ``log_stamp``
+# (epoch.lua), then
 # ``log_event`` and ``append_message`` (log.lua), which call it.
 _EPOCH: Final = lua_script("chat", "epoch")
 _PRELUDE: Final = _EPOCH + lua_script("chat", "log")

@@ -599,7 +599,9 @@ class ChatService:
     async def sync(self, reader: Reader, req: w.ChatSync) -> Reply:
         """Replay what the device missed, then keep it live (see chat.router)."""
         me = reader.identity
-        feed_cursor = None if req.feed is None else Position(req.feed, req.feed_epoch)
+        feed_cursor = None
+        if req.feed is not None:
+            feed_cursor = Position(req.feed, req.feed_epoch, req.feed_stamp)
         feed = await self.router.attach(reader, feed_id(me), feed_cursor)
         joins = await self.store.user_joins(me)
         rows = await self.store.metas(list(joins), me)
@@ -609,7 +611,8 @@ class ChatService:
         for meta, _, _ in rows:
             cursor = None
             if meta.conv in req.cursors:
-                cursor = Position(req.cursors[meta.conv], req.epochs.get(meta.conv))
+                conv = meta.conv
+                cursor = Position(req.cursors[conv], req.epochs.get(conv), req.stamps.get(conv))
             elif req.feed is not None and feed.gap is None:
                 # Joined while this device was away: everything since the join is news to it.
                 cursor = Position(max(0, joins[meta.conv] - 1))

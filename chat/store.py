@@ -73,13 +73,13 @@ def feed_channel(user: str) -> str:
 
 
 def encode_template(event: Event) -> bytes:
-    """An event as stored: ``seq`` 0, stamped for each connection when sent; an event whose
-    number the script assigns (-1) gets its log's epoch there too."""
+    """An event as stored: ``seq`` 0, numbered for each connection when sent; an event whose
+    number the script assigns (-1) gets its log's epoch and its own stamp there too."""
     changes: dict[str, Any] = {"seq": 0}
     if getattr(event, "ev", None) == -1:
-        changes["epoch"] = ""
+        changes["epoch"] = changes["stamp"] = ""
     if getattr(event, "fev", None) == -1:
-        changes["feed_epoch"] = ""
+        changes["feed_epoch"] = changes["stamp"] = ""
     return ENCODER.encode(msgspec.structs.replace(event, **changes))
 
 
@@ -271,6 +271,19 @@ class ChatStore:
         hash_key, counter, field = _log_fields(user_feed, name)
         head, epoch = await self.redis.hmget(hash_key, [counter, field])
         return LogState(int(head or 0), _s(epoch or b""))
+
+    async def log_state_at(
+        self, user_feed: bool, name: str, stream: str, ev: int
+    ) -> tuple[LogState, tuple[int, bytes] | None]:
+        """``log_state`` and, in the same round trip, the event numbered ``ev`` (None when the
+        log holds nothing there)."""
+        hash_key, counter, field = _log_fields(user_feed, name)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(hash_key, [counter, field])
+            pipe.xrange(stream, str(ev), str(ev), count=1)
+            (head, epoch), raw = await pipe.execute()
+        event = (int(_s(raw[0][0]).split("-", 1)[0]), raw[0][1][b"e"]) if raw else None
+        return LogState(int(head or 0), _s(epoch or b"")), event
 
     async def rotate_epoch(self, user_feed: bool, name: str, known: str) -> str:
         """Replace the log's epoch ``known`` by a new one (see chat.scripts.ROTATE_EPOCH)."""

@@ -11,7 +11,9 @@ Two kinds of events carry a position a device keeps as its cursor:
   from one, a read in a broadcast channel, mute and block settings); numbered per user.
 
 Each log has an epoch (``epoch``, ``feed_epoch``) that changes when the log is made anew or
-goes back in time; a cursor is a number with its epoch (see chat.resume).
+goes back in time; a cursor is a number with its epoch (see chat.resume). Every logged event
+also carries a ``stamp``, unique to it among all events ever logged, which a device sends
+back with its cursor so that the event under that number can be checked to be the same.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ MediaId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Seq = Annotated[int, msgspec.Meta(ge=1)]
 Cursor = Annotated[int, msgspec.Meta(ge=0)]
 Epoch = Annotated[str, msgspec.Meta(max_length=64)]
+Stamp = Annotated[str, msgspec.Meta(max_length=64)]
 Members = Annotated[list[Identity], msgspec.Meta(max_length=500)]
 ConvKind = Literal["direct", "group", "channel"]
 Role = Literal["owner", "admin", "member", "follower"]
@@ -217,12 +220,16 @@ class ChatInfo(Request, tag="chat.info", kw_only=True):
 
 class ChatSync(Request, tag="chat.sync", kw_only=True):
     """Catch up from the device's cursors, then receive chat events live. ``epochs`` and
-    ``feed_epoch``: the epoch of each cursor (left out: only the position is checked)."""
+    ``feed_epoch``: the epoch of each cursor (left out: only the position is checked).
+    ``stamps`` and ``feed_stamp``: the stamp of the event at each cursor (left out: not
+    checked)."""
 
     cursors: dict[ConvId, Cursor] = msgspec.field(default_factory=dict)
     feed: Cursor | None = None
     epochs: dict[ConvId, Epoch] = msgspec.field(default_factory=dict)
     feed_epoch: Epoch | None = None
+    stamps: dict[ConvId, Stamp] = msgspec.field(default_factory=dict)
+    feed_stamp: Stamp | None = None
 
 
 class ChatAdd(Request, tag="chat.add", kw_only=True):
@@ -389,6 +396,7 @@ class ChatMessageEvent(Event, tag="chat.message", kw_only=True):
     conv: str
     ev: int
     epoch: str | None = None
+    stamp: str | None = None
     message: ChatMessage
 
 
@@ -396,6 +404,7 @@ class ChatEdited(Event, tag="chat.edited", kw_only=True):
     conv: str
     ev: int
     epoch: str | None = None
+    stamp: str | None = None
     msg_seq: int
     text: str
     mentions: list[str] | None = None
@@ -406,6 +415,7 @@ class ChatRecalled(Event, tag="chat.recalled", kw_only=True):
     conv: str
     ev: int
     epoch: str | None = None
+    stamp: str | None = None
     msg_seq: int
     by: str
 
@@ -416,6 +426,7 @@ class ChatReaction(Event, tag="chat.reaction", kw_only=True):
     conv: str
     ev: int
     epoch: str | None = None
+    stamp: str | None = None
     msg_seq: int
     emoji: str
     user: str
@@ -432,6 +443,7 @@ class ChatReadEvent(Event, tag="chat.receipt", kw_only=True):
     epoch: str | None = None
     fev: int | None = None
     feed_epoch: str | None = None
+    stamp: str | None = None
     user: str
     read_seq: int
 
@@ -450,6 +462,7 @@ class ChatJoined(Event, tag="chat.joined", kw_only=True):
 
     fev: int
     feed_epoch: str | None = None
+    stamp: str | None = None
     conv: str
     ev: int
     epoch: str | None = None
@@ -459,6 +472,7 @@ class ChatJoined(Event, tag="chat.joined", kw_only=True):
 class ChatLeft(Event, tag="chat.left", kw_only=True):
     fev: int
     feed_epoch: str | None = None
+    stamp: str | None = None
     conv: str
     reason: LeftReason
 
@@ -466,6 +480,7 @@ class ChatLeft(Event, tag="chat.left", kw_only=True):
 class ChatMuted(Event, tag="chat.muted", kw_only=True):
     fev: int
     feed_epoch: str | None = None
+    stamp: str | None = None
     conv: str
     muted: bool
 
@@ -473,6 +488,7 @@ class ChatMuted(Event, tag="chat.muted", kw_only=True):
 class ChatBlocked(Event, tag="chat.blocked", kw_only=True):
     fev: int
     feed_epoch: str | None = None
+    stamp: str | None = None
     user: str
     blocked: bool
 

@@ -10,6 +10,11 @@ or came back from an older snapshot, numbers are handed out again, and the epoch
 tells the server that the device's numbers are of another life of the log. The server then
 answers with a gap (in the ``sync`` reply, or as a ``chat.gap`` event): the conversation is
 listed in ``gaps`` and ``on_gap`` is called, so that the device reloads it by page.
+
+Beside each cursor the stamp of the event at it is kept too (``stamps``, ``feed_stamp``):
+when Redis went back in time and was written past the cursor again while no node followed
+the log, the epoch is the same, and the stamp is what tells that the number now holds
+another event (a gap again). A cursor given without its event (a sync's head) has none.
 """
 
 from __future__ import annotations
@@ -33,12 +38,16 @@ class ChatClient:
         feed: int | None = None,
         epochs: dict[str, str] | None = None,
         feed_epoch: str | None = None,
+        stamps: dict[str, str] | None = None,
+        feed_stamp: str | None = None,
     ) -> None:
         self.client = client
         self.cursors: dict[str, int] = dict(cursors or {})
         self.feed = feed
         self.epochs: dict[str, str] = dict(epochs or {})
         self.feed_epoch = feed_epoch
+        self.stamps: dict[str, str] = dict(stamps or {})
+        self.feed_stamp = feed_stamp
         # Every stored chat event received, in arrival order (ephemeral ones are not kept).
         self.log: list[Event] = []
         self.gaps: list[str] = []
@@ -56,34 +65,43 @@ class ChatClient:
             return
         ev = getattr(event, "ev", None)
         fev = getattr(event, "fev", None)
+        stamp = getattr(event, "stamp", None)
         if isinstance(fev, int):
-            self._move_feed(fev, getattr(event, "feed_epoch", None))
+            self._move_feed(fev, getattr(event, "feed_epoch", None), stamp)
             self.log.append(event)
         elif isinstance(ev, int):
             conv: str = event.conv  # type: ignore[attr-defined]
-            self._move(conv, ev, getattr(event, "epoch", None))
+            self._move(conv, ev, getattr(event, "epoch", None), stamp)
             self.log.append(event)
 
-    def _move(self, conv: str, ev: int, epoch: str | None) -> None:
+    def _move(self, conv: str, ev: int, epoch: str | None, stamp: str | None) -> None:
         # A number of another epoch is not comparable with the one kept: it replaces it.
         if epoch and epoch != self.epochs.get(conv):
             self.cursors[conv], self.epochs[conv] = ev, epoch
+        elif ev >= self.cursors.get(conv, 0):
+            self.cursors[conv] = ev
         else:
-            self.cursors[conv] = max(self.cursors.get(conv, 0), ev)
+            return
+        _keep(self.stamps, conv, stamp)
 
-    def _move_feed(self, fev: int, epoch: str | None) -> None:
+    def _move_feed(self, fev: int, epoch: str | None, stamp: str | None) -> None:
         if epoch and epoch != self.feed_epoch:
             self.feed, self.feed_epoch = fev, epoch
+        elif fev >= (self.feed or 0):
+            self.feed = fev
         else:
-            self.feed = max(self.feed or 0, fev)
+            return
+        self.feed_stamp = stamp
 
     def _gap(self, event: w.ChatGap) -> None:
         if event.conv is None:
             self.feed, self.feed_epoch = event.fev or 0, event.feed_epoch
+            self.feed_stamp = None
             self.feed_gap = True
         else:
             self.cursors[event.conv] = event.ev or 0
             self.epochs.pop(event.conv, None)
+            self.stamps.pop(event.conv, None)
             if event.epoch:
                 self.epochs[event.conv] = event.epoch
             self.gaps.append(event.conv)
@@ -102,6 +120,8 @@ class ChatClient:
                 feed=self.feed,
                 epochs={c: e for c, e in self.epochs.items() if c in self.cursors},
                 feed_epoch=self.feed_epoch,
+                stamps={c: s for c, s in self.stamps.items() if c in self.cursors},
+                feed_stamp=self.feed_stamp,
             )
         )
         gaps = set(reply.gaps)
@@ -110,16 +130,23 @@ class ChatClient:
             if conv in gaps or (epoch and epoch != self.epochs.get(conv)):
                 self.cursors[conv] = head
                 self.epochs.pop(conv, None)  # a log with no epoch yet has none
-            else:
+                self.stamps.pop(conv, None)
+            elif head != self.cursors.get(conv):
+                # A position given without its event: nothing to tell the event at it by.
                 self.cursors[conv] = max(self.cursors.get(conv, 0), head)
+                self.stamps.pop(conv, None)
             if epoch:
                 self.epochs[conv] = epoch
         for conv in reply.removed:
             self.cursors.pop(conv, None)
             self.epochs.pop(conv, None)
+            self.stamps.pop(conv, None)
         if reply.feed_gap:
             self.feed, self.feed_epoch = reply.feed, reply.feed_epoch
+            self.feed_stamp = None
         else:
+            if reply.feed != self.feed:
+                self.feed_stamp = None
             self.feed = max(self.feed or 0, reply.feed)
             self.feed_epoch = reply.feed_epoch or self.feed_epoch
         self.gaps.extend(reply.gaps)
@@ -172,3 +199,10 @@ class ChatClient:
     def messages(self, conv: str) -> list[w.ChatMessage]:
         """The messages received as events for ``conv``, in arrival order."""
         return [e.message for e in self.log if isinstance(e, w.ChatMessageEvent) and e.conv == conv]
+
+
+def _keep(stamps: dict[str, str], conv: str, stamp: str | None) -> None:
+    if stamp:
+        stamps[conv] = stamp
+    else:
+        stamps.pop(conv, None)

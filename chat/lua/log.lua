@@ -1,7 +1,8 @@
 -- A library, not a script: prepended (after epoch.lua) to the scripts that append to a
 -- conversation's log.
--- log_event(meta, events, chan, maxlen, tpl): the next event number ("last_ev" of META)
--- and the log's epoch go into the encoded event TPL at its markers ("ev":-1, "epoch":""),
+-- log_event(meta, events, chan, maxlen, tpl): the next event number ("last_ev" of META),
+-- the log's epoch and the event's stamp go into the encoded event TPL at its markers
+-- ("ev":-1, "epoch":"", "stamp":""),
 -- which is appended to the EVENTS stream (trimmed to about MAXLEN) and published on CHAN;
 -- returns the event number.
 -- append_message(meta, msgs, events, chan, maxlen, ts, msg_tpl, ev_tpl): the next message
@@ -12,6 +13,7 @@ local function log_event(meta, events, chan, maxlen, tpl)
   local epoch = log_epoch(meta, 'epoch')
   local e = string.gsub(tpl, '"ev":%-1', '"ev":' .. ev, 1)
   e = string.gsub(e, '"epoch":""', '"epoch":"' .. epoch .. '"', 1)
+  e = string.gsub(e, '"stamp":""', '"stamp":"' .. log_stamp() .. '"', 1)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, ev .. '-1', 'e', e)
   redis.call('PUBLISH', chan, e)
   return ev

@@ -3,7 +3,7 @@
 -- KEYS[1]: state (fev: feed counter, fepoch: feed epoch), [2]: convs, [3]: muted,
 -- [4]: blocked, [5]: feed
 -- ARGV[1]: op (join | leave | mute | unmute | block | unblock | event), [2]: its argument,
--- [3]: ev_tpl ("fev":-1, "feed_epoch":"" markers), [4]: channel, [5]: maxlen,
+-- [3]: ev_tpl ("fev":-1, "feed_epoch":"", "stamp":"" markers), [4]: channel, [5]: maxlen,
 -- [6]: joined_ev (join)
 -- Returns the feed event number, 0 when the change was already made, -1 for a bad op.
 -- Runs after epoch.lua.
@@ -22,6 +22,7 @@ local fev = redis.call('HINCRBY', KEYS[1], 'fev', 1)
 local epoch = log_epoch(KEYS[1], 'fepoch')
 local e = string.gsub(ARGV[3], '"fev":%-1', '"fev":' .. fev, 1)
 e = string.gsub(e, '"feed_epoch":""', '"feed_epoch":"' .. epoch .. '"', 1)
+e = string.gsub(e, '"stamp":""', '"stamp":"' .. log_stamp() .. '"', 1)
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], fev .. '-1', 'e', e)
 redis.call('PUBLISH', ARGV[4], e)
 return fev

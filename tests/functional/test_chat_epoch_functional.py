@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from huddle.app import create_app
 from huddle.chat import ChatClient
 from huddle.client import RequestError
 from huddle.redis_server import spawn_sync
+from signaling.keys import conv_key, user_key
+from signaling.server import HUB
 from tests import conftest
 from tests.helpers import Node, eventually
 
@@ -94,6 +96,16 @@ async def node(own_redis: Redis, tmp_path: Path) -> AsyncIterator[Node]:
         await node.stop()
 
 
+@pytest.fixture
+async def raw(own_redis: Redis) -> AsyncIterator[redis.Redis]:
+    """A plain client of that Redis, to look at it directly."""
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 @dataclass
 class Replica:
     """What a device shows: messages from events, and whole conversations reloaded by page
@@ -103,10 +115,18 @@ class Replica:
     convs: dict[str, dict[int, Line]] = field(default_factory=dict)
     stale: set[str] = field(default_factory=set)
     gaps: list[str | None] = field(default_factory=list)
+    # The user's mute settings, from chat.muted events and, after a feed gap, from the list.
+    muted: dict[str, bool] = field(default_factory=dict)
+    stale_list: bool = False
 
     def __post_init__(self) -> None:
         self.chat.client.on("chat.message", self._message)
+        self.chat.client.on("chat.muted", self._muted)
         self.chat.on_gap = self._gap
+
+    def _muted(self, event: object) -> None:
+        assert isinstance(event, w.ChatMuted)
+        self.muted[event.conv] = event.muted
 
     def _message(self, event: object) -> None:
         assert isinstance(event, w.ChatMessageEvent)
@@ -117,8 +137,13 @@ class Replica:
         self.gaps.append(conv)
         if conv is not None:
             self.stale.add(conv)
+        else:
+            self.stale_list = True
 
     async def settle(self) -> None:
+        if self.stale_list:
+            self.stale_list = False
+            self.muted = {c.conv: c.muted for c in await self.chat.conversations()}
         while self.stale:
             conv = self.stale.pop()
             self.convs[conv] = {m[0]: m for m in await history(self.chat, conv)}
@@ -149,15 +174,19 @@ async def device(node: Node, user: str, name: str, **state: object) -> Replica:
 def saved(r: Replica) -> dict[str, object]:
     c = r.chat
     return {"cursors": dict(c.cursors), "feed": c.feed, "epochs": dict(c.epochs),
-            "feed_epoch": c.feed_epoch}  # fmt: skip
+            "feed_epoch": c.feed_epoch, "stamps": dict(c.stamps),
+            "feed_stamp": c.feed_stamp}  # fmt: skip
 
 
 async def send(chat: ChatClient, conv: str | None, text: str, to: str | None = None) -> None:
     """Send, retrying with the same client id while the node's Redis comes back."""
-    cid = f"cid-{text}"
+    await retried(lambda: chat.send(conv, text, to=to, client_id=f"cid-{text}"))
+
+
+async def retried(request: Callable[[], Awaitable[object]]) -> None:
     for _ in range(200):
         try:
-            await chat.send(conv, text, to=to, client_id=cid)
+            await request()
             return
         except RequestError as exc:
             assert exc.code == "unavailable", exc
@@ -248,3 +277,77 @@ async def test_a_log_lost_entirely_comes_back_with_a_new_epoch(
     await eventually(lambda: all(d.chat.cursors[conv] == len(server) for d in (phone, back)))
     new_epoch = phone.chat.epochs[conv]
     assert new_epoch != old_epoch and back.chat.epochs.get(conv) in (None, new_epoch)
+
+
+async def test_a_log_written_past_the_cursors_while_nobody_followed_it_is_a_gap(
+    own_redis: Redis, node: Node, raw: redis.Redis, tmp_path: Path
+) -> None:
+    """Redis goes back in time while every device is away, and a conversation and bob's
+    feed are written past the devices' cursors before any of them is back: no node followed
+    either log, so none saw them go back, and their epochs are unchanged. The stamp of the
+    event at each cursor is what tells the devices' numbers apart from the new ones."""
+    idle = set(await raw.pubsub_channels())  # the node's own channels
+    alice = await device(node, "alice", "a")
+    phone = await device(node, "bob", "phone")
+    carol = await device(node, "carol", "c")
+    conv = (await alice.chat.create("group", "g", ["bob", "carol"])).conv
+    others = [(await alice.chat.create("group", f"o{i}", ["bob"])).conv for i in range(3)]
+    for i in range(3):
+        await send(alice.chat, conv, f"kept {i}")
+    devices = {"alice": alice, "bob": phone, "carol": carol}
+    await eventually(lambda: all(d.chat.cursors.get(conv) == 4 for d in devices.values()))
+    await eventually(lambda: phone.chat.feed == 4)  # joined g and o0..o2
+    await own_redis.snapshot(tmp_path / "snap")
+
+    for i in range(4):
+        await send(alice.chat, conv, f"lost {i}")
+    for on in (True, False):
+        await phone.chat.request(w.ChatMute(id="", conv=others[0], muted=on))
+    await eventually(lambda: all(d.chat.cursors.get(conv) == 8 for d in devices.values()))
+    await eventually(lambda: phone.chat.feed == 6 and phone.muted == {others[0]: False})
+    away = {user: saved(d) for user, d in devices.items()}
+    assert all(conv in a["stamps"] for a in away.values())  # type: ignore[operator]
+    assert away["bob"]["feed_stamp"]
+    for d in devices.values():
+        await d.chat.client.close()
+    # Every channel of the devices is unsubscribed (not only forgotten by the node) before
+    # Redis stops.
+    for _ in range(500):
+        if set(await raw.pubsub_channels()) == idle:
+            break
+        await asyncio.sleep(0.01)
+    assert set(await raw.pubsub_channels()) == idle
+    assert not node.app[HUB].chat.router.feeds
+
+    own_redis.restore(tmp_path / "snap")
+    # Written through connections that do not sync: still nobody follows either log.
+    writer = ChatClient(await node.client("alice", device="writer"))
+    for i in range(6):
+        await send(writer, conv, f"new {i}")
+    bob = ChatClient(await node.client("bob", device="writer"))
+    for other in others:
+        await retried(lambda o=other: bob.request(w.ChatMute(id="", conv=o)))  # type: ignore[misc]
+    server = await history(writer, conv)
+    assert [t for _, _, t in server] == [None, *(f"kept {i}" for i in range(3)),
+                                         *(f"new {i}" for i in range(6))]  # fmt: skip
+    server_muted = {c.conv: c.muted for c in await bob.conversations() if c.conv in others}
+    assert server_muted == dict.fromkeys(others, True)
+    assert not node.app[HUB].chat.router.feeds
+    # Both logs are past the devices' cursors again.
+    assert int(await raw.hget(conv_key(conv, "meta"), "last_ev") or 0) == 10
+    assert int(await raw.hget(user_key("bob", "chat"), "fev") or 0) == 7
+
+    for user, before in devices.items():
+        back = await device(node, user, f"{user}-back", **away[user])
+        assert conv in back.gaps, user
+        assert back.chat.epochs[conv] == before.chat.epochs[conv]
+        await back.settle()
+        assert back.lines(conv) == server, user
+        if user == "bob":
+            # The feed too: its events past the cursor are not the ones the phone missed,
+            # so it reloads the conversation list rather than replaying them.
+            assert None in back.gaps and back.chat.feed_gap
+            assert {c: back.muted[c] for c in others} == server_muted
+    # Back in step: a device that reconnects now resumes by replay, without a gap.
+    again = await device(node, "carol", "again", **saved(back))
+    assert again.gaps == [] and again.chat.log == []

@@ -1,6 +1,14 @@
 from __future__ import annotations
 
-from chat.resume import LogState, Position, Resume, check_follow, check_page, resume
+from chat.resume import (
+    LogState,
+    Position,
+    Resume,
+    check_cursor,
+    check_follow,
+    check_page,
+    resume,
+)
 
 MAX = 100
 LOG = LogState(head=50, epoch="e2")
@@ -80,3 +88,24 @@ def test_a_followed_log_made_anew_is_reset() -> None:
 def test_a_log_getting_its_first_epoch_is_adopted() -> None:
     assert check_follow(Position(40, ""), LOG) == "adopt"
     assert check_follow(Position(40, None), LOG, last_event_same=True) == "adopt"
+
+
+def test_the_event_at_a_stamped_cursor_must_still_be_the_one_the_device_has() -> None:
+    assert check_cursor(Position(42, "e2", "s42"), 42, "s42") is None
+    # Redis went back in time and was written past the cursor again while no node followed
+    # the log: same epoch, same number, another event.
+    assert check_cursor(Position(42, "e2", "s42"), 42, "t42") == "rewritten"
+
+
+def test_a_cursor_without_a_stamp_keeps_the_position_rules() -> None:
+    assert check_cursor(Position(42, "e2"), 42, "t42") is None
+    assert check_cursor(Position(42, "e2", ""), 42, "t42") is None
+    assert check_cursor(Position(0, "e2", "s0"), None, None) is None  # the start: no event
+
+
+def test_what_cannot_be_compared_is_left_to_the_other_rules() -> None:
+    # The cursor's event is no longer kept (trimmed): check_page judges what follows.
+    assert check_cursor(Position(42, "e2", "s42"), 43, "t43") is None
+    assert check_cursor(Position(42, "e2", "s42"), None, None) is None
+    # An event logged before stamps existed carries none.
+    assert check_cursor(Position(42, "e2", "s42"), 42, None) is None
