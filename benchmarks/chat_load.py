@@ -261,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
                 folder, redis_url, opts.api_key, opts.api_secret, nodes, not opts.skip_bare
             )
             specs = [
-                DriverSpec(index=i, drivers=opts.drivers, api_key=opts.api_key,
-                           api_secret=opts.api_secret)
+                DriverSpec(
+                    index=i, drivers=opts.drivers, api_key=opts.api_key, api_secret=opts.api_secret
+                )
                 for i in range(opts.drivers)
-            ]  # fmt: skip
+            ]
             pool = DriverPool(specs)  # while the servers start
             wait_servers(servers)
             node_servers = [s for s in servers if s.name != "bare"]

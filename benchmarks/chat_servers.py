@@ -62,15 +62,30 @@ def start_servers(
     try:
         for i in range(nodes):
             port = free_port()
-            cmd = [sys.executable, "-m", "huddle", "serve", "--port", str(port),
-                   "--data-dir", str(folder / f"node{i + 1}")]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "huddle",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(folder / f"node{i + 1}"),
+            ]
             log = folder / f"node{i + 1}.log"
             proc = start_logged(cmd, env, log)
             servers.append(Server(f"node{i + 1}", f"http://127.0.0.1:{port}", proc, log))
         if bare:
             port = free_port()
-            cmd = [sys.executable, "-m", "benchmarks.chat_bare", "--port", str(port),
-                   "--redis-url", redis_url]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.chat_bare",
+                "--port",
+                str(port),
+                "--redis-url",
+                redis_url,
+            ]
             log = folder / "bare.log"
             proc = start_logged(cmd, dict(os.environ), log)
             servers.append(Server("bare", f"http://127.0.0.1:{port}", proc, log))

@@ -212,24 +212,55 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     )
     node_log = work / "node.log"
     node = start_logged(
-        [sys.executable, "-m", "huddle", "serve", "--port", str(port),
-         "--data-dir", str(work / "node"), "--log-level", "warning"],
-        env, node_log,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "huddle",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(work / "node"),
+            "--log-level",
+            "warning",
+        ],
+        env,
+        node_log,
+    )
     # The baseline runs on the node's event loop (uvloop, which has no sendfile: aiohttp
     # then reads the file in chunks, as Huddle does); a second one on asyncio's default loop
     # (kernel sendfile) is shown for reference.
     static = start_logged(
-        [sys.executable, "-m", "benchmarks.media_load", "--static-server", str(static_port),
-         "--static-root", str(static_root), "--static-loop", "uvloop"],
-        env, work / "static.log",
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.media_load",
+            "--static-server",
+            str(static_port),
+            "--static-root",
+            str(static_root),
+            "--static-loop",
+            "uvloop",
+        ],
+        env,
+        work / "static.log",
+    )
     sendfile_port = free_port()
     sendfile = start_logged(
-        [sys.executable, "-m", "benchmarks.media_load", "--static-server", str(sendfile_port),
-         "--static-root", str(static_root), "--static-loop", "asyncio"],
-        env, work / "sendfile.log",
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.media_load",
+            "--static-server",
+            str(sendfile_port),
+            "--static-root",
+            str(static_root),
+            "--static-loop",
+            "asyncio",
+        ],
+        env,
+        work / "sendfile.log",
+    )
     url = f"http://127.0.0.1:{port}"
     static_url = f"http://127.0.0.1:{static_port}"
     sendfile_url = f"http://127.0.0.1:{sendfile_port}"
@@ -262,9 +293,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     with Meter(node.pid) as m:
                         total, errors = await run_clients(clients, up)
                     phases.append(
-                        Phase("upload", size_mib, clients, m.seconds, total / MIB / m.seconds,
-                              m.driver, m.server_cpu, errors)
-                    )  # fmt: skip
+                        Phase(
+                            "upload",
+                            size_mib,
+                            clients,
+                            m.seconds,
+                            total / MIB / m.seconds,
+                            m.driver,
+                            m.server_cpu,
+                            errors,
+                        )
+                    )
                     # Keep the disk bounded: the files are not needed any more.
                     for meta in stored[1:]:
                         async with http.delete(f"{url}/v1/media/{meta['id']}", headers=auth):
@@ -296,9 +335,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         with Meter(server.pid) as m:
                             total, errors = await run_clients(clients, down)
                         phases.append(
-                            Phase(name, size_mib, clients, m.seconds, total / MIB / m.seconds,
-                                  m.driver, m.server_cpu, errors)
-                        )  # fmt: skip
+                            Phase(
+                                name,
+                                size_mib,
+                                clients,
+                                m.seconds,
+                                total / MIB / m.seconds,
+                                m.driver,
+                                m.server_cpu,
+                                errors,
+                            )
+                        )
                 static_file.unlink()
                 async with http.delete(f"{url}/v1/media/{media_id}", headers=auth):
                     pass
@@ -410,20 +457,26 @@ def print_table(results: dict[str, Any], summary: dict[str, Any]) -> None:
     print("{:<9} {:>7} {:>7} {:>9} {:>7} {:>10} {:>8} {:>10}".format(*head))
     for p in results["phases"]:
         errors = f"  errors={p.errors}" if p.errors else ""
-        print(f"{p.name:<9} {p.size_mib:>7g} {p.clients:>7} {p.mib_per_s:>9.1f} {p.seconds:>7.2f}"
-              f" {p.server_cpu:>10.2f} {p.server_ms_per_request:>8.3f}"
-              f" {p.driver_cpu:>10.2f}{errors}")  # fmt: skip
+        print(
+            f"{p.name:<9} {p.size_mib:>7g} {p.clients:>7} {p.mib_per_s:>9.1f} {p.seconds:>7.2f}"
+            f" {p.server_cpu:>10.2f} {p.server_ms_per_request:>8.3f}"
+            f" {p.driver_cpu:>10.2f}{errors}"
+        )
     rss = results["rss"]
-    print(f"large upload: {rss['upload_mib']:g} MiB at {rss['upload_mib_per_s']:.1f} MiB/s, "
-          f"server RSS {rss['base_mib']:.1f} -> peak {rss['peak_mib']:.1f} MiB "
-          f"(growth {rss['growth_mib']:.1f} MiB, target < {TARGET_RSS_GROWTH_MIB:g})")  # fmt: skip
+    print(
+        f"large upload: {rss['upload_mib']:g} MiB at {rss['upload_mib_per_s']:.1f} MiB/s, "
+        f"server RSS {rss['base_mib']:.1f} -> peak {rss['peak_mib']:.1f} MiB "
+        f"(growth {rss['growth_mib']:.1f} MiB, target < {TARGET_RSS_GROWTH_MIB:g})"
+    )
     th = results["thumbnails"]
     print(
         f"thumbnails: {th['images']} JPEGs {th['size'][0]}x{th['size'][1]} at {th['per_s']:.1f}/s"
     )
     print(f"plain file copy (same disk): {results['copy_baseline_mib_per_s']:.1f} MiB/s")
-    print(f"download vs aiohttp static (worst case): {summary['download_vs_aiohttp_static']:.2f}"
-          f" (target >= {TARGET_DOWNLOAD_VS_STATIC})")  # fmt: skip
+    print(
+        f"download vs aiohttp static (worst case): {summary['download_vs_aiohttp_static']:.2f}"
+        f" (target >= {TARGET_DOWNLOAD_VS_STATIC})"
+    )
 
 
 def parse_list(kind: type[int] | type[float]) -> Callable[[str], list[Any]]:

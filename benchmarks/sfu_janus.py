@@ -211,10 +211,22 @@ class JanusServer:
         config = _write_config(folder, ns, http_port)
         log_path = folder / "janus.log"
         cmd = [
-            "ip", "netns", "exec", ns.name, binary,
-            "-C", str(config), "-F", str(folder),
-            "-E", ns.ns_addr, "-N", "-o", "-L", str(log_path),
-        ]  # fmt: skip
+            "ip",
+            "netns",
+            "exec",
+            ns.name,
+            binary,
+            "-C",
+            str(config),
+            "-F",
+            str(folder),
+            "-E",
+            ns.ns_addr,
+            "-N",
+            "-o",
+            "-L",
+            str(log_path),
+        ]
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,

@@ -176,19 +176,27 @@ def start_huddle(folder: Path, api_key: str, api_secret: str) -> Server:
     port = free_port()
     env = node_env(api_key, api_secret)  # the node starts its own redis-server
     cmd = [
-        sys.executable, "-m", "huddle", "serve",
-        "--port", str(port),
-        "--data-dir", str(folder),
-        "--ice-addresses", "127.0.0.1",
-        "--log-level", "warning",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "huddle",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(folder),
+        "--ice-addresses",
+        "127.0.0.1",
+        "--log-level",
+        "warning",
+    ]
     log_path = folder / "node.log"
     url = f"http://127.0.0.1:{port}"
     proc = start_healthy(cmd, env, url, log_path)
     from huddle import __version__
 
-    return Server("huddle", url, proc.pid, "127.0.0.1", f"huddle {__version__}",
-                  _stopper(proc), log_path)  # fmt: skip
+    return Server(
+        "huddle", url, proc.pid, "127.0.0.1", f"huddle {__version__}", _stopper(proc), log_path
+    )
 
 
 def start_naive(folder: Path) -> Server:
@@ -199,8 +207,15 @@ def start_naive(folder: Path) -> Server:
     proc = start_healthy(cmd, dict(os.environ), url, log_path)
     import aiortc
 
-    return Server("naive", url, proc.pid, "127.0.0.1", f"aiortc {aiortc.__version__} MediaRelay",
-                  _stopper(proc), log_path)  # fmt: skip
+    return Server(
+        "naive",
+        url,
+        proc.pid,
+        "127.0.0.1",
+        f"aiortc {aiortc.__version__} MediaRelay",
+        _stopper(proc),
+        log_path,
+    )
 
 
 def start_janus(folder: Path) -> Server:
@@ -224,8 +239,16 @@ def start_janus(folder: Path) -> Server:
         finally:
             ns.remove()
 
-    return Server("janus", janus.url, janus.pid, ns.host_addr, f"janus {janus.version()}",
-                  stop, janus.log_path, janus)  # fmt: skip
+    return Server(
+        "janus",
+        janus.url,
+        janus.pid,
+        ns.host_addr,
+        f"janus {janus.version()}",
+        stop,
+        janus.log_path,
+        janus,
+    )
 
 
 class BotPool(ProcessPool):
@@ -358,8 +381,9 @@ class Options:
     profile_stacks: Path | None = None
 
 
-def _bot_specs(server: Server, scenario: Scenario, opts: Options, room: str,
-               janus_room: int) -> list[BotSpec]:  # fmt: skip
+def _bot_specs(
+    server: Server, scenario: Scenario, opts: Options, room: str, janus_room: int
+) -> list[BotSpec]:
     people = scenario.participants()
     procs = max(1, min(opts.bot_procs, len(people)))
     shares: list[list[ParticipantSpec]] = [[] for _ in range(procs)]
@@ -384,9 +408,12 @@ def _bot_specs(server: Server, scenario: Scenario, opts: Options, room: str,
 
 
 def run_scenario(
-    server: Server, scenario: Scenario, opts: Options, say: Callable[[str], None],
+    server: Server,
+    scenario: Scenario,
+    opts: Options,
+    say: Callable[[str], None],
     profile: bool = False,
-) -> ScenarioResult:  # fmt: skip
+) -> ScenarioResult:
     result = ScenarioResult(
         target=server.target,
         scenario=scenario.name,
@@ -408,8 +435,9 @@ def run_scenario(
         for part in pool.run(("publish",), setup_timeout):
             feeds.update(part)
         pool.run(("subscribe", feeds), setup_timeout)
-        flowing = pool.run(("wait_flowing", time.monotonic() + FLOWING_TIMEOUT_S),
-                           FLOWING_TIMEOUT_S + 10)  # fmt: skip
+        flowing = pool.run(
+            ("wait_flowing", time.monotonic() + FLOWING_TIMEOUT_S), FLOWING_TIMEOUT_S + 10
+        )
         seen = sum(f[0] for f in flowing)
         result.setup_s = time.monotonic() - started
         if seen < scenario.streams:
@@ -613,9 +641,11 @@ def main(argv: list[str] | None = None) -> int:
                     by_scenario = rounds.setdefault(name, {})
                     for scenario in opts.scenarios:
                         profile = (
-                            opts.profile and index == 0 and name == "huddle"
+                            opts.profile
+                            and index == 0
+                            and name == "huddle"
                             and scenario.name == biggest
-                        )  # fmt: skip
+                        )
                         result = run_scenario(server, scenario, opts, say, profile)
                         by_scenario.setdefault(scenario.name, []).append(result)
         finally:
@@ -633,8 +663,19 @@ def main(argv: list[str] | None = None) -> int:
         if server_cpus
         else "server and bots share every CPU"
     )
-    print(report(results, names, opts.duration, opts.bot_procs, missing, versions, idle,
-                 opts.bot_nice, placement))  # fmt: skip
+    print(
+        report(
+            results,
+            names,
+            opts.duration,
+            opts.bot_procs,
+            missing,
+            versions,
+            idle,
+            opts.bot_nice,
+            placement,
+        )
+    )
     for line in round_lines(rounds):
         print(line)
     for name, problems in server_logs.items():

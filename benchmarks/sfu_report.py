@@ -93,10 +93,21 @@ def profile_server(pid: int, seconds: float, keep: Path | None = None) -> dict[s
     with tempfile.TemporaryDirectory(prefix="huddle-spy-") as tmp:
         out = Path(tmp) / "stacks.txt"
         cmd = [
-            spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-            "--rate", "250", "--format", "raw", "--nonblocking", "--subprocesses",
-            "--output", str(out),
-        ]  # fmt: skip
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, round(seconds))),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--subprocesses",
+            "--output",
+            str(out),
+        ]
         done = subprocess.run(
             cmd, capture_output=True, text=True, timeout=seconds + 60, check=False
         )
@@ -290,13 +301,26 @@ def targets(figures: dict[str, float | None]) -> dict[str, dict[str, Any]]:
 
 
 HEADER: Final = (
-    "scenario", "target", "streams", "pkt/s", "Mbit/s", "server cores", "µs/pkt", "marginal",
-    "loss", "delay p50 ms", "p99 ms", "in bot p99", "bot cores", "machine",
-)  # fmt: skip
+    "scenario",
+    "target",
+    "streams",
+    "pkt/s",
+    "Mbit/s",
+    "server cores",
+    "µs/pkt",
+    "marginal",
+    "loss",
+    "delay p50 ms",
+    "p99 ms",
+    "in bot p99",
+    "bot cores",
+    "machine",
+)
 
 
-def result_rows(results: dict[str, dict[str, ScenarioResult]],
-                scenarios: Sequence[str]) -> list[tuple[str, ...]]:  # fmt: skip
+def result_rows(
+    results: dict[str, dict[str, ScenarioResult]], scenarios: Sequence[str]
+) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for scenario in scenarios:
         for target, by_scenario in results.items():
@@ -306,27 +330,30 @@ def result_rows(results: dict[str, dict[str, ScenarioResult]],
             if r.failed is not None:
                 rows.append((scenario, target, "failed", *["-"] * (len(HEADER) - 3)))
                 continue
-            rows.append((
-                scenario,
-                target,
-                f"{r.streams_flowing}/{r.streams_expected}",
-                fmt(r.packets_per_s, 0),
-                fmt(r.mbit_per_s, 1),
-                fmt(r.server_cores, 2),
-                fmt(r.cpu_us_per_packet, 1),
-                fmt(r.marginal_us_per_packet, 1),
-                pct(r.loss, 2),
-                fmt(r.delay_p50_ms, 1),
-                fmt(r.delay_p99_ms, 1),
-                fmt(r.app_delay_p99_ms, 1),
-                "+".join(fmt(c, 2) for c in r.bot_cores),
-                pct(r.machine_busy),
-            ))  # fmt: skip
+            rows.append(
+                (
+                    scenario,
+                    target,
+                    f"{r.streams_flowing}/{r.streams_expected}",
+                    fmt(r.packets_per_s, 0),
+                    fmt(r.mbit_per_s, 1),
+                    fmt(r.server_cores, 2),
+                    fmt(r.cpu_us_per_packet, 1),
+                    fmt(r.marginal_us_per_packet, 1),
+                    pct(r.loss, 2),
+                    fmt(r.delay_p50_ms, 1),
+                    fmt(r.delay_p99_ms, 1),
+                    fmt(r.app_delay_p99_ms, 1),
+                    "+".join(fmt(c, 2) for c in r.bot_cores),
+                    pct(r.machine_busy),
+                )
+            )
     return rows
 
 
-def ratio_rows(results: dict[str, dict[str, ScenarioResult]],
-               scenarios: Sequence[str]) -> list[tuple[str, ...]]:  # fmt: skip
+def ratio_rows(
+    results: dict[str, dict[str, ScenarioResult]], scenarios: Sequence[str]
+) -> list[tuple[str, ...]]:
     rows = []
     ours = results.get("huddle", {})
     for scenario in scenarios:
@@ -344,10 +371,17 @@ def ratio_rows(results: dict[str, dict[str, ScenarioResult]],
     return rows
 
 
-def report(results: dict[str, dict[str, ScenarioResult]], scenarios: Sequence[str],
-           duration: float, bot_procs: int, missing: dict[str, str],
-           versions: dict[str, str], idle: dict[str, float] | None = None,
-           bot_nice: int = 0, placement: str = "") -> str:  # fmt: skip
+def report(
+    results: dict[str, dict[str, ScenarioResult]],
+    scenarios: Sequence[str],
+    duration: float,
+    bot_procs: int,
+    missing: dict[str, str],
+    versions: dict[str, str],
+    idle: dict[str, float] | None = None,
+    bot_nice: int = 0,
+    placement: str = "",
+) -> str:
     lines = [
         f"sfu_load: {duration:g} s per scenario, {bot_procs} bot process(es) at nice "
         f"+{bot_nice}, {placement + ', ' if placement else ''}"
@@ -408,8 +442,11 @@ def _profile_lines(target: str, scenario: str, profile: dict[str, Any]) -> list[
         f"{target} {scenario} profile (py-spy, Python frames; Runner.run = the event loop's "
         f"C code): {profile['samples']} samples on CPU",
     ]
-    for title, key in (("self", "self"), ("self, by line", "self_lines"),
-                       ("inclusive", "inclusive")):  # fmt: skip
+    for title, key in (
+        ("self", "self"),
+        ("self, by line", "self_lines"),
+        ("inclusive", "inclusive"),
+    ):
         lines.append(f"  top {title}:")
         lines.extend(f"  {share:6.1%}  {name}" for name, share in profile[key][:12])
     return lines

@@ -102,14 +102,22 @@ def start_huddle(data_dir: Path, api_key: str, api_secret: str) -> Server:
     port = free_port()
     env = node_env(api_key, api_secret)  # the node starts its own redis-server
     cmd = [
-        sys.executable, "-m", "huddle", "serve",
-        "--port", str(port),
-        "--data-dir", str(data_dir),
-        "--log-level", "warning",
+        sys.executable,
+        "-m",
+        "huddle",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--log-level",
+        "warning",
         # Measure throughput, not the per-connection limiter.
-        "--rate-per-s", "100000",
-        "--rate-burst", "100000",
-    ]  # fmt: skip
+        "--rate-per-s",
+        "100000",
+        "--rate-burst",
+        "100000",
+    ]
     return _start_server(cmd, env, port, data_dir / "node.log")
 
 

@@ -374,10 +374,17 @@ class ChatService:
         if req.to is not None:
             await self._direct(me, req.to, ts)
         msg = w.ChatMessage(
-            seq=-2, ts=ts, sender=me, kind=req.kind, client_id=req.client_id, text=req.text,
-            mentions=req.mentions or None, media=media, sticker=req.sticker,
+            seq=-2,
+            ts=ts,
+            sender=me,
+            kind=req.kind,
+            client_id=req.client_id,
+            text=req.text,
+            mentions=req.mentions or None,
+            media=media,
+            sticker=req.sticker,
             reply_to=root or None,
-        )  # fmt: skip
+        )
         status, seq, _ = await self.store.send(conv, msg, root, message_terms(msg))
         if status == "duplicate":
             first = await self.store.message(conv, seq)
@@ -439,9 +446,14 @@ class ChatService:
             )
             old_terms, new_terms = set(message_terms(msg)), message_terms(new)
             event = w.ChatEdited(
-                seq=0, conv=req.conv, ev=-1, msg_seq=req.seq, text=req.text,
-                mentions=new.mentions, edited_ts=ts,
-            )  # fmt: skip
+                seq=0,
+                conv=req.conv,
+                ev=-1,
+                msg_seq=req.seq,
+                text=req.text,
+                mentions=new.mentions,
+                edited_ts=ts,
+            )
             try:
                 added = [t for t in new_terms if t not in old_terms]
                 removed = sorted(old_terms - set(new_terms))
@@ -473,9 +485,15 @@ class ChatService:
                     f"messages can be recalled for {self.settings.chat_recall_window_s:g} s",
                 )
             new = w.ChatMessage(
-                seq=msg.seq, ts=msg.ts, sender=msg.sender, kind=msg.kind,
-                client_id=msg.client_id, reply_to=msg.reply_to, recalled=True, recalled_by=me,
-            )  # fmt: skip
+                seq=msg.seq,
+                ts=msg.ts,
+                sender=msg.sender,
+                kind=msg.kind,
+                client_id=msg.client_id,
+                reply_to=msg.reply_to,
+                recalled=True,
+                recalled_by=me,
+            )
             event = w.ChatRecalled(seq=0, conv=req.conv, ev=-1, msg_seq=req.seq, by=me)
             try:
                 await self.store.rewrite(
@@ -498,9 +516,13 @@ class ChatService:
 
     async def react(self, reader: Reader, req: w.ChatReact) -> Reply:
         await self.store.react(
-            req.conv, req.seq, req.emoji, reader.identity, not req.remove,
+            req.conv,
+            req.seq,
+            req.emoji,
+            reader.identity,
+            not req.remove,
             self.settings.chat_max_reaction_kinds,
-        )  # fmt: skip
+        )
         return _ok()
 
     async def read(self, reader: Reader, req: w.ChatRead) -> Reply:
@@ -585,10 +607,14 @@ class ChatService:
             await self._joined(conv, [a, b], await self.store.conv_head(conv) + 1)
             await self.store.mark_indexed(conv)
         info = w.SystemInfo(
-            event=_CALL_EVENTS[record.event], by=record.by, users=[record.caller, callee],
-            call=record.call, media=record.media, duration_s=record.duration_s,
+            event=_CALL_EVENTS[record.event],
+            by=record.by,
+            users=[record.caller, callee],
+            call=record.call,
+            media=record.media,
+            duration_s=record.duration_s,
             reason=record.reason,
-        )  # fmt: skip
+        )
         # The same change can be recorded by more than one node: the client id stores it once.
         msg = system_message(ts, record.caller, info)
         msg.client_id = f"call-{record.call}-{record.event}"
@@ -624,6 +650,12 @@ class ChatService:
                 gaps.append(meta.conv)
         removed = [c for c in req.cursors if c not in heads]
         return w.ChatSyncOk(
-            re="", heads=heads, feed=feed.ev, gaps=gaps, removed=removed,
-            feed_gap=feed.gap is not None, epochs=epochs, feed_epoch=feed.epoch or None,
-        )  # fmt: skip
+            re="",
+            heads=heads,
+            feed=feed.ev,
+            gaps=gaps,
+            removed=removed,
+            feed_gap=feed.gap is not None,
+            epochs=epochs,
+            feed_epoch=feed.epoch or None,
+        )

@@ -35,8 +35,16 @@ _CODES: Final = {
     "too_many": "bad_message_content",
 }
 _META_FIELDS: Final = (
-    "kind", "name", "last_seq", "last_ts", "last_ev", "last", "count", "peers", "epoch",
-)  # fmt: skip
+    "kind",
+    "name",
+    "last_seq",
+    "last_ts",
+    "last_ev",
+    "last",
+    "count",
+    "peers",
+    "epoch",
+)
 
 
 class ChatError(Exception):
@@ -305,14 +313,27 @@ class ChatStore:
         k = conv_key
         event = w.ChatMessageEvent(seq=0, conv=conv, ev=-1, message=msg)
         keys = [
-            k(conv, "meta"), k(conv, "members"), k(conv, "msgs"), k(conv, "cids"),
-            k(conv, "events"), k(conv, "reads"), k(conv, "silenced"), k(conv, "threads"),
-            k(conv, f"thread:{root}"), *(k(conv, f"ix:{t}") for t in text_terms),
-        ]  # fmt: skip
+            k(conv, "meta"),
+            k(conv, "members"),
+            k(conv, "msgs"),
+            k(conv, "cids"),
+            k(conv, "events"),
+            k(conv, "reads"),
+            k(conv, "silenced"),
+            k(conv, "threads"),
+            k(conv, f"thread:{root}"),
+            *(k(conv, f"ix:{t}") for t in text_terms),
+        ]
         args: list[Any] = [
-            msg.sender, msg.client_id or "", msg.ts, ENCODER.encode(msg), encode_template(event),
-            conv_channel(conv), self.replay_events, root,
-        ]  # fmt: skip
+            msg.sender,
+            msg.client_id or "",
+            msg.ts,
+            ENCODER.encode(msg),
+            encode_template(event),
+            conv_channel(conv),
+            self.replay_events,
+            root,
+        ]
         out = _reply(await self._send(keys=keys, args=args))
         if out[0] == "ok":
             return "ok", int(out[1]), int(out[2])
@@ -331,14 +352,27 @@ class ChatStore:
         k = conv_key
         out = _reply(
             await self._create(
-                keys=[k(conv, "meta"), k(conv, "members"), k(conv, "msgs"), k(conv, "events"),
-                      k(conv, "joined")],
+                keys=[
+                    k(conv, "meta"),
+                    k(conv, "members"),
+                    k(conv, "msgs"),
+                    k(conv, "events"),
+                    k(conv, "joined"),
+                ],
                 args=[
-                    kind, name, creator, ts, conv_channel(conv), self.replay_events,
-                    ENCODER.encode(msg), encode_template(event), first_role, *members,
+                    kind,
+                    name,
+                    creator,
+                    ts,
+                    conv_channel(conv),
+                    self.replay_events,
+                    ENCODER.encode(msg),
+                    encode_template(event),
+                    first_role,
+                    *members,
                 ],
             )
-        )  # fmt: skip
+        )
         if out[0] != "ok":
             raise ChatError("conflict", "conversation id already taken; retry")
         return int(out[1])
@@ -370,12 +404,27 @@ class ChatStore:
         k = conv_key
         out = _reply(
             await self._members(
-                keys=[k(conv, "meta"), k(conv, "members"), k(conv, "msgs"), k(conv, "events"),
-                      k(conv, "silenced"), k(conv, "joined")],
-                args=[op, actor, ts, conv_channel(conv), self.replay_events, msg_tpl, ev_tpl,
-                      max_members, *args],
+                keys=[
+                    k(conv, "meta"),
+                    k(conv, "members"),
+                    k(conv, "msgs"),
+                    k(conv, "events"),
+                    k(conv, "silenced"),
+                    k(conv, "joined"),
+                ],
+                args=[
+                    op,
+                    actor,
+                    ts,
+                    conv_channel(conv),
+                    self.replay_events,
+                    msg_tpl,
+                    ev_tpl,
+                    max_members,
+                    *args,
+                ],
             )
-        )  # fmt: skip
+        )
         if out[0] != "ok":
             raise refusal(out[0], f"cannot {op}")
         return int(out[1])
@@ -393,13 +442,23 @@ class ChatStore:
     ) -> int:
         k = conv_key
         keys = [
-            k(conv, "meta"), k(conv, "msgs"), k(conv, "events"), k(conv, f"edits:{seq}"),
-            *(k(conv, f"ix:{t}") for t in remove_terms), *(k(conv, f"ix:{t}") for t in add_terms),
-        ]  # fmt: skip
+            k(conv, "meta"),
+            k(conv, "msgs"),
+            k(conv, "events"),
+            k(conv, f"edits:{seq}"),
+            *(k(conv, f"ix:{t}") for t in remove_terms),
+            *(k(conv, f"ix:{t}") for t in add_terms),
+        ]
         args: list[Any] = [
-            seq, old, ENCODER.encode(new), encode_template(event), conv_channel(conv),
-            self.replay_events, 1 if keep_history else 0, len(remove_terms),
-        ]  # fmt: skip
+            seq,
+            old,
+            ENCODER.encode(new),
+            encode_template(event),
+            conv_channel(conv),
+            self.replay_events,
+            1 if keep_history else 0,
+            len(remove_terms),
+        ]
         out = _reply(await self._rewrite(keys=keys, args=args))
         if out[0] != "ok":
             raise refusal(out[0], "message changed meanwhile")
@@ -415,12 +474,25 @@ class ChatStore:
         k = conv_key
         out = _reply(
             await self._react(
-                keys=[k(conv, "meta"), k(conv, "members"), k(conv, "msgs"), k(conv, "reactions"),
-                      k(conv, "events")],
-                args=[user, seq, emoji, 1 if add else 0, encode_template(event),
-                      conv_channel(conv), self.replay_events, max_kinds],
+                keys=[
+                    k(conv, "meta"),
+                    k(conv, "members"),
+                    k(conv, "msgs"),
+                    k(conv, "reactions"),
+                    k(conv, "events"),
+                ],
+                args=[
+                    user,
+                    seq,
+                    emoji,
+                    1 if add else 0,
+                    encode_template(event),
+                    conv_channel(conv),
+                    self.replay_events,
+                    max_kinds,
+                ],
             )
-        )  # fmt: skip
+        )
         if out[0] == "too_many":
             raise ChatError("bad_message_content", f"at most {max_kinds} kinds of reaction")
         if out[0] != "ok":
@@ -446,9 +518,12 @@ class ChatStore:
 
         ``ev``: for a join, the conversation event the user joined at."""
         keys = [
-            user_key(user, "chat"), user_key(user, "convs"), user_key(user, "muted"),
-            user_key(user, "blocked"), user_key(user, "feed"),
-        ]  # fmt: skip
+            user_key(user, "chat"),
+            user_key(user, "convs"),
+            user_key(user, "muted"),
+            user_key(user, "blocked"),
+            user_key(user, "feed"),
+        ]
         args: list[Any] = [
             op,
             arg,

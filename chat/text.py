@@ -231,11 +231,15 @@ def highlight(text: str, query: str, *, context: int = 40) -> Highlight:
     if not spans:
         end = min(len(text), 2 * context)
     if start > 0 and not text[start - 1].isspace():
-        start = next((i + 1 for i in range(start, min(first_start, start + _SNAP))
-                      if text[i].isspace()), start)  # fmt: skip
+        start = next(
+            (i + 1 for i in range(start, min(first_start, start + _SNAP)) if text[i].isspace()),
+            start,
+        )
     if end < len(text) and not text[end].isspace():
-        end = next((i for i in range(end - 1, max(first_end, end - _SNAP) - 1, -1)
-                    if text[i].isspace()), end)  # fmt: skip
+        end = next(
+            (i for i in range(end - 1, max(first_end, end - _SNAP) - 1, -1) if text[i].isspace()),
+            end,
+        )
     while start < first_start and (text[start].isspace() or _continues(text[start])):
         start += 1  # neither open on blank space nor on a mark cut from its letter
     while end > first_end and end < len(text) and _continues(text[end]):

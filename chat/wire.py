@@ -44,9 +44,16 @@ Role = Literal["owner", "admin", "member", "follower"]
 SendKind = Literal["text", "image", "file", "voice", "sticker"]
 MessageKind = Literal["text", "image", "file", "voice", "sticker", "system"]
 SystemEvent = Literal[
-    "created", "member_joined", "member_left", "member_removed", "role_changed", "renamed",
-    "call_started", "call_ended", "call_missed",
-]  # fmt: skip
+    "created",
+    "member_joined",
+    "member_left",
+    "member_removed",
+    "role_changed",
+    "renamed",
+    "call_started",
+    "call_ended",
+    "call_missed",
+]
 LeftReason = Literal["left", "removed", "unfollowed"]
 
 
@@ -509,11 +516,33 @@ class ChatGap(Event, tag="chat.gap", kw_only=True):
 
 
 CHAT_REQUESTS: Final[tuple[type[Request], ...]] = (
-    ChatCreate, ChatSend, ChatEdit, ChatRecall, ChatReact, ChatRead, ChatTyping, ChatHistory,
-    ChatThread, ChatEdits, ChatList, ChatInfo, ChatSync, ChatAdd, ChatRemove, ChatLeave,
-    ChatRename, ChatRole, ChatFollow, ChatUnfollow, ChatSilence, ChatMute, ChatBlock,
-    ChatReport, ChatReports, ChatSearch,
-)  # fmt: skip
+    ChatCreate,
+    ChatSend,
+    ChatEdit,
+    ChatRecall,
+    ChatReact,
+    ChatRead,
+    ChatTyping,
+    ChatHistory,
+    ChatThread,
+    ChatEdits,
+    ChatList,
+    ChatInfo,
+    ChatSync,
+    ChatAdd,
+    ChatRemove,
+    ChatLeave,
+    ChatRename,
+    ChatRole,
+    ChatFollow,
+    ChatUnfollow,
+    ChatSilence,
+    ChatMute,
+    ChatBlock,
+    ChatReport,
+    ChatReports,
+    ChatSearch,
+)
 
 CHAT_REPLIES: Final[dict[str, type[Reply]]] = {
     "chat.create": ChatCreateOk,
@@ -532,6 +561,15 @@ CHAT_REPLIES: Final[dict[str, type[Reply]]] = {
 }
 
 CHAT_EVENTS: Final[tuple[type[Event], ...]] = (
-    ChatMessageEvent, ChatEdited, ChatRecalled, ChatReaction, ChatReadEvent, ChatTypingEvent,
-    ChatJoined, ChatLeft, ChatMuted, ChatBlocked, ChatGap,
-)  # fmt: skip
+    ChatMessageEvent,
+    ChatEdited,
+    ChatRecalled,
+    ChatReaction,
+    ChatReadEvent,
+    ChatTypingEvent,
+    ChatJoined,
+    ChatLeft,
+    ChatMuted,
+    ChatBlocked,
+    ChatGap,
+)

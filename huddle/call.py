@@ -235,9 +235,14 @@ class CallClient:
         screen_sharing: bool | None = None,
     ) -> None:
         await self.client.request(
-            p.CallState(id="", room=self.room, audio_muted=audio_muted,
-                        video_muted=video_muted, screen_sharing=screen_sharing)
-        )  # fmt: skip
+            p.CallState(
+                id="",
+                room=self.room,
+                audio_muted=audio_muted,
+                video_muted=video_muted,
+                screen_sharing=screen_sharing,
+            )
+        )
 
     async def mute(self, participant: str, kind: Literal["audio", "video"]) -> None:
         """Room admins only."""
@@ -283,9 +288,15 @@ class CallClient:
             return
         for mid, index, candidate in found:
             await self.client.request(
-                p.SfuCandidate(id="", room=self.room, pc=which, candidate=candidate,
-                               sdp_mid=mid, sdp_mline_index=index)
-            )  # fmt: skip
+                p.SfuCandidate(
+                    id="",
+                    room=self.room,
+                    pc=which,
+                    candidate=candidate,
+                    sdp_mid=mid,
+                    sdp_mline_index=index,
+                )
+            )
         await self.client.request(p.SfuCandidate(id="", room=self.room, pc=which, candidate=None))
 
     async def next_track(

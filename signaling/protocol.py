@@ -233,11 +233,32 @@ class CallUpdate(Request, tag="call.update", kw_only=True):
 
 
 _REQUEST_CLASSES: tuple[type[Request], ...] = (
-        Hello, Ping, AuthRefresh, PresenceSubscribe, PresenceUnsubscribe, PresenceSet,
-        CallInvite, CallAccept, CallDecline, CallCancel, CallHangup, CallUpdate,
-        CallJoin, CallLeave, SfuPublish, SfuAnswer, SfuCandidate, CallStats, CallState, CallMute,
-    CallRemove, CallPin, SfuTrackSettings, SfuRestart, *CHAT_REQUESTS,
-)  # fmt: skip
+    Hello,
+    Ping,
+    AuthRefresh,
+    PresenceSubscribe,
+    PresenceUnsubscribe,
+    PresenceSet,
+    CallInvite,
+    CallAccept,
+    CallDecline,
+    CallCancel,
+    CallHangup,
+    CallUpdate,
+    CallJoin,
+    CallLeave,
+    SfuPublish,
+    SfuAnswer,
+    SfuCandidate,
+    CallStats,
+    CallState,
+    CallMute,
+    CallRemove,
+    CallPin,
+    SfuTrackSettings,
+    SfuRestart,
+    *CHAT_REQUESTS,
+)
 CLIENT_MESSAGES: Final[dict[str, type[Request]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in _REQUEST_CLASSES
@@ -541,12 +562,30 @@ class CallLeft(Event, tag="call.left", kw_only=True):
 
 
 _EVENT_CLASSES: tuple[type[Event], ...] = (
-        PresenceUpdate, AuthExpiring, CallParticipantJoined, CallParticipantLeft, SfuOffer,
-        CallIncoming, CallOutgoing, CallAccepted, CallAnsweredElsewhere, CallDeclined,
-        CallCancelled, CallMissed, CallEnded, CallUpdated, CallLeft,
-        CallSpeakers, CallReconnect, CallResumed, CallParticipantState, CallMuted, CallRemoved,
-    SfuLayers, *CHAT_EVENTS,
-)  # fmt: skip
+    PresenceUpdate,
+    AuthExpiring,
+    CallParticipantJoined,
+    CallParticipantLeft,
+    SfuOffer,
+    CallIncoming,
+    CallOutgoing,
+    CallAccepted,
+    CallAnsweredElsewhere,
+    CallDeclined,
+    CallCancelled,
+    CallMissed,
+    CallEnded,
+    CallUpdated,
+    CallLeft,
+    CallSpeakers,
+    CallReconnect,
+    CallResumed,
+    CallParticipantState,
+    CallMuted,
+    CallRemoved,
+    SfuLayers,
+    *CHAT_EVENTS,
+)
 SERVER_EVENTS: Final[dict[str, type[Event]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in _EVENT_CLASSES

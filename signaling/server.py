@@ -158,9 +158,13 @@ async def dev_login(request: web.Request) -> web.Response:
     except ValueError as exc:
         return json_error(400, "invalid_field", str(exc))
     return web.json_response(
-        {"token": token, "identity": identity, "name": name,
-         "expires_at": now + settings.token_ttl_s}
-    )  # fmt: skip
+        {
+            "token": token,
+            "identity": identity,
+            "name": name,
+            "expires_at": now + settings.token_ttl_s,
+        }
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -46,10 +46,11 @@ def require_browser_environment() -> None:
         missing.append("Python Playwright (pip install -e '.[dev]')")
     if missing:
         pytest.fail(
-            "browser test cannot run without: " + "; ".join(missing)
+            "browser test cannot run without: "
+            + "; ".join(missing)
             + ". scripts/setup.sh --dev installs the packages.",
             pytrace=False,
-        )  # fmt: skip
+        )
 
 
 @dataclass
@@ -111,13 +112,26 @@ def namespaced_node(ns: NetworkNamespace, workdir: Path) -> Iterator[NamespacedN
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             ns.command(
-                sys.executable, "-m", "huddle", "serve",
-                "--host", ns.address, "--port", str(NODE_PORT),
-                "--ice-addresses", ns.address, "--data-dir", str(data_dir),
+                sys.executable,
+                "-m",
+                "huddle",
+                "serve",
+                "--host",
+                ns.address,
+                "--port",
+                str(NODE_PORT),
+                "--ice-addresses",
+                ns.address,
+                "--data-dir",
+                str(data_dir),
             ),
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     node = NamespacedNode(ns=ns, proc=proc, log_path=log_path, port=NODE_PORT)
     try:
         _wait_healthy(node)
@@ -132,9 +146,12 @@ def run_driver(ns: NetworkNamespace, out: Path, timeout_s: float, *args: str) ->
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             ns.command(sys.executable, "-m", "tests.browser.driver", "--out", str(out), *args),
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         finished = True
         try:
             proc.wait(timeout_s)

@@ -100,8 +100,18 @@ def network_namespace() -> Iterator[NetworkNamespace]:
     try:
         _ip("netns", "add", ns.name)
         created = True
-        _ip("link", "add", ns.host_interface, "type", "veth",
-            "peer", "name", ns.interface, "netns", ns.name)  # fmt: skip
+        _ip(
+            "link",
+            "add",
+            ns.host_interface,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ns.interface,
+            "netns",
+            ns.name,
+        )
         _ip("addr", "add", f"{ns.host_address}/30", "dev", ns.host_interface)
         _ip("link", "set", ns.host_interface, "up")
         _ip("-n", ns.name, "addr", "add", f"{ns.address}/30", "dev", ns.interface)

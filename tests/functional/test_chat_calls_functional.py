@@ -29,8 +29,11 @@ async def test_started_and_ended_with_duration_then_missed(start_node: StartNode
     await eventually(lambda: len(calls(bob, conv)) == 2)
     started, ended = calls(bob, conv)
     assert (started.event, started.call, started.by, started.media) == (
-        "call_started", invite.call, "bob", "video",
-    )  # fmt: skip
+        "call_started",
+        invite.call,
+        "bob",
+        "video",
+    )
     assert (ended.event, ended.by, ended.reason) == ("call_ended", "alice", "hangup")
     assert ended.duration_s is not None and ended.duration_s >= 0
     assert started.users == ["alice", "bob"]
@@ -39,8 +42,11 @@ async def test_started_and_ended_with_duration_then_missed(start_node: StartNode
     await eventually(lambda: len(calls(alice, conv)) == 3, timeout=5)
     last = calls(alice, conv)[-1]
     assert (last.event, last.call, last.reason, last.users) == (
-        "call_missed", missed.call, "no_answer", ["bob", "alice"],
-    )  # fmt: skip
+        "call_missed",
+        missed.call,
+        "no_answer",
+        ["bob", "alice"],
+    )
     # Stored once: history holds the same three records.
     history = [m.system.event for m in await alice.history(conv) if m.system]
     assert history == ["call_started", "call_ended", "call_missed"]

@@ -173,9 +173,14 @@ async def device(node: Node, user: str, name: str, **state: object) -> Replica:
 
 def saved(r: Replica) -> dict[str, object]:
     c = r.chat
-    return {"cursors": dict(c.cursors), "feed": c.feed, "epochs": dict(c.epochs),
-            "feed_epoch": c.feed_epoch, "stamps": dict(c.stamps),
-            "feed_stamp": c.feed_stamp}  # fmt: skip
+    return {
+        "cursors": dict(c.cursors),
+        "feed": c.feed,
+        "epochs": dict(c.epochs),
+        "feed_epoch": c.feed_epoch,
+        "stamps": dict(c.stamps),
+        "feed_stamp": c.feed_stamp,
+    }
 
 
 async def send(chat: ChatClient, conv: str | None, text: str, to: str | None = None) -> None:
@@ -328,8 +333,11 @@ async def test_a_log_written_past_the_cursors_while_nobody_followed_it_is_a_gap(
     for other in others:
         await retried(lambda o=other: bob.request(w.ChatMute(id="", conv=o)))  # type: ignore[misc]
     server = await history(writer, conv)
-    assert [t for _, _, t in server] == [None, *(f"kept {i}" for i in range(3)),
-                                         *(f"new {i}" for i in range(6))]  # fmt: skip
+    assert [t for _, _, t in server] == [
+        None,
+        *(f"kept {i}" for i in range(3)),
+        *(f"new {i}" for i in range(6)),
+    ]
     server_muted = {c.conv: c.muted for c in await bob.conversations() if c.conv in others}
     assert server_muted == dict.fromkeys(others, True)
     assert not node.app[HUB].chat.router.feeds

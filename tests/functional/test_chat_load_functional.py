@@ -91,9 +91,14 @@ async def test_deliveries_are_checked_for_loss_repeats_and_order() -> None:
     driver.members = {0: alice, 1: bob}
     now = time.monotonic()
     phase = PhaseSpec(
-        kind="paced", prefix="p1.", start_at=now - 1, duration=5, rate=1, seed=1,
+        kind="paced",
+        prefix="p1.",
+        start_at=now - 1,
+        duration=5,
+        rate=1,
+        seed=1,
         senders_per_group=1,
-    )  # fmt: skip
+    )
     driver.tally = Tally(phase)
 
     def deliver(member: Member, seq: int, sender: int, prefix: str = "p1.") -> None:

@@ -30,8 +30,10 @@ async def test_image_and_voice_note_travel_through_chat(node: Node) -> None:
     shown, note = bob.messages(sent.conv)
     assert shown.media is not None and note.media is not None
     assert (shown.media.id, shown.media.name, shown.media.mime) == (
-        image["id"], "beach.jpg", "image/jpeg",
-    )  # fmt: skip
+        image["id"],
+        "beach.jpg",
+        "image/jpeg",
+    )
     assert (shown.media.width, shown.media.height, shown.media.size) == (800, 600, len(picture))
     assert shown.media.thumbnail
     assert note.media.mime.startswith("audio/") and note.media.duration_ms is not None

@@ -190,8 +190,10 @@ async def test_added_members_join_then_get_the_join_message_and_can_send(node: N
         assert (got.message.seq, got.message.sender) == (sent.seq, "dave")
     history = await dave.history(conv)
     assert [(m.kind, m.text) for m in history[-3:]] == [
-        ("text", "before dave"), ("system", None), ("text", "hi all"),
-    ]  # fmt: skip
+        ("text", "before dave"),
+        ("system", None),
+        ("text", "hi all"),
+    ]
 
 
 async def test_outsider_cannot_probe_membership_with_add(node: Node) -> None:
@@ -379,8 +381,11 @@ async def test_admins_silence_members_for_a_while(node: Node) -> None:
     await asyncio.sleep(1.1)
     await bob.send(conv, "it ran out")
     assert [m.text for m in await alice.history(conv)][1:] == [
-        "still talking", "others still talk", "back", "it ran out",
-    ]  # fmt: skip
+        "still talking",
+        "others still talk",
+        "back",
+        "it ran out",
+    ]
 
 
 async def test_admin_cannot_silence_the_owner_or_other_admins(node: Node) -> None:

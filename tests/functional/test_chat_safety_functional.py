@@ -188,8 +188,9 @@ async def test_members_report_messages_and_admins_review_them(node: Node) -> Non
     await carol.request(report(conv, spam.seq, "spam"))
     await alice.request(report(conv, spam.seq, "advertising"))
     assert await reports(alice, conv) == [
-        (spam.seq, "alice", "advertising"), (spam.seq, "carol", "spam"),
-    ]  # fmt: skip
+        (spam.seq, "alice", "advertising"),
+        (spam.seq, "carol", "spam"),
+    ]
     await refused(reports(carol, conv), "forbidden")
     await refused(carol.request(report(conv, 99, "no such message")), "unknown_message")
     await refused(mallory.request(report(conv, spam.seq, "outsider")), "not_member")

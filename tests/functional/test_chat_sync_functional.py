@@ -49,9 +49,14 @@ async def test_resume_replays_every_kind_of_missed_event_once(node: Node) -> Non
     assert back.log, "nothing replayed"
     kinds = [e.__struct_config__.tag for e in back.log if getattr(e, "conv", None) == conv]
     assert kinds == [
-        "chat.message", "chat.edited", "chat.reaction", "chat.receipt", "chat.message",
-        "chat.recalled", "chat.message",
-    ]  # fmt: skip
+        "chat.message",
+        "chat.edited",
+        "chat.reaction",
+        "chat.receipt",
+        "chat.message",
+        "chat.recalled",
+        "chat.message",
+    ]
     evs = conv_events(back, conv)
     assert evs == list(range(cursors[conv] + 1, cursors[conv] + 1 + len(evs)))
     joined = [e for e in back.log if isinstance(e, w.ChatJoined)]

@@ -14,8 +14,14 @@ from signaling import protocol as p
 from tests.functional.test_presence_functional import next_presence
 from tests.helpers import NodeProcess, eventually, make_token
 
-FAST_PRESENCE = ["--presence-ttl-s", "2", "--presence-refresh-s", "0.5",
-                 "--presence-sweep-s", "0.25"]  # fmt: skip
+FAST_PRESENCE = [
+    "--presence-ttl-s",
+    "2",
+    "--presence-refresh-s",
+    "0.5",
+    "--presence-sweep-s",
+    "0.25",
+]
 
 
 @pytest.fixture

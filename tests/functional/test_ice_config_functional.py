@@ -26,17 +26,23 @@ async def test_port_range_and_announced_address(
 ) -> None:
     # The port range is process-wide (as aioice is): restore aioice afterwards.
     monkeypatch.setattr(
-        aioice.ice.Connection, "get_component_candidates",
+        aioice.ice.Connection,
+        "get_component_candidates",
         aioice.ice.Connection.get_component_candidates,
-    )  # fmt: skip
-    node = await start_node(ice_addresses=["127.0.0.1"], ice_port_min=LOW, ice_port_max=HIGH,
-                            ice_announced_address=PUBLIC)  # fmt: skip
+    )
+    node = await start_node(
+        ice_addresses=["127.0.0.1"],
+        ice_port_min=LOW,
+        ice_port_max=HIGH,
+        ice_announced_address=PUBLIC,
+    )
     relays: list[LossyRelay] = []
     seen_ports: set[int] = set()
 
     async def through_nat(kind: str, sdp: str) -> str:
-        assert "127.0.0.1" not in [line.split()[4] for line in sdp.splitlines()
-                                   if line.startswith("a=candidate:")]  # fmt: skip
+        assert "127.0.0.1" not in [
+            line.split()[4] for line in sdp.splitlines() if line.startswith("a=candidate:")
+        ]
         for port in candidate_ports(sdp, PUBLIC):
             seen_ports.add(port)
             if any(r.listen[1] == port for r in relays):

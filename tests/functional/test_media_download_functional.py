@@ -59,9 +59,10 @@ async def slow_fetch(url: str, token: str) -> bytes:
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), head
         length = next(
-            int(line.split(b":")[1]) for line in head.split(b"\r\n")
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
             if line.lower().startswith(b"content-length:")
-        )  # fmt: skip
+        )
         body = bytearray()
         while len(body) < length:
             body += await reader.read(64 * 1024)

@@ -15,16 +15,29 @@ def test_tiny_run_writes_summary(tmp_path: Path) -> None:
     out = tmp_path / "media_load.json"
     run = subprocess.run(
         [
-            sys.executable, "-m", "benchmarks.media_load",
-            "--sizes-mib", "1", "--clients", "1,2", "--rss-upload-mib", "16",
-            "--thumbs", "2", "--phase-mib", "4", "--work-dir", str(tmp_path),
-            "--json", str(out),
+            sys.executable,
+            "-m",
+            "benchmarks.media_load",
+            "--sizes-mib",
+            "1",
+            "--clients",
+            "1,2",
+            "--rss-upload-mib",
+            "16",
+            "--thumbs",
+            "2",
+            "--phase-mib",
+            "4",
+            "--work-dir",
+            str(tmp_path),
+            "--json",
+            str(out),
         ],
         capture_output=True,
         text=True,
         timeout=90,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "download vs aiohttp static" in run.stdout
     body = json.loads(out.read_text())

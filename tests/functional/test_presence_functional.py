@@ -115,9 +115,16 @@ async def test_changes_missed_while_pubsub_was_down_are_resent(node: Node) -> No
     # the store writes it and publishes on a channel nobody listens to.
     lost = PresenceStore(hub.redis, "elsewhere", 30)
     lost._args = lambda op, entry, now_ms: [  # type: ignore[method-assign]
-        op, entry.user, entry.device, entry.session, entry.status, "elsewhere",
-        now_ms + 30000, now_ms, "nowhere",
-    ]  # fmt: skip
+        op,
+        entry.user,
+        entry.device,
+        entry.session,
+        entry.status,
+        "elsewhere",
+        now_ms + 30000,
+        now_ms,
+        "nowhere",
+    ]
     await lost.set(DeviceEntry(user="alice", device="phone", session="s1", status="online"))
     with pytest.raises(TimeoutError):
         await bob.next_event("presence.update", timeout=0.3)

@@ -126,8 +126,11 @@ async def test_device_connecting_while_ringing_is_rung(node: Node) -> None:
     assert kinds(events) == ["call.incoming"]
     assert isinstance(events[0], p.CallIncoming)
     assert (events[0].call, events[0].from_, events[0].media, events[0].seq) == (
-        call, "alice", "video", 1,
-    )  # fmt: skip
+        call,
+        "alice",
+        "video",
+        1,
+    )
     # Once the ring is over, a connecting device is not rung.
     await alice.request(p.CallCancel(id="", call=call))
     assert kinds(await drain(bob)) == ["call.cancelled"]
@@ -197,8 +200,9 @@ async def test_busy_and_already_in_call(node: Node, redis_client: redis.Redis) -
     frank = await node.client("frank")
     from_frank = (await invite(frank, "dave")).call
     assert {e.call for e in await drain(dave) if isinstance(e, p.CallIncoming)} == {
-        from_carol, from_frank,
-    }  # fmt: skip
+        from_carol,
+        from_frank,
+    }
     assert isinstance(await dave.request(p.CallAccept(id="", call=from_carol)), p.CallAcceptOk)
     assert await refused(dave, p.CallAccept(id="", call=from_frank)) == "already_in_call"
 
@@ -234,8 +238,11 @@ async def test_ring_timeout_ends_as_missed_once_across_nodes(
         missed = events[1]
         assert isinstance(missed, p.CallMissed)
         assert (missed.call, missed.from_, missed.from_name, missed.media) == (
-            call, "alice", "alice", "video",
-        )  # fmt: skip
+            call,
+            "alice",
+            "alice",
+            "video",
+        )
     assert kinds(await drain(alice_laptop)) == ["call.outgoing", "call.ended"]
     assert await drain(alice) == []  # exactly one call.ended
     assert await redis_client.hget(call_key(call), "state") == b"ended"
@@ -462,8 +469,13 @@ async def test_every_key_expires(node: Node, redis_client: redis.Redis) -> None:
     carol = await node.client("carol")
     await invite(alice, "carol", call=call)
     await carol.next_event("call.incoming")
-    keys = [call_key(call), members_key(call), user_call_key("alice"), user_call_key("bob"),
-            user_ringing_key("carol")]  # fmt: skip
+    keys = [
+        call_key(call),
+        members_key(call),
+        user_call_key("alice"),
+        user_call_key("bob"),
+        user_ringing_key("carol"),
+    ]
     for key in keys:
         assert await redis_client.pttl(key) > 0, key
     # The nodes of the members' connections keep an accepted call alive.

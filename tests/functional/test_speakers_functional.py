@@ -91,8 +91,12 @@ async def test_small_room_forwards_everything(start_node: StartNode) -> None:
     assert info.identity == "bob"
     await asyncio.wait_for(track.recv(), 10)
     room = local_room(node, "big")
-    outputs = [o for part in room.participants.values() for t in part.published.values()
-               for o in t.forwarder.outputs.values()]  # fmt: skip
+    outputs = [
+        o
+        for part in room.participants.values()
+        for t in part.published.values()
+        for o in t.forwarder.outputs.values()
+    ]
     assert outputs and all(o.active for o in outputs)
     await alice.close()
     await bob.close()

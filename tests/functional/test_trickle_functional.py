@@ -20,12 +20,19 @@ async def _call(node: Node, identity: str) -> CallClient:
 
 
 def test_split_candidates_finds_each_sections_mid() -> None:
-    sdp = "\r\n".join([
-        "v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 111",
-        "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host", "a=end-of-candidates",
-        "a=mid:0", "m=video 9 UDP/TLS/RTP/SAVPF 97", "a=mid:1",
-        "a=candidate:2 1 udp 2130706431 127.0.0.1 5002 typ host", "",
-    ])  # fmt: skip
+    sdp = "\r\n".join(
+        [
+            "v=0",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
+            "a=end-of-candidates",
+            "a=mid:0",
+            "m=video 9 UDP/TLS/RTP/SAVPF 97",
+            "a=mid:1",
+            "a=candidate:2 1 udp 2130706431 127.0.0.1 5002 typ host",
+            "",
+        ]
+    )
     stripped, found = split_candidates(sdp)
     assert "candidate" not in stripped and "end-of-candidates" not in stripped
     assert found == [

@@ -40,8 +40,18 @@ def marked(h: Highlight) -> list[str]:
 
 def test_chinese() -> None:
     assert index_terms("我们明天开会") == [
-        "我", "我们", "们", "们明", "明", "明天", "天", "天开", "开", "开会", "会",
-    ]  # fmt: skip
+        "我",
+        "我们",
+        "们",
+        "们明",
+        "明",
+        "明天",
+        "天",
+        "天开",
+        "开",
+        "开会",
+        "会",
+    ]
     assert query_terms("开会") == ["开会"]
     assert query_terms("明天开会") == ["明天", "天开", "开会"]
     assert found("我们明天开会", "明天开会")
@@ -78,8 +88,16 @@ def test_korean_hangul() -> None:
 def test_mixed_cjk_and_latin() -> None:
     assert index_terms("微信WeChat通话") == ["微", "微信", "信", "wechat", "通", "通话", "话"]
     assert index_terms("明天meeting改到3点") == [
-        "明", "明天", "天", "meeting", "改", "改到", "到", "3", "点",
-    ]  # fmt: skip
+        "明",
+        "明天",
+        "天",
+        "meeting",
+        "改",
+        "改到",
+        "到",
+        "3",
+        "点",
+    ]
     assert query_terms("明天 Meeting 3点") == ["明天", "meeting", "3", "点"]
     assert found("明天meeting改到3点", "meeting 改到")
     assert found("明天meeting改到3点", "3点")

@@ -64,8 +64,9 @@ def test_cli_token_mints_verifiable_token(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HUDDLE_API_SECRET", SECRET)
-    code = main(["token", "alice", "--name", "Alice", "--room", "standup", "--no-publish",
-                 "--ttl", "120"])  # fmt: skip
+    code = main(
+        ["token", "alice", "--name", "Alice", "--room", "standup", "--no-publish", "--ttl", "120"]
+    )
     assert code == 0
     token = capsys.readouterr().out.strip()
     claims = verify_token(token, keys={"huddle-dev": SECRET})

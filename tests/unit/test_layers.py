@@ -5,10 +5,18 @@ from sfu.layers import DOWN_COOLDOWN_S, UP_DELAY_S, Layer, LayerChooser
 LAYERS = [Layer(0, 180, 150_000), Layer(1, 360, 500_000), Layer(2, 720, 1_500_000)]
 
 
-def pick(c: LayerChooser, current: int | None, now: float, *, max_height: int | None = None,
-         estimate: float | None = None, loss: float = 0.0) -> int:  # fmt: skip
-    return c.choose(LAYERS, current, max_height=max_height, estimate_bps=estimate, loss=loss,
-                    now=now)  # fmt: skip
+def pick(
+    c: LayerChooser,
+    current: int | None,
+    now: float,
+    *,
+    max_height: int | None = None,
+    estimate: float | None = None,
+    loss: float = 0.0,
+) -> int:
+    return c.choose(
+        LAYERS, current, max_height=max_height, estimate_bps=estimate, loss=loss, now=now
+    )
 
 
 def test_first_choice_is_highest_that_fits() -> None:

@@ -19,8 +19,14 @@ def run(tmp_path: Path, data: bytes, mime: str, kind: str, **kw: object) -> Deri
     source.write_bytes(data)
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    job = DeriveJob(str(source), mime, kind, str(out), bool(kw.get("strip", True)),
-                    int(kw.get("max_pixels", 80_000_000)))  # type: ignore[call-overload]  # fmt: skip
+    job = DeriveJob(
+        str(source),
+        mime,
+        kind,
+        str(out),
+        bool(kw.get("strip", True)),
+        int(kw.get("max_pixels", 80_000_000)),
+    )  # type: ignore[call-overload]
     return derive(job)
 
 

@@ -192,10 +192,19 @@ def test_tus_checks() -> None:
 
 def test_meta_round_trip() -> None:
     meta = MediaMeta(
-        id="x" * 22, owner="alice", name="a.ogg", size=10, mime="audio/ogg", kind="audio",
-        digest="ab" * 32, created=1.5, duration=2.25, voice="cd" * 32, waveform=[0, 128, 255],
+        id="x" * 22,
+        owner="alice",
+        name="a.ogg",
+        size=10,
+        mime="audio/ogg",
+        kind="audio",
+        digest="ab" * 32,
+        created=1.5,
+        duration=2.25,
+        voice="cd" * 32,
+        waveform=[0, 128, 255],
         gps_stripped=True,
-    )  # fmt: skip
+    )
     assert from_hash(to_hash(meta)) == meta
     assert meta.blobs() == ["ab" * 32, "cd" * 32]
     assert from_hash({"owner": "x"}) is None

@@ -27,8 +27,14 @@ def pick(
     audio_max: int = 3,
     video_last_n: int = 2,
 ) -> Selection:
-    return select(subscriber, loudest=loudest, order=order, pinned=pinned,
-                  audio_max=audio_max, video_last_n=video_last_n)  # fmt: skip
+    return select(
+        subscriber,
+        loudest=loudest,
+        order=order,
+        pinned=pinned,
+        audio_max=audio_max,
+        video_last_n=video_last_n,
+    )
 
 
 def test_a_room_is_selective_only_above_the_threshold() -> None:
