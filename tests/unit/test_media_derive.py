@@ -19,14 +19,9 @@ def run(tmp_path: Path, data: bytes, mime: str, kind: str, **kw: object) -> Deri
     source.write_bytes(data)
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    job = DeriveJob(
-        str(source),
-        mime,
-        kind,
-        str(out),
-        bool(kw.get("strip", True)),
-        int(kw.get("max_pixels", 80_000_000)),
-    )  # type: ignore[call-overload]
+    max_pixels = kw.get("max_pixels", 80_000_000)
+    assert isinstance(max_pixels, int)
+    job = DeriveJob(str(source), mime, kind, str(out), bool(kw.get("strip", True)), max_pixels)
     return derive(job)
 
 
