@@ -348,10 +348,11 @@ class Router:
                     continue
                 for number, blob in entries:
                     if feed.last < number <= target:
+                        if number > feed.last + 1:
+                            self._skip(feed, number - 1)
                         self._deliver(feed, number, blob, _head.decode(blob))
                 if feed.last < target:
-                    log.warning("chat events no longer kept", extra={"feed": feed.fid})
-                    feed.last = target
+                    self._skip(feed, target)
         finally:
             feed.filling = False
 
@@ -428,6 +429,17 @@ class Router:
         if feed.backlog and not feed.filling:
             feed.filling = True
             self.spawn(self._fill(feed))
+
+    def _skip(self, feed: Feed, number: int) -> None:
+        """Events up to ``number`` that this node missed are no longer in the log: its readers
+        get a ``trimmed`` gap there instead of silently going on past them."""
+        log.warning("chat events no longer kept", extra={"feed": feed.fid, "upto": number})
+        event = gap_event(feed, number, "trimmed")
+        feed.last, feed.last_blob = number, b""
+        for reader, sent in list(feed.readers.items()):
+            if sent < number:
+                reader.send_event(event)
+                feed.readers[reader] = number
 
     def _deliver(self, feed: Feed, number: int, payload: bytes, head: _Head) -> None:
         feed.last, feed.last_blob = number, payload

@@ -502,7 +502,8 @@ class ChatBlocked(Event, tag="chat.blocked", kw_only=True):
 
 class ChatGap(Event, tag="chat.gap", kw_only=True):
     """A log this connection follows was made anew or went back in time (Redis restored from
-    an older snapshot), so what the device has of it may be wrong. For a conversation
+    an older snapshot), or events of it that the connection missed in flight are no longer
+    kept (``trimmed``), so what the device has of it may be wrong. For a conversation
     (``conv``, ``ev``, ``epoch``): drop what is cached of it and reload it by page. For the
     user's feed (``conv`` null, ``fev``, ``feed_epoch``): reload the list with ``chat.list``.
     The connection's position is now that number in that epoch; later events follow live."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import redis.asyncio as redis
 
 from chat import wire as w
 from huddle.chat import ChatClient
+from signaling.keys import conv_key
 from signaling.server import HUB
 from tests.conftest import StartNode
 from tests.helpers import Node, eventually
@@ -217,3 +219,46 @@ async def test_resume_after_the_node_restarts(start_node: StartNode) -> None:
     sent = [await alice.send(conv, f"after restart {i}") for i in range(3)]
     bob = await chat(second, "bob", cursors=cursors, feed=feed)
     assert [m.seq for m in bob.messages(conv)] == [s.seq for s in sent]
+
+
+async def test_events_missed_in_flight_and_trimmed_meanwhile_are_a_live_gap(
+    start_node: StartNode, redis_client: redis.Redis
+) -> None:
+    """The node's pub/sub is cut while more events than the log keeps are written: when it
+    reads them back, the oldest are gone, so its live readers get a ``trimmed`` gap there,
+    never a silent jump."""
+    node = await start_node(chat_sync_max_events=5)
+    alice = await chat(node, "alice")
+    bob = await chat(node, "bob", device="phone")
+    conv = (await alice.create("group", "trimmed", ["bob"])).conv
+    await alice.send(conv, "before")
+    head = int(await redis_client.hget(conv_key(conv, "meta"), "last_ev") or 0)
+    await eventually(lambda: bob.cursors.get(conv, 0) >= head)
+    gaps: list[tuple[str | None, int | None]] = []
+    bob.on_gap = lambda c: gaps.append((c, bob.cursors.get(c) if c else None))
+    newest: Any = await redis_client.xrevrange(conv_key(conv, "events"), count=1)
+    template = newest[0][1][b"e"].decode()
+    assert f'"ev":{head},' in template
+    # One transaction: the node's pub/sub connection is cut, then 250 events are logged
+    # (published to nobody) and the log trimmed to its newest ones (MAXLEN ~ 5 frees whole
+    # stream nodes of 100 entries).
+    async with redis_client.pipeline(transaction=True) as pipe:
+        pipe.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        for n in range(head + 1, head + 251):
+            blob = template.replace(f'"ev":{head},', f'"ev":{n},').replace(
+                '"stamp":"', f'"stamp":"x{n}-'
+            )
+            pipe.hincrby(conv_key(conv, "meta"), "last_ev", 1)
+            pipe.xadd(
+                conv_key(conv, "events"), {"e": blob}, id=f"{n}-1", maxlen=5, approximate=True
+            )
+        await pipe.execute()
+    last = head + 250
+    oldest: Any = await redis_client.xrange(conv_key(conv, "events"), count=1)
+    first_kept = int(oldest[0][0].decode().split("-")[0])
+    assert head + 1 < first_kept <= last  # some of the missed events are gone
+    await eventually(lambda: bob.cursors.get(conv, 0) >= last, timeout=15)
+    assert gaps == [(conv, first_kept - 1)]
+    assert bob.gaps == [conv]
+    # Besides the gap, bob received every kept event, in order, once.
+    assert [ev for ev in conv_events(bob, conv) if ev > head] == list(range(first_kept, last + 1))
