@@ -27,6 +27,9 @@ log = logging.getLogger("huddle.media.gc")
 
 GRACE_S: Final = 3600.0
 INTERVAL_S: Final = 600.0
+# Expired resumable uploads are looked for more often than blobs are collected: their
+# reservations count against a quota and their partial files take disk until then.
+EXPIRY_INTERVAL_S: Final = 30.0
 BATCH: Final = 500
 # A partial file with no record is removed only once it has not been written for this long
 # (its record may be written just after the file is created).

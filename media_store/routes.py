@@ -57,22 +57,41 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     store = await open_store(config)
     service = MediaService(config, app[REDIS_CLIENT], store, config.root, dict(config.token_keys))
     app[MEDIA] = service
-    collector = asyncio.create_task(_collect_forever(service))
+    tasks = [
+        asyncio.create_task(_collect_forever(service)),
+        asyncio.create_task(_expire_forever(service)),
+    ]
     try:
         yield
     finally:
-        collector.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await collector
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await service.close()
         await store.close()
 
 
+async def _expire_forever(service: MediaService) -> None:
+    """Expired resumable uploads: reservations released, partial files removed, here and
+    (their record gone) those another node wrote to this one's folder."""
+    while True:
+        await asyncio.sleep(gc.EXPIRY_INTERVAL_S)
+        try:
+            await gc.expire_uploads(service.records, service.tus_dir)
+            await gc.sweep_uploads(
+                service.redis, service.tus_dir, [], max_age_s=service.settings.media_tus_expiry_s
+            )
+        except Exception:
+            log.exception("media upload expiry failed")
+
+
 async def _collect_forever(service: MediaService) -> None:
+    """Unreferenced blobs, and staging or work files a node that died left behind."""
     while True:
         await asyncio.sleep(gc.INTERVAL_S)
         try:
-            await gc.expire_uploads(service.records, service.tus_dir)
             await gc.collect(service.records, service.store)
             await gc.sweep_uploads(
                 service.redis,

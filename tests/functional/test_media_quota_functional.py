@@ -86,7 +86,8 @@ async def test_open_uploads_are_capped(start_node: StartNode) -> None:
 async def test_expired_partial_uploads_leave_nothing(
     start_node: StartNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gc, "INTERVAL_S", 0.2)
+    # Expiry has its own, shorter interval than blob collection (left at its default here).
+    monkeypatch.setattr(gc, "EXPIRY_INTERVAL_S", 0.2)
     node = await start_node(media_tus_expiry_s=1, media_quota_bytes=10_000)
     async with MediaClient(node.url, make_token("alice")) as alice:
         urls = [await alice.create_upload(5000) for _ in range(2)]
