@@ -197,7 +197,16 @@ class CallClient:
                 layer_info[transceiver.mid] = p.LayerInfo(
                     source=source, quality=quality, height=height
                 )
-        await self._send_offer(by_mid, layer_info)
+        try:
+            await self._send_offer(by_mid, layer_info)
+        except RequestError:
+            # Refused, so nothing of this offer is published: these tracks are forgotten,
+            # and their sections stay inactive in later offers.
+            for transceiver in transceivers:
+                transceiver.direction = "inactive"
+                self._senders.pop(transceiver.mid or "", None)
+            del self._published[len(self._published) - len(tracks) :]
+            raise
 
     async def unpublish(self, *tracks: MediaStreamTrack) -> None:
         """Stop publishing ``tracks`` (e.g. the end of a screen share): their sections go

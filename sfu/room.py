@@ -37,6 +37,7 @@ from sfu.aiortc_glue import (
     send_reports,
 )
 from sfu.forwarder import TrackForwarder
+from sfu.layer_declarations import Declared, InvalidLayers, Section, check_layers
 from sfu.layers import Layer, LayerChooser
 from sfu.sdp import announce, keep_codecs
 from sfu.speakers import SpeakerDetector
@@ -86,6 +87,13 @@ def _check_sdp(sdp: str, expected: str) -> sdp_parser.SessionDescription:
 
 def _sending(media: sdp_parser.MediaDescription) -> bool:
     return media.port != 0 and media.direction in ("sendonly", "sendrecv", None)
+
+
+def _declared(track: PublishedTrack) -> Declared | None:
+    """How ``track`` was declared when it was published (None: a plain track)."""
+    if track.group is None:
+        return None
+    return (track.group.split(":", 1)[1], track.quality, track.height)
 
 
 def _check_publish_offer(parsed: sdp_parser.SessionDescription, max_tracks: int) -> None:
@@ -302,6 +310,14 @@ class Room:
             raise SfuError("forbidden", "this token may not publish")
         parsed = _check_sdp(offer_sdp, "offer")
         _check_publish_offer(parsed, self.policy.max_tracks)
+        try:
+            declared = check_layers(
+                layers or {},
+                {m.rtp.muxId: Section(m.kind, _sending(m)) for m in parsed.media},
+                {t.mid: _declared(t) for t in participant.published.values()},
+            )
+        except InvalidLayers as exc:
+            raise SfuError(exc.code, str(exc)) from None
         idle_mids = {m.rtp.muxId for m in parsed.media if not _sending(m)}
         stopped = {f"{participant.id}:{mid}" for mid in idle_mids} & set(participant.published)
         offer_sdp = keep_codecs(offer_sdp, {"video": "VP8", "audio": "opus"})
@@ -334,8 +350,8 @@ class Room:
                 transceiver.receiver,
             )
             track.mid = mid
-            if layers and mid in layers and kind == "video":
-                group, track.quality, track.height = layers[mid]
+            if mid in declared:
+                group, track.quality, track.height = declared[mid]
                 track.group = f"{participant.id}:{group}"
             participant.published[key] = track
             new_tracks.append(track)

@@ -624,6 +624,7 @@ class ErrorCode:
     NO_OFFER: Final = "no_offer"
     UNKNOWN_PARTICIPANT: Final = "unknown_participant"
     TOO_MANY_TRACKS: Final = "too_many_tracks"
+    INVALID_LAYERS: Final = "invalid_layers"
     BAD_CANDIDATE: Final = "bad_candidate"
     UNKNOWN_TRACK: Final = "unknown_track"
     NOT_MEMBER: Final = "not_member"
