@@ -99,21 +99,30 @@ class CallManager:
         workers = settings.sfu_workers if settings.sfu_workers >= 0 else (os.cpu_count() or 1)
         if workers == 0:
             self.local = LocalHost(
-                rtc_config=server_rtc_configuration(), policy=policy,
-                on_offer=self._send_offer, on_speakers=self._send_speakers,
-                announced=settings.ice_announced, on_layers=self._send_layers,
-            )  # fmt: skip
+                rtc_config=server_rtc_configuration(),
+                policy=policy,
+                on_offer=self._send_offer,
+                on_speakers=self._send_speakers,
+                announced=settings.ice_announced,
+                on_layers=self._send_layers,
+            )
         else:
             config = WorkerConfig(
-                index=0, ice_addresses=list(settings.ice_addresses),
-                policy=dataclasses.asdict(policy), announced=settings.ice_announced,
-                port_min=settings.ice_port_min, port_max=settings.ice_port_max,
+                index=0,
+                ice_addresses=list(settings.ice_addresses),
+                policy=dataclasses.asdict(policy),
+                announced=settings.ice_announced,
+                port_min=settings.ice_port_min,
+                port_max=settings.ice_port_max,
                 log_level=settings.log_level,
-            )  # fmt: skip
+            )
             self.pool = WorkerPool(
-                workers, config, module=settings.sfu_worker_module,
-                on_event=self._worker_event, on_lost=self._worker_lost,
-            )  # fmt: skip
+                workers,
+                config,
+                module=settings.sfu_worker_module,
+                on_event=self._worker_event,
+                on_lost=self._worker_lost,
+            )
 
     async def start(self) -> None:
         if self.pool is not None:
@@ -127,8 +136,11 @@ class CallManager:
         if not claims.grants.may_join(room_name):
             raise CallError(p.ErrorCode.FORBIDDEN, f"this token may not join {room_name!r}")
         if session in self.members or session in self.remote:
-            current = self.members[session].room.name if session in self.members else (
-                self.remote.room_of(session))  # fmt: skip
+            current = (
+                self.members[session].room.name
+                if session in self.members
+                else (self.remote.room_of(session))
+            )
             raise CallError(p.ErrorCode.ALREADY_IN_CALL, f"already in room {current!r}")
         try:
             return await self._join_here(session, room_name, claims)
@@ -163,16 +175,23 @@ class CallManager:
             closer.cancel()
         try:
             participant = await room.host.join(
-                room_name, claims.identity, claims.name,
-                can_publish=claims.grants.can_publish, can_subscribe=claims.grants.can_subscribe,
-            )  # fmt: skip
+                room_name,
+                claims.identity,
+                claims.name,
+                can_publish=claims.grants.can_publish,
+                can_subscribe=claims.grants.can_subscribe,
+            )
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
             self._close_if_empty(room)
             raise call_error(exc) from None
         member = Member(
-            session=session, room=room, participant=participant,
-            identity=claims.identity, name=claims.name, device=session.device,
-        )  # fmt: skip
+            session=session,
+            room=room,
+            participant=participant,
+            identity=claims.identity,
+            name=claims.name,
+            device=session.device,
+        )
         others = [m.info() for m in room.members.values()]
         room.members[participant] = member
         self.members[session] = member
@@ -242,8 +261,9 @@ class CallManager:
             await room.host.leave(member.participant)
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:
             log.warning("leave not delivered to the SFU", extra={"error": str(exc)})
-        self._broadcast(room, p.CallParticipantLeft(seq=0, room=room.name,
-                                                    participant=member.participant))  # fmt: skip
+        self._broadcast(
+            room, p.CallParticipantLeft(seq=0, room=room.name, participant=member.participant)
+        )
         self._close_if_empty(room)
 
     def _forget(self, member: Member) -> None:
@@ -312,9 +332,15 @@ class CallManager:
         self._spawn(self._forget_resume(member.identity, member.device))
         member.session = session
         self.members[session] = member
-        session.send_event(p.EncodedEvent(p.CallResumed(
-            seq=0, room=member.room.name, participant=member.participant,
-        )))  # fmt: skip
+        session.send_event(
+            p.EncodedEvent(
+                p.CallResumed(
+                    seq=0,
+                    room=member.room.name,
+                    participant=member.participant,
+                )
+            )
+        )
         held, member.held = member.held, []
         for event in held:
             member.send(event)
@@ -488,18 +514,23 @@ class CallManager:
         member = self._by_participant.get(participant)
         if member is None:
             return
-        event = p.SfuOffer(seq=0, room=member.room.name, sdp=sdp,
-                           tracks=msgspec.convert(tracks, list[p.TrackInfo]))  # fmt: skip
+        event = p.SfuOffer(
+            seq=0, room=member.room.name, sdp=sdp, tracks=msgspec.convert(tracks, list[p.TrackInfo])
+        )
         member.send(event)
 
     def _send_speakers(self, room_name: str, speakers: list[tuple[str, int]]) -> None:
         room = self.rooms.get(room_name)
         if room is None:
             return
-        self._broadcast(room, p.CallSpeakers(
-            seq=0, room=room_name,
-            speakers=[p.Speaker(participant=who, level=level) for who, level in speakers],
-        ))  # fmt: skip
+        self._broadcast(
+            room,
+            p.CallSpeakers(
+                seq=0,
+                room=room_name,
+                speakers=[p.Speaker(participant=who, level=level) for who, level in speakers],
+            ),
+        )
 
     def _worker_event(
         self, worker: WorkerHost, event: ipc.Offer | ipc.Speakers | ipc.Metrics | ipc.Layers

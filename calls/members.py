@@ -79,10 +79,13 @@ class Member:
 
     def info(self) -> p.ParticipantInfo:
         return p.ParticipantInfo(
-            participant=self.participant, identity=self.identity, name=self.name,
-            audio_muted=self.audio_muted, video_muted=self.video_muted,
+            participant=self.participant,
+            identity=self.identity,
+            name=self.name,
+            audio_muted=self.audio_muted,
+            video_muted=self.video_muted,
             screen_sharing=self.screen_sharing,
-        )  # fmt: skip
+        )
 
 
 @dataclasses.dataclass(eq=False)

@@ -40,9 +40,10 @@ def collect(open_rooms: int, local: LocalHost | None, pool: WorkerPool | None) -
     yield gauge
     if pool is not None:
         workers = GaugeMetricFamily(
-            "huddle_sfu_worker_participants", "Participants per SFU worker",
+            "huddle_sfu_worker_participants",
+            "Participants per SFU worker",
             labels=["worker", "pid"],
-        )  # fmt: skip
+        )
         for worker in pool.workers:
             if worker is not None:
                 workers.add_metric([str(worker.index), str(worker.pid)], worker.participants)
@@ -50,15 +51,23 @@ def collect(open_rooms: int, local: LocalHost | None, pool: WorkerPool | None) -
         restarts = CounterMetricFamily("huddle_sfu_worker_restarts", "SFU workers restarted")
         restarts.add_metric([], pool.restarts)
         yield restarts
-    counters = ("packets_in", "bytes_in", "packets_forwarded", "bytes_forwarded",
-                "retransmitted", "keyframe_requests", "packets_lost")  # fmt: skip
+    counters = (
+        "packets_in",
+        "bytes_in",
+        "packets_forwarded",
+        "bytes_forwarded",
+        "retransmitted",
+        "keyframe_requests",
+        "packets_lost",
+    )
     families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
         name: CounterMetricFamily(f"huddle_sfu_room_{name}", f"Room: {name}", labels=["room"])
         for name in counters
     }
     for name in ("participants", "tracks", "outputs"):
-        families[name] = GaugeMetricFamily(f"huddle_sfu_room_{name}", f"Room: {name}",
-                                           labels=["room"])  # fmt: skip
+        families[name] = GaugeMetricFamily(
+            f"huddle_sfu_room_{name}", f"Room: {name}", labels=["room"]
+        )
     for room_name, totals in rooms.items():
         for name, value in totals.items():
             families[name].add_metric([room_name], value)
@@ -68,9 +77,10 @@ def collect(open_rooms: int, local: LocalHost | None, pool: WorkerPool | None) -
         "huddle_sfu_track_packets_in", "Packets received per published track", labels=labels
     )
     track_out = CounterMetricFamily(
-        "huddle_sfu_track_packets_forwarded", "Packets forwarded per published track",
+        "huddle_sfu_track_packets_forwarded",
+        "Packets forwarded per published track",
         labels=labels,
-    )  # fmt: skip
+    )
     for room_name, participant, identity, key, kind, packets_in, forwarded in tracks:
         track_in.add_metric([room_name, participant, identity, key, kind], packets_in)
         track_out.add_metric([room_name, participant, identity, key, kind], forwarded)

@@ -85,9 +85,13 @@ class RemoteEndpoint:
         self.device = request.device
         self.identity = request.identity
         self.claims: Claims | None = Claims(
-            identity=request.identity, name=request.name, api_key="", issued_at=0,
-            expires_at=0, grants=request.grants,
-        )  # fmt: skip
+            identity=request.identity,
+            name=request.name,
+            api_key="",
+            issued_at=0,
+            expires_at=0,
+            grants=request.grants,
+        )
         self._publish = publish
 
     def send_event(self, event: p.EncodedEvent) -> None:
@@ -122,17 +126,31 @@ class Relay:
         self.deliver: Callable[[str, p.Event], None] | None = None
 
     async def request(
-        self, owner: str, kind: Kind, *, session_id: str, room: str, claims: Claims,
-        device: str, args: dict[str, Any] | None = None,
-    ) -> Any:  # fmt: skip
+        self,
+        owner: str,
+        kind: Kind,
+        *,
+        session_id: str,
+        room: str,
+        claims: Claims,
+        device: str,
+        args: dict[str, Any] | None = None,
+    ) -> Any:
         rid = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         request = RelayRequest(
-            rid=rid, origin=self.node, session=session_id, kind=kind, room=room,
-            identity=claims.identity, name=claims.name, device=device, grants=claims.grants,
+            rid=rid,
+            origin=self.node,
+            session=session_id,
+            kind=kind,
+            room=room,
+            identity=claims.identity,
+            name=claims.name,
+            device=device,
+            grants=claims.grants,
             args=args or {},
-        )  # fmt: skip
+        )
         try:
             await self._publish(node_channel(owner), msgspec.json.encode(request))
             return await asyncio.wait_for(future, RELAY_TIMEOUT_S)

@@ -49,9 +49,14 @@ class RemoteRooms:
         room_name, owner = self._rooms[session]
         try:
             return await self.relay.request(
-                owner, kind, session_id=getattr(session, "id", ""), room=room_name,
-                claims=session.claims, device=session.device, args=args,
-            )  # fmt: skip
+                owner,
+                kind,
+                session_id=getattr(session, "id", ""),
+                room=room_name,
+                claims=session.claims,
+                device=session.device,
+                args=args,
+            )
         except RelayError as exc:
             raise CallError(exc.code, exc.message) from None
 

@@ -120,10 +120,18 @@ class Ringing:
         actor = session.identity if session else ""
         name = session.claims.name if session and session.claims else ""
         return [
-            op, call, _now_ms(), actor, session.id if session else "",
-            session.device if session else "", name,
-            self._ring_ms, self._keep_ms, ENDED_TTL_S * 1000, *extra,
-        ]  # fmt: skip
+            op,
+            call,
+            _now_ms(),
+            actor,
+            session.id if session else "",
+            session.device if session else "",
+            name,
+            self._ring_ms,
+            self._keep_ms,
+            ENDED_TTL_S * 1000,
+            *extra,
+        ]
 
     async def _run(self, op: str, call: str, session: Session | None, *extra: str | int) -> str:
         result = await self._script(
@@ -142,8 +150,9 @@ class Ringing:
         if self.on_record is None:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(call_key(call), ["state", "caller", "media", "accepted_ms", "ended_ms",
-                                        "reason"])  # fmt: skip
+            pipe.hmget(
+                call_key(call), ["state", "caller", "media", "accepted_ms", "ended_ms", "reason"]
+            )
             pipe.hkeys(members_key(call))
             fields, members = await pipe.execute()
         state, caller, media, accepted, ended, reason = (
@@ -161,9 +170,15 @@ class Ringing:
             return
         duration = (int(ended) - int(accepted)) // 1000 if accepted and ended else None
         record = CallRecord(
-            call=call, event=event, caller=caller, users=(users[0], users[1]), media=media,
-            reason=reason or None, duration_s=duration, by=actor or caller,
-        )  # fmt: skip
+            call=call,
+            event=event,
+            caller=caller,
+            users=(users[0], users[1]),
+            media=media,
+            reason=reason or None,
+            duration_s=duration,
+            by=actor or caller,
+        )
         try:
             await self.on_record(record)
         except Exception:

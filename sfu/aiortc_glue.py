@@ -620,8 +620,9 @@ class OutboundPort:
             raise pylibsrtp.Error(f"srtp_protect failed with status {status}")
         transport.sendto(self._srtp_buffer[0 : _LENGTH[0]], self._addr)
 
-    def forward(self, base: bytes, seq: int, ts: int, payload_bytes: int, ntp: int,
-                now: float) -> bool:  # fmt: skip
+    def forward(
+        self, base: bytes, seq: int, ts: int, payload_bytes: int, ntp: int, now: float
+    ) -> bool:
         """Send ``base`` (an RTP packet serialized for this sender's header layout) with this
         sender's sequence number, timestamp and SSRC written in. False when the transport is
         not up."""
@@ -674,8 +675,9 @@ class OutboundPort:
         self.on_report(report.fraction_lost, report.jitter)
         if report.lsr and report.lsr == self._lsr and report.dlsr:
             rtt = time.time() - self._lsr_time - report.dlsr / 65536
-            self._rtt = rtt if self._rtt is None else RTT_SMOOTHING * self._rtt + (
-                1 - RTT_SMOOTHING) * rtt  # fmt: skip
+            self._rtt = (
+                rtt if self._rtt is None else RTT_SMOOTHING * self._rtt + (1 - RTT_SMOOTHING) * rtt
+            )
 
     @property
     def rtt_s(self) -> float | None:

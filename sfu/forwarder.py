@@ -309,9 +309,12 @@ class TrackForwarder:
             base = bases.get(port.layout_key)
             if base is None:
                 base = bases[port.layout_key] = self._serialize(
-                    packet.marker, packet.payload, packet.extensions.audio_level, port,
+                    packet.marker,
+                    packet.payload,
+                    packet.extensions.audio_level,
+                    port,
                     abs_send_time,
-                )  # fmt: skip
+                )
             ts = (packet.timestamp + out.ts_offset) & 0xFFFFFFFF
             seq = (packet.sequence_number + out.seq_offset) & 0xFFFF
             if port.forward(base, seq, ts, len(packet.payload), ntp, now):
@@ -329,8 +332,12 @@ class TrackForwarder:
         """The packet for ``port``'s header layout, sequence number, timestamp and SSRC left
         zero (each sender writes its own)."""
         payload_type, abs_send_time_id, audio_level_id = port.layout
-        return rtp_header(payload_type, marker, abs_send_time_id, abs_send_time,
-                          audio_level_id, audio_level) + payload  # fmt: skip
+        return (
+            rtp_header(
+                payload_type, marker, abs_send_time_id, abs_send_time, audio_level_id, audio_level
+            )
+            + payload
+        )
 
     def _on_nack(self, out: Output, seqs: list[int]) -> None:
         port = out.port

@@ -29,9 +29,12 @@ class RoomHost(Protocol):
     ) -> str: ...
 
     async def publish(
-        self, participant: str, sdp: str, sources: dict[str, str],
+        self,
+        participant: str,
+        sdp: str,
+        sources: dict[str, str],
         layers: dict[str, tuple[str, int, int]],
-    ) -> str: ...  # fmt: skip
+    ) -> str: ...
 
     async def set_max_height(self, participant: str, track: str, height: int | None) -> None: ...
 
@@ -50,9 +53,13 @@ class RoomHost(Protocol):
     async def restart_media(self, participant: str) -> None: ...
 
     async def add_candidate(
-        self, participant: str, pc: str, candidate: str | None,
-        sdp_mid: str | None, sdp_mline_index: int | None,
-    ) -> None: ...  # fmt: skip
+        self,
+        participant: str,
+        pc: str,
+        candidate: str | None,
+        sdp_mid: str | None,
+        sdp_mline_index: int | None,
+    ) -> None: ...
 
 
 class LocalHost:
@@ -108,9 +115,12 @@ class LocalHost:
         return participant.id
 
     async def publish(
-        self, participant: str, sdp: str, sources: dict[str, str],
+        self,
+        participant: str,
+        sdp: str,
+        sources: dict[str, str],
         layers: dict[str, tuple[str, int, int]],
-    ) -> str:  # fmt: skip
+    ) -> str:
         p = self._participant(participant)
         return await p.room.publish(p, sdp, sources, layers)
 
@@ -138,9 +148,13 @@ class LocalHost:
         }
 
     async def add_candidate(
-        self, participant: str, pc: str, candidate: str | None,
-        sdp_mid: str | None, sdp_mline_index: int | None,
-    ) -> None:  # fmt: skip
+        self,
+        participant: str,
+        pc: str,
+        candidate: str | None,
+        sdp_mid: str | None,
+        sdp_mline_index: int | None,
+    ) -> None:
         p = self._participant(participant)
         await p.room.add_candidate(p, pc, candidate, sdp_mid, sdp_mline_index)
 
@@ -175,8 +189,17 @@ class LocalHost:
                 for track in part.published.values():
                     f = track.forwarder
                     forwarded = sum(o.forwarded for o in f.outputs.values())
-                    tracks.append((room.name, part.id, part.identity, track.key, track.kind,
-                                   f.packets_in, forwarded))  # fmt: skip
+                    tracks.append(
+                        (
+                            room.name,
+                            part.id,
+                            part.identity,
+                            track.key,
+                            track.kind,
+                            f.packets_in,
+                            forwarded,
+                        )
+                    )
         return rooms, tracks
 
     @property

@@ -119,10 +119,16 @@ class WorkerPool:
         node_end, worker_end = socket.socketpair()
         config = msgspec.structs.replace(self.config, index=index)
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", self.module, "--fd", str(worker_end.fileno()),
-            "--config", msgspec.json.encode(config).decode(),
-            pass_fds=[worker_end.fileno()], stdin=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            self.module,
+            "--fd",
+            str(worker_end.fileno()),
+            "--config",
+            msgspec.json.encode(config).decode(),
+            pass_fds=[worker_end.fileno()],
+            stdin=asyncio.subprocess.DEVNULL,
+        )
         worker_end.close()
         reader, writer = await asyncio.open_unix_connection(sock=node_end)
         holder: list[WorkerHost] = []
@@ -136,8 +142,10 @@ class WorkerPool:
         while not self._stopping:
             worker = self.workers[index]
             assert worker is not None
-            waiters = [asyncio.ensure_future(worker.process.wait()),
-                       asyncio.ensure_future(worker.channel.closed.wait())]  # fmt: skip
+            waiters = [
+                asyncio.ensure_future(worker.process.wait()),
+                asyncio.ensure_future(worker.channel.closed.wait()),
+            ]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()

@@ -239,9 +239,13 @@ class Room:
         if len(self.participants) >= self.capacity:
             raise SfuError("room_full", f"room {self.name!r} is full ({self.capacity})")
         p = Participant(
-            id=f"p-{secrets.token_hex(5)}", identity=identity, name=name, room=self,
-            can_publish=can_publish, can_subscribe=can_subscribe,
-        )  # fmt: skip
+            id=f"p-{secrets.token_hex(5)}",
+            identity=identity,
+            name=name,
+            room=self,
+            can_publish=can_publish,
+            can_subscribe=can_subscribe,
+        )
         self.participants[p.id] = p
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick_forever())
@@ -411,8 +415,14 @@ class Room:
                 return
             if pc is not participant.publisher and pc is not participant.subscriber:
                 return  # replaced or closed by the room itself
-            log.info("media connection lost", extra={"room": self.name,
-                     "participant": participant.id, "state": pc.connectionState})  # fmt: skip
+            log.info(
+                "media connection lost",
+                extra={
+                    "room": self.name,
+                    "participant": participant.id,
+                    "state": pc.connectionState,
+                },
+            )
             participant.media_lost = True
             self._spawn(self._drop_media(participant))
 
@@ -431,8 +441,9 @@ class Room:
         if pc is not None:
             await pc.close()
 
-    def _tap(self, participant: Participant, key: str, kind: str, source: str,
-             receiver: RTCRtpReceiver) -> PublishedTrack:  # fmt: skip
+    def _tap(
+        self, participant: Participant, key: str, kind: str, source: str, receiver: RTCRtpReceiver
+    ) -> PublishedTrack:
         def request_keyframe() -> None:
             if track.media_ssrc is not None:
                 self._spawn(track.tap.request_keyframe(track.media_ssrc))
@@ -446,14 +457,19 @@ class Room:
 
         forwarder = TrackForwarder.create(kind, request_keyframe)
         tap = InboundTap(receiver, on_packet)
-        track = PublishedTrack(key=key, owner=participant, kind=kind, source=source, tap=tap,
-                               forwarder=forwarder)  # fmt: skip
+        track = PublishedTrack(
+            key=key, owner=participant, kind=kind, source=source, tap=tap, forwarder=forwarder
+        )
         return track
 
     async def add_candidate(
-        self, participant: Participant, which: str, candidate: str | None,
-        sdp_mid: str | None, sdp_mline_index: int | None,
-    ) -> None:  # fmt: skip
+        self,
+        participant: Participant,
+        which: str,
+        candidate: str | None,
+        sdp_mid: str | None,
+        sdp_mline_index: int | None,
+    ) -> None:
         """Trickle ICE from the client: one remote candidate, or None for the last one."""
         pc = participant.publisher if which == "publisher" else participant.subscriber
         if pc is None or pc.remoteDescription is None:
@@ -512,11 +528,16 @@ class Room:
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)
         infos = [
-            {"mid": sub.transceiver.mid or "", "track": key, "kind": sub.track.kind,
-             "source": sub.track.source, "participant": sub.track.owner.id,
-             "identity": sub.track.owner.identity}
+            {
+                "mid": sub.transceiver.mid or "",
+                "track": key,
+                "kind": sub.track.kind,
+                "source": sub.track.source,
+                "participant": sub.track.owner.id,
+                "identity": sub.track.owner.identity,
+            }
             for key, sub in participant.subscriptions.items()
-        ]  # fmt: skip
+        ]
         self._on_offer(participant, announce(pc.localDescription.sdp, self._announced), infos)
 
     def _units(self, participant: Participant) -> list[tuple[str, list[PublishedTrack]]]:
@@ -593,10 +614,13 @@ class Room:
     def _layer(self, sub: Subscription, current: int | None, now: float) -> PublishedTrack:
         out = sub.track.forwarder.outputs.get(sub.port.ssrc)
         quality = sub.chooser.choose(
-            [t.as_layer() for t in sub.layers], current, max_height=sub.max_height,
-            estimate_bps=sub.port.remb_bps, loss=(out.fraction_lost / 256) if out else 0.0,
+            [t.as_layer() for t in sub.layers],
+            current,
+            max_height=sub.max_height,
+            estimate_bps=sub.port.remb_bps,
+            loss=(out.fraction_lost / 256) if out else 0.0,
             now=now,
-        )  # fmt: skip
+        )
         return next(t for t in sub.layers if t.quality == quality)
 
     def _select_layers(self, now: float) -> None:
@@ -608,9 +632,11 @@ class Room:
                     grown = track.forwarder.bytes_in - track._bytes_seen
                     track._bytes_seen = track.forwarder.bytes_in
                     track.bitrate_bps = selection.layer_bitrate(
-                        track.bitrate_bps, grown, elapsed,
+                        track.bitrate_bps,
+                        grown,
+                        elapsed,
                         paused=track.mid in participant.paused_layers,
-                    )  # fmt: skip
+                    )
         wanted: dict[Participant, set[str]] = {}
         for participant in self.participants.values():
             for sub in participant.subscriptions.values():
@@ -656,9 +682,13 @@ class Room:
             chosen = None
             if selective:
                 chosen = selection.select(
-                    participant.id, loudest=loudest, order=order, pinned=participant.pinned,
-                    audio_max=policy.audio_max, video_last_n=policy.video_last_n,
-                )  # fmt: skip
+                    participant.id,
+                    loudest=loudest,
+                    order=order,
+                    pinned=participant.pinned,
+                    audio_max=policy.audio_max,
+                    video_last_n=policy.video_last_n,
+                )
             for sub in participant.subscriptions.values():
                 out = sub.track.forwarder.outputs.get(sub.port.ssrc)
                 if out is None:

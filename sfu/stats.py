@@ -32,13 +32,18 @@ def published(participant: Participant, meter: RateMeter, now: float) -> list[Pu
         f = track.forwarder
         out.append(
             PublishedTrackStats(
-                track=track.key, kind=track.kind, source=track.source,
-                packets=f.packets_in, bytes=f.bytes_in,
+                track=track.key,
+                kind=track.kind,
+                source=track.source,
+                packets=f.packets_in,
+                bytes=f.bytes_in,
                 bitrate_bps=meter.rate("in:" + track.key, f.bytes_in, now, track.started),
-                packets_lost=track.tap.packets_lost, keyframes=f.keyframes_in,
-                keyframe_requests=f.keyframe_requests, subscribers=len(f.outputs),
+                packets_lost=track.tap.packets_lost,
+                keyframes=f.keyframes_in,
+                keyframe_requests=f.keyframe_requests,
+                subscribers=len(f.outputs),
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -53,24 +58,41 @@ def subscribed(
         rtt = sub.port.rtt_s
         out.append(
             SubscribedTrackStats(
-                track=key, kind=sub.track.kind, participant=sub.track.owner.id,
-                packets=o.forwarded, bytes=o.bytes, retransmitted=o.retransmitted,
+                track=key,
+                kind=sub.track.kind,
+                participant=sub.track.owner.id,
+                packets=o.forwarded,
+                bytes=o.bytes,
+                retransmitted=o.retransmitted,
                 bitrate_bps=meter.rate(f"out:{participant.id}:{key}", o.bytes, now, sub.started),
-                fraction_lost=round(o.fraction_lost / 256, 4), jitter=o.jitter,
-                rtt_ms=None if rtt is None else round(rtt * 1000, 1), active=o.active,
+                fraction_lost=round(o.fraction_lost / 256, 4),
+                jitter=o.jitter,
+                rtt_ms=None if rtt is None else round(rtt * 1000, 1),
+                active=o.active,
                 layer=sub.track.quality if sub.layers else None,
                 height=sub.track.height if sub.layers else None,
                 estimate_bps=sub.port.remb_bps,
             )
-        )  # fmt: skip
+        )
     return out
 
 
 def room_totals(room: Room) -> dict[str, int]:
     totals = dict.fromkeys(
-        ("participants", "tracks", "outputs", "packets_in", "bytes_in", "packets_forwarded",
-         "bytes_forwarded", "retransmitted", "keyframe_requests", "packets_lost"), 0,
-    )  # fmt: skip
+        (
+            "participants",
+            "tracks",
+            "outputs",
+            "packets_in",
+            "bytes_in",
+            "packets_forwarded",
+            "bytes_forwarded",
+            "retransmitted",
+            "keyframe_requests",
+            "packets_lost",
+        ),
+        0,
+    )
     totals["participants"] = len(room.participants)
     for participant in room.participants.values():
         for track in participant.published.values():

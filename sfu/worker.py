@@ -85,8 +85,14 @@ async def serve(fd: int, config: WorkerConfig, on_ready: Callable[[], None] = _n
     async def report_metrics() -> None:
         while True:
             rooms, tracks = host.snapshot()
-            send(ipc.Metrics(rooms=rooms, tracks=tracks,
-                             decoders_created=host.decoders_created, pid=os.getpid()))  # fmt: skip
+            send(
+                ipc.Metrics(
+                    rooms=rooms,
+                    tracks=tracks,
+                    decoders_created=host.decoders_created,
+                    pid=os.getpid(),
+                )
+            )
             await asyncio.sleep(METRICS_INTERVAL_S)
 
     async def handle(request: ipc.Request) -> None:

@@ -35,16 +35,24 @@ def test_chromium_publishes_and_another_chromium_decodes_and_both_restart(
         ns_node.ns,
         result_path,
         DRIVER_TIMEOUT_S + 10,
-        "--base-url", ns_node.url,
-        "--room", room,
-        "--publisher-token", make_token("alice", rooms=[room]),
-        "--subscriber-token", make_token("bob", rooms=[room], can_publish=False),
-        "--screenshot", str(screenshot),
-        "--profile-dir", str(tmp_path / "chromium-profile"),
-        "--timeout-s", str(DRIVER_TIMEOUT_S),
-        "--sample-s", str(SAMPLE_S),
+        "--base-url",
+        ns_node.url,
+        "--room",
+        room,
+        "--publisher-token",
+        make_token("alice", rooms=[room]),
+        "--subscriber-token",
+        make_token("bob", rooms=[room], can_publish=False),
+        "--screenshot",
+        str(screenshot),
+        "--profile-dir",
+        str(tmp_path / "chromium-profile"),
+        "--timeout-s",
+        str(DRIVER_TIMEOUT_S),
+        "--sample-s",
+        str(SAMPLE_S),
         "--restart",
-    )  # fmt: skip
+    )
     diagnostics = {k: v for k, v in result.items() if not k.endswith("_stats")}
     context = (
         f"driver: {json.dumps(diagnostics, indent=1)[-6000:]}\n"

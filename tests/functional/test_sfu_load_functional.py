@@ -120,13 +120,29 @@ def test_profile_summary_ranks_functions() -> None:
 def test_rounds_pool_cpu_and_keep_the_worst_tail() -> None:
     def one(cpu: float, packets: int, loss: float, p50: float, p99: float) -> ScenarioResult:
         return ScenarioResult(
-            target="huddle", scenario="9x9", publishers=9, subscribers=9, streams_expected=144,
-            streams_flowing=144, window_s=10.0, packets=packets, server_cpu_s=cpu, loss=loss,
-            delay_p50_ms=p50, delay_p99_ms=p99, bot_cpu_s=[1.0, 2.0], bot_cores=[0.1, 0.2],
-        )  # fmt: skip
+            target="huddle",
+            scenario="9x9",
+            publishers=9,
+            subscribers=9,
+            streams_expected=144,
+            streams_flowing=144,
+            window_s=10.0,
+            packets=packets,
+            server_cpu_s=cpu,
+            loss=loss,
+            delay_p50_ms=p50,
+            delay_p99_ms=p99,
+            bot_cpu_s=[1.0, 2.0],
+            bot_cores=[0.1, 0.2],
+        )
 
-    pooled = pool_rounds([one(3.0, 100_000, 0.0, 1.0, 4.0), one(5.0, 100_000, 0.02, 2.0, 9.0),
-                          one(4.0, 50_000, 0.01, 3.0, 5.0)])  # fmt: skip
+    pooled = pool_rounds(
+        [
+            one(3.0, 100_000, 0.0, 1.0, 4.0),
+            one(5.0, 100_000, 0.02, 2.0, 9.0),
+            one(4.0, 50_000, 0.01, 3.0, 5.0),
+        ]
+    )
     assert pooled.cpu_us_per_packet == pytest.approx(12.0 / 250_000 * 1e6)
     assert pooled.packets == 250_000 and pooled.window_s == 30.0
     assert pooled.loss == 0.02 and pooled.delay_p99_ms == 9.0 and pooled.delay_p50_ms == 2.0

@@ -34,8 +34,7 @@ async def _sees(call: CallClient, colour: tuple[int, int, int], frames: int = 5)
 
 async def _metric(node: Node, name: str) -> str:
     async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
-        return "\n".join(line for line in (await resp.text()).splitlines()
-                         if line.startswith(name))  # fmt: skip
+        return "\n".join(line for line in (await resp.text()).splitlines() if line.startswith(name))
 
 
 async def test_rooms_on_workers_and_worker_restart(start_node: StartNode) -> None:

@@ -284,8 +284,15 @@ def test_every_event_kind_is_a_registered_server_event() -> None:
         for user in members:
             produced.update(tags(events_for(t, user)))
     assert produced == {
-        "call.incoming", "call.outgoing", "call.accepted", "call.answered_elsewhere",
-        "call.declined", "call.cancelled", "call.missed", "call.ended", "call.updated",
+        "call.incoming",
+        "call.outgoing",
+        "call.accepted",
+        "call.answered_elsewhere",
+        "call.declined",
+        "call.cancelled",
+        "call.missed",
+        "call.ended",
+        "call.updated",
         "call.left",
-    }  # fmt: skip
+    }
     assert produced <= set(p.SERVER_EVENTS)

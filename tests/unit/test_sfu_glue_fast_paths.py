@@ -41,9 +41,14 @@ def _protocol(receiver: _Receiver) -> aioice.ice.StunProtocol:
     # (made inside a running event loop: the protocol creates a future)
     protocol = aioice.ice.StunProtocol(receiver)  # type: ignore[arg-type]
     protocol.local_candidate = Candidate(
-        foundation="1", component=1, transport="udp", priority=1, host="127.0.0.1", port=9,
+        foundation="1",
+        component=1,
+        transport="udp",
+        priority=1,
+        host="127.0.0.1",
+        port=9,
         type="host",
-    )  # fmt: skip
+    )
     return protocol
 
 

@@ -60,11 +60,16 @@ def test_every_replaced_name_is_listed() -> None:
 def test_the_list_covers_every_owner_class_with_a_live_instance() -> None:
     owners = {owner for owner, _, kind in glue.AIORTC_PRIVATE if kind == "instance"}
     assert owners <= {
-        "aiortc.rtcrtptransceiver.RTCRtpTransceiver", "aiortc.rtcrtpsender.RTCRtpSender",
-        "aiortc.rtcrtpreceiver.RTCRtpReceiver", "aiortc.rtcdtlstransport.RTCDtlsTransport",
-        "aiortc.rtcicetransport.RTCIceTransport", "aioice.ice.Connection",
-        "aioice.ice.StunProtocol", "aiortc.rtp.HeaderExtensionsMap", "pylibsrtp.Session",
-    }  # fmt: skip
+        "aiortc.rtcrtptransceiver.RTCRtpTransceiver",
+        "aiortc.rtcrtpsender.RTCRtpSender",
+        "aiortc.rtcrtpreceiver.RTCRtpReceiver",
+        "aiortc.rtcdtlstransport.RTCDtlsTransport",
+        "aiortc.rtcicetransport.RTCIceTransport",
+        "aioice.ice.Connection",
+        "aioice.ice.StunProtocol",
+        "aiortc.rtp.HeaderExtensionsMap",
+        "pylibsrtp.Session",
+    }
 
 
 @pytest.mark.parametrize(
@@ -131,7 +136,6 @@ def test_install_twice_is_the_same_as_once() -> None:
     assert _patched() == once
     assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == addresses_once
     assert addresses_once == ["127.0.0.1"]
-    aiortc.rtcrtpreceiver.get_decoder(aiortc.RTCRtpCodecParameters(  # type: ignore[attr-defined]
-        mimeType="audio/opus", clockRate=48000, channels=2,
-    ))  # fmt: skip
+    opus = aiortc.RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2)
+    aiortc.rtcrtpreceiver.get_decoder(opus)  # type: ignore[attr-defined]
     assert created == [1]  # one decoder, counted once: the counter is not stacked

@@ -146,15 +146,26 @@ def test_ntp_now_matches_aiortc_clock() -> None:
 def test_keep_codecs_leaves_only_the_forwarded_codec_and_its_repair() -> None:
     from sfu.sdp import keep_codecs
 
-    offer = "\r\n".join([
-        "v=0", "m=video 9 UDP/TLS/RTP/SAVPF 99 100 97 98", "a=mid:0",
-        "a=rtpmap:99 H264/90000", "a=fmtp:99 packetization-mode=1",
-        "a=rtpmap:100 rtx/90000", "a=fmtp:100 apt=99",
-        "a=rtpmap:97 VP8/90000", "a=rtcp-fb:97 nack pli",
-        "a=rtpmap:98 rtx/90000", "a=fmtp:98 apt=97",
-        "m=audio 9 UDP/TLS/RTP/SAVPF 0 111", "a=mid:1",
-        "a=rtpmap:0 PCMU/8000", "a=rtpmap:111 opus/48000/2", "",
-    ])  # fmt: skip
+    offer = "\r\n".join(
+        [
+            "v=0",
+            "m=video 9 UDP/TLS/RTP/SAVPF 99 100 97 98",
+            "a=mid:0",
+            "a=rtpmap:99 H264/90000",
+            "a=fmtp:99 packetization-mode=1",
+            "a=rtpmap:100 rtx/90000",
+            "a=fmtp:100 apt=99",
+            "a=rtpmap:97 VP8/90000",
+            "a=rtcp-fb:97 nack pli",
+            "a=rtpmap:98 rtx/90000",
+            "a=fmtp:98 apt=97",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 0 111",
+            "a=mid:1",
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtpmap:111 opus/48000/2",
+            "",
+        ]
+    )
     out = keep_codecs(offer, {"video": "VP8", "audio": "opus"}).split("\r\n")
     assert "m=video 9 UDP/TLS/RTP/SAVPF 97 98" in out
     assert "m=audio 9 UDP/TLS/RTP/SAVPF 111" in out

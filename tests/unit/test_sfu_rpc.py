@@ -55,9 +55,12 @@ def test_a_request_is_built_from_positional_and_named_arguments() -> None:
     )
     assert ipc.rpc_method(request) == "join"
     assert ipc.request_args(request) == {
-        "room": "room", "identity": "ada", "name": "Ada",
-        "can_publish": True, "can_subscribe": False,
-    }  # fmt: skip
+        "room": "room",
+        "identity": "ada",
+        "name": "Ada",
+        "can_publish": True,
+        "can_subscribe": False,
+    }
 
 
 def test_a_request_survives_the_wire() -> None:
