@@ -22,6 +22,7 @@ from benchmarks.common import node_metrics
 from benchmarks.procs import (
     cpu_seconds,
     free_port,
+    huddle_command,
     machine_busy_seconds,
     node_env,
     start_logged,
@@ -62,16 +63,7 @@ def start_servers(
     try:
         for i in range(nodes):
             port = free_port()
-            cmd = [
-                sys.executable,
-                "-m",
-                "huddle",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(folder / f"node{i + 1}"),
-            ]
+            cmd = huddle_command(port, folder / f"node{i + 1}")
             log = folder / f"node{i + 1}.log"
             proc = start_logged(cmd, env, log)
             servers.append(Server(f"node{i + 1}", f"http://127.0.0.1:{port}", proc, log))

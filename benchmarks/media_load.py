@@ -42,6 +42,7 @@ from benchmarks.common import run_main, write_json
 from benchmarks.procs import (
     bounded,
     free_port,
+    huddle_command,
     serve_until_signal,
     start_logged,
     stop_process,
@@ -212,20 +213,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     )
     node_log = work / "node.log"
     node = start_logged(
-        [
-            sys.executable,
-            "-m",
-            "huddle",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(work / "node"),
-            "--log-level",
-            "warning",
-        ],
-        env,
-        node_log,
+        huddle_command(port, work / "node", "--log-level", "warning"), env, node_log
     )
     # The baseline runs on the node's event loop (uvloop, which has no sendfile: aiohttp
     # then reads the file in chunks, as Huddle does); a second one on asyncio's default loop

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import traceback
 import urllib.error
@@ -54,6 +55,12 @@ def node_env(api_key: str, api_secret: str, **settings: str) -> dict[str, str]:
     env.pop("REDIS_URL", None)
     env.update(HUDDLE_API_KEY=api_key, HUDDLE_API_SECRET=api_secret, **settings)
     return env
+
+
+def huddle_command(port: int, data_dir: Path, *options: str) -> list[str]:
+    """``huddle serve`` on loopback at ``port`` with its data in ``data_dir``, then ``options``."""
+    serve = [sys.executable, "-m", "huddle", "serve", "--port", str(port)]
+    return [*serve, "--data-dir", str(data_dir), *options]
 
 
 def start_logged(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

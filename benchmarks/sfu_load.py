@@ -45,6 +45,7 @@ from benchmarks.procs import (
     bounded,
     cpu_seconds,
     free_port,
+    huddle_command,
     machine_busy_seconds,
     node_env,
     start_healthy,
@@ -175,20 +176,7 @@ def _stopper(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
 def start_huddle(folder: Path, api_key: str, api_secret: str) -> Server:
     port = free_port()
     env = node_env(api_key, api_secret)  # the node starts its own redis-server
-    cmd = [
-        sys.executable,
-        "-m",
-        "huddle",
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(folder),
-        "--ice-addresses",
-        "127.0.0.1",
-        "--log-level",
-        "warning",
-    ]
+    cmd = huddle_command(port, folder, "--ice-addresses", "127.0.0.1", "--log-level", "warning")
     log_path = folder / "node.log"
     url = f"http://127.0.0.1:{port}"
     proc = start_healthy(cmd, env, url, log_path)

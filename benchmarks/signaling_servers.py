@@ -27,6 +27,7 @@ from benchmarks.procs import (
     ProcessPool,
     cpu_seconds,
     free_port,
+    huddle_command,
     machine_busy_seconds,
     node_env,
     serve_until_signal,
@@ -101,23 +102,9 @@ def _start_server(cmd: list[str], env: dict[str, str], port: int, log_path: Path
 def start_huddle(data_dir: Path, api_key: str, api_secret: str) -> Server:
     port = free_port()
     env = node_env(api_key, api_secret)  # the node starts its own redis-server
-    cmd = [
-        sys.executable,
-        "-m",
-        "huddle",
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--log-level",
-        "warning",
-        # Measure throughput, not the per-connection limiter.
-        "--rate-per-s",
-        "100000",
-        "--rate-burst",
-        "100000",
-    ]
+    # Measure throughput, not the per-connection limiter.
+    limits = ["--rate-per-s", "100000", "--rate-burst", "100000"]
+    cmd = huddle_command(port, data_dir, "--log-level", "warning", *limits)
     return _start_server(cmd, env, port, data_dir / "node.log")
 
 
