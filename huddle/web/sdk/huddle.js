@@ -1,0 +1,8 @@
+// Huddle's browser SDK: the entry module integrators import (docs/sdk.md).
+//
+//   import { HuddleConnection, ChatDevice, devLogin } from "/web/sdk/huddle.js";
+//
+// Each part lives in its own module; this file only re-exports them.
+
+export * from "./backoff.js";
+export * from "./connection.js";
