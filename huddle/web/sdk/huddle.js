@@ -6,3 +6,7 @@
 
 export * from "./backoff.js";
 export * from "./connection.js";
+export * from "./chat.js";
+export * from "./chatstate.js";
+export * from "./presence.js";
+export * from "./store.js";
