@@ -26,6 +26,8 @@ export const LIST_LIMIT = 500;
  * @typedef {object} ChatOptions
  * @property {import("./store.js").DeviceStore | "memory"} [store] IndexedDB of the user's
  *   device when left out
+ * @property {string} [identity] the user's identity, to open the store before the first
+ *   `hello` (e.g. `tokenIdentity(token)`); the connection's once it is open
  * @property {number} [pageSize]
  * @property {number} [typingSendEveryMs]
  * @property {number} [typingShowMs]
@@ -75,18 +77,20 @@ export class ChatDevice extends EventTarget {
 
   /** The identity of this device's user. */
   get me() {
-    return this.connection.identity ?? "";
+    return this.connection.identity ?? this.options.identity ?? "";
   }
 
   /**
    * Load what the device kept, then sync now (if connected) and after every reconnect.
-   * Call after the connection's first `hello` (or pass a store).
+   * Call after the connection's first `hello`, or before it with the `identity` option (the
+   * kept conversations and outbox are then shown while the connection comes up).
    */
   async start() {
     const option = this.options.store;
     if (option === "memory") this.store = memoryStore();
     else if (option) this.store = option;
-    else this.store = await openStore(storeName(this.me, this.connection.device));
+    else if (this.me) this.store = await openStore(storeName(this.me, this.connection.device));
+    else throw new Error("ChatDevice.start: no identity yet (connect first, or pass `identity`)");
     const kept = await this.store.load();
     if (kept.cursors) this.cursors = kept.cursors;
     for (const s of kept.conversations) this.summaries.set(s.conv, s);

@@ -81,6 +81,21 @@ export function deviceId(key = DEVICE_STORAGE_KEY) {
 }
 
 /**
+ * The identity (`sub`) an access token is for, read without checking it (the node checks).
+ * @param {string} token
+ * @returns {string | null}
+ */
+export function tokenIdentity(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
+    return typeof claims.sub === "string" ? claims.sub : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
  * @param {number} length
  * @returns {string}
  */
@@ -138,6 +153,7 @@ export class HuddleConnection extends EventTarget {
     this._timers = { reconnect: null, refresh: null, ping: null };
     this._stopped = false;
     this._needFreshToken = false;
+    this._opening = false;
     /** @type {((v: HelloOk) => void) | null} */
     this._firstOpen = null;
     /** @type {((e: Error) => void) | null} */
@@ -257,33 +273,36 @@ export class HuddleConnection extends EventTarget {
   }
 
   async _open() {
-    if (this._stopped) return;
-    this._setState(this.attempt === 0 && !this.hello ? "connecting" : "reconnecting");
-    if ((this._needFreshToken || !this.token) && this.tokenProvider) {
-      try {
-        this.token = await this.tokenProvider();
-        this._needFreshToken = false;
-      } catch (error) {
-        this._scheduleReconnect();
+    // One socket at a time: a second one for the same device would replace the first.
+    if (this._stopped || this._ws || this._opening) return;
+    this._opening = true;
+    try {
+      this._setState(this.attempt === 0 && !this.hello ? "connecting" : "reconnecting");
+      if ((this._needFreshToken || !this.token) && this.tokenProvider) {
+        try {
+          this.token = await this.tokenProvider();
+          this._needFreshToken = false;
+        } catch (error) {
+          this._scheduleReconnect();
+          return;
+        }
+      }
+      if (!this.token) {
+        this._fail("no_token", "no token given and no token provider");
         return;
       }
-    }
-    if (!this.token) {
-      this._fail("no_token", "no token given and no token provider");
-      return;
-    }
-    let ws;
-    try {
-      ws = new WebSocket(this.wsUrl);
+      if (this._stopped) return;
+      const ws = new WebSocket(this.wsUrl);
+      this._ws = ws;
+      ws.onmessage = (message) => this._receive(message.data);
+      ws.onclose = (event) => this._closed(ws, event.code, event.reason);
+      ws.onerror = () => {}; // a close event always follows
+      ws.onopen = () => this._hello(ws);
     } catch (error) {
       this._scheduleReconnect();
-      return;
+    } finally {
+      this._opening = false;
     }
-    this._ws = ws;
-    ws.onmessage = (message) => this._receive(message.data);
-    ws.onclose = (event) => this._closed(ws, event.code, event.reason);
-    ws.onerror = () => {}; // a close event always follows
-    ws.onopen = () => this._hello(ws);
   }
 
   /** @param {WebSocket} ws */
@@ -402,6 +421,9 @@ export class HuddleConnection extends EventTarget {
   }
 
   _reconnectNow() {
+    // A socket still opening would be orphaned (and, with the same device id, would then
+    // replace the new one): let it finish instead.
+    if (this._ws || this._opening) return;
     clearTimeout(this._timers.reconnect);
     this.attempt = 0;
     this._open();
