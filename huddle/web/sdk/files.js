@@ -1,0 +1,375 @@
+// Files: the media store's HTTP API (docs/media.md) from a browser.
+//
+// Uploads are resumable (tus 1.0 through the vendored tus-js-client): each one is remembered
+// in localStorage under a fingerprint of the file and the user, so the same file given again
+// after a reload or a lost connection goes on from what the node already has (a HEAD tells
+// how far it got) instead of starting over. Downloads carry the access token; signed URLs need
+// none, which is what <img>, <audio> and other users are given. Voice notes are recorded with
+// MediaRecorder and uploaded like any file: the node makes the normalized Ogg/Opus version of
+// any sound recording of voice-note length (`voice` in the file object, `/voice` to fetch it).
+//
+// What this module needs of the connection (connection.js provides it):
+//   baseUrl   the node's HTTP origin, e.g. "http://127.0.0.1:8080" (default: this page's)
+//   token     the current access token (a string, or a function returning one), read for
+//             every request so that a refreshed token is used from then on
+//   identity  the signed-in user (optional): kept uploads of one user are never offered to
+//             another on the same browser
+"use strict";
+
+/** @typedef {{id: string, owner: string, name: string, size: number, mime: string,
+ *    kind: "image"|"audio"|"video"|"document"|"other", digest: string, created: number,
+ *    url: string, width?: number, height?: number, duration?: number, waveform?: number[],
+ *    voice?: string|null, thumbnails?: string[]}} FileObject */
+/** @typedef {{used: number, reserved: number, total: number, quota: number,
+ *    max_upload: number, open_uploads: number, max_open_uploads: number}} Usage */
+/** @typedef {{bytesSent: number, bytesTotal: number}} Progress */
+
+/** Where the tus client is, relative to this module (it is served by the node too). */
+export const TUS_SCRIPT_URL = new URL("../vendor/tus-js-client/tus.min.js", import.meta.url).href;
+export const TUS_PATH = "/v1/media/tus/";
+/** Bytes per PATCH: what a lost connection can cost at most, as the node keeps every
+ * finished part (it also keeps what arrived of a part cut short). */
+export const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
+/** Waits between retries of a request that failed on the network or with 5xx/409/423. */
+export const RETRY_DELAYS_MS = [0, 1000, 3000, 5000, 10000];
+/** A voice note is at most this long unless the caller says otherwise (the node makes voice
+ * versions of recordings up to 15 minutes). */
+export const VOICE_NOTE_MAX_MS = 5 * 60 * 1000;
+export const VOICE_NOTE_TYPES = ["audio/ogg;codecs=opus", "audio/webm;codecs=opus", "audio/webm"];
+
+/** An HTTP error from the media store: `status` and the JSON body's `code`. */
+export class FilesError extends Error {
+  /** @param {number} status @param {string} code @param {string} message */
+  constructor(status, code, message) {
+    super(message);
+    this.name = "FilesError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+let tusLoading = null;
+
+/** The tus-js-client global, loaded from the node on first use (86 KB nobody needs until
+ * they upload). */
+export function loadTus() {
+  if (globalThis.tus) return Promise.resolve(globalThis.tus);
+  if (tusLoading) return tusLoading;
+  tusLoading = new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = TUS_SCRIPT_URL;
+    script.async = true;
+    script.onload = () => (globalThis.tus ? resolve(globalThis.tus) : reject(new Error("tus-js-client did not load")));
+    script.onerror = () => {
+      tusLoading = null;
+      reject(new Error(`cannot load ${TUS_SCRIPT_URL}`));
+    };
+    document.head.append(script);
+  });
+  return tusLoading;
+}
+
+async function errorOf(response) {
+  let code = "http_" + response.status;
+  let message = `${response.status} ${response.statusText}`;
+  try {
+    const body = await response.json();
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch {
+    // not JSON: keep the status line
+  }
+  return new FilesError(response.status, code, message);
+}
+
+/** The file id of a tus upload URL: the upload id becomes the file id. */
+export function uploadIdOf(uploadUrl) {
+  const path = new URL(uploadUrl, "http://x").pathname;
+  return decodeURIComponent(path.slice(path.lastIndexOf("/") + 1));
+}
+
+/** The fingerprint a kept upload is found by: the user, the file as the browser describes
+ * it, and the endpoint (tus-js-client's own leaves the user out). */
+export function uploadFingerprint(identity, file, endpoint) {
+  return ["huddle", identity || "", file.name || "", file.type || "", file.size, file.lastModified || 0, endpoint].join("|");
+}
+
+/** One upload under way: `done` resolves with the file object. */
+export class Upload {
+  constructor() {
+    /** Offset the node reported when this upload went on from an earlier session (HEAD), or
+     * null when it started from nothing. */
+    this.resumedFrom = null;
+    /** @type {string|null} */
+    this.url = null;
+    /** @type {Progress} */
+    this.progress = { bytesSent: 0, bytesTotal: 0 };
+    /** @type {Promise<FileObject>} */
+    this.done = Promise.resolve(/** @type {any} */ (null));
+    this._tus = null;
+  }
+
+  /** Stops sending; the upload stays resumable (`terminate` also drops it on the node). */
+  async abort(terminate = false) {
+    if (this._tus) await this._tus.abort(terminate);
+  }
+}
+
+export class Files {
+  /**
+   * @param {{baseUrl?: string, token: string|(() => string), identity?: string}} connection
+   * @param {{chunkSize?: number, retryDelays?: number[]}} [options]
+   */
+  constructor(connection, options = {}) {
+    this.connection = connection;
+    this.chunkSize = options.chunkSize || DEFAULT_CHUNK_SIZE;
+    this.retryDelays = options.retryDelays || RETRY_DELAYS_MS;
+  }
+
+  get baseUrl() {
+    return (this.connection.baseUrl || globalThis.location.origin).replace(/\/$/, "");
+  }
+
+  get token() {
+    const token = this.connection.token;
+    return typeof token === "function" ? token() : token;
+  }
+
+  /** An absolute URL on the node for `path` ("/v1/media/..."). */
+  url(path) {
+    return this.baseUrl + path;
+  }
+
+  async _fetch(path, init = {}) {
+    const headers = new Headers(init.headers || {});
+    headers.set("Authorization", `Bearer ${this.token}`);
+    const response = await fetch(this.url(path), { ...init, headers });
+    if (!response.ok && response.status !== 304) throw await errorOf(response);
+    return response;
+  }
+
+  /**
+   * Uploads `file` resumably. If this user sent the same file (name, type, size, modified
+   * time) before and the node still has the unfinished upload, it goes on from there.
+   * @param {Blob|File} file
+   * @param {{name?: string, type?: string, onProgress?: (p: Progress) => void,
+   *   resume?: boolean, chunkSize?: number}} [options]
+   * @returns {Promise<Upload>} started; `await upload.done` for the file object
+   */
+  async startUpload(file, options = {}) {
+    const tus = await loadTus();
+    const name = options.name || /** @type {File} */ (file).name || "file";
+    const type = options.type || file.type || "application/octet-stream";
+    const endpoint = this.url(TUS_PATH);
+    const identity = this.connection.identity;
+    const handle = new Upload();
+    handle.progress.bytesTotal = file.size;
+    let finishedId = null;
+    let created = false;
+    handle.done = new Promise((resolve, reject) => {
+      const upload = new tus.Upload(file, {
+        endpoint,
+        chunkSize: options.chunkSize || this.chunkSize,
+        retryDelays: this.retryDelays,
+        metadata: { filename: name, filetype: type },
+        storeFingerprintForResuming: options.resume !== false,
+        removeFingerprintOnSuccess: true,
+        fingerprint: async (f) => uploadFingerprint(identity, /** @type {File} */ (f), endpoint),
+        onBeforeRequest: (req) => {
+          // Read per request: a token refreshed meanwhile is the one sent.
+          req.setHeader("Authorization", `Bearer ${this.token}`);
+        },
+        onAfterResponse: (req, res) => {
+          if (req.getMethod() === "POST") created = true;
+          // A HEAD before any creation is the resume of an upload from an earlier session.
+          if (req.getMethod() === "HEAD" && res.getStatus() === 200 && !created && handle.resumedFrom === null) {
+            handle.resumedFrom = Number(res.getHeader("Upload-Offset"));
+          }
+          const id = res.getHeader("Huddle-Media-Id");
+          if (id) finishedId = id;
+        },
+        onUploadUrlAvailable: () => {
+          handle.url = upload.url;
+        },
+        onProgress: (bytesSent, bytesTotal) => {
+          handle.progress = { bytesSent, bytesTotal };
+          if (options.onProgress) options.onProgress(handle.progress);
+        },
+        onSuccess: () => {
+          const id = finishedId || uploadIdOf(upload.url);
+          this.meta(id).then(resolve, reject);
+        },
+        onError: (error) => reject(tusError(error)),
+        onShouldRetry: (error, retryAttempt, opts) => {
+          const status = error.originalResponse ? error.originalResponse.getStatus() : 0;
+          // 404: the kept upload expired or was finished elsewhere; tus-js-client then
+          // starts a new one by itself (not a retry). 4xx other than 409/423 are final.
+          if (status >= 400 && status < 500) return status === 409 || status === 423;
+          return true;
+        },
+      });
+      handle._tus = upload;
+      const begin = async () => {
+        if (options.resume !== false) {
+          const previous = await upload.findPreviousUploads();
+          if (previous.length > 0) {
+            // The newest is the one that got furthest on this browser.
+            previous.sort((a, b) => Date.parse(b.creationTime) - Date.parse(a.creationTime));
+            upload.resumeFromPreviousUpload(previous[0]);
+          }
+        }
+        upload.start();
+      };
+      begin().catch(reject);
+    });
+    return handle;
+  }
+
+  /** Uploads `file` and resolves with its file object (see `startUpload`). */
+  async upload(file, options = {}) {
+    const handle = await this.startUpload(file, options);
+    return handle.done;
+  }
+
+  /** Uploads not finished on this browser by the signed-in user (what a reload cut):
+   * `{name, type, size, uploadUrl, creationTime}` each. Give the same file to `upload` to go
+   * on with one. */
+  async pendingUploads() {
+    const tus = await loadTus();
+    const storage = tus.defaultOptions.urlStorage;
+    const prefix = `tus::huddle|${this.connection.identity || ""}|`;
+    const kept = await storage.findAllUploads();
+    return kept
+      .filter((u) => u.urlStorageKey.startsWith(prefix))
+      .map((u) => ({
+        name: u.metadata.filename,
+        type: u.metadata.filetype,
+        size: u.size,
+        uploadUrl: u.uploadUrl,
+        creationTime: u.creationTime,
+        urlStorageKey: u.urlStorageKey,
+      }));
+  }
+
+  /** Uploads `blob` in one request (POST /v1/media): small files, no progress, no resume. */
+  async uploadSimple(blob, name) {
+    const response = await this._fetch(`/v1/media?name=${encodeURIComponent(name || blob.name || "file")}`, {
+      method: "POST",
+      body: blob,
+    });
+    return response.json();
+  }
+
+  /** @returns {Promise<FileObject>} */
+  async meta(id) {
+    return (await this._fetch(`/v1/media/${encodeURIComponent(id)}/meta`)).json();
+  }
+
+  /** The file's bytes; `range` [first, last] (inclusive) asks for a part. */
+  async download(id, { range } = {}) {
+    const headers = range ? { Range: `bytes=${range[0]}-${range[1]}` } : {};
+    return (await this._fetch(`/v1/media/${encodeURIComponent(id)}`, { headers })).blob();
+  }
+
+  /** A WebP thumbnail ("small": 320 px, "large": 1280 px). */
+  async thumbnail(id, size = "small") {
+    return (await this._fetch(`/v1/media/${encodeURIComponent(id)}/thumb/${size}`)).blob();
+  }
+
+  /** The normalized Ogg/Opus version of a voice note (the file object's `voice` says it has one). */
+  async voice(id) {
+    return (await this._fetch(`/v1/media/${encodeURIComponent(id)}/voice`)).blob();
+  }
+
+  /** A download URL that needs no token until `expires_at` (seconds): for <img>, <audio>,
+   * <a download>, or to give to someone else. `url` is absolute. */
+  async sign(id) {
+    const reply = await (await this._fetch(`/v1/media/${encodeURIComponent(id)}/sign`, { method: "POST" })).json();
+    return { url: this.url(reply.url), expires_at: reply.expires_at };
+  }
+
+  /** @returns {Promise<Usage>} */
+  async usage() {
+    return (await this._fetch("/v1/media/usage")).json();
+  }
+
+  async delete(id) {
+    await this._fetch(`/v1/media/${encodeURIComponent(id)}`, { method: "DELETE" });
+  }
+
+  /** Uploads a recording from `recordVoiceNote` as a voice note; the file object's `voice`
+   * and `waveform` are set once the node has normalized it. */
+  async uploadVoiceNote(blob, options = {}) {
+    const extension = blob.type.startsWith("audio/ogg") ? "ogg" : "webm";
+    return this.upload(blob, { name: `voice-${Date.now()}.${extension}`, resume: false, ...options });
+  }
+}
+
+/** The URL of a thumbnail or the voice version of a file, from its signed URL. */
+export function signedVariantUrl(signedUrl, variant) {
+  const url = new URL(signedUrl);
+  url.pathname = `${url.pathname}/${variant}`; // "thumb/small", "thumb/large", "voice"
+  return url.href;
+}
+
+function tusError(error) {
+  const response = error && error.originalResponse;
+  if (!response) return error;
+  let code = `http_${response.getStatus()}`;
+  let message = error.message;
+  try {
+    const body = JSON.parse(response.getBody() || "{}");
+    if (body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch {
+    // not JSON
+  }
+  return new FilesError(response.getStatus(), code, message);
+}
+
+/** The first recording type this browser's MediaRecorder makes, Ogg preferred. */
+export function voiceNoteType() {
+  if (typeof MediaRecorder === "undefined") return null;
+  return VOICE_NOTE_TYPES.find((t) => MediaRecorder.isTypeSupported(t)) || null;
+}
+
+/**
+ * Records a voice note from the microphone (or `stream`) until `signal` aborts or `maxMs`
+ * passes, and resolves with the recording. The microphone is released after unless the
+ * caller gave the stream.
+ * @param {{stream?: MediaStream, signal?: AbortSignal, maxMs?: number}} [options]
+ * @returns {Promise<Blob>}
+ */
+export async function recordVoiceNote(options = {}) {
+  const type = voiceNoteType();
+  if (type === null) throw new Error("this browser cannot record audio (no MediaRecorder with Opus)");
+  const own = !options.stream;
+  const stream = options.stream || (await navigator.mediaDevices.getUserMedia({ audio: true, video: false }));
+  const audio = new MediaStream(stream.getAudioTracks());
+  const recorder = new MediaRecorder(audio, { mimeType: type, audioBitsPerSecond: 32000 });
+  const parts = [];
+  recorder.ondataavailable = (event) => {
+    if (event.data.size > 0) parts.push(event.data);
+  };
+  return new Promise((resolve, reject) => {
+    const stop = () => {
+      if (recorder.state !== "inactive") recorder.stop();
+    };
+    const timer = setTimeout(stop, options.maxMs || VOICE_NOTE_MAX_MS);
+    if (options.signal) {
+      if (options.signal.aborted) setTimeout(stop, 0);
+      else options.signal.addEventListener("abort", stop, { once: true });
+    }
+    recorder.onerror = (event) => reject(event.error || new Error("recording failed"));
+    recorder.onstop = () => {
+      clearTimeout(timer);
+      if (own) for (const track of stream.getTracks()) track.stop();
+      resolve(new Blob(parts, { type: type.split(";")[0] }));
+    };
+    recorder.start(250);
+  });
+}
