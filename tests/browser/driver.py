@@ -11,6 +11,11 @@ microphone; the subscriber page joins the same room. The script waits until the 
 decodes video and receives audio, takes two ``getStats()`` snapshots ``--sample-s`` apart
 and a screenshot, and writes everything to ``--out``. It asserts nothing: the test does.
 
+With ``--simulcast`` (the page publishes its camera as three layers by default) the script
+then reads ``call.stats`` on both pages, asks the SFU for the smallest layer
+(``sfu.track_settings`` with the lowest declared height) and waits until the subscriber decodes
+that size.
+
 With ``--restart`` both pages then start their media over (``huddle.restartMedia()``, what a
 failed connection triggers): first the publisher, until the subscriber decodes its new video
 track, then the subscriber, until its new connection decodes; two more snapshots follow.
@@ -145,6 +150,58 @@ async def _restarts(
     out["restart_stats"].append(await _stats(subscriber, "subscriberPc"))
 
 
+SERVER_STATS_JS: Final = "async () => (await window.huddle.call.stats()).server"
+
+SIMULCAST_JS: Final = """
+() => {
+  const call = window.huddle.call;
+  return {layers: call.layers, pausedLayers: [...call.pausedLayers],
+          tracks: Object.values(call.tracks)};
+}
+"""
+
+
+def _inbound_video_height(stats: list[dict[str, Any]] | None) -> int:
+    heights = [
+        int(s.get("frameHeight", 0))
+        for s in stats or []
+        if s.get("type") == "inbound-rtp" and s.get("kind") == "video"
+    ]
+    return max(heights, default=0)
+
+
+async def _simulcast(pages: dict[str, Page], out: dict[str, Any], deadline: float) -> None:
+    """What the SFU sees of the publisher's layers, then the subscriber asks for the smallest."""
+    publisher, subscriber = pages["publisher"], pages["subscriber"]
+    layers = (await publisher.evaluate(SIMULCAST_JS))["layers"]
+    smallest = min(layer["height"] for layer in layers.values())
+    # The SFU starts from what the subscriber's estimate allows: first see a larger layer.
+    while _inbound_video_height(await _stats(subscriber, "subscriberPc")) <= smallest:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the subscriber never decoded a layer above {smallest}p")
+        await asyncio.sleep(POLL_S)
+    out["simulcast"] = {
+        "publisher": await publisher.evaluate(SIMULCAST_JS),
+        "subscriber": await subscriber.evaluate(SIMULCAST_JS),
+        "publisher_server_stats": await publisher.evaluate(SERVER_STATS_JS),
+        "subscriber_server_stats": await subscriber.evaluate(SERVER_STATS_JS),
+        "height_before": _inbound_video_height(await _stats(subscriber, "subscriberPc")),
+    }
+    [video] = [t for t in out["simulcast"]["subscriber"]["tracks"] if t["kind"] == "video"]
+    await subscriber.evaluate(
+        "([track, height]) => window.huddle.call.setTileHeight(track, height)",
+        [video["track"], smallest],
+    )
+    while _inbound_video_height(await _stats(subscriber, "subscriberPc")) > smallest:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the subscriber never decoded the {smallest}p layer")
+        await asyncio.sleep(POLL_S)
+    out["simulcast"]["height_after"] = _inbound_video_height(
+        await _stats(subscriber, "subscriberPc")
+    )
+    out["simulcast"]["subscriber_server_stats_after"] = await subscriber.evaluate(SERVER_STATS_JS)
+
+
 async def _wait_state(page: Page, wanted: str, deadline: float) -> None:
     while True:
         state = await _state(page)
@@ -205,6 +262,8 @@ async def _call(
             timeout=max(1.0, deadline - time.monotonic()) * 1000,
         )
         await subscriber.screenshot(path=args.screenshot)
+        if args.simulcast:
+            await _simulcast(pages, out, deadline)
         if args.restart:
             await _restarts(pages, args, out, deadline)
         out["timings"]["done_s"] = round(time.monotonic() - started, 2)
@@ -263,6 +322,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="where the JSON result goes")
     parser.add_argument("--timeout-s", type=float, default=30.0)
     parser.add_argument("--sample-s", type=float, default=2.0)
+    parser.add_argument(
+        "--simulcast", action="store_true", help="then check the camera's simulcast layers"
+    )
     parser.add_argument(
         "--restart", action="store_true", help="then restart both pages' media (sfu.restart)"
     )

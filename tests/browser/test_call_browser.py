@@ -103,3 +103,72 @@ def test_chromium_publishes_and_another_chromium_decodes_and_both_restart(
 
 def _inbound_before_restart(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in result["subscriber_stats"][-1] if s["type"] == "inbound-rtp"]
+
+
+def test_chromium_publishes_three_simulcast_layers_of_one_camera(
+    ns_node: NamespacedNode, tmp_path: Path
+) -> None:
+    """The call page publishes its camera as three layers (the SDK's default); the SFU takes
+    them as one source, forwards one layer to the subscriber, and switches to the smallest
+    when the subscriber's tile is that small."""
+    room = "browser-simulcast"
+    result_path = tmp_path / "driver.json"
+    result = run_driver(
+        ns_node.ns,
+        result_path,
+        DRIVER_TIMEOUT_S + 10,
+        "--base-url",
+        ns_node.url,
+        "--room",
+        room,
+        "--publisher-token",
+        make_token("alice", rooms=[room]),
+        "--subscriber-token",
+        make_token("bob", rooms=[room], can_publish=False),
+        "--screenshot",
+        str(tmp_path / "subscriber.png"),
+        "--profile-dir",
+        str(tmp_path / "chromium-profile"),
+        "--timeout-s",
+        str(DRIVER_TIMEOUT_S),
+        "--sample-s",
+        "0.5",
+        "--simulcast",
+    )
+    diagnostics = {k: v for k, v in result.items() if not k.endswith("_stats")}
+    context = (
+        f"driver: {json.dumps(diagnostics, indent=1)[-6000:]}\n"
+        f"node log:\n{ns_node.log_tail()}\n(full result: {result_path})"
+    )
+    assert result["ok"], context
+    sim = result["simulcast"]
+    publisher = result["publisher_state"]["participant"]
+
+    # Three layers of one source, declared smallest first.
+    layers = sim["publisher"]["layers"]
+    assert len(layers) == 3, layers
+    assert {x["source"] for x in layers.values()} == {"cam"}, layers
+    by_quality = sorted(layers.values(), key=lambda x: x["quality"])
+    assert [x["quality"] for x in by_quality] == [0, 1, 2], layers
+    heights = [x["height"] for x in by_quality]
+    assert heights[0] < heights[1] < heights[2], layers
+
+    # The SFU has a published track per layer, each a camera video track.
+    published = sim["publisher_server_stats"]["published"]
+    layer_tracks = {f"{publisher}:{mid}" for mid in layers}
+    video = {t["track"]: t for t in published if t["kind"] == "video"}
+    assert set(video) == layer_tracks, published
+    assert all(t["source"] == "camera" for t in video.values()), published
+    assert any(t["packets"] > 0 for t in video.values()), published
+
+    # The subscriber is offered the source once, and gets one layer of it at a time.
+    [offered] = [t for t in sim["subscriber"]["tracks"] if t["kind"] == "video"]
+    assert offered["track"] == f"{publisher}:cam", sim["subscriber"]
+    [sub] = [t for t in sim["subscriber_server_stats"]["subscribed"] if t["kind"] == "video"]
+    assert sub["track"] == f"{publisher}:cam" and sub["layer"] is not None, sub
+    # A tile as small as the smallest layer: the SFU switches to it and the browser decodes it.
+    [after] = [
+        t for t in sim["subscriber_server_stats_after"]["subscribed"] if t["kind"] == "video"
+    ]
+    assert (after["layer"], after["height"]) == (0, heights[0]), after
+    assert 0 < sim["height_after"] <= heights[0] < sim["height_before"], sim

@@ -10,3 +10,5 @@ export * from "./chat.js";
 export * from "./chatstate.js";
 export * from "./presence.js";
 export * from "./store.js";
+export * from "./files.js";
+export * from "./calls.js";

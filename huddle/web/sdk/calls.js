@@ -1,0 +1,710 @@
+// Calls: group call rooms through the node's SFU, and 1:1 ringing (docs/protocol.md, Calls and
+// Ringing calls). The Python CallClient (huddle/call.py) is the reference; this is the same
+// logic for a browser.
+//
+// A room member has two peer connections to the SFU: the publisher connection (this side
+// offers, `sfu.publish` carries the offer and its reply the answer) and the subscriber
+// connection (the SFU offers with `sfu.offer` events, this side answers with `sfu.answer`).
+// Every SDP sent waits for ICE gathering to complete and carries all of its candidates.
+//
+// Cameras are published as simulcast by default: the SFU (aiortc) negotiates no `rid`
+// simulcast, so the three layers are three video sections, each sending a clone of the
+// camera track scaled down by the encoder (scaleResolutionDownBy), declared in
+// `sfu.publish` `layers` as qualities 0-2 of one source. Subscribers get the source once and
+// the SFU picks the layer that fits each one; layers nobody takes are paused (`sfu.layers`)
+// and this side stops sending them until they are wanted again.
+//
+// When a peer connection fails, the media starts over as an ICE restart would (aiortc has
+// none): `sfu.restart`, new connections, everything published again, same place in the room.
+//
+// What this module needs of the connection (HuddleConnection in connection.js):
+//   request(type, fields) -> Promise<ok frame>, rejecting with an error that has `code`
+//   on(type, handler) -> a function that stops listening
+
+/** @typedef {{participant: string, identity: string, name: string, audio_muted: boolean,
+ *    video_muted: boolean, screen_sharing: boolean}} Participant */
+/** @typedef {{mid: string, track: string, kind: "audio"|"video", source: string,
+ *    participant: string, identity: string}} TrackInfo */
+/** @typedef {{source: string, quality: number, height: number}} LayerInfo */
+
+export const ICE_GATHERING_TIMEOUT_MS = 5000;
+export const CAMERA_SOURCE = "cam";
+/** The three layers of a camera, smallest first: how much the encoder scales the camera
+ * down, and the most it may spend on it. */
+export const SIMULCAST_LAYERS = [
+  { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+export const CAMERA_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+// Forwarding never transcodes: the SFU takes VP8 (with RTX) and Opus only.
+const CODECS = { video: ["video/vp8", "video/rtx"], audio: ["audio/opus"] };
+
+/** A tiny event emitter: `on` returns a function that stops listening. */
+export class Emitter {
+  constructor() {
+    /** @type {Map<string, Set<Function>>} */
+    this._handlers = new Map();
+  }
+
+  /** @param {string} type @param {(detail: any) => void} handler */
+  on(type, handler) {
+    if (!this._handlers.has(type)) this._handlers.set(type, new Set());
+    this._handlers.get(type).add(handler);
+    return () => this._handlers.get(type)?.delete(handler);
+  }
+
+  /** @param {string} type @param {any} detail */
+  emit(type, detail) {
+    for (const handler of [...(this._handlers.get(type) || [])]) {
+      try {
+        handler(detail);
+      } catch (error) {
+        console.error(`[huddle] ${type} handler failed`, error);
+      }
+    }
+  }
+}
+
+/**
+ * The `layers` declaration of a simulcast camera: one entry per layer mid, heights from the
+ * camera's height and each layer's scale (never 0, never shorter than the layer below).
+ * @param {string[]} mids layer mids, smallest layer first
+ * @param {number} cameraHeight
+ * @param {string} [source]
+ * @returns {Record<string, LayerInfo>}
+ */
+export function layerDeclarations(mids, cameraHeight, source = CAMERA_SOURCE, layers = SIMULCAST_LAYERS) {
+  /** @type {Record<string, LayerInfo>} */
+  const out = {};
+  let previous = 0;
+  mids.forEach((mid, quality) => {
+    const height = Math.max(previous, 1, Math.round(cameraHeight / layers[quality].scaleResolutionDownBy));
+    out[mid] = { source, quality, height };
+    previous = height;
+  });
+  return out;
+}
+
+/**
+ * What a new `sfu.offer` changes: the tracks it adds (new mid, or a mid now carrying another
+ * track) and those it removes (a mid no longer listed: its section went inactive).
+ * @param {Record<string, TrackInfo>} known by subscriber mid
+ * @param {TrackInfo[]} offered
+ */
+export function trackChanges(known, offered) {
+  const now = Object.fromEntries(offered.map((t) => [t.mid, t]));
+  const added = offered.filter((t) => !known[t.mid] || known[t.mid].track !== t.track);
+  const removed = Object.values(known).filter((t) => !now[t.mid] || now[t.mid].track !== t.track);
+  return { now, added, removed };
+}
+
+/** The SFU's ICE username fragment in an SDP: new for each of its peer connections, so it
+ * tells offers for a connection a restart dropped from offers for the new one. */
+export function iceUfrag(sdp) {
+  const match = /^a=ice-ufrag:(\S+)/m.exec(sdp);
+  return match ? match[1] : null;
+}
+
+function iceGatheringComplete(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === "complete") done();
+    };
+    // Whatever was found by then goes: a slow STUN server must not hold the call up.
+    const timer = setTimeout(done, ICE_GATHERING_TIMEOUT_MS);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+function preferCodecs(transceiver, kind) {
+  if (!transceiver.setCodecPreferences || !globalThis.RTCRtpSender?.getCapabilities) return;
+  const capabilities = RTCRtpSender.getCapabilities(kind);
+  if (!capabilities) return;
+  const codecs = capabilities.codecs.filter((c) => CODECS[kind].includes(c.mimeType.toLowerCase()));
+  try {
+    transceiver.setCodecPreferences(codecs);
+  } catch {
+    // keep the browser's own list; the SFU refuses what it cannot take
+  }
+}
+
+/**
+ * One published section of the publisher connection.
+ * @typedef {{transceiver: RTCRtpTransceiver, kind: "audio"|"video",
+ *   source: "camera"|"microphone"|"screen"|"screen_audio", track: MediaStreamTrack,
+ *   layer: number|null, encoding: object|null}} Sender
+ */
+
+/**
+ * A group call room. Events (`call.on(type, handler)`): `state` ({state}), `track`
+ * ({track, info, stream}: a received track), `trackended` ({info}), `participants`
+ * (Participant[]), `joined`/`left`/`participantstate` (Participant or {participant}),
+ * `speakers` (the `call.speakers` list), `muted` ({kind, by}: an admin muted us), `removed`,
+ * `restarted` ({restarts}), `error` (Error), `log` (string).
+ */
+export class Call extends Emitter {
+  /**
+   * @param {{request: Function, on: Function}} connection
+   * @param {string} room
+   * @param {{simulcast?: boolean, camera?: MediaTrackConstraints}} [options]
+   */
+  constructor(connection, room, options = {}) {
+    super();
+    this.connection = connection;
+    this.room = room;
+    this.simulcast = options.simulcast !== false;
+    this.cameraConstraints = options.camera || CAMERA_CONSTRAINTS;
+    /** joining, joined, left, failed */
+    this.state = "idle";
+    this.participant = null;
+    /** @type {Map<string, Participant>} */
+    this.participants = new Map();
+    this.iceServers = [];
+    /** @type {RTCPeerConnection|null} */
+    this.publisherPc = null;
+    /** @type {RTCPeerConnection|null} */
+    this.subscriberPc = null;
+    /** @type {Record<string, TrackInfo>} subscriber mid -> what it carries */
+    this.tracks = {};
+    /** @type {Map<string, Sender>} publisher mid -> what it sends */
+    this.senders = new Map();
+    /** Layer mids the SFU asked us to pause (nobody takes them). */
+    this.pausedLayers = new Set();
+    /** @type {Record<string, LayerInfo>} the camera's layers as last declared, by mid */
+    this.layers = {};
+    this.offersAnswered = 0;
+    this.restarts = 0;
+    this.restarting = null;
+    this.audioMuted = false;
+    this.videoMuted = false;
+    /** @type {MediaStream|null} what getUserMedia gave for camera/microphone */
+    this.localStream = null;
+    /** @type {MediaStream|null} */
+    this.screenStream = null;
+    // Offers, publishes and restarts take turns: no answer is under way while the
+    // connections are replaced, and no two offers of the publisher connection overlap.
+    this._queue = Promise.resolve();
+    this._staleUfrags = new Set();
+    this._lastOfferUfrag = null;
+    this._unsubscribe = [];
+  }
+
+  _listen(type, handler) {
+    this._unsubscribe.push(
+      this.connection.on(type, (event) => {
+        if (event.room === undefined || event.room === this.room) handler(event);
+      }),
+    );
+  }
+
+  _log(text) {
+    this.emit("log", text);
+  }
+
+  _setState(state) {
+    this.state = state;
+    this.emit("state", { state });
+  }
+
+  /** Runs `job` after everything queued before it; resolves or rejects with it. */
+  _enqueue(job) {
+    const run = this._queue.then(job);
+    this._queue = run.catch(() => {});
+    return run;
+  }
+
+  _request(type, fields = {}) {
+    return this.connection.request(type, { room: this.room, ...fields });
+  }
+
+  /** Joins the room; resolves with the `call.join` reply. */
+  async join() {
+    this._setState("joining");
+    // Offers wait for the join reply: it gives the ICE servers their connection needs.
+    let joined = () => {};
+    this._queue = new Promise((resolve) => (joined = resolve));
+    this._listen("sfu.offer", (event) => {
+      this._lastOfferUfrag = iceUfrag(event.sdp);
+      this._enqueue(() => this._answer(event)).catch((error) => this.emit("error", error));
+    });
+    this._listen("sfu.layers", (event) => this._onLayers(event.paused));
+    this._listen("call.participant_joined", (event) => {
+      this.participants.set(event.participant.participant, event.participant);
+      this.emit("joined", event.participant);
+      this.emit("participants", [...this.participants.values()]);
+    });
+    this._listen("call.participant_left", (event) => {
+      const who = this.participants.get(event.participant) || { participant: event.participant };
+      this.participants.delete(event.participant);
+      this.emit("left", who);
+      this.emit("participants", [...this.participants.values()]);
+    });
+    this._listen("call.participant_state", (event) => {
+      this.participants.set(event.participant.participant, event.participant);
+      this.emit("participantstate", event.participant);
+      this.emit("participants", [...this.participants.values()]);
+    });
+    this._listen("call.speakers", (event) => this.emit("speakers", event.speakers));
+    this._listen("call.muted", (event) => {
+      // The SFU no longer forwards it: mute the local track too, until we unmute.
+      if (event.kind === "audio") this._setTrackEnabled("audio", false);
+      else this._setTrackEnabled("video", false);
+      this.emit("muted", { kind: event.kind, by: event.by });
+    });
+    this._listen("call.removed", (event) => {
+      this._closeConnections();
+      this._setState("left");
+      this.emit("removed", { by: event.by });
+    });
+    this._listen("call.reconnect", () => {
+      this._enqueue(() => this._rejoin()).catch((error) => this.emit("error", error));
+    });
+    let reply;
+    try {
+      reply = await this._joinRequest();
+    } catch (error) {
+      this._setState("failed");
+      for (const stop of this._unsubscribe.splice(0)) if (typeof stop === "function") stop();
+      throw error;
+    } finally {
+      joined();
+    }
+    this._setState("joined");
+    return reply;
+  }
+
+  async _joinRequest() {
+    const reply = await this._request("call.join");
+    this.participant = reply.participant;
+    this.iceServers = reply.ice_servers || [];
+    this.participants = new Map(reply.participants.map((p) => [p.participant, p]));
+    this.emit("participants", [...this.participants.values()]);
+    return reply;
+  }
+
+  _newPeerConnection(name) {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+    pc.addEventListener("connectionstatechange", () => {
+      this._log(`${name} connection ${pc.connectionState}`);
+      // Only a connection still in use counts: those a restart replaced are closed.
+      const current = pc === this.publisherPc || pc === this.subscriberPc;
+      if (pc.connectionState === "failed" && current) {
+        this.restartMedia(`${name} connection failed`).catch((error) => this.emit("error", error));
+      }
+    });
+    return pc;
+  }
+
+  async _answer(event) {
+    if (this._staleUfrags.has(iceUfrag(event.sdp))) return; // for a connection since dropped
+    const { now, added, removed } = trackChanges(this.tracks, event.tracks);
+    this.tracks = now;
+    let pc = this.subscriberPc;
+    if (pc === null) {
+      pc = this.subscriberPc = this._newPeerConnection("subscriber");
+      pc.addEventListener("track", (e) => {
+        const info = this.tracks[e.transceiver.mid];
+        if (info) this.emit("track", { track: e.track, info, stream: new MediaStream([e.track]) });
+      });
+    }
+    for (const info of removed) this.emit("trackended", { info });
+    await pc.setRemoteDescription({ type: "offer", sdp: event.sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await iceGatheringComplete(pc);
+    if (pc !== this.subscriberPc) return; // a restart replaced it meanwhile
+    await this._request("sfu.answer", { sdp: pc.localDescription.sdp });
+    this.offersAnswered += 1;
+    this._log(`answered offer ${this.offersAnswered} (${event.tracks.length} tracks, ${added.length} new)`);
+  }
+
+  /**
+   * Publishes the camera and/or microphone (getUserMedia, or `stream`). The camera goes out
+   * as three simulcast layers unless the call was made with `simulcast: false`.
+   * @param {{audio?: boolean|MediaTrackConstraints, video?: boolean|MediaTrackConstraints,
+   *   stream?: MediaStream}} [what]
+   * @returns {Promise<MediaStream>} the local stream (show it muted in the own tile)
+   */
+  async publish(what = { audio: true, video: true }) {
+    const stream =
+      what.stream ||
+      (await navigator.mediaDevices.getUserMedia({
+        audio: what.audio === undefined ? true : what.audio,
+        video: what.video === true || what.video === undefined ? this.cameraConstraints : what.video,
+      }));
+    this.localStream = stream;
+    await this._enqueue(() => this._publishTracks(this._cameraAndMicrophone(stream)));
+    return stream;
+  }
+
+  /** The senders to add for a camera/microphone stream (not yet on a connection). */
+  _cameraAndMicrophone(stream) {
+    const out = [];
+    for (const track of stream.getAudioTracks()) {
+      out.push({ kind: "audio", source: "microphone", track, layer: null, encoding: null });
+    }
+    for (const track of stream.getVideoTracks()) {
+      if (this.simulcast) {
+        SIMULCAST_LAYERS.forEach((encoding, layer) => {
+          // A clone per layer: each section has its own sender, and pausing one layer
+          // (replaceTrack(null)) or muting must not touch the others' tracks.
+          out.push({ kind: "video", source: "camera", track: track.clone(), layer, encoding });
+        });
+      } else {
+        out.push({ kind: "video", source: "camera", track, layer: null, encoding: null });
+      }
+    }
+    return out;
+  }
+
+  /** Adds `wanted` as new sections of the publisher connection and publishes them. */
+  async _publishTracks(wanted) {
+    if (this.publisherPc === null) this.publisherPc = this._newPeerConnection("publisher");
+    const pc = this.publisherPc;
+    const added = wanted.map((w) => {
+      const init = { direction: "sendonly", streams: [] };
+      if (w.encoding) init.sendEncodings = [{ ...w.encoding }];
+      const transceiver = pc.addTransceiver(w.track, init);
+      preferCodecs(transceiver, w.kind);
+      return { ...w, transceiver };
+    });
+    if (this.videoMuted || this.audioMuted) {
+      for (const a of added) if (this._isMuted(a.kind, a.source)) a.track.enabled = false;
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGatheringComplete(pc);
+    /** @type {Record<string, string>} */
+    const sources = {};
+    const layerMids = [];
+    for (const a of added) {
+      sources[a.transceiver.mid] = a.source;
+      if (a.layer !== null) layerMids[a.layer] = a.transceiver.mid;
+    }
+    let layers = {};
+    if (layerMids.length > 0) {
+      const camera = added.find((a) => a.layer !== null);
+      const height = camera.track.getSettings().height || 720;
+      layers = layerDeclarations(layerMids, height);
+    }
+    let reply;
+    try {
+      reply = await this._request("sfu.publish", { sdp: pc.localDescription.sdp, sources, layers });
+    } catch (error) {
+      // Refused, so nothing of this offer is published: its sections stay inactive in
+      // later offers, and their tracks are not ours to keep.
+      if (pc === this.publisherPc && pc.signalingState === "have-local-offer") {
+        await pc.setLocalDescription({ type: "rollback" });
+      }
+      for (const a of added) {
+        a.transceiver.direction = "inactive";
+        if (a.layer !== null) a.track.stop();
+      }
+      throw error;
+    }
+    if (pc !== this.publisherPc) return; // a restart replaced it meanwhile
+    await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+    for (const a of added) this.senders.set(a.transceiver.mid, a);
+    if (layerMids.length > 0) this.layers = layers;
+    this._log(`published ${added.map((a) => `${a.source}${a.layer === null ? "" : `/${a.layer}`}@${a.transceiver.mid}`).join(", ")}`);
+  }
+
+  /** Stops sending the sections of `mids` (a new offer with them inactive). */
+  async _unpublish(mids) {
+    const pc = this.publisherPc;
+    if (pc === null) return;
+    for (const mid of mids) {
+      const sender = this.senders.get(mid);
+      if (!sender) continue;
+      sender.transceiver.direction = "inactive";
+      this.senders.delete(mid);
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGatheringComplete(pc);
+    const reply = await this._request("sfu.publish", { sdp: pc.localDescription.sdp });
+    if (pc === this.publisherPc) await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+  }
+
+  _onLayers(paused) {
+    const wanted = new Set(paused);
+    for (const [mid, sender] of this.senders) {
+      if (sender.layer === null) continue;
+      const was = this.pausedLayers.has(mid);
+      const now = wanted.has(mid);
+      if (now && !was) sender.transceiver.sender.replaceTrack(null);
+      else if (!now && was) sender.transceiver.sender.replaceTrack(sender.track);
+    }
+    this.pausedLayers = wanted;
+    this._log(`paused layers: ${[...wanted].join(", ") || "none"}`);
+  }
+
+  _isMuted(kind, source) {
+    if (source === "screen" || source === "screen_audio") return false;
+    return kind === "audio" ? this.audioMuted : this.videoMuted;
+  }
+
+  _setTrackEnabled(kind, enabled) {
+    if (kind === "audio") this.audioMuted = !enabled;
+    else this.videoMuted = !enabled;
+    for (const sender of this.senders.values()) {
+      if (sender.kind === kind && sender.source !== "screen" && sender.source !== "screen_audio") {
+        sender.track.enabled = enabled;
+      }
+    }
+    if (this.localStream) {
+      const tracks = kind === "audio" ? this.localStream.getAudioTracks() : this.localStream.getVideoTracks();
+      for (const track of tracks) track.enabled = enabled;
+    }
+  }
+
+  /** Mutes or unmutes the microphone: its track sends silence, and the room is told
+   * (`call.state`; after an admin's mute, unmuting makes the SFU forward it again). */
+  async setMicrophoneMuted(muted) {
+    this._setTrackEnabled("audio", !muted);
+    await this._request("call.state", { audio_muted: muted });
+  }
+
+  /** Mutes or unmutes the camera: its layers send black, and the room is told. */
+  async setCameraMuted(muted) {
+    this._setTrackEnabled("video", !muted);
+    await this._request("call.state", { video_muted: muted });
+  }
+
+  /** Sends the camera (`kind` "video") or microphone ("audio") of another device
+   * (`deviceId` from `navigator.mediaDevices.enumerateDevices()`), on the same sections. */
+  async switchDevice(kind, deviceId) {
+    const constraints =
+      kind === "video"
+        ? { video: { ...this.cameraConstraints, deviceId: { exact: deviceId } } }
+        : { audio: { deviceId: { exact: deviceId } } };
+    const fresh = await navigator.mediaDevices.getUserMedia(constraints);
+    const [track] = kind === "video" ? fresh.getVideoTracks() : fresh.getAudioTracks();
+    track.enabled = !this._isMuted(kind, kind === "video" ? "camera" : "microphone");
+    const source = kind === "video" ? "camera" : "microphone";
+    for (const [mid, sender] of this.senders) {
+      if (sender.source !== source) continue;
+      const old = sender.track;
+      sender.track = sender.layer === null ? track : track.clone();
+      sender.track.enabled = track.enabled;
+      if (!this.pausedLayers.has(mid)) await sender.transceiver.sender.replaceTrack(sender.track);
+      if (old !== track) old.stop();
+    }
+    if (this.localStream) {
+      const old = kind === "video" ? this.localStream.getVideoTracks() : this.localStream.getAudioTracks();
+      for (const t of old) {
+        this.localStream.removeTrack(t);
+        t.stop();
+      }
+      this.localStream.addTrack(track);
+    }
+    return track;
+  }
+
+  /** Shares the screen (getDisplayMedia) as a track of its own (source `screen`); stops by
+   * itself when the browser's "stop sharing" ends the track. */
+  async shareScreen(options = { video: true, audio: false }) {
+    if (this.screenStream) return this.screenStream;
+    const stream = await navigator.mediaDevices.getDisplayMedia(options);
+    this.screenStream = stream;
+    const wanted = [];
+    for (const track of stream.getVideoTracks()) {
+      wanted.push({ kind: "video", source: "screen", track, layer: null, encoding: null });
+      track.addEventListener("ended", () => this.stopScreenShare().catch((error) => this.emit("error", error)));
+    }
+    for (const track of stream.getAudioTracks()) {
+      wanted.push({ kind: "audio", source: "screen_audio", track, layer: null, encoding: null });
+    }
+    try {
+      await this._enqueue(() => this._publishTracks(wanted));
+    } catch (error) {
+      for (const track of stream.getTracks()) track.stop();
+      this.screenStream = null;
+      throw error;
+    }
+    await this._request("call.state", { screen_sharing: true });
+    return stream;
+  }
+
+  async stopScreenShare() {
+    const stream = this.screenStream;
+    if (!stream) return;
+    this.screenStream = null;
+    const mids = [...this.senders].filter(([, s]) => s.source.startsWith("screen")).map(([mid]) => mid);
+    for (const track of stream.getTracks()) track.stop();
+    await this._enqueue(() => this._unpublish(mids));
+    await this._request("call.state", { screen_sharing: false });
+  }
+
+  /** How a received track is shown: the tile's height in pixels (null: no limit). For a
+   * simulcast source the SFU then forwards the largest layer that fits. */
+  async setTileHeight(track, maxHeight) {
+    await this._request("sfu.track_settings", { track, max_height: maxHeight });
+  }
+
+  /** The SFU's statistics of what this participant publishes and receives (`call.stats`),
+   * and the browser's own (`getStats()` of both connections). */
+  async stats() {
+    const [server, publisher, subscriber] = await Promise.all([
+      this._request("call.stats"),
+      this.publisherPc ? this.publisherPc.getStats() : null,
+      this.subscriberPc ? this.subscriberPc.getStats() : null,
+    ]);
+    return { server, publisher, subscriber };
+  }
+
+  /** Starts the media over on new peer connections (`sfu.restart`), keeping the place in the
+   * room; done by itself when a connection fails. One restart at a time. */
+  restartMedia(why = "requested") {
+    if (this.restarting) return this.restarting;
+    if (this.state !== "joined") return Promise.reject(new Error(`no media to restart (${this.state})`));
+    this._log(`restarting media: ${why}`);
+    this.restarting = this._enqueue(async () => {
+      const published = this._closeConnections();
+      await this._request("sfu.restart");
+      if (published.length) await this._publishTracks(published);
+      this.restarts += 1;
+      this.emit("restarted", { restarts: this.restarts });
+    }).finally(() => {
+      this.restarting = null;
+    });
+    return this.restarting;
+  }
+
+  /** Closes both connections; returns what was published, to publish again. */
+  _closeConnections() {
+    if (this._lastOfferUfrag) this._staleUfrags.add(this._lastOfferUfrag);
+    const published = [...this.senders.values()]
+      .filter((s) => s.track.readyState === "live")
+      .map(({ kind, source, track, layer, encoding }) => ({ kind, source, track, layer, encoding }));
+    // Forget them before closing: a closing connection is no longer current, fails nothing.
+    const pcs = [this.publisherPc, this.subscriberPc];
+    this.publisherPc = this.subscriberPc = null;
+    for (const pc of pcs) if (pc) pc.close();
+    for (const info of Object.values(this.tracks)) this.emit("trackended", { info });
+    this.tracks = {};
+    this.senders.clear();
+    this.pausedLayers = new Set();
+    return published;
+  }
+
+  /** The SFU worker holding the room stopped: join again and publish again. */
+  async _rejoin() {
+    const published = this._closeConnections();
+    await this._joinRequest();
+    if (published.length) await this._publishTracks(published);
+    this.emit("restarted", { restarts: this.restarts });
+  }
+
+  /** Leaves the room and stops every local track. */
+  async leave() {
+    const wasIn = this.state === "joined";
+    this._setState("left");
+    try {
+      if (wasIn) await this._request("call.leave");
+    } finally {
+      const published = this._closeConnections();
+      for (const s of published) s.track.stop();
+      for (const stream of [this.localStream, this.screenStream]) {
+        if (stream) for (const track of stream.getTracks()) track.stop();
+      }
+      this.localStream = this.screenStream = null;
+      for (const stop of this._unsubscribe.splice(0)) if (typeof stop === "function") stop();
+    }
+  }
+}
+
+/** Joins `room` and resolves with the joined Call (see Call). */
+export async function joinCall(connection, room, options = {}) {
+  const call = new Call(connection, room, options);
+  await call.join();
+  return call;
+}
+
+// --- ringing -------------------------------------------------------------------------------
+
+/** Events after which a call no longer rings on this device, and why. */
+export const RING_STOPS = {
+  "call.answered_elsewhere": "answered_elsewhere",
+  "call.cancelled": "cancelled",
+  "call.missed": "missed",
+  "call.ended": "ended",
+};
+
+/**
+ * 1:1 and group ringing (docs/protocol.md, Ringing calls). Keeps the calls ringing on this
+ * device (`ringing`, by call id) and emits: `incoming` (the `call.incoming` event), `stopped`
+ * ({call, reason}: answered_elsewhere, cancelled, missed, ended, accepted, declined),
+ * `outgoing`, `accepted`, `declined`, `cancelled`, `missed`, `ended`, `updated`, `left`,
+ * `resumed` (the events as the server sends them, `call.` left out).
+ */
+export class Ringing extends Emitter {
+  /** @param {{request: Function, on: Function}} connection */
+  constructor(connection) {
+    super();
+    this.connection = connection;
+    /** @type {Map<string, object>} call id -> its call.incoming */
+    this.ringing = new Map();
+    this._unsubscribe = [];
+    const names = ["incoming", "outgoing", "accepted", "answered_elsewhere", "declined", "cancelled", "missed", "ended", "updated", "left", "resumed"];
+    for (const name of names) {
+      this._unsubscribe.push(connection.on(`call.${name}`, (event) => this.handle(event)));
+    }
+  }
+
+  /** Applies one server event (public for tests). */
+  handle(event) {
+    const name = event.type.slice("call.".length);
+    if (event.type === "call.incoming") this.ringing.set(event.call, event);
+    const reason = RING_STOPS[event.type];
+    if (reason && this.ringing.delete(event.call)) this.emit("stopped", { call: event.call, reason });
+    this.emit(name, event);
+  }
+
+  _stop(call, reason) {
+    if (this.ringing.delete(call)) this.emit("stopped", { call, reason });
+  }
+
+  /** Calls `to` (or invites them into the accepted `call`); resolves with {call, room}. */
+  async invite(to, media = "video", call = null) {
+    return this.connection.request("call.invite", { to, media, ...(call ? { call } : {}) });
+  }
+
+  /** Answers on this device; resolves with {call, room}: join the room with `joinCall`. */
+  async accept(call) {
+    try {
+      return await this.connection.request("call.accept", { call });
+    } finally {
+      this._stop(call, "accepted");
+    }
+  }
+
+  async decline(call) {
+    try {
+      await this.connection.request("call.decline", { call });
+    } finally {
+      this._stop(call, "declined");
+    }
+  }
+
+  /** The caller gives up while it still rings. */
+  async cancel(call) {
+    await this.connection.request("call.cancel", { call });
+  }
+
+  async hangup(call) {
+    await this.connection.request("call.hangup", { call });
+  }
+
+  async update(call, media) {
+    await this.connection.request("call.update", { call, media });
+  }
+
+  close() {
+    for (const stop of this._unsubscribe.splice(0)) if (typeof stop === "function") stop();
+  }
+}

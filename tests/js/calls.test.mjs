@@ -1,0 +1,165 @@
+// The calls module's pure parts: simulcast layer declarations, subscriber offer bookkeeping,
+// pausing layers on sfu.layers, and which events stop a ringing call.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { Call, Emitter, Ringing, SIMULCAST_LAYERS, iceUfrag, layerDeclarations, trackChanges } from "../../huddle/web/sdk/calls.js";
+
+test("three layers of one source, smallest first, heights from the camera's", () => {
+  assert.deepEqual(layerDeclarations(["0", "1", "2"], 720), {
+    0: { source: "cam", quality: 0, height: 180 },
+    1: { source: "cam", quality: 1, height: 360 },
+    2: { source: "cam", quality: 2, height: 720 },
+  });
+  assert.equal(SIMULCAST_LAYERS.length, 3);
+});
+
+test("layer heights never reach 0 and never shrink with quality (the SFU refuses that)", () => {
+  const tiny = layerDeclarations(["3", "4", "5"], 2, "cam");
+  const heights = Object.values(tiny).map((l) => l.height);
+  assert.ok(heights.every((h) => h >= 1), heights);
+  assert.deepEqual([...heights].sort((a, b) => a - b), heights);
+});
+
+test("an offer's new and dropped tracks, by subscriber mid", () => {
+  const a = { mid: "0", track: "p-a:cam", kind: "video", source: "camera", participant: "p-a", identity: "alice" };
+  const b = { mid: "1", track: "p-a:3", kind: "audio", source: "microphone", participant: "p-a", identity: "alice" };
+  const c = { mid: "1", track: "p-c:0", kind: "audio", source: "microphone", participant: "p-c", identity: "carol" };
+  let known = {};
+  let change = trackChanges(known, [a, b]);
+  assert.deepEqual(change.added, [a, b]);
+  assert.deepEqual(change.removed, []);
+  known = change.now;
+  change = trackChanges(known, [a, b]); // the same offer again: nothing changes
+  assert.deepEqual([change.added, change.removed], [[], []]);
+  change = trackChanges(known, [a]); // b's section went inactive
+  assert.deepEqual([change.added, change.removed], [[], [b]]);
+  change = trackChanges(known, [a, c]); // a mid reused for another track
+  assert.deepEqual([change.added, change.removed], [[c], [b]]);
+});
+
+test("the ICE username fragment of an SDP", () => {
+  assert.equal(iceUfrag("v=0\r\na=ice-ufrag:Ab12\r\na=ice-pwd:x\r\n"), "Ab12");
+  assert.equal(iceUfrag("v=0\r\n"), null);
+});
+
+function fakeConnection() {
+  const handlers = new Map();
+  const sent = [];
+  return {
+    sent,
+    replies: {},
+    on(type, handler) {
+      if (!handlers.has(type)) handlers.set(type, new Set());
+      handlers.get(type).add(handler);
+      return () => handlers.get(type).delete(handler);
+    },
+    emit(frame) {
+      for (const handler of handlers.get(frame.type) || []) handler(frame);
+    },
+    async request(type, fields) {
+      sent.push({ type, ...fields });
+      const reply = this.replies[type];
+      if (reply instanceof Error) throw reply;
+      return { type: "ok", ...(reply || {}) };
+    },
+    listeners: (type) => (handlers.get(type) || new Set()).size,
+  };
+}
+
+test("layers the SFU pauses stop sending, and send their own track again when resumed", async () => {
+  const connection = fakeConnection();
+  connection.replies["call.join"] = { participant: "p-me", participants: [], ice_servers: [] };
+  const call = new Call(connection, "r");
+  await call.join();
+  const replaced = [];
+  const stopped = [];
+  const sender = (mid, layer) => {
+    const track = { id: `t${mid}`, readyState: "live", stop: () => stopped.push(mid) };
+    const transceiver = { mid, sender: { replaceTrack: (t) => replaced.push([mid, t && t.id]) } };
+    call.senders.set(mid, { transceiver, kind: "video", source: "camera", track, layer, encoding: {} });
+  };
+  sender("0", 0);
+  sender("1", 1);
+  sender("2", 2);
+  call.senders.set("3", { transceiver: { mid: "3", sender: { replaceTrack: () => assert.fail("not a layer") } }, kind: "audio", source: "microphone", track: { readyState: "live", stop: () => stopped.push("3") }, layer: null });
+  connection.emit({ type: "sfu.layers", room: "r", paused: ["0", "1"] });
+  assert.deepEqual(replaced, [["0", null], ["1", null]]);
+  connection.emit({ type: "sfu.layers", room: "other", paused: ["2"] }); // another room's
+  connection.emit({ type: "sfu.layers", room: "r", paused: ["0"] });
+  assert.deepEqual(replaced.slice(2), [["1", "t1"]]);
+  assert.deepEqual([...call.pausedLayers], ["0"]);
+  await call.leave();
+  assert.equal(connection.listeners("sfu.layers"), 0, "leave stops listening");
+  assert.deepEqual(stopped.sort(), ["0", "1", "2", "3"], "leave stops every local track");
+  assert.deepEqual(connection.sent.map((m) => m.type), ["call.join", "call.leave"]);
+});
+
+test("participants follow joins, state changes and leaves", async () => {
+  const connection = fakeConnection();
+  const bob = { participant: "p-b", identity: "bob", name: "Bob", audio_muted: false, video_muted: false, screen_sharing: false };
+  connection.replies["call.join"] = { participant: "p-me", participants: [bob], ice_servers: [] };
+  const call = new Call(connection, "r");
+  const seen = [];
+  call.on("participants", (list) => seen.push(list.map((p) => p.participant + (p.audio_muted ? "(muted)" : ""))));
+  await call.join();
+  connection.emit({ type: "call.participant_joined", room: "r", participant: { ...bob, participant: "p-c", identity: "carol" } });
+  connection.emit({ type: "call.participant_state", room: "r", participant: { ...bob, audio_muted: true } });
+  connection.emit({ type: "call.participant_left", room: "r", participant: "p-c" });
+  assert.deepEqual(seen, [["p-b"], ["p-b", "p-c"], ["p-b(muted)", "p-c"], ["p-b(muted)"]]);
+});
+
+test("ringing stops on answered elsewhere, cancel, missed, end, and on our own answer", async () => {
+  const connection = fakeConnection();
+  const ringing = new Ringing(connection);
+  const stopped = [];
+  ringing.on("stopped", (e) => stopped.push(`${e.call}:${e.reason}`));
+  const incoming = (call) => connection.emit({ type: "call.incoming", call, from: "alice", from_name: "Alice", media: "video" });
+  for (const call of ["c1", "c2", "c3", "c4", "c5", "c6"]) incoming(call);
+  assert.deepEqual([...ringing.ringing.keys()], ["c1", "c2", "c3", "c4", "c5", "c6"]);
+  connection.emit({ type: "call.answered_elsewhere", call: "c1" });
+  connection.emit({ type: "call.cancelled", call: "c2" });
+  connection.emit({ type: "call.missed", call: "c3", from: "alice", from_name: "Alice", media: "video" });
+  connection.emit({ type: "call.ended", call: "c4", reason: "no_answer" });
+  connection.emit({ type: "call.ended", call: "c9", reason: "hangup" }); // not ringing here
+  connection.replies["call.accept"] = { call: "c5", room: "call-c5" };
+  assert.deepEqual(await ringing.accept("c5"), { type: "ok", call: "c5", room: "call-c5" });
+  connection.replies["call.decline"] = Object.assign(new Error("gone"), { code: "call_not_ringing" });
+  await assert.rejects(ringing.decline("c6"), /gone/);
+  assert.deepEqual(stopped, ["c1:answered_elsewhere", "c2:cancelled", "c3:missed", "c4:ended", "c5:accepted", "c6:declined"]);
+  assert.equal(ringing.ringing.size, 0);
+  await ringing.invite("bob", "audio");
+  await ringing.invite("carol", "video", "c5");
+  assert.deepEqual(connection.sent.slice(-2), [
+    { type: "call.invite", to: "bob", media: "audio" },
+    { type: "call.invite", to: "carol", media: "video", call: "c5" },
+  ]);
+  ringing.close();
+  assert.equal(connection.listeners("call.incoming"), 0);
+});
+
+test("an emitter handler that throws does not stop the others", () => {
+  const emitter = new Emitter();
+  const got = [];
+  const original = console.error;
+  console.error = () => {};
+  try {
+    emitter.on("x", () => {
+      throw new Error("boom");
+    });
+    const stop = emitter.on("x", (v) => got.push(v));
+    emitter.emit("x", 1);
+    stop();
+    emitter.emit("x", 2);
+  } finally {
+    console.error = original;
+  }
+  assert.deepEqual(got, [1]);
+});
+
+test("the SDK's entry module exports calls and files, with no name taken twice", async () => {
+  const sdk = await import("../../huddle/web/sdk/huddle.js");
+  for (const name of ["Call", "Ringing", "joinCall", "Files", "FilesError", "recordVoiceNote", "signedVariantUrl"]) {
+    assert.equal(typeof sdk[name], "function", name);
+  }
+});
