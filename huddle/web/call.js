@@ -138,8 +138,8 @@ function updateRoster(identity, name) {
       item.id = `roster-${p.participant}`;
       item.textContent = p.name === p.identity ? p.identity : `${p.name} (${p.identity})`;
       if (p.participant === call.participant) item.textContent += " (you)";
-      if (p.audio_muted) item.textContent += " 🔇";
-      if (p.screen_sharing) item.textContent += " 🖥";
+      const notes = [p.audio_muted && "muted", p.video_muted && "camera off", p.screen_sharing && "sharing screen"];
+      if (notes.some(Boolean)) item.textContent += ` (${notes.filter(Boolean).join(", ")})`;
       return item;
     }),
   );

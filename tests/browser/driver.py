@@ -16,6 +16,9 @@ then reads ``call.stats`` on both pages, asks the SFU for the smallest layer
 (``sfu.track_settings`` with the lowest declared height) and waits until the subscriber decodes
 that size.
 
+With ``--controls`` the publisher then mutes its microphone and shares its screen with the
+page's buttons, and the script waits until the subscriber decodes the screen.
+
 With ``--restart`` both pages then start their media over (``huddle.restartMedia()``, what a
 failed connection triggers): first the publisher, until the subscriber decodes its new video
 track, then the subscriber, until its new connection decodes; two more snapshots follow.
@@ -202,6 +205,36 @@ async def _simulcast(pages: dict[str, Page], out: dict[str, Any], deadline: floa
     out["simulcast"]["subscriber_server_stats_after"] = await subscriber.evaluate(SERVER_STATS_JS)
 
 
+async def _controls(pages: dict[str, Page], out: dict[str, Any], deadline: float) -> None:
+    """The publisher mutes its microphone and shares its screen with the page's buttons; the
+    subscriber sees the new state and decodes the screen on a tile of its own."""
+    publisher, subscriber = pages["publisher"], pages["subscriber"]
+    timeout_ms = max(1.0, deadline - time.monotonic()) * 1000
+    await publisher.click("#mute-mic")
+    await publisher.click("#share-screen")
+    await subscriber.wait_for_function(
+        "() => { const v = document.querySelector('.tile.screen video');"
+        " return v && v.videoWidth > 0; }",
+        timeout=timeout_ms,
+    )
+    await subscriber.wait_for_function(
+        "() => [...window.huddle.call.participants.values()]"
+        ".some((p) => p.audio_muted && p.screen_sharing)",
+        timeout=timeout_ms,
+    )
+    out["controls"] = {
+        "publisher_buttons": await publisher.evaluate(
+            "() => [...document.querySelectorAll('#controls button')]"
+            ".map((b) => [b.id, b.getAttribute('aria-pressed'), b.textContent])"
+        ),
+        "subscriber_tracks": await subscriber.evaluate(SIMULCAST_JS),
+        "publisher_audio_enabled": await publisher.evaluate(
+            "() => window.huddle.call.localStream.getAudioTracks().map((t) => t.enabled)"
+        ),
+    }
+    await subscriber.screenshot(path=str(Path(out["screenshot_dir"]) / "screen-share.png"))
+
+
 async def _wait_state(page: Page, wanted: str, deadline: float) -> None:
     while True:
         state = await _state(page)
@@ -264,6 +297,9 @@ async def _call(
         await subscriber.screenshot(path=args.screenshot)
         if args.simulcast:
             await _simulcast(pages, out, deadline)
+        if args.controls:
+            out["screenshot_dir"] = str(args.screenshot.parent)
+            await _controls(pages, out, deadline)
         if args.restart:
             await _restarts(pages, args, out, deadline)
         out["timings"]["done_s"] = round(time.monotonic() - started, 2)
@@ -324,6 +360,9 @@ def main() -> None:
     parser.add_argument("--sample-s", type=float, default=2.0)
     parser.add_argument(
         "--simulcast", action="store_true", help="then check the camera's simulcast layers"
+    )
+    parser.add_argument(
+        "--controls", action="store_true", help="then mute and share the screen by the buttons"
     )
     parser.add_argument(
         "--restart", action="store_true", help="then restart both pages' media (sfu.restart)"

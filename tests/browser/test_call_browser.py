@@ -105,12 +105,13 @@ def _inbound_before_restart(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in result["subscriber_stats"][-1] if s["type"] == "inbound-rtp"]
 
 
-def test_chromium_publishes_three_simulcast_layers_of_one_camera(
+def test_chromium_publishes_three_simulcast_layers_of_one_camera_and_shares_its_screen(
     ns_node: NamespacedNode, tmp_path: Path
 ) -> None:
     """The call page publishes its camera as three layers (the SDK's default); the SFU takes
     them as one source, forwards one layer to the subscriber, and switches to the smallest
-    when the subscriber's tile is that small."""
+    when the subscriber's tile is that small. Then the publisher mutes its microphone and
+    shares its screen with the page's buttons: the subscriber sees both."""
     room = "browser-simulcast"
     result_path = tmp_path / "driver.json"
     result = run_driver(
@@ -134,6 +135,7 @@ def test_chromium_publishes_three_simulcast_layers_of_one_camera(
         "--sample-s",
         "0.5",
         "--simulcast",
+        "--controls",
     )
     diagnostics = {k: v for k, v in result.items() if not k.endswith("_stats")}
     context = (
@@ -172,3 +174,13 @@ def test_chromium_publishes_three_simulcast_layers_of_one_camera(
     ]
     assert (after["layer"], after["height"]) == (0, heights[0]), after
     assert 0 < sim["height_after"] <= heights[0] < sim["height_before"], sim
+
+    # Mute and screen share by the buttons: the state reached the subscriber (the driver
+    # waited for it and for decoded screen frames), the screen came as a track of its own.
+    controls = result["controls"]
+    assert controls["publisher_audio_enabled"] == [False], controls
+    pressed = {b[0]: b[1] for b in controls["publisher_buttons"]}
+    assert pressed["mute-mic"] == "true" and pressed["share-screen"] == "true", controls
+    screens = [t for t in controls["subscriber_tracks"]["tracks"] if t["source"] == "screen"]
+    assert len(screens) == 1 and screens[0]["kind"] == "video", controls
+    assert screens[0]["track"] != offered["track"], controls
