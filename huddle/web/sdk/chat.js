@@ -194,6 +194,7 @@ export class ChatDevice extends EventTarget {
   async openConversation(conv) {
     const reply = await this.connection.request("chat.history", { conv, limit: this.pageSize });
     this.pages.set(conv, state.mergeMessages([], reply.messages));
+    this.pageInfo.delete(conv);
     this._pageLoaded(conv, reply);
     return this.messages(conv);
   }

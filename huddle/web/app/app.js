@@ -1,0 +1,604 @@
+// Huddle's web app: chat and presence, built only on the SDK's public exports
+// (/web/sdk/huddle.js). Plain DOM, no framework. `window.huddleApp` exposes the
+// connection, chat device and presence watcher (for a console, and for the browser tests).
+
+import { ChatDevice, HuddleConnection, PresenceWatcher, devLogin, tokenIdentity } from "/web/sdk/huddle.js";
+import { LANGUAGES, keepLanguage, pickLanguage, translator } from "./i18n.js";
+
+const SESSION_KEY = "huddle.session";
+const NEAR_TOP_PX = 40;
+
+/** @type {{lang: string, t: (k: string, v?: Record<string, any>) => string, session: any, conn: HuddleConnection | null, chat: ChatDevice | null, presence: PresenceWatcher | null, current: string | null, draftTo: string | null, failed: Map<string, string>, loadingOlder: boolean}} */
+const app = {
+  lang: "en",
+  t: translator("en"),
+  session: null,
+  conn: null,
+  chat: null,
+  presence: null,
+  current: null,
+  draftTo: null,
+  failed: new Map(),
+  loadingOlder: false,
+};
+// @ts-ignore: a debug hook
+window.huddleApp = app;
+
+const root = /** @type {HTMLElement} */ (document.getElementById("app"));
+const banner = /** @type {HTMLElement} */ (document.getElementById("banner"));
+
+/**
+ * A small element builder.
+ * @param {string} tag
+ * @param {Record<string, any>} [props]
+ * @param {(Node | string | null | undefined | false)[]} [children]
+ */
+function h(tag, props = {}, children = []) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "class") el.className = value;
+    else if (key === "text") el.textContent = value;
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children) if (child) el.append(child);
+  return el;
+}
+
+// ---- language ----
+
+/** @param {string} lang */
+function setLanguage(lang) {
+  app.lang = lang;
+  app.t = translator(lang);
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.title = app.t("appName");
+}
+
+// ---- sign in ----
+
+function renderSignIn(error = "") {
+  const { t } = app;
+  const nameInput = h("input", { id: "signin-name", name: "name", required: true, maxlength: 64, autocomplete: "nickname" });
+  const tokenInput = h("textarea", { id: "signin-token", name: "token", rows: 3, spellcheck: "false" });
+  const status = h("p", { id: "signin-status", role: "alert", text: error });
+  root.replaceChildren(
+    h("section", { class: "signin" }, [
+      h("h1", { text: t("appName") }),
+      languagePicker(),
+      h("h2", { text: t("signInTitle") }),
+      h("form", {
+        id: "signin-dev",
+        onsubmit: (/** @type {Event} */ e) => {
+          e.preventDefault();
+          status.textContent = t("signingIn");
+          signIn({ mode: "dev", name: /** @type {HTMLInputElement} */ (nameInput).value.trim() }).catch((err) =>
+            renderSignIn(t("signInFailed", { error: err.message })),
+          );
+        },
+      }, [
+        h("label", { for: "signin-name", text: t("nameLabel") }),
+        nameInput,
+        h("button", { type: "submit", text: t("signIn") }),
+        h("p", { class: "hint", text: t("devHint") }),
+      ]),
+      h("form", {
+        id: "signin-token-form",
+        onsubmit: (/** @type {Event} */ e) => {
+          e.preventDefault();
+          status.textContent = t("signingIn");
+          signIn({ mode: "token", token: /** @type {HTMLTextAreaElement} */ (tokenInput).value.trim() }).catch((err) =>
+            renderSignIn(t("signInFailed", { error: err.message })),
+          );
+        },
+      }, [
+        h("label", { for: "signin-token", text: t("tokenLabel") }),
+        tokenInput,
+        h("button", { type: "submit", text: t("useToken") }),
+      ]),
+      status,
+    ]),
+  );
+  nameInput.focus();
+}
+
+/**
+ * Sign in, or resume a kept session (`resume`): a resumed session shows what the device kept
+ * (conversations, unsent messages) at once, while the connection comes up.
+ * @param {{mode: "dev" | "token", name?: string, token: string, identity?: string}} session
+ * @param {{resume?: boolean}} [options]
+ */
+async function signIn(session, options = {}) {
+  if (session.mode === "dev" && !session.token) {
+    const login = await devLogin("", session.name ?? "");
+    session = { ...session, token: login.token, identity: login.identity };
+  }
+  const identity = session.identity ?? tokenIdentity(session.token);
+  if (!identity) throw new Error("not a Huddle access token");
+  session = { ...session, identity };
+  const name = session.name ?? "";
+  const tokenProvider = session.mode === "dev" ? async () => (await devLogin("", name)).token : undefined;
+  const conn = new HuddleConnection({ token: session.token, tokenProvider });
+  conn.on("state", () => updateBanner());
+  conn.on("closed", () => updateBanner());
+  conn.on("ready", () => renderMe());
+  const connected = conn.connect();
+  if (options.resume) {
+    connected.catch((error) => signOut(app.t("signInFailed", { error: error.message })));
+  } else {
+    await connected;
+  }
+  app.session = session;
+  localStorage.setItem(SESSION_KEY, JSON.stringify(session));
+  app.conn = conn;
+  app.presence = new PresenceWatcher(conn);
+  app.chat = new ChatDevice(conn, { identity });
+  const chat = app.chat;
+  renderMain();
+  updateBanner();
+  chat.on("conversations", () => {
+    renderList();
+    watchPeers();
+    if (app.current) renderHeader();
+  });
+  chat.on("messages", ({ conv }) => conv === app.current && renderMessages());
+  chat.on("outbox", () => (app.current || app.draftTo) && renderMessages());
+  chat.on("receipt", ({ conv }) => conv === app.current && renderMessages());
+  chat.on("typing", ({ conv }) => conv === app.current && renderTyping());
+  chat.on("gap", ({ conv }) => conv === app.current && renderMessages());
+  chat.on("sent", ({ item, reply }) => {
+    if (item.to && app.draftTo === item.to) openConversation(reply.conv);
+  });
+  chat.on("send_failed", ({ item, error }) => {
+    app.failed.set(item.client_id, `${error.code ?? error}`);
+    renderMessages();
+  });
+  chat.on("synced", () => {
+    if (app.current) markRead();
+  });
+  app.presence.on("presence", () => {
+    renderList();
+    if (app.current) renderHeader();
+  });
+  await chat.start();
+}
+
+/** @param {string} [error] */
+function signOut(error = "") {
+  app.chat?.stop();
+  app.presence?.stop();
+  app.conn?.close();
+  app.conn = app.chat = app.presence = null;
+  app.current = app.draftTo = null;
+  localStorage.removeItem(SESSION_KEY);
+  updateBanner();
+  renderSignIn(error);
+}
+
+// ---- main view ----
+
+function languagePicker() {
+  const select = h(
+    "select",
+    {
+      id: "lang",
+      onchange: (/** @type {Event} */ e) => {
+        const lang = /** @type {HTMLSelectElement} */ (e.target).value;
+        keepLanguage(lang);
+        setLanguage(lang);
+        if (app.chat) {
+          renderMain();
+          renderList();
+          if (app.current) openConversation(app.current, false);
+        } else renderSignIn();
+        updateBanner();
+      },
+    },
+    Object.entries(LANGUAGES).map(([code, label]) => h("option", { value: code, selected: code === app.lang, text: label })),
+  );
+  return h("span", { class: "lang" }, [h("label", { for: "lang", class: "sr-only", text: app.t("language") }), select]);
+}
+
+function renderMe() {
+  const me = document.getElementById("me");
+  if (me) me.textContent = app.t("signedInAs", { name: app.conn?.hello?.name ?? app.session?.name ?? app.session?.identity ?? "" });
+}
+
+function renderMain() {
+  const { t } = app;
+  const status = h(
+    "select",
+    {
+      id: "my-status",
+      onchange: (/** @type {Event} */ e) =>
+        app.presence?.setStatus(/** @type {any} */ (e.target).value).catch(() => {}),
+    },
+    ["online", "away"].map((s) => h("option", { value: s, selected: app.conn?.status === s, text: t(s) })),
+  );
+  root.replaceChildren(
+    h("header", { class: "top" }, [
+      h("h1", { text: t("appName") }),
+      h("span", { class: "me", id: "me" }),
+      h("span", {}, [h("label", { for: "my-status", class: "sr-only", text: t("status") }), status]),
+      languagePicker(),
+      h("a", { href: "/web/call.html", text: t("calls") }),
+      h("button", { type: "button", id: "signout", onclick: () => signOut(), text: t("signOut") }),
+    ]),
+    h("div", { class: "panes" }, [
+      h("nav", { class: "sidebar", "aria-labelledby": "convs-title" }, [
+        h("h2", { id: "convs-title", text: t("conversations") }),
+        h("div", { class: "actions" }, [
+          h("button", { type: "button", id: "new-chat", onclick: () => showForm("chat"), text: t("newChat") }),
+          h("button", { type: "button", id: "new-group", onclick: () => showForm("group"), text: t("newGroup") }),
+        ]),
+        h("div", { id: "form-slot" }),
+        h("ul", { id: "convs", class: "convs" }),
+      ]),
+      h("section", { class: "conversation", id: "conversation", "aria-live": "off" }, [
+        h("p", { class: "empty", text: t("noConversation") }),
+      ]),
+    ]),
+  );
+  renderMe();
+}
+
+/** @param {"chat" | "group"} which */
+function showForm(which) {
+  const { t } = app;
+  const slot = /** @type {HTMLElement} */ (document.getElementById("form-slot"));
+  const close = () => slot.replaceChildren();
+  if (which === "group") {
+    const name = h("input", { id: "group-name", required: true, maxlength: 128 });
+    const members = h("input", { id: "group-members", placeholder: "bob, carol" });
+    slot.replaceChildren(
+      h("form", {
+        id: "group-form",
+        class: "inline-form",
+        onsubmit: async (/** @type {Event} */ e) => {
+          e.preventDefault();
+          const list = /** @type {HTMLInputElement} */ (members).value.split(/[,，\s]+/).filter(Boolean);
+          const summary = await app.chat?.createGroup(/** @type {HTMLInputElement} */ (name).value.trim(), list);
+          close();
+          if (summary) openConversation(summary.conv);
+        },
+      }, [
+        h("label", { for: "group-name", text: t("groupName") }),
+        name,
+        h("label", { for: "group-members", text: t("members") }),
+        members,
+        h("button", { type: "submit", text: t("create") }),
+        h("button", { type: "button", onclick: close, text: t("cancel") }),
+      ]),
+    );
+    name.focus();
+  } else {
+    const peer = h("input", { id: "chat-peer", required: true, maxlength: 128 });
+    slot.replaceChildren(
+      h("form", {
+        id: "chat-form",
+        class: "inline-form",
+        onsubmit: (/** @type {Event} */ e) => {
+          e.preventDefault();
+          const to = /** @type {HTMLInputElement} */ (peer).value.trim();
+          close();
+          const existing = app.chat?.conversations().find((c) => c.kind === "direct" && c.peer === to);
+          if (existing) openConversation(existing.conv);
+          else openDraft(to);
+        },
+      }, [
+        h("label", { for: "chat-peer", text: t("chatWith") }),
+        peer,
+        h("button", { type: "submit", text: t("start") }),
+        h("button", { type: "button", onclick: close, text: t("cancel") }),
+      ]),
+    );
+    peer.focus();
+  }
+}
+
+// ---- conversation list ----
+
+/** @param {Record<string, any>} summary */
+function presenceDot(summary) {
+  if (summary.kind !== "direct" || !summary.peer) return null;
+  const status = app.presence?.status(summary.peer) ?? "offline";
+  const label = app.t(status === "offline" ? "offlineStatus" : status);
+  return h("span", { class: `dot ${status}`, role: "img", "aria-label": label, title: label });
+}
+
+/** @param {Record<string, any> | null | undefined} m */
+function preview(m) {
+  if (!m) return "";
+  if (m.recalled) return app.t("recalled");
+  if (m.kind === "system") return systemText(m);
+  return m.text ?? app.t("attachment", { kind: m.kind });
+}
+
+/** @param {Record<string, any>} m */
+function systemText(m) {
+  const s = m.system ?? {};
+  const users = (s.users ?? []).join(", ");
+  switch (s.event) {
+    case "created":
+      return app.t("created", { by: s.by, name: s.name });
+    case "renamed":
+      return app.t("renamed", { by: s.by, name: s.name });
+    case "member_joined":
+      return app.t("joined", { by: s.by, users });
+    case "member_removed":
+      return app.t("removed", { by: s.by, users });
+    case "member_left":
+      return app.t("left", { by: s.by });
+    default:
+      return app.t("systemOther", { by: s.by ?? m.sender, event: s.event });
+  }
+}
+
+function renderList() {
+  const list = document.getElementById("convs");
+  if (!list || !app.chat) return;
+  const convs = app.chat.conversations();
+  if (!convs.length) {
+    list.replaceChildren(h("li", { class: "empty", text: app.t("noConversations") }));
+    return;
+  }
+  list.replaceChildren(
+    ...convs.map((c) =>
+      h("li", {}, [
+        h("button", {
+          type: "button",
+          class: "conv" + (c.conv === app.current ? " current" : ""),
+          "data-conv": c.conv,
+          "aria-current": c.conv === app.current ? "true" : null,
+          onclick: () => openConversation(c.conv),
+        }, [
+          presenceDot(c),
+          h("span", { class: "conv-name", text: c.name }),
+          c.unread && c.conv !== app.current
+            ? h("span", { class: "badge", "aria-label": app.t("unread", { n: c.unread }), text: String(c.unread) })
+            : null,
+          h("span", { class: "conv-last", text: preview(c.last) }),
+        ]),
+      ]),
+    ),
+  );
+}
+
+function watchPeers() {
+  const peers = (app.chat?.conversations() ?? []).filter((c) => c.kind === "direct" && c.peer).map((c) => c.peer);
+  if (peers.length) app.presence?.subscribe(peers).catch(() => {});
+}
+
+// ---- one conversation ----
+
+/** @param {string} to */
+function openDraft(to) {
+  app.current = null;
+  app.draftTo = to;
+  document.body.classList.add("show-conversation");
+  renderConversationShell(to);
+  renderMessages();
+}
+
+/**
+ * @param {string} conv
+ * @param {boolean} [load]
+ */
+async function openConversation(conv, load = true) {
+  if (!app.chat) return;
+  app.current = conv;
+  app.draftTo = null;
+  document.body.classList.add("show-conversation");
+  const summary = app.chat.conversation(conv);
+  renderConversationShell(summary?.name ?? conv);
+  renderList();
+  if (load || !app.chat.messages(conv).length) await app.chat.openConversation(conv);
+  if (app.current !== conv) return;
+  renderMessages(true);
+  markRead();
+}
+
+/** @param {string} title */
+function renderConversationShell(title) {
+  const { t } = app;
+  const pane = document.getElementById("conversation");
+  if (!pane) return;
+  const input = h("input", {
+    id: "composer-text",
+    autocomplete: "off",
+    maxlength: 4000,
+    oninput: () => app.current && app.chat?.typing(app.current, Boolean(/** @type {HTMLInputElement} */ (input).value)),
+  });
+  const messages = h("ol", { id: "messages", class: "messages", "aria-label": t("messages"), tabindex: 0 });
+  messages.addEventListener("scroll", () => {
+    if (messages.scrollTop < NEAR_TOP_PX) loadOlder();
+  });
+  pane.replaceChildren(
+    h("header", { class: "conv-header" }, [
+      h("button", {
+        type: "button",
+        class: "back",
+        onclick: () => {
+          document.body.classList.remove("show-conversation");
+          document.getElementById("convs")?.querySelector("button")?.focus();
+        },
+        text: t("back"),
+      }),
+      h("h2", { id: "conv-title", text: title }),
+      h("span", { id: "conv-status", class: "conv-status" }),
+    ]),
+    h("button", { type: "button", id: "load-older", class: "load-older", onclick: () => loadOlder(), text: t("loadOlder") }),
+    messages,
+    h("p", { id: "typing", class: "typing", "aria-live": "polite" }),
+    h("form", {
+      id: "composer",
+      class: "composer",
+      onsubmit: (/** @type {Event} */ e) => {
+        e.preventDefault();
+        const text = /** @type {HTMLInputElement} */ (input).value;
+        if (!text.trim() || !app.chat) return;
+        /** @type {HTMLInputElement} */ (input).value = "";
+        if (app.current) app.chat.send(app.current, text);
+        else if (app.draftTo) app.chat.send(null, text, { to: app.draftTo });
+      },
+    }, [h("label", { for: "composer-text", class: "sr-only", text: t("message") }), input, h("button", { type: "submit", text: t("send") })]),
+  );
+  renderHeader();
+  input.focus();
+}
+
+function renderHeader() {
+  const title = document.getElementById("conv-title");
+  const status = document.getElementById("conv-status");
+  if (!title || !status || !app.chat) return;
+  const summary = app.current ? app.chat.conversation(app.current) : null;
+  if (summary) title.textContent = summary.name;
+  const peer = summary?.kind === "direct" ? summary.peer : app.draftTo;
+  if (!peer || !app.presence) {
+    status.textContent = "";
+    return;
+  }
+  const state = app.presence.status(peer);
+  const seen = app.presence.lastSeen(peer);
+  status.textContent =
+    state === "offline" && seen
+      ? app.t("lastSeen", { time: formatTime(seen.getTime(), true) })
+      : app.t(state === "offline" ? "offlineStatus" : state);
+}
+
+/**
+ * @param {number} ms
+ * @param {boolean} [withDate]
+ */
+function formatTime(ms, withDate = false) {
+  const options = withDate
+    ? /** @type {const} */ ({ month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" })
+    : /** @type {const} */ ({ hour: "2-digit", minute: "2-digit" });
+  return new Intl.DateTimeFormat(app.lang === "zh" ? "zh-CN" : "en", options).format(new Date(ms));
+}
+
+/** @param {boolean} [toBottom] */
+function renderMessages(toBottom = false) {
+  const list = /** @type {HTMLOListElement | null} */ (document.getElementById("messages"));
+  if (!list || !app.chat) return;
+  const chat = app.chat;
+  const conv = app.current;
+  const me = chat.me;
+  const atBottom = toBottom || list.scrollHeight - list.scrollTop - list.clientHeight < 60;
+  const oldHeight = list.scrollHeight;
+  const oldTop = list.scrollTop;
+  const firstBefore = list.querySelector("li[data-seq]")?.getAttribute("data-seq");
+  const messages = conv ? chat.messages(conv) : [];
+  const pending = chat.outbox.filter((i) => (conv ? i.conv === conv : i.to === app.draftTo && !i.conv));
+  const summary = conv ? chat.conversation(conv) : null;
+  const reads = conv ? chat.readBy(conv) : new Map();
+  const lastMine = [...messages].reverse().find((m) => m.sender === me && m.kind !== "system");
+  const items = messages.map((m) => {
+    const mine = m.sender === me;
+    const li = h("li", { class: "msg" + (mine ? " mine" : "") + (m.kind === "system" ? " system" : ""), "data-seq": m.seq }, [
+      m.kind === "system" ? null : h("span", { class: "sender", text: mine ? app.t("you") : m.sender }),
+      h("span", { class: "text", text: m.kind === "system" ? systemText(m) : preview(m) }),
+      h("time", { datetime: new Date(m.ts).toISOString(), text: formatTime(m.ts) }),
+    ]);
+    if (m === lastMine) {
+      const readers = [...reads.entries()].filter(([user, seq]) => user !== me && seq >= m.seq).length;
+      if (readers) {
+        const text = summary?.kind === "direct" ? app.t("read") : app.t("readBy", { n: readers });
+        li.append(h("span", { class: "read-state", text }));
+      }
+    }
+    return li;
+  });
+  for (const item of pending) {
+    const failed = app.failed.get(item.client_id);
+    items.push(
+      h("li", { class: "msg mine pending", "data-client-id": item.client_id }, [
+        h("span", { class: "sender", text: app.t("you") }),
+        h("span", { class: "text", text: item.text }),
+        h("span", { class: "read-state", text: failed ? app.t("notSent", { error: failed }) : app.t("sending") }),
+      ]),
+    );
+  }
+  for (const [clientId, error] of app.failed) {
+    if (pending.some((i) => i.client_id === clientId)) continue;
+    items.push(h("li", { class: "msg mine failed" }, [h("span", { class: "text", text: app.t("notSent", { error }) })]));
+  }
+  if (!items.length) items.push(h("li", { class: "empty", text: app.t("noMessages") }));
+  list.replaceChildren(...items);
+  const older = document.getElementById("load-older");
+  if (older) older.hidden = !conv || !chat.hasOlder(conv);
+  const firstAfter = list.querySelector("li[data-seq]")?.getAttribute("data-seq");
+  if (atBottom) list.scrollTop = list.scrollHeight;
+  else if (firstBefore && firstAfter !== firstBefore) list.scrollTop = oldTop + (list.scrollHeight - oldHeight);
+  renderTyping();
+  if (conv && document.visibilityState === "visible") markRead();
+  // Pages that do not fill the list yet leave nothing to scroll up by: load more now.
+  if (conv && chat.hasOlder(conv) && list.scrollHeight <= list.clientHeight + NEAR_TOP_PX) loadOlder();
+}
+
+async function loadOlder() {
+  const conv = app.current;
+  if (!conv || !app.chat || app.loadingOlder || !app.chat.hasOlder(conv)) return;
+  app.loadingOlder = true;
+  try {
+    await app.chat.loadOlder(conv);
+  } finally {
+    app.loadingOlder = false;
+  }
+  if (app.current === conv) renderMessages();
+}
+
+function renderTyping() {
+  const line = document.getElementById("typing");
+  if (!line || !app.chat || !app.current) return;
+  const users = app.chat.typingIn(app.current);
+  line.textContent = !users.length
+    ? ""
+    : users.length === 1
+      ? app.t("typingOne", { user: users[0] })
+      : app.t("typingMany", { users: users.join(", ") });
+}
+
+function markRead() {
+  const conv = app.current;
+  if (!conv || !app.chat) return;
+  const messages = app.chat.messages(conv);
+  const last = messages[messages.length - 1];
+  if (last) app.chat.read(conv, last.seq).catch(() => {});
+}
+
+// ---- banner ----
+
+function updateBanner() {
+  const conn = app.conn;
+  let text = "";
+  if (conn && conn.state === "closed" && conn.closeReason) {
+    text = conn.closeReason === "replaced" ? app.t("replaced") : app.t("closed", { reason: conn.closeReason });
+  } else if (conn && navigator.onLine === false) {
+    text = app.t("offline");
+  } else if (conn && (conn.state === "reconnecting" || conn.state === "connecting")) {
+    text = app.t("reconnecting");
+  }
+  banner.textContent = text;
+  banner.hidden = !text;
+}
+
+window.addEventListener("online", updateBanner);
+window.addEventListener("offline", updateBanner);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") markRead();
+});
+
+// ---- start ----
+
+setLanguage(pickLanguage());
+const kept = localStorage.getItem(SESSION_KEY);
+if (kept) {
+  signIn(JSON.parse(kept), { resume: true }).catch((error) => {
+    localStorage.removeItem(SESSION_KEY);
+    renderSignIn(app.t("signInFailed", { error: error.message }));
+  });
+} else {
+  renderSignIn();
+}

@@ -1,0 +1,149 @@
+// The app's strings in English and Chinese. The language follows the browser
+// (navigator.language) until the user picks one, which is kept in localStorage.
+
+export const STRINGS = {
+  en: {
+    appName: "Huddle",
+    signInTitle: "Sign in",
+    nameLabel: "Your name",
+    signIn: "Sign in",
+    devHint: "Development sign-in: any name works.",
+    tokenLabel: "Or paste an access token",
+    useToken: "Use token",
+    signingIn: "Signing in…",
+    signInFailed: "Could not sign in: {error}",
+    signedInAs: "Signed in as {name}",
+    signOut: "Sign out",
+    status: "Status",
+    language: "Language",
+    calls: "Calls",
+    conversations: "Conversations",
+    newGroup: "New group",
+    groupName: "Group name",
+    members: "Members (identities, separated by commas)",
+    create: "Create",
+    newChat: "New chat",
+    chatWith: "Chat with (identity)",
+    start: "Start",
+    cancel: "Cancel",
+    back: "Back",
+    message: "Message",
+    messages: "Messages",
+    send: "Send",
+    loadOlder: "Load older messages",
+    noConversation: "Pick a conversation, or start one.",
+    noConversations: "No conversations yet.",
+    noMessages: "No messages yet.",
+    sending: "Sending…",
+    notSent: "Not sent: {error}",
+    read: "Read",
+    readBy: "Read by {n}",
+    typingOne: "{user} is typing…",
+    typingMany: "{users} are typing…",
+    reconnecting: "Connection lost. Reconnecting…",
+    offline: "You are offline. Messages will be sent when you are back.",
+    replaced: "This device signed in again in another tab or window.",
+    closed: "Disconnected: {reason}",
+    online: "online",
+    away: "away",
+    offlineStatus: "offline",
+    lastSeen: "last seen {time}",
+    unread: "{n} unread",
+    you: "You",
+    created: "{by} created “{name}”",
+    renamed: "{by} renamed the conversation to “{name}”",
+    joined: "{by} added {users}",
+    removed: "{by} removed {users}",
+    left: "{by} left",
+    systemOther: "{by}: {event}",
+    recalled: "Message recalled",
+    attachment: "[{kind}]",
+  },
+  zh: {
+    appName: "Huddle",
+    signInTitle: "登录",
+    nameLabel: "你的名字",
+    signIn: "登录",
+    devHint: "开发模式登录：任意名字均可。",
+    tokenLabel: "或粘贴访问令牌",
+    useToken: "使用令牌",
+    signingIn: "正在登录…",
+    signInFailed: "无法登录：{error}",
+    signedInAs: "当前用户：{name}",
+    signOut: "退出登录",
+    status: "状态",
+    language: "语言",
+    calls: "通话",
+    conversations: "会话",
+    newGroup: "新建群组",
+    groupName: "群组名称",
+    members: "成员（身份标识，用逗号分隔）",
+    create: "创建",
+    newChat: "发起聊天",
+    chatWith: "聊天对象（身份标识）",
+    start: "开始",
+    cancel: "取消",
+    back: "返回",
+    message: "消息",
+    messages: "消息列表",
+    send: "发送",
+    loadOlder: "加载更早的消息",
+    noConversation: "选择一个会话，或新建一个。",
+    noConversations: "还没有会话。",
+    noMessages: "还没有消息。",
+    sending: "发送中…",
+    notSent: "未发送：{error}",
+    read: "已读",
+    readBy: "{n} 人已读",
+    typingOne: "{user} 正在输入…",
+    typingMany: "{users} 正在输入…",
+    reconnecting: "连接已断开，正在重新连接…",
+    offline: "你已离线，消息将在恢复连接后发送。",
+    replaced: "此设备已在另一个标签页或窗口中重新登录。",
+    closed: "已断开连接：{reason}",
+    online: "在线",
+    away: "离开",
+    offlineStatus: "离线",
+    lastSeen: "最后在线 {time}",
+    unread: "{n} 条未读",
+    you: "你",
+    created: "{by} 创建了“{name}”",
+    renamed: "{by} 将会话改名为“{name}”",
+    joined: "{by} 添加了 {users}",
+    removed: "{by} 移除了 {users}",
+    left: "{by} 离开了",
+    systemOther: "{by}：{event}",
+    recalled: "消息已撤回",
+    attachment: "[{kind}]",
+  },
+};
+
+export const LANGUAGES = { en: "English", zh: "中文" };
+const KEY = "huddle.lang";
+
+/** The language to use: the user's pick, else the browser's. */
+export function pickLanguage() {
+  const kept = localStorage.getItem(KEY);
+  if (kept && kept in STRINGS) return kept;
+  const wanted = navigator.languages?.length ? navigator.languages : [navigator.language];
+  for (const tag of wanted) {
+    const base = String(tag).toLowerCase().split("-")[0];
+    if (base in STRINGS) return base;
+  }
+  return "en";
+}
+
+/** @param {string} lang */
+export function keepLanguage(lang) {
+  localStorage.setItem(KEY, lang);
+}
+
+/**
+ * @param {string} lang
+ * @returns {(key: string, vars?: Record<string, any>) => string}
+ */
+export function translator(lang) {
+  const table = STRINGS[lang] ?? STRINGS.en;
+  return (key, vars = {}) =>
+    (table[key] ?? STRINGS.en[key] ?? key).replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ""));
+}

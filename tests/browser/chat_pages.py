@@ -1,0 +1,138 @@
+"""Chromium pages of the web app (``/``) for chat tests: sign in, open, send, read back.
+
+Chat needs no WebRTC, so Chromium runs in the host's network namespace against a node on
+127.0.0.1 (loopback only). The app's ``window.huddleApp`` debug hook exposes the SDK objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+CHROMIUM: Final = "/usr/bin/chromium"
+CHROMIUM_ARGS: Final = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+WAIT_S: Final = 15.0
+PHONE: Final = {"width": 390, "height": 780}
+_consoles: dict[int, list[str]] = {}
+
+
+def require_chromium() -> None:
+    missing = []
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("Python Playwright (pip install -e '.[dev]')")
+    if missing:
+        pytest.fail(
+            "browser test cannot run without: " + "; ".join(missing) + ". "
+            "scripts/setup.sh --dev installs them.",
+            pytrace=False,
+        )
+
+
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    require_chromium()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def new_page(
+    browser: Browser, *, locale: str = "en-US", viewport: dict[str, int] | None = None
+) -> tuple[BrowserContext, Page, list[str]]:
+    """A page in a context of its own (its own storage: another device), and its console."""
+    context = await browser.new_context(
+        locale=locale,
+        viewport=viewport or {"width": 1000, "height": 700},  # type: ignore[arg-type]
+    )
+    page = await context.new_page()
+    page.set_default_timeout(WAIT_S * 1000)
+    console: list[str] = []
+    _consoles[id(page)] = console
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text} {m.location}"))
+    page.on("requestfailed", lambda r: console.append(f"requestfailed: {r.url} {r.failure}"))
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    return context, page, console
+
+
+async def until(
+    check: Callable[[], Awaitable[Any]], what: str, console: list[str] | None = None
+) -> Any:
+    """Poll ``check`` until it returns something truthy, or fail saying ``what``."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tail = "\n".join((console or [])[-20:])
+            raise AssertionError(f"timed out waiting for {what}; last value {value!r}\n{tail}")
+        await asyncio.sleep(0.05)
+
+
+async def sign_in(page: Page, base_url: str, name: str) -> None:
+    console = _consoles.get(id(page), [])
+    try:
+        await page.goto(base_url + "/")
+        await page.fill("#signin-name", name)
+        await page.click("#signin-dev button[type=submit]")
+        await page.wait_for_selector("#convs")
+    except Exception as e:
+        raise AssertionError(f"{name} could not sign in: {e}\n" + "\n".join(console)) from e
+    await until(lambda: synced(page), f"{name}'s first chat.sync", console)
+
+
+async def synced(page: Page) -> bool:
+    return bool(
+        await page.evaluate(
+            "() => !!(window.huddleApp.chat && window.huddleApp.chat.syncs.some((s) => s.reply))"
+        )
+    )
+
+
+async def open_conversation(page: Page, name: str) -> None:
+    button = page.locator("button.conv", has_text=name)
+    await button.wait_for(timeout=WAIT_S * 1000)
+    await button.click()
+    await page.wait_for_selector("#composer-text", timeout=WAIT_S * 1000)
+
+
+async def send(page: Page, text: str) -> None:
+    await page.fill("#composer-text", text)
+    await page.press("#composer-text", "Enter")
+
+
+HISTORY_JS: Final = """
+() => [...document.querySelectorAll('#messages li[data-seq]')]
+  .filter((li) => !li.classList.contains('system'))
+  .map((li) => [Number(li.dataset.seq), li.querySelector('.text').textContent])
+"""
+
+
+async def history(page: Page) -> list[tuple[int, str]]:
+    """The conversation on screen: (seq, text) of each message that is not a system one."""
+    rows: list[list[Any]] = await page.evaluate(HISTORY_JS)
+    return [(int(seq), str(text)) for seq, text in rows]
+
+
+async def texts(page: Page) -> list[str]:
+    return [text for _, text in await history(page)]
