@@ -105,11 +105,12 @@ async def test_upload_cut_by_reload_resumes_and_signed_url_serves_the_same_bytes
         )
     await _ready(alice)
     pending: list[dict[str, Any]] = await alice.evaluate("window.example.listPending()")
-    assert [(p["name"], p["size"]) for p in pending] == [("resume-test.bin", SIZE)], pending
+    assert [(p["name"], p["size"], p["kept"], p["keptSize"]) for p in pending] == [
+        ("resume-test.bin", SIZE, True, SIZE)
+    ], pending
 
-    # Second session: the same file again goes on from what the node has (HEAD), not from 0.
-    await alice.evaluate(MAKE_FILE_JS, SIZE)
-    done: dict[str, Any] = await alice.evaluate("window.example.upload(window.testFile)")
+    # Second session: the file the browser kept goes on from what the node has (HEAD), not 0.
+    [done] = await alice.evaluate("window.example.resumePending()")
     resumed_from = done["resumedFrom"]
     assert resumed_from is not None and CHUNK <= resumed_from < SIZE, done
     first_progress = await alice.evaluate("window.example.progress[0]")
@@ -119,11 +120,16 @@ async def test_upload_cut_by_reload_resumes_and_signed_url_serves_the_same_bytes
     assert await alice.evaluate("window.example.listPending()") == []
 
     # What comes back is what was given.
+    await alice.evaluate(MAKE_FILE_JS, SIZE)
     original = await alice.evaluate("window.sha256(window.testFile)")
     downloaded = await alice.evaluate(
         "async (id) => window.sha256(await window.example.files.download(id))", meta["id"]
     )
     assert downloaded == original == meta["digest"]
+    # Given again once finished, the same file is a new upload (from 0), no longer kept.
+    again: dict[str, Any] = await alice.evaluate("window.example.upload(window.testFile)")
+    assert again["resumedFrom"] is None and again["meta"]["digest"] == meta["digest"], again
+    assert await alice.evaluate("window.example.listPending()") == []
     signed: dict[str, Any] = await alice.evaluate(
         "(id) => window.example.files.sign(id)", meta["id"]
     )

@@ -84,6 +84,58 @@ async function errorOf(response) {
   return new FilesError(response.status, code, message);
 }
 
+export const KEPT_FILES_DB = "huddle-uploads";
+
+/**
+ * The files of unfinished uploads, kept in IndexedDB by fingerprint, so that an upload cut
+ * by a reload can go on without the user picking the file again. Browsers store Blobs in
+ * IndexedDB as files of their own (a File keeps its name, type and modification time, so its
+ * fingerprint is the same after the reload).
+ */
+export class KeptFiles {
+  constructor(name = KEPT_FILES_DB) {
+    this.name = name;
+    this._db = null;
+  }
+
+  _open() {
+    if (!this._db) {
+      this._db = new Promise((resolve, reject) => {
+        const request = indexedDB.open(this.name, 1);
+        request.onupgradeneeded = () => request.result.createObjectStore("files", { keyPath: "fingerprint" });
+        request.onsuccess = () => resolve(request.result);
+        request.onerror = () => reject(request.error);
+      });
+    }
+    return this._db;
+  }
+
+  async _run(mode, work) {
+    const db = await this._open();
+    return new Promise((resolve, reject) => {
+      const tx = db.transaction("files", mode);
+      const request = work(tx.objectStore("files"));
+      tx.oncomplete = () => resolve(request.result);
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
+  }
+
+  /** @param {{fingerprint: string, identity: string, file: Blob, name: string, type: string}} entry */
+  put(entry) {
+    return this._run("readwrite", (store) => store.put({ ...entry, kept: Date.now() }));
+  }
+
+  delete(fingerprint) {
+    return this._run("readwrite", (store) => store.delete(fingerprint));
+  }
+
+  /** @returns {Promise<Array<{fingerprint: string, identity: string, file: Blob, name: string, type: string, kept: number}>>} */
+  all() {
+    return this._run("readonly", (store) => store.getAll());
+  }
+}
+
 /** The file id of a tus upload URL: the upload id becomes the file id. */
 export function uploadIdOf(uploadUrl) {
   const path = new URL(uploadUrl, "http://x").pathname;
@@ -109,23 +161,29 @@ export class Upload {
     /** @type {Promise<FileObject>} */
     this.done = Promise.resolve(/** @type {any} */ (null));
     this._tus = null;
+    this._forget = null;
   }
 
-  /** Stops sending; the upload stays resumable (`terminate` also drops it on the node). */
+  /** Stops sending; the upload stays resumable (`terminate` also drops it on the node, and
+   * the browser forgets the file). */
   async abort(terminate = false) {
     if (this._tus) await this._tus.abort(terminate);
+    if (terminate && this._forget) await this._forget();
   }
 }
 
 export class Files {
   /**
    * @param {{baseUrl?: string, token: string|(() => string), identity?: string}} connection
-   * @param {{chunkSize?: number, retryDelays?: number[]}} [options]
+   * @param {{chunkSize?: number, retryDelays?: number[], keepFiles?: boolean}} [options]
    */
   constructor(connection, options = {}) {
     this.connection = connection;
     this.chunkSize = options.chunkSize || DEFAULT_CHUNK_SIZE;
     this.retryDelays = options.retryDelays || RETRY_DELAYS_MS;
+    // Where the files of unfinished uploads are kept across reloads (null: nowhere, the
+    // user gives the file again).
+    this.kept = options.keepFiles === false || typeof indexedDB === "undefined" ? null : new KeptFiles();
   }
 
   get baseUrl() {
@@ -166,6 +224,14 @@ export class Files {
     const identity = this.connection.identity;
     const handle = new Upload();
     handle.progress.bytesTotal = file.size;
+    const fingerprint = uploadFingerprint(identity, /** @type {File} */ (file), endpoint);
+    const keep = options.resume !== false && this.kept !== null;
+    const forget = () => (keep ? this.kept.delete(fingerprint).catch(() => {}) : Promise.resolve());
+    if (keep) {
+      // Kept before the first byte goes: a reload at any point finds it.
+      await this.kept.put({ fingerprint, identity: identity || "", file, name, type }).catch(() => {});
+    }
+    handle._forget = forget;
     let finishedId = null;
     let created = false;
     handle.done = new Promise((resolve, reject) => {
@@ -199,9 +265,15 @@ export class Files {
         },
         onSuccess: () => {
           const id = finishedId || uploadIdOf(upload.url);
-          this.meta(id).then(resolve, reject);
+          forget().then(() => this.meta(id)).then(resolve, reject);
         },
-        onError: (error) => reject(tusError(error)),
+        onError: (error) => {
+          const failure = tusError(error);
+          // Refused (too large, over quota, a denied type...): there is nothing to go on
+          // with. Network failures keep the file for the next try.
+          const final = failure instanceof FilesError && failure.status >= 400 && failure.status < 500;
+          (final ? forget() : Promise.resolve()).then(() => reject(failure));
+        },
         onShouldRetry: (error, retryAttempt, opts) => {
           const status = error.originalResponse ? error.originalResponse.getStatus() : 0;
           // 404: the kept upload expired or was finished elsewhere; tus-js-client then
@@ -240,17 +312,50 @@ export class Files {
     const tus = await loadTus();
     const storage = tus.defaultOptions.urlStorage;
     const prefix = `tus::huddle|${this.connection.identity || ""}|`;
-    const kept = await storage.findAllUploads();
-    return kept
-      .filter((u) => u.urlStorageKey.startsWith(prefix))
-      .map((u) => ({
+    const uploads = (await storage.findAllUploads()).filter((u) => u.urlStorageKey.startsWith(prefix));
+    const files = new Map();
+    if (this.kept !== null) {
+      const listed = new Set(uploads.map((u) => u.urlStorageKey));
+      for (const entry of await this.kept.all().catch(() => [])) {
+        const ours = entry.identity === (this.connection.identity || "");
+        const stillUploading = [...listed].some((key) => key.startsWith(`tus::${entry.fingerprint}::`));
+        // A kept file whose upload tus-js-client no longer knows will never go on.
+        if (ours && !stillUploading) this.kept.delete(entry.fingerprint).catch(() => {});
+        else files.set(entry.fingerprint, entry.file);
+      }
+    }
+    return uploads.map((u) => {
+      // tus-js-client's key is "tus::" + fingerprint + "::" + a random part.
+      const fingerprint = u.urlStorageKey.slice("tus::".length, u.urlStorageKey.lastIndexOf("::"));
+      return {
         name: u.metadata.filename,
         type: u.metadata.filetype,
         size: u.size,
         uploadUrl: u.uploadUrl,
         creationTime: u.creationTime,
         urlStorageKey: u.urlStorageKey,
-      }));
+        file: files.get(fingerprint) || null,
+      };
+    });
+  }
+
+  /**
+   * Goes on with every unfinished upload of this user whose file this browser kept (what a
+   * reload cut). Resolves with the uploads started; `await upload.done` for each file object.
+   * @param {{onProgress?: (p: Progress, file: Blob) => void}} [options]
+   * @returns {Promise<Upload[]>}
+   */
+  async resumePending(options = {}) {
+    const started = [];
+    const seen = new Set();
+    for (const pending of await this.pendingUploads()) {
+      if (!pending.file || seen.has(pending.file)) continue;
+      seen.add(pending.file);
+      const file = pending.file;
+      const onProgress = options.onProgress ? (p) => options.onProgress(p, file) : undefined;
+      started.push(await this.startUpload(file, { name: pending.name, type: pending.type, onProgress }));
+    }
+    return started;
   }
 
   /** Uploads `blob` in one request (POST /v1/media): small files, no progress, no resume. */
