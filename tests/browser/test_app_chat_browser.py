@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from playwright.async_api import WebSocketRoute
 
+from signaling.auth import mint_token
 from tests.browser.chat_pages import (
     PHONE,
     chromium,
@@ -22,7 +23,7 @@ from tests.browser.chat_pages import (
     texts,
     until,
 )
-from tests.helpers import Node
+from tests.helpers import TEST_KEY, TEST_SECRET, Node
 
 pytestmark = pytest.mark.browser
 
@@ -32,7 +33,7 @@ async def test_two_users_chat_live_with_typing_read_state_and_chinese_ui(
 ) -> None:
     async with chromium() as browser:
         _, ada, ada_log = await new_page(browser)
-        _, bob, bob_log = await new_page(browser, locale="zh-CN", viewport=PHONE)
+        bob_ctx, bob, bob_log = await new_page(browser, locale="zh-CN", viewport=PHONE)
         await sign_in(ada, node.url, "Ada")
         await sign_in(bob, node.url, "Bob")
 
@@ -74,8 +75,37 @@ async def test_two_users_chat_live_with_typing_read_state_and_chinese_ui(
 
         await ada.screenshot(path=str(tmp_path / "ada.png"))
         await bob.screenshot(path=str(tmp_path / "bob-zh-phone.png"))
+
+        # Every control can be reached by keyboard and has a label.
+        assert await ada.evaluate(UNLABELLED_JS) == []
+        assert await bob.evaluate(UNLABELLED_JS) == []
+        # Ada steps away: bob's header says so, in Chinese. Then she switches to Chinese.
+        await ada.select_option("#my-status", "away")
+        await until(lambda: _contains(bob.text_content("#conv-status"), "离开"), "ada away")
+        await ada.select_option("#lang", "zh")
+        assert await ada.text_content("#convs-title") == "会话"
+        assert await ada.text_content("#composer button[type=submit]") == "发送"
+        # Bob leaves: ada sees when he was last seen.
+        await bob_ctx.close()
+        await until(lambda: _contains(ada.text_content("#conv-status"), "最后在线"), "last seen")
         errors = [line for line in ada_log + bob_log if line.startswith(("pageerror", "error"))]
         assert not errors, errors
+
+
+async def test_sign_in_with_a_pasted_token(node: Node) -> None:
+    async with chromium() as browser:
+        _, page, console = await new_page(browser)
+        await page.goto(node.url + "/")
+        token = mint_token(api_key=TEST_KEY, api_secret=TEST_SECRET, identity="erin", name="Erin")
+        await page.fill("#signin-token", token)
+        await page.click("#signin-token-form button[type=submit]")
+        await until(lambda: _contains(page.text_content("#me"), "Erin"), "signed in", console)
+        assert await page.evaluate("() => huddleApp.conn.identity") == "erin"
+        # A token that is not one is refused with a message, on the sign-in form.
+        await page.click("#signout")
+        await page.fill("#signin-token", "not-a-token")
+        await page.click("#signin-token-form button[type=submit]")
+        await until(lambda: _contains(page.text_content("#signin-status"), "Could not"), "error")
 
 
 async def test_offline_device_and_reload_resync_without_loss_or_repeats(
@@ -175,6 +205,13 @@ async def test_offline_device_and_reload_resync_without_loss_or_repeats(
         assert seqs == [2, 3, 4, 5, 6]
         await until(lambda: _hidden(bob, "#load-older"), "no more pages")
 
+
+UNLABELLED_JS = """
+() => [...document.querySelectorAll('input, select, textarea, button')]
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                  && !el.textContent.trim())
+  .map((el) => el.outerHTML)
+"""
 
 COUNT_HISTORY_JS = """
 () => {
