@@ -1,0 +1,209 @@
+// The chat device (chat.js) against a scripted connection and a memory store: what it asks
+// in chat.sync, how a resumed device continues from kept cursors, the outbox's order and
+// retries across a reconnect, echoes, and gaps reloaded by page.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { ChatDevice } from "../../huddle/web/sdk/chat.js";
+import { HuddleError } from "../../huddle/web/sdk/connection.js";
+import { memoryStore } from "../../huddle/web/sdk/store.js";
+
+/** A connection whose replies come from `answer(type, fields)` (a value, or a thrown error). */
+class FakeConnection extends EventTarget {
+  constructor(answer) {
+    super();
+    this.answer = answer;
+    this.identity = "me";
+    this.device = "d1";
+    this.state = "open";
+    this.requests = [];
+  }
+  on(type, handler) {
+    const listener = (event) => handler(event.detail);
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+  async request(type, fields = {}) {
+    if (this.state !== "open") throw new HuddleError("not_connected", "not connected");
+    this.requests.push({ type, ...structuredClone(fields) });
+    await Promise.resolve();
+    return { type: "ok", ...this.answer(type, fields, this) };
+  }
+  event(frame) {
+    this.dispatchEvent(new CustomEvent(frame.type, { detail: frame }));
+    this.dispatchEvent(new CustomEvent("*", { detail: frame }));
+  }
+  reconnect() {
+    this.state = "open";
+    this.dispatchEvent(new CustomEvent("ready", { detail: {} }));
+  }
+}
+
+const summary = (conv, last_seq) => ({ conv, kind: "group", name: conv, role: "member", members: 2, ev: last_seq, last_seq, last_ts: last_seq, read_seq: 0, unread: last_seq });
+const message = (seq, sender = "bob", extra = {}) => ({ seq, ts: seq, sender, kind: "text", text: `m${seq}`, ...extra });
+const settle = () => new Promise((resolve) => setTimeout(resolve, 5));
+const sent = (conn) => conn.requests.filter((r) => r.type === "chat.send");
+
+function server(overrides = {}) {
+  return (type, fields, conn) => {
+    if (overrides[type]) return overrides[type](fields, conn);
+    switch (type) {
+      case "chat.sync":
+        return { heads: { "g-1": 3 }, feed: 2, gaps: [], removed: [], feed_gap: false, epochs: { "g-1": "e1" }, feed_epoch: "f1" };
+      case "chat.list":
+        return { conversations: [summary("g-1", 2)] };
+      case "chat.history":
+        return { conv: fields.conv, messages: [message(1), message(2)], last_seq: 2 };
+      case "chat.send":
+        return { conv: fields.conv ?? "d-x", seq: 10, ts: 10, duplicate: false };
+      default:
+        return {};
+    }
+  };
+}
+
+test("a first start syncs without cursors, loads the list, and keeps the cursors", async () => {
+  const store = memoryStore();
+  const conn = new FakeConnection(server());
+  const chat = new ChatDevice(conn, { store });
+  await chat.start();
+  assert.deepEqual(conn.requests.map((r) => r.type), ["chat.sync", "chat.list"]);
+  assert.deepEqual(conn.requests[0], { type: "chat.sync" });
+  assert.deepEqual(chat.conversations().map((c) => c.conv), ["g-1"]);
+  await chat.flushed();
+  const kept = await store.load();
+  assert.deepEqual([kept.cursors.cursors, kept.cursors.feed, kept.cursors.feedEpoch], [{ "g-1": 3 }, 2, "f1"]);
+  assert.deepEqual(kept.conversations.map((c) => c.conv), ["g-1"]);
+
+  // The next device start on the same store asks from there, and needs no list.
+  const again = new FakeConnection(server());
+  const resumed = new ChatDevice(again, { store });
+  await resumed.start();
+  assert.deepEqual(again.requests, [
+    { type: "chat.sync", cursors: { "g-1": 3 }, epochs: { "g-1": "e1" }, stamps: {}, feed: 2, feed_epoch: "f1" },
+  ]);
+});
+
+test("replayed events count for the sync, move cursors, update the list and the open page", async () => {
+  const conn = new FakeConnection(
+    server({
+      "chat.sync": (_, c) => {
+        c.event({ type: "chat.message", seq: 1, conv: "g-1", ev: 4, epoch: "e1", stamp: "s4", message: message(3) });
+        return { heads: { "g-1": 4 }, feed: 2, gaps: [], removed: [], epochs: { "g-1": "e1" }, feed_epoch: "f1" };
+      },
+    }),
+  );
+  const store = memoryStore();
+  await store.saveCursors({ cursors: { "g-1": 3 }, epochs: { "g-1": "e1" }, stamps: {}, feed: 2, feedEpoch: "f1", feedStamp: null });
+  await store.putConversations([summary("g-1", 2)]);
+  const chat = new ChatDevice(conn, { store });
+  await chat.start();
+  assert.equal(chat.syncs[0].replayed, 1);
+  assert.deepEqual([chat.cursors.cursors["g-1"], chat.cursors.stamps["g-1"]], [4, "s4"]);
+  assert.equal(chat.conversation("g-1").unread, 3);
+  await chat.openConversation("g-1");
+  conn.event({ type: "chat.message", seq: 2, conv: "g-1", ev: 5, epoch: "e1", stamp: "s5", message: message(4) });
+  assert.deepEqual(chat.messages("g-1").map((m) => m.seq), [1, 2, 4]);
+});
+
+test("sends made while disconnected wait in the outbox, then go in order after the next sync", async () => {
+  const store = memoryStore();
+  const conn = new FakeConnection(server());
+  const chat = new ChatDevice(conn, { store });
+  await chat.start();
+  conn.state = "reconnecting";
+  const first = await chat.send("g-1", "first");
+  const second = await chat.send("g-1", "second");
+  await settle();
+  assert.equal(sent(conn).length, 0);
+  assert.deepEqual((await store.load()).outbox.map((i) => i.text), ["first", "second"], "stored before sending");
+
+  conn.reconnect();
+  await settle();
+  const types = conn.requests.map((r) => r.type);
+  assert.ok(types.lastIndexOf("chat.sync") < types.indexOf("chat.send"), "the sync comes first");
+  assert.deepEqual(sent(conn).map((r) => [r.text, r.client_id]), [["first", first.client_id], ["second", second.client_id]]);
+  assert.deepEqual(chat.outbox, []);
+  assert.deepEqual((await store.load()).outbox, []);
+});
+
+test("a send that may pass is retried with the same client_id; a refused one is dropped", async () => {
+  let attempts = 0;
+  const conn = new FakeConnection(
+    server({
+      "chat.send": (fields) => {
+        if (fields.text === "refused") throw new HuddleError("not_member", "no");
+        if (++attempts === 1) throw new HuddleError("rate_limited", "slow down");
+        return { conv: fields.conv, seq: 7, ts: 7, duplicate: attempts > 2 };
+      },
+    }),
+  );
+  const chat = new ChatDevice(conn, { store: "memory", sendRetryMs: 10 });
+  await chat.start();
+  const failed = [];
+  chat.on("send_failed", ({ item, error }) => failed.push([item.text, error.code]));
+  const item = await chat.send("g-1", "hello");
+  await settle();
+  assert.equal(chat.outbox[0]?.error, "rate_limited", "kept after rate_limited");
+  await new Promise((resolve) => setTimeout(resolve, 40));
+  assert.deepEqual(sent(conn).map((r) => r.client_id), [item.client_id, item.client_id]);
+  assert.deepEqual(chat.outbox, []);
+  await chat.send("g-1", "refused");
+  await settle();
+  assert.deepEqual(failed, [["refused", "not_member"]]);
+  assert.deepEqual(chat.outbox, []);
+});
+
+test("the echo of a send ends its outbox item even when the reply was lost", async () => {
+  const conn = new FakeConnection(server({ "chat.send": () => { throw new HuddleError("disconnected", "gone"); } }));
+  const chat = new ChatDevice(conn, { store: "memory" });
+  await chat.start();
+  const item = await chat.send("g-1", "hi");
+  await settle();
+  assert.equal(chat.outbox.length, 1);
+  conn.event({ type: "chat.message", seq: 3, conv: "g-1", ev: 6, epoch: "e1", message: message(9, "me", { client_id: item.client_id }) });
+  assert.deepEqual(chat.outbox, []);
+  assert.equal(chat.conversation("g-1").unread, 0, "an own message reads everything before it");
+});
+
+test("a gap drops the open conversation's page and reloads it; a feed gap reloads the list", async () => {
+  const conn = new FakeConnection(server());
+  const chat = new ChatDevice(conn, { store: "memory" });
+  await chat.start();
+  await chat.openConversation("g-1");
+  conn.event({ type: "chat.message", seq: 2, conv: "g-1", ev: 4, epoch: "e1", message: message(3) });
+  assert.deepEqual(chat.messages("g-1").map((m) => m.seq), [1, 2, 3]);
+  const before = conn.requests.length;
+  conn.event({ type: "chat.gap", seq: 3, conv: "g-1", ev: 2, epoch: "e2", fev: null, feed_epoch: null, reason: "epoch_changed" });
+  await settle();
+  assert.deepEqual(conn.requests.slice(before).map((r) => r.type), ["chat.history"]);
+  assert.deepEqual(chat.messages("g-1").map((m) => m.seq), [1, 2], "what the server has now");
+  assert.deepEqual([chat.cursors.cursors["g-1"], chat.cursors.epochs["g-1"]], [2, "e2"]);
+  conn.event({ type: "chat.gap", seq: 4, conv: null, ev: null, epoch: null, fev: 1, feed_epoch: "f9", reason: "trimmed" });
+  await settle();
+  assert.equal(conn.requests.at(-1).type, "chat.list");
+});
+
+test("history pages go back from the oldest kept message until the start", async () => {
+  const conn = new FakeConnection(
+    server({
+      "chat.history": (fields) => {
+        const end = fields.before ? fields.before - 1 : 5;
+        const start = Math.max(1, end - fields.limit + 1);
+        const messages = [];
+        for (let seq = start; seq <= end; seq++) messages.push(message(seq));
+        return { conv: fields.conv, messages, last_seq: 5 };
+      },
+    }),
+  );
+  const chat = new ChatDevice(conn, { store: "memory", pageSize: 2 });
+  await chat.start();
+  await chat.openConversation("g-1");
+  assert.deepEqual(chat.messages("g-1").map((m) => m.seq), [4, 5]);
+  assert.ok(chat.hasOlder("g-1"));
+  await chat.loadOlder("g-1");
+  await chat.loadOlder("g-1");
+  assert.deepEqual(chat.messages("g-1").map((m) => m.seq), [1, 2, 3, 4, 5]);
+  assert.equal(chat.hasOlder("g-1"), false);
+  assert.deepEqual(conn.requests.filter((r) => r.type === "chat.history").map((r) => r.before ?? null), [null, 4, 2]);
+});
