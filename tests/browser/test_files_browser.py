@@ -6,31 +6,19 @@ with MediaRecorder gets its normalized Ogg/Opus version."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
+from tests.browser.host_chromium import host_chromium
 from tests.conftest import StartNode
 from tests.helpers import make_token
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM: Final = "/usr/bin/chromium"
-CHROMIUM_ARGS: Final = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    # A fake microphone (a beep), granted without a prompt, for the voice note.
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-)
 SIZE: Final = 2 * 1024 * 1024
 CHUNK: Final = 128 * 1024
 CUT_AT: Final = 1024 * 1024  # the page reloads itself once this much has been sent
@@ -57,16 +45,8 @@ MAKE_FILE_JS: Final = """
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)", pytrace=False)
-    async with async_playwright() as playwright:
-        b = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_ARGS)
-        )
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with host_chromium() as b:
+        yield b
 
 
 async def _open(browser: Browser, url: str, errors: list[str]) -> Page:
