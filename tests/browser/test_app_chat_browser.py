@@ -158,6 +158,7 @@ async def test_offline_device_and_reload_resync_without_loss_or_repeats(
         await send(bob, "three")
         await send(ada, "ada before reload")
         await until(lambda: ada.locator(".msg.pending").count(), "ada's second pending message")
+        await ada.type("#composer-text", "half typed")
         await ada_ctx.set_offline(False)
         await ada.reload()
         await ada.wait_for_selector("#convs")
@@ -185,6 +186,7 @@ async def test_offline_device_and_reload_resync_without_loss_or_repeats(
         assert first["reply"]["gaps"] == []
 
         await open_conversation(ada, "Kyoto trip")
+        assert await ada.input_value("#composer-text") == "half typed"
         want += ["three", "ada before reload"]
         await until(lambda: _equals(texts(ada), want), "ada's history after all", ada_log)
         await until(lambda: _equals(texts(bob), want), "bob's history after all", bob_log)

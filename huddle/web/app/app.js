@@ -404,12 +404,21 @@ function renderConversationShell(title) {
   const { t } = app;
   const pane = document.getElementById("conversation");
   if (!pane) return;
-  const input = h("input", {
-    id: "composer-text",
-    autocomplete: "off",
-    maxlength: 4000,
-    oninput: () => app.current && app.chat?.typing(app.current, Boolean(/** @type {HTMLInputElement} */ (input).value)),
-  });
+  // What is typed but not sent survives a reload: kept per user and conversation.
+  const draftKey = `huddle.draft.${app.session?.identity}.${app.current ?? "to:" + app.draftTo}`;
+  const input = /** @type {HTMLInputElement} */ (
+    h("input", {
+      id: "composer-text",
+      autocomplete: "off",
+      maxlength: 4000,
+      oninput: () => {
+        if (input.value) localStorage.setItem(draftKey, input.value);
+        else localStorage.removeItem(draftKey);
+        if (app.current) app.chat?.typing(app.current, Boolean(input.value));
+      },
+    })
+  );
+  input.value = localStorage.getItem(draftKey) ?? "";
   const messages = h("ol", { id: "messages", class: "messages", "aria-label": t("messages"), tabindex: 0 });
   messages.addEventListener("scroll", () => {
     if (messages.scrollTop < NEAR_TOP_PX) loadOlder();
@@ -436,9 +445,10 @@ function renderConversationShell(title) {
       class: "composer",
       onsubmit: (/** @type {Event} */ e) => {
         e.preventDefault();
-        const text = /** @type {HTMLInputElement} */ (input).value;
+        const text = input.value;
         if (!text.trim() || !app.chat) return;
-        /** @type {HTMLInputElement} */ (input).value = "";
+        input.value = "";
+        localStorage.removeItem(draftKey);
         if (app.current) app.chat.send(app.current, text);
         else if (app.draftTo) app.chat.send(null, text, { to: app.draftTo });
       },
