@@ -17,7 +17,8 @@ then reads ``call.stats`` on both pages, asks the SFU for the smallest layer
 that size.
 
 With ``--controls`` the publisher then mutes its microphone and shares its screen with the
-page's buttons, and the script waits until the subscriber decodes the screen.
+page's buttons, and the script waits until the subscriber decodes the screen; then the
+publisher switches its camera (``switchDevice``) and the subscriber must go on decoding it.
 
 With ``--restart`` both pages then start their media over (``huddle.restartMedia()``, what a
 failed connection triggers): first the publisher, until the subscriber decodes its new video
@@ -155,6 +156,19 @@ async def _restarts(
 
 SERVER_STATS_JS: Final = "async () => (await window.huddle.call.stats()).server"
 
+SWITCH_CAMERA_JS: Final = """
+async () => {
+  const call = window.huddle.call;
+  const camera = () => [...call.senders].filter(([, s]) => s.source === "camera")
+    .map(([mid, s]) => [mid, s.track.id]);
+  const before = camera();
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const input = devices.find((d) => d.kind === "videoinput");
+  await call.switchDevice("video", input.deviceId);
+  return {before, after: camera()};
+}
+"""
+
 SIMULCAST_JS: Final = """
 () => {
   const call = window.huddle.call;
@@ -233,6 +247,31 @@ async def _controls(pages: dict[str, Page], out: dict[str, Any], deadline: float
         ),
     }
     await subscriber.screenshot(path=str(Path(out["screenshot_dir"]) / "screen-share.png"))
+
+    # Switching the camera: new tracks on the same sections, no new offer; the subscriber
+    # goes on decoding the camera.
+    [camera] = [
+        t for t in out["controls"]["subscriber_tracks"]["tracks"] if t["source"] == "camera"
+    ]
+    decoded_before = _frames_decoded(await _stats(subscriber, "subscriberPc"), camera["mid"])
+    out["controls"]["offers_before_switch"] = (await _state(subscriber))["offersAnswered"]
+    out["controls"]["switch"] = await publisher.evaluate(SWITCH_CAMERA_JS)
+    while (
+        _frames_decoded(await _stats(subscriber, "subscriberPc"), camera["mid"])
+        < decoded_before + 10
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the subscriber stopped decoding the camera after the switch")
+        await asyncio.sleep(POLL_S)
+    out["controls"]["offers_after_switch"] = (await _state(subscriber))["offersAnswered"]
+
+
+def _frames_decoded(stats: list[dict[str, Any]] | None, mid: str) -> int:
+    return sum(
+        int(s.get("framesDecoded", 0))
+        for s in stats or []
+        if s.get("type") == "inbound-rtp" and s.get("mid") == mid
+    )
 
 
 async def _wait_state(page: Page, wanted: str, deadline: float) -> None:

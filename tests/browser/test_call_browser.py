@@ -184,3 +184,11 @@ def test_chromium_publishes_three_simulcast_layers_of_one_camera_and_shares_its_
     screens = [t for t in controls["subscriber_tracks"]["tracks"] if t["source"] == "screen"]
     assert len(screens) == 1 and screens[0]["kind"] == "video", controls
     assert screens[0]["track"] != offered["track"], controls
+    # A camera switch puts new tracks on the same sections (every layer), with no new offer
+    # to anyone: the subscriber answered no more offers than before it (the driver waited
+    # for the camera to go on decoding).
+    switch = controls["switch"]
+    assert [mid for mid, _ in switch["before"]] == [mid for mid, _ in switch["after"]], switch
+    assert len(switch["after"]) == 3, switch
+    assert not {t for _, t in switch["before"]} & {t for _, t in switch["after"]}, switch
+    assert controls["offers_after_switch"] == controls["offers_before_switch"], controls
