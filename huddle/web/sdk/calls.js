@@ -21,11 +21,13 @@
 //   request(type, fields) -> Promise<ok frame>, rejecting with an error that has `code`
 //   on(type, handler) -> a function that stops listening
 
-/** @typedef {{participant: string, identity: string, name: string, audio_muted: boolean,
- *    video_muted: boolean, screen_sharing: boolean}} Participant */
-/** @typedef {{mid: string, track: string, kind: "audio"|"video", source: string,
- *    participant: string, identity: string}} TrackInfo */
-/** @typedef {{source: string, quality: number, height: number}} LayerInfo */
+// Message shapes, generated from the protocol schema (types.js).
+/** @typedef {import("./types.js").ParticipantInfo} Participant */
+/** @typedef {import("./types.js").TrackInfo} TrackInfo */
+/** @typedef {import("./types.js").LayerInfo} LayerInfo */
+/** @typedef {import("./types.js").CallJoinOk} CallJoinOk */
+/** @typedef {import("./types.js").CallStatsOk} CallStatsOk */
+/** @typedef {import("./types.js").CallIncoming} CallIncoming */
 
 export const ICE_GATHERING_TIMEOUT_MS = 5000;
 export const CAMERA_SOURCE = "cam";
@@ -224,7 +226,8 @@ export class Call extends Emitter {
     return this.connection.request(type, { room: this.room, ...fields });
   }
 
-  /** Joins the room; resolves with the `call.join` reply. */
+  /** Joins the room; resolves with the `call.join` reply.
+   * @returns {Promise<CallJoinOk>} */
   async join() {
     this._setState("joining");
     // Offers wait for the join reply: it gives the ICE servers their connection needs.
@@ -547,7 +550,8 @@ export class Call extends Emitter {
   }
 
   /** The SFU's statistics of what this participant publishes and receives (`call.stats`),
-   * and the browser's own (`getStats()` of both connections). */
+   * and the browser's own (`getStats()` of both connections).
+   * @returns {Promise<{server: CallStatsOk, publisher: RTCStatsReport|null, subscriber: RTCStatsReport|null}>} */
   async stats() {
     const [server, publisher, subscriber] = await Promise.all([
       this._request("call.stats"),
@@ -647,7 +651,7 @@ export class Ringing extends Emitter {
   constructor(connection) {
     super();
     this.connection = connection;
-    /** @type {Map<string, object>} call id -> its call.incoming */
+    /** @type {Map<string, CallIncoming>} call id -> its call.incoming */
     this.ringing = new Map();
     this._unsubscribe = [];
     const names = ["incoming", "outgoing", "accepted", "answered_elsewhere", "declined", "cancelled", "missed", "ended", "updated", "left", "resumed"];
