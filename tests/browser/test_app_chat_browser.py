@@ -23,6 +23,7 @@ from tests.browser.chat_pages import (
     texts,
     until,
 )
+from tests.conftest import StartNode
 from tests.helpers import TEST_KEY, TEST_SECRET, Node
 
 pytestmark = pytest.mark.browser
@@ -206,6 +207,25 @@ async def test_offline_device_and_reload_resync_without_loss_or_repeats(
         assert await bob.evaluate("() => window.historyPages") == [None, 5, 3]
         assert seqs == [2, 3, 4, 5, 6]
         await until(lambda: _hidden(bob, "#load-older"), "no more pages")
+
+
+async def test_short_lived_tokens_are_refreshed_on_the_same_connection(
+    start_node: StartNode,
+) -> None:
+    node = await start_node(token_ttl_s=2)
+    async with chromium() as browser:
+        _, page, console = await new_page(browser)
+        await sign_in(page, node.url, "Fay")
+        session = await page.evaluate(
+            "() => { window.refreshes = 0;"
+            " huddleApp.conn.on('auth.refreshed', () => window.refreshes++);"
+            " return huddleApp.conn.hello.session; }"
+        )
+        # Three refreshes take the connection past its first token's expiry, at which the
+        # node would have closed it: it is still the same connection.
+        await until(lambda: page.evaluate("() => window.refreshes >= 3"), "refreshes", console)
+        assert await page.evaluate("() => huddleApp.conn.hello.session") == session
+        assert await page.evaluate("() => huddleApp.conn.state") == "open"
 
 
 UNLABELLED_JS = """

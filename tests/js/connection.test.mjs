@@ -162,12 +162,34 @@ test("auth.expiring makes the connection refresh its token from the provider", a
   const conn = new HuddleConnection(options({ tokenProvider: async () => "t2" }));
   await conn.connect();
   const refreshed = new Promise((resolve) => conn.on("auth.refreshed", resolve));
-  node.sockets[0].push({ type: "auth.expiring", seq: 1, expires_at: Math.floor(Date.now() / 1000) + 30 });
+  node.sockets[0].push({ type: "auth.expiring", seq: 1, expires_at: Date.now() / 1000 + 0.05 });
   const reply = await refreshed;
   assert.ok(reply.token_expires_at > Date.now() / 1000 + 3600);
   assert.deepEqual(node.frames.filter((f) => f.type === "auth.refresh").map((f) => f.token), ["t2"]);
   assert.equal(conn.token, "t2");
   conn.close();
+});
+
+test("short-lived tokens are refreshed at half their life, not in a loop", async () => {
+  const lifeS = 0.2;
+  const node = fakeNode((frame, n) => {
+    if (frame.type === "auth.refresh") {
+      // The node warns at once about a token shorter-lived than its notice time.
+      setTimeout(() => n.sockets[0].push({ type: "auth.expiring", seq: 9, expires_at: Date.now() / 1000 + lifeS }), 1);
+      return { type: "ok", token_expires_at: Date.now() / 1000 + lifeS };
+    }
+    const reply = defaultAnswer(frame);
+    if (frame.type === "hello") reply.token_expires_at = Date.now() / 1000 + lifeS;
+    return reply;
+  });
+  let tokens = 0;
+  const conn = new HuddleConnection(options({ tokenProvider: async () => `t${++tokens}` }));
+  await conn.connect();
+  await new Promise((r) => setTimeout(r, 450));
+  conn.close();
+  const refreshes = node.frames.filter((f) => f.type === "auth.refresh").length;
+  // About one refresh per 100 ms (half of each token's 200 ms): never a burst.
+  assert.ok(refreshes >= 2 && refreshes <= 8, `${refreshes} refreshes in 450 ms`);
 });
 
 test("an unanswered ping drops the connection and reconnects", async () => {

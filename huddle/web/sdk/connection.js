@@ -18,6 +18,7 @@ export const REQUEST_TIMEOUT_MS = 15000;
 // Refresh this long before the token's expiry (the server warns 60 s before it).
 export const REFRESH_LEAD_MS = 90000;
 export const PING_TIMEOUT_MS = 10000;
+export const REFRESH_RETRY_MS = 1000;
 export const DEVICE_STORAGE_KEY = "huddle.device";
 
 // Closes after which reconnecting cannot help (a token provider may fix the auth ones).
@@ -361,9 +362,7 @@ export class HuddleConnection extends EventTarget {
       else pending.reject(new HuddleError(frame.code, frame.message));
       return;
     }
-    if (frame.type === "auth.expiring" && this.tokenProvider) {
-      this.refreshToken().catch((error) => this._emit("warning", { what: "auth.refresh", error }));
-    }
+    if (frame.type === "auth.expiring") this._scheduleRefresh(frame.expires_at);
     this._emit(frame.type, frame);
     this._emit("*", frame);
   }
@@ -429,14 +428,24 @@ export class HuddleConnection extends EventTarget {
     this._open();
   }
 
-  /** @param {number} expiresAt token expiry, s since the epoch (server clock) */
-  _scheduleRefresh(expiresAt) {
+  /**
+   * Ask the provider for a new token `refreshLeadMs` before `expiresAt`, or at half the
+   * token's remaining life if that is later: a token that lives shorter than the lead (or an
+   * `auth.expiring` that comes at once after each refresh) then never turns into a loop.
+   * @param {number} expiresAt token expiry, s since the epoch (server clock)
+   * @param {number} [minDelayMs]
+   */
+  _scheduleRefresh(expiresAt, minDelayMs = 0) {
     clearTimeout(this._timers.refresh);
     if (!this.tokenProvider || !expiresAt) return;
-    const localExpiry = expiresAt * 1000 - this.clockOffsetMs;
-    const delay = Math.max(0, localExpiry - this.refreshLeadMs - Date.now());
+    const remaining = expiresAt * 1000 - this.clockOffsetMs - Date.now();
+    const delay = Math.max(minDelayMs, remaining - this.refreshLeadMs, remaining / 2);
     this._timers.refresh = setTimeout(() => {
-      this.refreshToken().catch((error) => this._emit("warning", { what: "auth.refresh", error }));
+      this.refreshToken().catch((error) => {
+        this._emit("warning", { what: "auth.refresh", error });
+        // Try again while the token lasts; the node closes with 4003 at its expiry.
+        if (this.state === "open") this._scheduleRefresh(expiresAt, REFRESH_RETRY_MS);
+      });
     }, Math.min(delay, 2 ** 31 - 1));
   }
 
