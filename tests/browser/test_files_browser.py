@@ -2,7 +2,8 @@
 network namespace against a node on 127.0.0.1): a resumable upload cut by a page reload goes
 on from where the node got to, the bytes downloaded afterwards are the original ones, and a
 second user downloads them through a signed URL (and not without one). A voice note recorded
-with MediaRecorder gets its normalized Ogg/Opus version."""
+with MediaRecorder gets its normalized Ogg/Opus version. An image gets thumbnails, fetched
+with the token and shown through a signed URL, and counts in the usage."""
 
 from __future__ import annotations
 
@@ -156,4 +157,42 @@ async def test_voice_note_recorded_by_chromium_gets_a_normalized_version(
     assert meta["waveform"] and max(meta["waveform"]) > 0, meta  # the fake microphone beeps
     assert (got["voiceType"], got["head"]) == ("audio/ogg", "OggS"), got
     await page.screenshot(path=tmp_path / "voice.png")
+    assert not errors, errors
+
+
+async def test_image_upload_has_thumbnails_by_token_and_signed_url_and_counts_in_usage(
+    start_node: StartNode, browser: Browser, tmp_path: Path
+) -> None:
+    node = await start_node()
+    errors: list[str] = []
+    page = await _open(
+        browser, f"{node.url}/web/sdk/example-files.html?token={make_token('alice')}", errors
+    )
+    got: dict[str, Any] = await page.evaluate(
+        """async () => {
+          const canvas = Object.assign(document.createElement("canvas"), {width: 800, height: 600});
+          const g = canvas.getContext("2d");
+          g.fillStyle = "#2a6"; g.fillRect(0, 0, 800, 600);
+          g.fillStyle = "#fff"; g.fillRect(100, 100, 300, 200);
+          const png = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+          const file = new File([png], "drawing.png", {type: "image/png"});
+          const { meta } = await window.example.upload(file);
+          const files = window.example.files;
+          const thumb = await files.thumbnail(meta.id, "small");
+          const { url } = await files.sign(meta.id);
+          const { signedVariantUrl } = await import("./files.js");
+          const img = new Image();
+          img.src = signedVariantUrl(url, "thumb/small");  // no token: the signature
+          await img.decode();
+          return { meta, thumbType: thumb.type, thumbSize: thumb.size,
+                   signed: [img.naturalWidth, img.naturalHeight], usage: await files.usage() };
+        }"""
+    )
+    meta = got["meta"]
+    assert (meta["kind"], meta["width"], meta["height"]) == ("image", 800, 600), meta
+    assert set(meta["thumbnails"]) >= {"small", "large"}, meta
+    assert got["thumbType"] == "image/webp" and got["thumbSize"] > 0, got
+    assert got["signed"] == [320, 240], got  # longest edge 320, never enlarged
+    assert got["usage"]["used"] >= meta["size"] and got["usage"]["open_uploads"] == 0, got
+    await page.screenshot(path=tmp_path / "image.png")
     assert not errors, errors
