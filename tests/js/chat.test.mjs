@@ -207,3 +207,16 @@ test("history pages go back from the oldest kept message until the start", async
   assert.equal(chat.hasOlder("g-1"), false);
   assert.deepEqual(conn.requests.filter((r) => r.type === "chat.history").map((r) => r.before ?? null), [null, 4, 2]);
 });
+
+test("without IndexedDB the device keeps its state in memory and says so", async () => {
+  assert.equal(globalThis.indexedDB, undefined, "Node has no IndexedDB");
+  const conn = new FakeConnection(server());
+  const chat = new ChatDevice(conn);
+  const warnings = [];
+  chat.on("warning", ({ what }) => warnings.push(what));
+  await chat.start();
+  assert.deepEqual(warnings, ["store"]);
+  assert.deepEqual(chat.conversations().map((c) => c.conv), ["g-1"]);
+  await chat.flushed();
+  assert.deepEqual((await chat.store.load()).cursors.cursors, { "g-1": 3 });
+});

@@ -89,8 +89,16 @@ export class ChatDevice extends EventTarget {
     const option = this.options.store;
     if (option === "memory") this.store = memoryStore();
     else if (option) this.store = option;
-    else if (this.me) this.store = await openStore(storeName(this.me, this.connection.device));
-    else throw new Error("ChatDevice.start: no identity yet (connect first, or pass `identity`)");
+    else if (!this.me) throw new Error("ChatDevice.start: no identity yet (connect first, or pass `identity`)");
+    else {
+      try {
+        this.store = await openStore(storeName(this.me, this.connection.device));
+      } catch (error) {
+        // No IndexedDB (some private windows): a device that forgets on reload still works.
+        this.store = memoryStore();
+        this._emit("warning", { what: "store", error });
+      }
+    }
     const kept = await this.store.load();
     if (kept.cursors) this.cursors = kept.cursors;
     for (const s of kept.conversations) this.summaries.set(s.conv, s);
