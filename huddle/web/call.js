@@ -5,7 +5,7 @@
 // `window.huddle` exposes the page's state and both peer connections, for tests and for a
 // console; `huddle.restartMedia()` restarts the media by hand, `huddle.call` is the SDK's Call.
 
-import { HuddleConnection, devLogin } from "./sdk/connection.js";
+import { HuddleConnection, devLogin, randomId } from "./sdk/connection.js";
 import { Call } from "./sdk/calls.js";
 
 const LOG_LINES = 200;
@@ -197,8 +197,11 @@ async function main() {
   $("room-name").textContent = room;
   document.title = `Huddle: ${room}`;
   const token = await accessToken();
-  const device = params.get("device");
-  const connection = new HuddleConnection({ token, ...(device ? { device } : {}) });
+  // A device of its own per page load unless one is given: two tabs of one browser are two
+  // participants (the browser-wide id would make each replace the other), and a reloaded
+  // page joins afresh rather than finding its connection already in the room.
+  const device = params.get("device") || `call-${randomId(12)}`;
+  const connection = new HuddleConnection({ token, device });
   connection.on("closed", (event) => {
     if (huddle.state !== "failed") setState("closed", event.code);
   });
