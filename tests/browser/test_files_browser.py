@@ -20,9 +20,11 @@ from tests.helpers import make_token
 
 pytestmark = pytest.mark.browser
 
-SIZE: Final = 2 * 1024 * 1024
-CHUNK: Final = 128 * 1024
-CUT_AT: Final = 1024 * 1024  # the page reloads itself once this much has been sent
+SIZE: Final = 8 * 1024 * 1024
+CHUNK: Final = 256 * 1024
+# The page reloads itself once this much has been sent: far from the end, so the upload
+# cannot finish while the page unloads.
+CUT_AT: Final = 1024 * 1024
 TIMEOUT_MS: Final = 20_000
 
 # Deterministic contents (xorshift32), so the page after the reload can give the same file
