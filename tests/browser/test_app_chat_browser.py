@@ -102,6 +102,14 @@ async def test_sign_in_with_a_pasted_token(node: Node) -> None:
         await page.click("#signin-token-form button[type=submit]")
         await until(lambda: _contains(page.text_content("#me"), "Erin"), "signed in", console)
         assert await page.evaluate("() => huddleApp.conn.identity") == "erin"
+        # A second tab is the same device: it takes over, and the first can take it back.
+        second = await page.context.new_page()
+        await second.goto(node.url + "/")
+        await until(lambda: _contains(page.text_content("#banner"), "another tab"), "replaced")
+        await page.click("#use-here")
+        await until(lambda: _state(page, "open"), "the first tab back", console)
+        await until(lambda: _contains(second.text_content("#banner"), "another tab"), "swap")
+        await second.close()
         # A token that is not one is refused with a message, on the sign-in form.
         await page.click("#signout")
         await page.fill("#signin-token", "not-a-token")
@@ -207,6 +215,9 @@ async def test_offline_device_and_reload_resync_without_loss_or_repeats(
         assert await bob.evaluate("() => window.historyPages") == [None, 5, 3]
         assert seqs == [2, 3, 4, 5, 6]
         await until(lambda: _hidden(bob, "#load-older"), "no more pages")
+        # Muting on one device shows in the list (a feed event).
+        await bob.evaluate("() => huddleApp.chat.request('chat.mute', {conv: huddleApp.current})")
+        await until(lambda: bob.locator("button.conv .muted").count(), "the muted mark")
 
 
 async def test_short_lived_tokens_are_refreshed_on_the_same_connection(

@@ -354,7 +354,9 @@ function renderList() {
           onclick: () => openConversation(c.conv),
         }, [
           presenceDot(c),
-          h("span", { class: "conv-name", text: c.name }),
+          h("span", { class: "conv-name", text: c.name }, [
+            c.muted ? h("span", { class: "muted", role: "img", "aria-label": app.t("muted"), text: " 🔕" }) : null,
+          ]),
           c.unread && c.conv !== app.current
             ? h("span", { class: "badge", "aria-label": app.t("unread", { n: c.unread }), text: String(c.unread) })
             : null,
@@ -590,7 +592,16 @@ function updateBanner() {
   } else if (conn && (conn.state === "reconnecting" || conn.state === "connecting")) {
     text = app.t("reconnecting");
   }
-  banner.textContent = text;
+  banner.replaceChildren(text);
+  if (conn && conn.state === "closed" && conn.closeReason === "replaced") {
+    // The other tab keeps working; this one may take the device back.
+    const again = h("button", { type: "button", id: "use-here", text: app.t("useHere") });
+    again.addEventListener("click", () => {
+      conn.connect().catch(() => {});
+      updateBanner();
+    });
+    banner.append(" ", again);
+  }
   banner.hidden = !text;
 }
 
