@@ -220,3 +220,19 @@ test("without IndexedDB the device keeps its state in memory and says so", async
   await chat.flushed();
   assert.deepEqual((await chat.store.load()).cursors.cursors, { "g-1": 3 });
 });
+
+test("the list is loaded page by page, by the time of each page's last message", async () => {
+  const all = [5, 4, 3, 2, 1].map((ts) => ({ ...summary(`g-${ts}`, 1), last_ts: ts * 100 }));
+  const conn = new FakeConnection(
+    server({
+      "chat.list": (fields) => ({
+        conversations: all.filter((s) => fields.before_ts == null || s.last_ts < fields.before_ts).slice(0, fields.limit),
+      }),
+    }),
+  );
+  const chat = new ChatDevice(conn, { store: "memory", listPageSize: 2 });
+  await chat.start();
+  assert.deepEqual(chat.conversations().map((c) => c.conv), ["g-5", "g-4", "g-3", "g-2", "g-1"]);
+  const lists = conn.requests.filter((r) => r.type === "chat.list").map((r) => r.before_ts ?? null);
+  assert.deepEqual(lists, [null, 400, 200]);
+});

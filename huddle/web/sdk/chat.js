@@ -32,6 +32,7 @@ export const LIST_LIMIT = 500;
  * @property {number} [typingSendEveryMs]
  * @property {number} [typingShowMs]
  * @property {number} [sendRetryMs]
+ * @property {number} [listPageSize] conversations per `chat.list` page (at most 500)
  */
 
 export class ChatDevice extends EventTarget {
@@ -47,6 +48,7 @@ export class ChatDevice extends EventTarget {
     this.typingSendEveryMs = options.typingSendEveryMs ?? TYPING_SEND_EVERY_MS;
     this.typingShowMs = options.typingShowMs ?? TYPING_SHOW_MS;
     this.sendRetryMs = options.sendRetryMs ?? SEND_RETRY_MS;
+    this.listPageSize = options.listPageSize ?? LIST_LIMIT;
     /** @type {import("./store.js").DeviceStore | null} */
     this.store = null;
     /** @type {import("./chatstate.js").Cursors} */
@@ -169,12 +171,24 @@ export class ChatDevice extends EventTarget {
 
   /** Reload the list from the server (`chat.list`). */
   async refreshList() {
-    const reply = await this.connection.request("chat.list", { limit: LIST_LIMIT });
-    const fresh = new Map(reply.conversations.map((/** @type {any} */ s) => [s.conv, s]));
+    /** @type {Record<string, any>[]} */
+    const all = [];
+    /** @type {Record<string, any>} */
+    let fields = { limit: this.listPageSize };
+    for (;;) {
+      const page = (await this.connection.request("chat.list", fields)).conversations;
+      all.push(...page);
+      const last = page[page.length - 1];
+      // Paged by the last message's time; conversations without a message (last_ts 0)
+      // all come in the page that reaches them.
+      if (page.length < this.listPageSize || !last?.last_ts) break;
+      fields = { limit: this.listPageSize, before_ts: last.last_ts };
+    }
+    const fresh = new Map(all.map((s) => [s.conv, s]));
     const gone = [...this.summaries.keys()].filter((conv) => !fresh.has(conv));
     this.summaries = fresh;
     if (gone.length) this.store?.deleteConversations(gone).catch(() => {});
-    this.store?.putConversations(reply.conversations).catch(() => {});
+    this.store?.putConversations(all).catch(() => {});
     this._emit("conversations", this.conversations());
   }
 
