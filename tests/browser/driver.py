@@ -18,7 +18,8 @@ that size.
 
 With ``--controls`` the publisher then mutes its microphone and shares its screen with the
 page's buttons, and the script waits until the subscriber decodes the screen; then the
-publisher switches its camera (``switchDevice``) and the subscriber must go on decoding it.
+publisher switches its camera (``switchDevice``) and the subscriber must go on decoding it;
+then sharing stops and the subscriber's screen tile must go away.
 
 With ``--restart`` both pages then start their media over (``huddle.restartMedia()``, what a
 failed connection triggers): first the publisher, until the subscriber decodes its new video
@@ -264,6 +265,19 @@ async def _controls(pages: dict[str, Page], out: dict[str, Any], deadline: float
             raise TimeoutError("the subscriber stopped decoding the camera after the switch")
         await asyncio.sleep(POLL_S)
     out["controls"]["offers_after_switch"] = (await _state(subscriber))["offersAnswered"]
+
+    # Sharing stops: the screen's section goes inactive and its tile goes away.
+    await publisher.click("#share-screen")
+    await subscriber.wait_for_function(
+        "() => !document.querySelector('.tile.screen')"
+        " && !Object.values(window.huddle.call.tracks).some((t) => t.source === 'screen')"
+        " && ![...window.huddle.call.participants.values()].some((p) => p.screen_sharing)",
+        timeout=max(1.0, deadline - time.monotonic()) * 1000,
+    )
+    out["controls"]["after_stop"] = {
+        "subscriber_tracks": await subscriber.evaluate(SIMULCAST_JS),
+        "publisher_sharing": await publisher.evaluate("() => window.huddle.call.screenStream"),
+    }
 
 
 def _frames_decoded(stats: list[dict[str, Any]] | None, mid: str) -> int:

@@ -192,3 +192,9 @@ def test_chromium_publishes_three_simulcast_layers_of_one_camera_and_shares_its_
     assert len(switch["after"]) == 3, switch
     assert not {t for _, t in switch["before"]} & {t for _, t in switch["after"]}, switch
     assert controls["offers_after_switch"] == controls["offers_before_switch"], controls
+    # Sharing stopped by the button: the subscriber was offered the screen's section
+    # inactive (the driver waited for its tile to go), and still gets the camera.
+    stopped = controls["after_stop"]
+    assert stopped["publisher_sharing"] is None, stopped
+    sources = sorted(t["source"] for t in stopped["subscriber_tracks"]["tracks"])
+    assert sources == ["camera", "microphone"], stopped
