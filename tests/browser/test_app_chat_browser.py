@@ -102,6 +102,10 @@ async def test_sign_in_with_a_pasted_token(node: Node) -> None:
         await page.click("#signin-token-form button[type=submit]")
         await until(lambda: _contains(page.text_content("#me"), "Erin"), "signed in", console)
         assert await page.evaluate("() => huddleApp.conn.identity") == "erin"
+        # Everything the first screen loaded came from the node, and it is small.
+        loaded = await page.evaluate(LOADED_JS)
+        assert loaded and all(url.startswith(node.url + "/") for url, _ in loaded), loaded
+        assert sum(size for _, size in loaded) <= 300_000, loaded
         # A second tab is the same device: it takes over, and the first can take it back.
         second = await page.context.new_page()
         await second.goto(node.url + "/")
@@ -238,6 +242,11 @@ async def test_short_lived_tokens_are_refreshed_on_the_same_connection(
         assert await page.evaluate("() => huddleApp.conn.hello.session") == session
         assert await page.evaluate("() => huddleApp.conn.state") == "open"
 
+
+LOADED_JS = """
+() => [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')]
+  .map((e) => [e.name, e.decodedBodySize])
+"""
 
 UNLABELLED_JS = """
 () => [...document.querySelectorAll('input, select, textarea, button')]
