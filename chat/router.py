@@ -391,13 +391,17 @@ class Router:
 
     async def _check(self, feed: Feed) -> bool:
         """Compare the log with what the node passed on; True when events are to be read."""
+        # What was passed on is taken before the log is read: live events keep coming while
+        # the reads are awaited, and a head read before they were published must not look
+        # like a log gone back in time.
+        known, known_blob = Position(feed.last, feed.epoch), feed.last_blob
         state = await self.store.log_state(feed.user_feed, feed.name)
         same: bool | None = None
-        if feed.last_blob and state.epoch == feed.epoch and state.head >= feed.last:
-            stored = await self.store.events_after(feed.stream, feed.last - 1, 1)
-            if stored and stored[0][0] == feed.last:
-                same = stored[0][1] == feed.last_blob
-        verdict = check_follow(Position(feed.last, feed.epoch), state, same)
+        if known_blob and state.epoch == known.epoch and state.head >= known.ev:
+            stored = await self.store.events_after(feed.stream, known.ev - 1, 1)
+            if stored and stored[0][0] == known.ev:
+                same = stored[0][1] == known_blob
+        verdict = check_follow(known, state, same)
         if verdict == "rolled_back":
             # Devices hold numbers of events this log no longer has: a new epoch makes each
             # of them a gap wherever it resumes, on any node.

@@ -6,6 +6,7 @@ import asyncio
 import random
 from typing import Any
 
+import pytest
 import redis.asyncio as redis
 
 from chat import wire as w
@@ -262,3 +263,43 @@ async def test_events_missed_in_flight_and_trimmed_meanwhile_are_a_live_gap(
     assert bob.gaps == [conv]
     # Besides the gap, bob received every kept event, in order, once.
     assert [ev for ev in conv_events(bob, conv) if ev > head] == list(range(first_kept, last + 1))
+
+
+async def test_live_events_during_a_log_check_are_not_a_rollback(
+    start_node: StartNode, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node looks at a log after pub/sub reconnects. Events keep arriving live while it
+    reads: a head read before they were published is behind what the node passed on by
+    then, and must not be taken for a log gone back in time (a needless gap for everyone)."""
+    node = await start_node(chat_send_per_s=1000, rate_per_s=1000, rate_burst=1000)
+    alice = await chat(node, "alice")
+    bob = await chat(node, "bob", device="phone")
+    conv = (await alice.create("group", "checked", ["bob"])).conv
+    await alice.send(conv, "first")
+    router = node.app[HUB].chat.router
+    feed = router.feeds[conv]
+    await eventually(lambda: bob.cursors.get(conv, 0) == feed.last)
+    epoch = bob.epochs[conv]
+    read_state = router.store.log_state
+    raced: list[int] = []
+
+    async def state_then_live_events(user_feed: bool, name: str) -> Any:
+        state = await read_state(user_feed, name)
+        if name == conv and not raced:
+            raced.append(feed.last)
+            for i in range(3):
+                await alice.send(conv, f"live {i}")
+            await eventually(lambda: feed.last >= raced[0] + 3)
+            raced.append(feed.last)
+        return state
+
+    monkeypatch.setattr(router.store, "log_state", state_then_live_events)
+    await redis_client.client_kill_filter(_type="pubsub")
+    # The check read the head, three events went out live, and the check came to its verdict.
+    await eventually(lambda: len(raced) == 2 and not feed.checking, timeout=10)
+    await alice.send(conv, "after")
+    await eventually(lambda: [m.text for m in bob.messages(conv)][-1:] == ["after"])
+    assert bob.gaps == []
+    assert bob.epochs[conv] == epoch
+    texts = [m.text for m in bob.messages(conv) if m.kind != "system"]
+    assert texts == ["first", "live 0", "live 1", "live 2", "after"]
