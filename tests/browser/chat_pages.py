@@ -7,53 +7,21 @@ Chat needs no WebRTC, so Chromium runs in the host's network namespace against a
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page
 
-CHROMIUM: Final = "/usr/bin/chromium"
-CHROMIUM_ARGS: Final = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-)
+from tests.browser.host_chromium import host_chromium
+
 WAIT_S: Final = 15.0
 PHONE: Final = {"width": 390, "height": 780}
 _consoles: dict[int, list[str]] = {}
 
 
-def require_chromium() -> None:
-    missing = []
-    if not os.access(CHROMIUM, os.X_OK):
-        missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    if importlib.util.find_spec("playwright") is None:
-        missing.append("Python Playwright (pip install -e '.[dev]')")
-    if missing:
-        pytest.fail(
-            "browser test cannot run without: " + "; ".join(missing) + ". "
-            "scripts/setup.sh --dev installs them.",
-            pytrace=False,
-        )
-
-
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    require_chromium()
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
-        try:
-            yield browser
-        finally:
-            await browser.close()
+# Chat pages run in the same host Chromium as the file and ringing tests.
+chromium = host_chromium
 
 
 async def new_page(

@@ -4,6 +4,7 @@ ringing): the page talks to an in-process node on 127.0.0.1 and nothing else."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from collections.abc import AsyncIterator
 from typing import Final
@@ -25,10 +26,24 @@ CHROMIUM_ARGS: Final = (
 )
 
 
+def require_chromium() -> None:
+    """Browser tests never skip: without Chromium or Playwright they fail saying what to add."""
+    missing = []
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("Python Playwright (pip install -e '.[dev]')")
+    if missing:
+        pytest.fail(
+            "browser test cannot run without: " + "; ".join(missing) + ". "
+            "scripts/setup.sh --dev installs them.",
+            pytrace=False,
+        )
+
+
 @contextlib.asynccontextmanager
 async def host_chromium() -> AsyncIterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)", pytrace=False)
+    require_chromium()
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_ARGS)
