@@ -15,6 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from generated import write_or_check  # noqa: E402
 
 from signaling.protocol import json_schema  # noqa: E402
 
@@ -26,22 +29,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if argv == ["-"]:
-        sys.stdout.write(text)
-        return 0
-    if argv == ["--check"]:
-        current = SCHEMA_PATH.read_text() if SCHEMA_PATH.exists() else ""
-        if current != text:
-            print(f"{SCHEMA_PATH} is stale: run scripts/gen_schema.py", file=sys.stderr)
-            return 1
-        return 0
-    if argv:
-        print(__doc__, file=sys.stderr)
-        return 2
-    SCHEMA_PATH.write_text(text)
-    print(f"wrote {SCHEMA_PATH.relative_to(ROOT)}", file=sys.stderr)
-    return 0
+    return write_or_check(argv, SCHEMA_PATH, render(), "gen_schema.py", __doc__ or "")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "docs" / "protocol.schema.json"
 TYPES_PATH = ROOT / "huddle" / "web" / "sdk" / "types.js"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from generated import write_or_check  # noqa: E402
 
 SCALARS = {"string": "string", "integer": "number", "number": "number", "boolean": "boolean"}
 SCALARS["null"] = "null"
@@ -108,22 +111,13 @@ def render(schema: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render(json.loads(SCHEMA_PATH.read_text()))
-    if argv == ["-"]:
-        sys.stdout.write(text)
-        return 0
-    if argv == ["--check"]:
-        current = TYPES_PATH.read_text() if TYPES_PATH.exists() else ""
-        if current != text:
-            print(f"{TYPES_PATH} is stale: run scripts/gen_sdk_types.py", file=sys.stderr)
-            return 1
-        return 0
-    if argv:
-        print(__doc__, file=sys.stderr)
-        return 2
-    TYPES_PATH.write_text(text)
-    print(f"wrote {TYPES_PATH.relative_to(ROOT)}", file=sys.stderr)
-    return 0
+    return write_or_check(
+        argv,
+        TYPES_PATH,
+        render(json.loads(SCHEMA_PATH.read_text())),
+        "gen_sdk_types.py",
+        __doc__ or "",
+    )
 
 
 if __name__ == "__main__":
