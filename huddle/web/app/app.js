@@ -2,7 +2,11 @@
 // (/web/sdk/huddle.js). Plain DOM, no framework. `window.huddleApp` exposes the
 // connection, chat device and presence watcher (for a console, and for the browser tests).
 
-import { ChatDevice, HuddleConnection, PresenceWatcher, devLogin, tokenIdentity } from "/web/sdk/huddle.js";
+// The SDK's modules one by one rather than its entry (huddle.js), so that the chat screen does
+// not load the files and calls modules it does not use.
+import { ChatDevice } from "/web/sdk/chat.js";
+import { HuddleConnection, devLogin, tokenIdentity } from "/web/sdk/connection.js";
+import { PresenceWatcher } from "/web/sdk/presence.js";
 import { LANGUAGES, keepLanguage, pickLanguage, translator } from "./i18n.js";
 
 const SESSION_KEY = "huddle.session";
