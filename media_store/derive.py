@@ -14,7 +14,7 @@ from typing import Final
 
 from PIL import Image
 
-from media_store import avmedia, images
+from media_store import avmedia, images, sniff
 from media_store.errors import MediaError
 
 log = logging.getLogger("huddle.media.derive")
@@ -54,6 +54,8 @@ class DeriveResult:
     duration: float | None = None
     waveform: list[int] | None = None
     gps_stripped: bool = False
+    # Set when the tracks tell more than the magic bytes did (a WebM holding sound only).
+    retyped: sniff.Sniffed | None = None
     files: list[DerivedFile] = field(default_factory=list)
 
 
@@ -93,6 +95,8 @@ def derive(job: DeriveJob) -> DeriveResult:
                 _add_thumbnails(result, info.poster, out_dir)
         else:  # an MP4/WebM container holding only sound
             _audio(source, out_dir, result)
+            if sniff.needs_tracks(job.mime):
+                result.retyped = sniff.without_video(sniff.Sniffed(job.mime, "video"))
     elif job.kind == "audio":
         _audio(source, out_dir, result)
     elif job.mime == "application/pdf":

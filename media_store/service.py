@@ -28,7 +28,7 @@ from media_store.errors import MediaError, too_large
 from media_store.meta import MediaMeta, MetaCache
 from media_store.quota import room
 from media_store.records import Records
-from media_store.sniff import denied, safe_name, sniff
+from media_store.sniff import denied, needs_tracks, safe_name, sniff, without_video
 from media_store.tokens import TokenCache
 
 log = logging.getLogger("huddle.media")
@@ -155,7 +155,10 @@ class MediaService:
         media_id: str | None,
     ) -> MediaMeta:
         sniffed = sniff(head)
-        if denied(sniffed.mime, self.settings.media_deny_types):
+        deny = self.settings.media_deny_types
+        # A WebM may turn out to be sound: refused as video only once its tracks say so.
+        maybe = without_video(sniffed) if needs_tracks(sniffed.mime) else sniffed
+        if denied(sniffed.mime, deny) and denied(maybe.mime, deny):
             raise MediaError(415, "type_denied", f"files of type {sniffed.mime} are not accepted")
         job = DeriveJob(
             path=str(path),
@@ -168,6 +171,11 @@ class MediaService:
         derived: DeriveResult = DeriveResult()
         if sniffed.kind in ("image", "audio", "video") or sniffed.mime == "application/pdf":
             derived = await self.in_pool(derive, job)
+        if derived.retyped is not None:
+            # The container's tracks, read by the worker, say what the magic bytes could not.
+            sniffed = derived.retyped
+        if denied(sniffed.mime, deny):
+            raise MediaError(415, "type_denied", f"files of type {sniffed.mime} are not accepted")
         content = path
         if derived.replaced_path is not None:
             assert derived.replaced_digest is not None and derived.replaced_size is not None

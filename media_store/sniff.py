@@ -2,7 +2,9 @@
 
 The client's claimed type and file name extension are never trusted: the type comes from
 magic bytes (the ``filetype`` signatures plus a few of our own for executables, scripts,
-text and markup). Pure module: no I/O.
+text and markup). WebM and Matroska say nothing of their tracks in their magic bytes: the
+media workers, which open the container anyway, retype one holding no video as audio
+(``without_video``). Pure module: no I/O.
 """
 
 from __future__ import annotations
@@ -93,6 +95,23 @@ def sniff(head: bytes) -> Sniffed:
             return Sniffed("image/svg+xml" if "<svg" in lowered else "application/xml", "other")
         return Sniffed("text/plain", "document")
     return Sniffed(OCTET_STREAM, "other")
+
+
+# WebM and Matroska types by what their magic bytes say (always video: the EBML header does
+# not tell) and what a file holding no video track is stored as. Chromium's MediaRecorder
+# records voice notes only as Opus in WebM, and those are sound.
+_MATROSKA_AUDIO: Final = {"video/webm": "audio/webm", "video/x-matroska": "audio/x-matroska"}
+
+
+def needs_tracks(mime: str) -> bool:
+    """Whether the type sniffed from magic bytes depends on the container's tracks."""
+    return mime in _MATROSKA_AUDIO
+
+
+def without_video(sniffed: Sniffed) -> Sniffed:
+    """The type of a file ``sniff`` typed ``sniffed`` once its tracks show it has no video."""
+    audio = _MATROSKA_AUDIO.get(sniffed.mime)
+    return Sniffed(audio, "audio") if audio is not None else sniffed
 
 
 def _zip_flavour(head: bytes) -> str:

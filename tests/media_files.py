@@ -90,6 +90,39 @@ def mp4(path: Path, frames: int = 12, size: tuple[int, int] = (160, 120), fps: i
     return path.read_bytes()
 
 
+def webm(path: Path, *, seconds: float = 1.0, video: bool = False, rate: int = 48000) -> bytes:
+    """Opus audio in WebM, as Chromium's MediaRecorder records a voice note; with ``video``,
+    a VP8 track beside it (a camera recording)."""
+    with av.open(str(path), "w", format="webm") as out:
+        audio = out.add_stream("libopus", rate=rate, layout="mono")
+        picture = out.add_stream("libvpx", rate=10) if video else None
+        if picture is not None:
+            picture.width, picture.height = 64, 48
+            picture.pix_fmt = "yuv420p"
+            for i in range(int(seconds * 10)):
+                image = np.full((48, 64, 3), (i * 25) % 256, np.uint8)
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts = i
+                frame.time_base = fractions.Fraction(1, 10)
+                for packet in picture.encode(frame):
+                    out.mux(packet)
+            for packet in picture.encode(None):
+                out.mux(packet)
+        t = np.arange(int(seconds * rate)) / rate
+        samples = (np.sin(2 * np.pi * 440.0 * t) * 0.3).astype(np.float32)
+        for start in range(0, len(samples), 960):
+            chunk = samples[start : start + 960].reshape(1, -1)
+            sound = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+            sound.sample_rate = rate
+            sound.pts = start
+            sound.time_base = fractions.Fraction(1, rate)
+            for packet in audio.encode(sound):
+                out.mux(packet)
+        for packet in audio.encode(None):
+            out.mux(packet)
+    return path.read_bytes()
+
+
 def pdf() -> bytes:
     im = Image.new("RGB", (300, 420), "white")
     for y in range(40, 380, 20):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from chat import wire as w
@@ -9,7 +11,7 @@ from huddle.chat import ChatClient
 from huddle.client import RequestError
 from huddle.media_client import MediaClient, MediaRequestError
 from tests.helpers import Node, eventually, make_token
-from tests.media_files import jpeg, wav
+from tests.media_files import audio_duration, jpeg, wav, webm
 
 
 async def chat(node: Node, identity: str) -> ChatClient:
@@ -51,6 +53,22 @@ async def test_image_and_voice_note_travel_through_chat(node: Node) -> None:
         with pytest.raises(MediaRequestError) as info:
             await as_eve.download(image["id"])
         assert info.value.status == 404
+
+
+async def test_chromium_voice_note_in_webm_is_a_voice_message(node: Node, tmp_path: Path) -> None:
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    recorded = webm(tmp_path / "note.webm", seconds=1.0)  # Opus in WebM, no video track
+    async with MediaClient(node.url, make_token("alice")) as media:
+        uploaded = await media.upload(recorded, name="note.webm")
+        sent = await alice.send(to="bob", kind="voice", media=uploaded["id"])  # audio/* only
+        assert uploaded["mime"] == "audio/webm" and uploaded["kind"] == "audio"
+        normalized = await media.download(f"/v1/media/{uploaded['id']}/voice")
+    assert 0.9 <= audio_duration(normalized) <= 1.1  # the Ogg/Opus version
+    await eventually(lambda: len(bob.messages(sent.conv)) == 1)
+    (note,) = bob.messages(sent.conv)
+    assert note.kind == "voice" and note.media is not None
+    assert note.media.mime == "audio/webm" and note.media.waveform
+    assert note.media.duration_ms is not None and 900 <= note.media.duration_ms <= 1100
 
 
 async def test_files_one_may_not_see_cannot_be_sent(node: Node) -> None:

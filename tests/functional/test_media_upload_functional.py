@@ -69,6 +69,21 @@ async def test_type_comes_from_content_and_deny_list(node: Node) -> None:
     assert leftovers(node) == []
 
 
+async def test_video_denied_still_takes_webm_voice_notes(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    node = await start_node(media_deny_types=["video/*"])
+    note = media_files.webm(tmp_path / "note.webm", seconds=1.0)
+    clip = media_files.webm(tmp_path / "clip.webm", seconds=1.0, video=True)
+    async with client(node, "alice") as alice:
+        stored = await alice.upload(note, name="note.webm")
+        assert (stored["mime"], stored["kind"]) == ("audio/webm", "audio") and stored["voice"]
+        with pytest.raises(MediaRequestError) as denied:
+            await alice.upload(clip, name="clip.webm")
+        assert (denied.value.status, denied.value.code) == (415, "type_denied")
+    assert leftovers(node) == []
+
+
 async def test_gps_location_is_stripped_without_reencoding(start_node: StartNode) -> None:
     node = await start_node()
     original = media_files.jpeg(gps=True)

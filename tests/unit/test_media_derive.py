@@ -11,6 +11,7 @@ from PIL import Image
 from media_store import avmedia, images
 from media_store.derive import DeriveJob, DeriveResult, derive
 from media_store.errors import MediaError
+from media_store.sniff import SNIFF_BYTES, Sniffed, sniff
 from tests import media_files
 
 
@@ -99,6 +100,28 @@ def test_voice_note(tmp_path: Path) -> None:
             for frame in container.decode(container.streams.audio[0])
         )
     assert peak > 0.3
+
+
+def test_webm_holding_only_sound_is_audio(tmp_path: Path) -> None:
+    # What Chromium's MediaRecorder makes of a voice note: Opus in WebM, no video track.
+    data = media_files.webm(tmp_path / "note.webm", seconds=1.0)
+    sniffed = sniff(data[:SNIFF_BYTES])
+    assert sniffed.mime == "video/webm"  # the magic bytes alone cannot tell
+    result = run(tmp_path, data, sniffed.mime, sniffed.kind)
+    assert result.retyped == Sniffed("audio/webm", "audio")
+    assert result.duration == pytest.approx(1.0, abs=0.05)
+    (voice,) = result.files
+    assert voice.role == "voice" and voice.mime == "audio/ogg"
+    assert media_files.audio_duration(Path(voice.path).read_bytes()) == pytest.approx(1.0, abs=0.1)
+
+
+def test_webm_with_video_stays_video(tmp_path: Path) -> None:
+    data = media_files.webm(tmp_path / "clip.webm", seconds=1.0, video=True)
+    sniffed = sniff(data[:SNIFF_BYTES])
+    result = run(tmp_path, data, sniffed.mime, sniffed.kind)
+    assert result.retyped is None
+    assert (result.width, result.height) == (64, 48)
+    assert {f.role for f in result.files} == {"thumb_small", "thumb_large"}
 
 
 def test_waveform_levels() -> None:

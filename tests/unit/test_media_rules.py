@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from media_store import http_rules, quota, tus
 from media_store.meta import MediaMeta, from_hash, to_hash
-from media_store.sniff import content_disposition, denied, safe_name, sniff
+from media_store.sniff import (
+    Sniffed,
+    content_disposition,
+    denied,
+    needs_tracks,
+    safe_name,
+    sniff,
+    without_video,
+)
 from tests import media_files
 
 
@@ -37,6 +45,16 @@ from tests import media_files
 def test_sniff(data: bytes, mime: str, kind: str) -> None:
     found = sniff(data[:8192])
     assert (found.mime, found.kind) == (mime, kind)
+
+
+def test_matroska_without_video_is_audio() -> None:
+    assert needs_tracks("video/webm") and needs_tracks("video/x-matroska")
+    assert not needs_tracks("video/mp4") and not needs_tracks("audio/ogg")
+    assert without_video(Sniffed("video/webm", "video")) == Sniffed("audio/webm", "audio")
+    assert without_video(Sniffed("video/x-matroska", "video")) == Sniffed(
+        "audio/x-matroska", "audio"
+    )
+    assert without_video(Sniffed("video/mp4", "video")) == Sniffed("video/mp4", "video")
 
 
 def test_text_cut_inside_a_character_is_still_text() -> None:
