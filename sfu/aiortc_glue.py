@@ -553,6 +553,9 @@ class OutboundPort:
         # What the sender reports (SR) carry: counts and the last packet's two clocks.
         self.packet_count = 0
         self.octet_count = 0
+        # Whole RTP packets forwarded (retransmissions aside), whichever layer fed them: the
+        # subscriber's bitrate, which per-layer counters would break at every switch.
+        self.bytes_sent = 0
         self.rtp_timestamp = 0
         self.ntp_timestamp = 0
         self.cname: str | None = None
@@ -639,6 +642,7 @@ class OutboundPort:
         self.last_seq, self.last_ts, self.last_time = seq, ts, now
         self.packet_count += 1
         self.octet_count += payload_bytes
+        self.bytes_sent += size
         self.rtp_timestamp, self.ntp_timestamp = ts, ntp
         return True
 

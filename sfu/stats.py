@@ -8,6 +8,16 @@ from sfu.room import Participant, Room
 from sfu.types import PublishedTrackStats, SubscribedTrackStats
 
 
+def bitrate_bps(start_bytes: int, total_bytes: int, elapsed: float) -> int:
+    """Bits per second of a byte counter read at ``start_bytes`` and, ``elapsed`` seconds
+    later, at ``total_bytes``. Never negative: a counter that went back was replaced by a new
+    one (it should not be, but a rate below zero would only mislead), counted from zero."""
+    if elapsed <= 0:
+        return 0
+    grown = total_bytes - start_bytes if total_bytes >= start_bytes else total_bytes
+    return int(grown * 8 / elapsed)
+
+
 @dataclass
 class RateMeter:
     """Bits per second between successive readings of a byte counter."""
@@ -18,8 +28,7 @@ class RateMeter:
         previous = self._last.get(key)
         self._last[key] = (now, total_bytes)
         start_time, start_bytes = previous if previous else (since, 0)
-        elapsed = now - start_time
-        return int((total_bytes - start_bytes) * 8 / elapsed) if elapsed > 0 else 0
+        return bitrate_bps(start_bytes, total_bytes, now - start_time)
 
     def forget(self, prefix: str) -> None:
         for key in [k for k in self._last if k.startswith(prefix)]:
@@ -55,23 +64,28 @@ def subscribed(
         o = sub.track.forwarder.outputs.get(sub.port.ssrc)
         if o is None:
             continue
-        rtt = sub.port.rtt_s
+        port = sub.port
+        rtt = port.rtt_s
         out.append(
             SubscribedTrackStats(
                 track=key,
                 kind=sub.track.kind,
                 participant=sub.track.owner.id,
-                packets=o.forwarded,
-                bytes=o.bytes,
+                # The sender's counters, not the layer's output's: a simulcast switch feeds
+                # the same sender from another layer, whose output starts from zero.
+                packets=port.packet_count,
+                bytes=port.bytes_sent,
                 retransmitted=o.retransmitted,
-                bitrate_bps=meter.rate(f"out:{participant.id}:{key}", o.bytes, now, sub.started),
+                bitrate_bps=meter.rate(
+                    f"out:{participant.id}:{key}", port.bytes_sent, now, sub.started
+                ),
                 fraction_lost=round(o.fraction_lost / 256, 4),
                 jitter=o.jitter,
                 rtt_ms=None if rtt is None else round(rtt * 1000, 1),
                 active=o.active,
                 layer=sub.track.quality if sub.layers else None,
                 height=sub.track.height if sub.layers else None,
-                estimate_bps=sub.port.remb_bps,
+                estimate_bps=port.remb_bps,
             )
         )
     return out

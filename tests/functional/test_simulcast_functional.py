@@ -62,6 +62,8 @@ async def test_layers_by_tile_size_and_pausing(start_node: StartNode) -> None:
     # Nothing limits them: the largest layer.
     await _wait_for_layer(bob_track, 2, 10)
     await _wait_for_layer(carol_track, 2, 10)
+    [on_top] = (await bob.client.request(p.CallStats(id="", room="sim"))).subscribed
+    assert on_top.layer == 2 and on_top.bytes > 0
 
     # Small tiles: each moves to the layer that fits, and never gets more.
     await carol.set_max_height(carol_info.track, 192)
@@ -75,6 +77,11 @@ async def test_layers_by_tile_size_and_pausing(start_node: StartNode) -> None:
     stats = await bob.client.request(p.CallStats(id="", room="sim"))
     [sub] = stats.subscribed
     assert (sub.track, sub.layer, sub.height) == (bob_info.track, 0, 96)
+    # Counted for bob's sender over both layers: nothing goes back at the switch, and the
+    # rate since the first reading is what arrived since (was negative: the new layer's
+    # count minus the old one's).
+    assert sub.packets > on_top.packets and sub.bytes > on_top.bytes
+    assert sub.bitrate_bps > 0
 
     # Nobody takes the 384p layer now: the publisher is told to pause it, and stops sending.
     room = local_room(node, "sim")
