@@ -236,3 +236,25 @@ test("the list is loaded page by page, by the time of each page's last message",
   const lists = conn.requests.filter((r) => r.type === "chat.list").map((r) => r.before_ts ?? null);
   assert.deepEqual(lists, [null, 400, 200]);
 });
+
+test("a message carrying a file sends its kind and media id, with a caption or none", async () => {
+  const store = memoryStore();
+  const conn = new FakeConnection(server());
+  const chat = new ChatDevice(conn, { store });
+  await chat.start();
+  conn.state = "reconnecting";
+  await chat.send("g-1", "", { kind: "image", media: "f-img" });
+  await chat.send(null, "the report", { to: "bob", kind: "file", media: "f-doc" });
+  await chat.send("g-1", "plain");
+  assert.deepEqual((await store.load()).outbox.map((i) => i.media ?? null), ["f-img", "f-doc", null], "kept with the file");
+  conn.reconnect();
+  await settle();
+  assert.deepEqual(
+    sent(conn).map((r) => [r.conv, r.to, r.kind, r.text, r.media]),
+    [
+      ["g-1", null, "image", null, "f-img"],
+      [null, "bob", "file", "the report", "f-doc"],
+      ["g-1", null, "text", "plain", null],
+    ],
+  );
+});

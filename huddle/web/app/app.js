@@ -12,7 +12,7 @@ import { LANGUAGES, keepLanguage, pickLanguage, translator } from "./i18n.js";
 const SESSION_KEY = "huddle.session";
 const NEAR_TOP_PX = 40;
 
-/** @type {{lang: string, t: (k: string, v?: Record<string, any>) => string, session: any, conn: HuddleConnection | null, chat: ChatDevice | null, presence: PresenceWatcher | null, current: string | null, draftTo: string | null, failed: Map<string, string>, loadingOlder: boolean}} */
+/** @type {{lang: string, t: (k: string, v?: Record<string, any>) => string, session: any, conn: HuddleConnection | null, chat: ChatDevice | null, presence: PresenceWatcher | null, current: string | null, draftTo: string | null, failed: Map<string, string>, loadingOlder: boolean, files: Promise<{sdk: any, files: any}> | null, uploads: Map<number, {name: string, conv: string | null, to: string | null, sent: number, total: number, error: string}>, signed: Map<string, {full: string, thumb: string, expires: number}>}} */
 const app = {
   lang: "en",
   t: translator("en"),
@@ -24,7 +24,13 @@ const app = {
   draftTo: null,
   failed: new Map(),
   loadingOlder: false,
+  files: null,
+  uploads: new Map(),
+  signed: new Map(),
 };
+let nextUpload = 1;
+// Signed URLs are asked for again this long before they expire (they last an hour).
+const SIGNED_MARGIN_MS = 5 * 60 * 1000;
 // @ts-ignore: a debug hook
 window.huddleApp = app;
 
@@ -175,6 +181,9 @@ function signOut(error = "") {
   app.conn?.close();
   app.conn = app.chat = app.presence = null;
   app.current = app.draftTo = null;
+  app.files = null;
+  app.uploads.clear();
+  app.signed.clear();
   localStorage.removeItem(SESSION_KEY);
   updateBanner();
   renderSignIn(error);
@@ -316,6 +325,7 @@ function preview(m) {
   if (!m) return "";
   if (m.recalled) return app.t("recalled");
   if (m.kind === "system") return systemText(m);
+  if (m.media && !m.text) return app.t(m.kind === "image" ? "photo" : "fileNamed", { name: m.media.name });
   return m.text ?? app.t("attachment", { kind: m.kind });
 }
 
@@ -446,6 +456,7 @@ function renderConversationShell(title) {
     h("button", { type: "button", id: "load-older", class: "load-older", onclick: () => loadOlder(), text: t("loadOlder") }),
     messages,
     h("p", { id: "typing", class: "typing", "aria-live": "polite" }),
+    h("ul", { id: "uploads", class: "uploads", "aria-label": t("uploads") }),
     h("form", {
       id: "composer",
       class: "composer",
@@ -458,8 +469,55 @@ function renderConversationShell(title) {
         if (app.current) app.chat.send(app.current, text);
         else if (app.draftTo) app.chat.send(null, text, { to: app.draftTo });
       },
-    }, [h("label", { for: "composer-text", class: "sr-only", text: t("message") }), input, h("button", { type: "submit", text: t("send") })]),
+    }, [
+      h("input", {
+        type: "file",
+        id: "attach-input",
+        class: "sr-only",
+        multiple: true,
+        tabindex: -1,
+        "aria-label": t("attach"),
+        onchange: (/** @type {Event} */ e) => {
+          const picker = /** @type {HTMLInputElement} */ (e.target);
+          sendFiles([...(picker.files ?? [])]);
+          picker.value = "";
+        },
+      }),
+      h("button", {
+        type: "button",
+        id: "attach",
+        class: "attach",
+        "aria-label": t("attach"),
+        title: t("attach"),
+        onclick: () => document.getElementById("attach-input")?.click(),
+      }, [clipIcon()]),
+      h("label", { for: "composer-text", class: "sr-only", text: t("message") }),
+      input,
+      h("button", { type: "submit", text: t("send") }),
+    ]),
   );
+  pane.ondragover = (e) => {
+    if (!e.dataTransfer?.types.includes("Files")) return;
+    e.preventDefault();
+    pane.classList.add("dropping");
+  };
+  pane.ondragleave = (e) => {
+    if (e.target === pane) pane.classList.remove("dropping");
+  };
+  pane.ondrop = (e) => {
+    pane.classList.remove("dropping");
+    const dropped = [...(e.dataTransfer?.files ?? [])];
+    if (!dropped.length) return;
+    e.preventDefault();
+    sendFiles(dropped);
+  };
+  pane.onpaste = (e) => {
+    const pasted = [...(e.clipboardData?.files ?? [])];
+    if (!pasted.length) return;
+    e.preventDefault();
+    sendFiles(pasted);
+  };
+  renderUploads();
   renderHeader();
   input.focus();
 }
@@ -514,7 +572,8 @@ function renderMessages(toBottom = false) {
     const mine = m.sender === me;
     const li = h("li", { class: "msg" + (mine ? " mine" : "") + (m.kind === "system" ? " system" : ""), "data-seq": m.seq }, [
       m.kind === "system" ? null : h("span", { class: "sender", text: mine ? app.t("you") : m.sender }),
-      h("span", { class: "text", text: m.kind === "system" ? systemText(m) : preview(m) }),
+      m.media && !m.recalled ? mediaView(m) : null,
+      h("span", { class: "text", text: m.kind === "system" ? systemText(m) : m.media ? (m.text ?? "") : preview(m) }),
       h("time", { datetime: new Date(m.ts).toISOString(), text: formatTime(m.ts) }),
     ]);
     if (m === lastMine) {
@@ -531,7 +590,7 @@ function renderMessages(toBottom = false) {
     items.push(
       h("li", { class: "msg mine pending", "data-client-id": item.client_id }, [
         h("span", { class: "sender", text: app.t("you") }),
-        h("span", { class: "text", text: item.text }),
+        h("span", { class: "text", text: item.text || (item.media ? app.t("attachment", { kind: item.kind }) : "") }),
         h("span", { class: "read-state", text: failed ? app.t("notSent", { error: failed }) : app.t("sending") }),
       ]),
     );
@@ -551,6 +610,188 @@ function renderMessages(toBottom = false) {
   if (conv && document.visibilityState === "visible") markRead();
   // Pages that do not fill the list yet leave nothing to scroll up by: load more now.
   if (conv && chat.hasOlder(conv) && list.scrollHeight <= list.clientHeight + NEAR_TOP_PX) loadOlder();
+}
+
+// ---- files ----
+
+/** The SDK's files module, loaded on first use so that the first screen stays small. */
+function loadFiles() {
+  if (!app.files) {
+    const conn = app.conn;
+    app.files = import("/web/sdk/files.js").then((sdk) => ({ sdk, files: new sdk.Files(conn) }));
+    app.files.catch(() => (app.files = null));
+  }
+  return app.files;
+}
+
+/** @param {File[]} list */
+function sendFiles(list) {
+  for (const file of list) sendFile(file);
+}
+
+/**
+ * Upload `file` (resumable, with a progress bar) into the open conversation, then send the
+ * message that carries it.
+ * @param {File} file
+ */
+async function sendFile(file) {
+  if (!app.chat || (!app.current && !app.draftTo)) return;
+  const chat = app.chat;
+  const conv = app.current;
+  const to = conv ? null : app.draftTo;
+  const key = nextUpload++;
+  const entry = { name: file.name || "file", conv, to, sent: 0, total: file.size, error: "" };
+  app.uploads.set(key, entry);
+  renderUploads();
+  try {
+    const { files } = await loadFiles();
+    const upload = await files.startUpload(file, {
+      onProgress: (/** @type {{bytesSent: number, bytesTotal: number}} */ p) => {
+        entry.sent = p.bytesSent;
+        entry.total = p.bytesTotal;
+        renderUploads();
+      },
+    });
+    const object = await upload.done;
+    app.uploads.delete(key);
+    renderUploads();
+    const kind = object.kind === "image" ? "image" : "file";
+    await chat.send(conv, "", { to: to ?? undefined, kind, media: object.id });
+  } catch (error) {
+    entry.error = /** @type {any} */ (error).code ?? /** @type {any} */ (error).message ?? String(error);
+    renderUploads();
+  }
+}
+
+function renderUploads() {
+  const list = document.getElementById("uploads");
+  if (!list) return;
+  const shown = [...app.uploads.entries()].filter(([, u]) => (app.current ? u.conv === app.current : u.to === app.draftTo));
+  list.replaceChildren(
+    ...shown.map(([key, u]) =>
+      h("li", { class: "upload" + (u.error ? " failed" : ""), "data-upload": key }, [
+        h("span", { class: "upload-name", text: u.name }),
+        u.error
+          ? h("span", { class: "upload-error", role: "alert", text: app.t("uploadFailed", { error: u.error }) })
+          : h("progress", {
+              max: Math.max(u.total, 1),
+              value: u.sent,
+              "aria-label": app.t("uploading", { name: u.name }),
+            }),
+        u.error
+          ? h("button", {
+              type: "button",
+              onclick: () => {
+                app.uploads.delete(key);
+                renderUploads();
+              },
+              text: app.t("dismiss"),
+            })
+          : h("span", { class: "upload-size", text: `${formatSize(u.sent)} / ${formatSize(u.total)}` }),
+      ]),
+    ),
+  );
+  list.hidden = !shown.length;
+}
+
+/** @param {number} bytes */
+function formatSize(bytes) {
+  const units = ["B", "KB", "MB", "GB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  const digits = unit === 0 || value >= 10 ? 0 : 1;
+  return `${new Intl.NumberFormat(app.lang === "zh" ? "zh-CN" : "en", { maximumFractionDigits: digits }).format(value)} ${units[unit]}`;
+}
+
+/**
+ * Signed URLs of a file (the full file and its small thumbnail): what <img> and a download
+ * link can use without the token. Kept until shortly before they expire.
+ * @param {string} id
+ */
+async function signedUrls(id) {
+  const kept = app.signed.get(id);
+  if (kept && kept.expires - Date.now() > SIGNED_MARGIN_MS) return kept;
+  const { sdk, files } = await loadFiles();
+  const signed = await files.sign(id);
+  const urls = { full: signed.url, thumb: sdk.signedVariantUrl(signed.url, "thumb/small"), expires: signed.expires_at * 1000 };
+  app.signed.set(id, urls);
+  return urls;
+}
+
+/**
+ * A message's file: an image as its thumbnail (a link to the full image), anything else as a
+ * card with name, size and a download link.
+ * @param {Record<string, any>} m
+ */
+function mediaView(m) {
+  const media = m.media;
+  const name = media.name ?? "file";
+  /** @param {{full: string, thumb: string}} urls @param {HTMLAnchorElement} link @param {HTMLImageElement | null} img */
+  const fill = (urls, link, img) => {
+    link.href = urls.full;
+    if (img) img.src = urls.thumb;
+  };
+  const kept = app.signed.get(media.id);
+  const usable = kept && kept.expires - Date.now() > SIGNED_MARGIN_MS ? kept : null;
+  let link;
+  let img = null;
+  if (m.kind === "image") {
+    img = /** @type {HTMLImageElement} */ (h("img", { class: "thumb", alt: name, width: media.width, height: media.height }));
+    // A conversation read at its end stays at its end when a thumbnail comes in.
+    img.addEventListener("load", () => {
+      const list = img?.closest("#messages");
+      if (list && list.scrollHeight - list.scrollTop - list.clientHeight < (img?.height ?? 0) + 60) {
+        list.scrollTop = list.scrollHeight;
+      }
+    });
+    // No thumbnail (a type the node cannot read): the image itself, if the browser can.
+    img.addEventListener("error", () => {
+      const full = app.signed.get(media.id)?.full;
+      if (img && full && img.src !== full) img.src = full;
+    });
+    link = /** @type {HTMLAnchorElement} */ (
+      h("a", { class: "media-image", target: "_blank", rel: "noopener", title: app.t("openImage", { name }) }, [img])
+    );
+  } else {
+    link = /** @type {HTMLAnchorElement} */ (h("a", { class: "download", download: name, text: app.t("download") }));
+  }
+  if (usable) fill(usable, link, img);
+  else signedUrls(media.id).then((urls) => fill(urls, link, img), () => {});
+  if (m.kind === "image") return link;
+  return h("span", { class: "file-card", "data-media": media.id }, [
+    h("span", { class: "file-icon", "aria-hidden": "true", text: extensionOf(name) }),
+    h("span", { class: "file-name", text: name }),
+    h("span", { class: "file-size", text: formatSize(media.size ?? 0) }),
+    link,
+  ]);
+}
+
+/** @param {string} name */
+function extensionOf(name) {
+  const dot = name.lastIndexOf(".");
+  return dot > 0 && name.length - dot <= 5 ? name.slice(dot + 1).toUpperCase() : "";
+}
+
+/** A paper clip, drawn rather than an emoji (not every system has an emoji font). */
+function clipIcon() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", "18");
+  svg.setAttribute("height", "18");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", "M21 11.5l-8.5 8.5a5 5 0 0 1-7-7L14 4.5a3.5 3.5 0 0 1 5 5L10.5 18a2 2 0 0 1-3-3L15 7.5");
+  path.setAttribute("fill", "none");
+  path.setAttribute("stroke", "currentColor");
+  path.setAttribute("stroke-width", "2");
+  path.setAttribute("stroke-linecap", "round");
+  svg.append(path);
+  return svg;
 }
 
 async function loadOlder() {

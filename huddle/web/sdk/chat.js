@@ -238,9 +238,11 @@ export class ChatDevice extends EventTarget {
    * Send a text message to `conv` (or to the user `to`, in a direct conversation). It goes
    * to the outbox first; the promise resolves with the outbox item once it is stored there,
    * and `sent` or `send_failed` follows.
+   * With `kind` ("image", "file" or "voice") and `media` (the id of an uploaded file, see
+   * files.js), the message carries that file and `text` is its caption ("" for none).
    * @param {string | null} conv
    * @param {string} text
-   * @param {{to?: string}} [options]
+   * @param {{to?: string, kind?: "text" | "image" | "file" | "voice", media?: string}} [options]
    */
   async send(conv, text, options = {}) {
     /** @type {import("./chatstate.js").OutboxItem} */
@@ -249,6 +251,7 @@ export class ChatDevice extends EventTarget {
       conv,
       to: options.to ?? null,
       text,
+      ...(options.media ? { kind: options.kind ?? "file", media: options.media } : {}),
       order: state.nextOrder(this.outbox),
       created: Date.now(),
       error: null,
@@ -428,7 +431,9 @@ export class ChatDevice extends EventTarget {
           conv: item.conv,
           to: item.to ?? null,
           client_id: item.client_id,
-          text: item.text,
+          kind: item.kind ?? "text",
+          text: item.media && !item.text ? null : item.text,
+          media: item.media ?? null,
         });
         this._dropOutbox(item);
         this._emit("sent", { item, reply });

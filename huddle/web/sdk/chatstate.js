@@ -154,7 +154,9 @@ export function applySyncReply(c, reply) {
  * @property {string} client_id
  * @property {string | null} conv
  * @property {string | null} [to]
- * @property {string} text
+ * @property {string} text the text, or the caption of a file ("" for none)
+ * @property {"text" | "image" | "file" | "voice"} [kind] text when left out
+ * @property {string} [media] the id of the file the message carries (files.js)
  * @property {number} order the order the user sent them in
  * @property {number} created ms since the epoch
  * @property {string | null} [error] the last retryable error
