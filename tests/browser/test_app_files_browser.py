@@ -85,6 +85,7 @@ async def test_attach_download_and_image_thumbnails(node: Node, tmp_path: Path) 
         await sign_in(bob, node.url, "Bob")
         # The first screen did not load the files module: it comes on first use.
         assert not await _loaded(ada, "/web/sdk/files.js")
+        assert not await _loaded(ada, "/web/app/attachments.js")
 
         await ada.click("#new-chat")
         await ada.fill("#chat-peer", "bob")
