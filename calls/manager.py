@@ -49,6 +49,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("huddle.calls")
 
+# A worker's first offer to a joining participant can be read before the join reply has been
+# handled (both wait in the pipe when the node is busy); it is kept this long for the
+# participant the reply is about to register. The worker offers nothing more to it until
+# that offer is answered, so dropping it would leave the participant without media.
+EARLY_OFFER_TTL_S: Final = 30.0
+
 # Relayed request kinds that carry a call request of their own: the method serving it here.
 _RELAYED: Final[dict[str, tuple[str, type[p.Request]]]] = {
     "publish": ("publish", p.SfuPublish),
@@ -79,6 +85,8 @@ class CallManager:
         self.rooms: dict[str, CallRoom] = {}
         self.members: dict[Session, Member] = {}
         self._by_participant: dict[str, Member] = {}
+        # participant -> (when, sdp, tracks) of an offer that came before its join reply
+        self._early_offers: dict[str, tuple[float, str, list[dict[str, str]]]] = {}
         self._detached: dict[tuple[str, str], Member] = {}
         self.relay = relay
         self.remote = RemoteRooms(relay)
@@ -196,6 +204,11 @@ class CallManager:
         room.members[participant] = member
         self.members[session] = member
         self._by_participant[participant] = member
+        early = self._early_offers.pop(participant, None)
+        if early is not None:
+            # Sent after the join reply, where it would have come had it not been early.
+            _, sdp, tracks = early
+            asyncio.get_running_loop().call_soon(self._send_offer, participant, sdp, tracks)
         joined = p.CallParticipantJoined(seq=0, room=room_name, participant=member.info())
         self._broadcast(room, joined, skip=member)
         return p.CallJoinOk(
@@ -513,6 +526,11 @@ class CallManager:
     def _send_offer(self, participant: str, sdp: str, tracks: list[dict[str, str]]) -> None:
         member = self._by_participant.get(participant)
         if member is None:
+            now = time.monotonic()
+            self._early_offers = {
+                k: v for k, v in self._early_offers.items() if now - v[0] < EARLY_OFFER_TTL_S
+            }
+            self._early_offers[participant] = (now, sdp, tracks)
             return
         event = p.SfuOffer(
             seq=0, room=member.room.name, sdp=sdp, tracks=msgspec.convert(tracks, list[p.TrackInfo])
@@ -620,6 +638,7 @@ class CallManager:
         self.rooms.clear()
         self.members.clear()
         self._by_participant.clear()
+        self._early_offers.clear()
         if self.local is not None:
             await self.local.close()
         if self.pool is not None:

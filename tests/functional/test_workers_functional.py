@@ -8,16 +8,21 @@ import json
 import os
 import signal
 import time
+from typing import Any
 
 import aiohttp
 import av
 import pytest
 
 from huddle.call import CallClient
+from sfu import ipc
 from signaling.server import HUB
 from tests.conftest import StartNode
 from tests.helpers import Node
 from tests.media import ColorTrack, close_colour, mean_rgb
+
+# Long enough for a worker to answer a join and make its first offer.
+BUSY_S = 0.5
 
 
 async def _call(node: Node, identity: str, room: str) -> CallClient:
@@ -97,3 +102,30 @@ async def test_workers_are_set_up_as_the_node(
     assert record["level"] == "info" and record["logger"] == "huddle.sfu.worker"
     assert record["msg"] == "sfu worker ready" and record["ts"].endswith("Z")
     assert record["index"] == 0 and record["pid"] == worker.pid
+
+
+async def test_a_joiner_gets_its_first_offer_when_the_node_reads_it_with_the_join_reply(
+    start_node: StartNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy node can read the worker's join reply and its first offer to the joiner in one
+    go, before the join is registered: the offer must still reach the joiner (the worker
+    offers it nothing more until that one is answered)."""
+    node = await start_node(ice_addresses=["127.0.0.1"], sfu_workers=1)
+    alice = await _call(node, "alice", "busy")
+    await alice.publish(ColorTrack((220, 40, 40)))
+
+    real_call = ipc.NodeChannel.call
+
+    async def busy_call(self: ipc.NodeChannel, message: ipc.Request, timeout: float = 20.0) -> Any:
+        task = asyncio.ensure_future(real_call(self, message, timeout))
+        if isinstance(message, ipc.Join):
+            await asyncio.sleep(0)  # the request is written
+            # The node is busy meanwhile: the reply and the offer wait in the pipe together.
+            time.sleep(BUSY_S)  # noqa: ASYNC251 - blocking the loop is the point
+        return await task
+
+    monkeypatch.setattr(ipc.NodeChannel, "call", busy_call)
+    bob = await _call(node, "bob", "busy")
+    await _sees(bob, (220, 40, 40))
+    await alice.close()
+    await bob.close()
