@@ -126,6 +126,7 @@ async def test_attach_download_and_image_thumbnails(node: Node, tmp_path: Path) 
         await download.save_as(saved)
         assert saved.read_bytes() == original
         assert download.suggested_filename == "report.bin"
+        await bob.screenshot(path=str(tmp_path / "bob-file-card-zh.png"))
         # Ada's own copy of the message shows the same card; no upload is left on screen.
         await until(lambda: ada.locator("#messages .file-card").count(), "ada's card", ada_log)
         await until(lambda: _no_uploads(ada), "the progress bar gone", ada_log)

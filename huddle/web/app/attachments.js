@@ -4,6 +4,15 @@
 // app.js on first use (an attach, a drop, a paste, or a message with a file to show), and it
 // loads the SDK's files module the same way, so the first screen carries neither.
 
+// Its styles come with it, in place before anything it draws is shown.
+await new Promise((resolve) => {
+  const link = document.createElement("link");
+  link.rel = "stylesheet";
+  link.href = new URL("./attachments.css", import.meta.url).href;
+  link.onload = link.onerror = resolve;
+  document.head.append(link);
+});
+
 // Signed URLs are asked for again this long before they expire (they last an hour).
 const SIGNED_MARGIN_MS = 5 * 60 * 1000;
 
