@@ -21,6 +21,11 @@ page's buttons, and the script waits until the subscriber decodes the screen; th
 publisher switches its camera (``switchDevice``) and the subscriber must go on decoding it;
 then sharing stops and the subscriber's screen tile must go away.
 
+With ``--participant-token`` given once per participant (instead of the publisher and
+subscriber tokens) every page publishes and subscribes: the script waits until each page
+decodes video and receives audio from every other participant, takes two snapshots per page
+and a screenshot of each (``--screenshot`` with ``-1``, ``-2``, ... before its suffix).
+
 With ``--restart`` both pages then start their media over (``huddle.restartMedia()``, what a
 failed connection triggers): first the publisher, until the subscriber decodes its new video
 track, then the subscriber, until its new connection decodes; two more snapshots follow.
@@ -364,6 +369,103 @@ async def _call(
                 out[f"{name}_state"] = {"state": f"unreadable: {exc}"}
 
 
+TRACKS_JS: Final = "() => window.huddle.call ? Object.values(window.huddle.call.tracks) : []"
+
+
+def _senders_received(
+    stats: list[dict[str, Any]] | None, tracks: list[dict[str, Any]]
+) -> dict[str, set[str]]:
+    """The participants whose video this page decoded and whose audio it received."""
+    by_mid = {t["mid"]: t["participant"] for t in tracks}
+    got: dict[str, set[str]] = {"video": set(), "audio": set()}
+    for s in stats or []:
+        sender = by_mid.get(s.get("mid", ""))
+        if s.get("type") != "inbound-rtp" or sender is None:
+            continue
+        if s.get("kind") == "video" and s.get("framesDecoded", 0) > 0:
+            got["video"].add(sender)
+        if s.get("kind") == "audio" and s.get("packetsReceived", 0) > 0:
+            got["audio"].add(sender)
+    return got
+
+
+async def _mesh_page(page: Page) -> dict[str, Any]:
+    return {
+        "stats": await _stats(page, "subscriberPc"),
+        "tracks": await page.evaluate(TRACKS_JS),
+    }
+
+
+async def _mesh(
+    args: argparse.Namespace, browsers: dict[str, BrowserContext], out: dict[str, Any]
+) -> None:
+    """Every page publishes; each must decode every other one."""
+    started = time.monotonic()
+    deadline = started + args.timeout_s
+    names = list(browsers)
+    consoles: dict[str, list[str]] = {name: [] for name in names}
+    out["console"] = consoles
+    pages: dict[str, Page] = {}
+
+    def watch(lines: list[str], page: Page) -> None:
+        def on_console(message: ConsoleMessage) -> None:
+            lines.append(f"{message.type}: {message.text}")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: lines.append(f"pageerror: {error}"))
+
+    try:
+        for name, token in zip(names, args.participant_token, strict=True):
+            page = pages[name] = await _first_page(browsers[name])
+            watch(consoles[name], page)
+            await page.goto(_page_url(args, token, publish=True))
+        for page in pages.values():
+            await _wait_state(page, "published", deadline)
+        out["timings"]["published_s"] = round(time.monotonic() - started, 2)
+        participants = {name: (await _state(page))["participant"] for name, page in pages.items()}
+        for name, page in pages.items():
+            others = set(participants.values()) - {participants[name]}
+            while True:
+                snap = await _mesh_page(page)
+                got = _senders_received(snap["stats"], snap["tracks"])
+                if got["video"] >= others and got["audio"] >= others:
+                    break
+                if (await _state(page))["state"] == "failed":
+                    raise RuntimeError(f"{name} failed: {(await _state(page))['error']}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{name} got video from {got['video']} and audio from "
+                        f"{got['audio']}, not from all of {others}"
+                    )
+                await asyncio.sleep(POLL_S)
+        out["timings"]["first_media_s"] = round(time.monotonic() - started, 2)
+        out["mesh"] = {
+            name: {"participant": participants[name], "snapshots": [await _mesh_page(page)]}
+            for name, page in pages.items()
+        }
+        await asyncio.sleep(args.sample_s)
+        for name, page in pages.items():
+            out["mesh"][name]["snapshots"].append(await _mesh_page(page))
+        for i, (name, page) in enumerate(pages.items(), start=1):
+            # The screenshot should show every other participant's frames, not empty tiles.
+            await page.wait_for_function(
+                "(n) => [...document.querySelectorAll('.tile:not(.local) video')]"
+                ".filter((v) => v.videoWidth > 0).length >= n",
+                arg=len(pages) - 1,
+                timeout=max(1.0, deadline - time.monotonic()) * 1000,
+            )
+            shot = args.screenshot.with_name(f"{args.screenshot.stem}-{i}{args.screenshot.suffix}")
+            await page.screenshot(path=str(shot))
+            out["mesh"][name]["screenshot"] = str(shot)
+        out["timings"]["done_s"] = round(time.monotonic() - started, 2)
+    finally:
+        for name, page in pages.items():
+            try:
+                out[f"{name}_state"] = await _state(page)
+            except Exception as exc:  # the page may be gone: report, don't hide the cause
+                out[f"{name}_state"] = {"state": f"unreadable: {exc}"}
+
+
 async def _first_page(context: BrowserContext) -> Page:
     return context.pages[0] if context.pages else await context.new_page()
 
@@ -377,7 +479,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     browsers: dict[str, BrowserContext] = {}
     async with async_playwright() as playwright:
         try:
-            for name in ("publisher", "subscriber"):
+            names = (
+                [f"participant{i}" for i in range(1, len(args.participant_token) + 1)]
+                if args.participant_token
+                else ["publisher", "subscriber"]
+            )
+            for name in names:
                 browsers[name] = await playwright.chromium.launch_persistent_context(
                     args.profile_dir / name,
                     executable_path=CHROMIUM,
@@ -386,9 +493,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     viewport={"width": 1280, "height": 720},
                 )
             out["timings"]["launch_s"] = round(time.monotonic() - started, 2)
-            browser = browsers["publisher"].browser
+            browser = browsers[names[0]].browser
             out["browser_version"] = browser.version if browser else None
-            await _call(args, browsers, out)
+            if args.participant_token:
+                await _mesh(args, browsers, out)
+            else:
+                await _call(args, browsers, out)
             out["ok"] = True
         except Exception as exc:
             out["error"] = f"{type(exc).__name__}: {exc}"
@@ -402,8 +512,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--base-url", required=True, help="the node, e.g. http://10.213.0.2:8080")
     parser.add_argument("--room", required=True)
-    parser.add_argument("--publisher-token", required=True)
-    parser.add_argument("--subscriber-token", required=True)
+    parser.add_argument("--publisher-token")
+    parser.add_argument("--subscriber-token")
+    parser.add_argument(
+        "--participant-token",
+        action="append",
+        default=[],
+        help="once per page of a call in which every page publishes (instead of the two above)",
+    )
     parser.add_argument("--screenshot", type=Path, required=True)
     parser.add_argument(
         "--profile-dir", type=Path, required=True, help="fresh folder for the browsers' profiles"
@@ -421,6 +537,8 @@ def main() -> None:
         "--restart", action="store_true", help="then restart both pages' media (sfu.restart)"
     )
     args = parser.parse_args()
+    if bool(args.participant_token) == bool(args.publisher_token and args.subscriber_token):
+        parser.error("give --publisher-token and --subscriber-token, or --participant-token")
     result = asyncio.run(run(args))
     args.out.write_text(json.dumps(result, indent=1))
 

@@ -198,3 +198,79 @@ def test_chromium_publishes_three_simulcast_layers_of_one_camera_and_shares_its_
     assert stopped["publisher_sharing"] is None, stopped
     sources = sorted(t["source"] for t in stopped["subscriber_tracks"]["tracks"])
     assert sources == ["camera", "microphone"], stopped
+
+
+def test_three_chromium_pages_each_decode_both_others(
+    ns_node: NamespacedNode, tmp_path: Path
+) -> None:
+    """Three users in one room, each publishing camera (simulcast, the page's default) and
+    microphone from a page of its own: every page decodes video and receives audio from both
+    others."""
+    room = "browser-three"
+    result_path = tmp_path / "driver.json"
+    tokens = [
+        arg
+        for identity in ("alice", "bob", "carol")
+        for arg in ("--participant-token", make_token(identity, rooms=[room]))
+    ]
+    result = run_driver(
+        ns_node.ns,
+        result_path,
+        DRIVER_TIMEOUT_S + 10,
+        "--base-url",
+        ns_node.url,
+        "--room",
+        room,
+        *tokens,
+        "--screenshot",
+        str(tmp_path / "page.png"),
+        "--profile-dir",
+        str(tmp_path / "chromium-profile"),
+        "--timeout-s",
+        str(DRIVER_TIMEOUT_S),
+        "--sample-s",
+        str(SAMPLE_S),
+    )
+    diagnostics = {k: v for k, v in result.items() if k != "mesh"}
+    context = (
+        f"driver: {json.dumps(diagnostics, indent=1)[-6000:]}\n"
+        f"node log:\n{ns_node.log_tail()}\n(full result: {result_path})"
+    )
+    assert result["ok"], context
+    mesh = result["mesh"]
+    participants = {page["participant"] for page in mesh.values()}
+    assert len(participants) == 3, mesh.keys()
+
+    for name, page in mesh.items():
+        others = participants - {page["participant"]}
+        (first, second) = page["snapshots"]
+        senders = {t["mid"]: t["participant"] for t in second["tracks"]}
+        by_sender: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        for before, after in _matched_inbound(first["stats"], second["stats"]):
+            sender = senders.get(after.get("mid", ""))
+            if sender is not None:
+                by_sender[(sender, after["kind"])] = (before, after)
+        for other in others:
+            v0, v1 = by_sender[(other, "video")]
+            a0, a1 = by_sender[(other, "audio")]
+            assert v1["framesDecoded"] > v0["framesDecoded"] > 0, (name, other, v0, v1)
+            assert v1.get("frameWidth", 0) > 0, (name, other, v1)
+            assert a1["packetsReceived"] > a0["packetsReceived"], (name, other, a0, a1)
+        # A page is never sent its own media.
+        assert page["participant"] not in set(senders.values()), (name, second["tracks"])
+        shot = Path(page["screenshot"])
+        assert shot.is_file() and shot.stat().st_size > 10_000, shot
+        state = result[f"{name}_state"]
+        assert state["state"] != "failed" and state["error"] is None, state
+
+
+def _matched_inbound(
+    before: list[dict[str, Any]], after: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The inbound streams of two snapshots of one connection, paired by section."""
+    earlier = {s["mid"]: s for s in before if s["type"] == "inbound-rtp" and "mid" in s}
+    return [
+        (earlier[s["mid"]], s)
+        for s in after
+        if s["type"] == "inbound-rtp" and s.get("mid") in earlier
+    ]
