@@ -26,6 +26,24 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
+# Debian's Chromium, headless, as these machines need it (shared/recipes/browser-webrtc.md):
+# no sandbox (root), no background connections to the closed network. The web benchmark and
+# the browser tests start from these flags.
+CHROMIUM: Final = "/usr/bin/chromium"
+CHROMIUM_ARGS: Final = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+# A fake camera and microphone (a test picture, a beep), granted without a prompt.
+CHROMIUM_FAKE_MEDIA_ARGS: Final = (
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+)
+
 # A process above this share of one core is taken as saturated.
 SATURATED: Final = 0.85
 # Processes other than ours busier than this share of the machine make a phase's figures suspect.

@@ -32,6 +32,8 @@ from typing import Any, Final
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from benchmarks.common import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
     Say,
     fmt,
     goal,
@@ -54,14 +56,8 @@ from chat import wire as w
 from huddle.chat import ChatClient
 from huddle.client import HuddleClient, dev_login
 
-CHROMIUM: Final = "/usr/bin/chromium"
-CHROMIUM_ARGS: Final = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
+WEB_CHROMIUM_ARGS: Final = (
+    *CHROMIUM_ARGS,
     # Only loopback: any other host name fails to resolve, so nothing leaves the machine
     # (a request to one is still seen, and counted, before it fails).
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
@@ -252,7 +248,7 @@ async def measure(
     views: list[dict[str, Any]] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_ARGS)
+            executable_path=CHROMIUM, headless=True, args=list(WEB_CHROMIUM_ARGS)
         )
         try:
             for run in range(args.repeat):

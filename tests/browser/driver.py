@@ -43,20 +43,15 @@ from urllib.parse import urlencode
 
 from playwright.async_api import BrowserContext, ConsoleMessage, Page, async_playwright
 
-CHROMIUM: Final = "/usr/bin/chromium"
-# What these machines need (see shared/recipes/browser-webrtc.md): no sandbox as root, no
-# background connections to the closed network, fake media devices granted without a prompt.
-CHROMIUM_ARGS: Final = (
-    "--no-sandbox",
+from benchmarks.common import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_FAKE_MEDIA_ARGS
+
+# The calls' pages also run headless without QUIC, with fake media devices, and play media
+# without a user's gesture.
+CALL_CHROMIUM_ARGS: Final = (
+    *CHROMIUM_ARGS,
     "--headless",
-    "--disable-gpu",
     "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
+    *CHROMIUM_FAKE_MEDIA_ARGS,
     "--autoplay-policy=no-user-gesture-required",
 )
 POLL_S: Final = 0.25
@@ -489,7 +484,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     args.profile_dir / name,
                     executable_path=CHROMIUM,
                     headless=True,
-                    args=[*CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={origin}"],
+                    args=[
+                        *CALL_CHROMIUM_ARGS,
+                        f"--unsafely-treat-insecure-origin-as-secure={origin}",
+                    ],
                     viewport={"width": 1280, "height": 720},
                 )
             out["timings"]["launch_s"] = round(time.monotonic() - started, 2)

@@ -25,10 +25,10 @@ from typing import Any, Final
 
 import pytest
 
+from benchmarks.common import CHROMIUM
 from tests.browser.netns import NetworkNamespace
 from tests.helpers import TEST_KEY, TEST_SECRET
 
-CHROMIUM: Final = "/usr/bin/chromium"
 ROOT: Final = Path(__file__).resolve().parents[2]
 NODE_PORT: Final = 8080  # the namespace is ours alone: any port is free
 NODE_READY_S: Final = 15.0

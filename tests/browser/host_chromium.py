@@ -12,18 +12,9 @@ from typing import Final
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-CHROMIUM: Final = "/usr/bin/chromium"
-CHROMIUM_ARGS: Final = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    # A fake microphone and camera (a beep, a test picture), granted without a prompt.
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-)
+from benchmarks.common import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_FAKE_MEDIA_ARGS
+
+HOST_CHROMIUM_ARGS: Final = (*CHROMIUM_ARGS, *CHROMIUM_FAKE_MEDIA_ARGS)
 
 
 def require_chromium() -> None:
@@ -46,7 +37,7 @@ async def host_chromium() -> AsyncIterator[Browser]:
     require_chromium()
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_ARGS)
+            executable_path=CHROMIUM, headless=True, args=list(HOST_CHROMIUM_ARGS)
         )
         try:
             yield browser
