@@ -8,7 +8,6 @@ through Playwright as its own child, so the browser is in the namespace too.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -23,9 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import pytest
-
-from benchmarks.common import CHROMIUM
+from tests.browser.host_chromium import chromium_missing, fail_if_missing
 from tests.browser.netns import NetworkNamespace
 from tests.helpers import TEST_KEY, TEST_SECRET
 
@@ -40,17 +37,7 @@ def require_browser_environment() -> None:
         missing.append("root, for the test's network namespace (ip netns)")
     if shutil.which("ip") is None:
         missing.append("the ip command (apt-get install iproute2)")
-    if not os.access(CHROMIUM, os.X_OK):
-        missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    if importlib.util.find_spec("playwright") is None:
-        missing.append("Python Playwright (pip install -e '.[dev]')")
-    if missing:
-        pytest.fail(
-            "browser test cannot run without: "
-            + "; ".join(missing)
-            + ". scripts/setup.sh --dev installs the packages.",
-            pytrace=False,
-        )
+    fail_if_missing(missing + chromium_missing())
 
 
 @dataclass

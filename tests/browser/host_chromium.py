@@ -17,19 +17,28 @@ from benchmarks.common import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_FAKE_MEDIA_ARGS
 HOST_CHROMIUM_ARGS: Final = (*CHROMIUM_ARGS, *CHROMIUM_FAKE_MEDIA_ARGS)
 
 
-def require_chromium() -> None:
-    """Browser tests never skip: without Chromium or Playwright they fail saying what to add."""
+def chromium_missing() -> list[str]:
+    """What a browser test lacks to start Chromium through Playwright."""
     missing = []
     if not os.access(CHROMIUM, os.X_OK):
         missing.append(f"{CHROMIUM} (apt-get install chromium)")
     if importlib.util.find_spec("playwright") is None:
         missing.append("Python Playwright (pip install -e '.[dev]')")
+    return missing
+
+
+def fail_if_missing(missing: list[str]) -> None:
+    """Browser tests never skip: they fail saying what to add."""
     if missing:
         pytest.fail(
             "browser test cannot run without: " + "; ".join(missing) + ". "
             "scripts/setup.sh --dev installs them.",
             pytrace=False,
         )
+
+
+def require_chromium() -> None:
+    fail_if_missing(chromium_missing())
 
 
 @contextlib.asynccontextmanager
