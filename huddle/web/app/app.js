@@ -7,7 +7,11 @@
 import { ChatDevice } from "/web/sdk/chat.js";
 import { HuddleConnection, devLogin, tokenIdentity } from "/web/sdk/connection.js";
 import { PresenceWatcher } from "/web/sdk/presence.js";
-import { LANGUAGES, keepLanguage, pickLanguage, translator } from "./i18n.js";
+import { LANGUAGES, addStrings, keepLanguage, pickLanguage, translator } from "./i18n.js";
+
+// The app's feature modules, each `export function init(ui)` registering on `ui.hooks` (below).
+// They load before the first screen is drawn; a feature that is heavy loads its own parts later.
+const FEATURES = /** @type {string[]} */ ([]);
 
 const SESSION_KEY = "huddle.session";
 const NEAR_TOP_PX = 40;
@@ -30,6 +34,33 @@ const app = {
 };
 // @ts-ignore: a debug hook
 window.huddleApp = app;
+
+/**
+ * Where feature modules hook into the screens app.js draws. Each is a list of functions,
+ * called in order with the element just built (and what it shows):
+ * - signedIn(): after sign-in, the chat device and presence watcher exist; signedOut() before they go.
+ * - top(header): the top bar; sidebar(actions): the conversation list's action row;
+ * - listItem(button, summary): one conversation in the list;
+ * - header(header, summary | null): an open conversation's header (summary null for a draft);
+ * - composer(form): the message form; message(li, m, mine): one message in the history.
+ * @type {{signedIn: (() => void)[], signedOut: (() => void)[], top: ((el: HTMLElement) => void)[], sidebar: ((el: HTMLElement) => void)[], listItem: ((el: HTMLElement, summary: Record<string, any>) => void)[], header: ((el: HTMLElement, summary: Record<string, any> | null) => void)[], composer: ((el: HTMLElement) => void)[], message: ((el: HTMLElement, m: Record<string, any>, mine: boolean) => void)[]}}
+ */
+const hooks = { signedIn: [], signedOut: [], top: [], sidebar: [], listItem: [], header: [], composer: [], message: [] };
+
+/**
+ * @template {any[]} A
+ * @param {((...args: A) => void)[]} list
+ * @param {A} args
+ */
+function runHooks(list, ...args) {
+  for (const hook of list) {
+    try {
+      hook(...args);
+    } catch (error) {
+      console.error("app hook failed", error);
+    }
+  }
+}
 
 const root = /** @type {HTMLElement} */ (document.getElementById("app"));
 const banner = /** @type {HTMLElement} */ (document.getElementById("banner"));
@@ -168,11 +199,13 @@ async function signIn(session, options = {}) {
     renderList();
     if (app.current) renderHeader();
   });
+  runHooks(hooks.signedIn);
   await chat.start();
 }
 
 /** @param {string} [error] */
 function signOut(error = "") {
+  if (app.chat) runHooks(hooks.signedOut);
   app.chat?.stop();
   app.presence?.stop();
   app.conn?.close();
@@ -226,22 +259,26 @@ function renderMain() {
     },
     ["online", "away"].map((s) => h("option", { value: s, selected: app.conn?.status === s, text: t(s) })),
   );
+  const top = h("header", { class: "top" }, [
+    h("h1", { text: t("appName") }),
+    h("span", { class: "me", id: "me" }),
+    h("span", {}, [h("label", { for: "my-status", class: "sr-only", text: t("status") }), status]),
+    languagePicker(),
+    h("a", { href: "/web/call.html", text: t("calls") }),
+    h("button", { type: "button", id: "signout", onclick: () => signOut(), text: t("signOut") }),
+  ]);
+  const actions = h("div", { class: "actions" }, [
+    h("button", { type: "button", id: "new-chat", onclick: () => showForm("chat"), text: t("newChat") }),
+    h("button", { type: "button", id: "new-group", onclick: () => showForm("group"), text: t("newGroup") }),
+  ]);
+  runHooks(hooks.top, top);
+  runHooks(hooks.sidebar, actions);
   root.replaceChildren(
-    h("header", { class: "top" }, [
-      h("h1", { text: t("appName") }),
-      h("span", { class: "me", id: "me" }),
-      h("span", {}, [h("label", { for: "my-status", class: "sr-only", text: t("status") }), status]),
-      languagePicker(),
-      h("a", { href: "/web/call.html", text: t("calls") }),
-      h("button", { type: "button", id: "signout", onclick: () => signOut(), text: t("signOut") }),
-    ]),
+    top,
     h("div", { class: "panes" }, [
       h("nav", { class: "sidebar", "aria-labelledby": "convs-title" }, [
         h("h2", { id: "convs-title", text: t("conversations") }),
-        h("div", { class: "actions" }, [
-          h("button", { type: "button", id: "new-chat", onclick: () => showForm("chat"), text: t("newChat") }),
-          h("button", { type: "button", id: "new-group", onclick: () => showForm("group"), text: t("newGroup") }),
-        ]),
+        actions,
         h("div", { id: "form-slot" }),
         h("ul", { id: "convs", class: "convs" }),
       ]),
@@ -355,26 +392,26 @@ function renderList() {
     return;
   }
   list.replaceChildren(
-    ...convs.map((c) =>
-      h("li", {}, [
-        h("button", {
-          type: "button",
-          class: "conv" + (c.conv === app.current ? " current" : ""),
-          "data-conv": c.conv,
-          "aria-current": c.conv === app.current ? "true" : null,
-          onclick: () => openConversation(c.conv),
-        }, [
-          presenceDot(c),
-          h("span", { class: "conv-name", text: c.name }, [
-            c.muted ? h("span", { class: "muted", role: "img", "aria-label": app.t("muted"), text: " 🔕" }) : null,
-          ]),
-          c.unread && c.conv !== app.current
-            ? h("span", { class: "badge", "aria-label": app.t("unread", { n: c.unread }), text: String(c.unread) })
-            : null,
-          h("span", { class: "conv-last", text: preview(c.last) }),
+    ...convs.map((c) => {
+      const button = h("button", {
+        type: "button",
+        class: "conv" + (c.conv === app.current ? " current" : ""),
+        "data-conv": c.conv,
+        "aria-current": c.conv === app.current ? "true" : null,
+        onclick: () => openConversation(c.conv),
+      }, [
+        presenceDot(c),
+        h("span", { class: "conv-name", text: c.name }, [
+          c.muted ? h("span", { class: "muted", role: "img", "aria-label": app.t("muted"), text: " 🔕" }) : null,
         ]),
-      ]),
-    ),
+        c.unread && c.conv !== app.current
+          ? h("span", { class: "badge", "aria-label": app.t("unread", { n: c.unread }), text: String(c.unread) })
+          : null,
+        h("span", { class: "conv-last", text: preview(c.last) }),
+      ]);
+      runHooks(hooks.listItem, button, c);
+      return h("li", {}, [button]);
+    }),
   );
 }
 
@@ -436,62 +473,66 @@ function renderConversationShell(title) {
   messages.addEventListener("scroll", () => {
     if (messages.scrollTop < NEAR_TOP_PX) loadOlder();
   });
+  const header = h("header", { class: "conv-header" }, [
+    h("button", {
+      type: "button",
+      class: "back",
+      onclick: () => {
+        document.body.classList.remove("show-conversation");
+        document.getElementById("convs")?.querySelector("button")?.focus();
+      },
+      text: t("back"),
+    }),
+    h("h2", { id: "conv-title", text: title }),
+    h("span", { id: "conv-status", class: "conv-status" }),
+  ]);
+  const composer = h("form", {
+    id: "composer",
+    class: "composer",
+    onsubmit: (/** @type {Event} */ e) => {
+      e.preventDefault();
+      const text = input.value;
+      if (!text.trim() || !app.chat) return;
+      input.value = "";
+      localStorage.removeItem(draftKey);
+      if (app.current) app.chat.send(app.current, text);
+      else if (app.draftTo) app.chat.send(null, text, { to: app.draftTo });
+    },
+  }, [
+    h("input", {
+      type: "file",
+      id: "attach-input",
+      class: "sr-only",
+      multiple: true,
+      tabindex: -1,
+      "aria-label": t("attach"),
+      onchange: (/** @type {Event} */ e) => {
+        const picker = /** @type {HTMLInputElement} */ (e.target);
+        sendFiles([...(picker.files ?? [])]);
+        picker.value = "";
+      },
+    }),
+    h("button", {
+      type: "button",
+      id: "attach",
+      class: "attach",
+      "aria-label": t("attach"),
+      title: t("attach"),
+      onclick: () => document.getElementById("attach-input")?.click(),
+    }, [clipIcon()]),
+    h("label", { for: "composer-text", class: "sr-only", text: t("message") }),
+    input,
+    h("button", { type: "submit", text: t("send") }),
+  ]);
+  runHooks(hooks.header, header, app.current ? (app.chat?.conversation(app.current) ?? null) : null);
+  runHooks(hooks.composer, composer);
   pane.replaceChildren(
-    h("header", { class: "conv-header" }, [
-      h("button", {
-        type: "button",
-        class: "back",
-        onclick: () => {
-          document.body.classList.remove("show-conversation");
-          document.getElementById("convs")?.querySelector("button")?.focus();
-        },
-        text: t("back"),
-      }),
-      h("h2", { id: "conv-title", text: title }),
-      h("span", { id: "conv-status", class: "conv-status" }),
-    ]),
+    header,
     h("button", { type: "button", id: "load-older", class: "load-older", onclick: () => loadOlder(), text: t("loadOlder") }),
     messages,
     h("p", { id: "typing", class: "typing", "aria-live": "polite" }),
     h("ul", { id: "uploads", class: "uploads", "aria-label": t("uploads"), hidden: true }),
-    h("form", {
-      id: "composer",
-      class: "composer",
-      onsubmit: (/** @type {Event} */ e) => {
-        e.preventDefault();
-        const text = input.value;
-        if (!text.trim() || !app.chat) return;
-        input.value = "";
-        localStorage.removeItem(draftKey);
-        if (app.current) app.chat.send(app.current, text);
-        else if (app.draftTo) app.chat.send(null, text, { to: app.draftTo });
-      },
-    }, [
-      h("input", {
-        type: "file",
-        id: "attach-input",
-        class: "sr-only",
-        multiple: true,
-        tabindex: -1,
-        "aria-label": t("attach"),
-        onchange: (/** @type {Event} */ e) => {
-          const picker = /** @type {HTMLInputElement} */ (e.target);
-          sendFiles([...(picker.files ?? [])]);
-          picker.value = "";
-        },
-      }),
-      h("button", {
-        type: "button",
-        id: "attach",
-        class: "attach",
-        "aria-label": t("attach"),
-        title: t("attach"),
-        onclick: () => document.getElementById("attach-input")?.click(),
-      }, [clipIcon()]),
-      h("label", { for: "composer-text", class: "sr-only", text: t("message") }),
-      input,
-      h("button", { type: "submit", text: t("send") }),
-    ]),
+    composer,
   );
   pane.ondragover = (e) => {
     if (!e.dataTransfer?.types.includes("Files")) return;
@@ -573,6 +614,7 @@ function renderMessages(toBottom = false) {
       h("span", { class: "text", text: m.kind === "system" ? systemText(m) : m.media ? (m.text ?? "") : preview(m) }),
       h("time", { datetime: new Date(m.ts).toISOString(), text: formatTime(m.ts) }),
     ]);
+    runHooks(hooks.message, li, m, mine);
     if (m === lastMine) {
       const readers = [...reads.entries()].filter(([user, seq]) => user !== me && seq >= m.seq).length;
       if (readers) {
@@ -724,8 +766,30 @@ document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") markRead();
 });
 
+// ---- feature modules ----
+
+/** What feature modules get from app.js (see FEATURES and hooks above). */
+const ui = {
+  app,
+  h,
+  hooks,
+  addStrings,
+  t: (/** @type {string} */ key, /** @type {Record<string, any>} */ vars = {}) => app.t(key, vars),
+  formatTime,
+  preview,
+  systemText,
+  renderList,
+  renderHeader,
+  renderMessages,
+  openConversation,
+  openDraft,
+  markRead,
+  attachments,
+};
+
 // ---- start ----
 
+await Promise.all(FEATURES.map(async (path) => (await import(path)).init(ui)));
 setLanguage(pickLanguage());
 const kept = localStorage.getItem(SESSION_KEY);
 if (kept) {

@@ -141,6 +141,22 @@ export const STRINGS = {
 };
 
 export const LANGUAGES = { en: "English", zh: "中文" };
+
+/**
+ * A feature module's own strings, merged into the tables (a key already there is kept, so that
+ * two modules cannot silently change each other's words).
+ * @param {Record<string, Record<string, string>>} tables
+ */
+export function addStrings(tables) {
+  for (const [lang, table] of Object.entries(tables)) {
+    const into = /** @type {Record<string, string>} */ (/** @type {any} */ (STRINGS)[lang]);
+    if (!into) throw new Error(`no language ${lang}`);
+    for (const [key, text] of Object.entries(table)) {
+      if (key in into && into[key] !== text) throw new Error(`string ${key} is defined twice`);
+      into[key] = text;
+    }
+  }
+}
 const KEY = "huddle.lang";
 
 /** The language to use: the user's pick, else the browser's. */
