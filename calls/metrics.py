@@ -57,6 +57,9 @@ def collect(open_rooms: int, local: LocalHost | None, pool: WorkerPool | None) -
         "packets_forwarded",
         "bytes_forwarded",
         "retransmitted",
+        "retransmit_suppressed",
+        "retransmit_too_old",
+        "retransmit_over_budget",
         "keyframe_requests",
         "packets_lost",
     )

@@ -74,6 +74,8 @@ from aiortc.rtp import (
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
+from sfu.retransmit import RepairBudget
+
 AIORTC_VERSION: Final = "1.16.0"
 PYLIBSRTP_VERSION: Final = "1.0.0"
 _DTLS_CONNECTED: Final = DtlsState.CONNECTED
@@ -556,6 +558,14 @@ class OutboundPort:
         # Whole RTP packets forwarded (retransmissions aside), whichever layer fed them: the
         # subscriber's bitrate, which per-layer counters would break at every switch.
         self.bytes_sent = 0
+        # Answers to NACKs, whichever layer fed them: re-sent (packets and bytes, RTX header
+        # included), and refused by the subscriber's ``repair`` budget (sfu.retransmit).
+        self.retransmitted = 0
+        self.retransmitted_bytes = 0
+        self.retransmit_suppressed = 0
+        self.retransmit_too_old = 0
+        self.retransmit_over_budget = 0
+        self.repair: RepairBudget | None = None  # shared by the subscriber's senders
         self.rtp_timestamp = 0
         self.ntp_timestamp = 0
         self.cname: str | None = None
@@ -657,6 +667,8 @@ class OutboundPort:
             raise ValueError("RTP packet too long to protect")
         self._srtp_buffer[0:size] = data
         self._protect_and_send(transport, size)
+        self.retransmitted += 1
+        self.retransmitted_bytes += size
         return True
 
     def report(self) -> list[AnyRtcpPacket]:

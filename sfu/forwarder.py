@@ -18,6 +18,7 @@ from typing import Final
 from sfu.aiortc_glue import NTP_EPOCH_OFFSET_S, SEQ_TS_SSRC, OutboundPort, RtpPacket
 from sfu.codecs import vp8_keyframe_start
 from sfu.keyframes import RETRY_AFTER_S, KeyframeThrottle
+from sfu.retransmit import RepairBudget, Verdict
 
 HISTORY_SIZE: Final = 1024  # ~1 s of 720p video: enough to answer NACKs
 _RTX_OSN: Final = struct.Struct("!H")
@@ -61,11 +62,11 @@ def ntp_now() -> int:
     return int((time.time() + NTP_EPOCH_OFFSET_S) * 4294967296.0)
 
 
-# What a retransmission needs of a packet: (seq, timestamp, marker, payload, audio level).
-# A tuple of plain values, which the garbage collector stops tracking: a history of packet
-# objects (thousands per room, each living a second) made full collections long enough to
-# stall forwarding.
-Kept = tuple[int, int, int, bytes, "tuple[bool, int] | None"]
+# What a retransmission needs of a packet: (seq, timestamp, marker, payload, audio level,
+# arrival time: its age decides whether it can still be played). A tuple of plain values,
+# which the garbage collector stops tracking: a history of packet objects (thousands per
+# room, each living a second) made full collections long enough to stall forwarding.
+Kept = tuple[int, int, int, bytes, "tuple[bool, int] | None", float]
 
 
 class PacketHistory:
@@ -77,13 +78,14 @@ class PacketHistory:
         self._size = size
         self._ring: list[Kept | None] = [None] * size
 
-    def put(self, packet: RtpPacket) -> None:
+    def put(self, packet: RtpPacket, arrived: float) -> None:
         self._ring[packet.sequence_number % self._size] = (
             packet.sequence_number,
             packet.timestamp,
             packet.marker,
             packet.payload,
             packet.extensions.audio_level,
+            arrived,
         )
 
     def get(self, seq: int) -> Kept | None:
@@ -104,7 +106,6 @@ class Output:
         "last_owned",
         "on_start",
         "port",
-        "retransmitted",
         "seq_offset",
         "started",
         "ts_offset",
@@ -121,7 +122,6 @@ class Output:
         self.last_owned: int | None = None  # set when retired: the last number it sent
         self.forwarded = 0
         self.bytes = 0
-        self.retransmitted = 0
         self.fraction_lost = 0  # of 256, from the subscriber's last receiver report
         self.jitter = 0  # in RTP clock units, from the same report
 
@@ -279,7 +279,8 @@ class TrackForwarder:
     def on_packet(self, packet: RtpPacket) -> None:
         self.packets_in += 1
         self.bytes_in += len(packet.payload)
-        self.history.put(packet)
+        now = self._now()
+        self.history.put(packet, now)
         level = packet.extensions.audio_level
         if level is not None:
             self.audio_level = level[1]
@@ -288,7 +289,6 @@ class TrackForwarder:
             self.keyframes_in += 1
         if not self.outputs or self.paused:
             return
-        now = self._now()
         if self._waiting and self._throttle.since_last(now) > RETRY_AFTER_S:
             self.keyframe_wanted()
         ntp = ntp_now()
@@ -340,32 +340,73 @@ class TrackForwarder:
         )
 
     def _on_nack(self, out: Output, seqs: list[int]) -> None:
+        """Re-send what the subscriber asked for, as its ``RepairBudget`` allows (the only
+        place it is consulted: forwarding itself never pays for it)."""
         port = out.port
         if not out.started or not port.ready:
             return
+        budget = port.repair
+        if budget is None:
+            budget = port.repair = RepairBudget(lambda: port.bytes_sent)
+        now = self._now()
+        budget.on_rtt(port.rtt_s)
+        budget.refill(now)
+        audio = self.kind == "audio"
         ntp = ntp_now()
         abs_send_time = (ntp >> 14) & 0x00FFFFFF
         for seq_out in seqs:
             if not out.owns(seq_out):
                 continue
             kept = self.history.get((seq_out - out.seq_offset) & 0xFFFF)
-            if kept is None:
+            if kept is None:  # overwritten in the history: far too old to play anyway
+                port.retransmit_too_old += 1
                 continue
-            _, timestamp, marker, payload, audio_level = kept
-            ts = (timestamp + out.ts_offset) & 0xFFFFFFFF
-            buf = bytearray(self._serialize(marker, payload, audio_level, port, abs_send_time))
-            if port.rtx_payload_type is None:
-                SEQ_TS_SSRC.pack_into(buf, 2, seq_out, ts, port.ssrc)
-                data = bytes(buf)
+            _, timestamp, marker, payload, audio_level, arrived = kept
+            verdict = budget.screen(port.ssrc, seq_out, audio=audio, age_s=now - arrived, now=now)
+            if verdict is Verdict.SEND:
+                data = self._retransmission(
+                    port,
+                    seq_out,
+                    timestamp + out.ts_offset,
+                    marker,
+                    payload,
+                    audio_level,
+                    abs_send_time,
+                )
+                verdict = budget.take(port.ssrc, seq_out, len(data), audio=audio, now=now)
+                if verdict is Verdict.SEND:
+                    if port.send(data) and port.rtx_payload_type is not None:
+                        port.rtx_seq = (port.rtx_seq + 1) & 0xFFFF
+                    continue
+            if verdict is Verdict.DUPLICATE:
+                port.retransmit_suppressed += 1
+            elif verdict is Verdict.TOO_OLD:
+                port.retransmit_too_old += 1
             else:
-                # RFC 4588: RTX payload = original sequence number + original payload.
-                header_len = len(buf) - len(payload)
-                SEQ_TS_SSRC.pack_into(buf, 2, port.rtx_seq, ts, port.rtx_ssrc)
-                buf[1] = (buf[1] & 0x80) | port.rtx_payload_type
-                data = bytes(buf[:header_len]) + _RTX_OSN.pack(seq_out) + payload
-                port.rtx_seq = (port.rtx_seq + 1) & 0xFFFF
-            if port.send(data):
-                out.retransmitted += 1
+                port.retransmit_over_budget += 1
+
+    def _retransmission(
+        self,
+        port: OutboundPort,
+        seq_out: int,
+        ts: int,
+        marker: int,
+        payload: bytes,
+        audio_level: tuple[bool, int] | None,
+        abs_send_time: int,
+    ) -> bytes:
+        """The packet that repairs ``seq_out``: itself again, or wrapped in the sender's RTX
+        stream where one is negotiated (RFC 4588: RTX payload = original sequence number +
+        original payload)."""
+        ts &= 0xFFFFFFFF
+        buf = bytearray(self._serialize(marker, payload, audio_level, port, abs_send_time))
+        if port.rtx_payload_type is None:
+            SEQ_TS_SSRC.pack_into(buf, 2, seq_out, ts, port.ssrc)
+            return bytes(buf)
+        header_len = len(buf) - len(payload)
+        SEQ_TS_SSRC.pack_into(buf, 2, port.rtx_seq, ts, port.rtx_ssrc)
+        buf[1] = (buf[1] & 0x80) | port.rtx_payload_type
+        return bytes(buf[:header_len]) + _RTX_OSN.pack(seq_out) + payload
 
 
 def _route_nack(port: OutboundPort, seqs: list[int]) -> None:

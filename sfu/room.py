@@ -39,6 +39,7 @@ from sfu.aiortc_glue import (
 from sfu.forwarder import TrackForwarder
 from sfu.layer_declarations import Declared, InvalidLayers, Section, check_layers
 from sfu.layers import Layer, LayerChooser
+from sfu.retransmit import RepairBudget
 from sfu.sdp import announce, keep_codecs
 from sfu.speakers import SpeakerDetector
 
@@ -198,6 +199,14 @@ class Participant:
     # Its connections ended under the room: nothing is offered until it restarts its media.
     media_lost: bool = False
     closed: bool = False
+    # Retransmissions to this participant, whichever track they repair (sfu.retransmit).
+    repair: RepairBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.repair = RepairBudget(self._media_bytes)
+
+    def _media_bytes(self) -> int:
+        return sum(sub.port.bytes_sent for sub in self.subscriptions.values())
 
     def info(self) -> dict[str, str]:
         return {"participant": self.id, "identity": self.identity, "name": self.name}
@@ -521,6 +530,8 @@ class Room:
             capabilities = RTCRtpSender.getCapabilities(kind)
             transceiver.setCodecPreferences(_codecs_for(kind, capabilities.codecs))
             port = OutboundPort(transceiver)
+            port.repair = participant.repair
+            port.on_remb = participant.repair.on_estimate
             participant.subscriptions[key] = Subscription(
                 tracks[-1], transceiver, port, layers=tracks if len(tracks) > 1 else []
             )

@@ -75,7 +75,7 @@ def subscribed(
                 # the same sender from another layer, whose output starts from zero.
                 packets=port.packet_count,
                 bytes=port.bytes_sent,
-                retransmitted=o.retransmitted,
+                retransmitted=port.retransmitted,
                 bitrate_bps=meter.rate(
                     f"out:{participant.id}:{key}", port.bytes_sent, now, sub.started
                 ),
@@ -86,6 +86,10 @@ def subscribed(
                 layer=sub.track.quality if sub.layers else None,
                 height=sub.track.height if sub.layers else None,
                 estimate_bps=port.remb_bps,
+                retransmitted_bytes=port.retransmitted_bytes,
+                retransmit_suppressed=port.retransmit_suppressed,
+                retransmit_too_old=port.retransmit_too_old,
+                retransmit_over_budget=port.retransmit_over_budget,
             )
         )
     return out
@@ -102,6 +106,9 @@ def room_totals(room: Room) -> dict[str, int]:
             "packets_forwarded",
             "bytes_forwarded",
             "retransmitted",
+            "retransmit_suppressed",
+            "retransmit_too_old",
+            "retransmit_over_budget",
             "keyframe_requests",
             "packets_lost",
         ),
@@ -120,5 +127,11 @@ def room_totals(room: Room) -> dict[str, int]:
                 totals["outputs"] += 1
                 totals["packets_forwarded"] += o.forwarded
                 totals["bytes_forwarded"] += o.bytes
-                totals["retransmitted"] += o.retransmitted
+        # Per sender, not per layer's output: they count every layer a subscriber was fed.
+        for sub in participant.subscriptions.values():
+            port = sub.port
+            totals["retransmitted"] += port.retransmitted
+            totals["retransmit_suppressed"] += port.retransmit_suppressed
+            totals["retransmit_too_old"] += port.retransmit_too_old
+            totals["retransmit_over_budget"] += port.retransmit_over_budget
     return totals

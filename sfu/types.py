@@ -46,3 +46,10 @@ class SubscribedTrackStats(msgspec.Struct, kw_only=True):
     height: int | None = None
     # The subscriber's latest bandwidth estimate (REMB), if it sent one.
     estimate_bps: int | None = None
+    # NACKed packets: bytes re-sent (RTX header included), and those not re-sent because one
+    # went less than a round trip ago, because they were too old to be played, or because
+    # the subscriber's retransmission budget was spent. Every layer it was fed counts.
+    retransmitted_bytes: int = 0
+    retransmit_suppressed: int = 0
+    retransmit_too_old: int = 0
+    retransmit_over_budget: int = 0

@@ -91,7 +91,7 @@ async def test_loss_towards_subscriber_repaired_from_sfu_history(start_node: Sta
     room = local_room(node, "loss-down")
     (track_state,) = room.participants[alice.participant].published.values()
     (output,) = track_state.forwarder.outputs.values()
-    assert output.retransmitted >= len(dropped) - 2
+    assert output.port.retransmitted >= len(dropped) - 2
     for relay in relays:
         relay.close()
     await alice.close()

@@ -43,7 +43,7 @@ def _packet(seq: int) -> RtpPacket:
 def test_history_ring_returns_only_exact_sequence() -> None:
     history = PacketHistory(size=8)
     for seq in range(20):
-        history.put(_packet(seq))
+        history.put(_packet(seq), seq / 100)
     kept = history.get(19)
     assert kept is not None and kept[:2] == (19, 190)
     assert history.get(3) is None  # overwritten by 11 and 19
@@ -53,9 +53,9 @@ def test_history_keeps_plain_values_the_collector_stops_tracking() -> None:
     history = PacketHistory(size=8)
     packet = _packet(5)
     packet.payload = b"\x10\x00payload"
-    history.put(packet)
+    history.put(packet, 12.5)
     kept = history.get(5)
-    assert kept == (5, 50, 0, b"\x10\x00payload", None)
+    assert kept == (5, 50, 0, b"\x10\x00payload", None, 12.5)
     gc.collect()
     assert not gc.is_tracked(kept)  # a history of packets is no work for full collections
 

@@ -645,6 +645,10 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "m
  * @property {number | null} [layer]
  * @property {number | null} [height]
  * @property {number | null} [estimate_bps]
+ * @property {number} [retransmitted_bytes]
+ * @property {number} [retransmit_suppressed]
+ * @property {number} [retransmit_too_old]
+ * @property {number} [retransmit_over_budget]
  */
 
 /**
