@@ -30,6 +30,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -167,13 +168,13 @@ async def ringing(run: Run) -> None:
 
     await alice.click("#call-start")
     for name, page in (("bob-phone", phone), ("bob-laptop", laptop)):
-        await run.until(f"{name} rings", lambda page=page: _sheets(page))
+        await run.until(f"{name} rings", partial(_sheets, page))
     sheet = await laptop.locator(".call-sheet").inner_text()
     focused = await laptop.evaluate("() => document.activeElement.dataset.action || null")
     run.step("ringing on both devices", sheet=sheet, focused=focused)
     run.step("screens", ringing=await run.shot(laptop, "ringing-laptop"))
     await phone.click(".call-sheet [data-action=accept]")
-    await run.until("the laptop stops ringing", lambda: _is_zero(_sheets(laptop)))
+    await run.until("the laptop stops ringing", partial(_no_sheets, laptop))
     run.step("answered elsewhere", laptop_sheets=await _sheets(laptop))
     seen_alice = await run.decoding(alice, "alice", ["bob"])
     seen_bob = await run.decoding(phone, "bob-phone", ["alice"])
@@ -223,7 +224,7 @@ async def ringing(run: Run) -> None:
         "alice hears of the decline",
         lambda: _text_if(alice, "#call-status", "declined"),
     )
-    await run.until("the phone stops ringing", lambda: _is_zero(_sheets(phone)))
+    await run.until("the phone stops ringing", partial(_no_sheets, phone))
     run.step(
         "declined",
         alice_status=status,
@@ -235,9 +236,9 @@ async def ringing(run: Run) -> None:
     # Unanswered: rings until the node's ring timeout, then missed on both sides.
     await alice.click("#call-start")
     for name, page in (("bob-phone", phone), ("bob-laptop", laptop)):
-        await run.until(f"{name} rings once more", lambda page=page: _sheets(page))
+        await run.until(f"{name} rings once more", partial(_sheets, page))
     for name, page in (("bob-phone", phone), ("bob-laptop", laptop)):
-        await run.until(f"{name} stops ringing (missed)", lambda page=page: _is_zero(_sheets(page)))
+        await run.until(f"{name} stops ringing (missed)", partial(_no_sheets, page))
     run.step(
         "missed",
         alice_status=await run.until(
@@ -279,7 +280,7 @@ async def group(run: Run) -> None:
         page = pages[name]
         marks[name] = await run.until(
             f"{name} sees bob muted",
-            lambda page=page: _text_if(page, bob_marks, "microphone off"),
+            partial(_text_if, page, bob_marks, "microphone off"),
         )
     pressed = await bob.get_attribute("#call-mic", "aria-pressed")
     run.step("bob muted", marks=marks, bob_button_pressed=pressed)
@@ -306,8 +307,8 @@ async def _more(page: Page, identity: str, than: int) -> dict[str, Any] | None:
     return got if got and got["decoded"].get(identity, 0) > than else None
 
 
-async def _is_zero(value: Awaitable[int]) -> bool:
-    return await value == 0
+async def _no_sheets(page: Page) -> bool:
+    return await _sheets(page) == 0
 
 
 async def _gone(page: Page, selector: str) -> bool:
