@@ -8,6 +8,11 @@
 Subscriber offers (``sfu.offer``) are answered automatically. When the server says the
 room's media server restarted (``call.reconnect``), the call joins again and publishes the
 same sources again by itself.
+
+The peer connections never depend on the WebSocket. When it drops, the call goes on over a
+new connection of the same device: ``await call.resume(new_client)`` (connected, not yet past
+``hello``) says hello for it and waits for ``call.resumed``; a request the call made
+meanwhile waits for that and is sent again, instead of failing with ``ConnectionClosed``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ from signaling import protocol as p
 log = logging.getLogger("huddle.call")
 _ICE_UFRAG: Final = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 DEFAULT_TIMEOUT_S: Final = 15.0
+# After hello on a new connection, how long resume() waits for call.resumed before taking the
+# call as left (the device came back after call_resume_s) and joining the room again.
+RESUME_WAIT_S: Final = 3.0
+# A request of the call whose connection closed waits this long for resume(), then fails.
+RESUME_GIVE_UP_S: Final = 60.0
 
 
 # A resumed relay skips at most this many stale frames, and takes a frame that took this
@@ -134,16 +144,89 @@ class CallClient:
         # "offer" for the subscriber one): for NAT experiments and network tests.
         self.remote_sdp_filter: Callable[[str, str], Awaitable[str]] | None = None
         self._answerer: asyncio.Task[None] | None = None
-        client.on("sfu.offer", self._on_offer_event)
-        client.on("call.reconnect", self._on_reconnect_event)
-        client.on("call.removed", self._on_removed_event)
-        client.on("sfu.layers", self._on_layers_event)
+        # Settled when the call is carried on over a new connection (resume).
+        self._back: asyncio.Future[None] | None = None
+        self._closing = False
+        self.resumes = 0
+        self._listen(client)
         self._senders: dict[str, tuple[Any, MediaStreamTrack]] = {}  # mid -> (transceiver, source)
         self.paused_layers: list[str] = []
         self.removed = asyncio.Event()
 
+    def _listen(self, client: HuddleClient) -> None:
+        client.on("sfu.offer", self._on_offer_event)
+        client.on("call.reconnect", self._on_reconnect_event)
+        client.on("call.removed", self._on_removed_event)
+        client.on("sfu.layers", self._on_layers_event)
+
+    async def _request(self, message: p.Request, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+        """A request of this call. One whose connection closed waits for ``resume`` and is
+        sent again over the new connection, so that a short drop fails nothing."""
+        while True:
+            client = self.client
+            try:
+                return await client.request(message, timeout=timeout)
+            except ConnectionClosed as exc:
+                if self._closing:
+                    raise
+                await self._wait_resumed(client, exc)
+
+    async def _wait_resumed(self, old: HuddleClient, error: ConnectionClosed) -> None:
+        if self.client is not old:
+            return  # already carried on over a new connection: send again now
+        if self._back is None or self._back.done():
+            self._back = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(RESUME_GIVE_UP_S):
+                await asyncio.shield(self._back)
+        except TimeoutError:
+            raise error from None
+
+    async def resume(self, client: HuddleClient, *, timeout: float = RESUME_WAIT_S) -> bool:
+        """Carry the call on over ``client``, a new connection of this device after the old
+        one dropped: connected, not yet past ``hello`` (this says hello for it, with the old
+        connection's device id unless it has its own). True when the server resumed the
+        call (``call.resumed``: the same participant, media never stopped); False when the
+        device came back too late and the call joined the room again and published again.
+        Requests the call made meanwhile are sent again once it is back."""
+        if client.hello_reply is not None:
+            raise ValueError("resume() says hello itself: give it a client before hello")
+        loop = asyncio.get_running_loop()
+        resumed: asyncio.Future[p.CallResumed] = loop.create_future()
+
+        def on_resumed(event: p.Event) -> None:
+            if isinstance(event, p.CallResumed) and event.room == self.room and not resumed.done():
+                resumed.set_result(event)
+
+        client.on("call.resumed", on_resumed)
+        self._listen(client)
+        device = client.device or self.client.device
+        self.client = client
+        await client.hello(device=device)
+        try:
+            async with asyncio.timeout(timeout):
+                event = await resumed
+            back = event.participant == self.participant
+        except TimeoutError:
+            back = False
+        if back:
+            self.resumes += 1
+        else:
+            log.info("call not resumed in time: joining %s again", self.room)
+            # The SFU closed our connections when it let us go: a media restart started for
+            # that is moot, the rejoin starts everything over.
+            restarting, self._restarting = self._restarting, None
+            if restarting is not None:
+                restarting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await restarting
+            await self._rejoin()
+        if self._back is not None and not self._back.done():
+            self._back.set_result(None)
+        return back
+
     async def join(self) -> p.CallJoinOk:
-        reply: p.CallJoinOk = await self.client.request(p.CallJoin(id="", room=self.room))
+        reply: p.CallJoinOk = await self._request(p.CallJoin(id="", room=self.room))
         self.joined = reply
         self.participant = reply.participant
         self._config = RTCConfiguration(
@@ -226,7 +309,7 @@ class CallClient:
     ) -> None:
         assert self.publisher is not None
         offer, candidates = self._local_sdp(self.publisher)
-        reply: p.SfuPublishOk = await self.client.request(
+        reply: p.SfuPublishOk = await self._request(
             p.SfuPublish(id="", room=self.room, sdp=offer, sources=sources, layers=layers),
             timeout=DEFAULT_TIMEOUT_S,
         )
@@ -243,7 +326,7 @@ class CallClient:
         video_muted: bool | None = None,
         screen_sharing: bool | None = None,
     ) -> None:
-        await self.client.request(
+        await self._request(
             p.CallState(
                 id="",
                 room=self.room,
@@ -255,13 +338,11 @@ class CallClient:
 
     async def mute(self, participant: str, kind: Literal["audio", "video"]) -> None:
         """Room admins only."""
-        await self.client.request(
-            p.CallMute(id="", room=self.room, participant=participant, kind=kind)
-        )
+        await self._request(p.CallMute(id="", room=self.room, participant=participant, kind=kind))
 
     async def remove(self, participant: str) -> None:
         """Room admins only."""
-        await self.client.request(p.CallRemove(id="", room=self.room, participant=participant))
+        await self._request(p.CallRemove(id="", room=self.room, participant=participant))
 
     def _on_layers_event(self, event: p.Event) -> None:
         if not isinstance(event, p.SfuLayers) or event.room != self.room:
@@ -276,7 +357,7 @@ class CallClient:
 
     async def set_max_height(self, track: str, max_height: int | None) -> None:
         """The height the received ``track`` is shown at (sfu.track_settings)."""
-        await self.client.request(
+        await self._request(
             p.SfuTrackSettings(id="", room=self.room, track=track, max_height=max_height)
         )
 
@@ -296,7 +377,7 @@ class CallClient:
         if not self.trickle:
             return
         for mid, index, candidate in found:
-            await self.client.request(
+            await self._request(
                 p.SfuCandidate(
                     id="",
                     room=self.room,
@@ -306,7 +387,7 @@ class CallClient:
                     sdp_mline_index=index,
                 )
             )
-        await self.client.request(p.SfuCandidate(id="", room=self.room, pc=which, candidate=None))
+        await self._request(p.SfuCandidate(id="", room=self.room, pc=which, candidate=None))
 
     async def next_track(
         self, timeout: float = DEFAULT_TIMEOUT_S
@@ -316,6 +397,7 @@ class CallClient:
     async def leave(self) -> None:
         # The SFU closes our connections as we leave: that is no failure to restart from.
         self.auto_restart = False
+        self._closing = True
         with contextlib.suppress(Exception):
             await self.client.request(p.CallLeave(id="", room=self.room))
         await self.close()
@@ -349,7 +431,7 @@ class CallClient:
         place in the room: what an ICE restart does when the network changed. Done by
         itself when a connection fails (``auto_restart``)."""
         await self._close_connections()
-        await self.client.request(p.SfuRestart(id="", room=self.room))
+        await self._request(p.SfuRestart(id="", room=self.room))
         await self._republish()
         self.restarts += 1
 
@@ -404,6 +486,9 @@ class CallClient:
 
     async def close(self) -> None:
         self.auto_restart = False
+        self._closing = True
+        if self._back is not None and not self._back.done():
+            self._back.cancel()
         for task in (self._rejoining, self._restarting):
             if task is not None:
                 task.cancel()
@@ -447,7 +532,7 @@ class CallClient:
             await pc.setLocalDescription(await pc.createAnswer())
             answer, candidates = self._local_sdp(pc)
             try:
-                await self.client.request(p.SfuAnswer(id="", room=self.room, sdp=answer))
+                await self._request(p.SfuAnswer(id="", room=self.room, sdp=answer))
                 await self._trickle("subscriber", candidates)
             except Exception:
                 log.exception("subscriber answer refused")

@@ -85,8 +85,11 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def namespaced_node(ns: NetworkNamespace, workdir: Path) -> Iterator[NamespacedNode]:
+def namespaced_node(
+    ns: NetworkNamespace, workdir: Path, settings: dict[str, str] | None = None
+) -> Iterator[NamespacedNode]:
     """A node on the namespace's address, gathering ICE candidates there only; stopped after.
+    ``settings`` are more ``HUDDLE_*`` environment variables (a shorter ring timeout, say).
 
     Embedded Redis (REDIS_URL unset): it lives on a unix socket in the data folder and dies
     with the node."""
@@ -95,6 +98,7 @@ def namespaced_node(ns: NetworkNamespace, workdir: Path) -> Iterator[NamespacedN
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_")}
     env.pop("REDIS_URL", None)
     env.update(HUDDLE_API_KEY=TEST_KEY, HUDDLE_API_SECRET=TEST_SECRET, HUDDLE_LOG_FORMAT="text")
+    env.update(settings or {})
     log_path = workdir / "node.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -127,12 +131,19 @@ def namespaced_node(ns: NetworkNamespace, workdir: Path) -> Iterator[NamespacedN
         _stop(proc, timeout=15)
 
 
-def run_driver(ns: NetworkNamespace, out: Path, timeout_s: float, *args: str) -> dict[str, Any]:
-    """Run tests/browser/driver.py inside the namespace and return its JSON result."""
+def run_driver(
+    ns: NetworkNamespace,
+    out: Path,
+    timeout_s: float,
+    *args: str,
+    module: str = "tests.browser.driver",
+) -> dict[str, Any]:
+    """Run a browser driver (tests/browser/driver.py unless ``module`` says another) inside
+    the namespace and return its JSON result."""
     log_path = out.with_suffix(".log")
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            ns.command(sys.executable, "-m", "tests.browser.driver", "--out", str(out), *args),
+            ns.command(sys.executable, "-m", module, "--out", str(out), *args),
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=log,

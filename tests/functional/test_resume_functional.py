@@ -104,3 +104,70 @@ async def test_a_device_resumes_on_another_node(start_node: StartNode, back_on: 
         await alice.client.next_event("call.participant_left", timeout=0.3)
     await alice.close()
     await bob.close()
+
+
+async def test_call_client_carries_on_over_a_new_connection_with_a_request_made_meanwhile(
+    start_node: StartNode,
+) -> None:
+    """CallClient.resume: alice's socket drops, she mutes while it is down (the request
+    waits instead of failing), and once a new connection of her device is handed to the
+    call, the call is resumed (same participant, no rejoin) and the mute reaches bob."""
+    node = await start_node(ice_addresses=["127.0.0.1"], call_resume_s=5)
+    alice_ws = await _client(node, "alice", "phone")
+    alice = CallClient(alice_ws, "carry-on")
+    await alice.join()
+    bob = CallClient(await _client(node, "bob", "laptop"), "carry-on")
+    await bob.join()
+    await alice.publish(ColorTrack((30, 200, 90)))
+    track, _ = await bob.next_track()
+    await asyncio.wait_for(track.recv(), 10)
+    participant = alice.participant
+
+    await alice_ws.close()
+    muting = asyncio.create_task(alice.set_state(audio_muted=True))
+    await asyncio.sleep(0.3)
+    assert not muting.done()  # waiting for the connection, not failed
+    again = await node.client("alice", device="phone", hello=False)
+    assert await alice.resume(again) is True
+    await asyncio.wait_for(muting, 5)
+    assert alice.participant == participant and alice.rejoins == 0 and alice.resumes == 1
+    state = await bob.client.next_event("call.participant_state", timeout=5)
+    assert state.participant.participant == participant and state.participant.audio_muted
+    # Requests after the resume go over the new connection.
+    stats = await alice.client.request(p.CallStats(id="", room="carry-on"))
+    assert stats.published and stats.published[0].packets > 0
+    frame = await asyncio.wait_for(track.recv(), 5)
+    assert isinstance(frame, av.VideoFrame)
+    assert close_colour(mean_rgb(frame), (30, 200, 90))
+    await alice.close()
+    await bob.close()
+
+
+async def test_call_client_back_too_late_joins_again_and_publishes_again(
+    start_node: StartNode,
+) -> None:
+    node = await start_node(ice_addresses=["127.0.0.1"], call_resume_s=0.3)
+    alice_ws = await _client(node, "alice", "phone")
+    alice = CallClient(alice_ws, "too-late")
+    await alice.join()
+    bob = CallClient(await _client(node, "bob", "laptop"), "too-late")
+    await bob.join()
+    await alice.publish(ColorTrack((200, 40, 40)))
+    first, _ = await bob.next_track()
+    await asyncio.wait_for(first.recv(), 10)
+    old = alice.participant
+
+    await alice_ws.close()
+    left = await bob.client.next_event("call.participant_left", timeout=5)
+    assert left.participant == old
+    again = await node.client("alice", device="phone", hello=False)
+    assert await alice.resume(again, timeout=0.5) is False
+    assert alice.rejoins == 1 and alice.participant != old
+    track, info = await bob.next_track()
+    while info.participant != alice.participant:
+        track, info = await bob.next_track()
+    frame = await asyncio.wait_for(track.recv(), 10)
+    assert isinstance(frame, av.VideoFrame)
+    assert close_colour(mean_rgb(frame), (200, 40, 40))
+    await alice.close()
+    await bob.close()

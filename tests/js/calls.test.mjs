@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Call, Emitter, Ringing, SIMULCAST_LAYERS, iceUfrag, layerDeclarations, trackChanges } from "../../huddle/web/sdk/calls.js";
+import { Call, Emitter, Ringing, SIMULCAST_LAYERS, iceUfrag, layerDeclarations, networkQuality, receiveQuality, trackChanges } from "../../huddle/web/sdk/calls.js";
 
 test("three layers of one source, smallest first, heights from the camera's", () => {
   assert.deepEqual(layerDeclarations(["0", "1", "2"], 720), {
@@ -162,4 +162,69 @@ test("the SDK's entry module exports calls and files, with no name taken twice",
   for (const name of ["Call", "Ringing", "joinCall", "Files", "FilesError", "recordVoiceNote", "signedVariantUrl"]) {
     assert.equal(typeof sdk[name], "function", name);
   }
+});
+
+test("a request made while the socket is down waits, and is sent again once the call resumed", async () => {
+  const connection = fakeConnection();
+  connection.replies["call.join"] = { participant: "p-me", participants: [], ice_servers: [] };
+  const call = new Call(connection, "r", { resumeWaitMs: 1000 });
+  const seen = [];
+  for (const name of ["suspended", "resumed"]) call.on(name, (e) => seen.push([name, e]));
+  await call.join();
+  const request = connection.request.bind(connection);
+  let down = true;
+  connection.request = async (type, fields) => {
+    if (down) throw Object.assign(new Error("not connected (reconnecting)"), { code: "not_connected" });
+    return request(type, fields);
+  };
+  connection.emit({ type: "state", state: "reconnecting" });
+  let done = false;
+  const muting = call.setMicrophoneMuted(true).then(() => (done = true));
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(done, false, "waits for the connection");
+  assert.equal(call.state, "joined", "the call does not fail");
+  down = false;
+  connection.emit({ type: "ready" });
+  connection.emit({ type: "call.resumed", room: "r", participant: "p-me" });
+  await muting;
+  assert.deepEqual(connection.sent.map((m) => m.type), ["call.join", "call.state"], "no second join");
+  assert.deepEqual(connection.sent[1], { type: "call.state", room: "r", audio_muted: true });
+  assert.deepEqual(seen, [["suspended", {}], ["resumed", { rejoined: false }]]);
+  assert.equal(call.audioMuted, true);
+});
+
+test("a connection back too late for call.resumed joins the room again", async () => {
+  const connection = fakeConnection();
+  connection.replies["call.join"] = { participant: "p-me", participants: [], ice_servers: [] };
+  const call = new Call(connection, "r", { resumeWaitMs: 30 });
+  const resumed = new Promise((resolve) => call.on("resumed", resolve));
+  await call.join();
+  connection.emit({ type: "state", state: "reconnecting" });
+  connection.emit({ type: "call.resumed", room: "r", participant: "p-other" }); // not ours
+  connection.emit({ type: "ready" });
+  assert.deepEqual(await resumed, { rejoined: true });
+  assert.deepEqual(connection.sent.map((m) => m.type), ["call.join", "call.join"]);
+  assert.equal(call.state, "joined");
+});
+
+test("network quality from loss, round trip and bitrate", () => {
+  assert.equal(networkQuality({}), "unknown");
+  assert.equal(networkQuality({ loss: 0, rttMs: 40, bitrateBps: 900_000 }), "good");
+  assert.equal(networkQuality({ loss: 0.03, rttMs: 40 }), "fair");
+  assert.equal(networkQuality({ loss: 0, rttMs: 350 }), "fair");
+  assert.equal(networkQuality({ loss: 0.1, rttMs: 40 }), "poor");
+  assert.equal(networkQuality({ loss: 0, rttMs: 900 }), "poor");
+  assert.equal(networkQuality({ loss: null, rttMs: 20, bitrateBps: 0, expecting: true }), "poor");
+});
+
+test("received sections' loss and bitrate between two stats reports", () => {
+  const pair = { type: "candidate-pair", nominated: true, currentRoundTripTime: 0.05 };
+  const before = new Map([["a", { type: "inbound-rtp", mid: "0", kind: "video", packetsReceived: 100, packetsLost: 0, bytesReceived: 10_000, timestamp: 1000 }]]);
+  const now = new Map([
+    ["a", { type: "inbound-rtp", mid: "0", kind: "video", packetsReceived: 190, packetsLost: 10, bytesReceived: 135_000, timestamp: 2000 }],
+    ["p", pair],
+  ]);
+  const got = receiveQuality(now, before).get("0");
+  assert.deepEqual(got, { loss: 0.1, rttMs: 50, bitrateBps: 1_000_000, kind: "video" });
+  assert.equal(receiveQuality(now, null).get("0").bitrateBps, null);
 });

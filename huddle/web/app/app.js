@@ -11,7 +11,7 @@ import { LANGUAGES, addStrings, keepLanguage, pickLanguage, translator } from ".
 
 // The app's feature modules, each `export function init(ui)` registering on `ui.hooks` (below).
 // They load before the first screen is drawn; a feature that is heavy loads its own parts later.
-const FEATURES = /** @type {string[]} */ ([]);
+const FEATURES = /** @type {string[]} */ (["./calls.js"]);
 
 const SESSION_KEY = "huddle.session";
 const NEAR_TOP_PX = 40;
@@ -264,7 +264,6 @@ function renderMain() {
     h("span", { class: "me", id: "me" }),
     h("span", {}, [h("label", { for: "my-status", class: "sr-only", text: t("status") }), status]),
     languagePicker(),
-    h("a", { href: "/web/call.html", text: t("calls") }),
     h("button", { type: "button", id: "signout", onclick: () => signOut(), text: t("signOut") }),
   ]);
   const actions = h("div", { class: "actions" }, [
@@ -363,9 +362,16 @@ function preview(m) {
   return m.text ?? app.t("attachment", { kind: m.kind });
 }
 
+/**
+ * How feature modules word the system messages of their own events (`system.event` -> text).
+ * @type {Record<string, (m: Record<string, any>) => string>}
+ */
+const systemTexts = {};
+
 /** @param {Record<string, any>} m */
 function systemText(m) {
   const s = m.system ?? {};
+  if (systemTexts[s.event]) return systemTexts[s.event](m);
   const users = (s.users ?? []).join(", ");
   switch (s.event) {
     case "created":
@@ -778,6 +784,7 @@ const ui = {
   formatTime,
   preview,
   systemText,
+  systemTexts,
   renderList,
   renderHeader,
   renderMessages,

@@ -17,6 +17,11 @@
 // When a peer connection fails, the media starts over as an ICE restart would (aiortc has
 // none): `sfu.restart`, new connections, everything published again, same place in the room.
 //
+// The peer connections never depended on the WebSocket: when it drops during a call and the
+// connection comes back (same device) within the server's `call_resume_s`, the server says
+// `call.resumed` and the call goes on as it was. A request the call made meanwhile waits for
+// that and is sent again; a device that came back too late joins the room again.
+//
 // What this module needs of the connection (HuddleConnection in connection.js):
 //   request(type, fields) -> Promise<ok frame>, rejecting with an error that has `code`
 //   on(type, handler) -> a function that stops listening
@@ -30,6 +35,15 @@
 /** @typedef {import("./types.js").CallIncoming} CallIncoming */
 
 export const ICE_GATHERING_TIMEOUT_MS = 5000;
+/** After the connection is back (`ready`), how long to wait for `call.resumed` before taking
+ * the call as left (the device came back too late) and joining the room again. */
+export const RESUME_WAIT_MS = 3000;
+/** A request the call made while the connection was down waits this long for it to come
+ * back; then it fails as it would have. */
+export const RESUME_GIVE_UP_MS = 60_000;
+/** Error codes of a request that never reached the server or whose reply was lost with the
+ * socket: sent again once the call is resumed. */
+const DROPPED = new Set(["disconnected", "not_connected"]);
 export const CAMERA_SOURCE = "cam";
 /** The three layers of a camera, smallest first: how much the encoder scales the camera
  * down, and the most it may spend on it. */
@@ -101,6 +115,62 @@ export function trackChanges(known, offered) {
   return { now, added, removed };
 }
 
+/** Thresholds of `networkQuality`: loss as a fraction, round trip in ms. */
+export const QUALITY_LIMITS = {
+  fair: { loss: 0.02, rttMs: 300 },
+  poor: { loss: 0.08, rttMs: 700 },
+};
+
+/**
+ * How well media gets through, from what the stats say: "good", "fair" or "poor", or
+ * "unknown" with nothing measured yet. Loss and round trip decide; a bitrate of 0 while
+ * media is expected (`expecting`) is poor (nothing arrives).
+ * @param {{loss?: number|null, rttMs?: number|null, bitrateBps?: number|null, expecting?: boolean}} m
+ * @returns {"good"|"fair"|"poor"|"unknown"}
+ */
+export function networkQuality({ loss = null, rttMs = null, bitrateBps = null, expecting = false }) {
+  if (loss === null && rttMs === null && bitrateBps === null) return "unknown";
+  if (expecting && bitrateBps === 0) return "poor";
+  const { fair, poor } = QUALITY_LIMITS;
+  if ((loss ?? 0) >= poor.loss || (rttMs ?? 0) >= poor.rttMs) return "poor";
+  if ((loss ?? 0) >= fair.loss || (rttMs ?? 0) >= fair.rttMs) return "fair";
+  return "good";
+}
+
+/**
+ * Per received section (by mid): loss fraction, bitrate and the transport's round trip
+ * between two `getStats()` reports of the subscriber connection (`before` may be null: the
+ * totals so far count then, and bitrate stays unknown).
+ * @param {RTCStatsReport|Map<string, any>} now
+ * @param {RTCStatsReport|Map<string, any>|null} before
+ * @returns {Map<string, {loss: number|null, rttMs: number|null, bitrateBps: number|null, kind: string}>}
+ */
+export function receiveQuality(now, before) {
+  const old = new Map();
+  if (before) before.forEach((s) => s.type === "inbound-rtp" && old.set(s.mid ?? s.id, s));
+  let rttMs = null;
+  now.forEach((s) => {
+    if (s.type === "candidate-pair" && s.nominated && typeof s.currentRoundTripTime === "number") {
+      rttMs = Math.round(s.currentRoundTripTime * 1000);
+    }
+  });
+  const out = new Map();
+  now.forEach((s) => {
+    if (s.type !== "inbound-rtp") return;
+    const key = s.mid ?? s.id;
+    const was = old.get(key);
+    const received = (s.packetsReceived ?? 0) - (was?.packetsReceived ?? 0);
+    const lost = Math.max(0, (s.packetsLost ?? 0) - (was?.packetsLost ?? 0));
+    const loss = received + lost > 0 ? lost / (received + lost) : null;
+    let bitrateBps = null;
+    if (was && s.timestamp > was.timestamp) {
+      bitrateBps = Math.max(0, Math.round((((s.bytesReceived ?? 0) - (was.bytesReceived ?? 0)) * 8000) / (s.timestamp - was.timestamp)));
+    }
+    out.set(key, { loss, rttMs, bitrateBps, kind: s.kind });
+  });
+  return out;
+}
+
 /** The SFU's ICE username fragment in an SDP: new for each of its peer connections, so it
  * tells offers for a connection a restart dropped from offers for the new one. */
 export function iceUfrag(sdp) {
@@ -149,13 +219,15 @@ function preferCodecs(transceiver, kind) {
  * ({track, info, stream}: a received track), `trackended` ({info}), `participants`
  * (Participant[]), `joined`/`left`/`participantstate` (Participant or {participant}),
  * `speakers` (the `call.speakers` list), `muted` ({kind, by}: an admin muted us), `removed`,
- * `restarted` ({restarts}), `error` (Error), `log` (string).
+ * `restarted` ({restarts}), `suspended` (the connection dropped; media goes on), `resumed`
+ * ({rejoined}: the connection is back; `rejoined` when it came back too late and the call
+ * joined the room again), `error` (Error), `log` (string).
  */
 export class Call extends Emitter {
   /**
    * @param {{request: Function, on: Function}} connection
    * @param {string} room
-   * @param {{simulcast?: boolean, camera?: MediaTrackConstraints}} [options]
+   * @param {{simulcast?: boolean, camera?: MediaTrackConstraints, resumeWaitMs?: number}} [options]
    */
   constructor(connection, room, options = {}) {
     super();
@@ -163,6 +235,7 @@ export class Call extends Emitter {
     this.room = room;
     this.simulcast = options.simulcast !== false;
     this.cameraConstraints = options.camera || CAMERA_CONSTRAINTS;
+    this.resumeWaitMs = options.resumeWaitMs ?? RESUME_WAIT_MS;
     /** joining, joined, left, failed */
     this.state = "idle";
     this.participant = null;
@@ -196,6 +269,12 @@ export class Call extends Emitter {
     this._staleUfrags = new Set();
     this._lastOfferUfrag = null;
     this._unsubscribe = [];
+    /** While the connection is down during the call: settles when the call is resumed. */
+    this._suspended = null;
+    this._settleSuspended = () => {};
+    this._failSuspended = (_error) => {};
+    this._resumeSignal = null;
+    this._resumeWaiter = null;
   }
 
   _listen(type, handler) {
@@ -222,8 +301,79 @@ export class Call extends Emitter {
     return run;
   }
 
-  _request(type, fields = {}) {
-    return this.connection.request(type, { room: this.room, ...fields });
+  /** A request of this call: one lost with a dropped socket is sent again once the call is
+   * resumed, so that a short drop fails nothing. */
+  async _request(type, fields = {}) {
+    for (;;) {
+      try {
+        return await this.connection.request(type, { room: this.room, ...fields });
+      } catch (error) {
+        if (!DROPPED.has(error?.code) || this.state !== "joined") throw error;
+        this._suspend();
+        await this._whenResumed(error);
+      }
+    }
+  }
+
+  /** The connection dropped while in the call: requests wait until it is resumed. */
+  _suspend() {
+    if (this._suspended || this.state !== "joined") return;
+    let settle = () => {};
+    let fail = (_error) => {};
+    this._suspended = new Promise((resolve, reject) => {
+      settle = resolve;
+      fail = reject;
+    });
+    this._suspended.catch(() => {});
+    this._settleSuspended = settle;
+    this._failSuspended = fail;
+    this._resumeSignal = null;
+    this._log("connection lost: the call goes on, waiting for it to come back");
+    this.emit("suspended", {});
+  }
+
+  _whenResumed(error) {
+    if (!this._suspended) return Promise.resolve();
+    let timer;
+    const giveUp = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(error), RESUME_GIVE_UP_MS);
+    });
+    return Promise.race([this._suspended, giveUp]).finally(() => clearTimeout(timer));
+  }
+
+  /** The connection said hello again: resumed if `call.resumed` comes, else join again. */
+  async _onReady() {
+    if (!this._suspended || this.state !== "joined") return;
+    if (!this._resumeSignal) {
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, this.resumeWaitMs);
+        this._resumeWaiter = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this._resumeWaiter = null;
+    }
+    if (!this._suspended || this.state !== "joined") return;
+    const resumed = this._resumeSignal !== null;
+    const settle = this._settleSuspended;
+    this._suspended = null;
+    if (resumed) {
+      this._log("call resumed");
+      this.emit("resumed", { rejoined: false });
+      settle();
+      return;
+    }
+    this._log("came back too late: joining the room again");
+    settle(); // the rejoin's own requests must not wait for themselves
+    await this._enqueue(() => this._rejoin());
+    this.emit("resumed", { rejoined: true });
+  }
+
+  _onResumed(event) {
+    if (event.participant && this.participant && event.participant !== this.participant) return;
+    this._resumeSignal = event;
+    if (this._resumeWaiter) this._resumeWaiter();
   }
 
   /** Joins the room; resolves with the `call.join` reply.
@@ -269,6 +419,16 @@ export class Call extends Emitter {
     this._listen("call.reconnect", () => {
       this._enqueue(() => this._rejoin()).catch((error) => this.emit("error", error));
     });
+    this._listen("call.resumed", (event) => this._onResumed(event));
+    // Only a connection that tells its state and says `ready` after each hello can resume.
+    this._unsubscribe.push(
+      this.connection.on("state", (event) => {
+        if (event && event.state !== "open" && event.state !== "closed") this._suspend();
+      }),
+      this.connection.on("ready", () => {
+        this._onReady().catch((error) => this.emit("error", error));
+      }),
+    );
     let reply;
     try {
       reply = await this._joinRequest();
@@ -606,8 +766,12 @@ export class Call extends Emitter {
 
   /** Leaves the room and stops every local track. */
   async leave() {
-    const wasIn = this.state === "joined";
+    const wasIn = this.state === "joined" && !this._suspended;
     this._setState("left");
+    if (this._suspended) {
+      this._failSuspended(new Error("left the call"));
+      this._suspended = null;
+    }
     try {
       if (wasIn) await this._request("call.leave");
     } finally {

@@ -1,0 +1,364 @@
+"""Drive calls in the web app (``/``) between headless Chromium pages; write what was seen as JSON.
+
+Run inside the test's network namespace (Playwright starts Chromium as its own child, so the
+browser lives wherever this script does):
+
+    ip netns exec NS python -m tests.browser.app_call_driver --base-url http://10.213.0.2:8080 \
+        --scenario ringing --out result.json --shots DIR
+
+Every page signs in through the app's dev login, each in a browser context of its own (its own
+storage, so its own device id). Scenarios:
+
+- ``ringing``: alice and bob (on two devices, one phone-sized) have a direct conversation;
+  alice presses its call button, both of bob's devices show the incoming-call sheet, the phone
+  accepts, the laptop's sheet goes away, and alice and bob decode each other's video; alice's
+  network drops for a moment (she mutes meanwhile) and the call goes on; alice leaves. Then
+  alice calls twice more: bob declines the first, nobody answers the second (the node's ring
+  timeout must be short); each ends as a missed call written in the chat.
+- ``group``: alice creates a group with bob and carol; each opens it and presses its call
+  button (joining the group's call), each decodes both others; bob mutes his microphone and
+  the others see the mark on his tile; alice switches to the active-speaker layout.
+
+The script waits for each step and records what it saw (``steps``); it stops at the first step
+that does not happen in time (``error``). The test asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Final
+
+from playwright.async_api import Browser, Page, async_playwright
+
+from benchmarks.common import CHROMIUM
+from tests.browser.driver import CALL_CHROMIUM_ARGS
+
+STEP_TIMEOUT_S: Final = 20.0
+POLL_S: Final = 0.2
+LAPTOP: Final = {"width": 1100, "height": 720}
+PHONE: Final = {"width": 390, "height": 780}
+
+# Frames decoded per remote identity on this page's subscriber connection, and the width of
+# each remote tile's video as shown.
+DECODED_JS: Final = """
+async () => {
+  const s = window.huddleCalls && window.huddleCalls.session();
+  const call = s && s.call;
+  if (!call || !call.subscriberPc) return null;
+  const decoded = {};
+  (await call.subscriberPc.getStats()).forEach((st) => {
+    if (st.type !== "inbound-rtp" || st.kind !== "video") return;
+    const info = call.tracks[st.mid];
+    if (info) decoded[info.identity] = (decoded[info.identity] || 0) + (st.framesDecoded || 0);
+  });
+  const shown = [...document.querySelectorAll(".tile:not(.local) video")].map((v) => v.videoWidth);
+  return { participant: call.participant, decoded, shown };
+}
+"""
+
+SYNCED_JS: Final = """
+() => !!(window.huddleApp.chat && window.huddleApp.chat.syncs.some((s) => s.reply))
+"""
+
+CONN_DOWN_JS: Final = """
+() => window.huddleApp.conn.state !== "open"
+"""
+
+SYSTEM_TEXTS_JS: Final = """
+() => [...document.querySelectorAll("#messages li.system .text")].map((e) => e.textContent)
+"""
+
+
+class StepFailed(Exception):
+    pass
+
+
+class Run:
+    def __init__(self, browser: Browser, base_url: str, shots: Path) -> None:
+        self.browser = browser
+        self.base_url = base_url
+        self.shots = shots
+        self.steps: list[dict[str, Any]] = []
+        self.consoles: dict[str, list[str]] = {}
+        self.started = time.monotonic()
+
+    def step(self, name: str, **seen: Any) -> None:
+        self.steps.append({"step": name, "t": round(time.monotonic() - self.started, 2), **seen})
+
+    async def until(self, what: str, check: Callable[[], Awaitable[Any]]) -> Any:
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+        value: Any = None
+        while time.monotonic() < deadline:
+            value = await check()
+            if value:
+                return value
+            await asyncio.sleep(POLL_S)
+        raise StepFailed(f"{what}: not within {STEP_TIMEOUT_S} s (last: {value!r})")
+
+    async def page(self, label: str, name: str, viewport: dict[str, int] = LAPTOP) -> Page:
+        context = await self.browser.new_context(viewport=viewport, locale="en-US")  # type: ignore[arg-type]
+        page = await context.new_page()
+        lines = self.consoles[label] = []
+        page.on("console", lambda m: lines.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: lines.append(f"pageerror: {e}"))
+        await page.goto(self.base_url + "/")
+        await page.fill("#signin-name", name)
+        await page.click("#signin-dev button[type=submit]")
+        await page.wait_for_selector("#convs")
+        await self.until(f"{label} synced", lambda: page.evaluate(SYNCED_JS))
+        return page
+
+    async def open(self, page: Page, name: str) -> None:
+        await page.locator("button.conv", has_text=name).first.click()
+        await page.wait_for_selector("#call-start")
+
+    async def decoding(self, page: Page, label: str, others: list[str]) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            got: dict[str, Any] | None = await page.evaluate(DECODED_JS)
+            if got is None:
+                return None
+            decoded = got["decoded"]
+            if all(decoded.get(o, 0) > 0 for o in others) and sum(
+                1 for w in got["shown"] if w > 0
+            ) >= len(others):
+                return got
+            return None
+
+        return dict(await self.until(f"{label} decodes video of {others}", check))
+
+    async def system_text(self, page: Page, label: str, part: str) -> list[str]:
+        async def check() -> list[str] | None:
+            texts: list[str] = await page.evaluate(SYSTEM_TEXTS_JS)
+            return texts if any(part in t for t in texts) else None
+
+        return list(await self.until(f"{label} shows {part!r} in the chat", check))
+
+    async def shot(self, page: Page, name: str) -> str:
+        path = self.shots / f"{name}.png"
+        await page.screenshot(path=str(path))
+        return str(path)
+
+
+async def _sheets(page: Page) -> int:
+    count: int = await page.locator(".call-sheet").count()
+    return count
+
+
+async def ringing(run: Run) -> None:
+    alice = await run.page("alice", "alice")
+    phone = await run.page("bob-phone", "bob", PHONE)
+    laptop = await run.page("bob-laptop", "bob")
+    # A direct conversation to call from.
+    await alice.click("#new-chat")
+    await alice.fill("#chat-peer", "bob")
+    await alice.click("#chat-form button[type=submit]")
+    await alice.fill("#composer-text", "call you now")
+    await alice.press("#composer-text", "Enter")
+    await alice.wait_for_selector("#call-start")
+    label = await alice.get_attribute("#call-start", "aria-label")
+    run.step("direct conversation", call_button_label=label)
+    for page in (phone, laptop):
+        await run.open(page, "alice")
+
+    await alice.click("#call-start")
+    for name, page in (("bob-phone", phone), ("bob-laptop", laptop)):
+        await run.until(f"{name} rings", partial(_sheets, page))
+    sheet = await laptop.locator(".call-sheet").inner_text()
+    focused = await laptop.evaluate("() => document.activeElement.dataset.action || null")
+    run.step("ringing on both devices", sheet=sheet, focused=focused)
+    run.step("screens", ringing=await run.shot(laptop, "ringing-laptop"))
+    await phone.click(".call-sheet [data-action=accept]")
+    await run.until("the laptop stops ringing", partial(_no_sheets, laptop))
+    run.step("answered elsewhere", laptop_sheets=await _sheets(laptop))
+    seen_alice = await run.decoding(alice, "alice", ["bob"])
+    seen_bob = await run.decoding(phone, "bob-phone", ["alice"])
+    run.step("1:1 media", alice=seen_alice, bob=seen_bob)
+    run.step(
+        "screens",
+        alice=await run.shot(alice, "call-alice"),
+        bob_phone=await run.shot(phone, "call-bob-phone"),
+    )
+
+    # Alice's network drops for a moment: the call goes on, and a mute she makes meanwhile
+    # reaches bob once her connection is back (call.resumed: the same participant).
+    await alice.context.set_offline(True)
+    await run.until("alice's connection is down", lambda: alice.evaluate(CONN_DOWN_JS))
+    status_down = await alice.inner_text("#call-status")
+    await alice.click("#call-mic")
+    await alice.context.set_offline(False)
+    alice_marks = f'.tile[data-key="{seen_alice["participant"]}"] .tile-marks'
+    mark = await run.until(
+        "bob sees alice's mute", lambda: _text_if(phone, alice_marks, "microphone off")
+    )
+    again = await run.until(
+        "bob decodes more of alice",
+        lambda: _more(phone, "alice", seen_bob["decoded"]["alice"]),
+    )
+    after = await alice.evaluate(DECODED_JS)
+    run.step(
+        "network dropped",
+        status_down=status_down,
+        status_after=await alice.inner_text("#call-status"),
+        bob_sees=mark,
+        bob_decoded=again["decoded"],
+        alice_participant=[seen_alice["participant"], after["participant"]],
+        alice_mic_pressed=await alice.get_attribute("#call-mic", "aria-pressed"),
+    )
+
+    await alice.click("#call-leave")
+    await run.until("bob's call view closes", lambda: _gone(phone, "#call-view"))
+    ended = await run.system_text(alice, "alice", "call with")
+    run.step("hung up", alice_chat=ended)
+
+    # Declined: alice sees it in the call view and both in the chat.
+    await alice.click("#call-start")
+    await run.until("the laptop rings again", lambda: _sheets(laptop))
+    await laptop.click(".call-sheet [data-action=decline]")
+    status = await run.until(
+        "alice hears of the decline",
+        lambda: _text_if(alice, "#call-status", "declined"),
+    )
+    await run.until("the phone stops ringing", partial(_no_sheets, phone))
+    run.step(
+        "declined",
+        alice_status=status,
+        alice_chat=await run.system_text(alice, "alice", "declined your video call"),
+        bob_chat=await run.system_text(laptop, "bob-laptop", "You declined"),
+    )
+    await run.until("alice's call view closes", lambda: _gone(alice, "#call-view"))
+
+    # Unanswered: rings until the node's ring timeout, then missed on both sides.
+    await alice.click("#call-start")
+    for name, page in (("bob-phone", phone), ("bob-laptop", laptop)):
+        await run.until(f"{name} rings once more", partial(_sheets, page))
+    for name, page in (("bob-phone", phone), ("bob-laptop", laptop)):
+        await run.until(f"{name} stops ringing (missed)", partial(_no_sheets, page))
+    run.step(
+        "missed",
+        alice_status=await run.until(
+            "alice hears nobody answered", lambda: _text_if(alice, "#call-status", "did not answer")
+        ),
+        alice_chat=await run.system_text(alice, "alice", "did not answer your video call"),
+        bob_chat=await run.system_text(phone, "bob-phone", "Missed video call from alice"),
+    )
+    # The Chinese words of the same records.
+    await laptop.select_option("#lang", "zh")
+    await run.open(laptop, "alice")
+    run.step("chinese", bob_chat=await run.system_text(laptop, "bob-laptop", "未接来电"))
+    run.step("screens", missed=await run.shot(laptop, "missed-zh"))
+
+
+async def group(run: Run) -> None:
+    alice = await run.page("alice", "alice")
+    bob = await run.page("bob", "bob")
+    carol = await run.page("carol", "carol", PHONE)
+    await alice.click("#new-group")
+    await alice.fill("#group-name", "Standup")
+    await alice.fill("#group-members", "bob, carol")
+    await alice.click("#group-form button[type=submit]")
+    await alice.wait_for_selector("#call-start")
+    pages = {"alice": alice, "bob": bob, "carol": carol}
+    for page in pages.values():
+        if page is not alice:
+            await run.open(page, "Standup")
+        await page.click("#call-start")
+    seen = {}
+    for name, page in pages.items():
+        seen[name] = await run.decoding(page, name, [o for o in pages if o != name])
+    run.step("group media", seen=seen)
+
+    await bob.click("#call-mic")
+    bob_marks = f'.tile[data-key="{seen["bob"]["participant"]}"] .tile-marks'
+    marks = {}
+    for name in ("alice", "carol"):
+        page = pages[name]
+        marks[name] = await run.until(
+            f"{name} sees bob muted",
+            partial(_text_if, page, bob_marks, "microphone off"),
+        )
+    pressed = await bob.get_attribute("#call-mic", "aria-pressed")
+    run.step("bob muted", marks=marks, bob_button_pressed=pressed)
+
+    await alice.click("#call-layout")
+    await alice.wait_for_selector(".call-tiles.layout-speaker .tile.featured")
+    featured = await alice.get_attribute(".tile.featured", "data-key")
+    qualities = await run.until(
+        "alice's tiles rate their network",
+        lambda: alice.evaluate(
+            "() => { const q = [...document.querySelectorAll('.tile:not(.screen) .tile-quality')]"
+            ".map((e) => e.dataset.quality); return q.every((x) => x !== 'unknown') ? q : null; }"
+        ),
+    )
+    run.step("speaker layout", featured=featured, qualities=qualities)
+    run.step(
+        "screens",
+        **{name: await run.shot(page, f"group-{name}") for name, page in pages.items()},
+    )
+
+
+async def _more(page: Page, identity: str, than: int) -> dict[str, Any] | None:
+    got: dict[str, Any] | None = await page.evaluate(DECODED_JS)
+    return got if got and got["decoded"].get(identity, 0) > than else None
+
+
+async def _no_sheets(page: Page) -> bool:
+    return await _sheets(page) == 0
+
+
+async def _gone(page: Page, selector: str) -> bool:
+    return await page.locator(selector).count() == 0
+
+
+async def _text_if(page: Page, selector: str, part: str) -> str | None:
+    locator = page.locator(selector)
+    if await locator.count() == 0:
+        return None
+    text = await locator.first.inner_text()
+    return text if part in text else None
+
+
+SCENARIOS: Final = {"ringing": ringing, "group": group}
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"ok": False}
+    origin = args.base_url.rstrip("/")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[*CALL_CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={origin}"],
+        )
+        run = Run(browser, origin, args.shots)
+        try:
+            await SCENARIOS[args.scenario](run)
+            out["ok"] = True
+        except Exception as exc:
+            out["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            out["steps"] = run.steps
+            out["console"] = {k: v[-30:] for k, v in run.consoles.items()}
+            await browser.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
+    parser.add_argument("--shots", type=Path, required=True, help="folder for screenshots")
+    parser.add_argument("--out", type=Path, required=True, help="where the JSON result goes")
+    args = parser.parse_args()
+    args.shots.mkdir(parents=True, exist_ok=True)
+    result = asyncio.run(main_async(args))
+    args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Calls in the web app (``/``), in Chromium pages inside a network namespace: a 1:1 call rung
+from a direct conversation (both of the callee's devices ring, one answers, the other stops,
+both sides decode each other, a short network drop on one side does not end the call, and a
+mute made during it arrives), a declined and an unanswered call that the chat shows as
+missed (in English and Chinese), and a three-user call started from a group (each page
+decodes both others, a mute seen by the others, the active-speaker layout)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from tests.browser.harness import NamespacedNode, namespaced_node, run_driver
+from tests.browser.netns import NetworkNamespace
+
+pytestmark = pytest.mark.browser
+
+DRIVER_TIMEOUT_S: Final = 150.0
+RING_TIMEOUT_S: Final = "4"
+
+
+@pytest.fixture
+def call_node(netns: NetworkNamespace, tmp_path: Path) -> Iterator[NamespacedNode]:
+    settings = {"HUDDLE_RING_TIMEOUT_S": RING_TIMEOUT_S, "HUDDLE_RING_SWEEP_S": "0.2"}
+    with namespaced_node(netns, tmp_path, settings) as node:
+        yield node
+
+
+def _run(node: NamespacedNode, tmp_path: Path, scenario: str) -> dict[str, dict[str, Any]]:
+    result_path = tmp_path / f"{scenario}.json"
+    result = run_driver(
+        node.ns,
+        result_path,
+        DRIVER_TIMEOUT_S,
+        "--base-url",
+        node.url,
+        "--scenario",
+        scenario,
+        "--shots",
+        str(tmp_path / "shots"),
+        module="tests.browser.app_call_driver",
+    )
+    context = (
+        f"driver: {json.dumps(result, indent=1)[-8000:]}\n"
+        f"node log:\n{node.log_tail()}\n(full result: {result_path})"
+    )
+    assert result["ok"], context
+    steps: dict[str, dict[str, Any]] = {}
+    for step in result["steps"]:
+        steps.setdefault(step["step"], {}).update(step)
+    for path in steps["screens"].values():
+        if isinstance(path, str) and path.endswith(".png"):
+            assert Path(path).stat().st_size > 5_000, path
+    return steps
+
+
+def test_a_call_rung_from_the_app_rings_both_devices_and_missed_calls_show_in_the_chat(
+    call_node: NamespacedNode, tmp_path: Path
+) -> None:
+    steps = _run(call_node, tmp_path, "ringing")
+    assert steps["direct conversation"]["call_button_label"] == "Call bob"
+    ringing = steps["ringing on both devices"]
+    assert "alice is calling" in ringing["sheet"] and "Video call" in ringing["sheet"]
+    assert ringing["focused"] == "accept"  # the sheet takes the keyboard
+    assert steps["answered elsewhere"]["laptop_sheets"] == 0
+    media = steps["1:1 media"]
+    assert media["alice"]["decoded"]["bob"] > 0 and media["bob"]["decoded"]["alice"] > 0
+    assert any(width > 0 for width in media["alice"]["shown"])
+    dropped = steps["network dropped"]
+    assert "Reconnecting" in dropped["status_down"] and dropped["status_after"] == "2 in the call"
+    assert dropped["bob_sees"] == "microphone off" and dropped["alice_mic_pressed"] == "true"
+    assert dropped["bob_decoded"]["alice"] > media["bob"]["decoded"]["alice"]
+    before, after = dropped["alice_participant"]
+    assert before == after  # resumed as the same participant, not joined again
+    assert any("Video call with bob ended" in t for t in steps["hung up"]["alice_chat"])
+    declined = steps["declined"]
+    assert "bob declined the call" in declined["alice_status"]
+    assert any("bob declined your video call" in t for t in declined["alice_chat"])
+    assert any("You declined a video call from alice" in t for t in declined["bob_chat"])
+    missed = steps["missed"]
+    assert "bob did not answer" in missed["alice_status"]
+    assert any("Missed video call from alice" in t for t in missed["bob_chat"])
+    assert any("You answered a video call from alice" in t for t in steps["declined"]["bob_chat"])
+    missed_zh = "未接来电\uff1aalice 的视频通话"  # the colon is a Chinese (fullwidth) one
+    assert any(missed_zh in t for t in steps["chinese"]["bob_chat"])
+
+
+def test_a_group_call_from_the_app_each_decodes_the_others_sees_a_mute_and_speaker_layout(
+    call_node: NamespacedNode, tmp_path: Path
+) -> None:
+    steps = _run(call_node, tmp_path, "group")
+    seen = steps["group media"]["seen"]
+    for name, others in (("alice", "bob carol"), ("bob", "alice carol"), ("carol", "alice bob")):
+        for other in others.split():
+            assert seen[name]["decoded"][other] > 0, (name, other, seen[name])
+        assert sum(1 for width in seen[name]["shown"] if width > 0) >= 2, seen[name]
+    muted = steps["bob muted"]
+    assert set(muted["marks"]) == {"alice", "carol"}
+    assert muted["bob_button_pressed"] == "true"
+    layout = steps["speaker layout"]
+    assert layout["featured"] in {seen["bob"]["participant"], seen["carol"]["participant"]}
+    assert set(layout["qualities"]) <= {"good", "fair", "poor"} and len(layout["qualities"]) == 3
