@@ -11,7 +11,10 @@ import { LANGUAGES, addStrings, keepLanguage, pickLanguage, translator } from ".
 
 // The app's feature modules, each `export function init(ui)` registering on `ui.hooks` (below).
 // They load before the first screen is drawn; a feature that is heavy loads its own parts later.
-const FEATURES = /** @type {string[]} */ (["./calls.js"]);
+const FEATURES = /** @type {string[]} */ ([
+  "./calls.js",
+  "./media.js",
+]);
 
 const SESSION_KEY = "huddle.session";
 const NEAR_TOP_PX = 40;
@@ -358,6 +361,7 @@ function preview(m) {
   if (!m) return "";
   if (m.recalled) return app.t("recalled");
   if (m.kind === "system") return systemText(m);
+  if (m.media && !m.text && m.kind === "voice") return app.t("mediaVoiceMessage");
   if (m.media && !m.text) return app.t(m.kind === "image" ? "photo" : "fileNamed", { name: m.media.name });
   return m.text ?? app.t("attachment", { kind: m.kind });
 }

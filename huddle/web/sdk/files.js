@@ -162,6 +162,20 @@ export class Upload {
     this.done = Promise.resolve(/** @type {any} */ (null));
     this._tus = null;
     this._forget = null;
+    this._keep = null;
+    /** @type {{resolve: (f: FileObject) => void, reject: (e: any) => void} | null} */
+    this._settle = null;
+  }
+
+  /** After `done` rejected: tries again from where the node got (a `HEAD` asks it; a
+   * refused creation starts over), with the same file. Resolves like `done`, which it
+   * replaces. */
+  retry() {
+    if (!this._tus) return Promise.reject(new Error("this upload never started"));
+    this.done = new Promise((resolve, reject) => (this._settle = { resolve, reject }));
+    const keep = this._keep ? this._keep() : Promise.resolve();
+    keep.then(() => this._tus.start());
+    return this.done;
   }
 
   /** Stops sending; the upload stays resumable (`terminate` also drops it on the node, and
@@ -227,14 +241,16 @@ export class Files {
     const fingerprint = uploadFingerprint(identity, /** @type {File} */ (file), endpoint);
     const keep = options.resume !== false && this.kept !== null;
     const forget = () => (keep ? this.kept.delete(fingerprint).catch(() => {}) : Promise.resolve());
-    if (keep) {
-      // Kept before the first byte goes: a reload at any point finds it.
-      await this.kept.put({ fingerprint, identity: identity || "", file, name, type }).catch(() => {});
-    }
+    // Kept before the first byte goes: a reload at any point finds it.
+    const remember = () =>
+      keep ? this.kept.put({ fingerprint, identity: identity || "", file, name, type }).catch(() => {}) : Promise.resolve();
+    await remember();
     handle._forget = forget;
+    handle._keep = remember;
     let finishedId = null;
     let created = false;
     handle.done = new Promise((resolve, reject) => {
+      handle._settle = { resolve, reject };
       const upload = new tus.Upload(file, {
         endpoint,
         chunkSize: options.chunkSize || this.chunkSize,
@@ -265,14 +281,16 @@ export class Files {
         },
         onSuccess: () => {
           const id = finishedId || uploadIdOf(upload.url);
-          forget().then(() => this.meta(id)).then(resolve, reject);
+          const settle = /** @type {any} */ (handle._settle);
+          forget().then(() => this.meta(id)).then(settle.resolve, settle.reject);
         },
         onError: (error) => {
           const failure = tusError(error);
           // Refused (too large, over quota, a denied type...): there is nothing to go on
           // with. Network failures keep the file for the next try.
           const final = failure instanceof FilesError && failure.status >= 400 && failure.status < 500;
-          (final ? forget() : Promise.resolve()).then(() => reject(failure));
+          const settle = /** @type {any} */ (handle._settle);
+          (final ? forget() : Promise.resolve()).then(() => settle.reject(failure));
         },
         onShouldRetry: (error, retryAttempt, opts) => {
           const status = error.originalResponse ? error.originalResponse.getStatus() : 0;
@@ -445,8 +463,9 @@ export function voiceNoteType() {
 /**
  * Records a voice note from the microphone (or `stream`) until `signal` aborts or `maxMs`
  * passes, and resolves with the recording. The microphone is released after unless the
- * caller gave the stream.
- * @param {{stream?: MediaStream, signal?: AbortSignal, maxMs?: number}} [options]
+ * caller gave the stream. `onStart` is called once sound is being recorded (after the user
+ * allowed the microphone): where a recording UI starts its timer.
+ * @param {{stream?: MediaStream, signal?: AbortSignal, maxMs?: number, onStart?: () => void}} [options]
  * @returns {Promise<Blob>}
  */
 export async function recordVoiceNote(options = {}) {
@@ -470,6 +489,7 @@ export async function recordVoiceNote(options = {}) {
       else options.signal.addEventListener("abort", stop, { once: true });
     }
     recorder.onerror = (event) => reject(event.error || new Error("recording failed"));
+    if (options.onStart) recorder.onstart = () => options.onStart();
     recorder.onstop = () => {
       clearTimeout(timer);
       if (own) for (const track of stream.getTracks()) track.stop();

@@ -1,0 +1,406 @@
+"""Voice notes, PDF previews, the image viewer, upload retry and captions in the web app, in
+real Chromium (its fake microphone for MediaRecorder) against a node on 127.0.0.1: ada records
+a voice note with the composer's record button and bob plays it with its waveform and
+duration; ada sends a PDF with a caption and bob sees its first page; bob opens, steps through
+and closes the image viewer by keyboard; an upload whose connection is cut shows Retry, and
+retried it goes on from the node's offset and arrives with the same bytes and its caption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, Route
+
+from tests.browser.chat_pages import chromium, new_page, sign_in, until
+from tests.browser.test_app_files_browser import (
+    FETCH_JS,
+    GIVE_FILE_JS,
+    _b64,
+    _loaded,
+    open_conversation_when_listed,
+    png,
+)
+from tests.helpers import Node
+
+pytestmark = pytest.mark.browser
+
+VOICE_JS = """
+() => {
+  const note = document.querySelector('#messages .voice-note');
+  if (!note) return null;
+  const wave = note.querySelector('.voice-wave');
+  const bars = [...wave.querySelectorAll('.voice-bars:not(.voice-played) .voice-bar')];
+  const app = window.huddleApp;
+  const m = app.chat.messages(app.current).find((m) => m.kind === 'voice');
+  return {
+    state: note.dataset.state,
+    label: note.querySelector('.voice-play').getAttribute('aria-label'),
+    time: note.querySelector('.voice-time').textContent,
+    bars: bars.map((b) => b.getBoundingClientRect().height),
+    waveHeight: wave.getBoundingClientRect().height,
+    played: Number(wave.style.getPropertyValue('--played') || 0),
+    media: m ? m.media : null,
+  };
+}
+"""
+
+PIXEL_JS = """
+(selector) => {
+  const img = document.querySelector(selector);
+  if (!img || !img.complete || !img.naturalWidth) return null;
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d');
+  g.drawImage(img, 0, 0);
+  const [r, gr, b] = g.getImageData(c.width >> 1, c.height >> 1, 1, 1).data;
+  return [img.naturalWidth, img.naturalHeight, r, gr, b, img.currentSrc];
+}
+"""
+
+
+def minimal_pdf(width: int = 300, height: int = 200) -> bytes:
+    """A one-page PDF filled red, written by hand (catalog, pages, page, content, xref)."""
+    content = b"0.85 0.1 0.1 rg 0 0 %d %d re f" % (width, height)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Contents 4 0 R"
+        b" /Resources << >> >>" % (width, height),
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    for offset in offsets:
+        out += b"%010d 00000 n \n" % offset
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+async def _chat(
+    browser: Any, node: Node, *, bob_locale: str = "en-US"
+) -> tuple[Page, list[str], Page, list[str]]:
+    """Ada and Bob, each in a browser context of their own, in their direct conversation."""
+    _, ada, ada_log = await new_page(browser)
+    _, bob, bob_log = await new_page(browser, locale=bob_locale)
+    await sign_in(ada, node.url, "Ada")
+    await sign_in(bob, node.url, "Bob")
+    await ada.click("#new-chat")
+    await ada.fill("#chat-peer", "bob")
+    await ada.press("#chat-peer", "Enter")
+    await ada.fill("#composer-text", "hello")
+    await ada.press("#composer-text", "Enter")
+    await open_conversation_when_listed(bob, "ada")
+    await until(lambda: ada.locator("#conv-title", has_text="bob").count(), "ada's chat")
+    return ada, ada_log, bob, bob_log
+
+
+def _errors(*logs: list[str]) -> list[str]:
+    return [line for log in logs for line in log if line.startswith(("pageerror", "error"))]
+
+
+async def test_voice_note_recorded_with_the_record_button_plays_with_its_waveform(
+    node: Node, tmp_path: Path
+) -> None:
+    async with chromium() as browser:
+        ada, ada_log, bob, bob_log = await _chat(browser, node, bob_locale="zh-CN")
+        # The record button is on the first screen, labelled; voice.js is not loaded yet.
+        assert await ada.get_attribute("#record-voice", "aria-label") == "Record a voice message"
+        assert await bob.get_attribute("#record-voice", "aria-label") == "录制语音消息"
+        assert not await _loaded(ada, "/web/app/voice.js")
+
+        # By keyboard: Enter starts a recording (a bar with a timer and Cancel), Escape drops it.
+        await ada.focus("#record-voice")
+        await ada.keyboard.press("Enter")
+        await ada.locator(".recorder").wait_for()
+        assert await ada.get_attribute("#record-voice", "aria-pressed") == "true"
+        await until(lambda: _timer_past(ada, "0:01"), "the recording timer runs", ada_log)
+        await ada.screenshot(path=str(tmp_path / "ada-recording.png"))
+        await ada.keyboard.press("Escape")
+        await ada.locator(".recorder").wait_for(state="detached")
+        assert await ada.get_attribute("#record-voice", "aria-pressed") == "false"
+
+        # Enter again starts one, and Enter on the (still focused) button sends it.
+        await ada.keyboard.press("Enter")
+        await ada.locator(".recorder").wait_for()
+        await until(lambda: _timer_past(ada, "0:02"), "two seconds recorded", ada_log)
+        await ada.keyboard.press("Enter")
+        await ada.locator(".recorder").wait_for(state="detached")
+
+        # Bob's copy: a player with the node's waveform (one bar per level, drawn with
+        # heights that follow the levels) and the duration.
+        voice = await until(lambda: _voice(bob), "bob sees the voice note", bob_log + ada_log)
+        media = voice["media"]
+        assert media["mime"].startswith("audio/") and media["waveform"], media
+        assert 1500 < media["duration_ms"] < 6000, media
+        levels = media["waveform"]
+        assert len(voice["bars"]) == len(levels) > 1
+        assert all(height > 0 for height in voice["bars"])
+        assert max(voice["bars"]) > voice["waveHeight"] * 0.9  # the loudest bar fills it
+        if max(levels) > 2 * min(levels):
+            quiet = levels.index(min(levels))
+            loud = levels.index(max(levels))
+            assert voice["bars"][quiet] < voice["bars"][loud]
+        seconds = media["duration_ms"] // 1000
+        assert voice["time"] == f"0:{seconds:02d}"
+        assert voice["label"] == "播放语音消息"
+        assert voice["state"] == "paused" and voice["played"] == 0
+        # Only the conversation list's preview says what it is.
+        assert "[语音消息]" in (await bob.locator("button.conv").first.text_content() or "")
+
+        # Played (the button, by keyboard): the played part grows over the waveform, then
+        # the note ends and the button plays again.
+        await bob.focus("#messages .voice-play")
+        await bob.keyboard.press("Enter")
+        playing = await until(
+            lambda: _voice_where(bob, lambda v: v["state"] == "playing" and v["played"] > 0.1),
+            "bob's note plays with its progress drawn",
+            bob_log,
+        )
+        assert playing["label"] == "暂停语音消息"
+        await bob.screenshot(path=str(tmp_path / "bob-voice-playing-zh.png"))
+        await until(
+            lambda: _voice_where(bob, lambda v: v["state"] == "paused"), "the note ends", bob_log
+        )
+        # Ada's own copy plays too.
+        await until(lambda: _voice(ada), "ada sees her voice note", ada_log)
+        await ada.screenshot(path=str(tmp_path / "ada-voice.png"))
+        assert not _errors(ada_log, bob_log), _errors(ada_log, bob_log)
+
+
+async def _timer_past(page: Page, at: str) -> bool:
+    text = await page.locator(".recorder-time").text_content()
+    return bool(text and text >= at)
+
+
+async def _voice(page: Page) -> dict[str, Any] | None:
+    voice: dict[str, Any] | None = await page.evaluate(VOICE_JS)
+    return voice if voice and voice["media"] else None
+
+
+async def _voice_where(page: Page, check: Any) -> dict[str, Any] | None:
+    voice = await _voice(page)
+    return voice if voice and check(voice) else None
+
+
+async def test_pdf_with_a_caption_shows_its_first_page_to_the_other_user(
+    node: Node, tmp_path: Path
+) -> None:
+    document = minimal_pdf()
+    path = tmp_path / "figures.pdf"
+    path.write_bytes(document)
+    async with chromium() as browser:
+        ada, ada_log, bob, bob_log = await _chat(browser, node)
+        # What is in the composer when the file is given becomes its caption.
+        await ada.fill("#composer-text", "Q3 figures, page one")
+        async with ada.expect_file_chooser() as chooser_info:
+            await ada.click("#attach")
+        await (await chooser_info.value).set_files(str(path))
+
+        card = bob.locator("#messages .pdf-card", has_text="figures.pdf")
+        await until(lambda: card.count(), "bob sees the PDF card", bob_log + ada_log)
+        preview = await until(
+            lambda: bob.evaluate(PIXEL_JS, "#messages .pdf-card img.pdf-preview"),
+            "the PDF's first page loads",
+            bob_log,
+        )
+        width, height, red, green, blue, src = preview
+        assert "/thumb/small" in src and "sig=" in src, src
+        assert width > height  # the page is landscape, 300 x 200 points
+        assert red > 180 and green < 80 and blue < 80, preview  # the page is red
+        assert await card.locator("img.pdf-preview").get_attribute("alt") == (
+            "First page of figures.pdf"
+        )
+        assert "B" in (await card.locator(".file-size").text_content() or "")
+        message = bob.locator("#messages li.msg", has=bob.locator(".pdf-card"))
+        assert await message.locator(".text").text_content() == "Q3 figures, page one"
+        href = await card.locator("a.download").get_attribute("href")
+        assert href and "sig=" in href
+        assert await bob.evaluate(FETCH_JS, href) == _b64(document)
+        # The caption left the composer with the file.
+        assert await ada.input_value("#composer-text") == ""
+        await bob.screenshot(path=str(tmp_path / "bob-pdf.png"))
+        assert not _errors(ada_log, bob_log), _errors(ada_log, bob_log)
+
+
+VIEWER_JS = """
+() => {
+  const d = document.querySelector('dialog.viewer');
+  if (!d) return null;
+  const img = d.querySelector('.viewer-image');
+  return {
+    open: d.open,
+    width: img.complete ? img.naturalWidth : 0,
+    alt: img.alt,
+    count: d.querySelector('.viewer-count').textContent,
+    caption: d.querySelector('.viewer-caption').textContent,
+    focusInside: d.contains(document.activeElement),
+    src: img.currentSrc,
+  };
+}
+"""
+
+
+async def test_image_viewer_opens_steps_and_closes_by_keyboard(node: Node, tmp_path: Path) -> None:
+    red = png(640, 400, (220, 30, 30))
+    blue = png(200, 300, (30, 60, 220))
+    async with chromium() as browser:
+        ada, ada_log, bob, bob_log = await _chat(browser, node)
+        await ada.fill("#composer-text", "the red one")
+        await ada.evaluate(GIVE_FILE_JS, ["drop", "red.png", "image/png", _b64(red)])
+        await until(lambda: bob.locator("#messages a.media-image").count(), "first image", bob_log)
+        await ada.evaluate(GIVE_FILE_JS, ["drop", "blue.png", "image/png", _b64(blue)])
+        links = bob.locator("#messages a.media-image")
+        await until(lambda: _count_is(links, 2), "bob sees both images", bob_log)
+        await until(lambda: links.first.get_attribute("href"), "signed links", bob_log)
+        assert not await _loaded(bob, "/web/app/viewer.js")
+
+        # Enter on the focused thumbnail opens the viewer (not a new tab) with the full image.
+        pages_before = len(bob.context.pages)
+        await links.first.focus()
+        await bob.keyboard.press("Enter")
+        shown = await until(lambda: _viewer_where(bob, 640), "the viewer shows red.png", bob_log)
+        assert len(bob.context.pages) == pages_before
+        assert shown["open"] and shown["focusInside"], shown
+        assert shown["alt"] == "red.png" and shown["caption"] == "the red one"
+        assert shown["count"] == "1 of 2"
+        assert "/thumb/" not in shown["src"] and "sig=" in shown["src"], shown
+        await bob.screenshot(path=str(tmp_path / "bob-viewer.png"))
+
+        # Arrows step between the conversation's images (and stop at the ends).
+        await bob.keyboard.press("ArrowRight")
+        shown = await until(lambda: _viewer_where(bob, 200), "the viewer shows blue.png", bob_log)
+        assert shown["count"] == "2 of 2" and shown["caption"] == "blue.png"
+        await bob.keyboard.press("ArrowRight")
+        await bob.keyboard.press("ArrowLeft")
+        await until(lambda: _viewer_where(bob, 640), "back to red.png", bob_log)
+        await bob.keyboard.press("ArrowRight")
+        await until(lambda: _viewer_where(bob, 200), "blue.png again", bob_log)
+
+        # Escape closes it, and the focus is on the thumbnail of the image last shown.
+        await bob.keyboard.press("Escape")
+        await until(
+            lambda: bob.evaluate("() => !document.querySelector('dialog.viewer')"),
+            "the viewer closes",
+            bob_log,
+        )
+        focused = await bob.evaluate(
+            "() => document.activeElement.matches('a.media-image') && "
+            "document.activeElement.querySelector('img').alt"
+        )
+        assert focused == "blue.png"
+        assert not _errors(ada_log, bob_log), _errors(ada_log, bob_log)
+
+
+async def _count_is(locator: Any, n: int) -> bool:
+    return bool(await locator.count() == n)
+
+
+async def _viewer_where(page: Page, width: int) -> dict[str, Any] | None:
+    shown: dict[str, Any] | None = await page.evaluate(VIEWER_JS)
+    return shown if shown and shown["width"] == width else None
+
+
+# Uploads in parts this small, and fail on the first lost connection instead of retrying for
+# seconds (attachments.js UPLOAD_OPTIONS; set before the first upload).
+FAST_FAIL_JS = """
+async () => {
+  const { UPLOAD_OPTIONS } = await import('/web/app/attachments.js');
+  UPLOAD_OPTIONS.retryDelays = [0];
+  UPLOAD_OPTIONS.chunkSize = 256 * 1024;
+}
+"""
+
+
+async def test_upload_cut_off_shows_retry_and_resumes_with_equal_bytes_and_caption(
+    node: Node, tmp_path: Path
+) -> None:
+    original = os.urandom(1024 * 1024 + 123)
+    path = tmp_path / "dataset.bin"
+    path.write_bytes(original)
+    async with chromium() as browser:
+        ada, ada_log, bob, bob_log = await _chat(browser, node)
+        await ada.evaluate(FAST_FAIL_JS)
+        # The connection is cut under every PATCH after the first: the node keeps one part.
+        patches: list[tuple[str, str | None]] = []
+        cut = asyncio.Event()
+
+        async def cut_after_first_part(route: Route) -> None:
+            request = route.request
+            if request.method == "PATCH":
+                patches.append((request.url, request.headers.get("upload-offset")))
+                if len(patches) > 1 and not cut.is_set():
+                    await route.abort("connectionreset")
+                    return
+            await route.continue_()
+
+        await ada.route("**/v1/media/tus/**", cut_after_first_part)
+        async with ada.expect_file_chooser() as chooser_info:
+            await ada.click("#attach")
+        await (await chooser_info.value).set_files(str(path))
+
+        row = ada.locator("#uploads li.upload.failed")
+        await until(lambda: row.count(), "the upload shows as failed", ada_log)
+        assert await row.locator(".upload-error").text_content() == (
+            "Upload failed: the connection was lost"
+        )
+        assert await row.locator(".upload-retry").text_content() == "Retry"
+        assert await row.locator(".upload-remove").get_attribute("aria-label") == (
+            "Remove dataset.bin"
+        )
+        # A caption typed into the failed upload's row goes with the file.
+        await row.locator(".upload-caption").fill("the whole set")
+        await ada.screenshot(path=str(tmp_path / "ada-upload-failed.png"))
+        assert not await bob.locator("#messages .file-card").count()
+
+        # Retry with the connection back: it asks the node how far it got and goes on there.
+        cut.set()
+        before = len(patches)
+        await row.locator(".upload-retry").click()
+        card = bob.locator("#messages .file-card", has_text="dataset.bin")
+        await until(lambda: card.count(), "bob sees the retried file", bob_log + ada_log)
+        resumed = patches[before:]
+        assert resumed and int(resumed[0][1] or 0) >= 256 * 1024, patches
+        assert len({url for url, _ in patches}) == 1, patches  # one upload, resumed
+        message = bob.locator("#messages li.msg", has=bob.locator(".file-card", has_text="dataset"))
+        assert await message.locator(".text").text_content() == "the whole set"
+        href = await until(lambda: card.locator("a.download").get_attribute("href"), "link")
+        assert await bob.evaluate(FETCH_JS, href) == _b64(original)
+        await until(lambda: _no_upload_rows(ada), "the upload row gone", ada_log)
+
+        # A failed upload can be removed instead: its row goes, and nothing is sent.
+        cut.clear()
+        patches.clear()
+        small = tmp_path / "notes.bin"
+        small.write_bytes(os.urandom(600 * 1024))
+        async with ada.expect_file_chooser() as chooser_info:
+            await ada.click("#attach")
+        await (await chooser_info.value).set_files(str(small))
+        await until(lambda: row.count(), "the second upload fails", ada_log)
+        await row.locator(".upload-remove").click()
+        await until(lambda: _no_upload_rows(ada), "the removed row gone", ada_log)
+        await asyncio.sleep(0.5)
+        assert not await bob.locator("#messages .file-card", has_text="notes.bin").count()
+        await bob.screenshot(path=str(tmp_path / "bob-retried-file.png"))
+        unexpected = [
+            line
+            for line in _errors(ada_log, bob_log)
+            if "ERR_CONNECTION_RESET" not in line and "ERR_FAILED" not in line
+        ]
+        assert not unexpected, unexpected
+
+
+async def _no_upload_rows(page: Page) -> bool:
+    return bool(await page.evaluate("() => !document.querySelector('#uploads li')"))
