@@ -258,3 +258,64 @@ test("a message carrying a file sends its kind and media id, with a caption or n
     ],
   );
 });
+
+test("search pages ask one past the oldest hit and return only hits not seen yet", async () => {
+  const hit = (conv, seq, ts) => ({ conv, message: message(seq, "bob", { ts }), snippet: "京都", ranges: [[0, 2]] });
+  const pages = [
+    [hit("g-1", 9, 900), hit("g-2", 4, 800)],
+    [hit("g-2", 4, 800), hit("g-1", 3, 800)],
+    [hit("g-1", 3, 800)],
+  ];
+  const conn = new FakeConnection(server({ "chat.search": () => ({ hits: pages.shift() }) }));
+  const chat = new ChatDevice(conn, { store: "memory" });
+  await chat.start();
+  const first = await chat.search("京都", { limit: 2 });
+  assert.deepEqual(first.hits.map((h) => h.message.seq), [9, 4]);
+  assert.equal(first.done, false, "a full page may have more after it");
+  const second = await chat.search("京都", { limit: 2, more: first.hits });
+  assert.deepEqual(second.hits.map((h) => h.message.seq), [3], "the repeated hit is dropped");
+  assert.equal(second.done, false);
+  const third = await chat.search("京都", { limit: 2, more: [...first.hits, ...second.hits] });
+  assert.deepEqual(third.hits, []);
+  assert.equal(third.done, true);
+  const asked = conn.requests.filter((r) => r.type === "chat.search").map((r) => [r.query, r.limit, r.before_ts ?? null]);
+  assert.deepEqual(asked, [["京都", 2, null], ["京都", 2, 801], ["京都", 2, 801]]);
+});
+
+test("leave, unfollow and mute change the list at once; follow adds the channel", async () => {
+  const channel = { ...summary("c-1", 4), kind: "channel", role: "follower" };
+  const conn = new FakeConnection(server({ "chat.follow": () => ({ conv: channel }) }));
+  const chat = new ChatDevice(conn, { store: "memory" });
+  await chat.start();
+  await chat.mute("g-1", true);
+  assert.equal(chat.conversation("g-1").muted, true);
+  await chat.mute("g-1", false);
+  assert.equal(chat.conversation("g-1").muted, false);
+  assert.deepEqual(conn.requests.filter((r) => r.type === "chat.mute").map((r) => r.muted), [true, false]);
+  const followed = await chat.follow("c-1");
+  assert.equal(followed.role, "follower");
+  assert.equal(chat.conversation("c-1").unread, 4, "every message of the channel is unread");
+  await chat.unfollow("c-1");
+  assert.equal(chat.conversation("c-1"), undefined);
+  await chat.leave("g-1");
+  assert.deepEqual(chat.conversations(), []);
+  // The chat.left that follows on the user's devices changes nothing more.
+  conn.event({ type: "chat.left", fev: 9, conv: "g-1", reason: "left" });
+  assert.deepEqual(chat.conversations(), []);
+});
+
+test("a refused management request rejects with the server's code, and the list stays", async () => {
+  const refuse = () => {
+    throw new HuddleError("forbidden", "cannot rename: forbidden");
+  };
+  const conn = new FakeConnection(server({ "chat.rename": refuse, "chat.leave": refuse }));
+  conn.request = async function (type, fields = {}) {
+    this.requests.push({ type, ...fields });
+    return { type: "ok", ...this.answer(type, fields, this) };
+  };
+  const chat = new ChatDevice(conn, { store: "memory" });
+  await chat.start();
+  await assert.rejects(chat.rename("g-1", "New"), (e) => e.code === "forbidden");
+  await assert.rejects(chat.leave("g-1"), (e) => e.code === "forbidden");
+  assert.ok(chat.conversation("g-1"), "a refused leave keeps the conversation");
+});

@@ -175,3 +175,23 @@ test("pages merge by seq once each; edits, recalls and reactions apply", () => {
   page = s.applyToMessages(page, { type: "chat.recalled", conv: "g-1", msg_seq: 1, by: "bob" });
   assert.deepEqual([page[0].recalled, page[0].text, page[0].recalled_by], [true, undefined, "bob"]);
 });
+
+test("system messages change the user's role and the member count, once each", () => {
+  const sys = (ev, seq, system) => msg("g-1", ev, seq, { kind: "system", sender: system.by, system });
+  let sum = { conv: "g-1", kind: "group", role: "member", members: 3, last_seq: 2, read_seq: 2 };
+  sum = s.applyToSummary(sum, sys(5, 3, { event: "member_joined", by: "ann", users: ["dan", "eve"] }), "me");
+  assert.equal(sum.members, 5);
+  sum = s.applyToSummary(sum, sys(6, 4, { event: "role_changed", by: "ann", users: ["me"], role: "admin" }), "me");
+  assert.equal(sum.role, "admin");
+  sum = s.applyToSummary(sum, sys(7, 5, { event: "role_changed", by: "ann", users: ["dan"], role: "admin" }), "me");
+  assert.equal(sum.role, "admin", "another's role is not mine");
+  sum = s.applyToSummary(sum, sys(8, 6, { event: "member_removed", by: "me", users: ["eve"] }), "me");
+  assert.equal(sum.members, 4);
+  // The owner leaves and hands over to me.
+  sum = s.applyToSummary(sum, sys(9, 7, { event: "member_left", by: "ann", users: ["me"], role: "owner" }), "me");
+  assert.equal(sum.role, "owner");
+  assert.equal(sum.members, 3);
+  // A replayed message the summary already counted changes nothing.
+  const again = s.applyToSummary(sum, sys(8, 6, { event: "member_removed", by: "me", users: ["eve"] }), "me");
+  assert.equal(again.members, 3);
+});

@@ -14,6 +14,8 @@ import { LANGUAGES, addStrings, keepLanguage, pickLanguage, translator } from ".
 const FEATURES = /** @type {string[]} */ ([
   "./calls.js",
   "./media.js",
+  "./search.js",
+  "./groups.js",
 ]);
 
 const SESSION_KEY = "huddle.session";
@@ -271,7 +273,6 @@ function renderMain() {
   ]);
   const actions = h("div", { class: "actions" }, [
     h("button", { type: "button", id: "new-chat", onclick: () => showForm("chat"), text: t("newChat") }),
-    h("button", { type: "button", id: "new-group", onclick: () => showForm("group"), text: t("newGroup") }),
   ]);
   runHooks(hooks.top, top);
   runHooks(hooks.sidebar, actions);
@@ -292,36 +293,12 @@ function renderMain() {
   renderMe();
 }
 
-/** @param {"chat" | "group"} which */
+/** @param {"chat"} which the forms of groups and channels are groups.js's */
 function showForm(which) {
   const { t } = app;
   const slot = /** @type {HTMLElement} */ (document.getElementById("form-slot"));
   const close = () => slot.replaceChildren();
-  if (which === "group") {
-    const name = h("input", { id: "group-name", required: true, maxlength: 128 });
-    const members = h("input", { id: "group-members", placeholder: "bob, carol" });
-    slot.replaceChildren(
-      h("form", {
-        id: "group-form",
-        class: "inline-form",
-        onsubmit: async (/** @type {Event} */ e) => {
-          e.preventDefault();
-          const list = /** @type {HTMLInputElement} */ (members).value.split(/[,，\s]+/).filter(Boolean);
-          const summary = await app.chat?.createGroup(/** @type {HTMLInputElement} */ (name).value.trim(), list);
-          close();
-          if (summary) openConversation(summary.conv);
-        },
-      }, [
-        h("label", { for: "group-name", text: t("groupName") }),
-        name,
-        h("label", { for: "group-members", text: t("members") }),
-        members,
-        h("button", { type: "submit", text: t("create") }),
-        h("button", { type: "button", onclick: close, text: t("cancel") }),
-      ]),
-    );
-    name.focus();
-  } else {
+  if (which === "chat") {
     const peer = h("input", { id: "chat-peer", required: true, maxlength: 128 });
     slot.replaceChildren(
       h("form", {
@@ -387,7 +364,9 @@ function systemText(m) {
     case "member_removed":
       return app.t("removed", { by: s.by, users });
     case "member_left":
-      return app.t("left", { by: s.by });
+      return s.role === "owner" && s.users?.length ? app.t("leftOwner", { by: s.by, users }) : app.t("left", { by: s.by });
+    case "role_changed":
+      return app.t(s.role === "admin" ? "madeAdmin" : "madeMember", { by: s.by, users });
     default:
       return app.t("systemOther", { by: s.by ?? m.sender, event: s.event });
   }

@@ -15,12 +15,14 @@
 import * as state from "./chatstate.js";
 import { HuddleError, randomId } from "./connection.js";
 import { memoryStore, openStore, storeName } from "./store.js";
+import { mergeHits, nextPageBefore } from "./search.js";
 
 export const PAGE_SIZE = 50;
 export const TYPING_SEND_EVERY_MS = 3000;
 export const TYPING_SHOW_MS = 5000;
 export const SEND_RETRY_MS = 2000;
 export const LIST_LIMIT = 500;
+export const SEARCH_PAGE = 20;
 
 /**
  * @typedef {object} ChatOptions
@@ -312,9 +314,128 @@ export class ChatDevice extends EventTarget {
    * @param {string[]} members
    */
   async createGroup(name, members) {
-    const reply = await this.connection.request("chat.create", { kind: "group", name, members });
+    return this.create("group", name, members);
+  }
+
+  /**
+   * Create a group (`members` join as members) or a broadcast channel (`members` join as its
+   * admins, who post with the owner; others follow it by its id); returns its summary.
+   * @param {"group" | "channel"} kind
+   * @param {string} name
+   * @param {string[]} [members]
+   */
+  async create(kind, name, members = []) {
+    const reply = await this.connection.request("chat.create", { kind, name, members });
     if (!this.summaries.has(reply.conv.conv)) this._setSummary({ ...reply.conv, read_seq: 0, unread: 0 });
     return reply.conv;
+  }
+
+  /**
+   * A conversation's summary and its members with their roles (at most 500 listed).
+   * @param {string} conv
+   * @returns {Promise<{conv: Record<string, any>, members: {user: string, role: string}[]}>}
+   */
+  async info(conv) {
+    const reply = await this.connection.request("chat.info", { conv });
+    return { conv: reply.conv, members: reply.members };
+  }
+
+  /**
+   * Add users to a group (owner and admins).
+   * @param {string} conv
+   * @param {string[]} users
+   */
+  async add(conv, users) {
+    await this.connection.request("chat.add", { conv, users });
+  }
+
+  /**
+   * Remove members or followers (owner and admins; only the owner removes admins).
+   * @param {string} conv
+   * @param {string[]} users
+   */
+  async remove(conv, users) {
+    await this.connection.request("chat.remove", { conv, users });
+  }
+
+  /**
+   * Rename a group or channel (owner and admins).
+   * @param {string} conv
+   * @param {string} name
+   */
+  async rename(conv, name) {
+    await this.connection.request("chat.rename", { conv, name });
+  }
+
+  /**
+   * Make a member an admin or a plain member (the owner only).
+   * @param {string} conv
+   * @param {string} user
+   * @param {"admin" | "member"} role
+   */
+  async setRole(conv, user, role) {
+    await this.connection.request("chat.role", { conv, user, role });
+  }
+
+  /**
+   * Leave a group or channel (a follower unfollows). The conversation leaves the list at once;
+   * the `chat.left` event that follows on every device of the user does the same there.
+   * @param {string} conv
+   */
+  async leave(conv) {
+    await this.connection.request("chat.leave", { conv });
+    this._gone(conv);
+  }
+
+  /**
+   * Follow a channel by its id; returns its summary. Its past is not replayed: open it to
+   * load history.
+   * @param {string} conv
+   */
+  async follow(conv) {
+    const reply = await this.connection.request("chat.follow", { conv });
+    if (!this.summaries.has(reply.conv.conv)) this._setSummary({ ...reply.conv, read_seq: 0 });
+    return reply.conv;
+  }
+
+  /**
+   * Stop following a channel.
+   * @param {string} conv
+   */
+  async unfollow(conv) {
+    await this.connection.request("chat.unfollow", { conv });
+    this._gone(conv);
+  }
+
+  /**
+   * Mute or unmute a conversation for all of the user's devices (they learn of it by
+   * `chat.muted`; this device shows it at once).
+   * @param {string} conv
+   * @param {boolean} [muted]
+   */
+  async mute(conv, muted = true) {
+    await this.connection.request("chat.mute", { conv, muted });
+    const summary = this.summaries.get(conv);
+    if (summary && Boolean(summary.muted) !== muted) this._setSummary({ ...summary, muted });
+  }
+
+  /**
+   * Search messages (`chat.search`: all words must match; CJK by substring). For the next
+   * page pass the hits so far as `more`: the reply then holds only hits not among them.
+   * `done` is true when no more hits are to be had.
+   * @param {string} query
+   * @param {{conv?: string | null, sender?: string | null, after_ts?: number | null, limit?: number, more?: Record<string, any>[]}} [options]
+   * @returns {Promise<{hits: Record<string, any>[], done: boolean}>}
+   */
+  async search(query, options = {}) {
+    const { more = [], limit = SEARCH_PAGE, ...filters } = options;
+    /** @type {Record<string, any>} */
+    const fields = { query, limit, ...filters };
+    const before = nextPageBefore(more);
+    if (before !== null) fields.before_ts = before;
+    const reply = await this.connection.request("chat.search", fields);
+    const { hits, added } = mergeHits(more, reply.hits);
+    return { hits: hits.slice(more.length), done: reply.hits.length < limit || added === 0 };
   }
 
   /**
@@ -480,6 +601,17 @@ export class ChatDevice extends EventTarget {
       await this.openConversation(conv);
       this._emit("messages", { conv });
     }
+  }
+
+  /**
+   * The user is no longer in `conv`.
+   * @param {string} conv
+   */
+  _gone(conv) {
+    if (!this.summaries.has(conv)) return;
+    this._forget(conv);
+    this.store?.deleteConversations([conv]).catch(() => {});
+    this._emit("conversations", this.conversations());
   }
 
   /** @param {string} conv */

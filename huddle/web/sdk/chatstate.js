@@ -231,6 +231,8 @@ export function applyToSummary(summary, event, me) {
       s.last_seq = m.seq;
       s.last_ts = m.ts;
       s.last = m;
+      // Only a message the summary has not counted yet changes roles and counts.
+      if (m.kind === "system") applySystem(s, m.system ?? {}, me);
     }
     // Your own sends move your read position, without a receipt.
     if (m.sender === me) s.read_seq = Math.max(s.read_seq ?? 0, m.seq);
@@ -248,6 +250,23 @@ export function applyToSummary(summary, event, me) {
   }
   s.unread = Math.max(0, (s.last_seq ?? 0) - (s.read_seq ?? 0));
   return s;
+}
+
+/**
+ * What a system message changes in the summary besides its last message: the user's own role
+ * (`role_changed`, an owner who left and handed over) and the member count.
+ * @param {Record<string, any>} s the summary, changed in place
+ * @param {Record<string, any>} system
+ * @param {string} me
+ */
+function applySystem(s, system, me) {
+  const users = Array.isArray(system.users) ? system.users : [];
+  const handedTo = system.event === "member_left" || system.event === "role_changed";
+  if (handedTo && system.role && users.includes(me)) s.role = system.role;
+  if (typeof s.members !== "number") return;
+  if (system.event === "member_joined") s.members += users.length;
+  else if (system.event === "member_removed") s.members = Math.max(0, s.members - users.length);
+  else if (system.event === "member_left") s.members = Math.max(0, s.members - 1);
 }
 
 /**

@@ -8,6 +8,8 @@ export * from "./backoff.js";
 export * from "./connection.js";
 export * from "./chat.js";
 export * from "./chatstate.js";
+export * from "./search.js";
+export * from "./roles.js";
 export * from "./presence.js";
 export * from "./store.js";
 export * from "./files.js";

@@ -1,0 +1,570 @@
+// Groups and channels: new group, new channel and follow a channel (over the conversation
+// list); mute and details from a conversation's header; the details panel lists members with
+// their roles and offers what the user's role may do (rename, add, remove, change roles,
+// leave or unfollow). Followers of a channel see that it is read-only instead of a composer.
+// The server judges every request: what it refuses is shown in words, never dropped.
+
+import { allowed, mayChangeRole, mayRemove } from "/web/sdk/roles.js";
+
+await new Promise((resolve) => {
+  const link = document.createElement("link");
+  link.rel = "stylesheet";
+  link.href = new URL("./groups.css", import.meta.url).href;
+  link.onload = link.onerror = resolve;
+  document.head.append(link);
+});
+
+/** @type {any} what app.js gives feature modules */
+let ui = null;
+/** Conversations in the list at the last change, to tell "removed" from "not yet listed". */
+let known = new Map();
+/** The conversation the user just left here, so that its pane says "you left". */
+let leaving = "";
+/**
+ * The open details panel.
+ * @type {{conv: string, dialog: HTMLDialogElement, info: {conv: Record<string, any>, members: {user: string, role: string}[]} | null, error: string, busy: boolean} | null}
+ */
+let panel = null;
+
+/** @param {any} from */
+export function init(from) {
+  ui = from;
+  ui.addStrings(STRINGS);
+  ui.hooks.sidebar.push(sidebarButtons);
+  ui.hooks.header.push(headerControls);
+  ui.hooks.composer.push(composerState);
+  ui.hooks.signedIn.push(() => {
+    const chat = ui.app.chat;
+    known = new Map();
+    chat.on("conversations", changed);
+    chat.on("message", (/** @type {{conv: string, message: Record<string, any>}} */ { conv, message }) => {
+      // Members and roles come from chat.info: ask again when a system message changed them.
+      if (panel?.conv === conv && message.kind === "system") loadInfo();
+    });
+  });
+  ui.hooks.signedOut.push(() => {
+    panel?.dialog.close();
+    known = new Map();
+  });
+}
+
+const t = (/** @type {string} */ key, /** @type {Record<string, any>} */ vars = {}) => ui.t(key, vars);
+
+/** @param {string} text identities separated by commas or spaces (Chinese commas too) */
+function identities(text) {
+  return [...new Set(text.split(/[,，、\s]+/).filter(Boolean))];
+}
+
+/**
+ * A refusal in words: the server's code, said for what was tried.
+ * @param {any} error
+ * @param {string} action rename, add, remove, role, leave, follow, create, mute
+ */
+function refusal(error, action) {
+  const code = error?.code ?? "";
+  const message = error?.message ?? String(error);
+  const key = {
+    forbidden: `forbidden_${action}`,
+    unknown_conversation: "unknownChannel",
+    conversation_full: "conversationFull",
+    conflict: "conflictRetry",
+  }[/** @type {string} */ (code)];
+  // A key with no words for this action (the translator gives the key back) says the server's.
+  const reason = key && t(key) !== key ? t(key) : "";
+  return t("refused", { reason: reason || (code ? `${message} (${code})` : message) });
+}
+
+// ---- over the conversation list ----
+
+/** @param {HTMLElement} actions */
+function sidebarButtons(actions) {
+  actions.append(
+    ui.h("button", { type: "button", id: "new-group", onclick: () => createForm("group"), text: t("newGroup") }),
+    ui.h("button", { type: "button", id: "new-channel", onclick: () => createForm("channel"), text: t("newChannel") }),
+    ui.h("button", { type: "button", id: "follow-channel", onclick: followForm, text: t("followChannel") }),
+  );
+}
+
+/**
+ * A form in the list's form slot, with its error line.
+ * @param {string} id
+ * @param {(Node | null)[]} fields
+ * @param {string} submit
+ * @param {(error: HTMLElement, button: HTMLButtonElement) => Promise<void>} onsubmit
+ */
+function slotForm(id, fields, submit, onsubmit) {
+  const { h } = ui;
+  const slot = /** @type {HTMLElement} */ (document.getElementById("form-slot"));
+  const error = h("p", { class: "form-error", role: "alert", id: `${id}-error` });
+  const button = /** @type {HTMLButtonElement} */ (h("button", { type: "submit", text: submit }));
+  const form = h("form", {
+    id,
+    class: "inline-form",
+    onsubmit: async (/** @type {Event} */ e) => {
+      e.preventDefault();
+      error.textContent = "";
+      button.disabled = true;
+      try {
+        await onsubmit(error, button);
+      } finally {
+        button.disabled = false;
+      }
+    },
+  }, [...fields, error, h("span", { class: "form-buttons" }, [button, h("button", { type: "button", onclick: () => slot.replaceChildren(), text: t("cancel") })])]);
+  slot.replaceChildren(form);
+  /** @type {HTMLElement | null} */ (form.querySelector("input"))?.focus();
+}
+
+/** @param {"group" | "channel"} kind */
+function createForm(kind) {
+  const { h } = ui;
+  const name = /** @type {HTMLInputElement} */ (h("input", { id: `${kind}-name`, required: true, maxlength: 128 }));
+  const members = /** @type {HTMLInputElement} */ (h("input", { id: `${kind}-members`, placeholder: "bob, carol", autocomplete: "off" }));
+  slotForm(`${kind}-form`, [
+    h("label", { for: `${kind}-name`, text: t(kind === "group" ? "groupName" : "channelName") }),
+    name,
+    h("label", { for: `${kind}-members`, text: t(kind === "group" ? "members" : "channelAdmins") }),
+    members,
+  ], t("create"), async (error) => {
+    try {
+      const summary = await ui.app.chat.create(kind, name.value.trim(), identities(members.value));
+      document.getElementById("form-slot")?.replaceChildren();
+      ui.openConversation(summary.conv);
+    } catch (e) {
+      error.textContent = refusal(e, "create");
+    }
+  });
+}
+
+function followForm() {
+  const { h } = ui;
+  const id = /** @type {HTMLInputElement} */ (h("input", { id: "follow-id", required: true, maxlength: 64, autocomplete: "off", placeholder: "c-…", spellcheck: "false" }));
+  slotForm("follow-form", [h("label", { for: "follow-id", text: t("channelId") }), id], t("follow"), async (error) => {
+    try {
+      const summary = await ui.app.chat.follow(id.value.trim());
+      document.getElementById("form-slot")?.replaceChildren();
+      ui.openConversation(summary.conv);
+    } catch (e) {
+      error.textContent = refusal(e, "follow");
+    }
+  });
+}
+
+// ---- a conversation's header and composer ----
+
+/**
+ * @param {HTMLElement} header
+ * @param {Record<string, any> | null} summary
+ */
+function headerControls(header, summary) {
+  if (!summary) return;
+  const { h } = ui;
+  const shared = summary.kind === "group" || summary.kind === "channel";
+  header.append(
+    h("span", { class: "conv-tools" }, [
+      h("button", { type: "button", id: "mute-toggle", onclick: () => toggleMute(summary.conv) }),
+      shared
+        ? h("button", { type: "button", id: "details-open", "aria-haspopup": "dialog", onclick: () => openPanel(summary.conv), text: t("details") })
+        : null,
+    ]),
+    h("p", { id: "conv-notice", class: "conv-notice", role: "alert" }),
+  );
+  showMute(header, summary);
+}
+
+/**
+ * @param {ParentNode} where
+ * @param {Record<string, any>} summary
+ */
+function showMute(where, summary) {
+  const button = where.querySelector("#mute-toggle");
+  if (!button) return;
+  button.textContent = t(summary.muted ? "unmute" : "mute");
+  button.setAttribute("aria-pressed", summary.muted ? "true" : "false");
+  button.setAttribute("title", t(summary.muted ? "mutedHint" : "muteHint"));
+}
+
+/** @param {string} conv */
+async function toggleMute(conv) {
+  const chat = ui.app.chat;
+  const summary = chat?.conversation(conv);
+  if (!summary) return;
+  const notice = document.getElementById("conv-notice");
+  if (notice) notice.textContent = "";
+  try {
+    await chat.mute(conv, !summary.muted);
+  } catch (e) {
+    if (notice && ui.app.current === conv) notice.textContent = refusal(e, "mute");
+  }
+}
+
+/** @param {HTMLElement} form */
+function composerState(form) {
+  const summary = ui.app.current ? ui.app.chat?.conversation(ui.app.current) : null;
+  form.append(
+    ui.h("p", { class: "readonly-note", id: "readonly-note" }, [
+      ui.h("span", { text: t("readOnly") }),
+      " ",
+      ui.h("button", { type: "button", id: "unfollow-inline", onclick: unfollowHere, text: t("unfollow") }),
+    ]),
+  );
+  showComposer(form, summary);
+}
+
+/**
+ * @param {HTMLElement} form
+ * @param {Record<string, any> | null | undefined} summary
+ */
+function showComposer(form, summary) {
+  // Followers only read; a follower made admin or member posts from then on.
+  const readOnly = Boolean(summary) && !allowed(summary?.kind, summary?.role).send;
+  form.classList.toggle("readonly", readOnly);
+  const input = /** @type {HTMLInputElement | null} */ (form.querySelector("#composer-text"));
+  if (input) input.disabled = readOnly;
+}
+
+/** The list changed: the header, composer and panel follow; a conversation taken away closes. */
+function changed() {
+  const { app } = ui;
+  const chat = app.chat;
+  const now = new Map(chat.conversations().map((/** @type {Record<string, any>} */ c) => [c.conv, c]));
+  const current = app.current;
+  if (current && known.has(current) && !now.has(current)) gone(current, known.get(current).name);
+  else if (current && now.has(current)) {
+    const summary = now.get(current);
+    showMute(document, summary);
+    const form = document.getElementById("composer");
+    if (form) showComposer(form, summary);
+  }
+  if (panel && !now.has(panel.conv)) panel.dialog.close();
+  else if (panel) renderPanel();
+  known = now;
+}
+
+/**
+ * The user is no longer in the open conversation (removed, left, unfollowed).
+ * @param {string} conv
+ * @param {string} name
+ */
+function gone(conv, name) {
+  const { app, h } = ui;
+  app.current = null;
+  const pane = document.getElementById("conversation");
+  pane?.replaceChildren(
+    h("p", { class: "empty", id: "conv-gone", role: "status", text: t(leaving === conv ? "youLeft" : "noLongerIn", { name }) }),
+  );
+  leaving = "";
+  document.body.classList.remove("show-conversation");
+  ui.renderList();
+}
+
+/**
+ * Leave or unfollow `conv`, so that its pane then says "you left".
+ * @param {string} conv
+ * @param {"leave" | "unfollow"} how
+ */
+async function leave(conv, how) {
+  leaving = conv;
+  try {
+    await (how === "leave" ? ui.app.chat.leave(conv) : ui.app.chat.unfollow(conv));
+  } catch (e) {
+    leaving = "";
+    throw e;
+  }
+}
+
+/** The read-only note's own button: unfollow the open channel. */
+async function unfollowHere() {
+  const conv = ui.app.current;
+  if (!conv) return;
+  try {
+    await leave(conv, "unfollow");
+  } catch (e) {
+    const notice = document.getElementById("conv-notice");
+    if (notice) notice.textContent = refusal(e, "leave");
+  }
+}
+
+// ---- the details panel ----
+
+/** @param {string} conv */
+function openPanel(conv) {
+  panel?.dialog.close();
+  const dialog = /** @type {HTMLDialogElement} */ (ui.h("dialog", { id: "details", class: "details", "aria-labelledby": "details-title" }));
+  dialog.addEventListener("close", () => {
+    dialog.remove();
+    if (panel?.dialog === dialog) panel = null;
+    /** @type {HTMLElement | null} */ (document.getElementById("details-open"))?.focus();
+  });
+  document.body.append(dialog);
+  panel = { conv, dialog, info: null, error: "", busy: false };
+  renderPanel();
+  dialog.showModal();
+  loadInfo();
+}
+
+async function loadInfo() {
+  const open = panel;
+  if (!open) return;
+  try {
+    const info = await ui.app.chat.info(open.conv);
+    if (panel !== open) return;
+    open.info = info;
+  } catch (e) {
+    if (panel !== open) return;
+    open.error = refusal(e, "info");
+  }
+  renderPanel();
+}
+
+/**
+ * Run a management request from the panel; its refusal is shown there.
+ * @param {string} action
+ * @param {() => Promise<void>} request
+ */
+async function act(action, request) {
+  const open = panel;
+  if (!open || open.busy) return;
+  const from = document.activeElement?.id;
+  open.busy = true;
+  open.error = "";
+  renderPanel();
+  try {
+    await request();
+  } catch (e) {
+    open.error = refusal(e, action);
+  } finally {
+    open.busy = false;
+  }
+  if (panel !== open) return;
+  renderPanel();
+  // Also after a refusal: the role it was refused for may have changed unseen.
+  await loadInfo();
+  // The keyboard goes on where it was (the control may have been redrawn, or be gone).
+  const back = (from && open.dialog.querySelector(`#${CSS.escape(from)}`)) || open.dialog.querySelector("#details-close");
+  if (panel === open && !open.dialog.contains(document.activeElement)) /** @type {HTMLElement} */ (back)?.focus();
+}
+
+function renderPanel() {
+  if (!panel) return;
+  const { h, app } = ui;
+  const { conv, dialog, info, error, busy } = panel;
+  // chat.info's answer is the server's word on the user's role, newer than the list's after a
+  // refusal; it is asked again whenever a system message comes.
+  const summary = { ...(app.chat?.conversation(conv) ?? {}), ...(info?.conv ?? {}) };
+  const kind = summary.kind ?? "group";
+  const role = summary.role;
+  const may = allowed(kind, role);
+  const me = app.chat?.me;
+  const members = [...(info?.members ?? [])].sort(
+    (a, b) => RANK.indexOf(a.role) - RANK.indexOf(b.role) || a.user.localeCompare(b.user),
+  );
+  const focusedId = document.activeElement?.id;
+  const rows = members.map((m) => {
+    const self = m.user === me;
+    const roleSelect = mayChangeRole(kind, role, m.role)
+      ? h("select", {
+          class: "role-select",
+          id: `role-${m.user}`,
+          "data-user": m.user,
+          "aria-label": t("roleOf", { user: m.user }),
+          disabled: busy,
+          onchange: (/** @type {Event} */ e) => {
+            const to = /** @type {HTMLSelectElement} */ (e.target).value;
+            act("role", () => app.chat.setRole(conv, m.user, to));
+          },
+        }, [
+          m.role === "follower" ? h("option", { value: "follower", selected: true, disabled: true, text: t("role_follower") }) : null,
+          h("option", { value: "admin", selected: m.role === "admin", text: t("role_admin") }),
+          h("option", { value: "member", selected: m.role === "member", text: t("role_member") }),
+        ])
+      : h("span", { class: "member-role", text: t(`role_${m.role}`) });
+    return h("li", { class: "member", "data-user": m.user, "data-role": m.role }, [
+      h("span", { class: "member-name", text: self ? t("meName", { user: m.user }) : m.user }),
+      roleSelect,
+      mayRemove(kind, role, m.role, self)
+        ? h("button", {
+            type: "button",
+            class: "remove-member",
+            id: `remove-${m.user}`,
+            "data-user": m.user,
+            "aria-label": t("removeUser", { user: m.user }),
+            disabled: busy,
+            onclick: () => act("remove", () => app.chat.remove(conv, [m.user])),
+            text: t("remove"),
+          })
+        : null,
+    ]);
+  });
+  const renameInput = /** @type {HTMLInputElement} */ (h("input", { id: "rename-input", required: true, maxlength: 128, value: summary.name ?? "" }));
+  const addInput = /** @type {HTMLInputElement} */ (h("input", { id: "add-members", autocomplete: "off", placeholder: "dave, erin" }));
+  // A redraw keeps what is being typed in the forms.
+  const typedName = /** @type {HTMLInputElement | null} */ (dialog.querySelector("#rename-input"));
+  if (typedName && typedName.dataset.edited) {
+    renameInput.value = typedName.value;
+    renameInput.dataset.edited = "1";
+  }
+  renameInput.addEventListener("input", () => (renameInput.dataset.edited = "1"));
+  addInput.value = /** @type {HTMLInputElement | null} */ (dialog.querySelector("#add-members"))?.value ?? "";
+  const parts = [
+    h("header", { class: "details-head" }, [
+      h("h2", { id: "details-title", text: summary.name ?? conv }),
+      h("button", { type: "button", id: "details-close", onclick: () => dialog.close(), text: t("close") }),
+    ]),
+    h("p", { class: "details-kind", text: t(kind === "channel" ? "aboutChannel" : "aboutGroup", { n: summary.members ?? members.length, role: t(`role_${role}`) }) }),
+    kind === "channel"
+      ? h("p", { class: "channel-id" }, [t("channelIdIs"), " ", h("code", { id: "channel-id", text: conv })])
+      : null,
+    h("p", { id: "details-error", class: "form-error", role: "alert", text: error }),
+    may.rename
+      ? h("form", {
+          id: "rename-form",
+          class: "details-row",
+          onsubmit: (/** @type {Event} */ e) => {
+            e.preventDefault();
+            const name = renameInput.value.trim();
+            if (name) act("rename", async () => {
+              await app.chat.rename(conv, name);
+              const input = /** @type {HTMLInputElement | null} */ (dialog.querySelector("#rename-input"));
+              if (input) delete input.dataset.edited;
+            });
+          },
+        }, [h("label", { for: "rename-input", text: t("rename") }), renameInput, h("button", { type: "submit", id: "rename-save", disabled: busy, text: t("save") })])
+      : null,
+    h("h3", { id: "members-title", text: info ? t("membersTitle", { n: members.length }) : t("loadingMembers") }),
+    h("ul", { id: "details-members", class: "members", "aria-labelledby": "members-title", "aria-busy": busy || !info ? "true" : null }, rows),
+    may.add
+      ? h("form", {
+          id: "add-form",
+          class: "details-row",
+          onsubmit: (/** @type {Event} */ e) => {
+            e.preventDefault();
+            const users = identities(addInput.value);
+            if (users.length) act("add", async () => {
+              await app.chat.add(conv, users);
+              const input = /** @type {HTMLInputElement | null} */ (dialog.querySelector("#add-members"));
+              if (input) input.value = "";
+            });
+          },
+        }, [h("label", { for: "add-members", text: t("addMembers") }), addInput, h("button", { type: "submit", id: "add-submit", disabled: busy, text: t("add") })])
+      : null,
+    h("footer", { class: "details-foot" }, [
+      may.leave
+        ? h("button", {
+            type: "button",
+            id: "leave-conv",
+            class: "danger",
+            disabled: busy,
+            onclick: () => act("leave", () => leave(conv, "leave")),
+            text: t(kind === "channel" ? "leaveChannel" : "leaveGroup"),
+          })
+        : null,
+      may.unfollow
+        ? h("button", { type: "button", id: "unfollow-conv", class: "danger", disabled: busy, onclick: () => act("leave", () => leave(conv, "unfollow")), text: t("unfollow") })
+        : null,
+    ]),
+  ];
+  dialog.replaceChildren(...parts.filter((el) => el !== null));
+  if (focusedId) /** @type {HTMLElement | null} */ (dialog.querySelector(`#${CSS.escape(focusedId)}`))?.focus();
+}
+
+const RANK = ["owner", "admin", "member", "follower"];
+
+const STRINGS = {
+  en: {
+    newChannel: "New channel",
+    followChannel: "Follow a channel",
+    channelName: "Channel name",
+    channelAdmins: "Admins who post with you (identities, separated by commas)",
+    channelId: "Channel id",
+    follow: "Follow",
+    unfollow: "Unfollow",
+    mute: "Mute",
+    unmute: "Unmute",
+    muteHint: "Mute this conversation on all your devices",
+    mutedHint: "Muted on all your devices",
+    details: "Details",
+    close: "Close",
+    aboutGroup: "Group · {n} members · your role: {role}",
+    aboutChannel: "Channel · {n} members and followers · your role: {role}",
+    channelIdIs: "Others follow this channel with its id:",
+    rename: "Name",
+    save: "Save",
+    membersTitle: "Members ({n})",
+    loadingMembers: "Members…",
+    addMembers: "Add members (identities, separated by commas)",
+    add: "Add",
+    remove: "Remove",
+    removeUser: "Remove {user}",
+    roleOf: "Role of {user}",
+    meName: "{user} (you)",
+    role_owner: "owner",
+    role_admin: "admin",
+    role_member: "member",
+    role_follower: "follower",
+    role_undefined: "not a member",
+    leaveGroup: "Leave group",
+    leaveChannel: "Leave channel",
+    readOnly: "Only the channel's admins post here; you follow it.",
+    youLeft: "You left “{name}”.",
+    noLongerIn: "You are no longer in “{name}”.",
+    refused: "Not done: {reason}",
+    forbidden_rename: "only the owner or an admin can rename it.",
+    forbidden_add: "only the owner or an admin can add members.",
+    forbidden_remove: "only the owner or an admin can remove members, and only the owner can remove an admin.",
+    forbidden_role: "only the owner can change roles.",
+    forbidden_leave: "you cannot leave this conversation.",
+    forbidden_follow: "you are already in this conversation, which is not a channel to follow.",
+    unknownChannel: "no channel has this id.",
+    conversationFull: "the group is full.",
+    conflictRetry: "the group changed at the same moment; try again.",
+  },
+  zh: {
+    newChannel: "新建频道",
+    followChannel: "关注频道",
+    channelName: "频道名称",
+    channelAdmins: "和你一起发言的管理员（身份标识，用逗号分隔）",
+    channelId: "频道 ID",
+    follow: "关注",
+    unfollow: "取消关注",
+    mute: "静音",
+    unmute: "取消静音",
+    muteHint: "在你的所有设备上将此会话静音",
+    mutedHint: "已在你的所有设备上静音",
+    details: "详情",
+    close: "关闭",
+    aboutGroup: "群组 · {n} 名成员 · 你的角色：{role}",
+    aboutChannel: "频道 · {n} 名成员和关注者 · 你的角色：{role}",
+    channelIdIs: "其他人可以用此 ID 关注频道：",
+    rename: "名称",
+    save: "保存",
+    membersTitle: "成员（{n}）",
+    loadingMembers: "成员…",
+    addMembers: "添加成员（身份标识，用逗号分隔）",
+    add: "添加",
+    remove: "移除",
+    removeUser: "移除 {user}",
+    roleOf: "{user} 的角色",
+    meName: "{user}（你）",
+    role_owner: "所有者",
+    role_admin: "管理员",
+    role_member: "成员",
+    role_follower: "关注者",
+    role_undefined: "非成员",
+    leaveGroup: "退出群组",
+    leaveChannel: "退出频道",
+    readOnly: "只有频道管理员可以在此发言；你正在关注此频道。",
+    youLeft: "你已退出“{name}”。",
+    noLongerIn: "你已不在“{name}”中。",
+    refused: "未完成：{reason}",
+    forbidden_rename: "只有所有者或管理员可以改名。",
+    forbidden_add: "只有所有者或管理员可以添加成员。",
+    forbidden_remove: "只有所有者或管理员可以移除成员，且只有所有者可以移除管理员。",
+    forbidden_role: "只有所有者可以更改角色。",
+    forbidden_leave: "你不能退出此会话。",
+    forbidden_follow: "你已在此会话中，它不是可关注的频道。",
+    unknownChannel: "没有此 ID 的频道。",
+    conversationFull: "群组已满。",
+    conflictRetry: "群组同时发生了变化，请重试。",
+  },
+};
