@@ -91,6 +91,7 @@ test("replayed events count for the sync, move cursors, update the list and the 
         c.event({ type: "chat.message", seq: 1, conv: "g-1", ev: 4, epoch: "e1", stamp: "s4", message: message(3) });
         return { heads: { "g-1": 4 }, feed: 2, gaps: [], removed: [], epochs: { "g-1": "e1" }, feed_epoch: "f1" };
       },
+      "chat.history": (fields) => ({ conv: fields.conv, messages: [message(1), message(2), message(3)], last_seq: 3 }),
     }),
   );
   const store = memoryStore();
@@ -103,7 +104,7 @@ test("replayed events count for the sync, move cursors, update the list and the 
   assert.equal(chat.conversation("g-1").unread, 3);
   await chat.openConversation("g-1");
   conn.event({ type: "chat.message", seq: 2, conv: "g-1", ev: 5, epoch: "e1", stamp: "s5", message: message(4) });
-  assert.deepEqual(chat.messages("g-1").map((m) => m.seq), [1, 2, 4]);
+  assert.deepEqual(chat.messages("g-1").map((m) => m.seq), [1, 2, 3, 4]);
 });
 
 test("sends made while disconnected wait in the outbox, then go in order after the next sync", async () => {

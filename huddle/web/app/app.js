@@ -16,6 +16,7 @@ const FEATURES = /** @type {string[]} */ ([
   "./media.js",
   "./search.js",
   "./groups.js",
+  "./messages.js",
 ]);
 
 const SESSION_KEY = "huddle.session";
@@ -48,9 +49,12 @@ window.huddleApp = app;
  * - listItem(button, summary): one conversation in the list;
  * - header(header, summary | null): an open conversation's header (summary null for a draft);
  * - composer(form): the message form; message(li, m, mine): one message in the history.
- * @type {{signedIn: (() => void)[], signedOut: (() => void)[], top: ((el: HTMLElement) => void)[], sidebar: ((el: HTMLElement) => void)[], listItem: ((el: HTMLElement, summary: Record<string, any>) => void)[], header: ((el: HTMLElement, summary: Record<string, any> | null) => void)[], composer: ((el: HTMLElement) => void)[], message: ((el: HTMLElement, m: Record<string, any>, mine: boolean) => void)[]}}
+ * - send(text, options): the composer is about to send `text`; a hook may add to `options`
+ *   (ChatDevice.send's: reply_to, mentions) or return true when it took the text itself.
+ * A control inside a message that has a `data-focus` key keeps the focus when the history is drawn again.
+ * @type {{signedIn: (() => void)[], signedOut: (() => void)[], top: ((el: HTMLElement) => void)[], sidebar: ((el: HTMLElement) => void)[], listItem: ((el: HTMLElement, summary: Record<string, any>) => void)[], header: ((el: HTMLElement, summary: Record<string, any> | null) => void)[], composer: ((el: HTMLElement) => void)[], message: ((el: HTMLElement, m: Record<string, any>, mine: boolean) => void)[], send: ((text: string, options: Record<string, any>) => boolean | void)[]}}
  */
-const hooks = { signedIn: [], signedOut: [], top: [], sidebar: [], listItem: [], header: [], composer: [], message: [] };
+const hooks = { signedIn: [], signedOut: [], top: [], sidebar: [], listItem: [], header: [], composer: [], message: [], send: [] };
 
 /**
  * @template {any[]} A
@@ -484,8 +488,11 @@ function renderConversationShell(title) {
       if (!text.trim() || !app.chat) return;
       input.value = "";
       localStorage.removeItem(draftKey);
-      if (app.current) app.chat.send(app.current, text);
-      else if (app.draftTo) app.chat.send(null, text, { to: app.draftTo });
+      /** @type {Record<string, any>} */
+      const options = {};
+      if (hooks.send.some((hook) => hook(text, options) === true)) return;
+      if (app.current) app.chat.send(app.current, text, options);
+      else if (app.draftTo) app.chat.send(null, text, { ...options, to: app.draftTo });
     },
   }, [
     h("input", {
@@ -590,6 +597,10 @@ function renderMessages(toBottom = false) {
   const oldHeight = list.scrollHeight;
   const oldTop = list.scrollTop;
   const firstBefore = list.querySelector("li[data-seq]")?.getAttribute("data-seq");
+  const focused = document.activeElement;
+  const focusAt = focused && list.contains(focused)
+    ? { seq: focused.closest("li[data-seq]")?.getAttribute("data-seq"), key: focused.getAttribute("data-focus") }
+    : null;
   const messages = conv ? chat.messages(conv) : [];
   const pending = chat.outbox.filter((i) => (conv ? i.conv === conv : i.to === app.draftTo && !i.conv));
   const summary = conv ? chat.conversation(conv) : null;
@@ -629,6 +640,10 @@ function renderMessages(toBottom = false) {
   }
   if (!items.length) items.push(h("li", { class: "empty", text: app.t("noMessages") }));
   list.replaceChildren(...items);
+  if (focusAt?.seq && focusAt.key) {
+    const again = list.querySelector(`li[data-seq="${focusAt.seq}"] [data-focus="${focusAt.key}"]`);
+    if (again instanceof HTMLElement) again.focus({ preventScroll: true });
+  }
   const older = document.getElementById("load-older");
   if (older) older.hidden = !conv || !chat.hasOlder(conv);
   const firstAfter = list.querySelector("li[data-seq]")?.getAttribute("data-seq");

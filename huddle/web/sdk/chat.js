@@ -10,7 +10,14 @@
 // Events (`on(type, handler)`): `conversations` (the list changed), `message` ({conv,
 // message}), `messages` ({conv}: the kept page of a conversation changed), `receipt` ({conv,
 // user, read_seq}), `typing` ({conv, users}), `outbox` (items waiting), `sent` ({item, reply}),
-// `send_failed` ({item, error}), `gap` ({conv}), `synced` ({request, reply, replayed}).
+// `send_failed` ({item, error}), `gap` ({conv}), `synced` ({request, reply, replayed}),
+// `thread` ({conv, root}: an open thread changed).
+//
+// Besides the newest page, a device keeps a window of a conversation anywhere in its history
+// (`loadAround`, to jump to a message; `loadNewer` then walks back to the end), single
+// messages outside it (`fetchMessage`: the roots that replies quote), and open threads.
+// Every stored event is applied to all of them, replayed ones too, and events that arrive
+// while a page is on its way are applied again to the page when it lands.
 
 import * as state from "./chatstate.js";
 import { HuddleError, randomId } from "./connection.js";
@@ -23,6 +30,9 @@ export const TYPING_SHOW_MS = 5000;
 export const SEND_RETRY_MS = 2000;
 export const LIST_LIMIT = 500;
 export const SEARCH_PAGE = 20;
+export const RECALL_WINDOW_MS = 120_000;
+export const THREAD_PAGE = 100;
+export const THREAD_MAX_PAGES = 10;
 
 /**
  * @typedef {object} ChatOptions
@@ -35,7 +45,12 @@ export const SEARCH_PAGE = 20;
  * @property {number} [typingShowMs]
  * @property {number} [sendRetryMs]
  * @property {number} [listPageSize] conversations per `chat.list` page (at most 500)
+ * @property {number} [recallWindowMs] how long after sending a message its sender may recall
+ *   it: the node's `chat_recall_window_s` (for showing the action; the node decides)
  */
+
+// Events that change messages (not only cursors or summaries).
+const MESSAGE_EVENTS = new Set(["chat.message", "chat.edited", "chat.recalled", "chat.reaction"]);
 
 export class ChatDevice extends EventTarget {
   /**
@@ -51,6 +66,7 @@ export class ChatDevice extends EventTarget {
     this.typingShowMs = options.typingShowMs ?? TYPING_SHOW_MS;
     this.sendRetryMs = options.sendRetryMs ?? SEND_RETRY_MS;
     this.listPageSize = options.listPageSize ?? LIST_LIMIT;
+    this.recallWindowMs = options.recallWindowMs ?? RECALL_WINDOW_MS;
     /** @type {import("./store.js").DeviceStore | null} */
     this.store = null;
     /** @type {import("./chatstate.js").Cursors} */
@@ -59,10 +75,18 @@ export class ChatDevice extends EventTarget {
     this.summaries = new Map();
     /** @type {Map<string, Record<string, any>[]>} conversation id → kept messages, by seq */
     this.pages = new Map();
-    /** @type {Map<string, {oldest: number, last_seq: number}>} */
+    /** @type {Map<string, {last_seq: number, hasOlder: boolean, live: boolean}>} */
     this.pageInfo = new Map();
-    /** @type {Map<string, Map<string, number>>} conversation id → user → read_seq */
-    this.reads = new Map();
+    /** @type {Map<string, Record<string, any>[]>} conversation id → messages kept outside its page */
+    this.extras = new Map();
+    /** @type {Map<string, {conv: string, root: number, replies: Record<string, any>[]}>} open threads */
+    this.threads = new Map();
+    /** @type {Map<string, Promise<{user: string, role: string}[]>>} conversation id → its members */
+    this._members = new Map();
+    /** @type {Map<string, Promise<Record<string, any> | null>>} */
+    this._fetching = new Map();
+    /** @type {Map<string, Record<string, any>[][]>} conversation id → events seen while a load is on its way */
+    this._loads = new Map();
     /** @type {Map<string, Map<string, any>>} conversation id → typing user → expiry timer */
     this.typingUsers = new Map();
     /** @type {import("./chatstate.js").OutboxItem[]} */
@@ -208,7 +232,17 @@ export class ChatDevice extends EventTarget {
    */
   hasOlder(conv) {
     const info = this.pageInfo.get(conv);
-    return info ? info.oldest > 1 : true;
+    return info ? info.hasOlder : true;
+  }
+
+  /**
+   * Whether the kept window ends before the conversation does (after `loadAround`): new
+   * messages do not join it until `loadNewer` has reached the end.
+   * @param {string} conv
+   */
+  hasNewer(conv) {
+    const info = this.pageInfo.get(conv);
+    return info ? !info.live : false;
   }
 
   /**
@@ -216,10 +250,18 @@ export class ChatDevice extends EventTarget {
    * @param {string} conv
    */
   async openConversation(conv) {
-    const reply = await this.connection.request("chat.history", { conv, limit: this.pageSize });
-    this.pages.set(conv, state.mergeMessages([], reply.messages));
-    this.pageInfo.delete(conv);
-    this._pageLoaded(conv, reply);
+    await this._loadPage(conv, {}, true);
+    return this.messages(conv);
+  }
+
+  /**
+   * Load the page around message `seq` (drops what was kept of the conversation): to jump to
+   * a message. `loadNewer` then walks forward to the conversation's end.
+   * @param {string} conv
+   * @param {number} seq
+   */
+  async loadAround(conv, seq) {
+    await this._loadPage(conv, { around: seq }, true);
     return this.messages(conv);
   }
 
@@ -230,10 +272,165 @@ export class ChatDevice extends EventTarget {
   async loadOlder(conv) {
     const kept = this.messages(conv);
     if (!kept.length) return this.openConversation(conv);
-    const reply = await this.connection.request("chat.history", { conv, before: kept[0].seq, limit: this.pageSize });
-    this.pages.set(conv, state.mergeMessages(this.messages(conv), reply.messages));
-    this._pageLoaded(conv, reply);
-    return reply.messages;
+    return (await this._loadPage(conv, { before: kept[0].seq }, false)).messages;
+  }
+
+  /**
+   * Load the page after the newest kept message; returns the messages added.
+   * @param {string} conv
+   */
+  async loadNewer(conv) {
+    const kept = this.messages(conv);
+    if (!kept.length) return this.openConversation(conv);
+    return (await this._loadPage(conv, { after: kept[kept.length - 1].seq }, false)).messages;
+  }
+
+  /**
+   * A message this device keeps: in the conversation's window, or fetched on its own.
+   * @param {string} conv
+   * @param {number} seq
+   */
+  message(conv, seq) {
+    return this.messages(conv).find((m) => m.seq === seq) ?? this.extras.get(conv)?.find((m) => m.seq === seq);
+  }
+
+  /**
+   * Fetch one message (e.g. the root a reply quotes) and keep it, kept up to date by events
+   * like the window; `messages` follows. Resolves with it (null if there is none).
+   * @param {string} conv
+   * @param {number} seq
+   */
+  fetchMessage(conv, seq) {
+    const key = `${conv} ${seq}`;
+    let pending = this._fetching.get(key);
+    if (!pending) {
+      pending = this._withEvents(conv, async () => {
+        const reply = await this.connection.request("chat.history", { conv, around: seq, limit: 1 });
+        return reply.messages.find((/** @type {any} */ m) => m.seq === seq) ?? null;
+      }).then(({ value, events }) => {
+        if (!value) return null;
+        let list = state.mergeMessages(this.extras.get(conv) ?? [], [value]);
+        for (const event of events) list = state.applyToMessages(list, event, { append: "no" });
+        this.extras.set(conv, list);
+        this._emit("messages", { conv });
+        return this.message(conv, seq) ?? null;
+      });
+      pending.finally(() => this._fetching.delete(key)).catch(() => {});
+      this._fetching.set(key, pending);
+    }
+    return pending;
+  }
+
+  /**
+   * Open the thread of message `root`: its replies (`chat.thread`, up to
+   * THREAD_PAGE × THREAD_MAX_PAGES of them) are kept and follow events until `closeThread`;
+   * `thread` events tell when they changed.
+   * @param {string} conv
+   * @param {number} root
+   */
+  async openThread(conv, root) {
+    const key = `${conv} ${root}`;
+    const entry = { conv, root, replies: /** @type {Record<string, any>[]} */ ([]) };
+    this.threads.set(key, entry);
+    if (!this.message(conv, root)) await this.fetchMessage(conv, root);
+    const { value, events } = await this._withEvents(conv, async () => {
+      /** @type {Record<string, any>[]} */
+      const replies = [];
+      for (let page = 0, after = 0; page < THREAD_MAX_PAGES; page++) {
+        const reply = await this.connection.request("chat.thread", { conv, root, after, limit: THREAD_PAGE });
+        replies.push(...reply.messages);
+        if (reply.messages.length < THREAD_PAGE) break;
+        after = reply.messages[reply.messages.length - 1].seq;
+      }
+      return replies;
+    });
+    if (this.threads.get(key) !== entry) return this.thread(conv, root);
+    entry.replies = state.mergeMessages(entry.replies, value);
+    for (const event of events) this._applyToThread(entry, event);
+    this._emit("thread", { conv, root });
+    return this.thread(conv, root);
+  }
+
+  /**
+   * An open thread: its root (null until fetched) and the replies kept.
+   * @param {string} conv
+   * @param {number} root
+   */
+  thread(conv, root) {
+    return { root: this.message(conv, root) ?? null, replies: this.threads.get(`${conv} ${root}`)?.replies ?? [] };
+  }
+
+  /**
+   * @param {string} conv
+   * @param {number} root
+   */
+  closeThread(conv, root) {
+    this.threads.delete(`${conv} ${root}`);
+  }
+
+  /**
+   * The members of a conversation and their roles (`chat.info`), kept until they change.
+   * @param {string} conv
+   * @returns {Promise<{user: string, role: string}[]>}
+   */
+  members(conv) {
+    let pending = this._members.get(conv);
+    if (!pending) {
+      pending = this.connection.request("chat.info", { conv }).then((reply) => reply.members);
+      pending.catch(() => this._members.delete(conv));
+      this._members.set(conv, pending);
+    }
+    return pending;
+  }
+
+  /**
+   * Add the user's reaction `emoji` to message `seq`, or take it back (`remove`).
+   * @param {string} conv
+   * @param {number} seq
+   * @param {string} emoji
+   * @param {boolean} [remove]
+   */
+  react(conv, seq, emoji, remove = false) {
+    return this.connection.request("chat.react", { conv, seq, emoji, remove });
+  }
+
+  /**
+   * Replace the text of one of the user's own text messages; the earlier version is kept.
+   * @param {string} conv
+   * @param {number} seq
+   * @param {string} text
+   * @param {string[] | null} [mentions] the new text's mentions (none when left out)
+   */
+  edit(conv, seq, text, mentions = null) {
+    return this.connection.request("chat.edit", { conv, seq, text, mentions: mentions?.length ? mentions : null });
+  }
+
+  /**
+   * The earlier versions of an edited message, oldest first.
+   * @param {string} conv
+   * @param {number} seq
+   * @returns {Promise<Record<string, any>[]>}
+   */
+  async edits(conv, seq) {
+    return (await this.connection.request("chat.edits", { conv, seq })).versions;
+  }
+
+  /**
+   * Take a message back (its sender within `recallWindowMs`, or an admin).
+   * @param {string} conv
+   * @param {number} seq
+   */
+  recall(conv, seq) {
+    return this.connection.request("chat.recall", { conv, seq });
+  }
+
+  /**
+   * Whether the user may still recall their message `m` (the node has the last word).
+   * @param {Record<string, any>} m
+   * @param {number} [now]
+   */
+  canRecall(m, now = Date.now()) {
+    return m.sender === this.me && !m.recalled && m.kind !== "system" && now - m.ts < this.recallWindowMs;
   }
 
   /**
@@ -242,9 +439,11 @@ export class ChatDevice extends EventTarget {
    * and `sent` or `send_failed` follows.
    * With `kind` ("image", "file" or "voice") and `media` (the id of an uploaded file, see
    * files.js), the message carries that file and `text` is its caption ("" for none).
+   * `reply_to` (a message's seq) puts it in that message's thread; `mentions` lists the
+   * identities the text mentions (see `mentionsIn` in chatstate.js).
    * @param {string | null} conv
    * @param {string} text
-   * @param {{to?: string, kind?: "text" | "image" | "file" | "voice", media?: string}} [options]
+   * @param {{to?: string, kind?: "text" | "image" | "file" | "voice", media?: string, reply_to?: number | null, mentions?: string[] | null}} [options]
    */
   async send(conv, text, options = {}) {
     /** @type {import("./chatstate.js").OutboxItem} */
@@ -254,6 +453,8 @@ export class ChatDevice extends EventTarget {
       to: options.to ?? null,
       text,
       ...(options.media ? { kind: options.kind ?? "file", media: options.media } : {}),
+      ...(options.reply_to ? { reply_to: options.reply_to } : {}),
+      ...(options.mentions?.length ? { mentions: options.mentions } : {}),
       order: state.nextOrder(this.outbox),
       created: Date.now(),
       error: null,
@@ -305,7 +506,17 @@ export class ChatDevice extends EventTarget {
    * @returns {Map<string, number>}
    */
   readBy(conv) {
-    return this.reads.get(conv) ?? new Map();
+    return new Map(Object.entries(this.cursors.reads?.[conv] ?? {}));
+  }
+
+  /**
+   * Who has read message `m` of `conv` (not its sender nor this user), as far as this
+   * device has seen receipts.
+   * @param {string} conv
+   * @param {Record<string, any>} m
+   */
+  readersOf(conv, m) {
+    return state.readersOf(this.cursors.reads?.[conv], m.seq, m.sender, this.me);
   }
 
   /**
@@ -480,17 +691,15 @@ export class ChatDevice extends EventTarget {
       case "chat.user_typing":
         this._typingEvent(conv, event.user, event.typing);
         return;
-      case "chat.receipt": {
-        const reads = this.reads.get(conv) ?? new Map();
-        reads.set(event.user, Math.max(reads.get(event.user) ?? 0, event.read_seq));
-        this.reads.set(conv, reads);
+      case "chat.receipt":
+        // Recorded with the cursors (chatstate.applyEvent), and stored with them.
         this._emit("receipt", { conv, user: event.user, read_seq: event.read_seq });
         break;
-      }
       case "chat.message": {
         const done = state.outboxMatch(this.outbox, this.me, conv, event.message);
         if (done) this._dropOutbox(done);
         if (event.message.sender !== this.me) this._typingEvent(conv, event.message.sender, false);
+        if (event.message.kind === "system") this._members.delete(conv);
         break;
       }
     }
@@ -499,11 +708,10 @@ export class ChatDevice extends EventTarget {
       const next = state.applyToSummary(summary, event, this.me);
       if (next !== summary) this._setSummary(next);
     }
-    if (this.pages.has(conv) && event.type !== "chat.receipt") {
-      this.pages.set(conv, state.applyToMessages(this.messages(conv), event));
-      const info = this.pageInfo.get(conv);
-      if (info && event.type === "chat.message") info.last_seq = Math.max(info.last_seq, event.message.seq);
-      this._emit("messages", { conv });
+    if (event.type === "chat.receipt") {
+      // nothing kept of messages changes
+    } else if (MESSAGE_EVENTS.has(event.type)) {
+      this._applyToKept(conv, event);
     }
     if (event.type === "chat.message") this._emit("message", { conv, message: event.message });
   }
@@ -521,6 +729,94 @@ export class ChatDevice extends EventTarget {
     if (typing) users.set(user, setTimeout(() => this._typingEvent(conv, user, false), this.typingShowMs));
     this.typingUsers.set(conv, users);
     if (typing || had) this._emit("typing", { conv, users: [...users.keys()] });
+  }
+
+  /**
+   * Apply one message event to everything kept of `conv`: its window, the messages kept
+   * outside it, its open threads, and the loads on their way.
+   * @param {string} conv
+   * @param {Record<string, any>} event
+   */
+  _applyToKept(conv, event) {
+    for (const buffer of this._loads.get(conv) ?? []) buffer.push(event);
+    let changed = false;
+    if (this.pages.has(conv)) {
+      const info = this.pageInfo.get(conv);
+      if (info && event.type === "chat.message") info.last_seq = Math.max(info.last_seq, event.message.seq);
+      // A window away from the end takes only what continues it.
+      const page = state.applyToMessages(this.messages(conv), event, { append: info && !info.live ? "contiguous" : "yes" });
+      this.pages.set(conv, page);
+      if (info) Object.assign(info, state.pageWindow(page, info.last_seq));
+      changed = true;
+    }
+    const extras = this.extras.get(conv);
+    if (extras) {
+      this.extras.set(conv, state.applyToMessages(extras, event, { append: "no" }));
+      changed = true;
+    }
+    if (changed) this._emit("messages", { conv });
+    for (const entry of this.threads.values()) {
+      if (entry.conv === conv && this._applyToThread(entry, event)) this._emit("thread", { conv, root: entry.root });
+    }
+  }
+
+  /**
+   * @param {{conv: string, root: number, replies: Record<string, any>[]}} entry
+   * @param {Record<string, any>} event
+   * @returns {boolean} whether the thread changed
+   */
+  _applyToThread(entry, event) {
+    const before = entry.replies;
+    if (event.type === "chat.message") {
+      if (event.message.reply_to !== entry.root || before.some((m) => m.seq === event.message.seq)) return event.message.seq === entry.root;
+      entry.replies = state.mergeMessages(before, [event.message]);
+    } else {
+      entry.replies = state.applyToMessages(before, event, { append: "no" });
+    }
+    return entry.replies !== before || event.msg_seq === entry.root;
+  }
+
+  /**
+   * Run a load of `conv`, collecting the message events that arrive meanwhile: the reply
+   * may have been read before them, so they are applied to it again once it lands.
+   * @template T
+   * @param {string} conv
+   * @param {() => Promise<T>} load
+   * @returns {Promise<{value: T, events: Record<string, any>[]}>}
+   */
+  async _withEvents(conv, load) {
+    /** @type {Record<string, any>[]} */
+    const events = [];
+    const loads = this._loads.get(conv) ?? [];
+    loads.push(events);
+    this._loads.set(conv, loads);
+    try {
+      return { value: await load(), events };
+    } finally {
+      loads.splice(loads.indexOf(events), 1);
+      if (!loads.length && this._loads.get(conv) === loads) this._loads.delete(conv);
+    }
+  }
+
+  /**
+   * Load a page of `conv` (`chat.history` with `fields`) into its window: in place of it
+   * (`replace`), or merged with it.
+   * @param {string} conv
+   * @param {Record<string, any>} fields
+   * @param {boolean} replace
+   */
+  async _loadPage(conv, fields, replace) {
+    const { value: reply, events } = await this._withEvents(conv, () =>
+      this.connection.request("chat.history", { conv, limit: this.pageSize, ...fields }),
+    );
+    let page = state.mergeMessages(replace ? [] : this.messages(conv), reply.messages);
+    for (const event of events) page = state.applyToMessages(page, event, { append: "contiguous" });
+    this.pages.set(conv, page);
+    this._pageLoaded(conv, reply);
+    // Nothing after the newest kept message: the node's word beats what events suggested.
+    const info = this.pageInfo.get(conv);
+    if (info && fields.after !== undefined && !reply.messages.length) info.live = true;
+    return reply;
   }
 
   // ---- outbox ----
@@ -555,6 +851,8 @@ export class ChatDevice extends EventTarget {
           kind: item.kind ?? "text",
           text: item.media && !item.text ? null : item.text,
           media: item.media ?? null,
+          reply_to: item.reply_to ?? null,
+          mentions: item.mentions ?? null,
         });
         this._dropOutbox(item);
         this._emit("sent", { item, reply });
@@ -596,6 +894,7 @@ export class ChatDevice extends EventTarget {
     const open = this.pages.has(conv);
     this.pages.delete(conv);
     this.pageInfo.delete(conv);
+    this.extras.delete(conv);
     this._emit("gap", { conv });
     if (open) {
       await this.openConversation(conv);
@@ -619,7 +918,9 @@ export class ChatDevice extends EventTarget {
     this.summaries.delete(conv);
     this.pages.delete(conv);
     this.pageInfo.delete(conv);
-    this.reads.delete(conv);
+    this.extras.delete(conv);
+    this._members.delete(conv);
+    if (this.cursors.reads) delete this.cursors.reads[conv];
   }
 
   /**
@@ -627,15 +928,9 @@ export class ChatDevice extends EventTarget {
    * @param {Record<string, any>} reply a chat.history reply
    */
   _pageLoaded(conv, reply) {
-    const kept = this.messages(conv);
-    const info = this.pageInfo.get(conv);
-    const oldest = kept.length ? kept[0].seq : reply.last_seq + 1;
-    // An empty page before the oldest kept message means the start was reached.
-    const reachedStart = reply.messages.length < this.pageSize;
-    this.pageInfo.set(conv, {
-      oldest: reachedStart ? 1 : Math.min(oldest, info?.oldest ?? oldest),
-      last_seq: reply.last_seq,
-    });
+    // The newest number known: a message event may have come before the page did.
+    const last = Math.max(reply.last_seq, this.pageInfo.get(conv)?.last_seq ?? 0, this.summaries.get(conv)?.last_seq ?? 0);
+    this.pageInfo.set(conv, { last_seq: last, ...state.pageWindow(this.messages(conv), last) });
   }
 
   /** @param {Record<string, any>} summary */

@@ -15,11 +15,14 @@
  * @property {number | null} feed highest `fev` of the user's feed (null: never synced)
  * @property {string | null} feedEpoch
  * @property {string | null} feedStamp
+ * @property {Record<string, Record<string, number>>} [reads] conversation → member → how far
+ *   they have read, from the receipts up to the cursor (kept with the cursors, so that a sync
+ *   replays exactly the receipts the device is missing)
  */
 
 /** @returns {Cursors} */
 export function emptyCursors() {
-  return { cursors: {}, epochs: {}, stamps: {}, feed: null, feedEpoch: null, feedStamp: null };
+  return { cursors: {}, epochs: {}, stamps: {}, feed: null, feedEpoch: null, feedStamp: null, reads: {} };
 }
 
 /**
@@ -66,6 +69,7 @@ export function applyEvent(c, event) {
     }
     return { kind: "gap", conv: event.conv ?? null };
   }
+  if (event.type === "chat.receipt" && event.conv && event.user) noteRead(c, event.conv, event.user, event.read_seq);
   const stamp = event.stamp || null;
   if (Number.isInteger(event.fev)) {
     if (event.feed_epoch && event.feed_epoch !== c.feedEpoch) {
@@ -126,6 +130,7 @@ export function applySyncReply(c, reply) {
   }
   const removed = reply.removed || [];
   for (const conv of removed) {
+    if (c.reads) delete c.reads[conv];
     delete c.cursors[conv];
     delete c.epochs[conv];
     delete c.stamps[conv];
@@ -147,6 +152,37 @@ export function applySyncReply(c, reply) {
   };
 }
 
+/**
+ * Record that `user` has read `conv` up to `seq` (read positions never move back).
+ * @param {Cursors} c mutated
+ * @param {string} conv
+ * @param {string} user
+ * @param {number} seq
+ */
+export function noteRead(c, conv, user, seq) {
+  if (!Number.isInteger(seq)) return;
+  c.reads ??= {};
+  const reads = (c.reads[conv] ??= {});
+  reads[user] = Math.max(reads[user] ?? 0, seq);
+}
+
+/**
+ * Who has read message `seq` of a conversation: its members whose read position reached it,
+ * except `sender` (who wrote it) and `me`.
+ * @param {Record<string, number> | Map<string, number> | undefined} reads member → read_seq
+ * @param {number} seq
+ * @param {string} sender
+ * @param {string} me
+ * @returns {string[]}
+ */
+export function readersOf(reads, seq, sender, me) {
+  const entries = reads instanceof Map ? [...reads.entries()] : Object.entries(reads ?? {});
+  return entries
+    .filter(([user, read]) => read >= seq && user !== sender && user !== me)
+    .map(([user]) => user)
+    .sort();
+}
+
 // ---- outbox ----
 
 /**
@@ -157,6 +193,8 @@ export function applySyncReply(c, reply) {
  * @property {string} text the text, or the caption of a file ("" for none)
  * @property {"text" | "image" | "file" | "voice"} [kind] text when left out
  * @property {string} [media] the id of the file the message carries (files.js)
+ * @property {number | null} [reply_to] the seq of the message it answers (its thread)
+ * @property {string[] | null} [mentions] the identities its text mentions
  * @property {number} order the order the user sent them in
  * @property {number} created ms since the epoch
  * @property {string | null} [error] the last retryable error
@@ -293,26 +331,81 @@ export function mergeMessages(kept, incoming) {
 }
 
 /**
- * A message list updated by an edit, recall or reaction event.
+ * A message list updated by one conversation event: a new message, an edit, a recall or a
+ * reaction. `append` says where a new message may go: anywhere (`yes`, the default: the list
+ * reaches the conversation's end), only right after the last kept one (`contiguous`: a
+ * window away from the end, which must stay without holes), or nowhere (`no`: single
+ * messages, a thread's replies).
+ *
+ * Events may come again (a sync replays what came after the cursor, which may be older than
+ * a page loaded since), so each rule leaves a newer state alone: a message already kept is
+ * not replaced by an event's copy (a page's copy is at least as new, and carries `thread`
+ * and `reactions`, which events leave out); an edit older than the kept one is ignored; a
+ * reply counts in its root's `thread` only when it is newer than the thread's `last_seq`.
  * @param {Record<string, any>[]} kept
  * @param {Record<string, any>} event
+ * @param {{append?: "yes" | "contiguous" | "no"}} [options]
+ * @returns {Record<string, any>[]}
  */
-export function applyToMessages(kept, event) {
-  if (event.type === "chat.message") return mergeMessages(kept, [event.message]);
-  return kept.map((m) => {
-    if (m.seq !== event.msg_seq) return m;
-    if (event.type === "chat.edited") {
-      return { ...m, text: event.text, mentions: event.mentions, edited: true, edited_ts: event.edited_ts };
-    }
-    if (event.type === "chat.recalled") return recallStub(m, event.by);
-    if (event.type === "chat.reaction") {
-      const reactions = { ...(m.reactions || {}) };
-      if (event.users.length) reactions[event.emoji] = event.users;
-      else delete reactions[event.emoji];
-      return { ...m, reactions };
-    }
-    return m;
-  });
+export function applyToMessages(kept, event, options = {}) {
+  if (event.type === "chat.message") {
+    const m = event.message;
+    let list = kept;
+    if (m.reply_to) list = list.map((root) => (root.seq === m.reply_to ? countReply(root, m.seq) : root));
+    if (list.some((k) => k.seq === m.seq)) return list;
+    const append = options.append ?? "yes";
+    if (append === "no") return list;
+    if (append === "contiguous" && list.length && m.seq !== list[list.length - 1].seq + 1) return list;
+    return mergeMessages(list, [m]);
+  }
+  return kept.map((m) => (m.seq === event.msg_seq ? applyToMessage(m, event) : m));
+}
+
+/**
+ * One message updated by an edit, recall or reaction event about it.
+ * @param {Record<string, any>} m
+ * @param {Record<string, any>} event
+ * @returns {Record<string, any>}
+ */
+export function applyToMessage(m, event) {
+  if (event.type === "chat.edited") {
+    if (m.recalled || (m.edited_ts ?? 0) > (event.edited_ts ?? 0)) return m;
+    const next = { ...m, text: event.text, edited: true, edited_ts: event.edited_ts };
+    if (event.mentions?.length) next.mentions = event.mentions;
+    else delete next.mentions;
+    return next;
+  }
+  if (event.type === "chat.recalled") return m.recalled ? m : recallStub(m, event.by);
+  if (event.type === "chat.reaction") {
+    const reactions = { ...(m.reactions || {}) };
+    if (event.users.length) reactions[event.emoji] = event.users;
+    else delete reactions[event.emoji];
+    return { ...m, reactions };
+  }
+  return m;
+}
+
+/**
+ * @param {Record<string, any>} root
+ * @param {number} seq a reply's seq
+ */
+function countReply(root, seq) {
+  const thread = root.thread ?? { count: 0, last_seq: 0 };
+  if (seq <= thread.last_seq) return root;
+  return { ...root, thread: { count: thread.count + 1, last_seq: seq } };
+}
+
+/**
+ * What the kept window of a conversation allows: whether older messages exist, and whether
+ * it reaches the conversation's end (`live`: new messages join it). Messages are numbered
+ * from 1 with no holes, so the kept seqs alone tell.
+ * @param {Record<string, any>[]} kept by seq
+ * @param {number} lastSeq the conversation's last message, as far as the device knows
+ * @returns {{hasOlder: boolean, live: boolean}}
+ */
+export function pageWindow(kept, lastSeq) {
+  if (!kept.length) return { hasOlder: lastSeq > 0, live: true };
+  return { hasOlder: kept[0].seq > 1, live: kept[kept.length - 1].seq >= lastSeq };
 }
 
 /**
@@ -320,8 +413,86 @@ export function applyToMessages(kept, event) {
  * @param {string} by
  */
 function recallStub(m, by) {
-  const { seq, ts, sender, kind, client_id, reply_to } = m;
-  return { seq, ts, sender, kind, client_id, reply_to, recalled: true, recalled_by: by };
+  // A recall keeps the message's reactions and thread (docs/protocol.md, chat.recall).
+  const { seq, ts, sender, kind, client_id, reply_to, thread, reactions } = m;
+  /** @type {Record<string, any>} */
+  const stub = { seq, ts, sender, kind, client_id, reply_to, recalled: true, recalled_by: by };
+  if (thread) stub.thread = thread;
+  if (reactions) stub.reactions = reactions;
+  return stub;
+}
+
+// ---- mentions ----
+
+// A character that may continue an identity's name, so "@bob" does not match in "@bobby".
+const NAME_CHAR = /[A-Za-z0-9_]/;
+
+/**
+ * Where `@user` of one of `users` stands in `text`: each at the start or after a character
+ * that is not part of a name, and not followed by one (so "@bob," and "@bob." mention bob).
+ * The longest user wins where several match.
+ * @param {string} text
+ * @param {Iterable<string>} users
+ * @returns {{start: number, end: number, user: string}[]}
+ */
+export function findMentions(text, users) {
+  const names = [...new Set(users)].filter(Boolean).sort((a, b) => b.length - a.length);
+  /** @type {{start: number, end: number, user: string}[]} */
+  const found = [];
+  if (!names.length || !text) return found;
+  for (let i = text.indexOf("@"); i >= 0; i = text.indexOf("@", i + 1)) {
+    if (i > 0 && /[A-Za-z0-9._@:+-]/.test(text[i - 1])) continue;
+    const user = names.find((name) => text.startsWith(name, i + 1) && !NAME_CHAR.test(text[i + 1 + name.length] ?? ""));
+    if (!user) continue;
+    found.push({ start: i, end: i + 1 + user.length, user });
+    i += user.length;
+  }
+  return found;
+}
+
+/**
+ * The identities among `members` that `text` mentions, once each, in order (the `mentions`
+ * of `chat.send` and `chat.edit`); null for none.
+ * @param {string} text
+ * @param {Iterable<string>} members
+ * @returns {string[] | null}
+ */
+export function mentionsIn(text, members) {
+  const users = [...new Set(findMentions(text, members).map((f) => f.user))];
+  return users.length ? users : null;
+}
+
+/**
+ * A text cut into plain parts and the mentions of `mentions` in it, to draw.
+ * @param {string} text
+ * @param {string[] | null | undefined} mentions
+ * @returns {{text: string, user?: string}[]}
+ */
+export function mentionParts(text, mentions) {
+  /** @type {{text: string, user?: string}[]} */
+  const parts = [];
+  let at = 0;
+  for (const f of findMentions(text ?? "", mentions ?? [])) {
+    if (f.start > at) parts.push({ text: text.slice(at, f.start) });
+    parts.push({ text: text.slice(f.start, f.end), user: f.user });
+    at = f.end;
+  }
+  if (at < (text ?? "").length) parts.push({ text: text.slice(at) });
+  return parts;
+}
+
+/**
+ * The `@` word being typed just before the caret, to offer members for: its start and what
+ * follows the `@` so far, or null when the caret is not in one.
+ * @param {string} text
+ * @param {number} caret
+ * @returns {{start: number, query: string} | null}
+ */
+export function mentionQuery(text, caret) {
+  const before = text.slice(0, caret);
+  const match = /(^|[^A-Za-z0-9._@:+-])@([A-Za-z0-9._:+-]*)$/.exec(before);
+  if (!match) return null;
+  return { start: caret - match[2].length - 1, query: match[2] };
 }
 
 /**
