@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from calls import metrics
 from calls.config import CallsConfig
+from calls.group import ConversationCalls
 from calls.members import CallError, CallRoom, Member, Session, call_error
 from calls.ownership import Elsewhere, RoomOwnership
 from calls.relay import Relay, RelayRequest, RemoteEndpoint
@@ -95,6 +96,7 @@ class CallManager:
             relay.deliver = self.remote.deliver
         self._closers: dict[str, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Future[None]] = set()
+        self.conversations = ConversationCalls(self._spawn)
         self._opening: dict[str, asyncio.Future[CallRoom]] = {}
         policy = RoomPolicy(
             capacity=settings.room_capacity,
@@ -143,6 +145,7 @@ class CallManager:
         assert claims is not None
         if not claims.grants.may_join(room_name):
             raise CallError(p.ErrorCode.FORBIDDEN, f"this token may not join {room_name!r}")
+        await self.conversations.check(claims.identity, room_name)
         if session in self.members or session in self.remote:
             current = (
                 self.members[session].room.name
@@ -202,6 +205,7 @@ class CallManager:
         )
         others = [m.info() for m in room.members.values()]
         room.members[participant] = member
+        self.conversations.joined(room, claims.identity)
         self.members[session] = member
         self._by_participant[participant] = member
         early = self._early_offers.pop(participant, None)
@@ -618,6 +622,7 @@ class CallManager:
         if room.members or self.rooms.get(room.name) is not room:
             return
         del self.rooms[room.name]
+        self.conversations.closed(room)
         try:
             await room.host.close_room(room.name)
         except (SfuError, ipc.RemoteError, ipc.ChannelClosed) as exc:

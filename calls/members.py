@@ -94,3 +94,7 @@ class CallRoom:
     host: RoomHost
     claim: str
     members: dict[str, Member] = dataclasses.field(default_factory=dict)
+    # A conversation's call (calls.group): its id, when it started, who joined it.
+    call: str | None = None
+    started: float = 0.0
+    joined: list[str] = dataclasses.field(default_factory=list)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import redis.asyncio as redis
 
-from calls.record import CallRecord
+from calls.record import CallRecord, GroupCallRecord
 from chat import wire as w
 from chat.config import ChatConfig
 from chat.resume import Position
@@ -619,6 +619,26 @@ class ChatService:
         msg = system_message(ts, record.caller, info)
         msg.client_id = f"call-{record.call}-{record.event}"
         await self.store.send(conv, msg, 0, [])
+
+    async def may_call(self, conv: str, user: str) -> bool:
+        """Whether ``user`` may join ``conv``'s call: a member of a group (direct
+        conversations ring; a channel's followers only read)."""
+        rows = await self.store.metas([conv], user)
+        return bool(rows) and rows[0][0].kind == "group"
+
+    async def record_group_call(self, record: GroupCallRecord) -> None:
+        """A group's call started or ended: a system message in the group."""
+        info = w.SystemInfo(
+            event=_CALL_EVENTS[record.event],
+            by=record.by,
+            users=list(record.users),
+            call=record.call,
+            media="video",
+            duration_s=record.duration_s,
+        )
+        msg = system_message(_now_ms(), record.by, info)
+        msg.client_id = f"call-{record.call}-{record.event}"
+        await self.store.send(record.conv, msg, 0, [])
 
     # --- sync ---------------------------------------------------------------------------
 

@@ -71,6 +71,8 @@ class Hub:
         self.ringing = Ringing(calls, client, lambda user: self.by_user.get(user, ()))
         self.chat = ChatService(chat, client, broker, self.spawn)
         self.ringing.on_record = self.chat.record_call
+        self.calls.conversations.may_call = self.chat.may_call
+        self.calls.conversations.on_record = self.chat.record_group_call
         metrics.add_collector(self.calls.collect_metrics)
         self.sessions: set[Session] = set()
         self.by_user: dict[str, set[Session]] = {}
