@@ -145,7 +145,7 @@ async def test_voice_note_recorded_with_the_record_button_plays_with_its_wavefor
         voice = await until(lambda: _voice(bob), "bob sees the voice note", bob_log + ada_log)
         media = voice["media"]
         assert media["mime"].startswith("audio/") and media["waveform"], media
-        assert 1500 < media["duration_ms"] < 6000, media
+        assert 1500 < media["duration_ms"] < 30_000, media
         levels = media["waveform"]
         assert len(voice["bars"]) == len(levels) > 1
         assert all(height > 0 for height in voice["bars"])

@@ -211,6 +211,7 @@ export function voiceView(m, ctx) {
     draw();
   });
   audio.addEventListener("timeupdate", draw);
+  audio.addEventListener("loadedmetadata", draw);
   // No normalized version (the node could not make one): the recording as it was sent.
   audio.addEventListener("error", () => {
     const full = app.signed.get(media.id)?.full;
