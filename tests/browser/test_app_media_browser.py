@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, Route
+from playwright.async_api import Page, Route, ViewportSize
 
 from tests.browser.chat_pages import PHONE, chromium, new_page, sign_in, until
 from tests.browser.test_app_files_browser import (
@@ -320,7 +320,7 @@ async def test_image_viewer_opens_steps_and_closes_by_keyboard(node: Node, tmp_p
         assert focused == "blue.png"
 
         # On a phone-sized screen the image fits, and a click on the thumbnail opens it too.
-        await bob.set_viewport_size(PHONE)
+        await bob.set_viewport_size(ViewportSize(width=PHONE["width"], height=PHONE["height"]))
         await links.first.click()
         await until(lambda: _viewer_where(bob, 640), "the viewer on a phone", bob_log)
         box = await bob.locator("dialog.viewer .viewer-image").bounding_box()
