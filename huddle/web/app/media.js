@@ -126,6 +126,8 @@ function recordButton(ui) {
     if (holding) finish(false);
     sendOnRelease = holding = false;
   });
+  // A long press on a touch screen is a hold, not a context menu.
+  button.addEventListener("contextmenu", (e) => e.preventDefault());
   // Enter and Space: a click with no pointer behind it (detail 0) toggles.
   button.addEventListener("click", (e) => {
     if (e.detail !== 0) return;

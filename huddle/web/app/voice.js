@@ -69,7 +69,9 @@ export async function record(ui, button, done) {
   button.setAttribute("aria-pressed", "true");
   button.setAttribute("aria-label", ui.t("mediaStopVoice"));
   const tick = setInterval(() => {
-    if (startedAt) timer.textContent = formatDuration((performance.now() - startedAt) / 1000);
+    // The conversation was closed or redrawn (another one opened): nothing is sent.
+    if (!button.isConnected) finish(false);
+    else if (startedAt) timer.textContent = formatDuration((performance.now() - startedAt) / 1000);
   }, TIMER_TICK_MS);
   /** @param {KeyboardEvent} e */
   const onKey = (e) => {
@@ -209,6 +211,7 @@ export function voiceView(m, ctx) {
     draw();
   });
   audio.addEventListener("timeupdate", draw);
+  audio.addEventListener("loadedmetadata", draw);
   // No normalized version (the node could not make one): the recording as it was sent.
   audio.addEventListener("error", () => {
     const full = app.signed.get(media.id)?.full;
