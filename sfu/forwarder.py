@@ -358,8 +358,7 @@ class TrackForwarder:
             if not out.owns(seq_out):
                 continue
             kept = self.history.get((seq_out - out.seq_offset) & 0xFFFF)
-            if kept is None:  # overwritten in the history: far too old to play anyway
-                port.retransmit_too_old += 1
+            if kept is None:  # never reached the SFU (lost upstream), or long overwritten
                 continue
             _, timestamp, marker, payload, audio_level, arrived = kept
             verdict = budget.screen(port.ssrc, seq_out, audio=audio, age_s=now - arrived, now=now)
