@@ -126,14 +126,14 @@ class RepairBudget:
     def refill(self, now: float) -> None:
         """Bring the media rate and the bucket up to ``now`` (once per NACK, before
         ``screen``/``take``)."""
-        media = self._media_bytes()
         if self._rate_from is None:
-            self._rate_from = (now, media)
-        else:
+            self._rate_from = (now, self._media_bytes())
+        elif now - self._rate_from[0] >= self.policy.rate_window_s:
+            # Read only this often: it sums the counters of every track the subscriber gets.
             since, start = self._rate_from
-            if now - since >= self.policy.rate_window_s:
-                self.media_bps = max(0, media - start) * 8 / (now - since)
-                self._rate_from = (now, media)
+            media = self._media_bytes()
+            self.media_bps = max(0, media - start) * 8 / (now - since)
+            self._rate_from = (now, media)
         capacity = self.capacity_bytes
         if self._filled is None:
             self._tokens = capacity  # a first loss is repaired in full, up to one burst
