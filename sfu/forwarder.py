@@ -341,7 +341,15 @@ class TrackForwarder:
 
     def _on_nack(self, out: Output, seqs: list[int]) -> None:
         """Re-send what the subscriber asked for, as its ``RepairBudget`` allows (the only
-        place it is consulted: forwarding itself never pays for it)."""
+        place it is consulted: forwarding itself never pays for it). Video waits for the
+        event loop's next turn, so that audio NACKs that came with it (one compound RTCP
+        packet, or datagrams read together) draw on the budget first."""
+        if self.kind == "video":
+            self._later(0.0, lambda: self._answer_nack(out, seqs))
+        else:
+            self._answer_nack(out, seqs)
+
+    def _answer_nack(self, out: Output, seqs: list[int]) -> None:
         port = out.port
         if not out.started or not port.ready:
             return

@@ -20,7 +20,8 @@ The rules, in the order they are applied:
    it is sent (measured from its senders' byte counters). Never below ``min_rate_bps``, so
    that audio can always be repaired. The bucket holds ``burst_s`` of that rate (at least
    ``min_burst_bytes``). Video may not draw it below ``audio_reserve`` of its size: what is
-   left is audio's, so a burst of video NACKs never starves audio repair.
+   left is audio's, so a burst of video NACKs never starves audio repair (and the forwarder
+   answers video NACKs a loop turn later, so that audio NACKs that came with them go first).
 What is counted is the whole retransmitted RTP packet, RTX header included.
 """
 
