@@ -341,7 +341,15 @@ class TrackForwarder:
 
     def _on_nack(self, out: Output, seqs: list[int]) -> None:
         """Re-send what the subscriber asked for, as its ``RepairBudget`` allows (the only
-        place it is consulted: forwarding itself never pays for it)."""
+        place it is consulted: forwarding itself never pays for it). Video waits for the
+        event loop's next turn, so that audio NACKs that came with it (one compound RTCP
+        packet, or datagrams read together) draw on the budget first."""
+        if self.kind == "video":
+            self._later(0.0, lambda: self._answer_nack(out, seqs))
+        else:
+            self._answer_nack(out, seqs)
+
+    def _answer_nack(self, out: Output, seqs: list[int]) -> None:
         port = out.port
         if not out.started or not port.ready:
             return
@@ -358,8 +366,7 @@ class TrackForwarder:
             if not out.owns(seq_out):
                 continue
             kept = self.history.get((seq_out - out.seq_offset) & 0xFFFF)
-            if kept is None:  # overwritten in the history: far too old to play anyway
-                port.retransmit_too_old += 1
+            if kept is None:  # never reached the SFU (lost upstream), or long overwritten
                 continue
             _, timestamp, marker, payload, audio_level, arrived = kept
             verdict = budget.screen(port.ssrc, seq_out, audio=audio, age_s=now - arrived, now=now)

@@ -20,7 +20,8 @@ The rules, in the order they are applied:
    it is sent (measured from its senders' byte counters). Never below ``min_rate_bps``, so
    that audio can always be repaired. The bucket holds ``burst_s`` of that rate (at least
    ``min_burst_bytes``). Video may not draw it below ``audio_reserve`` of its size: what is
-   left is audio's, so a burst of video NACKs never starves audio repair.
+   left is audio's, so a burst of video NACKs never starves audio repair (and the forwarder
+   answers video NACKs a loop turn later, so that audio NACKs that came with them go first).
 What is counted is the whole retransmitted RTP packet, RTX header included.
 """
 
@@ -126,14 +127,14 @@ class RepairBudget:
     def refill(self, now: float) -> None:
         """Bring the media rate and the bucket up to ``now`` (once per NACK, before
         ``screen``/``take``)."""
-        media = self._media_bytes()
         if self._rate_from is None:
-            self._rate_from = (now, media)
-        else:
+            self._rate_from = (now, self._media_bytes())
+        elif now - self._rate_from[0] >= self.policy.rate_window_s:
+            # Read only this often: it sums the counters of every track the subscriber gets.
             since, start = self._rate_from
-            if now - since >= self.policy.rate_window_s:
-                self.media_bps = max(0, media - start) * 8 / (now - since)
-                self._rate_from = (now, media)
+            media = self._media_bytes()
+            self.media_bps = max(0, media - start) * 8 / (now - since)
+            self._rate_from = (now, media)
         capacity = self.capacity_bytes
         if self._filled is None:
             self._tokens = capacity  # a first loss is repaired in full, up to one burst
