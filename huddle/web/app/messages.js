@@ -21,6 +21,8 @@ export const HIGHLIGHT_MS = 4000;
 export const ERROR_SHOW_MS = 6000;
 const NEAR_BOTTOM_PX = 80;
 const MENTION_OFFERS = 8;
+// Long enough for a click on an offer to land before the list closes with the input's blur.
+const MENTION_BLUR_MS = 150;
 
 const STRINGS = {
   en: {
@@ -100,7 +102,7 @@ let ui = null;
 
 /**
  * What this module draws from (module state; the messages themselves live in the SDK).
- * @type {{replyTo: {conv: string, seq: number} | null, editing: {conv: string, seq: number, draft: string} | null, menu: {conv: string, seq: number} | null, highlight: {conv: string, seq: number} | null, highlightTimer: any, thread: {conv: string, root: number} | null, members: Map<string, string[]>, missing: Set<string>, mention: {items: string[], active: number, start: number} | null, loadingNewer: boolean, errorTimer: any, offs: (() => void)[]}}
+ * @type {{replyTo: {conv: string, seq: number} | null, editing: {conv: string, seq: number, draft: string} | null, menu: {conv: string, seq: number} | null, highlight: {conv: string, seq: number} | null, highlightTimer: any, thread: {conv: string, root: number} | null, members: Map<string, string[]>, missing: Set<string>, mention: {input: HTMLInputElement, items: string[], active: number, start: number} | null, loadingNewer: boolean, errorTimer: any, offs: (() => void)[]}}
  */
 const state = {
   replyTo: null,
@@ -188,17 +190,8 @@ function composer(form) {
   form.classList.add("with-bar");
   const bar = h("div", { id: "compose-bar", class: "compose-bar", hidden: true });
   const error = h("p", { id: "msg-error", class: "msg-error", role: "alert", hidden: true });
-  const offers = h("ul", { id: "mention-list", class: "mention-list", role: "listbox", "aria-label": t("msgMentionOffers"), hidden: true });
   const latest = h("button", { type: "button", id: "to-latest", class: "to-latest", hidden: true, text: t("msgToLatest"), onclick: toLatest });
-  form.prepend(error, bar, latest, offers);
-  input.setAttribute("role", "combobox");
-  input.setAttribute("aria-autocomplete", "list");
-  input.setAttribute("aria-controls", "mention-list");
-  input.setAttribute("aria-expanded", "false");
-  input.addEventListener("input", () => offerMentions(input));
-  input.addEventListener("click", () => offerMentions(input));
-  input.addEventListener("keydown", (e) => mentionKeys(e, input));
-  input.addEventListener("blur", () => setTimeout(() => closeMentions(input), 150));
+  form.prepend(error, bar, latest, mentionOffers(input, "mention-list"));
   form.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !state.mention && (state.replyTo || state.editing)) cancelBar();
   });
@@ -288,6 +281,25 @@ function mentionsFor(conv, text) {
   return mentionsIn(text, state.members.get(conv) ?? []);
 }
 
+/**
+ * Make `input` offer the conversation's members after an `@`: a list box (returned, to place
+ * beside it) that the arrow keys move through and Enter or Tab picks from.
+ * @param {HTMLInputElement} input
+ * @param {string} id the list's id
+ */
+function mentionOffers(input, id) {
+  const list = ui.h("ul", { id, class: "mention-list", role: "listbox", "aria-label": t("msgMentionOffers"), hidden: true });
+  input.setAttribute("role", "combobox");
+  input.setAttribute("aria-autocomplete", "list");
+  input.setAttribute("aria-controls", id);
+  input.setAttribute("aria-expanded", "false");
+  input.addEventListener("input", () => offerMentions(input));
+  input.addEventListener("click", () => offerMentions(input));
+  input.addEventListener("keydown", (e) => mentionKeys(e, input));
+  input.addEventListener("blur", () => setTimeout(() => state.mention?.input === input && closeMentions(input), MENTION_BLUR_MS));
+  return list;
+}
+
 /** @param {HTMLInputElement} input */
 function offerMentions(input) {
   const conv = ui.app.current;
@@ -299,14 +311,14 @@ function offerMentions(input) {
     closeMentions(input);
     return;
   }
-  const active = state.mention && state.mention.start === q.start ? Math.min(state.mention.active, names.length - 1) : 0;
-  state.mention = { items: names, active, start: q.start };
+  const active = state.mention && state.mention.input === input && state.mention.start === q.start ? Math.min(state.mention.active, names.length - 1) : 0;
+  state.mention = { input, items: names, active, start: q.start };
   renderMentions(input);
 }
 
 /** @param {HTMLInputElement} input */
 function renderMentions(input) {
-  const list = document.getElementById("mention-list");
+  const list = document.getElementById(input.getAttribute("aria-controls") ?? "");
   if (!list || !state.mention) return;
   const { h } = ui;
   const { items, active } = state.mention;
@@ -333,8 +345,8 @@ function renderMentions(input) {
 
 /** @param {HTMLInputElement} input */
 function closeMentions(input) {
-  state.mention = null;
-  const list = document.getElementById("mention-list");
+  if (state.mention?.input === input) state.mention = null;
+  const list = document.getElementById(input.getAttribute("aria-controls") ?? "");
   if (list) {
     list.hidden = true;
     list.replaceChildren();
@@ -349,7 +361,7 @@ function closeMentions(input) {
  */
 function mentionKeys(e, input) {
   const offer = state.mention;
-  if (!offer) return;
+  if (!offer || offer.input !== input) return;
   if (e.key === "ArrowDown" || e.key === "ArrowUp") {
     e.preventDefault();
     const step = e.key === "ArrowDown" ? 1 : -1;
@@ -788,7 +800,6 @@ function closeThread(refocus = true) {
   chat()?.closeThread(open.conv, open.root);
   state.thread = null;
   document.getElementById("thread-panel")?.remove();
-  document.body.classList.remove("show-thread");
   if (refocus) /** @type {HTMLElement | null} */ (document.querySelector(`#messages li[data-seq="${open.root}"] .thread-count, #messages li[data-seq="${open.root}"] .msg-more`))?.focus();
 }
 
@@ -803,7 +814,7 @@ function buildThreadPanel() {
     class: "thread-panel",
     "aria-labelledby": "thread-title",
     onkeydown: (/** @type {KeyboardEvent} */ e) => {
-      if (e.key === "Escape") closeThread();
+      if (e.key === "Escape" && !e.defaultPrevented) closeThread();
     },
   }, [
     h("header", { class: "thread-header" }, [
@@ -823,10 +834,14 @@ function buildThreadPanel() {
         const mentions = mentionsFor(conv, text);
         chat().send(conv, text, { reply_to: root, ...(mentions ? { mentions } : {}) });
       },
-    }, [h("label", { for: "thread-text", class: "sr-only", text: t("msgThreadReply") }), input, h("button", { type: "submit", text: t("msgSendReply") })]),
+    }, [
+      h("label", { for: "thread-text", class: "sr-only", text: t("msgThreadReply") }),
+      mentionOffers(input, "thread-mention-list"),
+      input,
+      h("button", { type: "submit", text: t("msgSendReply") }),
+    ]),
   ]);
   pane.append(panel);
-  document.body.classList.add("show-thread");
 }
 
 function renderThread() {
