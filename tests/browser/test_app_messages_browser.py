@@ -202,11 +202,17 @@ async def test_three_users_reply_mention_react_edit_recall_thread_and_read_by(
         assert await ada.locator("#thread-panel").count() == 0
         assert await ada.evaluate("() => document.activeElement.classList.contains('thread-count')")
 
-        # Read by: both others opened the group, so ada's message lists them.
+        # Read by: both others opened the group, so ada's message lists them; her last
+        # message's "Read by 2" opens the same list.
         await until(lambda: _read_by(ada, root, ["bob", "carol"]), "read by bob and carol")
         await ada.screenshot(path=str(tmp_path / "ada-read-by.png"))
         await ada.click(".msg-dialog .dialog-close")
         await until(lambda: _equals(ada.locator(".msg-dialog").count(), 0), "the dialog closed")
+        await until(lambda: has(ada, ".msg.mine .read-state", "Read by 2"), "read by 2", ada_log)
+        await ada.click(".msg.mine .read-state")
+        assert await ada.locator("#readers li").all_text_contents() == ["bob", "carol"]
+        await ada.click(".msg-dialog .dialog-close")
+        await until(lambda: _equals(ada.locator(".msg-dialog").count(), 0), "closed again")
 
         # The Chinese UI on a phone: the actions and the marks speak Chinese.
         await carol.click(f"{li(root)} .msg-more")

@@ -132,6 +132,16 @@ export function init(from) {
   ui.hooks.send.push(beforeSend);
   // The history list is drawn anew with each conversation: listen where it always reaches.
   document.addEventListener("scroll", onScroll, true);
+  // app.js's "Read by N" under the user's last message opens the list too (the menu's
+  // "Read by…" is the way by keyboard).
+  document.addEventListener("click", (e) => {
+    const target = /** @type {HTMLElement} */ (e.target);
+    const li = target instanceof HTMLElement && target.matches("#messages li.mine .read-state") ? target.closest("li[data-seq]") : null;
+    const conv = ui.app.current;
+    if (!li || !conv || chat()?.conversation(conv)?.kind !== "group") return;
+    const m = chat().message(conv, Number(li.getAttribute("data-seq")));
+    if (m) showReaders(conv, m);
+  });
 }
 
 const t = (/** @type {string} */ key, /** @type {Record<string, any>} */ vars = {}) => ui.t(key, vars);
