@@ -334,6 +334,12 @@ async def test_jump_into_history_then_scroll_to_the_end_and_changes_made_while_a
             "😂 1: ada"
         )
         await bob.screenshot(path=str(tmp_path / "bob-after-reload.png"))
+        # Sending from back there goes to the end, where the new message shows.
+        assert await bob.evaluate("(c) => huddleApp.chat.hasNewer(c)", conv)
+        await send(bob, "back to now")
+        await until(lambda: _contains(texts(bob), "back to now"), "bob's message shown", bob_log)
+        assert "about msg 3" in await texts(bob)
+        assert not await bob.evaluate("(c) => huddleApp.chat.hasNewer(c)", conv)
         # Ada's device, reloaded too, still knows bob read her messages.
         await ada.reload()
         await ada.wait_for_selector("#convs")

@@ -272,6 +272,8 @@ function beforeSend(text, options) {
     }
     const mentions = conv ? mentionsFor(conv, text) : null;
     if (mentions) options.mentions = mentions;
+    // A window back in history would not show what is sent now: go to the end first.
+    if (conv && c.hasNewer(conv)) queueMicrotask(toLatest);
     if (state.replyTo && state.replyTo.conv === conv) {
       options.reply_to = state.replyTo.seq;
       state.replyTo = null;
