@@ -396,3 +396,34 @@ async def _synced(page: Page) -> bool:
             " return !!(huddleApp.chat && huddleApp.chat.syncs.some((s) => s.reply)); }"
         )
     )
+
+
+async def test_a_channel_follower_reacts_but_is_offered_no_reply(node: Node) -> None:
+    async with chromium() as browser:
+        _, ada, ada_log = await new_page(browser)
+        _, bob, bob_log = await new_page(browser)
+        await sign_in(ada, node.url, "Ada")
+        await sign_in(bob, node.url, "Bob")
+        conv = await ada.evaluate(
+            """async () => {
+                 const r = await huddleApp.chat.request(
+                   "chat.create", {kind: "channel", name: "News", members: []});
+                 await huddleApp.chat.request(
+                   "chat.send", {conv: r.conv.conv, client_id: "n1", text: "news"});
+                 return r.conv.conv;
+               }"""
+        )
+        await bob.evaluate(
+            "(conv) => huddleApp.chat.request('chat.follow', {conv}).then(() => true)", conv
+        )
+        await open_conversation(bob, "News")
+        await until(lambda: _equals(texts(bob), ["news"]), "bob reads the channel", bob_log)
+        seq = await seq_of(bob, "news")
+        await bob.click(f"{li(seq)} .msg-more")
+        assert await bob.locator(f"{li(seq)} .msg-action.reply").count() == 0
+        assert await bob.locator(f"{li(seq)} .msg-action.edit").count() == 0
+        await bob.click(f'{li(seq)} .msg-action[aria-label="React with 😮"]')
+        await open_conversation(ada, "News")
+        chip = f'{li(seq)} .reaction[data-emoji="😮"]'
+        await until(lambda: has(ada, chip, "1"), "the follower's reaction at ada", ada_log)
+        assert await ada.get_attribute(chip, "title") == "😮 1: bob"

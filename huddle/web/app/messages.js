@@ -533,6 +533,8 @@ function actions(conv, m, mine) {
   const open = state.menu?.conv === conv && state.menu.seq === m.seq;
   const summary = c.conversation(conv);
   const admin = summary && summary.kind !== "direct" && (summary.role === "owner" || summary.role === "admin");
+  // A channel's followers read and react; they do not post (the node refuses it).
+  const posts = summary?.role !== "follower";
   const toggle = h("button", {
     type: "button",
     class: "msg-more",
@@ -587,7 +589,7 @@ function actions(conv, m, mine) {
       const had = (m.reactions?.[emoji] ?? []).includes(c.me);
       return action(`react-${emoji}`, t("msgReact", { emoji }), () => c.react(conv, m.seq, emoji, had).catch(showError), emoji);
     }),
-    action("reply", t("msgReply"), () => startReply(conv, m.seq)),
+    posts ? action("reply", t("msgReply"), () => startReply(conv, m.seq)) : null,
     action("thread", t("msgReplyThread"), () => openThread(conv, m.reply_to ?? m.seq)),
     mine && m.kind === "text" ? action("edit", t("msgEdit"), () => startEdit(conv, m)) : null,
     c.canRecall(m) || admin ? action("recall", t("msgRecall"), () => c.recall(conv, m.seq).catch(showError)) : null,
@@ -853,6 +855,7 @@ function buildThreadPanel() {
       h("button", { type: "submit", text: t("msgSendReply") }),
     ]),
   ]);
+  if (chat().conversation(open.conv)?.role === "follower") panel.querySelector("form")?.remove();
   pane.append(panel);
 }
 
