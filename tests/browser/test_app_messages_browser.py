@@ -181,9 +181,13 @@ async def test_three_users_reply_mention_react_edit_recall_thread_and_read_by(
         await until(
             lambda: _equals(thread_texts(bob), ["hello everyone", "sounds good"]), "thread", bob_log
         )
-        await bob.fill("#thread-text", "in the thread @carol")
+        # Mentions are offered in the thread too; Tab picks.
+        await bob.type("#thread-text", "@ca")
+        await until(lambda: bob.is_visible("#thread-mention-list"), "thread offers", bob_log)
+        await bob.press("#thread-text", "Tab")
+        await bob.type("#thread-text", "in the thread")
         await bob.press("#thread-text", "Enter")
-        want = ["hello everyone", "sounds good", "in the thread @carol"]
+        want = ["hello everyone", "sounds good", "@carol in the thread"]
         await until(lambda: _equals(thread_texts(bob), want), "bob's thread reply", bob_log)
         await until(lambda: has(ada, f"{li(root)} .thread-count", "2 replies"), "2 at ada", ada_log)
         await ada.click(f"{li(root)} .thread-count")
@@ -198,11 +202,17 @@ async def test_three_users_reply_mention_react_edit_recall_thread_and_read_by(
         assert await ada.locator("#thread-panel").count() == 0
         assert await ada.evaluate("() => document.activeElement.classList.contains('thread-count')")
 
-        # Read by: both others opened the group, so ada's message lists them.
+        # Read by: both others opened the group, so ada's message lists them; her last
+        # message's "Read by 2" opens the same list.
         await until(lambda: _read_by(ada, root, ["bob", "carol"]), "read by bob and carol")
         await ada.screenshot(path=str(tmp_path / "ada-read-by.png"))
         await ada.click(".msg-dialog .dialog-close")
         await until(lambda: _equals(ada.locator(".msg-dialog").count(), 0), "the dialog closed")
+        await until(lambda: has(ada, ".msg.mine .read-state", "Read by 2"), "read by 2", ada_log)
+        await ada.click(".msg.mine .read-state")
+        assert await ada.locator("#readers li").all_text_contents() == ["bob", "carol"]
+        await ada.click(".msg-dialog .dialog-close")
+        await until(lambda: _equals(ada.locator(".msg-dialog").count(), 0), "closed again")
 
         # The Chinese UI on a phone: the actions and the marks speak Chinese.
         await carol.click(f"{li(root)} .msg-more")
@@ -324,6 +334,12 @@ async def test_jump_into_history_then_scroll_to_the_end_and_changes_made_while_a
             "😂 1: ada"
         )
         await bob.screenshot(path=str(tmp_path / "bob-after-reload.png"))
+        # Sending from back there goes to the end, where the new message shows.
+        assert await bob.evaluate("(c) => huddleApp.chat.hasNewer(c)", conv)
+        await send(bob, "back to now")
+        await until(lambda: _contains(texts(bob), "back to now"), "bob's message shown", bob_log)
+        assert "about msg 3" in await texts(bob)
+        assert not await bob.evaluate("(c) => huddleApp.chat.hasNewer(c)", conv)
         # Ada's device, reloaded too, still knows bob read her messages.
         await ada.reload()
         await ada.wait_for_selector("#convs")
@@ -380,3 +396,34 @@ async def _synced(page: Page) -> bool:
             " return !!(huddleApp.chat && huddleApp.chat.syncs.some((s) => s.reply)); }"
         )
     )
+
+
+async def test_a_channel_follower_reacts_but_is_offered_no_reply(node: Node) -> None:
+    async with chromium() as browser:
+        _, ada, ada_log = await new_page(browser)
+        _, bob, bob_log = await new_page(browser)
+        await sign_in(ada, node.url, "Ada")
+        await sign_in(bob, node.url, "Bob")
+        conv = await ada.evaluate(
+            """async () => {
+                 const r = await huddleApp.chat.request(
+                   "chat.create", {kind: "channel", name: "News", members: []});
+                 await huddleApp.chat.request(
+                   "chat.send", {conv: r.conv.conv, client_id: "n1", text: "news"});
+                 return r.conv.conv;
+               }"""
+        )
+        await bob.evaluate(
+            "(conv) => huddleApp.chat.request('chat.follow', {conv}).then(() => true)", conv
+        )
+        await open_conversation(bob, "News")
+        await until(lambda: _equals(texts(bob), ["news"]), "bob reads the channel", bob_log)
+        seq = await seq_of(bob, "news")
+        await bob.click(f"{li(seq)} .msg-more")
+        assert await bob.locator(f"{li(seq)} .msg-action.reply").count() == 0
+        assert await bob.locator(f"{li(seq)} .msg-action.edit").count() == 0
+        await bob.click(f'{li(seq)} .msg-action[aria-label="React with 😮"]')
+        await open_conversation(ada, "News")
+        chip = f'{li(seq)} .reaction[data-emoji="😮"]'
+        await until(lambda: has(ada, chip, "1"), "the follower's reaction at ada", ada_log)
+        assert await ada.get_attribute(chip, "title") == "😮 1: bob"

@@ -279,3 +279,15 @@ test("who has read what survives a reload, and the sync replays only the receipt
   assert.deepEqual(Object.fromEntries(again.readBy("g-1")), { bob: 290, carol: 295 });
   assert.deepEqual(again.readersOf("g-1", message(292, "me")), ["carol"]);
 });
+
+test("a gap reads an open thread again: what it missed shows", async () => {
+  let replies = [message(302, "bob", { reply_to: 280 })];
+  const { conn, chat } = await started({ "chat.thread": (f) => ({ conv: f.conv, messages: replies, last_seq: LAST }) });
+  await chat.openConversation("g-1");
+  await chat.openThread("g-1", 280);
+  // Events lost while the log was rebuilt: a second reply and an edit of the first.
+  replies = [message(302, "bob", { reply_to: 280, text: "edited", edited: true, edited_ts: 9 }), message(304, "bob", { reply_to: 280 })];
+  conn.event({ type: "chat.gap", conv: "g-1", ev: 500, epoch: "e2" });
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.deepEqual(chat.thread("g-1", 280).replies.map((m) => [m.seq, m.text]), [[302, "edited"], [304, "m304"]]);
+});

@@ -490,7 +490,15 @@ function renderConversationShell(title) {
       localStorage.removeItem(draftKey);
       /** @type {Record<string, any>} */
       const options = {};
-      if (hooks.send.some((hook) => hook(text, options) === true)) return;
+      const taken = hooks.send.some((hook) => {
+        try {
+          return hook(text, options) === true;
+        } catch (error) {
+          console.error("app hook failed", error);
+          return false;
+        }
+      });
+      if (taken) return;
       if (app.current) app.chat.send(app.current, text, options);
       else if (app.draftTo) app.chat.send(null, text, { ...options, to: app.draftTo });
     },

@@ -21,6 +21,8 @@ export const HIGHLIGHT_MS = 4000;
 export const ERROR_SHOW_MS = 6000;
 const NEAR_BOTTOM_PX = 80;
 const MENTION_OFFERS = 8;
+// Long enough for a click on an offer to land before the list closes with the input's blur.
+const MENTION_BLUR_MS = 150;
 
 const STRINGS = {
   en: {
@@ -100,7 +102,7 @@ let ui = null;
 
 /**
  * What this module draws from (module state; the messages themselves live in the SDK).
- * @type {{replyTo: {conv: string, seq: number} | null, editing: {conv: string, seq: number, draft: string} | null, menu: {conv: string, seq: number} | null, highlight: {conv: string, seq: number} | null, highlightTimer: any, thread: {conv: string, root: number} | null, members: Map<string, string[]>, missing: Set<string>, mention: {items: string[], active: number, start: number} | null, loadingNewer: boolean, errorTimer: any, offs: (() => void)[]}}
+ * @type {{replyTo: {conv: string, seq: number} | null, editing: {conv: string, seq: number, draft: string} | null, menu: {conv: string, seq: number} | null, highlight: {conv: string, seq: number} | null, highlightTimer: any, thread: {conv: string, root: number} | null, members: Map<string, string[]>, missing: Set<string>, mention: {input: HTMLInputElement, items: string[], active: number, start: number} | null, loadingNewer: boolean, errorTimer: any, offs: (() => void)[]}}
  */
 const state = {
   replyTo: null,
@@ -130,6 +132,16 @@ export function init(from) {
   ui.hooks.send.push(beforeSend);
   // The history list is drawn anew with each conversation: listen where it always reaches.
   document.addEventListener("scroll", onScroll, true);
+  // app.js's "Read by N" under the user's last message opens the list too (the menu's
+  // "Read by…" is the way by keyboard).
+  document.addEventListener("click", (e) => {
+    const target = /** @type {HTMLElement} */ (e.target);
+    const li = target instanceof HTMLElement && target.matches("#messages li.mine .read-state") ? target.closest("li[data-seq]") : null;
+    const conv = ui.app.current;
+    if (!li || !conv || chat()?.conversation(conv)?.kind !== "group") return;
+    const m = chat().message(conv, Number(li.getAttribute("data-seq")));
+    if (m) showReaders(conv, m);
+  });
 }
 
 const t = (/** @type {string} */ key, /** @type {Record<string, any>} */ vars = {}) => ui.t(key, vars);
@@ -188,17 +200,8 @@ function composer(form) {
   form.classList.add("with-bar");
   const bar = h("div", { id: "compose-bar", class: "compose-bar", hidden: true });
   const error = h("p", { id: "msg-error", class: "msg-error", role: "alert", hidden: true });
-  const offers = h("ul", { id: "mention-list", class: "mention-list", role: "listbox", "aria-label": t("msgMentionOffers"), hidden: true });
   const latest = h("button", { type: "button", id: "to-latest", class: "to-latest", hidden: true, text: t("msgToLatest"), onclick: toLatest });
-  form.prepend(error, bar, latest, offers);
-  input.setAttribute("role", "combobox");
-  input.setAttribute("aria-autocomplete", "list");
-  input.setAttribute("aria-controls", "mention-list");
-  input.setAttribute("aria-expanded", "false");
-  input.addEventListener("input", () => offerMentions(input));
-  input.addEventListener("click", () => offerMentions(input));
-  input.addEventListener("keydown", (e) => mentionKeys(e, input));
-  input.addEventListener("blur", () => setTimeout(() => closeMentions(input), 150));
+  form.prepend(error, bar, latest, mentionOffers(input, "mention-list"));
   form.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !state.mention && (state.replyTo || state.editing)) cancelBar();
   });
@@ -269,6 +272,8 @@ function beforeSend(text, options) {
     }
     const mentions = conv ? mentionsFor(conv, text) : null;
     if (mentions) options.mentions = mentions;
+    // A window back in history would not show what is sent now: go to the end first.
+    if (conv && c.hasNewer(conv)) queueMicrotask(toLatest);
     if (state.replyTo && state.replyTo.conv === conv) {
       options.reply_to = state.replyTo.seq;
       state.replyTo = null;
@@ -288,6 +293,25 @@ function mentionsFor(conv, text) {
   return mentionsIn(text, state.members.get(conv) ?? []);
 }
 
+/**
+ * Make `input` offer the conversation's members after an `@`: a list box (returned, to place
+ * beside it) that the arrow keys move through and Enter or Tab picks from.
+ * @param {HTMLInputElement} input
+ * @param {string} id the list's id
+ */
+function mentionOffers(input, id) {
+  const list = ui.h("ul", { id, class: "mention-list", role: "listbox", "aria-label": t("msgMentionOffers"), hidden: true });
+  input.setAttribute("role", "combobox");
+  input.setAttribute("aria-autocomplete", "list");
+  input.setAttribute("aria-controls", id);
+  input.setAttribute("aria-expanded", "false");
+  input.addEventListener("input", () => offerMentions(input));
+  input.addEventListener("click", () => offerMentions(input));
+  input.addEventListener("keydown", (e) => mentionKeys(e, input));
+  input.addEventListener("blur", () => setTimeout(() => state.mention?.input === input && closeMentions(input), MENTION_BLUR_MS));
+  return list;
+}
+
 /** @param {HTMLInputElement} input */
 function offerMentions(input) {
   const conv = ui.app.current;
@@ -299,14 +323,14 @@ function offerMentions(input) {
     closeMentions(input);
     return;
   }
-  const active = state.mention && state.mention.start === q.start ? Math.min(state.mention.active, names.length - 1) : 0;
-  state.mention = { items: names, active, start: q.start };
+  const active = state.mention && state.mention.input === input && state.mention.start === q.start ? Math.min(state.mention.active, names.length - 1) : 0;
+  state.mention = { input, items: names, active, start: q.start };
   renderMentions(input);
 }
 
 /** @param {HTMLInputElement} input */
 function renderMentions(input) {
-  const list = document.getElementById("mention-list");
+  const list = document.getElementById(input.getAttribute("aria-controls") ?? "");
   if (!list || !state.mention) return;
   const { h } = ui;
   const { items, active } = state.mention;
@@ -333,8 +357,8 @@ function renderMentions(input) {
 
 /** @param {HTMLInputElement} input */
 function closeMentions(input) {
-  state.mention = null;
-  const list = document.getElementById("mention-list");
+  if (state.mention?.input === input) state.mention = null;
+  const list = document.getElementById(input.getAttribute("aria-controls") ?? "");
   if (list) {
     list.hidden = true;
     list.replaceChildren();
@@ -349,7 +373,7 @@ function closeMentions(input) {
  */
 function mentionKeys(e, input) {
   const offer = state.mention;
-  if (!offer) return;
+  if (!offer || offer.input !== input) return;
   if (e.key === "ArrowDown" || e.key === "ArrowUp") {
     e.preventDefault();
     const step = e.key === "ArrowDown" ? 1 : -1;
@@ -509,6 +533,8 @@ function actions(conv, m, mine) {
   const open = state.menu?.conv === conv && state.menu.seq === m.seq;
   const summary = c.conversation(conv);
   const admin = summary && summary.kind !== "direct" && (summary.role === "owner" || summary.role === "admin");
+  // A channel's followers read and react; they do not post (the node refuses it).
+  const posts = summary?.role !== "follower";
   const toggle = h("button", {
     type: "button",
     class: "msg-more",
@@ -563,7 +589,7 @@ function actions(conv, m, mine) {
       const had = (m.reactions?.[emoji] ?? []).includes(c.me);
       return action(`react-${emoji}`, t("msgReact", { emoji }), () => c.react(conv, m.seq, emoji, had).catch(showError), emoji);
     }),
-    action("reply", t("msgReply"), () => startReply(conv, m.seq)),
+    posts ? action("reply", t("msgReply"), () => startReply(conv, m.seq)) : null,
     action("thread", t("msgReplyThread"), () => openThread(conv, m.reply_to ?? m.seq)),
     mine && m.kind === "text" ? action("edit", t("msgEdit"), () => startEdit(conv, m)) : null,
     c.canRecall(m) || admin ? action("recall", t("msgRecall"), () => c.recall(conv, m.seq).catch(showError)) : null,
@@ -788,7 +814,6 @@ function closeThread(refocus = true) {
   chat()?.closeThread(open.conv, open.root);
   state.thread = null;
   document.getElementById("thread-panel")?.remove();
-  document.body.classList.remove("show-thread");
   if (refocus) /** @type {HTMLElement | null} */ (document.querySelector(`#messages li[data-seq="${open.root}"] .thread-count, #messages li[data-seq="${open.root}"] .msg-more`))?.focus();
 }
 
@@ -803,7 +828,7 @@ function buildThreadPanel() {
     class: "thread-panel",
     "aria-labelledby": "thread-title",
     onkeydown: (/** @type {KeyboardEvent} */ e) => {
-      if (e.key === "Escape") closeThread();
+      if (e.key === "Escape" && !e.defaultPrevented) closeThread();
     },
   }, [
     h("header", { class: "thread-header" }, [
@@ -823,10 +848,15 @@ function buildThreadPanel() {
         const mentions = mentionsFor(conv, text);
         chat().send(conv, text, { reply_to: root, ...(mentions ? { mentions } : {}) });
       },
-    }, [h("label", { for: "thread-text", class: "sr-only", text: t("msgThreadReply") }), input, h("button", { type: "submit", text: t("msgSendReply") })]),
+    }, [
+      h("label", { for: "thread-text", class: "sr-only", text: t("msgThreadReply") }),
+      mentionOffers(input, "thread-mention-list"),
+      input,
+      h("button", { type: "submit", text: t("msgSendReply") }),
+    ]),
   ]);
+  if (chat().conversation(open.conv)?.role === "follower") panel.querySelector("form")?.remove();
   pane.append(panel);
-  document.body.classList.add("show-thread");
 }
 
 function renderThread() {

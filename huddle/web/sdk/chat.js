@@ -895,11 +895,15 @@ export class ChatDevice extends EventTarget {
     this.pages.delete(conv);
     this.pageInfo.delete(conv);
     this.extras.delete(conv);
+    this._members.delete(conv);
     this._emit("gap", { conv });
+    // Open threads may have missed replies, edits and reactions too: read them again.
+    const threads = [...this.threads.values()].filter((entry) => entry.conv === conv);
     if (open) {
       await this.openConversation(conv);
       this._emit("messages", { conv });
     }
+    for (const { root } of threads) await this.openThread(conv, root);
   }
 
   /**
