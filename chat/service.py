@@ -205,10 +205,16 @@ class ChatService:
         [(meta, role, read)] = rows
         muted = req.conv in await self.store.muted(me)
         members = await self.store.members(req.conv)
+        # Read positions tell a new device who has read what ("read by"); a channel's
+        # followers are not shown each other's.
+        reads = await self.store.reads(req.conv, members) if meta.kind != "channel" else {}
         return w.ChatInfoOk(
             re="",
             conv=self._summary(meta, me, role, read, muted),
-            members=[w.MemberInfo(user=u, role=r) for u, r in members.items()],  # type: ignore[arg-type]
+            members=[
+                w.MemberInfo(user=u, role=r, read=reads.get(u))  # type: ignore[arg-type]
+                for u, r in members.items()
+            ],
         )
 
     async def add(self, reader: Reader, req: w.ChatAdd) -> Reply:

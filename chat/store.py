@@ -177,6 +177,14 @@ class ChatStore:
                 break
         return out
 
+    async def reads(self, conv: str, users: Iterable[str]) -> dict[str, int]:
+        """How far each of ``users`` has read ``conv`` (0: nothing yet)."""
+        names = list(users)
+        if not names:
+            return {}
+        raw = await self.redis.hmget(conv_key(conv, "reads"), names)
+        return {u: int(v) if v is not None else 0 for u, v in zip(names, raw, strict=True)}
+
     async def join_times(self, conv: str) -> dict[str, int]:
         raw = await self.redis.hgetall(conv_key(conv, "joined"))
         return {_s(u): int(t) for u, t in raw.items()}

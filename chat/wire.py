@@ -346,9 +346,13 @@ class ChatListOk(Reply, tag="ok", kw_only=True):
     conversations: list[ConvSummary]
 
 
-class MemberInfo(msgspec.Struct, kw_only=True):
+class MemberInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``read``: how far the member has read (the last ``seq``), in groups and direct
+    conversations; left out in channels, whose followers do not see each other."""
+
     user: str
     role: Role
+    read: int | None = None
 
 
 class ChatInfoOk(Reply, tag="ok", kw_only=True):

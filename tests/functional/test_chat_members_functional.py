@@ -410,3 +410,30 @@ async def test_info_shows_the_users_own_read_position_and_mute(node: Node) -> No
     reply = await bob.request(w.ChatInfo(id="", conv=conv))
     assert (reply.conv.read_seq, reply.conv.unread, reply.conv.muted) == (2, 2, True)
     assert {m.user: m.role for m in reply.members} == {"alice": "owner", "bob": "member"}
+
+
+async def members(c: ChatClient, conv: str) -> list[w.MemberInfo]:
+    reply = await c.request(w.ChatInfo(id="", conv=conv))
+    assert isinstance(reply, w.ChatInfoOk)
+    return reply.members
+
+
+async def test_info_gives_each_members_read_position_except_in_channels(node: Node) -> None:
+    alice, bob, carol = [await chat(node, u) for u in ("alice", "bob", "carol")]
+    group = (await alice.create("group", "trip", ["bob", "carol"])).conv
+    first = await alice.send(group, "one")
+    second = await alice.send(group, "two")
+    await bob.read(group, first.seq)
+    # A device that comes later learns who has read what before it came.
+    late = await chat(node, "carol", device="tablet")
+    reads = {m.user: m.read for m in await members(late, group)}
+    assert reads == {"alice": second.seq, "bob": first.seq, "carol": 0}
+    await carol.read(group, second.seq)
+    reads = {m.user: m.read for m in await members(bob, group)}
+    assert reads["carol"] == second.seq
+
+    news = (await alice.create("channel", "news", [])).conv
+    await follow(bob, news)
+    post = await alice.send(news, "issue 1")
+    await bob.read(news, post.seq)
+    assert [m.read for m in await members(bob, news)] == [None, None]

@@ -291,3 +291,21 @@ test("a gap reads an open thread again: what it missed shows", async () => {
   await new Promise((resolve) => setTimeout(resolve, 10));
   assert.deepEqual(chat.thread("g-1", 280).replies.map((m) => [m.seq, m.text]), [[302, "edited"], [304, "m304"]]);
 });
+
+test("a new device learns who has read what from the members' read positions", async () => {
+  const members = [{ user: "me", role: "owner", read: 300 }, { user: "bob", role: "member", read: 120 }, { user: "carol", role: "member", read: 0 }];
+  const { conn, chat } = await started({ "chat.info": () => ({ conv: summary, members }) });
+  const seen = [];
+  chat.on("receipt", (e) => seen.push(e));
+  assert.deepEqual([...chat.readBy("g-1")], []);
+  await chat.members("g-1");
+  assert.deepEqual(Object.fromEntries(chat.readBy("g-1")), { me: 300, bob: 120 });
+  assert.deepEqual(seen, [{ conv: "g-1" }]);
+  // A receipt after it moves a position on; an older position never moves it back.
+  conn.event(ev("g-1", 401, "chat.receipt", { user: "bob", read_seq: 200 }));
+  assert.equal(chat.readBy("g-1").get("bob"), 200);
+  chat._members.delete("g-1");
+  await chat.members("g-1");
+  assert.equal(chat.readBy("g-1").get("bob"), 200);
+  assert.equal(seen.length, 2, "nothing new: no second receipt event from members()");
+});

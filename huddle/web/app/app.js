@@ -436,6 +436,8 @@ async function openConversation(conv, load = true) {
   const summary = app.chat.conversation(conv);
   renderConversationShell(summary?.name ?? conv);
   renderList();
+  // The members' read positions ("read by"), for what was read before this device came.
+  if (summary && summary.kind !== "channel") app.chat.members(conv).catch(() => {});
   if (load || !app.chat.messages(conv).length) await app.chat.openConversation(conv);
   if (app.current !== conv) return;
   renderMessages(true);

@@ -370,13 +370,28 @@ export class ChatDevice extends EventTarget {
 
   /**
    * The members of a conversation and their roles (`chat.info`), kept until they change.
+   * Their read positions join those the receipts bring (`readBy`, `readers`).
    * @param {string} conv
    * @returns {Promise<{user: string, role: string}[]>}
    */
   members(conv) {
     let pending = this._members.get(conv);
     if (!pending) {
-      pending = this.connection.request("chat.info", { conv }).then((reply) => reply.members);
+      pending = this.connection.request("chat.info", { conv }).then((reply) => {
+        // A new device learns here who has read what before it came (receipts after it).
+        let moved = false;
+        for (const member of reply.members) {
+          if (!member.read) continue;
+          const before = this.cursors.reads?.[conv]?.[member.user] ?? 0;
+          state.noteRead(this.cursors, conv, member.user, member.read);
+          moved ||= member.read > before;
+        }
+        if (moved) {
+          this._saveCursors();
+          this._emit("receipt", { conv });
+        }
+        return reply.members;
+      });
       pending.catch(() => this._members.delete(conv));
       this._members.set(conv, pending);
     }

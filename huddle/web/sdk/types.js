@@ -777,9 +777,12 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "m
  */
 
 /**
+ * ``read``: how far the member has read (the last ``seq``), in groups and direct
+ * conversations; left out in channels, whose followers do not see each other.
  * @typedef {object} MemberInfo
  * @property {string} user
  * @property {"admin" | "follower" | "member" | "owner"} role
+ * @property {number | null} [read]
  */
 
 /**
