@@ -17,11 +17,13 @@ from playwright.async_api import Page, WebSocketRoute
 from tests.browser.chat_pages import (
     PHONE,
     chromium,
+    loaded,
     new_page,
     open_conversation,
     send,
     sign_in,
     texts,
+    unlabelled,
     until,
 )
 from tests.helpers import Node
@@ -124,6 +126,7 @@ async def test_group_management_shows_in_every_browser(node: Node, tmp_path: Pat
             lambda: _contains(_system(bob), "ada 将 bob 设为管理员"), "bob's history", bob_log
         )
         await _open_details(bob)
+        assert await unlabelled(bob) == []
         assert await _has(bob, "#rename-form")
         assert not await _has(bob, "#role-ada"), "only the owner gives roles"
         assert await _has(bob, "#remove-carol") and not await _has(bob, "#remove-ada")
@@ -204,6 +207,9 @@ async def test_channel_followers_read_admins_post_and_mute(node: Node, tmp_path:
         await sign_in(ada, node.url, "Ada")
         await sign_in(erin, node.url, "Erin")
 
+        # The details panel is not part of the first screen: it loads when first opened.
+        assert not [url for url in await loaded(ada) if "groups-panel" in url]
+
         # Ada makes a channel; its id is in the details panel for her to hand out.
         await ada.click("#new-channel")
         await ada.fill("#channel-name", "Huddle releases")
@@ -213,6 +219,8 @@ async def test_channel_followers_read_admins_post_and_mute(node: Node, tmp_path:
         )
         assert await ada.is_visible("#composer-text"), "the owner posts"
         await _open_details(ada)
+        assert [url for url in await loaded(ada) if url.endswith("/web/app/groups-panel.js")]
+        assert await unlabelled(ada) == []
         channel = await _text(ada, "#channel-id")
         assert channel.startswith("c-")
         await ada.click("#details-close")
@@ -234,6 +242,7 @@ async def test_channel_followers_read_admins_post_and_mute(node: Node, tmp_path:
         assert await erin.is_visible("#readonly-note")
         assert not await erin.is_visible("#composer-text")
         assert "只有频道管理员可以在此发言" in await _text(erin, "#readonly-note")
+        assert await unlabelled(erin) == []
 
         # The admin's posts reach her live.
         await send(ada, "1.4.1 fixes the search box")
