@@ -185,18 +185,24 @@ async def test_group_management_shows_in_every_browser(node: Node, tmp_path: Pat
         await until(lambda: _contains(_system(ada), "ada removed carol"), "ada's history")
         await carol.screenshot(path=str(tmp_path / "carol-removed-phone.png"))
 
-        # Bob leaves (his device hears events again): he loses it, ada sees him go.
+        # Ada, the owner, leaves (bob's device hears events again): she loses it, and bob,
+        # the longest-standing member, takes over; his panel now offers roles.
         await bob.reload()
         await bob.wait_for_selector("#convs")
         await open_conversation(bob, "京都之旅")
         await _open_details(bob)
-        await bob.click("#leave-conv")
-        await until(lambda: _has(bob, "#conv-gone"), "bob left", bob_log)
-        assert await _text(bob, "#conv-gone") == "你已退出“京都之旅”。"
-        assert not await _has(bob, "#details")
-        await until(lambda: _contains(_system(ada), "bob left"), "ada sees bob leave", ada_log)
-        await until(lambda: _equals(_members(ada), {"ada": "owner"}), "ada alone")
-        await ada.screenshot(path=str(tmp_path / "ada-owner-details.png"))
+        assert not await _has(bob, "#add-form")
+        await ada.click("#leave-conv")
+        await until(lambda: _has(ada, "#conv-gone"), "ada left", ada_log)
+        assert await _text(ada, "#conv-gone") == "You left “京都之旅”."
+        assert not await _has(ada, "#details")
+        assert "京都之旅" not in await _convs(ada)
+        await until(lambda: _contains(_system(bob), "ada 离开了\uff0cbob 成为所有者"), "handover")
+        await until(lambda: _equals(_members(bob), {"bob": "owner"}), "bob owner", bob_log)
+        assert await _has(bob, "#add-form") and await _has(bob, "#rename-form")
+        assert "你的角色\uff1a所有者" in await _text(bob, ".details-kind")
+        await bob.screenshot(path=str(tmp_path / "bob-owner-details-zh.png"))
+        await ada.screenshot(path=str(tmp_path / "ada-left.png"))
         _no_errors(ada_log, bob_log, carol_log)
 
 

@@ -138,6 +138,7 @@ async def test_search_finds_chinese_with_highlights_pages_and_opens_the_hit(
         await until(lambda: bob.locator("#messages li[data-seq]").count(), "its messages")
         await bob.click(f"#search-results .hit[data-conv='{group}'][data-seq='3']")
         await until(lambda: _equals(bob.evaluate("() => huddleApp.current"), group), "group")
+        await bob.locator("#messages li[data-seq='3']").wait_for()
         # The results stay, the chosen hit marked, while messages come in.
         await send(ada, "one more ryokan")
         await until(lambda: bob.locator("button.conv:has-text('one more ryokan')").count(), "live")
