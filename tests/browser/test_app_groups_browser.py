@@ -181,9 +181,12 @@ async def test_group_management_shows_in_every_browser(node: Node, tmp_path: Pat
         await until(lambda: _equals(_members(ada), {"ada": "owner", "bob": "member"}), "removed")
         await until(lambda: _has(carol, "#conv-gone"), "carol told", carol_log)
         assert await _text(carol, "#conv-gone") == "You are no longer in “京都之旅”."
+        assert await carol.is_visible("#conv-gone"), "on a phone too"
         assert "京都之旅" not in await _convs(carol)
         await until(lambda: _contains(_system(ada), "ada removed carol"), "ada's history")
         await carol.screenshot(path=str(tmp_path / "carol-removed-phone.png"))
+        await carol.click("#conversation .back")
+        assert await carol.is_visible("#convs")
 
         # Ada, the owner, leaves (bob's device hears events again): she loses it, and bob,
         # the longest-standing member, takes over; his panel now offers roles.
@@ -293,6 +296,7 @@ async def test_channel_followers_read_admins_post_and_mute(node: Node, tmp_path:
         assert "Huddle releases" not in await _convs(erin)
 
         # A follower unfollows from the read-only note.
+        await erin.click("#conversation .back")
         await erin.click("#follow-channel")
         await erin.fill("#follow-id", channel)
         await erin.press("#follow-id", "Enter")

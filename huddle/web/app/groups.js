@@ -248,11 +248,21 @@ function gone(conv, name) {
   const { app, h } = ui;
   app.current = null;
   const pane = document.getElementById("conversation");
+  // The pane says so, on a phone too (where it is the screen shown), with the way back.
+  const back = h("button", {
+    type: "button",
+    class: "back",
+    onclick: () => {
+      document.body.classList.remove("show-conversation");
+      /** @type {HTMLElement | null} */ (document.querySelector("#convs button"))?.focus();
+    },
+    text: t("back"),
+  });
   pane?.replaceChildren(
+    h("header", { class: "conv-header" }, [back]),
     h("p", { class: "empty", id: "conv-gone", role: "status", text: t(leaving === conv ? "youLeft" : "noLongerIn", { name }) }),
   );
   leaving = "";
-  document.body.classList.remove("show-conversation");
   ui.renderList();
 }
 
