@@ -104,3 +104,26 @@ async def history(page: Page) -> list[tuple[int, str]]:
 
 async def texts(page: Page) -> list[str]:
     return [text for _, text in await history(page)]
+
+
+UNLABELLED_JS: Final = """
+() => [...document.querySelectorAll('input, select, textarea, button')]
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                  && !el.textContent.trim())
+  .map((el) => el.outerHTML)
+"""
+
+
+async def unlabelled(page: Page) -> list[str]:
+    """The page's controls that have no label, no aria-label and no text: none, ideally."""
+    return list(await page.evaluate(UNLABELLED_JS))
+
+
+async def loaded(page: Page) -> list[str]:
+    """The URLs the page has loaded so far (the document and every resource)."""
+    return list(
+        await page.evaluate(
+            "() => [...performance.getEntriesByType('navigation'),"
+            " ...performance.getEntriesByType('resource')].map((e) => e.name)"
+        )
+    )

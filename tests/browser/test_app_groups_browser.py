@@ -17,11 +17,13 @@ from playwright.async_api import Page, WebSocketRoute
 from tests.browser.chat_pages import (
     PHONE,
     chromium,
+    loaded,
     new_page,
     open_conversation,
     send,
     sign_in,
     texts,
+    unlabelled,
     until,
 )
 from tests.helpers import Node
@@ -124,6 +126,7 @@ async def test_group_management_shows_in_every_browser(node: Node, tmp_path: Pat
             lambda: _contains(_system(bob), "ada 将 bob 设为管理员"), "bob's history", bob_log
         )
         await _open_details(bob)
+        assert await unlabelled(bob) == []
         assert await _has(bob, "#rename-form")
         assert not await _has(bob, "#role-ada"), "only the owner gives roles"
         assert await _has(bob, "#remove-carol") and not await _has(bob, "#remove-ada")
@@ -178,22 +181,31 @@ async def test_group_management_shows_in_every_browser(node: Node, tmp_path: Pat
         await until(lambda: _equals(_members(ada), {"ada": "owner", "bob": "member"}), "removed")
         await until(lambda: _has(carol, "#conv-gone"), "carol told", carol_log)
         assert await _text(carol, "#conv-gone") == "You are no longer in “京都之旅”."
+        assert await carol.is_visible("#conv-gone"), "on a phone too"
         assert "京都之旅" not in await _convs(carol)
         await until(lambda: _contains(_system(ada), "ada removed carol"), "ada's history")
         await carol.screenshot(path=str(tmp_path / "carol-removed-phone.png"))
+        await carol.click("#conversation .back")
+        assert await carol.is_visible("#convs")
 
-        # Bob leaves (his device hears events again): he loses it, ada sees him go.
+        # Ada, the owner, leaves (bob's device hears events again): she loses it, and bob,
+        # the longest-standing member, takes over; his panel now offers roles.
         await bob.reload()
         await bob.wait_for_selector("#convs")
         await open_conversation(bob, "京都之旅")
         await _open_details(bob)
-        await bob.click("#leave-conv")
-        await until(lambda: _has(bob, "#conv-gone"), "bob left", bob_log)
-        assert await _text(bob, "#conv-gone") == "你已退出“京都之旅”。"
-        assert not await _has(bob, "#details")
-        await until(lambda: _contains(_system(ada), "bob left"), "ada sees bob leave", ada_log)
-        await until(lambda: _equals(_members(ada), {"ada": "owner"}), "ada alone")
-        await ada.screenshot(path=str(tmp_path / "ada-owner-details.png"))
+        assert not await _has(bob, "#add-form")
+        await ada.click("#leave-conv")
+        await until(lambda: _has(ada, "#conv-gone"), "ada left", ada_log)
+        assert await _text(ada, "#conv-gone") == "You left “京都之旅”."
+        assert not await _has(ada, "#details")
+        assert "京都之旅" not in await _convs(ada)
+        await until(lambda: _contains(_system(bob), "ada 离开了\uff0cbob 成为所有者"), "handover")
+        await until(lambda: _equals(_members(bob), {"bob": "owner"}), "bob owner", bob_log)
+        assert await _has(bob, "#add-form") and await _has(bob, "#rename-form")
+        assert "你的角色\uff1a所有者" in await _text(bob, ".details-kind")
+        await bob.screenshot(path=str(tmp_path / "bob-owner-details-zh.png"))
+        await ada.screenshot(path=str(tmp_path / "ada-left.png"))
         _no_errors(ada_log, bob_log, carol_log)
 
 
@@ -204,6 +216,9 @@ async def test_channel_followers_read_admins_post_and_mute(node: Node, tmp_path:
         await sign_in(ada, node.url, "Ada")
         await sign_in(erin, node.url, "Erin")
 
+        # The details panel is not part of the first screen: it loads when first opened.
+        assert not [url for url in await loaded(ada) if "groups-panel" in url]
+
         # Ada makes a channel; its id is in the details panel for her to hand out.
         await ada.click("#new-channel")
         await ada.fill("#channel-name", "Huddle releases")
@@ -213,6 +228,8 @@ async def test_channel_followers_read_admins_post_and_mute(node: Node, tmp_path:
         )
         assert await ada.is_visible("#composer-text"), "the owner posts"
         await _open_details(ada)
+        assert [url for url in await loaded(ada) if url.endswith("/web/app/groups-panel.js")]
+        assert await unlabelled(ada) == []
         channel = await _text(ada, "#channel-id")
         assert channel.startswith("c-")
         await ada.click("#details-close")
@@ -234,6 +251,7 @@ async def test_channel_followers_read_admins_post_and_mute(node: Node, tmp_path:
         assert await erin.is_visible("#readonly-note")
         assert not await erin.is_visible("#composer-text")
         assert "只有频道管理员可以在此发言" in await _text(erin, "#readonly-note")
+        assert await unlabelled(erin) == []
 
         # The admin's posts reach her live.
         await send(ada, "1.4.1 fixes the search box")
@@ -278,6 +296,7 @@ async def test_channel_followers_read_admins_post_and_mute(node: Node, tmp_path:
         assert "Huddle releases" not in await _convs(erin)
 
         # A follower unfollows from the read-only note.
+        await erin.click("#conversation .back")
         await erin.click("#follow-channel")
         await erin.fill("#follow-id", channel)
         await erin.press("#follow-id", "Enter")

@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 from playwright.async_api import Page
 
-from tests.browser.chat_pages import PHONE, chromium, new_page, send, sign_in, until
+from tests.browser.chat_pages import (
+    PHONE,
+    chromium,
+    new_page,
+    send,
+    sign_in,
+    unlabelled,
+    until,
+)
 from tests.helpers import Node
 
 pytestmark = pytest.mark.browser
@@ -100,6 +108,7 @@ async def test_search_finds_chinese_with_highlights_pages_and_opens_the_hit(
         assert await bob.evaluate("() => window.injected") is None
         assert await _status(bob) == "3 条消息包含“京都”"
         assert await bob.locator("#convs").is_hidden(), "the results take the list's place"
+        assert await unlabelled(bob) == []
         await bob.screenshot(path=str(tmp_path / "bob-search-kyoto-zh.png"))
 
         # A query with nothing found says so.
@@ -129,6 +138,7 @@ async def test_search_finds_chinese_with_highlights_pages_and_opens_the_hit(
         await until(lambda: bob.locator("#messages li[data-seq]").count(), "its messages")
         await bob.click(f"#search-results .hit[data-conv='{group}'][data-seq='3']")
         await until(lambda: _equals(bob.evaluate("() => huddleApp.current"), group), "group")
+        await bob.locator("#messages li[data-seq='3']").wait_for()
         # The results stay, the chosen hit marked, while messages come in.
         await send(ada, "one more ryokan")
         await until(lambda: bob.locator("button.conv:has-text('one more ryokan')").count(), "live")

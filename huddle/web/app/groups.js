@@ -4,7 +4,7 @@
 // leave or unfollow). Followers of a channel see that it is read-only instead of a composer.
 // The server judges every request: what it refuses is shown in words, never dropped.
 
-import { allowed, mayChangeRole, mayRemove } from "/web/sdk/roles.js";
+import { allowed } from "/web/sdk/roles.js";
 
 await new Promise((resolve) => {
   const link = document.createElement("link");
@@ -20,11 +20,11 @@ let ui = null;
 let known = new Map();
 /** The conversation the user just left here, so that its pane says "you left". */
 let leaving = "";
-/**
- * The open details panel.
- * @type {{conv: string, dialog: HTMLDialogElement, info: {conv: Record<string, any>, members: {user: string, role: string}[]} | null, error: string, busy: boolean} | null}
- */
-let panel = null;
+/** The details panel (groups-panel.js), loaded the first time one is opened. */
+/** @type {any} */
+let panelModule = null;
+/** @type {Promise<any> | null} */
+let panelLoading = null;
 
 /** @param {any} from */
 export function init(from) {
@@ -37,13 +37,12 @@ export function init(from) {
     const chat = ui.app.chat;
     known = new Map();
     chat.on("conversations", changed);
-    chat.on("message", (/** @type {{conv: string, message: Record<string, any>}} */ { conv, message }) => {
-      // Members and roles come from chat.info: ask again when a system message changed them.
-      if (panel?.conv === conv && message.kind === "system") loadInfo();
-    });
+    chat.on("message", (/** @type {{conv: string, message: Record<string, any>}} */ { conv, message }) =>
+      panelModule?.messageCame(conv, message),
+    );
   });
   ui.hooks.signedOut.push(() => {
-    panel?.dialog.close();
+    panelModule?.closePanel();
     known = new Map();
   });
 }
@@ -51,7 +50,7 @@ export function init(from) {
 const t = (/** @type {string} */ key, /** @type {Record<string, any>} */ vars = {}) => ui.t(key, vars);
 
 /** @param {string} text identities separated by commas or spaces (Chinese commas too) */
-function identities(text) {
+export function identities(text) {
   return [...new Set(text.split(/[,，、\s]+/).filter(Boolean))];
 }
 
@@ -60,7 +59,7 @@ function identities(text) {
  * @param {any} error
  * @param {string} action rename, add, remove, role, leave, follow, create, mute
  */
-function refusal(error, action) {
+export function refusal(error, action) {
   const code = error?.code ?? "";
   const message = error?.message ?? String(error);
   const key = {
@@ -164,7 +163,7 @@ function headerControls(header, summary) {
     h("span", { class: "conv-tools" }, [
       h("button", { type: "button", id: "mute-toggle", onclick: () => toggleMute(summary.conv) }),
       shared
-        ? h("button", { type: "button", id: "details-open", "aria-haspopup": "dialog", onclick: () => openPanel(summary.conv), text: t("details") })
+        ? h("button", { type: "button", id: "details-open", "aria-haspopup": "dialog", onclick: () => openDetails(summary.conv), text: t("details") })
         : null,
     ]),
     h("p", { id: "conv-notice", class: "conv-notice", role: "alert" }),
@@ -236,8 +235,7 @@ function changed() {
     const form = document.getElementById("composer");
     if (form) showComposer(form, summary);
   }
-  if (panel && !now.has(panel.conv)) panel.dialog.close();
-  else if (panel) renderPanel();
+  panelModule?.listChanged(now);
   known = now;
 }
 
@@ -250,11 +248,21 @@ function gone(conv, name) {
   const { app, h } = ui;
   app.current = null;
   const pane = document.getElementById("conversation");
+  // The pane says so, on a phone too (where it is the screen shown), with the way back.
+  const back = h("button", {
+    type: "button",
+    class: "back",
+    onclick: () => {
+      document.body.classList.remove("show-conversation");
+      /** @type {HTMLElement | null} */ (document.querySelector("#convs button"))?.focus();
+    },
+    text: t("back"),
+  });
   pane?.replaceChildren(
+    h("header", { class: "conv-header" }, [back]),
     h("p", { class: "empty", id: "conv-gone", role: "status", text: t(leaving === conv ? "youLeft" : "noLongerIn", { name }) }),
   );
   leaving = "";
-  document.body.classList.remove("show-conversation");
   ui.renderList();
 }
 
@@ -263,7 +271,7 @@ function gone(conv, name) {
  * @param {string} conv
  * @param {"leave" | "unfollow"} how
  */
-async function leave(conv, how) {
+export async function leave(conv, how) {
   leaving = conv;
   try {
     await (how === "leave" ? ui.app.chat.leave(conv) : ui.app.chat.unfollow(conv));
@@ -285,190 +293,23 @@ async function unfollowHere() {
   }
 }
 
-// ---- the details panel ----
-
 /** @param {string} conv */
-function openPanel(conv) {
-  panel?.dialog.close();
-  const dialog = /** @type {HTMLDialogElement} */ (ui.h("dialog", { id: "details", class: "details", "aria-labelledby": "details-title" }));
-  dialog.addEventListener("close", () => {
-    dialog.remove();
-    if (panel?.dialog === dialog) panel = null;
-    /** @type {HTMLElement | null} */ (document.getElementById("details-open"))?.focus();
-  });
-  document.body.append(dialog);
-  panel = { conv, dialog, info: null, error: "", busy: false };
-  renderPanel();
-  dialog.showModal();
-  loadInfo();
-}
-
-async function loadInfo() {
-  const open = panel;
-  if (!open) return;
+async function openDetails(conv) {
+  if (!panelLoading) {
+    panelLoading = import("./groups-panel.js").then((module) => {
+      module.init(ui);
+      panelModule = module;
+      return module;
+    });
+    panelLoading.catch(() => (panelLoading = null));
+  }
   try {
-    const info = await ui.app.chat.info(open.conv);
-    if (panel !== open) return;
-    open.info = info;
+    (await panelLoading).openPanel(conv);
   } catch (e) {
-    if (panel !== open) return;
-    open.error = refusal(e, "info");
+    const notice = document.getElementById("conv-notice");
+    if (notice) notice.textContent = refusal(e, "details");
   }
-  renderPanel();
 }
-
-/**
- * Run a management request from the panel; its refusal is shown there.
- * @param {string} action
- * @param {() => Promise<void>} request
- */
-async function act(action, request) {
-  const open = panel;
-  if (!open || open.busy) return;
-  const from = document.activeElement?.id;
-  open.busy = true;
-  open.error = "";
-  renderPanel();
-  try {
-    await request();
-  } catch (e) {
-    open.error = refusal(e, action);
-  } finally {
-    open.busy = false;
-  }
-  if (panel !== open) return;
-  renderPanel();
-  // Also after a refusal: the role it was refused for may have changed unseen.
-  await loadInfo();
-  // The keyboard goes on where it was (the control may have been redrawn, or be gone).
-  const back = (from && open.dialog.querySelector(`#${CSS.escape(from)}`)) || open.dialog.querySelector("#details-close");
-  if (panel === open && !open.dialog.contains(document.activeElement)) /** @type {HTMLElement} */ (back)?.focus();
-}
-
-function renderPanel() {
-  if (!panel) return;
-  const { h, app } = ui;
-  const { conv, dialog, info, error, busy } = panel;
-  // chat.info's answer is the server's word on the user's role, newer than the list's after a
-  // refusal; it is asked again whenever a system message comes.
-  const summary = { ...(app.chat?.conversation(conv) ?? {}), ...(info?.conv ?? {}) };
-  const kind = summary.kind ?? "group";
-  const role = summary.role;
-  const may = allowed(kind, role);
-  const me = app.chat?.me;
-  const members = [...(info?.members ?? [])].sort(
-    (a, b) => RANK.indexOf(a.role) - RANK.indexOf(b.role) || a.user.localeCompare(b.user),
-  );
-  const focusedId = document.activeElement?.id;
-  const rows = members.map((m) => {
-    const self = m.user === me;
-    const roleSelect = mayChangeRole(kind, role, m.role)
-      ? h("select", {
-          class: "role-select",
-          id: `role-${m.user}`,
-          "data-user": m.user,
-          "aria-label": t("roleOf", { user: m.user }),
-          disabled: busy,
-          onchange: (/** @type {Event} */ e) => {
-            const to = /** @type {HTMLSelectElement} */ (e.target).value;
-            act("role", () => app.chat.setRole(conv, m.user, to));
-          },
-        }, [
-          m.role === "follower" ? h("option", { value: "follower", selected: true, disabled: true, text: t("role_follower") }) : null,
-          h("option", { value: "admin", selected: m.role === "admin", text: t("role_admin") }),
-          h("option", { value: "member", selected: m.role === "member", text: t("role_member") }),
-        ])
-      : h("span", { class: "member-role", text: t(`role_${m.role}`) });
-    return h("li", { class: "member", "data-user": m.user, "data-role": m.role }, [
-      h("span", { class: "member-name", text: self ? t("meName", { user: m.user }) : m.user }),
-      roleSelect,
-      mayRemove(kind, role, m.role, self)
-        ? h("button", {
-            type: "button",
-            class: "remove-member",
-            id: `remove-${m.user}`,
-            "data-user": m.user,
-            "aria-label": t("removeUser", { user: m.user }),
-            disabled: busy,
-            onclick: () => act("remove", () => app.chat.remove(conv, [m.user])),
-            text: t("remove"),
-          })
-        : null,
-    ]);
-  });
-  const renameInput = /** @type {HTMLInputElement} */ (h("input", { id: "rename-input", required: true, maxlength: 128, value: summary.name ?? "" }));
-  const addInput = /** @type {HTMLInputElement} */ (h("input", { id: "add-members", autocomplete: "off", placeholder: "dave, erin" }));
-  // A redraw keeps what is being typed in the forms.
-  const typedName = /** @type {HTMLInputElement | null} */ (dialog.querySelector("#rename-input"));
-  if (typedName && typedName.dataset.edited) {
-    renameInput.value = typedName.value;
-    renameInput.dataset.edited = "1";
-  }
-  renameInput.addEventListener("input", () => (renameInput.dataset.edited = "1"));
-  addInput.value = /** @type {HTMLInputElement | null} */ (dialog.querySelector("#add-members"))?.value ?? "";
-  const parts = [
-    h("header", { class: "details-head" }, [
-      h("h2", { id: "details-title", text: summary.name ?? conv }),
-      h("button", { type: "button", id: "details-close", onclick: () => dialog.close(), text: t("close") }),
-    ]),
-    h("p", { class: "details-kind", text: t(kind === "channel" ? "aboutChannel" : "aboutGroup", { n: summary.members ?? members.length, role: t(`role_${role}`) }) }),
-    kind === "channel"
-      ? h("p", { class: "channel-id" }, [t("channelIdIs"), " ", h("code", { id: "channel-id", text: conv })])
-      : null,
-    h("p", { id: "details-error", class: "form-error", role: "alert", text: error }),
-    may.rename
-      ? h("form", {
-          id: "rename-form",
-          class: "details-row",
-          onsubmit: (/** @type {Event} */ e) => {
-            e.preventDefault();
-            const name = renameInput.value.trim();
-            if (name) act("rename", async () => {
-              await app.chat.rename(conv, name);
-              const input = /** @type {HTMLInputElement | null} */ (dialog.querySelector("#rename-input"));
-              if (input) delete input.dataset.edited;
-            });
-          },
-        }, [h("label", { for: "rename-input", text: t("rename") }), renameInput, h("button", { type: "submit", id: "rename-save", disabled: busy, text: t("save") })])
-      : null,
-    h("h3", { id: "members-title", text: info ? t("membersTitle", { n: members.length }) : t("loadingMembers") }),
-    h("ul", { id: "details-members", class: "members", "aria-labelledby": "members-title", "aria-busy": busy || !info ? "true" : null }, rows),
-    may.add
-      ? h("form", {
-          id: "add-form",
-          class: "details-row",
-          onsubmit: (/** @type {Event} */ e) => {
-            e.preventDefault();
-            const users = identities(addInput.value);
-            if (users.length) act("add", async () => {
-              await app.chat.add(conv, users);
-              const input = /** @type {HTMLInputElement | null} */ (dialog.querySelector("#add-members"));
-              if (input) input.value = "";
-            });
-          },
-        }, [h("label", { for: "add-members", text: t("addMembers") }), addInput, h("button", { type: "submit", id: "add-submit", disabled: busy, text: t("add") })])
-      : null,
-    h("footer", { class: "details-foot" }, [
-      may.leave
-        ? h("button", {
-            type: "button",
-            id: "leave-conv",
-            class: "danger",
-            disabled: busy,
-            onclick: () => act("leave", () => leave(conv, "leave")),
-            text: t(kind === "channel" ? "leaveChannel" : "leaveGroup"),
-          })
-        : null,
-      may.unfollow
-        ? h("button", { type: "button", id: "unfollow-conv", class: "danger", disabled: busy, onclick: () => act("leave", () => leave(conv, "unfollow")), text: t("unfollow") })
-        : null,
-    ]),
-  ];
-  dialog.replaceChildren(...parts.filter((el) => el !== null));
-  if (focusedId) /** @type {HTMLElement | null} */ (dialog.querySelector(`#${CSS.escape(focusedId)}`))?.focus();
-}
-
-const RANK = ["owner", "admin", "member", "follower"];
 
 const STRINGS = {
   en: {
@@ -484,27 +325,6 @@ const STRINGS = {
     muteHint: "Mute this conversation on all your devices",
     mutedHint: "Muted on all your devices",
     details: "Details",
-    close: "Close",
-    aboutGroup: "Group · {n} members · your role: {role}",
-    aboutChannel: "Channel · {n} members and followers · your role: {role}",
-    channelIdIs: "Others follow this channel with its id:",
-    rename: "Name",
-    save: "Save",
-    membersTitle: "Members ({n})",
-    loadingMembers: "Members…",
-    addMembers: "Add members (identities, separated by commas)",
-    add: "Add",
-    remove: "Remove",
-    removeUser: "Remove {user}",
-    roleOf: "Role of {user}",
-    meName: "{user} (you)",
-    role_owner: "owner",
-    role_admin: "admin",
-    role_member: "member",
-    role_follower: "follower",
-    role_undefined: "not a member",
-    leaveGroup: "Leave group",
-    leaveChannel: "Leave channel",
     readOnly: "Only the channel's admins post here; you follow it.",
     youLeft: "You left “{name}”.",
     noLongerIn: "You are no longer in “{name}”.",
@@ -532,27 +352,6 @@ const STRINGS = {
     muteHint: "在你的所有设备上将此会话静音",
     mutedHint: "已在你的所有设备上静音",
     details: "详情",
-    close: "关闭",
-    aboutGroup: "群组 · {n} 名成员 · 你的角色：{role}",
-    aboutChannel: "频道 · {n} 名成员和关注者 · 你的角色：{role}",
-    channelIdIs: "其他人可以用此 ID 关注频道：",
-    rename: "名称",
-    save: "保存",
-    membersTitle: "成员（{n}）",
-    loadingMembers: "成员…",
-    addMembers: "添加成员（身份标识，用逗号分隔）",
-    add: "添加",
-    remove: "移除",
-    removeUser: "移除 {user}",
-    roleOf: "{user} 的角色",
-    meName: "{user}（你）",
-    role_owner: "所有者",
-    role_admin: "管理员",
-    role_member: "成员",
-    role_follower: "关注者",
-    role_undefined: "非成员",
-    leaveGroup: "退出群组",
-    leaveChannel: "退出频道",
     readOnly: "只有频道管理员可以在此发言；你正在关注此频道。",
     youLeft: "你已退出“{name}”。",
     noLongerIn: "你已不在“{name}”中。",
