@@ -195,3 +195,13 @@ test("system messages change the user's role and the member count, once each", (
   const again = s.applyToSummary(sum, sys(8, 6, { event: "member_removed", by: "me", users: ["eve"] }), "me");
   assert.equal(again.members, 3);
 });
+
+test("a rename replayed after a newer one does not bring the old name back", () => {
+  const renamed = (ev, seq, name) => msg("g-1", ev, seq, { sender: "bob", kind: "system", text: undefined, system: { event: "renamed", by: "bob", name } });
+  let sum = { conv: "g-1", name: "Trip", last_seq: 4, last_ts: 4, read_seq: 4, unread: 0 };
+  sum = s.applyToSummary(sum, renamed(9, 5, "Kyoto"), "me");
+  sum = s.applyToSummary(sum, renamed(10, 6, "京都"), "me");
+  assert.equal(sum.name, "京都");
+  sum = s.applyToSummary(sum, renamed(9, 5, "Kyoto"), "me");
+  assert.equal(sum.name, "京都");
+});

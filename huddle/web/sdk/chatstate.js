@@ -271,10 +271,11 @@ export function applyToSummary(summary, event, me) {
       s.last = m;
       // Only a message the summary has not counted yet changes roles and counts.
       if (m.kind === "system") applySystem(s, m.system ?? {}, me);
+      // A rename replayed after a newer one (a sync's replay) does not bring the old name back.
+      if (m.kind === "system" && m.system?.event === "renamed" && m.system.name) s.name = m.system.name;
     }
     // Your own sends move your read position, without a receipt.
     if (m.sender === me) s.read_seq = Math.max(s.read_seq ?? 0, m.seq);
-    if (m.kind === "system" && m.system?.event === "renamed" && m.system.name) s.name = m.system.name;
   } else if (event.type === "chat.receipt" && event.user === me) {
     s.read_seq = Math.max(s.read_seq ?? 0, event.read_seq);
   } else if (event.type === "chat.muted") {
