@@ -66,6 +66,10 @@ SYNCED_JS: Final = """
 () => !!(window.huddleApp.chat && window.huddleApp.chat.syncs.some((s) => s.reply))
 """
 
+LOADED_JS: Final = """
+() => performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname)
+"""
+
 CONN_DOWN_JS: Final = """
 () => window.huddleApp.conn.state !== "open"
 """
@@ -162,11 +166,14 @@ async def ringing(run: Run) -> None:
     await alice.press("#composer-text", "Enter")
     await alice.wait_for_selector("#call-start")
     label = await alice.get_attribute("#call-start", "aria-label")
-    run.step("direct conversation", call_button_label=label)
+    run.step("direct conversation", call_button_label=label, loaded=await alice.evaluate(LOADED_JS))
     for page in (phone, laptop):
         await run.open(page, "alice")
 
     await alice.click("#call-start")
+    await alice.wait_for_selector("#call-leave")
+    focused_view = await alice.evaluate("() => document.activeElement.id")
+    run.step("calling", focused=focused_view, status=await alice.inner_text("#call-status"))
     for name, page in (("bob-phone", phone), ("bob-laptop", laptop)):
         await run.until(f"{name} rings", partial(_sheets, page))
     sheet = await laptop.locator(".call-sheet").inner_text()

@@ -63,6 +63,12 @@ def test_a_call_rung_from_the_app_rings_both_devices_and_missed_calls_show_in_th
 ) -> None:
     steps = _run(call_node, tmp_path, "ringing")
     assert steps["direct conversation"]["call_button_label"] == "Call bob"
+    # The call UI and the SDK's calls module load on first use, not with the first screen.
+    loaded = steps["direct conversation"]["loaded"]
+    assert "/web/app/calls.js" in loaded, loaded
+    assert "/web/app/callview.js" not in loaded and "/web/sdk/calls.js" not in loaded, loaded
+    assert steps["calling"]["status"] == "Calling bob…"
+    assert steps["calling"]["focused"] == "call-leave"  # the keyboard is in the call view
     ringing = steps["ringing on both devices"]
     assert "alice is calling" in ringing["sheet"] and "Video call" in ringing["sheet"]
     assert ringing["focused"] == "accept"  # the sheet takes the keyboard

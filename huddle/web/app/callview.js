@@ -419,6 +419,7 @@ function close() {
   }
   document.getElementById("call-view")?.remove();
   document.body.classList.remove("in-call");
+  document.getElementById("app")?.removeAttribute("inert");
   document.getElementById("call-start")?.focus();
 }
 
@@ -440,6 +441,13 @@ function render() {
     ]);
     document.body.append(view);
     document.body.classList.add("in-call");
+    // The chat underneath is out of reach while the call covers it: Tab stays in the call.
+    document.getElementById("app")?.setAttribute("inert", "");
+    setPhase(session.phase);
+    renderControls();
+    renderTiles();
+    document.getElementById("call-leave")?.focus();
+    return;
   }
   setPhase(session.phase);
   renderControls();
