@@ -17,7 +17,9 @@ storage, so its own device id). Scenarios:
   timeout must be short); each ends as a missed call written in the chat.
 - ``group``: alice creates a group with bob and carol; each opens it and presses its call
   button (joining the group's call), each decodes both others; bob mutes his microphone and
-  the others see the mark on his tile; alice switches to the active-speaker layout.
+  the others see the mark on his tile; alice switches to the active-speaker layout; carol
+  switches her microphone in the device picker and alice goes on hearing her; alice shares
+  her screen and the others show it (featured in bob's speaker layout).
 
 The script waits for each step and records what it saw (``steps``); it stops at the first step
 that does not happen in time (``error``). The test asserts.
@@ -57,8 +59,14 @@ async () => {
     const info = call.tracks[st.mid];
     if (info) decoded[info.identity] = (decoded[info.identity] || 0) + (st.framesDecoded || 0);
   });
+  const audio = {};
+  (await call.subscriberPc.getStats()).forEach((st) => {
+    if (st.type !== "inbound-rtp" || st.kind !== "audio") return;
+    const info = call.tracks[st.mid];
+    if (info) audio[info.identity] = (audio[info.identity] || 0) + (st.packetsReceived || 0);
+  });
   const shown = [...document.querySelectorAll(".tile:not(.local) video")].map((v) => v.videoWidth);
-  return { participant: call.participant, decoded, shown };
+  return { participant: call.participant, decoded, audio, shown };
 }
 """
 
@@ -68,6 +76,18 @@ SYNCED_JS: Final = """
 
 LOADED_JS: Final = """
 () => performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname)
+"""
+
+MIC_IN_USE_JS: Final = """
+(wanted) => {
+  const call = window.huddleCalls.session().call;
+  const track = call.localStream && call.localStream.getAudioTracks()[0];
+  return track && track.getSettings().deviceId === wanted ? track.readyState : null;
+}
+"""
+
+SCREEN_WIDTH_JS: Final = """
+() => { const v = document.querySelector(".tile.screen video"); return v ? v.videoWidth : 0; }
 """
 
 CONN_DOWN_JS: Final = """
@@ -303,6 +323,40 @@ async def group(run: Run) -> None:
         ),
     )
     run.step("speaker layout", featured=featured, qualities=qualities)
+
+    # Carol switches her microphone in the device picker: the call goes on, alice hears her.
+    await carol.click("#call-devices-toggle")
+    await carol.wait_for_selector("#call-mic-select")
+    options = await carol.eval_on_selector_all(
+        "#call-mic-select option", "(list) => list.map((o) => o.value)"
+    )
+    chosen = options[-1]
+    await carol.select_option("#call-mic-select", chosen)
+    in_use = await run.until(
+        "carol's new microphone in use",
+        lambda: carol.evaluate(MIC_IN_USE_JS, chosen),
+    )
+    heard = (await alice.evaluate(DECODED_JS))["audio"].get("carol", 0)
+    later = await run.until(
+        "alice hears carol's new microphone", partial(_more_audio, alice, "carol", heard)
+    )
+    run.step("microphone switched", options=len(options), in_use=in_use, heard=[heard, later])
+
+    # Alice shares her screen: the others get a tile of it, which the speaker layout features.
+    await alice.click("#call-screen")
+    shared = {}
+    for name in ("bob", "carol"):
+        shared[name] = await run.until(
+            f"{name} shows alice's screen", partial(_screen_width, pages[name])
+        )
+    await bob.click("#call-layout")
+    await bob.wait_for_selector(".call-tiles.layout-speaker .tile.screen.featured")
+    run.step(
+        "screen shared",
+        widths=shared,
+        alice_button=await alice.get_attribute("#call-screen", "aria-pressed"),
+        bob_featured=await bob.get_attribute(".tile.featured", "data-key"),
+    )
     run.step(
         "screens",
         **{name: await run.shot(page, f"group-{name}") for name, page in pages.items()},
@@ -312,6 +366,17 @@ async def group(run: Run) -> None:
 async def _more(page: Page, identity: str, than: int) -> dict[str, Any] | None:
     got: dict[str, Any] | None = await page.evaluate(DECODED_JS)
     return got if got and got["decoded"].get(identity, 0) > than else None
+
+
+async def _more_audio(page: Page, identity: str, than: int) -> int | None:
+    got: dict[str, Any] | None = await page.evaluate(DECODED_JS)
+    packets = int(got["audio"].get(identity, 0)) if got else 0
+    return packets if packets > than else None
+
+
+async def _screen_width(page: Page) -> int:
+    width: int = await page.evaluate(SCREEN_WIDTH_JS)
+    return width
 
 
 async def _no_sheets(page: Page) -> bool:

@@ -3,7 +3,8 @@ from a direct conversation (both of the callee's devices ring, one answers, the 
 both sides decode each other, a short network drop on one side does not end the call, and a
 mute made during it arrives), a declined and an unanswered call that the chat shows as
 missed (in English and Chinese), and a three-user call started from a group (each page
-decodes both others, a mute seen by the others, the active-speaker layout)."""
+decodes both others, a mute seen by the others, the active-speaker layout, a microphone
+switched in the device picker, a screen shared)."""
 
 from __future__ import annotations
 
@@ -108,5 +109,14 @@ def test_a_group_call_from_the_app_each_decodes_the_others_sees_a_mute_and_speak
     assert set(muted["marks"]) == {"alice", "carol"}
     assert muted["bob_button_pressed"] == "true"
     layout = steps["speaker layout"]
-    assert layout["featured"] in {seen["bob"]["participant"], seen["carol"]["participant"]}
+    # The loudest is featured (alice's own tile when she is), else another participant.
+    assert layout["featured"] in {seen["bob"]["participant"], seen["carol"]["participant"], "local"}
     assert set(layout["qualities"]) <= {"good", "fair", "poor"} and len(layout["qualities"]) == 3
+    switched = steps["microphone switched"]
+    assert switched["options"] >= 2 and switched["in_use"] == "live"
+    before, after = switched["heard"]
+    assert after > before
+    screen = steps["screen shared"]
+    assert screen["widths"]["bob"] > 0 and screen["widths"]["carol"] > 0
+    assert screen["alice_button"] == "true"
+    assert screen["bob_featured"] == f"{seen['alice']['participant']}:screen"
