@@ -78,6 +78,15 @@ LOADED_JS: Final = """
 () => performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname)
 """
 
+MINIMISED_JS: Final = """
+() => ({
+  minimised: document.getElementById("call-view").classList.contains("minimised"),
+  inert: document.getElementById("app").inert,
+  focused: document.activeElement.id,
+  tiles: document.querySelector(".call-tiles").offsetHeight,
+})
+"""
+
 MIC_IN_USE_JS: Final = """
 (wanted) => {
   const call = window.huddleCalls.session().call;
@@ -323,6 +332,15 @@ async def group(run: Run) -> None:
         ),
     )
     run.step("speaker layout", featured=featured, qualities=qualities)
+
+    # Back to the chat in the middle of the call, and back to the call.
+    await bob.click("#call-minimise")
+    await bob.fill("#composer-text", "one moment")
+    await bob.press("#composer-text", "Enter")
+    minimised = await bob.evaluate(MINIMISED_JS)
+    shot = await run.shot(bob, "group-bob-minimised")
+    await bob.click("#call-start")
+    run.step("minimised", during=minimised, after=await bob.evaluate(MINIMISED_JS), shot=shot)
 
     # Carol switches her microphone in the device picker: the call goes on, alice hears her.
     await carol.click("#call-devices-toggle")

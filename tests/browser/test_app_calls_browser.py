@@ -112,6 +112,11 @@ def test_a_group_call_from_the_app_each_decodes_the_others_sees_a_mute_and_speak
     # The loudest is featured (alice's own tile when she is), else another participant.
     assert layout["featured"] in {seen["bob"]["participant"], seen["carol"]["participant"], "local"}
     assert set(layout["qualities"]) <= {"good", "fair", "poor"} and len(layout["qualities"]) == 3
+    minimised = steps["minimised"]
+    assert minimised["during"]["minimised"] and not minimised["during"]["inert"]
+    assert minimised["during"]["focused"] == "composer-text" and minimised["during"]["tiles"] == 0
+    restored = minimised["after"]
+    assert not restored["minimised"] and restored["inert"] and restored["focused"] == "call-leave"
     switched = steps["microphone switched"]
     assert switched["options"] >= 2 and switched["in_use"] == "live"
     before, after = switched["heard"]

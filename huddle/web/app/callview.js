@@ -50,6 +50,8 @@ const STRINGS = {
     callLayoutGrid: "Grid view",
     callLeave: "Leave",
     callClose: "Close",
+    callMinimise: "Back to chat",
+    callRestore: "Show call",
     callYouTile: "{name} (you)",
     callScreenOf: "{name}'s screen",
     callMicMuted: "microphone off",
@@ -90,6 +92,8 @@ const STRINGS = {
     callLayoutGrid: "网格视图",
     callLeave: "离开",
     callClose: "关闭",
+    callMinimise: "返回聊天",
+    callRestore: "显示通话",
     callYouTile: "{name}（你）",
     callScreenOf: "{name} 的屏幕",
     callMicMuted: "麦克风已关闭",
@@ -169,7 +173,7 @@ export function current() {
 export async function startFrom(summary) {
   if (session) {
     // One call at a time: the button brings the call back to the front.
-    document.getElementById("call-view")?.querySelector("button")?.focus();
+    setMinimised(false);
     return;
   }
   if (summary.kind === "group") {
@@ -442,7 +446,7 @@ function render() {
     document.body.append(view);
     document.body.classList.add("in-call");
     // The chat underneath is out of reach while the call covers it: Tab stays in the call.
-    document.getElementById("app")?.setAttribute("inert", "");
+    setMinimised(false);
     setPhase(session.phase);
     renderControls();
     renderTiles();
@@ -452,6 +456,23 @@ function render() {
   setPhase(session.phase);
   renderControls();
   renderTiles();
+}
+
+/**
+ * A minimised call is a bar over the chat, which is usable again; restored, the call covers
+ * the chat and keeps the keyboard.
+ * @param {boolean} minimised
+ */
+function setMinimised(minimised) {
+  const view = document.getElementById("call-view");
+  if (!view) return;
+  view.classList.toggle("minimised", minimised);
+  document.body.classList.toggle("in-call", !minimised);
+  const app = document.getElementById("app");
+  if (minimised) app?.removeAttribute("inert");
+  else app?.setAttribute("inert", "");
+  renderControls();
+  if (!minimised) document.getElementById("call-leave")?.focus();
 }
 
 /**
@@ -479,7 +500,10 @@ function renderControls() {
   const call = session.call;
   const live = Boolean(call && call.state === "joined" && call.localStream);
   const buttons = [];
-  if (live && call) {
+  const minimised = document.getElementById("call-view")?.classList.contains("minimised") ?? false;
+  if (live && call && minimised) {
+    buttons.push(control("call-mic", call.audioMuted ? t("callMicOn") : t("callMic"), () => toggleMic(), call.audioMuted));
+  } else if (live && call) {
     buttons.push(
       control("call-mic", call.audioMuted ? t("callMicOn") : t("callMic"), () => toggleMic(), call.audioMuted),
       control("call-cam", call.videoMuted ? t("callCamOn") : t("callCam"), () => toggleCam(), call.videoMuted),
@@ -488,6 +512,7 @@ function renderControls() {
       control("call-layout", session.layout === "grid" ? t("callLayoutSpeaker") : t("callLayoutGrid"), () => toggleLayout(), session.layout === "speaker"),
     );
   }
+  buttons.push(control("call-minimise", minimised ? t("callRestore") : t("callMinimise"), () => setMinimised(!minimised)));
   const over = session.phase === "over";
   const end = control("call-leave", over ? t("callClose") : t("callLeave"), () => (over ? close() : leave(true)));
   end.classList.add("call-end");
