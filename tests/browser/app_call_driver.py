@@ -15,11 +15,12 @@ storage, so its own device id). Scenarios:
   network drops for a moment (she mutes meanwhile) and the call goes on; alice leaves. Then
   alice calls twice more: bob declines the first, nobody answers the second (the node's ring
   timeout must be short); each ends as a missed call written in the chat.
-- ``group``: alice creates a group with bob and carol; each opens it and presses its call
-  button (joining the group's call), each decodes both others; bob mutes his microphone and
-  the others see the mark on his tile; alice switches to the active-speaker layout; carol
-  switches her microphone in the device picker and alice goes on hearing her; alice shares
-  her screen and the others show it (featured in bob's speaker layout).
+- ``group``: alice creates a group with bob and carol (whose app is in Chinese); each opens
+  it and presses its call button (joining the group's call), each decodes both others; bob
+  mutes his microphone and the others see the mark on his tile; alice switches to the
+  active-speaker layout; bob goes back to the chat and to the call; carol switches her
+  microphone in the device picker and alice goes on hearing her; alice shares her screen
+  and the others show it (featured in bob's speaker layout).
 
 The script waits for each step and records what it saw (``steps``); it stops at the first step
 that does not happen in time (``error``). The test asserts.
@@ -134,8 +135,10 @@ class Run:
             await asyncio.sleep(POLL_S)
         raise StepFailed(f"{what}: not within {STEP_TIMEOUT_S} s (last: {value!r})")
 
-    async def page(self, label: str, name: str, viewport: dict[str, int] = LAPTOP) -> Page:
-        context = await self.browser.new_context(viewport=viewport, locale="en-US")  # type: ignore[arg-type]
+    async def page(
+        self, label: str, name: str, viewport: dict[str, int] = LAPTOP, locale: str = "en-US"
+    ) -> Page:
+        context = await self.browser.new_context(viewport=viewport, locale=locale)  # type: ignore[arg-type]
         page = await context.new_page()
         lines = self.consoles[label] = []
         page.on("console", lambda m: lines.append(f"{m.type}: {m.text}"))
@@ -293,7 +296,7 @@ async def ringing(run: Run) -> None:
 async def group(run: Run) -> None:
     alice = await run.page("alice", "alice")
     bob = await run.page("bob", "bob")
-    carol = await run.page("carol", "carol", PHONE)
+    carol = await run.page("carol", "carol", PHONE, locale="zh-CN")  # her app in Chinese
     await alice.click("#new-group")
     await alice.fill("#group-name", "Standup")
     await alice.fill("#group-members", "bob, carol")
@@ -312,11 +315,9 @@ async def group(run: Run) -> None:
     await bob.click("#call-mic")
     bob_marks = f'.tile[data-key="{seen["bob"]["participant"]}"] .tile-marks'
     marks = {}
-    for name in ("alice", "carol"):
-        page = pages[name]
+    for name, words in (("alice", "microphone off"), ("carol", "麦克风已关闭")):
         marks[name] = await run.until(
-            f"{name} sees bob muted",
-            partial(_text_if, page, bob_marks, "microphone off"),
+            f"{name} sees bob muted", partial(_text_if, pages[name], bob_marks, words)
         )
     pressed = await bob.get_attribute("#call-mic", "aria-pressed")
     run.step("bob muted", marks=marks, bob_button_pressed=pressed)
