@@ -24,6 +24,8 @@ export const OUTCOME_SHOWN_MS = 4000;
 const STRINGS = {
   en: {
     callIncoming: "{name} is calling",
+    callGroupNotice: "{name} started a call in {group}",
+    callDismiss: "Dismiss",
     callIncomingMedia_video: "Video call",
     callIncomingMedia_audio: "Voice call",
     callAccept: "Accept",
@@ -66,6 +68,8 @@ const STRINGS = {
   },
   zh: {
     callIncoming: "{name} 来电",
+    callGroupNotice: "{name} 在 {group} 发起了通话",
+    callDismiss: "忽略",
     callIncomingMedia_video: "视频通话",
     callIncomingMedia_audio: "语音通话",
     callAccept: "接听",
@@ -177,6 +181,7 @@ export async function startFrom(summary) {
     return;
   }
   if (summary.kind === "group") {
+    hideGroupNotice(null, summary.conv);
     session = newSession(summary, "group");
     render();
     await joinRoom(groupRoom(summary.conv));
@@ -273,6 +278,55 @@ function showIncoming(event) {
   sheets.set(event.call, sheet);
   sheetHolder().append(sheet);
   accept.focus();
+}
+
+/**
+ * Someone started a group's call (its `call_started` arrived live): a notice with Join.
+ * Unlike a ring it takes no focus; it goes when the call ends or the group is opened.
+ * @param {Record<string, any>} summary the group
+ * @param {{conv: string, call: string, by: string}} started
+ */
+export function showGroupNotice(summary, started) {
+  const key = `group:${started.call}`;
+  if (sheets.has(key) || session?.conv === started.conv) return;
+  const { h, t } = ui;
+  const titleId = `call-sheet-title-${started.call}`;
+  const sheet = h("section", {
+    class: "call-sheet group-notice",
+    role: "region",
+    "aria-labelledby": titleId,
+    "data-call": started.call,
+    "data-conv": started.conv,
+  }, [
+    h("p", { id: titleId, class: "call-sheet-title", text: t("callGroupNotice", { name: started.by, group: summary.name }) }),
+    h("div", { class: "call-sheet-actions" }, [
+      h("button", { type: "button", "data-action": "dismiss", onclick: () => hideIncoming(key), text: t("callDismiss") }),
+      h("button", {
+        type: "button",
+        class: "call-accept",
+        "data-action": "join",
+        onclick: () => {
+          hideIncoming(key);
+          startFrom(summary);
+        },
+        text: t("callJoin"),
+      }),
+    ]),
+  ]);
+  sheets.set(key, sheet);
+  sheetHolder().append(sheet);
+}
+
+/**
+ * Takes away the notice of a group's call: the one of `call`, or any of conversation `conv`.
+ * @param {string | null} call
+ * @param {string} [conv]
+ */
+export function hideGroupNotice(call, conv) {
+  for (const [key, sheet] of [...sheets]) {
+    if (!key.startsWith("group:")) continue;
+    if ((call && key === `group:${call}`) || (conv && sheet.dataset.conv === conv)) hideIncoming(key);
+  }
 }
 
 function sheetHolder() {
