@@ -21,6 +21,11 @@ storage, so its own device id). Scenarios:
   active-speaker layout; bob goes back to the chat and to the call; carol switches her
   microphone in the device picker and alice goes on hearing her; alice shares her screen
   and the others show it (featured in bob's speaker layout).
+- ``group_notice`` (needs a node that records a group's call in the group, docs/protocol.md
+  ``call.join`` of ``conv:GROUP``, and a short ``room_empty_grace_s``): alice starts the call
+  of a group that bob and carol do not have open; both get a notice; bob joins from it, carol
+  opens the group (her notice goes) and joins from the ``call_started`` message; all leave and
+  the group shows the call ended, with no Join button left.
 
 The script waits for each step and records what it saw (``steps``); it stops at the first step
 that does not happen in time (``error``). The test asserts.
@@ -384,6 +389,40 @@ async def group(run: Run) -> None:
     )
 
 
+async def group_notice(run: Run) -> None:
+    alice = await run.page("alice", "alice")
+    bob = await run.page("bob", "bob")
+    carol = await run.page("carol", "carol", PHONE, locale="zh-CN")
+    await alice.click("#new-group")
+    await alice.fill("#group-name", "Standup")
+    await alice.fill("#group-members", "bob, carol")
+    await alice.click("#group-form button[type=submit]")
+    await alice.wait_for_selector("#call-start")
+    await alice.click("#call-start")
+    notices = {}
+    for name, page in (("bob", bob), ("carol", carol)):
+        await run.until(f"{name} gets a notice", partial(_count, page, ".group-notice"))
+        notices[name] = await page.inner_text(".group-notice")
+    run.step("notices", **notices, shot=await run.shot(carol, "notice-carol"))
+    await bob.click(".group-notice [data-action=join]")
+    joined_bob = await run.decoding(bob, "bob", ["alice"])
+    await run.open(carol, "Standup")
+    left = await carol.locator(".group-notice").count()
+    await carol.wait_for_selector(".call-join")
+    await carol.click(".call-join")
+    joined_carol = await run.decoding(carol, "carol", ["alice", "bob"])
+    run.step("joined", bob=joined_bob, carol=joined_carol, carol_notices_after_open=left)
+    for page in (alice, bob, carol):
+        await page.click("#call-leave")
+    texts = await run.system_text(alice, "alice", "Call ended")
+    run.step("ended", alice_chat=texts, join_buttons=await _count(alice, ".call-join"))
+
+
+async def _count(page: Page, selector: str) -> int:
+    count: int = await page.locator(selector).count()
+    return count
+
+
 async def _more(page: Page, identity: str, than: int) -> dict[str, Any] | None:
     got: dict[str, Any] | None = await page.evaluate(DECODED_JS)
     return got if got and got["decoded"].get(identity, 0) > than else None
@@ -416,7 +455,7 @@ async def _text_if(page: Page, selector: str, part: str) -> str | None:
     return text if part in text else None
 
 
-SCENARIOS: Final = {"ringing": ringing, "group": group}
+SCENARIOS: Final = {"ringing": ringing, "group": group, "group_notice": group_notice}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:

@@ -26,7 +26,11 @@ RING_TIMEOUT_S: Final = "4"
 
 @pytest.fixture
 def call_node(netns: NetworkNamespace, tmp_path: Path) -> Iterator[NamespacedNode]:
-    settings = {"HUDDLE_RING_TIMEOUT_S": RING_TIMEOUT_S, "HUDDLE_RING_SWEEP_S": "0.2"}
+    settings = {
+        "HUDDLE_RING_TIMEOUT_S": RING_TIMEOUT_S,
+        "HUDDLE_RING_SWEEP_S": "0.2",
+        "HUDDLE_ROOM_EMPTY_GRACE_S": "1",  # a group's call ends (and is recorded) soon after
+    }
     with namespaced_node(netns, tmp_path, settings) as node:
         yield node
 
