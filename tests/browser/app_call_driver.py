@@ -403,7 +403,8 @@ async def group_notice(run: Run) -> None:
     for name, page in (("bob", bob), ("carol", carol)):
         await run.until(f"{name} gets a notice", partial(_count, page, ".group-notice"))
         notices[name] = await page.inner_text(".group-notice")
-    run.step("notices", **notices, shot=await run.shot(carol, "notice-carol"))
+    run.step("notices", **notices)
+    run.step("screens", notice=await run.shot(carol, "notice-carol"))
     await bob.click(".group-notice [data-action=join]")
     joined_bob = await run.decoding(bob, "bob", ["alice"])
     await run.open(carol, "Standup")
