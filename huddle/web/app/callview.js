@@ -420,7 +420,11 @@ async function joinRoom(room) {
     renderControls();
     mine.timer = setInterval(() => measure(mine), QUALITY_INTERVAL_MS);
   } catch (error) {
-    if (session === mine) finish(ui.t("callFailed", { error: errorText(error) }));
+    if (session !== mine) return;
+    // A rung call this device took but cannot be in: hang up, so the others are not left waiting.
+    if (mine.ringId) ringing?.hangup(mine.ringId).catch(() => {});
+    call.leave().catch(() => {});
+    finish(ui.t("callFailed", { error: errorText(error) }));
   }
 }
 
