@@ -412,11 +412,12 @@ async function joinRoom(room) {
     if (session !== mine) return;
     mine.phase = "in";
     render();
-    const stream = await call.publish({ audio: true, video: true });
+    const stream = await publishWhatWeCan(call);
     if (session !== mine) return;
     const own = tileFor("local", ui.t("callYouTile", { name: ui.app.conn?.hello?.name ?? ui.app.session?.identity ?? "" }), false);
     own.video.srcObject = stream;
     own.video.muted = true;
+    own.el.classList.toggle("video-off", !stream?.getVideoTracks().length);
     renderControls();
     mine.timer = setInterval(() => measure(mine), QUALITY_INTERVAL_MS);
   } catch (error) {
@@ -426,6 +427,23 @@ async function joinRoom(room) {
     call.leave().catch(() => {});
     finish(ui.t("callFailed", { error: errorText(error) }));
   }
+}
+
+/**
+ * Camera and microphone; without a camera (or its permission) the microphone alone; without
+ * either, the call goes on receive-only. @param {Call} call
+ * @returns {Promise<MediaStream | null>}
+ */
+async function publishWhatWeCan(call) {
+  for (const what of [{ audio: true, video: true }, { audio: true, video: false }]) {
+    try {
+      return await call.publish(what);
+    } catch (error) {
+      console.warn("[huddle] could not publish", what, error);
+      if (call.state !== "joined") throw error;
+    }
+  }
+  return null;
 }
 
 /** @param {string} phase */
