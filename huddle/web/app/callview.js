@@ -6,6 +6,7 @@
 
 import { Call, Ringing, networkQuality, receiveQuality } from "/web/sdk/calls.js";
 import { groupRoom } from "./calls.js";
+import * as sheets from "./callsheets.js";
 
 // Its styles come with it, in place before anything it draws is shown.
 await new Promise((resolve) => {
@@ -116,8 +117,6 @@ const STRINGS = {
 let ui = null;
 /** @type {Ringing | null} */
 let ringing = null;
-/** Incoming-call sheets on screen, by call id. @type {Map<string, HTMLElement>} */
-const sheets = new Map();
 
 /**
  * The call this device is in (or placing), if any.
@@ -139,9 +138,10 @@ let session = null;
 export function start(from, early) {
   ui = from;
   ui.addStrings(STRINGS);
+  sheets.init(ui);
   ringing = new Ringing(ui.app.conn);
   ringing.on("incoming", showIncoming);
-  ringing.on("stopped", ({ call }) => hideIncoming(call));
+  ringing.on("stopped", ({ call }) => sheets.hide(call));
   ringing.on("accepted", (/** @type {any} */ e) => {
     if (session && session.ringId === e.call && !session.call) joinRoom(e.room);
   });
@@ -160,7 +160,7 @@ export function start(from, early) {
 /** Signed out: leave the call and forget the ringing. */
 export function stop() {
   if (session) leave(true);
-  for (const call of [...sheets.keys()]) hideIncoming(call);
+  sheets.hideAll();
   ringing?.close();
   ringing = null;
 }
@@ -243,110 +243,28 @@ function errorText(error) {
 
 /** @param {any} event a call.incoming */
 function showIncoming(event) {
-  if (sheets.has(event.call)) return;
-  const { h, t } = ui;
-  const titleId = `call-sheet-title-${event.call}`;
-  const accept = h("button", {
-    type: "button",
-    class: "call-accept",
-    "data-action": "accept",
-    onclick: () => acceptIncoming(event),
-    text: t("callAccept"),
+  sheets.showRing(event, {
+    accept: () => acceptIncoming(event),
+    decline: () => ringing?.decline(event.call).catch(() => {}),
   });
-  const sheet = h("section", {
-    class: "call-sheet",
-    role: "alertdialog",
-    "aria-labelledby": titleId,
-    "data-call": event.call,
-  }, [
-    h("p", { id: titleId, class: "call-sheet-title", text: t("callIncoming", { name: event.from_name || event.from }) }),
-    h("p", { class: "call-sheet-media", text: t(event.media === "audio" ? "callIncomingMedia_audio" : "callIncomingMedia_video") }),
-    h("div", { class: "call-sheet-actions" }, [
-      h("button", {
-        type: "button",
-        class: "call-decline",
-        "data-action": "decline",
-        onclick: () => {
-          hideIncoming(event.call);
-          ringing?.decline(event.call).catch(() => {});
-        },
-        text: t("callDecline"),
-      }),
-      accept,
-    ]),
-  ]);
-  sheets.set(event.call, sheet);
-  sheetHolder().append(sheet);
-  accept.focus();
 }
 
 /**
- * Someone started a group's call (its `call_started` arrived live): a notice with Join.
- * Unlike a ring it takes no focus; it goes when the call ends or the group is opened.
+ * Someone started a group's call (its `call_started` arrived live): a notice with Join,
+ * unless this device is in that call already.
  * @param {Record<string, any>} summary the group
  * @param {{conv: string, call: string, by: string}} started
  */
 export function showGroupNotice(summary, started) {
-  const key = `group:${started.call}`;
-  if (sheets.has(key) || session?.conv === started.conv) return;
-  const { h, t } = ui;
-  const titleId = `call-sheet-title-${started.call}`;
-  const sheet = h("section", {
-    class: "call-sheet group-notice",
-    role: "region",
-    "aria-labelledby": titleId,
-    "data-call": started.call,
-    "data-conv": started.conv,
-  }, [
-    h("p", { id: titleId, class: "call-sheet-title", text: t("callGroupNotice", { name: started.by, group: summary.name }) }),
-    h("div", { class: "call-sheet-actions" }, [
-      h("button", { type: "button", "data-action": "dismiss", onclick: () => hideIncoming(key), text: t("callDismiss") }),
-      h("button", {
-        type: "button",
-        class: "call-accept",
-        "data-action": "join",
-        onclick: () => {
-          hideIncoming(key);
-          startFrom(summary);
-        },
-        text: t("callJoin"),
-      }),
-    ]),
-  ]);
-  sheets.set(key, sheet);
-  sheetHolder().append(sheet);
+  if (session?.conv === started.conv) return;
+  sheets.showGroupNotice(summary, started, () => startFrom(summary));
 }
 
-/**
- * Takes away the notice of a group's call: the one of `call`, or any of conversation `conv`.
- * @param {string | null} call
- * @param {string} [conv]
- */
-export function hideGroupNotice(call, conv) {
-  for (const [key, sheet] of [...sheets]) {
-    if (!key.startsWith("group:")) continue;
-    if ((call && key === `group:${call}`) || (conv && sheet.dataset.conv === conv)) hideIncoming(key);
-  }
-}
-
-function sheetHolder() {
-  let holder = document.getElementById("call-sheets");
-  if (!holder) {
-    holder = ui.h("div", { id: "call-sheets", class: "call-sheets", "aria-live": "assertive" });
-    document.body.append(holder);
-  }
-  return /** @type {HTMLElement} */ (holder);
-}
-
-/** @param {string} call */
-function hideIncoming(call) {
-  sheets.get(call)?.remove();
-  sheets.delete(call);
-}
+export const hideGroupNotice = sheets.hideGroupNotice;
 
 /** @param {any} event a call.incoming */
 async function acceptIncoming(event) {
-  hideIncoming(event.call);
+  sheets.hide(event.call);
   if (session) leave(true); // one call at a time: the new one takes over
   const direct = ui.app.chat?.conversations().find((/** @type {any} */ c) => c.kind === "direct" && c.peer === event.from);
   const mine = (session = newSession(direct ?? { name: event.from_name || event.from, peer: event.from }, "direct"));
