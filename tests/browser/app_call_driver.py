@@ -15,9 +15,17 @@ storage, so its own device id). Scenarios:
   network drops for a moment (she mutes meanwhile) and the call goes on; alice leaves. Then
   alice calls twice more: bob declines the first, nobody answers the second (the node's ring
   timeout must be short); each ends as a missed call written in the chat.
-- ``group``: alice creates a group with bob and carol; each opens it and presses its call
-  button (joining the group's call), each decodes both others; bob mutes his microphone and
-  the others see the mark on his tile; alice switches to the active-speaker layout.
+- ``group``: alice creates a group with bob and carol (whose app is in Chinese); each opens
+  it and presses its call button (joining the group's call), each decodes both others; bob
+  mutes his microphone and the others see the mark on his tile; alice switches to the
+  active-speaker layout; bob goes back to the chat and to the call; carol switches her
+  microphone in the device picker and alice goes on hearing her; alice shares her screen
+  and the others show it (featured in bob's speaker layout).
+- ``group_notice`` (needs a node that records a group's call in the group, docs/protocol.md
+  ``call.join`` of ``conv:GROUP``, and a short ``room_empty_grace_s``): alice starts the call
+  of a group that bob and carol do not have open; both get a notice; bob joins from it, carol
+  opens the group (her notice goes) and joins from the ``call_started`` message; all leave and
+  the group shows the call ended, with no Join button left.
 
 The script waits for each step and records what it saw (``steps``); it stops at the first step
 that does not happen in time (``error``). The test asserts.
@@ -57,13 +65,44 @@ async () => {
     const info = call.tracks[st.mid];
     if (info) decoded[info.identity] = (decoded[info.identity] || 0) + (st.framesDecoded || 0);
   });
+  const audio = {};
+  (await call.subscriberPc.getStats()).forEach((st) => {
+    if (st.type !== "inbound-rtp" || st.kind !== "audio") return;
+    const info = call.tracks[st.mid];
+    if (info) audio[info.identity] = (audio[info.identity] || 0) + (st.packetsReceived || 0);
+  });
   const shown = [...document.querySelectorAll(".tile:not(.local) video")].map((v) => v.videoWidth);
-  return { participant: call.participant, decoded, shown };
+  return { participant: call.participant, decoded, audio, shown };
 }
 """
 
 SYNCED_JS: Final = """
 () => !!(window.huddleApp.chat && window.huddleApp.chat.syncs.some((s) => s.reply))
+"""
+
+LOADED_JS: Final = """
+() => performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname)
+"""
+
+MINIMISED_JS: Final = """
+() => ({
+  minimised: document.getElementById("call-view").classList.contains("minimised"),
+  inert: document.getElementById("app").inert,
+  focused: document.activeElement.id,
+  tiles: document.querySelector(".call-tiles").offsetHeight,
+})
+"""
+
+MIC_IN_USE_JS: Final = """
+(wanted) => {
+  const call = window.huddleCalls.session().call;
+  const track = call.localStream && call.localStream.getAudioTracks()[0];
+  return track && track.getSettings().deviceId === wanted ? track.readyState : null;
+}
+"""
+
+SCREEN_WIDTH_JS: Final = """
+() => { const v = document.querySelector(".tile.screen video"); return v ? v.videoWidth : 0; }
 """
 
 CONN_DOWN_JS: Final = """
@@ -101,8 +140,10 @@ class Run:
             await asyncio.sleep(POLL_S)
         raise StepFailed(f"{what}: not within {STEP_TIMEOUT_S} s (last: {value!r})")
 
-    async def page(self, label: str, name: str, viewport: dict[str, int] = LAPTOP) -> Page:
-        context = await self.browser.new_context(viewport=viewport, locale="en-US")  # type: ignore[arg-type]
+    async def page(
+        self, label: str, name: str, viewport: dict[str, int] = LAPTOP, locale: str = "en-US"
+    ) -> Page:
+        context = await self.browser.new_context(viewport=viewport, locale=locale)  # type: ignore[arg-type]
         page = await context.new_page()
         lines = self.consoles[label] = []
         page.on("console", lambda m: lines.append(f"{m.type}: {m.text}"))
@@ -162,11 +203,14 @@ async def ringing(run: Run) -> None:
     await alice.press("#composer-text", "Enter")
     await alice.wait_for_selector("#call-start")
     label = await alice.get_attribute("#call-start", "aria-label")
-    run.step("direct conversation", call_button_label=label)
+    run.step("direct conversation", call_button_label=label, loaded=await alice.evaluate(LOADED_JS))
     for page in (phone, laptop):
         await run.open(page, "alice")
 
     await alice.click("#call-start")
+    await alice.wait_for_selector("#call-leave")
+    focused_view = await alice.evaluate("() => document.activeElement.id")
+    run.step("calling", focused=focused_view, status=await alice.inner_text("#call-status"))
     for name, page in (("bob-phone", phone), ("bob-laptop", laptop)):
         await run.until(f"{name} rings", partial(_sheets, page))
     sheet = await laptop.locator(".call-sheet").inner_text()
@@ -257,16 +301,18 @@ async def ringing(run: Run) -> None:
 async def group(run: Run) -> None:
     alice = await run.page("alice", "alice")
     bob = await run.page("bob", "bob")
-    carol = await run.page("carol", "carol", PHONE)
+    carol = await run.page("carol", "carol", PHONE, locale="zh-CN")  # her app in Chinese
     await alice.click("#new-group")
     await alice.fill("#group-name", "Standup")
     await alice.fill("#group-members", "bob, carol")
     await alice.click("#group-form button[type=submit]")
     await alice.wait_for_selector("#call-start")
     pages = {"alice": alice, "bob": bob, "carol": carol}
+    # Everyone has the group open before the call starts (a member who has not gets a notice
+    # of the call once the node records its start, which these steps do not click).
+    for page in (bob, carol):
+        await run.open(page, "Standup")
     for page in pages.values():
-        if page is not alice:
-            await run.open(page, "Standup")
         await page.click("#call-start")
     seen = {}
     for name, page in pages.items():
@@ -276,11 +322,9 @@ async def group(run: Run) -> None:
     await bob.click("#call-mic")
     bob_marks = f'.tile[data-key="{seen["bob"]["participant"]}"] .tile-marks'
     marks = {}
-    for name in ("alice", "carol"):
-        page = pages[name]
+    for name, words in (("alice", "microphone off"), ("carol", "麦克风已关闭")):
         marks[name] = await run.until(
-            f"{name} sees bob muted",
-            partial(_text_if, page, bob_marks, "microphone off"),
+            f"{name} sees bob muted", partial(_text_if, pages[name], bob_marks, words)
         )
     pressed = await bob.get_attribute("#call-mic", "aria-pressed")
     run.step("bob muted", marks=marks, bob_button_pressed=pressed)
@@ -296,15 +340,104 @@ async def group(run: Run) -> None:
         ),
     )
     run.step("speaker layout", featured=featured, qualities=qualities)
+
+    # Back to the chat in the middle of the call, and back to the call.
+    await bob.click("#call-minimise")
+    await bob.fill("#composer-text", "one moment")
+    await bob.press("#composer-text", "Enter")
+    minimised = await bob.evaluate(MINIMISED_JS)
+    shot = await run.shot(bob, "group-bob-minimised")
+    await bob.click("#call-start")
+    run.step("minimised", during=minimised, after=await bob.evaluate(MINIMISED_JS), shot=shot)
+
+    # Carol switches her microphone in the device picker: the call goes on, alice hears her.
+    await carol.click("#call-devices-toggle")
+    await carol.wait_for_selector("#call-mic-select")
+    options = await carol.eval_on_selector_all(
+        "#call-mic-select option", "(list) => list.map((o) => o.value)"
+    )
+    chosen = options[-1]
+    await carol.select_option("#call-mic-select", chosen)
+    in_use = await run.until(
+        "carol's new microphone in use",
+        lambda: carol.evaluate(MIC_IN_USE_JS, chosen),
+    )
+    heard = (await alice.evaluate(DECODED_JS))["audio"].get("carol", 0)
+    later = await run.until(
+        "alice hears carol's new microphone", partial(_more_audio, alice, "carol", heard)
+    )
+    run.step("microphone switched", options=len(options), in_use=in_use, heard=[heard, later])
+
+    # Alice shares her screen: the others get a tile of it, which the speaker layout features.
+    await alice.click("#call-screen")
+    shared = {}
+    for name in ("bob", "carol"):
+        shared[name] = await run.until(
+            f"{name} shows alice's screen", partial(_screen_width, pages[name])
+        )
+    await bob.click("#call-layout")
+    await bob.wait_for_selector(".call-tiles.layout-speaker .tile.screen.featured")
+    run.step(
+        "screen shared",
+        widths=shared,
+        alice_button=await alice.get_attribute("#call-screen", "aria-pressed"),
+        bob_featured=await bob.get_attribute(".tile.featured", "data-key"),
+    )
     run.step(
         "screens",
         **{name: await run.shot(page, f"group-{name}") for name, page in pages.items()},
     )
 
 
+async def group_notice(run: Run) -> None:
+    alice = await run.page("alice", "alice")
+    bob = await run.page("bob", "bob")
+    carol = await run.page("carol", "carol", PHONE, locale="zh-CN")
+    await alice.click("#new-group")
+    await alice.fill("#group-name", "Standup")
+    await alice.fill("#group-members", "bob, carol")
+    await alice.click("#group-form button[type=submit]")
+    await alice.wait_for_selector("#call-start")
+    await alice.click("#call-start")
+    notices = {}
+    for name, page in (("bob", bob), ("carol", carol)):
+        await run.until(f"{name} gets a notice", partial(_count, page, ".group-notice"))
+        notices[name] = await page.inner_text(".group-notice")
+    run.step("notices", **notices)
+    run.step("screens", notice=await run.shot(carol, "notice-carol"))
+    await bob.click(".group-notice [data-action=join]")
+    joined_bob = await run.decoding(bob, "bob", ["alice"])
+    await run.open(carol, "Standup")
+    left = await carol.locator(".group-notice").count()
+    await carol.wait_for_selector(".call-join")
+    await carol.click(".call-join")
+    joined_carol = await run.decoding(carol, "carol", ["alice", "bob"])
+    run.step("joined", bob=joined_bob, carol=joined_carol, carol_notices_after_open=left)
+    for page in (alice, bob, carol):
+        await page.click("#call-leave")
+    texts = await run.system_text(alice, "alice", "Call ended")
+    run.step("ended", alice_chat=texts, join_buttons=await _count(alice, ".call-join"))
+
+
+async def _count(page: Page, selector: str) -> int:
+    count: int = await page.locator(selector).count()
+    return count
+
+
 async def _more(page: Page, identity: str, than: int) -> dict[str, Any] | None:
     got: dict[str, Any] | None = await page.evaluate(DECODED_JS)
     return got if got and got["decoded"].get(identity, 0) > than else None
+
+
+async def _more_audio(page: Page, identity: str, than: int) -> int | None:
+    got: dict[str, Any] | None = await page.evaluate(DECODED_JS)
+    packets = int(got["audio"].get(identity, 0)) if got else 0
+    return packets if packets > than else None
+
+
+async def _screen_width(page: Page) -> int:
+    width: int = await page.evaluate(SCREEN_WIDTH_JS)
+    return width
 
 
 async def _no_sheets(page: Page) -> bool:
@@ -323,7 +456,7 @@ async def _text_if(page: Page, selector: str, part: str) -> str | None:
     return text if part in text else None
 
 
-SCENARIOS: Final = {"ringing": ringing, "group": group}
+SCENARIOS: Final = {"ringing": ringing, "group": group, "group_notice": group_notice}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:

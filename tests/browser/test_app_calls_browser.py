@@ -3,7 +3,8 @@ from a direct conversation (both of the callee's devices ring, one answers, the 
 both sides decode each other, a short network drop on one side does not end the call, and a
 mute made during it arrives), a declined and an unanswered call that the chat shows as
 missed (in English and Chinese), and a three-user call started from a group (each page
-decodes both others, a mute seen by the others, the active-speaker layout)."""
+decodes both others, a mute seen by the others, the active-speaker layout, a microphone
+switched in the device picker, a screen shared)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ RING_TIMEOUT_S: Final = "4"
 
 @pytest.fixture
 def call_node(netns: NetworkNamespace, tmp_path: Path) -> Iterator[NamespacedNode]:
-    settings = {"HUDDLE_RING_TIMEOUT_S": RING_TIMEOUT_S, "HUDDLE_RING_SWEEP_S": "0.2"}
+    settings = {
+        "HUDDLE_RING_TIMEOUT_S": RING_TIMEOUT_S,
+        "HUDDLE_RING_SWEEP_S": "0.2",
+        "HUDDLE_ROOM_EMPTY_GRACE_S": "1",  # a group's call ends (and is recorded) soon after
+    }
     with namespaced_node(netns, tmp_path, settings) as node:
         yield node
 
@@ -63,6 +68,12 @@ def test_a_call_rung_from_the_app_rings_both_devices_and_missed_calls_show_in_th
 ) -> None:
     steps = _run(call_node, tmp_path, "ringing")
     assert steps["direct conversation"]["call_button_label"] == "Call bob"
+    # The call UI and the SDK's calls module load on first use, not with the first screen.
+    loaded = steps["direct conversation"]["loaded"]
+    assert "/web/app/calls.js" in loaded, loaded
+    assert "/web/app/callview.js" not in loaded and "/web/sdk/calls.js" not in loaded, loaded
+    assert steps["calling"]["status"] == "Calling bob…"
+    assert steps["calling"]["focused"] == "call-leave"  # the keyboard is in the call view
     ringing = steps["ringing on both devices"]
     assert "alice is calling" in ringing["sheet"] and "Video call" in ringing["sheet"]
     assert ringing["focused"] == "accept"  # the sheet takes the keyboard
@@ -99,8 +110,22 @@ def test_a_group_call_from_the_app_each_decodes_the_others_sees_a_mute_and_speak
             assert seen[name]["decoded"][other] > 0, (name, other, seen[name])
         assert sum(1 for width in seen[name]["shown"] if width > 0) >= 2, seen[name]
     muted = steps["bob muted"]
-    assert set(muted["marks"]) == {"alice", "carol"}
+    assert muted["marks"] == {"alice": "microphone off", "carol": "麦克风已关闭"}
     assert muted["bob_button_pressed"] == "true"
     layout = steps["speaker layout"]
-    assert layout["featured"] in {seen["bob"]["participant"], seen["carol"]["participant"]}
+    # The loudest is featured (alice's own tile when she is), else another participant.
+    assert layout["featured"] in {seen["bob"]["participant"], seen["carol"]["participant"], "local"}
     assert set(layout["qualities"]) <= {"good", "fair", "poor"} and len(layout["qualities"]) == 3
+    minimised = steps["minimised"]
+    assert minimised["during"]["minimised"] and not minimised["during"]["inert"]
+    assert minimised["during"]["focused"] == "composer-text" and minimised["during"]["tiles"] == 0
+    restored = minimised["after"]
+    assert not restored["minimised"] and restored["inert"] and restored["focused"] == "call-leave"
+    switched = steps["microphone switched"]
+    assert switched["options"] >= 2 and switched["in_use"] == "live"
+    before, after = switched["heard"]
+    assert after > before
+    screen = steps["screen shared"]
+    assert screen["widths"]["bob"] > 0 and screen["widths"]["carol"] > 0
+    assert screen["alice_button"] == "true"
+    assert screen["bob_featured"] == f"{seen['alice']['participant']}:screen"

@@ -6,14 +6,55 @@
 //
 // Which room: a direct conversation's call rings the peer (the SDK's Ringing, docs/protocol.md
 // "Ringing calls") and its room is the one the server gives; a group's call is the room
-// named after the group (groupRoom), which every member joins from the group's header.
+// `conv:GROUP` (groupRoom), which every member joins from the group's header or from the
+// `call_started` message the server writes in the group when the room opens. A member who is
+// not looking at the group when that message arrives live gets a notice with a Join button.
 
 /** The ringing events the call view needs to see from the start (they may come while it loads). */
 const RINGING_EVENTS = ["incoming", "outgoing", "accepted", "answered_elsewhere", "declined", "cancelled", "missed", "ended", "updated", "left"];
 
-/** The room of a group conversation's call (room names allow the conversation id's characters). */
+/** A group call's start this old (server time) is history, not news: no notice for it. */
+export const GROUP_NOTICE_FRESH_MS = 60_000;
+
+/** The room of a group conversation's call (docs/protocol.md, `call.join`). */
 export function groupRoom(conv) {
-  return `conv-${conv}`;
+  return `conv:${conv}`;
+}
+
+/**
+ * Whether a call record is of a group's call: its `call_started` names only who opened the
+ * room, its `call_ended` has no reason (a 1:1 call's records name both users, and a reason).
+ * @param {Record<string, any>} system
+ */
+export function isGroupCall(system) {
+  if (system.event === "call_started") return (system.users ?? []).length < 2;
+  if (system.event === "call_ended") return !system.reason;
+  return false;
+}
+
+/**
+ * Whether `messages` (of one conversation) hold the end of `call`.
+ * @param {Record<string, any>[]} messages
+ * @param {string} call
+ */
+export function callEnded(messages, call) {
+  return messages.some((m) => m.kind === "system" && m.system?.event === "call_ended" && m.system.call === call);
+}
+
+/**
+ * What a live `chat.message` event says about a group's call for this user: `{started}` (a
+ * call someone else opened just now in a group), `{ended}` (a group's call ended), or null.
+ * @param {Record<string, any>} event
+ * @param {{me: string | null, nowMs: number, kind: string | undefined}} context the user, the
+ *   server's time now, and the kind of the event's conversation
+ */
+export function groupCallNews(event, { me, nowMs, kind }) {
+  const m = event.message;
+  const system = m?.kind === "system" ? m.system : null;
+  if (!system || kind !== "group" || !isGroupCall(system)) return null;
+  if (system.event === "call_ended") return { ended: system.call };
+  if (system.by === me || nowMs - m.ts > GROUP_NOTICE_FRESH_MS) return null;
+  return { started: { conv: event.conv, call: system.call, by: system.by } };
 }
 
 /** @type {any} */
@@ -49,7 +90,50 @@ function watchCalls() {
       if (event.type === "call.incoming") callView();
     }),
   );
+  stops.push(conn.on("chat.message", onChatMessage));
   stopWatching = () => stops.forEach((stop) => stop());
+}
+
+/** A group's call started or ended: a notice for members not looking at the group. */
+function onChatMessage(/** @type {any} */ event) {
+  const summary = ui.app.chat?.conversation(event.conv);
+  const news = groupCallNews(event, {
+    me: ui.app.chat?.me ?? null,
+    nowMs: Date.now() + (ui.app.conn?.clockOffsetMs ?? 0),
+    kind: summary?.kind,
+  });
+  if (!news) return;
+  if (news.ended) {
+    view?.hideGroupNotice(news.ended);
+    return;
+  }
+  const started = news.started;
+  if (!started || summary.muted || ui.app.current === started.conv) return;
+  if (view?.current()?.conv === started.conv) return;
+  callView().then((module) => module.showGroupNotice(summary, started));
+}
+
+/**
+ * A group's `call_started` message gets a Join button while the call goes on.
+ * @param {HTMLElement} li
+ * @param {Record<string, any>} m
+ */
+function joinButton(li, m) {
+  const system = m.system;
+  if (m.kind !== "system" || !system || system.event !== "call_started" || !isGroupCall(system)) return;
+  const conv = ui.app.current;
+  const summary = conv ? ui.app.chat?.conversation(conv) : null;
+  if (!summary || summary.kind !== "group" || callEnded(ui.app.chat.messages(conv), system.call)) return;
+  if (view?.current()?.conv === conv) return; // in it already
+  li.append(
+    ui.h("button", {
+      type: "button",
+      class: "call-join",
+      "data-call": system.call,
+      onclick: () => callView().then((module) => module.startFrom(summary)),
+      text: ui.t("callJoin"),
+    }),
+  );
 }
 
 const STRINGS = {
@@ -57,8 +141,12 @@ const STRINGS = {
     callStart: "Call",
     callStartLabel: "Call {name}",
     callJoin: "Join call",
+    callGroupLabel: "Start or join the call of {name}",
     callOngoing: "In call",
     callStarted: "{by} answered a {media} call",
+    callGroupStarted: "{by} started a {media} call",
+    callGroupYouStarted: "You started a {media} call",
+    callGroupEnded: "Call ended ({duration}). Joined: {users}",
     callYouAnswered: "You answered a {media} call from {from}",
     callEnded: "{media} call with {users} ended ({duration})",
     callMissed: "Missed {media} call from {from}",
@@ -75,8 +163,12 @@ const STRINGS = {
     callStart: "通话",
     callStartLabel: "呼叫 {name}",
     callJoin: "加入通话",
+    callGroupLabel: "发起或加入 {name} 的通话",
     callOngoing: "通话中",
     callStarted: "{by} 接听了{media}通话",
+    callGroupStarted: "{by} 发起了{media}通话",
+    callGroupYouStarted: "你发起了{media}通话",
+    callGroupEnded: "通话已结束（{duration}）。参与者：{users}",
     callYouAnswered: "你接听了 {from} 的{media}通话",
     callEnded: "与 {users} 的{media}通话已结束（{duration}）",
     callMissed: "未接来电：{from} 的{media}通话",
@@ -110,6 +202,10 @@ function callSystemText(m) {
   // Who the call was with: the others (all of them, for a record of other people's call).
   const others = (s.users ?? []).filter((/** @type {string} */ u) => u !== me);
   const users = (others.length ? others : (s.users ?? [])).join(", ");
+  if (isGroupCall(s)) {
+    if (s.event === "call_ended") return t("callGroupEnded", { duration: formatDuration(s.duration_s), users: (s.users ?? []).join(", ") });
+    return s.by === me ? t("callGroupYouStarted", { media }) : t("callGroupStarted", { by: s.by, media });
+  }
   switch (s.event) {
     case "call_started":
       return s.by === me ? t("callYouAnswered", { media, from: m.sender }) : t("callStarted", { by: s.by, media });
@@ -151,7 +247,7 @@ function headerButton(header, summary) {
   if (!summary || (summary.kind !== "direct" && summary.kind !== "group")) return;
   const inCall = view?.current();
   const here = inCall && inCall.conv === summary.conv;
-  const label = summary.kind === "direct" ? ui.t("callStartLabel", { name: summary.name }) : ui.t("callJoin");
+  const label = summary.kind === "direct" ? ui.t("callStartLabel", { name: summary.name }) : ui.t("callGroupLabel", { name: summary.name });
   header.append(
     ui.h("button", {
       type: "button",
@@ -179,4 +275,8 @@ export function init(from) {
     loading = null;
   });
   ui.hooks.header.push(headerButton);
+  ui.hooks.header.push((/** @type {HTMLElement} */ _header, /** @type {any} */ summary) => {
+    if (summary) view?.hideGroupNotice(null, summary.conv); // the group is open: its message shows it
+  });
+  ui.hooks.message.push(joinButton);
 }

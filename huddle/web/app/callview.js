@@ -6,6 +6,7 @@
 
 import { Call, Ringing, networkQuality, receiveQuality } from "/web/sdk/calls.js";
 import { groupRoom } from "./calls.js";
+import * as sheets from "./callsheets.js";
 
 // Its styles come with it, in place before anything it draws is shown.
 await new Promise((resolve) => {
@@ -24,6 +25,8 @@ export const OUTCOME_SHOWN_MS = 4000;
 const STRINGS = {
   en: {
     callIncoming: "{name} is calling",
+    callGroupNotice: "{name} started a call in {group}",
+    callDismiss: "Dismiss",
     callIncomingMedia_video: "Video call",
     callIncomingMedia_audio: "Voice call",
     callAccept: "Accept",
@@ -50,6 +53,8 @@ const STRINGS = {
     callLayoutGrid: "Grid view",
     callLeave: "Leave",
     callClose: "Close",
+    callMinimise: "Back to chat",
+    callRestore: "Show call",
     callYouTile: "{name} (you)",
     callScreenOf: "{name}'s screen",
     callMicMuted: "microphone off",
@@ -64,6 +69,8 @@ const STRINGS = {
   },
   zh: {
     callIncoming: "{name} 来电",
+    callGroupNotice: "{name} 在 {group} 发起了通话",
+    callDismiss: "忽略",
     callIncomingMedia_video: "视频通话",
     callIncomingMedia_audio: "语音通话",
     callAccept: "接听",
@@ -90,6 +97,8 @@ const STRINGS = {
     callLayoutGrid: "网格视图",
     callLeave: "离开",
     callClose: "关闭",
+    callMinimise: "返回聊天",
+    callRestore: "显示通话",
     callYouTile: "{name}（你）",
     callScreenOf: "{name} 的屏幕",
     callMicMuted: "麦克风已关闭",
@@ -108,8 +117,6 @@ const STRINGS = {
 let ui = null;
 /** @type {Ringing | null} */
 let ringing = null;
-/** Incoming-call sheets on screen, by call id. @type {Map<string, HTMLElement>} */
-const sheets = new Map();
 
 /**
  * The call this device is in (or placing), if any.
@@ -131,9 +138,10 @@ let session = null;
 export function start(from, early) {
   ui = from;
   ui.addStrings(STRINGS);
+  sheets.init(ui);
   ringing = new Ringing(ui.app.conn);
   ringing.on("incoming", showIncoming);
-  ringing.on("stopped", ({ call }) => hideIncoming(call));
+  ringing.on("stopped", ({ call }) => sheets.hide(call));
   ringing.on("accepted", (/** @type {any} */ e) => {
     if (session && session.ringId === e.call && !session.call) joinRoom(e.room);
   });
@@ -152,7 +160,7 @@ export function start(from, early) {
 /** Signed out: leave the call and forget the ringing. */
 export function stop() {
   if (session) leave(true);
-  for (const call of [...sheets.keys()]) hideIncoming(call);
+  sheets.hideAll();
   ringing?.close();
   ringing = null;
 }
@@ -169,10 +177,11 @@ export function current() {
 export async function startFrom(summary) {
   if (session) {
     // One call at a time: the button brings the call back to the front.
-    document.getElementById("call-view")?.querySelector("button")?.focus();
+    setMinimised(false);
     return;
   }
   if (summary.kind === "group") {
+    hideGroupNotice(null, summary.conv);
     session = newSession(summary, "group");
     render();
     await joinRoom(groupRoom(summary.conv));
@@ -234,61 +243,28 @@ function errorText(error) {
 
 /** @param {any} event a call.incoming */
 function showIncoming(event) {
-  if (sheets.has(event.call)) return;
-  const { h, t } = ui;
-  const titleId = `call-sheet-title-${event.call}`;
-  const accept = h("button", {
-    type: "button",
-    class: "call-accept",
-    "data-action": "accept",
-    onclick: () => acceptIncoming(event),
-    text: t("callAccept"),
+  sheets.showRing(event, {
+    accept: () => acceptIncoming(event),
+    decline: () => ringing?.decline(event.call).catch(() => {}),
   });
-  const sheet = h("section", {
-    class: "call-sheet",
-    role: "alertdialog",
-    "aria-labelledby": titleId,
-    "data-call": event.call,
-  }, [
-    h("p", { id: titleId, class: "call-sheet-title", text: t("callIncoming", { name: event.from_name || event.from }) }),
-    h("p", { class: "call-sheet-media", text: t(event.media === "audio" ? "callIncomingMedia_audio" : "callIncomingMedia_video") }),
-    h("div", { class: "call-sheet-actions" }, [
-      h("button", {
-        type: "button",
-        class: "call-decline",
-        "data-action": "decline",
-        onclick: () => {
-          hideIncoming(event.call);
-          ringing?.decline(event.call).catch(() => {});
-        },
-        text: t("callDecline"),
-      }),
-      accept,
-    ]),
-  ]);
-  sheets.set(event.call, sheet);
-  sheetHolder().append(sheet);
-  accept.focus();
 }
 
-function sheetHolder() {
-  let holder = document.getElementById("call-sheets");
-  if (!holder) {
-    holder = ui.h("div", { id: "call-sheets", class: "call-sheets", "aria-live": "assertive" });
-    document.body.append(holder);
-  }
-  return /** @type {HTMLElement} */ (holder);
+/**
+ * Someone started a group's call (its `call_started` arrived live): a notice with Join,
+ * unless this device is in that call already.
+ * @param {Record<string, any>} summary the group
+ * @param {{conv: string, call: string, by: string}} started
+ */
+export function showGroupNotice(summary, started) {
+  if (session?.conv === started.conv) return;
+  sheets.showGroupNotice(summary, started, () => startFrom(summary));
 }
 
-/** @param {string} call */
-function hideIncoming(call) {
-  sheets.get(call)?.remove();
-  sheets.delete(call);
-}
+export const hideGroupNotice = sheets.hideGroupNotice;
 
 /** @param {any} event a call.incoming */
 async function acceptIncoming(event) {
-  hideIncoming(event.call);
+  sheets.hide(event.call);
   if (session) leave(true); // one call at a time: the new one takes over
   const direct = ui.app.chat?.conversations().find((/** @type {any} */ c) => c.kind === "direct" && c.peer === event.from);
   const mine = (session = newSession(direct ?? { name: event.from_name || event.from, peer: event.from }, "direct"));
@@ -354,16 +330,38 @@ async function joinRoom(room) {
     if (session !== mine) return;
     mine.phase = "in";
     render();
-    const stream = await call.publish({ audio: true, video: true });
+    const stream = await publishWhatWeCan(call);
     if (session !== mine) return;
     const own = tileFor("local", ui.t("callYouTile", { name: ui.app.conn?.hello?.name ?? ui.app.session?.identity ?? "" }), false);
     own.video.srcObject = stream;
     own.video.muted = true;
+    own.el.classList.toggle("video-off", !stream?.getVideoTracks().length);
     renderControls();
     mine.timer = setInterval(() => measure(mine), QUALITY_INTERVAL_MS);
   } catch (error) {
-    if (session === mine) finish(ui.t("callFailed", { error: errorText(error) }));
+    if (session !== mine) return;
+    // A rung call this device took but cannot be in: hang up, so the others are not left waiting.
+    if (mine.ringId) ringing?.hangup(mine.ringId).catch(() => {});
+    call.leave().catch(() => {});
+    finish(ui.t("callFailed", { error: errorText(error) }));
   }
+}
+
+/**
+ * Camera and microphone; without a camera (or its permission) the microphone alone; without
+ * either, the call goes on receive-only. @param {Call} call
+ * @returns {Promise<MediaStream | null>}
+ */
+async function publishWhatWeCan(call) {
+  for (const what of [{ audio: true, video: true }, { audio: true, video: false }]) {
+    try {
+      return await call.publish(what);
+    } catch (error) {
+      console.warn("[huddle] could not publish", what, error);
+      if (call.state !== "joined") throw error;
+    }
+  }
+  return null;
 }
 
 /** @param {string} phase */
@@ -419,6 +417,7 @@ function close() {
   }
   document.getElementById("call-view")?.remove();
   document.body.classList.remove("in-call");
+  document.getElementById("app")?.removeAttribute("inert");
   document.getElementById("call-start")?.focus();
 }
 
@@ -440,10 +439,34 @@ function render() {
     ]);
     document.body.append(view);
     document.body.classList.add("in-call");
+    // The chat underneath is out of reach while the call covers it: Tab stays in the call.
+    setMinimised(false);
+    setPhase(session.phase);
+    renderControls();
+    renderTiles();
+    document.getElementById("call-leave")?.focus();
+    return;
   }
   setPhase(session.phase);
   renderControls();
   renderTiles();
+}
+
+/**
+ * A minimised call is a bar over the chat, which is usable again; restored, the call covers
+ * the chat and keeps the keyboard.
+ * @param {boolean} minimised
+ */
+function setMinimised(minimised) {
+  const view = document.getElementById("call-view");
+  if (!view) return;
+  view.classList.toggle("minimised", minimised);
+  document.body.classList.toggle("in-call", !minimised);
+  const app = document.getElementById("app");
+  if (minimised) app?.removeAttribute("inert");
+  else app?.setAttribute("inert", "");
+  renderControls();
+  if (!minimised) document.getElementById("call-leave")?.focus();
 }
 
 /**
@@ -471,7 +494,10 @@ function renderControls() {
   const call = session.call;
   const live = Boolean(call && call.state === "joined" && call.localStream);
   const buttons = [];
-  if (live && call) {
+  const minimised = document.getElementById("call-view")?.classList.contains("minimised") ?? false;
+  if (live && call && minimised) {
+    buttons.push(control("call-mic", call.audioMuted ? t("callMicOn") : t("callMic"), () => toggleMic(), call.audioMuted));
+  } else if (live && call) {
     buttons.push(
       control("call-mic", call.audioMuted ? t("callMicOn") : t("callMic"), () => toggleMic(), call.audioMuted),
       control("call-cam", call.videoMuted ? t("callCamOn") : t("callCam"), () => toggleCam(), call.videoMuted),
@@ -480,6 +506,7 @@ function renderControls() {
       control("call-layout", session.layout === "grid" ? t("callLayoutSpeaker") : t("callLayoutGrid"), () => toggleLayout(), session.layout === "speaker"),
     );
   }
+  buttons.push(control("call-minimise", minimised ? t("callRestore") : t("callMinimise"), () => setMinimised(!minimised)));
   const over = session.phase === "over";
   const end = control("call-leave", over ? t("callClose") : t("callLeave"), () => (over ? close() : leave(true)));
   end.classList.add("call-end");
