@@ -129,3 +129,18 @@ def test_a_group_call_from_the_app_each_decodes_the_others_sees_a_mute_and_speak
     assert screen["widths"]["bob"] > 0 and screen["widths"]["carol"] > 0
     assert screen["alice_button"] == "true"
     assert screen["bob_featured"] == f"{seen['alice']['participant']}:screen"
+
+
+def test_a_group_call_shows_as_a_notice_and_a_join_button_in_the_group(
+    call_node: NamespacedNode, tmp_path: Path
+) -> None:
+    steps = _run(call_node, tmp_path, "group_notice")
+    notices = steps["notices"]
+    assert notices["bob"].startswith("alice started a call in Standup")
+    assert notices["carol"].startswith("alice 在 Standup 发起了通话")
+    joined = steps["joined"]
+    assert joined["bob"]["decoded"]["alice"] > 0 and joined["carol"]["decoded"]["bob"] > 0
+    assert joined["carol_notices_after_open"] == 0
+    ended = steps["ended"]
+    assert any("Joined: alice, bob, carol" in text for text in ended["alice_chat"])
+    assert ended["join_buttons"] == 0

@@ -317,8 +317,10 @@ async function joinRoom(room) {
   call.on("trackended", (/** @type {any} */ e) => session === mine && onTrackEnded(e.info));
   call.on("speakers", (/** @type {any[]} */ list) => {
     if (session !== mine) return;
-    const loudest = list[0]?.participant ?? null;
-    mine.speaker = loudest === call.participant ? "local" : loudest;
+    // The big tile shows the loudest of the others: people do not want to watch themselves
+    // while they speak; the last one who spoke stays until another does.
+    const loudest = list.find((entry) => entry.participant !== call.participant)?.participant;
+    if (loudest) mine.speaker = loudest;
     markSpeakers(list);
   });
   call.on("suspended", () => session === mine && setPhase("reconnecting"));
