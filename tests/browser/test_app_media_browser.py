@@ -742,3 +742,46 @@ async def test_uploads_cut_by_a_reload_resume_and_send_their_message_once(
 
 async def _no_pending(page: Page) -> bool:
     return bool(await page.evaluate("() => !document.querySelector('#messages li.pending')"))
+
+
+async def test_an_upload_stopped_by_signing_out_goes_on_at_the_next_sign_in(
+    node: Node, tmp_path: Path
+) -> None:
+    original = os.urandom(1024 * 1024 + 5)
+    path = tmp_path / "report.bin"
+    path.write_bytes(original)
+    async with chromium() as browser:
+        ada, ada_log, bob, bob_log = await _chat(browser, node)
+        await ada.evaluate(SMALL_PARTS_JS)
+        patches: list[tuple[str, int]] = []
+        go = asyncio.Event()
+
+        async def hold_third_part(route: Route) -> None:
+            request = route.request
+            if request.method == "PATCH":
+                patches.append((request.url, int(request.headers.get("upload-offset") or 0)))
+                if len(patches) == 3:
+                    await go.wait()
+            await _continue(route)
+
+        await ada.route("**/v1/media/tus/**", hold_third_part)
+        await ada.fill("#composer-text", "the report")
+        async with ada.expect_file_chooser() as chooser_info:
+            await ada.click("#attach")
+        await (await chooser_info.value).set_files(str(path))
+        await until(lambda: asyncio.sleep(0, len(patches) >= 3), "two parts sent", ada_log)
+        await ada.click("#signout")
+        go.set()  # the held part goes out after the sign-out stopped the upload
+        await sign_in(ada, node.url, "Ada")
+        await open_conversation(ada, "bob")
+        rows = await until(lambda: ada.evaluate(UPLOAD_ROW_JS), "the upload row back", ada_log)
+        assert rows[0]["name"] == "report.bin" and rows[0]["caption"] == "the report", rows
+        card = bob.locator("#messages .file-card", has_text="report.bin")
+        await until(lambda: card.count(), "bob gets the report", bob_log + ada_log)
+        later = [p for p in patches[3:] if p[1] > 0]
+        assert later and later[0][0] == patches[0][0] and later[0][1] >= 512 * 1024, patches
+        href = await until(lambda: card.locator("a.download").get_attribute("href"), "link")
+        assert await bob.evaluate(FETCH_JS, href) == _b64(original)
+        await asyncio.sleep(1.0)
+        reports = await bob.evaluate(FILE_MESSAGES_JS, "report.bin")
+        assert len(reports) == 1 and reports[0]["text"] == "the report", reports

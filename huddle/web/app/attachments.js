@@ -150,6 +150,7 @@ function remember(u) {
  * @param {Record<string, any>} entry
  */
 async function runUpload(key, entry) {
+  const chat = app.chat;
   entry.error = "";
   renderUploads();
   try {
@@ -185,7 +186,7 @@ async function runUpload(key, entry) {
     entry.fileId = object.id;
     entry.kind = entry.kind ?? (object.kind === "image" ? "image" : "file");
     remember(entry);
-    await sendMessage(key, entry);
+    if (app.chat === chat) await sendMessage(key, entry);
   } catch (error) {
     if (entry.removed) return;
     entry.error = errorText(error);

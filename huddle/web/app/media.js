@@ -85,6 +85,14 @@ export function init(ui) {
       ui.attachments().then((/** @type {any} */ module) => module.resumeUploads(), () => {});
     }
   });
+  // Signing out stops the uploads under way and sends nothing more from this session; they
+  // stay remembered and resumable for the same user's next sign-in.
+  ui.hooks.signedOut.push(() => {
+    for (const upload of ui.app.uploads.values()) {
+      upload.removed = true;
+      upload.handle?.abort(false).catch(() => {});
+    }
+  });
   ui.hooks.composer.push((/** @type {HTMLElement} */ form) => {
     const attach = form.querySelector("#attach");
     if (attach) attach.after(recordButton(ui));
