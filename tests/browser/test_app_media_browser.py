@@ -785,3 +785,53 @@ async def test_an_upload_stopped_by_signing_out_goes_on_at_the_next_sign_in(
         await asyncio.sleep(1.0)
         reports = await bob.evaluate(FILE_MESSAGES_JS, "report.bin")
         assert len(reports) == 1 and reports[0]["text"] == "the report", reports
+
+
+async def test_an_upload_whose_file_was_not_kept_says_so_and_remove_releases_it(
+    node: Node, tmp_path: Path
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(1024 * 1024))
+    async with chromium() as browser:
+        ada, ada_log, _, bob_log = await _chat(browser, node, bob_locale="zh-CN")
+        await ada.evaluate(SMALL_PARTS_JS)
+        patches: list[str] = []
+
+        async def hold_second_part(route: Route) -> None:
+            if route.request.method == "PATCH":
+                patches.append(route.request.url)
+                if len(patches) > 1:
+                    return  # held until the reload cancels it
+            await _continue(route)
+
+        await ada.route("**/v1/media/tus/**", hold_second_part)
+        async with ada.expect_file_chooser() as chooser_info:
+            await ada.click("#attach")
+        await (await chooser_info.value).set_files(str(path))
+        await until(lambda: asyncio.sleep(0, len(patches) > 1), "one part sent", ada_log)
+        # The browser lost the kept file (storage cleared): nothing to go on with.
+        await ada.evaluate(
+            """async () => {
+              const { KeptFiles } = await import('/web/sdk/files.js');
+              const kept = new KeptFiles();
+              for (const entry of await kept.all()) await kept.delete(entry.fingerprint);
+            }"""
+        )
+        await ada.reload()
+        await until(lambda: synced(ada), "ada signed in again", ada_log)
+        await open_conversation(ada, "bob")
+        row = ada.locator("#uploads li.upload.failed", has_text="big.bin")
+        await until(lambda: row.count(), "the row says the file is gone", ada_log)
+        assert await row.locator(".upload-error").text_content() == (
+            "Upload failed: the file was not kept on this device; attach it again"
+        )
+        assert not await row.locator(".upload-retry").count()
+        usage = "async () => (await (await window.huddleApp.files).files.usage()).reserved"
+        assert await ada.evaluate(usage) == 1024 * 1024
+        await ada.screenshot(path=str(tmp_path / "ada-file-not-kept.png"))
+        # Remove drops the unfinished upload on the node: its reservation goes with it.
+        await row.locator(".upload-remove").click()
+        await until(lambda: _no_upload_rows(ada), "the row gone", ada_log)
+        released = f"async () => (await ({usage})()) === 0"
+        await until(lambda: ada.evaluate(released), "the reservation released", ada_log)
+        assert not _errors(bob_log)

@@ -297,7 +297,10 @@ function removeUpload(key, entry) {
   app.uploads.delete(key);
   dropRecord(identity(), entry.rid);
   // Stops sending and drops what the node has of it (its quota reservation with it).
-  entry.handle?.abort(true).catch(() => {});
+  if (entry.handle) entry.handle.abort(true).catch(() => {});
+  else if (entry.uploadUrl && !entry.fileId) {
+    loadFiles().then(({ files }) => files.terminateUpload(entry.uploadUrl)).catch(() => {});
+  }
   renderUploads();
   document.getElementById("composer-text")?.focus();
 }

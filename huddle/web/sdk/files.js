@@ -340,6 +340,18 @@ export class Files {
     return entry && entry.identity === (this.connection.identity || "") ? entry.file : null;
   }
 
+  /** Drops an unfinished upload on the node by its URL (tus termination), releasing its quota
+   * reservation: for an upload whose file this browser no longer has. An upload the node no
+   * longer knows (404) counts as dropped. */
+  async terminateUpload(uploadUrl) {
+    const path = new URL(uploadUrl, this.baseUrl).pathname;
+    try {
+      await this._fetch(path, { method: "DELETE", headers: { "Tus-Resumable": "1.0.0" } });
+    } catch (error) {
+      if (!(error instanceof FilesError && error.status === 404)) throw error;
+    }
+  }
+
   /** Uploads `file` and resolves with its file object (see `startUpload`). */
   async upload(file, options = {}) {
     const handle = await this.startUpload(file, options);
