@@ -8,6 +8,8 @@ Uploads outlive the page: one cut by a reload comes back in its conversation wit
 goes on from the node's offset and arrives once; a reload after an upload ended (before the
 page heard of it, or before the node's answer to its message) still gives exactly one message;
 a pending voice note reads "[Voice message]"; a deleted file shows as no longer available.
+An upload stopped by signing out, or by a dropped network, goes on by itself afterwards; one
+whose file the browser did not keep says so, and Remove releases it on the node.
 """
 
 from __future__ import annotations
@@ -835,3 +837,54 @@ async def test_an_upload_whose_file_was_not_kept_says_so_and_remove_releases_it(
         released = f"async () => (await ({usage})()) === 0"
         await until(lambda: ada.evaluate(released), "the reservation released", ada_log)
         assert not _errors(bob_log)
+
+
+async def test_an_upload_cut_by_a_dropped_network_goes_on_when_it_is_back(
+    node: Node, tmp_path: Path
+) -> None:
+    original = os.urandom(1024 * 1024 + 9)
+    path = tmp_path / "photos.zip"
+    path.write_bytes(original)
+    async with chromium() as browser:
+        context, ada, ada_log = await new_page(browser)
+        _, bob, bob_log = await new_page(browser)
+        await sign_in(ada, node.url, "Ada")
+        await sign_in(bob, node.url, "Bob")
+        await ada.click("#new-chat")
+        await ada.fill("#chat-peer", "bob")
+        await ada.press("#chat-peer", "Enter")
+        await ada.fill("#composer-text", "hello")
+        await ada.press("#composer-text", "Enter")
+        await open_conversation_when_listed(bob, "ada")
+        await ada.evaluate(FAST_FAIL_JS)
+        patches: list[tuple[str, int]] = []
+        offline = asyncio.Event()
+
+        async def cut_at_third_part(route: Route) -> None:
+            request = route.request
+            if request.method == "PATCH":
+                patches.append((request.url, int(request.headers.get("upload-offset") or 0)))
+                if len(patches) == 3:
+                    await offline.wait()
+            await _continue(route)
+
+        await ada.route("**/v1/media/tus/**", cut_at_third_part)
+        async with ada.expect_file_chooser() as chooser_info:
+            await ada.click("#attach")
+        await (await chooser_info.value).set_files(str(path))
+        await until(lambda: asyncio.sleep(0, len(patches) >= 3), "two parts sent", ada_log)
+        await context.set_offline(True)
+        offline.set()
+        row = ada.locator("#uploads li.upload.failed", has_text="photos.zip")
+        await until(lambda: row.count(), "the upload fails offline", ada_log)
+        await ada.screenshot(path=str(tmp_path / "ada-upload-offline.png"))
+        await context.set_offline(False)
+        # Nobody presses Retry: the upload goes on once the node is reachable again.
+        card = bob.locator("#messages .file-card", has_text="photos.zip")
+        await until(lambda: card.count(), "bob gets the file", bob_log + ada_log)
+        later = [p for p in patches[3:] if p[1] > 0]
+        assert later and later[0] == (patches[0][0], 512 * 1024), patches
+        href = await until(lambda: card.locator("a.download").get_attribute("href"), "link")
+        assert await bob.evaluate(FETCH_JS, href) == _b64(original)
+        await asyncio.sleep(1.0)
+        assert len(await bob.evaluate(FILE_MESSAGES_JS, "photos.zip")) == 1

@@ -191,7 +191,24 @@ async function runUpload(key, entry) {
     if (entry.removed) return;
     entry.error = errorText(error);
     renderUploads();
+    if (!error?.code) retryWhenBack(key, entry, chat);
   }
+}
+
+/**
+ * An upload that failed on the network goes on by itself once the connection to the node is
+ * back (Retry stays there for the impatient).
+ * @param {number} key
+ * @param {Record<string, any>} entry
+ * @param {any} chat
+ */
+function retryWhenBack(key, entry, chat) {
+  const conn = app.conn;
+  if (!conn) return;
+  const off = conn.on("ready", () => {
+    off();
+    if (app.chat === chat && entry.error && !entry.removed && app.uploads.get(key) === entry) runUpload(key, entry);
+  });
 }
 
 /**
