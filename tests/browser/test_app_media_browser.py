@@ -678,6 +678,7 @@ async def test_uploads_cut_by_a_reload_resume_and_send_their_message_once(
         await asyncio.sleep(1.0)
         notes = await bob.evaluate(FILE_MESSAGES_JS, "note.wav")
         assert len(notes) == 1 and notes[0]["kind"] == "voice", notes
+        notes_voice = notes[0]["media"]
         assert len(await ada.evaluate(FILE_MESSAGES_JS, "note.wav")) == 1
         assert await voice.count() == 1
 
@@ -729,10 +730,18 @@ async def test_uploads_cut_by_a_reload_resume_and_send_their_message_once(
         await until(lambda: gone.count(), "the card says the file is gone", bob_log)
         assert "File no longer available" in (await gone.text_content() or "")
         assert not await gone.locator("a").count()
+        # The voice note too: after a reload both show as gone, the notes file still there.
+        await ada.evaluate(
+            "async (id) => (await window.huddleApp.files).files.delete(id)", notes_voice
+        )
         await bob.reload()
         await until(lambda: synced(bob), "bob signed in again", bob_log)
         await open_conversation(bob, "ada")
         await until(lambda: gone.count(), "still gone after a reload", bob_log)
+        gone_voice = bob.locator("#messages .file-card.file-gone", has_text="[Voice message]")
+        await until(lambda: gone_voice.count(), "the voice note gone", bob_log)
+        assert not await bob.locator("#messages .voice-note").count()
+        await until(lambda: card.locator("a.download[href]").count(), "the notes still there")
         await bob.screenshot(path=str(tmp_path / "bob-file-gone.png"))
         unexpected = [
             line

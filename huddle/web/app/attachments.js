@@ -469,7 +469,8 @@ function markGone(m, view) {
  * @param {Record<string, any>} m
  */
 function goneView(m) {
-  const name = m.media.name ?? "file";
+  // A voice note's file name is the recorder's, not something its sender chose.
+  const name = m.kind === "voice" ? app.t("mediaVoiceMessage") : (m.media.name ?? "file");
   return h("span", { class: "file-card file-gone", "data-media": m.media.id, role: "note" }, [
     h("span", { class: "file-icon", "aria-hidden": "true", text: "∅" }),
     h("span", { class: "file-name", text: name }),
