@@ -4,19 +4,37 @@ a voice note with the composer's record button and bob plays it with its wavefor
 duration; ada sends a PDF with a caption and bob sees its first page; bob opens, steps through
 and closes the image viewer by keyboard; an upload whose connection is cut shows Retry, and
 retried it goes on from the node's offset and arrives with the same bytes and its caption.
+Uploads outlive the page: one cut by a reload comes back in its conversation with its caption,
+goes on from the node's offset and arrives once; a reload after an upload ended (before the
+page heard of it, or before the node's answer to its message) still gives exactly one message;
+a pending voice note reads "[Voice message]"; a deleted file shows as no longer available.
+An upload stopped by signing out, or by a dropped network, goes on by itself afterwards; one
+whose file the browser did not keep says so, and Remove releases it on the node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, Route, ViewportSize
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Page, Route, ViewportSize, WebSocketRoute
 
-from tests.browser.chat_pages import PHONE, chromium, new_page, sign_in, until
+from tests.browser.chat_pages import (
+    PHONE,
+    chromium,
+    new_page,
+    open_conversation,
+    sign_in,
+    synced,
+    until,
+)
 from tests.browser.test_app_files_browser import (
     FETCH_JS,
     GIVE_FILE_JS,
@@ -480,3 +498,402 @@ async def test_upload_refused_by_the_node_shows_why_and_retry_completes_it(
         await until(lambda: _no_upload_rows(ada), "the upload row gone", ada_log)
         unexpected = [line for line in _errors(ada_log, bob_log) if "413" not in line]
         assert not unexpected, unexpected
+
+
+# What the page has loaded: the first screen of a user with nothing to resume carries neither
+# the files UI nor the SDK's files module nor tus-js-client.
+LOADED_JS = """
+() => performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname)
+"""
+
+SMALL_PARTS_JS = """
+async () => {
+  const { UPLOAD_OPTIONS } = await import('/web/app/attachments.js');
+  UPLOAD_OPTIONS.chunkSize = 256 * 1024;
+}
+"""
+
+# The messages with a file in the open conversation, as the chat device holds them.
+FILE_MESSAGES_JS = """
+(name) => {
+  const app = window.huddleApp;
+  return app.chat.messages(app.current)
+    .filter((m) => m.media && m.media.name === name)
+    .map((m) => ({ seq: m.seq, kind: m.kind, text: m.text ?? '', client_id: m.client_id,
+                   media: m.media.id }));
+}
+"""
+
+UPLOAD_ROW_JS = """
+() => [...document.querySelectorAll('#uploads li.upload')].map((li) => ({
+  name: li.querySelector('.upload-name').textContent,
+  caption: li.querySelector('.upload-caption')?.value ?? null,
+  progress: !!li.querySelector('progress'),
+}))
+"""
+
+
+def wav_tone(seconds: float = 1.0, rate: int = 16000) -> bytes:
+    """A mono 16-bit WAV of a 440 Hz tone: a sound file the node takes as a voice note."""
+    import math
+    import struct
+    import wave
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        frames = (
+            int(8000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(seconds * rate))
+        )
+        w.writeframes(b"".join(struct.pack("<h", f) for f in frames))
+    return out.getvalue()
+
+
+async def _continue(route: Route) -> None:
+    # A request the reload cancelled cannot be continued any more: nothing to do then.
+    with contextlib.suppress(PlaywrightError):
+        await route.continue_()
+
+
+async def test_uploads_cut_by_a_reload_resume_and_send_their_message_once(
+    node: Node, tmp_path: Path
+) -> None:
+    original = os.urandom(4 * 1024 * 1024 + 77)
+    path = tmp_path / "dataset.bin"
+    path.write_bytes(original)
+    async with chromium() as browser:
+        ada, ada_log, bob, bob_log = await _chat(browser, node)
+        for page in (ada, bob):
+            loaded = await page.evaluate(LOADED_JS)
+            assert not [
+                p for p in loaded if p.endswith(("attachments.js", "files.js", "tus.min.js"))
+            ]
+        me = await ada.evaluate("() => window.huddleApp.session.identity")
+
+        # The socket goes through the test from the next load on: it can hold back the
+        # node's answers to ada's sends (the acknowledgement a reload may cut).
+        hold_acks = False
+        held: list[str] = []
+
+        async def relay(ws: WebSocketRoute) -> None:
+            server = ws.connect_to_server()
+            sends: set[str] = set()
+
+            def from_page(message: str | bytes) -> None:
+                frame = json.loads(message)
+                if hold_acks and frame.get("type") == "chat.send" and frame.get("media"):
+                    sends.add(frame["id"])
+                server.send(message)
+
+            def from_server(message: str | bytes) -> None:
+                frame = json.loads(message)
+                ours = frame.get("re") in sends or (
+                    frame.get("type") == "chat.message"
+                    and frame["message"].get("sender") == me
+                    and str(frame["message"].get("client_id", "")).startswith("f-")
+                )
+                if hold_acks and ours:
+                    held.append(frame.get("type", ""))
+                    return
+                ws.send(message)
+
+            ws.on_message(from_page)
+            server.on_message(from_server)
+
+        await ada.route_web_socket("**/v1/ws", relay)
+
+        # Parts of 256 KiB: two go through, the third is held until the reload cuts it, so
+        # the node has 512 KiB. After the reload the parts wait until the row has been checked.
+        await ada.evaluate(SMALL_PARTS_JS)
+        patches: list[tuple[str, int]] = []
+        go = asyncio.Event()
+
+        async def throttle(route: Route) -> None:
+            request = route.request
+            if request.method == "PATCH":
+                patches.append((request.url, int(request.headers.get("upload-offset") or 0)))
+                if len(patches) > 2:
+                    await go.wait()
+            await _continue(route)
+
+        await ada.route("**/v1/media/tus/**", throttle)
+        async with ada.expect_file_chooser() as chooser_info:
+            await ada.click("#attach")
+        await (await chooser_info.value).set_files(str(path))
+        row = ada.locator("#uploads li.upload", has_text="dataset.bin")
+        await row.locator(".upload-caption").fill("the whole set")
+        # The third part under way: the node has the first two.
+        await until(lambda: asyncio.sleep(0, len(patches) >= 3), "two parts sent", ada_log)
+        url_before = patches[0][0]
+        await ada.reload()
+        await until(lambda: synced(ada), "ada signed in again", ada_log)
+        await open_conversation(ada, "bob")
+        # The row is back in its conversation, with its name and caption.
+        rows = await until(lambda: ada.evaluate(UPLOAD_ROW_JS), "the upload row back", ada_log)
+        assert rows == [{"name": "dataset.bin", "caption": "the whole set", "progress": True}]
+        await until(lambda: asyncio.sleep(0, len(patches) > 3), "the upload going on", ada_log)
+        await ada.screenshot(path=str(tmp_path / "ada-upload-back-after-reload.png"))
+        go.set()
+
+        # It went on from the node's offset, in the same upload.
+        assert patches[3] == (url_before, 512 * 1024), patches
+        card = bob.locator("#messages .file-card", has_text="dataset.bin")
+        await until(lambda: card.count(), "bob gets the resumed file", bob_log + ada_log)
+        href = await until(lambda: card.locator("a.download").get_attribute("href"), "link")
+        assert await bob.evaluate(FETCH_JS, href) == _b64(original)
+        await until(lambda: _no_upload_rows(ada), "ada's row gone", ada_log)
+        await asyncio.sleep(1.0)
+        sent = await bob.evaluate(FILE_MESSAGES_JS, "dataset.bin")
+        assert len(sent) == 1, sent
+        assert sent[0]["text"] == "the whole set"
+        assert sent[0]["client_id"] == "f-" + sent[0]["media"]
+        assert await ada.evaluate(f"() => localStorage.getItem('huddle.uploads.{me}')") is None
+        await bob.screenshot(path=str(tmp_path / "bob-resumed-file.png"))
+
+        # A voice note whose message reached the node, but whose acknowledgement the reload
+        # cut: it reads "[Voice message]" while unsent, and arrives once.
+        hold_acks = True
+        await ada.evaluate(
+            """async (b64) => {
+              const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+              const { sendFile } = await import('/web/app/attachments.js');
+              sendFile(new File([bytes], 'note.wav', { type: 'audio/wav' }), { kind: 'voice' });
+            }""",
+            _b64(wav_tone()),
+        )
+        voice = bob.locator("#messages .voice-note")
+        await until(lambda: voice.count(), "bob gets the voice note", bob_log + ada_log)
+        pending = ada.locator("#messages li.msg.pending")
+        await until(lambda: pending.count(), "ada's note waits for its answer", ada_log)
+        assert await pending.locator(".text").text_content() == "[Voice message]"
+        await ada.screenshot(path=str(tmp_path / "ada-voice-pending.png"))
+        await until(lambda: asyncio.sleep(0, held), "the node's answer held back", ada_log)
+        hold_acks = False
+        await ada.reload()
+        await until(lambda: synced(ada), "ada signed in again", ada_log)
+        await open_conversation(ada, "bob")
+        await until(lambda: _no_pending(ada), "ada's note answered", ada_log)
+        await asyncio.sleep(1.0)
+        notes = await bob.evaluate(FILE_MESSAGES_JS, "note.wav")
+        assert len(notes) == 1 and notes[0]["kind"] == "voice", notes
+        notes_voice = notes[0]["media"]
+        assert len(await ada.evaluate(FILE_MESSAGES_JS, "note.wav")) == 1
+        assert await voice.count() == 1
+
+        # An upload that ended on the node just as the page reloaded (before the page heard
+        # of it): after the reload its message is sent, once, with its caption.
+        stop_meta = True
+        meta_asked = asyncio.Event()
+
+        async def hold_meta(route: Route) -> None:
+            if stop_meta:
+                meta_asked.set()  # the upload is done: the page asks for its file object
+            else:
+                await _continue(route)
+
+        await ada.route("**/v1/media/*/meta", hold_meta)
+        small = tmp_path / "notes.bin"
+        small_bytes = os.urandom(300 * 1024)
+        small.write_bytes(small_bytes)
+        await ada.fill("#composer-text", "my notes")
+        async with ada.expect_file_chooser() as chooser_info:
+            await ada.click("#attach")
+        await (await chooser_info.value).set_files(str(small))
+        await until(
+            lambda: ada.evaluate(
+                f"() => (JSON.parse(localStorage.getItem('huddle.uploads.{me}')) || [])"
+                ".some((r) => r.name === 'notes.bin' && r.uploadUrl)"
+            ),
+            "the upload noted",
+            ada_log,
+        )
+        await asyncio.wait_for(meta_asked.wait(), 15)
+        assert not await bob.locator("#messages .file-card", has_text="notes.bin").count()
+        stop_meta = False
+        await ada.reload()
+        card = bob.locator("#messages .file-card", has_text="notes.bin")
+        await until(lambda: card.count(), "bob gets the notes", bob_log + ada_log)
+        await asyncio.sleep(1.0)
+        notes = await bob.evaluate(FILE_MESSAGES_JS, "notes.bin")
+        assert len(notes) == 1 and notes[0]["text"] == "my notes", notes
+
+        # Ada deletes the first file: bob's card says it is gone when he tries to download
+        # it, and so does the conversation opened again.
+        await ada.evaluate(
+            "async (id) => (await window.huddleApp.files).files.delete(id)", sent[0]["media"]
+        )
+        first = bob.locator("#messages .file-card", has_text="dataset.bin")
+        await first.locator("a.download").click()
+        gone = bob.locator("#messages .file-card.file-gone", has_text="dataset.bin")
+        await until(lambda: gone.count(), "the card says the file is gone", bob_log)
+        assert "File no longer available" in (await gone.text_content() or "")
+        assert not await gone.locator("a").count()
+        # The voice note too: after a reload both show as gone, the notes file still there.
+        await ada.evaluate(
+            "async (id) => (await window.huddleApp.files).files.delete(id)", notes_voice
+        )
+        await bob.reload()
+        await until(lambda: synced(bob), "bob signed in again", bob_log)
+        await open_conversation(bob, "ada")
+        await until(lambda: gone.count(), "still gone after a reload", bob_log)
+        gone_voice = bob.locator("#messages .file-card.file-gone", has_text="[Voice message]")
+        await until(lambda: gone_voice.count(), "the voice note gone", bob_log)
+        assert not await bob.locator("#messages .voice-note").count()
+        await until(lambda: card.locator("a.download[href]").count(), "the notes still there")
+        await bob.screenshot(path=str(tmp_path / "bob-file-gone.png"))
+        unexpected = [
+            line
+            for line in _errors(ada_log, bob_log)
+            if "ERR_ABORTED" not in line and "404" not in line and "ERR_FAILED" not in line
+        ]
+        assert not unexpected, unexpected
+
+
+async def _no_pending(page: Page) -> bool:
+    return bool(await page.evaluate("() => !document.querySelector('#messages li.pending')"))
+
+
+async def test_an_upload_stopped_by_signing_out_goes_on_at_the_next_sign_in(
+    node: Node, tmp_path: Path
+) -> None:
+    original = os.urandom(1024 * 1024 + 5)
+    path = tmp_path / "report.bin"
+    path.write_bytes(original)
+    async with chromium() as browser:
+        ada, ada_log, bob, bob_log = await _chat(browser, node)
+        await ada.evaluate(SMALL_PARTS_JS)
+        patches: list[tuple[str, int]] = []
+        go = asyncio.Event()
+
+        async def hold_third_part(route: Route) -> None:
+            request = route.request
+            if request.method == "PATCH":
+                patches.append((request.url, int(request.headers.get("upload-offset") or 0)))
+                if len(patches) == 3:
+                    await go.wait()
+            await _continue(route)
+
+        await ada.route("**/v1/media/tus/**", hold_third_part)
+        await ada.fill("#composer-text", "the report")
+        async with ada.expect_file_chooser() as chooser_info:
+            await ada.click("#attach")
+        await (await chooser_info.value).set_files(str(path))
+        await until(lambda: asyncio.sleep(0, len(patches) >= 3), "two parts sent", ada_log)
+        await ada.click("#signout")
+        go.set()  # the held part goes out after the sign-out stopped the upload
+        await sign_in(ada, node.url, "Ada")
+        await open_conversation(ada, "bob")
+        rows = await until(lambda: ada.evaluate(UPLOAD_ROW_JS), "the upload row back", ada_log)
+        assert rows[0]["name"] == "report.bin" and rows[0]["caption"] == "the report", rows
+        card = bob.locator("#messages .file-card", has_text="report.bin")
+        await until(lambda: card.count(), "bob gets the report", bob_log + ada_log)
+        later = [p for p in patches[3:] if p[1] > 0]
+        assert later and later[0][0] == patches[0][0] and later[0][1] >= 512 * 1024, patches
+        href = await until(lambda: card.locator("a.download").get_attribute("href"), "link")
+        assert await bob.evaluate(FETCH_JS, href) == _b64(original)
+        await asyncio.sleep(1.0)
+        reports = await bob.evaluate(FILE_MESSAGES_JS, "report.bin")
+        assert len(reports) == 1 and reports[0]["text"] == "the report", reports
+
+
+async def test_an_upload_whose_file_was_not_kept_says_so_and_remove_releases_it(
+    node: Node, tmp_path: Path
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(1024 * 1024))
+    async with chromium() as browser:
+        ada, ada_log, _, bob_log = await _chat(browser, node, bob_locale="zh-CN")
+        await ada.evaluate(SMALL_PARTS_JS)
+        patches: list[str] = []
+
+        async def hold_second_part(route: Route) -> None:
+            if route.request.method == "PATCH":
+                patches.append(route.request.url)
+                if len(patches) > 1:
+                    return  # held until the reload cancels it
+            await _continue(route)
+
+        await ada.route("**/v1/media/tus/**", hold_second_part)
+        async with ada.expect_file_chooser() as chooser_info:
+            await ada.click("#attach")
+        await (await chooser_info.value).set_files(str(path))
+        await until(lambda: asyncio.sleep(0, len(patches) > 1), "one part sent", ada_log)
+        # The browser lost the kept file (storage cleared): nothing to go on with.
+        await ada.evaluate(
+            """async () => {
+              const { KeptFiles } = await import('/web/sdk/files.js');
+              const kept = new KeptFiles();
+              for (const entry of await kept.all()) await kept.delete(entry.fingerprint);
+            }"""
+        )
+        await ada.reload()
+        await until(lambda: synced(ada), "ada signed in again", ada_log)
+        await open_conversation(ada, "bob")
+        row = ada.locator("#uploads li.upload.failed", has_text="big.bin")
+        await until(lambda: row.count(), "the row says the file is gone", ada_log)
+        assert await row.locator(".upload-error").text_content() == (
+            "Upload failed: the file was not kept on this device; attach it again"
+        )
+        assert not await row.locator(".upload-retry").count()
+        usage = "async () => (await (await window.huddleApp.files).files.usage()).reserved"
+        assert await ada.evaluate(usage) == 1024 * 1024
+        await ada.screenshot(path=str(tmp_path / "ada-file-not-kept.png"))
+        # Remove drops the unfinished upload on the node: its reservation goes with it.
+        await row.locator(".upload-remove").click()
+        await until(lambda: _no_upload_rows(ada), "the row gone", ada_log)
+        released = f"async () => (await ({usage})()) === 0"
+        await until(lambda: ada.evaluate(released), "the reservation released", ada_log)
+        assert not _errors(bob_log)
+
+
+async def test_an_upload_cut_by_a_dropped_network_goes_on_when_it_is_back(
+    node: Node, tmp_path: Path
+) -> None:
+    original = os.urandom(1024 * 1024 + 9)
+    path = tmp_path / "photos.zip"
+    path.write_bytes(original)
+    async with chromium() as browser:
+        context, ada, ada_log = await new_page(browser)
+        _, bob, bob_log = await new_page(browser)
+        await sign_in(ada, node.url, "Ada")
+        await sign_in(bob, node.url, "Bob")
+        await ada.click("#new-chat")
+        await ada.fill("#chat-peer", "bob")
+        await ada.press("#chat-peer", "Enter")
+        await ada.fill("#composer-text", "hello")
+        await ada.press("#composer-text", "Enter")
+        await open_conversation_when_listed(bob, "ada")
+        await ada.evaluate(FAST_FAIL_JS)
+        patches: list[tuple[str, int]] = []
+        offline = asyncio.Event()
+
+        async def cut_at_third_part(route: Route) -> None:
+            request = route.request
+            if request.method == "PATCH":
+                patches.append((request.url, int(request.headers.get("upload-offset") or 0)))
+                if len(patches) == 3:
+                    await offline.wait()
+            await _continue(route)
+
+        await ada.route("**/v1/media/tus/**", cut_at_third_part)
+        async with ada.expect_file_chooser() as chooser_info:
+            await ada.click("#attach")
+        await (await chooser_info.value).set_files(str(path))
+        await until(lambda: asyncio.sleep(0, len(patches) >= 3), "two parts sent", ada_log)
+        await context.set_offline(True)
+        offline.set()
+        row = ada.locator("#uploads li.upload.failed", has_text="photos.zip")
+        await until(lambda: row.count(), "the upload fails offline", ada_log)
+        await ada.screenshot(path=str(tmp_path / "ada-upload-offline.png"))
+        await context.set_offline(False)
+        # Nobody presses Retry: the upload goes on once the node is reachable again.
+        card = bob.locator("#messages .file-card", has_text="photos.zip")
+        await until(lambda: card.count(), "bob gets the file", bob_log + ada_log)
+        later = [p for p in patches[3:] if p[1] > 0]
+        assert later and later[0] == (patches[0][0], 512 * 1024), patches
+        href = await until(lambda: card.locator("a.download").get_attribute("href"), "link")
+        assert await bob.evaluate(FETCH_JS, href) == _b64(original)
+        await asyncio.sleep(1.0)
+        assert len(await bob.evaluate(FILE_MESSAGES_JS, "photos.zip")) == 1

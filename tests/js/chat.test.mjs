@@ -320,3 +320,20 @@ test("a refused management request rejects with the server's code, and the list 
   await assert.rejects(chat.leave("g-1"), (e) => e.code === "forbidden");
   assert.ok(chat.conversation("g-1"), "a refused leave keeps the conversation");
 });
+
+test("a caller's client_id is the one sent, and sending it again while it waits adds nothing", async () => {
+  const store = memoryStore();
+  const conn = new FakeConnection(server());
+  const chat = new ChatDevice(conn, { store });
+  await chat.start();
+  conn.state = "reconnecting";
+  const item = await chat.send("g-1", "caption", { kind: "file", media: "F1", client_id: "f-F1" });
+  const again = await chat.send("g-1", "caption", { kind: "file", media: "F1", client_id: "f-F1" });
+  assert.equal(again, item);
+  assert.deepEqual((await store.load()).outbox.map((i) => i.client_id), ["f-F1"]);
+
+  conn.reconnect();
+  await settle();
+  assert.deepEqual(sent(conn).map((r) => [r.client_id, r.media, r.text]), [["f-F1", "F1", "caption"]]);
+  assert.deepEqual(chat.outbox, []);
+});

@@ -639,7 +639,7 @@ function renderMessages(toBottom = false) {
     items.push(
       h("li", { class: "msg mine pending", "data-client-id": item.client_id }, [
         h("span", { class: "sender", text: app.t("you") }),
-        h("span", { class: "text", text: item.text || (item.media ? app.t("attachment", { kind: item.kind }) : "") }),
+        h("span", { class: "text", text: item.text || (item.kind === "voice" ? app.t("mediaVoiceMessage") : item.media ? app.t("attachment", { kind: item.kind }) : "") }),
         h("span", { class: "read-state", text: failed ? app.t("notSent", { error: failed }) : app.t("sending") }),
       ]),
     );

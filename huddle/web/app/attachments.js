@@ -5,7 +5,14 @@
 // as a card with its first page, anything else as a card with a download link. Loaded by
 // app.js on first use (an attach, a drop, a paste, a recording, or a message with a file to
 // show), and it loads the SDK's files module the same way, so the first screen carries neither.
+//
+// Uploads outlive the page: each is remembered (uploadrecords.js) until the message carrying
+// it is in the chat outbox, which the SDK keeps itself. After a reload (or a closed tab) the
+// signed-in user's rows come back in their conversations, go on from the node's offset with
+// the file the SDK kept, and send their message once: its `client_id` is made from the file id,
+// so sending it again after a reload is stored once by the node.
 
+import { dropRecord, loadRecords, saveRecord } from "./uploadrecords.js";
 import { voiceView } from "./voice.js";
 
 // Its styles come with it, in place before anything it draws is shown.
@@ -83,23 +90,58 @@ export function sendFile(file, options = {}) {
   const to = conv ? null : options.to !== undefined ? options.to : app.draftTo;
   if (!conv && !to) return;
   const key = nextUpload++;
-  const entry = {
-    name: /** @type {File} */ (file).name || "file",
+  const entry = newEntry({
+    rid: randomId(),
     conv,
     to,
-    sent: 0,
-    total: file.size,
-    error: "",
-    file,
+    name: /** @type {File} */ (file).name || "file",
+    size: file.size,
     kind: options.kind ?? null,
     caption: options.caption ?? "",
+    created: Date.now(),
+  });
+  entry.file = file;
+  app.uploads.set(key, entry);
+  remember(entry);
+  renderUploads();
+  runUpload(key, entry);
+}
+
+/**
+ * An upload's entry in `app.uploads`, from what is remembered of it.
+ * @param {import("./uploadrecords.js").UploadRecord} record
+ * @returns {Record<string, any>}
+ */
+function newEntry(record) {
+  return {
+    ...record,
+    sent: 0,
+    total: record.size,
+    error: "",
+    /** @type {Blob | null} the file, while this page has it */
+    file: null,
     /** @type {any} the SDK's Upload, once started */
     handle: null,
     removed: false,
+    // No file to go on with (it was not kept): Remove is all there is.
+    lost: false,
   };
-  app.uploads.set(key, entry);
-  renderUploads();
-  runUpload(key, entry);
+}
+
+function randomId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(9));
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function identity() {
+  return app.session?.identity ?? app.conn?.identity ?? "";
+}
+
+/** Notes what the upload is for and how far it got, for the page after a reload. @param {Record<string, any>} u */
+function remember(u) {
+  if (u.removed) return;
+  const { rid, conv, to, name, size, kind, caption, fingerprint, uploadUrl, fileId, created } = u;
+  saveRecord(identity(), { rid, conv, to, name, size, kind, caption, fingerprint, uploadUrl, fileId, created });
 }
 
 /**
@@ -115,28 +157,144 @@ async function runUpload(key, entry) {
     const { files } = await loadFiles();
     /** @type {Record<string, any>} */
     let object;
+    // The upload's URL, noted once tus-js-client has it: after a reload that cut the upload
+    // just as it finished, the node's file of that id tells that it did.
+    const noteUrl = () => {
+      if (entry.handle?.url && entry.uploadUrl !== entry.handle.url) {
+        entry.uploadUrl = entry.handle.url;
+        remember(entry);
+      }
+    };
     if (entry.handle) {
       object = await entry.handle.retry();
     } else {
+      entry.fingerprint = files.fingerprint(entry.file);
+      remember(entry);
       entry.handle = await files.startUpload(entry.file, {
         name: entry.name,
         onProgress: (/** @type {{bytesSent: number, bytesTotal: number}} */ p) => {
           entry.sent = p.bytesSent;
           entry.total = p.bytesTotal;
+          noteUrl();
           renderUploads();
         },
       });
       object = await entry.handle.done;
     }
+    noteUrl();
     if (entry.removed) return;
-    app.uploads.delete(key);
-    renderUploads();
-    const kind = entry.kind ?? (object.kind === "image" ? "image" : "file");
-    await chat.send(entry.conv, entry.caption.trim(), { to: entry.to ?? undefined, kind, media: object.id });
+    entry.fileId = object.id;
+    entry.kind = entry.kind ?? (object.kind === "image" ? "image" : "file");
+    remember(entry);
+    if (app.chat === chat) await sendMessage(key, entry);
   } catch (error) {
     if (entry.removed) return;
     entry.error = errorText(error);
     renderUploads();
+    if (!error?.code) retryWhenBack(key, entry, chat);
+  }
+}
+
+/**
+ * An upload that failed on the network goes on by itself once the connection to the node is
+ * back (Retry stays there for the impatient).
+ * @param {number} key
+ * @param {Record<string, any>} entry
+ * @param {any} chat
+ */
+function retryWhenBack(key, entry, chat) {
+  const conn = app.conn;
+  if (!conn) return;
+  const off = conn.on("ready", () => {
+    off();
+    if (app.chat === chat && entry.error && !entry.removed && app.uploads.get(key) === entry) runUpload(key, entry);
+  });
+}
+
+/**
+ * Sends the message carrying an uploaded file (once: see the top of this module), and
+ * forgets the upload once the chat outbox has the message.
+ * @param {number} key
+ * @param {Record<string, any>} entry
+ */
+async function sendMessage(key, entry) {
+  const chat = app.chat;
+  if (!chat || entry.removed) return;
+  app.uploads.delete(key);
+  renderUploads();
+  await chat.send(entry.conv, entry.caption.trim(), {
+    to: entry.to ?? undefined,
+    kind: entry.kind ?? "file",
+    media: entry.fileId,
+    client_id: `f-${entry.fileId}`,
+  });
+  dropRecord(identity(), entry.rid);
+}
+
+let resuming = false;
+
+/**
+ * After sign-in: brings back the signed-in user's uploads that a reload or a closed tab cut
+ * (their rows, in the conversations they were for), goes on with each from the node's offset,
+ * and sends the messages of those that finished. Called by media.js only when there are any.
+ */
+export async function resumeUploads() {
+  const chat = app.chat;
+  if (resuming || !chat) return;
+  resuming = true;
+  try {
+    const known = new Set([...app.uploads.values()].map((u) => u.rid));
+    /** @type {[number, Record<string, any>][]} */
+    const entries = [];
+    for (const record of loadRecords(identity())) {
+      if (known.has(record.rid)) continue;
+      const entry = newEntry(record);
+      const key = nextUpload++;
+      app.uploads.set(key, entry);
+      entries.push([key, entry]);
+    }
+    renderUploads();
+    if (!entries.length) return;
+    // The files' owner (the connection's identity) and the chat outbox (what was already
+    // given to it) are known once the first sync is done.
+    if (!chat.syncs.some((/** @type {any} */ s) => s.reply)) {
+      await new Promise((resolve) => {
+        const off = chat.on("synced", () => {
+          off();
+          resolve(undefined);
+        });
+      });
+    }
+    if (app.chat !== chat) return;
+    const { sdk, files } = await loadFiles();
+    for (const [key, entry] of entries) {
+      if (entry.removed) continue;
+      if (entry.fileId) {
+        await sendMessage(key, entry);
+        continue;
+      }
+      if (entry.uploadUrl) {
+        // Finished on the node, though this page never heard (the reload came in between)?
+        const object = await files.meta(sdk.uploadIdOf(entry.uploadUrl)).catch(() => null);
+        if (object) {
+          entry.fileId = object.id;
+          entry.kind = entry.kind ?? (object.kind === "image" ? "image" : "file");
+          remember(entry);
+          await sendMessage(key, entry);
+          continue;
+        }
+      }
+      entry.file = entry.fingerprint ? await files.keptFile(entry.fingerprint) : null;
+      if (entry.file) {
+        runUpload(key, entry);
+      } else {
+        entry.lost = true;
+        entry.error = app.t("mediaFileNotKept");
+        renderUploads();
+      }
+    }
+  } finally {
+    resuming = false;
   }
 }
 
@@ -154,8 +312,12 @@ function errorText(error) {
 function removeUpload(key, entry) {
   entry.removed = true;
   app.uploads.delete(key);
+  dropRecord(identity(), entry.rid);
   // Stops sending and drops what the node has of it (its quota reservation with it).
-  entry.handle?.abort(true).catch(() => {});
+  if (entry.handle) entry.handle.abort(true).catch(() => {});
+  else if (entry.uploadUrl && !entry.fileId) {
+    loadFiles().then(({ files }) => files.terminateUpload(entry.uploadUrl)).catch(() => {});
+  }
   renderUploads();
   document.getElementById("composer-text")?.focus();
 }
@@ -187,7 +349,10 @@ function uploadRow(key, u) {
           maxlength: 4000,
           placeholder: app.t("mediaCaptionPlaceholder"),
           "aria-label": app.t("mediaCaption", { name: u.name }),
-          oninput: (/** @type {Event} */ e) => (u.caption = /** @type {HTMLInputElement} */ (e.target).value),
+          oninput: (/** @type {Event} */ e) => {
+            u.caption = /** @type {HTMLInputElement} */ (e.target).value;
+            remember(u);
+          },
         })
       );
   if (caption) caption.value = u.caption;
@@ -201,7 +366,7 @@ function uploadRow(key, u) {
     row.classList.toggle("failed", Boolean(u.error));
     if (u.error) {
       error.textContent = app.t("uploadFailed", { error: u.error });
-      if (status.firstChild !== error) status.replaceChildren(error, retry);
+      if (status.firstChild !== error) status.replaceChildren(...(u.lost ? [error] : [error, retry]));
     } else {
       bar.max = Math.max(u.total, 1);
       bar.value = u.sent;
@@ -268,15 +433,77 @@ export async function signedUrls(id) {
   return urls;
 }
 
+/** Files the node no longer has for this user (deleted by their owner, or no longer shared):
+ * their messages show a card saying so instead of a link that leads nowhere.
+ * @type {Set<string>} */
+const gone = new Set();
+
+/** @param {any} error */
+function isGone(error) {
+  return error?.status === 404 || error?.status === 410;
+}
+
 /**
- * The signed URLs of `id` now if they are kept and fresh, else when they come.
- * @param {string} id
+ * The signed URLs of `id` now if they are kept and fresh, else when they come. If the node
+ * says the file is gone, `view` (what shows it) is replaced by the card saying so.
+ * @param {Record<string, any>} m the message
+ * @param {HTMLElement} view
  * @param {(urls: {full: string, thumb: string, large: string, voice: string}) => void} use
  */
-function withUrls(id, use) {
+function withUrls(m, view, use) {
+  const id = m.media.id;
   const kept = app.signed.get(id);
   if (kept && kept.expires - Date.now() > SIGNED_MARGIN_MS) use(kept);
-  else signedUrls(id).then(use, () => {});
+  else signedUrls(id).then(use, (error) => isGone(error) && markGone(m, view));
+}
+
+/** @param {Record<string, any>} m @param {HTMLElement} view */
+function markGone(m, view) {
+  gone.add(m.media.id);
+  app.signed.delete(m.media.id);
+  if (view.isConnected) view.replaceWith(goneView(m));
+}
+
+/**
+ * The card of a file the node no longer has: its name, struck through, and why.
+ * @param {Record<string, any>} m
+ */
+function goneView(m) {
+  // A voice note's file name is the recorder's, not something its sender chose.
+  const name = m.kind === "voice" ? app.t("mediaVoiceMessage") : (m.media.name ?? "file");
+  return h("span", { class: "file-card file-gone", "data-media": m.media.id, role: "note" }, [
+    h("span", { class: "file-icon", "aria-hidden": "true", text: "∅" }),
+    h("span", { class: "file-name", text: name }),
+    h("span", { class: "file-size", text: app.t("mediaFileGone") }),
+  ]);
+}
+
+/**
+ * A download link that asks the node first (HEAD on the signed URL) the first time it is
+ * used: a file deleted since the URL was signed turns its card into the "no longer
+ * available" one instead of a download that fails.
+ * @param {Record<string, any>} m
+ * @param {HTMLAnchorElement} link
+ * @param {() => HTMLElement} view
+ */
+function checkBeforeDownload(m, link, view) {
+  let checked = false;
+  link.addEventListener("click", (e) => {
+    if (checked || !link.href) return;
+    e.preventDefault();
+    // Not from the cache: downloads are cached as immutable, a deletion is not.
+    fetch(link.href, { method: "HEAD", cache: "no-store" }).then(
+      (response) => {
+        if (response.status === 404 || response.status === 410) return markGone(m, view());
+        checked = true;
+        link.click();
+      },
+      () => {
+        checked = true;
+        link.click();
+      },
+    );
+  });
 }
 
 /** What voice.js and viewer.js use of the app and of this module. */
@@ -293,7 +520,13 @@ function context() {
 export function mediaView(m) {
   const media = m.media;
   const name = media.name ?? "file";
-  if (m.kind === "voice") return voiceView(m, context());
+  if (gone.has(media.id)) return goneView(m);
+  if (m.kind === "voice") {
+    const view = voiceView(m, context());
+    // The player asks for its URL on first play; ask now whether there is anything to play.
+    withUrls(m, view, () => {});
+    return view;
+  }
   if (m.kind === "image") return imageView(m);
   const download = /** @type {HTMLAnchorElement} */ (h("a", { class: "download", download: name, text: app.t("download") }));
   const pdf = media.mime === "application/pdf" && media.thumbnail;
@@ -307,17 +540,19 @@ export function mediaView(m) {
       h("a", { class: "pdf-open", target: "_blank", rel: "noopener", title: app.t("openImage", { name }) }, [preview])
     );
   }
-  withUrls(media.id, (urls) => {
-    download.href = urls.full;
-    if (previewLink) previewLink.href = urls.full;
-    if (preview) preview.src = urls.thumb;
-  });
-  return h("span", { class: "file-card" + (pdf ? " pdf-card" : ""), "data-media": media.id }, [
+  const card = h("span", { class: "file-card" + (pdf ? " pdf-card" : ""), "data-media": media.id }, [
     previewLink ?? h("span", { class: "file-icon", "aria-hidden": "true", text: extensionOf(name) }),
     h("span", { class: "file-name", text: name }),
     h("span", { class: "file-size", text: formatSize(media.size ?? 0) }),
     download,
   ]);
+  checkBeforeDownload(m, download, () => card);
+  withUrls(m, card, (urls) => {
+    download.href = urls.full;
+    if (previewLink) previewLink.href = urls.full;
+    if (preview) preview.src = urls.thumb;
+  });
+  return card;
 }
 
 /**
@@ -356,7 +591,7 @@ function imageView(m) {
       },
     }, [img])
   );
-  withUrls(media.id, (urls) => {
+  withUrls(m, link, (urls) => {
     link.href = urls.full;
     img.src = urls.thumb;
   });

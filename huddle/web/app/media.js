@@ -6,6 +6,11 @@
 // The record button works held or pressed: held down (pointer) for HOLD_MS or longer, the
 // note is sent on release; a shorter press (or Enter/Space) starts a recording that the next
 // press sends. While recording, a bar shows the time with Cancel and Send; Escape cancels.
+//
+// Uploads a reload or a closed tab cut come back after sign-in (attachments.js resumes them);
+// the files UI loads for that only when uploadrecords.js says there are some.
+
+import { hasRecords } from "./uploadrecords.js";
 
 /** A press at least this long is a hold: releasing it sends the note. */
 export const HOLD_MS = 400;
@@ -37,6 +42,8 @@ const STRINGS = {
     mediaConnectionLost: "the connection was lost",
     mediaOverQuota: "over your storage quota",
     mediaTooLarge: "the file is too large",
+    mediaFileNotKept: "the file was not kept on this device; attach it again",
+    mediaFileGone: "File no longer available",
   },
   zh: {
     mediaRecordVoice: "录制语音消息",
@@ -64,12 +71,28 @@ const STRINGS = {
     mediaConnectionLost: "连接中断",
     mediaOverQuota: "超出存储配额",
     mediaTooLarge: "文件过大",
+    mediaFileNotKept: "此设备未保留该文件，请重新添加",
+    mediaFileGone: "文件已不可用",
   },
 };
 
 /** @param {any} ui app.js's feature interface */
 export function init(ui) {
   ui.addStrings(STRINGS);
+  ui.hooks.signedIn.push(() => {
+    const identity = ui.app.session?.identity;
+    if (identity && hasRecords(identity)) {
+      ui.attachments().then((/** @type {any} */ module) => module.resumeUploads(), () => {});
+    }
+  });
+  // Signing out stops the uploads under way and sends nothing more from this session; they
+  // stay remembered and resumable for the same user's next sign-in.
+  ui.hooks.signedOut.push(() => {
+    for (const upload of ui.app.uploads.values()) {
+      upload.removed = true;
+      upload.handle?.abort(false).catch(() => {});
+    }
+  });
   ui.hooks.composer.push((/** @type {HTMLElement} */ form) => {
     const attach = form.querySelector("#attach");
     if (attach) attach.after(recordButton(ui));

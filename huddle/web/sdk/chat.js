@@ -456,14 +456,19 @@ export class ChatDevice extends EventTarget {
    * files.js), the message carries that file and `text` is its caption ("" for none).
    * `reply_to` (a message's seq) puts it in that message's thread; `mentions` lists the
    * identities the text mentions (see `mentionsIn` in chatstate.js).
+   * `client_id` (1 to 64 characters) replaces the random one: a caller that may send the same
+   * message again after a reload (e.g. one derived from an upload's id) gets it stored once;
+   * while an item with that id is still in the outbox, that item is returned instead.
    * @param {string | null} conv
    * @param {string} text
-   * @param {{to?: string, kind?: "text" | "image" | "file" | "voice", media?: string, reply_to?: number | null, mentions?: string[] | null}} [options]
+   * @param {{to?: string, kind?: "text" | "image" | "file" | "voice", media?: string, reply_to?: number | null, mentions?: string[] | null, client_id?: string}} [options]
    */
   async send(conv, text, options = {}) {
+    const waiting = options.client_id ? this.outbox.find((i) => i.client_id === options.client_id) : undefined;
+    if (waiting) return waiting;
     /** @type {import("./chatstate.js").OutboxItem} */
     const item = {
-      client_id: "w-" + randomId(16),
+      client_id: options.client_id || "w-" + randomId(16),
       conv,
       to: options.to ?? null,
       text,

@@ -130,6 +130,11 @@ export class KeptFiles {
     return this._run("readwrite", (store) => store.delete(fingerprint));
   }
 
+  /** @returns {Promise<{fingerprint: string, identity: string, file: Blob, name: string, type: string, kept: number} | undefined>} */
+  get(fingerprint) {
+    return this._run("readonly", (store) => store.get(fingerprint));
+  }
+
   /** @returns {Promise<Array<{fingerprint: string, identity: string, file: Blob, name: string, type: string, kept: number}>>} */
   all() {
     return this._run("readonly", (store) => store.getAll());
@@ -154,6 +159,8 @@ export class Upload {
     /** Offset the node reported when this upload went on from an earlier session (HEAD), or
      * null when it started from nothing. */
     this.resumedFrom = null;
+    /** What the browser keeps this upload's file under (`Files.keptFile`). */
+    this.fingerprint = "";
     /** @type {string|null} */
     this.url = null;
     /** @type {Progress} */
@@ -239,6 +246,7 @@ export class Files {
     const handle = new Upload();
     handle.progress.bytesTotal = file.size;
     const fingerprint = uploadFingerprint(identity, /** @type {File} */ (file), endpoint);
+    handle.fingerprint = fingerprint;
     const keep = options.resume !== false && this.kept !== null;
     const forget = () => (keep ? this.kept.delete(fingerprint).catch(() => {}) : Promise.resolve());
     // Kept before the first byte goes: a reload at any point finds it.
@@ -315,6 +323,33 @@ export class Files {
       begin().catch(reject);
     });
     return handle;
+  }
+
+  /** The fingerprint `startUpload` keeps `file` under for the signed-in user (an app can
+   * note it with what the upload is for, before the upload starts). */
+  fingerprint(file) {
+    return uploadFingerprint(this.connection.identity, /** @type {File} */ (file), this.url(TUS_PATH));
+  }
+
+  /** The file of an unfinished upload kept on this browser under `fingerprint` (see
+   * `fingerprint`), or null: what to give `startUpload` again after a reload, so that it goes
+   * on from the node's offset. Reads IndexedDB only (tus-js-client is not loaded). */
+  async keptFile(fingerprint) {
+    if (this.kept === null) return null;
+    const entry = await this.kept.get(fingerprint).catch(() => undefined);
+    return entry && entry.identity === (this.connection.identity || "") ? entry.file : null;
+  }
+
+  /** Drops an unfinished upload on the node by its URL (tus termination), releasing its quota
+   * reservation: for an upload whose file this browser no longer has. An upload the node no
+   * longer knows (404) counts as dropped. */
+  async terminateUpload(uploadUrl) {
+    const path = new URL(uploadUrl, this.baseUrl).pathname;
+    try {
+      await this._fetch(path, { method: "DELETE", headers: { "Tus-Resumable": "1.0.0" } });
+    } catch (error) {
+      if (!(error instanceof FilesError && error.status === 404)) throw error;
+    }
   }
 
   /** Uploads `file` and resolves with its file object (see `startUpload`). */
