@@ -81,7 +81,8 @@ async def open_conversation(page: Page, name: str) -> None:
     button = page.locator("button.conv", has_text=name)
     await button.wait_for(timeout=WAIT_S * 1000)
     await button.click()
-    await page.wait_for_selector("#composer-text", timeout=WAIT_S * 1000)
+    # The history, not the composer: a channel's followers have none.
+    await page.wait_for_selector("#messages", timeout=WAIT_S * 1000)
 
 
 async def send(page: Page, text: str) -> None:
