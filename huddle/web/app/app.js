@@ -8,6 +8,7 @@ import { ChatDevice } from "/web/sdk/chat.js";
 import { HuddleConnection, devLogin, tokenIdentity } from "/web/sdk/connection.js";
 import { PresenceWatcher } from "/web/sdk/presence.js";
 import { LANGUAGES, addStrings, keepLanguage, pickLanguage, translator } from "./i18n.js";
+import { icon } from "./dom.js";
 
 // The app's feature modules, each `export function init(ui)` registering on `ui.hooks` (below).
 // They load before the first screen is drawn; a feature that is heavy loads its own parts later.
@@ -702,20 +703,7 @@ function mediaSlot(m) {
 
 /** A paper clip, drawn rather than an emoji (not every system has an emoji font). */
 function clipIcon() {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", "0 0 24 24");
-  svg.setAttribute("width", "18");
-  svg.setAttribute("height", "18");
-  svg.setAttribute("aria-hidden", "true");
-  const path = document.createElementNS(ns, "path");
-  path.setAttribute("d", "M21 11.5l-8.5 8.5a5 5 0 0 1-7-7L14 4.5a3.5 3.5 0 0 1 5 5L10.5 18a2 2 0 0 1-3-3L15 7.5");
-  path.setAttribute("fill", "none");
-  path.setAttribute("stroke", "currentColor");
-  path.setAttribute("stroke-width", "2");
-  path.setAttribute("stroke-linecap", "round");
-  svg.append(path);
-  return svg;
+  return icon("M21 11.5l-8.5 8.5a5 5 0 0 1-7-7L14 4.5a3.5 3.5 0 0 1 5 5L10.5 18a2 2 0 0 1-3-3L15 7.5", { stroked: true });
 }
 
 async function loadOlder() {

@@ -14,15 +14,10 @@
 
 import { dropRecord, loadRecords, saveRecord } from "./uploadrecords.js";
 import { voiceView } from "./voice.js";
+import { stylesheet } from "./dom.js";
 
 // Its styles come with it, in place before anything it draws is shown.
-await new Promise((resolve) => {
-  const link = document.createElement("link");
-  link.rel = "stylesheet";
-  link.href = new URL("./attachments.css", import.meta.url).href;
-  link.onload = link.onerror = resolve;
-  document.head.append(link);
-});
+await stylesheet(new URL("./attachments.css", import.meta.url));
 
 // Signed URLs are asked for again this long before they expire (they last an hour).
 const SIGNED_MARGIN_MS = 5 * 60 * 1000;

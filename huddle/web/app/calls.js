@@ -10,6 +10,8 @@
 // `call_started` message the server writes in the group when the room opens. A member who is
 // not looking at the group when that message arrives live gets a notice with a Join button.
 
+import { icon } from "./dom.js";
+
 /** The ringing events the call view needs to see from the start (they may come while it loads). */
 const RINGING_EVENTS = ["incoming", "outgoing", "accepted", "answered_elsewhere", "declined", "cancelled", "missed", "ended", "updated", "left"];
 
@@ -226,17 +228,7 @@ function callSystemText(m) {
 
 /** A handset, drawn (not every system has an emoji font). */
 function phoneIcon() {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", "0 0 24 24");
-  svg.setAttribute("width", "18");
-  svg.setAttribute("height", "18");
-  svg.setAttribute("aria-hidden", "true");
-  const path = document.createElementNS(ns, "path");
-  path.setAttribute("d", "M6.6 10.8a15.1 15.1 0 0 0 6.6 6.6l2.2-2.2a1 1 0 0 1 1-.25 11.4 11.4 0 0 0 3.6.57 1 1 0 0 1 1 1V20a1 1 0 0 1-1 1A17 17 0 0 1 3 4a1 1 0 0 1 1-1h3.5a1 1 0 0 1 1 1c0 1.25.2 2.45.57 3.57a1 1 0 0 1-.25 1z");
-  path.setAttribute("fill", "currentColor");
-  svg.append(path);
-  return svg;
+  return icon("M6.6 10.8a15.1 15.1 0 0 0 6.6 6.6l2.2-2.2a1 1 0 0 1 1-.25 11.4 11.4 0 0 0 3.6.57 1 1 0 0 1 1 1V20a1 1 0 0 1-1 1A17 17 0 0 1 3 4a1 1 0 0 1 1-1h3.5a1 1 0 0 1 1 1c0 1.25.2 2.45.57 3.57a1 1 0 0 1-.25 1z");
 }
 
 /**

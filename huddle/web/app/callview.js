@@ -7,15 +7,10 @@
 import { Call, Ringing, networkQuality, receiveQuality } from "/web/sdk/calls.js";
 import { groupRoom } from "./calls.js";
 import * as sheets from "./callsheets.js";
+import { stylesheet } from "./dom.js";
 
 // Its styles come with it, in place before anything it draws is shown.
-await new Promise((resolve) => {
-  const link = document.createElement("link");
-  link.rel = "stylesheet";
-  link.href = new URL("./callview.css", import.meta.url).href;
-  link.onload = link.onerror = resolve;
-  document.head.append(link);
-});
+await stylesheet(new URL("./callview.css", import.meta.url));
 
 /** How often each tile's network quality is measured again. */
 export const QUALITY_INTERVAL_MS = 2000;

@@ -5,14 +5,9 @@
 
 import { allowed, mayChangeRole, mayRemove } from "/web/sdk/roles.js";
 import { identities, leave, refusal } from "./groups.js";
+import { stylesheet } from "./dom.js";
 
-await new Promise((resolve) => {
-  const link = document.createElement("link");
-  link.rel = "stylesheet";
-  link.href = new URL("./groups-panel.css", import.meta.url).href;
-  link.onload = link.onerror = resolve;
-  document.head.append(link);
-});
+await stylesheet(new URL("./groups-panel.css", import.meta.url));
 
 /** @type {any} what app.js gives feature modules */
 let ui = null;

@@ -5,14 +5,9 @@
 // The server judges every request: what it refuses is shown in words, never dropped.
 
 import { allowed } from "/web/sdk/roles.js";
+import { stylesheet } from "./dom.js";
 
-await new Promise((resolve) => {
-  const link = document.createElement("link");
-  link.rel = "stylesheet";
-  link.href = new URL("./groups.css", import.meta.url).href;
-  link.onload = link.onerror = resolve;
-  document.head.append(link);
-});
+await stylesheet(new URL("./groups.css", import.meta.url));
 
 /** @type {any} what app.js gives feature modules */
 let ui = null;

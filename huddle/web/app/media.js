@@ -11,6 +11,7 @@
 // the files UI loads for that only when uploadrecords.js says there are some.
 
 import { hasRecords } from "./uploadrecords.js";
+import { icon } from "./dom.js";
 
 /** A press at least this long is a hold: releasing it sends the note. */
 export const HOLD_MS = 400;
@@ -162,18 +163,5 @@ function recordButton(ui) {
 
 /** A microphone, drawn rather than an emoji (not every system has an emoji font). */
 function micIcon() {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", "0 0 24 24");
-  svg.setAttribute("width", "18");
-  svg.setAttribute("height", "18");
-  svg.setAttribute("aria-hidden", "true");
-  const path = document.createElementNS(ns, "path");
-  path.setAttribute("d", "M12 3a3 3 0 0 0-3 3v6a3 3 0 0 0 6 0V6a3 3 0 0 0-3-3zM5.5 11a6.5 6.5 0 0 0 13 0M12 17.5V21M8.5 21h7");
-  path.setAttribute("fill", "none");
-  path.setAttribute("stroke", "currentColor");
-  path.setAttribute("stroke-width", "2");
-  path.setAttribute("stroke-linecap", "round");
-  svg.append(path);
-  return svg;
+  return icon("M12 3a3 3 0 0 0-3 3v6a3 3 0 0 0 6 0V6a3 3 0 0 0-3-3zM5.5 11a6.5 6.5 0 0 0 13 0M12 17.5V21M8.5 21h7", { stroked: true });
 }

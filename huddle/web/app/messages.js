@@ -5,15 +5,10 @@
 // the messages right across replays and reloads; this module only draws and asks.
 
 import { mentionParts, mentionQuery, mentionsIn } from "/web/sdk/chatstate.js";
+import { stylesheet } from "./dom.js";
 
 // Its styles come with it, in place before anything it draws is shown.
-await new Promise((resolve) => {
-  const link = document.createElement("link");
-  link.rel = "stylesheet";
-  link.href = new URL("./messages.css", import.meta.url).href;
-  link.onload = link.onerror = resolve;
-  document.head.append(link);
-});
+await stylesheet(new URL("./messages.css", import.meta.url));
 
 // Glyphs the common fonts carry too, so that a machine without an emoji font still shows them.
 export const REACTIONS = ["❤️", "😂", "😮", "😢", "✌️", "✔️"];

@@ -4,14 +4,9 @@
 // that message. Message text only ever goes into text nodes and <mark> elements.
 
 import { groupHits, snippetParts } from "/web/sdk/search.js";
+import { stylesheet } from "./dom.js";
 
-await new Promise((resolve) => {
-  const link = document.createElement("link");
-  link.rel = "stylesheet";
-  link.href = new URL("./search.css", import.meta.url).href;
-  link.onload = link.onerror = resolve;
-  document.head.append(link);
-});
+await stylesheet(new URL("./search.css", import.meta.url));
 
 export const SEARCH_PAGE = 20;
 

@@ -4,6 +4,8 @@
 // play/pause button, the waveform the node computed with the part already played drawn over
 // it, and the duration. Its styles are in attachments.css.
 
+import { icon } from "./dom.js";
+
 /** A recording shorter than this is taken as a slip and not sent. */
 export const MIN_RECORDING_MS = 300;
 /** How often the recording timer is redrawn. */
@@ -17,20 +19,6 @@ export function formatDuration(seconds) {
   return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
 }
 
-/** @param {string} d */
-function icon(d) {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", "0 0 24 24");
-  svg.setAttribute("width", "18");
-  svg.setAttribute("height", "18");
-  svg.setAttribute("aria-hidden", "true");
-  const path = document.createElementNS(ns, "path");
-  path.setAttribute("d", d);
-  path.setAttribute("fill", "currentColor");
-  svg.append(path);
-  return svg;
-}
 const PLAY = "M7 4.5v15l13-7.5z";
 const PAUSE = "M6 4h4.5v16H6zM13.5 4H18v16h-4.5z";
 
