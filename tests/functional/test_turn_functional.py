@@ -1,0 +1,138 @@
+"""The TURN credentials a node hands out in call.join work with coturn configured as
+docs/deploy.md says (``use-auth-secret`` with the node's TURN secret): an allocation over UDP
+and over TCP relays to the SFU's address, while wrong or expired credentials and peers outside
+the allowed addresses are refused. The TURN client is aioice's, the one aiortc uses."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final, cast
+
+import pytest
+from aioice import stun
+from aioice.turn import create_turn_endpoint
+
+from huddle.call import CallClient
+from huddle.client import HuddleClient
+from sfu.ice_servers import turn_credentials
+from tests.conftest import StartNode
+from tests.coturn import Coturn, coturn
+from tests.helpers import free_port, make_token
+
+SECRET = "turn-secret-for-the-test-0123456789"
+SFU = "127.0.0.1"  # the only peer the relay may reach, as the SFU in production
+OTHER = "127.0.0.2"  # stands for a private network behind the TURN server
+ECHO_WAIT_S: Final = 10.0
+
+
+class Receiver(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+        self.errors: list[Exception] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received.put_nowait((data, addr))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+
+class Echo(asyncio.DatagramProtocol):
+    """A peer that answers each datagram to whoever sent it."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(b"echo " + data, addr)
+
+
+@pytest.fixture
+def turn(tmp_path: Path) -> Iterator[Coturn]:
+    with coturn(
+        tmp_path / "coturn",
+        listen="127.0.0.1",
+        port=free_port(),
+        secret=SECRET,
+        denied_peers=["127.0.0.0-127.255.255.255"],
+        allowed_peers=[SFU],
+        loopback_peers=True,
+    ) as server:
+        yield server
+
+
+async def _echo_through(
+    turn: Coturn, username: str, password: str, transport: str, peer_host: str
+) -> tuple[bytes, tuple[str, int]]:
+    """Allocate on the TURN server, send one datagram through the relay to an echo peer on
+    ``peer_host`` and return its answer."""
+    loop = asyncio.get_running_loop()
+    relay, receiver = await asyncio.wait_for(
+        create_turn_endpoint(
+            Receiver, (turn.listen, turn.port), username, password, transport=transport
+        ),
+        10,
+    )
+    echo, _ = await loop.create_datagram_endpoint(Echo, local_addr=(peer_host, 0))
+    try:
+        relay.sendto(b"hello", echo.get_extra_info("sockname"))
+        deadline = loop.time() + ECHO_WAIT_S
+        while receiver.received.empty():
+            if receiver.errors:
+                raise receiver.errors[0]  # the relay refused to send (its channel bind failed)
+            if loop.time() > deadline:
+                raise TimeoutError(f"no echo through the relay within {ECHO_WAIT_S} s")
+            await asyncio.sleep(0.05)
+        return receiver.received.get_nowait()
+    finally:
+        echo.close()
+        relay.close()
+
+
+async def test_node_credentials_relay_over_udp_and_tcp(turn: Coturn, start_node: StartNode) -> None:
+    # coturn listens on the TURN port alone (UDP and TCP): no TLS, CLI or RFC 5780 ports.
+    assert turn.listeners() == [
+        ("tcp", f"127.0.0.1:{turn.port}"),
+        ("udp", f"127.0.0.1:{turn.port}"),
+    ], turn.log_tail()
+    urls = [
+        f"turn:127.0.0.1:{turn.port}?transport=udp",
+        f"turn:127.0.0.1:{turn.port}?transport=tcp",
+    ]
+    node = await start_node(turn_urls=urls, turn_secret=SECRET, turn_ttl_s=600)
+    client = HuddleClient(node.url, make_token("alice"))
+    node.clients.append(client)
+    await client.connect()
+    await client.hello()
+    call = CallClient(client, "turn")
+    reply = await call.join()
+    [server] = [s for s in reply.ice_servers if s.username is not None]
+    assert server.urls == urls
+    assert server.username is not None and server.credential is not None
+    assert server.username.endswith(":alice")
+
+    for transport in ("udp", "tcp"):
+        data, addr = await _echo_through(turn, server.username, server.credential, transport, SFU)
+        assert data == b"echo hello", transport
+        assert addr[0] == SFU, (transport, addr)
+    await call.close()
+
+
+async def test_wrong_or_expired_credentials_and_other_peers_are_refused(turn: Coturn) -> None:
+    now = int(time.time())
+    wrong = turn_credentials("not-the-node-secret", "alice", now, 600)
+    expired = turn_credentials(SECRET, "alice", now - 120, 60)  # expired a minute ago
+    for username, password in (wrong, expired):
+        for transport in ("udp", "tcp"):
+            with pytest.raises(stun.TransactionFailed) as failed:
+                await _echo_through(turn, username, password, transport, SFU)
+            assert failed.value.response.attributes["ERROR-CODE"][0] == 401, transport
+
+    # Valid credentials, but a peer the relay must not reach (a private network behind it).
+    valid = turn_credentials(SECRET, "alice", now, 600)
+    with pytest.raises(stun.TransactionFailed) as failed:
+        await _echo_through(turn, *valid, "udp", OTHER)
+    assert failed.value.response.attributes["ERROR-CODE"][0] == 403, turn.log_tail()
