@@ -45,7 +45,19 @@ def coturn_config(
     denied_peers: Sequence[str],
     workdir: Path,
     loopback_peers: bool = False,
+    tls: tuple[int, Path, Path] | None = None,
 ) -> str:
+    if tls is None:
+        tls_lines = ["no-tls"]
+    else:
+        tls_port, cert, key = tls
+        tls_lines = [
+            f"tls-listening-port={tls_port}",
+            f"cert={cert}",
+            f"pkey={key}",
+            "no-tlsv1",
+            "no-tlsv1_1",
+        ]
     lines = [
         f"listening-ip={listen}",
         f"relay-ip={relay}",
@@ -54,8 +66,9 @@ def coturn_config(
         "use-auth-secret",
         f"static-auth-secret={secret}",
         "fingerprint",
-        # One listener only: no TLS/DTLS ports, no RFC 5780 alternate port, no admin CLI.
-        "no-tls",
+        # The TURN port (and TLS's if asked) only: no DTLS, no RFC 5780 alternate port, no
+        # admin CLI.
+        *tls_lines,
         "no-dtls",
         "no-rfc5780",
         "no-cli",
@@ -80,6 +93,7 @@ class Coturn:
     workdir: Path
     listen: str
     port: int
+    tls_port: int | None = None
 
     @property
     def log_path(self) -> Path:
@@ -106,6 +120,8 @@ class Coturn:
 
 def _wait_listening(server: Coturn, prefix: Sequence[str]) -> None:
     wanted = {("tcp", f"{server.listen}:{server.port}"), ("udp", f"{server.listen}:{server.port}")}
+    if server.tls_port is not None:
+        wanted.add(("tcp", f"{server.listen}:{server.tls_port}"))
     deadline = time.monotonic() + READY_S
     while not wanted <= set(server.listeners(prefix)):
         if server.proc.poll() is not None:
@@ -128,10 +144,12 @@ def coturn(
     allowed_peers: Sequence[str] = (),
     denied_peers: Sequence[str] = (),
     loopback_peers: bool = False,
+    tls: tuple[int, Path, Path] | None = None,
     prefix: Sequence[str] = (),
 ) -> Iterator[Coturn]:
     """turnserver listening on ``listen:port`` (UDP and TCP), relaying from ``relay``
-    (default ``listen``); ``prefix`` runs it elsewhere (``ip netns exec NS``)."""
+    (default ``listen``); ``tls`` (port, certificate, key) adds TURN over TLS; ``prefix``
+    runs it elsewhere (``ip netns exec NS``)."""
     require_coturn()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "turnserver.conf"
@@ -145,6 +163,7 @@ def coturn(
             denied_peers=denied_peers,
             workdir=workdir,
             loopback_peers=loopback_peers,
+            tls=tls,
         )
     )
     config.chmod(0o600)  # it holds the secret
@@ -156,7 +175,13 @@ def coturn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Coturn(proc=proc, workdir=workdir, listen=listen, port=port)
+    server = Coturn(
+        proc=proc,
+        workdir=workdir,
+        listen=listen,
+        port=port,
+        tls_port=tls[0] if tls is not None else None,
+    )
     try:
         _wait_listening(server, prefix)
         yield server

@@ -1,11 +1,14 @@
 """The TURN credentials a node hands out in call.join work with coturn configured as
-docs/deploy.md says (``use-auth-secret`` with the node's TURN secret): an allocation over UDP
-and over TCP relays to the SFU's address, while wrong or expired credentials and peers outside
+docs/deploy.md says (``use-auth-secret`` with the node's TURN secret): an allocation over UDP,
+TCP and TLS relays to the SFU's address, while wrong or expired credentials and peers outside
 the allowed addresses are refused. The TURN client is aioice's, the one aiortc uses."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,10 @@ from typing import Final, cast
 import pytest
 from aioice import stun
 from aioice.turn import create_turn_endpoint
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from huddle.call import CallClient
 from huddle.client import HuddleClient
@@ -50,8 +57,41 @@ class Echo(asyncio.DatagramProtocol):
         self.transport.sendto(b"echo " + data, addr)
 
 
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "turn.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
 @pytest.fixture
 def turn(tmp_path: Path) -> Iterator[Coturn]:
+    cert, key = _certificate(tmp_path / "tls")
     with coturn(
         tmp_path / "coturn",
         listen="127.0.0.1",
@@ -60,19 +100,32 @@ def turn(tmp_path: Path) -> Iterator[Coturn]:
         denied_peers=["127.0.0.0-127.255.255.255"],
         allowed_peers=[SFU],
         loopback_peers=True,
+        tls=(free_port(), cert, key),
     ) as server:
         yield server
 
 
+def _trusting(turn: Coturn) -> ssl.SSLContext:
+    """A TLS client that verifies coturn's certificate (the test's own), as browsers do."""
+    return ssl.create_default_context(cafile=str(turn.workdir.parent / "tls" / "cert.pem"))
+
+
 async def _echo_through(
-    turn: Coturn, username: str, password: str, transport: str, peer_host: str
+    turn: Coturn,
+    username: str,
+    password: str,
+    transport: str,
+    peer_host: str,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[bytes, tuple[str, int]]:
-    """Allocate on the TURN server, send one datagram through the relay to an echo peer on
-    ``peer_host`` and return its answer."""
+    """Allocate on the TURN server (on its TLS port with ``tls``), send one datagram through
+    the relay to an echo peer on ``peer_host`` and return its answer."""
     loop = asyncio.get_running_loop()
+    port = turn.tls_port if tls is not None else turn.port
+    assert port is not None
     relay, receiver = await asyncio.wait_for(
         create_turn_endpoint(
-            Receiver, (turn.listen, turn.port), username, password, transport=transport
+            Receiver, (turn.listen, port), username, password, ssl=tls, transport=transport
         ),
         10,
     )
@@ -92,15 +145,22 @@ async def _echo_through(
         relay.close()
 
 
-async def test_node_credentials_relay_over_udp_and_tcp(turn: Coturn, start_node: StartNode) -> None:
-    # coturn listens on the TURN port alone (UDP and TCP): no TLS, CLI or RFC 5780 ports.
-    assert turn.listeners() == [
-        ("tcp", f"127.0.0.1:{turn.port}"),
-        ("udp", f"127.0.0.1:{turn.port}"),
-    ], turn.log_tail()
+async def test_node_credentials_relay_over_udp_tcp_and_tls(
+    turn: Coturn, start_node: StartNode
+) -> None:
+    # coturn listens on the TURN port (UDP and TCP) and its TLS port alone: no DTLS, CLI or
+    # RFC 5780 ports.
+    assert turn.listeners() == sorted(
+        [
+            ("tcp", f"127.0.0.1:{turn.port}"),
+            ("tcp", f"127.0.0.1:{turn.tls_port}"),
+            ("udp", f"127.0.0.1:{turn.port}"),
+        ]
+    ), turn.log_tail()
     urls = [
         f"turn:127.0.0.1:{turn.port}?transport=udp",
         f"turn:127.0.0.1:{turn.port}?transport=tcp",
+        f"turns:127.0.0.1:{turn.tls_port}?transport=tcp",
     ]
     node = await start_node(turn_urls=urls, turn_secret=SECRET, turn_ttl_s=600)
     client = HuddleClient(node.url, make_token("alice"))
@@ -114,10 +174,12 @@ async def test_node_credentials_relay_over_udp_and_tcp(turn: Coturn, start_node:
     assert server.username is not None and server.credential is not None
     assert server.username.endswith(":alice")
 
-    for transport in ("udp", "tcp"):
-        data, addr = await _echo_through(turn, server.username, server.credential, transport, SFU)
-        assert data == b"echo hello", transport
-        assert addr[0] == SFU, (transport, addr)
+    for transport, tls in (("udp", None), ("tcp", None), ("tcp", _trusting(turn))):
+        data, addr = await _echo_through(
+            turn, server.username, server.credential, transport, SFU, tls
+        )
+        assert data == b"echo hello", (transport, tls)
+        assert addr[0] == SFU, (transport, tls, addr)
     await call.close()
 
 
@@ -126,10 +188,10 @@ async def test_wrong_or_expired_credentials_and_other_peers_are_refused(turn: Co
     wrong = turn_credentials("not-the-node-secret", "alice", now, 600)
     expired = turn_credentials(SECRET, "alice", now - 120, 60)  # expired a minute ago
     for username, password in (wrong, expired):
-        for transport in ("udp", "tcp"):
+        for transport, tls in (("udp", None), ("tcp", None), ("tcp", _trusting(turn))):
             with pytest.raises(stun.TransactionFailed) as failed:
-                await _echo_through(turn, username, password, transport, SFU)
-            assert failed.value.response.attributes["ERROR-CODE"][0] == 401, transport
+                await _echo_through(turn, username, password, transport, SFU, tls)
+            assert failed.value.response.attributes["ERROR-CODE"][0] == 401, (transport, tls)
 
     # Valid credentials, but a peer the relay must not reach (a private network behind it).
     valid = turn_credentials(SECRET, "alice", now, 600)
