@@ -2,16 +2,17 @@
 credentials the node hands out in call.join: over UDP, and over TCP with the pages set to
 relay only (``iceTransportPolicy: "relay"``, the call page's ``relay=1``).
 
-Two namespaces and three links::
+Two namespaces and two links::
 
     host ── veth ── [M: node (HTTP on every address), SFU media on M.address, coturn on LINK_M]
-    host ── veth ── [B: two Chromiums]
-                    M (LINK_M) ── veth ── (LINK_B) B
+                     M (LINK_M) ── veth ── (LINK_B) [B: two Chromiums]
 
-B has routes to its own two /30s only, so M.address, where the SFU gathers its only ICE
+B's only route is to the M-B link's /30, so M.address, where the SFU gathers its only ICE
 candidate, is out of its reach both ways: the browsers reach the node's signaling and coturn
-on LINK_M, and coturn relays to the SFU inside M. coturn is set up as docs/deploy.md sets it
-up: the node's TURN secret, private peers denied but the SFU's address, one listener.
+on LINK_M, and coturn relays to the SFU inside M. (B's own veth to the host is removed: the
+browsers would try to reach coturn from it too and wait for that to time out.) coturn is set
+up as docs/deploy.md sets it up: the node's TURN secret, private peers denied but the SFU's
+address, one listener.
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ def _ip(*args: str) -> None:
 @contextlib.contextmanager
 def _link(m: NetworkNamespace, b: NetworkNamespace) -> Iterator[tuple[str, str]]:
     """A veth pair straight from M to B, on a /30 of 10.214/16 mirroring M's own /30 of
-    10.213/16 (unique per run as that one is)."""
+    10.213/16 (unique per run as that one is); B's link to the host goes."""
     tag = m.interface[2:-1]
     m_if, b_if = f"hl{tag}m", f"hl{tag}b"
     m_addr = m.host_address.replace("10.213.", "10.214.", 1)
     b_addr = m.address.replace("10.213.", "10.214.", 1)
+    _ip("link", "del", b.host_interface)
     _ip("-n", m.name, "link", "add", m_if, "type", "veth", "peer", "name", b_if, "netns", b.name)
     try:
         _ip("-n", m.name, "addr", "add", f"{m_addr}/30", "dev", m_if)
