@@ -1,7 +1,8 @@
-"""coturn (Debian's ``coturn``, binary ``turnserver``) run by a test, configured as
-docs/deploy.md configures it in production: TURN REST API credentials checked against the
-node's TURN secret (``use-auth-secret``), peers limited to the SFU's addresses, no listener
-but the one TURN port (UDP and TCP) on the addresses given.
+"""coturn (Debian's ``coturn``, binary ``turnserver``) run by a test with the configuration
+of docs/deploy.md: the doc's ``/etc/turnserver.conf`` block as it stands, with only what is
+the site's replaced (addresses, ports, the secret, the certificate, the SFU's address, logging
+to the test's folder). So the tests check the doc: TURN REST API credentials checked against
+the node's TURN secret, private peers denied but the SFU, no listener but the TURN port.
 
 The config file is written into the test's folder and removed with coturn's database when
 the server stops; its log stays there for the test's diagnostics.
@@ -22,7 +23,22 @@ import pytest
 
 TURNSERVER: Final = "turnserver"
 READY_S: Final = 10.0
-REALM: Final = "huddle.test"
+DEPLOY_DOC: Final = Path(__file__).resolve().parents[1] / "docs" / "deploy.md"
+# Options of the doc's config that are the site's: the test gives its own.
+SITE_OPTIONS: Final = frozenset(
+    {
+        "listening-ip",
+        "relay-ip",
+        "external-ip",
+        "listening-port",
+        "tls-listening-port",
+        "cert",
+        "pkey",
+        "static-auth-secret",
+        "allowed-peer-ip",
+        "syslog",
+    }
+)
 
 
 def require_coturn() -> None:
@@ -35,6 +51,22 @@ def require_coturn() -> None:
         )
 
 
+def documented_config() -> list[tuple[str, str | None]]:
+    """The options of docs/deploy.md's coturn config block, in order: (name, value)."""
+    text = DEPLOY_DOC.read_text()
+    marker = "`/etc/turnserver.conf`:\n\n```ini\n"
+    assert marker in text, f"{DEPLOY_DOC}: no coturn config block after {marker!r}"
+    block = text.split(marker, 1)[1].split("```", 1)[0]
+    options: list[tuple[str, str | None]] = []
+    for line in block.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        options.append((name, value if sep else None))
+    return options
+
+
 def coturn_config(
     *,
     listen: str,
@@ -42,46 +74,37 @@ def coturn_config(
     port: int,
     secret: str,
     allowed_peers: Sequence[str],
-    denied_peers: Sequence[str],
     workdir: Path,
     loopback_peers: bool = False,
     tls: tuple[int, Path, Path] | None = None,
 ) -> str:
-    if tls is None:
-        tls_lines = ["no-tls"]
-    else:
-        tls_port, cert, key = tls
-        tls_lines = [
-            f"tls-listening-port={tls_port}",
-            f"cert={cert}",
-            f"pkey={key}",
-            "no-tlsv1",
-            "no-tlsv1_1",
-        ]
+    """The doc's config with the test's site: no TLS unless ``tls`` (port, certificate, key)."""
+    options = documented_config()
+    names = {name for name, _ in options}
+    missing = {"use-auth-secret", "listening-ip", "static-auth-secret", "allowed-peer-ip"} - names
+    assert not missing, f"{DEPLOY_DOC}: the coturn config lost {sorted(missing)}"
     lines = [
+        f"{name}={value}" if value is not None else name
+        for name, value in options
+        if name not in SITE_OPTIONS
+    ]
+    lines += [
         f"listening-ip={listen}",
         f"relay-ip={relay}",
         f"listening-port={port}",
-        f"realm={REALM}",
-        "use-auth-secret",
         f"static-auth-secret={secret}",
-        "fingerprint",
-        # The TURN port (and TLS's if asked) only: no DTLS, no RFC 5780 alternate port, no
-        # admin CLI.
-        *tls_lines,
-        "no-dtls",
-        "no-rfc5780",
-        "no-cli",
-        "no-multicast-peers",
-        "no-software-attribute",
-        *(f"denied-peer-ip={r}" for r in denied_peers),
-        *(f"allowed-peer-ip={r}" for r in allowed_peers),
+        *(f"allowed-peer-ip={peer}" for peer in allowed_peers),
         f"userdb={workdir / 'turndb'}",
         f"pidfile={workdir / 'turnserver.pid'}",
         f"log-file={workdir / 'turnserver.log'}",
         "simple-log",
         "no-stdout-log",
     ]
+    if tls is None:
+        lines.append("no-tls")
+    else:
+        tls_port, cert, key = tls
+        lines += [f"tls-listening-port={tls_port}", f"cert={cert}", f"pkey={key}"]
     if loopback_peers:
         lines.append("allow-loopback-peers")  # tests on 127.0.0.1 only, never in production
     return "\n".join(lines) + "\n"
@@ -142,7 +165,6 @@ def coturn(
     secret: str,
     relay: str | None = None,
     allowed_peers: Sequence[str] = (),
-    denied_peers: Sequence[str] = (),
     loopback_peers: bool = False,
     tls: tuple[int, Path, Path] | None = None,
     prefix: Sequence[str] = (),
@@ -160,7 +182,6 @@ def coturn(
             port=port,
             secret=secret,
             allowed_peers=allowed_peers,
-            denied_peers=denied_peers,
             workdir=workdir,
             loopback_peers=loopback_peers,
             tls=tls,

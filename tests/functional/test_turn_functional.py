@@ -97,7 +97,6 @@ def turn(tmp_path: Path) -> Iterator[Coturn]:
         listen="127.0.0.1",
         port=free_port(),
         secret=SECRET,
-        denied_peers=["127.0.0.0-127.255.255.255"],
         allowed_peers=[SFU],
         loopback_peers=True,
         tls=(free_port(), cert, key),
