@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, cast
 
+import av
 import pytest
 from aioice import stun
 from aioice.turn import create_turn_endpoint
@@ -28,6 +29,7 @@ from sfu.ice_servers import turn_credentials
 from tests.conftest import StartNode
 from tests.coturn import Coturn, coturn
 from tests.helpers import free_port, make_token
+from tests.media import ColorTrack, close_colour, mean_rgb
 
 SECRET = "turn-secret-for-the-test-0123456789"
 SFU = "127.0.0.1"  # the only peer the relay may reach, as the SFU in production
@@ -197,3 +199,38 @@ async def test_wrong_or_expired_credentials_and_other_peers_are_refused(turn: Co
     with pytest.raises(stun.TransactionFailed) as failed:
         await _echo_through(turn, *valid, "udp", OTHER)
     assert failed.value.response.attributes["ERROR-CODE"][0] == 403, turn.log_tail()
+
+
+async def test_python_clients_call_through_coturn_over_tcp_relay_only(
+    turn: Coturn, start_node: StartNode
+) -> None:
+    """The Python client with ``relay_only`` and a TCP-only TURN URL: its media reaches the
+    SFU through coturn alone, and the SFU (aioice) takes the relayed candidates."""
+    node = await start_node(
+        ice_addresses=[SFU],
+        turn_urls=[f"turn:127.0.0.1:{turn.port}?transport=tcp"],
+        turn_secret=SECRET,
+    )
+    calls = []
+    for identity in ("alice", "bob"):
+        client = HuddleClient(node.url, make_token(identity))
+        node.clients.append(client)
+        await client.connect()
+        await client.hello()
+        call = CallClient(client, "relayed", relay_only=True)
+        await call.join()
+        calls.append(call)
+    alice, bob = calls
+    await alice.publish(ColorTrack((30, 160, 90)))
+    track, _ = await bob.next_track()
+    for _ in range(5):
+        frame = await asyncio.wait_for(track.recv(), 10)
+    assert isinstance(frame, av.VideoFrame)
+    assert close_colour(mean_rgb(frame), (30, 160, 90))
+    # The clients offered relayed candidates only: the media went through coturn.
+    for pc in (alice.publisher, bob.subscriber):
+        assert pc is not None and pc.localDescription is not None
+        lines = [x for x in pc.localDescription.sdp.splitlines() if x.startswith("a=candidate:")]
+        assert lines and all(" typ relay " in x for x in lines), lines
+    await alice.close()
+    await bob.close()
