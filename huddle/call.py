@@ -29,6 +29,7 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -111,11 +112,16 @@ def split_candidates(sdp: str) -> tuple[str, list[tuple[str | None, int, str]]]:
 
 
 class CallClient:
-    def __init__(self, client: HuddleClient, room: str, *, trickle: bool = False) -> None:
+    def __init__(
+        self, client: HuddleClient, room: str, *, trickle: bool = False, relay_only: bool = False
+    ) -> None:
         self.client = client
         # Send local ICE candidates one by one (sfu.candidate) after the SDP, as browsers do,
         # instead of inside it.
         self.trickle = trickle
+        # Media only through the TURN servers of the join reply (a bot on a network that
+        # lets nothing else out).
+        self.relay_only = relay_only
         self.room = room
         self.participant = ""
         self.joined: p.CallJoinOk | None = None
@@ -235,6 +241,9 @@ class CallClient:
                 for s in reply.ice_servers
             ],
             bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+            iceTransportPolicy=(
+                RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL
+            ),
         )
         if self._answerer is not None:
             self._answerer.cancel()

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+# Lists given as one string (an environment variable, a CLI option) are comma separated, or
+# JSON: without NoDecode the environment source would take JSON only and fail on commas.
+CommaList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -88,7 +94,7 @@ class Settings(BaseSettings):
     max_outbound_queue: int = Field(
         2000, ge=16, description="unsent events per connection before closing with 4010"
     )
-    ice_addresses: list[str] = Field(
+    ice_addresses: CommaList = Field(
         default_factory=list,
         description="addresses the SFU gathers ICE host candidates on, comma separated "
         "(default: every interface address, as aioice does; 127.0.0.1 for loopback tests)",
@@ -100,10 +106,10 @@ class Settings(BaseSettings):
     )
     ice_port_min: int = Field(0, ge=0, le=65535, description="lowest UDP port for media (0: any)")
     ice_port_max: int = Field(0, ge=0, le=65535, description="highest UDP port for media")
-    stun_urls: list[str] = Field(
+    stun_urls: CommaList = Field(
         default_factory=list, description="STUN URLs handed to clients, comma separated"
     )
-    turn_urls: list[str] = Field(
+    turn_urls: CommaList = Field(
         default_factory=list, description="TURN URLs handed to clients, comma separated"
     )
     turn_secret: SecretStr | None = Field(
@@ -142,7 +148,7 @@ class Settings(BaseSettings):
     chat_send_per_s: int = Field(
         20, ge=1, description="messages one user may send per second, across all nodes"
     )
-    chat_word_filter: list[str] = Field(
+    chat_word_filter: CommaList = Field(
         default_factory=list,
         description="regular expressions (case-insensitive) that refuse a message's text",
     )
@@ -176,7 +182,7 @@ class Settings(BaseSettings):
     media_s3_access_key: str | None = Field(None, description="S3 access key id")
     media_s3_secret_key: SecretStr | None = Field(None, description="S3 secret access key")
     media_s3_region: str = Field("us-east-1", description="S3 region")
-    media_deny_types: list[str] = Field(
+    media_deny_types: CommaList = Field(
         default_factory=lambda: [
             "application/x-msdownload",
             "application/x-executable",
@@ -225,7 +231,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = value.strip()
             if value.startswith("["):
-                return value  # JSON, as pydantic-settings reads lists from the environment
+                try:
+                    return json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a JSON list: {exc}") from None
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 

@@ -25,7 +25,9 @@ if [ "$dev" = 1 ]; then
   # tests/browser drives Debian's Chromium through Playwright (Playwright's own browser download
   # does not work here) inside a network namespace of its own (ip netns, from iproute2).
   # fonts-wqy-zenhei: CJK glyphs, so the Chinese UI renders in the browser tests' screenshots.
-  packages+=(chromium iproute2 fonts-wqy-zenhei)
+  # coturn: the TURN server the TURN tests start (its turnserver binary; the package's own
+  # service stays off unless enabled in /etc/default/coturn).
+  packages+=(chromium iproute2 fonts-wqy-zenhei coturn)
 fi
 if [ "$bench" = 1 ]; then
   # benchmarks/sfu_load.py runs Janus 1.1.2 as a baseline inside a network namespace of its own.

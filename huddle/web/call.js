@@ -214,6 +214,7 @@ async function main() {
   const publishing = params.get("publish") === "1";
   call = new Call(connection, room, {
     simulcast: params.get("simulcast") !== "0",
+    iceTransportPolicy: params.get("relay") === "1" ? "relay" : "all",
     camera: { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 30 } },
   });
   call.on("log", (text) => log(text));

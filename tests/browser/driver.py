@@ -26,6 +26,8 @@ subscriber tokens) every page publishes and subscribes: the script waits until e
 decodes video and receives audio from every other participant, takes two snapshots per page
 and a screenshot of each (``--screenshot`` with ``-1``, ``-2``, ... before its suffix).
 
+With ``--relay`` the pages open with ``relay=1``: their peer connections use TURN only.
+
 With ``--restart`` both pages then start their media over (``huddle.restartMedia()``, what a
 failed connection triggers): first the publisher, until the subscriber decodes its new video
 track, then the subscriber, until its new connection decodes; two more snapshots follow.
@@ -304,6 +306,8 @@ def _page_url(args: argparse.Namespace, token: str, publish: bool) -> str:
     query = {"room": args.room, "token": token}
     if publish:
         query["publish"] = "1"
+    if args.relay:
+        query["relay"] = "1"
     return f"{args.base_url}/web/call.html?{urlencode(query)}"
 
 
@@ -387,6 +391,7 @@ def _senders_received(
 async def _mesh_page(page: Page) -> dict[str, Any]:
     return {
         "stats": await _stats(page, "subscriberPc"),
+        "publisher_stats": await _stats(page, "publisherPc"),
         "tracks": await page.evaluate(TRACKS_JS),
     }
 
@@ -533,6 +538,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--restart", action="store_true", help="then restart both pages' media (sfu.restart)"
+    )
+    parser.add_argument(
+        "--relay", action="store_true", help="the pages send media through TURN only (relay=1)"
     )
     args = parser.parse_args()
     if bool(args.participant_token) == bool(args.publisher_token and args.subscriber_token):

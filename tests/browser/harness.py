@@ -86,10 +86,15 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 @contextlib.contextmanager
 def namespaced_node(
-    ns: NetworkNamespace, workdir: Path, settings: dict[str, str] | None = None
+    ns: NetworkNamespace,
+    workdir: Path,
+    settings: dict[str, str] | None = None,
+    host: str | None = None,
 ) -> Iterator[NamespacedNode]:
     """A node on the namespace's address, gathering ICE candidates there only; stopped after.
-    ``settings`` are more ``HUDDLE_*`` environment variables (a shorter ring timeout, say).
+    ``settings`` are more ``HUDDLE_*`` environment variables (a shorter ring timeout, say);
+    ``host`` is where it listens for HTTP when that is not the namespace's address alone
+    (``0.0.0.0``: on every address of the namespace).
 
     Embedded Redis (REDIS_URL unset): it lives on a unix socket in the data folder and dies
     with the node."""
@@ -108,7 +113,7 @@ def namespaced_node(
                 "huddle",
                 "serve",
                 "--host",
-                ns.address,
+                host or ns.address,
                 "--port",
                 str(NODE_PORT),
                 "--ice-addresses",

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Call, Emitter, Ringing, SIMULCAST_LAYERS, iceUfrag, layerDeclarations, networkQuality, receiveQuality, trackChanges } from "../../huddle/web/sdk/calls.js";
+import { Call, Emitter, ICE_TRANSPORT_POLICIES, Ringing, SIMULCAST_LAYERS, iceUfrag, layerDeclarations, networkQuality, receiveQuality, trackChanges } from "../../huddle/web/sdk/calls.js";
 
 test("three layers of one source, smallest first, heights from the camera's", () => {
   assert.deepEqual(layerDeclarations(["0", "1", "2"], 720), {
@@ -93,6 +93,32 @@ test("layers the SFU pauses stop sending, and send their own track again when re
   assert.equal(connection.listeners("sfu.layers"), 0, "leave stops listening");
   assert.deepEqual(stopped.sort(), ["0", "1", "2", "3"], "leave stops every local track");
   assert.deepEqual(connection.sent.map((m) => m.type), ["call.join", "call.leave"]);
+});
+
+test("peer connections get the join reply's ICE servers and the call's ICE transport policy", async () => {
+  const connection = fakeConnection();
+  const turn = { urls: ["turn:turn.example.com:443?transport=tcp"], username: "1767348000:me", credential: "c" };
+  connection.replies["call.join"] = { participant: "p-me", participants: [], ice_servers: [turn] };
+  const configs = [];
+  const saved = globalThis.RTCPeerConnection;
+  globalThis.RTCPeerConnection = class {
+    constructor(config) {
+      configs.push(config);
+    }
+    addEventListener() {}
+  };
+  try {
+    for (const options of [{}, { iceTransportPolicy: "relay" }]) {
+      const call = new Call(connection, "r", options);
+      await call.join();
+      call._newPeerConnection("publisher");
+    }
+  } finally {
+    globalThis.RTCPeerConnection = saved;
+  }
+  assert.deepEqual(configs.map((c) => [c.iceServers, c.iceTransportPolicy]), [[[turn], "all"], [[turn], "relay"]]);
+  assert.deepEqual(ICE_TRANSPORT_POLICIES, ["all", "relay"]);
+  assert.throws(() => new Call(connection, "r", { iceTransportPolicy: "tcp" }), /iceTransportPolicy must be "all" or "relay", not "tcp"/);
 });
 
 test("participants follow joins, state changes and leaves", async () => {

@@ -47,6 +47,24 @@ def test_precedence_cli_over_env_over_toml(tmp_path: Path, monkeypatch: pytest.M
     assert load_settings(toml, port=9003).port == 9003  # CLI beats env
 
 
+def test_lists_from_the_environment_are_comma_separated_or_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    urls = ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:443?transport=tcp"]
+    monkeypatch.setenv("HUDDLE_TURN_URLS", " , ".join(urls))
+    monkeypatch.setenv("HUDDLE_ICE_ADDRESSES", '["10.0.0.5", "10.0.0.6"]')
+    s = Settings()
+    assert s.turn_urls == urls
+    assert s.ice_addresses == ["10.0.0.5", "10.0.0.6"]
+    assert load_settings(None, stun_urls="stun:a:3478,stun:b:3478").stun_urls == [
+        "stun:a:3478",
+        "stun:b:3478",
+    ]
+    monkeypatch.setenv("HUDDLE_STUN_URLS", '["stun:a:3478"')
+    with pytest.raises(ValidationError, match="not a JSON list"):
+        Settings()
+
+
 def test_bad_values_are_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUDDLE_PORT", "eighty")
     with pytest.raises(ValidationError):

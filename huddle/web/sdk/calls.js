@@ -195,6 +195,9 @@ function iceGatheringComplete(pc) {
   });
 }
 
+/** What `options.iceTransportPolicy` of a Call may be (as RTCConfiguration's). */
+export const ICE_TRANSPORT_POLICIES = ["all", "relay"];
+
 function preferCodecs(transceiver, kind) {
   if (!transceiver.setCodecPreferences || !globalThis.RTCRtpSender?.getCapabilities) return;
   const capabilities = RTCRtpSender.getCapabilities(kind);
@@ -227,12 +230,19 @@ export class Call extends Emitter {
   /**
    * @param {{request: Function, on: Function}} connection
    * @param {string} room
-   * @param {{simulcast?: boolean, camera?: MediaTrackConstraints, resumeWaitMs?: number}} [options]
+   * @param {{simulcast?: boolean, camera?: MediaTrackConstraints, resumeWaitMs?: number,
+   *   iceTransportPolicy?: RTCIceTransportPolicy}} [options]
    */
   constructor(connection, room, options = {}) {
     super();
     this.connection = connection;
     this.room = room;
+    // "relay": media only through the TURN servers of the join reply, for networks where
+    // nothing else may get out (or to hide the device's addresses from the SFU).
+    this.iceTransportPolicy = options.iceTransportPolicy ?? "all";
+    if (!ICE_TRANSPORT_POLICIES.includes(this.iceTransportPolicy)) {
+      throw new TypeError(`iceTransportPolicy must be "all" or "relay", not ${JSON.stringify(this.iceTransportPolicy)}`);
+    }
     this.simulcast = options.simulcast !== false;
     this.cameraConstraints = options.camera || CAMERA_CONSTRAINTS;
     this.resumeWaitMs = options.resumeWaitMs ?? RESUME_WAIT_MS;
@@ -453,7 +463,11 @@ export class Call extends Emitter {
   }
 
   _newPeerConnection(name) {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: "max-bundle",
+    });
     pc.addEventListener("connectionstatechange", () => {
       this._log(`${name} connection ${pc.connectionState}`);
       // Only a connection still in use counts: those a restart replaced are closed.
