@@ -177,6 +177,7 @@ async function signIn(session, options = {}) {
   } else {
     await connected;
   }
+  await featuresReady;
   app.session = session;
   localStorage.setItem(SESSION_KEY, JSON.stringify(session));
   app.conn = conn;
@@ -792,7 +793,10 @@ const ui = {
 
 // ---- start ----
 
-await Promise.all(FEATURES.map(async (path) => (await import(path)).init(ui)));
+// Feature modules load while the sign-in screen shows or the connection comes up; the main
+// screen waits for them (signIn).
+const featuresReady = Promise.all(FEATURES.map(async (path) => (await import(path)).init(ui)));
+featuresReady.catch((error) => console.error("app feature failed to load", error));
 setLanguage(pickLanguage());
 const kept = localStorage.getItem(SESSION_KEY);
 if (kept) {
