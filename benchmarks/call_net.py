@@ -1,0 +1,271 @@
+"""The call quality benchmark's network: the SFU's namespace and one namespace per browser.
+
+    host ──veth── hub (the node, bound to ``hub_address``)
+                   ├──veth or relay── participant 1 (one Chromium)
+                   ├──veth or relay── participant 2
+                   ...
+
+Each participant's namespace reaches the node's address through its own link to the hub, so
+that each gets its own caps: a ``tc tbf`` on the hub's end of its link limits what the SFU
+sends it (its downlink), one on its own end what it sends (its uplink). The hub forwards
+nothing: a participant reaches only the node, never another participant, and the host end of
+the hub's veth is there for health checks and ``/metrics`` alone.
+
+A link is a veth pair, or, where a scenario wants loss and jitter (``netem`` does not exist on
+these machines), a pair of TUN devices joined by ``benchmarks.call_relay``, a process in the
+hub that copies packets between them, dropping and delaying UDP datagrams.
+
+Names and the /24 of 10.214.0.0/16 derive from the pid, so two runs never collide; a run's
+leftovers (a killed benchmark) are removed by the next one. Needs root (``ip netns``, ``tc``).
+Everything made here is removed on the way out, also on failure: every process left in the
+namespaces is killed, then the host's veth end and the namespaces are deleted (which deletes
+the links inside them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from benchmarks.procs import die_with_parent
+
+PREFIX: Final = "huddle-cq-"
+MAX_PARTICIPANTS: Final = 16  # /30s 1..16 of the run's /24 (0 is the host's link)
+IP_TIMEOUT_S: Final = 10.0
+# A tbf bucket of a few full packets: a short queue at the cap, as a home router's.
+TBF_BURST: Final = "4000"
+TBF_LATENCY: Final = "50ms"
+
+
+class NetworkError(RuntimeError):
+    pass
+
+
+def run_ip(*args: str) -> None:
+    done = subprocess.run(list(args), capture_output=True, text=True, timeout=IP_TIMEOUT_S)
+    if done.returncode != 0:
+        raise NetworkError(f"{' '.join(args)}: {done.stderr.strip()}")
+
+
+def netns_pids(name: str) -> list[int]:
+    out = subprocess.run(
+        ["ip", "netns", "pids", name], capture_output=True, text=True, timeout=IP_TIMEOUT_S
+    )
+    return [int(word) for word in out.stdout.split() if word.isdigit()]
+
+
+def in_netns(name: str, *argv: str) -> list[str]:
+    """``argv`` run inside namespace ``name`` (``ip netns exec`` execs it: same pid)."""
+    return ["ip", "netns", "exec", name, *argv]
+
+
+def remove_stale() -> list[str]:
+    """Namespaces of earlier runs whose benchmark is gone; returns the names deleted."""
+    listing = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, timeout=IP_TIMEOUT_S
+    )
+    gone = []
+    for line in listing.stdout.splitlines():
+        name = line.split(" ", 1)[0]
+        pid = name.removeprefix(PREFIX).split("-", 1)[0]
+        if name.startswith(PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            for left in netns_pids(name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(left, signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+            gone.append(name)
+    return gone
+
+
+@dataclass
+class Participant:
+    index: int
+    netns: str
+    address: str
+    hub_address: str  # the hub's end of this participant's link
+    hub_dev: str
+    dev: str
+    relay: subprocess.Popen[bytes] | None = None
+    relay_stats: Path | None = None
+
+    def command(self, *argv: str) -> list[str]:
+        return in_netns(self.netns, *argv)
+
+
+@dataclass
+class Network:
+    """The hub and its participants; made by :func:`network`."""
+
+    tag: str
+    third: int
+    hub: str
+    host_dev: str
+    host_address: str
+    hub_address: str
+    participants: list[Participant] = field(default_factory=list)
+    _namespaces: list[str] = field(default_factory=list)
+
+    def hub_command(self, *argv: str) -> list[str]:
+        return in_netns(self.hub, *argv)
+
+    def _add_netns(self, name: str) -> None:
+        run_ip("ip", "netns", "add", name)
+        self._namespaces.append(name)
+        run_ip("ip", "-n", name, "link", "set", "lo", "up")
+
+    def add_participant(
+        self,
+        loss: float = 0.0,
+        jitter_ms: float = 0.0,
+        seed: int = 0,
+        max_s: float = 600.0,
+        workdir: Path | None = None,
+    ) -> Participant:
+        """A participant's namespace and its link to the hub: a veth pair, or the relay's
+        TUN pair when ``loss`` or ``jitter_ms`` is set (its counters go to ``workdir``)."""
+        i = len(self.participants) + 1
+        if i > MAX_PARTICIPANTS:
+            raise NetworkError(f"at most {MAX_PARTICIPANTS} participants")
+        p = Participant(
+            index=i,
+            netns=f"{self.hub}-p{i}",
+            address=f"10.214.{self.third}.{4 * i + 2}",
+            hub_address=f"10.214.{self.third}.{4 * i + 1}",
+            hub_dev=f"cq{self.tag}p{i}h",
+            dev=f"cq{self.tag}p{i}n",
+        )
+        self._add_netns(p.netns)
+        self.participants.append(p)
+        if loss or jitter_ms:
+            run_ip("ip", "-n", self.hub, "tuntap", "add", "dev", p.hub_dev, "mode", "tun")
+            run_ip("ip", "-n", p.netns, "tuntap", "add", "dev", p.dev, "mode", "tun")
+            stats = (workdir or Path("/tmp")) / f"relay-{i}.json"
+            p.relay_stats = stats
+            p.relay = subprocess.Popen(
+                self.hub_command(
+                    sys.executable,
+                    "-m",
+                    "benchmarks.call_relay",
+                    "--hub-dev",
+                    p.hub_dev,
+                    "--peer-netns",
+                    p.netns,
+                    "--peer-dev",
+                    p.dev,
+                    "--loss",
+                    str(loss),
+                    "--jitter-ms",
+                    str(jitter_ms),
+                    "--seed",
+                    str(seed + i),
+                    "--max-s",
+                    str(max_s),
+                    "--stats",
+                    str(stats),
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=(workdir / f"relay-{i}.log").open("wb") if workdir else subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )
+            run_ip(
+                "ip", "-n", self.hub, "addr", "add", p.hub_address, "peer", p.address,
+                "dev", p.hub_dev,
+            )  # fmt: skip
+            run_ip(
+                "ip", "-n", p.netns, "addr", "add", p.address, "peer", p.hub_address,
+                "dev", p.dev,
+            )  # fmt: skip
+        else:
+            run_ip(
+                "ip", "-n", self.hub, "link", "add", p.hub_dev, "type", "veth",
+                "peer", "name", p.dev, "netns", p.netns,
+            )  # fmt: skip
+            run_ip("ip", "-n", self.hub, "addr", "add", f"{p.hub_address}/30", "dev", p.hub_dev)
+            run_ip("ip", "-n", p.netns, "addr", "add", f"{p.address}/30", "dev", p.dev)
+        run_ip("ip", "-n", self.hub, "link", "set", p.hub_dev, "up")
+        run_ip("ip", "-n", p.netns, "link", "set", p.dev, "up")
+        run_ip("ip", "-n", p.netns, "route", "add", "default", "via", p.hub_address)
+        return p
+
+    def cap(self, p: Participant, down_kbit: int | None, up_kbit: int | None) -> None:
+        """``tc tbf`` caps on the participant's link (None: that direction uncapped)."""
+        for netns, dev, kbit in ((self.hub, p.hub_dev, down_kbit), (p.netns, p.dev, up_kbit)):
+            if kbit is None:
+                subprocess.run(
+                    ["tc", "-n", netns, "qdisc", "del", "dev", dev, "root"],
+                    capture_output=True,
+                    timeout=IP_TIMEOUT_S,
+                )
+                continue
+            run_ip(
+                "tc", "-n", netns, "qdisc", "replace", "dev", dev, "root", "tbf",
+                "rate", f"{kbit}kbit", "burst", TBF_BURST, "latency", TBF_LATENCY,
+            )  # fmt: skip
+
+    def namespace_pids(self) -> dict[str, list[int]]:
+        return {name: netns_pids(name) for name in self._namespaces}
+
+    def stop_relays(self) -> None:
+        """Stop the relays; each writes its counters to ``relay_stats`` as it goes."""
+        for p in self.participants:
+            if p.relay is not None and p.relay.poll() is None:
+                p.relay.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.relay.wait(5)
+
+    def close(self) -> None:
+        """Kill what runs in the namespaces (the relays first, gently), then delete the
+        host's veth end and the namespaces."""
+        self.stop_relays()
+        for name in self._namespaces:
+            for pid in netns_pids(name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for p in self.participants:
+            if p.relay is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.relay.wait(5)
+        subprocess.run(["ip", "link", "del", self.host_dev], capture_output=True, timeout=10)
+        for name in reversed(self._namespaces):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+        self._namespaces.clear()
+
+
+@contextlib.contextmanager
+def network() -> Iterator[Network]:
+    """The hub namespace with its veth to the host; participants are added to it."""
+    if os.geteuid() != 0:
+        raise NetworkError("the call benchmark needs root (ip netns, tc)")
+    remove_stale()
+    pid = os.getpid()
+    third = pid % 250 + 1
+    tag = str(pid % 10_000_000)
+    net = Network(
+        tag=tag,
+        third=third,
+        hub=f"{PREFIX}{pid}",
+        host_dev=f"cq{tag}hh",
+        host_address=f"10.214.{third}.1",
+        hub_address=f"10.214.{third}.2",
+    )
+    try:
+        net._add_netns(net.hub)
+        run_ip(
+            "ip", "link", "add", net.host_dev, "type", "veth",
+            "peer", "name", f"cq{tag}hn", "netns", net.hub,
+        )  # fmt: skip
+        run_ip("ip", "addr", "add", f"{net.host_address}/30", "dev", net.host_dev)
+        run_ip("ip", "link", "set", net.host_dev, "up")
+        run_ip("ip", "-n", net.hub, "addr", "add", f"{net.hub_address}/30", "dev", f"cq{tag}hn")
+        run_ip("ip", "-n", net.hub, "link", "set", f"cq{tag}hn", "up")
+        yield net
+    finally:
+        net.close()
