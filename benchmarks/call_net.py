@@ -1,19 +1,21 @@
 """The call quality benchmark's network: the SFU's namespace and one namespace per browser.
 
-    host ──veth── hub (the node, bound to ``hub_address``)
-                   ├──veth or relay── participant 1 (one Chromium)
-                   ├──veth or relay── participant 2
-                   ...
+    host ──veth──┐
+                 hub: a bridge holding the hub's address (the SFU is bound to it)
+                 ├──veth or relay── participant 1 (one Chromium)
+                 ├──veth or relay── participant 2
+                 ...
 
-Each participant's namespace reaches the node's address through its own link to the hub, so
+Each participant's namespace reaches the SFU through its own link into the hub's bridge, so
 that each gets its own caps: a ``tc tbf`` on the hub's end of its link limits what the SFU
-sends it (its downlink), one on its own end what it sends (its uplink). The hub forwards
-nothing: a participant reaches only the node, never another participant, and the host end of
-the hub's veth is there for health checks and ``/metrics`` alone.
+sends it (its downlink), one on its own end what it sends (its uplink). All of them share one
+/24, so that an SFU that binds its media sockets to the device of its address (Janus does)
+reaches every participant through the bridge. The hub routes nothing: nothing a browser sends
+goes further than the SFU (or the host's end, there for health checks and ``/metrics``).
 
 A link is a veth pair, or, where a scenario wants loss and jitter (``netem`` does not exist on
-these machines), a pair of TUN devices joined by ``benchmarks.call_relay``, a process in the
-hub that copies packets between them, dropping and delaying UDP datagrams.
+these machines), a pair of TAP devices joined by ``benchmarks.call_relay``, a process in the
+hub that copies frames between them, dropping and delaying UDP datagrams.
 
 Names and the /24 of 10.214.0.0/16 derive from the pid, so two runs never collide; a run's
 leftovers (a killed benchmark) are removed by the next one. Needs root (``ip netns``, ``tc``).
@@ -37,7 +39,7 @@ from typing import Final
 from benchmarks.procs import die_with_parent
 
 PREFIX: Final = "huddle-cq-"
-MAX_PARTICIPANTS: Final = 16  # /30s 1..16 of the run's /24 (0 is the host's link)
+MAX_PARTICIPANTS: Final = 200  # .11 to .210 of the run's /24
 IP_TIMEOUT_S: Final = 10.0
 # A tbf bucket of a few full packets: a short queue at the cap, as a home router's.
 TBF_BURST: Final = "4000"
@@ -89,7 +91,7 @@ class Participant:
     index: int
     netns: str
     address: str
-    hub_address: str  # the hub's end of this participant's link
+    hub_address: str  # the SFU's address, on the hub's bridge
     hub_dev: str
     dev: str
     relay: subprocess.Popen[bytes] | None = None
@@ -109,6 +111,7 @@ class Network:
     host_dev: str
     host_address: str
     hub_address: str
+    bridge: str
     participants: list[Participant] = field(default_factory=list)
     _namespaces: list[str] = field(default_factory=list)
 
@@ -129,23 +132,23 @@ class Network:
         workdir: Path | None = None,
     ) -> Participant:
         """A participant's namespace and its link to the hub: a veth pair, or the relay's
-        TUN pair when ``loss`` or ``jitter_ms`` is set (its counters go to ``workdir``)."""
+        TAP pair when ``loss`` or ``jitter_ms`` is set (its counters go to ``workdir``)."""
         i = len(self.participants) + 1
         if i > MAX_PARTICIPANTS:
             raise NetworkError(f"at most {MAX_PARTICIPANTS} participants")
         p = Participant(
             index=i,
             netns=f"{self.hub}-p{i}",
-            address=f"10.214.{self.third}.{4 * i + 2}",
-            hub_address=f"10.214.{self.third}.{4 * i + 1}",
+            address=f"10.214.{self.third}.{10 + i}",
+            hub_address=self.hub_address,
             hub_dev=f"cq{self.tag}p{i}h",
             dev=f"cq{self.tag}p{i}n",
         )
         self._add_netns(p.netns)
         self.participants.append(p)
         if loss or jitter_ms:
-            run_ip("ip", "-n", self.hub, "tuntap", "add", "dev", p.hub_dev, "mode", "tun")
-            run_ip("ip", "-n", p.netns, "tuntap", "add", "dev", p.dev, "mode", "tun")
+            run_ip("ip", "-n", self.hub, "tuntap", "add", "dev", p.hub_dev, "mode", "tap")
+            run_ip("ip", "-n", p.netns, "tuntap", "add", "dev", p.dev, "mode", "tap")
             stats = (workdir or Path("/tmp")) / f"relay-{i}.json"
             p.relay_stats = stats
             p.relay = subprocess.Popen(
@@ -175,21 +178,13 @@ class Network:
                 stderr=(workdir / f"relay-{i}.log").open("wb") if workdir else subprocess.DEVNULL,
                 preexec_fn=die_with_parent,
             )
-            run_ip(
-                "ip", "-n", self.hub, "addr", "add", p.hub_address, "peer", p.address,
-                "dev", p.hub_dev,
-            )  # fmt: skip
-            run_ip(
-                "ip", "-n", p.netns, "addr", "add", p.address, "peer", p.hub_address,
-                "dev", p.dev,
-            )  # fmt: skip
         else:
             run_ip(
                 "ip", "-n", self.hub, "link", "add", p.hub_dev, "type", "veth",
                 "peer", "name", p.dev, "netns", p.netns,
             )  # fmt: skip
-            run_ip("ip", "-n", self.hub, "addr", "add", f"{p.hub_address}/30", "dev", p.hub_dev)
-            run_ip("ip", "-n", p.netns, "addr", "add", f"{p.address}/30", "dev", p.dev)
+        run_ip("ip", "-n", self.hub, "link", "set", p.hub_dev, "master", self.bridge)
+        run_ip("ip", "-n", p.netns, "addr", "add", f"{p.address}/24", "dev", p.dev)
         run_ip("ip", "-n", self.hub, "link", "set", p.hub_dev, "up")
         run_ip("ip", "-n", p.netns, "link", "set", p.dev, "up")
         run_ip("ip", "-n", p.netns, "route", "add", "default", "via", p.hub_address)
@@ -255,6 +250,7 @@ def network() -> Iterator[Network]:
         host_dev=f"cq{tag}hh",
         host_address=f"10.214.{third}.1",
         hub_address=f"10.214.{third}.2",
+        bridge=f"cq{tag}br",
     )
     try:
         net._add_netns(net.hub)
@@ -262,10 +258,13 @@ def network() -> Iterator[Network]:
             "ip", "link", "add", net.host_dev, "type", "veth",
             "peer", "name", f"cq{tag}hn", "netns", net.hub,
         )  # fmt: skip
-        run_ip("ip", "addr", "add", f"{net.host_address}/30", "dev", net.host_dev)
-        run_ip("ip", "link", "set", net.host_dev, "up")
-        run_ip("ip", "-n", net.hub, "addr", "add", f"{net.hub_address}/30", "dev", f"cq{tag}hn")
+        run_ip("ip", "-n", net.hub, "link", "add", net.bridge, "type", "bridge")
+        run_ip("ip", "-n", net.hub, "addr", "add", f"{net.hub_address}/24", "dev", net.bridge)
+        run_ip("ip", "-n", net.hub, "link", "set", net.bridge, "up")
+        run_ip("ip", "-n", net.hub, "link", "set", f"cq{tag}hn", "master", net.bridge)
         run_ip("ip", "-n", net.hub, "link", "set", f"cq{tag}hn", "up")
+        run_ip("ip", "addr", "add", f"{net.host_address}/24", "dev", net.host_dev)
+        run_ip("ip", "link", "set", net.host_dev, "up")
         yield net
     finally:
         net.close()

@@ -16,6 +16,10 @@ Then it writes everything to ``--out``; it asserts nothing, the benchmark reads 
 Join to first frame comes from the page's own clock: an init script notes when the page
 sends ``call.join`` and polls the subscriber connection until each remote video decodes a
 frame.
+
+With ``--page-url`` (and ``--page-file``, served there through Playwright's routing) it opens
+another page with the same ``window.huddle`` surface instead: the Janus VideoRoom baseline,
+benchmarks/call_janus.html, which starts the clock itself as it sends its join.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
 
-from playwright.async_api import BrowserContext, Page, async_playwright
+from playwright.async_api import BrowserContext, Page, Route, async_playwright
 
 from benchmarks.common import CHROMIUM
 from benchmarks.procs import bounded
@@ -55,11 +59,14 @@ FIRST_FRAME_JS: Final = """
     marks.polls += 1;
     if (marks.polls < 1200) setTimeout(poll, 50);  // a minute at most
   };
+  // The Janus baseline page calls it itself, as it sends its join.
+  marks.start = () => {
+    if (marks.join !== null) return;
+    marks.join = performance.now();
+    setTimeout(poll, 50);
+  };
   WebSocket.prototype.send = function (data) {
-    if (marks.join === null && typeof data === "string" && data.includes('"type":"call.join"')) {
-      marks.join = performance.now();
-      setTimeout(poll, 50);
-    }
+    if (typeof data === "string" && data.includes('"type":"call.join"')) marks.start();
     return send.call(this, data);
   };
 })();
@@ -101,6 +108,23 @@ async () => {
 }
 """
 
+# What the page says when the call fails: its state, log and connections.
+STATE_JS: Final = """
+() => {
+  const h = window.huddle;
+  if (!h) return null;
+  const pc = (p) => p && {
+    connection: p.connectionState, ice: p.iceConnectionState,
+    remoteCandidates: p.remoteDescription
+      ? p.remoteDescription.sdp.split(/\\r?\\n/).filter((l) => l.startsWith("a=candidate:")) : [],
+    localCandidates: p.localDescription
+      ? p.localDescription.sdp.split(/\\r?\\n/).filter((l) => l.startsWith("a=candidate:")) : [],
+  };
+  return {state: h.state, error: h.error, log: h.log.slice(-30),
+          publisher: pc(h.publisherPc), subscriber: pc(h.subscriberPc)};
+}
+"""
+
 RECEIVING_JS: Final = """
 async (n) => {
   const call = window.huddle.call;
@@ -123,15 +147,26 @@ def there(path: Path) -> bool:
     return path.exists()
 
 
+class Aborted(RuntimeError):
+    """The benchmark gave up on the call (another participant failed, or a wait ran out)."""
+
+
+def check_abort(steps: Path) -> None:
+    if there(steps / "abort"):
+        raise Aborted("the benchmark aborted the call")
+
+
 async def wait_file(path: Path, deadline: float) -> None:
     while not there(path):
+        check_abort(path.parent)
         if time.monotonic() > deadline:
             raise TimeoutError(f"no {path.name!r} from the benchmark in time")
         await asyncio.sleep(FILE_POLL_S)
 
 
-async def wait_state(page: Page, wanted: str, deadline: float) -> None:
+async def wait_state(page: Page, wanted: str, steps: Path, deadline: float) -> None:
     while True:
+        check_abort(steps)
         state = await page.evaluate("() => window.huddle ? window.huddle.state : null")
         if state == wanted:
             return
@@ -151,12 +186,23 @@ async def participate(
     page = context.pages[0] if context.pages else await context.new_page()
     page.on("pageerror", lambda error: out["page_errors"].append(str(error)))
     await page.add_init_script(FIRST_FRAME_JS)
+    if args.page_file is not None:
+        html = args.page_file.read_text()
+
+        async def serve(route: Route) -> None:
+            await route.fulfill(body=html, content_type="text/html")
+
+        await page.route(args.page_url.split("?", 1)[0] + "*", serve)
     await wait_file(steps / "turn", deadline)
-    query = urlencode({"room": args.room, "token": args.token, "publish": "1"})
-    await page.goto(f"{args.base_url}/web/call.html?{query}")
-    await wait_state(page, "published", deadline)
+    if args.page_url:
+        await page.goto(args.page_url)
+    else:
+        query = urlencode({"room": args.room, "token": args.token, "publish": "1"})
+        await page.goto(f"{args.base_url}/web/call.html?{query}")
+    await wait_state(page, "published", steps, deadline)
     (steps / "published").touch()
     while not await page.evaluate(RECEIVING_JS, args.remotes):
+        check_abort(steps)
         if time.monotonic() > deadline:
             raise TimeoutError(f"not receiving from {args.remotes} others in time")
         await asyncio.sleep(FILE_POLL_S)
@@ -165,6 +211,7 @@ async def participate(
     out["snapshots"].append(await page.evaluate(SNAPSHOT_JS))
     next_sample = time.monotonic()
     while not there(steps / "stop"):
+        check_abort(steps)
         if time.monotonic() > deadline:
             raise TimeoutError("no 'stop' from the benchmark in time")
         if there(steps / "end") and len(out["snapshots"]) == 1:
@@ -203,10 +250,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             out["error"] = f"{type(exc).__name__}: {exc}"
             for page in context.pages:
                 try:
-                    out["state"] = await page.evaluate(
-                        "() => window.huddle && {state: huddle.state, error: huddle.error,"
-                        " log: huddle.log.slice(-30)}"
-                    )
+                    out["state"] = await page.evaluate(STATE_JS)
                 except Exception as why:  # the page may be gone: say so, keep the first error
                     out["state"] = f"unreadable: {why}"
         finally:
@@ -217,8 +261,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--base-url", required=True)
-    parser.add_argument("--room", required=True)
-    parser.add_argument("--token", required=True)
+    parser.add_argument("--room", help="the call room (the project's call page)")
+    parser.add_argument("--token", help="the participant's access token (the same)")
+    parser.add_argument("--page-url", help="another page instead, on --base-url's origin")
+    parser.add_argument(
+        "--page-file", type=Path, help="the HTML served at --page-url (without its query)"
+    )
     parser.add_argument("--remotes", type=bounded(int, 1, 15), required=True)
     parser.add_argument("--steps", type=Path, required=True, help="the pacing files' folder")
     parser.add_argument("--profile-dir", type=Path, required=True)
@@ -226,6 +274,10 @@ def main() -> None:
     parser.add_argument("--screenshot", type=Path)
     parser.add_argument("--timeout-s", type=bounded(float, 5, 3600), default=300.0)
     args = parser.parse_args()
+    if not args.page_url and not (args.room and args.token):
+        parser.error("give --room and --token, or --page-url")
+    if args.page_file is not None and not args.page_url:
+        parser.error("--page-file needs --page-url")
     result = asyncio.run(run(args))
     args.out.write_text(json.dumps(result) + "\n")
 

@@ -37,13 +37,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlencode
 
 import psutil
 
+from benchmarks import sfu_report
 from benchmarks.call_net import Network, Participant, network
 from benchmarks.common import (
     SATURATED,
@@ -68,11 +70,15 @@ from benchmarks.procs import (
     stop_process,
     wait_healthy,
 )
+from benchmarks.sfu_janus import JanusServer, Netns, janus_binary
 from signaling.auth import Grants, mint_token
 
 API_KEY: Final = "bench"
 NODE_PORT: Final = 8080  # the hub namespace is the run's alone
 ROOM: Final = "quality"
+JANUS_PORT: Final = 8088
+JANUS_ROOM: Final = 1414
+JANUS_PAGE: Final = Path(__file__).with_name("call_janus.html")
 LAUNCH_TIMEOUT_S: Final = 90.0
 JOIN_TIMEOUT_S: Final = 45.0
 STOP_TIMEOUT_S: Final = 30.0
@@ -192,8 +198,17 @@ def _stop(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
         proc.wait(5)
 
 
+@dataclass
+class Server:
+    """The SFU of one scenario's run: how a participant's page reaches it, and its log."""
+
+    kind: str  # "huddle" or "janus"
+    page_args: Callable[[int], list[str]]
+    problems: Callable[[], dict[str, int]]
+
+
 @contextlib.contextmanager
-def _node(net: Network, work: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+def _huddle(net: Network, work: Path) -> Iterator[Server]:
     secret = secrets.token_urlsafe(32)
     log = work / "node.log"
     cmd = net.hub_command(
@@ -204,23 +219,65 @@ def _node(net: Network, work: Path) -> Iterator[tuple[str, Path, subprocess.Pope
     )  # fmt: skip
     proc = start_logged(cmd, node_env(API_KEY, secret), log)
     url = f"http://{net.hub_address}:{NODE_PORT}"
+
+    def page_args(i: int) -> list[str]:
+        grants = Grants(rooms=[ROOM])
+        identity = f"participant-{i}"
+        token = mint_token(api_key=API_KEY, api_secret=secret, identity=identity, grants=grants)
+        return ["--base-url", url, "--room", ROOM, "--token", token]
+
     try:
         wait_healthy(url, proc, log)
-        yield secret, log, proc
+        yield Server("huddle", page_args, lambda: log_problems(log, most=10))
     finally:
         stop_process(proc)
 
 
+def _janus_problems(log: Path) -> dict[str, int]:
+    """Janus's warnings and errors, less its start-up notes on what the config turned off
+    and its fallback local IP (the media address comes from the enforce list instead)."""
+    return {
+        text: n
+        for text, n in sfu_report.log_problems(log).items()
+        if "has been disabled, skipping" not in text and "Couldn't find any address" not in text
+    }
+
+
+@contextlib.contextmanager
+def _janus(net: Network, work: Path, parties: int) -> Iterator[Server]:
+    """Janus VideoRoom in the hub (sfu_janus.JanusServer), one room for the call."""
+    # JanusServer runs in ``name`` and gathers on ``ns_addr``; ``host_addr`` is its HTTP
+    # API's access list, a prefix here: the host and every participant of this run.
+    hub = Netns(name=net.hub, host_if="", host_addr=f"10.214.{net.third}.", ns_addr=net.hub_address)
+    server = JanusServer.start(work / "janus", hub, http_port=JANUS_PORT)
+    origin = f"http://{net.hub_address}:{JANUS_PORT}"
+
+    def page_args(i: int) -> list[str]:
+        query = urlencode({"room": JANUS_ROOM, "display": f"participant-{i}"})
+        return [
+            "--base-url", origin,
+            "--page-url", f"{origin}/bench/call.html?{query}", "--page-file", str(JANUS_PAGE),
+        ]  # fmt: skip
+
+    try:
+        server.create_room(JANUS_ROOM, publishers=max(parties, 2))
+        yield Server("janus", page_args, lambda: _janus_problems(server.log_path))
+    finally:
+        server.stop()
+
+
 def run_scenario(
-    scenario: Scenario, args: argparse.Namespace, work: Path, say: Say
+    scenario: Scenario, kind: str, args: argparse.Namespace, work: Path, say: Say
 ) -> dict[str, Any]:
-    """One call in a fresh network and node; returns its raw results and its figures."""
+    """One call in a fresh network and SFU (``kind``: huddle or janus); its raw results."""
     work.mkdir(parents=True)
     phases = args.warmup_s + args.measure_s + (args.recover_s if scenario.lift else 0)
     driver_timeout = LAUNCH_TIMEOUT_S + JOIN_TIMEOUT_S * scenario.parties + phases + 60
-    raw: dict[str, Any] = {"scenario": asdict(scenario), "participants": []}
-    with network() as net, _node(net, work) as (secret, node_log, _proc):
-        url = f"http://{net.hub_address}:{NODE_PORT}"
+    raw: dict[str, Any] = {"scenario": asdict(scenario), "server": kind, "participants": []}
+    with (
+        network() as net,
+        _huddle(net, work) if kind == "huddle" else _janus(net, work, scenario.parties) as server,
+    ):
         browsers: list[Browser] = []
         try:
             for i in range(1, scenario.parties + 1):
@@ -235,16 +292,10 @@ def run_scenario(
                     net.cap(p, scenario.cap_kbit, scenario.cap_kbit)
                 steps = work / f"steps-{i}"
                 steps.mkdir()
-                token = mint_token(
-                    api_key=API_KEY,
-                    api_secret=secret,
-                    identity=f"participant-{i}",
-                    grants=Grants(rooms=[ROOM]),
-                )
                 out, log = work / f"participant-{i}.json", work / f"participant-{i}.log"
                 command = p.command(
                     sys.executable, "-m", "benchmarks.call_page",
-                    "--base-url", url, "--room", ROOM, "--token", token,
+                    *server.page_args(i),
                     "--remotes", str(scenario.parties - 1), "--steps", str(steps),
                     "--profile-dir", str(work / f"profile-{i}"), "--out", str(out),
                     "--screenshot", str(work / f"participant-{i}.png"),
@@ -264,7 +315,7 @@ def run_scenario(
                 (b.steps / "turn").touch()
                 _wait_files([b], "published", JOIN_TIMEOUT_S)
             _wait_files(browsers, "ready", JOIN_TIMEOUT_S)
-            say(f"{scenario.name}: {scenario.parties} joined; {args.warmup_s:g} s warm-up")
+            say(f"{scenario.name} ({kind}): all joined; {args.warmup_s:g} s warm-up")
             time.sleep(args.warmup_s)
 
             relays = {b.participant.relay.pid for b in browsers if b.participant.relay}
@@ -289,6 +340,16 @@ def run_scenario(
             for b in browsers:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     b.proc.wait(max(0.1, deadline - time.monotonic()))
+        except BaseException as failure:
+            # Each page then says what it saw before it stops (its state, log, connections).
+            _touch_all(browsers, "abort")
+            for b in browsers:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    b.proc.wait(STOP_TIMEOUT_S / 3)
+            pages = "\n".join(
+                f"participant {b.participant.index}: {_driver_error(b)}" for b in browsers
+            )
+            raise RuntimeError(f"{scenario.name} ({kind}): {failure}\n{pages}") from failure
         finally:
             for b in browsers:
                 _stop(b.proc, 5)
@@ -313,7 +374,7 @@ def run_scenario(
             if b.participant.relay_stats is not None and b.participant.relay_stats.exists():
                 result["relay"] = json.loads(b.participant.relay_stats.read_text())
             raw["participants"].append(result)
-        raw["node_problems"] = log_problems(node_log, most=10)
+        raw["node_problems"] = server.problems()
     return raw
 
 
@@ -486,12 +547,14 @@ def scenario_figures(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The summary's figures of one SFU's scenarios (None where a scenario was not run)."""
+
     def pick(name: str, key: str) -> Any:
         return results[name][key] if name in results else None
 
     first_frames = [ms for r in results.values() for ms in r["first_frame_ms"]]
-    summary: dict[str, Any] = {
+    return {
         "freeze_ratio_1mbit": pick("1mbit", "freeze_ratio"),
         "audio_concealed_1mbit": pick("1mbit", "concealed"),
         "rtx_ratio_1mbit": pick("1mbit", "rtx_ratio"),
@@ -503,8 +566,31 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "first_frame_ms_p50": percentile(first_frames, 50),
         "first_frame_ms_max": max(first_frames, default=None),
         "machine_bound_scenarios": [n for n, r in results.items() if r["machine_bound"]],
-        "janus": None,
     }
+
+
+# "No worse than Janus", figure by figure: Huddle's minus Janus's, within what one run's noise
+# moves (a lower figure is better, but for fps).
+VERSUS_JANUS: Final = (
+    ("freeze_ratio_1mbit", "freeze ratio, 1 Mbit/s", 0.005, False),
+    ("audio_concealed_1mbit", "audio concealed, 1 Mbit/s", 0.005, False),
+    ("audio_concealed_300kbit", "audio concealed, 300 kbit/s", 0.005, False),
+    ("fps_min_1mbit", "lowest remote fps, 1 Mbit/s", 1.0, True),
+    ("first_frame_ms_p50", "join to first frame p50, ms", 100.0, False),
+)
+
+
+def _within(slack: float, higher_better: bool) -> Callable[[float], bool]:
+    if higher_better:
+        return lambda diff: diff >= -slack
+    return lambda diff: diff <= slack
+
+
+def summarize(
+    results: dict[str, dict[str, Any]], janus: dict[str, dict[str, Any]] | None
+) -> dict[str, Any]:
+    summary = headline(results)
+    summary["janus"] = None if janus is None else headline(janus)
     goals = {
         "freeze ratio, 1 Mbit/s": goal(
             summary["freeze_ratio_1mbit"],
@@ -536,6 +622,11 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         ">= 0.9",
         lambda x: x >= 0.9,
     )
+    for key, label, slack, higher_better in VERSUS_JANUS if janus is not None else ():
+        ours, theirs = summary[key], summary["janus"][key]
+        diff = None if ours is None or theirs is None else ours - theirs
+        target = f">= -{slack:g}" if higher_better else f"<= {slack:g}"
+        goals[f"{label}: Huddle - Janus"] = goal(diff, target, _within(slack, higher_better))
     summary["goals"] = goals
     return summary
 
@@ -543,19 +634,38 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 # --- report -----------------------------------------------------------------------------
 
 
+def _rtx(retransmitted: float, forwarded: float) -> str:
+    """The SFU's counters; Janus has no ``call.stats``: nothing counted, nothing shown."""
+    return f"{retransmitted:,.0f} / {forwarded:,.0f}" if forwarded else "-"
+
+
 def _kbit(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
 def report(
-    scenarios: dict[str, Scenario], results: dict[str, dict[str, Any]], summary: dict[str, Any]
+    scenarios: dict[str, Scenario],
+    results: dict[str, dict[str, Any]],
+    janus: dict[str, dict[str, Any]] | None,
+    summary: dict[str, Any],
 ) -> None:
     rows = []
-    for name, r in results.items():
+    runs = [(name, "huddle", r) for name, r in results.items()]
+    if janus is not None:
+        runs = [
+            run
+            for name, r in results.items()
+            for run in [
+                (name, "huddle", r),
+                *([(name, "janus", janus[name])] if name in janus else []),
+            ]
+        ]
+    for name, kind, r in runs:
         s = scenarios[name]
         rows.append(
             (
                 name,
+                kind,
                 str(s.parties),
                 _kbit(s.cap_kbit) + ("" if s.capped == "all" else " (p1)"),
                 pct(s.loss),
@@ -565,7 +675,7 @@ def report(
                 f"{r['freezes']:.0f}",
                 pct(r["freeze_ratio"], 1),
                 pct(r["concealed"], 1),
-                f"{r['sfu_retransmitted']:,.0f} / {r['sfu_forwarded']:,.0f}",
+                _rtx(r["sfu_retransmitted"], r["sfu_forwarded"]),
                 fmt(r["down_kbps_max"], 0),
                 fmt(r["up_kbps_max"], 0),
                 fmt(percentile(r["first_frame_ms"], 50), 0),
@@ -576,23 +686,23 @@ def report(
             )
         )
     header = (
-        "scenario", "n", "cap kbit/s", "loss", "fps min", "fps mean", "height min", "freezes",
-        "frozen", "audio concealed", "SFU rtx / fwd", "down kbps max", "up kbps max",
+        "scenario", "SFU", "n", "cap kbit/s", "loss", "fps min", "fps mean", "height min",
+        "freezes", "frozen", "audio concealed", "SFU rtx / fwd", "down kbps max", "up kbps max",
         "1st frame ms p50", "back s", "browsers CPU", "SFU CPU", "machine busy",
     )  # fmt: skip
-    print("call_quality: Huddle SFU, headless Chromium participants (CPU in cores)")
+    print("call_quality: headless Chromium participants (CPU in cores)")
     print("\n".join(table(rows, header)))
     people = []
-    for name, r in results.items():
+    for name, kind, r in runs:
         for p in r["participants"]:
             people.append(
                 (
-                    f"{name} p{p['index']}" + (" capped" if p["capped"] else ""),
+                    f"{name} {kind} p{p['index']}" + (" capped" if p["capped"] else ""),
                     fmt(p["fps_min"]),
                     fmt(p["height_min"], 0),
                     f"{p['freezes']:.0f}",
                     pct(p["concealed"], 1),
-                    f"{p['sfu_retransmitted']:,.0f} / {p['sfu_forwarded']:,.0f}",
+                    _rtx(p["sfu_retransmitted"], p["sfu_forwarded"]),
                     fmt(p["down_kbps"], 0),
                     fmt(p["up_kbps"], 0),
                     fmt(p["first_frame_ms"], 0),
@@ -613,10 +723,11 @@ def report(
             f"{SATURATED:.0%} in {', '.join(summary['machine_bound_scenarios'])}: those figures"
             " are the machine's (browsers' CPU), not the SFU's"
         )
-    print("Janus VideoRoom baseline: not measured (no Janus browser client yet)")
-    for name, r in results.items():
+    if janus is None:
+        print("Janus VideoRoom baseline: not run")
+    for name, kind, r in runs:
         if r["node_problems"]:
-            print(f"{name}: node problems: {r['node_problems']}")
+            print(f"{name} ({kind}): server problems: {r['node_problems']}")
 
 
 # --- command line -----------------------------------------------------------------------
@@ -651,6 +762,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure-s", type=bounded(float, 2, 600), default=None)
     parser.add_argument("--recover-s", type=bounded(float, 1, 60), default=6.0)
     parser.add_argument("--seed", type=int, default=1, help="the relays' loss pattern")
+    parser.add_argument(
+        "--janus",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run each scenario against Janus VideoRoom (default: when janus is"
+        " installed, except with --quick)",
+    )
     parser.add_argument("--keep", type=Path, help="keep logs, results and screenshots here")
     parser.add_argument("--json", type=Path, help="write every figure here, with a summary")
     args = parser.parse_args(argv)
@@ -662,29 +780,35 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = {name: SCENARIOS[name] for name in args.scenarios}
         args.warmup_s = 5.0 if args.warmup_s is None else args.warmup_s
         args.measure_s = 20.0 if args.measure_s is None else args.measure_s
+    if args.janus is None:
+        args.janus = janus_binary() is not None and not args.quick
+    elif args.janus and janus_binary() is None:
+        parser.error("--janus: janus is not installed (scripts/setup.sh --bench)")
     say = stderr_say(time.monotonic())
     load_start = os.getloadavg()
     say(f"load average {load_start[0]:.2f} on {os.cpu_count()} cores")
     work = Path(tempfile.mkdtemp(prefix="call-quality-", dir=args.keep))
-    raws: dict[str, dict[str, Any]] = {}
     results: dict[str, dict[str, Any]] = {}
+    janus: dict[str, dict[str, Any]] | None = {} if args.janus else None
     try:
         for name, scenario in scenarios.items():
             say(f"{name}: {scenario.describe()}")
-            raws[name] = run_scenario(scenario, args, work / name, say)
-            results[name] = scenario_figures(raws[name])
-            r = results[name]
-            say(
-                f"{name}: fps min {fmt(r['fps_min'])}, audio concealed "
-                f"{pct(r['concealed'], 1)}, frozen {pct(r['freeze_ratio'], 1)}"
-            )
+            for kind, into in (("huddle", results), ("janus", janus)):
+                if into is None:
+                    continue
+                raw = run_scenario(scenario, kind, args, work / name / kind, say)
+                r = into[name] = scenario_figures(raw)
+                say(
+                    f"{name} ({kind}): fps min {fmt(r['fps_min'])}, audio concealed "
+                    f"{pct(r['concealed'], 1)}, frozen {pct(r['freeze_ratio'], 1)}"
+                )
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
         else:
             say(f"logs and screenshots kept in {work}")
-    summary = summarize(results)
-    report(scenarios, results, summary)
+    summary = summarize(results, janus)
+    report(scenarios, results, janus, summary)
     if args.json:
         config = {
             "scenarios": {n: asdict(s) for n, s in scenarios.items()},
@@ -692,11 +816,12 @@ def main(argv: list[str] | None = None) -> int:
             "measure_s": args.measure_s,
             "recover_s": args.recover_s,
             "quick": args.quick,
+            "janus": args.janus,
         }
         write_json(
             args.json,
             "call_quality",
-            {"config": config, "scenarios": results, "summary": summary},
+            {"config": config, "scenarios": results, "janus": janus, "summary": summary},
             machine_extra={"load_average_start": load_start, "load_average_end": os.getloadavg()},
             say=say,
         )

@@ -1,17 +1,16 @@
 """A user-space link with loss and jitter between two network namespaces (``netem`` does not
-exist on these machines): copies IP packets between a TUN device in the namespace it runs in
-(the hub) and one in ``--peer-netns``, dropping UDP datagrams at random and delaying every
-packet by a random extra of up to ``--jitter-ms``.
+exist on these machines): copies Ethernet frames between a TAP device in the namespace it runs
+in (the hub, where the device is a port of its bridge) and one in ``--peer-netns``, dropping
+UDP datagrams at random and delaying every frame by a random extra of up to ``--jitter-ms``.
 
     ip netns exec HUB python -m benchmarks.call_relay --hub-dev T1 --peer-netns P \
         --peer-dev T2 --loss 0.05 --jitter-ms 20 --stats relay.json
 
-Both TUN devices exist already (``ip tuntap add``, persistent); benchmarks/call_net.py makes
-them and gives them addresses once this process holds them. Only UDP is dropped: the media
-is what the benchmark measures, and the signaling (TCP) would only be slowed by a loss. A
-delayed packet never overtakes an earlier one in the same direction, so the jitter is delay
-variation, not reordering. The process stops after ``--max-s`` or on SIGTERM or SIGINT, and
-then writes its counters to ``--stats``.
+Both TAP devices exist already (``ip tuntap add``, persistent); benchmarks/call_net.py makes
+them. Only UDP is dropped: the media is what the benchmark measures, and the signaling (TCP)
+would only be slowed by a loss, ARP stalled. A delayed frame never overtakes an earlier one in
+the same direction, so the jitter is delay variation, not reordering. The process stops after
+``--max-s`` or on SIGTERM or SIGINT, and then writes its counters to ``--stats``.
 """
 
 from __future__ import annotations
@@ -33,18 +32,21 @@ from typing import Final
 from benchmarks.procs import bounded
 
 TUNSETIFF: Final = 0x400454CA
-IFF_TUN: Final = 0x0001
+IFF_TAP: Final = 0x0002
 IFF_NO_PI: Final = 0x1000
 CLONE_NEWNET: Final = 0x40000000
 IPPROTO_UDP: Final = 17
+ETHERNET_HEADER: Final = 14
+ETHERTYPE_IPV4: Final = b"\x08\x00"
+ETHERTYPE_IPV6: Final = b"\x86\xdd"
 MTU_READ: Final = 65536
 
 
-def open_tun(name: str) -> int:
-    """Attach to the persistent TUN device ``name`` of this process's network namespace."""
+def open_tap(name: str) -> int:
+    """Attach to the persistent TAP device ``name`` of this process's network namespace."""
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
     try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
     except OSError:
         os.close(fd)
         raise
@@ -64,14 +66,13 @@ def enter_netns(name: str) -> None:
         os.close(fd)
 
 
-def is_udp(packet: bytes) -> bool:
-    if not packet:
-        return False
-    version = packet[0] >> 4
-    if version == 4 and len(packet) >= 20:
-        return packet[9] == IPPROTO_UDP
-    if version == 6 and len(packet) >= 40:
-        return packet[6] == IPPROTO_UDP
+def is_udp(frame: bytes) -> bool:
+    """An Ethernet frame carrying a UDP datagram (IPv4 or IPv6; no VLAN tags here)."""
+    kind = frame[12:14]
+    if kind == ETHERTYPE_IPV4 and len(frame) > ETHERNET_HEADER + 9:
+        return frame[ETHERNET_HEADER + 9] == IPPROTO_UDP
+    if kind == ETHERTYPE_IPV6 and len(frame) > ETHERNET_HEADER + 6:
+        return frame[ETHERNET_HEADER + 6] == IPPROTO_UDP
     return False
 
 
@@ -135,9 +136,9 @@ class Direction:
 
 
 async def relay(args: argparse.Namespace) -> dict[str, object]:
-    hub_fd = open_tun(args.hub_dev)
+    hub_fd = open_tap(args.hub_dev)
     enter_netns(args.peer_netns)
-    peer_fd = open_tun(args.peer_dev)
+    peer_fd = open_tap(args.peer_dev)
     rng = random.Random(args.seed)
     jitter_s = args.jitter_ms / 1000
     directions = [
