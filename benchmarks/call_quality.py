@@ -2,7 +2,7 @@
 its own network namespace with its own capped link to the SFU, measured from ``getStats()``
 and the SFU's ``call.stats``.
 
-    python -m benchmarks.call_quality                      # every scenario, about 8 minutes
+    python -m benchmarks.call_quality                      # every scenario, ~15 min with Janus
     python -m benchmarks.call_quality --scenarios 1mbit,300kbit --json out.json
     python -m benchmarks.call_quality --quick --json out.json     # 2 participants, 1 Mbit/s
 
@@ -17,9 +17,10 @@ at the end, the frames decoded each second show how soon video comes back. CPU i
 namespace (each browser's processes, and the node's) so that a run where the browsers or the
 machine are the limit is never read as the SFU's. Targets are printed, not asserted.
 
-The Janus VideoRoom column of issue 14 is not here yet: it needs a browser page that joins a
-VideoRoom over Janus's HTTP API (publish simulcast, subscribe to each feed), see
-benchmarks/README.md.
+The baseline, in the same run (``--janus``, the default when Janus is installed, but for
+``--quick``): every scenario again with Janus VideoRoom (benchmarks/sfu_janus.py) in the hub
+instead of the node, and the same browsers, links and caps on benchmarks/call_janus.html, a
+page that does over Janus's HTTP API what the project's call page does with the SDK.
 """
 
 from __future__ import annotations
