@@ -125,11 +125,11 @@ class Network:
 
     def add_participant(
         self,
+        workdir: Path,
         loss: float = 0.0,
         jitter_ms: float = 0.0,
         seed: int = 0,
         max_s: float = 600.0,
-        workdir: Path | None = None,
     ) -> Participant:
         """A participant's namespace and its link to the hub: a veth pair, or the relay's
         TAP pair when ``loss`` or ``jitter_ms`` is set (its counters go to ``workdir``)."""
@@ -149,35 +149,36 @@ class Network:
         if loss or jitter_ms:
             run_ip("ip", "-n", self.hub, "tuntap", "add", "dev", p.hub_dev, "mode", "tap")
             run_ip("ip", "-n", p.netns, "tuntap", "add", "dev", p.dev, "mode", "tap")
-            stats = (workdir or Path("/tmp")) / f"relay-{i}.json"
+            stats = workdir / f"relay-{i}.json"
             p.relay_stats = stats
-            p.relay = subprocess.Popen(
-                self.hub_command(
-                    sys.executable,
-                    "-m",
-                    "benchmarks.call_relay",
-                    "--hub-dev",
-                    p.hub_dev,
-                    "--peer-netns",
-                    p.netns,
-                    "--peer-dev",
-                    p.dev,
-                    "--loss",
-                    str(loss),
-                    "--jitter-ms",
-                    str(jitter_ms),
-                    "--seed",
-                    str(seed + i),
-                    "--max-s",
-                    str(max_s),
-                    "--stats",
-                    str(stats),
-                ),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=(workdir / f"relay-{i}.log").open("wb") if workdir else subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-            )
+            with (workdir / f"relay-{i}.log").open("wb") as sink:
+                p.relay = subprocess.Popen(
+                    self.hub_command(
+                        sys.executable,
+                        "-m",
+                        "benchmarks.call_relay",
+                        "--hub-dev",
+                        p.hub_dev,
+                        "--peer-netns",
+                        p.netns,
+                        "--peer-dev",
+                        p.dev,
+                        "--loss",
+                        str(loss),
+                        "--jitter-ms",
+                        str(jitter_ms),
+                        "--seed",
+                        str(seed + i),
+                        "--max-s",
+                        str(max_s),
+                        "--stats",
+                        str(stats),
+                    ),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=sink,
+                    preexec_fn=die_with_parent,
+                )
         else:
             run_ip(
                 "ip", "-n", self.hub, "link", "add", p.hub_dev, "type", "veth",

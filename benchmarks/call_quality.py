@@ -372,6 +372,7 @@ def run_scenario(
             result["browser_cpu_cores"] = _cpu_used(cpu0[ns], cpu1[ns]) / window
             result["index"] = b.participant.index
             result["capped"] = scenario.is_capped(b.participant.index)
+            result["cap_kbit"] = scenario.cap_kbit if result["capped"] else None
             if b.participant.relay_stats is not None and b.participant.relay_stats.exists():
                 result["relay"] = json.loads(b.participant.relay_stats.read_text())
             raw["participants"].append(result)
@@ -453,6 +454,7 @@ def participant_figures(result: dict[str, Any], lifted_at: float | None) -> dict
         "index": result["index"],
         "participant": me,
         "capped": result["capped"],
+        "cap_kbit": result["cap_kbit"],
         "videos": videos,
         "audios": audios,
         "fps_min": min((v["fps"] for v in videos), default=None),
