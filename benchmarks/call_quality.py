@@ -341,7 +341,7 @@ def run_scenario(
             for b in browsers:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     b.proc.wait(max(0.1, deadline - time.monotonic()))
-        except BaseException as failure:
+        except Exception as failure:
             # Each page then says what it saw before it stops (its state, log, connections).
             _touch_all(browsers, "abort")
             for b in browsers:
@@ -653,16 +653,12 @@ def report(
     summary: dict[str, Any],
 ) -> None:
     rows = []
-    runs = [(name, "huddle", r) for name, r in results.items()]
-    if janus is not None:
-        runs = [
-            run
-            for name, r in results.items()
-            for run in [
-                (name, "huddle", r),
-                *([(name, "janus", janus[name])] if name in janus else []),
-            ]
-        ]
+    runs = [
+        (name, kind, by_name[name])
+        for name in scenarios
+        for kind, by_name in (("huddle", results), ("janus", janus or {}))
+        if name in by_name
+    ]
     for name, kind, r in runs:
         s = scenarios[name]
         rows.append(
@@ -793,13 +789,19 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="call-quality-", dir=args.keep))
     results: dict[str, dict[str, Any]] = {}
     janus: dict[str, dict[str, Any]] | None = {} if args.janus else None
+    failures: dict[str, str] = {}
     try:
         for name, scenario in scenarios.items():
             say(f"{name}: {scenario.describe()}")
             for kind, into in (("huddle", results), ("janus", janus)):
                 if into is None:
                     continue
-                raw = run_scenario(scenario, kind, args, work / name / kind, say)
+                try:
+                    raw = run_scenario(scenario, kind, args, work / name / kind, say)
+                except Exception as exc:  # the other scenarios still run; the exit status says
+                    failures[f"{name} ({kind})"] = str(exc)
+                    say(f"{name} ({kind}) FAILED: {str(exc)[:4000]}")
+                    continue
                 r = into[name] = scenario_figures(raw)
                 say(
                     f"{name} ({kind}): fps min {fmt(r['fps_min'])}, audio concealed "
@@ -811,7 +813,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             say(f"logs and screenshots kept in {work}")
     summary = summarize(results, janus)
+    summary["failed"] = sorted(failures)
     report(scenarios, results, janus, summary)
+    for what in failures:
+        print(f"{what}: FAILED (see the JSON's failures or the log above)")
     if args.json:
         config = {
             "scenarios": {n: asdict(s) for n, s in scenarios.items()},
@@ -824,11 +829,17 @@ def main(argv: list[str] | None = None) -> int:
         write_json(
             args.json,
             "call_quality",
-            {"config": config, "scenarios": results, "janus": janus, "summary": summary},
+            {
+                "config": config,
+                "scenarios": results,
+                "janus": janus,
+                "failures": failures,
+                "summary": summary,
+            },
             machine_extra={"load_average_start": load_start, "load_average_end": os.getloadavg()},
             say=say,
         )
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
