@@ -11,7 +11,8 @@ join one after the other), writes ``published`` once it publishes and ``ready`` 
 decodes video and receives audio from ``--remotes`` others, takes a snapshot (``getStats()``
 of both connections and the SFU's ``call.stats``) when ``go`` appears and another when
 ``end`` appears, and samples the frames decoded per remote video each second until ``stop``.
-Then it writes everything to ``--out``; it asserts nothing, the benchmark reads it.
+Then it writes everything to ``--out``; it asserts nothing, the benchmark reads it. ``abort``
+(the benchmark gave up) ends any wait: the result then holds the error and what the page saw.
 
 Join to first frame comes from the page's own clock: an init script notes when the page
 sends ``call.join`` and polls the subscriber connection until each remote video decodes a
