@@ -255,6 +255,8 @@ def network() -> Iterator[Network]:
     )
     try:
         net._add_netns(net.hub)
+        # A new namespace routes nothing; said here so that it never depends on the host's.
+        run_ip(*net.hub_command("sysctl", "-qw", "net.ipv4.ip_forward=0"))
         run_ip(
             "ip", "link", "add", net.host_dev, "type", "veth",
             "peer", "name", f"cq{tag}hn", "netns", net.hub,
