@@ -35,7 +35,8 @@ MAX_STATUSES: Final = 400
 # Arrivals further apart than a signed 16-bit delta (about 8 s) cannot share a packet.
 _MAX_DELTA_TICKS: Final = 0x7FFF
 _MIN_DELTA_TICKS: Final = -0x8000
-# Sequence numbers more than this far behind the newest are from another epoch: dropped.
+# Numbers missing before a feedback's first arrival are reported lost when at most this
+# many; a longer gap is not loss to report but a jump in the numbering.
 MAX_GAP: Final = 0x4000
 _HEADER: Final = struct.Struct("!BBHIIHHI")
 
@@ -90,21 +91,24 @@ def encode_feedback(
     if len(arrivals) > 0xFFFF:
         raise ValueError("too many statuses for one feedback packet")
     reference = first // REFERENCE_TICK_US
-    previous = reference * REFERENCE_TICK_US
+    # Deltas between arrivals rounded to ticks, so that rounding errors never add up.
+    previous = _ticks(reference * REFERENCE_TICK_US)
     symbols: list[int] = []
+    symbol = symbols.append
     deltas = bytearray()
+    delta = deltas.append
     for arrival in arrivals:
         if arrival is None:
-            symbols.append(NOT_RECEIVED)
+            symbol(NOT_RECEIVED)
             continue
-        # Rounded on the running total, so that errors never add up along the packet.
-        ticks = _ticks(arrival) - _ticks(previous)
-        previous = arrival
+        now = (arrival + TICK_US // 2) // TICK_US
+        ticks = now - previous
+        previous = now
         if 0 <= ticks <= 0xFF:
-            symbols.append(SMALL_DELTA)
-            deltas.append(ticks)
+            symbol(SMALL_DELTA)
+            delta(ticks)
         elif _MIN_DELTA_TICKS <= ticks <= _MAX_DELTA_TICKS:
-            symbols.append(LARGE_DELTA)
+            symbol(LARGE_DELTA)
             deltas += struct.pack("!h", ticks)
         else:
             raise ValueError("receive delta out of range for one feedback packet")
@@ -132,32 +136,21 @@ def _ticks(us: int) -> int:
 
 class ArrivalLog:
     """The arrivals of one transport's packets since its last feedback, by transport-wide
-    sequence number (unwrapped). A packet that arrives after a feedback already reported its
-    number lost stays reported lost (its sender has decided on it by then); a duplicate
-    keeps its first arrival."""
+    sequence number. A packet that arrives after a feedback already reported its number lost
+    stays reported lost (its sender has decided on it by then); a duplicate keeps its first
+    arrival. Numbers are kept as they come (16 bits) and unwrapped once per feedback: the
+    per-packet work is one dict store."""
 
     def __init__(self, sender_ssrc: int) -> None:
         self.sender_ssrc = sender_ssrc
         self.media_ssrc = 0
         self._arrivals: dict[int, int] = {}
-        self._next: int | None = None  # the first number the next feedback reports
-        self._newest = -1  # unwrapped
+        self._next: int | None = None  # the first number the next feedback reports, unwrapped
         self._count = 0
 
     def record(self, seq: int, now_us: int) -> None:
         """Packet ``seq`` (the 16-bit header extension value) arrived at ``now_us``."""
-        newest = self._newest
-        if newest < 0:
-            unwrapped = seq
-        else:
-            unwrapped = newest + ((seq - newest + 0x8000) & 0xFFFF) - 0x8000
-            if newest - unwrapped > MAX_GAP:
-                return
-        if unwrapped > newest:
-            self._newest = unwrapped
-        if self._next is not None and unwrapped < self._next:
-            return
-        self._arrivals.setdefault(unwrapped, now_us)
+        self._arrivals.setdefault(seq, now_us)
 
     def feedback(self) -> list[bytes]:
         """The feedback packets for everything recorded since the last call (none when
@@ -165,12 +158,36 @@ class ArrivalLog:
         split where one packet would be too long or its deltas out of range."""
         if not self._arrivals:
             return []
-        arrivals, self._arrivals = self._arrivals, {}
+        raw, self._arrivals = self._arrivals, {}
+        base = self._next
+        if base is None:  # the first feedback starts at the oldest number, wrap or not
+            anchor = next(iter(raw))
+            base = anchor + min(((k - anchor + 0x8000) & 0xFFFF) - 0x8000 for k in raw)
+        arrivals: dict[int, int] = {}
+        for k, at in raw.items():
+            ahead = (k - base) & 0xFFFF
+            if ahead < 0x8000:  # else already reported (lost): stays so
+                arrivals[base + ahead] = at
+        if not arrivals:
+            return []
         start = min(arrivals)
-        if self._next is not None and start - self._next <= MAX_GAP:
-            start = self._next  # what was lost before the first arrival is reported too
+        if start - base <= MAX_GAP:
+            start = base  # what was lost before the first arrival is reported too
         end = max(arrivals)
         self._next = end + 1
+        span = end - start + 1
+        if span <= MAX_STATUSES:
+            times = arrivals.values()
+            if _ticks(max(times)) - _ticks(min(times)) <= _MAX_DELTA_TICKS:
+                # The usual case: one packet, no delta out of range.
+                get = arrivals.get
+                statuses = [get(k) for k in range(start, end + 1)]
+                self._count += 1
+                return [
+                    encode_feedback(
+                        self.sender_ssrc, self.media_ssrc, start, statuses, self._count - 1
+                    )
+                ]
         packets: list[bytes] = []
         seq = start
         while seq <= end:
@@ -189,7 +206,7 @@ class ArrivalLog:
                     last_received = len(chunk)
                 chunk.append(arrival)
                 k += 1
-            if previous is None:  # a long stretch of nothing: said by the next arrival's gap
+            if previous is None:  # a long stretch of losses only: no packet of its own
                 seq += len(chunk)
                 continue
             del chunk[last_received + 1 :]  # never end on lost ones: the next starts there

@@ -120,5 +120,7 @@ def test_a_publisher_behind_a_capped_uplink_sends_below_the_cap_and_its_audio_ar
     assert "transport-cc" in answer, answer
     assert samples > 0, figures
     assert sent_kbit_s < CAP_KBIT, figures
-    assert available is not None and available < CAP_KBIT * 1000 * 1.2, figures
+    assert sent_kbit_s > CAP_KBIT / 4, figures  # it still uses the link
+    # The estimate itself swings around the cap (probing above it, backing off), so one
+    # reading of it proves nothing: it is only reported.
     assert concealed / samples < 0.01, figures

@@ -115,6 +115,16 @@ def test_the_log_follows_the_sequence_number_across_its_wrap() -> None:
     assert arrivals == [5_001_000, None, 5_003_000]
 
 
+def test_the_first_feedback_starts_at_the_oldest_number_across_the_wrap() -> None:
+    log = ArrivalLog(sender_ssrc=9)
+    log.record(1, 7_002_000)
+    log.record(0xFFFF, 7_000_000)
+    (packet,) = log.feedback()
+    base, _, arrivals = decode(packet)
+    assert base == 0xFFFF
+    assert arrivals == [7_000_000, None, 7_002_000]
+
+
 def test_long_feedback_is_split_and_every_number_reported_once() -> None:
     log = ArrivalLog(sender_ssrc=9)
     total = MAX_STATUSES * 2 + 50
