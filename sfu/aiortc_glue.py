@@ -800,8 +800,8 @@ def _schedule_feedback(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _send_feedback(loop: asyncio.AbstractEventLoop) -> None:
-    """Every publisher transport's feedback since the last round, in as few datagrams as
-    fit; the timer stops once no transport is left and restarts with the next tap."""
+    """Every publisher transport's feedback since the last round; the timer stops once no
+    transport is left and restarts with the next tap."""
     _feedback_timer.clear()
     for dtls in list(_feedback_transports):
         if (
@@ -810,24 +810,31 @@ def _send_feedback(loop: asyncio.AbstractEventLoop) -> None:
         ):
             _feedback_transports.discard(dtls)
             continue
-        if dtls._state is not _DTLS_CONNECTED or dtls._tx_srtp is None:
-            continue
-        arrivals: twcc.ArrivalLog = dtls._huddle_twcc
-        streams = dtls._huddle_twcc_tap._streams
-        if streams:
-            arrivals.media_ssrc = next(iter(streams))
-        packets = arrivals.feedback()
-        pair = dtls._transport._connection._nominated.get(1)
-        if not packets or pair is None:
-            continue
-        datagram = b""
-        for packet in packets:
-            if datagram and len(datagram) + len(packet) > _FEEDBACK_DATAGRAM_BYTES:
-                pair.protocol.transport.sendto(
-                    dtls._tx_srtp.protect_rtcp(datagram), pair.remote_addr
-                )
-                datagram = b""
-            datagram += packet
-        pair.protocol.transport.sendto(dtls._tx_srtp.protect_rtcp(datagram), pair.remote_addr)
+        try:
+            _send_transport_feedback(dtls)
+        except Exception:  # one transport's failure must not stop everyone's feedback
+            log.exception("transport feedback failed: no more for this transport")
+            _feedback_transports.discard(dtls)
     if _feedback_transports:
         _schedule_feedback(loop)
+
+
+def _send_transport_feedback(dtls: Any) -> None:
+    """One transport's feedback packets, in as few SRTCP datagrams as fit."""
+    if dtls._state is not _DTLS_CONNECTED or dtls._tx_srtp is None:
+        return
+    arrivals: twcc.ArrivalLog = dtls._huddle_twcc
+    streams = dtls._huddle_twcc_tap._streams
+    if streams:
+        arrivals.media_ssrc = next(iter(streams))
+    packets = arrivals.feedback()
+    pair = dtls._transport._connection._nominated.get(1)
+    if not packets or pair is None:
+        return
+    datagrams = [b""]
+    for packet in packets:
+        if datagrams[-1] and len(datagrams[-1]) + len(packet) > _FEEDBACK_DATAGRAM_BYTES:
+            datagrams.append(b"")
+        datagrams[-1] += packet
+    for datagram in datagrams:
+        pair.protocol.transport.sendto(dtls._tx_srtp.protect_rtcp(datagram), pair.remote_addr)
