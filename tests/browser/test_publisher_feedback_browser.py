@@ -32,7 +32,7 @@ BURST_BYTES = 8_000
 QUEUE_MS = 60
 SETTLE_S = 12.0
 SAMPLE_S = 10.0
-DRIVER_TIMEOUT_S = 40.0
+DRIVER_TIMEOUT_S = 60.0  # to first media: generous, the machine may be busy
 
 
 def _noise_clip(path: Path) -> Path:
