@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as sdp_parser
 
 from sfu import twcc
-from sfu.aiortc_glue import accept_transport_cc
+from sfu.aiortc_glue import accept_transport_cc, server_rtc_configuration
 
 EXTENSION_ID = 7
 
@@ -29,7 +29,9 @@ def _with_transport_cc(sdp: str) -> str:
 
 
 async def _answer(munge: bool) -> str:
-    client, sfu = RTCPeerConnection(), RTCPeerConnection()
+    # No ICE servers: aiortc would otherwise ask a public STUN server.
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    sfu = RTCPeerConnection(server_rtc_configuration())
     try:
         client.addTransceiver("audio", direction="sendonly")
         client.addTransceiver("video", direction="sendonly")
