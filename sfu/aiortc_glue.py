@@ -29,6 +29,7 @@ import logging
 import random
 import struct
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Final
 
@@ -49,7 +50,7 @@ from aiortc import (
 )
 from aiortc.codecs import is_rtx
 from aiortc.rtcdtlstransport import State as DtlsState
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpParameters
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters, RTCRtpParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -71,9 +72,11 @@ from aiortc.rtp import (
     unpack_remb_fci,
     unwrap_rtx,
 )
+from aiortc.sdp import SessionDescription
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
+from sfu import twcc
 from sfu.retransmit import RepairBudget
 
 AIORTC_VERSION: Final = "1.16.0"
@@ -106,6 +109,7 @@ __all__ = [
     "InboundTap",
     "OutboundPort",
     "RtpPacket",
+    "accept_transport_cc",
     "install",
     "install_fast_paths",
     "negotiated_codec",
@@ -253,6 +257,9 @@ def _receive_rtp_now(dtls: Any, data: bytes) -> bool:
         packet = RtpPacket.parse(buffer[0 : _LENGTH[0]], dtls._rtp_header_extensions_map)
     except ValueError:
         return True
+    arrivals = dtls._huddle_twcc
+    if arrivals is not None and (number := packet.extensions.transport_sequence_number) is not None:
+        arrivals.record(number, time.monotonic_ns() // 1000)
     receiver = dtls._rtp_router.route_rtp(packet)
     tap = getattr(receiver, "_huddle_tap", None)
     if tap is None:
@@ -482,8 +489,14 @@ class InboundTap:
         dtls._transport._connection._huddle_dtls = dtls  # type: ignore[attr-defined]
         if not hasattr(dtls, "_huddle_rx"):
             dtls._huddle_rx = None  # type: ignore[attr-defined]
+        _feedback_for(dtls, self)
 
     async def _handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        # aiortc's own path (packets queued before the fast path took over): recorded too.
+        number = packet.extensions.transport_sequence_number
+        arrivals = getattr(self.receiver.transport, "_huddle_twcc", None)
+        if arrivals is not None and number is not None:
+            arrivals.record(number, time.monotonic_ns() // 1000)
         self.handle(packet)
 
     def handle(self, packet: RtpPacket) -> None:
@@ -735,3 +748,93 @@ def _ignore0() -> None:
 
 def _ignore2(_: Any, __: Any) -> None:
     return None
+
+
+# --- transport-wide congestion control feedback to publishers (sfu.twcc) ------------------
+
+FEEDBACK_INTERVAL_S = 0.1  # how often each publisher's transport gets its feedback
+_FEEDBACK_DATAGRAM_BYTES: Final = 1200
+# Publisher transports with an arrival log, and the feedback timer (with its event loop).
+_feedback_transports: weakref.WeakSet[Any] = weakref.WeakSet()
+_feedback_timer: list[tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = []
+
+
+def accept_transport_cc(pc: Any, offer: SessionDescription) -> None:
+    """Answer transport-wide congestion control where the publisher's offer has it (the
+    header extension, and ``transport-cc`` feedback on its codecs): aiortc keeps neither.
+    Call after every ``setRemoteDescription`` of an offer, before ``createAnswer``."""
+    by_mid = {m.rtp.muxId: m for m in offer.media}
+    for transceiver in pc.getTransceivers():
+        media = by_mid.get(transceiver.mid)
+        if media is None:
+            continue
+        offered = [x for x in media.rtp.headerExtensions if x.uri == twcc.EXTENSION_URI]
+        if not offered:
+            continue
+        if all(x.uri != twcc.EXTENSION_URI for x in transceiver._headerExtensions):
+            transceiver._headerExtensions.append(offered[0])
+        wanted = RTCRtcpFeedback(type=twcc.FEEDBACK_TYPE)
+        with_feedback = {c.payloadType for c in media.rtp.codecs if wanted in c.rtcpFeedback}
+        for codec in transceiver._codecs:
+            if codec.payloadType in with_feedback and wanted not in codec.rtcpFeedback:
+                codec.rtcpFeedback.append(wanted)
+
+
+def _feedback_for(dtls: Any, tap: InboundTap) -> None:
+    """Give a publisher's transport its arrival log (the fast path records into it) and
+    make sure the feedback timer runs on this event loop."""
+    loop = asyncio.get_running_loop()
+    if getattr(dtls, "_huddle_twcc", None) is None:
+        dtls._huddle_twcc = twcc.ArrivalLog(sender_ssrc=random.getrandbits(32))
+        dtls._huddle_twcc_tap = tap  # its receiver's streams name an SSRC the publisher sends
+        dtls._huddle_twcc_loop = loop
+        _feedback_transports.add(dtls)
+    if not _feedback_timer or _feedback_timer[0][0] is not loop:
+        _schedule_feedback(loop)
+
+
+def _schedule_feedback(loop: asyncio.AbstractEventLoop) -> None:
+    if _feedback_timer:
+        _feedback_timer.pop()[1].cancel()
+    _feedback_timer.append((loop, loop.call_later(FEEDBACK_INTERVAL_S, _send_feedback, loop)))
+
+
+def _send_feedback(loop: asyncio.AbstractEventLoop) -> None:
+    """Every publisher transport's feedback since the last round; the timer stops once no
+    transport is left and restarts with the next tap."""
+    _feedback_timer.clear()
+    for dtls in list(_feedback_transports):
+        if (
+            dtls._state in (DtlsState.CLOSED, DtlsState.FAILED)
+            or dtls._huddle_twcc_loop is not loop
+        ):
+            _feedback_transports.discard(dtls)
+            continue
+        try:
+            _send_transport_feedback(dtls)
+        except Exception:  # one transport's failure must not stop everyone's feedback
+            log.exception("transport feedback failed: no more for this transport")
+            _feedback_transports.discard(dtls)
+    if _feedback_transports:
+        _schedule_feedback(loop)
+
+
+def _send_transport_feedback(dtls: Any) -> None:
+    """One transport's feedback packets, in as few SRTCP datagrams as fit."""
+    if dtls._state is not _DTLS_CONNECTED or dtls._tx_srtp is None:
+        return
+    arrivals: twcc.ArrivalLog = dtls._huddle_twcc
+    streams = dtls._huddle_twcc_tap._streams
+    if streams:
+        arrivals.media_ssrc = next(iter(streams))
+    packets = arrivals.feedback()
+    pair = dtls._transport._connection._nominated.get(1)
+    if not packets or pair is None:
+        return
+    datagrams = [b""]
+    for packet in packets:
+        if datagrams[-1] and len(datagrams[-1]) + len(packet) > _FEEDBACK_DATAGRAM_BYTES:
+            datagrams.append(b"")
+        datagrams[-1] += packet
+    for datagram in datagrams:
+        pair.protocol.transport.sendto(dtls._tx_srtp.protect_rtcp(datagram), pair.remote_addr)

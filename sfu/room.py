@@ -33,6 +33,7 @@ from sfu.aiortc_glue import (
     InboundTap,
     OutboundPort,
     RtpPacket,
+    accept_transport_cc,
     negotiated_codec,
     send_reports,
 )
@@ -342,6 +343,7 @@ class Room:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as exc:  # aiortc raises many kinds on a bad offer
             raise SfuError("bad_sdp", f"offer refused: {exc}") from None
+        accept_transport_cc(pc, parsed)  # the publisher's own uplink estimate needs it
         new_tracks: list[PublishedTrack] = []
         for transceiver in pc.getTransceivers():
             mid = transceiver.mid or ""
