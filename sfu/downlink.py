@@ -23,8 +23,9 @@ paused, with every video of lower priority.
 
 ``Allocator`` applies it with hysteresis: a drop (a lower layer, a pause) at once; a rise one
 layer of one stream at a time, at most every ``step_s``, and not within ``hold_s`` of a drop
-(doubled after each drop that follows a rise within ``probe_window_s``, up to ``max_hold_s``,
-so that a link at the edge of a layer does not make it flap).
+(doubled after each drop that follows a rise within ``probe_window_s`` while the estimate
+stayed where it was, and after each failed probe, up to ``max_hold_s``, so that a stream
+whose next layer costs more than measured does not flap).
 
 A receiver's estimator never says more than it can measure: libwebrtc's and aiortc's rate
 control raise a REMB no further than 1.5 times what arrived plus 10 kbit/s. An estimate at
@@ -56,7 +57,7 @@ class DownlinkPolicy:
     repair_share: float = 0.2
     step_s: float = 1.0
     hold_s: float = 2.0
-    max_hold_s: float = 30.0
+    max_hold_s: float = 16.0
     probe_window_s: float = 3.0
     # A REMB above this share of the receiver's own ceiling (1.5 x received + 10 kbit/s)
     # is taken as held by it.
@@ -211,6 +212,7 @@ class Allocator:
     # A probe under way: when it began, and the REMB then.
     probe_since: float | None = None
     probe_remb: int | None = None
+    rise_estimate: float = 0.0  # the estimate at the last rise
     settled_at: float = -math.inf  # when a stream last came: no probe for a step after
 
     @property
@@ -232,9 +234,8 @@ class Allocator:
         (media and retransmissions), for telling whether its estimate is at its ceiling."""
         p = self.policy
         failures = self.failures
-        target = allocate(
-            streams, self.budget(estimate.value(now)), self.budget(estimate.delay_value(now))
-        )
+        value = estimate.value(now)
+        target = allocate(streams, self.budget(value), self.budget(estimate.delay_value(now)))
         known = {s.key for s in streams}
         self.current = {k: v for k, v in self.current.items() if k in known}
         if self.probe_since is not None:
@@ -279,11 +280,19 @@ class Allocator:
             else:
                 result[s.key] = now_at
         if dropped:
-            if now - self.last_rise < p.probe_window_s and failures == self.failures:
-                self.failures += 1  # it rose and fell back within a probe's window
+            if (
+                now - self.last_rise < p.probe_window_s
+                and failures == self.failures
+                and value >= 0.9 * self.rise_estimate
+            ):
+                # It rose and fell back within a probe's window, the estimate unchanged:
+                # what it rose to costs more than the estimate holds (a link that changes
+                # is no flapping: each change is followed).
+                self.failures += 1
             self.last_drop = now
         if rose:
             self.last_rise = now
+            self.rise_estimate = value
         elif (
             not dropped
             and p.probe
@@ -294,6 +303,7 @@ class Allocator:
             rose = self._probe(streams, result)
             if rose:
                 self.last_rise = self.probe_since = now
+                self.rise_estimate = value
                 self.probe_remb = estimate.remb_bps
         if not dropped and self.failures and now - self.last_drop > self.policy.max_hold_s:
             self.failures = 0

@@ -131,8 +131,9 @@ class PublishedTrack:
     quality: int = 0
     height: int = 0
     mid: str = ""
-    bitrate_bps: float = 0.0
+    bitrate_bps: float = 0.0  # what forwarding it costs a subscriber, headers included
     _bytes_seen: int = 0
+    _packets_seen: int = 0
 
     def as_layer(self) -> Layer:
         return Layer(self.quality, self.height, self.bitrate_bps)
@@ -184,6 +185,9 @@ def _no_layers(participant: Participant, paused: list[str]) -> None:
 
 # What a subscriber was sent is measured over at least this long (for its downlink).
 SENT_WINDOW_S: Final = 1.0
+# What a forwarded packet carries beside its payload (RTP header and extensions, SRTP tag):
+# a 100-byte audio packet costs a third more than its payload.
+PACKET_OVERHEAD_BYTES: Final = 32
 
 
 @dataclass(eq=False)
@@ -682,8 +686,10 @@ class Room:
         self._last_tick = now
         for participant in self.participants.values():
             for track in participant.published.values():
-                grown = track.forwarder.bytes_in - track._bytes_seen
-                track._bytes_seen = track.forwarder.bytes_in
+                f = track.forwarder
+                grown = f.bytes_in - track._bytes_seen
+                grown += (f.packets_in - track._packets_seen) * PACKET_OVERHEAD_BYTES
+                track._bytes_seen, track._packets_seen = f.bytes_in, f.packets_in
                 track.bitrate_bps = selection.layer_bitrate(
                     track.bitrate_bps,
                     grown,

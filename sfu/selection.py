@@ -20,7 +20,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-SMOOTHING: Final = 0.3  # weight of the newest tick in a layer's bitrate estimate
+# Weight of the newest tick in a layer's bitrate estimate: some 2 s of ticks count, so that
+# a key frame is no jump in what a layer is taken to cost (sfu.downlink allocates by it).
+SMOOTHING: Final = 0.1
 MIN_ELAPSED_S: Final = 1e-3  # a tick's length is never taken as shorter than this
 
 

@@ -132,21 +132,33 @@ def test_paused_video_resumes_at_its_lowest_layer_within_a_few_seconds() -> None
     assert times["cam1"] < times["cam2"] < times["cam3"] <= 1.0 + POLICY.hold_s + 5
 
 
-def test_flapping_doubles_the_hold() -> None:
+def test_flapping_doubles_the_hold_and_a_changing_link_does_not() -> None:
     a = Allocator(DownlinkPolicy(probe=False))
-    streams = [*AUDIO, SPEAKER]
-    a.decide(streams, _estimate(300_000), 0, 0.0)
+    e = _estimate(1_000_000)
+    cheap = [*AUDIO, Stream("cam1", "video", (150_000, 500_000))]
+    # Measured once it is sent, the top layer costs more than the estimate holds.
+    dear = [*AUDIO, Stream("cam1", "video", (150_000, 900_000))]
+    a.decide(dear, e, 0, 0.0)
     assert a.current["cam1"] == 0
     t = 0.0
     holds = []
     for _ in range(3):
-        # The link takes the next layer for a moment, then not: rise, then drop.
         rise_at = t + a.hold_s
         holds.append(a.hold_s)
-        assert a.decide(streams, _estimate(1_000_000, rise_at), 0, rise_at)["cam1"] == 1
+        assert a.decide(cheap, _estimate(1_000_000, rise_at), 0, rise_at)["cam1"] == 1
         t = rise_at + 1.0
-        assert a.decide(streams, _estimate(300_000, t), 0, t)["cam1"] == 0
+        assert a.decide(dear, _estimate(1_000_000, t), 0, t)["cam1"] == 0
     assert holds == [POLICY.hold_s, 2 * POLICY.hold_s, 4 * POLICY.hold_s]
+    # The estimate itself falling and coming back is followed, the hold never longer.
+    b = Allocator(DownlinkPolicy(probe=False))
+    b.decide(cheap, e, 0, 0.0)
+    assert b.decide(cheap, _estimate(300_000, 1.0), 0, 1.0)["cam1"] == 0
+    for i in range(3):
+        up = 10.0 * (i + 1)
+        assert b.decide(cheap, _estimate(1_000_000, up), 0, up)["cam1"] == 1
+        down = up + 1.0  # within a probe's window, but the estimate fell
+        assert b.decide(cheap, _estimate(300_000, down), 0, down)["cam1"] == 0
+        assert b.hold_s == POLICY.hold_s
 
 
 def test_an_estimate_at_its_receivers_ceiling_is_probed_one_layer_above() -> None:

@@ -83,7 +83,7 @@ def test_a_layer_bitrate_is_smoothed_over_ticks() -> None:
     # 12,500 bytes in a quarter second is 400 kbit/s, taken in with weight SMOOTHING.
     assert layer_bitrate(0.0, 12_500, 0.25, paused=False) == pytest.approx(SMOOTHING * 400_000)
     steady = 0.0
-    for _ in range(100):
+    for _ in range(300):
         steady = layer_bitrate(steady, 12_500, 0.25, paused=False)
     assert steady == pytest.approx(400_000)
     # A layer that stops sending (and is not paused) drops towards zero.
