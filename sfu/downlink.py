@@ -10,7 +10,9 @@ The estimate comes from what the subscriber reports:
   ``loss_interval_s``; below ``loss_low`` (2 %) the cap grows by ``loss_growth`` per interval
   and is dropped once it is above the REMB. Loss lowers layers but never pauses video by
   itself (random loss is no sign of a short link; the REMB says when the link is short);
-- ``start_bps`` until the first REMB;
+- ``start_bps`` until the first REMB; a subscriber that sent none within ``start_s`` of its
+  first allocation does not estimate (a bot, a client without congestion control): its
+  downlink is taken as unlimited, but for loss;
 - a REMB that stopped coming (a receiver estimates only from video, and all its video may be
   paused) grows by ``stale_growth`` per second once it is ``stale_after_s`` old, so that
   paused video is tried again.
@@ -46,10 +48,11 @@ from typing import Final
 @dataclass(frozen=True)
 class DownlinkPolicy:
     start_bps: int = 1_000_000
+    start_s: float = 2.0
     min_bps: int = 30_000
     loss_high: float = 0.10
     loss_low: float = 0.02
-    loss_smoothing: float = 0.5  # weight of the newest loss reading
+    loss_smoothing: float = 0.6  # weight of the newest loss reading
     loss_interval_s: float = 1.0
     loss_growth: float = 1.3
     stale_after_s: float = 2.0
@@ -81,6 +84,19 @@ class DownlinkEstimate:
     loss: float = 0.0  # smoothed fraction of packets lost
     loss_cap_bps: float | None = None
     _loss_acted: float = -math.inf
+    started: float | None = None  # when it was first read
+
+    def unknown(self, now: float) -> bool:
+        """True for a subscriber that sends no REMB (none ``start_s`` after it was first
+        read)."""
+        if self.started is None:
+            self.started = now
+        return self.remb_bps is None and now - self.started >= self.policy.start_s
+
+    def bps(self, now: float) -> int | None:
+        """``value`` in whole bits per second; None while it is unlimited."""
+        value = self.value(now)
+        return None if math.isinf(value) else int(value)
 
     def on_remb(self, bps: int, now: float) -> None:
         self.remb_bps = bps
@@ -98,6 +114,8 @@ class DownlinkEstimate:
         if self.loss > p.loss_high:
             self._loss_acted = now
             base = min(self._base(now), sent_bps) if sent_bps > 0 else self._base(now)
+            if math.isinf(base):
+                return  # nothing sent to measure by, and no estimate to lower
             cap = base * (1 - self.loss / 2)
             if self.loss_cap_bps is None or cap < self.loss_cap_bps:
                 self.loss_cap_bps = cap
@@ -114,7 +132,7 @@ class DownlinkEstimate:
     def _base(self, now: float) -> float:
         p = self.policy
         if self.remb_bps is None:
-            return float(p.start_bps)
+            return math.inf if self.unknown(now) else float(p.start_bps)
         late = now - self.remb_at - p.stale_after_s
         if late <= 0:
             return float(self.remb_bps)
@@ -135,6 +153,8 @@ class DownlinkEstimate:
         receiver's own ceiling for ``received_bps``, and there is no loss."""
         if self.loss > self.policy.loss_low or self.loss_cap_bps is not None:
             return False
+        if self.unknown(now):
+            return False  # nothing to probe: it is not limited
         if self.stale(now):
             return True
         assert self.remb_bps is not None
@@ -213,6 +233,7 @@ class Allocator:
     probe_since: float | None = None
     probe_remb: int | None = None
     rise_estimate: float = 0.0  # the estimate at the last rise
+    unlimited: bool = False  # its subscriber sends no REMB
     settled_at: float = -math.inf  # when a stream last came: no probe for a step after
 
     @property
@@ -234,6 +255,10 @@ class Allocator:
         (media and retransmissions), for telling whether its estimate is at its ceiling."""
         p = self.policy
         failures = self.failures
+        if estimate.unknown(now) and not self.unlimited:
+            # No REMB came: the start value was a guess, and nothing limits it now.
+            self.unlimited = True
+            self.current = {}
         value = estimate.value(now)
         target = allocate(streams, self.budget(value), self.budget(estimate.delay_value(now)))
         known = {s.key for s in streams}

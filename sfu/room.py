@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -230,7 +231,7 @@ class Participant:
     def on_remb(self, bps: int) -> None:
         now = time.monotonic()
         self.downlink.on_remb(bps, now)
-        self.repair.on_estimate(int(self.downlink.value(now)))
+        self.repair.on_estimate(int(self.downlink.delay_value(now)))
 
     def measure_downlink(self, now: float) -> None:
         """What it was sent lately, and the loss its latest receiver reports tell."""
@@ -702,6 +703,8 @@ class Room:
             for sub in participant.subscriptions.values():
                 if not sub.layers or sub.port.ssrc not in sub.track.forwarder.outputs:
                     continue
+                if sub.downlink_paused:
+                    continue  # nobody gets a layer its downlink has no room for
                 owner = wanted.setdefault(sub.track.owner, set())
                 owner.add(sub.track.mid)
                 if sub.pending is not None:
@@ -745,7 +748,11 @@ class Room:
         decided = participant.allocator.decide(
             streams, participant.downlink, participant.sent_bps, now
         )
-        participant.repair.on_estimate(int(participant.downlink.value(now)))
+        # Retransmissions follow the delay-based estimate: loss is what they repair, and a
+        # budget cut by loss would leave key frames unrepaired on a lossy path.
+        delay = participant.downlink.delay_value(now)
+        if not math.isinf(delay):
+            participant.repair.on_estimate(int(delay))
         self._apply(participant, decided, choices)
 
     def _apply(

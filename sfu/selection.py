@@ -75,10 +75,14 @@ def select(
 def layer_bitrate(
     previous_bps: float, grown_bytes: int, elapsed_s: float, *, paused: bool
 ) -> float:
-    """A simulcast layer's bitrate after a tick in which it brought ``grown_bytes``."""
+    """A track's bitrate after a tick in which it brought ``grown_bytes``. The first that
+    brought anything is taken whole: a layer paused soon after it started keeps what was
+    measured of it, and smoothing up from zero would have it look cheap."""
     if paused and not grown_bytes:
         return previous_bps
     rate = grown_bytes * 8 / max(MIN_ELAPSED_S, elapsed_s)
+    if previous_bps <= 0:
+        return rate
     return (1 - SMOOTHING) * previous_bps + SMOOTHING * rate
 
 

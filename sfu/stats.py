@@ -60,7 +60,7 @@ def subscribed(
     participant: Participant, meter: RateMeter, now: float
 ) -> list[SubscribedTrackStats]:
     out = []
-    downlink = int(participant.downlink.value(now))
+    downlink = participant.downlink.bps(now)
     for key, sub in participant.subscriptions.items():
         o = sub.track.forwarder.outputs.get(sub.port.ssrc)
         if o is None:

@@ -56,5 +56,6 @@ class SubscribedTrackStats(msgspec.Struct, kw_only=True):
     # Not sent now because the participant's downlink has no room for it (sfu.paused).
     downlink_paused: bool = False
     # The SFU's estimate of the participant's downlink (REMB, loss, a start value), the same
-    # for each of its tracks; what it is sent stays under it.
+    # for each of its tracks; what it is sent stays under it. None: unlimited (it sends no
+    # REMB and loses nothing).
     downlink_bps: int | None = None

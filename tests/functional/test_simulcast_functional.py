@@ -179,7 +179,7 @@ async def test_a_capped_estimate_moves_down_and_back_up(
 
 async def test_loss_on_the_path_moves_down_and_back_up(start_node: StartNode) -> None:
     """A fifth of the video packets towards the subscriber are lost (each at most once, so
-    that retransmissions repair them): it moves to a lower layer within 5 s with the picture
+    that retransmissions repair them): it moves to a lower layer within 8 s with the picture
     going on, and back to the top layer once the path is clean again."""
     node = await start_node(ice_addresses=["127.0.0.1"])
     alice = await node.call("alice", "sim")
@@ -229,7 +229,8 @@ async def test_loss_on_the_path_moves_down_and_back_up(start_node: StartNode) ->
         frames += 1
         if frame.width < LAYERS[2][1][0]:
             break
-        assert time.monotonic() - started < 5, "no lower layer within 5 s"
+        # Receiver reports come about once a second; loss acts on their smoothed figure.
+        assert time.monotonic() - started < 8, "no lower layer within 8 s"
     for _ in range(60):
         await _frame(track)
         frames += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sfu.downlink import (
     Allocator,
     DownlinkEstimate,
@@ -60,19 +62,22 @@ def test_estimate_starts_sane_follows_remb_and_grows_once_remb_stops() -> None:
 def test_sustained_loss_lowers_the_estimate_and_low_loss_lets_it_grow_back() -> None:
     e = DownlinkEstimate(POLICY)
     e.on_remb(2_000_000, 0.0)
-    e.on_loss(0.3, 1_000_000, 0.0)  # one bad report is smoothed: 15 % > 10 %
+    e.on_loss(0.15, 1_000_000, 0.0)  # one report is smoothed: 9 % is not above 10 %
+    assert e.value(0.0) == 2_000_000
+    e.on_loss(0.3, 1_000_000, 0.0)  # 0.4 x 9 % + 0.6 x 30 % = 21.6 %
     capped = e.value(0.0)
-    assert capped == 1_000_000 * (1 - 0.15 / 2)  # from what was sent, not the REMB
+    assert capped == pytest.approx(1_000_000 * (1 - 0.216 / 2))  # from what was sent
     assert e.delay_value(0.0) == 2_000_000
     e.on_loss(0.3, 1_000_000, 0.5)  # acts at most once per interval
     assert e.value(0.5) == capped
-    for t in (1.0, 2.0, 3.0):
-        e.on_loss(0.0, 900_000, t)
-    lowest = e.value(3.0)
+    e.on_loss(0.0, 900_000, 1.0)
+    lowest = e.value(1.0)
     assert lowest < capped  # smoothed loss still above 10 % at 1 s: lowered once more
-    e.on_loss(0.0, 900_000, 4.0)
+    e.on_loss(0.0, 900_000, 2.0)
+    assert POLICY.loss_low < e.loss < POLICY.loss_high and e.value(2.0) == lowest
+    e.on_loss(0.0, 900_000, 3.0)
     assert e.loss < POLICY.loss_low
-    assert e.value(4.0) == lowest * POLICY.loss_growth  # grows again, once per interval
+    assert e.value(3.0) == lowest * POLICY.loss_growth  # grows again, once per interval
     for t in range(4, 20):
         e.on_loss(0.0, 900_000, float(t))
     e.on_remb(2_000_000, 20.0)
@@ -206,3 +211,19 @@ def test_a_probe_ends_at_once_when_the_estimate_falls() -> None:
     fell = _estimate(320_000, POLICY.step_s + 0.5)
     assert a.decide(streams, fell, 580_000, POLICY.step_s + 0.5)["cam1"] == 0
     assert a.probe_since is None and a.failures >= 1
+
+
+def test_a_subscriber_that_sends_no_remb_is_not_limited_but_for_loss() -> None:
+    e = DownlinkEstimate(POLICY)
+    a = Allocator(POLICY)
+    # The start value for a while: what fits 1 Mbit/s.
+    assert a.decide(ROOM, e, 0, 0.0) == allocate(ROOM, a.budget(POLICY.start_bps))
+    assert a.decide(ROOM, e, 0, 0.0)["cam3"] is not None
+    assert a.current["cam1"] == 0 and e.bps(0.0) == POLICY.start_bps
+    # No REMB by then: unlimited, everything at once (no steps to climb from a guess).
+    t = POLICY.start_s
+    assert e.unknown(t) and e.bps(t) is None
+    assert a.decide(ROOM, e, 1_000_000, t) == allocate(ROOM, 10_000_000)
+    # Loss still lowers it.
+    e.on_loss(0.4, 2_000_000, t + 1)
+    assert e.bps(t + 1) == int(2_000_000 * (1 - 0.24 / 2))
