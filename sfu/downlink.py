@@ -20,8 +20,10 @@ The estimate comes from what the subscriber reports:
 The allocation, recomputed on a timer (never per packet): audio first, always kept; then
 every video at its lowest layer, by priority; then upgrades, the most important stream
 first as far as it fits, all within ``(1 - repair_share)`` of the estimate (the rest is the
-retransmission budget's, ``sfu.retransmit``). A video whose lowest layer does not fit is
-paused, with every video of lower priority.
+retransmission budget's, ``sfu.retransmit``, which never spends beyond what the estimate
+leaves beside the media). A video whose lowest layer does not fit is paused, with every
+video of lower priority. What is sent is kept while it fits the whole estimate: a drop comes
+only when it does not, to what fits it.
 
 ``Allocator`` applies it with hysteresis: a drop (a lower layer, a pause) at once; a rise one
 layer of one stream at a time, at most every ``step_s``, and not within ``hold_s`` of a drop
@@ -259,12 +261,15 @@ class Allocator:
             # No REMB came: the start value was a guess, and nothing limits it now.
             self.unlimited = True
             self.current = {}
-        value = estimate.value(now)
-        target = allocate(streams, self.budget(value), self.budget(estimate.delay_value(now)))
+        value, delay = estimate.value(now), estimate.delay_value(now)
+        # Kept while it fits the estimate itself; raised only within its budget (the rest
+        # left to retransmissions): a band, so that what was just raised is not dropped.
+        fit = allocate(streams, value, delay)
+        target = allocate(streams, self.budget(value), self.budget(delay))
         known = {s.key for s in streams}
         self.current = {k: v for k, v in self.current.items() if k in known}
         if self.probe_since is not None:
-            if all(_rank(target[k]) >= _rank(v) for k, v in self.current.items()):
+            if all(_rank(fit[k]) >= _rank(v) for k, v in self.current.items()):
                 self._end_probe(held=True)  # what it took fits now
             elif estimate.loss > p.loss_high or (
                 estimate.remb_bps is not None
@@ -280,9 +285,9 @@ class Allocator:
                 else:
                     self._end_probe(held=False)
             if self.probe_since is not None:  # what the probe took stays, for now
-                target = {
+                fit = {
                     k: v if _rank(v) >= _rank(self.current.get(k)) else self.current[k]
-                    for k, v in target.items()
+                    for k, v in fit.items()
                 }
         result: Allocation = {}
         dropped = False
@@ -296,8 +301,8 @@ class Allocator:
             now_at = self.current[s.key]
             if now_at is not None:
                 now_at = min(now_at, len(s.rates) - 1)
-            if _rank(want) < _rank(now_at):
-                result[s.key] = want
+            if _rank(fit[s.key]) < _rank(now_at):
+                result[s.key] = fit[s.key]
                 dropped = True
             elif _rank(want) > _rank(now_at) and not rose and self._may_rise(now):
                 result[s.key] = _rank(now_at) + 1

@@ -219,7 +219,8 @@ class Participant:
     allocator: Allocator = field(default_factory=Allocator)
     downlink_paused: list[str] = field(default_factory=list)  # track ids, as last told
     sent_bps: float = 0.0  # media and retransmissions sent to it lately
-    _sent_mark: tuple[float, int] | None = None
+    media_bps: float = 0.0  # the media alone
+    _sent_mark: tuple[float, int, int] | None = None
     _reports_seen: dict[int, int] = field(default_factory=dict)  # by sender SSRC
 
     def __post_init__(self) -> None:
@@ -235,15 +236,15 @@ class Participant:
 
     def measure_downlink(self, now: float) -> None:
         """What it was sent lately, and the loss its latest receiver reports tell."""
-        sent = sum(
-            s.port.bytes_sent + s.port.retransmitted_bytes for s in self.subscriptions.values()
-        )
+        media = sum(s.port.bytes_sent for s in self.subscriptions.values())
+        sent = media + sum(s.port.retransmitted_bytes for s in self.subscriptions.values())
         if self._sent_mark is None:
-            self._sent_mark = (now, sent)
+            self._sent_mark = (now, sent, media)
         elif now - self._sent_mark[0] >= SENT_WINDOW_S:
-            since, before = self._sent_mark
+            since, before, media_before = self._sent_mark
             self.sent_bps = max(0, sent - before) * 8 / (now - since)
-            self._sent_mark = (now, sent)
+            self.media_bps = max(0, media - media_before) * 8 / (now - since)
+            self._sent_mark = (now, sent, media)
         lost = weight = 0.0
         for sub in self.subscriptions.values():
             port = sub.port
@@ -253,7 +254,8 @@ class Participant:
                 lost += port.fraction_lost / 256 * share
                 weight += share
         if weight:
-            self.downlink.on_loss(lost / weight, self.sent_bps, now)
+            # Loss cuts what the media takes (retransmissions come on top of it).
+            self.downlink.on_loss(lost / weight, self.media_bps, now)
 
     def info(self) -> dict[str, str]:
         return {"participant": self.id, "identity": self.identity, "name": self.name}

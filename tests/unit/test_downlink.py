@@ -142,7 +142,7 @@ def test_flapping_doubles_the_hold_and_a_changing_link_does_not() -> None:
     e = _estimate(1_000_000)
     cheap = [*AUDIO, Stream("cam1", "video", (150_000, 500_000))]
     # Measured once it is sent, the top layer costs more than the estimate holds.
-    dear = [*AUDIO, Stream("cam1", "video", (150_000, 900_000))]
+    dear = [*AUDIO, Stream("cam1", "video", (150_000, 1_200_000))]
     a.decide(dear, e, 0, 0.0)
     assert a.current["cam1"] == 0
     t = 0.0
@@ -227,3 +227,19 @@ def test_a_subscriber_that_sends_no_remb_is_not_limited_but_for_loss() -> None:
     # Loss still lowers it.
     e.on_loss(0.4, 2_000_000, t + 1)
     assert e.bps(t + 1) == int(2_000_000 * (1 - 0.24 / 2))
+
+
+def test_what_fits_the_whole_estimate_is_kept_and_raised_only_within_its_budget() -> None:
+    a = Allocator(DownlinkPolicy(probe=False))
+    streams = [*AUDIO, SPEAKER]
+    # 580k sent (audio and the middle layer) under a 650k estimate: more than its budget
+    # (520k), but within the estimate: kept, not dropped.
+    a.decide(streams, _estimate(10_000_000), 0, 0.0)
+    assert a.decide(streams, _estimate(650_000, 1.0), 0, 1.0)["cam1"] == 1
+    for t in (2.0, 5.0, 10.0):
+        assert a.decide(streams, _estimate(650_000, t), 0, t)["cam1"] == 1
+    # Under 580k it is dropped, to what fits the estimate.
+    assert a.decide(streams, _estimate(570_000, 11.0), 0, 11.0)["cam1"] == 0
+    # Back to 650k: not raised, as the middle layer does not fit the budget.
+    for t in (14.0, 20.0):
+        assert a.decide(streams, _estimate(650_000, t), 0, t)["cam1"] == 0
