@@ -6,7 +6,7 @@ The estimate comes from what the subscriber reports:
   ``goog-remb`` with abs-send-time and no transport-wide congestion control, as aiortc's
   does);
 - loss, from its receiver reports, as a second signal: smoothed loss above ``loss_high``
-  (10 %) lowers a loss cap to what was sent times (1 - loss/2), at most once per
+  (10 %) lowers a loss cap to the media rate sent times (1 - loss/2), at most once per
   ``loss_interval_s``; below ``loss_low`` (2 %) the cap grows by ``loss_growth`` per interval
   and is dropped once it is above the REMB. Loss lowers layers but never pauses video by
   itself (random loss is no sign of a short link; the REMB says when the link is short);
