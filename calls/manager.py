@@ -115,6 +115,7 @@ class CallManager:
                 on_speakers=self._send_speakers,
                 announced=settings.ice_announced,
                 on_layers=self._send_layers,
+                on_paused=self._send_paused,
             )
         else:
             config = WorkerConfig(
@@ -415,6 +416,11 @@ class CallManager:
         if member is not None:
             member.send(p.SfuLayers(seq=0, room=member.room.name, paused=paused))
 
+    def _send_paused(self, participant: str, tracks: list[str]) -> None:
+        member = self._by_participant.get(participant)
+        if member is not None:
+            member.send(p.SfuPaused(seq=0, room=member.room.name, tracks=tracks))
+
     async def answer(self, session: Session, req: p.SfuAnswer) -> None:
         if self.remote.holds(session, req.room):
             await self.remote.forward(session, "answer", req)
@@ -555,12 +561,16 @@ class CallManager:
         )
 
     def _worker_event(
-        self, worker: WorkerHost, event: ipc.Offer | ipc.Speakers | ipc.Metrics | ipc.Layers
+        self,
+        worker: WorkerHost,
+        event: ipc.Offer | ipc.Speakers | ipc.Metrics | ipc.Layers | ipc.Paused,
     ) -> None:
         if isinstance(event, ipc.Offer):
             self._send_offer(event.participant, event.sdp, event.tracks)
         elif isinstance(event, ipc.Layers):
             self._send_layers(event.participant, event.paused)
+        elif isinstance(event, ipc.Paused):
+            self._send_paused(event.participant, event.tracks)
         elif isinstance(event, ipc.Speakers):
             self._send_speakers(event.room, [(w, lvl) for w, lvl in event.speakers])
         else:

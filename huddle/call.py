@@ -157,6 +157,9 @@ class CallClient:
         self._listen(client)
         self._senders: dict[str, tuple[Any, MediaStreamTrack]] = {}  # mid -> (transceiver, source)
         self.paused_layers: list[str] = []
+        # Received tracks the SFU does not send now: this connection's downlink has no room
+        # for them (sfu.paused); show a placeholder for each.
+        self.paused_tracks: list[str] = []
         self.removed = asyncio.Event()
 
     def _listen(self, client: HuddleClient) -> None:
@@ -164,6 +167,7 @@ class CallClient:
         client.on("call.reconnect", self._on_reconnect_event)
         client.on("call.removed", self._on_removed_event)
         client.on("sfu.layers", self._on_layers_event)
+        client.on("sfu.paused", self._on_paused_event)
 
     async def _request(self, message: p.Request, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
         """A request of this call. One whose connection closed waits for ``resume`` and is
@@ -364,6 +368,10 @@ class CallClient:
                 transceiver.sender.replaceTrack(_Relay(source, resumed=True))
         self.paused_layers = list(event.paused)
 
+    def _on_paused_event(self, event: p.Event) -> None:
+        if isinstance(event, p.SfuPaused) and event.room == self.room:
+            self.paused_tracks = list(event.tracks)
+
     async def set_max_height(self, track: str, max_height: int | None) -> None:
         """The height the received ``track`` is shown at (sfu.track_settings)."""
         await self._request(
@@ -460,6 +468,7 @@ class CallClient:
         self.track_info.clear()
         self._senders.clear()
         self.paused_layers = []
+        self.paused_tracks = []
         while not self._offers.empty():
             self._offers.get_nowait()
 

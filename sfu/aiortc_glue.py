@@ -558,6 +558,10 @@ class OutboundPort:
         self.last_ts: int | None = None
         self.last_time = 0.0
         self.remb_bps: int | None = None
+        # The subscriber's receiver reports on this sender: how many, and the latest
+        # fraction lost (of 256), for its downlink estimate (sfu.downlink).
+        self.reports = 0
+        self.fraction_lost = 0
         self.feeds: list[tuple[Any, Any]] = []  # (forwarder, output) feeding this sender
         self._pair: Any = None  # the nominated ICE pair last sent on, and its address
         self._addr: tuple[str, int] = ("", 0)
@@ -701,6 +705,8 @@ class OutboundPort:
         ]
 
     def _receiver_report(self, report: Any) -> None:
+        self.reports += 1
+        self.fraction_lost = report.fraction_lost
         self.on_report(report.fraction_lost, report.jitter)
         if report.lsr and report.lsr == self._lsr and report.dlsr:
             rtt = time.time() - self._lsr_time - report.dlsr / 65536

@@ -72,9 +72,11 @@ class LocalHost:
         on_speakers: SpeakersSink,
         announced: dict[str, str] | None = None,
         on_layers: LayersSink | None = None,
+        on_paused: LayersSink | None = None,
     ) -> None:
         self.rooms: dict[str, Room] = {}
         self._on_layers = on_layers
+        self._on_paused = on_paused
         self._announced = announced or {}
         self.participants: dict[str, Participant] = {}
         self._rtc_config = rtc_config
@@ -87,6 +89,10 @@ class LocalHost:
     def _layers(self, participant: str, paused: list[str]) -> None:
         if self._on_layers is not None:
             self._on_layers(participant, paused)
+
+    def _paused(self, participant: str, tracks: list[str]) -> None:
+        if self._on_paused is not None:
+            self._on_paused(participant, tracks)
 
     def _participant(self, participant: str) -> Participant:
         found = self.participants.get(participant)
@@ -107,6 +113,7 @@ class LocalHost:
                 on_speakers=lambda r, speakers: self._on_speakers(r.name, speakers),
                 announced=self._announced,
                 on_layers=lambda p, paused: self._layers(p.id, paused),
+                on_paused=lambda p, tracks: self._paused(p.id, tracks),
             )
         participant = found.join(
             identity, name, can_publish=can_publish, can_subscribe=can_subscribe

@@ -126,6 +126,13 @@ class Layers(Msg, tag="layers", kw_only=True):
     paused: list[str]
 
 
+class Paused(Msg, tag="paused", kw_only=True):
+    """The tracks a subscriber's downlink has no room for now (sfu.downlink)."""
+
+    participant: str
+    tracks: list[str]
+
+
 class Speakers(Msg, tag="speakers", kw_only=True):
     room: str
     speakers: list[tuple[str, int]]
@@ -153,7 +160,7 @@ Request = (
     | RestartMedia
     | SetMaxHeight
 )
-Reply = Result | Failure | Offer | Speakers | Metrics | Layers
+Reply = Result | Failure | Offer | Speakers | Metrics | Layers | Paused
 
 # The worker RPC, one table: each request's tag names the room-host method it calls
 # (``sfu.host.LocalHost`` does the work; ``sfu.pool.WorkerHost`` has its methods generated
@@ -222,7 +229,7 @@ class NodeChannel:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        on_event: Callable[[Offer | Speakers | Metrics | Layers], None],
+        on_event: Callable[[Offer | Speakers | Metrics | Layers | Paused], None],
     ) -> None:
         self._reader = reader
         self._writer = writer

@@ -97,7 +97,9 @@ class WorkerPool:
         config: WorkerConfig,
         *,
         module: str = "sfu.worker",
-        on_event: Callable[[WorkerHost, ipc.Offer | ipc.Speakers | ipc.Metrics | ipc.Layers], None],
+        on_event: Callable[
+            [WorkerHost, ipc.Offer | ipc.Speakers | ipc.Metrics | ipc.Layers | ipc.Paused], None
+        ],
         on_lost: LostHandler,
     ) -> None:
         self.count = count

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from aiortc import (
 from aiortc import sdp as sdp_parser
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
+from sfu import layers as simulcast
 from sfu import selection
 from sfu.aiortc_glue import (
     IdleTrack,
@@ -37,9 +39,10 @@ from sfu.aiortc_glue import (
     negotiated_codec,
     send_reports,
 )
+from sfu.downlink import Allocation, Allocator, DownlinkEstimate, Stream
 from sfu.forwarder import TrackForwarder
 from sfu.layer_declarations import Declared, InvalidLayers, Section, check_layers
-from sfu.layers import Layer, LayerChooser
+from sfu.layers import Layer
 from sfu.retransmit import RepairBudget
 from sfu.sdp import announce, keep_codecs
 from sfu.speakers import SpeakerDetector
@@ -130,8 +133,9 @@ class PublishedTrack:
     quality: int = 0
     height: int = 0
     mid: str = ""
-    bitrate_bps: float = 0.0
+    bitrate_bps: float = 0.0  # what forwarding it costs a subscriber, headers included
     _bytes_seen: int = 0
+    _packets_seen: int = 0
 
     def as_layer(self) -> Layer:
         return Layer(self.quality, self.height, self.bitrate_bps)
@@ -146,12 +150,14 @@ class Subscription:
     layers: list[PublishedTrack] = field(default_factory=list)  # simulcast: by quality
     pending: PublishedTrack | None = None  # the layer switched to, until its key frame
     max_height: int | None = None  # the size the subscriber renders (sfu.track_settings)
-    chooser: LayerChooser = field(default_factory=LayerChooser)
+    selected: bool = True  # False: stream selection in a large room leaves it out
+    downlink_paused: bool = False  # the subscriber's downlink has no room for it now
 
 
 NotifyOffer = Callable[["Participant", str, list[dict[str, str]]], None]
 NotifySpeakers = Callable[["Room", list[tuple[str, int]]], None]
 NotifyLayers = Callable[["Participant", list[str]], None]
+NotifyPaused = Callable[["Participant", list[str]], None]
 SPEAKER_TICK_S: Final = 0.25
 # Subscribers' sender reports (RTCP SR), one compound packet per connection: once a second,
 # as aiortc's own senders do on average.
@@ -179,6 +185,13 @@ def _no_layers(participant: Participant, paused: list[str]) -> None:
     return None
 
 
+# What a subscriber was sent is measured over at least this long (for its downlink).
+SENT_WINDOW_S: Final = 1.0
+# What a forwarded packet carries beside its payload (RTP header and extensions, SRTP tag):
+# a 100-byte audio packet costs a third more than its payload.
+PACKET_OVERHEAD_BYTES: Final = 32
+
+
 @dataclass(eq=False)
 class Participant:
     id: str
@@ -202,12 +215,48 @@ class Participant:
     closed: bool = False
     # Retransmissions to this participant, whichever track they repair (sfu.retransmit).
     repair: RepairBudget = field(init=False)
+    # Its downlink (sfu.downlink): the estimate, and what of the room is sent within it.
+    downlink: DownlinkEstimate = field(default_factory=DownlinkEstimate)
+    allocator: Allocator = field(default_factory=Allocator)
+    downlink_paused: list[str] = field(default_factory=list)  # track ids, as last told
+    sent_bps: float = 0.0  # media and retransmissions sent to it lately
+    media_bps: float = 0.0  # the media alone
+    _sent_mark: tuple[float, int, int] | None = None
+    _reports_seen: dict[int, int] = field(default_factory=dict)  # by sender SSRC
 
     def __post_init__(self) -> None:
         self.repair = RepairBudget(self._media_bytes)
 
     def _media_bytes(self) -> int:
         return sum(sub.port.bytes_sent for sub in self.subscriptions.values())
+
+    def on_remb(self, bps: int) -> None:
+        now = time.monotonic()
+        self.downlink.on_remb(bps, now)
+        self.repair.on_estimate(int(self.downlink.delay_value(now)))
+
+    def measure_downlink(self, now: float) -> None:
+        """What it was sent lately, and the loss its latest receiver reports tell."""
+        media = sum(s.port.bytes_sent for s in self.subscriptions.values())
+        sent = media + sum(s.port.retransmitted_bytes for s in self.subscriptions.values())
+        if self._sent_mark is None:
+            self._sent_mark = (now, sent, media)
+        elif now - self._sent_mark[0] >= SENT_WINDOW_S:
+            since, before, media_before = self._sent_mark
+            self.sent_bps = max(0, sent - before) * 8 / (now - since)
+            self.media_bps = max(0, media - media_before) * 8 / (now - since)
+            self._sent_mark = (now, sent, media)
+        lost = weight = 0.0
+        for sub in self.subscriptions.values():
+            port = sub.port
+            if port.reports != self._reports_seen.get(port.ssrc, 0):
+                self._reports_seen[port.ssrc] = port.reports
+                share = max(1.0, sub.track.bitrate_bps)
+                lost += port.fraction_lost / 256 * share
+                weight += share
+        if weight:
+            # Loss cuts what the media takes (retransmissions come on top of it).
+            self.downlink.on_loss(lost / weight, self.media_bps, now)
 
     def info(self) -> dict[str, str]:
         return {"participant": self.id, "identity": self.identity, "name": self.name}
@@ -224,9 +273,11 @@ class Room:
         on_speakers: NotifySpeakers = _no_speakers,
         announced: dict[str, str] | None = None,
         on_layers: NotifyLayers = _no_layers,
+        on_paused: NotifyPaused = _no_layers,
     ) -> None:
         self._announced = announced or {}
         self._on_layers = on_layers
+        self._on_paused = on_paused
         self._last_tick = time.monotonic()
         self._next_reports = self._last_tick + REPORT_INTERVAL_S
         self.name = name
@@ -533,7 +584,7 @@ class Room:
             transceiver.setCodecPreferences(_codecs_for(kind, capabilities.codecs))
             port = OutboundPort(transceiver)
             port.repair = participant.repair
-            port.on_remb = participant.repair.on_estimate
+            port.on_remb = participant.on_remb
             participant.subscriptions[key] = Subscription(
                 tracks[-1], transceiver, port, layers=tracks if len(tracks) > 1 else []
             )
@@ -584,7 +635,7 @@ class Room:
         for sub in participant.subscriptions.values():
             if sub.port.ssrc not in sub.track.forwarder.outputs and sub.port.negotiated():
                 if sub.layers:
-                    sub.track = self._layer(sub, None, now)
+                    sub.track = self._first_layer(participant, sub, now)
                 sub.track.forwarder.add(sub.port)
         if participant.renegotiate:
             participant.renegotiate = False
@@ -624,40 +675,40 @@ class Room:
             raise SfuError("unknown_track", "no such track on this subscriber connection")
         sub.max_height = height
 
-    def _layer(self, sub: Subscription, current: int | None, now: float) -> PublishedTrack:
-        out = sub.track.forwarder.outputs.get(sub.port.ssrc)
-        quality = sub.chooser.choose(
-            [t.as_layer() for t in sub.layers],
-            current,
-            max_height=sub.max_height,
-            estimate_bps=sub.port.remb_bps,
-            loss=(out.fraction_lost / 256) if out else 0.0,
-            now=now,
-        )
-        return next(t for t in sub.layers if t.quality == quality)
+    def _first_layer(
+        self, participant: Participant, sub: Subscription, now: float
+    ) -> PublishedTrack:
+        """The layer a new subscription starts on: the largest that fits the subscriber's
+        estimate alone (its allocation takes over at the next tick)."""
+        layers = simulcast.allowed([t.as_layer() for t in sub.layers], sub.max_height)
+        budget = participant.allocator.budget(participant.downlink.value(now))
+        costs = simulcast.rates(layers)
+        fitting = [i for i, rate in enumerate(costs) if rate <= budget] or [0]
+        return sub.layers[fitting[-1]]
 
     def _select_layers(self, now: float) -> None:
         elapsed = now - self._last_tick
         self._last_tick = now
         for participant in self.participants.values():
             for track in participant.published.values():
-                if track.group is not None:
-                    grown = track.forwarder.bytes_in - track._bytes_seen
-                    track._bytes_seen = track.forwarder.bytes_in
-                    track.bitrate_bps = selection.layer_bitrate(
-                        track.bitrate_bps,
-                        grown,
-                        elapsed,
-                        paused=track.mid in participant.paused_layers,
-                    )
+                f = track.forwarder
+                grown = f.bytes_in - track._bytes_seen
+                grown += (f.packets_in - track._packets_seen) * PACKET_OVERHEAD_BYTES
+                track._bytes_seen, track._packets_seen = f.bytes_in, f.packets_in
+                track.bitrate_bps = selection.layer_bitrate(
+                    track.bitrate_bps,
+                    grown,
+                    elapsed,
+                    paused=track.mid in participant.paused_layers,
+                )
         wanted: dict[Participant, set[str]] = {}
         for participant in self.participants.values():
+            self._allocate(participant, now)
             for sub in participant.subscriptions.values():
                 if not sub.layers or sub.port.ssrc not in sub.track.forwarder.outputs:
                     continue
-                target = self._layer(sub, sub.track.quality, now)
-                if target is not sub.track and target is not sub.pending:
-                    self._switch(sub, target)
+                if sub.downlink_paused:
+                    continue  # nobody gets a layer its downlink has no room for
                 owner = wanted.setdefault(sub.track.owner, set())
                 owner.add(sub.track.mid)
                 if sub.pending is not None:
@@ -670,6 +721,77 @@ class Room:
             if paused != publisher.paused_layers:
                 publisher.paused_layers = paused
                 self._on_layers(publisher, paused)
+
+    # --- each subscriber's downlink (sfu.downlink) --------------------------------------
+
+    def _allocate(self, participant: Participant, now: float) -> None:
+        """Fit what the participant is sent to its downlink estimate: layers, and video
+        paused or resumed (one decision per tick, never per packet)."""
+        participant.measure_downlink(now)
+        order = selection.speaking_order(self._recent_speakers, self.participants)
+        rank = {who: i for i, who in enumerate(order)}
+        streams: list[Stream] = []
+        choices: dict[str, tuple[Subscription, list[PublishedTrack]]] = {}
+        for key, sub in participant.subscriptions.items():
+            track = sub.track
+            if sub.port.ssrc not in track.forwarder.outputs:
+                continue  # not negotiated yet
+            if not sub.selected or track.forwarder.paused:
+                continue  # not sent whatever the downlink
+            if sub.layers:
+                layers = simulcast.allowed([t.as_layer() for t in sub.layers], sub.max_height)
+                costs = simulcast.rates(layers)
+                tracks = sub.layers[: len(layers)]
+            else:
+                costs, tracks = (track.bitrate_bps,), [track]
+            owner = track.owner.id
+            tier = 0 if track.source == "screen" else 1 if owner in participant.pinned else 2
+            priority = tier * 1000 + rank.get(owner, 999)
+            streams.append(Stream(key, track.kind, costs, priority))
+            choices[key] = (sub, tracks)
+        decided = participant.allocator.decide(
+            streams, participant.downlink, participant.sent_bps, now
+        )
+        # Retransmissions follow the delay-based estimate: loss is what they repair, and a
+        # budget cut by loss would leave key frames unrepaired on a lossy path.
+        delay = participant.downlink.delay_value(now)
+        if not math.isinf(delay):
+            participant.repair.on_estimate(int(delay))
+        self._apply(participant, decided, choices)
+
+    def _apply(
+        self,
+        participant: Participant,
+        decided: Allocation,
+        choices: dict[str, tuple[Subscription, list[PublishedTrack]]],
+    ) -> None:
+        for key, layer in decided.items():
+            sub, tracks = choices[key]
+            if layer is None:
+                if sub.pending is not None:
+                    sub.pending.forwarder.remove(sub.port)
+                    sub.pending = None
+                sub.downlink_paused = True
+            else:
+                target = tracks[min(layer, len(tracks) - 1)]
+                if sub.downlink_paused and target is not sub.track:
+                    # Resuming on another layer than it stopped on: fed from that one.
+                    sub.track.forwarder.remove(sub.port)
+                    sub.track = target
+                    target.forwarder.add(sub.port)
+                elif target is sub.track and sub.pending is not None:
+                    sub.pending.forwarder.remove(sub.port)  # back down before the switch
+                    sub.pending = None
+                elif target is not sub.track and target is not sub.pending:
+                    self._switch(sub, target)
+                sub.downlink_paused = False
+            out = sub.track.forwarder.outputs.get(sub.port.ssrc)
+            if out is not None:
+                sub.track.forwarder.set_active(out, sub.selected and not sub.downlink_paused)
+        paused = sorted(k for k, sub in participant.subscriptions.items() if sub.downlink_paused)
+        if paused != participant.downlink_paused:
+            participant.downlink_paused = paused
+            self._on_paused(participant, paused)
 
     def _switch(self, sub: Subscription, target: PublishedTrack) -> None:
         """Feed the subscriber from another layer, from its next key frame on; the old layer
@@ -707,8 +829,10 @@ class Room:
                 if out is None:
                     continue
                 track = sub.track
-                active = chosen is None or chosen.forwards(track.kind, track.key, track.owner.id)
-                track.forwarder.set_active(out, active)
+                sub.selected = chosen is None or chosen.forwards(
+                    track.kind, track.key, track.owner.id
+                )
+                track.forwarder.set_active(out, sub.selected and not sub.downlink_paused)
 
     def _spawn(self, job: object) -> None:
         task = asyncio.ensure_future(job)  # type: ignore[call-overload]

@@ -20,7 +20,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-SMOOTHING: Final = 0.3  # weight of the newest tick in a layer's bitrate estimate
+# Weight of the newest tick in a layer's bitrate estimate: some 2 s of ticks count, so that
+# a key frame is no jump in what a layer is taken to cost (sfu.downlink allocates by it).
+SMOOTHING: Final = 0.1
 MIN_ELAPSED_S: Final = 1e-3  # a tick's length is never taken as shorter than this
 
 
@@ -73,10 +75,14 @@ def select(
 def layer_bitrate(
     previous_bps: float, grown_bytes: int, elapsed_s: float, *, paused: bool
 ) -> float:
-    """A simulcast layer's bitrate after a tick in which it brought ``grown_bytes``."""
+    """A track's bitrate after a tick in which it brought ``grown_bytes``. The first that
+    brought anything is taken whole: a layer paused soon after it started keeps what was
+    measured of it, and smoothing up from zero would have it look cheap."""
     if paused and not grown_bytes:
         return previous_bps
     rate = grown_bytes * 8 / max(MIN_ELAPSED_S, elapsed_s)
+    if previous_bps <= 0:
+        return rate
     return (1 - SMOOTHING) * previous_bps + SMOOTHING * rate
 
 

@@ -60,6 +60,7 @@ def subscribed(
     participant: Participant, meter: RateMeter, now: float
 ) -> list[SubscribedTrackStats]:
     out = []
+    downlink = participant.downlink.bps(now)
     for key, sub in participant.subscriptions.items():
         o = sub.track.forwarder.outputs.get(sub.port.ssrc)
         if o is None:
@@ -90,6 +91,8 @@ def subscribed(
                 retransmit_suppressed=port.retransmit_suppressed,
                 retransmit_too_old=port.retransmit_too_old,
                 retransmit_over_budget=port.retransmit_over_budget,
+                downlink_paused=sub.downlink_paused,
+                downlink_bps=downlink,
             )
         )
     return out

@@ -53,3 +53,9 @@ class SubscribedTrackStats(msgspec.Struct, kw_only=True):
     retransmit_suppressed: int = 0
     retransmit_too_old: int = 0
     retransmit_over_budget: int = 0
+    # Not sent now because the participant's downlink has no room for it (sfu.paused).
+    downlink_paused: bool = False
+    # The SFU's estimate of the participant's downlink (REMB, loss, a start value), the same
+    # for each of its tracks; what it is sent stays under it. None: unlimited (it sends no
+    # REMB and loses nothing).
+    downlink_bps: int | None = None

@@ -77,6 +77,9 @@ async def serve(fd: int, config: WorkerConfig, on_ready: Callable[[], None] = _n
         on_layers=lambda participant, paused: send(
             ipc.Layers(participant=participant, paused=paused)
         ),
+        on_paused=lambda participant, tracks: send(
+            ipc.Paused(participant=participant, tracks=tracks)
+        ),
     )
     on_ready()
     log.info("sfu worker ready", extra={"index": config.index, "pid": os.getpid()})

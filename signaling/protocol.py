@@ -460,6 +460,14 @@ class SfuLayers(Event, tag="sfu.layers", kw_only=True):
     paused: list[str]
 
 
+class SfuPaused(Event, tag="sfu.paused", kw_only=True):
+    """To a subscriber: the tracks (ids as in ``sfu.offer``) it is not sent now because its
+    downlink has no room for them; they resume once it has. Sent whenever the list changes."""
+
+    room: str
+    tracks: list[str]
+
+
 class CallReconnect(Event, tag="call.reconnect", kw_only=True):
     """The room's media server restarted: this participant is out of the room and should
     ``call.join`` it again (and publish again). ``reason`` says why."""
@@ -584,6 +592,7 @@ _EVENT_CLASSES: tuple[type[Event], ...] = (
     CallMuted,
     CallRemoved,
     SfuLayers,
+    SfuPaused,
     *CHAT_EVENTS,
 )
 SERVER_EVENTS: Final[dict[str, type[Event]]] = {

@@ -80,10 +80,14 @@ def test_those_who_never_spoke_follow_in_the_order_they_joined() -> None:
 
 
 def test_a_layer_bitrate_is_smoothed_over_ticks() -> None:
-    # 12,500 bytes in a quarter second is 400 kbit/s, taken in with weight SMOOTHING.
-    assert layer_bitrate(0.0, 12_500, 0.25, paused=False) == pytest.approx(SMOOTHING * 400_000)
+    # 12,500 bytes in a quarter second is 400 kbit/s: the first reading is taken whole, later
+    # ones with weight SMOOTHING.
+    assert layer_bitrate(0.0, 12_500, 0.25, paused=False) == pytest.approx(400_000)
+    assert layer_bitrate(200_000, 12_500, 0.25, paused=False) == pytest.approx(
+        (1 - SMOOTHING) * 200_000 + SMOOTHING * 400_000
+    )
     steady = 0.0
-    for _ in range(100):
+    for _ in range(300):
         steady = layer_bitrate(steady, 12_500, 0.25, paused=False)
     assert steady == pytest.approx(400_000)
     # A layer that stops sending (and is not paused) drops towards zero.

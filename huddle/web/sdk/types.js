@@ -23,7 +23,7 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "m
 
 /**
  * Event type → the event's frame.
- * @typedef {{"presence.update": PresenceUpdate, "auth.expiring": AuthExpiring, "call.participant_joined": CallParticipantJoined, "call.participant_left": CallParticipantLeft, "sfu.offer": SfuOffer, "call.incoming": CallIncoming, "call.outgoing": CallOutgoing, "call.accepted": CallAccepted, "call.answered_elsewhere": CallAnsweredElsewhere, "call.declined": CallDeclined, "call.cancelled": CallCancelled, "call.missed": CallMissed, "call.ended": CallEnded, "call.updated": CallUpdated, "call.left": CallLeft, "call.speakers": CallSpeakers, "call.reconnect": CallReconnect, "call.resumed": CallResumed, "call.participant_state": CallParticipantState, "call.muted": CallMuted, "call.removed": CallRemoved, "sfu.layers": SfuLayers, "chat.message": ChatMessageEvent, "chat.edited": ChatEdited, "chat.recalled": ChatRecalled, "chat.reaction": ChatReaction, "chat.receipt": ChatReadEvent, "chat.user_typing": ChatTypingEvent, "chat.joined": ChatJoined, "chat.left": ChatLeft, "chat.muted": ChatMuted, "chat.blocked": ChatBlocked, "chat.gap": ChatGap}} ServerEvents
+ * @typedef {{"presence.update": PresenceUpdate, "auth.expiring": AuthExpiring, "call.participant_joined": CallParticipantJoined, "call.participant_left": CallParticipantLeft, "sfu.offer": SfuOffer, "call.incoming": CallIncoming, "call.outgoing": CallOutgoing, "call.accepted": CallAccepted, "call.answered_elsewhere": CallAnsweredElsewhere, "call.declined": CallDeclined, "call.cancelled": CallCancelled, "call.missed": CallMissed, "call.ended": CallEnded, "call.updated": CallUpdated, "call.left": CallLeft, "call.speakers": CallSpeakers, "call.reconnect": CallReconnect, "call.resumed": CallResumed, "call.participant_state": CallParticipantState, "call.muted": CallMuted, "call.removed": CallRemoved, "sfu.layers": SfuLayers, "sfu.paused": SfuPaused, "chat.message": ChatMessageEvent, "chat.edited": ChatEdited, "chat.recalled": ChatRecalled, "chat.reaction": ChatReaction, "chat.receipt": ChatReadEvent, "chat.user_typing": ChatTypingEvent, "chat.joined": ChatJoined, "chat.left": ChatLeft, "chat.muted": ChatMuted, "chat.blocked": ChatBlocked, "chat.gap": ChatGap}} ServerEvents
  */
 
 /**
@@ -649,6 +649,8 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "m
  * @property {number} [retransmit_suppressed]
  * @property {number} [retransmit_too_old]
  * @property {number} [retransmit_over_budget]
+ * @property {boolean} [downlink_paused]
+ * @property {number | null} [downlink_bps]
  */
 
 /**
@@ -1062,6 +1064,16 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "m
  * @property {number} seq
  * @property {string} room
  * @property {Array<string>} paused
+ */
+
+/**
+ * To a subscriber: the tracks (ids as in ``sfu.offer``) it is not sent now because its
+ * downlink has no room for them; they resume once it has. Sent whenever the list changes.
+ * @typedef {object} SfuPaused
+ * @property {"sfu.paused"} type
+ * @property {number} seq
+ * @property {string} room
+ * @property {Array<string>} tracks
  */
 
 /**

@@ -1,0 +1,360 @@
+"""Each subscriber's downlink: how much it can take (``DownlinkEstimate``) and what of the
+room it is sent within that (``allocate``, ``Allocator``). Pure: no I/O, the clock is passed in.
+
+The estimate comes from what the subscriber reports:
+- its REMB (the receiver's delay-based estimate, which browsers send when the SFU's offer has
+  ``goog-remb`` with abs-send-time and no transport-wide congestion control, as aiortc's
+  does);
+- loss, from its receiver reports, as a second signal: smoothed loss above ``loss_high``
+  (10 %) lowers a loss cap to the media rate sent times (1 - loss/2), at most once per
+  ``loss_interval_s``; below ``loss_low`` (2 %) the cap grows by ``loss_growth`` per interval
+  and is dropped once it is above the REMB. Loss lowers layers but never pauses video by
+  itself (random loss is no sign of a short link; the REMB says when the link is short);
+- ``start_bps`` until the first REMB; a subscriber that sent none within ``start_s`` of its
+  first allocation does not estimate (a bot, a client without congestion control): its
+  downlink is taken as unlimited, but for loss;
+- a REMB that stopped coming (a receiver estimates only from video, and all its video may be
+  paused) grows by ``stale_growth`` per second once it is ``stale_after_s`` old, so that
+  paused video is tried again.
+
+The allocation, recomputed on a timer (never per packet): audio first, always kept; then
+every video at its lowest layer, by priority; then upgrades, the most important stream
+first as far as it fits, all within ``(1 - repair_share)`` of the estimate (the rest is the
+retransmission budget's, ``sfu.retransmit``, which never spends beyond what the estimate
+leaves beside the media). A video whose lowest layer does not fit is paused, with every
+video of lower priority. What is sent is kept while it fits the whole estimate: a drop comes
+only when it does not, to what fits it.
+
+``Allocator`` applies it with hysteresis: a drop (a lower layer, a pause) at once; a rise one
+layer of one stream at a time, at most every ``step_s``, and not within ``hold_s`` of a drop
+(doubled after each drop that follows a rise within ``probe_window_s`` while the estimate
+stayed where it was, and after each failed probe, up to ``max_hold_s``, so that a stream
+whose next layer costs more than measured does not flap).
+
+A receiver's estimator never says more than it can measure: libwebrtc's and aiortc's rate
+control raise a REMB no further than 1.5 times what arrived plus 10 kbit/s. An estimate at
+or above that ceiling (or a stale one) cannot grow by itself, and a layer that does not fit
+it would never be tried: the allocator then probes, taking one layer above what fits for
+``probe_window_s``; it keeps it if the REMB rose meanwhile (the ceiling moved with what
+arrived) and drops it otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+
+@dataclass(frozen=True)
+class DownlinkPolicy:
+    start_bps: int = 1_000_000
+    start_s: float = 2.0
+    min_bps: int = 30_000
+    loss_high: float = 0.10
+    loss_low: float = 0.02
+    loss_smoothing: float = 0.6  # weight of the newest loss reading
+    loss_interval_s: float = 1.0
+    loss_growth: float = 1.3
+    stale_after_s: float = 2.0
+    stale_growth: float = 1.25  # per second
+    repair_share: float = 0.2
+    step_s: float = 1.0
+    hold_s: float = 2.0
+    max_hold_s: float = 16.0
+    probe_window_s: float = 3.0
+    # A REMB above this share of the receiver's own ceiling (1.5 x received + 10 kbit/s)
+    # is taken as held by it.
+    ceiling_tolerance: float = 0.1
+    probe: bool = True
+
+
+# The policy every subscriber uses unless given one (read when one is made: tests change it).
+POLICY = DownlinkPolicy()
+CEILING_FACTOR: Final = 1.5
+CEILING_EXTRA_BPS: Final = 10_000
+
+
+@dataclass
+class DownlinkEstimate:
+    """What one subscriber can receive, in bits per second (``value``)."""
+
+    policy: DownlinkPolicy = field(default_factory=lambda: POLICY)
+    remb_bps: int | None = None
+    remb_at: float = 0.0
+    loss: float = 0.0  # smoothed fraction of packets lost
+    loss_cap_bps: float | None = None
+    _loss_acted: float = -math.inf
+    started: float | None = None  # when it was first read
+
+    def unknown(self, now: float) -> bool:
+        """True for a subscriber that sends no REMB (none ``start_s`` after it was first
+        read)."""
+        if self.started is None:
+            self.started = now
+        return self.remb_bps is None and now - self.started >= self.policy.start_s
+
+    def bps(self, now: float) -> int | None:
+        """``value`` in whole bits per second; None while it is unlimited."""
+        value = self.value(now)
+        return None if math.isinf(value) else int(value)
+
+    def on_remb(self, bps: int, now: float) -> None:
+        self.remb_bps = bps
+        self.remb_at = now
+        if self.loss_cap_bps is not None and self.loss_cap_bps >= bps:
+            self.loss_cap_bps = None
+
+    def on_loss(self, fraction: float, sent_bps: float, now: float) -> None:
+        """``fraction`` of the packets sent was lost by the subscriber's latest receiver
+        reports; ``sent_bps`` is what it was sent meanwhile."""
+        p = self.policy
+        self.loss = (1 - p.loss_smoothing) * self.loss + p.loss_smoothing * fraction
+        if now - self._loss_acted < p.loss_interval_s:
+            return
+        if self.loss > p.loss_high:
+            self._loss_acted = now
+            base = min(self._base(now), sent_bps) if sent_bps > 0 else self._base(now)
+            if math.isinf(base):
+                return  # nothing sent to measure by, and no estimate to lower
+            cap = base * (1 - self.loss / 2)
+            if self.loss_cap_bps is None or cap < self.loss_cap_bps:
+                self.loss_cap_bps = cap
+        elif self.loss < p.loss_low and self.loss_cap_bps is not None:
+            self._loss_acted = now
+            self.loss_cap_bps *= p.loss_growth
+            if self.remb_bps is not None and self.loss_cap_bps >= self.remb_bps:
+                self.loss_cap_bps = None
+
+    def stale(self, now: float) -> bool:
+        """No REMB, or none for ``stale_after_s``."""
+        return self.remb_bps is None or now - self.remb_at > self.policy.stale_after_s
+
+    def _base(self, now: float) -> float:
+        p = self.policy
+        if self.remb_bps is None:
+            return math.inf if self.unknown(now) else float(p.start_bps)
+        late = now - self.remb_at - p.stale_after_s
+        if late <= 0:
+            return float(self.remb_bps)
+        return float(self.remb_bps * p.stale_growth ** min(late, 60.0))
+
+    def value(self, now: float) -> float:
+        base = self._base(now)
+        if self.loss_cap_bps is not None:
+            base = min(base, self.loss_cap_bps)
+        return max(float(self.policy.min_bps), base)
+
+    def delay_value(self, now: float) -> float:
+        """The estimate without the loss cap: what decides whether video is paused."""
+        return max(float(self.policy.min_bps), self._base(now))
+
+    def at_ceiling(self, received_bps: float, now: float) -> bool:
+        """True if the estimate cannot grow by itself: it is stale, or at (or above) the
+        receiver's own ceiling for ``received_bps``, and there is no loss."""
+        if self.loss > self.policy.loss_low or self.loss_cap_bps is not None:
+            return False
+        if self.unknown(now):
+            return False  # nothing to probe: it is not limited
+        if self.stale(now):
+            return True
+        assert self.remb_bps is not None
+        ceiling = CEILING_FACTOR * received_bps + CEILING_EXTRA_BPS
+        return self.remb_bps >= (1 - self.policy.ceiling_tolerance) * ceiling
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One track a subscriber may get. ``rates``: the bitrate of each layer it may be sent,
+    lowest first (one for a plain track, those within its tile size for simulcast).
+    ``priority``: smaller is more important."""
+
+    key: str
+    kind: str
+    rates: tuple[float, ...]
+    priority: float = 0.0
+
+
+Allocation = dict[str, int | None]  # layer index by stream key; None: paused
+
+
+def allocate(
+    streams: Sequence[Stream], budget_bps: float, keep_bps: float | None = None
+) -> Allocation:
+    """What fits ``budget_bps``: every audio; each video at its lowest layer in priority
+    order until one does not fit ``keep_bps`` (default: the budget; it and the rest are
+    paused); then each kept video, the most important first, raised as far as what is left
+    of ``budget_bps`` allows."""
+    result: Allocation = {}
+    audio = sum(s.rates[0] for s in streams if s.kind == "audio")
+    result.update({s.key: 0 for s in streams if s.kind == "audio"})
+    left = (budget_bps if keep_bps is None else max(budget_bps, keep_bps)) - audio
+    videos = sorted((s for s in streams if s.kind != "audio"), key=lambda s: s.priority)
+    kept: list[Stream] = []
+    for i, s in enumerate(videos):
+        if s.rates[0] > left:
+            result.update(dict.fromkeys((v.key for v in videos[i:]), None))
+            break
+        result[s.key] = 0
+        left -= s.rates[0]
+        kept.append(s)
+    left = budget_bps - audio - sum(s.rates[0] for s in kept)
+    for s in kept:
+        layer = 0
+        while layer + 1 < len(s.rates) and s.rates[layer + 1] - s.rates[layer] <= left:
+            left -= s.rates[layer + 1] - s.rates[layer]
+            layer += 1
+        result[s.key] = layer
+    return result
+
+
+def cost(streams: Sequence[Stream], allocation: Mapping[str, int | None]) -> float:
+    total = 0.0
+    for s in streams:
+        layer = allocation.get(s.key)
+        if layer is not None:
+            total += s.rates[min(layer, len(s.rates) - 1)]
+    return total
+
+
+def _rank(layer: int | None) -> int:
+    return -1 if layer is None else layer
+
+
+@dataclass
+class Allocator:
+    """One subscriber's allocation over time (see the module's docstring)."""
+
+    policy: DownlinkPolicy = field(default_factory=lambda: POLICY)
+    current: Allocation = field(default_factory=dict)
+    last_drop: float = -math.inf
+    last_rise: float = -math.inf
+    failures: int = 0
+    # A probe under way: when it began, and the REMB then.
+    probe_since: float | None = None
+    probe_remb: int | None = None
+    rise_estimate: float = 0.0  # the estimate at the last rise
+    unlimited: bool = False  # its subscriber sends no REMB
+    settled_at: float = -math.inf  # when a stream last came: no probe for a step after
+
+    @property
+    def hold_s(self) -> float:
+        p = self.policy
+        return float(min(p.max_hold_s, p.hold_s * 2.0**self.failures))
+
+    def budget(self, estimate_bps: float) -> float:
+        return estimate_bps * (1 - self.policy.repair_share)
+
+    def decide(
+        self,
+        streams: Sequence[Stream],
+        estimate: DownlinkEstimate,
+        received_bps: float,
+        now: float,
+    ) -> Allocation:
+        """The allocation from now on. ``received_bps``: what the subscriber was sent lately
+        (media and retransmissions), for telling whether its estimate is at its ceiling."""
+        p = self.policy
+        failures = self.failures
+        if estimate.unknown(now) and not self.unlimited:
+            # No REMB came: the start value was a guess, and nothing limits it now.
+            self.unlimited = True
+            self.current = {}
+        value, delay = estimate.value(now), estimate.delay_value(now)
+        # Kept while it fits the estimate itself; raised only within its budget (the rest
+        # left to retransmissions): a band, so that what was just raised is not dropped.
+        fit = allocate(streams, value, delay)
+        target = allocate(streams, self.budget(value), self.budget(delay))
+        known = {s.key for s in streams}
+        self.current = {k: v for k, v in self.current.items() if k in known}
+        if self.probe_since is not None:
+            if all(_rank(fit[k]) >= _rank(v) for k, v in self.current.items()):
+                self._end_probe(held=True)  # what it took fits now
+            elif estimate.loss > p.loss_high or (
+                estimate.remb_bps is not None
+                and self.probe_remb is not None
+                and estimate.remb_bps < self.probe_remb * 0.95
+            ):
+                self._end_probe(held=False)  # loss, or the estimate fell: it did not hold
+            elif now - self.probe_since >= p.probe_window_s:
+                remb, before = estimate.remb_bps, self.probe_remb
+                if remb is not None and before is not None and remb > before * 1.05:
+                    # Still growing with what arrives: judged again a window later.
+                    self.probe_since, self.probe_remb = now, remb
+                else:
+                    self._end_probe(held=False)
+            if self.probe_since is not None:  # what the probe took stays, for now
+                fit = {
+                    k: v if _rank(v) >= _rank(self.current.get(k)) else self.current[k]
+                    for k, v in fit.items()
+                }
+        result: Allocation = {}
+        dropped = False
+        rose = False
+        for s in sorted(streams, key=lambda s: (s.kind != "audio", s.priority)):
+            want = target[s.key]
+            if s.key not in self.current:
+                result[s.key] = want  # a new stream: its first layer is taken whole
+                self.settled_at = now
+                continue
+            now_at = self.current[s.key]
+            if now_at is not None:
+                now_at = min(now_at, len(s.rates) - 1)
+            if _rank(fit[s.key]) < _rank(now_at):
+                result[s.key] = fit[s.key]
+                dropped = True
+            elif _rank(want) > _rank(now_at) and not rose and self._may_rise(now):
+                result[s.key] = _rank(now_at) + 1
+                rose = True
+            else:
+                result[s.key] = now_at
+        if dropped:
+            if (
+                now - self.last_rise < p.probe_window_s
+                and failures == self.failures
+                and value >= 0.9 * self.rise_estimate
+            ):
+                # It rose and fell back within a probe's window, the estimate unchanged:
+                # what it rose to costs more than the estimate holds (a link that changes
+                # is no flapping: each change is followed).
+                self.failures += 1
+            self.last_drop = now
+        if rose:
+            self.last_rise = now
+            self.rise_estimate = value
+        elif (
+            not dropped
+            and p.probe
+            and self._may_rise(now)
+            and now - self.settled_at >= p.step_s
+            and estimate.at_ceiling(received_bps, now)
+        ):
+            rose = self._probe(streams, result)
+            if rose:
+                self.last_rise = self.probe_since = now
+                self.rise_estimate = value
+                self.probe_remb = estimate.remb_bps
+        if not dropped and self.failures and now - self.last_drop > self.policy.max_hold_s:
+            self.failures = 0
+        self.current = result
+        return dict(result)
+
+    def _end_probe(self, *, held: bool) -> None:
+        self.probe_since = self.probe_remb = None
+        if held:
+            self.failures = 0
+        else:
+            self.failures += 1
+
+    def _may_rise(self, now: float) -> bool:
+        return now - self.last_rise >= self.policy.step_s and now - self.last_drop >= self.hold_s
+
+    def _probe(self, streams: Sequence[Stream], result: Allocation) -> bool:
+        """One layer more than fits, for the most important video that has one above."""
+        for s in sorted((s for s in streams if s.kind != "audio"), key=lambda s: s.priority):
+            at = result.get(s.key)
+            if _rank(at) + 1 < len(s.rates):
+                result[s.key] = _rank(at) + 1
+                return True
+        return False
