@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import secrets
 import time
@@ -10,13 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from calls.record import CallRecord, GroupCallRecord
+from chat import send_limit
 from chat import wire as w
 from chat.config import ChatConfig
 from chat.resume import Position
 from chat.router import Reader, Router, feed_id
 from chat.search import search
+from chat.send_limit import SendLimiter
 from chat.store import (
     MESSAGE_DECODER,
     ChatError,
@@ -36,6 +41,7 @@ from signaling.wire import Ok, Reply, Request
 if TYPE_CHECKING:
     from signaling.broker import Broker
 
+log = logging.getLogger("huddle.chat")
 Handler = Callable[[Reader, Any], Awaitable[Reply]]
 _MEDIA_KINDS = {"image": ("image/",), "voice": ("audio/",), "file": ("",)}
 _CALL_EVENTS: dict[str, w.SystemEvent] = {
@@ -69,6 +75,9 @@ class ChatService:
         self.store = ChatStore(client, settings.chat_replay_events, settings.chat_feed_events)
         self.router = Router(self.store, broker, spawn, settings.chat_sync_max_events)
         self.filters = [re.compile(p, re.IGNORECASE) for p in settings.chat_word_filter]
+        self.spawn = spawn
+        self.limiter = SendLimiter(settings.chat_send_per_s)
+        self._reconciling = False
         self.handlers: dict[str, Handler] = {
             "chat.create": self.create,
             "chat.send": self.send,
@@ -352,7 +361,7 @@ class ChatService:
             raise ChatError("bad_message_content", "give exactly one of `conv` and `to`")
         self._check_content(req)
         ts = _now_ms()
-        if not await self.store.allow_send(me, ts // 1000, self.settings.chat_send_per_s):
+        if not self._allow_send(me, ts // 1000):
             raise ChatError("rate_limited", "too many messages; slow down")
         if req.to is not None:
             if req.to == me:
@@ -398,6 +407,32 @@ class ChatService:
         elif media is not None:
             await self.store.add_shared(media_key(media.id, "shared"), conv)
         return w.ChatSendOk(re="", conv=conv, seq=seq, ts=ts, duplicate=status == "duplicate")
+
+    def _allow_send(self, user: str, second: int) -> bool:
+        allowed = self.limiter.allow(user, second)
+        if allowed and not self._reconciling:
+            self._reconciling = True
+            self.spawn(self._reconcile_sends())
+        return allowed
+
+    async def _reconcile_sends(self) -> None:
+        """Report this node's sends to the users' counters, and learn the other nodes'."""
+        try:
+            while True:
+                await asyncio.sleep(send_limit.RECONCILE_S)
+                sends = self.limiter.unreported()
+                if not sends:
+                    return
+                totals = await self.store.add_sends(sends)
+                for (user, second, _), total in zip(sends, totals, strict=True):
+                    self.limiter.learn(user, second, total)
+                self.limiter.forget_before(_now_ms() // 1000)
+        except (RedisError, OSError) as exc:
+            # What was not reported stays uncounted by the other nodes: the limit holds per
+            # node meanwhile.
+            log.warning("send counts not reported", extra={"error": str(exc)})
+        finally:
+            self._reconciling = False
 
     def _check_content(self, req: w.ChatSend) -> None:
         needs = {"text": req.text, "sticker": req.sticker}.get(req.kind, req.media)

@@ -308,9 +308,12 @@ class ChatStore:
 
     # --- writes -------------------------------------------------------------------------
 
-    async def allow_send(self, user: str, second: int, limit: int) -> bool:
-        key = user_key(user, f"sends:{second}")
-        return bool(await self._rate(keys=[key], args=[limit]))
+    async def add_sends(self, sends: Sequence[tuple[str, int, int]]) -> list[int]:
+        """Add (user, second, sends) to the users' send counters; replies each new total."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user, second, n in sends:
+                await self._rate(keys=[user_key(user, f"sends:{second}")], args=[n], client=pipe)
+            return [int(v) for v in await pipe.execute()]
 
     async def send(
         self, conv: str, msg: w.ChatMessage, root: int, text_terms: Sequence[str]
