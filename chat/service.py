@@ -18,6 +18,7 @@ from calls.record import CallRecord, GroupCallRecord
 from chat import send_limit
 from chat import wire as w
 from chat.config import ChatConfig
+from chat.indexer import Indexer
 from chat.resume import Position
 from chat.router import Reader, Router, feed_id
 from chat.search import search
@@ -78,6 +79,7 @@ class ChatService:
         self.spawn = spawn
         self.limiter = SendLimiter(settings.chat_send_per_s)
         self._reconciling = False
+        self.indexer = Indexer(self.store, spawn)
         self.handlers: dict[str, Handler] = {
             "chat.create": self.create,
             "chat.send": self.send,
@@ -400,7 +402,9 @@ class ChatService:
             sticker=req.sticker,
             reply_to=root or None,
         )
-        status, seq, _ = await self.store.send(conv, msg, root, message_terms(msg))
+        status, seq, _ = await self.store.send(conv, msg, root)
+        if status == "ok":
+            self.indexer.note(conv)
         if status == "duplicate":
             first = await self.store.message(conv, seq)
             ts = first[1].ts if first else ts
@@ -659,7 +663,7 @@ class ChatService:
         # The same change can be recorded by more than one node: the client id stores it once.
         msg = system_message(ts, record.caller, info)
         msg.client_id = f"call-{record.call}-{record.event}"
-        await self.store.send(conv, msg, 0, [])
+        await self.store.send(conv, msg, 0)
 
     async def may_call(self, conv: str, user: str) -> bool:
         """Whether ``user`` may join ``conv``'s call: a member of a group (direct
@@ -679,7 +683,7 @@ class ChatService:
         )
         msg = system_message(_now_ms(), record.by, info)
         msg.client_id = f"call-{record.call}-{record.event}"
-        await self.store.send(record.conv, msg, 0, [])
+        await self.store.send(record.conv, msg, 0)
 
     # --- sync ---------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import redis.asyncio as redis
@@ -99,6 +99,15 @@ def _reply(raw: Any) -> list[str]:
     return [_s(v) for v in raw]
 
 
+class IndexHead(NamedTuple):
+    """A conversation's search index: messages up to ``ix_seq`` are in it; ``rev`` changes
+    whenever a message after it is edited or recalled; ``last_seq`` is the last message."""
+
+    ix_seq: int
+    rev: str
+    last_seq: int
+
+
 class ConvMeta(msgspec.Struct, kw_only=True):
     conv: str
     kind: w.ConvKind
@@ -156,6 +165,7 @@ class ChatStore:
         self._read = client.register_script(scripts.READ)
         self._user = client.register_script(scripts.USER)
         self._rate = client.register_script(scripts.RATE)
+        self._index = client.register_script(scripts.INDEX)
         self._rotate_epoch = client.register_script(scripts.ROTATE_EPOCH)
         # Search (chat.search): run by its caller, in a pipeline over conversations.
         self.intersect = client.register_script(scripts.INTERSECT)
@@ -315,9 +325,7 @@ class ChatStore:
                 await self._rate(keys=[user_key(user, f"sends:{second}")], args=[n], client=pipe)
             return [int(v) for v in await pipe.execute()]
 
-    async def send(
-        self, conv: str, msg: w.ChatMessage, root: int, text_terms: Sequence[str]
-    ) -> tuple[str, int, int]:
+    async def send(self, conv: str, msg: w.ChatMessage, root: int) -> tuple[str, int, int]:
         """Store and publish ``msg`` (seq -2 marks where its number goes).
 
         Replies (status, seq, ev): status ``ok``, or ``duplicate`` with the first seq."""
@@ -333,7 +341,6 @@ class ChatStore:
             k(conv, "silenced"),
             k(conv, "threads"),
             k(conv, f"thread:{root}"),
-            *(k(conv, f"ix:{t}") for t in text_terms),
         ]
         args: list[Any] = [
             msg.sender,
@@ -553,6 +560,39 @@ class ChatStore:
     async def reports(self, conv: str, limit: int) -> list[w.Report]:
         raw: Any = await self.redis.xrevrange(conv_key(conv, "reports"), count=limit)
         return [msgspec.json.decode(fields[b"r"], type=w.Report) for _, fields in raw]
+
+    # --- search index (chat.indexer) ------------------------------------------------------
+
+    async def index_heads(self, convs: Sequence[str]) -> list[IndexHead | None]:
+        """Where each conversation's index stands (None: no such conversation). A
+        conversation from before the index was written behind the log has no ``ix_seq``:
+        it is indexed again from its first message, which adds nothing it had already."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for conv in convs:
+                pipe.hmget(conv_key(conv, "meta"), ("ix_seq", "ix_rev", "last_seq"))
+            raw = await pipe.execute()
+        return [
+            None if last is None else IndexHead(int(ix or 0), _s(rev or b"0"), int(last))
+            for ix, rev, last in raw
+        ]
+
+    async def raw_messages(self, conv: str, first: int, last: int) -> list[bytes | None]:
+        """The stored messages ``first``..``last`` as they are (None: no such message)."""
+        seqs = [str(s) for s in range(first, last + 1)]
+        raw = await self.redis.hmget(conv_key(conv, "msgs"), seqs)
+        return [v.encode() if isinstance(v, str) else v for v in raw]
+
+    async def index(
+        self, conv: str, head: IndexHead, upto: int, terms: dict[str, list[int]]
+    ) -> bool:
+        """Add ``terms`` (term -> seqs) to the index and move it to ``upto``; False when the
+        messages read since ``head`` changed meanwhile."""
+        keys = [conv_key(conv, "meta")]
+        args: list[Any] = [head.ix_seq, head.rev, upto]
+        for term, seqs in terms.items():
+            keys.append(conv_key(conv, f"ix:{term}"))
+            args += [len(seqs), *seqs]
+        return bool(await self._index(keys=keys, args=args))
 
     async def add_shared(self, media_key: str, conv: str) -> None:
         await self.redis.sadd(media_key, conv)
