@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from redis.exceptions import RedisError
 
-from chat.store import MESSAGE_DECODER, ChatStore, message_terms
+from chat.store import MESSAGE_DECODER, ChatStore, IndexHead, IndexSpan, message_terms
 
 log = logging.getLogger("huddle.chat")
 # How long a node waits after a send before indexing: the messages of the pause go in one
@@ -35,21 +35,38 @@ RETRIES: Final = 5
 
 
 async def catch_up(store: ChatStore, convs: Sequence[str]) -> None:
-    """Index every message of ``convs`` not in the index yet."""
+    """Index every message of ``convs`` not in the index yet: a few round trips for all of
+    them, one more for every INDEX_BATCH messages a conversation is behind."""
     heads = await store.index_heads(convs)
-    for conv, head in zip(convs, heads, strict=True):
-        retries = 0
-        while head is not None and head.ix_seq < head.last_seq and retries <= RETRIES:
-            upto = min(head.last_seq, head.ix_seq + INDEX_BATCH)
-            raw = await store.raw_messages(conv, head.ix_seq + 1, upto)
-            terms: dict[str, list[int]] = {}
-            for seq, blob in enumerate(raw, start=head.ix_seq + 1):
-                if blob is not None:
-                    for term in message_terms(MESSAGE_DECODER.decode(blob)):
-                        terms.setdefault(term, []).append(seq)
-            if not await store.index(conv, head, upto, terms):
-                retries += 1
-            head = (await store.index_heads([conv]))[0]
+    behind = [(c, h) for c, h in zip(convs, heads, strict=True) if h and h.ix_seq < h.last_seq]
+    retries = 0
+    while behind and retries <= RETRIES:
+        spans = [IndexSpan(c, h, min(h.last_seq, h.ix_seq + INDEX_BATCH)) for c, h in behind]
+        messages = await store.raw_messages(spans)
+        found = [_terms(span, raw) for span, raw in zip(spans, messages, strict=True)]
+        done = await store.index(spans, found)
+        behind = [
+            (span.conv, IndexHead(span.upto, span.head.rev, span.head.last_seq))
+            for span, ok in zip(spans, done, strict=True)
+            if ok and span.upto < span.head.last_seq
+        ]
+        changed = [span.conv for span, ok in zip(spans, done, strict=True) if not ok]
+        if changed:
+            # Edited meanwhile: read their heads and messages again.
+            retries += 1
+            heads = await store.index_heads(changed)
+            behind += [
+                (c, h) for c, h in zip(changed, heads, strict=True) if h and h.ix_seq < h.last_seq
+            ]
+
+
+def _terms(span: IndexSpan, raw: list[bytes | None]) -> dict[str, list[int]]:
+    terms: dict[str, list[int]] = {}
+    for seq, blob in enumerate(raw, start=span.head.ix_seq + 1):
+        if blob is not None:
+            for term in message_terms(MESSAGE_DECODER.decode(blob)):
+                terms.setdefault(term, []).append(seq)
+    return terms
 
 
 class Indexer:

@@ -108,6 +108,14 @@ class IndexHead(NamedTuple):
     last_seq: int
 
 
+class IndexSpan(NamedTuple):
+    """The messages of ``conv`` after ``head.ix_seq`` up to ``upto``, indexed in one step."""
+
+    conv: str
+    head: IndexHead
+    upto: int
+
+
 class ConvMeta(msgspec.Struct, kw_only=True):
     conv: str
     kind: w.ConvKind
@@ -576,23 +584,29 @@ class ChatStore:
             for ix, rev, last in raw
         ]
 
-    async def raw_messages(self, conv: str, first: int, last: int) -> list[bytes | None]:
-        """The stored messages ``first``..``last`` as they are (None: no such message)."""
-        seqs = [str(s) for s in range(first, last + 1)]
-        raw = await self.redis.hmget(conv_key(conv, "msgs"), seqs)
-        return [v.encode() if isinstance(v, str) else v for v in raw]
+    async def raw_messages(self, spans: Sequence[IndexSpan]) -> list[list[bytes | None]]:
+        """The stored messages of each span, as they are (None: no such message)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for span in spans:
+                seqs = [str(s) for s in range(span.head.ix_seq + 1, span.upto + 1)]
+                pipe.hmget(conv_key(span.conv, "msgs"), seqs)
+            raw = await pipe.execute()
+        return [[v.encode() if isinstance(v, str) else v for v in r] for r in raw]
 
     async def index(
-        self, conv: str, head: IndexHead, upto: int, terms: dict[str, list[int]]
-    ) -> bool:
-        """Add ``terms`` (term -> seqs) to the index and move it to ``upto``; False when the
-        messages read since ``head`` changed meanwhile."""
-        keys = [conv_key(conv, "meta")]
-        args: list[Any] = [head.ix_seq, head.rev, upto]
-        for term, seqs in terms.items():
-            keys.append(conv_key(conv, f"ix:{term}"))
-            args += [len(seqs), *seqs]
-        return bool(await self._index(keys=keys, args=args))
+        self, spans: Sequence[IndexSpan], terms: Sequence[dict[str, list[int]]]
+    ) -> list[bool]:
+        """Add each span's ``terms`` (term -> seqs) to its conversation's index and move it to
+        the span's end; False for a span whose messages changed since its head was read."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for span, found in zip(spans, terms, strict=True):
+                keys = [conv_key(span.conv, "meta")]
+                args: list[Any] = [span.head.ix_seq, span.head.rev, span.upto]
+                for term, seqs in found.items():
+                    keys.append(conv_key(span.conv, f"ix:{term}"))
+                    args += [len(seqs), *seqs]
+                await self._index(keys=keys, args=args, client=pipe)
+            return [bool(v) for v in await pipe.execute()]
 
     async def add_shared(self, media_key: str, conv: str) -> None:
         await self.redis.sadd(media_key, conv)

@@ -11,7 +11,7 @@ import redis.asyncio as redis
 
 from chat import indexer
 from chat import wire as w
-from chat.store import ChatStore
+from chat.store import ChatStore, IndexSpan
 from huddle.chat import ChatClient
 from signaling.keys import conv_key
 from tests.conftest import StartNode
@@ -114,7 +114,9 @@ async def test_a_pass_that_read_an_edited_message_starts_over(
 
     # The pass read "apple pie"; the edit lands before the pass writes its terms.
     await edit(alice, conv, sent.seq, "banana bread")
-    assert not await store.index(conv, head, sent.seq, {"apple": [sent.seq]})
+    span = IndexSpan(conv, head, sent.seq)
+    assert await store.raw_messages([span]) != [[None]]
+    assert await store.index([span], [{"apple": [sent.seq]}]) == [False]
     assert await redis_client.exists(conv_key(conv, "ix:apple")) == 0
     assert await indexed_to(redis_client, conv) == (0, sent.seq)
 
