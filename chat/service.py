@@ -52,6 +52,8 @@ _CALL_EVENTS: dict[str, w.SystemEvent] = {
 }
 # Compare-and-set retries of an edit or recall racing other changes to the same message.
 REWRITE_TRIES = 5
+# Direct conversations whose users a node keeps in memory (forgotten all at once beyond).
+DIRECT_PEERS_KEPT = 10_000
 
 
 def _now_ms() -> int:
@@ -80,6 +82,10 @@ class ChatService:
         self.limiter = SendLimiter(settings.chat_send_per_s)
         self._reconciling = False
         self.indexer = Indexer(self.store, spawn)
+        # The two users of each direct conversation this node sent in, which never change
+        # (members.lua refuses any change to a direct conversation's members): a send there
+        # reads neither the conversation nor, with ``to``, makes sure it exists.
+        self._direct_peers: dict[str, tuple[str, ...]] = {}
         self.handlers: dict[str, Handler] = {
             "chat.create": self.create,
             "chat.send": self.send,
@@ -373,10 +379,15 @@ class ChatService:
         else:
             conv = req.conv or ""
             peer = ""
-            if conv.startswith("d-") or req.reply_to is not None:
+            peers = self._direct_peers.get(conv, ()) if req.reply_to is None else ()
+            if me in peers:
+                peer = next((p for p in peers if p != me), me)
+            elif conv.startswith("d-") or req.reply_to is not None:
                 # Its peer's block list and its messages are the members' business only.
                 meta, _ = await self._member(conv, me)
                 peer = meta.display_name(me) if meta.kind == "direct" else ""
+                if meta.kind == "direct":
+                    self._remember_direct(conv, meta.peers)
         if peer and peer != me and await self.store.is_blocked(peer, me):
             raise ChatError("blocked", "this user does not accept your messages")
         # Everything that can refuse the message is checked before a direct conversation is
@@ -388,8 +399,9 @@ class ChatService:
             if replied is None:
                 raise ChatError("unknown_message", f"no message {req.reply_to} to reply to")
             root = replied[1].reply_to or replied[1].seq
-        if req.to is not None:
+        if req.to is not None and me not in self._direct_peers.get(conv, ()):
             await self._direct(me, req.to, ts)
+            self._remember_direct(conv, (me, req.to))
         msg = w.ChatMessage(
             seq=-2,
             ts=ts,
@@ -402,7 +414,16 @@ class ChatService:
             sticker=req.sticker,
             reply_to=root or None,
         )
-        status, seq, _ = await self.store.send(conv, msg, root)
+        try:
+            status, seq, _ = await self.store.send(conv, msg, root)
+        except ChatError as exc:
+            if exc.code != "not_member" or self._direct_peers.pop(conv, None) is None:
+                raise
+            if req.to is None:
+                raise
+            # A direct conversation this node knew, gone from Redis (its keys lost): made anew.
+            await self._direct(me, req.to, ts)
+            status, seq, _ = await self.store.send(conv, msg, root)
         if status == "ok":
             self.indexer.note(conv)
         if status == "duplicate":
@@ -448,6 +469,11 @@ class ChatService:
         if req.kind == "text" and not (req.text or "").strip():
             raise ChatError("bad_message_content", "text is empty")
         self._check_text(req.text)
+
+    def _remember_direct(self, conv: str, peers: tuple[str, ...]) -> None:
+        if len(self._direct_peers) >= DIRECT_PEERS_KEPT:
+            self._direct_peers.clear()
+        self._direct_peers[conv] = peers
 
     async def _direct(self, me: str, peer: str, ts: int) -> str:
         conv = direct_id(me, peer)

@@ -9,6 +9,8 @@ import time
 from collections import Counter
 from itertools import cycle
 
+import redis.asyncio as redis
+
 from chat import send_limit
 from chat import wire as w
 from huddle.chat import ChatClient
@@ -106,6 +108,24 @@ async def test_send_limit_counts_sends_through_other_nodes(start_node: StartNode
         break
     else:
         raise AssertionError("no attempt fitted in one second")
+
+
+async def test_direct_sends_after_the_first_keep_every_check(
+    node: Node, redis_client: redis.Redis
+) -> None:
+    alice, bob, eve = await chat(node, "alice"), await chat(node, "bob"), await chat(node, "eve")
+    dm = (await alice.send(to="bob", text="one")).conv
+    await alice.send(dm, "two")
+    await bob.send(dm, "three")
+    # Someone else, on the node that knows the conversation's users: still not a member.
+    await refused(eve.send(dm, "let me in"), "not_member")
+    assert (await head(alice, dm))[1] == 3
+
+    # The conversation's keys lost: a send by name makes it anew, as the first one did.
+    await redis_client.delete(*await redis_client.keys(f"huddle:{{conv:{dm}}}:*"))
+    again = await alice.send(to="bob", text="still there?")
+    assert again.conv == dm
+    assert [m.text for m in await alice.history(dm)][-1] == "still there?"
 
 
 # --- size -------------------------------------------------------------------------------
