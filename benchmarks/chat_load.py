@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from benchmarks.chat_driver import (
     CLOSE_TIMEOUT_S,
@@ -34,6 +34,7 @@ from benchmarks.chat_driver import (
     Driver,
     DriverPool,
     DriverSpec,
+    Kind,
     Member,
     PhaseKind,
     PhaseSpec,
@@ -60,7 +61,26 @@ from benchmarks.chat_servers import (
     stop_servers,
     wait_servers,
 )
-from benchmarks.common import Say, log_problems, raise_fd_limit, run_main, stderr_say, write_json
+from benchmarks.chat_sweep import (
+    DEFAULT_MAX_DELIVERIES,
+    DEFAULT_MESSAGE_RATE,
+    SweepPoint,
+    message_rate,
+    parse_sizes,
+    rooms,
+    sweep_summary,
+    sweep_table,
+    sweep_targets,
+)
+from benchmarks.common import (
+    Say,
+    goal_table,
+    log_problems,
+    raise_fd_limit,
+    run_main,
+    stderr_say,
+    write_json,
+)
 from benchmarks.procs import bounded, log_tail, stop_process
 from huddle.redis_server import spawn_sync
 
@@ -127,8 +147,10 @@ def run_target(
     opts: Options,
     number: int,
     say: Say,
+    kinds: Sequence[PhaseKind] = ("warm-up", "paced", "saturated"),
 ) -> TargetResult:
-    """Connect (Huddle: hello, create the groups, chat.sync), then warm-up, paced, saturated."""
+    """Connect (Huddle: hello, create the groups, chat.sync), then the phases ``kinds``
+    (warm-up, paced, saturated)."""
     steps: list[StepResult] = []
     say(f"{target.name}: connecting {opts.clients} clients")
     started = time.monotonic()
@@ -144,9 +166,8 @@ def run_target(
     setup_s = time.monotonic() - started
     phases: dict[str, PhaseFigures] = {}
     plan: list[tuple[PhaseKind, float]] = [
-        ("warm-up", min(WARMUP_S, opts.duration / 4)),
-        ("paced", opts.duration),
-        ("saturated", opts.duration),
+        (kind, min(WARMUP_S, opts.duration / 4) if kind == "warm-up" else opts.duration)
+        for kind in kinds
     ]
     for i, (kind, duration) in enumerate(plan):
         say(f"{target.name}: {kind} for {duration:g} s")
@@ -176,6 +197,64 @@ def run_target(
         server_log={s.name: log_problems(s.log_path) for s in servers},
         server_counters=counters,
     )
+
+
+def _point(size: int, result: TargetResult) -> SweepPoint:
+    paced = result.phase("paced")
+    if paced is None:
+        return SweepPoint(size=size, messages=0, deliveries=0, server_cpu_s=0.0)
+    cpu = paced.cpu
+    return SweepPoint(
+        size=size,
+        messages=paced.messages,
+        deliveries=paced.expected,
+        server_cpu_s=cpu.servers_s + cpu.redis_core * cpu.wall_s,
+    )
+
+
+def run_sweep(
+    pool: DriverPool,
+    servers: Sequence[Server],
+    redis_pid: int,
+    opts: Options,
+    sizes: Sequence[int],
+    msg_rate: float,
+    max_deliveries: float,
+    say: Say,
+) -> tuple[list[SweepPoint], list[SweepPoint], list[TargetResult]]:
+    """Each room size on Huddle's first node, then on the bare relay, paced only."""
+    node, bare = servers[0], next((s for s in servers if s.name == "bare"), None)
+    huddle_points: list[SweepPoint] = []
+    bare_points: list[SweepPoint] = []
+    results: list[TargetResult] = []
+    number = 0
+    for size in sizes:
+        step = rooms(size)
+        rate = message_rate(size, msg_rate, max_deliveries) * (size - 1)
+        step_opts = dataclasses.replace(opts, clients=sum(step), rate=rate)
+        say(f"rooms of {size}: {len(step)} room(s), {rate / (size - 1):,.1f} messages/s")
+        plan: list[tuple[str, Server, list[SweepPoint]]] = [(f"s{size}-", node, huddle_points)]
+        if bare is not None:
+            plan.append((f"b{size}-", bare, bare_points))
+        for prefix, server, points in plan:
+            kind: Kind = "bare" if server is bare else "huddle"
+            target = TargetSpec(kind, prefix.rstrip("-"), (server.url,), step)
+            idle = [s.pid for s in servers if s is not server] + [os.getpid()]
+            result = run_target(
+                pool,
+                target,
+                [server],
+                redis_pid,
+                idle,
+                step_opts,
+                number,
+                say,
+                ("warm-up", "paced"),
+            )
+            number += 1
+            results.append(result)
+            points.append(_point(size, result))
+    return huddle_points, bare_points, results
 
 
 # --- command line -----------------------------------------------------------------------
@@ -223,14 +302,41 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--skip-two-nodes", action="store_true", help="no two-node run")
     ap.add_argument("--skip-bare", action="store_true", help="no baseline run")
+    ap.add_argument(
+        "--room-sizes",
+        type=_sizes,
+        help="sweep these room sizes (e.g. 2,10,100,500) at one message rate on one node and "
+        "the bare relay, and fit server CPU per message as fixed + per delivery",
+    )
+    ap.add_argument(
+        "--message-rate",
+        type=bounded(float, 1, 100_000),
+        default=DEFAULT_MESSAGE_RATE,
+        help="messages/s of each sweep step",
+    )
+    ap.add_argument(
+        "--max-deliveries",
+        type=bounded(float, 1, 1_000_000),
+        default=DEFAULT_MAX_DELIVERIES,
+        help="deliveries/s at most in a sweep step (large rooms get fewer messages/s)",
+    )
     ap.add_argument("--json", type=Path, help="write every figure to this file")
     return ap
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.quick:
         args.clients, args.duration, args.rate = 60, 2.0, 1000.0
+    if args.room_sizes:
+        args.skip_two_nodes = True
     opts = Options(
         clients=args.clients,
         rate=args.rate,
@@ -249,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     say = stderr_say(began=time.monotonic())
 
     results: dict[str, TargetResult] = {}
+    swept: tuple[list[SweepPoint], list[SweepPoint], list[TargetResult]] | None = None
     with tempfile.TemporaryDirectory(prefix="huddle-chat-bench-") as tmp:
         folder = Path(tmp)
         say("starting redis-server, the nodes and the bare relay")
@@ -269,13 +376,26 @@ def main(argv: list[str] | None = None) -> int:
             pool = DriverPool(specs)  # while the servers start
             wait_servers(servers)
             node_servers = [s for s in servers if s.name != "bare"]
+            if args.room_sizes:
+                swept = run_sweep(
+                    pool,
+                    servers,
+                    redis_proc.pid,
+                    opts,
+                    args.room_sizes,
+                    args.message_rate,
+                    args.max_deliveries,
+                    say,
+                )
+                node_servers = []
             plan: list[tuple[TargetSpec, list[Server]]] = [
                 (TargetSpec("huddle", "n1", (node_servers[0].url,), sizes), node_servers[:1])
+                for _ in node_servers[:1]
             ]
-            if not opts.skip_two_nodes:
+            if not opts.skip_two_nodes and node_servers:
                 urls = tuple(s.url for s in node_servers)
                 plan.append((TargetSpec("huddle", "n2", urls, sizes), node_servers))
-            if not opts.skip_bare:
+            if not opts.skip_bare and node_servers:
                 bare_server = [s for s in servers if s.name == "bare"]
                 plan.append((TargetSpec("bare", "bare", (bare_server[0].url,), sizes), bare_server))
             for number, (target, used) in enumerate(plan):
@@ -294,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             stop_servers(servers)
             stop_process(redis_proc)
 
+    if swept is not None:
+        return _sweep_out(args, opts, swept, fd_limit, say)
     one, two, bare = results["n1"], results.get("n2"), results.get("bare")
     print(report(opts, sizes, one, two, bare))
     if args.json:
@@ -304,6 +426,48 @@ def main(argv: list[str] | None = None) -> int:
             "summary": figures,
             "targets": targets(figures, opts.rate),
             "results": {name: dataclasses.asdict(r) for name, r in results.items()},
+        }
+        write_json(args.json, "chat_load", doc, {"fd_limit": fd_limit}, say)
+    return 0
+
+
+def _sweep_out(
+    args: argparse.Namespace,
+    opts: Options,
+    swept: tuple[list[SweepPoint], list[SweepPoint], list[TargetResult]],
+    fd_limit: int,
+    say: Say,
+) -> int:
+    huddle, bare, runs = swept
+    figures: dict[str, Any] = sweep_summary(huddle, bare)
+    hud = [r for r in runs if r.kind == "huddle"]
+    figures["lost"] = sum(r.total("lost") + r.total("lost_echo") for r in hud)
+    figures["duplicated"] = sum(r.total("duplicated") for r in hud)
+    figures["out_of_order"] = sum(r.total("out_of_order") for r in hud)
+    goals = sweep_targets(figures)
+    print(
+        f"chat_load sweep: rooms of {', '.join(map(str, args.room_sizes))}, "
+        f"{args.message_rate:g} messages/s (at most {args.max_deliveries:,.0f} deliveries/s), "
+        f"{opts.duration:g} s paced per size; server CPU = node (or relay) + its Redis"
+    )
+    print("\n".join(sweep_table(huddle, bare)))
+    print("\n".join(goal_table(goals, 2)))
+    if args.json:
+        doc = {
+            "config": {
+                **dataclasses.asdict(opts),
+                "api_secret": None,
+                "room_sizes": list(args.room_sizes),
+                "message_rate": args.message_rate,
+                "max_deliveries": args.max_deliveries,
+            },
+            "summary": figures,
+            "targets": goals,
+            "points": {
+                "huddle": [dataclasses.asdict(p) for p in huddle],
+                "bare": [dataclasses.asdict(p) for p in bare],
+            },
+            "results": {r.name: dataclasses.asdict(r) for r in runs},
         }
         write_json(args.json, "chat_load", doc, {"fd_limit": fd_limit}, say)
     return 0

@@ -1,8 +1,9 @@
 """Full-text search over the messages of the conversations a user belongs to.
 
 The index lives in Redis beside each conversation: one sorted set per term
-(``{conv:ID}:ix:TERM``, member and score the message's seq), written by the same script that
-stores, edits or recalls the message. A query intersects its terms' sets in each
+(``{conv:ID}:ix:TERM``, member and score the message's seq), written behind the log by
+chat.indexer (and kept right by the scripts that edit or recall a message); a query first
+brings each conversation's index up to its last message. A query intersects its terms' sets in each
 conversation, newest first, inside one script per conversation (rarest term first), all
 conversations in one pipeline; then each candidate's text is checked exactly
 (chat.text.matches), since bigram intersection alone can match text where the bigrams are
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from chat import wire as w
+from chat.indexer import catch_up
 from chat.store import ChatStore
 from chat.text import highlight, matches, query_terms
 from signaling.keys import conv_key
@@ -39,6 +41,7 @@ async def search(store: ChatStore, convs: list[str], req: w.ChatSearch) -> list[
     terms = query_terms(req.query)
     if not terms or not convs:
         return []
+    await catch_up(store, convs)
     active = [_Cursor(c) for c in convs]
     done: list[_Cursor] = []
     for _ in range(MAX_ROUNDS):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import secrets
 import time
@@ -10,13 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from calls.record import CallRecord, GroupCallRecord
+from chat import send_limit
 from chat import wire as w
 from chat.config import ChatConfig
+from chat.indexer import Indexer
 from chat.resume import Position
 from chat.router import Reader, Router, feed_id
 from chat.search import search
+from chat.send_limit import SendLimiter
 from chat.store import (
     MESSAGE_DECODER,
     ChatError,
@@ -36,6 +42,7 @@ from signaling.wire import Ok, Reply, Request
 if TYPE_CHECKING:
     from signaling.broker import Broker
 
+log = logging.getLogger("huddle.chat")
 Handler = Callable[[Reader, Any], Awaitable[Reply]]
 _MEDIA_KINDS = {"image": ("image/",), "voice": ("audio/",), "file": ("",)}
 _CALL_EVENTS: dict[str, w.SystemEvent] = {
@@ -45,6 +52,8 @@ _CALL_EVENTS: dict[str, w.SystemEvent] = {
 }
 # Compare-and-set retries of an edit or recall racing other changes to the same message.
 REWRITE_TRIES = 5
+# Direct conversations whose users a node keeps in memory (forgotten all at once beyond).
+DIRECT_PEERS_KEPT = 10_000
 
 
 def _now_ms() -> int:
@@ -69,6 +78,14 @@ class ChatService:
         self.store = ChatStore(client, settings.chat_replay_events, settings.chat_feed_events)
         self.router = Router(self.store, broker, spawn, settings.chat_sync_max_events)
         self.filters = [re.compile(p, re.IGNORECASE) for p in settings.chat_word_filter]
+        self.spawn = spawn
+        self.limiter = SendLimiter(settings.chat_send_per_s)
+        self._reconciling = False
+        self.indexer = Indexer(self.store, spawn)
+        # The two users of each direct conversation this node sent in, which never change
+        # (members.lua refuses any change to a direct conversation's members): a send there
+        # reads neither the conversation nor, with ``to``, makes sure it exists.
+        self._direct_peers: dict[str, tuple[str, ...]] = {}
         self.handlers: dict[str, Handler] = {
             "chat.create": self.create,
             "chat.send": self.send,
@@ -352,7 +369,7 @@ class ChatService:
             raise ChatError("bad_message_content", "give exactly one of `conv` and `to`")
         self._check_content(req)
         ts = _now_ms()
-        if not await self.store.allow_send(me, ts // 1000, self.settings.chat_send_per_s):
+        if not self._allow_send(me, ts // 1000):
             raise ChatError("rate_limited", "too many messages; slow down")
         if req.to is not None:
             if req.to == me:
@@ -362,10 +379,15 @@ class ChatService:
         else:
             conv = req.conv or ""
             peer = ""
-            if conv.startswith("d-") or req.reply_to is not None:
+            peers = self._direct_peers.get(conv, ()) if req.reply_to is None else ()
+            if me in peers:
+                peer = next((p for p in peers if p != me), me)
+            elif conv.startswith("d-") or req.reply_to is not None:
                 # Its peer's block list and its messages are the members' business only.
                 meta, _ = await self._member(conv, me)
                 peer = meta.display_name(me) if meta.kind == "direct" else ""
+                if meta.kind == "direct":
+                    self._remember_direct(conv, meta.peers)
         if peer and peer != me and await self.store.is_blocked(peer, me):
             raise ChatError("blocked", "this user does not accept your messages")
         # Everything that can refuse the message is checked before a direct conversation is
@@ -377,8 +399,9 @@ class ChatService:
             if replied is None:
                 raise ChatError("unknown_message", f"no message {req.reply_to} to reply to")
             root = replied[1].reply_to or replied[1].seq
-        if req.to is not None:
+        if req.to is not None and me not in self._direct_peers.get(conv, ()):
             await self._direct(me, req.to, ts)
+            self._remember_direct(conv, (me, req.to))
         msg = w.ChatMessage(
             seq=-2,
             ts=ts,
@@ -391,13 +414,50 @@ class ChatService:
             sticker=req.sticker,
             reply_to=root or None,
         )
-        status, seq, _ = await self.store.send(conv, msg, root, message_terms(msg))
+        try:
+            status, seq, _ = await self.store.send(conv, msg, root)
+        except ChatError as exc:
+            if exc.code != "not_member" or self._direct_peers.pop(conv, None) is None:
+                raise
+            if req.to is None:
+                raise
+            # A direct conversation this node knew, gone from Redis (its keys lost): made anew.
+            await self._direct(me, req.to, ts)
+            status, seq, _ = await self.store.send(conv, msg, root)
+        if status == "ok":
+            self.indexer.note(conv)
         if status == "duplicate":
             first = await self.store.message(conv, seq)
             ts = first[1].ts if first else ts
         elif media is not None:
             await self.store.add_shared(media_key(media.id, "shared"), conv)
         return w.ChatSendOk(re="", conv=conv, seq=seq, ts=ts, duplicate=status == "duplicate")
+
+    def _allow_send(self, user: str, second: int) -> bool:
+        allowed = self.limiter.allow(user, second)
+        if allowed and not self._reconciling:
+            self._reconciling = True
+            self.spawn(self._reconcile_sends())
+        return allowed
+
+    async def _reconcile_sends(self) -> None:
+        """Report this node's sends to the users' counters, and learn the other nodes'."""
+        try:
+            while True:
+                await asyncio.sleep(send_limit.RECONCILE_S)
+                sends = self.limiter.unreported()
+                if not sends:
+                    return
+                totals = await self.store.add_sends(sends)
+                for (user, second, _), total in zip(sends, totals, strict=True):
+                    self.limiter.learn(user, second, total)
+                self.limiter.forget_before(_now_ms() // 1000)
+        except (RedisError, OSError) as exc:
+            # What was not reported stays uncounted by the other nodes: the limit holds per
+            # node meanwhile.
+            log.warning("send counts not reported", extra={"error": str(exc)})
+        finally:
+            self._reconciling = False
 
     def _check_content(self, req: w.ChatSend) -> None:
         needs = {"text": req.text, "sticker": req.sticker}.get(req.kind, req.media)
@@ -409,6 +469,11 @@ class ChatService:
         if req.kind == "text" and not (req.text or "").strip():
             raise ChatError("bad_message_content", "text is empty")
         self._check_text(req.text)
+
+    def _remember_direct(self, conv: str, peers: tuple[str, ...]) -> None:
+        if len(self._direct_peers) >= DIRECT_PEERS_KEPT:
+            self._direct_peers.clear()
+        self._direct_peers[conv] = peers
 
     async def _direct(self, me: str, peer: str, ts: int) -> str:
         conv = direct_id(me, peer)
@@ -624,7 +689,7 @@ class ChatService:
         # The same change can be recorded by more than one node: the client id stores it once.
         msg = system_message(ts, record.caller, info)
         msg.client_id = f"call-{record.call}-{record.event}"
-        await self.store.send(conv, msg, 0, [])
+        await self.store.send(conv, msg, 0)
 
     async def may_call(self, conv: str, user: str) -> bool:
         """Whether ``user`` may join ``conv``'s call: a member of a group (direct
@@ -644,7 +709,7 @@ class ChatService:
         )
         msg = system_message(_now_ms(), record.by, info)
         msg.client_id = f"call-{record.call}-{record.event}"
-        await self.store.send(record.conv, msg, 0, [])
+        await self.store.send(record.conv, msg, 0)
 
     # --- sync ---------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import redis.asyncio as redis
@@ -99,6 +99,23 @@ def _reply(raw: Any) -> list[str]:
     return [_s(v) for v in raw]
 
 
+class IndexHead(NamedTuple):
+    """A conversation's search index: messages up to ``ix_seq`` are in it; ``rev`` changes
+    whenever a message after it is edited or recalled; ``last_seq`` is the last message."""
+
+    ix_seq: int
+    rev: str
+    last_seq: int
+
+
+class IndexSpan(NamedTuple):
+    """The messages of ``conv`` after ``head.ix_seq`` up to ``upto``, indexed in one step."""
+
+    conv: str
+    head: IndexHead
+    upto: int
+
+
 class ConvMeta(msgspec.Struct, kw_only=True):
     conv: str
     kind: w.ConvKind
@@ -156,6 +173,7 @@ class ChatStore:
         self._read = client.register_script(scripts.READ)
         self._user = client.register_script(scripts.USER)
         self._rate = client.register_script(scripts.RATE)
+        self._index = client.register_script(scripts.INDEX)
         self._rotate_epoch = client.register_script(scripts.ROTATE_EPOCH)
         # Search (chat.search): run by its caller, in a pipeline over conversations.
         self.intersect = client.register_script(scripts.INTERSECT)
@@ -308,13 +326,14 @@ class ChatStore:
 
     # --- writes -------------------------------------------------------------------------
 
-    async def allow_send(self, user: str, second: int, limit: int) -> bool:
-        key = user_key(user, f"sends:{second}")
-        return bool(await self._rate(keys=[key], args=[limit]))
+    async def add_sends(self, sends: Sequence[tuple[str, int, int]]) -> list[int]:
+        """Add (user, second, sends) to the users' send counters; replies each new total."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user, second, n in sends:
+                await self._rate(keys=[user_key(user, f"sends:{second}")], args=[n], client=pipe)
+            return [int(v) for v in await pipe.execute()]
 
-    async def send(
-        self, conv: str, msg: w.ChatMessage, root: int, text_terms: Sequence[str]
-    ) -> tuple[str, int, int]:
+    async def send(self, conv: str, msg: w.ChatMessage, root: int) -> tuple[str, int, int]:
         """Store and publish ``msg`` (seq -2 marks where its number goes).
 
         Replies (status, seq, ev): status ``ok``, or ``duplicate`` with the first seq."""
@@ -330,7 +349,6 @@ class ChatStore:
             k(conv, "silenced"),
             k(conv, "threads"),
             k(conv, f"thread:{root}"),
-            *(k(conv, f"ix:{t}") for t in text_terms),
         ]
         args: list[Any] = [
             msg.sender,
@@ -550,6 +568,45 @@ class ChatStore:
     async def reports(self, conv: str, limit: int) -> list[w.Report]:
         raw: Any = await self.redis.xrevrange(conv_key(conv, "reports"), count=limit)
         return [msgspec.json.decode(fields[b"r"], type=w.Report) for _, fields in raw]
+
+    # --- search index (chat.indexer) ------------------------------------------------------
+
+    async def index_heads(self, convs: Sequence[str]) -> list[IndexHead | None]:
+        """Where each conversation's index stands (None: no such conversation). A
+        conversation from before the index was written behind the log has no ``ix_seq``:
+        it is indexed again from its first message, which adds nothing it had already."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for conv in convs:
+                pipe.hmget(conv_key(conv, "meta"), ("ix_seq", "ix_rev", "last_seq"))
+            raw = await pipe.execute()
+        return [
+            None if last is None else IndexHead(int(ix or 0), _s(rev or b"0"), int(last))
+            for ix, rev, last in raw
+        ]
+
+    async def raw_messages(self, spans: Sequence[IndexSpan]) -> list[list[bytes | None]]:
+        """The stored messages of each span, as they are (None: no such message)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for span in spans:
+                seqs = [str(s) for s in range(span.head.ix_seq + 1, span.upto + 1)]
+                pipe.hmget(conv_key(span.conv, "msgs"), seqs)
+            raw = await pipe.execute()
+        return [[v.encode() if isinstance(v, str) else v for v in r] for r in raw]
+
+    async def index(
+        self, spans: Sequence[IndexSpan], terms: Sequence[dict[str, list[int]]]
+    ) -> list[bool]:
+        """Add each span's ``terms`` (term -> seqs) to its conversation's index and move it to
+        the span's end; False for a span whose messages changed since its head was read."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for span, found in zip(spans, terms, strict=True):
+                keys = [conv_key(span.conv, "meta")]
+                args: list[Any] = [span.head.ix_seq, span.head.rev, span.upto]
+                for term, seqs in found.items():
+                    keys.append(conv_key(span.conv, f"ix:{term}"))
+                    args += [len(seqs), *seqs]
+                await self._index(keys=keys, args=args, client=pipe)
+            return [bool(v) for v in await pipe.execute()]
 
     async def add_shared(self, media_key: str, conv: str) -> None:
         await self.redis.sadd(media_key, conv)

@@ -1,7 +1,7 @@
 -- chat.send: append one message (or thread reply) to a conversation, once per client_id.
 -- KEYS[1]: meta, [2]: members (user -> role), [3]: msgs, [4]: cids (sender\nclient_id ->
--- seq), [5]: events, [6]: reads, [7]: silenced, [8]: threads, [9]: the thread's set,
--- [10..]: the message's search term sets
+-- seq), [5]: events, [6]: reads, [7]: silenced, [8]: threads, [9]: the thread's set
+-- (search terms are indexed behind the log, by chat.indexer)
 -- ARGV[1]: sender, [2]: client_id, [3]: ts, [4]: msg_tpl, [5]: ev_tpl, [6]: channel,
 -- [7]: maxlen, [8]: thread root seq (0 for none)
 -- Returns {'ok', seq, ev}, {'duplicate', seq}, {'silenced', until} or {refusal code}.
@@ -36,5 +36,4 @@ if root > 0 then
   redis.call('HINCRBY', KEYS[8], root .. ':n', 1)
   redis.call('HSET', KEYS[8], root .. ':last', seq)
 end
-for i = 10, #KEYS do redis.call('ZADD', KEYS[i], seq, seq) end
 return {'ok', seq, ev}

@@ -123,3 +123,54 @@ async def test_deliveries_are_checked_for_loss_repeats_and_order() -> None:
     assert result.extra == 0
     assert result.in_window == 3
     assert len(result.latencies) == 3
+
+
+@pytest.mark.slow
+def test_room_size_sweep_fits_fixed_and_per_delivery_cost(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.chat_load",
+            "--room-sizes",
+            "2,10",
+            "--message-rate",
+            "100",
+            "--duration",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "fixed_vs_bare" in run.stdout
+
+    doc = json.loads(out.read_text())
+    summary = doc["summary"]
+    for name in (
+        "fixed_us_per_message",
+        "us_per_delivery",
+        "fixed_vs_bare",
+        "delivery_vs_bare",
+        "one_to_one_msgs_per_core_s",
+    ):
+        assert summary[name] is not None, name
+    assert summary["one_to_one_msgs_per_core_s"] > 0
+    assert summary["lost"] == summary["duplicated"] == summary["out_of_order"] == 0
+    # Each size ran on Huddle and on the bare relay: rooms of 2 (20 of them) and of 10 (4).
+    assert set(doc["results"]) == {"s2", "b2", "s10", "b10"}
+    for target in ("huddle", "bare"):
+        points = doc["points"][target]
+        assert [p["size"] for p in points] == [2, 10]
+        assert all(p["messages"] > 0 and p["server_cpu_s"] > 0 for p in points), points
+        assert points[0]["deliveries"] == points[0]["messages"]
+        assert points[1]["deliveries"] == 9 * points[1]["messages"]
+    for name, result in doc["results"].items():
+        assert result["connected"] == 40, name
+        assert result["setup_errors"] == 0, (name, result["first_errors"])
+        assert "saturated" not in result["phases"]

@@ -1,0 +1,76 @@
+"""Messages one user may send per second, across nodes, without a Redis round trip per send.
+
+A user's counter lives in the user's hash slot and a conversation's keys in the
+conversation's, so the check cannot ride in the send script (under Redis Cluster one script
+touches one slot). Each node therefore decides alone, from what it knows: the sends it let
+through itself in the current second, plus the ones the other nodes let through as last
+reported by Redis. Every :data:`RECONCILE_S` while a user sends, the node adds its new sends
+to the user's counter for that second (one pipeline for every user, off the request path)
+and learns the total back.
+
+Tolerance: a user on one node (the common case) is held exactly to the limit. A user sending
+through k nodes at once gets at most the limit plus what the other k - 1 nodes let through
+before their sends were reconciled (one RECONCILE_S and a round trip); never more than
+k x the limit in one second.
+
+Pure: the clock (``second``) is passed in; chat.service does the Redis part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+# How long a node's sends wait to be added to the users' counters in Redis.
+RECONCILE_S: Final = 0.05
+
+
+@dataclass
+class _User:
+    second: int
+    here: int = 0  # let through by this node in ``second``
+    reported: int = 0  # of those, already added to the counter in Redis
+    others: int = 0  # let through by other nodes in ``second``, as Redis last said
+
+
+class SendLimiter:
+    def __init__(self, per_second: int) -> None:
+        self.per_second = per_second
+        self._users: dict[str, _User] = {}
+        # Sends of a second that ended before they were reported (user, second, sends).
+        self._ended: list[tuple[str, int, int]] = []
+
+    def allow(self, user: str, second: int) -> bool:
+        """Count one send of ``user`` in ``second`` if the limit leaves room for it."""
+        state = self._users.get(user)
+        if state is None or state.second != second:
+            if state is not None and state.here > state.reported:
+                self._ended.append((user, state.second, state.here - state.reported))
+            state = self._users[user] = _User(second)
+        if state.here + state.others >= self.per_second:
+            return False
+        state.here += 1
+        return True
+
+    def unreported(self) -> list[tuple[str, int, int]]:
+        """(user, second, sends) this node let through that Redis does not know of yet;
+        they count as reported from here on."""
+        out, self._ended = self._ended, []
+        for user, state in self._users.items():
+            if state.here > state.reported:
+                out.append((user, state.second, state.here - state.reported))
+                state.reported = state.here
+        return out
+
+    def learn(self, user: str, second: int, total: int) -> None:
+        """Redis's count of ``user``'s sends in ``second`` from every node, this one's
+        included, right after this node's were added."""
+        state = self._users.get(user)
+        if state is not None and state.second == second:
+            state.others = max(state.others, total - state.reported)
+
+    def forget_before(self, second: int) -> None:
+        """Drop what is known of seconds before ``second`` (their limit no longer matters)."""
+        old = [u for u, s in self._users.items() if s.second < second and s.here <= s.reported]
+        for user in old:
+            del self._users[user]
