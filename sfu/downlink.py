@@ -36,7 +36,10 @@ control raise a REMB no further than 1.5 times what arrived plus 10 kbit/s. An e
 or above that ceiling (or a stale one) cannot grow by itself, and a layer that does not fit
 it would never be tried: the allocator then probes, taking one layer above what fits for
 ``probe_window_s``; it keeps it if the REMB rose meanwhile (the ceiling moved with what
-arrived) and drops it otherwise.
+arrived) and drops it otherwise. With every video paused the REMB says nothing at all (a
+browser estimates from video, and repeats its last value meanwhile): the allocator probes
+then too, unless there is loss, and judges that probe from the lowest REMB within it (the
+resumed key frame may read as a queue to the receiver), not from the one it started with.
 """
 
 from __future__ import annotations
@@ -218,6 +221,17 @@ def cost(streams: Sequence[Stream], allocation: Mapping[str, int | None]) -> flo
     return total
 
 
+def _blind(streams: Sequence[Stream], result: Allocation, estimate: DownlinkEstimate) -> bool:
+    """Every video paused and no loss: a receiver estimates from video alone, so its REMB
+    cannot grow (a browser repeats its last value, which looks fresh): only a probe tells
+    whether the link has room again."""
+    videos = [s for s in streams if s.kind != "audio"]
+    if not videos or any(result.get(s.key) is not None for s in videos):
+        return False
+    p = estimate.policy
+    return estimate.loss <= p.loss_low and estimate.loss_cap_bps is None
+
+
 def _rank(layer: int | None) -> int:
     return -1 if layer is None else layer
 
@@ -234,6 +248,11 @@ class Allocator:
     # A probe under way: when it began, and the REMB then.
     probe_since: float | None = None
     probe_remb: int | None = None
+    # A probe from every video paused: the REMB it starts from measured no video, and the
+    # first key frame may read as a queue to the receiver, so a fall does not end it; its
+    # lowest REMB is what it must grow from.
+    probe_blind: bool = False
+    probe_low: int | None = None
     rise_estimate: float = 0.0  # the estimate at the last rise
     unlimited: bool = False  # its subscriber sends no REMB
     settled_at: float = -math.inf  # when a stream last came: no probe for a step after
@@ -272,18 +291,23 @@ class Allocator:
             if all(_rank(fit[k]) >= _rank(v) for k, v in self.current.items()):
                 self._end_probe(held=True)  # what it took fits now
             elif estimate.loss > p.loss_high or (
-                estimate.remb_bps is not None
+                not self.probe_blind
+                and estimate.remb_bps is not None
                 and self.probe_remb is not None
                 and estimate.remb_bps < self.probe_remb * 0.95
             ):
                 self._end_probe(held=False)  # loss, or the estimate fell: it did not hold
             elif now - self.probe_since >= p.probe_window_s:
-                remb, before = estimate.remb_bps, self.probe_remb
+                remb = estimate.remb_bps
+                before = self.probe_low if self.probe_blind else self.probe_remb
                 if remb is not None and before is not None and remb > before * 1.05:
                     # Still growing with what arrives: judged again a window later.
                     self.probe_since, self.probe_remb = now, remb
+                    self.probe_low = remb
                 else:
                     self._end_probe(held=False)
+            if self.probe_since is not None and estimate.remb_bps is not None:
+                self.probe_low = min(self.probe_low or estimate.remb_bps, estimate.remb_bps)
             if self.probe_since is not None:  # what the probe took stays, for now
                 fit = {
                     k: v if _rank(v) >= _rank(self.current.get(k)) else self.current[k]
@@ -328,20 +352,23 @@ class Allocator:
             and p.probe
             and self._may_rise(now)
             and now - self.settled_at >= p.step_s
-            and estimate.at_ceiling(received_bps, now)
+            and (estimate.at_ceiling(received_bps, now) or _blind(streams, result, estimate))
         ):
+            blind = _blind(streams, result, estimate)
             rose = self._probe(streams, result)
             if rose:
                 self.last_rise = self.probe_since = now
                 self.rise_estimate = value
-                self.probe_remb = estimate.remb_bps
+                self.probe_remb = self.probe_low = estimate.remb_bps
+                self.probe_blind = blind
         if not dropped and self.failures and now - self.last_drop > self.policy.max_hold_s:
             self.failures = 0
         self.current = result
         return dict(result)
 
     def _end_probe(self, *, held: bool) -> None:
-        self.probe_since = self.probe_remb = None
+        self.probe_since = self.probe_remb = self.probe_low = None
+        self.probe_blind = False
         if held:
             self.failures = 0
         else:

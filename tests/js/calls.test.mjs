@@ -254,3 +254,32 @@ test("received sections' loss and bitrate between two stats reports", () => {
   assert.deepEqual(got, { loss: 0.1, rttMs: 50, bitrateBps: 1_000_000, kind: "video" });
   assert.equal(receiveQuality(now, null).get("0").bitrateBps, null);
 });
+
+test("sfu.paused: which received tracks the SFU holds back, per track and per participant", async () => {
+  const connection = fakeConnection();
+  connection.replies["call.join"] = { participant: "p-me", participants: [], ice_servers: [] };
+  const call = new Call(connection, "r");
+  const seen = [];
+  call.on("paused", (e) => seen.push(e));
+  await call.join();
+  call.tracks = {
+    0: { mid: "0", track: "p-b:cam", kind: "video", source: "camera", participant: "p-b", identity: "bob" },
+    1: { mid: "1", track: "p-b:1", kind: "audio", source: "microphone", participant: "p-b", identity: "bob" },
+  };
+  connection.emit({ type: "sfu.paused", room: "r", tracks: ["p-b:cam", "p-c:cam"] });
+  assert.equal(call.isTrackPaused("p-b:cam"), true);
+  assert.equal(call.isTrackPaused(call.tracks[0]), true, "a TrackInfo works too");
+  assert.equal(call.isTrackPaused("p-b:1"), false, "audio goes on");
+  assert.deepEqual(seen, [{ tracks: ["p-b:cam", "p-c:cam"], participants: ["p-b", "p-c"], paused: ["p-b:cam", "p-c:cam"], resumed: [] }]);
+  connection.emit({ type: "sfu.paused", room: "r", tracks: ["p-c:cam", "p-b:cam"] }); // same set
+  connection.emit({ type: "sfu.paused", room: "other", tracks: [] }); // another room's
+  assert.equal(seen.length, 1);
+  connection.emit({ type: "sfu.paused", room: "r", tracks: ["p-c:cam"] });
+  assert.equal(call.isTrackPaused("p-b:cam"), false);
+  assert.deepEqual(seen[1], { tracks: ["p-c:cam"], participants: ["p-c"], paused: [], resumed: ["p-b:cam"] });
+  connection.emit({ type: "sfu.paused", room: "r", tracks: "p-c:cam" }); // not a list: ignored
+  assert.equal(seen.length, 2);
+  call._closeConnections(); // a media restart: new connections start with everything sent
+  assert.deepEqual(seen[2].resumed, ["p-c:cam"]);
+  assert.equal(call.pausedTracks.size, 0);
+});

@@ -202,6 +202,44 @@ def test_an_estimate_below_its_ceiling_is_not_probed() -> None:
         assert a.decide(streams, e, 230_000, step * 0.5)["cam1"] == 0
 
 
+def test_with_every_video_paused_a_repeated_remb_below_its_ceiling_is_probed() -> None:
+    """A browser estimates from video alone: with all of it paused, it repeats its last REMB,
+    below the ceiling of the audio it receives, for ever; only a probe finds the room."""
+    a = Allocator(POLICY)
+    streams = [*AUDIO, SPEAKER, QUIET]
+    a.decide(streams, _estimate(1_000_000), 0, 0.0)
+    paused = a.decide(streams, _estimate(70_000, 1.0), 80_000, 1.0)
+    assert paused["cam1"] is None and paused["cam2"] is None
+    t, probed = 1.0, None
+    while t < 1.0 + a.hold_s + POLICY.step_s + 0.5:
+        e = _estimate(70_000, t)  # fresh, unchanged, under 1.5 x 80k + 10k
+        assert not e.at_ceiling(80_000, t)
+        result = a.decide(streams, e, 80_000, t)
+        if result["cam1"] is not None and probed is None:
+            probed = t
+            assert result == {"a1": 0, "a2": 0, "cam1": 0, "cam2": None}
+            break
+        t += 0.25
+    assert probed is not None and probed <= 1.0 + POLICY.hold_s + POLICY.step_s
+    # The resumed key frame reads as a queue: the REMB dips, then grows with what arrives.
+    # A probe from nothing measured is judged from its lowest REMB, so it holds.
+    for i, remb in enumerate((60_000, 64_000, 70_000, 80_000)):
+        now = probed + 0.5 * (i + 1)
+        assert a.decide(streams, _estimate(remb, now), 230_000, now)["cam1"] == 0
+    end = probed + POLICY.probe_window_s
+    assert a.decide(streams, _estimate(90_000, end), 230_000, end)["cam1"] == 0
+    assert a.probe_since == end  # judged again a window later
+    # With loss the link is known to be short: no probe into it.
+    b = Allocator(POLICY)
+    b.decide(streams, _estimate(1_000_000), 0, 0.0)
+    lossy = _estimate(70_000, 1.0)
+    lossy.loss = 0.2
+    b.decide(streams, lossy, 80_000, 1.0)
+    for step in range(40):
+        lossy.remb_at = 1.0 + step * 0.25
+        assert b.decide(streams, lossy, 80_000, 1.0 + step * 0.25)["cam1"] is None
+
+
 def test_a_probe_ends_at_once_when_the_estimate_falls() -> None:
     a = Allocator(POLICY)
     streams = [*AUDIO, SPEAKER]

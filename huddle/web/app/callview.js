@@ -61,6 +61,7 @@ const STRINGS = {
     callQuality_poor: "poor",
     callQuality_unknown: "measuring",
     callParticipants: "{n} in the call",
+    callVideoPaused: "Video paused: weak connection",
   },
   zh: {
     callIncoming: "{name} 来电",
@@ -105,6 +106,7 @@ const STRINGS = {
     callQuality_poor: "较差",
     callQuality_unknown: "测量中",
     callParticipants: "{n} 人在通话中",
+    callVideoPaused: "视频已暂停：网络较弱",
   },
 };
 
@@ -120,7 +122,8 @@ let ringing = null;
  *   outcome: string, layout: "grid" | "speaker", speaker: string | null,
  *   tiles: Map<string, Tile>, quality: any, lastStats: any, timer: any, stops: (() => void)[]}} Session
  * @typedef {{el: HTMLElement, video: HTMLVideoElement, audio: HTMLAudioElement, name: HTMLElement,
- *   marks: HTMLElement, bars: HTMLElement, participant: string, screen: boolean}} Tile
+ *   marks: HTMLElement, bars: HTMLElement, placeholder: HTMLElement, initial: HTMLElement,
+ *   participant: string, screen: boolean}} Tile
  */
 /** @type {Session | null} */
 let session = null;
@@ -318,6 +321,7 @@ async function joinRoom(room) {
     if (loudest) mine.speaker = loudest;
     markSpeakers(list);
   });
+  call.on("paused", () => session === mine && showPaused());
   call.on("suspended", () => session === mine && setPhase("reconnecting"));
   call.on("resumed", () => session === mine && setPhase("in"));
   call.on("removed", () => session === mine && leave(false));
@@ -530,16 +534,22 @@ function tileFor(key, name, screen) {
     const nameEl = h("span", { class: "tile-name" });
     const marks = h("span", { class: "tile-marks" });
     const bars = h("span", { class: "tile-quality", role: "img", "data-quality": "unknown" }, [h("i"), h("i"), h("i")]);
+    // In place of the last frame while the SFU holds the video back (sfu.paused).
+    const initial = h("span", { class: "tile-initial", "aria-hidden": "true" });
+    const placeholder = h("div", { class: "tile-placeholder", role: "status" }, [initial, h("span", { class: "tile-paused-text", text: ui.t("callVideoPaused") })]);
+    placeholder.hidden = true;
     const el = h("figure", { class: "tile" + (key === "local" ? " local" : "") + (screen ? " screen" : ""), "data-key": key }, [
       video,
+      placeholder,
       audio,
       h("figcaption", {}, [nameEl, marks, bars]),
     ]);
-    tile = { el, video, audio, name: nameEl, marks, bars, participant: key.split(":")[0], screen };
+    tile = { el, video, audio, name: nameEl, marks, bars, placeholder, initial, participant: key.split(":")[0], screen };
     s.tiles.set(key, tile);
     document.getElementById("call-tiles")?.append(el);
   }
   tile.name.textContent = name;
+  tile.initial.textContent = [...name.trim()][0]?.toUpperCase() ?? "";
   tile.el.setAttribute("aria-label", name);
   return tile;
 }
@@ -575,8 +585,50 @@ function renderTiles() {
     tile.marks.replaceChildren(...marks);
     tile.el.classList.toggle("video-off", Boolean(state.video_muted));
   }
+  showPaused();
   layout();
   setPhase(s.phase);
+}
+
+/**
+ * Whether the SFU holds back the video of a remote tile for lack of downlink.
+ * @param {Session} s
+ * @param {Tile} tile
+ */
+function videoPaused(s, tile) {
+  const call = s.call;
+  if (!call || call.pausedTracks.size === 0) return false;
+  for (const info of Object.values(call.tracks)) {
+    if (info.participant !== tile.participant || info.kind !== "video") continue;
+    if ((info.source === "screen") === tile.screen && call.isTrackPaused(info)) return true;
+  }
+  // Paused before its offer came: the track id still names the camera source.
+  return !tile.screen && call.isTrackPaused(`${tile.participant}:cam`);
+}
+
+/** A tile whose video is paused shows the placeholder (its audio goes on) and a poor network. */
+function showPaused() {
+  const s = session;
+  if (!s) return;
+  for (const [key, tile] of s.tiles) {
+    const paused = key !== "local" && videoPaused(s, tile);
+    const was = tile.el.classList.contains("video-paused");
+    tile.el.classList.toggle("video-paused", paused);
+    tile.placeholder.hidden = !paused;
+    if (paused) setQuality(tile, "poor");
+    else if (was) setQuality(tile, "unknown"); // measured again within QUALITY_INTERVAL_MS
+  }
+}
+
+/**
+ * @param {Tile} tile
+ * @param {string} quality
+ */
+function setQuality(tile, quality) {
+  tile.bars.dataset.quality = quality;
+  const label = ui.t("callQuality", { quality: ui.t(`callQuality_${quality}`) });
+  tile.bars.setAttribute("aria-label", label);
+  tile.bars.setAttribute("title", label);
 }
 
 /** Grid: every tile alike. Speaker: a screen share, else the loudest, large; the rest in a strip. */
@@ -775,10 +827,8 @@ async function measure(mine) {
   byParticipant.set("local", networkQuality({ loss, rttMs }));
   for (const [key, tile] of mine.tiles) {
     if (tile.screen) continue;
-    const quality = byParticipant.get(key) ?? "unknown";
-    tile.bars.dataset.quality = quality;
-    const label = ui.t("callQuality", { quality: ui.t(`callQuality_${quality}`) });
-    tile.bars.setAttribute("aria-label", label);
-    tile.bars.setAttribute("title", label);
+    // Video held back for this side's downlink: whatever else gets through, it is poor.
+    const quality = key !== "local" && videoPaused(mine, tile) ? "poor" : byParticipant.get(key) ?? "unknown";
+    setQuality(tile, quality);
   }
 }

@@ -224,7 +224,10 @@ function preferCodecs(transceiver, kind) {
  * `speakers` (the `call.speakers` list), `muted` ({kind, by}: an admin muted us), `removed`,
  * `restarted` ({restarts}), `suspended` (the connection dropped; media goes on), `resumed`
  * ({rejoined}: the connection is back; `rejoined` when it came back too late and the call
- * joined the room again), `error` (Error), `log` (string).
+ * joined the room again), `paused` ({tracks, participants, paused, resumed}: the received
+ * tracks the SFU holds back for lack of downlink changed; `tracks` are all held back now,
+ * `participants` their publishers, `paused`/`resumed` what changed; see `isTrackPaused`),
+ * `error` (Error), `log` (string).
  */
 export class Call extends Emitter {
   /**
@@ -262,6 +265,9 @@ export class Call extends Emitter {
     this.senders = new Map();
     /** Layer mids the SFU asked us to pause (nobody takes them). */
     this.pausedLayers = new Set();
+    /** Received track ids (as in `sfu.offer`) the SFU does not send now: this side's
+     * downlink has no room for them (`sfu.paused`). */
+    this.pausedTracks = new Set();
     /** @type {Record<string, LayerInfo>} the camera's layers as last declared, by mid */
     this.layers = {};
     this.offersAnswered = 0;
@@ -398,6 +404,7 @@ export class Call extends Emitter {
       this._enqueue(() => this._answer(event)).catch((error) => this.emit("error", error));
     });
     this._listen("sfu.layers", (event) => this._onLayers(event.paused));
+    this._listen("sfu.paused", (event) => this._onPaused(event.tracks));
     this._listen("call.participant_joined", (event) => {
       this.participants.set(event.participant.participant, event.participant);
       this.emit("joined", event.participant);
@@ -620,6 +627,39 @@ export class Call extends Emitter {
     this._log(`paused layers: ${[...wanted].join(", ") || "none"}`);
   }
 
+  /** The SFU's list of what it does not send us now: emits `paused` when it changed. */
+  _onPaused(tracks) {
+    if (!Array.isArray(tracks)) {
+      this.emit("error", new Error("sfu.paused without a track list: ignored"));
+      return;
+    }
+    const now = new Set(tracks.filter((t) => typeof t === "string"));
+    const was = this.pausedTracks;
+    const paused = [...now].filter((t) => !was.has(t));
+    const resumed = [...was].filter((t) => !now.has(t));
+    this.pausedTracks = now;
+    if (paused.length === 0 && resumed.length === 0) return;
+    this._log(`paused by the SFU: ${[...now].join(", ") || "none"}`);
+    this.emit("paused", { tracks: [...now], participants: [...this.pausedParticipants()], paused, resumed });
+  }
+
+  /** Whether the SFU holds back the received track `track` (its id as in `sfu.offer`, or a
+   * TrackInfo) for lack of downlink: show a placeholder in its place meanwhile. */
+  isTrackPaused(track) {
+    return this.pausedTracks.has(typeof track === "string" ? track : track?.track);
+  }
+
+  /** The participants of which some received track is paused (`isTrackPaused`). */
+  pausedParticipants() {
+    const out = new Set();
+    const byTrack = new Map(Object.values(this.tracks).map((info) => [info.track, info.participant]));
+    for (const track of this.pausedTracks) {
+      // A track not offered yet still names its publisher: ids are PARTICIPANT:SOURCE.
+      out.add(byTrack.get(track) ?? track.split(":")[0]);
+    }
+    return out;
+  }
+
   _isMuted(kind, source) {
     if (source === "screen" || source === "screen_audio") return false;
     return kind === "audio" ? this.audioMuted : this.videoMuted;
@@ -767,6 +807,8 @@ export class Call extends Emitter {
     this.tracks = {};
     this.senders.clear();
     this.pausedLayers = new Set();
+    // New connections start with everything sent; the SFU says again what it holds back.
+    this._onPaused([]);
     return published;
   }
 
