@@ -786,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     say = stderr_say(time.monotonic())
     load_start = os.getloadavg()
     say(f"load average {load_start[0]:.2f} on {os.cpu_count()} cores")
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="call-quality-", dir=args.keep))
     results: dict[str, dict[str, Any]] = {}
     janus: dict[str, dict[str, Any]] | None = {} if args.janus else None
