@@ -66,6 +66,11 @@ class TargetSpec:
     name: str
     urls: tuple[str, ...]  # client i connects to urls[i % len(urls)]
     sizes: tuple[int, ...]
+    users: str = ""  # starts every client's identity (default: the name)
+
+    @property
+    def prefix(self) -> str:
+        return self.users or self.name
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,7 @@ class Driver:
         self.target = target
         placed = group_of(target.sizes)
         numbers = range(self.spec.index, len(placed), self.spec.drivers)
-        self.members = {i: Member(i, target.name, *placed[i]) for i in numbers}
+        self.members = {i: Member(i, target.prefix, *placed[i]) for i in numbers}
 
         async def one(member: Member) -> None:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
@@ -228,7 +233,7 @@ class Driver:
                 id="",
                 kind="group",
                 name=f"load {member.group}",
-                members=[f"{self.target.name}-{i}" for i in others],
+                members=[f"{self.target.prefix}-{i}" for i in others],
             )
             try:
                 reply = await member.huddle.request(request, timeout=REQUEST_TIMEOUT_S)

@@ -2,6 +2,7 @@
 
     python -m benchmarks.chat_load                          # N=1000, about 2 min
     python -m benchmarks.chat_load --quick --json results/chat.json
+    python -m benchmarks.chat_load --url http://a:8080,http://b:8080 --api-key K --api-secret S
 
 N clients in groups of 10-200 (each client in one group) send messages; every message is
 delivered to each member of its group. The script starts a redis-server, two `huddle serve`
@@ -9,7 +10,9 @@ nodes on it and a bare aiohttp relay (benchmarks/chat_bare.py) on it, and drives
 target in turn from several driver processes: a paced phase at a fixed rate of deliveries
 (latency), then a closed-loop saturated phase (the most deliveries per second it sustains).
 Every delivery is checked: lost, repeated and out-of-order messages are counted in every
-phase. Loopback only; every phase is bounded in count and time. See benchmarks/README.md.
+phase. With ``--url`` it drives a running deployment instead (benchmarks/target.py): no
+servers started, no baseline. Every phase is bounded in count and time. See
+benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from benchmarks.chat_report import (
 )
 from benchmarks.chat_servers import (
     CpuClock,
+    DeploymentCpuClock,
     Server,
     node_counters,
     start_servers,
@@ -62,6 +66,7 @@ from benchmarks.chat_servers import (
 )
 from benchmarks.common import Say, log_problems, raise_fd_limit, run_main, stderr_say, write_json
 from benchmarks.procs import bounded, log_tail, stop_process
+from benchmarks.target import Deployment, add_deployment_args, deployment
 from huddle.redis_server import spawn_sync
 
 # The entry points, and the driver side under the names the tests import it by.
@@ -100,11 +105,17 @@ def run_phase(
     redis_pid: int,
     idle: Sequence[int],
     phase: PhaseSpec,
+    target: Deployment | None = None,
 ) -> PhaseFigures:
     """Send (all drivers from the same instant), then collect and check every delivery."""
     pool.send(("phase", phase))
+    clock: CpuClock | DeploymentCpuClock | None = None
+    if target is not None:
+        # Before the first send: the nodes' counts of the phase start from zero.
+        clock = DeploymentCpuClock(target.urls, pool.pids)
     time.sleep(max(0.0, phase.start_at - time.monotonic()))
-    clock = CpuClock([s.pid for s in servers], redis_pid, pool.pids, idle)
+    if clock is None:
+        clock = CpuClock([s.pid for s in servers], redis_pid, pool.pids, idle)
     timeout = START_DELAY_S + phase.duration + 2 * REQUEST_TIMEOUT_S + 10
     sends: list[SendResult] = pool.collect(timeout, phase.kind)
     cpu = clock.stop()
@@ -115,7 +126,10 @@ def run_phase(
     got: list[DeliveryResult] = pool.run(
         ("collect", expected, COLLECT_TIMEOUT_S), COLLECT_TIMEOUT_S + SETTLE_S + 10
     )
-    return phase_figures(phase, sends, got, cpu)
+    figures = phase_figures(phase, sends, got, cpu)
+    if isinstance(clock, DeploymentCpuClock) and clock.nodes is not None:
+        figures.nodes = dataclasses.replace(clock.nodes, counts=clock.counts())
+    return figures
 
 
 def run_target(
@@ -127,6 +141,7 @@ def run_target(
     opts: Options,
     number: int,
     say: Say,
+    deployment: Deployment | None = None,
 ) -> TargetResult:
     """Connect (Huddle: hello, create the groups, chat.sync), then warm-up, paced, saturated."""
     steps: list[StepResult] = []
@@ -159,14 +174,16 @@ def run_target(
             seed=opts.seed + i,
             senders_per_group=opts.senders_per_group,
         )
-        phases[kind] = run_phase(pool, servers, redis_pid, idle, phase)
+        phases[kind] = run_phase(pool, servers, redis_pid, idle, phase, deployment)
     counters = {s.name: node_counters(s.url) for s in servers if target.kind == "huddle"}
+    if deployment is not None:
+        counters = {url: node_counters(url) for url in deployment.urls}
     closed = pool.run(("close",), CLOSE_TIMEOUT_S + 10)
     steps += closed
     return TargetResult(
         name=target.name,
         kind=target.kind,
-        nodes=len(servers),
+        nodes=len(servers) or len(target.urls),
         clients=opts.clients,
         connected=sum(r.ok for r in connected),
         setup_errors=sum(r.errors for r in steps),
@@ -224,11 +241,57 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-two-nodes", action="store_true", help="no two-node run")
     ap.add_argument("--skip-bare", action="store_true", help="no baseline run")
     ap.add_argument("--json", type=Path, help="write every figure to this file")
+    add_deployment_args(ap)
     return ap
 
 
+def main_deployment(
+    args: argparse.Namespace,
+    opts: Options,
+    target: Deployment,
+    sizes: tuple[int, ...],
+    fd_limit: int,
+    say: Say,
+) -> int:
+    """--url: one target, the running nodes; nothing started, no baseline."""
+    spec = TargetSpec("huddle", "deployment", target.urls, sizes, users=target.users)
+    specs = [
+        DriverSpec(index=i, drivers=opts.drivers, api_key=opts.api_key, api_secret=opts.api_secret)
+        for i in range(opts.drivers)
+    ]
+    say(f"driving {len(target.urls)} node(s): {', '.join(target.urls)}; users {target.users}-*")
+    pool = DriverPool(specs)
+    try:
+        result = run_target(pool, spec, [], 0, [], opts, 0, say, target)
+    except RuntimeError as exc:
+        say(str(exc))
+        return 1
+    finally:
+        pool.close(CLOSE_TIMEOUT_S if sys.exc_info()[0] is None else 2.0)
+    print(f"chat_load against {', '.join(target.urls)} (server CPU from their /metrics)")
+    print(report(opts, sizes, result, None, None))
+    if args.json:
+        figures = summary(result, None, None)
+        doc = {
+            "config": {
+                **dataclasses.asdict(opts),
+                "api_secret": None,
+                "url": list(target.urls),
+                "users": target.users,
+            },
+            "groups": list(sizes),
+            "summary": figures,
+            "targets": targets(figures, opts.rate),
+            "results": {"deployment": dataclasses.asdict(result)},
+        }
+        write_json(args.json, "chat_load", doc, {"fd_limit": fd_limit}, say)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    deploy = deployment(ap, args)
     if args.quick:
         args.clients, args.duration, args.rate = 60, 2.0, 1000.0
     opts = Options(
@@ -238,15 +301,18 @@ def main(argv: list[str] | None = None) -> int:
         drivers=args.drivers,
         senders_per_group=args.senders_per_group,
         seed=args.seed,
-        api_key="bench",
-        api_secret=secrets.token_urlsafe(32),
-        skip_two_nodes=args.skip_two_nodes,
-        skip_bare=args.skip_bare,
+        api_key="bench" if deploy is None else deploy.api_key,
+        api_secret=secrets.token_urlsafe(32) if deploy is None else deploy.api_secret,
+        skip_two_nodes=args.skip_two_nodes or deploy is not None,
+        skip_bare=args.skip_bare or deploy is not None,
     )
     fd_limit = raise_fd_limit(opts.clients)
     sizes = tuple(group_sizes(opts.clients))
 
     say = stderr_say(began=time.monotonic())
+
+    if deploy is not None:
+        return main_deployment(args, opts, deploy, sizes, fd_limit, say)
 
     results: dict[str, TargetResult] = {}
     with tempfile.TemporaryDirectory(prefix="huddle-chat-bench-") as tmp:

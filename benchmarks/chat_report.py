@@ -27,6 +27,7 @@ from benchmarks.common import (
     ratio,
     table,
 )
+from benchmarks.target import NodeUse
 
 SLOT_S: Final = 0.1
 WORST_SLOTS: Final = 5
@@ -71,6 +72,8 @@ class PhaseFigures:
     closed: dict[str, int]
     first_errors: list[str]
     cpu: CpuUse
+    # --url: what the nodes used and counted over the phase, from their /metrics.
+    nodes: NodeUse | None = None
 
 
 @dataclass

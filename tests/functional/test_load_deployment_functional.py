@@ -1,0 +1,104 @@
+"""Load generators pointed at running nodes (``--url``): nothing started, figures from the
+nodes' /metrics, checked against what the nodes counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.chat_servers import Server, start_servers, stop_servers, wait_servers
+
+KEY = "loadkey"
+
+
+@pytest.fixture
+def secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@pytest.fixture
+def two_nodes(redis_url: str, tmp_path: Path, secret: str) -> Iterator[list[Server]]:
+    """Two `huddle serve` processes on the test Redis, started apart from the generator."""
+    servers = start_servers(tmp_path / "nodes", redis_url, KEY, secret, 2, bare=False)
+    try:
+        wait_servers(servers)
+        yield servers
+    finally:
+        stop_servers(servers)
+
+
+def _run(module: str, args: list[str], secret: str, out: Path) -> dict[str, Any]:
+    # The secret through the environment, as an operator would keep it out of `ps`.
+    env = {**os.environ, "HUDDLE_API_KEY": KEY, "HUDDLE_API_SECRET": secret}
+    run = subprocess.run(
+        [sys.executable, "-m", module, *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc: dict[str, Any] = json.loads(out.read_text())
+    return doc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_chat_load_drives_running_nodes(
+    two_nodes: list[Server], secret: str, tmp_path: Path, nodes: int
+) -> None:
+    urls = ",".join(s.url for s in two_nodes[:nodes])
+    args = ["--url", urls, "--clients", "20", "--duration", "1", "--rate", "300", "--drivers", "2"]
+    doc = _run("benchmarks.chat_load", args, secret, tmp_path / "chat.json")
+
+    assert doc["config"]["url"] == urls.split(",")
+    assert set(doc["results"]) == {"deployment"}  # no baseline, no second target
+    result = doc["results"]["deployment"]
+    assert result["connected"] == 20 and result["setup_errors"] == 0, result["first_errors"]
+    assert result["nodes"] == nodes
+    summary = doc["summary"]
+    assert summary["lost"] == summary["duplicated"] == summary["out_of_order"] == 0
+    for kind in ("paced", "saturated"):
+        phase = result["phases"][kind]
+        assert phase["deliveries"] == phase["expected"] > 0, kind
+        assert phase["send_errors"] == 0, phase["first_errors"]
+        # Server CPU from the nodes' /metrics, one figure per node.
+        assert len(phase["cpu"]["servers_core"]) == nodes
+        assert phase["cpu"]["servers_s"] > 0
+        assert phase["deliveries_per_server_cpu_s"] > 0
+        # What the generator counted is what the nodes counted: every accepted message one
+        # chat.send, every delivery and every sender's own copy one event.
+        counts = phase["nodes"]["counts"]
+        assert phase["nodes"]["missing"] == []
+        assert counts['huddle_ws_messages_in_total{type="chat.send"}'] == phase["messages"]
+        events = counts['huddle_ws_messages_out_total{kind="event"}']
+        assert events == phase["deliveries"] + phase["messages"], kind
+
+
+def test_url_without_key_is_refused_with_a_clear_error() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_API_")}
+    for args, message in [
+        (["--url", "http://127.0.0.1:9"], "--api-key and --api-secret"),
+        (["--url", "ftp://127.0.0.1:9", "--api-key", "k", "--api-secret", "s"], "base URL"),
+        (["--url", "http://127.0.0.1:9/v1", "--api-key", "k", "--api-secret", "s"], "no path"),
+        (["--api-key", "k"], "go with --url"),
+    ]:
+        run = subprocess.run(
+            [sys.executable, "-m", "benchmarks.chat_load", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        assert run.returncode == 2, (args, run.stderr)
+        assert message in run.stderr, (args, run.stderr)
