@@ -102,3 +102,31 @@ def test_url_without_key_is_refused_with_a_clear_error() -> None:
         )
         assert run.returncode == 2, (args, run.stderr)
         assert message in run.stderr, (args, run.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_media_load_drives_running_nodes(
+    two_nodes: list[Server], secret: str, tmp_path: Path, nodes: int
+) -> None:
+    urls = ",".join(s.url for s in two_nodes[:nodes])
+    args = ["--url", urls, "--sizes-mib", "1", "--clients", "1,2", "--phase-mib", "32"]
+    args += ["--rss-upload-mib", "8", "--thumbs", "2"]
+    doc = _run("benchmarks.media_load", args, secret, tmp_path / "media.json")
+
+    assert doc["url"] == urls.split(",")
+    assert doc["copy_baseline_mib_per_s"] is None  # no baseline in this mode
+    assert doc["summary"]["errors"] == 0
+    phases = doc["phases"]
+    assert [(p["name"], p["clients"]) for p in phases] == [
+        ("upload", 1),
+        ("download", 1),
+        ("upload", 2),
+        ("download", 2),
+    ]
+    for phase in phases:
+        assert phase["errors"] == 0 and phase["mib_per_s"] > 0, phase
+        # The nodes' CPU from their /metrics (32 MiB a phase: well above its 10 ms tick).
+        assert phase["server_cpu"] > 0 and phase["server_ms_per_request"] > 0, phase
+    assert doc["rss"]["base_mib"] > 10  # every role of the first node, from its /metrics
+    assert doc["thumbnails"]["images"] == 2
