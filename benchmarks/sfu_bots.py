@@ -58,7 +58,7 @@ class BotSpec:
     target: Target
     index: int
     url: str  # huddle and naive: http://127.0.0.1:PORT; janus: http://ADDR:PORT/janus
-    ice_address: str  # the address the bots gather ICE candidates on
+    ice_address: str  # the address the bots gather ICE candidates on ("": every one)
     room: str
     janus_room: int
     participants: tuple[ParticipantSpec, ...]
@@ -373,7 +373,8 @@ class Bot:
 
 
 async def _serve(conn: Connection, spec: BotSpec) -> None:
-    install(host_addresses=[spec.ice_address])
+    # No address: gather on every interface, as a client reaching a deployment does.
+    install(host_addresses=[spec.ice_address] if spec.ice_address else ())
     recorder = install_recorder()  # after install(): its counting receive path wins
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:

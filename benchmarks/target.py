@@ -13,6 +13,7 @@ counted.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import secrets
 import time
@@ -40,6 +41,18 @@ class Deployment:
     api_secret: str
     # Starts every identity of the run: users of two runs (or two shards) never meet.
     users: str = field(default_factory=lambda: f"load{secrets.token_hex(3)}")
+
+    @property
+    def loopback(self) -> bool:
+        """Every node on this machine's loopback."""
+        return all(_is_loopback(urllib.parse.urlsplit(u).hostname or "") for u in self.urls)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def node_urls(text: str) -> tuple[str, ...]:
@@ -115,9 +128,10 @@ class NodeSample:
     ok: bool
 
 
-def sample_node(url: str) -> NodeSample:
-    samples = node_metrics(url, (CPU_METRIC, RSS_METRIC, *COUNT_METRICS))
-    counts = {k: v for k, v in samples.items() if k.startswith(COUNT_METRICS)}
+def sample_node(url: str, counters: tuple[str, ...] = COUNT_METRICS) -> NodeSample:
+    """One scrape; ``counters`` are the names (prefixes) of the counts to keep."""
+    samples = node_metrics(url, (CPU_METRIC, RSS_METRIC, *counters))
+    counts = {k: v for k, v in samples.items() if counters and k.startswith(counters)}
     return NodeSample(
         cpu_s=_labelled(samples, CPU_METRIC, "role"),
         rss=_labelled(samples, RSS_METRIC, "role"),
@@ -143,22 +157,23 @@ class NodeUse:
 class NodeClock:
     """The nodes' CPU and counts between construction and :meth:`stop`."""
 
-    def __init__(self, urls: Sequence[str]) -> None:
+    def __init__(self, urls: Sequence[str], counters: tuple[str, ...] = COUNT_METRICS) -> None:
         self.urls = list(urls)
+        self.counters = counters
         self._t0 = time.monotonic()
-        self._start = [sample_node(u) for u in self.urls]
+        self._start = [sample_node(u, counters) for u in self.urls]
 
     def counts(self) -> dict[str, float]:
         """What the nodes received and sent since the start, every node together."""
         counts: dict[str, float] = {}
         for url, a in zip(self.urls, self._start, strict=True):
-            b = sample_node(url)
+            b = sample_node(url, self.counters)
             for name, value in b.counts.items():
                 counts[name] = counts.get(name, 0.0) + value - a.counts.get(name, 0.0)
         return {k: v for k, v in counts.items() if v}
 
     def stop(self) -> NodeUse:
-        end = [sample_node(u) for u in self.urls]
+        end = [sample_node(u, self.counters) for u in self.urls]
         wall = max(time.monotonic() - self._t0, 1e-9)
         node_s: list[float] = []
         redis_s = 0.0
@@ -185,3 +200,12 @@ class NodeClock:
             counts={k: v for k, v in counts.items() if v},
             missing=missing,
         )
+
+
+def idle_cores(urls: Sequence[str], seconds: float) -> float:
+    """The nodes' CPU s/s (every role) over ``seconds`` before any load: their own timers,
+    workers and Redis, which a figure per packet or delivery can leave out."""
+    clock = NodeClock(urls, ())
+    time.sleep(seconds)
+    use = clock.stop()
+    return (sum(use.node_s) + use.redis_s) / use.wall_s

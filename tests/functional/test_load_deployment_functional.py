@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from benchmarks.chat_servers import Server, start_servers, stop_servers, wait_servers
+from benchmarks.procs import free_port, huddle_command, node_env, start_logged
 
 KEY = "loadkey"
 
@@ -29,6 +30,25 @@ def two_nodes(redis_url: str, tmp_path: Path, secret: str) -> Iterator[list[Serv
     """Two `huddle serve` processes on the test Redis, started apart from the generator."""
     servers = start_servers(tmp_path / "nodes", redis_url, KEY, secret, 2, bare=False)
     try:
+        wait_servers(servers)
+        yield servers
+    finally:
+        stop_servers(servers)
+
+
+@pytest.fixture
+def sfu_nodes(redis_url: str, tmp_path: Path, secret: str) -> Iterator[list[Server]]:
+    """Two nodes with their SFU announcing loopback, on the test Redis."""
+    env = node_env(KEY, secret, REDIS_URL=redis_url, HUDDLE_LOG_LEVEL="warning")
+    servers: list[Server] = []
+    try:
+        for i in range(2):
+            port = free_port()
+            folder = tmp_path / f"sfu{i}"
+            cmd = huddle_command(port, folder, "--ice-addresses", "127.0.0.1")
+            log = tmp_path / f"sfu{i}.log"
+            proc = start_logged(cmd, env, log)
+            servers.append(Server(f"sfu{i}", f"http://127.0.0.1:{port}", proc, log))
         wait_servers(servers)
         yield servers
     finally:
@@ -130,3 +150,30 @@ def test_media_load_drives_running_nodes(
         assert phase["server_cpu"] > 0 and phase["server_ms_per_request"] > 0, phase
     assert doc["rss"]["base_mib"] > 10  # every role of the first node, from its /metrics
     assert doc["thumbnails"]["images"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_sfu_load_drives_running_nodes(
+    sfu_nodes: list[Server], secret: str, tmp_path: Path, nodes: int
+) -> None:
+    urls = ",".join(s.url for s in sfu_nodes[:nodes])
+    # Two bot processes: with two nodes the publisher signals through one and the
+    # subscriber through the other.
+    args = ["--url", urls, "--scenarios", "1x1", "--duration", "2", "--bot-procs", "2"]
+    doc = _run("benchmarks.sfu_load", args, secret, tmp_path / "sfu.json")
+
+    assert doc["config"]["url"] == urls.split(",")
+    assert set(doc["results"]) == {"huddle"}  # no baseline
+    result = doc["results"]["huddle"]["1x1"]
+    assert result["failed"] is None, result
+    assert result["streams_flowing"] == 2  # audio and video
+    assert result["loss"] == 0
+    assert result["packets"] > 0
+    # CPU per packet from the nodes' /metrics.
+    assert result["server_cpu_s"] > 0 and result["cpu_us_per_packet"] > 0
+    assert doc["server_idle_cores"]["huddle"] >= 0
+    # What the bots received is what the node says it forwarded in the room, but for the
+    # packets in flight at either edge of the window.
+    forwarded = result["node_packets_forwarded"]
+    assert forwarded == pytest.approx(result["packets"], rel=0.1), (forwarded, result["packets"])
