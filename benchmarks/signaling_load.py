@@ -4,13 +4,16 @@
     python -m benchmarks.signaling_load --n 200 --json results/signaling.json
     python -m benchmarks.signaling_load --url http://127.0.0.1:8080 --server-pid PID \\
         --api-key KEY --api-secret SECRET
+    python -m benchmarks.signaling_load --url http://a:8080,http://b:8080 --api-key K --api-secret S
 
 For each target (the Huddle node, then a bare aiohttp echo server this script starts) it
 measures the connect rate, the server's memory per idle connection, ping round trips under a
 moderate load (every client one ping per interval) and the request rate under saturation
 (every client sending back to back). Load comes from several driver processes whose own CPU
 is reported beside the server's, so a client-bound run is never read as the server's limit.
-Loopback only; every phase is bounded in count and time. See benchmarks/README.md.
+With ``--url`` it drives running nodes instead (benchmarks/target.py; driver i on node
+i mod N) and runs no baseline; without ``--server-pid`` the server's CPU and memory come
+from the nodes' /metrics. Every phase is bounded in count and time. See benchmarks/README.md.
 
 The code: this module runs it (targets, phases, the command line); ``signaling_driver`` is
 the driver processes and their pool, ``signaling_servers`` the node and the bare baseline,
@@ -32,7 +35,6 @@ from typing import Final
 from benchmarks.common import (
     Say,
     log_problems,
-    loopback_url,
     raise_fd_limit,
     run_main,
     stderr_say,
@@ -61,12 +63,12 @@ from benchmarks.signaling_servers import (
     CpuClock,
     CpuUse,
     Server,
-    rss_kib,
     serve_bare,
     server_counters,
     start_bare,
     start_huddle,
 )
+from benchmarks.target import add_deployment_args, deployment
 
 DEFAULT_N: Final = 2000
 MAX_N: Final = 20_000
@@ -87,7 +89,7 @@ SETTLE_S: Final = 1.0
 # --- running ---------------------------------------------------------------------------
 
 
-def _specs(kind: Kind, url: str, opts: Options) -> list[DriverSpec]:
+def _specs(kind: Kind, urls: tuple[str, ...], opts: Options) -> list[DriverSpec]:
     procs = min(opts.procs, opts.n)
     share, extra = divmod(opts.n, procs)
     specs: list[DriverSpec] = []
@@ -97,7 +99,7 @@ def _specs(kind: Kind, url: str, opts: Options) -> list[DriverSpec]:
         specs.append(
             DriverSpec(
                 kind=kind,
-                url=url,
+                url=urls[i % len(urls)],
                 index=i,
                 first=first,
                 count=count,
@@ -117,8 +119,7 @@ def _phase_timeout(opts: Options, seconds: float) -> float:
 
 def run_target(kind: Kind, server: Server, opts: Options, say: Say) -> TargetResult:
     """Drive one server through warm-up, connect, idle, paced, saturated and close phases."""
-    server_pids = [server.pid] if server.pid is not None else []
-    pool = DriverPool(_specs(kind, server.url, opts))
+    pool = DriverPool(_specs(kind, server.urls or (server.url,), opts))
 
     def timed(name: str, *args: float) -> tuple[list[PhaseResult], CpuUse]:
         """One phase, started by every driver at the same instant, with its CPU use."""
@@ -132,16 +133,14 @@ def run_target(kind: Kind, server: Server, opts: Options, say: Say) -> TargetRes
     try:
         pool.run(("warmup",), _phase_timeout(opts, 0))
         time.sleep(SETTLE_S)
-        rss0 = rss_kib(server_pids) if server_pids else None
-        helpers0 = rss_kib(server.helpers_pids())
+        rss0, helpers0 = server.rss_kib()
 
         say(f"{kind}: connecting {opts.n} clients")
         results, connect_cpu = timed("connect")
         connected = sum(r.ok for r in results)
         connect_s = max(r.ended for r in results) - min(r.started for r in results)
         time.sleep(SETTLE_S)
-        rss1 = rss_kib(server_pids) if server_pids else None
-        helpers1 = rss_kib(server.helpers_pids())
+        rss1, helpers1 = server.rss_kib()
 
         say(f"{kind}: paced pings for {opts.paced_duration:g} s")
         paced, cpu = timed("paced", opts.paced_duration, opts.ping_interval)
@@ -153,7 +152,7 @@ def run_target(kind: Kind, server: Server, opts: Options, say: Say) -> TargetRes
 
         closed = pool.run(("close",), CLOSE_TIMEOUT_S + 10)
         time.sleep(SETTLE_S)
-        rss2 = rss_kib(server_pids) if server_pids else None
+        rss2, _ = server.rss_kib()
     finally:
         # After a failure or Ctrl-C a driver may be mid-phase: do not wait for it to finish.
         pool.close(CLOSE_TIMEOUT_S if sys.exc_info()[0] is None else 2.0)
@@ -226,22 +225,27 @@ def parser() -> argparse.ArgumentParser:
         help="connects in flight at once, all drivers together",
     )
     ap.add_argument("--json", type=Path, help="write every figure to this file")
-    ap.add_argument("--url", type=loopback_url, help="an already running node (loopback only)")
-    ap.add_argument("--server-pid", type=int, help="with --url: the node's pid, for RSS and CPU")
-    ap.add_argument("--api-key", help="with --url: the node's API key")
-    ap.add_argument("--api-secret", help="with --url: the node's API secret")
+    add_deployment_args(ap)
+    ap.add_argument(
+        "--server-pid",
+        type=int,
+        help="with --url naming one node on this machine: its pid, for RSS and CPU (default: "
+        "from the nodes' /metrics)",
+    )
     ap.add_argument("--skip-bare", action="store_true", help="no baseline run")
     ap.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
     if args.bare_server is not None:
         run_loop(serve_bare(args.bare_server))
         return 0
-    if args.url and not (args.api_key and args.api_secret):
-        parser().error("--url needs --api-key and --api-secret to mint tokens")
+    target = deployment(ap, args)
+    if args.server_pid is not None and (target is None or len(target.urls) != 1):
+        ap.error("--server-pid goes with --url naming one node")
     opts = Options(
         n=args.n,
         procs=min(args.procs, args.n),
@@ -249,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         paced_duration=args.paced_duration,
         ping_interval=args.ping_interval,
         connect_concurrency=args.connect_concurrency,
-        api_key=args.api_key or "bench",
-        api_secret=args.api_secret or secrets.token_urlsafe(32),
+        api_key=target.api_key if target else "bench",
+        api_secret=target.api_secret if target else secrets.token_urlsafe(32),
     )
     fd_limit = raise_fd_limit(opts.n)
 
@@ -259,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     bare: TargetResult | None = None
     with tempfile.TemporaryDirectory(prefix="huddle-bench-") as tmp:
         folder = Path(tmp)
-        if args.url:
-            node = Server(url=args.url, pid=args.server_pid)
+        if target is not None:
+            node = Server(url=target.urls[0], pid=args.server_pid, urls=target.urls)
         else:
             say("starting huddle serve (embedded Redis)")
             node = start_huddle(folder / "node", opts.api_key, opts.api_secret)
@@ -268,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             huddle = run_target("huddle", node, opts, say)
         finally:
             node.stop()
-        if not args.skip_bare:
+        if not args.skip_bare and target is None:
             say("starting the bare aiohttp echo server")
             echo = start_bare(folder)
             try:
@@ -280,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         figures = summary(huddle, bare)
         doc = {
-            "config": {**dataclasses.asdict(opts), "api_secret": None, "url": args.url},
+            "config": {
+                **dataclasses.asdict(opts),
+                "api_secret": None,
+                "url": list(target.urls) if target else None,
+            },
             "n": opts.n,
             "summary": figures,
             "targets": targets(figures),

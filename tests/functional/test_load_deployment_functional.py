@@ -177,3 +177,29 @@ def test_sfu_load_drives_running_nodes(
     # packets in flight at either edge of the window.
     forwarded = result["node_packets_forwarded"]
     assert forwarded == pytest.approx(result["packets"], rel=0.1), (forwarded, result["packets"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_signaling_load_drives_running_nodes(
+    two_nodes: list[Server], secret: str, tmp_path: Path, nodes: int
+) -> None:
+    urls = ",".join(s.url for s in two_nodes[:nodes])
+    args = ["--url", urls, "--n", "20", "--procs", "2", "--duration", "0.5"]
+    args += ["--paced-duration", "1", "--ping-interval", "0.2"]
+    doc = _run("benchmarks.signaling_load", args, secret, tmp_path / "signaling.json")
+
+    assert doc["config"]["url"] == urls.split(",")
+    assert doc["bare"] is None  # no baseline in this mode
+    huddle = doc["huddle"]
+    assert huddle["connected"] == 20 and huddle["connect_errors"] == 0, huddle["first_errors"]
+    assert huddle["close_errors"] == 0
+    # CPU and memory from the nodes' /metrics.
+    assert huddle["connect_cpu"]["server_s"] > 0
+    assert huddle["saturation"]["cpu"]["server_s"] > 0
+    assert huddle["rss_idle_kib"] > 10_000
+    assert huddle["kib_per_idle_connection"] is not None
+    # Every client authenticated on one of the nodes, and none was refused.
+    counters = huddle["server_counters"]
+    assert counters["huddle_ws_authenticated"] == 20
+    assert not any(k.startswith("huddle_ws_errors_total") for k in counters), counters
