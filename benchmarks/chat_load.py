@@ -66,6 +66,7 @@ from benchmarks.chat_servers import (
 )
 from benchmarks.common import Say, log_problems, raise_fd_limit, run_main, stderr_say, write_json
 from benchmarks.procs import bounded, log_tail, stop_process
+from benchmarks.progress import nodes_count, phase_bar
 from benchmarks.target import Deployment, add_deployment_args, deployment
 from huddle.redis_server import spawn_sync
 
@@ -94,6 +95,9 @@ DEFAULT_SENDERS_PER_GROUP: Final = 5
 # How long a driver waits for the deliveries it expects after a phase's last send.
 COLLECT_TIMEOUT_S: Final = 20.0
 START_DELAY_S: Final = 0.3
+# What the progress bars read of the nodes while drivers run a phase.
+EVENTS_METRIC: Final = 'huddle_ws_messages_out_total{kind="event"}'
+AUTHENTICATED_METRIC: Final = "huddle_ws_authenticated"
 
 
 # --- running ----------------------------------------------------------------------------
@@ -117,7 +121,10 @@ def run_phase(
     if clock is None:
         clock = CpuClock([s.pid for s in servers], redis_pid, pool.pids, idle)
     timeout = START_DELAY_S + phase.duration + 2 * REQUEST_TIMEOUT_S + 10
-    sends: list[SendResult] = pool.collect(timeout, phase.kind)
+    urls = target.urls if target else tuple(s.url for s in servers if s.name != "bare")
+    events = nodes_count(urls, EVENTS_METRIC) if urls else None
+    with phase_bar(phase.kind, phase.duration, count=events, unit="events/s"):
+        sends: list[SendResult] = pool.collect(timeout, phase.kind)
     cpu = clock.stop()
     expected: dict[int, list[tuple[str, int, int]]] = {}
     for result in sends:
@@ -147,7 +154,16 @@ def run_target(
     steps: list[StepResult] = []
     say(f"{target.name}: connecting {opts.clients} clients")
     started = time.monotonic()
-    connected = pool.run(("connect", target), CONNECT_TIMEOUT_S + opts.clients / 20)
+    devices = nodes_count(target.urls, AUTHENTICATED_METRIC) if target.kind == "huddle" else None
+    before = (devices() if devices else None) or 0.0
+    with phase_bar(
+        f"{target.name}: connect",
+        total=opts.clients,
+        done=(lambda: (devices() or before) - before) if devices else None,
+        count=devices,
+        unit="hellos/s",
+    ):
+        connected = pool.run(("connect", target), CONNECT_TIMEOUT_S + opts.clients / 20)
     steps += connected
     if target.kind == "huddle":
         created = pool.run(("create",), REQUEST_TIMEOUT_S * len(target.sizes) + 10)

@@ -53,6 +53,7 @@ from benchmarks.procs import (
     stop_process,
     wait_healthy,
 )
+from benchmarks.progress import phase_bar
 from benchmarks.target import Deployment, NodeClock, add_deployment_args, deployment, sample_node
 from signaling.auth import mint_token
 
@@ -119,6 +120,14 @@ class Meter:
         return float(t.user + t.system + t.children_user + t.children_system)
 
 
+# Bytes sent and received by every client so far: what the progress bars read.
+moved = [0]
+
+
+def moved_mib() -> float:
+    return moved[0] / MIB
+
+
 async def generated(size: int) -> AsyncIterator[bytes]:
     """``size`` bytes, unique per call (a random first block), made on the fly."""
     block = bytearray(secrets.token_bytes(CHUNK))
@@ -128,6 +137,7 @@ async def generated(size: int) -> AsyncIterator[bytes]:
         block[:8] = sent.to_bytes(8, "little")
         yield bytes(block[:n])
         sent += n
+        moved[0] += n
 
 
 async def upload(http: aiohttp.ClientSession, url: str, token: str, size: int) -> dict[str, Any]:
@@ -150,14 +160,27 @@ async def download(http: aiohttp.ClientSession, url: str, headers: dict[str, str
             raise RuntimeError(f"download refused: {resp.status}")
         async for chunk in resp.content.iter_chunked(CHUNK):
             got += len(chunk)
+            moved[0] += len(chunk)
     return got
 
 
-async def run_clients(clients: int, job: Callable[[int], Awaitable[int]]) -> tuple[int, int]:
-    results = await asyncio.wait_for(
-        asyncio.gather(*(job(i) for i in range(clients)), return_exceptions=True),
-        PHASE_TIMEOUT_S,
-    )
+async def run_clients(
+    clients: int, job: Callable[[int], Awaitable[int]], what: str = "", mib: float | None = None
+) -> tuple[int, int]:
+    """``job`` for each client at once; ``what`` and ``mib`` (the MiB the phase moves) are
+    its progress bar's."""
+    start = moved_mib()
+    with phase_bar(
+        what,
+        total=mib,
+        done=(lambda: moved_mib() - start) if mib else None,
+        count=moved_mib if mib else None,
+        unit="MiB/s",
+    ):
+        results = await asyncio.wait_for(
+            asyncio.gather(*(job(i) for i in range(clients)), return_exceptions=True),
+            PHASE_TIMEOUT_S,
+        )
     ok = sum(r for r in results if isinstance(r, int))
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
@@ -295,7 +318,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         return size * rounds
 
                     with Meter(node.pid) as m:
-                        total, errors = await run_clients(clients, up)
+                        total, errors = await run_clients(
+                            clients,
+                            up,
+                            f"upload {size_mib:g} MiB x{clients}",
+                            size_mib * rounds * clients,
+                        )
                     phases.append(
                         Phase(
                             "upload",
@@ -337,7 +365,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         await download(http, target, headers)  # warm the page cache
                         server = {"download": node, "static": static, "sendfile": sendfile}[name]
                         with Meter(server.pid) as m:
-                            total, errors = await run_clients(clients, down)
+                            total, errors = await run_clients(
+                                clients,
+                                down,
+                                f"{name} {size_mib:g} MiB x{clients}",
+                                size_mib * repeats(args.phase_mib, size_mib, clients) * clients,
+                            )
                         phases.append(
                             Phase(
                                 name,
@@ -390,7 +423,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     return 1
 
             with Meter(node.pid) as m:
-                done, errors = await run_clients(args.thumbs, picture)
+                done, errors = await run_clients(args.thumbs, picture, "thumbnails")
             results["thumbnails"] = {
                 "images": done,
                 "size": list(THUMB_EDGE),
@@ -467,7 +500,12 @@ async def bench_deployment(args: argparse.Namespace, target: Deployment) -> dict
 
                 for name, job in (("upload", up), ("download", down)):
                     with Meter(urls=urls) as m:
-                        total, errors = await run_clients(clients, job)
+                        total, errors = await run_clients(
+                            clients,
+                            job,
+                            f"{name} {size_mib:g} MiB x{clients}",
+                            size_mib * rounds * clients,
+                        )
                     phases.append(
                         Phase(
                             name,
@@ -519,7 +557,7 @@ async def bench_deployment(args: argparse.Namespace, target: Deployment) -> dict
                 return 1
 
         with Meter(urls=urls) as m:
-            done, errors = await run_clients(args.thumbs, picture)
+            done, errors = await run_clients(args.thumbs, picture, "thumbnails")
         for url, media_id in stored:
             await delete(url, media_id)
         results["thumbnails"] = {

@@ -58,6 +58,7 @@ from benchmarks.procs import (
     start_healthy,
     stop_process,
 )
+from benchmarks.progress import nodes_count, phase_bar
 from benchmarks.sfu_bots import (
     BotMeasurement,
     BotSpec,
@@ -468,12 +469,16 @@ def run_scenario(
     try:
         pool = BotPool(_bot_specs(server, scenario, opts, room, janus_room))
         feeds: dict[str, str] = {}
-        for part in pool.run(("publish",), setup_timeout):
-            feeds.update(part)
-        pool.run(("subscribe", feeds), setup_timeout)
-        flowing = pool.run(
-            ("wait_flowing", time.monotonic() + FLOWING_TIMEOUT_S), FLOWING_TIMEOUT_S + 10
-        )
+        huddle_urls = server.urls or ((server.url,) if server.target == "huddle" else ())
+        forwarded = f'{ROOM_FORWARDED}{{room="{room}"}}'
+        count = nodes_count(huddle_urls, forwarded) if huddle_urls else None
+        with phase_bar(f"{server.target} {scenario.name}: setting up", count=count, unit="pkt/s"):
+            for part in pool.run(("publish",), setup_timeout):
+                feeds.update(part)
+            pool.run(("subscribe", feeds), setup_timeout)
+            flowing = pool.run(
+                ("wait_flowing", time.monotonic() + FLOWING_TIMEOUT_S), FLOWING_TIMEOUT_S + 10
+            )
         seen = sum(f[0] for f in flowing)
         result.setup_s = time.monotonic() - started
         if seen < scenario.streams:
@@ -491,7 +496,10 @@ def run_scenario(
         clock = (
             NodesCpuClock(server.urls, pool, room) if server.urls else CpuClock(server.pid, pool)
         )
-        time.sleep(max(0.0, end - time.monotonic()))
+        with phase_bar(
+            f"{server.target} {scenario.name}", opts.duration, count=count, unit="pkt/s"
+        ):
+            time.sleep(max(0.0, end - time.monotonic()))
         wall, server_cpu, bots_cpu, machine = clock.stop()
         if isinstance(clock, NodesCpuClock):
             result.node_packets_forwarded = clock.forwarded

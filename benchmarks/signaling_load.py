@@ -41,6 +41,7 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.procs import bounded, run_loop
+from benchmarks.progress import nodes_count, phase_bar
 from benchmarks.signaling_driver import (
     CLOSE_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
@@ -127,7 +128,22 @@ def run_target(kind: Kind, server: Server, opts: Options, say: Say) -> TargetRes
         seconds = max(opts.duration, opts.paced_duration) if name != "connect" else 0.0
         time.sleep(max(0.0, start_at - time.monotonic()))
         clock = CpuClock(server, pool)
-        results = pool.run((name, start_at, *args), _phase_timeout(opts, seconds))
+        urls = (server.urls or (server.url,)) if kind == "huddle" else ()
+        if name == "connect":
+            devices = nodes_count(urls, "huddle_ws_authenticated") if urls else None
+            before = (devices() if devices else None) or 0.0
+            bar = phase_bar(
+                f"{kind}: connect",
+                total=opts.n,
+                done=(lambda: (devices() or before) - before) if devices else None,
+                count=devices,
+                unit="hellos/s",
+            )
+        else:
+            requests = nodes_count(urls, "huddle_ws_messages_in_total") if urls else None
+            bar = phase_bar(f"{kind}: {name}", seconds, count=requests, unit="requests/s")
+        with bar:
+            results = pool.run((name, start_at, *args), _phase_timeout(opts, seconds))
         return results, clock.stop()
 
     try:
