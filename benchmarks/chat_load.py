@@ -67,7 +67,7 @@ from benchmarks.chat_servers import (
 from benchmarks.common import Say, log_problems, raise_fd_limit, run_main, stderr_say, write_json
 from benchmarks.procs import bounded, log_tail, stop_process
 from benchmarks.progress import nodes_count, phase_bar
-from benchmarks.target import Deployment, add_deployment_args, deployment
+from benchmarks.target import Deployment, add_deployment_args, deployment, shard_of
 from huddle.redis_server import spawn_sync
 
 # The entry points, and the driver side under the names the tests import it by.
@@ -169,7 +169,7 @@ def run_target(
         created = pool.run(("create",), REQUEST_TIMEOUT_S * len(target.sizes) + 10)
         steps += created
         convs = {g: c for r in created for g, c in r.convs.items()}
-        if len(convs) < len(target.sizes):
+        if len(convs) < target.groups:
             raise RuntimeError(f"{target.name}: groups not created: {created[0].first_error}")
         steps += pool.run(("sync", convs), REQUEST_TIMEOUT_S + opts.clients / 20)
     setup_s = time.monotonic() - started
@@ -258,6 +258,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-bare", action="store_true", help="no baseline run")
     ap.add_argument("--json", type=Path, help="write every figure to this file")
     add_deployment_args(ap)
+    ap.add_argument(
+        "--shard",
+        type=shard_of,
+        default=(1, 1),
+        metavar="I/N",
+        help="with --url: run shard I of N (distinct groups, the same schedule) on this "
+        "machine; benchmarks.merge adds the shards' JSON up",
+    )
     return ap
 
 
@@ -270,7 +278,9 @@ def main_deployment(
     say: Say,
 ) -> int:
     """--url: one target, the running nodes; nothing started, no baseline."""
-    spec = TargetSpec("huddle", "deployment", target.urls, sizes, users=target.users)
+    shard, shards = args.shard
+    users = target.users if shards == 1 else f"{target.users}s{shard}"
+    spec = TargetSpec("huddle", "deployment", target.urls, sizes, users, shard - 1, shards)
     specs = [
         DriverSpec(index=i, drivers=opts.drivers, api_key=opts.api_key, api_secret=opts.api_secret)
         for i in range(opts.drivers)
@@ -293,7 +303,8 @@ def main_deployment(
                 **dataclasses.asdict(opts),
                 "api_secret": None,
                 "url": list(target.urls),
-                "users": target.users,
+                "users": users,
+                "shard": [shard, shards],
             },
             "groups": list(sizes),
             "summary": figures,
@@ -308,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
     deploy = deployment(ap, args)
+    if args.shard != (1, 1) and deploy is None:
+        ap.error("--shard goes with --url: the shards load one deployment together")
     if args.quick:
         args.clients, args.duration, args.rate = 60, 2.0, 1000.0
     opts = Options(

@@ -27,6 +27,7 @@ from benchmarks.common import node_metrics
 API_KEY_ENV: Final = "HUDDLE_API_KEY"
 API_SECRET_ENV: Final = "HUDDLE_API_SECRET"
 MAX_NODES: Final = 64
+MAX_SHARDS: Final = 256
 
 CPU_METRIC: Final = "huddle_process_cpu_seconds_total"
 RSS_METRIC: Final = "huddle_process_resident_memory_bytes"
@@ -73,6 +74,17 @@ def node_urls(text: str) -> tuple[str, ...]:
     if len(urls) > MAX_NODES:
         raise argparse.ArgumentTypeError(f"at most {MAX_NODES} nodes")
     return tuple(urls)
+
+
+def shard_of(text: str) -> tuple[int, int]:
+    """An argparse type: ``I/N``, shard I (from 1) of N."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shard is I/N, e.g. 1/2: {text!r}") from None
+    if not 1 <= i <= n <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"a shard I/N needs 1 <= I <= N <= {MAX_SHARDS}")
+    return i, n
 
 
 def add_deployment_args(ap: argparse.ArgumentParser) -> None:

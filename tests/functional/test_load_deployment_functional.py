@@ -203,3 +203,81 @@ def test_signaling_load_drives_running_nodes(
     counters = huddle["server_counters"]
     assert counters["huddle_ws_authenticated"] == 20
     assert not any(k.startswith("huddle_ws_errors_total") for k in counters), counters
+
+
+@pytest.mark.slow
+def test_two_shards_merged_give_the_totals_of_one_run(
+    two_nodes: list[Server], secret: str, tmp_path: Path
+) -> None:
+    """The paced phase follows one schedule: its shards together send what one run sends."""
+    urls = ",".join(s.url for s in two_nodes)
+    common = ["--url", urls, "--clients", "40", "--duration", "1", "--rate", "300"]
+    common += ["--drivers", "1"]
+    whole = _run("benchmarks.chat_load", common, secret, tmp_path / "whole.json")
+    env = {**os.environ, "HUDDLE_API_KEY": KEY, "HUDDLE_API_SECRET": secret}
+    # Both shards at once, as two machines would run them.
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.chat_load",
+                *common,
+                "--shard",
+                f"{i}/2",
+                "--json",
+                str(tmp_path / f"shard{i}.json"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        for i in (1, 2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=100)
+        assert proc.returncode == 0, err[-3000:]
+    shards = [json.loads((tmp_path / f"shard{i}.json").read_text()) for i in (1, 2)]
+    # Distinct users and groups per shard.
+    assert shards[0]["config"]["users"] != shards[1]["config"]["users"]
+    connected = [s["results"]["deployment"]["connected"] for s in shards]
+    assert sum(connected) == 40 and all(connected), connected
+
+    out = tmp_path / "all.json"
+    merge = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.merge",
+            *(str(tmp_path / f"shard{i}.json") for i in (1, 2)),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert merge.returncode == 0, merge.stderr
+    merged = json.loads(out.read_text())
+    assert merged["missing_shards"] == []
+    one = whole["results"]["deployment"]["phases"]["paced"]
+    both = merged["results"]["deployment"]["phases"]["paced"]
+    for name in ("messages", "expected", "deliveries"):
+        assert both[name] == one[name] > 0, name
+    assert both["lost"] == both["duplicated"] == both["out_of_order"] == 0
+    assert merged["summary"]["lost"] == merged["summary"]["duplicated"] == 0
+    # Percentiles read from the merged histogram, which holds every delivery.
+    assert sum(both["latency_histogram"]["counts"].values()) == both["deliveries"]
+    assert 0 < both["p50_ms"] <= both["p99_ms"] <= both["max_ms"]
+    assert both["deliveries_per_server_cpu_s"] > 0
+
+    # A shard given twice, or a file that is not a shard, is refused with a reason.
+    shard1 = str(tmp_path / "shard1.json")
+    again = subprocess.run(
+        [sys.executable, "-m", "benchmarks.merge", shard1, shard1, "--json", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert again.returncode == 1 and "given twice" in again.stderr
