@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from benchmarks.chat_driver import (
     CLOSE_TIMEOUT_S,
@@ -64,7 +64,15 @@ from benchmarks.chat_servers import (
     stop_servers,
     wait_servers,
 )
-from benchmarks.common import Say, log_problems, raise_fd_limit, run_main, stderr_say, write_json
+from benchmarks.common import (
+    Say,
+    json_document,
+    log_problems,
+    raise_fd_limit,
+    run_main,
+    stderr_say,
+    write_json,
+)
 from benchmarks.procs import bounded, log_tail, stop_process
 from benchmarks.progress import nodes_count, phase_bar
 from benchmarks.target import Deployment, add_deployment_args, deployment, shard_of
@@ -257,6 +265,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-two-nodes", action="store_true", help="no two-node run")
     ap.add_argument("--skip-bare", action="store_true", help="no baseline run")
     ap.add_argument("--json", type=Path, help="write every figure to this file")
+    ap.add_argument("--report", type=Path, metavar="DIR", help="write DIR/index.html with plots")
     add_deployment_args(ap)
     ap.add_argument(
         "--shard",
@@ -267,6 +276,13 @@ def parser() -> argparse.ArgumentParser:
         "machine; benchmarks.merge adds the shards' JSON up",
     )
     return ap
+
+
+def write_report(folder: Path, doc: dict[str, Any], fd_limit: int, say: Say) -> None:
+    from benchmarks.report import write_report as draw  # matplotlib: only when asked
+
+    page = draw(json_document("chat_load", doc, {"fd_limit": fd_limit}), folder)
+    say(f"report written to {page}")
 
 
 def main_deployment(
@@ -296,7 +312,7 @@ def main_deployment(
         pool.close(CLOSE_TIMEOUT_S if sys.exc_info()[0] is None else 2.0)
     print(f"chat_load against {', '.join(target.urls)} (server CPU from their /metrics)")
     print(report(opts, sizes, result, None, None))
-    if args.json:
+    if args.json or args.report:
         figures = summary(result, None, None)
         doc = {
             "config": {
@@ -311,7 +327,10 @@ def main_deployment(
             "targets": targets(figures, opts.rate),
             "results": {"deployment": dataclasses.asdict(result)},
         }
-        write_json(args.json, "chat_load", doc, {"fd_limit": fd_limit}, say)
+        if args.json:
+            write_json(args.json, "chat_load", doc, {"fd_limit": fd_limit}, say)
+        if args.report:
+            write_report(args.report, doc, fd_limit, say)
     return 0
 
 
@@ -391,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
 
     one, two, bare = results["n1"], results.get("n2"), results.get("bare")
     print(report(opts, sizes, one, two, bare))
-    if args.json:
+    if args.json or args.report:
         figures = summary(one, two, bare)
         doc = {
             "config": {**dataclasses.asdict(opts), "api_secret": None},
@@ -400,7 +419,10 @@ def main(argv: list[str] | None = None) -> int:
             "targets": targets(figures, opts.rate),
             "results": {name: dataclasses.asdict(r) for name, r in results.items()},
         }
-        write_json(args.json, "chat_load", doc, {"fd_limit": fd_limit}, say)
+        if args.json:
+            write_json(args.json, "chat_load", doc, {"fd_limit": fd_limit}, say)
+        if args.report:
+            write_report(args.report, doc, fd_limit, say)
     return 0
 
 

@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("inputs", nargs="+", type=Path, help="each shard's --json file")
     ap.add_argument("--json", type=Path, required=True, help="write the merged result here")
+    ap.add_argument("--report", type=Path, metavar="DIR", help="write DIR/index.html with plots")
     args = ap.parse_args(argv)
     docs: list[dict[str, Any]] = []
     for path in args.inputs:
@@ -207,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if merged["missing_shards"]:
         print(f"merge: WARNING shards missing: {merged['missing_shards']}", file=sys.stderr)
-    write_json(args.json, "chat_load", merged)
+    doc = write_json(args.json, "chat_load", merged)
+    if args.report:
+        from benchmarks.report import write_report  # matplotlib: only when asked
+
+        print(f"report written to {write_report(doc, args.report)}", file=sys.stderr)
     summary = merged["summary"]
     print(
         f"merged {len(docs)} shard(s): paced p99 {summary['p99_ms']} ms, saturated "

@@ -46,7 +46,7 @@ from typing import Final
 
 import psutil
 
-from benchmarks.common import percentile, run_main, stderr_say, write_json
+from benchmarks.common import json_document, percentile, run_main, stderr_say, write_json
 from benchmarks.procs import (
     ProcessPool,
     bounded,
@@ -603,6 +603,7 @@ def parser() -> argparse.ArgumentParser:
         help="with --profile: keep py-spy's collapsed stacks (flamegraph input) here",
     )
     ap.add_argument("--json", type=Path, help="write every figure to this file")
+    ap.add_argument("--report", type=Path, metavar="DIR", help="write DIR/index.html with plots")
     add_deployment_args(ap)
     ap.add_argument(
         "--ice-address",
@@ -751,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, problems in server_logs.items():
         for message, n in problems.items():
             print(f"{name} server log: {n} x {message}")
-    if args.json:
+    if args.json or args.report:
         figures = summary(results)
         doc = {
             "config": {
@@ -787,7 +788,12 @@ def main(argv: list[str] | None = None) -> int:
             else {},
             "server_logs": server_logs,
         }
-        write_json(args.json, "sfu_load", doc, say=say)
+        if args.json:
+            write_json(args.json, "sfu_load", doc, say=say)
+        if args.report:
+            from benchmarks.report import write_report  # matplotlib: only when asked
+
+            say(f"report written to {write_report(json_document('sfu_load', doc), args.report)}")
     return 0
 
 

@@ -55,6 +55,21 @@ def sfu_nodes(redis_url: str, tmp_path: Path, secret: str) -> Iterator[list[Serv
         stop_servers(servers)
 
 
+CHAT_PLOTS = {"latency_cdf", "throughput", "latency_over_time", "cpu_per_delivery", "loss"}
+SFU_PLOTS = {"cpu_per_packet", "loss", "delay_p99", "rate"}
+
+
+def _check_report(folder: Path, plots: set[str]) -> None:
+    """index.html shows every plot, each a real PNG, beside the run's JSON."""
+    page = (folder / "index.html").read_text()
+    assert json.loads((folder / "result.json").read_text())["summary"]
+    for name in plots:
+        png = folder / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert png.stat().st_size > 5000, name  # axes, lines and labels, not a blank
+        assert f'src="{name}.png"' in page, name
+
+
 def _run(module: str, args: list[str], secret: str, out: Path) -> dict[str, Any]:
     # The secret through the environment, as an operator would keep it out of `ps`.
     env = {**os.environ, "HUDDLE_API_KEY": KEY, "HUDDLE_API_SECRET": secret}
@@ -78,7 +93,9 @@ def test_chat_load_drives_running_nodes(
 ) -> None:
     urls = ",".join(s.url for s in two_nodes[:nodes])
     args = ["--url", urls, "--clients", "20", "--duration", "1", "--rate", "300", "--drivers", "2"]
+    args += ["--report", str(tmp_path / "report")]
     doc = _run("benchmarks.chat_load", args, secret, tmp_path / "chat.json")
+    _check_report(tmp_path / "report", CHAT_PLOTS)
 
     assert doc["config"]["url"] == urls.split(",")
     assert set(doc["results"]) == {"deployment"}  # no baseline, no second target
@@ -161,7 +178,9 @@ def test_sfu_load_drives_running_nodes(
     # Two bot processes: with two nodes the publisher signals through one and the
     # subscriber through the other.
     args = ["--url", urls, "--scenarios", "1x1", "--duration", "2", "--bot-procs", "2"]
+    args += ["--report", str(tmp_path / "report")]
     doc = _run("benchmarks.sfu_load", args, secret, tmp_path / "sfu.json")
+    _check_report(tmp_path / "report", SFU_PLOTS)
 
     assert doc["config"]["url"] == urls.split(",")
     assert set(doc["results"]) == {"huddle"}  # no baseline
@@ -253,6 +272,8 @@ def test_two_shards_merged_give_the_totals_of_one_run(
             *(str(tmp_path / f"shard{i}.json") for i in (1, 2)),
             "--json",
             str(out),
+            "--report",
+            str(tmp_path / "report"),
         ],
         capture_output=True,
         text=True,
@@ -261,6 +282,7 @@ def test_two_shards_merged_give_the_totals_of_one_run(
     assert merge.returncode == 0, merge.stderr
     merged = json.loads(out.read_text())
     assert merged["missing_shards"] == []
+    _check_report(tmp_path / "report", CHAT_PLOTS)
     one = whole["results"]["deployment"]["phases"]["paced"]
     both = merged["results"]["deployment"]["phases"]["paced"]
     for name in ("messages", "expected", "deliveries"):
