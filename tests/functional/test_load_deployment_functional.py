@@ -303,3 +303,47 @@ def test_two_shards_merged_give_the_totals_of_one_run(
         timeout=30,
     )
     assert again.returncode == 1 and "given twice" in again.stderr
+
+
+@pytest.mark.slow
+def test_huddle_load_command_runs_the_readme_example(
+    two_nodes: list[Server], secret: str, tmp_path: Path
+) -> None:
+    """benchmarks/README.md's two-node example, at a tiny load, through the console script."""
+    command = Path(sys.executable).parent / "huddle-load"
+    env = {**os.environ, "HUDDLE_API_KEY": KEY, "HUDDLE_API_SECRET": secret}
+    listing = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=30)
+    assert listing.returncode == 0
+    assert all(name in listing.stdout for name in ("chat", "sfu", "media", "signaling", "merge"))
+    unknown = subprocess.run([command, "chats"], capture_output=True, text=True, timeout=30)
+    assert unknown.returncode == 2 and "unknown command 'chats'" in unknown.stderr
+
+    urls = ",".join(s.url for s in two_nodes)
+    run = subprocess.run(
+        [
+            command,
+            "chat",
+            "--url",
+            urls,
+            "--clients",
+            "20",
+            "--duration",
+            "1",
+            "--rate",
+            "300",
+            "--json",
+            str(tmp_path / "chat.json"),
+            "--report",
+            str(tmp_path / "chat"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads((tmp_path / "chat.json").read_text())
+    assert doc["summary"]["lost"] == doc["summary"]["duplicated"] == 0
+    assert doc["results"]["deployment"]["nodes"] == 2
+    _check_report(tmp_path / "chat", CHAT_PLOTS)
