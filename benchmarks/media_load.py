@@ -43,7 +43,7 @@ import psutil
 from aiohttp import web
 from PIL import Image
 
-from benchmarks.common import run_main, write_json
+from benchmarks.common import json_document, run_main, write_json
 from benchmarks.procs import (
     bounded,
     free_port,
@@ -696,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
         "--work-dir", default=None, help="folder on the disk to measure (default: temp)"
     )
     parser.add_argument("--json", type=Path, help="write every figure here, with a summary")
+    parser.add_argument(
+        "--report", type=Path, metavar="DIR", help="write DIR/index.html with plots"
+    )
     add_deployment_args(parser)
     parser.add_argument("--static-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--static-root", type=Path, help=argparse.SUPPRESS)
@@ -718,9 +721,13 @@ def main(argv: list[str] | None = None) -> int:
         results = asyncio.run(bench(args))
         summary = summarize(results)
     print_table(results, summary)
+    body = {**results, "phases": [vars(p) for p in results["phases"]], "summary": summary}
     if args.json:
-        body = {**results, "phases": [vars(p) for p in results["phases"]], "summary": summary}
         write_json(args.json, "media_load", body)
+    if args.report:
+        from benchmarks.report import write_report  # matplotlib: only when asked
+
+        print(f"report: {write_report(json_document('media_load', body), args.report)}")
     return 0
 
 

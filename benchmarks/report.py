@@ -5,8 +5,10 @@
 What is drawn depends on the benchmark: for chat, the latency CDF of each phase, deliveries
 and latency per second, server CPU per delivery against the baseline and the losses per
 phase; for the SFU, CPU per forwarded packet, loss and delay by scenario against the
-baselines. ``python -m benchmarks.report RESULT.json DIR`` draws it again from a saved (or
-merged) result.
+baselines; for signaling, the round-trip CDF, requests/s, CPU per request and memory per
+connection against the bare server; for media, MiB/s and server CPU per request by phase.
+``python -m benchmarks.report RESULT.json DIR`` draws it again from a saved (or merged)
+result.
 """
 
 from __future__ import annotations
@@ -154,9 +156,98 @@ def sfu_plots(doc: Mapping[str, Any], folder: Path) -> list[Plot]:
     return plots
 
 
+# --- signaling and media ----------------------------------------------------------------
+
+
+def _bars(
+    folder: Path, name: str, title: str, ylabel: str, labels: list[str], values: list[float]
+) -> Plot:
+    fig, ax = _axes(title, "", ylabel)
+    ax.bar(labels, values)
+    ax.tick_params(axis="x", labelsize="small")
+    return _save(fig, folder, name), title
+
+
+def signaling_plots(doc: Mapping[str, Any], folder: Path) -> list[Plot]:
+    targets = {k: doc[k] for k in ("huddle", "bare") if doc.get(k)}
+    fig, ax = _axes("Round-trip time, CDF", "RTT (ms, log scale)", "share of requests")
+    for target, result in targets.items():
+        for phase in ("latency", "saturation"):
+            figures = result.get(phase) or {}
+            if figures.get("rtt_histogram"):
+                points = Histogram.from_json(figures["rtt_histogram"]).cdf()
+                if points:
+                    ax.step(*zip(*points, strict=True), where="post", label=f"{target} {phase}")
+    ax.set_xscale("log")
+    ax.legend(fontsize="small")
+    plots = [(_save(fig, folder, "rtt_cdf.png"), "Round-trip time CDF (paced and saturated)")]
+    names = list(targets)
+    plots.append(
+        _bars(
+            folder,
+            "rate.png",
+            "Requests per second, saturated",
+            "requests/s",
+            names,
+            [(targets[t].get("saturation") or {}).get("rate_per_s") or 0.0 for t in names],
+        )
+    )
+    plots.append(
+        _bars(
+            folder,
+            "cpu_per_request.png",
+            "Server CPU per request, saturated",
+            "µs",
+            names,
+            [
+                1e6 / rate
+                if (rate := (targets[t].get("saturation") or {}).get("per_server_cpu_s"))
+                else 0.0
+                for t in names
+            ],
+        )
+    )
+    plots.append(
+        _bars(
+            folder,
+            "memory_per_connection.png",
+            "Server memory per idle connection",
+            "KiB",
+            names,
+            [targets[t].get("kib_per_idle_connection") or 0.0 for t in names],
+        )
+    )
+    return plots
+
+
+def media_plots(doc: Mapping[str, Any], folder: Path) -> list[Plot]:
+    phases = doc.get("phases", [])
+    labels = [f"{p['name']}\n{p['size_mib']:g} MiB x{p['clients']}" for p in phases]
+    return [
+        _bars(
+            folder,
+            "throughput.png",
+            "Throughput by phase",
+            "MiB/s",
+            labels,
+            [p["mib_per_s"] for p in phases],
+        ),
+        _bars(
+            folder,
+            "cpu_per_request.png",
+            "Server CPU per request",
+            "ms",
+            labels,
+            [p["server_ms_per_request"] for p in phases],
+        ),
+    ]
+
+
 CHARTS: Final[dict[str, Callable[[Mapping[str, Any], Path], list[Plot]]]] = {
     "chat_load": chat_plots,
     "sfu_load": sfu_plots,
+    "signaling_load": signaling_plots,
+    "media_load": media_plots,
 }
 
 

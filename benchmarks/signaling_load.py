@@ -34,6 +34,7 @@ from typing import Final
 
 from benchmarks.common import (
     Say,
+    json_document,
     log_problems,
     raise_fd_limit,
     run_main,
@@ -241,6 +242,7 @@ def parser() -> argparse.ArgumentParser:
         help="connects in flight at once, all drivers together",
     )
     ap.add_argument("--json", type=Path, help="write every figure to this file")
+    ap.add_argument("--report", type=Path, metavar="DIR", help="write DIR/index.html with plots")
     add_deployment_args(ap)
     ap.add_argument(
         "--server-pid",
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                 echo.stop()
 
     print(report(opts, huddle, bare))
-    if args.json:
+    if args.json or args.report:
         figures = summary(huddle, bare)
         doc = {
             "config": {
@@ -312,7 +314,13 @@ def main(argv: list[str] | None = None) -> int:
             "bare": dataclasses.asdict(bare) if bare is not None else None,
             "ratios": ratios(huddle, bare),
         }
-        write_json(args.json, "signaling_load", doc, {"fd_limit": fd_limit}, say)
+        if args.json:
+            write_json(args.json, "signaling_load", doc, {"fd_limit": fd_limit}, say)
+        if args.report:
+            from benchmarks.report import write_report  # matplotlib: only when asked
+
+            page = write_report(json_document("signaling_load", doc), args.report)
+            say(f"report written to {page}")
     return 0
 
 

@@ -148,8 +148,9 @@ def test_media_load_drives_running_nodes(
 ) -> None:
     urls = ",".join(s.url for s in two_nodes[:nodes])
     args = ["--url", urls, "--sizes-mib", "1", "--clients", "1,2", "--phase-mib", "32"]
-    args += ["--rss-upload-mib", "8", "--thumbs", "2"]
+    args += ["--rss-upload-mib", "8", "--thumbs", "2", "--report", str(tmp_path / "report")]
     doc = _run("benchmarks.media_load", args, secret, tmp_path / "media.json")
+    _check_report(tmp_path / "report", {"throughput", "cpu_per_request"})
 
     assert doc["url"] == urls.split(",")
     assert doc["copy_baseline_mib_per_s"] is None  # no baseline in this mode
@@ -205,8 +206,9 @@ def test_signaling_load_drives_running_nodes(
 ) -> None:
     urls = ",".join(s.url for s in two_nodes[:nodes])
     args = ["--url", urls, "--n", "20", "--procs", "2", "--duration", "0.5"]
-    args += ["--paced-duration", "1", "--ping-interval", "0.2"]
+    args += ["--paced-duration", "1", "--ping-interval", "0.2", "--report", str(tmp_path / "r")]
     doc = _run("benchmarks.signaling_load", args, secret, tmp_path / "signaling.json")
+    _check_report(tmp_path / "r", {"rtt_cdf", "rate", "cpu_per_request", "memory_per_connection"})
 
     assert doc["config"]["url"] == urls.split(",")
     assert doc["bare"] is None  # no baseline in this mode
