@@ -75,7 +75,7 @@ from benchmarks.common import (
 )
 from benchmarks.procs import bounded, log_tail, stop_process
 from benchmarks.progress import nodes_count, phase_bar
-from benchmarks.target import Deployment, add_deployment_args, deployment, shard_of
+from benchmarks.target import Deployment, NodeClock, add_deployment_args, deployment, shard_of
 from huddle.redis_server import spawn_sync
 
 # The entry points, and the driver side under the names the tests import it by.
@@ -121,13 +121,14 @@ def run_phase(
 ) -> PhaseFigures:
     """Send (all drivers from the same instant), then collect and check every delivery."""
     pool.send(("phase", phase))
-    clock: CpuClock | DeploymentCpuClock | None = None
-    if target is not None:
-        # Before the first send: the nodes' counts of the phase start from zero.
-        clock = DeploymentCpuClock(target.urls, pool.pids)
+    # Before the first send: the nodes' counts of the phase start from zero.
+    counts = NodeClock(target.urls) if target is not None else None
     time.sleep(max(0.0, phase.start_at - time.monotonic()))
-    if clock is None:
+    clock: CpuClock | DeploymentCpuClock
+    if target is None:
         clock = CpuClock([s.pid for s in servers], redis_pid, pool.pids, idle)
+    else:
+        clock = DeploymentCpuClock(target.urls, pool.pids)
     timeout = START_DELAY_S + phase.duration + 2 * REQUEST_TIMEOUT_S + 10
     urls = target.urls if target else tuple(s.url for s in servers if s.name != "bare")
     events = nodes_count(urls, EVENTS_METRIC) if urls else None
@@ -142,8 +143,8 @@ def run_phase(
         ("collect", expected, COLLECT_TIMEOUT_S), COLLECT_TIMEOUT_S + SETTLE_S + 10
     )
     figures = phase_figures(phase, sends, got, cpu)
-    if isinstance(clock, DeploymentCpuClock) and clock.nodes is not None:
-        figures.nodes = dataclasses.replace(clock.nodes, counts=clock.counts())
+    if isinstance(clock, DeploymentCpuClock) and clock.nodes is not None and counts is not None:
+        figures.nodes = dataclasses.replace(clock.nodes, counts=counts.counts())
     return figures
 
 
