@@ -178,6 +178,7 @@ class Server:
     janus: JanusServer | None = None
     idle_cores: float | None = None  # CPU s/s with no room open: timers, workers, Redis
     urls: tuple[str, ...] = ()  # --url: the deployment's nodes (pid is then 0)
+    users: str = ""  # --url: starts the bots' identities
 
 
 def _stopper(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
@@ -208,6 +209,7 @@ def deployment_server(target: Deployment, ice_address: str) -> Server:
         f"deployment {', '.join(target.urls)}",
         lambda: None,
         urls=target.urls,
+        users=target.users,
     )
 
 
@@ -439,6 +441,7 @@ def _bot_specs(
             api_key=opts.api_key,
             api_secret=opts.api_secret,
             nice=opts.bot_nice,
+            users=server.users,
         )
         for i, share in enumerate(shares)
     ]

@@ -91,7 +91,7 @@ SETTLE_S: Final = 1.0
 # --- running ---------------------------------------------------------------------------
 
 
-def _specs(kind: Kind, urls: tuple[str, ...], opts: Options) -> list[DriverSpec]:
+def _specs(kind: Kind, urls: tuple[str, ...], opts: Options, users: str) -> list[DriverSpec]:
     procs = min(opts.procs, opts.n)
     share, extra = divmod(opts.n, procs)
     specs: list[DriverSpec] = []
@@ -109,6 +109,7 @@ def _specs(kind: Kind, urls: tuple[str, ...], opts: Options) -> list[DriverSpec]
                 connect_concurrency=max(1, opts.connect_concurrency // procs),
                 api_key=opts.api_key,
                 api_secret=opts.api_secret,
+                users=users,
             )
         )
         first += count
@@ -119,9 +120,11 @@ def _phase_timeout(opts: Options, seconds: float) -> float:
     return seconds + CONNECT_TIMEOUT_S + REQUEST_TIMEOUT_S + opts.n / 50
 
 
-def run_target(kind: Kind, server: Server, opts: Options, say: Say) -> TargetResult:
+def run_target(
+    kind: Kind, server: Server, opts: Options, say: Say, users: str = "bench"
+) -> TargetResult:
     """Drive one server through warm-up, connect, idle, paced, saturated and close phases."""
-    pool = DriverPool(_specs(kind, server.urls or (server.url,), opts))
+    pool = DriverPool(_specs(kind, server.urls or (server.url,), opts, users))
 
     def timed(name: str, *args: float) -> tuple[list[PhaseResult], CpuUse]:
         """One phase, started by every driver at the same instant, with its CPU use."""
@@ -287,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             say("starting huddle serve (embedded Redis)")
             node = start_huddle(folder / "node", opts.api_key, opts.api_secret)
         try:
-            huddle = run_target("huddle", node, opts, say)
+            users = target.users if target is not None else "bench"
+            huddle = run_target("huddle", node, opts, say, users)
         finally:
             node.stop()
         if not args.skip_bare and target is None:
