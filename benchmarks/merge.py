@@ -1,16 +1,17 @@
 """Merge the JSON of the shards of one load test into one document.
 
-    python -m benchmarks.merge A.json B.json ... --json ALL.json
+    python -m benchmarks.merge A.json B.json ... --json ALL.json [--report DIR]
 
-Each machine ran ``benchmarks.chat_load --url ... --shard I/N`` against the same deployment
-with the same settings: the same groups and schedule, each shard driving its own groups
-(their members all on that machine, so every message a shard sends is delivered to clients
-of the same shard and checked there: a message lost or repeated on the way counts once, in
-the shard of its group). Here counts and rates are added; latency percentiles are read
-again from the shards' merged histograms (benchmarks/histogram.py), never averaged. The
+Each machine ran the same generator with ``--url ... --shard I/N`` against the same
+deployment with the same settings. chat_load: the same groups and schedule, each shard
+driving its own groups (their members all on that machine, so every message a shard sends
+is delivered to clients of the same shard and checked there: a message lost or repeated on
+the way counts once, in the shard of its group). signaling_load: each shard its share of the
+``--n`` clients, the same phases. Here counts and rates are added; latency percentiles are
+read again from the shards' merged histograms (benchmarks/histogram.py), never averaged. The
 nodes' CPU is the nodes', which every shard read over its own window of the same phase: the
-merged figure is the largest of those readings, so CPU per delivery uses every shard's
-deliveries against the nodes' whole CPU.
+merged figure is the largest of those readings, so CPU per delivery or request uses every
+shard's work against the nodes' whole CPU.
 """
 
 from __future__ import annotations
@@ -50,11 +51,16 @@ class MergeError(ValueError):
     pass
 
 
-def _check(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> int:
+def _check(
+    docs: Sequence[Mapping[str, Any]],
+    names: Sequence[str],
+    benchmark: str = "chat_load",
+    same: Sequence[str] = SAME,
+) -> int:
     """The shard count, after checking that the documents are the shards of one run."""
     for doc, name in zip(docs, names, strict=True):
-        if doc.get("benchmark") != "chat_load" or "deployment" not in doc.get("results", {}):
-            raise MergeError(f"{name}: not a chat_load --url result")
+        if doc.get("benchmark") != benchmark or not doc.get("config", {}).get("url"):
+            raise MergeError(f"{name}: not a {benchmark} --url result")
     shards = [tuple(doc["config"].get("shard") or (1, 1)) for doc in docs]
     count = shards[0][1]
     if any(n != count for _, n in shards):
@@ -64,7 +70,7 @@ def _check(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> int:
         raise MergeError(f"a shard is given twice: {numbers}")
     first = docs[0]["config"]
     for doc, name in zip(docs[1:], names[1:], strict=True):
-        differ = [k for k in SAME if doc["config"].get(k) != first.get(k)]
+        differ = [k for k in same if doc["config"].get(k) != first.get(k)]
         if differ:
             raise MergeError(f"{name}: not the same run as {names[0]} ({', '.join(differ)})")
     return int(count)
@@ -132,10 +138,8 @@ def merge_phase(phases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def merge(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+def merge_chat(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
     """One chat_load document from its shards' (MergeError when they do not fit)."""
-    if not docs:
-        raise MergeError("nothing to merge")
     count = _check(docs, names)
     results = [doc["results"]["deployment"] for doc in docs]
     kinds = list(results[0]["phases"])
@@ -186,6 +190,94 @@ def merge(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, 
     }
 
 
+# signaling_load: the settings every shard shares, and its two timed phases.
+SIGNALING_SAME: Final = ("total_n", "duration", "paced_duration", "ping_interval", "url")
+
+
+def _merge_load(phases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """signaling_load's paced or saturated figures of every shard as one."""
+    histogram = Histogram()
+    for phase in phases:
+        if phase.get("rtt_histogram") is None:
+            raise MergeError("a shard's phase has no round-trip histogram (an older result)")
+        histogram = histogram.add(Histogram.from_json(phase["rtt_histogram"]))
+    requests = sum(p["requests"] for p in phases)
+    servers_s = max(p["cpu"]["server_s"] or 0.0 for p in phases)
+    return {
+        "requests": requests,
+        "errors": sum(p["errors"] for p in phases),
+        "seconds": max(p["seconds"] for p in phases),
+        "rate_per_s": sum(p["rate_per_s"] for p in phases),
+        "p50_ms": histogram.percentile(50),
+        "p99_ms": histogram.percentile(99),
+        "max_ms": histogram.max(),
+        "per_server_cpu_s": requests / servers_s if servers_s > 0 else None,
+        "cpu": {
+            "server_s": servers_s,
+            "drivers_s": [d for p in phases for d in p["cpu"]["drivers_s"]],
+        },
+        "rtt_histogram": histogram.to_json(),
+    }
+
+
+def merge_signaling(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """One signaling_load document from its shards': connections and requests added, round
+    trips from the merged histograms; memory per connection is left out (each shard read the
+    nodes' memory at its own moments, while the others' clients came and went)."""
+    count = _check(docs, names, "signaling_load", SIGNALING_SAME)
+    results = [doc["huddle"] for doc in docs]
+    connected = sum(r["connected"] for r in results)
+    huddle = {
+        "kind": "huddle",
+        "connected": connected,
+        "connect_errors": sum(r["connect_errors"] for r in results),
+        "connect_rate_per_s": sum(r["connect_rate_per_s"] for r in results),
+        "close_errors": sum(r["close_errors"] for r in results),
+        "kib_per_idle_connection": None,
+        "latency": _merge_load([r["latency"] for r in results]),
+        "saturation": _merge_load([r["saturation"] for r in results]),
+        "first_errors": sorted({e for r in results for e in r["first_errors"]}),
+    }
+    summary = {
+        "connected": connected,
+        "connect_rate_per_s": huddle["connect_rate_per_s"],
+        "paced_p99_ms": huddle["latency"]["p99_ms"],
+        "requests_per_s": huddle["saturation"]["rate_per_s"],
+        "requests_per_server_cpu_s": huddle["saturation"]["per_server_cpu_s"],
+        "errors": huddle["connect_errors"]
+        + huddle["close_errors"]
+        + huddle["latency"]["errors"]
+        + huddle["saturation"]["errors"],
+    }
+    return {
+        "config": {**docs[0]["config"], "shard": None, "shards": count},
+        "n": connected,
+        "merged_from": [
+            {"file": n, "shard": d["config"].get("shard")} for d, n in zip(docs, names, strict=True)
+        ],
+        "missing_shards": sorted(
+            set(range(1, count + 1)) - {d["config"]["shard"][0] for d in docs}
+        ),
+        "summary": summary,
+        "huddle": huddle,
+        "bare": None,
+    }
+
+
+MERGERS: Final = {"chat_load": merge_chat, "signaling_load": merge_signaling}
+
+
+def merge(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """The shards' documents as one (MergeError when they do not fit)."""
+    if not docs:
+        raise MergeError("nothing to merge")
+    benchmark = docs[0].get("benchmark")
+    merger = MERGERS.get(str(benchmark))
+    if merger is None:
+        raise MergeError(f"{names[0]}: cannot merge {benchmark!r} (only {', '.join(MERGERS)})")
+    return merger(docs, names)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.merge",
@@ -208,17 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if merged["missing_shards"]:
         print(f"merge: WARNING shards missing: {merged['missing_shards']}", file=sys.stderr)
-    doc = write_json(args.json, "chat_load", merged)
+    doc = write_json(args.json, str(docs[0]["benchmark"]), merged)
     if args.report:
         from benchmarks.report import write_report  # matplotlib: only when asked
 
         print(f"report written to {write_report(doc, args.report)}", file=sys.stderr)
-    summary = merged["summary"]
-    print(
-        f"merged {len(docs)} shard(s): paced p99 {summary['p99_ms']} ms, saturated "
-        f"{summary['deliveries_per_s']} deliveries/s, lost {summary['lost']}, "
-        f"duplicated {summary['duplicated']}, out of order {summary['out_of_order']}"
-    )
+    print(f"merged {len(docs)} shard(s): {json.dumps(merged['summary'])}")
     return 0
 
 

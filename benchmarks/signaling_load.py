@@ -70,7 +70,7 @@ from benchmarks.signaling_servers import (
     start_bare,
     start_huddle,
 )
-from benchmarks.target import add_deployment_args, deployment
+from benchmarks.target import add_deployment_args, deployment, shard_of
 
 DEFAULT_N: Final = 2000
 MAX_N: Final = 20_000
@@ -254,6 +254,14 @@ def parser() -> argparse.ArgumentParser:
         "from the nodes' /metrics)",
     )
     ap.add_argument("--skip-bare", action="store_true", help="no baseline run")
+    ap.add_argument(
+        "--shard",
+        type=shard_of,
+        default=(1, 1),
+        metavar="I/N",
+        help="with --url: run shard I of N on this machine (its share of the --n clients, "
+        "users of its own, the same phases); benchmarks.merge adds the shards' JSON up",
+    )
     ap.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return ap
 
@@ -267,9 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     target = deployment(ap, args)
     if args.server_pid is not None and (target is None or len(target.urls) != 1):
         ap.error("--server-pid goes with --url naming one node")
+    shard, shards = args.shard
+    if shards > 1 and target is None:
+        ap.error("--shard goes with --url: the shards load one deployment together")
+    # Shard I's share of the N clients: N // shards, the first N % shards one more.
+    n = args.n // shards + (1 if shard <= args.n % shards else 0)
+    if n < 1:
+        ap.error(f"--n {args.n} leaves shard {shard} of {shards} no client")
     opts = Options(
-        n=args.n,
-        procs=min(args.procs, args.n),
+        n=n,
+        procs=min(args.procs, n),
         duration=args.duration,
         paced_duration=args.paced_duration,
         ping_interval=args.ping_interval,
@@ -290,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
             say("starting huddle serve (embedded Redis)")
             node = start_huddle(folder / "node", opts.api_key, opts.api_secret)
         try:
-            users = target.users if target is not None else "bench"
+            users = "bench" if target is None else target.users
+            if shards > 1:
+                users = f"{users}s{shard}"
             huddle = run_target("huddle", node, opts, say, users)
         finally:
             node.stop()
@@ -310,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                 **dataclasses.asdict(opts),
                 "api_secret": None,
                 "url": list(target.urls) if target else None,
+                "shard": [shard, shards],
+                "total_n": args.n,
             },
             "n": opts.n,
             "summary": figures,

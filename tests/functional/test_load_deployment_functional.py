@@ -349,3 +349,85 @@ def test_huddle_load_command_runs_the_readme_example(
     assert doc["summary"]["lost"] == doc["summary"]["duplicated"] == 0
     assert doc["results"]["deployment"]["nodes"] == 2
     _check_report(tmp_path / "chat", CHAT_PLOTS)
+
+
+@pytest.mark.slow
+def test_signaling_shards_merge_into_one_run(
+    two_nodes: list[Server], secret: str, tmp_path: Path
+) -> None:
+    urls = ",".join(s.url for s in two_nodes)
+    common = ["--url", urls, "--n", "41", "--procs", "1", "--duration", "0.5"]
+    common += ["--paced-duration", "1", "--ping-interval", "0.2"]
+    env = {**os.environ, "HUDDLE_API_KEY": KEY, "HUDDLE_API_SECRET": secret}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.signaling_load",
+                *common,
+                "--shard",
+                f"{i}/2",
+                "--json",
+                str(tmp_path / f"s{i}.json"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        for i in (1, 2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=100)
+        assert proc.returncode == 0, err[-3000:]
+    shards = [json.loads((tmp_path / f"s{i}.json").read_text()) for i in (1, 2)]
+    assert [s["huddle"]["connected"] for s in shards] == [21, 20]  # 41 shared out
+
+    files = [str(tmp_path / f"s{i}.json") for i in (1, 2)]
+    out, report = tmp_path / "all.json", tmp_path / "report"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.merge",
+            *files,
+            "--json",
+            str(out),
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    merged = json.loads(out.read_text())
+    huddle = merged["huddle"]
+    assert huddle["connected"] == 41 and merged["summary"]["errors"] == 0
+    for phase in ("latency", "saturation"):
+        figures = huddle[phase]
+        assert figures["requests"] == sum(s["huddle"][phase]["requests"] for s in shards) > 0
+        assert sum(figures["rtt_histogram"]["counts"].values()) == figures["requests"]
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    _check_report(report, {"rtt_cdf", "rate", "cpu_per_request"})
+
+    # Shards of different runs do not merge.
+    other = json.loads((tmp_path / "s2.json").read_text())
+    other["config"]["total_n"] = 99
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.merge",
+            files[0],
+            str(tmp_path / "other.json"),
+            "--json",
+            str(tmp_path / "bad.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "not the same run" in bad.stderr
