@@ -66,6 +66,23 @@ class TargetSpec:
     name: str
     urls: tuple[str, ...]  # client i connects to urls[i % len(urls)]
     sizes: tuple[int, ...]
+    users: str = ""  # starts every client's identity (default: the name)
+    # --shard I/N (0-based here): this machine drives the groups g with g % N == I, the
+    # other machines the others, on the same schedule.
+    shard: int = 0
+    shards: int = 1
+
+    def has_group(self, group: int) -> bool:
+        return group % self.shards == self.shard
+
+    @property
+    def groups(self) -> int:
+        """Groups this machine drives."""
+        return sum(self.has_group(g) for g in range(len(self.sizes)))
+
+    @property
+    def prefix(self) -> str:
+        return self.users or self.name
 
 
 @dataclass(frozen=True)
@@ -187,7 +204,8 @@ class Driver:
         self.target = target
         placed = group_of(target.sizes)
         numbers = range(self.spec.index, len(placed), self.spec.drivers)
-        self.members = {i: Member(i, target.name, *placed[i]) for i in numbers}
+        mine = [i for i in numbers if target.has_group(placed[i][0])]
+        self.members = {i: Member(i, target.prefix, *placed[i]) for i in mine}
 
         async def one(member: Member) -> None:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
@@ -228,7 +246,7 @@ class Driver:
                 id="",
                 kind="group",
                 name=f"load {member.group}",
-                members=[f"{self.target.name}-{i}" for i in others],
+                members=[f"{self.target.prefix}-{i}" for i in others],
             )
             try:
                 reply = await member.huddle.request(request, timeout=REQUEST_TIMEOUT_S)

@@ -2,6 +2,7 @@
 
     python -m benchmarks.chat_load                          # N=1000, about 2 min
     python -m benchmarks.chat_load --quick --json results/chat.json
+    python -m benchmarks.chat_load --url http://a:8080,http://b:8080 --api-key K --api-secret S
 
 N clients in groups of 10-200 (each client in one group) send messages; every message is
 delivered to each member of its group. The script starts a redis-server, two `huddle serve`
@@ -9,7 +10,9 @@ nodes on it and a bare aiohttp relay (benchmarks/chat_bare.py) on it, and drives
 target in turn from several driver processes: a paced phase at a fixed rate of deliveries
 (latency), then a closed-loop saturated phase (the most deliveries per second it sustains).
 Every delivery is checked: lost, repeated and out-of-order messages are counted in every
-phase. Loopback only; every phase is bounded in count and time. See benchmarks/README.md.
+phase. With ``--url`` it drives a running deployment instead (benchmarks/target.py): no
+servers started, no baseline. Every phase is bounded in count and time. See
+benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from benchmarks.chat_report import (
 )
 from benchmarks.chat_servers import (
     CpuClock,
+    DeploymentCpuClock,
     Server,
     node_counters,
     start_servers,
@@ -75,6 +79,7 @@ from benchmarks.chat_sweep import (
 from benchmarks.common import (
     Say,
     goal_table,
+    json_document,
     log_problems,
     raise_fd_limit,
     run_main,
@@ -82,6 +87,8 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.procs import bounded, log_tail, stop_process
+from benchmarks.progress import nodes_count, phase_bar
+from benchmarks.target import Deployment, NodeClock, add_deployment_args, deployment, shard_of
 from huddle.redis_server import spawn_sync
 
 # The entry points, and the driver side under the names the tests import it by.
@@ -109,6 +116,9 @@ DEFAULT_SENDERS_PER_GROUP: Final = 5
 # How long a driver waits for the deliveries it expects after a phase's last send.
 COLLECT_TIMEOUT_S: Final = 20.0
 START_DELAY_S: Final = 0.3
+# What the progress bars read of the nodes while drivers run a phase.
+EVENTS_METRIC: Final = 'huddle_ws_messages_out_total{kind="event"}'
+AUTHENTICATED_METRIC: Final = "huddle_ws_authenticated"
 
 
 # --- running ----------------------------------------------------------------------------
@@ -120,13 +130,23 @@ def run_phase(
     redis_pid: int,
     idle: Sequence[int],
     phase: PhaseSpec,
+    target: Deployment | None = None,
 ) -> PhaseFigures:
     """Send (all drivers from the same instant), then collect and check every delivery."""
     pool.send(("phase", phase))
+    # Before the first send: the nodes' counts of the phase start from zero.
+    counts = NodeClock(target.urls) if target is not None else None
     time.sleep(max(0.0, phase.start_at - time.monotonic()))
-    clock = CpuClock([s.pid for s in servers], redis_pid, pool.pids, idle)
+    clock: CpuClock | DeploymentCpuClock
+    if target is None:
+        clock = CpuClock([s.pid for s in servers], redis_pid, pool.pids, idle)
+    else:
+        clock = DeploymentCpuClock(target.urls, pool.pids)
     timeout = START_DELAY_S + phase.duration + 2 * REQUEST_TIMEOUT_S + 10
-    sends: list[SendResult] = pool.collect(timeout, phase.kind)
+    urls = target.urls if target else tuple(s.url for s in servers if s.name != "bare")
+    events = nodes_count(urls, EVENTS_METRIC) if urls else None
+    with phase_bar(phase.kind, phase.duration, count=events, unit="events/s"):
+        sends: list[SendResult] = pool.collect(timeout, phase.kind)
     cpu = clock.stop()
     expected: dict[int, list[tuple[str, int, int]]] = {}
     for result in sends:
@@ -135,7 +155,10 @@ def run_phase(
     got: list[DeliveryResult] = pool.run(
         ("collect", expected, COLLECT_TIMEOUT_S), COLLECT_TIMEOUT_S + SETTLE_S + 10
     )
-    return phase_figures(phase, sends, got, cpu)
+    figures = phase_figures(phase, sends, got, cpu)
+    if isinstance(clock, DeploymentCpuClock) and clock.nodes is not None and counts is not None:
+        figures.nodes = dataclasses.replace(clock.nodes, counts=counts.counts())
+    return figures
 
 
 def run_target(
@@ -148,19 +171,29 @@ def run_target(
     number: int,
     say: Say,
     kinds: Sequence[PhaseKind] = ("warm-up", "paced", "saturated"),
+    deployment: Deployment | None = None,
 ) -> TargetResult:
     """Connect (Huddle: hello, create the groups, chat.sync), then the phases ``kinds``
     (warm-up, paced, saturated)."""
     steps: list[StepResult] = []
     say(f"{target.name}: connecting {opts.clients} clients")
     started = time.monotonic()
-    connected = pool.run(("connect", target), CONNECT_TIMEOUT_S + opts.clients / 20)
+    devices = nodes_count(target.urls, AUTHENTICATED_METRIC) if target.kind == "huddle" else None
+    before = (devices() if devices else None) or 0.0
+    with phase_bar(
+        f"{target.name}: connect",
+        total=opts.clients,
+        done=(lambda: (devices() or before) - before) if devices else None,
+        count=devices,
+        unit="hellos/s",
+    ):
+        connected = pool.run(("connect", target), CONNECT_TIMEOUT_S + opts.clients / 20)
     steps += connected
     if target.kind == "huddle":
         created = pool.run(("create",), REQUEST_TIMEOUT_S * len(target.sizes) + 10)
         steps += created
         convs = {g: c for r in created for g, c in r.convs.items()}
-        if len(convs) < len(target.sizes):
+        if len(convs) < target.groups:
             raise RuntimeError(f"{target.name}: groups not created: {created[0].first_error}")
         steps += pool.run(("sync", convs), REQUEST_TIMEOUT_S + opts.clients / 20)
     setup_s = time.monotonic() - started
@@ -180,14 +213,16 @@ def run_target(
             seed=opts.seed + i,
             senders_per_group=opts.senders_per_group,
         )
-        phases[kind] = run_phase(pool, servers, redis_pid, idle, phase)
+        phases[kind] = run_phase(pool, servers, redis_pid, idle, phase, deployment)
     counters = {s.name: node_counters(s.url) for s in servers if target.kind == "huddle"}
+    if deployment is not None:
+        counters = {url: node_counters(url) for url in deployment.urls}
     closed = pool.run(("close",), CLOSE_TIMEOUT_S + 10)
     steps += closed
     return TargetResult(
         name=target.name,
         kind=target.kind,
-        nodes=len(servers),
+        nodes=len(servers) or len(target.urls),
         clients=opts.clients,
         connected=sum(r.ok for r in connected),
         setup_errors=sum(r.errors for r in steps),
@@ -249,7 +284,7 @@ def run_sweep(
                 step_opts,
                 number,
                 say,
-                ("warm-up", "paced"),
+                kinds=("warm-up", "paced"),
             )
             number += 1
             results.append(result)
@@ -321,6 +356,16 @@ def parser() -> argparse.ArgumentParser:
         help="deliveries/s at most in a sweep step (large rooms get fewer messages/s)",
     )
     ap.add_argument("--json", type=Path, help="write every figure to this file")
+    ap.add_argument("--report", type=Path, metavar="DIR", help="write DIR/index.html with plots")
+    add_deployment_args(ap)
+    ap.add_argument(
+        "--shard",
+        type=shard_of,
+        default=(1, 1),
+        metavar="I/N",
+        help="with --url: run shard I of N (distinct groups, the same schedule) on this "
+        "machine; benchmarks.merge adds the shards' JSON up",
+    )
     return ap
 
 
@@ -331,8 +376,68 @@ def _sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def write_report(folder: Path, doc: dict[str, Any], fd_limit: int, say: Say) -> None:
+    from benchmarks.report import write_report as draw  # matplotlib: only when asked
+
+    page = draw(json_document("chat_load", doc, {"fd_limit": fd_limit}), folder)
+    say(f"report written to {page}")
+
+
+def main_deployment(
+    args: argparse.Namespace,
+    opts: Options,
+    target: Deployment,
+    sizes: tuple[int, ...],
+    fd_limit: int,
+    say: Say,
+) -> int:
+    """--url: one target, the running nodes; nothing started, no baseline."""
+    shard, shards = args.shard
+    users = target.users if shards == 1 else f"{target.users}s{shard}"
+    spec = TargetSpec("huddle", "deployment", target.urls, sizes, users, shard - 1, shards)
+    specs = [
+        DriverSpec(index=i, drivers=opts.drivers, api_key=opts.api_key, api_secret=opts.api_secret)
+        for i in range(opts.drivers)
+    ]
+    say(f"driving {len(target.urls)} node(s): {', '.join(target.urls)}; users {target.users}-*")
+    pool = DriverPool(specs)
+    try:
+        result = run_target(pool, spec, [], 0, [], opts, 0, say, deployment=target)
+    except RuntimeError as exc:
+        say(str(exc))
+        return 1
+    finally:
+        pool.close(CLOSE_TIMEOUT_S if sys.exc_info()[0] is None else 2.0)
+    print(f"chat_load against {', '.join(target.urls)} (server CPU from their /metrics)")
+    print(report(opts, sizes, result, None, None))
+    if args.json or args.report:
+        figures = summary(result, None, None)
+        doc = {
+            "config": {
+                **dataclasses.asdict(opts),
+                "api_secret": None,
+                "url": list(target.urls),
+                "users": users,
+                "shard": [shard, shards],
+            },
+            "groups": list(sizes),
+            "summary": figures,
+            "targets": targets(figures, opts.rate),
+            "results": {"deployment": dataclasses.asdict(result)},
+        }
+        if args.json:
+            write_json(args.json, "chat_load", doc, {"fd_limit": fd_limit}, say)
+        if args.report:
+            write_report(args.report, doc, fd_limit, say)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    deploy = deployment(ap, args)
+    if args.shard != (1, 1) and deploy is None:
+        ap.error("--shard goes with --url: the shards load one deployment together")
     if args.quick:
         args.clients, args.duration, args.rate = 60, 2.0, 1000.0
     if args.room_sizes:
@@ -344,15 +449,18 @@ def main(argv: list[str] | None = None) -> int:
         drivers=args.drivers,
         senders_per_group=args.senders_per_group,
         seed=args.seed,
-        api_key="bench",
-        api_secret=secrets.token_urlsafe(32),
-        skip_two_nodes=args.skip_two_nodes,
-        skip_bare=args.skip_bare,
+        api_key="bench" if deploy is None else deploy.api_key,
+        api_secret=secrets.token_urlsafe(32) if deploy is None else deploy.api_secret,
+        skip_two_nodes=args.skip_two_nodes or deploy is not None,
+        skip_bare=args.skip_bare or deploy is not None,
     )
     fd_limit = raise_fd_limit(opts.clients)
     sizes = tuple(group_sizes(opts.clients))
 
     say = stderr_say(began=time.monotonic())
+
+    if deploy is not None:
+        return main_deployment(args, opts, deploy, sizes, fd_limit, say)
 
     results: dict[str, TargetResult] = {}
     swept: tuple[list[SweepPoint], list[SweepPoint], list[TargetResult]] | None = None
@@ -418,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         return _sweep_out(args, opts, swept, fd_limit, say)
     one, two, bare = results["n1"], results.get("n2"), results.get("bare")
     print(report(opts, sizes, one, two, bare))
-    if args.json:
+    if args.json or args.report:
         figures = summary(one, two, bare)
         doc = {
             "config": {**dataclasses.asdict(opts), "api_secret": None},
@@ -427,7 +535,10 @@ def main(argv: list[str] | None = None) -> int:
             "targets": targets(figures, opts.rate),
             "results": {name: dataclasses.asdict(r) for name, r in results.items()},
         }
-        write_json(args.json, "chat_load", doc, {"fd_limit": fd_limit}, say)
+        if args.json:
+            write_json(args.json, "chat_load", doc, {"fd_limit": fd_limit}, say)
+        if args.report:
+            write_report(args.report, doc, fd_limit, say)
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from benchmarks.chat_driver import DeliveryResult, Kind, PhaseKind, PhaseSpec, SendResult
@@ -27,8 +27,11 @@ from benchmarks.common import (
     ratio,
     table,
 )
+from benchmarks.histogram import Histogram
+from benchmarks.target import NodeUse
 
 SLOT_S: Final = 0.1
+TIMELINE_S: Final = 1.0
 WORST_SLOTS: Final = 5
 
 TARGET_P99_MS: Final = 50.0
@@ -71,6 +74,12 @@ class PhaseFigures:
     closed: dict[str, int]
     first_errors: list[str]
     cpu: CpuUse
+    # --url: what the nodes used and counted over the phase, from their /metrics.
+    nodes: NodeUse | None = None
+    # Every delivery's latency (benchmarks.histogram), so that shards merge exactly.
+    latency_histogram: dict[str, Any] | None = None
+    # Per second of arrivals: [seconds after the start, deliveries, p50 ms, p99 ms].
+    timeline: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -121,6 +130,17 @@ def _slots(start: float, deliveries: list[tuple[float, float]]) -> list[tuple[fl
     return [(round(i * SLOT_S, 1), worst[i] * 1000, count[i]) for i in sorted(worst)]
 
 
+def timeline(start: float, arrivals: Sequence[tuple[float, float]]) -> list[list[float]]:
+    """[seconds after ``start``, deliveries, p50 ms, p99 ms] per second of arrivals."""
+    slots: dict[int, list[float]] = {}
+    for received, latency in arrivals:
+        slots.setdefault(int((received - start) // TIMELINE_S), []).append(latency)
+    return [
+        [i * TIMELINE_S, len(v), percentile(v, 50) or 0.0, percentile(v, 99) or 0.0]
+        for i, v in ((i, [x * 1000 for x in slots[i]]) for i in sorted(slots))
+    ]
+
+
 def phase_figures(
     phase: PhaseSpec,
     sends: Sequence[SendResult],
@@ -169,6 +189,8 @@ def phase_figures(
         closed=dict(closed),
         first_errors=sorted({r.first_error for r in sends if r.first_error}),
         cpu=cpu,
+        latency_histogram=Histogram.of(x * 1000 for x in latencies).to_json(),
+        timeline=timeline(phase.start_at, arrivals),
     )
 
 

@@ -29,6 +29,7 @@ from benchmarks.procs import (
     stop_process,
     wait_healthy,
 )
+from benchmarks.target import NodeClock, NodeUse
 
 
 @dataclass
@@ -186,5 +187,46 @@ class CpuClock:
             kernel_busy=kernel,
             others_busy=max(0.0, machine - kernel - ours / (wall * (os.cpu_count() or 1))),
             servers_s=sum(servers),
+            drivers_s=sum(drivers),
+        )
+
+
+class DeploymentCpuClock:
+    """A running deployment's CPU (``--url``): the nodes' from their /metrics, since they may
+    run on another machine, the drivers' and this machine's from here."""
+
+    def __init__(self, urls: Sequence[str], drivers: Sequence[int]) -> None:
+        self._drivers = list(drivers)
+        self.nodes: NodeUse | None = None
+        self._start = self._sample()
+        self._clock = NodeClock(urls, ())
+
+    def _sample(self) -> tuple[list[float], float, float, float, float]:
+        return (
+            [cpu_seconds(pid) for pid in self._drivers],
+            cpu_seconds(os.getpid()),
+            _kernel_seconds(),
+            *machine_busy_seconds(),
+        )
+
+    def stop(self) -> CpuUse:
+        nodes = self.nodes = self._clock.stop()
+        d0, me0, k0, b0, all0 = self._start
+        d1, me1, k1, b1, all1 = self._sample()
+        wall = nodes.wall_s
+        drivers = [b - a for a, b in zip(d0, d1, strict=True)]
+        every = max(all1 - all0, 1e-9)
+        machine, kernel = (b1 - b0) / every, (k1 - k0) / every
+        ours = sum(drivers) + (me1 - me0)
+        return CpuUse(
+            wall_s=wall,
+            servers_core=[s / wall for s in nodes.node_s],
+            redis_core=nodes.redis_s / wall,
+            drivers_core=[d / wall for d in drivers],
+            # This machine's: the nodes count as "others" when they run here too.
+            machine_busy=machine,
+            kernel_busy=kernel,
+            others_busy=max(0.0, machine - kernel - ours / (wall * (os.cpu_count() or 1))),
+            servers_s=sum(nodes.node_s),
             drivers_s=sum(drivers),
         )

@@ -4,6 +4,7 @@ thumbnail rate; beside a plain file copy and aiohttp's own static file serving.
     python -m benchmarks.media_load                         # 1 and 200 MiB, 1 and 32 clients
     python -m benchmarks.media_load --quick --json results/media.json
     python -m benchmarks.media_load --sizes-mib 1,50 --clients 1,8 --rss-upload-mib 512
+    python -m benchmarks.media_load --url http://a:8080,http://b:8080 --api-key K --api-secret S
 
 It starts ``huddle serve`` (embedded Redis, a throwaway data folder on the disk of
 ``--work-dir``) and an aiohttp static file server (the baseline), both on 127.0.0.1. For
@@ -13,6 +14,10 @@ and the same file from the static server. Then one large upload with the server'
 sampled every 20 ms, and a burst of JPEG uploads whose thumbnails the worker pool makes.
 The driver is this one process (asyncio); its CPU share is reported beside each phase so
 that a driver-bound figure is not read as the server's limit. Every phase is bounded.
+
+With ``--url`` it loads a running deployment instead (benchmarks/target.py): no server and
+no baseline started; client i talks to node i mod N (each node downloads the files it
+stored), and the server's CPU and memory come from the nodes' /metrics.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import psutil
 from aiohttp import web
 from PIL import Image
 
-from benchmarks.common import run_main, write_json
+from benchmarks.common import json_document, run_main, write_json
 from benchmarks.procs import (
     bounded,
     free_port,
@@ -48,12 +53,16 @@ from benchmarks.procs import (
     stop_process,
     wait_healthy,
 )
+from benchmarks.progress import phase_bar
+from benchmarks.target import Deployment, NodeClock, add_deployment_args, deployment, sample_node
 from signaling.auth import mint_token
 
 MIB: Final = 1024 * 1024
 CHUNK: Final = MIB
 PHASE_TIMEOUT_S: Final = 600.0
 RSS_SAMPLE_S: Final = 0.02
+# --url: a node's memory comes from its /metrics, a request each time.
+REMOTE_RSS_SAMPLE_S: Final = 0.1
 MAX_ROUNDS: Final = 512
 API_KEY: Final = "bench"
 TARGET_DOWNLOAD_VS_STATIC: Final = 0.7
@@ -80,27 +89,43 @@ class Phase:
 
 
 class Meter:
-    """CPU of the driver and the server over one phase."""
+    """CPU of the driver and the server over one phase: the server's process, or with
+    ``urls`` the nodes of a deployment from their /metrics (every node together)."""
 
-    def __init__(self, server_pid: int) -> None:
-        self.server = psutil.Process(server_pid)
+    def __init__(self, server_pid: int | None = None, urls: tuple[str, ...] = ()) -> None:
+        self.server = psutil.Process(server_pid) if server_pid is not None else None
+        self.urls = urls
         self.me = psutil.Process()
 
     def __enter__(self) -> Meter:
+        self.nodes = NodeClock(self.urls) if self.server is None else None
         self.t0 = time.monotonic()
         self.c0 = self._cpu(self.me)
-        self.s0 = self._cpu(self.server)
+        self.s0 = self._cpu(self.server) if self.server is not None else 0.0
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.monotonic() - self.t0
         self.driver = (self._cpu(self.me) - self.c0) / max(self.seconds, 1e-9)
-        self.server_cpu = (self._cpu(self.server) - self.s0) / max(self.seconds, 1e-9)
+        if self.server is not None:
+            server_s = self._cpu(self.server) - self.s0
+        else:
+            assert self.nodes is not None
+            server_s = sum(self.nodes.stop().node_s)
+        self.server_cpu = server_s / max(self.seconds, 1e-9)
 
     @staticmethod
     def _cpu(proc: psutil.Process) -> float:
         t = proc.cpu_times()
         return float(t.user + t.system + t.children_user + t.children_system)
+
+
+# Bytes sent and received by every client so far: what the progress bars read.
+moved = [0]
+
+
+def moved_mib() -> float:
+    return moved[0] / MIB
 
 
 async def generated(size: int) -> AsyncIterator[bytes]:
@@ -112,6 +137,7 @@ async def generated(size: int) -> AsyncIterator[bytes]:
         block[:8] = sent.to_bytes(8, "little")
         yield bytes(block[:n])
         sent += n
+        moved[0] += n
 
 
 async def upload(http: aiohttp.ClientSession, url: str, token: str, size: int) -> dict[str, Any]:
@@ -134,14 +160,27 @@ async def download(http: aiohttp.ClientSession, url: str, headers: dict[str, str
             raise RuntimeError(f"download refused: {resp.status}")
         async for chunk in resp.content.iter_chunked(CHUNK):
             got += len(chunk)
+            moved[0] += len(chunk)
     return got
 
 
-async def run_clients(clients: int, job: Callable[[int], Awaitable[int]]) -> tuple[int, int]:
-    results = await asyncio.wait_for(
-        asyncio.gather(*(job(i) for i in range(clients)), return_exceptions=True),
-        PHASE_TIMEOUT_S,
-    )
+async def run_clients(
+    clients: int, job: Callable[[int], Awaitable[int]], what: str = "", mib: float | None = None
+) -> tuple[int, int]:
+    """``job`` for each client at once; ``what`` and ``mib`` (the MiB the phase moves) are
+    its progress bar's."""
+    start = moved_mib()
+    with phase_bar(
+        what,
+        total=mib,
+        done=(lambda: moved_mib() - start) if mib else None,
+        count=moved_mib if mib else None,
+        unit="MiB/s",
+    ):
+        results = await asyncio.wait_for(
+            asyncio.gather(*(job(i) for i in range(clients)), return_exceptions=True),
+            PHASE_TIMEOUT_S,
+        )
     ok = sum(r for r in results if isinstance(r, int))
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
@@ -279,7 +318,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         return size * rounds
 
                     with Meter(node.pid) as m:
-                        total, errors = await run_clients(clients, up)
+                        total, errors = await run_clients(
+                            clients,
+                            up,
+                            f"upload {size_mib:g} MiB x{clients}",
+                            size_mib * rounds * clients,
+                        )
                     phases.append(
                         Phase(
                             "upload",
@@ -321,7 +365,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         await download(http, target, headers)  # warm the page cache
                         server = {"download": node, "static": static, "sendfile": sendfile}[name]
                         with Meter(server.pid) as m:
-                            total, errors = await run_clients(clients, down)
+                            total, errors = await run_clients(
+                                clients,
+                                down,
+                                f"{name} {size_mib:g} MiB x{clients}",
+                                size_mib * repeats(args.phase_mib, size_mib, clients) * clients,
+                            )
                         phases.append(
                             Phase(
                                 name,
@@ -374,7 +423,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     return 1
 
             with Meter(node.pid) as m:
-                done, errors = await run_clients(args.thumbs, picture)
+                done, errors = await run_clients(args.thumbs, picture, "thumbnails")
             results["thumbnails"] = {
                 "images": done,
                 "size": list(THUMB_EDGE),
@@ -391,6 +440,157 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         stop_process(sendfile)
         shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+async def remote_rss_peak(url: str, stop: asyncio.Event) -> int:
+    """The largest resident memory of a node's processes (/metrics, every role) until ``stop``."""
+    peak = 0
+    while not stop.is_set():
+        sample = await asyncio.to_thread(sample_node, url)
+        peak = max(peak, int(sum(sample.rss.values())))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), REMOTE_RSS_SAMPLE_S)
+    return peak
+
+
+async def bench_deployment(args: argparse.Namespace, target: Deployment) -> dict[str, Any]:
+    """--url: uploads, downloads, one large upload and thumbnails against running nodes."""
+    urls = target.urls
+    token = mint_token(
+        api_key=target.api_key,
+        api_secret=target.api_secret,
+        identity=f"{target.users}-media",
+        ttl_s=3600,
+    )
+    auth = {"Authorization": f"Bearer {token}"}
+    phases: list[Phase] = []
+    results: dict[str, Any] = {"phases": phases, "url": list(urls), "users": target.users}
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=PHASE_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+
+        async def delete(url: str, media_id: str) -> None:
+            async with http.delete(f"{url}/v1/media/{media_id}", headers=auth):
+                pass
+
+        for size_mib in args.sizes_mib:
+            size = int(size_mib * MIB)
+            # One kept file per node: downloads go to the node that stored it.
+            kept = {u: (await upload(http, u, token, size))["id"] for u in urls}
+            for clients in args.clients:
+                rounds = repeats(args.phase_mib, size_mib, clients)
+
+                async def up(i: int, size: int = size, rounds: int = rounds) -> int:
+                    url = urls[i % len(urls)]
+                    for _ in range(rounds):
+                        await delete(url, (await upload(http, url, token, size))["id"])
+                    return size * rounds
+
+                async def down(
+                    i: int, size: int = size, rounds: int = rounds, kept: dict[str, str] = kept
+                ) -> int:
+                    url = urls[i % len(urls)]
+                    got = 0
+                    for _ in range(rounds):
+                        n = await download(http, f"{url}/v1/media/{kept[url]}", auth)
+                        if n != size:
+                            raise RuntimeError(f"download of {size} bytes gave {n}")
+                        got += n
+                    return got
+
+                for name, job in (("upload", up), ("download", down)):
+                    with Meter(urls=urls) as m:
+                        total, errors = await run_clients(
+                            clients,
+                            job,
+                            f"{name} {size_mib:g} MiB x{clients}",
+                            size_mib * rounds * clients,
+                        )
+                    phases.append(
+                        Phase(
+                            name,
+                            size_mib,
+                            clients,
+                            m.seconds,
+                            total / MIB / m.seconds,
+                            m.driver,
+                            m.server_cpu,
+                            errors,
+                        )
+                    )
+            for url, media_id in kept.items():
+                await delete(url, media_id)
+
+        # Memory of the first node during one large upload.
+        base = int(sum(sample_node(urls[0]).rss.values()))
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(remote_rss_peak(urls[0], stop))
+        with Meter(urls=urls[:1]) as m:
+            big = await upload(http, urls[0], token, int(args.rss_upload_mib * MIB))
+        stop.set()
+        peak = max(await sampler, base)
+        results["rss"] = {
+            "upload_mib": args.rss_upload_mib,
+            "base_mib": base / MIB,
+            "peak_mib": peak / MIB,
+            "growth_mib": (peak - base) / MIB,
+            "upload_mib_per_s": args.rss_upload_mib / m.seconds,
+        }
+        await delete(urls[0], big["id"])
+
+        pictures = [jpeg_bytes(i) for i in range(args.thumbs)]
+        sem = asyncio.Semaphore(4)
+        stored: list[tuple[str, str]] = []
+
+        async def picture(i: int) -> int:
+            url = urls[i % len(urls)]
+            async with (
+                sem,
+                http.post(
+                    f"{url}/v1/media", data=pictures[i], headers=auth, params={"name": "p.jpg"}
+                ) as resp,
+            ):
+                body = await resp.json()
+                if resp.status != 201 or body.get("thumbnails") != ["small", "large"]:
+                    raise RuntimeError(f"picture refused: {resp.status} {body}")
+                stored.append((url, body["id"]))
+                return 1
+
+        with Meter(urls=urls) as m:
+            done, errors = await run_clients(args.thumbs, picture, "thumbnails")
+        for url, media_id in stored:
+            await delete(url, media_id)
+        results["thumbnails"] = {
+            "images": done,
+            "size": list(THUMB_EDGE),
+            "per_s": done / m.seconds,
+            "errors": errors,
+            "server_cpu": m.server_cpu,
+        }
+    results["copy_baseline_mib_per_s"] = None
+    return results
+
+
+def summarize_deployment(results: dict[str, Any]) -> dict[str, Any]:
+    """--url: no baseline to compare with; the figures and the errors."""
+    phases: list[Phase] = results["phases"]
+    largest = max(p.size_mib for p in phases)
+    growth = results["rss"]["growth_mib"]
+    return {
+        "server_ms_per_request": {
+            f"{p.size_mib:g}MiB x{p.clients} {p.name}": p.server_ms_per_request for p in phases
+        },
+        "upload_rss_growth_mib": growth,
+        "upload_mib_per_s_largest": {
+            str(p.clients): p.mib_per_s
+            for p in phases
+            if p.name == "upload" and p.size_mib == largest
+        },
+        "thumbnails_per_s": results["thumbnails"]["per_s"],
+        "errors": sum(p.errors for p in phases) + results["thumbnails"]["errors"],
+        "targets": {"upload_rss_growth_mib": TARGET_RSS_GROWTH_MIB},
+        "met": growth < TARGET_RSS_GROWTH_MIB,
+    }
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
@@ -460,6 +660,9 @@ def print_table(results: dict[str, Any], summary: dict[str, Any]) -> None:
     print(
         f"thumbnails: {th['images']} JPEGs {th['size'][0]}x{th['size'][1]} at {th['per_s']:.1f}/s"
     )
+    if results["copy_baseline_mib_per_s"] is None:
+        print(f"against {', '.join(results['url'])}: no baseline (server CPU from /metrics)")
+        return
     print(f"plain file copy (same disk): {results['copy_baseline_mib_per_s']:.1f} MiB/s")
     print(
         f"download vs aiohttp static (worst case): {summary['download_vs_aiohttp_static']:.2f}"
@@ -493,6 +696,10 @@ def main(argv: list[str] | None = None) -> int:
         "--work-dir", default=None, help="folder on the disk to measure (default: temp)"
     )
     parser.add_argument("--json", type=Path, help="write every figure here, with a summary")
+    parser.add_argument(
+        "--report", type=Path, metavar="DIR", help="write DIR/index.html with plots"
+    )
+    add_deployment_args(parser)
     parser.add_argument("--static-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--static-root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--static-loop", default="uvloop", help=argparse.SUPPRESS)
@@ -506,12 +713,21 @@ def main(argv: list[str] | None = None) -> int:
         not 1 <= c <= 64 for c in args.clients
     ):
         parser.error("sizes must be in (0, 2048] MiB and clients in [1, 64]")
-    results = asyncio.run(bench(args))
-    summary = summarize(results)
+    target = deployment(parser, args)
+    if target is not None:
+        results = asyncio.run(bench_deployment(args, target))
+        summary = summarize_deployment(results)
+    else:
+        results = asyncio.run(bench(args))
+        summary = summarize(results)
     print_table(results, summary)
+    body = {**results, "phases": [vars(p) for p in results["phases"]], "summary": summary}
     if args.json:
-        body = {**results, "phases": [vars(p) for p in results["phases"]], "summary": summary}
         write_json(args.json, "media_load", body)
+    if args.report:
+        from benchmarks.report import write_report  # matplotlib: only when asked
+
+        print(f"report: {write_report(json_document('media_load', body), args.report)}")
     return 0
 
 

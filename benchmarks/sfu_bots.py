@@ -58,7 +58,7 @@ class BotSpec:
     target: Target
     index: int
     url: str  # huddle and naive: http://127.0.0.1:PORT; janus: http://ADDR:PORT/janus
-    ice_address: str  # the address the bots gather ICE candidates on
+    ice_address: str  # the address the bots gather ICE candidates on ("": every one)
     room: str
     janus_room: int
     participants: tuple[ParticipantSpec, ...]
@@ -66,6 +66,8 @@ class BotSpec:
     api_key: str = ""
     api_secret: str = ""
     nice: int = 0  # added to the bot process's niceness (see sfu_load --bot-nice)
+    # Starts every identity and device (--url: a run's own users, apart from other runs').
+    users: str = ""
 
 
 @dataclass
@@ -137,10 +139,11 @@ class HuddleParticipant:
     def __init__(self, bot: BotSpec, spec: ParticipantSpec, clip: Clip, http: Any) -> None:
         self.spec = spec
         self.tracks: tuple[PacedPacketTrack, ...] = clip.tracks() if spec.publishes else ()
+        name = f"{bot.users}-{spec.name}" if bot.users else spec.name
         token = mint_token(
             api_key=bot.api_key,
             api_secret=bot.api_secret,
-            identity=spec.name,
+            identity=name,
             ttl_s=TOKEN_TTL_S,
             grants=Grants(
                 rooms=[bot.room],
@@ -148,7 +151,7 @@ class HuddleParticipant:
                 can_subscribe=bool(spec.subscribes_to),
             ),
         )
-        self.client = HuddleClient(bot.url, token, device=spec.name, session=http)
+        self.client = HuddleClient(bot.url, token, device=name, session=http)
         self.call = CallClient(self.client, bot.room)
 
     async def start(self) -> str:
@@ -373,7 +376,8 @@ class Bot:
 
 
 async def _serve(conn: Connection, spec: BotSpec) -> None:
-    install(host_addresses=[spec.ice_address])
+    # No address: gather on every interface, as a client reaching a deployment does.
+    install(host_addresses=[spec.ice_address] if spec.ice_address else ())
     recorder = install_recorder()  # after install(): its counting receive path wins
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:

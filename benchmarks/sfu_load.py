@@ -2,6 +2,7 @@
 
     python -m benchmarks.sfu_load                                  # every scenario, every target
     python -m benchmarks.sfu_load --scenarios 1x1,9x9 --duration 5 --skip-naive --json out.json
+    python -m benchmarks.sfu_load --url http://a:8080,http://b:8080 --api-key K --api-secret S
 
 Bots (``benchmarks.sfu_bots``, in several processes) publish a pre-encoded VP8 + Opus clip
 (640x360@30, ~0.7 Mbit/s) paced in real time and count what they receive without decoding.
@@ -17,6 +18,12 @@ Targets, all started by this script and stopped at the end: a Huddle node (loopb
 Redis); Janus VideoRoom in a network namespace this script creates (root, Debian's ``janus``
 package; reported as missing when it cannot run); the naive relay of ``benchmarks.sfu_naive``
 (decodes and re-encodes per subscriber). See benchmarks/README.md.
+
+With ``--url`` the target is a running deployment instead (benchmarks/target.py): nothing
+started, no baseline; bot process i signals through node i mod N (the room lives on one of
+them: the others relay), the bots take the ICE servers the deployment hands out in
+``call.join`` and reach the addresses its SFU announces, and the server's CPU (and the
+packets it forwarded) come from the nodes' /metrics.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from typing import Final
 
 import psutil
 
-from benchmarks.common import percentile, run_main, stderr_say, write_json
+from benchmarks.common import json_document, percentile, run_main, stderr_say, write_json
 from benchmarks.procs import (
     ProcessPool,
     bounded,
@@ -51,6 +58,7 @@ from benchmarks.procs import (
     start_healthy,
     stop_process,
 )
+from benchmarks.progress import nodes_count, phase_bar
 from benchmarks.sfu_bots import (
     BotMeasurement,
     BotSpec,
@@ -72,6 +80,8 @@ from benchmarks.sfu_report import (
     summary,
     targets,
 )
+from benchmarks.target import Deployment, NodeClock, add_deployment_args, deployment
+from benchmarks.target import idle_cores as nodes_idle_cores
 
 SCENARIOS: Final = ("1x1", "1x4", "1x16", "1x32", "4x4", "9x9")
 MAX_PARTICIPANTS: Final = 40
@@ -167,6 +177,8 @@ class Server:
     log_path: Path | None = None
     janus: JanusServer | None = None
     idle_cores: float | None = None  # CPU s/s with no room open: timers, workers, Redis
+    urls: tuple[str, ...] = ()  # --url: the deployment's nodes (pid is then 0)
+    users: str = ""  # --url: starts the bots' identities
 
 
 def _stopper(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
@@ -185,6 +197,45 @@ def start_huddle(folder: Path, api_key: str, api_secret: str) -> Server:
     return Server(
         "huddle", url, proc.pid, "127.0.0.1", f"huddle {__version__}", _stopper(proc), log_path
     )
+
+
+def deployment_server(target: Deployment, ice_address: str) -> Server:
+    """--url: the running nodes as the Huddle target; nothing to stop."""
+    return Server(
+        "huddle",
+        target.urls[0],
+        0,
+        ice_address,
+        f"deployment {', '.join(target.urls)}",
+        lambda: None,
+        urls=target.urls,
+        users=target.users,
+    )
+
+
+# The node's count of what it forwarded in a room, for checking the bots' figures.
+ROOM_FORWARDED: Final = "huddle_sfu_room_packets_forwarded_total"
+
+
+class NodesCpuClock:
+    """CpuClock's figures for a deployment: the nodes' CPU (every role) from /metrics."""
+
+    def __init__(self, urls: Sequence[str], pool: BotPool, room: str) -> None:
+        self._pool = pool
+        self._room = f'{ROOM_FORWARDED}{{room="{room}"}}'
+        self._bots = pool.cpu_seconds()
+        self._machine = machine_busy_seconds()
+        self._nodes = NodeClock(urls, (ROOM_FORWARDED,))
+        self.forwarded = 0.0
+
+    def stop(self) -> tuple[float, float, list[float], float]:
+        use = self._nodes.stop()
+        bots = [b - a for a, b in zip(self._bots, self._pool.cpu_seconds(), strict=True)]
+        busy1, all1 = machine_busy_seconds()
+        busy0, all0 = self._machine
+        self.forwarded = use.counts.get(self._room, 0.0)
+        server = sum(use.node_s) + use.redis_s
+        return use.wall_s, server, bots, (busy1 - busy0) / max(all1 - all0, 1e-9)
 
 
 def start_naive(folder: Path) -> Server:
@@ -381,7 +432,7 @@ def _bot_specs(
         BotSpec(
             target=server.target,
             index=i,
-            url=server.url,
+            url=server.urls[i % len(server.urls)] if server.urls else server.url,
             ice_address=server.ice_address,
             room=room,
             janus_room=janus_room,
@@ -390,6 +441,7 @@ def _bot_specs(
             api_key=opts.api_key,
             api_secret=opts.api_secret,
             nice=opts.bot_nice,
+            users=server.users,
         )
         for i, share in enumerate(shares)
     ]
@@ -420,12 +472,16 @@ def run_scenario(
     try:
         pool = BotPool(_bot_specs(server, scenario, opts, room, janus_room))
         feeds: dict[str, str] = {}
-        for part in pool.run(("publish",), setup_timeout):
-            feeds.update(part)
-        pool.run(("subscribe", feeds), setup_timeout)
-        flowing = pool.run(
-            ("wait_flowing", time.monotonic() + FLOWING_TIMEOUT_S), FLOWING_TIMEOUT_S + 10
-        )
+        huddle_urls = server.urls or ((server.url,) if server.target == "huddle" else ())
+        forwarded = f'{ROOM_FORWARDED}{{room="{room}"}}'
+        count = nodes_count(huddle_urls, forwarded) if huddle_urls else None
+        with phase_bar(f"{server.target} {scenario.name}: setting up", count=count, unit="pkt/s"):
+            for part in pool.run(("publish",), setup_timeout):
+                feeds.update(part)
+            pool.run(("subscribe", feeds), setup_timeout)
+            flowing = pool.run(
+                ("wait_flowing", time.monotonic() + FLOWING_TIMEOUT_S), FLOWING_TIMEOUT_S + 10
+            )
         seen = sum(f[0] for f in flowing)
         result.setup_s = time.monotonic() - started
         if seen < scenario.streams:
@@ -440,9 +496,16 @@ def run_scenario(
         say(f"{server.target} {scenario.name}: measuring {opts.duration:g} s")
         pool.send(("measure", start, end))
         time.sleep(max(0.0, start - time.monotonic()))
-        clock = CpuClock(server.pid, pool)
-        time.sleep(max(0.0, end - time.monotonic()))
+        clock = (
+            NodesCpuClock(server.urls, pool, room) if server.urls else CpuClock(server.pid, pool)
+        )
+        with phase_bar(
+            f"{server.target} {scenario.name}", opts.duration, count=count, unit="pkt/s"
+        ):
+            time.sleep(max(0.0, end - time.monotonic()))
         wall, server_cpu, bots_cpu, machine = clock.stop()
+        if isinstance(clock, NodesCpuClock):
+            result.node_packets_forwarded = clock.forwarded
         measurements: list[BotMeasurement] = pool.collect(opts.duration + 30, "measure")
         _figures(result, measurements, wall, start)
         result.server_cpu_s = server_cpu
@@ -543,6 +606,13 @@ def parser() -> argparse.ArgumentParser:
         help="with --profile: keep py-spy's collapsed stacks (flamegraph input) here",
     )
     ap.add_argument("--json", type=Path, help="write every figure to this file")
+    ap.add_argument("--report", type=Path, metavar="DIR", help="write DIR/index.html with plots")
+    add_deployment_args(ap)
+    ap.add_argument(
+        "--ice-address",
+        help="with --url: the one address the bots gather ICE candidates on (default: "
+        "127.0.0.1 when every node is on loopback, else every interface)",
+    )
     return ap
 
 
@@ -566,7 +636,15 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    deploy = deployment(ap, args)
+    if deploy is not None:
+        args.skip_janus = args.skip_naive = True
+        if args.profile or args.profile_stacks is not None:
+            ap.error("--profile samples a node this script started: not with --url")
+    elif args.ice_address:
+        ap.error("--ice-address goes with --url")
     signal.signal(signal.SIGTERM, _terminate)
 
     say = stderr_say()
@@ -578,8 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         duration=args.duration,
         bot_procs=args.bot_procs,
         bot_nice=args.bot_nice,
-        api_key="bench",
-        api_secret=secrets.token_urlsafe(32),
+        api_key="bench" if deploy is None else deploy.api_key,
+        api_secret=secrets.token_urlsafe(32) if deploy is None else deploy.api_secret,
         fixture=str(fixture),
         profile=args.profile or args.profile_stacks is not None,
         profile_stacks=args.profile_stacks,
@@ -588,6 +666,11 @@ def main(argv: list[str] | None = None) -> int:
     starters: list[tuple[Target, Callable[[Path], Server]]] = [
         ("huddle", lambda folder: start_huddle(folder, opts.api_key, opts.api_secret))
     ]
+    if deploy is not None:
+        bots_at = args.ice_address or ("127.0.0.1" if deploy.loopback else "")
+        starters = [("huddle", lambda folder: deployment_server(deploy, bots_at))]
+        # The nodes are elsewhere (or started apart): nothing to pin.
+        args.pin = False
     if not args.skip_janus:
         starters.append(("janus", start_janus))
     if not args.skip_naive:
@@ -620,7 +703,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 servers[target] = server
                 versions[target] = server.version
-                server.idle_cores = idle_cores(server.pid)
+                if server.urls:
+                    server.idle_cores = nodes_idle_cores(server.urls, IDLE_S)
+                else:
+                    server.idle_cores = idle_cores(server.pid)
                 idle[target] = server.idle_cores
             for index in range(args.rounds):
                 if args.rounds > 1:
@@ -669,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, problems in server_logs.items():
         for message, n in problems.items():
             print(f"{name} server log: {n} x {message}")
-    if args.json:
+    if args.json or args.report:
         figures = summary(results)
         doc = {
             "config": {
@@ -683,6 +769,7 @@ def main(argv: list[str] | None = None) -> int:
                 "fixture": Path(opts.fixture).name,
                 "skip_janus": args.skip_janus,
                 "skip_naive": args.skip_naive,
+                "url": list(deploy.urls) if deploy is not None else None,
             },
             "versions": versions,
             "server_idle_cores": idle,
@@ -704,7 +791,12 @@ def main(argv: list[str] | None = None) -> int:
             else {},
             "server_logs": server_logs,
         }
-        write_json(args.json, "sfu_load", doc, say=say)
+        if args.json:
+            write_json(args.json, "sfu_load", doc, say=say)
+        if args.report:
+            from benchmarks.report import write_report  # matplotlib: only when asked
+
+            say(f"report written to {write_report(json_document('sfu_load', doc), args.report)}")
     return 0
 
 

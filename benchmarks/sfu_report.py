@@ -75,6 +75,8 @@ class ScenarioResult:
     failed: str | None = None
     errors: list[str] = field(default_factory=list)
     profile: dict[str, Any] | None = None
+    # --url: packets the nodes say they forwarded in the room over the window (/metrics).
+    node_packets_forwarded: float | None = None
 
 
 # --- profiling -----------------------------------------------------------------------

@@ -57,6 +57,8 @@ class DriverSpec:
     connect_concurrency: int
     api_key: str
     api_secret: str
+    # Starts every identity: a run against a deployment (or each shard) uses its own users.
+    users: str = "bench"
 
 
 @dataclass
@@ -158,7 +160,7 @@ class Driver:
     async def warmup(self) -> PhaseResult:
         result = PhaseResult(started=time.monotonic())
         for i in range(min(WARMUP_PER_DRIVER, self.spec.count)):
-            client = await self._open(f"bench-warmup-{self.spec.index}-{i}", result)
+            client = await self._open(f"{self.spec.users}-warmup-{self.spec.index}-{i}", result)
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.roundtrip()
@@ -172,7 +174,7 @@ class Driver:
 
         async def one(number: int) -> None:
             async with gate:
-                client = await self._open(f"bench-{number}", result)
+                client = await self._open(f"{self.spec.users}-{number}", result)
             if client is not None:
                 self.clients.append(client)
 

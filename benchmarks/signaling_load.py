@@ -4,13 +4,16 @@
     python -m benchmarks.signaling_load --n 200 --json results/signaling.json
     python -m benchmarks.signaling_load --url http://127.0.0.1:8080 --server-pid PID \\
         --api-key KEY --api-secret SECRET
+    python -m benchmarks.signaling_load --url http://a:8080,http://b:8080 --api-key K --api-secret S
 
 For each target (the Huddle node, then a bare aiohttp echo server this script starts) it
 measures the connect rate, the server's memory per idle connection, ping round trips under a
 moderate load (every client one ping per interval) and the request rate under saturation
 (every client sending back to back). Load comes from several driver processes whose own CPU
 is reported beside the server's, so a client-bound run is never read as the server's limit.
-Loopback only; every phase is bounded in count and time. See benchmarks/README.md.
+With ``--url`` it drives running nodes instead (benchmarks/target.py; driver i on node
+i mod N) and runs no baseline; without ``--server-pid`` the server's CPU and memory come
+from the nodes' /metrics. Every phase is bounded in count and time. See benchmarks/README.md.
 
 The code: this module runs it (targets, phases, the command line); ``signaling_driver`` is
 the driver processes and their pool, ``signaling_servers`` the node and the bare baseline,
@@ -31,14 +34,15 @@ from typing import Final
 
 from benchmarks.common import (
     Say,
+    json_document,
     log_problems,
-    loopback_url,
     raise_fd_limit,
     run_main,
     stderr_say,
     write_json,
 )
 from benchmarks.procs import bounded, run_loop
+from benchmarks.progress import nodes_count, phase_bar
 from benchmarks.signaling_driver import (
     CLOSE_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
@@ -61,12 +65,12 @@ from benchmarks.signaling_servers import (
     CpuClock,
     CpuUse,
     Server,
-    rss_kib,
     serve_bare,
     server_counters,
     start_bare,
     start_huddle,
 )
+from benchmarks.target import add_deployment_args, deployment, shard_of
 
 DEFAULT_N: Final = 2000
 MAX_N: Final = 20_000
@@ -87,7 +91,7 @@ SETTLE_S: Final = 1.0
 # --- running ---------------------------------------------------------------------------
 
 
-def _specs(kind: Kind, url: str, opts: Options) -> list[DriverSpec]:
+def _specs(kind: Kind, urls: tuple[str, ...], opts: Options, users: str) -> list[DriverSpec]:
     procs = min(opts.procs, opts.n)
     share, extra = divmod(opts.n, procs)
     specs: list[DriverSpec] = []
@@ -97,7 +101,7 @@ def _specs(kind: Kind, url: str, opts: Options) -> list[DriverSpec]:
         specs.append(
             DriverSpec(
                 kind=kind,
-                url=url,
+                url=urls[i % len(urls)],
                 index=i,
                 first=first,
                 count=count,
@@ -105,6 +109,7 @@ def _specs(kind: Kind, url: str, opts: Options) -> list[DriverSpec]:
                 connect_concurrency=max(1, opts.connect_concurrency // procs),
                 api_key=opts.api_key,
                 api_secret=opts.api_secret,
+                users=users,
             )
         )
         first += count
@@ -115,10 +120,11 @@ def _phase_timeout(opts: Options, seconds: float) -> float:
     return seconds + CONNECT_TIMEOUT_S + REQUEST_TIMEOUT_S + opts.n / 50
 
 
-def run_target(kind: Kind, server: Server, opts: Options, say: Say) -> TargetResult:
+def run_target(
+    kind: Kind, server: Server, opts: Options, say: Say, users: str = "bench"
+) -> TargetResult:
     """Drive one server through warm-up, connect, idle, paced, saturated and close phases."""
-    server_pids = [server.pid] if server.pid is not None else []
-    pool = DriverPool(_specs(kind, server.url, opts))
+    pool = DriverPool(_specs(kind, server.urls or (server.url,), opts, users))
 
     def timed(name: str, *args: float) -> tuple[list[PhaseResult], CpuUse]:
         """One phase, started by every driver at the same instant, with its CPU use."""
@@ -126,22 +132,35 @@ def run_target(kind: Kind, server: Server, opts: Options, say: Say) -> TargetRes
         seconds = max(opts.duration, opts.paced_duration) if name != "connect" else 0.0
         time.sleep(max(0.0, start_at - time.monotonic()))
         clock = CpuClock(server, pool)
-        results = pool.run((name, start_at, *args), _phase_timeout(opts, seconds))
+        urls = (server.urls or (server.url,)) if kind == "huddle" else ()
+        if name == "connect":
+            devices = nodes_count(urls, "huddle_ws_authenticated") if urls else None
+            before = (devices() if devices else None) or 0.0
+            bar = phase_bar(
+                f"{kind}: connect",
+                total=opts.n,
+                done=(lambda: (devices() or before) - before) if devices else None,
+                count=devices,
+                unit="hellos/s",
+            )
+        else:
+            requests = nodes_count(urls, "huddle_ws_messages_in_total") if urls else None
+            bar = phase_bar(f"{kind}: {name}", seconds, count=requests, unit="requests/s")
+        with bar:
+            results = pool.run((name, start_at, *args), _phase_timeout(opts, seconds))
         return results, clock.stop()
 
     try:
         pool.run(("warmup",), _phase_timeout(opts, 0))
         time.sleep(SETTLE_S)
-        rss0 = rss_kib(server_pids) if server_pids else None
-        helpers0 = rss_kib(server.helpers_pids())
+        rss0, helpers0 = server.rss_kib()
 
         say(f"{kind}: connecting {opts.n} clients")
         results, connect_cpu = timed("connect")
         connected = sum(r.ok for r in results)
         connect_s = max(r.ended for r in results) - min(r.started for r in results)
         time.sleep(SETTLE_S)
-        rss1 = rss_kib(server_pids) if server_pids else None
-        helpers1 = rss_kib(server.helpers_pids())
+        rss1, helpers1 = server.rss_kib()
 
         say(f"{kind}: paced pings for {opts.paced_duration:g} s")
         paced, cpu = timed("paced", opts.paced_duration, opts.ping_interval)
@@ -153,7 +172,7 @@ def run_target(kind: Kind, server: Server, opts: Options, say: Say) -> TargetRes
 
         closed = pool.run(("close",), CLOSE_TIMEOUT_S + 10)
         time.sleep(SETTLE_S)
-        rss2 = rss_kib(server_pids) if server_pids else None
+        rss2, _ = server.rss_kib()
     finally:
         # After a failure or Ctrl-C a driver may be mid-phase: do not wait for it to finish.
         pool.close(CLOSE_TIMEOUT_S if sys.exc_info()[0] is None else 2.0)
@@ -226,31 +245,52 @@ def parser() -> argparse.ArgumentParser:
         help="connects in flight at once, all drivers together",
     )
     ap.add_argument("--json", type=Path, help="write every figure to this file")
-    ap.add_argument("--url", type=loopback_url, help="an already running node (loopback only)")
-    ap.add_argument("--server-pid", type=int, help="with --url: the node's pid, for RSS and CPU")
-    ap.add_argument("--api-key", help="with --url: the node's API key")
-    ap.add_argument("--api-secret", help="with --url: the node's API secret")
+    ap.add_argument("--report", type=Path, metavar="DIR", help="write DIR/index.html with plots")
+    add_deployment_args(ap)
+    ap.add_argument(
+        "--server-pid",
+        type=int,
+        help="with --url naming one node on this machine: its pid, for RSS and CPU (default: "
+        "from the nodes' /metrics)",
+    )
     ap.add_argument("--skip-bare", action="store_true", help="no baseline run")
+    ap.add_argument(
+        "--shard",
+        type=shard_of,
+        default=(1, 1),
+        metavar="I/N",
+        help="with --url: run shard I of N on this machine (its share of the --n clients, "
+        "users of its own, the same phases); benchmarks.merge adds the shards' JSON up",
+    )
     ap.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
     if args.bare_server is not None:
         run_loop(serve_bare(args.bare_server))
         return 0
-    if args.url and not (args.api_key and args.api_secret):
-        parser().error("--url needs --api-key and --api-secret to mint tokens")
+    target = deployment(ap, args)
+    if args.server_pid is not None and (target is None or len(target.urls) != 1):
+        ap.error("--server-pid goes with --url naming one node")
+    shard, shards = args.shard
+    if shards > 1 and target is None:
+        ap.error("--shard goes with --url: the shards load one deployment together")
+    # Shard I's share of the N clients: N // shards, the first N % shards one more.
+    n = args.n // shards + (1 if shard <= args.n % shards else 0)
+    if n < 1:
+        ap.error(f"--n {args.n} leaves shard {shard} of {shards} no client")
     opts = Options(
-        n=args.n,
-        procs=min(args.procs, args.n),
+        n=n,
+        procs=min(args.procs, n),
         duration=args.duration,
         paced_duration=args.paced_duration,
         ping_interval=args.ping_interval,
         connect_concurrency=args.connect_concurrency,
-        api_key=args.api_key or "bench",
-        api_secret=args.api_secret or secrets.token_urlsafe(32),
+        api_key=target.api_key if target else "bench",
+        api_secret=target.api_secret if target else secrets.token_urlsafe(32),
     )
     fd_limit = raise_fd_limit(opts.n)
 
@@ -259,16 +299,19 @@ def main(argv: list[str] | None = None) -> int:
     bare: TargetResult | None = None
     with tempfile.TemporaryDirectory(prefix="huddle-bench-") as tmp:
         folder = Path(tmp)
-        if args.url:
-            node = Server(url=args.url, pid=args.server_pid)
+        if target is not None:
+            node = Server(url=target.urls[0], pid=args.server_pid, urls=target.urls)
         else:
             say("starting huddle serve (embedded Redis)")
             node = start_huddle(folder / "node", opts.api_key, opts.api_secret)
         try:
-            huddle = run_target("huddle", node, opts, say)
+            users = "bench" if target is None else target.users
+            if shards > 1:
+                users = f"{users}s{shard}"
+            huddle = run_target("huddle", node, opts, say, users)
         finally:
             node.stop()
-        if not args.skip_bare:
+        if not args.skip_bare and target is None:
             say("starting the bare aiohttp echo server")
             echo = start_bare(folder)
             try:
@@ -277,10 +320,16 @@ def main(argv: list[str] | None = None) -> int:
                 echo.stop()
 
     print(report(opts, huddle, bare))
-    if args.json:
+    if args.json or args.report:
         figures = summary(huddle, bare)
         doc = {
-            "config": {**dataclasses.asdict(opts), "api_secret": None, "url": args.url},
+            "config": {
+                **dataclasses.asdict(opts),
+                "api_secret": None,
+                "url": list(target.urls) if target else None,
+                "shard": [shard, shards],
+                "total_n": args.n,
+            },
             "n": opts.n,
             "summary": figures,
             "targets": targets(figures),
@@ -288,7 +337,13 @@ def main(argv: list[str] | None = None) -> int:
             "bare": dataclasses.asdict(bare) if bare is not None else None,
             "ratios": ratios(huddle, bare),
         }
-        write_json(args.json, "signaling_load", doc, {"fd_limit": fd_limit}, say)
+        if args.json:
+            write_json(args.json, "signaling_load", doc, {"fd_limit": fd_limit}, say)
+        if args.report:
+            from benchmarks.report import write_report  # matplotlib: only when asked
+
+            page = write_report(json_document("signaling_load", doc), args.report)
+            say(f"report written to {page}")
     return 0
 
 

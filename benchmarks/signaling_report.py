@@ -24,6 +24,7 @@ from benchmarks.common import (
     ratio,
     table,
 )
+from benchmarks.histogram import Histogram
 from benchmarks.signaling_driver import Kind, PhaseResult
 from benchmarks.signaling_servers import CpuUse
 
@@ -46,6 +47,8 @@ class LoadFigures:
     max_ms: float | None
     per_server_cpu_s: float | None  # requests per CPU second of the server process
     cpu: CpuUse
+    # Every round trip (benchmarks.histogram): the report's CDF.
+    rtt_histogram: dict[str, Any] | None = None
 
 
 def load_figures(results: list[PhaseResult], cpu: CpuUse) -> LoadFigures:
@@ -62,6 +65,7 @@ def load_figures(results: list[PhaseResult], cpu: CpuUse) -> LoadFigures:
         p99_ms=ms(percentile(rtts, 99)),
         max_ms=ms(max(rtts) if rtts else None),
         per_server_cpu_s=ok / cpu.server_s if cpu.server_s else None,
+        rtt_histogram=Histogram.of(r * 1000 for r in rtts).to_json(),
         cpu=cpu,
     )
 

@@ -34,6 +34,7 @@ from benchmarks.procs import (
     start_healthy,
     stop_process,
 )
+from benchmarks.target import NodeClock, sample_node
 
 # The node's counters that tell refused requests and dropped connections.
 NODE_COUNTERS: Final = (
@@ -79,6 +80,8 @@ class Server:
     pid: int | None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # --url without --server-pid: every node of the deployment, measured by its /metrics.
+    urls: tuple[str, ...] = ()
 
     def helpers_pids(self) -> list[int]:
         """The server's children (the node's embedded redis-server)."""
@@ -91,6 +94,20 @@ class Server:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
+
+    def rss_kib(self) -> tuple[float | None, float | None]:
+        """(the server, its helpers) resident memory: by pid, or from the nodes' /metrics
+        (the nodes with their SFU workers; their embedded Redis)."""
+        if self.pid is not None:
+            return rss_kib([self.pid]), rss_kib(self.helpers_pids())
+        if not self.urls:
+            return None, None
+        samples = [sample_node(u, ()) for u in self.urls]
+        if not all(s.ok for s in samples):
+            return None, None
+        node = sum(s.rss.get("node", 0.0) + s.rss.get("workers", 0.0) for s in samples)
+        redis = sum(s.rss.get("redis", 0.0) for s in samples)
+        return node / 1024, redis / 1024
 
 
 def _start_server(cmd: list[str], env: dict[str, str], port: int, log_path: Path) -> Server:
@@ -146,6 +163,7 @@ class CpuClock:
     def __init__(self, server: Server, pool: ProcessPool) -> None:
         self._server = server
         self._pool = pool
+        self._nodes = NodeClock(server.urls, ()) if server.pid is None and server.urls else None
         self._start = self._sample()
 
     def _sample(self) -> tuple[float, float | None, dict[int, float], list[float], float, float]:
@@ -161,6 +179,10 @@ class CpuClock:
         wall = max(t1 - t0, 1e-9)
         server = s1 - s0 if s0 is not None and s1 is not None else None
         helpers = sum(h1[h] - h0.get(h, 0.0) for h in h1) if h0 or h1 else None
+        if self._nodes is not None:
+            nodes = self._nodes.stop()
+            if not nodes.missing:
+                server, helpers = sum(nodes.node_s), nodes.redis_s
         drivers = [b - a for a, b in zip(d0, d1, strict=True)]
         ours = sum(drivers) + (server or 0.0) + (helpers or 0.0)
         machine = (b1 - b0) / max(all1 - all0, 1e-9)
@@ -178,5 +200,10 @@ class CpuClock:
 
 
 def server_counters(server: Server) -> dict[str, float]:
-    """Error, close and message counters from the node's /metrics, to spot refused requests."""
-    return node_metrics(server.url, NODE_COUNTERS)
+    """Error, close and message counters from the node's /metrics, to spot refused requests
+    (every node's together)."""
+    counts: dict[str, float] = {}
+    for url in server.urls or (server.url,):
+        for name, value in node_metrics(url, NODE_COUNTERS).items():
+            counts[name] = counts.get(name, 0.0) + value
+    return counts

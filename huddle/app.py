@@ -22,6 +22,7 @@ from huddle import collector
 from huddle.compose import calls_config, chat_config, media_config
 from huddle.config import Settings
 from huddle.http_guard import HTTP_GUARD, HttpGuard, NodeRunner
+from huddle.process_metrics import process_collector
 from huddle.redis_server import EmbeddedRedis
 from media_store import routes as media_routes
 from signaling.broker import Broker
@@ -86,6 +87,8 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     await broker.start()
     metrics = Metrics()
     metrics.add_collector(app[HTTP_GUARD].collect)
+    embedded = app.get(EMBEDDED_REDIS)
+    metrics.add_collector(process_collector(lambda: embedded.pid if embedded else None))
     hub = Hub(
         settings,
         client,

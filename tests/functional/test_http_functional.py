@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import aiohttp
 
+from huddle.process_metrics import process_collector
 from signaling.auth import verify_token
 from tests.conftest import StartNode
 from tests.helpers import TEST_KEY, TEST_SECRET, Node
@@ -30,6 +34,43 @@ async def test_metrics_count_connections_and_messages(node: Node) -> None:
     assert 'huddle_ws_messages_out_total{kind="reply"} 1.0' in text
     assert "huddle_redis_up 1.0" in text
     await client.close()
+
+
+async def test_metrics_report_the_nodes_process_cpu_and_memory(node: Node) -> None:
+    """A load test on another machine reads the node's CPU and memory here."""
+    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
+        text = await resp.text()
+    samples = {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("huddle_process_")
+    }
+    assert samples['huddle_process_cpu_seconds_total{role="node"}'] > 0
+    assert samples['huddle_process_resident_memory_bytes{role="node"}'] > 1_000_000
+    assert 'huddle_process_cpu_seconds_total{role="redis"}' in samples
+
+
+def test_process_collector_tells_the_embedded_redis_from_other_children() -> None:
+    idle = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) for _ in range(3)
+    ]
+    try:
+        collect = process_collector(lambda: idle[0].pid)
+        families = {f.name: f for f in collect()}
+        cpu = {s.labels["role"]: s.value for s in families["huddle_process_cpu_seconds"].samples}
+        rss = {
+            s.labels["role"]: s.value
+            for s in families["huddle_process_resident_memory_bytes"].samples
+        }
+        assert set(cpu) == set(rss) == {"node", "redis", "workers"}
+        assert cpu["node"] > 0
+        # One child is the "Redis", the other two (and any the test runner has) are workers.
+        assert rss["redis"] > 1_000_000
+        assert rss["workers"] > 1.5 * rss["redis"]
+    finally:
+        for proc in idle:
+            proc.kill()
+            proc.wait()
 
 
 async def test_dev_login_mints_token(node: Node) -> None:

@@ -1,0 +1,223 @@
+"""A running deployment as a load generator's target: its nodes, its API key, its /metrics.
+
+With ``--url`` a load generator starts nothing and runs no baseline: it drives the nodes
+named (one, or several separated by commas; clients are spread across them in turn), mints
+its clients' tokens with ``--api-key`` and ``--api-secret`` (or ``HUDDLE_API_KEY`` and
+``HUDDLE_API_SECRET``), and reads what the servers used from each node's ``/metrics``
+(``huddle_process_cpu_seconds_total`` by role), since their processes may be on another
+machine. :class:`NodeClock` takes those figures over a phase's window, with the node's own
+request and event counts, so that a run's figures can be checked against what the nodes
+counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import secrets
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from benchmarks.common import node_metrics
+
+API_KEY_ENV: Final = "HUDDLE_API_KEY"
+API_SECRET_ENV: Final = "HUDDLE_API_SECRET"
+MAX_NODES: Final = 64
+MAX_SHARDS: Final = 256
+
+CPU_METRIC: Final = "huddle_process_cpu_seconds_total"
+RSS_METRIC: Final = "huddle_process_resident_memory_bytes"
+# The node's own counts of what it received and sent, for checking a run's figures.
+COUNT_METRICS: Final = ("huddle_ws_messages_in_total", "huddle_ws_messages_out_total")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    urls: tuple[str, ...]  # client i connects to urls[i % len(urls)]
+    api_key: str
+    api_secret: str
+    # Starts every identity of the run: users of two runs (or two shards) never meet.
+    users: str = field(default_factory=lambda: f"load{secrets.token_hex(3)}")
+
+    @property
+    def loopback(self) -> bool:
+        """Every node on this machine's loopback."""
+        return all(_is_loopback(urllib.parse.urlsplit(u).hostname or "") for u in self.urls)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def node_urls(text: str) -> tuple[str, ...]:
+    """An argparse type: one node's base URL, or several separated by commas."""
+    urls: list[str] = []
+    for part in text.split(","):
+        url = part.strip().rstrip("/")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise argparse.ArgumentTypeError(
+                f"not a node's base URL (http[s]://host[:port]): {part.strip()!r}"
+            )
+        if parts.query or parts.fragment or parts.path not in ("", "/"):
+            raise argparse.ArgumentTypeError(f"a node's base URL has no path or query: {url!r}")
+        if url in urls:
+            raise argparse.ArgumentTypeError(f"node named twice: {url!r}")
+        urls.append(url)
+    if len(urls) > MAX_NODES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_NODES} nodes")
+    return tuple(urls)
+
+
+def shard_of(text: str) -> tuple[int, int]:
+    """An argparse type: ``I/N``, shard I (from 1) of N."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shard is I/N, e.g. 1/2: {text!r}") from None
+    if not 1 <= i <= n <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"a shard I/N needs 1 <= I <= N <= {MAX_SHARDS}")
+    return i, n
+
+
+def add_deployment_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--url",
+        type=node_urls,
+        help="drive these running nodes (base URLs, comma-separated) instead of starting "
+        "servers; no baseline runs",
+    )
+    ap.add_argument("--api-key", help=f"with --url: the deployment's API key (or {API_KEY_ENV})")
+    ap.add_argument(
+        "--api-secret", help=f"with --url: the deployment's API secret (or {API_SECRET_ENV})"
+    )
+
+
+def deployment(ap: argparse.ArgumentParser, args: argparse.Namespace) -> Deployment | None:
+    """The deployment ``--url`` names (None without it); exits with a usage error when the
+    key or secret is missing."""
+    key = args.api_key or os.environ.get(API_KEY_ENV)
+    secret = args.api_secret or os.environ.get(API_SECRET_ENV)
+    if args.url is None:
+        if args.api_key or args.api_secret:
+            ap.error("--api-key and --api-secret go with --url")
+        return None
+    if not key or not secret:
+        ap.error(
+            f"--url needs --api-key and --api-secret (or {API_KEY_ENV} and {API_SECRET_ENV}) "
+            "to mint the clients' tokens"
+        )
+    return Deployment(urls=tuple(args.url), api_key=key, api_secret=secret)
+
+
+# --- what the nodes say -----------------------------------------------------------------
+
+
+def _labelled(samples: Mapping[str, float], metric: str, label: str) -> dict[str, float]:
+    """``metric{label="x"}`` samples by ``x``."""
+    found: dict[str, float] = {}
+    head = f'{metric}{{{label}="'
+    for name, value in samples.items():
+        if name.startswith(head):
+            found[name[len(head) :].split('"', 1)[0]] = value
+    return found
+
+
+@dataclass
+class NodeSample:
+    """One scrape of a node: CPU seconds and RSS bytes by role, and its request/event counts."""
+
+    cpu_s: dict[str, float]
+    rss: dict[str, float]
+    counts: dict[str, float]
+    ok: bool
+
+
+def sample_node(url: str, counters: tuple[str, ...] = COUNT_METRICS) -> NodeSample:
+    """One scrape; ``counters`` are the names (prefixes) of the counts to keep."""
+    samples = node_metrics(url, (CPU_METRIC, RSS_METRIC, *counters))
+    counts = {k: v for k, v in samples.items() if counters and k.startswith(counters)}
+    return NodeSample(
+        cpu_s=_labelled(samples, CPU_METRIC, "role"),
+        rss=_labelled(samples, RSS_METRIC, "role"),
+        counts=counts,
+        ok=CPU_METRIC in "".join(samples),
+    )
+
+
+@dataclass
+class NodeUse:
+    """What the nodes used and counted over a window, from their /metrics."""
+
+    wall_s: float
+    node_s: list[float]  # each node with its SFU workers
+    redis_s: float  # embedded Redis of every node (0 with an external Redis)
+    rss_bytes: list[float]  # each node's processes at the end, every role together
+    # What the nodes received and sent, every node together (chat: until the deliveries
+    # of the phase were collected).
+    counts: dict[str, float]
+    missing: list[str]  # nodes whose /metrics did not answer (their figures are left out)
+
+
+class NodeClock:
+    """The nodes' CPU and counts between construction and :meth:`stop`."""
+
+    def __init__(self, urls: Sequence[str], counters: tuple[str, ...] = COUNT_METRICS) -> None:
+        self.urls = list(urls)
+        self.counters = counters
+        self._t0 = time.monotonic()
+        self._start = [sample_node(u, counters) for u in self.urls]
+
+    def counts(self) -> dict[str, float]:
+        """What the nodes received and sent since the start, every node together."""
+        counts: dict[str, float] = {}
+        for url, a in zip(self.urls, self._start, strict=True):
+            b = sample_node(url, self.counters)
+            for name, value in b.counts.items():
+                counts[name] = counts.get(name, 0.0) + value - a.counts.get(name, 0.0)
+        return {k: v for k, v in counts.items() if v}
+
+    def stop(self) -> NodeUse:
+        end = [sample_node(u, self.counters) for u in self.urls]
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        node_s: list[float] = []
+        redis_s = 0.0
+        counts: dict[str, float] = {}
+        missing: list[str] = []
+        for url, a, b in zip(self.urls, self._start, end, strict=True):
+            if not (a.ok and b.ok):
+                missing.append(url)
+                node_s.append(0.0)
+                continue
+
+            def delta(role: str, a: NodeSample = a, b: NodeSample = b) -> float:
+                return max(0.0, b.cpu_s.get(role, 0.0) - a.cpu_s.get(role, 0.0))
+
+            node_s.append(delta("node") + delta("workers"))
+            redis_s += delta("redis")
+            for name, value in b.counts.items():
+                counts[name] = counts.get(name, 0.0) + value - a.counts.get(name, 0.0)
+        return NodeUse(
+            wall_s=wall,
+            node_s=node_s,
+            redis_s=redis_s,
+            rss_bytes=[sum(s.rss.values()) for s in end],
+            counts={k: v for k, v in counts.items() if v},
+            missing=missing,
+        )
+
+
+def idle_cores(urls: Sequence[str], seconds: float) -> float:
+    """The nodes' CPU s/s (every role) over ``seconds`` before any load: their own timers,
+    workers and Redis, which a figure per packet or delivery can leave out."""
+    clock = NodeClock(urls, ())
+    time.sleep(seconds)
+    use = clock.stop()
+    return (sum(use.node_s) + use.redis_s) / use.wall_s
