@@ -54,6 +54,11 @@ from typing import Final
 class DownlinkPolicy:
     start_bps: int = 1_000_000
     start_s: float = 2.0
+    # A browser's first REMBs come from an estimator that has measured little yet (Chromium's
+    # starts low and rises with what it receives): for this long after the estimate is first
+    # read they lower layers but do not pause video (``delay_value`` stays at ``start_bps``).
+    # Without it, video was paused for participants on a free link in their first seconds.
+    startup_s: float = 6.0
     min_bps: int = 30_000
     loss_high: float = 0.10
     loss_low: float = 0.02
@@ -139,9 +144,10 @@ class DownlinkEstimate:
         if self.remb_bps is None:
             return math.inf if self.unknown(now) else float(p.start_bps)
         late = now - self.remb_at - p.stale_after_s
-        if late <= 0:
-            return float(self.remb_bps)
-        return float(self.remb_bps * p.stale_growth ** min(late, 60.0))
+        remb = float(self.remb_bps)
+        if late > 0:
+            remb *= p.stale_growth ** min(late, 60.0)
+        return remb
 
     def value(self, now: float) -> float:
         base = self._base(now)
@@ -151,7 +157,11 @@ class DownlinkEstimate:
 
     def delay_value(self, now: float) -> float:
         """The estimate without the loss cap: what decides whether video is paused."""
-        return max(float(self.policy.min_bps), self._base(now))
+        p = self.policy
+        base = self._base(now)
+        if self.started is not None and now - self.started < p.startup_s:
+            base = max(base, float(p.start_bps))
+        return max(float(p.min_bps), base)
 
     def at_ceiling(self, received_bps: float, now: float) -> bool:
         """True if the estimate cannot grow by itself: it is stale, or at (or above) the

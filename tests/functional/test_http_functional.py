@@ -52,9 +52,16 @@ async def test_metrics_report_the_nodes_process_cpu_and_memory(node: Node) -> No
 
 def test_process_collector_tells_the_embedded_redis_from_other_children() -> None:
     idle = [
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) for _ in range(3)
+        subprocess.Popen(
+            [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(3)
     ]
     try:
+        # Measured once each runs Python: a child still starting up is not yet its size.
+        for proc in idle:
+            assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
         collect = process_collector(lambda: idle[0].pid)
         families = {f.name: f for f in collect()}
         cpu = {s.labels["role"]: s.value for s in families["huddle_process_cpu_seconds"].samples}
@@ -71,6 +78,8 @@ def test_process_collector_tells_the_embedded_redis_from_other_children() -> Non
         for proc in idle:
             proc.kill()
             proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 async def test_dev_login_mints_token(node: Node) -> None:

@@ -13,7 +13,8 @@ from sfu.downlink import (
     cost,
 )
 
-POLICY = DownlinkPolicy()
+# The startup grace (a young connection's low REMBs) has a test of its own.
+POLICY = DownlinkPolicy(startup_s=0.0)
 AUDIO = [Stream("a1", "audio", (40_000,)), Stream("a2", "audio", (40_000,))]
 # A speaker's camera (three layers), a quieter one's (two), and a plain track.
 SPEAKER = Stream("cam1", "video", (150_000, 500_000, 1_500_000), priority=0)
@@ -281,3 +282,14 @@ def test_what_fits_the_whole_estimate_is_kept_and_raised_only_within_its_budget(
     # Back to 650k: not raised, as the middle layer does not fit the budget.
     for t in (14.0, 20.0):
         assert a.decide(streams, _estimate(650_000, t), 0, t)["cam1"] == 0
+
+
+def test_a_young_connections_low_rembs_lower_layers_but_do_not_pause_video() -> None:
+    policy = DownlinkPolicy()
+    e = DownlinkEstimate(policy)
+    assert e.value(0.0) == e.delay_value(0.0) == policy.start_bps
+    e.on_remb(300_000, 1.0)  # what a browser's estimator says before it has measured much
+    assert e.value(1.0) == 300_000
+    assert e.delay_value(1.0) == policy.start_bps
+    e.on_remb(300_000, policy.startup_s)  # repeated once the connection is older
+    assert e.delay_value(policy.startup_s) == 300_000
