@@ -459,18 +459,22 @@ async def _text_if(page: Page, selector: str, part: str) -> str | None:
 SCENARIOS: Final = {"ringing": ringing, "group": group, "group_notice": group_notice}
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+async def drive(
+    base_url: str, shots: Path, scenario: Callable[[Run], Awaitable[None]]
+) -> dict[str, Any]:
+    """Run ``scenario`` in one Chromium (the pages it opens share it): its steps, the pages'
+    console tails, and ``ok`` or the error it ended with."""
     out: dict[str, Any] = {"ok": False}
-    origin = args.base_url.rstrip("/")
+    origin = base_url.rstrip("/")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
             args=[*CALL_CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={origin}"],
         )
-        run = Run(browser, origin, args.shots)
+        run = Run(browser, origin, shots)
         try:
-            await SCENARIOS[args.scenario](run)
+            await scenario(run)
             out["ok"] = True
         except Exception as exc:
             out["error"] = f"{type(exc).__name__}: {exc}"
@@ -489,7 +493,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="where the JSON result goes")
     args = parser.parse_args()
     args.shots.mkdir(parents=True, exist_ok=True)
-    result = asyncio.run(main_async(args))
+    result = asyncio.run(drive(args.base_url, args.shots, SCENARIOS[args.scenario]))
     args.out.write_text(json.dumps(result, indent=1))
 
 

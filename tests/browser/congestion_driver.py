@@ -26,11 +26,9 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page
 
-from benchmarks.common import CHROMIUM
-from tests.browser.app_call_driver import Run
-from tests.browser.driver import CALL_CHROMIUM_ARGS
+from tests.browser.app_call_driver import Run, drive
 
 # A queue of a few packets at the cap, as a home router's.
 QUEUE_BYTES: Final = 5000
@@ -236,28 +234,6 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
     )
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"ok": False}
-    origin = args.base_url.rstrip("/")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[*CALL_CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={origin}"],
-        )
-        run = Run(browser, origin, args.shots)
-        try:
-            await scenario(run, args)
-            out["ok"] = True
-        except Exception as exc:
-            out["error"] = f"{type(exc).__name__}: {exc}"
-        finally:
-            out["steps"] = run.steps
-            out["console"] = {k: v[-30:] for k, v in run.consoles.items()}
-            await browser.close()
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--base-url", required=True)
@@ -272,7 +248,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="where the JSON result goes")
     args = parser.parse_args()
     args.shots.mkdir(parents=True, exist_ok=True)
-    result = asyncio.run(main_async(args))
+    result = asyncio.run(drive(args.base_url, args.shots, lambda run: scenario(run, args)))
     args.out.write_text(json.dumps(result, indent=1))
 
 
