@@ -83,6 +83,22 @@ class Phase:
     # Server CPU per request (its process, all threads; not Redis), milliseconds.
     server_ms_per_request: float = 0.0
 
+    @classmethod
+    def measured(
+        cls, name: str, size_mib: float, clients: int, meter: Meter, total: int, errors: int
+    ) -> Phase:
+        """The phase ``meter`` timed, in which ``total`` bytes moved."""
+        return cls(
+            name,
+            size_mib,
+            clients,
+            meter.seconds,
+            total / MIB / meter.seconds,
+            meter.driver,
+            meter.server_cpu,
+            errors,
+        )
+
     def __post_init__(self) -> None:
         requests = self.mib_per_s * self.seconds / self.size_mib
         self.server_ms_per_request = self.server_cpu * self.seconds / max(requests, 1) * 1e3
@@ -324,18 +340,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             f"upload {size_mib:g} MiB x{clients}",
                             size_mib * rounds * clients,
                         )
-                    phases.append(
-                        Phase(
-                            "upload",
-                            size_mib,
-                            clients,
-                            m.seconds,
-                            total / MIB / m.seconds,
-                            m.driver,
-                            m.server_cpu,
-                            errors,
-                        )
-                    )
+                    phases.append(Phase.measured("upload", size_mib, clients, m, total, errors))
                     # Keep the disk bounded: the files are not needed any more.
                     for meta in stored[1:]:
                         async with http.delete(f"{url}/v1/media/{meta['id']}", headers=auth):
@@ -371,18 +376,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                                 f"{name} {size_mib:g} MiB x{clients}",
                                 size_mib * repeats(args.phase_mib, size_mib, clients) * clients,
                             )
-                        phases.append(
-                            Phase(
-                                name,
-                                size_mib,
-                                clients,
-                                m.seconds,
-                                total / MIB / m.seconds,
-                                m.driver,
-                                m.server_cpu,
-                                errors,
-                            )
-                        )
+                        phases.append(Phase.measured(name, size_mib, clients, m, total, errors))
                 static_file.unlink()
                 async with http.delete(f"{url}/v1/media/{media_id}", headers=auth):
                     pass
@@ -506,18 +500,7 @@ async def bench_deployment(args: argparse.Namespace, target: Deployment) -> dict
                             f"{name} {size_mib:g} MiB x{clients}",
                             size_mib * rounds * clients,
                         )
-                    phases.append(
-                        Phase(
-                            name,
-                            size_mib,
-                            clients,
-                            m.seconds,
-                            total / MIB / m.seconds,
-                            m.driver,
-                            m.server_cpu,
-                            errors,
-                        )
-                    )
+                    phases.append(Phase.measured(name, size_mib, clients, m, total, errors))
             for url, media_id in kept.items():
                 await delete(url, media_id)
 
