@@ -27,7 +27,9 @@ if [ "$dev" = 1 ]; then
   # fonts-wqy-zenhei: CJK glyphs, so the Chinese UI renders in the browser tests' screenshots.
   # coturn: the TURN server the TURN tests start (its turnserver binary; the package's own
   # service stays off unless enabled in /etc/default/coturn).
-  packages+=(chromium iproute2 fonts-wqy-zenhei coturn)
+  # postgresql: the chat history store's contract tests start a server of their own (its
+  # cluster is not started here: nothing runs at boot on these machines).
+  packages+=(chromium iproute2 fonts-wqy-zenhei coturn postgresql)
 fi
 if [ "$bench" = 1 ]; then
   # benchmarks/sfu_load.py runs Janus 1.1.2 as a baseline inside a network namespace of its own.
