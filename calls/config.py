@@ -32,6 +32,7 @@ class CallsConfig:
     selective_forwarding_above: int
     audio_streams_max: int
     video_last_n: int
+    sfu_transport_cc: bool
     room_empty_grace_s: float
     call_resume_s: float
     # Ringing.

@@ -103,6 +103,7 @@ class CallManager:
             select_above=settings.selective_forwarding_above,
             audio_max=settings.audio_streams_max,
             video_last_n=settings.video_last_n,
+            transport_cc=settings.sfu_transport_cc,
         )
         self.local: LocalHost | None = None
         self.pool: WorkerPool | None = None

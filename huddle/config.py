@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     )
     audio_streams_max: int = Field(3, ge=1, description="audio streams forwarded in large rooms")
     video_last_n: int = Field(9, ge=1, description="speakers whose video large rooms forward")
+    sfu_transport_cc: bool = Field(
+        True,
+        description="offer subscribers transport-wide congestion control: the SFU estimates "
+        "and probes their downlinks itself (off: browsers estimate and send REMB)",
+    )
     room_empty_grace_s: float = Field(
         30.0, ge=0, description="an empty room is closed after this long"
     )

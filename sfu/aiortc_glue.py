@@ -77,13 +77,20 @@ from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
 from sfu import twcc
+from sfu.bwe import SendSideEstimator
 from sfu.retransmit import RepairBudget
+from sfu.rtpwire import NTP_EPOCH_OFFSET_S, TRANSPORT_SEQ_OFFSET, ntp_now, rtp_header
 
 AIORTC_VERSION: Final = "1.16.0"
 PYLIBSRTP_VERSION: Final = "1.0.0"
 _DTLS_CONNECTED: Final = DtlsState.CONNECTED
 SEQ_TS_SSRC: Final = struct.Struct("!HII")  # an RTP header's bytes 2-11
-NTP_EPOCH_OFFSET_S: Final = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
+# Probes (sfu.bwe): padding-only packets of this many padding bytes (RFC 3550 allows 255).
+PADDING_BYTES: Final = 255
+# A padding packet on the wire: RTP header and extensions, the padding, the SRTP tag.
+PADDING_PACKET_BYTES: Final = 12 + 12 + PADDING_BYTES + 10
+_PADDING: Final = bytes(PADDING_BYTES - 1) + bytes((PADDING_BYTES,))
+_TRANSPORT_SEQ: Final = struct.Struct("!H")
 # Sender reports: a sender that sent nothing for this long is no longer reported, and one
 # datagram carries at most this many (an SR is 28 bytes, its SDES chunk about 30).
 REPORT_IDLE_S: Final = 5.0
@@ -551,6 +558,12 @@ class OutboundPort:
         self.extensions = HeaderExtensionsMap()
         self.layout: tuple[Any, ...] = ()
         self.layout_key = -1  # the same small int for every sender of the same layout
+        # Transport-wide congestion control toward the subscriber (sfu.bwe): the extension's
+        # id as its answer accepted it, and the estimator that numbers every packet of the
+        # transport (shared by the subscriber's senders). None: it estimates for itself.
+        self.transport_seq_id: int | None = None
+        self.bwe: SendSideEstimator | None = None
+        self.padding_sent = 0
         self.ready = False
         # What this sender sent last, whichever forwarder fed it: a new feed (another
         # simulcast layer, or the same track after a pause) continues these numbers.
@@ -616,7 +629,12 @@ class OutboundPort:
             RTCRtpParameters(headerExtensions=self.transceiver._headerExtensions)
         )
         ids = self.extensions._HeaderExtensionsMap__ids  # type: ignore[attr-defined]
-        self.layout = (self.payload_type, ids.abs_send_time, ids.audio_level)
+        self.layout = (
+            self.payload_type,
+            ids.abs_send_time,
+            ids.audio_level,
+            self.transport_seq_id if self.bwe is not None else None,
+        )
         self.layout_key = _LAYOUT_KEYS.setdefault(self.layout, len(_LAYOUT_KEYS))
         self.ready = True
         return True
@@ -665,6 +683,8 @@ class OutboundPort:
         buffer = self._srtp_buffer
         buffer[0:size] = base
         SEQ_TS_SSRC.pack_into(buffer, 2, seq, ts, self.ssrc)
+        if self.layout[3] is not None:
+            _TRANSPORT_SEQ.pack_into(buffer, TRANSPORT_SEQ_OFFSET, self.bwe.sent(size, now))  # type: ignore[union-attr]
         self._protect_and_send(transport, size)
         self.last_seq, self.last_ts, self.last_time = seq, ts, now
         self.packet_count += 1
@@ -683,9 +703,42 @@ class OutboundPort:
         if size > _PROTECT_MAX:
             raise ValueError("RTP packet too long to protect")
         self._srtp_buffer[0:size] = data
+        if self.layout[3] is not None:
+            seq = self.bwe.sent(size, time.monotonic())  # type: ignore[union-attr]
+            _TRANSPORT_SEQ.pack_into(self._srtp_buffer, TRANSPORT_SEQ_OFFSET, seq)
         self._protect_and_send(transport, size)
         self.retransmitted += 1
         self.retransmitted_bytes += size
+        return True
+
+    def send_padding(self, now: float) -> bool:
+        """One padding-only packet on the RTX stream (a probe, ``sfu.bwe``): numbered on the
+        transport for the subscriber's feedback, dropped by its receiver. False when there
+        is no RTX stream, no transport-wide numbering, or no transport up."""
+        bwe = self.bwe
+        if bwe is None or self.rtx_payload_type is None or self.transport_seq_id is None:
+            return False
+        transport = self._transport()
+        if transport is None:
+            return False
+        _, abs_send_time_id, _, _ = self.layout
+        abs_send_time = (ntp_now() >> 14) & 0xFFFFFF
+        header = bytearray(
+            rtp_header(
+                self.rtx_payload_type, 0, abs_send_time_id, abs_send_time, None, None,
+                self.transport_seq_id,
+            )
+        )  # fmt: skip
+        header[0] |= 0x20  # padding: the payload is padding alone, its length in the last byte
+        SEQ_TS_SSRC.pack_into(header, 2, self.rtx_seq, self.last_ts or 0, self.rtx_ssrc)
+        size = len(header) + PADDING_BYTES
+        _TRANSPORT_SEQ.pack_into(header, TRANSPORT_SEQ_OFFSET, bwe.sent(size, now))
+        buffer = self._srtp_buffer
+        buffer[0 : len(header)] = header
+        buffer[len(header) : size] = _PADDING
+        self._protect_and_send(transport, size)
+        self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+        self.padding_sent += 1
         return True
 
     def report(self) -> list[AnyRtcpPacket]:
@@ -844,3 +897,49 @@ def _send_transport_feedback(dtls: Any) -> None:
         datagrams[-1] += packet
     for datagram in datagrams:
         pair.protocol.transport.sendto(dtls._tx_srtp.protect_rtcp(datagram), pair.remote_addr)
+
+
+# --- transport-wide congestion control feedback from subscribers (sfu.bwe) ----------------
+
+FeedbackHandler = Callable[[bytes], None]
+
+
+def take_transport_feedback(dtls: Any, handler: FeedbackHandler) -> None:
+    """Hand every transport-feedback packet a subscriber sends on ``dtls`` to ``handler``
+    (its bytes, header included) before aiortc sees its RTCP: aiortc's parser reads that
+    format as a NACK and keeps none of it. The rest of each compound packet goes on to
+    aiortc as before."""
+    if getattr(dtls, "_huddle_feedback", None) is not None:
+        dtls._huddle_feedback = handler
+        return
+    dtls._huddle_feedback = handler
+    original = dtls._handle_rtcp_data
+
+    async def handle_rtcp_data(data: bytes) -> None:
+        rest = split_transport_feedback(data, dtls._huddle_feedback)
+        if rest:
+            await original(rest)
+
+    dtls._handle_rtcp_data = handle_rtcp_data
+
+
+def split_transport_feedback(data: bytes, handler: FeedbackHandler) -> bytes:
+    """Give ``handler`` each transport-feedback packet of a compound RTCP packet; return the
+    others, in order (a malformed length ends the walk: the rest goes on unread, as aiortc
+    would refuse it)."""
+    rest = bytearray()
+    at = 0
+    while at + 4 <= len(data):
+        length = (struct.unpack_from("!H", data, at + 2)[0] + 1) * 4
+        if at + length > len(data):
+            break
+        if data[at + 1] == twcc.RTPFB and data[at] & 0x1F == twcc.FMT_TRANSPORT_CC:
+            try:
+                handler(data[at : at + length])
+            except Exception:  # one bad packet must not stop the subscriber's RTCP
+                log.exception("transport feedback could not be read")
+        else:
+            rest += data[at : at + length]
+        at += length
+    rest += data[at:]
+    return bytes(rest)

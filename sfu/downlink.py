@@ -2,9 +2,10 @@
 room it is sent within that (``allocate``, ``Allocator``). Pure: no I/O, the clock is passed in.
 
 The estimate comes from what the subscriber reports:
-- its REMB (the receiver's delay-based estimate, which browsers send when the SFU's offer has
-  ``goog-remb`` with abs-send-time and no transport-wide congestion control, as aiortc's
-  does);
+- a delay-based estimate: the SFU's own (``sfu.bwe``, from transport-wide feedback, which
+  browsers send when they accept the extension the SFU offers; ``padding`` set), or else
+  the subscriber's REMB (a client that does not, such as aiortc: the receiver's own
+  estimate), both taken by ``on_remb``;
 - loss, from its receiver reports, as a second signal: smoothed loss above ``loss_high``
   (10 %) lowers a loss cap to the media rate sent times (1 - loss/2), at most once per
   ``loss_interval_s``; below ``loss_low`` (2 %) the cap grows by ``loss_growth`` per interval
@@ -40,12 +41,16 @@ arrived) and drops it otherwise. With every video paused the REMB says nothing a
 browser estimates from video, and repeats its last value meanwhile): the allocator probes
 then too, unless there is loss, and judges that probe from the lowest REMB within it (the
 resumed key frame may read as a queue to the receiver), not from the one it started with.
+
+With the SFU's own estimate none of that is needed: a probe is padding (``probe_bps``, sent
+by the caller), which raises the estimate at once when the link carries it and costs the
+picture nothing when it does not; layers then rise by the rules above.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -76,6 +81,16 @@ class DownlinkPolicy:
     # is taken as held by it.
     ceiling_tolerance: float = 0.1
     probe: bool = True
+    # With the SFU's own estimate (sfu.bwe) a probe is padding, not media: it costs the
+    # subscriber's picture nothing, so it is tried whenever something does not fit and the
+    # estimate cannot grow by itself (at its ceiling, or every video paused), every
+    # ``padding_probe_s`` (doubled after each that did not raise the estimate, up to
+    # ``max_padding_probe_s``: a short link is not flooded), at ``probe_margin`` times what
+    # the next layer up needs, and at most ``probe_growth`` times the estimate.
+    padding_probe_s: float = 1.0
+    max_padding_probe_s: float = 3.0
+    probe_margin: float = 1.25
+    probe_growth: float = 3.0
 
 
 # The policy every subscriber uses unless given one (read when one is made: tests change it).
@@ -95,6 +110,8 @@ class DownlinkEstimate:
     loss_cap_bps: float | None = None
     _loss_acted: float = -math.inf
     started: float | None = None  # when it was first read
+    # The estimate is the SFU's own (sfu.bwe), which can be probed with padding.
+    padding: bool = False
 
     def unknown(self, now: float) -> bool:
         """True for a subscriber that sends no REMB (none ``start_s`` after it was first
@@ -177,11 +194,16 @@ class DownlinkEstimate:
         return self.remb_bps >= (1 - self.policy.ceiling_tolerance) * ceiling
 
 
+# A stream's priority is its tier (screen shares, then pinned participants, then the rest)
+# times this, plus its rank within the tier (how recently its owner spoke).
+TIER: Final = 1000
+
+
 @dataclass(frozen=True)
 class Stream:
     """One track a subscriber may get. ``rates``: the bitrate of each layer it may be sent,
     lowest first (one for a plain track, those within its tile size for simulcast).
-    ``priority``: smaller is more important."""
+    ``priority``: smaller is more important (``TIER``)."""
 
     key: str
     kind: str
@@ -193,17 +215,26 @@ Allocation = dict[str, int | None]  # layer index by stream key; None: paused
 
 
 def allocate(
-    streams: Sequence[Stream], budget_bps: float, keep_bps: float | None = None
+    streams: Sequence[Stream],
+    budget_bps: float,
+    keep_bps: float | None = None,
+    sent: Collection[str] = (),
 ) -> Allocation:
     """What fits ``budget_bps``: every audio; each video at its lowest layer in priority
     order until one does not fit ``keep_bps`` (default: the budget; it and the rest are
     paused); then each kept video, the most important first, raised as far as what is left
-    of ``budget_bps`` allows."""
+    of ``budget_bps`` allows. Within a tier, the videos in ``sent`` (being sent now) come
+    before the paused ones: a change in who spoke last must not swap a paused video for one
+    being sent (measured: a video resumed and paused again every 2.5 s, two speakers
+    taking turns, on a downlink with room for one)."""
     result: Allocation = {}
     audio = sum(s.rates[0] for s in streams if s.kind == "audio")
     result.update({s.key: 0 for s in streams if s.kind == "audio"})
     left = (budget_bps if keep_bps is None else max(budget_bps, keep_bps)) - audio
-    videos = sorted((s for s in streams if s.kind != "audio"), key=lambda s: s.priority)
+    videos = sorted(
+        (s for s in streams if s.kind != "audio"),
+        key=lambda s: (s.priority // TIER, s.key not in sent, s.priority),
+    )
     kept: list[Stream] = []
     for i, s in enumerate(videos):
         if s.rates[0] > left:
@@ -242,6 +273,11 @@ def _blind(streams: Sequence[Stream], result: Allocation, estimate: DownlinkEsti
     return estimate.loss <= p.loss_low and estimate.loss_cap_bps is None
 
 
+def _all_paused(streams: Sequence[Stream], result: Allocation) -> bool:
+    videos = [s for s in streams if s.kind != "audio"]
+    return bool(videos) and all(result.get(s.key) is None for s in videos)
+
+
 def _rank(layer: int | None) -> int:
     return -1 if layer is None else layer
 
@@ -266,10 +302,26 @@ class Allocator:
     rise_estimate: float = 0.0  # the estimate at the last rise
     unlimited: bool = False  # its subscriber sends no REMB
     settled_at: float = -math.inf  # when a stream last came: no probe for a step after
+    # Padding probes (``DownlinkEstimate.padding``): the rate the caller should probe at
+    # now (it takes it and sends the probe), when the last one went out, the estimate then,
+    # and how many in a row did not raise it.
+    probe_bps: float | None = None
+    padding_probe_at: float = -math.inf
+    padding_probe_from: float = 0.0
+    padding_failures: int = 0
+    padding_judge: bool = False  # the last one is still to be judged
+
+    padding: bool = False  # its estimate is probed with padding (``DownlinkEstimate.padding``)
 
     @property
     def hold_s(self) -> float:
+        """How long after a drop before a rise. With padding probes it stays ``hold_s``: a
+        failed probe costs no picture, and its own backoff (``max_padding_probe_s``) keeps
+        a short link from being flooded; a longer hold would only delay the recovery once
+        the link is free again (measured: 14 s, the hold grown under a cap)."""
         p = self.policy
+        if self.padding:
+            return p.hold_s
         return float(min(p.max_hold_s, p.hold_s * 2.0**self.failures))
 
     def budget(self, estimate_bps: float) -> float:
@@ -293,10 +345,11 @@ class Allocator:
         value, delay = estimate.value(now), estimate.delay_value(now)
         # Kept while it fits the estimate itself; raised only within its budget (the rest
         # left to retransmissions): a band, so that what was just raised is not dropped.
-        fit = allocate(streams, value, delay)
-        target = allocate(streams, self.budget(value), self.budget(delay))
         known = {s.key for s in streams}
         self.current = {k: v for k, v in self.current.items() if k in known}
+        sent = {k for k, v in self.current.items() if v is not None}
+        fit = allocate(streams, value, delay, sent)
+        target = allocate(streams, self.budget(value), self.budget(delay), sent)
         if self.probe_since is not None:
             if all(_rank(fit[k]) >= _rank(v) for k, v in self.current.items()):
                 self._end_probe(held=True)  # what it took fits now
@@ -357,6 +410,19 @@ class Allocator:
         if rose:
             self.last_rise = now
             self.rise_estimate = value
+        elif estimate.padding:
+            self.padding = True
+            if self.padding_judge and value > self.padding_probe_from * 1.05:
+                self.padding_judge = False  # the last probe raised the estimate
+                self.padding_failures = 0
+            if (
+                not dropped
+                and p.probe
+                and self._may_rise(now)
+                and now - self.settled_at >= p.step_s
+                and (estimate.at_ceiling(received_bps, now) or _all_paused(streams, result))
+            ):
+                self._padding_probe(streams, result, value, now)
         elif (
             not dropped
             and p.probe
@@ -375,6 +441,33 @@ class Allocator:
             self.failures = 0
         self.current = result
         return dict(result)
+
+    def _padding_probe(
+        self, streams: Sequence[Stream], result: Allocation, value: float, now: float
+    ) -> None:
+        """Ask for a padding probe at what one layer more than ``result`` needs, when one is
+        due and something does not fit."""
+        p = self.policy
+        wait = min(p.max_padding_probe_s, p.padding_probe_s * 2.0**self.padding_failures)
+        if now - self.padding_probe_at < wait:
+            return
+        trial = dict(result)
+        if not self._probe(streams, trial):
+            return  # everything is sent at its best already
+        if self.padding_judge:
+            # The last probe raised nothing (one that did is seen in ``decide`` at once).
+            self.padding_judge = False
+            self.padding_failures += 1
+            wait = min(p.max_padding_probe_s, p.padding_probe_s * 2.0**self.padding_failures)
+            if now - self.padding_probe_at < wait:
+                return
+        need = cost(streams, trial) / (1 - p.repair_share) * p.probe_margin
+        # At most ``probe_growth`` times the estimate: a layer far above it is reached over
+        # a few probes, each raising the estimate, rather than by one long burst.
+        self.probe_bps = min(need, p.probe_growth * value)
+        self.padding_probe_at = now
+        self.padding_probe_from = value
+        self.padding_judge = True
 
     def _end_probe(self, *, held: bool) -> None:
         self.probe_since = self.probe_remb = self.probe_low = None

@@ -15,51 +15,14 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from sfu.aiortc_glue import NTP_EPOCH_OFFSET_S, SEQ_TS_SSRC, OutboundPort, RtpPacket
+from sfu.aiortc_glue import SEQ_TS_SSRC, OutboundPort, RtpPacket
 from sfu.codecs import vp8_keyframe_start
 from sfu.keyframes import RETRY_AFTER_S, KeyframeThrottle
 from sfu.retransmit import RepairBudget, Verdict
+from sfu.rtpwire import ntp_now, rtp_header
 
 HISTORY_SIZE: Final = 1024  # ~1 s of 720p video: enough to answer NACKs
 _RTX_OSN: Final = struct.Struct("!H")
-
-
-_EMPTY_HEADER: Final = struct.Struct("!BB10x")  # V/P/X/CC, M/PT; sequence, time, SSRC zero
-_EXTENSION_HEADER: Final = struct.Struct("!HH")  # RFC 8285 one-byte form: 0xBEDE, length
-
-
-def rtp_header(
-    payload_type: int,
-    marker: int,
-    abs_send_time_id: int | None,
-    abs_send_time: int,
-    audio_level_id: int | None,
-    audio_level: tuple[bool, int] | None,
-) -> bytes:
-    """An RTP header (no CSRC) with sequence number, timestamp and SSRC zero, carrying the
-    abs-send-time and audio-level (RFC 6464) extensions where their ids are negotiated, in
-    RFC 8285's one-byte form. Built directly, once per packet and layout: the same bytes as
-    an RtpPacket through aiortc's general serializer, at a fraction of the cost."""
-    elements = b""
-    if abs_send_time_id:
-        elements += bytes((abs_send_time_id << 4 | 2,)) + (abs_send_time & 0xFFFFFF).to_bytes(3)
-    if audio_level_id and audio_level is not None:
-        vad, level = audio_level
-        elements += bytes((audio_level_id << 4, (0x80 if vad else 0) | (level & 0x7F)))
-    second = (marker and 0x80) | payload_type
-    if not elements:
-        return _EMPTY_HEADER.pack(0x80, second)
-    elements += bytes(-len(elements) % 4)
-    return (
-        _EMPTY_HEADER.pack(0x90, second)
-        + _EXTENSION_HEADER.pack(0xBEDE, len(elements) // 4)
-        + elements
-    )
-
-
-def ntp_now() -> int:
-    """The 64-bit NTP time of now (for sender reports and abs-send-time)."""
-    return int((time.time() + NTP_EPOCH_OFFSET_S) * 4294967296.0)
 
 
 # What a retransmission needs of a packet: (seq, timestamp, marker, payload, audio level,
@@ -331,10 +294,16 @@ class TrackForwarder:
     ) -> bytes:
         """The packet for ``port``'s header layout, sequence number, timestamp and SSRC left
         zero (each sender writes its own)."""
-        payload_type, abs_send_time_id, audio_level_id = port.layout
+        payload_type, abs_send_time_id, audio_level_id, transport_seq_id = port.layout
         return (
             rtp_header(
-                payload_type, marker, abs_send_time_id, abs_send_time, audio_level_id, audio_level
+                payload_type,
+                marker,
+                abs_send_time_id,
+                abs_send_time,
+                audio_level_id,
+                audio_level,
+                transport_seq_id,
             )
             + payload
         )

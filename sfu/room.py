@@ -29,8 +29,9 @@ from aiortc import sdp as sdp_parser
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from sfu import layers as simulcast
-from sfu import selection
+from sfu import selection, twcc
 from sfu.aiortc_glue import (
+    PADDING_PACKET_BYTES,
     IdleTrack,
     InboundTap,
     OutboundPort,
@@ -38,13 +39,15 @@ from sfu.aiortc_glue import (
     accept_transport_cc,
     negotiated_codec,
     send_reports,
+    take_transport_feedback,
 )
-from sfu.downlink import Allocation, Allocator, DownlinkEstimate, Stream
+from sfu.bwe import PROBE_MIN_PACKETS, SendSideEstimator
+from sfu.downlink import TIER, Allocation, Allocator, DownlinkEstimate, Stream
 from sfu.forwarder import TrackForwarder
 from sfu.layer_declarations import Declared, InvalidLayers, Section, check_layers
 from sfu.layers import Layer
 from sfu.retransmit import RepairBudget
-from sfu.sdp import announce, keep_codecs
+from sfu.sdp import announce, answered_transport_cc, keep_codecs, offer_transport_cc
 from sfu.speakers import SpeakerDetector
 
 log = logging.getLogger("huddle.sfu.room")
@@ -175,6 +178,10 @@ class RoomPolicy:
     select_above: int = 12
     audio_max: int = 3
     video_last_n: int = 9
+    # Offer subscribers transport-wide congestion control: browsers then report arrivals
+    # and the SFU estimates (and probes) their downlink itself (sfu.bwe); off, they send
+    # REMB as before.
+    transport_cc: bool = True
 
 
 def _no_speakers(room: Room, speakers: list[tuple[str, int]]) -> None:
@@ -185,6 +192,8 @@ def _no_layers(participant: Participant, paused: list[str]) -> None:
     return None
 
 
+# A probe's padding is sent on a timer of this period (what fell due since the last).
+PROBE_PACE_S: Final = 0.005
 # What a subscriber was sent is measured over at least this long (for its downlink).
 SENT_WINDOW_S: Final = 1.0
 # What a forwarded packet carries beside its payload (RTP header and extensions, SRTP tag):
@@ -223,6 +232,11 @@ class Participant:
     media_bps: float = 0.0  # the media alone
     _sent_mark: tuple[float, int, int] | None = None
     _reports_seen: dict[int, int] = field(default_factory=dict)  # by sender SSRC
+    _sent_at_report: dict[int, int] = field(default_factory=dict)  # its bytes_sent then
+    # The SFU's own estimate of its downlink, where its answer took transport-wide
+    # congestion control (sfu.bwe); feedback packets that could not be read.
+    bwe: SendSideEstimator | None = None
+    bad_feedback: int = 0
 
     def __post_init__(self) -> None:
         self.repair = RepairBudget(self._media_bytes)
@@ -234,6 +248,38 @@ class Participant:
         now = time.monotonic()
         self.downlink.on_remb(bps, now)
         self.repair.on_estimate(int(self.downlink.delay_value(now)))
+
+    def on_transport_feedback(self, data: bytes) -> None:
+        bwe = self.bwe
+        if bwe is None:
+            return
+        try:
+            feedback = twcc.decode_feedback(data)
+        except ValueError:
+            self.bad_feedback += 1
+            return
+        bwe.on_feedback(feedback, time.monotonic())
+        if bwe.estimate_bps is not None:
+            # Taken as a REMB would be: a fresh estimate with every feedback.
+            self.on_remb(bwe.estimate_bps)
+
+    def use_transport_cc(self, accepted: dict[str, int]) -> None:
+        """Its subscriber answer took transport-wide congestion control for the sections
+        ``accepted`` (mid -> extension id): those senders number their packets for the
+        SFU's own estimate."""
+        if not accepted:
+            return
+        if self.bwe is None:
+            self.bwe = SendSideEstimator(self.downlink.policy.start_bps, secrets.randbits(16))
+            self.downlink.padding = True
+        for sub in self.subscriptions.values():
+            ext = accepted.get(sub.transceiver.mid or "")
+            port = sub.port
+            if ext is None or port.bwe is not None:
+                continue
+            port.bwe, port.transport_seq_id = self.bwe, ext
+            port.ready = False  # its header layout is read again, with the extension
+            take_transport_feedback(sub.transceiver.sender.transport, self.on_transport_feedback)
 
     def measure_downlink(self, now: float) -> None:
         """What it was sent lately, and the loss its latest receiver reports tell."""
@@ -251,7 +297,14 @@ class Participant:
             port = sub.port
             if port.reports != self._reports_seen.get(port.ssrc, 0):
                 self._reports_seen[port.ssrc] = port.reports
-                share = max(1.0, sub.track.bitrate_bps)
+                # Weighed by what the sender sent since its previous report: a report on a
+                # sender that was paused, or had just resumed, says little (one on a video
+                # just resumed read 81 % lost and paused it again on a free link).
+                sent_then = self._sent_at_report.get(port.ssrc, 0)
+                self._sent_at_report[port.ssrc] = port.bytes_sent
+                share = float(port.bytes_sent - sent_then)
+                if share <= 0:
+                    continue
                 lost += port.fraction_lost / 256 * share
                 weight += share
         if weight:
@@ -602,7 +655,10 @@ class Room:
             }
             for key, sub in participant.subscriptions.items()
         ]
-        self._on_offer(participant, announce(pc.localDescription.sdp, self._announced), infos)
+        sdp = announce(pc.localDescription.sdp, self._announced)
+        if self.policy.transport_cc:
+            sdp = offer_transport_cc(sdp, twcc.EXTENSION_URI, twcc.FEEDBACK_TYPE)
+        self._on_offer(participant, sdp, infos)
 
     def _units(self, participant: Participant) -> list[tuple[str, list[PublishedTrack]]]:
         """What the participant should receive: each plain track, and each simulcast source
@@ -631,6 +687,10 @@ class Room:
         except Exception as exc:
             raise SfuError("bad_sdp", f"answer refused: {exc}") from None
         participant.negotiating = False
+        if self.policy.transport_cc:
+            participant.use_transport_cc(
+                answered_transport_cc(answer_sdp, twcc.EXTENSION_URI, twcc.FEEDBACK_TYPE)
+            )
         now = time.monotonic()
         for sub in participant.subscriptions.values():
             if sub.port.ssrc not in sub.track.forwarder.outputs and sub.port.negotiated():
@@ -746,7 +806,7 @@ class Room:
                 costs, tracks = (track.bitrate_bps,), [track]
             owner = track.owner.id
             tier = 0 if track.source == "screen" else 1 if owner in participant.pinned else 2
-            priority = tier * 1000 + rank.get(owner, 999)
+            priority = tier * TIER + rank.get(owner, TIER - 1)
             streams.append(Stream(key, track.kind, costs, priority))
             choices[key] = (sub, tracks)
         decided = participant.allocator.decide(
@@ -758,6 +818,45 @@ class Room:
         if not math.isinf(delay):
             participant.repair.on_estimate(int(delay))
         self._apply(participant, decided, choices)
+        probe, participant.allocator.probe_bps = participant.allocator.probe_bps, None
+        if probe is not None:
+            self._probe(participant, probe, now)
+
+    def _probe(self, participant: Participant, bps: float, now: float) -> None:
+        """Probe the participant's downlink at ``bps`` (sfu.bwe): every packet it is sent
+        until the probe ends counts, and RTX padding fills it up to the rate. The padding
+        keeps to its schedule from the clock (a late timer sends what fell due meanwhile),
+        and the probe ends with its last padding packet: measured, timers that ran late
+        left a probe of 256 kbit/s carrying 150."""
+        bwe = participant.bwe
+        ports = [
+            sub.port
+            for sub in participant.subscriptions.values()
+            if sub.port.bwe is not None and sub.port.rtx_payload_type is not None
+        ]
+        if bwe is None or not ports or bwe.probing:
+            return
+        port = ports[0]
+        duration = bwe.start_probe(bps, now)
+        fill_packets = max(0.0, bps - participant.sent_bps) * duration / (PADDING_PACKET_BYTES * 8)
+        total = max(PROBE_MIN_PACKETS, math.ceil(fill_packets))
+        loop = asyncio.get_running_loop()
+        sent = 0
+
+        def pace() -> None:
+            nonlocal sent
+            t = time.monotonic()
+            due = total if t - now >= duration else math.ceil(total * (t - now) / duration)
+            while sent < due:
+                if not port.send_padding(t):
+                    break
+                sent += 1
+            if sent >= total or t - now >= duration:
+                bwe.end_probe(t)
+                return
+            loop.call_later(PROBE_PACE_S, pace)
+
+        pace()
 
     def _apply(
         self,

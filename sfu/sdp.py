@@ -77,3 +77,56 @@ def _keep_in_section(section: list[str], wanted: dict[str, str]) -> list[str]:
             continue
         result.append(line)
     return result
+
+
+# The id the SFU offers the transport-wide sequence number under (aiortc's own extensions
+# take 1 to 3).
+TRANSPORT_CC_ID: Final = 5
+
+
+def offer_transport_cc(sdp: str, uri: str, feedback: str) -> str:
+    """Add transport-wide congestion control to each audio and video section of an offer the
+    SFU makes: the header extension (``uri`` as ``TRANSPORT_CC_ID``) and ``feedback`` on
+    every codec but RTX. aiortc offers neither; a browser that answers with both sends
+    transport feedback for the SFU's own estimate instead of REMB (sfu.bwe)."""
+    newline = "\r\n" if "\r\n" in sdp else "\n"
+    out: list[str] = []
+    for line in sdp.split(newline):
+        out.append(line)
+        if line.startswith(("m=audio ", "m=video ")):
+            out.append(f"a=extmap:{TRANSPORT_CC_ID} {uri}")
+        elif line.startswith("a=rtpmap:"):
+            pt, _, rest = line[len("a=rtpmap:") :].partition(" ")
+            if rest.split("/", 1)[0].lower() != "rtx":
+                out.append(f"a=rtcp-fb:{pt} {feedback}")
+    return newline.join(out)
+
+
+def answered_transport_cc(sdp: str, uri: str, feedback: str) -> dict[str, int]:
+    """The sections (by mid) of an answer that accepted transport-wide congestion control:
+    the header extension's id in each, where a codec of the section also kept
+    ``feedback``."""
+    newline = "\r\n" if "\r\n" in sdp else "\n"
+    accepted: dict[str, int] = {}
+    mid: str | None = None
+    ext_id: int | None = None
+    has_feedback = False
+
+    def close() -> None:
+        if mid is not None and ext_id is not None and has_feedback:
+            accepted[mid] = ext_id
+
+    for line in sdp.split(newline):
+        if line.startswith("m="):
+            close()
+            mid, ext_id, has_feedback = None, None, False
+        elif line.startswith("a=mid:"):
+            mid = line[len("a=mid:") :].strip()
+        elif line.startswith("a=extmap:"):
+            ident, _, rest = line[len("a=extmap:") :].partition(" ")
+            if rest.split(" ", 1)[0] == uri and ident.split("/", 1)[0].isdigit():
+                ext_id = int(ident.split("/", 1)[0])
+        elif line.startswith("a=rtcp-fb:") and line.split(" ", 1)[-1].strip() == feedback:
+            has_feedback = True
+    close()
+    return accepted

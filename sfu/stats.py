@@ -61,12 +61,16 @@ def subscribed(
 ) -> list[SubscribedTrackStats]:
     out = []
     downlink = participant.downlink.bps(now)
+    bwe = participant.bwe
+    estimator = "transport-cc" if bwe is not None else None
     for key, sub in participant.subscriptions.items():
         o = sub.track.forwarder.outputs.get(sub.port.ssrc)
         if o is None:
             continue
         port = sub.port
         rtt = port.rtt_s
+        if bwe is None and port.remb_bps is not None:
+            estimator = "remb"
         out.append(
             SubscribedTrackStats(
                 track=key,
@@ -86,13 +90,15 @@ def subscribed(
                 active=o.active,
                 layer=sub.track.quality if sub.layers else None,
                 height=sub.track.height if sub.layers else None,
-                estimate_bps=port.remb_bps,
+                estimate_bps=bwe.estimate_bps if bwe is not None else port.remb_bps,
                 retransmitted_bytes=port.retransmitted_bytes,
                 retransmit_suppressed=port.retransmit_suppressed,
                 retransmit_too_old=port.retransmit_too_old,
                 retransmit_over_budget=port.retransmit_over_budget,
                 downlink_paused=sub.downlink_paused,
                 downlink_bps=downlink,
+                estimator=estimator,
+                probes=bwe.probes if bwe is not None else 0,
             )
         )
     return out

@@ -15,7 +15,7 @@ Pure: no I/O, the clock passed in.
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, NamedTuple
 
 EXTENSION_URI: Final = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 FEEDBACK_TYPE: Final = "transport-cc"  # the SDP rtcp-fb value
@@ -216,3 +216,64 @@ class ArrivalLog:
             self._count += 1
             seq += len(chunk)
         return packets
+
+
+class Feedback(NamedTuple):
+    """One transport-feedback packet as its reader sees it: ``arrivals[k]`` is when the
+    packet numbered ``base_seq + k`` (16 bits, wrapping) arrived, in microseconds on the
+    receiver's clock (from its 24-bit reference time, which wraps every 12 days), or None."""
+
+    sender_ssrc: int
+    media_ssrc: int
+    base_seq: int
+    feedback_count: int
+    arrivals: list[int | None]
+
+
+def decode_feedback(packet: bytes) -> Feedback:
+    """Read one RTCP transport-feedback packet (header included). ValueError for anything
+    that is not one or does not hold together: the statuses run past the packet, or the
+    deltas into its padding."""
+    if len(packet) < _HEADER.size:
+        raise ValueError("transport feedback too short")
+    first, pt, words, sender, media, base, count, ref_and_count = _HEADER.unpack_from(packet)
+    if first & 0xC0 != 0x80 or first & 0x1F != FMT_TRANSPORT_CC or pt != RTPFB:
+        raise ValueError("not a transport feedback packet")
+    if (words + 1) * 4 != len(packet):
+        raise ValueError("transport feedback length does not match its header")
+    end = len(packet) - (packet[-1] if first & 0x20 else 0)
+    symbols: list[int] = []
+    at = _HEADER.size
+    while len(symbols) < count:
+        if at + 2 > end:
+            raise ValueError("transport feedback statuses run past the packet")
+        (word,) = struct.unpack_from("!H", packet, at)
+        at += 2
+        if not word & 0x8000:
+            symbols += [(word >> 13) & 3] * (word & MAX_RUN)
+        elif not word & 0x4000:
+            symbols += [(word >> (13 - k)) & 1 for k in range(14)]
+        else:
+            symbols += [(word >> (12 - 2 * k)) & 3 for k in range(7)]
+    del symbols[count:]
+    time_us = (ref_and_count >> 8) * REFERENCE_TICK_US
+    arrivals: list[int | None] = []
+    for symbol in symbols:
+        if symbol == NOT_RECEIVED:
+            arrivals.append(None)
+            continue
+        if symbol == SMALL_DELTA:
+            if at + 1 > end:
+                raise ValueError("transport feedback deltas run past the packet")
+            delta = packet[at]
+            at += 1
+        elif symbol == LARGE_DELTA:
+            if at + 2 > end:
+                raise ValueError("transport feedback deltas run past the packet")
+            (delta,) = struct.unpack_from("!h", packet, at)
+            at += 2
+        else:
+            raise ValueError("transport feedback status symbol 3 is reserved")
+        time_us += delta * TICK_US
+        arrivals.append(time_us)
+    return Feedback(sender, media, base, ref_and_count & 0xFF, arrivals)

@@ -44,7 +44,7 @@ class SubscribedTrackStats(msgspec.Struct, kw_only=True):
     # Simulcast: the quality (0 lowest) and height of the layer forwarded now.
     layer: int | None = None
     height: int | None = None
-    # The subscriber's latest bandwidth estimate (REMB), if it sent one.
+    # The subscriber's latest bandwidth estimate: its REMB, or the SFU's own.
     estimate_bps: int | None = None
     # NACKed packets: bytes re-sent (RTX header included), and those not re-sent because one
     # went less than a round trip ago, because they were too old to be played, or because
@@ -59,3 +59,8 @@ class SubscribedTrackStats(msgspec.Struct, kw_only=True):
     # for each of its tracks; what it is sent stays under it. None: unlimited (it sends no
     # REMB and loses nothing).
     downlink_bps: int | None = None
+    # Where ``estimate_bps`` comes from: "remb" (the subscriber's own), "transport-cc" (the
+    # SFU's, from its transport-wide feedback, sfu.bwe), None before either; and the
+    # padding probes sent to the participant so far.
+    estimator: str | None = None
+    probes: int = 0

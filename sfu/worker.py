@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -34,7 +34,7 @@ METRICS_INTERVAL_S: Final = 1.0
 class WorkerConfig(msgspec.Struct, kw_only=True):
     index: int
     ice_addresses: list[str]
-    policy: dict[str, int]
+    policy: dict[str, Any]
     announced: dict[str, str] = msgspec.field(default_factory=dict)
     port_min: int = 0
     port_max: int = 0

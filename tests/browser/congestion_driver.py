@@ -102,7 +102,8 @@ SERVER_STATS_JS: Final = """
 async () => {
   const stats = await window.huddleCalls.session().call.stats();
   return stats.server.subscribed.map((s) => ({ track: s.track, kind: s.kind, layer: s.layer,
-    downlink_paused: s.downlink_paused, downlink_bps: s.downlink_bps }));
+    downlink_paused: s.downlink_paused, downlink_bps: s.downlink_bps, estimator: s.estimator,
+    estimate_bps: s.estimate_bps, probes: s.probes, fraction_lost: s.fraction_lost }));
 }
 """
 
@@ -221,6 +222,8 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
             next_trace += 1.0
             server = await bob.evaluate(SERVER_STATS_JS)
             trace.append([round(time.monotonic() - lifted_at, 1), server[0]["downlink_bps"],
+                          server[0]["estimate_bps"], server[0]["probes"],
+                          [s["fraction_lost"] for s in server],
                           [s["track"] for s in server if s["downlink_paused"]]])  # fmt: skip
         await asyncio.sleep(0.1)
     run.step(

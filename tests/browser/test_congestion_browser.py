@@ -30,11 +30,17 @@ CAP_KBIT: Final = 150
 SAMPLE_S: Final = 8.0
 DRIVER_TIMEOUT_S: Final = 150.0
 # With every video paused the SFU learns that the link has room again only by probing, and
-# each probe that failed under the cap doubles the wait before the next (up to
-# max_hold_s): the bound allows for that wait, a probe and a key frame. Issue 14 wants 3 s.
-RECOVER_BOUND_S: Final = POLICY.max_hold_s + 4.0
-# Under the cap, those probes cost some audio (what the issue wants is under 2 %).
-CONCEALED_MAX: Final = 0.10
+# each padding probe that failed under the cap doubles the wait before the next (up to
+# max_padding_probe_s): the bound allows for that wait, the probe's feedback, a key frame
+# and its decoding in a loaded test machine's Chromium. Measured: 1 s to the first video,
+# 3 s to all.
+RECOVER_BOUND_S: Final = POLICY.max_padding_probe_s + 3.0
+# Every video: measured 2.4-10 s (a video just resumed sometimes reads loss in its first
+# receiver report, which holds the next one back until the loss cap grows out).
+ALL_RECOVER_BOUND_S: Final = RECOVER_BOUND_S + 9.0
+# Under the cap, probes are padding (60 ms each, at most once a second): audio goes through
+# almost whole (measured 0-0.4 % concealed; what the issue wants is under 2 %).
+CONCEALED_MAX: Final = 0.02
 MIN_FPS: Final = 10.0
 
 
@@ -80,6 +86,10 @@ def test_a_capped_downlink_pauses_video_to_that_user_alone_and_it_comes_back(
         assert tile["quality"] == "poor", tile
     assert all(t["audio_playing"] for t in bob["tiles"]), bob["tiles"]
     assert any(s["downlink_paused"] for s in window["bob_server"]), window["bob_server"]
+    # Chromium took transport-wide congestion control: the SFU estimates bob's downlink
+    # itself, and probed it with padding while video was paused.
+    assert {s["estimator"] for s in window["bob_server"]} == {"transport-cc"}, window
+    assert max(s["probes"] for s in window["bob_server"]) > 0, window["bob_server"]
 
     figures: dict[str, Any] = {"paused_after_s": steps["bob paused"]["after_s"]}
     for other in ("alice", "carol"):
@@ -110,5 +120,7 @@ def test_a_capped_downlink_pauses_video_to_that_user_alone_and_it_comes_back(
     assert lifted["paused_at_lift"], context
     assert lifted["first_back_s"] is not None, f"{figures}\n{lifted['trace']}"
     assert lifted["first_back_s"] <= RECOVER_BOUND_S, f"{figures}\n{lifted['trace']}"
+    assert lifted["all_back_s"] is not None, f"{figures}\n{lifted['trace']}"
+    assert lifted["all_back_s"] <= ALL_RECOVER_BOUND_S, f"{figures}\n{lifted['trace']}"
     for name in ("bob-capped", "bob-recovered"):
         assert (shots / f"{name}.png").stat().st_size > 0

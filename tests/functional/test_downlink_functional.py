@@ -179,13 +179,15 @@ async def test_a_falling_estimate_lowers_layers_then_pauses_video_and_it_comes_b
     # off, and what is sent must stay under it.
     monkeypatch.setattr(downlink, "POLICY", DownlinkPolicy(probe=False, startup_s=0.0))
     async with _call(start_node, "downlink") as call:
-        # What makes a browser send REMB: goog-remb and abs-send-time on video, and no
-        # transport-wide congestion control (it would send transport-cc feedback instead).
+        # The offer carries both: goog-remb with abs-send-time on video, for a client that
+        # estimates for itself, and transport-wide congestion control in every section, for
+        # one that reports arrivals (a browser). aiortc answers without the latter: REMB.
         video = call.offers[-1].split("m=video")[1].split("m=audio")[0]
         assert "a=rtcp-fb:" in video and " goog-remb" in video
         assert "abs-send-time" in video
-        assert "transport-cc" not in call.offers[-1]
-        assert "transport-wide-cc" not in call.offers[-1]
+        assert call.offers[-1].count("transport-wide-cc") == call.offers[-1].count("m=")
+        assert " transport-cc" in video
+        assert call.me.bwe is None and not call.me.downlink.padding
         alice, carol = call.sub(call.alice_cam), call.sub(call.carol_cam)
         # Nothing limits bob: alice's top layer, carol's camera, both tones.
         await eventually(lambda: alice.track.quality == 2 and alice.pending is None, 15)
@@ -240,6 +242,7 @@ async def test_a_falling_estimate_lowers_layers_then_pauses_video_and_it_comes_b
         assert not any(by_track[k].downlink_paused for k in tones)
         # (REMB carries a mantissa and an exponent: the value may be rounded.)
         assert by_track[call.alice_cam].downlink_bps == pytest.approx(call.remb[0], rel=0.01)
+        assert by_track[call.alice_cam].estimator == "remb" and by_track[call.alice_cam].probes == 0
 
         # 4. The estimate comes back: video resumes within a few seconds, alice's first.
         call.remb[0] = 5_000_000

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from sfu.downlink import (
+    TIER,
     Allocator,
     DownlinkEstimate,
     DownlinkPolicy,
@@ -293,3 +296,70 @@ def test_a_young_connections_low_rembs_lower_layers_but_do_not_pause_video() -> 
     assert e.delay_value(1.0) == policy.start_bps
     e.on_remb(300_000, policy.startup_s)  # repeated once the connection is older
     assert e.delay_value(policy.startup_s) == 300_000
+
+
+def _own(bps: int, now: float) -> DownlinkEstimate:
+    """The SFU's own estimate (transport-wide feedback), which padding probes can raise."""
+    e = _estimate(bps, now)
+    e.padding = True
+    return e
+
+
+def test_with_its_own_estimate_the_sfu_probes_with_padding_and_never_with_video() -> None:
+    a = Allocator(POLICY)
+    streams = [*AUDIO, SPEAKER, QUIET]
+    a.decide(streams, _own(1_000_000, 0.0), 0, 0.0)
+    assert a.decide(streams, _own(100_000, 1.0), 80_000, 1.0)["cam1"] is None
+    asked: list[tuple[float, float]] = []
+    t = 1.0
+    while t < 14.0:
+        result = a.decide(streams, _own(100_000, t), 80_000, t)
+        assert result["cam1"] is None and result["cam2"] is None  # no video to find out
+        if a.probe_bps is not None:
+            asked.append((t, a.probe_bps))
+            a.probe_bps = None
+        t += 0.25
+    # The first once the hold after the drop is over, at what the speaker's lowest layer
+    # and the audio need (within four fifths), with the margin.
+    first, rate = asked[0]
+    assert first == 1.0 + POLICY.hold_s
+    need = (80_000 + SPEAKER.rates[0]) / (1 - POLICY.repair_share)
+    assert rate == pytest.approx(min(need * POLICY.probe_margin, POLICY.probe_growth * 100_000))
+    # Each that raised nothing doubles the wait, up to max_padding_probe_s; the hold after a
+    # drop does not grow meanwhile.
+    gaps = [round(b[0] - a_[0], 2) for a_, b in itertools.pairwise(asked)]
+    assert gaps[0] == 2 * POLICY.padding_probe_s
+    assert max(gaps) == POLICY.max_padding_probe_s and gaps[-1] == POLICY.max_padding_probe_s
+    assert a.hold_s == POLICY.hold_s
+    # A probe that raised the estimate: video follows at once, and probing goes on for the
+    # next layer at the first pace.
+    raised = t = asked[-1][0] + 0.25
+    assert a.decide(streams, _own(400_000, t), 80_000, t)["cam1"] == 0
+    while a.probe_bps is None and t < raised + 5.0:
+        t += 0.25
+        assert a.decide(streams, _own(400_000, t), 230_000, t)["cam1"] == 0
+    assert a.probe_bps is not None and a.padding_failures == 0
+    assert t - raised <= POLICY.step_s + POLICY.padding_probe_s
+
+
+def test_a_new_speaker_does_not_swap_a_paused_video_for_one_being_sent() -> None:
+    """Two speakers taking turns on a downlink with room for one video: the one being sent
+    stays; a reorder of priority within a tier must not pause it to resume the other."""
+    a = Allocator(POLICY)
+    first = [*AUDIO, SPEAKER, QUIET]
+    a.decide(first, _estimate(330_000, 0.0), 0, 0.0)
+    kept = a.decide(first, _estimate(330_000, 0.5), 330_000, 0.5)
+    assert kept["cam1"] == 0 and kept["cam2"] is None
+    swapped = [
+        *AUDIO,
+        Stream("cam1", "video", SPEAKER.rates, 1),
+        Stream("cam2", "video", QUIET.rates, 0),
+    ]
+    for step in range(20):
+        now = 1.0 + step * 0.25
+        result = a.decide(swapped, _estimate(330_000, now), 330_000, now)
+        assert result["cam1"] == 0 and result["cam2"] is None, (now, result)
+    # A higher tier (a screen share) still comes first.
+    screen = Stream("screen", "video", (150_000,), priority=-TIER)
+    result = a.decide([*swapped, screen], _estimate(330_000, 7.0), 330_000, 7.0)
+    assert result["screen"] == 0 and result["cam1"] is None

@@ -25,7 +25,7 @@ class RecordingPort:
         self.rtx_ssrc = 2000
         self.rtx_payload_type: int | None = 97 if rtx else None
         self.rtx_seq = 500
-        self.layout = (96, None, None)
+        self.layout = (96, None, None, None)
         self.layout_key = 0
         self.ready = True
         self.last_seq: int | None = None

@@ -137,7 +137,7 @@ def test_ice_settings_validated() -> None:
 def test_ntp_now_matches_aiortc_clock() -> None:
     from aiortc import clock
 
-    from sfu.forwarder import ntp_now
+    from sfu.rtpwire import ntp_now
 
     ours, theirs = ntp_now(), clock.current_ntp_time()
     assert abs(ours - theirs) < 2**32 // 100  # within 10 ms

@@ -4,52 +4,15 @@ the arrival log read back through a decoder written from the same text."""
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 
-from sfu.twcc import MAX_STATUSES, ArrivalLog, encode_chunks, encode_feedback
+from sfu.twcc import MAX_STATUSES, ArrivalLog, decode_feedback, encode_chunks, encode_feedback
 
 
 def decode(packet: bytes) -> tuple[int, int, list[int | None]]:
-    """(base sequence number, feedback count, arrival per status in µs or None), as a
-    receiver of the feedback reads it."""
-    first, pt, words = struct.unpack_from("!BBH", packet)
-    assert first & 0xC0 == 0x80 and first & 0x1F == 15 and pt == 205
-    assert (words + 1) * 4 == len(packet)
-    end = len(packet) - (packet[-1] if first & 0x20 else 0)
-    base, count, ref_and_count = struct.unpack_from("!HHI", packet, 12)
-    reference = ref_and_count >> 8
-    if reference & 0x800000:
-        reference -= 1 << 24
-    symbols: list[int] = []
-    at = 20
-    while len(symbols) < count:
-        (word,) = struct.unpack_from("!H", packet, at)
-        at += 2
-        if not word & 0x8000:
-            symbols += [(word >> 13) & 3] * (word & 0x1FFF)
-        elif not word & 0x4000:
-            symbols += [(word >> (13 - k)) & 1 for k in range(14)]
-        else:
-            symbols += [(word >> (12 - 2 * k)) & 3 for k in range(7)]
-    symbols = symbols[:count]
-    time_us = reference * 64_000
-    arrivals: list[int | None] = []
-    for symbol in symbols:
-        if symbol == 0:
-            arrivals.append(None)
-            continue
-        if symbol == 1:
-            delta = packet[at]
-            at += 1
-        else:
-            (delta,) = struct.unpack_from("!h", packet, at)
-            at += 2
-        time_us += delta * 250
-        arrivals.append(time_us)
-    assert at <= end, "deltas run into the padding"
-    return base, ref_and_count & 0xFF, arrivals
+    """(base sequence number, feedback count, arrival per status in µs or None)."""
+    feedback = decode_feedback(packet)
+    return feedback.base_seq, feedback.feedback_count, feedback.arrivals
 
 
 def test_small_deltas_and_a_loss_in_a_one_bit_vector() -> None:

@@ -651,6 +651,8 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "m
  * @property {number} [retransmit_over_budget]
  * @property {boolean} [downlink_paused]
  * @property {number | null} [downlink_bps]
+ * @property {string | null} [estimator]
+ * @property {number} [probes]
  */
 
 /**
