@@ -16,7 +16,6 @@ import redis.asyncio as redis
 from chat import scripts
 from chat import wire as w
 from chat.resume import LogState
-from chat.text import index_terms
 from signaling.keys import conv_key, user_key
 from signaling.wire import Event
 
@@ -614,11 +613,3 @@ class ChatStore:
 
 def system_message(ts: int, by: str, info: w.SystemInfo) -> w.ChatMessage:
     return w.ChatMessage(seq=-2, ts=ts, sender=by, kind="system", system=info)
-
-
-def message_terms(msg: w.ChatMessage) -> list[str]:
-    """Search terms of a message: its text, and the name of a file it carries."""
-    parts = [msg.text or ""]
-    if msg.media is not None:
-        parts.append(msg.media.name)
-    return index_terms(" ".join(parts)) if not msg.recalled else []
