@@ -18,8 +18,11 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chat.history import retention
+from chat.history.open import open_history
+from chat.history.store import HistoryStore
 from huddle import collector
-from huddle.compose import calls_config, chat_config, media_config
+from huddle.compose import calls_config, chat_config, history_config, media_config
 from huddle.config import Settings
 from huddle.http_guard import HTTP_GUARD, HttpGuard, NodeRunner
 from huddle.process_metrics import process_collector
@@ -34,6 +37,7 @@ from signaling.server import HUB, REDIS_INFO, SETTINGS, add_routes, json_errors
 log = logging.getLogger("huddle.app")
 
 EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
+HISTORY = web.AppKey("history", HistoryStore)
 
 
 # Connections to Redis per node. Callers beyond that wait for a free one (up to the pool
@@ -78,6 +82,25 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.aclose()
         if embedded is not None:
             await embedded.stop()
+
+
+async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The chat history store on disk, open for the node's life (see chat.history)."""
+    config = history_config(app[SETTINGS])
+    store = await open_history(config)
+    app[HISTORY] = store
+    tasks: list[asyncio.Task[None]] = []
+    if config.history_retention_days > 0:
+        tasks.append(
+            asyncio.create_task(retention.retention_loop(store, config.history_retention_days))
+        )
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await store.close()
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -125,6 +148,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[HTTP_GUARD] = HttpGuard(settings.http_header_timeout_s, settings.http_body_idle_s)
     app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(_history_ctx)
     app.cleanup_ctx.append(_hub_ctx)
     app.on_shutdown.append(_close_sessions)
     add_routes(app)

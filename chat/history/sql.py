@@ -399,6 +399,11 @@ class SqlHistory(ABC):
                 await self._threads(tx, conv, msgs)
         return out[: req.limit]
 
+    async def conversations(self) -> list[str]:
+        async with self._read() as tx:
+            rows = await tx.rows("SELECT conv FROM conversations ORDER BY conv")
+        return [_text(c) for (c,) in rows]
+
     async def found_by(self, conv: str, terms: Sequence[str]) -> list[int]:
         """The seqs of ``conv`` whose search entries hold every one of ``terms`` (as
         chat.text makes them), before any exact check: what the index itself holds."""

@@ -103,6 +103,10 @@ class HistoryStore(Protocol):
         earlier versions and search entries; replies how many were deleted."""
         ...
 
+    async def conversations(self) -> list[str]:
+        """Every conversation something is stored of."""
+        ...
+
     async def delete(self, conv: str) -> None:
         """Forget the conversation altogether (its head too)."""
         ...
