@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat.history import retention
+from chat.history.archiver import Archiver
 from chat.history.open import open_history
 from chat.history.store import HistoryStore
 from huddle import collector
@@ -38,6 +39,7 @@ log = logging.getLogger("huddle.app")
 
 EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
 HISTORY = web.AppKey("history", HistoryStore)
+ARCHIVER = web.AppKey("archiver", Archiver)
 
 
 # Connections to Redis per node. Callers beyond that wait for a free one (up to the pool
@@ -131,6 +133,21 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
         await broker.stop()
 
 
+async def _archive_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Copy the conversations' logs into the history store (chat.history.archiver)."""
+    chat_store = app[HUB].chat.store
+    archiver = Archiver(chat_store, app[HISTORY])
+    app[ARCHIVER] = archiver
+    chat_store.on_logged = archiver.note
+    task = asyncio.create_task(archiver.run())
+    try:
+        yield
+    finally:
+        chat_store.on_logged = None
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def _close_sessions(app: web.Application) -> None:
     await app[HUB].stop()
 
@@ -150,6 +167,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_history_ctx)
     app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(_archive_ctx)
     app.on_shutdown.append(_close_sessions)
     add_routes(app)
     media_routes.add_routes(app, media_config(settings))

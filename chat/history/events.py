@@ -76,6 +76,13 @@ def reacted(
     return out or None
 
 
+def moves_read(msg: w.ChatMessage) -> bool:
+    """Whether storing ``msg`` moved its sender's read position to it: a send does
+    (chat/lua/send.lua, which also stores call records: system messages with a client id),
+    the system messages of conversation changes do not."""
+    return msg.kind != "system" or msg.client_id is not None
+
+
 def event_number(event: LogEvent) -> int:
     """The event's number in its conversation's log."""
     if event.ev is None:

@@ -203,13 +203,7 @@ class SqlHistory(ABC):
         if isinstance(event, w.ChatMessageEvent):
             return await self._add(tx, conv, event.message, last_seq)
         if isinstance(event, w.ChatReadEvent):
-            await tx.execute(
-                "INSERT INTO reads (conv, user_id, read_seq) VALUES (?, ?, ?) "
-                "ON CONFLICT (conv, user_id) DO UPDATE SET read_seq = CASE "
-                "WHEN excluded.read_seq > reads.read_seq THEN excluded.read_seq "
-                "ELSE reads.read_seq END",
-                (conv, event.user, event.read_seq),
-            )
+            await self._read_to(tx, conv, event.user, event.read_seq)
             return last_seq
         rows = await tx.rows(
             "SELECT id, body, reactions FROM messages WHERE conv = ? AND seq = ?",
@@ -255,6 +249,16 @@ class SqlHistory(ABC):
             await self._index(tx, row_id, new_terms)
         return last_seq
 
+    async def _read_to(self, tx: Tx, conv: str, user: str, seq: int) -> None:
+        """Move ``user``'s read position forward to ``seq`` (never back)."""
+        await tx.execute(
+            "INSERT INTO reads (conv, user_id, read_seq) VALUES (?, ?, ?) "
+            "ON CONFLICT (conv, user_id) DO UPDATE SET read_seq = CASE "
+            "WHEN excluded.read_seq > reads.read_seq THEN excluded.read_seq "
+            "ELSE reads.read_seq END",
+            (conv, user, seq),
+        )
+
     async def _add(self, tx: Tx, conv: str, msg: w.ChatMessage, last_seq: int) -> int:
         msg = msgspec.structs.replace(msg, thread=None, reactions=None)
         rows = await tx.rows(
@@ -267,6 +271,8 @@ class SqlHistory(ABC):
         terms = message_terms(msg)
         if terms:
             await self._index(tx, int(rows[0][0]), terms)
+        if apply.moves_read(msg):
+            await self._read_to(tx, conv, msg.sender, msg.seq)
         return max(last_seq, msg.seq)
 
     # --- reads --------------------------------------------------------------------------

@@ -90,7 +90,9 @@ class HistoryStore(Protocol):
         ...
 
     async def reads(self, conv: str) -> dict[str, int]:
-        """Each member's read position as the receipts in the log moved it."""
+        """Each member's read position as the log moved it: by receipts, and by the
+        member's own sends. A broadcast channel's receipts are in the readers' feeds, not
+        in the log, so a channel's follower reads only as far as they sent."""
         ...
 
     async def search(self, convs: Sequence[str], req: w.ChatSearch) -> list[w.SearchHit]:

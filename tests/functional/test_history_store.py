@@ -62,7 +62,7 @@ class Log:
             ts=T0 + self.seq if ts is None else ts,
             sender=sender,
             kind=kind,
-            client_id=f"c{self.seq}",
+            client_id=None if kind == "system" else f"c{self.seq}",
             text=text,
             media=media,
             system=system,
@@ -262,7 +262,7 @@ async def test_edits_reactions_receipts_and_recall(store: SqlHistory) -> None:
     assert msg.reactions == {"👍": ["bob", "cid"]}
     versions = await store.edits(CONV, 1)
     assert [v.text for v in versions] == ["the first draft", "the second draft"]
-    assert await store.reads(CONV) == {"bob": 2, "cid": 2}
+    assert await store.reads(CONV) == {"ann": 2, "bob": 2, "cid": 2}
     assert [h.message.seq for h in await store.search([CONV], search("final"))] == [1]
     assert await store.search([CONV], search("draft")) == []
     assert await store.found_by(CONV, ["draft"]) == []
@@ -318,6 +318,21 @@ async def test_recall_leaves_no_text_in_the_file(tmp_path: Path) -> None:
     for name in (path, Path(f"{path}-wal")):
         if name.exists():
             assert secret.encode() not in name.read_bytes()
+
+
+async def test_own_sends_move_the_read_position(store: SqlHistory) -> None:
+    log = Log()
+    created = w.SystemInfo(event="created", by="ann")
+    await store.append(CONV, [log.message(None, kind="system", system=created, sender="ann")])
+    assert await store.reads(CONV) == {}  # a conversation change is nobody's send
+    await store.append(CONV, [log.message("hi", sender="bob"), log.read("ann", 2)])
+    assert await store.reads(CONV) == {"ann": 2, "bob": 2}
+    await store.append(CONV, [log.read("bob", 1), log.message("yo", sender="ann")])
+    assert await store.reads(CONV) == {"ann": 3, "bob": 2}
+    call = log.message(None, kind="system", system=created, sender="bob")
+    call.message.client_id = "call-1-ended"  # a call record is stored by a send
+    await store.append(CONV, [call])
+    assert await store.reads(CONV) == {"ann": 3, "bob": 4}
 
 
 async def test_threads(store: SqlHistory) -> None:
