@@ -18,7 +18,7 @@ from typing import Any, Final
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from chat.history.sql import Migration, SqlHistory, Tx
+from chat.history.sql import Migration, NewMessage, SqlHistory, Tx
 from chat.history.store import HistoryError
 
 POOL_MAX: Final = 8
@@ -42,6 +42,10 @@ class _Tx:
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = await self.conn.execute(_pg(sql), params)
         return list(await cursor.fetchall()) if cursor.description else []
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self.conn.cursor() as cursor:
+            await cursor.executemany(_pg(sql), rows)
 
 
 async def _v1_tables(store: SqlHistory, tx: Tx) -> None:
@@ -111,6 +115,13 @@ class PostgresHistory(SqlHistory):
 
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:
         await tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (conv,))
+
+    async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
+        await tx.executemany(
+            "INSERT INTO messages (conv, seq, ts, sender, reply_to, body, terms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(r.conv, r.seq, r.ts, r.sender, r.reply_to, r.body, r.terms or None) for r in rows],
+        )
 
     async def _index(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
         await tx.execute("UPDATE messages SET terms = ? WHERE id = ?", (list(terms), row_id))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
 
@@ -55,6 +55,20 @@ class Tx(Protocol):
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class NewMessage(NamedTuple):
+    """A message row to insert, with the search terms it is indexed under."""
+
+    conv: str
+    seq: int
+    ts: int
+    sender: str
+    reply_to: int | None
+    body: bytes
+    terms: list[str]
+
 
 # A schema step: migrations[i] takes the schema from version i to i + 1.
 Migration = Callable[["SqlHistory", Tx], Awaitable[None]]
@@ -86,6 +100,10 @@ class SqlHistory(ABC):
     @abstractmethod
     def _read(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         """A read of one consistent state."""
+
+    @abstractmethod
+    async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
+        """Insert new message rows (their seqs are free) and index their terms."""
 
     @abstractmethod
     async def _index(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
@@ -172,6 +190,10 @@ class SqlHistory(ABC):
             if not events:
                 return head
             ev, epoch, last_seq = head
+            # Consecutive messages are inserted together, and read positions moved once at
+            # the end (they only move forward): a few statements per batch, not per event.
+            added: list[w.ChatMessage] = []
+            reads: dict[str, int] = {}
             for event in events:
                 if event.conv != conv:
                     raise HistoryError(f"an event of {event.conv!r} given for {conv!r}")
@@ -186,8 +208,22 @@ class SqlHistory(ABC):
                 if number != ev + 1:
                     raise HistoryGap(f"{conv}: event {number} given after event {ev}")
                 epoch = event.epoch or epoch
-                last_seq = await self._apply(tx, conv, event, last_seq)
                 ev = number
+                if isinstance(event, w.ChatMessageEvent):
+                    msg = event.message
+                    added.append(msg)
+                    last_seq = max(last_seq, msg.seq)
+                    if apply.moves_read(msg):
+                        reads[msg.sender] = max(reads.get(msg.sender, 0), msg.seq)
+                    continue
+                if isinstance(event, w.ChatReadEvent):
+                    reads[event.user] = max(reads.get(event.user, 0), event.read_seq)
+                    continue
+                await self._add(tx, conv, added)
+                added = []
+                await self._change(tx, conv, event)
+            await self._add(tx, conv, added)
+            await self._read_to(tx, conv, reads)
             new = Head(ev, epoch, last_seq)
             if new != head:
                 await tx.execute(
@@ -198,19 +234,16 @@ class SqlHistory(ABC):
                 )
             return new
 
-    async def _apply(self, tx: Tx, conv: str, event: LogEvent, last_seq: int) -> int:
-        """Apply one event; replies the conversation's last seq after it."""
-        if isinstance(event, w.ChatMessageEvent):
-            return await self._add(tx, conv, event.message, last_seq)
-        if isinstance(event, w.ChatReadEvent):
-            await self._read_to(tx, conv, event.user, event.read_seq)
-            return last_seq
+    async def _change(
+        self, tx: Tx, conv: str, event: w.ChatEdited | w.ChatRecalled | w.ChatReaction
+    ) -> None:
+        """Apply a change to one stored message."""
         rows = await tx.rows(
             "SELECT id, body, reactions FROM messages WHERE conv = ? AND seq = ?",
             (conv, event.msg_seq),
         )
         if not rows:
-            return last_seq  # deleted since (retention): nothing left to change
+            return  # deleted since (retention): nothing left to change
         row_id, body, raw_reactions = int(rows[0][0]), _blob(rows[0][1]), rows[0][2]
         if isinstance(event, w.ChatReaction):
             before = REACTIONS_DECODER.decode(_blob(raw_reactions)) if raw_reactions else None
@@ -219,10 +252,10 @@ class SqlHistory(ABC):
                 "UPDATE messages SET reactions = ? WHERE id = ?",
                 (ENCODER.encode(after) if after else None, row_id),
             )
-            return last_seq
+            return
         old = MESSAGE_DECODER.decode(body)
         if old.recalled:
-            return last_seq  # the scripts refuse to change a recalled message
+            return  # the scripts refuse to change a recalled message
         new = (
             apply.edited(old, event)
             if isinstance(event, w.ChatEdited)
@@ -237,7 +270,6 @@ class SqlHistory(ABC):
                 (conv, old.seq, int(rows[0][0]) + 1, body),
             )
         else:
-            new = apply.recalled(old, event)
             # A recall deletes every earlier version, as in Redis (rewrite.lua).
             await tx.execute("DELETE FROM edits WHERE conv = ? AND seq = ?", (conv, old.seq))
         old_terms = message_terms(old)
@@ -247,33 +279,45 @@ class SqlHistory(ABC):
         new_terms = message_terms(new)
         if new_terms:
             await self._index(tx, row_id, new_terms)
-        return last_seq
 
-    async def _read_to(self, tx: Tx, conv: str, user: str, seq: int) -> None:
-        """Move ``user``'s read position forward to ``seq`` (never back)."""
-        await tx.execute(
+    async def _read_to(self, tx: Tx, conv: str, reads: dict[str, int]) -> None:
+        """Move each user's read position forward to the seq given (never back)."""
+        if not reads:
+            return
+        await tx.executemany(
             "INSERT INTO reads (conv, user_id, read_seq) VALUES (?, ?, ?) "
             "ON CONFLICT (conv, user_id) DO UPDATE SET read_seq = CASE "
             "WHEN excluded.read_seq > reads.read_seq THEN excluded.read_seq "
             "ELSE reads.read_seq END",
-            (conv, user, seq),
+            [(conv, user, seq) for user, seq in sorted(reads.items())],
         )
 
-    async def _add(self, tx: Tx, conv: str, msg: w.ChatMessage, last_seq: int) -> int:
-        msg = msgspec.structs.replace(msg, thread=None, reactions=None)
-        rows = await tx.rows(
-            "INSERT INTO messages (conv, seq, ts, sender, reply_to, body) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (conv, seq) DO NOTHING RETURNING id",
-            (conv, msg.seq, msg.ts, msg.sender, msg.reply_to, ENCODER.encode(msg)),
+    async def _add(self, tx: Tx, conv: str, msgs: Sequence[w.ChatMessage]) -> None:
+        if not msgs:
+            return
+        seqs = [m.seq for m in msgs]
+        where, param = self._in("seq", seqs)
+        taken = await tx.rows(
+            f"SELECT seq FROM messages WHERE conv = ? AND {where} LIMIT 1", (conv, param)
         )
-        if not rows:
-            raise HistoryError(f"{conv}: message {msg.seq} is stored already, from another event")
-        terms = message_terms(msg)
-        if terms:
-            await self._index(tx, int(rows[0][0]), terms)
-        if apply.moves_read(msg):
-            await self._read_to(tx, conv, msg.sender, msg.seq)
-        return max(last_seq, msg.seq)
+        if taken or len(set(seqs)) != len(seqs):
+            seq = taken[0][0] if taken else seqs[0]
+            raise HistoryError(f"{conv}: message {seq} is stored already, from another event")
+        rows = []
+        for msg in msgs:
+            stored = msgspec.structs.replace(msg, thread=None, reactions=None)
+            rows.append(
+                NewMessage(
+                    conv=conv,
+                    seq=msg.seq,
+                    ts=msg.ts,
+                    sender=msg.sender,
+                    reply_to=msg.reply_to,
+                    body=ENCODER.encode(stored),
+                    terms=message_terms(msg),
+                )
+            )
+        await self._insert(tx, rows)
 
     # --- reads --------------------------------------------------------------------------
 

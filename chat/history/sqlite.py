@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import aiosqlite
 
-from chat.history.sql import Migration, SqlHistory, Tx
+from chat.history.sql import Migration, NewMessage, SqlHistory, Tx
 
 BUSY_TIMEOUT_MS: Final = 10_000
 FTS_TOKENIZER: Final = "unicode61 remove_diacritics 0 categories 'L* N* Co M* S*'"
@@ -41,6 +41,10 @@ class _Tx:
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in await self.conn.execute_fetchall(sql, params)]
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        cursor = await self.conn.executemany(sql, rows)
+        await cursor.close()
 
 
 async def _v1_tables(store: SqlHistory, tx: Tx) -> None:
@@ -129,6 +133,25 @@ class SQLiteHistory(SqlHistory):
 
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:
         """BEGIN IMMEDIATE holds the file's write lock already."""
+
+    async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
+        # Row ids are given here rather than taken from each insert, so that the rows and
+        # their search entries go in two statements (the write lock is held: no other
+        # writer takes ids meanwhile).
+        [(top,)] = await tx.rows("SELECT COALESCE(MAX(id), 0) FROM messages")
+        first = int(top) + 1
+        await tx.executemany(
+            "INSERT INTO messages (id, conv, seq, ts, sender, reply_to, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (first + k, r.conv, r.seq, r.ts, r.sender, r.reply_to, r.body)
+                for k, r in enumerate(rows)
+            ],
+        )
+        await tx.executemany(
+            "INSERT INTO message_search (rowid, terms) VALUES (?, ?)",
+            [(first + k, _fts_terms(r.terms)) for k, r in enumerate(rows) if r.terms],
+        )
 
     async def _index(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
         await tx.execute(

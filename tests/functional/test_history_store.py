@@ -291,6 +291,47 @@ async def test_edits_reactions_receipts_and_recall(store: SqlHistory) -> None:
     assert (await store.messages(CONV, [1]))[0].text is None
 
 
+def mixed(log: Log) -> list[Any]:
+    """Messages, and changes to them, interleaved."""
+    return [
+        log.message("alpha one"),
+        log.message("beta two", sender="bob"),
+        log.edit(1, "alpha edited"),
+        log.message("gamma three", reply_to=1),
+        log.react(2, "👍", "ann", ["ann"]),
+        log.read("cid", 2),
+        log.recall(2, by="bob"),
+        log.message("delta four", sender="cid"),
+        log.edit(1, "alpha edited again"),
+        log.read("bob", 4),
+    ]
+
+
+async def test_one_batch_or_one_event_at_a_time_store_the_same(store: SqlHistory) -> None:
+    together, apart = mixed(Log("g-together")), mixed(Log("g-apart"))
+    await store.append("g-together", together)
+    for event in apart:
+        await store.append("g-apart", [event])
+    heads = [await store.head(c) for c in ("g-together", "g-apart")]
+    assert heads[0] == heads[1] == Head(10, "e1", 4)
+    every = [1, 2, 3, 4]
+    assert await store.messages("g-together", every) == await store.messages("g-apart", every)
+    [first, second, third, _] = await store.messages("g-together", every)
+    assert (first.text, first.thread) == (
+        "alpha edited again",
+        w.ThreadSummary(count=1, last_seq=3),
+    )
+    assert (second.recalled, second.reactions, third.reply_to) == (True, {"👍": ["ann"]}, 1)
+    assert [v.text for v in await store.edits("g-together", 1)] == ["alpha one", "alpha edited"]
+    assert await store.reads("g-together") == await store.reads("g-apart")
+    assert await store.reads("g-together") == {"ann": 3, "bob": 4, "cid": 4}
+    for query in ("alpha", "edited", "beta", "delta"):
+        found = await store.search(["g-together", "g-apart"], search(query))
+        assert sorted(h.conv for h in found) == (
+            [] if query == "beta" else ["g-apart", "g-together"]
+        ), query
+
+
 async def test_recall_leaves_no_text_in_the_file(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
     store = await SQLiteHistory.open(path)
