@@ -12,8 +12,9 @@ archiving the same conversation, or a pass repeated after a crash, store every e
 Redis's log is not trimmed to what the store has yet: it keeps its own bound
 (``chat_replay_events``). A conversation whose log no longer holds the event after the
 store's head (it outgrew that bound before the store had it, or it is older than the
-store) is reported and left alone: it needs its history copied from Redis's messages, not
-its log.
+store) is copied whole from Redis's messages instead (:meth:`Archiver.seed`), then followed
+by its log again. One whose log was made anew (another epoch: Redis lost it) is reported
+and left alone.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import time
 from typing import Final
 
+from chat import wire as w
 from chat.history.events import decode_event
 from chat.history.store import EpochChanged, Head, HistoryGap, HistoryStore
 from chat.store import ChatStore
@@ -37,8 +39,16 @@ ARCHIVE_DELAY_S: Final = 0.05
 ARCHIVE_BATCH: Final = 500
 # How often every conversation is checked for a store that lags its log.
 SWEEP_S: Final = 60.0
+# Copying a conversation whole: messages read per round trip, and tries at reading them
+# while no event comes (a busy conversation is tried again by the next sweep).
+SEED_PAGE: Final = 1000
+SEED_TRIES: Final = 5
 _META_PATTERN: Final = conv_key("*", "meta")
 _PREFIX, _SUFFIX = conv_key("", "meta").split("}", 1)[0], "}:meta"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _conv_of(meta_key: bytes | str) -> str | None:
@@ -73,6 +83,33 @@ class Archiver:
             head = await self.history.append(conv, [decode_event(blob) for _, blob in batch])
             if len(batch) < ARCHIVE_BATCH:
                 return head
+
+    async def seed(self, conv: str) -> Head | None:
+        """Copy ``conv`` whole from Redis (messages, reactions, earlier versions, read
+        positions) as it stands at its log's last event; None when events kept coming
+        while it was read (nothing is stored then)."""
+        for _ in range(SEED_TRIES):
+            before = await self.chat.log_state(False, conv)
+            meta = await self.chat.meta(conv)
+            if meta is None:
+                return None
+            messages: list[w.ChatMessage] = []
+            for start in range(1, meta.last_seq + 1, SEED_PAGE):
+                end = min(meta.last_seq, start + SEED_PAGE - 1)
+                messages += await self.chat.messages(conv, range(start, end + 1))
+            edits = {m.seq: await self.chat.edits(conv, m.seq) for m in messages if m.edited}
+            raw = await self.chat.redis.hgetall(conv_key(conv, "reads"))
+            # Every event moves the log's head: the same head after the reads means that
+            # they saw the conversation as it stood at that event.
+            if await self.chat.log_state(False, conv) != before:
+                continue
+            reads = {_text(u): int(r) for u, r in raw.items()}
+            for msg in messages:
+                msg.thread = None  # made again from the replies
+            head = Head(before.head, before.epoch, meta.last_seq)
+            log.info("chat history copied whole", extra={"conv": conv, "ev": before.head})
+            return await self.history.seed(conv, head, messages, edits, reads)
+        return None
 
     async def behind(self) -> set[str]:
         """Every conversation whose log has events the store lacks."""
@@ -123,7 +160,12 @@ class Archiver:
 
     async def _archive_one(self, conv: str) -> None:
         try:
-            await self.archive(conv)
+            try:
+                await self.archive(conv)
+            except HistoryGap:
+                if await self.seed(conv) is None:
+                    return  # kept changing: the next sweep tries again
+                await self.archive(conv)
         except (HistoryGap, EpochChanged) as exc:
             if conv not in self.stuck:
                 log.error("chat log cannot be archived", extra={"conv": conv, "error": str(exc)})

@@ -118,9 +118,12 @@ class PostgresHistory(SqlHistory):
 
     async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
         await tx.executemany(
-            "INSERT INTO messages (conv, seq, ts, sender, reply_to, body, terms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(r.conv, r.seq, r.ts, r.sender, r.reply_to, r.body, r.terms or None) for r in rows],
+            "INSERT INTO messages (conv, seq, ts, sender, reply_to, body, reactions, terms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.conv, r.seq, r.ts, r.sender, r.reply_to, r.body, r.reactions, r.terms or None)
+                for r in rows
+            ],
         )
 
     async def _index(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:

@@ -68,6 +68,7 @@ class NewMessage(NamedTuple):
     reply_to: int | None
     body: bytes
     terms: list[str]
+    reactions: bytes | None = None
 
 
 # A schema step: migrations[i] takes the schema from version i to i + 1.
@@ -292,6 +293,45 @@ class SqlHistory(ABC):
             [(conv, user, seq) for user, seq in sorted(reads.items())],
         )
 
+    async def seed(
+        self,
+        conv: str,
+        head: Head,
+        messages: Sequence[w.ChatMessage],
+        edits: dict[int, list[w.ChatMessage]],
+        reads: dict[str, int],
+    ) -> Head:
+        """Store the conversation as it stood at event ``head.ev``, copied whole from Redis
+        (its messages with their reactions, earlier versions and read positions), in place
+        of what the store had of it: for a log that no longer holds the events after the
+        store's head. A store already at or past ``head.ev`` (in its epoch) is left as it
+        is. Replies the head now."""
+        async with self._write() as tx:
+            await self._lock_conversation(tx, conv)
+            current = await self._head(tx, conv)
+            if current is not None and current.ev >= head.ev and current.epoch == head.epoch:
+                return current
+            await self._forget(tx, conv, "seq > ?", (0,))
+            await tx.execute("DELETE FROM reads WHERE conv = ?", (conv,))
+            await self._add(tx, conv, messages)
+            versions = [
+                (conv, seq, n, ENCODER.encode(version))
+                for seq, earlier in sorted(edits.items())
+                for n, version in enumerate(earlier, start=1)
+            ]
+            if versions:
+                await tx.executemany(
+                    "INSERT INTO edits (conv, seq, version, body) VALUES (?, ?, ?, ?)", versions
+                )
+            await self._read_to(tx, conv, reads)
+            await tx.execute(
+                "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (conv) DO UPDATE SET ev = excluded.ev, epoch = excluded.epoch, "
+                "last_seq = excluded.last_seq",
+                (conv, *head),
+            )
+            return head
+
     async def _add(self, tx: Tx, conv: str, msgs: Sequence[w.ChatMessage]) -> None:
         if not msgs:
             return
@@ -315,6 +355,7 @@ class SqlHistory(ABC):
                     reply_to=msg.reply_to,
                     body=ENCODER.encode(stored),
                     terms=message_terms(msg),
+                    reactions=ENCODER.encode(msg.reactions) if msg.reactions else None,
                 )
             )
         await self._insert(tx, rows)

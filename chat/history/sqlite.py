@@ -141,10 +141,10 @@ class SQLiteHistory(SqlHistory):
         [(top,)] = await tx.rows("SELECT COALESCE(MAX(id), 0) FROM messages")
         first = int(top) + 1
         await tx.executemany(
-            "INSERT INTO messages (id, conv, seq, ts, sender, reply_to, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (id, conv, seq, ts, sender, reply_to, body, reactions) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (first + k, r.conv, r.seq, r.ts, r.sender, r.reply_to, r.body)
+                (first + k, r.conv, r.seq, r.ts, r.sender, r.reply_to, r.body, r.reactions)
                 for k, r in enumerate(rows)
             ],
         )

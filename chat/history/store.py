@@ -64,6 +64,20 @@ class HistoryStore(Protocol):
         :class:`EpochChanged`. Replies the new head."""
         ...
 
+    async def seed(
+        self,
+        conv: str,
+        head: Head,
+        messages: Sequence[w.ChatMessage],
+        edits: dict[int, list[w.ChatMessage]],
+        reads: dict[str, int],
+    ) -> Head:
+        """Store the conversation whole as it stood at event ``head.ev`` (messages with
+        their reactions, earlier versions of edited ones, read positions), replacing what
+        the store had of it: for a log that lost the events after the store's head. Left
+        as it is when the store is already there. Replies the head now."""
+        ...
+
     async def page(
         self,
         conv: str,

@@ -165,3 +165,37 @@ async def test_two_nodes_archive_into_one_postgres(
     redis_side = ChatStore(redis_client, 20_000, 5_000)
     await caught_up(redis_side, one.app[HISTORY], convs)
     await assert_same(redis_side, two.app[HISTORY], convs, bob)
+
+
+async def test_a_log_trimmed_before_the_store_had_it_is_copied_whole(
+    start_node: StartNode, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversation that outgrew its log before any store had it (as one from before the
+    store existed has): copied whole from Redis, then followed by its log again."""
+    monkeypatch.setattr(archiver_module, "ARCHIVE_DELAY_S", 3600.0)
+    settings = {
+        "chat_send_per_s": 1000,
+        "chat_replay_events": 100,
+        "rate_per_s": 1000.0,
+        "rate_burst": 1000,
+    }
+    first = await start_node(**settings)
+    alice, bob = await chat(first, "alice"), await chat(first, "bob")
+    convs = await chatter(alice, bob)
+    for i in range(150):
+        await (bob if i % 2 else alice).send(convs[0], f"more words {i}")
+    await bob.read(convs[0], 150)
+    redis_side = ChatStore(redis_client, 20_000, 5_000)
+    log_start = await redis_side.first_event(f"huddle:{{conv:{convs[0]}}}:events")
+    assert log_start is not None and log_start > 1, "the log was not trimmed"
+    await first.runner.cleanup()
+
+    monkeypatch.setattr(archiver_module, "ARCHIVE_DELAY_S", 0.05)
+    second = await start_node(**settings)
+    reader = await chat(second, "bob")
+    await caught_up(redis_side, second.app[HISTORY], convs)
+    await assert_same(redis_side, second.app[HISTORY], convs, reader)
+    await reader.send(convs[0], "after the copy")
+    await caught_up(redis_side, second.app[HISTORY], convs)
+    await assert_same(redis_side, second.app[HISTORY], convs, reader)
+    assert second.app[ARCHIVER].stuck == {}

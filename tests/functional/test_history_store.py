@@ -332,6 +332,30 @@ async def test_one_batch_or_one_event_at_a_time_store_the_same(store: SqlHistory
         ), query
 
 
+async def test_seed_stores_a_conversation_whole(store: SqlHistory) -> None:
+    log = Log()
+    events = mixed(log)
+    await store.append("g-model", [msgspec.structs.replace(e, conv="g-model") for e in events])
+    model = await store.messages("g-model", [1, 2, 3, 4])
+    for msg in model:
+        msg.thread = None
+    edits = {1: await store.edits("g-model", 1)}
+    reads = await store.reads("g-model")
+    # The store had an old part of the conversation; the log lost what followed it.
+    await store.append(CONV, events[:2])
+    head = Head(10, "e1", 4)
+    assert await store.seed(CONV, head, model, edits, reads) == head
+    assert await store.messages(CONV, [1, 2, 3, 4]) == await store.messages("g-model", [1, 2, 3, 4])
+    assert await store.edits(CONV, 1) == edits[1]
+    assert await store.reads(CONV) == reads
+    assert await store.found_by(CONV, ["alpha", "again"]) == [1]
+    assert await store.found_by(CONV, ["beta"]) == []
+    # The log goes on from the seeded head; a seed behind the store changes nothing.
+    assert await store.append(CONV, [log.message("epsilon five")]) == Head(11, "e1", 5)
+    assert await store.seed(CONV, head, [], {}, {}) == Head(11, "e1", 5)
+    assert len(await store.page(CONV)) == 5
+
+
 async def test_recall_leaves_no_text_in_the_file(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
     store = await SQLiteHistory.open(path)
