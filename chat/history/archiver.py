@@ -127,13 +127,16 @@ class Archiver:
         return found
 
     async def _lagging(self, convs: list[str]) -> set[str]:
-        out = set()
-        for conv in convs:
-            last_ev = await self.chat.conv_head(conv)
-            head = await self.history.head(conv)
-            if last_ev > (head.ev if head else 0):
-                out.add(conv)
-        return out
+        async with self.chat.redis.pipeline(transaction=False) as pipe:
+            for conv in convs:
+                pipe.hget(conv_key(conv, "meta"), "last_ev")
+            last: list[bytes | None] = await pipe.execute()
+        heads = await self.history.heads(convs)
+        return {
+            conv
+            for conv, ev in zip(convs, last, strict=True)
+            if int(ev or 0) > (heads[conv].ev if conv in heads else 0)
+        }
 
     async def run(self) -> None:
         """Archive what is noted, and sweep now and every ``SWEEP_S``, until cancelled."""

@@ -175,6 +175,16 @@ class SqlHistory(ABC):
         async with self._read() as tx:
             return await self._head(tx, conv)
 
+    async def heads(self, convs: Sequence[str]) -> dict[str, Head]:
+        if not convs:
+            return {}
+        where, param = self._in("conv", list(dict.fromkeys(convs)))
+        async with self._read() as tx:
+            rows = await tx.rows(
+                f"SELECT conv, ev, epoch, last_seq FROM conversations WHERE {where}", (param,)
+            )
+        return {_text(c): Head(int(ev), _text(e), int(s)) for c, ev, e, s in rows}
+
     async def _head(self, tx: Tx, conv: str) -> Head | None:
         rows = await tx.rows(
             "SELECT ev, epoch, last_seq FROM conversations WHERE conv = ?", (conv,)

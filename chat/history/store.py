@@ -55,6 +55,10 @@ class HistoryStore(Protocol):
         """Where the conversation's copy stands; None when nothing of it is stored."""
         ...
 
+    async def heads(self, convs: Sequence[str]) -> dict[str, Head]:
+        """The heads of those of ``convs`` something is stored of."""
+        ...
+
     async def append(self, conv: str, events: Sequence[LogEvent]) -> Head:
         """Apply the conversation's logged events, numbered in order, in one transaction.
 

@@ -156,6 +156,9 @@ async def test_appends_in_order_and_pages_as_chat_history(store: SqlHistory) -> 
     assert seqs(await store.messages(CONV, [7, 3, 99, 3])) == [3, 7]
     assert await store.messages(CONV, []) == []
     assert await store.messages("g-other", [1]) == []
+    assert await store.heads([CONV, "g-other", CONV]) == {CONV: Head(30, "e1", 30)}
+    assert await store.heads([]) == {}
+    assert await store.conversations() == [CONV]
 
 
 async def test_a_retried_batch_is_applied_once(store: SqlHistory) -> None:
