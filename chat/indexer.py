@@ -22,7 +22,8 @@ from typing import Any, Final
 
 from redis.exceptions import RedisError
 
-from chat.store import MESSAGE_DECODER, ChatStore, IndexHead, IndexSpan, message_terms
+from chat.hits import message_terms
+from chat.store import MESSAGE_DECODER, ChatStore, IndexHead, IndexSpan
 
 log = logging.getLogger("huddle.chat")
 # How long a node waits after a send before indexing: the messages of the pause go in one

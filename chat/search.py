@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from chat import hits as found
 from chat import wire as w
 from chat.indexer import catch_up
 from chat.store import ChatStore
-from chat.text import highlight, matches, query_terms
+from chat.text import query_terms
 from signaling.keys import conv_key
 
 # Candidates asked of each conversation per round, and rounds at most: a round reads older
@@ -60,7 +61,7 @@ async def search(store: ChatStore, convs: list[str], req: w.ChatSearch) -> list[
             below = _text(reply[0])
             seqs = [int(s) for s in reply[1:]]
             if seqs:
-                cur.hits.extend(_hits(cur.conv, await store.messages(cur.conv, seqs), req))
+                cur.hits.extend(found.hits(cur.conv, await store.messages(cur.conv, seqs), req))
             cur.below = below
             if below and len(cur.hits) < req.limit:
                 still.append(cur)
@@ -72,35 +73,5 @@ async def search(store: ChatStore, convs: list[str], req: w.ChatSearch) -> list[
     return hits[: req.limit]
 
 
-def _hits(conv: str, messages: list[w.ChatMessage], req: w.ChatSearch) -> list[w.SearchHit]:
-    out = []
-    for msg in messages:
-        if not _wanted(msg, req):
-            continue
-        text = " ".join(t for t in (msg.text, msg.media and msg.media.name) if t)
-        if not matches(text, req.query):
-            continue
-        marked = highlight(text, req.query)
-        out.append(
-            w.SearchHit(
-                conv=conv,
-                message=msg,
-                snippet=marked.snippet,
-                ranges=[(a, b) for a, b in marked.ranges],
-            )
-        )
-    return out
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _wanted(msg: w.ChatMessage, req: w.ChatSearch) -> bool:
-    if msg.recalled or msg.kind == "system":
-        return False
-    if req.sender is not None and msg.sender != req.sender:
-        return False
-    if req.after_ts is not None and msg.ts < req.after_ts:
-        return False
-    return req.before_ts is None or msg.ts < req.before_ts

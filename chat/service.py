@@ -18,6 +18,8 @@ from calls.record import CallRecord, GroupCallRecord
 from chat import send_limit
 from chat import wire as w
 from chat.config import ChatConfig
+from chat.history.events import page_range
+from chat.hits import message_terms
 from chat.indexer import Indexer
 from chat.resume import Position
 from chat.router import Reader, Router, feed_id
@@ -31,7 +33,6 @@ from chat.store import (
     conv_channel,
     direct_id,
     encode_template,
-    message_terms,
     not_member,
     system_message,
 )
@@ -614,18 +615,10 @@ class ChatService:
 
     async def history(self, reader: Reader, req: w.ChatHistory) -> Reply:
         meta, _ = await self._member(req.conv, reader.identity)
-        last, n = meta.last_seq, req.limit
-        if req.around is not None:
-            start = max(1, req.around - n // 2)
-        elif req.before is not None:
-            start = max(1, min(req.before, last + 1) - n)
-        elif req.after is not None:
-            start = req.after + 1
-        else:
-            start = max(1, last - n + 1)
-        end = min(last, start + n - 1)
-        if req.before is not None:
-            end = min(end, req.before - 1)
+        last = meta.last_seq
+        start, end = page_range(
+            last, before=req.before, after=req.after, around=req.around, limit=req.limit
+        )
         msgs = await self.store.messages(req.conv, range(start, end + 1))
         return w.ChatMessages(re="", conv=req.conv, messages=msgs, last_seq=last)
 

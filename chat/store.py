@@ -7,7 +7,7 @@ them, and turns their refusals into :class:`ChatError` with a protocol error cod
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -16,7 +16,6 @@ import redis.asyncio as redis
 from chat import scripts
 from chat import wire as w
 from chat.resume import LogState
-from chat.text import index_terms
 from signaling.keys import conv_key, user_key
 from signaling.wire import Event
 
@@ -177,6 +176,13 @@ class ChatStore:
         self._rotate_epoch = client.register_script(scripts.ROTATE_EPOCH)
         # Search (chat.search): run by its caller, in a pipeline over conversations.
         self.intersect = client.register_script(scripts.INTERSECT)
+        # Told the conversation after each write that may have logged an event in it (the
+        # history archiver, chat.history.archiver).
+        self.on_logged: Callable[[str], None] | None = None
+
+    def _logged(self, conv: str) -> None:
+        if self.on_logged is not None:
+            self.on_logged(conv)
 
     # --- reads --------------------------------------------------------------------------
 
@@ -362,6 +368,7 @@ class ChatStore:
         ]
         out = _reply(await self._send(keys=keys, args=args))
         if out[0] == "ok":
+            self._logged(conv)
             return "ok", int(out[1]), int(out[2])
         if out[0] == "duplicate":
             return "duplicate", int(out[1]), 0
@@ -401,6 +408,7 @@ class ChatStore:
         )
         if out[0] != "ok":
             raise ChatError("conflict", "conversation id already taken; retry")
+        self._logged(conv)
         return int(out[1])
 
     async def ensure_direct(self, conv: str, a: str, b: str, ts: int) -> bool:
@@ -453,6 +461,7 @@ class ChatStore:
         )
         if out[0] != "ok":
             raise refusal(out[0], f"cannot {op}")
+        self._logged(conv)
         return int(out[1])
 
     async def rewrite(
@@ -488,6 +497,7 @@ class ChatStore:
         out = _reply(await self._rewrite(keys=keys, args=args))
         if out[0] != "ok":
             raise refusal(out[0], "message changed meanwhile")
+        self._logged(conv)
         return int(out[1])
 
     async def react(
@@ -523,6 +533,7 @@ class ChatStore:
             raise ChatError("bad_message_content", f"at most {max_kinds} kinds of reaction")
         if out[0] != "ok":
             raise refusal(out[0], "cannot react")
+        self._logged(conv)
         return int(out[1])
 
     async def read(self, conv: str, user: str, seq: int) -> tuple[int, int, str, bool]:
@@ -537,6 +548,7 @@ class ChatStore:
         )
         if out[0] != "ok":
             raise refusal(out[0], "cannot mark read")
+        self._logged(conv)
         return int(out[1]), int(out[2]), out[3], out[4] == "1"
 
     async def user_change(self, user: str, op: str, arg: str, event: Event, ev: int = 0) -> int:
@@ -614,11 +626,3 @@ class ChatStore:
 
 def system_message(ts: int, by: str, info: w.SystemInfo) -> w.ChatMessage:
     return w.ChatMessage(seq=-2, ts=ts, sender=by, kind="system", system=info)
-
-
-def message_terms(msg: w.ChatMessage) -> list[str]:
-    """Search terms of a message: its text, and the name of a file it carries."""
-    parts = [msg.text or ""]
-    if msg.media is not None:
-        parts.append(msg.media.name)
-    return index_terms(" ".join(parts)) if not msg.recalled else []

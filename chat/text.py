@@ -161,8 +161,36 @@ def _query(query: str) -> dict[str, bool]:
     }
 
 
+# ASCII text folds by lower-casing, has no CJK and no marks: its words are runs of letters
+# and digits, with apostrophes inside.
+_ASCII_WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
+
+
 def index_terms(text: str) -> list[str]:
     """The distinct terms to index a message under, in order of first appearance."""
+    if text.isascii():
+        return _ascii_index_terms(text.lower())
+    return _index_terms(text)
+
+
+def _ascii_index_terms(folded: str) -> list[str]:
+    """:func:`_index_terms` of ASCII text, a few times faster (every message is indexed)."""
+    terms: dict[str, None] = {}
+    for match in _ASCII_WORD.finditer(folded):
+        word = match.group()
+        if "'" in word:
+            parts = word.split("'")
+            terms["".join(parts)[:MAX_TERM_CHARS]] = None
+            for part in parts:
+                terms[part[:MAX_TERM_CHARS]] = None
+        else:
+            terms[word[:MAX_TERM_CHARS]] = None
+        if len(terms) >= MAX_TERMS:
+            break
+    return list(terms)[:MAX_TERMS]
+
+
+def _index_terms(text: str) -> list[str]:
     folded = _Folded(text).text
     terms: dict[str, None] = {}
     for token in _tokens(folded):

@@ -18,8 +18,12 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chat.history import retention
+from chat.history.archiver import Archiver
+from chat.history.open import open_history
+from chat.history.store import HistoryStore
 from huddle import collector
-from huddle.compose import calls_config, chat_config, media_config
+from huddle.compose import calls_config, chat_config, history_config, media_config
 from huddle.config import Settings
 from huddle.http_guard import HTTP_GUARD, HttpGuard, NodeRunner
 from huddle.process_metrics import process_collector
@@ -34,6 +38,8 @@ from signaling.server import HUB, REDIS_INFO, SETTINGS, add_routes, json_errors
 log = logging.getLogger("huddle.app")
 
 EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
+HISTORY = web.AppKey("history", HistoryStore)
+ARCHIVER = web.AppKey("archiver", Archiver)
 
 
 # Connections to Redis per node. Callers beyond that wait for a free one (up to the pool
@@ -80,6 +86,25 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
             await embedded.stop()
 
 
+async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The chat history store on disk, open for the node's life (see chat.history)."""
+    config = history_config(app[SETTINGS])
+    store = await open_history(config)
+    app[HISTORY] = store
+    tasks: list[asyncio.Task[None]] = []
+    if config.history_retention_days > 0:
+        tasks.append(
+            asyncio.create_task(retention.retention_loop(store, config.history_retention_days))
+        )
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await store.close()
+
+
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     client = app[REDIS_CLIENT]
@@ -108,6 +133,21 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
         await broker.stop()
 
 
+async def _archive_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Copy the conversations' logs into the history store (chat.history.archiver)."""
+    chat_store = app[HUB].chat.store
+    archiver = Archiver(chat_store, app[HISTORY])
+    app[ARCHIVER] = archiver
+    chat_store.on_logged = archiver.note
+    task = asyncio.create_task(archiver.run())
+    try:
+        yield
+    finally:
+        chat_store.on_logged = None
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def _close_sessions(app: web.Application) -> None:
     await app[HUB].stop()
 
@@ -125,7 +165,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[HTTP_GUARD] = HttpGuard(settings.http_header_timeout_s, settings.http_body_idle_s)
     app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(_history_ctx)
     app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(_archive_ctx)
     app.on_shutdown.append(_close_sessions)
     add_routes(app)
     media_routes.add_routes(app, media_config(settings))

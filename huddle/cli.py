@@ -1,4 +1,5 @@
-"""The ``huddle`` command: ``huddle serve`` runs a node, ``huddle token`` mints a token."""
+"""The ``huddle`` command: ``huddle serve`` runs a node, ``huddle token`` mints a token,
+``huddle history backup|restore`` copies the embedded chat history store."""
 
 from __future__ import annotations
 
@@ -54,6 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--no-publish", dest="can_publish", action="store_false")
     token.add_argument("--no-subscribe", dest="can_subscribe", action="store_false")
     token.add_argument("--admin", action="store_true")
+    history = sub.add_parser(
+        "history",
+        help="back up or restore the embedded chat history store",
+        description="Back up or restore data_dir/history.db, the embedded chat history "
+        "store (history=sqlite). A backup may be taken while the node runs; stop the node "
+        "before a restore. A PostgreSQL store is backed up with PostgreSQL's own tools.",
+    )
+    history.add_argument("action", choices=["backup", "restore"])
+    history.add_argument("path", type=Path, help="the backup file (backup: a new file)")
+    history.add_argument("--config", type=Path, help="TOML file with settings")
+    history.add_argument(
+        "--data-dir", dest="data_dir", default=None, help="data folder holding history.db"
+    )
     return parser
 
 
@@ -124,10 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if command == "serve":
         return _serve(settings)
+    if command == "history":
+        return _history(settings, args.action, args.path)
     return _token(settings, args)
 
 
 def _serve(settings: Settings) -> int:
+    from chat.history.store import HistoryError
     from huddle import logs
     from huddle.app import serve
     from huddle.redis_server import RedisNotFound
@@ -141,11 +158,38 @@ def _serve(settings: Settings) -> int:
         runner = uvloop.run
     try:
         runner(serve(settings))
-    except RedisNotFound as exc:
+    except (RedisNotFound, HistoryError) as exc:
         print(f"huddle: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _history(settings: Settings, action: str, path: Path) -> int:
+    from chat.history import backup
+    from chat.history.config import SQLITE_NAME
+    from chat.history.store import HistoryError
+
+    if settings.history_store != "sqlite":
+        print(
+            "huddle: chat history is in PostgreSQL (database_url): back it up with pg_dump",
+            file=sys.stderr,
+        )
+        return 2
+    store = settings.data_dir / SQLITE_NAME
+    try:
+        if action == "backup":
+            backup.backup(store, path)
+        else:
+            backup.restore(path, store)
+    except HistoryError as exc:
+        print(f"huddle: {exc}", file=sys.stderr)
+        return 2
+    if action == "backup":
+        print(f"huddle: backed up {store} to {path}")
+    else:
+        print(f"huddle: restored {store} from {path}")
     return 0
 
 

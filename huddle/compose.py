@@ -8,6 +8,7 @@ from typing import Any
 
 from calls.config import CallsConfig
 from chat.config import ChatConfig
+from chat.history.config import SQLITE_NAME, HistoryConfig
 from huddle import sfu_worker
 from huddle.config import Settings
 from media_store.config import MediaConfig
@@ -48,4 +49,14 @@ def calls_config(settings: Settings) -> CallsConfig:
         ice_announced=settings.ice_announced,
         sfu_worker_module=sfu_worker.__name__,
         **values,
+    )
+
+
+def history_config(settings: Settings) -> HistoryConfig:
+    url = settings.database_url
+    return HistoryConfig(
+        store=settings.history_store,
+        path=settings.data_dir / SQLITE_NAME,
+        database_url=url.get_secret_value() if url is not None else None,
+        history_retention_days=settings.history_retention_days,
     )

@@ -171,6 +171,22 @@ class Settings(BaseSettings):
     chat_max_reaction_kinds: int = Field(
         50, ge=1, description="different reactions one message may carry"
     )
+    history: Literal["sqlite", "postgres"] | None = Field(
+        None,
+        description="where chat history lives on disk: sqlite (data_dir/history.db) or "
+        "postgres (database_url) (default: postgres when database_url is set, else sqlite)",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "HUDDLE_DATABASE_URL", "database_url"),
+        description="PostgreSQL for chat history shared by several nodes "
+        "(postgresql://user:password@host/db)",
+    )
+    history_retention_days: float = Field(
+        0,
+        ge=0,
+        description="delete each conversation's history older than this many days (0: keep it all)",
+    )
     media_max_upload_bytes: int = Field(
         100 * 1024 * 1024, ge=1, description="largest accepted upload, enforced while receiving"
     )
@@ -256,6 +272,10 @@ class Settings(BaseSettings):
             raise ValueError("set both ice_port_min and ice_port_max, min <= max")
         if self.presence_refresh_s >= self.presence_ttl_s:
             raise ValueError("presence_refresh_s must be shorter than presence_ttl_s")
+        if self.history == "postgres" and self.database_url is None:
+            raise ValueError("history=postgres needs database_url (DATABASE_URL)")
+        if self.history == "sqlite" and self.database_url is not None:
+            raise ValueError("database_url (DATABASE_URL) is set but history=sqlite")
         if not self.node_id:
             self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         return self
@@ -266,6 +286,12 @@ class Settings(BaseSettings):
         if not self.ice_announced_address:
             return {}
         return dict.fromkeys(self.ice_addresses, self.ice_announced_address)
+
+    @property
+    def history_store(self) -> Literal["sqlite", "postgres"]:
+        if self.history is not None:
+            return self.history
+        return "postgres" if self.database_url is not None else "sqlite"
 
     @property
     def dev_login_enabled(self) -> bool:

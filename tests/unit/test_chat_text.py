@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import string
 import unicodedata
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from chat import text as text_module
 from chat.text import (
     MAX_QUERY_TERMS,
     MAX_TERM_CHARS,
@@ -297,3 +299,20 @@ def test_highlight_ranges_are_sorted_disjoint_and_inside(text: str, query: str, 
     assert all(s < e for s, e in h.ranges)
     if h.ranges:
         assert h.ranges[0][0] >= 0 and h.ranges[-1][1] <= len(h.snippet)
+
+
+@given(st.text(alphabet=string.printable, max_size=300))
+def test_ascii_terms_are_the_general_ones(text: str) -> None:
+    assert text_module.index_terms(text) == text_module._index_terms(text)
+
+
+def test_ascii_terms_edge_cases() -> None:
+    for text in (
+        "Don't STOP rock'n'roll 'quoted' trailing' ''double'' a'b'c 42nd x_y",
+        "word " * 600,
+        " ".join(f"w{i}" for i in range(600)),
+        "a" * 100 + "'" + "b" * 100,
+        "",
+        "!!! ... '''",
+    ):
+        assert text_module.index_terms(text) == text_module._index_terms(text), text

@@ -1,0 +1,178 @@
+"""The archiver: copies each conversation's log from Redis into the history store, in
+order, exactly once.
+
+Every node runs one. It archives a conversation shortly after this node logged an event in
+it (``note``, called by chat.store.ChatStore after each write), batching the events of the
+pause, and every ``SWEEP_S`` it looks at every conversation for one whose store lags its
+log: what another node logged and could not archive before it died, or what failed here.
+Each pass reads the log after the store's head and appends it (chat.history.store: events
+at or below the head are skipped, in the same transaction as the head moves), so two nodes
+archiving the same conversation, or a pass repeated after a crash, store every event once.
+
+Redis's log is not trimmed to what the store has yet: it keeps its own bound
+(``chat_replay_events``). A conversation whose log no longer holds the event after the
+store's head (it outgrew that bound before the store had it, or it is older than the
+store) is copied whole from Redis's messages instead (:meth:`Archiver.seed`), then followed
+by its log again. One whose log was made anew (another epoch: Redis lost it) is reported
+and left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Final
+
+from chat import wire as w
+from chat.history.events import decode_event
+from chat.history.store import EpochChanged, Head, HistoryGap, HistoryStore
+from chat.store import ChatStore
+from signaling.keys import conv_key
+
+log = logging.getLogger("huddle.chat")
+# How long a node waits after a write before archiving: the events of the pause go in one
+# transaction per conversation.
+ARCHIVE_DELAY_S: Final = 0.05
+# Events read from the log and applied per transaction.
+ARCHIVE_BATCH: Final = 500
+# How often every conversation is checked for a store that lags its log.
+SWEEP_S: Final = 60.0
+# Copying a conversation whole: messages read per round trip, and tries at reading them
+# while no event comes (a busy conversation is tried again by the next sweep).
+SEED_PAGE: Final = 1000
+SEED_TRIES: Final = 5
+_META_PATTERN: Final = conv_key("*", "meta")
+_PREFIX, _SUFFIX = conv_key("", "meta").split("}", 1)[0], "}:meta"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _conv_of(meta_key: bytes | str) -> str | None:
+    key = meta_key.decode() if isinstance(meta_key, bytes) else meta_key
+    if not key.startswith(_PREFIX) or not key.endswith(_SUFFIX):
+        return None
+    return key[len(_PREFIX) : -len(_SUFFIX)] or None
+
+
+class Archiver:
+    def __init__(self, chat: ChatStore, history: HistoryStore) -> None:
+        self.chat = chat
+        self.history = history
+        self._due: set[str] = set()
+        self._wake = asyncio.Event()
+        # Conversations whose log cannot be copied (see the module's note), reported once.
+        self.stuck: dict[str, str] = {}
+
+    def note(self, conv: str) -> None:
+        """``conv``'s log has a new event."""
+        self._due.add(conv)
+        self._wake.set()
+
+    async def archive(self, conv: str) -> Head:
+        """Copy what the store lacks of ``conv``'s log; replies the store's head after."""
+        head = await self.history.head(conv) or Head(0, "", 0)
+        stream = conv_key(conv, "events")
+        while True:
+            batch = await self.chat.events_after(stream, head.ev, ARCHIVE_BATCH)
+            if not batch:
+                return head
+            head = await self.history.append(conv, [decode_event(blob) for _, blob in batch])
+            if len(batch) < ARCHIVE_BATCH:
+                return head
+
+    async def seed(self, conv: str) -> Head | None:
+        """Copy ``conv`` whole from Redis (messages, reactions, earlier versions, read
+        positions) as it stands at its log's last event; None when events kept coming
+        while it was read (nothing is stored then)."""
+        for _ in range(SEED_TRIES):
+            before = await self.chat.log_state(False, conv)
+            meta = await self.chat.meta(conv)
+            if meta is None:
+                return None
+            messages: list[w.ChatMessage] = []
+            for start in range(1, meta.last_seq + 1, SEED_PAGE):
+                end = min(meta.last_seq, start + SEED_PAGE - 1)
+                messages += await self.chat.messages(conv, range(start, end + 1))
+            edits = {m.seq: await self.chat.edits(conv, m.seq) for m in messages if m.edited}
+            raw = await self.chat.redis.hgetall(conv_key(conv, "reads"))
+            # Every event moves the log's head: the same head after the reads means that
+            # they saw the conversation as it stood at that event.
+            if await self.chat.log_state(False, conv) != before:
+                continue
+            reads = {_text(u): int(r) for u, r in raw.items()}
+            for msg in messages:
+                msg.thread = None  # made again from the replies
+            head = Head(before.head, before.epoch, meta.last_seq)
+            log.info("chat history copied whole", extra={"conv": conv, "ev": before.head})
+            return await self.history.seed(conv, head, messages, edits, reads)
+        return None
+
+    async def behind(self) -> set[str]:
+        """Every conversation whose log has events the store lacks."""
+        found: set[str] = set()
+        keys: list[str] = []
+        async for key in self.chat.redis.scan_iter(match=_META_PATTERN, count=1000):
+            conv = _conv_of(key)
+            if conv is not None:
+                keys.append(conv)
+            if len(keys) >= 1000:
+                found |= await self._lagging(keys)
+                keys = []
+        if keys:
+            found |= await self._lagging(keys)
+        return found
+
+    async def _lagging(self, convs: list[str]) -> set[str]:
+        async with self.chat.redis.pipeline(transaction=False) as pipe:
+            for conv in convs:
+                pipe.hget(conv_key(conv, "meta"), "last_ev")
+            last: list[bytes | None] = await pipe.execute()
+        heads = await self.history.heads(convs)
+        return {
+            conv
+            for conv, ev in zip(convs, last, strict=True)
+            if int(ev or 0) > (heads[conv].ev if conv in heads else 0)
+        }
+
+    async def run(self) -> None:
+        """Archive what is noted, and sweep now and every ``SWEEP_S``, until cancelled."""
+        next_sweep = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_sweep:
+                try:
+                    self._due |= await self.behind() - set(self.stuck)
+                except Exception as exc:
+                    log.warning("chat archive sweep failed", extra={"error": str(exc)})
+                next_sweep = now + SWEEP_S
+            if not self._due:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, next_sweep - time.monotonic())):
+                        await self._wake.wait()
+                self._wake.clear()
+                continue
+            await asyncio.sleep(ARCHIVE_DELAY_S)
+            self._wake.clear()
+            convs, self._due = sorted(self._due), set()
+            for conv in convs:
+                await self._archive_one(conv)
+
+    async def _archive_one(self, conv: str) -> None:
+        try:
+            try:
+                await self.archive(conv)
+            except HistoryGap:
+                if await self.seed(conv) is None:
+                    return  # kept changing: the next sweep tries again
+                await self.archive(conv)
+        except (HistoryGap, EpochChanged) as exc:
+            if conv not in self.stuck:
+                log.error("chat log cannot be archived", extra={"conv": conv, "error": str(exc)})
+            self.stuck[conv] = str(exc)
+        except Exception as exc:
+            # The store or Redis is away: the next sweep finds the conversation behind.
+            log.warning("chat archiving failed", extra={"conv": conv, "error": str(exc)})

@@ -1,0 +1,142 @@
+"""The shared history store: PostgreSQL, for several nodes (psycopg 3, async, a pool).
+
+Search: each message row carries its terms (chat.hits.message_terms, the same terms the
+Redis index has) in a ``text[]`` column with a GIN index, queried with ``@>`` (has every
+term). Chosen over PostgreSQL's own full-text search and over pg_trgm because both stores
+then find exactly the same candidates: text search configurations have no parser for
+Chinese, Japanese or Korean and would split and stem differently from chat.text, and
+trigrams cannot find a two-character CJK word. The terms go with the row, so deleting the
+row or setting them to NULL (a recall) removes its search entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from chat.history.sql import Migration, NewMessage, SqlHistory, Tx
+from chat.history.store import HistoryError
+
+POOL_MAX: Final = 8
+OPEN_TIMEOUT_S: Final = 10.0
+# pg_advisory_xact_lock key held while migrating, so that nodes starting together migrate
+# one after the other.
+SCHEMA_LOCK: Final = 0x48_75_64_64_6C_65  # "Huddle"
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class _Tx:
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        await self.conn.execute(_pg(sql), params)
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = await self.conn.execute(_pg(sql), params)
+        return list(await cursor.fetchall()) if cursor.description else []
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self.conn.cursor() as cursor:
+            await cursor.executemany(_pg(sql), rows)
+
+
+async def _v1_tables(store: SqlHistory, tx: Tx) -> None:
+    for statement in (
+        "CREATE TABLE conversations (conv TEXT PRIMARY KEY, ev BIGINT NOT NULL, "
+        "epoch TEXT NOT NULL, last_seq BIGINT NOT NULL)",
+        "CREATE TABLE messages (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        "conv TEXT NOT NULL, seq BIGINT NOT NULL, ts BIGINT NOT NULL, sender TEXT NOT NULL, "
+        "reply_to BIGINT, body BYTEA NOT NULL, reactions BYTEA, UNIQUE (conv, seq))",
+        "CREATE INDEX messages_thread ON messages (conv, reply_to, seq) WHERE reply_to IS NOT NULL",
+        "CREATE INDEX messages_ts ON messages (conv, ts)",
+        "CREATE TABLE edits (conv TEXT NOT NULL, seq BIGINT NOT NULL, "
+        "version INTEGER NOT NULL, body BYTEA NOT NULL, PRIMARY KEY (conv, seq, version))",
+        "CREATE TABLE reads (conv TEXT NOT NULL, user_id TEXT NOT NULL, "
+        "read_seq BIGINT NOT NULL, PRIMARY KEY (conv, user_id))",
+    ):
+        await tx.execute(statement)
+
+
+async def _v2_search(store: SqlHistory, tx: Tx) -> None:
+    await tx.execute("ALTER TABLE messages ADD COLUMN terms TEXT[]")
+    await tx.execute("CREATE INDEX messages_terms ON messages USING GIN (terms)")
+    await store.index_all(tx)
+
+
+class PostgresHistory(SqlHistory):
+    migrations: Sequence[Migration] = (_v1_tables, _v2_search)
+    terms_in_row = True
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(
+        cls, url: str, *, schema: int | None = None, max_size: int = POOL_MAX
+    ) -> PostgresHistory:
+        """Connect to the database at ``url`` and bring its schema up to date (``schema``:
+        to that version only, for tests of upgrades)."""
+        pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False)
+        try:
+            await pool.open(wait=True, timeout=OPEN_TIMEOUT_S)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise HistoryError(f"cannot reach the history database: {exc}") from None
+        store = cls(pool)
+        try:
+            await store.migrate(schema)
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[Tx]:
+        async with self.pool.connection() as conn, conn.transaction():
+            yield _Tx(conn)
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[Tx]:
+        # REPEATABLE READ: the statements of one read see one snapshot.
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield _Tx(conn)
+
+    async def _lock_schema(self, tx: Tx) -> None:
+        await tx.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+
+    async def _lock_conversation(self, tx: Tx, conv: str) -> None:
+        await tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (conv,))
+
+    async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
+        await tx.executemany(
+            "INSERT INTO messages (conv, seq, ts, sender, reply_to, body, reactions, terms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.conv, r.seq, r.ts, r.sender, r.reply_to, r.body, r.reactions, r.terms or None)
+                for r in rows
+            ],
+        )
+
+    async def _index(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
+        await tx.execute("UPDATE messages SET terms = ? WHERE id = ?", (list(terms), row_id))
+
+    async def _unindex(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
+        await tx.execute("UPDATE messages SET terms = NULL WHERE id = ?", (row_id,))
+
+    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
+        return f"{column} = ANY(?)", list(values)
+
+    def _match(self, terms: Sequence[str]) -> tuple[str, str, Any]:
+        return "messages m", "m.terms @> ?::text[]", list(terms)
+
+    async def close(self) -> None:
+        await self.pool.close()

@@ -1,0 +1,556 @@
+"""The history store in SQL, written once for both databases (chat.history.sqlite and
+chat.history.postgres): they differ only in how they run a transaction, how they index
+search terms and a few clauses, which they supply.
+
+Tables (each database's migrations create them):
+- ``conversations``: each conversation's :class:`Head` (last event applied, its log epoch,
+  last message seq);
+- ``messages``: one row per message, ``body`` the message as Redis stores it (JSON of
+  chat.wire.ChatMessage, without thread summary and reactions), ``reactions`` (JSON, emoji
+  -> users) beside it so that a reaction never rewrites the body;
+- ``edits``: earlier versions of edited messages;
+- ``reads``: each member's read position;
+- ``schema_version``: the one number of the schema (see :meth:`SqlHistory.migrate`).
+
+Statements are written with ``?`` placeholders; the PostgreSQL side turns them into
+psycopg's. No statement holds another ``?`` or any ``%``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, NamedTuple, Protocol
+
+import msgspec
+
+from chat import hits as found
+from chat import wire as w
+from chat.history import events as apply
+from chat.history.store import (
+    EpochChanged,
+    Head,
+    HistoryError,
+    HistoryGap,
+    LogEvent,
+    SchemaTooNew,
+)
+from chat.hits import message_terms
+from chat.text import query_terms
+
+ENCODER: Final = msgspec.json.Encoder()
+MESSAGE_DECODER: Final = msgspec.json.Decoder(w.ChatMessage)
+REACTIONS_DECODER: Final = msgspec.json.Decoder(dict[str, list[str]])
+# Search: candidates read per round, and rounds at most (a round reads older candidates when
+# filters or the exact check dropped too many).
+CANDIDATES_PER_ROUND: Final = 100
+MAX_ROUNDS: Final = 10
+
+
+class Tx(Protocol):
+    """One transaction (or snapshot read) on the database."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class NewMessage(NamedTuple):
+    """A message row to insert, with the search terms it is indexed under."""
+
+    conv: str
+    seq: int
+    ts: int
+    sender: str
+    reply_to: int | None
+    body: bytes
+    terms: list[str]
+    reactions: bytes | None = None
+
+
+# A schema step: migrations[i] takes the schema from version i to i + 1.
+Migration = Callable[["SqlHistory", Tx], Awaitable[None]]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _blob(value: Any) -> bytes:
+    """A BLOB or BYTEA column's value (psycopg may give a memoryview)."""
+    return bytes(value)
+
+
+class SqlHistory(ABC):
+    """A :class:`chat.history.store.HistoryStore` over one SQL database."""
+
+    migrations: Sequence[Migration] = ()
+    # Whether a row's search terms go with the row (PostgreSQL: a column of it), so that
+    # deleting the row deletes them; else they are removed by :meth:`_unindex` first.
+    terms_in_row: bool = False
+
+    # --- what each database supplies --------------------------------------------------------
+
+    @abstractmethod
+    def _write(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        """A write transaction: committed when the block ends, rolled back on an error."""
+
+    @abstractmethod
+    def _read(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        """A read of one consistent state."""
+
+    @abstractmethod
+    async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
+        """Insert new message rows (their seqs are free) and index their terms."""
+
+    @abstractmethod
+    async def _index(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
+        """Make message row ``row_id`` findable by ``terms`` (it has none yet)."""
+
+    @abstractmethod
+    async def _unindex(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
+        """Remove the terms ``row_id`` was indexed under (exactly those)."""
+
+    @abstractmethod
+    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
+        """A condition ``column`` is one of ``values``, and its one parameter."""
+
+    @abstractmethod
+    def _match(self, terms: Sequence[str]) -> tuple[str, str, Any]:
+        """Search: the FROM clause joining ``messages m`` to the index, the condition that
+        a row has every one of ``terms``, and its one parameter."""
+
+    @abstractmethod
+    async def _lock_conversation(self, tx: Tx, conv: str) -> None:
+        """Keep other processes from appending to ``conv`` until this transaction ends,
+        so that two archivers copying the same events apply them once."""
+
+    @abstractmethod
+    async def _lock_schema(self, tx: Tx) -> None:
+        """Keep other processes from migrating at the same time (held until commit)."""
+
+    # --- schema -----------------------------------------------------------------------------
+
+    async def migrate(self, target: int | None = None) -> int:
+        """Bring the schema to ``target`` (default: the newest), one transaction for all the
+        steps; replies the version. A database newer than this code is refused."""
+        newest = len(self.migrations)
+        want = newest if target is None else target
+        async with self._write() as tx:
+            await self._lock_schema(tx)
+            await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            rows = await tx.rows("SELECT version FROM schema_version")
+            current = int(rows[0][0]) if rows else 0
+            if current > newest:
+                raise SchemaTooNew(
+                    f"the history database has schema version {current}; this version of "
+                    f"Huddle knows up to {newest}: run a newer one"
+                )
+            for step in self.migrations[current:want]:
+                await step(self, tx)
+            if not rows:
+                await tx.execute("INSERT INTO schema_version (version) VALUES (?)", (current,))
+            if want > current:
+                await tx.execute("UPDATE schema_version SET version = ?", (want,))
+            return max(current, want)
+
+    async def schema_version(self) -> int:
+        async with self._read() as tx:
+            rows = await tx.rows("SELECT version FROM schema_version")
+        return int(rows[0][0]) if rows else 0
+
+    async def index_all(self, tx: Tx) -> None:
+        """Index every stored message (a migration that adds or rebuilds the search index)."""
+        for row_id, body in await tx.rows("SELECT id, body FROM messages"):
+            terms = message_terms(MESSAGE_DECODER.decode(_blob(body)))
+            if terms:
+                await self._index(tx, int(row_id), terms)
+
+    # --- the log, applied ---------------------------------------------------------------
+
+    async def head(self, conv: str) -> Head | None:
+        async with self._read() as tx:
+            return await self._head(tx, conv)
+
+    async def heads(self, convs: Sequence[str]) -> dict[str, Head]:
+        if not convs:
+            return {}
+        where, param = self._in("conv", list(dict.fromkeys(convs)))
+        async with self._read() as tx:
+            rows = await tx.rows(
+                f"SELECT conv, ev, epoch, last_seq FROM conversations WHERE {where}", (param,)
+            )
+        return {_text(c): Head(int(ev), _text(e), int(s)) for c, ev, e, s in rows}
+
+    async def _head(self, tx: Tx, conv: str) -> Head | None:
+        rows = await tx.rows(
+            "SELECT ev, epoch, last_seq FROM conversations WHERE conv = ?", (conv,)
+        )
+        if not rows:
+            return None
+        ev, epoch, last_seq = rows[0]
+        return Head(int(ev), _text(epoch), int(last_seq))
+
+    async def append(self, conv: str, events: Sequence[LogEvent]) -> Head:
+        async with self._write() as tx:
+            await self._lock_conversation(tx, conv)
+            head = await self._head(tx, conv) or Head(0, "", 0)
+            if not events:
+                return head
+            ev, epoch, last_seq = head
+            # Consecutive messages are inserted together, and read positions moved once at
+            # the end (they only move forward): a few statements per batch, not per event.
+            added: list[w.ChatMessage] = []
+            reads: dict[str, int] = {}
+            for event in events:
+                if event.conv != conv:
+                    raise HistoryError(f"an event of {event.conv!r} given for {conv!r}")
+                number = apply.event_number(event)
+                if event.epoch and epoch and event.epoch != epoch:
+                    raise EpochChanged(
+                        f"{conv}: event {number} is of log epoch {event.epoch!r}; "
+                        f"the store has epoch {epoch!r} up to event {ev}"
+                    )
+                if number <= ev:
+                    continue  # applied before: an archiver retrying a batch
+                if number != ev + 1:
+                    raise HistoryGap(f"{conv}: event {number} given after event {ev}")
+                epoch = event.epoch or epoch
+                ev = number
+                if isinstance(event, w.ChatMessageEvent):
+                    msg = event.message
+                    added.append(msg)
+                    last_seq = max(last_seq, msg.seq)
+                    if apply.moves_read(msg):
+                        reads[msg.sender] = max(reads.get(msg.sender, 0), msg.seq)
+                    continue
+                if isinstance(event, w.ChatReadEvent):
+                    reads[event.user] = max(reads.get(event.user, 0), event.read_seq)
+                    continue
+                await self._add(tx, conv, added)
+                added = []
+                await self._change(tx, conv, event)
+            await self._add(tx, conv, added)
+            await self._read_to(tx, conv, reads)
+            new = Head(ev, epoch, last_seq)
+            if new != head:
+                await tx.execute(
+                    "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (conv) DO UPDATE SET ev = excluded.ev, epoch = excluded.epoch, "
+                    "last_seq = excluded.last_seq",
+                    (conv, *new),
+                )
+            return new
+
+    async def _change(
+        self, tx: Tx, conv: str, event: w.ChatEdited | w.ChatRecalled | w.ChatReaction
+    ) -> None:
+        """Apply a change to one stored message."""
+        rows = await tx.rows(
+            "SELECT id, body, reactions FROM messages WHERE conv = ? AND seq = ?",
+            (conv, event.msg_seq),
+        )
+        if not rows:
+            return  # deleted since (retention): nothing left to change
+        row_id, body, raw_reactions = int(rows[0][0]), _blob(rows[0][1]), rows[0][2]
+        if isinstance(event, w.ChatReaction):
+            before = REACTIONS_DECODER.decode(_blob(raw_reactions)) if raw_reactions else None
+            after = apply.reacted(before, event)
+            await tx.execute(
+                "UPDATE messages SET reactions = ? WHERE id = ?",
+                (ENCODER.encode(after) if after else None, row_id),
+            )
+            return
+        old = MESSAGE_DECODER.decode(body)
+        if old.recalled:
+            return  # the scripts refuse to change a recalled message
+        new = (
+            apply.edited(old, event)
+            if isinstance(event, w.ChatEdited)
+            else apply.recalled(old, event)
+        )
+        if isinstance(event, w.ChatEdited):
+            rows = await tx.rows(
+                "SELECT COUNT(*) FROM edits WHERE conv = ? AND seq = ?", (conv, old.seq)
+            )
+            await tx.execute(
+                "INSERT INTO edits (conv, seq, version, body) VALUES (?, ?, ?, ?)",
+                (conv, old.seq, int(rows[0][0]) + 1, body),
+            )
+        else:
+            # A recall deletes every earlier version, as in Redis (rewrite.lua).
+            await tx.execute("DELETE FROM edits WHERE conv = ? AND seq = ?", (conv, old.seq))
+        old_terms = message_terms(old)
+        if old_terms:
+            await self._unindex(tx, row_id, old_terms)
+        await tx.execute("UPDATE messages SET body = ? WHERE id = ?", (ENCODER.encode(new), row_id))
+        new_terms = message_terms(new)
+        if new_terms:
+            await self._index(tx, row_id, new_terms)
+
+    async def _read_to(self, tx: Tx, conv: str, reads: dict[str, int]) -> None:
+        """Move each user's read position forward to the seq given (never back)."""
+        if not reads:
+            return
+        await tx.executemany(
+            "INSERT INTO reads (conv, user_id, read_seq) VALUES (?, ?, ?) "
+            "ON CONFLICT (conv, user_id) DO UPDATE SET read_seq = CASE "
+            "WHEN excluded.read_seq > reads.read_seq THEN excluded.read_seq "
+            "ELSE reads.read_seq END",
+            [(conv, user, seq) for user, seq in sorted(reads.items())],
+        )
+
+    async def seed(
+        self,
+        conv: str,
+        head: Head,
+        messages: Sequence[w.ChatMessage],
+        edits: dict[int, list[w.ChatMessage]],
+        reads: dict[str, int],
+    ) -> Head:
+        """Store the conversation as it stood at event ``head.ev``, copied whole from Redis
+        (its messages with their reactions, earlier versions and read positions), in place
+        of what the store had of it: for a log that no longer holds the events after the
+        store's head. A store already at or past ``head.ev`` (in its epoch) is left as it
+        is. Replies the head now."""
+        async with self._write() as tx:
+            await self._lock_conversation(tx, conv)
+            current = await self._head(tx, conv)
+            if current is not None and current.ev >= head.ev and current.epoch == head.epoch:
+                return current
+            await self._forget(tx, conv, "seq > ?", (0,))
+            await tx.execute("DELETE FROM reads WHERE conv = ?", (conv,))
+            await self._add(tx, conv, messages)
+            versions = [
+                (conv, seq, n, ENCODER.encode(version))
+                for seq, earlier in sorted(edits.items())
+                for n, version in enumerate(earlier, start=1)
+            ]
+            if versions:
+                await tx.executemany(
+                    "INSERT INTO edits (conv, seq, version, body) VALUES (?, ?, ?, ?)", versions
+                )
+            await self._read_to(tx, conv, reads)
+            await tx.execute(
+                "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (conv) DO UPDATE SET ev = excluded.ev, epoch = excluded.epoch, "
+                "last_seq = excluded.last_seq",
+                (conv, *head),
+            )
+            return head
+
+    async def _add(self, tx: Tx, conv: str, msgs: Sequence[w.ChatMessage]) -> None:
+        if not msgs:
+            return
+        seqs = [m.seq for m in msgs]
+        where, param = self._in("seq", seqs)
+        taken = await tx.rows(
+            f"SELECT seq FROM messages WHERE conv = ? AND {where} LIMIT 1", (conv, param)
+        )
+        if taken or len(set(seqs)) != len(seqs):
+            seq = taken[0][0] if taken else seqs[0]
+            raise HistoryError(f"{conv}: message {seq} is stored already, from another event")
+        rows = []
+        for msg in msgs:
+            stored = msgspec.structs.replace(msg, thread=None, reactions=None)
+            rows.append(
+                NewMessage(
+                    conv=conv,
+                    seq=msg.seq,
+                    ts=msg.ts,
+                    sender=msg.sender,
+                    reply_to=msg.reply_to,
+                    body=ENCODER.encode(stored),
+                    terms=message_terms(msg),
+                    reactions=ENCODER.encode(msg.reactions) if msg.reactions else None,
+                )
+            )
+        await self._insert(tx, rows)
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def page(
+        self,
+        conv: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        around: int | None = None,
+        limit: int = 50,
+    ) -> list[w.ChatMessage]:
+        async with self._read() as tx:
+            head = await self._head(tx, conv)
+            last = head.last_seq if head else 0
+            start, end = apply.page_range(
+                last, before=before, after=after, around=around, limit=limit
+            )
+            if end < start:
+                return []
+            return await self._load(tx, conv, "seq >= ? AND seq <= ?", (start, end))
+
+    async def messages(self, conv: str, seqs: Sequence[int]) -> list[w.ChatMessage]:
+        if not seqs:
+            return []
+        where, param = self._in("seq", list(dict.fromkeys(seqs)))
+        async with self._read() as tx:
+            return await self._load(tx, conv, where, (param,))
+
+    async def thread(self, conv: str, root: int, after: int, limit: int) -> list[w.ChatMessage]:
+        async with self._read() as tx:
+            return await self._load(
+                tx, conv, "reply_to = ? AND seq > ?", (root, after), limit=limit
+            )
+
+    async def _load(
+        self, tx: Tx, conv: str, where: str, params: Sequence[Any], limit: int | None = None
+    ) -> list[w.ChatMessage]:
+        """Messages of ``conv`` matching ``where``, in seq order, with thread summaries and
+        reactions as chat.store.ChatStore.messages gives them."""
+        sql = f"SELECT body, reactions FROM messages WHERE conv = ? AND {where} ORDER BY seq"
+        args: list[Any] = [conv, *params]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        out = []
+        for body, reactions in await tx.rows(sql, args):
+            msg = MESSAGE_DECODER.decode(_blob(body))
+            if reactions:
+                msg.reactions = REACTIONS_DECODER.decode(_blob(reactions))
+            out.append(msg)
+        await self._threads(tx, conv, out)
+        return out
+
+    async def _threads(self, tx: Tx, conv: str, msgs: Sequence[w.ChatMessage]) -> None:
+        roots = [m.seq for m in msgs if m.reply_to is None]
+        if not roots:
+            return
+        where, param = self._in("reply_to", roots)
+        rows = await tx.rows(
+            f"SELECT reply_to, COUNT(*), MAX(seq) FROM messages WHERE conv = ? AND {where} "
+            "GROUP BY reply_to",
+            (conv, param),
+        )
+        summaries = {int(r): w.ThreadSummary(count=int(n), last_seq=int(s)) for r, n, s in rows}
+        for msg in msgs:
+            msg.thread = summaries.get(msg.seq)
+
+    async def edits(self, conv: str, seq: int) -> list[w.ChatMessage]:
+        async with self._read() as tx:
+            rows = await tx.rows(
+                "SELECT body FROM edits WHERE conv = ? AND seq = ? ORDER BY version", (conv, seq)
+            )
+        return [MESSAGE_DECODER.decode(_blob(b)) for (b,) in rows]
+
+    async def reads(self, conv: str) -> dict[str, int]:
+        async with self._read() as tx:
+            rows = await tx.rows("SELECT user_id, read_seq FROM reads WHERE conv = ?", (conv,))
+        return {_text(u): int(s) for u, s in rows}
+
+    async def search(self, convs: Sequence[str], req: w.ChatSearch) -> list[w.SearchHit]:
+        terms = query_terms(req.query)
+        if not terms or not convs:
+            return []
+        source, match, match_param = self._match(terms)
+        in_convs, convs_param = self._in("m.conv", list(dict.fromkeys(convs)))
+        where = [match, in_convs]
+        params: list[Any] = [match_param, convs_param]
+        if req.sender is not None:
+            where.append("m.sender = ?")
+            params.append(req.sender)
+        if req.after_ts is not None:
+            where.append("m.ts >= ?")
+            params.append(req.after_ts)
+        if req.before_ts is not None:
+            where.append("m.ts < ?")
+            params.append(req.before_ts)
+        out: list[w.SearchHit] = []
+        below: tuple[int, int, str] | None = None
+        async with self._read() as tx:
+            for _ in range(MAX_ROUNDS):
+                conditions = list(where)
+                args = list(params)
+                if below is not None:
+                    conditions.append(
+                        "(m.ts < ? OR (m.ts = ? AND (m.seq < ? OR (m.seq = ? AND m.conv < ?))))"
+                    )
+                    args += [below[0], below[0], below[1], below[1], below[2]]
+                rows = await tx.rows(
+                    f"SELECT m.conv, m.seq, m.ts, m.body, m.reactions FROM {source} "
+                    f"WHERE {' AND '.join(conditions)} "
+                    "ORDER BY m.ts DESC, m.seq DESC, m.conv DESC LIMIT ?",
+                    [*args, CANDIDATES_PER_ROUND],
+                )
+                for conv, seq, ts, body, reactions in rows:
+                    msg = MESSAGE_DECODER.decode(_blob(body))
+                    if reactions:
+                        msg.reactions = REACTIONS_DECODER.decode(_blob(reactions))
+                    out += found.hits(_text(conv), [msg], req)
+                    below = (int(ts), int(seq), _text(conv))
+                    if len(out) >= req.limit:
+                        break
+                if len(out) >= req.limit or len(rows) < CANDIDATES_PER_ROUND:
+                    break
+            by_conv: dict[str, list[w.ChatMessage]] = {}
+            for hit in out:
+                by_conv.setdefault(hit.conv, []).append(hit.message)
+            for conv, msgs in by_conv.items():
+                await self._threads(tx, conv, msgs)
+        return out[: req.limit]
+
+    async def conversations(self) -> list[str]:
+        async with self._read() as tx:
+            rows = await tx.rows("SELECT conv FROM conversations ORDER BY conv")
+        return [_text(c) for (c,) in rows]
+
+    async def found_by(self, conv: str, terms: Sequence[str]) -> list[int]:
+        """The seqs of ``conv`` whose search entries hold every one of ``terms`` (as
+        chat.text makes them), before any exact check: what the index itself holds."""
+        if not terms:
+            return []
+        source, match, param = self._match(terms)
+        async with self._read() as tx:
+            rows = await tx.rows(
+                f"SELECT m.seq FROM {source} WHERE {match} AND m.conv = ? ORDER BY m.seq",
+                (param, conv),
+            )
+        return [int(s) for (s,) in rows]
+
+    # --- deletion -----------------------------------------------------------------------
+
+    async def expire(self, conv: str, before_ts: int) -> int:
+        async with self._write() as tx:
+            return await self._forget(tx, conv, "ts < ?", (before_ts,))
+
+    async def delete(self, conv: str) -> None:
+        async with self._write() as tx:
+            await self._forget(tx, conv, "seq > ?", (0,))
+            await tx.execute("DELETE FROM reads WHERE conv = ?", (conv,))
+            await tx.execute("DELETE FROM conversations WHERE conv = ?", (conv,))
+
+    async def _forget(self, tx: Tx, conv: str, where: str, params: Sequence[Any]) -> int:
+        """Delete the messages of ``conv`` matching ``where``, their earlier versions and
+        their search entries; replies how many."""
+        rows = await tx.rows(
+            f"SELECT id, seq, body FROM messages WHERE conv = ? AND {where}", (conv, *params)
+        )
+        if not rows:
+            return 0
+        if not self.terms_in_row:
+            for row_id, _, body in rows:
+                terms = message_terms(MESSAGE_DECODER.decode(_blob(body)))
+                if terms:
+                    await self._unindex(tx, int(row_id), terms)
+        await tx.execute(
+            f"DELETE FROM edits WHERE conv = ? AND seq IN "
+            f"(SELECT seq FROM messages WHERE conv = ? AND {where})",
+            (conv, conv, *params),
+        )
+        await tx.execute(f"DELETE FROM messages WHERE conv = ? AND {where}", (conv, *params))
+        return len(rows)
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the database's connections."""

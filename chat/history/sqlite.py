@@ -1,0 +1,203 @@
+"""The embedded history store: one SQLite file in the node's data folder (aiosqlite runs
+each connection in a thread of its own).
+
+WAL journal, so that reads never wait for the archiver's writes; ``synchronous=FULL``, since
+Redis trims what the store says it has: a commit must survive a power cut. One connection
+writes and one reads, each behind a lock (a connection runs one transaction at a time).
+
+Search: an FTS5 table of each message's terms (chat.hits.message_terms, the same terms the
+Redis index has, CJK bigrams included), one token per term: the tokenizer keeps every
+character class a term can hold and folds nothing (the terms are folded already).
+Contentless (``content=''``) and ``detail=none``: it keeps only which rows hold a term, the
+least that answers "every term, newest first"; removing a row's terms therefore needs the
+terms it was indexed under, which are made again from the stored message. A change to how
+chat.text makes terms needs a migration that rebuilds the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+
+from chat.history.sql import Migration, NewMessage, SqlHistory, Tx
+
+BUSY_TIMEOUT_MS: Final = 10_000
+FTS_TOKENIZER: Final = "unicode61 remove_diacritics 0 categories 'L* N* Co M* S*'"
+
+
+class _Tx:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        cursor = await self.conn.execute(sql, params)
+        await cursor.close()
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await self.conn.execute_fetchall(sql, params)]
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        cursor = await self.conn.executemany(sql, rows)
+        await cursor.close()
+
+
+async def _v1_tables(store: SqlHistory, tx: Tx) -> None:
+    for statement in (
+        "CREATE TABLE conversations (conv TEXT PRIMARY KEY, ev INTEGER NOT NULL, "
+        "epoch TEXT NOT NULL, last_seq INTEGER NOT NULL)",
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY, conv TEXT NOT NULL, "
+        "seq INTEGER NOT NULL, ts INTEGER NOT NULL, sender TEXT NOT NULL, reply_to INTEGER, "
+        "body BLOB NOT NULL, reactions BLOB, UNIQUE (conv, seq))",
+        "CREATE INDEX messages_thread ON messages (conv, reply_to, seq) WHERE reply_to IS NOT NULL",
+        "CREATE INDEX messages_ts ON messages (conv, ts)",
+        "CREATE TABLE edits (conv TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "version INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (conv, seq, version))",
+        "CREATE TABLE reads (conv TEXT NOT NULL, user_id TEXT NOT NULL, "
+        "read_seq INTEGER NOT NULL, PRIMARY KEY (conv, user_id))",
+    ):
+        await tx.execute(statement)
+
+
+async def _v2_search(store: SqlHistory, tx: Tx) -> None:
+    await tx.execute(
+        "CREATE VIRTUAL TABLE message_search USING fts5(terms, content='', detail=none, "
+        f'tokenize="{FTS_TOKENIZER}")'
+    )
+    await store.index_all(tx)
+
+
+def _fts_terms(terms: Sequence[str]) -> str:
+    return " ".join(terms)
+
+
+class SQLiteHistory(SqlHistory):
+    migrations: Sequence[Migration] = (_v1_tables, _v2_search)
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, *, schema: int | None = None) -> SQLiteHistory:
+        """Open (or create) the store at ``path`` and bring its schema up to date
+        (``schema``: to that version only, for tests of upgrades)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path)
+        try:
+            await writer.execute_fetchall("PRAGMA journal_mode=WAL")
+            reader = await _connect(path)
+        except BaseException:
+            await writer.close()
+            raise
+        store = cls(path, writer, reader)
+        try:
+            await store.migrate(schema)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[Tx]:
+        async with self._write_lock:
+            # IMMEDIATE: take the write lock now, so that a read made in the transaction is
+            # still true when it writes (another process may write the same file).
+            await self._writer.execute_fetchall("BEGIN IMMEDIATE")
+            try:
+                yield _Tx(self._writer)
+            except BaseException:
+                await self._writer.rollback()
+                raise
+            await self._writer.commit()
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[Tx]:
+        async with self._read_lock:
+            await self._reader.execute_fetchall("BEGIN")
+            try:
+                yield _Tx(self._reader)
+            finally:
+                await self._reader.rollback()
+
+    async def _lock_schema(self, tx: Tx) -> None:
+        """BEGIN IMMEDIATE holds the file's write lock already."""
+
+    async def _lock_conversation(self, tx: Tx, conv: str) -> None:
+        """BEGIN IMMEDIATE holds the file's write lock already."""
+
+    async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
+        # Row ids are given here rather than taken from each insert, so that the rows and
+        # their search entries go in two statements (the write lock is held: no other
+        # writer takes ids meanwhile).
+        [(top,)] = await tx.rows("SELECT COALESCE(MAX(id), 0) FROM messages")
+        first = int(top) + 1
+        await tx.executemany(
+            "INSERT INTO messages (id, conv, seq, ts, sender, reply_to, body, reactions) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (first + k, r.conv, r.seq, r.ts, r.sender, r.reply_to, r.body, r.reactions)
+                for k, r in enumerate(rows)
+            ],
+        )
+        await tx.executemany(
+            "INSERT INTO message_search (rowid, terms) VALUES (?, ?)",
+            [(first + k, _fts_terms(r.terms)) for k, r in enumerate(rows) if r.terms],
+        )
+
+    async def _index(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
+        await tx.execute(
+            "INSERT INTO message_search (rowid, terms) VALUES (?, ?)", (row_id, _fts_terms(terms))
+        )
+
+    async def _unindex(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
+        await tx.execute(
+            "INSERT INTO message_search (message_search, rowid, terms) VALUES ('delete', ?, ?)",
+            (row_id, _fts_terms(terms)),
+        )
+
+    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
+        # One parameter whatever the number of values (SQLite limits parameters).
+        return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
+
+    def _match(self, terms: Sequence[str]) -> tuple[str, str, Any]:
+        query = " ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        return (
+            "message_search JOIN messages m ON m.id = message_search.rowid",
+            "message_search MATCH ?",
+            query,
+        )
+
+    async def backup(self, target: Path) -> None:
+        """Copy the whole store into ``target`` with SQLite's online backup, while it is in
+        use: the copy is one consistent state."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        async with aiosqlite.connect(target) as copy, self._write_lock:
+            await self._writer.backup(copy)
+
+    async def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            await self._reader.close()
+        await self._writer.close()
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    # isolation_level None: transactions are begun and ended by this module only.
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await conn.execute_fetchall(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        await conn.execute_fetchall("PRAGMA synchronous=FULL")
+        # What is deleted (a recall, retention) is overwritten, not left in free pages.
+        await conn.execute_fetchall("PRAGMA secure_delete=ON")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn

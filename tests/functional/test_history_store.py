@@ -1,0 +1,589 @@
+"""One contract for both history stores: SQLite in the test's folder, and a real PostgreSQL
+(tests/postgres.py) with a fresh database per test.
+
+Events are made as the Redis scripts log them (numbered from 1 with no holes, each carrying
+its log's epoch); the stores must copy them exactly once, in order, and answer reads as the
+Redis reads do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from chat import wire as w
+from chat.history.events import decode_event, page_range
+from chat.history.postgres import PostgresHistory
+from chat.history.sql import CANDIDATES_PER_ROUND, SqlHistory
+from chat.history.sqlite import SQLiteHistory
+from chat.history.store import EpochChanged, Head, HistoryError, HistoryGap, SchemaTooNew
+from chat.text import highlight
+from tests.postgres import Postgres, postgres
+
+__all__ = ["postgres"]
+
+Opener = Callable[..., Awaitable[SqlHistory]]
+CONV = "g-contract"
+T0 = 1_700_000_000_000
+
+
+class Log:
+    """A conversation's log as chat/lua/log.lua writes it."""
+
+    def __init__(self, conv: str = CONV, epoch: str = "e1") -> None:
+        self.conv = conv
+        self.epoch = epoch
+        self.ev = 0
+        self.seq = 0
+
+    def _next(self) -> dict[str, Any]:
+        self.ev += 1
+        return {"seq": 0, "conv": self.conv, "ev": self.ev, "epoch": self.epoch, "stamp": "s"}
+
+    def message(
+        self,
+        text: str | None = "hello",
+        *,
+        sender: str = "ann",
+        ts: int | None = None,
+        reply_to: int | None = None,
+        kind: w.MessageKind = "text",
+        media: w.MediaRef | None = None,
+        system: w.SystemInfo | None = None,
+    ) -> w.ChatMessageEvent:
+        self.seq += 1
+        msg = w.ChatMessage(
+            seq=self.seq,
+            ts=T0 + self.seq if ts is None else ts,
+            sender=sender,
+            kind=kind,
+            client_id=None if kind == "system" else f"c{self.seq}",
+            text=text,
+            media=media,
+            system=system,
+            reply_to=reply_to,
+        )
+        return w.ChatMessageEvent(**self._next(), message=msg)
+
+    def edit(self, seq: int, text: str) -> w.ChatEdited:
+        return w.ChatEdited(**self._next(), msg_seq=seq, text=text, edited_ts=T0 + 10**6)
+
+    def recall(self, seq: int, by: str = "ann") -> w.ChatRecalled:
+        return w.ChatRecalled(**self._next(), msg_seq=seq, by=by)
+
+    def react(self, seq: int, emoji: str, user: str, users: list[str]) -> w.ChatReaction:
+        return w.ChatReaction(
+            **self._next(), msg_seq=seq, emoji=emoji, user=user, added=user in users, users=users
+        )
+
+    def read(self, user: str, seq: int) -> w.ChatReadEvent:
+        return w.ChatReadEvent(**self._next(), user=user, read_seq=seq)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens the store under test; every call opens the same database again."""
+    if request.param == "sqlite":
+        path = tmp_path / "history.db"
+
+        async def open_sqlite(schema: int | None = None) -> SqlHistory:
+            return await SQLiteHistory.open(path, schema=schema)
+
+        return open_sqlite
+    server: Postgres = request.getfixturevalue("postgres")
+    url = server.create_database()
+
+    async def open_postgres(schema: int | None = None) -> SqlHistory:
+        return await PostgresHistory.open(url, schema=schema)
+
+    return open_postgres
+
+
+@pytest.fixture
+async def store(opener: Opener) -> AsyncIterator[SqlHistory]:
+    opened = await opener()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def seqs(msgs: list[w.ChatMessage]) -> list[int]:
+    return [m.seq for m in msgs]
+
+
+def search(query: str, **filters: Any) -> w.ChatSearch:
+    return w.ChatSearch(id="s", query=query, **filters)
+
+
+async def test_appends_in_order_and_pages_as_chat_history(store: SqlHistory) -> None:
+    log = Log()
+    assert await store.head(CONV) is None
+    assert await store.page(CONV) == []
+    events = [log.message(f"message {i}") for i in range(1, 31)]
+    assert await store.append(CONV, events) == Head(30, "e1", 30)
+    assert await store.head(CONV) == Head(30, "e1", 30)
+    page = await store.page(CONV)
+    assert seqs(page) == list(range(1, 31))
+    assert page == [e.message for e in events]
+    for params in (
+        {"limit": 10},
+        {"before": 11, "limit": 5},
+        {"before": 3, "limit": 5},
+        {"before": 1, "limit": 5},
+        {"after": 25, "limit": 10},
+        {"after": 30, "limit": 10},
+        {"after": 0, "limit": 4},
+        {"around": 15, "limit": 6},
+        {"around": 2, "limit": 6},
+        {"before": 99, "limit": 3},
+    ):
+        start, end = page_range(
+            30,
+            before=params.get("before"),
+            after=params.get("after"),
+            around=params.get("around"),
+            limit=params["limit"],
+        )
+        got = await store.page(CONV, **params)
+        assert seqs(got) == list(range(start, end + 1)), params
+    assert seqs(await store.page(CONV, before=11, limit=5)) == [6, 7, 8, 9, 10]
+    assert seqs(await store.messages(CONV, [7, 3, 99, 3])) == [3, 7]
+    assert await store.messages(CONV, []) == []
+    assert await store.messages("g-other", [1]) == []
+    assert await store.heads([CONV, "g-other", CONV]) == {CONV: Head(30, "e1", 30)}
+    assert await store.heads([]) == {}
+    assert await store.conversations() == [CONV]
+
+
+async def test_a_retried_batch_is_applied_once(store: SqlHistory) -> None:
+    log = Log()
+    events = [log.message(f"m{i}") for i in range(1, 21)]
+    await store.append(CONV, events[:10])
+    assert await store.append(CONV, events[:10]) == Head(10, "e1", 10)
+    assert await store.append(CONV, events[4:15]) == Head(15, "e1", 15)
+    assert await store.append(CONV, events) == Head(20, "e1", 20)
+    assert await store.append(CONV, []) == Head(20, "e1", 20)
+    assert seqs(await store.page(CONV)) == list(range(1, 21))
+    hits = await store.search([CONV], search("m7"))
+    assert [h.message.seq for h in hits] == [7]
+
+
+async def test_two_archivers_racing_apply_each_event_once(opener: Opener) -> None:
+    log = Log()
+    events = [log.message(f"m{i}") for i in range(1, 41)]
+    first, second = await opener(), await opener()
+    try:
+        heads = await asyncio.gather(
+            *(s.append(CONV, events[:n]) for n in (20, 40) for s in (first, second))
+        )
+        assert Head(40, "e1", 40) in heads
+        assert seqs(await second.page(CONV)) == list(range(1, 41))
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_gap_is_refused_and_nothing_of_its_batch_applied(store: SqlHistory) -> None:
+    log = Log()
+    events = [log.message(f"m{i}") for i in range(1, 11)]
+    await store.append(CONV, events[:5])
+    with pytest.raises(HistoryGap):
+        await store.append(CONV, events[6:])
+    with pytest.raises(HistoryGap):
+        await store.append(CONV, [events[5], events[7]])  # 6 follows, 8 does not
+    assert await store.head(CONV) == Head(5, "e1", 5)
+    assert seqs(await store.page(CONV)) == [1, 2, 3, 4, 5]
+    assert await store.messages(CONV, [6, 7, 8]) == []
+    assert await store.found_by(CONV, ["m6"]) == []
+    assert await store.append(CONV, events[5:]) == Head(10, "e1", 10)
+    new = Log("g-new")
+    new.message("first")
+    with pytest.raises(HistoryGap):
+        await store.append("g-new", [new.message("second")])  # a log starts at event 1
+    assert await store.head("g-new") is None
+
+
+async def test_another_epoch_is_refused(store: SqlHistory) -> None:
+    log = Log(epoch="e1")
+    await store.append(CONV, [log.message("a"), log.message("b")])
+    reborn = Log(epoch="e2")  # the log made anew: its numbers start again
+    with pytest.raises(EpochChanged):
+        await store.append(CONV, [reborn.message("other a")])
+    later = Log(epoch="e2")
+    later.ev, later.seq = 2, 2
+    with pytest.raises(EpochChanged):
+        await store.append(CONV, [later.message("c")])
+    assert await store.head(CONV) == Head(2, "e1", 2)
+    # A log written before epochs existed takes its first epoch without a break.
+    old = Log(conv="g-old", epoch="")
+    await store.append("g-old", [old.message("a")])
+    old.epoch = "e9"
+    assert await store.append("g-old", [old.message("b")]) == Head(2, "e9", 2)
+
+
+async def test_bad_events_are_refused(store: SqlHistory) -> None:
+    other = Log(conv="g-other")
+    with pytest.raises(HistoryError):
+        await store.append(CONV, [other.message("x")])
+    with pytest.raises(HistoryError):
+        decode_event(b'{"type":"chat.user_typing","seq":0,"conv":"c","user":"u","typing":true}')
+    with pytest.raises(HistoryError):
+        decode_event(b"not json")
+    channel_receipt = w.ChatReadEvent(seq=0, conv=CONV, fev=3, user="ann", read_seq=1)
+    with pytest.raises(HistoryError):
+        await store.append(CONV, [channel_receipt])
+    log = Log()
+    event = log.message("round trip")
+    assert decode_event(msgspec.json.encode(event)) == event
+
+
+async def test_edits_reactions_receipts_and_recall(store: SqlHistory) -> None:
+    log = Log()
+    await store.append(CONV, [log.message("the first draft"), log.message("other")])
+    await store.append(
+        CONV,
+        [
+            log.edit(1, "the second draft"),
+            log.edit(1, "the final text"),
+            log.react(1, "👍", "bob", ["bob"]),
+            log.react(1, "👍", "cid", ["bob", "cid"]),
+            log.react(1, "🎉", "bob", ["bob"]),
+            log.react(1, "🎉", "bob", []),
+            log.read("bob", 1),
+            log.read("cid", 2),
+            log.read("bob", 2),
+        ],
+    )
+    [msg] = await store.messages(CONV, [1])
+    assert (msg.text, msg.edited, msg.edited_ts) == ("the final text", True, T0 + 10**6)
+    assert msg.reactions == {"👍": ["bob", "cid"]}
+    versions = await store.edits(CONV, 1)
+    assert [v.text for v in versions] == ["the first draft", "the second draft"]
+    assert await store.reads(CONV) == {"ann": 2, "bob": 2, "cid": 2}
+    assert [h.message.seq for h in await store.search([CONV], search("final"))] == [1]
+    assert await store.search([CONV], search("draft")) == []
+    assert await store.found_by(CONV, ["draft"]) == []
+    assert await store.found_by(CONV, ["final", "text"]) == [1]
+
+    await store.append(CONV, [log.recall(1, by="bob")])
+    [gone] = await store.messages(CONV, [1])
+    assert gone == w.ChatMessage(
+        seq=1,
+        ts=T0 + 1,
+        sender="ann",
+        kind="text",
+        client_id="c1",
+        recalled=True,
+        recalled_by="bob",
+        reactions={"👍": ["bob", "cid"]},
+    )
+    assert await store.edits(CONV, 1) == []
+    assert await store.search([CONV], search("final")) == []
+    assert await store.search([CONV], search("text")) == []
+    assert await store.found_by(CONV, ["final"]) == []
+    assert await store.found_by(CONV, ["other"]) == [2]
+    # Changes to a recalled message, or to one no longer stored, change nothing.
+    head = await store.append(CONV, [log.edit(1, "back again"), log.edit(99, "nothing")])
+    assert head == Head(log.ev, "e1", 2)
+    assert (await store.messages(CONV, [1]))[0].text is None
+
+
+def mixed(log: Log) -> list[Any]:
+    """Messages, and changes to them, interleaved."""
+    return [
+        log.message("alpha one"),
+        log.message("beta two", sender="bob"),
+        log.edit(1, "alpha edited"),
+        log.message("gamma three", reply_to=1),
+        log.react(2, "👍", "ann", ["ann"]),
+        log.read("cid", 2),
+        log.recall(2, by="bob"),
+        log.message("delta four", sender="cid"),
+        log.edit(1, "alpha edited again"),
+        log.read("bob", 4),
+    ]
+
+
+async def test_one_batch_or_one_event_at_a_time_store_the_same(store: SqlHistory) -> None:
+    together, apart = mixed(Log("g-together")), mixed(Log("g-apart"))
+    await store.append("g-together", together)
+    for event in apart:
+        await store.append("g-apart", [event])
+    heads = [await store.head(c) for c in ("g-together", "g-apart")]
+    assert heads[0] == heads[1] == Head(10, "e1", 4)
+    every = [1, 2, 3, 4]
+    assert await store.messages("g-together", every) == await store.messages("g-apart", every)
+    [first, second, third, _] = await store.messages("g-together", every)
+    assert (first.text, first.thread) == (
+        "alpha edited again",
+        w.ThreadSummary(count=1, last_seq=3),
+    )
+    assert (second.recalled, second.reactions, third.reply_to) == (True, {"👍": ["ann"]}, 1)
+    assert [v.text for v in await store.edits("g-together", 1)] == ["alpha one", "alpha edited"]
+    assert await store.reads("g-together") == await store.reads("g-apart")
+    assert await store.reads("g-together") == {"ann": 3, "bob": 4, "cid": 4}
+    for query in ("alpha", "edited", "beta", "delta"):
+        found = await store.search(["g-together", "g-apart"], search(query))
+        assert sorted(h.conv for h in found) == (
+            [] if query == "beta" else ["g-apart", "g-together"]
+        ), query
+
+
+async def test_seed_stores_a_conversation_whole(store: SqlHistory) -> None:
+    log = Log()
+    events = mixed(log)
+    await store.append("g-model", [msgspec.structs.replace(e, conv="g-model") for e in events])
+    model = await store.messages("g-model", [1, 2, 3, 4])
+    for msg in model:
+        msg.thread = None
+    edits = {1: await store.edits("g-model", 1)}
+    reads = await store.reads("g-model")
+    # The store had an old part of the conversation; the log lost what followed it.
+    await store.append(CONV, events[:2])
+    head = Head(10, "e1", 4)
+    assert await store.seed(CONV, head, model, edits, reads) == head
+    assert await store.messages(CONV, [1, 2, 3, 4]) == await store.messages("g-model", [1, 2, 3, 4])
+    assert await store.edits(CONV, 1) == edits[1]
+    assert await store.reads(CONV) == reads
+    assert await store.found_by(CONV, ["alpha", "again"]) == [1]
+    assert await store.found_by(CONV, ["beta"]) == []
+    # The log goes on from the seeded head; a seed behind the store changes nothing.
+    assert await store.append(CONV, [log.message("epsilon five")]) == Head(11, "e1", 5)
+    assert await store.seed(CONV, head, [], {}, {}) == Head(11, "e1", 5)
+    assert len(await store.page(CONV)) == 5
+
+
+async def test_recall_leaves_no_text_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    store = await SQLiteHistory.open(path)
+    log = Log()
+    secret = "quartz-lantern-meets-at-dawn-by-the-old-mill"
+    try:
+        others = [log.message(f"other message {i}") for i in range(40)]
+        await store.append(CONV, [*others, log.message(f"plan: {secret}")])
+        await store.append(CONV, [log.edit(n, f"other edited {n}") for n in range(1, 40)])
+        await store.append(CONV, [log.edit(41, f"plan v2: {secret}"), log.recall(41)])
+        async with store._read() as tx:
+            # Nothing is left in the search index of the recalled words (the index is read
+            # directly: the join with the messages would hide entries left behind).
+            rows = await tx.rows(
+                "SELECT rowid FROM message_search WHERE message_search MATCH ?", ('"quartz"',)
+            )
+            assert rows == []
+        await store.expire(CONV, T0 + 11)
+        async with store._read() as tx:
+            assert await tx.rows(
+                "SELECT rowid FROM message_search WHERE message_search MATCH ?", ('"other"',)
+            ) == [(n,) for n in range(11, 41)]
+    finally:
+        await store.close()
+    for name in (path, Path(f"{path}-wal")):
+        if name.exists():
+            assert secret.encode() not in name.read_bytes()
+
+
+async def test_own_sends_move_the_read_position(store: SqlHistory) -> None:
+    log = Log()
+    created = w.SystemInfo(event="created", by="ann")
+    await store.append(CONV, [log.message(None, kind="system", system=created, sender="ann")])
+    assert await store.reads(CONV) == {}  # a conversation change is nobody's send
+    await store.append(CONV, [log.message("hi", sender="bob"), log.read("ann", 2)])
+    assert await store.reads(CONV) == {"ann": 2, "bob": 2}
+    await store.append(CONV, [log.read("bob", 1), log.message("yo", sender="ann")])
+    assert await store.reads(CONV) == {"ann": 3, "bob": 2}
+    call = log.message(None, kind="system", system=created, sender="bob")
+    call.message.client_id = "call-1-ended"  # a call record is stored by a send
+    await store.append(CONV, [call])
+    assert await store.reads(CONV) == {"ann": 3, "bob": 4}
+
+
+async def test_threads(store: SqlHistory) -> None:
+    log = Log()
+    await store.append(
+        CONV,
+        [
+            log.message("root"),
+            log.message("reply a", reply_to=1),
+            log.message("unrelated"),
+            log.message("reply b", reply_to=1),
+            log.message("reply c", reply_to=1),
+        ],
+    )
+    root, unrelated = await store.messages(CONV, [1, 3])
+    assert root.thread == w.ThreadSummary(count=3, last_seq=5)
+    assert unrelated.thread is None
+    assert seqs(await store.thread(CONV, 1, 0, 50)) == [2, 4, 5]
+    assert seqs(await store.thread(CONV, 1, 2, 1)) == [4]
+    assert await store.thread(CONV, 3, 0, 50) == []
+    [paged_root] = await store.page(CONV, around=1, limit=1)
+    assert paged_root.thread == w.ThreadSummary(count=3, last_seq=5)
+
+
+async def test_search_rules(store: SqlHistory) -> None:
+    a, b, c = Log("g-a"), Log("g-b"), Log("g-c")
+    pdf = w.MediaRef(id="f1", name="Quarterly-Report.pdf", size=10, mime="application/pdf")
+    await store.append(
+        "g-a",
+        [
+            a.message("Meet at the CAFÉ tomorrow", sender="ann", ts=T0 + 100),
+            a.message("我们在京都车站见面", sender="bob", ts=T0 + 200),
+            a.message("東京 と 京都", sender="bob", ts=T0 + 300),  # bigrams of 東京都, apart
+            a.message(None, kind="file", media=pdf, ts=T0 + 400),
+            a.message(
+                None,
+                kind="system",
+                system=w.SystemInfo(event="renamed", by="ann", name="cafe"),
+                ts=T0 + 500,
+            ),
+            a.message("東京都に住んでいます cafe", sender="ann", ts=T0 + 600),
+        ],
+    )
+    await store.append("g-b", [b.message("cafe in room b", sender="cid", ts=T0 + 700)])
+    await store.append("g-c", [c.message("cafe nobody may see", sender="cid", ts=T0 + 800)])
+    both = ["g-a", "g-b"]
+
+    hits = await store.search(both, search("cafe"))
+    assert [(h.conv, h.message.seq) for h in hits] == [("g-b", 1), ("g-a", 6), ("g-a", 1)]
+    first = next(h for h in hits if h.conv == "g-a" and h.message.seq == 1)
+    marked = highlight("Meet at the CAFÉ tomorrow", "cafe")
+    assert (first.snippet, first.ranges) == (marked.snippet, marked.ranges)
+    assert first.snippet[first.ranges[0][0] : first.ranges[0][1]] == "CAFÉ"
+    assert [h.message.seq for h in await store.search(["g-a"], search("车站"))] == [2]
+    assert [h.message.seq for h in await store.search(["g-a"], search("京都车站"))] == [2]
+    assert [h.message.seq for h in await store.search(["g-a"], search("東京都"))] == [6]
+    assert [h.message.seq for h in await store.search(["g-a"], search("quarterly"))] == [4]
+    assert await store.search(["g-a"], search("renamed")) == []
+    assert [h.conv for h in await store.search(["g-c"], search("nobody"))] == ["g-c"]
+    assert await store.search(both, search("nobody")) == []
+    assert await store.search([], search("cafe")) == []
+    assert await store.search(both, search("!!!")) == []
+    by_ann = await store.search(both, search("cafe", sender="ann"))
+    assert [(h.conv, h.message.seq) for h in by_ann] == [("g-a", 6), ("g-a", 1)]
+    window = await store.search(both, search("cafe", after_ts=T0 + 100, before_ts=T0 + 700))
+    assert [(h.conv, h.message.seq) for h in window] == [("g-a", 6), ("g-a", 1)]
+    assert len(await store.search(both, search("cafe", limit=2))) == 2
+
+
+async def test_search_reads_past_candidates_the_exact_check_drops(store: SqlHistory) -> None:
+    """Newer messages holding every bigram of the query but never the query itself fill more
+    than one round of candidates; the older real match is still found."""
+    log = Log()
+    events = [log.message("京都の話", ts=T0)]
+    events += [log.message("東京 京都", ts=T0 + i) for i in range(1, CANDIDATES_PER_ROUND + 30)]
+    events += [log.message("東京都", ts=T0 - 5)]
+    await store.append(CONV, events)
+    hits = await store.search([CONV], search("東京都"))
+    assert [h.message.seq for h in hits] == [len(events)]
+
+
+async def test_expire_deletes_old_history(store: SqlHistory) -> None:
+    log = Log()
+    await store.append(
+        CONV,
+        [
+            log.message("ancient words", ts=T0 - 10 * 86_400_000),
+            log.message("old words", ts=T0 - 5 * 86_400_000),
+            log.message("fresh words", ts=T0),
+        ],
+    )
+    await store.append(CONV, [log.edit(1, "ancient edited words")])
+    await store.append("g-keep", [Log("g-keep").message("old words elsewhere", ts=T0 - 10**10)])
+    assert await store.expire(CONV, T0 - 86_400_000) == 2
+    assert await store.expire(CONV, T0 - 86_400_000) == 0
+    assert seqs(await store.page(CONV)) == [3]
+    assert await store.edits(CONV, 1) == []
+    assert [h.message.seq for h in await store.search([CONV, "g-keep"], search("words"))] == [
+        3,
+        1,
+    ]
+    assert [h.conv for h in await store.search([CONV, "g-keep"], search("old"))] == ["g-keep"]
+    assert await store.found_by(CONV, ["words"]) == [3]
+    assert await store.head(CONV) == Head(4, "e1", 3)
+    # The log goes on after it, and changes to deleted messages change nothing.
+    assert await store.append(CONV, [log.react(1, "👍", "bob", ["bob"]), log.message("next")])
+    assert seqs(await store.page(CONV)) == [3, 4]
+
+
+async def test_delete_forgets_the_conversation(store: SqlHistory) -> None:
+    log = Log()
+    await store.append(CONV, [log.message("bye now"), log.read("bob", 1)])
+    await store.delete(CONV)
+    assert await store.head(CONV) is None
+    assert await store.page(CONV) == []
+    assert await store.reads(CONV) == {}
+    assert await store.search([CONV], search("bye")) == []
+    assert await store.found_by(CONV, ["bye"]) == []
+    fresh = Log()
+    assert await store.append(CONV, [fresh.message("again")]) == Head(1, "e1", 1)
+
+
+async def test_history_survives_reopening(opener: Opener) -> None:
+    log = Log()
+    first = await opener()
+    try:
+        await store_some(first, log)
+    finally:
+        await first.close()
+    again = await opener()
+    try:
+        assert await again.head(CONV) == Head(log.ev, "e1", 3)
+        assert [m.text for m in await again.page(CONV)] == ["one", "two", "three"]
+    finally:
+        await again.close()
+
+
+async def store_some(store: SqlHistory, log: Log) -> None:
+    await store.append(CONV, [log.message("one"), log.message("two"), log.message("three")])
+
+
+async def test_upgrade_from_schema_version_1(opener: Opener) -> None:
+    log = Log()
+    old = await opener(schema=1)
+    try:
+        assert await old.schema_version() == 1
+        # Rows as a version 1 store wrote them: it had no search index.
+        event = log.message("written before search existed")
+        async with old._write() as tx:
+            await tx.execute(
+                "INSERT INTO messages (conv, seq, ts, sender, reply_to, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (CONV, 1, event.message.ts, "ann", None, msgspec.json.encode(event.message)),
+            )
+            await tx.execute(
+                "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?)",
+                (CONV, 1, "e1", 1),
+            )
+    finally:
+        await old.close()
+    new = await opener()
+    try:
+        assert await new.schema_version() == len(new.migrations) >= 2
+        hits = await new.search([CONV], search("before search"))
+        assert [h.message.seq for h in hits] == [1]
+        await new.append(CONV, [log.message("after the upgrade")])
+        assert [h.message.seq for h in await new.search([CONV], search("upgrade"))] == [2]
+    finally:
+        await new.close()
+    again = await opener()  # opening an up-to-date store changes nothing
+    try:
+        assert await again.schema_version() == len(again.migrations)
+        assert len(await again.search([CONV], search("before"))) == 1
+    finally:
+        await again.close()
+
+
+async def test_a_newer_schema_is_refused(opener: Opener) -> None:
+    store = await opener()
+    try:
+        async with store._write() as tx:
+            await tx.execute("UPDATE schema_version SET version = ?", (99,))
+    finally:
+        await store.close()
+    with pytest.raises(SchemaTooNew, match="99"):
+        await opener()
