@@ -345,6 +345,9 @@ async def test_jump_into_history_then_scroll_to_the_end_and_changes_made_while_a
         await ada.wait_for_selector("#convs")
         await until(lambda: _synced(ada), "ada's sync after the reload", ada_log)
         await open_conversation(ada, "Archive")
+        # Opening shows the list at once and its page when it is read (from the device's
+        # store or the node): wait for it before reading a seq off the screen.
+        await until(lambda: _contains(texts(ada), "about msg 3"), "ada's page shown", ada_log)
         newest = await seq_of(ada, "about msg 3")
         await until(lambda: _read_by(ada, newest, ["bob"]), "read by bob after a reload")
         await ada.screenshot(path=str(tmp_path / "ada-read-by-after-reload.png"))
