@@ -24,9 +24,13 @@ class Layer:
 
 
 def allowed(layers: Sequence[Layer], max_height: int | None) -> list[Layer]:
-    """The layers (sorted by quality) within ``max_height``; the smallest if none is."""
+    """The layers (sorted by quality) within ``max_height``; if none is, those of the
+    smallest height (one for a camera; every layer of a screen share, whose layers differ
+    in frame rate at one height, so a small tile does not slow the screen down)."""
     within = [x for x in layers if max_height is None or x.height <= max_height]
-    return within or list(layers[:1])
+    if within or not layers:
+        return within
+    return [x for x in layers if x.height == layers[0].height]
 
 
 def rates(layers: Sequence[Layer]) -> tuple[float, ...]:

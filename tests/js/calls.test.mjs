@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Call, Emitter, ICE_TRANSPORT_POLICIES, Ringing, SIMULCAST_LAYERS, iceUfrag, layerDeclarations, networkQuality, receiveQuality, trackChanges } from "../../huddle/web/sdk/calls.js";
+import { Call, Emitter, ICE_TRANSPORT_POLICIES, Ringing, SCREEN_LAYERS, SCREEN_SOURCE, SIMULCAST_LAYERS, iceUfrag, layerDeclarations, networkQuality, receiveQuality, trackChanges } from "../../huddle/web/sdk/calls.js";
 
 test("three layers of one source, smallest first, heights from the camera's", () => {
   assert.deepEqual(layerDeclarations(["0", "1", "2"], 720), {
@@ -19,6 +19,20 @@ test("layer heights never reach 0 and never shrink with quality (the SFU refuses
   const heights = Object.values(tiny).map((l) => l.height);
   assert.ok(heights.every((h) => h >= 1), heights);
   assert.deepEqual([...heights].sort((a, b) => a - b), heights);
+});
+
+test("a screen's layers keep its full height and differ in frame rate and bits", () => {
+  assert.deepEqual(layerDeclarations(["4", "5", "6"], 1080, SCREEN_SOURCE, SCREEN_LAYERS), {
+    4: { source: "screen", quality: 0, height: 1080 },
+    5: { source: "screen", quality: 1, height: 1080 },
+    6: { source: "screen", quality: 2, height: 1080 },
+  });
+  assert.ok(SCREEN_LAYERS.every((l) => l.scaleResolutionDownBy === 1));
+  const rates = SCREEN_LAYERS.map((l) => l.maxFramerate ?? Infinity);
+  assert.deepEqual([...rates].sort((a, b) => a - b), rates);
+  assert.ok(rates[0] < rates[2]);
+  const bits = SCREEN_LAYERS.map((l) => l.maxBitrate);
+  assert.deepEqual([...bits].sort((a, b) => a - b), bits);
 });
 
 test("an offer's new and dropped tracks, by subscriber mid", () => {

@@ -10,6 +10,12 @@ def test_allowed_layers_fit_the_tile() -> None:
     assert allowed(LAYERS, 360) == LAYERS[:2]
     assert allowed(LAYERS, 180) == LAYERS[:1]
     assert allowed(LAYERS, 100) == LAYERS[:1]  # the smallest there is
+    # A screen share's layers share one height (they differ in frame rate): a tile below it
+    # still gets all three to choose from.
+    screen = [Layer(q, 1080, 200_000.0 * (q + 1)) for q in range(3)]
+    assert allowed(screen, 400) == screen
+    assert allowed(screen, 1080) == screen
+    assert allowed([], 400) == []
 
 
 def test_rates_never_fall_and_guess_an_unmeasured_layer() -> None:

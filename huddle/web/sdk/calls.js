@@ -45,12 +45,22 @@ export const RESUME_GIVE_UP_MS = 60_000;
  * socket: sent again once the call is resumed. */
 const DROPPED = new Set(["disconnected", "not_connected"]);
 export const CAMERA_SOURCE = "cam";
+/** @typedef {{scaleResolutionDownBy: number, maxBitrate: number, maxFramerate?: number}} LayerEncoding */
 /** The three layers of a camera, smallest first: how much the encoder scales the camera
- * down, and the most it may spend on it. */
+ * down, and the most it may spend on it. @type {LayerEncoding[]} */
 export const SIMULCAST_LAYERS = [
   { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
   { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+export const SCREEN_SOURCE = "screen";
+/** The three layers of a screen share, smallest first: every one at full resolution (text
+ * must stay legible), fewer frames a second and fewer bits in the lower ones, so that a
+ * viewer whose downlink is short gets the screen slower, never blurred. @type {LayerEncoding[]} */
+export const SCREEN_LAYERS = [
+  { scaleResolutionDownBy: 1, maxFramerate: 5, maxBitrate: 400_000 },
+  { scaleResolutionDownBy: 1, maxFramerate: 15, maxBitrate: 1_000_000 },
+  { scaleResolutionDownBy: 1, maxBitrate: 2_500_000 },
 ];
 export const CAMERA_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
 // Forwarding never transcodes: the SFU takes VP8 (with RTX) and Opus only.
@@ -100,6 +110,21 @@ export function layerDeclarations(mids, cameraHeight, source = CAMERA_SOURCE, la
     previous = height;
   });
   return out;
+}
+
+/**
+ * The senders of a layered source: a clone of `track` per layer (each section has its own
+ * sender, and pausing one layer, replaceTrack(null), or muting must not touch the others'
+ * tracks), each with its encoding.
+ * @param {string} source the sender's source ("camera", "screen")
+ * @param {MediaStreamTrack} track
+ * @param {string} layerSource the name the layers are declared under
+ * @param {LayerEncoding[]} layerSet
+ */
+function layered(source, track, layerSource, layerSet) {
+  return layerSet.map((encoding, layer) => ({
+    kind: "video", source, track: track.clone(), layer, encoding, layerSource, layerSet,
+  }));
 }
 
 /**
@@ -535,11 +560,7 @@ export class Call extends Emitter {
     }
     for (const track of stream.getVideoTracks()) {
       if (this.simulcast) {
-        SIMULCAST_LAYERS.forEach((encoding, layer) => {
-          // A clone per layer: each section has its own sender, and pausing one layer
-          // (replaceTrack(null)) or muting must not touch the others' tracks.
-          out.push({ kind: "video", source: "camera", track: track.clone(), layer, encoding });
-        });
+        out.push(...layered("camera", track, CAMERA_SOURCE, SIMULCAST_LAYERS));
       } else {
         out.push({ kind: "video", source: "camera", track, layer: null, encoding: null });
       }
@@ -565,16 +586,20 @@ export class Call extends Emitter {
     await iceGatheringComplete(pc);
     /** @type {Record<string, string>} */
     const sources = {};
-    const layerMids = [];
+    for (const a of added) sources[a.transceiver.mid] = a.source;
+    /** @type {Map<string, {mids: string[], set: LayerEncoding[], track: MediaStreamTrack}>} */
+    const groups = new Map();
     for (const a of added) {
-      sources[a.transceiver.mid] = a.source;
-      if (a.layer !== null) layerMids[a.layer] = a.transceiver.mid;
+      if (a.layer === null) continue;
+      const group = groups.get(a.layerSource) || { mids: [], set: a.layerSet, track: a.track };
+      group.mids[a.layer] = a.transceiver.mid;
+      groups.set(a.layerSource, group);
     }
-    let layers = {};
-    if (layerMids.length > 0) {
-      const camera = added.find((a) => a.layer !== null);
-      const height = camera.track.getSettings().height || 720;
-      layers = layerDeclarations(layerMids, height);
+    /** @type {Record<string, LayerInfo>} */
+    const layers = {};
+    for (const [source, group] of groups) {
+      const height = group.track.getSettings().height || 720;
+      Object.assign(layers, layerDeclarations(group.mids, height, source, group.set));
     }
     let reply;
     try {
@@ -594,7 +619,7 @@ export class Call extends Emitter {
     if (pc !== this.publisherPc) return; // a restart replaced it meanwhile
     await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
     for (const a of added) this.senders.set(a.transceiver.mid, a);
-    if (layerMids.length > 0) this.layers = layers;
+    if (groups.size > 0) this.layers = { ...this.layers, ...layers };
     this._log(`published ${added.map((a) => `${a.source}${a.layer === null ? "" : `/${a.layer}`}@${a.transceiver.mid}`).join(", ")}`);
   }
 
@@ -606,7 +631,9 @@ export class Call extends Emitter {
       const sender = this.senders.get(mid);
       if (!sender) continue;
       sender.transceiver.direction = "inactive";
+      if (sender.layer !== null) sender.track.stop(); // a clone of its own
       this.senders.delete(mid);
+      delete this.layers[mid];
     }
     await pc.setLocalDescription(await pc.createOffer());
     await iceGatheringComplete(pc);
@@ -730,7 +757,10 @@ export class Call extends Emitter {
     this.screenStream = stream;
     const wanted = [];
     for (const track of stream.getVideoTracks()) {
-      wanted.push({ kind: "video", source: "screen", track, layer: null, encoding: null });
+      // Frame-rate layers (SCREEN_LAYERS), so that a short downlink slows the screen down
+      // rather than pausing it; one plain track when simulcast is off.
+      if (this.simulcast) wanted.push(...layered("screen", track, SCREEN_SOURCE, SCREEN_LAYERS));
+      else wanted.push({ kind: "video", source: "screen", track, layer: null, encoding: null });
       track.addEventListener("ended", () => this.stopScreenShare().catch((error) => this.emit("error", error)));
     }
     for (const track of stream.getAudioTracks()) {

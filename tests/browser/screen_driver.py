@@ -1,0 +1,142 @@
+"""A two-user call in the web app where one shares her screen and the other's downlink is
+then capped; write what each page saw as JSON.
+
+Run on the host side of the namespace's veth, as root (it sets the cap itself):
+
+    python -m tests.browser.screen_driver --base-url http://10.213.0.2:8080 \\
+        --netns NS --dev IFACE --cap-kbit 400 --shots DIR --out result.json
+
+alice and bob sign in, alice makes a group of the two, both join its call, and alice shares
+her screen (the SDK publishes it as three layers at full resolution, fewer frames a second in
+the lower ones). bob's decoding of the screen is sampled (frames, height) over ``--sample-s``
+on a free link, then with his downlink capped (congestion_driver's HTB class on the UDP
+port of his subscriber connection), then again after the cap is lifted; with each, what the
+SFU says it sends him (call.stats). It asserts nothing: the test does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from playwright.async_api import Page
+
+from tests.browser.app_call_driver import Run, drive
+from tests.browser.congestion_driver import SUBSCRIBER_PORT_JS, cap, lift
+
+# bob's decoding of alice's screen: frames decoded and their size, by the screen's track.
+SCREEN_JS: Final = """
+async () => {
+  const call = window.huddleCalls.session().call;
+  let out = null;
+  (await call.subscriberPc.getStats()).forEach((s) => {
+    const info = s.type === "inbound-rtp" && s.kind === "video" && call.tracks[s.mid];
+    if (info && info.source === "screen") {
+      out = { frames: s.framesDecoded || 0, height: s.frameHeight || 0, width: s.frameWidth || 0,
+              track: info.track };
+    }
+  });
+  return out ? { t: performance.now(), ...out } : null;
+}
+"""
+
+# What alice shares, as her browser captures it.
+SHARED_JS: Final = """
+() => {
+  const stream = window.huddleCalls.session().call.screenStream;
+  const track = stream && stream.getVideoTracks()[0];
+  return track ? track.getSettings() : null;
+}
+"""
+
+# The SFU's view of what it sends bob of the screen.
+SERVER_SCREEN_JS: Final = """
+async () => {
+  const call = window.huddleCalls.session().call;
+  const stats = await call.stats();
+  return stats.server.subscribed.filter((s) => s.kind === "video").map((s) => ({
+    track: s.track, layer: s.layer, height: s.height, paused: s.downlink_paused,
+    downlink_bps: s.downlink_bps, estimate_bps: s.estimate_bps, probes: s.probes,
+    fraction_lost: s.fraction_lost, bitrate_bps: s.bitrate_bps }));
+}
+"""
+
+
+async def _sample(page: Page, seconds: float) -> dict[str, Any]:
+    """Frames a second and the heights bob decoded alice's screen at over ``seconds``."""
+    start = await page.evaluate(SCREEN_JS)
+    heights = set()
+    end = start
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        end = await page.evaluate(SCREEN_JS)
+        if end and end["height"]:
+            heights.add(end["height"])
+    elapsed = (end["t"] - start["t"]) / 1000
+    return {
+        "fps": round((end["frames"] - start["frames"]) / elapsed, 2),
+        "heights": sorted(heights),
+        "server": await page.evaluate(SERVER_SCREEN_JS),
+    }
+
+
+async def scenario(run: Run, args: argparse.Namespace) -> None:
+    alice = await run.page("alice", "alice")
+    bob = await run.page("bob", "bob")
+    await alice.click("#new-group")
+    await alice.fill("#group-name", "Slides")
+    await alice.fill("#group-members", "bob")
+    await alice.click("#group-form button[type=submit]")
+    await alice.wait_for_selector("#call-start")
+    await run.open(bob, "Slides")
+    for page in (alice, bob):
+        await page.click("#call-start")
+    await run.decoding(bob, "bob", ["alice"])
+    await alice.click("#call-screen")
+
+    async def screen_shown() -> dict[str, Any] | None:
+        seen: dict[str, Any] | None = await bob.evaluate(SCREEN_JS)
+        return seen if seen and seen["frames"] > 10 else None
+
+    await run.until("bob decodes alice's screen", screen_shown)
+    shared = await alice.evaluate(SHARED_JS)
+    await asyncio.sleep(args.settle_s)
+    free = await _sample(bob, args.sample_s)
+    run.step("free", shared=shared, **free)
+
+    port = await bob.evaluate(SUBSCRIBER_PORT_JS)
+    cap(args.netns, args.dev, int(port["port"]), args.cap_kbit)
+    await asyncio.sleep(args.cap_settle_s)
+    capped = await _sample(bob, args.sample_s)
+    run.step("capped", port=port, shot=await run.shot(bob, "bob-screen-capped"), **capped)
+
+    lift(args.netns, args.dev)
+    await asyncio.sleep(args.cap_settle_s)
+    lifted = await _sample(bob, args.sample_s)
+    run.step("lifted", shot=await run.shot(bob, "bob-screen-lifted"), **lifted)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--netns", required=True, help="the node's namespace")
+    parser.add_argument("--dev", required=True, help="its end of the veth to the host")
+    parser.add_argument("--cap-kbit", type=int, default=400)
+    parser.add_argument("--settle-s", type=float, default=3.0)
+    parser.add_argument("--cap-settle-s", type=float, default=6.0)
+    parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument("--shots", type=Path, required=True, help="folder for screenshots")
+    parser.add_argument("--out", type=Path, required=True, help="where the JSON result goes")
+    args = parser.parse_args()
+    args.shots.mkdir(parents=True, exist_ok=True)
+    result = asyncio.run(drive(args.base_url, args.shots, lambda run: scenario(run, args)))
+    args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
