@@ -23,6 +23,7 @@ import asyncio
 import json
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -237,22 +238,34 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def capped_run_parser(doc: str | None, cap_kbit: int) -> argparse.ArgumentParser:
+    """The options of a driver that caps one page's downlink in the node's namespace."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--netns", required=True, help="the node's namespace")
     parser.add_argument("--dev", required=True, help="its end of the veth to the host")
-    parser.add_argument("--cap-kbit", type=int, default=200)
+    parser.add_argument("--cap-kbit", type=int, default=cap_kbit)
     parser.add_argument("--settle-s", type=float, default=3.0)
-    parser.add_argument("--pause-settle-s", type=float, default=2.0)
-    parser.add_argument("--sample-s", type=float, default=8.0)
-    parser.add_argument("--recover-timeout-s", type=float, default=20.0)
     parser.add_argument("--shots", type=Path, required=True, help="folder for screenshots")
     parser.add_argument("--out", type=Path, required=True, help="where the JSON result goes")
-    args = parser.parse_args()
+    return parser
+
+
+def run_and_write(
+    args: argparse.Namespace, scenario: Callable[[Run, argparse.Namespace], Awaitable[None]]
+) -> None:
+    """Run ``scenario`` in one Chromium and write its result to ``args.out``."""
     args.shots.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(drive(args.base_url, args.shots, lambda run: scenario(run, args)))
     args.out.write_text(json.dumps(result, indent=1))
+
+
+def main() -> None:
+    parser = capped_run_parser(__doc__, cap_kbit=200)
+    parser.add_argument("--pause-settle-s", type=float, default=2.0)
+    parser.add_argument("--sample-s", type=float, default=8.0)
+    parser.add_argument("--recover-timeout-s", type=float, default=20.0)
+    run_and_write(parser.parse_args(), scenario)
 
 
 if __name__ == "__main__":

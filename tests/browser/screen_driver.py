@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
-from pathlib import Path
 from typing import Any, Final
 
 from playwright.async_api import Page
 
-from tests.browser.app_call_driver import Run, drive
-from tests.browser.congestion_driver import SUBSCRIBER_PORT_JS, cap, lift
+from tests.browser.app_call_driver import Run
+from tests.browser.congestion_driver import (
+    SUBSCRIBER_PORT_JS,
+    cap,
+    capped_run_parser,
+    lift,
+    run_and_write,
+)
 
 # bob's decoding of alice's screen: frames decoded and their size, by the screen's track.
 SCREEN_JS: Final = """
@@ -122,20 +126,10 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--base-url", required=True)
-    parser.add_argument("--netns", required=True, help="the node's namespace")
-    parser.add_argument("--dev", required=True, help="its end of the veth to the host")
-    parser.add_argument("--cap-kbit", type=int, default=400)
-    parser.add_argument("--settle-s", type=float, default=3.0)
+    parser = capped_run_parser(__doc__, cap_kbit=400)
     parser.add_argument("--cap-settle-s", type=float, default=6.0)
     parser.add_argument("--sample-s", type=float, default=5.0)
-    parser.add_argument("--shots", type=Path, required=True, help="folder for screenshots")
-    parser.add_argument("--out", type=Path, required=True, help="where the JSON result goes")
-    args = parser.parse_args()
-    args.shots.mkdir(parents=True, exist_ok=True)
-    result = asyncio.run(drive(args.base_url, args.shots, lambda run: scenario(run, args)))
-    args.out.write_text(json.dumps(result, indent=1))
+    run_and_write(parser.parse_args(), scenario)
 
 
 if __name__ == "__main__":
