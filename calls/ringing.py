@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Literal, cast
 
 import msgspec
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from calls.config import CallsConfig
@@ -37,6 +36,7 @@ from calls.ring_script import (
 )
 from calls.state import CallState, MemberState, Transition, events_for
 from signaling import protocol as p
+from signaling.redis_client import RedisClient, queue_script
 
 log = logging.getLogger("huddle.ringing")
 E = p.ErrorCode
@@ -89,7 +89,7 @@ class Ringing:
     def __init__(
         self,
         settings: CallsConfig,
-        client: redis.Redis,
+        client: RedisClient,
         local_sessions: Callable[[str], Iterable[Session]],
     ) -> None:
         self._redis = client
@@ -323,10 +323,11 @@ class Ringing:
         held = list(self.in_call.items())
         pipe = self._redis.pipeline(transaction=False)
         for session, call in held:
-            await self._script(  # queued on the pipeline, sent by execute()
-                keys=[call_key(call), members_key(call), DEADLINES],
-                args=self._args("keepalive", call, session),
-                client=pipe,
+            queue_script(
+                pipe,
+                self._script,
+                [call_key(call), members_key(call), DEADLINES],
+                self._args("keepalive", call, session),
             )
         for (session, call), result in zip(held, await pipe.execute(), strict=True):
             if _text(result[1]) == "gone" and self.in_call.get(session) == call:

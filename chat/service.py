@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from calls.record import CallRecord, GroupCallRecord
@@ -37,6 +36,7 @@ from chat.store import (
 )
 from media_store.meta import visible_meta
 from signaling.keys import media_key
+from signaling.redis_client import RedisClient
 from signaling.wire import Ok, Reply, Request
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class ChatService:
     def __init__(
         self,
         settings: ChatConfig,
-        client: redis.Redis,
+        client: RedisClient,
         broker: Broker,
         spawn: Callable[[Any], None],
     ) -> None:

@@ -11,13 +11,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 import msgspec
-import redis.asyncio as redis
 
 from chat import scripts
 from chat import wire as w
 from chat.resume import LogState
 from chat.text import index_terms
 from signaling.keys import conv_key, user_key
+from signaling.redis_client import RedisClient, queue_script
 from signaling.wire import Event
 
 ENCODER: Final = msgspec.json.Encoder()
@@ -160,7 +160,7 @@ def _meta(conv: str, values: Sequence[Any]) -> ConvMeta | None:
 
 
 class ChatStore:
-    def __init__(self, client: redis.Redis, replay_events: int, feed_events: int) -> None:
+    def __init__(self, client: RedisClient, replay_events: int, feed_events: int) -> None:
         self.redis = client
         self.replay_events = replay_events
         self.feed_events = feed_events
@@ -330,7 +330,7 @@ class ChatStore:
         """Add (user, second, sends) to the users' send counters; replies each new total."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for user, second, n in sends:
-                await self._rate(keys=[user_key(user, f"sends:{second}")], args=[n], client=pipe)
+                queue_script(pipe, self._rate, [user_key(user, f"sends:{second}")], [n])
             return [int(v) for v in await pipe.execute()]
 
     async def send(self, conv: str, msg: w.ChatMessage, root: int) -> tuple[str, int, int]:
@@ -605,7 +605,7 @@ class ChatStore:
                 for term, seqs in found.items():
                     keys.append(conv_key(span.conv, f"ix:{term}"))
                     args += [len(seqs), *seqs]
-                await self._index(keys=keys, args=args, client=pipe)
+                queue_script(pipe, self._index, keys, args)
             return [bool(v) for v in await pipe.execute()]
 
     async def add_shared(self, media_key: str, conv: str) -> None:

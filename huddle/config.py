@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from signaling.redis_client import check_url
+
 # Lists given as one string (an environment variable, a CLI option) are comma separated, or
 # JSON: without NoDecode the environment source would take JSON only and fail on commas.
 CommaList = Annotated[list[str], NoDecode]
@@ -37,7 +39,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None,
         validation_alias=AliasChoices("REDIS_URL", "HUDDLE_REDIS_URL", "redis_url"),
-        description="external Redis; unset: start and supervise a local redis-server",
+        description="external Redis (redis://, rediss://, unix://) or Redis Cluster "
+        "(redis+cluster://host:port[,host:port...]); unset: start and supervise a local "
+        "redis-server",
     )
     redis_server: str | None = Field(
         None, description="redis-server binary for the embedded Redis (default: PATH)"
@@ -236,6 +240,13 @@ class Settings(BaseSettings):
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"not a JSON list: {exc}") from None
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_url(value)
         return value
 
     @model_validator(mode="after")

@@ -13,11 +13,11 @@ import re
 from typing import Final
 
 import msgspec
-import redis.asyncio as redis
 from redis.exceptions import NoScriptError
 
 from signaling.keys import conv_key, media_key
 from signaling.lua import lua_script
+from signaling.redis_client import RedisClient
 
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 THUMB_SIZES: Final = ("small", "large")
@@ -111,7 +111,7 @@ def from_hash(fields: dict[str, str]) -> MediaMeta | None:
         return None
 
 
-async def get_meta(client: redis.Redis, media_id: str) -> MediaMeta | None:
+async def get_meta(client: RedisClient, media_id: str) -> MediaMeta | None:
     """The metadata of a stored file, or None if there is no such (complete) file."""
     if not valid_id(media_id):
         return None
@@ -156,7 +156,7 @@ _MISSING, _HIDDEN, _SEEN = 0, 1, 2
 
 
 async def find_visible(
-    client: redis.Redis, media_id: str, user: str | None, known: MetaCache | None = None
+    client: RedisClient, media_id: str, user: str | None, known: MetaCache | None = None
 ) -> tuple[bool, MediaMeta | None]:
     """Whether the file exists, and its record if ``user`` may see it; one round trip.
 
@@ -180,7 +180,7 @@ async def find_visible(
 
 
 async def _visible(
-    client: redis.Redis, media_id: str, user: str | None, *, every_field: bool
+    client: RedisClient, media_id: str, user: str | None, *, every_field: bool
 ) -> tuple[int, str, MediaMeta | None]:
     """The script's status, the record's ``created`` stamp and, if asked, the record."""
     keys = (media_key(media_id, "meta"), media_key(media_id, "shared"))
@@ -201,6 +201,6 @@ async def _visible(
     return (status, text(reply[1]), meta) if meta is not None else (_MISSING, "", None)
 
 
-async def visible_meta(client: redis.Redis, media_id: str, user: str) -> MediaMeta | None:
+async def visible_meta(client: RedisClient, media_id: str, user: str) -> MediaMeta | None:
     """The metadata if the file exists and ``user`` may see it (what chat checks)."""
     return (await find_visible(client, media_id, user))[1]

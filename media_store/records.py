@@ -21,13 +21,12 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-import redis.asyncio as redis
-
 from media_store.errors import MediaError, quota_exceeded
 from media_store.meta import MediaMeta, to_hash
 from media_store.quota import Usage, reservation_error
 from signaling.keys import media_key, media_store_key, user_key
 from signaling.lua import lua_script
+from signaling.redis_client import RedisClient
 
 # A commit waits for a collection of the same blob to finish, at most this long.
 DELETING_WAIT_S: Final = 10.0
@@ -46,7 +45,7 @@ class Committed:
 
 
 class Records:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.client = client
         script = client.register_script
         self._commit = script(_RESERVED + lua_script("media_store", "commit"))

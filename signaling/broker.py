@@ -12,10 +12,10 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from signaling.keys import node_channel
+from signaling.redis_client import RedisClient
 
 log = logging.getLogger("huddle.broker")
 
@@ -25,7 +25,7 @@ RETRY_DELAY_MAX_S: Final = 2.0
 
 
 class Broker:
-    def __init__(self, client: redis.Redis, node_id: str) -> None:
+    def __init__(self, client: RedisClient, node_id: str) -> None:
         self._redis = client
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._handlers: dict[str, list[Handler]] = {}

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, Literal
 
 import msgspec
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from calls.config import CallsConfig
@@ -26,6 +25,7 @@ from signaling.broker import Broker
 from signaling.keys import user_key
 from signaling.metrics import Metrics
 from signaling.presence import DeviceEntry, PresenceStore, decode_snapshot, presence_channel
+from signaling.redis_client import RedisClient
 from signaling.session import Session
 
 log = logging.getLogger("huddle.hub")
@@ -53,7 +53,7 @@ class Hub:
     def __init__(
         self,
         settings: Settings,
-        client: redis.Redis,
+        client: RedisClient,
         broker: Broker,
         metrics: Metrics,
         api_keys: dict[str, str],

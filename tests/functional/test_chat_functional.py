@@ -25,6 +25,7 @@ async def next_message(c: ChatClient, timeout: float = 5) -> w.ChatMessage:
     return event.message
 
 
+@pytest.mark.redis_cluster
 async def test_group_message_reaches_every_member_with_sequence_numbers(node: Node) -> None:
     alice, bob, carol = [await chat(node, u) for u in ("alice", "bob", "carol")]
     conv = await alice.create("group", "trip", ["bob", "carol"])

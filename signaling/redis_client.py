@@ -1,0 +1,170 @@
+"""The node's Redis client: one Redis (``redis://``, ``unix://``) or a Redis Cluster
+(``redis+cluster://host:port[,host:port...]``), behind one type.
+
+Everything above this module speaks to either through redis-py's common command set: every
+script and transaction touches keys of one hash tag (``signaling.keys``), so it runs on a
+single shard, and pipelines that span tags are non-transactional (the cluster client splits
+them by shard).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+from urllib.parse import unquote
+
+import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
+from redis.event import (
+    AsyncAfterSlotsCacheRefreshEvent,
+    AsyncEventListenerInterface,
+    EventDispatcher,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT
+
+RedisClient: TypeAlias = redis.Redis | RedisCluster
+RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
+
+CLUSTER_SCHEME: Final = "redis+cluster"
+
+# Connections to one Redis per node. Callers beyond that wait for a free one (up to the pool
+# timeout) instead of failing, as redis-py's default pool does at its limit.
+MAX_CONNECTIONS: Final = 64
+POOL_TIMEOUT_S: Final = 5.0
+# redis-py's cluster client has no waiting pool: past its limit a command fails at once, so
+# each shard gets more room than one Redis does.
+CLUSTER_MAX_CONNECTIONS: Final = 256
+CONNECT_TIMEOUT_S: Final = 2.0
+SOCKET_TIMEOUT_S: Final = 5.0
+
+
+@dataclass(frozen=True)
+class ClusterUrl:
+    seeds: list[tuple[str, int]]
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_cluster_url(url: str) -> ClusterUrl:
+    """``redis+cluster://[user:password@]host:port[,host:port...]``; ValueError if malformed."""
+    prefix = f"{CLUSTER_SCHEME}://"
+    if not url.startswith(prefix):
+        raise ValueError(f"a cluster URL starts with {prefix}")
+    rest = url[len(prefix) :]
+    if "?" in rest or "#" in rest or rest.rstrip("/").count("/"):
+        raise ValueError(f"{CLUSTER_SCHEME} URL takes no path, database or options: {url!r}")
+    rest = rest.rstrip("/")
+    username: str | None = None
+    password: str | None = None
+    if "@" in rest:
+        auth, rest = rest.rsplit("@", 1)
+        user, sep, secret = auth.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if sep else None
+        if not sep:
+            # One word is a password, as with redis:// URLs.
+            username, password = None, unquote(user)
+    seeds: list[tuple[str, int]] = []
+    for part in rest.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{CLUSTER_SCHEME} URL: expected host:port, got {part!r}")
+        seeds.append((host, int(port)))
+    return ClusterUrl(seeds, username, password)
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError when ``url`` is not a Redis URL the node can use."""
+    if url.startswith(f"{CLUSTER_SCHEME}://"):
+        parse_cluster_url(url)
+        return
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            f"REDIS_URL must start with redis://, rediss://, unix:// or {CLUSTER_SCHEME}://"
+        )
+
+
+def is_cluster(client: RedisClient) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+# The topology events of each cluster client this module made (slots moved, a replica
+# promoted): the broker re-subscribes on them and tells its callers to read back.
+_TOPOLOGY: weakref.WeakKeyDictionary[RedisCluster, EventDispatcher] = weakref.WeakKeyDictionary()
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3)
+
+
+def connect(url: str) -> RedisClient:
+    """A client for ``url``; a cluster client finds its shards on first use."""
+    check_url(url)
+    if not url.startswith(f"{CLUSTER_SCHEME}://"):
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            retry=_retry(),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+        )
+        return redis.Redis.from_pool(pool)
+    parsed = parse_cluster_url(url)
+    events = EventDispatcher()
+    cluster = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in parsed.seeds],
+        username=parsed.username,
+        password=parsed.password,
+        max_connections=CLUSTER_MAX_CONNECTIONS,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        retry=_retry(),
+        event_dispatcher=events,
+    )
+    _TOPOLOGY[cluster] = events
+    return cluster
+
+
+class _TopologyListener(AsyncEventListenerInterface):
+    def __init__(self, callback: Callable[[], Awaitable[None]]) -> None:
+        self._callback = callback
+
+    async def listen(self, event: object) -> None:
+        await self._callback()
+
+
+def on_topology_change(client: RedisCluster, callback: Callable[[], Awaitable[None]]) -> None:
+    """Call ``callback`` after the client refreshed its map of slots to shards."""
+    events = _TOPOLOGY.get(client)
+    if events is None:
+        raise ValueError("not a cluster client made by signaling.redis_client.connect")
+    events.register_listeners({AsyncAfterSlotsCacheRefreshEvent: [_TopologyListener(callback)]})
+
+
+def queue_script(
+    pipe: RedisPipeline, script: AsyncScript, keys: Sequence[str], args: Sequence[EncodableT]
+) -> None:
+    """Queue ``script`` on ``pipe``.
+
+    redis-py loads a pipeline's scripts into one Redis before running it, but not into a
+    cluster's shards (nor into a replica promoted since): there the script's text goes with
+    the call, which the shard compiles once and caches.
+    """
+    if isinstance(pipe, ClusterPipeline):
+        text = script.script
+        pipe.eval(text.decode() if isinstance(text, bytes) else str(text), len(keys), *keys, *args)
+    else:
+        # What redis-py's own script call does on a pipeline (its set is typed for sync ones).
+        pipe.scripts.add(script)  # type: ignore[arg-type]
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
