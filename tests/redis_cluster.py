@@ -197,6 +197,50 @@ class RedisCluster:
             finally:
                 client.close()
 
+    def node_id(self, node: ClusterNode) -> str:
+        client = node.client()
+        try:
+            reply = client.cluster("MYID")
+        finally:
+            client.close()
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+    def owner(self, slot: int) -> ClusterNode:
+        """The master that serves ``slot`` now."""
+        client = self.masters()[0].client()
+        try:
+            ranges = client.cluster("SLOTS")
+        finally:
+            client.close()
+        for first, last, master, *_ in ranges:
+            if first <= slot <= last:
+                port = int(master[1])
+                return next(n for n in self.nodes if n.port == port)
+        raise LookupError(f"slot {slot} is not served")
+
+    def move_slot(self, slot: int, to: ClusterNode) -> None:
+        """Migrate ``slot`` with its keys to the master ``to``, as ``redis-cli --cluster
+        reshard`` does slot by slot."""
+        source = self.owner(slot)
+        if source is to:
+            return
+        src_id, dst_id = self.node_id(source), self.node_id(to)
+        src, dst = source.client(), to.client()
+        try:
+            dst.cluster("SETSLOT", slot, "IMPORTING", src_id)
+            src.cluster("SETSLOT", slot, "MIGRATING", dst_id)
+            while keys := src.cluster("GETKEYSINSLOT", slot, 100):
+                src.migrate("127.0.0.1", to.port, keys, 0, 5000)
+            for master in self.masters():
+                client = master.client()
+                try:
+                    client.cluster("SETSLOT", slot, "NODE", dst_id)
+                finally:
+                    client.close()
+        finally:
+            src.close()
+            dst.close()
+
     def kill(self, node: ClusterNode) -> None:
         """``kill -9`` one node, as a machine that vanished."""
         pid = node.pid

@@ -3,16 +3,23 @@ the shards, and the features work there."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
+from redis.crc import key_slot
 
 from huddle.chat import ChatClient
+from signaling.broker import Broker
+from signaling.redis_client import connect
 from tests.conftest import StartNode
+from tests.helpers import eventually
 from tests.redis_cluster import RedisCluster
 
-pytestmark = pytest.mark.parametrize("redis_url", ["cluster"], indirect=True)
+ON_CLUSTER = pytest.mark.parametrize("redis_url", ["cluster"], indirect=True)
 
 
+@ON_CLUSTER
 async def test_a_node_on_a_cluster_spreads_conversations_over_every_shard(
     start_node: StartNode, redis_cluster: RedisCluster
 ) -> None:
@@ -35,3 +42,32 @@ async def test_a_node_on_a_cluster_spreads_conversations_over_every_shard(
         finally:
             client.close()
         assert keys, f"no conversation on the shard at port {master.port}"
+
+
+async def test_the_broker_follows_a_moved_slot_and_says_so(redis_cluster: RedisCluster) -> None:
+    channel = "huddle:{conv:moving}:chan"
+    listener, publisher = connect(redis_cluster.url), connect(redis_cluster.url)
+    broker = Broker(listener, "listener")
+    got: list[bytes] = []
+    told: list[int] = []
+    broker.on_reconnect.append(lambda: told.append(1))
+    await broker.start()
+    try:
+        await broker.subscribe(channel, got.append)
+        await publisher.spublish(channel, b"before")
+        await eventually(lambda: got == [b"before"])
+        slot = key_slot(channel.encode())
+        source = redis_cluster.owner(slot)
+        target = next(m for m in redis_cluster.masters() if m is not source)
+        await asyncio.to_thread(redis_cluster.move_slot, slot, target)
+        # The publisher follows the move (MOVED); the listener hears of it only from the
+        # shard that dropped its subscription.
+        await publisher.spublish(channel, b"meanwhile")
+        await eventually(lambda: told, timeout=10)
+        await publisher.spublish(channel, b"after")
+        await eventually(lambda: got[-1:] == [b"after"], timeout=5)
+        assert redis_cluster.owner(slot) is target
+    finally:
+        await broker.stop()
+        await listener.aclose()
+        await publisher.aclose()
