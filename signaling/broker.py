@@ -34,6 +34,9 @@ Handler = Callable[[bytes], None]
 RETRY_DELAY_S: Final = 0.1
 RETRY_DELAY_MAX_S: Final = 2.0
 READ_TIMEOUT_S: Final = 1.0
+# redis-py reads a cluster's shards in turn, each for a slice of the read's timeout: a
+# message that reaches one shard waits for the slices of the others, so the slices are short.
+CLUSTER_READ_TIMEOUT_S: Final = 0.02
 
 
 class Broker:
@@ -203,7 +206,7 @@ class Broker:
     async def _next(self) -> dict[str, Any] | None:
         message: dict[str, Any] | None
         if isinstance(self._pubsub, ClusterPubSub):
-            message = await self._pubsub.get_sharded_message(timeout=READ_TIMEOUT_S)
+            message = await self._pubsub.get_sharded_message(timeout=CLUSTER_READ_TIMEOUT_S)
         else:
             message = await self._pubsub.get_message(timeout=READ_TIMEOUT_S)
         return message

@@ -23,7 +23,7 @@ from huddle.client import HuddleClient, RequestError
 from signaling import protocol as p
 from signaling.server import HUB
 from tests.conftest import StartNode
-from tests.helpers import Node, NodeProcess, make_token
+from tests.helpers import Node, NodeProcess, all_keys, make_token
 
 FAST_RING = {"ring_timeout_s": 1.0, "ring_sweep_s": 0.1}
 QUIET_S = 0.3
@@ -487,8 +487,7 @@ async def test_every_key_expires(node: Node, redis_client: redis.Redis) -> None:
 
     await carol.request(p.CallDecline(id="", call=call))
     await alice.request(p.CallHangup(id="", call=call))
-    found = await redis_client.keys("huddle:*call*")
-    leftovers = [k.decode() if isinstance(k, bytes) else k for k in found]
+    leftovers = await all_keys(redis_client, "huddle:*call*")
     assert sorted(leftovers) == sorted([call_key(call), members_key(call)])
     for key in leftovers:
         assert 0 < await redis_client.pttl(key) <= ENDED_TTL_S * 1000
