@@ -24,7 +24,7 @@ from signaling.broker import Broker
 from signaling.http_common import REDIS_CLIENT
 from signaling.hub import Hub
 from signaling.metrics import Metrics
-from signaling.redis_client import connect
+from signaling.redis_client import CLUSTER_SCHEME, connect
 from signaling.server import HUB, REDIS_INFO, SETTINGS, add_routes, json_errors
 
 log = logging.getLogger("huddle.app")
@@ -43,7 +43,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
     def info() -> dict[str, Any]:
         if embedded is None:
-            return {"mode": "external"}
+            return {"mode": "cluster" if url.startswith(f"{CLUSTER_SCHEME}://") else "external"}
         return {"mode": "embedded", "pid": embedded.pid, "restarts": embedded.restarts}
 
     app[REDIS_INFO] = info
@@ -63,6 +63,7 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     broker = Broker(client, settings.node_id)
     await broker.start()
     metrics = Metrics()
+    metrics.pubsub_reconnects = lambda: broker.reconnects
     metrics.add_collector(app[HTTP_GUARD].collect)
     embedded = app.get(EMBEDDED_REDIS)
     metrics.add_collector(process_collector(lambda: embedded.pid if embedded else None))

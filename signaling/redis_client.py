@@ -9,10 +9,12 @@ them by shard).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 from urllib.parse import unquote
 
 import redis.asyncio as redis
@@ -27,6 +29,7 @@ from redis.event import (
     EventDispatcher,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
@@ -168,3 +171,36 @@ def queue_script(
         # What redis-py's own script call does on a pipeline (its set is typed for sync ones).
         pipe.scripts.add(script)  # type: ignore[arg-type]
         pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+
+async def cluster_view(client: RedisCluster, timeout: float = 1.0) -> dict[str, Any]:
+    """The cluster as this node sees it: the shards (masters) and replicas of its slot map,
+    which of them answer, and the cluster's own state as one master reports it."""
+    primaries, replicas = client.get_primaries(), client.get_replicas()
+
+    async def answers(node: ClusterNode) -> bool:
+        try:
+            return bool(await asyncio.wait_for(client.ping(target_nodes=node), timeout))
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    up = await asyncio.gather(*(answers(n) for n in [*primaries, *replicas]))
+    info: dict[str, Any] = {}
+    for node, alive in zip(primaries, up, strict=False):
+        if alive:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                info = await asyncio.wait_for(client.cluster_info(target_nodes=node), timeout)
+                break
+    roles = ["master"] * len(primaries) + ["replica"] * len(replicas)
+    return {
+        "state": str(info.get("cluster_state", "unknown")),
+        "slots_ok": int(info.get("cluster_slots_ok", 0)),
+        "shards": len(primaries),
+        "shards_up": sum(up[: len(primaries)]),
+        "replicas": len(replicas),
+        "replicas_up": sum(up[len(primaries) :]),
+        "nodes": [
+            {"address": node.name, "role": role, "up": alive}
+            for node, role, alive in zip([*primaries, *replicas], roles, up, strict=True)
+        ],
+    }

@@ -167,7 +167,19 @@ class RedisCluster:
                 if replication.get("master_link_status") != "up":
                     return False
                 replicas += 1
-        return replicas >= len(live) - MASTERS
+        if replicas < len(live) - MASTERS:
+            return False
+        # CLUSTER SLOTS lists a replica only once its master has heard of its replication
+        # offset (a moment after its sync): clients learn of replicas from it.
+        for node in live:
+            client = node.client()
+            try:
+                ranges = client.cluster("SLOTS")
+            finally:
+                client.close()
+            if replicas and any(len(r) < 4 for r in ranges):
+                return False
+        return True
 
     @staticmethod
     def _pings(node: ClusterNode) -> bool:

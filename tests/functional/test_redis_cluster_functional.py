@@ -71,3 +71,32 @@ async def test_the_broker_follows_a_moved_slot_and_says_so(redis_cluster: RedisC
         await broker.stop()
         await listener.aclose()
         await publisher.aclose()
+
+
+@ON_CLUSTER
+async def test_health_and_metrics_show_the_cluster_as_the_node_sees_it(
+    start_node: StartNode, redis_cluster: RedisCluster
+) -> None:
+    node = await start_node()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{node.url}/healthz") as resp:
+            assert resp.status == 200
+            redis = (await resp.json())["redis"]
+        async with http.get(f"{node.url}/metrics") as resp:
+            text = await resp.text()
+    assert redis["mode"] == "cluster"
+    cluster = redis["cluster"]
+    assert (cluster["state"], cluster["slots_ok"]) == ("ok", 16384)
+    assert (cluster["shards"], cluster["shards_up"]) == (3, 3)
+    assert (cluster["replicas"], cluster["replicas_up"]) == (3, 3)
+    addresses = {n["address"] for n in cluster["nodes"] if n["role"] == "master"}
+    assert addresses == {f"127.0.0.1:{m.port}" for m in redis_cluster.masters()}
+    for line in (
+        "huddle_redis_cluster_ok 1.0",
+        "huddle_redis_cluster_shards 3.0",
+        "huddle_redis_cluster_shards_up 3.0",
+        "huddle_redis_cluster_replicas_up 3.0",
+        "huddle_redis_cluster_slots_ok 16384.0",
+        "huddle_redis_pubsub_restored_total 0.0",
+    ):
+        assert line in text.splitlines(), line
