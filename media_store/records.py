@@ -24,7 +24,7 @@ from typing import Final
 from media_store.errors import MediaError, quota_exceeded
 from media_store.meta import MediaMeta, to_hash
 from media_store.quota import Usage, reservation_error
-from signaling.keys import media_key, media_store_key, user_key
+from signaling.keys import media_key, media_owner_key, media_store_key
 from signaling.lua import lua_script
 from signaling.redis_client import RedisClient
 
@@ -61,8 +61,8 @@ class Records:
 
     async def usage(self, user: str) -> Usage:
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.get(user_key(user, "media_usage"))
-            pipe.hvals(user_key(user, "media_uploads"))
+            pipe.get(media_owner_key(user, "media_usage"))
+            pipe.hvals(media_owner_key(user, "media_uploads"))
             used, held = await pipe.execute()
         return Usage(int(used or 0), sum(int(v) for v in held), len(held))
 
@@ -73,12 +73,12 @@ class Records:
         digests = meta.blobs()
         keys = [
             media_key(meta.id, "meta"),
-            user_key(meta.owner, "media_usage"),
-            user_key(meta.owner, "media"),
+            media_owner_key(meta.owner, "media_usage"),
+            media_owner_key(meta.owner, "media"),
             self.refs,
             self.orphans,
             self.deleting,
-            user_key(meta.owner, "media_uploads"),
+            media_owner_key(meta.owner, "media_uploads"),
             media_key(meta.id, "tus"),
             self.uploads,
         ]
@@ -102,8 +102,8 @@ class Records:
         keys = [
             media_key(meta.id, "meta"),
             media_key(meta.id, "shared"),
-            user_key(meta.owner, "media_usage"),
-            user_key(meta.owner, "media"),
+            media_owner_key(meta.owner, "media_usage"),
+            media_owner_key(meta.owner, "media"),
             self.refs,
             self.orphans,
         ]
@@ -153,8 +153,8 @@ class Records:
         """Record a new unfinished upload and reserve its length, or raise (quota, cap)."""
         keys = [
             media_key(upload, "tus"),
-            user_key(owner, "media_uploads"),
-            user_key(owner, "media_usage"),
+            media_owner_key(owner, "media_uploads"),
+            media_owner_key(owner, "media_usage"),
             self.uploads,
         ]
         args: list[str | int] = [upload, owner, length, name, repr(expires), quota, max_open]
@@ -177,7 +177,7 @@ class Records:
         only if it has expired by then and no request holds its lock."""
         keys = [
             media_key(upload, "tus"),
-            user_key(owner, "media_uploads"),
+            media_owner_key(owner, "media_uploads"),
             self.uploads,
             media_key(upload, "tus_lock"),
         ]

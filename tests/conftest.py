@@ -97,7 +97,8 @@ async def start_node(
     nodes: list[Node] = []
 
     async def start(**overrides: Any) -> Node:
-        settings = test_settings(redis_url, tmp_path / f"node{len(nodes)}", **overrides)
+        data_dir = overrides.pop("data_dir", tmp_path / f"node{len(nodes)}")
+        settings = test_settings(redis_url, data_dir, **overrides)
         app = create_app(settings)
         runner = NodeRunner(app, access_log=None)
         await runner.setup()
