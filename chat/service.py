@@ -76,6 +76,7 @@ class ChatService:
         self.redis = client
         self.broker = broker
         self.store = ChatStore(client, settings.chat_replay_events, settings.chat_feed_events)
+        self.store.replica_ack_ms = settings.chat_replica_ack_ms
         self.router = Router(self.store, broker, spawn, settings.chat_sync_max_events)
         self.filters = [re.compile(p, re.IGNORECASE) for p in settings.chat_word_filter]
         self.spawn = spawn

@@ -17,7 +17,7 @@ from chat import wire as w
 from chat.resume import LogState
 from chat.text import index_terms
 from signaling.keys import conv_key, user_key
-from signaling.redis_client import RedisClient, queue_script
+from signaling.redis_client import RedisClient, queue_script, run_replicated
 from signaling.wire import Event
 
 ENCODER: Final = msgspec.json.Encoder()
@@ -164,6 +164,8 @@ class ChatStore:
         self.redis = client
         self.replay_events = replay_events
         self.feed_events = feed_events
+        # On a cluster, how long a send waits for a replica of its shard (0: not at all).
+        self.replica_ack_ms = 0
         self._send = client.register_script(scripts.SEND)
         self._create = client.register_script(scripts.CREATE)
         self._ensure_direct = client.register_script(scripts.ENSURE_DIRECT)
@@ -360,7 +362,7 @@ class ChatStore:
             self.replay_events,
             root,
         ]
-        out = _reply(await self._send(keys=keys, args=args))
+        out = _reply(await run_replicated(self.redis, self._send, keys, args, self.replica_ack_ms))
         if out[0] == "ok":
             return "ok", int(out[1]), int(out[2])
         if out[0] == "duplicate":

@@ -170,6 +170,13 @@ class Settings(BaseSettings):
     chat_max_reaction_kinds: int = Field(
         50, ge=1, description="different reactions one message may carry"
     )
+    chat_replica_ack_ms: int = Field(
+        1000,
+        ge=0,
+        description="on a Redis Cluster, a chat.send is acknowledged once a replica of its "
+        "shard has the message, waited for up to this long (else `unavailable`: the client "
+        "retries); 0: once the master has it",
+    )
     media_max_upload_bytes: int = Field(
         100 * 1024 * 1024, ge=1, description="largest accepted upload, enforced while receiving"
     )

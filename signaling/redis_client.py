@@ -23,6 +23,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.event import (
     AsyncAfterSlotsCacheRefreshEvent,
     AsyncEventListenerInterface,
@@ -204,3 +205,33 @@ async def cluster_view(client: RedisCluster, timeout: float = 1.0) -> dict[str, 
             for node, role, alive in zip([*primaries, *replicas], roles, up, strict=True)
         ],
     }
+
+
+def shard_replicas(client: RedisCluster, key: str) -> int:
+    """Replicas of the shard that holds ``key``, in the client's slot map."""
+    nodes = client.nodes_manager.slots_cache.get(key_slot(key.encode()), [])
+    return max(len(nodes) - 1, 0)
+
+
+async def run_replicated(
+    client: RedisClient,
+    script: AsyncScript,
+    keys: Sequence[str],
+    args: Sequence[EncodableT],
+    wait_ms: int,
+) -> Any:
+    """Run ``script``; on a cluster whose shard for ``keys[0]`` has a replica, return only once
+    a replica has its writes too (``WAIT`` on the same connection, up to ``wait_ms``), else
+    raise TimeoutError: a master that dies before its replica has a write takes it along, so
+    the caller must not acknowledge it. On one Redis, or with ``wait_ms`` 0, as the script."""
+    if not isinstance(client, RedisCluster) or wait_ms <= 0 or not shard_replicas(client, keys[0]):
+        return await script(keys=keys, args=args)
+    pipe = client.pipeline(transaction=False)
+    queue_script(pipe, script, keys, args)
+    # To the script's shard: WAIT counts the writes of the connection it is sent on, which
+    # the pipeline shares with the script.
+    pipe.execute_command("WAIT", 1, wait_ms, target_nodes=client.get_node_from_key(keys[0]))
+    reply, acked = await pipe.execute()
+    if int(acked) < 1:
+        raise RedisTimeoutError(f"no replica had the write within {wait_ms} ms")
+    return reply

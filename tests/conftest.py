@@ -98,7 +98,8 @@ async def start_node(
 
     async def start(**overrides: Any) -> Node:
         data_dir = overrides.pop("data_dir", tmp_path / f"node{len(nodes)}")
-        settings = test_settings(redis_url, data_dir, **overrides)
+        url = overrides.pop("redis_url", redis_url)
+        settings = test_settings(url, data_dir, **overrides)
         app = create_app(settings)
         runner = NodeRunner(app, access_log=None)
         await runner.setup()

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -252,6 +253,30 @@ class RedisCluster:
         finally:
             src.close()
             dst.close()
+
+    def replicas_of(self, master: ClusterNode) -> list[ClusterNode]:
+        found = []
+        for node in self.nodes:
+            if node is master or not node.pid:
+                continue
+            replication = node.info("replication")
+            if replication.get("role") == "slave" and replication.get("master_port") == str(
+                master.port
+            ):
+                found.append(node)
+        return found
+
+    @contextlib.contextmanager
+    def paused(self, node: ClusterNode) -> Iterator[None]:
+        """Stop a node's process (SIGSTOP) for the block: alive, but it answers nothing and
+        replicates nothing. Keep it short of the node timeout, or the others fail it."""
+        pid = node.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def kill(self, node: ClusterNode) -> None:
         """``kill -9`` one node, as a machine that vanished."""

@@ -10,7 +10,9 @@ import pytest
 from redis.crc import key_slot
 
 from huddle.chat import ChatClient
+from huddle.client import RequestError
 from signaling.broker import Broker
+from signaling.keys import conv_key
 from signaling.redis_client import connect
 from tests.conftest import StartNode
 from tests.helpers import eventually
@@ -100,3 +102,30 @@ async def test_health_and_metrics_show_the_cluster_as_the_node_sees_it(
         "huddle_redis_pubsub_restored_total 0.0",
     ):
         assert line in text.splitlines(), line
+
+
+@ON_CLUSTER
+async def test_a_send_is_acknowledged_once_a_replica_has_it(
+    start_node: StartNode, redis_cluster: RedisCluster
+) -> None:
+    node = await start_node(chat_replica_ack_ms=300)
+    alice = ChatClient(await node.client("alice"))
+    await alice.sync()
+    conv = (await alice.create("group", "durable", [])).conv
+    master = redis_cluster.owner(key_slot(conv_key(conv, "meta").encode()))
+    [replica] = redis_cluster.replicas_of(master)
+    with redis_cluster.paused(replica):
+        # Stored on the master, but a master dying now would take it along: not acknowledged.
+        with pytest.raises(RequestError) as refused:
+            await alice.send(conv, "held", client_id="c-held")
+        assert refused.value.code == "unavailable"
+    # The client retries with the same client id: stored once, acknowledged now.
+    sent = await alice.send(conv, "held", client_id="c-held")
+    assert [(m.seq, m.text) for m in await alice.history(conv)][-1] == (sent.seq, "held")
+    client = replica.client()
+    try:
+        # What the replica holds (a replica answers reads of its master's slots when asked).
+        client.readonly()
+        assert client.hget(conv_key(conv, "meta"), "last_seq") == str(sent.seq).encode()
+    finally:
+        client.close()
