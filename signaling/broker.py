@@ -34,9 +34,11 @@ Handler = Callable[[bytes], None]
 RETRY_DELAY_S: Final = 0.1
 RETRY_DELAY_MAX_S: Final = 2.0
 READ_TIMEOUT_S: Final = 1.0
-# redis-py reads a cluster's shards in turn, each for a slice of the read's timeout: a
-# message that reaches one shard waits for the slices of the others, so the slices are short.
-CLUSTER_READ_TIMEOUT_S: Final = 0.02
+# On a cluster each shard's pub/sub connection has a reader task of its own, blocked on its
+# socket (redis-py's own reader takes the shards in turn, each for a slice of its timeout: a
+# message on one shard would wait out the others' slices). New connections get their reader
+# when the broker subscribes or follows a move, and at least this often.
+SHARD_READERS_CHECK_S: Final = 0.5
 
 
 class Broker:
@@ -52,6 +54,10 @@ class Broker:
         self._watched: weakref.WeakSet[object] = weakref.WeakSet()
         # Cluster: the shard each channel was subscribed on, to tell a move from a refresh.
         self._placement: dict[str, str] = {}
+        # Cluster: a reader per shard connection (by node name), and the shards whose
+        # connection failed last.
+        self._shard_readers: dict[str, asyncio.Task[None]] = {}
+        self._failing: set[str] = set()
         self.node_channel = node_channel(node_id)
         self.connected = False
         self.reconnects = 0
@@ -86,7 +92,7 @@ class Broker:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._shard_readers.values()]:
             task.cancel()
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()
@@ -102,6 +108,7 @@ class Broker:
                 log.warning("subscribe deferred until Redis is back", extra={"channel": channel})
             self._placement[channel] = self._shard_of(channel)
             self._watch_connections()
+            self._start_shard_readers()
 
     async def unsubscribe(self, channel: str, handler: Handler) -> None:
         handlers = self._handlers.get(channel)
@@ -187,6 +194,7 @@ class Broker:
             if channel in self._placement:
                 self._placement[channel] = self._shard_of(channel)
         self._watch_connections()
+        self._start_shard_readers()
         log.info("pub/sub channels moved to other shards", extra={"channels": len(moved)})
         self._restored()
 
@@ -203,19 +211,15 @@ class Broker:
             except Exception:
                 log.exception("reconnect callback failed")
 
-    async def _next(self) -> dict[str, Any] | None:
-        message: dict[str, Any] | None
-        if isinstance(self._pubsub, ClusterPubSub):
-            message = await self._pubsub.get_sharded_message(timeout=CLUSTER_READ_TIMEOUT_S)
-        else:
-            message = await self._pubsub.get_message(timeout=READ_TIMEOUT_S)
-        return message
-
     async def _read(self) -> None:
+        if isinstance(self._pubsub, ClusterPubSub):
+            while True:
+                self._start_shard_readers()
+                await asyncio.sleep(SHARD_READERS_CHECK_S)
         delay = RETRY_DELAY_S
         while True:
             try:
-                message = await self._next()
+                message = await self._pubsub.get_message(timeout=READ_TIMEOUT_S)
             except (RedisError, OSError) as exc:
                 if self.connected:
                     log.warning("pub/sub connection lost", extra={"error": str(exc)})
@@ -226,17 +230,72 @@ class Broker:
             if not self.connected:
                 self._restored()
             delay = RETRY_DELAY_S
-            if message is None:
+            self._dispatch(message)
+
+    def _start_shard_readers(self) -> None:
+        if not isinstance(self._pubsub, ClusterPubSub):
+            return
+        for name in list(self._pubsub.node_pubsub_mapping):
+            reader = self._shard_readers.get(name)
+            if reader is None or reader.done():
+                self._shard_readers[name] = asyncio.create_task(
+                    self._read_shard(self._pubsub, name), name=f"broker-reader-{name}"
+                )
+
+    async def _read_shard(self, pubsub: ClusterPubSub, name: str) -> None:
+        """Read one shard's pub/sub connection until redis-py retires it (its channels moved
+        to other shards) or the shard leaves the cluster."""
+        delay = RETRY_DELAY_S
+        while True:
+            own = pubsub.node_pubsub_mapping.get(name)
+            cluster = self._redis
+            node = cluster.get_node(node_name=name) if isinstance(cluster, RedisCluster) else None
+            if own is None or node is None:
+                return
+            if own.connection is None:
+                # Not connected yet (its first subscribe is under way), or being closed.
+                await asyncio.sleep(RETRY_DELAY_S)
                 continue
-            channel = message["channel"]
-            name = channel.decode() if isinstance(channel, bytes) else str(channel)
-            kind = message.get("type")
-            if kind == "sunsubscribe" and name in self._handlers:
-                self._dropped(name)
-            if kind != "smessage":
+            try:
+                # No timeout: the read waits on this shard's socket alone, without holding
+                # the connection's lock, so subscribing meanwhile is not held up.
+                message = await pubsub.get_sharded_message(target_node=node, timeout=None)
+            except (RedisError, OSError, RuntimeError) as exc:
+                if name not in self._failing:
+                    log.warning("shard pub/sub lost", extra={"shard": name, "error": str(exc)})
+                self._failing.add(name)
+                self.connected = False
+                # The shard may be gone for good: a command for one of its channels meets
+                # the failure, and redis-py looks for a new owner of the slots.
+                self._probe_shard(name)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_DELAY_MAX_S)
                 continue
-            for handler in list(self._handlers.get(name, ())):
-                try:
-                    handler(message["data"])
-                except Exception:
-                    log.exception("pub/sub handler failed", extra={"channel": name})
+            if name in self._failing:
+                self._failing.discard(name)
+                self.connected = not self._failing
+            delay = RETRY_DELAY_S
+            self._dispatch(message)
+
+    def _probe_shard(self, name: str) -> None:
+        channel = next((c for c, shard in self._placement.items() if shard == name), None)
+        if channel is not None:
+            task = asyncio.create_task(self._probe(channel), name="broker-probe")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _dispatch(self, message: dict[str, Any] | None) -> None:
+        if message is None:
+            return
+        channel = message["channel"]
+        name = channel.decode() if isinstance(channel, bytes) else str(channel)
+        kind = message.get("type")
+        if kind == "sunsubscribe" and name in self._handlers:
+            self._dropped(name)
+        if kind != "smessage":
+            return
+        for handler in list(self._handlers.get(name, ())):
+            try:
+                handler(message["data"])
+            except Exception:
+                log.exception("pub/sub handler failed", extra={"channel": name})
