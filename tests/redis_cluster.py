@@ -124,6 +124,15 @@ class RedisCluster:
                     str(folder / "log"),
                     "--save",
                     "",
+                    # A replica's first sync starts at once (by default a master waits 5 s
+                    # for more replicas to share it).
+                    "--repl-diskless-sync-delay",
+                    "0",
+                    # Clients learn of a replica once its offset is past 0: a master that
+                    # has nothing to send moves it with its pings to replicas (10 s apart by
+                    # default).
+                    "--repl-ping-replica-period",
+                    "1",
                 ],
                 check=True,
                 stdin=subprocess.DEVNULL,
