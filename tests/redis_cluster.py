@@ -227,16 +227,19 @@ class RedisCluster:
             client.close()
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
-    def owner(self, slot: int) -> ClusterNode:
-        """The master that serves ``slot`` now."""
+    def slot_ranges(self) -> list[tuple[int, int, int]]:
+        """(first slot, last slot, master's port) of every range, as the cluster says now."""
         client = self.masters()[0].client()
         try:
             ranges = client.cluster("SLOTS")
         finally:
             client.close()
-        for first, last, master, *_ in ranges:
+        return [(int(first), int(last), int(master[1])) for first, last, master, *_ in ranges]
+
+    def owner(self, slot: int) -> ClusterNode:
+        """The master that serves ``slot`` now."""
+        for first, last, port in self.slot_ranges():
             if first <= slot <= last:
-                port = int(master[1])
                 return next(n for n in self.nodes if n.port == port)
         raise LookupError(f"slot {slot} is not served")
 

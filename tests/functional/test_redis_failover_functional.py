@@ -1,6 +1,6 @@
 """A master of the Redis Cluster dies (kill -9) during a chat burst: its replica takes over,
-the clients carry on by themselves, and every message the node acknowledged is still there
-and reached the other member, once."""
+the clients carry on by themselves, every message the node acknowledged is still there and
+reached the other member, once, and presence and ringing work for users of that shard."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from redis.crc import key_slot
 
 from huddle.chat import ChatClient
 from huddle.client import RequestError
-from signaling.keys import conv_key
+from signaling import protocol as p
+from signaling.keys import conv_key, user_key
 from tests.conftest import StartNode
+from tests.functional.test_presence_functional import next_presence
 from tests.helpers import eventually
-from tests.redis_cluster import RedisCluster
+from tests.redis_cluster import ClusterNode, RedisCluster
 
 MESSAGES = 40
 # Generous bounds: a failover takes a few seconds with the cluster's 2 s node timeout.
@@ -68,6 +70,8 @@ async def test_a_master_killed_during_a_chat_burst_loses_no_acknowledged_message
     await bob.sync()
     conv = (await alice.create("group", "burst", ["bob"])).conv
     victim = own_cluster.owner(key_slot(conv_key(conv, "meta").encode()))
+    # Users whose keys are on the shard that dies too: they sign in after the takeover.
+    carol, dave = _users_on(own_cluster, victim, 2)
 
     acked: dict[int, str] = {}
     for i in range(MESSAGES):
@@ -98,3 +102,26 @@ async def test_a_master_killed_during_a_chat_burst_loses_no_acknowledged_message
     # And the conversation goes on live.
     after = await _send_until_acknowledged(alice, conv, MESSAGES)
     await eventually(lambda: after in {m.seq for m in bob.messages(conv)}, timeout=10)
+
+    # Presence and ringing of users on the shard that took over.
+    erin = await node.client("erin")
+    await erin.request(p.PresenceSubscribe(id="", users=[carol]))
+    await node.client(carol)
+    await next_presence(erin, carol, "online", timeout=10)
+    callee = await node.client(dave)
+    await alice.client.request(p.CallInvite(id="", to=dave, media="audio"))
+    incoming = await callee.next_event("call.incoming", timeout=10)
+    assert incoming.from_ == "alice"
+
+
+def _users_on(cluster: RedisCluster, shard: ClusterNode, count: int) -> list[str]:
+    ranges = cluster.slot_ranges()
+    found = []
+    for i in range(10_000):
+        name = f"user{i}"
+        slot = key_slot(user_key(name, "presence").encode())
+        if any(first <= slot <= last and port == shard.port for first, last, port in ranges):
+            found.append(name)
+            if len(found) == count:
+                return found
+    raise LookupError("no user names on that shard")
