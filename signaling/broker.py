@@ -65,10 +65,6 @@ class Broker:
         # while it was down are gone, so their owners re-read what they need.
         self.on_reconnect: list[Callable[[], None]] = []
 
-    @property
-    def cluster(self) -> bool:
-        return isinstance(self._pubsub, ClusterPubSub)
-
     async def start(self) -> None:
         # The node's own channel keeps the pub/sub connection subscribed to at least one
         # channel, which redis-py needs before it will read.
@@ -251,6 +247,8 @@ class Broker:
             cluster = self._redis
             node = cluster.get_node(node_name=name) if isinstance(cluster, RedisCluster) else None
             if own is None or node is None:
+                self._failing.discard(name)
+                self.connected = not self._failing
                 return
             if own.connection is None:
                 # Not connected yet (its first subscribe is under way), or being closed.
