@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -52,7 +53,7 @@ async def _send_until_acknowledged(alice: ChatClient, conv: str, i: int) -> int:
             await asyncio.sleep(0.1)
 
 
-async def _health(url: str) -> tuple[int, dict[str, object]]:
+async def _health(url: str) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as resp:
         return resp.status, await resp.json()
 
@@ -73,11 +74,20 @@ async def test_a_master_killed_during_a_chat_burst_loses_no_acknowledged_message
     # Users whose keys are on the shard that dies too: they sign in after the takeover.
     carol, dave = _users_on(own_cluster, victim, 2)
 
+    seen: list[tuple[int, dict[str, Any]]] = []
+
+    async def watch_health() -> None:
+        while True:
+            seen.append(await _health(node.url))
+            await asyncio.sleep(0.2)
+
+    watching = asyncio.create_task(watch_health())
     acked: dict[int, str] = {}
     for i in range(MESSAGES):
         if i == MESSAGES // 3:
             own_cluster.kill(victim)
         acked[await _send_until_acknowledged(alice, conv, i)] = f"m{i}"
+    watching.cancel()
     # Every message acknowledged, once each, in order of sending.
     assert list(acked.values()) == [f"m{i}" for i in range(MESSAGES)]
     assert sorted(acked) == list(range(min(acked), min(acked) + MESSAGES))
@@ -91,6 +101,10 @@ async def test_a_master_killed_during_a_chat_burst_loses_no_acknowledged_message
             break
         await asyncio.sleep(0.2)
     assert status == 200, body
+    # While the shard was down the node said so.
+    down = [b["redis"] for code, b in seen if code == 503]
+    assert down, "never degraded"
+    assert any(r["cluster"]["shards_up"] < r["cluster"]["shards"] for r in down)
 
     # Stored: the history holds every acknowledged message.
     stored = {m.seq: m.text for m in await alice.history(conv, limit=MESSAGES + 5)}
