@@ -233,5 +233,9 @@ async def run_replicated(
     pipe.execute_command("WAIT", 1, wait_ms, target_nodes=client.get_node_from_key(keys[0]))
     reply, acked = await pipe.execute()
     if int(acked) < 1:
+        # The replica may be gone for good: once the cluster has failed it, a fresh slot map
+        # no longer lists it, and the retry acknowledges on the master alone.
+        with contextlib.suppress(RedisError, OSError):
+            await client.nodes_manager.initialize()
         raise RedisTimeoutError(f"no replica had the write within {wait_ms} ms")
     return reply

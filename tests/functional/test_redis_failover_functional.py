@@ -139,3 +139,21 @@ def _users_on(cluster: RedisCluster, shard: ClusterNode, count: int) -> list[str
             if len(found) == count:
                 return found
     raise LookupError("no user names on that shard")
+
+
+async def test_sends_carry_on_after_a_replica_dies(
+    start_node: StartNode, own_cluster: RedisCluster
+) -> None:
+    node = await start_node(redis_url=own_cluster.url, chat_replica_ack_ms=200)
+    alice = ChatClient(await node.client("alice"))
+    await alice.sync()
+    conv = (await alice.create("group", "lonely", [])).conv
+    master = own_cluster.owner(key_slot(conv_key(conv, "meta").encode()))
+    [replica] = own_cluster.replicas_of(master)
+    await alice.send(conv, "before", client_id="c-before")
+    own_cluster.kill(replica)
+    # Refused while the replica might come back; acknowledged on the master alone once the
+    # cluster has failed it.
+    sent = await _send_until_acknowledged(alice, conv, 1)
+    assert [m.text for m in await alice.history(conv)][-2:] == ["before", "m1"]
+    assert (await alice.send(conv, "next")).seq == sent + 1
