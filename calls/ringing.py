@@ -39,7 +39,7 @@ from calls.ring_script import (
 )
 from calls.state import CallState, MemberState, Transition, events_for
 from signaling import protocol as p
-from signaling.redis_client import RedisClient, queue_script
+from signaling.redis_client import RedisClient, execute, queue_script
 
 log = logging.getLogger("huddle.ringing")
 E = p.ErrorCode
@@ -236,7 +236,7 @@ class Ringing:
             elif kind == "pub":
                 published.append((user, a))
         if len(pipe):
-            await pipe.execute()
+            await execute(pipe)
         if published:
             pipe = self._redis.pipeline(transaction=False)
             for user, payload in published:
@@ -434,7 +434,7 @@ class Ringing:
                 [call_key(call), members_key(call)],
                 self._args("keepalive", call, session),
             )
-        for (session, call), result in zip(held, await pipe.execute(), strict=True):
+        for (session, call), result in zip(held, await execute(pipe), strict=True):
             await self._apply(call, result[2:])
             if _text(result[1]) == "gone" and self.in_call.get(session) == call:
                 del self.in_call[session]

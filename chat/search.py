@@ -19,7 +19,7 @@ from chat.indexer import catch_up
 from chat.store import ChatStore
 from chat.text import highlight, matches, query_terms
 from signaling.keys import conv_key
-from signaling.redis_client import queue_script
+from signaling.redis_client import execute, queue_script
 
 # Candidates asked of each conversation per round, and rounds at most: a round reads older
 # candidates when filters or the exact check dropped too many.
@@ -56,7 +56,7 @@ async def search(store: ChatStore, convs: list[str], req: w.ChatSearch) -> list[
                     [conv_key(cur.conv, f"ix:{t}") for t in terms],
                     [cur.below, CANDIDATES_PER_ROUND, SCAN_BUDGET],
                 )
-            replies: list[Any] = await pipe.execute()
+            replies: list[Any] = await execute(pipe)
         still: list[_Cursor] = []
         for cur, reply in zip(active, replies, strict=True):
             below = _text(reply[0])

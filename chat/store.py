@@ -17,7 +17,7 @@ from chat import wire as w
 from chat.resume import LogState
 from chat.text import index_terms
 from signaling.keys import conv_key, user_key
-from signaling.redis_client import RedisClient, queue_script, run_replicated
+from signaling.redis_client import RedisClient, execute, queue_script, run_replicated
 from signaling.wire import Event
 
 ENCODER: Final = msgspec.json.Encoder()
@@ -333,7 +333,7 @@ class ChatStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for user, second, n in sends:
                 queue_script(pipe, self._rate, [user_key(user, f"sends:{second}")], [n])
-            return [int(v) for v in await pipe.execute()]
+            return [int(v) for v in await execute(pipe)]
 
     async def send(self, conv: str, msg: w.ChatMessage, root: int) -> tuple[str, int, int]:
         """Store and publish ``msg`` (seq -2 marks where its number goes).
@@ -608,7 +608,7 @@ class ChatStore:
                     keys.append(conv_key(span.conv, f"ix:{term}"))
                     args += [len(seqs), *seqs]
                 queue_script(pipe, self._index, keys, args)
-            return [bool(v) for v in await pipe.execute()]
+            return [bool(v) for v in await execute(pipe)]
 
     async def add_shared(self, media_key: str, conv: str) -> None:
         await self.redis.sadd(media_key, conv)

@@ -18,7 +18,7 @@ import msgspec
 from signaling.keys import user_key
 from signaling.lua import lua_script
 from signaling.protocol import UserPresence
-from signaling.redis_client import RedisClient, queue_script
+from signaling.redis_client import RedisClient, execute, queue_script
 
 EXPIRY_INDEX: Final = "huddle:presence:expiry"
 SWEEP_BATCH: Final = 500
@@ -114,7 +114,7 @@ class PresenceStore:
                     self._args("refresh", entry, now),
                 )
             pipe.zadd(EXPIRY_INDEX, {_member(e): now + self._ttl_ms for e in batch})
-            results = await pipe.execute()
+            results = await execute(pipe)
             for entry, result in zip(batch, results, strict=False):
                 if result in (b"missing", "missing"):
                     # Lost while Redis was down or swept during a long stall: register again.
@@ -133,7 +133,7 @@ class PresenceStore:
                 [devices_key(user), meta_key(user)],
                 ["get", user, "", "", "", "", 0, now, ""],
             )
-        return [decode_snapshot(blob) for blob in await pipe.execute()]
+        return [decode_snapshot(blob) for blob in await execute(pipe)]
 
     async def get_one(self, user: str) -> UserPresence:
         return (await self.get([user]))[0]

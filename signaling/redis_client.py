@@ -30,7 +30,7 @@ from redis.event import (
     EventDispatcher,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
@@ -156,22 +156,54 @@ def on_topology_change(client: RedisCluster, callback: Callable[[], Awaitable[No
     events.register_listeners({AsyncAfterSlotsCacheRefreshEvent: [_TopologyListener(callback)]})
 
 
+# Scripts queued on each cluster pipeline: (position in the pipeline, script, keys, args).
+_QUEUED: weakref.WeakKeyDictionary[
+    ClusterPipeline, list[tuple[int, AsyncScript, list[str], list[EncodableT]]]
+] = weakref.WeakKeyDictionary()
+
+
+def _text_of(script: AsyncScript) -> str:
+    text = script.script
+    return text.decode() if isinstance(text, bytes) else str(text)
+
+
 def queue_script(
     pipe: RedisPipeline, script: AsyncScript, keys: Sequence[str], args: Sequence[EncodableT]
 ) -> None:
-    """Queue ``script`` on ``pipe``.
+    """Queue ``script`` on ``pipe`` by its digest; run the pipeline with ``execute``.
 
     redis-py loads a pipeline's scripts into one Redis before running it, but not into a
-    cluster's shards (nor into a replica promoted since): there the script's text goes with
-    the call, which the shard compiles once and caches.
+    cluster's shards (nor into a replica promoted since): ``execute`` runs the calls that
+    met a shard without the script again with its text, which the shard then keeps.
     """
     if isinstance(pipe, ClusterPipeline):
-        text = script.script
-        pipe.eval(text.decode() if isinstance(text, bytes) else str(text), len(keys), *keys, *args)
+        _QUEUED.setdefault(pipe, []).append((len(pipe), script, list(keys), list(args)))
     else:
         # What redis-py's own script call does on a pipeline (its set is typed for sync ones).
         pipe.scripts.add(script)  # type: ignore[arg-type]
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+
+async def execute(pipe: RedisPipeline) -> list[Any]:
+    """``pipe.execute()``, for pipelines with scripts queued by ``queue_script``."""
+    queued = _QUEUED.pop(pipe, []) if isinstance(pipe, ClusterPipeline) else []
+    if not queued:
+        return list(await pipe.execute())
+    results = list(await pipe.execute(raise_on_error=False))
+    missing = [q for q in queued if isinstance(results[q[0]], NoScriptError)]
+    if missing:
+        # Not run where the script was missing: safe to run now.
+        again = missing[0][1].registered_client.pipeline(transaction=False)
+        for _, script, keys, args in missing:
+            again.eval(_text_of(script), len(keys), *keys, *args)
+        for (position, *_), result in zip(
+            missing, await again.execute(raise_on_error=False), strict=True
+        ):
+            results[position] = result
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
 
 
 async def cluster_view(client: RedisCluster, timeout: float = 1.0) -> dict[str, Any]:
@@ -227,7 +259,8 @@ async def run_replicated(
     if not isinstance(client, RedisCluster) or wait_ms <= 0 or not shard_replicas(client, keys[0]):
         return await script(keys=keys, args=args)
     pipe = client.pipeline(transaction=False)
-    queue_script(pipe, script, keys, args)
+    # The text, not the digest: a rerun would come after the WAIT below.
+    pipe.eval(_text_of(script), len(keys), *keys, *args)
     # To the script's shard: WAIT counts the writes of the connection it is sent on, which
     # the pipeline shares with the script.
     pipe.execute_command("WAIT", 1, wait_ms, target_nodes=client.get_node_from_key(keys[0]))

@@ -7,13 +7,15 @@ import asyncio
 
 import aiohttp
 import pytest
+from redis.asyncio.cluster import RedisCluster as RedisCluster_
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
 from huddle.chat import ChatClient
 from huddle.client import RequestError
 from signaling.broker import Broker
 from signaling.keys import conv_key
-from signaling.redis_client import connect
+from signaling.redis_client import connect, execute, queue_script
 from tests.conftest import StartNode
 from tests.helpers import eventually
 from tests.redis_cluster import RedisCluster
@@ -173,3 +175,47 @@ async def test_a_slot_migrated_under_chat_load_loses_nothing(
     await eventually(lambda: {m.seq for m in bob.messages(conv)} >= set(acked), timeout=15)
     seqs = [m.seq for m in bob.messages(conv) if m.seq in acked]
     assert len(seqs) == len(set(seqs))
+
+
+def _calls(cluster: RedisCluster, command: str) -> int:
+    """Calls of ``command`` on the cluster's masters so far."""
+    total = 0
+    for master in cluster.masters():
+        client = master.client()
+        try:
+            stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+        finally:
+            client.close()
+        total += int(stats.get("calls", 0))
+    return total
+
+
+async def test_scripts_in_a_cluster_pipeline_go_by_digest_once_each_shard_has_them(
+    redis_cluster: RedisCluster,
+) -> None:
+    client = connect(redis_cluster.url)
+    assert isinstance(client, RedisCluster_)
+    keys = [f"huddle:{{conv:script{i}}}:n" for i in range(12)]
+    try:
+        script = client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        await client.script_flush()
+        for expected in (2, 4):
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                queue_script(pipe, script, [key], [2])
+            before = _calls(redis_cluster, "eval"), _calls(redis_cluster, "evalsha")
+            assert await execute(pipe) == [expected] * len(keys)
+            sent_text = _calls(redis_cluster, "eval") - before[0]
+            by_digest = _calls(redis_cluster, "evalsha") - before[1]
+            # First on shards without the script: refused by digest, run again with its text.
+            # Then by digest alone.
+            assert (sent_text, by_digest) == ((len(keys), len(keys)) if expected == 2 else (0, 12))
+        failing = client.register_script("return redis.error_reply('refused')")
+        pipe = client.pipeline(transaction=False)
+        queue_script(pipe, failing, [keys[0]], [])
+        with pytest.raises(ResponseError, match="refused"):
+            await execute(pipe)
+    finally:
+        for key in keys:
+            await client.delete(key)
+        await client.aclose()
