@@ -24,7 +24,6 @@ from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
-import redis.asyncio as redis
 from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
@@ -44,6 +43,7 @@ from sfu.room import RoomPolicy, SfuError
 from sfu.worker import WorkerConfig
 from signaling import protocol as p
 from signaling.keys import resume_key
+from signaling.redis_client import RedisClient
 
 if TYPE_CHECKING:
     from signaling.auth import Claims
@@ -72,7 +72,7 @@ _RELAYED: Final[dict[str, tuple[str, type[p.Request]]]] = {
 
 class CallManager:
     def __init__(
-        self, settings: CallsConfig, client: redis.Redis, relay: Relay | None = None
+        self, settings: CallsConfig, client: RedisClient, relay: Relay | None = None
     ) -> None:
         install(
             host_addresses=settings.ice_addresses,

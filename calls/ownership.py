@@ -13,10 +13,9 @@ import logging
 from collections.abc import Iterable
 from typing import Final
 
-import redis.asyncio as redis
-
 from signaling.keys import room_key
 from signaling.lua import lua_script
+from signaling.redis_client import RedisClient
 
 log = logging.getLogger("huddle.calls")
 ROOM_CLAIM_TTL_S: Final = 60
@@ -37,7 +36,7 @@ class Elsewhere(Exception):
 class RoomOwnership:
     """This node's claims on the rooms it holds."""
 
-    def __init__(self, client: redis.Redis, node_id: str) -> None:
+    def __init__(self, client: RedisClient, node_id: str) -> None:
         self._redis = client
         self._node_id = node_id
         self._release = client.register_script(lua_script("calls", "release_room"))

@@ -19,9 +19,12 @@ Keys, all expiring:
 - ``huddle:calls:ring-deadlines`` sorted set of every ringing invitation by deadline, swept
   by every node; the script's state check makes each timeout happen once.
 
-One script touches keys of several hash slots (the call, its members' markers, the
-deadline index): fine on a single Redis; Redis Cluster would need the markers checked in a
-second step.
+The script touches the call's own keys only (one hash tag, so one shard of a Redis
+Cluster). What a change means for keys of other tags (the users' markers and ringing sets,
+the deadline index) and the fan-out come back from it as effects that ``calls.ringing``
+applies right after (``MARKER`` changes a user's key only while it is still the call's); the
+busy checks read the users' markers just before. A node dying between the two leaves rings
+that expire with their keys instead of timing out, and markers that expire unless kept.
 """
 
 from __future__ import annotations
@@ -77,3 +80,4 @@ def render_rules() -> str:
 
 
 SCRIPT: Final = "local RULES = " + render_rules() + "\n" + lua_script("calls", "ringing")
+MARKER: Final = lua_script("calls", "marker")

@@ -1,10 +1,11 @@
 """Ringing calls in Redis: invite, accept, decline, cancel, hang up, ring timeouts.
 
-Every change of a call is one Lua script (``calls.ring_script.SCRIPT``) that checks the
-request against ``calls.state.RULES`` (rendered into the script), writes, and publishes the
+Every change of a call is one Lua script (``calls.ring_script.SCRIPT``) on the call's keys
+that checks the request against ``calls.state.RULES`` (rendered into the script) and writes;
+then the node applies what it means for the users (markers, rings) and publishes the
 resulting ``calls.state.Transition`` to the user channel of each member concerned. Every node
 with devices of that user turns it into events for them (``calls.state.events_for``), so a
-call works across nodes, and a crash never leaves half a change.
+call works across nodes, on one Redis or a cluster.
 
 Its keys and the script are in ``calls.ring_script``.
 """
@@ -19,7 +20,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Literal, cast
 
 import msgspec
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from calls.config import CallsConfig
@@ -28,15 +28,18 @@ from calls.members import RingingSession as Session
 from calls.record import CallRecord
 from calls.ring_script import (
     DEADLINES,
+    MARKER,
     SCRIPT,
     call_key,
     members_key,
     room_for,
+    user_call_channel,
     user_call_key,
     user_ringing_key,
 )
 from calls.state import CallState, MemberState, Transition, events_for
 from signaling import protocol as p
+from signaling.redis_client import RedisClient, execute, queue_script
 
 log = logging.getLogger("huddle.ringing")
 E = p.ErrorCode
@@ -89,7 +92,7 @@ class Ringing:
     def __init__(
         self,
         settings: CallsConfig,
-        client: redis.Redis,
+        client: RedisClient,
         local_sessions: Callable[[str], Iterable[Session]],
     ) -> None:
         self._redis = client
@@ -99,6 +102,7 @@ class Ringing:
         self._capacity = settings.room_capacity
         self._resume_s = settings.call_resume_s
         self._script = client.register_script(SCRIPT)
+        self._marker = client.register_script(MARKER)
         # Local connections that placed or accepted a call: kept alive, hung up when they go.
         self.in_call: dict[Session, str] = {}
         # Rings announced to a connection right after its hello, to drop the same ring if it
@@ -116,7 +120,14 @@ class Ringing:
 
     # --- requests -----------------------------------------------------------------------
 
-    def _args(self, op: str, call: str, session: Session | None, *extra: str | int) -> list[Any]:
+    def _args(
+        self,
+        op: str,
+        call: str,
+        session: Session | None,
+        *extra: str | int,
+        current: tuple[str, str] = ("", ""),
+    ) -> list[Any]:
         actor = session.identity if session else ""
         name = session.claims.name if session and session.claims else ""
         return [
@@ -130,20 +141,107 @@ class Ringing:
             self._ring_ms,
             self._keep_ms,
             ENDED_TTL_S * 1000,
+            *current,
             *extra,
         ]
 
-    async def _run(self, op: str, call: str, session: Session | None, *extra: str | int) -> str:
-        result = await self._script(
-            keys=[call_key(call), members_key(call), DEADLINES],
-            args=self._args(op, call, session, *extra),
-        )
-        status, payload = (_text(x) for x in cast(list[bytes | str], result))
-        if status == "error":
-            raise CallError(payload, _MESSAGES.get(payload, payload.replace("_", " ")))
+    async def _run(
+        self,
+        op: str,
+        call: str,
+        session: Session | None,
+        *extra: str | int,
+        current: tuple[str, str] = ("", ""),
+    ) -> str:
+        payload = await self._change(op, call, session, *extra, current=current)
         if op in _RECORDED:
             await self._record(op, call, session.identity if session else "")
         return payload
+
+    async def _change(
+        self,
+        op: str,
+        call: str,
+        session: Session | None,
+        *extra: str | int,
+        current: tuple[str, str] = ("", ""),
+    ) -> str:
+        """Run the call's script and apply its effects; the script's reply payload."""
+        result = cast(
+            list[bytes | str],
+            await self._script(
+                keys=[call_key(call), members_key(call)],
+                args=self._args(op, call, session, *extra, current=current),
+            ),
+        )
+        status, payload = _text(result[0]), _text(result[1])
+        if status == "error":
+            raise CallError(payload, _MESSAGES.get(payload, payload.replace("_", " ")))
+        await self._apply(call, result[2:])
+        return payload
+
+    async def _current_calls(self, *users: str) -> tuple[str, ...]:
+        """The live call each user is in ('' for none), from their markers: a marker left by
+        a call that is over for the user does not count."""
+        pipe = self._redis.pipeline(transaction=False)
+        for user in users:
+            pipe.get(user_call_key(user))
+        marked = [_text(c) if c is not None else "" for c in await pipe.execute()]
+        if not any(marked):
+            return tuple(marked)
+        pipe = self._redis.pipeline(transaction=False)
+        for user, call in zip(users, marked, strict=True):
+            if call:
+                pipe.hget(call_key(call), "state")
+                pipe.hget(members_key(call), user)
+        replies = iter(await pipe.execute())
+        current: list[str] = []
+        for call in marked:
+            if not call:
+                current.append("")
+                continue
+            state, raw = next(replies), next(replies)
+            live = state is not None and _text(state) in ("ringing", "accepted")
+            joined = raw is not None and _member_decoder.decode(raw).s is MemberState.JOINED
+            current.append(call if live and joined else "")
+        return tuple(current)
+
+    async def _apply(self, call: str, effects: list[bytes | str]) -> None:
+        """Apply what the call's script said a change means for other keys (see
+        ``calls/lua/ringing.lua``): users' keys first, then the fan-out, so that whoever
+        reacts to an event finds the markers in place."""
+        if not effects:
+            return
+        fields = [_text(x) for x in effects]
+        pipe = self._redis.pipeline(transaction=False)
+        published: list[tuple[str, str]] = []
+        for i in range(0, len(fields), 4):
+            kind, user, a, b = fields[i : i + 4]
+            if kind == "ring":
+                pipe.zadd(DEADLINES, {b: int(a)})
+                pipe.zadd(user_ringing_key(user), {call: int(a)})
+                keep = self._ring_ms + self._keep_ms
+                queue_script(pipe, self._marker, [user_ringing_key(user)], ["keep", "", keep])
+            elif kind == "unring":
+                pipe.zrem(DEADLINES, a)
+                pipe.zrem(user_ringing_key(user), call)
+            elif kind == "unindex":
+                pipe.zrem(DEADLINES, a)
+            elif kind == "mark":
+                pipe.set(user_call_key(user), call, px=int(a))
+            elif kind == "keepmark":
+                queue_script(pipe, self._marker, [user_call_key(user)], ["keep", call, int(a)])
+            elif kind == "release":
+                queue_script(pipe, self._marker, [user_call_key(user)], ["release", call, 0])
+            elif kind == "pub":
+                published.append((user, a))
+        if len(pipe):
+            await execute(pipe)
+        if published:
+            pipe = self._redis.pipeline(transaction=False)
+            for user, payload in published:
+                pipe.spublish(user_call_channel(user), payload)
+            await pipe.execute()
 
     async def _record(self, op: str, call: str, actor: str) -> None:
         """Tell ``on_record`` that a one-to-one call started or ended."""
@@ -187,17 +285,24 @@ class Ringing:
     async def invite(self, session: Session, req: p.CallInvite) -> p.CallInviteOk:
         if req.to == session.identity:
             raise CallError(E.CANNOT_CALL_SELF, "you cannot call yourself")
+        mine, theirs = await self._current_calls(session.identity, req.to)
+        current = (mine, theirs)
         if req.call is None:
             call = new_call_id()
-            room = await self._run("invite", call, session, req.to, req.media, room_for(call))
+            room = await self._run(
+                "invite", call, session, req.to, req.media, room_for(call), current=current
+            )
             self.in_call[session] = call
         else:
             call = req.call
-            room = await self._run("add", call, session, req.to, req.media, "", self._capacity)
+            room = await self._run(
+                "add", call, session, req.to, req.media, "", self._capacity, current=current
+            )
         return p.CallInviteOk(re=req.id, call=call, room=room)
 
     async def accept(self, session: Session, req: p.CallAccept) -> p.CallAcceptOk:
-        room = await self._run("accept", req.call, session)
+        (current,) = await self._current_calls(session.identity)
+        room = await self._run("accept", req.call, session, current=(current, ""))
         self.in_call[session] = req.call
         return p.CallAcceptOk(re=req.id, call=req.call, room=room)
 
@@ -323,12 +428,14 @@ class Ringing:
         held = list(self.in_call.items())
         pipe = self._redis.pipeline(transaction=False)
         for session, call in held:
-            await self._script(  # queued on the pipeline, sent by execute()
-                keys=[call_key(call), members_key(call), DEADLINES],
-                args=self._args("keepalive", call, session),
-                client=pipe,
+            queue_script(
+                pipe,
+                self._script,
+                [call_key(call), members_key(call)],
+                self._args("keepalive", call, session),
             )
-        for (session, call), result in zip(held, await pipe.execute(), strict=True):
+        for (session, call), result in zip(held, await execute(pipe), strict=True):
+            await self._apply(call, result[2:])
             if _text(result[1]) == "gone" and self.in_call.get(session) == call:
                 del self.in_call[session]
 
@@ -350,11 +457,7 @@ class Ringing:
             except msgspec.DecodeError:  # ValidationError included
                 await self._redis.zrem(DEADLINES, member)
                 continue
-            result = await self._script(
-                keys=[call_key(call), members_key(call), DEADLINES],
-                args=self._args("timeout", call, None, user),
-            )
-            if _text(result[1]) == "expired":
+            if await self._change("timeout", call, None, user) == "expired":
                 expired += 1
                 await self._record("timeout", call, "")
         return expired

@@ -20,3 +20,4 @@ class ChatConfig:
     chat_feed_events: int
     chat_sync_max_events: int
     chat_max_reaction_kinds: int
+    chat_replica_ack_ms: int = 0

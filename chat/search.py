@@ -20,6 +20,7 @@ from chat.indexer import catch_up
 from chat.store import ChatStore
 from chat.text import query_terms
 from signaling.keys import conv_key
+from signaling.redis_client import execute, queue_script
 
 # Candidates asked of each conversation per round, and rounds at most: a round reads older
 # candidates when filters or the exact check dropped too many.
@@ -50,12 +51,13 @@ async def search(store: ChatStore, convs: list[str], req: w.ChatSearch) -> list[
             break
         async with store.redis.pipeline(transaction=False) as pipe:
             for cur in active:
-                await store.intersect(
-                    keys=[conv_key(cur.conv, f"ix:{t}") for t in terms],
-                    args=[cur.below, CANDIDATES_PER_ROUND, SCAN_BUDGET],
-                    client=pipe,
+                queue_script(
+                    pipe,
+                    store.intersect,
+                    [conv_key(cur.conv, f"ix:{t}") for t in terms],
+                    [cur.below, CANDIDATES_PER_ROUND, SCAN_BUDGET],
                 )
-            replies: list[Any] = await pipe.execute()
+            replies: list[Any] = await execute(pipe)
         still: list[_Cursor] = []
         for cur, reply in zip(active, replies, strict=True):
             below = _text(reply[0])

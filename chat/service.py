@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from calls.record import CallRecord, GroupCallRecord
@@ -38,6 +37,7 @@ from chat.store import (
 )
 from media_store.meta import visible_meta
 from signaling.keys import media_key
+from signaling.redis_client import RedisClient
 from signaling.wire import Ok, Reply, Request
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class ChatService:
     def __init__(
         self,
         settings: ChatConfig,
-        client: redis.Redis,
+        client: RedisClient,
         broker: Broker,
         spawn: Callable[[Any], None],
     ) -> None:
@@ -77,6 +77,7 @@ class ChatService:
         self.redis = client
         self.broker = broker
         self.store = ChatStore(client, settings.chat_replay_events, settings.chat_feed_events)
+        self.store.replica_ack_ms = settings.chat_replica_ack_ms
         self.router = Router(self.store, broker, spawn, settings.chat_sync_max_events)
         self.filters = [re.compile(p, re.IGNORECASE) for p in settings.chat_word_filter]
         self.spawn = spawn

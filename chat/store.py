@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 import msgspec
-import redis.asyncio as redis
 
 from chat import scripts
 from chat import wire as w
 from chat.resume import LogState
 from signaling.keys import conv_key, user_key
+from signaling.redis_client import RedisClient, execute, queue_script, run_replicated
 from signaling.wire import Event
 
 ENCODER: Final = msgspec.json.Encoder()
@@ -159,10 +159,12 @@ def _meta(conv: str, values: Sequence[Any]) -> ConvMeta | None:
 
 
 class ChatStore:
-    def __init__(self, client: redis.Redis, replay_events: int, feed_events: int) -> None:
+    def __init__(self, client: RedisClient, replay_events: int, feed_events: int) -> None:
         self.redis = client
         self.replay_events = replay_events
         self.feed_events = feed_events
+        # On a cluster, how long a send waits for a replica of its shard (0: not at all).
+        self.replica_ack_ms = 0
         self._send = client.register_script(scripts.SEND)
         self._create = client.register_script(scripts.CREATE)
         self._ensure_direct = client.register_script(scripts.ENSURE_DIRECT)
@@ -336,8 +338,8 @@ class ChatStore:
         """Add (user, second, sends) to the users' send counters; replies each new total."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for user, second, n in sends:
-                await self._rate(keys=[user_key(user, f"sends:{second}")], args=[n], client=pipe)
-            return [int(v) for v in await pipe.execute()]
+                queue_script(pipe, self._rate, [user_key(user, f"sends:{second}")], [n])
+            return [int(v) for v in await execute(pipe)]
 
     async def send(self, conv: str, msg: w.ChatMessage, root: int) -> tuple[str, int, int]:
         """Store and publish ``msg`` (seq -2 marks where its number goes).
@@ -366,7 +368,7 @@ class ChatStore:
             self.replay_events,
             root,
         ]
-        out = _reply(await self._send(keys=keys, args=args))
+        out = _reply(await run_replicated(self.redis, self._send, keys, args, self.replica_ack_ms))
         if out[0] == "ok":
             self._logged(conv)
             return "ok", int(out[1]), int(out[2])
@@ -617,8 +619,8 @@ class ChatStore:
                 for term, seqs in found.items():
                     keys.append(conv_key(span.conv, f"ix:{term}"))
                     args += [len(seqs), *seqs]
-                await self._index(keys=keys, args=args, client=pipe)
-            return [bool(v) for v in await pipe.execute()]
+                queue_script(pipe, self._index, keys, args)
+            return [bool(v) for v in await execute(pipe)]
 
     async def add_shared(self, media_key: str, conv: str) -> None:
         await self.redis.sadd(media_key, conv)

@@ -9,14 +9,9 @@ import signal
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-import redis.asyncio as redis
 from aiohttp import web
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat.history import retention
 from chat.history.archiver import Archiver
@@ -33,6 +28,7 @@ from signaling.broker import Broker
 from signaling.http_common import REDIS_CLIENT
 from signaling.hub import Hub
 from signaling.metrics import Metrics
+from signaling.redis_client import CLUSTER_SCHEME, connect
 from signaling.server import HUB, REDIS_INFO, SETTINGS, add_routes, json_errors
 
 log = logging.getLogger("huddle.app")
@@ -40,25 +36,6 @@ log = logging.getLogger("huddle.app")
 EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
 HISTORY = web.AppKey("history", HistoryStore)
 ARCHIVER = web.AppKey("archiver", Archiver)
-
-
-# Connections to Redis per node. Callers beyond that wait for a free one (up to the pool
-# timeout) instead of failing, as redis-py's default pool does at its limit.
-REDIS_MAX_CONNECTIONS: Final = 64
-REDIS_POOL_TIMEOUT_S: Final = 5.0
-
-
-def redis_client(url: str) -> redis.Redis:
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=REDIS_MAX_CONNECTIONS,
-        timeout=REDIS_POOL_TIMEOUT_S,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
-    )
-    return redis.Redis.from_pool(pool)
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -72,11 +49,11 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
     def info() -> dict[str, Any]:
         if embedded is None:
-            return {"mode": "external"}
+            return {"mode": "cluster" if url.startswith(f"{CLUSTER_SCHEME}://") else "external"}
         return {"mode": "embedded", "pid": embedded.pid, "restarts": embedded.restarts}
 
     app[REDIS_INFO] = info
-    client = redis_client(url)
+    client = connect(url)
     app[REDIS_CLIENT] = client
     try:
         yield
@@ -111,6 +88,7 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     broker = Broker(client, settings.node_id)
     await broker.start()
     metrics = Metrics()
+    metrics.pubsub_reconnects = lambda: broker.reconnects
     metrics.add_collector(app[HTTP_GUARD].collect)
     embedded = app.get(EMBEDDED_REDIS)
     metrics.add_collector(process_collector(lambda: embedded.pid if embedded else None))

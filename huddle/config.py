@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from signaling.redis_client import check_url
+
 # Lists given as one string (an environment variable, a CLI option) are comma separated, or
 # JSON: without NoDecode the environment source would take JSON only and fail on commas.
 CommaList = Annotated[list[str], NoDecode]
@@ -37,7 +39,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None,
         validation_alias=AliasChoices("REDIS_URL", "HUDDLE_REDIS_URL", "redis_url"),
-        description="external Redis; unset: start and supervise a local redis-server",
+        description="external Redis (redis://, rediss://, unix://) or Redis Cluster "
+        "(redis+cluster://host:port[,host:port...]); unset: start and supervise a local "
+        "redis-server",
     )
     redis_server: str | None = Field(
         None, description="redis-server binary for the embedded Redis (default: PATH)"
@@ -187,6 +191,13 @@ class Settings(BaseSettings):
         ge=0,
         description="delete each conversation's history older than this many days (0: keep it all)",
     )
+    chat_replica_ack_ms: int = Field(
+        1000,
+        ge=0,
+        description="on a Redis Cluster, a chat.send is acknowledged once a replica of its "
+        "shard has the message, waited for up to this long (else `unavailable`: the client "
+        "retries); 0: once the master has it",
+    )
     media_max_upload_bytes: int = Field(
         100 * 1024 * 1024, ge=1, description="largest accepted upload, enforced while receiving"
     )
@@ -257,6 +268,13 @@ class Settings(BaseSettings):
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"not a JSON list: {exc}") from None
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_url(value)
         return value
 
     @model_validator(mode="after")

@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 from typing import Final
 
-import redis.asyncio as redis
-
 from media_store.backend import BlobStore
 from media_store.records import Records
 from signaling.keys import media_key
+from signaling.redis_client import RedisClient
 
 log = logging.getLogger("huddle.media.gc")
 
@@ -74,7 +73,7 @@ async def expire_uploads(records: Records, tus_dir: Path, *, now: float | None =
 
 
 async def sweep_uploads(
-    client: redis.Redis, tus_dir: Path, other_dirs: list[Path], *, max_age_s: float
+    client: RedisClient, tus_dir: Path, other_dirs: list[Path], *, max_age_s: float
 ) -> list[str]:
     """Remove partial files of resumable uploads whose record expired, and staging or work
     files older than ``max_age_s`` (left by a node that died mid-upload)."""

@@ -13,11 +13,11 @@ import re
 from typing import Final
 
 import msgspec
-import redis.asyncio as redis
 from redis.exceptions import NoScriptError
 
 from signaling.keys import conv_key, media_key
 from signaling.lua import lua_script
+from signaling.redis_client import RedisClient
 
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 THUMB_SIZES: Final = ("small", "large")
@@ -111,7 +111,7 @@ def from_hash(fields: dict[str, str]) -> MediaMeta | None:
         return None
 
 
-async def get_meta(client: redis.Redis, media_id: str) -> MediaMeta | None:
+async def get_meta(client: RedisClient, media_id: str) -> MediaMeta | None:
     """The metadata of a stored file, or None if there is no such (complete) file."""
     if not valid_id(media_id):
         return None
@@ -147,18 +147,19 @@ class MetaCache:
         return len(self._metas)
 
 
-# The record and the access rule in one round trip, read at one instant; every field only
-# when the caller has no copy of the record.
+# The record and the owner's access in one round trip, read at one instant; every field only
+# when the caller has no copy of the record. Another user's access is the membership of the
+# conversations the file was shared in: one more round trip (they may be on other shards).
 _VISIBLE: Final = lua_script("media_store", "visible")
 _VISIBLE_SHA: Final = hashlib.sha1(_VISIBLE.encode()).hexdigest()
-_MEMBERS_AROUND: Final = tuple(conv_key("\0", "members").split("\0"))
-_MISSING, _HIDDEN, _SEEN = 0, 1, 2
+_MISSING, _HIDDEN, _SEEN, _IF_MEMBER = 0, 1, 2, 3
 
 
 async def find_visible(
-    client: redis.Redis, media_id: str, user: str | None, known: MetaCache | None = None
+    client: RedisClient, media_id: str, user: str | None, known: MetaCache | None = None
 ) -> tuple[bool, MediaMeta | None]:
-    """Whether the file exists, and its record if ``user`` may see it; one round trip.
+    """Whether the file exists, and its record if ``user`` may see it; one round trip for
+    its owner, two for another user.
 
     ``user`` None skips the access check (a signed URL, checked by the caller). With
     ``known``, a record read once is not read again, only checked.
@@ -180,20 +181,23 @@ async def find_visible(
 
 
 async def _visible(
-    client: redis.Redis, media_id: str, user: str | None, *, every_field: bool
+    client: RedisClient, media_id: str, user: str | None, *, every_field: bool
 ) -> tuple[int, str, MediaMeta | None]:
     """The script's status, the record's ``created`` stamp and, if asked, the record."""
     keys = (media_key(media_id, "meta"), media_key(media_id, "shared"))
-    args = (user or "", *_MEMBERS_AROUND, "1" if every_field else "0", "0" if user is None else "1")
+    args = (user or "", "1" if every_field else "0", "0" if user is None else "1")
     try:
         reply = await client.evalsha(_VISIBLE_SHA, len(keys), *keys, *args)
     except NoScriptError:
         # EVAL also loads the script: later calls find it by its digest.
         reply = await client.eval(_VISIBLE, len(keys), *keys, *args)
     status = int(reply[0])
+    if status == _IF_MEMBER:
+        convs = [text(c) for c in reply[3:]]
+        status = _SEEN if user and await _member_of_any(client, convs, user) else _HIDDEN
     if status != _SEEN:
         return status, "", None
-    if len(reply) < 3:
+    if not reply[2]:
         return status, text(reply[1]), None
     flat = [text(x) for x in reply[2]]
     meta = from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
@@ -201,6 +205,13 @@ async def _visible(
     return (status, text(reply[1]), meta) if meta is not None else (_MISSING, "", None)
 
 
-async def visible_meta(client: redis.Redis, media_id: str, user: str) -> MediaMeta | None:
+async def _member_of_any(client: RedisClient, convs: list[str], user: str) -> bool:
+    async with client.pipeline(transaction=False) as pipe:
+        for conv in convs:
+            pipe.hexists(conv_key(conv, "members"), user)
+        return any(await pipe.execute())
+
+
+async def visible_meta(client: RedisClient, media_id: str, user: str) -> MediaMeta | None:
     """The metadata if the file exists and ``user`` may see it (what chat checks)."""
     return (await find_visible(client, media_id, user))[1]

@@ -21,13 +21,12 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-import redis.asyncio as redis
-
 from media_store.errors import MediaError, quota_exceeded
 from media_store.meta import MediaMeta, to_hash
 from media_store.quota import Usage, reservation_error
-from signaling.keys import media_key, media_store_key, user_key
+from signaling.keys import media_key, media_owner_key, media_store_key
 from signaling.lua import lua_script
+from signaling.redis_client import RedisClient
 
 # A commit waits for a collection of the same blob to finish, at most this long.
 DELETING_WAIT_S: Final = 10.0
@@ -46,7 +45,7 @@ class Committed:
 
 
 class Records:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.client = client
         script = client.register_script
         self._commit = script(_RESERVED + lua_script("media_store", "commit"))
@@ -62,8 +61,8 @@ class Records:
 
     async def usage(self, user: str) -> Usage:
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.get(user_key(user, "media_usage"))
-            pipe.hvals(user_key(user, "media_uploads"))
+            pipe.get(media_owner_key(user, "media_usage"))
+            pipe.hvals(media_owner_key(user, "media_uploads"))
             used, held = await pipe.execute()
         return Usage(int(used or 0), sum(int(v) for v in held), len(held))
 
@@ -74,12 +73,12 @@ class Records:
         digests = meta.blobs()
         keys = [
             media_key(meta.id, "meta"),
-            user_key(meta.owner, "media_usage"),
-            user_key(meta.owner, "media"),
+            media_owner_key(meta.owner, "media_usage"),
+            media_owner_key(meta.owner, "media"),
             self.refs,
             self.orphans,
             self.deleting,
-            user_key(meta.owner, "media_uploads"),
+            media_owner_key(meta.owner, "media_uploads"),
             media_key(meta.id, "tus"),
             self.uploads,
         ]
@@ -103,8 +102,8 @@ class Records:
         keys = [
             media_key(meta.id, "meta"),
             media_key(meta.id, "shared"),
-            user_key(meta.owner, "media_usage"),
-            user_key(meta.owner, "media"),
+            media_owner_key(meta.owner, "media_usage"),
+            media_owner_key(meta.owner, "media"),
             self.refs,
             self.orphans,
         ]
@@ -154,8 +153,8 @@ class Records:
         """Record a new unfinished upload and reserve its length, or raise (quota, cap)."""
         keys = [
             media_key(upload, "tus"),
-            user_key(owner, "media_uploads"),
-            user_key(owner, "media_usage"),
+            media_owner_key(owner, "media_uploads"),
+            media_owner_key(owner, "media_usage"),
             self.uploads,
         ]
         args: list[str | int] = [upload, owner, length, name, repr(expires), quota, max_open]
@@ -178,7 +177,7 @@ class Records:
         only if it has expired by then and no request holds its lock."""
         keys = [
             media_key(upload, "tus"),
-            user_key(owner, "media_uploads"),
+            media_owner_key(owner, "media_uploads"),
             self.uploads,
             media_key(upload, "tus_lock"),
         ]

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from media_store import gc, http_rules, staging, tus_routes
+from media_store import gc, http_rules, layout, staging, tus_routes
 from media_store.backend import BlobStore
 from media_store.config import MediaConfig
 from media_store.disk import DiskStore
@@ -54,6 +54,7 @@ async def open_store(config: MediaConfig) -> BlobStore:
 async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     """The media service of a node: blob store, worker pool, periodic collection."""
     config = app[MEDIA_CONFIG]
+    await layout.upgrade(app[REDIS_CLIENT])
     store = await open_store(config)
     service = MediaService(config, app[REDIS_CLIENT], store, config.root, dict(config.token_keys))
     app[MEDIA] = service

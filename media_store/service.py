@@ -18,8 +18,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Final, TypeVar
 
-import redis.asyncio as redis
-
 from media_store import http_rules, staging
 from media_store.backend import BlobStore
 from media_store.config import MediaConfig
@@ -30,6 +28,7 @@ from media_store.quota import room
 from media_store.records import Records
 from media_store.sniff import denied, needs_tracks, safe_name, sniff, without_video
 from media_store.tokens import TokenCache
+from signaling.redis_client import RedisClient
 
 log = logging.getLogger("huddle.media")
 
@@ -46,7 +45,7 @@ class MediaService:
     def __init__(
         self,
         settings: MediaConfig,
-        client: redis.Redis,
+        client: RedisClient,
         store: BlobStore,
         root: Path,
         token_keys: dict[str, str],

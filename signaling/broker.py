@@ -1,7 +1,15 @@
 """Redis pub/sub for one node: reference-counted channel subscriptions and reconnection.
 
+Sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``, Redis 7) on one Redis and on a Redis Cluster
+alike: a channel carries the hash tag of what it is about (``signaling.keys``), so on a
+cluster its messages stay on the shard that owns that conversation, user or room instead of
+being broadcast to every shard, and a script may publish on it next to its writes.
+
 A node subscribes only to the channels its connected devices need. When Redis goes away the
-reader keeps retrying; redis-py re-subscribes every channel on reconnect.
+reader keeps retrying and redis-py subscribes every channel again on reconnect; on a cluster
+redis-py also moves a channel's subscription to the shard that owns its slot after a
+failover or a slot migration. Either way messages may have been missed meanwhile, so the
+broker tells its ``on_reconnect`` callbacks, which read back what they need.
 """
 
 from __future__ import annotations
@@ -9,27 +17,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
-import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPubSub, RedisCluster
+from redis.exceptions import RedisError, ResponseError
 
 from signaling.keys import node_channel
+from signaling.redis_client import RedisClient, on_topology_change
 
 log = logging.getLogger("huddle.broker")
 
 Handler = Callable[[bytes], None]
 RETRY_DELAY_S: Final = 0.1
 RETRY_DELAY_MAX_S: Final = 2.0
+READ_TIMEOUT_S: Final = 1.0
+# On a cluster each shard's pub/sub connection has a reader task of its own, blocked on its
+# socket (redis-py's own reader takes the shards in turn, each for a slice of its timeout: a
+# message on one shard would wait out the others' slices). New connections get their reader
+# when the broker subscribes or follows a move, and at least this often.
+SHARD_READERS_CHECK_S: Final = 0.5
 
 
 class Broker:
-    def __init__(self, client: redis.Redis, node_id: str) -> None:
+    def __init__(self, client: RedisClient, node_id: str) -> None:
         self._redis = client
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        # Subscription replies are read too: a shard that gives a slot away drops its
+        # channels' subscribers with an unasked sunsubscribe, the only sign of the move.
+        self._pubsub: PubSub = client.pubsub(ignore_subscribe_messages=False)
         self._handlers: dict[str, list[Handler]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Connections whose reconnects are reported (each registered once).
+        self._watched: weakref.WeakSet[object] = weakref.WeakSet()
+        # Cluster: the shard each channel was subscribed on, to tell a move from a refresh.
+        self._placement: dict[str, str] = {}
+        # Cluster: a reader per shard connection (by node name), and the shards whose
+        # connection failed last.
+        self._shard_readers: dict[str, asyncio.Task[None]] = {}
+        self._failing: set[str] = set()
         self.node_channel = node_channel(node_id)
         self.connected = False
         self.reconnects = 0
@@ -40,13 +68,19 @@ class Broker:
     async def start(self) -> None:
         # The node's own channel keeps the pub/sub connection subscribed to at least one
         # channel, which redis-py needs before it will read.
-        await self._pubsub.subscribe(self.node_channel)
+        try:
+            await self._pubsub.ssubscribe(self.node_channel)
+        except ResponseError as exc:
+            if "unknown command" in str(exc).lower():
+                raise RuntimeError(
+                    "Huddle needs Redis 7 or later (sharded pub/sub: SSUBSCRIBE)"
+                ) from exc
+            raise
         self.connected = True
-        # redis-py also reconnects (and subscribes again) inside a read, without raising:
-        # after Redis restarted quickly, this callback is the only sign of it.
-        connection = self._pubsub.connection
-        if connection is not None:
-            connection.register_connect_callback(self._on_connect)
+        if isinstance(self._redis, RedisCluster):
+            on_topology_change(self._redis, self._topology_changed)
+        self._placement[self.node_channel] = self._shard_of(self.node_channel)
+        self._watch_connections()
         self._reader = asyncio.create_task(self._read(), name="broker-reader")
 
     async def stop(self) -> None:
@@ -54,6 +88,8 @@ class Broker:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+        for task in [*self._tasks, *self._shard_readers.values()]:
+            task.cancel()
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()
 
@@ -62,10 +98,13 @@ class Broker:
         handlers.append(handler)
         if len(handlers) == 1:
             try:
-                await self._pubsub.subscribe(channel)
+                await self._pubsub.ssubscribe(channel)
             except (RedisError, OSError):
                 # Recorded in redis-py's channel set: it subscribes again on reconnect.
                 log.warning("subscribe deferred until Redis is back", extra={"channel": channel})
+            self._placement[channel] = self._shard_of(channel)
+            self._watch_connections()
+            self._start_shard_readers()
 
     async def unsubscribe(self, channel: str, handler: Handler) -> None:
         handlers = self._handlers.get(channel)
@@ -74,18 +113,88 @@ class Broker:
         handlers.remove(handler)
         if not handlers:
             del self._handlers[channel]
+            self._placement.pop(channel, None)
             with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.unsubscribe(channel)
+                await self._pubsub.sunsubscribe(channel)
 
     @property
     def channel_count(self) -> int:
         return len(self._handlers)
 
     async def publish(self, channel: str, payload: bytes) -> None:
-        await self._redis.publish(channel, payload)
+        await self._redis.spublish(channel, payload)
+
+    # --- reconnects and moves -------------------------------------------------------------
+
+    def _pubsubs(self) -> list[PubSub]:
+        if isinstance(self._pubsub, ClusterPubSub):
+            return list(self._pubsub.node_pubsub_mapping.values())
+        return [self._pubsub]
+
+    def _watch_connections(self) -> None:
+        # Registered after redis-py's own callback, so when ours runs the channels are
+        # subscribed again. redis-py reconnects inside a read without raising: after a Redis
+        # that restarted quickly, this callback is the only sign of it.
+        for pubsub in self._pubsubs():
+            connection = pubsub.connection
+            if connection is not None and connection not in self._watched:
+                self._watched.add(connection)
+                connection.register_connect_callback(self._on_connect)
+
+    def _shard_of(self, channel: str) -> str:
+        if not isinstance(self._redis, RedisCluster):
+            return ""
+        try:
+            node = self._redis.get_node_from_key(channel)
+        except RedisError:
+            return ""
+        return "" if node is None else str(node.name)
+
+    def _dropped(self, channel: str) -> None:
+        """The shard dropped a channel still wanted: its slot moved. A keyed command for the
+        slot meets the redirect, which makes redis-py refresh its map and tell
+        ``_topology_changed``."""
+        if not isinstance(self._redis, RedisCluster):
+            return
+        log.info("shard dropped a subscription", extra={"channel": channel})
+        task = asyncio.create_task(self._probe(channel), name="broker-probe")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _probe(self, channel: str) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            # The channel's own name as a key: the same slot; it holds no data.
+            await self._redis.exists(channel)
+
+    async def _topology_changed(self) -> None:
+        # Runs inside redis-py's refresh of its slot map: the work goes to a task of its own.
+        task = asyncio.create_task(self._follow_topology(), name="broker-topology")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow_topology(self) -> None:
+        if not isinstance(self._pubsub, ClusterPubSub):
+            return
+        moved = [c for c, shard in self._placement.items() if self._shard_of(c) != shard]
+        if not moved:
+            return
+        try:
+            # redis-py moves the subscriptions too; waiting for it here means the callbacks
+            # below read back only once every channel listens on its new shard.
+            await self._pubsub.reinitialize_shard_subscriptions()
+        except (RedisError, OSError) as exc:
+            # Slots still uncovered mid-failover: the next refresh of the map tries again.
+            log.warning("pub/sub not moved yet", extra={"error": str(exc)})
+            return
+        for channel in moved:
+            if channel in self._placement:
+                self._placement[channel] = self._shard_of(channel)
+        self._watch_connections()
+        self._start_shard_readers()
+        log.info("pub/sub channels moved to other shards", extra={"channels": len(moved)})
+        self._restored()
 
     async def _on_connect(self, connection: object) -> None:
-        # Registered after redis-py's own callback, so the channels are subscribed again.
         self._restored()
 
     def _restored(self) -> None:
@@ -99,10 +208,14 @@ class Broker:
                 log.exception("reconnect callback failed")
 
     async def _read(self) -> None:
+        if isinstance(self._pubsub, ClusterPubSub):
+            while True:
+                self._start_shard_readers()
+                await asyncio.sleep(SHARD_READERS_CHECK_S)
         delay = RETRY_DELAY_S
         while True:
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
+                message = await self._pubsub.get_message(timeout=READ_TIMEOUT_S)
             except (RedisError, OSError) as exc:
                 if self.connected:
                     log.warning("pub/sub connection lost", extra={"error": str(exc)})
@@ -113,12 +226,74 @@ class Broker:
             if not self.connected:
                 self._restored()
             delay = RETRY_DELAY_S
-            if message is None or message.get("type") != "message":
+            self._dispatch(message)
+
+    def _start_shard_readers(self) -> None:
+        if not isinstance(self._pubsub, ClusterPubSub):
+            return
+        for name in list(self._pubsub.node_pubsub_mapping):
+            reader = self._shard_readers.get(name)
+            if reader is None or reader.done():
+                self._shard_readers[name] = asyncio.create_task(
+                    self._read_shard(self._pubsub, name), name=f"broker-reader-{name}"
+                )
+
+    async def _read_shard(self, pubsub: ClusterPubSub, name: str) -> None:
+        """Read one shard's pub/sub connection until redis-py retires it (its channels moved
+        to other shards) or the shard leaves the cluster."""
+        delay = RETRY_DELAY_S
+        while True:
+            own = pubsub.node_pubsub_mapping.get(name)
+            cluster = self._redis
+            node = cluster.get_node(node_name=name) if isinstance(cluster, RedisCluster) else None
+            if own is None or node is None:
+                self._failing.discard(name)
+                self.connected = not self._failing
+                return
+            if own.connection is None:
+                # Not connected yet (its first subscribe is under way), or being closed.
+                await asyncio.sleep(RETRY_DELAY_S)
                 continue
-            channel = message["channel"]
-            name = channel.decode() if isinstance(channel, bytes) else channel
-            for handler in list(self._handlers.get(name, ())):
-                try:
-                    handler(message["data"])
-                except Exception:
-                    log.exception("pub/sub handler failed", extra={"channel": name})
+            try:
+                # No timeout: the read waits on this shard's socket alone, without holding
+                # the connection's lock, so subscribing meanwhile is not held up.
+                message = await pubsub.get_sharded_message(target_node=node, timeout=None)
+            except (RedisError, OSError, RuntimeError) as exc:
+                if name not in self._failing:
+                    log.warning("shard pub/sub lost", extra={"shard": name, "error": str(exc)})
+                self._failing.add(name)
+                self.connected = False
+                # The shard may be gone for good: a command for one of its channels meets
+                # the failure, and redis-py looks for a new owner of the slots.
+                self._probe_shard(name)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_DELAY_MAX_S)
+                continue
+            if name in self._failing:
+                self._failing.discard(name)
+                self.connected = not self._failing
+            delay = RETRY_DELAY_S
+            self._dispatch(message)
+
+    def _probe_shard(self, name: str) -> None:
+        channel = next((c for c, shard in self._placement.items() if shard == name), None)
+        if channel is not None:
+            task = asyncio.create_task(self._probe(channel), name="broker-probe")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _dispatch(self, message: dict[str, Any] | None) -> None:
+        if message is None:
+            return
+        channel = message["channel"]
+        name = channel.decode() if isinstance(channel, bytes) else str(channel)
+        kind = message.get("type")
+        if kind == "sunsubscribe" and name in self._handlers:
+            self._dropped(name)
+        if kind != "smessage":
+            return
+        for handler in list(self._handlers.get(name, ())):
+            try:
+                handler(message["data"])
+            except Exception:
+                log.exception("pub/sub handler failed", extra={"channel": name})

@@ -7,10 +7,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
-import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from calls.config import CallsConfig
@@ -26,6 +26,7 @@ from signaling.broker import Broker
 from signaling.keys import user_key
 from signaling.metrics import Metrics
 from signaling.presence import DeviceEntry, PresenceStore, decode_snapshot, presence_channel
+from signaling.redis_client import RedisClient, cluster_view
 from signaling.session import Session
 
 log = logging.getLogger("huddle.hub")
@@ -53,7 +54,7 @@ class Hub:
     def __init__(
         self,
         settings: Settings,
-        client: redis.Redis,
+        client: RedisClient,
         broker: Broker,
         metrics: Metrics,
         api_keys: dict[str, str],
@@ -260,6 +261,13 @@ class Hub:
             self._fan_out_presence(snapshot)
 
     # --- health -------------------------------------------------------------------------
+
+    async def cluster_view(self) -> dict[str, Any] | None:
+        """The Redis Cluster as this node sees it (``signaling.redis_client.cluster_view``);
+        None on one Redis."""
+        if not isinstance(self.redis, RedisCluster):
+            return None
+        return await cluster_view(self.redis)
 
     async def redis_ok(self) -> bool:
         try:

@@ -35,9 +35,21 @@ def conv_key(conv: str, name: str) -> str:
     return f"huddle:{{conv:{conv}}}:{name}"
 
 
+# The media store's records share one hash tag, so that its scripts (a file's record, its
+# owner's usage and reservations, the store's blob references, all in one step) run on one
+# shard of a Redis Cluster. They are few and small next to chat's: one shard carries them.
+
+
 def media_key(media: str, name: str) -> str:
-    """Keys of one stored file: ``meta`` (hash) and ``shared`` (set of conversation ids)."""
-    return f"huddle:{{media:{media}}}:{name}"
+    """Keys of one stored file: ``meta`` (hash), ``shared`` (set of conversation ids), and
+    of one resumable upload: ``tus`` (hash), ``tus_lock``."""
+    return f"huddle:{{media-store}}:file:{media}:{name}"
+
+
+def media_owner_key(user: str, name: str) -> str:
+    """Keys of one owner of files: ``media_usage`` (bytes stored), ``media`` (set of their
+    files), ``media_uploads`` (hash upload id -> length reserved)."""
+    return f"huddle:{{media-store}}:owner:{user}:{name}"
 
 
 def media_store_key(name: str) -> str:

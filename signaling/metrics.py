@@ -57,6 +57,37 @@ class Metrics:
             "huddle_redis_restarts", "Restarts of the embedded Redis", registry=self.registry
         )
         self.uptime = Gauge("huddle_uptime_seconds", "Node uptime", registry=self.registry)
+        # On a Redis Cluster, as this node sees it (set when scraped).
+        self.redis_cluster_ok = Gauge(
+            "huddle_redis_cluster_ok",
+            "1 when the cluster reports ok and every shard answers this node, else 0",
+            registry=self.registry,
+        )
+        self.redis_cluster_shards = Gauge(
+            "huddle_redis_cluster_shards",
+            "Shards (masters) in the node's slot map",
+            registry=self.registry,
+        )
+        self.redis_cluster_shards_up = Gauge(
+            "huddle_redis_cluster_shards_up", "Shards answering this node", registry=self.registry
+        )
+        self.redis_cluster_replicas = Gauge(
+            "huddle_redis_cluster_replicas",
+            "Replicas in the node's slot map",
+            registry=self.registry,
+        )
+        self.redis_cluster_replicas_up = Gauge(
+            "huddle_redis_cluster_replicas_up",
+            "Replicas answering this node",
+            registry=self.registry,
+        )
+        self.redis_cluster_slots_ok = Gauge(
+            "huddle_redis_cluster_slots_ok",
+            "Hash slots served (16384 when the cluster is whole)",
+            registry=self.registry,
+        )
+        self.pubsub_reconnects: Callable[[], int] = lambda: 0
+        self.add_collector(self._collect_pubsub)
 
         self._in: dict[str, Any] = {}
         self._errors: dict[str, Any] = {}
@@ -79,6 +110,14 @@ class Metrics:
         )
         for kind, count in self.sent.items():
             family.add_metric([kind], count)
+        yield family
+
+    def _collect_pubsub(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "huddle_redis_pubsub_restored",
+            "Times pub/sub came back or followed moved slots (then missed events are read back)",
+        )
+        family.add_metric([], self.pubsub_reconnects())
         yield family
 
     def add_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from typing import Final, cast
 
 import msgspec
-import redis.asyncio as redis
 
 from signaling.keys import user_key
 from signaling.lua import lua_script
 from signaling.protocol import UserPresence
+from signaling.redis_client import RedisClient, execute, queue_script
 
 EXPIRY_INDEX: Final = "huddle:presence:expiry"
 SWEEP_BATCH: Final = 500
@@ -59,7 +59,7 @@ class DeviceEntry(msgspec.Struct, frozen=True):
 class PresenceStore:
     """Reads and writes presence; every write that changes something publishes a snapshot."""
 
-    def __init__(self, client: redis.Redis, node_id: str, ttl_s: float) -> None:
+    def __init__(self, client: RedisClient, node_id: str, ttl_s: float) -> None:
         self._redis = client
         self._node = node_id
         self._ttl_ms = int(ttl_s * 1000)
@@ -107,13 +107,14 @@ class PresenceStore:
             now = _now_ms()
             pipe = self._redis.pipeline(transaction=False)
             for entry in batch:
-                await self._script(  # queued on the pipeline, sent by execute()
-                    keys=[devices_key(entry.user), meta_key(entry.user)],
-                    args=self._args("refresh", entry, now),
-                    client=pipe,
+                queue_script(
+                    pipe,
+                    self._script,
+                    [devices_key(entry.user), meta_key(entry.user)],
+                    self._args("refresh", entry, now),
                 )
             pipe.zadd(EXPIRY_INDEX, {_member(e): now + self._ttl_ms for e in batch})
-            results = await pipe.execute()
+            results = await execute(pipe)
             for entry, result in zip(batch, results, strict=False):
                 if result in (b"missing", "missing"):
                     # Lost while Redis was down or swept during a long stall: register again.
@@ -126,12 +127,13 @@ class PresenceStore:
         now = _now_ms()
         pipe = self._redis.pipeline(transaction=False)
         for user in users:
-            await self._script(  # queued on the pipeline, sent by execute()
-                keys=[devices_key(user), meta_key(user)],
-                args=["get", user, "", "", "", "", 0, now, ""],
-                client=pipe,
+            queue_script(
+                pipe,
+                self._script,
+                [devices_key(user), meta_key(user)],
+                ["get", user, "", "", "", "", 0, now, ""],
             )
-        return [decode_snapshot(blob) for blob in await pipe.execute()]
+        return [decode_snapshot(blob) for blob in await execute(pipe)]
 
     async def get_one(self, user: str) -> UserPresence:
         return (await self.get([user]))[0]

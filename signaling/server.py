@@ -90,10 +90,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 async def healthz(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     reachable = await hub.redis_ok()
-    # Degraded until both commands and pub/sub work again: events need the latter.
-    ok = reachable and hub.broker.connected
+    cluster = await hub.cluster_view()
+    # Degraded until both commands and pub/sub work again: events need the latter. On a
+    # cluster, also while a shard is down or the cluster says it is not ok: some
+    # conversations, users and calls are out of reach then.
+    ok = reachable and hub.broker.connected and (cluster is None or _cluster_ok(cluster))
     uptime = time.monotonic() - hub.started
     hub.metrics.redis_up.set(1 if ok else 0)
+    if cluster is not None:
+        _set_cluster_metrics(hub, cluster)
     body: dict[str, Any] = {
         "status": "ok" if ok else "degraded",
         "node": hub.settings.node_id,
@@ -102,6 +107,7 @@ async def healthz(request: web.Request) -> web.Response:
             "reachable": reachable,
             "pubsub": hub.broker.connected,
             **request.app[REDIS_INFO](),
+            **({"cluster": cluster} if cluster is not None else {}),
         },
         "connections": len(hub.sessions),
     }
@@ -115,9 +121,26 @@ async def metrics(request: web.Request) -> web.Response:
     restarts = request.app[REDIS_INFO]().get("restarts")
     if isinstance(restarts, int):
         hub.metrics.redis_restarts.set(restarts)
+    cluster = await hub.cluster_view()
+    if cluster is not None:
+        _set_cluster_metrics(hub, cluster)
     return web.Response(
         body=hub.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
     )
+
+
+def _cluster_ok(cluster: dict[str, Any]) -> bool:
+    return bool(cluster["state"] == "ok" and cluster["shards_up"] == cluster["shards"])
+
+
+def _set_cluster_metrics(hub: Hub, cluster: dict[str, Any]) -> None:
+    m = hub.metrics
+    m.redis_cluster_ok.set(1 if _cluster_ok(cluster) else 0)
+    m.redis_cluster_shards.set(cluster["shards"])
+    m.redis_cluster_shards_up.set(cluster["shards_up"])
+    m.redis_cluster_replicas.set(cluster["replicas"])
+    m.redis_cluster_replicas_up.set(cluster["replicas_up"])
+    m.redis_cluster_slots_ok.set(cluster["slots_ok"])
 
 
 async def schema(request: web.Request) -> web.Response:

@@ -6,20 +6,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as redis
 from aiohttp import web
 
 from huddle.app import create_app
 from huddle.config import Settings
 from huddle.http_guard import NodeRunner
 from huddle.redis_server import spawn_sync
+from signaling.redis_client import RedisClient, connect
 from tests.helpers import TEST_KEY, TEST_SECRET, Node
+from tests.redis_cluster import RedisCluster
 
 StartNode = Callable[..., Awaitable[Node]]
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Tests marked redis_cluster run twice: on one Redis and on a Redis Cluster.
+    if "redis_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "redis_cluster"
+    ):
+        metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def single_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server for the whole run (or HUDDLE_TEST_REDIS_URL)."""
     external = os.environ.get("HUDDLE_TEST_REDIS_URL")
     if external:
@@ -33,9 +42,31 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(10)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real Redis Cluster (3 masters, 3 replicas) for the whole run, started on first use."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The Redis of the test: one redis-server, or the cluster for the ``[cluster]`` run of a
+    test marked ``redis_cluster``."""
+    if getattr(request, "param", "single") == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    url: str = request.getfixturevalue("single_redis_url")
+    return url
+
+
 @pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+async def redis_client(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = connect(redis_url)
     await client.flushall()
     try:
         yield client
@@ -60,13 +91,15 @@ def test_settings(redis_url: str, data_dir: Path, **overrides: Any) -> Settings:
 
 @pytest.fixture
 async def start_node(
-    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+    redis_url: str, redis_client: RedisClient, tmp_path: Path
 ) -> AsyncIterator[StartNode]:
     """Start in-process nodes on loopback sharing the test Redis; stopped at the end."""
     nodes: list[Node] = []
 
     async def start(**overrides: Any) -> Node:
-        settings = test_settings(redis_url, tmp_path / f"node{len(nodes)}", **overrides)
+        data_dir = overrides.pop("data_dir", tmp_path / f"node{len(nodes)}")
+        url = overrides.pop("redis_url", redis_url)
+        settings = test_settings(url, data_dir, **overrides)
         app = create_app(settings)
         runner = NodeRunner(app, access_log=None)
         await runner.setup()

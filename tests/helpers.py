@@ -16,12 +16,14 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from redis.asyncio.cluster import RedisCluster
 
 from huddle.call import CallClient
 from huddle.client import HuddleClient
 from huddle.config import Settings
 from sfu.room import Room
 from signaling.auth import Grants, mint_token
+from signaling.redis_client import RedisClient
 
 TEST_SECRET = "test-secret-0123456789-0123456789-0123456789"
 TEST_KEY = "test-key"
@@ -197,3 +199,12 @@ async def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> N
         # State that events change from callbacks has no Event to wait on: poll it.
         while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+async def all_keys(client: RedisClient, pattern: str) -> list[str]:
+    """The keys matching ``pattern`` on one Redis or on every master of a cluster."""
+    if isinstance(client, RedisCluster):
+        found = await client.keys(pattern, target_nodes=RedisCluster.PRIMARIES)
+    else:
+        found = await client.keys(pattern)
+    return [k.decode() if isinstance(k, bytes) else str(k) for k in found]

@@ -1,16 +1,33 @@
--- KEYS[1] call hash, KEYS[2] members hash, KEYS[3] ring deadline index
+-- KEYS[1] call hash, KEYS[2] members hash: the call's own keys, one hash tag.
 -- ARGV: op, call, now_ms, actor, session, device, actor_name, ring_ms, keep_ms, ended_ms,
---       then per op: target, media, room, capacity
+--       the live call the actor is in ('' for none), the live call the target is in ('' for
+--       none; both read by calls.ringing just before), then per op: target, media, room,
+--       capacity
 -- RULES (a table, defined before this text): calls.state.RULES, rendered and prepended by
 --       calls.ring_script, so Python and Lua check requests by the same table.
+-- Returns {'error', code} with nothing written, or {'ok', payload, effects...}: what the change
+-- means for keys of other hash tags, four strings each, applied by calls.ringing in order:
+--   ring USER DEADLINE MEMBER   the ring into the deadline index and the user's ringing set
+--   unring USER MEMBER ''       the ring out of both
+--   unindex '' MEMBER ''        a stale entry out of the deadline index
+--   mark USER MS ''             the user's call marker set to this call for MS
+--   keepmark USER MS ''         the user's call marker kept MS longer, if it is this call's
+--   release USER '' ''          the user's call marker deleted, if it is this call's
+--   pub USER PAYLOAD ''         the transition published on the user's call channel
 local op, id, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local actor, session, device, name = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local RING, KEEP, ENDED = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local target, media, room, capacity = ARGV[11], ARGV[12], ARGV[13], tonumber(ARGV[14])
+local actor_current, target_current = ARGV[11], ARGV[12]
+local target, media, room, capacity = ARGV[13], ARGV[14], ARGV[15], tonumber(ARGV[16])
 local touched = {}
+local effects = {}
 
-local function ukey(u, what) return 'huddle:{user:' .. u .. '}:' .. what end
-local function ckey(c, what) return 'huddle:{call:' .. c .. '}:' .. what end
+local function effect(kind, u, a, b)
+  effects[#effects + 1] = kind
+  effects[#effects + 1] = u
+  effects[#effects + 1] = tostring(a or '')
+  effects[#effects + 1] = tostring(b or '')
+end
 local function member(u)
   local raw = redis.call('HGET', KEYS[2], u)
   if raw then return cjson.decode(raw) end
@@ -25,29 +42,9 @@ local function keep(key, ms)
   if left == -1 or (left >= 0 and left < ms) then redis.call('PEXPIRE', key, ms) end
 end
 local function index_member(u) return cjson.encode({id, u}) end
-local function ring(u, deadline)
-  redis.call('ZADD', KEYS[3], deadline, index_member(u))
-  redis.call('ZADD', ukey(u, 'ringing'), deadline, id)
-  keep(ukey(u, 'ringing'), RING + KEEP)
-end
-local function unring(u)
-  redis.call('ZREM', KEYS[3], index_member(u))
-  redis.call('ZREM', ukey(u, 'ringing'), id)
-end
-local function release(u)
-  if redis.call('GET', ukey(u, 'call')) == id then redis.call('DEL', ukey(u, 'call')) end
-end
--- The call a user is in, ignoring a marker left by a call that is over for them.
-local function current_call(u)
-  local c = redis.call('GET', ukey(u, 'call'))
-  if not c then return nil end
-  local st = redis.call('HGET', ckey(c, 'call'), 'state')
-  local raw = redis.call('HGET', ckey(c, 'members'), u)
-  if (st == 'ringing' or st == 'accepted') and raw and cjson.decode(raw).s == 'joined' then
-    return c
-  end
-  return nil
-end
+local function ring(u, deadline) effect('ring', u, deadline, index_member(u)) end
+local function unring(u) effect('unring', u, index_member(u)) end
+local function release(u) effect('release', u) end
 local function counts()
   local joined, ringing = 0, 0
   local all = redis.call('HGETALL', KEYS[2])
@@ -92,7 +89,7 @@ local function publish(kind, subject, inviter, inviter_name, what, deadline)
   for u, s in pairs(states) do
     if s == 'ringing' or s == 'joined' or touched[u] then
       t.to = u
-      redis.call('PUBLISH', ukey(u, 'calls'), cjson.encode(t))
+      effect('pub', u, cjson.encode(t))
     end
   end
 end
@@ -106,19 +103,19 @@ local function check(action)
   if not rule.members[m.s] then return nil, nil, rule.member_err end
   return state, m, nil
 end
-local function ok(payload) return {'ok', payload or ''} end
+local function ok(payload) return {'ok', payload or '', unpack(effects)} end
 local function refuse(code) return {'error', code} end
 
 if op == 'invite' then
-  if current_call(actor) then return refuse('already_in_call') end
-  if current_call(target) then return refuse('busy') end
+  if actor_current ~= '' then return refuse('already_in_call') end
+  if target_current ~= '' then return refuse('busy') end
   if redis.call('EXISTS', KEYS[1]) == 1 then return refuse('internal') end
   redis.call('HSET', KEYS[1], 'state', 'ringing', 'caller', actor, 'media', media,
     'room', room, 'created_ms', now)
   put(actor, {s = 'joined', r = 'caller', k = session, d = device})
   local deadline = now + RING
   put(target, {s = 'ringing', r = 'callee', by = actor, bn = name, m = media, x = deadline})
-  redis.call('SET', ukey(actor, 'call'), id, 'PX', RING + KEEP)
+  effect('mark', actor, RING + KEEP)
   ring(target, deadline)
   redis.call('PEXPIRE', KEYS[1], RING + KEEP)
   redis.call('PEXPIRE', KEYS[2], RING + KEEP)
@@ -130,7 +127,7 @@ elseif op == 'add' then
   local room_name = redis.call('HGET', KEYS[1], 'room')
   local tm = member(target)
   if tm and tm.s == 'ringing' then return ok(room_name) end
-  if current_call(target) then return refuse('busy') end
+  if target_current ~= '' then return refuse('busy') end
   local joined, ringing = counts()
   if joined + ringing >= capacity then return refuse('room_full') end
   local deadline = now + RING
@@ -143,12 +140,11 @@ elseif op == 'add' then
 elseif op == 'accept' then
   local state, m, err = check('accept')
   if err then return refuse(err) end
-  local current = current_call(actor)
-  if current and current ~= id then return refuse('already_in_call') end
+  if actor_current ~= '' and actor_current ~= id then return refuse('already_in_call') end
   m.s, m.k, m.d = 'joined', session, device
   put(actor, m)
   unring(actor)
-  redis.call('SET', ukey(actor, 'call'), id, 'PX', KEEP)
+  effect('mark', actor, KEEP)
   if state == 'ringing' then
     redis.call('HSET', KEYS[1], 'state', 'accepted', 'accepted_ms', now)
   end
@@ -203,7 +199,7 @@ elseif op == 'update' then
 elseif op == 'timeout' then
   local m = member(target)
   if not m or m.s ~= 'ringing' then
-    redis.call('ZREM', KEYS[3], index_member(target))
+    effect('unindex', '', index_member(target))
     return ok('gone')
   end
   if m.x > now then return ok('alive') end
@@ -235,7 +231,7 @@ elseif op == 'keepalive' then
   end
   keep(KEYS[1], KEEP)
   keep(KEYS[2], KEEP)
-  if redis.call('GET', ukey(actor, 'call')) == id then keep(ukey(actor, 'call'), KEEP) end
+  effect('keepmark', actor, KEEP)
   return ok('kept')
 end
 return redis.error_reply('unknown ringing op')

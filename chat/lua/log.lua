@@ -15,7 +15,7 @@ local function log_event(meta, events, chan, maxlen, tpl)
   e = string.gsub(e, '"epoch":""', '"epoch":"' .. epoch .. '"', 1)
   e = string.gsub(e, '"stamp":""', '"stamp":"' .. log_stamp() .. '"', 1)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, ev .. '-1', 'e', e)
-  redis.call('PUBLISH', chan, e)
+  redis.call('SPUBLISH', chan, e)
   return ev
 end
 

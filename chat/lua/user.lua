@@ -24,5 +24,5 @@ local e = string.gsub(ARGV[3], '"fev":%-1', '"fev":' .. fev, 1)
 e = string.gsub(e, '"feed_epoch":""', '"feed_epoch":"' .. epoch .. '"', 1)
 e = string.gsub(e, '"stamp":""', '"stamp":"' .. log_stamp() .. '"', 1)
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], fev .. '-1', 'e', e)
-redis.call('PUBLISH', ARGV[4], e)
+redis.call('SPUBLISH', ARGV[4], e)
 return fev

@@ -53,5 +53,5 @@ local seen = redis.call('HGET', KEYS[2], 'seen') or 'null'
 local ver = redis.call('HGET', KEYS[2], 'ver') or '0'
 local snap = '{"user":' .. cjson.encode(user) .. ',"status":"' .. agg .. '","devices":[' ..
   table.concat(parts, ',') .. '],"last_seen_ms":' .. seen .. ',"version":' .. ver .. '}'
-if op ~= 'get' then redis.call('PUBLISH', ARGV[9], snap) end
+if op ~= 'get' then redis.call('SPUBLISH', ARGV[9], snap) end
 return snap

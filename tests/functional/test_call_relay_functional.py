@@ -31,6 +31,7 @@ async def _sees(call: CallClient, who: str, colour: tuple[int, int, int]) -> Non
     assert close_colour(mean_rgb(frame), colour)
 
 
+@pytest.mark.redis_cluster
 async def test_participants_on_two_nodes_share_a_room(start_node: StartNode) -> None:
     first = await start_node(ice_addresses=["127.0.0.1"])
     second = await start_node(ice_addresses=["127.0.0.1"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from chat import wire as w
 from chat.store import direct_id
 from huddle.chat import ChatClient
@@ -14,6 +16,7 @@ def calls(c: ChatClient, conv: str) -> list[w.SystemInfo]:
     return [m.system for m in c.messages(conv) if m.system is not None]
 
 
+@pytest.mark.redis_cluster
 async def test_started_and_ended_with_duration_then_missed(start_node: StartNode) -> None:
     node = await start_node(ring_timeout_s=0.5, ring_sweep_s=0.1)
     alice = ChatClient(await node.client("alice"))

@@ -25,6 +25,7 @@ async def next_message(c: ChatClient, timeout: float = 5) -> w.ChatMessage:
     return event.message
 
 
+@pytest.mark.redis_cluster
 async def test_group_message_reaches_every_member_with_sequence_numbers(node: Node) -> None:
     alice, bob, carol = [await chat(node, u) for u in ("alice", "bob", "carol")]
     conv = await alice.create("group", "trip", ["bob", "carol"])
@@ -55,6 +56,7 @@ async def test_same_client_id_is_stored_once(node: Node) -> None:
     assert [m.text for m in await bob.history(first.conv)] == ["once"]
 
 
+@pytest.mark.redis_cluster
 async def test_direct_conversation_made_on_first_message(node: Node) -> None:
     alice, bob = await chat(node, "alice"), await chat(node, "bob")
     sent = await alice.send(to="bob", text="hi bob")
@@ -90,6 +92,7 @@ async def group(node: Node, *users: str) -> tuple[list[ChatClient], str]:
     return clients, conv.conv
 
 
+@pytest.mark.redis_cluster
 async def test_edit_keeps_history_and_flags_the_message(node: Node) -> None:
     (alice, bob), conv = await group(node, "alice", "bob")
     sent = await alice.send(conv, "teh plan", mentions=["bob"])
@@ -126,6 +129,7 @@ async def test_recall_window_for_senders_and_any_time_for_admins(start_node: Sta
     assert info.value.code == "recalled"
 
 
+@pytest.mark.redis_cluster
 async def test_reactions_aggregate_per_emoji(node: Node) -> None:
     (alice, bob, carol), conv = await group(node, "alice", "bob", "carol")
     sent = await alice.send(conv, "vote")
@@ -143,6 +147,7 @@ async def test_reactions_aggregate_per_emoji(node: Node) -> None:
     assert msg.reactions == {"👍": ["carol"], "🎉": ["carol"]}
 
 
+@pytest.mark.redis_cluster
 async def test_threads_count_replies_and_list_them(node: Node) -> None:
     (alice, bob), conv = await group(node, "alice", "bob")
     root = await alice.send(conv, "root")

@@ -71,6 +71,7 @@ async def test_chromium_voice_note_in_webm_is_a_voice_message(node: Node, tmp_pa
     assert note.media.duration_ms is not None and 900 <= note.media.duration_ms <= 1100
 
 
+@pytest.mark.redis_cluster
 async def test_files_one_may_not_see_cannot_be_sent(node: Node) -> None:
     alice, eve = await chat(node, "alice"), await chat(node, "eve")
     async with MediaClient(node.url, make_token("alice")) as media:

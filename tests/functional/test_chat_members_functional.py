@@ -171,6 +171,7 @@ async def test_removed_member_is_told_then_cut_off(node: Node) -> None:
     assert (await info(alice, conv)).members == 2
 
 
+@pytest.mark.redis_cluster
 async def test_added_members_join_then_get_the_join_message_and_can_send(node: Node) -> None:
     alice, bob, dave = [await chat(node, u) for u in ("alice", "bob", "dave")]
     conv = (await alice.create("group", "team", ["bob"])).conv
@@ -240,6 +241,7 @@ async def test_member_leaves(node: Node) -> None:
     await refused(bob.send(conv, "back?"), "not_member")
 
 
+@pytest.mark.redis_cluster
 async def test_owner_leaving_hands_over_to_an_admin(node: Node) -> None:
     alice, bob, zed = [await chat(node, u) for u in ("alice", "bob", "zed")]
     conv = (await alice.create("group", "team", ["bob", "zed"])).conv
@@ -337,6 +339,7 @@ async def test_only_channels_can_be_followed(node: Node) -> None:
 # --- the user's own settings and moderation ---------------------------------------------
 
 
+@pytest.mark.redis_cluster
 async def test_mute_is_listed_and_reaches_the_users_other_devices(node: Node) -> None:
     alice = await chat(node, "alice")
     phone, laptop = await chat(node, "bob", "phone"), await chat(node, "bob", "laptop")

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from itertools import cycle
 
+import pytest
 import redis.asyncio as redis
 
 from chat import send_limit
@@ -55,6 +56,7 @@ async def attempt(c: ChatClient, conv: str, n: int) -> w.ChatSendOk | str:
         return exc.code
 
 
+@pytest.mark.redis_cluster
 async def test_send_rate_is_per_user_across_nodes(start_node: StartNode) -> None:
     # The connection limiter is set far above the chat limit: only the latter may refuse here.
     limits = {"chat_send_per_s": 5, "rate_per_s": 1000.0, "rate_burst": 1000}
@@ -81,6 +83,7 @@ async def test_send_rate_is_per_user_across_nodes(start_node: StartNode) -> None
     assert sorted(r.seq for r in accepted) == seqs[1:]
 
 
+@pytest.mark.redis_cluster
 async def test_send_limit_counts_sends_through_other_nodes(start_node: StartNode) -> None:
     limits = {"chat_send_per_s": 6, "rate_per_s": 1000.0, "rate_burst": 1000}
     nodes = [await start_node(**limits) for _ in range(3)]
@@ -160,6 +163,7 @@ def block(user: str, blocked: bool = True) -> w.ChatBlock:
     return w.ChatBlock(id="", user=user, blocked=blocked)
 
 
+@pytest.mark.redis_cluster
 async def test_blocked_sender_is_refused_until_unblocked(node: Node) -> None:
     alice, carol = await chat(node, "alice"), await chat(node, "carol")
     phone, laptop = await chat(node, "bob", "phone"), await chat(node, "bob", "laptop")

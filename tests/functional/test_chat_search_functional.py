@@ -30,6 +30,7 @@ def texts(hits: list[w.SearchHit]) -> list[str | None]:
     return [h.message.text for h in hits]
 
 
+@pytest.mark.redis_cluster
 async def test_cjk_mixed_and_latin_text_is_found_newest_first(node: Node) -> None:
     alice, bob = await chat(node, "alice"), await chat(node, "bob")
     conv = (await alice.create("group", "g", ["bob"])).conv
@@ -98,6 +99,7 @@ async def test_edits_and_recalls_are_reflected(node: Node) -> None:
     assert texts(await search(bob, "dinner")) == []
 
 
+@pytest.mark.redis_cluster
 async def test_search_works_across_nodes(start_node: StartNode) -> None:
     one, two = await start_node(), await start_node()
     alice, bob = await chat(one, "alice"), await chat(two, "bob")

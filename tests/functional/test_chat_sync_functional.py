@@ -27,6 +27,7 @@ def conv_events(c: ChatClient, conv: str) -> list[int]:
     return [e.ev for e in c.log if getattr(e, "conv", None) == conv and getattr(e, "ev", None)]  # type: ignore[attr-defined]
 
 
+@pytest.mark.redis_cluster
 async def test_resume_replays_every_kind_of_missed_event_once(node: Node) -> None:
     alice = await chat(node, "alice")
     bob = await chat(node, "bob", device="phone")
@@ -72,6 +73,7 @@ async def test_resume_replays_every_kind_of_missed_event_once(node: Node) -> Non
     assert len([m for m in back.messages(conv) if m.text == "live"]) == 1
 
 
+@pytest.mark.redis_cluster
 async def test_read_on_one_device_clears_unread_on_the_other(node: Node) -> None:
     alice = await chat(node, "alice")
     phone = await chat(node, "bob", device="phone")
@@ -114,6 +116,7 @@ async def test_too_far_behind_is_an_explicit_gap(start_node: StartNode) -> None:
     await eventually(lambda: [m.text for m in back.messages(conv)] == ["after the gap"])
 
 
+@pytest.mark.redis_cluster
 async def test_two_nodes_deliver_live_and_subscribe_only_to_their_conversations(
     start_node: StartNode,
 ) -> None:

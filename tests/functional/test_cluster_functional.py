@@ -68,6 +68,7 @@ async def test_presence_across_processes_and_crash(two_nodes: list[NodeProcess])
         assert (await bob.request(p.Ping(id=""))).server_time_ms > 0
 
 
+@pytest.mark.redis_cluster
 async def test_chat_across_processes_and_a_node_crash(two_nodes: list[NodeProcess]) -> None:
     """A member on each node process sees the other's messages live; when one process dies,
     its device resumes on the other from its cursors and misses nothing."""

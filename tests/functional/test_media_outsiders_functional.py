@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aiohttp
+import pytest
 import redis.asyncio as redis
 
 from media_store.service import new_id
@@ -71,6 +72,7 @@ FILE_REQUESTS: list[tuple[str, str, dict[str, str]]] = [
 ]
 
 
+@pytest.mark.redis_cluster
 async def test_files_look_missing_to_whoever_may_not_see_them(node: Node) -> None:
     picture = await upload(node, "alice", media_files.png((64, 48)), "p.png")
     real, missing = picture["id"], new_id()

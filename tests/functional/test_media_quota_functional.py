@@ -29,6 +29,7 @@ async def fill(client: MediaClient, url: str, data: bytes) -> None:
     assert (offset, media_id) == (len(data), None)
 
 
+@pytest.mark.redis_cluster
 async def test_partial_uploads_are_held_against_the_quota(start_node: StartNode) -> None:
     node = await start_node(media_quota_bytes=1000)
     async with (
@@ -83,6 +84,7 @@ async def test_open_uploads_are_capped(start_node: StartNode) -> None:
         assert await bob.create_upload(10)
 
 
+@pytest.mark.redis_cluster
 async def test_expired_partial_uploads_leave_nothing(
     start_node: StartNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:

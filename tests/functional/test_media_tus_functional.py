@@ -94,6 +94,7 @@ async def test_tuspy_whole_image(node: Node) -> None:
     )
 
 
+@pytest.mark.redis_cluster
 async def test_own_client_resumes_after_lost_connection(node: Node, tmp_path: Path) -> None:
     data = secrets.token_bytes(3 * 1024 * KIB + 17)
     path = tmp_path / "upload.bin"

@@ -16,7 +16,7 @@ from PIL import Image
 from huddle.media_client import MediaClient, MediaRequestError
 from media_store import gc
 from media_store.http import MEDIA
-from signaling.keys import conv_key, media_key, media_store_key, user_key
+from signaling.keys import conv_key, media_key, media_owner_key, media_store_key
 from tests import media_files
 from tests.conftest import StartNode
 from tests.helpers import Node, make_token
@@ -154,6 +154,7 @@ async def test_authentication_is_required(node: Node) -> None:
         assert refused.value.status == 401
 
 
+@pytest.mark.redis_cluster
 async def test_access_owner_conversation_members_and_signed_urls(
     node: Node, redis_client: redis.Redis
 ) -> None:
@@ -238,6 +239,7 @@ async def test_range_etag_and_headers(node: Node) -> None:
             assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
 
 
+@pytest.mark.redis_cluster
 async def test_dedup_delete_and_garbage_collection(node: Node, redis_client: redis.Redis) -> None:
     data = media_files.png((50, 50), mode="RGB")
     async with client(node, "alice") as alice, client(node, "bob") as bob:
@@ -281,6 +283,7 @@ async def test_blob_unknown_to_redis_is_collected(node: Node) -> None:
         assert await alice.download(kept["id"]) == b"kept"
 
 
+@pytest.mark.redis_cluster
 async def test_quota(start_node: StartNode, redis_client: redis.Redis) -> None:
     node = await start_node(media_quota_bytes=10_000)
     async with client(node, "alice") as alice:
@@ -292,7 +295,7 @@ async def test_quota(start_node: StartNode, redis_client: redis.Redis) -> None:
         assert usage["used"] == 6000
         assert usage["quota"] == 10_000
         await alice.upload(b"c" * 4000)
-        assert await redis_client.get(user_key("alice", "media_usage")) == b"10000"
+        assert await redis_client.get(media_owner_key("alice", "media_usage")) == b"10000"
     assert leftovers(node) == []
 
 

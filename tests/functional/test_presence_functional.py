@@ -35,6 +35,7 @@ async def test_subscribe_returns_current_state(node: Node) -> None:
     assert by_user["carol"].last_seen_ms is None
 
 
+@pytest.mark.redis_cluster
 async def test_devices_aggregate_into_user_status(node: Node) -> None:
     bob = await node.client("bob")
     await bob.request(p.PresenceSubscribe(id="", users=["alice"]))
@@ -92,6 +93,7 @@ async def test_events_carry_increasing_seq(node: Node) -> None:
     assert seqs == [1, 2, 3]
 
 
+@pytest.mark.redis_cluster
 async def test_two_nodes_share_presence(start_node: StartNode) -> None:
     first = await start_node()
     second = await start_node()

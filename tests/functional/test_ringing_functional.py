@@ -23,7 +23,7 @@ from huddle.client import HuddleClient, RequestError
 from signaling import protocol as p
 from signaling.server import HUB
 from tests.conftest import StartNode
-from tests.helpers import Node, NodeProcess, make_token
+from tests.helpers import Node, NodeProcess, all_keys, make_token
 
 FAST_RING = {"ring_timeout_s": 1.0, "ring_sweep_s": 0.1}
 QUIET_S = 0.3
@@ -75,6 +75,7 @@ async def marker(r: redis.Redis, user: str) -> str | None:
 # --- ringing and the first accept --------------------------------------------------------
 
 
+@pytest.mark.redis_cluster
 async def test_invite_rings_every_callee_device_and_first_accept_wins(
     node: Node, redis_client: redis.Redis
 ) -> None:
@@ -178,6 +179,7 @@ async def test_cancel(node: Node, redis_client: redis.Redis) -> None:
     assert await redis_client.zcard(DEADLINES) == 0
 
 
+@pytest.mark.redis_cluster
 async def test_busy_and_already_in_call(node: Node, redis_client: redis.Redis) -> None:
     alice, bob, call = await accepted_call(node)
     carol = await node.client("carol")
@@ -215,6 +217,7 @@ async def test_busy_and_already_in_call(node: Node, redis_client: redis.Redis) -
 # --- timeouts, hangup, escalation ---------------------------------------------------------
 
 
+@pytest.mark.redis_cluster
 async def test_ring_timeout_ends_as_missed_once_across_nodes(
     start_node: StartNode, redis_client: redis.Redis
 ) -> None:
@@ -302,6 +305,7 @@ async def test_update_and_hangup_need_an_accepted_call(node: Node) -> None:
 # --- more people --------------------------------------------------------------------------
 
 
+@pytest.mark.redis_cluster
 async def test_invite_a_third_person_into_the_call(node: Node, redis_client: redis.Redis) -> None:
     alice, bob, call = await accepted_call(node)
     carol = await node.client("carol")
@@ -464,6 +468,7 @@ async def test_a_device_that_comes_back_in_time_keeps_its_call(start_node: Start
     assert await refused(other, p.CallHangup(id="", call=call2)) == "call_not_active"
 
 
+@pytest.mark.redis_cluster
 async def test_every_key_expires(node: Node, redis_client: redis.Redis) -> None:
     alice, _, call = await accepted_call(node)
     carol = await node.client("carol")
@@ -487,8 +492,7 @@ async def test_every_key_expires(node: Node, redis_client: redis.Redis) -> None:
 
     await carol.request(p.CallDecline(id="", call=call))
     await alice.request(p.CallHangup(id="", call=call))
-    found = await redis_client.keys("huddle:*call*")
-    leftovers = [k.decode() if isinstance(k, bytes) else k for k in found]
+    leftovers = await all_keys(redis_client, "huddle:*call*")
     assert sorted(leftovers) == sorted([call_key(call), members_key(call)])
     for key in leftovers:
         assert 0 < await redis_client.pttl(key) <= ENDED_TTL_S * 1000
@@ -498,6 +502,7 @@ async def test_every_key_expires(node: Node, redis_client: redis.Redis) -> None:
 # --- two nodes ------------------------------------------------------------------------------
 
 
+@pytest.mark.redis_cluster
 async def test_caller_and_callee_on_different_nodes(start_node: StartNode) -> None:
     first = await start_node()
     second = await start_node()

@@ -1,0 +1,338 @@
+"""A real Redis Cluster on loopback for tests: Debian's ``redis-server``, 3 masters and 3
+replicas on free ports in a temporary folder, a short node timeout so that a failover takes a
+few seconds.
+
+Started ready: every slot covered (``cluster_state:ok`` on every node) and every replica
+attached with its first sync done (``master_link_status:up``), since a replica killed out
+from under its first sync never takes over. Stopped by the pids it wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import redis
+
+from huddle.redis_server import find_redis_server
+
+MASTERS: Final = 3
+# Milliseconds a master may be unreachable before its replica takes over.
+NODE_TIMEOUT_MS: Final = 2000
+READY_TIMEOUT_S: Final = 30.0
+# Each node also listens on its port + 10000 for the cluster bus.
+BUS_OFFSET: Final = 10000
+
+
+@dataclass
+class ClusterNode:
+    port: int
+    folder: Path
+
+    @property
+    def pid(self) -> int | None:
+        try:
+            return int((self.folder / "pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def info(self, section: str) -> dict[str, str]:
+        """``INFO SECTION``, or ``CLUSTER INFO`` for "cluster", as text fields."""
+        client = self.client()
+        try:
+            if section == "cluster":
+                reply: object = client.cluster("INFO")
+            else:
+                reply = client.info(section)
+        finally:
+            client.close()
+        if isinstance(reply, dict):
+            return {str(k): str(v) for k, v in reply.items()}
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return {k: v.strip() for k, v in pairs}
+
+
+@dataclass
+class RedisCluster:
+    folder: Path
+    nodes: list[ClusterNode] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """The node's ``REDIS_URL`` for this cluster (every node as a seed)."""
+        seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return f"redis+cluster://{seeds}"
+
+    def masters(self) -> list[ClusterNode]:
+        return [n for n in self.nodes if n.pid and self._role(n) == "master"]
+
+    def _role(self, node: ClusterNode) -> str:
+        try:
+            return node.info("replication").get("role", "")
+        except redis.RedisError:
+            return ""
+
+    def start(self, binary: str | None = None) -> None:
+        try:
+            self._start(find_redis_server(binary))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, server: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(MASTERS * 2):
+            port = _free_port_pair()
+            folder = self.folder / str(port)
+            folder.mkdir()
+            self.nodes.append(ClusterNode(port, folder))
+            subprocess.run(
+                [
+                    server,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(folder / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    str(NODE_TIMEOUT_MS),
+                    "--appendonly",
+                    "yes",
+                    "--dir",
+                    str(folder),
+                    "--daemonize",
+                    "yes",
+                    "--pidfile",
+                    str(folder / "pid"),
+                    "--logfile",
+                    str(folder / "log"),
+                    "--save",
+                    "",
+                    # A replica's first sync starts at once (by default a master waits 5 s
+                    # for more replicas to share it).
+                    "--repl-diskless-sync-delay",
+                    "0",
+                    # Clients learn of a replica once its offset is past 0: a master that
+                    # has nothing to send moves it with its pings to replicas (10 s apart by
+                    # default).
+                    "--repl-ping-replica-period",
+                    "1",
+                ],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for node in self.nodes:
+            self._wait(deadline, lambda node=node: self._pings(node), f"{node.port} answers")
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli not found (Debian's redis-tools)")
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            timeout=READY_TIMEOUT_S,
+        )
+        self.wait_ready(deadline - time.monotonic())
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Until every live node sees the cluster ok and every live replica has synced."""
+        deadline = time.monotonic() + timeout
+        self._wait(deadline, self._ready, "cluster ready")
+
+    def _ready(self) -> bool:
+        live = [n for n in self.nodes if n.pid and self._pings(n)]
+        replicas = 0
+        for node in live:
+            if node.info("cluster").get("cluster_state") != "ok":
+                return False
+            replication = node.info("replication")
+            if replication.get("role") == "slave":
+                if replication.get("master_link_status") != "up":
+                    return False
+                replicas += 1
+        if replicas < len(live) - MASTERS:
+            return False
+        # CLUSTER SLOTS lists a replica only once its master has heard of its replication
+        # offset (a moment after its sync): clients learn of replicas from it.
+        for node in live:
+            client = node.client()
+            try:
+                ranges = client.cluster("SLOTS")
+            finally:
+                client.close()
+            if replicas and any(len(r) < 4 for r in ranges):
+                return False
+        return True
+
+    @staticmethod
+    def _pings(node: ClusterNode) -> bool:
+        try:
+            client = node.client()
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except redis.RedisError:
+            return False
+
+    @staticmethod
+    def _wait(deadline: float, ready: object, what: str) -> None:
+        assert callable(ready)
+        while not ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis cluster: {what} timed out")
+            time.sleep(0.05)
+
+    def flush(self) -> None:
+        """Empty every master (replicas follow)."""
+        for node in self.masters():
+            client = node.client()
+            try:
+                client.flushall()
+            finally:
+                client.close()
+
+    def node_id(self, node: ClusterNode) -> str:
+        client = node.client()
+        try:
+            reply = client.cluster("MYID")
+        finally:
+            client.close()
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+    def slot_ranges(self) -> list[tuple[int, int, int]]:
+        """(first slot, last slot, master's port) of every range, as the cluster says now."""
+        client = self.masters()[0].client()
+        try:
+            ranges = client.cluster("SLOTS")
+        finally:
+            client.close()
+        return [(int(first), int(last), int(master[1])) for first, last, master, *_ in ranges]
+
+    def owner(self, slot: int) -> ClusterNode:
+        """The master that serves ``slot`` now."""
+        for first, last, port in self.slot_ranges():
+            if first <= slot <= last:
+                return next(n for n in self.nodes if n.port == port)
+        raise LookupError(f"slot {slot} is not served")
+
+    def move_slot(self, slot: int, to: ClusterNode) -> None:
+        """Migrate ``slot`` with its keys to the master ``to``, as ``redis-cli --cluster
+        reshard`` does slot by slot."""
+        source = self.owner(slot)
+        if source is to:
+            return
+        src_id, dst_id = self.node_id(source), self.node_id(to)
+        src, dst = source.client(), to.client()
+        try:
+            dst.cluster("SETSLOT", slot, "IMPORTING", src_id)
+            src.cluster("SETSLOT", slot, "MIGRATING", dst_id)
+            while keys := src.cluster("GETKEYSINSLOT", slot, 100):
+                src.migrate("127.0.0.1", to.port, keys, 0, 5000)
+            for master in self.masters():
+                client = master.client()
+                try:
+                    client.cluster("SETSLOT", slot, "NODE", dst_id)
+                finally:
+                    client.close()
+        finally:
+            src.close()
+            dst.close()
+
+    def replicas_of(self, master: ClusterNode) -> list[ClusterNode]:
+        found = []
+        for node in self.nodes:
+            if node is master or not node.pid:
+                continue
+            replication = node.info("replication")
+            if replication.get("role") == "slave" and replication.get("master_port") == str(
+                master.port
+            ):
+                found.append(node)
+        return found
+
+    @contextlib.contextmanager
+    def paused(self, node: ClusterNode) -> Iterator[None]:
+        """Stop a node's process (SIGSTOP) for the block: alive, but it answers nothing and
+        replicates nothing. Keep it short of the node timeout, or the others fail it."""
+        pid = node.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    def kill(self, node: ClusterNode) -> None:
+        """``kill -9`` one node, as a machine that vanished."""
+        pid = node.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            (node.folder / "pid").unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        # Read first: a redis-server removes its pid file as it exits.
+        pids = [pid for pid in (n.pid for n in self.nodes) if pid is not None]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for pid in pids:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _free_port_pair() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + BUS_OFFSET > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
