@@ -20,3 +20,5 @@ class ChatConfig:
     chat_feed_events: int
     chat_sync_max_events: int
     chat_max_reaction_kinds: int
+    chat_window_events: int = 2000
+    chat_window_days: float = 30

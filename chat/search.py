@@ -15,7 +15,9 @@ from __future__ import annotations
 from typing import Any, Final
 
 from chat import hits as found
+from chat import window
 from chat import wire as w
+from chat.history.store import HistoryStore
 from chat.indexer import catch_up
 from chat.store import ChatStore
 from chat.text import query_terms
@@ -38,7 +40,9 @@ class _Cursor:
         self.hits: list[w.SearchHit] = []
 
 
-async def search(store: ChatStore, convs: list[str], req: w.ChatSearch) -> list[w.SearchHit]:
+async def search(
+    store: ChatStore, convs: list[str], req: w.ChatSearch, history: HistoryStore | None = None
+) -> list[w.SearchHit]:
     terms = query_terms(req.query)
     if not terms or not convs:
         return []
@@ -61,7 +65,9 @@ async def search(store: ChatStore, convs: list[str], req: w.ChatSearch) -> list[
             below = _text(reply[0])
             seqs = [int(s) for s in reply[1:]]
             if seqs:
-                cur.hits.extend(found.hits(cur.conv, await store.messages(cur.conv, seqs), req))
+                # Messages that left the hot window are read from the history store.
+                msgs = await window.messages(store, history, cur.conv, 0, seqs)
+                cur.hits.extend(found.hits(cur.conv, msgs, req))
             cur.below = below
             if below and len(cur.hits) < req.limit:
                 still.append(cur)

@@ -43,6 +43,7 @@ _META_FIELDS: Final = (
     "count",
     "peers",
     "epoch",
+    "cold_seq",
 )
 
 
@@ -126,6 +127,8 @@ class ConvMeta(msgspec.Struct, kw_only=True):
     count: int
     peers: tuple[str, ...]
     epoch: str = ""
+    # Messages up to this seq left Redis for the history store (chat/lua/trim.lua).
+    cold_seq: int = 0
 
     def display_name(self, user: str) -> str:
         if self.kind == "direct":
@@ -141,7 +144,7 @@ def _log_fields(user_feed: bool, name: str) -> tuple[str, str, str]:
 
 
 def _meta(conv: str, values: Sequence[Any]) -> ConvMeta | None:
-    kind, name, last_seq, last_ts, last_ev, last, count, peers, epoch = values
+    kind, name, last_seq, last_ts, last_ev, last, count, peers, epoch, cold_seq = values
     if kind is None:
         return None
     return ConvMeta(
@@ -155,6 +158,7 @@ def _meta(conv: str, values: Sequence[Any]) -> ConvMeta | None:
         count=int(count or 0),
         peers=tuple(_s(peers).split("\n")) if peers else (),
         epoch=_s(epoch or b""),
+        cold_seq=int(cold_seq or 0),
     )
 
 
@@ -174,6 +178,8 @@ class ChatStore:
         self._rate = client.register_script(scripts.RATE)
         self._index = client.register_script(scripts.INDEX)
         self._rotate_epoch = client.register_script(scripts.ROTATE_EPOCH)
+        self._trim = client.register_script(scripts.TRIM)
+        self._warm = client.register_script(scripts.WARM)
         # Search (chat.search): run by its caller, in a pipeline over conversations.
         self.intersect = client.register_script(scripts.INTERSECT)
         # Told the conversation after each write that may have logged an event in it (the
@@ -580,6 +586,57 @@ class ChatStore:
     async def reports(self, conv: str, limit: int) -> list[w.Report]:
         raw: Any = await self.redis.xrevrange(conv_key(conv, "reports"), count=limit)
         return [msgspec.json.decode(fields[b"r"], type=w.Report) for _, fields in raw]
+
+    # --- the hot window (chat.history.archiver) ---------------------------------------------
+
+    async def window_state(self, conv: str) -> tuple[int, int, int, int, str]:
+        """(last_ev, last_seq, cold_seq, trim_ev, epoch) of the conversation: ``trim_ev``
+        the last event the log was trimmed to."""
+        raw = await self.redis.hmget(
+            conv_key(conv, "meta"), ("last_ev", "last_seq", "cold_seq", "trim_ev", "epoch")
+        )
+        last_ev, last_seq, cold, trimmed, epoch = raw
+        return (
+            int(last_ev or 0),
+            int(last_seq or 0),
+            int(cold or 0),
+            int(trimmed or 0),
+            _s(epoch or b""),
+        )
+
+    async def trim(
+        self, conv: str, epoch: str, ev: int, seq: int, stored_ev: int
+    ) -> tuple[int, int] | None:
+        """Let events up to ``ev`` and messages up to ``seq`` leave Redis (the history store
+        has them up to ``stored_ev`` in ``epoch``; chat/lua/trim.lua); replies (events
+        left, cold_seq), None when the log is of another epoch."""
+        k = conv_key
+        out = await self._trim(
+            keys=[
+                k(conv, "meta"),
+                k(conv, "msgs"),
+                k(conv, "events"),
+                k(conv, "reactions"),
+                k(conv, "threads"),
+                k(conv, "cids"),
+                k(conv, "warm"),
+            ],
+            args=[epoch, ev, seq, stored_ev, k(conv, "")],
+        )
+        if int(out[0]) < 0:
+            return None
+        return int(out[0]), int(out[1])
+
+    async def warm(self, conv: str, msg: w.ChatMessage) -> bool:
+        """Copy a message that left the window back into Redis for a write to it."""
+        body = msgspec.structs.replace(msg, thread=None, reactions=None)
+        reactions = ENCODER.encode(msg.reactions) if msg.reactions else b""
+        k = conv_key
+        out = await self._warm(
+            keys=[k(conv, "meta"), k(conv, "msgs"), k(conv, "reactions"), k(conv, "warm")],
+            args=[msg.seq, ENCODER.encode(body), reactions],
+        )
+        return bool(out)
 
     # --- search index (chat.indexer) ------------------------------------------------------
 

@@ -9,12 +9,17 @@ Each pass reads the log after the store's head and appends it (chat.history.stor
 at or below the head are skipped, in the same transaction as the head moves), so two nodes
 archiving the same conversation, or a pass repeated after a crash, store every event once.
 
-Redis's log is not trimmed to what the store has yet: it keeps its own bound
-(``chat_replay_events``). A conversation whose log no longer holds the event after the
-store's head (it outgrew that bound before the store had it, or it is older than the
-store) is copied whole from Redis's messages instead (:meth:`Archiver.seed`), then followed
-by its log again. One whose log was made anew (another epoch: Redis lost it) is reported
-and left alone.
+After each pass Redis keeps only a hot window of the conversation (:meth:`Archiver.trim`,
+chat/lua/trim.lua): the last ``window_events`` events of its log and as many messages, none
+older than ``window_days`` once a trim pass (every ``TRIM_SWEEP_S``) looks at the clock,
+and never anything the store does not have yet. Below the window (``cold_seq`` of the
+conversation's meta) chat.service reads messages from the store.
+
+Redis's log also keeps its own bound (``chat_replay_events``). A conversation whose log no
+longer holds the event after the store's head (it outgrew that bound before the store had
+it, or it is older than the store) is copied whole from Redis's messages instead
+(:meth:`Archiver.seed`), then followed by its log again. One whose log was made anew
+(another epoch: Redis lost it) is reported and left alone.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ SWEEP_S: Final = 60.0
 # while no event comes (a busy conversation is tried again by the next sweep).
 SEED_PAGE: Final = 1000
 SEED_TRIES: Final = 5
+# How often every conversation's window is trimmed by age (a write trims by count at once).
+TRIM_SWEEP_S: Final = 3600.0
+DAY_MS: Final = 86_400_000
 _META_PATTERN: Final = conv_key("*", "meta")
 _PREFIX, _SUFFIX = conv_key("", "meta").split("}", 1)[0], "}:meta"
 
@@ -59,9 +67,20 @@ def _conv_of(meta_key: bytes | str) -> str | None:
 
 
 class Archiver:
-    def __init__(self, chat: ChatStore, history: HistoryStore) -> None:
+    def __init__(
+        self,
+        chat: ChatStore,
+        history: HistoryStore,
+        window_events: int = 2000,
+        window_days: float = 0,
+    ) -> None:
         self.chat = chat
         self.history = history
+        self.window_events = window_events
+        self.window_days = window_days
+        # A trim after a write waits until this many messages or events are past the
+        # window, so that its cost is shared by many.
+        self.trim_step = max(1, window_events // 10)
         self._due: set[str] = set()
         self._wake = asyncio.Event()
         # Conversations whose log cannot be copied (see the module's note), reported once.
@@ -91,7 +110,8 @@ class Archiver:
         for _ in range(SEED_TRIES):
             before = await self.chat.log_state(False, conv)
             meta = await self.chat.meta(conv)
-            if meta is None:
+            if meta is None or meta.cold_seq > 0:
+                # Messages below the window are only in the store: Redis has no whole copy.
                 return None
             messages: list[w.ChatMessage] = []
             for start in range(1, meta.last_seq + 1, SEED_PAGE):
@@ -110,6 +130,41 @@ class Archiver:
             log.info("chat history copied whole", extra={"conv": conv, "ev": before.head})
             return await self.history.seed(conv, head, messages, edits, reads)
         return None
+
+    async def trim(self, conv: str, head: Head, by_age: bool = False) -> tuple[int, int] | None:
+        """Let what the store has (up to ``head``) and is past the window leave Redis;
+        replies (events left in the log, cold_seq), None when nothing was to trim."""
+        last_ev, last_seq, cold, trimmed, epoch = await self.chat.window_state(conv)
+        if epoch != head.epoch:
+            return None
+        ev = min(head.ev, last_ev - self.window_events)
+        seq = min(head.last_seq, last_seq - self.window_events)
+        if by_age and self.window_days > 0:
+            cutoff = int(time.time() * 1000) - int(self.window_days * DAY_MS)
+            old = min(head.last_seq, await self.history.last_before(conv, cutoff))
+            if old > seq:
+                seq = old
+                if old >= last_seq:
+                    ev = head.ev  # nothing recent: the log goes with the messages
+        elif seq - cold < self.trim_step and ev - trimmed < self.trim_step:
+            return None
+        if seq <= cold and ev <= trimmed:
+            return None
+        return await self.chat.trim(conv, head.epoch, ev, seq, head.ev)
+
+    async def trim_all(self) -> int:
+        """Trim every conversation's window, by count and by age; replies how many
+        conversations were looked at."""
+        n = 0
+        async for key in self.chat.redis.scan_iter(match=_META_PATTERN, count=1000):
+            conv = _conv_of(key)
+            if conv is None or conv in self.stuck:
+                continue
+            head = await self.history.head(conv)
+            if head is not None:
+                await self.trim(conv, head, by_age=True)
+                n += 1
+        return n
 
     async def behind(self) -> set[str]:
         """Every conversation whose log has events the store lacks."""
@@ -141,8 +196,15 @@ class Archiver:
     async def run(self) -> None:
         """Archive what is noted, and sweep now and every ``SWEEP_S``, until cancelled."""
         next_sweep = 0.0
+        next_trim = time.monotonic() + TRIM_SWEEP_S
         while True:
             now = time.monotonic()
+            if now >= next_trim:
+                try:
+                    await self.trim_all()
+                except Exception as exc:
+                    log.warning("chat window trim failed", extra={"error": str(exc)})
+                next_trim = now + TRIM_SWEEP_S
             if now >= next_sweep:
                 try:
                     self._due |= await self.behind() - set(self.stuck)
@@ -151,7 +213,9 @@ class Archiver:
                 next_sweep = now + SWEEP_S
             if not self._due:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, next_sweep - time.monotonic())):
+                    async with asyncio.timeout(
+                        max(0.0, min(next_sweep, next_trim) - time.monotonic())
+                    ):
                         await self._wake.wait()
                 self._wake.clear()
                 continue
@@ -164,11 +228,12 @@ class Archiver:
     async def _archive_one(self, conv: str) -> None:
         try:
             try:
-                await self.archive(conv)
+                head = await self.archive(conv)
             except HistoryGap:
                 if await self.seed(conv) is None:
                     return  # kept changing: the next sweep tries again
-                await self.archive(conv)
+                head = await self.archive(conv)
+            await self.trim(conv, head)
         except (HistoryGap, EpochChanged) as exc:
             if conv not in self.stuck:
                 log.error("chat log cannot be archived", extra={"conv": conv, "error": str(exc)})

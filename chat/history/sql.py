@@ -391,6 +391,16 @@ class SqlHistory(ABC):
                 return []
             return await self._load(tx, conv, "seq >= ? AND seq <= ?", (start, end))
 
+    async def last_before(self, conv: str, before_ts: int) -> int:
+        rows = await self._read_rows(
+            "SELECT MAX(seq) FROM messages WHERE conv = ? AND ts < ?", (conv, before_ts)
+        )
+        return int(rows[0][0] or 0) if rows else 0
+
+    async def _read_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._read() as tx:
+            return await tx.rows(sql, params)
+
     async def messages(self, conv: str, seqs: Sequence[int]) -> list[w.ChatMessage]:
         if not seqs:
             return []

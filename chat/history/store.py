@@ -95,6 +95,11 @@ class HistoryStore(Protocol):
         chat.history.events.page_range): the newest, or before/after/around a seq."""
         ...
 
+    async def last_before(self, conv: str, before_ts: int) -> int:
+        """The last seq of the conversation's messages sent before ``before_ts`` (ms); 0
+        when none was."""
+        ...
+
     async def messages(self, conv: str, seqs: Sequence[int]) -> list[w.ChatMessage]:
         """The messages ``seqs`` that are stored, in ``seq`` order."""
         ...
