@@ -18,10 +18,9 @@ from calls.record import CallRecord, GroupCallRecord
 from chat import send_limit, window
 from chat import wire as w
 from chat.config import ChatConfig
+from chat.history.archiver import Archiver
 from chat.history.events import page_range
 from chat.history.store import HistoryStore
-from chat.hits import message_terms
-from chat.indexer import Indexer
 from chat.resume import Position
 from chat.router import Reader, Router, feed_id
 from chat.search import search
@@ -83,10 +82,11 @@ class ChatService:
         self.spawn = spawn
         self.limiter = SendLimiter(settings.chat_send_per_s)
         self._reconciling = False
-        self.indexer = Indexer(self.store, spawn)
         # The history store on disk, set by the node (huddle.app): messages below each
         # conversation's hot window are read from it (chat.window).
         self.history_store: HistoryStore | None = None
+        # Its archiver: a search first archives what the store lacks (chat.search).
+        self.archiver: Archiver | None = None
         # The two users of each direct conversation this node sent in, which never change
         # (members.lua refuses any change to a direct conversation's members): a send there
         # reads neither the conversation nor, with ``to``, makes sure it exists.
@@ -429,8 +429,6 @@ class ChatService:
             # A direct conversation this node knew, gone from Redis (its keys lost): made anew.
             await self._direct(me, req.to, ts)
             status, seq, _ = await self.store.send(conv, msg, root)
-        if status == "ok":
-            self.indexer.note(conv)
         if status == "duplicate":
             first = await self.store.message(conv, seq)
             ts = first[1].ts if first else ts
@@ -520,7 +518,6 @@ class ChatService:
             new = msgspec.structs.replace(
                 msg, text=req.text, mentions=req.mentions or None, edited=True, edited_ts=ts
             )
-            old_terms, new_terms = set(message_terms(msg)), message_terms(new)
             event = w.ChatEdited(
                 seq=0,
                 conv=req.conv,
@@ -531,11 +528,7 @@ class ChatService:
                 edited_ts=ts,
             )
             try:
-                added = [t for t in new_terms if t not in old_terms]
-                removed = sorted(old_terms - set(new_terms))
-                await self.store.rewrite(
-                    req.conv, req.seq, raw, new, event, removed, added, keep_history=True
-                )
+                await self.store.rewrite(req.conv, req.seq, raw, new, event, keep_history=True)
             except ChatError as exc:
                 if exc.code == "conflict":
                     continue
@@ -572,9 +565,7 @@ class ChatService:
             )
             event = w.ChatRecalled(seq=0, conv=req.conv, ev=-1, msg_seq=req.seq, by=me)
             try:
-                await self.store.rewrite(
-                    req.conv, req.seq, raw, new, event, message_terms(msg), [], keep_history=False
-                )
+                await self.store.rewrite(req.conv, req.seq, raw, new, event, keep_history=False)
             except ChatError as exc:
                 if exc.code == "conflict":
                     continue
@@ -691,7 +682,11 @@ class ChatService:
         else:
             rows = await self.store.metas(await self.store.user_convs(me), me)
             convs = [m.conv for m, _, _ in rows]
-        return w.ChatSearchOk(re="", hits=await search(self.store, convs, req, self.history_store))
+        if self.history_store is None:
+            raise ChatError("internal", "search needs the history store")
+        return w.ChatSearchOk(
+            re="", hits=await search(self.history_store, self.archiver, convs, req)
+        )
 
     # --- calls --------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import msgspec
 import redis.asyncio as redis
@@ -99,23 +99,6 @@ def _reply(raw: Any) -> list[str]:
     return [_s(v) for v in raw]
 
 
-class IndexHead(NamedTuple):
-    """A conversation's search index: messages up to ``ix_seq`` are in it; ``rev`` changes
-    whenever a message after it is edited or recalled; ``last_seq`` is the last message."""
-
-    ix_seq: int
-    rev: str
-    last_seq: int
-
-
-class IndexSpan(NamedTuple):
-    """The messages of ``conv`` after ``head.ix_seq`` up to ``upto``, indexed in one step."""
-
-    conv: str
-    head: IndexHead
-    upto: int
-
-
 class ConvMeta(msgspec.Struct, kw_only=True):
     conv: str
     kind: w.ConvKind
@@ -176,12 +159,9 @@ class ChatStore:
         self._read = client.register_script(scripts.READ)
         self._user = client.register_script(scripts.USER)
         self._rate = client.register_script(scripts.RATE)
-        self._index = client.register_script(scripts.INDEX)
         self._rotate_epoch = client.register_script(scripts.ROTATE_EPOCH)
         self._trim = client.register_script(scripts.TRIM)
         self._warm = client.register_script(scripts.WARM)
-        # Search (chat.search): run by its caller, in a pipeline over conversations.
-        self.intersect = client.register_script(scripts.INTERSECT)
         # Told the conversation after each write that may have logged an event in it (the
         # history archiver, chat.history.archiver).
         self.on_logged: Callable[[str], None] | None = None
@@ -477,19 +457,10 @@ class ChatStore:
         old: bytes,
         new: w.ChatMessage,
         event: Event,
-        remove_terms: Sequence[str],
-        add_terms: Sequence[str],
         keep_history: bool,
     ) -> int:
         k = conv_key
-        keys = [
-            k(conv, "meta"),
-            k(conv, "msgs"),
-            k(conv, "events"),
-            k(conv, f"edits:{seq}"),
-            *(k(conv, f"ix:{t}") for t in remove_terms),
-            *(k(conv, f"ix:{t}") for t in add_terms),
-        ]
+        keys = [k(conv, "meta"), k(conv, "msgs"), k(conv, "events"), k(conv, f"edits:{seq}")]
         args: list[Any] = [
             seq,
             old,
@@ -498,7 +469,6 @@ class ChatStore:
             conv_channel(conv),
             self.replay_events,
             1 if keep_history else 0,
-            len(remove_terms),
         ]
         out = _reply(await self._rewrite(keys=keys, args=args))
         if out[0] != "ok":
@@ -637,45 +607,6 @@ class ChatStore:
             args=[msg.seq, ENCODER.encode(body), reactions],
         )
         return bool(out)
-
-    # --- search index (chat.indexer) ------------------------------------------------------
-
-    async def index_heads(self, convs: Sequence[str]) -> list[IndexHead | None]:
-        """Where each conversation's index stands (None: no such conversation). A
-        conversation from before the index was written behind the log has no ``ix_seq``:
-        it is indexed again from its first message, which adds nothing it had already."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for conv in convs:
-                pipe.hmget(conv_key(conv, "meta"), ("ix_seq", "ix_rev", "last_seq"))
-            raw = await pipe.execute()
-        return [
-            None if last is None else IndexHead(int(ix or 0), _s(rev or b"0"), int(last))
-            for ix, rev, last in raw
-        ]
-
-    async def raw_messages(self, spans: Sequence[IndexSpan]) -> list[list[bytes | None]]:
-        """The stored messages of each span, as they are (None: no such message)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for span in spans:
-                seqs = [str(s) for s in range(span.head.ix_seq + 1, span.upto + 1)]
-                pipe.hmget(conv_key(span.conv, "msgs"), seqs)
-            raw = await pipe.execute()
-        return [[v.encode() if isinstance(v, str) else v for v in r] for r in raw]
-
-    async def index(
-        self, spans: Sequence[IndexSpan], terms: Sequence[dict[str, list[int]]]
-    ) -> list[bool]:
-        """Add each span's ``terms`` (term -> seqs) to its conversation's index and move it to
-        the span's end; False for a span whose messages changed since its head was read."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for span, found in zip(spans, terms, strict=True):
-                keys = [conv_key(span.conv, "meta")]
-                args: list[Any] = [span.head.ix_seq, span.head.rev, span.upto]
-                for term, seqs in found.items():
-                    keys.append(conv_key(span.conv, f"ix:{term}"))
-                    args += [len(seqs), *seqs]
-                await self._index(keys=keys, args=args, client=pipe)
-            return [bool(v) for v in await pipe.execute()]
 
     async def add_shared(self, media_key: str, conv: str) -> None:
         await self.redis.sadd(media_key, conv)

@@ -144,12 +144,14 @@ async def _archive_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ARCHIVER] = archiver
     chat_store.on_logged = archiver.note
     service.history_store = app[HISTORY]
+    service.archiver = archiver
     task = asyncio.create_task(archiver.run())
     try:
         yield
     finally:
         chat_store.on_logged = None
         service.history_store = None
+        service.archiver = None
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 

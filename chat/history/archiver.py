@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Final
 
 from chat import wire as w
@@ -52,6 +53,8 @@ SEED_TRIES: Final = 5
 TRIM_SWEEP_S: Final = 3600.0
 DAY_MS: Final = 86_400_000
 _META_PATTERN: Final = conv_key("*", "meta")
+# The search index Redis kept before search moved to the store: one sorted set per term.
+_OLD_INDEX_PATTERN: Final = conv_key("*", "ix:*")
 _PREFIX, _SUFFIX = conv_key("", "meta").split("}", 1)[0], "}:meta"
 
 
@@ -102,6 +105,12 @@ class Archiver:
             head = await self.history.append(conv, [decode_event(blob) for _, blob in batch])
             if len(batch) < ARCHIVE_BATCH:
                 return head
+
+    async def catch_up(self, convs: Sequence[str]) -> None:
+        """Archive now whatever the store lacks of ``convs`` (a search is about to read
+        them): one Redis round trip and one store query, one pass per lagging one."""
+        for conv in sorted(await self._lagging(list(convs)) - set(self.stuck)):
+            await self._archive_one(conv)
 
     async def seed(self, conv: str) -> Head | None:
         """Copy ``conv`` whole from Redis (messages, reactions, earlier versions, read
@@ -193,8 +202,27 @@ class Archiver:
             if int(ev or 0) > (heads[conv].ev if conv in heads else 0)
         }
 
+    async def drop_old_index(self) -> int:
+        """Delete the search terms Redis held before search moved to the store (a node of
+        an earlier version wrote them); replies how many keys were deleted."""
+        deleted = 0
+        batch: list[bytes | str] = []
+        async for key in self.chat.redis.scan_iter(match=_OLD_INDEX_PATTERN, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await self.chat.redis.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += await self.chat.redis.unlink(*batch)
+        return deleted
+
     async def run(self) -> None:
         """Archive what is noted, and sweep now and every ``SWEEP_S``, until cancelled."""
+        try:
+            if await self.drop_old_index():
+                log.info("search terms left Redis for the history store")
+        except Exception as exc:
+            log.warning("old search index not deleted", extra={"error": str(exc)})
         next_sweep = 0.0
         next_trim = time.monotonic() + TRIM_SWEEP_S
         while True:

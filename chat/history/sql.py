@@ -487,11 +487,14 @@ class SqlHistory(ABC):
                         "(m.ts < ? OR (m.ts = ? AND (m.seq < ? OR (m.seq = ? AND m.conv < ?))))"
                     )
                     args += [below[0], below[0], below[1], below[1], below[2]]
+                # At least as many candidates as hits are still wanted: most candidates
+                # are hits, and a round costs a query.
+                asked = max(CANDIDATES_PER_ROUND, req.limit - len(out))
                 rows = await tx.rows(
                     f"SELECT m.conv, m.seq, m.ts, m.body, m.reactions FROM {source} "
                     f"WHERE {' AND '.join(conditions)} "
                     "ORDER BY m.ts DESC, m.seq DESC, m.conv DESC LIMIT ?",
-                    [*args, CANDIDATES_PER_ROUND],
+                    [*args, asked],
                 )
                 for conv, seq, ts, body, reactions in rows:
                     msg = MESSAGE_DECODER.decode(_blob(body))
@@ -501,7 +504,7 @@ class SqlHistory(ABC):
                     below = (int(ts), int(seq), _text(conv))
                     if len(out) >= req.limit:
                         break
-                if len(out) >= req.limit or len(rows) < CANDIDATES_PER_ROUND:
+                if len(out) >= req.limit or len(rows) < asked:
                     break
             by_conv: dict[str, list[w.ChatMessage]] = {}
             for hit in out:

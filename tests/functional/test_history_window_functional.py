@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import redis.asyncio as redis
 
 from chat import wire as w
+from chat.history import archiver as archiver_module
+from chat.history.sql import SqlHistory
 from chat.store import ChatStore
+from chat.text import query_terms
 from huddle.app import ARCHIVER, HISTORY
 from huddle.chat import ChatClient
 from signaling.keys import conv_key
@@ -158,3 +162,30 @@ async def test_writes_to_messages_below_the_window(
     assert len(thread.messages) == 5
     [root_msg] = await bob.history(group, around=root, limit=1)
     assert root_msg.thread is not None and root_msg.thread.count == 5
+    hits = await bob.request(w.ChatSearch(id="", query="below the window", limit=5))
+    assert [h.message.seq for h in hits.hits] == [6]
+    # Recalled ("note 5", seq 7): gone from the store's search entries, not only the hits.
+    store: SqlHistory = node.app[HISTORY]  # type: ignore[assignment]
+    assert 7 not in await store.found_by(group, query_terms("note 5"))
+    assert await store.found_by(group, query_terms("note 6")) == [8]
+    hits = await bob.request(w.ChatSearch(id="", query="note 5", limit=5))
+    assert [h.message.seq for h in hits.hits] == []
+
+
+async def test_search_reads_the_store_and_redis_keeps_no_terms(
+    start_node: StartNode, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Terms an earlier version kept in Redis are deleted when a node starts.
+    await redis_client.zadd(conv_key("g-old", "ix:quarterly"), {"3": 3})
+    # The node's own archiving waits far longer than the test: the search catches up itself.
+    monkeypatch.setattr(archiver_module, "ARCHIVE_DELAY_S", 3600.0)
+    node = await start_node(**FAST)
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    conv = (await alice.create("group", "g", ["bob"])).conv
+    sent = await alice.send(conv, "quarterly figures 季度报告")
+    hits = await bob.request(w.ChatSearch(id="", query="季度", limit=5))
+    assert [h.message.seq for h in hits.hits] == [sent.seq]
+    await alice.request(w.ChatEdit(id="", conv=conv, seq=sent.seq, text="annual figures"))
+    assert (await bob.request(w.ChatSearch(id="", query="quarterly", limit=5))).hits == []
+    assert len((await bob.request(w.ChatSearch(id="", query="annual", limit=5))).hits) == 1
+    assert await redis_client.keys("huddle:{conv:*}:ix:*") == []
