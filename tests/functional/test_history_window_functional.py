@@ -189,3 +189,28 @@ async def test_search_reads_the_store_and_redis_keeps_no_terms(
     assert (await bob.request(w.ChatSearch(id="", query="quarterly", limit=5))).hits == []
     assert len((await bob.request(w.ChatSearch(id="", query="annual", limit=5))).hits) == 1
     assert await redis_client.keys("huddle:{conv:*}:ix:*") == []
+
+
+async def test_a_window_by_days_lets_an_idle_conversation_go(
+    start_node: StartNode, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(archiver_module, "TRIM_SWEEP_S", 0.2)
+    node = await start_node(chat_window_days=1 / 86_400, **FAST)  # one second
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    conv = (await alice.create("group", "g", ["bob"])).conv
+    for i in range(5):
+        await alice.send(conv, f"old news {i}")
+    before = await bob.history(conv)
+    redis_side = ChatStore(redis_client, 20_000, 5_000)
+    async with asyncio.timeout(SETTLED_S):
+        while (await redis_side.meta(conv)).cold_seq < 6:  # type: ignore[union-attr]  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    # Far fewer than chat_window_events, but older than the window: all in the store only.
+    assert await redis_client.hlen(conv_key(conv, "msgs")) == 0
+    assert await redis_client.xlen(conv_key(conv, "events")) == 0
+    assert await bob.history(conv) == before
+    # The conversation goes on; a device at the head replays what follows, with no gap.
+    await alice.send(conv, "fresh news")
+    reply = await bob.sync()
+    assert reply.gaps == []
+    assert [m.text for m in await bob.history(conv, limit=2)] == ["old news 4", "fresh news"]
