@@ -29,11 +29,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from chat import wire as w
 from chat.history.events import decode_event
-from chat.history.store import EpochChanged, Head, HistoryGap, HistoryStore
+from chat.history.store import EpochChanged, Head, HistoryError, HistoryGap, HistoryStore
 from chat.store import ChatStore
 from signaling.keys import conv_key
 
@@ -41,8 +41,10 @@ log = logging.getLogger("huddle.chat")
 # How long a node waits after a write before archiving: the events of the pause go in one
 # transaction per conversation.
 ARCHIVE_DELAY_S: Final = 0.05
-# Events read from the log and applied per transaction.
+# Events read from each conversation's log per pass, and conversations per pass: a pass is
+# one Redis round trip and one transaction.
 ARCHIVE_BATCH: Final = 500
+PASS_CONVS: Final = 500
 # How often every conversation is checked for a store that lags its log.
 SWEEP_S: Final = 60.0
 # Copying a conversation whole: messages read per round trip, and tries at reading them
@@ -105,6 +107,38 @@ class Archiver:
             head = await self.history.append(conv, [decode_event(blob) for _, blob in batch])
             if len(batch) < ARCHIVE_BATCH:
                 return head
+
+    async def archive_many(self, convs: Sequence[str]) -> None:
+        """One pass over ``convs``: what the store lacks of each (up to ``ARCHIVE_BATCH``
+        events), read in one Redis round trip and stored in one transaction; a
+        conversation with more is noted again. Should the pass fail on one of them (a log
+        that lost events, another epoch), each is archived alone instead."""
+        heads = await self.history.heads(convs)
+        async with self.chat.redis.pipeline(transaction=False) as pipe:
+            for conv in convs:
+                after = heads[conv].ev if conv in heads else 0
+                pipe.xrange(conv_key(conv, "events"), f"{after + 1}-0", "+", count=ARCHIVE_BATCH)
+            logs: list[Any] = await pipe.execute()
+        try:
+            batches = [
+                (conv, [decode_event(fields[b"e"]) for _, fields in entries])
+                for conv, entries in zip(convs, logs, strict=True)
+                if entries
+            ]
+            if not batches:
+                return
+            new = await self.history.append_many(batches)
+        except HistoryError:
+            for conv in convs:
+                await self._archive_one(conv)
+            return
+        for (conv, events), head in zip(batches, new, strict=True):
+            if len(events) >= ARCHIVE_BATCH:
+                self.note(conv)
+            # A trim is due only when the head crossed a step (see ``trim``).
+            before = heads[conv].ev if conv in heads else 0
+            if head.ev // self.trim_step > before // self.trim_step:
+                await self.trim(conv, head)
 
     async def catch_up(self, convs: Sequence[str]) -> None:
         """Archive now whatever the store lacks of ``convs`` (a search is about to read
@@ -251,7 +285,18 @@ class Archiver:
             self._wake.clear()
             convs, self._due = sorted(self._due), set()
             for conv in convs:
-                await self._archive_one(conv)
+                if conv in self.stuck:
+                    await self._archive_one(conv)  # reported once, tried alone
+            convs = [c for c in convs if c not in self.stuck]
+            for start in range(0, len(convs), PASS_CONVS):
+                chunk = convs[start : start + PASS_CONVS]
+                try:
+                    await self.archive_many(chunk)
+                except Exception as exc:
+                    # The store or Redis is away: the next sweep finds them behind.
+                    log.warning(
+                        "chat archiving failed", extra={"convs": len(chunk), "error": str(exc)}
+                    )
 
     async def _archive_one(self, conv: str) -> None:
         try:

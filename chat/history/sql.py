@@ -196,54 +196,67 @@ class SqlHistory(ABC):
 
     async def append(self, conv: str, events: Sequence[LogEvent]) -> Head:
         async with self._write() as tx:
-            await self._lock_conversation(tx, conv)
-            head = await self._head(tx, conv) or Head(0, "", 0)
-            if not events:
-                return head
-            ev, epoch, last_seq = head
-            # Consecutive messages are inserted together, and read positions moved once at
-            # the end (they only move forward): a few statements per batch, not per event.
-            added: list[w.ChatMessage] = []
-            reads: dict[str, int] = {}
-            for event in events:
-                if event.conv != conv:
-                    raise HistoryError(f"an event of {event.conv!r} given for {conv!r}")
-                number = apply.event_number(event)
-                if event.epoch and epoch and event.epoch != epoch:
-                    raise EpochChanged(
-                        f"{conv}: event {number} is of log epoch {event.epoch!r}; "
-                        f"the store has epoch {epoch!r} up to event {ev}"
-                    )
-                if number <= ev:
-                    continue  # applied before: an archiver retrying a batch
-                if number != ev + 1:
-                    raise HistoryGap(f"{conv}: event {number} given after event {ev}")
-                epoch = event.epoch or epoch
-                ev = number
-                if isinstance(event, w.ChatMessageEvent):
-                    msg = event.message
-                    added.append(msg)
-                    last_seq = max(last_seq, msg.seq)
-                    if apply.moves_read(msg):
-                        reads[msg.sender] = max(reads.get(msg.sender, 0), msg.seq)
-                    continue
-                if isinstance(event, w.ChatReadEvent):
-                    reads[event.user] = max(reads.get(event.user, 0), event.read_seq)
-                    continue
-                await self._add(tx, conv, added)
-                added = []
-                await self._change(tx, conv, event)
-            await self._add(tx, conv, added)
-            await self._read_to(tx, conv, reads)
-            new = Head(ev, epoch, last_seq)
-            if new != head:
-                await tx.execute(
-                    "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (conv) DO UPDATE SET ev = excluded.ev, epoch = excluded.epoch, "
-                    "last_seq = excluded.last_seq",
-                    (conv, *new),
+            return await self._append(tx, conv, events)
+
+    async def append_many(self, batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> list[Head]:
+        # Conversations locked in one order: two archivers never wait for each other in turn.
+        order = sorted(range(len(batches)), key=lambda i: batches[i][0])
+        heads: dict[int, Head] = {}
+        async with self._write() as tx:
+            for i in order:
+                conv, events = batches[i]
+                heads[i] = await self._append(tx, conv, events)
+        return [heads[i] for i in range(len(batches))]
+
+    async def _append(self, tx: Tx, conv: str, events: Sequence[LogEvent]) -> Head:
+        await self._lock_conversation(tx, conv)
+        head = await self._head(tx, conv) or Head(0, "", 0)
+        if not events:
+            return head
+        ev, epoch, last_seq = head
+        # Consecutive messages are inserted together, and read positions moved once at
+        # the end (they only move forward): a few statements per batch, not per event.
+        added: list[w.ChatMessage] = []
+        reads: dict[str, int] = {}
+        for event in events:
+            if event.conv != conv:
+                raise HistoryError(f"an event of {event.conv!r} given for {conv!r}")
+            number = apply.event_number(event)
+            if event.epoch and epoch and event.epoch != epoch:
+                raise EpochChanged(
+                    f"{conv}: event {number} is of log epoch {event.epoch!r}; "
+                    f"the store has epoch {epoch!r} up to event {ev}"
                 )
-            return new
+            if number <= ev:
+                continue  # applied before: an archiver retrying a batch
+            if number != ev + 1:
+                raise HistoryGap(f"{conv}: event {number} given after event {ev}")
+            epoch = event.epoch or epoch
+            ev = number
+            if isinstance(event, w.ChatMessageEvent):
+                msg = event.message
+                added.append(msg)
+                last_seq = max(last_seq, msg.seq)
+                if apply.moves_read(msg):
+                    reads[msg.sender] = max(reads.get(msg.sender, 0), msg.seq)
+                continue
+            if isinstance(event, w.ChatReadEvent):
+                reads[event.user] = max(reads.get(event.user, 0), event.read_seq)
+                continue
+            await self._add(tx, conv, added)
+            added = []
+            await self._change(tx, conv, event)
+        await self._add(tx, conv, added)
+        await self._read_to(tx, conv, reads)
+        new = Head(ev, epoch, last_seq)
+        if new != head:
+            await tx.execute(
+                "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (conv) DO UPDATE SET ev = excluded.ev, epoch = excluded.epoch, "
+                "last_seq = excluded.last_seq",
+                (conv, *new),
+            )
+        return new
 
     async def _change(
         self, tx: Tx, conv: str, event: w.ChatEdited | w.ChatRecalled | w.ChatReaction

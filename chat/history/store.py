@@ -68,6 +68,11 @@ class HistoryStore(Protocol):
         :class:`EpochChanged`. Replies the new head."""
         ...
 
+    async def append_many(self, batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> list[Head]:
+        """:meth:`append` for several conversations in one transaction (the events of one
+        archiving pass); replies their heads in order. Any error applies none of them."""
+        ...
+
     async def seed(
         self,
         conv: str,

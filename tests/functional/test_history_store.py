@@ -335,6 +335,27 @@ async def test_one_batch_or_one_event_at_a_time_store_the_same(store: SqlHistory
         ), query
 
 
+async def test_several_conversations_in_one_transaction(store: SqlHistory) -> None:
+    """append_many stores as append does, each conversation from its own head; any refused
+    batch applies none of them."""
+    one, two, alone = mixed(Log("g-one")), mixed(Log("g-two")), mixed(Log("g-alone"))
+    await store.append("g-two", two[:3])
+    heads = await store.append_many([("g-two", two), ("g-one", one[:6])])
+    assert heads == [Head(10, "e1", 4), await store.head("g-one")]
+    assert await store.append_many([("g-one", one)]) == [Head(10, "e1", 4)]
+    await store.append("g-alone", alone)
+    every = [1, 2, 3, 4]
+    for conv in ("g-one", "g-two"):
+        assert await store.messages(conv, every) == await store.messages("g-alone", every)
+        assert await store.reads(conv) == await store.reads("g-alone")
+        assert await store.edits(conv, 1) == await store.edits("g-alone", 1)
+    late, gap = Log("g-late"), Log("g-gap")
+    gap.message("skipped")
+    with pytest.raises(HistoryGap):
+        await store.append_many([("g-late", [late.message("x")]), ("g-gap", [gap.message("y")])])
+    assert await store.head("g-late") is None and await store.head("g-gap") is None
+
+
 async def test_seed_stores_a_conversation_whole(store: SqlHistory) -> None:
     log = Log()
     events = mixed(log)
