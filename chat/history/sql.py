@@ -71,6 +71,68 @@ class NewMessage(NamedTuple):
     reactions: bytes | None = None
 
 
+_READ_TO: Final = (
+    "INSERT INTO reads (conv, user_id, read_seq) VALUES (?, ?, ?) "
+    "ON CONFLICT (conv, user_id) DO UPDATE SET read_seq = CASE "
+    "WHEN excluded.read_seq > reads.read_seq THEN excluded.read_seq "
+    "ELSE reads.read_seq END"
+)
+_MOVE_HEAD: Final = (
+    "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (conv) DO UPDATE SET ev = excluded.ev, epoch = excluded.epoch, "
+    "last_seq = excluded.last_seq"
+)
+
+
+def _row(conv: str, msg: w.ChatMessage) -> NewMessage:
+    stored = msgspec.structs.replace(msg, thread=None, reactions=None)
+    return NewMessage(
+        conv=conv,
+        seq=msg.seq,
+        ts=msg.ts,
+        sender=msg.sender,
+        reply_to=msg.reply_to,
+        body=ENCODER.encode(stored),
+        terms=message_terms(msg),
+        reactions=ENCODER.encode(msg.reactions) if msg.reactions else None,
+    )
+
+
+def _plain(
+    conv: str, head: Head, events: Sequence[LogEvent]
+) -> tuple[Head, list[w.ChatMessage], dict[str, int]] | None:
+    """A batch that only adds messages (numbered above the head's last) and moves read
+    positions: the head after it, its messages and the read positions. None for any other
+    batch, and for one the checks of ``append`` refuse (applied one by one, it raises)."""
+    ev, epoch, last_seq = head
+    added: list[w.ChatMessage] = []
+    reads: dict[str, int] = {}
+    for event in events:
+        if event.conv != conv or event.ev is None:
+            return None
+        if event.epoch and epoch and event.epoch != epoch:
+            return None
+        if event.ev <= ev:
+            continue
+        if event.ev != ev + 1:
+            return None
+        if isinstance(event, w.ChatMessageEvent):
+            msg = event.message
+            if msg.seq <= last_seq:
+                return None
+            added.append(msg)
+            last_seq = msg.seq
+            if apply.moves_read(msg):
+                reads[msg.sender] = max(reads.get(msg.sender, 0), msg.seq)
+        elif isinstance(event, w.ChatReadEvent):
+            reads[event.user] = max(reads.get(event.user, 0), event.read_seq)
+        else:
+            return None
+        epoch = event.epoch or epoch
+        ev = event.ev
+    return Head(ev, epoch, last_seq), added, reads
+
+
 # A schema step: migrations[i] takes the schema from version i to i + 1.
 Migration = Callable[["SqlHistory", Tx], Awaitable[None]]
 
@@ -201,12 +263,47 @@ class SqlHistory(ABC):
     async def append_many(self, batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> list[Head]:
         # Conversations locked in one order: two archivers never wait for each other in turn.
         order = sorted(range(len(batches)), key=lambda i: batches[i][0])
-        heads: dict[int, Head] = {}
+        convs = [batches[i][0] for i in order]
+        out: dict[int, Head] = {}
         async with self._write() as tx:
+            if len(set(convs)) != len(convs):
+                for i in order:
+                    out[i] = await self._append(tx, batches[i][0], batches[i][1])
+                return [out[i] for i in range(len(batches))]
+            for conv in convs:
+                await self._lock_conversation(tx, conv)
+            where, param = self._in("conv", convs)
+            stored = {
+                _text(c): Head(int(ev), _text(e), int(s))
+                for c, ev, e, s in await tx.rows(
+                    f"SELECT conv, ev, epoch, last_seq FROM conversations WHERE {where}", (param,)
+                )
+            }
+            # Batches of new messages and receipts only (nearly all of them) go in a few
+            # statements for every conversation together; the others one by one.
+            added: list[tuple[str, w.ChatMessage]] = []
+            reads: list[tuple[str, str, int]] = []
+            moved: list[tuple[str, Head]] = []
             for i in order:
                 conv, events = batches[i]
-                heads[i] = await self._append(tx, conv, events)
-        return [heads[i] for i in range(len(batches))]
+                head = stored.get(conv, Head(0, "", 0))
+                plan = _plain(conv, head, events)
+                if plan is None:
+                    out[i] = await self._append(tx, conv, events)
+                    continue
+                new, msgs, read = plan
+                out[i] = new
+                added += [(conv, m) for m in msgs]
+                reads += [(conv, user, seq) for user, seq in sorted(read.items())]
+                if new != head:
+                    moved.append((conv, new))
+            if added:
+                await self._insert(tx, [_row(conv, msg) for conv, msg in added])
+            if reads:
+                await tx.executemany(_READ_TO, reads)
+            if moved:
+                await tx.executemany(_MOVE_HEAD, [(conv, *head) for conv, head in moved])
+        return [out[i] for i in range(len(batches))]
 
     async def _append(self, tx: Tx, conv: str, events: Sequence[LogEvent]) -> Head:
         await self._lock_conversation(tx, conv)
@@ -250,12 +347,7 @@ class SqlHistory(ABC):
         await self._read_to(tx, conv, reads)
         new = Head(ev, epoch, last_seq)
         if new != head:
-            await tx.execute(
-                "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (conv) DO UPDATE SET ev = excluded.ev, epoch = excluded.epoch, "
-                "last_seq = excluded.last_seq",
-                (conv, *new),
-            )
+            await tx.execute(_MOVE_HEAD, (conv, *new))
         return new
 
     async def _change(
@@ -308,13 +400,7 @@ class SqlHistory(ABC):
         """Move each user's read position forward to the seq given (never back)."""
         if not reads:
             return
-        await tx.executemany(
-            "INSERT INTO reads (conv, user_id, read_seq) VALUES (?, ?, ?) "
-            "ON CONFLICT (conv, user_id) DO UPDATE SET read_seq = CASE "
-            "WHEN excluded.read_seq > reads.read_seq THEN excluded.read_seq "
-            "ELSE reads.read_seq END",
-            [(conv, user, seq) for user, seq in sorted(reads.items())],
-        )
+        await tx.executemany(_READ_TO, [(conv, user, seq) for user, seq in sorted(reads.items())])
 
     async def seed(
         self,
@@ -366,22 +452,7 @@ class SqlHistory(ABC):
         if taken or len(set(seqs)) != len(seqs):
             seq = taken[0][0] if taken else seqs[0]
             raise HistoryError(f"{conv}: message {seq} is stored already, from another event")
-        rows = []
-        for msg in msgs:
-            stored = msgspec.structs.replace(msg, thread=None, reactions=None)
-            rows.append(
-                NewMessage(
-                    conv=conv,
-                    seq=msg.seq,
-                    ts=msg.ts,
-                    sender=msg.sender,
-                    reply_to=msg.reply_to,
-                    body=ENCODER.encode(stored),
-                    terms=message_terms(msg),
-                    reactions=ENCODER.encode(msg.reactions) if msg.reactions else None,
-                )
-            )
-        await self._insert(tx, rows)
+        await self._insert(tx, [_row(conv, msg) for msg in msgs])
 
     # --- reads --------------------------------------------------------------------------
 
