@@ -13,7 +13,8 @@ own ``chat.send`` handler (the write path of every device, minus the WebSocket),
 - ``redis_bytes_per_message``: the same over the whole run, once every window is full;
 - ``disk_bytes_per_message``: the store's size on disk (indexes included) per message;
 - ``archive_lag_p99_ms``: from a send's acknowledgement until the store has it, at
-  ``--rate`` messages/s (or as fast as the process goes, reported beside it);
+  ``--rate`` messages/s (or as fast as the process goes, reported beside it); and how fast
+  the archiver alone copies a backlog, with its CPU per message;
 - ``page_p99_ms_hot`` / ``page_p99_ms_cold`` / ``page_p99_ms_boundary``: ``chat.history``
   of 50 messages inside the window (Redis), below it (the store), and straddling it;
 - ``search_p99_ms``: ``chat.search`` over one user's conversations for Latin and CJK terms,
@@ -42,6 +43,7 @@ from aiohttp import web
 
 from benchmarks.common import fmt, goal, goal_table, ms, percentile, run_main, table, write_json
 from chat import wire as w
+from chat.history.archiver import PASS_CONVS
 from chat.history.store import Head, HistoryStore, LogEvent
 from chat.service import ChatService
 from huddle.app import ARCHIVER, HISTORY, create_app
@@ -330,6 +332,20 @@ async def run_store(
                 lags.append(max(0.0, stored - acked))
         total += len(acks)
 
+        # The archiver alone: messages stored while it was not told of them, then archived
+        # in passes as its run loop does, timed and clocked.
+        archiver = app[ARCHIVER]
+        service.store.on_logged = None
+        n_alone = max(1, args.messages // 10)
+        await seed(n_alone)
+        service.store.on_logged = archiver.note
+        began, cpu = time.perf_counter(), time.process_time()
+        while lagging := sorted(await archiver.behind()):
+            for start in range(0, len(lagging), PASS_CONVS):
+                await archiver.archive_many(lagging[start : start + PASS_CONVS])
+        alone_s, alone_cpu = time.perf_counter() - began, time.process_time() - cpu
+        total += n_alone
+
         # Pages inside the window, below it, and across its edge.
         metas = {c: await service.store.meta(c) for c in convs}
         hot: list[tuple[_Reader, w.ChatHistory]] = []
@@ -386,6 +402,9 @@ async def run_store(
                 "messages": len(acks),
                 "lag_p50_ms": ms(percentile(lags, 50)),
                 "lag_p99_ms": ms(percentile(lags, 99)),
+                "alone_messages": n_alone,
+                "alone_messages_per_s": n_alone / alone_s if alone_s > 0 else None,
+                "alone_cpu_us_per_message": alone_cpu / n_alone * 1e6,
             },
             "page_p99_ms_hot": ms(percentile(page_hot, 99)),
             "page_p99_ms_cold": ms(percentile(page_cold, 99)),
@@ -465,6 +484,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             fmt(r["disk_bytes_per_message"], 0),
             fmt(r["archive"]["rate_sent"], 0),
             fmt(r["archive"]["lag_p99_ms"]),
+            fmt(r["archive"]["alone_messages_per_s"], 0),
             fmt(r["page_p99_ms_hot"]),
             fmt(r["page_p99_ms_cold"]),
             fmt(r["page_p99_ms_boundary"]),
@@ -480,6 +500,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "disk B/msg",
         "paced msg/s",
         "lag p99 ms",
+        "archive alone msg/s",
         "page hot p99",
         "page cold p99",
         "page edge p99",

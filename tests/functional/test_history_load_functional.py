@@ -52,4 +52,6 @@ def test_quick_run_writes_summary(tmp_path: Path) -> None:
         hits = result["search_hits"]
         assert hits["latin rare"] > 0 and hits["cjk rare"] > 0, (name, hits)
         assert hits["latin common"] == hits["cjk common"] == 20, (name, hits)
-        assert result["archive"]["messages"] > 0 and result["archive"]["lag_p99_ms"] > 0, name
+        archive = result["archive"]
+        assert archive["messages"] > 0 and archive["lag_p99_ms"] > 0, name
+        assert archive["alone_messages_per_s"] > 0 and archive["alone_cpu_us_per_message"] > 0
