@@ -38,8 +38,8 @@ from chat.store import ChatStore
 from signaling.keys import conv_key
 
 log = logging.getLogger("huddle.chat")
-# How long a node waits after a write before archiving: the events of the pause go in one
-# transaction per conversation.
+# How long a node waits after a write before archiving: the events of the pause, in every
+# conversation written in, go in one pass.
 ARCHIVE_DELAY_S: Final = 0.05
 # Events read from each conversation's log per pass, and conversations per pass: a pass is
 # one Redis round trip and one transaction.
@@ -143,8 +143,13 @@ class Archiver:
     async def catch_up(self, convs: Sequence[str]) -> None:
         """Archive now whatever the store lacks of ``convs`` (a search is about to read
         them): one Redis round trip and one store query, one pass per lagging one."""
-        for conv in sorted(await self._lagging(list(convs)) - set(self.stuck)):
-            await self._archive_one(conv)
+        lagging = sorted(await self._lagging(list(convs)) - set(self.stuck))
+        for start in range(0, len(lagging), PASS_CONVS):
+            try:
+                await self.archive_many(lagging[start : start + PASS_CONVS])
+            except Exception as exc:
+                # The search answers from what the store has.
+                log.warning("chat archiving failed", extra={"error": str(exc)})
 
     async def seed(self, conv: str) -> Head | None:
         """Copy ``conv`` whole from Redis (messages, reactions, earlier versions, read
@@ -199,15 +204,21 @@ class Archiver:
         """Trim every conversation's window, by count and by age; replies how many
         conversations were looked at."""
         n = 0
+        convs: list[str] = []
         async for key in self.chat.redis.scan_iter(match=_META_PATTERN, count=1000):
             conv = _conv_of(key)
-            if conv is None or conv in self.stuck:
-                continue
-            head = await self.history.head(conv)
-            if head is not None:
-                await self.trim(conv, head, by_age=True)
-                n += 1
-        return n
+            if conv is not None and conv not in self.stuck:
+                convs.append(conv)
+            if len(convs) >= 1000:
+                n += await self._trim_some(convs)
+                convs = []
+        return n + await self._trim_some(convs)
+
+    async def _trim_some(self, convs: list[str]) -> int:
+        heads = await self.history.heads(convs)
+        for conv, head in heads.items():
+            await self.trim(conv, head, by_age=True)
+        return len(heads)
 
     async def behind(self) -> set[str]:
         """Every conversation whose log has events the store lacks."""
