@@ -21,3 +21,5 @@ class ChatConfig:
     chat_sync_max_events: int
     chat_max_reaction_kinds: int
     chat_replica_ack_ms: int = 0
+    chat_window_events: int = 2000
+    chat_window_days: float = 30

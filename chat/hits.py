@@ -1,10 +1,10 @@
 """What a message is found by and how a found message is shown: the rules every search
-backend shares (the Redis index of chat.search and the history stores of chat.history).
+backend shares (the history stores of chat.history, which chat.search asks).
 Pure.
 
 A message is indexed under the terms of its text and of the name of a file it carries; a
 recalled message under none. Candidates a backend finds by their terms are then checked
-exactly (chat.text.matches) and against the request's filters, so both backends answer the
+exactly (chat.text.matches) and against the request's filters, so every backend answers the
 same query with the same hits.
 """
 

@@ -14,12 +14,12 @@ import msgspec
 from redis.exceptions import RedisError
 
 from calls.record import CallRecord, GroupCallRecord
-from chat import send_limit
+from chat import send_limit, window
 from chat import wire as w
 from chat.config import ChatConfig
+from chat.history.archiver import Archiver
 from chat.history.events import page_range
-from chat.hits import message_terms
-from chat.indexer import Indexer
+from chat.history.store import HistoryStore
 from chat.resume import Position
 from chat.router import Reader, Router, feed_id
 from chat.search import search
@@ -83,7 +83,11 @@ class ChatService:
         self.spawn = spawn
         self.limiter = SendLimiter(settings.chat_send_per_s)
         self._reconciling = False
-        self.indexer = Indexer(self.store, spawn)
+        # The history store on disk, set by the node (huddle.app): messages below each
+        # conversation's hot window are read from it (chat.window).
+        self.history_store: HistoryStore | None = None
+        # Its archiver: a search first archives what the store lacks (chat.search).
+        self.archiver: Archiver | None = None
         # The two users of each direct conversation this node sent in, which never change
         # (members.lua refuses any change to a direct conversation's members): a send there
         # reads neither the conversation nor, with ``to``, makes sure it exists.
@@ -397,7 +401,7 @@ class ChatService:
         media = await self._media(req, me) if req.media is not None else None
         root = 0
         if req.reply_to is not None:
-            replied = await self.store.message(conv, req.reply_to)
+            replied = await self._stored(conv, req.reply_to)
             if replied is None:
                 raise ChatError("unknown_message", f"no message {req.reply_to} to reply to")
             root = replied[1].reply_to or replied[1].seq
@@ -426,8 +430,6 @@ class ChatService:
             # A direct conversation this node knew, gone from Redis (its keys lost): made anew.
             await self._direct(me, req.to, ts)
             status, seq, _ = await self.store.send(conv, msg, root)
-        if status == "ok":
-            self.indexer.note(conv)
         if status == "duplicate":
             first = await self.store.message(conv, seq)
             ts = first[1].ts if first else ts
@@ -517,7 +519,6 @@ class ChatService:
             new = msgspec.structs.replace(
                 msg, text=req.text, mentions=req.mentions or None, edited=True, edited_ts=ts
             )
-            old_terms, new_terms = set(message_terms(msg)), message_terms(new)
             event = w.ChatEdited(
                 seq=0,
                 conv=req.conv,
@@ -528,11 +529,7 @@ class ChatService:
                 edited_ts=ts,
             )
             try:
-                added = [t for t in new_terms if t not in old_terms]
-                removed = sorted(old_terms - set(new_terms))
-                await self.store.rewrite(
-                    req.conv, req.seq, raw, new, event, removed, added, keep_history=True
-                )
+                await self.store.rewrite(req.conv, req.seq, raw, new, event, keep_history=True)
             except ChatError as exc:
                 if exc.code == "conflict":
                     continue
@@ -569,9 +566,7 @@ class ChatService:
             )
             event = w.ChatRecalled(seq=0, conv=req.conv, ev=-1, msg_seq=req.seq, by=me)
             try:
-                await self.store.rewrite(
-                    req.conv, req.seq, raw, new, event, message_terms(msg), [], keep_history=False
-                )
+                await self.store.rewrite(req.conv, req.seq, raw, new, event, keep_history=False)
             except ChatError as exc:
                 if exc.code == "conflict":
                     continue
@@ -579,8 +574,22 @@ class ChatService:
             return w.ChatSendOk(re="", conv=req.conv, seq=req.seq, ts=ts)
         raise ChatError("conflict", "the message keeps changing; retry")
 
-    async def _message(self, conv: str, seq: int) -> tuple[bytes, w.ChatMessage]:
+    async def _stored(self, conv: str, seq: int) -> tuple[bytes, w.ChatMessage] | None:
+        """Message ``seq`` as Redis stores it, copied back first when it left the window."""
         found = await self.store.message(conv, seq)
+        if found is None and await self._warm(conv, seq):
+            found = await self.store.message(conv, seq)
+        return found
+
+    async def _warm(self, conv: str, seq: int) -> bool:
+        if self.history_store is None:
+            return False
+        meta = await self.store.meta(conv)
+        cold = meta.cold_seq if meta is not None else 0
+        return await window.warm(self.store, self.history_store, conv, cold, seq)
+
+    async def _message(self, conv: str, seq: int) -> tuple[bytes, w.ChatMessage]:
+        found = await self._stored(conv, seq)
         if found is None:
             raise ChatError("unknown_message", f"no message {seq}")
         if found[1].recalled:
@@ -588,14 +597,24 @@ class ChatService:
         return found
 
     async def react(self, reader: Reader, req: w.ChatReact) -> Reply:
-        await self.store.react(
-            req.conv,
-            req.seq,
-            req.emoji,
-            reader.identity,
-            not req.remove,
-            self.settings.chat_max_reaction_kinds,
-        )
+        for last in (False, True):
+            try:
+                await self.store.react(
+                    req.conv,
+                    req.seq,
+                    req.emoji,
+                    reader.identity,
+                    not req.remove,
+                    self.settings.chat_max_reaction_kinds,
+                )
+            except ChatError as exc:
+                # A message below the window is copied back, once, then reacted to.
+                if exc.code != "unknown_message" or last:
+                    raise
+                if not await self._warm(req.conv, req.seq):
+                    raise
+                continue
+            break
         return _ok()
 
     async def read(self, reader: Reader, req: w.ChatRead) -> Reply:
@@ -620,23 +639,29 @@ class ChatService:
         start, end = page_range(
             last, before=req.before, after=req.after, around=req.around, limit=req.limit
         )
-        msgs = await self.store.messages(req.conv, range(start, end + 1))
+        msgs = await window.messages(
+            self.store, self.history_store, req.conv, meta.cold_seq, range(start, end + 1)
+        )
         return w.ChatMessages(re="", conv=req.conv, messages=msgs, last_seq=last)
 
     async def thread(self, reader: Reader, req: w.ChatThread) -> Reply:
         meta, _ = await self._member(req.conv, reader.identity)
-        seqs = await self.store.thread(req.conv, req.root, req.after, req.limit)
-        msgs = await self.store.messages(req.conv, seqs)
+        msgs = await window.thread(
+            self.store, self.history_store, req.conv, meta.cold_seq, req.root, req.after, req.limit
+        )
         return w.ChatMessages(re="", conv=req.conv, messages=msgs, last_seq=meta.last_seq)
 
     async def edits(self, reader: Reader, req: w.ChatEdits) -> Reply:
-        await self._member(req.conv, reader.identity)
-        versions = await self.store.edits(req.conv, req.seq)
+        meta, _ = await self._member(req.conv, reader.identity)
+        versions = await window.edits(
+            self.store, self.history_store, req.conv, meta.cold_seq, req.seq
+        )
         return w.ChatEditsOk(re="", conv=req.conv, seq=req.seq, versions=versions)
 
     async def report(self, reader: Reader, req: w.ChatReport) -> Reply:
-        await self._member(req.conv, reader.identity)
-        if await self.store.message(req.conv, req.seq) is None:
+        meta, _ = await self._member(req.conv, reader.identity)
+        cold = meta.cold_seq
+        if not await window.messages(self.store, self.history_store, req.conv, cold, [req.seq]):
             raise ChatError("unknown_message", f"no message {req.seq}")
         report = w.Report(seq=req.seq, by=reader.identity, reason=req.reason, ts=_now_ms())
         await self.store.report(req.conv, report)
@@ -658,7 +683,11 @@ class ChatService:
         else:
             rows = await self.store.metas(await self.store.user_convs(me), me)
             convs = [m.conv for m, _, _ in rows]
-        return w.ChatSearchOk(re="", hits=await search(self.store, convs, req))
+        if self.history_store is None:
+            raise ChatError("internal", "search needs the history store")
+        return w.ChatSearchOk(
+            re="", hits=await search(self.history_store, self.archiver, convs, req)
+        )
 
     # --- calls --------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import msgspec
 
@@ -43,6 +43,7 @@ _META_FIELDS: Final = (
     "count",
     "peers",
     "epoch",
+    "cold_seq",
 )
 
 
@@ -98,23 +99,6 @@ def _reply(raw: Any) -> list[str]:
     return [_s(v) for v in raw]
 
 
-class IndexHead(NamedTuple):
-    """A conversation's search index: messages up to ``ix_seq`` are in it; ``rev`` changes
-    whenever a message after it is edited or recalled; ``last_seq`` is the last message."""
-
-    ix_seq: int
-    rev: str
-    last_seq: int
-
-
-class IndexSpan(NamedTuple):
-    """The messages of ``conv`` after ``head.ix_seq`` up to ``upto``, indexed in one step."""
-
-    conv: str
-    head: IndexHead
-    upto: int
-
-
 class ConvMeta(msgspec.Struct, kw_only=True):
     conv: str
     kind: w.ConvKind
@@ -126,6 +110,8 @@ class ConvMeta(msgspec.Struct, kw_only=True):
     count: int
     peers: tuple[str, ...]
     epoch: str = ""
+    # Messages up to this seq left Redis for the history store (chat/lua/trim.lua).
+    cold_seq: int = 0
 
     def display_name(self, user: str) -> str:
         if self.kind == "direct":
@@ -141,7 +127,7 @@ def _log_fields(user_feed: bool, name: str) -> tuple[str, str, str]:
 
 
 def _meta(conv: str, values: Sequence[Any]) -> ConvMeta | None:
-    kind, name, last_seq, last_ts, last_ev, last, count, peers, epoch = values
+    kind, name, last_seq, last_ts, last_ev, last, count, peers, epoch, cold_seq = values
     if kind is None:
         return None
     return ConvMeta(
@@ -155,6 +141,7 @@ def _meta(conv: str, values: Sequence[Any]) -> ConvMeta | None:
         count=int(count or 0),
         peers=tuple(_s(peers).split("\n")) if peers else (),
         epoch=_s(epoch or b""),
+        cold_seq=int(cold_seq or 0),
     )
 
 
@@ -174,10 +161,9 @@ class ChatStore:
         self._read = client.register_script(scripts.READ)
         self._user = client.register_script(scripts.USER)
         self._rate = client.register_script(scripts.RATE)
-        self._index = client.register_script(scripts.INDEX)
         self._rotate_epoch = client.register_script(scripts.ROTATE_EPOCH)
-        # Search (chat.search): run by its caller, in a pipeline over conversations.
-        self.intersect = client.register_script(scripts.INTERSECT)
+        self._trim = client.register_script(scripts.TRIM)
+        self._warm = client.register_script(scripts.WARM)
         # Told the conversation after each write that may have logged an event in it (the
         # history archiver, chat.history.archiver).
         self.on_logged: Callable[[str], None] | None = None
@@ -473,19 +459,10 @@ class ChatStore:
         old: bytes,
         new: w.ChatMessage,
         event: Event,
-        remove_terms: Sequence[str],
-        add_terms: Sequence[str],
         keep_history: bool,
     ) -> int:
         k = conv_key
-        keys = [
-            k(conv, "meta"),
-            k(conv, "msgs"),
-            k(conv, "events"),
-            k(conv, f"edits:{seq}"),
-            *(k(conv, f"ix:{t}") for t in remove_terms),
-            *(k(conv, f"ix:{t}") for t in add_terms),
-        ]
+        keys = [k(conv, "meta"), k(conv, "msgs"), k(conv, "events"), k(conv, f"edits:{seq}")]
         args: list[Any] = [
             seq,
             old,
@@ -494,7 +471,6 @@ class ChatStore:
             conv_channel(conv),
             self.replay_events,
             1 if keep_history else 0,
-            len(remove_terms),
         ]
         out = _reply(await self._rewrite(keys=keys, args=args))
         if out[0] != "ok":
@@ -583,44 +559,56 @@ class ChatStore:
         raw: Any = await self.redis.xrevrange(conv_key(conv, "reports"), count=limit)
         return [msgspec.json.decode(fields[b"r"], type=w.Report) for _, fields in raw]
 
-    # --- search index (chat.indexer) ------------------------------------------------------
+    # --- the hot window (chat.history.archiver) ---------------------------------------------
 
-    async def index_heads(self, convs: Sequence[str]) -> list[IndexHead | None]:
-        """Where each conversation's index stands (None: no such conversation). A
-        conversation from before the index was written behind the log has no ``ix_seq``:
-        it is indexed again from its first message, which adds nothing it had already."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for conv in convs:
-                pipe.hmget(conv_key(conv, "meta"), ("ix_seq", "ix_rev", "last_seq"))
-            raw = await pipe.execute()
-        return [
-            None if last is None else IndexHead(int(ix or 0), _s(rev or b"0"), int(last))
-            for ix, rev, last in raw
-        ]
+    async def window_state(self, conv: str) -> tuple[int, int, int, int, str]:
+        """(last_ev, last_seq, cold_seq, trim_ev, epoch) of the conversation: ``trim_ev``
+        the last event the log was trimmed to."""
+        raw = await self.redis.hmget(
+            conv_key(conv, "meta"), ("last_ev", "last_seq", "cold_seq", "trim_ev", "epoch")
+        )
+        last_ev, last_seq, cold, trimmed, epoch = raw
+        return (
+            int(last_ev or 0),
+            int(last_seq or 0),
+            int(cold or 0),
+            int(trimmed or 0),
+            _s(epoch or b""),
+        )
 
-    async def raw_messages(self, spans: Sequence[IndexSpan]) -> list[list[bytes | None]]:
-        """The stored messages of each span, as they are (None: no such message)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for span in spans:
-                seqs = [str(s) for s in range(span.head.ix_seq + 1, span.upto + 1)]
-                pipe.hmget(conv_key(span.conv, "msgs"), seqs)
-            raw = await pipe.execute()
-        return [[v.encode() if isinstance(v, str) else v for v in r] for r in raw]
+    async def trim(
+        self, conv: str, epoch: str, ev: int, seq: int, stored_ev: int
+    ) -> tuple[int, int] | None:
+        """Let events up to ``ev`` and messages up to ``seq`` leave Redis (the history store
+        has them up to ``stored_ev`` in ``epoch``; chat/lua/trim.lua); replies (events
+        left, cold_seq), None when the log is of another epoch."""
+        k = conv_key
+        out = await self._trim(
+            keys=[
+                k(conv, "meta"),
+                k(conv, "msgs"),
+                k(conv, "events"),
+                k(conv, "reactions"),
+                k(conv, "threads"),
+                k(conv, "cids"),
+                k(conv, "warm"),
+            ],
+            args=[epoch, ev, seq, stored_ev, k(conv, "")],
+        )
+        if int(out[0]) < 0:
+            return None
+        return int(out[0]), int(out[1])
 
-    async def index(
-        self, spans: Sequence[IndexSpan], terms: Sequence[dict[str, list[int]]]
-    ) -> list[bool]:
-        """Add each span's ``terms`` (term -> seqs) to its conversation's index and move it to
-        the span's end; False for a span whose messages changed since its head was read."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for span, found in zip(spans, terms, strict=True):
-                keys = [conv_key(span.conv, "meta")]
-                args: list[Any] = [span.head.ix_seq, span.head.rev, span.upto]
-                for term, seqs in found.items():
-                    keys.append(conv_key(span.conv, f"ix:{term}"))
-                    args += [len(seqs), *seqs]
-                queue_script(pipe, self._index, keys, args)
-            return [bool(v) for v in await execute(pipe)]
+    async def warm(self, conv: str, msg: w.ChatMessage) -> bool:
+        """Copy a message that left the window back into Redis for a write to it."""
+        body = msgspec.structs.replace(msg, thread=None, reactions=None)
+        reactions = ENCODER.encode(msg.reactions) if msg.reactions else b""
+        k = conv_key
+        out = await self._warm(
+            keys=[k(conv, "meta"), k(conv, "msgs"), k(conv, "reactions"), k(conv, "warm")],
+            args=[msg.seq, ENCODER.encode(body), reactions],
+        )
+        return bool(out)
 
     async def add_shared(self, media_key: str, conv: str) -> None:
         await self.redis.sadd(media_key, conv)

@@ -166,11 +166,49 @@ def _query(query: str) -> dict[str, bool]:
 _ASCII_WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 
 
+# Chinese written with ASCII: unified ideographs fold to themselves and are CJK runs; the
+# common Chinese punctuation folds (NFKC) to ASCII punctuation or stays punctuation, and
+# separates words either way (none of it is or becomes an apostrophe).
+_IDEOGRAPHS = "\u3400-\u4dbf\u4e00-\u9fff"
+_HAN_TEXT = re.compile(
+    f"[\\x00-\\x7f{_IDEOGRAPHS}\u3001\u3002\u300c\u300d\u3010\u3011\u201c\u201d\u2026"
+    "\uff01\uff08\uff09\uff0c\uff1a\uff1b\uff1f]*"
+)
+_HAN_TOKEN = re.compile(f"([{_IDEOGRAPHS}]+)|[a-z0-9]+(?:'[a-z0-9]+)*")
+
+
 def index_terms(text: str) -> list[str]:
     """The distinct terms to index a message under, in order of first appearance."""
     if text.isascii():
         return _ascii_index_terms(text.lower())
+    if _HAN_TEXT.fullmatch(text):
+        return _han_index_terms(text.lower())
     return _index_terms(text)
+
+
+def _han_index_terms(folded: str) -> list[str]:
+    """:func:`_index_terms` of ASCII text with Chinese ideographs and punctuation (most
+    Chinese messages), several times faster."""
+    terms: dict[str, None] = {}
+    for match in _HAN_TOKEN.finditer(folded):
+        run = match.group(1)
+        if run is not None:
+            for i in range(len(run)):
+                terms[run[i]] = None
+                if i + 1 < len(run):
+                    terms[run[i : i + 2]] = None
+        else:
+            word = match.group()
+            if "'" in word:
+                parts = word.split("'")
+                terms["".join(parts)[:MAX_TERM_CHARS]] = None
+                for part in parts:
+                    terms[part[:MAX_TERM_CHARS]] = None
+            else:
+                terms[word[:MAX_TERM_CHARS]] = None
+        if len(terms) >= MAX_TERMS:
+            break
+    return list(terms)[:MAX_TERMS]
 
 
 def _ascii_index_terms(folded: str) -> list[str]:

@@ -113,15 +113,23 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _archive_ctx(app: web.Application) -> AsyncIterator[None]:
     """Copy the conversations' logs into the history store (chat.history.archiver)."""
-    chat_store = app[HUB].chat.store
-    archiver = Archiver(chat_store, app[HISTORY])
+    service = app[HUB].chat
+    chat_store = service.store
+    settings = app[SETTINGS]
+    archiver = Archiver(
+        chat_store, app[HISTORY], settings.chat_window_events, settings.chat_window_days
+    )
     app[ARCHIVER] = archiver
     chat_store.on_logged = archiver.note
+    service.history_store = app[HISTORY]
+    service.archiver = archiver
     task = asyncio.create_task(archiver.run())
     try:
         yield
     finally:
         chat_store.on_logged = None
+        service.history_store = None
+        service.archiver = None
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 

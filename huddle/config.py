@@ -172,6 +172,18 @@ class Settings(BaseSettings):
         ge=1,
         description="a device further behind than this in a conversation reloads it by page",
     )
+    chat_window_events: int = Field(
+        2000,
+        ge=1,
+        description="events (and messages) of each conversation kept in Redis once the "
+        "history store has them; older ones are read from the store",
+    )
+    chat_window_days: float = Field(
+        30,
+        ge=0,
+        description="messages older than this many days leave Redis once the history store "
+        "has them (0: by count only)",
+    )
     chat_max_reaction_kinds: int = Field(
         50, ge=1, description="different reactions one message may carry"
     )

@@ -9,12 +9,17 @@ Each pass reads the log after the store's head and appends it (chat.history.stor
 at or below the head are skipped, in the same transaction as the head moves), so two nodes
 archiving the same conversation, or a pass repeated after a crash, store every event once.
 
-Redis's log is not trimmed to what the store has yet: it keeps its own bound
-(``chat_replay_events``). A conversation whose log no longer holds the event after the
-store's head (it outgrew that bound before the store had it, or it is older than the
-store) is copied whole from Redis's messages instead (:meth:`Archiver.seed`), then followed
-by its log again. One whose log was made anew (another epoch: Redis lost it) is reported
-and left alone.
+After each pass Redis keeps only a hot window of the conversation (:meth:`Archiver.trim`,
+chat/lua/trim.lua): the last ``window_events`` events of its log and as many messages, none
+older than ``window_days`` once a trim pass (every ``TRIM_SWEEP_S``) looks at the clock,
+and never anything the store does not have yet. Below the window (``cold_seq`` of the
+conversation's meta) chat.service reads messages from the store.
+
+Redis's log also keeps its own bound (``chat_replay_events``). A conversation whose log no
+longer holds the event after the store's head (it outgrew that bound before the store had
+it, or it is older than the store) is copied whole from Redis's messages instead
+(:meth:`Archiver.seed`), then followed by its log again. One whose log was made anew
+(another epoch: Redis lost it) is reported and left alone.
 """
 
 from __future__ import annotations
@@ -23,27 +28,35 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 from chat import wire as w
 from chat.history.events import decode_event
-from chat.history.store import EpochChanged, Head, HistoryGap, HistoryStore
+from chat.history.store import EpochChanged, Head, HistoryError, HistoryGap, HistoryStore
 from chat.store import ChatStore
 from signaling.keys import conv_key
 
 log = logging.getLogger("huddle.chat")
-# How long a node waits after a write before archiving: the events of the pause go in one
-# transaction per conversation.
+# How long a node waits after a write before archiving: the events of the pause, in every
+# conversation written in, go in one pass.
 ARCHIVE_DELAY_S: Final = 0.05
-# Events read from the log and applied per transaction.
+# Events read from each conversation's log per pass, and conversations per pass: a pass is
+# one Redis round trip and one transaction.
 ARCHIVE_BATCH: Final = 500
+PASS_CONVS: Final = 500
 # How often every conversation is checked for a store that lags its log.
 SWEEP_S: Final = 60.0
 # Copying a conversation whole: messages read per round trip, and tries at reading them
 # while no event comes (a busy conversation is tried again by the next sweep).
 SEED_PAGE: Final = 1000
 SEED_TRIES: Final = 5
+# How often every conversation's window is trimmed by age (a write trims by count at once).
+TRIM_SWEEP_S: Final = 3600.0
+DAY_MS: Final = 86_400_000
 _META_PATTERN: Final = conv_key("*", "meta")
+# The search index Redis kept before search moved to the store: one sorted set per term.
+_OLD_INDEX_PATTERN: Final = conv_key("*", "ix:*")
 _PREFIX, _SUFFIX = conv_key("", "meta").split("}", 1)[0], "}:meta"
 
 
@@ -59,9 +72,20 @@ def _conv_of(meta_key: bytes | str) -> str | None:
 
 
 class Archiver:
-    def __init__(self, chat: ChatStore, history: HistoryStore) -> None:
+    def __init__(
+        self,
+        chat: ChatStore,
+        history: HistoryStore,
+        window_events: int = 2000,
+        window_days: float = 0,
+    ) -> None:
         self.chat = chat
         self.history = history
+        self.window_events = window_events
+        self.window_days = window_days
+        # A trim after a write waits until this many messages or events are past the
+        # window, so that its cost is shared by many.
+        self.trim_step = max(1, window_events // 10)
         self._due: set[str] = set()
         self._wake = asyncio.Event()
         # Conversations whose log cannot be copied (see the module's note), reported once.
@@ -84,6 +108,49 @@ class Archiver:
             if len(batch) < ARCHIVE_BATCH:
                 return head
 
+    async def archive_many(self, convs: Sequence[str]) -> None:
+        """One pass over ``convs``: what the store lacks of each (up to ``ARCHIVE_BATCH``
+        events), read in one Redis round trip and stored in one transaction; a
+        conversation with more is noted again. Should the pass fail on one of them (a log
+        that lost events, another epoch), each is archived alone instead."""
+        heads = await self.history.heads(convs)
+        async with self.chat.redis.pipeline(transaction=False) as pipe:
+            for conv in convs:
+                after = heads[conv].ev if conv in heads else 0
+                pipe.xrange(conv_key(conv, "events"), f"{after + 1}-0", "+", count=ARCHIVE_BATCH)
+            logs: list[Any] = await pipe.execute()
+        try:
+            batches = [
+                (conv, [decode_event(fields[b"e"]) for _, fields in entries])
+                for conv, entries in zip(convs, logs, strict=True)
+                if entries
+            ]
+            if not batches:
+                return
+            new = await self.history.append_many(batches)
+        except HistoryError:
+            for conv in convs:
+                await self._archive_one(conv)
+            return
+        for (conv, events), head in zip(batches, new, strict=True):
+            if len(events) >= ARCHIVE_BATCH:
+                self.note(conv)
+            # A trim is due only when the head crossed a step (see ``trim``).
+            before = heads[conv].ev if conv in heads else 0
+            if head.ev // self.trim_step > before // self.trim_step:
+                await self.trim(conv, head)
+
+    async def catch_up(self, convs: Sequence[str]) -> None:
+        """Archive now whatever the store lacks of ``convs`` (a search is about to read
+        them): one Redis round trip and one store query, one pass per lagging one."""
+        lagging = sorted(await self._lagging(list(convs)) - set(self.stuck))
+        for start in range(0, len(lagging), PASS_CONVS):
+            try:
+                await self.archive_many(lagging[start : start + PASS_CONVS])
+            except Exception as exc:
+                # The search answers from what the store has.
+                log.warning("chat archiving failed", extra={"error": str(exc)})
+
     async def seed(self, conv: str) -> Head | None:
         """Copy ``conv`` whole from Redis (messages, reactions, earlier versions, read
         positions) as it stands at its log's last event; None when events kept coming
@@ -91,7 +158,8 @@ class Archiver:
         for _ in range(SEED_TRIES):
             before = await self.chat.log_state(False, conv)
             meta = await self.chat.meta(conv)
-            if meta is None:
+            if meta is None or meta.cold_seq > 0:
+                # Messages below the window are only in the store: Redis has no whole copy.
                 return None
             messages: list[w.ChatMessage] = []
             for start in range(1, meta.last_seq + 1, SEED_PAGE):
@@ -110,6 +178,47 @@ class Archiver:
             log.info("chat history copied whole", extra={"conv": conv, "ev": before.head})
             return await self.history.seed(conv, head, messages, edits, reads)
         return None
+
+    async def trim(self, conv: str, head: Head, by_age: bool = False) -> tuple[int, int] | None:
+        """Let what the store has (up to ``head``) and is past the window leave Redis;
+        replies (events left in the log, cold_seq), None when nothing was to trim."""
+        last_ev, last_seq, cold, trimmed, epoch = await self.chat.window_state(conv)
+        if epoch != head.epoch:
+            return None
+        ev = min(head.ev, last_ev - self.window_events)
+        seq = min(head.last_seq, last_seq - self.window_events)
+        if by_age and self.window_days > 0:
+            cutoff = int(time.time() * 1000) - int(self.window_days * DAY_MS)
+            old = min(head.last_seq, await self.history.last_before(conv, cutoff))
+            if old > seq:
+                seq = old
+                if old >= last_seq:
+                    ev = head.ev  # nothing recent: the log goes with the messages
+        elif seq - cold < self.trim_step and ev - trimmed < self.trim_step:
+            return None
+        if seq <= cold and ev <= trimmed:
+            return None
+        return await self.chat.trim(conv, head.epoch, ev, seq, head.ev)
+
+    async def trim_all(self) -> int:
+        """Trim every conversation's window, by count and by age; replies how many
+        conversations were looked at."""
+        n = 0
+        convs: list[str] = []
+        async for key in self.chat.redis.scan_iter(match=_META_PATTERN, count=1000):
+            conv = _conv_of(key)
+            if conv is not None and conv not in self.stuck:
+                convs.append(conv)
+            if len(convs) >= 1000:
+                n += await self._trim_some(convs)
+                convs = []
+        return n + await self._trim_some(convs)
+
+    async def _trim_some(self, convs: list[str]) -> int:
+        heads = await self.history.heads(convs)
+        for conv, head in heads.items():
+            await self.trim(conv, head, by_age=True)
+        return len(heads)
 
     async def behind(self) -> set[str]:
         """Every conversation whose log has events the store lacks."""
@@ -138,11 +247,37 @@ class Archiver:
             if int(ev or 0) > (heads[conv].ev if conv in heads else 0)
         }
 
+    async def drop_old_index(self) -> int:
+        """Delete the search terms Redis held before search moved to the store (a node of
+        an earlier version wrote them); replies how many keys were deleted."""
+        deleted = 0
+        batch: list[bytes | str] = []
+        async for key in self.chat.redis.scan_iter(match=_OLD_INDEX_PATTERN, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await self.chat.redis.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += await self.chat.redis.unlink(*batch)
+        return deleted
+
     async def run(self) -> None:
         """Archive what is noted, and sweep now and every ``SWEEP_S``, until cancelled."""
+        try:
+            if await self.drop_old_index():
+                log.info("search terms left Redis for the history store")
+        except Exception as exc:
+            log.warning("old search index not deleted", extra={"error": str(exc)})
         next_sweep = 0.0
+        next_trim = time.monotonic() + TRIM_SWEEP_S
         while True:
             now = time.monotonic()
+            if now >= next_trim:
+                try:
+                    await self.trim_all()
+                except Exception as exc:
+                    log.warning("chat window trim failed", extra={"error": str(exc)})
+                next_trim = now + TRIM_SWEEP_S
             if now >= next_sweep:
                 try:
                     self._due |= await self.behind() - set(self.stuck)
@@ -151,7 +286,9 @@ class Archiver:
                 next_sweep = now + SWEEP_S
             if not self._due:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, next_sweep - time.monotonic())):
+                    async with asyncio.timeout(
+                        max(0.0, min(next_sweep, next_trim) - time.monotonic())
+                    ):
                         await self._wake.wait()
                 self._wake.clear()
                 continue
@@ -159,16 +296,28 @@ class Archiver:
             self._wake.clear()
             convs, self._due = sorted(self._due), set()
             for conv in convs:
-                await self._archive_one(conv)
+                if conv in self.stuck:
+                    await self._archive_one(conv)  # reported once, tried alone
+            convs = [c for c in convs if c not in self.stuck]
+            for start in range(0, len(convs), PASS_CONVS):
+                chunk = convs[start : start + PASS_CONVS]
+                try:
+                    await self.archive_many(chunk)
+                except Exception as exc:
+                    # The store or Redis is away: the next sweep finds them behind.
+                    log.warning(
+                        "chat archiving failed", extra={"convs": len(chunk), "error": str(exc)}
+                    )
 
     async def _archive_one(self, conv: str) -> None:
         try:
             try:
-                await self.archive(conv)
+                head = await self.archive(conv)
             except HistoryGap:
                 if await self.seed(conv) is None:
                     return  # kept changing: the next sweep tries again
-                await self.archive(conv)
+                head = await self.archive(conv)
+            await self.trim(conv, head)
         except (HistoryGap, EpochChanged) as exc:
             if conv not in self.stuck:
                 log.error("chat log cannot be archived", extra={"conv": conv, "error": str(exc)})

@@ -71,6 +71,68 @@ class NewMessage(NamedTuple):
     reactions: bytes | None = None
 
 
+_READ_TO: Final = (
+    "INSERT INTO reads (conv, user_id, read_seq) VALUES (?, ?, ?) "
+    "ON CONFLICT (conv, user_id) DO UPDATE SET read_seq = CASE "
+    "WHEN excluded.read_seq > reads.read_seq THEN excluded.read_seq "
+    "ELSE reads.read_seq END"
+)
+_MOVE_HEAD: Final = (
+    "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (conv) DO UPDATE SET ev = excluded.ev, epoch = excluded.epoch, "
+    "last_seq = excluded.last_seq"
+)
+
+
+def _row(conv: str, msg: w.ChatMessage) -> NewMessage:
+    stored = msgspec.structs.replace(msg, thread=None, reactions=None)
+    return NewMessage(
+        conv=conv,
+        seq=msg.seq,
+        ts=msg.ts,
+        sender=msg.sender,
+        reply_to=msg.reply_to,
+        body=ENCODER.encode(stored),
+        terms=message_terms(msg),
+        reactions=ENCODER.encode(msg.reactions) if msg.reactions else None,
+    )
+
+
+def _plain(
+    conv: str, head: Head, events: Sequence[LogEvent]
+) -> tuple[Head, list[w.ChatMessage], dict[str, int]] | None:
+    """A batch that only adds messages (numbered above the head's last) and moves read
+    positions: the head after it, its messages and the read positions. None for any other
+    batch, and for one the checks of ``append`` refuse (applied one by one, it raises)."""
+    ev, epoch, last_seq = head
+    added: list[w.ChatMessage] = []
+    reads: dict[str, int] = {}
+    for event in events:
+        if event.conv != conv or event.ev is None:
+            return None
+        if event.epoch and epoch and event.epoch != epoch:
+            return None
+        if event.ev <= ev:
+            continue
+        if event.ev != ev + 1:
+            return None
+        if isinstance(event, w.ChatMessageEvent):
+            msg = event.message
+            if msg.seq <= last_seq:
+                return None
+            added.append(msg)
+            last_seq = msg.seq
+            if apply.moves_read(msg):
+                reads[msg.sender] = max(reads.get(msg.sender, 0), msg.seq)
+        elif isinstance(event, w.ChatReadEvent):
+            reads[event.user] = max(reads.get(event.user, 0), event.read_seq)
+        else:
+            return None
+        epoch = event.epoch or epoch
+        ev = event.ev
+    return Head(ev, epoch, last_seq), added, reads
+
+
 # A schema step: migrations[i] takes the schema from version i to i + 1.
 Migration = Callable[["SqlHistory", Tx], Awaitable[None]]
 
@@ -196,54 +258,97 @@ class SqlHistory(ABC):
 
     async def append(self, conv: str, events: Sequence[LogEvent]) -> Head:
         async with self._write() as tx:
-            await self._lock_conversation(tx, conv)
-            head = await self._head(tx, conv) or Head(0, "", 0)
-            if not events:
-                return head
-            ev, epoch, last_seq = head
-            # Consecutive messages are inserted together, and read positions moved once at
-            # the end (they only move forward): a few statements per batch, not per event.
-            added: list[w.ChatMessage] = []
-            reads: dict[str, int] = {}
-            for event in events:
-                if event.conv != conv:
-                    raise HistoryError(f"an event of {event.conv!r} given for {conv!r}")
-                number = apply.event_number(event)
-                if event.epoch and epoch and event.epoch != epoch:
-                    raise EpochChanged(
-                        f"{conv}: event {number} is of log epoch {event.epoch!r}; "
-                        f"the store has epoch {epoch!r} up to event {ev}"
-                    )
-                if number <= ev:
-                    continue  # applied before: an archiver retrying a batch
-                if number != ev + 1:
-                    raise HistoryGap(f"{conv}: event {number} given after event {ev}")
-                epoch = event.epoch or epoch
-                ev = number
-                if isinstance(event, w.ChatMessageEvent):
-                    msg = event.message
-                    added.append(msg)
-                    last_seq = max(last_seq, msg.seq)
-                    if apply.moves_read(msg):
-                        reads[msg.sender] = max(reads.get(msg.sender, 0), msg.seq)
-                    continue
-                if isinstance(event, w.ChatReadEvent):
-                    reads[event.user] = max(reads.get(event.user, 0), event.read_seq)
-                    continue
-                await self._add(tx, conv, added)
-                added = []
-                await self._change(tx, conv, event)
-            await self._add(tx, conv, added)
-            await self._read_to(tx, conv, reads)
-            new = Head(ev, epoch, last_seq)
-            if new != head:
-                await tx.execute(
-                    "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (conv) DO UPDATE SET ev = excluded.ev, epoch = excluded.epoch, "
-                    "last_seq = excluded.last_seq",
-                    (conv, *new),
+            return await self._append(tx, conv, events)
+
+    async def append_many(self, batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> list[Head]:
+        # Conversations locked in one order: two archivers never wait for each other in turn.
+        order = sorted(range(len(batches)), key=lambda i: batches[i][0])
+        convs = [batches[i][0] for i in order]
+        out: dict[int, Head] = {}
+        async with self._write() as tx:
+            if len(set(convs)) != len(convs):
+                for i in order:
+                    out[i] = await self._append(tx, batches[i][0], batches[i][1])
+                return [out[i] for i in range(len(batches))]
+            for conv in convs:
+                await self._lock_conversation(tx, conv)
+            where, param = self._in("conv", convs)
+            stored = {
+                _text(c): Head(int(ev), _text(e), int(s))
+                for c, ev, e, s in await tx.rows(
+                    f"SELECT conv, ev, epoch, last_seq FROM conversations WHERE {where}", (param,)
                 )
-            return new
+            }
+            # Batches of new messages and receipts only (nearly all of them) go in a few
+            # statements for every conversation together; the others one by one.
+            added: list[tuple[str, w.ChatMessage]] = []
+            reads: list[tuple[str, str, int]] = []
+            moved: list[tuple[str, Head]] = []
+            for i in order:
+                conv, events = batches[i]
+                head = stored.get(conv, Head(0, "", 0))
+                plan = _plain(conv, head, events)
+                if plan is None:
+                    out[i] = await self._append(tx, conv, events)
+                    continue
+                new, msgs, read = plan
+                out[i] = new
+                added += [(conv, m) for m in msgs]
+                reads += [(conv, user, seq) for user, seq in sorted(read.items())]
+                if new != head:
+                    moved.append((conv, new))
+            if added:
+                await self._insert(tx, [_row(conv, msg) for conv, msg in added])
+            if reads:
+                await tx.executemany(_READ_TO, reads)
+            if moved:
+                await tx.executemany(_MOVE_HEAD, [(conv, *head) for conv, head in moved])
+        return [out[i] for i in range(len(batches))]
+
+    async def _append(self, tx: Tx, conv: str, events: Sequence[LogEvent]) -> Head:
+        await self._lock_conversation(tx, conv)
+        head = await self._head(tx, conv) or Head(0, "", 0)
+        if not events:
+            return head
+        ev, epoch, last_seq = head
+        # Consecutive messages are inserted together, and read positions moved once at
+        # the end (they only move forward): a few statements per batch, not per event.
+        added: list[w.ChatMessage] = []
+        reads: dict[str, int] = {}
+        for event in events:
+            if event.conv != conv:
+                raise HistoryError(f"an event of {event.conv!r} given for {conv!r}")
+            number = apply.event_number(event)
+            if event.epoch and epoch and event.epoch != epoch:
+                raise EpochChanged(
+                    f"{conv}: event {number} is of log epoch {event.epoch!r}; "
+                    f"the store has epoch {epoch!r} up to event {ev}"
+                )
+            if number <= ev:
+                continue  # applied before: an archiver retrying a batch
+            if number != ev + 1:
+                raise HistoryGap(f"{conv}: event {number} given after event {ev}")
+            epoch = event.epoch or epoch
+            ev = number
+            if isinstance(event, w.ChatMessageEvent):
+                msg = event.message
+                added.append(msg)
+                last_seq = max(last_seq, msg.seq)
+                if apply.moves_read(msg):
+                    reads[msg.sender] = max(reads.get(msg.sender, 0), msg.seq)
+                continue
+            if isinstance(event, w.ChatReadEvent):
+                reads[event.user] = max(reads.get(event.user, 0), event.read_seq)
+                continue
+            await self._add(tx, conv, added)
+            added = []
+            await self._change(tx, conv, event)
+        await self._add(tx, conv, added)
+        await self._read_to(tx, conv, reads)
+        new = Head(ev, epoch, last_seq)
+        if new != head:
+            await tx.execute(_MOVE_HEAD, (conv, *new))
+        return new
 
     async def _change(
         self, tx: Tx, conv: str, event: w.ChatEdited | w.ChatRecalled | w.ChatReaction
@@ -295,13 +400,7 @@ class SqlHistory(ABC):
         """Move each user's read position forward to the seq given (never back)."""
         if not reads:
             return
-        await tx.executemany(
-            "INSERT INTO reads (conv, user_id, read_seq) VALUES (?, ?, ?) "
-            "ON CONFLICT (conv, user_id) DO UPDATE SET read_seq = CASE "
-            "WHEN excluded.read_seq > reads.read_seq THEN excluded.read_seq "
-            "ELSE reads.read_seq END",
-            [(conv, user, seq) for user, seq in sorted(reads.items())],
-        )
+        await tx.executemany(_READ_TO, [(conv, user, seq) for user, seq in sorted(reads.items())])
 
     async def seed(
         self,
@@ -353,22 +452,7 @@ class SqlHistory(ABC):
         if taken or len(set(seqs)) != len(seqs):
             seq = taken[0][0] if taken else seqs[0]
             raise HistoryError(f"{conv}: message {seq} is stored already, from another event")
-        rows = []
-        for msg in msgs:
-            stored = msgspec.structs.replace(msg, thread=None, reactions=None)
-            rows.append(
-                NewMessage(
-                    conv=conv,
-                    seq=msg.seq,
-                    ts=msg.ts,
-                    sender=msg.sender,
-                    reply_to=msg.reply_to,
-                    body=ENCODER.encode(stored),
-                    terms=message_terms(msg),
-                    reactions=ENCODER.encode(msg.reactions) if msg.reactions else None,
-                )
-            )
-        await self._insert(tx, rows)
+        await self._insert(tx, [_row(conv, msg) for msg in msgs])
 
     # --- reads --------------------------------------------------------------------------
 
@@ -390,6 +474,16 @@ class SqlHistory(ABC):
             if end < start:
                 return []
             return await self._load(tx, conv, "seq >= ? AND seq <= ?", (start, end))
+
+    async def last_before(self, conv: str, before_ts: int) -> int:
+        rows = await self._read_rows(
+            "SELECT MAX(seq) FROM messages WHERE conv = ? AND ts < ?", (conv, before_ts)
+        )
+        return int(rows[0][0] or 0) if rows else 0
+
+    async def _read_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._read() as tx:
+            return await tx.rows(sql, params)
 
     async def messages(self, conv: str, seqs: Sequence[int]) -> list[w.ChatMessage]:
         if not seqs:
@@ -477,11 +571,14 @@ class SqlHistory(ABC):
                         "(m.ts < ? OR (m.ts = ? AND (m.seq < ? OR (m.seq = ? AND m.conv < ?))))"
                     )
                     args += [below[0], below[0], below[1], below[1], below[2]]
+                # At least as many candidates as hits are still wanted: most candidates
+                # are hits, and a round costs a query.
+                asked = max(CANDIDATES_PER_ROUND, req.limit - len(out))
                 rows = await tx.rows(
                     f"SELECT m.conv, m.seq, m.ts, m.body, m.reactions FROM {source} "
                     f"WHERE {' AND '.join(conditions)} "
                     "ORDER BY m.ts DESC, m.seq DESC, m.conv DESC LIMIT ?",
-                    [*args, CANDIDATES_PER_ROUND],
+                    [*args, asked],
                 )
                 for conv, seq, ts, body, reactions in rows:
                     msg = MESSAGE_DECODER.decode(_blob(body))
@@ -491,7 +588,7 @@ class SqlHistory(ABC):
                     below = (int(ts), int(seq), _text(conv))
                     if len(out) >= req.limit:
                         break
-                if len(out) >= req.limit or len(rows) < CANDIDATES_PER_ROUND:
+                if len(out) >= req.limit or len(rows) < asked:
                     break
             by_conv: dict[str, list[w.ChatMessage]] = {}
             for hit in out:

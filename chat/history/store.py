@@ -68,6 +68,11 @@ class HistoryStore(Protocol):
         :class:`EpochChanged`. Replies the new head."""
         ...
 
+    async def append_many(self, batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> list[Head]:
+        """:meth:`append` for several conversations in one transaction (the events of one
+        archiving pass); replies their heads in order. Any error applies none of them."""
+        ...
+
     async def seed(
         self,
         conv: str,
@@ -93,6 +98,11 @@ class HistoryStore(Protocol):
     ) -> list[w.ChatMessage]:
         """A page of messages in ``seq`` order, chosen as ``chat.history`` chooses it (see
         chat.history.events.page_range): the newest, or before/after/around a seq."""
+        ...
+
+    async def last_before(self, conv: str, before_ts: int) -> int:
+        """The last seq of the conversation's messages sent before ``before_ts`` (ms); 0
+        when none was."""
         ...
 
     async def messages(self, conv: str, seqs: Sequence[int]) -> list[w.ChatMessage]:

@@ -1,11 +1,9 @@
--- Compare-and-set of one stored message (edit, recall) with its index terms and event. An
--- edit keeps the old version (keep 1); a recall (keep 0) deletes every earlier version.
--- KEYS[1]: meta, [2]: msgs, [3]: events, [4]: the message's edits list,
--- [5..4+n_remove]: term sets to leave, [5+n_remove..]: term sets to join: only when the
--- message is in the index already ("ix_seq" of meta at or past it); else "ix_rev" is
--- bumped, so that the indexer reads the message again (index.lua)
+-- Compare-and-set of one stored message (edit, recall) with its event. An edit keeps the
+-- old version (keep 1); a recall (keep 0) deletes every earlier version. (Search terms live
+-- in the history store, which applies the event.)
+-- KEYS[1]: meta, [2]: msgs, [3]: events, [4]: the message's edits list
 -- ARGV[1]: seq, [2]: old (stored) message, [3]: new message, [4]: ev_tpl, [5]: channel,
--- [6]: maxlen, [7]: keep, [8]: n_remove
+-- [6]: maxlen, [7]: keep
 -- Returns {'ok', ev} or {'conflict'}. Runs after epoch.lua and log.lua.
 local seq = ARGV[1]
 if redis.call('HGET', KEYS[2], seq) ~= ARGV[2] then return {'conflict'} end
@@ -13,12 +11,5 @@ redis.call('HSET', KEYS[2], seq, ARGV[3])
 if ARGV[7] == '1' then redis.call('RPUSH', KEYS[4], ARGV[2]) else redis.call('DEL', KEYS[4]) end
 if redis.call('HGET', KEYS[1], 'last_seq') == seq then
   redis.call('HSET', KEYS[1], 'last', ARGV[3])
-end
-if tonumber(redis.call('HGET', KEYS[1], 'ix_seq') or '0') >= tonumber(seq) then
-  local n = tonumber(ARGV[8])
-  for i = 5, 4 + n do redis.call('ZREM', KEYS[i], seq) end
-  for i = 5 + n, #KEYS do redis.call('ZADD', KEYS[i], seq, seq) end
-else
-  redis.call('HINCRBY', KEYS[1], 'ix_rev', 1)
 end
 return {'ok', log_event(KEYS[1], KEYS[3], ARGV[5], ARGV[6], ARGV[4])}

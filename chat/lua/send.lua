@@ -1,7 +1,7 @@
 -- chat.send: append one message (or thread reply) to a conversation, once per client_id.
 -- KEYS[1]: meta, [2]: members (user -> role), [3]: msgs, [4]: cids (sender\nclient_id ->
 -- seq), [5]: events, [6]: reads, [7]: silenced, [8]: threads, [9]: the thread's set
--- (search terms are indexed behind the log, by chat.indexer)
+-- (search terms are indexed by the history store, which applies the event)
 -- ARGV[1]: sender, [2]: client_id, [3]: ts, [4]: msg_tpl, [5]: ev_tpl, [6]: channel,
 -- [7]: maxlen, [8]: thread root seq (0 for none)
 -- Returns {'ok', seq, ev}, {'duplicate', seq}, {'silenced', until} or {refusal code}.

@@ -1,4 +1,5 @@
-"""Search over real Redis: members only, CJK and mixed text, filters, edits and recalls."""
+"""Search over the history store of real nodes: members only, CJK and mixed text, filters,
+edits and recalls."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import time
 
 import pytest
 
-from chat import search as chat_search
 from chat import wire as w
+from chat.history import sql as history_sql
 from huddle.chat import ChatClient
 from huddle.client import RequestError
 from tests.conftest import StartNode
@@ -111,7 +112,7 @@ async def test_search_works_across_nodes(start_node: StartNode) -> None:
 async def test_filtered_matches_are_found_past_the_first_rounds(
     start_node: StartNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(chat_search, "CANDIDATES_PER_ROUND", 4)
+    monkeypatch.setattr(history_sql, "CANDIDATES_PER_ROUND", 4)
     node = await start_node(chat_send_per_s=1000)
     alice, bob = await chat(node, "alice"), await chat(node, "bob")
     conv = (await alice.create("group", "g", ["bob"])).conv

@@ -9,7 +9,7 @@ Redis reads do.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,14 @@ from chat.history.events import decode_event, page_range
 from chat.history.postgres import PostgresHistory
 from chat.history.sql import CANDIDATES_PER_ROUND, SqlHistory
 from chat.history.sqlite import SQLiteHistory
-from chat.history.store import EpochChanged, Head, HistoryError, HistoryGap, SchemaTooNew
+from chat.history.store import (
+    EpochChanged,
+    Head,
+    HistoryError,
+    HistoryGap,
+    LogEvent,
+    SchemaTooNew,
+)
 from chat.text import highlight
 from tests.postgres import Postgres, postgres
 
@@ -333,6 +340,59 @@ async def test_one_batch_or_one_event_at_a_time_store_the_same(store: SqlHistory
         assert sorted(h.conv for h in found) == (
             [] if query == "beta" else ["g-apart", "g-together"]
         ), query
+
+
+async def test_several_conversations_in_one_transaction(store: SqlHistory) -> None:
+    """append_many stores as append does, each conversation from its own head; any refused
+    batch applies none of them."""
+    one, two, alone = mixed(Log("g-one")), mixed(Log("g-two")), mixed(Log("g-alone"))
+    await store.append("g-two", two[:3])
+    heads = await store.append_many([("g-two", two), ("g-one", one[:6])])
+    assert heads == [Head(10, "e1", 4), await store.head("g-one")]
+    assert await store.append_many([("g-one", one)]) == [Head(10, "e1", 4)]
+    await store.append("g-alone", alone)
+    every = [1, 2, 3, 4]
+    for conv in ("g-one", "g-two"):
+        assert await store.messages(conv, every) == await store.messages("g-alone", every)
+        assert await store.reads(conv) == await store.reads("g-alone")
+        assert await store.edits(conv, 1) == await store.edits("g-alone", 1)
+
+    # Messages and receipts only (stored together for every conversation), beside a batch
+    # with changes, from different heads; then one at a time elsewhere: the same.
+    def plain(conv: str) -> list[LogEvent]:
+        log = Log(conv)
+        return [
+            log.message("m1", sender="ann"),
+            log.message("m2", sender="bob"),
+            log.read("cid", 2),
+            log.message("m3", sender="ann"),
+        ]
+
+    convs = ("g-p1", "g-p2", "g-p3")
+    await store.append("g-p2", plain("g-p2")[:2])
+    edited = Log("g-edited")
+    changes: list[LogEvent] = [edited.message("x"), edited.edit(1, "x2"), edited.message("y")]
+    batches: list[tuple[str, Sequence[LogEvent]]] = [(c, plain(c)) for c in convs]
+    batches.append(("g-edited", changes))
+    assert await store.append_many(batches) == [Head(4, "e1", 3)] * 3 + [Head(3, "e1", 2)]
+    for c in convs:
+        q = c.replace("g-p", "g-q")
+        await store.append(q, plain(q))
+        assert (await store.head(c), await store.reads(c)) == (
+            await store.head(q),
+            {"ann": 3, "bob": 2, "cid": 2},
+        )
+        assert await store.reads(q) == await store.reads(c)
+        mine, theirs = await store.messages(c, [1, 2, 3]), await store.messages(q, [1, 2, 3])
+        assert [(m.seq, m.text, m.sender) for m in mine] == [
+            (m.seq, m.text, m.sender) for m in theirs
+        ]
+        assert await store.found_by(c, ["m3"]) == [3]
+    late, gap = Log("g-late"), Log("g-gap")
+    gap.message("skipped")
+    with pytest.raises(HistoryGap):
+        await store.append_many([("g-late", [late.message("x")]), ("g-gap", [gap.message("y")])])
+    assert await store.head("g-late") is None and await store.head("g-gap") is None
 
 
 async def test_seed_stores_a_conversation_whole(store: SqlHistory) -> None:

@@ -316,3 +316,29 @@ def test_ascii_terms_edge_cases() -> None:
         "!!! ... '''",
     ):
         assert text_module.index_terms(text) == text_module._index_terms(text), text
+
+
+HAN_ALPHABET = (
+    string.printable
+    + "我们明天开会东京都京都车站麒麟会议室㐀䶿一鿿"
+    + "\u3001\u3002\u300c\u300d\u3010\u3011\u201c\u201d\u2026"
+    + "\uff01\uff08\uff09\uff0c\uff1a\uff1b\uff1f"
+    + RSQUO
+    + "\uff07\u00e9\u3000"  # not in the quick path: the general one is taken
+)
+
+
+@given(st.text(alphabet=HAN_ALPHABET, max_size=300))
+def test_chinese_and_ascii_terms_are_the_general_ones(text: str) -> None:
+    assert text_module.index_terms(text) == text_module._index_terms(text)
+
+
+def test_chinese_and_ascii_terms_edge_cases() -> None:
+    for text in (
+        "明天开会\uff0cDon't STOP\uff01「京都车站」…ok'明",
+        "会议" * 400,
+        "abc明天def",
+        "x'明 明'x",
+    ):
+        assert text_module._HAN_TEXT.fullmatch(text)
+        assert text_module.index_terms(text) == text_module._index_terms(text), text

@@ -1,0 +1,553 @@
+"""Chat history on disk under load: Redis memory per message before and after each
+conversation's hot window fills, bytes on disk, archive lag, page and search latency, with
+the embedded SQLite store and with PostgreSQL.
+
+One node runs in this process (its Redis, history store, archiver and chat service, as
+``huddle serve`` composes them, without HTTP): messages are seeded through the chat service's
+own ``chat.send`` handler (the write path of every device, minus the WebSocket), spread over
+``--conversations`` groups of five, while the node archives them and trims Redis to
+``--window`` events per conversation. Then:
+
+- ``window_bytes_per_message``: Redis ``used_memory`` per message while every conversation
+  still holds all of its messages (half a window each);
+- ``redis_bytes_per_message``: the same over the whole run, once every window is full;
+- ``disk_bytes_per_message``: the store's size on disk (indexes included) per message;
+- ``archive_lag_p99_ms``: from a send's acknowledgement until the store has it, at
+  ``--rate`` messages/s (or as fast as the process goes, reported beside it); and how fast
+  the archiver alone copies a backlog, with its CPU per message;
+- ``page_p99_ms_hot`` / ``page_p99_ms_cold`` / ``page_p99_ms_boundary``: ``chat.history``
+  of 50 messages inside the window (Redis), below it (the store), and straddling it;
+- ``search_p99_ms``: ``chat.search`` over one user's conversations for Latin and CJK terms,
+  rare (one message in a thousand) and common (one in five).
+
+``--json PATH`` writes the figures; its ``summary`` holds the worse of the stores for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import psycopg
+import redis.asyncio as redis
+from aiohttp import web
+
+from benchmarks.common import fmt, goal, goal_table, ms, percentile, run_main, table, write_json
+from chat import wire as w
+from chat.history.archiver import PASS_CONVS
+from chat.history.store import Head, HistoryStore, LogEvent
+from chat.service import ChatService
+from huddle.app import ARCHIVER, HISTORY, create_app
+from huddle.config import Settings
+from huddle.redis_server import spawn_sync
+from signaling.keys import conv_key
+from signaling.server import HUB
+
+GROUP: Final = 5  # members of each conversation
+SEARCHER: Final = "u0"  # a member of the first SEARCH_CONVS conversations
+SEARCH_CONVS: Final = 100
+PAGE: Final = 50
+# Sends in flight at once while seeding.
+SEED_CONCURRENCY: Final = 64
+PACED_IN_FLIGHT: Final = 256
+SETTLE_S: Final = 600.0
+LATIN: Final = (
+    "plan",
+    "budget",
+    "draft",
+    "review",
+    "launch",
+    "team",
+    "notes",
+    "figures",
+    "quarter",
+    "design",
+    "client",
+    "offer",
+    "travel",
+    "lunch",
+    "update",
+    "sprint",
+    "ticket",
+    "release",
+    "schedule",
+    "invoice",
+    "deadline",
+    "roadmap",
+    "office",
+    "coffee",
+    "report",
+    "numbers",
+    "agenda",
+    "friday",
+    "monday",
+    "slides",
+    "demo",
+    "feedback",
+    "customer",
+    "market",
+)
+CJK: Final = ("明天", "报告", "项目", "客户", "预算", "设计", "周五", "东京", "京都", "车站")
+RARE: Final = {"latin rare": "zephyr", "cjk rare": "麒麟"}
+COMMON: Final = {"latin common": "meeting", "cjk common": "会议"}
+
+
+class _Reader:
+    """A device of ``identity`` as the chat service sees it; events go nowhere."""
+
+    closed = False
+
+    def __init__(self, identity: str) -> None:
+        self._identity = identity
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def send_event(self, event: Any) -> None:
+        pass
+
+    def queued(self) -> int:
+        return 0
+
+
+def text_of(rng: random.Random, n: int) -> str:
+    """About 60 bytes of mixed text; one message in a thousand carries each rare term, one
+    in five each common one."""
+    words = [*rng.sample(LATIN, 5), rng.choice(CJK)]
+    if n % 1000 == 7:
+        words.append(RARE["latin rare"])
+    if n % 1000 == 501:
+        words.append(RARE["cjk rare"])
+    if n % 5 == 1:
+        words.append(COMMON["latin common"])
+    if n % 5 == 3:
+        words.append(COMMON["cjk common"] + "室")
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+@dataclass
+class Appends:
+    """When the store took each conversation's messages: (monotonic time, last seq) per
+    transaction."""
+
+    times: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+
+    def wrap(self, store: HistoryStore) -> None:
+        inner = store.append
+
+        async def append(conv: str, events: Sequence[LogEvent]) -> Head:
+            head = await inner(conv, events)
+            self.times.setdefault(conv, []).append((time.monotonic(), head.last_seq))
+            return head
+
+        many = store.append_many
+
+        async def append_many(batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> list[Head]:
+            heads = await many(batches)
+            now = time.monotonic()
+            for (conv, _), head in zip(batches, heads, strict=True):
+                self.times.setdefault(conv, []).append((now, head.last_seq))
+            return heads
+
+        store.append = append  # type: ignore[method-assign]
+        store.append_many = append_many  # type: ignore[method-assign]
+
+    def stored_at(self, conv: str, seq: int) -> float | None:
+        for at, last in self.times.get(conv, ()):
+            if last >= seq:
+                return at
+        return None
+
+
+async def used_memory(client: redis.Redis) -> int:
+    info = await client.info("memory")
+    return int(info["used_memory"])
+
+
+async def settle(service: ChatService, app: web.Application, convs: list[str]) -> None:
+    """Until the store has every event and every window is trimmed."""
+    archiver = app[ARCHIVER]
+    async with asyncio.timeout(SETTLE_S):
+        while await archiver.behind():  # noqa: ASYNC110 (polled: nothing to wait on)
+            await asyncio.sleep(0.1)
+    history = app[HISTORY]
+    for conv in convs:
+        head = await history.head(conv)
+        if head is not None:
+            await archiver.trim(conv, head)
+
+
+def disk_bytes(store_kind: str, data_dir: Path, url: str | None) -> int:
+    if store_kind == "sqlite":
+        return sum(p.stat().st_size for p in data_dir.glob("history.db*"))
+    assert url is not None
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def timed(
+    handler: Callable[[Any, Any], Awaitable[Any]], calls: Sequence[tuple[_Reader, Any]]
+) -> list[float]:
+    """How long each request took the handler, one after the other (seconds)."""
+    out = []
+    for who, req in calls:
+        began = time.perf_counter()
+        await handler(who, req)
+        out.append(time.perf_counter() - began)
+    return out
+
+
+async def run_store(
+    store_kind: str,
+    args: argparse.Namespace,
+    folder: Path,
+    url: str | None,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    rng = random.Random(1)
+    proc, redis_url = spawn_sync(folder / "redis")
+    client = redis.Redis.from_url(redis_url)
+    data_dir = folder / "data"
+    settings = Settings(
+        redis_url=redis_url,
+        data_dir=data_dir,
+        port=0,
+        log_format="text",
+        log_level="warning",
+        sfu_workers=0,
+        chat_window_events=args.window,
+        chat_window_days=0,
+        chat_send_per_s=1_000_000,
+        history=store_kind,
+        database_url=url,
+    )
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        service: ChatService = app[HUB].chat
+        appends = Appends()
+        appends.wrap(app[HISTORY])
+        readers: dict[str, _Reader] = {}
+
+        def reader(user: str) -> _Reader:
+            return readers.setdefault(user, _Reader(user))
+
+        users = max(GROUP, args.conversations // 2)
+        convs: list[str] = []
+        members: dict[str, list[str]] = {}
+        for i in range(args.conversations):
+            group = [SEARCHER] if i < SEARCH_CONVS else []
+            while len(group) < GROUP:
+                user = f"u{rng.randrange(1, users)}"
+                if user not in group:
+                    group.append(user)
+            create = w.ChatCreate(id="", kind="group", name=f"group {i}", members=group[1:])
+            created = await service.create(reader(group[0]), create)
+            conv = created.conv.conv  # type: ignore[attr-defined]
+            convs.append(conv)
+            members[conv] = group
+        await settle(service, app, convs)
+        baseline = await used_memory(client)
+        sent = 0
+
+        async def send(conv: str) -> tuple[str, int, float]:
+            nonlocal sent
+            sent += 1
+            text = text_of(rng, sent)
+            user = members[conv][sent % GROUP]
+            req = w.ChatSend(id="", conv=conv, client_id=f"m{sent}", text=text)
+            reply = await service.send(reader(user), req)
+            return conv, reply.seq, time.monotonic()  # type: ignore[attr-defined]
+
+        async def seed(count: int) -> None:
+            order = [convs[i % len(convs)] for i in range(count)]
+            for start in range(0, count, SEED_CONCURRENCY):
+                await asyncio.gather(*(send(c) for c in order[start : start + SEED_CONCURRENCY]))
+
+        # Half a window in every conversation: nothing trimmed yet.
+        half = max(1, min(args.window // 2 - 2, args.messages // len(convs)))
+        began = time.monotonic()
+        await seed(half * len(convs))
+        await settle(service, app, convs)
+        in_window = half * len(convs)
+        window_bytes = (await used_memory(client) - baseline) / in_window
+        say(f"{store_kind}: {in_window:,} messages in the windows, {window_bytes:,.0f} B each")
+
+        # The rest, as fast as the service takes them.
+        rest = max(0, args.messages - in_window)
+        await seed(rest)
+        seed_s = time.monotonic() - began
+        await settle(service, app, convs)
+        total = in_window + rest
+        redis_bytes = (await used_memory(client) - baseline) / total
+        say(f"{store_kind}: {total:,} messages seeded in {seed_s:.1f} s, {redis_bytes:,.0f} B each")
+        disk = disk_bytes(store_kind, data_dir, url) / total
+
+        # Archive lag at a paced rate.
+        acks: list[tuple[str, int, float]] = []
+        tasks: set[asyncio.Task[None]] = set()
+
+        # Sends in flight are bounded: a process that cannot keep to the rate falls behind
+        # it (the rate sent is reported) rather than queueing without end.
+        in_flight = asyncio.Semaphore(PACED_IN_FLIGHT)
+
+        async def paced_one(conv: str) -> None:
+            try:
+                acks.append(await send(conv))
+            finally:
+                in_flight.release()
+
+        n_paced = int(args.rate * args.lag_s)
+        t0 = time.monotonic()
+        for i in range(n_paced):
+            due = t0 + i / args.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await in_flight.acquire()
+            task = asyncio.create_task(paced_one(rng.choice(convs)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        while tasks:
+            await asyncio.gather(*list(tasks))
+        paced_s = time.monotonic() - t0
+        await settle(service, app, convs)
+        lags = []
+        for conv, seq, acked in acks:
+            stored = appends.stored_at(conv, seq)
+            if stored is not None:
+                lags.append(max(0.0, stored - acked))
+        total += len(acks)
+
+        # The archiver alone: messages stored while it was not told of them, then archived
+        # in passes as its run loop does, timed and clocked.
+        archiver = app[ARCHIVER]
+        service.store.on_logged = None
+        n_alone = max(1, args.messages // 10)
+        await seed(n_alone)
+        service.store.on_logged = archiver.note
+        began, cpu = time.perf_counter(), time.process_time()
+        while lagging := sorted(await archiver.behind()):
+            for start in range(0, len(lagging), PASS_CONVS):
+                await archiver.archive_many(lagging[start : start + PASS_CONVS])
+        alone_s, alone_cpu = time.perf_counter() - began, time.process_time() - cpu
+        total += n_alone
+
+        # Pages inside the window, below it, and across its edge.
+        metas = {c: await service.store.meta(c) for c in convs}
+        hot: list[tuple[_Reader, w.ChatHistory]] = []
+        cold: list[tuple[_Reader, w.ChatHistory]] = []
+        edge: list[tuple[_Reader, w.ChatHistory]] = []
+        for _ in range(args.samples):
+            conv = rng.choice(convs)
+            meta = metas[conv]
+            assert meta is not None
+            who = reader(members[conv][0])
+            hot.append((who, w.ChatHistory(id="", conv=conv, limit=PAGE)))
+            if meta.cold_seq > PAGE:
+                before = rng.randrange(PAGE + 1, meta.cold_seq + 1)
+                cold.append((who, w.ChatHistory(id="", conv=conv, before=before, limit=PAGE)))
+                at = meta.cold_seq + 1 + PAGE // 2
+                edge.append((who, w.ChatHistory(id="", conv=conv, before=at, limit=PAGE)))
+        page_hot = await timed(service.history, hot)
+        page_cold = await timed(service.history, cold)
+        page_edge = await timed(service.history, edge)
+
+        # Search over one user's conversations.
+        searches: dict[str, list[float]] = {}
+        found: dict[str, int] = {}
+        searcher = reader(SEARCHER)
+        for kind, term in {**RARE, **COMMON}.items():
+            query = w.ChatSearch(id="", query=term, limit=20)
+            reply = await service.search(searcher, query)
+            found[kind] = len(reply.hits)  # type: ignore[attr-defined]
+            searches[kind] = await timed(service.search, [(searcher, query)] * args.search_samples)
+        all_searches = [s for v in searches.values() for s in v]
+        memory = await used_memory(client)
+        async with client.pipeline(transaction=False) as pipe:
+            for conv in convs:
+                pipe.hlen(conv_key(conv, "msgs"))
+                pipe.xlen(conv_key(conv, "events"))
+            counts = await pipe.execute()
+        return {
+            "redis_messages_kept": sum(counts[0::2]),
+            "redis_events_kept": sum(counts[1::2]),
+            "pages_timed": {"hot": len(page_hot), "cold": len(page_cold), "edge": len(page_edge)},
+            "store": store_kind,
+            "messages": total,
+            "conversations": len(convs),
+            "window": args.window,
+            "seed_messages_per_s": (in_window + rest) / seed_s if seed_s > 0 else None,
+            "redis_used_memory": memory,
+            "redis_baseline": baseline,
+            "window_bytes_per_message": window_bytes,
+            "redis_bytes_per_message": redis_bytes,
+            "disk_bytes_per_message": disk,
+            "archive": {
+                "rate_asked": args.rate,
+                "rate_sent": len(acks) / paced_s if paced_s > 0 else None,
+                "messages": len(acks),
+                "lag_p50_ms": ms(percentile(lags, 50)),
+                "lag_p99_ms": ms(percentile(lags, 99)),
+                "alone_messages": n_alone,
+                "alone_messages_per_s": n_alone / alone_s if alone_s > 0 else None,
+                "alone_cpu_us_per_message": alone_cpu / n_alone * 1e6,
+            },
+            "page_p99_ms_hot": ms(percentile(page_hot, 99)),
+            "page_p99_ms_cold": ms(percentile(page_cold, 99)),
+            "page_p99_ms_boundary": ms(percentile(page_edge, 99)),
+            "search_p99_ms": ms(percentile(all_searches, 99)),
+            "search_p99_ms_by_kind": {k: ms(percentile(v, 99)) for k, v in searches.items()},
+            "search_hits": found,
+        }
+    finally:
+        await runner.cleanup()
+        await client.aclose()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def postgres_url(kinds: list[str]) -> Iterator[str | None]:
+    if "postgres" not in kinds:
+        yield None
+        return
+    from tests.postgres import postgres_server  # the tests' throwaway server
+
+    with postgres_server() as server:
+        yield server.create_database()
+
+
+def worst(results: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in results if r.get(key) is not None]
+    return max(values) if values else None
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    kinds = args.stores.split(",")
+    results = []
+    with (
+        tempfile.TemporaryDirectory(prefix="huddle-history-load-") as tmp,
+        postgres_url(kinds) as url,
+    ):
+        for kind in kinds:
+            folder = Path(tmp) / kind
+            results.append(
+                await run_store(kind, args, folder, url if kind == "postgres" else None, say)
+            )
+    for r in results:
+        r["archive_lag_p99_ms"] = r["archive"]["lag_p99_ms"]
+    summary = {
+        key: worst(results, key)
+        for key in (
+            "redis_bytes_per_message",
+            "window_bytes_per_message",
+            "disk_bytes_per_message",
+            "page_p99_ms_cold",
+            "search_p99_ms",
+            "archive_lag_p99_ms",
+        )
+    }
+    summary["page_p99_ms_hot"] = worst(results, "page_p99_ms_hot")
+    summary["page_p99_ms_boundary"] = worst(results, "page_p99_ms_boundary")
+    goals = {
+        "redis_bytes_per_message": goal(
+            summary["redis_bytes_per_message"], "<= 150", lambda v: v <= 150
+        ),
+        "window_bytes_per_message": goal(
+            summary["window_bytes_per_message"], "<= 600", lambda v: v <= 600
+        ),
+        "page_p99_ms_cold": goal(summary["page_p99_ms_cold"], "< 30", lambda v: v < 30),
+        "search_p99_ms": goal(summary["search_p99_ms"], "< 150", lambda v: v < 150),
+        "archive_lag_p99_ms": goal(summary["archive_lag_p99_ms"], "< 1000", lambda v: v < 1000),
+    }
+    rows = [
+        (
+            r["store"],
+            f"{r['messages']:,}",
+            fmt(r["window_bytes_per_message"], 0),
+            fmt(r["redis_bytes_per_message"], 0),
+            fmt(r["disk_bytes_per_message"], 0),
+            fmt(r["archive"]["rate_sent"], 0),
+            fmt(r["archive"]["lag_p99_ms"]),
+            fmt(r["archive"]["alone_messages_per_s"], 0),
+            fmt(r["page_p99_ms_hot"]),
+            fmt(r["page_p99_ms_cold"]),
+            fmt(r["page_p99_ms_boundary"]),
+            fmt(r["search_p99_ms"]),
+        )
+        for r in results
+    ]
+    header = (
+        "store",
+        "messages",
+        "window B/msg",
+        "Redis B/msg",
+        "disk B/msg",
+        "paced msg/s",
+        "lag p99 ms",
+        "archive alone msg/s",
+        "page hot p99",
+        "page cold p99",
+        "page edge p99",
+        "search p99",
+    )
+    for line in [*table(rows, header), *goal_table(goals, 1)]:
+        print(line)
+    config = {
+        k: getattr(args, k)
+        for k in ("messages", "conversations", "window", "rate", "lag_s", "samples", "stores")
+    }
+    return {"config": config, "summary": summary, "goals": goals, "results": results}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.history_load", description=__doc__)
+    p.add_argument(
+        "--messages", type=int, default=200_000, help="messages seeded (full run: 1000000)"
+    )
+    p.add_argument("--conversations", type=int, default=1000)
+    p.add_argument("--window", type=int, default=100, help="chat_window_events of the node")
+    p.add_argument("--rate", type=float, default=5000.0, help="messages/s of the archive-lag phase")
+    p.add_argument("--lag-s", type=float, default=10.0, help="length of the archive-lag phase")
+    p.add_argument("--samples", type=int, default=500, help="pages timed of each kind")
+    p.add_argument("--search-samples", type=int, default=50, help="searches timed per term")
+    p.add_argument("--stores", default="sqlite,postgres", help="sqlite, postgres or both")
+    p.add_argument("--quick", action="store_true", help="a small run (tests use it)")
+    p.add_argument("--json", type=Path, help="write the figures here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.messages, args.conversations, args.window = 3000, 20, 40
+        args.rate, args.lag_s, args.samples, args.search_samples = 300.0, 1.0, 40, 5
+    for kind in args.stores.split(","):
+        if kind not in ("sqlite", "postgres"):
+            p.error(f"--stores: unknown store {kind!r}")
+    if args.messages < 1 or args.conversations < 1 or args.window < 10 or args.rate <= 0:
+        p.error("--messages, --conversations and --rate must be positive, --window at least 10")
+    return args
+
+
+def main() -> int:
+    args = parse()
+    figures = asyncio.run(main_async(args))
+    if args.json is not None:
+        write_json(args.json, "history_load", figures)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,57 @@
+"""The chat history benchmark runs end to end at its smallest size, with both stores, and
+writes its figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SUMMARY = {
+    "redis_bytes_per_message",
+    "window_bytes_per_message",
+    "disk_bytes_per_message",
+    "page_p99_ms_cold",
+    "search_p99_ms",
+    "archive_lag_p99_ms",
+}
+
+
+@pytest.mark.slow
+def test_quick_run_writes_summary(tmp_path: Path) -> None:
+    out = tmp_path / "history_load.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.history_load", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "redis_bytes_per_message" in run.stdout
+
+    doc = json.loads(out.read_text())
+    assert set(doc["summary"]) >= SUMMARY
+    assert all(doc["summary"][k] > 0 for k in SUMMARY), doc["summary"]
+    config = doc["config"]
+    assert [r["store"] for r in doc["results"]] == ["sqlite", "postgres"]
+    for result in doc["results"]:
+        name = result["store"]
+        # Every conversation outgrew its window, and Redis kept about a window of each.
+        step = max(1, config["window"] // 10)
+        bound = config["conversations"] * (config["window"] + step)
+        assert result["redis_messages_kept"] <= bound, name
+        assert result["redis_events_kept"] <= bound, name
+        assert result["messages"] >= config["messages"], name
+        # Once the windows are full, a message costs Redis less than one still in it.
+        assert result["redis_bytes_per_message"] < result["window_bytes_per_message"], name
+        assert result["pages_timed"]["cold"] > 0 and result["pages_timed"]["edge"] > 0, name
+        hits = result["search_hits"]
+        assert hits["latin rare"] > 0 and hits["cjk rare"] > 0, (name, hits)
+        assert hits["latin common"] == hits["cjk common"] == 20, (name, hits)
+        archive = result["archive"]
+        assert archive["messages"] > 0 and archive["lag_p99_ms"] > 0, name
+        assert archive["alone_messages_per_s"] > 0 and archive["alone_cpu_us_per_message"] > 0
