@@ -158,9 +158,15 @@ class Archiver:
         for _ in range(SEED_TRIES):
             before = await self.chat.log_state(False, conv)
             meta = await self.chat.meta(conv)
-            if meta is None or meta.cold_seq > 0:
-                # Messages below the window are only in the store: Redis has no whole copy.
+            if meta is None:
                 return None
+            if meta.cold_seq > 0:
+                # Messages below the window are only in another store: Redis has no whole
+                # copy to give (several nodes, each with a store of its own).
+                raise HistoryGap(
+                    f"{conv}: the log lost events this store lacks, and messages up to "
+                    f"{meta.cold_seq} are no longer in Redis"
+                )
             messages: list[w.ChatMessage] = []
             for start in range(1, meta.last_seq + 1, SEED_PAGE):
                 end = min(meta.last_seq, start + SEED_PAGE - 1)

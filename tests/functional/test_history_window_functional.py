@@ -214,3 +214,22 @@ async def test_a_window_by_days_lets_an_idle_conversation_go(
     reply = await bob.sync()
     assert reply.gaps == []
     assert [m.text for m in await bob.history(conv, limit=2)] == ["old news 4", "fresh news"]
+
+
+async def test_a_store_that_missed_what_redis_let_go_is_reported(
+    start_node: StartNode, redis_client: redis.Redis
+) -> None:
+    """Two nodes on one Redis, each with a SQLite file of its own (a deployment that needs
+    PostgreSQL): what the first let go, the second's store can never get; it says so."""
+    first = await start_node(chat_window_events=WINDOW, **FAST)
+    alice = await chat(first, "alice")
+    conv = (await alice.create("group", "g", [])).conv
+    for i in range(3 * WINDOW):
+        await alice.send(conv, f"line {i}")
+    await settled(first, [conv], ChatStore(redis_client, 20_000, 5_000))
+    second = await start_node(chat_window_events=WINDOW, **FAST)
+    async with asyncio.timeout(SETTLED_S):
+        while conv not in second.app[ARCHIVER].stuck:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert "no longer in Redis" in second.app[ARCHIVER].stuck[conv]
+    assert await second.app[HISTORY].head(conv) is None
