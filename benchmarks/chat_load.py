@@ -2,6 +2,7 @@
 
     python -m benchmarks.chat_load                          # N=1000, about 2 min
     python -m benchmarks.chat_load --quick --json results/chat.json
+    python -m benchmarks.chat_load --redis-cluster --json results/cluster.json
     python -m benchmarks.chat_load --url http://a:8080,http://b:8080 --api-key K --api-secret S
 
 N clients in groups of 10-200 (each client in one group) send messages; every message is
@@ -10,9 +11,10 @@ nodes on it and a bare aiohttp relay (benchmarks/chat_bare.py) on it, and drives
 target in turn from several driver processes: a paced phase at a fixed rate of deliveries
 (latency), then a closed-loop saturated phase (the most deliveries per second it sustains).
 Every delivery is checked: lost, repeated and out-of-order messages are counted in every
-phase. With ``--url`` it drives a running deployment instead (benchmarks/target.py): no
-servers started, no baseline. Every phase is bounded in count and time. See
-benchmarks/README.md.
+phase. With ``--redis-cluster`` the Huddle targets run again on a Redis Cluster (3 masters
+and 3 replicas) started on this machine. With ``--url`` it drives a running deployment
+instead (benchmarks/target.py): no servers started, no baseline. Every phase is bounded in
+count and time. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ AUTHENTICATED_METRIC: Final = "huddle_ws_authenticated"
 def run_phase(
     pool: DriverPool,
     servers: Sequence[Server],
-    redis_pid: int,
+    redis_pid: int | Sequence[int],
     idle: Sequence[int],
     phase: PhaseSpec,
     target: Deployment | None = None,
@@ -165,7 +167,7 @@ def run_target(
     pool: DriverPool,
     target: TargetSpec,
     servers: Sequence[Server],
-    redis_pid: int,
+    redis_pid: int | Sequence[int],
     idle: Sequence[int],
     opts: Options,
     number: int,
@@ -232,6 +234,42 @@ def run_target(
         server_log={s.name: log_problems(s.log_path) for s in servers},
         server_counters=counters,
     )
+
+
+def run_cluster(
+    pool: DriverPool, folder: Path, opts: Options, sizes: tuple[int, ...], number: int, say: Say
+) -> list[TargetResult]:
+    """The Huddle targets again (one node, then two unless skipped), on a Redis Cluster of 3
+    masters and 3 replicas started here, with its default replica-acknowledged sends."""
+    from tests.redis_cluster import RedisCluster  # a source checkout's, as the tests use
+
+    say("starting a Redis Cluster (3 masters, 3 replicas) and the nodes on it")
+    cluster = RedisCluster(folder / "cluster")
+    servers: list[Server] = []
+    results: list[TargetResult] = []
+    try:
+        cluster.start()
+        redis_pids = [pid for pid in (n.pid for n in cluster.nodes) if pid is not None]
+        (folder / "on-cluster").mkdir()
+        nodes = 1 if opts.skip_two_nodes else 2
+        servers = start_servers(
+            folder / "on-cluster", cluster.url, opts.api_key, opts.api_secret, nodes, False
+        )
+        wait_servers(servers)
+        plan = [(TargetSpec("huddle", "c1", (servers[0].url,), sizes), servers[:1])]
+        if nodes == 2:
+            plan.append((TargetSpec("huddle", "c2", tuple(s.url for s in servers), sizes), servers))
+        for i, (target, used) in enumerate(plan):
+            idle = [s.pid for s in servers if s not in used] + [os.getpid()]
+            results.append(run_target(pool, target, used, redis_pids, idle, opts, number + i, say))
+    except RuntimeError:
+        for server in servers:
+            say(f"{server.name} (on the cluster) log:\n{log_tail(server.log_path)}")
+        raise
+    finally:
+        stop_servers(servers)
+        cluster.stop()
+    return results
 
 
 def _point(size: int, result: TargetResult) -> SweepPoint:
@@ -338,6 +376,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-two-nodes", action="store_true", help="no two-node run")
     ap.add_argument("--skip-bare", action="store_true", help="no baseline run")
     ap.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="run the Huddle targets again on a Redis Cluster (3 masters, 3 replicas) started "
+        "on this machine; the summary adds cluster_vs_single",
+    )
+    ap.add_argument(
         "--room-sizes",
         type=_sizes,
         help="sweep these room sizes (e.g. 2,10,100,500) at one message rate on one node and "
@@ -441,7 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.clients, args.duration, args.rate = 60, 2.0, 1000.0
     if args.room_sizes:
+        if args.redis_cluster:
+            ap.error("--redis-cluster runs the phases, not a --room-sizes sweep")
         args.skip_two_nodes = True
+    if args.redis_cluster and deploy is not None:
+        ap.error("--redis-cluster starts its own servers: not with --url")
     opts = Options(
         clients=args.clients,
         rate=args.rate,
@@ -463,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         return main_deployment(args, opts, deploy, sizes, fd_limit, say)
 
     results: dict[str, TargetResult] = {}
+    on_cluster: list[TargetResult] = []
     swept: tuple[list[SweepPoint], list[SweepPoint], list[TargetResult]] | None = None
     with tempfile.TemporaryDirectory(prefix="huddle-chat-bench-") as tmp:
         folder = Path(tmp)
@@ -511,6 +560,12 @@ def main(argv: list[str] | None = None) -> int:
                 results[target.name] = run_target(
                     pool, target, used, redis_proc.pid, idle, opts, number, say
                 )
+            if args.redis_cluster:
+                # The single Redis's servers leave the cores to the cluster's.
+                stop_servers(servers)
+                stop_process(redis_proc)
+                on_cluster = run_cluster(pool, folder, opts, sizes, len(plan), say)
+                results |= {r.name: r for r in on_cluster}
         except RuntimeError as exc:
             for server in servers:
                 say(f"{server.name} log:\n{log_tail(server.log_path)}")
@@ -525,9 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     if swept is not None:
         return _sweep_out(args, opts, swept, fd_limit, say)
     one, two, bare = results["n1"], results.get("n2"), results.get("bare")
-    print(report(opts, sizes, one, two, bare))
+    print(report(opts, sizes, one, two, bare, on_cluster))
     if args.json or args.report:
-        figures = summary(one, two, bare)
+        figures = summary(one, two, bare, on_cluster)
         doc = {
             "config": {**dataclasses.asdict(opts), "api_secret": None},
             "groups": list(sizes),
