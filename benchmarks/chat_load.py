@@ -26,7 +26,7 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -47,6 +47,14 @@ from benchmarks.chat_driver import (
     StepResult,
     Tally,
     TargetSpec,
+)
+from benchmarks.chat_failover import (
+    MIN_FAILOVER_DURATION_S,
+    FailoverFigures,
+    MasterKiller,
+    failover_figures,
+    failover_lines,
+    failover_summary,
 )
 from benchmarks.chat_groups import MAX_GROUP, group_sizes, paced_schedule
 from benchmarks.chat_report import (
@@ -133,9 +141,13 @@ def run_phase(
     idle: Sequence[int],
     phase: PhaseSpec,
     target: Deployment | None = None,
+    on_start: Callable[[PhaseSpec], None] | None = None,
 ) -> PhaseFigures:
-    """Send (all drivers from the same instant), then collect and check every delivery."""
+    """Send (all drivers from the same instant), then collect and check every delivery;
+    ``on_start`` is called as the drivers are told to start (``--failover``'s kill)."""
     pool.send(("phase", phase))
+    if on_start is not None:
+        on_start(phase)
     # Before the first send: the nodes' counts of the phase start from zero.
     counts = NodeClock(target.urls) if target is not None else None
     time.sleep(max(0.0, phase.start_at - time.monotonic()))
@@ -174,6 +186,7 @@ def run_target(
     say: Say,
     kinds: Sequence[PhaseKind] = ("warm-up", "paced", "saturated"),
     deployment: Deployment | None = None,
+    on_paced: Callable[[PhaseSpec], None] | None = None,
 ) -> TargetResult:
     """Connect (Huddle: hello, create the groups, chat.sync), then the phases ``kinds``
     (warm-up, paced, saturated)."""
@@ -215,7 +228,8 @@ def run_target(
             seed=opts.seed + i,
             senders_per_group=opts.senders_per_group,
         )
-        phases[kind] = run_phase(pool, servers, redis_pid, idle, phase, deployment)
+        on_start = on_paced if kind == "paced" else None
+        phases[kind] = run_phase(pool, servers, redis_pid, idle, phase, deployment, on_start)
     counters = {s.name: node_counters(s.url) for s in servers if target.kind == "huddle"}
     if deployment is not None:
         counters = {url: node_counters(url) for url in deployment.urls}
@@ -237,16 +251,25 @@ def run_target(
 
 
 def run_cluster(
-    pool: DriverPool, folder: Path, opts: Options, sizes: tuple[int, ...], number: int, say: Say
-) -> list[TargetResult]:
+    pool: DriverPool,
+    folder: Path,
+    opts: Options,
+    sizes: tuple[int, ...],
+    number: int,
+    say: Say,
+    failover: bool = False,
+) -> tuple[list[TargetResult], tuple[TargetResult, FailoverFigures] | None]:
     """The Huddle targets again (one node, then two unless skipped), on a Redis Cluster of 3
-    masters and 3 replicas started here, with its default replica-acknowledged sends."""
+    masters and 3 replicas started here, with its default replica-acknowledged sends; with
+    ``failover``, then one more paced phase on node 1 (fresh users) during which a master is
+    killed."""
     from tests.redis_cluster import RedisCluster  # a source checkout's, as the tests use
 
     say("starting a Redis Cluster (3 masters, 3 replicas) and the nodes on it")
     cluster = RedisCluster(folder / "cluster")
     servers: list[Server] = []
     results: list[TargetResult] = []
+    failed_over: tuple[TargetResult, FailoverFigures] | None = None
     try:
         cluster.start()
         redis_pids = [pid for pid in (n.pid for n in cluster.nodes) if pid is not None]
@@ -262,6 +285,27 @@ def run_cluster(
         for i, (target, used) in enumerate(plan):
             idle = [s.pid for s in servers if s not in used] + [os.getpid()]
             results.append(run_target(pool, target, used, redis_pids, idle, opts, number + i, say))
+        if failover:
+            killer = MasterKiller(cluster)
+            say("failover: a paced phase on node 1, a master killed a quarter of the way in")
+            target = TargetSpec("huddle", "cf", (servers[0].url,), sizes)
+            idle = [s.pid for s in servers[1:]] + [os.getpid()]
+            result = run_target(
+                pool,
+                target,
+                servers[:1],
+                redis_pids,
+                idle,
+                opts,
+                number + len(plan),
+                say,
+                kinds=("warm-up", "paced"),
+                on_paced=killer.start,
+            )
+            killer.join()
+            paced = result.phase("paced")
+            assert paced is not None
+            failed_over = (result, failover_figures(killer, paced))
     except RuntimeError:
         for server in servers:
             say(f"{server.name} (on the cluster) log:\n{log_tail(server.log_path)}")
@@ -269,7 +313,7 @@ def run_cluster(
     finally:
         stop_servers(servers)
         cluster.stop()
-    return results
+    return results, failed_over
 
 
 def _point(size: int, result: TargetResult) -> SweepPoint:
@@ -382,6 +426,13 @@ def parser() -> argparse.ArgumentParser:
         "on this machine; the summary adds cluster_vs_single",
     )
     ap.add_argument(
+        "--failover",
+        action="store_true",
+        help="with --redis-cluster: one more paced phase on the cluster, during which a "
+        f"master is killed (kill -9); its timeline in the summary (--duration >= "
+        f"{MIN_FAILOVER_DURATION_S:g})",
+    )
+    ap.add_argument(
         "--room-sizes",
         type=_sizes,
         help="sweep these room sizes (e.g. 2,10,100,500) at one message rate on one node and "
@@ -490,6 +541,13 @@ def main(argv: list[str] | None = None) -> int:
         args.skip_two_nodes = True
     if args.redis_cluster and deploy is not None:
         ap.error("--redis-cluster starts its own servers: not with --url")
+    if args.failover and not args.redis_cluster:
+        ap.error("--failover goes with --redis-cluster")
+    if args.failover and args.duration < MIN_FAILOVER_DURATION_S:
+        ap.error(
+            f"--failover needs --duration >= {MIN_FAILOVER_DURATION_S:g}: the promotion and "
+            "the recovery after it fall inside the phase"
+        )
     opts = Options(
         clients=args.clients,
         rate=args.rate,
@@ -512,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, TargetResult] = {}
     on_cluster: list[TargetResult] = []
+    failed_over: tuple[TargetResult, FailoverFigures] | None = None
     swept: tuple[list[SweepPoint], list[SweepPoint], list[TargetResult]] | None = None
     with tempfile.TemporaryDirectory(prefix="huddle-chat-bench-") as tmp:
         folder = Path(tmp)
@@ -564,8 +623,12 @@ def main(argv: list[str] | None = None) -> int:
                 # The single Redis's servers leave the cores to the cluster's.
                 stop_servers(servers)
                 stop_process(redis_proc)
-                on_cluster = run_cluster(pool, folder, opts, sizes, len(plan), say)
+                on_cluster, failed_over = run_cluster(
+                    pool, folder, opts, sizes, len(plan), say, args.failover
+                )
                 results |= {r.name: r for r in on_cluster}
+                if failed_over is not None:
+                    results[failed_over[0].name] = failed_over[0]
         except RuntimeError as exc:
             for server in servers:
                 say(f"{server.name} log:\n{log_tail(server.log_path)}")
@@ -581,8 +644,17 @@ def main(argv: list[str] | None = None) -> int:
         return _sweep_out(args, opts, swept, fd_limit, say)
     one, two, bare = results["n1"], results.get("n2"), results.get("bare")
     print(report(opts, sizes, one, two, bare, on_cluster))
+    if failed_over is not None:
+        result, timeline = failed_over
+        paced = result.phase("paced")
+        print("\n".join(failover_lines(timeline, paced.timeline if paced else [])))
     if args.json or args.report:
         figures = summary(one, two, bare, on_cluster)
+        if failed_over is not None:
+            result, timeline = failed_over
+            figures |= failover_summary(timeline)
+            figures["lost"] = int(figures["lost"] or 0) + timeline.lost
+            figures["duplicated"] = int(figures["duplicated"] or 0) + timeline.duplicated
         doc = {
             "config": {**dataclasses.asdict(opts), "api_secret": None},
             "groups": list(sizes),
