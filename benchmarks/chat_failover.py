@@ -9,6 +9,7 @@ there to the phase's end, and whether every acknowledged message was delivered.
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ PROMOTION_POLL_S: Final = 0.05
 PROMOTION_TIMEOUT_S: Final = 30.0
 # The target: p99 under TARGET_P99_MS within this long of the promotion.
 TARGET_BACK_S: Final = 10.0
+# A second counts as back only with at least this share of the phase's median deliveries.
+FULL_SECOND_SHARE: Final = 0.5
 # Room in the phase for the kill, the node timeout, the promotion and the recovery after.
 MIN_FAILOVER_DURATION_S: Final = 12.0
 
@@ -43,7 +46,8 @@ class FailoverFigures:
     promoted_at_s: float | None
     promoted_after_kill_s: float | None
     # The end of the first whole second of arrivals after the promotion whose p99 was under
-    # the target; and of the first from which every second to the phase's end was.
+    # the target, with half the usual deliveries at least; and of the first from which every
+    # second to the phase's end was.
     p99_back_at_s: float | None
     p99_back_after_promotion_s: float | None
     p99_stable_at_s: float | None
@@ -110,12 +114,17 @@ def failover_figures(killer: MasterKiller, phase: PhaseFigures) -> FailoverFigur
     if promoted is not None:
         # [second, deliveries, p50, p99] per whole second of arrivals after the promotion,
         # within the phase (the stragglers after its end are no steady state).
-        after = [
-            row for row in phase.timeline if promoted <= row[0] and row[0] + 1 <= phase.seconds
-        ]
-        back = next((row[0] + 1 for row in after if row[3] < TARGET_P99_MS), None)
+        inside = [row for row in phase.timeline if row[0] + 1 <= phase.seconds]
+        after = [row for row in inside if promoted <= row[0]]
+        # A second that delivered little is a stall, however short its latencies.
+        usual = statistics.median(row[1] for row in inside) if inside else 0.0
+
+        def good(row: list[float]) -> bool:
+            return row[3] < TARGET_P99_MS and row[1] >= usual * FULL_SECOND_SHARE
+
+        back = next((row[0] + 1 for row in after if good(row)), None)
         for i, row in enumerate(after):
-            if all(later[3] < TARGET_P99_MS for later in after[i:]):
+            if all(good(later) for later in after[i:]):
                 stable = row[0] + 1
                 break
     worst = max((row[3] for row in phase.timeline), default=None)

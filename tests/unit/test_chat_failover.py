@@ -84,6 +84,14 @@ def test_timeline_from_the_kill_to_the_p99_back_under_50_ms() -> None:
     assert "3.4 s after the kill" in failover_lines(figures, timeline)[0]
 
 
+def test_a_second_that_delivered_little_is_a_stall_not_a_recovery() -> None:
+    # Second 7 after the promotion has a short p99 but a tenth of the usual deliveries.
+    timeline = [[float(i), 100.0, 2.0, float(p99)] for i, p99 in enumerate(P99)]
+    timeline[7] = [7.0, 10.0, 2.0, 20.0]
+    figures = failover_figures(_killer(3.0, 6.4), _phase(timeline))
+    assert figures.p99_back_at_s == 9.0
+
+
 def test_a_lost_acknowledged_message_or_no_promotion_fails_it() -> None:
     timeline = [[float(i), 100.0, 2.0, float(p99)] for i, p99 in enumerate(P99)]
     lost = failover_figures(_killer(3.0, 6.4), _phase(timeline, lost=1))
