@@ -263,7 +263,13 @@ def run_cluster(
     masters and 3 replicas started here, with its default replica-acknowledged sends; with
     ``failover``, then one more paced phase on node 1 (fresh users) during which a master is
     killed."""
-    from tests.redis_cluster import RedisCluster  # a source checkout's, as the tests use
+    try:
+        from tests.redis_cluster import RedisCluster  # a source checkout's, as the tests use
+    except ImportError as exc:
+        raise RuntimeError(
+            f"--redis-cluster starts the tests' cluster (tests/redis_cluster.py), which only a "
+            f"source checkout has: {exc}"
+        ) from None
 
     say("starting a Redis Cluster (3 masters, 3 replicas) and the nodes on it")
     cluster = RedisCluster(folder / "cluster")
