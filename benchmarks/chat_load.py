@@ -2,6 +2,7 @@
 
     python -m benchmarks.chat_load                          # N=1000, about 2 min
     python -m benchmarks.chat_load --quick --json results/chat.json
+    python -m benchmarks.chat_load --redis-cluster --json results/cluster.json
     python -m benchmarks.chat_load --url http://a:8080,http://b:8080 --api-key K --api-secret S
 
 N clients in groups of 10-200 (each client in one group) send messages; every message is
@@ -10,9 +11,10 @@ nodes on it and a bare aiohttp relay (benchmarks/chat_bare.py) on it, and drives
 target in turn from several driver processes: a paced phase at a fixed rate of deliveries
 (latency), then a closed-loop saturated phase (the most deliveries per second it sustains).
 Every delivery is checked: lost, repeated and out-of-order messages are counted in every
-phase. With ``--url`` it drives a running deployment instead (benchmarks/target.py): no
-servers started, no baseline. Every phase is bounded in count and time. See
-benchmarks/README.md.
+phase. With ``--redis-cluster`` the Huddle targets run again on a Redis Cluster (3 masters
+and 3 replicas) started on this machine. With ``--url`` it drives a running deployment
+instead (benchmarks/target.py): no servers started, no baseline. Every phase is bounded in
+count and time. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,6 +47,14 @@ from benchmarks.chat_driver import (
     StepResult,
     Tally,
     TargetSpec,
+)
+from benchmarks.chat_failover import (
+    MIN_FAILOVER_DURATION_S,
+    FailoverFigures,
+    MasterKiller,
+    failover_figures,
+    failover_lines,
+    failover_summary,
 )
 from benchmarks.chat_groups import MAX_GROUP, group_sizes, paced_schedule
 from benchmarks.chat_report import (
@@ -127,13 +137,17 @@ AUTHENTICATED_METRIC: Final = "huddle_ws_authenticated"
 def run_phase(
     pool: DriverPool,
     servers: Sequence[Server],
-    redis_pid: int,
+    redis_pid: int | Sequence[int],
     idle: Sequence[int],
     phase: PhaseSpec,
     target: Deployment | None = None,
+    on_start: Callable[[PhaseSpec], None] | None = None,
 ) -> PhaseFigures:
-    """Send (all drivers from the same instant), then collect and check every delivery."""
+    """Send (all drivers from the same instant), then collect and check every delivery;
+    ``on_start`` is called as the drivers are told to start (``--failover``'s kill)."""
     pool.send(("phase", phase))
+    if on_start is not None:
+        on_start(phase)
     # Before the first send: the nodes' counts of the phase start from zero.
     counts = NodeClock(target.urls) if target is not None else None
     time.sleep(max(0.0, phase.start_at - time.monotonic()))
@@ -165,13 +179,14 @@ def run_target(
     pool: DriverPool,
     target: TargetSpec,
     servers: Sequence[Server],
-    redis_pid: int,
+    redis_pid: int | Sequence[int],
     idle: Sequence[int],
     opts: Options,
     number: int,
     say: Say,
     kinds: Sequence[PhaseKind] = ("warm-up", "paced", "saturated"),
     deployment: Deployment | None = None,
+    on_paced: Callable[[PhaseSpec], None] | None = None,
 ) -> TargetResult:
     """Connect (Huddle: hello, create the groups, chat.sync), then the phases ``kinds``
     (warm-up, paced, saturated)."""
@@ -213,7 +228,8 @@ def run_target(
             seed=opts.seed + i,
             senders_per_group=opts.senders_per_group,
         )
-        phases[kind] = run_phase(pool, servers, redis_pid, idle, phase, deployment)
+        on_start = on_paced if kind == "paced" else None
+        phases[kind] = run_phase(pool, servers, redis_pid, idle, phase, deployment, on_start)
     counters = {s.name: node_counters(s.url) for s in servers if target.kind == "huddle"}
     if deployment is not None:
         counters = {url: node_counters(url) for url in deployment.urls}
@@ -232,6 +248,78 @@ def run_target(
         server_log={s.name: log_problems(s.log_path) for s in servers},
         server_counters=counters,
     )
+
+
+def run_cluster(
+    pool: DriverPool,
+    folder: Path,
+    opts: Options,
+    sizes: tuple[int, ...],
+    number: int,
+    say: Say,
+    failover: bool = False,
+) -> tuple[list[TargetResult], tuple[TargetResult, FailoverFigures] | None]:
+    """The Huddle targets again (one node, then two unless skipped), on a Redis Cluster of 3
+    masters and 3 replicas started here, with its default replica-acknowledged sends; with
+    ``failover``, then one more paced phase on node 1 (fresh users) during which a master is
+    killed."""
+    try:
+        from tests.redis_cluster import RedisCluster  # a source checkout's, as the tests use
+    except ImportError as exc:
+        raise RuntimeError(
+            f"--redis-cluster starts the tests' cluster (tests/redis_cluster.py), which only a "
+            f"source checkout has: {exc}"
+        ) from None
+
+    say("starting a Redis Cluster (3 masters, 3 replicas) and the nodes on it")
+    cluster = RedisCluster(folder / "cluster")
+    servers: list[Server] = []
+    results: list[TargetResult] = []
+    failed_over: tuple[TargetResult, FailoverFigures] | None = None
+    try:
+        cluster.start()
+        redis_pids = [pid for pid in (n.pid for n in cluster.nodes) if pid is not None]
+        (folder / "on-cluster").mkdir()
+        nodes = 1 if opts.skip_two_nodes else 2
+        servers = start_servers(
+            folder / "on-cluster", cluster.url, opts.api_key, opts.api_secret, nodes, False
+        )
+        wait_servers(servers)
+        plan = [(TargetSpec("huddle", "c1", (servers[0].url,), sizes), servers[:1])]
+        if nodes == 2:
+            plan.append((TargetSpec("huddle", "c2", tuple(s.url for s in servers), sizes), servers))
+        for i, (target, used) in enumerate(plan):
+            idle = [s.pid for s in servers if s not in used] + [os.getpid()]
+            results.append(run_target(pool, target, used, redis_pids, idle, opts, number + i, say))
+        if failover:
+            killer = MasterKiller(cluster)
+            say("failover: a paced phase on node 1, a master killed a quarter of the way in")
+            target = TargetSpec("huddle", "cf", (servers[0].url,), sizes)
+            idle = [s.pid for s in servers[1:]] + [os.getpid()]
+            result = run_target(
+                pool,
+                target,
+                servers[:1],
+                redis_pids,
+                idle,
+                opts,
+                number + len(plan),
+                say,
+                kinds=("warm-up", "paced"),
+                on_paced=killer.start,
+            )
+            killer.join()
+            paced = result.phase("paced")
+            assert paced is not None
+            failed_over = (result, failover_figures(killer, paced))
+    except RuntimeError:
+        for server in servers:
+            say(f"{server.name} (on the cluster) log:\n{log_tail(server.log_path)}")
+        raise
+    finally:
+        stop_servers(servers)
+        cluster.stop()
+    return results, failed_over
 
 
 def _point(size: int, result: TargetResult) -> SweepPoint:
@@ -338,6 +426,19 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-two-nodes", action="store_true", help="no two-node run")
     ap.add_argument("--skip-bare", action="store_true", help="no baseline run")
     ap.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="run the Huddle targets again on a Redis Cluster (3 masters, 3 replicas) started "
+        "on this machine; the summary adds cluster_vs_single",
+    )
+    ap.add_argument(
+        "--failover",
+        action="store_true",
+        help="with --redis-cluster: one more paced phase on the cluster, during which a "
+        f"master is killed (kill -9); its timeline in the summary (--duration >= "
+        f"{MIN_FAILOVER_DURATION_S:g})",
+    )
+    ap.add_argument(
         "--room-sizes",
         type=_sizes,
         help="sweep these room sizes (e.g. 2,10,100,500) at one message rate on one node and "
@@ -441,7 +542,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.clients, args.duration, args.rate = 60, 2.0, 1000.0
     if args.room_sizes:
+        if args.redis_cluster:
+            ap.error("--redis-cluster runs the phases, not a --room-sizes sweep")
         args.skip_two_nodes = True
+    if args.redis_cluster and deploy is not None:
+        ap.error("--redis-cluster starts its own servers: not with --url")
+    if args.failover and not args.redis_cluster:
+        ap.error("--failover goes with --redis-cluster")
+    if args.failover and args.duration < MIN_FAILOVER_DURATION_S:
+        ap.error(
+            f"--failover needs --duration >= {MIN_FAILOVER_DURATION_S:g}: the promotion and "
+            "the recovery after it fall inside the phase"
+        )
     opts = Options(
         clients=args.clients,
         rate=args.rate,
@@ -463,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_deployment(args, opts, deploy, sizes, fd_limit, say)
 
     results: dict[str, TargetResult] = {}
+    on_cluster: list[TargetResult] = []
+    failed_over: tuple[TargetResult, FailoverFigures] | None = None
     swept: tuple[list[SweepPoint], list[SweepPoint], list[TargetResult]] | None = None
     with tempfile.TemporaryDirectory(prefix="huddle-chat-bench-") as tmp:
         folder = Path(tmp)
@@ -511,6 +625,16 @@ def main(argv: list[str] | None = None) -> int:
                 results[target.name] = run_target(
                     pool, target, used, redis_proc.pid, idle, opts, number, say
                 )
+            if args.redis_cluster:
+                # The single Redis's servers leave the cores to the cluster's.
+                stop_servers(servers)
+                stop_process(redis_proc)
+                on_cluster, failed_over = run_cluster(
+                    pool, folder, opts, sizes, len(plan), say, args.failover
+                )
+                results |= {r.name: r for r in on_cluster}
+                if failed_over is not None:
+                    results[failed_over[0].name] = failed_over[0]
         except RuntimeError as exc:
             for server in servers:
                 say(f"{server.name} log:\n{log_tail(server.log_path)}")
@@ -525,9 +649,18 @@ def main(argv: list[str] | None = None) -> int:
     if swept is not None:
         return _sweep_out(args, opts, swept, fd_limit, say)
     one, two, bare = results["n1"], results.get("n2"), results.get("bare")
-    print(report(opts, sizes, one, two, bare))
+    print(report(opts, sizes, one, two, bare, on_cluster))
+    if failed_over is not None:
+        result, timeline = failed_over
+        paced = result.phase("paced")
+        print("\n".join(failover_lines(timeline, paced.timeline if paced else [])))
     if args.json or args.report:
-        figures = summary(one, two, bare)
+        figures = summary(one, two, bare, on_cluster)
+        if failed_over is not None:
+            result, timeline = failed_over
+            figures |= failover_summary(timeline)
+            figures["lost"] = int(figures["lost"] or 0) + timeline.lost
+            figures["duplicated"] = int(figures["duplicated"] or 0) + timeline.duplicated
         doc = {
             "config": {**dataclasses.asdict(opts), "api_secret": None},
             "groups": list(sizes),

@@ -37,6 +37,7 @@ WORST_SLOTS: Final = 5
 TARGET_P99_MS: Final = 50.0
 TARGET_RATE: Final = 5000.0
 TARGET_VS_BARE: Final = 0.5
+TARGET_CLUSTER_VS_SINGLE: Final = 0.8
 
 
 # --- figures ----------------------------------------------------------------------------
@@ -254,6 +255,51 @@ def _rows(
     ]
 
 
+def _cluster_table(
+    one: TargetResult, two: TargetResult | None, cluster: Sequence[TargetResult]
+) -> list[str]:
+    """Single Redis beside the cluster, the same load: 1 node each, then 2 nodes each."""
+    if not cluster:
+        return []
+    pairs = [(one, cluster[0], "1 node")]
+    if two is not None and len(cluster) > 1:
+        pairs.append((two, cluster[1], "2 nodes"))
+
+    def redis_core(t: TargetResult, kind: PhaseKind) -> float | None:
+        phase = t.phase(kind)
+        return None if phase is None else 100 * phase.cpu.redis_core
+
+    metrics: list[tuple[str, Callable[[TargetResult], float | None], int]] = [
+        ("paced: latency p50 (ms)", lambda t: _get(t, "paced", "p50_ms"), 2),
+        ("paced: latency p99 (ms)", lambda t: _get(t, "paced", "p99_ms"), 2),
+        ("saturated: deliveries/s", lambda t: _get(t, "saturated", "deliveries_per_s"), 0),
+        (
+            "  per server CPU second",
+            lambda t: _get(t, "saturated", "deliveries_per_server_cpu_s"),
+            0,
+        ),
+        ("saturated: redis CPU (% of a core)", lambda t: redis_core(t, "saturated"), 0),
+        ("lost (to others + echoes)", lambda t: t.total("lost") + t.total("lost_echo"), 0),
+        ("duplicated", lambda t: t.total("duplicated"), 0),
+    ]
+    rows = []
+    for label, get, digits in metrics:
+        row = [label]
+        for single, clustered, _ in pairs:
+            a, b = get(single), get(clustered)
+            row += [fmt(a, digits), fmt(b, digits), fmt(ratio(b, a), 2)]
+        rows.append(tuple(row))
+    header = ["metric"]
+    for _, _, what in pairs:
+        header += [f"{what}: 1 redis", f"{what}: cluster", "cluster / 1"]
+    return [
+        "Redis Cluster (3 masters, 3 replicas on this machine, replica-acknowledged sends) "
+        "beside one redis-server, the same load:",
+        *table(rows, tuple(header)),
+        "",
+    ]
+
+
 def _cpu_rows(results: Sequence[TargetResult]) -> list[tuple[str, ...]]:
     return [
         (
@@ -292,10 +338,15 @@ def bottleneck(use: CpuUse) -> str:
 
 
 def summary(
-    one: TargetResult, two: TargetResult | None, bare: TargetResult | None
+    one: TargetResult,
+    two: TargetResult | None,
+    bare: TargetResult | None,
+    cluster: Sequence[TargetResult] = (),
 ) -> dict[str, float | int | None]:
-    huddle = [t for t in (one, two) if t is not None]
-    return {
+    """The headline figures; ``cluster`` (``--redis-cluster``: the same load on one and two
+    nodes on a Redis Cluster) adds ``cluster_*`` and counts in ``lost``/``duplicated``."""
+    huddle = [t for t in (one, two, *cluster) if t is not None]
+    figures: dict[str, float | int | None] = {
         "p99_ms": _get(one, "paced", "p99_ms"),
         "deliveries_per_s": _get(one, "saturated", "deliveries_per_s"),
         "deliveries_vs_bare": ratio(
@@ -311,13 +362,29 @@ def summary(
         "deliveries_per_s_two_nodes": _get(two, "saturated", "deliveries_per_s"),
         "bare_deliveries_per_s": _get(bare, "saturated", "deliveries_per_s"),
     }
+    if cluster:
+        c1, c2 = cluster[0], (cluster[1] if len(cluster) > 1 else None)
+        figures |= {
+            "cluster_vs_single": ratio(
+                _get(c1, "saturated", "deliveries_per_s"),
+                _get(one, "saturated", "deliveries_per_s"),
+            ),
+            "cluster_deliveries_per_s": _get(c1, "saturated", "deliveries_per_s"),
+            "cluster_p99_ms": _get(c1, "paced", "p99_ms"),
+            "cluster_deliveries_per_cpu_vs_single": ratio(
+                _get(c1, "saturated", "deliveries_per_server_cpu_s"),
+                _get(one, "saturated", "deliveries_per_server_cpu_s"),
+            ),
+            "cluster_deliveries_per_s_two_nodes": _get(c2, "saturated", "deliveries_per_s"),
+        }
+    return figures
 
 
 def targets(figures: dict[str, float | int | None], rate: float) -> dict[str, dict[str, Any]]:
     p99_text = f"< {TARGET_P99_MS:g} at {rate:,.0f} deliveries/s"
     if rate != TARGET_RATE:
         p99_text += f" (the target is at {TARGET_RATE:,.0f})"
-    return {
+    goals = {
         "p99_ms": goal(figures["p99_ms"], p99_text, lambda v: v < TARGET_P99_MS),
         "deliveries_vs_bare": goal(
             figures["deliveries_vs_bare"], f">= {TARGET_VS_BARE}", lambda v: v >= TARGET_VS_BARE
@@ -326,6 +393,16 @@ def targets(figures: dict[str, float | int | None], rate: float) -> dict[str, di
         "duplicated": goal(figures["duplicated"], "0", lambda v: v == 0),
         "out_of_order": goal(figures["out_of_order"], "0", lambda v: v == 0),
     }
+    if "cluster_vs_single" in figures:
+        goals["cluster_vs_single"] = goal(
+            figures["cluster_vs_single"],
+            f">= {TARGET_CLUSTER_VS_SINGLE}",
+            lambda v: v >= TARGET_CLUSTER_VS_SINGLE,
+        )
+        goals["cluster_p99_ms"] = goal(
+            figures["cluster_p99_ms"], p99_text, lambda v: v < TARGET_P99_MS
+        )
+    return goals
 
 
 def report(
@@ -334,8 +411,9 @@ def report(
     one: TargetResult,
     two: TargetResult | None,
     bare: TargetResult | None,
+    cluster: Sequence[TargetResult] = (),
 ) -> str:
-    results = [t for t in (one, two, bare) if t is not None]
+    results = [t for t in (one, two, bare, *cluster) if t is not None]
     fanout = sum(s * (s - 1) for s in sizes) / sum(sizes)
     lines = [
         f"chat_load: N={opts.clients} clients in {len(sizes)} groups "
@@ -351,6 +429,7 @@ def report(
             ("metric", "huddle 1 node", "huddle 2 nodes", "bare", "1 node / bare"),
         ),
         "",
+        *_cluster_table(one, two, cluster),
         "CPU over each phase's sending window, share of one core (machine and the columns "
         "after it: of all cores)",
         *table(
@@ -386,5 +465,5 @@ def report(
         for name, counters in result.server_counters.items():
             if counters:
                 lines.append(f"{result.name} {name} counters: {counters}")
-    lines.extend(goal_table(targets(summary(one, two, bare), opts.rate), 2))
+    lines.extend(goal_table(targets(summary(one, two, bare, cluster), opts.rate), 2))
     return "\n".join(lines)

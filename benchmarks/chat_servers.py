@@ -140,17 +140,19 @@ def _kernel_seconds() -> float:
 
 
 class CpuClock:
-    """CPU of the target's servers, Redis and the drivers; ``idle`` are our other processes
-    (the servers of the other targets, this script), counted only to tell others apart."""
+    """CPU of the target's servers, Redis (one redis-server, or every process of a cluster,
+    added up) and the drivers; ``idle`` are our other processes (the servers of the other
+    targets, this script), counted only to tell others apart."""
 
     def __init__(
         self,
         servers: Sequence[int],
-        redis_pid: int,
+        redis_pid: int | Sequence[int],
         drivers: Sequence[int],
         idle: Sequence[int],
     ) -> None:
-        self._servers, self._redis, self._drivers = list(servers), redis_pid, list(drivers)
+        self._servers, self._drivers = list(servers), list(drivers)
+        self._redis = [redis_pid] if isinstance(redis_pid, int) else list(redis_pid)
         self._idle = list(idle)
         self._start = self._sample()
 
@@ -158,7 +160,7 @@ class CpuClock:
         return (
             time.monotonic(),
             [_tree_cpu_seconds(pid) for pid in self._servers],
-            cpu_seconds(self._redis),
+            sum(cpu_seconds(pid) for pid in self._redis),
             [cpu_seconds(pid) for pid in self._drivers],
             # This script's own process alone: its children are the measured ones.
             sum(

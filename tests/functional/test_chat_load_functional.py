@@ -64,6 +64,69 @@ def test_quick_run_writes_summary(tmp_path: Path) -> None:
     assert 800 < doc["results"]["n1"]["phases"]["paced"]["deliveries_per_s"] < 1200
 
 
+@pytest.mark.slow
+def test_quick_run_on_a_redis_cluster_compares_it_with_one_redis(tmp_path: Path) -> None:
+    out = tmp_path / "cluster.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.chat_load",
+            "--quick",
+            "--skip-two-nodes",
+            "--skip-bare",
+            "--duration",
+            "1",
+            "--redis-cluster",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "cluster / 1" in run.stdout
+
+    doc = json.loads(out.read_text())
+    summary = doc["summary"]
+    assert summary["cluster_vs_single"] > 0
+    assert summary["cluster_deliveries_per_s"] > 0
+    assert summary["cluster_p99_ms"] > 0
+    assert summary["lost"] == summary["duplicated"] == summary["out_of_order"] == 0
+    assert doc["targets"]["cluster_vs_single"]["value"] == summary["cluster_vs_single"]
+    # The same load on one Redis (n1), then on the cluster (c1), each checked in full.
+    assert set(doc["results"]) == {"n1", "c1"}
+    for name, result in doc["results"].items():
+        assert result["connected"] == 60, name
+        assert result["setup_errors"] == 0, (name, result["first_errors"])
+        for kind in ("paced", "saturated"):
+            phase = result["phases"][kind]
+            assert phase["deliveries"] > 0, (name, kind)
+            assert phase["deliveries"] == phase["expected"], (name, kind)
+            assert phase["lost"] == phase["lost_echo"] == phase["duplicated"] == 0, (name, kind)
+            assert phase["send_errors"] == 0, (name, kind, phase["first_errors"])
+    # Redis's CPU on the cluster is that of its six processes: they did the work.
+    assert doc["results"]["c1"]["phases"]["saturated"]["cpu"]["redis_core"] > 0
+
+
+def test_redis_cluster_refuses_a_sweep_and_a_deployment() -> None:
+    for extra in (
+        ["--room-sizes", "2,10"],
+        ["--url", "http://127.0.0.1:9", "--api-key", "k", "--api-secret", "s"],
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "benchmarks.chat_load", "--redis-cluster", *extra],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+        assert run.returncode == 2, run.stderr
+        assert "--redis-cluster" in run.stderr
+
+
 def test_groups_are_10_to_200_and_hold_everyone() -> None:
     for n in (20, 60, 215, 1000, 1007, 5003):
         sizes = group_sizes(n)
