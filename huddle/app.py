@@ -30,6 +30,7 @@ from signaling.hub import Hub
 from signaling.metrics import Metrics
 from signaling.redis_client import CLUSTER_SCHEME, connect
 from signaling.server import HUB, REDIS_INFO, SETTINGS, add_routes, json_errors
+from signaling.tasks import cancel_and_wait
 
 log = logging.getLogger("huddle.app")
 
@@ -76,9 +77,7 @@ async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks, "history retention")
         await store.close()
 
 
@@ -130,8 +129,7 @@ async def _archive_ctx(app: web.Application) -> AsyncIterator[None]:
         chat_store.on_logged = None
         service.history_store = None
         service.archiver = None
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([task], "history archiver")
 
 
 async def _close_sessions(app: web.Application) -> None:

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from signaling.keys import node_channel
 from signaling.redis_client import RedisClient, on_topology_change
+from signaling.tasks import cancel_and_wait
 
 log = logging.getLogger("huddle.broker")
 
@@ -84,12 +85,10 @@ class Broker:
         self._reader = asyncio.create_task(self._read(), name="broker-reader")
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        for task in [*self._tasks, *self._shard_readers.values()]:
-            task.cancel()
+        readers = [self._reader] if self._reader is not None else []
+        await cancel_and_wait(
+            [*readers, *self._tasks, *self._shard_readers.values()], "pub/sub broker"
+        )
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()
 

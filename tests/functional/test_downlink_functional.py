@@ -249,9 +249,11 @@ async def test_a_falling_estimate_lowers_layers_then_pauses_video_and_it_comes_b
         back = time.monotonic()
         before = dict(call.frames)
         await eventually(lambda: call.frames[call.alice_cam] > before[call.alice_cam], RECOVERY_S)
+        # carol's a step later, and a key frame of hers (3 s of slack: a clean-clone run
+        # on a loaded machine took longer than one).
         await eventually(
             lambda: call.frames.get(call.carol_cam, 0) > before.get(call.carol_cam, 0),
-            RECOVERY_S - (time.monotonic() - back) + 1,
+            RECOVERY_S - (time.monotonic() - back) + 3,
         )
         assert call.bob.paused_tracks == []
         # And up again to alice's top layer, one step at a time.
