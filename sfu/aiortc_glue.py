@@ -563,7 +563,6 @@ class OutboundPort:
         # transport (shared by the subscriber's senders). None: it estimates for itself.
         self.transport_seq_id: int | None = None
         self.bwe: SendSideEstimator | None = None
-        self.padding_sent = 0
         self.ready = False
         # What this sender sent last, whichever forwarder fed it: a new feed (another
         # simulcast layer, or the same track after a pause) continues these numbers.
@@ -738,7 +737,6 @@ class OutboundPort:
         buffer[len(header) : size] = _PADDING
         self._protect_and_send(transport, size)
         self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-        self.padding_sent += 1
         return True
 
     def report(self) -> list[AnyRtcpPacket]:

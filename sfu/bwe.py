@@ -20,7 +20,8 @@ array stores per packet), and each feedback packet is matched to what was sent:
   rate limiter's bucket), and an estimate below that is raised to it at once.
   A probe that the link cannot take says so too (``last_probe``).
 
-Losses, from the feedback, are counted for the downlink (``take_loss``).
+Losses, from the feedback, are counted (``take_loss``); the downlink's loss signal still
+comes from receiver reports (``sfu.room``), which every subscriber sends.
 """
 
 from __future__ import annotations
