@@ -58,7 +58,9 @@ class _Cluster:
     target_bps: float
     started: float
     ended: float
+    duration: float
     sent: int = 0
+    sent_bytes: int = 0  # media, retransmissions and padding alike
     reported: int = 0
     # (send time s, arrival µs, bytes) of the packets that arrived
     arrived: list[tuple[float, int, int]] = field(default_factory=list)
@@ -114,7 +116,9 @@ class SendSideEstimator:
         cluster = self._probing
         if cluster >= 0:
             if now < self._probe_until:
-                self._clusters[cluster].sent += 1
+                probe = self._clusters[cluster]
+                probe.sent += 1
+                probe.sent_bytes += size
             else:
                 cluster = self._probing = -1
         self._cluster[i] = cluster
@@ -132,9 +136,20 @@ class SendSideEstimator:
         self._cluster_ids += 1
         self._probing = self._cluster_ids
         self._probe_until = now + 2 * duration
-        self._clusters[self._probing] = _Cluster(target_bps, now, now + 2 * duration)
+        self._clusters[self._probing] = _Cluster(target_bps, now, now + 2 * duration, duration)
         self.probes += 1
         return duration
+
+    def probe_bytes_due(self, now: float) -> int:
+        """Bytes of padding the probe under way needs by ``now`` to keep to its rate, over
+        what was sent in it meanwhile (media counts: a screen's few large frames a second
+        come in bursts, and padding sized from their average rate left probes of 400 kbit/s
+        carrying 230, too little to raise the estimate on a link free again)."""
+        cluster = self._clusters.get(self._probing)
+        if cluster is None:
+            return 0
+        elapsed = min(max(0.0, now - cluster.started), cluster.duration)
+        return max(0, int(cluster.target_bps * elapsed / 8) - cluster.sent_bytes)
 
     def end_probe(self, now: float) -> None:
         """The probe under way is complete: packets sent from now on are not part of it."""

@@ -31,7 +31,6 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from sfu import layers as simulcast
 from sfu import selection, twcc
 from sfu.aiortc_glue import (
-    PADDING_PACKET_BYTES,
     IdleTrack,
     InboundTap,
     OutboundPort,
@@ -838,20 +837,18 @@ class Room:
             return
         port = ports[0]
         duration = bwe.start_probe(bps, now)
-        fill_packets = max(0.0, bps - participant.sent_bps) * duration / (PADDING_PACKET_BYTES * 8)
-        total = max(PROBE_MIN_PACKETS, math.ceil(fill_packets))
         loop = asyncio.get_running_loop()
-        sent = 0
+        padded = 0
 
         def pace() -> None:
-            nonlocal sent
+            nonlocal padded
             t = time.monotonic()
-            due = total if t - now >= duration else math.ceil(total * (t - now) / duration)
-            while sent < due:
+            end = t - now >= duration
+            while bwe.probe_bytes_due(t) > 0 or (end and padded < PROBE_MIN_PACKETS):
                 if not port.send_padding(t):
                     break
-                sent += 1
-            if sent >= total or t - now >= duration:
+                padded += 1
+            if end:
                 bwe.end_probe(t)
                 return
             loop.call_later(PROBE_PACE_S, pace)

@@ -68,5 +68,7 @@ def test_a_short_downlink_gets_the_screen_at_full_resolution_and_fewer_frames(
     assert screen("capped")["height"] == screen("free")["height"], figures
     assert capped["heights"] == height, figures
     assert 0 < capped["fps"] <= SLOWER * free["fps"], figures
-    # The link free again: still the screen at its size.
+    # The link free again: the screen at its size, back at its top layer (padding probes
+    # find the room even though what the screen sends comes in a few large frames).
     assert not screen("lifted")["paused"] and steps["lifted"]["heights"] == height, figures
+    assert screen("lifted")["layer"] == 2, figures

@@ -203,3 +203,52 @@ def test_a_probe_lasts_long_enough_to_carry_its_bytes() -> None:
     assert probe_duration(400_000) == pytest.approx(PROBE_MIN_BYTES * 8 / 400_000)
     assert probe_duration(50_000) == pytest.approx(0.2)
     assert probe_duration(0) == pytest.approx(0.2)
+
+
+def test_a_probe_keeps_to_its_rate_whatever_media_it_carries() -> None:
+    bwe = SendSideEstimator(start_bps=100_000)
+    duration = bwe.start_probe(400_000, 10.0)
+    total = int(400_000 * duration / 8)
+    assert bwe.probe_bytes_due(10.0) == 0
+    assert bwe.probe_bytes_due(10.0 + duration / 2) == pytest.approx(total / 2, abs=1)
+    # Media sent within the probe counts toward it: a frame's burst leaves less to pad...
+    bwe.sent(1_000, 10.0 + duration / 4)
+    assert bwe.probe_bytes_due(10.0 + duration / 2) == pytest.approx(total / 2 - 1_000, abs=1)
+    # ... and a burst above the rate leaves none; past its duration, what is due stays.
+    bwe.sent(total, 10.0 + duration / 2)
+    assert bwe.probe_bytes_due(10.0 + duration) == 0
+    assert bwe.probe_bytes_due(10.0 + 3 * duration) == 0
+    bwe.end_probe(10.0 + duration)
+    assert bwe.probe_bytes_due(10.0 + duration) == 0  # no probe under way
+
+
+def test_a_probe_padded_to_its_rate_raises_the_estimate_between_large_frames() -> None:
+    """A screen share's lowest layer: five large frames a second. Padding sized from that
+    average left probes carrying half their rate when they fell between frames."""
+    bwe = SendSideEstimator(start_bps=100_000)
+    link = Link(bps=5_000_000)
+    now = 0.0
+    next_feedback = 0.05
+    frame_at = 0.0
+    probe_at = 2.02  # between two frames
+    while now < 3.0:
+        if now >= frame_at:
+            for _ in range(6):  # 6 kB a frame: 240 kbit/s
+                link.send(bwe.sent(1_000, now), 1_000, now)
+            frame_at += 0.2
+        if probe_at <= now and not bwe.probing and bwe.probes == 0:
+            duration = bwe.start_probe(600_000, now)
+            probe_end = now + duration
+        if bwe.probing:
+            while bwe.probe_bytes_due(now) > 0:
+                link.send(bwe.sent(295, now), 295, now)
+            if now >= probe_end:
+                bwe.end_probe(now)
+        if now >= next_feedback:
+            next_feedback += 0.05
+            for packet in link.feedback(now):
+                bwe.on_feedback(decode_feedback(packet), now)
+        now += 0.005
+    assert bwe.last_probe is not None and bwe.last_probe.carried_bps is not None
+    assert bwe.last_probe.carried_bps > 0.8 * 600_000, bwe.last_probe
+    assert bwe.estimate_bps is not None and bwe.estimate_bps > 0.8 * 600_000
