@@ -18,7 +18,9 @@ array stores per packet), and each feedback packet is matched to what was sent:
   wants to know about; when the feedback reports the cluster, what it carried is the lower
   of its send rate and the rate its second half arrived at (the first may have ridden a
   rate limiter's bucket), and an estimate below that is raised to it at once.
-  A probe that the link cannot take says so too (``last_probe``).
+  A probe that the link cannot take says so too (``last_probe``). What a probe carried
+  stays the floor of any decrease for ``LINK_MEMORY_S``: rate control alone falls to 0.85
+  times what arrived over the last second, far below the link when less was being sent.
 
 Losses, from the feedback, are counted (``take_loss``); the downlink's loss signal still
 comes from receiver reports (``sfu.room``), which every subscriber sends.
@@ -49,6 +51,13 @@ PROBE_TIMEOUT_S: Final = 1.5  # a cluster not reported by then has failed
 # it carried is a little below what arrived.
 PROBE_QUEUED: Final = 0.9
 PROBE_QUEUED_SHARE: Final = 0.95
+# What a probe carried is what the link carries, for this long: an overuse meanwhile (the
+# queue the probe itself left, a resumed video's key frame) lowers the estimate to
+# ``LINK_SHARE`` of it at the least, not to 0.85 times what arrived over the last second
+# (measured: a screen share sent at 200 kbit/s on a 400 kbit/s link, a probe, the estimate
+# from 297 to 184 kbit/s and the screen paused).
+LINK_MEMORY_S: Final = 5.0
+LINK_SHARE: Final = 0.85
 _ABS_SEND_TIME_UNITS: Final = 1 << 18  # 6.18 fixed-point seconds
 _REFERENCE_WRAP_US: Final = (1 << 24) * 64_000
 
@@ -103,6 +112,7 @@ class SendSideEstimator:
         self._probe_until = 0.0
         self.last_probe: ProbeResult | None = None
         self.probes = 0
+        self._link: tuple[float, float] | None = None  # (when, bps) the last probe carried
 
     def sent(self, size: int, now: float) -> int:
         """Number a packet of ``size`` bytes sent at ``now``: its transport-wide sequence
@@ -191,7 +201,12 @@ class SendSideEstimator:
             abs_send_time = int(sent_at * _ABS_SEND_TIME_UNITS) & 0xFFFFFF
             update = estimator.add(arrival_ms, abs_send_time, size, 0)
             if update is not None:
-                self.estimate_bps = update[0]
+                estimate = update[0]
+                floor = self._link_floor(now)
+                if estimate < floor and (self.estimate_bps or 0) > estimate:
+                    estimate = floor
+                    estimator.rate_control.set_estimate(floor, arrival_ms)
+                self.estimate_bps = estimate
         self._last_arrival_ms = arrival_ms
         self._judge_probes(now)
         return self.estimate_bps != before
@@ -221,9 +236,18 @@ class SendSideEstimator:
             del self._clusters[key]
             carried = self._carried(cluster)
             self.last_probe = ProbeResult(cluster.target_bps, carried)
+            if carried is not None:
+                self._link = (now, carried)
             if carried is not None and (self.estimate_bps is None or carried > self.estimate_bps):
                 self._estimator.rate_control.set_estimate(int(carried), self._last_arrival_ms)
                 self.estimate_bps = int(carried)
+
+    def _link_floor(self, now: float) -> int:
+        """The least a decrease may go to now (``LINK_MEMORY_S``)."""
+        link = self._link
+        if link is None or now - link[0] > LINK_MEMORY_S:
+            return 0
+        return int(LINK_SHARE * link[1])
 
     @staticmethod
     def _carried(cluster: _Cluster) -> float | None:

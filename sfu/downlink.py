@@ -30,7 +30,10 @@ only when it does not, to what fits it.
 layer of one stream at a time, at most every ``step_s``, and not within ``hold_s`` of a drop
 (doubled after each drop that follows a rise within ``probe_window_s`` while the estimate
 stayed where it was, and after each failed probe, up to ``max_hold_s``, so that a stream
-whose next layer costs more than measured does not flap).
+whose next layer costs more than measured does not flap). A drop right after a rise takes
+the stream that rose; the others keep at least their lowest layer for ``probe_window_s``
+unless loss is high (a resume's key frame can queue on a short link, and the estimate then
+falls for a moment below what was sent there all along).
 
 A receiver's estimator never says more than it can measure: libwebrtc's and aiortc's rate
 control raise a REMB no further than 1.5 times what arrived plus 10 kbit/s. An estimate at
@@ -296,6 +299,7 @@ class Allocator:
     probe_blind: bool = False
     probe_low: int | None = None
     rise_estimate: float = 0.0  # the estimate at the last rise
+    rise_key: str | None = None  # the stream that rose last
     unlimited: bool = False  # its subscriber sends no REMB
     settled_at: float = -math.inf  # when a stream last came: no probe for a step after
     # Padding probes (``DownlinkEstimate.padding``): the rate the caller should probe at
@@ -385,8 +389,11 @@ class Allocator:
             if now_at is not None:
                 now_at = min(now_at, len(s.rates) - 1)
             if _rank(fit[s.key]) < _rank(now_at):
-                result[s.key] = fit[s.key]
-                dropped = True
+                layer = fit[s.key]
+                if layer is None and self._after_rise(s.key, estimate, now):
+                    layer = 0
+                result[s.key] = layer
+                dropped = dropped or _rank(layer) < _rank(now_at)
             elif _rank(want) > _rank(now_at) and not rose and self._may_rise(now):
                 result[s.key] = _rank(now_at) + 1
                 rose = True
@@ -406,6 +413,7 @@ class Allocator:
         if rose:
             self.last_rise = now
             self.rise_estimate = value
+            self.rise_key = self._risen(result)
         elif estimate.padding:
             self.padding = True
             # Probes measure the delay-based estimate (loss caps it on its own schedule).
@@ -430,6 +438,7 @@ class Allocator:
             rose = self._probe(streams, result)
             if rose:
                 self.last_rise = self.probe_since = now
+                self.rise_key = self._risen(result)
                 self.rise_estimate = value
                 self.probe_remb = self.probe_low = estimate.remb_bps
                 self.probe_blind = blind
@@ -464,6 +473,26 @@ class Allocator:
         self.padding_probe_at = now
         self.padding_probe_from = value
         self.padding_judge = True
+
+    def _risen(self, result: Allocation) -> str | None:
+        """The stream sent a higher layer in ``result`` than now (one at most rises)."""
+        return next(
+            (k for k, v in result.items() if _rank(v) > _rank(self.current.get(k, v))), None
+        )
+
+    def _after_rise(self, key: str, estimate: DownlinkEstimate, now: float) -> bool:
+        """Whether ``key``, sent before the last rise and not the stream that rose, keeps its
+        lowest layer though the estimate no longer has room for it: for ``probe_window_s``
+        after a rise, unless loss is high. A resumed video's key frame meets the queue
+        of a short link, and the delay-based estimate then falls to 0.85 times what arrived
+        over the last second, before the resume (measured: 414 to 189 kbit/s on a 400 kbit/s
+        link, pausing the screen share that had been sent there all along); the rise is
+        undone at once, and the estimate is back before the window ends."""
+        return (
+            key != self.rise_key
+            and now - self.last_rise < self.policy.probe_window_s
+            and estimate.loss <= self.policy.loss_high
+        )
 
     def _end_probe(self, *, held: bool) -> None:
         self.probe_since = self.probe_remb = self.probe_low = None

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from sfu.aiortc_glue import split_transport_feedback
-from sfu.bwe import PROBE_MIN_BYTES, SendSideEstimator, probe_duration
+from sfu.bwe import LINK_SHARE, PROBE_MIN_BYTES, SendSideEstimator, probe_duration
 from sfu.sdp import TRANSPORT_CC_ID, answered_transport_cc, offer_transport_cc
 from sfu.twcc import EXTENSION_URI, FEEDBACK_TYPE, ArrivalLog, decode_feedback, encode_feedback
 
@@ -252,3 +252,33 @@ def test_a_probe_padded_to_its_rate_raises_the_estimate_between_large_frames() -
     assert bwe.last_probe is not None and bwe.last_probe.carried_bps is not None
     assert bwe.last_probe.carried_bps > 0.8 * 600_000, bwe.last_probe
     assert bwe.estimate_bps is not None and bwe.estimate_bps > 0.8 * 600_000
+
+
+def _probe_then_burst(bwe: SendSideEstimator) -> tuple[float, int]:
+    """Media at under half a 400 kbit/s link, a probe above it, then a burst (a resumed
+    video's key frame, 0.8 s of the link) that queues: what the probe carried, and the
+    lowest estimate over the next 2 s."""
+    link = Link(bps=400_000, queue_s=1.0)
+    now = run(bwe, link, media_bps=180_000, start=0.0, seconds=4.0)
+    now = run(bwe, link, media_bps=180_000, start=now, seconds=1.0, probe_bps=600_000)
+    assert bwe.last_probe is not None and bwe.last_probe.carried_bps is not None
+    for _ in range(40):
+        link.send(bwe.sent(1_000, now), 1_000, now)
+    lowest = bwe.estimate_bps or 0
+    end = now + 2.0
+    while now < end:
+        now = run(bwe, link, media_bps=180_000, start=now, seconds=0.1)
+        lowest = min(lowest, bwe.estimate_bps or 0)
+    return bwe.last_probe.carried_bps, lowest
+
+
+def test_an_overuse_after_a_probe_lowers_the_estimate_to_what_the_probe_carried_not_below(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    carried, lowest = _probe_then_burst(SendSideEstimator(start_bps=300_000))
+    assert 300_000 < carried < 480_000
+    assert lowest >= int(LINK_SHARE * carried) - 1, (lowest, carried)
+    # Without that memory, rate control alone takes it to 0.85 times what arrived lately.
+    monkeypatch.setattr("sfu.bwe.LINK_MEMORY_S", -1.0)
+    carried, lowest = _probe_then_burst(SendSideEstimator(start_bps=300_000))
+    assert lowest < 0.9 * LINK_SHARE * carried, (lowest, carried)

@@ -363,3 +363,43 @@ def test_a_new_speaker_does_not_swap_a_paused_video_for_one_being_sent() -> None
     screen = Stream("screen", "video", (150_000,), priority=-TIER)
     result = a.decide([*swapped, screen], _estimate(330_000, 7.0), 330_000, 7.0)
     assert result["screen"] == 0 and result["cam1"] is None
+
+
+def test_a_resume_that_overshoots_pauses_what_resumed_not_what_was_sent_before() -> None:
+    """A screen share sent alone on a short link; a probe raises the estimate and the camera
+    resumes; its key frame meets the queue and the estimate falls below even the screen.
+    The camera is paused again, the screen keeps its lowest layer for a probe's window
+    (the estimate comes back within it), and only a shortfall that lasts pauses it."""
+    audio = Stream("a", "audio", (40_000,))
+    screen = Stream("screen", "video", (150_000, 400_000), priority=0)
+    camera = Stream("cam", "video", (120_000, 300_000), priority=2 * TIER)
+    streams = [audio, screen, camera]
+    a = Allocator(POLICY)
+    a.decide(streams, _own(260_000, 0.0), 0, 0.0)
+    t = 0.25
+    while t < 4.0:  # settled: the screen at its lowest layer, the camera paused
+        assert a.decide(streams, _own(260_000, t), 200_000, t) == {"a": 0, "screen": 0, "cam": None}
+        t += 0.25
+    raised = a.decide(streams, _own(420_000, t), 200_000, t)
+    assert raised == {"a": 0, "screen": 0, "cam": 0}
+    fell = t = t + 0.25
+    kept = a.decide(streams, _own(185_000, t), 320_000, t)
+    assert kept == {"a": 0, "screen": 0, "cam": None}
+    while t < fell + POLICY.probe_window_s - 0.5:
+        t += 0.25
+        assert a.decide(streams, _own(185_000, t), 200_000, t)["screen"] == 0
+    # Still short once the window is over: paused.
+    t = fell + POLICY.probe_window_s
+    assert a.decide(streams, _own(185_000, t), 200_000, t)["screen"] is None
+
+    # High loss besides: no grace.
+    b = Allocator(POLICY)
+    b.decide(streams, _own(260_000, 0.0), 0, 0.0)
+    t = 0.25
+    while t < 4.0:
+        b.decide(streams, _own(260_000, t), 200_000, t)
+        t += 0.25
+    assert b.decide(streams, _own(420_000, t), 200_000, t)["cam"] == 0
+    lossy = _own(185_000, t + 0.25)
+    lossy.loss = 0.3
+    assert b.decide(streams, lossy, 320_000, t + 0.25)["screen"] is None
