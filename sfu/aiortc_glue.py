@@ -172,6 +172,8 @@ AIORTC_PRIVATE: Final[tuple[tuple[str, str, str], ...]] = (
     (_RECEIVER, "_RTCRtpReceiver__remote_streams", "instance"),
     (_RECEIVER, "_RTCRtpReceiver__nack_generator", "instance"),
     (_RECEIVER, "_RTCRtpReceiver__rtx_ssrc", "instance"),
+    ("aiortc.rtcdtlstransport.RtpRouter", "receivers", "instance"),
+    ("aiortc.rtcdtlstransport.RtpRouter", "ssrc_table", "instance"),
     ("aiortc.rtcrtptransceiver.RTCRtpTransceiver", "_codecs", "instance"),
     ("aiortc.rtcrtptransceiver.RTCRtpTransceiver", "_headerExtensions", "instance"),
     ("aiortc.rtp.HeaderExtensionsMap", "_HeaderExtensionsMap__ids", "instance"),
@@ -267,7 +269,8 @@ def _receive_rtp_now(dtls: Any, data: bytes) -> bool:
     arrivals = dtls._huddle_twcc
     if arrivals is not None and (number := packet.extensions.transport_sequence_number) is not None:
         arrivals.record(number, time.monotonic_ns() // 1000)
-    receiver = dtls._rtp_router.route_rtp(packet)
+    router = dtls._rtp_router
+    receiver = router.route_rtp(packet) or _route_repair(router, packet.ssrc)
     tap = getattr(receiver, "_huddle_tap", None)
     if tap is None:
         if receiver is not None:
@@ -275,6 +278,21 @@ def _receive_rtp_now(dtls: Any, data: bytes) -> bool:
         return True
     tap.handle(packet)
     return True
+
+
+def _route_repair(router: Any, ssrc: int) -> Any:
+    """The receiver whose RTX stream ``ssrc`` is, remembered in the router's SSRC table from
+    then on; None for a stranger. aiortc's router knows each receiver's media SSRCs only and
+    routes the rest by payload type when one receiver alone has it: a publisher with several
+    video sections (a simulcast camera is three) shares one RTX payload type among them,
+    and every retransmission it sent was dropped (measured: at 5 % loss each way, 3,437 of
+    3,638 packets NACKed by subscribers were ones the SFU never had)."""
+    for receiver in router.receivers:
+        tap = getattr(receiver, "_huddle_tap", None)
+        if tap is not None and ssrc in tap.rtx_ssrcs:
+            router.ssrc_table[ssrc] = receiver
+            return receiver
+    return None
 
 
 _tasks: set[asyncio.Task[Any]] = set()
@@ -487,6 +505,7 @@ class InboundTap:
         # The receiver's own tables, shared by reference (filled in by receive()).
         self._codecs: dict[int, RTCRtpCodecParameters] = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
         self._rtx_ssrc: dict[int, int] = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
+        self.rtx_ssrcs = self._rtx_ssrc.keys()  # a view: what later negotiations add shows
         self._streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
         self._nack = receiver._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
         receiver._handle_rtp_packet = self._handle  # type: ignore[method-assign]

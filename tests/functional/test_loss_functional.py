@@ -127,3 +127,43 @@ async def test_loss_from_publisher_repaired_by_nack_upstream(start_node: StartNo
         relay.close()
     await alice.close()
     await bob.close()
+
+
+async def test_loss_from_a_publisher_of_two_videos_is_repaired_too(start_node: StartNode) -> None:
+    """A camera and a screen share (or a simulcast camera's layers) are video sections of one
+    publisher connection sharing one RTX payload type: their retransmissions must still
+    reach the SFU, whichever section they repair."""
+    node, alice, bob = await _two_in_a_call(start_node, "loss-up-two")
+    relays: list[LossyRelay] = []
+    dropped: set[int] = set()
+
+    async def through_relay(kind: str, sdp: str) -> str:
+        drop_up = every_nth_video_packet_once(vp8_payload_type(sdp), dropped)
+        for port in candidate_ports(sdp):
+            relay = LossyRelay(("127.0.0.1", port), lambda _: False, drop_to_server=drop_up)
+            relays.append(relay)
+            sdp = redirect_candidates(sdp, port, await relay.start())
+        return sdp
+
+    alice.remote_sdp_filter = through_relay
+    camera, screen = (200, 40, 40), (40, 40, 200)
+    await alice.publish(ColorTrack(camera), ColorTrack(screen), sources={0: "camera", 1: "screen"})
+    received = [await bob.next_track() for _ in range(2)]
+    for track, info in received:
+        assert info.identity == "alice"
+        frames: list[av.VideoFrame] = []
+        for _ in range(60):
+            frame = await asyncio.wait_for(track.recv(), 10)
+            assert isinstance(frame, av.VideoFrame)
+            frames.append(frame)
+        _assert_no_frame_missing(frames)
+        expected = camera if info.source == "camera" else screen
+        assert close_colour(mean_rgb(frames[-1]), expected)
+    assert len(dropped) >= 8
+    room = local_room(node, "loss-up-two")
+    published = room.participants[alice.participant].published.values()
+    assert len(published) == 2
+    for relay in relays:
+        relay.close()
+    await alice.close()
+    await bob.close()
