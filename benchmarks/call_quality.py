@@ -479,9 +479,20 @@ def participant_figures(result: dict[str, Any], lifted_at: float | None) -> dict
         "recovery_s": _recovery_s(result.get("samples", []), lifted_at),
         "browser_cpu_cores": result["browser_cpu_cores"],
         "relay": result.get("relay"),
+        # What its own video senders were asked to repair (NACKs from the SFU) and re-sent.
+        "publisher_nacks": _sent_total(a, b, "nackCount"),
+        "publisher_retransmitted": _sent_total(a, b, "retransmittedPacketsSent"),
         "window_s": dt,
         "stats_error": b.get("error"),
     }  # fmt: skip
+
+
+def _sent_total(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
+    before = _by_mid(_stats(a, "publisher", "outbound-rtp"))
+    after = _stats(b, "publisher", "outbound-rtp")
+    return sum(
+        _delta(before.get(s.get("mid", "")), s, key) for s in after if s.get("kind") == "video"
+    )
 
 
 def _share(part: float, whole: float) -> float | None:

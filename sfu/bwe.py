@@ -22,8 +22,10 @@ array stores per packet), and each feedback packet is matched to what was sent:
   stays the floor of any decrease for ``LINK_MEMORY_S``: rate control alone falls to 0.85
   times what arrived over the last second, far below the link when less was being sent.
 
-Losses, from the feedback, are counted (``take_loss``); the downlink's loss signal still
-comes from receiver reports (``sfu.room``), which every subscriber sends.
+Losses, from the feedback, are counted (``take_loss``): what of the packets the SFU sent
+arrived, the loss of this downlink alone (a receiver report's fraction lost also counts what
+the publisher's uplink lost before the SFU had it). Packets sent within a probe are left out:
+a probe above a short link loses padding by design.
 """
 
 from __future__ import annotations
@@ -79,6 +81,31 @@ class _Cluster:
 class ProbeResult:
     target_bps: float
     carried_bps: float | None  # None: too little of it arrived to tell
+
+
+@dataclass
+class LossWindow:
+    """Losses (``SendSideEstimator.take_loss``) read as one fraction over at least
+    ``window_s`` and ``min_packets``: a few packets say little."""
+
+    window_s: float
+    min_packets: int
+    since: float | None = None
+    received: int = 0
+    lost: int = 0
+
+    def add(self, received: int, lost: int, now: float) -> float | None:
+        """Count ``received`` and ``lost``; the fraction lost once the window is full."""
+        if self.since is None:
+            self.since = now
+        self.received += received
+        self.lost += lost
+        total = self.received + self.lost
+        if now - self.since < self.window_s or total < self.min_packets:
+            return None
+        fraction = self.lost / total
+        self.since, self.received, self.lost = now, 0, 0
+        return fraction
 
 
 def probe_duration(target_bps: float) -> float:
@@ -184,9 +211,11 @@ class SendSideEstimator:
             if cluster is not None:
                 cluster.reported += 1
             if arrival is None:
-                self.lost += 1
+                if cluster is None:
+                    self.lost += 1
                 continue
-            self.received += 1
+            if cluster is None:
+                self.received += 1
             arrival = self._unwrap(arrival)
             arrival_ms = arrival // 1000
             sent_at = self._sent_at[i]

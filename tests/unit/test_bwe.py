@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from sfu.aiortc_glue import split_transport_feedback
-from sfu.bwe import LINK_SHARE, PROBE_MIN_BYTES, SendSideEstimator, probe_duration
+from sfu.bwe import LINK_SHARE, PROBE_MIN_BYTES, LossWindow, SendSideEstimator, probe_duration
 from sfu.sdp import TRANSPORT_CC_ID, answered_transport_cc, offer_transport_cc
 from sfu.twcc import EXTENSION_URI, FEEDBACK_TYPE, ArrivalLog, decode_feedback, encode_feedback
 
@@ -282,3 +282,27 @@ def test_an_overuse_after_a_probe_lowers_the_estimate_to_what_the_probe_carried_
     monkeypatch.setattr("sfu.bwe.LINK_MEMORY_S", -1.0)
     carried, lowest = _probe_then_burst(SendSideEstimator(start_bps=300_000))
     assert lowest < 0.9 * LINK_SHARE * carried, (lowest, carried)
+
+
+def test_losses_are_this_links_alone_and_a_probes_padding_is_left_out() -> None:
+    bwe = SendSideEstimator(start_bps=300_000)
+    for i in range(20):  # media: two of twenty lost
+        bwe.sent(1_000, i * 0.01)
+    bwe.start_probe(1_000_000, 0.2)
+    for i in range(10):  # a probe's padding, half of it lost to a short link
+        bwe.sent(295, 0.2 + i * 0.005)
+    bwe.end_probe(0.25)
+    arrivals: list[int | None] = [i * 10_000 for i in range(30)]
+    for k in (3, 11, *range(20, 30, 2)):
+        arrivals[k] = None
+    bwe.on_feedback(decode_feedback(encode_feedback(1, 2, 0, arrivals, 0)), 0.4)
+    assert bwe.take_loss() == (18, 2)
+
+
+def test_losses_are_read_over_a_window_of_enough_packets() -> None:
+    window = LossWindow(window_s=1.0, min_packets=20)
+    assert window.add(9, 1, 0.0) is None  # too soon
+    assert window.add(5, 0, 1.2) is None  # too few: 15 packets
+    assert window.add(4, 1, 1.4) == pytest.approx(2 / 20)
+    assert window.add(50, 0, 1.5) is None  # a new window began at 1.4
+    assert window.add(0, 0, 2.4) == 0.0
