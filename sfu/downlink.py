@@ -92,7 +92,7 @@ class DownlinkPolicy:
     # ``probe_margin`` times what the next layer up needs, and at most ``probe_growth``
     # times the estimate (a probe far above the link would queue its audio).
     padding_probe_s: float = 1.0
-    max_padding_probe_s: float = 3.0
+    max_padding_probe_s: float = 2.0
     probe_margin: float = 1.25
     probe_growth: float = 2.0
 

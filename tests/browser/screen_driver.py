@@ -108,6 +108,14 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
         return seen if seen and seen["frames"] > 10 else None
 
     await run.until("bob decodes alice's screen", screen_shown)
+
+    async def screen_at_top() -> bool:
+        sent = await bob.evaluate(SERVER_SCREEN_JS)
+        return any(s["track"].endswith(":screen") and s["layer"] == 2 for s in sent)
+
+    # The free link's figures are taken once the SFU sends the screen's top layer (its
+    # estimate starts at 1 Mbit/s, below a camera and a screen at their best, and probes up).
+    await run.until("the SFU sends bob the screen's top layer", screen_at_top)
     shared = await alice.evaluate(SHARED_JS)
     await asyncio.sleep(args.settle_s)
     free = await _sample(bob, args.sample_s)
