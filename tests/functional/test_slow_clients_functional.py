@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import statistics
 import time
 
 import aiohttp
@@ -154,9 +155,13 @@ async def test_slow_headers_and_stalled_bodies_are_cut_off_while_others_are_serv
         assert body["error"]["code"] == "request_timeout"
         assert took < BODY_S + MARGIN_S
 
-    # The other client was answered all along, and promptly.
+    # The other client was answered all along, and promptly: a node held up by the slow
+    # connections would answer it only as their deadlines passed (a round of HEADER_S or
+    # more). The worst round is bounded more loosely: it can come while this very process
+    # opens the slow connections (measured 2.3 s once, the machine's load at 7 on 2 cores).
     assert len(rounds) >= 10
-    assert max(rounds) < 2.0, rounds
+    assert statistics.median(rounds) < 0.5, rounds
+    assert max(rounds) < HEADER_S + MARGIN_S, rounds
 
     async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
         metrics = await resp.text()
