@@ -232,8 +232,8 @@ class Participant:
     sent_bps: float = 0.0  # media and retransmissions sent to it lately
     media_bps: float = 0.0  # the media alone
     _sent_mark: tuple[float, int, int] | None = None
-    _reports_seen: dict[int, int] = field(default_factory=dict)  # by sender SSRC
-    _sent_at_report: dict[int, int] = field(default_factory=dict)  # its bytes_sent then
+    # By sender SSRC: the receiver reports read so far, and its bytes_sent at the last one.
+    _reports_seen: dict[int, tuple[int, int]] = field(default_factory=dict)
     # Transport-wide feedback's losses since the last reading.
     _fed_loss: LossWindow = field(
         default_factory=lambda: LossWindow(SENT_WINDOW_S, LOSS_MIN_PACKETS)
@@ -303,13 +303,12 @@ class Participant:
         lost = weight = 0.0
         for sub in self.subscriptions.values():
             port = sub.port
-            if port.reports != self._reports_seen.get(port.ssrc, 0):
-                self._reports_seen[port.ssrc] = port.reports
+            reports, sent_then = self._reports_seen.get(port.ssrc, (0, 0))
+            if port.reports != reports:
+                self._reports_seen[port.ssrc] = (port.reports, port.bytes_sent)
                 # Weighed by what the sender sent since its previous report: a report on a
                 # sender that was paused, or had just resumed, says little (one on a video
                 # just resumed read 81 % lost and paused it again on a free link).
-                sent_then = self._sent_at_report.get(port.ssrc, 0)
-                self._sent_at_report[port.ssrc] = port.bytes_sent
                 share = float(port.bytes_sent - sent_then)
                 if share <= 0:
                     continue
