@@ -142,13 +142,16 @@ def run_driver(
     timeout_s: float,
     *args: str,
     module: str = "tests.browser.driver",
+    inside: bool = True,
 ) -> dict[str, Any]:
     """Run a browser driver (tests/browser/driver.py unless ``module`` says another) inside
-    the namespace and return its JSON result."""
+    the namespace (or, ``inside`` false, on the host side of its veth: a driver that caps
+    the namespace's link itself) and return its JSON result."""
     log_path = out.with_suffix(".log")
+    command = [sys.executable, "-m", module, "--out", str(out), *args]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            ns.command(sys.executable, "-m", module, "--out", str(out), *args),
+            ns.command(*command) if inside else command,
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -12,15 +12,13 @@ connection is held to ``CAP_KBIT``."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
 
 from sfu.downlink import POLICY
-from tests.browser.harness import ROOT, NamespacedNode
+from tests.browser.harness import NamespacedNode, run_driver
 
 pytestmark = pytest.mark.browser
 
@@ -54,17 +52,12 @@ def test_a_capped_downlink_pauses_video_to_that_user_alone_and_it_comes_back(
     ns = ns_node.ns
     result_path = tmp_path / "congestion.json"
     shots = tmp_path / "shots"
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "tests.browser.congestion_driver",
-            "--base-url", ns_node.url, "--netns", ns.name, "--dev", ns.interface,
-            "--cap-kbit", str(CAP_KBIT), "--sample-s", str(SAMPLE_S),
-            "--shots", str(shots), "--out", str(result_path),
-        ],
-        cwd=ROOT, capture_output=True, timeout=DRIVER_TIMEOUT_S,
+    result = run_driver(
+        ns, result_path, DRIVER_TIMEOUT_S,
+        "--base-url", ns_node.url, "--netns", ns.name, "--dev", ns.interface,
+        "--cap-kbit", str(CAP_KBIT), "--sample-s", str(SAMPLE_S), "--shots", str(shots),
+        module="tests.browser.congestion_driver", inside=False,
     )  # fmt: skip
-    assert result_path.exists(), proc.stdout[-4000:] + proc.stderr[-4000:]
-    result = json.loads(result_path.read_text())
     steps = {s["step"]: s for s in result["steps"]}
     context = (
         f"driver: {json.dumps(result, indent=1)[-8000:]}\n"

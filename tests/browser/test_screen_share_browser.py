@@ -9,14 +9,12 @@ held to ``CAP_KBIT``."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
 
-from tests.browser.harness import ROOT, NamespacedNode
+from tests.browser.harness import NamespacedNode, run_driver
 
 pytestmark = pytest.mark.browser
 
@@ -36,16 +34,12 @@ def test_a_short_downlink_gets_the_screen_at_full_resolution_and_fewer_frames(
     ns = ns_node.ns
     result_path = tmp_path / "screen.json"
     shots = tmp_path / "shots"
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "tests.browser.screen_driver",
-            "--base-url", ns_node.url, "--netns", ns.name, "--dev", ns.interface,
-            "--cap-kbit", str(CAP_KBIT), "--shots", str(shots), "--out", str(result_path),
-        ],
-        cwd=ROOT, capture_output=True, timeout=DRIVER_TIMEOUT_S,
+    result = run_driver(
+        ns, result_path, DRIVER_TIMEOUT_S,
+        "--base-url", ns_node.url, "--netns", ns.name, "--dev", ns.interface,
+        "--cap-kbit", str(CAP_KBIT), "--shots", str(shots),
+        module="tests.browser.screen_driver", inside=False,
     )  # fmt: skip
-    assert result_path.exists(), proc.stdout[-4000:] + proc.stderr[-4000:]
-    result = json.loads(result_path.read_text())
     steps = {s["step"]: s for s in result["steps"]}
     context = f"driver: {json.dumps(result, indent=1)[-8000:]}\nnode log:\n{ns_node.log_tail()}"
     assert result["ok"], context
