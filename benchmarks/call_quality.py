@@ -482,6 +482,12 @@ def participant_figures(result: dict[str, Any], lifted_at: float | None) -> dict
         # What its own video senders were asked to repair (NACKs from the SFU) and re-sent.
         "publisher_nacks": _sent_total(a, b, "nackCount"),
         "publisher_retransmitted": _sent_total(a, b, "retransmittedPacketsSent"),
+        # The publisher's own estimate of its uplink at the window's end (its browser's).
+        "publisher_estimate_kbps": max(
+            (float(s.get("availableOutgoingBitrate", 0)) / 1000
+             for s in _stats(b, "publisher", "candidate-pair") if s.get("nominated")),
+            default=None,
+        ),
         "window_s": dt,
         "stats_error": b.get("error"),
     }  # fmt: skip
