@@ -123,7 +123,9 @@ def chat_plots(doc: Mapping[str, Any], folder: Path) -> list[Plot]:
             (line,) = ax.plot([r[0] for r in rows], lost, marker=".", label=f"{target} {kind}")
             share = sum(lost) / max(1, sum(r[2] for r in rows))
             line.set_label(f"{target} {kind} ({100 * share:.2g} % of deliveries)")
-    ax.set_ylim(bottom=0)
+    # Whole seconds from the phase's start, and a scale on which no loss reads as none.
+    ax.set_xlim(left=0, right=max([1.0] + [p["seconds"] for *_, p in phases if "seconds" in p]))
+    ax.set_ylim(bottom=0, top=max(1.0, ax.get_ylim()[1]))
     ax.legend(fontsize="small")
     plots.append((_save(fig, folder, "loss.png"), "Loss over time"))
 

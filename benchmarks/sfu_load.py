@@ -620,7 +620,7 @@ def parser() -> argparse.ArgumentParser:
         "--bot-procs",
         type=bounded(int, 1, MAX_BOT_PROCS),
         default=DEFAULT_BOT_PROCS,
-        help="bot processes per scenario",
+        help="bot processes per scenario (per room with --rooms)",
     )
     ap.add_argument(
         "--bot-nice",
