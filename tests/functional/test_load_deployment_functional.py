@@ -21,7 +21,7 @@ from benchmarks.procs import free_port, huddle_command, node_env, start_logged
 KEY = "loadkey"
 ROOT = str(Path(__file__).resolve().parents[2])
 # Long enough for a shard to start and set up on a busy machine, before its --start-at.
-SHARD_SETUP_S = 12.0
+SHARD_SETUP_S = 15.0
 
 
 @pytest.fixture
