@@ -112,6 +112,8 @@ class SendResult:
     """What one driver sent in a phase: (group, stream, seq, sender) of each accepted message."""
 
     sent: list[tuple[int, str, int, int]] = field(default_factory=list)
+    # When each of those was sent (this machine's monotonic clock), for loss per second.
+    sent_at: array[float] = field(default_factory=lambda: array("d"))
     errors: int = 0
     first_error: str = ""
     lateness: array[float] = field(default_factory=lambda: array("d"))  # paced: s behind due
@@ -134,6 +136,9 @@ class DeliveryResult:
     received: array[float] = field(default_factory=lambda: array("d"))
     waited_s: float = 0.0
     closed: dict[str, int] = field(default_factory=dict)  # dropped connections by close code
+    # By the second (after the phase's start) the messages were sent in: [deliveries owed
+    # to members other than the sender, of those delivered, lost, senders' own copies lost].
+    by_second: dict[int, list[int]] = field(default_factory=dict)
 
 
 class Tally:
@@ -357,7 +362,8 @@ class Driver:
     # --- sending --------------------------------------------------------------------
 
     async def _send(self, tally: Tally, member: Member, n: int, wait_echo: bool) -> bool:
-        client_id = f"{tally.prefix}{member.number}.{n}.{time.monotonic():.6f}"
+        began = time.monotonic()
+        client_id = f"{tally.prefix}{member.number}.{n}.{began:.6f}"
         if wait_echo:
             member.echo = asyncio.get_running_loop().create_future()
             member.echo_id = client_id
@@ -379,6 +385,7 @@ class Driver:
             else:
                 raise ConnectionError("not connected")
             tally.sends.sent.append((member.group, member.stream, seq, member.number))
+            tally.sends.sent_at.append(began)
             if member.echo is not None:
                 await asyncio.wait_for(member.echo, REQUEST_TIMEOUT_S)
         except Exception as exc:
@@ -434,9 +441,10 @@ class Driver:
         await asyncio.gather(*(one(m) for m in senders))
 
     async def collect(
-        self, expected: dict[int, list[tuple[str, int, int]]], timeout: float
+        self, expected: dict[int, list[tuple[str, int, int, int]]], timeout: float
     ) -> DeliveryResult:
-        """Wait for what every accepted message owes this driver's clients, then check it."""
+        """Wait for what every accepted message owes this driver's clients, then check it;
+        ``expected`` holds (stream, seq, sender, second it was sent in) by group."""
         tally = self.tally
         assert tally is not None
         result = DeliveryResult()
@@ -451,15 +459,20 @@ class Driver:
         self.tally = None
         matched = 0
         for member in self.members.values():
-            for stream, seq, sender in expected.get(member.group, ()):
+            for stream, seq, sender, second in expected.get(member.group, ()):
                 own = sender == member.number
                 result.expected += not own
+                row = result.by_second.setdefault(second, [0, 0, 0, 0])
+                row[0] += not own
                 if seq in tally.seen.get((member.number, stream), ()):
                     matched += 1
+                    row[1] += not own
                 elif own:
                     result.lost_echo += 1
+                    row[3] += 1
                 else:
                     result.lost += 1
+                    row[2] += 1
         result.deliveries = len(tally.latencies)
         result.in_window = tally.in_window
         result.duplicated = tally.duplicated

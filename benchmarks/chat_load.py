@@ -63,6 +63,7 @@ from benchmarks.chat_report import (
     TargetResult,
     phase_figures,
     report,
+    send_second,
     summary,
     targets,
 )
@@ -98,7 +99,15 @@ from benchmarks.common import (
 )
 from benchmarks.procs import bounded, log_tail, stop_process
 from benchmarks.progress import nodes_count, phase_bar
-from benchmarks.target import Deployment, NodeClock, add_deployment_args, deployment, shard_of
+from benchmarks.target import (
+    Deployment,
+    NodeClock,
+    add_deployment_args,
+    add_start_at_arg,
+    deployment,
+    shard_of,
+    start_instant,
+)
 from huddle.redis_server import spawn_sync
 
 # The entry points, and the driver side under the names the tests import it by.
@@ -150,6 +159,7 @@ def run_phase(
         on_start(phase)
     # Before the first send: the nodes' counts of the phase start from zero.
     counts = NodeClock(target.urls) if target is not None else None
+    started_at = time.time() + phase.start_at - time.monotonic()
     time.sleep(max(0.0, phase.start_at - time.monotonic()))
     clock: CpuClock | DeploymentCpuClock
     if target is None:
@@ -162,14 +172,16 @@ def run_phase(
     with phase_bar(phase.kind, phase.duration, count=events, unit="events/s"):
         sends: list[SendResult] = pool.collect(timeout, phase.kind)
     cpu = clock.stop()
-    expected: dict[int, list[tuple[str, int, int]]] = {}
+    expected: dict[int, list[tuple[str, int, int, int]]] = {}
     for result in sends:
-        for group, stream, seq, sender in result.sent:
-            expected.setdefault(group, []).append((stream, seq, sender))
+        for (group, stream, seq, sender), at in zip(result.sent, result.sent_at, strict=True):
+            second = send_second(at, phase.start_at)
+            expected.setdefault(group, []).append((stream, seq, sender, second))
     got: list[DeliveryResult] = pool.run(
         ("collect", expected, COLLECT_TIMEOUT_S), COLLECT_TIMEOUT_S + SETTLE_S + 10
     )
     figures = phase_figures(phase, sends, got, cpu)
+    figures.started_at = started_at
     if isinstance(clock, DeploymentCpuClock) and clock.nodes is not None and counts is not None:
         figures.nodes = dataclasses.replace(clock.nodes, counts=counts.counts())
     return figures
@@ -187,9 +199,12 @@ def run_target(
     kinds: Sequence[PhaseKind] = ("warm-up", "paced", "saturated"),
     deployment: Deployment | None = None,
     on_paced: Callable[[PhaseSpec], None] | None = None,
+    start_at: float | None = None,
 ) -> TargetResult:
     """Connect (Huddle: hello, create the groups, chat.sync), then the phases ``kinds``
-    (warm-up, paced, saturated)."""
+    (warm-up, paced, saturated); the first at ``start_at`` (unix seconds, --start-at) when
+    given, StartMissed when set up too late for it, the others each as soon as the one before
+    has been collected."""
     steps: list[StepResult] = []
     say(f"{target.name}: connecting {opts.clients} clients")
     started = time.monotonic()
@@ -219,10 +234,11 @@ def run_target(
     ]
     for i, (kind, duration) in enumerate(plan):
         say(f"{target.name}: {kind} for {duration:g} s")
+        first = start_instant(start_at, START_DELAY_S) if i == 0 else None
         phase = PhaseSpec(
             kind=kind,
             prefix=f"t{number}p{i}.",
-            start_at=time.monotonic() + START_DELAY_S,
+            start_at=first if first is not None else time.monotonic() + START_DELAY_S,
             duration=duration,
             rate=opts.rate,
             seed=opts.seed + i,
@@ -467,6 +483,7 @@ def parser() -> argparse.ArgumentParser:
         help="with --url: run shard I of N (distinct groups, the same schedule) on this "
         "machine; benchmarks.merge adds the shards' JSON up",
     )
+    add_start_at_arg(ap, "the first phase (warm-up)")
     return ap
 
 
@@ -503,7 +520,11 @@ def main_deployment(
     say(f"driving {len(target.urls)} node(s): {', '.join(target.urls)}; users {target.users}-*")
     pool = DriverPool(specs)
     try:
-        result = run_target(pool, spec, [], 0, [], opts, 0, say, deployment=target)
+        if args.start_at is not None:
+            say(f"the warm-up begins at --start-at {args.start_at:.3f}")
+        result = run_target(
+            pool, spec, [], 0, [], opts, 0, say, deployment=target, start_at=args.start_at
+        )
     except RuntimeError as exc:
         say(str(exc))
         return 1
@@ -520,6 +541,7 @@ def main_deployment(
                 "url": list(target.urls),
                 "users": users,
                 "shard": [shard, shards],
+                "start_at": args.start_at,
             },
             "groups": list(sizes),
             "summary": figures,

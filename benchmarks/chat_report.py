@@ -81,6 +81,11 @@ class PhaseFigures:
     latency_histogram: dict[str, Any] | None = None
     # Per second of arrivals: [seconds after the start, deliveries, p50 ms, p99 ms].
     timeline: list[list[float]] = field(default_factory=list)
+    # Per second of sending: [seconds after the start, messages sent, deliveries owed to
+    # members other than the sender, of those delivered, lost, senders' own copies lost].
+    loss_timeline: list[list[float]] = field(default_factory=list)
+    # The wall-clock time (unix seconds) the phase's sends were scheduled to begin.
+    started_at: float | None = None
 
 
 @dataclass
@@ -142,6 +147,29 @@ def timeline(start: float, arrivals: Sequence[tuple[float, float]]) -> list[list
     ]
 
 
+def send_second(sent_at: float, start: float) -> int:
+    """The second of the phase a message was sent in (the event loop may wake a send a hair
+    before the phase's start: it counts in the first second)."""
+    return max(0, int((sent_at - start) // TIMELINE_S))
+
+
+def loss_timeline(
+    start: float, sends: Sequence[SendResult], got: Sequence[DeliveryResult]
+) -> list[list[float]]:
+    """[seconds after ``start``, sent, owed, delivered, lost, own copies lost] per second of
+    sending (a message counts in the second it was sent, however late it arrived)."""
+    rows: dict[int, list[int]] = {}
+    for r in sends:
+        for at in r.sent_at:
+            rows.setdefault(send_second(at, start), [0, 0, 0, 0, 0])[0] += 1
+    for d in got:
+        for second, counts in d.by_second.items():
+            row = rows.setdefault(second, [0, 0, 0, 0, 0])
+            for i, n in enumerate(counts, 1):
+                row[i] += n
+    return [[s * TIMELINE_S, *rows[s]] for s in sorted(rows)]
+
+
 def phase_figures(
     phase: PhaseSpec,
     sends: Sequence[SendResult],
@@ -192,6 +220,7 @@ def phase_figures(
         cpu=cpu,
         latency_histogram=Histogram.of(x * 1000 for x in latencies).to_json(),
         timeline=timeline(phase.start_at, arrivals),
+        loss_timeline=loss_timeline(phase.start_at, sends, got),
     )
 
 

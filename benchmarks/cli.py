@@ -1,6 +1,7 @@
 """The ``huddle-load`` command: every load generator, the merge and the report, by name.
 
     huddle-load chat --url http://a:8080,http://b:8080 --json chat.json --report chat/
+    huddle-load chat --url ... --shard 1/2 --start-at 2026-12-06T12:00:00Z --json A.json
     huddle-load merge A.json B.json --json ALL.json --report all/
 
 ``huddle-load NAME ARGS`` is ``python -m benchmarks.MODULE ARGS`` (``--help`` after the name
@@ -26,10 +27,21 @@ COMMANDS: Final = {
 }
 
 
+EXAMPLE: Final = """
+against running nodes (key and secret in HUDDLE_API_KEY / HUDDLE_API_SECRET):
+  huddle-load chat --url http://a:8080,http://b:8080 --json chat.json --report chat/
+from two machines, measuring together, then merged:
+  huddle-load chat --url URLS --shard 1/2 --start-at 2026-12-06T12:00:00Z --json a.json
+  huddle-load chat --url URLS --shard 2/2 --start-at 2026-12-06T12:00:00Z --json b.json
+  huddle-load merge a.json b.json --json all.json --report all/
+(--shard and --start-at work with every generator; sfu shares out --rooms, media the
+--clients of each phase. See benchmarks/README.md.)"""
+
+
 def usage() -> str:
     lines = ["usage: huddle-load COMMAND [OPTIONS]   (huddle-load COMMAND --help)", ""]
     lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + EXAMPLE
 
 
 def main() -> NoReturn:

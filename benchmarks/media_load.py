@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import io
 import math
 import os
@@ -54,7 +55,17 @@ from benchmarks.procs import (
     wait_healthy,
 )
 from benchmarks.progress import phase_bar
-from benchmarks.target import Deployment, NodeClock, add_deployment_args, deployment, sample_node
+from benchmarks.target import (
+    Deployment,
+    NodeClock,
+    StartMissed,
+    add_deployment_args,
+    add_start_at_arg,
+    deployment,
+    sample_node,
+    shard_of,
+    start_instant,
+)
 from signaling.auth import mint_token
 
 MIB: Final = 1024 * 1024
@@ -82,6 +93,9 @@ class Phase:
     errors: int = 0
     # Server CPU per request (its process, all threads; not Redis), milliseconds.
     server_ms_per_request: float = 0.0
+    # What moved: the counts benchmarks.merge adds across shards.
+    bytes: int = 0
+    requests: int = 0
 
     @classmethod
     def measured(
@@ -97,6 +111,8 @@ class Phase:
             meter.driver,
             meter.server_cpu,
             errors,
+            bytes=total,
+            requests=round(total / (size_mib * MIB)),
         )
 
     def __post_init__(self) -> None:
@@ -447,9 +463,19 @@ async def remote_rss_peak(url: str, stop: asyncio.Event) -> int:
     return peak
 
 
+def share(total: int, shard: tuple[int, int]) -> int:
+    """Shard I's share of ``total`` (of N): total // N, the first total % N one more."""
+    i, n = shard
+    return total // n + (1 if i <= total % n else 0)
+
+
 async def bench_deployment(args: argparse.Namespace, target: Deployment) -> dict[str, Any]:
-    """--url: uploads, downloads, one large upload and thumbnails against running nodes."""
-    urls = target.urls
+    """--url: uploads, downloads, one large upload and thumbnails against running nodes;
+    with --shard I/N, this shard's share of each phase's clients (each doing the rounds of
+    the whole phase) and of the thumbnails, and its own large upload."""
+    shard = args.shard
+    # The shards' clients and large uploads start on different nodes.
+    urls = target.urls[shard[0] - 1 :] + target.urls[: shard[0] - 1]
     token = mint_token(
         api_key=target.api_key,
         api_secret=target.api_secret,
@@ -458,7 +484,7 @@ async def bench_deployment(args: argparse.Namespace, target: Deployment) -> dict
     )
     auth = {"Authorization": f"Bearer {token}"}
     phases: list[Phase] = []
-    results: dict[str, Any] = {"phases": phases, "url": list(urls), "users": target.users}
+    results: dict[str, Any] = {"phases": phases, "url": list(target.urls), "users": target.users}
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=PHASE_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
@@ -471,8 +497,9 @@ async def bench_deployment(args: argparse.Namespace, target: Deployment) -> dict
             size = int(size_mib * MIB)
             # One kept file per node: downloads go to the node that stored it.
             kept = {u: (await upload(http, u, token, size))["id"] for u in urls}
-            for clients in args.clients:
-                rounds = repeats(args.phase_mib, size_mib, clients)
+            for all_clients in args.clients:
+                rounds = repeats(args.phase_mib, size_mib, all_clients)
+                clients = share(all_clients, shard)
 
                 async def up(i: int, size: int = size, rounds: int = rounds) -> int:
                     url = urls[i % len(urls)]
@@ -493,6 +520,12 @@ async def bench_deployment(args: argparse.Namespace, target: Deployment) -> dict
                     return got
 
                 for name, job in (("upload", up), ("download", down)):
+                    if "started_at" not in results:
+                        # --start-at: the first phase then, the others as soon as ready.
+                        first = start_instant(args.start_at)
+                        if first is not None:
+                            await asyncio.sleep(max(0.0, first - time.monotonic()))
+                        results["started_at"] = time.time()
                     with Meter(urls=urls) as m:
                         total, errors = await run_clients(
                             clients,
@@ -521,7 +554,7 @@ async def bench_deployment(args: argparse.Namespace, target: Deployment) -> dict
         }
         await delete(urls[0], big["id"])
 
-        pictures = [jpeg_bytes(i) for i in range(args.thumbs)]
+        pictures = [jpeg_bytes(i) for i in range(share(args.thumbs, shard))]
         sem = asyncio.Semaphore(4)
         stored: list[tuple[str, str]] = []
 
@@ -540,7 +573,7 @@ async def bench_deployment(args: argparse.Namespace, target: Deployment) -> dict
                 return 1
 
         with Meter(urls=urls) as m:
-            done, errors = await run_clients(args.thumbs, picture, "thumbnails")
+            done, errors = await run_clients(len(pictures), picture, "thumbnails")
         for url, media_id in stored:
             await delete(url, media_id)
         results["thumbnails"] = {
@@ -571,6 +604,7 @@ def summarize_deployment(results: dict[str, Any]) -> dict[str, Any]:
         },
         "thumbnails_per_s": results["thumbnails"]["per_s"],
         "errors": sum(p.errors for p in phases) + results["thumbnails"]["errors"],
+        "bytes": sum(p.bytes for p in phases),
         "targets": {"upload_rss_growth_mib": TARGET_RSS_GROWTH_MIB},
         "met": growth < TARGET_RSS_GROWTH_MIB,
     }
@@ -683,6 +717,16 @@ def main(argv: list[str] | None = None) -> int:
         "--report", type=Path, metavar="DIR", help="write DIR/index.html with plots"
     )
     add_deployment_args(parser)
+    parser.add_argument(
+        "--shard",
+        type=shard_of,
+        default=(1, 1),
+        metavar="I/N",
+        help="with --url: run shard I of N on this machine (its share of every phase's clients "
+        "and of the thumbnails, a user of its own, the same phases); benchmarks.merge adds "
+        "the shards' JSON up",
+    )
+    add_start_at_arg(parser, "the first upload phase")
     parser.add_argument("--static-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--static-root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--static-loop", default="uvloop", help=argparse.SUPPRESS)
@@ -697,14 +741,44 @@ def main(argv: list[str] | None = None) -> int:
     ):
         parser.error("sizes must be in (0, 2048] MiB and clients in [1, 64]")
     target = deployment(parser, args)
+    shard, shards = args.shard
+    if shards > 1:
+        if target is None:
+            parser.error("--shard goes with --url: the shards load one deployment together")
+        if min(args.clients) < shards or args.thumbs < shards:
+            parser.error(
+                f"--clients {','.join(map(str, args.clients))} and --thumbs {args.thumbs} "
+                f"must each be at least the {shards} shards (every shard a client in each)"
+            )
+        target = dataclasses.replace(target, users=f"{target.users}s{shard}")
     if target is not None:
-        results = asyncio.run(bench_deployment(args, target))
+        try:
+            results = asyncio.run(bench_deployment(args, target))
+        except StartMissed as exc:
+            print(f"media_load: {exc}", file=sys.stderr)
+            return 1
         summary = summarize_deployment(results)
     else:
         results = asyncio.run(bench(args))
         summary = summarize(results)
     print_table(results, summary)
-    body = {**results, "phases": [vars(p) for p in results["phases"]], "summary": summary}
+    config = {
+        "sizes_mib": args.sizes_mib,
+        "clients": args.clients,
+        "phase_mib": args.phase_mib,
+        "rss_upload_mib": args.rss_upload_mib,
+        "thumbs": args.thumbs,
+        "url": list(target.urls) if target is not None else None,
+        "shard": [shard, shards],
+        "users": target.users if target is not None else None,
+        "start_at": args.start_at,
+    }
+    body = {
+        "config": config,
+        **results,
+        "phases": [vars(p) for p in results["phases"]],
+        "summary": summary,
+    }
     if args.json:
         write_json(args.json, "media_load", body)
     if args.report:

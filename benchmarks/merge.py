@@ -7,8 +7,11 @@ deployment with the same settings. chat_load: the same groups and schedule, each
 driving its own groups (their members all on that machine, so every message a shard sends
 is delivered to clients of the same shard and checked there: a message lost or repeated on
 the way counts once, in the shard of its group). signaling_load: each shard its share of the
-``--n`` clients, the same phases. Here counts and rates are added; latency percentiles are
-read again from the shards' merged histograms (benchmarks/histogram.py), never averaged. The
+``--n`` clients, the same phases. sfu_load: each shard its share of the ``--rooms`` copies of
+every scenario's room. media_load: each shard its share of every phase's clients (each
+doing the whole phase's rounds) and of the thumbnails. Here counts and rates are added;
+latency percentiles are read again from the shards' merged histograms
+(benchmarks/histogram.py), never averaged; losses are added (chat's per second too). The
 nodes' CPU is the nodes', which every shard read over its own window of the same phase: the
 merged figure is the largest of those readings, so CPU per delivery or request uses every
 shard's work against the nodes' whole CPU.
@@ -27,6 +30,11 @@ from typing import Any, Final
 from benchmarks.chat_report import TARGET_P99_MS, targets
 from benchmarks.common import run_main, write_json
 from benchmarks.histogram import Histogram
+from benchmarks.media_load import MIB, TARGET_RSS_GROWTH_MIB
+from benchmarks.sfu_load import LATE_S
+from benchmarks.sfu_report import ScenarioResult, add_loss_counts
+from benchmarks.sfu_report import summary as sfu_summary
+from benchmarks.sfu_report import targets as sfu_targets
 
 # Added up across shards.
 SUMMED: Final = (
@@ -44,7 +52,10 @@ SUMMED: Final = (
     "send_errors",
 )
 # The run's settings every shard must share.
-SAME: Final = ("clients", "rate", "duration", "seed", "senders_per_group", "url")
+SAME: Final = ("clients", "rate", "duration", "seed", "senders_per_group", "url", "start_at")
+
+
+LATE_MS: Final = 1000 * LATE_S
 
 
 class MergeError(ValueError):
@@ -100,6 +111,18 @@ def _timeline(phases: Sequence[Mapping[str, Any]]) -> list[list[float]]:
     return merged
 
 
+def _loss_timeline(phases: Sequence[Mapping[str, Any]]) -> list[list[float]]:
+    """Sent, owed, delivered and lost per second, added up: every shard sent by the same
+    schedule from the same start (--start-at), so its seconds are the others'."""
+    rows: dict[float, list[float]] = {}
+    for phase in phases:
+        for t, *counts in phase.get("loss_timeline", []):
+            row = rows.setdefault(t, [0] * len(counts))
+            for i, n in enumerate(counts):
+                row[i] += n
+    return [[t, *rows[t]] for t in sorted(rows)]
+
+
 def merge_phase(phases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {"kind": phases[0]["kind"], "seconds": phases[0]["seconds"]}
     merged["offered_per_s"] = phases[0].get("offered_per_s")
@@ -135,6 +158,9 @@ def merge_phase(phases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     merged["deliveries_per_server_cpu_s"] = in_window / servers_s if servers_s > 0 else None
     merged["deliveries_per_driver_cpu_s"] = in_window / drivers_s if drivers_s > 0 else None
     merged["timeline"] = _timeline(phases)
+    merged["loss_timeline"] = _loss_timeline(phases)
+    starts = [p["started_at"] for p in phases if p.get("started_at") is not None]
+    merged["started_at"] = min(starts) if starts else None
     return merged
 
 
@@ -191,7 +217,14 @@ def merge_chat(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[
 
 
 # signaling_load: the settings every shard shares, and its two timed phases.
-SIGNALING_SAME: Final = ("total_n", "duration", "paced_duration", "ping_interval", "url")
+SIGNALING_SAME: Final = (
+    "total_n",
+    "duration",
+    "paced_duration",
+    "ping_interval",
+    "url",
+    "start_at",
+)
 
 
 def _merge_load(phases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -264,7 +297,237 @@ def merge_signaling(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> 
     }
 
 
-MERGERS: Final = {"chat_load": merge_chat, "signaling_load": merge_signaling}
+# sfu_load: the settings every shard shares.
+SFU_SAME: Final = (
+    "scenarios",
+    "duration_s",
+    "bot_procs",
+    "rounds",
+    "rooms",
+    "fixture",
+    "url",
+    "start_at",
+)
+
+
+def _worst(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def merge_scenario(rows: Sequence[Mapping[str, Any]], idle_cores: float | None) -> dict[str, Any]:
+    """One sfu_load scenario of every shard as one: rooms, bots, streams and packets added,
+    loss from the lost and expected packets added up, the delay percentiles from the merged
+    histogram, the nodes' CPU the largest reading (every shard read it over the same window)."""
+    failed = next((r["failed"] for r in rows if r.get("failed")), None)
+    histogram = Histogram()
+    for row in rows:
+        if row.get("delay_histogram") is None and row.get("delay_matched") and not failed:
+            raise MergeError("a shard's scenario has no delay histogram (an older result)")
+        if row.get("delay_histogram") is not None:
+            histogram = histogram.add(Histogram.from_json(row["delay_histogram"]))
+    counts = add_loss_counts([r.get("loss_counts", {}) for r in rows])
+
+    def loss(kinds: Sequence[str]) -> float | None:
+        expected = sum(counts[k][1] for k in kinds if k in counts)
+        return sum(counts[k][0] for k in kinds if k in counts) / expected if expected else None
+
+    def total(name: str) -> Any:
+        return sum(r[name] for r in rows)
+
+    packets = int(total("packets"))
+    window = max(r["window_s"] for r in rows)
+    server_cpu = max(r["server_cpu_s"] for r in rows)
+    delays = histogram.count
+    late = sum(n for b, n in histogram.counts.items() if Histogram.upper(b) > LATE_MS)
+    forwarded = [r.get("node_packets_forwarded") for r in rows]
+    merged = dict(rows[0])
+    merged.update(
+        rooms=total("rooms"),
+        bots=total("bots"),
+        streams_expected=total("streams_expected"),
+        streams_flowing=total("streams_flowing"),
+        window_s=window,
+        packets=packets,
+        packets_expected=total("packets_expected"),
+        packets_per_s=total("packets_per_s"),
+        mbit_per_s=total("mbit_per_s"),
+        loss_counts=counts,
+        loss=loss(list(counts)),
+        loss_audio=loss(["audio"]),
+        loss_video=loss(["video"]),
+        delay_histogram=histogram.to_json() if delays else None,
+        delay_p50_ms=histogram.percentile(50),
+        delay_p99_ms=histogram.percentile(99),
+        delay_max_ms=histogram.max(),
+        delay_over_30ms=late / delays if delays else None,
+        delay_stalls=[s for r in rows for s in r["delay_stalls"]],
+        delay_matched=total("delay_matched"),
+        delay_unmatched=total("delay_unmatched"),
+        delay_unstamped=total("delay_unstamped"),
+        # A bot's stack time is not kept as a histogram: the worst shard's.
+        app_delay_p50_ms=_worst([r["app_delay_p50_ms"] for r in rows]),
+        app_delay_p99_ms=_worst([r["app_delay_p99_ms"] for r in rows]),
+        server_cpu_s=server_cpu,
+        server_cores=server_cpu / window if window else 0.0,
+        cpu_us_per_packet=server_cpu / packets * 1e6 if packets else None,
+        marginal_us_per_packet=(
+            max(0.0, server_cpu - idle_cores * window) / packets * 1e6
+            if packets and idle_cores is not None
+            else None
+        ),
+        bot_cpu_s=[c for r in rows for c in r["bot_cpu_s"]],
+        bot_cores=[c for r in rows for c in r["bot_cores"]],
+        machine_busy=max(r["machine_busy"] for r in rows),
+        others_busy=max(r["others_busy"] for r in rows),
+        bot_loop_lag_p99_ms=_worst([r["bot_loop_lag_p99_ms"] for r in rows]),
+        bot_loop_lag_max_ms=_worst([r["bot_loop_lag_max_ms"] for r in rows]),
+        publisher_max_late_ms=max(r["publisher_max_late_ms"] for r in rows),
+        publisher_resyncs=total("publisher_resyncs"),
+        rtx_packets=total("rtx_packets"),
+        setup_s=max(r["setup_s"] for r in rows),
+        failed=failed,
+        errors=[e for r in rows for e in r["errors"]],
+        profile=None,
+        node_packets_forwarded=(
+            sum(f for f in forwarded if f is not None) if None not in forwarded else None
+        ),
+    )
+    return merged
+
+
+def _shards_of(docs: Sequence[Mapping[str, Any]], names: Sequence[str], count: int) -> Any:
+    return {
+        "merged_from": [
+            {"file": n, "shard": d["config"].get("shard"), "users": d["config"].get("users")}
+            for d, n in zip(docs, names, strict=True)
+        ],
+        "missing_shards": sorted(
+            set(range(1, count + 1)) - {d["config"]["shard"][0] for d in docs}
+        ),
+    }
+
+
+def merge_sfu(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """One sfu_load document from its shards' (each ran its share of the rooms)."""
+    count = _check(docs, names, "sfu_load", SFU_SAME)
+    results = [doc["results"].get("huddle", {}) for doc in docs]
+    scenarios = list(docs[0]["config"]["scenarios"])
+    if any(list(r) != list(results[0]) for r in results):
+        raise MergeError("the shards ran different scenarios")
+    idle = _worst([d.get("server_idle_cores", {}).get("huddle") for d in docs])
+    merged = {s: merge_scenario([r[s] for r in results], idle) for s in results[0]}
+    pooled = {"huddle": {s: ScenarioResult(**row) for s, row in merged.items()}}
+    figures = sfu_summary(pooled)
+    return {
+        "config": {**docs[0]["config"], "shard": None, "shards": count, "users": None},
+        **_shards_of(docs, names, count),
+        "versions": docs[0].get("versions", {}),
+        "server_idle_cores": {"huddle": idle} if idle is not None else {},
+        "missing": docs[0].get("missing", {}),
+        "summary": figures,
+        "targets": sfu_targets(figures),
+        "compared_scenarios": {},
+        "results": {"huddle": {s: merged[s] for s in scenarios if s in merged}},
+        "rounds": {},
+        "server_logs": {},
+    }
+
+
+# media_load: the settings every shard shares.
+MEDIA_SAME: Final = (
+    "sizes_mib",
+    "clients",
+    "phase_mib",
+    "rss_upload_mib",
+    "thumbs",
+    "url",
+    "start_at",
+)
+
+
+def _merge_media_phase(phases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One media phase of every shard: bytes, requests, clients and errors added; the rate over
+    the longest shard's time; the nodes' CPU the largest reading, per request of every shard."""
+    seconds = max(p["seconds"] for p in phases)
+    moved = sum(p["bytes"] for p in phases)
+    requests = sum(p["requests"] for p in phases)
+    server_s = max(p["server_cpu"] * p["seconds"] for p in phases)
+    return {
+        **phases[0],
+        "clients": sum(p["clients"] for p in phases),
+        "seconds": seconds,
+        "bytes": moved,
+        "requests": requests,
+        "mib_per_s": moved / MIB / seconds if seconds else 0.0,
+        "driver_cpu": sum(p["driver_cpu"] for p in phases),
+        "server_cpu": server_s / seconds if seconds else 0.0,
+        "errors": sum(p["errors"] for p in phases),
+        "server_ms_per_request": server_s / max(requests, 1) * 1e3,
+    }
+
+
+def merge_media(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """One media_load document from its shards' (each ran its share of every phase's clients
+    and of the thumbnails; each did its own large upload: the node's largest growth seen)."""
+    count = _check(docs, names, "media_load", MEDIA_SAME)
+    shapes = [[(p["name"], p["size_mib"]) for p in d["phases"]] for d in docs]
+    if any(s != shapes[0] for s in shapes):
+        raise MergeError("the shards ran different phases")
+    if any("bytes" not in p for d in docs for p in d["phases"]):
+        raise MergeError("a shard's phase has no byte count (an older result)")
+    phases = [_merge_media_phase(list(ps)) for ps in zip(*(d["phases"] for d in docs), strict=True)]
+    thumbs = [d["thumbnails"] for d in docs]
+    thumb_s = max(t["images"] / t["per_s"] if t["per_s"] else 0.0 for t in thumbs)
+    images = sum(t["images"] for t in thumbs)
+    rss = max((d["rss"] for d in docs), key=lambda r: r["growth_mib"])
+    results: dict[str, Any] = {
+        "phases": phases,
+        "url": docs[0]["url"],
+        "users": None,
+        "rss": rss,
+        "thumbnails": {
+            **thumbs[0],
+            "images": images,
+            "per_s": images / thumb_s if thumb_s else 0.0,
+            "errors": sum(t["errors"] for t in thumbs),
+            "server_cpu": max(t["server_cpu"] for t in thumbs),
+        },
+        "copy_baseline_mib_per_s": None,
+    }
+    largest = max(p["size_mib"] for p in phases)
+    growth = rss["growth_mib"]
+    summary = {
+        "server_ms_per_request": {
+            f"{p['size_mib']:g}MiB x{p['clients']} {p['name']}": p["server_ms_per_request"]
+            for p in phases
+        },
+        "upload_rss_growth_mib": growth,
+        "upload_mib_per_s_largest": {
+            str(p["clients"]): p["mib_per_s"]
+            for p in phases
+            if p["name"] == "upload" and p["size_mib"] == largest
+        },
+        "thumbnails_per_s": results["thumbnails"]["per_s"],
+        "errors": sum(p["errors"] for p in phases) + results["thumbnails"]["errors"],
+        "bytes": sum(p["bytes"] for p in phases),
+        "targets": {"upload_rss_growth_mib": TARGET_RSS_GROWTH_MIB},
+        "met": growth < TARGET_RSS_GROWTH_MIB,
+    }
+    return {
+        "config": {**docs[0]["config"], "shard": None, "shards": count, "users": None},
+        **_shards_of(docs, names, count),
+        **results,
+        "summary": summary,
+    }
+
+
+MERGERS: Final = {
+    "chat_load": merge_chat,
+    "signaling_load": merge_signaling,
+    "sfu_load": merge_sfu,
+    "media_load": merge_media,
+}
 
 
 def merge(docs: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:

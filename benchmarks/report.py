@@ -3,10 +3,11 @@
 ``DIR/index.html`` shows the run's settings, its goals and PNG plots drawn with matplotlib
 (Agg: no display needed) beside ``DIR/result.json``, the same document ``--json`` writes.
 What is drawn depends on the benchmark: for chat, the latency CDF of each phase, deliveries
-and latency per second, server CPU per delivery against the baseline and the losses per
-phase; for the SFU, CPU per forwarded packet, loss and delay by scenario against the
-baselines; for signaling, the round-trip CDF, requests/s, CPU per request and memory per
-connection against the bare server; for media, MiB/s and server CPU per request by phase.
+and latency per second, server CPU per delivery against the baseline, lost deliveries
+per second of sending and the losses per phase; for the SFU, CPU per forwarded packet,
+loss and delay by scenario against the baselines; for signaling, the round-trip CDF,
+requests/s, CPU per request and memory per connection against the bare server; for media,
+MiB/s and server CPU per request by phase.
 ``python -m benchmarks.report RESULT.json DIR`` draws it again from a saved (or merged)
 result.
 """
@@ -111,6 +112,23 @@ def chat_plots(doc: Mapping[str, Any], folder: Path) -> list[Plot]:
     ax.bar(labels, values)
     plots.append((_save(fig, folder, "cpu_per_delivery.png"), "Server CPU per delivery"))
 
+    fig, ax = _axes(
+        "Lost deliveries per second of sending", "seconds into the phase", "deliveries lost"
+    )
+    for target, kind, phase in phases:
+        rows = phase.get("loss_timeline") or []
+        if rows:
+            # Each second's lost deliveries to others and senders' own copies together.
+            lost = [r[4] + r[5] for r in rows]
+            (line,) = ax.plot([r[0] for r in rows], lost, marker=".", label=f"{target} {kind}")
+            share = sum(lost) / max(1, sum(r[2] for r in rows))
+            line.set_label(f"{target} {kind} ({100 * share:.2g} % of deliveries)")
+    # Whole seconds from the phase's start, and a scale on which no loss reads as none.
+    ax.set_xlim(left=0, right=max([1.0] + [p["seconds"] for *_, p in phases if "seconds" in p]))
+    ax.set_ylim(bottom=0, top=max(1.0, ax.get_ylim()[1]))
+    ax.legend(fontsize="small")
+    plots.append((_save(fig, folder, "loss.png"), "Loss over time"))
+
     fig, ax = _axes("Lost, duplicated and out-of-order deliveries", "", "deliveries")
     names = [f"{target}\n{kind}" for target, kind, _ in phases]
     width = 0.27
@@ -126,7 +144,7 @@ def chat_plots(doc: Mapping[str, Any], folder: Path) -> list[Plot]:
         )
     ax.set_xticks(range(len(phases)), names)
     ax.legend(fontsize="small")
-    plots.append((_save(fig, folder, "loss.png"), "Losses by phase, over the run"))
+    plots.append((_save(fig, folder, "losses.png"), "Losses by phase, over the run"))
     return plots
 
 

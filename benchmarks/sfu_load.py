@@ -47,6 +47,7 @@ from typing import Final
 import psutil
 
 from benchmarks.common import json_document, percentile, run_main, stderr_say, write_json
+from benchmarks.histogram import Histogram
 from benchmarks.procs import (
     ProcessPool,
     bounded,
@@ -80,7 +81,16 @@ from benchmarks.sfu_report import (
     summary,
     targets,
 )
-from benchmarks.target import Deployment, NodeClock, add_deployment_args, deployment
+from benchmarks.target import (
+    Deployment,
+    NodeClock,
+    StartMissed,
+    add_deployment_args,
+    add_start_at_arg,
+    deployment,
+    shard_of,
+    start_instant,
+)
 from benchmarks.target import idle_cores as nodes_idle_cores
 
 SCENARIOS: Final = ("1x1", "1x4", "1x16", "1x32", "4x4", "9x9")
@@ -91,6 +101,7 @@ DEFAULT_BOT_PROCS: Final = 2
 DEFAULT_BOT_NICE: Final = 0
 MAX_ROUNDS: Final = 10
 MAX_BOT_PROCS: Final = 8
+MAX_ROOMS: Final = 64
 BOT_START_TIMEOUT_S: Final = 60.0
 # Setting up takes longer the more peer connections there are.
 SETUP_TIMEOUT_S: Final = 45.0
@@ -222,7 +233,8 @@ class NodesCpuClock:
 
     def __init__(self, urls: Sequence[str], pool: BotPool, room: str) -> None:
         self._pool = pool
-        self._room = f'{ROOM_FORWARDED}{{room="{room}"}}'
+        # Every room of the scenario: their names all start with ``room``.
+        self._room = f'{ROOM_FORWARDED}{{room="{room}'
         self._bots = pool.cpu_seconds()
         self._machine = machine_busy_seconds()
         self._nodes = NodeClock(urls, (ROOM_FORWARDED,))
@@ -233,7 +245,7 @@ class NodesCpuClock:
         bots = [b - a for a, b in zip(self._bots, self._pool.cpu_seconds(), strict=True)]
         busy1, all1 = machine_busy_seconds()
         busy0, all0 = self._machine
-        self.forwarded = use.counts.get(self._room, 0.0)
+        self.forwarded = sum(v for k, v in use.counts.items() if k.startswith(self._room))
         server = sum(use.node_s) + use.redis_s
         return use.wall_s, server, bots, (busy1 - busy0) / max(all1 - all0, 1e-9)
 
@@ -371,12 +383,17 @@ def _figures(
     result.loss = _loss(streams)
     result.loss_audio = _loss(streams, "audio")
     result.loss_video = _loss(streams, "video")
+    for kind in sorted({s.kind for s in streams}):
+        expected = sum(s.expected for s in streams if s.kind == kind)
+        received = sum(s.packets for s in streams if s.kind == kind)
+        result.loss_counts[kind] = [max(0, expected - received), expected]
     sends = [(b.send_keys, b.send_times) for b in bots]
     delays, unmatched = match_delays(sends, [(b.recv_keys, b.recv_stamps) for b in bots])
     result.delay_matched, result.delay_unmatched = len(delays), unmatched
     result.delay_unstamped = sum(b.unstamped for b in bots)
     if delays:
         values = [d for _, d in delays]
+        result.delay_histogram = Histogram.of(1000 * v for v in values).to_json()
         result.delay_p50_ms = 1000 * (percentile(values, 50) or 0.0)
         result.delay_p99_ms = 1000 * (percentile(values, 99) or 0.0)
         result.delay_max_ms = 1000 * max(values)
@@ -418,33 +435,57 @@ class Options:
     fixture: str
     profile: bool
     profile_stacks: Path | None = None
+    rooms: int = 1  # copies of each scenario's room run at once
+    shard: tuple[int, int] = (1, 1)  # --shard I/N: this machine runs rooms I, I+N, ...
+
+    def my_rooms(self) -> list[int]:
+        """The numbers (from 0) of the rooms this shard runs."""
+        i, n = self.shard
+        return [k for k in range(self.rooms) if k % n == i - 1]
+
+
+def room_participants(scenario: Scenario, room: int, rooms: int) -> list[ParticipantSpec]:
+    """The scenario's participants in room ``room``: with several rooms, their names
+    (identities, and the keys of the feeds) say which room they are in."""
+    people = scenario.participants()
+    if rooms == 1:
+        return people
+    tag = f"r{room}"
+    return [
+        ParticipantSpec(f"{tag}{p.name}", p.publishes, tuple(f"{tag}{o}" for o in p.subscribes_to))
+        for p in people
+    ]
 
 
 def _bot_specs(
-    server: Server, scenario: Scenario, opts: Options, room: str, janus_room: int
+    server: Server, scenario: Scenario, opts: Options, rooms: dict[int, str], janus_room: int
 ) -> list[BotSpec]:
-    people = scenario.participants()
-    procs = max(1, min(opts.bot_procs, len(people)))
-    shares: list[list[ParticipantSpec]] = [[] for _ in range(procs)]
-    for i, person in enumerate(people):
-        shares[i % procs].append(person)
-    return [
-        BotSpec(
-            target=server.target,
-            index=i,
-            url=server.urls[i % len(server.urls)] if server.urls else server.url,
-            ice_address=server.ice_address,
-            room=room,
-            janus_room=janus_room,
-            participants=tuple(share),
-            fixture=opts.fixture,
-            api_key=opts.api_key,
-            api_secret=opts.api_secret,
-            nice=opts.bot_nice,
-            users=server.users,
-        )
-        for i, share in enumerate(shares)
-    ]
+    """Each room's participants shared among ``--bot-procs`` processes of its own."""
+    specs: list[BotSpec] = []
+    for number, room in rooms.items():
+        people = room_participants(scenario, number, opts.rooms)
+        procs = max(1, min(opts.bot_procs, len(people)))
+        shares: list[list[ParticipantSpec]] = [[] for _ in range(procs)]
+        for i, person in enumerate(people):
+            shares[i % procs].append(person)
+        for i, share in enumerate(shares):
+            specs.append(
+                BotSpec(
+                    target=server.target,
+                    index=len(specs),
+                    url=server.urls[i % len(server.urls)] if server.urls else server.url,
+                    ice_address=server.ice_address,
+                    room=room,
+                    janus_room=janus_room,
+                    participants=tuple(share),
+                    fixture=opts.fixture,
+                    api_key=opts.api_key,
+                    api_secret=opts.api_secret,
+                    nice=opts.bot_nice,
+                    users=server.users,
+                )
+            )
+    return specs
 
 
 def run_scenario(
@@ -453,27 +494,34 @@ def run_scenario(
     opts: Options,
     say: Callable[[str], None],
     profile: bool = False,
+    start_at: float | None = None,
 ) -> ScenarioResult:
+    """One scenario's rooms on one target; the window at ``start_at`` (unix seconds,
+    --start-at) when given, StartMissed when the bots were not flowing by then."""
+    numbers = opts.my_rooms()
+    people = len(scenario.participants()) * len(numbers)
     result = ScenarioResult(
         target=server.target,
         scenario=scenario.name,
         publishers=scenario.publishers,
         subscribers=scenario.subscribers,
-        streams_expected=scenario.streams,
+        streams_expected=scenario.streams * len(numbers),
+        rooms=len(numbers),
+        bots=people,
     )
     room = f"bench-{scenario.name}-{secrets.token_hex(3)}"
+    rooms = {k: room if opts.rooms == 1 else f"{room}-r{k}" for k in numbers}
     janus_room = secrets.randbelow(2**31 - 1000) + 1000
-    people = len(scenario.participants())
     setup_timeout = SETUP_TIMEOUT_S + SETUP_PER_PARTICIPANT_S * people
     started = time.monotonic()
     if server.janus is not None:
         server.janus.create_room(janus_room, publishers=max(scenario.publishers, 1))
     pool: BotPool | None = None
     try:
-        pool = BotPool(_bot_specs(server, scenario, opts, room, janus_room))
+        pool = BotPool(_bot_specs(server, scenario, opts, rooms, janus_room))
         feeds: dict[str, str] = {}
         huddle_urls = server.urls or ((server.url,) if server.target == "huddle" else ())
-        forwarded = f'{ROOM_FORWARDED}{{room="{room}"}}'
+        forwarded = f'{ROOM_FORWARDED}{{room="{room}'
         count = nodes_count(huddle_urls, forwarded) if huddle_urls else None
         with phase_bar(f"{server.target} {scenario.name}: setting up", count=count, unit="pkt/s"):
             for part in pool.run(("publish",), setup_timeout):
@@ -484,14 +532,16 @@ def run_scenario(
             )
         seen = sum(f[0] for f in flowing)
         result.setup_s = time.monotonic() - started
-        if seen < scenario.streams:
+        if seen < result.streams_expected:
             result.errors.append(
-                f"only {seen} of {scenario.streams} streams flowing after "
+                f"only {seen} of {result.streams_expected} streams flowing after "
                 f"{FLOWING_TIMEOUT_S:g} s; measuring anyway"
             )
         time.sleep(WARMUP_S)
 
-        start = time.monotonic() + ARM_AHEAD_S
+        first = start_instant(start_at, ARM_AHEAD_S)
+        start = first if first is not None else time.monotonic() + ARM_AHEAD_S
+        result.started_at = time.time() + start - time.monotonic()
         end = start + opts.duration
         say(f"{server.target} {scenario.name}: measuring {opts.duration:g} s")
         pool.send(("measure", start, end))
@@ -523,6 +573,8 @@ def run_scenario(
         if profile:
             say(f"{server.target} {scenario.name}: profiling the server with py-spy")
             result.profile = profile_server(server.pid, opts.duration, opts.profile_stacks)
+    except StartMissed:
+        raise
     except Exception as exc:
         result.failed = f"{type(exc).__name__}: {exc}"[:2000]
         say(f"{server.target} {scenario.name}: FAILED: {result.failed.splitlines()[0]}")
@@ -568,7 +620,7 @@ def parser() -> argparse.ArgumentParser:
         "--bot-procs",
         type=bounded(int, 1, MAX_BOT_PROCS),
         default=DEFAULT_BOT_PROCS,
-        help="bot processes per scenario",
+        help="bot processes per scenario (per room with --rooms)",
     )
     ap.add_argument(
         "--bot-nice",
@@ -609,6 +661,22 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--report", type=Path, metavar="DIR", help="write DIR/index.html with plots")
     add_deployment_args(ap)
     ap.add_argument(
+        "--rooms",
+        type=bounded(int, 1, MAX_ROOMS),
+        default=1,
+        help="with --url: run this many copies of each scenario's room at once (each with its "
+        "own bots and --bot-procs processes)",
+    )
+    ap.add_argument(
+        "--shard",
+        type=shard_of,
+        default=(1, 1),
+        metavar="I/N",
+        help="with --url: run shard I of N on this machine (rooms I, I+N, ... of --rooms, "
+        "users of its own, the same scenarios); benchmarks.merge adds the shards' JSON up",
+    )
+    add_start_at_arg(ap, "the first scenario's measured window")
+    ap.add_argument(
         "--ice-address",
         help="with --url: the one address the bots gather ICE candidates on (default: "
         "127.0.0.1 when every node is on loopback, else every interface)",
@@ -645,6 +713,14 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--profile samples a node this script started: not with --url")
     elif args.ice_address:
         ap.error("--ice-address goes with --url")
+    start_at = args.start_at
+    shard, shards = args.shard
+    if deploy is None and (args.rooms > 1 or shards > 1):
+        ap.error("--rooms and --shard go with --url")
+    if shard > args.rooms:
+        ap.error(f"--rooms {args.rooms} leaves shard {shard} of {shards} no room")
+    if deploy is not None and shards > 1:
+        deploy = dataclasses.replace(deploy, users=f"{deploy.users}s{shard}")
     signal.signal(signal.SIGTERM, _terminate)
 
     say = stderr_say()
@@ -661,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
         fixture=str(fixture),
         profile=args.profile or args.profile_stacks is not None,
         profile_stacks=args.profile_stacks,
+        rooms=args.rooms,
+        shard=args.shard,
     )
     biggest = max(opts.scenarios, key=lambda s: s.streams).name
     starters: list[tuple[Target, Callable[[Path], Server]]] = [
@@ -720,8 +798,13 @@ def main(argv: list[str] | None = None) -> int:
                             and name == "huddle"
                             and scenario.name == biggest
                         )
-                        result = run_scenario(server, scenario, opts, say, profile)
+                        # --start-at: the first window; the others as soon as ready.
+                        at, args.start_at = args.start_at, None
+                        result = run_scenario(server, scenario, opts, say, profile, at)
                         by_scenario.setdefault(scenario.name, []).append(result)
+        except StartMissed as exc:
+            say(str(exc))
+            return 1
         finally:
             for name, server in servers.items():
                 server.stop()
@@ -770,6 +853,10 @@ def main(argv: list[str] | None = None) -> int:
                 "skip_janus": args.skip_janus,
                 "skip_naive": args.skip_naive,
                 "url": list(deploy.urls) if deploy is not None else None,
+                "rooms": opts.rooms,
+                "shard": list(opts.shard),
+                "users": deploy.users if deploy is not None else None,
+                "start_at": start_at,
             },
             "versions": versions,
             "server_idle_cores": idle,

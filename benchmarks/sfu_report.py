@@ -11,13 +11,14 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from benchmarks import common
 from benchmarks.common import DISTURBED, SATURATED, fmt, goal, goal_table, pct, ratio, table
+from benchmarks.histogram import Histogram
 
 TARGET_VS_JANUS: Final = 1.2
 TARGET_VS_NAIVE: Final = 0.1
@@ -77,6 +78,16 @@ class ScenarioResult:
     profile: dict[str, Any] | None = None
     # --url: packets the nodes say they forwarded in the room over the window (/metrics).
     node_packets_forwarded: float | None = None
+    # Copies of the scenario's room run at once (--rooms; a shard's share with --shard), and
+    # the bots (participants) in them.
+    rooms: int = 1
+    bots: int = 0
+    # What benchmarks.merge adds across shards: packets lost and expected by kind
+    # ("audio", "video"), and the delays (to the kernel stamp) as a histogram.
+    loss_counts: dict[str, list[int]] = field(default_factory=dict)
+    delay_histogram: dict[str, Any] | None = None
+    # The wall-clock time (unix seconds) the measured window began.
+    started_at: float | None = None
 
 
 # --- profiling -----------------------------------------------------------------------
@@ -229,7 +240,31 @@ def pool_rounds(rounds: Sequence[ScenarioResult]) -> ScenarioResult:
         setup_s=max(r.setup_s for r in rounds),
         errors=[e for r in rounds for e in r.errors],
         profile=next((r.profile for r in rounds if r.profile), None),
+        loss_counts=add_loss_counts([r.loss_counts for r in rounds]),
+        delay_histogram=add_histograms([r.delay_histogram for r in rounds]),
     )
+
+
+def add_loss_counts(counts: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, list[int]]:
+    """[lost, expected] by kind, added up."""
+    total: dict[str, list[int]] = {}
+    for by_kind in counts:
+        for kind, (lost, expected) in by_kind.items():
+            row = total.setdefault(kind, [0, 0])
+            row[0] += lost
+            row[1] += expected
+    return total
+
+
+def add_histograms(docs: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """The histograms' JSON added up (None when one is missing: an older result)."""
+    if not docs or any(d is None for d in docs):
+        return None
+    total = Histogram()
+    for doc in docs:
+        assert doc is not None
+        total = total.add(Histogram.from_json(doc))
+    return total.to_json()
 
 
 def round_lines(rounds: dict[str, dict[str, list[ScenarioResult]]]) -> list[str]:

@@ -70,7 +70,14 @@ from benchmarks.signaling_servers import (
     start_bare,
     start_huddle,
 )
-from benchmarks.target import add_deployment_args, deployment, shard_of
+from benchmarks.target import (
+    StartMissed,
+    add_deployment_args,
+    add_start_at_arg,
+    deployment,
+    shard_of,
+    start_instant,
+)
 
 DEFAULT_N: Final = 2000
 MAX_N: Final = 20_000
@@ -121,16 +128,25 @@ def _phase_timeout(opts: Options, seconds: float) -> float:
 
 
 def run_target(
-    kind: Kind, server: Server, opts: Options, say: Say, users: str = "bench"
+    kind: Kind,
+    server: Server,
+    opts: Options,
+    say: Say,
+    users: str = "bench",
+    start_at: float | None = None,
 ) -> TargetResult:
-    """Drive one server through warm-up, connect, idle, paced, saturated and close phases."""
+    """Drive one server through warm-up, connect, idle, paced, saturated and close phases;
+    the connect phase at ``start_at`` (unix seconds, --start-at) when given."""
     pool = DriverPool(_specs(kind, server.urls or (server.url,), opts, users))
+    started: dict[str, float] = {}  # each timed phase's wall-clock start (unix seconds)
 
     def timed(name: str, *args: float) -> tuple[list[PhaseResult], CpuUse]:
         """One phase, started by every driver at the same instant, with its CPU use."""
-        start_at = time.monotonic() + START_DELAY_S
+        first = start_instant(start_at, START_DELAY_S) if name == "connect" else None
+        begin = first if first is not None else time.monotonic() + START_DELAY_S
+        started.setdefault(name, time.time() + begin - time.monotonic())
         seconds = max(opts.duration, opts.paced_duration) if name != "connect" else 0.0
-        time.sleep(max(0.0, start_at - time.monotonic()))
+        time.sleep(max(0.0, begin - time.monotonic()))
         clock = CpuClock(server, pool)
         urls = (server.urls or (server.url,)) if kind == "huddle" else ()
         if name == "connect":
@@ -147,7 +163,7 @@ def run_target(
             requests = nodes_count(urls, "huddle_ws_messages_in_total") if urls else None
             bar = phase_bar(f"{kind}: {name}", seconds, count=requests, unit="requests/s")
         with bar:
-            results = pool.run((name, start_at, *args), _phase_timeout(opts, seconds))
+            results = pool.run((name, begin, *args), _phase_timeout(opts, seconds))
         return results, clock.stop()
 
     try:
@@ -201,6 +217,7 @@ def run_target(
         first_errors=sorted({r.first_error for r in every if r.first_error}),
         server_counters=counters,
         server_log=log_problems(server.log_path),
+        started_at=started,
     )
 
 
@@ -262,6 +279,7 @@ def parser() -> argparse.ArgumentParser:
         help="with --url: run shard I of N on this machine (its share of the --n clients, "
         "users of its own, the same phases); benchmarks.merge adds the shards' JSON up",
     )
+    add_start_at_arg(ap, "the connect phase")
     ap.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return ap
 
@@ -308,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
             users = "bench" if target is None else target.users
             if shards > 1:
                 users = f"{users}s{shard}"
-            huddle = run_target("huddle", node, opts, say, users)
+            huddle = run_target("huddle", node, opts, say, users, args.start_at)
+        except StartMissed as exc:
+            say(str(exc))
+            return 1
         finally:
             node.stop()
         if not args.skip_bare and target is None:
@@ -329,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                 "url": list(target.urls) if target else None,
                 "shard": [shard, shards],
                 "total_n": args.n,
+                "start_at": args.start_at,
             },
             "n": opts.n,
             "summary": figures,

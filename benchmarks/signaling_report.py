@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from benchmarks.common import (
@@ -89,6 +89,8 @@ class TargetResult:
     first_errors: list[str]
     server_counters: dict[str, float]
     server_log: dict[str, int]
+    # Each timed phase's scheduled wall-clock start (unix seconds): --start-at's connect.
+    started_at: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -13,6 +13,7 @@ counted.
 from __future__ import annotations
 
 import argparse
+import datetime
 import ipaddress
 import os
 import secrets
@@ -28,6 +29,8 @@ API_KEY_ENV: Final = "HUDDLE_API_KEY"
 API_SECRET_ENV: Final = "HUDDLE_API_SECRET"
 MAX_NODES: Final = 64
 MAX_SHARDS: Final = 256
+# --start-at further ahead than this is taken for a mistake (a date, not a time, mistyped).
+MAX_START_AHEAD_S: Final = 24 * 3600.0
 
 CPU_METRIC: Final = "huddle_process_cpu_seconds_total"
 RSS_METRIC: Final = "huddle_process_resident_memory_bytes"
@@ -87,6 +90,68 @@ def shard_of(text: str) -> tuple[int, int]:
     return i, n
 
 
+def start_at_of(text: str) -> float:
+    """An argparse type: a wall-clock instant as unix seconds (``1765000000.5``) or an ISO
+    8601 time (``2026-12-06T12:00:00Z``, ``...+08:00``; without an offset: UTC), which must
+    lie ahead, within MAX_START_AHEAD_S. Every machine's clock is taken to be in sync (NTP)."""
+    try:
+        when = float(text)
+    except ValueError:
+        try:
+            moment = datetime.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a time: {text!r} (unix seconds, or ISO 8601 such as 2026-12-06T12:00:00Z)"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        when = moment.timestamp()
+    ahead = when - time.time()
+    if ahead <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is {-ahead:.1f} s in the past: the shards would not start together; "
+            "give a time ahead of every machine's setup"
+        )
+    if ahead > MAX_START_AHEAD_S:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is {ahead / 3600:.1f} h ahead (at most {MAX_START_AHEAD_S / 3600:g} h)"
+        )
+    return when
+
+
+class StartMissed(RuntimeError):
+    """The run was not ready by its --start-at: it refuses rather than start late."""
+
+
+def start_instant(start_at: float | None, ready_s: float = 0.0) -> float | None:
+    """``--start-at`` (unix seconds) on this process's monotonic clock, the one its drivers
+    and bots schedule by; None without it. StartMissed when less than ``ready_s`` is left
+    (the drivers need that long to be told): a shard that starts late would measure its
+    phase beside the others' next one."""
+    if start_at is None:
+        return None
+    left = start_at - time.time()
+    if left < ready_s:
+        raise StartMissed(
+            f"not ready by --start-at: set up {ready_s - left:.1f} s too late "
+            f"({datetime.datetime.fromtimestamp(start_at, datetime.UTC):%H:%M:%S.%f} UTC); "
+            "give every machine more time to set up"
+        )
+    return time.monotonic() + left
+
+
+def add_start_at_arg(ap: argparse.ArgumentParser, first: str) -> None:
+    ap.add_argument(
+        "--start-at",
+        type=start_at_of,
+        metavar="TIME",
+        help=f"with --url: begin {first} at this wall-clock time (unix seconds, or ISO 8601 "
+        "such as 2026-12-06T12:00:00Z; UTC without an offset), so that shards on several "
+        "machines measure together; a run not set up by then stops with an error (exit 1), "
+        "one given a past time refuses to start (exit 2)",
+    )
+
+
 def add_deployment_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--url",
@@ -108,6 +173,8 @@ def deployment(ap: argparse.ArgumentParser, args: argparse.Namespace) -> Deploym
     if args.url is None:
         if args.api_key or args.api_secret:
             ap.error("--api-key and --api-secret go with --url")
+        if getattr(args, "start_at", None) is not None:
+            ap.error("--start-at goes with --url: it lines up the shards of one deployment's run")
         return None
     if not key or not secret:
         ap.error(

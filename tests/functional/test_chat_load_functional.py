@@ -173,8 +173,9 @@ async def test_deliveries_are_checked_for_loss_repeats_and_order() -> None:
     deliver(bob, 3, sender=0)  # again: a repeat
     deliver(bob, 9, sender=0, prefix="p0.")  # of an earlier phase
     deliver(alice, 1, sender=0)  # alice's own copies; 2 and 3 never come
-    # Accepted: 1-3 from alice, 4 from bob (which alice never gets).
-    expected = {0: [("c", 1, 0), ("c", 2, 0), ("c", 3, 0), ("c", 4, 1)]}
+    # Accepted: 1-3 from alice (in the phase's first second), 4 from bob (in its third,
+    # and alice never gets it).
+    expected = {0: [("c", 1, 0, 0), ("c", 2, 0, 0), ("c", 3, 0, 0), ("c", 4, 1, 2)]}
     result = await driver.collect(expected, timeout=0.05)
     assert result.expected == 4  # bob: 1-3; alice: 4
     assert result.deliveries == 3
@@ -186,6 +187,8 @@ async def test_deliveries_are_checked_for_loss_repeats_and_order() -> None:
     assert result.extra == 0
     assert result.in_window == 3
     assert len(result.latencies) == 3
+    # Second by second: [owed to others, delivered, lost, own copies lost].
+    assert result.by_second == {0: [3, 3, 0, 2], 2: [1, 0, 1, 1]}
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from benchmarks.chat_servers import Server, start_servers, stop_servers, wait_se
 from benchmarks.procs import free_port, huddle_command, node_env, start_logged
 
 KEY = "loadkey"
+ROOT = str(Path(__file__).resolve().parents[2])
+# Long enough for a shard to start and set up on a busy machine, before its --start-at.
+SHARD_SETUP_S = 15.0
 
 
 @pytest.fixture
@@ -55,7 +59,14 @@ def sfu_nodes(redis_url: str, tmp_path: Path, secret: str) -> Iterator[list[Serv
         stop_servers(servers)
 
 
-CHAT_PLOTS = {"latency_cdf", "throughput", "latency_over_time", "cpu_per_delivery", "loss"}
+CHAT_PLOTS = {
+    "latency_cdf",
+    "throughput",
+    "latency_over_time",
+    "cpu_per_delivery",
+    "loss",
+    "losses",
+}
 SFU_PLOTS = {"cpu_per_packet", "loss", "delay_p99", "rate"}
 
 
@@ -119,6 +130,12 @@ def test_chat_load_drives_running_nodes(
         assert counts['huddle_ws_messages_in_total{type="chat.send"}'] == phase["messages"]
         events = counts['huddle_ws_messages_out_total{kind="event"}']
         assert events == phase["deliveries"] + phase["messages"], kind
+        # Loss second by second: [t, sent, owed, delivered, lost, own copies lost].
+        rows = phase["loss_timeline"]
+        assert [r[0] for r in rows] == sorted({r[0] for r in rows}) and rows[0][0] >= 0
+        assert sum(r[1] for r in rows) == phase["messages"], kind
+        assert sum(r[2] for r in rows) == sum(r[3] for r in rows) == phase["expected"], kind
+        assert all(r[4] == r[5] == 0 for r in rows), rows
 
 
 def test_url_without_key_is_refused_with_a_clear_error() -> None:
@@ -236,30 +253,30 @@ def test_two_shards_merged_give_the_totals_of_one_run(
     common += ["--drivers", "1"]
     whole = _run("benchmarks.chat_load", common, secret, tmp_path / "whole.json")
     env = {**os.environ, "HUDDLE_API_KEY": KEY, "HUDDLE_API_SECRET": secret}
-    # Both shards at once, as two machines would run them.
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.chat_load",
-                *common,
-                "--shard",
-                f"{i}/2",
-                "--json",
-                str(tmp_path / f"shard{i}.json"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env=env,
+    # Both shards, as two machines would run them: started apart, measuring together.
+    start_at = time.time() + SHARD_SETUP_S
+    procs: list[subprocess.Popen[bytes]] = []
+    for i in (1, 2):
+        if procs:
+            time.sleep(1.5)
+        args = [*common, "--shard", f"{i}/2", "--start-at", f"{start_at:.3f}"]
+        to = ["--json", str(tmp_path / f"shard{i}.json")]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.chat_load", *args, *to],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
         )
-        for i in (1, 2)
-    ]
     for proc in procs:
         _, err = proc.communicate(timeout=100)
         assert proc.returncode == 0, err[-3000:]
     shards = [json.loads((tmp_path / f"shard{i}.json").read_text()) for i in (1, 2)]
+    for shard in shards:
+        warm_up = shard["results"]["deployment"]["phases"]["warm-up"]
+        assert warm_up["started_at"] == pytest.approx(round(start_at, 3), abs=0.01)
     # Distinct users and groups per shard.
     assert shards[0]["config"]["users"] != shards[1]["config"]["users"]
     connected = [s["results"]["deployment"]["connected"] for s in shards]
@@ -293,6 +310,16 @@ def test_two_shards_merged_give_the_totals_of_one_run(
     assert merged["summary"]["lost"] == merged["summary"]["duplicated"] == 0
     # Percentiles read from the merged histogram, which holds every delivery.
     assert sum(both["latency_histogram"]["counts"].values()) == both["deliveries"]
+    # Loss per second: each second's counts are the shards' added up.
+    per_shard = [
+        {r[0]: r[1:] for r in s["results"]["deployment"]["phases"]["paced"]["loss_timeline"]}
+        for s in shards
+    ]
+    for t, *counts in both["loss_timeline"]:
+        rows = [p.get(t, [0] * 5) for p in per_shard]
+        assert counts == [sum(x) for x in zip(*rows, strict=True)], t
+    assert sum(r[1] for r in both["loss_timeline"]) == both["messages"]
+    assert sum(r[3] for r in both["loss_timeline"]) == both["expected"]
     assert 0 < both["p50_ms"] <= both["p99_ms"] <= both["max_ms"]
     assert both["deliveries_per_server_cpu_s"] > 0
 
@@ -313,11 +340,17 @@ def test_huddle_load_command_runs_the_readme_example(
 ) -> None:
     """benchmarks/README.md's two-node example, at a tiny load, through the console script."""
     command = Path(sys.executable).parent / "huddle-load"
-    env = {**os.environ, "HUDDLE_API_KEY": KEY, "HUDDLE_API_SECRET": secret}
-    listing = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=30)
+    # This checkout's benchmarks, whichever one the installed script was made from.
+    env = {**os.environ, "HUDDLE_API_KEY": KEY, "HUDDLE_API_SECRET": secret, "PYTHONPATH": ROOT}
+    listing = subprocess.run(
+        [command, "--help"], capture_output=True, text=True, timeout=30, env=env
+    )
     assert listing.returncode == 0
     assert all(name in listing.stdout for name in ("chat", "sfu", "media", "signaling", "merge"))
-    unknown = subprocess.run([command, "chats"], capture_output=True, text=True, timeout=30)
+    assert "--shard 1/2 --start-at" in listing.stdout and "huddle-load merge" in listing.stdout
+    unknown = subprocess.run(
+        [command, "chats"], capture_output=True, text=True, timeout=30, env=env
+    )
     assert unknown.returncode == 2 and "unknown command 'chats'" in unknown.stderr
 
     urls = ",".join(s.url for s in two_nodes)
@@ -431,3 +464,148 @@ def test_signaling_shards_merge_into_one_run(
         timeout=60,
     )
     assert bad.returncode == 1 and "not the same run" in bad.stderr
+
+
+def _run_shards(
+    module: str, args: list[str], secret: str, folder: Path, shards: int = 2
+) -> list[Path]:
+    """``shards`` shards of one run at once, as that many machines would run them."""
+    env = {**os.environ, "HUDDLE_API_KEY": KEY, "HUDDLE_API_SECRET": secret}
+    outs = [folder / f"{module.rsplit('.', 1)[-1]}-shard{i}.json" for i in range(1, shards + 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", module, *args, "--shard", f"{i}/{shards}", "--json", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        for i, out in enumerate(outs, 1)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=150)
+        assert proc.returncode == 0, err[-3000:]
+    return outs
+
+
+def _merge(files: list[Path], out: Path, *extra: str) -> dict[str, Any]:
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.merge", *map(str, files), "--json", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    doc: dict[str, Any] = json.loads(out.read_text())
+    assert doc["missing_shards"] == []
+    return doc
+
+
+@pytest.mark.slow
+def test_sfu_shards_merge_into_one_run(
+    sfu_nodes: list[Server], secret: str, tmp_path: Path
+) -> None:
+    """Two rooms of 1x1: one run holds both, each of two shards one; merged, the same."""
+    urls = ",".join(s.url for s in sfu_nodes)
+    common = ["--url", urls, "--scenarios", "1x1", "--rooms", "2", "--duration", "2"]
+    common += ["--bot-procs", "1"]
+    whole = _run("benchmarks.sfu_load", common, secret, tmp_path / "whole.json")
+    files = _run_shards("benchmarks.sfu_load", common, secret, tmp_path)
+    shards = [json.loads(f.read_text())["results"]["huddle"]["1x1"] for f in files]
+    assert [(s["rooms"], s["bots"], s["streams_flowing"]) for s in shards] == [(1, 2, 2)] * 2
+    merged = _merge(files, tmp_path / "all.json", "--report", str(tmp_path / "report"))
+    _check_report(tmp_path / "report", SFU_PLOTS)
+
+    one = whole["results"]["huddle"]["1x1"]
+    both = merged["results"]["huddle"]["1x1"]
+    assert one["failed"] is None and both["failed"] is None, (one, both)
+    for name in ("rooms", "bots", "streams_expected", "streams_flowing"):
+        assert both[name] == one[name], name
+    assert (both["rooms"], both["bots"], both["streams_flowing"]) == (2, 4, 4)
+    assert both["packets"] == sum(s["packets"] for s in shards) > 0
+    assert both["loss"] == one["loss"] == 0
+    assert both["loss_counts"]["video"][1] == sum(s["loss_counts"]["video"][1] for s in shards)
+    # The delay percentiles come from every shard's delays, merged.
+    assert sum(both["delay_histogram"]["counts"].values()) == both["delay_matched"] > 0
+    assert 0 < both["delay_p50_ms"] <= both["delay_p99_ms"] <= both["delay_max_ms"]
+    assert both["server_cpu_s"] > 0 and both["cpu_us_per_packet"] > 0
+    # Each shard's rooms are its own: the nodes' count over them adds up to the bots'.
+    forwarded = both["node_packets_forwarded"]
+    assert forwarded == pytest.approx(both["packets"], rel=0.1), (forwarded, both["packets"])
+
+
+@pytest.mark.slow
+def test_media_shards_merge_into_one_run(
+    two_nodes: list[Server], secret: str, tmp_path: Path
+) -> None:
+    urls = ",".join(s.url for s in two_nodes)
+    common = ["--url", urls, "--sizes-mib", "1", "--clients", "2,4", "--phase-mib", "8"]
+    common += ["--rss-upload-mib", "4", "--thumbs", "3"]
+    whole = _run("benchmarks.media_load", common, secret, tmp_path / "whole.json")
+    start_at = time.time() + SHARD_SETUP_S
+    shard_args = [*common, "--start-at", str(start_at)]
+    files = _run_shards("benchmarks.media_load", shard_args, secret, tmp_path)
+    shards = [json.loads(f.read_text()) for f in files]
+    for shard in shards:
+        # Neither began before the shared start, nor long after it.
+        assert start_at <= shard["started_at"] < start_at + 1.0, shard["started_at"] - start_at
+    assert shards[0]["config"]["users"] != shards[1]["config"]["users"]
+    assert [s["thumbnails"]["images"] for s in shards] == [2, 1]  # 3 shared out
+    merged = _merge(files, tmp_path / "all.json", "--report", str(tmp_path / "report"))
+    _check_report(tmp_path / "report", {"throughput", "cpu_per_request"})
+
+    assert merged["summary"]["errors"] == whole["summary"]["errors"] == 0
+    key = ("name", "size_mib", "clients", "bytes", "requests")
+    assert [[p[k] for k in key] for p in merged["phases"]] == [
+        [p[k] for k in key] for p in whole["phases"]
+    ]
+    # 8 MiB a phase: 4 rounds of 2 clients, or 2 rounds of 4.
+    assert [p["bytes"] for p in merged["phases"]] == [8 * 1024 * 1024] * 4
+    assert merged["summary"]["bytes"] == whole["summary"]["bytes"]
+    assert merged["thumbnails"]["images"] == whole["thumbnails"]["images"] == 3
+    for phase in merged["phases"]:
+        assert phase["mib_per_s"] > 0 and phase["server_ms_per_request"] > 0, phase
+
+
+def test_shard_options_are_refused_with_a_clear_error() -> None:
+    env = {**os.environ, "HUDDLE_API_KEY": KEY, "HUDDLE_API_SECRET": "s"}
+    url = "http://127.0.0.1:9"
+    for module, args, message in [
+        ("benchmarks.sfu_load", ["--rooms", "2"], "go with --url"),
+        ("benchmarks.sfu_load", ["--url", url, "--shard", "3/3", "--rooms", "2"], "no room"),
+        ("benchmarks.sfu_load", ["--url", url, "--shard", "2/1"], "1 <= I <= N"),
+        ("benchmarks.media_load", ["--shard", "1/2"], "goes with --url"),
+        ("benchmarks.media_load", ["--url", url, "--shard", "1/2", "--clients", "1"], "at least"),
+    ]:
+        run = subprocess.run(
+            [sys.executable, "-m", module, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        assert run.returncode == 2, (args, run.stderr)
+        assert message in run.stderr, (args, run.stderr)
+
+
+@pytest.mark.slow
+def test_a_shard_not_ready_by_its_start_at_refuses(
+    sfu_nodes: list[Server], secret: str, tmp_path: Path
+) -> None:
+    """The SFU bots need more than a few seconds to publish and flow: the shard stops with a
+    reason instead of measuring late."""
+    env = {**os.environ, "HUDDLE_API_KEY": KEY, "HUDDLE_API_SECRET": secret}
+    args = ["--url", sfu_nodes[0].url, "--scenarios", "1x1", "--duration", "1"]
+    args += ["--start-at", str(time.time() + 6), "--json", str(tmp_path / "late.json")]
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sfu_load", *args],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "not ready by --start-at" in run.stderr, run.stderr[-3000:]
+    assert not (tmp_path / "late.json").exists()
