@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import av
 
@@ -67,6 +67,23 @@ def _assert_no_frame_missing(frames: list[av.VideoFrame]) -> None:
     assert all(abs(step - FRAME_STEP) <= 2 for step in steps), steps
 
 
+def _dropping_upstream(
+    relays: list[LossyRelay], dropped: set[int]
+) -> Callable[[str, str], Awaitable[str]]:
+    """A remote-SDP filter that puts a relay before each of the SFU's candidates, dropping
+    every DROP_EVERY-th video packet toward the SFU once (into ``dropped``)."""
+
+    async def through_relay(kind: str, sdp: str) -> str:
+        drop_up = every_nth_video_packet_once(vp8_payload_type(sdp), dropped)
+        for port in candidate_ports(sdp):
+            relay = LossyRelay(("127.0.0.1", port), lambda _: False, drop_to_server=drop_up)
+            relays.append(relay)
+            sdp = redirect_candidates(sdp, port, await relay.start())
+        return sdp
+
+    return through_relay
+
+
 async def test_loss_towards_subscriber_repaired_from_sfu_history(start_node: StartNode) -> None:
     node, alice, bob = await _two_in_a_call(start_node, "loss-down")
     relays: list[LossyRelay] = []
@@ -102,16 +119,7 @@ async def test_loss_from_publisher_repaired_by_nack_upstream(start_node: StartNo
     node, alice, bob = await _two_in_a_call(start_node, "loss-up")
     relays: list[LossyRelay] = []
     dropped: set[int] = set()
-
-    async def through_relay(kind: str, sdp: str) -> str:
-        drop_up = every_nth_video_packet_once(vp8_payload_type(sdp), dropped)
-        for port in candidate_ports(sdp):
-            relay = LossyRelay(("127.0.0.1", port), lambda _: False, drop_to_server=drop_up)
-            relays.append(relay)
-            sdp = redirect_candidates(sdp, port, await relay.start())
-        return sdp
-
-    alice.remote_sdp_filter = through_relay
+    alice.remote_sdp_filter = _dropping_upstream(relays, dropped)
     colour = (200, 200, 30)
     await alice.publish(ColorTrack(colour))
     frames = await _frames(bob, 75)
@@ -136,16 +144,7 @@ async def test_loss_from_a_publisher_of_two_videos_is_repaired_too(start_node: S
     node, alice, bob = await _two_in_a_call(start_node, "loss-up-two")
     relays: list[LossyRelay] = []
     dropped: set[int] = set()
-
-    async def through_relay(kind: str, sdp: str) -> str:
-        drop_up = every_nth_video_packet_once(vp8_payload_type(sdp), dropped)
-        for port in candidate_ports(sdp):
-            relay = LossyRelay(("127.0.0.1", port), lambda _: False, drop_to_server=drop_up)
-            relays.append(relay)
-            sdp = redirect_candidates(sdp, port, await relay.start())
-        return sdp
-
-    alice.remote_sdp_filter = through_relay
+    alice.remote_sdp_filter = _dropping_upstream(relays, dropped)
     camera, screen = (200, 40, 40), (40, 40, 200)
     await alice.publish(ColorTrack(camera), ColorTrack(screen), sources={0: "camera", 1: "screen"})
     received = [await bob.next_track() for _ in range(2)]
