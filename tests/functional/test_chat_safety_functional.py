@@ -194,6 +194,110 @@ async def test_blocked_sender_is_refused_until_unblocked(node: Node) -> None:
     assert texts(laptop, dm) == ["hi", "sorry"]
 
 
+@pytest.mark.redis_cluster
+async def test_a_block_holds_for_the_next_send_through_every_node(
+    start_node: StartNode, redis_client: redis.Redis
+) -> None:
+    """A direct send reads the blocks from the conversation's own copy: a block (and its
+    end) made through one node is in force for the very next send through any node, which
+    knows the conversation's users already."""
+    limits = {"chat_send_per_s": 100}
+    one, two = await start_node(**limits), await start_node(**limits)
+    alice1, alice2 = await chat(one, "alice", "d1"), await chat(two, "alice", "d2")
+    bob = await chat(two, "bob")
+    dm = (await alice1.send(to="bob", text="hi")).conv
+    await alice2.send(to="bob", text="hi again")
+    await bob.send(dm, "hello")
+
+    for blocker in (bob, await chat(one, "bob", "other")):
+        await blocker.request(block("alice"))
+        for sender in (alice1, alice2):
+            await refused(sender.send(to="bob", text="by name"), "blocked")
+            await refused(sender.send(dm, "by conversation"), "blocked")
+            await refused(sender.send(dm, "a reply", reply_to=1), "blocked")
+        # Whoever blocks still writes to the one they blocked.
+        await blocker.send(dm, "I can still write")
+        await blocker.request(block("alice", blocked=False))
+        for sender in (alice1, alice2):
+            await sender.send(to="bob", text="by name")
+            await sender.send(dm, "by conversation")
+    # Both ways at once, and back.
+    await bob.request(block("alice"))
+    await alice1.request(block("bob"))
+    await refused(alice2.send(dm, "no"), "blocked")
+    await refused(bob.send(dm, "no"), "blocked")
+    await alice1.request(block("bob", blocked=False))
+    await bob.send(dm, "yes")
+    await refused(alice2.send(dm, "no"), "blocked")
+    await bob.request(block("alice", blocked=False))
+    await alice2.send(dm, "yes")
+    history = [m.text for m in await bob.history(dm)]
+    assert "no" not in history and "a reply" not in history
+    assert history[-2:] == ["yes", "yes"]
+
+
+@pytest.mark.redis_cluster
+async def test_blocks_of_a_conversation_made_before_its_copy_hold(
+    node: Node, redis_client: redis.Redis
+) -> None:
+    """A direct conversation without the copy of its users' blocks (made before the copy
+    existed, or its keys lost) gets one from their lists at its next send."""
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    dm = (await alice.send(to="bob", text="hi")).conv
+    await bob.request(block("alice"))
+    await redis_client.hdel(f"huddle:{{conv:{dm}}}:meta", "blocks")
+    await redis_client.delete(f"huddle:{{conv:{dm}}}:blocks")
+    await refused(alice.send(dm, "by conversation"), "blocked")
+    await refused(alice.send(to="bob", text="by name"), "blocked")
+    assert await redis_client.smembers(f"huddle:{{conv:{dm}}}:blocks") == {b"bob"}
+    await bob.request(block("alice", blocked=False))
+    await alice.send(dm, "again")
+    await bob.send(dm, "welcome back")
+    assert [m.text for m in await bob.history(dm)] == ["hi", "again", "welcome back"]
+
+
+async def test_a_direct_send_is_one_redis_call(
+    start_node: StartNode, redis_client: redis.Redis
+) -> None:
+    """Once a node knows a direct conversation, a send there (by name or by conversation,
+    a reply too) is one script call: every check runs in it."""
+    node = await start_node(chat_send_per_s=100)
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    dm = (await alice.send(to="bob", text="hi")).conv
+    await alice.send(dm, "warm")
+    await bob.request(block("carol"))
+    # Past the router's second look at the logs it followed (chat.router.SUBSCRIBE_SETTLE_S).
+    await asyncio.sleep(1)
+    calls: list[str] = []
+    async with redis_client.monitor() as monitor:
+
+        async def listen() -> None:
+            while True:
+                got = await monitor.next_command()
+                # The node's commands about the conversation or anyone's blocks (not the
+                # script's own, nor the send counters reconciled aside).
+                command = got["command"]
+                if got["client_type"] == "lua":
+                    continue
+                if "{conv:" in command or ":blocked" in command or command == "PING":
+                    calls.append(command.split(" ", 1)[0].upper())
+
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.1)
+        sent = [
+            await alice.send(dm, "by conversation"),
+            await alice.send(to="bob", text="by name"),
+            await alice.send(dm, "a reply", reply_to=1),
+            await bob.send(dm, "back"),
+        ]
+        await redis_client.ping()
+        await until(lambda: True if "PING" in calls else None)
+        listener.cancel()
+    assert [r.seq for r in sent] == [3, 4, 5, 6]
+    assert calls[: len(sent)] == ["EVALSHA"] * len(sent), calls
+    assert calls[len(sent) :] == ["PING"], calls
+
+
 # --- word filter ------------------------------------------------------------------------
 
 
