@@ -246,6 +246,8 @@ def shard_replicas(client: RedisCluster, key: str) -> int:
     return max(len(nodes) - 1, 0)
 
 
+# Failures after which run_script makes the call again the usual way (with redis-py's retries).
+_LOST: Final = (RedisConnectionError, RedisTimeoutError, ConnectionResetError)
 # What run_script passes on (hiredis packs these; not bytearray or memoryview).
 ScriptArg: TypeAlias = str | bytes | int | float
 
@@ -259,13 +261,16 @@ async def run_script(
     text where Redis lacks the script (it then keeps it). redis-py's own call adds a third
     again of client CPU per call (its Script object, retry wrapper, per-command bookkeeping
     and reply callbacks, its argument encoding where hiredis packs the command alone);
-    measured here ~40 against ~65-70 µs. A connection that fails is
-    closed by redis-py's reader and the call made again the usual way, with its retries.
+    measured here ~40 against ~65-70 µs. A connection that cannot be had or fails is closed
+    by redis-py and the call made again the usual way, with redis-py's retries.
     On a cluster, as the script (the cluster client finds the shard and follows moves)."""
     if isinstance(client, RedisCluster):
         return await script(keys=keys, args=args)
     pool = client.connection_pool
-    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    except _LOST:
+        return await script(keys=keys, args=args)
     try:
         try:
             await conn.send_packed_command(
@@ -280,7 +285,7 @@ async def run_script(
                 False,
             )
             return await conn.read_response()
-    except (RedisConnectionError, RedisTimeoutError, ConnectionResetError):
+    except _LOST:
         pass
     finally:
         await pool.release(conn)
