@@ -394,11 +394,22 @@ class ChatService:
             conv = direct_id(me, req.to)
         else:
             conv = req.conv or ""
-        media = await self._media(req, me) if req.media is not None else None
+        # The send script checks membership, blocks and the message replied to, in the
+        # order docs/protocol.md gives; a file is checked before them (its record is in
+        # another slot), except where that order puts membership and blocks first.
+        media = None
+        if req.media is not None:
+            peer = req.to or ""
+            if req.to is None and (conv.startswith("d-") or req.reply_to is not None):
+                meta, _ = await self._member(conv, me)
+                peer = meta.display_name(me) if meta.kind == "direct" else ""
+            if peer and peer != me and await self.store.is_blocked(peer, me):
+                raise ChatError("blocked", "this user does not accept your messages")
+            media = await self._media(req, me)
         if req.to is not None and me not in self._direct_peers.get(conv, ()):
             # Everything that can refuse the message is checked before a direct conversation
             # is made for it; once made, the send script checks the blocks.
-            if await self.store.is_blocked(req.to, me):
+            if req.media is None and await self.store.is_blocked(req.to, me):
                 raise ChatError("blocked", "this user does not accept your messages")
             if req.reply_to is not None and await self._stored(conv, req.reply_to) is None:
                 raise ChatError("unknown_message", f"no message {req.reply_to} to reply to")

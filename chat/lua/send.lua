@@ -19,24 +19,17 @@ if not role then
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_conversation'} end
   return {'not_member'}
 end
-if role ~= 'owner' and role ~= 'admin' then
-  local info = redis.call('HMGET', KEYS[1], 'kind', 'blocks')
-  if info[1] == 'channel' then return {'forbidden'} end
-  if info[1] == 'direct' and ARGV[9] == '1' then
-    if not info[2] then return {'blocks_unknown'} end
-    -- Only two users: a blocker other than the sender is the one the message is for.
-    local blockers = redis.call('SCARD', KEYS[9])
-    if blockers > 1 or (blockers == 1 and redis.call('SISMEMBER', KEYS[9], sender) == 0) then
-      return {'blocked'}
-    end
+-- In the order docs/protocol.md gives for chat.send: blocks, the message replied to, then a
+-- follower's and a silenced member's refusals, then the client_id.
+local info = redis.call('HMGET', KEYS[1], 'kind', 'blocks')
+if info[1] == 'direct' and ARGV[9] == '1' then
+  if not info[2] then return {'blocks_unknown'} end
+  -- Only two users: a blocker other than the sender is the one the message is for.
+  local blockers = redis.call('SCARD', KEYS[9])
+  if blockers > 1 or (blockers == 1 and redis.call('SISMEMBER', KEYS[9], sender) == 0) then
+    return {'blocked'}
   end
 end
-local ts = tonumber(ARGV[3])
-local silenced = redis.call('HGET', KEYS[7], sender)
-if silenced and tonumber(silenced) > ts then return {'silenced', silenced} end
-local cid = sender .. '\n' .. ARGV[2]
-local prev = redis.call('HGET', KEYS[4], cid)
-if prev then return {'duplicate', prev} end
 local msg_tpl, ev_tpl = ARGV[4], ARGV[5]
 local root = tonumber(ARGV[8])
 if root > 0 then
@@ -53,6 +46,13 @@ if root > 0 then
   msg_tpl = string.gsub(msg_tpl, '"reply_to":%-3', at, 1)
   ev_tpl = string.gsub(ev_tpl, '"reply_to":%-3', at, 1)
 end
+if role ~= 'owner' and role ~= 'admin' and info[1] == 'channel' then return {'forbidden'} end
+local ts = tonumber(ARGV[3])
+local silenced = redis.call('HGET', KEYS[7], sender)
+if silenced and tonumber(silenced) > ts then return {'silenced', silenced} end
+local cid = sender .. '\n' .. ARGV[2]
+local prev = redis.call('HGET', KEYS[4], cid)
+if prev then return {'duplicate', prev} end
 local seq, ev = append_message(KEYS[1], KEYS[3], KEYS[5], ARGV[6], ARGV[7], ts, msg_tpl, ev_tpl)
 redis.call('HSET', KEYS[4], cid, seq)
 local read = tonumber(redis.call('HGET', KEYS[6], sender) or '0')

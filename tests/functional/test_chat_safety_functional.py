@@ -256,6 +256,26 @@ async def test_blocks_of_a_conversation_made_before_its_copy_hold(
     assert [m.text for m in await bob.history(dm)] == ["hi", "again", "welcome back"]
 
 
+@pytest.mark.redis_cluster
+async def test_send_refusals_come_in_the_documented_order(node: Node) -> None:
+    """docs/protocol.md, chat.send's checks: membership and blocks before the file, the
+    message replied to before a silenced member's refusal, whichever of them the send
+    script makes."""
+    alice, bob, eve = await chat(node, "alice"), await chat(node, "bob"), await chat(node, "eve")
+    conv = await group(alice, bob)
+    await alice.request(w.ChatSilence(id="", conv=conv, user="bob", seconds=60))
+    await refused(bob.send(conv, "re: nothing", reply_to=99), "unknown_message")
+    await refused(bob.send(conv, "re: the first", reply_to=1), "silenced")
+    dm = (await alice.send(to="bob", text="hi")).conv
+    await alice.send(dm, "known here now")
+    await bob.request(block("alice"))
+    await refused(alice.send(dm, kind="image", media="no-such-file"), "blocked")
+    await refused(alice.send(to="bob", kind="image", media="no-such-file"), "blocked")
+    await refused(alice.send(dm, "re: nothing", reply_to=99), "blocked")
+    await refused(eve.send(dm, kind="image", media="no-such-file"), "not_member")
+    await refused(eve.send(conv, "re: hi", reply_to=1, kind="image", media="x"), "not_member")
+
+
 async def test_a_direct_send_is_one_redis_call(
     start_node: StartNode, redis_client: redis.Redis
 ) -> None:
