@@ -11,12 +11,19 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
+from redis.crc import key_slot
 
 from chat import scripts
 from chat import wire as w
 from chat.resume import LogState
 from signaling.keys import conv_key, user_key
-from signaling.redis_client import RedisClient, execute, queue_script, run_replicated
+from signaling.redis_client import (
+    RedisClient,
+    execute,
+    is_cluster,
+    queue_script,
+    run_replicated,
+)
 from signaling.wire import Event
 
 ENCODER: Final = msgspec.json.Encoder()
@@ -345,11 +352,25 @@ class ChatStore:
     # --- writes -------------------------------------------------------------------------
 
     async def add_sends(self, sends: Sequence[tuple[str, int, int]]) -> list[int]:
-        """Add (user, second, sends) to the users' send counters; replies each new total."""
+        """Add (user, second, sends) to the users' send counters; replies each new total.
+
+        One script call for them all on one Redis, one per slot on a cluster: a node that
+        reports every sender's counts each ``send_limit.RECONCILE_S`` would otherwise make
+        more script calls for them than for the sends themselves."""
+        groups: dict[int, list[tuple[int, str, int]]] = {}
+        cluster = is_cluster(self.redis)
+        for i, (user, second, n) in enumerate(sends):
+            key = user_key(user, f"sends:{second}")
+            groups.setdefault(key_slot(key.encode()) if cluster else 0, []).append((i, key, n))
         async with self.redis.pipeline(transaction=False) as pipe:
-            for user, second, n in sends:
-                queue_script(pipe, self._rate, [user_key(user, f"sends:{second}")], [n])
-            return [int(v) for v in await execute(pipe)]
+            for group in groups.values():
+                queue_script(pipe, self._rate, [k for _, k, _ in group], [n for _, _, n in group])
+            replies = await execute(pipe)
+        totals = [0] * len(sends)
+        for group, reply in zip(groups.values(), replies, strict=True):
+            for (i, _, _), total in zip(group, reply, strict=True):
+                totals[i] = int(total)
+        return totals
 
     async def send(
         self, conv: str, msg: w.ChatMessage, reply_to: int = 0, blocks: bool = True

@@ -14,8 +14,10 @@ import redis.asyncio as redis
 
 from chat import send_limit
 from chat import wire as w
+from chat.store import ChatStore
 from huddle.chat import ChatClient
 from huddle.client import RequestError
+from signaling.redis_client import RedisClient, is_cluster
 from tests.conftest import StartNode
 from tests.functional.test_chat_members_functional import (
     QUIET_S,
@@ -111,6 +113,30 @@ async def test_send_limit_counts_sends_through_other_nodes(start_node: StartNode
         break
     else:
         raise AssertionError("no attempt fitted in one second")
+
+
+@pytest.mark.redis_cluster
+async def test_send_counts_of_many_users_are_added_in_one_call_per_slot(
+    redis_client: RedisClient,
+) -> None:
+    store = ChatStore(redis_client, 100, 100)
+    users = [f"u{i}" for i in range(30)]
+    sends = [(u, 1000, i + 1) for i, u in enumerate(users)]
+    before = await _script_calls(redis_client)
+    assert await store.add_sends(sends) == [i + 1 for i in range(30)]
+    assert await store.add_sends([(users[3], 1000, 2), (users[0], 1001, 5)]) == [6, 5]
+    if not is_cluster(redis_client):
+        # Not one call per user: the node reports every sender's counts 20 times a second.
+        assert await _script_calls(redis_client) - before == 2
+    assert int(await redis_client.get(f"huddle:{{user:{users[3]}}}:sends:1000") or 0) == 6
+    assert 0 < await redis_client.pttl(f"huddle:{{user:{users[0]}}}:sends:1001") <= 2000
+
+
+async def _script_calls(client: RedisClient) -> int:
+    if is_cluster(client):
+        return 0
+    stats = await client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("eval", "evalsha"))
 
 
 async def test_direct_sends_after_the_first_keep_every_check(
