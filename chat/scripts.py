@@ -2,7 +2,9 @@
 leaves no half state.
 
 A conversation's keys share one hash tag (``{conv:ID}``) and a user's keys another
-(``{user:ID}``); each script touches the keys of one of them only.
+(``{user:ID}``); each script touches the keys of one of them only, but for the send
+counters (rate.lua): many users' at once, of one slot on a cluster and of any users on one
+Redis (chat.store.ChatStore.add_sends), each counter changed on its own.
 
 Events and messages are encoded by Python before the script runs, with markers where the
 numbers the script assigns go: ``"ev":-1`` (conversation event number), ``"fev":-1`` (feed
@@ -34,6 +36,7 @@ _PRELUDE: Final = _EPOCH + lua_script("chat", "log")
 SEND: Final = _PRELUDE + lua_script("chat", "send")
 CREATE: Final = _PRELUDE + lua_script("chat", "create")
 ENSURE_DIRECT: Final = lua_script("chat", "ensure_direct")
+DIRECT_BLOCKS: Final = lua_script("chat", "direct_blocks")
 MEMBERS: Final = _PRELUDE + lua_script("chat", "members")
 REWRITE: Final = _PRELUDE + lua_script("chat", "rewrite")
 REACT: Final = _PRELUDE + lua_script("chat", "react")

@@ -5,8 +5,8 @@ conversation's, so the check cannot ride in the send script (under Redis Cluster
 touches one slot). Each node therefore decides alone, from what it knows: the sends it let
 through itself in the current second, plus the ones the other nodes let through as last
 reported by Redis. Every :data:`RECONCILE_S` while a user sends, the node adds its new sends
-to the user's counter for that second (one pipeline for every user, off the request path)
-and learns the total back.
+to the user's counter for that second (one script call for every user on one Redis, one per
+slot on a cluster, off the request path) and learns the total back.
 
 Tolerance: a user on one node (the common case) is held exactly to the limit. A user sending
 through k nodes at once gets at most the limit plus what the other k - 1 nodes let through

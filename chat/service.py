@@ -29,6 +29,7 @@ from chat.store import (
     ChatError,
     ChatStore,
     ConvMeta,
+    MissingMessage,
     conv_channel,
     direct_id,
     encode_template,
@@ -90,7 +91,7 @@ class ChatService:
         self.archiver: Archiver | None = None
         # The two users of each direct conversation this node sent in, which never change
         # (members.lua refuses any change to a direct conversation's members): a send there
-        # reads neither the conversation nor, with ``to``, makes sure it exists.
+        # with ``to`` does not make sure it exists.
         self._direct_peers: dict[str, tuple[str, ...]] = {}
         self.handlers: dict[str, Handler] = {
             "chat.create": self.create,
@@ -363,8 +364,18 @@ class ChatService:
         if req.user == me:
             raise ChatError("bad_message_content", "you cannot block yourself")
         event = w.ChatBlocked(seq=0, fev=-1, user=req.user, blocked=req.blocked)
-        op = "block" if req.blocked else "unblock"
-        await self.store.user_change(me, op, req.user, event)
+        # The user's list (their slot) is what their devices see; the copy in the two users'
+        # direct conversation (its slot) is what a send there reads. Two slots, two writes,
+        # in this order: the copy holds every block the list holds at every moment, so a
+        # block shown is always in force, and a failure between the writes leaves at most
+        # a block in force that the list no longer shows, which the next request (block or
+        # unblock, written to the copy whatever the list holds) sets right.
+        if req.blocked:
+            await self.store.set_direct_block(me, req.user, True)
+            await self.store.user_change(me, "block", req.user, event)
+        else:
+            await self.store.user_change(me, "unblock", req.user, event)
+            await self.store.set_direct_block(me, req.user, False)
         return _ok()
 
     # --- messages -----------------------------------------------------------------------
@@ -381,31 +392,27 @@ class ChatService:
             if req.to == me:
                 raise ChatError("bad_message_content", "a direct message needs another user")
             conv = direct_id(me, req.to)
-            peer = req.to
         else:
             conv = req.conv or ""
-            peer = ""
-            peers = self._direct_peers.get(conv, ()) if req.reply_to is None else ()
-            if me in peers:
-                peer = next((p for p in peers if p != me), me)
-            elif conv.startswith("d-") or req.reply_to is not None:
-                # Its peer's block list and its messages are the members' business only.
+        # The send script checks membership, blocks and the message replied to, in the
+        # order docs/protocol.md gives; a file is checked before them (its record is in
+        # another slot), except where that order puts membership and blocks first.
+        media = None
+        if req.media is not None:
+            peer = req.to or ""
+            if req.to is None and (conv.startswith("d-") or req.reply_to is not None):
                 meta, _ = await self._member(conv, me)
                 peer = meta.display_name(me) if meta.kind == "direct" else ""
-                if meta.kind == "direct":
-                    self._remember_direct(conv, meta.peers)
-        if peer and peer != me and await self.store.is_blocked(peer, me):
-            raise ChatError("blocked", "this user does not accept your messages")
-        # Everything that can refuse the message is checked before a direct conversation is
-        # made for it.
-        media = await self._media(req, me) if req.media is not None else None
-        root = 0
-        if req.reply_to is not None:
-            replied = await self._stored(conv, req.reply_to)
-            if replied is None:
-                raise ChatError("unknown_message", f"no message {req.reply_to} to reply to")
-            root = replied[1].reply_to or replied[1].seq
+            if peer and peer != me and await self.store.is_blocked(peer, me):
+                raise ChatError("blocked", "this user does not accept your messages")
+            media = await self._media(req, me)
         if req.to is not None and me not in self._direct_peers.get(conv, ()):
+            # Everything that can refuse the message is checked before a direct conversation
+            # is made for it; once made, the send script checks the blocks.
+            if req.media is None and await self.store.is_blocked(req.to, me):
+                raise ChatError("blocked", "this user does not accept your messages")
+            if req.reply_to is not None and await self._stored(conv, req.reply_to) is None:
+                raise ChatError("unknown_message", f"no message {req.reply_to} to reply to")
             await self._direct(me, req.to, ts)
             self._remember_direct(conv, (me, req.to))
         msg = w.ChatMessage(
@@ -418,10 +425,9 @@ class ChatService:
             mentions=req.mentions or None,
             media=media,
             sticker=req.sticker,
-            reply_to=root or None,
         )
         try:
-            status, seq, _ = await self.store.send(conv, msg, root)
+            status, seq = await self._store_message(conv, msg, req.reply_to or 0)
         except ChatError as exc:
             if exc.code != "not_member" or self._direct_peers.pop(conv, None) is None:
                 raise
@@ -429,13 +435,27 @@ class ChatService:
                 raise
             # A direct conversation this node knew, gone from Redis (its keys lost): made anew.
             await self._direct(me, req.to, ts)
-            status, seq, _ = await self.store.send(conv, msg, root)
+            status, seq = await self._store_message(conv, msg, req.reply_to or 0)
         if status == "duplicate":
             first = await self.store.message(conv, seq)
             ts = first[1].ts if first else ts
         elif media is not None:
             await self.store.add_shared(media_key(media.id, "shared"), conv)
         return w.ChatSendOk(re="", conv=conv, seq=seq, ts=ts, duplicate=status == "duplicate")
+
+    async def _store_message(self, conv: str, msg: w.ChatMessage, reply_to: int) -> tuple[str, int]:
+        """``store.send``, once more after copying back a message of the thread replied to
+        that left Redis's hot window."""
+        for _ in range(3):
+            try:
+                status, seq, _ = await self.store.send(conv, msg, reply_to)
+                return status, seq
+            except MissingMessage as exc:
+                if not await self._warm(conv, exc.seq):
+                    raise ChatError(
+                        "unknown_message", f"no message {reply_to} to reply to"
+                    ) from None
+        raise ChatError("conflict", "the thread keeps changing; retry")
 
     def _allow_send(self, user: str, second: int) -> bool:
         allowed = self.limiter.allow(user, second)
@@ -712,7 +732,7 @@ class ChatService:
         # The same change can be recorded by more than one node: the client id stores it once.
         msg = system_message(ts, record.caller, info)
         msg.client_id = f"call-{record.call}-{record.event}"
-        await self.store.send(conv, msg, 0)
+        await self.store.send(conv, msg, blocks=False)
 
     async def may_call(self, conv: str, user: str) -> bool:
         """Whether ``user`` may join ``conv``'s call: a member of a group (direct
@@ -732,7 +752,7 @@ class ChatService:
         )
         msg = system_message(_now_ms(), record.by, info)
         msg.client_id = f"call-{record.call}-{record.event}"
-        await self.store.send(record.conv, msg, 0)
+        await self.store.send(record.conv, msg, blocks=False)
 
     # --- sync ---------------------------------------------------------------------------
 

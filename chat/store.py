@@ -11,12 +11,19 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import msgspec
+from redis.crc import key_slot
 
 from chat import scripts
 from chat import wire as w
 from chat.resume import LogState
 from signaling.keys import conv_key, user_key
-from signaling.redis_client import RedisClient, execute, queue_script, run_replicated
+from signaling.redis_client import (
+    RedisClient,
+    execute,
+    is_cluster,
+    queue_script,
+    run_replicated,
+)
 from signaling.wire import Event
 
 ENCODER: Final = msgspec.json.Encoder()
@@ -33,6 +40,11 @@ _CODES: Final = {
     "recalled": "recalled",
     "too_many": "bad_message_content",
 }
+# A reply's thread root until the send script puts it in (chat/lua/send.lua).
+REPLY_TO_MARKER: Final = -3
+# Encoded in the message's place in a message event, then replaced by the message.
+_MESSAGE_SLOT: Final = w.ChatMessage(seq=0, ts=0, sender="", kind="text")
+_MESSAGE_SLOT_JSON: Final = ENCODER.encode(_MESSAGE_SLOT)
 _META_FIELDS: Final = (
     "kind",
     "name",
@@ -52,6 +64,15 @@ class ChatError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class MissingMessage(ChatError):
+    """A reply's message (or its thread's root) is not in Redis: it may have left the hot
+    window, to be copied back (chat.window.warm) before the send is tried again."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__("unknown_message", f"no message {seq} to reply to")
+        self.seq = seq
 
 
 def not_member() -> ChatError:
@@ -89,6 +110,15 @@ def encode_template(event: Event) -> bytes:
     if getattr(event, "fev", None) == -1:
         changes["feed_epoch"] = changes["stamp"] = ""
     return ENCODER.encode(msgspec.structs.replace(event, **changes))
+
+
+def encode_message_event(event: w.ChatMessageEvent, body: bytes) -> bytes:
+    """``encode_template(event)`` around ``body``, the event's message encoded already: the
+    message is encoded once per send."""
+    head, _, tail = encode_template(
+        msgspec.structs.replace(event, message=_MESSAGE_SLOT)
+    ).partition(_MESSAGE_SLOT_JSON)
+    return head + body + tail
 
 
 def _s(value: Any) -> str:
@@ -155,6 +185,7 @@ class ChatStore:
         self._send = client.register_script(scripts.SEND)
         self._create = client.register_script(scripts.CREATE)
         self._ensure_direct = client.register_script(scripts.ENSURE_DIRECT)
+        self._direct_blocks = client.register_script(scripts.DIRECT_BLOCKS)
         self._members = client.register_script(scripts.MEMBERS)
         self._rewrite = client.register_script(scripts.REWRITE)
         self._react = client.register_script(scripts.REACT)
@@ -321,17 +352,39 @@ class ChatStore:
     # --- writes -------------------------------------------------------------------------
 
     async def add_sends(self, sends: Sequence[tuple[str, int, int]]) -> list[int]:
-        """Add (user, second, sends) to the users' send counters; replies each new total."""
+        """Add (user, second, sends) to the users' send counters; replies each new total.
+
+        One script call for them all on one Redis, one per slot on a cluster: a node that
+        reports every sender's counts each ``send_limit.RECONCILE_S`` would otherwise make
+        more script calls for them than for the sends themselves."""
+        groups: dict[int, list[tuple[int, str, int]]] = {}
+        cluster = is_cluster(self.redis)
+        for i, (user, second, n) in enumerate(sends):
+            key = user_key(user, f"sends:{second}")
+            groups.setdefault(key_slot(key.encode()) if cluster else 0, []).append((i, key, n))
         async with self.redis.pipeline(transaction=False) as pipe:
-            for user, second, n in sends:
-                queue_script(pipe, self._rate, [user_key(user, f"sends:{second}")], [n])
-            return [int(v) for v in await execute(pipe)]
+            for group in groups.values():
+                queue_script(pipe, self._rate, [k for _, k, _ in group], [n for _, _, n in group])
+            replies = await execute(pipe)
+        totals = [0] * len(sends)
+        for group, reply in zip(groups.values(), replies, strict=True):
+            for (i, _, _), total in zip(group, reply, strict=True):
+                totals[i] = int(total)
+        return totals
 
-    async def send(self, conv: str, msg: w.ChatMessage, root: int) -> tuple[str, int, int]:
-        """Store and publish ``msg`` (seq -2 marks where its number goes).
+    async def send(
+        self, conv: str, msg: w.ChatMessage, reply_to: int = 0, blocks: bool = True
+    ) -> tuple[str, int, int]:
+        """Store and publish ``msg`` (seq -2 marks where its number goes), a reply to message
+        ``reply_to`` (0: none) in its thread; with ``blocks``, refused (``blocked``) in a
+        direct conversation whose other user blocked the sender.
 
-        Replies (status, seq, ev): status ``ok``, or ``duplicate`` with the first seq."""
+        Replies (status, seq, ev): status ``ok``, or ``duplicate`` with the first seq; raises
+        ``unknown_message`` with the seq Redis lacks in ``MissingMessage``."""
         k = conv_key
+        if reply_to:
+            # Where the thread's root goes, once the script has found it.
+            msg = msgspec.structs.replace(msg, reply_to=REPLY_TO_MARKER)
         event = w.ChatMessageEvent(seq=0, conv=conv, ev=-1, message=msg)
         keys = [
             k(conv, "meta"),
@@ -342,19 +395,28 @@ class ChatStore:
             k(conv, "reads"),
             k(conv, "silenced"),
             k(conv, "threads"),
-            k(conv, f"thread:{root}"),
+            k(conv, "blocks"),
         ]
+        body = ENCODER.encode(msg)
         args: list[Any] = [
             msg.sender,
             msg.client_id or "",
             msg.ts,
-            ENCODER.encode(msg),
-            encode_template(event),
+            body,
+            encode_message_event(event, body),
             conv_channel(conv),
             self.replay_events,
-            root,
+            reply_to,
+            1 if blocks else 0,
+            k(conv, ""),
         ]
-        out = _reply(await run_replicated(self.redis, self._send, keys, args, self.replica_ack_ms))
+        for _ in range(2):
+            out = _reply(
+                await run_replicated(self.redis, self._send, keys, args, self.replica_ack_ms)
+            )
+            if out[0] != "blocks_unknown":
+                break
+            await self.make_direct_blocks(conv)
         if out[0] == "ok":
             self._logged(conv)
             return "ok", int(out[1]), int(out[2])
@@ -362,7 +424,37 @@ class ChatStore:
             return "duplicate", int(out[1]), 0
         if out[0] == "silenced":
             raise ChatError("silenced", "an admin has stopped you from sending here for now")
+        if out[0] == "blocked":
+            raise ChatError("blocked", "this user does not accept your messages")
+        if out[0] == "unknown_message" and len(out) > 1:
+            raise MissingMessage(int(out[1]))
         raise refusal(out[0], "cannot send")
+
+    async def make_direct_blocks(self, conv: str) -> None:
+        """Make the direct conversation's copy of its users' blocks (chat/lua/direct_blocks.lua)
+        from their block lists, where it was never made (a conversation made before the copy
+        existed, or just now)."""
+        raw = await self.redis.hget(conv_key(conv, "meta"), "peers")
+        peers = _s(raw).split("\n") if raw else []
+        if len(peers) != 2:
+            return
+        a, b = peers
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sismember(user_key(a, "blocked"), b)
+            pipe.sismember(user_key(b, "blocked"), a)
+            a_blocks, b_blocks = await pipe.execute()
+        blockers = [u for u, yes in ((a, a_blocks), (b, b_blocks)) if yes]
+        keys = [conv_key(conv, "meta"), conv_key(conv, "blocks")]
+        await self._direct_blocks(keys=keys, args=blockers)
+
+    async def set_direct_block(self, blocker: str, user: str, blocked: bool) -> None:
+        """Write ``blocker``'s block of ``user`` (or its end) into the copy of their direct
+        conversation, whether or not it exists yet (see chat.service.ChatService.block)."""
+        key = conv_key(direct_id(blocker, user), "blocks")
+        if blocked:
+            await self.redis.sadd(key, blocker)
+        else:
+            await self.redis.srem(key, blocker)
 
     async def create(
         self, conv: str, kind: str, name: str, creator: str, members: Sequence[str], ts: int

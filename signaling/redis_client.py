@@ -18,6 +18,7 @@ from typing import Any, Final, TypeAlias
 from urllib.parse import unquote
 
 import redis.asyncio as redis
+from hiredis import pack_command
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
@@ -245,11 +246,57 @@ def shard_replicas(client: RedisCluster, key: str) -> int:
     return max(len(nodes) - 1, 0)
 
 
+# Failures after which run_script makes the call again the usual way (with redis-py's retries).
+_LOST: Final = (RedisConnectionError, RedisTimeoutError, ConnectionResetError)
+# What run_script passes on (hiredis packs these; not bytearray or memoryview).
+ScriptArg: TypeAlias = str | bytes | int | float
+
+
+async def run_script(
+    client: RedisClient, script: AsyncScript, keys: Sequence[str], args: Sequence[ScriptArg]
+) -> Any:
+    """``script(keys=keys, args=args)``, for the hot paths (a chat send).
+
+    On one Redis, the call goes straight to a pooled connection: EVALSHA, and EVAL with the
+    text where Redis lacks the script (it then keeps it). redis-py's own call adds a third
+    again of client CPU per call (its Script object, retry wrapper, per-command bookkeeping
+    and reply callbacks, its argument encoding where hiredis packs the command alone);
+    measured here ~40 against ~65-70 µs. A connection that cannot be had or fails is closed
+    by redis-py and the call made again the usual way, with redis-py's retries.
+    On a cluster, as the script (the cluster client finds the shard and follows moves)."""
+    if isinstance(client, RedisCluster):
+        return await script(keys=keys, args=args)
+    pool = client.connection_pool
+    try:
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    except _LOST:
+        return await script(keys=keys, args=args)
+    try:
+        try:
+            await conn.send_packed_command(
+                # hiredis's stub types the tuple as one item long.
+                pack_command(("EVALSHA", script.sha, len(keys), *keys, *args)),  # type: ignore[arg-type]
+                False,
+            )
+            return await conn.read_response()
+        except NoScriptError:
+            await conn.send_packed_command(
+                pack_command(("EVAL", script.script, len(keys), *keys, *args)),  # type: ignore[arg-type]
+                False,
+            )
+            return await conn.read_response()
+    except _LOST:
+        pass
+    finally:
+        await pool.release(conn)
+    return await script(keys=keys, args=args)
+
+
 async def run_replicated(
     client: RedisClient,
     script: AsyncScript,
     keys: Sequence[str],
-    args: Sequence[EncodableT],
+    args: Sequence[ScriptArg],
     wait_ms: int,
 ) -> Any:
     """Run ``script``; on a cluster whose shard for ``keys[0]`` has a replica, return only once
@@ -257,7 +304,7 @@ async def run_replicated(
     raise TimeoutError: a master that dies before its replica has a write takes it along, so
     the caller must not acknowledge it. On one Redis, or with ``wait_ms`` 0, as the script."""
     if not isinstance(client, RedisCluster) or wait_ms <= 0 or not shard_replicas(client, keys[0]):
-        return await script(keys=keys, args=args)
+        return await run_script(client, script, keys, args)
     pipe = client.pipeline(transaction=False)
     # The text, not the digest: a rerun would come after the WAIT below.
     pipe.eval(_text_of(script), len(keys), *keys, *args)

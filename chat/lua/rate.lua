@@ -1,7 +1,11 @@
--- Sends per user in one second (the counter's key names the second), shared by every node:
--- a node adds the sends it let through (chat.send_limit) and learns the total.
--- KEYS[1]: counter. ARGV[1]: sends to add
--- Returns the counter after adding them.
-local n = redis.call('INCRBY', KEYS[1], ARGV[1])
-if n == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], 2000) end
-return n
+-- Sends per user in one second (each counter's key names the user and the second), shared by
+-- every node: a node adds the sends it let through (chat.send_limit) and learns the totals.
+-- KEYS: counters (on a cluster, of one slot). ARGV[i]: sends to add to KEYS[i]
+-- Returns each counter after adding to it.
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('INCRBY', key, ARGV[i])
+  if n == tonumber(ARGV[i]) then redis.call('PEXPIRE', key, 2000) end
+  out[i] = n
+end
+return out

@@ -14,8 +14,10 @@ import redis.asyncio as redis
 
 from chat import send_limit
 from chat import wire as w
+from chat.store import ChatStore
 from huddle.chat import ChatClient
 from huddle.client import RequestError
+from signaling.redis_client import RedisClient, is_cluster
 from tests.conftest import StartNode
 from tests.functional.test_chat_members_functional import (
     QUIET_S,
@@ -113,6 +115,30 @@ async def test_send_limit_counts_sends_through_other_nodes(start_node: StartNode
         raise AssertionError("no attempt fitted in one second")
 
 
+@pytest.mark.redis_cluster
+async def test_send_counts_of_many_users_are_added_in_one_call_per_slot(
+    redis_client: RedisClient,
+) -> None:
+    store = ChatStore(redis_client, 100, 100)
+    users = [f"u{i}" for i in range(30)]
+    sends = [(u, 1000, i + 1) for i, u in enumerate(users)]
+    before = await _script_calls(redis_client)
+    assert await store.add_sends(sends) == [i + 1 for i in range(30)]
+    assert await store.add_sends([(users[3], 1000, 2), (users[0], 1001, 5)]) == [6, 5]
+    if not is_cluster(redis_client):
+        # Not one call per user: the node reports every sender's counts 20 times a second.
+        assert await _script_calls(redis_client) - before == 2
+    assert int(await redis_client.get(f"huddle:{{user:{users[3]}}}:sends:1000") or 0) == 6
+    assert 0 < await redis_client.pttl(f"huddle:{{user:{users[0]}}}:sends:1001") <= 2000
+
+
+async def _script_calls(client: RedisClient) -> int:
+    if is_cluster(client):
+        return 0
+    stats = await client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("eval", "evalsha"))
+
+
 async def test_direct_sends_after_the_first_keep_every_check(
     node: Node, redis_client: redis.Redis
 ) -> None:
@@ -192,6 +218,130 @@ async def test_blocked_sender_is_refused_until_unblocked(node: Node) -> None:
     assert again.seq == before[1] + 1
     await wait(laptop, w.ChatMessageEvent, has_text(dm, "sorry"))
     assert texts(laptop, dm) == ["hi", "sorry"]
+
+
+@pytest.mark.redis_cluster
+async def test_a_block_holds_for_the_next_send_through_every_node(
+    start_node: StartNode, redis_client: redis.Redis
+) -> None:
+    """A direct send reads the blocks from the conversation's own copy: a block (and its
+    end) made through one node is in force for the very next send through any node, which
+    knows the conversation's users already."""
+    limits = {"chat_send_per_s": 100}
+    one, two = await start_node(**limits), await start_node(**limits)
+    alice1, alice2 = await chat(one, "alice", "d1"), await chat(two, "alice", "d2")
+    bob = await chat(two, "bob")
+    dm = (await alice1.send(to="bob", text="hi")).conv
+    await alice2.send(to="bob", text="hi again")
+    await bob.send(dm, "hello")
+
+    for blocker in (bob, await chat(one, "bob", "other")):
+        await blocker.request(block("alice"))
+        for sender in (alice1, alice2):
+            await refused(sender.send(to="bob", text="by name"), "blocked")
+            await refused(sender.send(dm, "by conversation"), "blocked")
+            await refused(sender.send(dm, "a reply", reply_to=1), "blocked")
+        # Whoever blocks still writes to the one they blocked.
+        await blocker.send(dm, "I can still write")
+        await blocker.request(block("alice", blocked=False))
+        for sender in (alice1, alice2):
+            await sender.send(to="bob", text="by name")
+            await sender.send(dm, "by conversation")
+    # Both ways at once, and back.
+    await bob.request(block("alice"))
+    await alice1.request(block("bob"))
+    await refused(alice2.send(dm, "no"), "blocked")
+    await refused(bob.send(dm, "no"), "blocked")
+    await alice1.request(block("bob", blocked=False))
+    await bob.send(dm, "yes")
+    await refused(alice2.send(dm, "no"), "blocked")
+    await bob.request(block("alice", blocked=False))
+    await alice2.send(dm, "yes")
+    history = [m.text for m in await bob.history(dm)]
+    assert "no" not in history and "a reply" not in history
+    assert history[-2:] == ["yes", "yes"]
+
+
+@pytest.mark.redis_cluster
+async def test_blocks_of_a_conversation_made_before_its_copy_hold(
+    node: Node, redis_client: redis.Redis
+) -> None:
+    """A direct conversation without the copy of its users' blocks (made before the copy
+    existed, or its keys lost) gets one from their lists at its next send."""
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    dm = (await alice.send(to="bob", text="hi")).conv
+    await bob.request(block("alice"))
+    await redis_client.hdel(f"huddle:{{conv:{dm}}}:meta", "blocks")
+    await redis_client.delete(f"huddle:{{conv:{dm}}}:blocks")
+    await refused(alice.send(dm, "by conversation"), "blocked")
+    await refused(alice.send(to="bob", text="by name"), "blocked")
+    assert await redis_client.smembers(f"huddle:{{conv:{dm}}}:blocks") == {b"bob"}
+    await bob.request(block("alice", blocked=False))
+    await alice.send(dm, "again")
+    await bob.send(dm, "welcome back")
+    assert [m.text for m in await bob.history(dm)] == ["hi", "again", "welcome back"]
+
+
+@pytest.mark.redis_cluster
+async def test_send_refusals_come_in_the_documented_order(node: Node) -> None:
+    """docs/protocol.md, chat.send's checks: membership and blocks before the file, the
+    message replied to before a silenced member's refusal, whichever of them the send
+    script makes."""
+    alice, bob, eve = await chat(node, "alice"), await chat(node, "bob"), await chat(node, "eve")
+    conv = await group(alice, bob)
+    await alice.request(w.ChatSilence(id="", conv=conv, user="bob", seconds=60))
+    await refused(bob.send(conv, "re: nothing", reply_to=99), "unknown_message")
+    await refused(bob.send(conv, "re: the first", reply_to=1), "silenced")
+    dm = (await alice.send(to="bob", text="hi")).conv
+    await alice.send(dm, "known here now")
+    await bob.request(block("alice"))
+    await refused(alice.send(dm, kind="image", media="no-such-file"), "blocked")
+    await refused(alice.send(to="bob", kind="image", media="no-such-file"), "blocked")
+    await refused(alice.send(dm, "re: nothing", reply_to=99), "blocked")
+    await refused(eve.send(dm, kind="image", media="no-such-file"), "not_member")
+    await refused(eve.send(conv, "re: hi", reply_to=1, kind="image", media="x"), "not_member")
+
+
+async def test_a_direct_send_is_one_redis_call(
+    start_node: StartNode, redis_client: redis.Redis
+) -> None:
+    """Once a node knows a direct conversation, a send there (by name or by conversation,
+    a reply too) is one script call: every check runs in it."""
+    node = await start_node(chat_send_per_s=100)
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    dm = (await alice.send(to="bob", text="hi")).conv
+    await alice.send(dm, "warm")
+    await bob.request(block("carol"))
+    # Past the router's second look at the logs it followed (chat.router.SUBSCRIBE_SETTLE_S).
+    await asyncio.sleep(1)
+    calls: list[str] = []
+    async with redis_client.monitor() as monitor:
+
+        async def listen() -> None:
+            while True:
+                got = await monitor.next_command()
+                # The node's commands about the conversation or anyone's blocks (not the
+                # script's own, nor the send counters reconciled aside).
+                command = got["command"]
+                if got["client_type"] == "lua":
+                    continue
+                if "{conv:" in command or ":blocked" in command or command == "PING":
+                    calls.append(command.split(" ", 1)[0].upper())
+
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.1)
+        sent = [
+            await alice.send(dm, "by conversation"),
+            await alice.send(to="bob", text="by name"),
+            await alice.send(dm, "a reply", reply_to=1),
+            await bob.send(dm, "back"),
+        ]
+        await redis_client.ping()
+        await until(lambda: True if "PING" in calls else None)
+        listener.cancel()
+    assert [r.seq for r in sent] == [3, 4, 5, 6]
+    assert calls[: len(sent)] == ["EVALSHA"] * len(sent), calls
+    assert calls[len(sent) :] == ["PING"], calls
 
 
 # --- word filter ------------------------------------------------------------------------

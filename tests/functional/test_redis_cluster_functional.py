@@ -7,6 +7,7 @@ import asyncio
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster as RedisCluster_
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
@@ -15,7 +16,14 @@ from huddle.chat import ChatClient
 from huddle.client import RequestError
 from signaling.broker import Broker
 from signaling.keys import conv_key
-from signaling.redis_client import connect, execute, queue_script
+from signaling.redis_client import (
+    RedisClient,
+    connect,
+    execute,
+    is_cluster,
+    queue_script,
+    run_script,
+)
 from tests.conftest import StartNode
 from tests.helpers import eventually
 from tests.redis_cluster import RedisCluster
@@ -219,3 +227,30 @@ async def test_scripts_in_a_cluster_pipeline_go_by_digest_once_each_shard_has_th
         for key in keys:
             await client.delete(key)
         await client.aclose()
+
+
+@pytest.mark.redis_cluster
+async def test_run_script_loads_the_script_follows_a_lost_connection_and_reports_errors(
+    redis_client: RedisClient, redis_url: str
+) -> None:
+    key = "huddle:{conv:run}:n"
+    script = redis_client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    # No Redis has it yet: sent with its text, then by digest.
+    await redis_client.script_flush()
+    assert await run_script(redis_client, script, [key], [2]) == 2
+    assert await run_script(redis_client, script, [key], [b"3"]) == 5
+    # The connections the calls used are closed under them: the next call reconnects.
+    if not is_cluster(redis_client):
+        killer = connect(redis_url)
+        assert isinstance(killer, Redis)
+        try:
+            assert await killer.client_kill_filter(_type="normal", skipme=True) >= 1
+        finally:
+            await killer.aclose()
+    assert await run_script(redis_client, script, [key], [1]) == 6
+    assert int(await redis_client.get(key) or 0) == 6
+    failing = redis_client.register_script("return redis.error_reply('refused')")
+    with pytest.raises(ResponseError, match="refused"):
+        await run_script(redis_client, failing, [key], [])
+    # Refused or not, the pool's connections stay usable.
+    assert await run_script(redis_client, script, [key], [1]) == 7
