@@ -239,26 +239,31 @@ class Driver:
         await client.hello()
 
     async def create(self) -> StepResult:
-        """The first member of each group creates it with the others in."""
+        """The first member of each group creates it with the others in. A room of two is
+        a direct conversation, as one-to-one chat is: made by its first message (``to``),
+        sent here before any device syncs, so it is no delivery of the measured phases."""
         result = StepResult()
         started = time.monotonic()
         for member in self.members.values():
             if member.rank != 0 or member.huddle is None or self.target is None:
                 continue
             first = sum(self.target.sizes[: member.group])
-            others = range(first + 1, first + self.target.sizes[member.group])
-            request = w.ChatCreate(
-                id="",
-                kind="group",
-                name=f"load {member.group}",
-                members=[f"{self.target.prefix}-{i}" for i in others],
+            others = [
+                f"{self.target.prefix}-{i}"
+                for i in range(first + 1, first + self.target.sizes[member.group])
+            ]
+            request: w.ChatCreate | w.ChatSend = (
+                w.ChatSend(id="", to=others[0], client_id=f"open-{member.group}", text="hi")
+                if len(others) == 1
+                else w.ChatCreate(id="", kind="group", name=f"load {member.group}", members=others)
             )
             try:
                 reply = await member.huddle.request(request, timeout=REQUEST_TIMEOUT_S)
             except Exception as exc:
                 _fail(result, exc)
             else:
-                result.convs[member.group] = reply.conv.conv
+                conv = reply.conv if isinstance(reply, w.ChatSendOk) else reply.conv.conv
+                result.convs[member.group] = conv
                 result.ok += 1
         result.seconds = time.monotonic() - started
         return result
