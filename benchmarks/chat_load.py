@@ -26,6 +26,7 @@ import secrets
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -219,6 +220,7 @@ def run_target(
     ):
         connected = pool.run(("connect", target), CONNECT_TIMEOUT_S + opts.clients / 20)
     steps += connected
+    convs: dict[int, str] = {}
     if target.kind == "huddle":
         created = pool.run(("create",), REQUEST_TIMEOUT_S * len(target.sizes) + 10)
         steps += created
@@ -263,7 +265,12 @@ def run_target(
         first_errors=sorted({r.first_error for r in steps if r.first_error}),
         server_log={s.name: log_problems(s.log_path) for s in servers},
         server_counters=counters,
+        conversation_kinds=dict(Counter(KINDS.get(c[:2], "other") for c in convs.values())),
     )
+
+
+# Conversation ids by kind (docs/protocol.md, "Conversations and roles").
+KINDS: Final = {"d-": "direct", "g-": "group", "c-": "channel"}
 
 
 def run_cluster(

@@ -101,6 +101,8 @@ class TargetResult:
     first_errors: list[str]
     server_log: dict[str, dict[str, int]]
     server_counters: dict[str, dict[str, float]]
+    # The conversations the run made, by kind (rooms of two are direct ones).
+    conversation_kinds: dict[str, int] = field(default_factory=dict)
 
     def phase(self, kind: PhaseKind) -> PhaseFigures | None:
         return self.phases.get(kind)

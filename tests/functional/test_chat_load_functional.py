@@ -233,6 +233,9 @@ def test_room_size_sweep_fits_fixed_and_per_delivery_cost(tmp_path: Path) -> Non
     assert summary["lost"] == summary["duplicated"] == summary["out_of_order"] == 0
     # Each size ran on Huddle and on the bare relay: rooms of 2 (20 of them) and of 10 (4).
     assert set(doc["results"]) == {"s2", "b2", "s10", "b10"}
+    # One-to-one is direct conversations, as in the product; larger rooms are groups.
+    assert doc["results"]["s2"]["conversation_kinds"] == {"direct": 20}
+    assert doc["results"]["s10"]["conversation_kinds"] == {"group": 4}
     for target in ("huddle", "bare"):
         points = doc["points"][target]
         assert [p["size"] for p in points] == [2, 10]
