@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,7 +184,7 @@ def _room_beside(cluster: RedisCluster, channel: str) -> str:
 
 @pytest.mark.slow
 async def test_a_master_killed_during_a_call_keeps_its_media_and_signaling(
-    start_node: StartNode, own_cluster: RedisCluster
+    own_cluster: RedisCluster, start_node: StartNode
 ) -> None:
     node = await start_node(redis_url=own_cluster.url, ice_addresses=["127.0.0.1"])
     channel = node_channel(node.settings.node_id)
@@ -267,3 +268,131 @@ async def test_a_master_killed_during_a_call_keeps_its_media_and_signaling(
     assert sorted(x.identity for x in sfu_room.participants.values()) == ["alice", "bob", "carol"]
     for call in (alice, bob, carol):
         await call.close()
+
+
+# Slots redis-cli moves from one master to another while the chat runs (of 16384; each
+# master starts with about 5461, moved from the lowest up).
+RESHARD_SLOTS = 3000
+CONVERSATIONS = 4
+
+
+async def _reshard(cluster: RedisCluster, source: ClusterNode, target: ClusterNode) -> None:
+    """``redis-cli --cluster reshard``, as an operator runs it, without questions."""
+    cli = shutil.which("redis-cli")
+    assert cli is not None, "redis-cli not found (Debian's redis-tools)"
+    proc = await asyncio.create_subprocess_exec(
+        cli,
+        "--cluster",
+        "reshard",
+        f"127.0.0.1:{source.port}",
+        "--cluster-from",
+        cluster.node_id(source),
+        "--cluster-to",
+        cluster.node_id(target),
+        "--cluster-slots",
+        str(RESHARD_SLOTS),
+        "--cluster-yes",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, out.decode()[-2000:]
+
+
+@pytest.mark.slow
+async def test_redis_cli_reshard_under_chat_load_loses_and_repeats_nothing(
+    own_cluster: RedisCluster, start_node: StartNode
+) -> None:
+    sender_node = await start_node(
+        redis_url=own_cluster.url, chat_send_per_s=1000, rate_per_s=1000, rate_burst=1000
+    )
+    reader_node = await start_node(redis_url=own_cluster.url)
+    alice = ChatClient(await sender_node.client("alice"))
+    bob = ChatClient(await reader_node.client("bob"))
+    await alice.sync()
+    await bob.sync()
+    # The source master's lowest slots move: conversations whose keys are there.
+    source = own_cluster.masters()[0]
+    first = min(lo for lo, _hi, port in own_cluster.slot_ranges() if port == source.port)
+    moving = range(first, first + RESHARD_SLOTS)
+    convs: list[str] = []
+    for i in range(200):
+        conv = (await alice.create("group", f"r{i}", ["bob"])).conv
+        if key_slot(conv_key(conv, "meta").encode()) in moving:
+            convs.append(conv)
+            if len(convs) == CONVERSATIONS:
+                break
+    assert len(convs) == CONVERSATIONS
+    target = next(m for m in own_cluster.masters() if m is not source)
+
+    acked: dict[str, dict[int, str]] = {conv: {} for conv in convs}
+    resharded = asyncio.Event()
+
+    async def burst(conv: str) -> None:
+        i = 0
+        while not resharded.is_set() or i < 10:
+            text = f"{conv}-{i}"
+            acked[conv][await _send_until_acknowledged_text(alice, conv, text)] = text
+            i += 1
+            await asyncio.sleep(0.01)
+
+    sending = [asyncio.create_task(burst(conv)) for conv in convs]
+    await eventually(lambda: all(len(a) >= 3 for a in acked.values()), timeout=15)
+    during = sum(len(a) for a in acked.values())
+    await _reshard(own_cluster, source, target)
+    resharded.set()
+    await asyncio.gather(*sending)
+    assert sum(len(a) for a in acked.values()) > during + CONVERSATIONS * 10
+    for conv in convs:
+        assert own_cluster.owner(key_slot(conv_key(conv, "meta").encode())) is target
+
+    for conv in convs:
+        sent = acked[conv]
+        # Acknowledged once each, in order of sending, with consecutive seqs.
+        assert list(sent.values()) == [f"{conv}-{i}" for i in range(len(sent))]
+        assert sorted(sent) == list(range(min(sent), min(sent) + len(sent)))
+        stored: dict[int, str | None] = {}
+        while len(stored) < len(sent):
+            page = await alice.history(conv, after=max(stored, default=min(sent) - 1), limit=100)
+            assert page, "history ends early"
+            stored.update((m.seq, m.text) for m in page)
+        assert {seq: stored.get(seq) for seq in sent} == sent
+        # bob (on the other node) got each one once, in order.
+        wanted = set(sent)
+        await eventually(lambda: {m.seq for m in bob.messages(conv)} >= wanted, 15)  # noqa: B023
+        seqs = [m.seq for m in bob.messages(conv) if m.seq in sent]
+        assert seqs == sorted(sent), conv
+
+    # Pub/sub and presence after the move: a live message, and a user whose presence key
+    # moved signs in on the sender's node while a watcher on the other node listens.
+    after = await _send_until_acknowledged_text(alice, convs[0], "after")
+    await eventually(lambda: after in {m.seq for m in bob.messages(convs[0])}, timeout=10)
+    [mover] = _users_on_slots(moving, 1)
+    watcher = await reader_node.client("watcher")
+    await watcher.request(p.PresenceSubscribe(id="", users=[mover]))
+    await sender_node.client(mover)
+    await next_presence(watcher, mover, "online", timeout=10)
+
+
+async def _send_until_acknowledged_text(alice: ChatClient, conv: str, text: str) -> int:
+    """Send ``text``, retrying with the same client id while slots move, until acknowledged."""
+    deadline = time.monotonic() + SEND_DEADLINE_S
+    while True:
+        try:
+            return (await alice.send(conv, text, client_id=text)).seq
+        except (RequestError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def _users_on_slots(slots: range, count: int) -> list[str]:
+    found = []
+    for i in range(100_000):
+        name = f"mover{i}"
+        if key_slot(user_key(name, "presence").encode()) in slots:
+            found.append(name)
+            if len(found) == count:
+                return found
+    raise LookupError("no user names on those slots")
