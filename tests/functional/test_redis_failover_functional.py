@@ -5,6 +5,7 @@ reached the other member, once, and presence and ringing work for users of that 
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import shutil
 import time
@@ -19,6 +20,7 @@ from redis.crc import key_slot
 from huddle.chat import ChatClient
 from huddle.client import RequestError
 from signaling import protocol as p
+from signaling.broker import Broker
 from signaling.keys import conv_key, node_channel, room_key, user_key
 from signaling.redis_client import connect
 from tests.conftest import StartNode
@@ -396,3 +398,25 @@ def _users_on_slots(slots: range, count: int) -> list[str]:
             if len(found) == count:
                 return found
     raise LookupError("no user names on those slots")
+
+
+async def test_a_broker_whose_whole_cluster_is_gone_fails_quietly(
+    own_cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = connect(own_cluster.url)
+    broker = Broker(client, "alone")
+    await broker.start()
+    try:
+        await broker.subscribe("huddle:{conv:gone}:chan", lambda _data: None)
+        assert broker.connected
+        own_cluster.stop()
+        await eventually(lambda: not broker.connected, timeout=10)
+        # The broker probes the lost shard's slots, which finds no node at all: an error
+        # it expects, not a failed task left for the garbage collector to report.
+        await asyncio.sleep(1.0)
+        gc.collect()
+        unretrieved = [r for r in caplog.records if "never retrieved" in r.getMessage()]
+        assert not unretrieved, unretrieved[0].getMessage()
+    finally:
+        await broker.stop()
+        await client.aclose()
