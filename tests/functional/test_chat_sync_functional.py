@@ -225,6 +225,10 @@ async def test_resume_after_the_node_restarts(start_node: StartNode) -> None:
     assert [m.seq for m in bob.messages(conv)] == [s.seq for s in sent]
 
 
+@pytest.mark.single_redis(
+    "cuts the node's pub/sub and writes the log in one transaction on one server; a cluster "
+    "cannot route CLIENT KILL within a transaction"
+)
 async def test_events_missed_in_flight_and_trimmed_meanwhile_are_a_live_gap(
     start_node: StartNode, redis_client: redis.Redis
 ) -> None:
