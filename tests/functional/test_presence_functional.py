@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis.asyncio.cluster import RedisCluster
 
 from huddle.client import HuddleClient, RequestError
 from signaling import protocol as p
 from signaling.keys import user_key
 from tests.conftest import StartNode
-from tests.helpers import Node
+from tests.helpers import Node, cut_pubsub
 
 
 async def next_presence(
@@ -135,9 +134,6 @@ async def test_changes_missed_while_pubsub_was_down_are_resent(node: Node) -> No
     with pytest.raises(TimeoutError):
         await bob.next_event("presence.update", timeout=0.3)
     # The node's pub/sub connections drop and come back: it re-reads what its devices watch.
-    if isinstance(hub.redis, RedisCluster):
-        await hub.redis.client_kill_filter(_type="pubsub", target_nodes=RedisCluster.PRIMARIES)
-    else:
-        await hub.redis.client_kill_filter(_type="pubsub")
+    await cut_pubsub(hub.redis)
     state = await next_presence(bob, "alice", "online", timeout=5)
     assert [d.device for d in state.devices] == ["phone"]
