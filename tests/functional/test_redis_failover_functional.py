@@ -420,3 +420,19 @@ async def test_a_broker_whose_whole_cluster_is_gone_fails_quietly(
     finally:
         await broker.stop()
         await client.aclose()
+
+
+async def test_requests_while_no_node_of_the_cluster_answers_are_unavailable(
+    own_cluster: RedisCluster, start_node: StartNode
+) -> None:
+    node = await start_node(redis_url=own_cluster.url)
+    alice = ChatClient(await node.client("alice"))
+    await alice.sync()
+    conv = (await alice.create("group", "stranded", [])).conv
+    own_cluster.stop()
+    # However redis-py words it (a connection error, or no reachable node at all, which is
+    # no RedisError), the client is told to retry, never of an internal error.
+    for i in range(3):
+        with pytest.raises(RequestError) as refused:
+            await alice.send(conv, f"lost {i}")
+        assert refused.value.code == "unavailable"
