@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from signaling.keys import node_channel
 from signaling.redis_client import RedisClient, on_topology_change
@@ -161,7 +161,8 @@ class Broker:
         task.add_done_callback(self._tasks.discard)
 
     async def _probe(self, channel: str) -> None:
-        with contextlib.suppress(RedisError, OSError):
+        # RedisClusterException: no node of the cluster answers (not a RedisError).
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
             # The channel's own name as a key: the same slot; it holds no data.
             await self._redis.exists(channel)
 

@@ -31,11 +31,14 @@ from redis.event import (
     EventDispatcher,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
 RedisClient: TypeAlias = redis.Redis | RedisCluster
+# What a command raises while Redis is out of reach. The cluster client's "no node answers"
+# and "slot not covered" (RedisClusterException) are no RedisError.
+UNREACHABLE_ERRORS: Final = (RedisError, RedisClusterException, OSError)
 RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
 
 CLUSTER_SCHEME: Final = "redis+cluster"

@@ -19,6 +19,7 @@ from chat.store import ChatError
 from signaling import protocol as p
 from signaling.auth import AuthError, Claims, verify_token
 from signaling.ratelimit import RateLimiter, Verdict
+from signaling.redis_client import UNREACHABLE_ERRORS
 
 if TYPE_CHECKING:
     from signaling.hub import Hub
@@ -105,7 +106,7 @@ class Session:
             await self._handlers[kind](request)
         except (CallError, ChatError) as exc:
             await self.send_error(exc.code, exc.message, request.id)
-        except (RedisError, OSError) as exc:
+        except UNREACHABLE_ERRORS as exc:
             log.warning(
                 "request failed: Redis unavailable", extra={"type": kind, "error": str(exc)}
             )

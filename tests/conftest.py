@@ -12,7 +12,7 @@ from huddle.app import create_app
 from huddle.config import Settings
 from huddle.http_guard import NodeRunner
 from huddle.redis_server import spawn_sync
-from signaling.redis_client import RedisClient, connect
+from signaling.redis_client import CLUSTER_SCHEME, RedisClient, connect
 from tests.helpers import TEST_KEY, TEST_SECRET, Node
 from tests.redis_cluster import RedisCluster
 
@@ -25,6 +25,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         "redis_cluster"
     ):
         metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True, scope="session")
+
+
+@pytest.fixture(autouse=True)
+def _single_redis_only(request: pytest.FixtureRequest) -> None:
+    """Skip a test marked ``single_redis(reason)`` where its Redis is a cluster (a run with
+    ``HUDDLE_TEST_REDIS_URL=redis+cluster://...``): it relies on what one server alone does."""
+    marker = request.node.get_closest_marker("single_redis")
+    if marker is None or "redis_url" not in request.fixturenames:
+        return
+    url: str = request.getfixturevalue("redis_url")
+    if url.startswith(f"{CLUSTER_SCHEME}://"):
+        pytest.skip(f"single Redis only: {marker.args[0]}")
 
 
 @pytest.fixture(scope="session")

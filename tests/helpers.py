@@ -208,3 +208,12 @@ async def all_keys(client: RedisClient, pattern: str) -> list[str]:
     else:
         found = await client.keys(pattern)
     return [k.decode() if isinstance(k, bytes) else str(k) for k in found]
+
+
+async def cut_pubsub(client: RedisClient) -> None:
+    """Close every pub/sub connection of the test's Redis (on a cluster, of every master:
+    CLIENT KILL alone goes to one node), as when the network drops them."""
+    if isinstance(client, RedisCluster):
+        await client.client_kill_filter(_type="pubsub", target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await client.client_kill_filter(_type="pubsub")

@@ -15,6 +15,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -336,3 +338,21 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.redis_cluster [PYTEST ARGS]``: pytest with every Redis-backed test on
+    a cluster of its own (``HUDDLE_TEST_REDIS_URL``), which is stopped afterwards."""
+    with tempfile.TemporaryDirectory(prefix="huddle-cluster-") as folder:
+        cluster = RedisCluster(Path(folder))
+        cluster.start()
+        try:
+            env = {**os.environ, "HUDDLE_TEST_REDIS_URL": cluster.url}
+            command = [sys.executable, "-m", "pytest", *argv]
+            return subprocess.run(command, env=env, stdin=subprocess.DEVNULL).returncode
+        finally:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -20,7 +20,8 @@ async def test_healthz_reports_node_and_redis(node: Node) -> None:
     assert body["status"] == "ok"
     assert body["node"] == node.settings.node_id
     assert body["redis"]["reachable"] is True
-    assert body["redis"]["mode"] == "external"
+    cluster = (node.settings.redis_url or "").startswith("redis+cluster://")
+    assert body["redis"]["mode"] == ("cluster" if cluster else "external")
     assert body["uptime_s"] >= 0
 
 

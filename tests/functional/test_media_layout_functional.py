@@ -3,6 +3,7 @@ one hash tag) is upgraded when a node starts: files, sharing, usage and uploads 
 
 from __future__ import annotations
 
+import pytest
 import redis.asyncio as redis
 
 from huddle.media_client import MediaClient
@@ -32,6 +33,10 @@ async def _to_earlier_names(client: redis.Redis) -> list[str]:
     return sorted(earlier)
 
 
+@pytest.mark.single_redis(
+    "the earlier layout's keys cannot be renamed across a cluster's shards: a cluster starts "
+    "with the current layout (media_store.layout)"
+)
 async def test_keys_of_the_earlier_layout_are_renamed_at_start(
     start_node: StartNode, redis_client: redis.Redis
 ) -> None:

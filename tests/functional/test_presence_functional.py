@@ -8,8 +8,9 @@ import pytest
 
 from huddle.client import HuddleClient, RequestError
 from signaling import protocol as p
+from signaling.keys import user_key
 from tests.conftest import StartNode
-from tests.helpers import Node
+from tests.helpers import Node, cut_pubsub
 
 
 async def next_presence(
@@ -125,12 +126,14 @@ async def test_changes_missed_while_pubsub_was_down_are_resent(node: Node) -> No
         "elsewhere",
         now_ms + 30000,
         now_ms,
-        "nowhere",
+        # A channel nobody listens on, of the user's hash tag as a script on a cluster
+        # must publish.
+        user_key("alice", "nowhere"),
     ]
     await lost.set(DeviceEntry(user="alice", device="phone", session="s1", status="online"))
     with pytest.raises(TimeoutError):
         await bob.next_event("presence.update", timeout=0.3)
-    # The node's pub/sub connection comes back: it re-reads what its devices watch.
-    hub.broker.connected = False
+    # The node's pub/sub connections drop and come back: it re-reads what its devices watch.
+    await cut_pubsub(hub.redis)
     state = await next_presence(bob, "alice", "online", timeout=5)
     assert [d.device for d in state.devices] == ["phone"]

@@ -72,6 +72,7 @@ async def test_not_coming_back_leaves_after_grace(start_node: StartNode) -> None
     await bob.close()
 
 
+@pytest.mark.redis_cluster
 @pytest.mark.parametrize("back_on", ["owner", "relay"])
 async def test_a_device_resumes_on_another_node(start_node: StartNode, back_on: str) -> None:
     """Bob's room lives on the first node. His socket drops and he comes back on another

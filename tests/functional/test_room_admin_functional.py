@@ -24,6 +24,7 @@ def _forwarded(node: Node, owner: str, kind: str) -> int:
     return sum(o.forwarded for o in track.forwarder.outputs.values())
 
 
+@pytest.mark.redis_cluster
 async def test_state_mute_and_remove(start_node: StartNode) -> None:
     node = await start_node(ice_addresses=["127.0.0.1"])
     host = await _call(node, "host", admin=True)
