@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from redis.exceptions import RedisError
 
 from calls.record import CallRecord, GroupCallRecord
 from chat import send_limit, window
@@ -38,7 +37,7 @@ from chat.store import (
 )
 from media_store.meta import visible_meta
 from signaling.keys import media_key
-from signaling.redis_client import RedisClient
+from signaling.redis_client import UNREACHABLE_ERRORS, RedisClient
 from signaling.wire import Ok, Reply, Request
 
 if TYPE_CHECKING:
@@ -476,7 +475,7 @@ class ChatService:
                 for (user, second, _), total in zip(sends, totals, strict=True):
                     self.limiter.learn(user, second, total)
                 self.limiter.forget_before(_now_ms() // 1000)
-        except (RedisError, OSError) as exc:
+        except UNREACHABLE_ERRORS as exc:
             # What was not reported stays uncounted by the other nodes: the limit holds per
             # node meanwhile.
             log.warning("send counts not reported", extra={"error": str(exc)})

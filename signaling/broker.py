@@ -26,7 +26,7 @@ from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from signaling.keys import node_channel
-from signaling.redis_client import RedisClient, on_topology_change
+from signaling.redis_client import UNREACHABLE_ERRORS, RedisClient, on_topology_change
 from signaling.tasks import cancel_and_wait
 
 log = logging.getLogger("huddle.broker")
@@ -98,7 +98,7 @@ class Broker:
         if len(handlers) == 1:
             try:
                 await self._pubsub.ssubscribe(channel)
-            except (RedisError, OSError):
+            except UNREACHABLE_ERRORS:
                 # Recorded in redis-py's channel set: it subscribes again on reconnect.
                 log.warning("subscribe deferred until Redis is back", extra={"channel": channel})
             self._placement[channel] = self._shard_of(channel)
@@ -182,7 +182,7 @@ class Broker:
             # redis-py moves the subscriptions too; waiting for it here means the callbacks
             # below read back only once every channel listens on its new shard.
             await self._pubsub.reinitialize_shard_subscriptions()
-        except (RedisError, OSError) as exc:
+        except UNREACHABLE_ERRORS as exc:
             # Slots still uncovered mid-failover: the next refresh of the map tries again.
             log.warning("pub/sub not moved yet", extra={"error": str(exc)})
             return
@@ -216,7 +216,7 @@ class Broker:
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=READ_TIMEOUT_S)
-            except (RedisError, OSError) as exc:
+            except UNREACHABLE_ERRORS as exc:
                 if self.connected:
                     log.warning("pub/sub connection lost", extra={"error": str(exc)})
                 self.connected = False

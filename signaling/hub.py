@@ -26,7 +26,7 @@ from signaling.broker import Broker
 from signaling.keys import user_key
 from signaling.metrics import Metrics
 from signaling.presence import DeviceEntry, PresenceStore, decode_snapshot, presence_channel
-from signaling.redis_client import RedisClient, cluster_view
+from signaling.redis_client import UNREACHABLE_ERRORS, RedisClient, cluster_view
 from signaling.session import Session
 
 log = logging.getLogger("huddle.hub")
@@ -125,7 +125,7 @@ class Hub:
             await asyncio.sleep(interval)
             try:
                 await job()
-            except (RedisError, OSError) as exc:
+            except UNREACHABLE_ERRORS as exc:
                 log.warning("periodic job failed", extra={"job": job.__name__, "error": str(exc)})
             except Exception:
                 log.exception("periodic job crashed", extra={"job": job.__name__})
@@ -186,7 +186,7 @@ class Hub:
         await self._forget_user_session(session)
         try:
             await self.presence.remove(self.entry(session))
-        except (RedisError, OSError) as exc:
+        except UNREACHABLE_ERRORS as exc:
             # The entry expires on its own when nobody refreshes it.
             log.warning("presence removal deferred to expiry", extra={"error": str(exc)})
 
@@ -254,7 +254,7 @@ class Hub:
             return
         try:
             snapshots = await self.presence.get(users)
-        except (RedisError, OSError) as exc:
+        except UNREACHABLE_ERRORS as exc:
             log.warning("presence re-sync failed", extra={"error": str(exc)})
             return
         for snapshot in snapshots:

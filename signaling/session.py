@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from calls.members import CallError
 from chat.store import ChatError
@@ -256,7 +255,7 @@ class Session:
         self.status = req.status
         try:
             await self.hub.register(self)
-        except (RedisError, OSError):
+        except UNREACHABLE_ERRORS:
             self.claims = None
             await self.send_error(E.UNAVAILABLE, "temporarily unavailable; retry", req.id)
             await self.close(p.CloseCode.TRY_AGAIN_LATER, "unavailable")
@@ -282,7 +281,7 @@ class Session:
         if not resumed:
             try:
                 await self.hub.calls.resume_elsewhere(self)
-            except (RedisError, OSError) as exc:
+            except UNREACHABLE_ERRORS as exc:
                 log.warning("call resume check failed", extra={"error": str(exc)})
 
     async def _ping(self, req: p.Ping) -> None:
