@@ -126,16 +126,16 @@ class PostgresHistory(SqlHistory):
             ],
         )
 
-    async def _index(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
+    async def _index(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
         await tx.execute("UPDATE messages SET terms = ? WHERE id = ?", (list(terms), row_id))
 
-    async def _unindex(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
+    async def _unindex(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
         await tx.execute("UPDATE messages SET terms = NULL WHERE id = ?", (row_id,))
 
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
         return f"{column} = ANY(?)", list(values)
 
-    def _match(self, terms: Sequence[str]) -> tuple[str, str, Any]:
+    def _match(self, terms: Sequence[str], convs: Sequence[str]) -> tuple[str, str, Any]:
         return "messages m", "m.terms @> ?::text[]", list(terms)
 
     async def close(self) -> None:
