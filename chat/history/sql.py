@@ -181,10 +181,10 @@ class SqlHistory(ABC):
         """A condition ``column`` is one of ``values``, and its one parameter."""
 
     @abstractmethod
-    def _match(self, terms: Sequence[str], convs: Sequence[str]) -> tuple[str, str, Any]:
+    def _match(self, terms: Sequence[str], convs: Sequence[str]) -> tuple[str, str, list[Any]]:
         """Search: the FROM clause joining ``messages m`` to the index, the condition that
         a row has every one of ``terms`` (it may also hold rows of conversations other
-        than ``convs``, as long as it holds every one of theirs), and its one parameter."""
+        than ``convs``, as long as it holds every one of theirs), and its parameters."""
 
     @abstractmethod
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:
@@ -225,10 +225,13 @@ class SqlHistory(ABC):
             rows = await tx.rows("SELECT version FROM schema_version")
         return int(rows[0][0]) if rows else 0
 
-    async def index_all(self, tx: Tx) -> None:
-        """Index every stored message (a migration that adds or rebuilds the search index)."""
+    async def index_all(self, tx: Tx, where: str = "1 = 1") -> None:
+        """Index every stored message (matching ``where``): a migration that adds or
+        rebuilds the search index."""
         rows: list[tuple[int, str, Sequence[str]]] = []
-        for row_id, conv, body in await tx.rows("SELECT id, conv, body FROM messages"):
+        for row_id, conv, body in await tx.rows(
+            f"SELECT id, conv, body FROM messages WHERE {where}"
+        ):
             terms = message_terms(MESSAGE_DECODER.decode(_blob(body)))
             if terms:
                 rows.append((int(row_id), _text(conv), terms))
@@ -557,10 +560,10 @@ class SqlHistory(ABC):
         if not terms or not convs:
             return []
         members = list(dict.fromkeys(convs))
-        source, match, match_param = self._match(terms, members)
+        source, match, match_params = self._match(terms, members)
         in_convs, convs_param = self._in("m.conv", members)
         where = [match, in_convs]
-        params: list[Any] = [match_param, convs_param]
+        params: list[Any] = [*match_params, convs_param]
         if req.sender is not None:
             where.append("m.sender = ?")
             params.append(req.sender)
@@ -617,11 +620,11 @@ class SqlHistory(ABC):
         chat.text makes them), before any exact check: what the index itself holds."""
         if not terms:
             return []
-        source, match, param = self._match(terms, [conv])
+        source, match, match_params = self._match(terms, [conv])
         async with self._read() as tx:
             rows = await tx.rows(
                 f"SELECT m.seq FROM {source} WHERE {match} AND m.conv = ? ORDER BY m.seq",
-                (param, conv),
+                (*match_params, conv),
             )
         return [int(s) for (s,) in rows]
 

@@ -203,7 +203,7 @@ class SQLiteHistory(SqlHistory):
         # One parameter whatever the number of values (SQLite limits parameters).
         return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
 
-    def _match(self, terms: Sequence[str], convs: Sequence[str]) -> tuple[str, str, Any]:
+    def _match(self, terms: Sequence[str], convs: Sequence[str]) -> tuple[str, str, list[Any]]:
         # Every term in one of the conversations: only their entries are read.
         escaped = [t.replace('"', '""') for t in terms]
         query = " OR ".join(
@@ -213,7 +213,7 @@ class SQLiteHistory(SqlHistory):
         return (
             "message_search JOIN messages m ON m.id = message_search.rowid",
             "message_search MATCH ?",
-            query,
+            [query],
         )
 
     async def backup(self, target: Path) -> None:

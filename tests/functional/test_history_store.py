@@ -641,39 +641,48 @@ async def test_upgrade_from_schema_version_1(opener: Opener) -> None:
         await again.close()
 
 
-async def test_sqlite_upgrade_scopes_the_search_index_by_conversation(tmp_path: Path) -> None:
-    """A version 2 store indexed bare terms; the upgrade indexes them again under each
-    conversation's scope, so that changes after it remove exactly what was indexed."""
-    path = tmp_path / "history.db"
+async def test_upgrade_scopes_the_search_index_by_conversation(opener: Opener) -> None:
+    """A version 2 store indexed bare terms; the upgrade scopes them by conversation, so
+    that searches find them and changes after it remove exactly what was indexed."""
     log = Log()
-    old = await SQLiteHistory.open(path, schema=2)
+    old = await opener(schema=2)
     try:
         event = log.message("indexed before the scopes")
         async with old._write() as tx:
             await tx.execute(
-                "INSERT INTO messages (id, conv, seq, ts, sender, reply_to, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (1, CONV, 1, event.message.ts, "ann", None, msgspec.json.encode(event.message)),
+                "INSERT INTO messages (conv, seq, ts, sender, reply_to, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (CONV, 1, event.message.ts, "ann", None, msgspec.json.encode(event.message)),
             )
-            await tx.execute(
-                "INSERT INTO message_search (rowid, terms) VALUES (?, ?)",
-                (1, "indexed before the scopes"),
-            )
+            # The bare terms version 2 indexed the row under.
+            bare = ["indexed", "before", "the", "scopes"]
+            if isinstance(old, SQLiteHistory):
+                await tx.execute(
+                    "INSERT INTO message_search (rowid, terms) "
+                    "SELECT id, ? FROM messages WHERE seq = 1",
+                    (" ".join(bare),),
+                )
+            else:
+                await tx.execute("UPDATE messages SET terms = ? WHERE seq = 1", (bare,))
             await tx.execute(
                 "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?)",
                 (CONV, 1, "e1", 1),
             )
     finally:
         await old.close()
-    new = await SQLiteHistory.open(path)
+    new = await opener()
     try:
         assert await new.schema_version() == 3
         assert [h.message.seq for h in await new.search([CONV], search("scopes"))] == [1]
+        assert await new.search(["g-other"], search("scopes")) == []
         async with new._read() as tx:
-            bare = await tx.rows(
-                "SELECT rowid FROM message_search WHERE message_search MATCH ?", ('"scopes"',)
-            )
-        assert bare == []
+            if isinstance(new, SQLiteHistory):
+                left = await tx.rows(
+                    "SELECT rowid FROM message_search WHERE message_search MATCH ?", ('"scopes"',)
+                )
+            else:
+                left = await tx.rows("SELECT id FROM messages WHERE terms @> ?", (["scopes"],))
+        assert left == []
         await new.append(CONV, [log.edit(1, "edited after the upgrade")])
         assert await new.search([CONV], search("scopes")) == []
         assert await new.found_by(CONV, ["scopes"]) == []
