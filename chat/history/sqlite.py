@@ -73,8 +73,8 @@ async def _v1_tables(store: SqlHistory, tx: Tx) -> None:
 
 
 async def _v2_search(store: SqlHistory, tx: Tx) -> None:
+    # Its entries are made by the next step, which makes them again anyway.
     await _create_search(tx)
-    await store.index_all(tx)
 
 
 async def _v3_scoped_search(store: SqlHistory, tx: Tx) -> None:
