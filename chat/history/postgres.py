@@ -6,12 +6,16 @@ term). Chosen over PostgreSQL's own full-text search and over pg_trgm because bo
 then find exactly the same candidates: text search configurations have no parser for
 Chinese, Japanese or Korean and would split and stem differently from chat.text, and
 trigrams cannot find a two-character CJK word. The terms go with the row, so deleting the
-row or setting them to NULL (a recall) removes its search entries.
+row or setting them to NULL (a recall) removes its search entries. Each term is prefixed by
+its conversation's scope (a short hash, :func:`search_scope`) and a search asks for any of
+the user's scopes with ``&&``: the index then gives the rows of the user's conversations
+only, not every row of a common term in all of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
@@ -22,6 +26,8 @@ from chat.history.sql import Migration, NewMessage, SqlHistory, Tx
 from chat.history.store import HistoryError
 
 POOL_MAX: Final = 8
+# Hex digits of a conversation's hash in front of its terms.
+SCOPE_HEX: Final = 10
 OPEN_TIMEOUT_S: Final = 10.0
 # pg_advisory_xact_lock key held while migrating, so that nodes starting together migrate
 # one after the other.
@@ -68,11 +74,35 @@ async def _v1_tables(store: SqlHistory, tx: Tx) -> None:
 async def _v2_search(store: SqlHistory, tx: Tx) -> None:
     await tx.execute("ALTER TABLE messages ADD COLUMN terms TEXT[]")
     await tx.execute("CREATE INDEX messages_terms ON messages USING GIN (terms)")
-    await store.index_all(tx)
+    # The rows are indexed by the next step (which also scopes what this one indexed when
+    # it was the newest).
+
+
+async def _v3_scoped_search(store: SqlHistory, tx: Tx) -> None:
+    """Terms scoped by conversation (see the module's docstring), made from the bare ones
+    in the database itself."""
+    await tx.execute(
+        "UPDATE messages SET terms = ARRAY(SELECT left(md5(conv), ?) || t FROM unnest(terms) t) "
+        "WHERE terms IS NOT NULL",
+        (SCOPE_HEX,),
+    )
+    await store.index_all(tx, "terms IS NULL")
+
+
+def search_scope(conv: str) -> str:
+    """The prefix of ``conv``'s terms: the start of its MD5 in hex, which PostgreSQL makes
+    too (the upgrade to schema 3). Two conversations may share one (the search keeps the
+    conversations asked for), which only costs them some candidates of the other."""
+    return hashlib.md5(conv.encode()).hexdigest()[:SCOPE_HEX]
+
+
+def _scoped(conv: str, terms: Sequence[str]) -> list[str]:
+    scope = search_scope(conv)
+    return [scope + t for t in terms]
 
 
 class PostgresHistory(SqlHistory):
-    migrations: Sequence[Migration] = (_v1_tables, _v2_search)
+    migrations: Sequence[Migration] = (_v1_tables, _v2_search, _v3_scoped_search)
     terms_in_row = True
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
@@ -121,22 +151,41 @@ class PostgresHistory(SqlHistory):
             "INSERT INTO messages (conv, seq, ts, sender, reply_to, body, reactions, terms) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (r.conv, r.seq, r.ts, r.sender, r.reply_to, r.body, r.reactions, r.terms or None)
+                (
+                    r.conv,
+                    r.seq,
+                    r.ts,
+                    r.sender,
+                    r.reply_to,
+                    r.body,
+                    r.reactions,
+                    _scoped(r.conv, r.terms) if r.terms else None,
+                )
                 for r in rows
             ],
         )
 
-    async def _index(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
-        await tx.execute("UPDATE messages SET terms = ? WHERE id = ?", (list(terms), row_id))
+    async def _index(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
+        await tx.execute(
+            "UPDATE messages SET terms = ? WHERE id = ?", (_scoped(conv, terms), row_id)
+        )
 
-    async def _unindex(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
+    async def _unindex(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
         await tx.execute("UPDATE messages SET terms = NULL WHERE id = ?", (row_id,))
 
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
         return f"{column} = ANY(?)", list(values)
 
-    def _match(self, terms: Sequence[str]) -> tuple[str, str, Any]:
-        return "messages m", "m.terms @> ?::text[]", list(terms)
+    def _match(self, terms: Sequence[str], convs: Sequence[str]) -> tuple[str, str, list[Any]]:
+        # Each term in one of the conversations' scopes: the index gives their rows only. A
+        # row's terms are all of its own conversation's scope, so "every term, each in one
+        # of the scopes" is "every term in the row's scope".
+        scopes = sorted({search_scope(c) for c in convs})
+        return (
+            "messages m",
+            " AND ".join(["m.terms && ?::text[]"] * len(terms)),
+            [[scope + t for scope in scopes] for t in terms],
+        )
 
     async def close(self) -> None:
         await self.pool.close()

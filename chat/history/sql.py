@@ -169,21 +169,22 @@ class SqlHistory(ABC):
         """Insert new message rows (their seqs are free) and index their terms."""
 
     @abstractmethod
-    async def _index(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
-        """Make message row ``row_id`` findable by ``terms`` (it has none yet)."""
+    async def _index(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
+        """Make message row ``row_id`` of ``conv`` findable by ``terms`` (it has none yet)."""
 
     @abstractmethod
-    async def _unindex(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
-        """Remove the terms ``row_id`` was indexed under (exactly those)."""
+    async def _unindex(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
+        """Remove the terms ``row_id`` of ``conv`` was indexed under (exactly those)."""
 
     @abstractmethod
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
         """A condition ``column`` is one of ``values``, and its one parameter."""
 
     @abstractmethod
-    def _match(self, terms: Sequence[str]) -> tuple[str, str, Any]:
+    def _match(self, terms: Sequence[str], convs: Sequence[str]) -> tuple[str, str, list[Any]]:
         """Search: the FROM clause joining ``messages m`` to the index, the condition that
-        a row has every one of ``terms``, and its one parameter."""
+        a row has every one of ``terms`` (it may also hold rows of conversations other
+        than ``convs``, as long as it holds every one of theirs), and its parameters."""
 
     @abstractmethod
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:
@@ -224,12 +225,23 @@ class SqlHistory(ABC):
             rows = await tx.rows("SELECT version FROM schema_version")
         return int(rows[0][0]) if rows else 0
 
-    async def index_all(self, tx: Tx) -> None:
-        """Index every stored message (a migration that adds or rebuilds the search index)."""
-        for row_id, body in await tx.rows("SELECT id, body FROM messages"):
+    async def index_all(self, tx: Tx, where: str = "1 = 1") -> None:
+        """Index every stored message (matching ``where``): a migration that adds or
+        rebuilds the search index."""
+        rows: list[tuple[int, str, Sequence[str]]] = []
+        for row_id, conv, body in await tx.rows(
+            f"SELECT id, conv, body FROM messages WHERE {where}"
+        ):
             terms = message_terms(MESSAGE_DECODER.decode(_blob(body)))
             if terms:
-                await self._index(tx, int(row_id), terms)
+                rows.append((int(row_id), _text(conv), terms))
+        await self._index_many(tx, rows)
+
+    async def _index_many(self, tx: Tx, rows: Sequence[tuple[int, str, Sequence[str]]]) -> None:
+        """:meth:`_index` for each of ``rows`` (row id, conversation, terms); a database
+        may do them in fewer statements."""
+        for row_id, conv, terms in rows:
+            await self._index(tx, row_id, conv, terms)
 
     # --- the log, applied ---------------------------------------------------------------
 
@@ -390,11 +402,11 @@ class SqlHistory(ABC):
             await tx.execute("DELETE FROM edits WHERE conv = ? AND seq = ?", (conv, old.seq))
         old_terms = message_terms(old)
         if old_terms:
-            await self._unindex(tx, row_id, old_terms)
+            await self._unindex(tx, row_id, conv, old_terms)
         await tx.execute("UPDATE messages SET body = ? WHERE id = ?", (ENCODER.encode(new), row_id))
         new_terms = message_terms(new)
         if new_terms:
-            await self._index(tx, row_id, new_terms)
+            await self._index(tx, row_id, conv, new_terms)
 
     async def _read_to(self, tx: Tx, conv: str, reads: dict[str, int]) -> None:
         """Move each user's read position forward to the seq given (never back)."""
@@ -547,10 +559,11 @@ class SqlHistory(ABC):
         terms = query_terms(req.query)
         if not terms or not convs:
             return []
-        source, match, match_param = self._match(terms)
-        in_convs, convs_param = self._in("m.conv", list(dict.fromkeys(convs)))
+        members = list(dict.fromkeys(convs))
+        source, match, match_params = self._match(terms, members)
+        in_convs, convs_param = self._in("m.conv", members)
         where = [match, in_convs]
-        params: list[Any] = [match_param, convs_param]
+        params: list[Any] = [*match_params, convs_param]
         if req.sender is not None:
             where.append("m.sender = ?")
             params.append(req.sender)
@@ -607,11 +620,11 @@ class SqlHistory(ABC):
         chat.text makes them), before any exact check: what the index itself holds."""
         if not terms:
             return []
-        source, match, param = self._match(terms)
+        source, match, match_params = self._match(terms, [conv])
         async with self._read() as tx:
             rows = await tx.rows(
                 f"SELECT m.seq FROM {source} WHERE {match} AND m.conv = ? ORDER BY m.seq",
-                (param, conv),
+                (*match_params, conv),
             )
         return [int(s) for (s,) in rows]
 
@@ -639,7 +652,7 @@ class SqlHistory(ABC):
             for row_id, _, body in rows:
                 terms = message_terms(MESSAGE_DECODER.decode(_blob(body)))
                 if terms:
-                    await self._unindex(tx, int(row_id), terms)
+                    await self._unindex(tx, int(row_id), conv, terms)
         await tx.execute(
             f"DELETE FROM edits WHERE conv = ? AND seq IN "
             f"(SELECT seq FROM messages WHERE conv = ? AND {where})",

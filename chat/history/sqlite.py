@@ -7,7 +7,11 @@ writes and one reads, each behind a lock (a connection runs one transaction at a
 
 Search: an FTS5 table of each message's terms (chat.hits.message_terms, the same terms the
 Redis index has, CJK bigrams included), one token per term: the tokenizer keeps every
-character class a term can hold and folds nothing (the terms are folded already).
+character class a term can hold and folds nothing (the terms are folded already). Each
+token is the term prefixed by its conversation's scope (a short hash, :func:`search_scope`),
+so that a search reads the entries of the user's conversations only: with bare terms a
+common one (one message in five) had 200,000 entries over a million messages, all read and
+joined to their rows (200 ms) to keep the user's newest 20.
 Contentless (``content=''``) and ``detail=none``: it keeps only which rows hold a term, the
 least that answers "every term, newest first"; removing a row's terms therefore needs the
 terms it was indexed under, which are made again from the stored message. A change to how
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -29,6 +34,9 @@ from chat.history.sql import Migration, NewMessage, SqlHistory, Tx
 
 BUSY_TIMEOUT_MS: Final = 10_000
 FTS_TOKENIZER: Final = "unicode61 remove_diacritics 0 categories 'L* N* Co M* S*'"
+# Bytes of a conversation's hash in its index tokens (a shared prefix costs candidates,
+# never hits).
+SCOPE_BYTES: Final = 5
 
 
 class _Tx:
@@ -65,19 +73,39 @@ async def _v1_tables(store: SqlHistory, tx: Tx) -> None:
 
 
 async def _v2_search(store: SqlHistory, tx: Tx) -> None:
+    # Its entries are made by the next step, which makes them again anyway.
+    await _create_search(tx)
+
+
+async def _v3_scoped_search(store: SqlHistory, tx: Tx) -> None:
+    """Index tokens scoped by conversation (see the module's docstring): the entries are
+    all made again."""
+    await tx.execute("DROP TABLE message_search")
+    await _create_search(tx)
+    await store.index_all(tx)
+
+
+async def _create_search(tx: Tx) -> None:
     await tx.execute(
         "CREATE VIRTUAL TABLE message_search USING fts5(terms, content='', detail=none, "
         f'tokenize="{FTS_TOKENIZER}")'
     )
-    await store.index_all(tx)
 
 
-def _fts_terms(terms: Sequence[str]) -> str:
-    return " ".join(terms)
+def search_scope(conv: str) -> str:
+    """The prefix of ``conv``'s index tokens: hex digits, which the tokenizer keeps in the
+    token. Two conversations may share one (the search keeps the conversations asked for),
+    which only costs them some candidates of the other."""
+    return hashlib.blake2b(conv.encode(), digest_size=SCOPE_BYTES).hexdigest()
+
+
+def _fts_terms(conv: str, terms: Sequence[str]) -> str:
+    scope = search_scope(conv)
+    return " ".join(scope + t for t in terms)
 
 
 class SQLiteHistory(SqlHistory):
-    migrations: Sequence[Migration] = (_v1_tables, _v2_search)
+    migrations: Sequence[Migration] = (_v1_tables, _v2_search, _v3_scoped_search)
 
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
         self.path = path
@@ -150,30 +178,42 @@ class SQLiteHistory(SqlHistory):
         )
         await tx.executemany(
             "INSERT INTO message_search (rowid, terms) VALUES (?, ?)",
-            [(first + k, _fts_terms(r.terms)) for k, r in enumerate(rows) if r.terms],
+            [(first + k, _fts_terms(r.conv, r.terms)) for k, r in enumerate(rows) if r.terms],
         )
 
-    async def _index(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
+    async def _index(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
         await tx.execute(
-            "INSERT INTO message_search (rowid, terms) VALUES (?, ?)", (row_id, _fts_terms(terms))
+            "INSERT INTO message_search (rowid, terms) VALUES (?, ?)",
+            (row_id, _fts_terms(conv, terms)),
         )
 
-    async def _unindex(self, tx: Tx, row_id: int, terms: Sequence[str]) -> None:
+    async def _index_many(self, tx: Tx, rows: Sequence[tuple[int, str, Sequence[str]]]) -> None:
+        await tx.executemany(
+            "INSERT INTO message_search (rowid, terms) VALUES (?, ?)",
+            [(row_id, _fts_terms(conv, terms)) for row_id, conv, terms in rows],
+        )
+
+    async def _unindex(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
         await tx.execute(
             "INSERT INTO message_search (message_search, rowid, terms) VALUES ('delete', ?, ?)",
-            (row_id, _fts_terms(terms)),
+            (row_id, _fts_terms(conv, terms)),
         )
 
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
         # One parameter whatever the number of values (SQLite limits parameters).
         return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
 
-    def _match(self, terms: Sequence[str]) -> tuple[str, str, Any]:
-        query = " ".join('"' + t.replace('"', '""') + '"' for t in terms)
+    def _match(self, terms: Sequence[str], convs: Sequence[str]) -> tuple[str, str, list[Any]]:
+        # Every term in one of the conversations: only their entries are read.
+        escaped = [t.replace('"', '""') for t in terms]
+        query = " OR ".join(
+            "(" + " AND ".join(f'"{scope}{t}"' for t in escaped) + ")"
+            for scope in sorted({search_scope(c) for c in convs})
+        )
         return (
             "message_search JOIN messages m ON m.id = message_search.rowid",
             "message_search MATCH ?",
-            query,
+            [query],
         )
 
     async def backup(self, target: Path) -> None:

@@ -20,7 +20,7 @@ from chat import wire as w
 from chat.history.events import decode_event, page_range
 from chat.history.postgres import PostgresHistory
 from chat.history.sql import CANDIDATES_PER_ROUND, SqlHistory
-from chat.history.sqlite import SQLiteHistory
+from chat.history.sqlite import SQLiteHistory, search_scope
 from chat.history.store import (
     EpochChanged,
     Head,
@@ -424,6 +424,7 @@ async def test_recall_leaves_no_text_in_the_file(tmp_path: Path) -> None:
     store = await SQLiteHistory.open(path)
     log = Log()
     secret = "quartz-lantern-meets-at-dawn-by-the-old-mill"
+    scope = search_scope(CONV)
     try:
         others = [log.message(f"other message {i}") for i in range(40)]
         await store.append(CONV, [*others, log.message(f"plan: {secret}")])
@@ -433,13 +434,15 @@ async def test_recall_leaves_no_text_in_the_file(tmp_path: Path) -> None:
             # Nothing is left in the search index of the recalled words (the index is read
             # directly: the join with the messages would hide entries left behind).
             rows = await tx.rows(
-                "SELECT rowid FROM message_search WHERE message_search MATCH ?", ('"quartz"',)
+                "SELECT rowid FROM message_search WHERE message_search MATCH ?",
+                (f'"{scope}quartz"',),
             )
             assert rows == []
         await store.expire(CONV, T0 + 11)
         async with store._read() as tx:
             assert await tx.rows(
-                "SELECT rowid FROM message_search WHERE message_search MATCH ?", ('"other"',)
+                "SELECT rowid FROM message_search WHERE message_search MATCH ?",
+                (f'"{scope}other"',),
             ) == [(n,) for n in range(11, 41)]
     finally:
         await store.close()
@@ -636,6 +639,59 @@ async def test_upgrade_from_schema_version_1(opener: Opener) -> None:
         assert len(await again.search([CONV], search("before"))) == 1
     finally:
         await again.close()
+
+
+async def test_upgrade_scopes_the_search_index_by_conversation(opener: Opener) -> None:
+    """A version 2 store indexed bare terms; the upgrade scopes them by conversation, so
+    that searches find them and changes after it remove exactly what was indexed."""
+    log = Log()
+    old = await opener(schema=2)
+    try:
+        event = log.message("indexed before the scopes")
+        async with old._write() as tx:
+            await tx.execute(
+                "INSERT INTO messages (conv, seq, ts, sender, reply_to, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (CONV, 1, event.message.ts, "ann", None, msgspec.json.encode(event.message)),
+            )
+            # The bare terms version 2 indexed the row under.
+            bare = ["indexed", "before", "the", "scopes"]
+            if isinstance(old, SQLiteHistory):
+                await tx.execute(
+                    "INSERT INTO message_search (rowid, terms) "
+                    "SELECT id, ? FROM messages WHERE seq = 1",
+                    (" ".join(bare),),
+                )
+            else:
+                await tx.execute("UPDATE messages SET terms = ? WHERE seq = 1", (bare,))
+            await tx.execute(
+                "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?)",
+                (CONV, 1, "e1", 1),
+            )
+    finally:
+        await old.close()
+    new = await opener()
+    try:
+        assert await new.schema_version() == 3
+        assert [h.message.seq for h in await new.search([CONV], search("scopes"))] == [1]
+        assert await new.search(["g-other"], search("scopes")) == []
+        async with new._read() as tx:
+            if isinstance(new, SQLiteHistory):
+                left = await tx.rows(
+                    "SELECT rowid FROM message_search WHERE message_search MATCH ?", ('"scopes"',)
+                )
+            else:
+                left = await tx.rows("SELECT id FROM messages WHERE terms @> ?", (["scopes"],))
+        assert left == []
+        await new.append(CONV, [log.edit(1, "edited after the upgrade")])
+        assert await new.search([CONV], search("scopes")) == []
+        assert await new.found_by(CONV, ["scopes"]) == []
+        assert await new.found_by(CONV, ["edited"]) == [1]
+        await new.append(CONV, [log.recall(1)])
+        assert await new.found_by(CONV, ["edited"]) == []
+        assert await new.search([CONV], search("upgrade")) == []
+    finally:
+        await new.close()
 
 
 async def test_a_newer_schema_is_refused(opener: Opener) -> None:
