@@ -22,6 +22,8 @@ KEY = "loadkey"
 ROOT = str(Path(__file__).resolve().parents[2])
 # Long enough for a shard to start and set up on a busy machine, before its --start-at.
 SHARD_SETUP_S = 15.0
+# A node's default limit on one file (below media_load's default large upload, 1 GiB).
+MAX_UPLOAD_MIB = 100
 
 
 @pytest.fixture
@@ -165,7 +167,9 @@ def test_media_load_drives_running_nodes(
 ) -> None:
     urls = ",".join(s.url for s in two_nodes[:nodes])
     args = ["--url", urls, "--sizes-mib", "1", "--clients", "1,2", "--phase-mib", "32"]
-    args += ["--rss-upload-mib", "8", "--thumbs", "2", "--report", str(tmp_path / "report")]
+    # More than the nodes take in one file: the large upload is sized to their limit.
+    args += ["--rss-upload-mib", str(MAX_UPLOAD_MIB + 20), "--thumbs", "2"]
+    args += ["--report", str(tmp_path / "report")]
     doc = _run("benchmarks.media_load", args, secret, tmp_path / "media.json")
     _check_report(tmp_path / "report", {"throughput", "cpu_per_request"})
 
@@ -184,6 +188,7 @@ def test_media_load_drives_running_nodes(
         # The nodes' CPU from their /metrics (32 MiB a phase: well above its 10 ms tick).
         assert phase["server_cpu"] > 0 and phase["server_ms_per_request"] > 0, phase
     assert doc["rss"]["base_mib"] > 10  # every role of the first node, from its /metrics
+    assert doc["rss"]["upload_mib"] == MAX_UPLOAD_MIB
     assert doc["thumbnails"]["images"] == 2
 
 
