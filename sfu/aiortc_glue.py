@@ -87,8 +87,6 @@ _DTLS_CONNECTED: Final = DtlsState.CONNECTED
 SEQ_TS_SSRC: Final = struct.Struct("!HII")  # an RTP header's bytes 2-11
 # Probes (sfu.bwe): padding-only packets of this many padding bytes (RFC 3550 allows 255).
 PADDING_BYTES: Final = 255
-# A padding packet on the wire: RTP header and extensions, the padding, the SRTP tag.
-PADDING_PACKET_BYTES: Final = 12 + 12 + PADDING_BYTES + 10
 _PADDING: Final = bytes(PADDING_BYTES - 1) + bytes((PADDING_BYTES,))
 _TRANSPORT_SEQ: Final = struct.Struct("!H")
 # Sender reports: a sender that sent nothing for this long is no longer reported, and one
