@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import logging
 import random
 import struct
@@ -225,13 +227,60 @@ def _datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: tuple[A
         dtls = connection._huddle_dtls  # type: ignore[attr-defined]
         # Nothing queued before it (only before the keys are there): handled now, it cannot
         # overtake an earlier datagram.
-        if dtls is None or connection._queue.qsize() or not _receive_rtp_now(dtls, data):
+        if dtls is None or connection._queue.qsize() or not _receive_rtp_now(dtls, data, self):
             connection.data_received(data, self.local_candidate.component)
     else:
+        if getattr(self, "_huddle_stamp_fd", None) is None:  # on before the first RTP
+            self._huddle_stamp_fd = _stamp_fd(self)  # type: ignore[attr-defined]
         _original_datagram_received(self, data, addr)
 
 
-def _receive_rtp_now(dtls: Any, data: bytes) -> bool:
+# When each publisher packet reached this host, for its transport-wide feedback: the
+# kernel's receive timestamp of the datagram being handled (SIOCGSTAMPNS; the event loop
+# hands datagrams to Python one read at a time, so it names this one). The time Python
+# reads it at would do on an idle machine only: on a busy one the loop reads a stall's
+# worth of datagrams at once, packets sent 2 ms apart got stamps 5 µs apart and then a
+# jump, and the publisher's estimator read that as a growing queue (Chromium's uplink
+# estimate stayed at 130-320 kbit/s on a free link, where Janus let it reach 1.7-3.9 Mbit/s).
+_SIOCGSTAMPNS: Final = 0x8907  # asm-generic/sockios.h: struct timespec, 64-bit time here
+_TIMESPEC: Final = struct.Struct("@qq")
+_NO_TIMESPEC: Final = bytes(_TIMESPEC.size)
+
+
+def arrival_us(protocol: Any) -> int:
+    """When the datagram ``protocol`` is handling now arrived, in microseconds of the wall
+    clock: the kernel's stamp where the socket has one, else now."""
+    fd: int | None = getattr(protocol, "_huddle_stamp_fd", None)
+    if fd is None:
+        fd = protocol._huddle_stamp_fd = _stamp_fd(protocol)
+    if fd >= 0:
+        try:
+            seconds, nanoseconds = _TIMESPEC.unpack(fcntl.ioctl(fd, _SIOCGSTAMPNS, _NO_TIMESPEC))
+        except OSError:
+            pass  # no stamp for this one (the first read after enabling them)
+        else:
+            return int(seconds) * 1_000_000 + int(nanoseconds) // 1000
+    return time.time_ns() // 1000
+
+
+def _stamp_fd(protocol: Any) -> int:
+    """The socket's descriptor with kernel receive stamps turned on (the first query turns
+    them on and has none yet), or -1 where the socket or the query is not there."""
+    transport = getattr(protocol, "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return -1
+    fd: int = sock.fileno()
+    try:
+        fcntl.ioctl(fd, _SIOCGSTAMPNS, _NO_TIMESPEC)
+    except OSError as error:
+        if error.errno != errno.ENOENT:  # ENOENT: on now, nothing stamped yet
+            log.info("no kernel receive stamps (%s): feedback uses the time read", error)
+            return -1
+    return fd
+
+
+def _receive_rtp_now(dtls: Any, data: bytes, protocol: Any) -> bool:
     """A publisher's SRTP packet, taken to its receiver's tap right away: what
     ``RTCDtlsTransport._recv_next`` and ``_handle_rtp_data`` do, without the queue, the task
     switch and four coroutines per packet (its RTCP goes to aiortc's handler in a task of
@@ -266,7 +315,7 @@ def _receive_rtp_now(dtls: Any, data: bytes) -> bool:
         return True
     arrivals = dtls._huddle_twcc
     if arrivals is not None and (number := packet.extensions.transport_sequence_number) is not None:
-        arrivals.record(number, time.monotonic_ns() // 1000)
+        arrivals.record(number, arrival_us(protocol))
     router = dtls._rtp_router
     receiver = router.route_rtp(packet) or _route_repair(router, packet.ssrc)
     tap = getattr(receiver, "_huddle_tap", None)
@@ -520,7 +569,7 @@ class InboundTap:
         number = packet.extensions.transport_sequence_number
         arrivals = getattr(self.receiver.transport, "_huddle_twcc", None)
         if arrivals is not None and number is not None:
-            arrivals.record(number, time.monotonic_ns() // 1000)
+            arrivals.record(number, time.time_ns() // 1000)  # the clock of arrival_us
         self.handle(packet)
 
     def handle(self, packet: RtpPacket) -> None:
