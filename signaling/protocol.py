@@ -13,7 +13,7 @@ Wire conventions (see docs/protocol.md):
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any, Final, Literal, Union
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -687,19 +687,10 @@ class ProtocolError(Exception):
 
 _json_decoder: Final = msgspec.json.Decoder()
 _encoder: Final = msgspec.json.Encoder()
-# Every request at once, by its ``type``: a valid frame is parsed in one pass.
-_request_decoder: Final = msgspec.json.Decoder(
-    Union[tuple(CLIENT_MESSAGES.values())]  # noqa: UP007
-)
 
 
 def decode_request(frame: str | bytes) -> Request:
     """Parse one client frame into its typed request, or raise ProtocolError with a code."""
-    try:
-        request: Request = _request_decoder.decode(frame)
-        return request
-    except (msgspec.DecodeError, RecursionError):
-        pass  # parsed again below, to tell what is wrong with it
     try:
         raw = _json_decoder.decode(frame)
     except (msgspec.DecodeError, RecursionError) as exc:

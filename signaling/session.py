@@ -42,7 +42,7 @@ class Session:
         hub: Hub,
         ws: web.WebSocketResponse,
         remote: str | None,
-        transport: asyncio.BaseTransport | None = None,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         s = hub.settings
         self.hub = hub
@@ -60,10 +60,9 @@ class Session:
         self._flush_soon = False
         self._writer: asyncio.Task[None] | None = None
         # Frames are written to the socket here unless the connection compresses them
-        # (permessage-deflate): then aiohttp's writer does it, one frame at a time.
-        self._transport = (
-            transport if isinstance(transport, asyncio.WriteTransport) and not ws.compress else None
-        )
+        # (permessage-deflate): then aiohttp's writer does it, one frame at a time. (uvloop's
+        # transports, the node's, are no asyncio.Transport instances: not checked by type.)
+        self._transport = transport if transport is not None and not ws.compress else None
         self._limiter = RateLimiter(s.rate_per_s, s.rate_burst, s.flood_strikes, time.monotonic())
         self._timers: list[asyncio.TimerHandle] = []
         self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {

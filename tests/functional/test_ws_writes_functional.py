@@ -3,15 +3,18 @@ order; connections that compress (permessage-deflate) are written frame by frame
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 import msgspec
 
 from chat import wire as w
 from huddle.chat import ChatClient
+from huddle.client import HuddleClient
 from signaling import protocol as p
 from signaling.server import HUB
 from tests.conftest import StartNode
-from tests.helpers import Node, make_token
+from tests.helpers import Node, NodeProcess, make_token
 
 # Lengths around the frame header's size classes (7-bit, 16-bit) once in an event.
 TEXTS = ["x", "y" * 60, "z" * 200, "w" * 3000, "v" * 70]
@@ -77,3 +80,38 @@ async def test_a_compressing_connection_gets_every_frame_in_order(node: Node) ->
         assert [r["re"] for r in replies] == ["h"] + [f"p{i}" for i in range(30)]
         assert replies[0]["identity"] == "alice" and "server_time_ms" in replies[1]
         await ws.close()
+
+
+def _counter(metrics: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(name)
+    )
+
+
+async def test_a_node_process_writes_frames_together_too(redis_url: str, tmp_path: Path) -> None:
+    """``huddle serve`` runs on uvloop, whose sockets are not asyncio's own classes."""
+    node = NodeProcess(tmp_path, redis_url=redis_url, env={"HUDDLE_CHAT_SEND_PER_S": "10000"})
+    try:
+        await node.wait_healthy()
+        alice = HuddleClient(node.url, make_token("alice"))
+        bob = HuddleClient(node.url, make_token("bob"))
+        for c in (alice, bob):
+            await c.connect()
+            await c.hello()
+        chats = [ChatClient(alice), ChatClient(bob)]
+        for chat in chats:
+            await chat.sync()
+        first = await chats[0].send(to="bob", text="hi")
+        for i in range(30):
+            await chats[0].send(first.conv, f"m{i}")
+            await alice.next_event("chat.message")
+            await bob.next_event("chat.message")
+        async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
+            metrics = await resp.text()
+        frames = _counter(metrics, "huddle_ws_messages_out_total")
+        assert frames >= 90
+        assert _counter(metrics, "huddle_ws_writes_total") < frames - 10
+        for c in (alice, bob):
+            await c.close()
+    finally:
+        node.close()
