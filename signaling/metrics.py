@@ -37,6 +37,8 @@ class Metrics:
         # Frames sent, by kind: plain numbers on the hot path (one per event delivered),
         # read at scrape time.
         self.sent: dict[str, int] = {"reply": 0, "error": 0, "event": 0}
+        # Writes to WebSocket connections: frames queued together go out in one.
+        self.writes = 0
         self.add_collector(self._collect_sent)
         self.errors = Counter(
             "huddle_ws_errors",
@@ -111,6 +113,12 @@ class Metrics:
         for kind, count in self.sent.items():
             family.add_metric([kind], count)
         yield family
+        writes = CounterMetricFamily(
+            "huddle_ws_writes",
+            "Writes to WebSocket connections (frames queued together go out in one)",
+        )
+        writes.add_metric([], self.writes)
+        yield writes
 
     def _collect_pubsub(self) -> Iterable[Metric]:
         family = CounterMetricFamily(

@@ -748,7 +748,11 @@ class EncodedEvent:
         return cls(None, blob)
 
     def with_seq(self, seq: int) -> str:
-        return (self.head + str(seq).encode() + self.tail).decode()
+        return self.frame(seq).decode()
+
+    def frame(self, seq: int) -> bytes:
+        """The event as sent to a connection whose next number is ``seq``."""
+        return b"%s%d%s" % (self.head, seq, self.tail)
 
 
 def json_schema() -> dict[str, Any]:

@@ -53,7 +53,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     )
     await ws.prepare(request)
     try:
-        session = Session(hub, ws, request.remote)
+        session = Session(hub, ws, request.remote, request.transport)
     except Exception:
         # Never let the HTTP error middleware write into an upgraded connection.
         log.exception("connection setup failed")

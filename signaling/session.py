@@ -9,9 +9,9 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from calls.members import CallError
 from chat.store import ChatError
@@ -19,18 +19,31 @@ from signaling import protocol as p
 from signaling.auth import AuthError, Claims, verify_token
 from signaling.ratelimit import RateLimiter, Verdict
 from signaling.redis_client import UNREACHABLE_ERRORS
+from signaling.ws_frames import text_frame_header, text_frames
 
 if TYPE_CHECKING:
     from signaling.hub import Hub
 
 log = logging.getLogger("huddle.session")
 E = p.ErrorCode
+# Frames queued for a connection while the event loop runs one round of callbacks go to its
+# socket together, in one write, once the round is over: a message's reply and its echo to
+# the sender's device, the events of a replay. A connection whose socket has more than this
+# many bytes not yet taken by the kernel is written through aiohttp instead, which waits for
+# the socket to drain.
+WRITE_BUFFER_HIGH: Final = 64 * 1024
 
 
 class Session:
     """The protocol state of one connection. The hub owns node-wide state."""
 
-    def __init__(self, hub: Hub, ws: web.WebSocketResponse, remote: str | None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        ws: web.WebSocketResponse,
+        remote: str | None,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         s = hub.settings
         self.hub = hub
         self.ws = ws
@@ -42,9 +55,14 @@ class Session:
         self.watching: set[str] = set()
         self.closed = False
         self._seq = 0
-        self._out: deque[str] = deque()
+        self._loop = asyncio.get_running_loop()
+        self._out: deque[bytes] = deque()
+        self._flush_soon = False
         self._writer: asyncio.Task[None] | None = None
-        self._wake: asyncio.Future[None] | None = None
+        # Frames are written to the socket here unless the connection compresses them
+        # (permessage-deflate): then aiohttp's writer does it, one frame at a time. (uvloop's
+        # transports, the node's, are no asyncio.Transport instances: not checked by type.)
+        self._transport = transport if transport is not None and not ws.compress else None
         self._limiter = RateLimiter(s.rate_per_s, s.rate_burst, s.flood_strikes, time.monotonic())
         self._timers: list[asyncio.TimerHandle] = []
         self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
@@ -127,12 +145,12 @@ class Session:
 
     async def send_reply(self, reply: p.Reply) -> None:
         self.hub.metrics.sent["reply"] += 1
-        await self._send_now(p.encode(reply).decode())
+        self._queue(p.encode(reply))
 
     async def send_error(self, code: str, message: str, re: str | None = None) -> None:
         self.hub.metrics.count_error(code)
         self.hub.metrics.sent["error"] += 1
-        await self._send_now(p.error(code, message, re).decode())
+        self._queue(p.error(code, message, re))
 
     def send_event(self, event: p.EncodedEvent) -> None:
         """Queue one event, stamped with this connection's next ``seq``. Never blocks."""
@@ -140,54 +158,73 @@ class Session:
             return
         self._seq += 1
         self.hub.metrics.sent["event"] += 1
-        self._queue(event.with_seq(self._seq))
+        self._queue(event.frame(self._seq))
 
-    async def _send_now(self, text: str) -> None:
-        # Replies go straight out unless events are queued ahead of them (order is kept).
+    def _queue(self, frame: bytes) -> None:
+        # Replies and events share the queue: they go out in the order they were made.
         if self.closed:
             return
-        if self._out or (self._writer is not None and self._wake is None):
-            self._queue(text)  # behind queued events, or the writer is mid-send
-            return
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.ws.send_str(text)
-
-    def _queue(self, text: str) -> None:
-        self._out.append(text)
-        if len(self._out) > self.hub.settings.max_outbound_queue:
-            self._out.clear()
+        out = self._out
+        out.append(frame)
+        if len(out) > self.hub.settings.max_outbound_queue:
+            out.clear()
             self.close_soon(p.CloseCode.SLOW_CONSUMER, "events not read")
             return
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            wake.set_result(None)
-        elif self._writer is None:
+        if not self._flush_soon and self._writer is None:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write what is queued: in one write where the socket keeps up, else through the
+        writer task, which waits for it."""
+        self._flush_soon = False
+        out = self._out
+        if self.closed or not out or self._writer is not None:
+            return
+        transport = self._transport
+        if transport is None or transport.get_write_buffer_size() > WRITE_BUFFER_HIGH:
             self._writer = asyncio.create_task(self._drain())
+            return
+        if self.ws.closed or transport.is_closing():
+            out.clear()  # nothing goes after a close frame, nor into a socket going away
+            return
+        data = text_frames(out) if len(out) > 1 else text_frame_header(len(out[0])) + out[0]
+        out.clear()
+        self.hub.metrics.writes += 1
+        transport.write(data)
 
     async def _drain(self) -> None:
-        # One writer per connection for its whole life, waiting on a future while there is
-        # nothing to send: cheaper than a task for each burst of events.
-        loop = asyncio.get_running_loop()
+        # Through aiohttp, frame by frame, waiting for the socket whenever aiohttp does; back
+        # to single writes once the socket keeps up again.
+        transport = self._transport
         try:
-            while not self.closed:
-                while self._out and not self.closed:
-                    await self.ws.send_str(self._out.popleft())
-                if self.closed:
+            while self._out and not self.closed:
+                await self.ws.send_frame(self._out.popleft(), WSMsgType.TEXT)
+                self.hub.metrics.writes += 1
+                if transport is not None and transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH:
                     break
-                wake = self._wake = loop.create_future()
-                await wake
         except (ConnectionError, RuntimeError):
             self._out.clear()
         finally:
             self._writer = None
-            self._wake = None
+        if self._out and not self.closed and not self._flush_soon:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush)
 
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
         self.hub.metrics.closes.labels(str(code)).inc()
         log.info("closing connection", extra={"code": code, "reason": reason, "session": self.id})
+        # What is queued (an error reply saying why, say) goes before the close frame.
+        if self._writer is None and self._out:
+            transport = self._transport
+            if transport is not None and transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH:
+                self._flush()
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                while self._out:
+                    await self.ws.send_frame(self._out.popleft(), WSMsgType.TEXT)
+                    self.hub.metrics.writes += 1
         self.closed = True
         await self.ws.close(code=code, message=reason.encode()[:120])
 

@@ -39,8 +39,12 @@ from signaling.keys import conv_key
 
 log = logging.getLogger("huddle.chat")
 # How long a node waits after a write before archiving: the events of the pause, in every
-# conversation written in, go in one pass.
-ARCHIVE_DELAY_S: Final = 0.05
+# conversation written in, go in one pass. A pass costs about as much per conversation as
+# per event (a read of its log, its head moved, round trips to the store's thread), so the
+# longer the pause the less each event costs: measured with 20 busy conversations, ~140 µs
+# of node CPU per event at one event per conversation and pass, ~35 at ten. Nothing waits
+# for it: Redis keeps every event until the store has it, and a search archives first.
+ARCHIVE_DELAY_S: Final = 0.5
 # Events read from each conversation's log per pass, and conversations per pass: a pass is
 # one Redis round trip and one transaction.
 ARCHIVE_BATCH: Final = 500

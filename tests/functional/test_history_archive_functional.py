@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as redis
@@ -199,3 +200,34 @@ async def test_a_log_trimmed_before_the_store_had_it_is_copied_whole(
     await caught_up(redis_side, second.app[HISTORY], convs)
     await assert_same(redis_side, second.app[HISTORY], convs, reader)
     assert second.app[ARCHIVER].stuck == {}
+
+
+async def test_writes_within_the_pause_are_archived_in_one_pass(
+    start_node: StartNode, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass costs about as much per conversation as per event: the archiver waits
+    ``ARCHIVE_DELAY_S`` after a write, and what was written meanwhile, in any conversation,
+    goes into the store together."""
+    node = await start_node(chat_send_per_s=1000)
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    store = node.app[HISTORY]
+    direct = (await alice.send(to="bob", text="first")).conv
+    await caught_up(ChatStore(redis_client, 20_000, 5_000), store, [direct])
+    passes: list[list[str]] = []
+    append_many = store.append_many
+
+    async def counted(batches: Any) -> Any:
+        passes.append([conv for conv, _ in batches])
+        return await append_many(batches)
+
+    monkeypatch.setattr(store, "append_many", counted)
+    redis_side = ChatStore(redis_client, 20_000, 5_000)
+    group = (await alice.create("group", "g", ["bob"])).conv
+    await caught_up(redis_side, store, [group])
+    passes.clear()
+    # Further apart than a pass used to wait (50 ms), well within the pause.
+    for i in range(3):
+        await (alice if i % 2 else bob).send(direct if i < 2 else group, f"m{i}")
+        await asyncio.sleep(0.06)
+    await caught_up(redis_side, store, [direct, group])
+    assert passes == [sorted([direct, group])]
