@@ -9,7 +9,10 @@ trigrams cannot find a two-character CJK word. The terms go with the row, so del
 row or setting them to NULL (a recall) removes its search entries. Each term is prefixed by
 its conversation's scope (a short hash, :func:`search_scope`) and a search asks for any of
 the user's scopes with ``&&``: the index then gives the rows of the user's conversations
-only, not every row of a common term in all of them.
+only, not every row of a common term in all of them. A user in many conversations is
+searched through the bare terms instead (column ``bare_terms``, its own GIN index, ``@>``),
+keeping the rows of their conversations: the scoped query's array grows with their
+conversations, the bare one's does not (chat.history.sql.SCOPED_UP_TO chooses).
 """
 
 from __future__ import annotations
@@ -86,7 +89,25 @@ async def _v3_scoped_search(store: SqlHistory, tx: Tx) -> None:
         "WHERE terms IS NOT NULL",
         (SCOPE_HEX,),
     )
-    await store.index_all(tx, "terms IS NULL")
+    await tx.executemany(
+        "UPDATE messages SET terms = ? WHERE id = ?",
+        [
+            (_scoped(conv, terms), row_id)
+            for row_id, conv, terms in await store.stored_terms(tx, "terms IS NULL")
+        ],
+    )
+
+
+async def _v4_bare_search(store: SqlHistory, tx: Tx) -> None:
+    """The bare terms beside the scoped ones (see the module's docstring), made from the
+    scoped ones in the database itself; indexed once they are all there."""
+    await tx.execute("ALTER TABLE messages ADD COLUMN bare_terms TEXT[]")
+    await tx.execute(
+        "UPDATE messages SET bare_terms = ARRAY(SELECT substr(t, ?) FROM unnest(terms) t) "
+        "WHERE terms IS NOT NULL",
+        (SCOPE_HEX + 1,),
+    )
+    await tx.execute("CREATE INDEX messages_bare_terms ON messages USING GIN (bare_terms)")
 
 
 def search_scope(conv: str) -> str:
@@ -102,7 +123,12 @@ def _scoped(conv: str, terms: Sequence[str]) -> list[str]:
 
 
 class PostgresHistory(SqlHistory):
-    migrations: Sequence[Migration] = (_v1_tables, _v2_search, _v3_scoped_search)
+    migrations: Sequence[Migration] = (
+        _v1_tables,
+        _v2_search,
+        _v3_scoped_search,
+        _v4_bare_search,
+    )
     terms_in_row = True
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
@@ -148,8 +174,9 @@ class PostgresHistory(SqlHistory):
 
     async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
         await tx.executemany(
-            "INSERT INTO messages (conv, seq, ts, sender, reply_to, body, reactions, terms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages "
+            "(conv, seq, ts, sender, reply_to, body, reactions, terms, bare_terms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     r.conv,
@@ -160,6 +187,7 @@ class PostgresHistory(SqlHistory):
                     r.body,
                     r.reactions,
                     _scoped(r.conv, r.terms) if r.terms else None,
+                    r.terms or None,
                 )
                 for r in rows
             ],
@@ -167,16 +195,23 @@ class PostgresHistory(SqlHistory):
 
     async def _index(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
         await tx.execute(
-            "UPDATE messages SET terms = ? WHERE id = ?", (_scoped(conv, terms), row_id)
+            "UPDATE messages SET terms = ?, bare_terms = ? WHERE id = ?",
+            (_scoped(conv, terms), list(terms), row_id),
         )
 
     async def _unindex(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
-        await tx.execute("UPDATE messages SET terms = NULL WHERE id = ?", (row_id,))
+        await tx.execute(
+            "UPDATE messages SET terms = NULL, bare_terms = NULL WHERE id = ?", (row_id,)
+        )
 
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
         return f"{column} = ANY(?)", list(values)
 
-    def _match(self, terms: Sequence[str], convs: Sequence[str]) -> tuple[str, str, list[Any]]:
+    def _match(
+        self, terms: Sequence[str], convs: Sequence[str], *, scoped: bool
+    ) -> tuple[str, str, list[Any]]:
+        if not scoped:
+            return "messages m", "m.bare_terms @> ?::text[]", [list(terms)]
         # Each term in one of the conversations' scopes: the index gives their rows only. A
         # row's terms are all of its own conversation's scope, so "every term, each in one
         # of the scopes" is "every term in the row's scope".
