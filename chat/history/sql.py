@@ -52,7 +52,7 @@ MAX_ROUNDS: Final = 10
 # through the bare ones, every match in every conversation read and kept if it is theirs
 # (a cost that does not grow with their conversations, while the scoped one does: a user
 # in all of 1,000 conversations took 2.3 s for two terms over a million messages).
-SCOPED_UP_TO: Final = 200
+SCOPED_UP_TO: Final = 250
 
 
 class Tx(Protocol):
@@ -153,6 +153,17 @@ def _blob(value: Any) -> bytes:
     return bytes(value)
 
 
+def _decoded(rows: Sequence[tuple[Any, ...]]) -> list[tuple[str, int, int, w.ChatMessage]]:
+    """(conversation, seq, ts, message) of rows (conv, seq, ts, body, reactions)."""
+    out = []
+    for conv, seq, ts, body, reactions in rows:
+        msg = MESSAGE_DECODER.decode(_blob(body))
+        if reactions:
+            msg.reactions = REACTIONS_DECODER.decode(_blob(reactions))
+        out.append((_text(conv), int(seq), int(ts), msg))
+    return out
+
+
 class SqlHistory(ABC):
     """A :class:`chat.history.store.HistoryStore` over one SQL database."""
 
@@ -162,6 +173,9 @@ class SqlHistory(ABC):
     terms_in_row: bool = False
     # The search plan's threshold (see SCOPED_UP_TO); tests set it to force either plan.
     scoped_up_to: int = SCOPED_UP_TO
+    # Messages a search reads newest first before it asks an index (see _walk); tests set
+    # it to force or skip that step.
+    walk_rows: int = 0
 
     # --- what each database supplies --------------------------------------------------------
 
@@ -204,6 +218,22 @@ class SqlHistory(ABC):
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:
         """Keep other processes from appending to ``conv`` until this transaction ends,
         so that two archivers copying the same events apply them once."""
+
+    @abstractmethod
+    async def _plan(self, tx: Tx) -> None:
+        """Set up the read transaction ``tx`` for a search (a database may steer its
+        planner)."""
+
+    @abstractmethod
+    def _walk(
+        self, terms: Sequence[str], convs: Sequence[str]
+    ) -> tuple[str, str, list[Any]] | None:
+        """Search, first: the newest stored messages of every conversation, a bounded
+        number of them, as a FROM clause, the condition that a row has every one of
+        ``terms`` and its parameters; None when the database has no such walk, or when it
+        would not pay for a user in ``convs``. A search
+        that finds enough hits there is done (they are the newest of all), else it asks
+        :meth:`_match`."""
 
     @abstractmethod
     async def _lock_schema(self, tx: Tx) -> None:
@@ -570,11 +600,9 @@ class SqlHistory(ABC):
         if not terms or not convs:
             return []
         members = list(dict.fromkeys(convs))
-        scoped = len(members) <= self.scoped_up_to
-        source, match, match_params = self._match(terms, members, scoped=scoped)
         in_convs, convs_param = self._in("m.conv", members)
-        where = [match, in_convs]
-        params: list[Any] = [*match_params, convs_param]
+        where = [in_convs]
+        params: list[Any] = [convs_param]
         if req.sender is not None:
             where.append("m.sender = ?")
             params.append(req.sender)
@@ -584,42 +612,61 @@ class SqlHistory(ABC):
         if req.before_ts is not None:
             where.append("m.ts < ?")
             params.append(req.before_ts)
+        scoped = len(members) <= self.scoped_up_to
         out: list[w.SearchHit] = []
-        below: tuple[int, int, str] | None = None
         async with self._read() as tx:
-            for _ in range(MAX_ROUNDS):
-                conditions = list(where)
-                args = list(params)
-                if below is not None:
-                    conditions.append(
-                        "(m.ts < ? OR (m.ts = ? AND (m.seq < ? OR (m.seq = ? AND m.conv < ?))))"
-                    )
-                    args += [below[0], below[0], below[1], below[1], below[2]]
-                # At least as many candidates as hits are still wanted: most candidates
-                # are hits, and a round costs a query.
-                asked = max(CANDIDATES_PER_ROUND, req.limit - len(out))
-                rows = await tx.rows(
-                    f"SELECT m.conv, m.seq, m.ts, m.body, m.reactions FROM {source} "
-                    f"WHERE {' AND '.join(conditions)} "
-                    "ORDER BY m.ts DESC, m.seq DESC, m.conv DESC LIMIT ?",
-                    [*args, asked],
-                )
-                for conv, seq, ts, body, reactions in rows:
-                    msg = MESSAGE_DECODER.decode(_blob(body))
-                    if reactions:
-                        msg.reactions = REACTIONS_DECODER.decode(_blob(reactions))
-                    out += found.hits(_text(conv), [msg], req)
-                    below = (int(ts), int(seq), _text(conv))
-                    if len(out) >= req.limit:
-                        break
-                if len(out) >= req.limit or len(rows) < asked:
-                    break
+            await self._plan(tx)
+            walk = self._walk(terms, members)
+            if walk is not None:
+                out = await self._rounds(tx, walk, where, params, req)
+            if len(out) < req.limit:
+                plan = self._match(terms, members, scoped=scoped)
+                out = await self._rounds(tx, plan, where, params, req)
             by_conv: dict[str, list[w.ChatMessage]] = {}
             for hit in out:
                 by_conv.setdefault(hit.conv, []).append(hit.message)
             for conv, msgs in by_conv.items():
                 await self._threads(tx, conv, msgs)
         return out[: req.limit]
+
+    async def _rounds(
+        self,
+        tx: Tx,
+        plan: tuple[str, str, list[Any]],
+        where: Sequence[str],
+        params: Sequence[Any],
+        req: w.ChatSearch,
+    ) -> list[w.SearchHit]:
+        """The newest hits of a search (at most ``req.limit``) among the rows of ``plan``
+        (its FROM clause, condition and their parameters) that match ``where``."""
+        source, match, match_params = plan
+        out: list[w.SearchHit] = []
+        below: tuple[int, int, str] | None = None
+        for _ in range(MAX_ROUNDS):
+            conditions = [match, *where]
+            args = [*match_params, *params]
+            if below is not None:
+                conditions.append(
+                    "(m.ts < ? OR (m.ts = ? AND (m.seq < ? OR (m.seq = ? AND m.conv < ?))))"
+                )
+                args += [below[0], below[0], below[1], below[1], below[2]]
+            # At least as many candidates as hits are still wanted: most candidates are
+            # hits, and a round costs a query.
+            asked = max(CANDIDATES_PER_ROUND, req.limit - len(out))
+            order = "ORDER BY m.ts DESC, m.seq DESC, m.conv DESC LIMIT ?"
+            rows = await tx.rows(
+                f"SELECT m.conv, m.seq, m.ts, m.body, m.reactions FROM {source} "
+                f"WHERE {' AND '.join(conditions)} {order}",
+                [*args, asked],
+            )
+            for conv, seq, ts, msg in _decoded(rows):
+                out += found.hits(conv, [msg], req)
+                below = (ts, seq, conv)
+                if len(out) >= req.limit:
+                    break
+            if len(out) >= req.limit or len(rows) < asked:
+                break
+        return out
 
     async def conversations(self) -> list[str]:
         async with self._read() as tx:

@@ -757,7 +757,8 @@ async def test_upgrade_indexes_bare_terms_beside_the_scoped_ones(opener: Opener)
 
 async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
     """The same searches through the scoped entries and through the bare ones (the
-    threshold forced both ways): the same hits in the same order."""
+    threshold forced both ways), after a walk over the newest messages or not: the same
+    hits in the same order."""
     texts = [
         "plan the budget meeting",
         "会议室 in 东京",
@@ -791,17 +792,25 @@ async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
         search("nothing here"),
     ]
     mine = convs[:4]
-    answers: dict[int, list[list[tuple[str, int, str, list[tuple[int, int]]]]]] = {}
+    answers: dict[tuple[int, int], list[list[tuple[str, int, str, list[tuple[int, int]]]]]] = {}
+    # Walks (PostgreSQL's): none, one shorter than the answers to some queries, and one
+    # over every message.
+    walks = (0, 10, 10**6) if store.walk_rows else (0,)
+    if isinstance(store, PostgresHistory):
+        store.walk_from = 1
     for threshold in (0, 10**6):
-        store.scoped_up_to = threshold
-        answers[threshold] = [
-            [(h.conv, h.message.seq, h.snippet, h.ranges) for h in await store.search(mine, q)]
-            for q in queries
-        ]
-    assert answers[0] == answers[10**6]
-    meeting, *_ = answers[0]
+        for walk in walks:
+            store.scoped_up_to, store.walk_rows = threshold, walk
+            answers[threshold, walk] = [
+                [(h.conv, h.message.seq, h.snippet, h.ranges) for h in await store.search(mine, q)]
+                for q in queries
+            ]
+    first = answers[0, 0]
+    assert len(answers) == 2 * len(walks)
+    assert all(answer == first for answer in answers.values())
+    meeting, *_ = first
     assert len(meeting) == 20 and {conv for conv, *_ in meeting} <= set(mine)
-    assert [len(a) for a in answers[0][-2:]] == [4, 0]
+    assert [len(a) for a in first[-2:]] == [4, 0]
 
 
 async def test_a_newer_schema_is_refused(opener: Opener) -> None:
