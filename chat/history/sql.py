@@ -226,13 +226,13 @@ class SqlHistory(ABC):
 
     @abstractmethod
     def _walk(
-        self, terms: Sequence[str], convs: Sequence[str]
+        self, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch
     ) -> tuple[str, str, list[Any]] | None:
-        """Search, first: the newest stored messages of every conversation, a bounded
-        number of them, as a FROM clause, the condition that a row has every one of
-        ``terms`` and its parameters; None when the database has no such walk, or when it
-        would not pay for a user in ``convs``. A search
-        that finds enough hits there is done (they are the newest of all), else it asks
+        """Search, first: the newest stored messages of every conversation (of the time
+        ``req`` asks for), a bounded number of them, as a FROM clause, the condition that a
+        row has every one of ``terms`` and the parameters of both; None when the database
+        has no such walk, or when it would not pay for a user in ``convs``. A search that
+        finds enough hits there is done (they are the newest of all), else it asks
         :meth:`_match`."""
 
     @abstractmethod
@@ -616,7 +616,7 @@ class SqlHistory(ABC):
         out: list[w.SearchHit] = []
         async with self._read() as tx:
             await self._plan(tx)
-            walk = self._walk(terms, members)
+            walk = self._walk(terms, members, req)
             if walk is not None:
                 out = await self._rounds(tx, walk, where, params, req)
             if len(out) < req.limit:
@@ -638,7 +638,8 @@ class SqlHistory(ABC):
         req: w.ChatSearch,
     ) -> list[w.SearchHit]:
         """The newest hits of a search (at most ``req.limit``) among the rows of ``plan``
-        (its FROM clause, condition and their parameters) that match ``where``."""
+        (its FROM clause, condition and the parameters of both, in that order) that match
+        ``where``."""
         source, match, match_params = plan
         out: list[w.SearchHit] = []
         below: tuple[int, int, str] | None = None

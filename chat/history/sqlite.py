@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import aiosqlite
 
+from chat import wire as w
 from chat.history.sql import Migration, NewMessage, SqlHistory, Tx
 
 BUSY_TIMEOUT_MS: Final = 10_000
@@ -192,7 +193,7 @@ class SQLiteHistory(SqlHistory):
         """The FTS5 table of each plan is the only way SQLite reads its matches."""
 
     def _walk(
-        self, terms: Sequence[str], convs: Sequence[str]
+        self, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch
     ) -> tuple[str, str, list[Any]] | None:
         # Testing each message against FTS5 (rowid = ? AND MATCH) costs about 1 ms.
         return None
