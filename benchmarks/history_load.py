@@ -99,6 +99,8 @@ LATIN: Final = (
 CJK: Final = ("明天", "报告", "项目", "客户", "预算", "设计", "周五", "东京", "京都", "车站")
 RARE: Final = {"latin rare": "zephyr", "cjk rare": "麒麟"}
 COMMON: Final = {"latin common": "meeting", "cjk common": "会议"}
+RARE_EVERY: Final = 1000  # messages of a conversation per rare term
+COMMON_EVERY: Final = 5
 
 
 class _Reader:
@@ -120,20 +122,28 @@ class _Reader:
         return 0
 
 
-def text_of(rng: random.Random, n: int) -> str:
-    """About 60 bytes of mixed text; one message in a thousand carries each rare term, one
-    in five each common one."""
+def text_of(rng: random.Random, n: int, offset: int = 0) -> str:
+    """About 60 bytes of mixed text for the ``n``-th message of a conversation: one message
+    in a thousand of each conversation carries each rare term, one in five each common one.
+    ``offset`` (0-999, one per conversation) shifts where its rare messages fall, so that
+    they are spread evenly over the conversations rather than all in the few that happen
+    to take the same turns of a round-robin."""
     words = [*rng.sample(LATIN, 5), rng.choice(CJK)]
-    if n % 1000 == 7:
+    if (n + offset) % RARE_EVERY == 7:
         words.append(RARE["latin rare"])
-    if n % 1000 == 501:
+    if (n + offset) % RARE_EVERY == 501:
         words.append(RARE["cjk rare"])
-    if n % 5 == 1:
+    if n % COMMON_EVERY == 1:
         words.append(COMMON["latin common"])
-    if n % 5 == 3:
+    if n % COMMON_EVERY == 3:
         words.append(COMMON["cjk common"] + "室")
     rng.shuffle(words)
     return " ".join(words)
+
+
+def rare_offsets(convs: Sequence[str]) -> dict[str, int]:
+    """Each conversation's ``offset`` for :func:`text_of`: evenly apart over one period."""
+    return {conv: i * RARE_EVERY // len(convs) for i, conv in enumerate(convs)}
 
 
 @dataclass
@@ -262,11 +272,14 @@ async def run_store(
         await settle(service, app, convs)
         baseline = await used_memory(client)
         sent = 0
+        offsets = rare_offsets(convs)
+        numbers = dict.fromkeys(convs, 0)  # messages sent to each conversation
 
         async def send(conv: str) -> tuple[str, int, float]:
             nonlocal sent
             sent += 1
-            text = text_of(rng, sent)
+            numbers[conv] += 1
+            text = text_of(rng, numbers[conv], offsets[conv])
             user = members[conv][sent % GROUP]
             req = w.ChatSend(id="", conv=conv, client_id=f"m{sent}", text=text)
             reply = await service.send(reader(user), req)

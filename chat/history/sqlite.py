@@ -11,7 +11,10 @@ character class a term can hold and folds nothing (the terms are folded already)
 token is the term prefixed by its conversation's scope (a short hash, :func:`search_scope`),
 so that a search reads the entries of the user's conversations only: with bare terms a
 common one (one message in five) had 200,000 entries over a million messages, all read and
-joined to their rows (200 ms) to keep the user's newest 20.
+joined to their rows (200 ms) to keep the user's newest 20. The query then has a branch per
+conversation, which costs a user in many of them more than reading every entry: a second
+table (``message_search_bare``) holds the bare terms, searched for such users (chat.history.sql
+chooses by chat.history.sql.SCOPED_UP_TO).
 Contentless (``content=''``) and ``detail=none``: it keeps only which rows hold a term, the
 least that answers "every term, newest first"; removing a row's terms therefore needs the
 terms it was indexed under, which are made again from the stored message. A change to how
@@ -30,6 +33,7 @@ from typing import Any, Final
 
 import aiosqlite
 
+from chat import wire as w
 from chat.history.sql import Migration, NewMessage, SqlHistory, Tx
 
 BUSY_TIMEOUT_MS: Final = 10_000
@@ -37,6 +41,8 @@ FTS_TOKENIZER: Final = "unicode61 remove_diacritics 0 categories 'L* N* Co M* S*
 # Bytes of a conversation's hash in its index tokens (a shared prefix costs candidates,
 # never hits).
 SCOPE_BYTES: Final = 5
+# The table of bare terms (schema 4).
+BARE: Final = "message_search_bare"
 
 
 class _Tx:
@@ -82,12 +88,24 @@ async def _v3_scoped_search(store: SqlHistory, tx: Tx) -> None:
     all made again."""
     await tx.execute("DROP TABLE message_search")
     await _create_search(tx)
-    await store.index_all(tx)
+    await tx.executemany(
+        "INSERT INTO message_search (rowid, terms) VALUES (?, ?)",
+        [(row_id, _scoped(conv, terms)) for row_id, conv, terms in await store.stored_terms(tx)],
+    )
 
 
-async def _create_search(tx: Tx) -> None:
+async def _v4_bare_search(store: SqlHistory, tx: Tx) -> None:
+    """The bare terms beside the scoped ones, for users in many conversations."""
+    await _create_search(tx, BARE)
+    await tx.executemany(
+        f"INSERT INTO {BARE} (rowid, terms) VALUES (?, ?)",
+        [(row_id, " ".join(terms)) for row_id, _, terms in await store.stored_terms(tx)],
+    )
+
+
+async def _create_search(tx: Tx, table: str = "message_search") -> None:
     await tx.execute(
-        "CREATE VIRTUAL TABLE message_search USING fts5(terms, content='', detail=none, "
+        f"CREATE VIRTUAL TABLE {table} USING fts5(terms, content='', detail=none, "
         f'tokenize="{FTS_TOKENIZER}")'
     )
 
@@ -99,13 +117,22 @@ def search_scope(conv: str) -> str:
     return hashlib.blake2b(conv.encode(), digest_size=SCOPE_BYTES).hexdigest()
 
 
-def _fts_terms(conv: str, terms: Sequence[str]) -> str:
+def _scoped(conv: str, terms: Sequence[str]) -> str:
     scope = search_scope(conv)
     return " ".join(scope + t for t in terms)
 
 
+def _quoted(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
 class SQLiteHistory(SqlHistory):
-    migrations: Sequence[Migration] = (_v1_tables, _v2_search, _v3_scoped_search)
+    migrations: Sequence[Migration] = (
+        _v1_tables,
+        _v2_search,
+        _v3_scoped_search,
+        _v4_bare_search,
+    )
 
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
         self.path = path
@@ -162,9 +189,18 @@ class SQLiteHistory(SqlHistory):
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:
         """BEGIN IMMEDIATE holds the file's write lock already."""
 
+    async def _plan(self, tx: Tx) -> None:
+        """The FTS5 table of each plan is the only way SQLite reads its matches."""
+
+    def _walk(
+        self, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch
+    ) -> tuple[str, str, list[Any]] | None:
+        # Testing each message against FTS5 (rowid = ? AND MATCH) costs about 1 ms.
+        return None
+
     async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
         # Row ids are given here rather than taken from each insert, so that the rows and
-        # their search entries go in two statements (the write lock is held: no other
+        # their search entries go in a few statements (the write lock is held: no other
         # writer takes ids meanwhile).
         [(top,)] = await tx.rows("SELECT COALESCE(MAX(id), 0) FROM messages")
         first = int(top) + 1
@@ -176,38 +212,49 @@ class SQLiteHistory(SqlHistory):
                 for k, r in enumerate(rows)
             ],
         )
-        await tx.executemany(
-            "INSERT INTO message_search (rowid, terms) VALUES (?, ?)",
-            [(first + k, _fts_terms(r.conv, r.terms)) for k, r in enumerate(rows) if r.terms],
+        await self._index_many(
+            tx, [(first + k, r.conv, r.terms) for k, r in enumerate(rows) if r.terms]
         )
 
     async def _index(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
-        await tx.execute(
-            "INSERT INTO message_search (rowid, terms) VALUES (?, ?)",
-            (row_id, _fts_terms(conv, terms)),
-        )
+        await self._index_many(tx, [(row_id, conv, terms)])
 
     async def _index_many(self, tx: Tx, rows: Sequence[tuple[int, str, Sequence[str]]]) -> None:
         await tx.executemany(
             "INSERT INTO message_search (rowid, terms) VALUES (?, ?)",
-            [(row_id, _fts_terms(conv, terms)) for row_id, conv, terms in rows],
+            [(row_id, _scoped(conv, terms)) for row_id, conv, terms in rows],
+        )
+        await tx.executemany(
+            f"INSERT INTO {BARE} (rowid, terms) VALUES (?, ?)",
+            [(row_id, " ".join(terms)) for row_id, _, terms in rows],
         )
 
     async def _unindex(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
         await tx.execute(
             "INSERT INTO message_search (message_search, rowid, terms) VALUES ('delete', ?, ?)",
-            (row_id, _fts_terms(conv, terms)),
+            (row_id, _scoped(conv, terms)),
+        )
+        await tx.execute(
+            f"INSERT INTO {BARE} ({BARE}, rowid, terms) VALUES ('delete', ?, ?)",
+            (row_id, " ".join(terms)),
         )
 
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
         # One parameter whatever the number of values (SQLite limits parameters).
         return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
 
-    def _match(self, terms: Sequence[str], convs: Sequence[str]) -> tuple[str, str, list[Any]]:
+    def _match(
+        self, terms: Sequence[str], convs: Sequence[str], *, scoped: bool
+    ) -> tuple[str, str, list[Any]]:
+        if not scoped:
+            return (
+                f"{BARE} JOIN messages m ON m.id = {BARE}.rowid",
+                f"{BARE} MATCH ?",
+                [" AND ".join(_quoted(t) for t in terms)],
+            )
         # Every term in one of the conversations: only their entries are read.
-        escaped = [t.replace('"', '""') for t in terms]
         query = " OR ".join(
-            "(" + " AND ".join(f'"{scope}{t}"' for t in escaped) + ")"
+            "(" + " AND ".join(_quoted(scope + t) for t in terms) + ")"
             for scope in sorted({search_scope(c) for c in convs})
         )
         return (

@@ -19,6 +19,7 @@ import pytest
 from chat import wire as w
 from chat.history.events import decode_event, page_range
 from chat.history.postgres import PostgresHistory
+from chat.history.postgres import search_scope as pg_scope
 from chat.history.sql import CANDIDATES_PER_ROUND, SqlHistory
 from chat.history.sqlite import SQLiteHistory, search_scope
 from chat.history.store import (
@@ -29,6 +30,7 @@ from chat.history.store import (
     LogEvent,
     SchemaTooNew,
 )
+from chat.hits import message_terms
 from chat.text import highlight
 from tests.postgres import Postgres, postgres
 
@@ -672,7 +674,7 @@ async def test_upgrade_scopes_the_search_index_by_conversation(opener: Opener) -
         await old.close()
     new = await opener()
     try:
-        assert await new.schema_version() == 3
+        assert await new.schema_version() == len(new.migrations) >= 3
         assert [h.message.seq for h in await new.search([CONV], search("scopes"))] == [1]
         assert await new.search(["g-other"], search("scopes")) == []
         async with new._read() as tx:
@@ -692,6 +694,123 @@ async def test_upgrade_scopes_the_search_index_by_conversation(opener: Opener) -
         assert await new.search([CONV], search("upgrade")) == []
     finally:
         await new.close()
+
+
+async def test_upgrade_indexes_bare_terms_beside_the_scoped_ones(opener: Opener) -> None:
+    """A version 3 store indexed scoped terms only; the upgrade indexes the bare ones too,
+    so that a user in many conversations (the bare plan) finds the old messages, and changes
+    after it remove them from both."""
+    log = Log()
+    other = Log("g-other")
+    old = await opener(schema=3)
+    try:
+        async with old._write() as tx:
+            for conv, event in (
+                (CONV, log.message("indexed before the bare terms")),
+                ("g-other", other.message("bare elsewhere")),
+            ):
+                msg = event.message
+                await tx.execute(
+                    "INSERT INTO messages (conv, seq, ts, sender, reply_to, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (conv, 1, msg.ts, "ann", None, msgspec.json.encode(msg)),
+                )
+                # The scoped terms version 3 indexed the row under, and no others.
+                terms = message_terms(msg)
+                if isinstance(old, SQLiteHistory):
+                    await tx.execute(
+                        "INSERT INTO message_search (rowid, terms) "
+                        "SELECT id, ? FROM messages WHERE conv = ? AND seq = 1",
+                        (" ".join(search_scope(conv) + t for t in terms), conv),
+                    )
+                else:
+                    await tx.execute(
+                        "UPDATE messages SET terms = ? WHERE conv = ? AND seq = 1",
+                        ([pg_scope(conv) + t for t in terms], conv),
+                    )
+                await tx.execute(
+                    "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?)",
+                    (conv, 1, "e1", 1),
+                )
+    finally:
+        await old.close()
+    new = await opener()
+    try:
+        assert await new.schema_version() == 4
+        many = [CONV, "g-other", *(f"g-{i}" for i in range(new.scoped_up_to))]
+        assert len(many) > new.scoped_up_to  # the bare plan
+        for convs in ([CONV], many):
+            assert [h.message.seq for h in await new.search(convs, search("before bare"))] == [1]
+        assert [h.conv for h in await new.search(many, search("bare"))] == ["g-other", CONV]
+        assert await new.found_by(CONV, ["bare", "terms"]) == [1]  # both agree
+        await new.append(CONV, [log.edit(1, "edited after the upgrade")])
+        assert await new.search(many, search("bare")) != []
+        assert [h.conv for h in await new.search(many, search("bare"))] == ["g-other"]
+        assert await new.found_by(CONV, ["bare"]) == []
+        assert await new.found_by(CONV, ["edited"]) == [1]
+        await new.append(CONV, [log.recall(1)])
+        assert await new.found_by(CONV, ["edited"]) == []
+        assert await new.search(many, search("upgrade")) == []
+    finally:
+        await new.close()
+
+
+async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
+    """The same searches through the scoped entries and through the bare ones (the
+    threshold forced both ways), after a walk over the newest messages or not: the same
+    hits in the same order."""
+    texts = [
+        "plan the budget meeting",
+        "会议室 in 东京",
+        "我们在京都车站见面 meeting",
+        "東京 と 京都",
+        "東京都に住んでいます",
+        "Meet at the CAFÉ for the budget",
+        "zephyr 麒麟 meeting",
+        "another meeting notes",
+    ]
+    convs = [f"g-{i}" for i in range(6)]
+    for i, conv in enumerate(convs):
+        log = Log(conv)
+        events = [
+            log.message(texts[(i + k) % len(texts)], sender=f"u{k % 3}", ts=T0 + 10 * k + i)
+            for k in range(30)
+        ]
+        await store.append(conv, events)
+        await store.append(conv, [log.edit(2, "edited meeting 会议"), log.recall(3)])
+    queries = [
+        search("meeting"),
+        search("会议"),
+        search("京都车站"),
+        search("東京都"),
+        search("cafe budget"),
+        search("zephyr 麒麟"),
+        search("meeting", sender="u1"),
+        search("meeting", after_ts=T0 + 50, before_ts=T0 + 200),
+        search("meeting", limit=3),
+        search("edited"),
+        search("nothing here"),
+    ]
+    mine = convs[:4]
+    answers: dict[tuple[int, int], list[list[tuple[str, int, str, list[tuple[int, int]]]]]] = {}
+    # Walks (PostgreSQL's): none, one shorter than the answers to some queries, and one
+    # over every message.
+    walks = (0, 10, 10**6) if store.walk_rows else (0,)
+    if isinstance(store, PostgresHistory):
+        store.walk_from = 1
+    for threshold in (0, 10**6):
+        for walk in walks:
+            store.scoped_up_to, store.walk_rows = threshold, walk
+            answers[threshold, walk] = [
+                [(h.conv, h.message.seq, h.snippet, h.ranges) for h in await store.search(mine, q)]
+                for q in queries
+            ]
+    first = answers[0, 0]
+    assert len(answers) == 2 * len(walks)
+    assert all(answer == first for answer in answers.values())
+    meeting, *_ = first
+    assert len(meeting) == 20 and {conv for conv, *_ in meeting} <= set(mine)
+    assert [len(a) for a in first[-2:]] == [4, 0]
 
 
 async def test_a_newer_schema_is_refused(opener: Opener) -> None:
