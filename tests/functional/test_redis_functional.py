@@ -116,6 +116,17 @@ async def test_external_redis_outage_degrades_and_recovers(tmp_path: Path) -> No
                 await bob.request(p.PresenceSubscribe(id="", users=["carol"]), timeout=15)
             assert refused.value.code == "unavailable", refused.value
             assert (await bob.request(p.Ping(id=""))).server_time_ms > 0
+            # HTTP alike: 503 with the same code, not a 500 "internal".
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(
+                    f"{node.url}/v1/media/usage",
+                    headers={"Authorization": f"Bearer {make_token('bob')}"},
+                ) as resp,
+            ):
+                assert resp.status == 503, await resp.text()
+                assert (await resp.json())["error"]["code"] == "unavailable"
+                assert resp.headers.get("Retry-After") is not None
 
             proc, _ = spawn_sync(redis_dir)
             await _wait_health(node.url, 200)
