@@ -16,11 +16,10 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Final
 
-from redis.exceptions import RedisError
-
 from calls.members import CallError, CallRoom
 from calls.record import GroupCallRecord
 from signaling import protocol as p
+from signaling.redis_client import UNREACHABLE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ class ConversationCalls:
                     await asyncio.shield(before)
                 if self.on_record is not None:
                     await self.on_record(record)
-            except (RedisError, OSError) as exc:
+            except UNREACHABLE_ERRORS as exc:
                 log.warning(
                     "group call not recorded",
                     extra={"conv": record.conv, "event": record.event, "error": str(exc)},

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from prometheus_client.metrics_core import Metric
-from redis.exceptions import RedisError
 
 from calls import metrics
 from calls.config import CallsConfig
@@ -43,7 +42,7 @@ from sfu.room import RoomPolicy, SfuError
 from sfu.worker import WorkerConfig
 from signaling import protocol as p
 from signaling.keys import resume_key
-from signaling.redis_client import RedisClient
+from signaling.redis_client import UNREACHABLE_ERRORS, RedisClient
 
 if TYPE_CHECKING:
     from signaling.auth import Claims
@@ -323,7 +322,7 @@ class CallManager:
                 f"{self.settings.node_id}\n{member.room.name}",
                 px=max(1, int(self.settings.call_resume_s * 1000)),
             )
-        except (RedisError, OSError) as exc:
+        except UNREACHABLE_ERRORS as exc:
             log.warning("resume marker not stored", extra={"error": str(exc)})
 
     async def _expire(self, member: Member) -> None:
@@ -379,7 +378,7 @@ class CallManager:
         await self.remote.resume(session, room_name, owner)
 
     async def _forget_resume(self, identity: str, device: str) -> None:
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*UNREACHABLE_ERRORS):
             await self._redis.delete(resume_key(identity, device))
 
     # --- media negotiation --------------------------------------------------------------

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Literal, cast
 
 import msgspec
-from redis.exceptions import RedisError
 
 from calls.config import CallsConfig
 from calls.members import CallError
@@ -39,7 +38,7 @@ from calls.ring_script import (
 )
 from calls.state import CallState, MemberState, Transition, events_for
 from signaling import protocol as p
-from signaling.redis_client import RedisClient, execute, queue_script
+from signaling.redis_client import UNREACHABLE_ERRORS, RedisClient, execute, queue_script
 
 log = logging.getLogger("huddle.ringing")
 E = p.ErrorCode
@@ -340,7 +339,7 @@ class Ringing:
             for call in calls:
                 pipe.hget(members_key(call), user)
             entries = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except UNREACHABLE_ERRORS as exc:
             log.warning("ringing calls not read at hello", extra={"error": str(exc)})
             return
         announced = self._announced.setdefault(session, set())
@@ -381,7 +380,7 @@ class Ringing:
     async def _leave(self, session: Session, call: str) -> None:
         try:
             await self._run("leave", call, session)
-        except (RedisError, OSError) as exc:
+        except UNREACHABLE_ERRORS as exc:
             # The call keys expire once nobody keeps them alive.
             log.warning("call not left", extra={"call": call, "error": str(exc)})
 

@@ -89,7 +89,7 @@ class Broker:
         await cancel_and_wait(
             [*readers, *self._tasks, *self._shard_readers.values()], "pub/sub broker"
         )
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*UNREACHABLE_ERRORS):
             await self._pubsub.aclose()
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
@@ -113,7 +113,7 @@ class Broker:
         if not handlers:
             del self._handlers[channel]
             self._placement.pop(channel, None)
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*UNREACHABLE_ERRORS):
                 await self._pubsub.sunsubscribe(channel)
 
     @property
@@ -258,7 +258,7 @@ class Broker:
                 # No timeout: the read waits on this shard's socket alone, without holding
                 # the connection's lock, so subscribing meanwhile is not held up.
                 message = await pubsub.get_sharded_message(target_node=node, timeout=None)
-            except (RedisError, OSError, RuntimeError) as exc:
+            except (*UNREACHABLE_ERRORS, RuntimeError) as exc:
                 if name not in self._failing:
                     log.warning("shard pub/sub lost", extra={"shard": name, "error": str(exc)})
                 self._failing.add(name)

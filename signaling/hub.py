@@ -11,7 +11,6 @@ from typing import Any, Final, Literal
 
 import msgspec
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from calls.config import CallsConfig
 from calls.manager import CallManager
@@ -272,5 +271,5 @@ class Hub:
     async def redis_ok(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.redis.ping(), timeout=1.0))
-        except (RedisError, OSError, TimeoutError):
+        except (*UNREACHABLE_ERRORS, TimeoutError):
             return False

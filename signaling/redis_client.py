@@ -218,14 +218,14 @@ async def cluster_view(client: RedisCluster, timeout: float = 1.0) -> dict[str, 
     async def answers(node: ClusterNode) -> bool:
         try:
             return bool(await asyncio.wait_for(client.ping(target_nodes=node), timeout))
-        except (RedisError, OSError, TimeoutError):
+        except (*UNREACHABLE_ERRORS, TimeoutError):
             return False
 
     up = await asyncio.gather(*(answers(n) for n in [*primaries, *replicas]))
     info: dict[str, Any] = {}
     for node, alive in zip(primaries, up, strict=False):
         if alive:
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*UNREACHABLE_ERRORS, TimeoutError):
                 info = await asyncio.wait_for(client.cluster_info(target_nodes=node), timeout)
                 break
     roles = ["master"] * len(primaries) + ["replica"] * len(replicas)

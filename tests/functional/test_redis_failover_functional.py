@@ -25,7 +25,7 @@ from signaling.keys import conv_key, node_channel, room_key, user_key
 from signaling.redis_client import connect
 from tests.conftest import StartNode
 from tests.functional.test_presence_functional import next_presence
-from tests.helpers import eventually, local_room
+from tests.helpers import eventually, local_room, make_token
 from tests.media import ColorTrack, ToneTrack
 from tests.redis_cluster import ClusterNode, RedisCluster
 
@@ -436,3 +436,14 @@ async def test_requests_while_no_node_of_the_cluster_answers_are_unavailable(
         with pytest.raises(RequestError) as refused:
             await alice.send(conv, f"lost {i}")
         assert refused.value.code == "unavailable"
+    # The node says so on /healthz (degraded, not a failed handler), and HTTP requests that
+    # need Redis are refused alike.
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{node.url}/healthz") as resp:
+            health = await resp.json()
+            assert resp.status == 503, health
+            assert health["status"] == "degraded", health
+        token = {"Authorization": f"Bearer {make_token('alice')}"}
+        async with http.get(f"{node.url}/v1/media/usage", headers=token) as resp:
+            assert resp.status == 503, await resp.text()
+            assert (await resp.json())["error"]["code"] == "unavailable"
