@@ -181,3 +181,38 @@ def test_audio_nacks_that_come_with_video_ones_are_answered_first() -> None:
     # Three 112-byte audio packets, then video gets what is left: two of its 114 bytes.
     assert (audio.retransmitted, audio.retransmit_over_budget) == (3, 0)
     assert (video.retransmitted, video.retransmit_over_budget) == (2, 3)
+
+
+def test_a_copy_of_a_packet_already_forwarded_is_not_forwarded_again() -> None:
+    """Chromium pads and probes with RTX copies of packets it sent (unwrapped, they are the
+    packets again): only a packet the SFU never had goes out, a repair of one lost on the
+    way up included."""
+    port = RecordingPort(rtx=True)
+    clock = Clock()
+    forwarder = TrackForwarder("video", lambda: None, now=clock, later=clock.later)
+    port.repair = RepairBudget(lambda: port.bytes_sent)
+    forwarder.add(port)  # type: ignore[arg-type]
+    forwarded: list[int] = []
+    forward = port.forward
+
+    def recording(base: bytes, seq: int, ts: int, size: int, ntp: int, now: float) -> bool:
+        forwarded.append(seq)
+        return forward(base, seq, ts, size, ntp, now)
+
+    port.forward = recording  # type: ignore[method-assign]
+
+    def packet(seq: int) -> RtpPacket:
+        payload = KEYFRAME if seq == 0 else DELTA
+        return RtpPacket(
+            payload_type=96, sequence_number=seq, timestamp=seq * 3000, payload=payload
+        )
+
+    for seq in [0, 1, 2, 3, 4, 6, 7, 8, 9]:  # 5 lost on the way up
+        forwarder.on_packet(packet(seq))
+    for seq in [7, 8, 9, 7, 5, 10]:  # padding copies, the repair of 5, the next packet
+        forwarder.on_packet(packet(seq))
+    assert len(forwarded) == 11
+    assert len(set(forwarded)) == 11  # no number went out twice
+    assert forwarder.duplicates_in == 4
+    assert forwarder.packets_in == 11
+    assert forwarder.bytes_in == 11 * len(DELTA)
