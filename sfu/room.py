@@ -287,7 +287,8 @@ class Participant:
             take_transport_feedback(sub.transceiver.sender.transport, self.on_transport_feedback)
 
     def measure_downlink(self, now: float) -> None:
-        """What it was sent lately, and the loss its latest receiver reports tell."""
+        """What it was sent lately, and its downlink's loss: from its transport-wide feedback
+        where it sends that, else from its latest receiver reports."""
         media = sum(s.port.bytes_sent for s in self.subscriptions.values())
         sent = media + sum(s.port.retransmitted_bytes for s in self.subscriptions.values())
         if self._sent_mark is None:
@@ -322,8 +323,7 @@ class Participant:
         """The downlink's loss from its transport-wide feedback, once a second or so: the
         loss of this link alone. Receiver reports count the publisher's losses too (its
         uplink's, repaired or not), which no layer sent here can mend: measured, 5 % lost
-        each way read as 10 % here and held video at its lowest layer, 67 % of the time
-        frozen."""
+        each way read as 10 % here and held video at its lowest layer."""
         fraction = self._fed_loss.add(*bwe.take_loss(), now)
         if fraction is not None:
             self.downlink.on_loss(fraction, self.media_bps, now)
