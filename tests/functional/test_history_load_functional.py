@@ -55,3 +55,26 @@ def test_quick_run_writes_summary(tmp_path: Path) -> None:
         archive = result["archive"]
         assert archive["messages"] > 0 and archive["lag_p99_ms"] > 0, name
         assert archive["alone_messages_per_s"] > 0 and archive["alone_cpu_us_per_message"] > 0
+
+
+@pytest.mark.slow
+def test_quick_run_with_sender_nodes(tmp_path: Path) -> None:
+    """The archive-lag phase sent by two other nodes (processes), each archiving what it
+    sends: every message sent is found stored, whichever node stored it."""
+    out = tmp_path / "history_load.json"
+    argv = ["--quick", "--stores", "sqlite", "--senders", "2", "--json", str(out)]
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.history_load", *argv],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "2 sender nodes" in run.stderr
+    [result] = json.loads(out.read_text())["results"]
+    archive = result["archive"]
+    assert archive["senders"] == 2
+    # --quick: one second at 300 messages/s, each message's lag found.
+    assert archive["messages"] == int(archive["rate_asked"])
+    assert 0 < archive["lag_p50_ms"] <= archive["lag_p99_ms"]
