@@ -13,8 +13,10 @@ own ``chat.send`` handler (the write path of every device, minus the WebSocket),
 - ``redis_bytes_per_message``: the same over the whole run, once every window is full;
 - ``disk_bytes_per_message``: the store's size on disk (indexes included) per message;
 - ``archive_lag_p99_ms``: from a send's acknowledgement until the store has it, at
-  ``--rate`` messages/s (or as fast as the process goes, reported beside it); and how fast
-  the archiver alone copies a backlog, with its CPU per message;
+  ``--rate`` messages/s (or as fast as the process goes, reported beside it), sent by this
+  process or (``--senders N``) by N other nodes in processes of their own, each archiving
+  what it sends as every node does; and how fast the archiver alone copies a backlog, with
+  its CPU per message;
 - ``page_p99_ms_hot`` / ``page_p99_ms_cold`` / ``page_p99_ms_boundary``: ``chat.history``
   of 50 messages inside the window (Redis), below it (the store), and straddling it;
 - ``search_p99_ms``: ``chat.search`` over one user's conversations for Latin and CJK terms,
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import random
 import sys
 import tempfile
@@ -60,6 +63,8 @@ PAGE: Final = 50
 SEED_CONCURRENCY: Final = 64
 PACED_IN_FLIGHT: Final = 256
 SETTLE_S: Final = 600.0
+# A sender node's whole life (see lag_in_senders), its store caught up included.
+SENDER_TIMEOUT_S: Final = 900.0
 LATIN: Final = (
     "plan",
     "budget",
@@ -100,6 +105,7 @@ CJK: Final = ("明天", "报告", "项目", "客户", "预算", "设计", "周�
 RARE: Final = {"latin rare": "zephyr", "cjk rare": "麒麟"}
 COMMON: Final = {"latin common": "meeting", "cjk common": "会议"}
 RARE_EVERY: Final = 1000  # messages of a conversation per rare term
+RARE_STRIDE: Final = 617  # prime to RARE_EVERY: the offsets of 1,000 conversations differ
 COMMON_EVERY: Final = 5
 
 
@@ -142,8 +148,11 @@ def text_of(rng: random.Random, n: int, offset: int = 0) -> str:
 
 
 def rare_offsets(convs: Sequence[str]) -> dict[str, int]:
-    """Each conversation's ``offset`` for :func:`text_of`: evenly apart over one period."""
-    return {conv: i * RARE_EVERY // len(convs) for i, conv in enumerate(convs)}
+    """Each conversation's ``offset`` for :func:`text_of`: spread over one period in an
+    order unrelated to the conversations' (the searcher is in the first ones), so that a
+    run of fewer than a thousand messages a conversation still gives the searcher's
+    conversations their share of the rare terms."""
+    return {conv: i * RARE_STRIDE % RARE_EVERY for i, conv in enumerate(convs)}
 
 
 @dataclass
@@ -178,6 +187,149 @@ class Appends:
             if last >= seq:
                 return at
         return None
+
+    def lags(self, acks: Sequence[tuple[str, int, float]]) -> list[float]:
+        """Seconds from each acknowledgement (conversation, seq, monotonic time) until the
+        store had the message (those it has)."""
+        out = []
+        for conv, seq, acked in acks:
+            stored = self.stored_at(conv, seq)
+            if stored is not None:
+                out.append(max(0.0, stored - acked))
+        return out
+
+
+Send = Callable[[str], Awaitable[tuple[str, int, float]]]
+
+
+async def paced(
+    send: Send, convs: Sequence[str], rate: float, seconds: float, rng: random.Random
+) -> tuple[list[tuple[str, int, float]], float]:
+    """``rate`` sends a second for ``seconds`` to random conversations: their
+    acknowledgements, and how long the sending took."""
+    acks: list[tuple[str, int, float]] = []
+    tasks: set[asyncio.Task[None]] = set()
+    # Sends in flight are bounded: a process that cannot keep to the rate falls behind it
+    # (the rate sent is reported) rather than queueing without end.
+    in_flight = asyncio.Semaphore(PACED_IN_FLIGHT)
+
+    async def paced_one(conv: str) -> None:
+        try:
+            acks.append(await send(conv))
+        finally:
+            in_flight.release()
+
+    t0 = time.monotonic()
+    for i in range(int(rate * seconds)):
+        due = t0 + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await in_flight.acquire()
+        task = asyncio.create_task(paced_one(rng.choice(convs)))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    while tasks:
+        await asyncio.gather(*list(tasks))
+    return acks, time.monotonic() - t0
+
+
+async def lag_in_senders(
+    args: argparse.Namespace,
+    settings: Settings,
+    convs: list[str],
+    members: dict[str, list[str]],
+    offsets: dict[str, int],
+    appends: Appends,
+    say: Callable[[str], None],
+) -> tuple[list[float], int, float]:
+    """The paced phase sent by ``args.senders`` other nodes, in processes of their own,
+    ``args.rate`` between them: the lags of all (stored by any node, this one's
+    ``appends`` included), how many were sent, and the longest sender's time."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    conf = {
+        "settings": settings.model_dump(),
+        "convs": convs,
+        "members": members,
+        "offsets": offsets,
+        "rate": args.rate / args.senders,
+        "seconds": args.lag_s,
+    }
+    procs = [
+        context.Process(target=sender_node, args=({**conf, "index": i}, results), daemon=True)
+        for i in range(args.senders)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        got = [await asyncio.to_thread(results.get, True, SENDER_TIMEOUT_S) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+    # Every node's appends (time.monotonic is one clock for the whole machine): a message
+    # is stored when the first node stored it.
+    stored = Appends()
+    for one in [*got, {"times": appends.times}]:
+        for conv, times in one["times"].items():
+            stored.times.setdefault(conv, []).extend(tuple(t) for t in times)
+    for times in stored.times.values():
+        times.sort()
+    acks = [(conv, int(seq), float(at)) for one in got for conv, seq, at in one["acks"]]
+    seconds = max(one["seconds"] for one in got)
+    say(f"{len(procs)} sender nodes: {len(acks):,} messages in {seconds:.1f} s")
+    return stored.lags(acks), len(acks), seconds
+
+
+def sender_node(conf: dict[str, Any], results: Any) -> None:
+    """A process of :func:`lag_in_senders`: a node on the benchmark's Redis and store."""
+    results.put(asyncio.run(_sender_node(conf)))
+
+
+async def _sender_node(conf: dict[str, Any]) -> dict[str, Any]:
+    settings = Settings(**conf["settings"])
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        service: ChatService = app[HUB].chat
+        appends = Appends()
+        appends.wrap(app[HISTORY])
+        index = int(conf["index"])
+        rng = random.Random(100 + index)
+        convs: list[str] = conf["convs"]
+        members: dict[str, list[str]] = conf["members"]
+        offsets: dict[str, int] = conf["offsets"]
+        numbers = dict.fromkeys(convs, 0)
+        sent = 0
+
+        async def send(conv: str) -> tuple[str, int, float]:
+            nonlocal sent
+            sent += 1
+            numbers[conv] += 1
+            text = text_of(rng, numbers[conv], offsets[conv])
+            user = members[conv][sent % GROUP]
+            req = w.ChatSend(id="", conv=conv, client_id=f"s{index}-m{sent}", text=text)
+            reply = await service.send(_Reader(user), req)
+            return conv, reply.seq, time.monotonic()  # type: ignore[attr-defined]
+
+        acks, seconds = await paced(send, convs, conf["rate"], conf["seconds"], rng)
+        # Until the store has what this node sent (another node's archiver may have stored
+        # some of it: the lags are worked out from every node's appends).
+        last: dict[str, int] = {}
+        for conv, seq, _ in acks:
+            last[conv] = max(last.get(conv, 0), seq)
+        async with asyncio.timeout(SETTLE_S):
+            while True:
+                heads = await app[HISTORY].heads(list(last))
+                if all(c in heads and heads[c].last_seq >= s for c, s in last.items()):
+                    break
+                await asyncio.sleep(0.1)
+        return {"acks": acks, "times": appends.times, "seconds": seconds}
+    finally:
+        await runner.cleanup()
 
 
 async def used_memory(client: redis.Redis) -> int:
@@ -309,41 +461,17 @@ async def run_store(
         say(f"{store_kind}: {total:,} messages seeded in {seed_s:.1f} s, {redis_bytes:,.0f} B each")
         disk = disk_bytes(store_kind, data_dir, url) / total
 
-        # Archive lag at a paced rate.
-        acks: list[tuple[str, int, float]] = []
-        tasks: set[asyncio.Task[None]] = set()
-
-        # Sends in flight are bounded: a process that cannot keep to the rate falls behind
-        # it (the rate sent is reported) rather than queueing without end.
-        in_flight = asyncio.Semaphore(PACED_IN_FLIGHT)
-
-        async def paced_one(conv: str) -> None:
-            try:
-                acks.append(await send(conv))
-            finally:
-                in_flight.release()
-
-        n_paced = int(args.rate * args.lag_s)
-        t0 = time.monotonic()
-        for i in range(n_paced):
-            due = t0 + i / args.rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await in_flight.acquire()
-            task = asyncio.create_task(paced_one(rng.choice(convs)))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        while tasks:
-            await asyncio.gather(*list(tasks))
-        paced_s = time.monotonic() - t0
-        await settle(service, app, convs)
-        lags = []
-        for conv, seq, acked in acks:
-            stored = appends.stored_at(conv, seq)
-            if stored is not None:
-                lags.append(max(0.0, stored - acked))
-        total += len(acks)
+        # Archive lag at a paced rate: sent here, or by other nodes (processes) on the
+        # same Redis and store, each archiving what it sends.
+        if args.senders:
+            lags, n_acks, paced_s = await lag_in_senders(
+                args, settings, convs, members, offsets, appends, say
+            )
+        else:
+            acks, paced_s = await paced(send, convs, args.rate, args.lag_s, rng)
+            await settle(service, app, convs)
+            lags, n_acks = appends.lags(acks), len(acks)
+        total += n_acks
 
         # The archiver alone: messages stored while it was not told of them, then archived
         # in passes as its run loop does, timed and clocked.
@@ -411,8 +539,9 @@ async def run_store(
             "disk_bytes_per_message": disk,
             "archive": {
                 "rate_asked": args.rate,
-                "rate_sent": len(acks) / paced_s if paced_s > 0 else None,
-                "messages": len(acks),
+                "senders": args.senders,
+                "rate_sent": n_acks / paced_s if paced_s > 0 else None,
+                "messages": n_acks,
                 "lag_p50_ms": ms(percentile(lags, 50)),
                 "lag_p99_ms": ms(percentile(lags, 99)),
                 "alone_messages": n_alone,
@@ -523,7 +652,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         print(line)
     config = {
         k: getattr(args, k)
-        for k in ("messages", "conversations", "window", "rate", "lag_s", "samples", "stores")
+        for k in (
+            "messages",
+            "conversations",
+            "window",
+            "rate",
+            "lag_s",
+            "senders",
+            "samples",
+            "stores",
+        )
     }
     return {"config": config, "summary": summary, "goals": goals, "results": results}
 
@@ -537,6 +675,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=100, help="chat_window_events of the node")
     p.add_argument("--rate", type=float, default=5000.0, help="messages/s of the archive-lag phase")
     p.add_argument("--lag-s", type=float, default=10.0, help="length of the archive-lag phase")
+    p.add_argument(
+        "--senders",
+        type=int,
+        default=0,
+        help="nodes (processes) that send the archive-lag phase, each archiving what it "
+        "sends (0: this process sends it)",
+    )
     p.add_argument("--samples", type=int, default=500, help="pages timed of each kind")
     p.add_argument("--search-samples", type=int, default=50, help="searches timed per term")
     p.add_argument("--stores", default="sqlite,postgres", help="sqlite, postgres or both")
@@ -549,6 +694,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     for kind in args.stores.split(","):
         if kind not in ("sqlite", "postgres"):
             p.error(f"--stores: unknown store {kind!r}")
+    if args.senders < 0:
+        p.error("--senders must be 0 or more")
     if args.messages < 1 or args.conversations < 1 or args.window < 10 or args.rate <= 0:
         p.error("--messages, --conversations and --rate must be positive, --window at least 10")
     return args

@@ -15,7 +15,9 @@ the scoped query's array grows with their conversations, the bare one's does not
 (chat.history.sql.SCOPED_UP_TO chooses). The bare terms are not stored: a GIN index on the
 expression ``huddle_bare_terms(terms)`` (the scoped ones without their scopes) holds them,
 so that adding it rewrote no row (a rewrite of every row left the table and its other index
-twice their size until a vacuum, and searches several times slower).
+twice their size until a vacuum, and searches several times slower). Before either, a
+user in many conversations has the newest messages read first (:meth:`PostgresHistory._walk`,
+an index on ``(ts, seq, conv)``): a common term is found there in a few ms.
 """
 
 from __future__ import annotations
@@ -114,18 +116,32 @@ async def _v3_scoped_search(store: SqlHistory, tx: Tx) -> None:
 async def _v4_bare_search(store: SqlHistory, tx: Tx) -> None:
     """The bare terms beside the scoped ones (see the module's docstring): an index on
     them, made from the scoped ones."""
+    await _bare_search(tx)
+
+
+async def _v5_bare_search_again(store: SqlHistory, tx: Tx) -> None:
+    """Schema 4 as it was first written kept the bare terms in a column of their own (its
+    upgrade rewrote every row) and had no messages_order: the column goes, with its index,
+    and the store gets what schema 4 makes now. A store that schema 4 made as it is now
+    keeps what it has."""
+    await tx.execute("ALTER TABLE messages DROP COLUMN IF EXISTS bare_terms")
+    await _bare_search(tx)
+
+
+async def _bare_search(tx: Tx) -> None:
     await tx.execute(
-        f"CREATE FUNCTION {BARE_TERMS}(text[]) RETURNS text[] "
+        f"CREATE OR REPLACE FUNCTION {BARE_TERMS}(text[]) RETURNS text[] "
         "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE "
         f"AS $$ SELECT ARRAY(SELECT substr(t, {SCOPE_HEX + 1}) FROM unnest($1) t) $$"
     )
     await tx.execute(
-        f"CREATE INDEX messages_bare_terms ON messages USING GIN ({BARE_TERMS}(terms))"
+        "CREATE INDEX IF NOT EXISTS messages_bare_terms ON messages "
+        f"USING GIN ({BARE_TERMS}(terms))"
     )
     # Newest first across conversations: for a common term, the planner walks this and
     # stops at the newest matches of the user's conversations, rather than reading every
     # match in every conversation (200,000 of a term in a message of five over a million).
-    await tx.execute("CREATE INDEX messages_order ON messages (ts, seq, conv)")
+    await tx.execute("CREATE INDEX IF NOT EXISTS messages_order ON messages (ts, seq, conv)")
     # The planner's figures for the indexed expression, without waiting for autovacuum.
     await tx.execute("ANALYZE messages")
 
@@ -148,6 +164,7 @@ class PostgresHistory(SqlHistory):
         _v2_search,
         _v3_scoped_search,
         _v4_bare_search,
+        _v5_bare_search_again,
     )
     terms_in_row = True
     walk_rows = WALK_ROWS

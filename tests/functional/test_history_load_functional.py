@@ -62,19 +62,9 @@ def test_quick_run_with_sender_nodes(tmp_path: Path) -> None:
     """The archive-lag phase sent by two other nodes (processes), each archiving what it
     sends: every message sent is found stored, whichever node stored it."""
     out = tmp_path / "history_load.json"
+    argv = ["--quick", "--stores", "sqlite", "--senders", "2", "--json", str(out)]
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.history_load",
-            "--quick",
-            "--stores",
-            "sqlite",
-            "--senders",
-            "2",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, "-m", "benchmarks.history_load", *argv],
         capture_output=True,
         text=True,
         timeout=180,
@@ -85,5 +75,6 @@ def test_quick_run_with_sender_nodes(tmp_path: Path) -> None:
     [result] = json.loads(out.read_text())["results"]
     archive = result["archive"]
     assert archive["senders"] == 2
-    assert archive["messages"] == int(archive["rate_asked"])  # --quick: one second
-    assert archive["lag_p50_ms"] > 0 and archive["lag_p99_ms"] >= archive["lag_p50_ms"]
+    # --quick: one second at 300 messages/s, each message's lag found.
+    assert archive["messages"] == int(archive["rate_asked"])
+    assert 0 < archive["lag_p50_ms"] <= archive["lag_p99_ms"]
