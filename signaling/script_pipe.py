@@ -7,7 +7,8 @@ calls share one connection: each is written as it comes, and the replies, which 
 in the same order, are handed to the callers by the protocol as they arrive (parsed by
 hiredis), with no task or pool in between.
 
-Anything that goes wrong (no connection, a lost one, no reply within ``REPLY_TIMEOUT_S``)
+Anything that goes wrong (no connection, a lost one, no reply within ``REPLY_TIMEOUT_S``,
+watched by one timer for all the calls waiting)
 fails the calls waiting on it with redis-py's ``ConnectionError`` or ``TimeoutError``, and
 the connection is made anew for the next call; ``run_script`` then makes the call again the
 usual way, as it does when a pooled connection fails.
@@ -62,7 +63,10 @@ class ScriptPipe:
         self._db = db
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
-        self._waiting: deque[asyncio.Future[Any]] = deque()
+        # The calls waiting for their replies, in the order sent, with when each was sent.
+        self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        # One timer for all of them (not one per call): it looks at the oldest.
+        self._watchdog: asyncio.TimerHandle | None = None
         self._connecting: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -75,16 +79,36 @@ class ScriptPipe:
             transport = self._transport
             if transport is None:
                 raise RedisConnectionError("script connection lost")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._waiting.append((future, loop.time()))
         transport.write(command)
-        try:
-            async with asyncio.timeout(REPLY_TIMEOUT_S):
-                return await future
-        except TimeoutError:
-            # Redis does not answer: later calls would queue behind this one.
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(REPLY_TIMEOUT_S, self._watch)
+        return await future
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if not self._waiting:
+            return
+        loop = asyncio.get_running_loop()
+        waited = loop.time() - self._waiting[0][1]
+        if waited >= REPLY_TIMEOUT_S:
+            # Redis does not answer: every call behind the oldest waits on it too.
+            self._drop(RedisTimeoutError("no reply from Redis to a script call"))
+            return
+        self._watchdog = loop.call_later(REPLY_TIMEOUT_S - waited, self._watch)
+
+    def _drop(self, error: Exception) -> None:
+        """Fail the calls waiting with ``error`` and close the connection."""
+        transport = self._transport
+        self._transport = self._protocol = None
+        waiting, self._waiting = self._waiting, deque()
+        for future, _ in waiting:
+            if not future.done():
+                future.set_exception(error)
+        if transport is not None:
             transport.close()
-            raise RedisTimeoutError("no reply from Redis to a script call") from None
 
     async def _connect(self) -> None:
         if self._closed:
@@ -137,7 +161,7 @@ class ScriptPipe:
                 if self._transport is not None:
                     self._transport.close()
                 return
-            future = self._waiting.popleft()
+            future, _ = self._waiting.popleft()
             if future.done():
                 continue  # its caller gave up (cancelled)
             if isinstance(reply, hiredis.ReplyError):
@@ -146,16 +170,14 @@ class ScriptPipe:
                 future.set_result(reply)
 
     def lost(self, protocol: _Protocol, exc: Exception | None) -> None:
-        if protocol is not self._protocol:
-            return
-        self._transport = self._protocol = None
-        waiting, self._waiting = self._waiting, deque()
-        for future in waiting:
-            if not future.done():
-                future.set_exception(RedisConnectionError(f"script connection lost: {exc}"))
+        if protocol is self._protocol:
+            self._drop(RedisConnectionError(f"script connection lost: {exc}"))
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         transport = self._transport
         if transport is not None:
             transport.close()

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from signaling import script_pipe
 from signaling.redis_client import RedisClient, connect, run_script
 
 
@@ -48,3 +51,28 @@ async def test_errors_are_redis_py_s(redis_client: RedisClient) -> None:
     # The connection goes on: a good call after the refused one.
     ok = redis_client.register_script("return ARGV[1]")
     assert await run_script(redis_client, ok, ["huddle:{conv:e}:k"], ["fine"]) == b"fine"
+
+
+async def test_a_call_redis_does_not_answer_times_out_and_the_next_reconnects(
+    redis_url: str, redis_client: RedisClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not redis_url.startswith("unix://"):
+        pytest.skip("one Redis only")
+    monkeypatch.setattr(script_pipe, "REPLY_TIMEOUT_S", 0.3)
+    pipe = script_pipe.ScriptPipe(path=redis_url.removeprefix("unix://"))
+    try:
+        assert await pipe.call(pack_command(("PING",))) == b"PONG"
+        # Every other client's commands wait for a second.
+        paused = asyncio.get_running_loop().time()
+        await redis_client.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+        waiting = [asyncio.ensure_future(pipe.call(pack_command(("PING",)))) for _ in range(3)]
+        done, _ = await asyncio.wait(waiting, timeout=0.9)
+        assert len(done) == 3  # all given up on well before Redis answers
+        for call in waiting:
+            with pytest.raises(RedisTimeoutError):
+                call.result()
+        # A new connection, answered once the pause is over.
+        await asyncio.sleep(max(0.0, paused + 1.1 - asyncio.get_running_loop().time()))
+        assert await pipe.call(pack_command(("PING",))) == b"PONG"
+    finally:
+        await pipe.aclose()
