@@ -23,6 +23,7 @@ from signaling.redis_client import (
     is_cluster,
     queue_script,
     run_replicated,
+    run_script,
 )
 from signaling.wire import Event
 
@@ -357,11 +358,17 @@ class ChatStore:
         One script call for them all on one Redis, one per slot on a cluster: a node that
         reports every sender's counts each ``send_limit.RECONCILE_S`` would otherwise make
         more script calls for them than for the sends themselves."""
+        if not sends:
+            return []
+        if not is_cluster(self.redis):
+            # On the hot path's own connection (run_script): no pipeline, no SCRIPT EXISTS.
+            keys = [user_key(user, f"sends:{second}") for user, second, _ in sends]
+            reply = await run_script(self.redis, self._rate, keys, [n for _, _, n in sends])
+            return [int(total) for total in reply]
         groups: dict[int, list[tuple[int, str, int]]] = {}
-        cluster = is_cluster(self.redis)
         for i, (user, second, n) in enumerate(sends):
             key = user_key(user, f"sends:{second}")
-            groups.setdefault(key_slot(key.encode()) if cluster else 0, []).append((i, key, n))
+            groups.setdefault(key_slot(key.encode()), []).append((i, key, n))
         async with self.redis.pipeline(transaction=False) as pipe:
             for group in groups.values():
                 queue_script(pipe, self._rate, [k for _, k, _ in group], [n for _, _, n in group])
