@@ -19,12 +19,48 @@ from tests.redis_cluster import RedisCluster
 StartNode = Callable[..., Awaitable[Node]]
 
 
+FUNCTIONAL = Path(__file__).parent / "functional"
+REDIS_MODES = ("both", "single", "cluster")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis",
+        choices=REDIS_MODES,
+        default="single",
+        help="the Redis of the functional suite's Redis-backed tests: one redis-server (single, "
+        "the default), a Redis Cluster, or each test on both; tests marked redis_cluster run "
+        "on both whatever this says",
+    )
+
+
+def _redis_params(metafunc: pytest.Metafunc) -> list[str]:
+    """Where a Redis-backed test runs: those marked redis_cluster on one Redis and again on a
+    cluster; other functional tests where ``--redis`` says; the rest on one Redis."""
+    definition = metafunc.definition
+    if definition.get_closest_marker("redis_cluster"):
+        return ["single", "cluster"]
+    if os.environ.get("HUDDLE_TEST_REDIS_URL") or not definition.path.is_relative_to(FUNCTIONAL):
+        return ["single"]
+    if definition.get_closest_marker("single_redis"):
+        return ["single"]
+    mode: str = metafunc.config.getoption("redis")
+    return ["single", "cluster"] if mode == "both" else [mode]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # Tests marked redis_cluster run twice: on one Redis and on a Redis Cluster.
-    if "redis_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        "redis_cluster"
+    if "redis_url" not in metafunc.fixturenames:
+        return
+    if any(
+        "redis_url" in str(m.args[0] if m.args else m.kwargs.get("argnames", ""))
+        for m in metafunc.definition.iter_markers("parametrize")
     ):
-        metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True, scope="session")
+        return  # the test picks its Redis itself
+    params = _redis_params(metafunc)
+    if params != ["single"]:
+        # Session scope: pytest runs every test on one Redis first, then on the cluster,
+        # which is started once.
+        metafunc.parametrize("redis_url", params, indirect=True, scope="session")
 
 
 @pytest.fixture(autouse=True)

@@ -302,6 +302,10 @@ async def test_send_refusals_come_in_the_documented_order(node: Node) -> None:
     await refused(eve.send(conv, "re: hi", reply_to=1, kind="image", media="x"), "not_member")
 
 
+@pytest.mark.single_redis(
+    "counts the node's commands with MONITOR, which one server answers for all; a cluster "
+    "client has none (each master sees only its own slots)"
+)
 async def test_a_direct_send_is_one_redis_call(
     start_node: StartNode, redis_client: redis.Redis
 ) -> None:

@@ -26,15 +26,13 @@ SHARD_SETUP_S = 15.0
 MAX_UPLOAD_MIB = 100
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-@pytest.fixture
-def two_nodes(redis_url: str, tmp_path: Path, secret: str) -> Iterator[list[Server]]:
-    """Two `huddle serve` processes on the test Redis, started apart from the generator."""
-    servers = start_servers(tmp_path / "nodes", redis_url, KEY, secret, 2, bare=False)
+def _two_nodes(redis_url: str, folder: Path, secret: str) -> Iterator[list[Server]]:
+    servers = start_servers(folder, redis_url, KEY, secret, 2, bare=False)
     try:
         wait_servers(servers)
         yield servers
@@ -42,9 +40,28 @@ def two_nodes(redis_url: str, tmp_path: Path, secret: str) -> Iterator[list[Serv
         stop_servers(servers)
 
 
+@pytest.fixture(scope="module")
+def two_nodes(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory, secret: str
+) -> Iterator[list[Server]]:
+    """Two `huddle serve` processes on the test Redis, started apart from the generator and
+    shared by the module's runs: each run's figures are the nodes' counts over its own phases
+    (deltas of /metrics), and starting two nodes per test cost seconds each."""
+    yield from _two_nodes(redis_url, tmp_path_factory.mktemp("nodes"), secret)
+
+
 @pytest.fixture
-def sfu_nodes(redis_url: str, tmp_path: Path, secret: str) -> Iterator[list[Server]]:
-    """Two nodes with their SFU announcing loopback, on the test Redis."""
+def fresh_nodes(redis_url: str, tmp_path: Path, secret: str) -> Iterator[list[Server]]:
+    """Two nodes of the test's own, for a run judged by counters since the nodes started."""
+    yield from _two_nodes(redis_url, tmp_path / "nodes", secret)
+
+
+@pytest.fixture(scope="module")
+def sfu_nodes(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory, secret: str
+) -> Iterator[list[Server]]:
+    """Two nodes with their SFU announcing loopback, on the test Redis (shared as above)."""
+    tmp_path = tmp_path_factory.mktemp("sfu")
     env = node_env(KEY, secret, REDIS_URL=redis_url, HUDDLE_LOG_LEVEL="warning")
     servers: list[Server] = []
     try:
@@ -224,9 +241,10 @@ def test_sfu_load_drives_running_nodes(
 @pytest.mark.slow
 @pytest.mark.parametrize("nodes", [1, 2])
 def test_signaling_load_drives_running_nodes(
-    two_nodes: list[Server], secret: str, tmp_path: Path, nodes: int
+    fresh_nodes: list[Server], secret: str, tmp_path: Path, nodes: int
 ) -> None:
-    urls = ",".join(s.url for s in two_nodes[:nodes])
+    # Fresh nodes: the refusal and hello counters below are the nodes' totals.
+    urls = ",".join(s.url for s in fresh_nodes[:nodes])
     args = ["--url", urls, "--n", "20", "--procs", "2", "--duration", "0.5"]
     args += ["--paced-duration", "1", "--ping-interval", "0.2", "--report", str(tmp_path / "r")]
     doc = _run("benchmarks.signaling_load", args, secret, tmp_path / "signaling.json")
