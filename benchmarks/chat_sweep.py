@@ -86,6 +86,16 @@ def fit(points: Sequence[SweepPoint]) -> tuple[float, float] | None:
     return my - slope * mx, slope
 
 
+# A fitted baseline cost below this (µs) is noise, not a cost to compare with: when the bare
+# relay's points came out level, its per-delivery cost fitted to about zero and the ratio
+# over it read -6.6e14.
+MIN_BASELINE_US: Final = 0.1
+
+
+def _versus(ours: float, theirs: float) -> float | None:
+    return ratio(ours, theirs) if theirs >= MIN_BASELINE_US else None
+
+
 def sweep_summary(
     huddle: Sequence[SweepPoint], bare: Sequence[SweepPoint]
 ) -> dict[str, float | None]:
@@ -97,8 +107,8 @@ def sweep_summary(
         "us_per_delivery": ours[1] if ours else None,
         "bare_fixed_us_per_message": theirs[0] if theirs else None,
         "bare_us_per_delivery": theirs[1] if theirs else None,
-        "fixed_vs_bare": ratio(ours[0], theirs[0]) if ours and theirs else None,
-        "delivery_vs_bare": ratio(ours[1], theirs[1]) if ours and theirs else None,
+        "fixed_vs_bare": _versus(ours[0], theirs[0]) if ours and theirs else None,
+        "delivery_vs_bare": _versus(ours[1], theirs[1]) if ours and theirs else None,
         "one_to_one_msgs_per_core_s": 1e6 / per_message if per_message else None,
     }
 

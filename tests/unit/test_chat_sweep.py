@@ -42,6 +42,14 @@ def test_summary_compares_with_the_bare_relay() -> None:
     assert figures["one_to_one_msgs_per_core_s"] == pytest.approx(1e6 / 620)
 
 
+def test_a_baseline_whose_points_came_out_level_gives_no_ratio() -> None:
+    ours = [point(s, 500, 600.0, 20.0) for s in (2, 10)]
+    bare = [point(2, 500, 300.0, 0.0), point(10, 500, 300.0 - 1e-9, 0.0)]
+    figures = sweep_summary(ours, bare)
+    assert figures["delivery_vs_bare"] is None  # not ~-1e10 from a slope of float noise
+    assert figures["fixed_vs_bare"] == pytest.approx(2.0)
+
+
 def test_plan_fills_small_rooms_and_slows_large_ones() -> None:
     assert rooms(2) == (2,) * 20
     assert rooms(500) == (500,)
