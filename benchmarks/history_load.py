@@ -109,6 +109,34 @@ RARE_STRIDE: Final = 617  # prime to RARE_EVERY: the offsets of 1,000 conversati
 COMMON_EVERY: Final = 5
 
 
+class _Sender:
+    """Sends the benchmark's messages: each conversation's members in turn, each text the
+    next of that conversation's own sequence (``text_of``)."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        rng: random.Random,
+        members: dict[str, list[str]],
+        offsets: dict[str, int],
+        client_prefix: str,
+        reader: Callable[[str], _Reader],
+    ) -> None:
+        self.service, self.rng, self.members, self.offsets = service, rng, members, offsets
+        self.client_prefix, self.reader = client_prefix, reader
+        self.sent = 0
+        self.numbers: dict[str, int] = {}  # messages sent to each conversation
+
+    async def send(self, conv: str) -> tuple[str, int, float]:
+        self.sent += 1
+        number = self.numbers[conv] = self.numbers.get(conv, 0) + 1
+        text = text_of(self.rng, number, self.offsets[conv])
+        user = self.members[conv][self.sent % GROUP]
+        req = w.ChatSend(id="", conv=conv, client_id=f"{self.client_prefix}{self.sent}", text=text)
+        reply = await self.service.send(self.reader(user), req)
+        return conv, reply.seq, time.monotonic()  # type: ignore[attr-defined]
+
+
 class _Reader:
     """A device of ``identity`` as the chat service sees it; events go nowhere."""
 
@@ -302,19 +330,7 @@ async def _sender_node(conf: dict[str, Any]) -> dict[str, Any]:
         convs: list[str] = conf["convs"]
         members: dict[str, list[str]] = conf["members"]
         offsets: dict[str, int] = conf["offsets"]
-        numbers = dict.fromkeys(convs, 0)
-        sent = 0
-
-        async def send(conv: str) -> tuple[str, int, float]:
-            nonlocal sent
-            sent += 1
-            numbers[conv] += 1
-            text = text_of(rng, numbers[conv], offsets[conv])
-            user = members[conv][sent % GROUP]
-            req = w.ChatSend(id="", conv=conv, client_id=f"s{index}-m{sent}", text=text)
-            reply = await service.send(_Reader(user), req)
-            return conv, reply.seq, time.monotonic()  # type: ignore[attr-defined]
-
+        send = _Sender(service, rng, members, offsets, f"s{index}-m", _Reader).send
         acks, seconds = await paced(send, convs, conf["rate"], conf["seconds"], rng)
         # Until the store has what this node sent (another node's archiver may have stored
         # some of it: the lags are worked out from every node's appends).
@@ -423,19 +439,8 @@ async def run_store(
             members[conv] = group
         await settle(service, app, convs)
         baseline = await used_memory(client)
-        sent = 0
         offsets = rare_offsets(convs)
-        numbers = dict.fromkeys(convs, 0)  # messages sent to each conversation
-
-        async def send(conv: str) -> tuple[str, int, float]:
-            nonlocal sent
-            sent += 1
-            numbers[conv] += 1
-            text = text_of(rng, numbers[conv], offsets[conv])
-            user = members[conv][sent % GROUP]
-            req = w.ChatSend(id="", conv=conv, client_id=f"m{sent}", text=text)
-            reply = await service.send(reader(user), req)
-            return conv, reply.seq, time.monotonic()  # type: ignore[attr-defined]
+        send = _Sender(service, rng, members, offsets, "m", reader).send
 
         async def seed(count: int) -> None:
             order = [convs[i % len(convs)] for i in range(count)]
