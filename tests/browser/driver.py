@@ -44,6 +44,7 @@ from typing import Any, Final
 from urllib.parse import urlencode
 
 from playwright.async_api import BrowserContext, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Error as PlaywrightError
 
 from benchmarks.common import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_FAKE_MEDIA_ARGS
 
@@ -57,6 +58,8 @@ CALL_CHROMIUM_ARGS: Final = (
     "--autoplay-policy=no-user-gesture-required",
 )
 POLL_S: Final = 0.25
+NAVIGATION_ATTEMPTS: Final = 3
+NAVIGATION_RETRY_S: Final = 0.5
 
 STATS_JS: Final = """
 async (which) => {
@@ -331,13 +334,13 @@ async def _call(
     try:
         publisher = await _first_page(browsers["publisher"])
         watch("publisher", publisher)
-        await publisher.goto(_page_url(args, args.publisher_token, publish=True))
+        await goto(publisher, _page_url(args, args.publisher_token, publish=True))
         await _wait_state(publisher, "published", deadline)
         out["timings"]["published_s"] = round(time.monotonic() - started, 2)
 
         subscriber = await _first_page(browsers["subscriber"])
         watch("subscriber", subscriber)
-        await subscriber.goto(_page_url(args, args.subscriber_token, publish=False))
+        await goto(subscriber, _page_url(args, args.subscriber_token, publish=False))
         await _wait_receiving(subscriber, deadline, "in time")
         out["timings"]["first_media_s"] = round(time.monotonic() - started, 2)
 
@@ -418,7 +421,7 @@ async def _mesh(
         for name, token in zip(names, args.participant_token, strict=True):
             page = pages[name] = await _first_page(browsers[name])
             watch(consoles[name], page)
-            await page.goto(_page_url(args, token, publish=True))
+            await goto(page, _page_url(args, token, publish=True))
         for page in pages.values():
             await _wait_state(page, "published", deadline)
         out["timings"]["published_s"] = round(time.monotonic() - started, 2)
@@ -464,6 +467,21 @@ async def _mesh(
                 out[f"{name}_state"] = await _state(page)
             except Exception as exc:  # the page may be gone: report, don't hide the cause
                 out[f"{name}_state"] = {"state": f"unreadable: {exc}"}
+
+
+async def goto(page: Page, url: str) -> None:
+    """Load ``url``, again if Chromium dropped the load because the network changed: a
+    namespace the test has just made is still settling (its IPv6 link-local addresses leave
+    their tentative state a moment after the link comes up), and Chromium abandons a load
+    under way on any such change (``net::ERR_NETWORK_CHANGED``, seen once in CI)."""
+    for attempt in range(NAVIGATION_ATTEMPTS):
+        try:
+            await page.goto(url)
+            return
+        except PlaywrightError as error:
+            if "ERR_NETWORK_CHANGED" not in str(error) or attempt == NAVIGATION_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(NAVIGATION_RETRY_S)
 
 
 async def _first_page(context: BrowserContext) -> Page:
