@@ -170,9 +170,19 @@ class Session:
             out.clear()
             self.close_soon(p.CloseCode.SLOW_CONSUMER, "events not read")
             return
-        if not self._flush_soon and self._writer is None:
+        if self._writer is None:
+            self._flush_later()
+
+    def _flush_later(self) -> None:
+        """Flush once the event loop's current round of callbacks is over (once only)."""
+        if not self._flush_soon:
             self._flush_soon = True
             self._loop.call_soon(self._flush)
+
+    def _keeps_up(self) -> bool:
+        """Frames can be written to the socket here: it takes what it is given."""
+        transport = self._transport
+        return transport is not None and transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH
 
     def _flush(self) -> None:
         """Write what is queued: in one write where the socket keeps up, else through the
@@ -182,7 +192,7 @@ class Session:
         if self.closed or not out or self._writer is not None:
             return
         transport = self._transport
-        if transport is None or transport.get_write_buffer_size() > WRITE_BUFFER_HIGH:
+        if transport is None or not self._keeps_up():
             self._writer = asyncio.create_task(self._drain())
             return
         if self.ws.closed or transport.is_closing():
@@ -196,20 +206,18 @@ class Session:
     async def _drain(self) -> None:
         # Through aiohttp, frame by frame, waiting for the socket whenever aiohttp does; back
         # to single writes once the socket keeps up again.
-        transport = self._transport
         try:
             while self._out and not self.closed:
                 await self.ws.send_frame(self._out.popleft(), WSMsgType.TEXT)
                 self.hub.metrics.writes += 1
-                if transport is not None and transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH:
+                if self._keeps_up():
                     break
         except (ConnectionError, RuntimeError):
             self._out.clear()
         finally:
             self._writer = None
-        if self._out and not self.closed and not self._flush_soon:
-            self._flush_soon = True
-            self._loop.call_soon(self._flush)
+        if self._out and not self.closed:
+            self._flush_later()
 
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
@@ -218,8 +226,7 @@ class Session:
         log.info("closing connection", extra={"code": code, "reason": reason, "session": self.id})
         # What is queued (an error reply saying why, say) goes before the close frame.
         if self._writer is None and self._out:
-            transport = self._transport
-            if transport is not None and transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH:
+            if self._keeps_up():
                 self._flush()
             with contextlib.suppress(ConnectionError, RuntimeError):
                 while self._out:
