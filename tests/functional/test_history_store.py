@@ -20,7 +20,7 @@ from chat import wire as w
 from chat.history.events import decode_event, page_range
 from chat.history.postgres import PostgresHistory
 from chat.history.postgres import search_scope as pg_scope
-from chat.history.sql import CANDIDATES_PER_ROUND, SqlHistory
+from chat.history.sql import CANDIDATES_PER_ROUND, SqlHistory, Tx
 from chat.history.sqlite import SQLiteHistory, search_scope
 from chat.history.store import (
     EpochChanged,
@@ -607,6 +607,22 @@ async def store_some(store: SqlHistory, log: Log) -> None:
     await store.append(CONV, [log.message("one"), log.message("two"), log.message("three")])
 
 
+async def _write_old_message(tx: Tx, conv: str, message: w.ChatMessage) -> None:
+    """A stored message as every older schema wrote its row (message 1 of ``conv``)."""
+    await tx.execute(
+        "INSERT INTO messages (conv, seq, ts, sender, reply_to, body) VALUES (?, ?, ?, ?, ?, ?)",
+        (conv, 1, message.ts, "ann", None, msgspec.json.encode(message)),
+    )
+
+
+async def _write_old_head(tx: Tx, conv: str) -> None:
+    """The head of ``conv`` as every older schema wrote it, its one message stored."""
+    await tx.execute(
+        "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?)",
+        (conv, 1, "e1", 1),
+    )
+
+
 async def test_upgrade_from_schema_version_1(opener: Opener) -> None:
     log = Log()
     old = await opener(schema=1)
@@ -615,15 +631,8 @@ async def test_upgrade_from_schema_version_1(opener: Opener) -> None:
         # Rows as a version 1 store wrote them: it had no search index.
         event = log.message("written before search existed")
         async with old._write() as tx:
-            await tx.execute(
-                "INSERT INTO messages (conv, seq, ts, sender, reply_to, body) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (CONV, 1, event.message.ts, "ann", None, msgspec.json.encode(event.message)),
-            )
-            await tx.execute(
-                "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?)",
-                (CONV, 1, "e1", 1),
-            )
+            await _write_old_message(tx, CONV, event.message)
+            await _write_old_head(tx, CONV)
     finally:
         await old.close()
     new = await opener()
@@ -651,11 +660,7 @@ async def test_upgrade_scopes_the_search_index_by_conversation(opener: Opener) -
     try:
         event = log.message("indexed before the scopes")
         async with old._write() as tx:
-            await tx.execute(
-                "INSERT INTO messages (conv, seq, ts, sender, reply_to, body) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (CONV, 1, event.message.ts, "ann", None, msgspec.json.encode(event.message)),
-            )
+            await _write_old_message(tx, CONV, event.message)
             # The bare terms version 2 indexed the row under.
             bare = ["indexed", "before", "the", "scopes"]
             if isinstance(old, SQLiteHistory):
@@ -666,10 +671,7 @@ async def test_upgrade_scopes_the_search_index_by_conversation(opener: Opener) -
                 )
             else:
                 await tx.execute("UPDATE messages SET terms = ? WHERE seq = 1", (bare,))
-            await tx.execute(
-                "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?)",
-                (CONV, 1, "e1", 1),
-            )
+            await _write_old_head(tx, CONV)
     finally:
         await old.close()
     new = await opener()
@@ -710,11 +712,7 @@ async def test_upgrade_indexes_bare_terms_beside_the_scoped_ones(opener: Opener)
                 ("g-other", other.message("bare elsewhere")),
             ):
                 msg = event.message
-                await tx.execute(
-                    "INSERT INTO messages (conv, seq, ts, sender, reply_to, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (conv, 1, msg.ts, "ann", None, msgspec.json.encode(msg)),
-                )
+                await _write_old_message(tx, conv, msg)
                 # The scoped terms version 3 indexed the row under, and no others.
                 terms = message_terms(msg)
                 if isinstance(old, SQLiteHistory):
@@ -728,10 +726,7 @@ async def test_upgrade_indexes_bare_terms_beside_the_scoped_ones(opener: Opener)
                         "UPDATE messages SET terms = ? WHERE conv = ? AND seq = 1",
                         ([pg_scope(conv) + t for t in terms], conv),
                     )
-                await tx.execute(
-                    "INSERT INTO conversations (conv, ev, epoch, last_seq) VALUES (?, ?, ?, ?)",
-                    (conv, 1, "e1", 1),
-                )
+                await _write_old_head(tx, conv)
     finally:
         await old.close()
     new = await opener()
