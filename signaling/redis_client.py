@@ -30,17 +30,38 @@ from redis.event import (
     AsyncEventListenerInterface,
     EventDispatcher,
 )
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
 from signaling.script_pipe import ScriptPipe
 
 RedisClient: TypeAlias = redis.Redis | RedisCluster
-# What a command raises while Redis is out of reach. The cluster client's "no node answers"
-# and "slot not covered" (RedisClusterException) are no RedisError.
+# What a command may raise while Redis is out of reach: what background work (pub/sub, the
+# hub's periodic jobs) rides out. The cluster client's "no node answers" and "slot not
+# covered" (RedisClusterException) are no RedisError.
 UNREACHABLE_ERRORS: Final = (RedisError, RedisClusterException, OSError)
+# Of those, what a client's request may be answered "unavailable, retry" for: Redis out of
+# reach, loading, or failing over. A script's own error (a bug, a key of the wrong type) or
+# a full disk is no reason to retry: the request fails as internal.
+RETRY_LATER_ERRORS: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    ClusterDownError,
+    TryAgainError,
+    ReadOnlyError,
+    RedisClusterException,
+)
 RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
 
 CLUSTER_SCHEME: Final = "redis+cluster"

@@ -10,13 +10,13 @@ from typing import Any, Final
 
 import msgspec
 from aiohttp import WSMsgType, web
-from redis import exceptions as redis_errors
 
 from huddle.config import Settings
 from signaling import protocol as p
 from signaling.auth import mint_token, slug_identity
 from signaling.http_common import json_error
 from signaling.hub import Hub
+from signaling.redis_client import RETRY_LATER_ERRORS
 from signaling.session import Session
 
 log = logging.getLogger("huddle.server")
@@ -28,17 +28,6 @@ RedisInfo = Callable[[], dict[str, Any]]
 REDIS_INFO: web.AppKey[RedisInfo] = web.AppKey("redis_info")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Redis out of reach or failing over (not a script's own error, which is the node's fault,
-# nor a bare OSError: a full disk is no reason to say "retry").
-REDIS_DOWN: Final = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.BusyLoadingError,
-    redis_errors.ClusterDownError,
-    redis_errors.TryAgainError,
-    redis_errors.ReadOnlyError,
-    redis_errors.RedisClusterException,
-)
 RETRY_AFTER_S: Final = 5
 
 
@@ -52,7 +41,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         code = exc.reason.lower().replace(" ", "_")
         return json_error(exc.status, code, exc.text or exc.reason)
-    except REDIS_DOWN as exc:
+    except RETRY_LATER_ERRORS as exc:
         # Redis (or every node of the cluster) unreachable: the node's own fault for now, and
         # a client may retry, as WebSocket requests get ``unavailable`` meanwhile.
         log.warning("HTTP request while Redis is unreachable", extra={"path": request.path})

@@ -18,7 +18,7 @@ from chat.store import ChatError
 from signaling import protocol as p
 from signaling.auth import AuthError, Claims, verify_token
 from signaling.ratelimit import RateLimiter, Verdict
-from signaling.redis_client import UNREACHABLE_ERRORS
+from signaling.redis_client import RETRY_LATER_ERRORS, UNREACHABLE_ERRORS
 from signaling.ws_frames import text_frame_header, text_frames
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class Session:
             await self._handlers[kind](request)
         except (CallError, ChatError) as exc:
             await self.send_error(exc.code, exc.message, request.id)
-        except UNREACHABLE_ERRORS as exc:
+        except RETRY_LATER_ERRORS as exc:
             log.warning(
                 "request failed: Redis unavailable", extra={"type": kind, "error": str(exc)}
             )

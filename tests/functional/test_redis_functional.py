@@ -17,6 +17,9 @@ from huddle.chat import ChatClient
 from huddle.client import HuddleClient, RequestError
 from huddle.redis_server import spawn_sync
 from signaling import protocol as p
+from signaling.keys import conv_key, media_owner_key
+from signaling.redis_client import RedisClient
+from tests.conftest import StartNode
 from tests.functional.test_presence_functional import next_presence
 from tests.helpers import NodeProcess, make_token
 
@@ -200,3 +203,38 @@ async def test_embedded_redis_shows_a_new_pid_only_with_its_restart_counted(
         assert embedded.running
     finally:
         await embedded.stop()
+
+
+async def test_a_redis_error_that_is_no_outage_fails_the_request_as_internal(
+    start_node: StartNode, redis_client: RedisClient
+) -> None:
+    """Only Redis out of reach (or failing over) is worth a retry: a script that fails on a key
+    of the wrong type fails the same way every time, and a client told "unavailable" would
+    retry it forever. The node goes on serving everything else."""
+    node = await start_node()
+    alice = ChatClient(await node.client("alice"))
+    await alice.sync()
+    broken = (await alice.create("group", "broken", [])).conv
+    fine = (await alice.create("group", "fine", [])).conv
+    await redis_client.delete(conv_key(broken, "members"))
+    await redis_client.set(conv_key(broken, "members"), "not a hash")
+
+    with pytest.raises(RequestError) as failed:
+        await alice.send(broken, "hello")
+    assert failed.value.code == "internal", failed.value
+    # HTTP alike: a 500 "internal", not a 503 with Retry-After.
+    assert alice.client.hello_reply is not None
+    user = alice.client.hello_reply.identity
+    await redis_client.set(media_owner_key(user, "media_uploads"), "not a hash")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{node.url}/v1/media/usage",
+            headers={"Authorization": f"Bearer {make_token('alice')}"},
+        ) as resp,
+    ):
+        assert resp.status == 500, await resp.text()
+        assert (await resp.json())["error"]["code"] == "internal"
+        assert resp.headers.get("Retry-After") is None
+    sent = await alice.send(fine, "still here")
+    assert sent.seq > 1
