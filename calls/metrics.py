@@ -54,6 +54,7 @@ def collect(open_rooms: int, local: LocalHost | None, pool: WorkerPool | None) -
     counters = (
         "packets_in",
         "bytes_in",
+        "duplicates_in",
         "packets_forwarded",
         "bytes_forwarded",
         "retransmitted",

@@ -51,6 +51,7 @@ def published(participant: Participant, meter: RateMeter, now: float) -> list[Pu
                 keyframes=f.keyframes_in,
                 keyframe_requests=f.keyframe_requests,
                 subscribers=len(f.outputs),
+                duplicates=f.duplicates_in,
             )
         )
     return out
@@ -112,6 +113,7 @@ def room_totals(room: Room) -> dict[str, int]:
             "outputs",
             "packets_in",
             "bytes_in",
+            "duplicates_in",
             "packets_forwarded",
             "bytes_forwarded",
             "retransmitted",
@@ -130,6 +132,7 @@ def room_totals(room: Room) -> dict[str, int]:
             totals["tracks"] += 1
             totals["packets_in"] += f.packets_in
             totals["bytes_in"] += f.bytes_in
+            totals["duplicates_in"] += f.duplicates_in
             totals["keyframe_requests"] += f.keyframe_requests
             totals["packets_lost"] += track.tap.packets_lost
             for o in f.outputs.values():

@@ -27,6 +27,8 @@ class PublishedTrackStats(msgspec.Struct, kw_only=True):
     keyframes: int
     keyframe_requests: int
     subscribers: int
+    # Copies of packets the SFU had already (a browser's padding probes): not forwarded.
+    duplicates: int = 0
 
 
 class SubscribedTrackStats(msgspec.Struct, kw_only=True):

@@ -165,6 +165,7 @@ async def test_stats_over_socket_and_metrics(start_node: StartNode) -> None:
         assert t.packets > 20 and t.bytes > 0 and t.bitrate_bps > 0
         assert t.subscribers == 1
         assert t.packets_lost == 0
+        assert t.duplicates == 0  # aiortc probes with no copies
     assert mine.subscribed == []
 
     deadline = time.monotonic() + 10
@@ -187,6 +188,7 @@ async def test_stats_over_socket_and_metrics(start_node: StartNode) -> None:
         text = await resp.text()
     assert "huddle_sfu_rooms 1.0" in text
     assert 'huddle_sfu_room_participants{room="stats"} 2.0' in text
+    assert 'huddle_sfu_room_duplicates_in_total{room="stats"} 0.0' in text
     prefix = "huddle_sfu_track_packets_forwarded_total{"
     forwarded = [
         line for line in text.splitlines() if line.startswith(prefix) and 'identity="alice"' in line

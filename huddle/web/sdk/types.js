@@ -627,6 +627,7 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "m
  * @property {number} keyframes
  * @property {number} keyframe_requests
  * @property {number} subscribers
+ * @property {number} [duplicates]
  */
 
 /**
