@@ -4,6 +4,7 @@ callback after it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -39,18 +40,18 @@ async def test_the_round_is_one_callback_of_the_loop() -> None:
     scheduled: list[object] = []
     call_soon = loop.call_soon
 
-    def counting(callback: object, *args: object, **kwargs: object) -> asyncio.Handle:
+    def counting(callback: Callable[..., object], *args: object) -> asyncio.Handle:
         scheduled.append(callback)
-        return call_soon(callback, *args, **kwargs)  # type: ignore[arg-type]
+        return call_soon(callback, *args)
 
     batch = FlushRound()
     flushed: list[str] = []
-    loop.call_soon = counting  # type: ignore[method-assign]
+    loop.call_soon = counting  # type: ignore[method-assign,assignment]
     try:
         for i in range(100):
             batch.add(Connection(str(i), flushed))
     finally:
-        del loop.call_soon  # type: ignore[method-assign]
+        del loop.call_soon
     assert len(scheduled) == 1
     await asyncio.sleep(0)
     assert flushed == [str(i) for i in range(100)]
