@@ -450,10 +450,11 @@ class Router:
         if not payload:
             return
         event = EncodedEvent.from_blob(payload)
-        for reader, sent in list(feed.readers.items()):
-            if sent < number:
-                reader.send_event(event)
-                feed.readers[reader] = number
+        readers = feed.readers
+        behind = [reader for reader, sent in readers.items() if sent < number]
+        for reader in behind:
+            reader.send_event(event)
+        readers.update(dict.fromkeys(behind, number))
         self._follow_membership(feed, head)
 
     def _follow_membership(self, feed: Feed, head: _Head) -> None:

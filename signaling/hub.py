@@ -22,6 +22,7 @@ from chat.service import ChatService
 from huddle.config import Settings
 from signaling import protocol as p
 from signaling.broker import Broker
+from signaling.flush_round import FlushRound
 from signaling.keys import user_key
 from signaling.metrics import Metrics
 from signaling.presence import DeviceEntry, PresenceStore, decode_snapshot, presence_channel
@@ -75,6 +76,8 @@ class Hub:
         self.calls.conversations.on_record = self.chat.record_group_call
         metrics.add_collector(self.calls.collect_metrics)
         self.sessions: set[Session] = set()
+        # The sessions' writes of one round of the event loop, done together after it.
+        self.flush_round = FlushRound()
         self.by_user: dict[str, set[Session]] = {}
         self.watchers: dict[str, set[Session]] = {}
         self._tasks: list[asyncio.Task[None]] = []

@@ -30,6 +30,7 @@ from signaling.wire import Ok as Ok
 from signaling.wire import Reply as Reply
 from signaling.wire import Request as Request
 from signaling.wire import RequestId as RequestId
+from signaling.ws_frames import text_frame_header
 
 PROTOCOL_VERSION: Final = 1
 
@@ -727,7 +728,7 @@ class EncodedEvent:
     keeps the per-connection work to a concatenation.
     """
 
-    __slots__ = ("head", "tail", "type")
+    __slots__ = ("_prefixes", "head", "tail", "type")
 
     def __init__(self, event: Event | None, blob: bytes = b"") -> None:
         if event is not None:
@@ -741,6 +742,8 @@ class EncodedEvent:
             if event is not None
             else blob[9 : blob.index(b'"', 9)].decode()
         )
+        # By how many digits ``seq`` has: a text frame's header and ``head`` (ws_frame).
+        self._prefixes: dict[int, bytes] = {}
 
     @classmethod
     def from_blob(cls, blob: bytes) -> EncodedEvent:
@@ -753,6 +756,19 @@ class EncodedEvent:
     def frame(self, seq: int) -> bytes:
         """The event as sent to a connection whose next number is ``seq``."""
         return b"%s%d%s" % (self.head, seq, self.tail)
+
+    def ws_frame(self, seq: int) -> bytes:
+        """``frame(seq)`` as a WebSocket text frame, its header included (signaling.ws_frames).
+
+        Made once per connection that gets the event: the header and the part before the
+        number depend only on how many digits the number has, so they are joined once."""
+        number = b"%d" % seq
+        digits = len(number)
+        prefix = self._prefixes.get(digits)
+        if prefix is None:
+            size = len(self.head) + digits + len(self.tail)
+            prefix = self._prefixes[digits] = text_frame_header(size) + self.head
+        return b"".join((prefix, number, self.tail))
 
 
 def json_schema() -> dict[str, Any]:

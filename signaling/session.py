@@ -17,9 +17,10 @@ from calls.members import CallError
 from chat.store import ChatError
 from signaling import protocol as p
 from signaling.auth import AuthError, Claims, verify_token
+from signaling.flush_round import FlushRound
 from signaling.ratelimit import RateLimiter, Verdict
 from signaling.redis_client import RETRY_LATER_ERRORS, UNREACHABLE_ERRORS
-from signaling.ws_frames import text_frame_header, text_frames
+from signaling.ws_frames import text_frame, text_payload
 
 if TYPE_CHECKING:
     from signaling.hub import Hub
@@ -55,8 +56,13 @@ class Session:
         self.watching: set[str] = set()
         self.closed = False
         self._seq = 0
-        self._loop = asyncio.get_running_loop()
+        # Queued: whole frames, header and all, where frames are written to the socket here
+        # (``_transport``: a fan-out frames each copy of an event in one step), else messages
+        # for aiohttp's writer.
         self._out: deque[bytes] = deque()
+        self._max_out = s.max_outbound_queue
+        self._sent = hub.metrics.sent
+        self._round: FlushRound = hub.flush_round
         self._flush_soon = False
         self._writer: asyncio.Task[None] | None = None
         # Frames are written to the socket here unless the connection compresses them
@@ -144,21 +150,24 @@ class Session:
     # --- sending ------------------------------------------------------------------------
 
     async def send_reply(self, reply: p.Reply) -> None:
-        self.hub.metrics.sent["reply"] += 1
-        self._queue(p.encode(reply))
+        self._sent["reply"] += 1
+        self._queue_message(p.encode(reply))
 
     async def send_error(self, code: str, message: str, re: str | None = None) -> None:
         self.hub.metrics.count_error(code)
-        self.hub.metrics.sent["error"] += 1
-        self._queue(p.error(code, message, re))
+        self._sent["error"] += 1
+        self._queue_message(p.error(code, message, re))
 
     def send_event(self, event: p.EncodedEvent) -> None:
         """Queue one event, stamped with this connection's next ``seq``. Never blocks."""
         if self.closed:
             return
-        self._seq += 1
-        self.hub.metrics.sent["event"] += 1
-        self._queue(event.frame(self._seq))
+        self._seq = seq = self._seq + 1
+        self._sent["event"] += 1
+        self._queue(event.ws_frame(seq) if self._transport is not None else event.frame(seq))
+
+    def _queue_message(self, payload: bytes) -> None:
+        self._queue(text_frame(payload) if self._transport is not None else payload)
 
     def _queue(self, frame: bytes) -> None:
         # Replies and events share the queue: they go out in the order they were made.
@@ -166,7 +175,7 @@ class Session:
             return
         out = self._out
         out.append(frame)
-        if len(out) > self.hub.settings.max_outbound_queue:
+        if len(out) > self._max_out:
             out.clear()
             self.close_soon(p.CloseCode.SLOW_CONSUMER, "events not read")
             return
@@ -177,14 +186,14 @@ class Session:
         """Flush once the event loop's current round of callbacks is over (once only)."""
         if not self._flush_soon:
             self._flush_soon = True
-            self._loop.call_soon(self._flush)
+            self._round.add(self)
 
     def _keeps_up(self) -> bool:
         """Frames can be written to the socket here: it takes what it is given."""
         transport = self._transport
         return transport is not None and transport.get_write_buffer_size() <= WRITE_BUFFER_HIGH
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """Write what is queued: in one write where the socket keeps up, else through the
         writer task, which waits for it."""
         self._flush_soon = False
@@ -198,7 +207,7 @@ class Session:
         if self.ws.closed or transport.is_closing():
             out.clear()  # nothing goes after a close frame, nor into a socket going away
             return
-        data = text_frames(out) if len(out) > 1 else text_frame_header(len(out[0])) + out[0]
+        data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         self.hub.metrics.writes += 1
         transport.write(data)
@@ -208,7 +217,7 @@ class Session:
         # to single writes once the socket keeps up again.
         try:
             while self._out and not self.closed:
-                await self.ws.send_frame(self._out.popleft(), WSMsgType.TEXT)
+                await self.ws.send_frame(self._take(), WSMsgType.TEXT)
                 self.hub.metrics.writes += 1
                 if self._keeps_up():
                     break
@@ -219,6 +228,11 @@ class Session:
         if self._out and not self.closed:
             self._flush_later()
 
+    def _take(self) -> bytes:
+        """The next queued message, as aiohttp's writer takes it (without a frame header)."""
+        frame = self._out.popleft()
+        return frame if self._transport is None else text_payload(frame)
+
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
@@ -227,10 +241,10 @@ class Session:
         # What is queued (an error reply saying why, say) goes before the close frame.
         if self._writer is None and self._out:
             if self._keeps_up():
-                self._flush()
+                self.flush()
             with contextlib.suppress(ConnectionError, RuntimeError):
                 while self._out:
-                    await self.ws.send_frame(self._out.popleft(), WSMsgType.TEXT)
+                    await self.ws.send_frame(self._take(), WSMsgType.TEXT)
                     self.hub.metrics.writes += 1
         self.closed = True
         await self.ws.close(code=code, message=reason.encode()[:120])

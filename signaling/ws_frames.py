@@ -1,11 +1,10 @@
 """WebSocket text frames as a server sends them (RFC 6455 section 5.2: one unfragmented
-frame per message, FIN set, no mask, no extension bits), so that several frames can go to a
-socket in one write. Pure."""
+frame per message, FIN set, no mask, no extension bits), made when the message is queued so
+that several can go to a socket in one write. Pure."""
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
 from typing import Final
 
 _TEXT: Final = 0x81  # FIN + opcode 1 (text)
@@ -22,10 +21,12 @@ def text_frame_header(size: int) -> bytes:
     return _LEN64(_TEXT, 127, size)
 
 
-def text_frames(payloads: Iterable[bytes]) -> bytes:
-    """``payloads`` (each one message's UTF-8) as consecutive text frames."""
-    parts: list[bytes] = []
-    for payload in payloads:
-        parts.append(text_frame_header(len(payload)))
-        parts.append(payload)
-    return b"".join(parts)
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` (one message's UTF-8) as a text frame."""
+    return text_frame_header(len(payload)) + payload
+
+
+def text_payload(frame: bytes) -> bytes:
+    """The message of a frame made here (``text_frame``, ``text_frame_header``)."""
+    size = frame[1]
+    return frame[2 if size < 126 else 4 if size == 126 else 10 :]

@@ -3,6 +3,7 @@ order; connections that compress (permessage-deflate) are written frame by frame
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -13,6 +14,7 @@ from huddle.chat import ChatClient
 from huddle.client import HuddleClient
 from signaling import protocol as p
 from signaling.server import HUB
+from signaling.session import WRITE_BUFFER_HIGH
 from tests.conftest import StartNode
 from tests.helpers import Node, NodeProcess, make_token
 
@@ -115,3 +117,46 @@ async def test_a_node_process_writes_frames_together_too(redis_url: str, tmp_pat
             await c.close()
     finally:
         node.close()
+
+
+async def test_frames_held_back_by_a_full_socket_go_out_whole_and_in_order(
+    start_node: StartNode,
+) -> None:
+    """A device that stops reading: its socket fills, and the frames queued after that go
+    through aiohttp's writer as messages without the header they were queued with; all of
+    them arrive whole and in order once it reads again."""
+    node = await start(start_node)
+    alice = ChatClient(await node.client("alice"))
+    await alice.sync()
+    conv = (await alice.send(to="bob", text="hi")).conv
+    texts = [f"{i} " + "é" * 2000 for i in range(160)]  # 4 KB each, 640 KB in all
+    async with aiohttp.ClientSession() as http:
+        ws = await node.raw_ws(http)
+        await ws.send_str(p.encode(p.Hello(id="h", token=make_token("bob"))).decode())
+        hello = msgspec.json.decode(await ws.receive_str(timeout=5))
+        session = next(s for s in node.app[HUB].sessions if s.id == hello["session"])
+        await ws.send_str(p.encode(w.ChatSync(id="s")).decode())
+        while msgspec.json.decode(await ws.receive_str(timeout=5)).get("re") != "s":
+            pass
+        # Small socket buffers on both sides: the node's write buffer fills within a few
+        # messages instead of after megabytes.
+        ws.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        session.ws.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        for text in texts:
+            await alice.send(conv, text)
+        # The node writes a socket itself only while at most WRITE_BUFFER_HIGH waits in its
+        # buffer, adding a round's frames (one message here): the rest went through aiohttp's
+        # writer, as messages, their queued headers taken off.
+        transport = session._transport
+        assert transport is not None
+        assert transport.get_write_buffer_size() > WRITE_BUFFER_HIGH + 16 * 1024
+        got: list[tuple[int, str | None]] = []
+        seqs: list[int] = []
+        while len(got) < len(texts):
+            event = msgspec.json.decode(await ws.receive_str(timeout=10))
+            if event["type"] == "chat.message":
+                seqs.append(event["seq"])
+                got.append((event["message"]["seq"], event["message"]["text"]))
+        assert got == [(i + 2, text) for i, text in enumerate(texts)]
+        assert seqs == list(range(seqs[0], seqs[0] + len(texts)))
+        await ws.close()

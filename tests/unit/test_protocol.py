@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from signaling import protocol as p
+from signaling.ws_frames import text_frame
 
 
 def decode_error(frame: str | bytes) -> p.ProtocolError:
@@ -266,6 +267,19 @@ def test_encoded_event_equals_a_direct_encoding() -> None:
     encoded = p.EncodedEvent(event)
     for seq in (1, 9, 10, 123456789):
         assert encoded.with_seq(seq) == p.encode(msgspec.structs.replace(event, seq=seq)).decode()
+
+
+def test_an_encoded_events_websocket_frame_is_its_text_framed() -> None:
+    # Sizes around 125/126 bytes, where the frame header grows, as the seq gains digits.
+    for filler in range(40, 80):
+        encoded = p.EncodedEvent(p.AuthExpiring(seq=0, expires_at=10**filler))
+        for seq in (1, 9, 10, 99, 100, 12345, 2**53):
+            assert encoded.ws_frame(seq) == text_frame(encoded.frame(seq)), (filler, seq)
+    # The header made for one number of digits is not reused for another.
+    encoded = p.EncodedEvent(presence_event())
+    assert [encoded.ws_frame(s) for s in (5, 50, 6)] == [
+        text_frame(encoded.frame(s)) for s in (5, 50, 6)
+    ]
 
 
 @given(seq=st.integers(min_value=1, max_value=2**53), expires_at=st.integers(0, 2**40))
