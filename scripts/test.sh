@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite as CI runs it, in two parts at once:
 #   serial    the tests marked serial (tests/conftest.py: the browser tests and those that
-#             measure time or rates), one at a time, on one Redis;
+#             measure time or rates), one at a time, on one Redis (HUDDLE_TEST_SERIAL_REDIS=both:
+#             the Redis-backed ones on a Redis Cluster too, some 3 minutes more);
 #   parallel  all the others on HUDDLE_TEST_WORKERS pytest-xdist workers (3 unless set; 0: in
 #             one process), every Redis-backed functional test on one Redis and again on a
 #             Redis Cluster (--redis both), at the lowest CPU and I/O priority (nice 19, ionice
@@ -13,6 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
 workers=${HUDDLE_TEST_WORKERS:-3}
+serial_redis=${HUDDLE_TEST_SERIAL_REDIS:-single}
 if [ -n "${HUDDLE_TEST_REDIS_URL:-}" ]; then
   workers=0 # each test flushes its Redis: one process for a Redis of your own
 fi
@@ -26,7 +28,7 @@ parallel_pid=$!
 # Stop the parallel part with this script (CI's timeout, ^C).
 trap 'kill "$parallel_pid" 2>/dev/null' EXIT
 
-"$python" -m pytest --basetemp "$base/serial" --redis single -m serial "$@"
+"$python" -m pytest --basetemp "$base/serial" --redis "$serial_redis" -m serial "$@"
 serial_rc=$?
 echo "test: serial part finished in $(( $(date +%s) - started )) s (pytest exit $serial_rc)"
 wait "$parallel_pid"
