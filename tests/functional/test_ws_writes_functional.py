@@ -49,7 +49,7 @@ async def test_a_replay_goes_out_in_a_few_writes_whole_and_in_order(
 
 @pytest.mark.single_redis(
     "on one Redis the chat send's reply and its echo reach the node together; on the test "
-    "cluster none of them shared a write (a shard's pub/sub has a reader task of its own)"
+    "cluster none of them shared a write (measured: a write per frame)"
 )
 async def test_a_reply_and_the_echo_made_together_share_a_write(start_node: StartNode) -> None:
     node = await start(start_node)
@@ -95,7 +95,7 @@ def _counter(metrics: str, name: str) -> float:
 
 @pytest.mark.single_redis(
     "on one Redis the chat send's reply and its echo reach the node together; on the test "
-    "cluster none of them shared a write (a shard's pub/sub has a reader task of its own)"
+    "cluster none of them shared a write (measured: a write per frame)"
 )
 async def test_a_node_process_writes_frames_together_too(redis_url: str, tmp_path: Path) -> None:
     """``huddle serve`` runs on uvloop, whose sockets are not asyncio's own classes."""
