@@ -20,7 +20,30 @@ StartNode = Callable[..., Awaitable[Node]]
 
 
 FUNCTIONAL = Path(__file__).parent / "functional"
+BROWSER = Path(__file__).parent / "browser"
 REDIS_MODES = ("both", "single", "cluster")
+# Functional tests that measure time or rates (the benchmarks' smoke runs, RTP timing under
+# loss, caps and slow readers, failover windows), marked ``serial`` with every browser test:
+# scripts/test.sh runs them alone, after the others have run on several workers.
+SERIAL_FILES = frozenset(
+    f"test_{name}_functional.py"
+    for name in (
+        "call_quality",
+        "chat_load",
+        "history_load",
+        "load_deployment",
+        "media_load",
+        "sfu_load",
+        "signaling_load",
+        "web_load",
+        "downlink",
+        "simulcast",
+        "loss",
+        "slow_clients",
+        "redis_failover",
+        "history_kill",
+    )
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,6 +55,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the default), a Redis Cluster, or each test on both; tests marked redis_cluster run "
         "on both whatever this says",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workers = getattr(config.option, "numprocesses", None)  # pytest-xdist's -n
+    if workers and os.environ.get("HUDDLE_TEST_REDIS_URL"):
+        # Each test flushes its Redis: workers sharing one would erase each other's keys.
+        raise pytest.UsageError("HUDDLE_TEST_REDIS_URL takes one pytest process, not workers")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(BROWSER) or item.path.name in SERIAL_FILES:
+            item.add_marker(pytest.mark.serial)
 
 
 def _redis_params(metafunc: pytest.Metafunc) -> list[str]:

@@ -14,6 +14,10 @@ from signaling import script_pipe
 from signaling.redis_client import RedisClient, connect, run_script
 
 
+@pytest.mark.single_redis(
+    "the calls share signaling.script_pipe's one pipelined connection, in the order made; a "
+    "cluster client takes pooled connections (past 256 at once to a shard it fails at once)"
+)
 async def test_concurrent_calls_each_get_their_own_answer(redis_client: RedisClient) -> None:
     script = redis_client.register_script(
         "redis.call('INCR', KEYS[1]) return {ARGV[1], redis.call('GET', KEYS[1])}"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
+import pytest
 
 from chat import wire as w
 from huddle.chat import ChatClient
@@ -48,6 +49,10 @@ async def test_a_replay_goes_out_in_a_few_writes_whole_and_in_order(
     assert metrics.writes - writes <= 10
 
 
+@pytest.mark.single_redis(
+    "on one Redis the chat send's reply and its echo reach the node together; on the test "
+    "cluster none of them shared a write (measured: a write per frame)"
+)
 async def test_a_reply_and_the_echo_made_together_share_a_write(start_node: StartNode) -> None:
     node = await start(start_node)
     alice, bob = ChatClient(await node.client("alice")), ChatClient(await node.client("bob"))
@@ -90,6 +95,10 @@ def _counter(metrics: str, name: str) -> float:
     )
 
 
+@pytest.mark.single_redis(
+    "on one Redis the chat send's reply and its echo reach the node together; on the test "
+    "cluster none of them shared a write (measured: a write per frame)"
+)
 async def test_a_node_process_writes_frames_together_too(redis_url: str, tmp_path: Path) -> None:
     """``huddle serve`` runs on uvloop, whose sockets are not asyncio's own classes."""
     node = NodeProcess(tmp_path, redis_url=redis_url, env={"HUDDLE_CHAT_SEND_PER_S": "10000"})

@@ -36,6 +36,8 @@ def test_unix_seconds_and_iso_times_are_read_as_the_same_instant() -> None:
         ("2020-01-01T00:00:00Z", "in the past"),
         (str(time.time() + MAX_START_AHEAD_S + 3600), "h ahead"),
     ],
+    # Names that do not hold the clock: pytest-xdist's workers must collect the same tests.
+    ids=["word", "time-of-day", "unix-past", "iso-past", "unix-too-far"],
 )
 def test_a_past_far_or_unreadable_time_is_refused(text: str, message: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=message):

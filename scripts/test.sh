@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The whole test suite as CI runs it, in two parts at once:
+#   serial    the tests marked serial (tests/conftest.py: the browser tests and those that
+#             measure time or rates), one at a time, on one Redis (HUDDLE_TEST_SERIAL_REDIS=both:
+#             the Redis-backed ones on a Redis Cluster too, some 3 minutes more);
+#   parallel  all the others on HUDDLE_TEST_WORKERS pytest-xdist workers (3 unless set; 0: in
+#             one process), every Redis-backed functional test on one Redis and again on a
+#             Redis Cluster (--redis both), at the lowest CPU and I/O priority (nice 19, ionice
+#             idle): they mostly wait (node start-up, timers), and the serial tests, whose timing
+#             is what they check, get the CPU whenever they want it.
+# The serial part prints as it runs, the parallel part's output follows it. Arguments go to both
+# parts (paths, -k, -x ...), not -m. The exit status is the first failing part's.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-.venv/bin/python}
+workers=${HUDDLE_TEST_WORKERS:-3}
+serial_redis=${HUDDLE_TEST_SERIAL_REDIS:-single}
+if [ -n "${HUDDLE_TEST_REDIS_URL:-}" ]; then
+  workers=0 # each test flushes its Redis: one process for a Redis of your own
+fi
+base=$(mktemp -d "${TMPDIR:-/tmp}/huddle-test.XXXXXX")
+parallel_log=$base/parallel.log
+started=$(date +%s)
+
+nice -n 19 ionice -c 3 "$python" -m pytest --basetemp "$base/parallel" --redis both \
+  -n "$workers" -m "not serial" "$@" >"$parallel_log" 2>&1 &
+parallel_pid=$!
+# Stop the parallel part with this script (CI's timeout, ^C).
+trap 'kill "$parallel_pid" 2>/dev/null' EXIT
+
+"$python" -m pytest --basetemp "$base/serial" --redis "$serial_redis" -m serial "$@"
+serial_rc=$?
+echo "test: serial part finished in $(( $(date +%s) - started )) s (pytest exit $serial_rc)"
+wait "$parallel_pid"
+parallel_rc=$?
+trap - EXIT
+echo "test: parallel part (nice 19, $workers workers):"
+cat "$parallel_log"
+echo "test: parallel part finished, pytest exit $parallel_rc; both in $(( $(date +%s) - started )) s"
+
+status=0
+ran=0
+for rc in "$serial_rc" "$parallel_rc"; do
+  case $rc in
+    0) ran=$((ran + 1)) ;;
+    5) ;; # nothing selected in this part
+    *) [ "$status" -ne 0 ] || status=$rc ;;
+  esac
+done
+if [ "$status" -eq 0 ] && [ "$ran" -eq 0 ]; then
+  echo "test: no tests selected" >&2
+  status=5
+fi
+if [ "$status" -eq 0 ]; then
+  rm -rf "$base"
+else
+  echo "test: the tests' temporary files are in $base" >&2
+fi
+exit "$status"
