@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
 workers=${HUDDLE_TEST_WORKERS:-3}
-serial_redis=${HUDDLE_TEST_SERIAL_REDIS:-single}
+serial_redis=${HUDDLE_TEST_SERIAL_REDIS:-both}
 if [ -n "${HUDDLE_TEST_REDIS_URL:-}" ]; then
   workers=0 # each test flushes its Redis: one process for a Redis of your own
 fi
