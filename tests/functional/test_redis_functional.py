@@ -29,6 +29,17 @@ async def _health(url: str) -> tuple[int, dict[str, Any]]:
         return resp.status, await resp.json()
 
 
+async def _media_usage(url: str, user: str) -> tuple[int, dict[str, Any], str | None]:
+    """``GET /v1/media/usage`` as ``user``: its status, body and ``Retry-After``."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{url}/v1/media/usage", headers={"Authorization": f"Bearer {make_token(user)}"}
+        ) as resp,
+    ):
+        return resp.status, await resp.json(), resp.headers.get("Retry-After")
+
+
 async def _wait_health(url: str, status: int, timeout: float = 15) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -120,16 +131,10 @@ async def test_external_redis_outage_degrades_and_recovers(tmp_path: Path) -> No
             assert refused.value.code == "unavailable", refused.value
             assert (await bob.request(p.Ping(id=""))).server_time_ms > 0
             # HTTP alike: 503 with the same code, not a 500 "internal".
-            async with (
-                aiohttp.ClientSession() as http,
-                http.get(
-                    f"{node.url}/v1/media/usage",
-                    headers={"Authorization": f"Bearer {make_token('bob')}"},
-                ) as resp,
-            ):
-                assert resp.status == 503, await resp.text()
-                assert (await resp.json())["error"]["code"] == "unavailable"
-                assert resp.headers.get("Retry-After") is not None
+            status, body, retry_after = await _media_usage(node.url, "bob")
+            assert status == 503, body
+            assert body["error"]["code"] == "unavailable"
+            assert retry_after is not None
 
             proc, _ = spawn_sync(redis_dir)
             await _wait_health(node.url, 200)
@@ -226,15 +231,9 @@ async def test_a_redis_error_that_is_no_outage_fails_the_request_as_internal(
     assert alice.client.hello_reply is not None
     user = alice.client.hello_reply.identity
     await redis_client.set(media_owner_key(user, "media_uploads"), "not a hash")
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(
-            f"{node.url}/v1/media/usage",
-            headers={"Authorization": f"Bearer {make_token('alice')}"},
-        ) as resp,
-    ):
-        assert resp.status == 500, await resp.text()
-        assert (await resp.json())["error"]["code"] == "internal"
-        assert resp.headers.get("Retry-After") is None
+    status, body, retry_after = await _media_usage(node.url, "alice")
+    assert status == 500, body
+    assert body["error"]["code"] == "internal"
+    assert retry_after is None
     sent = await alice.send(fine, "still here")
     assert sent.seq > 1
