@@ -19,6 +19,7 @@ from benchmarks.chat_load import (
     group_sizes,
     paced_schedule,
 )
+from benchmarks.chat_sweep import MIN_BASELINE_US
 
 
 @pytest.mark.slow
@@ -224,11 +225,21 @@ def test_room_size_sweep_fits_fixed_and_per_delivery_cost(tmp_path: Path) -> Non
     for name in (
         "fixed_us_per_message",
         "us_per_delivery",
+        "bare_us_per_delivery",
         "fixed_vs_bare",
-        "delivery_vs_bare",
         "one_to_one_msgs_per_core_s",
     ):
         assert summary[name] is not None, name
+    # Two seconds of CPU read in 10 ms ticks do not always resolve the bare relay's cost of a
+    # delivery (once in CI both targets' rooms of 10 read less than their rooms of 2): the
+    # ratio is given exactly when that cost is measurable, never over a cost of about zero.
+    bare_delivery = summary["bare_us_per_delivery"]
+    if bare_delivery >= MIN_BASELINE_US:
+        assert summary["delivery_vs_bare"] == pytest.approx(
+            summary["us_per_delivery"] / bare_delivery
+        )
+    else:
+        assert summary["delivery_vs_bare"] is None
     assert summary["one_to_one_msgs_per_core_s"] > 0
     assert summary["lost"] == summary["duplicated"] == summary["out_of_order"] == 0
     # Each size ran on Huddle and on the bare relay: rooms of 2 (20 of them) and of 10 (4).
