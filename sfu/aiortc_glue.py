@@ -704,11 +704,6 @@ class OutboundPort:
         self.ready = True
         return True
 
-    def connected(self) -> bool:
-        """Whether what is forwarded now reaches the subscriber (its DTLS and SRTP up)."""
-        dtls = self.sender._RTCRtpSender__transport  # type: ignore[attr-defined]
-        return dtls._tx_srtp is not None and dtls._state is _DTLS_CONNECTED
-
     def _transport(self) -> Any:
         """The datagram transport to send on, with this sender's SRTP session ready in
         ``_srtp_*``; None while the connection is not up."""

@@ -17,7 +17,7 @@ from typing import Final
 
 from sfu.aiortc_glue import SEQ_TS_SSRC, OutboundPort, RtpPacket
 from sfu.codecs import vp8_keyframe_start
-from sfu.keyframes import JOIN_INTERVAL_S, RETRY_AFTER_S, KeyframeThrottle
+from sfu.keyframes import RETRY_AFTER_S, KeyframeThrottle
 from sfu.retransmit import RepairBudget, Verdict
 from sfu.rtpwire import ntp_now, rtp_header
 
@@ -146,8 +146,7 @@ class TrackForwarder:
         self.paused = False  # muted by a room admin: nothing goes out
         self._request_keyframe = request_keyframe
         self._throttle = KeyframeThrottle()
-        # When a deferred keyframe request is due (None: none is).
-        self._keyframe_due: float | None = None
+        self._keyframe_pending = False
         self._waiting = 0  # outputs that have not had a key frame yet
         self._now = now
         self._later = later
@@ -167,20 +166,10 @@ class TrackForwarder:
         port.on_report = lambda lost, jitter: _route_report(port, lost, jitter)
         self.outputs[port.ssrc] = out
         if self.kind == "video":
-            # A new subscriber cannot decode until the next key frame: ask for one now if its
-            # connection is up, else once it is (``connected``): a key frame that came
-            # before could not be sent to it.
+            # A new subscriber cannot decode until the next key frame: ask for one now.
             self._waiting += 1
-            if port.connected():
-                self.keyframe_wanted(join=True)
+            self.keyframe_wanted()
         return out
-
-    def connected(self, port: OutboundPort) -> None:
-        """``port``'s connection came up: a subscriber waiting for its first key frame
-        gets one asked for now."""
-        out = self.outputs.get(port.ssrc)
-        if self.kind == "video" and out is not None and out.active and not out.started:
-            self.keyframe_wanted(join=True)
 
     def remove(self, port: OutboundPort) -> None:
         out = self.outputs.pop(port.ssrc, None)
@@ -233,33 +222,24 @@ class TrackForwarder:
         if self._waiting:
             self.keyframe_wanted()
 
-    def keyframe_wanted(self, join: bool = False) -> None:
-        """Ask the publisher for a key frame: now, or as soon as the throttle allows (sooner
-        for a subscriber that joins than for a repeated request)."""
-        now = self._now()
-        delay = self._throttle.delay(now, JOIN_INTERVAL_S if join else None)
-        if delay > 0:
-            due = now + delay
-            if self._keyframe_due is not None and self._keyframe_due <= due:
-                return  # one goes no later than this already
-            self._keyframe_due = due
-            self._later(delay, lambda: self._deferred_keyframe(due))
+    def keyframe_wanted(self) -> None:
+        """Ask the publisher for a key frame: now, or as soon as the throttle allows."""
+        if self._keyframe_pending:
             return
-        self._send_keyframe_request(now)
-
-    def _send_keyframe_request(self, now: float) -> None:
-        # Whatever was deferred is served by this one.
-        self._keyframe_due = None
+        now = self._now()
+        delay = self._throttle.delay(now)
+        if delay > 0:
+            self._keyframe_pending = True
+            self._later(delay, self._deferred_keyframe)
+            return
         self._throttle.sent(now)
         self.keyframe_requests += 1
         self._request_keyframe()
 
-    def _deferred_keyframe(self, due: float) -> None:
-        if self._keyframe_due != due:
-            return  # sent meanwhile, or moved sooner
-        self._keyframe_due = None
+    def _deferred_keyframe(self) -> None:
+        self._keyframe_pending = False
         if self.outputs:
-            self._send_keyframe_request(self._now())
+            self.keyframe_wanted()
 
     def on_packet(self, packet: RtpPacket) -> None:
         kept = self.history.get(packet.sequence_number)
@@ -298,9 +278,7 @@ class TrackForwarder:
                 continue
             if not out.started:
                 if self.kind == "video":
-                    # Started on a key frame its subscriber gets: one sent before its
-                    # connection is up is lost, and it would wait for the next one.
-                    if not keyframe or not port.connected():
+                    if not keyframe:
                         continue
                     self._waiting -= 1
                 out.start(packet, now, self.clock_rate)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
-# At most two picture-loss requests per second go to a publisher for one track...
+# At most two picture-loss requests per second go to a publisher for one track.
 MIN_INTERVAL_S: Final = 0.5
-# ...but a subscriber that just joined (its connection up, nothing decoded yet) waits at most
-# this long after the last request: a join is a person looking at a black tile, and joins are
-# rare beside the requests a lossy link makes.
-JOIN_INTERVAL_S: Final = 0.2
 # A subscriber still waiting for a key frame this long after the last request asks again
 # (the request or the key frame may have been lost).
 RETRY_AFTER_S: Final = 1.0
@@ -24,12 +20,11 @@ class KeyframeThrottle:
         self.interval = interval
         self._last: float | None = None
 
-    def delay(self, now: float, interval: float | None = None) -> float:
-        """Seconds until a request may be sent (0: now), ``interval`` after the last one
-        (the throttle's own by default)."""
+    def delay(self, now: float) -> float:
+        """Seconds until a request may be sent (0: now)."""
         if self._last is None:
             return 0.0
-        return max(0.0, self._last + (self.interval if interval is None else interval) - now)
+        return max(0.0, self._last + self.interval - now)
 
     def sent(self, now: float) -> None:
         self._last = now

@@ -539,16 +539,10 @@ class Room:
     def _watch(self, participant: Participant, pc: RTCPeerConnection) -> None:
         """A connection of the participant's that fails or closes by itself (the device
         dropped it, or ICE consent expired) takes its media with it: the others stop getting
-        its tracks, and nothing is offered to it until it restarts its media (sfu.restart).
-        A subscriber connection that comes up gets the first key frame of each video it is
-        waiting on asked for (one that came before it was up could not reach it)."""
+        its tracks, and nothing is offered to it until it restarts its media (sfu.restart)."""
 
         @pc.on("connectionstatechange")
         def changed() -> None:
-            if pc.connectionState == "connected" and pc is participant.subscriber:
-                for sub in participant.subscriptions.values():
-                    sub.track.forwarder.connected(sub.port)
-                return
             if pc.connectionState not in ("failed", "closed") or participant.closed:
                 return
             if pc is not participant.publisher and pc is not participant.subscriber:

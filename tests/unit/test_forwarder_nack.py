@@ -48,9 +48,6 @@ class RecordingPort:
     def negotiated(self) -> bool:
         return True
 
-    def connected(self) -> bool:
-        return self.up
-
     def forward(self, base: bytes, seq: int, ts: int, size: int, ntp: int, now: float) -> bool:
         self.last_seq, self.last_ts, self.last_time = seq, ts, now
         self.bytes_sent += len(base)
