@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite as CI runs it, in two parts at once:
+# The whole test suite as CI runs it, in two parts, one after the other:
 #   serial    the tests marked serial (tests/conftest.py: the browser tests and those that
 #             measure time or rates), one at a time, the Redis-backed ones on one Redis and
 #             then on a Redis Cluster (HUDDLE_TEST_SERIAL_REDIS=single: one Redis only, some
@@ -9,7 +9,7 @@
 #             Redis Cluster (--redis both), at the lowest CPU and I/O priority (nice 19, ionice
 #             idle): they mostly wait (node start-up, timers), and the serial tests, whose timing
 #             is what they check, get the CPU whenever they want it.
-# The serial part prints as it runs, the parallel part's output follows it. Arguments go to both
+# The parallel part's output is printed when it is over, then the serial part prints as it runs. Arguments go to both
 # parts (paths, -k, -x ...), not -m. The exit status is the first failing part's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,15 +29,18 @@ parallel_pid=$!
 # Stop the parallel part with this script (CI's timeout, ^C).
 trap 'kill "$parallel_pid" 2>/dev/null' EXIT
 
-"$python" -m pytest --basetemp "$base/serial" --redis "$serial_redis" -m serial "$@"
-serial_rc=$?
-echo "test: serial part finished in $(( $(date +%s) - started )) s (pytest exit $serial_rc)"
+# The serial part starts once the parallel part is over: beside it, even at the lowest
+# priority, two browser tests in four clean-clone runs missed their marks (a screen share not
+# back at its top layer, a group's admin flow), so the timing tests get the machine alone.
 wait "$parallel_pid"
 parallel_rc=$?
 trap - EXIT
-echo "test: parallel part (nice 19, $workers workers):"
+echo "test: parallel part ($workers workers):"
 cat "$parallel_log"
-echo "test: parallel part finished, pytest exit $parallel_rc; both in $(( $(date +%s) - started )) s"
+echo "test: parallel part finished in $(( $(date +%s) - started )) s, pytest exit $parallel_rc"
+"$python" -m pytest --basetemp "$base/serial" --redis "$serial_redis" -m serial "$@"
+serial_rc=$?
+echo "test: serial part finished, pytest exit $serial_rc; both in $(( $(date +%s) - started )) s"
 
 status=0
 ran=0
