@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite as CI runs it, in two parts, one after the other:
 #   serial    the tests marked serial (tests/conftest.py: the browser tests and those that
-#             measure time or rates), one at a time, the Redis-backed ones on one Redis and
-#             then on a Redis Cluster (HUDDLE_TEST_SERIAL_REDIS=single: one Redis only, some
-#             4 minutes less);
+#             measure time or rates), one at a time, on one Redis
+#             (HUDDLE_TEST_SERIAL_REDIS=both: the Redis-backed ones on a Redis Cluster too,
+#             some 4 minutes more);
 #   parallel  all the others on HUDDLE_TEST_WORKERS pytest-xdist workers (3 unless set; 0: in
 #             one process), every Redis-backed functional test on one Redis and again on a
 #             Redis Cluster (--redis both), at the lowest CPU and I/O priority (nice 19, ionice
@@ -15,7 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
 workers=${HUDDLE_TEST_WORKERS:-3}
-serial_redis=${HUDDLE_TEST_SERIAL_REDIS:-both}
+serial_redis=${HUDDLE_TEST_SERIAL_REDIS:-single}
 if [ -n "${HUDDLE_TEST_REDIS_URL:-}" ]; then
   workers=0 # each test flushes its Redis: one process for a Redis of your own
 fi
