@@ -6,11 +6,12 @@
 #             some 4 minutes more);
 #   parallel  all the others on HUDDLE_TEST_WORKERS pytest-xdist workers (3 unless set; 0: in
 #             one process), every Redis-backed functional test on one Redis and again on a
-#             Redis Cluster (--redis both), at the lowest CPU and I/O priority (nice 19, ionice
-#             idle): they mostly wait (node start-up, timers), and the serial tests, whose timing
-#             is what they check, get the CPU whenever they want it.
-# The parallel part's output is printed when it is over, then the serial part prints as it runs. Arguments go to both
-# parts (paths, -k, -x ...), not -m. The exit status is the first failing part's.
+#             Redis Cluster (--redis both): they mostly wait (node start-up, timers).
+# The parallel part runs first; the serial part starts once it is over: run beside it, even at
+# the lowest priority, two browser tests in four clean-clone runs missed their marks (a screen
+# share not back at its top layer, a group's admin flow), so the timing tests get the machine
+# alone. Arguments go to both parts (paths, -k, -x ...), not -m. The exit status is the first
+# failing part's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
@@ -20,24 +21,11 @@ if [ -n "${HUDDLE_TEST_REDIS_URL:-}" ]; then
   workers=0 # each test flushes its Redis: one process for a Redis of your own
 fi
 base=$(mktemp -d "${TMPDIR:-/tmp}/huddle-test.XXXXXX")
-parallel_log=$base/parallel.log
 started=$(date +%s)
 
-nice -n 19 ionice -c 3 "$python" -m pytest --basetemp "$base/parallel" --redis both \
-  -n "$workers" -m "not serial" "$@" >"$parallel_log" 2>&1 &
-parallel_pid=$!
-# Stop the parallel part with this script (CI's timeout, ^C).
-trap 'kill "$parallel_pid" 2>/dev/null' EXIT
-
-# The serial part starts once the parallel part is over: beside it, even at the lowest
-# priority, two browser tests in four clean-clone runs missed their marks (a screen share not
-# back at its top layer, a group's admin flow), so the timing tests get the machine alone.
-wait "$parallel_pid"
+"$python" -m pytest --basetemp "$base/parallel" --redis both -n "$workers" -m "not serial" "$@"
 parallel_rc=$?
-trap - EXIT
-echo "test: parallel part ($workers workers):"
-cat "$parallel_log"
-echo "test: parallel part finished in $(( $(date +%s) - started )) s, pytest exit $parallel_rc"
+echo "test: parallel part ($workers workers) finished in $(( $(date +%s) - started )) s, pytest exit $parallel_rc"
 "$python" -m pytest --basetemp "$base/serial" --redis "$serial_redis" -m serial "$@"
 serial_rc=$?
 echo "test: serial part finished, pytest exit $serial_rc; both in $(( $(date +%s) - started )) s"
