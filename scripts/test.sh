@@ -1,22 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite as CI runs it, in two parts, one after the other:
+#   parallel  the tests not marked serial, on HUDDLE_TEST_WORKERS pytest-xdist workers (3
+#             unless set; 0: in one process): they mostly wait (node start-up, timers);
 #   serial    the tests marked serial (tests/conftest.py: the browser tests and those that
-#             measure time or rates), one at a time, on one Redis
-#             (HUDDLE_TEST_SERIAL_REDIS=both: the Redis-backed ones on a Redis Cluster too,
-#             some 4 minutes more);
-#   parallel  all the others on HUDDLE_TEST_WORKERS pytest-xdist workers (3 unless set; 0: in
-#             one process), every Redis-backed functional test on one Redis and again on a
-#             Redis Cluster (--redis both): they mostly wait (node start-up, timers).
-# The parallel part runs first; the serial part starts once it is over: run beside it, even at
-# the lowest priority, two browser tests in four clean-clone runs missed their marks (a screen
-# share not back at its top layer, a group's admin flow), so the timing tests get the machine
-# alone. Arguments go to both parts (paths, -k, -x ...), not -m. The exit status is the first
-# failing part's.
+#             measure time or rates), one at a time, once the parallel part is over: run
+#             beside it, even at the lowest priority, two browser tests in four clean-clone
+#             runs missed their marks (a screen share not back at its top layer, a group's
+#             admin flow), so the timing tests get the machine alone.
+# Both parts run every Redis-backed functional test on one Redis and again on a Redis Cluster
+# (--redis both); HUDDLE_TEST_SERIAL_REDIS=single keeps the serial part on one Redis (some 4
+# minutes less). Arguments go to both parts (paths, -k, -x ...), not -m. The exit status is
+# the first failing part's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
 workers=${HUDDLE_TEST_WORKERS:-3}
-serial_redis=${HUDDLE_TEST_SERIAL_REDIS:-single}
+serial_redis=${HUDDLE_TEST_SERIAL_REDIS:-both}
 if [ -n "${HUDDLE_TEST_REDIS_URL:-}" ]; then
   workers=0 # each test flushes its Redis: one process for a Redis of your own
 fi

@@ -24,14 +24,15 @@ BROWSER = Path(__file__).parent / "browser"
 REDIS_MODES = ("both", "single", "cluster")
 # Functional tests that measure time or rates (the benchmarks' smoke runs, RTP timing under
 # loss, caps and slow readers, failover windows), marked ``serial`` with every browser test:
-# scripts/test.sh runs them alone, after the others have run on several workers.
+# scripts/test.sh runs them alone, after the others have run on several workers. A test in
+# another file can be marked ``serial`` by itself (test_load_deployment_functional.py: the
+# load generators' runs whose checks are counts run with the others, its SFU runs alone).
 SERIAL_FILES = frozenset(
     f"test_{name}_functional.py"
     for name in (
         "call_quality",
         "chat_load",
         "history_load",
-        "load_deployment",
         "media_load",
         "sfu_load",
         "signaling_load",

@@ -766,6 +766,7 @@ async def test_an_upload_stopped_by_signing_out_goes_on_at_the_next_sign_in(
         await ada.evaluate(SMALL_PARTS_JS)
         patches: list[tuple[str, int]] = []
         go = asyncio.Event()
+        seen = asyncio.Event()
 
         async def hold_third_part(route: Route) -> None:
             request = route.request
@@ -773,6 +774,10 @@ async def test_an_upload_stopped_by_signing_out_goes_on_at_the_next_sign_in(
                 patches.append((request.url, int(request.headers.get("upload-offset") or 0)))
                 if len(patches) == 3:
                     await go.wait()
+                elif len(patches) == 4:
+                    # The first part after the sign-in waits for its row to be seen: the
+                    # rest of the file could otherwise finish before the test looks.
+                    await seen.wait()
             await _continue(route)
 
         await ada.route("**/v1/media/tus/**", hold_third_part)
@@ -786,6 +791,7 @@ async def test_an_upload_stopped_by_signing_out_goes_on_at_the_next_sign_in(
         await sign_in(ada, node.url, "Ada")
         await open_conversation(ada, "bob")
         rows = await until(lambda: ada.evaluate(UPLOAD_ROW_JS), "the upload row back", ada_log)
+        seen.set()
         assert rows[0]["name"] == "report.bin" and rows[0]["caption"] == "the report", rows
         card = bob.locator("#messages .file-card", has_text="report.bin")
         await until(lambda: card.count(), "bob gets the report", bob_log + ada_log)

@@ -209,6 +209,7 @@ def test_media_load_drives_running_nodes(
     assert doc["thumbnails"]["images"] == 2
 
 
+@pytest.mark.serial  # media bots: loss and timing, alone on the machine
 @pytest.mark.slow
 @pytest.mark.parametrize("nodes", [1, 2])
 def test_sfu_load_drives_running_nodes(
@@ -524,6 +525,7 @@ def _merge(files: list[Path], out: Path, *extra: str) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.serial  # media bots: loss and timing, alone on the machine
 @pytest.mark.slow
 def test_sfu_shards_merge_into_one_run(
     sfu_nodes: list[Server], secret: str, tmp_path: Path
@@ -612,6 +614,7 @@ def test_shard_options_are_refused_with_a_clear_error() -> None:
         assert message in run.stderr, (args, run.stderr)
 
 
+@pytest.mark.serial  # media bots: loss and timing, alone on the machine
 @pytest.mark.slow
 def test_a_shard_not_ready_by_its_start_at_refuses(
     sfu_nodes: list[Server], secret: str, tmp_path: Path
