@@ -46,6 +46,14 @@ BARE_TERMS: Final = "huddle_bare_terms"
 # user in 5).
 WALK_ROWS: Final = 4000
 WALK_FROM: Final = 50
+# Search, the newest matches next (PostgresHistory._floors): a window of at least
+# NEWEST_ROWS messages, grown NEWEST_GROWTH times while it holds too few hits, made to hold
+# NEWEST_ROOM times the hits asked for by the estimate, and only when reading every match
+# would read at least NEWEST_FROM_READS rows.
+NEWEST_ROWS: Final = 4000
+NEWEST_GROWTH: Final = 8
+NEWEST_ROOM: Final = 2
+NEWEST_FROM_READS: Final = 2000
 OPEN_TIMEOUT_S: Final = 10.0
 # pg_advisory_xact_lock key held while migrating, so that nodes starting together migrate
 # one after the other.
@@ -169,6 +177,10 @@ class PostgresHistory(SqlHistory):
     terms_in_row = True
     walk_rows = WALK_ROWS
     walk_from = WALK_FROM
+    newest_rows = NEWEST_ROWS
+    # Whether the first window follows the estimate (PostgresHistory._window); tests turn
+    # it off to take windows of newest_rows messages.
+    newest_estimate = True
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
@@ -242,18 +254,27 @@ class PostgresHistory(SqlHistory):
         return f"{column} = ANY(?)", list(values)
 
     def _match(
-        self, terms: Sequence[str], convs: Sequence[str], *, scoped: bool
+        self,
+        terms: Sequence[str],
+        convs: Sequence[str],
+        *,
+        scoped: bool,
+        floor: int | None = None,
     ) -> tuple[str, str, list[Any]]:
         # The matches are read through a GIN index, whatever the planner thinks: in a
         # subquery it cannot walk messages_order into (OFFSET 0 keeps it apart), with
         # sequential scans off (_plan). Left to itself it took an overlap with 200 scopes
         # for half the table and scanned it (30 s), and walked messages_order for two
-        # common terms that are never together (4.7 s).
+        # common terms that are never together (4.7 s). A floor is a time: the matches
+        # since then, the GIN index's bitmap ANDed with messages_order's (only those rows
+        # are read from the table).
+        since, since_params = ("", []) if floor is None else (" AND ts >= ?", [floor])
         if not scoped:
             return (
-                f"(SELECT * FROM messages WHERE {BARE_TERMS}(terms) @> ?::text[] OFFSET 0) m",
+                f"(SELECT * FROM messages WHERE {BARE_TERMS}(terms) @> ?::text[]{since} "
+                "OFFSET 0) m",
                 "TRUE",
-                [list(terms)],
+                [list(terms), *since_params],
             )
         # Each term in one of the conversations' scopes: the index gives their rows only. A
         # row's terms are all of its own conversation's scope, so "every term, each in one
@@ -261,10 +282,68 @@ class PostgresHistory(SqlHistory):
         scopes = sorted({search_scope(c) for c in convs})
         overlap = " AND ".join(["terms && ?::text[]"] * len(terms))
         return (
-            f"(SELECT * FROM messages WHERE {overlap} OFFSET 0) m",
+            f"(SELECT * FROM messages WHERE {overlap}{since} OFFSET 0) m",
             "TRUE",
-            [[scope + t for scope in scopes] for t in terms],
+            [*[[scope + t for scope in scopes] for t in terms], *since_params],
         )
+
+    async def _floors(
+        self, tx: Tx, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch, *, scoped: bool
+    ) -> AsyncIterator[tuple[int, int]]:
+        # The matches of the newest messages first: the time of the window's oldest
+        # message, found in messages_order, is the floor. The window is as long as the
+        # search likely needs (from the planner's estimate of the matches and the user's
+        # share of the messages), and grows while it holds too few hits. Skipped when
+        # reading every match reads few rows anyway (a rare term: 1,000 over a million
+        # messages).
+        if self.newest_rows <= 0:
+            return
+        window = self.newest_rows
+        if self.newest_estimate:
+            needed = await self._window(tx, terms, convs, req, scoped=scoped)
+            if needed is None:
+                return
+            window = max(window, needed)
+        bounds: list[str] = []
+        params: list[Any] = []
+        if req.before_ts is not None:
+            bounds.append("ts < ?")
+            params.append(req.before_ts)
+        if req.after_ts is not None:
+            bounds.append("ts >= ?")
+            params.append(req.after_ts)
+        within = f"WHERE {' AND '.join(bounds)} " if bounds else ""
+        while True:
+            rows = await tx.rows(
+                f"SELECT ts FROM messages {within}ORDER BY ts DESC OFFSET ? LIMIT 1",
+                [*params, window - 1],
+            )
+            if not rows:
+                return  # the window holds every message of the time asked
+            oldest = int(rows[0][0])
+            yield oldest, oldest
+            window *= NEWEST_GROWTH
+
+    async def _window(
+        self, tx: Tx, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch, *, scoped: bool
+    ) -> int | None:
+        """How many of the newest messages likely hold enough hits for ``req`` (a few
+        times its limit), or None when reading every match reads few rows."""
+        [(plan,)] = await tx.rows(
+            f"EXPLAIN (FORMAT JSON) SELECT 1 FROM messages WHERE {BARE_TERMS}(terms) @> ?::text[]",
+            [list(terms)],
+        )
+        matches = float(plan[0]["Plan"]["Plan Rows"])
+        [(mine, every)] = await tx.rows(
+            "SELECT COALESCE(SUM(last_seq) FILTER (WHERE conv = ANY(?)), 0), "
+            "COALESCE(SUM(last_seq), 0) FROM conversations",
+            [list(convs)],
+        )
+        share = float(mine) / float(every) if every else 1.0
+        theirs = matches * share  # matches in the user's conversations
+        if (theirs if scoped else matches) < NEWEST_FROM_READS or theirs <= 0:
+            return None
+        return int(NEWEST_ROOM * req.limit * float(every) / theirs) + 1
 
     def _walk(
         self, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
@@ -177,6 +177,10 @@ class SqlHistory(ABC):
     # Messages a search reads newest first before it asks an index (see _walk); tests set
     # it to force or skip that step.
     walk_rows: int = 0
+    # Matches (SQLite) or messages (PostgreSQL) a search reads newest first, at first,
+    # before it reads every match (see _floors); 0: none. Tests set it to force or skip
+    # that step.
+    newest_rows: int = 0
 
     # --- what each database supplies --------------------------------------------------------
 
@@ -208,12 +212,31 @@ class SqlHistory(ABC):
 
     @abstractmethod
     def _match(
-        self, terms: Sequence[str], convs: Sequence[str], *, scoped: bool
+        self,
+        terms: Sequence[str],
+        convs: Sequence[str],
+        *,
+        scoped: bool,
+        floor: int | None = None,
     ) -> tuple[str, str, list[Any]]:
         """Search: the FROM clause joining ``messages m`` to the index, the condition that
         a row has every one of ``terms`` (it may also hold rows of conversations other
         than ``convs``, as long as it holds every one of theirs), and its parameters;
-        through the entries scoped by conversation or the bare ones."""
+        through the entries scoped by conversation or the bare ones; of the rows at or
+        above ``floor`` only, if given (as :meth:`_floors` gives it)."""
+
+    @abstractmethod
+    def _floors(
+        self, tx: Tx, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch, *, scoped: bool
+    ) -> AsyncIterator[tuple[int, int]]:
+        """Search, before :meth:`_match` reads every match: ``(floor, oldest)`` pairs,
+        each reaching further back than the one before, such that every message of
+        ``convs`` (in the time ``req`` asks for) of ``oldest`` or later is at or above
+        ``floor`` (a row id or a time, as the database reads it best), ``oldest`` chosen so
+        that those rows likely hold the answer; none when the database has no such step or
+        it would not pay. The search reads the matches above each floor in turn, and keeps
+        what it finds once its last hit is of ``oldest`` or later (the answer is then the
+        one of every match); else it reads every match."""
 
     @abstractmethod
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:
@@ -621,14 +644,39 @@ class SqlHistory(ABC):
             if walk is not None:
                 out = await self._rounds(tx, walk, where, params, req)
             if len(out) < req.limit:
-                plan = self._match(terms, members, scoped=scoped)
-                out = await self._rounds(tx, plan, where, params, req)
+                out = await self._matched(tx, terms, members, scoped, where, params, req)
             by_conv: dict[str, list[w.ChatMessage]] = {}
             for hit in out:
                 by_conv.setdefault(hit.conv, []).append(hit.message)
             for conv, msgs in by_conv.items():
                 await self._threads(tx, conv, msgs)
         return out[: req.limit]
+
+    async def _matched(
+        self,
+        tx: Tx,
+        terms: Sequence[str],
+        members: Sequence[str],
+        scoped: bool,
+        where: Sequence[str],
+        params: Sequence[Any],
+        req: w.ChatSearch,
+    ) -> list[w.SearchHit]:
+        """The newest hits through the index: of the newest matches first (see
+        :meth:`_floors`), else of every match.
+
+        The same answer either way: every message of the user's conversations of
+        ``oldest`` or later is among the rows read first, and the rounds read candidates
+        newest first in both. So when the last hit of the first reading is of ``oldest``
+        or later, every hit was found in the part of both readings that holds exactly the
+        same candidates in the same order."""
+        async for floor, oldest in self._floors(tx, terms, members, req, scoped=scoped):
+            plan = self._match(terms, members, scoped=scoped, floor=floor)
+            out = await self._rounds(tx, plan, where, params, req)
+            if len(out) >= req.limit and out[req.limit - 1].message.ts >= oldest:
+                return out
+        plan = self._match(terms, members, scoped=scoped)
+        return await self._rounds(tx, plan, where, params, req)
 
     async def _rounds(
         self,

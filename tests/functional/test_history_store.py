@@ -790,10 +790,35 @@ async def test_upgrade_from_the_first_schema_4_of_postgres(postgres: Postgres) -
         await new.close()
 
 
+def watch_newest(store: SqlHistory) -> list[bool | None]:
+    """For each search that read the newest matches first (``_floors``), whether it kept
+    what it found there (else it read every match after them), filled in as it searches;
+    None for a search that did not."""
+    kept: list[bool | None] = []
+    floors, match = store._floors, store._match
+
+    async def watched_floors(*args: Any, **kwargs: Any) -> AsyncIterator[tuple[int, int]]:
+        kept.append(None)
+        async for floor in floors(*args, **kwargs):
+            kept[-1] = True
+            yield floor
+
+    def watched_match(*args: Any, **kwargs: Any) -> tuple[str, str, list[Any]]:
+        if kwargs.get("floor") is None and kept and kept[-1]:
+            kept[-1] = False  # every match read after the newest
+        return match(*args, **kwargs)
+
+    store._floors = watched_floors  # type: ignore[method-assign]
+    store._match = watched_match  # type: ignore[method-assign]
+    return kept
+
+
 async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
     """The same searches through the scoped entries and through the bare ones (the
-    threshold forced both ways), after a walk over the newest messages or not: the same
-    hits in the same order."""
+    threshold forced both ways), after a walk over the newest messages or not, reading the
+    newest matches first or not: the same hits in the same order. The conversations are
+    stored one after the other, each over the whole time, so that the order the store took
+    the messages in is far from their time order."""
     texts = [
         "plan the budget meeting",
         "会议室 in 东京",
@@ -827,22 +852,36 @@ async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
         search("nothing here"),
     ]
     mine = convs[:4]
-    answers: dict[tuple[int, int], list[list[tuple[str, int, str, list[tuple[int, int]]]]]] = {}
+    answers: dict[
+        tuple[int, int, int], list[list[tuple[str, int, str, list[tuple[int, int]]]]]
+    ] = {}
     # Walks (PostgreSQL's): none, one shorter than the answers to some queries, and one
-    # over every message.
+    # over every message. The newest matches read first: none, and from one match to a
+    # few (each growing until it holds enough candidates or every match).
     walks = (0, 10, 10**6) if store.walk_rows else (0,)
+    newests = (0, 1, 2, 5) if store.newest_rows else (0,)
     if isinstance(store, PostgresHistory):
         store.walk_from = 1
+        store.newest_estimate = False
+    kept = watch_newest(store)
     for threshold in (0, 10**6):
         for walk in walks:
-            store.scoped_up_to, store.walk_rows = threshold, walk
-            answers[threshold, walk] = [
-                [(h.conv, h.message.seq, h.snippet, h.ranges) for h in await store.search(mine, q)]
-                for q in queries
-            ]
-    first = answers[0, 0]
-    assert len(answers) == 2 * len(walks)
+            for newest in newests:
+                store.scoped_up_to, store.walk_rows, store.newest_rows = threshold, walk, newest
+                answers[threshold, walk, newest] = [
+                    [
+                        (h.conv, h.message.seq, h.snippet, h.ranges)
+                        for h in await store.search(mine, q)
+                    ]
+                    for q in queries
+                ]
+    first = answers[0, 0, 0]
+    assert len(answers) == 2 * len(walks) * len(newests)
     assert all(answer == first for answer in answers.values())
+    if store.newest_rows:
+        # Both ends were taken: answers from the newest matches alone, and reads of every
+        # match after them.
+        assert kept.count(True) > 0 and kept.count(False) > 0
     meeting, *_ = first
     assert len(meeting) == 20 and {conv for conv, *_ in meeting} <= set(mine)
     assert [len(a) for a in first[-2:]] == [4, 0]
