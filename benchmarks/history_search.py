@@ -15,7 +15,8 @@ every run) searching one query ``--searches`` times, limit 20: p50 and p99 (ms) 
 hits found. Queries: ``history_load``'s rare and common terms (one message in a thousand
 of each conversation, one in five), a common term with a word of the texts, two common
 terms never in one message, a term in no message, and the common
-and rare Latin terms before the middle of the history (``before_ts``).
+and rare Latin terms before the middle of the history (``before_ts``). ``--check`` also
+runs each search through every plan and says whether they all answer the same.
 """
 
 from __future__ import annotations
@@ -121,7 +122,11 @@ async def measure(
                 t = time.perf_counter()
                 hits = await store.search(mine, req)
                 took.append(time.perf_counter() - t)
+            checked = None
+            if args.check:
+                checked = await same_by_every_plan(store, mine, req, hits)
             row = {
+                "same_by_every_plan": checked,
                 "members": n,
                 "query": kind,
                 "p50_ms": ms(percentile(took, 50)),
@@ -129,9 +134,30 @@ async def measure(
                 "hits": len(hits),
                 "answer": [(h.conv, h.message.seq) for h in hits],
             }
-            say(f"{n:5d} {kind:20s} p50 {fmt(row['p50_ms'])} p99 {fmt(row['p99_ms'])} ms")
+            same = "" if checked is None else f" same by every plan: {checked}"
+            say(f"{n:5d} {kind:20s} p50 {fmt(row['p50_ms'])} p99 {fmt(row['p99_ms'])} ms{same}")
             rows.append(row)
     return rows
+
+
+async def same_by_every_plan(
+    store: SqlHistory, mine: Sequence[str], req: w.ChatSearch, hits: Sequence[w.SearchHit]
+) -> bool:
+    """Whether ``hits`` are what every plan answers: the scoped and the bare entries, with
+    and without the newest messages read first (the store's settings are put back)."""
+    saved = store.scoped_up_to, store.bare_from_share, store.walk_rows, store.newest_rows
+    want = [(h.conv, h.message.seq, h.snippet) for h in hits]
+    try:
+        for scoped_up_to, bare_from_share in ((0, 0.0), (10**6, 2.0)):
+            for walk_rows, newest_rows in ((0, 0), (saved[2], saved[3])):
+                store.scoped_up_to, store.bare_from_share = scoped_up_to, bare_from_share
+                store.walk_rows, store.newest_rows = walk_rows, newest_rows
+                got = [(h.conv, h.message.seq, h.snippet) for h in await store.search(mine, req)]
+                if got != want:
+                    return False
+    finally:
+        store.scoped_up_to, store.bare_from_share, store.walk_rows, store.newest_rows = saved
+    return True
 
 
 @contextlib.contextmanager
@@ -177,13 +203,18 @@ async def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
                         await conn.execute("VACUUM ANALYZE messages")
                 say(f"seeded in {time.monotonic() - t:.0f} s")
                 await asyncio.to_thread(shape_file.write_text, json.dumps(shape))
-            if args.scoped_up_to is not None:
-                store.scoped_up_to = args.scoped_up_to
+            if args.plan == "scoped":
+                store.scoped_up_to, store.bare_from_share = 10**6, 2.0
+            elif args.plan == "bare":
+                store.scoped_up_to, store.bare_from_share = 0, 0.0
+            if args.newest_rows is not None:
+                store.newest_rows = args.newest_rows
             rows = await measure(store, args, convs, say)
         finally:
             await store.close()
     worst = max((r["p99_ms"] for r in rows if r["p99_ms"] is not None), default=None)
-    summary = {"search_p99_ms": worst}
+    checked = [r["same_by_every_plan"] for r in rows if r["same_by_every_plan"] is not None]
+    summary = {"search_p99_ms": worst, "answers_differ": checked.count(False) if checked else None}
     return {"summary": summary, "shape": shape, "searches": args.searches, "rows": rows}
 
 
@@ -201,7 +232,18 @@ def main() -> int:
     )
     p.add_argument("--searches", type=int, default=20, help="searches timed per row")
     p.add_argument("--only", type=lambda s: s.split(","), default=None, help="query kinds")
-    p.add_argument("--scoped-up-to", type=int, default=None, help="force the plan's threshold")
+    p.add_argument("--plan", choices=("scoped", "bare"), default=None, help="force the search plan")
+    p.add_argument(
+        "--newest-rows",
+        type=int,
+        default=None,
+        help="the store's newest_rows (0: the newest matches are not read first)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="also search every way (both plans, newest first or not) and compare the hits",
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     if args.messages < args.conversations or args.conversations < 1:

@@ -46,14 +46,20 @@ REACTIONS_DECODER: Final = msgspec.json.Decoder(dict[str, list[str]])
 # filters or the exact check dropped too many).
 CANDIDATES_PER_ROUND: Final = 100
 MAX_ROUNDS: Final = 10
-# Search plans: each term is indexed twice, scoped by its conversation and bare. A user in
-# at most this many conversations is searched through the scoped entries (only those of
-# their conversations are read, but the query has a branch per conversation); beyond it
-# through the bare ones, every match in every conversation read and kept if it is theirs
-# (a cost that does not grow with their conversations, while the scoped one does: a user
-# in all of 1,000 conversations took 0.9 s on SQLite and 2 s on PostgreSQL for a term in
-# one message of five, over a million messages). See benchmarks/README.md (history_load).
+# Search plans: each term is indexed twice, scoped by its conversation and bare. Through the
+# scoped entries only those of the user's conversations are read, but the query has a
+# branch per conversation; through the bare ones every match in every conversation is read
+# and kept if it is theirs (reading the newest first stops once they hold the answer, but
+# a rare term's matches are all read). So a user whose conversations hold at least
+# BARE_FROM_SHARE of the store's messages (the others' matches are few beside theirs), or
+# who is in more than SCOPED_UP_TO conversations (a query of that many branches costs more
+# than reading all matches: a user in all of 1,000 conversations took 0.9 s on SQLite and
+# 2 s on PostgreSQL for a term in one message of five, over a million messages), is searched
+# through the bare entries. In a store of conversations of even size, BARE_FROM_SHARE is a
+# number of conversations that follows the store's (250 of 1,000). See benchmarks/README.md
+# (history_search).
 SCOPED_UP_TO: Final = 250
+BARE_FROM_SHARE: Final = 0.25
 
 
 class Tx(Protocol):
@@ -172,8 +178,9 @@ class SqlHistory(ABC):
     # Whether a row's search terms go with the row (PostgreSQL: a column of it), so that
     # deleting the row deletes them; else they are removed by :meth:`_unindex` first.
     terms_in_row: bool = False
-    # The search plan's threshold (see SCOPED_UP_TO); tests set it to force either plan.
+    # The search plan's thresholds (see SCOPED_UP_TO); tests set them to force either plan.
     scoped_up_to: int = SCOPED_UP_TO
+    bare_from_share: float = BARE_FROM_SHARE
     # Messages a search reads newest first before it asks an index (see _walk); tests set
     # it to force or skip that step.
     walk_rows: int = 0
@@ -636,10 +643,10 @@ class SqlHistory(ABC):
         if req.before_ts is not None:
             where.append("m.ts < ?")
             params.append(req.before_ts)
-        scoped = len(members) <= self.scoped_up_to
         out: list[w.SearchHit] = []
         async with self._read() as tx:
             await self._plan(tx)
+            scoped = await self._scoped(tx, members)
             walk = self._walk(terms, members, req)
             if walk is not None:
                 out = await self._rounds(tx, walk, where, params, req)
@@ -651,6 +658,21 @@ class SqlHistory(ABC):
             for conv, msgs in by_conv.items():
                 await self._threads(tx, conv, msgs)
         return out[: req.limit]
+
+    async def _scoped(self, tx: Tx, members: Sequence[str]) -> bool:
+        """Whether a user in ``members`` is searched through the scoped entries (see
+        SCOPED_UP_TO): their share of the messages, from each conversation's last seq
+        (messages deleted since count: a share, not an exact count)."""
+        if len(members) > self.scoped_up_to:
+            return False
+        if self.bare_from_share > 1:
+            return True
+        where, param = self._in("conv", members)
+        [(theirs,)] = await tx.rows(
+            f"SELECT COALESCE(SUM(last_seq), 0) FROM conversations WHERE {where}", (param,)
+        )
+        [(every,)] = await tx.rows("SELECT COALESCE(SUM(last_seq), 0) FROM conversations")
+        return not every or int(theirs) < self.bare_from_share * int(every)
 
     async def _matched(
         self,

@@ -868,6 +868,7 @@ async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
         for walk in walks:
             for newest in newests:
                 store.scoped_up_to, store.walk_rows, store.newest_rows = threshold, walk, newest
+                store.bare_from_share = 2.0 if threshold else 0.0  # all scoped, or all bare
                 answers[threshold, walk, newest] = [
                     [
                         (h.conv, h.message.seq, h.snippet, h.ranges)
