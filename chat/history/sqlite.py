@@ -14,7 +14,9 @@ common one (one message in five) had 200,000 entries over a million messages, al
 joined to their rows (200 ms) to keep the user's newest 20. The query then has a branch per
 conversation, which costs a user in many of them more than reading every entry: a second
 table (``message_search_bare``) holds the bare terms, searched for such users (chat.history.sql
-chooses by chat.history.sql.SCOPED_UP_TO).
+chooses, see chat.history.sql.SCOPED_UP_TO). Either table's matches are read newest first
+by row id before they are all read (:meth:`SQLiteHistory._floors`): a common term's newest
+matches hold the answer, and the rest is not read.
 Contentless (``content=''``) and ``detail=none``: it keeps only which rows hold a term, the
 least that answers "every term, newest first"; removing a row's terms therefore needs the
 terms it was indexed under, which are made again from the stored message. A change to how
