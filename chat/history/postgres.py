@@ -304,11 +304,12 @@ class PostgresHistory(SqlHistory):
         if self.newest_rows <= 0:
             return
         window = self.newest_rows
+        up_to: float | None = None
         if self.newest_estimate:
             needed = await self._window(tx, terms, convs, req, scoped=scoped)
             if needed is None:
                 return
-            window = max(window, needed)
+            window, up_to = max(window, needed[0]), needed[1]
         bounds: list[str] = []
         params: list[Any] = []
         if req.before_ts is not None:
@@ -318,7 +319,7 @@ class PostgresHistory(SqlHistory):
             bounds.append("ts >= ?")
             params.append(req.after_ts)
         within = f"WHERE {' AND '.join(bounds)} " if bounds else ""
-        while True:
+        while up_to is None or window <= up_to:
             rows = await tx.rows(
                 f"SELECT ts FROM messages {within}ORDER BY ts DESC OFFSET ? LIMIT 1",
                 [*params, window - 1],
@@ -331,9 +332,11 @@ class PostgresHistory(SqlHistory):
 
     async def _window(
         self, tx: Tx, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch, *, scoped: bool
-    ) -> int | None:
+    ) -> tuple[int, float] | None:
         """How many of the newest messages likely hold enough hits for ``req`` (a few
-        times its limit), or None when reading every match reads few rows."""
+        times its limit), and the most worth reading so (half the messages: beyond, the
+        term is rarer in the user's conversations than in the others, and every match is
+        read); None when reading every match reads few rows."""
         [(plan,)] = await tx.rows(
             f"EXPLAIN (FORMAT JSON) SELECT 1 FROM messages WHERE {BARE_TERMS}(terms) @> ?::text[]",
             [list(terms)],
@@ -348,7 +351,7 @@ class PostgresHistory(SqlHistory):
         theirs = matches * share  # matches in the user's conversations
         if (theirs if scoped else matches) < NEWEST_FROM_READS or theirs <= 0:
             return None
-        return int(NEWEST_ROOM * req.limit * float(every) / theirs) + 1
+        return int(NEWEST_ROOM * req.limit * float(every) / theirs) + 1, float(every) / 2
 
     def _walk(
         self, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch
