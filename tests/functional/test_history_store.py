@@ -838,6 +838,12 @@ async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
         ]
         await store.append(conv, events)
         await store.append(conv, [log.edit(2, "edited meeting 会议"), log.recall(3)])
+    # Stored last, as a conversation copied whole from Redis is (seed): messages of every
+    # time, at the same times as g-0's (the order then goes by seq and conversation).
+    log = Log("g-6")
+    late = [log.message(texts[k % len(texts)], ts=T0 + 10 * k) for k in range(30)]
+    head = Head(log.ev, log.epoch, log.seq)
+    await store.seed("g-6", head, [e.message for e in late], {}, {})
     queries = [
         search("meeting"),
         search("会议"),
@@ -851,7 +857,7 @@ async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
         search("edited"),
         search("nothing here"),
     ]
-    mine = convs[:4]
+    mine = [*convs[:4], "g-6"]
     answers: dict[
         tuple[int, int, int], list[list[tuple[str, int, str, list[tuple[int, int]]]]]
     ] = {}
@@ -886,6 +892,44 @@ async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
     meeting, *_ = first
     assert len(meeting) == 20 and {conv for conv, *_ in meeting} <= set(mine)
     assert [len(a) for a in first[-2:]] == [4, 0]
+    # g-6's messages are among the newest hits, before g-0's of the same time.
+    stamps = [(h.conv, h.message.ts) for h in await store.search(mine, search("meeting"))]
+    assert ("g-6", T0 + 260) in stamps
+    assert stamps.index(("g-6", T0 + 260)) < stamps.index(("g-0", T0 + 260))
+
+
+async def test_search_plan_follows_the_users_share_of_the_messages(store: SqlHistory) -> None:
+    """The bare entries for a user whose conversations hold a quarter of the messages or
+    more, or who is in more than scoped_up_to conversations; the scoped ones otherwise."""
+    sizes = {"g-big": 60, **{f"g-small{i}": 5 for i in range(7)}}  # 95 messages
+    for conv, size in sizes.items():
+        log = Log(conv)
+        await store.append(conv, [log.message(f"word {k}") for k in range(size)])
+    plans: list[bool] = []
+    match = store._match
+
+    def watched(*args: Any, **kwargs: Any) -> tuple[str, str, list[Any]]:
+        plans.append(kwargs["scoped"])
+        return match(*args, **kwargs)
+
+    store._match = watched  # type: ignore[method-assign]
+    small = [f"g-small{i}" for i in range(7)]
+    for convs, scoped in (
+        (["g-big"], False),  # 60 of 95
+        (small[:2], True),  # 10 of 95
+        (small[:4], True),  # 20 of 95
+        (small[:5], False),  # 25 of 95
+        (small, False),
+        (["g-none", "g-small0"], True),  # no messages in one: 5 of 95
+    ):
+        plans.clear()
+        hits = await store.search(convs, search("word"))
+        assert plans and set(plans) == {scoped}, convs
+        assert {h.conv for h in hits} == set(convs) - {"g-none"}
+    store.scoped_up_to = 1
+    plans.clear()
+    await store.search(small[:2], search("word"))
+    assert plans and set(plans) == {False}
 
 
 async def test_a_newer_schema_is_refused(opener: Opener) -> None:
