@@ -36,7 +36,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from chat import wire as w
-from chat.history.sql import Migration, NewMessage, SqlHistory, Tx
+from chat.history.sql import Migration, NewMessage, Span, SqlHistory, Tx
 from chat.history.store import HistoryError
 
 POOL_MAX: Final = 8
@@ -264,16 +264,20 @@ class PostgresHistory(SqlHistory):
         convs: Sequence[str],
         *,
         scoped: bool,
-        floor: int | None = None,
+        span: Span | None = None,
     ) -> tuple[str, str, list[Any]]:
         # The matches are read through a GIN index, whatever the planner thinks: in a
         # subquery it cannot walk messages_order into (OFFSET 0 keeps it apart), with
         # sequential scans off (_plan). Left to itself it took an overlap with 200 scopes
         # for half the table and scanned it (30 s), and walked messages_order for two
-        # common terms that are never together (4.7 s). A floor is a time: the matches
-        # since then, the GIN index's bitmap ANDed with messages_order's (only those rows
-        # are read from the table).
-        since, since_params = ("", []) if floor is None else (" AND ts >= ?", [floor])
+        # common terms that are never together (4.7 s). A span is of times: the matches
+        # then, the GIN index's bitmap ANDed with messages_order's (only those rows are
+        # read from the table).
+        since, since_params = "", []
+        if span is not None:
+            since, since_params = " AND ts >= ?", [span[0]]
+            if span[1] is not None:
+                since, since_params = f"{since} AND ts < ?", [*since_params, span[1]]
         if not scoped:
             return (
                 f"(SELECT * FROM messages WHERE {BARE_TERMS}(terms) @> ?::text[]{since} "
@@ -293,8 +297,15 @@ class PostgresHistory(SqlHistory):
         )
 
     async def _floors(
-        self, tx: Tx, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch, *, scoped: bool
-    ) -> AsyncIterator[tuple[int, int]]:
+        self,
+        tx: Tx,
+        terms: Sequence[str],
+        convs: Sequence[str],
+        req: w.ChatSearch,
+        *,
+        share: tuple[int, int],
+        scoped: bool,
+    ) -> AsyncIterator[tuple[Span, int]]:
         # The matches of the newest messages first: the time of the window's oldest
         # message, found in messages_order, is the floor. The window is as long as the
         # search likely needs (from the planner's estimate of the matches and the user's
@@ -306,10 +317,12 @@ class PostgresHistory(SqlHistory):
         window = self.newest_rows
         up_to: float | None = None
         if self.newest_estimate:
-            needed = await self._window(tx, terms, convs, req, scoped=scoped)
+            needed = await self._window(tx, terms, share, req, scoped=scoped)
             if needed is None:
                 return
             window, up_to = max(window, needed[0]), needed[1]
+        if self.walk_rows > 0 and len(convs) >= self.walk_from:
+            window = max(window, self.walk_rows * NEWEST_GROWTH)  # the walk read its newest
         bounds: list[str] = []
         params: list[Any] = []
         if req.before_ts is not None:
@@ -327,11 +340,17 @@ class PostgresHistory(SqlHistory):
             if not rows:
                 return  # the window holds every message of the time asked
             oldest = int(rows[0][0])
-            yield oldest, oldest
+            yield (oldest, req.before_ts), oldest
             window *= NEWEST_GROWTH
 
     async def _window(
-        self, tx: Tx, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch, *, scoped: bool
+        self,
+        tx: Tx,
+        terms: Sequence[str],
+        share: tuple[int, int],
+        req: w.ChatSearch,
+        *,
+        scoped: bool,
     ) -> tuple[int, float] | None:
         """How many of the newest messages likely hold enough hits for ``req`` (a few
         times its limit), and the most worth reading so (half the messages: beyond, the
@@ -342,13 +361,8 @@ class PostgresHistory(SqlHistory):
             [list(terms)],
         )
         matches = float(plan[0]["Plan"]["Plan Rows"])
-        [(mine, every)] = await tx.rows(
-            "SELECT COALESCE(SUM(last_seq) FILTER (WHERE conv = ANY(?)), 0), "
-            "COALESCE(SUM(last_seq), 0) FROM conversations",
-            [list(convs)],
-        )
-        share = float(mine) / float(every) if every else 1.0
-        theirs = matches * share  # matches in the user's conversations
+        mine, every = share
+        theirs = matches * mine / every if every else matches  # in the user's conversations
         if (theirs if scoped else matches) < NEWEST_FROM_READS or theirs <= 0:
             return None
         return int(NEWEST_ROOM * req.limit * float(every) / theirs) + 1, float(every) / 2

@@ -147,6 +147,10 @@ def _plain(
     return Head(ev, epoch, last_seq), added, reads
 
 
+# Of the rows a search reads: from the first (a row id or a time), up to but not including
+# the second if not None (see SqlHistory._floors).
+Span = tuple[int, int | None]
+
 # A schema step: migrations[i] takes the schema from version i to i + 1.
 Migration = Callable[["SqlHistory", Tx], Awaitable[None]]
 
@@ -224,26 +228,34 @@ class SqlHistory(ABC):
         convs: Sequence[str],
         *,
         scoped: bool,
-        floor: int | None = None,
+        span: Span | None = None,
     ) -> tuple[str, str, list[Any]]:
         """Search: the FROM clause joining ``messages m`` to the index, the condition that
         a row has every one of ``terms`` (it may also hold rows of conversations other
         than ``convs``, as long as it holds every one of theirs), and its parameters;
-        through the entries scoped by conversation or the bare ones; of the rows at or
-        above ``floor`` only, if given (as :meth:`_floors` gives it)."""
+        through the entries scoped by conversation or the bare ones; of the rows in
+        ``span`` only, if given (as :meth:`_floors` gives it)."""
 
     @abstractmethod
     def _floors(
-        self, tx: Tx, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch, *, scoped: bool
-    ) -> AsyncIterator[tuple[int, int]]:
-        """Search, before :meth:`_match` reads every match: ``(floor, oldest)`` pairs,
-        each reaching further back than the one before, such that every message of
-        ``convs`` (in the time ``req`` asks for) of ``oldest`` or later is at or above
-        ``floor`` (a row id or a time, as the database reads it best), ``oldest`` chosen so
-        that those rows likely hold the answer; none when the database has no such step or
-        it would not pay. The search reads the matches above each floor in turn, and keeps
-        what it finds once its last hit is of ``oldest`` or later (the answer is then the
-        one of every match); else it reads every match."""
+        self,
+        tx: Tx,
+        terms: Sequence[str],
+        convs: Sequence[str],
+        req: w.ChatSearch,
+        *,
+        share: tuple[int, int],
+        scoped: bool,
+    ) -> AsyncIterator[tuple[Span, int]]:
+        """Search, before :meth:`_match` reads every match (``share``: the messages of
+        ``convs`` and of all, as :meth:`_share` gives them): ``(span, oldest)`` pairs, each
+        reaching further back than the one before, such that every message of ``convs``
+        (in the time ``req`` asks for) of ``oldest`` or later is in ``span`` (row ids or
+        times, as the database reads them best: from the first, below the second if not
+        None), ``oldest`` chosen so that those rows likely hold the answer; none when the
+        database has no such step or it would not pay. The search reads the matches in
+        each span in turn, and keeps what it finds once its last hit is of ``oldest`` or
+        later (the answer is then the one of every match); else it reads every match."""
 
     @abstractmethod
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:
@@ -645,13 +657,14 @@ class SqlHistory(ABC):
             params.append(req.before_ts)
         out: list[w.SearchHit] = []
         async with self._read() as tx:
+            share = await self._share(tx, members)
+            scoped = self._scoped(members, share)
             await self._plan(tx)
-            scoped = await self._scoped(tx, members)
             walk = self._walk(terms, members, req)
             if walk is not None:
                 out = await self._rounds(tx, walk, where, params, req)
             if len(out) < req.limit:
-                out = await self._matched(tx, terms, members, scoped, where, params, req)
+                out = await self._matched(tx, terms, members, share, scoped, where, params, req)
             by_conv: dict[str, list[w.ChatMessage]] = {}
             for hit in out:
                 by_conv.setdefault(hit.conv, []).append(hit.message)
@@ -659,26 +672,30 @@ class SqlHistory(ABC):
                 await self._threads(tx, conv, msgs)
         return out[: req.limit]
 
-    async def _scoped(self, tx: Tx, members: Sequence[str]) -> bool:
-        """Whether a user in ``members`` is searched through the scoped entries (see
-        SCOPED_UP_TO): their share of the messages, from each conversation's last seq
-        (messages deleted since count: a share, not an exact count)."""
-        if len(members) > self.scoped_up_to:
-            return False
-        if self.bare_from_share > 1:
-            return True
+    async def _share(self, tx: Tx, members: Sequence[str]) -> tuple[int, int]:
+        """The messages of a user in ``members`` and of everyone, from each conversation's
+        last seq (messages deleted since count: for a share, not an exact count)."""
         where, param = self._in("conv", members)
         [(theirs,)] = await tx.rows(
             f"SELECT COALESCE(SUM(last_seq), 0) FROM conversations WHERE {where}", (param,)
         )
         [(every,)] = await tx.rows("SELECT COALESCE(SUM(last_seq), 0) FROM conversations")
-        return not every or int(theirs) < self.bare_from_share * int(every)
+        return int(theirs), int(every)
+
+    def _scoped(self, members: Sequence[str], share: tuple[int, int]) -> bool:
+        """Whether a user in ``members``, whose conversations hold ``share`` (of all the
+        messages), is searched through the scoped entries (see SCOPED_UP_TO)."""
+        theirs, every = share
+        if len(members) > self.scoped_up_to:
+            return False
+        return not every or theirs < self.bare_from_share * every
 
     async def _matched(
         self,
         tx: Tx,
         terms: Sequence[str],
         members: Sequence[str],
+        share: tuple[int, int],
         scoped: bool,
         where: Sequence[str],
         params: Sequence[Any],
@@ -692,8 +709,9 @@ class SqlHistory(ABC):
         newest first in both. So when the last hit of the first reading is of ``oldest``
         or later, every hit was found in the part of both readings that holds exactly the
         same candidates in the same order."""
-        async for floor, oldest in self._floors(tx, terms, members, req, scoped=scoped):
-            plan = self._match(terms, members, scoped=scoped, floor=floor)
+        floors = self._floors(tx, terms, members, req, share=share, scoped=scoped)
+        async for span, oldest in floors:
+            plan = self._match(terms, members, scoped=scoped, span=span)
             out = await self._rounds(tx, plan, where, params, req)
             if len(out) >= req.limit and out[req.limit - 1].message.ts >= oldest:
                 return out

@@ -36,7 +36,7 @@ from typing import Any, Final
 import aiosqlite
 
 from chat import wire as w
-from chat.history.sql import Migration, NewMessage, SqlHistory, Tx
+from chat.history.sql import Migration, NewMessage, Span, SqlHistory, Tx
 
 BUSY_TIMEOUT_MS: Final = 10_000
 FTS_TOKENIZER: Final = "unicode61 remove_diacritics 0 categories 'L* N* Co M* S*'"
@@ -272,18 +272,29 @@ class SQLiteHistory(SqlHistory):
         convs: Sequence[str],
         *,
         scoped: bool,
-        floor: int | None = None,
+        span: Span | None = None,
     ) -> tuple[str, str, list[Any]]:
         table, query = _fts(terms, convs, scoped=scoped)
         source = f"{table} JOIN messages m ON m.id = {table}.rowid"
-        if floor is None:
+        if span is None:
             return source, f"{table} MATCH ?", [query]
-        # A row id: FTS5 seeks to it in its lists of rows, the older matches are not read.
-        return source, f"{table} MATCH ? AND {table}.rowid >= ?", [query, floor]
+        # Row ids: FTS5 seeks to them in its lists of rows, the others are not read.
+        low, high = span
+        match = f"{table} MATCH ? AND {table}.rowid >= ?"
+        if high is None:
+            return source, match, [query, low]
+        return source, f"{match} AND {table}.rowid < ?", [query, low, high]
 
     async def _floors(
-        self, tx: Tx, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch, *, scoped: bool
-    ) -> AsyncIterator[tuple[int, int]]:
+        self,
+        tx: Tx,
+        terms: Sequence[str],
+        convs: Sequence[str],
+        req: w.ChatSearch,
+        *,
+        share: tuple[int, int],
+        scoped: bool,
+    ) -> AsyncIterator[tuple[Span, int]]:
         # FTS5 gives its matches by row id, newest first if asked, and reads no further than
         # the LIMIT: the newest matches of a term in every conversation cost the same however
         # many there are in all (a term in one message of five had 200,000 over a million,
@@ -309,14 +320,28 @@ class SQLiteHistory(SqlHistory):
             wanted_params.append(req.sender)
         if self.newest_rows <= 0:
             return
+        # Before a time: the matches from about that time back (the id of each
+        # conversation's last message before it, through the (conv, ts) index; the span
+        # read after holds every message of the time, whatever this finds).
+        below: list[str] = []
+        below_params: list[Any] = []
+        if req.before_ts is not None:
+            [(ceiling,)] = await tx.rows(
+                "SELECT MAX((SELECT m.id FROM messages m WHERE m.conv = c.value AND m.ts < ? "
+                "ORDER BY m.ts DESC LIMIT 1)) FROM json_each(?) c",
+                [req.before_ts, convs_param],
+            )
+            if ceiling is None:
+                return  # none of their messages is of that time
+            below, below_params = [" AND rowid <= ?"], [int(ceiling)]
         stamps: list[int] = []
         window = self.newest_rows
         while True:
             rows = await tx.rows(
                 f"SELECT m.ts, {' AND '.join(wanted)} FROM (SELECT rowid FROM {table} "
-                f"WHERE {table} MATCH ? ORDER BY rowid DESC LIMIT ?) f "
+                f"WHERE {table} MATCH ?{''.join(below)} ORDER BY rowid DESC LIMIT ?) f "
                 "JOIN messages m ON m.id = f.rowid",
-                [*wanted_params, query, window],
+                [*wanted_params, query, *below_params, window],
             )
             if len(rows) < window:
                 return  # every match read: reading them all again costs no more
@@ -328,12 +353,12 @@ class SQLiteHistory(SqlHistory):
             window = min(window * NEWEST_GROWTH, NEWEST_UP_TO)
         # Some candidates may not be hits (the exact check): some room below the newest.
         oldest = stamps[min(len(stamps), NEWEST_ROOM * req.limit) - 1]
-        [(from_id,)] = await tx.rows(
-            f"SELECT MIN(m.id) FROM messages m WHERE {' AND '.join([in_convs, *bounds])} "
-            "AND m.ts >= ?",
+        [(low, high)] = await tx.rows(
+            f"SELECT MIN(m.id), MAX(m.id) FROM messages m "
+            f"WHERE {' AND '.join([in_convs, *bounds])} AND m.ts >= ?",
             [convs_param, *bound_params, oldest],
         )
-        yield int(from_id), oldest
+        yield (int(low), int(high) + 1), oldest
 
     async def backup(self, target: Path) -> None:
         """Copy the whole store into ``target`` with SQLite's online backup, while it is in

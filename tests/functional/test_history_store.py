@@ -20,7 +20,7 @@ from chat import wire as w
 from chat.history.events import decode_event, page_range
 from chat.history.postgres import PostgresHistory
 from chat.history.postgres import search_scope as pg_scope
-from chat.history.sql import CANDIDATES_PER_ROUND, SqlHistory, Tx
+from chat.history.sql import CANDIDATES_PER_ROUND, Span, SqlHistory, Tx
 from chat.history.sqlite import SQLiteHistory, search_scope
 from chat.history.store import (
     EpochChanged,
@@ -797,14 +797,14 @@ def watch_newest(store: SqlHistory) -> list[bool | None]:
     kept: list[bool | None] = []
     floors, match = store._floors, store._match
 
-    async def watched_floors(*args: Any, **kwargs: Any) -> AsyncIterator[tuple[int, int]]:
+    async def watched_floors(*args: Any, **kwargs: Any) -> AsyncIterator[tuple[Span, int]]:
         kept.append(None)
         async for floor in floors(*args, **kwargs):
             kept[-1] = True
             yield floor
 
     def watched_match(*args: Any, **kwargs: Any) -> tuple[str, str, list[Any]]:
-        if kwargs.get("floor") is None and kept and kept[-1]:
+        if kwargs.get("span") is None and kept and kept[-1]:
             kept[-1] = False  # every match read after the newest
         return match(*args, **kwargs)
 
