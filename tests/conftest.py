@@ -31,6 +31,7 @@ SERIAL_FILES = frozenset(
         "call_quality",
         "chat_load",
         "history_load",
+        "history_search",
         "load_deployment",
         "media_load",
         "sfu_load",
