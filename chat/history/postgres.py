@@ -399,6 +399,10 @@ class PostgresHistory(SqlHistory):
 
     async def _plan(self, tx: Tx) -> None:
         await tx.execute("SET LOCAL enable_seqscan = off")
+        # A plan for the values of each search: psycopg prepares a statement run five times,
+        # and PostgreSQL may then keep a generic plan, blind to how few rows a window's time
+        # holds (it read every match of a common term again: 260-290 ms against 40-70).
+        await tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
 
     async def close(self) -> None:
         await self.pool.close()
