@@ -303,6 +303,8 @@ class SQLiteHistory(SqlHistory):
         # archiver copies several conversations at once; seed() copies a whole one late):
         # the time of the newest hits is taken from them, then the ids of every message of
         # the user's conversations since that time, through the (conv, ts) index.
+        if self.newest_rows <= 0:
+            return
         table, query = _fts(terms, convs, scoped=scoped)
         in_convs, convs_param = self._in("m.conv", convs)
         bounds: list[str] = []
@@ -318,8 +320,6 @@ class SQLiteHistory(SqlHistory):
         if req.sender is not None:
             wanted.append("m.sender = ?")
             wanted_params.append(req.sender)
-        if self.newest_rows <= 0:
-            return
         # Before a time: the matches from about that time back (the id of each
         # conversation's last message before it, through the (conv, ts) index; the span
         # read after holds every message of the time, whatever this finds).
@@ -344,7 +344,7 @@ class SQLiteHistory(SqlHistory):
                 [*wanted_params, query, *below_params, window],
             )
             if len(rows) < window:
-                return  # every match read: reading them all again costs no more
+                return  # every match (of the time asked) read: few to read again
             stamps = sorted((int(ts) for ts, ok in rows if ok), reverse=True)
             if len(stamps) >= req.limit:
                 break
