@@ -51,15 +51,18 @@ MAX_ROUNDS: Final = 10
 # branch per conversation; through the bare ones every match in every conversation is read
 # and kept if it is theirs (reading the newest first stops once they hold the answer, but
 # a rare term's matches are all read). So a user whose conversations hold at least
-# BARE_FROM_SHARE of the store's messages (the others' matches are few beside theirs), or
-# who is in more than SCOPED_UP_TO conversations (a query of that many branches costs more
-# than reading all matches: a user in all of 1,000 conversations took 0.9 s on SQLite and
-# 2 s on PostgreSQL for a term in one message of five, over a million messages), is searched
-# through the bare entries. In a store of conversations of even size, BARE_FROM_SHARE is a
-# number of conversations that follows the store's (250 of 1,000). See benchmarks/README.md
-# (history_search).
+# BARE_FROM_SHARE of the store's messages (the others' matches are then few enough beside
+# theirs), or who is in more than SCOPED_UP_TO conversations (a query of that many branches
+# costs more than reading all matches: a user in all of 1,000 conversations took 0.9 s on
+# SQLite and 2 s on PostgreSQL for a term in one message of five, over a million messages),
+# is searched through the bare entries. In a store of conversations of even size,
+# BARE_FROM_SHARE is a number of conversations that follows the store's (100 of 1,000).
+# Each plan forced over a million messages, the bare one was as fast or faster from 50-100
+# conversations of 1,000 on (SQLite 11-15 ms against 15-23 for a common term at 100),
+# while the scoped one grew with them (SQLite 90-140 ms at 1,000; PostgreSQL 0.5-4.6 s at
+# 200). See benchmarks/README.md (history_search).
 SCOPED_UP_TO: Final = 250
-BARE_FROM_SHARE: Final = 0.25
+BARE_FROM_SHARE: Final = 0.1
 
 
 class Tx(Protocol):

@@ -899,9 +899,10 @@ async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
 
 
 async def test_search_plan_follows_the_users_share_of_the_messages(store: SqlHistory) -> None:
-    """The bare entries for a user whose conversations hold a quarter of the messages or
+    """The bare entries for a user whose conversations hold a tenth of the messages or
     more, or who is in more than scoped_up_to conversations; the scoped ones otherwise."""
-    sizes = {"g-big": 60, **{f"g-small{i}": 5 for i in range(7)}}  # 95 messages
+    assert store.bare_from_share == 0.1
+    sizes = {"g-big": 100, **{f"g-small{i}": 5 for i in range(20)}}  # 200 messages
     for conv, size in sizes.items():
         log = Log(conv)
         await store.append(conv, [log.message(f"word {k}") for k in range(size)])
@@ -913,14 +914,14 @@ async def test_search_plan_follows_the_users_share_of_the_messages(store: SqlHis
         return match(*args, **kwargs)
 
     store._match = watched  # type: ignore[method-assign]
-    small = [f"g-small{i}" for i in range(7)]
+    small = [f"g-small{i}" for i in range(20)]
     for convs, scoped in (
-        (["g-big"], False),  # 60 of 95
-        (small[:2], True),  # 10 of 95
-        (small[:4], True),  # 20 of 95
-        (small[:5], False),  # 25 of 95
+        (["g-big"], False),  # 100 of 200
+        (small[:2], True),  # 10 of 200
+        (small[:3], True),  # 15 of 200
+        (small[:4], False),  # 20 of 200
         (small, False),
-        (["g-none", "g-small0"], True),  # no messages in one: 5 of 95
+        (["g-none", "g-small0"], True),  # no messages in one: 5 of 200
     ):
         plans.clear()
         hits = await store.search(convs, search("word"))
