@@ -33,6 +33,7 @@ SERIAL_FILES = frozenset(
         "call_quality",
         "chat_load",
         "history_load",
+        "history_search",
         "media_load",
         "sfu_load",
         "signaling_load",

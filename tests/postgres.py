@@ -83,17 +83,21 @@ def _run(argv: Sequence[str]) -> None:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[Postgres]:
-    """A running server on a fresh data folder, stopped and removed at the end."""
+def postgres_server(kept: Path | None = None) -> Iterator[Postgres]:
+    """A running server on a fresh data folder, stopped and removed at the end; or, with
+    ``kept``, on the data of that folder (made there if it has none), stopped and left
+    there for the next run (benchmarks that seed a large store once)."""
     bin_dir = _bin_dir()
-    folder = Path(tempfile.mkdtemp(prefix="huddle-pg-"))
+    folder = kept or Path(tempfile.mkdtemp(prefix="huddle-pg-"))
+    folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         entry = pwd.getpwnam(RUN_AS)
         os.chown(folder, entry.pw_uid, entry.pw_gid)
     server = Postgres(folder=folder, port=free_port(), user="huddle")
     data = folder / "data"
     try:
-        _run([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", server.user])
+        if not (data / "PG_VERSION").exists():
+            _run([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", server.user])
         options = (
             f"-k {folder} -p {server.port} -c listen_addresses='' -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off"
@@ -106,8 +110,10 @@ def postgres_server() -> Iterator[Postgres]:
     finally:
         if (data / "postmaster.pid").exists():
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
-        shutil.rmtree(folder, ignore_errors=True)
+                mode = "fast" if kept else "immediate"
+                _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "stop"])
+        if kept is None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _wait_ready(server: Postgres) -> None:

@@ -12,12 +12,17 @@ the user's scopes with ``&&``: the index then gives the rows of the user's conve
 only, not every row of a common term in all of them. A user in many conversations is
 searched through the bare terms instead (``@>``), keeping the rows of their conversations:
 the scoped query's array grows with their conversations, the bare one's does not
-(chat.history.sql.SCOPED_UP_TO chooses). The bare terms are not stored: a GIN index on the
-expression ``huddle_bare_terms(terms)`` (the scoped ones without their scopes) holds them,
-so that adding it rewrote no row (a rewrite of every row left the table and its other index
-twice their size until a vacuum, and searches several times slower). Before either, a
+(chat.history.sql chooses, see chat.history.sql.SCOPED_UP_TO). The bare terms are not
+stored: a GIN index on the expression ``huddle_bare_terms(terms)`` (the scoped ones without
+their scopes) holds them, so that adding it rewrote no row (a rewrite of every row left the
+table and its other index twice their size until a vacuum, and searches several times
+slower). Before either, a
 user in many conversations has the newest messages read first (:meth:`PostgresHistory._walk`,
-an index on ``(ts, seq, conv)``): a common term is found there in a few ms.
+an index on ``(ts, seq, conv)``): a common term is found there in a few ms. After it, the
+matches of a window of the newest messages are read (:meth:`PostgresHistory._floors`: the
+GIN index's bitmap ANDed with the time range's), and every match only if the window held
+too few: a term not among the newest 4,000 messages no longer has every one of its matches
+read from the table (200,000 for a term in one message of five over a million: 1-2 s).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from chat import wire as w
-from chat.history.sql import Migration, NewMessage, SqlHistory, Tx
+from chat.history.sql import Migration, NewMessage, Span, SqlHistory, Tx
 from chat.history.store import HistoryError
 
 POOL_MAX: Final = 8
@@ -46,6 +51,18 @@ BARE_TERMS: Final = "huddle_bare_terms"
 # user in 5).
 WALK_ROWS: Final = 4000
 WALK_FROM: Final = 50
+# Search, the newest matches next (PostgresHistory._floors): a window of at least
+# NEWEST_ROWS messages, grown NEWEST_GROWTH times while it holds too few hits, made to hold
+# NEWEST_ROOM times the hits asked for by the estimate, and only when reading every match
+# would read at least NEWEST_FROM_READS rows.
+NEWEST_ROWS: Final = 4000
+NEWEST_GROWTH: Final = 8
+NEWEST_ROOM: Final = 2
+NEWEST_FROM_READS: Final = 2000
+# The scoped plan up to this many conversations (chat.history.sql.SCOPED_UP_TO): an overlap
+# with 200 scopes took 0.5 s for a common term and 4.6 s for two never together over a
+# million messages, where the bare plan took 44 and 65 ms.
+SCOPED_UP_TO: Final = 100
 OPEN_TIMEOUT_S: Final = 10.0
 # pg_advisory_xact_lock key held while migrating, so that nodes starting together migrate
 # one after the other.
@@ -169,6 +186,11 @@ class PostgresHistory(SqlHistory):
     terms_in_row = True
     walk_rows = WALK_ROWS
     walk_from = WALK_FROM
+    scoped_up_to = SCOPED_UP_TO
+    newest_rows = NEWEST_ROWS
+    # Whether the first window follows the estimate (PostgresHistory._window); tests turn
+    # it off to take windows of newest_rows messages.
+    newest_estimate = True
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
@@ -242,18 +264,31 @@ class PostgresHistory(SqlHistory):
         return f"{column} = ANY(?)", list(values)
 
     def _match(
-        self, terms: Sequence[str], convs: Sequence[str], *, scoped: bool
+        self,
+        terms: Sequence[str],
+        convs: Sequence[str],
+        *,
+        scoped: bool,
+        span: Span | None = None,
     ) -> tuple[str, str, list[Any]]:
         # The matches are read through a GIN index, whatever the planner thinks: in a
         # subquery it cannot walk messages_order into (OFFSET 0 keeps it apart), with
         # sequential scans off (_plan). Left to itself it took an overlap with 200 scopes
         # for half the table and scanned it (30 s), and walked messages_order for two
-        # common terms that are never together (4.7 s).
+        # common terms that are never together (4.7 s). A span is of times: the matches
+        # then, the GIN index's bitmap ANDed with messages_order's (only those rows are
+        # read from the table).
+        since, since_params = "", []
+        if span is not None:
+            since, since_params = " AND ts >= ?", [span[0]]
+            if span[1] is not None:
+                since, since_params = f"{since} AND ts < ?", [*since_params, span[1]]
         if not scoped:
             return (
-                f"(SELECT * FROM messages WHERE {BARE_TERMS}(terms) @> ?::text[] OFFSET 0) m",
+                f"(SELECT * FROM messages WHERE {BARE_TERMS}(terms) @> ?::text[]{since} "
+                "OFFSET 0) m",
                 "TRUE",
-                [list(terms)],
+                [list(terms), *since_params],
             )
         # Each term in one of the conversations' scopes: the index gives their rows only. A
         # row's terms are all of its own conversation's scope, so "every term, each in one
@@ -261,10 +296,81 @@ class PostgresHistory(SqlHistory):
         scopes = sorted({search_scope(c) for c in convs})
         overlap = " AND ".join(["terms && ?::text[]"] * len(terms))
         return (
-            f"(SELECT * FROM messages WHERE {overlap} OFFSET 0) m",
+            f"(SELECT * FROM messages WHERE {overlap}{since} OFFSET 0) m",
             "TRUE",
-            [[scope + t for scope in scopes] for t in terms],
+            [*[[scope + t for scope in scopes] for t in terms], *since_params],
         )
+
+    async def _floors(
+        self,
+        tx: Tx,
+        terms: Sequence[str],
+        convs: Sequence[str],
+        req: w.ChatSearch,
+        *,
+        share: tuple[int, int],
+        scoped: bool,
+    ) -> AsyncIterator[tuple[Span, int]]:
+        # The matches of the newest messages first: the time of the window's oldest
+        # message, found in messages_order, is the floor. The window is as long as the
+        # search likely needs (from the planner's estimate of the matches and the user's
+        # share of the messages), and grows while it holds too few hits. Skipped when
+        # reading every match reads few rows anyway (a rare term: 1,000 over a million
+        # messages).
+        if self.newest_rows <= 0:
+            return
+        window = self.newest_rows
+        up_to: float | None = None
+        if self.newest_estimate:
+            needed = await self._window(tx, terms, share, req, scoped=scoped)
+            if needed is None:
+                return
+            window, up_to = max(window, needed[0]), needed[1]
+        if self.walk_rows > 0 and len(convs) >= self.walk_from:
+            window = max(window, self.walk_rows * NEWEST_GROWTH)  # the walk read its newest
+        bounds: list[str] = []
+        params: list[Any] = []
+        if req.before_ts is not None:
+            bounds.append("ts < ?")
+            params.append(req.before_ts)
+        if req.after_ts is not None:
+            bounds.append("ts >= ?")
+            params.append(req.after_ts)
+        within = f"WHERE {' AND '.join(bounds)} " if bounds else ""
+        while up_to is None or window <= up_to:
+            rows = await tx.rows(
+                f"SELECT ts FROM messages {within}ORDER BY ts DESC OFFSET ? LIMIT 1",
+                [*params, window - 1],
+            )
+            if not rows:
+                return  # the window holds every message of the time asked
+            oldest = int(rows[0][0])
+            yield (oldest, req.before_ts), oldest
+            window *= NEWEST_GROWTH
+
+    async def _window(
+        self,
+        tx: Tx,
+        terms: Sequence[str],
+        share: tuple[int, int],
+        req: w.ChatSearch,
+        *,
+        scoped: bool,
+    ) -> tuple[int, float] | None:
+        """How many of the newest messages likely hold enough hits for ``req`` (a few
+        times its limit), and the most worth reading so (half the messages: beyond, the
+        term is rarer in the user's conversations than in the others, and every match is
+        read); None when reading every match reads few rows."""
+        [(plan,)] = await tx.rows(
+            f"EXPLAIN (FORMAT JSON) SELECT 1 FROM messages WHERE {BARE_TERMS}(terms) @> ?::text[]",
+            [list(terms)],
+        )
+        matches = float(plan[0]["Plan"]["Plan Rows"])
+        mine, every = share
+        theirs = matches * mine / every if every else matches  # in the user's conversations
+        if (theirs if scoped else matches) < NEWEST_FROM_READS or theirs <= 0:
+            return None
+        return int(NEWEST_ROOM * req.limit * float(every) / theirs) + 1, float(every) / 2
 
     def _walk(
         self, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch
@@ -298,6 +404,10 @@ class PostgresHistory(SqlHistory):
 
     async def _plan(self, tx: Tx) -> None:
         await tx.execute("SET LOCAL enable_seqscan = off")
+        # A plan for the values of each search: psycopg prepares a statement run five times,
+        # and PostgreSQL may then keep a generic plan, blind to how few rows a window's time
+        # holds (it read every match of a common term again: 260-290 ms against 40-70).
+        await tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
 
     async def close(self) -> None:
         await self.pool.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
@@ -46,14 +46,23 @@ REACTIONS_DECODER: Final = msgspec.json.Decoder(dict[str, list[str]])
 # filters or the exact check dropped too many).
 CANDIDATES_PER_ROUND: Final = 100
 MAX_ROUNDS: Final = 10
-# Search plans: each term is indexed twice, scoped by its conversation and bare. A user in
-# at most this many conversations is searched through the scoped entries (only those of
-# their conversations are read, but the query has a branch per conversation); beyond it
-# through the bare ones, every match in every conversation read and kept if it is theirs
-# (a cost that does not grow with their conversations, while the scoped one does: a user
-# in all of 1,000 conversations took 0.9 s on SQLite and 2 s on PostgreSQL for a term in
-# one message of five, over a million messages). See benchmarks/README.md (history_load).
+# Search plans: each term is indexed twice, scoped by its conversation and bare. Through the
+# scoped entries only those of the user's conversations are read, but the query has a
+# branch per conversation; through the bare ones every match in every conversation is read
+# and kept if it is theirs (reading the newest first stops once they hold the answer, but
+# a rare term's matches are all read). So a user whose conversations hold at least
+# BARE_FROM_SHARE of the store's messages (the others' matches are then few enough beside
+# theirs), or who is in more than SCOPED_UP_TO conversations (a query of that many branches
+# costs more than reading all matches: a user in all of 1,000 conversations took 0.9 s on
+# SQLite and 2 s on PostgreSQL for a term in one message of five, over a million messages),
+# is searched through the bare entries. In a store of conversations of even size,
+# BARE_FROM_SHARE is a number of conversations that follows the store's (100 of 1,000).
+# Each plan forced over a million messages, the bare one was as fast or faster from 50-100
+# conversations of 1,000 on (SQLite 11-15 ms against 15-23 for a common term at 100),
+# while the scoped one grew with them (SQLite 90-140 ms at 1,000; PostgreSQL 0.5-4.6 s at
+# 200). See benchmarks/README.md (history_search).
 SCOPED_UP_TO: Final = 250
+BARE_FROM_SHARE: Final = 0.1
 
 
 class Tx(Protocol):
@@ -141,6 +150,10 @@ def _plain(
     return Head(ev, epoch, last_seq), added, reads
 
 
+# Of the rows a search reads: from the first (a row id or a time), up to but not including
+# the second if not None (see SqlHistory._floors).
+Span = tuple[int, int | None]
+
 # A schema step: migrations[i] takes the schema from version i to i + 1.
 Migration = Callable[["SqlHistory", Tx], Awaitable[None]]
 
@@ -172,11 +185,16 @@ class SqlHistory(ABC):
     # Whether a row's search terms go with the row (PostgreSQL: a column of it), so that
     # deleting the row deletes them; else they are removed by :meth:`_unindex` first.
     terms_in_row: bool = False
-    # The search plan's threshold (see SCOPED_UP_TO); tests set it to force either plan.
+    # The search plan's thresholds (see SCOPED_UP_TO); tests set them to force either plan.
     scoped_up_to: int = SCOPED_UP_TO
+    bare_from_share: float = BARE_FROM_SHARE
     # Messages a search reads newest first before it asks an index (see _walk); tests set
     # it to force or skip that step.
     walk_rows: int = 0
+    # Matches (SQLite) or messages (PostgreSQL) a search reads newest first, at first,
+    # before it reads every match (see _floors); 0: none. Tests set it to force or skip
+    # that step.
+    newest_rows: int = 0
 
     # --- what each database supplies --------------------------------------------------------
 
@@ -208,12 +226,39 @@ class SqlHistory(ABC):
 
     @abstractmethod
     def _match(
-        self, terms: Sequence[str], convs: Sequence[str], *, scoped: bool
+        self,
+        terms: Sequence[str],
+        convs: Sequence[str],
+        *,
+        scoped: bool,
+        span: Span | None = None,
     ) -> tuple[str, str, list[Any]]:
         """Search: the FROM clause joining ``messages m`` to the index, the condition that
         a row has every one of ``terms`` (it may also hold rows of conversations other
         than ``convs``, as long as it holds every one of theirs), and its parameters;
-        through the entries scoped by conversation or the bare ones."""
+        through the entries scoped by conversation or the bare ones; of the rows in
+        ``span`` only, if given (as :meth:`_floors` gives it)."""
+
+    @abstractmethod
+    def _floors(
+        self,
+        tx: Tx,
+        terms: Sequence[str],
+        convs: Sequence[str],
+        req: w.ChatSearch,
+        *,
+        share: tuple[int, int],
+        scoped: bool,
+    ) -> AsyncIterator[tuple[Span, int]]:
+        """Search, before :meth:`_match` reads every match (``share``: the messages of
+        ``convs`` and of all, as :meth:`_share` gives them): ``(span, oldest)`` pairs, each
+        reaching further back than the one before, such that every message of ``convs``
+        (in the time ``req`` asks for) of ``oldest`` or later is in ``span`` (row ids or
+        times, as the database reads them best: from the first, below the second if not
+        None), ``oldest`` chosen so that those rows likely hold the answer; none when the
+        database has no such step or it would not pay. The search reads the matches in
+        each span in turn, and keeps what it finds once its last hit is of ``oldest`` or
+        later (the answer is then the one of every match); else it reads every match."""
 
     @abstractmethod
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:
@@ -613,22 +658,68 @@ class SqlHistory(ABC):
         if req.before_ts is not None:
             where.append("m.ts < ?")
             params.append(req.before_ts)
-        scoped = len(members) <= self.scoped_up_to
         out: list[w.SearchHit] = []
         async with self._read() as tx:
+            share = await self._share(tx, members)
+            scoped = self._scoped(members, share)
             await self._plan(tx)
             walk = self._walk(terms, members, req)
             if walk is not None:
                 out = await self._rounds(tx, walk, where, params, req)
             if len(out) < req.limit:
-                plan = self._match(terms, members, scoped=scoped)
-                out = await self._rounds(tx, plan, where, params, req)
+                out = await self._matched(tx, terms, members, share, scoped, where, params, req)
             by_conv: dict[str, list[w.ChatMessage]] = {}
             for hit in out:
                 by_conv.setdefault(hit.conv, []).append(hit.message)
             for conv, msgs in by_conv.items():
                 await self._threads(tx, conv, msgs)
         return out[: req.limit]
+
+    async def _share(self, tx: Tx, members: Sequence[str]) -> tuple[int, int]:
+        """The messages of a user in ``members`` and of everyone, from each conversation's
+        last seq (messages deleted since count: for a share, not an exact count)."""
+        where, param = self._in("conv", members)
+        [(theirs,)] = await tx.rows(
+            f"SELECT COALESCE(SUM(last_seq), 0) FROM conversations WHERE {where}", (param,)
+        )
+        [(every,)] = await tx.rows("SELECT COALESCE(SUM(last_seq), 0) FROM conversations")
+        return int(theirs), int(every)
+
+    def _scoped(self, members: Sequence[str], share: tuple[int, int]) -> bool:
+        """Whether a user in ``members``, whose conversations hold ``share`` (of all the
+        messages), is searched through the scoped entries (see SCOPED_UP_TO)."""
+        theirs, every = share
+        if len(members) > self.scoped_up_to:
+            return False
+        return not every or theirs < self.bare_from_share * every
+
+    async def _matched(
+        self,
+        tx: Tx,
+        terms: Sequence[str],
+        members: Sequence[str],
+        share: tuple[int, int],
+        scoped: bool,
+        where: Sequence[str],
+        params: Sequence[Any],
+        req: w.ChatSearch,
+    ) -> list[w.SearchHit]:
+        """The newest hits through the index: of the newest matches first (see
+        :meth:`_floors`), else of every match.
+
+        The same answer either way: every message of the user's conversations of
+        ``oldest`` or later is among the rows read first, and the rounds read candidates
+        newest first in both. So when the last hit of the first reading is of ``oldest``
+        or later, every hit was found in the part of both readings that holds exactly the
+        same candidates in the same order."""
+        floors = self._floors(tx, terms, members, req, share=share, scoped=scoped)
+        async for span, oldest in floors:
+            plan = self._match(terms, members, scoped=scoped, span=span)
+            out = await self._rounds(tx, plan, where, params, req)
+            if len(out) >= req.limit and out[req.limit - 1].message.ts >= oldest:
+                return out
+        plan = self._match(terms, members, scoped=scoped)
+        return await self._rounds(tx, plan, where, params, req)
 
     async def _rounds(
         self,

@@ -14,7 +14,9 @@ common one (one message in five) had 200,000 entries over a million messages, al
 joined to their rows (200 ms) to keep the user's newest 20. The query then has a branch per
 conversation, which costs a user in many of them more than reading every entry: a second
 table (``message_search_bare``) holds the bare terms, searched for such users (chat.history.sql
-chooses by chat.history.sql.SCOPED_UP_TO).
+chooses, see chat.history.sql.SCOPED_UP_TO). Either table's matches are read newest first
+by row id before they are all read (:meth:`SQLiteHistory._floors`): a common term's newest
+matches hold the answer, and the rest is not read.
 Contentless (``content=''``) and ``detail=none``: it keeps only which rows hold a term, the
 least that answers "every term, newest first"; removing a row's terms therefore needs the
 terms it was indexed under, which are made again from the stored message. A change to how
@@ -34,7 +36,7 @@ from typing import Any, Final
 import aiosqlite
 
 from chat import wire as w
-from chat.history.sql import Migration, NewMessage, SqlHistory, Tx
+from chat.history.sql import Migration, NewMessage, Span, SqlHistory, Tx
 
 BUSY_TIMEOUT_MS: Final = 10_000
 FTS_TOKENIZER: Final = "unicode61 remove_diacritics 0 categories 'L* N* Co M* S*'"
@@ -43,6 +45,14 @@ FTS_TOKENIZER: Final = "unicode61 remove_diacritics 0 categories 'L* N* Co M* S*
 SCOPE_BYTES: Final = 5
 # The table of bare terms (schema 4).
 BARE: Final = "message_search_bare"
+# Search, the newest matches first (SQLiteHistory._floors): how many are read at first, by
+# how much that grows while they hold fewer candidates than the search wants, and up to
+# how many (beyond, every match is read, as it is without this step); and the candidates
+# kept, in multiples of the search's limit, for the exact check to drop some.
+NEWEST_FIRST: Final = 1000
+NEWEST_GROWTH: Final = 8
+NEWEST_UP_TO: Final = 64_000
+NEWEST_ROOM: Final = 2
 
 
 class _Tx:
@@ -126,6 +136,18 @@ def _quoted(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
+def _fts(terms: Sequence[str], convs: Sequence[str], *, scoped: bool) -> tuple[str, str]:
+    """The FTS5 table and query of a search for rows with every one of ``terms``: bare,
+    or in one of the conversations ``convs`` (only their entries are read)."""
+    if not scoped:
+        return BARE, " AND ".join(_quoted(t) for t in terms)
+    query = " OR ".join(
+        "(" + " AND ".join(_quoted(scope + t) for t in terms) + ")"
+        for scope in sorted({search_scope(c) for c in convs})
+    )
+    return "message_search", query
+
+
 class SQLiteHistory(SqlHistory):
     migrations: Sequence[Migration] = (
         _v1_tables,
@@ -133,6 +155,7 @@ class SQLiteHistory(SqlHistory):
         _v3_scoped_search,
         _v4_bare_search,
     )
+    newest_rows = NEWEST_FIRST
 
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
         self.path = path
@@ -244,24 +267,98 @@ class SQLiteHistory(SqlHistory):
         return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
 
     def _match(
-        self, terms: Sequence[str], convs: Sequence[str], *, scoped: bool
+        self,
+        terms: Sequence[str],
+        convs: Sequence[str],
+        *,
+        scoped: bool,
+        span: Span | None = None,
     ) -> tuple[str, str, list[Any]]:
-        if not scoped:
-            return (
-                f"{BARE} JOIN messages m ON m.id = {BARE}.rowid",
-                f"{BARE} MATCH ?",
-                [" AND ".join(_quoted(t) for t in terms)],
+        table, query = _fts(terms, convs, scoped=scoped)
+        source = f"{table} JOIN messages m ON m.id = {table}.rowid"
+        if span is None:
+            return source, f"{table} MATCH ?", [query]
+        # Row ids: FTS5 seeks to them in its lists of rows, the others are not read.
+        low, high = span
+        match = f"{table} MATCH ? AND {table}.rowid >= ?"
+        if high is None:
+            return source, match, [query, low]
+        return source, f"{match} AND {table}.rowid < ?", [query, low, high]
+
+    async def _floors(
+        self,
+        tx: Tx,
+        terms: Sequence[str],
+        convs: Sequence[str],
+        req: w.ChatSearch,
+        *,
+        share: tuple[int, int],
+        scoped: bool,
+    ) -> AsyncIterator[tuple[Span, int]]:
+        # FTS5 gives its matches by row id, newest first if asked, and reads no further than
+        # the LIMIT: the newest matches of a term in every conversation cost the same however
+        # many there are in all (a term in one message of five had 200,000 over a million,
+        # all read, to keep a user's newest 20: 190 ms). Row ids are given in the order the
+        # store took the messages, which is nearly their time order, not exactly (the
+        # archiver copies several conversations at once; seed() copies a whole one late):
+        # the time of the newest hits is taken from them, then the ids of every message of
+        # the user's conversations since that time, through the (conv, ts) index.
+        if self.newest_rows <= 0:
+            return
+        table, query = _fts(terms, convs, scoped=scoped)
+        in_convs, convs_param = self._in("m.conv", convs)
+        bounds: list[str] = []
+        bound_params: list[Any] = []
+        if req.after_ts is not None:
+            bounds.append("m.ts >= ?")
+            bound_params.append(req.after_ts)
+        if req.before_ts is not None:
+            bounds.append("m.ts < ?")
+            bound_params.append(req.before_ts)
+        wanted = [in_convs, *bounds]
+        wanted_params = [convs_param, *bound_params]
+        if req.sender is not None:
+            wanted.append("m.sender = ?")
+            wanted_params.append(req.sender)
+        # Before a time: the matches from about that time back (the id of each
+        # conversation's last message before it, through the (conv, ts) index; the span
+        # read after holds every message of the time, whatever this finds).
+        below: list[str] = []
+        below_params: list[Any] = []
+        if req.before_ts is not None:
+            [(ceiling,)] = await tx.rows(
+                "SELECT MAX((SELECT m.id FROM messages m WHERE m.conv = c.value AND m.ts < ? "
+                "ORDER BY m.ts DESC LIMIT 1)) FROM json_each(?) c",
+                [req.before_ts, convs_param],
             )
-        # Every term in one of the conversations: only their entries are read.
-        query = " OR ".join(
-            "(" + " AND ".join(_quoted(scope + t) for t in terms) + ")"
-            for scope in sorted({search_scope(c) for c in convs})
+            if ceiling is None:
+                return  # none of their messages is of that time
+            below, below_params = [" AND rowid <= ?"], [int(ceiling)]
+        stamps: list[int] = []
+        window = self.newest_rows
+        while True:
+            rows = await tx.rows(
+                f"SELECT m.ts, {' AND '.join(wanted)} FROM (SELECT rowid FROM {table} "
+                f"WHERE {table} MATCH ?{''.join(below)} ORDER BY rowid DESC LIMIT ?) f "
+                "JOIN messages m ON m.id = f.rowid",
+                [*wanted_params, query, *below_params, window],
+            )
+            if len(rows) < window:
+                return  # every match (of the time asked) read: few to read again
+            stamps = sorted((int(ts) for ts, ok in rows if ok), reverse=True)
+            if len(stamps) >= req.limit:
+                break
+            if window >= NEWEST_UP_TO:
+                return
+            window = min(window * NEWEST_GROWTH, NEWEST_UP_TO)
+        # Some candidates may not be hits (the exact check): some room below the newest.
+        oldest = stamps[min(len(stamps), NEWEST_ROOM * req.limit) - 1]
+        [(low, high)] = await tx.rows(
+            f"SELECT MIN(m.id), MAX(m.id) FROM messages m "
+            f"WHERE {' AND '.join([in_convs, *bounds])} AND m.ts >= ?",
+            [convs_param, *bound_params, oldest],
         )
-        return (
-            "message_search JOIN messages m ON m.id = message_search.rowid",
-            "message_search MATCH ?",
-            [query],
-        )
+        yield (int(low), int(high) + 1), oldest
 
     async def backup(self, target: Path) -> None:
         """Copy the whole store into ``target`` with SQLite's online backup, while it is in

@@ -20,7 +20,7 @@ from chat import wire as w
 from chat.history.events import decode_event, page_range
 from chat.history.postgres import PostgresHistory
 from chat.history.postgres import search_scope as pg_scope
-from chat.history.sql import CANDIDATES_PER_ROUND, SqlHistory, Tx
+from chat.history.sql import CANDIDATES_PER_ROUND, Span, SqlHistory, Tx
 from chat.history.sqlite import SQLiteHistory, search_scope
 from chat.history.store import (
     EpochChanged,
@@ -790,10 +790,35 @@ async def test_upgrade_from_the_first_schema_4_of_postgres(postgres: Postgres) -
         await new.close()
 
 
+def watch_newest(store: SqlHistory) -> list[bool | None]:
+    """For each search that read the newest matches first (``_floors``), whether it kept
+    what it found there (else it read every match after them), filled in as it searches;
+    None for a search that did not."""
+    kept: list[bool | None] = []
+    floors, match = store._floors, store._match
+
+    async def watched_floors(*args: Any, **kwargs: Any) -> AsyncIterator[tuple[Span, int]]:
+        kept.append(None)
+        async for floor in floors(*args, **kwargs):
+            kept[-1] = True
+            yield floor
+
+    def watched_match(*args: Any, **kwargs: Any) -> tuple[str, str, list[Any]]:
+        if kwargs.get("span") is None and kept and kept[-1]:
+            kept[-1] = False  # every match read after the newest
+        return match(*args, **kwargs)
+
+    store._floors = watched_floors  # type: ignore[method-assign]
+    store._match = watched_match  # type: ignore[method-assign]
+    return kept
+
+
 async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
     """The same searches through the scoped entries and through the bare ones (the
-    threshold forced both ways), after a walk over the newest messages or not: the same
-    hits in the same order."""
+    threshold forced both ways), after a walk over the newest messages or not, reading the
+    newest matches first or not: the same hits in the same order. The conversations are
+    stored one after the other, each over the whole time, so that the order the store took
+    the messages in is far from their time order."""
     texts = [
         "plan the budget meeting",
         "会议室 in 东京",
@@ -813,6 +838,12 @@ async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
         ]
         await store.append(conv, events)
         await store.append(conv, [log.edit(2, "edited meeting 会议"), log.recall(3)])
+    # Stored last, as a conversation copied whole from Redis is (seed): messages of every
+    # time, at the same times as g-0's (the order then goes by seq and conversation).
+    log = Log("g-6")
+    late = [log.message(texts[k % len(texts)], ts=T0 + 10 * k) for k in range(30)]
+    head = Head(log.ev, log.epoch, log.seq)
+    await store.seed("g-6", head, [e.message for e in late], {}, {})
     queries = [
         search("meeting"),
         search("会议"),
@@ -826,26 +857,80 @@ async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
         search("edited"),
         search("nothing here"),
     ]
-    mine = convs[:4]
-    answers: dict[tuple[int, int], list[list[tuple[str, int, str, list[tuple[int, int]]]]]] = {}
+    mine = [*convs[:4], "g-6"]
+    answers: dict[
+        tuple[int, int, int], list[list[tuple[str, int, str, list[tuple[int, int]]]]]
+    ] = {}
     # Walks (PostgreSQL's): none, one shorter than the answers to some queries, and one
-    # over every message.
+    # over every message. The newest matches read first: none, and from one match to a
+    # few (each growing until it holds enough candidates or every match).
     walks = (0, 10, 10**6) if store.walk_rows else (0,)
+    newests = (0, 1, 2, 5) if store.newest_rows else (0,)
     if isinstance(store, PostgresHistory):
         store.walk_from = 1
+        store.newest_estimate = False
+    kept = watch_newest(store)
     for threshold in (0, 10**6):
         for walk in walks:
-            store.scoped_up_to, store.walk_rows = threshold, walk
-            answers[threshold, walk] = [
-                [(h.conv, h.message.seq, h.snippet, h.ranges) for h in await store.search(mine, q)]
-                for q in queries
-            ]
-    first = answers[0, 0]
-    assert len(answers) == 2 * len(walks)
+            for newest in newests:
+                store.scoped_up_to, store.walk_rows, store.newest_rows = threshold, walk, newest
+                store.bare_from_share = 2.0 if threshold else 0.0  # all scoped, or all bare
+                answers[threshold, walk, newest] = [
+                    [
+                        (h.conv, h.message.seq, h.snippet, h.ranges)
+                        for h in await store.search(mine, q)
+                    ]
+                    for q in queries
+                ]
+    first = answers[0, 0, 0]
+    assert len(answers) == 2 * len(walks) * len(newests)
     assert all(answer == first for answer in answers.values())
+    if store.newest_rows:
+        # Both ends were taken: answers from the newest matches alone, and reads of every
+        # match after them.
+        assert kept.count(True) > 0 and kept.count(False) > 0
     meeting, *_ = first
     assert len(meeting) == 20 and {conv for conv, *_ in meeting} <= set(mine)
     assert [len(a) for a in first[-2:]] == [4, 0]
+    # g-6's messages are among the newest hits, before g-0's of the same time.
+    stamps = [(h.conv, h.message.ts) for h in await store.search(mine, search("meeting"))]
+    assert ("g-6", T0 + 260) in stamps
+    assert stamps.index(("g-6", T0 + 260)) < stamps.index(("g-0", T0 + 260))
+
+
+async def test_search_plan_follows_the_users_share_of_the_messages(store: SqlHistory) -> None:
+    """The bare entries for a user whose conversations hold a tenth of the messages or
+    more, or who is in more than scoped_up_to conversations; the scoped ones otherwise."""
+    assert store.bare_from_share == 0.1
+    sizes = {"g-big": 100, **{f"g-small{i}": 5 for i in range(20)}}  # 200 messages
+    for conv, size in sizes.items():
+        log = Log(conv)
+        await store.append(conv, [log.message(f"word {k}") for k in range(size)])
+    plans: list[bool] = []
+    match = store._match
+
+    def watched(*args: Any, **kwargs: Any) -> tuple[str, str, list[Any]]:
+        plans.append(kwargs["scoped"])
+        return match(*args, **kwargs)
+
+    store._match = watched  # type: ignore[method-assign]
+    small = [f"g-small{i}" for i in range(20)]
+    for convs, scoped in (
+        (["g-big"], False),  # 100 of 200
+        (small[:2], True),  # 10 of 200
+        (small[:3], True),  # 15 of 200
+        (small[:4], False),  # 20 of 200
+        (small, False),
+        (["g-none", "g-small0"], True),  # no messages in one: 5 of 200
+    ):
+        plans.clear()
+        hits = await store.search(convs, search("word"))
+        assert plans and set(plans) == {scoped}, convs
+        assert {h.conv for h in hits} == set(convs) - {"g-none"}
+    store.scoped_up_to = 1
+    plans.clear()
+    await store.search(small[:2], search("word"))
+    assert plans and set(plans) == {False}
 
 
 async def test_a_newer_schema_is_refused(opener: Opener) -> None:
