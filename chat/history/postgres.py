@@ -211,6 +211,14 @@ class PostgresHistory(SqlHistory):
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:
         await tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (conv,))
 
+    async def _lock_conversations(self, tx: Tx, convs: Sequence[str]) -> None:
+        # One round trip for a pass's conversations (500 of them took 500 before), taken in
+        # the array's order as the rows of unnest come.
+        await tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(c, 0)) FROM unnest(?::text[]) AS c",
+            (list(convs),),
+        )
+
     async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
         await tx.executemany(
             "INSERT INTO messages (conv, seq, ts, sender, reply_to, body, reactions, terms) "

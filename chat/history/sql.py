@@ -220,6 +220,12 @@ class SqlHistory(ABC):
         """Keep other processes from appending to ``conv`` until this transaction ends,
         so that two archivers copying the same events apply them once."""
 
+    async def _lock_conversations(self, tx: Tx, convs: Sequence[str]) -> None:
+        """``_lock_conversation`` for each of ``convs``, in their order (a database may
+        take them all in one statement)."""
+        for conv in convs:
+            await self._lock_conversation(tx, conv)
+
     @abstractmethod
     async def _plan(self, tx: Tx) -> None:
         """Set up the read transaction ``tx`` for a search (a database may steer its
@@ -323,8 +329,7 @@ class SqlHistory(ABC):
                 for i in order:
                     out[i] = await self._append(tx, batches[i][0], batches[i][1])
                 return [out[i] for i in range(len(batches))]
-            for conv in convs:
-                await self._lock_conversation(tx, conv)
+            await self._lock_conversations(tx, convs)
             where, param = self._in("conv", convs)
             stored = {
                 _text(c): Head(int(ev), _text(e), int(s))
