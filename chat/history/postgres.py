@@ -220,23 +220,28 @@ class PostgresHistory(SqlHistory):
         )
 
     async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
-        await tx.executemany(
-            "INSERT INTO messages (conv, seq, ts, sender, reply_to, body, reactions, terms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    r.conv,
-                    r.seq,
-                    r.ts,
-                    r.sender,
-                    r.reply_to,
-                    r.body,
-                    r.reactions,
-                    _scoped(r.conv, r.terms) if r.terms else None,
+        assert isinstance(tx, _Tx)
+        # COPY: a pass's messages in one stream (as an insert per row, psycopg spent about
+        # 55 µs of the node's CPU on each).
+        async with (
+            tx.conn.cursor() as cursor,
+            cursor.copy(
+                "COPY messages (conv, seq, ts, sender, reply_to, body, reactions, terms) FROM STDIN"
+            ) as copy,
+        ):
+            for r in rows:
+                await copy.write_row(
+                    (
+                        r.conv,
+                        r.seq,
+                        r.ts,
+                        r.sender,
+                        r.reply_to,
+                        r.body,
+                        r.reactions,
+                        _scoped(r.conv, r.terms) if r.terms else None,
+                    )
                 )
-                for r in rows
-            ],
-        )
 
     async def _index(self, tx: Tx, row_id: int, conv: str, terms: Sequence[str]) -> None:
         await tx.execute(
