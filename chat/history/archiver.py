@@ -52,6 +52,8 @@ ARCHIVE_DELAY_S: Final = 0.5
 # one Redis round trip and one transaction.
 ARCHIVE_BATCH: Final = 500
 PASS_CONVS: Final = 500
+# Trims after a pass made at once (each one its conversation's, two Redis round trips).
+TRIMS_AT_ONCE: Final = 16
 # How often every conversation is checked for a store that lags its log.
 SWEEP_S: Final = 60.0
 # Copying a conversation whole: messages read per round trip, and tries at reading them
@@ -157,13 +159,20 @@ class Archiver:
             for conv in convs:
                 await self._archive_one(conv)
             return
+        trims: list[tuple[str, Head]] = []
         for (conv, events), head in zip(batches, new, strict=True):
             if len(events) >= ARCHIVE_BATCH:
                 self.note(conv)
             # A trim is due only when the head crossed a step (see ``trim``).
             before = heads[conv].ev if conv in heads else 0
             if head.ev // self.trim_step > before // self.trim_step:
-                await self.trim(conv, head)
+                trims.append((conv, head))
+        # Several at once: each is two round trips to Redis, which one after the other kept
+        # the next pass waiting.
+        for start in range(0, len(trims), TRIMS_AT_ONCE):
+            await asyncio.gather(
+                *(self.trim(conv, head) for conv, head in trims[start : start + TRIMS_AT_ONCE])
+            )
 
     async def catch_up(self, convs: Sequence[str]) -> None:
         """Archive now whatever the store lacks of ``convs`` (a search is about to read
