@@ -35,11 +35,13 @@ import random
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import psutil
 import psycopg
 import redis.asyncio as redis
 from aiohttp import web
@@ -369,6 +371,22 @@ async def used_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def postgres_cpu(url: str | None) -> float:
+    """CPU seconds of the PostgreSQL server at ``url`` (started by tests/postgres.py: its
+    socket folder holds its data folder) and all its processes so far; 0 without one."""
+    if url is None:
+        return 0.0
+    folder = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["host"][0]
+    pid = int((Path(folder) / "data" / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    main = psutil.Process(pid)
+    for proc in [main, *main.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 async def settle(service: ChatService, app: web.Application, convs: list[str]) -> None:
     """Until the store has every event and every window is trimmed."""
     archiver = app[ARCHIVER]
@@ -484,6 +502,7 @@ async def run_store(
 
         # Archive lag at a paced rate: sent here, or by other nodes (processes) on the
         # same Redis and store, each archiving what it sends.
+        pg_cpu = postgres_cpu(url)
         if args.senders:
             redis_cpu = await used_cpu(client)
             lags, n_acks, paced_s, sender_cpu = await lag_in_senders(
@@ -505,6 +524,9 @@ async def run_store(
                 "passes": appends.passes - passes,
                 "pass_convs": appends.pass_convs - pass_convs,
             }
+        if url is not None:
+            # Ended processes (a backend of a sender node) are not counted.
+            phase_cpu["postgres"] = postgres_cpu(url) - pg_cpu
         total += n_acks
 
         # The archiver alone: messages stored while it was not told of them, then archived
@@ -579,11 +601,12 @@ async def run_store(
                 "lag_p50_ms": ms(percentile(lags, 50)),
                 "lag_p99_ms": ms(percentile(lags, 99)),
                 # CPU per message sent of the whole phase, its archiving included: this
-                # process and Redis, or (with senders) the sender nodes' processes.
+                # process (or with senders the sender nodes' processes), Redis, and the
+                # PostgreSQL server.
                 "paced_cpu_us_per_message": {
                     k: v / n_acks * 1e6
                     for k, v in phase_cpu.items()
-                    if k in ("node", "redis", "senders")
+                    if k in ("node", "redis", "senders", "postgres")
                 }
                 if n_acks
                 else None,
