@@ -219,6 +219,26 @@ class PostgresHistory(SqlHistory):
             (list(convs),),
         )
 
+    async def _read_to_many(self, tx: Tx, rows: Sequence[tuple[str, str, int]]) -> None:
+        # One statement of arrays, not one per row (psycopg's work per row was most of it).
+        await tx.execute(
+            "INSERT INTO reads (conv, user_id, read_seq) "
+            "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) "
+            "ON CONFLICT (conv, user_id) DO UPDATE SET read_seq = CASE "
+            "WHEN excluded.read_seq > reads.read_seq THEN excluded.read_seq "
+            "ELSE reads.read_seq END",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
+
+    async def _move_heads(self, tx: Tx, rows: Sequence[tuple[str, int, str, int]]) -> None:
+        await tx.execute(
+            "INSERT INTO conversations (conv, ev, epoch, last_seq) "
+            "SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::bigint[]) "
+            "ON CONFLICT (conv) DO UPDATE SET ev = excluded.ev, epoch = excluded.epoch, "
+            "last_seq = excluded.last_seq",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
+
     async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
         assert isinstance(tx, _Tx)
         # COPY: a pass's messages in one stream (as an insert per row, psycopg spent about
