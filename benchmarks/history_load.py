@@ -35,16 +35,19 @@ import random
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import psutil
 import psycopg
 import redis.asyncio as redis
 from aiohttp import web
 
 from benchmarks.common import fmt, goal, goal_table, ms, percentile, run_main, table, write_json
+from benchmarks.procs import run_loop
 from chat import wire as w
 from chat.history.archiver import PASS_CONVS
 from chat.history.store import Head, HistoryStore, LogEvent
@@ -189,6 +192,10 @@ class Appends:
     transaction."""
 
     times: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    # Transactions of several conversations (the archiver's passes) and the conversations
+    # they held.
+    passes: int = 0
+    pass_convs: int = 0
 
     def wrap(self, store: HistoryStore) -> None:
         inner = store.append
@@ -203,6 +210,8 @@ class Appends:
         async def append_many(batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> list[Head]:
             heads = await many(batches)
             now = time.monotonic()
+            self.passes += 1
+            self.pass_convs += len(batches)
             for (conv, _), head in zip(batches, heads, strict=True):
                 self.times.setdefault(conv, []).append((now, head.last_seq))
             return heads
@@ -270,10 +279,11 @@ async def lag_in_senders(
     offsets: dict[str, int],
     appends: Appends,
     say: Callable[[str], None],
-) -> tuple[list[float], int, float]:
+) -> tuple[list[float], int, float, float]:
     """The paced phase sent by ``args.senders`` other nodes, in processes of their own,
     ``args.rate`` between them: the lags of all (stored by any node, this one's
-    ``appends`` included), how many were sent, and the longest sender's time."""
+    ``appends`` included), how many were sent, the longest sender's time, and the CPU
+    seconds of all the sender nodes (each process, its store's work included)."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     conf = {
@@ -308,12 +318,12 @@ async def lag_in_senders(
     acks = [(conv, int(seq), float(at)) for one in got for conv, seq, at in one["acks"]]
     seconds = max(one["seconds"] for one in got)
     say(f"{len(procs)} sender nodes: {len(acks):,} messages in {seconds:.1f} s")
-    return stored.lags(acks), len(acks), seconds
+    return stored.lags(acks), len(acks), seconds, sum(one["cpu"] for one in got)
 
 
 def sender_node(conf: dict[str, Any], results: Any) -> None:
     """A process of :func:`lag_in_senders`: a node on the benchmark's Redis and store."""
-    results.put(asyncio.run(_sender_node(conf)))
+    results.put(run_loop(_sender_node(conf)))
 
 
 async def _sender_node(conf: dict[str, Any]) -> dict[str, Any]:
@@ -331,6 +341,7 @@ async def _sender_node(conf: dict[str, Any]) -> dict[str, Any]:
         members: dict[str, list[str]] = conf["members"]
         offsets: dict[str, int] = conf["offsets"]
         send = _Sender(service, rng, members, offsets, f"s{index}-m", _Reader).send
+        cpu = time.process_time()
         acks, seconds = await paced(send, convs, conf["rate"], conf["seconds"], rng)
         # Until the store has what this node sent (another node's archiver may have stored
         # some of it: the lags are worked out from every node's appends).
@@ -343,7 +354,8 @@ async def _sender_node(conf: dict[str, Any]) -> dict[str, Any]:
                 if all(c in heads and heads[c].last_seq >= s for c, s in last.items()):
                     break
                 await asyncio.sleep(0.1)
-        return {"acks": acks, "times": appends.times, "seconds": seconds}
+        cpu = time.process_time() - cpu
+        return {"acks": acks, "times": appends.times, "seconds": seconds, "cpu": cpu}
     finally:
         await runner.cleanup()
 
@@ -351,6 +363,28 @@ async def _sender_node(conf: dict[str, Any]) -> dict[str, Any]:
 async def used_memory(client: redis.Redis) -> int:
     info = await client.info("memory")
     return int(info["used_memory"])
+
+
+async def used_cpu(client: redis.Redis) -> float:
+    """CPU seconds the Redis server used so far."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def postgres_cpu(url: str | None) -> float:
+    """CPU seconds of the PostgreSQL server at ``url`` (started by tests/postgres.py: its
+    socket folder holds its data folder) and all its processes so far; 0 without one."""
+    if url is None:
+        return 0.0
+    folder = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["host"][0]
+    pid = int((Path(folder) / "data" / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    main = psutil.Process(pid)
+    for proc in [main, *main.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 async def settle(service: ChatService, app: web.Application, convs: list[str]) -> None:
@@ -468,14 +502,31 @@ async def run_store(
 
         # Archive lag at a paced rate: sent here, or by other nodes (processes) on the
         # same Redis and store, each archiving what it sends.
+        pg_cpu = postgres_cpu(url)
         if args.senders:
-            lags, n_acks, paced_s = await lag_in_senders(
+            redis_cpu = await used_cpu(client)
+            lags, n_acks, paced_s, sender_cpu = await lag_in_senders(
                 args, settings, convs, members, offsets, appends, say
             )
+            phase_cpu: dict[str, float] = {
+                "senders": sender_cpu,
+                "redis": await used_cpu(client) - redis_cpu,
+            }
         else:
+            passes, pass_convs = appends.passes, appends.pass_convs
+            node_cpu, redis_cpu = time.process_time(), await used_cpu(client)
             acks, paced_s = await paced(send, convs, args.rate, args.lag_s, rng)
             await settle(service, app, convs)
             lags, n_acks = appends.lags(acks), len(acks)
+            phase_cpu = {
+                "node": time.process_time() - node_cpu,
+                "redis": await used_cpu(client) - redis_cpu,
+                "passes": appends.passes - passes,
+                "pass_convs": appends.pass_convs - pass_convs,
+            }
+        if url is not None:
+            # Ended processes (a backend of a sender node) are not counted.
+            phase_cpu["postgres"] = postgres_cpu(url) - pg_cpu
         total += n_acks
 
         # The archiver alone: messages stored while it was not told of them, then archived
@@ -549,6 +600,20 @@ async def run_store(
                 "messages": n_acks,
                 "lag_p50_ms": ms(percentile(lags, 50)),
                 "lag_p99_ms": ms(percentile(lags, 99)),
+                # CPU per message sent of the whole phase, its archiving included: this
+                # process (or with senders the sender nodes' processes), Redis, and the
+                # PostgreSQL server.
+                "paced_cpu_us_per_message": {
+                    k: v / n_acks * 1e6
+                    for k, v in phase_cpu.items()
+                    if k in ("node", "redis", "senders", "postgres")
+                }
+                if n_acks
+                else None,
+                "events_per_conversation_per_pass": n_acks / phase_cpu["pass_convs"]
+                if phase_cpu.get("pass_convs")
+                else None,
+                "passes": phase_cpu.get("passes"),
                 "alone_messages": n_alone,
                 "alone_messages_per_s": n_alone / alone_s if alone_s > 0 else None,
                 "alone_cpu_us_per_message": alone_cpu / n_alone * 1e6,
@@ -708,7 +773,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> int:
     args = parse()
-    figures = asyncio.run(main_async(args))
+    figures = run_loop(main_async(args))  # the node's loop
     if args.json is not None:
         write_json(args.json, "history_load", figures)
     return 0

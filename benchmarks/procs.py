@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import psutil
 from aiohttp import web
@@ -33,6 +33,7 @@ SERVER_START_TIMEOUT_S: Final = 30.0
 SERVER_STOP_TIMEOUT_S: Final = 20.0
 LOG_TAIL_CHARS: Final = 3000
 _PR_SET_PDEATHSIG: Final = 1
+_T = TypeVar("_T")
 
 
 def die_with_parent() -> None:
@@ -179,14 +180,13 @@ def ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
+def run_loop(main: Coroutine[Any, Any, _T]) -> _T:
     """Run on uvloop like ``huddle serve`` does, so drivers and servers get the same loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def sleep_until(instant: float) -> None:

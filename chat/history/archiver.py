@@ -38,17 +38,22 @@ from chat.store import ChatStore
 from signaling.keys import conv_key
 
 log = logging.getLogger("huddle.chat")
-# How long a node waits after a write before archiving: the events of the pause, in every
-# conversation written in, go in one pass. A pass costs about as much per conversation as
-# per event (a read of its log, its head moved, round trips to the store's thread), so the
+# How long after the first write not yet archived a pass begins: the events of the pause, in
+# every conversation written in, go in one pass. A pass costs about as much per conversation
+# as per event (a read of its log, its head moved, round trips to the store's thread), so the
 # longer the pause the less each event costs: measured with 20 busy conversations, ~140 µs
-# of node CPU per event at one event per conversation and pass, ~35 at ten. Nothing waits
-# for it: Redis keeps every event until the store has it, and a search archives first.
+# of node CPU per event at one event per conversation and pass, ~35 at ten. The pause counts
+# from that first write, not from the end of the last pass: under steady writes a pass that
+# took longer than the pause is followed by the next at once, and an event waits at most
+# the pause and two passes (the one under way when it came, and its own). Nothing waits for
+# it: Redis keeps every event until the store has it, and a search archives first.
 ARCHIVE_DELAY_S: Final = 0.5
 # Events read from each conversation's log per pass, and conversations per pass: a pass is
 # one Redis round trip and one transaction.
 ARCHIVE_BATCH: Final = 500
 PASS_CONVS: Final = 500
+# Trims after a pass made at once (each one its conversation's, two Redis round trips).
+TRIMS_AT_ONCE: Final = 16
 # How often every conversation is checked for a store that lags its log.
 SWEEP_S: Final = 60.0
 # Copying a conversation whole: messages read per round trip, and tries at reading them
@@ -91,14 +96,32 @@ class Archiver:
         # window, so that its cost is shared by many.
         self.trim_step = max(1, window_events // 10)
         self._due: set[str] = set()
+        # When the first of the due conversations was noted (None: none since the last pass).
+        self._noted_at: float | None = None
         self._wake = asyncio.Event()
         # Conversations whose log cannot be copied (see the module's note), reported once.
         self.stuck: dict[str, str] = {}
 
     def note(self, conv: str) -> None:
         """``conv``'s log has a new event."""
+        if self._noted_at is None:
+            self._noted_at = time.monotonic()
         self._due.add(conv)
         self._wake.set()
+
+    def pause_left(self) -> float:
+        """Seconds until the next pass is due: ``ARCHIVE_DELAY_S`` after the first
+        conversation noted since the last pass was taken, 0 when that is past (and when
+        none is noted)."""
+        if self._noted_at is None:
+            return 0.0
+        return max(0.0, self._noted_at + ARCHIVE_DELAY_S - time.monotonic())
+
+    def take_due(self) -> list[str]:
+        """The conversations noted since the last pass, in order; the next pause counts
+        from the next note."""
+        convs, self._due, self._noted_at = sorted(self._due), set(), None
+        return convs
 
     async def archive(self, conv: str) -> Head:
         """Copy what the store lacks of ``conv``'s log; replies the store's head after."""
@@ -136,13 +159,20 @@ class Archiver:
             for conv in convs:
                 await self._archive_one(conv)
             return
+        trims: list[tuple[str, Head]] = []
         for (conv, events), head in zip(batches, new, strict=True):
             if len(events) >= ARCHIVE_BATCH:
                 self.note(conv)
             # A trim is due only when the head crossed a step (see ``trim``).
             before = heads[conv].ev if conv in heads else 0
             if head.ev // self.trim_step > before // self.trim_step:
-                await self.trim(conv, head)
+                trims.append((conv, head))
+        # Several at once: each is two round trips to Redis, which one after the other kept
+        # the next pass waiting.
+        for start in range(0, len(trims), TRIMS_AT_ONCE):
+            await asyncio.gather(
+                *(self.trim(conv, head) for conv, head in trims[start : start + TRIMS_AT_ONCE])
+            )
 
     async def catch_up(self, convs: Sequence[str]) -> None:
         """Archive now whatever the store lacks of ``convs`` (a search is about to read
@@ -302,9 +332,12 @@ class Archiver:
                         await self._wake.wait()
                 self._wake.clear()
                 continue
-            await asyncio.sleep(ARCHIVE_DELAY_S)
+            if self._noted_at is None:
+                self._noted_at = time.monotonic()  # a sweep's finds: the pause from now
+            if (delay := self.pause_left()) > 0:
+                await asyncio.sleep(delay)
             self._wake.clear()
-            convs, self._due = sorted(self._due), set()
+            convs = self.take_due()
             for conv in convs:
                 if conv in self.stuck:
                     await self._archive_one(conv)  # reported once, tried alone

@@ -265,6 +265,22 @@ class SqlHistory(ABC):
         """Keep other processes from appending to ``conv`` until this transaction ends,
         so that two archivers copying the same events apply them once."""
 
+    async def _read_to_many(self, tx: Tx, rows: Sequence[tuple[str, str, int]]) -> None:
+        """Move read positions forward: (conv, user, seq) rows, one per conversation and
+        user."""
+        await tx.executemany(_READ_TO, rows)
+
+    async def _move_heads(self, tx: Tx, rows: Sequence[tuple[str, int, str, int]]) -> None:
+        """Set the heads of conversations: (conv, ev, epoch, last_seq) rows, one per
+        conversation."""
+        await tx.executemany(_MOVE_HEAD, rows)
+
+    async def _lock_conversations(self, tx: Tx, convs: Sequence[str]) -> None:
+        """``_lock_conversation`` for each of ``convs``, in their order (a database may
+        take them all in one statement)."""
+        for conv in convs:
+            await self._lock_conversation(tx, conv)
+
     @abstractmethod
     async def _plan(self, tx: Tx) -> None:
         """Set up the read transaction ``tx`` for a search (a database may steer its
@@ -368,8 +384,7 @@ class SqlHistory(ABC):
                 for i in order:
                     out[i] = await self._append(tx, batches[i][0], batches[i][1])
                 return [out[i] for i in range(len(batches))]
-            for conv in convs:
-                await self._lock_conversation(tx, conv)
+            await self._lock_conversations(tx, convs)
             where, param = self._in("conv", convs)
             stored = {
                 _text(c): Head(int(ev), _text(e), int(s))
@@ -398,9 +413,9 @@ class SqlHistory(ABC):
             if added:
                 await self._insert(tx, [_row(conv, msg) for conv, msg in added])
             if reads:
-                await tx.executemany(_READ_TO, reads)
+                await self._read_to_many(tx, reads)
             if moved:
-                await tx.executemany(_MOVE_HEAD, [(conv, *head) for conv, head in moved])
+                await self._move_heads(tx, [(conv, *head) for conv, head in moved])
         return [out[i] for i in range(len(batches))]
 
     async def _append(self, tx: Tx, conv: str, events: Sequence[LogEvent]) -> Head:

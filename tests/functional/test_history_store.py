@@ -198,6 +198,33 @@ async def test_two_archivers_racing_apply_each_event_once(opener: Opener) -> Non
         await second.close()
 
 
+async def test_archivers_racing_over_many_conversations_apply_each_event_once(
+    opener: Opener,
+) -> None:
+    """Passes over overlapping sets of conversations, from two connections at once (on
+    PostgreSQL every conversation of a pass is locked in one statement): each event
+    stored once, every conversation whole, no pass refused."""
+    convs = [f"g-{i}" for i in range(6)]
+    events = {}
+    for conv in convs:
+        log = Log(conv)
+        events[conv] = [log.message(f"{conv} m{i}") for i in range(1, 21)]
+    first, second = await opener(), await opener()
+    try:
+        passes = [
+            [(conv, events[conv][:n]) for conv in convs[lo:hi]]
+            for n, lo, hi in ((10, 0, 4), (20, 2, 6), (20, 0, 6), (15, 1, 5), (20, 0, 3))
+        ]
+        await asyncio.gather(*(s.append_many(p) for p in passes for s in (first, second)))
+        assert await second.heads(convs) == {conv: Head(20, "e1", 20) for conv in convs}
+        for conv in convs:
+            page = await second.page(conv)
+            assert page == [e.message for e in events[conv]]
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_a_gap_is_refused_and_nothing_of_its_batch_applied(store: SqlHistory) -> None:
     log = Log()
     events = [log.message(f"m{i}") for i in range(1, 11)]
