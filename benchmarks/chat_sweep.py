@@ -9,7 +9,9 @@ and its Redis, or the relay and its Redis) spend in a window is fitted as
 ``per_message x messages + per_delivery x deliveries + per_second x seconds``: the first is
 what every message costs before any delivery (request, storage, reply, echo), the second the
 cost of each member reached, the third what costs time and not messages (timers: the send
-counters' reconcile, the archiver's passes, Redis's cron, pings and presence refreshes).
+counters' reconcile, the archiver's passes, Redis's cron, pings and presence refreshes; and
+what messages cost more when they come one at a time to an idle server than in a stream,
+which the model cannot tell from a timer).
 
 Why the design: a message to a room of s members makes s - 1 deliveries, and the steps with
 the same message rate, the same clients and the same window differ only in deliveries, so the
@@ -17,7 +19,8 @@ slope over them is the cost of a delivery whatever the time-based costs are (the
 same in each). The earlier sweep ran large rooms at fewer messages per second than small ones
 (the deliveries cap): a fit of µs per message over deliveries per message then booked every
 millisecond per second of timers as ~0.12 µs per delivery (benchmarks/README.md, "fourth
-pass"). The step at the higher rate tells the per-message cost from the time-based one.
+pass"). The smallest rooms at two rates differ only in messages per second: that pair tells
+the per-message cost from the time-based one (see :func:`fit`).
 
 Pure: the runner in benchmarks.chat_load measures the points, this module plans and fits.
 """
@@ -131,30 +134,53 @@ def plan(sizes: Sequence[int], rate: float, max_deliveries: float) -> list[Sweep
 
 
 def fit(points: Sequence[SweepPoint]) -> Fit | None:
-    """Least squares of server CPU per second (cores) over messages/s, deliveries/s and a
-    constant: the constant (ms/s) only when the points ran at distinct offered message rates
-    (DISTINCT_RATES apart), otherwise CPU = per message x messages + per delivery x
-    deliveries. None when the points do not tell the terms apart (fewer than two distinct
-    deliveries per message, or one per-second term too many)."""
+    """The three costs, each from a comparison in which only its own quantity changes.
+
+    - Per delivery: the steps at the sweep's rate (the lowest offered) have the same
+      messages/s, clients and window; least squares of their CPU per second over messages/s
+      and deliveries/s (no constant: with one rate it would be the same column) gives the
+      cost of a delivery, and CPU per message at that rate before any delivery.
+    - Per message and per second: the same room size at two rates (DISTINCT_RATES apart; the
+      plan's smallest rooms) differ only in messages/s: the CPU one more message per second
+      adds, less its deliveries, is the cost of a message; what the slower step spent beyond
+      its messages and deliveries is the per-second cost. Without such a pair, the per-message
+      cost is the one at the sweep's rate, time-based costs included, and per second is None.
+
+    None when the points do not tell a delivery from a message (fewer than two distinct
+    deliveries per message at the sweep's rate)."""
     used = [p for p in points if p.messages > 0 and p.seconds > 0]
-    if len({p.deliveries_per_message for p in used}) < 2:
+    if not used:
         return None
-    m = np.array([p.messages / p.seconds for p in used])
-    d = np.array([p.deliveries / p.seconds for p in used])
-    cores = np.array([p.server_cpu_s / p.seconds for p in used])
-    offered = [p.rate for p in used]
-    timed = min(offered) > 0 and max(offered) >= min(offered) * DISTINCT_RATES
-    columns = [m, d, np.ones_like(m)] if timed else [m, d]
-    design = np.column_stack(columns)
-    solution, _, rank, _ = np.linalg.lstsq(design, cores, rcond=None)
-    if rank < len(columns):
+    lowest = min(p.rate for p in used)
+    slow = [p for p in used if p.rate < lowest * DISTINCT_RATES]
+    if len({p.deliveries_per_message for p in slow}) < 2:
         return None
-    per_message, per_delivery = float(solution[0]), float(solution[1])
-    return Fit(
-        us_per_message=per_message * 1e6,
-        us_per_delivery=per_delivery * 1e6,
-        ms_per_second=float(solution[2]) * 1e3 if timed else None,
-    )
+    design = np.array([[p.messages / p.seconds, p.deliveries / p.seconds] for p in slow])
+    cores = np.array([p.server_cpu_s / p.seconds for p in slow])
+    (per_message, per_delivery), *_ = np.linalg.lstsq(design, cores, rcond=None)
+    pair = _rate_pair(used, lowest)
+    if pair is None:
+        return Fit(float(per_message) * 1e6, float(per_delivery) * 1e6, None)
+    faster = pair[1]
+    m_slow, m_fast = (p.messages / p.seconds for p in pair)
+    cores_slow, cores_fast = (p.server_cpu_s / p.seconds for p in pair)
+    deliveries = faster.deliveries_per_message
+    marginal = (cores_fast - cores_slow) / (m_fast - m_slow)  # CPU-s per message
+    message = marginal - float(per_delivery) * deliveries
+    per_second = cores_slow - marginal * m_slow
+    return Fit(message * 1e6, float(per_delivery) * 1e6, per_second * 1e3)
+
+
+def _rate_pair(points: Sequence[SweepPoint], lowest: float) -> tuple[SweepPoint, SweepPoint] | None:
+    """A step at the sweep's rate and one of the same room size at a distinct higher rate
+    (the highest such), the smallest size first."""
+    for size in sorted({p.size for p in points}):
+        same = [p for p in points if p.size == size]
+        slow = [p for p in same if p.rate < lowest * DISTINCT_RATES]
+        fast = [p for p in same if p.rate >= lowest * DISTINCT_RATES]
+        if slow and fast:
+            return slow[0], max(fast, key=lambda p: p.rate)
+    return None
 
 
 # A fitted baseline cost below this (µs) is noise, not a cost to compare with: when the bare

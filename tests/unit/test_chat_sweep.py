@@ -116,6 +116,36 @@ def test_noise_in_one_point_moves_the_fit_by_its_own_size_only() -> None:
     assert 13.0 < got.us_per_delivery < 13.0 * 1.015
 
 
+def test_one_to_one_rooms_off_the_line_of_the_groups() -> None:
+    # Rooms of 2 are direct conversations, the others groups: say a direct message costs
+    # 100 µs less. The per-message cost and the timers come from the rooms of 2 at their two
+    # rates alone, so they are the direct conversation's, not pulled by the groups' line.
+    points = planned((2, 10, 100, 500), 450.0, 13.0, 6.0)
+    points = [point(p.size, p.rate, 350.0, 13.0, 6.0) if p.size == 2 else p for p in points]
+    got = fit(points)
+    assert got is not None
+    assert got.us_per_message == pytest.approx(350.0, rel=0.02)
+    assert got.ms_per_second == pytest.approx(6.0, rel=0.02)
+    # The slope still mostly from the large rooms: within 0.2 µs.
+    assert got.us_per_delivery == pytest.approx(13.0, abs=0.2)
+
+
+def test_messages_dearer_one_at_a_time_count_as_time_not_as_deliveries() -> None:
+    # 300 µs more per message at the sweep's 16 messages/s than in a stream (the process
+    # wakes for each): the same in every step at that rate, so not a delivery cost; the
+    # model reads it as ~4.8 ms/s of time-based CPU.
+    steps = plan((2, 10, 100, 500), 400, 8000)
+    points = [point(s.size, s.rate, 450.0 + (0.0 if s.fast else 300.0), 13.0, 6.0) for s in steps]
+    got = fit(points)
+    assert got is not None
+    assert got.us_per_delivery == pytest.approx(13.0, rel=1e-3)
+    common = steps[-1].rate
+    extra = 300.0 * common / 1e3  # ms/s
+    assert got.ms_per_second == pytest.approx(6.0 + extra * 400 / (400 - common), rel=1e-2)
+    # And the per-message cost a little below the stream's (12.5 µs of the 300 read as time).
+    assert got.us_per_message == pytest.approx(450.0 - 300.0 * common / (400 - common), rel=1e-3)
+
+
 def test_one_rate_gives_no_per_second_term() -> None:
     # Every step at one rate: the timers cannot be told from the messages, and the
     # per-message cost holds them, spread over the rate's messages.
@@ -159,7 +189,9 @@ def test_one_to_one_is_the_rooms_of_2_at_their_highest_rate() -> None:
 
 def test_a_baseline_whose_points_came_out_level_gives_no_ratio() -> None:
     ours = [point(s, 200, 600.0, 20.0) for s in (2, 10)]
-    level = SweepPoint(size=10, messages=3200, deliveries=28800, server_cpu_s=0.96, seconds=16)
+    level = SweepPoint(
+        size=10, messages=3200, deliveries=28800, server_cpu_s=0.96, seconds=16, rate=200
+    )
     bare = [point(2, 200, 300.0, 0.0), level]
     figures = sweep_summary(ours, bare)
     assert figures["delivery_vs_bare"] is None  # not ~-1e10 from a slope of float noise
