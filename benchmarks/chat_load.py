@@ -130,6 +130,10 @@ DEFAULT_RATE: Final = 5000.0  # deliveries/s of the paced phase
 # Longer than the node's presence refresh (15 s by default), so that this periodic work is
 # always inside the paced window instead of in it by chance.
 DEFAULT_DURATION_S: Final = 16.0
+# A sweep's steps are compared with each other, so each window holds the node's timers the
+# same number of times whatever its phase: one presence refresh (15 s), three expired-device
+# sweeps (5 s). A 16 s window held two refreshes now and then.
+SWEEP_DURATION_S: Final = 15.0
 MAX_DURATION_S: Final = 60.0
 WARMUP_S: Final = 1.0
 DEFAULT_SENDERS_PER_GROUP: Final = 5
@@ -433,8 +437,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--duration",
         type=bounded(float, 0.5, MAX_DURATION_S),
-        default=DEFAULT_DURATION_S,
-        help="seconds of the paced and of the saturated phase, each",
+        help=f"seconds of the paced and of the saturated phase, each (default "
+        f"{DEFAULT_DURATION_S:g}; a --room-sizes step's paced phase: {SWEEP_DURATION_S:g})",
     )
     ap.add_argument(
         "--drivers",
@@ -576,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     deploy = deployment(ap, args)
     if args.shard != (1, 1) and deploy is None:
         ap.error("--shard goes with --url: the shards load one deployment together")
+    if args.duration is None:
+        args.duration = SWEEP_DURATION_S if args.room_sizes else DEFAULT_DURATION_S
     if args.quick:
         args.clients, args.duration, args.rate = 60, 2.0, 1000.0
     if args.room_sizes:
