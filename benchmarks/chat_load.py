@@ -352,7 +352,7 @@ def run_cluster(
 def _point(step: SweepStep, result: TargetResult) -> SweepPoint:
     paced = result.phase("paced")
     if paced is None:
-        return SweepPoint(size=step.size, messages=0, deliveries=0, server_cpu_s=0.0)
+        return SweepPoint(step.size, 0, 0, server_cpu_s=0.0, seconds=0.0, rate=step.rate)
     cpu = paced.cpu
     return SweepPoint(
         size=step.size,

@@ -74,8 +74,8 @@ class SweepPoint:
     messages: int
     deliveries: int
     server_cpu_s: float  # node (or relay) and its Redis, over the paced window
-    seconds: float = 0.0  # the paced window
-    rate: float = 0.0  # messages/s offered
+    seconds: float  # the paced window
+    rate: float  # messages/s offered
 
     @property
     def deliveries_per_message(self) -> float:

@@ -163,7 +163,7 @@ def test_fit_needs_two_room_sizes() -> None:
     # Two rates of one size: the per-message cost and the timers, but no delivery cost.
     assert fit([point(2, 16, 500.0, 10.0, 6.0), point(2, 400, 500.0, 10.0, 6.0)]) is None
     # A point that sent nothing (its step failed) is left out, not divided by.
-    empty = SweepPoint(size=100, messages=0, deliveries=0, server_cpu_s=0.0)
+    empty = SweepPoint(size=100, messages=0, deliveries=0, server_cpu_s=0.0, seconds=0, rate=100)
     assert fit([point(2, 100, 500.0, 10.0), empty]) is None
 
 
