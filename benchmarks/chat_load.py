@@ -81,9 +81,9 @@ from benchmarks.chat_sweep import (
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MESSAGE_RATE,
     SweepPoint,
-    message_rate,
+    SweepStep,
     parse_sizes,
-    rooms,
+    plan,
     sweep_summary,
     sweep_table,
     sweep_targets,
@@ -130,6 +130,10 @@ DEFAULT_RATE: Final = 5000.0  # deliveries/s of the paced phase
 # Longer than the node's presence refresh (15 s by default), so that this periodic work is
 # always inside the paced window instead of in it by chance.
 DEFAULT_DURATION_S: Final = 16.0
+# A sweep's steps are compared with each other, so each window holds the node's timers the
+# same number of times whatever its phase: one presence refresh (15 s), three expired-device
+# sweeps (5 s). A 16 s window held two refreshes now and then.
+SWEEP_DURATION_S: Final = 15.0
 MAX_DURATION_S: Final = 60.0
 WARMUP_S: Final = 1.0
 DEFAULT_SENDERS_PER_GROUP: Final = 5
@@ -345,16 +349,18 @@ def run_cluster(
     return results, failed_over
 
 
-def _point(size: int, result: TargetResult) -> SweepPoint:
+def _point(step: SweepStep, result: TargetResult) -> SweepPoint:
     paced = result.phase("paced")
     if paced is None:
-        return SweepPoint(size=size, messages=0, deliveries=0, server_cpu_s=0.0)
+        return SweepPoint(step.size, 0, 0, server_cpu_s=0.0, seconds=0.0, rate=step.rate)
     cpu = paced.cpu
     return SweepPoint(
-        size=size,
+        size=step.size,
         messages=paced.messages,
         deliveries=paced.expected,
         server_cpu_s=cpu.servers_s + cpu.redis_core * cpu.wall_s,
+        seconds=cpu.wall_s,
+        rate=step.rate,
     )
 
 
@@ -368,23 +374,27 @@ def run_sweep(
     max_deliveries: float,
     say: Say,
 ) -> tuple[list[SweepPoint], list[SweepPoint], list[TargetResult]]:
-    """Each room size on Huddle's first node, then on the bare relay, paced only."""
+    """Each step of the sweep's plan on Huddle's first node, then on the bare relay, paced
+    only."""
     node, bare = servers[0], next((s for s in servers if s.name == "bare"), None)
     huddle_points: list[SweepPoint] = []
     bare_points: list[SweepPoint] = []
     results: list[TargetResult] = []
     number = 0
-    for size in sizes:
-        step = rooms(size)
-        rate = message_rate(size, msg_rate, max_deliveries) * (size - 1)
-        step_opts = dataclasses.replace(opts, clients=sum(step), rate=rate)
-        say(f"rooms of {size}: {len(step)} room(s), {rate / (size - 1):,.1f} messages/s")
-        plan: list[tuple[str, Server, list[SweepPoint]]] = [(f"s{size}-", node, huddle_points)]
+    for step in plan(sizes, msg_rate, max_deliveries):
+        size = step.size
+        rate = step.rate * (size - 1)
+        step_opts = dataclasses.replace(opts, clients=sum(step.rooms), rate=rate)
+        say(
+            f"rooms of {size}: {len(step.rooms)} room(s), {step.rate:,.1f} messages/s, "
+            f"{sum(step.rooms)} clients"
+        )
+        runs: list[tuple[str, Server, list[SweepPoint]]] = [(f"s{step.name}", node, huddle_points)]
         if bare is not None:
-            plan.append((f"b{size}-", bare, bare_points))
-        for prefix, server, points in plan:
+            runs.append((f"b{step.name}", bare, bare_points))
+        for name, server, points in runs:
             kind: Kind = "bare" if server is bare else "huddle"
-            target = TargetSpec(kind, prefix.rstrip("-"), (server.url,), step)
+            target = TargetSpec(kind, name, (server.url,), step.rooms)
             idle = [s.pid for s in servers if s is not server] + [os.getpid()]
             result = run_target(
                 pool,
@@ -399,7 +409,7 @@ def run_sweep(
             )
             number += 1
             results.append(result)
-            points.append(_point(size, result))
+            points.append(_point(step, result))
     return huddle_points, bare_points, results
 
 
@@ -427,8 +437,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--duration",
         type=bounded(float, 0.5, MAX_DURATION_S),
-        default=DEFAULT_DURATION_S,
-        help="seconds of the paced and of the saturated phase, each",
+        help=f"seconds of the paced and of the saturated phase, each (default "
+        f"{DEFAULT_DURATION_S:g}; a --room-sizes step's paced phase: {SWEEP_DURATION_S:g})",
     )
     ap.add_argument(
         "--drivers",
@@ -465,19 +475,21 @@ def parser() -> argparse.ArgumentParser:
         "--room-sizes",
         type=_sizes,
         help="sweep these room sizes (e.g. 2,10,100,500) at one message rate on one node and "
-        "the bare relay, and fit server CPU per message as fixed + per delivery",
+        "the bare relay (the smallest also at --message-rate), and fit server CPU as per "
+        "message + per delivery + per second",
     )
     ap.add_argument(
         "--message-rate",
         type=bounded(float, 1, 100_000),
         default=DEFAULT_MESSAGE_RATE,
-        help="messages/s of each sweep step",
+        help="messages/s of the sweep's smallest rooms (every size runs at the rate the "
+        "largest can take within --max-deliveries, the smallest at this one too)",
     )
     ap.add_argument(
         "--max-deliveries",
         type=bounded(float, 1, 1_000_000),
         default=DEFAULT_MAX_DELIVERIES,
-        help="deliveries/s at most in a sweep step (large rooms get fewer messages/s)",
+        help="deliveries/s at most in a sweep step (it sets the sweep's message rate)",
     )
     ap.add_argument("--json", type=Path, help="write every figure to this file")
     ap.add_argument("--report", type=Path, metavar="DIR", help="write DIR/index.html with plots")
@@ -568,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     deploy = deployment(ap, args)
     if args.shard != (1, 1) and deploy is None:
         ap.error("--shard goes with --url: the shards load one deployment together")
+    if args.duration is None:
+        args.duration = SWEEP_DURATION_S if args.room_sizes else DEFAULT_DURATION_S
     if args.quick:
         args.clients, args.duration, args.rate = 60, 2.0, 1000.0
     if args.room_sizes:
@@ -719,9 +733,10 @@ def _sweep_out(
     figures["out_of_order"] = sum(r.total("out_of_order") for r in hud)
     goals = sweep_targets(figures)
     print(
-        f"chat_load sweep: rooms of {', '.join(map(str, args.room_sizes))}, "
-        f"{args.message_rate:g} messages/s (at most {args.max_deliveries:,.0f} deliveries/s), "
-        f"{opts.duration:g} s paced per size; server CPU = node (or relay) + its Redis"
+        f"chat_load sweep: rooms of {', '.join(map(str, args.room_sizes))}, one message rate "
+        f"(at most {args.max_deliveries:,.0f} deliveries/s), the smallest also at "
+        f"{args.message_rate:g} messages/s, {opts.duration:g} s paced per step; "
+        "server CPU = node (or relay) + its Redis = per message + per delivery + per second"
     )
     print("\n".join(sweep_table(huddle, bare)))
     print("\n".join(goal_table(goals, 2)))

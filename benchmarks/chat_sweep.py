@@ -1,12 +1,26 @@
-"""Room-size sweep of the chat load benchmark: server CPU per message, split in two.
+"""Room-size sweep of the chat load benchmark: server CPU per message, split in three.
 
-``python -m benchmarks.chat_load --room-sizes 2,10,100,500`` runs, for each size, rooms of
-that size at a fixed offered message rate (fewer messages per second in rooms too large for
-it, see :func:`message_rate`), on Huddle (one node) and on the bare relay in the same run. A
-message to a room of s members makes s - 1 deliveries, so the CPU the servers (node and its
-Redis, or the relay and its Redis) spend per message is fitted as
-``fixed + per_delivery x deliveries``: the fixed part is what every message costs before any
-delivery (request, storage, reply, echo), the other the cost of each member reached.
+``python -m benchmarks.chat_load --room-sizes 2,10,100,500`` runs every room size at one
+offered message rate, the sweep's rate (the highest that the largest rooms can take within
+``--max-deliveries``, see :func:`plan`), each with the same number of clients connected, on
+Huddle (one node) and on the bare relay in the same run. When the smallest rooms can take more
+(rooms of 2 at ``--message-rate``), they run once more at that rate. The CPU the servers (node
+and its Redis, or the relay and its Redis) spend in a window is fitted as
+``per_message x messages + per_delivery x deliveries + per_second x seconds``: the first is
+what every message costs before any delivery (request, storage, reply, echo), the second the
+cost of each member reached, the third what costs time and not messages (timers: the send
+counters' reconcile, the archiver's passes, Redis's cron, pings and presence refreshes; and
+what messages cost more when they come one at a time to an idle server than in a stream,
+which the model cannot tell from a timer).
+
+Why the design: a message to a room of s members makes s - 1 deliveries, and the steps with
+the same message rate, the same clients and the same window differ only in deliveries, so the
+slope over them is the cost of a delivery whatever the time-based costs are (they are the
+same in each). The earlier sweep ran large rooms at fewer messages per second than small ones
+(the deliveries cap): a fit of µs per message over deliveries per message then booked every
+millisecond per second of timers as ~0.12 µs per delivery (benchmarks/README.md, "fourth
+pass"). The smallest rooms at two rates differ only in messages per second: that pair tells
+the per-message cost from the time-based one (see :func:`fit`).
 
 Pure: the runner in benchmarks.chat_load measures the points, this module plans and fits.
 """
@@ -18,13 +32,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
+
 from benchmarks.common import goal, ratio
 
-# Each size gets rooms until this many clients are in them (one room when a room is larger).
+# Each step connects at least this many clients, and as many as the largest room holds: every
+# step has the same clients connected, so that what each connection costs over time (pings,
+# presence refreshes) is the same in each and not read as a cost of delivering.
 SWEEP_CLIENTS: Final = 40
-DEFAULT_MESSAGE_RATE: Final = 400.0  # messages/s offered in every size
+DEFAULT_MESSAGE_RATE: Final = 400.0  # messages/s of the smallest rooms' extra step
 # Deliveries/s at most, so that large rooms measure the server, not the drivers.
 DEFAULT_MAX_DELIVERIES: Final = 8000.0
+# Offered message rates closer than this factor are one rate: the fit has no per-second term.
+DISTINCT_RATES: Final = 1.5
 
 TARGET_FIXED_VS_BARE: Final = 2.0
 TARGET_DELIVERY_VS_BARE: Final = 1.2
@@ -32,13 +52,30 @@ TARGET_ONE_TO_ONE: Final = 3000.0
 
 
 @dataclass(frozen=True)
+class SweepStep:
+    """One step of the sweep: ``rooms`` (their sizes) at ``rate`` messages/s together."""
+
+    size: int
+    rooms: tuple[int, ...]
+    rate: float
+    fast: bool = False  # the smallest rooms' step above the sweep's rate
+
+    @property
+    def name(self) -> str:
+        """``2`` at the sweep's rate, ``2r400`` for the smallest rooms' faster step."""
+        return f"{self.size}r{round(self.rate)}" if self.fast else f"{self.size}"
+
+
+@dataclass(frozen=True)
 class SweepPoint:
-    """One room size on one target: what was sent and what the servers spent on it."""
+    """One step on one target: what was sent and what the servers spent on it."""
 
     size: int
     messages: int
     deliveries: int
     server_cpu_s: float  # node (or relay) and its Redis, over the paced window
+    seconds: float  # the paced window
+    rate: float  # messages/s offered
 
     @property
     def deliveries_per_message(self) -> float:
@@ -47,6 +84,17 @@ class SweepPoint:
     @property
     def us_per_message(self) -> float | None:
         return self.server_cpu_s * 1e6 / self.messages if self.messages else None
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Server CPU = per_message x messages + per_delivery x deliveries + per_second x s."""
+
+    us_per_message: float
+    us_per_delivery: float
+    # None when every point ran at one message rate: the per-message cost then holds the
+    # time-based costs too, spread over that rate's messages.
+    ms_per_second: float | None
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
@@ -66,24 +114,73 @@ def rooms(size: int, clients: int = SWEEP_CLIENTS) -> tuple[int, ...]:
 
 
 def message_rate(size: int, rate: float, max_deliveries: float) -> float:
-    """Messages/s offered to rooms of ``size``: ``rate``, or less when its deliveries would
+    """Messages/s rooms of ``size`` can take: ``rate``, or less when its deliveries would
     exceed ``max_deliveries`` per second."""
     return min(rate, max_deliveries / (size - 1))
 
 
-def fit(points: Sequence[SweepPoint]) -> tuple[float, float] | None:
-    """Least squares of µs per message over deliveries per message: (fixed, per delivery)."""
-    xy = [(p.deliveries_per_message, p.us_per_message) for p in points]
-    pairs = [(x, y) for x, y in xy if y is not None]
-    if len({x for x, _ in pairs}) < 2:
+def plan(sizes: Sequence[int], rate: float, max_deliveries: float) -> list[SweepStep]:
+    """The steps of a sweep: the smallest rooms at the highest rate they can take (when it is
+    above the sweep's), then every size at the sweep's rate (what the largest can take), each
+    step with the same clients (those of the largest room, at least SWEEP_CLIENTS)."""
+    clients = max(SWEEP_CLIENTS, *sizes)
+    common = min(message_rate(s, rate, max_deliveries) for s in sizes)
+    smallest = min(sizes)
+    fast = message_rate(smallest, rate, max_deliveries)
+    steps = [SweepStep(s, rooms(s, clients), common) for s in sizes]
+    if fast >= common * DISTINCT_RATES:
+        steps.insert(0, SweepStep(smallest, rooms(smallest, clients), fast, fast=True))
+    return steps
+
+
+def fit(points: Sequence[SweepPoint]) -> Fit | None:
+    """The three costs, each from a comparison in which only its own quantity changes.
+
+    - Per delivery: the steps at the sweep's rate (the lowest offered) have the same
+      messages/s, clients and window; least squares of their CPU per second over messages/s
+      and deliveries/s (no constant: with one rate it would be the same column) gives the
+      cost of a delivery, and CPU per message at that rate before any delivery.
+    - Per message and per second: the same room size at two rates (DISTINCT_RATES apart; the
+      plan's smallest rooms) differ only in messages/s: the CPU one more message per second
+      adds, less its deliveries, is the cost of a message; what the slower step spent beyond
+      its messages and deliveries is the per-second cost. Without such a pair, the per-message
+      cost is the one at the sweep's rate, time-based costs included, and per second is None.
+
+    None when the points do not tell a delivery from a message (fewer than two distinct
+    deliveries per message at the sweep's rate)."""
+    used = [p for p in points if p.messages > 0 and p.seconds > 0]
+    if not used:
         return None
-    n = len(pairs)
-    mx = sum(x for x, _ in pairs) / n
-    my = sum(y for _, y in pairs) / n
-    sxx = sum((x - mx) ** 2 for x, _ in pairs)
-    sxy = sum((x - mx) * (y - my) for x, y in pairs)
-    slope = sxy / sxx
-    return my - slope * mx, slope
+    lowest = min(p.rate for p in used)
+    slow = [p for p in used if p.rate < lowest * DISTINCT_RATES]
+    if len({p.deliveries_per_message for p in slow}) < 2:
+        return None
+    design = np.array([[p.messages / p.seconds, p.deliveries / p.seconds] for p in slow])
+    cores = np.array([p.server_cpu_s / p.seconds for p in slow])
+    (per_message, per_delivery), *_ = np.linalg.lstsq(design, cores, rcond=None)
+    pair = _rate_pair(used, lowest)
+    if pair is None:
+        return Fit(float(per_message) * 1e6, float(per_delivery) * 1e6, None)
+    faster = pair[1]
+    m_slow, m_fast = (p.messages / p.seconds for p in pair)
+    cores_slow, cores_fast = (p.server_cpu_s / p.seconds for p in pair)
+    deliveries = faster.deliveries_per_message
+    marginal = (cores_fast - cores_slow) / (m_fast - m_slow)  # CPU-s per message
+    message = marginal - float(per_delivery) * deliveries
+    per_second = cores_slow - marginal * m_slow
+    return Fit(message * 1e6, float(per_delivery) * 1e6, per_second * 1e3)
+
+
+def _rate_pair(points: Sequence[SweepPoint], lowest: float) -> tuple[SweepPoint, SweepPoint] | None:
+    """A step at the sweep's rate and one of the same room size at a distinct higher rate
+    (the highest such), the smallest size first."""
+    for size in sorted({p.size for p in points}):
+        same = [p for p in points if p.size == size]
+        slow = [p for p in same if p.rate < lowest * DISTINCT_RATES]
+        fast = [p for p in same if p.rate >= lowest * DISTINCT_RATES]
+        if slow and fast:
+            return slow[0], max(fast, key=lambda p: p.rate)
+    return None
 
 
 # A fitted baseline cost below this (µs) is noise, not a cost to compare with: when the bare
@@ -96,19 +193,31 @@ def _versus(ours: float, theirs: float) -> float | None:
     return ratio(ours, theirs) if theirs >= MIN_BASELINE_US else None
 
 
+def one_to_one(points: Sequence[SweepPoint]) -> SweepPoint | None:
+    """The rooms of 2 at the highest rate they ran at."""
+    twos = [p for p in points if p.size == 2 and p.messages > 0]
+    return max(twos, key=lambda p: p.rate) if twos else None
+
+
 def sweep_summary(
     huddle: Sequence[SweepPoint], bare: Sequence[SweepPoint]
 ) -> dict[str, float | None]:
     ours, theirs = fit(huddle), fit(bare)
-    two = next((p for p in huddle if p.size == 2), None)
+    two = one_to_one(huddle)
     per_message = two.us_per_message if two is not None else None
     return {
-        "fixed_us_per_message": ours[0] if ours else None,
-        "us_per_delivery": ours[1] if ours else None,
-        "bare_fixed_us_per_message": theirs[0] if theirs else None,
-        "bare_us_per_delivery": theirs[1] if theirs else None,
-        "fixed_vs_bare": _versus(ours[0], theirs[0]) if ours and theirs else None,
-        "delivery_vs_bare": _versus(ours[1], theirs[1]) if ours and theirs else None,
+        "fixed_us_per_message": ours.us_per_message if ours else None,
+        "us_per_delivery": ours.us_per_delivery if ours else None,
+        "ms_per_second": ours.ms_per_second if ours else None,
+        "bare_fixed_us_per_message": theirs.us_per_message if theirs else None,
+        "bare_us_per_delivery": theirs.us_per_delivery if theirs else None,
+        "bare_ms_per_second": theirs.ms_per_second if theirs else None,
+        "fixed_vs_bare": _versus(ours.us_per_message, theirs.us_per_message)
+        if ours and theirs
+        else None,
+        "delivery_vs_bare": _versus(ours.us_per_delivery, theirs.us_per_delivery)
+        if ours and theirs
+        else None,
         "one_to_one_msgs_per_core_s": 1e6 / per_message if per_message else None,
     }
 
@@ -136,13 +245,14 @@ def sweep_targets(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def sweep_table(huddle: Sequence[SweepPoint], bare: Sequence[SweepPoint]) -> list[str]:
-    by_size = {p.size: p for p in bare}
-    lines = ["room size | msgs | deliveries/msg | huddle µs/msg | bare µs/msg"]
+    by_step = {(p.size, p.rate): p for p in bare}
+    lines = ["room size | msgs/s | msgs | deliveries/msg | huddle µs/msg | bare µs/msg"]
     for p in huddle:
-        b = by_size.get(p.size)
+        b = by_step.get((p.size, p.rate))
         theirs = b.us_per_message if b else None
         lines.append(
-            f"{p.size:>9} | {p.messages:>4} | {p.deliveries_per_message:>14.1f} | "
-            f"{p.us_per_message or 0:>13,.0f} | {theirs or 0:>11,.0f}"
+            f"{p.size:>9} | {p.rate:>6,.1f} | {p.messages:>4} | "
+            f"{p.deliveries_per_message:>14.1f} | {p.us_per_message or 0:>13,.0f} | "
+            f"{theirs or 0:>11,.0f}"
         )
     return lines

@@ -202,11 +202,14 @@ def test_room_size_sweep_fits_fixed_and_per_delivery_cost(tmp_path: Path) -> Non
             "benchmarks.chat_load",
             "--room-sizes",
             "2,10",
-            # Enough CPU time per point that the two points of the bare relay differ by more
-            # than the 10 ms its CPU is read in (a 1 s run at 100 messages/s once read the
-            # same at both sizes: a per-delivery cost of 0, no ratio).
+            # Both sizes at 200 messages/s (rooms of 10 at 1,800 deliveries/s), the rooms of 2
+            # also at 400: enough CPU time per point that the two points of the bare relay
+            # differ by more than the 10 ms its CPU is read in (a 1 s run at 100 messages/s
+            # once read the same at both sizes: a per-delivery cost of 0, no ratio).
             "--message-rate",
-            "200",
+            "400",
+            "--max-deliveries",
+            "1800",
             "--duration",
             "2",
             "--json",
@@ -214,7 +217,7 @@ def test_room_size_sweep_fits_fixed_and_per_delivery_cost(tmp_path: Path) -> Non
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         stdin=subprocess.DEVNULL,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -225,7 +228,9 @@ def test_room_size_sweep_fits_fixed_and_per_delivery_cost(tmp_path: Path) -> Non
     for name in (
         "fixed_us_per_message",
         "us_per_delivery",
+        "ms_per_second",
         "bare_us_per_delivery",
+        "bare_ms_per_second",
         "fixed_vs_bare",
         "one_to_one_msgs_per_core_s",
     ):
@@ -240,19 +245,27 @@ def test_room_size_sweep_fits_fixed_and_per_delivery_cost(tmp_path: Path) -> Non
         )
     else:
         assert summary["delivery_vs_bare"] is None
-    assert summary["one_to_one_msgs_per_core_s"] > 0
     assert summary["lost"] == summary["duplicated"] == summary["out_of_order"] == 0
-    # Each size ran on Huddle and on the bare relay: rooms of 2 (20 of them) and of 10 (4).
-    assert set(doc["results"]) == {"s2", "b2", "s10", "b10"}
+    # Each step ran on Huddle and on the bare relay: rooms of 2 (20 of them) at 400 and at
+    # 200 messages/s, rooms of 10 (4) at 200.
+    assert set(doc["results"]) == {"s2r400", "b2r400", "s2", "b2", "s10", "b10"}
     # One-to-one is direct conversations, as in the product; larger rooms are groups.
     assert doc["results"]["s2"]["conversation_kinds"] == {"direct": 20}
     assert doc["results"]["s10"]["conversation_kinds"] == {"group": 4}
     for target in ("huddle", "bare"):
         points = doc["points"][target]
-        assert [p["size"] for p in points] == [2, 10]
+        assert [(p["size"], p["rate"]) for p in points] == [(2, 400), (2, 200), (10, 200)]
         assert all(p["messages"] > 0 and p["server_cpu_s"] > 0 for p in points), points
+        assert all(p["seconds"] > 0 for p in points), points
         assert points[0]["deliveries"] == points[0]["messages"]
-        assert points[1]["deliveries"] == 9 * points[1]["messages"]
+        assert points[2]["deliveries"] == 9 * points[2]["messages"]
+        # The faster step sent about twice the messages of the other rooms of 2.
+        assert 1.5 < points[0]["messages"] / points[1]["messages"] < 2.5, points
+    # Messages per core-second in rooms of 2 are those of the faster step.
+    fast = doc["points"]["huddle"][0]
+    assert summary["one_to_one_msgs_per_core_s"] == pytest.approx(
+        fast["messages"] / fast["server_cpu_s"]
+    )
     for name, result in doc["results"].items():
         assert result["connected"] == 40, name
         assert result["setup_errors"] == 0, (name, result["first_errors"])
