@@ -260,6 +260,14 @@ class SqlHistory(ABC):
         each span in turn, and keeps what it finds once its last hit is of ``oldest`` or
         later (the answer is then the one of every match); else it reads every match."""
 
+    async def _few(
+        self, tx: Tx, terms: Sequence[str], convs: Sequence[str], *, scoped: bool
+    ) -> bool:
+        """Search, after a span of :meth:`_floors` held no hit: whether reading every match
+        reads so few rows that it costs no more than the next, longer span (the search
+        then reads them at once, which answers the same). False here: the spans go on."""
+        return False
+
     @abstractmethod
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:
         """Keep other processes from appending to ``conv`` until this transaction ends,
@@ -718,6 +726,8 @@ class SqlHistory(ABC):
             out = await self._rounds(tx, plan, where, params, req)
             if len(out) >= req.limit and out[req.limit - 1].message.ts >= oldest:
                 return out
+            if not out and await self._few(tx, terms, members, scoped=scoped):
+                break  # a span of nothing, and every match is few rows: read them now
         plan = self._match(terms, members, scoped=scoped)
         return await self._rounds(tx, plan, where, params, req)
 
