@@ -906,9 +906,9 @@ async def test_search_after_a_window_of_no_hit_reads_every_match_if_they_are_few
     postgres: Postgres,
 ) -> None:
     """PostgreSQL's windows of the newest messages: once one holds no hit, every match is
-    read at once if they are fewer than few_reads (two words never in one message), else
-    the windows grow on (a word missing from the newest messages only); the same hits
-    either way."""
+    read at once if they are fewer than few_reads (none if there are none: two words never
+    in one message), else the windows grow on (a word missing from the newest messages
+    only); the same hits either way."""
     store = await PostgresHistory.open(postgres.create_database())
     try:
         log = Log("g-0")
@@ -923,16 +923,26 @@ async def test_search_after_a_window_of_no_hit_reads_every_match_if_they_are_few
                 windows[-1] += 1
                 yield floor
 
+        rounds: list[int] = []
+        read_rounds = store._rounds
+
+        async def counted(*args: Any, **kwargs: Any) -> list[w.SearchHit]:
+            rounds[-1] += 1
+            return await read_rounds(*args, **kwargs)
+
         store._floors = watched  # type: ignore[method-assign]
+        store._rounds = counted  # type: ignore[method-assign]
         hits: dict[tuple[str, int], list[int]] = {}
-        read: dict[tuple[str, int], int] = {}  # windows read before every match
+        read: dict[tuple[str, int], int] = {}  # windows taken
+        reads: dict[tuple[str, int], int] = {}  # readings of the matches (windows, every)
         for query in ("alpha beta", "alpha", "gamma"):
             for few in (0, 3, 10**6):
                 store.few_reads = few
                 windows.append(0)
+                rounds.append(0)
                 found = await store.search(["g-0"], search(query))
                 hits[query, few] = [h.message.seq for h in found]
-                read[query, few] = windows[-1]
+                read[query, few], reads[query, few] = windows[-1], rounds[-1]
         for query, seqs_found in (("alpha beta", []), ("alpha", [10, 9, 8, 7, 6, 5, 4, 1])):
             assert hits[query, 0] == hits[query, 3] == hits[query, 10**6] == seqs_found
         assert hits["gamma", 0] == [3]
@@ -944,6 +954,9 @@ async def test_search_after_a_window_of_no_hit_reads_every_match_if_they_are_few
         # Eight alphas, none among the newest 30 messages: not few under 3, the windows
         # grow on; few under a million.
         assert read["alpha", 3] == 2 and read["alpha", 10**6] == 1
+        # Every match read after the windows, but none when the count found none.
+        assert reads["alpha beta", 0] == 3 and reads["alpha beta", 3] == 1
+        assert reads["gamma", 3] == 2 and reads["alpha", 10**6] == 2
     finally:
         await store.close()
 
