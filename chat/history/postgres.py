@@ -22,7 +22,10 @@ an index on ``(ts, seq, conv)``): a common term is found there in a few ms. Afte
 matches of a window of the newest messages are read (:meth:`PostgresHistory._floors`: the
 GIN index's bitmap ANDed with the time range's), and every match only if the window held
 too few: a term not among the newest 4,000 messages no longer has every one of its matches
-read from the table (200,000 for a term in one message of five over a million: 1-2 s).
+read from the table (200,000 for a term in one message of five over a million: 1-2 s). A
+window of no hit has the matches counted (:meth:`PostgresHistory._few`): when they are few
+(two common terms never in one message) they are read at once, without longer windows
+(none: nothing to read).
 """
 
 from __future__ import annotations
@@ -191,6 +194,9 @@ class PostgresHistory(SqlHistory):
     # Whether the first window follows the estimate (PostgresHistory._window); tests turn
     # it off to take windows of newest_rows messages.
     newest_estimate = True
+    # After a window of no hit, every match is read at once if they are fewer than this
+    # (PostgresHistory._few); tests set it to take either way.
+    few_reads = NEWEST_FROM_READS
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
@@ -404,6 +410,25 @@ class PostgresHistory(SqlHistory):
         if (theirs if scoped else matches) < NEWEST_FROM_READS or theirs <= 0:
             return None
         return int(NEWEST_ROOM * req.limit * float(every) / theirs) + 1, float(every) / 2
+
+    async def _few(
+        self, tx: Tx, terms: Sequence[str], convs: Sequence[str], *, scoped: bool
+    ) -> int | None:
+        # A window sized from the planner's estimate held no hit: the estimate was wrong.
+        # It multiplies the terms' shares, so two common terms never in one message look
+        # common together, and each longer window built both terms' bitmaps again, and
+        # its time range's, to find nothing (300-1,000 conversations over a million
+        # messages: 140 ms before every match was read). Counting the matches, up to
+        # few_reads (NEWEST_FROM_READS), costs one bitmap of the terms: if there are fewer,
+        # reading them all is cheap, and it is what the windows would end with (none:
+        # nothing to read). Else (a common term missing from the newest messages only)
+        # the windows go on.
+        source, match, params = self._match(terms, convs, scoped=scoped)
+        [(count,)] = await tx.rows(
+            f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {match} LIMIT ?) c",
+            [*params, self.few_reads],
+        )
+        return int(count) if int(count) < self.few_reads else None
 
     def _walk(
         self, terms: Sequence[str], convs: Sequence[str], req: w.ChatSearch

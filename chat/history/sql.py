@@ -260,6 +260,16 @@ class SqlHistory(ABC):
         each span in turn, and keeps what it finds once its last hit is of ``oldest`` or
         later (the answer is then the one of every match); else it reads every match."""
 
+    async def _few(
+        self, tx: Tx, terms: Sequence[str], convs: Sequence[str], *, scoped: bool
+    ) -> int | None:
+        """Search, after a span of :meth:`_floors` held no hit: the number of every match
+        (of :meth:`_match` without a span) if reading them reads so few rows that it costs
+        no more than the next, longer span (the search then reads them at once, which
+        answers the same; none at all: nothing to read), else None. None here: the spans
+        go on."""
+        return None
+
     @abstractmethod
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:
         """Keep other processes from appending to ``conv`` until this transaction ends,
@@ -733,6 +743,12 @@ class SqlHistory(ABC):
             out = await self._rounds(tx, plan, where, params, req)
             if len(out) >= req.limit and out[req.limit - 1].message.ts >= oldest:
                 return out
+            if not out:
+                few = await self._few(tx, terms, members, scoped=scoped)
+                if few == 0:
+                    return []  # no match anywhere
+                if few is not None:
+                    break  # a span of nothing, and every match is few rows: read them now
         plan = self._match(terms, members, scoped=scoped)
         return await self._rounds(tx, plan, where, params, req)
 

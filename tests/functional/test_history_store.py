@@ -881,6 +881,7 @@ async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
         search("meeting", sender="u1"),
         search("meeting", after_ts=T0 + 50, before_ts=T0 + 200),
         search("meeting", limit=3),
+        search("zephyr budget"),  # both in many messages, never in one
         search("edited"),
         search("nothing here"),
     ]
@@ -902,6 +903,9 @@ async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
             for newest in newests:
                 store.scoped_up_to, store.walk_rows, store.newest_rows = threshold, walk, newest
                 store.bare_from_share = 2.0 if threshold else 0.0  # all scoped, or all bare
+                if isinstance(store, PostgresHistory):
+                    # After a window of no hit: the windows go on, or every match at once.
+                    store.few_reads = (0, 10**6)[(walk + newest) % 2]
                 answers[threshold, walk, newest] = [
                     [
                         (h.conv, h.message.seq, h.snippet, h.ranges)
@@ -918,11 +922,70 @@ async def test_both_search_plans_answer_the_same(store: SqlHistory) -> None:
         assert kept.count(True) > 0 and kept.count(False) > 0
     meeting, *_ = first
     assert len(meeting) == 20 and {conv for conv, *_ in meeting} <= set(mine)
-    assert [len(a) for a in first[-2:]] == [4, 0]
+    assert [len(a) for a in first[-3:]] == [0, 4, 0]
     # g-6's messages are among the newest hits, before g-0's of the same time.
     stamps = [(h.conv, h.message.ts) for h in await store.search(mine, search("meeting"))]
     assert ("g-6", T0 + 260) in stamps
     assert stamps.index(("g-6", T0 + 260)) < stamps.index(("g-0", T0 + 260))
+
+
+async def test_search_after_a_window_of_no_hit_reads_every_match_if_they_are_few(
+    postgres: Postgres,
+) -> None:
+    """PostgreSQL's windows of the newest messages: once one holds no hit, every match is
+    read at once if they are fewer than few_reads (none if there are none: two words never
+    in one message), else the windows grow on (a word missing from the newest messages
+    only); the same hits either way."""
+    store = await PostgresHistory.open(postgres.create_database())
+    try:
+        log = Log("g-0")
+        texts = ["alpha one", "beta two", "gamma three", *["alpha four"] * 7, *["beta"] * 30]
+        await store.append("g-0", [log.message(t, ts=T0 + k) for k, t in enumerate(texts)])
+        store.walk_rows, store.newest_rows, store.newest_estimate = 0, 1, False
+        windows: list[int] = []
+        floors = store._floors
+
+        async def watched(*args: Any, **kwargs: Any) -> AsyncIterator[tuple[Span, int]]:
+            async for floor in floors(*args, **kwargs):
+                windows[-1] += 1
+                yield floor
+
+        rounds: list[int] = []
+        read_rounds = store._rounds
+
+        async def counted(*args: Any, **kwargs: Any) -> list[w.SearchHit]:
+            rounds[-1] += 1
+            return await read_rounds(*args, **kwargs)
+
+        store._floors = watched  # type: ignore[method-assign]
+        store._rounds = counted  # type: ignore[method-assign]
+        hits: dict[tuple[str, int], list[int]] = {}
+        read: dict[tuple[str, int], int] = {}  # windows taken
+        reads: dict[tuple[str, int], int] = {}  # readings of the matches (windows, every)
+        for query in ("alpha beta", "alpha", "gamma"):
+            for few in (0, 3, 10**6):
+                store.few_reads = few
+                windows.append(0)
+                rounds.append(0)
+                found = await store.search(["g-0"], search(query))
+                hits[query, few] = [h.message.seq for h in found]
+                read[query, few], reads[query, few] = windows[-1], rounds[-1]
+        for query, seqs_found in (("alpha beta", []), ("alpha", [10, 9, 8, 7, 6, 5, 4, 1])):
+            assert hits[query, 0] == hits[query, 3] == hits[query, 10**6] == seqs_found
+        assert hits["gamma", 0] == [3]
+        # Without the count: windows of the newest 1 and 8 messages, then one of 64 holds
+        # every message (not read: every match is).
+        assert read["alpha beta", 0] == read["alpha", 0] == read["gamma", 0] == 2
+        # Never together, or one match: no match is few, after the first window.
+        assert read["alpha beta", 3] == read["gamma", 3] == 1
+        # Eight alphas, none among the newest 30 messages: not few under 3, the windows
+        # grow on; few under a million.
+        assert read["alpha", 3] == 2 and read["alpha", 10**6] == 1
+        # Every match read after the windows, but none when the count found none.
+        assert reads["alpha beta", 0] == 3 and reads["alpha beta", 3] == 1
+        assert reads["gamma", 3] == 2 and reads["alpha", 10**6] == 2
+    finally:
+        await store.close()
 
 
 async def test_search_plan_follows_the_users_share_of_the_messages(store: SqlHistory) -> None:
