@@ -39,7 +39,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from chat import wire as w
-from chat.history.sql import Migration, NewMessage, Span, SqlHistory, Tx
+from chat.history.sql import Migration, NewMessage, Span, SqlHistory, Tx, time_bounds
 from chat.history.store import HistoryError
 
 POOL_MAX: Final = 8
@@ -367,14 +367,7 @@ class PostgresHistory(SqlHistory):
             window, up_to = max(window, needed[0]), needed[1]
         if self.walk_rows > 0 and len(convs) >= self.walk_from:
             window = max(window, self.walk_rows * NEWEST_GROWTH)  # the walk read its newest
-        bounds: list[str] = []
-        params: list[Any] = []
-        if req.before_ts is not None:
-            bounds.append("ts < ?")
-            params.append(req.before_ts)
-        if req.after_ts is not None:
-            bounds.append("ts >= ?")
-            params.append(req.after_ts)
+        bounds, params = time_bounds(req, "ts")
         within = f"WHERE {' AND '.join(bounds)} " if bounds else ""
         while up_to is None or window <= up_to:
             rows = await tx.rows(
@@ -440,14 +433,7 @@ class PostgresHistory(SqlHistory):
         # conversation, or in all of the user's, to sort (over a million messages, 200,000
         # or 20,000 rows: 100 ms to a second). The newest of the time asked for: the walk
         # starts at its end.
-        bounds: list[str] = []
-        params: list[Any] = []
-        if req.before_ts is not None:
-            bounds.append("ts < ?")
-            params.append(req.before_ts)
-        if req.after_ts is not None:
-            bounds.append("ts >= ?")
-            params.append(req.after_ts)
+        bounds, params = time_bounds(req, "ts")
         within = f"WHERE {' AND '.join(bounds)} " if bounds else ""
         newest = "ORDER BY ts DESC, seq DESC, conv DESC"
         return (

@@ -154,6 +154,21 @@ def _plain(
 # the second if not None (see SqlHistory._floors).
 Span = tuple[int, int | None]
 
+
+def time_bounds(req: w.ChatSearch, column: str) -> tuple[list[str], list[Any]]:
+    """The conditions on ``column`` (a time in ms) of the time a search asks for, from
+    ``after_ts`` (included) to ``before_ts`` (not), and their parameters."""
+    bounds: list[str] = []
+    params: list[Any] = []
+    if req.after_ts is not None:
+        bounds.append(f"{column} >= ?")
+        params.append(req.after_ts)
+    if req.before_ts is not None:
+        bounds.append(f"{column} < ?")
+        params.append(req.before_ts)
+    return bounds, params
+
+
 # A schema step: migrations[i] takes the schema from version i to i + 1.
 Migration = Callable[["SqlHistory", Tx], Awaitable[None]]
 
@@ -677,12 +692,9 @@ class SqlHistory(ABC):
         if req.sender is not None:
             where.append("m.sender = ?")
             params.append(req.sender)
-        if req.after_ts is not None:
-            where.append("m.ts >= ?")
-            params.append(req.after_ts)
-        if req.before_ts is not None:
-            where.append("m.ts < ?")
-            params.append(req.before_ts)
+        bounds, bound_params = time_bounds(req, "m.ts")
+        where += bounds
+        params += bound_params
         out: list[w.SearchHit] = []
         async with self._read() as tx:
             share = await self._share(tx, members)

@@ -36,7 +36,7 @@ from typing import Any, Final
 import aiosqlite
 
 from chat import wire as w
-from chat.history.sql import Migration, NewMessage, Span, SqlHistory, Tx
+from chat.history.sql import Migration, NewMessage, Span, SqlHistory, Tx, time_bounds
 
 BUSY_TIMEOUT_MS: Final = 10_000
 FTS_TOKENIZER: Final = "unicode61 remove_diacritics 0 categories 'L* N* Co M* S*'"
@@ -307,14 +307,7 @@ class SQLiteHistory(SqlHistory):
             return
         table, query = _fts(terms, convs, scoped=scoped)
         in_convs, convs_param = self._in("m.conv", convs)
-        bounds: list[str] = []
-        bound_params: list[Any] = []
-        if req.after_ts is not None:
-            bounds.append("m.ts >= ?")
-            bound_params.append(req.after_ts)
-        if req.before_ts is not None:
-            bounds.append("m.ts < ?")
-            bound_params.append(req.before_ts)
+        bounds, bound_params = time_bounds(req, "m.ts")
         wanted = [in_convs, *bounds]
         wanted_params = [convs_param, *bound_params]
         if req.sender is not None:
