@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite as CI runs it, in two parts, one after the other:
-#   parallel  the tests not marked serial, on HUDDLE_TEST_WORKERS pytest-xdist workers (3
+#   parallel  the tests not marked serial, on HUDDLE_TEST_WORKERS pytest-xdist workers (4
 #             unless set; 0: in one process): they mostly wait (node start-up, timers);
 #   serial    the tests marked serial (tests/conftest.py: the browser tests and those that
 #             measure time or rates), one at a time, once the parallel part is over: run
@@ -14,7 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
-workers=${HUDDLE_TEST_WORKERS:-3}
+workers=${HUDDLE_TEST_WORKERS:-4}
 serial_redis=${HUDDLE_TEST_SERIAL_REDIS:-both}
 if [ -n "${HUDDLE_TEST_REDIS_URL:-}" ]; then
   workers=0 # each test flushes its Redis: one process for a Redis of your own
