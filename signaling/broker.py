@@ -5,8 +5,11 @@ alike: a channel carries the hash tag of what it is about (``signaling.keys``), 
 cluster its messages stay on the shard that owns that conversation, user or room instead of
 being broadcast to every shard, and a script may publish on it next to its writes.
 
-A node subscribes only to the channels its connected devices need. When Redis goes away the
-reader keeps retrying and redis-py subscribes every channel again on reconnect; on a cluster
+A node subscribes only to the channels its connected devices need. On one Redis (without TLS)
+the messages are read through a connection of the node's own (``signaling.pubsub_pipe``,
+for its lower cost per message); on a cluster, or a Redis over TLS, through redis-py's
+``PubSub``. When Redis goes away the reader keeps retrying and every channel is subscribed
+again on reconnect; on a cluster
 redis-py also moves a channel's subscription to the shard that owns its slot after a
 failover or a slot migration. Either way messages may have been missed meanwhile, so the
 broker tells its ``on_reconnect`` callbacks, which read back what they need.
@@ -26,7 +29,13 @@ from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from signaling.keys import node_channel
-from signaling.redis_client import UNREACHABLE_ERRORS, RedisClient, on_topology_change
+from signaling.pubsub_pipe import PubSubPipe
+from signaling.redis_client import (
+    UNREACHABLE_ERRORS,
+    RedisClient,
+    on_topology_change,
+    plain_redis,
+)
 from signaling.tasks import cancel_and_wait
 
 log = logging.getLogger("huddle.broker")
@@ -43,8 +52,15 @@ SHARD_READERS_CHECK_S: Final = 0.5
 
 
 class Broker:
-    def __init__(self, client: RedisClient, node_id: str) -> None:
+    """``own_reader=False`` reads one Redis through redis-py as a cluster is read (for
+    comparisons; the node keeps the default)."""
+
+    def __init__(self, client: RedisClient, node_id: str, *, own_reader: bool = True) -> None:
         self._redis = client
+        where = plain_redis(client) if own_reader else None
+        self._pipe: PubSubPipe | None = None
+        if where is not None:
+            self._pipe = PubSubPipe(where, self._deliver, self._lost, self._restored)
         # Subscription replies are read too: a shard that gives a slot away drops its
         # channels' subscribers with an unasked sunsubscribe, the only sign of the move.
         self._pubsub: PubSub = client.pubsub(ignore_subscribe_messages=False)
@@ -70,6 +86,10 @@ class Broker:
         # The node's own channel keeps the pub/sub connection subscribed to at least one
         # channel, which redis-py needs before it will read.
         try:
+            if self._pipe is not None:
+                await self._pipe.start([self.node_channel.encode()])
+                self.connected = True
+                return
             await self._pubsub.ssubscribe(self.node_channel)
         except ResponseError as exc:
             if "unknown command" in str(exc).lower():
@@ -89,13 +109,24 @@ class Broker:
         await cancel_and_wait(
             [*readers, *self._tasks, *self._shard_readers.values()], "pub/sub broker"
         )
+        if self._pipe is not None:
+            await self._pipe.aclose()
         with contextlib.suppress(*UNREACHABLE_ERRORS):
             await self._pubsub.aclose()
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
         handlers = self._handlers.setdefault(channel, [])
         handlers.append(handler)
-        if len(handlers) == 1:
+        if len(handlers) == 1 and self._pipe is not None:
+            try:
+                await self._pipe.subscribe(channel.encode())
+            except UNREACHABLE_ERRORS as exc:
+                # Still wanted: the next connection subscribes it.
+                log.warning(
+                    "subscribe deferred until Redis is back",
+                    extra={"channel": channel, "error": repr(exc)},
+                )
+        elif len(handlers) == 1:
             try:
                 await self._pubsub.ssubscribe(channel)
             except UNREACHABLE_ERRORS:
@@ -112,6 +143,9 @@ class Broker:
         handlers.remove(handler)
         if not handlers:
             del self._handlers[channel]
+            if self._pipe is not None:
+                await self._pipe.unsubscribe(channel.encode())
+                return
             self._placement.pop(channel, None)
             with contextlib.suppress(*UNREACHABLE_ERRORS):
                 await self._pubsub.sunsubscribe(channel)
@@ -196,6 +230,22 @@ class Broker:
 
     async def _on_connect(self, connection: object) -> None:
         self._restored()
+
+    def _lost(self, reason: str) -> None:
+        if self.connected:
+            log.warning("pub/sub connection lost", extra={"error": reason})
+        self.connected = False
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        """A message read by the pipe (from its protocol's ``data_received``)."""
+        handlers = self._handlers.get(channel.decode())
+        if not handlers:
+            return
+        for handler in tuple(handlers):
+            try:
+                handler(data)
+            except Exception:
+                log.exception("pub/sub handler failed", extra={"channel": channel})
 
     def _restored(self) -> None:
         self.connected = True

@@ -149,19 +149,51 @@ class _Redis(redis.Redis):
         await super().aclose(close_connection_pool)
 
 
-def _script_pipe(pool: redis.ConnectionPool) -> ScriptPipe | None:
-    """A pipe to the pool's Redis, where its connections are plain (no TLS, no credential
-    provider): else None, and script calls take pooled connections."""
+@dataclass(frozen=True)
+class PlainRedis:
+    """Where one Redis is, for the node's own connections beside redis-py's pool (the script
+    pipe, the pub/sub reader): a Unix socket ``path``, or ``host`` and ``port``; no TLS."""
+
+    path: str | None = None
+    host: str = "localhost"
+    port: int = 6379
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+
+
+def plain_redis(client: RedisClient) -> PlainRedis | None:
+    """Where the client's one Redis is, if its connections are plain (no TLS, no credential
+    provider, replies not decoded); else None (a cluster too): redis-py's own way is taken."""
+    if isinstance(client, RedisCluster):
+        return None
+    pool = client.connection_pool
     kw = pool.connection_kwargs
     if kw.get("credential_provider") is not None or kw.get("decode_responses"):
         return None
     username, password, db = kw.get("username"), kw.get("password"), int(kw.get("db") or 0)
     if pool.connection_class is redis.UnixDomainSocketConnection:
-        return ScriptPipe(path=str(kw["path"]), username=username, password=password, db=db)
+        return PlainRedis(path=str(kw["path"]), username=username, password=password, db=db)
     if pool.connection_class is redis.Connection:
         host, port = str(kw.get("host", "localhost")), int(kw.get("port", 6379))
-        return ScriptPipe(host=host, port=port, username=username, password=password, db=db)
+        return PlainRedis(host=host, port=port, username=username, password=password, db=db)
     return None
+
+
+def _script_pipe(client: redis.Redis) -> ScriptPipe | None:
+    """A pipe to the client's Redis where its connections are plain: else None, and script
+    calls take pooled connections."""
+    where = plain_redis(client)
+    if where is None:
+        return None
+    return ScriptPipe(
+        path=where.path,
+        host=where.host,
+        port=where.port,
+        username=where.username,
+        password=where.password,
+        db=where.db,
+    )
 
 
 def connect(url: str) -> RedisClient:
@@ -178,7 +210,7 @@ def connect(url: str) -> RedisClient:
             retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
         )
         client = cast(_Redis, _Redis.from_pool(pool))
-        client.scripts = _script_pipe(pool)
+        client.scripts = _script_pipe(client)
         return client
     parsed = parse_cluster_url(url)
     events = EventDispatcher()

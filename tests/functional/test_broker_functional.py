@@ -1,0 +1,346 @@
+"""The pub/sub broker (signaling.broker) against real redis-server processes: subscriptions
+counted per channel, a Redis restarted on its port, a stream that stops making sense, AUTH
+and SELECT. On one Redis the broker reads through a connection of its own
+(signaling.pubsub_pipe); ``own_reader=False`` runs the same through redis-py, as before."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import AuthenticationError
+
+from huddle.redis_server import find_redis_server
+from signaling.broker import Broker
+from signaling.redis_client import RedisClient, connect, plain_redis
+from tests.helpers import eventually
+
+
+class TcpRedis:
+    """A redis-server on a loopback TCP port, which a test may kill and start again there."""
+
+    def __init__(self, directory: Path, *args: str) -> None:
+        self.directory = directory
+        self.args = args
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                find_redis_server(),
+                *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
+                *("--appendonly", "no", "--dir", str(self.directory)),
+                *("--logfile", str(self.directory / "redis.log"), *self.args),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(500):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            assert self.proc.poll() is None, "redis-server exited"
+            time.sleep(0.01)
+        raise AssertionError("redis-server did not listen")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def tcp_redis(tmp_path: Path) -> Iterator[TcpRedis]:
+    server = TcpRedis(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+async def looker(tcp_redis: TcpRedis) -> AsyncIterator[redis.Redis]:
+    """A second client, to ask the Redis what is subscribed and to publish."""
+    client = redis.Redis.from_url(tcp_redis.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def shard_subscribers(client: RedisClient, *channels: str) -> list[int]:
+    if isinstance(client, RedisCluster):
+        counts: list[int] = []
+        for channel in channels:
+            node = client.get_node_from_key(channel)
+            reply = await client.pubsub_shardnumsub(channel, target_nodes=node)
+            counts.extend(int(n) for _, n in reply)
+        return counts
+    return [int(n) for _, n in await client.pubsub_shardnumsub(*channels)]
+
+
+async def until_counted(client: RedisClient, channel: str, expected: int) -> None:
+    """Wait until Redis counts ``expected`` subscribers of ``channel``."""
+    async with asyncio.timeout(5):
+        # Redis tells no one when a count changes: ask it again.
+        while await shard_subscribers(client, channel) != [expected]:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, bytes]] = []
+
+    def handler(self, name: str) -> Callable[[bytes], None]:
+        def handle(data: bytes) -> None:
+            self.got.append((name, data))
+
+        return handle
+
+
+@pytest.mark.redis_cluster
+async def test_subscriptions_are_counted_per_channel(redis_client: RedisClient) -> None:
+    """Redis has one subscription per channel however many handlers it has, none once the
+    last is gone, and none of the broker's once it stopped."""
+    broker = Broker(redis_client, "counting")
+    await broker.start()
+    chan = "huddle:{conv:counted}:chan"
+    got: list[bytes] = []
+    first, second = got.append, lambda data: got.append(b"2:" + data)
+    try:
+        assert await shard_subscribers(redis_client, chan, broker.node_channel) == [0, 1]
+        await broker.subscribe(chan, first)
+        await broker.subscribe(chan, second)
+        await eventually(lambda: broker.channel_count == 1)
+        # Subscribed once Redis confirmed it (one Redis); the cluster client only wrote it.
+        await until_counted(redis_client, chan, 1)
+        await redis_client.spublish(chan, b"m1")
+        await eventually(lambda: sorted(got) == [b"2:m1", b"m1"])
+        await broker.unsubscribe(chan, first)
+        await asyncio.sleep(0.05)
+        assert await shard_subscribers(redis_client, chan) == [1]
+        await broker.unsubscribe(chan, second)
+        await until_counted(redis_client, chan, 0)
+        await broker.unsubscribe(chan, second)  # not subscribed: nothing happens
+        await broker.subscribe(chan, first)
+        await until_counted(redis_client, chan, 1)
+        await redis_client.spublish(chan, b"m2")
+        await eventually(lambda: got[-1:] == [b"m2"])
+    finally:
+        await broker.stop()
+    await until_counted(redis_client, chan, 0)
+    assert await shard_subscribers(redis_client, broker.node_channel) == [0]
+    assert len(got) == 3
+
+
+@pytest.mark.parametrize(
+    "own_reader",
+    [
+        True,
+        pytest.param(
+            False,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="redis-py's PubSub forgets a subscribe made while its connection is "
+                "down and subscribes again a channel given up meanwhile",
+            ),
+        ),
+    ],
+    ids=["own", "redis-py"],
+)
+async def test_a_redis_restarted_on_its_port_gets_every_subscription_back(
+    tcp_redis: TcpRedis, looker: redis.Redis, own_reader: bool
+) -> None:
+    """Redis killed and started again on the same port: the broker subscribes every channel
+    still wanted (one subscribed while Redis was away too, not one given up meanwhile), says
+    so once, and later messages reach the handlers."""
+    client = connect(tcp_redis.url)
+    broker = Broker(client, "restarted", own_reader=own_reader)
+    inbox = Inbox()
+    reconnected: list[list[int]] = []
+    kept, dropped, added = (f"huddle:{{conv:{n}}}:chan" for n in ("kept", "dropped", "added"))
+    await broker.start()
+    try:
+        await broker.subscribe(kept, inbox.handler("kept"))
+        await broker.subscribe(dropped, inbox.handler("dropped"))
+        await eventually(lambda: broker.channel_count == 2)
+        assert broker.connected and broker.reconnects == 0
+        await looker.spublish(kept, b"before")
+        await eventually(lambda: inbox.got == [("kept", b"before")])
+
+        tcp_redis.kill()
+        await eventually(lambda: not broker.connected)
+        handler = inbox.handler("added")
+        await broker.subscribe(added, handler)
+        await broker.unsubscribe(dropped, broker._handlers[dropped][0])
+        broker.on_reconnect.append(lambda: reconnected.append([broker.reconnects]))
+        tcp_redis.start()
+        await looker.aclose()  # its connection was to the Redis killed
+        await eventually(lambda: broker.connected, timeout=10)
+        await eventually(lambda: reconnected == [[1]])
+        counts = await shard_subscribers(looker, kept, dropped, added, broker.node_channel)
+        assert counts == [1, 0, 1, 1]
+        for channel in (kept, dropped, added):
+            await looker.spublish(channel, b"after")
+        await eventually(lambda: len(inbox.got) == 3)
+        assert inbox.got[1:] == [("kept", b"after"), ("added", b"after")]
+        assert reconnected == [[1]] and broker.reconnects == 1
+    finally:
+        await broker.stop()
+        await client.aclose()
+
+
+class Relay:
+    """A TCP relay between the broker and a real Redis, which can slip bytes of its own into
+    what Redis sends back on the connections open now."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.to_clients: list[asyncio.StreamWriter] = []
+        self.accepted = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.to_clients.append(writer)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+            dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def inject(self, data: bytes) -> None:
+        for writer in self.to_clients:
+            if not writer.is_closing():
+                writer.write(data)
+
+    async def close(self) -> None:
+        for writer in self.to_clients:
+            writer.close()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"?not resp at all\r\n",
+        b"+OK\r\n",  # a reply nobody asked for
+        b"*3\r\n$10\r\nssubscribe\r\n$5\r\nother\r\n:2\r\n",  # a subscription never asked
+        b"*3\r\n$12\r\nsunsubscribe\r\n$20\r\nhuddle:{conv:g}:chan\r\n:0\r\n",  # one dropped
+        b"*3\r\n$8\r\nsmessage\r\n$5\r\n\xff\xfe\xfd\xfc\xfb\r\n$1\r\nx\r\n",  # no UTF-8 name
+    ],
+    ids=["garbage", "unasked-reply", "unasked-subscribe", "unasked-drop", "bad-channel"],
+)
+async def test_a_stream_that_makes_no_sense_is_dropped_and_made_anew(
+    tcp_redis: TcpRedis, looker: redis.Redis, garbage: bytes
+) -> None:
+    relay = Relay(tcp_redis.port)
+    port = await relay.start()
+    client = connect(f"redis://127.0.0.1:{port}")
+    broker = Broker(client, "confused")
+    inbox = Inbox()
+    chan = "huddle:{conv:g}:chan"
+    reconnected: list[int] = []
+    broker.on_reconnect.append(lambda: reconnected.append(broker.reconnects))
+    await broker.start()
+    try:
+        await broker.subscribe(chan, inbox.handler("g"))
+        await looker.spublish(chan, b"one")
+        await eventually(lambda: inbox.got == [("g", b"one")])
+        assert relay.accepted == 1  # the pub/sub connection (scripts take one when called)
+        relay.inject(garbage)
+        await eventually(lambda: reconnected == [1], timeout=10)
+        assert broker.connected
+        assert relay.accepted == 2
+        assert await shard_subscribers(looker, chan, broker.node_channel) == [1, 1]
+        await looker.spublish(chan, b"two")
+        await eventually(lambda: inbox.got == [("g", b"one"), ("g", b"two")])
+    finally:
+        await broker.stop()
+        await client.aclose()
+        await relay.close()
+    await until_counted(looker, chan, 0)
+
+
+async def test_a_redis_with_a_password_and_a_database(tmp_path: Path) -> None:
+    """AUTH (user and password) and SELECT before the subscriptions; a wrong password stops
+    the start with redis-py's error, as with redis-py's reader."""
+    server = TcpRedis(tmp_path / "redis", "--requirepass", "s3cret")
+    server.start()
+    looker = redis.Redis(port=server.port, password="s3cret")
+    try:
+        for url in (
+            f"redis://:s3cret@127.0.0.1:{server.port}/2",
+            f"redis://default:s3cret@127.0.0.1:{server.port}/3",
+        ):
+            client = connect(url)
+            assert plain_redis(client) is not None
+            broker = Broker(client, "authed")
+            got: list[bytes] = []
+            await broker.start()
+            try:
+                await broker.subscribe("huddle:{conv:a}:chan", got.append)
+                await looker.spublish("huddle:{conv:a}:chan", b"hi")
+                await eventually(lambda: got == [b"hi"])  # noqa: B023 (awaited here)
+                clients = await looker.client_list(_type="pubsub")
+                assert {int(c["db"]) for c in clients} == {int(url[-1])}
+            finally:
+                await broker.stop()
+                await client.aclose()
+        client = connect(f"redis://:wrong@127.0.0.1:{server.port}")
+        broker = Broker(client, "refused")
+        with pytest.raises(AuthenticationError):
+            await broker.start()
+        await broker.stop()
+        await client.aclose()
+    finally:
+        await looker.aclose()
+        server.kill()
+
+
+def test_only_plain_connections_get_a_reader_of_their_own() -> None:
+    assert plain_redis(connect("redis://127.0.0.1:1/4")) is not None
+    assert plain_redis(connect("unix:///tmp/nowhere.sock?db=1")) is not None
+    assert plain_redis(connect("rediss://127.0.0.1:1")) is None  # TLS: redis-py's reader
+    assert plain_redis(connect("redis+cluster://127.0.0.1:1")) is None
+
+
+async def test_the_node_s_pubsub_connection_is_its_own(redis_client: RedisClient) -> None:
+    """On one Redis the pub/sub connection is the pipe's (it names no client library, as
+    redis-py's connections do)."""
+    if isinstance(redis_client, RedisCluster):
+        pytest.skip("one Redis only")
+    broker = Broker(redis_client, "own")
+    await broker.start()
+    try:
+        clients = await redis_client.client_list(_type="pubsub")
+        assert len(clients) == 1
+        assert clients[0].get("lib-name", "") == ""
+    finally:
+        await broker.stop()
