@@ -125,6 +125,7 @@ async def test_external_redis_outage_degrades_and_recovers(tmp_path: Path) -> No
             degraded = await _wait_health(node.url, 503)
             assert degraded["status"] == "degraded"
             assert degraded["redis"]["reachable"] is False
+            assert degraded["redis"]["pubsub"] is False
             # Requests needing Redis fail with a clear code meanwhile; the socket stays up.
             with pytest.raises(RequestError) as refused:
                 await bob.request(p.PresenceSubscribe(id="", users=["carol"]), timeout=15)
@@ -137,7 +138,10 @@ async def test_external_redis_outage_degrades_and_recovers(tmp_path: Path) -> No
             assert retry_after is not None
 
             proc, _ = spawn_sync(redis_dir)
-            await _wait_health(node.url, 200)
+            healthy = await _wait_health(node.url, 200)
+            assert healthy["redis"]["pubsub"] is True
+            async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
+                assert "huddle_redis_pubsub_restored_total 1.0" in await resp.text()
             # Pub/sub resubscribed by itself: bob hears alice connect after the outage.
             deadline = time.monotonic() + 10
             async with HuddleClient(node.url, make_token("alice")) as alice:
