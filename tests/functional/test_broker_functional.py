@@ -344,3 +344,25 @@ async def test_the_node_s_pubsub_connection_is_its_own(redis_client: RedisClient
         assert clients[0].get("lib-name", "") == ""
     finally:
         await broker.stop()
+
+
+async def test_a_burst_of_messages_of_every_size_arrives_whole_and_in_order(
+    redis_client: RedisClient,
+) -> None:
+    """Messages split across reads and many in one read, from a few bytes to 200 KB."""
+    broker = Broker(redis_client, "burst")
+    got: list[bytes] = []
+    chan = "huddle:{conv:burst}:chan"
+    sizes = [1, 7, 300, 4_000, 65_537, 200_000] * 20 + [50] * 2_000
+    sent = [bytes([65 + n % 26]) * size + str(n).encode() for n, size in enumerate(sizes)]
+    await broker.start()
+    try:
+        await broker.subscribe(chan, got.append)
+        async with redis_client.pipeline(transaction=False) as pipe:
+            for payload in sent:
+                pipe.spublish(chan, payload)
+            await pipe.execute()
+        await eventually(lambda: len(got) >= len(sent), timeout=20)
+        assert got == sent
+    finally:
+        await broker.stop()
