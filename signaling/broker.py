@@ -238,14 +238,15 @@ class Broker:
 
     def _deliver(self, channel: bytes, data: bytes) -> None:
         """A message read by the pipe (from its protocol's ``data_received``)."""
-        handlers = self._handlers.get(channel.decode())
+        name = channel.decode()
+        handlers = self._handlers.get(name)
         if not handlers:
             return
         for handler in tuple(handlers):
             try:
                 handler(data)
             except Exception:
-                log.exception("pub/sub handler failed", extra={"channel": channel})
+                log.exception("pub/sub handler failed", extra={"channel": name})
 
     def _restored(self) -> None:
         self.connected = True

@@ -366,3 +366,29 @@ async def test_a_burst_of_messages_of_every_size_arrives_whole_and_in_order(
         assert got == sent
     finally:
         await broker.stop()
+
+
+@pytest.mark.redis_cluster
+async def test_a_handler_that_fails_leaves_the_others_and_the_connection(
+    redis_client: RedisClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = Broker(redis_client, "failing")
+    got: list[bytes] = []
+    chan = "huddle:{conv:failing}:chan"
+
+    def broken(data: bytes) -> None:
+        raise ValueError(f"cannot take {data!r}")
+
+    await broker.start()
+    try:
+        await broker.subscribe(chan, broken)
+        await broker.subscribe(chan, got.append)
+        await until_counted(redis_client, chan, 1)
+        for payload in (b"one", b"two"):
+            await redis_client.spublish(chan, payload)
+        await eventually(lambda: got == [b"one", b"two"])
+        assert broker.connected and broker.reconnects == 0
+        failures = [r for r in caplog.records if r.getMessage() == "pub/sub handler failed"]
+        assert len(failures) == 2
+    finally:
+        await broker.stop()
