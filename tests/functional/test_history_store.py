@@ -20,7 +20,7 @@ from chat import wire as w
 from chat.history.events import decode_event, page_range
 from chat.history.postgres import PostgresHistory
 from chat.history.postgres import search_scope as pg_scope
-from chat.history.sql import CANDIDATES_PER_ROUND, Span, SqlHistory, Tx
+from chat.history.sql import CANDIDATES_PER_ROUND, NewMessage, Span, SqlHistory, Tx
 from chat.history.sqlite import SQLiteHistory, search_scope
 from chat.history.store import (
     EpochChanged,
@@ -815,6 +815,50 @@ async def test_upgrade_from_the_first_schema_4_of_postgres(postgres: Postgres) -
         assert await new.found_by(CONV, ["index"]) == [2]
     finally:
         await new.close()
+
+
+async def test_postgres_stores_each_messages_terms_as_its_array(postgres: Postgres) -> None:
+    """A pass's messages go in by COPY with their terms written as text (terms_literal):
+    the column holds exactly the scoped terms, as an array of strings, whatever they are
+    (``null`` is a word, not a missing element; quotes, backslashes, braces, commas and
+    spaces are no term of chat.text, yet stored as given), and both indexes find them."""
+    store = await PostgresHistory.open(postgres.create_database())
+    odd = ["null", "NULL", 'say "hi"', "back\\slash", "{braces}", "a,b", "two words", "東京"]
+    try:
+        log = Log()
+        await store.append_many(
+            [(CONV, [log.message("null NULL Null nil"), log.message("東京 null 會議")])]
+        )
+        other = Log("g-other")
+        await store.append_many([(other.conv, [other.message("plain words")])])
+        async with store._write() as tx:
+            await store._insert(
+                tx,
+                [
+                    NewMessage("g-odd", 1, T0, "ann", None, b"{}", odd),
+                    NewMessage("g-odd", 2, T0, "ann", None, b"{}", []),
+                ],
+            )
+            rows = await tx.rows("SELECT conv, seq, terms FROM messages ORDER BY conv, seq")
+        expected = {
+            (CONV, 1): message_terms(log_message_text("null NULL Null nil")),
+            (CONV, 2): message_terms(log_message_text("東京 null 會議")),
+            ("g-other", 1): message_terms(log_message_text("plain words")),
+            ("g-odd", 1): odd,
+        }
+        got = {(conv, int(seq)): terms for conv, seq, terms in rows}
+        assert got[("g-odd", 2)] is None  # no terms: no array
+        for (conv, seq), terms in expected.items():
+            assert got[(conv, seq)] == [pg_scope(conv) + t for t in terms], (conv, seq)
+        assert await store.found_by(CONV, ["null"]) == [1, 2]
+        assert await store.found_by(CONV, ["東京"]) == [2]
+        assert await store.found_by("g-odd", ['say "hi"', "back\\slash"]) == [1]
+    finally:
+        await store.close()
+
+
+def log_message_text(text: str) -> w.ChatMessage:
+    return w.ChatMessage(seq=1, ts=T0, sender="ann", kind="text", text=text)
 
 
 def watch_newest(store: SqlHistory) -> list[bool | None]:
