@@ -178,16 +178,23 @@ def _scoped(conv: str, terms: Sequence[str]) -> list[str]:
     return [scope + t for t in terms]
 
 
-def terms_literal(scope: str, terms: Sequence[str]) -> str:
-    """``terms``, each prefixed by ``scope``, as PostgreSQL writes a ``text[]``: every
-    element quoted (a term ``null`` stays the string), backslashes and double quotes
-    escaped. For COPY, which then takes the column as text: psycopg dumps a list in Python,
-    element by element (a third of a pass's CPU on the event loop's thread), this is two
-    joins."""
-    flat = "".join(terms)
+def text_array(values: Sequence[str], prefix: str = "") -> str:
+    """``values``, each after ``prefix``, as PostgreSQL writes a ``text[]``: every element
+    quoted (a search term ``null`` stays the string), backslashes and double quotes
+    escaped. Given as text, not as a list: psycopg dumps a list in Python element by
+    element (for the terms of COPY's rows, a third of an archiving pass's CPU on the event
+    loop's thread); this is two joins."""
+    if not values:
+        return "{}"
+    flat = "".join(values)
     if '"' in flat or "\\" in flat:
-        terms = [t.replace("\\", "\\\\").replace('"', '\\"') for t in terms]
-    return '{"' + scope + f'","{scope}'.join(terms) + '"}'
+        values = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
+    return '{"' + prefix + f'","{prefix}'.join(values) + '"}'
+
+
+def _ints_literal(values: Sequence[int]) -> str:
+    """``values`` as PostgreSQL writes a ``bigint[]`` (see text_array)."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 class PostgresHistory(SqlHistory):
@@ -256,18 +263,23 @@ class PostgresHistory(SqlHistory):
         # the array's order as the rows of unnest come.
         await tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(c, 0)) FROM unnest(?::text[]) AS c",
-            (list(convs),),
+            (text_array(convs),),
         )
 
     async def _read_to_many(self, tx: Tx, rows: Sequence[tuple[str, str, int]]) -> None:
-        # One statement of arrays, not one per row (psycopg's work per row was most of it).
+        # One statement of arrays, not one per row (psycopg's work per row was most of it),
+        # each array as text (text_array).
         await tx.execute(
             "INSERT INTO reads (conv, user_id, read_seq) "
             "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) "
             "ON CONFLICT (conv, user_id) DO UPDATE SET read_seq = CASE "
             "WHEN excluded.read_seq > reads.read_seq THEN excluded.read_seq "
             "ELSE reads.read_seq END",
-            [list(column) for column in zip(*rows, strict=True)],
+            (
+                text_array([conv for conv, _, _ in rows]),
+                text_array([user for _, user, _ in rows]),
+                _ints_literal([seq for _, _, seq in rows]),
+            ),
         )
 
     async def _move_heads(self, tx: Tx, rows: Sequence[tuple[str, int, str, int]]) -> None:
@@ -276,13 +288,18 @@ class PostgresHistory(SqlHistory):
             "SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::bigint[]) "
             "ON CONFLICT (conv) DO UPDATE SET ev = excluded.ev, epoch = excluded.epoch, "
             "last_seq = excluded.last_seq",
-            [list(column) for column in zip(*rows, strict=True)],
+            (
+                text_array([conv for conv, _, _, _ in rows]),
+                _ints_literal([ev for _, ev, _, _ in rows]),
+                text_array([epoch for _, _, epoch, _ in rows]),
+                _ints_literal([seq for _, _, _, seq in rows]),
+            ),
         )
 
     async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
         assert isinstance(tx, _Tx)
         # COPY: a pass's messages in one stream (as an insert per row, psycopg spent about
-        # 55 µs of the node's CPU on each), the terms as text (terms_literal).
+        # 55 µs of the node's CPU on each), the terms as text (text_array).
         scopes: dict[str, str] = {}
         async with (
             tx.conn.cursor() as cursor,
@@ -300,9 +317,9 @@ class PostgresHistory(SqlHistory):
                         r.reply_to,
                         r.body,
                         r.reactions,
-                        terms_literal(
-                            scopes.get(r.conv) or scopes.setdefault(r.conv, search_scope(r.conv)),
+                        text_array(
                             r.terms,
+                            scopes.get(r.conv) or scopes.setdefault(r.conv, search_scope(r.conv)),
                         )
                         if r.terms
                         else None,

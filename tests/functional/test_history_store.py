@@ -818,10 +818,11 @@ async def test_upgrade_from_the_first_schema_4_of_postgres(postgres: Postgres) -
 
 
 async def test_postgres_stores_each_messages_terms_as_its_array(postgres: Postgres) -> None:
-    """A pass's messages go in by COPY with their terms written as text (terms_literal):
-    the column holds exactly the scoped terms, as an array of strings, whatever they are
-    (``null`` is a word, not a missing element; quotes, backslashes, braces, commas and
-    spaces are no term of chat.text, yet stored as given), and both indexes find them."""
+    """A pass's arrays go to PostgreSQL as text (chat.history.postgres.text_array): a
+    message's terms column holds exactly its scoped terms, as an array of strings, whatever
+    they are (``null`` is a word, not a missing element; quotes, backslashes, braces, commas
+    and spaces are no term of chat.text, yet stored as given), both indexes find them, and
+    conversations and users of any name get their heads and read positions."""
     store = await PostgresHistory.open(postgres.create_database())
     odd = ["null", "NULL", 'say "hi"', "back\\slash", "{braces}", "a,b", "two words", "東京"]
     try:
@@ -853,6 +854,14 @@ async def test_postgres_stores_each_messages_terms_as_its_array(postgres: Postgr
         assert await store.found_by(CONV, ["null"]) == [1, 2]
         assert await store.found_by(CONV, ["東京"]) == [2]
         assert await store.found_by("g-odd", ['say "hi"', "back\\slash"]) == [1]
+        quoted = Log('g-"q\\{,}')
+        user = 'b "o" \\ b, {null}'
+        events: list[LogEvent] = [quoted.message("quoted", sender=user), quoted.read("NULL", 1)]
+        heads = await store.append_many([(quoted.conv, events), (CONV, [log.read(user, 2)])])
+        assert heads == [Head(2, "e1", 1), Head(3, "e1", 2)]
+        assert await store.heads([quoted.conv, CONV]) == {quoted.conv: heads[0], CONV: heads[1]}
+        assert await store.reads(quoted.conv) == {user: 1, "NULL": 1}
+        assert (await store.reads(CONV))[user] == 2
     finally:
         await store.close()
 
