@@ -18,7 +18,7 @@ import pytest
 
 from chat import wire as w
 from chat.history.events import decode_event, page_range
-from chat.history.postgres import PostgresHistory
+from chat.history.postgres import GIN_PENDING_LIST_KB, PostgresHistory
 from chat.history.postgres import search_scope as pg_scope
 from chat.history.sql import CANDIDATES_PER_ROUND, NewMessage, Span, SqlHistory, Tx
 from chat.history.sqlite import SQLiteHistory, search_scope
@@ -862,6 +862,28 @@ async def test_postgres_stores_each_messages_terms_as_its_array(postgres: Postgr
         assert await store.heads([quoted.conv, CONV]) == {quoted.conv: heads[0], CONV: heads[1]}
         assert await store.reads(quoted.conv) == {user: 1, "NULL": 1}
         assert (await store.reads(CONV))[user] == 2
+    finally:
+        await store.close()
+
+
+async def test_postgres_search_indexes_move_their_pending_terms_in_small_steps(
+    postgres: Postgres,
+) -> None:
+    """Every connection of the store keeps GIN's pending list short (GIN_PENDING_LIST_KB,
+    not PostgreSQL's 4 MB): an archiving pass moves a little of it, not, one in a few, the
+    list of the passes before it."""
+    store = await PostgresHistory.open(postgres.create_database(), max_size=3)
+    try:
+
+        async def setting(_: int) -> str:
+            async with store._read() as tx:
+                await asyncio.sleep(0.05)  # the three at once: each on a connection of its own
+                [(value,)] = await tx.rows("SHOW gin_pending_list_limit")
+            return str(value)
+
+        values = await asyncio.gather(*(setting(i) for i in range(3)))
+        assert values == [f"{GIN_PENDING_LIST_KB}kB"] * 3
+        assert GIN_PENDING_LIST_KB < 4096  # PostgreSQL's own: 4MB
     finally:
         await store.close()
 
