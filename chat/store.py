@@ -43,6 +43,9 @@ _CODES: Final = {
 }
 # A reply's thread root until the send script puts it in (chat/lua/send.lua).
 REPLY_TO_MARKER: Final = -3
+# The largest sequence part of a stream entry's ID: "{ev}-{this}" is the last ID event ev
+# can have.
+_LAST_ID_SEQ: Final = 2**64 - 1
 # Encoded in the message's place in a message event, then replaced by the message.
 _MESSAGE_SLOT: Final = w.ChatMessage(seq=0, ts=0, sender="", kind="text")
 _MESSAGE_SLOT_JSON: Final = ENCODER.encode(_MESSAGE_SLOT)
@@ -315,6 +318,28 @@ class ChatStore:
         """Logged events numbered above ``after`` (at most ``count``), in order."""
         raw: Any = await self.redis.xrange(key, f"{after + 1}-0", "+", count=count)
         return [(int(_s(i).split("-", 1)[0]), fields[b"e"]) for i, fields in raw]
+
+    async def logs_after(
+        self, after: dict[str, int], count: int
+    ) -> dict[str, list[tuple[bytes, dict[bytes, bytes]]]]:
+        """For each conversation's log (its key -> the event to read after), the logged
+        entries numbered above it (at most ``count``), as XRANGE gives them; logs with none
+        are left out. On one Redis one XREAD for them all (a pipeline of an XRANGE each cost
+        the client as much again, in redis-py's work per command); on a cluster a pipeline,
+        its commands sent to each log's shard."""
+        if not after:
+            return {}
+        if is_cluster(self.redis):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, ev in after.items():
+                    pipe.xrange(key, f"{ev + 1}-0", "+", count=count)
+                found: list[Any] = await pipe.execute()
+            return {key: entries for key, entries in zip(after, found, strict=True) if entries}
+        # XREAD reads after the ID given: the last one event ``ev`` can have.
+        raw: Any = await self.redis.xread(
+            {key: f"{ev}-{_LAST_ID_SEQ}" for key, ev in after.items()}, count=count
+        )
+        return {_s(key): entries for key, entries in raw or () if entries}
 
     async def first_event(self, key: str) -> int | None:
         raw: Any = await self.redis.xrange(key, "-", "+", count=1)

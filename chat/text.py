@@ -174,7 +174,7 @@ _HAN_TEXT = re.compile(
     f"[\\x00-\\x7f{_IDEOGRAPHS}\u3001\u3002\u300c\u300d\u3010\u3011\u201c\u201d\u2026"
     "\uff01\uff08\uff09\uff0c\uff1a\uff1b\uff1f]*"
 )
-_HAN_TOKEN = re.compile(f"([{_IDEOGRAPHS}]+)|[a-z0-9]+(?:'[a-z0-9]+)*")
+_HAN_TOKEN = re.compile(f"[{_IDEOGRAPHS}]+|[a-z0-9]+(?:'[a-z0-9]+)*")
 
 
 def index_terms(text: str) -> list[str]:
@@ -188,34 +188,37 @@ def index_terms(text: str) -> list[str]:
 
 def _han_index_terms(folded: str) -> list[str]:
     """:func:`_index_terms` of ASCII text with Chinese ideographs and punctuation (most
-    Chinese messages), several times faster."""
+    Chinese messages), several times faster. The tokens are found in one call (a run of
+    ideographs begins with a character outside ASCII, a word with one inside)."""
     terms: dict[str, None] = {}
-    for match in _HAN_TOKEN.finditer(folded):
-        run = match.group(1)
-        if run is not None:
-            for i in range(len(run)):
-                terms[run[i]] = None
-                if i + 1 < len(run):
-                    terms[run[i : i + 2]] = None
+    for token in _HAN_TOKEN.findall(folded):
+        if token[0] > "\x7f":
+            for i in range(len(token)):
+                terms[token[i]] = None
+                terms[token[i : i + 2]] = None  # the last: its unigram again
+        elif "'" in token:
+            parts = token.split("'")
+            terms["".join(parts)[:MAX_TERM_CHARS]] = None
+            for part in parts:
+                terms[part[:MAX_TERM_CHARS]] = None
         else:
-            word = match.group()
-            if "'" in word:
-                parts = word.split("'")
-                terms["".join(parts)[:MAX_TERM_CHARS]] = None
-                for part in parts:
-                    terms[part[:MAX_TERM_CHARS]] = None
-            else:
-                terms[word[:MAX_TERM_CHARS]] = None
+            terms[token[:MAX_TERM_CHARS]] = None
         if len(terms) >= MAX_TERMS:
             break
     return list(terms)[:MAX_TERMS]
 
 
 def _ascii_index_terms(folded: str) -> list[str]:
-    """:func:`_index_terms` of ASCII text, a few times faster (every message is indexed)."""
+    """:func:`_index_terms` of ASCII text, a few times faster (every message is indexed):
+    without apostrophes or overlong words (nearly every message), the words in one call and
+    their distinct ones in another."""
+    words = _ASCII_WORD.findall(folded)
+    if "'" not in folded and (
+        len(folded) <= MAX_TERM_CHARS or max(map(len, words), default=0) <= MAX_TERM_CHARS
+    ):
+        return list(dict.fromkeys(words))[:MAX_TERMS]
     terms: dict[str, None] = {}
-    for match in _ASCII_WORD.finditer(folded):
-        word = match.group()
+    for word in words:
         if "'" in word:
             parts = word.split("'")
             terms["".join(parts)[:MAX_TERM_CHARS]] = None

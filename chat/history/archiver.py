@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from chat import wire as w
 from chat.history.events import decode_event
@@ -141,16 +141,15 @@ class Archiver:
         conversation with more is noted again. Should the pass fail on one of them (a log
         that lost events, another epoch), each is archived alone instead."""
         heads = await self.history.heads(convs)
-        async with self.chat.redis.pipeline(transaction=False) as pipe:
-            for conv in convs:
-                after = heads[conv].ev if conv in heads else 0
-                pipe.xrange(conv_key(conv, "events"), f"{after + 1}-0", "+", count=ARCHIVE_BATCH)
-            logs: list[Any] = await pipe.execute()
+        streams = {conv: conv_key(conv, "events") for conv in convs}
+        logs = await self.chat.logs_after(
+            {streams[c]: heads[c].ev if c in heads else 0 for c in convs}, ARCHIVE_BATCH
+        )
         try:
             batches = [
-                (conv, [decode_event(fields[b"e"]) for _, fields in entries])
-                for conv, entries in zip(convs, logs, strict=True)
-                if entries
+                (conv, [decode_event(fields[b"e"]) for _, fields in logs[streams[conv]]])
+                for conv in convs
+                if streams[conv] in logs
             ]
             if not batches:
                 return

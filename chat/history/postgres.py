@@ -67,6 +67,14 @@ NEWEST_FROM_READS: Final = 2000
 # million messages, where the bare plan took 44 and 65 ms.
 SCOPED_UP_TO: Final = 100
 OPEN_TIMEOUT_S: Final = 10.0
+# The search indexes' pending list (GIN's fast update: new rows' terms wait in a list that
+# an insert moves into the index once it outgrows this), per connection of the store. At
+# PostgreSQL's 4 MB, one archiving pass in a few moved the list of the passes before it:
+# 1,000 conversations of 5 events took 500-1,000 ms where the others took 200-400 (the
+# server's CPU 400-600 ms against 110-200), and the lag's tail was made of those passes.
+# A smaller list is moved a little in every pass instead, for the same work over time; a
+# search reads every entry of the list, so it reads fewer.
+GIN_PENDING_LIST_KB: Final = 512
 # pg_advisory_xact_lock key held while migrating, so that nodes starting together migrate
 # one after the other.
 SCHEMA_LOCK: Final = 0x48_75_64_64_6C_65  # "Huddle"
@@ -166,6 +174,12 @@ async def _bare_search(tx: Tx) -> None:
     await tx.execute("ANALYZE messages")
 
 
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Each new connection of the pool: its settings (GIN_PENDING_LIST_KB)."""
+    await conn.execute(f"SET gin_pending_list_limit = {int(GIN_PENDING_LIST_KB)}")
+    await conn.commit()
+
+
 def search_scope(conv: str) -> str:
     """The prefix of ``conv``'s terms: the start of its MD5 in hex, which PostgreSQL makes
     too (the upgrade to schema 3). Two conversations may share one (the search keeps the
@@ -176,6 +190,25 @@ def search_scope(conv: str) -> str:
 def _scoped(conv: str, terms: Sequence[str]) -> list[str]:
     scope = search_scope(conv)
     return [scope + t for t in terms]
+
+
+def text_array(values: Sequence[str], prefix: str = "") -> str:
+    """``values``, each after ``prefix``, as PostgreSQL writes a ``text[]``: every element
+    quoted (a search term ``null`` stays the string), backslashes and double quotes
+    escaped. Given as text, not as a list: psycopg dumps a list in Python element by
+    element (for the terms of COPY's rows, a third of an archiving pass's CPU on the event
+    loop's thread); this is two joins."""
+    if not values:
+        return "{}"
+    flat = "".join(values)
+    if '"' in flat or "\\" in flat:
+        values = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
+    return '{"' + prefix + f'","{prefix}'.join(values) + '"}'
+
+
+def _ints_literal(values: Sequence[int]) -> str:
+    """``values`` as PostgreSQL writes a ``bigint[]`` (see text_array)."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 class PostgresHistory(SqlHistory):
@@ -207,7 +240,9 @@ class PostgresHistory(SqlHistory):
     ) -> PostgresHistory:
         """Connect to the database at ``url`` and bring its schema up to date (``schema``:
         to that version only, for tests of upgrades)."""
-        pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False)
+        pool = AsyncConnectionPool(
+            url, min_size=1, max_size=max_size, open=False, configure=_configure
+        )
         try:
             await pool.open(wait=True, timeout=OPEN_TIMEOUT_S)
         except psycopg.Error as exc:
@@ -244,18 +279,23 @@ class PostgresHistory(SqlHistory):
         # the array's order as the rows of unnest come.
         await tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(c, 0)) FROM unnest(?::text[]) AS c",
-            (list(convs),),
+            (text_array(convs),),
         )
 
     async def _read_to_many(self, tx: Tx, rows: Sequence[tuple[str, str, int]]) -> None:
-        # One statement of arrays, not one per row (psycopg's work per row was most of it).
+        # One statement of arrays, not one per row (psycopg's work per row was most of it),
+        # each array as text (text_array).
         await tx.execute(
             "INSERT INTO reads (conv, user_id, read_seq) "
             "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) "
             "ON CONFLICT (conv, user_id) DO UPDATE SET read_seq = CASE "
             "WHEN excluded.read_seq > reads.read_seq THEN excluded.read_seq "
             "ELSE reads.read_seq END",
-            [list(column) for column in zip(*rows, strict=True)],
+            (
+                text_array([conv for conv, _, _ in rows]),
+                text_array([user for _, user, _ in rows]),
+                _ints_literal([seq for _, _, seq in rows]),
+            ),
         )
 
     async def _move_heads(self, tx: Tx, rows: Sequence[tuple[str, int, str, int]]) -> None:
@@ -264,13 +304,19 @@ class PostgresHistory(SqlHistory):
             "SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::bigint[]) "
             "ON CONFLICT (conv) DO UPDATE SET ev = excluded.ev, epoch = excluded.epoch, "
             "last_seq = excluded.last_seq",
-            [list(column) for column in zip(*rows, strict=True)],
+            (
+                text_array([conv for conv, _, _, _ in rows]),
+                _ints_literal([ev for _, ev, _, _ in rows]),
+                text_array([epoch for _, _, epoch, _ in rows]),
+                _ints_literal([seq for _, _, _, seq in rows]),
+            ),
         )
 
     async def _insert(self, tx: Tx, rows: Sequence[NewMessage]) -> None:
         assert isinstance(tx, _Tx)
         # COPY: a pass's messages in one stream (as an insert per row, psycopg spent about
-        # 55 µs of the node's CPU on each).
+        # 55 µs of the node's CPU on each), the terms as text (text_array).
+        scopes: dict[str, str] = {}
         async with (
             tx.conn.cursor() as cursor,
             cursor.copy(
@@ -287,7 +333,12 @@ class PostgresHistory(SqlHistory):
                         r.reply_to,
                         r.body,
                         r.reactions,
-                        _scoped(r.conv, r.terms) if r.terms else None,
+                        text_array(
+                            r.terms,
+                            scopes.get(r.conv) or scopes.setdefault(r.conv, search_scope(r.conv)),
+                        )
+                        if r.terms
+                        else None,
                     )
                 )
 

@@ -102,7 +102,11 @@ _MOVE_HEAD: Final = (
 
 
 def _row(conv: str, msg: w.ChatMessage) -> NewMessage:
-    stored = msgspec.structs.replace(msg, thread=None, reactions=None)
+    stored = (
+        msg
+        if msg.thread is None and msg.reactions is None
+        else msgspec.structs.replace(msg, thread=None, reactions=None)
+    )
     return NewMessage(
         conv=conv,
         seq=msg.seq,

@@ -20,6 +20,7 @@ from chat.history.store import HistoryStore
 from chat.store import ChatStore
 from huddle.app import ARCHIVER, HISTORY
 from huddle.chat import ChatClient
+from signaling.redis_client import RedisClient
 from tests.conftest import StartNode
 from tests.helpers import Node
 from tests.postgres import Postgres, postgres
@@ -231,3 +232,25 @@ async def test_writes_within_the_pause_are_archived_in_one_pass(
         await asyncio.sleep(0.06)
     await caught_up(redis_side, store, [direct, group])
     assert passes == [sorted([direct, group])]
+
+
+@pytest.mark.redis_cluster
+async def test_logs_after_reads_each_log_after_the_event_given(redis_client: RedisClient) -> None:
+    """An archiving pass's read of many logs at once (one XREAD on one Redis, a pipeline on
+    a cluster): each log's entries above its event, in order, at most ``count`` of them,
+    and the logs with none left out; as the XRANGE of ``events_after`` reads one."""
+    chat_store = ChatStore(redis_client, 20_000, 5_000)
+    keys = [f"huddle:{{conv:logs-{i}}}:events" for i in range(4)]
+    for i, key in enumerate(keys):
+        for ev in range(1, 2 + 3 * i):
+            # As chat/lua/log.lua numbers them.
+            await redis_client.xadd(key, {"e": f"{key}/{ev}"}, id=f"{ev}-1")
+    after = {keys[0]: 1, keys[1]: 2, keys[2]: 3, keys[3]: 0, "huddle:{conv:none}:events": 0}
+    got = await chat_store.logs_after(after, 4)
+    assert list(got) == [keys[1], keys[2], keys[3]]  # keys[0]: its one event is read already
+    for key, entries in got.items():
+        expected = await chat_store.events_after(key, after[key], 4)
+        assert [(int(i.decode().split("-")[0]), f[b"e"]) for i, f in entries] == expected
+        assert len(entries) == min(4, len(expected)) and expected
+    assert [f[b"e"] for _, f in got[keys[2]]] == [f"{keys[2]}/{ev}".encode() for ev in (4, 5, 6, 7)]
+    assert await chat_store.logs_after({}, 4) == {}

@@ -18,9 +18,9 @@ import pytest
 
 from chat import wire as w
 from chat.history.events import decode_event, page_range
-from chat.history.postgres import PostgresHistory
+from chat.history.postgres import GIN_PENDING_LIST_KB, PostgresHistory
 from chat.history.postgres import search_scope as pg_scope
-from chat.history.sql import CANDIDATES_PER_ROUND, Span, SqlHistory, Tx
+from chat.history.sql import CANDIDATES_PER_ROUND, NewMessage, Span, SqlHistory, Tx
 from chat.history.sqlite import SQLiteHistory, search_scope
 from chat.history.store import (
     EpochChanged,
@@ -815,6 +815,81 @@ async def test_upgrade_from_the_first_schema_4_of_postgres(postgres: Postgres) -
         assert await new.found_by(CONV, ["index"]) == [2]
     finally:
         await new.close()
+
+
+async def test_postgres_stores_each_messages_terms_as_its_array(postgres: Postgres) -> None:
+    """A pass's arrays go to PostgreSQL as text (chat.history.postgres.text_array): a
+    message's terms column holds exactly its scoped terms, as an array of strings, whatever
+    they are (``null`` is a word, not a missing element; quotes, backslashes, braces, commas
+    and spaces are no term of chat.text, yet stored as given), both indexes find them, and
+    conversations and users of any name get their heads and read positions."""
+    store = await PostgresHistory.open(postgres.create_database())
+    odd = ["null", "NULL", 'say "hi"', "back\\slash", "{braces}", "a,b", "two words", "東京"]
+    try:
+        log = Log()
+        await store.append_many(
+            [(CONV, [log.message("null NULL Null nil"), log.message("東京 null 會議")])]
+        )
+        other = Log("g-other")
+        await store.append_many([(other.conv, [other.message("plain words")])])
+        async with store._write() as tx:
+            await store._insert(
+                tx,
+                [
+                    NewMessage("g-odd", 1, T0, "ann", None, b"{}", odd),
+                    NewMessage("g-odd", 2, T0, "ann", None, b"{}", []),
+                ],
+            )
+            rows = await tx.rows("SELECT conv, seq, terms FROM messages ORDER BY conv, seq")
+        expected = {
+            (CONV, 1): message_terms(log_message_text("null NULL Null nil")),
+            (CONV, 2): message_terms(log_message_text("東京 null 會議")),
+            ("g-other", 1): message_terms(log_message_text("plain words")),
+            ("g-odd", 1): odd,
+        }
+        got = {(conv, int(seq)): terms for conv, seq, terms in rows}
+        assert got[("g-odd", 2)] is None  # no terms: no array
+        for (conv, seq), terms in expected.items():
+            assert got[(conv, seq)] == [pg_scope(conv) + t for t in terms], (conv, seq)
+        assert await store.found_by(CONV, ["null"]) == [1, 2]
+        assert await store.found_by(CONV, ["東京"]) == [2]
+        assert await store.found_by("g-odd", ['say "hi"', "back\\slash"]) == [1]
+        quoted = Log('g-"q\\{,}')
+        user = 'b "o" \\ b, {null}'
+        events: list[LogEvent] = [quoted.message("quoted", sender=user), quoted.read("NULL", 1)]
+        heads = await store.append_many([(quoted.conv, events), (CONV, [log.read(user, 2)])])
+        assert heads == [Head(2, "e1", 1), Head(3, "e1", 2)]
+        assert await store.heads([quoted.conv, CONV]) == {quoted.conv: heads[0], CONV: heads[1]}
+        assert await store.reads(quoted.conv) == {user: 1, "NULL": 1}
+        assert (await store.reads(CONV))[user] == 2
+    finally:
+        await store.close()
+
+
+async def test_postgres_search_indexes_move_their_pending_terms_in_small_steps(
+    postgres: Postgres,
+) -> None:
+    """Every connection of the store keeps GIN's pending list short (GIN_PENDING_LIST_KB,
+    not PostgreSQL's 4 MB): an archiving pass moves a little of it, not, one in a few, the
+    list of the passes before it."""
+    store = await PostgresHistory.open(postgres.create_database(), max_size=3)
+    try:
+
+        async def setting(_: int) -> str:
+            async with store._read() as tx:
+                await asyncio.sleep(0.05)  # the three at once: each on a connection of its own
+                [(value,)] = await tx.rows("SHOW gin_pending_list_limit")
+            return str(value)
+
+        values = await asyncio.gather(*(setting(i) for i in range(3)))
+        assert values == [f"{GIN_PENDING_LIST_KB}kB"] * 3
+        assert GIN_PENDING_LIST_KB < 4096  # PostgreSQL's own: 4MB
+    finally:
+        await store.close()
+
+
+def log_message_text(text: str) -> w.ChatMessage:
+    return w.ChatMessage(seq=1, ts=T0, sender="ann", kind="text", text=text)
 
 
 def watch_newest(store: SqlHistory) -> list[bool | None]:
