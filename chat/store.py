@@ -6,6 +6,7 @@ them, and turns their refusals into :class:`ChatError` with a protocol error cod
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
@@ -113,13 +114,36 @@ def encode_template(event: Event) -> bytes:
     return ENCODER.encode(msgspec.structs.replace(event, **changes))
 
 
-def encode_message_event(event: w.ChatMessageEvent, body: bytes) -> bytes:
-    """``encode_template(event)`` around ``body``, the event's message encoded already: the
-    message is encoded once per send."""
-    head, _, tail = encode_template(
-        msgspec.structs.replace(event, message=_MESSAGE_SLOT)
-    ).partition(_MESSAGE_SLOT_JSON)
-    return head + body + tail
+_SEQ_MARKER: Final = b'"seq":-2'
+# Where the send script puts a message event's number, epoch, stamp and message, in order.
+_EVENT_MARKERS: Final = (b'"ev":-1', b'"epoch":""', b'"stamp":""', _MESSAGE_SLOT_JSON)
+_EVENT_FILLS: Final = ((b'"ev":', b""), (b'"epoch":"', b'"'), (b'"stamp":"', b'"'), (b"", b""))
+
+
+def split_at(blob: bytes, marker: bytes) -> tuple[bytes, bytes]:
+    """``blob`` before and after its one ``marker``."""
+    head, found, tail = blob.partition(marker)
+    if not found:
+        raise ValueError(f"no {marker!r} in {blob!r}")
+    return head, tail
+
+
+@functools.lru_cache(maxsize=4096)
+def event_pieces(conv: str) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """A message event of ``conv`` as stored (``encode_template``), cut where the send
+    script puts its event number, its log's epoch, its stamp and its message: the script
+    joins them (chat/lua/send.lua), the message once, no pattern to search for."""
+    event = w.ChatMessageEvent(seq=0, conv=conv, ev=-1, message=_MESSAGE_SLOT)
+    rest = encode_template(event)
+    pieces = []
+    after = b""
+    for marker, (before, close) in zip(_EVENT_MARKERS, _EVENT_FILLS, strict=True):
+        head, rest = split_at(rest, marker)
+        pieces.append(after + head + before)
+        after = close
+    pieces.append(after + rest)
+    one, two, three, four, five = pieces
+    return one, two, three, four, five
 
 
 def _s(value: Any) -> str:
@@ -388,35 +412,24 @@ class ChatStore:
 
         Replies (status, seq, ev): status ``ok``, or ``duplicate`` with the first seq; raises
         ``unknown_message`` with the seq Redis lacks in ``MissingMessage``."""
-        k = conv_key
         if reply_to:
             # Where the thread's root goes, once the script has found it.
             msg = msgspec.structs.replace(msg, reply_to=REPLY_TO_MARKER)
-        event = w.ChatMessageEvent(seq=0, conv=conv, ev=-1, message=msg)
-        keys = [
-            k(conv, "meta"),
-            k(conv, "members"),
-            k(conv, "msgs"),
-            k(conv, "cids"),
-            k(conv, "events"),
-            k(conv, "reads"),
-            k(conv, "silenced"),
-            k(conv, "threads"),
-            k(conv, "blocks"),
-        ]
-        body = ENCODER.encode(msg)
+        msg_head, msg_tail = split_at(ENCODER.encode(msg), _SEQ_MARKER)
+        msg_head += b'"seq":'
         args: list[Any] = [
             msg.sender,
             msg.client_id or "",
             msg.ts,
-            body,
-            encode_message_event(event, body),
-            conv_channel(conv),
+            msg_head,
+            msg_tail,
+            *event_pieces(conv),
             self.replay_events,
             reply_to,
+            conv_key(conv, ""),
             1 if blocks else 0,
-            k(conv, ""),
         ]
+        keys = [conv_key(conv, "meta")]
         for _ in range(2):
             out = _reply(
                 await run_replicated(self.redis, self._send, keys, args, self.replica_ack_ms)
