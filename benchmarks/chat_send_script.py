@@ -107,7 +107,9 @@ async def _run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
         await asyncio.sleep(1.0)
     before = _cpu(await client.info("cpu"))
     started = time.perf_counter()
+    own = time.process_time()
     await asyncio.gather(*(worker(0) for _ in range(args.concurrency)))
+    own = time.process_time() - own
     wall = time.perf_counter() - started
     await asyncio.sleep(0.2)
     after = _cpu(await client.info("cpu"))
@@ -137,6 +139,8 @@ async def _run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
         "wall_s": round(wall, 3),
         "sends_per_s": round(sends / wall),
         "redis_cpu_us_per_send": round((after - before) * 1e6 / sends, 1),
+        # This process: the sends' Python (the store's encoding, the call) and its reader.
+        "client_cpu_us_per_send": round(own * 1e6 / sends, 1),
         "script_us_per_call": round(script[1] / max(script[0], 1), 1),
         "commands_per_send": inner,
         "commands_total_per_send": round(sum(inner.values()), 2),
