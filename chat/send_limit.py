@@ -8,10 +8,16 @@ reported by Redis. Every :data:`RECONCILE_S` while a user sends, the node adds i
 to the user's counter for that second (one script call for every user on one Redis, one per
 slot on a cluster, off the request path) and learns the total back.
 
+On one Redis (no slots to keep apart) the send script itself adds the send to the user's
+counter and replies the total (chat/lua/send.lua): a send marked with :meth:`sending` and
+closed with :meth:`sent` is reported that way, in the send's own round trip, and only what
+never reached the script (refused before it, or a call that failed) waits for the
+reconcile.
+
 Tolerance: a user on one node (the common case) is held exactly to the limit. A user sending
 through k nodes at once gets at most the limit plus what the other k - 1 nodes let through
-before their sends were reconciled (one RECONCILE_S and a round trip); never more than
-k x the limit in one second.
+before their sends were reconciled (one RECONCILE_S and a round trip; on one Redis, before
+this node's next send learns the total); never more than k x the limit in one second.
 
 Pure: the clock (``second``) is passed in; chat.service does the Redis part.
 """
@@ -31,6 +37,7 @@ class _User:
     here: int = 0  # let through by this node in ``second``
     reported: int = 0  # of those, already added to the counter in Redis
     others: int = 0  # let through by other nodes in ``second``, as Redis last said
+    sending: int = 0  # of ``here``, on their way to Redis in the send script
 
 
 class SendLimiter:
@@ -44,22 +51,46 @@ class SendLimiter:
         """Count one send of ``user`` in ``second`` if the limit leaves room for it."""
         state = self._users.get(user)
         if state is None or state.second != second:
-            if state is not None and state.here > state.reported:
-                self._ended.append((user, state.second, state.here - state.reported))
+            if state is not None and state.here - state.sending > state.reported:
+                left = state.here - state.sending - state.reported
+                self._ended.append((user, state.second, left))
             state = self._users[user] = _User(second)
         if state.here + state.others >= self.per_second:
             return False
         state.here += 1
         return True
 
+    def sending(self, user: str, second: int) -> None:
+        """The send just allowed (``allow``) goes to Redis in the send script, which adds it
+        to the user's counter: ``unreported`` leaves it out until :meth:`sent`."""
+        state = self._users.get(user)
+        if state is not None and state.second == second:
+            state.sending += 1
+
+    def sent(self, user: str, second: int, total: int | None) -> None:
+        """The send marked by :meth:`sending` is done: ``total`` is the user's counter in
+        Redis right after the script added it, None when the script did not (the send was
+        refused before it, or the call failed), which leaves it to ``unreported``."""
+        state = self._users.get(user)
+        if state is None or state.second != second:
+            # The second ended meanwhile: only an unreported send still matters to Redis.
+            if total is None:
+                self._ended.append((user, second, 1))
+            return
+        state.sending -= 1
+        if total is not None:
+            state.reported += 1
+            self.learn(user, second, total)
+
     def unreported(self) -> list[tuple[str, int, int]]:
-        """(user, second, sends) this node let through that Redis does not know of yet;
-        they count as reported from here on."""
+        """(user, second, sends) this node let through that Redis does not know of yet (and
+        no send script is adding); they count as reported from here on."""
         out, self._ended = self._ended, []
         for user, state in self._users.items():
-            if state.here > state.reported:
-                out.append((user, state.second, state.here - state.reported))
-                state.reported = state.here
+            left = state.here - state.sending - state.reported
+            if left > 0:
+                out.append((user, state.second, left))
+                state.reported += left
         return out
 
     def learn(self, user: str, second: int, total: int) -> None:

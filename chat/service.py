@@ -29,6 +29,7 @@ from chat.store import (
     ChatStore,
     ConvMeta,
     MissingMessage,
+    SendCount,
     conv_channel,
     direct_id,
     encode_template,
@@ -83,6 +84,7 @@ class ChatService:
         self.spawn = spawn
         self.limiter = SendLimiter(settings.chat_send_per_s)
         self._reconciling = False
+        self._forgotten = 0  # the second the limiter last forgot what came before
         # The history store on disk, set by the node (huddle.app): messages below each
         # conversation's hot window are read from it (chat.window).
         self.history_store: HistoryStore | None = None
@@ -385,8 +387,30 @@ class ChatService:
             raise ChatError("bad_message_content", "give exactly one of `conv` and `to`")
         self._check_content(req)
         ts = _now_ms()
-        if not self._allow_send(me, ts // 1000):
+        second = ts // 1000
+        if not self.limiter.allow(me, second):
             raise ChatError("rate_limited", "too many messages; slow down")
+        if not self.store.counts_sends:
+            self._reconcile_soon()
+            return await self._send(reader, req, ts, None)
+        # On one Redis the send script adds the send to the counter (chat.send_limit).
+        count = SendCount(me, second)
+        self.limiter.sending(me, second)
+        try:
+            return await self._send(reader, req, ts, count)
+        finally:
+            self.limiter.sent(me, second, count.total)
+            if count.total is None:
+                self._reconcile_soon()
+            elif second > self._forgotten:
+                # What the reconcile does after each report, here once a second.
+                self._forgotten = second
+                self.limiter.forget_before(second)
+
+    async def _send(
+        self, reader: Reader, req: w.ChatSend, ts: int, count: SendCount | None
+    ) -> Reply:
+        me = reader.identity
         if req.to is not None:
             if req.to == me:
                 raise ChatError("bad_message_content", "a direct message needs another user")
@@ -426,7 +450,7 @@ class ChatService:
             sticker=req.sticker,
         )
         try:
-            status, seq = await self._store_message(conv, msg, req.reply_to or 0)
+            status, seq = await self._store_message(conv, msg, req.reply_to or 0, count)
         except ChatError as exc:
             if exc.code != "not_member" or self._direct_peers.pop(conv, None) is None:
                 raise
@@ -434,7 +458,7 @@ class ChatService:
                 raise
             # A direct conversation this node knew, gone from Redis (its keys lost): made anew.
             await self._direct(me, req.to, ts)
-            status, seq = await self._store_message(conv, msg, req.reply_to or 0)
+            status, seq = await self._store_message(conv, msg, req.reply_to or 0, count)
         if status == "duplicate":
             first = await self.store.message(conv, seq)
             ts = first[1].ts if first else ts
@@ -442,12 +466,14 @@ class ChatService:
             await self.store.add_shared(media_key(media.id, "shared"), conv)
         return w.ChatSendOk(re="", conv=conv, seq=seq, ts=ts, duplicate=status == "duplicate")
 
-    async def _store_message(self, conv: str, msg: w.ChatMessage, reply_to: int) -> tuple[str, int]:
+    async def _store_message(
+        self, conv: str, msg: w.ChatMessage, reply_to: int, count: SendCount | None
+    ) -> tuple[str, int]:
         """``store.send``, once more after copying back a message of the thread replied to
         that left Redis's hot window."""
         for _ in range(3):
             try:
-                status, seq, _ = await self.store.send(conv, msg, reply_to)
+                status, seq, _ = await self.store.send(conv, msg, reply_to, count=count)
                 return status, seq
             except MissingMessage as exc:
                 if not await self._warm(conv, exc.seq):
@@ -456,12 +482,10 @@ class ChatService:
                     ) from None
         raise ChatError("conflict", "the thread keeps changing; retry")
 
-    def _allow_send(self, user: str, second: int) -> bool:
-        allowed = self.limiter.allow(user, second)
-        if allowed and not self._reconciling:
+    def _reconcile_soon(self) -> None:
+        if not self._reconciling:
             self._reconciling = True
             self.spawn(self._reconcile_sends())
-        return allowed
 
     async def _reconcile_sends(self) -> None:
         """Report this node's sends to the users' counters, and learn the other nodes'."""

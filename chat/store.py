@@ -6,6 +6,7 @@ them, and turns their refusals into :class:`ChatError` with a protocol error cod
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
@@ -63,6 +64,26 @@ _META_FIELDS: Final = (
 )
 
 
+# How long a user's send counter of one second lives (as in chat/lua/rate.lua).
+SEND_COUNTER_MS: Final = 2000
+
+
+def send_counter_key(user: str, second: int) -> str:
+    """The user's counter of sends in ``second``, shared by every node (chat.send_limit)."""
+    return user_key(user, f"sends:{second}")
+
+
+class SendCount:
+    """A send's place in its sender's counter: on one Redis the send script adds the send
+    to it (``ChatStore.send``) and ``total`` is the counter after; None until then."""
+
+    __slots__ = ("key", "total")
+
+    def __init__(self, user: str, second: int) -> None:
+        self.key = send_counter_key(user, second)
+        self.total: int | None = None
+
+
 class ChatError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -116,13 +137,36 @@ def encode_template(event: Event) -> bytes:
     return ENCODER.encode(msgspec.structs.replace(event, **changes))
 
 
-def encode_message_event(event: w.ChatMessageEvent, body: bytes) -> bytes:
-    """``encode_template(event)`` around ``body``, the event's message encoded already: the
-    message is encoded once per send."""
-    head, _, tail = encode_template(
-        msgspec.structs.replace(event, message=_MESSAGE_SLOT)
-    ).partition(_MESSAGE_SLOT_JSON)
-    return head + body + tail
+_SEQ_MARKER: Final = b'"seq":-2'
+# Where the send script puts a message event's number, epoch, stamp and message, in order.
+_EVENT_MARKERS: Final = (b'"ev":-1', b'"epoch":""', b'"stamp":""', _MESSAGE_SLOT_JSON)
+_EVENT_FILLS: Final = ((b'"ev":', b""), (b'"epoch":"', b'"'), (b'"stamp":"', b'"'), (b"", b""))
+
+
+def split_at(blob: bytes, marker: bytes) -> tuple[bytes, bytes]:
+    """``blob`` before and after its one ``marker``."""
+    head, found, tail = blob.partition(marker)
+    if not found:
+        raise ValueError(f"no {marker!r} in {blob!r}")
+    return head, tail
+
+
+@functools.lru_cache(maxsize=4096)
+def event_pieces(conv: str) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """A message event of ``conv`` as stored (``encode_template``), cut where the send
+    script puts its event number, its log's epoch, its stamp and its message: the script
+    joins them (chat/lua/send.lua), the message once, no pattern to search for."""
+    event = w.ChatMessageEvent(seq=0, conv=conv, ev=-1, message=_MESSAGE_SLOT)
+    rest = encode_template(event)
+    pieces = []
+    after = b""
+    for marker, (before, close) in zip(_EVENT_MARKERS, _EVENT_FILLS, strict=True):
+        head, rest = split_at(rest, marker)
+        pieces.append(after + head + before)
+        after = close
+    pieces.append(after + rest)
+    one, two, three, four, five = pieces
+    return one, two, three, four, five
 
 
 def _s(value: Any) -> str:
@@ -186,6 +230,9 @@ class ChatStore:
         self.feed_events = feed_events
         # On a cluster, how long a send waits for a replica of its shard (0: not at all).
         self.replica_ack_ms = 0
+        # Whether ``send`` adds a send to its ``SendCount``: on one Redis (a cluster keeps a
+        # user's counter in another slot than the conversation's keys).
+        self.counts_sends = not is_cluster(client)
         self._send = client.register_script(scripts.SEND)
         self._create = client.register_script(scripts.CREATE)
         self._ensure_direct = client.register_script(scripts.ENSURE_DIRECT)
@@ -387,12 +434,12 @@ class ChatStore:
             return []
         if not is_cluster(self.redis):
             # On the hot path's own connection (run_script): no pipeline, no SCRIPT EXISTS.
-            keys = [user_key(user, f"sends:{second}") for user, second, _ in sends]
+            keys = [send_counter_key(user, second) for user, second, _ in sends]
             reply = await run_script(self.redis, self._rate, keys, [n for _, _, n in sends])
             return [int(total) for total in reply]
         groups: dict[int, list[tuple[int, str, int]]] = {}
         for i, (user, second, n) in enumerate(sends):
-            key = user_key(user, f"sends:{second}")
+            key = send_counter_key(user, second)
             groups.setdefault(key_slot(key.encode()), []).append((i, key, n))
         async with self.redis.pipeline(transaction=False) as pipe:
             for group in groups.values():
@@ -405,47 +452,54 @@ class ChatStore:
         return totals
 
     async def send(
-        self, conv: str, msg: w.ChatMessage, reply_to: int = 0, blocks: bool = True
+        self,
+        conv: str,
+        msg: w.ChatMessage,
+        reply_to: int = 0,
+        blocks: bool = True,
+        count: SendCount | None = None,
     ) -> tuple[str, int, int]:
         """Store and publish ``msg`` (seq -2 marks where its number goes), a reply to message
         ``reply_to`` (0: none) in its thread; with ``blocks``, refused (``blocked``) in a
-        direct conversation whose other user blocked the sender.
+        direct conversation whose other user blocked the sender. With ``count`` (and
+        ``counts_sends``), the script adds the send to the sender's counter first, once
+        (``count.total`` is set when it did), whatever the send's outcome.
 
         Replies (status, seq, ev): status ``ok``, or ``duplicate`` with the first seq; raises
         ``unknown_message`` with the seq Redis lacks in ``MissingMessage``."""
-        k = conv_key
         if reply_to:
             # Where the thread's root goes, once the script has found it.
             msg = msgspec.structs.replace(msg, reply_to=REPLY_TO_MARKER)
-        event = w.ChatMessageEvent(seq=0, conv=conv, ev=-1, message=msg)
-        keys = [
-            k(conv, "meta"),
-            k(conv, "members"),
-            k(conv, "msgs"),
-            k(conv, "cids"),
-            k(conv, "events"),
-            k(conv, "reads"),
-            k(conv, "silenced"),
-            k(conv, "threads"),
-            k(conv, "blocks"),
-        ]
-        body = ENCODER.encode(msg)
+        msg_head, msg_tail = split_at(ENCODER.encode(msg), _SEQ_MARKER)
+        msg_head += b'"seq":'
         args: list[Any] = [
             msg.sender,
             msg.client_id or "",
             msg.ts,
-            body,
-            encode_message_event(event, body),
-            conv_channel(conv),
+            msg_head,
+            msg_tail,
+            *event_pieces(conv),
             self.replay_events,
             reply_to,
+            conv_key(conv, ""),
             1 if blocks else 0,
-            k(conv, ""),
+            SEND_COUNTER_MS,
         ]
+        keys = [conv_key(conv, "meta")]
+        if count is not None and not self.counts_sends:
+            count = None
         for _ in range(2):
-            out = _reply(
-                await run_replicated(self.redis, self._send, keys, args, self.replica_ack_ms)
+            counted = count is not None and count.total is None
+            raw = await run_replicated(
+                self.redis,
+                self._send,
+                [*keys, count.key] if count is not None and counted else keys,
+                args,
+                self.replica_ack_ms,
             )
+            if count is not None and counted:
+                count.total, raw = int(raw[0]), raw[1:]
+            out = _reply(raw)
             if out[0] != "blocks_unknown":
                 break
             await self.make_direct_blocks(conv)

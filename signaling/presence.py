@@ -14,17 +14,19 @@ from collections.abc import Iterable
 from typing import Final, cast
 
 import msgspec
+from redis.crc import key_slot
 
 from signaling.keys import user_key
 from signaling.lua import lua_script
 from signaling.protocol import UserPresence
-from signaling.redis_client import RedisClient, execute, queue_script
+from signaling.redis_client import RedisClient, execute, is_cluster, queue_script
 
 EXPIRY_INDEX: Final = "huddle:presence:expiry"
 SWEEP_BATCH: Final = 500
 REFRESH_BATCH: Final = 100
 
 _SCRIPT: Final = lua_script("signaling", "presence")
+_REFRESH_SCRIPT: Final = lua_script("signaling", "presence_refresh")
 
 _decoder: Final = msgspec.json.Decoder(UserPresence)
 
@@ -64,6 +66,9 @@ class PresenceStore:
         self._node = node_id
         self._ttl_ms = int(ttl_s * 1000)
         self._script = client.register_script(_SCRIPT)
+        self._refresh = client.register_script(_REFRESH_SCRIPT)
+        # One Redis takes a batch's devices in one script call; a cluster, those of a slot.
+        self._cluster = is_cluster(client)
 
     async def _run(self, op: str, entry: DeviceEntry, now_ms: int) -> str:
         result = await self._script(
@@ -100,25 +105,31 @@ class PresenceStore:
         """Extend the expiry of local devices; re-register any that vanished. Returns count.
 
         Sent in batches, yielding to the event loop in between: one pipeline of thousands of
-        scripts would stall every connection of the node while it is built and parsed."""
+        scripts would stall every connection of the node while it is built and parsed. A
+        batch is one script call (presence_refresh.lua) on one Redis, one per slot of its
+        devices on a cluster."""
         entries = list(entries)
         for start in range(0, len(entries), REFRESH_BATCH):
             batch = entries[start : start + REFRESH_BATCH]
             now = _now_ms()
-            pipe = self._redis.pipeline(transaction=False)
+            groups: dict[int, list[DeviceEntry]] = {}
             for entry in batch:
-                queue_script(
-                    pipe,
-                    self._script,
-                    [devices_key(entry.user), meta_key(entry.user)],
-                    self._args("refresh", entry, now),
-                )
+                slot = key_slot(devices_key(entry.user).encode()) if self._cluster else 0
+                groups.setdefault(slot, []).append(entry)
+            pipe = self._redis.pipeline(transaction=False)
+            for group in groups.values():
+                args: list[str | int] = [now + self._ttl_ms]
+                for entry in group:
+                    args += [entry.device, entry.session]
+                queue_script(pipe, self._refresh, [devices_key(e.user) for e in group], args)
             pipe.zadd(EXPIRY_INDEX, {_member(e): now + self._ttl_ms for e in batch})
             results = await execute(pipe)
-            for entry, result in zip(batch, results, strict=False):
-                if result in (b"missing", "missing"):
-                    # Lost while Redis was down or swept during a long stall: register again.
-                    await self.set(entry)
+            for group, replies in zip(groups.values(), results, strict=False):
+                for entry, result in zip(group, replies, strict=True):
+                    if result in (b"missing", "missing"):
+                        # Lost while Redis was down or swept during a long stall: register
+                        # again.
+                        await self.set(entry)
             await asyncio.sleep(0)
         return len(entries)
 

@@ -1,65 +1,114 @@
 -- chat.send: append one message (or thread reply) to a conversation, once per client_id.
--- KEYS[1]: meta, [2]: members (user -> role), [3]: msgs, [4]: cids (sender\nclient_id ->
--- seq), [5]: events, [6]: reads, [7]: silenced, [8]: threads, [9]: blocks (a direct
--- conversation's copy of its users' blocks: the users who blocked the other one; meta's
--- "blocks" field says the copy is made, see direct_blocks.lua)
+-- KEYS[1]: meta, [2] (on one Redis only: another slot): the sender's send counter of
+-- this second (chat.send_limit), which the send is added to first, whatever its outcome,
+-- and whose total then leads the reply (an error reply has none). The conversation's
+-- other keys are its key prefix (ARGV[13]) and their names: members (user -> role), msgs, cids (sender\nclient_id -> seq), events, reads,
+-- silenced, threads, blocks (a direct conversation's copy of its users' blocks: the users
+-- who blocked the other one; meta's "blocks" field says the copy is made, see
+-- direct_blocks.lua), thread:ROOT, chan (the channel)
 -- (search terms are indexed by the history store, which applies the event)
--- ARGV[1]: sender, [2]: client_id, [3]: ts, [4]: msg_tpl, [5]: ev_tpl, [6]: channel,
--- [7]: maxlen, [8]: the seq replied to (0 for none), [9]: 1 to refuse a sender the other
--- user of a direct conversation blocked, [10]: the conversation's key prefix (thread:ROOT)
--- A reply's thread root (the message replied to, or its own root) goes into both templates
--- at their "reply_to":-3 marker.
+-- ARGV[1]: sender, [2]: client_id, [3]: ts, [4], [5]: the message encoded, before and
+-- after its seq, [6]..[10]: the message event encoded, in the pieces around its event
+-- number, epoch, stamp and message (chat.store.event_pieces), [11]: maxlen, [12]: the seq
+-- replied to (0 for none), [13]: the conversation's key prefix, [14]: 1 to refuse a sender
+-- the other user of a direct conversation blocked, [15]: the counter's life in ms (with
+-- KEYS[2])
+-- A reply's thread root (the message replied to, or its own root) goes into the message
+-- at its "reply_to":-3 marker.
 -- Returns {'ok', seq, ev}, {'duplicate', seq}, {'silenced', until}, {'blocks_unknown'} (the
 -- copy of the blocks is to be made first), {'unknown_message', seq} (not in Redis: it may
 -- have left the hot window) or {refusal code}.
--- Runs after epoch.lua and log.lua.
-local sender = ARGV[1]
-local role = redis.call('HGET', KEYS[2], sender)
-if not role then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_conversation'} end
-  return {'not_member'}
-end
--- In the order docs/protocol.md gives for chat.send: blocks, the message replied to, then a
--- follower's and a silenced member's refusals, then the client_id.
-local info = redis.call('HMGET', KEYS[1], 'kind', 'blocks')
-if info[1] == 'direct' and ARGV[9] == '1' then
-  if not info[2] then return {'blocks_unknown'} end
-  -- Only two users: a blocker other than the sender is the one the message is for.
-  local blockers = redis.call('SCARD', KEYS[9])
-  if blockers > 1 or (blockers == 1 and redis.call('SISMEMBER', KEYS[9], sender) == 0) then
-    return {'blocked'}
+-- Runs after epoch.lua. The script writes what log.lua's append_message does (the message,
+-- the meta's counters and last message, the event logged and published), with the numbers
+-- read once and written in one HSET: the send is the hot path, each command is a cost.
+local function send()
+  local sender = ARGV[1]
+  local prefix = ARGV[13]
+  local role = redis.call('HGET', prefix .. 'members', sender)
+  if not role then
+    if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_conversation'} end
+    return {'not_member'}
   end
-end
-local msg_tpl, ev_tpl = ARGV[4], ARGV[5]
-local root = tonumber(ARGV[8])
-if root > 0 then
-  local r = redis.call('HGET', KEYS[3], root)
-  if not r then return {'unknown_message', root} end
-  -- A reply to a reply joins its thread. Inside a JSON string every quote is escaped, so
-  -- the key is found only as the message's own field.
-  local parent = string.match(r, '"reply_to":(%d+)')
-  if parent then
-    root = tonumber(parent)
-    if redis.call('HEXISTS', KEYS[3], root) == 0 then return {'unknown_message', root} end
+  -- In the order docs/protocol.md gives for chat.send: blocks, the message replied to, then a
+  -- follower's and a silenced member's refusals, then the client_id.
+  local info = redis.call('HMGET', KEYS[1], 'kind', 'blocks', 'last_seq', 'last_ev', 'epoch')
+  if info[1] == 'direct' and ARGV[14] == '1' then
+    if not info[2] then return {'blocks_unknown'} end
+    -- Only two users: a blocker other than the sender is the one the message is for.
+    local blocks = prefix .. 'blocks'
+    local blockers = redis.call('SCARD', blocks)
+    if blockers > 1 or (blockers == 1 and redis.call('SISMEMBER', blocks, sender) == 0) then
+      return {'blocked'}
+    end
   end
-  local at = '"reply_to":' .. root
-  msg_tpl = string.gsub(msg_tpl, '"reply_to":%-3', at, 1)
-  ev_tpl = string.gsub(ev_tpl, '"reply_to":%-3', at, 1)
+  local msg_head, msg_tail = ARGV[4], ARGV[5]
+  local msgs = prefix .. 'msgs'
+  local root = tonumber(ARGV[12])
+  if root > 0 then
+    local r = redis.call('HGET', msgs, root)
+    if not r then return {'unknown_message', root} end
+    -- A reply to a reply joins its thread. Inside a JSON string every quote is escaped, so
+    -- the key is found only as the message's own field.
+    local parent = string.match(r, '"reply_to":(%d+)')
+    if parent then
+      root = tonumber(parent)
+      if redis.call('HEXISTS', msgs, root) == 0 then return {'unknown_message', root} end
+    end
+    local at = '"reply_to":' .. root
+    msg_head = string.gsub(msg_head, '"reply_to":%-3', at, 1)
+    msg_tail = string.gsub(msg_tail, '"reply_to":%-3', at, 1)
+  end
+  if role ~= 'owner' and role ~= 'admin' and info[1] == 'channel' then return {'forbidden'} end
+  local ts = ARGV[3]
+  local silenced = redis.call('HGET', prefix .. 'silenced', sender)
+  if silenced and tonumber(silenced) > tonumber(ts) then return {'silenced', silenced} end
+  local seq = tostring((tonumber(info[3]) or 0) + 1)
+  local ev = tostring((tonumber(info[4]) or 0) + 1)
+  -- The client id's check and its record in one: stored once.
+  local cids = prefix .. 'cids'
+  local cid = sender .. '\n' .. ARGV[2]
+  if redis.call('HSETNX', cids, cid, seq) == 0 then
+    return {'duplicate', redis.call('HGET', cids, cid)}
+  end
+  local t = redis.call('TIME')
+  local epoch = info[5]
+  local new_epoch = not epoch
+  if new_epoch then epoch = epoch_at(t) end
+  local msg = msg_head .. seq .. msg_tail
+  local e = ARGV[6] .. ev .. ARGV[7] .. epoch .. ARGV[8] .. stamp_at(t) .. ARGV[9] .. msg
+    .. ARGV[10]
+  -- First of the writes after the client id's: where it fails (a log whose stream went ahead
+  -- of its counter), nothing of the message stays.
+  local added = redis.pcall('XADD', prefix .. 'events', 'MAXLEN', '~', ARGV[11], ev .. '-1', 'e', e)
+  if type(added) == 'table' and added.err then
+    redis.call('HDEL', cids, cid)
+    return added
+  end
+  redis.call('HSET', msgs, seq, msg)
+  if new_epoch then
+    redis.call('HSET', KEYS[1], 'last_seq', seq, 'last_ev', ev, 'last_ts', ts, 'last', msg,
+      'epoch', epoch)
+  else
+    redis.call('HSET', KEYS[1], 'last_seq', seq, 'last_ev', ev, 'last_ts', ts, 'last', msg)
+  end
+  -- The sender has read up to here. No read position is ever past the last message
+  -- (read.lua stops at it, and this is the only other write), so this moves it forward.
+  redis.call('HSET', prefix .. 'reads', sender, seq)
+  if root > 0 then
+    redis.call('ZADD', prefix .. 'thread:' .. root, seq, seq)
+    local threads = prefix .. 'threads'
+    redis.call('HINCRBY', threads, root .. ':n', 1)
+    redis.call('HSET', threads, root .. ':last', seq)
+  end
+  redis.call('SPUBLISH', prefix .. 'chan', e)
+  return {'ok', tonumber(seq), tonumber(ev)}
 end
-if role ~= 'owner' and role ~= 'admin' and info[1] == 'channel' then return {'forbidden'} end
-local ts = tonumber(ARGV[3])
-local silenced = redis.call('HGET', KEYS[7], sender)
-if silenced and tonumber(silenced) > ts then return {'silenced', silenced} end
-local cid = sender .. '\n' .. ARGV[2]
-local prev = redis.call('HGET', KEYS[4], cid)
-if prev then return {'duplicate', prev} end
-local seq, ev = append_message(KEYS[1], KEYS[3], KEYS[5], ARGV[6], ARGV[7], ts, msg_tpl, ev_tpl)
-redis.call('HSET', KEYS[4], cid, seq)
-local read = tonumber(redis.call('HGET', KEYS[6], sender) or '0')
-if seq > read then redis.call('HSET', KEYS[6], sender, seq) end
-if root > 0 then
-  redis.call('ZADD', ARGV[10] .. 'thread:' .. root, seq, seq)
-  redis.call('HINCRBY', KEYS[8], root .. ':n', 1)
-  redis.call('HSET', KEYS[8], root .. ':last', seq)
+
+local total
+if KEYS[2] then
+  total = redis.call('INCRBY', KEYS[2], 1)
+  if total == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[15]) end
 end
-return {'ok', seq, ev}
+local out = send()
+if total and not out.err then table.insert(out, 1, total) end
+return out

@@ -122,6 +122,8 @@ async def test_send_counts_of_many_users_are_added_in_one_call_per_slot(
     store = ChatStore(redis_client, 100, 100)
     users = [f"u{i}" for i in range(30)]
     sends = [(u, 1000, i + 1) for i, u in enumerate(users)]
+    # The script loaded first (a Redis that never ran it answers the first call NOSCRIPT).
+    await store.add_sends([("someone", 999, 1)])
     before = await _script_calls(redis_client)
     assert await store.add_sends(sends) == [i + 1 for i in range(30)]
     assert await store.add_sends([(users[3], 1000, 2), (users[0], 1001, 5)]) == [6, 5]
@@ -130,6 +132,50 @@ async def test_send_counts_of_many_users_are_added_in_one_call_per_slot(
         assert await _script_calls(redis_client) - before == 2
     assert int(await redis_client.get(f"huddle:{{user:{users[3]}}}:sends:1000") or 0) == 6
     assert 0 < await redis_client.pttl(f"huddle:{{user:{users[0]}}}:sends:1001") <= 2000
+
+
+@pytest.mark.single_redis(
+    "on one Redis the send script counts the send; a cluster keeps the counter in another "
+    "slot, reconciled aside (test_send_limit_counts_sends_through_other_nodes)"
+)
+async def test_on_one_redis_a_send_is_counted_in_its_own_script_call(
+    start_node: StartNode, redis_client: redis.Redis
+) -> None:
+    node = await start_node(chat_send_per_s=100)
+    alice = await chat(node, "alice")
+    conv = (await alice.create("group", "count", [])).conv
+    await alice.send(conv, "warm")
+    await asyncio.sleep(4 * send_limit.RECONCILE_S)
+    calls: list[str] = []
+    async with redis_client.monitor() as monitor:
+
+        async def listen() -> None:
+            while True:
+                got = await monitor.next_command()
+                # The node's own commands (not those the scripts run).
+                if got["client_type"] != "lua":
+                    calls.append(got["command"])
+
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.1)
+        sent = [await alice.send(conv, f"m{i}") for i in range(3)]
+        # Past the reconcile's pause: nothing of the counts is left to report.
+        await asyncio.sleep(4 * send_limit.RECONCILE_S)
+        await redis_client.ping()
+        await until(lambda: True if "PING" in calls else None)
+        listener.cancel()
+    seconds = {r.ts // 1000 for r in sent}
+    counted = [
+        int(await redis_client.get(f"huddle:{{user:{identity(alice)}}}:sends:{second}") or 0)
+        for second in seconds
+    ]
+    # The warm-up's send may share a second with them.
+    assert len(sent) <= sum(counted) <= len(sent) + 1, counted
+    # No call for the counters beside the sends.
+    assert not [c for c in calls if ":sends:" in c and not c.startswith("EVALSHA")], calls
+    evals = [c for c in calls if c.startswith("EVALSHA")]
+    assert len(evals) == len(sent), calls
+    assert all("{conv:" in c for c in evals), calls
 
 
 async def _script_calls(client: RedisClient) -> int:

@@ -65,3 +65,49 @@ def test_forget_keeps_what_is_unreported() -> None:
     # Alice's second is gone; Bob's unreported send is still reported.
     assert limiter.unreported() == [("bob", 100, 1)]
     assert limiter.allow("alice", 100)
+
+
+def test_a_send_the_script_counts_is_reported_by_it_alone() -> None:
+    limiter = SendLimiter(5)
+    assert limiter.allow("alice", 100)
+    limiter.sending("alice", 100)
+    # On its way in the send script: not reported aside as well.
+    assert limiter.unreported() == []
+    # The script added it: Redis says 4 in all, so 3 came through other nodes.
+    limiter.sent("alice", 100, 4)
+    assert limiter.unreported() == []
+    assert [limiter.allow("alice", 100) for _ in range(2)] == [True, False]
+
+
+def test_a_send_the_script_did_not_count_is_reported_aside() -> None:
+    limiter = SendLimiter(5)
+    limiter.allow("alice", 100)
+    limiter.sending("alice", 100)
+    limiter.allow("alice", 100)  # another, refused before the script
+    assert limiter.unreported() == [("alice", 100, 1)]
+    limiter.sent("alice", 100, None)
+    assert limiter.unreported() == [("alice", 100, 1)]
+    assert limiter.unreported() == []
+
+
+def test_a_counted_send_still_on_its_way_when_its_second_ends() -> None:
+    limiter = SendLimiter(5)
+    limiter.allow("alice", 100)
+    limiter.sending("alice", 100)
+    limiter.allow("bob", 100)
+    limiter.sending("bob", 100)
+    limiter.allow("alice", 101)
+    limiter.allow("bob", 101)
+    # Alice's was added by the script; Bob's call failed, so it is still to report.
+    limiter.sent("alice", 100, 1)
+    limiter.sent("bob", 100, None)
+    assert sorted(limiter.unreported()) == [("alice", 101, 1), ("bob", 100, 1), ("bob", 101, 1)]
+
+
+def test_forget_keeps_a_send_on_its_way() -> None:
+    limiter = SendLimiter(5)
+    limiter.allow("alice", 100)
+    limiter.sending("alice", 100)
+    limiter.forget_before(101)
+    limiter.sent("alice", 100, None)
+    assert limiter.unreported() == [("alice", 100, 1)]
