@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Final
@@ -85,6 +86,10 @@ class Broker:
         # it should run again.
         self._resyncer: asyncio.Task[None] | None = None
         self._resync_again = False
+        # When the reader may try matching again after a failed try, and the wait after the
+        # next failure (on a cluster a try holds redis-py's lock on its shard state).
+        self._resync_at = 0.0
+        self._resync_delay = RETRY_DELAY_S
         self.node_channel = node_channel(node_id)
         self.connected = False
         self.reconnects = 0
@@ -273,6 +278,8 @@ class Broker:
         be reached (tried again later)."""
         held = self._held()
         wanted = {self.node_channel, *self._handlers}
+        # Cleared first: a subscribe or unsubscribe that fails meanwhile sets it again.
+        self._out_of_step = False
         try:
             for channel in sorted(wanted - held):
                 if channel == self.node_channel or channel in self._handlers:
@@ -283,6 +290,8 @@ class Broker:
                     await self._pubsub.sunsubscribe(channel)
         except UNREACHABLE_ERRORS as exc:
             self._out_of_step = True
+            self._resync_at = time.monotonic() + self._resync_delay
+            self._resync_delay = min(self._resync_delay * 2, RETRY_DELAY_MAX_S)
             log.warning("pub/sub channels not matched yet", extra={"error": repr(exc)})
             return False
         finally:
@@ -293,7 +302,7 @@ class Broker:
                 "pub/sub channels matched",
                 extra={"subscribed": len(wanted - held), "given_up": len(held - wanted)},
             )
-        self._out_of_step = False
+        self._resync_delay = RETRY_DELAY_S
         return True
 
     async def _resync(self) -> None:
@@ -343,7 +352,7 @@ class Broker:
         if isinstance(self._pubsub, ClusterPubSub):
             while True:
                 self._start_shard_readers()
-                if self._out_of_step:
+                if self._out_of_step and time.monotonic() >= self._resync_at:
                     # No reconnect may come to send it (the shard of a channel subscribed
                     # while it was away had no connection of the broker's yet).
                     self._resync_soon()
@@ -359,7 +368,7 @@ class Broker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_DELAY_MAX_S)
                 continue
-            if not self.connected or self._out_of_step:
+            if not self.connected or (self._out_of_step and time.monotonic() >= self._resync_at):
                 await self._resync()
             delay = RETRY_DELAY_S
             self._dispatch(message)
