@@ -11,8 +11,11 @@ for its lower cost per message); on a cluster, or a Redis over TLS, through redi
 ``PubSub``. When Redis goes away the reader keeps retrying and every channel is subscribed
 again on reconnect; on a cluster
 redis-py also moves a channel's subscription to the shard that owns its slot after a
-failover or a slot migration. Either way messages may have been missed meanwhile, so the
-broker tells its ``on_reconnect`` callbacks, which read back what they need.
+failover or a slot migration. redis-py's own record of the channels misses those subscribed
+or given up while a connection was down, so after each reconnect or move the broker makes
+redis-py's subscriptions the ones it wants. Either way messages may have been missed
+meanwhile, so the broker tells its ``on_reconnect`` callbacks, which read back what they
+need.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Final
@@ -75,6 +79,17 @@ class Broker:
         # connection failed last.
         self._shard_readers: dict[str, asyncio.Task[None]] = {}
         self._failing: set[str] = set()
+        # redis-py path: a subscribe or unsubscribe that could not be sent, so redis-py's
+        # channels differ from the wanted ones until ``_match_subscriptions`` ran.
+        self._out_of_step = False
+        # Cluster: the task that matches the subscriptions after a reconnect, and whether
+        # it should run again.
+        self._resyncer: asyncio.Task[None] | None = None
+        self._resync_again = False
+        # When the reader may try matching again after a failed try, and the wait after the
+        # next failure (on a cluster a try holds redis-py's lock on its shard state).
+        self._resync_at = 0.0
+        self._resync_delay = RETRY_DELAY_S
         self.node_channel = node_channel(node_id)
         self.connected = False
         self.reconnects = 0
@@ -129,9 +144,14 @@ class Broker:
         elif len(handlers) == 1:
             try:
                 await self._pubsub.ssubscribe(channel)
-            except UNREACHABLE_ERRORS:
-                # Recorded in redis-py's channel set: it subscribes again on reconnect.
-                log.warning("subscribe deferred until Redis is back", extra={"channel": channel})
+            except UNREACHABLE_ERRORS as exc:
+                # redis-py forgets a subscribe it could not send: the broker sends it again
+                # once the connection is back.
+                self._out_of_step = True
+                log.warning(
+                    "subscribe deferred until Redis is back",
+                    extra={"channel": channel, "error": repr(exc)},
+                )
             self._placement[channel] = self._shard_of(channel)
             self._watch_connections()
             self._start_shard_readers()
@@ -147,8 +167,11 @@ class Broker:
                 await self._pipe.unsubscribe(channel.encode())
                 return
             self._placement.pop(channel, None)
-            with contextlib.suppress(*UNREACHABLE_ERRORS):
+            try:
                 await self._pubsub.sunsubscribe(channel)
+            except UNREACHABLE_ERRORS:
+                # redis-py subscribes it again on reconnect: the broker gives it up then.
+                self._out_of_step = True
 
     @property
     def channel_count(self) -> int:
@@ -226,10 +249,77 @@ class Broker:
         self._watch_connections()
         self._start_shard_readers()
         log.info("pub/sub channels moved to other shards", extra={"channels": len(moved)})
-        self._restored()
+        await self._resync()
 
     async def _on_connect(self, connection: object) -> None:
-        self._restored()
+        if isinstance(self._pubsub, ClusterPubSub):
+            # Called inside redis-py's connect, which may hold the cluster pub/sub's locks
+            # that subscribing takes: matched from a task of its own.
+            self._resync_soon()
+        else:
+            await self._resync()
+
+    # --- redis-py's subscriptions made the wanted ones --------------------------------------
+
+    def _held(self) -> set[str]:
+        """The channels redis-py subscribes now, and again on each reconnect."""
+        held: set[str] = set()
+        for pubsub in self._pubsubs():
+            leaving = pubsub.pending_unsubscribe_shard_channels
+            for channel in pubsub.shard_channels:
+                if channel not in leaving:
+                    held.add(channel.decode() if isinstance(channel, bytes) else str(channel))
+        return held
+
+    async def _match_subscriptions(self) -> bool:
+        """Subscribe the wanted channels redis-py lacks and give up those it holds that no
+        one wants: it forgets a subscribe it could not send, and subscribes again on
+        reconnect a channel whose unsubscribe it could not send. False if Redis could not
+        be reached (tried again later)."""
+        held = self._held()
+        wanted = {self.node_channel, *self._handlers}
+        # Cleared first: a subscribe or unsubscribe that fails meanwhile sets it again.
+        self._out_of_step = False
+        try:
+            for channel in sorted(wanted - held):
+                if channel == self.node_channel or channel in self._handlers:
+                    await self._pubsub.ssubscribe(channel)
+                    self._placement[channel] = self._shard_of(channel)
+            for channel in sorted(held - wanted):
+                if channel not in self._handlers:
+                    await self._pubsub.sunsubscribe(channel)
+        except UNREACHABLE_ERRORS as exc:
+            self._out_of_step = True
+            self._resync_at = time.monotonic() + self._resync_delay
+            self._resync_delay = min(self._resync_delay * 2, RETRY_DELAY_MAX_S)
+            log.warning("pub/sub channels not matched yet", extra={"error": repr(exc)})
+            return False
+        finally:
+            self._watch_connections()
+            self._start_shard_readers()
+        if wanted != held:
+            log.info(
+                "pub/sub channels matched",
+                extra={"subscribed": len(wanted - held), "given_up": len(held - wanted)},
+            )
+        self._resync_delay = RETRY_DELAY_S
+        return True
+
+    async def _resync(self) -> None:
+        if await self._match_subscriptions():
+            self._restored()
+
+    def _resync_soon(self) -> None:
+        self._resync_again = True
+        if self._resyncer is None or self._resyncer.done():
+            self._resyncer = asyncio.create_task(self._resync_loop(), name="broker-resync")
+            self._tasks.add(self._resyncer)
+            self._resyncer.add_done_callback(self._tasks.discard)
+
+    async def _resync_loop(self) -> None:
+        while self._resync_again:
+            self._resync_again = False
+            await self._resync()
 
     def _lost(self, reason: str) -> None:
         if self.connected:
@@ -262,6 +352,10 @@ class Broker:
         if isinstance(self._pubsub, ClusterPubSub):
             while True:
                 self._start_shard_readers()
+                if self._out_of_step and time.monotonic() >= self._resync_at:
+                    # No reconnect may come to send it (the shard of a channel subscribed
+                    # while it was away had no connection of the broker's yet).
+                    self._resync_soon()
                 await asyncio.sleep(SHARD_READERS_CHECK_S)
         delay = RETRY_DELAY_S
         while True:
@@ -274,8 +368,8 @@ class Broker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_DELAY_MAX_S)
                 continue
-            if not self.connected:
-                self._restored()
+            if not self.connected or (self._out_of_step and time.monotonic() >= self._resync_at):
+                await self._resync()
             delay = RETRY_DELAY_S
             self._dispatch(message)
 

@@ -101,45 +101,7 @@ class RedisCluster:
             folder = self.folder / str(port)
             folder.mkdir()
             self.nodes.append(ClusterNode(port, folder))
-            subprocess.run(
-                [
-                    server,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    str(folder / "nodes.conf"),
-                    "--cluster-node-timeout",
-                    str(NODE_TIMEOUT_MS),
-                    "--appendonly",
-                    "yes",
-                    "--dir",
-                    str(folder),
-                    "--daemonize",
-                    "yes",
-                    "--pidfile",
-                    str(folder / "pid"),
-                    "--logfile",
-                    str(folder / "log"),
-                    "--save",
-                    "",
-                    # A replica's first sync starts at once (by default a master waits 5 s
-                    # for more replicas to share it).
-                    "--repl-diskless-sync-delay",
-                    "0",
-                    # Clients learn of a replica once its offset is past 0: a master that
-                    # has nothing to send moves it with its pings to replicas (10 s apart by
-                    # default).
-                    "--repl-ping-replica-period",
-                    "1",
-                ],
-                check=True,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-            )
+            self._launch(server, self.nodes[-1])
         deadline = time.monotonic() + READY_TIMEOUT_S
         for node in self.nodes:
             self._wait(deadline, lambda node=node: self._pings(node), f"{node.port} answers")
@@ -162,6 +124,48 @@ class RedisCluster:
             timeout=READY_TIMEOUT_S,
         )
         self.wait_ready(deadline - time.monotonic())
+
+    def _launch(self, server: str, node: ClusterNode) -> None:
+        """Start ``node``'s redis-server (daemonized, its pid in its folder)."""
+        subprocess.run(
+            [
+                server,
+                "--port",
+                str(node.port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(node.folder / "nodes.conf"),
+                "--cluster-node-timeout",
+                str(NODE_TIMEOUT_MS),
+                "--appendonly",
+                "yes",
+                "--dir",
+                str(node.folder),
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(node.folder / "pid"),
+                "--logfile",
+                str(node.folder / "log"),
+                "--save",
+                "",
+                # A replica's first sync starts at once (by default a master waits 5 s
+                # for more replicas to share it).
+                "--repl-diskless-sync-delay",
+                "0",
+                # Clients learn of a replica once its offset is past 0: a master that
+                # has nothing to send moves it with its pings to replicas (10 s apart by
+                # default).
+                "--repl-ping-replica-period",
+                "1",
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Until every live node sees the cluster ok and every live replica has synced."""
@@ -299,6 +303,13 @@ class RedisCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             (node.folder / "pid").unlink(missing_ok=True)
+
+    def restart(self, node: ClusterNode) -> None:
+        """Start a node killed earlier again, on its port and with its cluster config."""
+        assert node.pid is None, "the node runs"
+        self._launch(find_redis_server(), node)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        self._wait(deadline, lambda: self._pings(node), f"{node.port} answers")
 
     def stop(self) -> None:
         # Read first: a redis-server removes its pid file as it exits.

@@ -151,17 +151,7 @@ async def test_subscriptions_are_counted_per_channel(redis_client: RedisClient) 
 
 @pytest.mark.parametrize(
     "own_reader",
-    [
-        True,
-        pytest.param(
-            False,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="redis-py's PubSub forgets a subscribe made while its connection is "
-                "down and subscribes again a channel given up meanwhile",
-            ),
-        ),
-    ],
+    [True, False],
     ids=["own", "redis-py"],
 )
 async def test_a_redis_restarted_on_its_port_gets_every_subscription_back(

@@ -9,7 +9,7 @@ import gc
 import itertools
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -447,3 +447,82 @@ async def test_requests_while_no_node_of_the_cluster_answers_are_unavailable(
         async with http.get(f"{node.url}/v1/media/usage", headers=token) as resp:
             assert resp.status == 503, await resp.text()
             assert (await resp.json())["error"]["code"] == "unavailable"
+
+
+def _channels_on(cluster: RedisCluster, shard: ClusterNode, *names: str) -> list[str]:
+    """A conversation channel per name, each on ``shard``'s slots."""
+    found = []
+    for name in names:
+        for i in range(10_000):
+            channel = f"huddle:{{conv:{name}{i}}}:chan"
+            if cluster.owner(key_slot(channel.encode())) is shard:
+                found.append(channel)
+                break
+        else:
+            raise LookupError("no channel name on that shard")
+    return found
+
+
+@pytest.mark.parametrize("comeback", ["failover", "restart"])
+async def test_a_broker_keeps_what_it_wants_across_a_master_s_failover(
+    own_cluster: RedisCluster, comeback: str
+) -> None:
+    """A shard's master killed: a channel subscribed while it is away and one given up
+    meanwhile. Once its replica took over (or the master was started again on its port, its
+    replica told not to take over), the broker listens there to every channel still wanted
+    and not to the one given up, says so, and later messages reach the handlers."""
+    client, looker = connect(own_cluster.url), connect(own_cluster.url)
+    broker = Broker(client, "failing-over")
+    victim = own_cluster.masters()[0]
+    [replica] = own_cluster.replicas_of(victim)
+    owner = replica
+    if comeback == "restart":
+        owner = victim
+        with replica.client() as stays:
+            stays.config_set("cluster-replica-no-failover", "yes")
+    kept, dropped, added = _channels_on(own_cluster, victim, "kept", "dropped", "added")
+    got: list[tuple[str, bytes]] = []
+    told: list[int] = []
+
+    def inbox(name: str) -> Callable[[bytes], None]:
+        return lambda data: got.append((name, data))
+
+    await broker.start()
+    try:
+        await broker.subscribe(kept, inbox("kept"))
+        await broker.subscribe(dropped, dropped_handler := inbox("dropped"))
+        await looker.spublish(kept, b"before")
+        await eventually(lambda: got == [("kept", b"before")])
+        broker.on_reconnect.append(lambda: told.append(broker.reconnects))
+
+        own_cluster.kill(victim)
+        await eventually(lambda: not broker.connected, timeout=10)
+        await broker.subscribe(added, inbox("added"))
+        await broker.unsubscribe(dropped, dropped_handler)
+        if comeback == "restart":
+            own_cluster.restart(victim)
+        await eventually(lambda: own_cluster.owner(key_slot(kept.encode())) is owner, 30)
+        await eventually(lambda: broker.connected and told != [], timeout=30)
+
+        async def counts() -> list[int]:
+            on = owner.client()
+            try:
+                reply = on.pubsub_shardnumsub(kept, dropped, added)
+            finally:
+                on.close()
+            return [int(n) for _, n in reply]
+
+        # Redis tells no one when a count changes: ask it again.
+        for _ in range(200):
+            if (now := await counts()) == [1, 0, 1]:
+                break
+            await asyncio.sleep(0.05)
+        assert now == [1, 0, 1], "subscribers of kept, dropped, added on the owner"
+        for channel in (kept, dropped, added):
+            await looker.spublish(channel, b"after")
+        await eventually(lambda: len(got) == 3, timeout=10)
+        assert sorted(got[1:]) == [("added", b"after"), ("kept", b"after")]
+    finally:
+        await broker.stop()
+        await client.aclose()
+        await looker.aclose()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import redis.asyncio as redis
 from pydantic import ValidationError
 from redis.asyncio.cluster import RedisCluster
 
 from huddle.config import Settings
-from signaling.redis_client import ClusterUrl, check_url, connect, parse_cluster_url
+from signaling.redis_client import ClusterUrl, check_url, connect, is_cluster, parse_cluster_url
 
 
 def test_cluster_url_lists_its_seeds() -> None:
@@ -48,3 +49,18 @@ def test_one_redis_or_a_cluster_client() -> None:
     assert not isinstance(connect("unix:///tmp/x.sock"), RedisCluster)
     assert isinstance(connect("redis+cluster://127.0.0.1:7000"), RedisCluster)
     assert Settings(redis_url="redis+cluster://127.0.0.1:7000").redis_url
+
+
+def test_is_cluster_says_what_isinstance_says() -> None:
+    class Subclassed(RedisCluster):
+        pass
+
+    for client in (
+        connect("redis://127.0.0.1:1"),
+        connect("unix:///tmp/x.sock"),
+        redis.Redis(),
+        connect("redis+cluster://127.0.0.1:7000"),
+        Subclassed(host="127.0.0.1", port=7000),
+    ):
+        assert is_cluster(client) == isinstance(client, RedisCluster), type(client)
+        assert is_cluster(client) == isinstance(client, RedisCluster), "asked again"
