@@ -12,6 +12,7 @@ from redis.asyncio.cluster import RedisCluster as RedisCluster_
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
+from chat.wire import ConvSummary
 from huddle.chat import ChatClient
 from huddle.client import RequestError
 from signaling.broker import Broker
@@ -43,7 +44,8 @@ async def test_a_node_on_a_cluster_spreads_conversations_over_every_shard(
     # Conversation ids are random: made until each master owns one (12 alone miss a shard
     # 2 % of the time; 60 would miss one once in ten billion).
     ports = {master.port for master in redis_cluster.masters()}
-    convs, owners = [], set()
+    convs: list[ConvSummary] = []
+    owners: set[int] = set()
     while owners != ports and len(convs) < 60:
         conv = await alice.create("group", f"g{len(convs)}", [])
         convs.append(conv)
