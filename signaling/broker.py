@@ -7,11 +7,11 @@ being broadcast to every shard, and a script may publish on it next to its write
 
 A node subscribes only to the channels its connected devices need. On one Redis (without TLS)
 the messages are read through a connection of the node's own (``signaling.pubsub_pipe``,
-for its lower cost per message); on a cluster, or a Redis over TLS, through redis-py's
-``PubSub``. When Redis goes away the reader keeps retrying and every channel is subscribed
-again on reconnect; on a cluster
-redis-py also moves a channel's subscription to the shard that owns its slot after a
-failover or a slot migration. redis-py's own record of the channels misses those subscribed
+for its lower cost per message; it carries the hot path's script calls too); on a cluster,
+or a Redis over TLS, through redis-py's ``PubSub``. When Redis goes away the reader keeps
+retrying and every channel is subscribed again on reconnect; on a cluster redis-py also
+moves a channel's subscription to the shard that owns its slot after a failover or a slot
+migration. redis-py's own record of the channels misses those subscribed
 or given up while a connection was down, so after each reconnect or move the broker makes
 redis-py's subscriptions the ones it wants. Either way messages may have been missed
 meanwhile, so the broker tells its ``on_reconnect`` callbacks, which read back what they
@@ -39,6 +39,7 @@ from signaling.redis_client import (
     RedisClient,
     on_topology_change,
     plain_redis,
+    share_script_calls,
 )
 from signaling.tasks import cancel_and_wait
 
@@ -104,6 +105,9 @@ class Broker:
             if self._pipe is not None:
                 await self._pipe.start([self.node_channel.encode()])
                 self.connected = True
+                # The client's script calls share the connection: a chat send's reply and
+                # its message to this node come in one read.
+                share_script_calls(self._redis, self._pipe)
                 return
             await self._pubsub.ssubscribe(self.node_channel)
         except ResponseError as exc:
@@ -125,6 +129,7 @@ class Broker:
             [*readers, *self._tasks, *self._shard_readers.values()], "pub/sub broker"
         )
         if self._pipe is not None:
+            share_script_calls(self._redis, None)
             await self._pipe.aclose()
         with contextlib.suppress(*UNREACHABLE_ERRORS):
             await self._pubsub.aclose()

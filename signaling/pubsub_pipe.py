@@ -1,4 +1,4 @@
-"""Sharded pub/sub on one Redis through a connection of the node's own.
+"""Sharded pub/sub and the hot path's script calls on one Redis, through one connection.
 
 redis-py reads a pub/sub message through ``PubSub.get_message``: a task waiting on the socket
 with a timeout context, a retry wrapper and its reply handling around each read, the largest
@@ -6,9 +6,15 @@ piece of Python left per chat message once the scripts went to ``signaling.scrip
 Here a protocol parses what arrives with hiredis and hands each message to the broker from
 ``data_received``: no task, timeout or wrapper per message.
 
-The connection speaks RESP2. It does nothing but pub/sub, so RESP3's one gain (pushes
-beside ordinary replies on one connection) buys nothing, and RESP2 needs no ``HELLO``: the
-frames are those of any Redis 7, a message being the array ``smessage, channel, payload``.
+The connection speaks RESP3 (``HELLO 3``), where a subscribed connection still runs any
+command: messages and subscription confirmations come as pushes (hiredis's
+``PushNotification``), told apart from ordinary replies. Once the broker started, the
+client's script calls (``signaling.redis_client.run_script``) go through ``call`` on this
+connection instead of a ``signaling.script_pipe`` of their own: a chat send's script reply
+and the message its ``SPUBLISH`` sends to this node then come in one read (the message
+first), where two connections took two reads of the node and two writes of Redis. A
+confirmation of ``SSUBSCRIBE`` or ``SUNSUBSCRIBE`` is, in RESP3, that command's only reply
+(a push, in the order of the replies): it answers the command as a reply would.
 
 The pipe keeps the set of channels wanted. A lost connection (Redis gone, restarted, or a
 reply that is not understood) is made anew with backoff, every wanted channel is subscribed
@@ -26,9 +32,10 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import hiredis
-from hiredis import pack_command
+from hiredis import PushNotification, pack_command
 from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from signaling.redis_client import PlainRedis
 
@@ -64,9 +71,9 @@ class _NotUnderstood(Exception):
     """A reply the pipe did not ask for or cannot read: the stream is no longer trusted."""
 
 
-# A reply the pipe waits for: its kind (None: an ordinary reply, as to AUTH), its channel,
-# and who waits for it (None: nobody).
-_Expected = tuple[bytes | None, bytes | None, "asyncio.Future[Any] | None"]
+# A reply the pipe waits for: its kind (None: an ordinary reply, as to HELLO or a script
+# call), its channel, who waits for it (None: nobody), and when it was asked for.
+_Expected = tuple[bytes | None, bytes | None, "asyncio.Future[Any] | None", float]
 
 
 class PubSubPipe:
@@ -95,6 +102,9 @@ class PubSubPipe:
         # Resolved when the current connection is gone, with why.
         self._gone: asyncio.Future[str] | None = None
         self._keeper: asyncio.Task[None] | None = None
+        # One timer for all the replies waited for (not one per script call): it looks at
+        # the oldest.
+        self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
 
     # --- what the broker calls ------------------------------------------------------------
@@ -118,6 +128,35 @@ class PubSubPipe:
         async with asyncio.timeout(REPLY_TIMEOUT_S):
             await future
 
+    async def call(self, command: bytes) -> Any:
+        """Send ``command`` (packed) and reply its answer; an error reply is raised as
+        redis-py raises it. Without a connection, or if it goes (or Redis gives no reply
+        within ``REPLY_TIMEOUT_S``), redis-py's ``ConnectionError`` (``TimeoutError``) is
+        raised, as ``signaling.script_pipe`` does: ``run_script`` then makes the call the
+        usual way."""
+        transport = self._transport
+        if transport is None:
+            raise RedisConnectionError("pub/sub connection down")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._expected.append((None, None, future, loop.time()))
+        transport.write(command)
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(REPLY_TIMEOUT_S, self._watch)
+        return await future
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if not self._expected:
+            return
+        loop = asyncio.get_running_loop()
+        waited = loop.time() - self._expected[0][3]
+        if waited >= REPLY_TIMEOUT_S:
+            # Redis does not answer: every reply behind the oldest waits on it too.
+            self._drop("pub/sub connection: no reply from Redis", timeout=True)
+            return
+        self._watchdog = loop.call_later(REPLY_TIMEOUT_S - waited, self._watch)
+
     async def unsubscribe(self, channel: bytes) -> None:
         self.wanted.discard(channel)
         if self._transport is not None:
@@ -125,6 +164,9 @@ class PubSubPipe:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         keeper, self._keeper = self._keeper, None
         if keeper is not None:
             keeper.cancel()
@@ -140,15 +182,16 @@ class PubSubPipe:
 
     def _send(self, kind: bytes, channel: bytes, *, wait: bool) -> asyncio.Future[Any] | None:
         assert self._transport is not None
-        future = asyncio.get_running_loop().create_future() if wait else None
-        self._expected.append((kind, channel, future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future() if wait else None
+        self._expected.append((kind, channel, future, loop.time()))
         command = b"SSUBSCRIBE" if kind == _SSUBSCRIBE else b"SUNSUBSCRIBE"
         self._transport.write(pack_command((command, channel)))  # type: ignore[arg-type]
         return future
 
     async def _open(self) -> None:
-        """Connect, authenticate, select the database and subscribe every wanted channel, in
-        one write; return once Redis confirmed each."""
+        """Connect, switch to RESP3 (authenticating), select the database and subscribe every
+        wanted channel, in one write; return once Redis confirmed each."""
         if self._closed:
             raise RedisConnectionError("pub/sub connection closed")
         loop = asyncio.get_running_loop()
@@ -173,12 +216,15 @@ class PubSubPipe:
 
         def expect(kind: bytes | None, channel: bytes | None) -> None:
             future = loop.create_future()
-            self._expected.append((kind, channel, future))
+            self._expected.append((kind, channel, future, loop.time()))
             waiting.append(future)
 
+        hello: tuple[str, ...] = ("HELLO", "3")
         if self._auth:
-            commands.append(pack_command(("AUTH", *self._auth)))  # type: ignore[arg-type]
-            expect(None, None)
+            user, password = self._auth if len(self._auth) == 2 else ("default", *self._auth)
+            hello = (*hello, "AUTH", user, password)
+        commands.append(pack_command(hello))  # type: ignore[arg-type]
+        expect(None, None)
         if where.db:
             commands.append(pack_command(("SELECT", where.db)))  # type: ignore[arg-type]
             expect(None, None)
@@ -232,13 +278,15 @@ class PubSubPipe:
                     delay = min(delay * 2, RETRY_DELAY_MAX_S)
             self._on_restored()
 
-    def _drop(self, reason: str) -> None:
-        """Forget the connection (closing it), fail whoever waits on it, tell the keeper."""
+    def _drop(self, reason: str, *, timeout: bool = False) -> None:
+        """Forget the connection (closing it), fail whoever waits on it (with redis-py's
+        ``TimeoutError`` if Redis did not answer, else its ``ConnectionError``), tell the
+        keeper."""
         transport = self._transport
         self._transport = self._protocol = None
         expected, self._expected = self._expected, deque()
-        error = RedisConnectionError(reason)
-        for _, _, future in expected:
+        error = RedisTimeoutError(reason) if timeout else RedisConnectionError(reason)
+        for _, _, future, _ in expected:
             if future is not None and not future.done():
                 future.set_exception(error)
         gone = self._gone
@@ -254,8 +302,11 @@ class PubSubPipe:
         try:
             reader.feed(data)
             while (reply := reader.gets()) is not False:
-                if type(reply) is list and len(reply) == 3 and reply[0] == _SMESSAGE:
-                    self._on_message(reply[1], reply[2])
+                if type(reply) is PushNotification:
+                    if len(reply) == 3 and reply[0] == _SMESSAGE:
+                        self._on_message(reply[1], reply[2])
+                    else:
+                        self._confirm(reply)
                 else:
                     self._answer(reply)
         except Exception as exc:
@@ -263,10 +314,12 @@ class PubSubPipe:
             log.warning("pub/sub reply not understood", extra={"error": repr(exc)})
             self._drop(f"pub/sub reply not understood: {exc!r}")
 
-    def _answer(self, reply: Any) -> None:
+    def _confirm(self, push: PushNotification) -> None:
+        """A push other than a message: a subscription's confirmation (the reply to its
+        command); any other push is not understood."""
         expected = self._expected
-        if type(reply) is list and len(reply) == 3 and reply[0] in (_SSUBSCRIBE, _SUNSUBSCRIBE):
-            kind, channel = reply[0], reply[1]
+        if len(push) == 3 and push[0] in (_SSUBSCRIBE, _SUNSUBSCRIBE):
+            kind, channel = push[0], push[1]
             if expected and expected[0][0] == kind and expected[0][1] == channel:
                 future = expected.popleft()[2]
                 if future is not None and not future.done():
@@ -277,9 +330,13 @@ class PubSubPipe:
             # Redis dropped a channel still wanted (which one Redis does not do), or confirmed
             # one never asked for.
             raise _NotUnderstood(f"unasked {kind!r} of {channel!r}")
+        raise _NotUnderstood(f"unasked push {list(push)!r:.80}")
+
+    def _answer(self, reply: Any) -> None:
+        expected = self._expected
         if not expected:
             raise _NotUnderstood(f"unasked reply {reply!r:.80}")
-        kind, channel, future = expected.popleft()
+        kind, channel, future, _ = expected.popleft()
         if isinstance(reply, hiredis.ReplyError):
             error = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
             if future is None:

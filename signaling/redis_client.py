@@ -15,7 +15,7 @@ import functools
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias, TypeGuard, cast
+from typing import Any, Final, Protocol, TypeAlias, TypeGuard, cast
 from urllib.parse import unquote
 
 import redis.asyncio as redis
@@ -145,11 +145,19 @@ def _retry() -> Retry:
     return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3)
 
 
+class ScriptCalls(Protocol):
+    """A connection that takes script calls packed (``signaling.pubsub_pipe.PubSubPipe``)."""
+
+    async def call(self, command: bytes) -> Any: ...
+
+
 class _Redis(redis.Redis):
     """One Redis, with a connection of its own for the hot path's script calls
-    (``run_script``), closed with the client."""
+    (``run_script``), closed with the client; ``calls``, while set, takes them instead (the
+    broker's pub/sub connection, which the broker closes)."""
 
     scripts: ScriptPipe | None = None
+    calls: ScriptCalls | None = None
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         if self.scripts is not None:
@@ -202,6 +210,14 @@ def _script_pipe(client: redis.Redis) -> ScriptPipe | None:
         password=where.password,
         db=where.db,
     )
+
+
+def share_script_calls(client: RedisClient, calls: ScriptCalls | None) -> None:
+    """Have ``client``'s script calls (``run_script``) go through ``calls`` (None: through
+    its own script connection again). A client of a cluster, or not made by ``connect``,
+    is left as it is."""
+    if isinstance(client, _Redis):
+        client.calls = calls
 
 
 def connect(url: str) -> RedisClient:
@@ -358,14 +374,17 @@ async def run_script(
     reply callbacks, its argument encoding where hiredis packs the command alone); measured
     here ~40 against ~65-70 µs. A client made by ``connect`` has a connection of its own for
     these calls, pipelined (``signaling.script_pipe``: no pool, its health check nor a task
-    per call; ~80 against ~35 µs of client CPU per chat send, 20 senders at once); another
-    takes a pooled one. A connection that cannot be had or fails is closed and the call made
+    per call; ~80 against ~35 µs of client CPU per chat send, 20 senders at once), or, once
+    a broker started on it, the broker's pub/sub connection (``share_script_calls``);
+    another takes a pooled one. A connection that cannot be had or fails is closed and the call made
     again the usual way, with redis-py's retries.
     On a cluster, as the script (the cluster client finds the shard and follows moves)."""
     if is_cluster(client):
         return await script(keys=keys, args=args)
     client = cast(redis.Redis, client)  # is_cluster narrows only where it holds
-    pipe = client.scripts if isinstance(client, _Redis) else None
+    pipe: ScriptCalls | None = None
+    if isinstance(client, _Redis):
+        pipe = client.calls or client.scripts
     if pipe is not None:
         try:
             try:

@@ -5,7 +5,9 @@ pool each call takes a connection and gives it back, and the taking checks the c
 health with a read of its socket: together more client CPU than the call itself. Here the
 calls share one connection: each is written as it comes, and the replies, which Redis gives
 in the same order, are handed to the callers by the protocol as they arrive (parsed by
-hiredis), with no task or pool in between.
+hiredis), with no task or pool in between. Once the node's broker started, the calls go
+through its pub/sub connection instead (``signaling.pubsub_pipe``, RESP3), and this one is
+not made.
 
 Anything that goes wrong (no connection, a lost one, no reply within ``REPLY_TIMEOUT_S``,
 watched by one timer for all the calls waiting)

@@ -20,7 +20,7 @@ from redis.exceptions import AuthenticationError
 
 from huddle.redis_server import find_redis_server
 from signaling.broker import Broker
-from signaling.redis_client import RedisClient, connect, plain_redis
+from signaling.redis_client import RedisClient, connect, plain_redis, run_script
 from tests.helpers import eventually
 
 
@@ -383,5 +383,94 @@ async def test_a_handler_that_fails_leaves_the_others_and_the_connection(
         assert broker.connected and broker.reconnects == 0
         failures = [r for r in caplog.records if r.getMessage() == "pub/sub handler failed"]
         assert len(failures) == 2
+    finally:
+        await broker.stop()
+
+
+async def test_script_calls_and_messages_share_one_connection_of_the_node(
+    redis_client: RedisClient,
+) -> None:
+    """Once the broker started on one Redis, the client's script calls go through its pub/sub
+    connection (RESP3): the node holds one connection of its own, and a burst of calls, each
+    publishing on one of a few channels, with subscriptions made and given up in its midst,
+    gets every reply right and every message, in order on each channel."""
+    if isinstance(redis_client, RedisCluster):
+        pytest.skip("one Redis only")
+    broker = Broker(redis_client, "shared")
+    script = redis_client.register_script(
+        "redis.call('SPUBLISH', KEYS[1], ARGV[1]) return 'sent ' .. ARGV[1]"
+    )
+    chans = [f"huddle:{{conv:s{n}}}:chan" for n in range(4)]
+    got: dict[str, list[bytes]] = {chan: [] for chan in chans}
+    await broker.start()
+    try:
+        for chan in chans:
+            await broker.subscribe(chan, got[chan].append)
+
+        async def churn() -> None:
+            for n in range(50):
+                spare = f"huddle:{{conv:spare{n}}}:chan"
+                await broker.subscribe(spare, lambda _: None)
+                await broker.unsubscribe(spare, lambda _: None)
+
+        sent = [(chans[n % 4], str(n)) for n in range(2_000)]
+        replies, _ = await asyncio.gather(
+            asyncio.gather(*(run_script(redis_client, script, [c], [p]) for c, p in sent)),
+            churn(),
+        )
+        assert replies == [f"sent {p}".encode() for _, p in sent]
+        for chan in chans:
+            await eventually(lambda: len(got[chan]) >= 500)  # noqa: B023 (awaited here)
+            assert got[chan] == [p.encode() for c, p in sent if c == chan]
+        # Two connections in all: the one asking (redis-py's pool made one, every call of
+        # this test on it being made in turn) and the node's own, in RESP3, subscribed.
+        clients = await redis_client.client_list()
+        others = [c for c in clients if c["cmd"] != "client|list"]
+        assert len(clients) == 2
+        assert [(c["resp"], int(c["flags"].count("P"))) for c in others] == [("3", 1)]
+        assert await shard_subscribers(redis_client, *chans) == [1, 1, 1, 1]
+    finally:
+        await broker.stop()
+    # Stopped, the broker gives the calls back to the client's own script connection.
+    assert await run_script(redis_client, script, [chans[0]], ["after"]) == b"sent after"
+
+
+async def test_calls_waiting_when_the_shared_connection_is_killed_are_made_again(
+    redis_client: RedisClient,
+) -> None:
+    """Killing the shared connection under a burst of calls fails them with redis-py's
+    ConnectionError inside ``run_script``, which makes each again: every caller gets its
+    reply, and the broker comes back with its channels."""
+    if isinstance(redis_client, RedisCluster):
+        pytest.skip("one Redis only")
+    broker = Broker(redis_client, "killed")
+    reconnected: list[int] = []
+    broker.on_reconnect.append(lambda: reconnected.append(broker.reconnects))
+    script = redis_client.register_script("return redis.call('INCR', KEYS[1])")
+    key = "huddle:{conv:k}:n"
+    await broker.start()
+    try:
+        own = await redis_client.client_list(_type="pubsub")
+        assert len(own) == 1
+
+        async def kill() -> None:
+            await asyncio.sleep(0.005)
+            await redis_client.client_kill_filter(_id=own[0]["id"])
+
+        replies, _ = await asyncio.gather(
+            asyncio.gather(*(run_script(redis_client, script, [key], []) for _ in range(3_000))),
+            kill(),
+        )
+        # Every caller got a reply of its own (a call whose reply was lost with the
+        # connection may have run before it was made again, as with the script pipe).
+        assert len(set(replies)) == 3_000
+        assert int(await redis_client.get(key) or 0) >= max(replies)
+        await eventually(lambda: reconnected == [1], timeout=10)
+        assert broker.connected
+        chan = "huddle:{conv:k}:chan"
+        got: list[bytes] = []
+        await broker.subscribe(chan, got.append)
+        await redis_client.spublish(chan, b"back")
+        await eventually(lambda: got == [b"back"])
     finally:
         await broker.stop()
