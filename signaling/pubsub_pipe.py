@@ -14,7 +14,9 @@ connection instead of a ``signaling.script_pipe`` of their own: a chat send's sc
 and the message its ``SPUBLISH`` sends to this node then come in one read (the message
 first), where two connections took two reads of the node and two writes of Redis. A
 confirmation of ``SSUBSCRIBE`` or ``SUNSUBSCRIBE`` is, in RESP3, that command's only reply
-(a push, in the order of the replies): it answers the command as a reply would.
+(a push, in the order of the replies): it answers the command as a reply would. A script's
+reply is the same as on RESP2 (Lua values are converted as the script's own
+``redis.setresp`` says, 2 unless it asks: ``true`` is 1, ``false`` nil).
 
 The pipe keeps the set of channels wanted. A lost connection (Redis gone, restarted, or a
 reply that is not understood) is made anew with backoff, every wanted channel is subscribed

@@ -429,6 +429,9 @@ async def test_script_calls_and_messages_share_one_connection_of_the_node(
         assert len(clients) == 2
         assert [(c["resp"], int(c["flags"].count("P"))) for c in others] == [("3", 1)]
         assert await shard_subscribers(redis_client, *chans) == [1, 1, 1, 1]
+        # Lua's booleans and nil reply as on RESP2 (scripts do not call redis.setresp).
+        lua = redis_client.register_script("return {true, false, redis.call('GET', KEYS[1])}")
+        assert await run_script(redis_client, lua, ["huddle:{conv:s0}:none"], []) == [1, None, None]
     finally:
         await broker.stop()
     # Stopped, the broker gives the calls back to the client's own script connection.
