@@ -47,6 +47,9 @@ log = logging.getLogger("huddle.chat")
 # took longer than the pause is followed by the next at once, and an event waits at most
 # the pause and two passes (the one under way when it came, and its own). Nothing waits for
 # it: Redis keeps every event until the store has it, and a search archives first.
+# This is the pause of a store that says none (HistoryStore.archive_pause_s: SQLite's);
+# PostgreSQL's is shorter (chat.history.postgres.ARCHIVE_PAUSE_S), its pass costing the
+# node less per event.
 ARCHIVE_DELAY_S: Final = 0.5
 # Events read from each conversation's log per pass, and conversations per pass: a pass is
 # one Redis round trip and one transaction.
@@ -110,12 +113,19 @@ class Archiver:
         self._wake.set()
 
     def pause_left(self) -> float:
-        """Seconds until the next pass is due: ``ARCHIVE_DELAY_S`` after the first
+        """Seconds until the next pass is due: the pause (:attr:`pause_s`) after the first
         conversation noted since the last pass was taken, 0 when that is past (and when
         none is noted)."""
         if self._noted_at is None:
             return 0.0
-        return max(0.0, self._noted_at + ARCHIVE_DELAY_S - time.monotonic())
+        return max(0.0, self._noted_at + self.pause_s - time.monotonic())
+
+    @property
+    def pause_s(self) -> float:
+        """The pause before a pass: the store's (HistoryStore.archive_pause_s), else
+        ``ARCHIVE_DELAY_S``."""
+        own = self.history.archive_pause_s
+        return ARCHIVE_DELAY_S if own is None else own
 
     def take_due(self) -> list[str]:
         """The conversations noted since the last pass, in order; the next pause counts

@@ -75,6 +75,10 @@ OPEN_TIMEOUT_S: Final = 10.0
 # A smaller list is moved a little in every pass instead, for the same work over time; a
 # search reads every entry of the list, so it reads fewer.
 GIN_PENDING_LIST_KB: Final = 512
+# The archiver's pause before a pass into this store (chat.history.archiver.ARCHIVE_DELAY_S,
+# 0.5 s, for SQLite): shorter, as a pass of PostgreSQL's costs the node less per event
+# since 96a710d (see benchmarks/README.md, archive lag).
+ARCHIVE_PAUSE_S: Final = 0.3
 # pg_advisory_xact_lock key held while migrating, so that nodes starting together migrate
 # one after the other.
 SCHEMA_LOCK: Final = 0x48_75_64_64_6C_65  # "Huddle"
@@ -219,6 +223,7 @@ class PostgresHistory(SqlHistory):
         _v4_bare_search,
         _v5_bare_search_again,
     )
+    archive_pause_s = ARCHIVE_PAUSE_S
     terms_in_row = True
     walk_rows = WALK_ROWS
     walk_from = WALK_FROM

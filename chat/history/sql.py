@@ -201,6 +201,9 @@ class SqlHistory(ABC):
     """A :class:`chat.history.store.HistoryStore` over one SQL database."""
 
     migrations: Sequence[Migration] = ()
+    # The archiver's pause before a pass into this store (HistoryStore.archive_pause_s):
+    # None, chat.history.archiver.ARCHIVE_DELAY_S.
+    archive_pause_s: float | None = None
     # Whether a row's search terms go with the row (PostgreSQL: a column of it), so that
     # deleting the row deletes them; else they are removed by :meth:`_unindex` first.
     terms_in_row: bool = False

@@ -51,6 +51,13 @@ class Head(NamedTuple):
 
 
 class HistoryStore(Protocol):
+    @property
+    def archive_pause_s(self) -> float | None:
+        """How long the archiver waits after a write before a pass into this store
+        (chat.history.archiver.ARCHIVE_DELAY_S when None): a store whose passes cost less
+        per event can take them more often for the same CPU."""
+        ...
+
     async def head(self, conv: str) -> Head | None:
         """Where the conversation's copy stands; None when nothing of it is stored."""
         ...

@@ -5,12 +5,14 @@ longer than the pause is followed by the next at once."""
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from chat.history import archiver as archiver_module
 from chat.history.archiver import Archiver
+from chat.history.postgres import PostgresHistory
+from chat.history.sqlite import SQLiteHistory
 
 
 class Clock:
@@ -30,10 +32,11 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
-def archiver() -> Archiver:
-    # The pause needs neither Redis nor a store.
+def archiver(pause_s: float | None = None) -> Archiver:
+    # The pause needs neither Redis nor a store: only what the store says of its pause.
     none: Any = None
-    return Archiver(none, none)
+    store: Any = SimpleNamespace(archive_pause_s=pause_s)
+    return Archiver(none, store)
 
 
 def test_the_pause_counts_from_the_first_note(clock: Clock) -> None:
@@ -64,3 +67,21 @@ def test_a_note_during_a_long_pass_is_due_once_the_pass_ends(clock: Clock) -> No
     clock.now += 0.1
     arch.note("d")
     assert arch.pause_left() == pytest.approx(0.5)
+
+
+def test_a_store_may_say_its_own_pause(clock: Clock) -> None:
+    arch = archiver(pause_s=0.3)
+    arch.note("a")
+    assert arch.pause_left() == pytest.approx(0.3)
+    clock.now += 0.3
+    assert arch.pause_left() == 0.0
+    assert arch.take_due() == ["a"]
+
+
+def test_postgres_pauses_less_than_sqlite() -> None:
+    """SQLite's pause is the archiver's (ARCHIVE_DELAY_S); PostgreSQL's pass costs the node
+    less per event, so it takes them more often (benchmarks/README.md, archive lag)."""
+    assert SQLiteHistory.archive_pause_s is None
+    assert Archiver(cast(Any, None), cast(Any, SQLiteHistory)).pause_s == 0.5
+    pg = PostgresHistory.archive_pause_s
+    assert pg is not None and 0 < pg < archiver_module.ARCHIVE_DELAY_S
