@@ -301,20 +301,34 @@ class PubSubPipe:
         if protocol is not self._protocol:
             return
         reader = protocol.reader
+        # The messages of this read are handed over after its replies. A reply wakes its
+        # caller in the loop's next round, and the frames a message queues are written in
+        # one flush scheduled for that round (signaling.flush_round): woken first, a chat
+        # send's caller queues its reply before that flush, which then writes the reply and
+        # the sender's echo together (handed over first, the flush ran before the reply).
+        messages: list[tuple[bytes, bytes]] = []
+        error: Exception | None = None
         try:
             reader.feed(data)
             while (reply := reader.gets()) is not False:
                 if type(reply) is PushNotification:
                     if len(reply) == 3 and reply[0] == _SMESSAGE:
-                        self._on_message(reply[1], reply[2])
+                        messages.append((reply[1], reply[2]))
                     else:
                         self._confirm(reply)
                 else:
                     self._answer(reply)
         except Exception as exc:
+            error = exc
+        try:
+            for channel, message in messages:
+                self._on_message(channel, message)
+        except Exception as exc:
+            error = error or exc
+        if error is not None:
             # Garbage, a reply nobody asked for, or one that broke the broker: start over.
-            log.warning("pub/sub reply not understood", extra={"error": repr(exc)})
-            self._drop(f"pub/sub reply not understood: {exc!r}")
+            log.warning("pub/sub reply not understood", extra={"error": repr(error)})
+            self._drop(f"pub/sub reply not understood: {error!r}")
 
     def _confirm(self, push: PushNotification) -> None:
         """A push other than a message: a subscription's confirmation (the reply to its
