@@ -10,11 +10,13 @@ The connection speaks RESP3 (``HELLO 3``), where a subscribed connection still r
 command: messages and subscription confirmations come as pushes (hiredis's
 ``PushNotification``), told apart from ordinary replies. Once the broker started, the
 client's script calls (``signaling.redis_client.run_script``) go through ``call`` on this
-connection instead of a ``signaling.script_pipe`` of their own: a chat send's script reply
+connection (pipelined and watched as ``signaling.reply_pipe`` does, the core of both pipes)
+instead of a ``signaling.script_pipe`` of their own: a chat send's script reply
 and the message its ``SPUBLISH`` sends to this node then come in one read (the message
 first), where two connections took two reads of the node and two writes of Redis. A
 confirmation of ``SSUBSCRIBE`` or ``SUNSUBSCRIBE`` is, in RESP3, that command's only reply
-(a push, in the order of the replies): it answers the command as a reply would. A script's
+(a push, in the order of the replies): it answers the command as a reply would (the
+command's entry among the replies waited for carries its kind and channel). A script's
 reply is the same as on RESP2 (Lua values are converted as the script's own
 ``redis.setresp`` says, 2 unless it asks: ``true`` is 1, ``false`` nil).
 
@@ -29,22 +31,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-import hiredis
 from hiredis import PushNotification, pack_command
-from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from signaling.redis_client import PlainRedis
+from signaling.reply_pipe import NotUnderstood, PipeProtocol, PlainRedis, ReplyPipe
 
 log = logging.getLogger("huddle.broker")
 
-CONNECT_TIMEOUT_S: Final = 2.0
-# How long a subscription (or the connection's first replies) may wait for Redis.
+# How long a subscription (or the connection's first replies, or a script call) may wait for
+# Redis.
 REPLY_TIMEOUT_S: Final = 5.0
 RETRY_DELAY_S: Final = 0.1
 RETRY_DELAY_MAX_S: Final = 2.0
@@ -57,31 +55,15 @@ _SSUBSCRIBE: Final = b"ssubscribe"
 _SUNSUBSCRIBE: Final = b"sunsubscribe"
 
 
-class _Protocol(asyncio.Protocol):
-    def __init__(self, pipe: PubSubPipe) -> None:
-        self.pipe = pipe
-        self.reader = hiredis.Reader()
-
-    def data_received(self, data: bytes) -> None:
-        self.pipe.received(self, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.pipe.lost(self, exc)
-
-
-class _NotUnderstood(Exception):
-    """A reply the pipe did not ask for or cannot read: the stream is no longer trusted."""
-
-
-# A reply the pipe waits for: its kind (None: an ordinary reply, as to HELLO or a script
-# call), its channel, who waits for it (None: nobody), and when it was asked for.
-_Expected = tuple[bytes | None, bytes | None, "asyncio.Future[Any] | None", float]
-
-
-class PubSubPipe:
+class PubSubPipe(ReplyPipe):
     """Subscriptions of one node to one Redis; ``on_message(channel, payload)`` for each
     message, ``on_lost(reason)`` when the connection went, ``on_restored()`` when it is back
-    with every channel subscribed again."""
+    with every channel subscribed again. Script calls (``call``) go on the same connection:
+    without it, or if it goes (or Redis gives no reply within ``REPLY_TIMEOUT_S``), they
+    raise redis-py's ``ConnectionError`` (``TimeoutError``), as ``signaling.script_pipe``
+    does, and ``run_script`` makes the call the usual way."""
+
+    name = "pub/sub connection"
 
     def __init__(
         self,
@@ -90,24 +72,14 @@ class PubSubPipe:
         on_lost: Callable[[str], None],
         on_restored: Callable[[], None],
     ) -> None:
-        self._where = where
+        super().__init__(where, REPLY_TIMEOUT_S)
         self._on_message = on_message
         self._on_lost = on_lost
         self._on_restored = on_restored
-        self._auth: tuple[str, ...] = ()
-        if where.password is not None:
-            self._auth = (where.username, where.password) if where.username else (where.password,)
         self.wanted: set[bytes] = set()
-        self._transport: asyncio.Transport | None = None
-        self._protocol: _Protocol | None = None
-        self._expected: deque[_Expected] = deque()
         # Resolved when the current connection is gone, with why.
         self._gone: asyncio.Future[str] | None = None
         self._keeper: asyncio.Task[None] | None = None
-        # One timer for all the replies waited for (not one per script call): it looks at
-        # the oldest.
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._closed = False
 
     # --- what the broker calls ------------------------------------------------------------
 
@@ -124,40 +96,11 @@ class PubSubPipe:
         error is raised."""
         self.wanted.add(channel)
         if self._transport is None:
-            raise RedisConnectionError("pub/sub connection down")
+            raise RedisConnectionError(f"{self.name} down")
         future = self._send(_SSUBSCRIBE, channel, wait=True)
         assert future is not None
         async with asyncio.timeout(REPLY_TIMEOUT_S):
             await future
-
-    async def call(self, command: bytes) -> Any:
-        """Send ``command`` (packed) and reply its answer; an error reply is raised as
-        redis-py raises it. Without a connection, or if it goes (or Redis gives no reply
-        within ``REPLY_TIMEOUT_S``), redis-py's ``ConnectionError`` (``TimeoutError``) is
-        raised, as ``signaling.script_pipe`` does: ``run_script`` then makes the call the
-        usual way."""
-        transport = self._transport
-        if transport is None:
-            raise RedisConnectionError("pub/sub connection down")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._expected.append((None, None, future, loop.time()))
-        transport.write(command)
-        if self._watchdog is None:
-            self._watchdog = loop.call_later(REPLY_TIMEOUT_S, self._watch)
-        return await future
-
-    def _watch(self) -> None:
-        self._watchdog = None
-        if not self._expected:
-            return
-        loop = asyncio.get_running_loop()
-        waited = loop.time() - self._expected[0][3]
-        if waited >= REPLY_TIMEOUT_S:
-            # Redis does not answer: every reply behind the oldest waits on it too.
-            self._drop("pub/sub connection: no reply from Redis", timeout=True)
-            return
-        self._watchdog = loop.call_later(REPLY_TIMEOUT_S - waited, self._watch)
 
     async def unsubscribe(self, channel: bytes) -> None:
         self.wanted.discard(channel)
@@ -166,19 +109,12 @@ class PubSubPipe:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
         keeper, self._keeper = self._keeper, None
         if keeper is not None:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-        transport = self._transport
-        self._drop("pub/sub connection closed")
-        if transport is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(0)  # the transport closes its socket in the next round
+        await super().aclose()
 
     # --- the connection -------------------------------------------------------------------
 
@@ -186,7 +122,7 @@ class PubSubPipe:
         assert self._transport is not None
         loop = asyncio.get_running_loop()
         future = loop.create_future() if wait else None
-        self._expected.append((kind, channel, future, loop.time()))
+        self._waiting.append((future, loop.time(), kind, channel))
         command = b"SSUBSCRIBE" if kind == _SSUBSCRIBE else b"SUNSUBSCRIBE"
         self._transport.write(pack_command((command, channel)))  # type: ignore[arg-type]
         return future
@@ -194,45 +130,19 @@ class PubSubPipe:
     async def _open(self) -> None:
         """Connect, switch to RESP3 (authenticating), select the database and subscribe every
         wanted channel, in one write; return once Redis confirmed each."""
-        if self._closed:
-            raise RedisConnectionError("pub/sub connection closed")
+        transport = await self._open_socket()
         loop = asyncio.get_running_loop()
-        where = self._where
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                if where.path is not None:
-                    transport, protocol = await loop.create_unix_connection(
-                        lambda: _Protocol(self), where.path
-                    )
-                else:
-                    transport, protocol = await loop.create_connection(
-                        lambda: _Protocol(self), where.host, where.port
-                    )
-        except (OSError, TimeoutError) as exc:
-            raise RedisConnectionError(f"pub/sub connection failed: {exc!r}") from exc
-        self._transport, self._protocol = transport, protocol
         self._gone = loop.create_future()
-        self._expected.clear()
-        commands: list[bytes] = []
+        self._waiting.clear()
+        commands = self._greeting(resp3=True)
         waiting: list[asyncio.Future[Any]] = []
-
-        def expect(kind: bytes | None, channel: bytes | None) -> None:
-            future = loop.create_future()
-            self._expected.append((kind, channel, future, loop.time()))
-            waiting.append(future)
-
-        hello: tuple[str, ...] = ("HELLO", "3")
-        if self._auth:
-            user, password = self._auth if len(self._auth) == 2 else ("default", *self._auth)
-            hello = (*hello, "AUTH", user, password)
-        commands.append(pack_command(hello))  # type: ignore[arg-type]
-        expect(None, None)
-        if where.db:
-            commands.append(pack_command(("SELECT", where.db)))  # type: ignore[arg-type]
-            expect(None, None)
+        for _ in commands:
+            waiting.append(loop.create_future())
+            self._waiting.append((waiting[-1], loop.time()))
         for channel in self.wanted:
             commands.append(pack_command((b"SSUBSCRIBE", channel)))  # type: ignore[arg-type]
-            expect(_SSUBSCRIBE, channel)
+            waiting.append(loop.create_future())
+            self._waiting.append((waiting[-1], loop.time(), _SSUBSCRIBE, channel))
         transport.write(b"".join(commands))
         try:
             async with asyncio.timeout(REPLY_TIMEOUT_S):
@@ -244,9 +154,9 @@ class PubSubPipe:
                     future.cancel()
                 elif not future.cancelled():
                     future.exception()  # retrieved: the first failure is raised
-            self._drop(f"pub/sub connection failed: {exc!r}")
+            self._drop(RedisConnectionError(f"{self.name} failed: {exc!r}"))
             if isinstance(exc, TimeoutError):
-                raise RedisConnectionError("pub/sub connection: no reply from Redis") from exc
+                raise RedisConnectionError(f"{self.name}: no reply from Redis") from exc
             raise
 
     async def _keep(self) -> None:
@@ -258,7 +168,7 @@ class PubSubPipe:
         while True:
             gone = self._gone
             made = loop.time()
-            reason = await gone if gone is not None else "pub/sub connection down"
+            reason = await gone if gone is not None else f"{self.name} down"
             self._on_lost(reason)
             # The first try is at once (a Redis restarted is back the soonest); a Redis that
             # drops every connection at once is tried again later and later.
@@ -280,24 +190,14 @@ class PubSubPipe:
                     delay = min(delay * 2, RETRY_DELAY_MAX_S)
             self._on_restored()
 
-    def _drop(self, reason: str, *, timeout: bool = False) -> None:
-        """Forget the connection (closing it), fail whoever waits on it (with redis-py's
-        ``TimeoutError`` if Redis did not answer, else its ``ConnectionError``), tell the
-        keeper."""
-        transport = self._transport
-        self._transport = self._protocol = None
-        expected, self._expected = self._expected, deque()
-        error = RedisTimeoutError(reason) if timeout else RedisConnectionError(reason)
-        for _, _, future, _ in expected:
-            if future is not None and not future.done():
-                future.set_exception(error)
+    def _drop(self, error: Exception) -> None:
+        """Forget the connection (closing it), fail whoever waits on it, tell the keeper."""
+        super()._drop(error)
         gone = self._gone
         if gone is not None and not gone.done():
-            gone.set_result(reason)
-        if transport is not None:
-            transport.close()
+            gone.set_result(str(error))
 
-    def received(self, protocol: _Protocol, data: bytes) -> None:
+    def received(self, protocol: PipeProtocol, data: bytes) -> None:
         if protocol is not self._protocol:
             return
         reader = protocol.reader
@@ -328,16 +228,16 @@ class PubSubPipe:
         if error is not None:
             # Garbage, a reply nobody asked for, or one that broke the broker: start over.
             log.warning("pub/sub reply not understood", extra={"error": repr(error)})
-            self._drop(f"pub/sub reply not understood: {error!r}")
+            self._drop(RedisConnectionError(f"pub/sub reply not understood: {error!r}"))
 
     def _confirm(self, push: PushNotification) -> None:
         """A push other than a message: a subscription's confirmation (the reply to its
         command); any other push is not understood."""
-        expected = self._expected
+        waiting = self._waiting
         if len(push) == 3 and push[0] in (_SSUBSCRIBE, _SUNSUBSCRIBE):
             kind, channel = push[0], push[1]
-            if expected and expected[0][0] == kind and expected[0][1] == channel:
-                future = expected.popleft()[2]
+            if waiting and waiting[0][2:] == (kind, channel):
+                future = waiting.popleft()[0]
                 if future is not None and not future.done():
                     future.set_result(None)
                 return
@@ -345,26 +245,5 @@ class PubSubPipe:
                 return  # of no interest
             # Redis dropped a channel still wanted (which one Redis does not do), or confirmed
             # one never asked for.
-            raise _NotUnderstood(f"unasked {kind!r} of {channel!r}")
-        raise _NotUnderstood(f"unasked push {list(push)!r:.80}")
-
-    def _answer(self, reply: Any) -> None:
-        expected = self._expected
-        if not expected:
-            raise _NotUnderstood(f"unasked reply {reply!r:.80}")
-        kind, channel, future, _ = expected.popleft()
-        if isinstance(reply, hiredis.ReplyError):
-            error = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
-            if future is None:
-                raise _NotUnderstood(f"refused: {reply}")
-            if not future.done():
-                future.set_exception(error)
-            return
-        if kind is not None:
-            raise _NotUnderstood(f"expected {kind!r} of {channel!r}, got {reply!r:.80}")
-        if future is not None and not future.done():
-            future.set_result(reply)
-
-    def lost(self, protocol: _Protocol, exc: Exception | None) -> None:
-        if protocol is self._protocol:
-            self._drop(f"pub/sub connection lost: {exc!r}")
+            raise NotUnderstood(f"unasked {kind!r} of {channel!r}")
+        raise NotUnderstood(f"unasked push {list(push)!r:.80}")

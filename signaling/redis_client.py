@@ -44,6 +44,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
+from signaling.reply_pipe import PlainRedis
 from signaling.script_pipe import ScriptPipe
 
 RedisClient: TypeAlias = redis.Redis | RedisCluster
@@ -163,19 +164,6 @@ class _Redis(redis.Redis):
         if self.scripts is not None:
             await self.scripts.aclose()
         await super().aclose(close_connection_pool)
-
-
-@dataclass(frozen=True)
-class PlainRedis:
-    """Where one Redis is, for the node's own connections beside redis-py's pool (the script
-    pipe, the pub/sub reader): a Unix socket ``path``, or ``host`` and ``port``; no TLS."""
-
-    path: str | None = None
-    host: str = "localhost"
-    port: int = 6379
-    username: str | None = None
-    password: str | None = None
-    db: int = 0
 
 
 def plain_redis(client: RedisClient) -> PlainRedis | None:
