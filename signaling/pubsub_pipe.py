@@ -20,8 +20,14 @@ command's entry among the replies waited for carries its kind and channel). A sc
 reply is the same as on RESP2 (Lua values are converted as the script's own
 ``redis.setresp`` says, 2 unless it asks: ``true`` is 1, ``false`` nil).
 
-The pipe keeps the set of channels wanted. A lost connection (Redis gone, restarted, or a
-reply that is not understood) is made anew with backoff, every wanted channel is subscribed
+A connection heard nothing from for ``IDLE_PING_S`` is asked a ``PING``: a Redis cut off
+without a word (its host gone, a network cut: no FIN, no RST) leaves a subscribed connection
+silent for ever, where a node would wait for messages that no longer come. The ``PING`` is
+watched as a script call is: no reply within ``REPLY_TIMEOUT_S`` and the connection is
+dropped.
+
+The pipe keeps the set of channels wanted. A lost connection (Redis gone, restarted, silent,
+or a reply that is not understood) is made anew with backoff, every wanted channel is subscribed
 again, and only once Redis confirmed them all does the pipe say it is back: messages
 published meanwhile were lost, and the broker's callers read back what they need.
 """
@@ -49,6 +55,9 @@ RETRY_DELAY_MAX_S: Final = 2.0
 # Connections lost one after the other sooner than this after they were made are retried
 # after the current delay (which then grows): a Redis that drops every one is not hammered.
 STABLE_S: Final = 1.0
+# A connection nothing came from for this long is asked a PING (see the module's note).
+IDLE_PING_S: Final = 5.0
+_PING: Final = pack_command(("PING",))
 
 _SMESSAGE: Final = b"smessage"
 _SSUBSCRIBE: Final = b"ssubscribe"
@@ -80,6 +89,11 @@ class PubSubPipe(ReplyPipe):
         # Resolved when the current connection is gone, with why.
         self._gone: asyncio.Future[str] | None = None
         self._keeper: asyncio.Task[None] | None = None
+        # The reads of the connection so far, and how many there were at the last look of
+        # the idle timer: equal, the connection was silent since.
+        self._reads = 0
+        self._reads_seen = 0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # --- what the broker calls ------------------------------------------------------------
 
@@ -109,6 +123,9 @@ class PubSubPipe(ReplyPipe):
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         keeper, self._keeper = self._keeper, None
         if keeper is not None:
             keeper.cancel()
@@ -158,6 +175,25 @@ class PubSubPipe(ReplyPipe):
             if isinstance(exc, TimeoutError):
                 raise RedisConnectionError(f"{self.name}: no reply from Redis") from exc
             raise
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._reads_seen = self._reads
+        self._idle_timer = loop.call_later(IDLE_PING_S, self._watch_idle, self._protocol)
+
+    def _watch_idle(self, protocol: PipeProtocol | None) -> None:
+        """Look at ``protocol``'s connection again in ``IDLE_PING_S``: if nothing came from
+        it since the last look and nothing is waited for (the watchdog watches those), ask
+        a PING."""
+        if protocol is None or protocol is not self._protocol or self._transport is None:
+            return  # that connection is gone: the next one is watched from its start
+        loop = asyncio.get_running_loop()
+        if self._reads == self._reads_seen and not self._waiting:
+            self._waiting.append((None, loop.time()))
+            self._transport.write(_PING)
+            if self._watchdog is None:
+                self._watchdog = loop.call_later(self._reply_timeout, self._watch)
+        self._reads_seen = self._reads
+        self._idle_timer = loop.call_later(IDLE_PING_S, self._watch_idle, protocol)
 
     async def _keep(self) -> None:
         """Wait for the connection to go, then make it anew (with backoff) until it is back."""
@@ -200,6 +236,7 @@ class PubSubPipe(ReplyPipe):
     def received(self, protocol: PipeProtocol, data: bytes) -> None:
         if protocol is not self._protocol:
             return
+        self._reads += 1
         reader = protocol.reader
         # The messages of this read are handed over after its replies. A reply wakes its
         # caller in the loop's next round, and the frames a message queues are written in

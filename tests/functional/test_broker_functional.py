@@ -19,6 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AuthenticationError
 
 from huddle.redis_server import find_redis_server
+from signaling import pubsub_pipe
 from signaling.broker import Broker
 from signaling.redis_client import RedisClient, connect, plain_redis, run_script
 from tests.helpers import eventually
@@ -198,13 +199,15 @@ async def test_a_redis_restarted_on_its_port_gets_every_subscription_back(
 
 class Relay:
     """A TCP relay between the broker and a real Redis, which can slip bytes of its own into
-    what Redis sends back on the connections open now."""
+    what Redis sends back on the connections open now, or cut them off without a word (what
+    either side sends is dropped, nothing is closed: a host gone, a network cut)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.to_clients: list[asyncio.StreamWriter] = []
         self.accepted = 0
         self.server: asyncio.Server | None = None
+        self.cut_off: set[int] = set()
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -213,15 +216,21 @@ class Relay:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        number = len(self.to_clients)
         self.to_clients.append(writer)
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError):
                 while data := await src.read(65536):
-                    dst.write(data)
+                    if number not in self.cut_off:
+                        dst.write(data)
             dst.close()
 
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def cut(self) -> None:
+        """Forward nothing more on the connections open now, and close none of them."""
+        self.cut_off.update(range(len(self.to_clients)))
 
     def inject(self, data: bytes) -> None:
         for writer in self.to_clients:
@@ -276,6 +285,48 @@ async def test_a_stream_that_makes_no_sense_is_dropped_and_made_anew(
         await client.aclose()
         await relay.close()
     await until_counted(looker, chan, 0)
+
+
+async def test_a_connection_cut_off_without_a_word_is_found_out_and_made_anew(
+    tcp_redis: TcpRedis, looker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscribed connection hears nothing when Redis is cut off without a FIN or an RST
+    (its host gone, a network cut): the pipe asks an idle connection a PING, a healthy one
+    answers and stays, and one that does not is dropped and made anew, every channel
+    subscribed again. Without the PING the node would wait for ever for messages that no
+    longer come, saying it is connected."""
+    monkeypatch.setattr(pubsub_pipe, "IDLE_PING_S", 0.2)
+    monkeypatch.setattr(pubsub_pipe, "REPLY_TIMEOUT_S", 0.5)
+    relay = Relay(tcp_redis.port)
+    port = await relay.start()
+    client = connect(f"redis://127.0.0.1:{port}")
+    broker = Broker(client, "cut")
+    inbox = Inbox()
+    chan = "huddle:{conv:c}:chan"
+    reconnected: list[int] = []
+    broker.on_reconnect.append(lambda: reconnected.append(broker.reconnects))
+    await broker.start()
+    try:
+        await broker.subscribe(chan, inbox.handler("c"))
+        await looker.spublish(chan, b"one")
+        await eventually(lambda: inbox.got == [("c", b"one")])
+        # Idle and healthy: asked, it answers, and it stays.
+        await asyncio.sleep(1.0)
+        assert reconnected == [] and relay.accepted == 1
+        commands = [entry["cmd"] for entry in await looker.client_list()]
+        assert "ping" in commands, commands
+        relay.cut()
+        assert broker.connected
+        await eventually(lambda: reconnected == [1], timeout=5)
+        assert broker.connected
+        assert relay.accepted == 2
+        assert await shard_subscribers(looker, chan, broker.node_channel) == [1, 1]
+        await looker.spublish(chan, b"two")
+        await eventually(lambda: inbox.got == [("c", b"one"), ("c", b"two")])
+    finally:
+        await broker.stop()
+        await client.aclose()
+        await relay.close()
 
 
 async def test_a_redis_with_a_password_and_a_database(tmp_path: Path) -> None:
