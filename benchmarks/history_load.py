@@ -212,6 +212,8 @@ class Appends:
     # they held.
     passes: int = 0
     pass_convs: int = 0
+    # How long each of those transactions took the store (seconds).
+    pass_seconds: list[float] = field(default_factory=list)
 
     def wrap(self, store: HistoryStore) -> None:
         inner = store.append
@@ -224,8 +226,10 @@ class Appends:
         many = store.append_many
 
         async def append_many(batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> list[Head]:
+            began = time.monotonic()
             heads = await many(batches)
             now = time.monotonic()
+            self.pass_seconds.append(now - began)
             self.passes += 1
             self.pass_convs += len(batches)
             for (conv, _), head in zip(batches, heads, strict=True):
@@ -612,6 +616,7 @@ async def run_store(
         # Archive lag at a paced rate: sent here, or by other nodes (processes) on the
         # same Redis and store, each archiving what it sends.
         pg_cpu = postgres_cpu(url)
+        pass_store: dict[str, float | None] | None = None  # by this process's passes
         if args.senders:
             redis_cpu = await used_cpu(client)
             lags, n_acks, paced_s, sender_cpu = await lag_in_senders(
@@ -623,6 +628,7 @@ async def run_store(
             }
         else:
             passes, pass_convs = appends.passes, appends.pass_convs
+            timed_passes = len(appends.pass_seconds)
             node_cpu, redis_cpu = time.process_time(), await used_cpu(client)
             acks, paced_s = await paced(send, convs, args.rate, args.lag_s, rng)
             await settle(service, app, convs)
@@ -632,6 +638,12 @@ async def run_store(
                 "redis": await used_cpu(client) - redis_cpu,
                 "passes": appends.passes - passes,
                 "pass_convs": appends.pass_convs - pass_convs,
+            }
+            pass_s = appends.pass_seconds[timed_passes:]
+            pass_store = {
+                "p50": ms(percentile(pass_s, 50)),
+                "p90": ms(percentile(pass_s, 90)),
+                "max": ms(max(pass_s, default=None)),
             }
         if url is not None:
             # Ended processes (a backend of a sender node) are not counted.
@@ -732,6 +744,8 @@ async def run_store(
                 if phase_cpu.get("pass_convs")
                 else None,
                 "passes": phase_cpu.get("passes"),
+                # The store's transaction of each pass of the phase (append_many), in ms.
+                "pass_store_ms": pass_store,
                 "alone_messages": n_alone,
                 "alone_messages_per_s": n_alone / alone_s if alone_s > 0 else None,
                 "alone_cpu_us_per_message": alone_cpu / n_alone * 1e6,
