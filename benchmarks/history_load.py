@@ -20,7 +20,13 @@ own ``chat.send`` handler (the write path of every device, minus the WebSocket),
 - ``page_p99_ms_hot`` / ``page_p99_ms_cold`` / ``page_p99_ms_boundary``: ``chat.history``
   of 50 messages inside the window (Redis), below it (the store), and straddling it;
 - ``search_p99_ms``: ``chat.search`` over one user's conversations for Latin and CJK terms,
-  rare (one message in a thousand) and common (one in five).
+  rare (one message in a thousand) and common (one in five);
+- ``quiet_user_search_p99_ms`` / ``quiet_user_page_p99_ms``: the same search, and pages
+  ending anywhere in their history, of a user in ``QUIET_CONVS`` quiet conversations (a
+  window and two pages of messages each, half sent before the busy conversations' and half
+  after) beside the busy ones they are not in: what a user's search costs by their own
+  conversations rather than by the store's size. The hits found are checked against the
+  quiet conversations' texts (``quiet_user_search_hits`` / ``_expected``).
 
 ``--json PATH`` writes the figures; its ``summary`` holds the worse of the stores for each.
 """
@@ -110,6 +116,11 @@ COMMON: Final = {"latin common": "meeting", "cjk common": "会议"}
 RARE_EVERY: Final = 1000  # messages of a conversation per rare term
 RARE_STRIDE: Final = 617  # prime to RARE_EVERY: the offsets of 1,000 conversations differ
 COMMON_EVERY: Final = 5
+QUIET_USER: Final = "q0"  # the only member of QUIET_CONVS conversations not in any other
+QUIET_CONVS: Final = 5
+# Offsets (text_of) that put a rare term within the first 60 messages of a quiet
+# conversation: Latin at 7 and 57, CJK at 50.
+QUIET_OFFSETS: Final = (0, 451, 950)
 
 
 class _Sender:
@@ -129,6 +140,8 @@ class _Sender:
         self.client_prefix, self.reader = client_prefix, reader
         self.sent = 0
         self.numbers: dict[str, int] = {}  # messages sent to each conversation
+        # (conversation, seq, text) of each message sent, when kept (the quiet ones).
+        self.kept: list[tuple[str, int, str]] | None = None
 
     async def send(self, conv: str) -> tuple[str, int, float]:
         self.sent += 1
@@ -137,7 +150,10 @@ class _Sender:
         user = self.members[conv][self.sent % GROUP]
         req = w.ChatSend(id="", conv=conv, client_id=f"{self.client_prefix}{self.sent}", text=text)
         reply = await self.service.send(self.reader(user), req)
-        return conv, reply.seq, time.monotonic()  # type: ignore[attr-defined]
+        seq: int = reply.seq  # type: ignore[attr-defined]
+        if self.kept is not None:
+            self.kept.append((conv, seq, text))
+        return conv, seq, time.monotonic()
 
 
 class _Reader:
@@ -196,6 +212,8 @@ class Appends:
     # they held.
     passes: int = 0
     pass_convs: int = 0
+    # How long each of those transactions took the store (seconds).
+    pass_seconds: list[float] = field(default_factory=list)
 
     def wrap(self, store: HistoryStore) -> None:
         inner = store.append
@@ -208,8 +226,10 @@ class Appends:
         many = store.append_many
 
         async def append_many(batches: Sequence[tuple[str, Sequence[LogEvent]]]) -> list[Head]:
+            began = time.monotonic()
             heads = await many(batches)
             now = time.monotonic()
+            self.pass_seconds.append(now - began)
             self.passes += 1
             self.pass_convs += len(batches)
             for (conv, _), head in zip(batches, heads, strict=True):
@@ -421,6 +441,89 @@ async def timed(
     return out
 
 
+class Quiet:
+    """The quiet user's conversations: ``messages`` each (a window and two pages), sent in
+    turns, their texts kept to check the hits of the user's searches."""
+
+    def __init__(self, window: int) -> None:
+        self.messages = window + 2 * PAGE
+        self.convs: list[str] = []
+        self.members: dict[str, list[str]] = {}
+        self.kept: list[tuple[str, int, str]] = []  # (conversation, seq, text) of each sent
+
+    def add(self, conv: str, group: list[str]) -> None:
+        self.convs.append(conv)
+        self.members[conv] = group
+
+    def sender(
+        self, service: ChatService, rng: random.Random, reader: Callable[[str], _Reader]
+    ) -> _Sender:
+        offsets = {c: QUIET_OFFSETS[i % len(QUIET_OFFSETS)] for i, c in enumerate(self.convs)}
+        sender = _Sender(service, rng, self.members, offsets, "q", reader)
+        sender.kept = self.kept
+        return sender
+
+    async def seed(self, sender: _Sender, count: int) -> None:
+        """``count`` more messages in each quiet conversation."""
+        for _ in range(count):
+            await asyncio.gather(*(sender.send(c) for c in self.convs))
+
+    async def measure(
+        self,
+        service: ChatService,
+        reader: Callable[[str], _Reader],
+        args: argparse.Namespace,
+        rng: random.Random,
+    ) -> dict[str, Any]:
+        """The quiet user's search p99 (each term, ``args.search_samples`` times, limit
+        20), the hits against what their messages hold, and the p99 of ``args.samples``
+        pages of 50 ending anywhere in their conversations."""
+        who = reader(QUIET_USER)
+        searches: dict[str, list[float]] = {}
+        found: dict[str, int] = {}
+        expected: dict[str, int] = {}
+        foreign = 0  # hits in conversations not theirs (none, or search leaks)
+        mine = set(self.convs)
+        for kind, term in {**RARE, **COMMON}.items():
+            query = w.ChatSearch(id="", query=term, limit=20)
+            reply = await service.search(who, query)
+            hits = reply.hits  # type: ignore[attr-defined]
+            found[kind] = len(hits)
+            foreign += sum(1 for h in hits if h.conv not in mine)
+            # Their messages that hold the term: a Latin word, or CJK characters anywhere.
+            holding = sum(
+                1
+                for _, _, text in self.kept
+                if (term in text.split(" ") if term.isascii() else term in text)
+            )
+            expected[kind] = min(query.limit, holding)
+            searches[kind] = await timed(service.search, [(who, query)] * args.search_samples)
+        pages: list[tuple[_Reader, w.ChatHistory]] = []
+        below = 0
+        for _ in range(args.samples):
+            conv = rng.choice(self.convs)
+            meta = await service.store.meta(conv)
+            assert meta is not None
+            before = rng.randrange(2, meta.last_seq + 2)
+            below += before - 1 <= meta.cold_seq
+            pages.append((who, w.ChatHistory(id="", conv=conv, before=before, limit=PAGE)))
+        took = await timed(service.history, pages)
+        every = [s for v in searches.values() for s in v]
+        return {
+            "quiet_user_conversations": len(self.convs),
+            "quiet_user_messages": self.messages * len(self.convs),
+            "quiet_user_search_p99_ms": ms(percentile(every, 99)),
+            "quiet_user_search_p99_ms_by_kind": {
+                k: ms(percentile(v, 99)) for k, v in searches.items()
+            },
+            "quiet_user_search_hits": found,
+            "quiet_user_search_expected": expected,
+            "quiet_user_search_foreign_hits": foreign,
+            "quiet_user_page_p99_ms": ms(percentile(took, 99)),
+            "quiet_user_pages_timed": {"all": len(took), "below_window": below},
+        }
+
+
 async def run_store(
     store_kind: str,
     args: argparse.Namespace,
@@ -471,7 +574,17 @@ async def run_store(
             conv = created.conv.conv  # type: ignore[attr-defined]
             convs.append(conv)
             members[conv] = group
-        await settle(service, app, convs)
+        # The quiet user's conversations, with users of their own; half their messages now
+        # (the oldest of the store), half after the busy ones' (below).
+        quiet = Quiet(args.window)
+        for i in range(QUIET_CONVS):
+            group = [QUIET_USER, *(f"q{i}-{k}" for k in range(1, GROUP))]
+            create = w.ChatCreate(id="", kind="group", name=f"quiet {i}", members=group[1:])
+            created = await service.create(reader(group[0]), create)
+            quiet.add(created.conv.conv, group)  # type: ignore[attr-defined]
+        quiet_send = quiet.sender(service, rng, reader)
+        await quiet.seed(quiet_send, quiet.messages // 2)
+        await settle(service, app, [*convs, *quiet.convs])
         baseline = await used_memory(client)
         offsets = rare_offsets(convs)
         send = _Sender(service, rng, members, offsets, "m", reader).send
@@ -503,6 +616,7 @@ async def run_store(
         # Archive lag at a paced rate: sent here, or by other nodes (processes) on the
         # same Redis and store, each archiving what it sends.
         pg_cpu = postgres_cpu(url)
+        pass_store: dict[str, float | None] | None = None  # by this process's passes
         if args.senders:
             redis_cpu = await used_cpu(client)
             lags, n_acks, paced_s, sender_cpu = await lag_in_senders(
@@ -514,6 +628,7 @@ async def run_store(
             }
         else:
             passes, pass_convs = appends.passes, appends.pass_convs
+            timed_passes = len(appends.pass_seconds)
             node_cpu, redis_cpu = time.process_time(), await used_cpu(client)
             acks, paced_s = await paced(send, convs, args.rate, args.lag_s, rng)
             await settle(service, app, convs)
@@ -523,6 +638,12 @@ async def run_store(
                 "redis": await used_cpu(client) - redis_cpu,
                 "passes": appends.passes - passes,
                 "pass_convs": appends.pass_convs - pass_convs,
+            }
+            pass_s = appends.pass_seconds[timed_passes:]
+            pass_store = {
+                "p50": ms(percentile(pass_s, 50)),
+                "p90": ms(percentile(pass_s, 90)),
+                "max": ms(max(pass_s, default=None)),
             }
         if url is not None:
             # Ended processes (a backend of a sender node) are not counted.
@@ -542,6 +663,10 @@ async def run_store(
                 await archiver.archive_many(lagging[start : start + PASS_CONVS])
         alone_s, alone_cpu = time.perf_counter() - began, time.process_time() - cpu
         total += n_alone
+
+        # The rest of the quiet conversations' messages, the newest of the store.
+        await quiet.seed(quiet_send, quiet.messages - quiet.messages // 2)
+        await settle(service, app, quiet.convs)
 
         # Pages inside the window, below it, and across its edge.
         metas = {c: await service.store.meta(c) for c in convs}
@@ -573,6 +698,11 @@ async def run_store(
             found[kind] = len(reply.hits)  # type: ignore[attr-defined]
             searches[kind] = await timed(service.search, [(searcher, query)] * args.search_samples)
         all_searches = [s for v in searches.values() for s in v]
+        quiet_figures = await quiet.measure(service, reader, args, rng)
+        say(
+            f"{store_kind}: quiet user: search p99 {fmt(quiet_figures['quiet_user_search_p99_ms'])}"
+            f" ms, page p99 {fmt(quiet_figures['quiet_user_page_p99_ms'])} ms"
+        )
         memory = await used_memory(client)
         async with client.pipeline(transaction=False) as pipe:
             for conv in convs:
@@ -614,6 +744,8 @@ async def run_store(
                 if phase_cpu.get("pass_convs")
                 else None,
                 "passes": phase_cpu.get("passes"),
+                # The store's transaction of each pass of the phase (append_many), in ms.
+                "pass_store_ms": pass_store,
                 "alone_messages": n_alone,
                 "alone_messages_per_s": n_alone / alone_s if alone_s > 0 else None,
                 "alone_cpu_us_per_message": alone_cpu / n_alone * 1e6,
@@ -624,6 +756,7 @@ async def run_store(
             "search_p99_ms": ms(percentile(all_searches, 99)),
             "search_p99_ms_by_kind": {k: ms(percentile(v, 99)) for k, v in searches.items()},
             "search_hits": found,
+            **quiet_figures,
         }
     finally:
         await runner.cleanup()
@@ -676,6 +809,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     summary["page_p99_ms_hot"] = worst(results, "page_p99_ms_hot")
     summary["page_p99_ms_boundary"] = worst(results, "page_p99_ms_boundary")
+    summary["quiet_user_search_p99_ms"] = worst(results, "quiet_user_search_p99_ms")
+    summary["quiet_user_page_p99_ms"] = worst(results, "quiet_user_page_p99_ms")
     goals = {
         "redis_bytes_per_message": goal(
             summary["redis_bytes_per_message"], "<= 150", lambda v: v <= 150
@@ -718,7 +853,28 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "page edge p99",
         "search p99",
     )
-    for line in [*table(rows, header), *goal_table(goals, 1)]:
+    kinds = [*RARE, *COMMON]
+    quiet_rows = [
+        (
+            r["store"],
+            fmt(r["quiet_user_page_p99_ms"]),
+            fmt(r["quiet_user_search_p99_ms"]),
+            *(fmt(r["quiet_user_search_p99_ms_by_kind"][k]) for k in kinds),
+            " ".join(
+                f"{r['quiet_user_search_hits'][k]}/{r['quiet_user_search_expected'][k]}"
+                for k in kinds
+            ),
+        )
+        for r in results
+    ]
+    quiet_header = (
+        f"quiet user ({QUIET_CONVS} convs)",
+        "page p99",
+        "search p99",
+        *kinds,
+        "hits/expected",
+    )
+    for line in [*table(rows, header), "", *table(quiet_rows, quiet_header), *goal_table(goals, 1)]:
         print(line)
     config = {
         k: getattr(args, k)

@@ -17,6 +17,8 @@ SUMMARY = {
     "page_p99_ms_cold",
     "search_p99_ms",
     "archive_lag_p99_ms",
+    "quiet_user_search_p99_ms",
+    "quiet_user_page_p99_ms",
 }
 
 
@@ -55,6 +57,19 @@ def test_quick_run_writes_summary(tmp_path: Path) -> None:
         archive = result["archive"]
         assert archive["messages"] > 0 and archive["lag_p99_ms"] > 0, name
         assert archive["alone_messages_per_s"] > 0 and archive["alone_cpu_us_per_message"] > 0
+        # The quiet user beside the busy conversations: their search finds what their own
+        # messages hold (each rare term in some, 20 of each common one) and nothing else,
+        # and their pages reach below the window.
+        quiet = result["quiet_user_search_hits"]
+        assert quiet == result["quiet_user_search_expected"], (name, quiet)
+        assert quiet["latin rare"] > 0 and quiet["cjk rare"] > 0, (name, quiet)
+        assert quiet["latin common"] == quiet["cjk common"] == 20, (name, quiet)
+        assert result["quiet_user_search_foreign_hits"] == 0, name
+        assert set(result["quiet_user_search_p99_ms_by_kind"]) == set(quiet), name
+        assert all(v > 0 for v in result["quiet_user_search_p99_ms_by_kind"].values()), name
+        pages = result["quiet_user_pages_timed"]
+        assert pages["all"] == config["samples"] and 0 < pages["below_window"] < pages["all"]
+    assert "quiet user" in run.stdout
 
 
 @pytest.mark.slow
