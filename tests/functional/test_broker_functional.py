@@ -245,6 +245,48 @@ class Relay:
             await self.server.wait_closed()
 
 
+class Relayed:
+    """A broker whose Redis is behind a ``Relay``, subscribed to one channel, whose
+    reconnects are noted."""
+
+    def __init__(self, relay: Relay, broker: Broker, chan: str) -> None:
+        self.relay, self.broker, self.chan = relay, broker, chan
+        self.inbox = Inbox()
+        self.reconnected: list[int] = []
+        broker.on_reconnect.append(lambda: self.reconnected.append(broker.reconnects))
+
+    async def made_anew(self, looker: redis.Redis, timeout: float) -> None:
+        """Wait for one reconnect; then the node has its channels back, and a message
+        published after reaches it."""
+        await eventually(lambda: self.reconnected == [1], timeout=timeout)
+        assert self.broker.connected
+        assert self.relay.accepted == 2
+        assert await shard_subscribers(looker, self.chan, self.broker.node_channel) == [1, 1]
+        await looker.spublish(self.chan, b"two")
+        await eventually(lambda: self.inbox.got == [("x", b"one"), ("x", b"two")])
+
+
+@contextlib.asynccontextmanager
+async def relayed(tcp_redis: TcpRedis, looker: redis.Redis, name: str) -> AsyncIterator[Relayed]:
+    """A started broker behind a relay, which has had one message of its channel."""
+    relay = Relay(tcp_redis.port)
+    port = await relay.start()
+    client = connect(f"redis://127.0.0.1:{port}")
+    broker = Broker(client, name)
+    it = Relayed(relay, broker, f"huddle:{{conv:{name}}}:chan")
+    await broker.start()
+    try:
+        await broker.subscribe(it.chan, it.inbox.handler("x"))
+        await looker.spublish(it.chan, b"one")
+        await eventually(lambda: it.inbox.got == [("x", b"one")])
+        assert relay.accepted == 1  # the pub/sub connection (scripts take one when called)
+        yield it
+    finally:
+        await broker.stop()
+        await client.aclose()
+        await relay.close()
+
+
 @pytest.mark.parametrize(
     "garbage",
     [
@@ -259,32 +301,10 @@ class Relay:
 async def test_a_stream_that_makes_no_sense_is_dropped_and_made_anew(
     tcp_redis: TcpRedis, looker: redis.Redis, garbage: bytes
 ) -> None:
-    relay = Relay(tcp_redis.port)
-    port = await relay.start()
-    client = connect(f"redis://127.0.0.1:{port}")
-    broker = Broker(client, "confused")
-    inbox = Inbox()
-    chan = "huddle:{conv:g}:chan"
-    reconnected: list[int] = []
-    broker.on_reconnect.append(lambda: reconnected.append(broker.reconnects))
-    await broker.start()
-    try:
-        await broker.subscribe(chan, inbox.handler("g"))
-        await looker.spublish(chan, b"one")
-        await eventually(lambda: inbox.got == [("g", b"one")])
-        assert relay.accepted == 1  # the pub/sub connection (scripts take one when called)
-        relay.inject(garbage)
-        await eventually(lambda: reconnected == [1], timeout=10)
-        assert broker.connected
-        assert relay.accepted == 2
-        assert await shard_subscribers(looker, chan, broker.node_channel) == [1, 1]
-        await looker.spublish(chan, b"two")
-        await eventually(lambda: inbox.got == [("g", b"one"), ("g", b"two")])
-    finally:
-        await broker.stop()
-        await client.aclose()
-        await relay.close()
-    await until_counted(looker, chan, 0)
+    async with relayed(tcp_redis, looker, "g") as it:
+        it.relay.inject(garbage)
+        await it.made_anew(looker, timeout=10)
+    await until_counted(looker, it.chan, 0)
 
 
 async def test_a_connection_cut_off_without_a_word_is_found_out_and_made_anew(
@@ -297,36 +317,15 @@ async def test_a_connection_cut_off_without_a_word_is_found_out_and_made_anew(
     longer come, saying it is connected."""
     monkeypatch.setattr(pubsub_pipe, "IDLE_PING_S", 0.2)
     monkeypatch.setattr(pubsub_pipe, "REPLY_TIMEOUT_S", 0.5)
-    relay = Relay(tcp_redis.port)
-    port = await relay.start()
-    client = connect(f"redis://127.0.0.1:{port}")
-    broker = Broker(client, "cut")
-    inbox = Inbox()
-    chan = "huddle:{conv:c}:chan"
-    reconnected: list[int] = []
-    broker.on_reconnect.append(lambda: reconnected.append(broker.reconnects))
-    await broker.start()
-    try:
-        await broker.subscribe(chan, inbox.handler("c"))
-        await looker.spublish(chan, b"one")
-        await eventually(lambda: inbox.got == [("c", b"one")])
+    async with relayed(tcp_redis, looker, "c") as it:
         # Idle and healthy: asked, it answers, and it stays.
         await asyncio.sleep(1.0)
-        assert reconnected == [] and relay.accepted == 1
+        assert it.reconnected == [] and it.relay.accepted == 1
         commands = [entry["cmd"] for entry in await looker.client_list()]
         assert "ping" in commands, commands
-        relay.cut()
-        assert broker.connected
-        await eventually(lambda: reconnected == [1], timeout=5)
-        assert broker.connected
-        assert relay.accepted == 2
-        assert await shard_subscribers(looker, chan, broker.node_channel) == [1, 1]
-        await looker.spublish(chan, b"two")
-        await eventually(lambda: inbox.got == [("c", b"one"), ("c", b"two")])
-    finally:
-        await broker.stop()
-        await client.aclose()
-        await relay.close()
+        it.relay.cut()
+        assert it.broker.connected
+        await it.made_anew(looker, timeout=5)
 
 
 async def test_a_redis_with_a_password_and_a_database(tmp_path: Path) -> None:
