@@ -19,7 +19,14 @@ Redis's log also keeps its own bound (``chat_replay_events``). A conversation wh
 longer holds the event after the store's head (it outgrew that bound before the store had
 it, or it is older than the store) is copied whole from Redis's messages instead
 (:meth:`Archiver.seed`), then followed by its log again. One whose log was made anew
-(another epoch: Redis lost it) is reported and left alone.
+(another epoch: Redis lost it) is reported once and left out of the passes (``stuck``); each
+sweep tries it again, alone, so that it is archived once it can be (its store's copy deleted).
+
+Nothing stops the archiver but its cancellation. A pass or a sweep that failed (the store
+or Redis away for a moment) is tried again after ``RETRY_FIRST_S``, twice as long after each
+further failure up to ``RETRY_MAX_S``, not only at the next sweep; an error nothing expected
+(a bug, a cancellation raised below that was not meant for it) is logged and the loop begins
+again after the same backoff, with a sweep.
 """
 
 from __future__ import annotations
@@ -59,6 +66,11 @@ PASS_CONVS: Final = 500
 TRIMS_AT_ONCE: Final = 16
 # How often every conversation is checked for a store that lags its log.
 SWEEP_S: Final = 60.0
+# A failed pass or sweep is tried again after this, doubled after each further failure, up
+# to RETRY_MAX_S (the store or Redis came back: it catches up in seconds, not at the next
+# sweep; still away: the log says so about once every RETRY_MAX_S).
+RETRY_FIRST_S: Final = 0.5
+RETRY_MAX_S: Final = 30.0
 # Copying a conversation whole: messages read per round trip, and tries at reading them
 # while no event comes (a busy conversation is tried again by the next sweep).
 SEED_PAGE: Final = 1000
@@ -104,6 +116,10 @@ class Archiver:
         self._wake = asyncio.Event()
         # Conversations whose log cannot be copied (see the module's note), reported once.
         self.stuck: dict[str, str] = {}
+        # Failures in a row (passes or sweeps), and when the next pass may begin after one.
+        self.failures = 0
+        self._retry_at = 0.0
+        self._next_trim = 0.0
 
     def note(self, conv: str) -> None:
         """``conv``'s log has a new event."""
@@ -145,11 +161,12 @@ class Archiver:
             if len(batch) < ARCHIVE_BATCH:
                 return head
 
-    async def archive_many(self, convs: Sequence[str]) -> None:
+    async def archive_many(self, convs: Sequence[str]) -> list[str]:
         """One pass over ``convs``: what the store lacks of each (up to ``ARCHIVE_BATCH``
         events), read in one Redis round trip and stored in one transaction; a
         conversation with more is noted again. Should the pass fail on one of them (a log
-        that lost events, another epoch), each is archived alone instead."""
+        that lost events, another epoch), each is archived alone instead: replies those
+        that failed then for another reason (the store or Redis away), to try again."""
         heads = await self.history.heads(convs)
         streams = {conv: conv_key(conv, "events") for conv in convs}
         logs = await self.chat.logs_after(
@@ -162,12 +179,10 @@ class Archiver:
                 if streams[conv] in logs
             ]
             if not batches:
-                return
+                return []
             new = await self.history.append_many(batches)
         except HistoryError:
-            for conv in convs:
-                await self._archive_one(conv)
-            return
+            return [conv for conv in convs if not await self._archive_one(conv)]
         trims: list[tuple[str, Head]] = []
         for (conv, events), head in zip(batches, new, strict=True):
             if len(events) >= ARCHIVE_BATCH:
@@ -182,6 +197,7 @@ class Archiver:
             await asyncio.gather(
                 *(self.trim(conv, head) for conv, head in trims[start : start + TRIMS_AT_ONCE])
             )
+        return []
 
     async def catch_up(self, convs: Sequence[str]) -> None:
         """Archive now whatever the store lacks of ``convs`` (a search is about to read
@@ -311,69 +327,113 @@ class Archiver:
         return deleted
 
     async def run(self) -> None:
-        """Archive what is noted, and sweep now and every ``SWEEP_S``, until cancelled."""
+        """Archive what is noted, and sweep now and every ``SWEEP_S``, until cancelled: an
+        error that ends a round of the loop is logged, and the loop begins again (with a
+        sweep) after the backoff of a failed pass."""
         try:
             if await self.drop_old_index():
                 log.info("search terms left Redis for the history store")
         except Exception as exc:
             log.warning("old search index not deleted", extra={"error": str(exc)})
+        self._next_trim = time.monotonic() + TRIM_SWEEP_S
+        while True:
+            try:
+                await self._loop()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                # Raised below without this task being cancelled: the loop goes on.
+                log.exception("chat archiver cancelled from below; it goes on")
+            except Exception:
+                log.exception("chat archiver failed; it goes on")
+            await asyncio.sleep(self._failed())
+
+    def _failed(self) -> float:
+        """Count a failure; replies how long to wait before trying again."""
+        self.failures += 1
+        return min(RETRY_MAX_S, RETRY_FIRST_S * (1 << min(self.failures - 1, 16)))
+
+    async def _loop(self) -> None:
         next_sweep = 0.0
-        next_trim = time.monotonic() + TRIM_SWEEP_S
         while True:
             now = time.monotonic()
-            if now >= next_trim:
+            if now >= self._next_trim:
+                self._next_trim = now + TRIM_SWEEP_S
                 try:
                     await self.trim_all()
                 except Exception as exc:
                     log.warning("chat window trim failed", extra={"error": str(exc)})
-                next_trim = now + TRIM_SWEEP_S
             if now >= next_sweep:
+                # The stuck ones too: tried again alone (see _pass), archived once they can be.
                 try:
-                    self._due |= await self.behind() - set(self.stuck)
+                    self._due |= await self.behind()
+                    next_sweep = now + SWEEP_S
                 except Exception as exc:
                     log.warning("chat archive sweep failed", extra={"error": str(exc)})
-                next_sweep = now + SWEEP_S
+                    next_sweep = now + self._failed()
             if not self._due:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(
-                        max(0.0, min(next_sweep, next_trim) - time.monotonic())
+                        max(0.0, min(next_sweep, self._next_trim) - time.monotonic())
                     ):
                         await self._wake.wait()
                 self._wake.clear()
                 continue
             if self._noted_at is None:
                 self._noted_at = time.monotonic()  # a sweep's finds: the pause from now
-            if (delay := self.pause_left()) > 0:
+            delay = max(self.pause_left(), self._retry_at - time.monotonic())
+            if delay > 0:
                 await asyncio.sleep(delay)
             self._wake.clear()
-            convs = self.take_due()
-            for conv in convs:
-                if conv in self.stuck:
-                    await self._archive_one(conv)  # reported once, tried alone
-            convs = [c for c in convs if c not in self.stuck]
-            for start in range(0, len(convs), PASS_CONVS):
-                chunk = convs[start : start + PASS_CONVS]
-                try:
-                    await self.archive_many(chunk)
-                except Exception as exc:
-                    # The store or Redis is away: the next sweep finds them behind.
-                    log.warning(
-                        "chat archiving failed", extra={"convs": len(chunk), "error": str(exc)}
-                    )
+            await self._pass(self.take_due())
 
-    async def _archive_one(self, conv: str) -> None:
+    async def _pass(self, convs: list[str]) -> None:
+        """Archive ``convs``: the stuck ones alone, the others in passes of ``PASS_CONVS``.
+        Those that failed are due again after a backoff."""
+        again: list[str] = []
+        alone = [c for c in convs if c in self.stuck]
+        convs = [c for c in convs if c not in self.stuck]
+        for conv in alone:
+            if not await self._archive_one(conv):  # reported once, tried alone
+                again.append(conv)
+        for start in range(0, len(convs), PASS_CONVS):
+            chunk = convs[start : start + PASS_CONVS]
+            try:
+                again += await self.archive_many(chunk)
+            except Exception as exc:
+                # The store or Redis is away: tried again after the backoff.
+                log.warning("chat archiving failed", extra={"convs": len(chunk), "error": str(exc)})
+                again += chunk
+        if not again:
+            self.failures, self._retry_at = 0, 0.0
+            return
+        self._retry_at = time.monotonic() + self._failed()
+        if self._noted_at is None:
+            self._noted_at = time.monotonic()
+        self._due.update(again)
+
+    async def _archive_one(self, conv: str) -> bool:
+        """Archive ``conv`` alone; False when it failed for a reason that may pass (the
+        store or Redis away, events kept coming while it was copied whole): to try again
+        soon. A log that cannot be copied goes into ``stuck``, reported once; it leaves
+        once archived."""
         try:
             try:
                 head = await self.archive(conv)
             except HistoryGap:
                 if await self.seed(conv) is None:
-                    return  # kept changing: the next sweep tries again
+                    return False  # kept changing: tried again after the backoff
                 head = await self.archive(conv)
             await self.trim(conv, head)
         except (HistoryGap, EpochChanged) as exc:
             if conv not in self.stuck:
                 log.error("chat log cannot be archived", extra={"conv": conv, "error": str(exc)})
             self.stuck[conv] = str(exc)
+            return True
         except Exception as exc:
-            # The store or Redis is away: the next sweep finds the conversation behind.
             log.warning("chat archiving failed", extra={"conv": conv, "error": str(exc)})
+            return False
+        if self.stuck.pop(conv, None) is not None:
+            log.info("chat log archived again", extra={"conv": conv})
+        return True

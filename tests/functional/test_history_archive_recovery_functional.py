@@ -1,0 +1,196 @@
+"""The archiver never stalls silently: a pass that failed (the store away for a moment) is
+tried again within seconds, not at the next sweep; a conversation whose log could not be
+copied is archived once it can be; an error nothing expected does not end it. Each with a
+real Redis and a real store, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+import redis.asyncio as redis
+
+from chat.history import archiver as archiver_module
+from chat.history import sqlite as sqlite_module
+from chat.history.events import decode_event
+from chat.history.sqlite import SQLiteHistory
+from chat.store import ChatStore
+from huddle.app import ARCHIVER, HISTORY
+from signaling.keys import conv_key
+from tests.conftest import StartNode
+from tests.functional.test_history_archive_functional import chat
+from tests.helpers import Node
+from tests.postgres import Postgres, postgres
+
+__all__ = ["postgres"]
+STORES = ("sqlite", "postgres")
+# Far below SWEEP_S (60 s): only a retry of the failed pass catches up this soon.
+RECOVER_S = 5.0
+SEEN_S = 10.0
+
+
+async def start(
+    kind: str, start_node: StartNode, request: pytest.FixtureRequest, **settings: Any
+) -> Node:
+    if kind == "postgres":
+        server: Postgres = request.getfixturevalue("postgres")
+        settings["database_url"] = server.create_database()
+    return await start_node(chat_send_per_s=1000, **settings)
+
+
+async def stored(redis_side: ChatStore, node: Node, conv: str, within: float) -> None:
+    """Until the node's store has every event of ``conv``'s log (at most ``within`` s)."""
+    last_ev = await redis_side.conv_head(conv)
+    async with asyncio.timeout(within):
+        while True:
+            head = await node.app[HISTORY].head(conv)
+            if head is not None and head.ev >= last_ev:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def logged(caplog: pytest.LogCaptureFixture, message: str, within: float) -> None:
+    async with asyncio.timeout(within):
+        while not [r for r in caplog.records if r.getMessage() == message]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+def count(caplog: pytest.LogCaptureFixture, message: str) -> int:
+    return len([r for r in caplog.records if r.getMessage() == message])
+
+
+def break_connections(url: str) -> None:
+    """End every session of the node's database, as a restart of the server does."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_failed_pass_is_tried_again_within_seconds(
+    kind: str,
+    start_node: StartNode,
+    redis_client: redis.Redis,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store away for a moment (SQLite: its file locked by another process for longer
+    than the busy timeout; PostgreSQL: every session ended, as a restart does) fails a
+    pass; once it is back, the store catches up within seconds."""
+    caplog.set_level(logging.WARNING, "huddle.chat")
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_MS", 200)
+    node = await start(kind, start_node, request)
+    alice = await chat(node, "alice")
+    redis_side = ChatStore(redis_client, 20_000, 5_000)
+    conv = (await alice.create("group", "g", ["bob"])).conv
+    await alice.send(conv, "before")
+    await stored(redis_side, node, conv, SEEN_S)
+    store = node.app[HISTORY]
+    locker: sqlite3.Connection | None = None
+    if isinstance(store, SQLiteHistory):
+        locker = sqlite3.connect(store.path, isolation_level=None, timeout=5)
+        locker.execute("BEGIN IMMEDIATE")
+    else:
+        break_connections(node.settings.database_url.get_secret_value())  # type: ignore[union-attr]
+    try:
+        await alice.send(conv, "while the store is away")
+        await logged(caplog, "chat archiving failed", SEEN_S)
+    finally:
+        if locker is not None:
+            locker.rollback()
+            locker.close()
+    await stored(redis_side, node, conv, RECOVER_S)
+    await alice.send(conv, "after")
+    await stored(redis_side, node, conv, RECOVER_S)
+    assert node.app[ARCHIVER].failures == 0
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_stuck_conversation_is_archived_once_it_can_be(
+    kind: str,
+    start_node: StartNode,
+    redis_client: redis.Redis,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store whose copy of a conversation is of another life of its log (another epoch)
+    cannot take its events: reported once, however many sweeps try it again. Once the
+    stale copy is deleted, a sweep archives it, with no write to note it."""
+    caplog.set_level(logging.INFO, "huddle.chat")
+    monkeypatch.setattr(archiver_module, "SWEEP_S", 0.3)
+    node = await start(kind, start_node, request)
+    archiver, store = node.app[ARCHIVER], node.app[HISTORY]
+    alice = await chat(node, "alice")
+    redis_side = ChatStore(redis_client, 20_000, 5_000)
+    conv = (await alice.create("group", "g", ["bob"])).conv
+    for i in range(3):
+        await alice.send(conv, f"line {i}")
+    await stored(redis_side, node, conv, SEEN_S)
+    events = await redis_side.events_after(conv_key(conv, "events"), 0, 100)
+    await store.delete(conv)
+    await store.append(
+        conv, [msgspec.structs.replace(decode_event(e), epoch="stale") for _, e in events]
+    )
+    await alice.send(conv, "into a log the store does not know")
+    async with asyncio.timeout(SEEN_S):
+        while conv not in archiver.stuck:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert "epoch" in archiver.stuck[conv]
+    await asyncio.sleep(1.0)  # a few sweeps
+    assert count(caplog, "chat log cannot be archived") == 1
+    assert (await store.head(conv)).epoch == "stale"  # type: ignore[union-attr]
+
+    await store.delete(conv)
+    await stored(redis_side, node, conv, RECOVER_S)
+    assert conv not in archiver.stuck
+    assert count(caplog, "chat log archived again") == 1
+    await alice.send(conv, "and on")
+    await stored(redis_side, node, conv, RECOVER_S)
+    assert count(caplog, "chat log cannot be archived") == 1
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_the_archiver_outlives_an_error_nothing_expected(
+    kind: str,
+    start_node: StartNode,
+    redis_client: redis.Redis,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store call that raises what no handler expects (here a cancellation the
+    archiver's task was never given, as a library can leak one) is logged, and the
+    archiver goes on: what was noted then is archived without another write."""
+    node = await start(kind, start_node, request)
+    store = node.app[HISTORY]
+    alice = await chat(node, "alice")
+    redis_side = ChatStore(redis_client, 20_000, 5_000)
+    conv = (await alice.create("group", "g", ["bob"])).conv
+    await alice.send(conv, "before")
+    await stored(redis_side, node, conv, SEEN_S)
+    heads: Callable[..., Any] = store.heads
+    raised: list[BaseException] = []
+
+    async def once(convs: Any) -> Any:
+        if not raised:
+            raised.append(asyncio.CancelledError())
+            raise raised[0]
+        return await heads(convs)
+
+    monkeypatch.setattr(store, "heads", once)
+    await alice.send(conv, "when it raised")
+    await stored(redis_side, node, conv, RECOVER_S)
+    assert raised
+    assert count(caplog, "chat archiver cancelled from below; it goes on") == 1
+    await alice.send(conv, "after")
+    await stored(redis_side, node, conv, RECOVER_S)
