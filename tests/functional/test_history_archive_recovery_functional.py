@@ -16,13 +16,16 @@ import psycopg
 import pytest
 import redis.asyncio as redis
 
+from benchmarks import history_load
 from chat.history import archiver as archiver_module
 from chat.history import sqlite as sqlite_module
 from chat.history.events import decode_event
 from chat.history.sqlite import SQLiteHistory
 from chat.store import ChatStore
 from huddle.app import ARCHIVER, HISTORY
+from huddle.chat import ChatClient
 from signaling.keys import conv_key
+from signaling.server import HUB
 from tests.conftest import StartNode
 from tests.functional.test_history_archive_functional import chat
 from tests.helpers import Node
@@ -72,6 +75,25 @@ def break_connections(url: str) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+async def make_stuck(node: Node, alice: ChatClient, redis_side: ChatStore, conv: str) -> None:
+    """Give the store a copy of ``conv`` of another epoch than its log's (as when Redis
+    lost the log and made it anew): the archiver cannot take its next event."""
+    store = node.app[HISTORY]
+    for i in range(3):
+        await alice.send(conv, f"line {i}")
+    await stored(redis_side, node, conv, SEEN_S)
+    events = await redis_side.events_after(conv_key(conv, "events"), 0, 100)
+    await store.delete(conv)
+    await store.append(
+        conv, [msgspec.structs.replace(decode_event(e), epoch="stale") for _, e in events]
+    )
+    await alice.send(conv, "into a log the store does not know")
+    async with asyncio.timeout(SEEN_S):
+        while conv not in node.app[ARCHIVER].stuck:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert "epoch" in node.app[ARCHIVER].stuck[conv]
 
 
 @pytest.mark.parametrize("kind", STORES)
@@ -133,19 +155,7 @@ async def test_a_stuck_conversation_is_archived_once_it_can_be(
     alice = await chat(node, "alice")
     redis_side = ChatStore(redis_client, 20_000, 5_000)
     conv = (await alice.create("group", "g", ["bob"])).conv
-    for i in range(3):
-        await alice.send(conv, f"line {i}")
-    await stored(redis_side, node, conv, SEEN_S)
-    events = await redis_side.events_after(conv_key(conv, "events"), 0, 100)
-    await store.delete(conv)
-    await store.append(
-        conv, [msgspec.structs.replace(decode_event(e), epoch="stale") for _, e in events]
-    )
-    await alice.send(conv, "into a log the store does not know")
-    async with asyncio.timeout(SEEN_S):
-        while conv not in archiver.stuck:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    assert "epoch" in archiver.stuck[conv]
+    await make_stuck(node, alice, redis_side, conv)
     await asyncio.sleep(1.0)  # a few sweeps
     assert count(caplog, "chat log cannot be archived") == 1
     assert (await store.head(conv)).epoch == "stale"  # type: ignore[union-attr]
@@ -194,3 +204,28 @@ async def test_the_archiver_outlives_an_error_nothing_expected(
     assert count(caplog, "chat archiver cancelled from below; it goes on") == 1
     await alice.send(conv, "after")
     await stored(redis_side, node, conv, RECOVER_S)
+
+
+async def test_the_benchmarks_settle_names_what_stays_behind(
+    start_node: StartNode,
+    redis_client: redis.Redis,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """benchmarks/history_load.py waits for the store to catch up: when it makes no
+    progress, it says which conversations are behind and which are stuck, in bounded
+    time, rather than waiting on."""
+    monkeypatch.setattr(history_load, "STALL_S", 1.0)
+    node = await start("sqlite", start_node, request)
+    alice = await chat(node, "alice")
+    redis_side = ChatStore(redis_client, 20_000, 5_000)
+    conv = (await alice.create("group", "g", ["bob"])).conv
+    fine = (await alice.create("group", "h", ["bob"])).conv
+    await alice.send(fine, "archived")
+    await make_stuck(node, alice, redis_side, conv)
+    async with asyncio.timeout(SEEN_S):
+        with pytest.raises(RuntimeError) as raised:
+            await history_load.settle(node.app[HUB].chat, node.app, [conv, fine])
+    said = str(raised.value)
+    assert f"1 conversations behind ({conv})" in said
+    assert f"1 stuck ({conv}: " in said and "epoch" in said
