@@ -19,14 +19,17 @@ Redis's log also keeps its own bound (``chat_replay_events``). A conversation wh
 longer holds the event after the store's head (it outgrew that bound before the store had
 it, or it is older than the store) is copied whole from Redis's messages instead
 (:meth:`Archiver.seed`), then followed by its log again. One whose log was made anew
-(another epoch: Redis lost it) is reported once and left out of the passes (``stuck``); each
-sweep tries it again, alone, so that it is archived once it can be (its store's copy deleted).
+(another epoch: Redis lost it), or that the store refuses otherwise (an event this version
+cannot read), is reported once and left out of the passes (``stuck``); each sweep tries it
+again, alone, so that it is archived once it can be (its store's copy deleted, the node
+upgraded).
 
 Nothing stops the archiver but its cancellation. A pass or a sweep that failed (the store
 or Redis away for a moment) is tried again after ``RETRY_FIRST_S``, twice as long after each
-further failure up to ``RETRY_MAX_S``, not only at the next sweep; an error nothing expected
-(a bug, a cancellation raised below that was not meant for it) is logged and the loop begins
-again after the same backoff, with a sweep.
+further failure up to ``RETRY_MAX_S``, not only at the next sweep; a conversation that failed
+alone while the others were archived is noted again after a backoff of its own, holding
+back no other. An error nothing expected (a bug, a cancellation raised below that was not
+meant for it) is logged and the loop begins again after the backoff, with a sweep.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Final
 
 from chat import wire as w
 from chat.history.events import decode_event
-from chat.history.store import EpochChanged, Head, HistoryError, HistoryGap, HistoryStore
+from chat.history.store import Head, HistoryError, HistoryGap, HistoryStore
 from chat.store import ChatStore
 from signaling.keys import conv_key
 
@@ -88,6 +91,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _backoff(failures: int) -> float:
+    """The wait before trying again after ``failures`` failures in a row."""
+    return min(RETRY_MAX_S, RETRY_FIRST_S * (1 << min(failures - 1, 16)))
+
+
 def _conv_of(meta_key: bytes | str) -> str | None:
     key = meta_key.decode() if isinstance(meta_key, bytes) else meta_key
     if not key.startswith(_PREFIX) or not key.endswith(_SUFFIX):
@@ -116,9 +124,13 @@ class Archiver:
         self._wake = asyncio.Event()
         # Conversations whose log cannot be copied (see the module's note), reported once.
         self.stuck: dict[str, str] = {}
-        # Failures in a row (passes or sweeps), and when the next pass may begin after one.
+        # Failures in a row of whole passes or sweeps (the store or Redis away), and when the
+        # next pass may begin after one.
         self.failures = 0
         self._retry_at = 0.0
+        # Failures in a row of conversations that failed alone, each noted again after its
+        # own backoff: the others' passes do not wait for them.
+        self._tries: dict[str, int] = {}
         self._next_trim = 0.0
 
     def note(self, conv: str) -> None:
@@ -352,7 +364,7 @@ class Archiver:
     def _failed(self) -> float:
         """Count a failure; replies how long to wait before trying again."""
         self.failures += 1
-        return min(RETRY_MAX_S, RETRY_FIRST_S * (1 << min(self.failures - 1, 16)))
+        return _backoff(self.failures)
 
     async def _loop(self) -> None:
         next_sweep = 0.0
@@ -390,21 +402,30 @@ class Archiver:
 
     async def _pass(self, convs: list[str]) -> None:
         """Archive ``convs``: the stuck ones alone, the others in passes of ``PASS_CONVS``.
-        Those that failed are due again after a backoff."""
-        again: list[str] = []
-        alone = [c for c in convs if c in self.stuck]
+        A pass that failed is due again after a backoff, which every pass waits for (the
+        store or Redis is away); a conversation that failed alone is noted again after a
+        backoff of its own."""
+        stuck = [c for c in convs if c in self.stuck]
         convs = [c for c in convs if c not in self.stuck]
-        for conv in alone:
+        alone: list[str] = []
+        for conv in stuck:
             if not await self._archive_one(conv):  # reported once, tried alone
-                again.append(conv)
+                alone.append(conv)
+        again: list[str] = []
         for start in range(0, len(convs), PASS_CONVS):
             chunk = convs[start : start + PASS_CONVS]
             try:
-                again += await self.archive_many(chunk)
+                alone += await self.archive_many(chunk)
             except Exception as exc:
-                # The store or Redis is away: tried again after the backoff.
                 log.warning("chat archiving failed", extra={"convs": len(chunk), "error": str(exc)})
                 again += chunk
+        if self._tries:
+            for conv in set(stuck + convs) - set(alone) - set(again):
+                self._tries.pop(conv, None)
+        loop = asyncio.get_running_loop()
+        for conv in alone:
+            tries = self._tries[conv] = self._tries.get(conv, 0) + 1
+            loop.call_later(_backoff(tries), self.note, conv)
         if not again:
             self.failures, self._retry_at = 0, 0.0
             return
@@ -426,7 +447,9 @@ class Archiver:
                     return False  # kept changing: tried again after the backoff
                 head = await self.archive(conv)
             await self.trim(conv, head)
-        except (HistoryGap, EpochChanged) as exc:
+        except HistoryError as exc:
+            # A gap, another epoch, an event it cannot read (one of a newer version): the
+            # same again until something changes; each sweep tries it.
             if conv not in self.stuck:
                 log.error("chat log cannot be archived", extra={"conv": conv, "error": str(exc)})
             self.stuck[conv] = str(exc)

@@ -229,3 +229,41 @@ async def test_the_benchmarks_settle_names_what_stays_behind(
     said = str(raised.value)
     assert f"1 conversations behind ({conv})" in said
     assert f"1 stuck ({conv}: " in said and "epoch" in said
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_conversation_that_cannot_be_read_holds_back_no_other(
+    kind: str,
+    start_node: StartNode,
+    redis_client: redis.Redis,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A log holding an event this version cannot read (one a newer node wrote) is stuck,
+    reported once; the conversations written beside it are archived within a pass's
+    pause all along, not after a backoff grown by its failures."""
+    caplog.set_level(logging.WARNING, "huddle.chat")
+    monkeypatch.setattr(archiver_module, "SWEEP_S", 0.3)
+    node = await start(kind, start_node, request)
+    alice = await chat(node, "alice")
+    redis_side = ChatStore(redis_client, 20_000, 5_000)
+    bad = (await alice.create("group", "bad", ["bob"])).conv
+    good = (await alice.create("group", "good", ["bob"])).conv
+    await alice.send(bad, "readable")
+    await stored(redis_side, node, bad, SEEN_S)
+    state = await redis_side.log_state(False, bad)
+    ev = await redis_client.hincrby(conv_key(bad, "meta"), "last_ev", 1)
+    assert ev == state.head + 1
+    newer = {"type": "chat.pinned", "conv": bad, "ev": ev, "epoch": state.epoch, "seq": 1}
+    await redis_client.xadd(conv_key(bad, "events"), {"e": msgspec.json.encode(newer)}, f"{ev}-1")
+    async with asyncio.timeout(SEEN_S):
+        while bad not in node.app[ARCHIVER].stuck:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert "not a conversation log event" in node.app[ARCHIVER].stuck[bad]
+    for i in range(6):
+        await alice.send(bad, f"after the unreadable one {i}")
+        await alice.send(good, f"beside it {i}")
+        await stored(redis_side, node, good, 2.0)
+    assert count(caplog, "chat log cannot be archived") == 1
+    assert node.app[ARCHIVER].failures == 0
