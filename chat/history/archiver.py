@@ -43,7 +43,7 @@ from typing import Final
 
 from chat import wire as w
 from chat.history.events import decode_event
-from chat.history.store import Head, HistoryError, HistoryGap, HistoryStore
+from chat.history.store import Head, HistoryError, HistoryGap, HistoryStore, StoreBusy
 from chat.store import ChatStore
 from signaling.keys import conv_key
 
@@ -447,6 +447,10 @@ class Archiver:
                     return False  # kept changing: tried again after the backoff
                 head = await self.archive(conv)
             await self.trim(conv, head)
+        except StoreBusy as exc:
+            # Another writer holds it (see chat.history.postgres.LOCK_TIMEOUT_MS).
+            log.warning("chat archiving failed", extra={"conv": conv, "error": str(exc)})
+            return False
         except HistoryError as exc:
             # A gap, another epoch, an event it cannot read (one of a newer version): the
             # same again until something changes; each sweep tries it.

@@ -18,6 +18,7 @@ import redis.asyncio as redis
 
 from benchmarks import history_load
 from chat.history import archiver as archiver_module
+from chat.history import postgres as postgres_module
 from chat.history import sqlite as sqlite_module
 from chat.history.events import decode_event
 from chat.history.sqlite import SQLiteHistory
@@ -267,3 +268,39 @@ async def test_a_conversation_that_cannot_be_read_holds_back_no_other(
         await stored(redis_side, node, good, 2.0)
     assert count(caplog, "chat log cannot be archived") == 1
     assert node.app[ARCHIVER].failures == 0
+
+
+async def test_a_conversation_another_session_holds_holds_back_no_other(
+    start_node: StartNode,
+    redis_client: redis.Redis,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL: a conversation locked by another session that does not let go (a node
+    stopped in the middle of its transaction) is tried again later, alone; the others
+    are archived meanwhile, and it is once the lock is gone."""
+    caplog.set_level(logging.WARNING, "huddle.chat")
+    monkeypatch.setattr(postgres_module, "LOCK_TIMEOUT_MS", 300)
+    node = await start("postgres", start_node, request)
+    alice = await chat(node, "alice")
+    redis_side = ChatStore(redis_client, 20_000, 5_000)
+    held = (await alice.create("group", "held", ["bob"])).conv
+    free = (await alice.create("group", "free", ["bob"])).conv
+    await alice.send(held, "before")
+    await stored(redis_side, node, held, SEEN_S)
+    url = node.settings.database_url.get_secret_value()  # type: ignore[union-attr]
+    other = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    try:
+        # The key the store locks a conversation by (PostgresHistory._lock_conversation).
+        await other.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (held,))
+        for i in range(3):
+            await alice.send(held, f"while it is held {i}")
+            await alice.send(free, f"beside it {i}")
+            await stored(redis_side, node, free, RECOVER_S)
+        assert (await node.app[HISTORY].head(held)).ev < await redis_side.conv_head(held)  # type: ignore[union-attr]
+        assert count(caplog, "chat archiving failed") >= 1
+    finally:
+        await other.close()
+    await stored(redis_side, node, held, RECOVER_S)
+    assert node.app[ARCHIVER].stuck == {}
