@@ -132,6 +132,8 @@ class Archiver:
         # own backoff: the others' passes do not wait for them.
         self._tries: dict[str, int] = {}
         self._next_trim = 0.0
+        # Times the loop began again after an error nothing expected.
+        self.restarts = 0
 
     def note(self, conv: str) -> None:
         """``conv``'s log has a new event."""
@@ -359,6 +361,7 @@ class Archiver:
                 log.exception("chat archiver cancelled from below; it goes on")
             except Exception:
                 log.exception("chat archiver failed; it goes on")
+            self.restarts += 1
             await asyncio.sleep(self._failed())
 
     def _failed(self) -> float:

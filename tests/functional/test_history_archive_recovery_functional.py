@@ -11,10 +11,12 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import msgspec
 import psycopg
 import pytest
 import redis.asyncio as redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import history_load
 from chat.history import archiver as archiver_module
@@ -63,6 +65,21 @@ async def logged(caplog: pytest.LogCaptureFixture, message: str, within: float) 
     async with asyncio.timeout(within):
         while not [r for r in caplog.records if r.getMessage() == message]:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+
+
+async def metric(node: Node, sample: str) -> float:
+    """One sample of the node's /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    found = [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == sample
+    ]
+    assert len(found) == 1, sample
+    return found[0]
 
 
 def count(caplog: pytest.LogCaptureFixture, message: str) -> int:
@@ -159,12 +176,14 @@ async def test_a_stuck_conversation_is_archived_once_it_can_be(
     await make_stuck(node, alice, redis_side, conv)
     await asyncio.sleep(1.0)  # a few sweeps
     assert count(caplog, "chat log cannot be archived") == 1
+    assert await metric(node, "huddle_chat_archive_stuck") == 1
     assert (await store.head(conv)).epoch == "stale"  # type: ignore[union-attr]
 
     await store.delete(conv)
     await stored(redis_side, node, conv, RECOVER_S)
     assert conv not in archiver.stuck
     assert count(caplog, "chat log archived again") == 1
+    assert await metric(node, "huddle_chat_archive_stuck") == 0
     await alice.send(conv, "and on")
     await stored(redis_side, node, conv, RECOVER_S)
     assert count(caplog, "chat log cannot be archived") == 1
@@ -203,6 +222,8 @@ async def test_the_archiver_outlives_an_error_nothing_expected(
     await stored(redis_side, node, conv, RECOVER_S)
     assert raised
     assert count(caplog, "chat archiver cancelled from below; it goes on") == 1
+    assert await metric(node, "huddle_chat_archiver_restarts_total") == 1
+    assert await metric(node, "huddle_chat_archiver_up") == 1
     await alice.send(conv, "after")
     await stored(redis_side, node, conv, RECOVER_S)
 
