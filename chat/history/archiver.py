@@ -128,9 +128,9 @@ class Archiver:
         # next pass may begin after one.
         self.failures = 0
         self._retry_at = 0.0
-        # Failures in a row of conversations that failed alone, each noted again after its
-        # own backoff: the others' passes do not wait for them.
-        self._tries: dict[str, int] = {}
+        # Conversations that failed alone: failures in a row, and the time before which no
+        # pass takes them (each is noted again then), so the others' passes do not wait.
+        self._tries: dict[str, tuple[int, float]] = {}
         self._next_trim = 0.0
         # Times the loop began again after an error nothing expected.
         self.restarts = 0
@@ -384,6 +384,8 @@ class Archiver:
                 try:
                     self._due |= await self.behind()
                     next_sweep = now + SWEEP_S
+                    if not self._retry_at:
+                        self.failures = 0
                 except Exception as exc:
                     log.warning("chat archive sweep failed", extra={"error": str(exc)})
                     next_sweep = now + self._failed()
@@ -408,6 +410,10 @@ class Archiver:
         A pass that failed is due again after a backoff, which every pass waits for (the
         store or Redis is away); a conversation that failed alone is noted again after a
         backoff of its own."""
+        if self._tries:
+            # Those still in their own backoff wait for it (noted again at its end).
+            now = time.monotonic()
+            convs = [c for c in convs if self._tries.get(c, (0, 0.0))[1] <= now]
         stuck = [c for c in convs if c in self.stuck]
         convs = [c for c in convs if c not in self.stuck]
         alone: list[str] = []
@@ -427,8 +433,10 @@ class Archiver:
                 self._tries.pop(conv, None)
         loop = asyncio.get_running_loop()
         for conv in alone:
-            tries = self._tries[conv] = self._tries.get(conv, 0) + 1
-            loop.call_later(_backoff(tries), self.note, conv)
+            tries = self._tries.get(conv, (0, 0.0))[0] + 1
+            wait = _backoff(tries)
+            self._tries[conv] = (tries, time.monotonic() + wait)
+            loop.call_later(wait, self.note, conv)
         if not again:
             self.failures, self._retry_at = 0, 0.0
             return

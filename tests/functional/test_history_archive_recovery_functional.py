@@ -293,8 +293,9 @@ async def test_a_conversation_another_session_holds_holds_back_no_other(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """PostgreSQL: a conversation locked by another session that does not let go (a node
-    stopped in the middle of its transaction) is tried again later, alone; the others
-    are archived meanwhile, and it is once the lock is gone."""
+    stopped in the middle of its transaction) is tried again after a backoff of its own,
+    alone, however often it is written; the others are archived meanwhile, and it is once
+    the lock is gone."""
     caplog.set_level(logging.WARNING, "huddle.chat")
     monkeypatch.setattr(postgres_module, "LOCK_TIMEOUT_MS", 300)
     node = await start("postgres", start_node, request)
@@ -309,12 +310,15 @@ async def test_a_conversation_another_session_holds_holds_back_no_other(
     try:
         # The key the store locks a conversation by (PostgresHistory._lock_conversation).
         await other.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (held,))
-        for i in range(3):
+        for i in range(8):
             await alice.send(held, f"while it is held {i}")
             await alice.send(free, f"beside it {i}")
             await stored(redis_side, node, free, RECOVER_S)
         assert (await node.app[HISTORY].head(held)).ev < await redis_side.conv_head(held)  # type: ignore[union-attr]
-        assert count(caplog, "chat archiving failed") >= 1
+        # Tried on its own backoff (0.5, 1, 2 s...), not in every pass its writes ask for
+        # (each waiting for the lock: 10 tries over these writes, measured).
+        tries = [r for r in caplog.records if getattr(r, "conv", None) == held]
+        assert 1 <= len(tries) <= 5
     finally:
         await other.close()
     await stored(redis_side, node, held, RECOVER_S)
