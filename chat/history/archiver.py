@@ -343,7 +343,7 @@ class Archiver:
     async def run(self) -> None:
         """Archive what is noted, and sweep now and every ``SWEEP_S``, until cancelled: an
         error that ends a round of the loop is logged, and the loop begins again (with a
-        sweep) after the backoff of a failed pass."""
+        sweep) after a backoff that grows with every such restart."""
         try:
             if await self.drop_old_index():
                 log.info("search terms left Redis for the history store")
@@ -362,7 +362,7 @@ class Archiver:
             except Exception:
                 log.exception("chat archiver failed; it goes on")
             self.restarts += 1
-            await asyncio.sleep(self._failed())
+            await asyncio.sleep(_backoff(self.restarts))
 
     def _failed(self) -> float:
         """Count a failure; replies how long to wait before trying again."""
