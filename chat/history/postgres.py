@@ -277,6 +277,10 @@ class PostgresHistory(SqlHistory):
                 yield _Tx(conn)
         except psycopg.errors.LockNotAvailable as exc:
             raise StoreBusy(f"the history database: {exc}") from None
+        except (psycopg.IntegrityError, psycopg.DataError) as exc:
+            # Refused for what was written (the same again on every try): a HistoryError,
+            # so that the archiver tells that conversation from the others of its pass.
+            raise HistoryError(f"the history database refused it: {exc}") from None
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[Tx]:
