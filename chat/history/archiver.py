@@ -74,6 +74,11 @@ SWEEP_S: Final = 60.0
 # sweep; still away: the log says so about once every RETRY_MAX_S).
 RETRY_FIRST_S: Final = 0.5
 RETRY_MAX_S: Final = 30.0
+# A pass that failed this many times in a row is tried next with each conversation alone
+# (a conversation whose data fails it, in a way no handler knows, then holds back no other),
+# until ISOLATE_MISSES of them fail in a row (the store or Redis is away: the rest waits).
+ISOLATE_AFTER: Final = 2
+ISOLATE_MISSES: Final = 2
 # Copying a conversation whole: messages read per round trip, and tries at reading them
 # while no event comes (a busy conversation is tried again by the next sweep).
 SEED_PAGE: Final = 1000
@@ -409,16 +414,17 @@ class Archiver:
         """Archive ``convs``: the stuck ones alone, the others in passes of ``PASS_CONVS``.
         A pass that failed is due again after a backoff, which every pass waits for (the
         store or Redis is away); a conversation that failed alone is noted again after a
-        backoff of its own."""
+        backoff of its own, and tried alone until it is archived."""
         if self._tries:
             # Those still in their own backoff wait for it (noted again at its end).
             now = time.monotonic()
             convs = [c for c in convs if self._tries.get(c, (0, 0.0))[1] <= now]
-        stuck = [c for c in convs if c in self.stuck]
-        convs = [c for c in convs if c not in self.stuck]
+        # The stuck ones (reported once) and those that failed alone before: tried alone.
+        stuck = [c for c in convs if c in self.stuck or c in self._tries]
+        convs = [c for c in convs if c not in self.stuck and c not in self._tries]
         alone: list[str] = []
         for conv in stuck:
-            if not await self._archive_one(conv):  # reported once, tried alone
+            if not await self._archive_one(conv):
                 alone.append(conv)
         again: list[str] = []
         for start in range(0, len(convs), PASS_CONVS):
@@ -427,7 +433,12 @@ class Archiver:
                 alone += await self.archive_many(chunk)
             except Exception as exc:
                 log.warning("chat archiving failed", extra={"convs": len(chunk), "error": str(exc)})
-                again += chunk
+                if self.failures < ISOLATE_AFTER or len(chunk) < 2:
+                    again += chunk
+                    continue
+                failed, rest = await self._isolate(chunk)
+                alone += failed
+                again += rest
         if self._tries:
             for conv in set(stuck + convs) - set(alone) - set(again):
                 self._tries.pop(conv, None)
@@ -444,6 +455,22 @@ class Archiver:
         if self._noted_at is None:
             self._noted_at = time.monotonic()
         self._due.update(again)
+
+    async def _isolate(self, convs: list[str]) -> tuple[list[str], list[str]]:
+        """Archive each of ``convs`` alone, until ``ISOLATE_MISSES`` fail in a row; replies
+        those that failed alone while others did not, and the rest (those that failed in
+        that row, and those not tried)."""
+        failed: list[str] = []
+        missed = 0
+        for i, conv in enumerate(convs):
+            if await self._archive_one(conv):
+                missed = 0
+                continue
+            failed.append(conv)
+            missed += 1
+            if missed >= ISOLATE_MISSES:
+                return failed[:-missed], failed[-missed:] + convs[i + 1 :]
+        return failed, []
 
     async def _archive_one(self, conv: str) -> bool:
         """Archive ``conv`` alone; False when it failed for a reason that may pass (the

@@ -373,3 +373,49 @@ async def test_a_conversation_the_store_refuses_holds_back_no_other(
     await alice.send(good, "and on")
     await stored(redis_side, node, good, RECOVER_S)
     assert count(caplog, "chat log cannot be archived") == 1
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_pass_that_keeps_failing_is_tried_one_conversation_at_a_time(
+    kind: str,
+    start_node: StartNode,
+    redis_client: redis.Redis,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One conversation whose archiving fails in a way nothing expected (here the store
+    raising ValueError for it, as a bug would) fails every pass it is in; after two such
+    failures its pass is tried one conversation at a time, and the others are archived."""
+    monkeypatch.setattr(archiver_module, "RETRY_FIRST_S", 0.1)
+    node = await start(kind, start_node, request)
+    store = node.app[HISTORY]
+    alice = await chat(node, "alice")
+    redis_side = ChatStore(redis_client, 20_000, 5_000)
+    bad = (await alice.create("group", "bad", ["bob"])).conv
+    good = (await alice.create("group", "good", ["bob"])).conv
+    await alice.send(bad, "before")
+    await stored(redis_side, node, bad, SEEN_S)
+    append_many, append = store.append_many, store.append
+
+    async def many(batches: Any) -> Any:
+        if any(conv == bad for conv, _ in batches):
+            raise ValueError("a bug for this conversation")
+        return await append_many(batches)
+
+    async def one(conv: str, events: Any) -> Any:
+        if conv == bad:
+            raise ValueError("a bug for this conversation")
+        return await append(conv, events)
+
+    monkeypatch.setattr(store, "append_many", many)
+    monkeypatch.setattr(store, "append", one)
+    await alice.send(bad, "failing")
+    await alice.send(good, "beside it")  # within the pause: one pass for both
+    await stored(redis_side, node, good, RECOVER_S)
+    for i in range(3):
+        await alice.send(bad, f"still failing {i}")
+        await alice.send(good, f"and on {i}")
+        await stored(redis_side, node, good, RECOVER_S)
+    monkeypatch.setattr(store, "append_many", append_many)
+    monkeypatch.setattr(store, "append", append)
+    await stored(redis_side, node, bad, RECOVER_S + archiver_module.RETRY_MAX_S)
