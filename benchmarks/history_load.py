@@ -49,7 +49,7 @@ from aiohttp import web
 from benchmarks.common import fmt, goal, goal_table, ms, percentile, run_main, table, write_json
 from benchmarks.procs import run_loop
 from chat import wire as w
-from chat.history.archiver import PASS_CONVS
+from chat.history.archiver import PASS_CONVS, Archiver
 from chat.history.store import Head, HistoryStore, LogEvent
 from chat.service import ChatService
 from huddle.app import ARCHIVER, HISTORY, create_app
@@ -426,6 +426,19 @@ async def settle(service: ChatService, app: web.Application, convs: list[str]) -
             await archiver.trim(conv, head)
 
 
+async def archive_backlog(archiver: Archiver) -> None:
+    """Archive whatever is behind in passes of ``PASS_CONVS``, as the archiver's loop does,
+    until nothing is; raises (naming them) when only stuck conversations are left, which
+    no pass archives, or after ``SETTLE_S``."""
+    began = time.monotonic()
+    while lagging := sorted(await archiver.behind()):
+        if set(lagging) <= set(archiver.stuck) or time.monotonic() - began > SETTLE_S:
+            why = "archiving the backlog"
+            raise RuntimeError(stalled(set(lagging), archiver.stuck, archiver.failures, why))
+        for start in range(0, len(lagging), PASS_CONVS):
+            await archiver.archive_many(lagging[start : start + PASS_CONVS])
+
+
 def stalled(behind: set[str], stuck: dict[str, str], failures: int, why: str) -> str:
     """What the benchmark says when the store did not catch up."""
     named = ", ".join(sorted(behind)[:NAMED])
@@ -574,9 +587,7 @@ async def run_store(
         await seed(n_alone)
         service.store.on_logged = archiver.note
         began, cpu = time.perf_counter(), time.process_time()
-        while lagging := sorted(await archiver.behind()):
-            for start in range(0, len(lagging), PASS_CONVS):
-                await archiver.archive_many(lagging[start : start + PASS_CONVS])
+        await archive_backlog(archiver)
         alone_s, alone_cpu = time.perf_counter() - began, time.process_time() - cpu
         total += n_alone
 
