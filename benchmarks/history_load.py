@@ -55,7 +55,7 @@ from aiohttp import web
 from benchmarks.common import fmt, goal, goal_table, ms, percentile, run_main, table, write_json
 from benchmarks.procs import run_loop
 from chat import wire as w
-from chat.history.archiver import PASS_CONVS
+from chat.history.archiver import PASS_CONVS, Archiver
 from chat.history.store import Head, HistoryStore, LogEvent
 from chat.service import ChatService
 from huddle.app import ARCHIVER, HISTORY, create_app
@@ -72,6 +72,12 @@ PAGE: Final = 50
 SEED_CONCURRENCY: Final = 64
 PACED_IN_FLIGHT: Final = 256
 SETTLE_S: Final = 600.0
+# settle() gives up, naming what is behind, when the store made no progress for this long:
+# more than two of the archiver's sweeps (chat.history.archiver.SWEEP_S), while it tries a
+# failed pass again within seconds.
+STALL_S: Final = 150.0
+# Conversations named in that error (of how many).
+NAMED: Final = 10
 # A sender node's whole life (see lag_in_senders), its store caught up included.
 SENDER_TIMEOUT_S: Final = 900.0
 LATIN: Final = (
@@ -368,12 +374,17 @@ async def _sender_node(conf: dict[str, Any]) -> dict[str, Any]:
         last: dict[str, int] = {}
         for conv, seq, _ in acks:
             last[conv] = max(last.get(conv, 0), seq)
-        async with asyncio.timeout(SETTLE_S):
-            while True:
-                heads = await app[HISTORY].heads(list(last))
-                if all(c in heads and heads[c].last_seq >= s for c, s in last.items()):
-                    break
-                await asyncio.sleep(0.1)
+        began = time.monotonic()
+        while True:
+            heads = await app[HISTORY].heads(list(last))
+            lagging = {c for c, s in last.items() if c not in heads or heads[c].last_seq < s}
+            if not lagging:
+                break
+            if time.monotonic() - began > SETTLE_S:
+                archiver = app[ARCHIVER]
+                why = f"not within {SETTLE_S:.0f} s"
+                raise RuntimeError(stalled(lagging, archiver.stuck, archiver.failures, why))
+            await asyncio.sleep(0.1)
         cpu = time.process_time() - cpu
         return {"acks": acks, "times": appends.times, "seconds": seconds, "cpu": cpu}
     finally:
@@ -408,16 +419,55 @@ def postgres_cpu(url: str | None) -> float:
 
 
 async def settle(service: ChatService, app: web.Application, convs: list[str]) -> None:
-    """Until the store has every event and every window is trimmed."""
+    """Until the store has every event and every window is trimmed. Raises, naming the
+    conversations behind and the archiver's stuck ones, once the store made no progress
+    for ``STALL_S`` (or after ``SETTLE_S`` in all)."""
     archiver = app[ARCHIVER]
-    async with asyncio.timeout(SETTLE_S):
-        while await archiver.behind():  # noqa: ASYNC110 (polled: nothing to wait on)
-            await asyncio.sleep(0.1)
     history = app[HISTORY]
+    began = moved = time.monotonic()
+    last: tuple[frozenset[str], int] | None = None
+    while behind := await archiver.behind():
+        heads = await history.heads(sorted(behind))
+        now_at = (frozenset(behind), sum(h.ev for h in heads.values()))
+        now = time.monotonic()
+        if now_at != last:
+            last, moved = now_at, now
+        if now - moved > STALL_S or now - began > SETTLE_S:
+            why = (
+                f"no progress for {now - moved:.0f} s"
+                if now - moved > STALL_S
+                else f"not within {SETTLE_S:.0f} s"
+            )
+            raise RuntimeError(stalled(behind, archiver.stuck, archiver.failures, why))
+        await asyncio.sleep(0.1)
     for conv in convs:
         head = await history.head(conv)
         if head is not None:
             await archiver.trim(conv, head)
+
+
+async def archive_backlog(archiver: Archiver) -> None:
+    """Archive whatever is behind in passes of ``PASS_CONVS``, as the archiver's loop does,
+    until nothing is; raises (naming them) when only stuck conversations are left, which
+    no pass archives, or after ``SETTLE_S``."""
+    began = time.monotonic()
+    while lagging := sorted(await archiver.behind()):
+        if set(lagging) <= set(archiver.stuck) or time.monotonic() - began > SETTLE_S:
+            why = "archiving the backlog"
+            raise RuntimeError(stalled(set(lagging), archiver.stuck, archiver.failures, why))
+        for start in range(0, len(lagging), PASS_CONVS):
+            await archiver.archive_many(lagging[start : start + PASS_CONVS])
+
+
+def stalled(behind: set[str], stuck: dict[str, str], failures: int, why: str) -> str:
+    """What the benchmark says when the store did not catch up."""
+    named = ", ".join(sorted(behind)[:NAMED])
+    stuck_named = "; ".join(f"{c}: {e}" for c, e in sorted(stuck.items())[:NAMED])
+    return (
+        f"the history store did not catch up ({why}): "
+        f"{len(behind)} conversations behind ({named}); {len(stuck)} stuck"
+        f"{f' ({stuck_named})' if stuck else ''}; the archiver's failures in a row: {failures}"
+    )
 
 
 def disk_bytes(store_kind: str, data_dir: Path, url: str | None) -> int:
@@ -658,9 +708,7 @@ async def run_store(
         await seed(n_alone)
         service.store.on_logged = archiver.note
         began, cpu = time.perf_counter(), time.process_time()
-        while lagging := sorted(await archiver.behind()):
-            for start in range(0, len(lagging), PASS_CONVS):
-                await archiver.archive_many(lagging[start : start + PASS_CONVS])
+        await archive_backlog(archiver)
         alone_s, alone_cpu = time.perf_counter() - began, time.process_time() - cpu
         total += n_alone
 

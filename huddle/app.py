@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from chat.history import retention
 from chat.history.archiver import Archiver
@@ -123,6 +124,29 @@ async def _archive_ctx(app: web.Application) -> AsyncIterator[None]:
     service.history_store = app[HISTORY]
     service.archiver = archiver
     task = asyncio.create_task(archiver.run())
+    task.add_done_callback(_archiver_ended)
+
+    def collect() -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "huddle_chat_archiver_up", "1 while the history archiver runs", 0 if task.done() else 1
+        )
+        yield GaugeMetricFamily(
+            "huddle_chat_archive_failures",
+            "Archiving passes or sweeps failed in a row (the history store or Redis away)",
+            archiver.failures,
+        )
+        yield GaugeMetricFamily(
+            "huddle_chat_archive_stuck",
+            "Conversations whose log the history store cannot take (reported in the log)",
+            len(archiver.stuck),
+        )
+        yield CounterMetricFamily(
+            "huddle_chat_archiver_restarts",
+            "Times the archiver began again after an error nothing expected",
+            archiver.restarts,
+        )
+
+    app[HUB].metrics.add_collector(collect)
     try:
         yield
     finally:
@@ -130,6 +154,13 @@ async def _archive_ctx(app: web.Application) -> AsyncIterator[None]:
         service.history_store = None
         service.archiver = None
         await cancel_and_wait([task], "history archiver")
+
+
+def _archiver_ended(task: asyncio.Task[None]) -> None:
+    # Archiver.run ends only when cancelled (the node stopping): anything else is a bug,
+    # said here at once rather than when the task is collected.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("history archiver ended", exc_info=exc)
 
 
 async def _close_sessions(app: web.Application) -> None:

@@ -52,6 +52,8 @@ class Postgres:
     folder: Path
     port: int
     user: str
+    # The server's options (pg_ctl -o), for start().
+    options: str = ""
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@/{database}?host={self.folder}&port={self.port}"
@@ -61,6 +63,20 @@ class Postgres:
             return (self.folder / "log").read_text(errors="replace")[-chars:]
         except FileNotFoundError:
             return "(no PostgreSQL log)"
+
+    def stop(self) -> None:
+        """Stop the server at once (a fast shutdown: every session ends)."""
+        _run([self._pg_ctl(), "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop"])
+
+    def start(self) -> None:
+        """Start the server again after :meth:`stop`."""
+        data, log = str(self.folder / "data"), str(self.folder / "log")
+        _run([self._pg_ctl(), "-D", data, "-l", log, "-o", self.options, "-w", "-t", "30", "start"])
+        _wait_ready(self)
+
+    @staticmethod
+    def _pg_ctl() -> str:
+        return str(_bin_dir() / "pg_ctl")
 
     def create_database(self) -> str:
         """A fresh, empty database; its URL."""
@@ -93,15 +109,16 @@ def postgres_server(kept: Path | None = None) -> Iterator[Postgres]:
     if os.geteuid() == 0:
         entry = pwd.getpwnam(RUN_AS)
         os.chown(folder, entry.pw_uid, entry.pw_gid)
-    server = Postgres(folder=folder, port=free_port(), user="huddle")
+    port = free_port()
+    options = (
+        f"-k {folder} -p {port} -c listen_addresses='' -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off"
+    )
+    server = Postgres(folder=folder, port=port, user="huddle", options=options)
     data = folder / "data"
     try:
         if not (data / "PG_VERSION").exists():
             _run([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", server.user])
-        options = (
-            f"-k {folder} -p {server.port} -c listen_addresses='' -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off"
-        )
         pg_ctl = str(bin_dir / "pg_ctl")
         log = str(folder / "log")
         _run([pg_ctl, "-D", str(data), "-l", log, "-o", options, "-w", "-t", "30", "start"])

@@ -19,7 +19,17 @@ Redis's log also keeps its own bound (``chat_replay_events``). A conversation wh
 longer holds the event after the store's head (it outgrew that bound before the store had
 it, or it is older than the store) is copied whole from Redis's messages instead
 (:meth:`Archiver.seed`), then followed by its log again. One whose log was made anew
-(another epoch: Redis lost it) is reported and left alone.
+(another epoch: Redis lost it), or that the store refuses otherwise (an event this version
+cannot read), is reported once and left out of the passes (``stuck``); each sweep tries it
+again, alone, so that it is archived once it can be (its store's copy deleted, the node
+upgraded).
+
+Nothing stops the archiver but its cancellation. A pass or a sweep that failed (the store
+or Redis away for a moment) is tried again after ``RETRY_FIRST_S``, twice as long after each
+further failure up to ``RETRY_MAX_S``, not only at the next sweep; a conversation that failed
+alone while the others were archived is noted again after a backoff of its own, holding
+back no other. An error nothing expected (a bug, a cancellation raised below that was not
+meant for it) is logged and the loop begins again after the backoff, with a sweep.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from typing import Final
 
 from chat import wire as w
 from chat.history.events import decode_event
-from chat.history.store import EpochChanged, Head, HistoryError, HistoryGap, HistoryStore
+from chat.history.store import Head, HistoryError, HistoryGap, HistoryStore, StoreBusy
 from chat.store import ChatStore
 from signaling.keys import conv_key
 
@@ -59,6 +69,16 @@ PASS_CONVS: Final = 500
 TRIMS_AT_ONCE: Final = 16
 # How often every conversation is checked for a store that lags its log.
 SWEEP_S: Final = 60.0
+# A failed pass or sweep is tried again after this, doubled after each further failure, up
+# to RETRY_MAX_S (the store or Redis came back: it catches up in seconds, not at the next
+# sweep; still away: the log says so about once every RETRY_MAX_S).
+RETRY_FIRST_S: Final = 0.5
+RETRY_MAX_S: Final = 30.0
+# A pass that failed this many times in a row is tried next with each conversation alone
+# (a conversation whose data fails it, in a way no handler knows, then holds back no other),
+# until ISOLATE_MISSES of them fail in a row (the store or Redis is away: the rest waits).
+ISOLATE_AFTER: Final = 2
+ISOLATE_MISSES: Final = 2
 # Copying a conversation whole: messages read per round trip, and tries at reading them
 # while no event comes (a busy conversation is tried again by the next sweep).
 SEED_PAGE: Final = 1000
@@ -74,6 +94,11 @@ _PREFIX, _SUFFIX = conv_key("", "meta").split("}", 1)[0], "}:meta"
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _backoff(failures: int) -> float:
+    """The wait before trying again after ``failures`` failures in a row."""
+    return min(RETRY_MAX_S, RETRY_FIRST_S * (1 << min(failures - 1, 16)))
 
 
 def _conv_of(meta_key: bytes | str) -> str | None:
@@ -104,6 +129,16 @@ class Archiver:
         self._wake = asyncio.Event()
         # Conversations whose log cannot be copied (see the module's note), reported once.
         self.stuck: dict[str, str] = {}
+        # Failures in a row of whole passes or sweeps (the store or Redis away), and when the
+        # next pass may begin after one.
+        self.failures = 0
+        self._retry_at = 0.0
+        # Conversations that failed alone: failures in a row, and the time before which no
+        # pass takes them (each is noted again then), so the others' passes do not wait.
+        self._tries: dict[str, tuple[int, float]] = {}
+        self._next_trim = 0.0
+        # Times the loop began again after an error nothing expected.
+        self.restarts = 0
 
     def note(self, conv: str) -> None:
         """``conv``'s log has a new event."""
@@ -145,11 +180,12 @@ class Archiver:
             if len(batch) < ARCHIVE_BATCH:
                 return head
 
-    async def archive_many(self, convs: Sequence[str]) -> None:
+    async def archive_many(self, convs: Sequence[str]) -> list[str]:
         """One pass over ``convs``: what the store lacks of each (up to ``ARCHIVE_BATCH``
         events), read in one Redis round trip and stored in one transaction; a
         conversation with more is noted again. Should the pass fail on one of them (a log
-        that lost events, another epoch), each is archived alone instead."""
+        that lost events, another epoch), each is archived alone instead: replies those
+        that failed then for another reason (the store or Redis away), to try again."""
         heads = await self.history.heads(convs)
         streams = {conv: conv_key(conv, "events") for conv in convs}
         logs = await self.chat.logs_after(
@@ -162,12 +198,10 @@ class Archiver:
                 if streams[conv] in logs
             ]
             if not batches:
-                return
+                return []
             new = await self.history.append_many(batches)
         except HistoryError:
-            for conv in convs:
-                await self._archive_one(conv)
-            return
+            return [conv for conv in convs if not await self._archive_one(conv)]
         trims: list[tuple[str, Head]] = []
         for (conv, events), head in zip(batches, new, strict=True):
             if len(events) >= ARCHIVE_BATCH:
@@ -182,6 +216,7 @@ class Archiver:
             await asyncio.gather(
                 *(self.trim(conv, head) for conv, head in trims[start : start + TRIMS_AT_ONCE])
             )
+        return []
 
     async def catch_up(self, convs: Sequence[str]) -> None:
         """Archive now whatever the store lacks of ``convs`` (a search is about to read
@@ -311,69 +346,159 @@ class Archiver:
         return deleted
 
     async def run(self) -> None:
-        """Archive what is noted, and sweep now and every ``SWEEP_S``, until cancelled."""
+        """Archive what is noted, and sweep now and every ``SWEEP_S``, until cancelled: an
+        error that ends a round of the loop is logged, and the loop begins again (with a
+        sweep) after a backoff that grows with every such restart."""
         try:
             if await self.drop_old_index():
                 log.info("search terms left Redis for the history store")
         except Exception as exc:
             log.warning("old search index not deleted", extra={"error": str(exc)})
+        self._next_trim = time.monotonic() + TRIM_SWEEP_S
+        while True:
+            try:
+                await self._loop()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                # Raised below without this task being cancelled: the loop goes on.
+                log.exception("chat archiver cancelled from below; it goes on")
+            except Exception:
+                log.exception("chat archiver failed; it goes on")
+            self.restarts += 1
+            await asyncio.sleep(_backoff(self.restarts))
+
+    def _failed(self) -> float:
+        """Count a failure; replies how long to wait before trying again."""
+        self.failures += 1
+        return _backoff(self.failures)
+
+    async def _loop(self) -> None:
         next_sweep = 0.0
-        next_trim = time.monotonic() + TRIM_SWEEP_S
         while True:
             now = time.monotonic()
-            if now >= next_trim:
+            if now >= self._next_trim:
+                self._next_trim = now + TRIM_SWEEP_S
                 try:
                     await self.trim_all()
                 except Exception as exc:
                     log.warning("chat window trim failed", extra={"error": str(exc)})
-                next_trim = now + TRIM_SWEEP_S
             if now >= next_sweep:
+                # The stuck ones too: tried again alone (see _pass), archived once they can be.
                 try:
-                    self._due |= await self.behind() - set(self.stuck)
+                    self._due |= await self.behind()
+                    next_sweep = now + SWEEP_S
+                    if not self._retry_at:
+                        self.failures = 0
                 except Exception as exc:
                     log.warning("chat archive sweep failed", extra={"error": str(exc)})
-                next_sweep = now + SWEEP_S
+                    next_sweep = now + self._failed()
             if not self._due:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(
-                        max(0.0, min(next_sweep, next_trim) - time.monotonic())
+                        max(0.0, min(next_sweep, self._next_trim) - time.monotonic())
                     ):
                         await self._wake.wait()
                 self._wake.clear()
                 continue
             if self._noted_at is None:
                 self._noted_at = time.monotonic()  # a sweep's finds: the pause from now
-            if (delay := self.pause_left()) > 0:
+            delay = max(self.pause_left(), self._retry_at - time.monotonic())
+            if delay > 0:
                 await asyncio.sleep(delay)
             self._wake.clear()
-            convs = self.take_due()
-            for conv in convs:
-                if conv in self.stuck:
-                    await self._archive_one(conv)  # reported once, tried alone
-            convs = [c for c in convs if c not in self.stuck]
-            for start in range(0, len(convs), PASS_CONVS):
-                chunk = convs[start : start + PASS_CONVS]
-                try:
-                    await self.archive_many(chunk)
-                except Exception as exc:
-                    # The store or Redis is away: the next sweep finds them behind.
-                    log.warning(
-                        "chat archiving failed", extra={"convs": len(chunk), "error": str(exc)}
-                    )
+            await self._pass(self.take_due())
 
-    async def _archive_one(self, conv: str) -> None:
+    async def _pass(self, convs: list[str]) -> None:
+        """Archive ``convs``: the stuck ones alone, the others in passes of ``PASS_CONVS``.
+        A pass that failed is due again after a backoff, which every pass waits for (the
+        store or Redis is away); a conversation that failed alone is noted again after a
+        backoff of its own, and tried alone until it is archived."""
+        if self._tries:
+            # Those still in their own backoff wait for it (noted again at its end).
+            now = time.monotonic()
+            convs = [c for c in convs if self._tries.get(c, (0, 0.0))[1] <= now]
+        # The stuck ones (reported once) and those that failed alone before: tried alone.
+        stuck = [c for c in convs if c in self.stuck or c in self._tries]
+        convs = [c for c in convs if c not in self.stuck and c not in self._tries]
+        alone: list[str] = []
+        for conv in stuck:
+            if not await self._archive_one(conv):
+                alone.append(conv)
+        again: list[str] = []
+        for start in range(0, len(convs), PASS_CONVS):
+            chunk = convs[start : start + PASS_CONVS]
+            try:
+                alone += await self.archive_many(chunk)
+            except Exception as exc:
+                log.warning("chat archiving failed", extra={"convs": len(chunk), "error": str(exc)})
+                if self.failures < ISOLATE_AFTER or len(chunk) < 2:
+                    again += chunk
+                    continue
+                failed, rest = await self._isolate(chunk)
+                alone += failed
+                again += rest
+        if self._tries:
+            for conv in set(stuck + convs) - set(alone) - set(again):
+                self._tries.pop(conv, None)
+        loop = asyncio.get_running_loop()
+        for conv in alone:
+            tries = self._tries.get(conv, (0, 0.0))[0] + 1
+            wait = _backoff(tries)
+            self._tries[conv] = (tries, time.monotonic() + wait)
+            loop.call_later(wait, self.note, conv)
+        if not again:
+            self.failures, self._retry_at = 0, 0.0
+            return
+        self._retry_at = time.monotonic() + self._failed()
+        if self._noted_at is None:
+            self._noted_at = time.monotonic()
+        self._due.update(again)
+
+    async def _isolate(self, convs: list[str]) -> tuple[list[str], list[str]]:
+        """Archive each of ``convs`` alone, until ``ISOLATE_MISSES`` fail in a row; replies
+        those that failed alone while others did not, and the rest (those that failed in
+        that row, and those not tried)."""
+        failed: list[str] = []
+        missed = 0
+        for i, conv in enumerate(convs):
+            if await self._archive_one(conv):
+                missed = 0
+                continue
+            failed.append(conv)
+            missed += 1
+            if missed >= ISOLATE_MISSES:
+                return failed[:-missed], failed[-missed:] + convs[i + 1 :]
+        return failed, []
+
+    async def _archive_one(self, conv: str) -> bool:
+        """Archive ``conv`` alone; False when it failed for a reason that may pass (the
+        store or Redis away, events kept coming while it was copied whole): to try again
+        soon. A log that cannot be copied goes into ``stuck``, reported once; it leaves
+        once archived."""
         try:
             try:
                 head = await self.archive(conv)
             except HistoryGap:
                 if await self.seed(conv) is None:
-                    return  # kept changing: the next sweep tries again
+                    return False  # kept changing: tried again after the backoff
                 head = await self.archive(conv)
             await self.trim(conv, head)
-        except (HistoryGap, EpochChanged) as exc:
+        except StoreBusy as exc:
+            # Another writer holds it (see chat.history.postgres.LOCK_TIMEOUT_MS).
+            log.warning("chat archiving failed", extra={"conv": conv, "error": str(exc)})
+            return False
+        except HistoryError as exc:
+            # A gap, another epoch, an event it cannot read (one of a newer version): the
+            # same again until something changes; each sweep tries it.
             if conv not in self.stuck:
                 log.error("chat log cannot be archived", extra={"conv": conv, "error": str(exc)})
             self.stuck[conv] = str(exc)
+            return True
         except Exception as exc:
-            # The store or Redis is away: the next sweep finds the conversation behind.
             log.warning("chat archiving failed", extra={"conv": conv, "error": str(exc)})
+            return False
+        if self.stuck.pop(conv, None) is not None:
+            log.info("chat log archived again", extra={"conv": conv})
+        return True

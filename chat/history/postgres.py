@@ -40,7 +40,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from chat import wire as w
 from chat.history.sql import Migration, NewMessage, Span, SqlHistory, Tx, time_bounds
-from chat.history.store import HistoryError
+from chat.history.store import HistoryError, StoreBusy
 
 POOL_MAX: Final = 8
 # Hex digits of a conversation's hash in front of its terms.
@@ -79,6 +79,13 @@ GIN_PENDING_LIST_KB: Final = 512
 # 0.5 s, for SQLite): shorter, as a pass of PostgreSQL's costs the node less per event
 # since 96a710d (see benchmarks/README.md, archive lag).
 ARCHIVE_PAUSE_S: Final = 0.3
+# How long a statement waits for a lock (lock_timeout) before the store says StoreBusy: a
+# conversation is locked by one archiving pass at a time (a pass takes well under a second),
+# and a node stopped in the middle of its transaction (frozen, cut off from the server with
+# no keepalive) holds its locks until its session ends. Unbounded, a pass of every other node
+# touching one of those conversations waited with them, holding its own, and archived
+# nothing more. Migrations wait for one another without a bound.
+LOCK_TIMEOUT_MS: Final = 5000
 # pg_advisory_xact_lock key held while migrating, so that nodes starting together migrate
 # one after the other.
 SCHEMA_LOCK: Final = 0x48_75_64_64_6C_65  # "Huddle"
@@ -179,8 +186,10 @@ async def _bare_search(tx: Tx) -> None:
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Each new connection of the pool: its settings (GIN_PENDING_LIST_KB)."""
+    """Each new connection of the pool: its settings (GIN_PENDING_LIST_KB,
+    LOCK_TIMEOUT_MS)."""
     await conn.execute(f"SET gin_pending_list_limit = {int(GIN_PENDING_LIST_KB)}")
+    await conn.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT_MS)}")
     await conn.commit()
 
 
@@ -263,8 +272,15 @@ class PostgresHistory(SqlHistory):
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[Tx]:
-        async with self.pool.connection() as conn, conn.transaction():
-            yield _Tx(conn)
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                yield _Tx(conn)
+        except psycopg.errors.LockNotAvailable as exc:
+            raise StoreBusy(f"the history database: {exc}") from None
+        except (psycopg.IntegrityError, psycopg.DataError) as exc:
+            # Refused for what was written (the same again on every try): a HistoryError,
+            # so that the archiver tells that conversation from the others of its pass.
+            raise HistoryError(f"the history database refused it: {exc}") from None
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[Tx]:
@@ -274,6 +290,8 @@ class PostgresHistory(SqlHistory):
             yield _Tx(conn)
 
     async def _lock_schema(self, tx: Tx) -> None:
+        # Another node's migration may take minutes: waited for, however long.
+        await tx.execute("SET LOCAL lock_timeout = 0")
         await tx.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
 
     async def _lock_conversation(self, tx: Tx, conv: str) -> None:

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -37,6 +38,7 @@ import aiosqlite
 
 from chat import wire as w
 from chat.history.sql import Migration, NewMessage, Span, SqlHistory, Tx, time_bounds
+from chat.history.store import HistoryError
 
 BUSY_TIMEOUT_MS: Final = 10_000
 FTS_TOKENIZER: Final = "unicode61 remove_diacritics 0 categories 'L* N* Co M* S*'"
@@ -192,8 +194,13 @@ class SQLiteHistory(SqlHistory):
             await self._writer.execute_fetchall("BEGIN IMMEDIATE")
             try:
                 yield _Tx(self._writer)
-            except BaseException:
+            except BaseException as exc:
                 await self._writer.rollback()
+                if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+                    # Refused for what was written (the same again on every try): a
+                    # HistoryError, so that the archiver tells that conversation from the
+                    # others of its pass.
+                    raise HistoryError(f"the history store refused it: {exc}") from None
                 raise
             await self._writer.commit()
 

@@ -37,6 +37,11 @@ class EpochChanged(HistoryError):
     chat.resume) than the one stored: its numbers mean other events."""
 
 
+class StoreBusy(HistoryError):
+    """Another writer held what this write needed for longer than the store waits (a node
+    stopped in the middle of a transaction): nothing was applied, and a later try may do."""
+
+
 class SchemaTooNew(HistoryError):
     """The database was written by a newer version of this code."""
 
