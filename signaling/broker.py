@@ -32,7 +32,9 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
+from signaling import pubsub_pipe
 from signaling.keys import node_channel
+from signaling.liveness import Liveness, Verdict
 from signaling.pubsub_pipe import PubSubPipe
 from signaling.redis_client import (
     UNREACHABLE_ERRORS,
@@ -80,6 +82,10 @@ class Broker:
         # connection failed last.
         self._shard_readers: dict[str, asyncio.Task[None]] = {}
         self._failing: set[str] = set()
+        # Cluster: what each shard's reader read (counted per message), looked at by ``_read``
+        # (a reader of its own per shard, whose entry is replaced when the shard has a new
+        # reader).
+        self._liveness: dict[str, Liveness] = {}
         # redis-py path: a subscribe or unsubscribe that could not be sent, so redis-py's
         # channels differ from the wanted ones until ``_match_subscriptions`` ran.
         self._out_of_step = False
@@ -357,15 +363,26 @@ class Broker:
         if isinstance(self._pubsub, ClusterPubSub):
             while True:
                 self._start_shard_readers()
+                self._look_at_shards()
                 if self._out_of_step and time.monotonic() >= self._resync_at:
                     # No reconnect may come to send it (the shard of a channel subscribed
                     # while it was away had no connection of the broker's yet).
                     self._resync_soon()
                 await asyncio.sleep(SHARD_READERS_CHECK_S)
         delay = RETRY_DELAY_S
+        liveness = Liveness(time.monotonic())
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=READ_TIMEOUT_S)
+                if message is not None:
+                    liveness.reads += 1
+                elif verdict := liveness.look(
+                    time.monotonic(), pubsub_pipe.IDLE_PING_S, pubsub_pipe.REPLY_TIMEOUT_S
+                ):
+                    await self._keep_alive(self._pubsub, verdict, "")
+                    if verdict is Verdict.LOST:
+                        liveness.restart(time.monotonic())
+                    continue
             except UNREACHABLE_ERRORS as exc:
                 if self.connected:
                     log.warning("pub/sub connection lost", extra={"error": str(exc)})
@@ -392,6 +409,7 @@ class Broker:
         """Read one shard's pub/sub connection until redis-py retires it (its channels moved
         to other shards) or the shard leaves the cluster."""
         delay = RETRY_DELAY_S
+        liveness = self._liveness[name] = Liveness(time.monotonic())
         while True:
             own = pubsub.node_pubsub_mapping.get(name)
             cluster = self._redis
@@ -408,6 +426,7 @@ class Broker:
                 # No timeout: the read waits on this shard's socket alone, without holding
                 # the connection's lock, so subscribing meanwhile is not held up.
                 message = await pubsub.get_sharded_message(target_node=node, timeout=None)
+                liveness.reads += 1
             except (*UNREACHABLE_ERRORS, RuntimeError) as exc:
                 if name not in self._failing:
                     log.warning("shard pub/sub lost", extra={"shard": name, "error": str(exc)})
@@ -424,6 +443,52 @@ class Broker:
                 self.connected = not self._failing
             delay = RETRY_DELAY_S
             self._dispatch(message)
+
+    def _look_at_shards(self) -> None:
+        """Ask each shard connection silent for ``IDLE_PING_S`` a PING, and drop one that
+        read nothing ``REPLY_TIMEOUT_S`` after (``signaling.liveness``)."""
+        if not isinstance(self._pubsub, ClusterPubSub):
+            return
+        now = time.monotonic()
+        for name, liveness in list(self._liveness.items()):
+            reader = self._shard_readers.get(name)
+            if reader is None or reader.done():
+                del self._liveness[name]  # the shard was retired
+                continue
+            own = self._pubsub.node_pubsub_mapping.get(name)
+            connection = None if own is None else own.connection
+            if name in self._failing or connection is None or not connection.is_connected:
+                # Down or being made anew: its reader finds out; a read starts the count again.
+                liveness.restart(now)
+                continue
+            verdict = liveness.look(now, pubsub_pipe.IDLE_PING_S, pubsub_pipe.REPLY_TIMEOUT_S)
+            if verdict is not None and own is not None:
+                task = asyncio.create_task(
+                    self._keep_alive(own, verdict, name), name="broker-keep-alive"
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _keep_alive(self, pubsub: PubSub, verdict: Verdict, shard: str) -> None:
+        """Ask ``pubsub``'s connection a PING (its reply is read as a ``pong`` message, which
+        no handler sees), or drop it: its reader then makes it anew and subscribes its
+        channels again (on a cluster, a shard that does not come back is probed, and its
+        channels follow its slots to their new master)."""
+        if verdict is Verdict.PING:
+            with contextlib.suppress(*UNREACHABLE_ERRORS):
+                await pubsub.ping()
+            return
+        log.warning(
+            "pub/sub connection silent: dropped",
+            extra={"shard": shard, "timeout_s": pubsub_pipe.REPLY_TIMEOUT_S},
+        )
+        if shard:
+            self._failing.add(shard)
+        self.connected = False
+        connection = pubsub.connection
+        if connection is not None:
+            # Not waiting for the close: a peer that reads nothing may never complete it.
+            await connection.disconnect(nowait=True)
 
     def _probe_shard(self, name: str) -> None:
         channel = next((c for c, shard in self._placement.items() if shard == name), None)
