@@ -11,7 +11,12 @@ for its lower cost per message; it carries the hot path's script calls too); on 
 or a Redis over TLS, through redis-py's ``PubSub``. When Redis goes away the reader keeps
 retrying and every channel is subscribed again on reconnect; on a cluster redis-py also
 moves a channel's subscription to the shard that owns its slot after a failover or a slot
-migration. redis-py's own record of the channels misses those subscribed
+migration. A Redis cut off without a word (no FIN, no RST: its host gone, a hung server)
+leaves a subscribed connection silent: each connection (the pipe, redis-py's, each shard's)
+is asked a ``PING`` after ``pubsub_pipe.IDLE_PING_S`` without a read and dropped if nothing
+is read from it within ``pubsub_pipe.REPLY_TIMEOUT_S`` after, and then made anew as one that
+closed (on a cluster, a shard that does not answer then is looked up, and its channels follow
+its slots to the promoted replica). redis-py's own record of the channels misses those subscribed
 or given up while a connection was down, so after each reconnect or move the broker makes
 redis-py's subscriptions the ones it wants. Either way messages may have been missed
 meanwhile, so the broker tells its ``on_reconnect`` callbacks, which read back what they
@@ -482,13 +487,16 @@ class Broker:
             "pub/sub connection silent: dropped",
             extra={"shard": shard, "timeout_s": pubsub_pipe.REPLY_TIMEOUT_S},
         )
-        if shard:
-            self._failing.add(shard)
         self.connected = False
         connection = pubsub.connection
         if connection is not None:
             # Not waiting for the close: a peer that reads nothing may never complete it.
             await connection.disconnect(nowait=True)
+        if shard:
+            self._failing.add(shard)
+            # At once rather than after the reader's own try to reconnect, which a silent
+            # node holds up for the socket timeout.
+            self._probe_shard(shard)
 
     def _probe_shard(self, name: str) -> None:
         channel = next((c for c, shard in self._placement.items() if shard == name), None)
