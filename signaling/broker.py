@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from signaling import pubsub_pipe
@@ -61,6 +62,10 @@ READ_TIMEOUT_S: Final = 1.0
 # message on one shard would wait out the others' slices). New connections get their reader
 # when the broker subscribes or follows a move, and at least this often.
 SHARD_READERS_CHECK_S: Final = 0.5
+# What a call on redis-py's pub/sub may raise besides Redis out of reach: of two tasks that
+# make one dropped connection anew at once (its reader and a subscribe, after a shard went
+# silent), the second to read fails with RuntimeError. It is tried again as after a failure.
+PUBSUB_ERRORS: Final = (*UNREACHABLE_ERRORS, RuntimeError)
 
 
 class Broker:
@@ -159,8 +164,9 @@ class Broker:
                 )
         elif len(handlers) == 1:
             try:
+                self._check_up(channel)
                 await self._pubsub.ssubscribe(channel)
-            except UNREACHABLE_ERRORS as exc:
+            except PUBSUB_ERRORS as exc:
                 # redis-py forgets a subscribe it could not send: the broker sends it again
                 # once the connection is back.
                 self._out_of_step = True
@@ -184,8 +190,9 @@ class Broker:
                 return
             self._placement.pop(channel, None)
             try:
+                self._check_up(channel)
                 await self._pubsub.sunsubscribe(channel)
-            except UNREACHABLE_ERRORS:
+            except PUBSUB_ERRORS:
                 # redis-py subscribes it again on reconnect: the broker gives it up then.
                 self._out_of_step = True
 
@@ -255,7 +262,7 @@ class Broker:
             # redis-py moves the subscriptions too; waiting for it here means the callbacks
             # below read back only once every channel listens on its new shard.
             await self._pubsub.reinitialize_shard_subscriptions()
-        except UNREACHABLE_ERRORS as exc:
+        except PUBSUB_ERRORS as exc:
             # Slots still uncovered mid-failover: the next refresh of the map tries again.
             log.warning("pub/sub not moved yet", extra={"error": str(exc)})
             return
@@ -287,6 +294,21 @@ class Broker:
                     held.add(channel.decode() if isinstance(channel, bytes) else str(channel))
         return held
 
+    def _down(self, channel: str) -> bool:
+        """Whether the connection ``channel``'s subscription goes through was dropped, and
+        its reader makes it anew: redis-py's connection takes one connect at a time (of two
+        at once, one fails and may leave its socket open), so a subscribe waits for it."""
+        if isinstance(self._pubsub, ClusterPubSub):
+            own = self._pubsub.node_pubsub_mapping.get(self._shard_of(channel))
+        else:
+            own = self._pubsub
+        connection = None if own is None else own.connection
+        return connection is not None and not connection.is_connected
+
+    def _check_up(self, channel: str) -> None:
+        if self._down(channel):
+            raise RedisConnectionError("pub/sub connection being made anew")
+
     async def _match_subscriptions(self) -> bool:
         """Subscribe the wanted channels redis-py lacks and give up those it holds that no
         one wants: it forgets a subscribe it could not send, and subscribes again on
@@ -296,15 +318,25 @@ class Broker:
         wanted = {self.node_channel, *self._handlers}
         # Cleared first: a subscribe or unsubscribe that fails meanwhile sets it again.
         self._out_of_step = False
+        # Channels left for later, their connection being made anew (``_check_up``).
+        waiting: list[str] = []
         try:
             for channel in sorted(wanted - held):
                 if channel == self.node_channel or channel in self._handlers:
+                    if self._down(channel):
+                        waiting.append(channel)
+                        continue
                     await self._pubsub.ssubscribe(channel)
                     self._placement[channel] = self._shard_of(channel)
             for channel in sorted(held - wanted):
                 if channel not in self._handlers:
+                    if self._down(channel):
+                        waiting.append(channel)
+                        continue
                     await self._pubsub.sunsubscribe(channel)
-        except UNREACHABLE_ERRORS as exc:
+            if waiting:
+                raise RedisConnectionError(f"{len(waiting)} channels' connection down")
+        except PUBSUB_ERRORS as exc:
             self._out_of_step = True
             self._resync_at = time.monotonic() + self._resync_delay
             self._resync_delay = min(self._resync_delay * 2, RETRY_DELAY_MAX_S)
@@ -388,7 +420,7 @@ class Broker:
                     if verdict is Verdict.LOST:
                         liveness.restart(time.monotonic())
                     continue
-            except UNREACHABLE_ERRORS as exc:
+            except PUBSUB_ERRORS as exc:
                 if self.connected:
                     log.warning("pub/sub connection lost", extra={"error": str(exc)})
                 self.connected = False
@@ -432,7 +464,7 @@ class Broker:
                 # the connection's lock, so subscribing meanwhile is not held up.
                 message = await pubsub.get_sharded_message(target_node=node, timeout=None)
                 liveness.reads += 1
-            except (*UNREACHABLE_ERRORS, RuntimeError) as exc:
+            except PUBSUB_ERRORS as exc:
                 if name not in self._failing:
                     log.warning("shard pub/sub lost", extra={"shard": name, "error": str(exc)})
                 self._failing.add(name)
@@ -480,7 +512,7 @@ class Broker:
         channels again (on a cluster, a shard that does not come back is probed, and its
         channels follow its slots to their new master)."""
         if verdict is Verdict.PING:
-            with contextlib.suppress(*UNREACHABLE_ERRORS):
+            with contextlib.suppress(*PUBSUB_ERRORS):
                 await pubsub.ping()
             return
         log.warning(
@@ -491,7 +523,8 @@ class Broker:
         connection = pubsub.connection
         if connection is not None:
             # Not waiting for the close: a peer that reads nothing may never complete it.
-            await connection.disconnect(nowait=True)
+            with contextlib.suppress(*PUBSUB_ERRORS):
+                await connection.disconnect(nowait=True)
         if shard:
             self._failing.add(shard)
             # At once rather than after the reader's own try to reconnect, which a silent
