@@ -467,7 +467,7 @@ class Broker:
             except PUBSUB_ERRORS as exc:
                 if name not in self._failing:
                     log.warning("shard pub/sub lost", extra={"shard": name, "error": str(exc)})
-                self._failing.add(name)
+                self._shard_failing(name, True)
                 self.connected = False
                 # The shard may be gone for good: a command for one of its channels meets
                 # the failure, and redis-py looks for a new owner of the slots.
@@ -476,10 +476,26 @@ class Broker:
                 delay = min(delay * 2, RETRY_DELAY_MAX_S)
                 continue
             if name in self._failing:
-                self._failing.discard(name)
+                self._shard_failing(name, False)
                 self.connected = not self._failing
             delay = RETRY_DELAY_S
             self._dispatch(message)
+
+    def _shard_failing(self, name: str, failing: bool) -> None:
+        """Note whether a shard's connection failed, for redis-py too: its cluster pub/sub
+        skips the unsubscribe on a node its own reader found unreachable when it moves the
+        node's channels to their new shard (best effort, as its reader's note is). Without
+        it, that unsubscribe connects the node's connection again while the broker's reader
+        does (one of the two sockets left open), and waits out a silent node's timeout."""
+        unreachable = getattr(self._pubsub, "_unreachable_nodes", None)
+        if failing:
+            self._failing.add(name)
+            if isinstance(unreachable, set):
+                unreachable.add(name)
+        else:
+            self._failing.discard(name)
+            if isinstance(unreachable, set):
+                unreachable.discard(name)
 
     def _look_at_shards(self) -> None:
         """Ask each shard connection silent for ``IDLE_PING_S`` a PING, and drop one that
@@ -526,7 +542,7 @@ class Broker:
             with contextlib.suppress(*PUBSUB_ERRORS):
                 await connection.disconnect(nowait=True)
         if shard:
-            self._failing.add(shard)
+            self._shard_failing(shard, True)
             # At once rather than after the reader's own try to reconnect, which a silent
             # node holds up for the socket timeout.
             self._probe_shard(shard)
