@@ -11,7 +11,12 @@ for its lower cost per message; it carries the hot path's script calls too); on 
 or a Redis over TLS, through redis-py's ``PubSub``. When Redis goes away the reader keeps
 retrying and every channel is subscribed again on reconnect; on a cluster redis-py also
 moves a channel's subscription to the shard that owns its slot after a failover or a slot
-migration. redis-py's own record of the channels misses those subscribed
+migration. A Redis cut off without a word (no FIN, no RST: its host gone, a hung server)
+leaves a subscribed connection silent: each connection (the pipe, redis-py's, each shard's)
+is asked a ``PING`` after ``pubsub_pipe.IDLE_PING_S`` without a read and dropped if nothing
+is read from it within ``pubsub_pipe.REPLY_TIMEOUT_S`` after, and then made anew as one that
+closed (on a cluster, a shard that does not answer then is looked up, and its channels follow
+its slots to the promoted replica). redis-py's own record of the channels misses those subscribed
 or given up while a connection was down, so after each reconnect or move the broker makes
 redis-py's subscriptions the ones it wants. Either way messages may have been missed
 meanwhile, so the broker tells its ``on_reconnect`` callbacks, which read back what they
@@ -30,9 +35,12 @@ from typing import Any, Final
 
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
+from signaling import pubsub_pipe
 from signaling.keys import node_channel
+from signaling.liveness import Liveness, Verdict
 from signaling.pubsub_pipe import PubSubPipe
 from signaling.redis_client import (
     UNREACHABLE_ERRORS,
@@ -54,6 +62,10 @@ READ_TIMEOUT_S: Final = 1.0
 # message on one shard would wait out the others' slices). New connections get their reader
 # when the broker subscribes or follows a move, and at least this often.
 SHARD_READERS_CHECK_S: Final = 0.5
+# What a call on redis-py's pub/sub may raise besides Redis out of reach: of two tasks that
+# make one dropped connection anew at once (its reader and a subscribe, after a shard went
+# silent), the second to read fails with RuntimeError. It is tried again as after a failure.
+PUBSUB_ERRORS: Final = (*UNREACHABLE_ERRORS, RuntimeError)
 
 
 class Broker:
@@ -80,6 +92,10 @@ class Broker:
         # connection failed last.
         self._shard_readers: dict[str, asyncio.Task[None]] = {}
         self._failing: set[str] = set()
+        # Cluster: what each shard's reader read (counted per message), looked at by ``_read``
+        # (a reader of its own per shard, whose entry is replaced when the shard has a new
+        # reader).
+        self._liveness: dict[str, Liveness] = {}
         # redis-py path: a subscribe or unsubscribe that could not be sent, so redis-py's
         # channels differ from the wanted ones until ``_match_subscriptions`` ran.
         self._out_of_step = False
@@ -148,8 +164,9 @@ class Broker:
                 )
         elif len(handlers) == 1:
             try:
+                self._check_up(channel)
                 await self._pubsub.ssubscribe(channel)
-            except UNREACHABLE_ERRORS as exc:
+            except PUBSUB_ERRORS as exc:
                 # redis-py forgets a subscribe it could not send: the broker sends it again
                 # once the connection is back.
                 self._out_of_step = True
@@ -173,8 +190,9 @@ class Broker:
                 return
             self._placement.pop(channel, None)
             try:
+                self._check_up(channel)
                 await self._pubsub.sunsubscribe(channel)
-            except UNREACHABLE_ERRORS:
+            except PUBSUB_ERRORS:
                 # redis-py subscribes it again on reconnect: the broker gives it up then.
                 self._out_of_step = True
 
@@ -244,7 +262,7 @@ class Broker:
             # redis-py moves the subscriptions too; waiting for it here means the callbacks
             # below read back only once every channel listens on its new shard.
             await self._pubsub.reinitialize_shard_subscriptions()
-        except UNREACHABLE_ERRORS as exc:
+        except PUBSUB_ERRORS as exc:
             # Slots still uncovered mid-failover: the next refresh of the map tries again.
             log.warning("pub/sub not moved yet", extra={"error": str(exc)})
             return
@@ -276,6 +294,21 @@ class Broker:
                     held.add(channel.decode() if isinstance(channel, bytes) else str(channel))
         return held
 
+    def _down(self, channel: str) -> bool:
+        """Whether the connection ``channel``'s subscription goes through was dropped, and
+        its reader makes it anew: redis-py's connection takes one connect at a time (of two
+        at once, one fails and may leave its socket open), so a subscribe waits for it."""
+        if isinstance(self._pubsub, ClusterPubSub):
+            own = self._pubsub.node_pubsub_mapping.get(self._shard_of(channel))
+        else:
+            own = self._pubsub
+        connection = None if own is None else own.connection
+        return connection is not None and not connection.is_connected
+
+    def _check_up(self, channel: str) -> None:
+        if self._down(channel):
+            raise RedisConnectionError("pub/sub connection being made anew")
+
     async def _match_subscriptions(self) -> bool:
         """Subscribe the wanted channels redis-py lacks and give up those it holds that no
         one wants: it forgets a subscribe it could not send, and subscribes again on
@@ -285,15 +318,25 @@ class Broker:
         wanted = {self.node_channel, *self._handlers}
         # Cleared first: a subscribe or unsubscribe that fails meanwhile sets it again.
         self._out_of_step = False
+        # Channels left for later, their connection being made anew (``_check_up``).
+        waiting: list[str] = []
         try:
             for channel in sorted(wanted - held):
                 if channel == self.node_channel or channel in self._handlers:
+                    if self._down(channel):
+                        waiting.append(channel)
+                        continue
                     await self._pubsub.ssubscribe(channel)
                     self._placement[channel] = self._shard_of(channel)
             for channel in sorted(held - wanted):
                 if channel not in self._handlers:
+                    if self._down(channel):
+                        waiting.append(channel)
+                        continue
                     await self._pubsub.sunsubscribe(channel)
-        except UNREACHABLE_ERRORS as exc:
+            if waiting:
+                raise RedisConnectionError(f"{len(waiting)} channels' connection down")
+        except PUBSUB_ERRORS as exc:
             self._out_of_step = True
             self._resync_at = time.monotonic() + self._resync_delay
             self._resync_delay = min(self._resync_delay * 2, RETRY_DELAY_MAX_S)
@@ -357,16 +400,27 @@ class Broker:
         if isinstance(self._pubsub, ClusterPubSub):
             while True:
                 self._start_shard_readers()
+                self._look_at_shards()
                 if self._out_of_step and time.monotonic() >= self._resync_at:
                     # No reconnect may come to send it (the shard of a channel subscribed
                     # while it was away had no connection of the broker's yet).
                     self._resync_soon()
                 await asyncio.sleep(SHARD_READERS_CHECK_S)
         delay = RETRY_DELAY_S
+        liveness = Liveness(time.monotonic())
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=READ_TIMEOUT_S)
-            except UNREACHABLE_ERRORS as exc:
+                if message is not None:
+                    liveness.reads += 1
+                elif verdict := liveness.look(
+                    time.monotonic(), pubsub_pipe.IDLE_PING_S, pubsub_pipe.REPLY_TIMEOUT_S
+                ):
+                    await self._keep_alive(self._pubsub, verdict, "")
+                    if verdict is Verdict.LOST:
+                        liveness.restart(time.monotonic())
+                    continue
+            except PUBSUB_ERRORS as exc:
                 if self.connected:
                     log.warning("pub/sub connection lost", extra={"error": str(exc)})
                 self.connected = False
@@ -392,6 +446,7 @@ class Broker:
         """Read one shard's pub/sub connection until redis-py retires it (its channels moved
         to other shards) or the shard leaves the cluster."""
         delay = RETRY_DELAY_S
+        liveness = self._liveness[name] = Liveness(time.monotonic())
         while True:
             own = pubsub.node_pubsub_mapping.get(name)
             cluster = self._redis
@@ -408,10 +463,11 @@ class Broker:
                 # No timeout: the read waits on this shard's socket alone, without holding
                 # the connection's lock, so subscribing meanwhile is not held up.
                 message = await pubsub.get_sharded_message(target_node=node, timeout=None)
-            except (*UNREACHABLE_ERRORS, RuntimeError) as exc:
+                liveness.reads += 1
+            except PUBSUB_ERRORS as exc:
                 if name not in self._failing:
                     log.warning("shard pub/sub lost", extra={"shard": name, "error": str(exc)})
-                self._failing.add(name)
+                self._shard_failing(name, True)
                 self.connected = False
                 # The shard may be gone for good: a command for one of its channels meets
                 # the failure, and redis-py looks for a new owner of the slots.
@@ -420,10 +476,76 @@ class Broker:
                 delay = min(delay * 2, RETRY_DELAY_MAX_S)
                 continue
             if name in self._failing:
-                self._failing.discard(name)
+                self._shard_failing(name, False)
                 self.connected = not self._failing
             delay = RETRY_DELAY_S
             self._dispatch(message)
+
+    def _shard_failing(self, name: str, failing: bool) -> None:
+        """Note whether a shard's connection failed, for redis-py too: its cluster pub/sub
+        skips the unsubscribe on a node its own reader found unreachable when it moves the
+        node's channels to their new shard (best effort, as its reader's note is). Without
+        it, that unsubscribe connects the node's connection again while the broker's reader
+        does (one of the two sockets left open), and waits out a silent node's timeout."""
+        unreachable = getattr(self._pubsub, "_unreachable_nodes", None)
+        if failing:
+            self._failing.add(name)
+            if isinstance(unreachable, set):
+                unreachable.add(name)
+        else:
+            self._failing.discard(name)
+            if isinstance(unreachable, set):
+                unreachable.discard(name)
+
+    def _look_at_shards(self) -> None:
+        """Ask each shard connection silent for ``IDLE_PING_S`` a PING, and drop one that
+        read nothing ``REPLY_TIMEOUT_S`` after (``signaling.liveness``)."""
+        if not isinstance(self._pubsub, ClusterPubSub):
+            return
+        now = time.monotonic()
+        for name, liveness in list(self._liveness.items()):
+            reader = self._shard_readers.get(name)
+            if reader is None or reader.done():
+                del self._liveness[name]  # the shard was retired
+                continue
+            own = self._pubsub.node_pubsub_mapping.get(name)
+            connection = None if own is None else own.connection
+            if name in self._failing or connection is None or not connection.is_connected:
+                # Down or being made anew: its reader finds out; a read starts the count again.
+                liveness.restart(now)
+                continue
+            verdict = liveness.look(now, pubsub_pipe.IDLE_PING_S, pubsub_pipe.REPLY_TIMEOUT_S)
+            if verdict is not None and own is not None:
+                task = asyncio.create_task(
+                    self._keep_alive(own, verdict, name), name="broker-keep-alive"
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _keep_alive(self, pubsub: PubSub, verdict: Verdict, shard: str) -> None:
+        """Ask ``pubsub``'s connection a PING (its reply is read as a ``pong`` message, which
+        no handler sees), or drop it: its reader then makes it anew and subscribes its
+        channels again (on a cluster, a shard that does not come back is probed, and its
+        channels follow its slots to their new master)."""
+        if verdict is Verdict.PING:
+            with contextlib.suppress(*PUBSUB_ERRORS):
+                await pubsub.ping()
+            return
+        log.warning(
+            "pub/sub connection silent: dropped",
+            extra={"shard": shard, "timeout_s": pubsub_pipe.REPLY_TIMEOUT_S},
+        )
+        self.connected = False
+        connection = pubsub.connection
+        if connection is not None:
+            # Not waiting for the close: a peer that reads nothing may never complete it.
+            with contextlib.suppress(*PUBSUB_ERRORS):
+                await connection.disconnect(nowait=True)
+        if shard:
+            self._shard_failing(shard, True)
+            # At once rather than after the reader's own try to reconnect, which a silent
+            # node holds up for the socket timeout.
+            self._probe_shard(shard)
 
     def _probe_shard(self, name: str) -> None:
         channel = next((c for c, shard in self._placement.items() if shard == name), None)

@@ -287,7 +287,8 @@ class RedisCluster:
     @contextlib.contextmanager
     def paused(self, node: ClusterNode) -> Iterator[None]:
         """Stop a node's process (SIGSTOP) for the block: alive, but it answers nothing and
-        replicates nothing. Keep it short of the node timeout, or the others fail it."""
+        replicates nothing. Kept past the node timeout, the others fail it (its replica takes
+        over, and it rejoins as a replica once let go)."""
         pid = node.pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)

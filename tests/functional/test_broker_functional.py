@@ -19,6 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AuthenticationError
 
 from huddle.redis_server import find_redis_server
+from signaling import broker as broker_module
 from signaling import pubsub_pipe
 from signaling.broker import Broker
 from signaling.redis_client import RedisClient, connect, plain_redis, run_script
@@ -267,12 +268,14 @@ class Relayed:
 
 
 @contextlib.asynccontextmanager
-async def relayed(tcp_redis: TcpRedis, looker: redis.Redis, name: str) -> AsyncIterator[Relayed]:
+async def relayed(
+    tcp_redis: TcpRedis, looker: redis.Redis, name: str, *, own_reader: bool = True
+) -> AsyncIterator[Relayed]:
     """A started broker behind a relay, which has had one message of its channel."""
     relay = Relay(tcp_redis.port)
     port = await relay.start()
     client = connect(f"redis://127.0.0.1:{port}")
-    broker = Broker(client, name)
+    broker = Broker(client, name, own_reader=own_reader)
     it = Relayed(relay, broker, f"huddle:{{conv:{name}}}:chan")
     await broker.start()
     try:
@@ -307,17 +310,20 @@ async def test_a_stream_that_makes_no_sense_is_dropped_and_made_anew(
     await until_counted(looker, it.chan, 0)
 
 
+@pytest.mark.parametrize("own_reader", [True, False], ids=["own", "redis-py"])
 async def test_a_connection_cut_off_without_a_word_is_found_out_and_made_anew(
-    tcp_redis: TcpRedis, looker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    tcp_redis: TcpRedis, looker: redis.Redis, monkeypatch: pytest.MonkeyPatch, own_reader: bool
 ) -> None:
     """A subscribed connection hears nothing when Redis is cut off without a FIN or an RST
-    (its host gone, a network cut): the pipe asks an idle connection a PING, a healthy one
-    answers and stays, and one that does not is dropped and made anew, every channel
-    subscribed again. Without the PING the node would wait for ever for messages that no
-    longer come, saying it is connected."""
+    (its host gone, a network cut): the broker asks an idle connection a PING (the pipe, or
+    redis-py's reader as on TLS), a healthy one answers and stays, and one that does not is
+    dropped and made anew, every channel subscribed again. Without the PING the node would
+    wait for ever for messages that no longer come, saying it is connected."""
     monkeypatch.setattr(pubsub_pipe, "IDLE_PING_S", 0.2)
     monkeypatch.setattr(pubsub_pipe, "REPLY_TIMEOUT_S", 0.5)
-    async with relayed(tcp_redis, looker, "c") as it:
+    # redis-py's reader looks at its connection each time a read times out.
+    monkeypatch.setattr(broker_module, "READ_TIMEOUT_S", 0.1)
+    async with relayed(tcp_redis, looker, "c", own_reader=own_reader) as it:
         # Idle and healthy: asked, it answers, and it stays.
         await asyncio.sleep(1.0)
         assert it.reconnected == [] and it.relay.accepted == 1

@@ -5,6 +5,7 @@ reached the other member, once, and presence and ringing work for users of that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import shutil
@@ -20,6 +21,7 @@ from redis.crc import key_slot
 from huddle.chat import ChatClient
 from huddle.client import RequestError
 from signaling import protocol as p
+from signaling import pubsub_pipe
 from signaling.broker import Broker
 from signaling.keys import conv_key, node_channel, room_key, user_key
 from signaling.redis_client import connect
@@ -463,14 +465,37 @@ def _channels_on(cluster: RedisCluster, shard: ClusterNode, *names: str) -> list
     return found
 
 
-@pytest.mark.parametrize("comeback", ["failover", "restart"])
+def _serves(node: ClusterNode, slot: int) -> bool:
+    """Whether ``node`` says it is the master of ``slot`` (asked alone: a stopped node would
+    keep a question of ``RedisCluster.owner`` waiting)."""
+    with node.client() as client:
+        ranges = client.cluster("SLOTS")
+    return any(
+        int(first) <= slot <= int(last) and int(master[1]) == node.port
+        for first, last, master, *_ in ranges
+    )
+
+
+@pytest.mark.parametrize("comeback", ["failover", "restart", "stopped"])
 async def test_a_broker_keeps_what_it_wants_across_a_master_s_failover(
-    own_cluster: RedisCluster, comeback: str
+    own_cluster: RedisCluster,
+    comeback: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A shard's master killed: a channel subscribed while it is away and one given up
     meanwhile. Once its replica took over (or the master was started again on its port, its
     replica told not to take over), the broker listens there to every channel still wanted
-    and not to the one given up, says so, and later messages reach the handlers."""
+    and not to the one given up, says so, and later messages reach the handlers.
+
+    ``stopped``: the master's process stopped (SIGSTOP) instead, its sockets open and
+    silent, as a hung redis-server or a host cut off without a word: the shard's pub/sub
+    connection, asked a PING it never answers, is dropped, and the broker follows the slots
+    to the replica that took over (without the PING it waited on the silent connection for
+    ever). Let go at the end, the old master rejoins as a replica of it. Every shard is
+    asked its PINGs sooner than in production, and a shard that answers is never dropped."""
+    monkeypatch.setattr(pubsub_pipe, "IDLE_PING_S", 1.0)
+    monkeypatch.setattr(pubsub_pipe, "REPLY_TIMEOUT_S", 1.0)
     client, looker = connect(own_cluster.url), connect(own_cluster.url)
     broker = Broker(client, "failing-over")
     victim = own_cluster.masters()[0]
@@ -487,6 +512,7 @@ async def test_a_broker_keeps_what_it_wants_across_a_master_s_failover(
     def inbox(name: str) -> Callable[[bytes], None]:
         return lambda data: got.append((name, data))
 
+    stopped = contextlib.ExitStack()
     await broker.start()
     try:
         await broker.subscribe(kept, inbox("kept"))
@@ -495,13 +521,16 @@ async def test_a_broker_keeps_what_it_wants_across_a_master_s_failover(
         await eventually(lambda: got == [("kept", b"before")])
         broker.on_reconnect.append(lambda: told.append(broker.reconnects))
 
-        own_cluster.kill(victim)
+        if comeback == "stopped":
+            stopped.enter_context(own_cluster.paused(victim))
+        else:
+            own_cluster.kill(victim)
         await eventually(lambda: not broker.connected, timeout=10)
         await broker.subscribe(added, inbox("added"))
         await broker.unsubscribe(dropped, dropped_handler)
         if comeback == "restart":
             own_cluster.restart(victim)
-        await eventually(lambda: own_cluster.owner(key_slot(kept.encode())) is owner, 30)
+        await eventually(lambda: _serves(owner, key_slot(kept.encode())), 30)
         await eventually(lambda: broker.connected and told != [], timeout=30)
 
         async def counts() -> list[int]:
@@ -522,7 +551,17 @@ async def test_a_broker_keeps_what_it_wants_across_a_master_s_failover(
             await looker.spublish(channel, b"after")
         await eventually(lambda: len(got) == 3, timeout=10)
         assert sorted(got[1:]) == [("added", b"after"), ("kept", b"after")]
+        # The shards that answer their PINGs kept their connections.
+        drops = [
+            r for r in caplog.records if r.getMessage() == "pub/sub connection silent: dropped"
+        ]
+        silent = [f"127.0.0.1:{victim.port}"] if comeback == "stopped" else []
+        assert [getattr(r, "shard", None) for r in drops] == silent
+        stopped.close()
+        if comeback == "stopped":
+            await eventually(lambda: victim.info("replication").get("role") == "slave", 10)
     finally:
+        stopped.close()
         await broker.stop()
         await client.aclose()
         await looker.aclose()
