@@ -5,9 +5,15 @@ file), makes direct conversations, and sends ``--sends`` messages through
 ``chat.store.ChatStore.send`` round-robin over them, ``--concurrency`` at a time, with one
 reader subscribed to every conversation's channel (as a node is). Reports Redis's CPU
 (``INFO cpu``) per send, the script's own time per call (``INFO commandstats``) and the
-commands the script ran per send.
+commands the script ran per send. Each send carries its sender's counter of the second,
+as a node on one Redis passes it.
+
+With ``--rate R`` the sends go one at a time, paced at R a second: Redis wakes for each, as
+it does under a node at a chat's usual rates, where every cost is paid with cold caches
+(several times the figures of back-to-back sends).
 
     python -m benchmarks.chat_send_script --sends 20000 --json PATH
+    python -m benchmarks.chat_send_script --sends 4000 --rate 400
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from chat import wire as w
-from chat.store import ChatStore, conv_channel, direct_id
+from chat.store import ChatStore, SendCount, conv_channel, direct_id
 from huddle.redis_server import spawn_sync
 from signaling.redis_client import connect
 
@@ -74,7 +80,7 @@ async def _run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
             client_id=f"c{n:08d}",
             text=f"message {n} of the send script benchmark",
         )
-        await store.send(conv, msg)
+        await store.send(conv, msg, count=SendCount(sender, int(time.time())))
 
     async def worker(first: int) -> None:
         nonlocal counter
@@ -82,6 +88,14 @@ async def _run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
             n = counter
             counter += 1
             await one(n + first)
+
+    async def paced() -> None:
+        start = time.perf_counter()
+        for n in range(args.sends):
+            late = start + n / args.rate - time.perf_counter()
+            if late > 0:
+                await asyncio.sleep(late)
+            await one(n)
 
     # Warm: the script loaded, the conversations' keys made.
     for n in range(len(convs)):
@@ -108,7 +122,10 @@ async def _run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
     before = _cpu(await client.info("cpu"))
     started = time.perf_counter()
     own = time.process_time()
-    await asyncio.gather(*(worker(0) for _ in range(args.concurrency)))
+    if args.rate:
+        await paced()
+    else:
+        await asyncio.gather(*(worker(0) for _ in range(args.concurrency)))
     own = time.process_time() - own
     wall = time.perf_counter() - started
     await asyncio.sleep(0.2)
@@ -136,6 +153,7 @@ async def _run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
     }
     return {
         "sends": sends,
+        "rate": args.rate,
         "wall_s": round(wall, 3),
         "sends_per_s": round(sends / wall),
         "redis_cpu_us_per_send": round((after - before) * 1e6 / sends, 1),
@@ -156,6 +174,9 @@ def main() -> None:
     parser.add_argument("--convs", type=int, default=250)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--maxlen", type=int, default=10000)
+    parser.add_argument(
+        "--rate", type=float, default=0, help="sends a second, one at a time (0: back to back)"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--perf", type=Path, help="perf record redis-server into this file")
     args = parser.parse_args()

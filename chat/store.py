@@ -237,6 +237,7 @@ class ChatStore:
         self._create = client.register_script(scripts.CREATE)
         self._ensure_direct = client.register_script(scripts.ENSURE_DIRECT)
         self._direct_blocks = client.register_script(scripts.DIRECT_BLOCKS)
+        self._direct_block = client.register_script(scripts.DIRECT_BLOCK)
         self._members = client.register_script(scripts.MEMBERS)
         self._rewrite = client.register_script(scripts.REWRITE)
         self._react = client.register_script(scripts.REACT)
@@ -536,11 +537,9 @@ class ChatStore:
     async def set_direct_block(self, blocker: str, user: str, blocked: bool) -> None:
         """Write ``blocker``'s block of ``user`` (or its end) into the copy of their direct
         conversation, whether or not it exists yet (see chat.service.ChatService.block)."""
-        key = conv_key(direct_id(blocker, user), "blocks")
-        if blocked:
-            await self.redis.sadd(key, blocker)
-        else:
-            await self.redis.srem(key, blocker)
+        conv = direct_id(blocker, user)
+        keys = [conv_key(conv, "meta"), conv_key(conv, "blocks")]
+        await self._direct_block(keys=keys, args=[blocker, 1 if blocked else 0])
 
     async def create(
         self, conv: str, kind: str, name: str, creator: str, members: Sequence[str], ts: int

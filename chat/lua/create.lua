@@ -6,7 +6,7 @@
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 local n = #ARGV - 9
 redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'name', ARGV[2], 'creator', ARGV[3],
-  'created', ARGV[4], 'last_seq', 0, 'last_ev', 0, 'count', n + 1)
+  'created', ARGV[4], 'last_seq', 0, 'last_ev', 0, 'count', n + 1, 'silenced', 0)
 redis.call('HSET', KEYS[2], ARGV[3], 'owner')
 redis.call('HSET', KEYS[5], ARGV[3], ARGV[4])
 for i = 10, #ARGV do

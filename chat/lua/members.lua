@@ -15,6 +15,8 @@ local function log_system()
   local seq, ev = append_message(KEYS[1], KEYS[3], KEYS[4], ARGV[4], ARGV[5], ts, ARGV[6], ARGV[7])
   return ev
 end
+-- Meta's "silenced": how many entries silenced holds (send.lua skips the key at 0).
+local function count_silenced() redis.call('HSET', KEYS[1], 'silenced', redis.call('HLEN', KEYS[5])) end
 local users = {}
 for i = 9, #ARGV do users[#users + 1] = ARGV[i] end
 if op == 'follow' then
@@ -58,6 +60,7 @@ if op == 'remove' then
     redis.call('HDEL', KEYS[5], u)
     redis.call('HDEL', KEYS[6], u)
   end
+  count_silenced()
   redis.call('HINCRBY', KEYS[1], 'count', -#users)
   return {'ok', log_system()}
 end
@@ -95,6 +98,7 @@ if op == 'silence' then
   else
     redis.call('HDEL', KEYS[5], users[1])
   end
+  count_silenced()
   return {'ok', 0}
 end
 return {'bad_op'}

@@ -5,7 +5,11 @@
 -- other keys are its key prefix (ARGV[13]) and their names: members (user -> role), msgs, cids (sender\nclient_id -> seq), events, reads,
 -- silenced, threads, blocks (a direct conversation's copy of its users' blocks: the users
 -- who blocked the other one; meta's "blocks" field says the copy is made, see
--- direct_blocks.lua), thread:ROOT, chan (the channel)
+-- direct_blocks.lua, and its "blockers" how many it holds), thread:ROOT, chan (the channel)
+-- Meta's "silenced" field is the number of entries in silenced (members.lua): at 0 there is
+-- nothing to look up. A direct conversation has no silenced members (members.lua refuses
+-- it). A count missing (kept since direct_blocks.lua and members.lua write it; older data
+-- lacks it) is read from the key once and written.
 -- (search terms are indexed by the history store, which applies the event)
 -- ARGV[1]: sender, [2]: client_id, [3]: ts, [4], [5]: the message encoded, before and
 -- after its seq, [6]..[10]: the message event encoded, in the pieces around its event
@@ -31,12 +35,18 @@ local function send()
   end
   -- In the order docs/protocol.md gives for chat.send: blocks, the message replied to, then a
   -- follower's and a silenced member's refusals, then the client_id.
-  local info = redis.call('HMGET', KEYS[1], 'kind', 'blocks', 'last_seq', 'last_ev', 'epoch')
-  if info[1] == 'direct' and ARGV[14] == '1' then
+  local info = redis.call('HMGET', KEYS[1], 'kind', 'blocks', 'last_seq', 'last_ev', 'epoch',
+    'blockers', 'silenced')
+  local direct = info[1] == 'direct'
+  if direct and ARGV[14] == '1' then
     if not info[2] then return {'blocks_unknown'} end
     -- Only two users: a blocker other than the sender is the one the message is for.
+    local blockers = tonumber(info[6])
     local blocks = prefix .. 'blocks'
-    local blockers = redis.call('SCARD', blocks)
+    if not blockers then
+      blockers = redis.call('SCARD', blocks)
+      redis.call('HSET', KEYS[1], 'blockers', blockers)
+    end
     if blockers > 1 or (blockers == 1 and redis.call('SISMEMBER', blocks, sender) == 0) then
       return {'blocked'}
     end
@@ -60,8 +70,12 @@ local function send()
   end
   if role ~= 'owner' and role ~= 'admin' and info[1] == 'channel' then return {'forbidden'} end
   local ts = ARGV[3]
-  local silenced = redis.call('HGET', prefix .. 'silenced', sender)
-  if silenced and tonumber(silenced) > tonumber(ts) then return {'silenced', silenced} end
+  if not direct and info[7] ~= '0' then
+    local key = prefix .. 'silenced'
+    if not info[7] then redis.call('HSET', KEYS[1], 'silenced', redis.call('HLEN', key)) end
+    local silenced = redis.call('HGET', key, sender)
+    if silenced and tonumber(silenced) > tonumber(ts) then return {'silenced', silenced} end
+  end
   local seq = tostring((tonumber(info[3]) or 0) + 1)
   local ev = tostring((tonumber(info[4]) or 0) + 1)
   -- The client id's check and its record in one: stored once.

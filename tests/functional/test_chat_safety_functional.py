@@ -394,6 +394,59 @@ async def test_a_direct_send_is_one_redis_call(
     assert calls[len(sent) :] == ["PING"], calls
 
 
+@pytest.mark.single_redis("reads the send script's commands with MONITOR (see above)")
+async def test_a_send_looks_up_no_blocks_or_silences_nobody_has(
+    start_node: StartNode, redis_client: redis.Redis
+) -> None:
+    """The send script reads the counts of blockers and silenced members in the
+    conversation's meta: where they are 0, a one-to-one or group send runs no look-up in
+    the blocks or silenced keys; where they are not, it does, and refuses."""
+    node = await start_node(chat_send_per_s=100)
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    dm = (await alice.send(to="bob", text="hi")).conv
+    conv = await group(alice, bob)
+    await asyncio.sleep(1)  # past the router's second look (see above)
+
+    async def script_commands(*sends: object) -> list[str]:
+        calls: list[str] = []
+        async with redis_client.monitor() as monitor:
+
+            async def listen() -> None:
+                while True:
+                    got = await monitor.next_command()
+                    if got["client_type"] == "lua" or got["command"] == "PING":
+                        calls.append(got["command"])
+
+            listener = asyncio.create_task(listen())
+            await asyncio.sleep(0.1)
+            for send in sends:
+                await send  # type: ignore[misc]
+            await redis_client.ping()
+            await until(lambda: True if "PING" in calls else None)
+            listener.cancel()
+        return calls[:-1]
+
+    calls = await script_commands(alice.send(dm, "one"), bob.send(conv, "two"))
+    assert any(c.startswith("SPUBLISH") for c in calls), calls
+    looked = [c for c in calls if ":blocks" in c or ":silenced" in c]
+    assert looked == [], calls
+
+    await bob.request(block("alice"))
+    await alice.request(w.ChatSilence(id="", conv=conv, user="bob", seconds=60))
+    refusals: list[str] = []
+
+    async def refusal(send: object, code: str) -> None:
+        await refused(send, code)  # type: ignore[arg-type]
+        refusals.append(code)
+
+    calls = await script_commands(
+        refusal(alice.send(dm, "no"), "blocked"), refusal(bob.send(conv, "no"), "silenced")
+    )
+    assert refusals == ["blocked", "silenced"]
+    assert any(c.startswith("SISMEMBER") and ":blocks" in c for c in calls), calls
+    assert any(c.startswith("HGET") and ":silenced" in c for c in calls), calls
+
+
 # --- word filter ------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import pytest
 from redis.exceptions import ResponseError
 
 from chat import wire as w
-from chat.store import ENCODER, ChatStore, direct_id
+from chat.store import ENCODER, ChatError, ChatStore, direct_id
 from signaling.keys import conv_key
 from signaling.redis_client import RedisClient
 
@@ -116,3 +116,81 @@ async def test_a_send_whose_event_cannot_be_logged_leaves_nothing(
     await redis_client.delete(events)
     assert await store.send(conv, _message("c2", "two")) == ("ok", 2, 2)
     assert [i for i, _ in await _events(redis_client, conv)] == [b"2-1"]
+
+
+def _from(sender: str, client_id: str) -> w.ChatMessage:
+    return msgspec.structs.replace(_message(client_id, "hello"), sender=sender)
+
+
+async def _meta_field(client: RedisClient, conv: str, field: str) -> Any:
+    return await client.hget(conv_key(conv, "meta"), field)
+
+
+async def test_a_direct_conversation_counts_its_blockers_beside_the_copy(
+    redis_client: RedisClient,
+) -> None:
+    """The send reads the count in meta, not the set: every write to the copy keeps it, and
+    a copy without one (older data) is counted at its next send."""
+    store = ChatStore(redis_client, 100, 100)
+    conv = await _direct(store)
+    # A block written before the copy is made (the conversation not sent in yet).
+    await store.set_direct_block("bob", "alice", True)
+    assert await _meta_field(redis_client, conv, "blockers") is None
+    with pytest.raises(ChatError) as refused:
+        await store.send(conv, _from("alice", "c1"))
+    assert refused.value.code == "blocked"
+    assert await _meta_field(redis_client, conv, "blockers") == b"1"
+    # The blocked user is refused, the blocker is not.
+    assert (await store.send(conv, _from("bob", "c2")))[0] == "ok"
+    await store.set_direct_block("alice", "bob", True)
+    assert await _meta_field(redis_client, conv, "blockers") == b"2"
+    with pytest.raises(ChatError):
+        await store.send(conv, _from("bob", "c3"))
+    await store.set_direct_block("bob", "alice", False)
+    await store.set_direct_block("alice", "bob", False)
+    assert await _meta_field(redis_client, conv, "blockers") == b"0"
+    assert (await store.send(conv, _from("alice", "c4")))[0] == "ok"
+
+    # Older data: a copy without its count, holding a block.
+    await redis_client.sadd(conv_key(conv, "blocks"), "bob")
+    await redis_client.hdel(conv_key(conv, "meta"), "blockers")
+    with pytest.raises(ChatError):
+        await store.send(conv, _from("alice", "c5"))
+    assert await _meta_field(redis_client, conv, "blockers") == b"1"
+    assert (await store.send(conv, _from("bob", "c6")))[0] == "ok"
+
+
+async def test_a_group_counts_its_silenced_members(redis_client: RedisClient) -> None:
+    """Meta's "silenced" follows the silenced hash through silence, its end and a removal;
+    a group without it (older data) is counted at its next send, its silences kept."""
+    store = ChatStore(redis_client, 100, 100)
+    conv = "g1"
+    await store.create(conv, "group", "g", "alice", ["bob", "carol"], 1)
+    assert await _meta_field(redis_client, conv, "silenced") == b"0"
+    until = str(int(time.time() * 1000) + 60_000)
+
+    async def silence(user: str, until: str) -> None:
+        await store.change_members(conv, "silence", "alice", 2, [user, until], None, 100)
+
+    await silence("bob", until)
+    await silence("carol", until)
+    assert await _meta_field(redis_client, conv, "silenced") == b"2"
+    for sender in ("bob", "carol"):
+        with pytest.raises(ChatError) as refused:
+            await store.send(conv, _from(sender, "s1"))
+        assert refused.value.code == "silenced"
+    await silence("bob", "0")
+    assert await _meta_field(redis_client, conv, "silenced") == b"1"
+    assert (await store.send(conv, _from("bob", "s2")))[0] == "ok"
+    await store.change_members(conv, "remove", "alice", 3, ["carol"], None, 100)
+    assert await _meta_field(redis_client, conv, "silenced") == b"0"
+
+    # Older data: silences without a count.
+    await store.change_members(conv, "add", "alice", 4, ["carol"], None, 100)
+    await silence("carol", until)
+    await redis_client.hdel(conv_key(conv, "meta"), "silenced")
+    with pytest.raises(ChatError) as refused:
+        await store.send(conv, _from("carol", "s3"))
+    assert refused.value.code == "silenced"
+    assert await _meta_field(redis_client, conv, "silenced") == b"1"
+    assert (await store.send(conv, _from("alice", "s4")))[0] == "ok"
