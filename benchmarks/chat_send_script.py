@@ -80,7 +80,7 @@ async def _run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
             client_id=f"c{n:08d}",
             text=f"message {n} of the send script benchmark",
         )
-        await store.send(conv, msg, count=SendCount(sender, int(time.time())))
+        await store.send(conv, msg, count=SendCount(int(time.time())))
 
     async def worker(first: int) -> None:
         nonlocal counter

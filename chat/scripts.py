@@ -4,7 +4,8 @@ leaves no half state.
 A conversation's keys share one hash tag (``{conv:ID}``) and a user's keys another
 (``{user:ID}``); each script touches the keys of one of them only, but for the send
 counters (rate.lua): many users' at once, of one slot on a cluster and of any users on one
-Redis (chat.store.ChatStore.add_sends), each counter changed on its own.
+Redis (chat.store.ChatStore.add_sends), each counter changed on its own; on one Redis every
+user's counter of a second is a field of one hash (rate_hash.lua, send.lua).
 
 Events and messages are encoded by Python before the script runs, with markers where the
 numbers the script assigns go: ``"ev":-1`` (conversation event number), ``"fev":-1`` (feed
@@ -46,5 +47,6 @@ READ: Final = _PRELUDE + lua_script("chat", "read")
 USER: Final = _EPOCH + lua_script("chat", "user")
 ROTATE_EPOCH: Final = _EPOCH + lua_script("chat", "rotate_epoch")
 RATE: Final = lua_script("chat", "rate")
+RATE_HASH: Final = lua_script("chat", "rate_hash")
 TRIM: Final = lua_script("chat", "trim")
 WARM: Final = lua_script("chat", "warm")

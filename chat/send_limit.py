@@ -9,7 +9,10 @@ to the user's counter for that second (one script call for every user on one Red
 slot on a cluster, off the request path) and learns the total back.
 
 On one Redis (no slots to keep apart) the send script itself adds the send to the user's
-counter and replies the total (chat/lua/send.lua): a send marked with :meth:`sending` and
+counter and replies the total (chat/lua/send.lua); every user's counter of a second is then a
+field of one hash, whose life each node sets once a second, where a key for each user would
+need its life set at each user's first send of the second (with users sending a few
+messages a minute, nearly every send): a send marked with :meth:`sending` and
 closed with :meth:`sent` is reported that way, in the send's own round trip, and only what
 never reached the script (refused before it, or a call that failed) waits for the
 reconcile.

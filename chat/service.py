@@ -394,7 +394,7 @@ class ChatService:
             self._reconcile_soon()
             return await self._send(reader, req, ts, None)
         # On one Redis the send script adds the send to the counter (chat.send_limit).
-        count = SendCount(me, second)
+        count = SendCount(second)
         self.limiter.sending(me, second)
         try:
             return await self._send(reader, req, ts, count)

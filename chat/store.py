@@ -69,18 +69,26 @@ SEND_COUNTER_MS: Final = 2000
 
 
 def send_counter_key(user: str, second: int) -> str:
-    """The user's counter of sends in ``second``, shared by every node (chat.send_limit)."""
+    """On a cluster: the user's counter of sends in ``second``, shared by every node
+    (chat.send_limit), in the user's slot."""
     return user_key(user, f"sends:{second}")
 
 
+def send_counts_key(second: int) -> str:
+    """On one Redis: every user's counter of sends in ``second`` (field: user), one hash
+    whose life is set once a second by each node, not once for each user's first send."""
+    return f"huddle:sends:{second}"
+
+
 class SendCount:
-    """A send's place in its sender's counter: on one Redis the send script adds the send
-    to it (``ChatStore.send``) and ``total`` is the counter after; None until then."""
+    """A send's place in its sender's counter (on one Redis, where the send script adds the
+    send to it, ``ChatStore.send``): ``total`` is the counter after; None until then."""
 
-    __slots__ = ("key", "total")
+    __slots__ = ("key", "second", "total")
 
-    def __init__(self, user: str, second: int) -> None:
-        self.key = send_counter_key(user, second)
+    def __init__(self, second: int) -> None:
+        self.key = send_counts_key(second)
+        self.second = second
         self.total: int | None = None
 
 
@@ -244,6 +252,9 @@ class ChatStore:
         self._read = client.register_script(scripts.READ)
         self._user = client.register_script(scripts.USER)
         self._rate = client.register_script(scripts.RATE)
+        self._rate_hash = client.register_script(scripts.RATE_HASH)
+        # The second whose send counters' life this node's send script set (one Redis).
+        self._counts_life_set = -1
         self._rotate_epoch = client.register_script(scripts.ROTATE_EPOCH)
         self._trim = client.register_script(scripts.TRIM)
         self._warm = client.register_script(scripts.WARM)
@@ -435,8 +446,12 @@ class ChatStore:
             return []
         if not is_cluster(self.redis):
             # On the hot path's own connection (run_script): no pipeline, no SCRIPT EXISTS.
-            keys = [send_counter_key(user, second) for user, second, _ in sends]
-            reply = await run_script(self.redis, self._rate, keys, [n for _, _, n in sends])
+            seconds: dict[int, int] = {}
+            args: list[Any] = []
+            for user, second, n in sends:
+                args += (seconds.setdefault(second, len(seconds) + 1), user, n)
+            keys = [send_counts_key(second) for second in seconds]
+            reply = await run_script(self.redis, self._rate_hash, keys, [*args, SEND_COUNTER_MS])
             return [int(total) for total in reply]
         groups: dict[int, list[tuple[int, str, int]]] = {}
         for i, (user, second, n) in enumerate(sends):
@@ -491,6 +506,8 @@ class ChatStore:
             count = None
         for _ in range(2):
             counted = count is not None and count.total is None
+            life = count is not None and counted and count.second != self._counts_life_set
+            args[-1] = SEND_COUNTER_MS if life else 0
             raw = await run_replicated(
                 self.redis,
                 self._send,
@@ -499,6 +516,8 @@ class ChatStore:
                 self.replica_ack_ms,
             )
             if count is not None and counted:
+                if life:
+                    self._counts_life_set = max(self._counts_life_set, count.second)
                 count.total, raw = int(raw[0]), raw[1:]
             out = _reply(raw)
             if out[0] != "blocks_unknown":

@@ -1,7 +1,7 @@
 -- chat.send: append one message (or thread reply) to a conversation, once per client_id.
--- KEYS[1]: meta, [2] (on one Redis only: another slot): the sender's send counter of
--- this second (chat.send_limit), which the send is added to first, whatever its outcome,
--- and whose total then leads the reply (an error reply has none). The conversation's
+-- KEYS[1]: meta, [2] (on one Redis only: another slot): the send counters of this second
+-- (chat.send_limit; a hash, field: user), the sender's of which the send is added to first,
+-- whatever its outcome, and whose total then leads the reply (an error reply has none). The conversation's
 -- other keys are its key prefix (ARGV[13]) and their names: members (user -> role), msgs, cids (sender\nclient_id -> seq), events, reads,
 -- silenced, threads, blocks (a direct conversation's copy of its users' blocks: the users
 -- who blocked the other one; meta's "blocks" field says the copy is made, see
@@ -15,8 +15,8 @@
 -- after its seq, [6]..[10]: the message event encoded, in the pieces around its event
 -- number, epoch, stamp and message (chat.store.event_pieces), [11]: maxlen, [12]: the seq
 -- replied to (0 for none), [13]: the conversation's key prefix, [14]: 1 to refuse a sender
--- the other user of a direct conversation blocked, [15]: the counter's life in ms (with
--- KEYS[2])
+-- the other user of a direct conversation blocked, [15]: the counters' life in ms, set when
+-- not 0 (with KEYS[2]: a node sets it until one of its sends of the second came back)
 -- A reply's thread root (the message replied to, or its own root) goes into the message
 -- at its "reply_to":-3 marker.
 -- Returns {'ok', seq, ev}, {'duplicate', seq}, {'silenced', until}, {'blocks_unknown'} (the
@@ -120,8 +120,8 @@ end
 
 local total
 if KEYS[2] then
-  total = redis.call('INCRBY', KEYS[2], 1)
-  if total == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[15]) end
+  total = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+  if ARGV[15] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[15]) end
 end
 local out = send()
 if total and not out.err then table.insert(out, 1, total) end

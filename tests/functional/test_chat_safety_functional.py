@@ -14,7 +14,7 @@ import redis.asyncio as redis
 
 from chat import send_limit
 from chat import wire as w
-from chat.store import ChatStore
+from chat.store import ChatStore, SendCount, direct_id
 from huddle.chat import ChatClient
 from huddle.client import RequestError
 from signaling.redis_client import RedisClient, is_cluster
@@ -130,8 +130,14 @@ async def test_send_counts_of_many_users_are_added_in_one_call_per_slot(
     if not is_cluster(redis_client):
         # Not one call per user: the node reports every sender's counts 20 times a second.
         assert await _script_calls(redis_client) - before == 2
-    assert int(await redis_client.get(f"huddle:{{user:{users[3]}}}:sends:1000") or 0) == 6
-    assert 0 < await redis_client.pttl(f"huddle:{{user:{users[0]}}}:sends:1001") <= 2000
+    if is_cluster(redis_client):
+        assert int(await redis_client.get(f"huddle:{{user:{users[3]}}}:sends:1000") or 0) == 6
+        assert 0 < await redis_client.pttl(f"huddle:{{user:{users[0]}}}:sends:1001") <= 2000
+    else:
+        # One hash per second for every user's counter (no key and no life for each user).
+        assert int(await redis_client.hget("huddle:sends:1000", users[3]) or 0) == 6
+        assert await redis_client.hlen("huddle:sends:1000") == 30
+        assert 0 < await redis_client.pttl("huddle:sends:1001") <= 2000
 
 
 @pytest.mark.single_redis(
@@ -166,9 +172,13 @@ async def test_on_one_redis_a_send_is_counted_in_its_own_script_call(
         listener.cancel()
     seconds = {r.ts // 1000 for r in sent}
     counted = [
-        int(await redis_client.get(f"huddle:{{user:{identity(alice)}}}:sends:{second}") or 0)
+        int(await redis_client.hget(f"huddle:sends:{second}", identity(alice)) or 0)
         for second in seconds
     ]
+    # Each second's counters live on their own (SEND_COUNTER_MS), set by the node's first
+    # send of the second, not by every user's.
+    lives = [await redis_client.pttl(f"huddle:sends:{second}") for second in seconds]
+    assert all(0 < life <= 2000 for life in lives), lives
     # The warm-up's send may share a second with them.
     assert len(sent) <= sum(counted) <= len(sent) + 1, counted
     # No call for the counters beside the sends.
@@ -176,6 +186,51 @@ async def test_on_one_redis_a_send_is_counted_in_its_own_script_call(
     evals = [c for c in calls if c.startswith("EVALSHA")]
     assert len(evals) == len(sent), calls
     assert all("{conv:" in c for c in evals), calls
+
+
+@pytest.mark.single_redis("the send script counts sends on one Redis only (see above)")
+async def test_a_second_s_send_counters_get_their_life_once(redis_client: redis.Redis) -> None:
+    """Users who each send once in a second (the usual pace) share that second's hash: its
+    life is set by the node's first send of the second, not once for every user."""
+    store = ChatStore(redis_client, 100, 100)
+    users = [f"u{i}" for i in range(6)]
+    convs = [direct_id(u, "peer") for u in users]
+    for conv, user in zip(convs, users, strict=True):
+        await store.ensure_direct(conv, user, "peer", 1)
+        await store.make_direct_blocks(conv)
+    calls: list[str] = []
+    for _ in range(5):
+        await asyncio.sleep(1.02 - time.time() % 1)
+        second = int(time.time())
+        calls.clear()
+        async with redis_client.monitor() as monitor:
+
+            async def listen() -> None:
+                while True:
+                    got = await monitor.next_command()
+                    calls.append(got["command"])
+
+            listener = asyncio.create_task(listen())
+            await asyncio.sleep(0.05)
+            counts = [SendCount(second) for _ in users]
+            for user, conv, count in zip(users, convs, counts, strict=True):
+                msg = w.ChatMessage(seq=-2, ts=second * 1000, sender=user, kind="text", text="hi")
+                await store.send(conv, msg, count=count)
+            await redis_client.ping()
+            await until(lambda: True if "PING" in calls else None)
+            listener.cancel()
+        if int(time.time()) != second:
+            continue
+        assert [c.total for c in counts] == [1] * len(users)
+        assert await redis_client.hgetall(f"huddle:sends:{second}") == {
+            u.encode(): b"1" for u in users
+        }
+        assert 0 < await redis_client.pttl(f"huddle:sends:{second}") <= 2000
+        lives = [c for c in calls if c.startswith("PEXPIRE")]
+        assert lives == [f"PEXPIRE huddle:sends:{second} 2000"], calls
+        break
+    else:
+        raise AssertionError("no attempt fitted in one second")
 
 
 async def _script_calls(client: RedisClient) -> int:
