@@ -453,9 +453,10 @@ async def test_a_direct_send_is_one_redis_call(
 async def test_a_send_looks_up_no_blocks_or_silences_nobody_has(
     start_node: StartNode, redis_client: redis.Redis
 ) -> None:
-    """The send script reads the counts of blockers and silenced members in the
-    conversation's meta: where they are 0, a one-to-one or group send runs no look-up in
-    the blocks or silenced keys; where they are not, it does, and refuses."""
+    """The send script reads the counts of blockers and silenced members, and a direct
+    conversation's two users, in the conversation's meta: where the counts are 0, a
+    one-to-one or group send runs no look-up in the blocks or silenced keys, nor a
+    one-to-one send in members; where they are not, it does, and refuses."""
     node = await start_node(chat_send_per_s=100)
     alice, bob = await chat(node, "alice"), await chat(node, "bob")
     dm = (await alice.send(to="bob", text="hi")).conv
@@ -482,9 +483,13 @@ async def test_a_send_looks_up_no_blocks_or_silences_nobody_has(
         return calls[:-1]
 
     calls = await script_commands(alice.send(dm, "one"), bob.send(conv, "two"))
-    assert any(c.startswith("SPUBLISH") for c in calls), calls
+    assert len([c for c in calls if c.startswith("SPUBLISH")]) == 2, calls
     looked = [c for c in calls if ":blocks" in c or ":silenced" in c]
     assert looked == [], calls
+    # A direct conversation's members are its peers, read with the rest of its meta; a
+    # group's are looked up.
+    members = [c.split(" ", 2)[1] for c in calls if ":members" in c]
+    assert members == [f"huddle:{{conv:{conv}}}:members"], calls
 
     await bob.request(block("alice"))
     await alice.request(w.ChatSilence(id="", conv=conv, user="bob", seconds=60))

@@ -194,3 +194,25 @@ async def test_a_group_counts_its_silenced_members(redis_client: RedisClient) ->
     assert refused.value.code == "silenced"
     assert await _meta_field(redis_client, conv, "silenced") == b"1"
     assert (await store.send(conv, _from("alice", "s4")))[0] == "ok"
+
+
+async def test_a_direct_conversation_s_members_are_its_peers(redis_client: RedisClient) -> None:
+    """Membership of a direct conversation is read from its peers in meta, and from members
+    where meta lacks them (older data); nobody else sends there, whatever their name."""
+    store = ChatStore(redis_client, 100, 100)
+    conv = await _direct(store)
+    await store.make_direct_blocks(conv)
+    for lacking in (False, True):
+        if lacking:
+            await redis_client.hdel(conv_key(conv, "meta"), "peers")
+        for n, sender in enumerate(("alice", "bob")):
+            assert (await store.send(conv, _from(sender, f"{lacking}{n}")))[0] == "ok"
+        for outsider in ("eve", "ali", "lice", "bo", "alice\nbob", ""):
+            with pytest.raises(ChatError) as refused:
+                await store.send(conv, _from(outsider, f"{lacking}{outsider}"))
+            assert refused.value.code == "not_member"
+    # A conversation that does not exist reads as one the sender is not in (refusal()).
+    with pytest.raises(ChatError) as refused:
+        await store.send(direct_id("alice", "carol"), _from("alice", "x"))
+    assert refused.value.code == "not_member"
+    assert not await redis_client.exists(conv_key(direct_id("alice", "carol"), "events"))
