@@ -8,10 +8,16 @@ Run on the host side of the namespace's veth, as root (it sets the cap itself):
 
 alice and bob sign in, alice makes a group of the two, both join its call, and alice shares
 her screen (the SDK publishes it as three layers at full resolution, fewer frames a second in
-the lower ones). bob's decoding of the screen is sampled (frames, height) over ``--sample-s``
-on a free link, then with his downlink capped (congestion_driver's HTB class on the UDP
-port of his subscriber connection), then again after the cap is lifted; with each, what the
-SFU says it sends him (call.stats). It asserts nothing: the test does.
+the lower ones). bob's decoding of the screen is sampled (frames, height, and at each poll the
+layer the SFU sends him) on a free link, then with his downlink capped (congestion_driver's
+HTB class on the UDP port of his subscriber connection), then again after the cap is
+lifted; with each, what the SFU says it sends him (call.stats), and how many frames a second
+alice's browser encoded of each layer meanwhile: where frames went missing, if any did.
+
+The free link's sample starts once the SFU has sent bob the screen's top layer for
+``--hold-s`` on end (one poll that saw it used to be enough, and a sample so begun could
+count a lower layer's frames, or a switch's, as the top one's) and lasts ``--free-sample-s``.
+It asserts nothing: the test does.
 """
 
 from __future__ import annotations
@@ -41,10 +47,28 @@ async () => {
     const info = s.type === "inbound-rtp" && s.kind === "video" && call.tracks[s.mid];
     if (info && info.source === "screen") {
       out = { frames: s.framesDecoded || 0, height: s.frameHeight || 0, width: s.frameWidth || 0,
-              track: info.track };
+              track: info.track, received: s.framesReceived || 0, dropped: s.framesDropped || 0,
+              freezes: s.freezeCount || 0, frozen_s: s.totalFreezesDuration || 0,
+              key_frames: s.keyFramesDecoded || 0 };
     }
   });
   return out ? { t: performance.now(), ...out } : null;
+}
+"""
+
+# alice's encoding of each layer of her screen: frames encoded, and what limits it.
+ENCODED_JS: Final = """
+async () => {
+  const call = window.huddleCalls.session().call;
+  const out = {};
+  (await call.publisherPc.getStats()).forEach((s) => {
+    const info = s.type === "outbound-rtp" && s.kind === "video" && call.senders.get(s.mid);
+    if (info && info.source === "screen") {
+      out[info.layer] = { frames: s.framesEncoded || 0, target_bps: s.targetBitrate || 0,
+                          limited_by: s.qualityLimitationReason || null };
+    }
+  });
+  return { t: performance.now(), layers: out };
 }
 """
 
@@ -70,21 +94,50 @@ async () => {
 """
 
 
-async def _sample(page: Page, seconds: float) -> dict[str, Any]:
-    """Frames a second and the heights bob decoded alice's screen at over ``seconds``."""
+async def _screen_layer(page: Page) -> int | None:
+    """The layer of alice's screen the SFU sends bob now."""
+    sent = await page.evaluate(SERVER_SCREEN_JS)
+    return next((s["layer"] for s in sent if s["track"].endswith(":screen")), None)
+
+
+def _rate(start: dict[str, Any], end: dict[str, Any], count: str) -> float:
+    frames: float = end[count] - start[count]
+    seconds: float = (end["t"] - start["t"]) / 1000
+    return round(frames / seconds, 2)
+
+
+async def _sample(page: Page, alice: Page, seconds: float) -> dict[str, Any]:
+    """Frames a second and the heights bob decoded alice's screen at over ``seconds``, the
+    layer the SFU sent him at each poll, and what alice encoded of each layer meanwhile."""
+    encoded = await alice.evaluate(ENCODED_JS)
     start = await page.evaluate(SCREEN_JS)
     heights = set()
+    layers = []
     end = start
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         await asyncio.sleep(0.5)
         end = await page.evaluate(SCREEN_JS)
+        layers.append(await _screen_layer(page))
         if end and end["height"]:
             heights.add(end["height"])
-    elapsed = (end["t"] - start["t"]) / 1000
+    encoded_end = await alice.evaluate(ENCODED_JS)
+    sent = {}
+    for layer, seen in encoded_end["layers"].items():
+        first = {"t": encoded["t"], **encoded["layers"].get(layer, {"frames": 0})}
+        sent[layer] = {**seen, "fps": _rate(first, {"t": encoded_end["t"], **seen}, "frames")}
     return {
-        "fps": round((end["frames"] - start["frames"]) / elapsed, 2),
+        "fps": _rate(start, end, "frames"),
         "heights": sorted(heights),
+        "layers": layers,
+        "decoding": {
+            "received_fps": _rate(start, end, "received"),
+            "dropped": end["dropped"] - start["dropped"],
+            "freezes": end["freezes"] - start["freezes"],
+            "frozen_s": round(end["frozen_s"] - start["frozen_s"], 2),
+            "key_frames": end["key_frames"] - start["key_frames"],
+        },
+        "encoded": sent,
         "server": await page.evaluate(SERVER_SCREEN_JS),
     }
 
@@ -109,27 +162,36 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
 
     await run.until("bob decodes alice's screen", screen_shown)
 
-    async def screen_at_top() -> bool:
-        sent = await bob.evaluate(SERVER_SCREEN_JS)
-        return any(s["track"].endswith(":screen") and s["layer"] == 2 for s in sent)
+    top_since: float | None = None
 
-    # The free link's figures are taken once the SFU sends the screen's top layer (its
-    # estimate starts at 1 Mbit/s, below a camera and a screen at their best, and probes up).
-    await run.until("the SFU sends bob the screen's top layer", screen_at_top)
+    async def top_held() -> float | None:
+        """How long the SFU has sent bob the screen's top layer, once that is ``hold_s``."""
+        nonlocal top_since
+        now = time.monotonic()
+        if await _screen_layer(bob) != 2:
+            top_since = None
+        elif top_since is None:
+            top_since = now
+        held = 0.0 if top_since is None else now - top_since
+        return round(held, 2) if held >= args.hold_s else None
+
+    # The free link's figures are taken once the SFU has sent the screen's top layer for a
+    # while (its estimate starts at 1 Mbit/s, below a camera and a screen at their best, and
+    # probes up; alice's encoders start with the share).
+    held = await run.until("the SFU sends bob the screen's top layer on end", top_held)
     shared = await alice.evaluate(SHARED_JS)
-    await asyncio.sleep(args.settle_s)
-    free = await _sample(bob, args.sample_s)
-    run.step("free", shared=shared, **free)
+    free = await _sample(bob, alice, args.free_sample_s)
+    run.step("free", shared=shared, top_held_s=held, **free)
 
     port = await bob.evaluate(SUBSCRIBER_PORT_JS)
     cap(args.netns, args.dev, int(port["port"]), args.cap_kbit)
     await asyncio.sleep(args.cap_settle_s)
-    capped = await _sample(bob, args.sample_s)
+    capped = await _sample(bob, alice, args.sample_s)
     run.step("capped", port=port, shot=await run.shot(bob, "bob-screen-capped"), **capped)
 
     lift(args.netns, args.dev)
     await asyncio.sleep(args.cap_settle_s)
-    lifted = await _sample(bob, args.sample_s)
+    lifted = await _sample(bob, alice, args.sample_s)
     run.step("lifted", shot=await run.shot(bob, "bob-screen-lifted"), **lifted)
 
 
@@ -137,6 +199,8 @@ def main() -> None:
     parser = capped_run_parser(__doc__, cap_kbit=400)
     parser.add_argument("--cap-settle-s", type=float, default=6.0)
     parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument("--hold-s", type=float, default=3.0)
+    parser.add_argument("--free-sample-s", type=float, default=8.0)
     run_and_write(parser.parse_args(), scenario)
 
 
