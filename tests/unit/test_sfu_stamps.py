@@ -39,9 +39,22 @@ async def _receive_three_late() -> list[tuple[bytes, float | None, float]]:
     return protocol.seen
 
 
+def _install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """install_kernel_stamps as a bot runs it, its patches undone after the test."""
+    for owner, name in (
+        (sfu_stamps._Transport, "__init__"),
+        (sfu_stamps._Transport, "_read_ready"),
+        (Connection, "data_received"),
+        (Connection, "recv"),
+    ):
+        monkeypatch.setattr(owner, name, getattr(owner, name))
+    sfu_stamps.install_kernel_stamps()
+
+
 def test_datagrams_carry_the_kernel_arrival_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sfu_stamps._Transport, "__init__", sfu_stamps._stamping_init)
-    monkeypatch.setattr(sfu_stamps._Transport, "_read_ready", sfu_stamps._stamped_read_ready)
+    # Through the installer: the first datagram a socket gets is stamped on arrival only once
+    # the kernel's arrival stamping is on, which it turns on late (sfu_stamps docstring).
+    _install(monkeypatch)
     with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
         seen = runner.run(_receive_three_late())
     assert [data for data, _, _ in seen] == [b"x0", b"x1", b"x2"]
