@@ -30,7 +30,7 @@ from signaling.http_common import REDIS_CLIENT
 from signaling.hub import Hub
 from signaling.metrics import Metrics
 from signaling.redis_client import CLUSTER_SCHEME, connect
-from signaling.server import HUB, REDIS_INFO, SETTINGS, add_routes, json_errors
+from signaling.server import HISTORY_INFO, HUB, REDIS_INFO, SETTINGS, add_routes, json_errors
 from signaling.tasks import cancel_and_wait
 
 log = logging.getLogger("huddle.app")
@@ -147,6 +147,17 @@ async def _archive_ctx(app: web.Application) -> AsyncIterator[None]:
         )
 
     app[HUB].metrics.add_collector(collect)
+
+    def info() -> dict[str, Any]:
+        return {
+            "store": settings.history_store,
+            "archiver": "stopped" if task.done() else "running",
+            "failures": archiver.failures,
+            "stuck": len(archiver.stuck),
+            "restarts": archiver.restarts,
+        }
+
+    app[HISTORY_INFO] = info
     try:
         yield
     finally:

@@ -26,6 +26,9 @@ HUB = web.AppKey("hub", Hub)
 # Extra health facts from the component that owns Redis (embedded supervisor or none).
 RedisInfo = Callable[[], dict[str, Any]]
 REDIS_INFO: web.AppKey[RedisInfo] = web.AppKey("redis_info")
+# The chat history's archiver as /healthz shows it (set while it runs).
+HistoryInfo = Callable[[], dict[str, Any]]
+HISTORY_INFO: web.AppKey[HistoryInfo] = web.AppKey("history_info")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RETRY_AFTER_S: Final = 5
@@ -120,6 +123,12 @@ async def healthz(request: web.Request) -> web.Response:
         },
         "connections": len(hub.sessions),
     }
+    history = request.app.get(HISTORY_INFO)
+    if history is not None:
+        # Not in the status: a node whose store is away still serves chat from Redis's
+        # window (and every node would be taken out of service together with a shared
+        # store); the archiver catches up once the store is back.
+        body["history"] = history()
     return web.json_response(body, status=200 if ok else 503)
 
 

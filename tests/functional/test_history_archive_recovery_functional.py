@@ -83,6 +83,13 @@ async def metric(node: Node, sample: str) -> float:
     return found[0]
 
 
+async def health(node: Node) -> tuple[int, dict[str, Any]]:
+    """The node's /healthz: its status code and its history part."""
+    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/healthz") as resp:
+        body = await resp.json()
+        return resp.status, body["history"]
+
+
 def count(caplog: pytest.LogCaptureFixture, message: str) -> int:
     return len([r for r in caplog.records if r.getMessage() == message])
 
@@ -134,9 +141,16 @@ async def test_a_failed_pass_is_tried_again_within_seconds(
     else:
         server: Postgres = request.getfixturevalue("postgres")
         await asyncio.to_thread(server.stop)
+    assert await health(node) == (
+        200,
+        {"store": kind, "archiver": "running", "failures": 0, "stuck": 0, "restarts": 0},
+    )
     try:
         await alice.send(conv, "while the store is away")
         await logged(caplog, "chat archiving failed", SEEN_S)
+        # /healthz tells it, and the node stays in service: chat goes on from Redis.
+        status, history = await health(node)
+        assert status == 200 and history["failures"] >= 1, history
     finally:
         if locker is not None:
             locker.rollback()
@@ -147,6 +161,7 @@ async def test_a_failed_pass_is_tried_again_within_seconds(
     await alice.send(conv, "after")
     await stored(redis_side, node, conv, RECOVER_S)
     assert node.app[ARCHIVER].failures == 0
+    assert (await health(node))[1]["failures"] == 0
 
 
 @pytest.mark.parametrize("kind", STORES)
@@ -172,6 +187,7 @@ async def test_a_stuck_conversation_is_archived_once_it_can_be(
     await asyncio.sleep(1.0)  # a few sweeps
     assert count(caplog, "chat log cannot be archived") == 1
     assert await metric(node, "huddle_chat_archive_stuck") == 1
+    assert (await health(node))[1]["stuck"] == 1
     assert (await store.head(conv)).epoch == "stale"  # type: ignore[union-attr]
 
     await store.delete(conv)
@@ -179,6 +195,7 @@ async def test_a_stuck_conversation_is_archived_once_it_can_be(
     assert conv not in archiver.stuck
     assert count(caplog, "chat log archived again") == 1
     assert await metric(node, "huddle_chat_archive_stuck") == 0
+    assert (await health(node))[1]["stuck"] == 0
     await alice.send(conv, "and on")
     await stored(redis_side, node, conv, RECOVER_S)
     assert count(caplog, "chat log cannot be archived") == 1
