@@ -76,8 +76,9 @@ def send_counter_key(user: str, second: int) -> str:
 
 def send_counts_key(second: int) -> str:
     """On one Redis: every user's counter of sends in ``second`` (field: user), one hash
-    whose life is set once a second by each node, not once for each user's first send."""
-    return f"huddle:sends:{second}"
+    whose life is set once a second by each node, not once for each user's first send.
+    Never used on a cluster (its tag would put every user's counter on one shard)."""
+    return f"huddle:{{sends:{second}}}"
 
 
 class SendCount:

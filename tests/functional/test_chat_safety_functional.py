@@ -14,7 +14,7 @@ import redis.asyncio as redis
 
 from chat import send_limit
 from chat import wire as w
-from chat.store import ChatStore, SendCount, direct_id
+from chat.store import ChatStore, SendCount, direct_id, send_counts_key
 from huddle.chat import ChatClient
 from huddle.client import RequestError
 from signaling.redis_client import RedisClient, is_cluster
@@ -135,9 +135,9 @@ async def test_send_counts_of_many_users_are_added_in_one_call_per_slot(
         assert 0 < await redis_client.pttl(f"huddle:{{user:{users[0]}}}:sends:1001") <= 2000
     else:
         # One hash per second for every user's counter (no key and no life for each user).
-        assert int(await redis_client.hget("huddle:sends:1000", users[3]) or 0) == 6
-        assert await redis_client.hlen("huddle:sends:1000") == 30
-        assert 0 < await redis_client.pttl("huddle:sends:1001") <= 2000
+        assert int(await redis_client.hget(send_counts_key(1000), users[3]) or 0) == 6
+        assert await redis_client.hlen(send_counts_key(1000)) == 30
+        assert 0 < await redis_client.pttl(send_counts_key(1001)) <= 2000
 
 
 @pytest.mark.single_redis(
@@ -172,12 +172,12 @@ async def test_on_one_redis_a_send_is_counted_in_its_own_script_call(
         listener.cancel()
     seconds = {r.ts // 1000 for r in sent}
     counted = [
-        int(await redis_client.hget(f"huddle:sends:{second}", identity(alice)) or 0)
+        int(await redis_client.hget(send_counts_key(second), identity(alice)) or 0)
         for second in seconds
     ]
     # Each second's counters live on their own (SEND_COUNTER_MS), set by the node's first
     # send of the second, not by every user's.
-    lives = [await redis_client.pttl(f"huddle:sends:{second}") for second in seconds]
+    lives = [await redis_client.pttl(send_counts_key(second)) for second in seconds]
     assert all(0 < life <= 2000 for life in lives), lives
     # The warm-up's send may share a second with them.
     assert len(sent) <= sum(counted) <= len(sent) + 1, counted
@@ -222,12 +222,12 @@ async def test_a_second_s_send_counters_get_their_life_once(redis_client: redis.
         if int(time.time()) != second:
             continue
         assert [c.total for c in counts] == [1] * len(users)
-        assert await redis_client.hgetall(f"huddle:sends:{second}") == {
+        assert await redis_client.hgetall(send_counts_key(second)) == {
             u.encode(): b"1" for u in users
         }
-        assert 0 < await redis_client.pttl(f"huddle:sends:{second}") <= 2000
+        assert 0 < await redis_client.pttl(send_counts_key(second)) <= 2000
         lives = [c for c in calls if c.startswith("PEXPIRE")]
-        assert lives == [f"PEXPIRE huddle:sends:{second} 2000"], calls
+        assert lives == [f"PEXPIRE {send_counts_key(second)} 2000"], calls
         break
     else:
         raise AssertionError("no attempt fitted in one second")
