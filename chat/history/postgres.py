@@ -67,6 +67,9 @@ NEWEST_FROM_READS: Final = 2000
 # million messages, where the bare plan took 44 and 65 ms.
 SCOPED_UP_TO: Final = 100
 OPEN_TIMEOUT_S: Final = 10.0
+# How long a request waits for a connection of the pool (psycopg_pool.PoolTimeout after):
+# with the server away, a read or an archiving pass fails within this, not the pool's 30 s.
+POOL_WAIT_S: Final = 5.0
 # The search indexes' pending list (GIN's fast update: new rows' terms wait in a list that
 # an insert moves into the index once it outgrows this), per connection of the store. At
 # PostgreSQL's 4 MB, one archiving pass in a few moved the list of the passes before it:
@@ -254,8 +257,16 @@ class PostgresHistory(SqlHistory):
     ) -> PostgresHistory:
         """Connect to the database at ``url`` and bring its schema up to date (``schema``:
         to that version only, for tests of upgrades)."""
+        # check: a connection the server ended meanwhile (a restart, a failover) is not
+        # lent out, but replaced, at the cost of a round trip per checkout.
         pool = AsyncConnectionPool(
-            url, min_size=1, max_size=max_size, open=False, configure=_configure
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            configure=_configure,
+            check=AsyncConnectionPool.check_connection,
+            timeout=POOL_WAIT_S,
         )
         try:
             await pool.open(wait=True, timeout=OPEN_TIMEOUT_S)

@@ -55,6 +55,26 @@ async def test_a_node_does_not_start_on_an_unreachable_database(
         await start_node(database_url=postgres.url("no_such_database"))
 
 
+async def test_the_postgres_store_goes_on_after_its_server_restarts(postgres: Postgres) -> None:
+    """The connections the pool held when the server went away are never lent out again:
+    the first reads and write once it is back succeed (before, each stale connection failed
+    one request: "terminating connection due to administrator command")."""
+    log = Log()
+    store = await PostgresHistory.open(postgres.create_database(), max_size=3)
+    try:
+        await store.append(CONV, [log.message("before")])
+        # Every connection of the pool in use once, so each is held, idle, by the pool.
+        await asyncio.gather(*(store.head(CONV) for _ in range(3)))
+        await asyncio.to_thread(postgres.stop)
+        await asyncio.to_thread(postgres.start)
+        heads = await asyncio.gather(*(store.head(CONV) for _ in range(3)))
+        assert heads == [Head(1, "e1", 1)] * 3
+        assert await store.append(CONV, [log.message("after")]) == Head(2, "e1", 2)
+        assert [m.text for m in await store.page(CONV)] == ["before", "after"]
+    finally:
+        await store.close()
+
+
 def test_history_settings() -> None:
     base: dict[str, Any] = {"data_dir": Path("d")}
     assert Settings(**base).history_store == "sqlite"
