@@ -3,9 +3,9 @@ leaves no half state.
 
 A conversation's keys share one hash tag (``{conv:ID}``) and a user's keys another
 (``{user:ID}``); each script touches the keys of one of them only, but for the send
-counters (rate.lua): many users' at once, of one slot on a cluster and of any users on one
-Redis (chat.store.ChatStore.add_sends), each counter changed on its own; on one Redis every
-user's counter of a second is a field of one hash (rate_hash.lua, send.lua).
+counters (chat.store.ChatStore.add_sends): many users' at once, on a cluster of one slot
+(rate.lua, a key per user and second), on one Redis of any users (rate_hash.lua: every
+user's counter of a second is a field of one hash, which send.lua adds to as well).
 
 Events and messages are encoded by Python before the script runs, with markers where the
 numbers the script assigns go: ``"ev":-1`` (conversation event number), ``"fev":-1`` (feed

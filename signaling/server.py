@@ -23,12 +23,12 @@ log = logging.getLogger("huddle.server")
 
 SETTINGS = web.AppKey("settings", Settings)
 HUB = web.AppKey("hub", Hub)
-# Extra health facts from the component that owns Redis (embedded supervisor or none).
-RedisInfo = Callable[[], dict[str, Any]]
-REDIS_INFO: web.AppKey[RedisInfo] = web.AppKey("redis_info")
-# The chat history's archiver as /healthz shows it (set while it runs).
-HistoryInfo = Callable[[], dict[str, Any]]
-HISTORY_INFO: web.AppKey[HistoryInfo] = web.AppKey("history_info")
+# Facts /healthz shows from the components that own them.
+HealthInfo = Callable[[], dict[str, Any]]
+# From the component that owns Redis (embedded supervisor or none).
+REDIS_INFO: web.AppKey[HealthInfo] = web.AppKey("redis_info")
+# The chat history's archiver (set while it runs).
+HISTORY_INFO: web.AppKey[HealthInfo] = web.AppKey("history_info")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RETRY_AFTER_S: Final = 5
