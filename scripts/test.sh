@@ -8,9 +8,10 @@
 #             runs missed their marks (a screen share not back at its top layer, a group's
 #             admin flow), so the timing tests get the machine alone.
 # Both parts run every Redis-backed functional test on one Redis and again on a Redis Cluster
-# (--redis both); HUDDLE_TEST_SERIAL_REDIS=single keeps the serial part on one Redis (some 4
-# minutes less). Arguments go to both parts (paths, -k, -x ...), not -m. The exit status is
-# the first failing part's.
+# (--redis both), but for those marked redis_any (a cluster of their own, or media and HTTP
+# paths the test Redis does not carry: run once); HUDDLE_TEST_SERIAL_REDIS=single keeps the
+# serial part on one Redis (some 2 minutes less). Arguments go to both parts (paths, -k, -x
+# ...), not -m. The exit status is the first failing part's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}

@@ -74,10 +74,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _redis_params(metafunc: pytest.Metafunc) -> list[str]:
     """Where a Redis-backed test runs: those marked redis_cluster on one Redis and again on a
-    cluster; other functional tests where ``--redis`` says; the rest on one Redis."""
+    cluster; those marked redis_any (a Redis of their own, or media and HTTP paths that the
+    test Redis does not carry: a second run on the cluster would repeat the first) on one
+    Redis; other functional tests where ``--redis`` says; the rest on one Redis."""
     definition = metafunc.definition
     if definition.get_closest_marker("redis_cluster"):
         return ["single", "cluster"]
+    if definition.get_closest_marker("redis_any"):
+        return ["single"]
     if os.environ.get("HUDDLE_TEST_REDIS_URL") or not definition.path.is_relative_to(FUNCTIONAL):
         return ["single"]
     if definition.get_closest_marker("single_redis"):

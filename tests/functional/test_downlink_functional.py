@@ -27,6 +27,10 @@ from tests.helpers import eventually, local_room
 from tests.media import GrainTrack, ToneTrack
 from tests.netem import LossyRelay, candidate_ports, redirect_candidates
 
+pytestmark = pytest.mark.redis_any(
+    "RTP between aiortc peers and the SFU: the test Redis carries only the joins"
+)
+
 LAYERS = [((220, 40, 40), (160, 96)), ((40, 200, 40), (320, 192)), ((40, 40, 220), (640, 384))]
 # What reaches bob over a window may exceed his estimate by this much: SRTP tags and RTCP are
 # on the wire but not in the SFU's counts, and a key frame (one comes with every layer switch)

@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Awaitable, Callable
 
 import av
+import pytest
 
 from huddle.call import CallClient
 from tests.conftest import StartNode
@@ -20,6 +21,10 @@ from tests.netem import (
     rtp_payload_type,
     rtp_sequence,
     vp8_payload_type,
+)
+
+pytestmark = pytest.mark.redis_any(
+    "RTP between aiortc peers and the SFU: the test Redis carries only the joins"
 )
 
 DROP_EVERY = 6

@@ -31,6 +31,8 @@ from tests.helpers import eventually, local_room, make_token
 from tests.media import ColorTrack, ToneTrack
 from tests.redis_cluster import ClusterNode, RedisCluster
 
+pytestmark = pytest.mark.redis_any("each test brings a cluster of its own")
+
 MESSAGES = 40
 # Generous bounds: a failover takes a few seconds with the cluster's 2 s node timeout.
 SEND_DEADLINE_S = 30.0

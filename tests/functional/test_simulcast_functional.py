@@ -26,6 +26,10 @@ from tests.netem import (
     vp8_payload_type,
 )
 
+pytestmark = pytest.mark.redis_any(
+    "RTP between aiortc peers and the SFU: the test Redis carries only the joins"
+)
+
 # (colour, size): each layer has a colour of its own, so what arrives tells which it is.
 LAYERS = [((220, 40, 40), (160, 96)), ((40, 200, 40), (320, 192)), ((40, 40, 220), (640, 384))]
 
