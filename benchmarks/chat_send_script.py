@@ -14,6 +14,7 @@ it does under a node at a chat's usual rates, where every cost is paid with cold
 
     python -m benchmarks.chat_send_script --sends 20000 --json PATH
     python -m benchmarks.chat_send_script --sends 4000 --rate 400
+    python -m benchmarks.chat_send_script --sends 4000 --rate 800 --no-aof
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def _calls(stats: dict[str, Any]) -> dict[str, tuple[int, int]]:
 
 async def _run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
     client = connect(url)
+    if args.no_aof:
+        await client.config_set("appendonly", "no")
+    appendonly = (await client.config_get("appendonly"))["appendonly"]
     store = ChatStore(client, replay_events=args.maxlen, feed_events=100)
     convs = []
     for i in range(args.convs):
@@ -154,6 +158,7 @@ async def _run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
     return {
         "sends": sends,
         "rate": args.rate,
+        "appendonly": appendonly,
         "wall_s": round(wall, 3),
         "sends_per_s": round(sends / wall),
         "redis_cpu_us_per_send": round((after - before) * 1e6 / sends, 1),
@@ -176,6 +181,11 @@ def main() -> None:
     parser.add_argument("--maxlen", type=int, default=10000)
     parser.add_argument(
         "--rate", type=float, default=0, help="sends a second, one at a time (0: back to back)"
+    )
+    parser.add_argument(
+        "--no-aof",
+        action="store_true",
+        help="Redis without its append-only file (a node's has one): what writing it costs",
     )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--perf", type=Path, help="perf record redis-server into this file")
