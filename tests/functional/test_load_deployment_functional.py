@@ -56,6 +56,11 @@ def fresh_nodes(redis_url: str, tmp_path: Path, secret: str) -> Iterator[list[Se
     yield from _two_nodes(redis_url, tmp_path / "nodes", secret)
 
 
+# The SFU bots' runs check the generator (bots, shards, their merge), run once: a room
+# across nodes on a cluster is tested in test_call_relay_functional.py.
+SFU_ON_ONE_REDIS = "the SFU bots' runs check the generator, not the nodes' Redis"
+
+
 @pytest.fixture(scope="module")
 def sfu_nodes(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory, secret: str
@@ -211,6 +216,7 @@ def test_media_load_drives_running_nodes(
 
 @pytest.mark.serial  # media bots: loss and timing, alone on the machine
 @pytest.mark.slow
+@pytest.mark.redis_any(SFU_ON_ONE_REDIS)
 @pytest.mark.parametrize("nodes", [1, 2])
 def test_sfu_load_drives_running_nodes(
     sfu_nodes: list[Server], secret: str, tmp_path: Path, nodes: int
@@ -527,6 +533,7 @@ def _merge(files: list[Path], out: Path, *extra: str) -> dict[str, Any]:
 
 @pytest.mark.serial  # media bots: loss and timing, alone on the machine
 @pytest.mark.slow
+@pytest.mark.redis_any(SFU_ON_ONE_REDIS)
 def test_sfu_shards_merge_into_one_run(
     sfu_nodes: list[Server], secret: str, tmp_path: Path
 ) -> None:
@@ -616,6 +623,7 @@ def test_shard_options_are_refused_with_a_clear_error() -> None:
 
 @pytest.mark.serial  # media bots: loss and timing, alone on the machine
 @pytest.mark.slow
+@pytest.mark.redis_any(SFU_ON_ONE_REDIS)
 def test_a_shard_not_ready_by_its_start_at_refuses(
     sfu_nodes: list[Server], secret: str, tmp_path: Path
 ) -> None:
