@@ -203,8 +203,9 @@ def sweep_summary(
     huddle: Sequence[SweepPoint], bare: Sequence[SweepPoint]
 ) -> dict[str, float | None]:
     ours, theirs = fit(huddle), fit(bare)
-    two = one_to_one(huddle)
+    two, bare_two = one_to_one(huddle), one_to_one(bare)
     per_message = two.us_per_message if two is not None else None
+    bare_per_message = bare_two.us_per_message if bare_two is not None else None
     return {
         "fixed_us_per_message": ours.us_per_message if ours else None,
         "us_per_delivery": ours.us_per_delivery if ours else None,
@@ -219,6 +220,11 @@ def sweep_summary(
         if ours and theirs
         else None,
         "one_to_one_msgs_per_core_s": 1e6 / per_message if per_message else None,
+        # The same step on the relay, and Huddle's cost per message there over the relay's:
+        # the one-to-one figure against a baseline of the same run, which moves with it
+        # (absolute figures on one kind of machine differ by a fifth between runs).
+        "bare_one_to_one_msgs_per_core_s": 1e6 / bare_per_message if bare_per_message else None,
+        "one_to_one_vs_bare": ratio(per_message, bare_per_message),
     }
 
 

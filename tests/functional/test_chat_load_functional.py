@@ -266,6 +266,13 @@ def test_room_size_sweep_fits_fixed_and_per_delivery_cost(tmp_path: Path) -> Non
     assert summary["one_to_one_msgs_per_core_s"] == pytest.approx(
         fast["messages"] / fast["server_cpu_s"]
     )
+    bare_fast = doc["points"]["bare"][0]
+    assert summary["bare_one_to_one_msgs_per_core_s"] == pytest.approx(
+        bare_fast["messages"] / bare_fast["server_cpu_s"]
+    )
+    assert summary["one_to_one_vs_bare"] == pytest.approx(
+        summary["bare_one_to_one_msgs_per_core_s"] / summary["one_to_one_msgs_per_core_s"]
+    )
     for name, result in doc["results"].items():
         assert result["connected"] == 40, name
         assert result["setup_errors"] == 0, (name, result["first_errors"])

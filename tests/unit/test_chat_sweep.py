@@ -178,6 +178,19 @@ def test_summary_compares_with_the_bare_relay() -> None:
     # Rooms of 2 at 400 messages/s, what one core-second carries there: 600 + 20 µs, and the
     # timers' 6 ms/s over 400 messages (15 µs).
     assert figures["one_to_one_msgs_per_core_s"] == pytest.approx(1e6 / 635)
+    # The relay's same step: 300 + 16 µs and its 2 ms/s over 400 messages (5 µs).
+    assert figures["bare_one_to_one_msgs_per_core_s"] == pytest.approx(1e6 / 321)
+    assert figures["one_to_one_vs_bare"] == pytest.approx(635 / 321)
+
+
+def test_summary_without_the_relay_s_rooms_of_2_has_no_one_to_one_ratio() -> None:
+    ours = planned((2, 10, 100), 600.0, 20.0, 6.0)
+    figures = sweep_summary(
+        ours, [p for p in planned((2, 10, 100), 300.0, 16.0, 2.0) if p.size > 2]
+    )
+    assert figures["one_to_one_msgs_per_core_s"] == pytest.approx(1e6 / 635)
+    assert figures["bare_one_to_one_msgs_per_core_s"] is None
+    assert figures["one_to_one_vs_bare"] is None
 
 
 def test_one_to_one_is_the_rooms_of_2_at_their_highest_rate() -> None:
