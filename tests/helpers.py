@@ -217,3 +217,17 @@ async def cut_pubsub(client: RedisClient) -> None:
         await client.client_kill_filter(_type="pubsub", target_nodes=RedisCluster.PRIMARIES)
     else:
         await client.client_kill_filter(_type="pubsub")
+
+
+def run_benchmark(
+    module: str, *args: str, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.MODULE ARGS`` to its end (at most ``timeout`` s), its output
+    kept as text, no stdin."""
+    return subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

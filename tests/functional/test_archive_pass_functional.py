@@ -4,9 +4,9 @@ size and stores every message it sent."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.helpers import run_benchmark
 
 CONVS = 30
 EVENTS = 2
@@ -16,13 +16,7 @@ PASSES = 3
 def test_a_small_run_archives_every_message_and_reports_its_cost(tmp_path: Path) -> None:
     out = tmp_path / "pass.json"
     args = ["--convs", str(CONVS), "--events", str(EVENTS), "--passes", str(PASSES)]
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.archive_pass", *args, "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    run = run_benchmark("archive_pass", *args, "--json", str(out))
     assert run.returncode == 0, run.stderr[-3000:]
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "archive_pass"
@@ -42,12 +36,6 @@ def test_a_small_run_archives_every_message_and_reports_its_cost(tmp_path: Path)
 
 
 def test_sizes_below_one_are_refused() -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.archive_pass", "--passes", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    run = run_benchmark("archive_pass", "--passes", "0", timeout=60)
     assert run.returncode == 2
     assert "at least 1" in run.stderr

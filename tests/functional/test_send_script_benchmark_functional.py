@@ -4,11 +4,11 @@ and without Redis's append-only file, and reports what the script ran."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_benchmark
 
 SENDS = 300
 CONVS = 40
@@ -20,13 +20,7 @@ def test_a_paced_run_counts_every_send_and_its_commands(tmp_path: Path, aof: boo
     args = ["--sends", str(SENDS), "--convs", str(CONVS), "--rate", "400", "--json", str(out)]
     if not aof:
         args.append("--no-aof")
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.chat_send_script", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    run = run_benchmark("chat_send_script", *args, timeout=60)
     assert run.returncode == 0, run.stderr[-3000:]
     doc = json.loads(out.read_text())
     assert doc == json.loads(run.stdout)
