@@ -82,19 +82,25 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         def reader(user: str) -> _Reader:
             return readers.setdefault(user, _Reader(user))
 
-        async def send(sender: str, to: str, conv: str | None, cid: str, n: int) -> str:
-            text = text_of(rng, n)
-            req = w.ChatSend(id="", conv=conv, to=None if conv else to, client_id=cid, text=text)
-            reply = await service.send(reader(sender), req)
-            return str(reply.conv)  # type: ignore[attr-defined]
-
         rng = random.Random(1)
         convs: list[str] = []
-        for start in range(0, args.convs, SEND_CONCURRENCY):
-            batch = range(start, min(args.convs, start + SEND_CONCURRENCY))
-            convs += await asyncio.gather(
-                *(send(f"a{i}", f"b{i}", None, f"c{i}", 1) for i in batch)
-            )
+
+        async def send(i: int, cid: str, n: int) -> str:
+            # The first round makes user a{i}'s direct conversation with b{i}.
+            conv, to = (convs[i], None) if convs else (None, f"b{i}")
+            req = w.ChatSend(id="", conv=conv, to=to, client_id=cid, text=text_of(rng, n))
+            reply = await service.send(reader(f"a{i}"), req)
+            return str(reply.conv)  # type: ignore[attr-defined]
+
+        async def send_round(tag: str, n: int) -> list[str]:
+            """Message ``n`` in every conversation, SEND_CONCURRENCY at once; their ids."""
+            sent: list[str] = []
+            for start in range(0, args.convs, SEND_CONCURRENCY):
+                batch = range(start, min(args.convs, start + SEND_CONCURRENCY))
+                sent += await asyncio.gather(*(send(i, f"{tag}-{i}", n) for i in batch))
+            return sent
+
+        convs += await send_round("c", 1)
         await archiver.archive_many(convs)  # the first messages: not timed
 
         main_id = threading.get_native_id()
@@ -103,13 +109,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         main_total = other_total = redis_total = 0.0
         for p in range(args.passes):
             for e in range(args.events):
-                for start in range(0, len(convs), SEND_CONCURRENCY):
-                    await asyncio.gather(
-                        *(
-                            send(f"a{i}", "", convs[i], f"p{p}e{e}", p * args.events + e + 2)
-                            for i in range(start, min(len(convs), start + SEND_CONCURRENCY))
-                        )
-                    )
+                await send_round(f"p{p}e{e}", p * args.events + e + 2)
             redis_before = await used_cpu(client)
             main0, other0 = _thread_cpu(main_id)
             began, own = time.perf_counter(), time.process_time()
