@@ -14,7 +14,9 @@ HTB class on the UDP port of his subscriber connection), then again after the ca
 lifted; with each, what the SFU says it sends him (call.stats), and how many frames a second
 alice's browser encoded of each layer meanwhile: where frames went missing, if any did.
 
-The free link's sample starts once the SFU has sent bob the screen's top layer for
+The free link's sample starts once alice's browser gives the screen's top layer its
+encoding's ceiling (her uplink's estimate ramps up from the start of the call; until then that
+layer's encoder drops frames of its own), then once the SFU has sent bob that layer for
 ``--hold-s`` on end (one poll that saw it used to be enough, and a sample so begun could
 count a lower layer's frames, or a switch's, as the top one's) and lasts ``--free-sample-s``.
 It asserts nothing: the test does.
@@ -65,12 +67,17 @@ async () => {
     const info = s.type === "outbound-rtp" && s.kind === "video" && call.senders.get(s.mid);
     if (info && info.source === "screen") {
       out[info.layer] = { frames: s.framesEncoded || 0, target_bps: s.targetBitrate || 0,
+                          max_bps: info.encoding.maxBitrate,
                           limited_by: s.qualityLimitationReason || null };
     }
   });
   return { t: performance.now(), layers: out };
 }
 """
+
+# The share of its encoding's maxBitrate alice's browser gives the screen's top layer once her
+# uplink no longer holds it back (2.5 Mbit/s of 2.5 when measured on a free link).
+UPLINK_FULL: Final = 0.9
 
 # What alice shares, as her browser captures it.
 SHARED_JS: Final = """
@@ -162,6 +169,20 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
 
     await run.until("bob decodes alice's screen", screen_shown)
 
+    async def uplink_full() -> dict[str, Any] | None:
+        """alice's encoder of the screen's top layer, once her browser gives it its ceiling."""
+        top = (await alice.evaluate(ENCODED_JS))["layers"].get("2")
+        full = top and top["target_bps"] >= UPLINK_FULL * top["max_bps"]
+        return top if full else None
+
+    # alice's own estimate of her uplink starts low and probes up (from the SFU's REMB); until
+    # it has room for the top layer, that layer's encoder drops frames (seen on a busy
+    # two-core machine: 168 kbit/s and 10 frames a second for a 20-frame capture), which would
+    # be her uplink's doing, not bob's downlink's.
+    began = time.monotonic()
+    await run.until("alice's browser gives her screen's top layer its ceiling", uplink_full)
+    uplink_s = round(time.monotonic() - began, 2)
+
     top_since: float | None = None
 
     async def top_held() -> float | None:
@@ -181,7 +202,7 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
     held = await run.until("the SFU sends bob the screen's top layer on end", top_held)
     shared = await alice.evaluate(SHARED_JS)
     free = await _sample(bob, alice, args.free_sample_s)
-    run.step("free", shared=shared, top_held_s=held, **free)
+    run.step("free", shared=shared, uplink_s=uplink_s, top_held_s=held, **free)
 
     port = await bob.evaluate(SUBSCRIBER_PORT_JS)
     cap(args.netns, args.dev, int(port["port"]), args.cap_kbit)

@@ -45,7 +45,8 @@ def test_a_short_downlink_gets_the_screen_at_full_resolution_and_fewer_frames(
     assert result["ok"], context
     shown = ("fps", "heights", "layers", "decoding", "encoded", "server")
     figures = {k: {x: steps[k][x] for x in shown} for k in SAMPLES}
-    print("screen figures:", figures)
+    waits = {k: steps["free"][k] for k in ("uplink_s", "top_held_s")}
+    print("screen figures:", figures, "free after:", waits)
 
     def screen(step: str) -> dict[str, Any]:
         return next(s for s in steps[step]["server"] if s["track"].endswith(":screen"))
