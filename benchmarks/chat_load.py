@@ -71,6 +71,7 @@ from benchmarks.chat_report import (
 from benchmarks.chat_servers import (
     CpuClock,
     DeploymentCpuClock,
+    RedisCommandClock,
     Server,
     node_counters,
     start_servers,
@@ -82,6 +83,7 @@ from benchmarks.chat_sweep import (
     DEFAULT_MESSAGE_RATE,
     SweepPoint,
     SweepStep,
+    one_to_one_lines,
     parse_sizes,
     plan,
     sweep_summary,
@@ -156,9 +158,11 @@ def run_phase(
     phase: PhaseSpec,
     target: Deployment | None = None,
     on_start: Callable[[PhaseSpec], None] | None = None,
+    redis_url: str | None = None,
 ) -> PhaseFigures:
     """Send (all drivers from the same instant), then collect and check every delivery;
-    ``on_start`` is called as the drivers are told to start (``--failover``'s kill)."""
+    ``on_start`` is called as the drivers are told to start (``--failover``'s kill);
+    ``redis_url``: what that Redis ran over the phase, by command, goes into the figures."""
     pool.send(("phase", phase))
     if on_start is not None:
         on_start(phase)
@@ -174,9 +178,11 @@ def run_phase(
     timeout = START_DELAY_S + phase.duration + 2 * REQUEST_TIMEOUT_S + 10
     urls = target.urls if target else tuple(s.url for s in servers if s.name != "bare")
     events = nodes_count(urls, EVENTS_METRIC) if urls else None
+    commands = RedisCommandClock(redis_url) if redis_url is not None else None
     with phase_bar(phase.kind, phase.duration, count=events, unit="events/s"):
         sends: list[SendResult] = pool.collect(timeout, phase.kind)
     cpu = clock.stop()
+    ran = commands.stop() if commands is not None else None
     expected: dict[int, list[tuple[str, int, int, int]]] = {}
     for result in sends:
         for (group, stream, seq, sender), at in zip(result.sent, result.sent_at, strict=True):
@@ -187,6 +193,7 @@ def run_phase(
     )
     figures = phase_figures(phase, sends, got, cpu)
     figures.started_at = started_at
+    figures.redis_commands = ran
     if isinstance(clock, DeploymentCpuClock) and clock.nodes is not None and counts is not None:
         figures.nodes = dataclasses.replace(clock.nodes, counts=counts.counts())
     return figures
@@ -205,6 +212,7 @@ def run_target(
     deployment: Deployment | None = None,
     on_paced: Callable[[PhaseSpec], None] | None = None,
     start_at: float | None = None,
+    redis_url: str | None = None,
 ) -> TargetResult:
     """Connect (Huddle: hello, create the groups, chat.sync), then the phases ``kinds``
     (warm-up, paced, saturated); the first at ``start_at`` (unix seconds, --start-at) when
@@ -251,7 +259,9 @@ def run_target(
             senders_per_group=opts.senders_per_group,
         )
         on_start = on_paced if kind == "paced" else None
-        phases[kind] = run_phase(pool, servers, redis_pid, idle, phase, deployment, on_start)
+        phases[kind] = run_phase(
+            pool, servers, redis_pid, idle, phase, deployment, on_start, redis_url
+        )
     counters = {s.name: node_counters(s.url) for s in servers if target.kind == "huddle"}
     if deployment is not None:
         counters = {url: node_counters(url) for url in deployment.urls}
@@ -361,6 +371,8 @@ def _point(step: SweepStep, result: TargetResult) -> SweepPoint:
         server_cpu_s=cpu.servers_s + cpu.redis_core * cpu.wall_s,
         seconds=cpu.wall_s,
         rate=step.rate,
+        redis_cpu_s=cpu.redis_core * cpu.wall_s,
+        redis_commands=paced.redis_commands,
     )
 
 
@@ -373,9 +385,10 @@ def run_sweep(
     msg_rate: float,
     max_deliveries: float,
     say: Say,
+    redis_url: str | None = None,
 ) -> tuple[list[SweepPoint], list[SweepPoint], list[TargetResult]]:
     """Each step of the sweep's plan on Huddle's first node, then on the bare relay, paced
-    only."""
+    only; ``redis_url``: their Redis, whose commands each step reads."""
     node, bare = servers[0], next((s for s in servers if s.name == "bare"), None)
     huddle_points: list[SweepPoint] = []
     bare_points: list[SweepPoint] = []
@@ -406,6 +419,7 @@ def run_sweep(
                 number,
                 say,
                 kinds=("warm-up", "paced"),
+                redis_url=redis_url,
             )
             number += 1
             results.append(result)
@@ -651,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.message_rate,
                     args.max_deliveries,
                     say,
+                    redis_url,
                 )
                 node_servers = []
             plan: list[tuple[TargetSpec, list[Server]]] = [
@@ -739,6 +754,7 @@ def _sweep_out(
         "server CPU = node (or relay) + its Redis = per message + per delivery + per second"
     )
     print("\n".join(sweep_table(huddle, bare)))
+    print("\n".join(one_to_one_lines(huddle, bare)))
     print("\n".join(goal_table(goals, 2)))
     if args.json:
         doc = {

@@ -86,6 +86,9 @@ class PhaseFigures:
     loss_timeline: list[list[float]] = field(default_factory=list)
     # The wall-clock time (unix seconds) the phase's sends were scheduled to begin.
     started_at: float | None = None
+    # One Redis of a run that started it: each command's calls and microseconds over the
+    # phase (benchmarks.chat_servers.RedisCommandClock).
+    redis_commands: dict[str, tuple[int, int]] | None = None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import redis
 
 from benchmarks.common import node_metrics
 from benchmarks.procs import (
@@ -132,6 +133,38 @@ class CpuUse:
     others_busy: float  # and what neither our processes nor the kernel explain
     servers_s: float  # CPU seconds of the servers together
     drivers_s: float
+
+
+class RedisCommandClock:
+    """What one Redis ran over a phase, by command: calls and microseconds (INFO
+    commandstats, which counts a script's own commands under their names as well as inside
+    the script's time)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._start = self._sample()
+
+    def _sample(self) -> dict[str, tuple[int, int]]:
+        client = redis.Redis.from_url(self._url)
+        try:
+            info = client.info("commandstats")
+        finally:
+            client.close()
+        return {
+            name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+            for name, v in info.items()
+        }
+
+    def stop(self) -> dict[str, tuple[int, int]]:
+        """Calls and microseconds of each command run since the clock began (the INFO
+        calls themselves left out)."""
+        end = self._sample()
+        out: dict[str, tuple[int, int]] = {}
+        for name, (calls, usec) in end.items():
+            calls0, usec0 = self._start.get(name, (0, 0))
+            if calls > calls0 and name != "info":
+                out[name] = (calls - calls0, usec - usec0)
+        return out
 
 
 def _kernel_seconds() -> float:

@@ -40,6 +40,8 @@ from benchmarks.common import goal, ratio
 # step has the same clients connected, so that what each connection costs over time (pings,
 # presence refreshes) is the same in each and not read as a cost of delivering.
 SWEEP_CLIENTS: Final = 40
+# Redis's commands shown for the one-to-one step, the costliest first.
+COMMANDS_SHOWN: Final = 6
 DEFAULT_MESSAGE_RATE: Final = 400.0  # messages/s of the smallest rooms' extra step
 # Deliveries/s at most, so that large rooms measure the server, not the drivers.
 DEFAULT_MAX_DELIVERIES: Final = 8000.0
@@ -76,6 +78,10 @@ class SweepPoint:
     server_cpu_s: float  # node (or relay) and its Redis, over the paced window
     seconds: float  # the paced window
     rate: float  # messages/s offered
+    # Of server_cpu_s, Redis's; and what it ran, by command: calls and microseconds (None:
+    # not read, e.g. a run on a cluster).
+    redis_cpu_s: float | None = None
+    redis_commands: dict[str, tuple[int, int]] | None = None
 
     @property
     def deliveries_per_message(self) -> float:
@@ -84,6 +90,38 @@ class SweepPoint:
     @property
     def us_per_message(self) -> float | None:
         return self.server_cpu_s * 1e6 / self.messages if self.messages else None
+
+    @property
+    def redis_us_per_message(self) -> float | None:
+        if self.redis_cpu_s is None or not self.messages:
+            return None
+        return self.redis_cpu_s * 1e6 / self.messages
+
+    @property
+    def node_us_per_message(self) -> float | None:
+        if self.redis_cpu_s is None or not self.messages:
+            return None
+        return (self.server_cpu_s - self.redis_cpu_s) * 1e6 / self.messages
+
+    def command_costs(self) -> dict[str, dict[str, float]]:
+        """What Redis ran per message, by command, costliest first: calls per message, µs
+        per call and per message. A script's time holds the commands it ran, which are
+        counted under their own names too; what no command shows (reading requests,
+        writing replies and what subscribers receive, the append-only file) is
+        ``redis_us_per_message`` less the commands run from outside a script."""
+        if not self.redis_commands or not self.messages:
+            return {}
+        n = self.messages
+        return {
+            name: {
+                "per_message": calls / n,
+                "us_per_call": usec / calls,
+                "us_per_message": usec / n,
+            }
+            for name, (calls, usec) in sorted(
+                self.redis_commands.items(), key=lambda kv: (-kv[1][1], kv[0])
+            )
+        }
 
 
 @dataclass(frozen=True)
@@ -225,7 +263,35 @@ def sweep_summary(
         # (absolute figures on one kind of machine differ by a fifth between runs).
         "bare_one_to_one_msgs_per_core_s": 1e6 / bare_per_message if bare_per_message else None,
         "one_to_one_vs_bare": ratio(per_message, bare_per_message),
+        # Where that step's CPU went: the node (or relay) and its Redis, per message.
+        "one_to_one_node_us_per_message": two.node_us_per_message if two else None,
+        "one_to_one_redis_us_per_message": two.redis_us_per_message if two else None,
+        "bare_one_to_one_node_us_per_message": bare_two.node_us_per_message if bare_two else None,
+        "bare_one_to_one_redis_us_per_message": bare_two.redis_us_per_message if bare_two else None,
     }
+
+
+def one_to_one_lines(
+    huddle: Sequence[SweepPoint], bare: Sequence[SweepPoint], top: int = COMMANDS_SHOWN
+) -> list[str]:
+    """The one-to-one step's CPU per message, node and Redis, and Redis's costliest
+    commands, for each target that read them."""
+    lines = []
+    for label, point in (("huddle", one_to_one(huddle)), ("bare", one_to_one(bare))):
+        if point is None or point.node_us_per_message is None:
+            continue
+        redis_us = point.redis_us_per_message or 0.0
+        costs = point.command_costs()
+        shown = ", ".join(
+            f"{name} {c['us_per_call']:.1f} x {c['per_message']:.2f}"
+            for name, c in list(costs.items())[:top]
+        )
+        lines.append(
+            f"rooms of 2 at {point.rate:,.0f}/s, {label}: node {point.node_us_per_message:,.0f}"
+            f" + Redis {redis_us:,.0f} µs/msg"
+            + (f"; Redis commands (µs per call x calls per message): {shown}" if shown else "")
+        )
+    return lines
 
 
 def sweep_targets(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -273,6 +273,20 @@ def test_room_size_sweep_fits_fixed_and_per_delivery_cost(tmp_path: Path) -> Non
     assert summary["one_to_one_vs_bare"] == pytest.approx(
         summary["bare_one_to_one_msgs_per_core_s"] / summary["one_to_one_msgs_per_core_s"]
     )
+    # That step taken apart: node and Redis, and what Redis ran. Huddle: one script call per
+    # message (the send), with its append to the log inside; the relay: one PUBLISH. (The
+    # two share a Redis: what the idle one does meanwhile counts too, a few calls.)
+    assert summary["one_to_one_node_us_per_message"] + summary[
+        "one_to_one_redis_us_per_message"
+    ] == pytest.approx(1e6 / summary["one_to_one_msgs_per_core_s"])
+    assert summary["bare_one_to_one_redis_us_per_message"] > 0
+    ran = fast["redis_commands"]
+    for command in ("evalsha", "xadd", "spublish"):
+        assert ran[command][0] == pytest.approx(fast["messages"], rel=0.1), (command, ran)
+    assert bare_fast["redis_commands"]["publish"][0] == pytest.approx(
+        bare_fast["messages"], rel=0.1
+    )
+    assert "rooms of 2 at 400/s, huddle: node" in run.stdout
     for name, result in doc["results"].items():
         assert result["connected"] == 40, name
         assert result["setup_errors"] == 0, (name, result["first_errors"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -11,6 +12,7 @@ from benchmarks.chat_sweep import (
     fit,
     message_rate,
     one_to_one,
+    one_to_one_lines,
     parse_sizes,
     plan,
     rooms,
@@ -191,6 +193,41 @@ def test_summary_without_the_relay_s_rooms_of_2_has_no_one_to_one_ratio() -> Non
     assert figures["one_to_one_msgs_per_core_s"] == pytest.approx(1e6 / 635)
     assert figures["bare_one_to_one_msgs_per_core_s"] is None
     assert figures["one_to_one_vs_bare"] is None
+
+
+def test_the_one_to_one_step_splits_into_node_and_redis_and_redis_by_command() -> None:
+    ours, bare = planned((2, 10), 600.0, 20.0, 6.0), planned((2, 10), 300.0, 16.0, 2.0)
+    two = one_to_one(ours)
+    assert two is not None and two.messages == 6400
+    # Of its 635 µs a message, Redis took 160: a script per message (its commands inside,
+    # counted under their own names too) and a read of the log every 100 messages.
+    ours[ours.index(two)] = dataclasses.replace(
+        two,
+        redis_cpu_s=160e-6 * two.messages,
+        redis_commands={
+            "evalsha": (6400, 6400 * 70),
+            "xadd": (6400, 6400 * 6),
+            "xread": (64, 64 * 900),
+        },
+    )
+    figures = sweep_summary(ours, bare)
+    assert figures["one_to_one_redis_us_per_message"] == pytest.approx(160)
+    assert figures["one_to_one_node_us_per_message"] == pytest.approx(635 - 160)
+    # The relay's Redis was not read: no split.
+    assert figures["bare_one_to_one_redis_us_per_message"] is None
+    read = one_to_one(ours)
+    assert read is not None
+    costs = read.command_costs()
+    assert list(costs) == ["evalsha", "xread", "xadd"]  # the costliest first
+    assert costs["evalsha"] == pytest.approx(
+        {"per_message": 1.0, "us_per_call": 70.0, "us_per_message": 70.0}
+    )
+    assert costs["xread"] == pytest.approx(
+        {"per_message": 0.01, "us_per_call": 900.0, "us_per_message": 9.0}
+    )
+    [line] = one_to_one_lines(ours, bare, top=2)
+    assert line.startswith("rooms of 2 at 400/s, huddle: node 475 + Redis 160 µs/msg")
+    assert line.endswith("evalsha 70.0 x 1.00, xread 900.0 x 0.01")
 
 
 def test_one_to_one_is_the_rooms_of_2_at_their_highest_rate() -> None:
