@@ -1,11 +1,12 @@
 """The chat load benchmark's driver processes: the clients, what they send and receive.
 
-Each driver process holds every ``drivers``-th client of a target (a Huddle device or a bare
-relay socket) and runs the commands ``benchmarks.chat_load`` sends it over a pipe: connect,
-create the groups, sync, run a phase, collect, close. While a phase runs it checks every
-delivery as it arrives (a :class:`Tally`: repeats and order per receiver and stream, latency
-from the send time carried in the message's ``client_id``); ``collect`` then counts what the
-accepted messages owed its clients and did not get. :class:`DriverPool` is the parent's side.
+Each driver process holds every ``drivers``-th client of a target (a Huddle device, a bare
+relay socket or an XMPP user of ejabberd) and runs the commands ``benchmarks.chat_load``
+sends it over a pipe: connect, create the groups, sync, run a phase, collect, close. While a
+phase runs it checks every delivery as it arrives (a :class:`Tally`: repeats and order per
+receiver and stream, latency from the send time carried in the message's ``client_id``);
+``collect`` then counts what the accepted messages owed its clients and did not get.
+:class:`DriverPool` is the parent's side.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import aiohttp
 
 from benchmarks.chat_bare import BareClient, BareFrame
 from benchmarks.chat_groups import group_of, paced_schedule
+from benchmarks.chat_xmpp import XmppClient, XmppMessage
 from benchmarks.procs import (
     SERVER_START_TIMEOUT_S,
     ProcessPool,
@@ -37,7 +39,8 @@ from huddle.client import HuddleClient
 from signaling.auth import mint_token
 from signaling.protocol import Event
 
-Kind = Literal["huddle", "bare"]
+# xmpp: ejabberd, rooms of 2 only (a message to the other user; groups would be MUC rooms).
+Kind = Literal["huddle", "bare", "xmpp"]
 PhaseKind = Literal["warm-up", "paced", "saturated"]
 
 # A real message's words: the text is indexed for search like any other.
@@ -160,7 +163,8 @@ class Tally:
 
 
 class Member:
-    """One client: its identity, group and connection (a Huddle device or a bare socket)."""
+    """One client: its identity, group and connection (a Huddle device, a bare socket or an
+    XMPP user)."""
 
     def __init__(self, number: int, prefix: str, group: int, rank: int) -> None:
         self.number = number
@@ -170,6 +174,8 @@ class Member:
         self.stream = ""  # Huddle: the group's conversation
         self.huddle: HuddleClient | None = None
         self.bare: BareClient | None = None
+        self.xmpp: XmppClient | None = None
+        self.peer = ""  # xmpp: the other user of its room of 2
         self.echo: asyncio.Future[None] | None = None
         self.echo_id = ""
 
@@ -177,12 +183,16 @@ class Member:
     def closed(self) -> bool:
         if self.huddle is not None:
             return self.huddle.closed.is_set()
+        if self.xmpp is not None:
+            return self.xmpp.closed
         return self.bare is None or self.bare.closed
 
     @property
     def close_code(self) -> int | None:
         if self.huddle is not None:
             return self.huddle.close_code
+        if self.xmpp is not None:
+            return self.xmpp.close_code
         return None if self.bare is None else self.bare.close_code
 
     async def close(self) -> None:
@@ -190,6 +200,8 @@ class Member:
             await self.huddle.close()
         if self.bare is not None:
             await self.bare.close()
+        if self.xmpp is not None:
+            await self.xmpp.close()
 
 
 class Driver:
@@ -225,6 +237,17 @@ class Driver:
                 url, str(member.group), self.http, lambda f: self._on_bare(member, f)
             )
             await member.bare.connect()
+            return
+        if self.target is not None and self.target.kind == "xmpp":
+            member.stream = member.identity
+            first = sum(self.target.sizes[: member.group])
+            if self.target.sizes[member.group] != 2:
+                raise ValueError("an XMPP target runs rooms of 2 only")
+            member.peer = f"{self.target.prefix}-{first + (member.number == first)}"
+            member.xmpp = XmppClient(
+                url, member.identity, self.http, lambda m: self._on_xmpp(member, m)
+            )
+            await member.xmpp.connect()
             return
         token = mint_token(
             api_key=self.spec.api_key,
@@ -323,6 +346,13 @@ class Driver:
     def _on_bare(self, member: Member, frame: BareFrame) -> None:
         self._delivered(member, frame.sender, frame.n, frame.client_id)
 
+    def _on_xmpp(self, member: Member, message: XmppMessage) -> None:
+        client_id, n, _ = (*message.body.split(" ", 2), "", "")[:3]
+        if n.isdigit():
+            self._delivered(member, message.sender, int(n), client_id)
+        else:
+            self.stale += 1
+
     def _delivered(self, member: Member, stream: str, seq: int, client_id: str) -> None:
         """One message received; ``client_id`` is "<phase prefix><sender>.<n>.<sent at>"."""
         now = time.monotonic()
@@ -369,6 +399,8 @@ class Driver:
     async def _send(self, tally: Tally, member: Member, n: int, wait_echo: bool) -> bool:
         began = time.monotonic()
         client_id = f"{tally.prefix}{member.number}.{n}.{began:.6f}"
+        if wait_echo and member.xmpp is not None:
+            raise ValueError("XMPP sends the sender no copy to wait for")
         if wait_echo:
             member.echo = asyncio.get_running_loop().create_future()
             member.echo_id = client_id
@@ -386,6 +418,11 @@ class Driver:
                     text=TEXT,
                 )
                 await member.bare.send(frame)
+                seq = n
+            elif member.xmpp is not None:
+                # The client id, the number and the same words (the stanza about the size of
+                # Huddle's event).
+                await member.xmpp.send(member.peer, f"{client_id} {n} {TEXT}")
                 seq = n
             else:
                 raise ConnectionError("not connected")
@@ -453,7 +490,10 @@ class Driver:
         tally = self.tally
         assert tally is not None
         result = DeliveryResult()
-        want = sum(len(expected.get(m.group, ())) for m in self.members.values())
+        want = sum(
+            sum(1 for e in expected.get(m.group, ()) if m.xmpp is None or e[2] != m.number)
+            for m in self.members.values()
+        )
         started = time.monotonic()
         while tally.unique < want and time.monotonic() - started < timeout:
             if all(m.closed for m in self.members.values()):
@@ -466,6 +506,8 @@ class Driver:
         for member in self.members.values():
             for stream, seq, sender, second in expected.get(member.group, ()):
                 own = sender == member.number
+                if own and member.xmpp is not None:
+                    continue  # XMPP sends the sender no copy
                 result.expected += not own
                 row = result.by_second.setdefault(second, [0, 0, 0, 0])
                 row[0] += not own

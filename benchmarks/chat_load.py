@@ -69,6 +69,7 @@ from benchmarks.chat_report import (
     targets,
 )
 from benchmarks.chat_servers import (
+    BASELINES,
     CpuClock,
     DeploymentCpuClock,
     RedisCommandClock,
@@ -90,6 +91,7 @@ from benchmarks.chat_sweep import (
     sweep_table,
     sweep_targets,
 )
+from benchmarks.chat_xmpp import ejabberd_libs
 from benchmarks.common import (
     Say,
     goal_table,
@@ -176,7 +178,7 @@ def run_phase(
     else:
         clock = DeploymentCpuClock(target.urls, pool.pids)
     timeout = START_DELAY_S + phase.duration + 2 * REQUEST_TIMEOUT_S + 10
-    urls = target.urls if target else tuple(s.url for s in servers if s.name != "bare")
+    urls = target.urls if target else tuple(s.url for s in servers if s.name not in BASELINES)
     events = nodes_count(urls, EVENTS_METRIC) if urls else None
     commands = RedisCommandClock(redis_url) if redis_url is not None else None
     with phase_bar(phase.kind, phase.duration, count=events, unit="events/s"):
@@ -364,6 +366,16 @@ def _point(step: SweepStep, result: TargetResult) -> SweepPoint:
     if paced is None:
         return SweepPoint(step.size, 0, 0, server_cpu_s=0.0, seconds=0.0, rate=step.rate)
     cpu = paced.cpu
+    if result.kind == "xmpp":
+        # ejabberd's process tree alone: the Redis beside it is the others'.
+        return SweepPoint(
+            size=step.size,
+            messages=paced.messages,
+            deliveries=paced.expected,
+            server_cpu_s=cpu.servers_s,
+            seconds=cpu.wall_s,
+            rate=step.rate,
+        )
     return SweepPoint(
         size=step.size,
         messages=paced.messages,
@@ -376,6 +388,16 @@ def _point(step: SweepStep, result: TargetResult) -> SweepPoint:
     )
 
 
+@dataclasses.dataclass
+class Swept:
+    """A sweep's points on each target, and every run behind them."""
+
+    huddle: list[SweepPoint]
+    bare: list[SweepPoint]
+    ejabberd: list[SweepPoint]  # rooms of 2 only
+    runs: list[TargetResult]
+
+
 def run_sweep(
     pool: DriverPool,
     servers: Sequence[Server],
@@ -386,13 +408,14 @@ def run_sweep(
     max_deliveries: float,
     say: Say,
     redis_url: str | None = None,
-) -> tuple[list[SweepPoint], list[SweepPoint], list[TargetResult]]:
-    """Each step of the sweep's plan on Huddle's first node, then on the bare relay, paced
-    only; ``redis_url``: their Redis, whose commands each step reads."""
+) -> Swept:
+    """Each step of the sweep's plan on Huddle's first node, then on the bare relay, then
+    (rooms of 2) on ejabberd when it runs, paced only; ``redis_url``: their Redis, whose
+    commands each step reads."""
     node, bare = servers[0], next((s for s in servers if s.name == "bare"), None)
-    huddle_points: list[SweepPoint] = []
-    bare_points: list[SweepPoint] = []
-    results: list[TargetResult] = []
+    xmpp = next((s for s in servers if s.name == "ejabberd"), None)
+    swept = Swept([], [], [], [])
+    huddle_points, bare_points, results = swept.huddle, swept.bare, swept.runs
     number = 0
     for step in plan(sizes, msg_rate, max_deliveries):
         size = step.size
@@ -405,8 +428,10 @@ def run_sweep(
         runs: list[tuple[str, Server, list[SweepPoint]]] = [(f"s{step.name}", node, huddle_points)]
         if bare is not None:
             runs.append((f"b{step.name}", bare, bare_points))
+        if xmpp is not None and size == 2:
+            runs.append((f"e{step.name}", xmpp, swept.ejabberd))
         for name, server, points in runs:
-            kind: Kind = "bare" if server is bare else "huddle"
+            kind: Kind = "bare" if server is bare else "xmpp" if server is xmpp else "huddle"
             target = TargetSpec(kind, name, (server.url,), step.rooms)
             idle = [s.pid for s in servers if s is not server] + [os.getpid()]
             result = run_target(
@@ -424,7 +449,7 @@ def run_sweep(
             number += 1
             results.append(result)
             points.append(_point(step, result))
-    return huddle_points, bare_points, results
+    return swept
 
 
 # --- command line -----------------------------------------------------------------------
@@ -472,6 +497,12 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--skip-two-nodes", action="store_true", help="no two-node run")
     ap.add_argument("--skip-bare", action="store_true", help="no baseline run")
+    ap.add_argument(
+        "--ejabberd",
+        action="store_true",
+        help="with --room-sizes: the rooms of 2 on ejabberd too (Debian's package, started "
+        "here, XMPP over WebSocket, nothing stored); the summary adds one_to_one_vs_ejabberd",
+    )
     ap.add_argument(
         "--redis-cluster",
         action="store_true",
@@ -602,6 +633,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.redis_cluster:
             ap.error("--redis-cluster runs the phases, not a --room-sizes sweep")
         args.skip_two_nodes = True
+    if args.ejabberd and (not args.room_sizes or deploy is not None):
+        ap.error("--ejabberd goes with --room-sizes, on servers this run starts")
+    if args.ejabberd and ejabberd_libs() is None:
+        ap.error("--ejabberd: ejabberd is not installed (Debian: apt-get install ejabberd)")
     if args.redis_cluster and deploy is not None:
         ap.error("--redis-cluster starts its own servers: not with --url")
     if args.failover and not args.redis_cluster:
@@ -634,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, TargetResult] = {}
     on_cluster: list[TargetResult] = []
     failed_over: tuple[TargetResult, FailoverFigures] | None = None
-    swept: tuple[list[SweepPoint], list[SweepPoint], list[TargetResult]] | None = None
+    swept: Swept | None = None
     with tempfile.TemporaryDirectory(prefix="huddle-chat-bench-") as tmp:
         folder = Path(tmp)
         say("starting redis-server, the nodes and the bare relay")
@@ -644,7 +679,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             nodes = 1 if opts.skip_two_nodes else 2
             servers = start_servers(
-                folder, redis_url, opts.api_key, opts.api_secret, nodes, not opts.skip_bare
+                folder,
+                redis_url,
+                opts.api_key,
+                opts.api_secret,
+                nodes,
+                not opts.skip_bare,
+                args.ejabberd,
             )
             specs = [
                 DriverSpec(
@@ -654,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             pool = DriverPool(specs)  # while the servers start
             wait_servers(servers)
-            node_servers = [s for s in servers if s.name != "bare"]
+            node_servers = [s for s in servers if s.name not in BASELINES]
             if args.room_sizes:
                 swept = run_sweep(
                     pool,
@@ -736,12 +777,12 @@ def main(argv: list[str] | None = None) -> int:
 def _sweep_out(
     args: argparse.Namespace,
     opts: Options,
-    swept: tuple[list[SweepPoint], list[SweepPoint], list[TargetResult]],
+    swept: Swept,
     fd_limit: int,
     say: Say,
 ) -> int:
-    huddle, bare, runs = swept
-    figures: dict[str, Any] = sweep_summary(huddle, bare)
+    huddle, bare, runs = swept.huddle, swept.bare, swept.runs
+    figures: dict[str, Any] = sweep_summary(huddle, bare, swept.ejabberd)
     hud = [r for r in runs if r.kind == "huddle"]
     figures["lost"] = sum(r.total("lost") + r.total("lost_echo") for r in hud)
     figures["duplicated"] = sum(r.total("duplicated") for r in hud)
@@ -753,8 +794,8 @@ def _sweep_out(
         f"{args.message_rate:g} messages/s, {opts.duration:g} s paced per step; "
         "server CPU = node (or relay) + its Redis = per message + per delivery + per second"
     )
-    print("\n".join(sweep_table(huddle, bare)))
-    print("\n".join(one_to_one_lines(huddle, bare)))
+    print("\n".join(sweep_table(huddle, bare, swept.ejabberd)))
+    print("\n".join(one_to_one_lines(huddle, bare, swept.ejabberd)))
     print("\n".join(goal_table(goals, 2)))
     if args.json:
         doc = {
@@ -770,6 +811,7 @@ def _sweep_out(
             "points": {
                 "huddle": [dataclasses.asdict(p) for p in huddle],
                 "bare": [dataclasses.asdict(p) for p in bare],
+                "ejabberd": [dataclasses.asdict(p) for p in swept.ejabberd],
             },
             "results": {r.name: dataclasses.asdict(r) for r in runs},
         }

@@ -15,10 +15,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import psutil
 import redis
 
+from benchmarks.chat_xmpp import start_ejabberd, wait_ejabberd
 from benchmarks.common import node_metrics
 from benchmarks.procs import (
     cpu_seconds,
@@ -45,10 +47,20 @@ class Server:
         return self.proc.pid
 
 
+# The servers that are not Huddle nodes (no /metrics, no /healthz of ours).
+BASELINES: Final = ("bare", "ejabberd")
+
+
 def start_servers(
-    folder: Path, redis_url: str, api_key: str, api_secret: str, nodes: int, bare: bool
+    folder: Path,
+    redis_url: str,
+    api_key: str,
+    api_secret: str,
+    nodes: int,
+    bare: bool,
+    ejabberd: bool = False,
 ) -> list[Server]:
-    """Start the nodes and the bare relay (all at once: see ``wait_servers``)."""
+    """Start the nodes, the bare relay and ejabberd (all at once: see ``wait_servers``)."""
     env = node_env(
         api_key,
         api_secret,
@@ -83,6 +95,11 @@ def start_servers(
             log = folder / "bare.log"
             proc = start_logged(cmd, dict(os.environ), log)
             servers.append(Server("bare", f"http://127.0.0.1:{port}", proc, log))
+        if ejabberd:
+            port = free_port()
+            log = folder / "ejabberd.out"
+            proc = start_ejabberd(folder / "ejabberd", port, log)
+            servers.append(Server("ejabberd", f"ws://127.0.0.1:{port}/ws", proc, log))
     except BaseException:
         stop_servers(servers)
         raise
@@ -91,7 +108,10 @@ def start_servers(
 
 def wait_servers(servers: Sequence[Server]) -> None:
     for server in servers:
-        wait_healthy(server.url, server.proc, server.log_path)
+        if server.name == "ejabberd":
+            wait_ejabberd(server.url, server.proc, server.log_path)
+        else:
+            wait_healthy(server.url, server.proc, server.log_path)
 
 
 def stop_servers(servers: Sequence[Server]) -> None:

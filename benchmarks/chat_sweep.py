@@ -238,12 +238,15 @@ def one_to_one(points: Sequence[SweepPoint]) -> SweepPoint | None:
 
 
 def sweep_summary(
-    huddle: Sequence[SweepPoint], bare: Sequence[SweepPoint]
+    huddle: Sequence[SweepPoint],
+    bare: Sequence[SweepPoint],
+    ejabberd: Sequence[SweepPoint] = (),
 ) -> dict[str, float | None]:
     ours, theirs = fit(huddle), fit(bare)
-    two, bare_two = one_to_one(huddle), one_to_one(bare)
+    two, bare_two, peer_two = one_to_one(huddle), one_to_one(bare), one_to_one(ejabberd)
     per_message = two.us_per_message if two is not None else None
     bare_per_message = bare_two.us_per_message if bare_two is not None else None
+    peer_per_message = peer_two.us_per_message if peer_two is not None else None
     return {
         "fixed_us_per_message": ours.us_per_message if ours else None,
         "us_per_delivery": ours.us_per_delivery if ours else None,
@@ -268,15 +271,23 @@ def sweep_summary(
         "one_to_one_redis_us_per_message": two.redis_us_per_message if two else None,
         "bare_one_to_one_node_us_per_message": bare_two.node_us_per_message if bare_two else None,
         "bare_one_to_one_redis_us_per_message": bare_two.redis_us_per_message if bare_two else None,
+        # ejabberd's rooms of 2 (--ejabberd) at the same rate, its process tree's CPU, and
+        # Huddle's cost per message there over ejabberd's (below 1: Huddle spends less).
+        "ejabberd_one_to_one_msgs_per_core_s": 1e6 / peer_per_message if peer_per_message else None,
+        "one_to_one_vs_ejabberd": ratio(per_message, peer_per_message),
     }
 
 
 def one_to_one_lines(
-    huddle: Sequence[SweepPoint], bare: Sequence[SweepPoint], top: int = COMMANDS_SHOWN
+    huddle: Sequence[SweepPoint],
+    bare: Sequence[SweepPoint],
+    ejabberd: Sequence[SweepPoint] = (),
+    top: int = COMMANDS_SHOWN,
 ) -> list[str]:
     """The one-to-one step's CPU per message, node and Redis, and Redis's costliest
-    commands, for each target that read them."""
+    commands, for each target that read them; ejabberd's, its processes'."""
     lines = []
+    peer = one_to_one(ejabberd)
     for label, point in (("huddle", one_to_one(huddle)), ("bare", one_to_one(bare))):
         if point is None or point.node_us_per_message is None:
             continue
@@ -290,6 +301,11 @@ def one_to_one_lines(
             f"rooms of 2 at {point.rate:,.0f}/s, {label}: node {point.node_us_per_message:,.0f}"
             f" + Redis {redis_us:,.0f} µs/msg"
             + (f"; Redis commands (µs per call x calls per message): {shown}" if shown else "")
+        )
+    if peer is not None and peer.us_per_message is not None:
+        lines.append(
+            f"rooms of 2 at {peer.rate:,.0f}/s, ejabberd: {peer.us_per_message:,.0f} µs/msg "
+            "(its processes; it stores nothing)"
         )
     return lines
 
@@ -316,15 +332,26 @@ def sweep_targets(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def sweep_table(huddle: Sequence[SweepPoint], bare: Sequence[SweepPoint]) -> list[str]:
+def sweep_table(
+    huddle: Sequence[SweepPoint], bare: Sequence[SweepPoint], ejabberd: Sequence[SweepPoint] = ()
+) -> list[str]:
+    """A row per step: what each target spent per message (ejabberd's column, when it ran,
+    for the rooms of 2; "-" for the other sizes)."""
     by_step = {(p.size, p.rate): p for p in bare}
-    lines = ["room size | msgs/s | msgs | deliveries/msg | huddle µs/msg | bare µs/msg"]
+    peer = {(p.size, p.rate): p for p in ejabberd}
+    head = "room size | msgs/s | msgs | deliveries/msg | huddle µs/msg | bare µs/msg"
+    lines = [head + (" | ejabberd µs/msg" if peer else "")]
     for p in huddle:
         b = by_step.get((p.size, p.rate))
         theirs = b.us_per_message if b else None
-        lines.append(
+        row = (
             f"{p.size:>9} | {p.rate:>6,.1f} | {p.messages:>4} | "
             f"{p.deliveries_per_message:>14.1f} | {p.us_per_message or 0:>13,.0f} | "
             f"{theirs or 0:>11,.0f}"
         )
+        if peer:
+            e = peer.get((p.size, p.rate))
+            cost = e.us_per_message if e else None
+            row += f" | {cost:>15,.0f}" if cost is not None else f" | {'-':>15}"
+        lines.append(row)
     return lines

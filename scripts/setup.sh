@@ -29,7 +29,9 @@ if [ "$dev" = 1 ]; then
   # service stays off unless enabled in /etc/default/coturn).
   # postgresql: the chat history store's contract tests start a server of their own (its
   # cluster is not started here: nothing runs at boot on these machines).
-  packages+=(chromium iproute2 fonts-wqy-zenhei coturn postgresql)
+  # ejabberd: the chat benchmark's XMPP peer (chat_load --ejabberd), which its smoke tests
+  # start as an Erlang VM of their own (the package's service is not started here).
+  packages+=(chromium iproute2 fonts-wqy-zenhei coturn postgresql ejabberd)
 fi
 if [ "$bench" = 1 ]; then
   # benchmarks/sfu_load.py runs Janus 1.1.2 as a baseline inside a network namespace of its own.

@@ -20,6 +20,7 @@ from benchmarks.chat_load import (
     paced_schedule,
 )
 from benchmarks.chat_sweep import MIN_BASELINE_US
+from tests.helpers import run_benchmark
 
 
 @pytest.mark.slow
@@ -291,3 +292,47 @@ def test_room_size_sweep_fits_fixed_and_per_delivery_cost(tmp_path: Path) -> Non
         assert result["connected"] == 40, name
         assert result["setup_errors"] == 0, (name, result["first_errors"])
         assert "saturated" not in result["phases"]
+
+
+def test_sweep_runs_the_rooms_of_2_on_ejabberd_too(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    # Every size at 100 messages/s (rooms of 10 at 900 deliveries/s): one step of each.
+    args = ("--room-sizes", "2,10", "--message-rate", "100", "--max-deliveries", "900")
+    run = run_benchmark(
+        "chat_load", *args, "--duration", "2", "--ejabberd", "--json", str(out), timeout=240
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "rooms of 2 at 100/s, ejabberd:" in run.stdout
+    doc = json.loads(out.read_text())
+    # ejabberd ran the rooms of 2 alone (an XMPP message to the other user), at the sweep's
+    # one rate: no groups.
+    assert set(doc["results"]) == {"s2", "b2", "e2", "s10", "b10"}
+    [peer] = doc["points"]["ejabberd"]
+    assert (peer["size"], peer["rate"]) == (2, 100)
+    paced = doc["results"]["e2"]["phases"]["paced"]
+    assert paced["messages"] == peer["messages"] > 0
+    # Every message reached the other user once, in order; XMPP sends the sender no copy,
+    # which the run neither waits for nor counts lost.
+    assert paced["deliveries"] == paced["expected"] == paced["messages"]
+    assert paced["lost"] == paced["lost_echo"] == paced["duplicated"] == 0
+    assert paced["out_of_order"] == paced["extra"] == paced["stale"] == 0
+    assert paced["waited_s"] < 5, paced["waited_s"]
+    assert peer["server_cpu_s"] > 0 and peer["redis_cpu_s"] is None
+    summary = doc["summary"]
+    huddle = next(p for p in doc["points"]["huddle"] if p["size"] == 2)
+    assert summary["ejabberd_one_to_one_msgs_per_core_s"] == pytest.approx(
+        peer["messages"] / peer["server_cpu_s"]
+    )
+    assert summary["one_to_one_vs_ejabberd"] == pytest.approx(
+        (huddle["server_cpu_s"] / huddle["messages"]) / (peer["server_cpu_s"] / peer["messages"])
+    )
+
+
+def test_ejabberd_goes_with_a_sweep_of_this_run_s_servers() -> None:
+    for extra in (
+        [],
+        ["--room-sizes", "2", "--url", "http://127.0.0.1:9", "--api-key", "k", "--api-secret", "s"],
+    ):
+        run = run_benchmark("chat_load", "--ejabberd", *extra, timeout=30)
+        assert run.returncode == 2, run.stderr
+        assert "--ejabberd goes with --room-sizes" in run.stderr

@@ -230,6 +230,25 @@ def test_the_one_to_one_step_splits_into_node_and_redis_and_redis_by_command() -
     assert line.endswith("evalsha 70.0 x 1.00, xread 900.0 x 0.01")
 
 
+def test_ejabberd_s_rooms_of_2_give_the_one_to_one_ratio_with_it() -> None:
+    ours, bare = planned((2, 10), 600.0, 20.0, 6.0), planned((2, 10), 300.0, 16.0, 2.0)
+    # ejabberd runs the rooms of 2 only: 420 µs a message at 400/s.
+    peer = [p for p in planned((2, 10), 400.0, 20.0, 0.0) if p.size == 2]
+    figures = sweep_summary(ours, bare, peer)
+    assert figures["ejabberd_one_to_one_msgs_per_core_s"] == pytest.approx(1e6 / 420)
+    assert figures["one_to_one_vs_ejabberd"] == pytest.approx(635 / 420)
+    assert sweep_summary(ours, bare)["one_to_one_vs_ejabberd"] is None
+    table = sweep_table(ours, bare, peer)
+    assert table[0].endswith("| ejabberd µs/msg")
+    rows = {tuple(c.strip() for c in row.split("|")[:2]): row for row in table[1:]}
+    assert rows[("2", "400.0")].endswith("|             420")
+    assert rows[("10", "400.0")].endswith("|               -")  # no groups on ejabberd
+    assert "ejabberd" not in sweep_table(ours, bare)[0]
+    assert one_to_one_lines(ours, bare, peer)[-1] == (
+        "rooms of 2 at 400/s, ejabberd: 420 µs/msg (its processes; it stores nothing)"
+    )
+
+
 def test_one_to_one_is_the_rooms_of_2_at_their_highest_rate() -> None:
     points = planned((2, 10, 500), 600.0, 20.0, 6.0)
     two = one_to_one(points)
