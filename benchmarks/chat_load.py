@@ -366,25 +366,17 @@ def _point(step: SweepStep, result: TargetResult) -> SweepPoint:
     if paced is None:
         return SweepPoint(step.size, 0, 0, server_cpu_s=0.0, seconds=0.0, rate=step.rate)
     cpu = paced.cpu
-    if result.kind == "xmpp":
-        # ejabberd's process tree alone: the Redis beside it is the others'.
-        return SweepPoint(
-            size=step.size,
-            messages=paced.messages,
-            deliveries=paced.expected,
-            server_cpu_s=cpu.servers_s,
-            seconds=cpu.wall_s,
-            rate=step.rate,
-        )
+    # ejabberd's process tree alone: the Redis beside it is the others'.
+    redis_s = None if result.kind == "xmpp" else cpu.redis_core * cpu.wall_s
     return SweepPoint(
         size=step.size,
         messages=paced.messages,
         deliveries=paced.expected,
-        server_cpu_s=cpu.servers_s + cpu.redis_core * cpu.wall_s,
+        server_cpu_s=cpu.servers_s + (redis_s or 0.0),
         seconds=cpu.wall_s,
         rate=step.rate,
-        redis_cpu_s=cpu.redis_core * cpu.wall_s,
-        redis_commands=paced.redis_commands,
+        redis_cpu_s=redis_s,
+        redis_commands=None if redis_s is None else paced.redis_commands,
     )
 
 

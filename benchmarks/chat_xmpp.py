@@ -9,7 +9,7 @@ carbons or shaper. So it keeps less than Huddle does (no history, no sequence nu
 copy to the sender's devices): the figure a server with nothing durable reaches.
 
 The client speaks the few stanzas a load driver needs: each WebSocket message is one
-stanza (RFC 7395), so an incoming message is told by its start and read with two regular
+stanza (RFC 7395), so an incoming message is told by its start and read with regular
 expressions, where an XMPP library would parse each stanza into a tree beside the server
 being measured on the same machine.
 """
@@ -36,7 +36,7 @@ from benchmarks.procs import log_tail, start_logged
 
 DOMAIN: Final = "localhost"
 RESOURCE: Final = "load"
-# The Debian package's ejabberd (23.01 on bookworm, the release the issue measured).
+# The Debian package's ejabberd (23.01 on bookworm).
 APP_GLOB: Final = "/usr/lib/*/ejabberd-*/ebin/ejabberd.app"
 ERL: Final = "erl"
 START_TIMEOUT_S: Final = 60.0
