@@ -420,8 +420,7 @@ class Driver:
                 await member.bare.send(frame)
                 seq = n
             elif member.xmpp is not None:
-                # The client id, the number and the same words (the stanza about the size of
-                # Huddle's event).
+                # The client id, the number and the words the other targets' messages carry.
                 await member.xmpp.send(member.peer, f"{client_id} {n} {TEXT}")
                 seq = n
             else:

@@ -53,7 +53,9 @@ _BODY: Final = re.compile(r"<body>([^<]*)</body>")
 # What XML text may hold beside &lt; &gt; &amp; (ejabberd writes quotes so).
 _QUOTES: Final = {"&quot;": '"', "&apos;": "'"}
 
-# ejabberd's configuration: a WebSocket listener on 127.0.0.1 only, anonymous logins.
+# ejabberd's configuration: a WebSocket listener on 127.0.0.1 only, anonymous logins. The
+# listener's backlog is 5 unless set: the drivers' dozens of connects at once overflowed it
+# (dropped SYNs, retried after 1, 3, 7 s...: a few clients past the connect timeout).
 CONFIG: Final = """\
 hosts:
   - {domain}
@@ -62,6 +64,7 @@ log_rotate_count: 0
 listen:
   - port: {port}
     ip: "127.0.0.1"
+    backlog: 1024
     module: ejabberd_http
     request_handlers:
       /ws: ejabberd_http_ws
