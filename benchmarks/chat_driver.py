@@ -204,6 +204,17 @@ class Member:
             await self.xmpp.close()
 
 
+def _owed(
+    member: Member, expected: dict[int, list[tuple[str, int, int, int]]]
+) -> list[tuple[str, int, int, int]]:
+    """What the accepted messages of ``member``'s group owe it: every one, its own included
+    (the sender's copy), but on XMPP, which sends the sender no copy."""
+    sent = expected.get(member.group, [])
+    if member.xmpp is None:
+        return sent
+    return [e for e in sent if e[2] != member.number]
+
+
 class Driver:
     """One process's share of the clients (numbers ``index``, ``index + drivers``, ...)."""
 
@@ -489,10 +500,7 @@ class Driver:
         tally = self.tally
         assert tally is not None
         result = DeliveryResult()
-        want = sum(
-            sum(1 for e in expected.get(m.group, ()) if m.xmpp is None or e[2] != m.number)
-            for m in self.members.values()
-        )
+        want = sum(len(_owed(m, expected)) for m in self.members.values())
         started = time.monotonic()
         while tally.unique < want and time.monotonic() - started < timeout:
             if all(m.closed for m in self.members.values()):
@@ -503,10 +511,8 @@ class Driver:
         self.tally = None
         matched = 0
         for member in self.members.values():
-            for stream, seq, sender, second in expected.get(member.group, ()):
+            for stream, seq, sender, second in _owed(member, expected):
                 own = sender == member.number
-                if own and member.xmpp is not None:
-                    continue  # XMPP sends the sender no copy
                 result.expected += not own
                 row = result.by_second.setdefault(second, [0, 0, 0, 0])
                 row[0] += not own

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import command_stats
 from chat import wire as w
 from chat.store import ChatStore, SendCount, conv_channel, direct_id
 from huddle.redis_server import spawn_sync
@@ -37,15 +38,6 @@ from signaling.redis_client import connect
 
 def _cpu(info: dict[str, Any]) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-
-
-def _calls(stats: dict[str, Any]) -> dict[str, tuple[int, int]]:
-    """command -> (calls, µs)."""
-    out = {}
-    for name, value in stats.items():
-        if isinstance(value, dict) and "calls" in value:
-            out[name.removeprefix("cmdstat_")] = (int(value["calls"]), int(value["usec"]))
-    return out
 
 
 async def _run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
@@ -134,7 +126,7 @@ async def _run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
     wall = time.perf_counter() - started
     await asyncio.sleep(0.2)
     after = _cpu(await client.info("cpu"))
-    stats = _calls(await client.info("commandstats"))
+    stats = command_stats(await client.info("commandstats"))
     if perf is not None:
         perf.send_signal(signal.SIGINT)
         await perf.wait()

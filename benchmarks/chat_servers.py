@@ -21,7 +21,7 @@ import psutil
 import redis
 
 from benchmarks.chat_xmpp import start_ejabberd, wait_ejabberd
-from benchmarks.common import node_metrics
+from benchmarks.common import command_stats, node_metrics
 from benchmarks.procs import (
     cpu_seconds,
     free_port,
@@ -167,13 +167,9 @@ class RedisCommandClock:
     def _sample(self) -> dict[str, tuple[int, int]]:
         client = redis.Redis.from_url(self._url)
         try:
-            info = client.info("commandstats")
+            return command_stats(client.info("commandstats"))
         finally:
             client.close()
-        return {
-            name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
-            for name, v in info.items()
-        }
 
     def stop(self) -> dict[str, tuple[int, int]]:
         """Calls and microseconds of each command run since the clock began (the INFO

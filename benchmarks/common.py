@@ -152,6 +152,15 @@ def log_problems(
     return dict(seen.most_common(most))
 
 
+def command_stats(info: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """Redis's ``INFO commandstats`` reply as command -> (calls, µs)."""
+    return {
+        name.removeprefix("cmdstat_"): (int(value["calls"]), int(value["usec"]))
+        for name, value in info.items()
+        if isinstance(value, dict) and "calls" in value
+    }
+
+
 def node_metrics(url: str, names: tuple[str, ...]) -> dict[str, float]:
     """The samples of a node's ``/metrics`` whose names start with one of ``names``
     ({} when the node does not answer: its figures are then simply missing)."""
