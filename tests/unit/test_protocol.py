@@ -45,6 +45,29 @@ def test_hello_defaults() -> None:
     assert req.status == "online"
 
 
+def test_the_type_may_come_anywhere_in_the_frame() -> None:
+    req = p.decode_request(
+        '{"users": ["bob"], "id": "r2", "new": {"type": "ping"}, "type": "presence.subscribe"}'
+    )
+    assert isinstance(req, p.PresenceSubscribe)
+    assert (req.id, req.users) == ("r2", ["bob"])
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"id": "c", "type": "chat.send", "conv": "c_1", "client_id": "m1", "text": "hi \\u00e9"}',
+        '{"type": "chat.send", "id": "s", "to": "bob", "client_id": "m2", "kind": "sticker", "sticker": "s"}',
+        '{"id": "y", "type": "chat.sync", "cursors": {"c_1": 4}, "feed": 2}',
+        '{"id": "j", "type": "call.join", "room": "room-1"}',
+    ],
+)
+def test_a_valid_frame_decodes_as_its_class_converts_it(frame: str) -> None:
+    # One pass (the requests' union) gives what the frame's class makes of its object.
+    raw = json.loads(frame)
+    assert p.decode_request(frame) == msgspec.convert(raw, p.CLIENT_MESSAGES[raw["type"]])
+
+
 def test_unknown_fields_are_ignored() -> None:
     req = p.decode_request('{"id": "s", "type": "presence.set", "status": "away", "new": [1]}')
     assert isinstance(req, p.PresenceSet)
