@@ -145,6 +145,17 @@ async def _archive_ctx(app: web.Application) -> AsyncIterator[None]:
             "Times the archiver began again after an error nothing expected",
             archiver.restarts,
         )
+        cpu = CounterMetricFamily(
+            "huddle_chat_archive_cpu_seconds",
+            "CPU seconds of archiving: the archiver's task on the event loop's thread (loop),"
+            " the history store's own threads (store: SQLite's, its reads too)",
+            labels=["thread"],
+        )
+        cpu.add_metric(["loop"], archiver.cpu.seconds)
+        store_s = archiver.history.thread_cpu_seconds()
+        if store_s is not None:
+            cpu.add_metric(["store"], store_s)
+        yield cpu
 
     app[HUB].metrics.add_collector(collect)
 

@@ -46,6 +46,7 @@ from chat.history.events import decode_event
 from chat.history.store import Head, HistoryError, HistoryGap, HistoryStore, StoreBusy
 from chat.store import ChatStore
 from signaling.keys import conv_key
+from signaling.tasks import TaskCpu
 
 log = logging.getLogger("huddle.chat")
 # How long after the first write not yet archived a pass begins: the events of the pause, in
@@ -139,6 +140,9 @@ class Archiver:
         self._next_trim = 0.0
         # Times the loop began again after an error nothing expected.
         self.restarts = 0
+        # Its passes, sweeps and trims on the event loop's thread (the store's own thread,
+        # SQLite's, is the store's: HistoryStore.thread_cpu_seconds).
+        self.cpu = TaskCpu()
 
     def note(self, conv: str) -> None:
         """``conv``'s log has a new event."""
@@ -348,7 +352,11 @@ class Archiver:
     async def run(self) -> None:
         """Archive what is noted, and sweep now and every ``SWEEP_S``, until cancelled: an
         error that ends a round of the loop is logged, and the loop begins again (with a
-        sweep) after a backoff that grows with every such restart."""
+        sweep) after a backoff that grows with every such restart. The CPU this takes on
+        the event loop's thread adds up in ``cpu``."""
+        await self.cpu.timed(self._run())
+
+    async def _run(self) -> None:
         try:
             if await self.drop_old_index():
                 log.info("search terms left Redis for the history store")

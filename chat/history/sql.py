@@ -218,6 +218,10 @@ class SqlHistory(ABC):
     # that step.
     newest_rows: int = 0
 
+    def thread_cpu_seconds(self) -> float | None:
+        """No thread of its own (SQLite's connections run on theirs: it says so)."""
+        return None
+
     # --- what each database supplies --------------------------------------------------------
 
     @abstractmethod

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiosqlite
+import psutil
 
 from chat import wire as w
 from chat.history.sql import Migration, NewMessage, Span, SqlHistory, Tx, time_bounds
@@ -165,6 +166,20 @@ class SQLiteHistory(SqlHistory):
         self._reader = reader
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+
+    def thread_cpu_seconds(self) -> float | None:
+        # aiosqlite runs each connection on a thread of its own (its _thread); read from
+        # /proc by psutil, which answers for a thread that has ended too (by leaving it out).
+        ids = {
+            thread.native_id
+            for conn in (self._writer, self._reader)
+            if (thread := getattr(conn, "_thread", None)) is not None
+        }
+        try:
+            threads = psutil.Process().threads()
+        except psutil.Error:
+            return None
+        return float(sum(t.user_time + t.system_time for t in threads if t.id in ids))
 
     @classmethod
     async def open(cls, path: Path, *, schema: int | None = None) -> SQLiteHistory:

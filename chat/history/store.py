@@ -63,6 +63,12 @@ class HistoryStore(Protocol):
         per event can take them more often for the same CPU."""
         ...
 
+    def thread_cpu_seconds(self) -> float | None:
+        """CPU seconds of the store's own threads (SQLite's: its writes, the archive's
+        among them, and its reads), or None for a store that runs none (PostgreSQL: the
+        work is its server's)."""
+        ...
+
     async def head(self, conv: str) -> Head | None:
         """Where the conversation's copy stands; None when nothing of it is stored."""
         ...

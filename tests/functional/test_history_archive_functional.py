@@ -5,11 +5,14 @@ searches as the Redis side does. Redis itself is left as it was (nothing trimmed
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from chat import wire as w
 from chat.history import archiver as archiver_module
@@ -254,3 +257,54 @@ async def test_logs_after_reads_each_log_after_the_event_given(redis_client: Red
         assert len(entries) == min(4, len(expected)) and expected
     assert [f[b"e"] for _, f in got[keys[2]]] == [f"{keys[2]}/{ev}".encode() for ev in (4, 5, 6, 7)]
     assert await chat_store.logs_after({}, 4) == {}
+
+
+async def archive_cpu(node: Node) -> dict[str, float]:
+    """huddle_chat_archive_cpu_seconds_total of the node's /metrics, by thread."""
+    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    return {
+        s.labels["thread"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "huddle_chat_archive_cpu_seconds_total"
+    }
+
+
+@pytest.mark.parametrize("kind", ("sqlite", "postgres"))
+async def test_the_node_says_what_archiving_costs_it(
+    kind: str, start_node: StartNode, redis_client: redis.Redis, request: pytest.FixtureRequest
+) -> None:
+    """/metrics counts the archiver's CPU: its task's own steps on the event loop's thread
+    (not the requests handled there meanwhile), and SQLite's threads (PostgreSQL runs none
+    in the node)."""
+    settings: dict[str, Any] = {}
+    if kind == "postgres":
+        server: Postgres = request.getfixturevalue("postgres")
+        settings["database_url"] = server.create_database()
+    node = await start_node(chat_send_per_s=1000, rate_per_s=1000, rate_burst=1000, **settings)
+    alice, bob = await chat(node, "alice"), await chat(node, "bob")
+    redis_side = ChatStore(redis_client, 20_000, 5_000)
+    store = node.app[HISTORY]
+    group = (await alice.create("group", "g", ["bob"])).conv
+    await caught_up(redis_side, store, [group])
+    before = await archive_cpu(node)
+    assert set(before) == ({"loop", "store"} if kind == "sqlite" else {"loop"})
+    thread_before = time.thread_time()  # the node runs on this thread, as do its clients
+    after = before
+    # Rounds until SQLite's threads have moved (the kernel counts a thread's CPU in ticks).
+    for round_ in range(20):
+        for i in range(100):
+            await (alice if i % 2 else bob).send(group, f"round {round_}, message {i}: café")
+        await caught_up(redis_side, store, [group])
+        after = await archive_cpu(node)
+        if kind == "postgres" or after["store"] > before["store"]:
+            break
+    on_thread = time.thread_time() - thread_before
+    archived = after["loop"] - before["loop"]
+    assert archived > 0
+    # A part of what this thread did (sending, delivering, archiving), not all of it.
+    assert archived < on_thread / 2
+    if kind == "sqlite":
+        assert after["store"] > before["store"]

@@ -57,7 +57,7 @@ def test_the_type_may_come_anywhere_in_the_frame() -> None:
     "frame",
     [
         '{"id": "c", "type": "chat.send", "conv": "c_1", "client_id": "m1", "text": "hi \\u00e9"}',
-        '{"type": "chat.send", "id": "s", "to": "bob", "client_id": "m2", "kind": "sticker", "sticker": "s"}',
+        '{"type": "chat.send", "id": "s", "to": "bob", "client_id": "m2", "sticker": "s"}',
         '{"id": "y", "type": "chat.sync", "cursors": {"c_1": 4}, "feed": 2}',
         '{"id": "j", "type": "call.join", "room": "room-1"}',
     ],
