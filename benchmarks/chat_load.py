@@ -70,6 +70,7 @@ from benchmarks.chat_report import (
 )
 from benchmarks.chat_servers import (
     BASELINES,
+    ArchiveClock,
     CpuClock,
     DeploymentCpuClock,
     RedisCommandClock,
@@ -169,6 +170,8 @@ def run_phase(
         on_start(phase)
     # Before the first send: the nodes' counts of the phase start from zero.
     counts = NodeClock(target.urls) if target is not None else None
+    urls = target.urls if target else tuple(s.url for s in servers if s.name not in BASELINES)
+    archive = ArchiveClock(urls) if urls else None
     started_at = time.time() + phase.start_at - time.monotonic()
     time.sleep(max(0.0, phase.start_at - time.monotonic()))
     clock: CpuClock | DeploymentCpuClock
@@ -185,6 +188,7 @@ def run_phase(
         sends: list[SendResult] = pool.collect(timeout, phase.kind)
     cpu = clock.stop()
     ran = commands.stop() if commands is not None else None
+    archived = archive.stop() if archive is not None else None
     expected: dict[int, list[tuple[str, int, int, int]]] = {}
     for result in sends:
         for (group, stream, seq, sender), at in zip(result.sent, result.sent_at, strict=True):
@@ -196,6 +200,7 @@ def run_phase(
     figures = phase_figures(phase, sends, got, cpu)
     figures.started_at = started_at
     figures.redis_commands = ran
+    figures.archive_cpu_s = archived
     if isinstance(clock, DeploymentCpuClock) and clock.nodes is not None and counts is not None:
         figures.nodes = dataclasses.replace(clock.nodes, counts=counts.counts())
     return figures
@@ -377,6 +382,7 @@ def _point(step: SweepStep, result: TargetResult) -> SweepPoint:
         rate=step.rate,
         redis_cpu_s=redis_s,
         redis_commands=None if redis_s is None else paced.redis_commands,
+        archive_cpu_s=paced.archive_cpu_s,
     )
 
 

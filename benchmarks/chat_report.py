@@ -89,6 +89,9 @@ class PhaseFigures:
     # One Redis of a run that started it: each command's calls and microseconds over the
     # phase (benchmarks.chat_servers.RedisCommandClock).
     redis_commands: dict[str, tuple[int, int]] | None = None
+    # Huddle's nodes: CPU seconds their archiving took over the phase (in the servers'
+    # CPU already; benchmarks.chat_servers.ArchiveClock), None for a baseline.
+    archive_cpu_s: float | None = None
 
 
 @dataclass

@@ -183,6 +183,35 @@ class RedisCommandClock:
         return out
 
 
+ARCHIVE_METRIC: Final = "huddle_chat_archive_cpu_seconds_total"
+
+
+class ArchiveClock:
+    """What archiving took of the nodes' CPU over a phase (their
+    ``huddle_chat_archive_cpu_seconds_total``: the archiver's task and SQLite's threads),
+    every node together; read just before and after the phase's CPU window, so that the
+    reads are not in it."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        self._urls = list(urls)
+        self._start = self._sample()
+
+    def _sample(self) -> float | None:
+        total = 0.0
+        for url in self._urls:
+            samples = node_metrics(url, (ARCHIVE_METRIC,))
+            if not samples:
+                return None  # a node that does not answer, or an older one without it
+            total += sum(samples.values())
+        return total
+
+    def stop(self) -> float | None:
+        end = self._sample()
+        if end is None or self._start is None:
+            return None
+        return end - self._start
+
+
 def _kernel_seconds() -> float:
     times = psutil.cpu_times()
     return sum(float(getattr(times, f, 0.0)) for f in ("irq", "softirq", "steal"))

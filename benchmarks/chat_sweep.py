@@ -82,6 +82,8 @@ class SweepPoint:
     # not read, e.g. a run on a cluster).
     redis_cpu_s: float | None = None
     redis_commands: dict[str, tuple[int, int]] | None = None
+    # Of the node's CPU, what archiving took (its /metrics; None: a baseline, or not read).
+    archive_cpu_s: float | None = None
 
     @property
     def deliveries_per_message(self) -> float:
@@ -102,6 +104,12 @@ class SweepPoint:
         if self.redis_cpu_s is None or not self.messages:
             return None
         return (self.server_cpu_s - self.redis_cpu_s) * 1e6 / self.messages
+
+    @property
+    def archive_us_per_message(self) -> float | None:
+        if self.archive_cpu_s is None or not self.messages:
+            return None
+        return self.archive_cpu_s * 1e6 / self.messages
 
     def command_costs(self) -> dict[str, dict[str, float]]:
         """What Redis ran per message, by command, costliest first: calls per message, µs
@@ -269,6 +277,8 @@ def sweep_summary(
         # Where that step's CPU went: the node (or relay) and its Redis, per message.
         "one_to_one_node_us_per_message": two.node_us_per_message if two else None,
         "one_to_one_redis_us_per_message": two.redis_us_per_message if two else None,
+        # Of the node's: archiving (the archiver's task and SQLite's threads).
+        "one_to_one_archive_us_per_message": two.archive_us_per_message if two else None,
         "bare_one_to_one_node_us_per_message": bare_two.node_us_per_message if bare_two else None,
         "bare_one_to_one_redis_us_per_message": bare_two.redis_us_per_message if bare_two else None,
         # ejabberd's rooms of 2 (--ejabberd) at the same rate, its process tree's CPU, and
@@ -297,9 +307,11 @@ def one_to_one_lines(
             f"{name} {c['us_per_call']:.1f} x {c['per_message']:.2f}"
             for name, c in list(costs.items())[:top]
         )
+        archive_us = point.archive_us_per_message
         lines.append(
             f"rooms of 2 at {point.rate:,.0f}/s, {label}: node {point.node_us_per_message:,.0f}"
-            f" + Redis {redis_us:,.0f} µs/msg"
+            + (f" (of it archiving {archive_us:,.0f})" if archive_us is not None else "")
+            + f" + Redis {redis_us:,.0f} µs/msg"
             + (f"; Redis commands (µs per call x calls per message): {shown}" if shown else "")
         )
     if peer is not None and peer.us_per_message is not None:

@@ -288,6 +288,13 @@ def test_room_size_sweep_fits_fixed_and_per_delivery_cost(tmp_path: Path) -> Non
         bare_fast["messages"], rel=0.1
     )
     assert "rooms of 2 at 400/s, huddle: node" in run.stdout
+    # Of the node's share, archiving (its /metrics: the archiver's passes, SQLite's threads,
+    # both at work within two seconds); the relay has none.
+    assert all(p["archive_cpu_s"] > 0 for p in doc["points"]["huddle"]), doc["points"]
+    assert all(p["archive_cpu_s"] is None for p in doc["points"]["bare"]), doc["points"]
+    archiving = summary["one_to_one_archive_us_per_message"]
+    assert 0 < archiving < summary["one_to_one_node_us_per_message"]
+    assert f"(of it archiving {archiving:,.0f})" in run.stdout
     for name, result in doc["results"].items():
         assert result["connected"] == 40, name
         assert result["setup_errors"] == 0, (name, result["first_errors"])

@@ -1,7 +1,8 @@
-"""chat_load's measured phases: the progress bar reads nothing of the nodes it measures.
+"""chat_load's measured phases: nothing reads the nodes' /metrics while their CPU is counted.
 
 A live rate read from a node's /metrics costs that node CPU while its CPU is counted (and
-only Huddle's nodes: the baselines have no /metrics); the bar of a phase follows the clock.
+only Huddle's nodes: the baselines have no /metrics); the bar of a phase follows the clock,
+and what archiving took is read just before and just after the window.
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ from benchmarks.chat_servers import Server
 
 
 class _Node(BaseHTTPRequestHandler):
-    hits = 0
+    """A node's /metrics, each read's time noted."""
+
+    read_at: list[float] = []  # noqa: RUF012 (one node per test: the fixture clears it)
 
     def do_GET(self) -> None:
         if self.path == "/metrics":
-            type(self).hits += 1
-        body = b'huddle_ws_messages_out_total{kind="event"} 5.0\nhuddle_ws_authenticated 2.0\n'
+            type(self).read_at.append(time.monotonic())
+        body = (
+            b'huddle_ws_messages_out_total{kind="event"} 5.0\n'
+            b'huddle_chat_archive_cpu_seconds_total{thread="loop"} 0.25\n'
+        )
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -48,12 +54,14 @@ class _Pool:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.pids: list[int] = []
+        self.ended = 0.0
 
     def send(self, message: Any) -> None:
         pass
 
     def collect(self, timeout: float, kind: str) -> list[SendResult]:
         time.sleep(self.seconds)
+        self.ended = time.monotonic()
         return [SendResult()]
 
     def run(self, message: Any, timeout: float) -> list[DeliveryResult]:
@@ -62,7 +70,7 @@ class _Pool:
 
 @pytest.fixture
 def node() -> Iterator[str]:
-    _Node.hits = 0
+    _Node.read_at = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Node)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -73,7 +81,7 @@ def node() -> Iterator[str]:
         server.server_close()
 
 
-def test_a_measured_phase_s_bar_reads_no_node_metrics(
+def test_a_measured_phase_reads_no_node_metrics_within_its_window(
     node: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A terminal, where the bar is live and samples every SAMPLE_S.
@@ -81,30 +89,27 @@ def test_a_measured_phase_s_bar_reads_no_node_metrics(
         progress, "console", lambda: Console(file=io.StringIO(), force_terminal=True)
     )
     proc = subprocess.Popen(["sleep", "30"])
+    pool = _Pool(4 * progress.SAMPLE_S)
     try:
         servers = [Server("node1", node, proc, tmp_path / "node1.log")]
         phase = PhaseSpec(
             kind="paced",
             prefix="t0p1.",
-            start_at=time.monotonic(),
+            start_at=time.monotonic() + 0.2,
             duration=1.0,
             rate=10.0,
             seed=1,
             senders_per_group=1,
         )
-        seconds = 4 * progress.SAMPLE_S
-        figures = chat_load.run_phase(
-            _Pool(seconds),  # type: ignore[arg-type]
-            servers,
-            os.getpid(),
-            [],
-            phase,
-        )
+        figures = chat_load.run_phase(pool, servers, os.getpid(), [], phase)  # type: ignore[arg-type]
     finally:
         proc.kill()
         proc.wait()
     assert figures.kind == "paced"
-    assert _Node.hits == 0
-    # The node answers: a bar that read it would have counted here.
-    assert progress.nodes_count([node], "huddle_ws_messages_out_total")() == 5.0
-    assert _Node.hits == 1
+    # What archiving took: read once before the window and once after it (the same
+    # counter both times here), never within it.
+    assert figures.archive_cpu_s == 0.0
+    assert len(_Node.read_at) == 2
+    before, after = _Node.read_at
+    assert before < phase.start_at
+    assert after >= pool.ended

@@ -228,6 +228,21 @@ def test_the_one_to_one_step_splits_into_node_and_redis_and_redis_by_command() -
     [line] = one_to_one_lines(ours, bare, top=2)
     assert line.startswith("rooms of 2 at 400/s, huddle: node 475 + Redis 160 µs/msg")
     assert line.endswith("evalsha 70.0 x 1.00, xread 900.0 x 0.01")
+    assert figures["one_to_one_archive_us_per_message"] is None  # not read
+
+
+def test_the_one_to_one_node_figure_says_what_archiving_took_of_it() -> None:
+    ours, bare = planned((2, 10), 600.0, 20.0, 6.0), planned((2, 10), 300.0, 16.0, 2.0)
+    two = one_to_one(ours)
+    assert two is not None
+    ours[ours.index(two)] = dataclasses.replace(
+        two, redis_cpu_s=160e-6 * two.messages, archive_cpu_s=35e-6 * two.messages
+    )
+    figures = sweep_summary(ours, bare)
+    assert figures["one_to_one_archive_us_per_message"] == pytest.approx(35)
+    assert figures["one_to_one_node_us_per_message"] == pytest.approx(635 - 160)
+    [line] = one_to_one_lines(ours, bare)
+    assert line == "rooms of 2 at 400/s, huddle: node 475 (of it archiving 35) + Redis 160 µs/msg"
 
 
 def test_ejabberd_s_rooms_of_2_give_the_one_to_one_ratio_with_it() -> None:
