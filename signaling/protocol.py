@@ -13,7 +13,7 @@ Wire conventions (see docs/protocol.md):
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any, Final, Literal, Union
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -690,19 +690,11 @@ _json_decoder: Final = msgspec.json.Decoder()
 _encoder: Final = msgspec.json.Encoder()
 
 
-# Every request in one pass, its class told by its "type" (the structs' tag): a frame that
-# is valid is decoded once. One that is not is read again by decode_request's steps, which
-# say which error code it earns.
-_request_decoder: Final = msgspec.json.Decoder(Union[_REQUEST_CLASSES])  # noqa: UP007 (of a tuple)
-
-
 def decode_request(frame: str | bytes) -> Request:
     """Parse one client frame into its typed request, or raise ProtocolError with a code."""
-    try:
-        request: Request = _request_decoder.decode(frame)
-        return request
-    except (msgspec.DecodeError, RecursionError):
-        pass
+    # Two passes, the object then its class: one straight into the requests' union would
+    # skip the fields no request has without reading their values, and accept a frame
+    # whose number does not fit (1e400, 5,000 digits) that is refused here as bad JSON.
     try:
         raw = _json_decoder.decode(frame)
     except (msgspec.DecodeError, RecursionError) as exc:

@@ -68,6 +68,14 @@ def test_a_valid_frame_decodes_as_its_class_converts_it(frame: str) -> None:
     assert p.decode_request(frame) == msgspec.convert(raw, p.CLIENT_MESSAGES[raw["type"]])
 
 
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "9" * 5000])
+def test_a_number_that_fits_nothing_is_bad_json_even_in_a_field_no_request_has(
+    number: str,
+) -> None:
+    err = decode_error(f'{{"id": "n", "type": "ping", "extra": {number}}}')
+    assert err.code == "bad_json"
+
+
 def test_unknown_fields_are_ignored() -> None:
     req = p.decode_request('{"id": "s", "type": "presence.set", "status": "away", "new": [1]}')
     assert isinstance(req, p.PresenceSet)
