@@ -32,6 +32,7 @@ from benchmarks.procs import (
     stop_process,
     wait_healthy,
 )
+from benchmarks.progress import nodes_count
 from benchmarks.target import NodeClock, NodeUse
 
 
@@ -193,17 +194,9 @@ class ArchiveClock:
     reads are not in it."""
 
     def __init__(self, urls: Sequence[str]) -> None:
-        self._urls = list(urls)
+        # None from a node that does not answer, or an older one without the metric.
+        self._sample = nodes_count(list(urls), ARCHIVE_METRIC)
         self._start = self._sample()
-
-    def _sample(self) -> float | None:
-        total = 0.0
-        for url in self._urls:
-            samples = node_metrics(url, (ARCHIVE_METRIC,))
-            if not samples:
-                return None  # a node that does not answer, or an older one without it
-            total += sum(samples.values())
-        return total
 
     def stop(self) -> float | None:
         end = self._sample()

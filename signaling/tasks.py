@@ -62,12 +62,9 @@ class _Timed(Awaitable[_T]):
             try:
                 yielded = coro.send(sent) if thrown is None else coro.throw(thrown)
             except StopIteration as done:
-                clock.seconds += time.thread_time() - began
                 return done.value  # type: ignore[no-any-return]
-            except BaseException:
+            finally:
                 clock.seconds += time.thread_time() - began
-                raise
-            clock.seconds += time.thread_time() - began
             try:
                 sent, thrown = (yield yielded), None
             except GeneratorExit:

@@ -33,10 +33,7 @@ class _Node(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/metrics":
             type(self).read_at.append(time.monotonic())
-        body = (
-            b'huddle_ws_messages_out_total{kind="event"} 5.0\n'
-            b'huddle_chat_archive_cpu_seconds_total{thread="loop"} 0.25\n'
-        )
+        body = b'huddle_chat_archive_cpu_seconds_total{thread="loop"} 0.25\n'
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))

@@ -63,7 +63,8 @@ def test_the_type_may_come_anywhere_in_the_frame() -> None:
     ],
 )
 def test_a_valid_frame_decodes_as_its_class_converts_it(frame: str) -> None:
-    # One pass (the requests' union) gives what the frame's class makes of its object.
+    # However decode_request reads a valid frame, it gives what the frame's class makes of
+    # its object (one pass into the requests' union was tried, and undone: see the next test).
     raw = json.loads(frame)
     assert p.decode_request(frame) == msgspec.convert(raw, p.CLIENT_MESSAGES[raw["type"]])
 
