@@ -139,6 +139,7 @@ DEFAULT_DURATION_S: Final = 16.0
 # same number of times whatever its phase: one presence refresh (15 s), three expired-device
 # sweeps (5 s). A 16 s window held two refreshes now and then.
 SWEEP_DURATION_S: Final = 15.0
+QUICK_DURATION_S: Final = 2.0  # --quick's phases
 MAX_DURATION_S: Final = 60.0
 WARMUP_S: Final = 1.0
 DEFAULT_SENDERS_PER_GROUP: Final = 5
@@ -491,7 +492,9 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--seed", type=int, default=1, help="the paced phase's sending order")
     ap.add_argument(
-        "--quick", action="store_true", help="smoke run: 60 clients, 2 s phases, 1,000/s"
+        "--quick",
+        action="store_true",
+        help="smoke run: 60 clients, 1,000/s, 2 s phases (or --duration's)",
     )
     ap.add_argument("--skip-two-nodes", action="store_true", help="no two-node run")
     ap.add_argument("--skip-bare", action="store_true", help="no baseline run")
@@ -623,10 +626,12 @@ def main(argv: list[str] | None = None) -> int:
     deploy = deployment(ap, args)
     if args.shard != (1, 1) and deploy is None:
         ap.error("--shard goes with --url: the shards load one deployment together")
+    if args.quick:
+        # Its phases 2 s long unless --duration says otherwise.
+        args.clients, args.rate = 60, 1000.0
+        args.duration = QUICK_DURATION_S if args.duration is None else args.duration
     if args.duration is None:
         args.duration = SWEEP_DURATION_S if args.room_sizes else DEFAULT_DURATION_S
-    if args.quick:
-        args.clients, args.duration, args.rate = 60, 2.0, 1000.0
     if args.room_sizes:
         if args.redis_cluster:
             ap.error("--redis-cluster runs the phases, not a --room-sizes sweep")

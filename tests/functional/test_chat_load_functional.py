@@ -26,8 +26,9 @@ from tests.helpers import run_benchmark
 @pytest.mark.slow
 def test_quick_run_writes_summary(tmp_path: Path) -> None:
     out = tmp_path / "chat_load.json"
+    quick = ["--quick", "--duration", "1"]  # 1 s phases: --duration goes before --quick's 2 s
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.chat_load", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.chat_load", *quick, "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=90,
@@ -48,6 +49,8 @@ def test_quick_run_writes_summary(tmp_path: Path) -> None:
     assert summary["deliveries_vs_bare"] > 0
     assert summary["p99_ms"] > 0
     assert set(doc["results"]) == {"n1", "n2", "bare"}
+    config = doc["config"]
+    assert (config["clients"], config["rate"], config["duration"]) == (60, 1000, 1)
     for name, result in doc["results"].items():
         assert result["connected"] == 60, name
         assert result["setup_errors"] == 0, (name, result["first_errors"])

@@ -59,6 +59,9 @@ def fresh_nodes(redis_url: str, tmp_path: Path, secret: str) -> Iterator[list[Se
 # The SFU bots' runs check the generator (bots, shards, their merge), run once: a room
 # across nodes on a cluster is tested in test_call_relay_functional.py.
 SFU_ON_ONE_REDIS = "the SFU bots' runs check the generator, not the nodes' Redis"
+# A run split into shards checks the generator's schedule and the merge of its shards, not
+# the nodes' Redis: on one Redis (a generator on a cluster: the *_drives_running_nodes runs).
+SHARDS_ON_ONE_REDIS = "a sharded run checks the generator's schedule and merge, not the Redis"
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +277,7 @@ def test_signaling_load_drives_running_nodes(
 
 
 @pytest.mark.slow
+@pytest.mark.redis_any(SHARDS_ON_ONE_REDIS)
 def test_two_shards_merged_give_the_totals_of_one_run(
     two_nodes: list[Server], secret: str, tmp_path: Path
 ) -> None:
@@ -415,6 +419,7 @@ def test_huddle_load_command_runs_the_readme_example(
 
 
 @pytest.mark.slow
+@pytest.mark.redis_any(SHARDS_ON_ONE_REDIS)
 def test_signaling_shards_merge_into_one_run(
     two_nodes: list[Server], secret: str, tmp_path: Path
 ) -> None:
@@ -567,6 +572,7 @@ def test_sfu_shards_merge_into_one_run(
 
 
 @pytest.mark.slow
+@pytest.mark.redis_any(SHARDS_ON_ONE_REDIS)
 def test_media_shards_merge_into_one_run(
     two_nodes: list[Server], secret: str, tmp_path: Path
 ) -> None:
