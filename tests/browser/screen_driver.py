@@ -10,9 +10,10 @@ alice and bob sign in, alice makes a group of the two, both join its call, and a
 her screen (the SDK publishes it as three layers at full resolution, fewer frames a second in
 the lower ones). bob's decoding of the screen is sampled (frames, height, and at each poll the
 layer the SFU sends him) on a free link, then with his downlink capped (congestion_driver's
-HTB class on the UDP port of his subscriber connection), then again after the cap is
-lifted; with each, what the SFU says it sends him (call.stats), and how many frames a second
-alice's browser encoded of each layer meanwhile: where frames went missing, if any did.
+HTB class on the UDP port of his subscriber connection), then again after the cap is lifted,
+once the SFU sends him the screen's top layer again (how long after the lift it first did:
+``back_s``); with each, what the SFU says it sends him (call.stats), and how many frames a
+second alice's browser encoded of each layer meanwhile: where frames went missing, if any did.
 
 The free link's sample starts once alice's browser gives the screen's top layer its
 encoding's ceiling (her uplink's estimate ramps up from the start of the call; until then that
@@ -210,10 +211,26 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
     capped = await _sample(bob, alice, args.sample_s)
     run.step("capped", port=port, shot=await run.shot(bob, "bob-screen-capped"), **capped)
 
+    # The link free again: the SFU's estimate of bob's downlink grows back (padding probes),
+    # the screen's layers rise one step at a time; the sample begins once the SFU has sent
+    # him the top layer for ``hold_s`` on end, and ``back_s`` is how long after the lift it
+    # first sent it (a fixed wait here once caught the screen a layer short, 11 s after).
     lift(args.netns, args.dev)
-    await asyncio.sleep(args.cap_settle_s)
+    lifted_at = time.monotonic()
+    back_at: float | None = None
+    top_since = None
+
+    async def top_back() -> float | None:
+        nonlocal back_at
+        held = await top_held()
+        if top_since is not None and back_at is None:
+            back_at = top_since
+        return held
+
+    await run.until("the SFU sends bob the screen's top layer again", top_back)
+    back_s = round((back_at or lifted_at) - lifted_at, 2)
     lifted = await _sample(bob, alice, args.sample_s)
-    run.step("lifted", shot=await run.shot(bob, "bob-screen-lifted"), **lifted)
+    run.step("lifted", back_s=back_s, shot=await run.shot(bob, "bob-screen-lifted"), **lifted)
 
 
 def main() -> None:
