@@ -102,10 +102,16 @@ async () => {
 """
 
 
+def _layer_of(sent: list[dict[str, Any]], track: str = "screen") -> int | None:
+    """The layer of alice's ``track`` (screen, cam) in what SERVER_SCREEN_JS gave; None for
+    one paused or not sent."""
+    mine = next((s for s in sent if s["track"].endswith(":" + track)), None)
+    return None if mine is None or mine["paused"] else mine["layer"]
+
+
 async def _screen_layer(page: Page) -> int | None:
     """The layer of alice's screen the SFU sends bob now."""
-    sent = await page.evaluate(SERVER_SCREEN_JS)
-    return next((s["layer"] for s in sent if s["track"].endswith(":screen")), None)
+    return _layer_of(await page.evaluate(SERVER_SCREEN_JS))
 
 
 def _rate(start: dict[str, Any], end: dict[str, Any], count: str) -> float:
@@ -186,16 +192,20 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
 
     top_since: float | None = None
 
-    async def top_held() -> float | None:
-        """How long the SFU has sent bob the screen's top layer, once that is ``hold_s``."""
+    def hold_top(layer: int | None) -> float | None:
+        """How long the SFU has sent bob the screen's top layer, once that is ``hold_s``
+        (``layer``: the screen's now)."""
         nonlocal top_since
         now = time.monotonic()
-        if await _screen_layer(bob) != 2:
+        if layer != 2:
             top_since = None
         elif top_since is None:
             top_since = now
         held = 0.0 if top_since is None else now - top_since
         return round(held, 2) if held >= args.hold_s else None
+
+    async def top_held() -> float | None:
+        return hold_top(await _screen_layer(bob))
 
     # The free link's figures are taken once the SFU has sent the screen's top layer for a
     # while (its estimate starts at 1 Mbit/s, below a camera and a screen at their best, and
@@ -214,20 +224,32 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
     # The link free again: the SFU's estimate of bob's downlink grows back (padding probes),
     # the screen's layers rise one step at a time; the sample begins once the SFU has sent
     # him the top layer for ``hold_s`` on end, and ``back_s`` is how long after the lift it
-    # first sent it (a fixed wait here once caught the screen a layer short, 11 s after).
+    # first sent it (a fixed wait here once caught the screen a layer short, 11 s after);
+    # ``back`` is how it came back, poll by poll: [s since the lift, the screen's layer, the
+    # camera's (None: paused), the SFU's estimate of bob's downlink in kbit/s, its probes].
     lift(args.netns, args.dev)
     lifted_at = time.monotonic()
     back_at: float | None = None
+    back: list[list[Any]] = []
     top_since = None
 
     async def top_back() -> float | None:
         nonlocal back_at
-        held = await top_held()
+        sent = await bob.evaluate(SERVER_SCREEN_JS)
+        screen: dict[str, Any] = next((s for s in sent if s["track"].endswith(":screen")), {})
+        t = round(time.monotonic() - lifted_at, 2)
+        estimate = screen.get("estimate_bps")
+        kbit = None if estimate is None else round(estimate / 1000)
+        back.append([t, _layer_of(sent), _layer_of(sent, "cam"), kbit, screen.get("probes")])
+        held = hold_top(_layer_of(sent))
         if top_since is not None and back_at is None:
             back_at = top_since
         return held
 
-    await run.until("the SFU sends bob the screen's top layer again", top_back)
+    try:
+        await run.until("the SFU sends bob the screen's top layer again", top_back)
+    finally:
+        run.step("back", rows=back)
     back_s = round((back_at or lifted_at) - lifted_at, 2)
     lifted = await _sample(bob, alice, args.sample_s)
     run.step("lifted", back_s=back_s, shot=await run.shot(bob, "bob-screen-lifted"), **lifted)
