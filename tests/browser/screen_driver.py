@@ -226,7 +226,8 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
     # him the top layer for ``hold_s`` on end, and ``back_s`` is how long after the lift it
     # first sent it (a fixed wait here once caught the screen a layer short, 11 s after);
     # ``back`` is how it came back, poll by poll: [s since the lift, the screen's layer, the
-    # camera's (None: paused), the SFU's estimate of bob's downlink in kbit/s, its probes].
+    # camera's (None: paused), the SFU's estimate of bob's downlink and what it allocates by
+    # (the estimate under any cap loss set), in kbit/s, its probes so far].
     lift(args.netns, args.dev)
     lifted_at = time.monotonic()
     back_at: float | None = None
@@ -238,9 +239,9 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
         sent = await bob.evaluate(SERVER_SCREEN_JS)
         screen: dict[str, Any] = next((s for s in sent if s["track"].endswith(":screen")), {})
         t = round(time.monotonic() - lifted_at, 2)
-        estimate = screen.get("estimate_bps")
-        kbit = None if estimate is None else round(estimate / 1000)
-        back.append([t, _layer_of(sent), _layer_of(sent, "cam"), kbit, screen.get("probes")])
+        kbit = [screen.get(k) for k in ("estimate_bps", "downlink_bps")]
+        kbit = [None if v is None else round(v / 1000) for v in kbit]
+        back.append([t, _layer_of(sent), _layer_of(sent, "cam"), *kbit, screen.get("probes")])
         held = hold_top(_layer_of(sent))
         if top_since is not None and back_at is None:
             back_at = top_since
