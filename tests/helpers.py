@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -16,6 +17,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from redis.asyncio.cluster import RedisCluster
 
 from huddle.call import CallClient
@@ -231,3 +234,22 @@ def run_benchmark(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+async def node_samples(
+    url: str, name: str, http: aiohttp.ClientSession | None = None, **labels: str
+) -> list[Sample]:
+    """The samples called ``name`` in the /metrics of the node at ``url`` whose labels
+    include ``labels``, read with ``http`` (else a session of its own)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if http is None:
+            http = await stack.enter_async_context(aiohttp.ClientSession())
+        async with http.get(f"{url}/metrics") as resp:
+            assert resp.status == 200
+            text = await resp.text()
+    return [
+        s
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]

@@ -18,12 +18,11 @@ import aiohttp
 import jwt
 import msgspec
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from huddle.client import HuddleClient
 from signaling import protocol as p
 from tests.conftest import StartNode
-from tests.helpers import TEST_KEY, TEST_SECRET, Node, make_token
+from tests.helpers import TEST_KEY, TEST_SECRET, Node, make_token, node_samples
 
 E = p.ErrorCode
 WATCHED: Final = "carol"
@@ -105,15 +104,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def metric(http: aiohttp.ClientSession, node: Node, sample: str, **labels: str) -> float:
     """The value of one sample of the node's /metrics (0 when absent)."""
-    async with http.get(f"{node.url}/metrics") as resp:
-        assert resp.status == 200
-        text = await resp.text()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
+    return sum(s.value for s in await node_samples(node.url, sample, http, **labels))
 
 
 async def errors_counted(http: aiohttp.ClientSession, node: Node, code: str) -> float:

@@ -26,11 +26,10 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from prometheus_client.parser import text_string_to_metric_families
 
 from signaling import protocol as p
 from tests.conftest import StartNode
-from tests.helpers import TEST_KEY, Node, make_token
+from tests.helpers import TEST_KEY, Node, make_token, node_samples
 
 E = p.ErrorCode
 EXAMPLES: Final = 200
@@ -369,15 +368,8 @@ async def target(start_node: StartNode) -> AsyncIterator[Target]:
 
 async def metric_samples(http: aiohttp.ClientSession, node: Node, sample: str) -> dict[str, float]:
     """The samples of one metric, by their first label's value."""
-    async with http.get(f"{node.url}/metrics") as resp:
-        assert resp.status == 200
-        body = await resp.text()
-    return {
-        next(iter(s.labels.values()), ""): s.value
-        for family in text_string_to_metric_families(body)
-        for s in family.samples
-        if s.name == sample
-    }
+    samples = await node_samples(node.url, sample, http)
+    return {next(iter(s.labels.values()), ""): s.value for s in samples}
 
 
 @pytest.mark.slow

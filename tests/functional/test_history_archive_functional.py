@@ -9,10 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import redis.asyncio as redis
-from prometheus_client.parser import text_string_to_metric_families
 
 from chat import wire as w
 from chat.history import archiver as archiver_module
@@ -25,7 +23,7 @@ from huddle.app import ARCHIVER, HISTORY
 from huddle.chat import ChatClient
 from signaling.redis_client import RedisClient
 from tests.conftest import StartNode
-from tests.helpers import Node
+from tests.helpers import Node, node_samples
 from tests.postgres import Postgres, postgres
 
 __all__ = ["postgres"]
@@ -261,15 +259,8 @@ async def test_logs_after_reads_each_log_after_the_event_given(redis_client: Red
 
 async def archive_cpu(node: Node) -> dict[str, float]:
     """huddle_chat_archive_cpu_seconds_total of the node's /metrics, by thread."""
-    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
-        assert resp.status == 200
-        text = await resp.text()
-    return {
-        s.labels["thread"]: s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == "huddle_chat_archive_cpu_seconds_total"
-    }
+    samples = await node_samples(node.url, "huddle_chat_archive_cpu_seconds_total")
+    return {s.labels["thread"]: s.value for s in samples}
 
 
 @pytest.mark.parametrize("kind", ("sqlite", "postgres"))

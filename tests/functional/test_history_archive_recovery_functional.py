@@ -17,7 +17,6 @@ import msgspec
 import psycopg
 import pytest
 import redis.asyncio as redis
-from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import history_load
 from chat.history import archiver as archiver_module
@@ -32,7 +31,7 @@ from signaling.keys import conv_key
 from signaling.server import HUB
 from tests.conftest import StartNode
 from tests.functional.test_history_archive_functional import chat
-from tests.helpers import Node
+from tests.helpers import Node, node_samples
 from tests.postgres import Postgres, postgres
 
 __all__ = ["postgres"]
@@ -70,17 +69,9 @@ async def logged(caplog: pytest.LogCaptureFixture, message: str, within: float) 
 
 async def metric(node: Node, sample: str) -> float:
     """One sample of the node's /metrics."""
-    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
-        assert resp.status == 200
-        text = await resp.text()
-    found = [
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == sample
-    ]
+    found = await node_samples(node.url, sample)
     assert len(found) == 1, sample
-    return found[0]
+    return found[0].value
 
 
 async def health(node: Node) -> tuple[int, dict[str, Any]]:
