@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from chat import wire as w
 from chat.history.sql import Migration, NewMessage, Span, SqlHistory, Tx, time_bounds
@@ -67,6 +67,8 @@ NEWEST_FROM_READS: Final = 2000
 # million messages, where the bare plan took 44 and 65 ms.
 SCOPED_UP_TO: Final = 100
 OPEN_TIMEOUT_S: Final = 10.0
+# The one more connection made to say why the pool could not connect within OPEN_TIMEOUT_S.
+WHY_TIMEOUT_S: Final = 3
 # How long a request waits for a connection of the pool (psycopg_pool.PoolTimeout after):
 # with the server away, a read or an archiving pass fails within this, not the pool's 30 s.
 POOL_WAIT_S: Final = 5.0
@@ -227,6 +229,20 @@ def _ints_literal(values: Sequence[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
+async def _why(url: str, exc: psycopg.Error) -> str:
+    """What kept the pool from connecting. Its timeout says only that it gave up (the
+    causes went to its log, once a try): one more connection gives the server's or libpq's
+    own words, e.g. that the database does not exist or the password is wrong."""
+    if not isinstance(exc, PoolTimeout):
+        return str(exc)
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=WHY_TIMEOUT_S)
+    except psycopg.Error as again:
+        return f"{exc}: {again}"
+    await conn.close()
+    return str(exc)  # it connects now: the server came up just too late
+
+
 class PostgresHistory(SqlHistory):
     migrations: Sequence[Migration] = (
         _v1_tables,
@@ -272,7 +288,8 @@ class PostgresHistory(SqlHistory):
             await pool.open(wait=True, timeout=OPEN_TIMEOUT_S)
         except psycopg.Error as exc:
             await pool.close()
-            raise HistoryError(f"cannot reach the history database: {exc}") from None
+            why = await _why(url, exc)
+            raise HistoryError(f"cannot reach the history database: {why}") from None
         store = cls(pool)
         try:
             await store.migrate(schema)
