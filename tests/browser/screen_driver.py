@@ -102,10 +102,15 @@ async () => {
 """
 
 
+def _track(sent: list[dict[str, Any]], track: str) -> dict[str, Any] | None:
+    """Alice's ``track`` (screen, cam) in what SERVER_SCREEN_JS gave; None when not sent."""
+    return next((s for s in sent if s["track"].endswith(":" + track)), None)
+
+
 def _layer_of(sent: list[dict[str, Any]], track: str = "screen") -> int | None:
-    """The layer of alice's ``track`` (screen, cam) in what SERVER_SCREEN_JS gave; None for
-    one paused or not sent."""
-    mine = next((s for s in sent if s["track"].endswith(":" + track)), None)
+    """The layer of alice's ``track`` in what SERVER_SCREEN_JS gave; None for one paused or
+    not sent."""
+    mine = _track(sent, track)
     return None if mine is None or mine["paused"] else mine["layer"]
 
 
@@ -237,12 +242,15 @@ async def scenario(run: Run, args: argparse.Namespace) -> None:
     async def top_back() -> float | None:
         nonlocal back_at
         sent = await bob.evaluate(SERVER_SCREEN_JS)
-        screen: dict[str, Any] = next((s for s in sent if s["track"].endswith(":screen")), {})
+        screen = _track(sent, "screen") or {}
         t = round(time.monotonic() - lifted_at, 2)
-        kbit = [screen.get(k) for k in ("estimate_bps", "downlink_bps")]
-        kbit = [None if v is None else round(v / 1000) for v in kbit]
-        back.append([t, _layer_of(sent), _layer_of(sent, "cam"), *kbit, screen.get("probes")])
-        held = hold_top(_layer_of(sent))
+        kbit = [
+            None if (bps := screen.get(k)) is None else round(bps / 1000)
+            for k in ("estimate_bps", "downlink_bps")
+        ]
+        layer = _layer_of(sent)
+        back.append([t, layer, _layer_of(sent, "cam"), *kbit, screen.get("probes")])
+        held = hold_top(layer)
         if top_since is not None and back_at is None:
             back_at = top_since
         return held
