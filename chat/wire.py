@@ -34,8 +34,14 @@ Text = Annotated[str, msgspec.Meta(max_length=65536)]
 ConvName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 MediaId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Seq = Annotated[int, msgspec.Meta(ge=1)]
-Cursor = Annotated[int, msgspec.Meta(ge=0)]
+# Every integer of a request is one a JavaScript client holds exactly (up to
+# Number.MAX_SAFE_INTEGER either way): beyond, it was never sent by one, and past 64 bits it
+# fits no database column.
+MAX_INT: Final = 2**53 - 1
+Seq = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT)]
+Cursor = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT)]
+# Milliseconds since the Unix epoch, before it too.
+Millis = Annotated[int, msgspec.Meta(ge=-MAX_INT, le=MAX_INT)]
 Epoch = Annotated[str, msgspec.Meta(max_length=64)]
 Stamp = Annotated[str, msgspec.Meta(max_length=64)]
 Members = Annotated[list[Identity], msgspec.Meta(max_length=500)]
@@ -218,7 +224,7 @@ class ChatList(Request, tag="chat.list", kw_only=True):
     """The user's conversations, most recently active first."""
 
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
-    before_ts: int | None = None
+    before_ts: Millis | None = None
 
 
 class ChatInfo(Request, tag="chat.info", kw_only=True):
@@ -309,8 +315,8 @@ class ChatSearch(Request, tag="chat.search", kw_only=True):
     query: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     conv: ConvId | None = None
     sender: Identity | None = None
-    after_ts: int | None = None
-    before_ts: int | None = None
+    after_ts: Millis | None = None
+    before_ts: Millis | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=50)] = 20
 
 

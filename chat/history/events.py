@@ -38,7 +38,7 @@ def page_range(
     else:
         start = max(1, last - limit + 1)
     end = min(last, start + limit - 1)
-    if before is not None:
+    if before is not None and around is None:
         end = min(end, before - 1)
     return start, end
 

@@ -19,6 +19,7 @@ import jwt
 import msgspec
 import pytest
 
+from chat import wire as w
 from huddle.client import HuddleClient
 from signaling import protocol as p
 from tests.conftest import StartNode
@@ -568,4 +569,80 @@ async def test_flood_gets_rate_limited_then_closed_with_4008(
     assert [f["re"] for f in frames] == [f"f{i}" for i in range(left + strikes)]
     assert await errors_counted(http, node, E.RATE_LIMITED) == strikes
     assert await metric(http, node, "huddle_ws_closes_total", code="4008") == 1
+    await assert_unaffected(node, http, bystander)
+
+
+# --- integers past what a client can hold ----------------------------------------------
+
+# Where JSON numbers stop being exact in JavaScript (Number.MAX_SAFE_INTEGER): the protocol's
+# integers stay within it.
+SAFE: Final = 2**53 - 1
+PAST_SAFE: Final = [SAFE + 1, 2**63, 2**64, -(2**63) - 1, -SAFE - 1]
+
+
+def int_fields(conv: str) -> list[tuple[str, dict[str, Any], str]]:
+    """Every integer a chat request takes, in a request that is otherwise fine: (type, its
+    fields, the path of the integer in it, JSONPath as errors name it)."""
+    return [
+        ("chat.send", {"conv": conv, "client_id": "c", "text": "x", "reply_to": 0}, "reply_to"),
+        ("chat.edit", {"conv": conv, "seq": 0, "text": "x"}, "seq"),
+        ("chat.recall", {"conv": conv, "seq": 0}, "seq"),
+        ("chat.react", {"conv": conv, "seq": 0, "emoji": "+1"}, "seq"),
+        ("chat.read", {"conv": conv, "seq": 0}, "seq"),
+        ("chat.edits", {"conv": conv, "seq": 0}, "seq"),
+        ("chat.report", {"conv": conv, "seq": 0, "reason": "r"}, "seq"),
+        ("chat.history", {"conv": conv, "before": 0}, "before"),
+        ("chat.history", {"conv": conv, "after": 0}, "after"),
+        ("chat.history", {"conv": conv, "around": 0}, "around"),
+        ("chat.thread", {"conv": conv, "root": 0}, "root"),
+        ("chat.thread", {"conv": conv, "root": 1, "after": 0}, "after"),
+        ("chat.list", {"before_ts": 0}, "before_ts"),
+        ("chat.sync", {"feed": 0}, "feed"),
+        ("chat.sync", {"cursors": {conv: 0}}, f"cursors.{conv}"),
+        ("chat.search", {"query": "hello", "after_ts": 0}, "after_ts"),
+        ("chat.search", {"query": "hello", "before_ts": 0}, "before_ts"),
+    ]
+
+
+def _with(fields: dict[str, Any], path: str, value: int) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(fields))
+    *parents, last = path.split(".")
+    inner = out
+    for key in parents:
+        inner = inner[key]
+    inner[last] = value
+    return out
+
+
+async def test_integers_past_the_safe_range_get_invalid_field_and_the_largest_safe_ones_work(
+    start_node: StartNode, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each of them past 2^53 - 1 either way gets ``invalid_field`` naming it (a timestamp
+    past SQLite's 64 bits was an internal error, found by search), and at the limits
+    themselves the request is served or refused for what it asks, never with ``internal``
+    (the conversation has messages, in Redis and in the history store)."""
+    node = await start_node(rate_burst=1000)  # some 140 requests in a row
+    bystander = await watcher(node)
+    alice = await node.client("alice")
+    conv = (await alice.request(w.ChatCreate(id="", kind="group", name="g"))).conv.conv
+    for i in range(3):
+        await alice.request(w.ChatSend(id="", conv=conv, client_id=f"m{i}", text="hello"))
+    conn = await Raw.open(node, http)
+    await conn.hello("alice")
+    n = 0
+    for kind, fields, path in int_fields(conv):
+        for value in PAST_SAFE:
+            n += 1
+            await conn.send(j(id=f"r{n}", type=kind, **_with(fields, path, value)))
+            error = await conn.error()
+            assert (error["code"], error["re"]) == (E.INVALID_FIELD, f"r{n}"), (kind, value, error)
+            assert path.split(".")[0] in error["message"], error
+        for value in (SAFE, -SAFE, 0):
+            n += 1
+            await conn.send(j(id=f"r{n}", type=kind, **_with(fields, path, value)))
+            reply = await conn.reply()
+            assert reply["re"] == f"r{n}"
+            assert reply.get("code") != E.INTERNAL, (kind, path, value, reply)
+    await conn.ping()
+    assert_no_crash(caplog)
     await assert_unaffected(node, http, bystander)

@@ -177,7 +177,10 @@ async def test_history_pages_both_ways_and_jumps(start_node: StartNode) -> None:
     newer = await bob.history(conv, after=5, limit=3)
     assert [m.seq for m in newer] == [6, 7, 8]
     around = await bob.history(conv, around=15, limit=5)
-    assert 15 in [m.seq for m in around] and len(around) == 5
+    assert [m.seq for m in around] == [13, 14, 15, 16, 17]
+    # ``around`` wins over ``before`` and ``after`` (docs/protocol.md): the same page.
+    assert await bob.history(conv, around=15, before=2, after=20, limit=5) == around
+    assert await bob.history(conv, before=22, after=5, limit=10) == older
 
 
 async def test_typing_is_ephemeral(node: Node) -> None:

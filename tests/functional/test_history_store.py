@@ -151,6 +151,9 @@ async def test_appends_in_order_and_pages_as_chat_history(store: SqlHistory) -> 
         {"around": 15, "limit": 6},
         {"around": 2, "limit": 6},
         {"before": 99, "limit": 3},
+        {"around": 15, "before": 2, "limit": 6},
+        {"around": 15, "after": 20, "limit": 6},
+        {"before": 11, "after": 2, "limit": 5},
     ):
         start, end = page_range(
             30,
@@ -162,6 +165,8 @@ async def test_appends_in_order_and_pages_as_chat_history(store: SqlHistory) -> 
         got = await store.page(CONV, **params)
         assert seqs(got) == list(range(start, end + 1)), params
     assert seqs(await store.page(CONV, before=11, limit=5)) == [6, 7, 8, 9, 10]
+    # ``around`` wins over ``before`` (it cut the page to nothing before).
+    assert seqs(await store.page(CONV, around=15, before=2, limit=6)) == list(range(12, 18))
     assert seqs(await store.messages(CONV, [7, 3, 99, 3])) == [3, 7]
     assert await store.messages(CONV, []) == []
     assert await store.messages("g-other", [1]) == []
