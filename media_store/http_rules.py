@@ -46,7 +46,8 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if not dash:
         return None
     first, last = first.strip(), last.strip()
-    if not (first.isdigit() or not first) or not (last.isdigit() or not last):
+    # ASCII digits only (RFC 9110's DIGIT): str.isdigit() also takes "²", which int() refuses.
+    if not (_digits(first) or not first) or not (_digits(last) or not last):
         return None
     if not first:
         if not last:
@@ -96,8 +97,13 @@ def sign(key: bytes, media_id: str, expires: int) -> str:
 
 def signature_valid(key: bytes, media_id: str, expires: str, sig: str, now: float) -> bool:
     """Whether a signed URL's ``exp`` and ``sig`` match and have not expired."""
-    if not expires.isdigit() or len(expires) > 12 or len(sig) > 64:
+    if not _digits(expires) or len(expires) > 12 or len(sig) > 64:
         return False
     if int(expires) < now:
         return False
     return hmac.compare_digest(sign(key, media_id, int(expires)), sig)
+
+
+def _digits(text: str) -> bool:
+    """Whether ``text`` is ASCII digits only (and not empty)."""
+    return text.isascii() and text.isdigit()

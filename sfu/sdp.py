@@ -124,8 +124,10 @@ def answered_transport_cc(sdp: str, uri: str, feedback: str) -> dict[str, int]:
             mid = line[len("a=mid:") :].strip()
         elif line.startswith("a=extmap:"):
             ident, _, rest = line[len("a=extmap:") :].partition(" ")
-            if rest.split(" ", 1)[0] == uri and ident.split("/", 1)[0].isdigit():
-                ext_id = int(ident.split("/", 1)[0])
+            number = ident.split("/", 1)[0]
+            # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+            if rest.split(" ", 1)[0] == uri and number.isascii() and number.isdigit():
+                ext_id = int(number)
         elif line.startswith("a=rtcp-fb:") and line.split(" ", 1)[-1].strip() == feedback:
             has_feedback = True
     close()

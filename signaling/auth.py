@@ -80,7 +80,9 @@ def verify_token(token: str, *, keys: dict[str, str], now: float | None = None) 
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, ValueError):
+        # ValueError: text that is no UTF-8 (an HTTP header's undecodable bytes), which
+        # PyJWT encodes before it looks at anything.
         raise AuthError("invalid_token", "token is not a well-formed JWT") from None
     if header.get("alg") != ALGORITHM:
         raise AuthError("invalid_token", f"token must be signed with {ALGORITHM}")
@@ -103,6 +105,11 @@ def verify_token(token: str, *, keys: dict[str, str], now: float | None = None) 
         raise AuthError("invalid_token", "token signature does not match") from None
     except jwt.PyJWTError as exc:
         raise AuthError("invalid_token", f"token refused: {exc}") from None
+    for field in ("exp", "nbf"):
+        # PyJWT takes a number in a string too ("1796000000"), which no arithmetic here does.
+        value = claims.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise AuthError("invalid_token", f"token `{field}` must be a number")
     if now is not None and claims["exp"] + LEEWAY_S < now:
         raise AuthError("token_expired", "token has expired")
     identity = claims["sub"]

@@ -109,7 +109,12 @@ def parse_cluster_url(url: str) -> ClusterUrl:
     for part in rest.split(","):
         host, sep, port = part.strip().rpartition(":")
         host = host.strip("[]")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if (
+            not sep
+            or not host
+            or not (port.isascii() and port.isdigit())
+            or not 0 < int(port) < 65536
+        ):
             raise ValueError(f"{CLUSTER_SCHEME} URL: expected host:port, got {part!r}")
         seeds.append((host, int(port)))
     return ClusterUrl(seeds, username, password)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import sys
+import time
 
 import aiohttp
+import jwt
 
 from huddle.process_metrics import process_collector
 from signaling.auth import verify_token
@@ -129,3 +133,34 @@ async def test_unknown_paths_and_methods_get_json_errors(node: Node) -> None:
         async with http.get(f"{node.url}/") as resp:
             assert resp.status == 200
             assert "Huddle" in await resp.text()
+
+
+async def _raw_get(node: Node, path: str, *headers: bytes) -> tuple[int, dict[str, object]]:
+    """GET ``path`` with header lines as given (bytes that are no UTF-8 included): the
+    status and the JSON body."""
+    host, port = node.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        lines = [f"GET {path} HTTP/1.1".encode(), b"Host: x", b"Connection: close", *headers]
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        response = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+async def test_malformed_credentials_get_4xx_with_a_json_body(node: Node) -> None:
+    """Tokens and signed URLs that are not what they should be: refused in words, as every
+    bad request is (a server error before: a time in a string broke the expiry check, bytes
+    that are no UTF-8 the token's decoding, a digit that is not ASCII the signed URL's)."""
+    in_a_string = jwt.encode(
+        {"iss": TEST_KEY, "sub": "ada", "exp": str(int(time.time()) + 600)},
+        TEST_SECRET,
+        algorithm="HS256",
+    )
+    for header in (f"Authorization: Bearer {in_a_string}".encode(), b"Authorization: Bearer \xff"):
+        status, body = await _raw_get(node, "/v1/media/usage", header)
+        assert (status, body["error"]["code"]) == (401, "unauthorized"), body  # type: ignore[index]
+    status, body = await _raw_get(node, "/v1/media/m1?exp=%C2%B2&sig=abc")
+    assert (status, body["error"]["code"]) == (403, "forbidden"), body  # type: ignore[index]

@@ -221,6 +221,22 @@ def test_non_string_subject() -> None:
     assert refused(hand_made({"alg": "HS256"}, claims_now(sub=42))).code == "invalid_token"
 
 
+@pytest.mark.parametrize("field", ["exp", "nbf"])
+def test_times_must_be_numbers_not_numbers_in_strings(field: str) -> None:
+    # PyJWT takes "1796000000" for a time; the claims here are JSON numbers (RFC 7519).
+    valid = int(time.time()) + (600 if field == "exp" else -600)
+    token = hand_made({"alg": "HS256"}, claims_now(**{field: str(valid)}))
+    for now in (None, time.time()):
+        exc = refused(token, now=now)
+        assert (exc.code, exc.message) == ("invalid_token", f"token `{field}` must be a number")
+
+
+def test_undecodable_text_is_a_garbage_token() -> None:
+    # An Authorization header's bytes that are not UTF-8, as aiohttp hands them on.
+    token = mint("alice") + b"\xff".decode("utf-8", "surrogateescape")
+    assert refused(token).message == "token is not a well-formed JWT"
+
+
 def test_not_yet_valid_token() -> None:
     token = jwt.encode(claims_now(nbf=int(time.time()) + 600), SECRET, algorithm="HS256")
     assert refused(token).code == "invalid_token"

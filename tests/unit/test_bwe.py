@@ -50,6 +50,9 @@ def test_the_answer_says_which_sections_took_it_and_under_which_id() -> None:
     assert answered_transport_cc(OFFER, EXTENSION_URI, FEEDBACK_TYPE) == {}
     renumbered = both.replace(f"a=extmap:{TRANSPORT_CC_ID} ", "a=extmap:7/sendrecv ")
     assert answered_transport_cc(renumbered, EXTENSION_URI, FEEDBACK_TYPE) == {"0": 7, "1": 7}
+    # A number that is not ASCII digits: the extension is not taken (and nothing raises).
+    odd = both.replace(f"a=extmap:{TRANSPORT_CC_ID} ", "a=extmap:\u00b2 ")
+    assert answered_transport_cc(odd, EXTENSION_URI, FEEDBACK_TYPE) == {}
 
 
 @pytest.mark.parametrize(

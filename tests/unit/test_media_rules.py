@@ -142,6 +142,11 @@ def test_content_disposition() -> None:
         ("items=0-1", None),
         ("bytes=a-b", None),
         ("bytes=-", None),
+        # Digits that are not ASCII (str.isdigit() takes them, int() does not): ignored.
+        ("bytes=\u00b2-", None),
+        ("bytes=-\u00b2", None),
+        ("bytes=0-\u00b2", None),
+        ("bytes=\u0663-", None),
     ],
 )
 def test_parse_range(header: str | None, expected: tuple[int, int] | None) -> None:
@@ -173,6 +178,8 @@ def test_signed_urls() -> None:
     assert not http_rules.signature_valid(key, "id1", "1001", sig, now=999)  # other expiry
     assert not http_rules.signature_valid(http_rules.url_key("other"), "id1", "1000", sig, 999)
     assert not http_rules.signature_valid(key, "id1", "-1", sig, now=0)
+    assert not http_rules.signature_valid(key, "id1", "\u00b2", sig, now=0)
+    assert not http_rules.signature_valid(key, "id1", "\u0661\u0660\u0660\u0660", sig, now=999)
 
 
 def test_tus_metadata() -> None:

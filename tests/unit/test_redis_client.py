@@ -31,6 +31,7 @@ def test_cluster_url_lists_its_seeds() -> None:
         ("redis+cluster://h", "host:port"),
         ("redis+cluster://h:0", "host:port"),
         ("redis+cluster://h:70000", "host:port"),
+        ("redis+cluster://h:\u00b2", "host:port"),  # a digit to str.isdigit(), not to int()
         ("redis+cluster://h:7000,", "host:port"),
         ("redis+cluster://h:7000/0", "no path"),
         ("redis+cluster://h:7000?ssl=1", "no path"),
