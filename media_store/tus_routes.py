@@ -109,7 +109,8 @@ async def create(request: web.Request) -> web.Response:
         expires = time.time() + service.settings.media_tus_expiry_s
         # The file first: a record never points at no file. A file left without a record
         # (refused below, or a crash) is removed by the sweep.
-        await asyncio.to_thread(_part(service, upload).touch)
+        part = _part(service, upload)
+        await asyncio.to_thread(part.touch)
         try:
             await service.records.create_upload(
                 upload,
@@ -121,7 +122,7 @@ async def create(request: web.Request) -> web.Response:
                 max_open=service.settings.media_tus_max_open,
             )
         except MediaError:
-            await asyncio.to_thread(_part(service, upload).unlink, True)
+            await asyncio.to_thread(part.unlink, True)
             raise
     except (MediaError, tus.TusError) as exc:
         return _fail(exc, close=True)
@@ -130,9 +131,21 @@ async def create(request: web.Request) -> web.Response:
     has_body = (request.content_length or 0) > 0 or request.headers.get(hdrs.TRANSFER_ENCODING)
     if has_body:  # creation-with-upload
         resp = await _append(request, service, upload, owner)
-        if resp.status != 204:
-            return resp
-        headers["Upload-Offset"] = resp.headers["Upload-Offset"]
+    elif creation.length == 0:
+        # An empty file is complete once made: no PATCH follows (tus-js-client reports
+        # success at once), so it is stored now.
+        try:
+            state = await _load(service, upload, owner)
+        except MediaError as exc:
+            return _fail(exc, close=True)
+        resp = await _finish(service, upload, owner, state, part)
+    else:
+        return web.Response(status=201, headers=headers)
+    if resp.status != 204:
+        return resp
+    headers["Upload-Offset"] = resp.headers["Upload-Offset"]
+    if "Huddle-Media-Id" in resp.headers:  # complete: stored as this file
+        headers["Huddle-Media-Id"] = resp.headers["Huddle-Media-Id"]
     return web.Response(status=201, headers=headers)
 
 

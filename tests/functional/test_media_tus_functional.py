@@ -245,3 +245,34 @@ async def test_format_characters_are_dropped_from_names(node: Node, tmp_path: Pa
             assert resp.status == 200
             assert "reporttxt.exe" in resp.headers["Content-Disposition"]
             assert "%E2%80%AE" not in resp.headers["Content-Disposition"]
+
+
+async def test_an_empty_file_is_stored_at_creation(node: Node) -> None:
+    """``Upload-Length: 0``: complete once made (tus-js-client sends no PATCH for it and
+    reports success; the file was then never stored, its link a 404). A creation-with-upload
+    that completes the file names it too."""
+    base = f"{node.url}/v1/media/tus/"
+    name = base64.b64encode(b"empty.txt").decode()
+    async with aiohttp.ClientSession() as http:
+        headers = tus_headers(**{"Upload-Length": "0", "Upload-Metadata": f"filename {name}"})
+        async with http.post(base, headers=headers) as resp:
+            assert resp.status == 201, await resp.text()
+            assert resp.headers["Upload-Offset"] == "0"
+            media_id = resp.headers["Huddle-Media-Id"]
+        auth = {"Authorization": tus_headers()["Authorization"]}
+        async with http.get(f"{node.url}/v1/media/{media_id}", headers=auth) as resp:
+            assert resp.status == 200
+            assert await resp.read() == b""
+        async with http.get(f"{node.url}/v1/media/{media_id}/meta", headers=auth) as resp:
+            meta = await resp.json()
+            assert (meta["name"], meta["size"]) == ("empty.txt", 0), meta
+        whole = tus_headers(
+            **{"Upload-Length": "5", "Content-Type": "application/offset+octet-stream"}
+        )
+        async with http.post(base, data=b"hello", headers=whole) as resp:
+            assert resp.status == 201
+            assert resp.headers["Upload-Offset"] == "5"
+            media_id = resp.headers["Huddle-Media-Id"]
+        async with http.get(f"{node.url}/v1/media/{media_id}", headers=auth) as resp:
+            assert await resp.read() == b"hello"
+    assert leftovers(node) == []
