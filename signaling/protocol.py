@@ -664,6 +664,7 @@ class CloseCode:
 
     NORMAL: Final = 1000
     GOING_AWAY: Final = 1001  # server shutting down
+    INVALID_TEXT: Final = 1007  # a text frame that is not UTF-8 (aiohttp's reader closes)
     MESSAGE_TOO_BIG: Final = 1009  # frame above the configured maximum
     INTERNAL_ERROR: Final = 1011
     TRY_AGAIN_LATER: Final = 1013  # Redis unavailable during hello

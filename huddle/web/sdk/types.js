@@ -9,7 +9,7 @@ export const PROTOCOL_VERSION = 1;
 export const ERROR_CODES = Object.freeze(["already_authenticated", "already_in_call", "bad_candidate", "bad_json", "bad_message", "bad_message_content", "bad_sdp", "binary_not_supported", "blocked", "busy", "call_not_active", "call_not_ringing", "cannot_call_self", "conflict", "content_filtered", "conversation_full", "forbidden", "identity_mismatch", "internal", "invalid_field", "invalid_layers", "invalid_token", "message_too_large", "no_offer", "not_authenticated", "not_in_call", "not_member", "rate_limited", "recall_window_passed", "recalled", "room_elsewhere", "room_full", "silenced", "token_expired", "too_many_subscriptions", "too_many_tracks", "unavailable", "unknown_call", "unknown_conversation", "unknown_media", "unknown_message", "unknown_participant", "unknown_track", "unknown_type", "unsupported_codec", "unsupported_protocol"]);
 
 /** WebSocket close codes the server uses, by name. */
-export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "message_too_big": 1009, "internal_error": 1011, "try_again_later": 1013, "unsupported_protocol": 4000, "auth_failed": 4001, "hello_timeout": 4002, "token_expired": 4003, "flood": 4008, "replaced": 4009, "slow_consumer": 4010});
+export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "invalid_text": 1007, "message_too_big": 1009, "internal_error": 1011, "try_again_later": 1013, "unsupported_protocol": 4000, "auth_failed": 4001, "hello_timeout": 4002, "token_expired": 4003, "flood": 4008, "replaced": 4009, "slow_consumer": 4010});
 
 /**
  * Request type → the request's frame.
