@@ -448,7 +448,8 @@ async def test_invalid_utf8_text_frame_closes_with_1007(
     conn = await Raw.open(node, http)
     await conn.hello()
     await conn.ws.send_frame(b'{"id": "x", "type": "\xed\xa0\x80"}', aiohttp.WSMsgType.TEXT)
-    assert await conn.close_code() == p.CloseCode.INVALID_TEXT == aiohttp.WSCloseCode.INVALID_TEXT
+    assert await conn.close_code() == p.CloseCode.INVALID_TEXT
+    assert p.CloseCode.INVALID_TEXT == int(aiohttp.WSCloseCode.INVALID_TEXT)
     await assert_unaffected(node, http, bystander)
 
 
