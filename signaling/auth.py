@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from typing import Any, Final
 
 import jwt
@@ -134,6 +135,19 @@ def verify_token(token: str, *, keys: dict[str, str], now: float | None = None) 
 
 
 def slug_identity(name: str) -> str:
-    """A dev-login identity from a typed display name: ``"Ada Lovelace"`` -> ``ada-lovelace``."""
-    slug = re.sub(r"[^a-z0-9._@:+-]+", "-", name.strip().lower()).strip("-")
+    """A dev-login identity from a typed display name: ``"Ada Lovelace"`` -> ``ada-lovelace``,
+    ``"Émile"`` -> ``emile`` (accents dropped, compatibility forms such as fullwidth letters
+    folded); a letter or digit with no ASCII form by its code point, ``"张三"`` ->
+    ``u5f20-u4e09``, so that a name in any script signs in, and two such names apart.
+    huddle/web/app/identity.js ``slugIdentity`` is its twin (the app turns names typed in
+    New chat into identities the same way), held to the same answers by
+    tests/unit/test_identity_js.py: change both together."""
+    out = []
+    for ch in unicodedata.normalize("NFKD", name.strip().lower()):
+        kind = unicodedata.category(ch)[0]
+        if ch.isascii() or kind not in "LNM":
+            out.append(ch)  # what is not an identity's character becomes a dash below
+        elif kind != "M":  # a mark (an accent) goes
+            out.append(f" u{ord(ch):x} ")  # the spaces become dashes
+    slug = re.sub(r"[^a-z0-9._@:+-]+", "-", "".join(out)).strip("-")
     return slug[:128]

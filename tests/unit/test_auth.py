@@ -306,10 +306,15 @@ def test_may_join() -> None:
         ("Bob.Smith@Example.com", "bob.smith@example.com"),
         ("a+b:c_d", "a+b:c_d"),
         ("a/b\\c", "a-b-c"),
-        ("Émile Zola!", "mile-zola"),
+        ("Émile Zola!", "emile-zola"),
+        ("\uff22\uff4f\uff42", "bob"),  # fullwidth
         ("--x--", "x"),
-        ("李", ""),
+        ("a--b", "a--b"),
+        ("李", "u674e"),
+        ("张三 Bob", "u5f20-u4e09-bob"),
+        ("Алиса", "u430-u43b-u438-u441-u430"),
         ("!!!", ""),
+        ("😀", ""),
     ],
 )
 def test_slug_identity(name: str, identity: str) -> None:

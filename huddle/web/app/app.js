@@ -9,6 +9,7 @@ import { HuddleConnection, devLogin, tokenIdentity } from "/web/sdk/connection.j
 import { PresenceWatcher } from "/web/sdk/presence.js";
 import { LANGUAGES, addStrings, keepLanguage, pickLanguage, translator } from "./i18n.js";
 import { icon } from "./dom.js";
+import { typedIdentity } from "./identity.js";
 
 // The app's feature modules, each `export function init(ui)` registering on `ui.hooks` (below).
 // They load before the first screen is drawn; a feature that is heavy loads its own parts later.
@@ -21,9 +22,11 @@ const FEATURES = /** @type {string[]} */ ([
 ]);
 
 const SESSION_KEY = "huddle.session";
+// Messages the node refused for good, kept per user (see keepFailed).
+const FAILED_KEY = "huddle.failed.";
 const NEAR_TOP_PX = 40;
 
-/** @type {{lang: string, t: (k: string, v?: Record<string, any>) => string, session: any, conn: HuddleConnection | null, chat: ChatDevice | null, presence: PresenceWatcher | null, current: string | null, draftTo: string | null, failed: Map<string, string>, loadingOlder: boolean, files: Promise<{sdk: any, files: any}> | null, uploads: Map<number, {name: string, conv: string | null, to: string | null, sent: number, total: number, error: string}>, signed: Map<string, {full: string, thumb: string, expires: number}>}} */
+/** @type {{lang: string, t: (k: string, v?: Record<string, any>) => string, session: any, conn: HuddleConnection | null, chat: ChatDevice | null, presence: PresenceWatcher | null, current: string | null, draftTo: string | null, failed: Map<string, {item: Record<string, any>, code: string}>, loadingOlder: boolean, files: Promise<{sdk: any, files: any}> | null, uploads: Map<number, {name: string, conv: string | null, to: string | null, sent: number, total: number, error: string}>, signed: Map<string, {full: string, thumb: string, expires: number}>}} */
 const app = {
   lang: "en",
   t: translator("en"),
@@ -51,11 +54,14 @@ window.huddleApp = app;
  * - header(header, summary | null): an open conversation's header (summary null for a draft);
  * - composer(form): the message form; message(li, m, mine): one message in the history.
  * - send(text, options): the composer is about to send `text`; a hook may add to `options`
- *   (ChatDevice.send's: reply_to, mentions) or return true when it took the text itself.
+ *   (ChatDevice.send's: reply_to, mentions) or return true when it took the text itself (it
+ *   then puts in the composer what should be there: the draft is neither sent nor dropped).
+ * - draft(): the composer's text changed; a hook returns false when that text is not the
+ *   conversation's draft (a message being edited): it is then not kept, nor shown as typing.
  * A control inside a message that has a `data-focus` key keeps the focus when the history is drawn again.
- * @type {{signedIn: (() => void)[], signedOut: (() => void)[], top: ((el: HTMLElement) => void)[], sidebar: ((el: HTMLElement) => void)[], listItem: ((el: HTMLElement, summary: Record<string, any>) => void)[], header: ((el: HTMLElement, summary: Record<string, any> | null) => void)[], composer: ((el: HTMLElement) => void)[], message: ((el: HTMLElement, m: Record<string, any>, mine: boolean) => void)[], send: ((text: string, options: Record<string, any>) => boolean | void)[]}}
+ * @type {{signedIn: (() => void)[], signedOut: (() => void)[], top: ((el: HTMLElement) => void)[], sidebar: ((el: HTMLElement) => void)[], listItem: ((el: HTMLElement, summary: Record<string, any>) => void)[], header: ((el: HTMLElement, summary: Record<string, any> | null) => void)[], composer: ((el: HTMLElement) => void)[], message: ((el: HTMLElement, m: Record<string, any>, mine: boolean) => void)[], send: ((text: string, options: Record<string, any>) => boolean | void)[], draft: (() => boolean | void)[]}}
  */
-const hooks = { signedIn: [], signedOut: [], top: [], sidebar: [], listItem: [], header: [], composer: [], message: [], send: [] };
+const hooks = { signedIn: [], signedOut: [], top: [], sidebar: [], listItem: [], header: [], composer: [], message: [], send: [], draft: [] };
 
 /**
  * @template {any[]} A
@@ -70,6 +76,24 @@ function runHooks(list, ...args) {
       console.error("app hook failed", error);
     }
   }
+}
+
+/**
+ * Whether any hook of `list` answers `answer` (one that throws does not).
+ * @template {any[]} A
+ * @param {((...args: A) => boolean | void)[]} list
+ * @param {boolean} answer
+ * @param {A} args
+ */
+function anyHook(list, answer, ...args) {
+  return list.some((hook) => {
+    try {
+      return hook(...args) === answer;
+    } catch (error) {
+      console.error("app hook failed", error);
+      return false;
+    }
+  });
 }
 
 const root = /** @type {HTMLElement} */ (document.getElementById("app"));
@@ -180,6 +204,7 @@ async function signIn(session, options = {}) {
   await featuresReady;
   app.session = session;
   localStorage.setItem(SESSION_KEY, JSON.stringify(session));
+  loadFailed();
   app.conn = conn;
   app.presence = new PresenceWatcher(conn);
   app.chat = new ChatDevice(conn, { identity });
@@ -200,7 +225,8 @@ async function signIn(session, options = {}) {
     if (item.to && app.draftTo === item.to) openConversation(reply.conv);
   });
   chat.on("send_failed", ({ item, error }) => {
-    app.failed.set(item.client_id, `${error.code ?? error}`);
+    app.failed.set(item.client_id, { item, code: `${error?.code ?? "internal"}` });
+    keepFailed();
     renderMessages();
   });
   chat.on("synced", () => {
@@ -222,6 +248,7 @@ function signOut(error = "") {
   app.conn?.close();
   app.conn = app.chat = app.presence = null;
   app.current = app.draftTo = null;
+  app.failed.clear();
   app.files = null;
   app.uploads.clear();
   app.signed.clear();
@@ -305,14 +332,22 @@ function showForm(which) {
   const slot = /** @type {HTMLElement} */ (document.getElementById("form-slot"));
   const close = () => slot.replaceChildren();
   if (which === "chat") {
-    const peer = h("input", { id: "chat-peer", required: true, maxlength: 128 });
+    const peer = h("input", { id: "chat-peer", required: true, maxlength: 128, "aria-describedby": "chat-form-error" });
+    const error = h("p", { id: "chat-form-error", class: "form-error", role: "alert" });
     slot.replaceChildren(
       h("form", {
         id: "chat-form",
         class: "inline-form",
         onsubmit: (/** @type {Event} */ e) => {
           e.preventDefault();
-          const to = /** @type {HTMLInputElement} */ (peer).value.trim();
+          const typed = /** @type {HTMLInputElement} */ (peer).value.trim();
+          // Said here, before anything is written: the node would refuse the first message.
+          const to = typedIdentity(typed, app.session?.mode === "dev");
+          error.textContent = !to ? t("notAnIdentity", { text: typed }) : to === app.chat?.me ? t("chatWithYourself") : "";
+          if (error.textContent) {
+            peer.focus();
+            return;
+          }
           close();
           const existing = app.chat?.conversations().find((c) => c.kind === "direct" && c.peer === to);
           if (existing) openConversation(existing.conv);
@@ -321,6 +356,7 @@ function showForm(which) {
       }, [
         h("label", { for: "chat-peer", text: t("chatWith") }),
         peer,
+        error,
         h("button", { type: "submit", text: t("start") }),
         h("button", { type: "button", onclick: close, text: t("cancel") }),
       ]),
@@ -459,6 +495,7 @@ function renderConversationShell(title) {
       autocomplete: "off",
       maxlength: 4000,
       oninput: () => {
+        if (anyHook(hooks.draft, false)) return;
         if (input.value) localStorage.setItem(draftKey, input.value);
         else localStorage.removeItem(draftKey);
         if (app.current) app.chat?.typing(app.current, Boolean(input.value));
@@ -490,19 +527,12 @@ function renderConversationShell(title) {
       e.preventDefault();
       const text = input.value;
       if (!text.trim() || !app.chat) return;
-      input.value = "";
-      localStorage.removeItem(draftKey);
       /** @type {Record<string, any>} */
       const options = {};
-      const taken = hooks.send.some((hook) => {
-        try {
-          return hook(text, options) === true;
-        } catch (error) {
-          console.error("app hook failed", error);
-          return false;
-        }
-      });
-      if (taken) return;
+      // Before the composer is emptied: text a hook takes (an edit) was not the draft.
+      if (anyHook(hooks.send, true, text, options)) return;
+      input.value = "";
+      localStorage.removeItem(draftKey);
       if (app.current) app.chat.send(app.current, text, options);
       else if (app.draftTo) app.chat.send(null, text, { ...options, to: app.draftTo });
     },
@@ -614,7 +644,7 @@ function renderMessages(toBottom = false) {
     ? { seq: focused.closest("li[data-seq]")?.getAttribute("data-seq"), key: focused.getAttribute("data-focus") }
     : null;
   const messages = conv ? chat.messages(conv) : [];
-  const pending = chat.outbox.filter((i) => (conv ? i.conv === conv : i.to === app.draftTo && !i.conv));
+  const pending = chat.outbox.filter(onScreen);
   const summary = conv ? chat.conversation(conv) : null;
   const reads = conv ? chat.readBy(conv) : new Map();
   const lastMine = [...messages].reverse().find((m) => m.sender === me && m.kind !== "system");
@@ -637,18 +667,16 @@ function renderMessages(toBottom = false) {
     return li;
   });
   for (const item of pending) {
-    const failed = app.failed.get(item.client_id);
     items.push(
       h("li", { class: "msg mine pending", "data-client-id": item.client_id }, [
         h("span", { class: "sender", text: app.t("you") }),
-        h("span", { class: "text", text: item.text || (item.kind === "voice" ? app.t("mediaVoiceMessage") : item.media ? app.t("attachment", { kind: item.kind }) : "") }),
-        h("span", { class: "read-state", text: failed ? app.t("notSent", { error: failed }) : app.t("sending") }),
+        h("span", { class: "text", text: outboxText(item) }),
+        h("span", { class: "read-state", text: app.t("sending") }),
       ]),
     );
   }
-  for (const [clientId, error] of app.failed) {
-    if (pending.some((i) => i.client_id === clientId)) continue;
-    items.push(h("li", { class: "msg mine failed" }, [h("span", { class: "text", text: app.t("notSent", { error }) })]));
+  for (const { item, code } of app.failed.values()) {
+    if (onScreen(item) && !pending.some((i) => i.client_id === item.client_id)) items.push(failedItem(item, code));
   }
   if (!items.length) items.push(h("li", { class: "empty", text: app.t("noMessages") }));
   list.replaceChildren(...items);
@@ -665,6 +693,122 @@ function renderMessages(toBottom = false) {
   if (conv && document.visibilityState === "visible") markRead();
   // Pages that do not fill the list yet leave nothing to scroll up by: load more now.
   if (conv && chat.hasOlder(conv) && list.scrollHeight <= list.clientHeight + NEAR_TOP_PX) loadOlder();
+}
+
+/**
+ * Whether an outbox item belongs to the conversation on screen: one sent `to` a user, to the
+ * draft with that user or to the direct conversation with them.
+ * @param {Record<string, any>} item
+ */
+function onScreen(item) {
+  if (!app.current) return !item.conv && item.to === app.draftTo;
+  if (item.conv) return item.conv === app.current;
+  const summary = app.chat?.conversation(app.current);
+  return summary?.kind === "direct" && item.to === summary.peer;
+}
+
+/** @param {Record<string, any>} item */
+function outboxText(item) {
+  return item.text || (item.kind === "voice" ? app.t("mediaVoiceMessage") : item.media ? app.t("attachment", { kind: item.kind }) : "");
+}
+
+// ---- messages refused for good ----
+
+// The SDK drops a message the node refused from its outbox and says why (send_failed). The
+// app keeps it, text and all, until the user sends it again, takes it back to edit, or
+// deletes it; across a reload too.
+
+function failedKey() {
+  return FAILED_KEY + (app.session?.identity ?? "");
+}
+
+function loadFailed() {
+  app.failed.clear();
+  try {
+    for (const entry of JSON.parse(localStorage.getItem(failedKey()) ?? "[]")) app.failed.set(entry.item.client_id, entry);
+  } catch (error) {
+    console.error("kept unsent messages unreadable", error);
+  }
+}
+
+function keepFailed() {
+  if (app.failed.size) localStorage.setItem(failedKey(), JSON.stringify([...app.failed.values()]));
+  else localStorage.removeItem(failedKey());
+}
+
+/**
+ * Why a message was not sent, in words (the code where there are none).
+ * @param {string} code
+ */
+function sendError(code) {
+  const key = `sendError_${code}`;
+  const words = app.t(key);
+  return words === key ? code : words;
+}
+
+/**
+ * @param {Record<string, any>} item
+ * @param {string} code
+ */
+function failedItem(item, code) {
+  const id = item.client_id;
+  const action = (/** @type {string} */ key, /** @type {() => void} */ run) =>
+    h("button", { type: "button", class: `failed-action ${key}`, "data-action": key, text: app.t(`failed_${key}`), onclick: run });
+  return h("li", { class: "msg mine failed", "data-client-id": id }, [
+    h("span", { class: "sender", text: app.t("you") }),
+    h("span", { class: "text", text: outboxText(item) }),
+    h("span", { class: "send-error", text: app.t("notSent", { error: sendError(code) }) }),
+    h("span", { class: "failed-actions" }, [
+      action("retry", () => retryFailed(id)),
+      // Text only: a file's message is sent again as it was, or deleted.
+      item.media ? null : action("edit", () => editFailed(id)),
+      action("delete", () => dropFailed(id)),
+    ]),
+  ]);
+}
+
+/**
+ * Take a refused message out of the list, and give the composer the focus its button had.
+ * @param {string} clientId
+ */
+function dropFailed(clientId) {
+  const entry = app.failed.get(clientId);
+  app.failed.delete(clientId);
+  keepFailed();
+  renderMessages();
+  document.getElementById("composer-text")?.focus();
+  return entry;
+}
+
+/**
+ * Send a refused message again, as it was: with its `client_id`, so that the node stores it
+ * once even if the refusal was an `internal` error after all.
+ * @param {string} clientId
+ */
+function retryFailed(clientId) {
+  const entry = dropFailed(clientId);
+  if (!entry || !app.chat) return;
+  const { item } = entry;
+  app.chat
+    .send(item.conv, item.text, { to: item.to ?? undefined, kind: item.kind, media: item.media, reply_to: item.reply_to, mentions: item.mentions, client_id: item.client_id })
+    .catch((/** @type {any} */ error) => console.error("send again failed", error));
+  renderMessages(true);
+}
+
+/**
+ * Put a refused message's text back in the composer, after what is typed there (a draft is
+ * never overwritten), to change it and send it anew.
+ * @param {string} clientId
+ */
+function editFailed(clientId) {
+  const input = /** @type {HTMLInputElement | null} */ (document.getElementById("composer-text"));
+  if (!input) return;
+  const entry = dropFailed(clientId);
+  if (!entry) return;
+  const typed = input.value.trimEnd();
+  input.value = (typed ? typed + " " : "") + entry.item.text;
+  input.dispatchEvent(new Event("input"));
+  input.setSelectionRange(input.value.length, input.value.length);
 }
 
 // ---- files (attachments.js, loaded on first use) ----

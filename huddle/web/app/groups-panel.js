@@ -200,7 +200,12 @@ function renderPanel() {
           class: "details-row",
           onsubmit: (/** @type {Event} */ e) => {
             e.preventDefault();
-            const users = identities(addInput.value);
+            const { users, bad } = identities(addInput.value);
+            if (bad.length) {
+              if (panel) panel.error = t("notAnIdentity", { text: bad[0] });
+              renderPanel();
+              return;
+            }
             if (users.length) act("add", async () => {
               await app.chat.add(conv, users);
               const input = /** @type {HTMLInputElement | null} */ (dialog.querySelector("#add-members"));

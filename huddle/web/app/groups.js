@@ -6,6 +6,7 @@
 
 import { allowed } from "/web/sdk/roles.js";
 import { stylesheet } from "./dom.js";
+import { typedIdentities } from "./identity.js";
 
 await stylesheet(new URL("./groups.css", import.meta.url));
 
@@ -44,9 +45,13 @@ export function init(from) {
 
 const t = (/** @type {string} */ key, /** @type {Record<string, any>} */ vars = {}) => ui.t(key, vars);
 
-/** @param {string} text identities separated by commas or spaces (Chinese commas too) */
+/**
+ * The identities typed in a members field, as signing in makes them (identity.js); `bad`
+ * lists what cannot be one.
+ * @param {string} text
+ */
 export function identities(text) {
-  return [...new Set(text.split(/[,，、\s]+/).filter(Boolean))];
+  return typedIdentities(text, ui.app.session?.mode === "dev");
 }
 
 /**
@@ -120,8 +125,14 @@ function createForm(kind) {
     h("label", { for: `${kind}-members`, text: t(kind === "group" ? "members" : "channelAdmins") }),
     members,
   ], t("create"), async (error) => {
+    const { users, bad } = identities(members.value);
+    if (bad.length) {
+      error.textContent = t("notAnIdentity", { text: bad[0] });
+      members.focus();
+      return;
+    }
     try {
-      const summary = await ui.app.chat.create(kind, name.value.trim(), identities(members.value));
+      const summary = await ui.app.chat.create(kind, name.value.trim(), users);
       document.getElementById("form-slot")?.replaceChildren();
       ui.openConversation(summary.conv);
     } catch (e) {

@@ -97,7 +97,7 @@ let ui = null;
 
 /**
  * What this module draws from (module state; the messages themselves live in the SDK).
- * @type {{replyTo: {conv: string, seq: number} | null, editing: {conv: string, seq: number, draft: string} | null, menu: {conv: string, seq: number} | null, highlight: {conv: string, seq: number} | null, highlightTimer: any, thread: {conv: string, root: number} | null, members: Map<string, string[]>, missing: Set<string>, mention: {input: HTMLInputElement, items: string[], active: number, start: number} | null, loadingNewer: boolean, errorTimer: any, offs: (() => void)[]}}
+ * @type {{replyTo: {conv: string, seq: number} | null, editing: {conv: string, seq: number, draft: string, text: string} | null, menu: {conv: string, seq: number} | null, highlight: {conv: string, seq: number} | null, highlightTimer: any, thread: {conv: string, root: number} | null, members: Map<string, string[]>, missing: Set<string>, mention: {input: HTMLInputElement, items: string[], active: number, start: number} | null, loadingNewer: boolean, errorTimer: any, offs: (() => void)[]}}
  */
 const state = {
   replyTo: null,
@@ -125,6 +125,8 @@ export function init(from) {
   ui.hooks.composer.push(composer);
   ui.hooks.message.push(decorate);
   ui.hooks.send.push(beforeSend);
+  // The text of a message being edited is not the draft: the draft waits for the edit's end.
+  ui.hooks.draft.push(() => !editingHere());
   // The history list is drawn anew with each conversation: listen where it always reaches.
   document.addEventListener("scroll", onScroll, true);
   // app.js's "Read by N" under the user's last message opens the list too (the menu's
@@ -200,6 +202,12 @@ function composer(form) {
   form.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !state.mention && (state.replyTo || state.editing)) cancelBar();
   });
+  // A composer drawn anew (the language changed, back to the latest) shows the kept draft:
+  // during an edit, the edit goes on instead.
+  if (state.editing && editingHere()) input.value = state.editing.text;
+  input.addEventListener("input", () => {
+    if (state.editing && editingHere()) state.editing.text = input.value;
+  });
   // The bar is drawn once the form is in the page.
   queueMicrotask(() => {
     renderBar();
@@ -209,6 +217,23 @@ function composer(form) {
 
 function composerInput() {
   return /** @type {HTMLInputElement | null} */ (document.getElementById("composer-text"));
+}
+
+function editingHere() {
+  return Boolean(state.editing && state.editing.conv === ui.app.current);
+}
+
+/**
+ * The edit is over (saved or cancelled): the composer gets back the draft it had before.
+ * @param {HTMLInputElement | null} input
+ */
+function endEdit(input) {
+  const draft = state.editing?.draft ?? "";
+  state.editing = null;
+  if (input) {
+    input.value = draft;
+    input.dispatchEvent(new Event("input"));
+  }
 }
 
 function renderBar() {
@@ -239,11 +264,7 @@ function renderBar() {
 
 function cancelBar() {
   const input = composerInput();
-  if (state.editing && input) {
-    input.value = state.editing.draft;
-    input.dispatchEvent(new Event("input"));
-  }
-  state.editing = null;
+  if (state.editing) endEdit(input);
   state.replyTo = null;
   renderBar();
   input?.focus();
@@ -260,7 +281,7 @@ function beforeSend(text, options) {
     const c = chat();
     if (state.editing && conv && state.editing.conv === conv) {
       const { seq } = state.editing;
-      state.editing = null;
+      endEdit(composerInput());
       renderBar();
       c.edit(conv, seq, text, mentionsFor(conv, text)).catch(showError);
       return true;
@@ -613,8 +634,8 @@ function startEdit(conv, m) {
   const input = composerInput();
   if (!input) return;
   state.replyTo = null;
-  state.editing = { conv, seq: m.seq, draft: state.editing ? state.editing.draft : input.value };
-  input.value = m.text ?? "";
+  state.editing = { conv, seq: m.seq, draft: state.editing ? state.editing.draft : input.value, text: m.text ?? "" };
+  input.value = state.editing.text;
   renderBar();
   input.focus();
   input.setSelectionRange(input.value.length, input.value.length);
