@@ -279,6 +279,10 @@ class HelloOk(Reply, tag="ok", kw_only=True):
     heartbeat_s: float
     token_expires_at: int
     server_time_ms: int
+    # The node's limits, for a client to check what it sends before the node refuses it
+    # (a frame past max_frame_bytes closes the connection).
+    max_frame_bytes: int
+    max_text_chars: int
 
 
 class PingOk(Reply, tag="ok", kw_only=True):

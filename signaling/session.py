@@ -331,6 +331,8 @@ class Session:
                 heartbeat_s=self.hub.settings.heartbeat_s,
                 token_expires_at=claims.expires_at,
                 server_time_ms=int(time.time() * 1000),
+                max_frame_bytes=self.hub.settings.max_frame_bytes,
+                max_text_chars=self.hub.settings.chat_max_text_chars,
             )
         )
         resumed = self.hub.calls.attach(self)

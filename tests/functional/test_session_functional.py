@@ -28,6 +28,14 @@ async def test_hello_returns_identity_and_session(node: Node) -> None:
     assert pong.server_time_ms >= reply.server_time_ms
 
 
+async def test_hello_tells_the_nodes_limits(start_node: StartNode) -> None:
+    """What a client checks before sending: a frame past max_frame_bytes closes the
+    connection (a client that cannot know the limit resends it after each reconnect)."""
+    node = await start_node(max_frame_bytes=10_000, chat_max_text_chars=300)
+    reply = await (await node.client("alice", hello=False)).hello()
+    assert (reply.max_frame_bytes, reply.max_text_chars) == (10_000, 300)
+
+
 async def test_hello_without_device_gets_generated_one(node: Node) -> None:
     a = await node.client("alice")
     b = await node.client("alice")

@@ -509,6 +509,8 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "i
  * @property {number} heartbeat_s
  * @property {number} token_expires_at
  * @property {number} server_time_ms
+ * @property {number} max_frame_bytes
+ * @property {number} max_text_chars
  */
 
 /**
