@@ -10,6 +10,7 @@ import { PresenceWatcher } from "/web/sdk/presence.js";
 import { LANGUAGES, addStrings, keepLanguage, pickLanguage, translator } from "./i18n.js";
 import { icon } from "./dom.js";
 import { typedIdentity } from "./identity.js";
+import { messageBox, setMaxTextChars } from "./textbox.js";
 
 // The app's feature modules, each `export function init(ui)` registering on `ui.hooks` (below).
 // They load before the first screen is drawn; a feature that is heavy loads its own parts later.
@@ -24,6 +25,8 @@ const FEATURES = /** @type {string[]} */ ([
 const SESSION_KEY = "huddle.session";
 // Messages the node refused for good, kept per user (see keepFailed).
 const FAILED_KEY = "huddle.failed.";
+// The conversation open in this tab, per user (see keepOpen).
+const OPEN_KEY = "huddle.open.";
 const NEAR_TOP_PX = 40;
 
 /** @type {{lang: string, t: (k: string, v?: Record<string, any>) => string, session: any, conn: HuddleConnection | null, chat: ChatDevice | null, presence: PresenceWatcher | null, current: string | null, draftTo: string | null, failed: Map<string, {item: Record<string, any>, code: string}>, loadingOlder: boolean, files: Promise<{sdk: any, files: any}> | null, uploads: Map<number, {name: string, conv: string | null, to: string | null, sent: number, total: number, error: string}>, signed: Map<string, {full: string, thumb: string, expires: number}>}} */
@@ -194,7 +197,11 @@ async function signIn(session, options = {}) {
   const conn = new HuddleConnection({ token: session.token, tokenProvider });
   conn.on("state", () => updateBanner());
   conn.on("closed", () => updateBanner());
-  conn.on("ready", () => renderMe());
+  conn.on("ready", () => {
+    // The node's text limit, for the message boxes' counters (each hello tells it anew).
+    setMaxTextChars(conn.hello?.max_text_chars);
+    renderMe();
+  });
   const connected = conn.connect();
   if (options.resume) {
     connected.catch((error) => signOut(app.t("signInFailed", { error: error.message })));
@@ -232,6 +239,10 @@ async function signIn(session, options = {}) {
   chat.on("synced", () => {
     if (app.current) markRead();
   });
+  const firstSync = chat.on("synced", () => {
+    firstSync();
+    reopen();
+  });
   app.presence.on("presence", () => {
     renderList();
     if (app.current) renderHeader();
@@ -242,6 +253,7 @@ async function signIn(session, options = {}) {
 
 /** @param {string} [error] */
 function signOut(error = "") {
+  if (app.session) keepOpen(null);
   if (app.chat) runHooks(hooks.signedOut);
   app.chat?.stop();
   app.presence?.stop();
@@ -451,12 +463,41 @@ function watchPeers() {
   if (peers.length) app.presence?.subscribe(peers).catch(() => {});
 }
 
+// ---- what was open, across a reload ----
+
+/**
+ * Remember what is open, for a reload to open it again: per tab (sessionStorage, another tab
+ * has its own) and per user.
+ * @param {string | null} what a conversation's id, "to:" and a user for a draft, or null
+ */
+function keepOpen(what) {
+  const key = OPEN_KEY + (app.session?.identity ?? "");
+  if (what) sessionStorage.setItem(key, what);
+  else sessionStorage.removeItem(key);
+}
+
+/**
+ * Open again what was open before the reload, once the first sync has said what exists: a
+ * conversation the user is still in, or the draft to a user (their conversation if one has
+ * come since). Not when the user has opened something meanwhile.
+ */
+function reopen() {
+  const kept = sessionStorage.getItem(OPEN_KEY + (app.session?.identity ?? ""));
+  if (!kept || !app.chat || app.current || app.draftTo) return;
+  const to = kept.startsWith("to:") ? kept.slice(3) : null;
+  const conv = to ? app.chat.conversations().find((c) => c.kind === "direct" && c.peer === to)?.conv : kept;
+  if (conv && app.chat.conversation(conv)) openConversation(conv);
+  else if (to) openDraft(to);
+  else keepOpen(null);
+}
+
 // ---- one conversation ----
 
 /** @param {string} to */
 function openDraft(to) {
   app.current = null;
   app.draftTo = to;
+  keepOpen("to:" + to);
   document.body.classList.add("show-conversation");
   renderConversationShell(to);
   renderMessages();
@@ -470,6 +511,7 @@ async function openConversation(conv, load = true) {
   if (!app.chat) return;
   app.current = conv;
   app.draftTo = null;
+  keepOpen(conv);
   document.body.classList.add("show-conversation");
   const summary = app.chat.conversation(conv);
   renderConversationShell(summary?.name ?? conv);
@@ -489,20 +531,6 @@ function renderConversationShell(title) {
   if (!pane) return;
   // What is typed but not sent survives a reload: kept per user and conversation.
   const draftKey = `huddle.draft.${app.session?.identity}.${app.current ?? "to:" + app.draftTo}`;
-  const input = /** @type {HTMLInputElement} */ (
-    h("input", {
-      id: "composer-text",
-      autocomplete: "off",
-      maxlength: 4000,
-      oninput: () => {
-        if (anyHook(hooks.draft, false)) return;
-        if (input.value) localStorage.setItem(draftKey, input.value);
-        else localStorage.removeItem(draftKey);
-        if (app.current) app.chat?.typing(app.current, Boolean(input.value));
-      },
-    })
-  );
-  input.value = localStorage.getItem(draftKey) ?? "";
   const messages = h("ol", { id: "messages", class: "messages", "aria-label": t("messages"), tabindex: 0 });
   messages.addEventListener("scroll", () => {
     if (messages.scrollTop < NEAR_TOP_PX) loadOlder();
@@ -513,6 +541,8 @@ function renderConversationShell(title) {
       class: "back",
       onclick: () => {
         document.body.classList.remove("show-conversation");
+        // The user went back to the list: a reload stays there.
+        keepOpen(null);
         document.getElementById("convs")?.querySelector("button")?.focus();
       },
       text: t("back"),
@@ -520,23 +550,35 @@ function renderConversationShell(title) {
     h("h2", { id: "conv-title", text: title }),
     h("span", { id: "conv-status", class: "conv-status" }),
   ]);
-  const composer = h("form", {
+  const composer = /** @type {HTMLFormElement} */ (h("form", {
     id: "composer",
     class: "composer",
     onsubmit: (/** @type {Event} */ e) => {
       e.preventDefault();
       const text = input.value;
-      if (!text.trim() || !app.chat) return;
+      if (!text.trim() || !app.chat || box.refused()) return;
       /** @type {Record<string, any>} */
       const options = {};
       // Before the composer is emptied: text a hook takes (an edit) was not the draft.
       if (anyHook(hooks.send, true, text, options)) return;
       input.value = "";
+      box.refresh();
       localStorage.removeItem(draftKey);
       if (app.current) app.chat.send(app.current, text, options);
       else if (app.draftTo) app.chat.send(null, text, { ...options, to: app.draftTo });
     },
-  }, [
+  }));
+  const box = messageBox(composer, { id: "composer-text", h, t, lang: app.lang });
+  const input = box.input;
+  input.addEventListener("input", () => {
+    if (anyHook(hooks.draft, false)) return;
+    if (input.value) localStorage.setItem(draftKey, input.value);
+    else localStorage.removeItem(draftKey);
+    if (app.current) app.chat?.typing(app.current, Boolean(input.value));
+  });
+  input.value = localStorage.getItem(draftKey) ?? "";
+  composer.append(
+    box.count,
     h("input", {
       type: "file",
       id: "attach-input",
@@ -561,9 +603,11 @@ function renderConversationShell(title) {
     h("label", { for: "composer-text", class: "sr-only", text: t("message") }),
     input,
     h("button", { type: "submit", text: t("send") }),
-  ]);
+  );
   runHooks(hooks.header, header, app.current ? (app.chat?.conversation(app.current) ?? null) : null);
   runHooks(hooks.composer, composer);
+  // Counted once the hooks are done: one may have put other text there (an edit going on).
+  box.refresh();
   pane.replaceChildren(
     header,
     h("button", { type: "button", id: "load-older", class: "load-older", onclick: () => loadOlder(), text: t("loadOlder") }),
@@ -801,7 +845,7 @@ function retryFailed(clientId) {
  * @param {string} clientId
  */
 function editFailed(clientId) {
-  const input = /** @type {HTMLInputElement | null} */ (document.getElementById("composer-text"));
+  const input = /** @type {HTMLTextAreaElement | null} */ (document.getElementById("composer-text"));
   if (!input) return;
   const entry = dropFailed(clientId);
   if (!entry) return;

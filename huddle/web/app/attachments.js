@@ -15,6 +15,7 @@
 import { dropRecord, loadRecords, saveRecord } from "./uploadrecords.js";
 import { voiceView } from "./voice.js";
 import { stylesheet } from "./dom.js";
+import { maxText, textLength } from "./textbox.js";
 
 // Its styles come with it, in place before anything it draws is shown.
 await stylesheet(new URL("./attachments.css", import.meta.url));
@@ -60,8 +61,10 @@ export function loadFiles() {
  * @param {File[]} list
  */
 export function sendFiles(list) {
-  const input = /** @type {HTMLInputElement | null} */ (document.getElementById("composer-text"));
+  const input = /** @type {HTMLTextAreaElement | null} */ (document.getElementById("composer-text"));
   let caption = input?.value.trim() ?? "";
+  // Too long to send: it stays in the composer, which says so, rather than fail as a caption.
+  if (textLength(caption) > maxText()) caption = "";
   if (caption && input) {
     input.value = "";
     // What app.js does when the text is cleared by hand: the kept draft and typing go too.
@@ -338,14 +341,16 @@ function uploadRow(key, u) {
   });
   const caption = u.kind === "voice"
     ? null
-    : /** @type {HTMLInputElement} */ (
-        h("input", {
+    : /** @type {HTMLTextAreaElement} */ (
+        // Lines, as in the composer it may come from.
+        h("textarea", {
           class: "upload-caption",
-          maxlength: 4000,
+          rows: 1,
+          maxlength: maxText(),
           placeholder: app.t("mediaCaptionPlaceholder"),
           "aria-label": app.t("mediaCaption", { name: u.name }),
           oninput: (/** @type {Event} */ e) => {
-            u.caption = /** @type {HTMLInputElement} */ (e.target).value;
+            u.caption = /** @type {HTMLTextAreaElement} */ (e.target).value;
             remember(u);
           },
         })

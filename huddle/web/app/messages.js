@@ -6,6 +6,7 @@
 
 import { mentionParts, mentionQuery, mentionsIn } from "/web/sdk/chatstate.js";
 import { stylesheet } from "./dom.js";
+import { composing, messageBox } from "./textbox.js";
 
 // Its styles come with it, in place before anything it draws is shown.
 await stylesheet(new URL("./messages.css", import.meta.url));
@@ -97,7 +98,7 @@ let ui = null;
 
 /**
  * What this module draws from (module state; the messages themselves live in the SDK).
- * @type {{replyTo: {conv: string, seq: number} | null, editing: {conv: string, seq: number, draft: string, text: string} | null, menu: {conv: string, seq: number} | null, highlight: {conv: string, seq: number} | null, highlightTimer: any, thread: {conv: string, root: number} | null, members: Map<string, string[]>, missing: Set<string>, mention: {input: HTMLInputElement, items: string[], active: number, start: number} | null, loadingNewer: boolean, errorTimer: any, offs: (() => void)[]}}
+ * @type {{replyTo: {conv: string, seq: number} | null, editing: {conv: string, seq: number, draft: string, text: string} | null, menu: {conv: string, seq: number} | null, highlight: {conv: string, seq: number} | null, highlightTimer: any, thread: {conv: string, root: number} | null, members: Map<string, string[]>, missing: Set<string>, mention: {input: HTMLTextAreaElement, items: string[], active: number, start: number} | null, loadingNewer: boolean, errorTimer: any, offs: (() => void)[]}}
  */
 const state = {
   replyTo: null,
@@ -192,7 +193,7 @@ function loadMembers(conv) {
 /** @param {HTMLElement} form */
 function composer(form) {
   const { h } = ui;
-  const input = /** @type {HTMLInputElement | null} */ (form.querySelector("#composer-text"));
+  const input = /** @type {HTMLTextAreaElement | null} */ (form.querySelector("#composer-text"));
   if (!input) return;
   form.classList.add("with-bar");
   const bar = h("div", { id: "compose-bar", class: "compose-bar", hidden: true });
@@ -216,7 +217,7 @@ function composer(form) {
 }
 
 function composerInput() {
-  return /** @type {HTMLInputElement | null} */ (document.getElementById("composer-text"));
+  return /** @type {HTMLTextAreaElement | null} */ (document.getElementById("composer-text"));
 }
 
 function editingHere() {
@@ -225,7 +226,7 @@ function editingHere() {
 
 /**
  * The edit is over (saved or cancelled): the composer gets back the draft it had before.
- * @param {HTMLInputElement | null} input
+ * @param {HTMLTextAreaElement | null} input
  */
 function endEdit(input) {
   const draft = state.editing?.draft ?? "";
@@ -312,7 +313,7 @@ function mentionsFor(conv, text) {
 /**
  * Make `input` offer the conversation's members after an `@`: a list box (returned, to place
  * beside it) that the arrow keys move through and Enter or Tab picks from.
- * @param {HTMLInputElement} input
+ * @param {HTMLTextAreaElement} input
  * @param {string} id the list's id
  */
 function mentionOffers(input, id) {
@@ -328,7 +329,7 @@ function mentionOffers(input, id) {
   return list;
 }
 
-/** @param {HTMLInputElement} input */
+/** @param {HTMLTextAreaElement} input */
 function offerMentions(input) {
   const conv = ui.app.current;
   const q = conv ? mentionQuery(input.value, input.selectionStart ?? input.value.length) : null;
@@ -344,7 +345,7 @@ function offerMentions(input) {
   renderMentions(input);
 }
 
-/** @param {HTMLInputElement} input */
+/** @param {HTMLTextAreaElement} input */
 function renderMentions(input) {
   const list = document.getElementById(input.getAttribute("aria-controls") ?? "");
   if (!list || !state.mention) return;
@@ -371,7 +372,7 @@ function renderMentions(input) {
   input.setAttribute("aria-activedescendant", `mention-opt-${active}`);
 }
 
-/** @param {HTMLInputElement} input */
+/** @param {HTMLTextAreaElement} input */
 function closeMentions(input) {
   if (state.mention?.input === input) state.mention = null;
   const list = document.getElementById(input.getAttribute("aria-controls") ?? "");
@@ -385,11 +386,12 @@ function closeMentions(input) {
 
 /**
  * @param {KeyboardEvent} e
- * @param {HTMLInputElement} input
+ * @param {HTMLTextAreaElement} input
  */
 function mentionKeys(e, input) {
   const offer = state.mention;
-  if (!offer || offer.input !== input) return;
+  // An input method's Enter takes its candidate, not an offered member.
+  if (!offer || offer.input !== input || composing(e)) return;
   if (e.key === "ArrowDown" || e.key === "ArrowUp") {
     e.preventDefault();
     const step = e.key === "ArrowDown" ? 1 : -1;
@@ -406,7 +408,7 @@ function mentionKeys(e, input) {
 }
 
 /**
- * @param {HTMLInputElement} input
+ * @param {HTMLTextAreaElement} input
  * @param {number} index
  */
 function pickMention(input, index) {
@@ -636,6 +638,8 @@ function startEdit(conv, m) {
   state.replyTo = null;
   state.editing = { conv, seq: m.seq, draft: state.editing ? state.editing.draft : input.value, text: m.text ?? "" };
   input.value = state.editing.text;
+  // As typed: counted, and never taken for the draft (the draft hook says so).
+  input.dispatchEvent(new Event("input"));
   renderBar();
   input.focus();
   input.setSelectionRange(input.value.length, input.value.length);
@@ -838,7 +842,30 @@ function buildThreadPanel() {
   const open = state.thread;
   if (!pane || !open) return;
   const { h } = ui;
-  const input = /** @type {HTMLInputElement} */ (h("input", { id: "thread-text", autocomplete: "off", maxlength: 4000 }));
+  const form = /** @type {HTMLFormElement} */ (h("form", {
+    id: "thread-form",
+    class: "thread-form",
+    onsubmit: (/** @type {Event} */ e) => {
+      e.preventDefault();
+      const text = input.value;
+      if (!text.trim() || !state.thread || box.refused()) return;
+      input.value = "";
+      box.refresh();
+      const { conv, root } = state.thread;
+      const mentions = mentionsFor(conv, text);
+      chat().send(conv, text, { reply_to: root, ...(mentions ? { mentions } : {}) });
+    },
+  }));
+  // The composer's box (textbox.js): lines, Enter sends, the length the node takes.
+  const box = messageBox(form, { id: "thread-text", h, t, lang: ui.app.lang });
+  const input = box.input;
+  form.append(
+    box.count,
+    h("label", { for: "thread-text", class: "sr-only", text: t("msgThreadReply") }),
+    mentionOffers(input, "thread-mention-list"),
+    input,
+    h("button", { type: "submit", text: t("msgSendReply") }),
+  );
   const panel = h("aside", {
     id: "thread-panel",
     class: "thread-panel",
@@ -852,26 +879,9 @@ function buildThreadPanel() {
       h("button", { type: "button", id: "close-thread", "aria-label": t("msgCloseThread"), title: t("msgCloseThread"), text: "×", onclick: () => closeThread() }),
     ]),
     h("ol", { id: "thread-messages", class: "thread-messages", "aria-label": t("msgThread") }),
-    h("form", {
-      id: "thread-form",
-      class: "thread-form",
-      onsubmit: (/** @type {Event} */ e) => {
-        e.preventDefault();
-        const text = input.value;
-        if (!text.trim() || !state.thread) return;
-        input.value = "";
-        const { conv, root } = state.thread;
-        const mentions = mentionsFor(conv, text);
-        chat().send(conv, text, { reply_to: root, ...(mentions ? { mentions } : {}) });
-      },
-    }, [
-      h("label", { for: "thread-text", class: "sr-only", text: t("msgThreadReply") }),
-      mentionOffers(input, "thread-mention-list"),
-      input,
-      h("button", { type: "submit", text: t("msgSendReply") }),
-    ]),
+    form,
   ]);
-  if (chat().conversation(open.conv)?.role === "follower") panel.querySelector("form")?.remove();
+  if (chat().conversation(open.conv)?.role === "follower") form.remove();
   pane.append(panel);
 }
 
