@@ -178,6 +178,43 @@ test("ringing stops on answered elsewhere, cancel, missed, end, and on our own a
   assert.equal(connection.listeners("call.incoming"), 0);
 });
 
+test("after a reconnect, rings the node does not ring again stop as gone; re-rung ones stay", async () => {
+  const connection = fakeConnection();
+  let answerPing;
+  connection.request = async function (type, fields) {
+    this.sent.push({ type, ...fields });
+    if (type === "ping") await new Promise((resolve) => (answerPing = resolve));
+    return { type: "ok" };
+  };
+  const ringing = new Ringing(connection);
+  const stopped = [];
+  ringing.on("stopped", (e) => stopped.push(`${e.call}:${e.reason}`));
+  const incoming = (call) => connection.emit({ type: "call.incoming", call, from: "alice", from_name: "Alice", media: "video" });
+  incoming("c1");
+  incoming("c2");
+  // Offline meanwhile: c1 was cancelled. After hello the node rings c2 again, then answers.
+  connection.emit({ type: "ready" });
+  incoming("c2");
+  incoming("c3"); // rung live after the hello
+  await new Promise((r) => setTimeout(r, 1));
+  assert.deepEqual(stopped, [], "nothing stops before the node has said all it rings");
+  answerPing();
+  await new Promise((r) => setTimeout(r, 1));
+  assert.deepEqual(stopped, ["c1:gone"]);
+  assert.deepEqual([...ringing.ringing.keys()], ["c2", "c3"]);
+
+  // A drop before the answer decides nothing; the next hello does.
+  connection.request = async function (type) {
+    if (type === "ping") throw Object.assign(new Error("dropped"), { code: "disconnected" });
+    return { type: "ok" };
+  };
+  connection.emit({ type: "ready" });
+  await new Promise((r) => setTimeout(r, 1));
+  assert.deepEqual([...ringing.ringing.keys()], ["c2", "c3"]);
+  ringing.close();
+  assert.equal(connection.listeners("ready"), 0);
+});
+
 test("an emitter handler that throws does not stop the others", () => {
   const emitter = new Emitter();
   const got = [];

@@ -177,7 +177,8 @@ test("a gap drops the open conversation's page and reloads it; a feed gap reload
   const before = conn.requests.length;
   conn.event({ type: "chat.gap", seq: 3, conv: "g-1", ev: 2, epoch: "e2", fev: null, feed_epoch: null, reason: "epoch_changed" });
   await settle();
-  assert.deepEqual(conn.requests.slice(before).map((r) => r.type), ["chat.history"]);
+  // The summary missed events too: the list (with the user's own read positions) comes again.
+  assert.deepEqual(conn.requests.slice(before).map((r) => r.type), ["chat.list", "chat.history"]);
   assert.deepEqual(chat.messages("g-1").map((m) => m.seq), [1, 2], "what the server has now");
   assert.deepEqual([chat.cursors.cursors["g-1"], chat.cursors.epochs["g-1"]], [2, "e2"]);
   conn.event({ type: "chat.gap", seq: 4, conv: null, ev: null, epoch: null, fev: 1, feed_epoch: "f9", reason: "trimmed" });
@@ -336,4 +337,75 @@ test("a caller's client_id is the one sent, and sending it again while it waits 
   await settle();
   assert.deepEqual(sent(conn).map((r) => [r.client_id, r.media, r.text]), [["f-F1", "F1", "caption"]]);
   assert.deepEqual(chat.outbox, []);
+});
+
+test("a message too large for the node fails at once, is never sent, and later ones still go", async () => {
+  const store = memoryStore();
+  const conn = new FakeConnection(server());
+  conn.hello = { max_frame_bytes: 65536, max_text_chars: 4000 };
+  const chat = new ChatDevice(conn, { store });
+  const failed = [];
+  chat.on("send_failed", ({ item, error }) => failed.push([item.text.length, error.code]));
+  await chat.start();
+  conn.state = "reconnecting"; // no connection needed to know
+  await chat.send("g-1", "x".repeat(100_000)); // over the frame limit (the node would close)
+  await chat.send("g-1", "é".repeat(4001)); // over max_text_chars (a code point each)
+  await chat.send("g-1", "after");
+  assert.deepEqual(failed, [[100_000, "message_too_large"], [4001, "message_too_large"]]);
+  assert.deepEqual((await store.load()).outbox.map((i) => i.text), ["after"], "not kept for a reload either");
+  conn.reconnect();
+  await settle();
+  assert.deepEqual(sent(conn).map((r) => r.text), ["after"]);
+
+  // Without a hello (a kept outbox before the connection is up) the frame limit is the
+  // node's default; 40000 "€" are 120000 bytes of UTF-8 in 40000 characters.
+  const kept = memoryStore();
+  await kept.putOutbox({ client_id: "c-big", conv: "g-1", text: "€".repeat(40_000), order: 1, created: 1, error: null });
+  const offline = new FakeConnection(server());
+  offline.state = "connecting";
+  const restarted = new ChatDevice(offline, { store: kept });
+  const gone = [];
+  restarted.on("send_failed", ({ item, error }) => gone.push([item.client_id, error.code]));
+  await restarted.start();
+  assert.deepEqual(gone, [["c-big", "message_too_large"]]);
+  assert.deepEqual(restarted.outbox, []);
+});
+
+test("a send the node closed the connection on (frame_too_large) is refused, not sent again", async () => {
+  const conn = new FakeConnection(
+    server({
+      "chat.send": (fields) => {
+        if (fields.text === "big") throw new HuddleError("frame_too_large", "the node closed on chat.send");
+        return { conv: fields.conv, seq: 10, ts: 10, duplicate: false };
+      },
+    }),
+  );
+  const chat = new ChatDevice(conn, { store: "memory" });
+  const failed = [];
+  chat.on("send_failed", ({ item, error }) => failed.push([item.text, error.code]));
+  await chat.start();
+  await chat.send("g-1", "big");
+  await chat.send("g-1", "small");
+  await settle();
+  assert.deepEqual(failed, [["big", "message_too_large"]]);
+  assert.deepEqual(sent(conn).map((r) => r.text), ["big", "small"]);
+  conn.reconnect();
+  await settle();
+  assert.deepEqual(sent(conn).map((r) => r.text), ["big", "small"], "nothing sent again");
+});
+
+test("a sync gap on a known conversation reloads the list, so its summary and unread are current", async () => {
+  const store = memoryStore();
+  await store.saveCursors({ cursors: { "g-1": 3 }, epochs: { "g-1": "e1" }, stamps: {}, feed: 2, feedEpoch: "f1", feedStamp: null });
+  await store.putConversations([summary("g-1", 2)]);
+  const conn = new FakeConnection(
+    server({
+      "chat.sync": () => ({ heads: { "g-1": 40 }, feed: 2, gaps: ["g-1"], removed: [], feed_gap: false, epochs: { "g-1": "e1" }, feed_epoch: "f1" }),
+      "chat.list": () => ({ conversations: [{ ...summary("g-1", 30), read_seq: 25, unread: 5 }] }),
+    }),
+  );
+  const chat = new ChatDevice(conn, { store });
+  await chat.start();
+  assert.deepEqual(conn.requests.map((r) => r.type), ["chat.sync", "chat.list"]);
+  assert.deepEqual([chat.conversation("g-1").last_seq, chat.conversation("g-1").unread], [30, 5]);
 });

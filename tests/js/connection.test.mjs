@@ -202,3 +202,85 @@ test("an unanswered ping drops the connection and reconnects", async () => {
   assert.equal(node.sockets[0].closedWith !== null, true, "the dead socket was closed");
   conn.close();
 });
+
+test("a frame over the limit is refused here and never sent; the node's hello sets the limit", async () => {
+  const node = fakeNode((frame) => {
+    const reply = defaultAnswer(frame);
+    if (frame.type === "hello") reply.max_frame_bytes = 4096;
+    return reply ?? { type: "ok" };
+  });
+  const conn = new HuddleConnection(options());
+  assert.equal(conn.frameLimit, 65536, "the node's default before any hello");
+  await conn.connect();
+  assert.equal(conn.frameLimit, 4096);
+  await assert.rejects(conn.request("chat.send", { text: "€".repeat(1400) }), (e) => e.code === "frame_too_large"); // 4200 bytes
+  await conn.request("chat.send", { text: "x".repeat(1400) });
+  assert.deepEqual(node.frames.filter((f) => f.type === "chat.send").map((f) => f.text.length), [1400]);
+  assert.equal(conn.state, "open");
+  conn.maxFrameBytes = 1024; // an option below the node's wins
+  await assert.rejects(conn.request("chat.send", { text: "x".repeat(1400) }), (e) => e.code === "frame_too_large");
+  conn.close();
+});
+
+test("a 1009 close fails the request that caused it; the others fail as disconnected", async () => {
+  // The node takes less than this side thinks (no limit in its hello).
+  const node = fakeNode((frame, n) => {
+    if (JSON.stringify(frame).length > 2000) {
+      setTimeout(() => n.sockets.at(-1).drop(1009, "message too big"), 1);
+      return null;
+    }
+    return defaultAnswer(frame);
+  });
+  const conn = new HuddleConnection(options({ maxFrameBytes: 1_000_000 }));
+  await conn.connect();
+  const small = conn.request("chat.history", { conv: "g-1" });
+  const big = conn.request("chat.send", { text: "x".repeat(5000) });
+  await assert.rejects(big, (e) => e.code === "frame_too_large");
+  await assert.rejects(small, (e) => e.code === "disconnected");
+  await until(() => conn.state === "open" && node.sockets.length === 2, "the reconnect");
+  conn.close();
+});
+
+test("a node that closes right after each hello is not hammered: the backoff keeps growing", async () => {
+  const node = fakeNode((frame, n) => {
+    if (frame.type === "hello") {
+      const socket = n.sockets.at(-1);
+      setTimeout(() => socket.drop(1009, "message too big"), 2);
+    }
+    return defaultAnswer(frame);
+  });
+  const conn = new HuddleConnection(options({ backoff: { baseMs: 1, maxMs: 3 } }));
+  await conn.connect();
+  await until(() => node.sockets.length >= 5, "five connections");
+  // Each hello used to set the attempt back to 0: the first, shortest delay every time.
+  assert.ok(conn.attempt >= 4, `attempt ${conn.attempt} after ${node.sockets.length} connections`);
+  conn.close();
+});
+
+test("close() settles a pending connect(); a second connect() is the same promise", async () => {
+  fakeNode(() => null); // the node never answers hello
+  const conn = new HuddleConnection(options());
+  const first = conn.connect();
+  assert.equal(conn.connect(), first);
+  await new Promise((r) => setTimeout(r, 5));
+  conn.close();
+  await assert.rejects(first, (e) => e instanceof HuddleError && e.code === "closed");
+
+  // A token provider that fails: retried with backoff, each failure told as a warning.
+  fakeNode();
+  const failing = new HuddleConnection(options({ token: undefined, tokenProvider: async () => Promise.reject(new Error("backend down")) }));
+  const warnings = [];
+  failing.on("warning", (w) => warnings.push([w.what, w.error.message]));
+  const pending = failing.connect();
+  await until(() => warnings.length >= 2, "warnings");
+  assert.deepEqual(warnings[0], ["tokenProvider", "backend down"]);
+  failing.close();
+  await assert.rejects(pending, (e) => e.code === "closed");
+
+  // Once open, connect() resolves with the hello at once.
+  fakeNode();
+  const open = new HuddleConnection(options());
+  const hello = await open.connect();
+  assert.equal(await open.connect(), hello);
+  open.close();
+});

@@ -96,3 +96,67 @@ test("signed URLs come back absolute; ranges and deletes are sent as asked", asy
     ],
   );
 });
+
+/** A stand-in for tus-js-client: records what the upload does; `previous` answers findPreviousUploads. */
+function fakeTus(previous = Promise.resolve([])) {
+  const log = [];
+  globalThis.tus = {
+    Upload: class {
+      constructor(file, options) {
+        this.options = options;
+        this.url = null;
+      }
+      findPreviousUploads() {
+        log.push("find");
+        return previous;
+      }
+      resumeFromPreviousUpload(p) {
+        this.url = p.uploadUrl;
+        log.push(`resume ${p.uploadUrl}`);
+      }
+      start() {
+        log.push("start");
+      }
+      abort(terminate) {
+        log.push(terminate && this.url ? `terminate ${this.url}` : `abort ${terminate}`);
+        return Promise.resolve();
+      }
+    },
+  };
+  return log;
+}
+
+afterEach(() => {
+  delete globalThis.tus;
+});
+
+test("an upload aborted right after startUpload never starts; done rejects with aborted", async () => {
+  let found;
+  const log = fakeTus(new Promise((resolve) => (found = resolve)));
+  const files = new Files({ baseUrl: "http://n", token: "t", identity: "ada" });
+  const upload = await files.startUpload(new Blob(["hello"]), { name: "a.txt" });
+  const aborting = upload.abort(true);
+  found([{ uploadUrl: "http://n/v1/media/tus/OLD", creationTime: "2026-01-01T00:00:00Z" }]);
+  await aborting;
+  await assert.rejects(upload.done, (e) => e instanceof FilesError && e.code === "aborted");
+  // The earlier upload it would have gone on with is dropped on the node, and nothing starts.
+  assert.deepEqual(log, ["find", "resume http://n/v1/media/tus/OLD", "terminate http://n/v1/media/tus/OLD"]);
+
+  // retry() after such an abort begins for real.
+  const again = upload.retry();
+  await new Promise((r) => setTimeout(r, 1));
+  assert.equal(log.at(-1), "start");
+  upload.abort(false);
+  await assert.rejects(again, (e) => e.code === "aborted");
+});
+
+test("aborting an upload under way settles done (it hung)", async () => {
+  const log = fakeTus();
+  const files = new Files({ baseUrl: "http://n", token: "t", identity: "ada" });
+  const upload = await files.startUpload(new Blob(["hello"]), { name: "a.txt" });
+  await new Promise((r) => setTimeout(r, 1));
+  assert.deepEqual(log, ["find", "start"]);
+  await upload.abort();
+  await assert.rejects(upload.done, (e) => e instanceof FilesError && e.code === "aborted" && e.status === 0);
+  assert.deepEqual(log, ["find", "start", "abort false"]);
+});

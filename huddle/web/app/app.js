@@ -204,7 +204,10 @@ async function signIn(session, options = {}) {
   });
   const connected = conn.connect();
   if (options.resume) {
-    connected.catch((error) => signOut(app.t("signInFailed", { error: error.message })));
+    // "closed": the user signed out while it came up, which is no failure to report.
+    connected.catch((error) => {
+      if (error?.code !== "closed") signOut(app.t("signInFailed", { error: error.message }));
+    });
   } else {
     await connected;
   }

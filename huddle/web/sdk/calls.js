@@ -892,7 +892,7 @@ export const RING_STOPS = {
 /**
  * 1:1 and group ringing (docs/protocol.md, Ringing calls). Keeps the calls ringing on this
  * device (`ringing`, by call id) and emits: `incoming` (the `call.incoming` event), `stopped`
- * ({call, reason}: answered_elsewhere, cancelled, missed, ended, accepted, declined),
+ * ({call, reason}: answered_elsewhere, cancelled, missed, ended, accepted, declined, gone),
  * `outgoing`, `accepted`, `declined`, `cancelled`, `missed`, `ended`, `updated`, `left`,
  * `resumed` (the events as the server sends them, `call.` left out).
  */
@@ -908,12 +908,39 @@ export class Ringing extends Emitter {
     for (const name of names) {
       this._unsubscribe.push(connection.on(`call.${name}`, (event) => this.handle(event)));
     }
+    /** @type {Set<string> | null} calls rung before a reconnect, not yet rung again */
+    this._unconfirmed = null;
+    this._unsubscribe.push(connection.on("ready", () => this._confirm()));
+  }
+
+  /**
+   * After a reconnect: the node rings again, right after its hello reply, every call that
+   * still rings for this user; whatever stopped meanwhile (cancelled, answered elsewhere)
+   * this device never heard of. The node handles a connection's frames in order, so once
+   * the reply to a request sent now is in, every such ring has come: the calls it did not
+   * ring again stop (`gone`).
+   */
+  async _confirm() {
+    if (!this.ringing.size) return;
+    const unconfirmed = new Set(this.ringing.keys());
+    this._unconfirmed = unconfirmed;
+    try {
+      await this.connection.request("ping");
+    } catch {
+      return; // dropped again: the next hello checks again
+    }
+    if (this._unconfirmed !== unconfirmed) return;
+    this._unconfirmed = null;
+    for (const call of unconfirmed) this._stop(call, "gone");
   }
 
   /** Applies one server event (public for tests). */
   handle(event) {
     const name = event.type.slice("call.".length);
-    if (event.type === "call.incoming") this.ringing.set(event.call, event);
+    if (event.type === "call.incoming") {
+      this.ringing.set(event.call, event);
+      this._unconfirmed?.delete(event.call);
+    }
     const reason = RING_STOPS[event.type];
     if (reason && this.ringing.delete(event.call)) this.emit("stopped", { call: event.call, reason });
     this.emit(name, event);

@@ -20,7 +20,7 @@
 // while a page is on its way are applied again to the page when it lands.
 
 import * as state from "./chatstate.js";
-import { HuddleError, randomId } from "./connection.js";
+import { HuddleError, MAX_FRAME_BYTES, frameBytes, randomId } from "./connection.js";
 import { memoryStore, openStore, storeName } from "./store.js";
 import { mergeHits, nextPageBefore } from "./search.js";
 
@@ -141,6 +141,8 @@ export class ChatDevice extends EventTarget {
     );
     this._emit("conversations", this.conversations());
     if (this.outbox.length) this._emit("outbox", this.outbox);
+    // A kept item too large to ever go fails now, not after the connection is back.
+    this._failTooLarge();
     if (this.connection.state === "open") await this.sync();
   }
 
@@ -178,7 +180,10 @@ export class ChatDevice extends EventTarget {
       this.store?.deleteConversations(outcome.removed).catch(() => {});
     }
     const unknown = Object.keys(reply.heads).some((conv) => !this.summaries.has(conv));
-    if (outcome.reloadList || unknown) await this.refreshList();
+    // A gap skipped events that move summaries (last message, unread): only the list (the
+    // user's own read positions are in it, not in chat.info) brings them up to date.
+    const stale = outcome.gaps.some((conv) => this.summaries.has(conv));
+    if (outcome.reloadList || unknown || stale) await this.refreshList();
     for (const conv of [...outcome.gaps, ...outcome.fresh]) await this._reload(conv);
     this._emit("synced", record);
     this._flush();
@@ -689,8 +694,9 @@ export class ChatDevice extends EventTarget {
     }
     if (moved.kind === "gap") {
       this._saveCursors();
-      if (moved.conv === null) this.refreshList().catch(() => {});
-      else this._reload(moved.conv).catch(() => {});
+      // The conversation's summary missed events too: the list brings it up to date.
+      this.refreshList().catch(() => {});
+      if (moved.conv !== null) this._reload(moved.conv).catch(() => {});
       return;
     }
     const conv = event.conv;
@@ -859,24 +865,19 @@ export class ChatDevice extends EventTarget {
   }
 
   async _flushOnce() {
+    this._failTooLarge();
     // One at a time, in the order the user pressed send, so the conversation keeps it.
     for (const item of state.outboxOrder(this.outbox)) {
       if (this.connection.state !== "open") return;
       if (!this.outbox.includes(item)) continue;
       try {
-        const reply = await this.connection.request("chat.send", {
-          conv: item.conv,
-          to: item.to ?? null,
-          client_id: item.client_id,
-          kind: item.kind ?? "text",
-          text: item.media && !item.text ? null : item.text,
-          media: item.media ?? null,
-          reply_to: item.reply_to ?? null,
-          mentions: item.mentions ?? null,
-        });
+        const reply = await this.connection.request("chat.send", sendFields(item));
         this._dropOutbox(item);
         this._emit("sent", { item, reply });
-      } catch (error) {
+      } catch (caught) {
+        // The node closed on its frame (its limit is below this side's): refused for good.
+        const error =
+          caught instanceof HuddleError && caught.code === "frame_too_large" ? new HuddleError("message_too_large", caught.detail) : caught;
         const code = error instanceof HuddleError ? error.code : "internal";
         if (state.sendOutcome(code) === "retry") {
           item.error = code;
@@ -892,6 +893,30 @@ export class ChatDevice extends EventTarget {
         this._dropOutbox(item);
         this._emit("send_failed", { item, error });
       }
+    }
+  }
+
+  /**
+   * Refuse what the node would refuse for its size, connected or not: a text over the node's
+   * `max_text_chars`, a frame over its `max_frame_bytes` (which would close the connection,
+   * and a kept outbox sends it again after every reconnect).
+   */
+  _failTooLarge() {
+    const hello = this.connection.hello;
+    const maxChars = hello?.max_text_chars;
+    const maxBytes = this.connection.frameLimit ?? MAX_FRAME_BYTES;
+    for (const item of state.outboxOrder(this.outbox)) {
+      const chars = [...(item.text ?? "")].length;
+      // The connection adds its request id (a few characters) to the frame; a UTF-16 unit
+      // is at most 3 bytes, so most frames need no encoding to be sure.
+      const frame = JSON.stringify({ ...sendFields(item), id: "r0000000000", type: "chat.send" });
+      const bytes = frame.length * 3 <= maxBytes ? frame.length : frameBytes(frame);
+      let why = null;
+      if (typeof maxChars === "number" && chars > maxChars) why = `text is ${chars} characters; at most ${maxChars}`;
+      else if (bytes > maxBytes) why = `the message is ${bytes} bytes; the node takes at most ${maxBytes}`;
+      if (why === null) continue;
+      this._dropOutbox(item);
+      this._emit("send_failed", { item, error: new HuddleError("message_too_large", why) });
     }
   }
 
@@ -984,4 +1009,21 @@ export class ChatDevice extends EventTarget {
   _emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+/**
+ * The fields of the `chat.send` of an outbox item.
+ * @param {import("./chatstate.js").OutboxItem} item
+ */
+function sendFields(item) {
+  return {
+    conv: item.conv,
+    to: item.to ?? null,
+    client_id: item.client_id,
+    kind: item.kind ?? "text",
+    text: item.media && !item.text ? null : item.text,
+    media: item.media ?? null,
+    reply_to: item.reply_to ?? null,
+    mentions: item.mentions ?? null,
+  };
 }

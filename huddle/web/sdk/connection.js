@@ -19,6 +19,14 @@ export const REQUEST_TIMEOUT_MS = 15000;
 export const REFRESH_LEAD_MS = 90000;
 export const PING_TIMEOUT_MS = 10000;
 export const REFRESH_RETRY_MS = 1000;
+// The node's default `max_frame_bytes` (docs/protocol.md), until a hello tells its own.
+export const MAX_FRAME_BYTES = 64 * 1024;
+// A connection counts as good once it has stayed open this long: only then does the backoff
+// start again from its first step, so a node that accepts the hello and then closes at once
+// (a frame it refuses, a flood) is not hammered in a loop.
+export const STABLE_AFTER_MS = 10000;
+// No node takes less (max_frame_bytes ≥ 1024): a frame this small cannot be why it closed with 1009.
+const MIN_FRAME_LIMIT = 1024;
 export const DEVICE_STORAGE_KEY = "huddle.device";
 
 // Closes after which reconnecting cannot help (a token provider may fix the auth ones).
@@ -119,6 +127,8 @@ export function randomId(length) {
  * @property {number} [pingIntervalMs] app-level ping period; the hello's `heartbeat_s` when left out
  * @property {number} [pingTimeoutMs]
  * @property {import("./backoff.js").BackoffOptions} [backoff]
+ * @property {number} [maxFrameBytes] the largest frame to send, in bytes; the node's
+ *   (hello's `max_frame_bytes`) when smaller, MAX_FRAME_BYTES before any hello
  */
 
 export class HuddleConnection extends EventTarget {
@@ -135,6 +145,7 @@ export class HuddleConnection extends EventTarget {
     this.pingIntervalMs = options.pingIntervalMs ?? null;
     this.pingTimeoutMs = options.pingTimeoutMs ?? PING_TIMEOUT_MS;
     this.backoff = options.backoff ?? {};
+    this.maxFrameBytes = options.maxFrameBytes ?? null;
     /** @type {ConnectionState} */
     this.state = "idle";
     /** @type {HelloOk | null} */
@@ -149,9 +160,9 @@ export class HuddleConnection extends EventTarget {
     /** @type {WebSocket | null} */
     this._ws = null;
     this._ids = 0;
-    /** @type {Map<string, {resolve: (v: any) => void, reject: (e: Error) => void, timer: any}>} */
+    /** @type {Map<string, {resolve: (v: any) => void, reject: (e: Error) => void, timer: any, type: string, bytes: number}>} */
     this._pending = new Map();
-    this._timers = { reconnect: null, refresh: null, ping: null };
+    this._timers = { reconnect: null, refresh: null, ping: null, stable: null };
     this._stopped = false;
     this._needFreshToken = false;
     this._opening = false;
@@ -159,6 +170,8 @@ export class HuddleConnection extends EventTarget {
     this._firstOpen = null;
     /** @type {((e: Error) => void) | null} */
     this._firstFail = null;
+    /** @type {Promise<HelloOk> | null} the pending `connect()` */
+    this._connecting = null;
     this._onOnline = () => {
       if (this.state === "reconnecting") this._reconnectNow();
     };
@@ -173,26 +186,38 @@ export class HuddleConnection extends EventTarget {
     return this.baseUrl.replace(/^http/, "ws") + "/v1/ws";
   }
 
+  /** The largest frame this side sends, in bytes of UTF-8 (a larger one the node would close on). */
+  get frameLimit() {
+    const limits = [this.maxFrameBytes, this.hello?.max_frame_bytes].filter((n) => typeof n === "number" && n > 0);
+    return limits.length ? Math.min(.../** @type {number[]} */ (limits)) : MAX_FRAME_BYTES;
+  }
+
   /**
    * Open the connection; resolves with the first `hello` reply. Later drops reconnect on
-   * their own (watch the `state` event).
+   * their own (watch the `state` event). While one is pending, another call returns the same
+   * promise; once open, the last `hello` reply.
    * @returns {Promise<HelloOk>}
    */
   connect() {
+    if (this._connecting) return this._connecting;
+    if (this.state === "open" && this.hello) return Promise.resolve(this.hello);
     this._stopped = false;
     this.closeReason = null;
     globalThis.addEventListener?.("online", this._onOnline);
     globalThis.addEventListener?.("offline", this._onOffline);
-    return new Promise((resolve, reject) => {
+    this._connecting = new Promise((resolve, reject) => {
       this._firstOpen = resolve;
       this._firstFail = reject;
-      this._open();
     });
+    const connecting = this._connecting;
+    this._open();
+    return connecting;
   }
 
-  /** Close for good: no reconnect. */
+  /** Close for good: no reconnect. A `connect()` still pending rejects with `closed`. */
   close() {
     this._stopped = true;
+    this._settleFirst(new HuddleError("closed", "connection closed before it opened"));
     globalThis.removeEventListener?.("online", this._onOnline);
     globalThis.removeEventListener?.("offline", this._onOffline);
     const ws = this._ws;
@@ -257,14 +282,22 @@ export class HuddleConnection extends EventTarget {
    */
   _send(ws, type, fields, timeoutMs) {
     const id = `r${++this._ids}`;
+    const data = JSON.stringify({ ...fields, id, type });
+    // The node closes the connection on a frame over its limit, and a reconnect would only
+    // send it again: refuse it here.
+    const limit = this.frameLimit;
+    const bytes = frameBytes(data);
+    if (bytes > limit) {
+      return Promise.reject(new HuddleError("frame_too_large", `${type} is ${bytes} bytes; the node takes at most ${limit}`));
+    }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this._pending.delete(id);
         reject(new HuddleError("timeout", `no reply to ${type} within ${timeoutMs} ms`));
       }, timeoutMs);
-      this._pending.set(id, { resolve, reject, timer });
+      this._pending.set(id, { resolve, reject, timer, type, bytes });
       try {
-        ws.send(JSON.stringify({ ...fields, id, type }));
+        ws.send(data);
       } catch (error) {
         clearTimeout(timer);
         this._pending.delete(id);
@@ -284,6 +317,8 @@ export class HuddleConnection extends EventTarget {
           this.token = await this.tokenProvider();
           this._needFreshToken = false;
         } catch (error) {
+          // Retried with backoff like a drop; the page may want to say why nothing connects.
+          this._emit("warning", { what: "tokenProvider", error });
           this._scheduleReconnect();
           return;
         }
@@ -334,14 +369,11 @@ export class HuddleConnection extends EventTarget {
     this.identity = reply.identity;
     this.device = reply.device;
     this.clockOffsetMs = reply.server_time_ms - Date.now();
-    this.attempt = 0;
     this._setState("open");
+    this._timers.stable = setTimeout(() => (this.attempt = 0), STABLE_AFTER_MS);
     this._scheduleRefresh(reply.token_expires_at);
     this._schedulePing(ws, (this.pingIntervalMs ?? reply.heartbeat_s * 1000) || 20000);
-    if (this._firstOpen) {
-      this._firstOpen(reply);
-      this._firstOpen = this._firstFail = null;
-    }
+    this._settleFirst(null, reply);
     this._emit("ready", reply);
   }
 
@@ -376,6 +408,7 @@ export class HuddleConnection extends EventTarget {
     if (ws !== this._ws) return;
     this._ws = null;
     this._clearTimers();
+    if (code === 1009) this._failTooLarge();
     this._failPending("disconnected", `connection closed (${code})`);
     if (this._stopped) return;
     if (FATAL_CLOSE_CODES.has(code)) {
@@ -475,11 +508,7 @@ export class HuddleConnection extends EventTarget {
    */
   _fail(code, message) {
     this.closeReason = code;
-    const error = new HuddleError(code, message);
-    if (this._firstFail) {
-      this._firstFail(error);
-      this._firstOpen = this._firstFail = null;
-    }
+    this._settleFirst(new HuddleError(code, message));
     const ws = this._ws;
     this._stopped = true;
     this._ws = null;
@@ -490,6 +519,37 @@ export class HuddleConnection extends EventTarget {
     }
     this._setState("closed");
     this._emit("closed", { code, message });
+  }
+
+  /**
+   * Settle the pending `connect()`, if any: with `error`, or with the hello `reply`.
+   * @param {Error | null} error
+   * @param {HelloOk} [reply]
+   */
+  _settleFirst(error, reply) {
+    const open = this._firstOpen;
+    const fail = this._firstFail;
+    this._firstOpen = this._firstFail = null;
+    this._connecting = null;
+    if (error) fail?.(error);
+    else if (reply) open?.(reply);
+  }
+
+  /**
+   * The node closed with 1009: a frame was over its limit (smaller than this side's, or this
+   * side had none yet). The largest request in flight is the one: it fails for good, so
+   * whoever sent it does not send it again after the reconnect.
+   */
+  _failTooLarge() {
+    let largest = null;
+    for (const [id, pending] of this._pending) {
+      if (pending.bytes > MIN_FRAME_LIMIT && (!largest || pending.bytes > largest[1].bytes)) largest = [id, pending];
+    }
+    if (!largest) return;
+    const [id, pending] = largest;
+    this._pending.delete(id);
+    clearTimeout(pending.timer);
+    pending.reject(new HuddleError("frame_too_large", `the node closed on ${pending.type} (${pending.bytes} bytes) as too large`));
   }
 
   /**
@@ -505,7 +565,7 @@ export class HuddleConnection extends EventTarget {
   }
 
   _clearTimers() {
-    for (const key of /** @type {const} */ (["reconnect", "refresh", "ping"])) {
+    for (const key of /** @type {const} */ (["reconnect", "refresh", "ping", "stable"])) {
       clearTimeout(this._timers[key]);
       this._timers[key] = null;
     }
@@ -525,6 +585,16 @@ export class HuddleConnection extends EventTarget {
   _emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+/**
+ * The size of a frame on the wire: bytes of UTF-8, which is what the node's
+ * `max_frame_bytes` counts.
+ * @param {string} data
+ * @returns {number}
+ */
+export function frameBytes(data) {
+  return new TextEncoder().encode(data).length;
 }
 
 /** @param {WebSocket} ws */

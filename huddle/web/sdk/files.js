@@ -172,6 +172,12 @@ export class Upload {
     this._keep = null;
     /** @type {{resolve: (f: FileObject) => void, reject: (e: any) => void} | null} */
     this._settle = null;
+    /** Set by `abort`, until `retry`. */
+    this._aborted = false;
+    /** @type {(() => Promise<void>) | null} looks for an earlier upload of the file, then starts */
+    this._begin = null;
+    /** @type {Promise<void>} the `_begin` under way */
+    this._beginning = Promise.resolve();
   }
 
   /** After `done` rejected: tries again from where the node got (a `HEAD` asks it; a
@@ -179,17 +185,32 @@ export class Upload {
    * replaces. */
   retry() {
     if (!this._tus) return Promise.reject(new Error("this upload never started"));
+    this._aborted = false;
     this.done = new Promise((resolve, reject) => (this._settle = { resolve, reject }));
     const keep = this._keep ? this._keep() : Promise.resolve();
-    keep.then(() => this._tus.start());
+    // Aborted before it began: begin now (it looks for what the node has first).
+    const start = this._begin ?? (async () => this._tus.start());
+    keep.then(start).catch((error) => this._settle?.reject(error));
     return this.done;
   }
 
   /** Stops sending; the upload stays resumable (`terminate` also drops it on the node, and
-   * the browser forgets the file). */
+   * the browser forgets the file). `done` rejects with a FilesError `aborted`. */
   async abort(terminate = false) {
-    if (this._tus) await this._tus.abort(terminate);
-    if (terminate && this._forget) await this._forget();
+    this._aborted = true;
+    // Still looking for an earlier upload: `_begin` sees the abort and does not start.
+    await this._beginning;
+    try {
+      if (this._tus) await this._tus.abort(terminate);
+      if (terminate && this._forget) await this._forget();
+    } finally {
+      const settle = this._settle;
+      if (settle) {
+        // Whoever aborted knows: no unhandled rejection for a `done` nobody awaits.
+        this.done.catch(() => {});
+        settle.reject(new FilesError(0, "aborted", "upload aborted"));
+      }
+    }
   }
 }
 
@@ -310,6 +331,7 @@ export class Files {
       });
       handle._tus = upload;
       const begin = async () => {
+        handle._begin = null;
         if (options.resume !== false) {
           const previous = await upload.findPreviousUploads();
           if (previous.length > 0) {
@@ -318,9 +340,14 @@ export class Files {
             upload.resumeFromPreviousUpload(previous[0]);
           }
         }
+        // Aborted while looking: never start (`abort` drops the earlier upload if asked).
+        if (handle._aborted) {
+          handle._begin = begin;
+          return;
+        }
         upload.start();
       };
-      begin().catch(reject);
+      handle._beginning = begin().catch((error) => handle._settle?.reject(error));
     });
     return handle;
   }
