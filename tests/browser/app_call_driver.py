@@ -377,11 +377,18 @@ async def group(run: Run) -> None:
         )
     await bob.click("#call-layout")
     await bob.wait_for_selector(".call-tiles.layout-speaker .tile.screen.featured")
+    # Bob unmutes while she shares: her tiles are drawn again, her own screen's among them
+    # (it went when they were).
+    await bob.click("#call-mic")
+    await run.until("alice sees bob unmuted", partial(_without, alice, bob_marks, "microphone off"))
     run.step(
         "screen shared",
         widths=shared,
         alice_button=await alice.get_attribute("#call-screen", "aria-pressed"),
         bob_featured=await bob.get_attribute(".tile.featured", "data-key"),
+        alice_tiles=await alice.eval_on_selector_all(
+            ".tile", "(list) => list.map((e) => e.dataset.key)"
+        ),
     )
     run.step(
         "screens",
@@ -454,6 +461,12 @@ async def _text_if(page: Page, selector: str, part: str) -> str | None:
         return None
     text = await locator.first.inner_text()
     return text if part in text else None
+
+
+async def _without(page: Page, selector: str, part: str) -> bool:
+    """Whether the element at ``selector`` is there and its text lacks ``part``."""
+    locator = page.locator(selector)
+    return await locator.count() > 0 and part not in await locator.first.inner_text()
 
 
 SCENARIOS: Final = {"ringing": ringing, "group": group, "group_notice": group_notice}

@@ -129,6 +129,7 @@ def test_a_group_call_from_the_app_each_decodes_the_others_sees_a_mute_and_speak
     assert screen["widths"]["bob"] > 0 and screen["widths"]["carol"] > 0
     assert screen["alice_button"] == "true"
     assert screen["bob_featured"] == f"{seen['alice']['participant']}:screen"
+    assert "local:screen" in screen["alice_tiles"], screen["alice_tiles"]
 
 
 def test_a_group_call_shows_as_a_notice_and_a_join_button_in_the_group(

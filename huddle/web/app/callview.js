@@ -567,7 +567,9 @@ function renderTiles() {
   const { t } = ui;
   for (const p of call.participants.values()) tileFor(p.participant, displayName(p), false);
   for (const [key, tile] of [...s.tiles]) {
-    if (key === "local") continue;
+    // This page's own tiles: its camera ("local") and its screen ("local:screen"), which
+    // went whenever the list was drawn again (someone muted) while the screen was shared.
+    if (tile.participant === "local") continue;
     if (!call.participants.has(tile.participant)) {
       tile.el.remove();
       s.tiles.delete(key);
