@@ -5,6 +5,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+# Imported here, at a shallow stack, though few tests use it: otherwise a run whose tests do
+# not import it has hypothesis's pytest plugin import it in the terminal summary, deep in
+# pluggy's stack, where CPython 3.11.7's ast.parse (pytest rewrites hypothesis's modules)
+# fails with "SystemError: AST constructor recursion depth mismatch" and the run exits 1
+# after every test passed.
+import hypothesis  # noqa: F401
 import pytest
 from aiohttp import web
 
