@@ -316,6 +316,19 @@ class Ringing:
         if self.in_call.get(session) == req.call:
             del self.in_call[session]
 
+    async def room_left(self, session: Session, room: str) -> None:
+        """The device left ``room``: when that is the room of the call it is in, it hangs up
+        too. A page reloaded mid-call is still in its call for the node (same device, back
+        within call_resume_s) but knows no call id, only the room (call.resumed); and a call
+        whose room a member left was otherwise kept for the others as if it were in it."""
+        call = self.in_call.get(session)
+        if call is None or room_for(call) != room:
+            return
+        try:
+            await self.hangup(session, p.CallHangup(id="", call=call))
+        except CallError:
+            self.in_call.pop(session, None)  # ended meanwhile
+
     async def update(self, session: Session, req: p.CallUpdate) -> None:
         await self._run("update", req.call, session, "", req.media)
 

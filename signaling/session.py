@@ -396,6 +396,7 @@ class Session:
 
     async def _call_leave(self, req: p.CallLeave) -> None:
         await self.hub.calls.leave(self, req.room)
+        await self.hub.ringing.room_left(self, req.room)
         await self.send_reply(p.Ok(re=req.id))
 
     async def _sfu_publish(self, req: p.SfuPublish) -> None:

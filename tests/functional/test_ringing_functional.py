@@ -279,6 +279,29 @@ async def test_hangup_by_either_party(node: Node, redis_client: redis.Redis) -> 
     assert (ended.call, ended.reason) == (call2, "hangup")
 
 
+async def test_leaving_the_calls_room_hangs_up(start_node: StartNode) -> None:
+    """A page reloaded mid-call comes back as the same device (its call kept for it) but
+    knows only the room (call.resumed), not the call: leaving the room hangs up for it, and
+    the caller is not left alone in a call that never ends. Leaving another room does not."""
+    node = await start_node(ice_addresses=["127.0.0.1"])
+    alice, bob, call = await accepted_call(node)
+    room = (await bob.request(p.CallJoin(id="", room="elsewhere"))).room
+    await bob.request(p.CallLeave(id="", room=room))
+    assert await drain(alice) == []  # another room: the call goes on
+    await bob.request(p.CallJoin(id="", room=f"call-{call}"))
+    await bob.request(p.CallLeave(id="", room=f"call-{call}"))
+    ended = await alice.next_event("call.ended")
+    assert (ended.call, ended.reason) == (call, "hangup")
+    assert await refused(bob, p.CallHangup(id="", call=call)) == "call_not_active"
+    # Hung up first, then the room left (what the web app does): nothing more to end.
+    alice, bob, call = await accepted_call(node)
+    await bob.request(p.CallJoin(id="", room=f"call-{call}"))
+    await bob.request(p.CallHangup(id="", call=call))
+    assert kinds(await drain(alice)) == ["call.ended"]
+    await bob.request(p.CallLeave(id="", room=f"call-{call}"))
+    assert await drain(alice) == []
+
+
 async def test_escalate_to_video_and_back(node: Node) -> None:
     alice, bob, call = await accepted_call(node)
     await alice.request(p.CallUpdate(id="", call=call, media="video"))

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { Call, Emitter, ICE_TRANSPORT_POLICIES, Ringing, SCREEN_LAYERS, SCREEN_SOURCE, SIMULCAST_LAYERS, iceUfrag, layerDeclarations, networkQuality, receiveQuality, trackChanges } from "../../huddle/web/sdk/calls.js";
+import { leaveRoomsLeftBehind } from "../../huddle/web/sdk/rooms.js";
 
 test("three layers of one source, smallest first, heights from the camera's", () => {
   assert.deepEqual(layerDeclarations(["0", "1", "2"], 720), {
@@ -213,6 +214,27 @@ test("after a reconnect, rings the node does not ring again stop as gone; re-run
   assert.deepEqual([...ringing.ringing.keys()], ["c2", "c3"]);
   ringing.close();
   assert.equal(connection.listeners("ready"), 0);
+});
+
+test("a room the node resumes but no Call of this page holds (a reload mid-call) is left at once", async () => {
+  const connection = fakeConnection();
+  const leftBehind = [];
+  const stop = leaveRoomsLeftBehind(connection, (room) => leftBehind.push(room));
+  // A Call of this page holds "kept": its own resume, nothing to leave.
+  const kept = new Call(connection, "kept");
+  connection.emit({ type: "call.resumed", room: "kept", participant: "p-1" });
+  // The page reloaded in "orphan": the node still counts this device in it.
+  connection.emit({ type: "call.resumed", room: "orphan", participant: "p-2" });
+  await new Promise((r) => setTimeout(r, 1));
+  assert.deepEqual(connection.sent, [{ type: "call.leave", room: "orphan" }]);
+  assert.deepEqual(leftBehind, ["orphan"]);
+  // Once the Call has left, its room is no longer held.
+  await kept.leave();
+  connection.emit({ type: "call.resumed", room: "kept", participant: "p-1" });
+  await new Promise((r) => setTimeout(r, 1));
+  assert.deepEqual(connection.sent.at(-1), { type: "call.leave", room: "kept" });
+  stop();
+  assert.equal(connection.listeners("call.resumed"), 0);
 });
 
 test("an emitter handler that throws does not stop the others", () => {

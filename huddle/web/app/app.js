@@ -7,6 +7,7 @@
 import { ChatDevice } from "/web/sdk/chat.js";
 import { HuddleConnection, devLogin, tokenIdentity } from "/web/sdk/connection.js";
 import { PresenceWatcher } from "/web/sdk/presence.js";
+import { leaveRoomsLeftBehind } from "/web/sdk/rooms.js";
 import { LANGUAGES, addStrings, keepLanguage, pickLanguage, translator } from "./i18n.js";
 import { icon } from "./dom.js";
 import { typedIdentity } from "./identity.js";
@@ -195,6 +196,10 @@ async function signIn(session, options = {}) {
   const name = session.name ?? "";
   const tokenProvider = session.mode === "dev" ? async () => (await devLogin("", name)).token : undefined;
   const conn = new HuddleConnection({ token: session.token, tokenProvider });
+  // A page reloaded mid-call is still in the call for the node, without its media: leave it
+  // (the others saw a frozen tile, and joining again was refused). Before connect: the node
+  // says so right after the hello reply.
+  leaveRoomsLeftBehind(conn);
   conn.on("state", () => updateBanner());
   conn.on("closed", () => updateBanner());
   conn.on("ready", () => {

@@ -34,6 +34,8 @@
 /** @typedef {import("./types.js").CallStatsOk} CallStatsOk */
 /** @typedef {import("./types.js").CallIncoming} CallIncoming */
 
+import { callsOn } from "./rooms.js";
+
 export const ICE_GATHERING_TIMEOUT_MS = 5000;
 /** After the connection is back (`ready`), how long to wait for `call.resumed` before taking
  * the call as left (the device came back too late) and joining the room again. */
@@ -316,6 +318,7 @@ export class Call extends Emitter {
     this._failSuspended = (_error) => {};
     this._resumeSignal = null;
     this._resumeWaiter = null;
+    callsOn(connection).add(this);
   }
 
   _listen(type, handler) {
@@ -867,6 +870,7 @@ export class Call extends Emitter {
         if (stream) for (const track of stream.getTracks()) track.stop();
       }
       this.localStream = this.screenStream = null;
+      callsOn(this.connection).delete(this);
       for (const stop of this._unsubscribe.splice(0)) if (typeof stop === "function") stop();
     }
   }

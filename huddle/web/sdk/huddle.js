@@ -14,3 +14,4 @@ export * from "./presence.js";
 export * from "./store.js";
 export * from "./files.js";
 export * from "./calls.js";
+export * from "./rooms.js";
