@@ -133,14 +133,15 @@ class RedisCluster:
 
         self._wait(deadline, met, "nodes met")
         for master, replica in zip(masters, replicas, strict=True):
-            self._wait(deadline, lambda r=replica, m=master: self._replicate(r, m), "replicas")
+            master_id = self.node_id(master)
+            self._wait(deadline, lambda r=replica, m=master_id: self._replicate(r, m), "replicas")
 
-    def _replicate(self, replica: ClusterNode, master: ClusterNode) -> bool:
-        """Make ``replica`` a replica of ``master``; False while it does not know the master
-        by its id yet (met, but the handshake not over: counted as known all the same)."""
+    def _replicate(self, replica: ClusterNode, master_id: str) -> bool:
+        """Make ``replica`` a replica of the master ``master_id``; False while it does not know
+        that id yet (met, but the handshake not over: counted as known all the same)."""
         with contextlib.closing(replica.client()) as client:
             try:
-                client.cluster("REPLICATE", self.node_id(master))
+                client.cluster("REPLICATE", master_id)
             except redis.ResponseError as exc:
                 if "Unknown node" not in str(exc):
                     raise

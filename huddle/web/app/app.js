@@ -479,9 +479,12 @@ function watchPeers() {
  * @param {string | null} what a conversation's id, "to:" and a user for a draft, or null
  */
 function keepOpen(what) {
-  const key = OPEN_KEY + (app.session?.identity ?? "");
-  if (what) sessionStorage.setItem(key, what);
-  else sessionStorage.removeItem(key);
+  if (what) sessionStorage.setItem(openKey(), what);
+  else sessionStorage.removeItem(openKey());
+}
+
+function openKey() {
+  return OPEN_KEY + (app.session?.identity ?? "");
 }
 
 /**
@@ -490,7 +493,7 @@ function keepOpen(what) {
  * come since). Not when the user has opened something meanwhile.
  */
 function reopen() {
-  const kept = sessionStorage.getItem(OPEN_KEY + (app.session?.identity ?? ""));
+  const kept = sessionStorage.getItem(openKey());
   if (!kept || !app.chat || app.current || app.draftTo) return;
   const to = kept.startsWith("to:") ? kept.slice(3) : null;
   const conv = to ? app.chat.conversations().find((c) => c.kind === "direct" && c.peer === to)?.conv : kept;
