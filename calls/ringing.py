@@ -85,6 +85,26 @@ def new_call_id() -> str:
     return secrets.token_hex(8)
 
 
+class _Placed:
+    """A call a local connection placed (``call.invite`` without ``call``), while it rings.
+
+    Two users who call each other at once each place a call that rings the other. They
+    merge into one: the call with the smaller id goes on, and the caller of the other gives
+    theirs up and answers it (``_merge``). Only that caller acts, so both sides agree without
+    talking. It finds the crossing call right after placing its own (the callee's marker), or
+    when the crossing call's ring reaches its node (``on_message``): its marker is set before
+    its ring is published, so one of the two always sees it.
+    """
+
+    __slots__ = ("call", "crossed", "replied", "to")
+
+    def __init__(self, to: str) -> None:
+        self.to = to
+        self.call = ""  # once the script placed it
+        self.crossed = ""  # a call from ``to`` heard of before the reply went
+        self.replied = False
+
+
 class Ringing:
     """The node's side of ringing calls: requests of local connections, fan-out to them."""
 
@@ -111,6 +131,8 @@ class Ringing:
         # (device_connected) does not ring it again when pub/sub was quicker.
         self._rung: dict[Session, set[tuple[str, int]]] = {}
         self._leaving: dict[Session, asyncio.TimerHandle] = {}
+        # Calls local connections placed that still ring: a crossing call merges into one.
+        self._placed: dict[Session, _Placed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         # Told of each call that started or ended by a request or sweep of this node (once
@@ -286,24 +308,81 @@ class Ringing:
             raise CallError(E.CANNOT_CALL_SELF, "you cannot call yourself")
         mine, theirs = await self._current_calls(session.identity, req.to)
         current = (mine, theirs)
-        if req.call is None:
+        if req.call is not None:
+            room = await self._run(
+                "add", req.call, session, req.to, req.media, "", self._capacity, current=current
+            )
+            return p.CallInviteOk(re=req.id, call=req.call, room=room)
+        if theirs and not mine and await self._crossing(theirs, req.to, session.identity):
+            # They are calling this user right now: answer their call instead.
+            room = await self._answer(session, theirs)
+            return p.CallInviteOk(re=req.id, call=theirs, room=room, answered=True)
+        placed = self._placed[session] = _Placed(req.to)
+        try:
             call = new_call_id()
             room = await self._run(
                 "invite", call, session, req.to, req.media, room_for(call), current=current
             )
-            self.in_call[session] = call
-        else:
-            call = req.call
-            room = await self._run(
-                "add", call, session, req.to, req.media, "", self._capacity, current=current
-            )
+        except BaseException:
+            self._placed.pop(session, None)
+            raise
+        self.in_call[session] = placed.call = call
+        (theirs,) = await self._current_calls(req.to)
+        for crossing in {theirs, placed.crossed} - {"", call}:
+            if crossing < call and await self._crossing(crossing, req.to, session.identity):
+                merged = await self._merge(session, call, crossing)
+                if merged is not None:
+                    return p.CallInviteOk(re=req.id, call=crossing, room=merged, answered=True)
+        placed.replied = True
         return p.CallInviteOk(re=req.id, call=call, room=room)
 
-    async def accept(self, session: Session, req: p.CallAccept) -> p.CallAcceptOk:
+    async def _crossing(self, call: str, caller: str, callee: str) -> bool:
+        """Whether ``call`` is ``caller``'s call that still rings for ``callee``."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(call_key(call), ["state", "caller"])
+            pipe.hget(members_key(call), callee)
+            (state, by), raw = await pipe.execute()
+        if state is None or _text(state) != "ringing" or by is None or _text(by) != caller:
+            return False
+        return raw is not None and _member_decoder.decode(raw).s is MemberState.RINGING
+
+    async def _answer(self, session: Session, call: str) -> str:
         (current,) = await self._current_calls(session.identity)
-        room = await self._run("accept", req.call, session, current=(current, ""))
-        self.in_call[session] = req.call
-        return p.CallAcceptOk(re=req.id, call=req.call, room=room)
+        room = await self._run("accept", call, session, current=(current, ""))
+        self.in_call[session] = call
+        return room
+
+    async def _merge(self, session: Session, mine: str, theirs: str) -> str | None:
+        """Give up ``mine`` (placed by ``session``, still ringing) and answer ``theirs``, the
+        call its callee placed to this user meanwhile; the room to join, or None when
+        ``mine`` no longer rings (it stands). The call given up is recorded nowhere: the two
+        talk in the other."""
+        self._placed.pop(session, None)
+        try:
+            await self._change("cancel", mine, session)
+        except CallError:
+            return None
+        if self.in_call.get(session) == mine:
+            del self.in_call[session]
+        return await self._answer(session, theirs)
+
+    async def _merge_later(self, session: Session, mine: str, theirs: str) -> None:
+        """``_merge`` after the reply to the device's invite went: it hears of it in
+        ``call.merged``."""
+        try:
+            room = await self._merge(session, mine, theirs)
+            if room is None:
+                return
+        except CallError as exc:
+            log.info("crossing calls not merged", extra={"call": mine, "error": exc.code})
+            return
+        except UNREACHABLE_ERRORS as exc:
+            log.warning("crossing calls not merged", extra={"call": mine, "error": str(exc)})
+            return
+        session.send_event(p.EncodedEvent(p.CallMerged(seq=0, call=mine, into=theirs, room=room)))
+
+    async def accept(self, session: Session, req: p.CallAccept) -> p.CallAcceptOk:
+        return p.CallAcceptOk(re=req.id, call=req.call, room=await self._answer(session, req.call))
 
     async def decline(self, session: Session, req: p.CallDecline) -> None:
         await self._run("decline", req.call, session)
@@ -342,8 +421,11 @@ class Ringing:
             current = await self._redis.get(user_call_key(user))
             if current is not None:
                 call = _text(current)
-                if await self._run("resume", call, session) == "resumed":
+                resumed = await self._run("resume", call, session)
+                if resumed in ("ringing", "accepted"):
                     self.in_call[session] = call
+                if resumed == "ringing":
+                    await self._still_calling(session, call)
             found = await self._redis.zrangebyscore(user_ringing_key(user), now, "+inf")
             calls = [_text(c) for c in cast(list[bytes], found)]
             if not calls:
@@ -369,11 +451,31 @@ class Ringing:
             event = p.CallIncoming(seq=0, call=call, from_=m.by, from_name=m.bn, media=m.m)
             session.send_event(p.EncodedEvent(event))
 
+    async def _still_calling(self, session: Session, call: str) -> None:
+        """The device placed ``call``, which still rings: tell it (``call.outgoing`` with
+        ``resumed``), as a page reloaded meanwhile knows nothing of it."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(call_key(call), "media")
+            pipe.hgetall(members_key(call))
+            media, members = await pipe.execute()
+        rung = [
+            _text(user)
+            for user, raw in cast(dict[bytes, bytes], members).items()
+            if _member_decoder.decode(raw).s is MemberState.RINGING
+        ]
+        if not rung or media is None:
+            return  # ended meanwhile
+        event = p.CallOutgoing(
+            seq=0, call=call, to=rung[0], media=cast(p.CallMedia, _text(media)), resumed=True
+        )
+        session.send_event(p.EncodedEvent(event))
+
     async def session_gone(self, session: Session) -> None:
         """The connection that placed or accepted a call closed. Unless the same device comes
         back within ``call_resume_s`` (see ``device_connected``), cancel or hang up for it."""
         self._announced.pop(session, None)
         self._rung.pop(session, None)
+        self._placed.pop(session, None)
         call = self.in_call.pop(session, None)
         if call is None or self._closed:
             return
@@ -386,9 +488,7 @@ class Ringing:
 
     def _leave_later(self, session: Session, call: str) -> None:
         self._leaving.pop(session, None)
-        task = asyncio.create_task(self._leave(session, call))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._leave(session, call))
 
     async def _leave(self, session: Session, call: str) -> None:
         try:
@@ -417,6 +517,8 @@ class Ringing:
             for s, call in list(self.in_call.items()):
                 if call == t.call:
                     del self.in_call[s]
+        if self._placed:
+            self._watch_placed(t)
         sessions = [s for s in self._local(t.to) if s.id != t.session]
         if not sessions:
             return
@@ -430,6 +532,31 @@ class Ringing:
                         continue
                     self._rung.setdefault(s, set()).add(ring)
                 s.send_event(encoded)
+
+    def _watch_placed(self, t: Transition) -> None:
+        """Forget placed calls that stopped ringing; merge one that a call from its callee
+        crosses (see ``_Placed``)."""
+        if t.state is not CallState.RINGING:
+            for s, gone in list(self._placed.items()):
+                if gone.call == t.call:
+                    del self._placed[s]
+            return
+        if t.kind != "invite" or t.subject != t.to:
+            return
+        for s in self._local(t.to):
+            placed = self._placed.get(s)
+            if placed is None or placed.to != t.inviter or placed.call == t.call:
+                continue
+            if not placed.replied:
+                placed.crossed = t.call  # the invite's own check takes it
+            elif t.call < placed.call:
+                del self._placed[s]
+                self._spawn(self._merge_later(s, placed.call, t.call))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- periodic duties ----------------------------------------------------------------
 

@@ -341,6 +341,9 @@ class CallStatsOk(Reply, tag="ok", kw_only=True):
 class CallInviteOk(Reply, tag="ok", kw_only=True):
     call: str
     room: str
+    # The invitee was calling this user at that moment: ``call`` is their call, answered by
+    # this device (as with call.accept): join ``room`` now.
+    answered: bool = False
 
 
 class CallAcceptOk(Reply, tag="ok", kw_only=True):
@@ -511,11 +514,13 @@ class CallIncoming(Event, tag="call.incoming", kw_only=True):
 
 
 class CallOutgoing(Event, tag="call.outgoing", kw_only=True):
-    """Another device of this user placed a call that now rings."""
+    """Another device of this user placed a call that now rings; with ``resumed``, this very
+    device did, and said hello again while it rings (it is still the caller)."""
 
     call: str
     to: str
     media: CallMedia
+    resumed: bool = False
 
 
 class CallAccepted(Event, tag="call.accepted", kw_only=True):
@@ -525,6 +530,15 @@ class CallAccepted(Event, tag="call.accepted", kw_only=True):
     room: str
     device: str
     by: str
+
+
+class CallMerged(Event, tag="call.merged", kw_only=True):
+    """This device's call ``call`` crossed a call from its callee to this user (both called
+    at once): ``call`` is given up, and this device answered theirs, ``into``: join ``room``."""
+
+    call: str
+    into: str
+    room: str
 
 
 class CallAnsweredElsewhere(Event, tag="call.answered_elsewhere", kw_only=True):
@@ -583,6 +597,7 @@ _EVENT_CLASSES: tuple[type[Event], ...] = (
     CallIncoming,
     CallOutgoing,
     CallAccepted,
+    CallMerged,
     CallAnsweredElsewhere,
     CallDeclined,
     CallCancelled,

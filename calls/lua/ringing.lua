@@ -210,7 +210,8 @@ elseif op == 'timeout' then
   publish('timeout', target, m.by, m.bn, m.m, m.x)
   return ok('expired')
 elseif op == 'resume' then
-  -- The same device is back on a new connection: it takes over its place in the call.
+  -- The same device is back on a new connection: it takes over its place in the call. Replies
+  -- with the call's state (ringing: the device placed it, and it still rings), or 'gone'.
   local state = redis.call('HGET', KEYS[1], 'state')
   local m = member(actor)
   if (state ~= 'ringing' and state ~= 'accepted') or not m or m.s ~= 'joined'
@@ -221,7 +222,7 @@ elseif op == 'resume' then
   redis.call('HSET', KEYS[2], actor, cjson.encode(m))
   keep(KEYS[1], KEEP)
   keep(KEYS[2], KEEP)
-  return ok('resumed')
+  return ok(state)
 elseif op == 'keepalive' then
   local state = redis.call('HGET', KEYS[1], 'state')
   local m = member(actor)

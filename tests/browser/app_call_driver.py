@@ -109,6 +109,13 @@ CONN_DOWN_JS: Final = """
 () => window.huddleApp.conn.state !== "open"
 """
 
+WATCH_STOPS_JS: Final = """
+() => {
+  window.__stops = [];
+  window.huddleCalls.ringing.on("stopped", (e) => window.__stops.push(e.reason));
+}
+"""
+
 SYSTEM_TEXTS_JS: Final = """
 () => [...document.querySelectorAll("#messages li.system .text")].map((e) => e.textContent)
 """
@@ -184,6 +191,10 @@ class Run:
         path = self.shots / f"{name}.png"
         await page.screenshot(path=str(path))
         return str(path)
+
+
+async def _no_sheets_anywhere(pages: list[Page]) -> bool:
+    return all([await _no_sheets(page) for page in pages])
 
 
 async def _sheets(page: Page) -> int:
@@ -291,6 +302,38 @@ async def ringing(run: Run) -> None:
         alice_chat=await run.system_text(alice, "alice", "did not answer your video call"),
         bob_chat=await run.system_text(phone, "bob-phone", "Missed video call from alice"),
     )
+    # Both press Call at once: one call, both in it, and no missed call in the chat.
+    await run.until("alice's call view closes after the miss", lambda: _gone(alice, "#call-view"))
+    unanswered = await run.system_text(alice, "alice", "did not answer")
+    missed_before = len([t for t in unanswered if "did not answer" in t])
+    await asyncio.gather(alice.click("#call-start"), phone.click("#call-start"))
+    both_alice = await run.decoding(alice, "alice", ["bob"])
+    both_bob = await run.decoding(phone, "bob-phone", ["alice"])
+    await run.until("no device rings", partial(_no_sheets_anywhere, [alice, phone, laptop]))
+    await alice.click("#call-leave")
+    await run.until("bob's call view closes again", lambda: _gone(phone, "#call-view"))
+    texts = await run.system_text(alice, "alice", "call with")
+    run.step(
+        "called each other",
+        alice_decoded=both_alice["decoded"],
+        bob_decoded=both_bob["decoded"],
+        missed=[len([t for t in texts if "did not answer" in t]), missed_before],
+    )
+
+    # The caller's page reloads while it rings: bob's devices stop ringing (cancelled),
+    # not at the ring timeout.
+    await laptop.evaluate(WATCH_STOPS_JS)
+    await alice.click("#call-start")
+    await run.until("the laptop rings for the reload", lambda: _sheets(laptop))
+    await alice.reload()
+    await alice.wait_for_selector("#convs")
+    await run.until("the laptop stops ringing after the reload", partial(_no_sheets, laptop))
+    run.step(
+        "caller reloaded",
+        laptop_stops=await laptop.evaluate("() => window.__stops"),
+        alice_view=await alice.locator("#call-view").count(),
+    )
+
     # The Chinese words of the same records.
     await laptop.select_option("#lang", "zh")
     await run.open(laptop, "alice")

@@ -96,6 +96,12 @@ def test_a_call_rung_from_the_app_rings_both_devices_and_missed_calls_show_in_th
     assert "bob did not answer" in missed["alice_status"]
     assert any("Missed video call from alice" in t for t in missed["bob_chat"])
     assert any("You answered a video call from alice" in t for t in steps["declined"]["bob_chat"])
+    crossed = steps["called each other"]
+    assert crossed["alice_decoded"]["bob"] > 0 and crossed["bob_decoded"]["alice"] > 0
+    assert crossed["missed"][0] == crossed["missed"][1]  # the call given up is no missed call
+    # A reload while it rings cancels the call: the callee stops ringing at once.
+    assert steps["caller reloaded"]["laptop_stops"] == ["cancelled"]
+    assert steps["caller reloaded"]["alice_view"] == 0
     missed_zh = "未接来电\uff1aalice 的视频通话"  # the colon is a Chinese (fullwidth) one
     assert any(missed_zh in t for t in steps["chinese"]["bob_chat"])
 

@@ -491,6 +491,35 @@ async def test_a_device_that_comes_back_in_time_keeps_its_call(start_node: Start
     assert await refused(other, p.CallHangup(id="", call=call2)) == "call_not_active"
 
 
+async def test_a_caller_back_while_it_rings_is_told_of_its_call(start_node: StartNode) -> None:
+    """A page reloaded while its call rings comes back as the same device: the node tells
+    it that it still places the call (a page that no longer knows it cancels it)."""
+    node = await start_node(call_resume_s=5.0)
+    alice = await node.client("alice", device="phone")
+    alice_laptop = await node.client("alice", device="laptop")
+    bob = await node.client("bob", device="phone")
+    placed = await invite(alice, "bob", "video")
+    outgoing = await alice_laptop.next_event("call.outgoing")
+    assert (outgoing.call, outgoing.to, outgoing.resumed) == (placed.call, "bob", False)
+    await bob.next_event("call.incoming")
+    await alice.close()
+    alice_again = await node.client("alice", device="phone")
+    again = await alice_again.next_event("call.outgoing")
+    assert (again.call, again.to, again.media, again.resumed) == (
+        placed.call,
+        "bob",
+        "video",
+        True,
+    )
+    assert await drain(bob) == []  # it still rings
+    await alice_again.request(p.CallCancel(id="", call=placed.call))
+    assert (await bob.next_event("call.cancelled")).call == placed.call
+    # Back once more: the call is over, nothing to say.
+    await alice_again.close()
+    alice_third = await node.client("alice", device="phone")
+    assert [k for k in kinds(await drain(alice_third)) if k.startswith("call.")] == []
+
+
 @pytest.mark.redis_cluster
 async def test_every_key_expires(node: Node, redis_client: redis.Redis) -> None:
     alice, _, call = await accepted_call(node)

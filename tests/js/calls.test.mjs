@@ -237,6 +237,57 @@ test("a room the node resumes but no Call of this page holds (a reload mid-call)
   assert.equal(connection.listeners("call.resumed"), 0);
 });
 
+test("a call the page placed is kept after a reconnect; one it did not (a reload) is cancelled", async () => {
+  const connection = fakeConnection();
+  const cancelled = [];
+  const stop = leaveRoomsLeftBehind(connection, (what) => cancelled.push(what));
+  const ringing = new Ringing(connection);
+  connection.replies["call.invite"] = { call: "mine", room: "call-mine" };
+  await ringing.invite("bob", "video");
+  // A reconnect: the node says the device still places "mine"; the page placed it.
+  connection.emit({ type: "call.outgoing", call: "mine", to: "bob", media: "video", resumed: true });
+  // Another device's call: not this page's to cancel.
+  connection.emit({ type: "call.outgoing", call: "laptops", to: "carol", media: "audio" });
+  // A call placed before a reload: nobody on this page knows it.
+  connection.emit({ type: "call.outgoing", call: "before", to: "bob", media: "video", resumed: true });
+  await new Promise((r) => setTimeout(r, 1));
+  assert.deepEqual(connection.sent.slice(1), [{ type: "call.cancel", call: "before" }]);
+  assert.deepEqual(cancelled, ["before"]);
+  // Once "mine" is answered it is no longer this page's ringing call.
+  connection.emit({ type: "call.accepted", call: "mine", room: "call-mine", device: "phone", by: "bob" });
+  connection.emit({ type: "call.outgoing", call: "mine", to: "bob", media: "video", resumed: true });
+  await new Promise((r) => setTimeout(r, 1));
+  assert.deepEqual(connection.sent.at(-1), { type: "call.cancel", call: "mine" });
+  stop();
+  assert.equal(connection.listeners("call.outgoing"), 1); // the Ringing's own
+  ringing.close();
+});
+
+test("calls that cross (both called at once) end in the callee's call, answered here", async () => {
+  const connection = fakeConnection();
+  const ringing = new Ringing(connection);
+  const stopped = [];
+  const merged = [];
+  ringing.on("stopped", (e) => stopped.push(`${e.call}:${e.reason}`));
+  ringing.on("merged", (e) => merged.push(`${e.call}>${e.into}`));
+  const incoming = (call) => connection.emit({ type: "call.incoming", call, from: "bob", from_name: "Bob", media: "video" });
+  // Bob rings us, and we press Call: the node answers his call in our invite's reply.
+  incoming("his");
+  connection.replies["call.invite"] = { call: "his", room: "call-his", answered: true };
+  const reply = await ringing.invite("bob", "video");
+  assert.equal(reply.answered, true);
+  assert.deepEqual(stopped, ["his:accepted"]);
+  // Both at once: our call goes out, his rings, then the node merges ours into his.
+  connection.replies["call.invite"] = { call: "ours", room: "call-ours" };
+  await ringing.invite("carol", "video");
+  incoming("hers");
+  connection.emit({ type: "call.merged", call: "ours", into: "hers", room: "call-hers" });
+  assert.deepEqual(stopped, ["his:accepted", "hers:accepted"]);
+  assert.deepEqual(merged, ["ours>hers"]);
+  assert.equal(ringing.ringing.size, 0);
+  ringing.close();
+});
+
 test("an emitter handler that throws does not stop the others", () => {
   const emitter = new Emitter();
   const got = [];

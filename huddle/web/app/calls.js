@@ -13,7 +13,7 @@
 import { icon } from "./dom.js";
 
 /** The ringing events the call view needs to see from the start (they may come while it loads). */
-const RINGING_EVENTS = ["incoming", "outgoing", "accepted", "answered_elsewhere", "declined", "cancelled", "missed", "ended", "updated", "left"];
+const RINGING_EVENTS = ["incoming", "outgoing", "accepted", "merged", "answered_elsewhere", "declined", "cancelled", "missed", "ended", "updated", "left"];
 
 /** A group call's start this old (server time) is history, not news: no notice for it. */
 export const GROUP_NOTICE_FRESH_MS = 60_000;

@@ -143,6 +143,12 @@ export function start(from, early) {
   ringing.on("accepted", (/** @type {any} */ e) => {
     if (session && session.ringId === e.call && !session.call) joinRoom(e.room);
   });
+  ringing.on("merged", (/** @type {any} */ e) => {
+    // Both called at once: ours gave way to theirs, which the node answered on this device.
+    if (!session || session.ringId !== e.call || session.call) return;
+    session.ringId = e.into;
+    joinRoom(e.room);
+  });
   ringing.on("declined", (/** @type {any} */ e) => endOutgoing(e.call, "callDeclinedBy"));
   ringing.on("ended", (/** @type {any} */ e) => {
     if (!session || session.ringId !== e.call) return;
@@ -198,6 +204,8 @@ export async function startFrom(summary) {
     }
     mine.ringId = placed.call;
     mine.room = placed.room;
+    // The peer was calling us at that moment: the node answered their call instead.
+    if (placed.answered) await joinRoom(placed.room);
   } catch (error) {
     if (session !== mine) return;
     const code = /** @type {any} */ (error).code;

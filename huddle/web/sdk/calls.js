@@ -34,7 +34,7 @@
 /** @typedef {import("./types.js").CallStatsOk} CallStatsOk */
 /** @typedef {import("./types.js").CallIncoming} CallIncoming */
 
-import { callsOn } from "./rooms.js";
+import { callsOn, placedOn } from "./rooms.js";
 
 export const ICE_GATHERING_TIMEOUT_MS = 5000;
 /** After the connection is back (`ready`), how long to wait for `call.resumed` before taking
@@ -893,11 +893,14 @@ export const RING_STOPS = {
   "call.ended": "ended",
 };
 
+/** Events after which a call this device placed no longer rings. */
+const PLACED_ENDS = new Set(["call.accepted", "call.declined", "call.ended"]);
+
 /**
  * 1:1 and group ringing (docs/protocol.md, Ringing calls). Keeps the calls ringing on this
  * device (`ringing`, by call id) and emits: `incoming` (the `call.incoming` event), `stopped`
  * ({call, reason}: answered_elsewhere, cancelled, missed, ended, accepted, declined, gone),
- * `outgoing`, `accepted`, `declined`, `cancelled`, `missed`, `ended`, `updated`, `left`,
+ * `outgoing`, `accepted`, `merged`, `declined`, `cancelled`, `missed`, `ended`, `updated`, `left`,
  * `resumed` (the events as the server sends them, `call.` left out).
  */
 export class Ringing extends Emitter {
@@ -908,7 +911,7 @@ export class Ringing extends Emitter {
     /** @type {Map<string, CallIncoming>} call id -> its call.incoming */
     this.ringing = new Map();
     this._unsubscribe = [];
-    const names = ["incoming", "outgoing", "accepted", "answered_elsewhere", "declined", "cancelled", "missed", "ended", "updated", "left", "resumed"];
+    const names = ["incoming", "outgoing", "accepted", "merged", "answered_elsewhere", "declined", "cancelled", "missed", "ended", "updated", "left", "resumed"];
     for (const name of names) {
       this._unsubscribe.push(connection.on(`call.${name}`, (event) => this.handle(event)));
     }
@@ -947,6 +950,13 @@ export class Ringing extends Emitter {
     }
     const reason = RING_STOPS[event.type];
     if (reason && this.ringing.delete(event.call)) this.emit("stopped", { call: event.call, reason });
+    if (event.type === "call.merged") {
+      // Our call crossed theirs: the node answered theirs on this device.
+      placedOn(this.connection).delete(event.call);
+      this._stop(event.into, "accepted");
+    } else if (PLACED_ENDS.has(event.type)) {
+      placedOn(this.connection).delete(event.call);
+    }
     this.emit(name, event);
   }
 
@@ -954,9 +964,17 @@ export class Ringing extends Emitter {
     if (this.ringing.delete(call)) this.emit("stopped", { call, reason });
   }
 
-  /** Calls `to` (or invites them into the accepted `call`); resolves with {call, room}. */
+  /**
+   * Calls `to` (or invites them into the accepted `call`); resolves with {call, room,
+   * answered}. `answered`: `to` was calling this user at that moment, and the reply's `call`
+   * is theirs, answered on this device: join `room` now. A call that crosses theirs later
+   * (both called at once) ends in a `merged` event ({call, into, room}) the same way.
+   */
   async invite(to, media = "video", call = null) {
-    return this.connection.request("call.invite", { to, media, ...(call ? { call } : {}) });
+    const reply = await this.connection.request("call.invite", { to, media, ...(call ? { call } : {}) });
+    if (reply.answered) this._stop(reply.call, "accepted");
+    else if (!call) placedOn(this.connection).add(reply.call);
+    return reply;
   }
 
   /** Answers on this device; resolves with {call, room}: join the room with `joinCall`. */
@@ -978,6 +996,7 @@ export class Ringing extends Emitter {
 
   /** The caller gives up while it still rings. */
   async cancel(call) {
+    placedOn(this.connection).delete(call);
     await this.connection.request("call.cancel", { call });
   }
 

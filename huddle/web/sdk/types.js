@@ -23,7 +23,7 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "i
 
 /**
  * Event type → the event's frame.
- * @typedef {{"presence.update": PresenceUpdate, "auth.expiring": AuthExpiring, "call.participant_joined": CallParticipantJoined, "call.participant_left": CallParticipantLeft, "sfu.offer": SfuOffer, "call.incoming": CallIncoming, "call.outgoing": CallOutgoing, "call.accepted": CallAccepted, "call.answered_elsewhere": CallAnsweredElsewhere, "call.declined": CallDeclined, "call.cancelled": CallCancelled, "call.missed": CallMissed, "call.ended": CallEnded, "call.updated": CallUpdated, "call.left": CallLeft, "call.speakers": CallSpeakers, "call.reconnect": CallReconnect, "call.resumed": CallResumed, "call.participant_state": CallParticipantState, "call.muted": CallMuted, "call.removed": CallRemoved, "sfu.layers": SfuLayers, "sfu.paused": SfuPaused, "chat.message": ChatMessageEvent, "chat.edited": ChatEdited, "chat.recalled": ChatRecalled, "chat.reaction": ChatReaction, "chat.receipt": ChatReadEvent, "chat.user_typing": ChatTypingEvent, "chat.joined": ChatJoined, "chat.left": ChatLeft, "chat.muted": ChatMuted, "chat.blocked": ChatBlocked, "chat.gap": ChatGap}} ServerEvents
+ * @typedef {{"presence.update": PresenceUpdate, "auth.expiring": AuthExpiring, "call.participant_joined": CallParticipantJoined, "call.participant_left": CallParticipantLeft, "sfu.offer": SfuOffer, "call.incoming": CallIncoming, "call.outgoing": CallOutgoing, "call.accepted": CallAccepted, "call.merged": CallMerged, "call.answered_elsewhere": CallAnsweredElsewhere, "call.declined": CallDeclined, "call.cancelled": CallCancelled, "call.missed": CallMissed, "call.ended": CallEnded, "call.updated": CallUpdated, "call.left": CallLeft, "call.speakers": CallSpeakers, "call.reconnect": CallReconnect, "call.resumed": CallResumed, "call.participant_state": CallParticipantState, "call.muted": CallMuted, "call.removed": CallRemoved, "sfu.layers": SfuLayers, "sfu.paused": SfuPaused, "chat.message": ChatMessageEvent, "chat.edited": ChatEdited, "chat.recalled": ChatRecalled, "chat.reaction": ChatReaction, "chat.receipt": ChatReadEvent, "chat.user_typing": ChatTypingEvent, "chat.joined": ChatJoined, "chat.left": ChatLeft, "chat.muted": ChatMuted, "chat.blocked": ChatBlocked, "chat.gap": ChatGap}} ServerEvents
  */
 
 /**
@@ -591,6 +591,7 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "i
  * @property {string} re
  * @property {string} call
  * @property {string} room
+ * @property {boolean} [answered]
  */
 
 /**
@@ -914,13 +915,15 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "i
  */
 
 /**
- * Another device of this user placed a call that now rings.
+ * Another device of this user placed a call that now rings; with ``resumed``, this very
+ * device did, and said hello again while it rings (it is still the caller).
  * @typedef {object} CallOutgoing
  * @property {"call.outgoing"} type
  * @property {number} seq
  * @property {string} call
  * @property {string} to
  * @property {"audio" | "video"} media
+ * @property {boolean} [resumed]
  */
 
 /**
@@ -932,6 +935,17 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "i
  * @property {string} room
  * @property {string} device
  * @property {string} by
+ */
+
+/**
+ * This device's call ``call`` crossed a call from its callee to this user (both called
+ * at once): ``call`` is given up, and this device answered theirs, ``into``: join ``room``.
+ * @typedef {object} CallMerged
+ * @property {"call.merged"} type
+ * @property {number} seq
+ * @property {string} call
+ * @property {string} into
+ * @property {string} room
  */
 
 /**
