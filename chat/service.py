@@ -219,7 +219,8 @@ class ChatService:
         out = [self._summary(m, me, role, read, m.conv in muted) for m, role, read in rows]
         out.sort(key=lambda s: (s.last_ts, s.conv), reverse=True)
         if req.before_ts is not None:
-            out = [s for s in out if s.last_ts < req.before_ts]
+            after = (req.before_ts, req.before_conv or "")
+            out = [s for s in out if (s.last_ts, s.conv) < after]
         return w.ChatListOk(re="", conversations=out[: req.limit])
 
     async def info(self, reader: Reader, req: w.ChatInfo) -> Reply:

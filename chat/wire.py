@@ -221,10 +221,18 @@ class ChatEdits(Request, tag="chat.edits", kw_only=True):
 
 
 class ChatList(Request, tag="chat.list", kw_only=True):
-    """The user's conversations, most recently active first."""
+    """The user's conversations, most recently active first (by ``last_ts``, then by ``conv``,
+    both descending). A page goes on after the last one received: ``before_ts`` its
+    ``last_ts``, ``before_conv`` its ``conv`` (without it, every conversation of that
+    ``last_ts`` is left out)."""
 
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
     before_ts: Millis | None = None
+    before_conv: ConvId | None = None
+
+    def __post_init__(self) -> None:
+        if self.before_conv is not None and self.before_ts is None:
+            raise ValueError("before_conv needs before_ts")
 
 
 class ChatInfo(Request, tag="chat.info", kw_only=True):

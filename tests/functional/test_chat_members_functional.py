@@ -4,17 +4,20 @@ renaming, broadcast channels, and each user's own settings (mute) and moderation
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
+import redis.asyncio as redis
 
 from chat import wire as w
 from huddle.chat import ChatClient
 from huddle.client import RequestError
+from signaling.keys import conv_key
 from signaling.wire import Event
 from tests.conftest import StartNode
-from tests.helpers import Node
+from tests.helpers import Node, eventually
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Event)
@@ -440,3 +443,46 @@ async def test_info_gives_each_members_read_position_except_in_channels(node: No
     post = await alice.send(news, "issue 1")
     await bob.read(news, post.seq)
     assert [m.read for m in await members(bob, news)] == [None, None]
+
+
+@pytest.mark.redis_cluster
+async def test_the_list_pages_through_conversations_sharing_a_last_ts(
+    node: Node, redis_client: redis.Redis
+) -> None:
+    """Paged after the last conversation received, (last_ts, conv), nothing is skipped or
+    repeated, however many conversations share one last_ts across a page boundary."""
+    alice = ChatClient(await node.client("alice"))
+    convs = [
+        (await alice.request(w.ChatCreate(id="", kind="group", name=f"g{i}"))).conv.conv
+        for i in range(7)
+    ]
+    # Several share a last_ts (as messages in one millisecond, or conversations not yet
+    # written to, at 0, do).
+    for conv, ts in zip(convs, [500, 400, 400, 400, 400, 0, 0], strict=True):
+        await redis_client.hset(conv_key(conv, "meta"), "last_ts", ts)
+    expected = [s.conv for s in await alice.conversations()]
+    assert sorted(expected) == sorted(convs)
+    for limit in (1, 2, 3):
+        got: list[str] = []
+        request = w.ChatList(id="", limit=limit)
+        while True:
+            reply = await alice.request(request)
+            got += [s.conv for s in reply.conversations]
+            if len(reply.conversations) < limit:
+                break
+            last = reply.conversations[-1]
+            request = w.ChatList(id="", limit=limit, before_ts=last.last_ts, before_conv=last.conv)
+        assert got == expected, limit
+    # Without before_conv, a page leaves out every conversation of that last_ts.
+    reply = await alice.request(w.ChatList(id="", before_ts=400))
+    assert {s.last_ts for s in reply.conversations} == {0}
+    # before_conv alone names no place in the list.
+    frame = {"type": "chat.list", "id": "alone", "before_conv": convs[0]}
+    await alice.client.send_raw(json.dumps(frame))
+    await eventually(lambda: alice.client.unmatched_errors)
+    [error] = alice.client.unmatched_errors
+    assert (error.re, error.code, "before_conv" in error.message) == (
+        "alone",
+        "invalid_field",
+        True,
+    )

@@ -223,20 +223,25 @@ test("without IndexedDB the device keeps its state in memory and says so", async
   assert.deepEqual((await chat.store.load()).cursors.cursors, { "g-1": 3 });
 });
 
-test("the list is loaded page by page, by the time of each page's last message", async () => {
-  const all = [5, 4, 3, 2, 1].map((ts) => ({ ...summary(`g-${ts}`, 1), last_ts: ts * 100 }));
+test("the list is loaded page by page, after each page's last conversation, none skipped", async () => {
+  // Ordered as the node orders them: last_ts, then conv, both descending. Three share a
+  // last_ts across a page boundary, three have no message yet (last_ts 0).
+  const times = { "g-5": 500, "g-4c": 400, "g-4b": 400, "g-4a": 400, "g-2": 200, "d-z": 0, "d-y": 0, "d-x": 0 };
+  const all = Object.entries(times).map(([conv, ts]) => ({ ...summary(conv, 1), last_ts: ts }));
+  const after = (s, f) => f.before_ts == null || s.last_ts < f.before_ts || (s.last_ts === f.before_ts && s.conv < (f.before_conv ?? ""));
   const conn = new FakeConnection(
     server({
-      "chat.list": (fields) => ({
-        conversations: all.filter((s) => fields.before_ts == null || s.last_ts < fields.before_ts).slice(0, fields.limit),
-      }),
+      "chat.list": (fields) => ({ conversations: all.filter((s) => after(s, fields)).slice(0, fields.limit) }),
     }),
   );
   const chat = new ChatDevice(conn, { store: "memory", listPageSize: 2 });
   await chat.start();
-  assert.deepEqual(chat.conversations().map((c) => c.conv), ["g-5", "g-4", "g-3", "g-2", "g-1"]);
-  const lists = conn.requests.filter((r) => r.type === "chat.list").map((r) => r.before_ts ?? null);
-  assert.deepEqual(lists, [null, 400, 200]);
+  assert.deepEqual(
+    chat.conversations().map((c) => c.conv),
+    Object.keys(times),
+  );
+  const lists = conn.requests.filter((r) => r.type === "chat.list").map((r) => (r.before_ts == null ? null : `${r.before_ts}/${r.before_conv}`));
+  assert.deepEqual(lists, [null, "400/g-4c", "400/g-4a", "0/d-z", "0/d-x"]);
 });
 
 test("a message carrying a file sends its kind and media id, with a caption or none", async () => {

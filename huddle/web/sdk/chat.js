@@ -210,10 +210,10 @@ export class ChatDevice extends EventTarget {
       const page = (await this.connection.request("chat.list", fields)).conversations;
       all.push(...page);
       const last = page[page.length - 1];
-      // Paged by the last message's time; conversations without a message (last_ts 0)
-      // all come in the page that reaches them.
-      if (page.length < this.listPageSize || !last?.last_ts) break;
-      fields = { limit: this.listPageSize, before_ts: last.last_ts };
+      if (page.length < this.listPageSize || !last) break;
+      // The next page goes on after the last one received: conversations sharing its
+      // last_ts (several without a message have 0) are split across pages, none skipped.
+      fields = { limit: this.listPageSize, before_ts: last.last_ts, before_conv: last.conv };
     }
     const fresh = new Map(all.map((s) => [s.conv, s]));
     const gone = [...this.summaries.keys()].filter((conv) => !fresh.has(conv));

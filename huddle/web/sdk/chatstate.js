@@ -313,7 +313,9 @@ function applySystem(s, system, me) {
  * @param {Record<string, any>[]} list
  */
 export function sortConversations(list) {
-  return [...list].sort((a, b) => (b.last_ts ?? 0) - (a.last_ts ?? 0) || String(a.conv).localeCompare(String(b.conv)));
+  // Ties as the node breaks them: by conv, descending, comparing code points.
+  const byConv = (/** @type {string} */ a, /** @type {string} */ b) => (a < b ? 1 : a > b ? -1 : 0);
+  return [...list].sort((a, b) => (b.last_ts ?? 0) - (a.last_ts ?? 0) || byConv(String(a.conv), String(b.conv)));
 }
 
 // ---- messages ----

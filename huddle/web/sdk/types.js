@@ -354,12 +354,16 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "i
  */
 
 /**
- * The user's conversations, most recently active first.
+ * The user's conversations, most recently active first (by ``last_ts``, then by ``conv``,
+ * both descending). A page goes on after the last one received: ``before_ts`` its
+ * ``last_ts``, ``before_conv`` its ``conv`` (without it, every conversation of that
+ * ``last_ts`` is left out).
  * @typedef {object} ChatList
  * @property {"chat.list"} type
  * @property {string} id
  * @property {number} [limit]
  * @property {number | null} [before_ts]
+ * @property {string | null} [before_conv]
  */
 
 /**
