@@ -266,6 +266,21 @@ async def ringing(run: Run) -> None:
         alice_mic_pressed=await alice.get_attribute("#call-mic", "aria-pressed"),
     )
 
+    # The language changes mid-call (the call minimised: the chat is usable again): the
+    # call says everything again in it.
+    await alice.click("#call-minimise")
+    await alice.select_option("#lang", "zh")
+    await alice.click("#call-minimise")  # restored
+    run.step(
+        "language mid-call",
+        status=await alice.inner_text("#call-status"),
+        leave=await alice.inner_text("#call-leave"),
+        own=await alice.inner_text(".tile.local .tile-name"),
+        mic_off=await alice.inner_text(".tile.local .tile-marks"),
+    )
+    await alice.click("#call-minimise")
+    await alice.select_option("#lang", "en")
+
     await alice.click("#call-leave")
     await run.until("bob's call view closes", lambda: _gone(phone, "#call-view"))
     ended = await run.system_text(alice, "alice", "call with")
@@ -292,6 +307,9 @@ async def ringing(run: Run) -> None:
     await alice.click("#call-start")
     for name, page in (("bob-phone", phone), ("bob-laptop", laptop)):
         await run.until(f"{name} rings once more", partial(_sheets, page))
+    await laptop.select_option("#lang", "zh")
+    run.step("language while ringing", sheet=await laptop.locator(".call-sheet").inner_text())
+    await laptop.select_option("#lang", "en")
     for name, page in (("bob-phone", phone), ("bob-laptop", laptop)):
         await run.until(f"{name} stops ringing (missed)", partial(_no_sheets, page))
     run.step(

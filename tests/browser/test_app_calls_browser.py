@@ -87,6 +87,11 @@ def test_a_call_rung_from_the_app_rings_both_devices_and_missed_calls_show_in_th
     assert dropped["bob_decoded"]["alice"] > media["bob"]["decoded"]["alice"]
     before, after = dropped["alice_participant"]
     assert before == after  # resumed as the same participant, not joined again
+    mid_call = steps["language mid-call"]
+    assert mid_call["status"] == "2 人在通话中" and mid_call["leave"] == "离开", mid_call
+    assert mid_call["own"].endswith("\uff08你\uff09") and "麦克风" in mid_call["mic_off"], mid_call
+    assert "alice 来电" in steps["language while ringing"]["sheet"]
+    assert "接听" in steps["language while ringing"]["sheet"]
     assert any("Video call with bob ended" in t for t in steps["hung up"]["alice_chat"])
     declined = steps["declined"]
     assert "bob declined the call" in declined["alice_status"]

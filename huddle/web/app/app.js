@@ -62,10 +62,12 @@ window.huddleApp = app;
  *   then puts in the composer what should be there: the draft is neither sent nor dropped).
  * - draft(): the composer's text changed; a hook returns false when that text is not the
  *   conversation's draft (a message being edited): it is then not kept, nor shown as typing.
+ * - language(): the user picked another language; the main screen is drawn again in it
+ *   already, a hook says again in it what it drew itself.
  * A control inside a message that has a `data-focus` key keeps the focus when the history is drawn again.
- * @type {{signedIn: (() => void)[], signedOut: (() => void)[], top: ((el: HTMLElement) => void)[], sidebar: ((el: HTMLElement) => void)[], listItem: ((el: HTMLElement, summary: Record<string, any>) => void)[], header: ((el: HTMLElement, summary: Record<string, any> | null) => void)[], composer: ((el: HTMLElement) => void)[], message: ((el: HTMLElement, m: Record<string, any>, mine: boolean) => void)[], send: ((text: string, options: Record<string, any>) => boolean | void)[], draft: (() => boolean | void)[]}}
+ * @type {{signedIn: (() => void)[], signedOut: (() => void)[], top: ((el: HTMLElement) => void)[], sidebar: ((el: HTMLElement) => void)[], listItem: ((el: HTMLElement, summary: Record<string, any>) => void)[], header: ((el: HTMLElement, summary: Record<string, any> | null) => void)[], composer: ((el: HTMLElement) => void)[], message: ((el: HTMLElement, m: Record<string, any>, mine: boolean) => void)[], send: ((text: string, options: Record<string, any>) => boolean | void)[], draft: (() => boolean | void)[], language: (() => void)[]}}
  */
-const hooks = { signedIn: [], signedOut: [], top: [], sidebar: [], listItem: [], header: [], composer: [], message: [], send: [], draft: [] };
+const hooks = { signedIn: [], signedOut: [], top: [], sidebar: [], listItem: [], header: [], composer: [], message: [], send: [], draft: [], language: [] };
 
 /**
  * @template {any[]} A
@@ -294,6 +296,7 @@ function languagePicker() {
           if (app.current) openConversation(app.current, false);
         } else renderSignIn();
         updateBanner();
+        runHooks(hooks.language);
       },
     },
     Object.entries(LANGUAGES).map(([code, label]) => h("option", { value: code, selected: code === app.lang, text: label })),

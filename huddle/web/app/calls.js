@@ -271,4 +271,5 @@ export function init(from) {
     if (summary) view?.hideGroupNotice(null, summary.conv); // the group is open: its message shows it
   });
   ui.hooks.message.push(joinButton);
+  ui.hooks.language.push(() => view?.relabel());
 }

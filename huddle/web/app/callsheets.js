@@ -7,6 +7,8 @@
 let ui = null;
 /** @type {Map<string, HTMLElement>} */
 const shown = new Map();
+/** @type {Map<string, () => void>} how each shown sheet is drawn again */
+const redraw = new Map();
 
 /** @param {any} from */
 export function init(from) {
@@ -26,6 +28,19 @@ function holder() {
 export function hide(key) {
   shown.get(key)?.remove();
   shown.delete(key);
+  redraw.delete(key);
+}
+
+/** The app's language changed: every sheet shown is drawn again in it, in its place. */
+export function relabel() {
+  for (const [key, draw] of [...redraw]) {
+    const old = shown.get(key);
+    shown.delete(key);
+    draw();
+    const fresh = shown.get(key);
+    if (old && fresh) old.replaceWith(fresh);
+    else old?.remove();
+  }
 }
 
 export function hideAll() {
@@ -38,6 +53,7 @@ export function hideAll() {
  */
 export function showRing(event, { accept, decline }) {
   if (shown.has(event.call)) return;
+  redraw.set(event.call, () => showRing(event, { accept, decline }));
   const { h, t } = ui;
   const titleId = `call-sheet-title-${event.call}`;
   const acceptButton = h("button", {
@@ -87,6 +103,7 @@ export function showRing(event, { accept, decline }) {
 export function showGroupNotice(summary, started, join) {
   const key = `group:${started.call}`;
   if (shown.has(key)) return;
+  redraw.set(key, () => showGroupNotice(summary, started, join));
   const { h, t } = ui;
   const titleId = `call-sheet-title-${started.call}`;
   const sheet = h("section", {

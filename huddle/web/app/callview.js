@@ -341,7 +341,7 @@ async function joinRoom(room) {
     render();
     const stream = await publishWhatWeCan(call);
     if (session !== mine) return;
-    const own = tileFor("local", ui.t("callYouTile", { name: ui.app.conn?.hello?.name ?? ui.app.session?.identity ?? "" }), false);
+    const own = tileFor("local", ownTileName(), false);
     own.video.srcObject = stream;
     own.video.muted = true;
     own.el.classList.toggle("video-off", !stream?.getVideoTracks().length);
@@ -560,6 +560,28 @@ function tileFor(key, name, screen) {
   tile.initial.textContent = [...name.trim()][0]?.toUpperCase() ?? "";
   tile.el.setAttribute("aria-label", name);
   return tile;
+}
+
+function ownTileName() {
+  return ui.t("callYouTile", { name: ui.app.conn?.hello?.name ?? ui.app.session?.identity ?? "" });
+}
+
+/** The app's language changed: the call view and the sheets say everything again in it. */
+export function relabel() {
+  sheets.relabel();
+  const s = session;
+  const view = document.getElementById("call-view");
+  if (!s || !view) return;
+  const label = ui.t("callView", { name: s.title });
+  view.setAttribute("aria-label", label);
+  document.getElementById("call-controls")?.setAttribute("aria-label", label);
+  if (s.tiles.has("local")) tileFor("local", ownTileName(), false);
+  for (const tile of s.tiles.values()) {
+    const paused = tile.placeholder.querySelector(".tile-paused-text");
+    if (paused) paused.textContent = ui.t("callVideoPaused");
+    setQuality(tile, tile.bars.dataset.quality ?? "unknown");
+  }
+  render();
 }
 
 /** @param {any} participant */
