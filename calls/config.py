@@ -38,3 +38,6 @@ class CallsConfig:
     # Ringing.
     ring_timeout_s: float
     presence_refresh_s: float
+    # A node that has not refreshed its claims (and its devices' presence) for this long is
+    # gone: its rooms open anew elsewhere, its devices leave the rooms of other nodes.
+    presence_ttl_s: float

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -30,7 +30,7 @@ from calls import metrics
 from calls.config import CallsConfig
 from calls.group import ConversationCalls
 from calls.members import CallError, CallRoom, Member, Session, call_error
-from calls.ownership import Elsewhere, RoomOwnership
+from calls.ownership import Elsewhere, RoomOwnership, room_node_key
 from calls.relay import Relay, RelayRequest, RemoteEndpoint
 from calls.remote import RemoteRooms
 from sfu import ipc
@@ -42,6 +42,7 @@ from sfu.room import RoomPolicy, SfuError
 from sfu.worker import WorkerConfig
 from signaling import protocol as p
 from signaling.keys import resume_key
+from signaling.presence import devices_key
 from signaling.redis_client import UNREACHABLE_ERRORS, RedisClient
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class CallManager:
         )
         self.settings = settings
         self._redis = client
-        self.ownership = RoomOwnership(client, settings.node_id)
+        self.ownership = RoomOwnership(client, settings.node_id, settings.presence_ttl_s)
         self.rooms: dict[str, CallRoom] = {}
         self.members: dict[Session, Member] = {}
         self._by_participant: dict[str, Member] = {}
@@ -216,6 +217,7 @@ class CallManager:
             asyncio.get_running_loop().call_soon(self._send_offer, participant, sdp, tracks)
         joined = p.CallParticipantJoined(seq=0, room=room_name, participant=member.info())
         self._broadcast(room, joined, skip=member)
+        await self._mark_in_call([member])
         return p.CallJoinOk(
             re="",
             room=room_name,
@@ -273,6 +275,8 @@ class CallManager:
         await self._leave_member(member)
 
     async def _leave_member(self, member: Member) -> None:
+        if member.session is not None:  # left on purpose (a detached one's marker is gone)
+            await self._forget_resume(member.identity, member.device)
         self._forget(member)
         room = member.room
         try:
@@ -347,9 +351,9 @@ class CallManager:
         if member.expiry is not None:
             member.expiry.cancel()
             member.expiry = None
-        self._spawn(self._forget_resume(member.identity, member.device))
         member.session = session
         self.members[session] = member
+        self._spawn(self._mark_in_call([member]))
         session.send_event(
             p.EncodedEvent(
                 p.CallResumed(
@@ -610,6 +614,62 @@ class CallManager:
 
     async def refresh_claims(self) -> None:
         await self.ownership.refresh((room.name, room.claim) for room in self.rooms.values())
+        await self._mark_in_call(m for m in self.members.values() if m.session is not None)
+
+    async def _mark_in_call(self, members: Iterable[Member]) -> None:
+        """Where each member's device is in a call (``resume_key``: this node and the room),
+        kept while it is in it: a device that says hello on another node while its old
+        connection here is still open (replaced: a network change) finds its call at once,
+        without waiting for the old connection to close (``resume_elsewhere``)."""
+        if self.settings.call_resume_s <= 0:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for member in members:
+            pipe.set(
+                resume_key(member.identity, member.device),
+                f"{self.settings.node_id}\n{member.room.name}",
+                px=self.ownership.ttl_ms,
+            )
+        if not len(pipe):
+            return
+        try:
+            await pipe.execute()
+        except UNREACHABLE_ERRORS as exc:
+            log.warning("call markers not stored", extra={"error": str(exc)})
+
+    async def check_remote(self) -> None:
+        """Members of this node's rooms whose device is on a node that died leave as if
+        their connection had closed (they may still come back within ``call_resume_s``):
+        their device's presence entry has expired, or another connection took it. And
+        this node's devices in rooms of a node that died (its claim on the room expired, or
+        another node holds it now) are told to join again (``call.reconnect``)."""
+        remote = [
+            (session, member)
+            for session, member in self.members.items()
+            if isinstance(session, RemoteEndpoint)
+        ]
+        elsewhere = self.remote.rooms()
+        if not remote and not elsewhere:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for session, _ in remote:
+            pipe.hget(devices_key(session.identity), session.device)
+        for _, (room_name, _owner) in elsewhere:
+            pipe.get(room_node_key(room_name))
+        replies = iter(await pipe.execute())
+        now_ms = time.time() * 1000
+        for session, member in remote:
+            if not _device_alive(next(replies), session.session_id, now_ms):
+                extra = {"origin": session.origin, "participant": member.participant}
+                log.info("a member's node is gone", extra=extra)
+                if self.relay is not None:
+                    self.relay.endpoints.pop((session.origin, session.session_id), None)
+                await self.session_gone(session)
+        for local, (room_name, owner) in elsewhere:
+            claim = next(replies)
+            holder = (claim.decode() if isinstance(claim, bytes) else claim or "").split("#")[0]
+            if holder != owner:
+                self.remote.lost(local, room_name, "node_lost")
 
     async def _release_claim(self, room: CallRoom) -> None:
         await self.ownership.release(room.name, room.claim)
@@ -646,6 +706,21 @@ class CallManager:
         self._closers.clear()
         for room in list(self.rooms.values()):
             await self._release_claim(room)
+        # Its participants on other nodes join again: the room opens anew on a node that is
+        # up. Those connected here are closed (1001), come back elsewhere, and find no call
+        # to resume there (no marker): their clients join again too.
+        markers = []
+        for room in self.rooms.values():
+            event = p.EncodedEvent(p.CallReconnect(seq=0, room=room.name, reason="node_stopped"))
+            for member in room.members.values():
+                markers.append(resume_key(member.identity, member.device))
+                if isinstance(member.session, RemoteEndpoint):
+                    member.session.send_event(event)
+        if markers:
+            with contextlib.suppress(*UNREACHABLE_ERRORS):
+                await self._redis.delete(*markers)
+        if self.relay is not None:
+            await self.relay.flush()
         for member in list(self._detached.values()):
             if member.expiry is not None:
                 member.expiry.cancel()
@@ -658,3 +733,14 @@ class CallManager:
             await self.local.close()
         if self.pool is not None:
             await self.pool.stop()
+
+
+def _device_alive(raw: bytes | str | None, session_id: str, now_ms: float) -> bool:
+    """Whether a device's presence entry (``signaling.presence``) is still that connection's."""
+    if raw is None:
+        return False
+    try:
+        entry = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(entry, dict) and entry.get("k") == session_id and entry.get("x", 0) > now_ms

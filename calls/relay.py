@@ -135,6 +135,7 @@ class Relay:
         claims: Claims,
         device: str,
         args: dict[str, Any] | None = None,
+        timeout: float = RELAY_TIMEOUT_S,
     ) -> Any:
         rid = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -153,7 +154,7 @@ class Relay:
         )
         try:
             await self._publish(node_channel(owner), msgspec.json.encode(request))
-            return await asyncio.wait_for(future, RELAY_TIMEOUT_S)
+            return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise RelayError(
                 p.ErrorCode.UNAVAILABLE, "the node holding the room does not answer"
@@ -209,6 +210,11 @@ class Relay:
         if request.kind in ("leave", "gone") or (request.kind == "resume" and not reply.value):
             self.endpoints.pop((request.origin, request.session), None)
         self._publish_soon(node_channel(request.origin), msgspec.json.encode(reply))
+
+    async def flush(self) -> None:
+        """Until everything this node has to send on the relay is sent (its shutdown)."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
 
     def _publish_soon(self, channel: str, payload: bytes) -> None:
         self._outbox.append((channel, payload))

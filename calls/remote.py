@@ -4,15 +4,16 @@ node through the relay (``calls.relay``), and the room's events come back to the
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 from calls.members import CallError, Session
-from calls.relay import Kind, Relay, RelayError
+from calls.relay import RELAY_TIMEOUT_S, Kind, Relay, RelayError
 from signaling import protocol as p
 
 log = logging.getLogger("huddle.calls")
+RESUME_TIMEOUT_S: Final = 3.0
 
 
 class RemoteRooms:
@@ -37,12 +38,28 @@ class RemoteRooms:
         self._rooms[session] = (room_name, owner)
         self._by_id[getattr(session, "id", "")] = session
 
+    def rooms(self) -> list[tuple[Session, tuple[str, str]]]:
+        """Each local session in a room elsewhere: (session, (room, owner node))."""
+        return list(self._rooms.items())
+
+    def lost(self, session: Session, room_name: str, reason: str) -> None:
+        """The room ``session`` was in elsewhere is gone with its node: it joins again."""
+        if self.room_of(session) != room_name:
+            return
+        self.drop(session)
+        session.send_event(p.EncodedEvent(p.CallReconnect(seq=0, room=room_name, reason=reason)))
+
     def drop(self, session: Session) -> None:
         self._rooms.pop(session, None)
         self._by_id.pop(getattr(session, "id", ""), None)
 
     async def call(
-        self, session: Session, kind: Kind, *, args: dict[str, Any] | None = None
+        self,
+        session: Session,
+        kind: Kind,
+        *,
+        args: dict[str, Any] | None = None,
+        timeout: float = RELAY_TIMEOUT_S,
     ) -> Any:
         """Relay a request of ``session`` to its room's node; its refusal is a ``CallError``."""
         assert self.relay is not None and session.claims is not None
@@ -56,6 +73,7 @@ class RemoteRooms:
                 claims=session.claims,
                 device=session.device,
                 args=args,
+                timeout=timeout,
             )
         except RelayError as exc:
             raise CallError(exc.code, exc.message) from None
@@ -89,7 +107,9 @@ class RemoteRooms:
     async def resume(self, session: Session, room_name: str, owner: str) -> None:
         self._add(session, room_name, owner)
         try:
-            resumed = await self.call(session, "resume")
+            # Not the usual wait: the hello's other work waits for this, and a node that died
+            # leaves markers naming it for a minute.
+            resumed = await self.call(session, "resume", timeout=RESUME_TIMEOUT_S)
         except CallError as exc:
             resumed = False
             log.warning("resume through the relay failed", extra={"error": exc.message})
@@ -99,5 +119,8 @@ class RemoteRooms:
     def deliver(self, session_id: str, event: p.Event) -> None:
         """An event of a room elsewhere, for one of this node's sessions."""
         session = self._by_id.get(session_id)
-        if session is not None:
-            session.send_event(p.EncodedEvent(event))
+        if session is None:
+            return
+        if isinstance(event, p.CallReconnect) and self.room_of(session) == event.room:
+            self.drop(session)  # the room is gone from its node: a join opens it anew
+        session.send_event(p.EncodedEvent(event))

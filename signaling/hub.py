@@ -135,6 +135,7 @@ class Hub:
     async def _refresh(self) -> None:
         await self.presence.refresh(self.entry(s) for s in self.sessions if s.claims)
         await self.calls.refresh_claims()
+        await self.calls.check_remote()
         await self.ringing.refresh()
 
     async def _sweep(self) -> None:
