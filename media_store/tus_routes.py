@@ -149,11 +149,41 @@ async def create(request: web.Request) -> web.Response:
     return web.Response(status=201, headers=headers)
 
 
+def _elsewhere() -> MediaError:
+    return MediaError(
+        404, "not_found", "this upload's bytes are on another node: upload the file again"
+    )
+
+
+async def _give_up_elsewhere(service: MediaService, upload: str, owner: str) -> None:
+    """The upload was made on a node whose bytes this one cannot reach (no shared media
+    folder): it cannot go on here. Its record and reservation go now, so that the client's
+    new upload (tus clients start one when the old one is 404) fits in the quota; the other
+    node's sweep removes the partial file once it has no record."""
+    lock = media_key(upload, "tus_lock")
+    token = secrets.token_hex(8)
+    if not await service.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
+        raise MediaError(423, "locked", "another request is writing this upload")
+    try:
+        await service.records.release_upload(upload, owner)
+    finally:
+        await service.redis.eval(_RELEASE, 1, lock, token)
+    raise _elsewhere()
+
+
+async def _part_here(service: MediaService, upload: str) -> bool:
+    return await asyncio.to_thread(_part(service, upload).exists)
+
+
 async def head(request: web.Request) -> web.Response:
     service = request.app[MEDIA]
     try:
         tus.check_version(request.headers.get("Tus-Resumable"))
-        state = await _load(service, request.match_info["upload"], identity(request))
+        owner = identity(request)
+        upload = request.match_info["upload"]
+        state = await _load(service, upload, owner)
+        if not await _part_here(service, upload):
+            await _give_up_elsewhere(service, upload, owner)
     except (MediaError, tus.TusError) as exc:
         resp = _fail(exc)
         return web.Response(status=resp.status, headers=resp.headers)  # HEAD: no body
@@ -192,6 +222,9 @@ async def _append(
     except MediaError as exc:
         return _fail(exc, close=True)
     try:
+        if not await _part_here(service, upload):
+            await service.records.release_upload(upload, owner)
+            return _fail(_elsewhere(), close=True)
         return await _append_locked(request, service, upload, owner, state)
     finally:
         await service.redis.eval(_RELEASE, 1, lock, token)

@@ -276,3 +276,37 @@ async def test_an_empty_file_is_stored_at_creation(node: Node) -> None:
         async with http.get(f"{node.url}/v1/media/{media_id}", headers=auth) as resp:
             assert await resp.read() == b"hello"
     assert leftovers(node) == []
+
+
+async def test_an_upload_made_on_another_node_starts_again_here(start_node: StartNode) -> None:
+    """Nodes that do not share their media folder keep an upload's bytes where it was made.
+    Resuming it on another node (behind a load balancer) is a 404, as tus clients expect of
+    an upload that cannot go on, and its reservation goes with it: the new upload the client
+    starts fits in the quota."""
+    first = await start_node(media_quota_bytes=15 * KIB)
+    second = await start_node(media_quota_bytes=15 * KIB)  # its own data folder
+    body = secrets.token_bytes(10 * KIB)
+    async with (
+        MediaClient(first.url, make_token("alice")) as on_first,
+        MediaClient(second.url, make_token("alice")) as on_second,
+    ):
+        url = await on_first.create_upload(len(body), name="a.bin")
+        assert await on_first.send_chunk(url, 0, body[: 4 * KIB], 4 * KIB) == (4 * KIB, None)
+        elsewhere = url.replace(first.url, second.url)
+        with pytest.raises(MediaRequestError) as head:
+            await on_second.upload_offset(elsewhere)
+        assert head.value.status == 404
+        assert (await on_second.usage())["reserved"] == 0
+        with pytest.raises(MediaRequestError):
+            await on_first.upload_offset(url)  # over on its own node too
+        # The client starts again, on the node it reaches now.
+        again = await on_second.create_upload(len(body), name="a.bin")
+        offset, media_id = await on_second.send_chunk(again, 0, body, len(body))
+        assert (offset, media_id is not None) == (len(body), True)
+        assert await on_second.download(str(media_id)) == body
+        # A PATCH that lands on another node says why, in a JSON body.
+        third = await on_first.create_upload(KIB)
+        with pytest.raises(MediaRequestError) as patched:
+            await on_second.send_chunk(third.replace(first.url, second.url), 0, b"x" * KIB, KIB)
+        assert (patched.value.status, patched.value.code) == (404, "not_found")
+        assert "another node" in str(patched.value)
