@@ -162,9 +162,33 @@ test("the echo of a send ends its outbox item even when the reply was lost", asy
   const item = await chat.send("g-1", "hi");
   await settle();
   assert.equal(chat.outbox.length, 1);
+  const said = [];
+  chat.on("sent", ({ item: done, reply }) => said.push([done.client_id, reply.conv, reply.seq, reply.ts]));
   conn.event({ type: "chat.message", seq: 3, conv: "g-1", ev: 6, epoch: "e1", message: message(9, "me", { client_id: item.client_id }) });
   assert.deepEqual(chat.outbox, []);
   assert.equal(chat.conversation("g-1").unread, 0, "an own message reads everything before it");
+  assert.deepEqual(said, [[item.client_id, "g-1", 9, 9]], "sent, though no reply came");
+});
+
+test("a send whose own message comes before its reply says sent once", async () => {
+  let answer;
+  const conn = new FakeConnection(server({ "chat.send": () => ({ conv: "g-1", seq: 11, ts: 11, duplicate: false }) }));
+  const request = conn.request.bind(conn);
+  conn.request = async (type, fields) => {
+    if (type === "chat.send") await new Promise((resolve) => (answer = resolve));
+    return request(type, fields);
+  };
+  const chat = new ChatDevice(conn, { store: "memory" });
+  await chat.start();
+  const said = [];
+  chat.on("sent", ({ reply }) => said.push(reply.seq));
+  const item = await chat.send("g-1", "hi");
+  await settle();
+  conn.event({ type: "chat.message", seq: 3, conv: "g-1", ev: 6, epoch: "e1", message: message(11, "me", { client_id: item.client_id }) });
+  answer();
+  await settle();
+  assert.deepEqual(said, [11]);
+  assert.deepEqual(chat.outbox, []);
 });
 
 test("a gap drops the open conversation's page and reloads it; a feed gap reloads the list", async () => {

@@ -722,8 +722,12 @@ export class ChatDevice extends EventTarget {
         this._emit("receipt", { conv, user: event.user, read_seq: event.read_seq });
         break;
       case "chat.message": {
+        // Our own message, whose reply did not come (a drop): it is stored all the same.
         const done = state.outboxMatch(this.outbox, this.me, conv, event.message);
-        if (done) this._dropOutbox(done);
+        if (done && this._dropOutbox(done)) {
+          const { seq, ts } = event.message;
+          this._emit("sent", { item: done, reply: { type: "ok", conv, seq, ts, duplicate: false } });
+        }
         if (event.message.sender !== this.me) this._typingEvent(conv, event.message.sender, false);
         if (event.message.kind === "system") this._members.delete(conv);
         break;
@@ -872,8 +876,8 @@ export class ChatDevice extends EventTarget {
       if (!this.outbox.includes(item)) continue;
       try {
         const reply = await this.connection.request("chat.send", sendFields(item));
-        this._dropOutbox(item);
-        this._emit("sent", { item, reply });
+        // Once: its own message may have come first (then it said `sent`).
+        if (this._dropOutbox(item)) this._emit("sent", { item, reply });
       } catch (caught) {
         // The node closed on its frame (its limit is below this side's): refused for good.
         const error =
@@ -920,13 +924,17 @@ export class ChatDevice extends EventTarget {
     }
   }
 
-  /** @param {import("./chatstate.js").OutboxItem} item */
+  /**
+   * @param {import("./chatstate.js").OutboxItem} item
+   * @returns {boolean} whether it was still there
+   */
   _dropOutbox(item) {
     const index = this.outbox.indexOf(item);
-    if (index < 0) return;
+    if (index < 0) return false;
     this.outbox.splice(index, 1);
     this.store?.deleteOutbox(item.client_id).catch(() => {});
     this._emit("outbox", this.outbox);
+    return true;
   }
 
   // ---- keeping ----
