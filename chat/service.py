@@ -179,11 +179,12 @@ class ChatService:
         if meta is None:
             return
         roles = await self.store.roles(conv, users)
+        reads = await self.store.reads(conv, users)
         for user in users:
             role = roles.get(user)
             if role is None:
                 continue
-            info = self._summary(meta, user, role)
+            info = self._summary(meta, user, role, reads.get(user, 0))
             event = w.ChatJoined(
                 seq=0, fev=-1, conv=conv, ev=ev, epoch=meta.epoch or None, info=info
             )
@@ -339,7 +340,8 @@ class ChatService:
         ev = await self._change(reader, req.conv, "follow", [], None)
         await self._joined(req.conv, [me], ev + 1)
         meta, role = await self._member(req.conv, me)
-        return w.ChatCreateOk(re="", conv=self._summary(meta, me, role))
+        read = (await self.store.reads(req.conv, [me])).get(me, 0)
+        return w.ChatCreateOk(re="", conv=self._summary(meta, me, role, read))
 
     async def unfollow(self, reader: Reader, req: w.ChatUnfollow) -> Reply:
         await self._change(reader, req.conv, "unfollow", [], None)

@@ -630,6 +630,7 @@ class ChatStore:
                     k(conv, "events"),
                     k(conv, "silenced"),
                     k(conv, "joined"),
+                    k(conv, "reads"),
                 ],
                 args=[
                     op,

@@ -1,7 +1,9 @@
 -- Membership and settings of one conversation (follow, unfollow, add, remove, leave, role,
 -- rename, silence). The caller read the state first and encoded the system message for it;
 -- when the state it relied on changed since, this is a conflict.
--- KEYS[1]: meta, [2]: members, [3]: msgs, [4]: events, [5]: silenced, [6]: joined
+-- KEYS[1]: meta, [2]: members, [3]: msgs, [4]: events, [5]: silenced, [6]: joined,
+-- [7]: reads (a user added or following starts with what came before read: history, not
+-- unread; the message saying they were added is unread)
 -- ARGV[1]: op, [2]: actor, [3]: ts, [4]: channel, [5]: maxlen, [6]: msg_tpl, [7]: ev_tpl,
 -- [8]: max_members, [9..]: the op's arguments (users; or new owner; or user, role / until)
 -- Returns {'ok', ev or 0} (follow: the log's last event number) or {refusal code}.
@@ -13,7 +15,7 @@ local role = redis.call('HGET', KEYS[2], actor)
 local function admin(r) return r == 'owner' or r == 'admin' end
 local function log_system()
   local seq, ev = append_message(KEYS[1], KEYS[3], KEYS[4], ARGV[4], ARGV[5], ts, ARGV[6], ARGV[7])
-  return ev
+  return ev, seq
 end
 -- Meta's "silenced": how many entries silenced holds (send.lua skips the key at 0).
 local function count_silenced() redis.call('HSET', KEYS[1], 'silenced', redis.call('HLEN', KEYS[5])) end
@@ -23,6 +25,7 @@ if op == 'follow' then
   if kind ~= 'channel' then return {'forbidden'} end
   if role then return {'ok', 0} end
   redis.call('HSET', KEYS[2], actor, 'follower')
+  redis.call('HSET', KEYS[7], actor, tonumber(redis.call('HGET', KEYS[1], 'last_seq') or 0))
   redis.call('HINCRBY', KEYS[1], 'count', 1)
   return {'ok', tonumber(redis.call('HGET', KEYS[1], 'last_ev'))}
 end
@@ -46,7 +49,9 @@ if op == 'add' then
     redis.call('HSET', KEYS[6], u, ts)
   end
   redis.call('HINCRBY', KEYS[1], 'count', #users)
-  return {'ok', log_system()}
+  local ev, seq = log_system()
+  for _, u in ipairs(users) do redis.call('HSET', KEYS[7], u, seq - 1) end
+  return {'ok', ev}
 end
 if op == 'remove' then
   if not admin(role) then return {'forbidden'} end

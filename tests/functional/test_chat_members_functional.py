@@ -486,3 +486,37 @@ async def test_the_list_pages_through_conversations_sharing_a_last_ts(
         "invalid_field",
         True,
     )
+
+
+@pytest.mark.redis_cluster
+async def test_a_new_member_or_follower_has_only_what_came_since_unread(node: Node) -> None:
+    """Added to a busy group (or back after a removal), the messages from before are
+    history, not unread: only the message that says the user was added is. A new follower
+    of a channel has nothing unread until the next post."""
+    alice, carol = await chat(node, "alice"), await chat(node, "carol")
+    conv = (await alice.create("group", "busy", ["bob"])).conv
+    for i in range(6):
+        await alice.send(conv, f"before {i}")
+    await alice.request(w.ChatAdd(id="", conv=conv, users=["carol"]))
+    _, joined = await wait(carol, w.ChatJoined, lambda e: e.conv == conv)
+    assert joined.info.unread == 1, joined.info  # "alice added carol"
+    assert (await info(carol, conv)).unread == 1
+    summary = await listed(carol, conv) or pytest.fail("not on carol's list")
+    assert (summary.unread, summary.read_seq) == (1, summary.last_seq - 1)
+    # Removed, then added back after more messages: those count no more than the first.
+    await alice.request(w.ChatRemove(id="", conv=conv, users=["carol"]))
+    for i in range(3):
+        await alice.send(conv, f"away {i}")
+    await alice.request(w.ChatAdd(id="", conv=conv, users=["carol"]))
+    await until(lambda: len([e for e in carol.log if isinstance(e, w.ChatJoined)]) == 2 or None)
+    assert (await info(carol, conv)).unread == 1
+    await alice.send(conv, "welcome back")
+    assert (await info(carol, conv)).unread == 2
+
+    channel = (await alice.create("channel", "news", [])).conv
+    for i in range(2):
+        await alice.send(channel, f"post {i}")
+    assert (await follow(carol, channel)).unread == 0
+    assert (await info(carol, channel)).unread == 0
+    await alice.send(channel, "post 5")
+    assert (await info(carol, channel)).unread == 1
