@@ -148,6 +148,20 @@ async def test_attach_download_and_image_thumbnails(node: Node, tmp_path: Path) 
         assert full == _b64(red)
         await until(lambda: _loaded_thumbs(ada, 2), "ada sees her images", ada_log)
 
+        # Two files picked at once, a big one first, with a caption typed before: their
+        # messages come in that order (the small upload ends first), the caption on the first.
+        big = tmp_path / "big.bin"
+        big.write_bytes(os.urandom(3_000_000))
+        tiny = tmp_path / "tiny.txt"
+        tiny.write_bytes(b"tiny")
+        await ada.fill("#composer-text", "two files")
+        async with ada.expect_file_chooser() as chooser_info:
+            await ada.click("#attach")
+        await (await chooser_info.value).set_files([str(big), str(tiny)])
+        cards = await until(lambda: _file_messages(bob, 3), "bob sees both files", bob_log)
+        assert [name for name, _ in cards] == ["report.bin", "big.bin", "tiny.txt"], cards
+        assert "two files" in cards[1][1] and "two files" not in cards[2][1], cards
+
         await ada.screenshot(path=str(tmp_path / "ada-files.png"))
         await bob.screenshot(path=str(tmp_path / "bob-files-zh.png"))
         errors = [line for line in ada_log + bob_log if line.startswith(("pageerror", "error"))]
@@ -171,6 +185,18 @@ async def _loaded(page: Any, path: str) -> bool:
             path,
         )
     )
+
+
+FILE_MESSAGES_JS = """
+() => [...document.querySelectorAll('#messages li')].filter((li) => li.querySelector('.file-name'))
+  .map((li) => [li.querySelector('.file-name').textContent, li.textContent])
+"""
+
+
+async def _file_messages(page: Any, n: int) -> list[list[str]] | None:
+    """Each message with a file card: (the file's name, the message's text), once ``n`` are."""
+    found: list[list[str]] = await page.evaluate(FILE_MESSAGES_JS)
+    return found if len(found) >= n else None
 
 
 async def _no_uploads(page: Any) -> bool:

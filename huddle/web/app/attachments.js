@@ -70,23 +70,30 @@ export function sendFiles(list) {
     // What app.js does when the text is cleared by hand: the kept draft and typing go too.
     input.dispatchEvent(new Event("input", { bubbles: true }));
   }
+  // Their messages go in the order the files were given, whichever upload ends first (the
+  // caption of the first stays with the first); an upload that fails holds up no other.
+  /** @type {Promise<void>} */
+  let previous = Promise.resolve();
   for (const file of list) {
-    sendFile(file, { caption });
+    const entry = sendFile(file, { caption, after: previous });
+    previous = entry?.turn ?? previous;
     caption = "";
   }
 }
 
 /**
  * Upload `file` (resumable, with a progress bar) into the open conversation (or `conv` /
- * `to`), then send the message that carries it, with its caption.
+ * `to`), then send the message that carries it, with its caption; not before `after` (the
+ * turn of the file given before it) has come. Returns the upload's entry.
  * @param {Blob | File} file
- * @param {{kind?: "image" | "file" | "voice", caption?: string, conv?: string | null, to?: string | null}} [options]
+ * @param {{kind?: "image" | "file" | "voice", caption?: string, conv?: string | null, to?: string | null, after?: Promise<void>}} [options]
+ * @returns {Record<string, any> | undefined}
  */
 export function sendFile(file, options = {}) {
-  if (!app.chat) return;
+  if (!app.chat) return undefined;
   const conv = options.conv !== undefined ? options.conv : app.current;
   const to = conv ? null : options.to !== undefined ? options.to : app.draftTo;
-  if (!conv && !to) return;
+  if (!conv && !to) return undefined;
   const key = nextUpload++;
   const entry = newEntry({
     rid: randomId(),
@@ -99,10 +106,12 @@ export function sendFile(file, options = {}) {
     created: Date.now(),
   });
   entry.file = file;
+  entry.after = options.after ?? null;
   app.uploads.set(key, entry);
   remember(entry);
   renderUploads();
   runUpload(key, entry);
+  return entry;
 }
 
 /**
@@ -111,8 +120,16 @@ export function sendFile(file, options = {}) {
  * @returns {Record<string, any>}
  */
 function newEntry(record) {
+  /** @type {() => void} */
+  let done = () => {};
+  /** Its message is in the outbox, or it failed or was removed: the next file's turn. */
+  const turn = new Promise((resolve) => (done = () => resolve(undefined)));
   return {
     ...record,
+    turn,
+    turnDone: done,
+    /** @type {Promise<void> | null} the turn of the file given before this one */
+    after: null,
     sent: 0,
     total: record.size,
     error: "",
@@ -184,12 +201,15 @@ async function runUpload(key, entry) {
     entry.fileId = object.id;
     entry.kind = entry.kind ?? (object.kind === "image" ? "image" : "file");
     remember(entry);
-    if (app.chat === chat) await sendMessage(key, entry);
+    if (entry.after) await entry.after;
+    if (app.chat === chat && !entry.removed) await sendMessage(key, entry);
   } catch (error) {
     if (entry.removed) return;
     entry.error = errorText(error);
     renderUploads();
     if (!error?.code) retryWhenBack(key, entry, chat);
+  } finally {
+    entry.turnDone();
   }
 }
 
@@ -309,6 +329,7 @@ function errorText(error) {
 /** @param {number} key @param {Record<string, any>} entry */
 function removeUpload(key, entry) {
   entry.removed = true;
+  entry.turnDone();
   app.uploads.delete(key);
   dropRecord(identity(), entry.rid);
   // Stops sending and drops what the node has of it (its quota reservation with it).
