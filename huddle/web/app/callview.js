@@ -120,7 +120,8 @@ let ringing = null;
  * @typedef {{conv: string | null, kind: "direct" | "group", title: string, peer: string | null,
  *   ringId: string | null, room: string | null, call: Call | null, phase: string,
  *   outcome: string, layout: "grid" | "speaker", speaker: string | null,
- *   tiles: Map<string, Tile>, quality: any, lastStats: any, timer: any, stops: (() => void)[]}} Session
+ *   tiles: Map<string, Tile>, quality: any, lastStats: any, timer: any, stops: (() => void)[],
+ *   early: [(e: any) => void, any][]}} Session
  * @typedef {{el: HTMLElement, video: HTMLVideoElement, audio: HTMLAudioElement, name: HTMLElement,
  *   marks: HTMLElement, bars: HTMLElement, placeholder: HTMLElement, initial: HTMLElement,
  *   participant: string, screen: boolean}} Tile
@@ -140,25 +141,42 @@ export function start(from, early) {
   ringing = new Ringing(ui.app.conn);
   ringing.on("incoming", showIncoming);
   ringing.on("stopped", ({ call }) => sheets.hide(call));
-  ringing.on("accepted", (/** @type {any} */ e) => {
+  ringing.on("accepted", outgoing((e) => {
     if (session && session.ringId === e.call && !session.call) joinRoom(e.room);
-  });
-  ringing.on("merged", (/** @type {any} */ e) => {
+  }));
+  ringing.on("merged", outgoing((e) => {
     // Both called at once: ours gave way to theirs, which the node answered on this device.
     if (!session || session.ringId !== e.call || session.call) return;
     session.ringId = e.into;
     joinRoom(e.room);
-  });
-  ringing.on("declined", (/** @type {any} */ e) => endOutgoing(e.call, "callDeclinedBy"));
-  ringing.on("ended", (/** @type {any} */ e) => {
+  }));
+  ringing.on("declined", outgoing((e) => endOutgoing(e.call, "callDeclinedBy")));
+  ringing.on("ended", outgoing((e) => {
     if (!session || session.ringId !== e.call) return;
     if (e.reason === "no_answer") endOutgoing(e.call, "callNoAnswerFrom");
     else if (session.call) leave(false);
     else endOutgoing(e.call, "callEndedShort");
-  });
+  }));
   for (const event of early) ringing.handle(event);
   // @ts-ignore: a debug hook, as window.huddleApp
   window.huddleCalls = { ringing, session: () => session };
+}
+
+/**
+ * A handler of what happens to the call this device places. Such an event may come before
+ * the reply to the invite that tells the call's id (the callee answers while the reply is on
+ * its way): it is kept, and handled once the reply is in.
+ * @param {(e: any) => void} handler
+ * @returns {(e: any) => void}
+ */
+function outgoing(handler) {
+  return (e) => {
+    if (session && session.kind === "direct" && session.phase === "calling" && !session.ringId) {
+      session.early.push([handler, e]);
+      return;
+    }
+    handler(e);
+  };
 }
 
 /** Signed out: leave the call and forget the ringing. */
@@ -204,6 +222,8 @@ export async function startFrom(summary) {
     }
     mine.ringId = placed.call;
     mine.room = placed.room;
+    for (const [handler, e] of mine.early.splice(0)) handler(e);
+    if (session !== mine) return;
     // The peer was calling us at that moment: the node answered their call instead.
     if (placed.answered) await joinRoom(placed.room);
   } catch (error) {
@@ -225,6 +245,7 @@ function newSession(summary, kind) {
     title: summary?.name ?? "",
     peer: summary?.peer ?? null,
     ringId: null,
+    early: [],
     room: null,
     call: null,
     phase: "connecting",
