@@ -91,18 +91,18 @@ class _Placed:
     Two users who call each other at once each place a call that rings the other. They
     merge into one: the call with the smaller id goes on, and the caller of the other gives
     theirs up and answers it (``_merge``). Only that caller acts, so both sides agree without
-    talking. It finds the crossing call right after placing its own (the callee's marker), or
-    when the crossing call's ring reaches its node (``on_message``): its marker is set before
-    its ring is published, so one of the two always sees it.
+    talking. It finds the crossing call right after placing its own (the callee's marker,
+    read once the reply has gone: the reply waits for nothing), or when the crossing call's
+    ring reaches its node (``on_message``): its marker is set before its ring is published,
+    so one of the two always sees it.
     """
 
-    __slots__ = ("call", "crossed", "replied", "to")
+    __slots__ = ("call", "crossed", "to")
 
     def __init__(self, to: str) -> None:
         self.to = to
         self.call = ""  # once the script placed it
-        self.crossed = ""  # a call from ``to`` heard of before the reply went
-        self.replied = False
+        self.crossed = ""  # a call from ``to`` heard of before that
 
 
 class Ringing:
@@ -327,14 +327,28 @@ class Ringing:
             self._placed.pop(session, None)
             raise
         self.in_call[session] = placed.call = call
-        (theirs,) = await self._current_calls(req.to)
-        for crossing in {theirs, placed.crossed} - {"", call}:
-            if crossing < call and await self._crossing(crossing, req.to, session.identity):
-                merged = await self._merge(session, call, crossing)
-                if merged is not None:
-                    return p.CallInviteOk(re=req.id, call=crossing, room=merged, answered=True)
-        placed.replied = True
+        # After this reply (the task starts once the request is answered).
+        self._spawn(self._look_for_crossing(session, placed))
         return p.CallInviteOk(re=req.id, call=call, room=room)
+
+    async def _look_for_crossing(self, session: Session, placed: _Placed) -> None:
+        """Right after placing ``placed``: the callee's call to this user, if one rings, and
+        its id is the smaller, takes over (see ``_Placed``)."""
+        try:
+            (theirs,) = await self._current_calls(placed.to)
+        except UNREACHABLE_ERRORS as exc:
+            log.warning("crossing calls not looked for", extra={"error": str(exc)})
+            return
+        for crossing in sorted({theirs, placed.crossed} - {"", placed.call}):
+            if crossing > placed.call:
+                continue  # theirs gives way
+            if not await self._crossing(crossing, placed.to, session.identity):
+                continue
+            if self._placed.get(session) is not placed:
+                return  # merged, answered or over meanwhile
+            del self._placed[session]
+            await self._merge_later(session, placed.call, crossing)
+            return
 
     async def _crossing(self, call: str, caller: str, callee: str) -> bool:
         """Whether ``call`` is ``caller``'s call that still rings for ``callee``."""
@@ -367,7 +381,7 @@ class Ringing:
         return await self._answer(session, theirs)
 
     async def _merge_later(self, session: Session, mine: str, theirs: str) -> None:
-        """``_merge`` after the reply to the device's invite went: it hears of it in
+        """``_merge``, the reply to the device's invite gone: it hears of it in
         ``call.merged``."""
         try:
             room = await self._merge(session, mine, theirs)
@@ -547,8 +561,8 @@ class Ringing:
             placed = self._placed.get(s)
             if placed is None or placed.to != t.inviter or placed.call == t.call:
                 continue
-            if not placed.replied:
-                placed.crossed = t.call  # the invite's own check takes it
+            if not placed.call:
+                placed.crossed = t.call  # placing it still: _look_for_crossing takes it
             elif t.call < placed.call:
                 del self._placed[s]
                 self._spawn(self._merge_later(s, placed.call, t.call))
