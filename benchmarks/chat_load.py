@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -110,6 +110,7 @@ from benchmarks.target import (
     NodeClock,
     add_deployment_args,
     add_start_at_arg,
+    counter_changes,
     deployment,
     shard_of,
     start_instant,
@@ -227,6 +228,10 @@ def run_target(
     given, StartMissed when set up too late for it, the others each as soon as the one before
     has been collected."""
     steps: list[StepResult] = []
+    # The nodes' error and close counters before the run: the result keeps this run's.
+    urls = deployment.urls if deployment is not None else tuple(s.url for s in servers)
+    counted = urls if target.kind == "huddle" else ()
+    counters0 = {url: node_counters(url) for url in counted}
     say(f"{target.name}: connecting {opts.clients} clients")
     started = time.monotonic()
     devices = nodes_count(target.urls, AUTHENTICATED_METRIC) if target.kind == "huddle" else None
@@ -240,13 +245,17 @@ def run_target(
     ):
         connected = pool.run(("connect", target), CONNECT_TIMEOUT_S + opts.clients / 20)
     steps += connected
+    unconnected = connect_failure(target, connected)
+    if unconnected:
+        raise RuntimeError(unconnected)
     convs: dict[int, str] = {}
     if target.kind == "huddle":
         created = pool.run(("create",), REQUEST_TIMEOUT_S * len(target.sizes) + 10)
         steps += created
         convs = {g: c for r in created for g, c in r.convs.items()}
         if len(convs) < target.groups:
-            raise RuntimeError(f"{target.name}: groups not created: {created[0].first_error}")
+            error = next((r.first_error for r in created if r.first_error), "")
+            raise RuntimeError(f"{target.name}: groups not created: {error}")
         steps += pool.run(("sync", convs), REQUEST_TIMEOUT_S + opts.clients / 20)
     setup_s = time.monotonic() - started
     phases: dict[str, PhaseFigures] = {}
@@ -270,9 +279,9 @@ def run_target(
         phases[kind] = run_phase(
             pool, servers, redis_pid, idle, phase, deployment, on_start, redis_url
         )
-    counters = {s.name: node_counters(s.url) for s in servers if target.kind == "huddle"}
-    if deployment is not None:
-        counters = {url: node_counters(url) for url in deployment.urls}
+    changed = {url: counter_changes(counters0[url], node_counters(url)) for url in counted}
+    names = {s.url: s.name for s in servers} if deployment is None else {}
+    counters = {names.get(url, url): c for url, c in changed.items()}
     closed = pool.run(("close",), CLOSE_TIMEOUT_S + 10)
     steps += closed
     return TargetResult(
@@ -289,6 +298,27 @@ def run_target(
         server_counters=counters,
         conversation_kinds=dict(Counter(KINDS.get(c[:2], "other") for c in convs.values())),
     )
+
+
+def connect_failure(target: TargetSpec, connected: Sequence[StepResult]) -> str | None:
+    """Why the run cannot go on when some of this machine's clients did not connect (their
+    deliveries would all be counted lost), with the first error; None when all did."""
+    clients = sum(size for g, size in enumerate(target.sizes) if target.has_group(g))
+    ok = sum(r.ok for r in connected)
+    if ok >= clients:
+        return None
+    error = next((r.first_error for r in connected if r.first_error), "no error reported")
+    return f"{target.name}: {clients - ok} of {clients} clients could not connect: {error}"
+
+
+def missing_nodes(phases: Mapping[str, PhaseFigures]) -> dict[str, list[str]]:
+    """The nodes whose /metrics did not answer over a phase (--url), by phase: their CPU
+    and counts are missing from its figures."""
+    return {
+        kind: list(phase.nodes.missing)
+        for kind, phase in phases.items()
+        if phase.nodes is not None and phase.nodes.missing
+    }
 
 
 # Conversation ids by kind (docs/protocol.md, "Conversations and roles").
@@ -597,6 +627,10 @@ def main_deployment(
         pool.close(CLOSE_TIMEOUT_S if sys.exc_info()[0] is None else 2.0)
     print(f"chat_load against {', '.join(target.urls)} (server CPU from their /metrics)")
     print(report(opts, sizes, result, None, None))
+    missing = missing_nodes(result.phases)
+    for kind, urls in missing.items():
+        gone = ", ".join(urls)
+        print(f"FAILED: {kind}: no /metrics from {gone} (a node gone?); its figures are missing")
     if args.json or args.report:
         figures = summary(result, None, None)
         doc = {
@@ -617,7 +651,7 @@ def main_deployment(
             write_json(args.json, "chat_load", doc, {"fd_limit": fd_limit}, say)
         if args.report:
             write_report(args.report, doc, fd_limit, say)
-    return 0
+    return 1 if missing else 0
 
 
 def main(argv: list[str] | None = None) -> int:

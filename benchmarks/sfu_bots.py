@@ -76,6 +76,9 @@ class StreamFigures:
     packets: int  # received in the window
     payload_bytes: int
     expected: int  # from sequence numbers: highest - lowest + 1 in the window
+    # When its latest packet in the window arrived (time.monotonic()): a stream that stopped
+    # (its node gone) still has highest - lowest + 1 == received, so no loss shows.
+    last_at: float | None = None
 
 
 @dataclass
@@ -321,7 +324,9 @@ class Bot:
         lags = await self._probe_lag(start, end)
         await asyncio.sleep(max(0.0, end + WINDOW_GRACE_S - time.monotonic()))
         streams = [
-            StreamFigures(s.kind, s.window_packets, s.window_bytes, s.window_expected)
+            StreamFigures(
+                s.kind, s.window_packets, s.window_bytes, s.window_expected, s.window_last_at
+            )
             for s in rec.streams.values()
         ]
         return BotMeasurement(

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -72,7 +72,9 @@ from benchmarks.sfu_janus import JanusError, JanusServer, Netns, janus_binary
 from benchmarks.sfu_media import ensure_fixture, match_delays
 from benchmarks.sfu_report import (
     ScenarioResult,
+    clip_failure,
     compare,
+    failure_line,
     log_problems,
     pool_rounds,
     profile_server,
@@ -118,6 +120,9 @@ IDLE_S: Final = 3.0
 
 LATE_S: Final = 0.030  # a packet this much later than sent counts as late
 STALL_SLOT_S: Final = 0.1
+# A stream whose last packet came this long before the window's end had stopped (a node
+# gone, a route cut): its loss from sequence numbers alone would read 0.
+STALLED_S: Final = 1.0
 _SCENARIO_RE: Final = re.compile(r"^(\d+)\s*[x\u00d7]\s*(\d+)$")
 
 
@@ -239,9 +244,11 @@ class NodesCpuClock:
         self._machine = machine_busy_seconds()
         self._nodes = NodeClock(urls, (ROOM_FORWARDED,))
         self.forwarded = 0.0
+        self.missing: list[str] = []  # nodes whose /metrics did not answer
 
     def stop(self) -> tuple[float, float, list[float], float]:
         use = self._nodes.stop()
+        self.missing = use.missing
         bots = [b - a for a, b in zip(self._bots, self._pool.cpu_seconds(), strict=True)]
         busy1, all1 = machine_busy_seconds()
         busy0, all0 = self._machine
@@ -359,6 +366,32 @@ def _loss(streams: Sequence[StreamFigures], kind: str | None = None) -> float | 
     return max(0, expected - sum(s.packets for s in chosen)) / expected
 
 
+def _server_figures(
+    result: ScenarioResult,
+    server_cpu: float,
+    wall: float,
+    idle_cores: float | None,
+    missing: Sequence[str] = (),
+) -> None:
+    """The server's CPU over the window into ``result``; ``missing``: the nodes whose
+    /metrics did not answer, whose CPU is then unknown (not 0): the scenario fails."""
+    result.nodes_missing = list(missing)
+    if missing:
+        note = (
+            f"no /metrics from {', '.join(missing)} over the window (a node gone?): "
+            "the server's CPU is missing"
+        )
+        result.failed = f"{result.failed}; {note}" if result.failed else note
+        return
+    result.server_cpu_s = server_cpu
+    result.server_cores = server_cpu / wall
+    if result.packets:
+        result.cpu_us_per_packet = server_cpu / result.packets * 1e6
+        if idle_cores is not None:
+            busy = max(0.0, server_cpu - idle_cores * wall)
+            result.marginal_us_per_packet = busy / result.packets * 1e6
+
+
 def _stalls(late: list[tuple[float, float]], start: float) -> list[list[float]]:
     """The worst moments of the window: [seconds into it, packets late, worst delay (ms)] of
     the 100 ms slots with the most late packets. Late packets bunched in a few slots point
@@ -371,9 +404,23 @@ def _stalls(late: list[tuple[float, float]], start: float) -> list[list[float]]:
 
 
 def _figures(
-    result: ScenarioResult, bots: list[BotMeasurement], wall_s: float, start: float
+    result: ScenarioResult,
+    bots: list[BotMeasurement],
+    wall_s: float,
+    start: float,
+    end: float | None = None,
 ) -> None:
+    """The bots' figures of the window [start, end) (end: start + wall_s) into ``result``;
+    streams that stopped before its end fail it."""
     streams = [s for b in bots for s in b.streams if s.packets > 0]
+    end = start + wall_s if end is None else end
+    stalled = [s.last_at for s in streams if s.last_at is not None and s.last_at < end - STALLED_S]
+    result.streams_stalled = len(stalled)
+    if stalled:
+        result.failed = result.failed or (
+            f"{len(stalled)} of {len(streams)} streams stalled: no packet in the last "
+            f"{end - max(stalled):.1f} s of the {end - start:.1f} s window (a node gone?)"
+        )
     result.window_s = wall_s
     result.streams_flowing = len(streams)
     result.packets = sum(s.packets for s in streams)
@@ -554,17 +601,13 @@ def run_scenario(
         with phase_bar(f"{server.target} {scenario.name}", opts.duration):
             time.sleep(max(0.0, end - time.monotonic()))
         wall, server_cpu, bots_cpu, machine = clock.stop()
+        missing: list[str] = []
         if isinstance(clock, NodesCpuClock):
             result.node_packets_forwarded = clock.forwarded
+            missing = clock.missing
         measurements: list[BotMeasurement] = pool.collect(opts.duration + 30, "measure")
-        _figures(result, measurements, wall, start)
-        result.server_cpu_s = server_cpu
-        result.server_cores = server_cpu / wall
-        if result.packets:
-            result.cpu_us_per_packet = server_cpu / result.packets * 1e6
-            if server.idle_cores is not None:
-                busy = max(0.0, server_cpu - server.idle_cores * wall)
-                result.marginal_us_per_packet = busy / result.packets * 1e6
+        _figures(result, measurements, wall, start, end)
+        _server_figures(result, server_cpu, wall, server.idle_cores, missing)
         result.bot_cpu_s = bots_cpu
         result.bot_cores = [b / wall for b in bots_cpu]
         result.machine_busy = machine
@@ -576,8 +619,8 @@ def run_scenario(
     except StartMissed:
         raise
     except Exception as exc:
-        result.failed = f"{type(exc).__name__}: {exc}"[:2000]
-        say(f"{server.target} {scenario.name}: FAILED: {result.failed.splitlines()[0]}")
+        result.failed = clip_failure(f"{type(exc).__name__}: {exc}")
+        say(f"{server.target} {scenario.name}: FAILED: {failure_line(result.failed)}")
     finally:
         if pool is not None:
             pool.close(STOP_WAIT_S if sys.exc_info()[0] is None else 3.0)
@@ -776,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
                     with _affinity(server_cpus):
                         server = start(Path(tmp) / target)
                 except Exception as exc:
-                    missing[target] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                    missing[target] = failure_line(f"{type(exc).__name__}: {exc}")[:300]
                     say(f"{target} MISSING: {missing[target]}")
                     continue
                 servers[target] = server
@@ -884,7 +927,12 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.report import write_report  # matplotlib: only when asked
 
             say(f"report written to {write_report(json_document('sfu_load', doc), args.report)}")
-    return 0
+    return 1 if failed(results) else 0
+
+
+def failed(results: Mapping[str, Mapping[str, ScenarioResult]]) -> bool:
+    """Whether any scenario failed on any target (the exit status is then 1)."""
+    return any(r.failed is not None for by in results.values() for r in by.values())
 
 
 if __name__ == "__main__":

@@ -248,6 +248,7 @@ class StreamCount:
     window_bytes: int = 0
     window_first: int = -1
     window_last: int = -1
+    window_last_at: float = -math.inf  # when the window's latest packet arrived (monotonic)
 
     def extend(self, seq: int) -> int:
         if self.last_seq < 0:
@@ -300,6 +301,7 @@ class Recorder:
         for stream in self.streams.values():
             stream.window_packets = stream.window_bytes = 0
             stream.window_first = stream.window_last = -1
+            stream.window_last_at = -math.inf
 
     def sent(self, data: bytes, now: float) -> None:
         if self.sends_from <= now < self.window_end:
@@ -321,6 +323,7 @@ class Recorder:
             if stream.window_first < 0 or ext < stream.window_first:
                 stream.window_first = ext
             stream.window_last = max(stream.window_last, ext)
+            stream.window_last_at = max(stream.window_last_at, now)
             self.recv_keys.append(payload_key(packet.payload))
             self.recv_times.append(now)
             if stamp is None:

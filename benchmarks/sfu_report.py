@@ -88,6 +88,35 @@ class ScenarioResult:
     delay_histogram: dict[str, Any] | None = None
     # The wall-clock time (unix seconds) the measured window began.
     started_at: float | None = None
+    # Streams that stopped before the window's end (their last packet more than STALLED_S
+    # before it), and the nodes whose /metrics did not answer over the window: either fails
+    # the scenario (its loss and CPU would read as healthy).
+    streams_stalled: int = 0
+    nodes_missing: list[str] = field(default_factory=list)
+
+
+def clip_failure(text: str, limit: int = 2000) -> str:
+    """A failure's text within ``limit`` characters, its head and its tail: a traceback's
+    cause is its last line."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]}\n...\n{text[-half:]}"
+
+
+def failure_line(text: str) -> str:
+    """A failure in one line: its first line and, when a traceback follows, the cause (the
+    exception its last meaningful line names)."""
+    lines = [line.strip() for line in text.splitlines()]
+    meaningful = [
+        line
+        for line in lines
+        if line.strip("^~ .") and not line.startswith(("File ", "Traceback ", "The above "))
+    ]
+    if not meaningful:
+        return text.strip()
+    first, last = meaningful[0], meaningful[-1]
+    return first if first == last else f"{first} ... {last}"
 
 
 # --- profiling -----------------------------------------------------------------------
@@ -442,7 +471,7 @@ def report(
     for target, by_scenario in results.items():
         for name, r in by_scenario.items():
             if r.failed:
-                lines.append(f"{target} {name}: FAILED: {r.failed.splitlines()[0]}")
+                lines.append(f"{target} {name}: FAILED: {failure_line(r.failed)}")
             for error in sorted(set(r.errors))[:5]:
                 lines.append(f"{target} {name}: {error}")
             if r.failed is None and r.others_busy >= DISTURBED:

@@ -49,7 +49,7 @@ _PING_FRAME: Final = p.encode(p.Ping(id="r1")).decode()
 @dataclass(frozen=True)
 class DriverSpec:
     kind: Kind
-    url: str
+    urls: tuple[str, ...]  # every node: client k connects to urls[k % len(urls)]
     index: int
     first: int  # global number of this driver's first client
     count: int
@@ -59,6 +59,11 @@ class DriverSpec:
     api_secret: str
     # Starts every identity: a run against a deployment (or each shard) uses its own users.
     users: str = "bench"
+
+    def url(self, number: int) -> str:
+        """The node client ``number`` (global, from 0) connects to: clients are spread over
+        the nodes in turn, whichever driver holds them."""
+        return self.urls[number % len(self.urls)]
 
 
 @dataclass
@@ -89,14 +94,16 @@ class LoadClient(Protocol):
 class HuddleLoadClient:
     """Connect + hello with a minted token; a round trip is ``ping`` -> ``ok``."""
 
-    def __init__(self, spec: DriverSpec, identity: str, http: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, spec: DriverSpec, url: str, identity: str, http: aiohttp.ClientSession
+    ) -> None:
         token = mint_token(
             api_key=spec.api_key,
             api_secret=spec.api_secret,
             identity=identity,
             ttl_s=TOKEN_TTL_S,
         )
-        self._client = HuddleClient(spec.url, token, device=identity, session=http)
+        self._client = HuddleClient(url, token, device=identity, session=http)
 
     async def open(self) -> None:
         await self._client.connect()
@@ -112,8 +119,10 @@ class HuddleLoadClient:
 class BareLoadClient:
     """Connected is all there is; a round trip is the echo of the same ping frame."""
 
-    def __init__(self, spec: DriverSpec, identity: str, http: aiohttp.ClientSession) -> None:
-        self._url = spec.url.replace("http", "ws", 1) + "/v1/ws"
+    def __init__(
+        self, spec: DriverSpec, url: str, identity: str, http: aiohttp.ClientSession
+    ) -> None:
+        self._url = url.replace("http", "ws", 1) + "/v1/ws"
         self._http = http
         self._ws: aiohttp.ClientWebSocketResponse | None = None
 
@@ -140,12 +149,12 @@ class Driver:
         self._http = http
         self.clients: list[LoadClient] = []
 
-    def _new(self, identity: str) -> LoadClient:
+    def _new(self, url: str, identity: str) -> LoadClient:
         cls = HuddleLoadClient if self.spec.kind == "huddle" else BareLoadClient
-        return cls(self.spec, identity, self._http)
+        return cls(self.spec, url, identity, self._http)
 
-    async def _open(self, identity: str, result: PhaseResult) -> LoadClient | None:
-        client = self._new(identity)
+    async def _open(self, url: str, identity: str, result: PhaseResult) -> LoadClient | None:
+        client = self._new(url, identity)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await client.open()
@@ -160,7 +169,8 @@ class Driver:
     async def warmup(self) -> PhaseResult:
         result = PhaseResult(started=time.monotonic())
         for i in range(min(WARMUP_PER_DRIVER, self.spec.count)):
-            client = await self._open(f"{self.spec.users}-warmup-{self.spec.index}-{i}", result)
+            identity = f"{self.spec.users}-warmup-{self.spec.index}-{i}"
+            client = await self._open(self.spec.url(self.spec.first + i), identity, result)
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.roundtrip()
@@ -174,7 +184,8 @@ class Driver:
 
         async def one(number: int) -> None:
             async with gate:
-                client = await self._open(f"{self.spec.users}-{number}", result)
+                identity = f"{self.spec.users}-{number}"
+                client = await self._open(self.spec.url(number), identity, result)
             if client is not None:
                 self.clients.append(client)
 

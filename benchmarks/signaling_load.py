@@ -11,7 +11,7 @@ measures the connect rate, the server's memory per idle connection, ping round t
 moderate load (every client one ping per interval) and the request rate under saturation
 (every client sending back to back). Load comes from several driver processes whose own CPU
 is reported beside the server's, so a client-bound run is never read as the server's limit.
-With ``--url`` it drives running nodes instead (benchmarks/target.py; driver i on node
+With ``--url`` it drives running nodes instead (benchmarks/target.py; client i on node
 i mod N) and runs no baseline; without ``--server-pid`` the server's CPU and memory come
 from the nodes' /metrics. Every phase is bounded in count and time. See benchmarks/README.md.
 
@@ -74,6 +74,7 @@ from benchmarks.target import (
     StartMissed,
     add_deployment_args,
     add_start_at_arg,
+    counter_changes,
     deployment,
     shard_of,
     start_instant,
@@ -108,7 +109,7 @@ def _specs(kind: Kind, urls: tuple[str, ...], opts: Options, users: str) -> list
         specs.append(
             DriverSpec(
                 kind=kind,
-                url=urls[i % len(urls)],
+                urls=urls,
                 index=i,
                 first=first,
                 count=count,
@@ -166,6 +167,8 @@ def run_target(
             results = pool.run((name, begin, *args), _phase_timeout(opts, seconds))
         return results, clock.stop()
 
+    # The node's counters before the run: the result keeps what this run added.
+    counters0 = server_counters(server) if kind == "huddle" else {}
     try:
         pool.run(("warmup",), _phase_timeout(opts, 0))
         time.sleep(SETTLE_S)
@@ -184,7 +187,7 @@ def run_target(
         say(f"{kind}: saturating for {opts.duration:g} s")
         saturated, cpu = timed("saturate", opts.duration)
         saturation = load_figures(saturated, cpu)
-        counters = server_counters(server) if kind == "huddle" else {}
+        counters = counter_changes(counters0, server_counters(server)) if kind == "huddle" else {}
 
         closed = pool.run(("close",), CLOSE_TIMEOUT_S + 10)
         time.sleep(SETTLE_S)
@@ -341,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
                 echo.stop()
 
     print(report(opts, huddle, bare))
+    failures = failed(huddle, bare)
+    for failure in failures:
+        print(f"FAILED: {failure}")
     if args.json or args.report:
         figures = summary(huddle, bare)
         doc = {
@@ -366,7 +372,17 @@ def main(argv: list[str] | None = None) -> int:
 
             page = write_report(json_document("signaling_load", doc), args.report)
             say(f"report written to {page}")
-    return 0
+    return 1 if failures else 0
+
+
+def failed(*results: TargetResult | None) -> list[str]:
+    """Why the run failed: a target none of whose clients connected (its figures measure
+    nothing), with the first error."""
+    return [
+        f"{r.kind}: no client connected: {r.first_errors[0] if r.first_errors else 'no error'}"
+        for r in results
+        if r is not None and r.connected == 0
+    ]
 
 
 if __name__ == "__main__":

@@ -15,15 +15,19 @@ from __future__ import annotations
 import argparse
 import datetime
 import ipaddress
+import json
+import math
 import os
 import secrets
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from benchmarks.common import node_metrics
+from benchmarks.common import METRICS_TIMEOUT_S, node_metrics
 
 API_KEY_ENV: Final = "HUDDLE_API_KEY"
 API_SECRET_ENV: Final = "HUDDLE_API_SECRET"
@@ -106,6 +110,10 @@ def start_at_of(text: str) -> float:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=datetime.UTC)
         when = moment.timestamp()
+    if not math.isfinite(when):
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (unix seconds, or ISO 8601 such as 2026-12-06T12:00:00Z)"
+        )
     ahead = when - time.time()
     if ahead <= 0:
         raise argparse.ArgumentTypeError(
@@ -181,7 +189,44 @@ def deployment(ap: argparse.ArgumentParser, args: argparse.Namespace) -> Deploym
             f"--url needs --api-key and --api-secret (or {API_KEY_ENV} and {API_SECRET_ENV}) "
             "to mint the clients' tokens"
         )
+    twice = same_nodes(args.url, {url: node_id(url) for url in args.url})
+    if twice:
+        ap.error(twice)
     return Deployment(urls=tuple(args.url), api_key=key, api_secret=secret)
+
+
+def node_id(url: str) -> str | None:
+    """The node's name from its ``/healthz`` (``node``; a degraded node's 503 says it too),
+    None when it does not answer with one."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=METRICS_TIMEOUT_S) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+    except (OSError, ValueError):
+        return None
+    try:
+        node = json.loads(body).get("node")
+    except (ValueError, AttributeError):
+        return None
+    return node if isinstance(node, str) and node else None
+
+
+def same_nodes(urls: Sequence[str], ids: Mapping[str, str | None]) -> str | None:
+    """An error when two of ``urls`` reach the same node (``ids``: each URL's node name,
+    None when unknown), which would count its clients, CPU and counts twice."""
+    seen: dict[str, str] = {}
+    for url in urls:
+        node = ids.get(url)
+        if node is None:
+            continue
+        if node in seen:
+            return (
+                f"--url names node {node!r} twice: {seen[node]} and {url} are the same node "
+                "(its CPU and counts would be added twice); name each node once"
+            )
+        seen[node] = url
+    return None
 
 
 # --- what the nodes say -----------------------------------------------------------------
@@ -279,6 +324,13 @@ class NodeClock:
             counts={k: v for k, v in counts.items() if v},
             missing=missing,
         )
+
+
+def counter_changes(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """What the nodes' counters added between two readings: a run's own, not the nodes'
+    since they started (those that did not change are left out)."""
+    changes = {name: value - before.get(name, 0.0) for name, value in after.items()}
+    return {name: value for name, value in changes.items() if value}
 
 
 def idle_cores(urls: Sequence[str], seconds: float) -> float:

@@ -35,9 +35,12 @@ def test_unix_seconds_and_iso_times_are_read_as_the_same_instant() -> None:
         (str(time.time() - 5), "in the past"),
         ("2020-01-01T00:00:00Z", "in the past"),
         (str(time.time() + MAX_START_AHEAD_S + 3600), "h ahead"),
+        ("nan", "not a time"),
+        ("inf", "not a time"),
+        ("-inf", "not a time"),
     ],
     # Names that do not hold the clock: pytest-xdist's workers must collect the same tests.
-    ids=["word", "time-of-day", "unix-past", "iso-past", "unix-too-far"],
+    ids=["word", "time-of-day", "unix-past", "iso-past", "unix-too-far", "nan", "inf", "-inf"],
 )
 def test_a_past_far_or_unreadable_time_is_refused(text: str, message: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=message):
