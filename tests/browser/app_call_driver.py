@@ -116,6 +116,18 @@ CONN_DOWN_JS: Final = """
 () => window.huddleApp.conn.state !== "open"
 """
 
+FIRST_TILE_JS: Final = """
+() => {
+  const tiles = [...document.querySelectorAll("#call-tiles .tile")];
+  const at = (t) => {
+    const r = t.getBoundingClientRect();
+    return [Math.round(r.top), Math.round(r.left)];
+  };
+  tiles.sort((a, b) => at(a)[0] - at(b)[0] || at(a)[1] - at(b)[1]);
+  return tiles.length ? tiles[0].dataset.key : null;
+}
+"""
+
 WATCH_STOPS_JS: Final = """
 () => {
   window.__stops = [];
@@ -158,11 +170,19 @@ class Run:
         raise StepFailed(f"{what}: not within {STEP_TIMEOUT_S} s (last: {value!r})")
 
     async def page(
-        self, label: str, name: str, viewport: dict[str, int] = LAPTOP, locale: str = "en-US"
+        self,
+        label: str,
+        name: str,
+        viewport: dict[str, int] = LAPTOP,
+        locale: str = "en-US",
+        routed: bool = False,
     ) -> Page:
+        """A signed-in page; ``routed``: its WebSocket goes through this driver (see
+        ``hold_invite_replies``)."""
         context = await self.browser.new_context(viewport=viewport, locale=locale)  # type: ignore[arg-type]
         page = await context.new_page()
-        await page.route_web_socket("**/v1/ws", partial(self._relay, label))
+        if routed:
+            await page.route_web_socket("**/v1/ws", partial(self._relay, label))
         lines = self.consoles[label] = []
         page.on("console", lambda m: lines.append(f"{m.type}: {m.text}"))
         page.on("pageerror", lambda e: lines.append(f"pageerror: {e}"))
@@ -241,7 +261,7 @@ async def _sheets(page: Page) -> int:
 
 
 async def ringing(run: Run) -> None:
-    alice = await run.page("alice", "alice")
+    alice = await run.page("alice", "alice", routed=True)
     phone = await run.page("bob-phone", "bob", PHONE)
     laptop = await run.page("bob-laptop", "bob")
     # A direct conversation to call from.
@@ -428,7 +448,9 @@ async def group(run: Run) -> None:
     seen = {}
     for name, page in pages.items():
         seen[name] = await run.decoding(page, name, [o for o in pages if o != name])
-    run.step("group media", seen=seen)
+    # Carol joined last: her own tile comes first all the same (it was drawn last, at the
+    # end of a grid that may need scrolling).
+    run.step("group media", seen=seen, carol_first=await carol.evaluate(FIRST_TILE_JS))
 
     await bob.click("#call-mic")
     bob_marks = f'.tile[data-key="{seen["bob"]["participant"]}"] .tile-marks'
@@ -505,6 +527,22 @@ async def group(run: Run) -> None:
         "screens",
         **{name: await run.shot(page, f"group-{name}") for name, page in pages.items()},
     )
+
+    # Carol leaves the page (a tab closed) without pressing Leave: she leaves the call at
+    # once, not when the node gives up waiting for her device (call_resume_s, 30 s).
+    tiles_before = await _count(bob, ".tile")
+    left_at = time.monotonic()
+    await carol.goto("about:blank")
+    await run.until("bob's tile of carol goes", lambda: _fewer(bob, ".tile", tiles_before))
+    run.step(
+        "page left",
+        seconds=round(time.monotonic() - left_at, 1),
+        status=await bob.inner_text("#call-status"),
+    )
+
+
+async def _fewer(page: Page, selector: str, than: int) -> bool:
+    return await _count(page, selector) < than
 
 
 async def group_notice(run: Run) -> None:

@@ -120,6 +120,7 @@ def test_a_group_call_from_the_app_each_decodes_the_others_sees_a_mute_and_speak
         for other in others.split():
             assert seen[name]["decoded"][other] > 0, (name, other, seen[name])
         assert sum(1 for width in seen[name]["shown"] if width > 0) >= 2, seen[name]
+    assert steps["group media"]["carol_first"] == "local"
     muted = steps["bob muted"]
     assert muted["marks"] == {"alice": "microphone off", "carol": "麦克风已关闭"}
     assert muted["bob_button_pressed"] == "true"
@@ -138,6 +139,8 @@ def test_a_group_call_from_the_app_each_decodes_the_others_sees_a_mute_and_speak
     assert after > before
     screen = steps["screen shared"]
     assert screen["widths"]["bob"] > 0 and screen["widths"]["carol"] > 0
+    # The node would have kept her for call_resume_s (30 s); STEP_TIMEOUT_S is 20.
+    assert steps["page left"]["status"] == "2 in the call", steps["page left"]
     assert screen["alice_button"] == "true"
     assert screen["bob_featured"] == f"{seen['alice']['participant']}:screen"
     assert "local:screen" in screen["alice_tiles"], screen["alice_tiles"]

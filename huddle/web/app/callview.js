@@ -158,6 +158,10 @@ export function start(from, early) {
     else endOutgoing(e.call, "callEndedShort");
   }));
   for (const event of early) ringing.handle(event);
+  // A tab closed (or a page left) leaves the call it is in, and gives up a call it places:
+  // otherwise the node waits call_resume_s (30 s) for the device to come back, and the
+  // others keep a frozen tile of it, or the callee's devices ring on, all that time.
+  window.addEventListener("pagehide", () => leave(true));
   // @ts-ignore: a debug hook, as window.huddleApp
   window.huddleCalls = { ringing, session: () => session };
 }
