@@ -128,6 +128,18 @@ FIRST_TILE_JS: Final = """
 }
 """
 
+WATCH_TOLD_JS: Final = """
+() => {
+  window.__told = [];
+  const call = window.huddleCalls.session().call;
+  const tell = call.setTileHeight.bind(call);
+  call.setTileHeight = (track, height) => {
+    window.__told.push([track, height]);
+    return tell(track, height);
+  };
+}
+"""
+
 WATCH_STOPS_JS: Final = """
 () => {
   window.__stops = [];
@@ -462,9 +474,18 @@ async def group(run: Run) -> None:
     pressed = await bob.get_attribute("#call-mic", "aria-pressed")
     run.step("bob muted", marks=marks, bob_button_pressed=pressed)
 
+    await alice.evaluate(WATCH_TOLD_JS)
     await alice.click("#call-layout")
     await alice.wait_for_selector(".call-tiles.layout-speaker .tile.featured")
     featured = await alice.get_attribute(".tile.featured", "data-key")
+    # The tiles changed size: the layers asked for follow (the SFU sends the largest that
+    # fits a tile; a featured one stayed at the smallest).
+    told = await run.until(
+        "alice tells the new tile heights",
+        lambda: alice.evaluate(
+            "() => new Set(window.__told.map((t) => t[0])).size >= 2 ? window.__told : null"
+        ),
+    )
     qualities = await run.until(
         "alice's tiles rate their network",
         lambda: alice.evaluate(
@@ -472,7 +493,7 @@ async def group(run: Run) -> None:
             ".map((e) => e.dataset.quality); return q.every((x) => x !== 'unknown') ? q : null; }"
         ),
     )
-    run.step("speaker layout", featured=featured, qualities=qualities)
+    run.step("speaker layout", featured=featured, qualities=qualities, told=told)
 
     # Back to the chat in the middle of the call, and back to the call.
     await bob.click("#call-minimise")

@@ -125,6 +125,8 @@ def test_a_group_call_from_the_app_each_decodes_the_others_sees_a_mute_and_speak
     assert muted["marks"] == {"alice": "microphone off", "carol": "麦克风已关闭"}
     assert muted["bob_button_pressed"] == "true"
     layout = steps["speaker layout"]
+    told = {track.split(":")[0] for track, _ in layout["told"]}
+    assert told == {seen["bob"]["participant"], seen["carol"]["participant"]}, layout["told"]
     # The loudest is featured (alice's own tile when she is), else another participant.
     assert layout["featured"] in {seen["bob"]["participant"], seen["carol"]["participant"], "local"}
     assert set(layout["qualities"]) <= {"good", "fair", "poor"} and len(layout["qualities"]) == 3

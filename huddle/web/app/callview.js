@@ -124,7 +124,7 @@ let ringing = null;
  *   early: [(e: any) => void, any][]}} Session
  * @typedef {{el: HTMLElement, video: HTMLVideoElement, audio: HTMLAudioElement, name: HTMLElement,
  *   marks: HTMLElement, bars: HTMLElement, placeholder: HTMLElement, initial: HTMLElement,
- *   participant: string, screen: boolean}} Tile
+ *   participant: string, screen: boolean, track?: string, told?: number}} Tile
  */
 /** @type {Session | null} */
 let session = null;
@@ -444,6 +444,7 @@ function close() {
   if (!mine) return;
   session = null;
   clearInterval(mine.timer);
+  sizeWatch?.disconnect();
   for (const stop of mine.stops) stop();
   for (const tile of mine.tiles.values()) {
     tile.video.srcObject = null;
@@ -626,6 +627,7 @@ function renderTiles() {
     // went whenever the list was drawn again (someone muted) while the screen was shared.
     if (tile.participant === "local") continue;
     if (!call.participants.has(tile.participant)) {
+      sizeWatch?.unobserve(tile.el);
       tile.el.remove();
       s.tiles.delete(key);
     }
@@ -725,12 +727,48 @@ function onTrack({ track, info, stream }) {
   const tile = tileFor(key, displayName(participant) || info.identity, screen);
   if (track.kind === "video") {
     tile.video.srcObject = stream;
-    // Ask for the layer that fits the tile (the SFU forwards the largest that fits).
-    if (!screen) s.call?.setTileHeight(info.track, tileHeight(tile)).catch(() => {});
+    // Ask for the layer that fits the tile (the SFU forwards the largest that fits), and
+    // again whenever the tile's size changes (a layout, the featured speaker, the window).
+    if (!screen) {
+      tile.track = info.track;
+      tellHeight(tile);
+      sizes().observe(tile.el);
+    }
   } else {
     tile.audio.srcObject = stream;
   }
   renderTiles();
+}
+
+/** Tiles by element, for the size watch. @type {WeakMap<Element, Tile>} */
+const tileOf = new WeakMap();
+/** @type {ResizeObserver | null} */
+let sizeWatch = null;
+
+/** The watch of camera tiles' sizes: a tile that grows asks for a larger layer, one that
+ * shrinks for a smaller (it only costs the downlink). */
+function sizes() {
+  sizeWatch ??= new ResizeObserver((entries) => {
+    for (const entry of entries) {
+      const tile = tileOf.get(entry.target);
+      if (tile && tile.el.isConnected) tellHeight(tile);
+    }
+  });
+  return sizeWatch;
+}
+
+/**
+ * Tells the SFU the tile's height when it changed by a fifth or more since it last did (a
+ * hidden tile, 0 high, tells nothing once it has told).
+ * @param {Tile} tile
+ */
+function tellHeight(tile) {
+  tileOf.set(tile.el, tile);
+  if (!tile.track || (tile.told && !tile.el.getBoundingClientRect().height)) return;
+  const height = tileHeight(tile);
+  if (tile.told && Math.abs(height - tile.told) < tile.told / 5) return;
+  tile.told = height;
+  session?.call?.setTileHeight(tile.track, height).catch(() => {});
 }
 
 /** @param {Tile} tile */
@@ -749,6 +787,7 @@ function onTrackEnded(info) {
   if (!tile) return;
   if (screen) {
     if (info.kind === "video") {
+      sizeWatch?.unobserve(tile.el);
       tile.el.remove();
       s.tiles.delete(key);
       layout();
