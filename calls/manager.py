@@ -420,10 +420,12 @@ class CallManager:
         if member is not None:
             member.send(p.SfuLayers(seq=0, room=member.room.name, paused=paused))
 
-    def _send_paused(self, participant: str, tracks: list[str]) -> None:
+    def _send_paused(self, participant: str, tracks: list[str], unselected: list[str]) -> None:
         member = self._by_participant.get(participant)
         if member is not None:
-            member.send(p.SfuPaused(seq=0, room=member.room.name, tracks=tracks))
+            member.send(
+                p.SfuPaused(seq=0, room=member.room.name, tracks=tracks, unselected=unselected)
+            )
 
     async def answer(self, session: Session, req: p.SfuAnswer) -> None:
         if self.remote.holds(session, req.room):
@@ -574,7 +576,7 @@ class CallManager:
         elif isinstance(event, ipc.Layers):
             self._send_layers(event.participant, event.paused)
         elif isinstance(event, ipc.Paused):
-            self._send_paused(event.participant, event.tracks)
+            self._send_paused(event.participant, event.tracks, event.unselected)
         elif isinstance(event, ipc.Speakers):
             self._send_speakers(event.room, [(w, lvl) for w, lvl in event.speakers])
         else:

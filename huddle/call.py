@@ -9,6 +9,11 @@ Subscriber offers (``sfu.offer``) are answered automatically. When the server sa
 room's media server restarted (``call.reconnect``), the call joins again and publishes the
 same sources again by itself.
 
+``call.paused_tracks`` and ``call.unselected_tracks`` list the received tracks the SFU does
+not send now, as the latest ``sfu.paused`` said: those this connection's downlink has no
+room for, and the video that stream selection in a large room leaves out (it forwards only
+the video of the ``video_last_n`` most recent speakers and of pinned participants).
+
 The peer connections never depend on the WebSocket. When it drops, the call goes on over a
 new connection of the same device: ``await call.resume(new_client)`` (connected, not yet past
 ``hello``) says hello for it and waits for ``call.resumed``; a request the call made
@@ -160,6 +165,10 @@ class CallClient:
         # Received tracks the SFU does not send now: this connection's downlink has no room
         # for them (sfu.paused); show a placeholder for each.
         self.paused_tracks: list[str] = []
+        # Received video the SFU does not send now because of stream selection (sfu.paused
+        # unselected): above selective_forwarding_above participants the room forwards only
+        # the video of the video_last_n most recent speakers and of pinned participants.
+        self.unselected_tracks: list[str] = []
         self.removed = asyncio.Event()
 
     def _listen(self, client: HuddleClient) -> None:
@@ -371,6 +380,7 @@ class CallClient:
     def _on_paused_event(self, event: p.Event) -> None:
         if isinstance(event, p.SfuPaused) and event.room == self.room:
             self.paused_tracks = list(event.tracks)
+            self.unselected_tracks = list(event.unselected)
 
     async def set_max_height(self, track: str, max_height: int | None) -> None:
         """The height the received ``track`` is shown at (sfu.track_settings)."""
@@ -469,6 +479,7 @@ class CallClient:
         self._senders.clear()
         self.paused_layers = []
         self.paused_tracks = []
+        self.unselected_tracks = []
         while not self._offers.empty():
             self._offers.get_nowait()
 

@@ -16,6 +16,8 @@ from sfu.room import Participant, Room, RoomPolicy, SfuError
 
 OfferSink = Callable[[str, str, list[dict[str, str]]], None]
 LayersSink = Callable[[str, list[str]], None]
+# A subscriber's received tracks not sent: (downlink has no room, stream selection left out).
+PausedSink = Callable[[str, list[str], list[str]], None]
 SpeakersSink = Callable[[str, list[tuple[str, int]]], None]
 TrackRow = tuple[str, str, str, str, str, int, int]
 
@@ -72,7 +74,7 @@ class LocalHost:
         on_speakers: SpeakersSink,
         announced: dict[str, str] | None = None,
         on_layers: LayersSink | None = None,
-        on_paused: LayersSink | None = None,
+        on_paused: PausedSink | None = None,
     ) -> None:
         self.rooms: dict[str, Room] = {}
         self._on_layers = on_layers
@@ -90,9 +92,9 @@ class LocalHost:
         if self._on_layers is not None:
             self._on_layers(participant, paused)
 
-    def _paused(self, participant: str, tracks: list[str]) -> None:
+    def _paused(self, participant: str, tracks: list[str], unselected: list[str]) -> None:
         if self._on_paused is not None:
-            self._on_paused(participant, tracks)
+            self._on_paused(participant, tracks, unselected)
 
     def _participant(self, participant: str) -> Participant:
         found = self.participants.get(participant)
@@ -113,7 +115,7 @@ class LocalHost:
                 on_speakers=lambda r, speakers: self._on_speakers(r.name, speakers),
                 announced=self._announced,
                 on_layers=lambda p, paused: self._layers(p.id, paused),
-                on_paused=lambda p, tracks: self._paused(p.id, tracks),
+                on_paused=lambda p, tracks, unselected: self._paused(p.id, tracks, unselected),
             )
         participant = found.join(
             identity, name, can_publish=can_publish, can_subscribe=can_subscribe

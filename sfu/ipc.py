@@ -127,10 +127,12 @@ class Layers(Msg, tag="layers", kw_only=True):
 
 
 class Paused(Msg, tag="paused", kw_only=True):
-    """The tracks a subscriber's downlink has no room for now (sfu.downlink)."""
+    """The tracks a subscriber's downlink has no room for now (sfu.downlink), and the video
+    stream selection leaves out (sfu.paused ``unselected``)."""
 
     participant: str
     tracks: list[str]
+    unselected: list[str] = []
 
 
 class Speakers(Msg, tag="speakers", kw_only=True):

@@ -159,7 +159,9 @@ class Subscription:
 NotifyOffer = Callable[["Participant", str, list[dict[str, str]]], None]
 NotifySpeakers = Callable[["Room", list[tuple[str, int]]], None]
 NotifyLayers = Callable[["Participant", list[str]], None]
-NotifyPaused = Callable[["Participant", list[str]], None]
+# A subscriber's received tracks not sent now: (its downlink has no room for them, video
+# stream selection leaves out), each sorted.
+NotifyPaused = Callable[["Participant", list[str], list[str]], None]
 SPEAKER_TICK_S: Final = 0.25
 # Subscribers' sender reports (RTCP SR), one compound packet per connection: once a second,
 # as aiortc's own senders do on average.
@@ -188,6 +190,10 @@ def _no_speakers(room: Room, speakers: list[tuple[str, int]]) -> None:
 
 
 def _no_layers(participant: Participant, paused: list[str]) -> None:
+    return None
+
+
+def _no_paused(participant: Participant, paused: list[str], unselected: list[str]) -> None:
     return None
 
 
@@ -229,6 +235,8 @@ class Participant:
     downlink: DownlinkEstimate = field(default_factory=DownlinkEstimate)
     allocator: Allocator = field(default_factory=Allocator)
     downlink_paused: list[str] = field(default_factory=list)  # track ids, as last told
+    # Video track ids stream selection leaves out (sfu.paused unselected), as last told.
+    unselected: list[str] = field(default_factory=list)
     sent_bps: float = 0.0  # media and retransmissions sent to it lately
     media_bps: float = 0.0  # the media alone
     _sent_mark: tuple[float, int, int] | None = None
@@ -343,7 +351,7 @@ class Room:
         on_speakers: NotifySpeakers = _no_speakers,
         announced: dict[str, str] | None = None,
         on_layers: NotifyLayers = _no_layers,
-        on_paused: NotifyPaused = _no_layers,
+        on_paused: NotifyPaused = _no_paused,
     ) -> None:
         self._announced = announced or {}
         self._on_layers = on_layers
@@ -529,6 +537,10 @@ class Room:
             _stop_feeding(sub)
         participant.subscriptions.clear()
         participant.paused_layers = []
+        # What it was told is not sent goes with its subscriptions: a restarted client
+        # starts with nothing paused, and is told anew.
+        participant.downlink_paused = []
+        participant.unselected = []
         participant.negotiating = participant.renegotiate = participant.stale = False
         pcs = (participant.publisher, participant.subscriber)
         participant.publisher = participant.subscriber = None
@@ -902,10 +914,20 @@ class Room:
             out = sub.track.forwarder.outputs.get(sub.port.ssrc)
             if out is not None:
                 sub.track.forwarder.set_active(out, sub.selected and not sub.downlink_paused)
-        paused = sorted(k for k, sub in participant.subscriptions.items() if sub.downlink_paused)
-        if paused != participant.downlink_paused:
-            participant.downlink_paused = paused
-            self._on_paused(participant, paused)
+        self._notify_paused(participant)
+
+    def _notify_paused(self, participant: Participant) -> None:
+        """Tell the subscriber what of its received tracks is not sent now (sfu.paused), if
+        that changed since it was last told: what its downlink has no room for, and the
+        video stream selection leaves out."""
+        subs = participant.subscriptions.items()
+        paused = sorted(k for k, sub in subs if sub.downlink_paused)
+        unselected = sorted(k for k, sub in subs if sub.track.kind == "video" and not sub.selected)
+        if paused == participant.downlink_paused and unselected == participant.unselected:
+            return
+        participant.downlink_paused = paused
+        participant.unselected = unselected
+        self._on_paused(participant, paused, unselected)
 
     def _switch(self, sub: Subscription, target: PublishedTrack) -> None:
         """Feed the subscriber from another layer, from its next key frame on; the old layer
@@ -947,6 +969,7 @@ class Room:
                     track.kind, track.key, track.owner.id
                 )
                 track.forwarder.set_active(out, sub.selected and not sub.downlink_paused)
+            self._notify_paused(participant)
 
     def _spawn(self, job: object) -> None:
         task = asyncio.ensure_future(job)  # type: ignore[call-overload]

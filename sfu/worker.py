@@ -77,8 +77,8 @@ async def serve(fd: int, config: WorkerConfig, on_ready: Callable[[], None] = _n
         on_layers=lambda participant, paused: send(
             ipc.Layers(participant=participant, paused=paused)
         ),
-        on_paused=lambda participant, tracks: send(
-            ipc.Paused(participant=participant, tracks=tracks)
+        on_paused=lambda participant, tracks, unselected: send(
+            ipc.Paused(participant=participant, tracks=tracks, unselected=unselected)
         ),
     )
     on_ready()

@@ -469,11 +469,16 @@ class SfuLayers(Event, tag="sfu.layers", kw_only=True):
 
 
 class SfuPaused(Event, tag="sfu.paused", kw_only=True):
-    """To a subscriber: the tracks (ids as in ``sfu.offer``) it is not sent now because its
-    downlink has no room for them; they resume once it has. Sent whenever the list changes."""
+    """To a subscriber: the received tracks (ids as in ``sfu.offer``) it is not sent now.
+    ``tracks``: those its downlink has no room for; they resume once it has. ``unselected``:
+    video the room leaves out by stream selection (above ``selective_forwarding_above``
+    participants only the video of the ``video_last_n`` most recent speakers and of pinned
+    participants is forwarded); it resumes once its publisher is among them again. Sent
+    whenever either list changes."""
 
     room: str
     tracks: list[str]
+    unselected: list[str] = msgspec.field(default_factory=list)
 
 
 class CallReconnect(Event, tag="call.reconnect", kw_only=True):

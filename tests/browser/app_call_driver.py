@@ -45,7 +45,11 @@ from typing import Any, Final
 from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright
 
 from benchmarks.common import CHROMIUM
+from huddle.call import CallClient
+from huddle.client import HuddleClient
 from tests.browser.driver import CALL_CHROMIUM_ARGS
+from tests.helpers import make_token
+from tests.media import ColorTrack, ToneTrack
 
 STEP_TIMEOUT_S: Final = 20.0
 POLL_S: Final = 0.2
@@ -639,7 +643,58 @@ async def _without(page: Page, selector: str, part: str) -> bool:
     return await locator.count() > 0 and part not in await locator.first.inner_text()
 
 
-SCENARIOS: Final = {"ringing": ringing, "group": group, "group_notice": group_notice}
+async def selection(run: Run) -> None:
+    """A group call larger than the node forwards every video of (the test's node: video of
+    the latest speaker only, above 2 participants): alice, in the app, with two bots; bob
+    speaks, carol is silent."""
+    alice = await run.page("alice", "alice")
+    await alice.click("#new-group")
+    await alice.fill("#group-name", "Many")
+    await alice.fill("#group-members", "bob, carol")
+    await alice.click("#group-form button[type=submit]")
+    await alice.wait_for_selector("#call-start")
+    conv = await alice.evaluate("() => window.huddleApp.current")
+    bots: list[CallClient] = []
+    try:
+        for name, colour, loud in (("bob", (240, 40, 40), 9000), ("carol", (40, 40, 240), 0)):
+            client = HuddleClient(run.base_url, make_token(name), device=f"bot-{name}")
+            await client.connect()
+            await client.hello()
+            bot = CallClient(client, f"conv:{conv}")
+            bots.append(bot)
+            await bot.join()
+            await bot.publish(ColorTrack(colour), ToneTrack(330, amplitude=loud))
+        await alice.click("#call-start")
+        seen = await run.decoding(alice, "alice", ["bob"])
+        carol_tile = f'.tile[data-key="{bots[1].participant}"]'
+        text = await run.until(
+            "carol's tile says why it has no video",
+            lambda: _text_if(alice, f"{carol_tile}.video-unselected", "latest speakers"),
+        )
+        # Measured meanwhile (every QUALITY_INTERVAL_MS): no video from her is no bad network.
+        await asyncio.sleep(4)
+        quality = await alice.get_attribute(f"{carol_tile} .tile-quality", "data-quality")
+        bob_tile = f'.tile[data-key="{bots[0].participant}"]'
+        run.step(
+            "left out by selection",
+            decoded=seen["decoded"],
+            carol_text=text,
+            carol_quality=quality,
+            carol_placeholder=await alice.is_visible(f"{carol_tile} .tile-placeholder"),
+            bob_placeholder=await alice.is_visible(f"{bob_tile} .tile-placeholder"),
+        )
+        run.step("screens", selection=await run.shot(alice, "selection-alice"))
+    finally:
+        for bot in bots:
+            await bot.close()
+
+
+SCENARIOS: Final = {
+    "ringing": ringing,
+    "group": group,
+    "group_notice": group_notice,
+    "selection": selection,
+}
 
 
 async def drive(

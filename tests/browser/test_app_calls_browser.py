@@ -161,3 +161,23 @@ def test_a_group_call_shows_as_a_notice_and_a_join_button_in_the_group(
     ended = steps["ended"]
     assert any("Joined: alice, bob, carol" in text for text in ended["alice_chat"])
     assert ended["join_buttons"] == 0
+
+
+@pytest.fixture
+def selective_node(netns: NetworkNamespace, tmp_path: Path) -> Iterator[NamespacedNode]:
+    settings = {"HUDDLE_SELECTIVE_FORWARDING_ABOVE": "2", "HUDDLE_VIDEO_LAST_N": "1"}
+    with namespaced_node(netns, tmp_path, settings) as node:
+        yield node
+
+
+def test_a_tile_whose_video_selection_leaves_out_says_so_and_rates_no_bad_network(
+    selective_node: NamespacedNode, tmp_path: Path
+) -> None:
+    """In a call larger than the node forwards every video of, the participants it leaves
+    out show their initial and why (not a black or frozen picture), and no bad network."""
+    steps = _run(selective_node, tmp_path, "selection")
+    left_out = steps["left out by selection"]
+    assert left_out["decoded"]["bob"] > 0, left_out
+    assert "not among the latest speakers" in left_out["carol_text"], left_out
+    assert left_out["carol_placeholder"] and not left_out["bob_placeholder"], left_out
+    assert left_out["carol_quality"] != "poor", left_out

@@ -100,3 +100,50 @@ async def test_small_room_forwards_everything(start_node: StartNode) -> None:
     assert outputs and all(o.active for o in outputs)
     await alice.close()
     await bob.close()
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker"])
+async def test_unselected_video_told_in_sfu_paused(start_node: StartNode, workers: int) -> None:
+    """The video stream selection leaves out is named in sfu.paused ``unselected`` (not in
+    ``tracks``, which is the downlink's), and leaves it once its publisher speaks; from an
+    SFU worker process too (ipc.Paused)."""
+    node = await start_node(
+        ice_addresses=["127.0.0.1"],
+        sfu_workers=workers,
+        selective_forwarding_above=2,
+        audio_streams_max=1,
+        video_last_n=1,
+    )
+    alice = await _call(node, "alice")
+    bob = await _call(node, "bob")
+    viewer = await _call(node, "carol", can_publish=False)
+    alice_tone, bob_tone = ToneTrack(440, amplitude=12000), ToneTrack(550, amplitude=40)
+    await alice.publish(ColorTrack((200, 0, 0)), alice_tone)
+    await bob.publish(ColorTrack((0, 200, 0)), bob_tone)
+
+    videos: dict[str, str] = {}  # identity -> video track id, as in sfu.offer
+    deadline = time.monotonic() + 10
+    while len(videos) < 2:
+        _, info = await asyncio.wait_for(viewer.next_track(), 10)
+        if info.kind == "video":
+            videos[info.identity] = info.track
+        assert time.monotonic() < deadline
+
+    async def unselected_becomes(want: list[str]) -> None:
+        deadline = time.monotonic() + 10
+        while viewer.unselected_tracks != want:
+            assert time.monotonic() < deadline, (viewer.unselected_tracks, want)
+            await asyncio.sleep(0.1)
+
+    # Three participants is above two: carol gets only the last speaker's video, alice's.
+    await unselected_becomes([videos["bob"]])
+    assert viewer.paused_tracks == []
+    # Bob speaks, alice falls silent: his video comes back, hers is left out.
+    bob_tone.amplitude, alice_tone.amplitude = 12000, 40
+    await unselected_becomes([videos["alice"]])
+    assert viewer.paused_tracks == []
+    # Pinning alice as well brings both.
+    await viewer.client.request(p.CallPin(id="", room="big", participants=[alice.participant]))
+    await unselected_becomes([])
+    for call in (alice, bob, viewer):
+        await call.close()

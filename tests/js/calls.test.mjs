@@ -394,16 +394,51 @@ test("sfu.paused: which received tracks the SFU holds back, per track and per pa
   assert.equal(call.isTrackPaused("p-b:cam"), true);
   assert.equal(call.isTrackPaused(call.tracks[0]), true, "a TrackInfo works too");
   assert.equal(call.isTrackPaused("p-b:1"), false, "audio goes on");
-  assert.deepEqual(seen, [{ tracks: ["p-b:cam", "p-c:cam"], participants: ["p-b", "p-c"], paused: ["p-b:cam", "p-c:cam"], resumed: [] }]);
+  assert.deepEqual(seen, [{ tracks: ["p-b:cam", "p-c:cam"], participants: ["p-b", "p-c"], paused: ["p-b:cam", "p-c:cam"], resumed: [], unselected: [] }]);
   connection.emit({ type: "sfu.paused", room: "r", tracks: ["p-c:cam", "p-b:cam"] }); // same set
   connection.emit({ type: "sfu.paused", room: "other", tracks: [] }); // another room's
   assert.equal(seen.length, 1);
   connection.emit({ type: "sfu.paused", room: "r", tracks: ["p-c:cam"] });
   assert.equal(call.isTrackPaused("p-b:cam"), false);
-  assert.deepEqual(seen[1], { tracks: ["p-c:cam"], participants: ["p-c"], paused: [], resumed: ["p-b:cam"] });
+  assert.deepEqual(seen[1], { tracks: ["p-c:cam"], participants: ["p-c"], paused: [], resumed: ["p-b:cam"], unselected: [] });
   connection.emit({ type: "sfu.paused", room: "r", tracks: "p-c:cam" }); // not a list: ignored
   assert.equal(seen.length, 2);
   call._closeConnections(); // a media restart: new connections start with everything sent
   assert.deepEqual(seen[2].resumed, ["p-c:cam"]);
   assert.equal(call.pausedTracks.size, 0);
+});
+
+test("sfu.paused unselected: the video stream selection leaves out, apart from the downlink's", async () => {
+  const connection = fakeConnection();
+  connection.replies["call.join"] = { participant: "p-me", participants: [], ice_servers: [] };
+  const call = new Call(connection, "r");
+  const seen = [];
+  call.on("paused", (e) => seen.push(e));
+  await call.join();
+  call.tracks = {
+    0: { mid: "0", track: "p-b:cam", kind: "video", source: "camera", participant: "p-b", identity: "bob" },
+    1: { mid: "1", track: "p-c:cam", kind: "video", source: "camera", participant: "p-c", identity: "carol" },
+  };
+  assert.equal(call.unselectedTracks.size, 0);
+  connection.emit({ type: "sfu.paused", room: "r", tracks: [], unselected: ["p-b:cam", "p-c:cam"] });
+  assert.equal(call.isTrackUnselected("p-b:cam"), true);
+  assert.equal(call.isTrackUnselected(call.tracks[1]), true, "a TrackInfo works too");
+  assert.equal(call.isTrackPaused("p-b:cam"), false, "not the downlink's");
+  assert.deepEqual([...call.unselectedTracks].sort(), ["p-b:cam", "p-c:cam"]);
+  assert.deepEqual(seen, [{ tracks: [], participants: [], paused: [], resumed: [], unselected: ["p-b:cam", "p-c:cam"] }]);
+  connection.emit({ type: "sfu.paused", room: "r", tracks: [], unselected: ["p-c:cam", "p-b:cam"] }); // same
+  connection.emit({ type: "sfu.paused", room: "other", tracks: [], unselected: [] }); // another room's
+  assert.equal(seen.length, 1);
+  // Bob spoke: his video is selected again; carol's downlink has no room for hers.
+  connection.emit({ type: "sfu.paused", room: "r", tracks: ["p-c:cam"], unselected: ["p-c:cam"] });
+  assert.equal(call.isTrackUnselected("p-b:cam"), false);
+  assert.deepEqual(seen[1], { tracks: ["p-c:cam"], participants: ["p-c"], paused: ["p-c:cam"], resumed: [], unselected: ["p-c:cam"] });
+  connection.emit({ type: "sfu.paused", room: "r", tracks: ["p-c:cam"] }); // an older server: none unselected
+  assert.deepEqual(seen[2], { tracks: ["p-c:cam"], participants: ["p-c"], paused: [], resumed: [], unselected: [] });
+  connection.emit({ type: "sfu.paused", room: "r", tracks: [], unselected: "p-b:cam" }); // not a list: ignored
+  assert.equal(seen.length, 3);
+  connection.emit({ type: "sfu.paused", room: "r", tracks: ["p-c:cam"], unselected: ["p-b:cam"] });
+  call._closeConnections(); // a media restart starts with nothing unselected
+  assert.equal(call.unselectedTracks.size, 0);
+  assert.deepEqual(seen.at(-1), { tracks: [], participants: [], paused: [], resumed: ["p-c:cam"], unselected: [] });
 });

@@ -62,6 +62,7 @@ const STRINGS = {
     callQuality_unknown: "measuring",
     callParticipants: "{n} in the call",
     callVideoPaused: "Video paused: weak connection",
+    callVideoUnselected: "Video off: not among the latest speakers",
   },
   zh: {
     callIncoming: "{name} 来电",
@@ -107,6 +108,7 @@ const STRINGS = {
     callQuality_unknown: "测量中",
     callParticipants: "{n} 人在通话中",
     callVideoPaused: "视频已暂停：网络较弱",
+    callVideoUnselected: "视频未显示：不是最近的发言者",
   },
 };
 
@@ -602,11 +604,8 @@ export function relabel() {
   view.setAttribute("aria-label", label);
   document.getElementById("call-controls")?.setAttribute("aria-label", label);
   if (s.tiles.has("local")) tileFor("local", ownTileName(), false);
-  for (const tile of s.tiles.values()) {
-    const paused = tile.placeholder.querySelector(".tile-paused-text");
-    if (paused) paused.textContent = ui.t("callVideoPaused");
-    setQuality(tile, tile.bars.dataset.quality ?? "unknown");
-  }
+  // The placeholders' words come again with the tiles (showPaused).
+  for (const tile of s.tiles.values()) setQuality(tile, tile.bars.dataset.quality ?? "unknown");
   render();
 }
 
@@ -655,14 +654,35 @@ function renderTiles() {
  * @param {Tile} tile
  */
 function videoPaused(s, tile) {
-  const call = s.call;
-  if (!call || call.pausedTracks.size === 0) return false;
+  return videoHeld(s, tile, "pausedTracks", "isTrackPaused");
+}
+
+/**
+ * Whether the SFU leaves the tile's video out because the room sends the video of its latest
+ * speakers only (stream selection): no network matter.
+ * @param {Session} s
+ * @param {Tile} tile
+ */
+function videoUnselected(s, tile) {
+  return videoHeld(s, tile, "unselectedTracks", "isTrackUnselected");
+}
+
+/**
+ * @param {Session} s
+ * @param {Tile} tile
+ * @param {"pausedTracks" | "unselectedTracks"} set
+ * @param {"isTrackPaused" | "isTrackUnselected"} test
+ */
+function videoHeld(s, tile, set, test) {
+  const call = /** @type {any} */ (s.call);
+  if (!call || !call[set] || call[set].size === 0) return false;
   for (const info of Object.values(call.tracks)) {
-    if (info.participant !== tile.participant || info.kind !== "video") continue;
-    if ((info.source === "screen") === tile.screen && call.isTrackPaused(info)) return true;
+    const i = /** @type {any} */ (info);
+    if (i.participant !== tile.participant || i.kind !== "video") continue;
+    if ((i.source === "screen") === tile.screen && call[test](i)) return true;
   }
-  // Paused before its offer came: the track id still names the camera source.
-  return !tile.screen && call.isTrackPaused(`${tile.participant}:cam`);
+  // Held back before its offer came: the track id still names the camera source.
+  return !tile.screen && call[test](`${tile.participant}:cam`);
 }
 
 /** A tile whose video is paused shows the placeholder (its audio goes on) and a poor network. */
@@ -671,9 +691,15 @@ function showPaused() {
   if (!s) return;
   for (const [key, tile] of s.tiles) {
     const paused = key !== "local" && videoPaused(s, tile);
+    // Left out by stream selection: the same placeholder (not a frozen or black picture),
+    // saying why, and nothing about the network.
+    const unselected = key !== "local" && !paused && videoUnselected(s, tile);
     const was = tile.el.classList.contains("video-paused");
-    tile.el.classList.toggle("video-paused", paused);
-    tile.placeholder.hidden = !paused;
+    tile.el.classList.toggle("video-paused", paused || unselected);
+    tile.el.classList.toggle("video-unselected", unselected);
+    tile.placeholder.hidden = !(paused || unselected);
+    const text = tile.placeholder.querySelector(".tile-paused-text");
+    if (text) text.textContent = ui.t(unselected ? "callVideoUnselected" : "callVideoPaused");
     if (paused) setQuality(tile, "poor");
     else if (was) setQuality(tile, "unknown"); // measured again within QUALITY_INTERVAL_MS
   }
@@ -911,7 +937,9 @@ async function measure(mine) {
   for (const info of Object.values(call.tracks)) {
     const q = received.get(info.mid);
     if (!q || (byParticipant.has(info.participant) && info.kind === "audio")) continue;
-    byParticipant.set(info.participant, networkQuality({ ...q, expecting: info.kind === "video" && !call.participants.get(info.participant)?.video_muted }));
+    // Video the SFU leaves out (stream selection) is not expected: its absence is no loss.
+    const expecting = info.kind === "video" && !call.participants.get(info.participant)?.video_muted && !call.isTrackUnselected?.(info);
+    byParticipant.set(info.participant, networkQuality({ ...q, expecting }));
   }
   let loss = null;
   let rttMs = null;

@@ -251,9 +251,11 @@ function preferCodecs(transceiver, kind) {
  * `speakers` (the `call.speakers` list), `muted` ({kind, by}: an admin muted us), `removed`,
  * `restarted` ({restarts}), `suspended` (the connection dropped; media goes on), `resumed`
  * ({rejoined}: the connection is back; `rejoined` when it came back too late and the call
- * joined the room again), `paused` ({tracks, participants, paused, resumed}: the received
- * tracks the SFU holds back for lack of downlink changed; `tracks` are all held back now,
- * `participants` their publishers, `paused`/`resumed` what changed; see `isTrackPaused`),
+ * joined the room again), `paused` ({tracks, participants, paused, resumed, unselected}:
+ * what of the received tracks the SFU does not send changed; `tracks` are all held back
+ * now for lack of downlink, `participants` their publishers, `paused`/`resumed` what of
+ * those changed (see `isTrackPaused`); `unselected` the video it leaves out now by stream
+ * selection in a large room (see `isTrackUnselected`)),
  * `error` (Error), `log` (string).
  */
 export class Call extends Emitter {
@@ -295,6 +297,10 @@ export class Call extends Emitter {
     /** Received track ids (as in `sfu.offer`) the SFU does not send now: this side's
      * downlink has no room for them (`sfu.paused`). */
     this.pausedTracks = new Set();
+    /** Received video track ids (as in `sfu.offer`) the SFU does not send now because of
+     * stream selection: a large room forwards only the video of its `video_last_n` most
+     * recent speakers and of pinned participants (`sfu.paused` `unselected`). */
+    this.unselectedTracks = new Set();
     /** @type {Record<string, LayerInfo>} the camera's layers as last declared, by mid */
     this.layers = {};
     this.offersAnswered = 0;
@@ -432,7 +438,7 @@ export class Call extends Emitter {
       this._enqueue(() => this._answer(event)).catch((error) => this.emit("error", error));
     });
     this._listen("sfu.layers", (event) => this._onLayers(event.paused));
-    this._listen("sfu.paused", (event) => this._onPaused(event.tracks));
+    this._listen("sfu.paused", (event) => this._onPaused(event.tracks, event.unselected));
     this._listen("call.participant_joined", (event) => {
       this.participants.set(event.participant.participant, event.participant);
       this.emit("joined", event.participant);
@@ -657,26 +663,46 @@ export class Call extends Emitter {
     this._log(`paused layers: ${[...wanted].join(", ") || "none"}`);
   }
 
-  /** The SFU's list of what it does not send us now: emits `paused` when it changed. */
-  _onPaused(tracks) {
-    if (!Array.isArray(tracks)) {
+  /** The SFU's lists of what it does not send us now (`tracks`: no room in the downlink;
+   * `unselected`: video left out by stream selection, absent from older servers): emits
+   * `paused` when either changed. */
+  _onPaused(tracks, unselected = []) {
+    if (!Array.isArray(tracks) || !Array.isArray(unselected ?? [])) {
       this.emit("error", new Error("sfu.paused without a track list: ignored"));
       return;
     }
     const now = new Set(tracks.filter((t) => typeof t === "string"));
+    const left = new Set((unselected ?? []).filter((t) => typeof t === "string"));
     const was = this.pausedTracks;
+    const wasLeft = this.unselectedTracks;
     const paused = [...now].filter((t) => !was.has(t));
     const resumed = [...was].filter((t) => !now.has(t));
+    const sameLeft = left.size === wasLeft.size && [...left].every((t) => wasLeft.has(t));
     this.pausedTracks = now;
-    if (paused.length === 0 && resumed.length === 0) return;
-    this._log(`paused by the SFU: ${[...now].join(", ") || "none"}`);
-    this.emit("paused", { tracks: [...now], participants: [...this.pausedParticipants()], paused, resumed });
+    this.unselectedTracks = left;
+    if (paused.length === 0 && resumed.length === 0 && sameLeft) return;
+    this._log(`paused by the SFU: ${[...now].join(", ") || "none"}; unselected: ${[...left].join(", ") || "none"}`);
+    this.emit("paused", {
+      tracks: [...now],
+      participants: [...this.pausedParticipants()],
+      paused,
+      resumed,
+      unselected: [...left],
+    });
   }
 
   /** Whether the SFU holds back the received track `track` (its id as in `sfu.offer`, or a
    * TrackInfo) for lack of downlink: show a placeholder in its place meanwhile. */
   isTrackPaused(track) {
     return this.pausedTracks.has(typeof track === "string" ? track : track?.track);
+  }
+
+  /** Whether the SFU leaves the received video `track` (its id as in `sfu.offer`, or a
+   * TrackInfo) out by stream selection: a large room forwards only the video of its most
+   * recent speakers and of pinned participants. Not a network problem: show a placeholder
+   * (or pin the participant) meanwhile; it comes back when its publisher speaks. */
+  isTrackUnselected(track) {
+    return this.unselectedTracks.has(typeof track === "string" ? track : track?.track);
   }
 
   /** The participants of which some received track is paused (`isTrackPaused`). */
@@ -841,7 +867,7 @@ export class Call extends Emitter {
     this.senders.clear();
     this.pausedLayers = new Set();
     // New connections start with everything sent; the SFU says again what it holds back.
-    this._onPaused([]);
+    this._onPaused([], []);
     return published;
   }
 

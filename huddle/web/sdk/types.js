@@ -1090,13 +1090,18 @@ export const CLOSE_CODES = Object.freeze({"normal": 1000, "going_away": 1001, "i
  */
 
 /**
- * To a subscriber: the tracks (ids as in ``sfu.offer``) it is not sent now because its
- * downlink has no room for them; they resume once it has. Sent whenever the list changes.
+ * To a subscriber: the received tracks (ids as in ``sfu.offer``) it is not sent now.
+ * ``tracks``: those its downlink has no room for; they resume once it has. ``unselected``:
+ * video the room leaves out by stream selection (above ``selective_forwarding_above``
+ * participants only the video of the ``video_last_n`` most recent speakers and of pinned
+ * participants is forwarded); it resumes once its publisher is among them again. Sent
+ * whenever either list changes.
  * @typedef {object} SfuPaused
  * @property {"sfu.paused"} type
  * @property {number} seq
  * @property {string} room
  * @property {Array<string>} tracks
+ * @property {Array<string>} [unselected]
  */
 
 /**
