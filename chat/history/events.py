@@ -76,11 +76,16 @@ def reacted(
     return out or None
 
 
-def moves_read(msg: w.ChatMessage) -> bool:
-    """Whether storing ``msg`` moved its sender's read position to it: a send does
-    (chat/lua/send.lua, which also stores call records: system messages with a client id),
-    the system messages of conversation changes do not."""
-    return msg.kind != "system" or msg.client_id is not None
+def reads_moved(msg: w.ChatMessage) -> list[tuple[str, int]]:
+    """The read positions storing ``msg`` moved, (user, seq): a send moves its sender's to
+    it (chat/lua/send.lua, which also stores call records: system messages with a client
+    id); ``member_joined`` starts the added users' just before it, what came before being
+    history to them (chat/lua/members.lua); other system messages move none."""
+    if msg.kind != "system" or msg.client_id is not None:
+        return [(msg.sender, msg.seq)]
+    if msg.system is not None and msg.system.event == "member_joined":
+        return [(user, msg.seq - 1) for user in msg.system.users or ()]
+    return []
 
 
 def event_number(event: LogEvent) -> int:

@@ -143,8 +143,8 @@ def _plain(
                 return None
             added.append(msg)
             last_seq = msg.seq
-            if apply.moves_read(msg):
-                reads[msg.sender] = max(reads.get(msg.sender, 0), msg.seq)
+            for user, seq in apply.reads_moved(msg):
+                reads[user] = max(reads.get(user, 0), seq)
         elif isinstance(event, w.ChatReadEvent):
             reads[event.user] = max(reads.get(event.user, 0), event.read_seq)
         else:
@@ -483,8 +483,8 @@ class SqlHistory(ABC):
                 msg = event.message
                 added.append(msg)
                 last_seq = max(last_seq, msg.seq)
-                if apply.moves_read(msg):
-                    reads[msg.sender] = max(reads.get(msg.sender, 0), msg.seq)
+                for user, seq in apply.reads_moved(msg):
+                    reads[user] = max(reads.get(user, 0), seq)
                 continue
             if isinstance(event, w.ChatReadEvent):
                 reads[event.user] = max(reads.get(event.user, 0), event.read_seq)
