@@ -796,8 +796,10 @@ class Room:
             for sub in participant.subscriptions.values():
                 if not sub.layers or sub.port.ssrc not in sub.track.forwarder.outputs:
                     continue
-                if sub.downlink_paused:
-                    continue  # nobody gets a layer its downlink has no room for
+                if sub.downlink_paused or not sub.selected:
+                    # Nobody gets a layer its downlink has no room for, or one stream
+                    # selection leaves out: a publisher nobody selects sends no video.
+                    continue
                 owner = wanted.setdefault(sub.track.owner, set())
                 owner.add(sub.track.mid)
                 if sub.pending is not None:

@@ -147,3 +147,47 @@ async def test_unselected_video_told_in_sfu_paused(start_node: StartNode, worker
     await unselected_becomes([])
     for call in (alice, bob, viewer):
         await call.close()
+
+
+async def test_a_publisher_nobody_selects_is_asked_to_send_no_video(start_node: StartNode) -> None:
+    """In a room that forwards the video of the latest speaker only, a silent publisher's
+    simulcast layers are wanted by nobody: they are paused at the publisher (sfu.layers),
+    not sent for nothing; once it speaks they come back."""
+    node = await start_node(
+        ice_addresses=["127.0.0.1"],
+        selective_forwarding_above=2,
+        audio_streams_max=1,
+        video_last_n=1,
+    )
+    alice, bob, dave = [await _call(node, name) for name in ("alice", "bob", "dave")]
+    sizes = [(160, 96), (320, 192), (640, 384)]
+    alice_tone = ToneTrack(330, amplitude=40)
+    await alice.publish(
+        *(ColorTrack((200, 0, 0), size) for size in sizes),
+        alice_tone,
+        sources={0: "camera", 1: "camera", 2: "camera"},
+        layers={i: ("cam", i, size[1]) for i, size in enumerate(sizes)},
+    )
+    bob_tone, dave_tone = ToneTrack(440, amplitude=12000), ToneTrack(550, amplitude=12000)
+    await bob.publish(ColorTrack((0, 200, 0)), bob_tone)
+    await dave.publish(ColorTrack((0, 0, 200)), dave_tone)
+    room = local_room(node, "big")
+    mids = sorted(t.mid for t in room.participants[alice.participant].published.values() if t.group)
+    assert len(mids) == 3
+
+    async def paused_becomes(want: list[str]) -> None:
+        deadline = time.monotonic() + 10
+        while alice.paused_layers != want:
+            assert time.monotonic() < deadline, (alice.paused_layers, want)
+            await asyncio.sleep(0.1)
+
+    # Bob and dave speak: each gets the other's video, nobody alice's.
+    await paused_becomes(mids)
+    # Alice speaks, the others fall silent: her video is selected again, and sent.
+    alice_tone.amplitude, bob_tone.amplitude, dave_tone.amplitude = 12000, 40, 40
+    deadline = time.monotonic() + 10
+    while len(alice.paused_layers) == 3:
+        assert time.monotonic() < deadline, alice.paused_layers
+        await asyncio.sleep(0.1)
+    for call in (alice, bob, dave):
+        await call.close()
