@@ -89,6 +89,8 @@ class CallManager:
         # participant -> (when, sdp, tracks) of an offer that came before its join reply
         self._early_offers: dict[str, tuple[float, str, list[dict[str, str]]]] = {}
         self._detached: dict[tuple[str, str], Member] = {}
+        # What the last check_remote found gone: gone at the next one too, it is acted on.
+        self._suspects: set[object] = set()
         self.relay = relay
         self.remote = RemoteRooms(relay)
         if relay is not None:
@@ -644,7 +646,10 @@ class CallManager:
         their connection had closed (they may still come back within ``call_resume_s``):
         their device's presence entry has expired, or another connection took it. And
         this node's devices in rooms of a node that died (its claim on the room expired, or
-        another node holds it now) are told to join again (``call.reconnect``)."""
+        another node holds it now) are told to join again (``call.reconnect``). Either only
+        when two checks in a row find it so: an entry or a claim can be missing for a moment
+        (a Redis that restarted without them, until their nodes write them again), and the
+        calls of live devices must not end for that."""
         remote = [
             (session, member)
             for session, member in self.members.items()
@@ -660,8 +665,12 @@ class CallManager:
             pipe.get(room_node_key(room_name))
         replies = iter(await pipe.execute())
         now_ms = time.time() * 1000
+        suspects, self._suspects = self._suspects, set()
         for session, member in remote:
             if not _device_alive(next(replies), session.session_id, now_ms):
+                if session not in suspects:
+                    self._suspects.add(session)
+                    continue
                 extra = {"origin": session.origin, "participant": member.participant}
                 log.info("a member's node is gone", extra=extra)
                 if self.relay is not None:
@@ -671,6 +680,9 @@ class CallManager:
             claim = next(replies)
             holder = (claim.decode() if isinstance(claim, bytes) else claim or "").split("#")[0]
             if holder != owner:
+                if (local, room_name) not in suspects:
+                    self._suspects.add((local, room_name))
+                    continue
                 self.remote.lost(local, room_name, "node_lost")
 
     async def _release_claim(self, room: CallRoom) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, cast
 
 import av
 import pytest
@@ -14,6 +14,7 @@ import pytest
 from huddle.call import CallClient
 from huddle.client import HuddleClient, RequestError
 from signaling import protocol as p
+from signaling.presence import devices_key
 from signaling.server import HUB
 from tests.conftest import StartNode
 from tests.functional.test_ringing_functional import drain
@@ -216,3 +217,27 @@ async def test_a_device_replaced_on_another_node_keeps_its_call(
         assert await drain(alice) == []  # the same participant all along
     finally:
         process.close()
+
+
+async def test_a_presence_entry_missing_for_a_moment_ends_no_call(
+    start_node: StartNode, redis_client: object
+) -> None:
+    """A device's presence entry can be missing for a moment (a Redis that restarted without
+    it, until its node registers it again): the room's node does not take that for its node
+    being gone."""
+    first = await start_node(call_resume_s=0.3)
+    second = await start_node(call_resume_s=0.3)
+    alice = await first.client("alice")
+    await alice.request(p.CallJoin(id="", room="steady"))
+    bob = await second.client("bob", device="phone")
+    await bob.request(p.CallJoin(id="", room="steady"))  # relayed to the first node
+    await alice.next_event("call.participant_joined")
+    calls = first.app[HUB].calls
+    await cast(Any, redis_client).hdel(devices_key("bob"), "phone")
+    await calls.check_remote()  # gone, once
+    await second.app[HUB]._refresh()  # its node registers it again
+    await calls.check_remote()
+    await asyncio.sleep(0.6)  # past call_resume_s
+    assert await drain(alice) == []  # nobody left
+    [member] = [m for s, m in calls.members.items() if m.identity == "bob"]
+    assert member.session is not None
