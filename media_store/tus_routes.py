@@ -155,19 +155,29 @@ def _elsewhere() -> MediaError:
     )
 
 
+async def _lock(service: MediaService, upload: str) -> str:
+    """Take the upload's lock (one request writes or ends an upload at a time): its token,
+    for ``_unlock``. 423 while another request holds it."""
+    token = secrets.token_hex(8)
+    if not await service.redis.set(media_key(upload, "tus_lock"), token, nx=True, px=LOCK_TTL_MS):
+        raise MediaError(423, "locked", "another request is writing this upload")
+    return token
+
+
+async def _unlock(service: MediaService, upload: str, token: str) -> None:
+    await service.redis.eval(_RELEASE, 1, media_key(upload, "tus_lock"), token)
+
+
 async def _give_up_elsewhere(service: MediaService, upload: str, owner: str) -> None:
     """The upload was made on a node whose bytes this one cannot reach (no shared media
     folder): it cannot go on here. Its record and reservation go now, so that the client's
     new upload (tus clients start one when the old one is 404) fits in the quota; the other
     node's sweep removes the partial file once it has no record."""
-    lock = media_key(upload, "tus_lock")
-    token = secrets.token_hex(8)
-    if not await service.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
-        raise MediaError(423, "locked", "another request is writing this upload")
+    token = await _lock(service, upload)
     try:
         await service.records.release_upload(upload, owner)
     finally:
-        await service.redis.eval(_RELEASE, 1, lock, token)
+        await _unlock(service, upload, token)
     raise _elsewhere()
 
 
@@ -213,12 +223,9 @@ async def _append(
     request: web.Request, service: MediaService, upload: str, owner: str
 ) -> web.Response:
     """Write the body at the upload's offset; store the file once it is complete."""
-    lock = media_key(upload, "tus_lock")
-    token = secrets.token_hex(8)
     try:
         state = await _load(service, upload, owner)
-        if not await service.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
-            raise MediaError(423, "locked", "another request is writing this upload")
+        token = await _lock(service, upload)
     except MediaError as exc:
         return _fail(exc, close=True)
     try:
@@ -227,7 +234,7 @@ async def _append(
             return _fail(_elsewhere(), close=True)
         return await _append_locked(request, service, upload, owner, state)
     finally:
-        await service.redis.eval(_RELEASE, 1, lock, token)
+        await _unlock(service, upload, token)
 
 
 async def _append_locked(
@@ -331,21 +338,18 @@ async def _forget(service: MediaService, upload: str, owner: str) -> None:
 async def terminate(request: web.Request) -> web.Response:
     service = request.app[MEDIA]
     upload = request.match_info["upload"]
-    lock = media_key(upload, "tus_lock")
-    token = secrets.token_hex(8)
     try:
         tus.check_version(request.headers.get("Tus-Resumable"))
         owner = identity(request)
         await _load(service, upload, owner)
         # Not under a request still writing it: that one would record its progress after.
-        if not await service.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
-            raise MediaError(423, "locked", "another request is writing this upload")
+        token = await _lock(service, upload)
     except (MediaError, tus.TusError) as exc:
         return _fail(exc)
     try:
         await _forget(service, upload, owner)
     finally:
-        await service.redis.eval(_RELEASE, 1, lock, token)
+        await _unlock(service, upload, token)
     return web.Response(status=204, headers=_headers())
 
 
