@@ -654,7 +654,8 @@ function renderTiles() {
  * @param {Tile} tile
  */
 function videoPaused(s, tile) {
-  return videoHeld(s, tile, "pausedTracks", "isTrackPaused");
+  const call = s.call;
+  return Boolean(call?.pausedTracks.size) && videoHeld(s, tile, (track) => call.isTrackPaused(track));
 }
 
 /**
@@ -664,25 +665,23 @@ function videoPaused(s, tile) {
  * @param {Tile} tile
  */
 function videoUnselected(s, tile) {
-  return videoHeld(s, tile, "unselectedTracks", "isTrackUnselected");
+  const call = s.call;
+  return Boolean(call?.unselectedTracks.size) && videoHeld(s, tile, (track) => call.isTrackUnselected(track));
 }
 
 /**
+ * Whether `held` says so of the tile's video track (its camera's or its screen's).
  * @param {Session} s
  * @param {Tile} tile
- * @param {"pausedTracks" | "unselectedTracks"} set
- * @param {"isTrackPaused" | "isTrackUnselected"} test
+ * @param {(track: any) => boolean} held
  */
-function videoHeld(s, tile, set, test) {
-  const call = /** @type {any} */ (s.call);
-  if (!call || !call[set] || call[set].size === 0) return false;
-  for (const info of Object.values(call.tracks)) {
-    const i = /** @type {any} */ (info);
-    if (i.participant !== tile.participant || i.kind !== "video") continue;
-    if ((i.source === "screen") === tile.screen && call[test](i)) return true;
+function videoHeld(s, tile, held) {
+  for (const info of Object.values(s.call?.tracks ?? {})) {
+    if (info.participant !== tile.participant || info.kind !== "video") continue;
+    if ((info.source === "screen") === tile.screen && held(info)) return true;
   }
   // Held back before its offer came: the track id still names the camera source.
-  return !tile.screen && call[test](`${tile.participant}:cam`);
+  return !tile.screen && held(`${tile.participant}:cam`);
 }
 
 /** A tile whose video is paused shows the placeholder (its audio goes on) and a poor network. */
