@@ -10,10 +10,9 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from rich.console import Console
 from benchmarks import chat_load, progress
 from benchmarks.chat_driver import DeliveryResult, PhaseSpec, SendResult
 from benchmarks.chat_servers import Server
+from tests.http_stub import http_stub
 
 
 class _Node(BaseHTTPRequestHandler):
@@ -68,14 +68,8 @@ class _Pool:
 @pytest.fixture
 def node() -> Iterator[str]:
     _Node.read_at = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Node)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_stub(_Node) as url:
+        yield url
 
 
 def test_a_measured_phase_reads_no_node_metrics_within_its_window(

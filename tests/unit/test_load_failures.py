@@ -4,11 +4,10 @@ of earlier runs, clients spread over every node."""
 
 from __future__ import annotations
 
-import threading
 import time
 from array import array
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -24,6 +23,7 @@ from benchmarks.signaling_load import _specs
 from benchmarks.signaling_load import failed as signaling_failed
 from benchmarks.signaling_report import Options, TargetResult
 from benchmarks.target import NodeUse, counter_changes, node_id, same_nodes
+from tests.http_stub import http_stub
 
 # --- chat: clients that did not connect, nodes whose /metrics went missing (B1, B7) -------
 
@@ -259,14 +259,8 @@ class _Health(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def health_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_stub(_Health) as url:
+        yield url
 
 
 def test_node_id_from_healthz(health_url: str) -> None:
