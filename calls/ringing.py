@@ -347,7 +347,7 @@ class Ringing:
             if self._placed.get(session) is not placed:
                 return  # merged, answered or over meanwhile
             del self._placed[session]
-            await self._merge_later(session, placed.call, crossing)
+            await self._merge(session, placed.call, crossing)
             return
 
     async def _crossing(self, call: str, caller: str, callee: str) -> bool:
@@ -366,27 +366,19 @@ class Ringing:
         self.in_call[session] = call
         return room
 
-    async def _merge(self, session: Session, mine: str, theirs: str) -> str | None:
+    async def _merge(self, session: Session, mine: str, theirs: str) -> None:
         """Give up ``mine`` (placed by ``session``, still ringing) and answer ``theirs``, the
-        call its callee placed to this user meanwhile; the room to join, or None when
-        ``mine`` no longer rings (it stands). The call given up is recorded nowhere: the two
-        talk in the other."""
-        self._placed.pop(session, None)
+        call its callee placed to this user meanwhile; the device hears of it in
+        ``call.merged`` (its invite's reply has gone). When ``mine`` no longer rings it
+        stands. The call given up is recorded nowhere: the two talk in the other."""
         try:
-            await self._change("cancel", mine, session)
-        except CallError:
-            return None
-        if self.in_call.get(session) == mine:
-            del self.in_call[session]
-        return await self._answer(session, theirs)
-
-    async def _merge_later(self, session: Session, mine: str, theirs: str) -> None:
-        """``_merge``, the reply to the device's invite gone: it hears of it in
-        ``call.merged``."""
-        try:
-            room = await self._merge(session, mine, theirs)
-            if room is None:
-                return
+            try:
+                await self._change("cancel", mine, session)
+            except CallError:
+                return  # it no longer rings: it stands
+            if self.in_call.get(session) == mine:
+                del self.in_call[session]
+            room = await self._answer(session, theirs)
         except CallError as exc:
             log.info("crossing calls not merged", extra={"call": mine, "error": exc.code})
             return
@@ -565,7 +557,7 @@ class Ringing:
                 placed.crossed = t.call  # placing it still: _look_for_crossing takes it
             elif t.call < placed.call:
                 del self._placed[s]
-                self._spawn(self._merge_later(s, placed.call, t.call))
+                self._spawn(self._merge(s, placed.call, t.call))
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
